@@ -1,0 +1,1 @@
+"""Evaluation harness: method grids, random-skipping controls, time-to-accuracy, Pareto fronts."""

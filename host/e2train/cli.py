@@ -1,0 +1,54 @@
+"""`e2train ...`: one entry point; each subcommand lives in the module that implements it.
+
+Subcommand modules are imported only when named, so that `e2train measure` or the board
+agent never import torch. Each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("e2train.demo", "baseline vs E2-Train on the simulated board, measured through the simulated meter"),
+    "flash": ("e2train.device.host_cli", "load a bitstream onto the board (or the simulated board)"),
+    "train": ("e2train.device.host_cli", "train on the board (the simulated board when none is named)"),
+    "board": ("e2train.device.agent", "serve the board link (runs on the board, or as the simulated board)"),
+    "measure": ("e2train.meter.cli", "measure the energy of any command with a power meter"),
+    "bench": ("e2train.bench.cli", "evaluation harness: methods, random controls, time-to-accuracy, Pareto"),
+    "torch-train": ("e2train.torch.cli", "train with the PyTorch reference (CPU or CUDA)"),
+    "kernels": ("e2train.kernel_demo", "run the three kernels' C simulation on a real mini-batch"),
+}
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="e2train", description="On-device energy-efficient CNN training for Zynq-7000.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        if name == command:
+            mod = importlib.import_module(module)
+            add = getattr(mod, f"add_{name.replace('-', '_')}_arguments", None) or mod.add_arguments
+            add(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        _parser().parse_args(argv or ["--help"])
+        return 2
+    args = _parser(command).parse_args(argv)
+    mod = importlib.import_module(COMMANDS[command][0])
+    runner = getattr(mod, f"run_{command.replace('-', '_')}", None) or mod.run
+    try:
+        return int(runner(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

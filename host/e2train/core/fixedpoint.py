@@ -1,0 +1,249 @@
+"""The fixed-point contract of e2train, written once (numpy only, bit-exact).
+
+Every other implementation -- the HLS kernels (hls/), the RTL engine (fpga/rtl), the
+on-device trainer and the torch reference -- either calls this module or is tested
+against it. docs/fixed-point.md is the prose version of the same contract.
+
+Summary
+-------
+* Codes: activations uint8 after a ReLU, int8 elsewhere; weights int8; gradients int16.
+* Scales: one per tensor, *dyadic*: value = code * m * 2**-s with an integer mantissa m of
+  ``MANT_BITS`` significant bits. Full-range: the chosen max maps onto the top code.
+* Requantisation acc -> narrower code: ``sat((acc * M + 2**(S-1)) >> S)`` (round half up,
+  arithmetic shift, saturate); (M, S) is a :class:`Dyadic` too. No float in a kernel.
+* MSB split by rounding to nearest, top code saturating, so that the split is exact.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+# Mantissa width of every dyadic number (tensor scales and requantisation multipliers).
+# 15 bits keeps acc * M inside int64 for 48-bit accumulators and inside one DSP48E1
+# (25x18 multiplier) for the 16/18-bit side of the product.
+MANT_BITS = 15
+MAX_SHIFT = 62
+
+# beta and the other PSG/update scalars are fixed point on the kernel side.
+BETA_FRAC_BITS = 16          # beta_q = round(beta * 2**16), beta in (0, 1]
+DECAY_FRAC_BITS = 30         # wd_q = round(lr * wd * 2**30)
+MASTER_LIMIT = (1 << 30) - 1  # master weights saturate at +-(2**30 - 1) (int32 with headroom)
+
+
+@dataclass(frozen=True)
+class QFormat:
+    """An integer code format: its numpy dtype and the range of codes."""
+
+    name: str
+    lo: int
+    hi: int
+    dtype: type
+
+    @property
+    def unsigned(self) -> bool:
+        return self.lo == 0
+
+    def saturate(self, v: np.ndarray) -> np.ndarray:
+        return np.clip(v, self.lo, self.hi).astype(self.dtype)
+
+
+INT8 = QFormat("int8", -128, 127, np.int8)
+UINT8 = QFormat("uint8", 0, 255, np.uint8)
+INT16 = QFormat("int16", -32768, 32767, np.int16)
+INT32 = QFormat("int32", -(1 << 31), (1 << 31) - 1, np.int32)
+
+FORMATS = {f.name: f for f in (INT8, UINT8, INT16, INT32)}
+
+
+def format_of(arr: np.ndarray) -> QFormat:
+    """The code format of an integer array, from its dtype."""
+    name = np.dtype(arr.dtype).name
+    if name not in FORMATS:
+        raise TypeError(f"no fixed-point format for dtype {name}; expected one of {sorted(FORMATS)}")
+    return FORMATS[name]
+
+
+class Dyadic(NamedTuple):
+    """A non-negative dyadic number m * 2**-s (integer mantissa m, shift s >= 0)."""
+
+    m: int
+    s: int
+
+    @property
+    def value(self) -> float:
+        return math.ldexp(self.m, -self.s)
+
+    @staticmethod
+    def from_float(r: float) -> "Dyadic":
+        """Nearest dyadic with a ``MANT_BITS``-bit mantissa (round half up on the mantissa).
+
+        Deterministic: float64 ``frexp`` and an exact power-of-two scaling, so every
+        implementation that calls this gets the same (m, s) for the same input.
+        """
+        r = float(r)
+        if not math.isfinite(r) or r <= 0.0:
+            raise ValueError(f"a dyadic number must be finite and > 0, got {r!r}")
+        f, e = math.frexp(r)                          # r = f * 2**e, f in [0.5, 1)
+        m = math.floor(math.ldexp(f, MANT_BITS) + 0.5)
+        s = MANT_BITS - e
+        if m == 1 << MANT_BITS:                       # rounding carried into a new bit
+            m, s = m >> 1, s - 1
+        if s < 0:                                     # r >= 2**MANT_BITS: keep s = 0
+            m, s = m << -s, 0
+            if m >= 1 << 31:
+                raise ValueError(f"dyadic {r!r} too large for a 31-bit mantissa")
+        if s > MAX_SHIFT:                             # very small r: lose mantissa bits
+            m = math.floor(math.ldexp(m, MAX_SHIFT - s) + 0.5)
+            s = MAX_SHIFT
+            if m == 0:
+                raise ValueError(f"dyadic {r!r} too small (below 2**-{MAX_SHIFT})")
+        return Dyadic(int(m), int(s))
+
+
+ONE = Dyadic(1, 0)
+
+
+def scale_for(maxabs: float, fmt: QFormat) -> Dyadic:
+    """Full-range scale: ``maxabs`` maps onto the top code of ``fmt``.
+
+    A zero (or non-finite) max gives the scale 1.0: every code is then zero anyway, and
+    the caller never divides by zero.
+    """
+    maxabs = float(maxabs)
+    if not math.isfinite(maxabs):
+        raise ValueError(f"cannot choose a scale for a non-finite max ({maxabs!r})")
+    if maxabs <= 0.0:
+        return ONE
+    return Dyadic.from_float(maxabs / fmt.hi)
+
+
+def quantize(x: np.ndarray, scale: Dyadic, fmt: QFormat) -> np.ndarray:
+    """float -> codes: floor(x / scale + 1/2) in float64, saturated to ``fmt``."""
+    x = np.asarray(x, dtype=np.float64)
+    q = np.floor(x * math.ldexp(1.0, scale.s) / scale.m + 0.5)
+    return fmt.saturate(np.nan_to_num(q, nan=0.0, posinf=fmt.hi, neginf=fmt.lo))
+
+
+def dequantize(q: np.ndarray, scale: Dyadic) -> np.ndarray:
+    """codes -> float32 (exact in float64, then rounded once)."""
+    return (np.asarray(q, dtype=np.float64) * scale.value).astype(np.float32)
+
+
+def requant_multiplier(acc_scale: float, out_scale: Dyadic) -> Dyadic:
+    """The (M, S) that maps accumulator codes of scale ``acc_scale`` onto ``out_scale``."""
+    return Dyadic.from_float(float(acc_scale) / out_scale.value)
+
+
+def requantize(acc: np.ndarray, mult: Dyadic, fmt: QFormat) -> np.ndarray:
+    """acc -> codes of ``fmt``: sat((acc * M + 2**(S-1)) >> S), round half up.
+
+    ``acc`` must fit 48 bits (the kernels' widest accumulator) and acc * M must fit 62 bits;
+    both hold for every multiplier ``Dyadic.from_float`` makes below 2**15.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    if mult.m < 0 or mult.m >= 1 << 31 or not 0 <= mult.s <= MAX_SHIFT:
+        raise ValueError(f"requantisation multiplier out of range: {mult}")
+    peak = int(np.abs(acc).max()) if acc.size else 0
+    if peak >= 1 << 47:
+        raise OverflowError("accumulator exceeds 48 bits: the shape is outside what the kernels accept")
+    if peak * mult.m >= 1 << 62:
+        raise OverflowError(f"acc * M would exceed 62 bits (max |acc| = {peak}, M = {mult.m})")
+    return fmt.saturate(_shift_round(acc * mult.m, mult.s))
+
+
+def _shift_round(v: np.ndarray, s: int) -> np.ndarray:
+    if s == 0:
+        return v
+    return (v + (1 << (s - 1))) >> s
+
+
+# --- MSB predictors --------------------------------------------------------------------
+
+X_SHIFT = 4      # x = 16*x_h + x_l
+G_SHIFT = 6      # g = 64*g_h + g_l
+G_H_MIN, G_H_MAX = -512, 511     # 10-bit signed g_h
+
+
+def x_h_top(unsigned: bool) -> int:
+    """Top code of the 4-bit x predictor: 15 for uint8 activations, 7 for int8."""
+    return 15 if unsigned else 7
+
+
+def msb_split_x(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x = 16*x_h + x_l with x_h = min((x + 8) >> 4, top): rounding, top code saturating."""
+    fmt = format_of(x)
+    if fmt not in (INT8, UINT8):
+        raise TypeError(f"x must be int8 or uint8, got {fmt.name}")
+    xi = x.astype(np.int64)
+    xh = np.minimum((xi + 8) >> X_SHIFT, x_h_top(fmt.unsigned))
+    return xh, xi - (xh << X_SHIFT)
+
+
+def msb_split_g(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """g = 64*g_h + g_l with g_h = clamp((g + 32) >> 6, -512, 511)."""
+    if format_of(g) is not INT16:
+        raise TypeError(f"g must be int16, got {np.dtype(g.dtype).name}")
+    gi = g.astype(np.int64)
+    gh = np.clip((gi + 32) >> G_SHIFT, G_H_MIN, G_H_MAX)
+    return gh, gi - (gh << G_SHIFT)
+
+
+def beta_to_fixed(beta: float) -> int:
+    """beta in (0, 1] -> beta_q = round(beta * 2**16) in [1, 65536]."""
+    beta = float(beta)
+    if not (0.0 < beta <= 1.0) or not math.isfinite(beta):
+        raise ValueError(f"PSG beta must be in (0, 1], got {beta!r}")
+    return max(1, int(math.floor(math.ldexp(beta, BETA_FRAC_BITS) + 0.5)))
+
+
+def decay_to_fixed(lr: float, wd: float) -> int:
+    """Decoupled weight decay per step, lr * wd, as a Q2.30 integer."""
+    v = float(lr) * float(wd)
+    if not (0.0 <= v < 1.0) or not math.isfinite(v):
+        raise ValueError(f"lr * weight_decay must be in [0, 1), got {v!r}")
+    return int(math.floor(math.ldexp(v, DECAY_FRAC_BITS) + 0.5))
+
+
+# --- master weights --------------------------------------------------------------------
+
+def master_frac_bits(w_maxabs: float, headroom_bits: int = 6) -> int:
+    """Fraction bits F of a layer's int32 master weights (value = W * 2**-F).
+
+    Chosen once, at initialisation, so that the initial max uses 30 - headroom bits: the
+    weights may grow 2**headroom before they saturate, and an lr of 1e-3 is still
+    thousands of master LSBs.
+    """
+    if not math.isfinite(w_maxabs) or w_maxabs <= 0:
+        raise ValueError(f"cannot choose master weight format for max {w_maxabs!r}")
+    e = math.frexp(w_maxabs)[1]                       # w_maxabs < 2**e
+    return int(30 - headroom_bits - e)
+
+
+def lr_to_fixed(lr: float, frac_bits: int) -> int:
+    """Sign-step size in master LSBs: round(lr * 2**F), at least 1 for lr > 0."""
+    lr = float(lr)
+    if not (lr >= 0.0) or not math.isfinite(lr):
+        raise ValueError(f"learning rate must be finite and >= 0, got {lr!r}")
+    q = int(math.floor(math.ldexp(lr, frac_bits) + 0.5))
+    if q >= 1 << 30:
+        raise ValueError(f"learning rate {lr} is too large for a master format with {frac_bits} fraction bits")
+    return max(q, 1) if lr > 0 else 0
+
+
+def weight_codes(w_master: np.ndarray, frac_bits: int) -> tuple[np.ndarray, Dyadic]:
+    """Re-derive the int8 compute copy from int32 master weights (full range).
+
+    Returns the int8 codes and their scale. The requantisation multiplier is the dyadic
+    nearest 127 / max|W|, so the int8 scale is 2**-F / M * 2**S; we report the
+    nominal full-range scale of max|W| * 2**-F / 127 as a dyadic, which is what every
+    implementation uses to dequantise.
+    """
+    wmax = int(np.abs(w_master.astype(np.int64)).max()) if w_master.size else 0
+    if wmax == 0:
+        return np.zeros(w_master.shape, np.int8), ONE
+    scale = scale_for(math.ldexp(wmax, -frac_bits), INT8)
+    mult = requant_multiplier(math.ldexp(1.0, -frac_bits), scale)
+    return requantize(w_master, mult, INT8), scale

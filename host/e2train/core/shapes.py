@@ -1,0 +1,114 @@
+"""Convolution shapes the kernels accept, and the limits that keep their accumulators exact.
+
+One definition, used by the golden models, the C-sim binding, the PYNQ driver, the
+performance model and the torch reference, so that "what the kernels accept" cannot drift.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KERNEL_SIZES = (1, 3)
+STRIDES = (1, 2)
+MAX_DIM = 1024                 # H, W, C limits (also bounds the DDR tensors' sizes)
+MAX_BATCH = 4096
+# conv_fwd: |x*w| <= 255*128 < 2**15; ci*k*k <= 2**15 terms keep |acc| < 2**30, so adding
+# a bias with |b| < 2**30 cannot wrap int32.
+MAX_FWD_TERMS = 1 << 15
+MAX_BIAS = (1 << 30) - 1
+# conv_bwd_weight: |x*g| <= 255*32768 < 2**23; n*ho*wo <= 2**24 terms keep the exact sum
+# inside 47 bits (the 48-bit DSP48 accumulator, signed).
+MAX_WGRAD_TERMS = 1 << 24
+
+
+class ShapeError(ValueError):
+    """A tensor shape or convolution parameter the kernels do not accept."""
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    n: int
+    ci: int
+    h: int
+    w: int
+    co: int
+    k: int
+    stride: int = 1
+    pad: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n", "ci", "h", "w", "co"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ShapeError(f"{name} must be a positive integer, got {v!r}")
+        if self.k not in KERNEL_SIZES:
+            raise ShapeError(f"kernel size {self.k} not supported (kernels do {KERNEL_SIZES})")
+        if self.stride not in STRIDES:
+            raise ShapeError(f"stride {self.stride} not supported (kernels do {STRIDES})")
+        if not 0 <= self.pad <= self.k // 2:
+            raise ShapeError(f"padding {self.pad} not supported for a {self.k}x{self.k} kernel (0..{self.k // 2})")
+        if max(self.ci, self.co, self.h, self.w) > MAX_DIM:
+            raise ShapeError(f"channels and spatial sizes are limited to {MAX_DIM}: {self}")
+        if self.n > MAX_BATCH:
+            raise ShapeError(f"batch {self.n} above the kernels' limit of {MAX_BATCH}")
+        if self.ho < 1 or self.wo < 1:
+            raise ShapeError(f"output would be empty: {self.h}x{self.w} input, k={self.k}, pad={self.pad}")
+        if self.ci * self.k * self.k > MAX_FWD_TERMS:
+            raise ShapeError(f"ci*k*k = {self.ci * self.k * self.k} exceeds {MAX_FWD_TERMS} (int32 accumulator bound)")
+        if self.n * self.ho * self.wo > MAX_WGRAD_TERMS:
+            raise ShapeError(f"n*ho*wo = {self.n * self.ho * self.wo} exceeds {MAX_WGRAD_TERMS} (48-bit accumulator bound)")
+
+    @property
+    def ho(self) -> int:
+        return (self.h + 2 * self.pad - self.k) // self.stride + 1
+
+    @property
+    def wo(self) -> int:
+        return (self.w + 2 * self.pad - self.k) // self.stride + 1
+
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.ci, self.h, self.w)
+
+    @property
+    def w_shape(self) -> tuple[int, int, int, int]:
+        return (self.co, self.ci, self.k, self.k)
+
+    @property
+    def y_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.co, self.ho, self.wo)
+
+    def macs(self, n_active: int | None = None) -> int:
+        """Multiply-accumulates of one pass (fwd, bwd-data and bwd-weight all have this many)."""
+        n = self.n if n_active is None else n_active
+        return n * self.co * self.ho * self.wo * self.ci * self.k * self.k
+
+    @classmethod
+    def of(cls, x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> "ConvShape":
+        if x.ndim != 4 or w.ndim != 4:
+            raise ShapeError(f"x and w must be 4-D (NCHW, OIHW); got {x.shape} and {w.shape}")
+        if w.shape[2] != w.shape[3]:
+            raise ShapeError(f"only square kernels are supported, got {w.shape[2]}x{w.shape[3]}")
+        if x.shape[1] != w.shape[1]:
+            raise ShapeError(f"x has {x.shape[1]} channels but w expects {w.shape[1]}")
+        n, ci, h, wd = (int(v) for v in x.shape)
+        return cls(n, ci, h, wd, int(w.shape[0]), int(w.shape[2]), int(stride), int(pad))
+
+
+def check_samples(samples, n: int) -> np.ndarray:
+    """Validate an SLU sample list: 1-D, integer, unique, each in [0, n). Returns int32."""
+    if samples is None:
+        return np.arange(n, dtype=np.int32)
+    s = np.asarray(samples)
+    if s.ndim != 1:
+        raise ShapeError(f"sample list must be 1-D, got shape {s.shape}")
+    if s.size and not np.issubdtype(s.dtype, np.integer):
+        raise ShapeError(f"sample list must hold integers, got {s.dtype}")
+    s = s.astype(np.int64)
+    if s.size and (s.min() < 0 or s.max() >= n):
+        bad = s[(s < 0) | (s >= n)][0]
+        raise ShapeError(f"sample index {int(bad)} out of range for a batch of {n}")
+    if np.unique(s).size != s.size:
+        raise ShapeError("sample list has duplicate indices")
+    return s.astype(np.int32)

@@ -1,0 +1,1 @@
+"""Board side (numpy + pynq only): PYNQ driver, on-device trainer, board agent, simulated device."""

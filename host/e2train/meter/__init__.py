@@ -1,0 +1,1 @@
+"""Power-meter drivers on pyserial, their emulators, and the energy recorder."""
