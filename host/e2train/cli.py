@@ -12,8 +12,8 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("e2train.demo", "baseline vs E2-Train on the simulated board, measured through the simulated meter"),
-    "flash": ("e2train.device.host_cli", "load a bitstream onto the board (or the simulated board)"),
-    "train": ("e2train.device.host_cli", "train on the board (the simulated board when none is named)"),
+    "flash": ("e2train.train_cli", "load a bitstream onto the board (or the simulated board)"),
+    "train": ("e2train.train_cli", "train on the board (the simulated board when none is named)"),
     "board": ("e2train.device.agent", "serve the board link (runs on the board, or as the simulated board)"),
     "measure": ("e2train.meter.cli", "measure the energy of any command with a power meter"),
     "bench": ("e2train.bench.cli", "evaluation harness: methods, random controls, time-to-accuracy, Pareto"),

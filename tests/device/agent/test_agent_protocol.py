@@ -1,0 +1,268 @@
+"""The board agent's link protocol over a real pseudo-terminal, with a stand-in trainer.
+
+The stand-in replaces only `open_board`/`make_trainer`; everything else (pty, framing,
+dispatch, uploads, events, catch-up, results on disk) is the code that runs on a board.
+"""
+import base64
+import hashlib
+import io
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from e2train.device import agent as agent_mod
+from e2train.device import link
+from e2train.remote import BoardClient, BoardError
+
+
+class FakeBoard:
+    backend = None
+    info = {"board": "fake", "kernels": ["conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg"]}
+
+
+class FakeTrainer:
+    """Emits `epochs` epoch events, `delay` seconds apart, then returns results."""
+
+    def __init__(self, config, on_event):
+        if config.get("epochs", 1) < 1:
+            raise ValueError("epochs must be >= 1")
+        self.epochs = config.get("epochs", 3)
+        self.delay = config.get("delay", 0.05)
+        self.on_event = on_event
+        self._stop = threading.Event()
+
+    def run(self):
+        self.on_event({"event": "started"})
+        for e in range(self.epochs):
+            if self._stop.wait(self.delay):
+                return {"summary": {"epochs": e}, "stopped": True}
+            self.on_event({"event": "epoch", "epoch": e, "test_acc": 0.5 + e / 100})
+        return {"summary": {"epochs": self.epochs, "test_acc": 0.9}}
+
+    def stop(self):
+        self._stop.set()
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    monkeypatch.setattr(agent_mod, "open_board", lambda *a, **k: FakeBoard())
+
+    def make(config, data, backend, *, ckpt_dir, resume, on_event):
+        try:
+            return FakeTrainer(config, on_event)
+        except ValueError as e:
+            raise agent_mod.CommandError(f"bad training config: {e}", "bad-config")
+
+    monkeypatch.setattr(agent_mod, "make_trainer", make)
+    agent = agent_mod.Agent(tmp_path / "board", simulated=True)
+    where = {}
+    ready = threading.Event()
+
+    def announce(path):
+        where["path"] = path
+        ready.set()
+
+    t = threading.Thread(target=agent_mod.serve_pty, args=(agent, announce), daemon=True)
+    t.start()
+    assert ready.wait(5)
+    yield agent, where["path"]
+    agent.shutdown.set()
+    t.join(5)
+
+
+def _dataset_bytes(n=8):
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buf, x_train=rng.normal(size=(n, 1, 8, 8)).astype(np.float32), y_train=np.arange(n) % 10,
+             x_test=rng.normal(size=(4, 1, 8, 8)).astype(np.float32), y_test=np.arange(4))
+    return buf.getvalue()
+
+
+def _raw(path):
+    """A raw pyserial connection to send arbitrary bytes."""
+    import serial
+    return serial.serial_for_url(path, timeout=2)
+
+
+def _read_msgs(port, n, timeout=5.0):
+    reader, out, end = link.LineReader(), [], time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < end:
+        data = port.read(port.in_waiting or 1)
+        for line in reader.feed(data):
+            out.append(json.loads(line))
+    return out
+
+
+def test_hello_reports_protocol_and_state(served):
+    agent, path = served
+    with BoardClient(path) as c:
+        assert c.hello["protocol"] == link.PROTOCOL_VERSION
+        assert c.hello["state"] == "idle"
+        assert c.hello["flashed"] is None
+
+
+def test_garbage_truncated_and_unknown_messages_get_errors_and_agent_keeps_serving(served):
+    agent, path = served
+    with _raw(path) as p:
+        p.write(b"\x00\xffgarbage\n")                                         # not JSON, no id
+        p.write(b'{"v":1,"type":"cmd","id":3,"cmd":"hel\n')                    # truncated line
+        p.write(b'{"v":99,"type":"cmd","id":4,"cmd":"hello"}\n')               # unknown version
+        p.write(b'{"v":1,"type":"cmd","id":5,"cmd":"format_disk"}\n')          # unknown command
+        p.write(b'{"v":1,"type":"cmd","id":6,"cmd":"upload","name":"x"}\n')    # missing arguments
+        p.write(b'[1,2,3]\n')                                                   # not an object
+        p.write(b'{"v":1,"type":"cmd","id":7,"cmd":"hello"}\n')                # still serving
+        msgs = _read_msgs(p, 7)
+    errors = [m for m in msgs if m["type"] == "event" and m["event"] == "error"]
+    replies = {m["id"]: m for m in msgs if m["type"] == "reply"}
+    assert len(errors) == 3 and {e["code"] for e in errors} == {"bad-json", "bad-message"}
+    assert replies[4]["ok"] is False and replies[4]["code"] == "bad-version"
+    assert replies[5]["code"] == "unknown-command" and "format_disk" in replies[5]["error"]
+    assert replies[6]["code"] == "bad-args"
+    assert replies[7]["ok"] is True and replies[7]["protocol"] == 1
+
+
+def test_overlong_line_is_dropped_with_an_error(served):
+    agent, path = served
+    with _raw(path) as p:
+        p.write(b"x" * (link.MAX_LINE + 10) + b"\n")
+        p.write(b'{"v":1,"type":"cmd","id":1,"cmd":"status"}\n')
+        msgs = _read_msgs(p, 2, timeout=10)
+    assert msgs[0]["event"] == "error" and msgs[0]["code"] == "too-long"
+    assert msgs[1]["ok"] is True
+
+
+def test_upload_checks_checksum_size_and_name(served):
+    agent, path = served
+    blob = _dataset_bytes()
+    good = hashlib.sha256(blob).hexdigest()
+    b64 = base64.b64encode(blob).decode()
+    with BoardClient(path) as c:
+        with pytest.raises(BoardError, match="checksum mismatch"):
+            c.request("upload", name="d", total=len(blob), sha256="0" * 64, offset=0, data=b64)
+        with pytest.raises(BoardError, match="bad data set name"):
+            c.request("upload", name="../../etc/passwd", total=len(blob), sha256=good, offset=0, data=b64)
+        with pytest.raises(BoardError, match="outside"):
+            c.request("upload", name="d", total=agent_mod.MAX_UPLOAD + 1, sha256=good, offset=0, data=b64)
+        with pytest.raises(BoardError, match="not valid base64"):
+            c.request("upload", name="d", total=len(blob), sha256=good, offset=0, data="@@@")
+        with pytest.raises(BoardError, match="expected offset"):
+            c.request("upload", name="d", total=len(blob), sha256=good, offset=0, data=b64[:8])
+            c.request("upload", name="d", total=len(blob), sha256=good, offset=100, data=b64[:8])
+        rep = c.request("upload", name="d", total=len(blob), sha256=good, offset=0, data=b64)
+        assert rep["stored"] == "d.npz"
+    stored = sorted(p.name for p in (agent.data_dir / "datasets").iterdir())
+    assert stored == ["d.npz"]                      # nothing written outside, no partial left
+
+
+def test_upload_of_a_non_dataset_is_refused(served):
+    agent, path = served
+    blob = b"not an npz at all"
+    with BoardClient(path) as c:
+        with pytest.raises(BoardError, match="not a readable npz"):
+            c.request("upload", name="junk", total=len(blob), sha256=hashlib.sha256(blob).hexdigest(),
+                      offset=0, data=base64.b64encode(blob).decode())
+
+
+def test_train_requires_flash_and_dataset_and_valid_config(served, tmp_path):
+    agent, path = served
+    f = tmp_path / "d.npz"
+    f.write_bytes(_dataset_bytes())
+    with BoardClient(path) as c:
+        with pytest.raises(BoardError, match="send flash first"):
+            c.train({"epochs": 2}, "d")
+        c.flash()
+        with pytest.raises(BoardError, match="not uploaded"):
+            c.train({"epochs": 2}, "d")
+        c.upload_file("d", f)
+        with pytest.raises(BoardError, match="bad training config"):
+            c.train({"epochs": 0}, "d")
+        assert c.request("status")["state"] == "idle"
+
+
+def test_link_drop_does_not_stop_training_and_host_catches_up(served, tmp_path):
+    agent, path = served
+    f = tmp_path / "d.npz"
+    f.write_bytes(_dataset_bytes())
+    c = BoardClient(path)
+    c.flash()
+    c.upload_file("d", f)
+    run_id = c.train({"epochs": 12, "delay": 0.1}, "d", run_id="r1")
+    first = next(ev for ev in _drain(c, 3.0) if ev["event"] == "epoch")
+    c.close()                                   # the cable is pulled
+    time.sleep(0.6)                             # epochs happen while nobody listens
+    c.reconnect()
+    seen = [first] + list(_drain(c, 5.0, until="finished"))
+    epochs = [e["epoch"] for e in seen if e["event"] == "epoch"]
+    assert epochs == list(range(12)), epochs    # every epoch event, in order, none lost
+    seqs = [e["seq"] for e in seen]
+    assert seqs == sorted(set(seqs))
+    res = c.results(run_id)
+    assert res["summary"]["test_acc"] == 0.9 and res["run_id"] == "r1"
+    # results are kept on the board until fetched with delete
+    assert c.results(run_id, delete=True)["run_id"] == "r1"
+    with pytest.raises(BoardError, match="no results"):
+        c.results(run_id)
+    c.close()
+
+
+def test_stop_ends_a_run_early(served, tmp_path):
+    agent, path = served
+    f = tmp_path / "d.npz"
+    f.write_bytes(_dataset_bytes())
+    with BoardClient(path) as c:
+        c.flash()
+        c.upload_file("d", f)
+        c.train({"epochs": 1000, "delay": 0.05}, "d", run_id="long")
+        with pytest.raises(BoardError, match="in progress"):
+            c.train({"epochs": 2}, "d")
+        time.sleep(0.2)
+        assert c.request("stop")["state"] == "stopping"
+        evs = list(_drain(c, 5.0, until="finished"))
+        assert evs[-1]["event"] == "finished"
+        assert c.request("status")["state"] == "stopped"
+        assert c.results("long")["stopped"] is True
+
+
+def _drain(c, timeout, until=None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for ev in c.events(timeout=0.2):
+            yield ev
+            if until and ev["event"] == until:
+                return
+    if until:
+        raise AssertionError(f"no {until} event within {timeout} s")
+
+
+def test_token_required_over_tcp(tmp_path, monkeypatch):
+    monkeypatch.setattr(agent_mod, "open_board", lambda *a, **k: FakeBoard())
+    agent = agent_mod.Agent(tmp_path / "b", token="s3cret")
+    where, ready = {}, threading.Event()
+
+    def announce(url):
+        where["url"] = url
+        ready.set()
+
+    t = threading.Thread(target=agent_mod.serve_tcp, args=(agent, "127.0.0.1", 0, announce), daemon=True)
+    t.start()
+    assert ready.wait(5)
+    with pytest.raises(BoardError, match="wrong or missing token"):
+        BoardClient(where["url"])
+    with BoardClient(where["url"], token="s3cret") as c:
+        assert c.request("status")["state"] == "idle"
+    with _raw(where["url"]) as p:                 # a connection that skips hello
+        p.write(b'{"v":1,"type":"cmd","id":1,"cmd":"flash"}\n')
+        rep = _read_msgs(p, 1)[0]
+    assert rep["code"] == "unauthorised"
+    agent.shutdown.set()
+    t.join(5)
+
+
+def test_refuses_to_listen_off_loopback_without_token(capsys):
+    rc = agent_mod.main(["--tcp", "0.0.0.0:0"])
+    assert rc == 2
+    assert "without --token" in capsys.readouterr().err
