@@ -68,7 +68,7 @@ ROWS = [
 def _pair(r, a, b, meter=False):
     if meter:
         m = r.get("meter") or {}
-        return f"{m.get('samples', '-')} / {m.get('gaps', '-')}" if m else None
+        return f"{m.get('samples', '-')} / {m.get('gap_count', '-')}" if m else None
     s = r["results"]["summary"]
     return f"{s.get(a, '-')} / {s.get(b, '-')}"
 
@@ -94,7 +94,7 @@ def comparison(reports: dict) -> str:
     lines.append("")
     lines.append("Modelled: from the performance and energy models over the work that ran on the simulated board.")
     if m:
-        lines.append(f"Meter: {m.get('energy_kind_label') or m.get('energy_kind')}.")
+        lines.append(f"Meter: {m.get('energy_kind')}: {m.get('energy_note')}.")
     return "\n".join(lines)
 
 

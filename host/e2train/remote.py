@@ -163,7 +163,7 @@ class BoardClient:
 class SimulatedBoard:
     """Start ``e2train board --pty --sim`` as a child process; gives its link and meter ports."""
 
-    def __init__(self, data_dir: Path | None = None, meter: str = "wattsup", meter_interval: float = 0.25,
+    def __init__(self, data_dir: Path | None = None, meter: str = "csv", meter_interval: float = 0.25,
                  backend: str | None = None, startup_timeout: float = 60.0):
         cmd = [sys.executable, "-m", "e2train.cli", "board", "--pty", "--sim", "--meter", meter,
                "--meter-interval", str(meter_interval)]

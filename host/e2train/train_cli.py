@@ -153,9 +153,8 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
     rec = None
     if meter:
         from .meter.recorder import Recorder
-        rec = Recorder(meter, out_dir=out_dir)
-        rec.start()
-        rec.measure_idle(idle_s)
+        rec = Recorder(meter, idle_s=idle_s, out_dir=out_dir)
+        rec.start()             # waits for the first sample, then records idle power
     try:
         if rec:
             rec.mark("train")
@@ -167,7 +166,8 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
         meter_summary = None
         if rec:
             rec.mark("done")
-            meter_summary = rec.stop()
+            rec.stop()
+            meter_summary = rec.summary()
             rec.save(out_dir)
     report = {"run_id": run_id, "config": config, "results": results, "meter": meter_summary}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -227,8 +227,8 @@ def print_summary(report: dict) -> None:
         print(f"  {k:28s} {v}")
     m = report.get("meter")
     if m:
-        print(f"  meter: {m.get('energy_kind_label', m.get('energy_kind'))}")
-        for k in ("total_energy_j", "energy_above_idle_j", "avg_power_w", "duration_s", "samples", "gaps"):
+        print(f"  meter: {m.get('energy_kind')} ({m.get('energy_note')})")
+        for k in ("total_energy_j", "energy_above_idle_j", "avg_power_w", "duration_s", "samples", "gap_count", "bad_lines", "disconnects"):
             if k in m:
                 print(f"  {'meter ' + k:28s} {m[k]}")
     print(f"  report: {report.get('out_dir')}")

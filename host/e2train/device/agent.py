@@ -269,6 +269,8 @@ class Agent:
     def _trainer_event(self, run_id: str, ev: dict) -> None:
         ev = dict(ev)
         name = ev.pop("event", "progress")
+        if name == "finished":
+            return      # the agent says finished itself, once the results are stored
         self.emit(name, run_id=run_id, **ev)
 
     def _train(self, run_id: str, trainer) -> None:
@@ -423,7 +425,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="conv backend (default: pynq, over the simulated device with --sim)")
     p.add_argument("--data-dir", default=None, help="where uploads, checkpoints and results live")
     p.add_argument("--token", default=os.environ.get("E2TRAIN_TOKEN"), help="shared token (required to bind TCP off loopback)")
-    p.add_argument("--meter", default="wattsup", help="with --sim: the protocol of the simulated meter (wattsup, csv, ...; 'none' for no meter)")
+    # The simulated meter defaults to the INA226 CSV protocol (0.1 mA): the kernels' modelled
+    # dynamic power is milliwatts on top of ~2 W static, below a Watts Up?'s 0.1 W resolution.
+    p.add_argument("--meter", default="csv",
+                   help="with --sim: protocol of the simulated meter (csv, wattsup, wt310, scpi, um25c; 'none': no meter)")
     p.add_argument("--meter-interval", type=float, default=0.25, help="with --sim: seconds between meter samples")
 
 
@@ -446,10 +451,10 @@ def run(args: argparse.Namespace) -> int:
     if args.sim and args.meter != "none":
         from .board import sim_power_source
         from ..meter.emulate import start_emulator
-        sim_power = sim_power_source()
+        sim_power = sim_power_source(args.meter_interval)
         meter = start_emulator(args.meter, power_w=sim_power, interval_s=args.meter_interval)
     agent = Agent(data_dir, simulated=args.sim, backend_name=args.backend, token=args.token,
-                  meter_port=f"{args.meter}:{meter.port}" if meter else None)
+                  meter_port=meter.spec if meter else None)
 
     def announce(where: str) -> None:
         print(json.dumps({"link": where, "meter": agent.meter_port, "data_dir": str(data_dir)}), flush=True)
