@@ -87,8 +87,10 @@ def conv_bwd_data(g_y, w, mult: Dyadic, *, in_hw: tuple[int, int], stride: int =
     if format_of(g_y) is not INT16:
         raise TypeError(f"g_y must be int16 codes, got {g_y.dtype}")
     _check_w(w)
-    if g_y.ndim != 4:
-        raise ShapeError(f"g_y must be 4-D NCHW, got {g_y.shape}")
+    if g_y.ndim != 4 or w.ndim != 4:
+        raise ShapeError(f"g_y and w must be 4-D (NCHW, OIHW), got {g_y.shape} and {w.shape}")
+    if w.shape[2] != w.shape[3]:
+        raise ShapeError(f"only square kernels are supported, got {w.shape[2]}x{w.shape[3]}")
     n = g_y.shape[0]
     shape = ConvShape(n, int(w.shape[1]), int(in_hw[0]), int(in_hw[1]), int(w.shape[0]),
                       int(w.shape[2]), stride, pad)
@@ -186,6 +188,10 @@ def conv_bwd_weight_psg(x, g_y, w_master, *, stride: int = 1, pad: int = 0, beta
         raise TypeError(f"g_y must be int16 codes, got {g_y.dtype}")
     if w_master.dtype != np.int32 or w_master.ndim != 4:
         raise TypeError(f"w_master must be 4-D int32, got {w_master.dtype}{w_master.shape}")
+    if x.ndim != 4 or g_y.ndim != 4:
+        raise ShapeError(f"x and g_y must be 4-D NCHW, got {x.shape} and {g_y.shape}")
+    if w_master.shape[2] != w_master.shape[3]:
+        raise ShapeError(f"only square kernels are supported, got {w_master.shape[2]}x{w_master.shape[3]}")
     shape = ConvShape(int(x.shape[0]), int(x.shape[1]), int(x.shape[2]), int(x.shape[3]),
                       int(w_master.shape[0]), int(w_master.shape[2]), stride, pad)
     if w_master.shape != shape.w_shape:

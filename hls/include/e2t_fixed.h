@@ -1,0 +1,43 @@
+// The fixed-point contract's integer primitives, shared by the three kernels.
+// Same arithmetic as host/e2train/core/fixedpoint.py (see docs/fixed-point.md); no float.
+#ifndef E2T_FIXED_H
+#define E2T_FIXED_H
+
+#include <stdint.h>
+
+// Status bits a kernel returns (s_axilite return register). 0 = done, outputs valid.
+enum {
+    E2T_OK = 0,
+    E2T_ERR_SHAPE = 1,        // a shape or scalar outside what the kernel accepts
+    E2T_ERR_SAMPLE = 2,       // a sample index outside [0, n)
+    E2T_ERR_OVERFLOW = 4,     // |acc| * M reached 2**62: results saturated, not valid
+};
+
+static inline int64_t e2t_clamp(int64_t v, int64_t lo, int64_t hi) {
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+// sat((acc * M + 2**(S-1)) >> S). The product must stay below 2**62 as in the golden
+// model; beyond it the result saturates and *ovf is set (never a silent wrap).
+static inline int64_t e2t_requant(int64_t acc, int64_t m, int s, int64_t lo, int64_t hi, int *ovf) {
+    const int64_t lim = (INT64_C(1) << 62) - 1;
+    int64_t a = acc < 0 ? -acc : acc;
+    if (m != 0 && a > lim / m) {
+        *ovf = 1;
+        return acc < 0 ? lo : hi;
+    }
+    int64_t v = acc * m;
+    if (s > 0) v = (v + (INT64_C(1) << (s - 1))) >> s;   // arithmetic shift: round half up
+    return e2t_clamp(v, lo, hi);
+}
+
+// MSB split by rounding to nearest, top code saturating (exact: x = 16*x_h + x_l).
+static inline int32_t e2t_x_h(int32_t x, int32_t top) {
+    int32_t h = (x + 8) >> 4;
+    return h > top ? top : h;
+}
+static inline int32_t e2t_g_h(int32_t g) {
+    return (int32_t)e2t_clamp((g + 32) >> 6, -512, 511);
+}
+
+#endif

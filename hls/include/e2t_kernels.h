@@ -1,0 +1,55 @@
+// The three kernels' top functions: flat C signatures (pointers + scalars), the same for
+// Vitis HLS (m_axi tensors, s_axilite scalars) and for the C simulation loaded by ctypes
+// (host/e2train/core/csim.py). Layouts: x NCHW, w OIHW, y / g_y / g_x NCHW, row-major.
+// Each returns a status word (E2T_OK or E2T_ERR_* bits from e2t_fixed.h).
+#ifndef E2T_KERNELS_H
+#define E2T_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// y[s] = requant(conv(x[s], w) + bias) for each listed sample s: int8 codes, or uint8 with
+// the ReLU fused (relu != 0). x holds uint8 codes when x_unsigned, else int8 (same bytes).
+// Samples not in the list are neither read nor written.
+int conv_fwd(const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,
+             const int32_t *samples, int n_samples,
+             int n, int ci, int h, int wd, int co, int k, int stride, int pad,
+             int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s);
+
+// g_x[s] = requant(conv_transpose(g_y[s], w)) as int16, 48-bit accumulation.
+int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
+                  const int32_t *samples, int n_samples,
+                  int n, int ci, int h, int wd, int co, int k, int stride, int pad,
+                  int32_t mult_m, int mult_s);
+
+// stats[] written by conv_bwd_weight_psg.
+enum {
+    E2T_STAT_N_PREDICTED = 0,   // weights whose sign the MSB predictor decided
+    E2T_STAT_GMSB_ABSMAX = 1,   // max |G_msb| (tau = beta * this)
+    E2T_STAT_W_ABSMAX = 2,      // max |W| after the update
+    E2T_STAT_EXACT_TERMS = 3,   // exact-pass multiply-accumulates issued (undecided weights only)
+    E2T_STAT_TILES_SKIPPED = 4, // exact-pass weight tiles skipped because all were decided
+    E2T_STAT_PREDICT_TERMS = 5, // predict-pass multiply-accumulates (0 when beta_q = 0)
+    E2T_STAT_DECIDE_BEATS = 6,  // beats streamed through the engine in the exact pass
+    E2T_STAT_LEN = 8
+};
+
+// PSG weight gradient over the listed samples, fused with the sign update of the int32
+// master weights: pass 1 computes G_msb = sum x_h*g_h for every weight (into gmsb, DDR
+// scratch of co*ci*k*k int64) and its max; pass 2 computes the exact sum x*g only for the
+// weights the predictor did not decide, then W <- sat(W - lr_q*sign - round(W*wd_q/2**30)).
+// beta_q = 0 turns the predictor off (pass 1 is then skipped). sign: int8 per weight; predicted: 0/1 per weight.
+int conv_bwd_weight_psg(const uint8_t *x, const int16_t *g_y, int32_t *w_master,
+                        int8_t *sign, uint8_t *predicted, int64_t *gmsb, int64_t *stats,
+                        const int32_t *samples, int n_samples,
+                        int n, int ci, int h, int wd, int co, int k, int stride, int pad,
+                        int x_unsigned, int32_t beta_q, int32_t lr_q, int32_t wd_q);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,276 @@
+"""The HLS kernels' C simulation (hls/src compiled by g++), called through ctypes.
+
+Same signatures and return types as the golden models in :mod:`e2train.core.golden`, and
+the same argument checks (they are the golden model's own checks, called from here), so
+either can stand in for the other. Checks run *before* the library is called: a wrong
+call raises a clear error and never hands the C code a buffer of the wrong size. Inputs
+that are not C-contiguous are copied; an ``out`` array must be C-contiguous, since the
+kernel writes into it.
+
+numpy + ctypes only (importable on the board, where no library need exist). The library
+is found at ``$E2TRAIN_CSIM_LIB``, else ``<repo>/build/csim/libe2t_kernels.so`` (built by
+``make csim``); ``E2TRAIN_CSIM_SAN=1`` picks the ASan+UBSan build next to it instead, which
+must then be loaded into a process started with ``LD_PRELOAD=$(g++ -print-file-name=libasan.so)``.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import golden
+from .fixedpoint import DECAY_FRAC_BITS, BETA_FRAC_BITS, INT16, UINT8, Dyadic, format_of
+from .golden import PsgResult
+from .shapes import ConvShape, ShapeError, check_samples
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+LIB_NAME = "libe2t_kernels.so"
+SAN_LIB_NAME = "libe2t_kernels_san.so"
+
+# Status bits of the kernels (hls/include/e2t_fixed.h).
+E2T_ERR_SHAPE, E2T_ERR_SAMPLE, E2T_ERR_OVERFLOW = 1, 2, 4
+# stats[] of conv_bwd_weight_psg (hls/include/e2t_kernels.h).
+(STAT_N_PREDICTED, STAT_GMSB_ABSMAX, STAT_W_ABSMAX, STAT_EXACT_TERMS, STAT_TILES_SKIPPED,
+ STAT_PREDICT_TERMS, STAT_DECIDE_BEATS) = range(7)
+STAT_LEN = 8
+
+
+class CsimUnavailable(RuntimeError):
+    """The C-simulation library is not built or cannot be loaded."""
+
+
+def library_path() -> Path:
+    env = os.environ.get("E2TRAIN_CSIM_LIB")
+    if env:
+        return Path(env)
+    name = SAN_LIB_NAME if os.environ.get("E2TRAIN_CSIM_SAN") == "1" else LIB_NAME
+    return REPO_ROOT / "build" / "csim" / name
+
+
+_lib = None
+_lib_lock = threading.Lock()
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+_I32 = ctypes.c_int32
+
+_SIGNATURES = {
+    "conv_fwd": [_P, _P, _P, _P, _P, _I] + [_I] * 8 + [_I, _I, _I, _I32, _I],
+    "conv_bwd_data": [_P, _P, _P, _P, _I] + [_I] * 8 + [_I32, _I],
+    "conv_bwd_weight_psg": [_P] * 8 + [_I] + [_I] * 8 + [_I, _I32, _I32, _I32],
+}
+
+
+def load(path: str | os.PathLike | None = None) -> ctypes.CDLL:
+    """Load (once) and return the kernel library; a clear error if it is missing."""
+    global _lib
+    with _lib_lock:
+        if _lib is not None and path is None:
+            return _lib
+        p = Path(path) if path is not None else library_path()
+        if not p.is_file():
+            raise CsimUnavailable(
+                f"kernel C-simulation library not found at {p}: run `make csim` in {REPO_ROOT} "
+                "(or point E2TRAIN_CSIM_LIB at a built libe2t_kernels.so)")
+        try:
+            lib = ctypes.CDLL(str(p))
+        except OSError as e:
+            hint = (" (a sanitizer build must be preloaded: LD_PRELOAD=$(g++ -print-file-name=libasan.so))"
+                    if "san" in p.name else "; rebuild it with `make csim`")
+            raise CsimUnavailable(f"cannot load {p}: {e}{hint}") from e
+        for name, argtypes in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes = argtypes
+            fn.restype = ctypes.c_int
+        if path is None:
+            _lib = lib
+        return lib
+
+
+def available() -> bool:
+    try:
+        load()
+        return True
+    except CsimUnavailable:
+        return False
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.ctypes.data
+
+
+def _contig(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a)
+
+
+def _check_out(out: np.ndarray) -> None:
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ShapeError("out must be a writeable C-contiguous array (the kernel writes into it); "
+                         "pass np.ascontiguousarray(out) and copy back")
+
+
+def _check_mult(mult) -> Dyadic:
+    m, s = (int(v) for v in mult)
+    if m < 0 or m >= 1 << 31 or not 0 <= s <= 62:
+        raise ValueError(f"requantisation multiplier out of range: {Dyadic(m, s)} (need 0 <= m < 2**31, 0 <= s <= 62)")
+    return Dyadic(m, s)
+
+
+def _raise_status(kernel: str, rc: int) -> None:
+    if rc & E2T_ERR_OVERFLOW:
+        raise OverflowError(f"{kernel}: acc * M would exceed 62 bits; choose a smaller requantisation multiplier")
+    if rc:
+        # The binding checks everything the kernel checks first; reaching here is a bug.
+        raise RuntimeError(f"{kernel} rejected its arguments (status {rc}) after the host checks passed")
+
+
+def _run_guarded(kernel: str, out: np.ndarray, may_overflow: bool, call) -> np.ndarray:
+    """Run ``call(dst)``; where the requantisation could overflow, on a copy of ``out``, so
+    that an OverflowError (raised, like the golden model's) leaves ``out`` untouched."""
+    dst = out.copy() if may_overflow else out
+    rc = call(dst)
+    _raise_status(kernel, rc)
+    if dst is not out:
+        out[...] = dst
+    return out
+
+
+def conv_fwd(x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: bool = False,
+             samples=None, out: np.ndarray | None = None) -> np.ndarray:
+    """C simulation of ``golden.conv_fwd`` (same arguments, same result, bit for bit)."""
+    golden._check_x(x)
+    golden._check_w(w)
+    shape = ConvShape.of(x, w, stride, pad)
+    idx = check_samples(samples, shape.n)
+    fmt = UINT8 if relu else golden.INT8
+    if out is None:
+        out = np.zeros(shape.y_shape, fmt.dtype)
+    elif out.shape != shape.y_shape or out.dtype != fmt.dtype:
+        raise ShapeError(f"out must be {fmt.name}{shape.y_shape}, got {out.dtype}{out.shape}")
+    _check_out(out)
+    if idx.size == 0:
+        return out
+    if bias is not None:
+        b = np.asarray(bias)
+        if b.shape != (shape.co,) or b.dtype != np.int32:
+            raise ShapeError(f"bias must be int32 of shape ({shape.co},), got {b.dtype}{b.shape}")
+        if b.size and int(np.abs(b.astype(np.int64)).max()) > golden.MAX_BIAS:
+            raise ShapeError(f"bias magnitude above {golden.MAX_BIAS} could overflow the int32 accumulator")
+        b = _contig(b)
+    else:
+        b = np.zeros(1, np.int32)
+    mult = _check_mult(mult)
+    xc, wc = _contig(x), _contig(w)
+    unsigned = format_of(x) is UINT8
+    lib = load()
+    # |acc| < 2**31 and M < 2**31: acc * M < 2**62 always, the golden model cannot overflow here.
+    return _run_guarded("conv_fwd", out, False, lambda dst: lib.conv_fwd(
+        _ptr(xc), _ptr(wc), _ptr(b), _ptr(dst), _ptr(idx), idx.size,
+        shape.n, shape.ci, shape.h, shape.w, shape.co, shape.k, shape.stride, shape.pad,
+        int(unsigned), int(bias is not None), int(bool(relu)), mult.m, mult.s))
+
+
+def _bwd_data_acc_bound(shape: ConvShape) -> int:
+    """Largest |acc| of conv_bwd_data: co * ceil(k/stride)**2 terms of |g*w| <= 32768*128."""
+    taps = -(-shape.k // shape.stride)
+    return shape.co * taps * taps * 32768 * 128
+
+
+def conv_bwd_data(g_y, w, mult: Dyadic, *, in_hw: tuple[int, int], stride: int = 1, pad: int = 0,
+                  samples=None, out: np.ndarray | None = None) -> np.ndarray:
+    """C simulation of ``golden.conv_bwd_data``."""
+    if format_of(g_y) is not INT16:
+        raise TypeError(f"g_y must be int16 codes, got {g_y.dtype}")
+    golden._check_w(w)
+    if g_y.ndim != 4:
+        raise ShapeError(f"g_y must be 4-D NCHW, got {g_y.shape}")
+    if w.ndim != 4 or w.shape[2] != w.shape[3]:
+        raise ShapeError(f"w must be 4-D OIHW with a square kernel, got {w.shape}")
+    n = g_y.shape[0]
+    shape = ConvShape(n, int(w.shape[1]), int(in_hw[0]), int(in_hw[1]), int(w.shape[0]),
+                      int(w.shape[2]), stride, pad)
+    if g_y.shape != shape.y_shape:
+        raise ShapeError(f"g_y must be {shape.y_shape} for this conv, got {g_y.shape}")
+    idx = check_samples(samples, n)
+    if out is None:
+        out = np.zeros(shape.x_shape, np.int16)
+    elif out.shape != shape.x_shape or out.dtype != np.int16:
+        raise ShapeError(f"out must be int16{shape.x_shape}, got {out.dtype}{out.shape}")
+    _check_out(out)
+    if idx.size == 0:
+        return out
+    mult = _check_mult(mult)
+    gc, wc = _contig(g_y), _contig(w)
+    lib = load()
+    may_overflow = _bwd_data_acc_bound(shape) * mult.m >= 1 << 62
+    return _run_guarded("conv_bwd_data", out, may_overflow, lambda dst: lib.conv_bwd_data(
+        _ptr(gc), _ptr(wc), _ptr(dst), _ptr(idx), idx.size,
+        shape.n, shape.ci, shape.h, shape.w, shape.co, shape.k, shape.stride, shape.pad,
+        mult.m, mult.s))
+
+
+@dataclass(frozen=True)
+class PsgStats:
+    """Counters the weight-gradient kernel reports besides the PsgResult."""
+
+    n_predicted: int
+    gmsb_absmax: int
+    w_absmax: int            # max |W| after the update
+    exact_terms: int         # exact-pass lane-MACs issued (undecided weights only)
+    tiles_skipped: int       # engine tiles of the exact pass not streamed at all
+    predict_terms: int       # predict-pass lane-MACs (0 with the predictor off)
+    decide_beats: int        # beats streamed in the exact pass (over all its tiles)
+    n_weights: int
+    beats_per_tile: int      # listed samples * ho * wo
+
+
+def conv_bwd_weight_psg_stats(x, g_y, w_master, *, stride: int = 1, pad: int = 0, beta_q: int,
+                              lr_q: int, wd_q: int = 0, samples=None) -> tuple[PsgResult, PsgStats]:
+    """``conv_bwd_weight_psg`` plus the kernel's counters (proof of what it skipped)."""
+    golden._check_x(x)
+    if format_of(g_y) is not INT16:
+        raise TypeError(f"g_y must be int16 codes, got {g_y.dtype}")
+    if w_master.dtype != np.int32 or w_master.ndim != 4:
+        raise TypeError(f"w_master must be 4-D int32, got {w_master.dtype}{w_master.shape}")
+    if x.ndim != 4:
+        raise ShapeError(f"x must be 4-D NCHW, got {x.shape}")
+    shape = ConvShape(int(x.shape[0]), int(x.shape[1]), int(x.shape[2]), int(x.shape[3]),
+                      int(w_master.shape[0]), int(w_master.shape[2]), stride, pad)
+    if w_master.shape != shape.w_shape:
+        raise ShapeError(f"w_master must be {shape.w_shape}, got {w_master.shape}")
+    if g_y.shape != shape.y_shape:
+        raise ShapeError(f"g_y must be {shape.y_shape} for this conv, got {g_y.shape}")
+    if not 0 <= int(lr_q) < 1 << 30 or not 0 <= int(wd_q) < 1 << DECAY_FRAC_BITS:
+        raise ValueError(f"lr_q {lr_q} or wd_q {wd_q} out of range")
+    if not 0 <= int(beta_q) <= 1 << BETA_FRAC_BITS:
+        raise ValueError(f"beta_q must be in [0, {1 << BETA_FRAC_BITS}] (0 = predictor off), got {beta_q}")
+    idx = check_samples(samples, shape.n)
+    xc, gc = _contig(x), _contig(g_y)
+    w_new = np.array(w_master, dtype=np.int32, order="C", copy=True)
+    nw = w_new.size
+    sign = np.zeros(shape.w_shape, np.int8)
+    pred = np.zeros(shape.w_shape, np.uint8)
+    gmsb = np.zeros(nw, np.int64)
+    stats = np.zeros(STAT_LEN, np.int64)
+    lib = load()
+    rc = lib.conv_bwd_weight_psg(
+        _ptr(xc), _ptr(gc), _ptr(w_new), _ptr(sign), _ptr(pred), _ptr(gmsb), _ptr(stats),
+        _ptr(idx), idx.size, shape.n, shape.ci, shape.h, shape.w, shape.co, shape.k,
+        shape.stride, shape.pad, int(format_of(x) is UINT8), int(beta_q), int(lr_q), int(wd_q))
+    _raise_status("conv_bwd_weight_psg", rc)
+    result = PsgResult(w_new, sign, pred.astype(bool), int(stats[STAT_GMSB_ABSMAX]))
+    st = PsgStats(int(stats[STAT_N_PREDICTED]), int(stats[STAT_GMSB_ABSMAX]), int(stats[STAT_W_ABSMAX]),
+                  int(stats[STAT_EXACT_TERMS]), int(stats[STAT_TILES_SKIPPED]),
+                  int(stats[STAT_PREDICT_TERMS]), int(stats[STAT_DECIDE_BEATS]), nw,
+                  int(idx.size) * shape.ho * shape.wo)
+    return result, st
+
+
+def conv_bwd_weight_psg(x, g_y, w_master, *, stride: int = 1, pad: int = 0, beta_q: int,
+                        lr_q: int, wd_q: int = 0, samples=None) -> PsgResult:
+    """C simulation of ``golden.conv_bwd_weight_psg``."""
+    return conv_bwd_weight_psg_stats(x, g_y, w_master, stride=stride, pad=pad, beta_q=beta_q,
+                                     lr_q=lr_q, wd_q=wd_q, samples=samples)[0]

@@ -1,0 +1,171 @@
+"""Unit tests of the fixed-point contract (e2train.core.fixedpoint)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from e2train.core import fixedpoint as fp
+from e2train.core.fixedpoint import INT8, INT16, UINT8, Dyadic
+
+
+# --- dyadic numbers -------------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=1e-12, max_value=1e6, allow_nan=False, allow_infinity=False))
+def test_dyadic_is_nearest_with_15_bit_mantissa(r):
+    d = Dyadic.from_float(r)
+    assert 1 << (fp.MANT_BITS - 1) <= d.m < 1 << fp.MANT_BITS or d.s == 0
+    # within half an LSB of a 15-bit mantissa: relative error <= 2**-15
+    assert abs(d.value - r) <= r * 2.0**-fp.MANT_BITS
+    if d.s > 0:
+        assert abs(d.value - r) <= math.ldexp(1.0, -d.s) / 2
+
+
+def test_dyadic_exact_and_rounding_cases():
+    assert Dyadic.from_float(1.0) == Dyadic(1 << 14, 14)
+    assert Dyadic.from_float(0.75).value == 0.75
+    # mantissa rounding carries into a new bit: 1 - 2**-17 rounds up to 1.0
+    assert Dyadic.from_float(1 - 2**-17) == Dyadic(1 << 14, 14)
+    # large values keep s = 0 with a wider mantissa
+    assert Dyadic.from_float(2.0**20) == Dyadic(1 << 20, 0)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite and > 0"):
+            Dyadic.from_float(bad)
+    with pytest.raises(ValueError, match="too large"):
+        Dyadic.from_float(2.0**40)
+    with pytest.raises(ValueError, match="too small"):
+        Dyadic.from_float(2.0**-80)
+
+
+def test_scale_for_maps_max_onto_top_code():
+    s = fp.scale_for(3.0, INT8)
+    q = fp.quantize(np.array([3.0, -3.0, 1e9]), s, INT8)
+    assert q.tolist() == [127, -127, 127]
+    assert fp.scale_for(0.0, INT8) == fp.ONE
+    with pytest.raises(ValueError, match="non-finite"):
+        fp.scale_for(float("nan"), INT8)
+
+
+def test_quantize_rounds_half_up_and_saturates():
+    s = Dyadic(1, 0)
+    assert fp.quantize(np.array([0.5, -0.5, 1.5, -1.5, 300, -300, np.nan]), s, INT8).tolist() == \
+        [1, 0, 2, -1, 127, -128, 0]
+    assert fp.quantize(np.array([-3.0, 254.5]), s, UINT8).tolist() == [0, 255]
+
+
+# --- requantisation -------------------------------------------------------------------
+
+def test_requantize_round_half_up_worked_example():
+    # M/2**S = 3/8: 4*3/8 = 1.5 -> 2; -4*3/8 = -1.5 -> -1 (half up, not away from zero)
+    m = Dyadic(3, 3)
+    acc = np.array([4, -4, 5, -5, 0])
+    assert fp.requantize(acc, m, INT8).tolist() == [2, -1, 2, -2, 0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-(1 << 40), 1 << 40), st.integers(0, (1 << 15) - 1), st.integers(0, 40))
+def test_requantize_matches_exact_rational(acc, m, s):
+    got = int(fp.requantize(np.array([acc]), Dyadic(m, s), INT16)[0])
+    # Exact rational rounding, half up: floor(acc*m/2**s + 1/2), in Python integers.
+    want = (2 * acc * m + (1 << s)) // (1 << (s + 1))
+    assert got == min(max(want, -32768), 32767)
+
+
+def test_requantize_saturates_and_refuses_overflow():
+    assert fp.requantize(np.array([10**6, -10**6]), Dyadic(1, 0), INT8).tolist() == [127, -128]
+    assert fp.requantize(np.array([10**6, -10**6]), Dyadic(1, 0), UINT8).tolist() == [255, 0]
+    with pytest.raises(OverflowError, match="48 bits"):
+        fp.requantize(np.array([1 << 47]), Dyadic(1, 0), INT16)
+    with pytest.raises(OverflowError, match="62 bits"):
+        fp.requantize(np.array([1 << 40]), Dyadic(1 << 22, 0), INT16)
+    with pytest.raises(ValueError, match="out of range"):
+        fp.requantize(np.array([1]), Dyadic(1, 63), INT16)
+
+
+# --- MSB split ------------------------------------------------------------------------
+
+def test_msb_split_x_tables_and_exactness():
+    u = np.arange(256, dtype=np.uint8)
+    h, l = fp.msb_split_x(u)
+    assert (16 * h + l == u.astype(np.int64)).all()
+    assert h.min() == 0 and h.max() == 15                       # saturated top code 15
+    assert h[247] == 15 and l[247] == 7                          # (247+8)>>4 = 15
+    assert h[248] == 15 and l[248] == 8                          # would round to 16: saturates
+    assert h[255] == 15 and l[255] == 15
+    assert h[7] == 0 and h[8] == 1                               # rounding, not truncation
+    s = np.arange(-128, 128).astype(np.int8)
+    h, l = fp.msb_split_x(s)
+    assert (16 * h + l == s.astype(np.int64)).all()
+    assert h.min() == -8 and h.max() == 7                        # int8 top code 7
+    assert h[s == 120][0] == 7 and l[s == 120][0] == 8
+    assert h[s == -128][0] == -8 and l[s == -128][0] == 0
+    with pytest.raises(TypeError, match="int8 or uint8"):
+        fp.msb_split_x(np.zeros(3, np.int16))
+
+
+def test_msb_split_g_tables_and_exactness():
+    g = np.arange(-32768, 32768, dtype=np.int64).astype(np.int16)
+    h, l = fp.msb_split_g(g)
+    assert (64 * h + l == g.astype(np.int64)).all()
+    assert h.min() == -512 and h.max() == 511
+    gi = g.astype(np.int64)
+    assert h[gi == 32767][0] == 511 and l[gi == 32767][0] == 63   # saturated top code
+    assert h[gi == -32768][0] == -512
+    assert h[gi == -32][0] == 0 and h[gi == -33][0] == -1         # round to nearest, half up
+    assert h[gi == 31][0] == 0 and h[gi == 32][0] == 1
+    with pytest.raises(TypeError, match="int16"):
+        fp.msb_split_g(np.zeros(3, np.int8))
+
+
+def test_split_product_decomposition_is_exact():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, 10000).astype(np.uint8)
+    g = rng.integers(-32768, 32768, 10000).astype(np.int16)
+    xh, xl = fp.msb_split_x(x)
+    gh, gl = fp.msb_split_g(g)
+    lhs = x.astype(np.int64) * g.astype(np.int64)
+    assert (1024 * xh * gh + 16 * xh * gl + 64 * xl * gh + xl * gl == lhs).all()
+
+
+# --- PSG and update scalars -------------------------------------------------------------
+
+def test_beta_to_fixed():
+    assert fp.beta_to_fixed(1.0) == 65536
+    assert fp.beta_to_fixed(0.05) == 3277
+    assert fp.beta_to_fixed(1e-9) == 1          # beta -> 0 never becomes "predictor off"
+    for bad in (0.0, -0.5, 1.0001, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"PSG beta must be in \(0, 1\]"):
+            fp.beta_to_fixed(bad)
+
+
+def test_decay_and_lr_to_fixed():
+    assert fp.decay_to_fixed(0.1, 5e-4) == round(5e-5 * 2**30)
+    assert fp.decay_to_fixed(0.0, 0.0) == 0
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        fp.decay_to_fixed(2.0, 0.6)
+    assert fp.lr_to_fixed(1e-3, 20) == round(1e-3 * 2**20)
+    assert fp.lr_to_fixed(1e-12, 10) == 1       # a positive lr always moves the weights
+    assert fp.lr_to_fixed(0.0, 10) == 0
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        fp.lr_to_fixed(-1.0, 10)
+    with pytest.raises(ValueError, match="too large"):
+        fp.lr_to_fixed(1.0, 30)
+
+
+def test_master_frac_bits_and_weight_codes():
+    f = fp.master_frac_bits(0.5)                # 0.5 < 2**0 -> F = 30 - 6 - 0
+    assert f == 24
+    w = np.array([-0.5, -0.25, 0.0, 0.1, 0.5]) * 2**f
+    wm = w.astype(np.int32)
+    codes, scale = fp.weight_codes(wm, f)
+    assert codes.dtype == np.int8
+    assert codes.tolist() == [-127, -63, 0, 25, 127]            # full range; -63.5 rounds half up
+    assert abs(scale.value - 0.5 / 127) < 0.5 / 127 * 2**-14
+    z, zs = fp.weight_codes(np.zeros((2, 2), np.int32), f)
+    assert (z == 0).all() and zs == fp.ONE
+    with pytest.raises(ValueError, match="cannot choose master weight format"):
+        fp.master_frac_bits(0.0)
