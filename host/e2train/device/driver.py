@@ -1,0 +1,176 @@
+"""PYNQ drivers of the three HLS kernels (numpy + pynq only).
+
+One ``pynq.DefaultIP`` subclass per kernel, bound by VLNV, so that ``pynq.Overlay`` picks
+it for the kernel's IP on a real board; the simulated board builds the same classes from
+a description dict. Every register offset comes from ``kernel_iface``.
+
+A call: write every argument register, flush the inputs out of the ARM caches, set
+ap_start, poll CTRL until the kernel reports done (or a timeout says it never will), and
+invalidate the outputs so the ARM reads what the fabric wrote. Interrupts are left off:
+a kernel call is milliseconds, and polling keeps the driver free of UIO set-up.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from pynq import DefaultIP
+
+from . import kernel_iface as ki
+
+DEFAULT_TIMEOUT_S = 10.0     # far above any kernel call the shape limits admit at 100 MHz
+_SPIN_S = 1e-3               # poll flat out this long, then back off to short sleeps
+_SLEEP_S = 2e-4
+
+
+class KernelError(RuntimeError):
+    """A kernel call that cannot be made or did not complete."""
+
+
+class KernelTimeout(KernelError):
+    """The kernel did not report done in time: the fabric is hung or the clock is off."""
+
+
+class KernelDriver(DefaultIP):
+    """Register-level driver of one e2train kernel. Subclasses set ``IFACE`` and ``bindto``."""
+
+    IFACE: ki.KernelIface
+
+    def __init__(self, description: dict):
+        super().__init__(description)
+        self.timeout_s = DEFAULT_TIMEOUT_S
+        self.calls = 0
+
+    # --- registers ------------------------------------------------------------------
+    def write_args(self, **values: Any) -> None:
+        """Program every argument register. All arguments must be given (stale values
+        from a previous call are never reused); a pointer is a pynq buffer or an int
+        physical address (0 for an unused one)."""
+        iface = self.IFACE
+        names = [a.name for a in iface.args]
+        missing = [n for n in names if n not in values]
+        extra = [n for n in values if n not in names]
+        if missing or extra:
+            raise KernelError(f"{iface.name}: missing arguments {missing}, unknown {extra}; "
+                              f"it takes {names}")
+        for a in iface.args:
+            off = iface.offset(a.name)
+            v = values[a.name]
+            if a.kind == "ptr":
+                addr = _address(v, f"{iface.name}.{a.name}")
+                if ki.M_AXI_ADDR64:
+                    self.mmio.write(off, addr & 0xFFFF_FFFF)
+                    self.mmio.write(off + 4, addr >> 32)
+                elif addr >> 32:
+                    raise KernelError(f"{iface.name}.{a.name}: address {addr:#x} is beyond the "
+                                      f"kernels' 32-bit m_axi address space")
+                else:
+                    self.mmio.write(off, addr)
+            else:
+                iv = int(v)
+                if not -(1 << 31) <= iv < 1 << 31:
+                    raise KernelError(f"{iface.name}.{a.name} = {iv} does not fit the kernel's int argument")
+                self.mmio.write(off, iv & 0xFFFF_FFFF)
+
+    def read_ctrl(self) -> int:
+        """CTRL (note: reading it clears ap_done and ap_ready on Vitis HLS IPs)."""
+        return int(self.mmio.read(ki.CTRL))
+
+    def status(self) -> int:
+        """The kernel's return value (ap_return): 0, or E2T_ERR_* bits."""
+        v = int(self.mmio.read(ki.AP_RETURN))
+        return v - (1 << 32) if v & 0x8000_0000 else v
+
+    def start(self) -> None:
+        ctrl = self.read_ctrl()
+        if ctrl & ki.AP_START or not ctrl & ki.AP_IDLE:
+            raise KernelError(f"{self.IFACE.name} is busy (CTRL = {ctrl:#x}); a previous call "
+                              f"has not finished. If it is hung, reload the bitstream.")
+        self.mmio.write(ki.CTRL, ki.AP_START)
+
+    def wait(self, timeout_s: float | None = None) -> float:
+        """Poll until done; returns the seconds waited. Done means ap_done, or ap_idle with
+        ap_start already taken: ap_done is clear-on-read, so a read by anyone else (a
+        register_map print, a debugger) must not make the driver wait forever."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        spin_until = t0 + _SPIN_S
+        while True:
+            ctrl = self.read_ctrl()
+            if ctrl & ki.AP_DONE or (ctrl & ki.AP_IDLE and not ctrl & ki.AP_START):
+                return time.monotonic() - t0
+            now = time.monotonic()
+            if now >= deadline:
+                raise KernelTimeout(
+                    f"{self.IFACE.name} at {self.mmio.base_addr:#x} did not finish within "
+                    f"{timeout:g} s (CTRL = {ctrl:#x}: ap_start={ctrl & 1}, ap_idle={(ctrl >> 2) & 1}). "
+                    f"The fabric is probably hung: reload the bitstream (e2train flash) "
+                    f"before calling a kernel again.")
+            if now >= spin_until:
+                time.sleep(_SLEEP_S)
+
+    # --- one call -------------------------------------------------------------------
+    def execute(self, timeout_s: float | None = None, **args: Any) -> float:
+        """Write the arguments, flush the input buffers, start, wait, invalidate the
+        output buffers, check the status word. Returns the seconds spent waiting."""
+        self.write_args(**args)
+        for a in self.IFACE.args:
+            if a.kind == "ptr" and a.direction in ("in", "inout"):
+                _sync(args[a.name], "flush")
+        # An output may still have lines in the ARM cache from before the call; flushing it
+        # too means no dirty line can be evicted on top of what the kernel writes.
+        for a in self.IFACE.args:
+            if a.kind == "ptr" and a.direction == "out":
+                _sync(args[a.name], "flush")
+        self.start()
+        waited = self.wait(timeout_s)
+        for a in self.IFACE.args:
+            if a.kind == "ptr" and a.direction in ("out", "inout"):
+                _sync(args[a.name], "invalidate")
+        self.calls += 1
+        status = self.status()
+        if status != ki.E2T_OK:
+            raise KernelError(f"{self.IFACE.name} returned status {status:#x} "
+                              f"({ki.describe_status(status)}); its outputs are not valid")
+        return waited
+
+
+def _address(v: Any, what: str) -> int:
+    if isinstance(v, (int, np.integer)):
+        addr = int(v)
+    else:
+        addr = getattr(v, "device_address", None)
+        if addr is None:
+            raise KernelError(f"{what}: needs a buffer from pynq.allocate (or a physical address), "
+                              f"got {type(v).__name__}")
+        addr = int(addr)
+    if not 0 <= addr < 1 << 64:
+        raise KernelError(f"{what}: address {addr:#x} out of range")
+    return addr
+
+
+def _sync(buf: Any, how: str) -> None:
+    if hasattr(buf, how):           # int addresses (an unused pointer) have nothing to sync
+        getattr(buf, how)()
+
+
+class ConvFwdDriver(KernelDriver):
+    IFACE = ki.CONV_FWD
+    bindto = [ki.CONV_FWD.vlnv]
+
+
+class ConvBwdDataDriver(KernelDriver):
+    IFACE = ki.CONV_BWD_DATA
+    bindto = [ki.CONV_BWD_DATA.vlnv]
+
+
+class ConvBwdWeightPsgDriver(KernelDriver):
+    IFACE = ki.CONV_BWD_WEIGHT_PSG
+    bindto = [ki.CONV_BWD_WEIGHT_PSG.vlnv]
+
+
+DRIVERS: dict[str, type[KernelDriver]] = {
+    d.IFACE.name: d for d in (ConvFwdDriver, ConvBwdDataDriver, ConvBwdWeightPsgDriver)
+}

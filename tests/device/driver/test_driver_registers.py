@@ -1,0 +1,189 @@
+"""The PYNQ driver at the register level, over pynq's own MMIO on the simulated board."""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pynq
+import pytest
+
+from e2train.device import kernel_iface as ki
+from e2train.device.driver import KernelError, KernelTimeout
+from e2train.device.simdevice import SimulatedBusError
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _c_params(kernel: str) -> list[str]:
+    """Parameter names of a top function in hls/include/e2t_kernels.h, in order."""
+    text = (REPO / "hls" / "include" / "e2t_kernels.h").read_text()
+    m = re.search(rf"\bint\s+{kernel}\s*\(([^)]*)\)", text)
+    assert m, f"{kernel} not declared in e2t_kernels.h"
+    return [re.findall(r"[A-Za-z_]\w*", p)[-1] for p in m.group(1).split(",")]
+
+
+@pytest.mark.parametrize("kernel", sorted(ki.KERNELS))
+def test_interface_matches_hls_top_function(kernel):
+    # Vitis HLS lays the registers out in argument order: the order must be the C one
+    assert [a.name for a in ki.KERNELS[kernel].args] == _c_params(kernel)
+
+
+def test_pointer_width_matches_the_hls_script():
+    tcl = (REPO / "hls" / "scripts" / "kernel.tcl").read_text()
+    m = re.search(r"-m_axi_addr64(?:=|\s+)(\w+)", tcl)
+    addr64 = True if m is None else m.group(1).lower() in ("true", "1")     # Vitis HLS default: 64-bit
+    assert ki.M_AXI_ADDR64 == addr64
+    assert re.search(r"-vendor\s+(\S+)\s+-library\s+(\S+)\s+-version\s+(\S+)", tcl).groups() == \
+        (ki.VENDOR, ki.LIBRARY, ki.VERSION)
+
+
+def test_register_layout_is_vitis_hls():
+    k = ki.CONV_BWD_DATA
+    regs = {r.name: r.offset for r in k.registers()}
+    assert (regs["CTRL"], regs["GIER"], regs["IP_IER"], regs["IP_ISR"], regs["ap_return"]) == (0, 4, 8, 0xC, 0x10)
+    # g_y, w, g_x, samples (pointers), then 11 int scalars (n_samples .. mult_s), from 0x18
+    if ki.M_AXI_ADDR64:           # two data words and a reserved one per pointer
+        assert [regs[f"{p}_1"] for p in ("g_y", "w", "g_x", "samples")] == [0x18, 0x24, 0x30, 0x3C]
+        assert regs["g_y_2"] == 0x1C and regs["g_y_reserved"] == 0x20
+        first_scalar = 0x48
+    else:                         # one data word and a reserved one
+        assert [regs[p] for p in ("g_y", "w", "g_x", "samples")] == [0x18, 0x20, 0x28, 0x30]
+        assert regs["g_y_reserved"] == 0x1C
+        first_scalar = 0x38
+    assert [regs[s] for s in ("n_samples", "n", "ci")] == [first_scalar, first_scalar + 8, first_scalar + 16]
+    assert k.map_size == first_scalar + 11 * 8
+    assert len({r.offset for r in k.registers()}) == len(list(k.registers()))
+
+
+def _words(ov, kernel):
+    return ov.device.kernels[kernel].words
+
+
+def test_execute_writes_every_argument_where_the_map_says(overlay, rng):
+    drv = overlay.kernels["conv_bwd_data"]
+    n, ci, h, w, co = 3, 4, 5, 5, 8
+    gy = pynq.allocate((n, co, h, w), np.int16)
+    wt = pynq.allocate((co, ci, 3, 3), np.int8)
+    gx = pynq.allocate((n, ci, h, w), np.int16)
+    smp = pynq.allocate((2,), np.int32)
+    gy[:] = rng.integers(-500, 500, gy.shape)
+    wt[:] = rng.integers(-100, 100, wt.shape)
+    smp[:] = [2, 0]
+    args = dict(g_y=gy, w=wt, g_x=gx, samples=smp, n_samples=2, n=n, ci=ci, h=h, wd=w, co=co, k=3,
+                stride=1, pad=1, mult_m=20000, mult_s=20)
+    drv.execute(**args)
+    words = _words(overlay, "conv_bwd_data")
+    iface = ki.CONV_BWD_DATA
+    for a in iface.args:
+        off = iface.offset(a.name) // 4
+        if a.kind == "ptr":
+            addr = args[a.name].device_address
+            assert addr >= 1 << 28 and int(words[off]) == addr & 0xFFFFFFFF
+            assert int(words[off + 1]) == (addr >> 32 if ki.M_AXI_ADDR64 else 0)
+        else:
+            assert int(words[off]) == args[a.name], a.name
+    # pynq's RegisterMap, built from the same map, names the same registers (arguments are
+    # write-only in a Vitis HLS .hwh, so it is read back through the MMIO)
+    rm = drv.register_map
+    gy_reg = rm.g_y_1 if ki.M_AXI_ADDR64 else rm.g_y
+    assert (gy_reg.address, rm.ci.address) == (0x18, iface.offset("ci"))
+    assert drv.mmio.read(gy_reg.address) == gy.device_address & 0xFFFFFFFF and drv.mmio.read(rm.ci.address) == ci
+    rm.mult_s = 21
+    assert int(words[iface.offset("mult_s") // 4]) == 21
+    assert drv.calls == 1 and drv.status() == 0
+
+
+def test_handshake_done_is_clear_on_read(overlay):
+    drv = overlay.kernels["conv_fwd"]
+    k = overlay.device.kernels["conv_fwd"]
+    assert drv.read_ctrl() & (ki.AP_IDLE | ki.AP_START | ki.AP_DONE) == ki.AP_IDLE
+    x = pynq.allocate((1, 1, 3, 3), np.int8)
+    w = pynq.allocate((1, 1, 1, 1), np.int8)
+    y = pynq.allocate((1, 1, 3, 3), np.int8)
+    s = pynq.allocate((1,), np.int32)
+    drv.write_args(x=x, w=w, bias=0, y=y, samples=s, n_samples=1, n=1, ci=1, h=3, wd=3, co=1, k=1,
+                   stride=1, pad=0, x_unsigned=0, has_bias=0, relu=0, mult_m=1, mult_s=0)
+    drv.mmio.write(ki.IP_IER, 1)
+    drv.mmio.write(ki.GIER, 1)
+    drv.mmio.write(ki.CTRL, ki.AP_START)
+    assert k.stats.calls == 1
+    first = drv.read_ctrl()
+    assert first & ki.AP_DONE and first & ki.AP_IDLE and first & ki.AP_READY and not first & ki.AP_START
+    assert first & ki.INTERRUPT                         # ap_done with IER and GIE set
+    second = drv.read_ctrl()
+    assert not second & ki.AP_DONE and not second & ki.AP_READY and second & ki.AP_IDLE
+    assert drv.mmio.read(ki.IP_ISR) == 1
+    drv.mmio.write(ki.IP_ISR, 1)                       # toggle on write clears it
+    assert drv.mmio.read(ki.IP_ISR) == 0 and not drv.read_ctrl() & ki.INTERRUPT
+    drv.mmio.write(ki.CTRL, ki.AP_DONE | ki.AP_IDLE)   # read-only bits do not stick, no start
+    assert k.stats.calls == 1 and not drv.read_ctrl() & ki.AP_DONE
+    # the driver still sees a completed call whose ap_done someone else consumed
+    drv.mmio.write(ki.CTRL, ki.AP_START)
+    drv.read_ctrl()
+    assert drv.wait(0.5) < 0.5 and k.stats.calls == 2
+
+
+def test_hung_kernel_times_out_with_a_clear_error(overlay):
+    overlay.device.inject_hang("conv_fwd")
+    be = overlay.backend(timeout_s=0.05)
+    x = np.ones((2, 3, 4, 4), np.int8)
+    w = np.ones((5, 3, 3, 3), np.int8)
+    t0 = time.monotonic()
+    with pytest.raises(KernelTimeout, match=r"conv_fwd .*did not finish within 0.05 s.*reload the bitstream"):
+        be.conv_fwd(x, w, None, (1, 4), pad=1)
+    assert time.monotonic() - t0 < 2.0
+    ctrl = overlay.kernels["conv_fwd"].read_ctrl()
+    assert ctrl & ki.AP_START and not ctrl & ki.AP_IDLE
+    with pytest.raises(KernelError, match="busy"):
+        be.conv_fwd(x, w, None, (1, 4), pad=1)
+    # the other kernels are unaffected; reloading clears the hang
+    assert be.conv_bwd_data(np.ones((2, 5, 4, 4), np.int16), w, (1, 4), in_hw=(4, 4), pad=1).shape == x.shape
+    overlay.reload()
+    assert be.conv_fwd(x, w, None, (1, 4), pad=1).shape == (2, 5, 4, 4)
+
+
+def test_kernel_status_and_bad_pointers_are_errors(overlay):
+    drv = overlay.kernels["conv_fwd"]
+    x = pynq.allocate((2, 1, 3, 3), np.int8)
+    w = pynq.allocate((1, 1, 1, 1), np.int8)
+    y = pynq.allocate((2, 1, 3, 3), np.int8)
+    s = pynq.allocate((1,), np.int32)
+    s[:] = [5]                                          # not in [0, 2)
+    args = dict(x=x, w=w, bias=0, y=y, samples=s, n_samples=1, n=2, ci=1, h=3, wd=3, co=1, k=1,
+                stride=1, pad=0, x_unsigned=0, has_bias=0, relu=0, mult_m=1, mult_s=0)
+    with pytest.raises(KernelError, match="status 0x2 .*sample index outside"):
+        drv.execute(**args)
+    with pytest.raises(KernelError, match="status 0x1 .*shape"):
+        drv.execute(**{**args, "k": 5, "samples": 0, "n_samples": 0})
+    with pytest.raises(SimulatedBusError, match="not inside one allocated buffer"):
+        drv.execute(**{**args, "n": 8, "samples": 0, "n_samples": 0})   # buffers too small for n=8
+    with pytest.raises(KernelError, match="missing arguments"):
+        drv.execute(x=x)
+    with pytest.raises(KernelError, match="pynq.allocate"):
+        drv.execute(**{**args, "x": np.zeros(18, np.int8)})
+
+
+def test_buffers_are_not_coherent_without_flush(overlay):
+    """The simulated DDR is what the fabric sees: CPU writes reach it only by flush(),
+    and the CPU sees kernel writes only after invalidate(), as with cacheable buffers."""
+    drv = overlay.kernels["conv_fwd"]
+    x = pynq.allocate((1, 1, 2, 2), np.int8)
+    w = pynq.allocate((1, 1, 1, 1), np.int8)
+    y = pynq.allocate((1, 1, 2, 2), np.int8)
+    s = pynq.allocate((1,), np.int32)
+    x[:] = 7
+    w[:] = 1
+    s.flush()
+    w.flush()                                         # x deliberately not flushed
+    drv.write_args(x=x, w=w, bias=0, y=y, samples=s, n_samples=1, n=1, ci=1, h=2, wd=2, co=1, k=1,
+                   stride=1, pad=0, x_unsigned=0, has_bias=0, relu=0, mult_m=1, mult_s=0)
+    drv.start()
+    drv.wait(1.0)
+    y.invalidate()
+    assert (y == 0).all()                             # the kernel read stale (zero) DDR
+    y[:] = 0
+    drv.execute(x=x, w=w, bias=0, y=y, samples=s, n_samples=1, n=1, ci=1, h=2, wd=2, co=1, k=1,
+                stride=1, pad=0, x_unsigned=0, has_bias=0, relu=0, mult_m=1, mult_s=0)
+    assert (y == 7).all()                             # execute() flushes and invalidates
