@@ -1,0 +1,451 @@
+"""Emulators of every meter protocol, on a pseudo-terminal, for the tests and the simulated board.
+
+    from e2train.meter.emulate import start_emulator
+    with start_emulator("wattsup", power_w=lambda t: 3.2, interval_s=0.1) as em:
+        meter = open_meter(em.spec)          # or f"wattsup:{em.port}"
+
+Each emulator speaks the byte protocol of the real meter, built from the same tables as the
+driver that reads it (field lists, frame layouts). ``power_w(t)`` is called with
+``time.monotonic()`` at each sample; volts are fixed (``volts``) and amps are ``P / volts``.
+
+``em.port`` is a stable path (a symlink to the current pty slave), so that an "unplugged" meter
+can come back at the same name, as a USB adapter does with a udev rule. Faults for tests
+(keyword arguments):
+
+- ``garbage_every=N``: random junk bytes before every N-th record.
+- ``truncate_every=N``: every N-th record cut in half.
+- ``nan_every=N``: every N-th record carries NaN/no-data in its power field.
+- ``silent_after_s=T, silent_for_s=S``: sends and answers nothing from T to T+S seconds after start.
+- ``unplug_after_s=T, unplug_for_s=S``: closes the pty at T (the reader sees the device vanish)
+  and opens a new one under the same name S seconds later.
+- ``wrong_baud=True``: every byte sent comes out as a UART set to the wrong rate would show it.
+- ``no_power_query=True`` (scpi): the supply lacks ``MEAS:POW?``.
+- ``model="UM34C"`` (um): which tester to be.
+- ``replay=path`` (wattsup): send the records of a raw capture (e.g. fan.raw) in a loop.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import select
+import shutil
+import tempfile
+import threading
+import time
+import tty
+from typing import Callable
+
+from . import inacsv, um, wattsup, wt310
+
+# What the simulated meter shows with no power function: a Zynq-7020 board (PYNQ-Z2 class)
+# idling at 5 V with the PL configured draws on the order of 2 W; this constant is a stand-in for
+# `sim:` alone, not a measurement. The simulated board passes its own modelled power instead.
+DEFAULT_IDLE_W = 2.0
+
+log = logging.getLogger("e2train.meter")
+
+# Pty ports of emulators started in this process: open_meter marks meters on them as simulated.
+SIMULATED_PORTS: set[str] = set()
+
+
+def _scramble(data: bytes) -> bytes:
+    # What a UART at the wrong rate delivers: framing errors that turn text into high-bit junk.
+    return bytes(((b * 0x9D + 0x5B) & 0xFF) | 0x80 for b in data)
+
+
+class _Protocol:
+    push = False                 # records sent on a timer (True) or only in answer to queries
+    terminator = b"\n"
+
+    def __init__(self, em: "Emulator"):
+        self.em = em
+
+    def on_command(self, cmd: bytes) -> bytes:
+        return b""
+
+    def record(self, t: float, nan: bool = False) -> bytes:
+        raise NotImplementedError
+
+
+class _WattsUp(_Protocol):
+    terminator = b";"
+
+    def __init__(self, em):
+        super().__init__(em)
+        self.logging = False
+        self.requested_interval_s: int | None = None
+        self._replay = None
+        if em.faults.get("replay"):
+            with open(em.faults["replay"], "rb") as f:
+                recs = [r + b";\r\n" for r in (x.replace(b"\0", b"").strip() for x in f.read().split(b";")) if r]
+            self._replay = recs
+            self._i = 0
+
+    @property
+    def push(self):
+        return self.logging
+
+    def on_command(self, cmd: bytes) -> bytes:
+        cmd = cmd.strip() + b";"
+        if cmd == wattsup.CMD_VERSION:
+            return b"#v,-,8,1,1,PRO,0,0,0,0,e2train-emulator;\r\n"
+        if cmd == wattsup.CMD_HEADER:
+            return wattsup.format_header()
+        if cmd.startswith(b"#L,W,3,E,"):
+            self.logging = True
+            self.requested_interval_s = int(cmd[len(b"#L,W,3,E,,"):-1] or 1)
+        return b""
+
+    def record(self, t, nan=False):
+        if self._replay is not None:
+            rec = self._replay[self._i % len(self._replay)]
+            self._i += 1
+        else:
+            p = self.em.power_w(t)
+            rec = wattsup.format_data(p, self.em.volts, p / self.em.volts)
+        if nan:
+            parts = rec.split(b",")
+            parts[3] = b"nan"
+            rec = b",".join(parts)
+        return rec
+
+
+class _Csv(_Protocol):
+    push = True
+
+    def __init__(self, em):
+        super().__init__(em)
+        self.t0 = time.monotonic()
+        self.started = False
+        self.n = 0
+
+    def on_command(self, cmd: bytes) -> bytes:
+        if cmd.strip() == inacsv.REQUEST_BANNER.strip():
+            return inacsv.banner(interval_ms=self.em.interval_s * 1000) + inacsv.header()
+        return b""
+
+    def record(self, t, nan=False):
+        p = self.em.power_w(t)
+        v = self.em.volts
+        line = inacsv.data_line((t - self.t0) * 1000, v * 1000, (p / v) * 1000, n=self.n)
+        self.n += 1
+        if nan:
+            line = line.rsplit(b",", 1)[0] + b",nan\n"
+        if not self.started:      # the board's reset banner, as the firmware sends it
+            self.started = True
+            line = inacsv.banner(interval_ms=self.em.interval_s * 1000) + inacsv.header() + line
+        return line
+
+
+class _Wt310(_Protocol):
+    def __init__(self, em):
+        super().__init__(em)
+        self.errors: list[tuple[int, str]] = []
+        self.n_items = 3
+        self.items: dict[int, str] = {}
+        self.integ = False
+        self.wh = 0.0
+        self._last: tuple[float, float] | None = None
+        self.nan_next = False
+
+    def on_command(self, cmd: bytes) -> bytes:
+        c = cmd.decode("ascii", errors="replace").strip()
+        u = c.upper()
+        if u == "*IDN?":
+            return b"YOKOGAWA,WT310,C2QA00000,F1.03\n"
+        if u == ":SYST:ERR?":
+            code, msg = self.errors.pop(0) if self.errors else (0, "No error")
+            return f'{code},"{msg}"\n'.encode()
+        if u in (":COMM:HEAD OFF", ":NUM:FORM ASC"):
+            return b""
+        if u.startswith(":NUM:NORM:NUM "):
+            self.n_items = int(u.split()[1])
+            return b""
+        if u.startswith(":NUM:NORM:ITEM"):
+            k, _, what = u[len(":NUM:NORM:ITEM"):].partition(" ")
+            fn = what.split(",")[0]
+            if fn not in {f for f, _ in wt310.ITEMS + (wt310.INTEG_ITEM,)}:
+                self.errors.append((-224, "Illegal parameter value"))
+            self.items[int(k)] = fn
+            return b""
+        if u == ":INTEG:STAR":
+            self.integ, self._last = True, None
+            return b""
+        if u == ":INTEG:STOP":
+            self.integ = False
+            return b""
+        if u == ":INTEG:RES":
+            self.wh, self._last = 0.0, None
+            return b""
+        if u == ":NUM:NORM:VAL?":
+            return self.record(time.monotonic(), nan=self.em._take_fault("nan_every"))
+        self.errors.append((-113, "Undefined header"))
+        return b""
+
+    def record(self, t, nan=False):
+        p = self.em.power_w(t)
+        if self.integ:
+            if self._last is not None:
+                self.wh += (self._last[1] + p) / 2 * (t - self._last[0]) / 3600
+            self._last = (t, p)
+        vals = {"P": p, "U": self.em.volts, "I": p / self.em.volts, "WH": self.wh}
+        out = [("NAN" if nan and k == 1 else f"{vals[self.items.get(k, 'P')]:.4E}") for k in range(1, self.n_items + 1)]
+        return (",".join(out) + "\n").encode()
+
+
+class _ScpiSupply(_Protocol):
+    def __init__(self, em):
+        super().__init__(em)
+        self.errors: list[tuple[int, str]] = []
+        self.has_power = not em.faults.get("no_power_query")
+
+    def on_command(self, cmd: bytes) -> bytes:
+        u = cmd.decode("ascii", errors="replace").strip().upper()
+        t = time.monotonic()
+        nan = u.startswith("MEAS") and self.em._take_fault("nan_every")
+        p = self.em.power_w(t)
+        if u == "*IDN?":
+            return b"E2TRAIN,EMULATED-SUPPLY,0,1.0\n"
+        if u in ("SYST:ERR?", ":SYST:ERR?"):
+            code, msg = self.errors.pop(0) if self.errors else (0, "No error")
+            return f'{code},"{msg}"\n'.encode()
+        if u == "MEAS:POW?" and self.has_power:
+            return b"9.91E+37\n" if nan else f"{p:.4f}\n".encode()
+        if u == "MEAS:VOLT?":
+            return f"{self.em.volts:.4f}\n".encode()
+        if u == "MEAS:CURR?":
+            return b"9.91E+37\n" if nan else f"{p / self.em.volts:.5f}\n".encode()
+        self.errors.append((-113, "Undefined header"))
+        return b""
+
+
+class _UM(_Protocol):
+    def __init__(self, em):
+        super().__init__(em)
+        self.model = em.faults.get("model", "UM25C").upper()
+        if self.model not in um.MODEL_IDS:
+            raise ValueError(f"no UM model {self.model!r}; choose from {sorted(um.MODEL_IDS)}")
+
+    def on_command(self, cmd: bytes) -> bytes:
+        out = b""
+        for b in cmd:
+            if b == um.REQUEST[0]:
+                frame = self.record(time.monotonic(), nan=self.em._take_fault("nan_every"))
+                if self.em._take_fault("truncate_every"):
+                    frame = frame[:len(frame) // 2]
+                out += frame
+        return out
+
+    def record(self, t, nan=False):
+        p = self.em.power_w(t)
+        frame = um.pack_frame(self.model, volts=self.em.volts, amps=p / self.em.volts, watts=p, temp_c=30)
+        if nan:   # a binary frame has no NaN: the closest is a frame that fails its check
+            frame = frame[:128] + b"\x00\x00"
+        return frame
+
+
+FAULTS = {"garbage_every", "truncate_every", "nan_every", "silent_after_s", "silent_for_s", "unplug_after_s",
+          "unplug_for_s", "wrong_baud", "no_power_query", "model", "replay", "seed"}
+
+PROTOCOLS: dict[str, type[_Protocol]] = {
+    "wattsup": _WattsUp, "csv": _Csv, "wt310": _Wt310, "scpi": _ScpiSupply, "um": _UM,
+    "um25c": _UM, "um24c": _UM, "um34c": _UM,
+}
+
+
+class Emulator:
+    def __init__(self, protocol: str, power_w: Callable[[float], float] | None = None,
+                 interval_s: float = 1.0, volts: float = 5.0, **faults):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"no emulator for {protocol!r}; choose from {sorted(PROTOCOLS)}")
+        unknown = set(faults) - FAULTS
+        if unknown:
+            raise ValueError(f"unknown emulator option(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+        if protocol in ("um25c", "um24c", "um34c"):
+            faults.setdefault("model", protocol.upper())
+        self.protocol = protocol
+        self.power_w = power_w or (lambda t: DEFAULT_IDLE_W)
+        self.interval_s = float(interval_s)
+        self.volts = float(volts)
+        self.faults = faults
+        self.counts: dict[str, int] = {}
+        self.sent_records = 0
+        self.dropped_bytes = 0
+        self.unplugs = 0
+        self.error: str | None = None
+        self._rng = random.Random(faults.get("seed", 0))
+        self.proto = PROTOCOLS[protocol](self)     # first: a bad option fails before a pty exists
+        self._dir = tempfile.mkdtemp(prefix="e2train-meter-")
+        self.port = os.path.join(self._dir, "tty")
+        self._master = self._slave = -1
+        self._lock = threading.Lock()
+        self._open_pty()
+        self.t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"meter-emulator-{protocol}", daemon=True)
+        self._thread.start()
+        SIMULATED_PORTS.add(self.port)
+
+    @property
+    def spec(self) -> str:
+        """A spec for open_meter, marked simulated (energy from this emulator's power function)."""
+        proto = {"um25c": "um", "um24c": "um", "um34c": "um"}.get(self.protocol, self.protocol)
+        return f"{proto}:{self.port}?interval={self.interval_s:g}&sim=1"
+
+    # -- the pty ------------------------------------------------------------------------------
+    def _open_pty(self) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)           # no echo, no CR/LF translation: a serial line carries bytes as they are
+        os.set_blocking(master, False)
+        self._master, self._slave = master, slave
+        tmp = self.port + ".new"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(os.ttyname(slave), tmp)
+        os.replace(tmp, self.port)
+
+    def _close_pty(self) -> None:
+        if os.path.lexists(self.port):
+            os.unlink(self.port)
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                os.close(fd)
+        self._master = self._slave = -1
+
+    # -- faults -------------------------------------------------------------------------------
+    def _take_fault(self, name: str) -> bool:
+        """Count events of one kind and say whether this one gets the fault."""
+        every = int(self.faults.get(name) or 0)
+        if not every:
+            return False
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return self.counts[name] % every == 0
+
+    def _window(self, name: str, now: float) -> bool:
+        after = self.faults.get(f"{name}_after_s")
+        if after is None:
+            return False
+        start = self.t0 + after
+        return start <= now < start + self.faults.get(f"{name}_for_s", 1.0)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        if self.faults.get("wrong_baud"):
+            data = _scramble(data)
+        try:
+            n = os.write(self._master, data)
+            self.dropped_bytes += len(data) - n
+        except BlockingIOError:
+            # Nobody reads and the pty buffer is full: a real meter's bytes would be lost too.
+            self.dropped_bytes += len(data)
+
+    def _emit_record(self, t: float) -> None:
+        rec = self.proto.record(t, nan=self._take_fault("nan_every"))
+        if self._take_fault("truncate_every"):
+            rec = rec[:len(rec) // 2]
+        if self._take_fault("garbage_every"):
+            rec = bytes(self._rng.randrange(256) for _ in range(12)) + b"\n" + rec
+        self._send(rec)
+        self.sent_records += 1
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as e:      # e.g. the power function raised: say so, the meter goes silent
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("meter emulator (%s) stopped: %s", self.protocol, self.error)
+
+    def _loop(self) -> None:
+        next_t = time.monotonic()
+        inbuf = bytearray()
+        plugged = True
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self._window("unplug", now):
+                if plugged:
+                    with self._lock:
+                        self._close_pty()
+                    plugged = False
+                    self.unplugs += 1
+                time.sleep(0.01)
+                continue
+            if not plugged:
+                with self._lock:
+                    self._open_pty()
+                plugged = True
+                inbuf.clear()
+            silent = self._window("silent", now)
+            timeout = max(0.0, next_t - now) if self.proto.push else 0.05
+            try:
+                r, _, _ = select.select([self._master], [], [], min(timeout, 0.05))
+            except (OSError, ValueError):
+                break
+            if r:
+                try:
+                    data = os.read(self._master, 4096)
+                except BlockingIOError:
+                    data = b""
+                except OSError as e:
+                    if e.errno != errno.EIO:
+                        raise
+                    data = b""
+                if not silent:
+                    inbuf += data
+                    self._handle_input(inbuf)
+            now = time.monotonic()
+            if self.proto.push and now >= next_t:
+                if not silent:
+                    self._emit_record(now)
+                next_t += self.interval_s
+                if next_t < now - self.interval_s:     # fell far behind (machine busy): do not burst
+                    next_t = now + self.interval_s
+            elif not self.proto.push:
+                next_t = now
+
+    def _handle_input(self, inbuf: bytearray) -> None:
+        if isinstance(self.proto, _UM):
+            cmd, inbuf[:] = bytes(inbuf), b""
+            if cmd:
+                self._answer(self.proto.on_command(cmd), count=False)
+            return
+        term = self.proto.terminator
+        while True:
+            i = inbuf.find(term)
+            if i < 0:
+                return
+            cmd = bytes(inbuf[:i])
+            del inbuf[:i + len(term)]
+            self._answer(self.proto.on_command(cmd))
+
+    def _answer(self, reply: bytes, count: bool = True) -> None:
+        if not reply:
+            return
+        if count and self._take_fault("truncate_every"):
+            # An answer cut short still ends at the terminator the instrument always sends.
+            reply = reply[:len(reply) // 2] + self.proto.terminator
+        if self._take_fault("garbage_every"):
+            reply = bytes(self._rng.randrange(256) for _ in range(12)) + reply
+        self._send(reply)
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with self._lock:
+            self._close_pty()
+        SIMULATED_PORTS.discard(self.port)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def start_emulator(protocol: str, power_w: Callable[[float], float] | None = None,
+                   interval_s: float = 1.0, volts: float = 5.0, **faults) -> Emulator:
+    """Start an emulator of `protocol` on a new pty in a background thread (see the module doc)."""
+    return Emulator(protocol, power_w, interval_s, volts, **faults)
