@@ -1,0 +1,106 @@
+"""runs.csv round trip, summary.md contents and the PNG plots, on synthetic records."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from e2train.bench.plots import plot_accuracy
+from e2train.bench.records import Budget, RunRecord, read_csv, write_csv
+from e2train.bench.report import fronts_by_method, group_arms, summary_markdown
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_csv_round_trip(tmp_path, synthetic_runs):
+    p = write_csv(synthetic_runs, tmp_path / "runs.csv")
+    back = read_csv(p)
+    assert len(back) == len(synthetic_runs)
+    by_key = {(r.arm, r.seed): r for r in back}
+    for r in synthetic_runs:
+        b = by_key[(r.arm, r.seed)]
+        assert (b.kind, b.control_of, b.budget, b.skip_unit, b.energy_source) == \
+               (r.kind, r.control_of, r.budget, r.skip_unit, r.energy_source)
+        assert [e.acc for e in b.epochs] == pytest.approx([e.acc for e in r.epochs])
+        assert [e.energy_j for e in b.epochs] == pytest.approx([e.energy_j for e in r.epochs])
+    header = p.read_text().splitlines()[0]
+    assert "energy_source" in header
+    assert len(p.read_text().splitlines()) == 1 + sum(len(r.epochs) for r in synthetic_runs)
+
+
+def test_csv_malformed_rows_name_the_line(tmp_path, synthetic_runs):
+    p = write_csv(synthetic_runs, tmp_path / "runs.csv")
+    lines = p.read_text().splitlines()
+    cols = lines[0].split(",")
+    cells = lines[3].split(",")
+    cells[cols.index("acc")] = "oops"           # line 4 of the file (header is line 1)
+    lines[3] = ",".join(cells)
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"runs.csv:4: malformed"):
+        read_csv(p)
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="missing columns"):
+        read_csv(tmp_path / "other.csv")
+
+
+def test_budget_parse_and_errors():
+    assert Budget.parse("10") == Budget("epochs", 10)
+    assert Budget.parse("3ep") == Budget("epochs", 3)
+    assert Budget.parse("250J") == Budget("energy", 250)
+    for bad in ("ten", "-3", "2.5", "0J", "nanJ"):
+        with pytest.raises(ValueError, match="budget"):
+            Budget.parse(bad)
+
+
+def test_control_must_name_its_method():
+    with pytest.raises(ValueError, match="control_of"):
+        RunRecord(method="random-skip", seed=0, budget=Budget("epochs", 1), kind="random-control")
+    with pytest.raises(ValueError, match="energy source"):
+        RunRecord(method="m", seed=0, budget=Budget("epochs", 1), energy_source="guessed")
+
+
+def test_summary_table(synthetic_runs):
+    md = summary_markdown(synthetic_runs, targets=[0.8, 0.99])
+    rows = [l for l in md.splitlines() if l.startswith("| ")]
+    head = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert head[:8] == ["method", "control-of", "budget", "seeds", "skip ratio",
+                        "final acc % (± 95% CI)", "energy (modelled) J", "wall-clock s"]
+    body = {r.split("|")[1].strip() + "/" + r.split("|")[2].strip(): [c.strip() for c in r.strip("|").split("|")]
+            for r in rows[1:]}
+    fp32 = body["fp32/-"]
+    # final acc of fp32: 0.90, 0.92, 0.88 -> mean 90.00, half = t(2) * 0.02 / sqrt 3 = 4.97
+    assert fp32[5] == "90.00 ± 4.97"
+    assert fp32[6] == "30" and fp32[7] == "3.0"
+    # time-to-80%: seeds reach at ep 2, 2, 3 (0.78 < 0.8) -> median 2.0 s; energy 20 J
+    assert fp32[8] == "30"                        # optimizer steps
+    assert fp32[9] == "2.0 (3/3)" and fp32[10] == "20.000 (3/3)"
+    assert fp32[11] == "not reached (0/3)"
+    ctl = body["random-skip/smd"]
+    assert ctl[4] == "49.0% batches"
+    assert "modelled" in md and "Pareto front" in md
+
+
+def test_fronts_per_method(synthetic_runs):
+    fronts = fronts_by_method(group_arms(synthetic_runs), "energy_j")
+    assert set(fronts) == {"fp32", "smd", "random-skip[smd]"}
+    # each arm's accuracy rises every epoch, so every checkpoint is on its own front
+    assert [p.cost for p in fronts["fp32"]] == [10, 20, 30]
+
+
+def test_mixing_measured_and_modelled_is_refused(synthetic_runs):
+    synthetic_runs[0].energy_source = "measured"
+    with pytest.raises(ValueError, match="mixes measured and modelled"):
+        group_arms(synthetic_runs)
+
+
+@pytest.mark.parametrize("axis", ["energy_j", "wall_s"])
+def test_plots_are_nonempty_pngs(tmp_path, synthetic_runs, axis):
+    p = plot_accuracy(synthetic_runs, axis, tmp_path / f"acc_vs_{axis}.png")
+    data = p.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 10_000
+    # decode it and check that something other than background was drawn
+    import matplotlib.image as mpimg
+    img = mpimg.imread(p)
+    assert img.shape[0] > 100 and img.shape[1] > 100
+    assert (img[..., :3] < 0.5).any() and (img[..., :3] > 0.9).any()
+    assert not math.isnan(float(img.std())) and float(img.std()) > 0.05
