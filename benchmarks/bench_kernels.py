@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from e2train.core import csim, golden, perfmodel
+from e2train.core.energy import EnergyModel
 from e2train.core.fixedpoint import Dyadic, beta_to_fixed
 from e2train.core.shapes import ConvShape
 
@@ -27,6 +28,44 @@ def _best(fn, repeat: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def _psg_table() -> None:
+    """Weight gradient, beta_q = 0 vs beta > 0, on digits and ResNet-CIFAR layers: modelled
+    cycles (from the kernel's own counters), x conv_fwd, modelled energy (zynq7020 model:
+    2 W static assumed, plus dynamic)."""
+    board = EnergyModel.zynq7020()
+    rng = np.random.default_rng(1)
+    shapes = [ConvShape(64, 8, 8, 8, 32, 3, 1, 1), ConvShape(64, 32, 4, 4, 32, 3, 1, 1),
+              ConvShape(16, 16, 32, 32, 16, 3, 1, 1), ConvShape(16, 32, 16, 16, 32, 3, 1, 1),
+              ConvShape(16, 64, 8, 8, 64, 3, 1, 1)]
+    print()
+    print("weight gradient (MODELLED, xc7z020 @ 100 MHz; gradients t(3)-distributed, as in training)")
+    hdr = (f"{'layer':<22}{'beta':>7}{'predicted':>10}{'cycles':>10}{'vs beta0':>9}{'vs fwd':>8}"
+           f"{'re-read':>8}{'E total uJ':>11}{'E dyn uJ':>9}{'E mac uJ':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    for sh in shapes:
+        x = rng.integers(0, 256, sh.x_shape).astype(np.uint8)
+        g = np.clip(rng.standard_t(3, sh.y_shape) * 800, -32768, 32767).astype(np.int16)
+        wm = np.zeros(sh.w_shape, np.int32)
+        fwd = perfmodel.kernel_cycles("conv_fwd", sh, sh.n)
+        nblk = len(perfmodel._psg_blocks(sh))
+        base = None
+        for beta in (0.0, 0.05, 0.12):
+            bq = beta_to_fixed(beta) if beta else 0
+            r, st = csim.conv_bwd_weight_psg_stats(x, g, wm, stride=sh.stride, pad=sh.pad, beta_q=bq, lr_q=1)
+            kw = dict(predictor_on=bq != 0, n_tiles_skipped=st.tiles_skipped,
+                      n_exact_rounds=st.decide_beats // max(st.beats_per_tile, 1))
+            cyc = perfmodel.kernel_cycles("conv_bwd_weight_psg", sh, sh.n, r.n_predicted, **kw)
+            w = perfmodel.kernel_work("conv_bwd_weight_psg", sh, sh.n, r.n_predicted, **kw)
+            base = base or cyc
+            br = board.breakdown(w)
+            name = f"{sh.ci}->{sh.co} {sh.h}px n{sh.n}"
+            print(f"{name:<22}{beta:>7.2f}{100 * r.n_predicted / wm.size:>9.0f}%{cyc:>10}{cyc / base:>8.2f}x"
+                  f"{cyc / fwd:>7.2f}x{nblk - st.tiles_skipped if bq else 0:>5}/{nblk:<2}{br['total'] * 1e6:>11.0f}"
+                  f"{(br['total'] - br['static']) * 1e6:>9.1f}{br['mac'] * 1e6:>9.1f}")
+    print("re-read = blocks whose x/g the exact pass read a second time; E = modelled energy, not measured")
 
 
 def main() -> int:
@@ -53,6 +92,7 @@ def main() -> int:
         wm = rng.integers(-(1 << 20), 1 << 20, sh.w_shape).astype(np.int32)
         kw = dict(stride=sh.stride, pad=sh.pad)
         r, st = csim.conv_bwd_weight_psg_stats(x, g, wm, beta_q=beta_q, lr_q=1, **kw)
+        exact_rounds = st.decide_beats // max(st.beats_per_tile, 1)
         runs = [
             ("conv_fwd", lambda: csim.conv_fwd(x, w, None, m, **kw),
              lambda: golden.conv_fwd(x, w, None, m, **kw), {}),
@@ -60,7 +100,7 @@ def main() -> int:
              lambda: golden.conv_bwd_data(g, w, m, in_hw=(sh.h, sh.w), **kw), {}),
             ("conv_bwd_weight_psg", lambda: csim.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=1, **kw),
              lambda: golden.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=1, **kw),
-             dict(n_predicted=r.n_predicted, n_tiles_skipped=st.tiles_skipped)),
+             dict(n_predicted=r.n_predicted, n_tiles_skipped=st.tiles_skipped, n_exact_rounds=exact_rounds)),
         ]
         name = f"{sh.ci}->{sh.co} {sh.h}px s{sh.stride} n{sh.n}"
         for kernel, fc, fg, mkw in runs:
@@ -71,12 +111,15 @@ def main() -> int:
             util = perfmodel.utilisation(kernel, sh, sh.n, **mkw)
             print(f"{name:<22}{kernel:<22}{macs / tc / 1e9:>13.2f}{macs / tg / 1e9:>13.3f}{tg / tc:>7.1f}x"
                   f"{gops:>12.2f}{100 * util:>11.1f}%")
+    _psg_table()
     res = perfmodel.resources()
     print("modelled resources (estimate, not synthesis): " +
           ", ".join(f"{k} {v['dsp']} DSP / {v['bram36']:.0f} BRAM36" for k, v in res["kernels"].items()) +
           f"; total {res['total']['dsp']}/{res['device']['dsp']} DSP, "
-          f"{res['total']['bram36']:.0f}/{res['device']['bram36']} BRAM36")
-    print("model busy = MAC slots doing useful work (conv: 64 DSP MACs/cycle; PSG engine: 8 lanes/cycle)")
+          f"{res['total']['bram36']:.0f}/{res['device']['bram36']} BRAM36; weight gradient "
+          f"~{res['kernels']['conv_bwd_weight_psg']['lut']} LUT of {res['device']['lut']} (rough)")
+    print("model busy = MAC slots doing useful work (conv: 64 DSP MACs/cycle; weight gradient: "
+          f"{perfmodel.PSG_PRED_LANES} predictor + {perfmodel.PSG_EXACT_LANES} exact lanes, time-weighted)")
     return 0
 
 

@@ -31,7 +31,7 @@ enum {
     E2T_STAT_GMSB_ABSMAX = 1,   // max |G_msb| (tau = beta * this)
     E2T_STAT_W_ABSMAX = 2,      // max |W| after the update
     E2T_STAT_EXACT_TERMS = 3,   // exact-pass multiply-accumulates issued (undecided weights only)
-    E2T_STAT_TILES_SKIPPED = 4, // exact-pass weight tiles skipped because all were decided
+    E2T_STAT_TILES_SKIPPED = 4, // channel blocks not read from DDR a second time (all, with beta_q = 0)
     E2T_STAT_PREDICT_TERMS = 5, // predict-pass multiply-accumulates (0 when beta_q = 0)
     E2T_STAT_DECIDE_BEATS = 6,  // beats streamed through the engine in the exact pass
     E2T_STAT_LEN = 8

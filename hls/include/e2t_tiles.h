@@ -10,6 +10,8 @@
 #define E2T_LINE_MAX 1026
 #define E2T_MAX_CI 1024
 #define E2T_AXI_BYTES 8
-#define E2T_PSG_LANES 8
+#define E2T_PSG_PRED_LANES 192
+#define E2T_PSG_EXACT_LANES 48
+#define E2T_PSG_CHUNK 4096
 
 #endif

@@ -1,94 +1,337 @@
 // conv_bwd_weight_psg: the PSG weight gradient fused with the sign update of the int32
-// master weights. Every multiply-accumulate goes through the PSG engine
-// (hls/include/psg_engine.h; psg_engine_hls() is its C model here and the RTL
-// fpga/rtl/psg_engine_hls.v under Vitis HLS, as a blackbox: hls/blackbox/psg_engine.json).
-// One engine tile = PSG_LANES weights that share (c, ky, kx) and have consecutive output
-// channels o, so one beat carries one x code (broadcast) and PSG_LANES
-// g codes: beat b = position (sample, oy, ox) of the conv, in that order.
+// master weights. Arithmetic per weight (o, c, ky, kx), over the beats b = positions
+// (sample, oy, ox) of the conv, x = x[s][c][oy*stride+ky-pad][ox*stride+kx-pad] (0 in the
+// padding), g = g_y[s][o][oy][ox], with the MSB splits of psg_engine.h (the contract):
+//   G_msb = sum x_h*g_h      (the predictor: 4x10-bit products, LUT multipliers)
+//   G     = sum x*g          (exact: one 8x16-bit DSP48E1 MAC per term, 48-bit P register;
+//                             equal to the engine's 1024*G_msb + 16*x_h*g_l + 64*x_l*g_h + x_l*g_l)
+//   predicted <=> |G_msb|*2^16 >= beta_q*max|G_msb| and G_msb != 0;  sign = predicted ?
+//   sign(G_msb) : sign(G).
 //
-//   pass 1 (predict): every tile streams its beats through the engine in predict mode:
-//                     G_msb = sum x_h*g_h per weight -> gmsb (DDR scratch); max |G_msb|.
-//                     With beta_q = 0 (predictor off) pass 1 does not run: every lane of
-//                     pass 2 needs the exact sum anyway, and the engine's decide mode also
-//                     returns G_msb, from which max |G_msb| is still reported.
-//   pass 2 (decide):  per tile, corr_en = the lanes the predictor does NOT decide
-//                     (|G_msb|*2^16 < beta_q*max or G_msb = 0). corr_en = 0: the tile is not
-//                     streamed at all, its signs are sign(G_msb). Otherwise the beats are
-//                     streamed again in decide mode and only the corr_en lanes run the
-//                     correction products (x_h*g_l, x_l*g_h, x_l*g_l): the exact sum.
-//   pass 3 (update):  W <- sat(W - lr_q*sign - ((W*wd_q + 2^29) >> 30), +-(2^30-1)), only
-//                     once every sign is known, so an error leaves W untouched.
+// Dataflow (docs/kernels.md; e2train.core.perfmodel follows it). A *block* is the up to
+// TILE_CO x TILE_CI x k*k weights of one output-channel tile and one input-channel tile. A
+// block's listed samples are staged in *chunks* (whole samples, or bands of output rows for
+// large images) into on-chip buffers, TILE_CI x planes and TILE_CO g planes, one BRAM bank per
+// channel. Chunks of consecutive blocks form one job sequence, staged ping-pong: job i+1
+// loads while job i computes. A job is replayed from BRAM once per *round*: per beat a
+// window gives the x codes of every tap of the TILE_CI channels and the TILE_CO g codes (x
+// reused by every output channel, g by every input channel and tap, as in conv_fwd); each
+// lane of the round picks its (x, g) from them.
+//
+//   beta_q = 0: one pass. Every weight is exact: rounds of EXACT_LANES DSP lanes, the
+//          predictor lanes shadowing them (so max |G_msb| is still reported).
+//   beta_q > 0:
+//   pass A  rounds of PRED_LANES LUT lanes -> G_msb of the block; amax so far = max |G_msb|
+//           over the blocks done. A weight with |G_msb|*2^16 < beta_q*(amax so far), or
+//           G_msb = 0, is certainly not predicted (the final max can only be larger), so when
+//           the block is one chunk (still in BRAM) its exact sum runs now, in rounds of
+//           EXACT_LANES that hold only those weights: no second read of x and g. The other
+//           weights are *pending*: G_msb -> gmsb scratch, predicted[] = kPending.
+//   resolve with the final max: a pending weight the predictor decides takes sign(G_msb);
+//           the rest are marked kNeedExact, and their blocks flagged.
+//   pass B  only the flagged blocks are staged again; rounds of EXACT_LANES hold only their
+//           kNeedExact weights. Blocks without one are not read at all (stats[4]).
+//   update  W <- sat(W - lr_q*sign - ((W*wd_q + 2^29) >> 30), +-(2^30-1)), only once every
+//           sign is known, so an error leaves W untouched.
+// Lanes past the end of a round's list are gated off: exact MACs run only for the weights that
+// need them (stats[3] counts them). Accumulators live in per-block BRAM words (one per weight)
+// between jobs and in lane registers within a round.
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
 #include "e2t_shape.h"
 #include "e2t_tiles.h"
 
+// The MSB splits, the confidence test and the accumulator limits of the contract (the
+// same functions the PSG engine's C model uses; the engine itself is not instantiated here).
 #include "psg_engine.h"
-
-// The engine's lane count (PSG_LANES, default 8, the RTL parameter) is the tile the
-// performance model assumes (E2T_PSG_LANES, generated from e2train.core.perfmodel).
-static_assert(psg::kLanes == E2T_PSG_LANES, "psg_engine.h lanes differ from E2T_PSG_LANES");
 
 namespace {
 
-constexpr int L = E2T_PSG_LANES;
+constexpr int TCO = E2T_TILE_CO, TCI = E2T_TILE_CI, KMAX = E2T_MAX_K;
+constexpr int BLOCK = TCO * TCI * KMAX * KMAX;          // weights of a full 3x3 block
+constexpr int PL = E2T_PSG_PRED_LANES;                  // predictor lanes (LUT)
+constexpr int EL = E2T_PSG_EXACT_LANES;                 // exact lanes (DSP48E1)
+constexpr int CHUNK = E2T_PSG_CHUNK;                    // positions per channel bank
 constexpr int64_t kMasterLimit = (INT64_C(1) << 30) - 1;
+static_assert(EL <= PL, "the predictor lanes shadow the exact lanes when beta_q = 0");
 
 struct Geometry {
     int n, ci, h, wd, co, k, stride, pad, ho, wo;
 };
 
-// The beats of one tile: weights (o0 .. o0+nl-1, c, ky, kx), positions of the listed samples.
-// Lanes past nl (the last, partial tile of output channels) get g = 0.
-void feed_tile(psg::stream<psg::InBeat> &in, const uint8_t *x, const int16_t *g_y,
-               const int32_t *samples, int n_samples, const Geometry &q,
-               int o0, int nl, int c, int ky, int kx) {
-    for (int si = 0; si < n_samples; si++) {
-        const int s = samples[si];
-        for (int oy = 0; oy < q.ho; oy++) {
-            const int iy = oy * q.stride + ky - q.pad;
-            for (int ox = 0; ox < q.wo; ox++) {
+// How the listed samples are cut into chunks that fit the buffers: spc samples of rpb output
+// rows each (rpb = ho: whole samples; then spc >= 1), x rows needed <= xrows per sample.
+// perfmodel._psg_plan computes the same plan.
+struct Plan {
+    int spc, rpb;
+};
+
+int xrows_for(const Geometry &q, int rows) {
+    const int r = (rows - 1) * q.stride + q.k;
+    return r < q.h ? r : q.h;
+}
+
+Plan make_plan(const Geometry &q) {
+    const int xfull = xrows_for(q, q.ho) * q.wd, gfull = q.ho * q.wo;
+    if (xfull <= CHUNK && gfull <= CHUNK) {
+        const int a = CHUNK / xfull, b = CHUNK / gfull;
+        return Plan{a < b ? a : b, q.ho};
+    }
+    int r = 1;   // k*MAX_DIM <= CHUNK and MAX_DIM <= CHUNK: one output row always fits
+    while (r < q.ho && (r + 1) * q.wo <= CHUNK && xrows_for(q, r + 1) * q.wd <= CHUNK) r++;
+    return Plan{1, r};
+}
+
+// One chunk: samples[si0 .. si0+ns-1], output rows oy0 .. oy0+nrow-1, input rows iy0 .. iy0+nx-1.
+struct Chunk {
+    int si0, ns, oy0, nrow, iy0, nx;
+};
+
+Chunk make_chunk(const Geometry &q, int si0, int ns, int oy0, int nrow) {
+    int lo = oy0 * q.stride - q.pad, hi = (oy0 + nrow - 1) * q.stride - q.pad + q.k;
+    if (lo < 0) lo = 0;
+    if (hi > q.h) hi = q.h;
+    return Chunk{si0, ns, oy0, nrow, lo, hi > lo ? hi - lo : 0};
+}
+
+// Stage one chunk of a block: tci x planes (bundle gx) and tco g planes (bundle gg), one burst
+// per (sample, channel); the two bundles load in parallel.
+void stage(uint8_t xb[TCI][CHUNK], int16_t gb[TCO][CHUNK], const uint8_t *x, const int16_t *g_y,
+           const int32_t *samples, const Geometry &q, const Chunk &ch, int c0, int tci, int o0, int tco) {
+    for (int sc = 0; sc < ch.ns; sc++) {
+        const int s = samples[ch.si0 + sc];
+        for (int c = 0; c < tci; c++) {
+            const uint8_t *src = x + (((int64_t)s * q.ci + c0 + c) * q.h + ch.iy0) * q.wd;
+            for (int i = 0; i < ch.nx * q.wd; i++) {
 #pragma HLS PIPELINE II=1
-                const int ix = ox * q.stride + kx - q.pad;
-                psg::InBeat b;
-                // Code 0 is the value 0 for uint8 and int8 alike: the zero padding.
-                const uint8_t xv = (iy >= 0 && iy < q.h && ix >= 0 && ix < q.wd)
-                                       ? x[(((int64_t)s * q.ci + c) * q.h + iy) * q.wd + ix] : 0;
-                for (int l = 0; l < L; l++) {
-                    b.x[l] = xv;
-                    b.g[l] = l < nl ? g_y[(((int64_t)s * q.co + o0 + l) * q.ho + oy) * q.wo + ox] : 0;
-                }
-                b.last = si == n_samples - 1 && oy == q.ho - 1 && ox == q.wo - 1;
-                in.write(b);
+                xb[c][sc * ch.nx * q.wd + i] = src[i];
+            }
+        }
+        for (int o = 0; o < tco; o++) {
+            const int16_t *src = g_y + (((int64_t)s * q.co + o0 + o) * q.ho + ch.oy0) * q.wo;
+            for (int i = 0; i < ch.nrow * q.wo; i++) {
+#pragma HLS PIPELINE II=1
+                gb[o][sc * ch.nrow * q.wo + i] = src[i];
             }
         }
     }
 }
 
-void take_result(psg::stream<psg::OutBeat> &out, psg::OutBeat &r) { r = out.read(); }
+// The (c, tap, o) of block weight j: j = (o*tci + c)*kk + tap.
+struct Lane {
+    int c, tap, o;
+};
 
-// One engine tile: the feed and the engine run concurrently (DATAFLOW) through a short FIFO,
-// so a tile's beats never need to be held on chip; the engine writes one result beat.
-void run_tile(const uint8_t *x, const int16_t *g_y, const int32_t *samples, int n_samples,
-              const Geometry &q, int o0, int nl, int c, int tap, uint8_t mode, bool x_unsigned,
-              uint32_t corr_en, uint32_t beta_q, uint64_t amax, psg::OutBeat &r) {
-#pragma HLS DATAFLOW
-    psg::stream<psg::InBeat> in;
-#pragma HLS STREAM variable=in depth=32
-    psg::stream<psg::OutBeat> out;
-    feed_tile(in, x, g_y, samples, n_samples, q, o0, nl, c, tap / q.k, tap % q.k);
-    psg_engine_hls(in, out, mode, x_unsigned, corr_en, beta_q, amax);
-    take_result(out, r);
+Lane lane_of(int j, int tci, int kk) {
+    return Lane{(j / kk) % tci, j % kk, j / (kk * tci)};
+}
+
+// One round over a staged chunk. n_lanes lanes; lane l is block weight idx[l]. pred: run the
+// predictor product (G_msb) of each lane; exact: run its exact product (G). The lanes'
+// accumulators are loaded from and stored back to the block's words gm/ge around the round
+// (in hardware lane-indexed LUTRAM, one word per round, so this takes a cycle; indexed by
+// weight here).
+void round_pass(const uint8_t xb[TCI][CHUNK], const int16_t gb[TCO][CHUNK], const Geometry &q,
+                const Chunk &ch, int tci, int tco, bool x_unsigned, const int *idx, int n_lanes,
+                bool pred, bool exact, int64_t gm[BLOCK], int64_t ge[BLOCK]) {
+    const int kk = q.k * q.k;
+    const int cap = exact ? EL : PL;
+    Lane ln[PL];
+    int64_t am[PL], ae[PL];
+#pragma HLS ARRAY_PARTITION variable=am complete
+#pragma HLS ARRAY_PARTITION variable=ae complete
+    for (int l = 0; l < cap; l++) {
+        ln[l] = l < n_lanes ? lane_of(idx[l], tci, kk) : Lane{0, 0, 0};
+        am[l] = l < n_lanes ? gm[idx[l]] : 0;
+        ae[l] = l < n_lanes ? ge[idx[l]] : 0;
+    }
+    for (int sc = 0; sc < ch.ns; sc++)
+        for (int r = 0; r < ch.nrow; r++)
+            for (int ox = 0; ox < q.wo; ox++) {
+#pragma HLS LOOP_FLATTEN
+#pragma HLS PIPELINE II=1
+                // The window: x of every (channel, tap) of the block at this position (0 in
+                // the padding), and the g of every output channel; the lanes select from it.
+                const int oy = ch.oy0 + r;
+                int32_t wx[TCI][KMAX * KMAX], wxh[TCI][KMAX * KMAX], gv[TCO], gh[TCO];
+#pragma HLS ARRAY_PARTITION variable=wx complete dim=0
+#pragma HLS ARRAY_PARTITION variable=wxh complete dim=0
+                for (int t = 0; t < kk; t++) {
+                    const int iy = oy * q.stride + t / q.k - q.pad, ix = ox * q.stride + t % q.k - q.pad;
+                    const bool in = iy >= 0 && iy < q.h && ix >= 0 && ix < q.wd;
+                    const int at = (sc * ch.nx + iy - ch.iy0) * q.wd + ix;
+                    for (int c = 0; c < tci; c++) {
+                        // Code 0 is the value 0 for uint8 and int8 alike: the zero padding.
+                        const int32_t v = in ? psg::x_value(xb[c][at], x_unsigned) : 0;
+                        wx[c][t] = v;
+                        wxh[c][t] = psg::split_x(v, x_unsigned).h;
+                    }
+                }
+                const int gat = (sc * ch.nrow + r) * q.wo + ox;
+                for (int o = 0; o < tco; o++) {
+                    gv[o] = gb[o][gat];
+                    gh[o] = psg::split_g(gv[o]).h;
+                }
+                for (int l = 0; l < cap; l++) {
+#pragma HLS UNROLL
+                    if (l >= n_lanes) continue;       // a lane past the round's list is gated off
+                    const Lane &a = ln[l];
+                    if (pred) am[l] += (int64_t)wxh[a.c][a.tap] * gh[a.o];
+                    if (exact) ae[l] += (int64_t)wx[a.c][a.tap] * gv[a.o];
+                }
+            }
+    for (int l = 0; l < n_lanes; l++) {
+        gm[idx[l]] = am[l];
+        ge[idx[l]] = ae[l];
+    }
 }
 
 int64_t widx(const Geometry &q, int o, int c, int tap) {
     return ((int64_t)o * q.ci + c) * q.k * q.k + tap;
 }
 
-int popcount32(uint32_t v) {
-    int n = 0;
-    for (; v; v &= v - 1) n++;
-    return n;
+// predicted[] also holds the per-weight state between the passes (final values 0 and 1).
+constexpr uint8_t kPending = 2, kNeedExact = 3;
+
+struct Block {
+    int o0, tco, c0, tci, nb;
+};
+
+Block block_at(const Geometry &q, int bi) {
+    const int ncb = (q.ci + TCI - 1) / TCI;
+    const int o0 = (bi / ncb) * TCO, c0 = (bi % ncb) * TCI;
+    const int tco = q.co - o0 < TCO ? q.co - o0 : TCO, tci = q.ci - c0 < TCI ? q.ci - c0 : TCI;
+    return Block{o0, tco, c0, tci, tco * tci * q.k * q.k};
+}
+
+// A job: chunk (si0, oy0) of block bi.
+struct Job {
+    int bi, si0, oy0;
+};
+
+Chunk chunk_of(const Geometry &q, const Plan &p, int n_samples, const Job &j) {
+    const int ns = n_samples - j.si0 < p.spc ? n_samples - j.si0 : p.spc;
+    const int nrow = q.ho - j.oy0 < p.rpb ? q.ho - j.oy0 : p.rpb;
+    return make_chunk(q, j.si0, ns, j.oy0, nrow);
+}
+
+bool wanted(const uint8_t *flags, int bi) { return flags == nullptr || flags[bi]; }
+
+// The next job after j: the next chunk of the block, else the first chunk of the next block
+// in the pass (flags: the blocks of pass B; nullptr: every block). False at the end.
+bool next_job(const Geometry &q, const Plan &p, int n_samples, int n_blocks, const uint8_t *flags, Job &j) {
+    j.oy0 += p.rpb;
+    if (j.oy0 >= q.ho) { j.oy0 = 0; j.si0 += p.spc; }
+    if (j.si0 < n_samples) return true;
+    j.si0 = j.oy0 = 0;
+    for (j.bi++; j.bi < n_blocks; j.bi++)
+        if (wanted(flags, j.bi)) return true;
+    return false;
+}
+
+// What a pass does with the chunks of each block.
+enum PassKind { kExactOnly = 0, kPredictFirst = 1, kNeeded = 2 };
+
+struct Counters {
+    int64_t predict_terms = 0, exact_terms = 0, exact_beats = 0, n_pred = 0;
+    uint64_t amax = 0;
+    bool overflow = false;   // a 48-bit accumulator out of range (cannot happen within e2t_shape_ok)
+};
+
+// One pass over its jobs. kExactOnly (beta_q = 0): every weight exact, predictor shadowing.
+// kPredictFirst (pass A). kNeeded (pass B): the kNeedExact weights of the flagged blocks.
+void run_pass(PassKind kind, const uint8_t *x, const int16_t *g_y, const int32_t *samples, int n_samples,
+              const Geometry &q, const Plan &p, bool xu, uint32_t beta_q, const uint8_t *flags,
+              int8_t *sign, uint8_t *predicted, int64_t *gmsb, Counters &cnt) {
+    uint8_t xb[2][TCI][CHUNK];    // ping-pong chunk buffers: one BRAM bank per channel
+    int16_t gb[2][TCO][CHUNK];
+#pragma HLS ARRAY_PARTITION variable=xb complete dim=2
+#pragma HLS ARRAY_PARTITION variable=gb complete dim=2
+    int64_t gm[BLOCK], ge[BLOCK];
+    int all[BLOCK], ex[BLOCK];    // pass A: every weight; the weights whose exact sum runs
+    const int n_blocks = ((q.co + TCO - 1) / TCO) * ((q.ci + TCI - 1) / TCI);
+    const int kk = q.k * q.k;
+    const bool one_chunk = p.spc >= n_samples && p.rpb >= q.ho;
+    int nex = 0;
+    Job cur{-1, n_samples, 0};    // "past the end" of block -1: next_job moves to the first block
+    if (n_samples <= 0 || !next_job(q, p, n_samples, n_blocks, flags, cur)) return;
+    Block b = block_at(q, cur.bi);
+    stage(xb[0], gb[0], x, g_y, samples, q, chunk_of(q, p, n_samples, cur), b.c0, b.tci, b.o0, b.tco);
+    for (int k = 0;; k ^= 1) {
+        b = block_at(q, cur.bi);
+        const Chunk ch = chunk_of(q, p, n_samples, cur);
+        const bool first = cur.si0 == 0 && cur.oy0 == 0;
+        Job nxt = cur;
+        const bool more = next_job(q, p, n_samples, n_blocks, flags, nxt);
+        const bool last = !more || nxt.bi != cur.bi;
+        if (more) {   // in hardware concurrent with this job's rounds (the other buffer)
+            const Block bn = block_at(q, nxt.bi);
+            stage(xb[k ^ 1], gb[k ^ 1], x, g_y, samples, q, chunk_of(q, p, n_samples, nxt),
+                  bn.c0, bn.tci, bn.o0, bn.tco);
+        }
+        if (first) {
+            nex = 0;
+            for (int j = 0; j < b.nb; j++) {
+                gm[j] = ge[j] = 0;
+                all[j] = j;
+                if (kind == kExactOnly) {
+                    ex[nex++] = j;
+                } else if (kind == kNeeded) {
+                    const Lane a = lane_of(j, b.tci, kk);
+                    if (predicted[widx(q, b.o0 + a.o, b.c0 + a.c, a.tap)] == kNeedExact) ex[nex++] = j;
+                }
+            }
+        }
+        const int64_t beats = (int64_t)ch.ns * ch.nrow * q.wo;
+        auto rounds = [&](const int *list, int n, int per, bool pred, bool exact, int64_t &terms, int64_t *abeats) {
+            for (int r = 0; r * per < n; r++) {
+                const int nl = n - r * per < per ? n - r * per : per;
+                round_pass(xb[k], gb[k], q, ch, b.tci, b.tco, xu, list + r * per, nl, pred, exact, gm, ge);
+                terms += beats * nl;
+                if (abeats) *abeats += beats;
+            }
+        };
+        if (kind == kPredictFirst) {
+            rounds(all, b.nb, PL, true, false, cnt.predict_terms, nullptr);
+            if (last) {
+                for (int j = 0; j < b.nb; j++) {
+                    const uint64_t m = (uint64_t)psg::iabs(gm[j]);
+                    if (m > cnt.amax) cnt.amax = m;
+                }
+                // Certainly not predicted (max so far <= the final max): exact now, while the
+                // block is still in BRAM. Blocks of several chunks leave it all to pass B.
+                nex = 0;
+                for (int j = 0; one_chunk && j < b.nb; j++)
+                    if (!psg::confident(gm[j], beta_q, cnt.amax)) ex[nex++] = j;
+                rounds(ex, nex, EL, false, true, cnt.exact_terms, &cnt.exact_beats);
+            }
+        } else {
+            rounds(ex, nex, EL, kind == kExactOnly, true, cnt.exact_terms, &cnt.exact_beats);
+        }
+        if (last) {
+            int e = 0;   // ex[] is in increasing j order
+            for (int j = 0; j < b.nb; j++) {
+                const Lane a = lane_of(j, b.tci, kk);
+                const int64_t i = widx(q, b.o0 + a.o, b.c0 + a.c, a.tap);
+                const bool done = e < nex && ex[e] == j;
+                e += done;
+                if (kind == kExactOnly) {   // max |G_msb| only: the gmsb scratch is not needed
+                    const uint64_t m = (uint64_t)psg::iabs(gm[j]);
+                    if (m > cnt.amax) cnt.amax = m;
+                }
+                if (done) {
+                    if (ge[j] > psg::kAccMax || ge[j] < psg::kAccMin) cnt.overflow = true;
+                    sign[i] = psg::sign_of(ge[j]);
+                    predicted[i] = 0;
+                } else if (kind == kPredictFirst) {
+                    gmsb[i] = gm[j];
+                    predicted[i] = kPending;
+                }
+            }
+        }
+        if (!more) break;
+        cur = nxt;
+    }
 }
 
 }  // namespace
@@ -98,8 +341,8 @@ extern "C" int conv_bwd_weight_psg(const uint8_t *x, const int16_t *g_y, int32_t
                                    const int32_t *samples, int n_samples,
                                    int n, int ci, int h, int wd, int co, int k, int stride, int pad,
                                    int x_unsigned, int32_t beta_q, int32_t lr_q, int32_t wd_q) {
-#pragma HLS INTERFACE m_axi port=x offset=slave bundle=gx depth=1024
-#pragma HLS INTERFACE m_axi port=g_y offset=slave bundle=gg depth=1024
+#pragma HLS INTERFACE m_axi port=x offset=slave bundle=gx max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
+#pragma HLS INTERFACE m_axi port=g_y offset=slave bundle=gg max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
 #pragma HLS INTERFACE m_axi port=w_master offset=slave bundle=gw depth=1024
 #pragma HLS INTERFACE m_axi port=sign offset=slave bundle=gw depth=1024
 #pragma HLS INTERFACE m_axi port=predicted offset=slave bundle=gw depth=1024
@@ -128,81 +371,50 @@ extern "C" int conv_bwd_weight_psg(const uint8_t *x, const int16_t *g_y, int32_t
 
     const Geometry q{n, ci, h, wd, co, k, stride, pad,
                      e2t_out_dim(h, k, stride, pad), e2t_out_dim(wd, k, stride, pad)};
+    const Plan plan = make_plan(q);
     const int kk = k * k;
-    const uint64_t beats = (uint64_t)n_samples * q.ho * q.wo;
-    int status = E2T_OK;
-
-    // Pass 1: G_msb of every weight, and its max. No listed sample: every G_msb is 0.
-    const bool predictor_on = beta_q != 0;
-    int64_t predict_terms = 0, decide_beats = 0;
-    uint64_t amax = 0;
-    for (int o0 = 0; predictor_on && o0 < co; o0 += L) {
-        const int nl = co - o0 < L ? co - o0 : L;
-        for (int c = 0; c < ci; c++)
-            for (int tap = 0; tap < kk; tap++) {
-                psg::OutBeat r{};
-                if (beats) {
-                    run_tile(x, g_y, samples, n_samples, q, o0, nl, c, tap, psg::kPredict,
-                             x_unsigned != 0, 0u, (uint32_t)beta_q, 0u, r);
-                    if (r.overflow) status |= E2T_ERR_OVERFLOW;
-                    predict_terms += (int64_t)beats * nl;
-                }
-                for (int l = 0; l < nl; l++) {
-                    gmsb[widx(q, o0 + l, c, tap)] = r.g_msb[l];
-                    const uint64_t a = (uint64_t)psg::iabs(r.g_msb[l]);
-                    if (a > amax) amax = a;
-                }
-            }
-    }
-
-    // Pass 2: decide; the exact sum only for the lanes the predictor left undecided.
-    int64_t n_pred = 0, exact_terms = 0, tiles_skipped = 0;
-    const uint32_t valid_all = psg::all_lanes();
-    for (int o0 = 0; o0 < co; o0 += L) {
-        const int nl = co - o0 < L ? co - o0 : L;
-        const uint32_t valid = nl == L ? valid_all : ((1u << nl) - 1u);
-        for (int c = 0; c < ci; c++)
-            for (int tap = 0; tap < kk; tap++) {
-                int64_t gm[L];
-                for (int l = 0; l < L; l++) gm[l] = (predictor_on && l < nl) ? gmsb[widx(q, o0 + l, c, tap)] : 0;
-                const uint32_t corr_en = predictor_on ? psg::correction_mask(gm, (uint32_t)beta_q, amax) & valid : valid;
-                int8_t sg[L];
-                uint32_t pred;
-                if (corr_en == 0 || beats == 0) {
-                    // Every lane decided by the predictor (or nothing to sum: G = G_msb = 0).
-                    for (int l = 0; l < L; l++) sg[l] = psg::sign_of(gm[l]);
-                    pred = psg::confident_mask(gm, (uint32_t)beta_q, amax) & valid;
-                    tiles_skipped++;
-                } else {
-                    psg::OutBeat r;
-                    run_tile(x, g_y, samples, n_samples, q, o0, nl, c, tap, psg::kDecide,
-                             x_unsigned != 0, corr_en, (uint32_t)beta_q, amax, r);
-                    if (r.overflow) status |= E2T_ERR_OVERFLOW;
-                    if (r.incomplete & valid) status |= E2T_ERR_OVERFLOW;   // cannot happen: same G_msb
-                    for (int l = 0; l < L; l++) sg[l] = r.sign[l];
-                    if (!predictor_on)
-                        for (int l = 0; l < nl; l++) {
-                            gmsb[widx(q, o0 + l, c, tap)] = r.g_msb[l];
-                            const uint64_t a = (uint64_t)psg::iabs(r.g_msb[l]);
-                            if (a > amax) amax = a;
-                        }
-                    pred = r.predicted & valid;
-                    exact_terms += (int64_t)beats * popcount32(corr_en);
-                    decide_beats += (int64_t)beats;
-                }
-                for (int l = 0; l < nl; l++) {
-                    const int64_t i = widx(q, o0 + l, c, tap);
-                    sign[i] = sg[l];
-                    predicted[i] = (pred >> l) & 1u;
-                    n_pred += (pred >> l) & 1u;
-                }
-            }
-    }
-    if (status != E2T_OK) return status;
-
-    // Pass 3: the sign update of the master weights.
-    int64_t wmax = 0;
+    const bool xu = x_unsigned != 0;
+    const uint32_t bq = (uint32_t)beta_q;
+    const int n_blocks = ((co + TCO - 1) / TCO) * ((ci + TCI - 1) / TCI);
     const int64_t nw = (int64_t)co * ci * kk;
+    // e2t_shape_ok bounds n*ho*wo by 2^24 = psg::kMaxBeats, so |G| < 2^23 * 2^24 fits the
+    // 48-bit accumulators.
+    Counters cnt;
+    int64_t blocks_skipped = n_blocks;   // blocks whose x and g are not read a second time
+    if (n_samples == 0) {
+        // Nothing to sum: G = G_msb = 0 for every weight, none predicted.
+        for (int64_t i = 0; i < nw; i++) { sign[i] = 0; predicted[i] = 0; }
+    } else if (beta_q == 0) {
+        run_pass(kExactOnly, x, g_y, samples, n_samples, q, plan, xu, bq, nullptr, sign, predicted, gmsb, cnt);
+    } else {
+        run_pass(kPredictFirst, x, g_y, samples, n_samples, q, plan, xu, bq, nullptr, sign, predicted, gmsb, cnt);
+        // Resolve the pending weights with the final max; flag the blocks that need pass B.
+        uint8_t flags[((E2T_MAX_DIM + TCO - 1) / TCO) * ((E2T_MAX_DIM + TCI - 1) / TCI)];
+        for (int bi = 0; bi < n_blocks; bi++) {
+            const Block b = block_at(q, bi);
+            flags[bi] = 0;
+            for (int j = 0; j < b.nb; j++) {
+#pragma HLS PIPELINE II=1
+                const Lane a = lane_of(j, b.tci, kk);
+                const int64_t i = widx(q, b.o0 + a.o, b.c0 + a.c, a.tap);
+                if (predicted[i] != kPending) continue;
+                if (psg::confident(gmsb[i], bq, cnt.amax)) {
+                    sign[i] = psg::sign_of(gmsb[i]);
+                    predicted[i] = 1;
+                    cnt.n_pred++;
+                } else {
+                    predicted[i] = kNeedExact;
+                    flags[bi] = 1;
+                }
+            }
+            blocks_skipped -= flags[bi];
+        }
+        run_pass(kNeeded, x, g_y, samples, n_samples, q, plan, xu, bq, flags, sign, predicted, gmsb, cnt);
+    }
+    if (cnt.overflow) return E2T_ERR_OVERFLOW;
+
+    // The sign update of the master weights.
+    int64_t wmax = 0;
     for (int64_t i = 0; i < nw; i++) {
 #pragma HLS PIPELINE II=1
         const int64_t w = w_master[i];
@@ -211,12 +423,12 @@ extern "C" int conv_bwd_weight_psg(const uint8_t *x, const int16_t *g_y, int32_t
         w_master[i] = (int32_t)v;
         if (psg::iabs(v) > wmax) wmax = psg::iabs(v);
     }
-    stats[E2T_STAT_N_PREDICTED] = n_pred;
-    stats[E2T_STAT_GMSB_ABSMAX] = (int64_t)amax;
+    stats[E2T_STAT_N_PREDICTED] = cnt.n_pred;
+    stats[E2T_STAT_GMSB_ABSMAX] = (int64_t)cnt.amax;
     stats[E2T_STAT_W_ABSMAX] = wmax;
-    stats[E2T_STAT_EXACT_TERMS] = exact_terms;
-    stats[E2T_STAT_TILES_SKIPPED] = tiles_skipped;
-    stats[E2T_STAT_PREDICT_TERMS] = predict_terms;
-    stats[E2T_STAT_DECIDE_BEATS] = decide_beats;
+    stats[E2T_STAT_EXACT_TERMS] = cnt.exact_terms;
+    stats[E2T_STAT_TILES_SKIPPED] = blocks_skipped;
+    stats[E2T_STAT_PREDICT_TERMS] = cnt.predict_terms;
+    stats[E2T_STAT_DECIDE_BEATS] = cnt.exact_beats;
     return E2T_OK;
 }

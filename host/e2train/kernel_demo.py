@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"PSG beta={args.beta} (beta_q={beta_q}): {r.n_predicted}/{nw} weights decided by the MSB predictor "
           f"({100 * r.n_predicted / nw:.1f}%); exact-pass MACs issued {st.exact_terms} of "
           f"{nw * st.beats_per_tile} ({100 * st.exact_terms / max(nw * st.beats_per_tile, 1):.1f}%), "
-          f"{st.tiles_skipped} engine tiles skipped")
+          f"{st.tiles_skipped} channel blocks not read twice")
     _, st0 = psg[0]
     print(f"  predictor off: predict-pass MACs {st0.predict_terms}, exact-pass MACs {st0.exact_terms}")
 

@@ -219,8 +219,8 @@ class PsgStats:
     n_predicted: int
     gmsb_absmax: int
     w_absmax: int            # max |W| after the update
-    exact_terms: int         # exact-pass lane-MACs issued (undecided weights only)
-    tiles_skipped: int       # engine tiles of the exact pass not streamed at all
+    exact_terms: int         # exact rounds x beats: lane-MACs issued for undecided weights only
+    tiles_skipped: int       # channel blocks not read from DDR a second time (all of them with beta_q = 0)
     predict_terms: int       # predict-pass lane-MACs (0 with the predictor off)
     decide_beats: int        # beats streamed in the exact pass (over all its tiles)
     n_weights: int

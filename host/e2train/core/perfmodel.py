@@ -8,8 +8,10 @@ committed header matches), so the C++ and the model cannot disagree.
 Sizing for xc7z020 (220 DSP48E1, 140 BRAM36, 53,200 LUT) at 100 MHz, three kernels in one
 bitstream: conv_fwd and conv_bwd_data each have a TILE_CO x TILE_CI MAC array (64 MACs per
 cycle, one DSP48E1 per MAC: 8x8-bit and 16x8-bit products) plus TILE-wide requantisers;
-conv_bwd_weight_psg streams PSG_LANES weights at a time through the PSG engine (RTL). A
-channel tile of 8 divides every ResNet-CIFAR width (16/32/64), so no lane idles there.
+conv_bwd_weight_psg stages TILE_CI x planes and TILE_CO g planes of a block of weights
+in BRAM and replays them through PSG_PRED_LANES predictor lanes (4x10-bit products in LUTs)
+and PSG_EXACT_LANES exact lanes (8x16-bit, one DSP48E1 each) that hold only the weights
+needing the exact sum. A channel tile of 8 divides every ResNet-CIFAR width (16/32/64).
 
 Everything here is *modelled*, not measured, and not a synthesis result (no Vitis HLS was
 run). The assumptions, each next to its constant below:
@@ -18,10 +20,11 @@ run). The assumptions, each next to its constant below:
 * a burst's first beat costs DDR_LATENCY cycles, paid where a load is not overlapped;
 * the next step's line-buffer rows load while the current step's MACs run (ping-pong
   buffers), so a step costs max(load, MACs);
-* the PSG engine takes one beat per cycle, but its feed needs 2 bytes of g per lane per
-  beat, so the g bandwidth of one 64-bit port sets the beat rate (2 cycles per beat at 8
-  lanes). This is a bandwidth bound: the current feed reads PSG_LANES g planes per beat
-  element by element, which synthesis would serialise unless g rows are staged on chip.
+* weight gradient: x and g load on their own bundles (gx, gg) in parallel, one burst
+  latency per staged chunk; a chunk's rounds run one beat per cycle, plus ROUND_OVERHEAD
+  per round (lane accumulators in/out of BRAM, pipeline fill). Which weights need the exact
+  sum is data: the kernel's counters (stats[4], stats[6]) make the model exact about it,
+  and without them it is estimated (see _psg_passes).
 """
 from __future__ import annotations
 
@@ -36,7 +39,10 @@ MAX_K = 3              # largest kernel size (1x1 and 3x3 are supported)
 LINE_MAX = MAX_DIM + 2 * (MAX_K // 2)   # line buffer width: a padded input row
 MAX_CI = MAX_DIM       # weight tile buffer holds all input channels of TILE_CO filters
 AXI_BYTES = 8          # one 64-bit HP-port beat per cycle per m_axi bundle
-PSG_LANES = 8          # weights per PSG engine tile (hls/include/psg_engine.h), one engine
+# Weight gradient (hls/src/conv_bwd_weight_psg.cpp). A block is TILE_CO x TILE_CI x k*k weights.
+PSG_PRED_LANES = 192   # predictor lanes: 4x10-bit LUT multipliers, a 3x3 block in 3 rounds
+PSG_EXACT_LANES = 48   # exact lanes: one DSP48E1 each (the DSPs left beside conv_fwd/bwd_data)
+PSG_CHUNK = 4096       # positions per channel bank of the staging buffers (BRAM36: 4K x 9 bits)
 
 CONSTANTS = {
     "E2T_TILE_CO": TILE_CO,
@@ -46,7 +52,9 @@ CONSTANTS = {
     "E2T_LINE_MAX": LINE_MAX,
     "E2T_MAX_CI": MAX_CI,
     "E2T_AXI_BYTES": AXI_BYTES,
-    "E2T_PSG_LANES": PSG_LANES,
+    "E2T_PSG_PRED_LANES": PSG_PRED_LANES,
+    "E2T_PSG_EXACT_LANES": PSG_EXACT_LANES,
+    "E2T_PSG_CHUNK": PSG_CHUNK,
 }
 
 
@@ -70,7 +78,7 @@ DDR_LATENCY = 40        # cycles to a burst's first beat over an HP port (UG585:
 PIPE_DEPTH = 8          # MAC pipeline: BRAM read 2 + DSP48E1 M/P registers 3 + adder tree over TILE_CI 3
 REQUANT_DEPTH = 6       # requantiser pipeline: 2-DSP product 3 + round/shift/saturate 3
 CALL_OVERHEAD = 100     # s_axilite start/done, reading the sample list's first beat
-ENGINE_LATENCY = 8      # PSG engine: start, pipeline drain and the result beat, per tile
+ROUND_OVERHEAD = PIPE_DEPTH + 2   # weight-gradient round: lane accumulators in and out + fill
 
 # Device totals of xc7z020 (DS190).
 XC7Z020 = {"dsp": 220, "bram36": 140, "lut": 53200}
@@ -127,20 +135,6 @@ def _steps(n_steps: int, load: int, mac: int) -> int:
     return DDR_LATENCY + load + (n_steps - 1) * max(load, mac) + mac
 
 
-def _tiles_skipped(shape: ConvShape, n_predicted: int, predictor_on: bool, n_tiles_skipped) -> int:
-    tiles = _ceil(shape.co, PSG_LANES) * shape.ci * shape.k * shape.k
-    if n_tiles_skipped is not None:
-        if not 0 <= n_tiles_skipped <= tiles:
-            raise ValueError(f"n_tiles_skipped must be in [0, {tiles}], got {n_tiles_skipped}")
-        return int(n_tiles_skipped)
-    if not predictor_on:
-        return 0
-    # Not known without the data: a tile is skipped when all its lanes are decided; with
-    # decisions spread evenly that happens with probability p**lanes.
-    nw = shape.co * shape.ci * shape.k * shape.k
-    return int(round(tiles * (n_predicted / nw) ** PSG_LANES))
-
-
 def _check_pred(shape: ConvShape, n_predicted: int, predictor_on: bool) -> None:
     nw = shape.co * shape.ci * shape.k * shape.k
     if not 0 <= int(n_predicted) <= nw:
@@ -149,13 +143,173 @@ def _check_pred(shape: ConvShape, n_predicted: int, predictor_on: bool) -> None:
         raise ValueError("with the predictor off (beta_q = 0) no weight can be predicted")
 
 
+# --- weight gradient (conv_bwd_weight_psg) -------------------------------------------------
+
+def _psg_plan(s: ConvShape) -> tuple[int, int]:
+    """(samples per chunk, output rows per chunk): make_plan of the kernel."""
+    def xrows(r: int) -> int:
+        return min(s.h, (r - 1) * s.stride + s.k)
+    xfull, gfull = xrows(s.ho) * s.w, s.ho * s.wo
+    if xfull <= PSG_CHUNK and gfull <= PSG_CHUNK:
+        return min(PSG_CHUNK // xfull, PSG_CHUNK // gfull), s.ho
+    r = 1
+    while r < s.ho and (r + 1) * s.wo <= PSG_CHUNK and xrows(r + 1) * s.w <= PSG_CHUNK:
+        r += 1
+    return 1, r
+
+
+def _psg_chunks(s: ConvShape, n_active: int) -> list[tuple[int, int, int]]:
+    """Per chunk of one block: (beats, x bytes per input channel, g bytes per output channel)."""
+    spc, rpb = _psg_plan(s)
+    out = []
+    for si0 in range(0, n_active, spc):
+        ns = min(spc, n_active - si0)
+        for oy0 in range(0, s.ho, rpb):
+            nrow = min(rpb, s.ho - oy0)
+            lo = max(0, oy0 * s.stride - s.pad)
+            hi = min(s.h, (oy0 + nrow - 1) * s.stride - s.pad + s.k)
+            out.append((ns * nrow * s.wo, ns * max(0, hi - lo) * s.w, 2 * ns * nrow * s.wo))
+    return out
+
+
+def _psg_blocks(s: ConvShape) -> list[tuple[int, int]]:
+    """(tco, tci) of every block, in the kernel's order."""
+    return [(tco, tci) for tco in _tiles(s.co, TILE_CO) for tci in _tiles(s.ci, TILE_CI)]
+
+
+def _spread(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)] if parts else []
+
+
+def _psg_passes(s: ConvShape, n_active: int, n_predicted: int, predictor_on: bool,
+                n_tiles_skipped: int | None, n_exact_rounds: int | None) -> dict:
+    """The weight-gradient kernel's passes as job lists, with cycles, bytes and lane-beats.
+
+    Data-dependent inputs: which weights need the exact sum and how they fall into blocks.
+    ``n_tiles_skipped`` is the kernel's stats[4] (blocks not read a second time) and
+    ``n_exact_rounds`` its stats[6] / beats (exact rounds over all blocks); given both, the
+    model follows what the kernel did. Otherwise they are estimated: the undecided weights
+    spread evenly over the blocks (ceil(u_b / EXACT_LANES) rounds each); pass B re-reads
+    every block with an undecided weight when a block spans several chunks, and one block
+    with one round otherwise (the pending weights between beta*max-so-far and beta*max).
+    """
+    _check_pred(s, n_predicted, predictor_on)
+    kk = s.k * s.k
+    blocks = _psg_blocks(s)
+    nbs = [tco * tci * kk for tco, tci in blocks]
+    nblk, nw = len(blocks), s.co * s.ci * kk
+    if n_tiles_skipped is not None and not 0 <= int(n_tiles_skipped) <= nblk:
+        raise ValueError(f"n_tiles_skipped must be in [0, {nblk}] (blocks of this layer), got {n_tiles_skipped}")
+    chunks = _psg_chunks(s, n_active)
+    one_chunk = len(chunks) == 1
+    beats = sum(c[0] for c in chunks)
+    undecided = nw - int(n_predicted)
+    most = sum(_ceil(nb, PSG_EXACT_LANES) for nb in nbs) + (nblk if one_chunk and predictor_on else 0)
+    if n_exact_rounds is not None and not 0 <= int(n_exact_rounds) <= most:
+        raise ValueError(f"n_exact_rounds must be in [0, {most}] for this layer, got {n_exact_rounds}")
+    if (predictor_on and beats and not one_chunk and undecided and n_tiles_skipped is not None
+            and int(n_tiles_skipped) == nblk):
+        raise ValueError(f"{undecided} weights need the exact sum, but n_tiles_skipped = {nblk} says no "
+                         "block was re-read; in a layer of several chunks the exact sums run only in "
+                         "the re-read pass (pass the kernel's own stats[4])")
+
+    def rounds_even(total_u: int, idx: list[int]) -> list[int]:
+        w = sum(nbs[i] for i in idx)
+        return [_ceil(_ceil(total_u * nbs[i], max(w, 1)), PSG_EXACT_LANES) for i in idx]
+
+    # Rounds per block: (pred rounds, exact rounds in pass A / the one pass, exact rounds in pass B).
+    pred_r = [0] * nblk
+    a_r = [0] * nblk
+    b_r = [0] * nblk
+    if beats == 0:
+        pass
+    elif not predictor_on:
+        a_r = [_ceil(nb, PSG_EXACT_LANES) for nb in nbs]
+    else:
+        pred_r = [_ceil(nb, PSG_PRED_LANES) for nb in nbs]
+        if n_tiles_skipped is not None:
+            n_b = nblk - int(n_tiles_skipped)
+        elif undecided == 0:
+            n_b = 0
+        else:
+            n_b = min(nblk, 1) if one_chunk else nblk
+        reread = list(range(n_b))
+        if n_exact_rounds is not None:
+            if one_chunk:
+                for i in reread:
+                    b_r[i] = 1
+                a_r = _spread(max(0, int(n_exact_rounds) - n_b), nblk)
+            else:
+                for i, r in zip(reread, _spread(int(n_exact_rounds), n_b)):
+                    b_r[i] = r
+        elif one_chunk:
+            a_r = rounds_even(undecided, list(range(nblk)))
+            for i in reread:
+                b_r[i] = 1
+        else:
+            for i, r in zip(reread, rounds_even(undecided, reread)):
+                b_r[i] = r
+
+    def load(tco: int, tci: int, c: tuple[int, int, int]) -> int:
+        return DDR_LATENCY + max(_ceil(tci * c[1], AXI_BYTES), _ceil(tco * c[2], AXI_BYTES))
+
+    def run(jobs: list[tuple[int, int]]) -> int:
+        """A pass: job i+1 stages while job i computes (ping-pong)."""
+        if not jobs:
+            return 0
+        cyc = jobs[0][0]
+        for (_, comp), (nxt_load, _) in zip(jobs, jobs[1:]):
+            cyc += max(nxt_load, comp)
+        return cyc + jobs[-1][1]
+
+    out = {"cycles": CALL_OVERHEAD, "dram": 4 * n_active, "sram": 0, "pred_lane_beats": 0,
+           "exact_lane_beats": undecided * beats if beats else 0, "exact_rounds": 0}
+    if beats:
+        for kind in ("A", "B"):
+            jobs, staged, window = [], 0, 0
+            for i, (tco, tci) in enumerate(blocks):
+                nb = nbs[i]
+                if kind == "A":            # + signs and states (and G_msb when beta_q > 0) out
+                    io_bytes = 10 * nb if predictor_on else 2 * nb
+                    rounds, last_rounds, io = pred_r[i] if predictor_on else a_r[i], a_r[i] if predictor_on else 0, _ceil(io_bytes, AXI_BYTES)
+                else:                      # + states in, signs and states out
+                    if not b_r[i]:
+                        continue
+                    rounds, last_rounds, io = b_r[i], 0, _ceil(3 * nb, AXI_BYTES)
+                for j, c in enumerate(chunks):
+                    comp = rounds * (c[0] + ROUND_OVERHEAD)
+                    if j == len(chunks) - 1:
+                        comp += last_rounds * (c[0] + ROUND_OVERHEAD) + io
+                    jobs.append((load(tco, tci, c), comp))
+                    staged += tci * c[1] + tco * c[2]
+                    window += (rounds + (last_rounds if j == len(chunks) - 1 else 0)) * c[0] * (tci * s.k * s.stride + 2 * tco)
+                out["dram"] += io_bytes if kind == "A" else 3 * nb
+            out["cycles"] += run(jobs)
+            out["dram"] += staged
+            out["sram"] += 2 * staged + window       # staged: written once, read by the window
+        out["exact_rounds"] = sum(a_r) + sum(b_r)
+        out["pred_lane_beats"] = nw * beats
+        if predictor_on:                            # resolve: G_msb and state in, decisions out
+            out["cycles"] += DDR_LATENCY + _ceil(11 * nw, AXI_BYTES)
+            out["dram"] += 11 * nw
+    else:
+        out["dram"] += 2 * nw                       # signs and flags (0) written
+        out["cycles"] += _ceil(2 * nw, AXI_BYTES)
+    out["cycles"] += max(nw, _ceil(9 * nw, AXI_BYTES)) + DDR_LATENCY     # update: W in/out, sign in
+    out["dram"] += 9 * nw
+    return out
+
+
 def kernel_cycles(kernel: str, shape: ConvShape, n_active: int, n_predicted: int = 0, *,
-                  predictor_on: bool = True, n_tiles_skipped: int | None = None) -> int:
+                  predictor_on: bool = True, n_tiles_skipped: int | None = None,
+                  n_exact_rounds: int | None = None) -> int:
     """Modelled cycles of one kernel call over ``n_active`` listed samples.
 
     For conv_bwd_weight_psg, ``n_predicted`` weights are decided by the predictor;
-    ``predictor_on=False`` is beta_q = 0 (no predict pass); ``n_tiles_skipped`` is the
-    kernel's own count of exact-pass tiles it did not stream (estimated when None).
+    ``predictor_on=False`` is beta_q = 0 (one exact pass); ``n_tiles_skipped`` is the
+    kernel's stats[4] (blocks whose x and g it did not read a second time) and
+    ``n_exact_rounds`` its stats[6] divided by the beats per weight (PsgStats.beats_per_tile);
+    each is estimated when None.
     """
     _check(kernel, shape, n_active)
     s, k, kk = shape, shape.k, shape.k * shape.k
@@ -187,30 +341,18 @@ def kernel_cycles(kernel: str, shape: ConvShape, n_active: int, n_predicted: int
                 per_sample += s.w + REQUANT_DEPTH + tci * _ceil(2 * s.w, AXI_BYTES)
             cyc += n_active * per_sample
         return int(cyc)
-    _check_pred(s, n_predicted, predictor_on)
-    tiles = _ceil(s.co, PSG_LANES) * s.ci * kk
-    nw = s.co * s.ci * kk
-    beats = n_active * s.ho * s.wo
-    beat_cycles = max(1, _ceil(2 * PSG_LANES, AXI_BYTES))     # g bandwidth per beat
-    stream = DDR_LATENCY + beats * beat_cycles + ENGINE_LATENCY if beats else 0
-    gmsb_io = _ceil(8 * PSG_LANES, AXI_BYTES)                   # one tile's G_msb (int64 each)
-    cyc = CALL_OVERHEAD
-    if predictor_on:
-        cyc += tiles * (stream + gmsb_io)                       # pass 1
-    streamed = tiles - _tiles_skipped(s, n_predicted, predictor_on, n_tiles_skipped) if beats else 0
-    cyc += tiles * (gmsb_io + _ceil(2 * PSG_LANES, AXI_BYTES)) + streamed * stream    # pass 2
-    cyc += max(nw, _ceil(9 * nw, AXI_BYTES)) + DDR_LATENCY      # pass 3: W in/out, sign in
-    return int(cyc)
+    return int(_psg_passes(s, n_active, n_predicted, predictor_on, n_tiles_skipped, n_exact_rounds)["cycles"])
 
 
 def parallel_macs(kernel: str) -> int:
-    """MACs the kernel's datapath can issue per cycle (its MAC DSPs, or engine lanes)."""
-    return PSG_LANES if kernel == "conv_bwd_weight_psg" else TILE_CO * TILE_CI
+    """MACs the kernel's DSP datapath can issue per cycle (the weight gradient's exact lanes;
+    its LUT predictor lanes are PSG_PRED_LANES more)."""
+    return PSG_EXACT_LANES if kernel == "conv_bwd_weight_psg" else TILE_CO * TILE_CI
 
 
 def kernel_work(kernel: str, shape: ConvShape, n_active: int, n_predicted: int = 0,
                 x_unsigned: bool = True, *, predictor_on: bool = True,
-                n_tiles_skipped: int | None = None) -> Work:
+                n_tiles_skipped: int | None = None, n_exact_rounds: int | None = None) -> Work:
     """The work one call does: MACs at their operand widths, DRAM and on-chip bytes, and
     the modelled busy time (``kernel_cycles / CLOCK_HZ``). Nothing for skipped samples.
 
@@ -241,44 +383,32 @@ def kernel_work(kernel: str, shape: ConvShape, n_active: int, n_predicted: int =
                    + n_active * (_ceil(s.ci, TILE_CI) * g_bytes + 2 * s.ci * s.h * s.w))
         w.add_sram(n_active * _ceil(s.ci, TILE_CI) * steps * _bwd_cols(s) * (TILE_CO * 2 + TILE_CI * 16))
     else:
-        _check_pred(s, n_predicted, predictor_on)
-        nw = s.co * s.ci * kk
-        beats = n_active * s.ho * s.wo
-        lanes_streamed_p2 = 0
-        if beats:
-            tiles = _ceil(s.co, PSG_LANES) * s.ci * kk
-            skipped = _tiles_skipped(s, n_predicted, predictor_on, n_tiles_skipped)
-            lanes_streamed_p2 = min(nw, (tiles - skipped) * PSG_LANES)
-        undecided = nw - n_predicted
-        lanes_streamed_p2 = max(lanes_streamed_p2, undecided)
-        if predictor_on:
-            w.add_macs(nw * beats, 4, 10)                        # pass 1: predictor, every weight
-        w.add_macs(lanes_streamed_p2 * beats, 4, 10)             # pass 2: engine recomputes G_msb
-        w.add_macs(undecided * beats, 8, 16)                     # pass 2: exact, undecided only
-        w.add_ops(nw, 32)                                        # threshold compare + update
-        feed = (_ceil(s.co, PSG_LANES) * s.ci * kk + 2 * nw) * beats    # x broadcast + g lanes
-        passes_bytes = (feed if predictor_on else 0) + feed * lanes_streamed_p2 // max(nw, 1)
-        w.add_dram(4 * n_active + passes_bytes + (8 if predictor_on else 0) * nw + 8 * nw + 2 * nw + 9 * nw)
-        w.add_sram(0)                                            # engine accumulators are registers
-    w.add_time(kernel_cycles(kernel, shape, n_active, n_predicted, predictor_on=predictor_on,
-                             n_tiles_skipped=n_tiles_skipped) / CLOCK_HZ)
+        m = _psg_passes(s, n_active, n_predicted, predictor_on, n_tiles_skipped, n_exact_rounds)
+        w.add_macs(m["pred_lane_beats"], 4, 10)       # every weight's G_msb (shadowing when beta_q = 0)
+        w.add_macs(m["exact_lane_beats"], 8, 16)      # exact sums: the undecided weights only
+        w.add_ops(s.co * s.ci * kk, 32)               # threshold compare + update
+        w.add_dram(m["dram"])
+        w.add_sram(m["sram"])
+        w.add_time(m["cycles"] / CLOCK_HZ)
+        return w
+    w.add_time(kernel_cycles(kernel, shape, n_active) / CLOCK_HZ)
     return w
 
 
 def utilisation(kernel: str, shape: ConvShape, n_active: int, n_predicted: int = 0, **kw) -> float:
     """Fraction of the datapath's MAC slots busy over the modelled call: MACs over
-    (cycles x TILE_CO*TILE_CI) for the conv arrays; for the PSG engine, lane-beats (every
-    streamed lane runs its predictor product, undecided ones their corrections too) over
-    (cycles x PSG_LANES)."""
+    (cycles x TILE_CO*TILE_CI) for the conv arrays. For the weight gradient, the time its
+    lane arrays would need at full occupancy (predictor lane-beats / PSG_PRED_LANES in the
+    predict rounds + exact lane-beats / PSG_EXACT_LANES) over the cycles."""
     _check(kernel, shape, n_active)
     if n_active == 0:
         return 0.0
     cyc = kernel_cycles(kernel, shape, n_active, n_predicted, **kw)
     if kernel == "conv_bwd_weight_psg":
-        busy = kernel_work(kernel, shape, n_active, n_predicted, **kw).macs.get((4, 10), 0)
-    else:
-        busy = shape.macs(n_active)
-    return busy / (cyc * parallel_macs(kernel))
+        macs = kernel_work(kernel, shape, n_active, n_predicted, **kw).macs
+        pred = macs.get((4, 10), 0) / PSG_PRED_LANES if kw.get("predictor_on", True) else 0.0
+        return (pred + macs.get((8, 16), 0) / PSG_EXACT_LANES) / cyc
+    return shape.macs(n_active) / (cyc * parallel_macs(kernel))
 
 
 def gops(kernel: str, shape: ConvShape, n_active: int, n_predicted: int = 0, **kw) -> float:
@@ -302,9 +432,12 @@ def resources() -> dict:
       ping-pong line buffers (2*TILE_CI x LINE_MAX x 16), output rows (TILE_CO x LINE_MAX x 8).
     * conv_bwd_data: the same array (16x8-bit products) + TILE_CI requantisers of 48x15 bits
       (2 DSPs each); acc 48 bits wide.
-    * conv_bwd_weight_psg: the PSG engine's four 48-bit accumulators per lane in DSP48 P
-      registers (4 per lane; the small products themselves fit LUTs) + the update's W*wd_q
-      (31x30 bits, 4 DSPs); BRAM only for the engine's FIFOs.
+    * conv_bwd_weight_psg: PSG_EXACT_LANES DSPs (8x16-bit product, 48-bit P accumulator)
+      + the update's W*wd_q (31x30 bits, 4 DSPs); BRAM: ping-pong staging buffers
+      (2*TILE_CI x PSG_CHUNK x 8 and 2*TILE_CO x PSG_CHUNK x 16) and the block flags (1 bit
+      per block); lane accumulators are lane-indexed LUTRAM (one word per round). LUTs
+      (rough, from lane counts): predictor lane ~64 (4x10 multiplier + 38-bit accumulator),
+      exact lane ~270 (its 72:1 x select and 8:1 g select of 9/16 bits).
     """
     fwd = {
         "dsp": TILE_CO * TILE_CI + 2 * TILE_CO,
@@ -316,7 +449,13 @@ def resources() -> dict:
         "bram36": _bram36(TILE_CI, MAX_DIM * MAX_K * MAX_K, 8) + _bram36(TILE_CI, MAX_DIM, 48)
         + _bram36(2 * TILE_CO, MAX_DIM, 16) + _bram36(TILE_CI, MAX_DIM, 16),
     }
-    wgrad = {"dsp": 4 * PSG_LANES + 4, "bram36": 2.0}
+    max_blocks = _ceil(MAX_DIM, TILE_CO) * _ceil(MAX_DIM, TILE_CI)
+    wgrad = {
+        "dsp": PSG_EXACT_LANES + 4,
+        "bram36": _bram36(2 * TILE_CI, PSG_CHUNK, 8) + _bram36(2 * TILE_CO, PSG_CHUNK, 16)
+        + _bram36(1, max_blocks, 1),
+        "lut": 64 * PSG_PRED_LANES + 270 * PSG_EXACT_LANES,
+    }
     per = {"conv_fwd": fwd, "conv_bwd_data": bwd, "conv_bwd_weight_psg": wgrad}
     total = {key: sum(v[key] for v in per.values()) for key in ("dsp", "bram36")}
     return {"kernels": per, "total": total, "device": dict(XC7Z020), "estimate": True}
