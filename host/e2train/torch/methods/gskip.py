@@ -1,0 +1,308 @@
+"""GSkip: layer-wise gradient skipping.
+
+After every backward pass the controller compares, layer by layer, the current weight
+gradient with the previous one (cosine similarity). When a layer's gradient keeps pointing
+the same way *and* the loss has stagnated, that layer and every layer before it stop
+computing gradients: the next backward pass ends early, above them.
+
+Choices where the method leaves a detail open (each is a field of ``GSkipConfig`` and is
+tested in tests/torch/methods/test_gskip.py):
+
+* **Cosine threshold.** s_t = 1 / (1 + exp(-0.2 * ASC)) where ASC is an adaptive saturating
+  counter in [-asc_limit, asc_limit] (default ±10, so s_t stays in [0.119, 0.881]); it starts
+  at 0 (s_t = 0.5).
+* **Skip history.** After every step that ran with a skipped prefix the controller looks at
+  the loss EMA: if it rose during that step the skip hurt, ASC += 1 (tighter, fewer skips);
+  otherwise ASC -= 1 (looser).
+* **Loss stagnation.** EMA of the loss with span ``loss_window`` = 4 (alpha = 2/(4+1));
+  stagnating when the EMA's mean change per step over the last 4 steps,
+  |EMA_t - EMA_(t-4)| / 4, is under l_t (default 5e-5). A loss that still falls *or* rises
+  faster than l_t is not stagnating.
+* **Monotone prefix.** A skipped layer has no gradient to compare, so it stays skipped until
+  the next re-check: the skipped prefix only grows between re-checks. The last layer (the
+  classifier) never skips, so some layer always trains.
+* **Re-checks.** Every ``recheck_every`` steps (default 100) after warm-up every layer is
+  reactivated for one step; its fresh gradient is compared with the last one it had, so a
+  layer that is still settled goes straight back to skipping.
+* **Epoch review.** At the end of each epoch after warm-up: if fewer than ``low_skip`` (5%) of
+  the epoch's layer-steps skipped, l_t is relaxed (x ``review_factor`` = 2); if more than
+  ``high_skip`` (50%) skipped and the epoch's mean loss rose over the previous epoch, l_t is
+  tightened (/ 2). The counter is reset to ``asc_init`` either way.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..policy import Policy, StepContext
+from .layers import Layer, model_layers
+
+
+@dataclass
+class GSkipConfig:
+    warmup_steps: int = 750
+    loss_threshold: float = 5e-5
+    loss_window: int = 4
+    asc_limit: int = 10
+    asc_init: int = 0
+    slope: float = 0.2
+    recheck_every: int = 100
+    review_factor: float = 2.0
+    low_skip: float = 0.05
+    high_skip: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, not {self.warmup_steps}")
+        if not self.loss_threshold > 0:
+            raise ValueError(f"loss_threshold must be > 0, not {self.loss_threshold}")
+        if self.loss_window < 1:
+            raise ValueError(f"loss_window must be >= 1, not {self.loss_window}")
+        if self.asc_limit < 0 or abs(self.asc_init) > self.asc_limit:
+            raise ValueError(f"need 0 <= |asc_init| <= asc_limit, got {self.asc_init}, {self.asc_limit}")
+        if self.recheck_every < 1:
+            raise ValueError(f"recheck_every must be >= 1, not {self.recheck_every}")
+        if not self.review_factor > 1:
+            raise ValueError(f"review_factor must be > 1, not {self.review_factor}")
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine similarity of two flattened gradients; 0 when either is all zero."""
+    a = a.detach().reshape(-1).double()
+    b = b.detach().reshape(-1).double()
+    na, nb = a.norm(), b.norm()
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(torch.dot(a, b) / (na * nb))
+
+
+class GSkipController:
+    """Decides, after each step, how many leading layers skip their gradient next step.
+
+    ``observe(loss, grads)`` takes the step's loss and one flattened weight gradient per
+    layer in forward order (``None`` for a layer that skipped) and returns the depth d of
+    the skipped prefix for the next step: layers 0..d-1 compute no gradient.
+    """
+
+    def __init__(self, n_layers: int, config: GSkipConfig | None = None):
+        if n_layers < 1:
+            raise ValueError(f"GSkip needs at least one layer, got {n_layers}")
+        self.cfg = config or GSkipConfig()
+        self.n_layers = n_layers
+        self.asc = self.cfg.asc_init
+        self.loss_threshold = self.cfg.loss_threshold
+        self.step = 0                       # steps observed so far
+        self.depth = 0                      # prefix skipped in the step being run
+        self.ema: list[float] = []          # EMA after each step (last window+1 kept)
+        self._prev: list[torch.Tensor | None] = [None] * n_layers
+        self.last_cos: list[float | None] = [None] * n_layers
+        self.rechecks = 0
+        # epoch tallies for the review
+        self._epoch_layer_steps = 0
+        self._epoch_skipped = 0
+        self._epoch_losses: list[float] = []
+        self._prev_epoch_loss: float | None = None
+        # whole-run tallies
+        self.layer_steps = 0
+        self.skipped_layer_steps = 0
+
+    @property
+    def threshold(self) -> float:
+        """s_t = 1 / (1 + e^(-slope * ASC))."""
+        return 1.0 / (1.0 + math.exp(-self.cfg.slope * self.asc))
+
+    def stagnating(self) -> bool:
+        w = self.cfg.loss_window
+        if len(self.ema) < w + 1:
+            return False
+        return abs(self.ema[-1] - self.ema[-1 - w]) / w < self.loss_threshold
+
+    def _update_ema(self, loss: float) -> None:
+        alpha = 2.0 / (self.cfg.loss_window + 1)
+        new = loss if not self.ema else alpha * loss + (1 - alpha) * self.ema[-1]
+        self.ema.append(new)
+        del self.ema[: -(self.cfg.loss_window + 1)]
+
+    def _saturate(self, v: int) -> int:
+        return max(-self.cfg.asc_limit, min(self.cfg.asc_limit, v))
+
+    def observe(self, loss: float, grads: Sequence[torch.Tensor | None]) -> int:
+        if len(grads) != self.n_layers:
+            raise ValueError(f"expected {self.n_layers} layer gradients, got {len(grads)}")
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise ValueError(f"GSkip got a non-finite loss {loss}; lower the learning rate")
+        ran_depth = self.depth
+        for i in range(ran_depth):
+            if grads[i] is not None:
+                raise ValueError(f"layer {i} was to skip this step but has a gradient")
+        self.layer_steps += self.n_layers
+        self.skipped_layer_steps += ran_depth
+        self._epoch_layer_steps += self.n_layers
+        self._epoch_skipped += ran_depth
+        self._epoch_losses.append(loss)
+
+        self._update_ema(loss)
+        if ran_depth > 0 and len(self.ema) >= 2:
+            # skip history: a step run with a skipped prefix that raised the loss EMA tightens
+            rose = self.ema[-1] > self.ema[-2]
+            self.asc = self._saturate(self.asc + (1 if rose else -1))
+
+        for i, g in enumerate(grads):
+            if g is None:
+                continue
+            g = g.detach().reshape(-1).clone()
+            self.last_cos[i] = None if self._prev[i] is None else cosine(g, self._prev[i])
+            self._prev[i] = g
+        self.step += 1
+
+        if self.step < self.cfg.warmup_steps:
+            self.depth = 0
+            return 0
+        if ran_depth > 0 and (self.step - self.cfg.warmup_steps) % self.cfg.recheck_every == 0:
+            self.rechecks += 1
+            self.depth = 0
+            return 0
+        if self.stagnating():
+            s = self.threshold
+            similar = [i for i in range(ran_depth, self.n_layers - 1)
+                       if grads[i] is not None and self.last_cos[i] is not None and self.last_cos[i] >= s]
+            if similar:
+                self.depth = max(ran_depth, similar[-1] + 1)
+                return self.depth
+        self.depth = ran_depth
+        return self.depth
+
+    def end_epoch(self) -> None:
+        """Epoch review: relax or tighten l_t by the epoch's skip fraction; reset the counter."""
+        mean_loss = sum(self._epoch_losses) / len(self._epoch_losses) if self._epoch_losses else None
+        if self.step >= self.cfg.warmup_steps and self._epoch_layer_steps:
+            frac = self._epoch_skipped / self._epoch_layer_steps
+            if frac < self.cfg.low_skip:
+                self.loss_threshold *= self.cfg.review_factor
+            elif (frac > self.cfg.high_skip and mean_loss is not None
+                  and self._prev_epoch_loss is not None and mean_loss > self._prev_epoch_loss):
+                self.loss_threshold /= self.cfg.review_factor
+            self.asc = self.cfg.asc_init
+        self._prev_epoch_loss = mean_loss
+        self._epoch_layer_steps = self._epoch_skipped = 0
+        self._epoch_losses = []
+
+    @property
+    def skip_ratio(self) -> float:
+        """Fraction of layer-steps whose weight gradient did not run."""
+        return self.skipped_layer_steps / self.layer_steps if self.layer_steps else 0.0
+
+
+# --- as a policy of the trainer ------------------------------------------------------------
+
+
+class GSkipPolicy(Policy):
+    """GSkip in the trainer: the skipped prefix gets ``requires_grad_(False)`` before the
+    forward, so autograd records nothing for it and the backward stops above it."""
+
+    name = "gskip"
+    skip_unit = "layer-step"
+
+    def __init__(self, config: GSkipConfig | None = None, **overrides):
+        self.cfg = config or GSkipConfig(**overrides)
+        self.layers: list[Layer] = []
+        self.ctl: GSkipController | None = None
+        self._ran_depth = 0
+        self.depth_per_step: list[int] = []
+
+    def on_train_start(self, ctx: StepContext) -> None:
+        self.layers = model_layers(ctx.model)
+        if self.ctl is None:
+            self.ctl = GSkipController(len(self.layers), self.cfg)
+        elif self.ctl.n_layers != len(self.layers):
+            raise ValueError(f"GSkip state is for {self.ctl.n_layers} layers, the model has {len(self.layers)}")
+
+    def before_forward(self, ctx: StepContext) -> None:
+        self._ran_depth = self.ctl.depth
+        for i, layer in enumerate(self.layers):
+            layer.set_trainable(i >= self._ran_depth)
+
+    def after_backward(self, ctx: StepContext) -> None:
+        self.depth_per_step.append(self._ran_depth)
+        self.ctl.observe(float(ctx.loss.detach()), [l.flat_grad() for l in self.layers])
+
+    def skip_params(self, ctx: StepContext) -> set[str] | None:
+        return set().union(*(l.param_names for l in self.layers[: self._ran_depth])) or None
+
+    def on_epoch_end(self, ctx: StepContext, record: dict) -> None:
+        self.ctl.end_epoch()
+        for layer in self.layers:          # leave the model trainable between epochs
+            layer.set_trainable(True)
+        record["gskip_skip_ratio"] = self.ctl.skip_ratio
+        record["gskip_loss_threshold"] = self.ctl.loss_threshold
+        record["gskip_rechecks"] = self.ctl.rechecks
+
+    def skip_ratios(self) -> dict[str, float]:
+        return {self.skip_unit: self.ctl.skip_ratio if self.ctl else 0.0}
+
+    def state_dict(self) -> dict:
+        if self.ctl is None:
+            return {}
+        return {"ctl": {k: v for k, v in vars(self.ctl).items() if k != "cfg"},
+                "depth_per_step": list(self.depth_per_step)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "ctl" in state:
+            self.ctl = GSkipController(len(state["ctl"]["_prev"]), self.cfg)
+            vars(self.ctl).update(state["ctl"])
+            self.depth_per_step = list(state.get("depth_per_step", []))
+
+
+class RandomPrefixSkip(GSkipPolicy):
+    """Random control of layer-prefix skipping: each step a prefix of random depth skips its
+    gradient, with the depth drawn from {floor(r*L), ceil(r*L)} so that the expected
+    fraction of skipped layer-steps is exactly ``ratio`` (the last layer never skips)."""
+
+    name = "random-prefix-skip"
+
+    def __init__(self, ratio: float, seed: int = 0):
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"random prefix skip ratio must be in [0, 1), not {ratio}")
+        super().__init__(GSkipConfig())
+        self.ratio = float(ratio)
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.skipped = self.total = 0
+
+    def on_train_start(self, ctx: StepContext) -> None:
+        self.layers = model_layers(ctx.model)
+        target = self.ratio * len(self.layers)
+        if target > len(self.layers) - 1:
+            raise ValueError(f"a skip ratio of {self.ratio:.3f} needs more than all but the last of "
+                             f"{len(self.layers)} layers")
+
+    def before_forward(self, ctx: StepContext) -> None:
+        target = self.ratio * len(self.layers)
+        lo = math.floor(target)
+        d = lo + int(torch.rand((), generator=self.gen).item() < target - lo)
+        self._ran_depth = d
+        for i, layer in enumerate(self.layers):
+            layer.set_trainable(i >= d)
+
+    def after_backward(self, ctx: StepContext) -> None:
+        self.depth_per_step.append(self._ran_depth)
+        self.skipped += self._ran_depth
+        self.total += len(self.layers)
+
+    def on_epoch_end(self, ctx: StepContext, record: dict) -> None:
+        for layer in self.layers:
+            layer.set_trainable(True)
+
+    def skip_ratios(self) -> dict[str, float]:
+        return {self.skip_unit: self.skipped / self.total if self.total else 0.0}
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state(), "skipped": self.skipped, "total": self.total}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "gen" in state:
+            self.gen.set_state(state["gen"])
+            self.skipped, self.total = state["skipped"], state["total"]
