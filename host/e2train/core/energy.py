@@ -1,0 +1,238 @@
+"""The energy model: prices a ``Work`` tally (numpy-free, standard library only).
+
+Whatever ran was added to a :class:`e2train.core.work.Work`; this module turns it into joules.
+It is *modelled* energy, never measured: every caller that prints or saves a figure from here
+labels it "modelled" (``ENERGY_KIND``).
+
+Per-operation figures are Horowitz, "Computing's energy problem (and what we can do about
+it)", ISSCC 2014, Fig. 1.1.9 (45 nm, 0.9 V):
+
+=====================  =========
+operation              energy
+=====================  =========
+8-bit int add          0.03 pJ
+16-bit int add         0.05 pJ
+32-bit int add         0.1 pJ
+16-bit float add       0.4 pJ
+32-bit float add       0.9 pJ
+8-bit int mult         0.2 pJ
+32-bit int mult        3.1 pJ
+16-bit float mult      1.1 pJ
+32-bit float mult      3.7 pJ
+8 KB SRAM, 64-bit read 10 pJ      -> 1.25 pJ per byte
+DRAM, 64-bit access    1.3-2.6 nJ -> 162.5 pJ per byte (the low end)
+=====================  =========
+
+Widths in between (the rule, written once here):
+
+* integer multiply: an array multiplier's energy grows with its partial-product count, so
+  ``E(a, b) = 3.1 pJ * a*b / (32*32)`` (8x8 gives 0.19 pJ, Horowitz lists 0.2 pJ);
+* integer add: linear in width through the three listed points (8/16/32 bits), extended
+  linearly above 32 bits (a 48-bit accumulator add costs 0.15 pJ);
+* a MAC = one multiply + one add at the accumulator width (32 bits for 8x8 products, 48
+  for wider ones, as the kernels' accumulators; ``acc_bits``);
+* floating point: widths are written as negative numbers in a ``Work`` tally (``FP32`` =
+  -32, ``FP16`` = -16). A MAC with a float operand is a float multiply + float add of the
+  widest float operand (an int8 weight times an fp32 gradient runs on the fp32 unit).
+
+Static power: ``zynq7020()`` adds the board's static draw times the modelled busy seconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .shapes import ConvShape
+from .work import Work
+
+ENERGY_KIND = "modelled"     # every figure from this module is modelled, not measured
+
+FP16 = -16                   # float widths are negative in a Work tally
+FP32 = -32
+
+PJ = 1e-12
+
+
+def is_float(bits: int) -> bool:
+    return bits < 0
+
+
+@dataclass(frozen=True)
+class EnergyModel:
+    """Energy per operation by bit width, per byte moved, and static power.
+
+    All energies in picojoules; ``static_w`` in watts. Construct with ``horowitz45nm()``
+    (compute and memory only) or ``zynq7020()`` (plus the board's static power).
+    """
+
+    name: str = "horowitz-45nm"
+    int_mult_pj_32: float = 3.1                       # Horowitz 2014: 32-bit int mult
+    int_add_pj: tuple = ((8, 0.03), (16, 0.05), (32, 0.1))   # Horowitz 2014: int add
+    float_mult_pj: dict = field(default_factory=lambda: {16: 1.1, 32: 3.7})  # Horowitz 2014
+    float_add_pj: dict = field(default_factory=lambda: {16: 0.4, 32: 0.9})   # Horowitz 2014
+    sram_pj_per_byte: float = 10.0 / 8                # Horowitz 2014: 8 KB SRAM, 10 pJ / 64 bit
+    dram_pj_per_byte: float = 1300.0 / 8              # Horowitz 2014: DRAM 1.3-2.6 nJ / 64 bit
+    static_w: float = 0.0                             # board static power (W)
+
+    # --- constructors ------------------------------------------------------------------
+    @classmethod
+    def horowitz45nm(cls) -> "EnergyModel":
+        """Compute and memory only (no static power): the paper-style accounting."""
+        return cls()
+
+    @classmethod
+    def zynq7020(cls, static_w: float = 2.0) -> "EnergyModel":
+        """A Zynq-7020 board (PYNQ-Z1/Z2, ZedBoard): per-op figures plus static power.
+
+        ``static_w`` = 2.0 W is an *assumption*: the order of the idle draw commonly reported
+        for PYNQ-Z1/Z2 boards running the PYNQ image (about 1.8-2.5 W at the 5 V input,
+        ARM cores idle, PL configured). It is not a datasheet figure; replace it with your
+        meter's idle reading (the meter recorder measures idle power before every run).
+        The per-op figures are 45 nm ASIC numbers, a lower bound for the 28 nm fabric's
+        dynamic energy (LUT/DSP routing costs more), so modelled board energy errs low.
+        """
+        if not static_w >= 0:
+            raise ValueError(f"static power must be >= 0 W, got {static_w!r}")
+        return cls(name="zynq7020", static_w=float(static_w))
+
+    # --- unit energies (pJ) ------------------------------------------------------------
+    def int_add(self, bits: int) -> float:
+        pts = self.int_add_pj
+        if bits <= pts[0][0]:
+            return pts[0][1] * bits / pts[0][0]
+        for (b0, e0), (b1, e1) in zip(pts, pts[1:]):
+            if bits <= b1:
+                return e0 + (e1 - e0) * (bits - b0) / (b1 - b0)
+        b_last, e_last = pts[-1]
+        return e_last * bits / b_last
+
+    def add_pj(self, bits: int) -> float:
+        """One add/compare at ``bits`` (negative = float)."""
+        if is_float(bits):
+            return self._float(self.float_add_pj, -bits, "add")
+        return self.int_add(bits)
+
+    def mult_pj(self, a: int, b: int) -> float:
+        if is_float(a) or is_float(b):
+            return self._float(self.float_mult_pj, max(-a if a < 0 else 0, -b if b < 0 else 0), "mult")
+        return self.int_mult_pj_32 * (a * b) / (32 * 32)
+
+    @staticmethod
+    def acc_bits(a: int, b: int) -> int:
+        """Accumulator width of an a x b MAC: int32 for <= 16-bit products, else 48 bits."""
+        return 32 if a + b <= 16 else 48
+
+    def mac_pj(self, a: int, b: int) -> float:
+        """One multiply-accumulate with operands of a and b bits."""
+        if is_float(a) or is_float(b):
+            fb = max(-a if a < 0 else 0, -b if b < 0 else 0)
+            return self._float(self.float_mult_pj, fb, "mult") + self._float(self.float_add_pj, fb, "add")
+        return self.mult_pj(a, b) + self.int_add(self.acc_bits(a, b))
+
+    @staticmethod
+    def _float(table: dict, bits: int, what: str) -> float:
+        if bits not in table:
+            raise ValueError(f"no energy figure for a {bits}-bit float {what}; known widths: {sorted(table)}")
+        return table[bits]
+
+    # --- pricing ------------------------------------------------------------------------
+    def breakdown(self, work: Work, include_static: bool = True) -> dict[str, float]:
+        """Joules by component: mac, ops, sram, dram, static, and their total."""
+        mac = sum(n * self.mac_pj(a, b) for (a, b), n in work.macs.items()) * PJ
+        ops = sum(n * self.add_pj(bits) for bits, n in work.ops.items()) * PJ
+        sram = work.sram_bytes * self.sram_pj_per_byte * PJ
+        dram = work.dram_bytes * self.dram_pj_per_byte * PJ
+        static = self.static_w * work.seconds if include_static else 0.0
+        out = {"mac": mac, "ops": ops, "sram": sram, "dram": dram, "static": static}
+        out["total"] = sum(out.values())
+        return out
+
+    def energy_j(self, work: Work, include_static: bool = True) -> float:
+        """Modelled energy of the work, in joules."""
+        return self.breakdown(work, include_static)["total"]
+
+    def dynamic_j(self, work: Work) -> float:
+        return self.energy_j(work, include_static=False)
+
+    def power_w(self, work: Work, seconds: float | None = None) -> float:
+        """Average power while doing ``work`` over ``seconds`` (default: its modelled time).
+
+        What a simulated meter reads: static power plus the dynamic energy spread over the
+        interval. Zero-length intervals are an error, not an infinite power.
+        """
+        t = work.seconds if seconds is None else float(seconds)
+        if not t > 0:
+            raise ValueError(f"power needs a positive interval, got {t!r} s")
+        return self.static_w + self.dynamic_j(work) / t
+
+    def idle_power_w(self) -> float:
+        return self.static_w
+
+
+# --- tallies of one training step of a conv layer ------------------------------------
+
+# scheme -> ((fwd a, b), (bwd-data a, b), (bwd-weight a, b)); operand widths per pass.
+# bwd-weight of "psg*" is the predictor pass plus the exact pass for non-predicted weights.
+SCHEMES: dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]] = {
+    "fp32": ((FP32, FP32), (FP32, FP32), (FP32, FP32)),          # 32-bit float SGD
+    "int8_fp32grad": ((8, 8), (FP32, 8), (8, FP32)),             # 8-bit fwd, 32-bit float gradients
+    "int8_int16grad": ((8, 8), (16, 8), (8, 16)),                # the fixed-point contract, no PSG
+    "psg": ((8, 8), (16, 8), (8, 16)),                           # the contract with PSG (int16 g_x)
+    "psg_fp32_gx": ((8, 8), (FP32, 8), (8, 16)),                 # PSG on the weight gradient only
+}
+PREDICTOR_BITS = (4, 10)      # x_h x g_h (core.fixedpoint: 4-bit x_h, 10-bit g_h)
+
+
+def _bytes(bits: int) -> int:
+    return abs(bits) // 8
+
+
+def conv_pass_work(n_macs: int, a: int, b: int, work: Work | None = None) -> Work:
+    """``n_macs`` MACs at widths (a, b), each reading both operands from the on-chip buffer."""
+    w = work if work is not None else Work()
+    w.add_macs(n_macs, a, b)
+    w.add_sram(n_macs * (_bytes(a) + _bytes(b)))
+    return w
+
+
+def conv_step_work(shape: ConvShape, scheme: str, predicted_frac: float = 0.0,
+                   n_active: int | None = None) -> Work:
+    """The work of one training step (fwd, bwd-data, bwd-weight) of one conv layer.
+
+    Each pass has ``shape.macs(n_active)`` MACs (only the samples that ran). Under the
+    ``psg`` schemes every weight-gradient MAC runs the 4x10-bit predictor product, and the
+    exact 8x16-bit product runs only for the ``1 - predicted_frac`` of weights the
+    predictor did not decide; x and g are read once for both.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if not 0.0 <= predicted_frac <= 1.0:
+        raise ValueError(f"predicted_frac must be in [0, 1], got {predicted_frac!r}")
+    if predicted_frac and not scheme.startswith("psg"):
+        raise ValueError(f"predicted_frac applies to the psg schemes only, not {scheme!r}")
+    n = shape.macs(n_active)
+    fwd, bwd_d, bwd_w = SCHEMES[scheme]
+    w = Work()
+    conv_pass_work(n, *fwd, work=w)
+    conv_pass_work(n, *bwd_d, work=w)
+    if scheme.startswith("psg"):
+        w.add_macs(n, *PREDICTOR_BITS)
+        w.add_macs(round(n * (1.0 - predicted_frac)), *bwd_w)
+        w.add_sram(n * (_bytes(bwd_w[0]) + _bytes(bwd_w[1])))
+    else:
+        conv_pass_work(n, *bwd_w, work=w)
+    return w
+
+
+def step_energy_ratio(scheme: str, baseline: str = "fp32", predicted_frac: float = 0.0,
+                      model: EnergyModel | None = None,
+                      shape: ConvShape | None = None) -> float:
+    """Modelled energy of one conv training step under ``scheme`` relative to ``baseline``.
+
+    Per-MAC pricing makes the ratio independent of the layer shape (a ResNet-CIFAR 3x3 layer
+    by default).
+    """
+    m = model or EnergyModel.horowitz45nm()
+    s = shape or ConvShape(64, 16, 32, 32, 16, 3, 1, 1)
+    num = m.energy_j(conv_step_work(s, scheme, predicted_frac), include_static=False)
+    den = m.energy_j(conv_step_work(s, baseline), include_static=False)
+    return num / den

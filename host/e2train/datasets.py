@@ -1,0 +1,146 @@
+"""Data sets as numpy arrays: float32 NCHW, standardised, int64 labels.
+
+numpy-only at import (the on-device trainer's host side uses it); scikit-learn is imported
+lazily inside the digits loader. Augmentation and batching live in ``e2train.torch.data``.
+
+    x_train, y_train, x_test, y_test = load("digits")
+    load("cifar10", data_dir="~/data")   # expects ~/data/cifar-10-batches-py/
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+NAMES = ("digits", "cifar10", "cifar100")
+DIGITS_TEST = 360          # 1437 train / 360 test, stratified, random_state 0
+CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+CIFAR_URLS = {
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+}
+
+
+class DatasetError(ValueError):
+    """A data set that is missing, unknown or malformed; the message says what to do."""
+
+
+def default_data_dir() -> Path:
+    """``$E2TRAIN_DATA`` if set, else ``~/.cache/e2train/data``."""
+    env = os.environ.get("E2TRAIN_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "e2train" / "data"
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None):
+    """(x_train, y_train, x_test, y_test): float32 NCHW standardised with the training
+    set's statistics, int64 labels."""
+    key = name.lower().replace("-", "")
+    if key == "digits":
+        return load_digits()
+    if key in CIFAR_DIRS:
+        return load_cifar(key, data_dir)
+    raise DatasetError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
+
+
+def num_classes(name: str) -> int:
+    return {"digits": 10, "cifar10": 10, "cifar100": 100}[name.lower().replace("-", "")]
+
+
+def _standardise(x_train: np.ndarray, x_test: np.ndarray, per_channel: bool):
+    axes = (0, 2, 3) if per_channel else None
+    mean = x_train.mean(axis=axes, keepdims=per_channel, dtype=np.float64)
+    std = x_train.std(axis=axes, keepdims=per_channel, dtype=np.float64)
+    std = np.where(std > 0, std, 1.0)
+    f = lambda v: ((v - mean) / std).astype(np.float32)  # noqa: E731
+    return f(x_train), f(x_test)
+
+
+def load_digits():
+    """scikit-learn's 8x8 digits (ships with sklearn, no download): 1 x 8 x 8 images.
+
+    One scalar mean/std over all training pixels: per-pixel statistics would divide the
+    always-zero border pixels by zero.
+    """
+    try:
+        from sklearn.datasets import load_digits as _sk_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as e:  # pragma: no cover - sklearn is in the host extra
+        raise DatasetError("the digits data set needs scikit-learn: pip install 'e2train[host]'") from e
+    d = _sk_digits()
+    x = d.images.astype(np.float32)[:, None, :, :]
+    y = d.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=DIGITS_TEST, stratify=y, random_state=0)
+    x_tr, x_te = _standardise(x_tr, x_te, per_channel=False)
+    return x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64)
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Loads the CIFAR python-format batches, which hold dicts of bytes, lists and numpy
+    arrays; refuses every other global so that a tampered file cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+        ("builtins", "bytearray"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise DatasetError(f"refusing to load {module}.{name} from a data file: "
+                           "a CIFAR batch holds only arrays, lists and bytes")
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            d = _ArrayOnlyUnpickler(f, encoding="bytes").load()
+    except DatasetError:
+        raise
+    except Exception as e:
+        raise DatasetError(f"{path} is not a readable CIFAR python-format batch ({e}); "
+                           "delete it and extract the archive again") from e
+    if not isinstance(d, dict):
+        raise DatasetError(f"{path}: expected a dict, got {type(d).__name__}")
+    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+    label_key = "labels" if "labels" in d else "fine_labels"
+    if "data" not in d or label_key not in d:
+        raise DatasetError(f"{path}: missing 'data' or labels (keys: {sorted(d)})")
+    data = np.asarray(d["data"])
+    labels = np.asarray(d[label_key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
+        raise DatasetError(f"{path}: data {data.shape} and labels {labels.shape} are not N x 3072 and N")
+    return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar(name: str, data_dir=None):
+    """CIFAR-10/100 from the standard python-format files, extracted under ``data_dir``."""
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    folder = root / CIFAR_DIRS[name]
+    train_files = ([folder / f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10"
+                   else [folder / "train"])
+    test_files = [folder / "test_batch"] if name == "cifar10" else [folder / "test"]
+    missing = [p for p in train_files + test_files if not p.is_file()]
+    if missing:
+        raise DatasetError(
+            f"{name} not found: {missing[0]} is missing. Download {CIFAR_URLS[name]} and extract it "
+            f"into {root} (so that {folder} exists), or pass data_dir= / set E2TRAIN_DATA.")
+    tr = [_read_batch(p) for p in train_files]
+    te = [_read_batch(p) for p in test_files]
+    x_tr = np.concatenate([b[0] for b in tr]).astype(np.float32) / 255.0
+    y_tr = np.concatenate([b[1] for b in tr])
+    x_te = np.concatenate([b[0] for b in te]).astype(np.float32) / 255.0
+    y_te = np.concatenate([b[1] for b in te])
+    n_cls = num_classes(name)
+    for lab, what in ((y_tr, "train"), (y_te, "test")):
+        if lab.size and (lab.min() < 0 or lab.max() >= n_cls):
+            raise DatasetError(f"{name} {what} labels outside [0, {n_cls}): the files are corrupt or of the other CIFAR")
+    x_tr, x_te = _standardise(x_tr, x_te, per_channel=True)
+    return x_tr, y_tr, x_te, y_te

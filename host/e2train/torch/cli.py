@@ -1,0 +1,82 @@
+"""`e2train torch-train`: the PyTorch reference trainer from a config file and/or flags.
+
+    e2train torch-train --config run.toml
+    e2train torch-train --model resnet8 --precision psg --smd --slu --epochs 40 --out runs/e2
+    e2train torch-train --preset e2train --out runs/e2      # SMD + SLU + PSG, DESIGN.md recipe
+
+Flags override the file's keys, which override the preset, which overrides the defaults
+(``TrainConfig``).
+Prints one line per epoch and a summary; writes records.json and checkpoint.pt to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+PRESETS = {
+    # fp32 baseline of the digits calibration (DESIGN.md)
+    "fp32": dict(precision="fp32"),
+    # E2-Train: SMD (p = 0.5, epochs x1.33 -> energy ratio 0.67), SLU gates (70% executed), PSG
+    "e2train": dict(precision="psg", smd=True, smd_energy_ratio=0.67, slu=True, slu_target=0.7),
+    "psg": dict(precision="psg"),
+    "smd": dict(smd=True, smd_energy_ratio=0.67),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .trainer import TrainConfig
+    p.add_argument("--config", help="JSON or TOML file with TrainConfig keys")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (flags still override it)")
+    p.add_argument("--out", dest="out_dir", help="directory for checkpoint.pt and records.json")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "out_dir":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if isinstance(default, bool) or f.name == "progress":
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = type(default) if default is not None else (
+                int if f.name in ("threads", "limit_train", "max_batches") else
+                float if f.name == "smd_energy_ratio" else str)
+            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=kind.__name__.upper())
+
+
+def run(args: argparse.Namespace) -> int:
+    from .trainer import ConfigError, TrainConfig, train
+    from ..datasets import DatasetError
+    try:
+        d: dict = {}
+        if args.preset:
+            d.update(PRESETS[args.preset])
+        if args.config:
+            d.update(TrainConfig.read_file(args.config))
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        d.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+        cfg = TrainConfig.from_dict(d)
+    except ConfigError as e:
+        print(f"e2train torch-train: {e}", file=sys.stderr)
+        return 2
+
+    def show(rec: dict) -> None:
+        pf = rec.get("predicted_frac")
+        print(f"epoch {rec['epoch']:3d}  test {rec['test_acc']:6.2f}%  loss {rec['train_loss']:.4f}  "
+              f"batches {rec['batches_run']}/{rec['batches_run'] + rec['batches_skipped']}  "
+              f"exec {rec['exec_ratio']:.2f}  " + (f"predicted {pf:.1%}  " if pf is not None else "") +
+              f"energy {rec['energy_j']:.4g} J (modelled)  wall {rec['wall_s']:.1f} s", flush=True)
+
+    try:
+        res = train(cfg, callback=None if args.json else show)
+    except (ConfigError, DatasetError) as e:
+        print(f"e2train torch-train: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=1))
+    else:
+        from .trainer import ENERGY_LABEL
+        print(f"final test accuracy {res.final_test_acc:.2f}% (best {res.best_test_acc:.2f}%); "
+              f"training energy {res.energy_j:.4g} J, {ENERGY_LABEL}; training wall clock {res.wall_s:.1f} s")
+    return 0

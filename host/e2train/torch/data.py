@@ -1,0 +1,78 @@
+"""Batches for the torch trainer: ``e2train.datasets`` arrays as tensors, with augmentation.
+
+The data sets are small enough to live in memory as one tensor, so batching is an index
+permutation (seeded per epoch: a resumed run sees the same batches) and augmentation is
+done on the whole batch in torch:
+
+* digits (8x8): random shifts of up to +-1 pixel (zero padding), as in the calibration;
+* CIFAR (32x32): random crops from a 4-pixel zero padding and horizontal flips.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import datasets
+
+
+@dataclass
+class Data:
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return datasets.num_classes(self.name)
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return int(self.x_train.shape[2]), int(self.x_train.shape[3])
+
+
+def load(name: str, data_dir=None, limit_train: int | None = None) -> Data:
+    xtr, ytr, xte, yte = datasets.load(name, data_dir)
+    if limit_train:
+        xtr, ytr = xtr[:limit_train], ytr[:limit_train]
+    t = torch.from_numpy
+    return Data(name.lower().replace("-", ""), t(xtr), t(ytr), t(xte), t(yte))
+
+
+def augment(x: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:
+    """Random shifts (digits: +-1 px; CIFAR: +-4 px crop and horizontal flip)."""
+    pad = 1 if name == "digits" else 4
+    n, _, h, w = x.shape
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h)[None, :])             # n x h
+    cols = (dx[:, None] + torch.arange(w)[None, :])             # n x w
+    out = xp[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None],
+             rows[:, None, :, None], cols[:, None, None, :]]
+    if name != "digits":
+        flip = torch.rand(n, generator=gen) < 0.5
+        out[flip] = out[flip].flip(3)
+    return out
+
+
+def train_batches(data: Data, batch_size: int, epoch: int, seed: int, augmentation: bool = True):
+    """Yields (x, y, indices) for one epoch; the order depends only on (seed, epoch)."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(data.x_train.shape[0], generator=gen)
+    for i in range(0, perm.numel(), batch_size):
+        idx = perm[i: i + batch_size]
+        x = data.x_train[idx]
+        if augmentation:
+            x = augment(x, data.name, gen)
+        yield x, data.y_train[idx], idx
+
+
+def num_batches(data: Data, batch_size: int) -> int:
+    return -(-data.x_train.shape[0] // batch_size)

@@ -1,0 +1,498 @@
+"""The torch reference trainer: one loop, configured by a ``TrainConfig``.
+
+    from e2train.torch.trainer import TrainConfig, train
+    result = train(TrainConfig(dataset="digits", model="resnet8", precision="psg",
+                               smd=True, slu=True, epochs=40))
+    result.final_test_acc, result.energy_j, result.records[-1]
+
+Every skipping method goes through ``e2train.torch.policy.Policy`` hooks, E2-Train's own
+included: SMD is a ``RandomBatchSkip``, SLU a gated model plus the ``SLU`` penalty policy,
+stochastic depth a ``StochasticDepth`` policy, PSG a precision. Extra policies (the other
+methods, the harness's random controls) are passed to ``train(..., policies=[...])``.
+
+Energy is *modelled* (``core.energy``, Horowitz 45 nm per-op figures, no static power) over
+the work that ran, tallied by ``WorkMeter``; every record says so in ``energy_kind``.
+Checkpoints (``out_dir/checkpoint.pt``, state dicts only, loaded with ``weights_only=True``)
+are written at epoch ends; ``resume=True`` continues from one and ends with the same
+weights as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from ..core.energy import ENERGY_KIND, EnergyModel
+from ..core.work import Work
+from . import data as tdata
+from .models import PRECISIONS, build_model
+from .optim import build_optimizer
+from .policy import Compose, Policy, RandomBatchSkip, StepContext
+from .psg import PSGConv2d
+from .slu import SLU, StochasticDepth
+from .work_meter import WorkMeter
+
+ENERGY_LABEL = "modelled (core.energy, Horowitz 45 nm per-op, no static power)"
+CHECKPOINT = "checkpoint.pt"
+SCHEDULES = ("cosine", "constant")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and what is allowed."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Load from a file with ``TrainConfig.from_file`` (JSON or
+    TOML, the same keys) or build in code; ``validate()`` checks it with clear messages."""
+
+    dataset: str = "digits"            # digits | cifar10 | cifar100
+    data_dir: str | None = None        # CIFAR python-format files (default $E2TRAIN_DATA)
+    model: str = "resnet8"             # resnet<6n+2> | mobilenetv2[_<width>]
+    precision: str = "fp32"            # fp32 | signsgd | int8_fp32grad | int8_int16grad | psg
+    beta: float = 0.05                 # PSG predictor threshold (fraction of max |G_msb|)
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 0.1                    # SGD (BN, classifier; every weight under fp32)
+    conv_lr: float = 1e-3              # sign step of conv weights (signsgd, int8_int16grad, psg)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"           # cosine | constant (per batch, over all epochs)
+    augment: bool = True
+    smd: bool = False                  # stochastic mini-batch dropping
+    smd_p: float = 0.5
+    smd_energy_ratio: float | None = None   # if set: epochs *= ratio / (1 - smd_p) (0.67 -> x1.33)
+    slu: bool = False                  # SkipNet gates + FLOPs penalty
+    slu_alpha: float = 2.0              # weight of the FLOPs penalty alpha * (r - target)**2
+    slu_target: float = 0.5            # target FLOPs-weighted execution ratio of the blocks
+    stochastic_depth: float = 0.0      # p_L of stochastic depth (0 = off)
+    swa: bool = False                  # stochastic weight averaging (float precisions)
+    swa_start: float = 0.75            # fraction of the epochs after which weights are averaged
+    seed: int = 0
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+    threads: int | None = None         # torch CPU threads (None: torch's default)
+    progress: bool | None = None       # progress bars (None: only on a terminal)
+    out_dir: str | None = None         # checkpoints and records.json go here
+    resume: bool = False
+    limit_train: int | None = None     # use only the first N training samples (quick runs)
+    max_batches: int | None = None     # stop each epoch after N batches (quick runs)
+
+    # -- construction and checks ---------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a table/object of keys, got {type(d).__name__}")
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            k = unknown[0]
+            near = difflib.get_close_matches(k, names, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"unknown config key {k!r}{hint}; known keys: {', '.join(sorted(names))}")
+        kw = {}
+        defaults = cls()
+        for k, v in d.items():
+            kw[k] = _coerce(k, v, getattr(defaults, k))
+        cfg = cls(**kw)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "TrainConfig":
+        return cls.from_dict(cls.read_file(path))
+
+    @staticmethod
+    def read_file(path: str | os.PathLike) -> dict:
+        """The keys of a JSON or TOML config file (not yet checked)."""
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from e
+        try:
+            if p.suffix.lower() == ".toml":
+                import tomllib
+                d = tomllib.loads(text)
+            else:
+                d = json.loads(text)
+        except Exception as e:
+            kind = "TOML" if p.suffix.lower() == ".toml" else "JSON"
+            raise ConfigError(f"{p} is not valid {kind}: {e}") from e
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: a config must be an object of keys, got {type(d).__name__}")
+        return d
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "TrainConfig":
+        def need(ok: bool, msg: str):
+            if not ok:
+                raise ConfigError(msg)
+        need(self.dataset.lower().replace("-", "") in ("digits", "cifar10", "cifar100"),
+             f"dataset must be digits, cifar10 or cifar100, got {self.dataset!r}")
+        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        for k in ("lr", "conv_lr"):
+            v = getattr(self, k)
+            need(math.isfinite(v) and v > 0, f"{k} must be a positive number, got {v!r}")
+        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        need(self.weight_decay >= 0 and self.conv_lr * self.weight_decay < 1,
+             f"weight_decay must be >= 0 (and conv_lr * weight_decay < 1), got {self.weight_decay}")
+        need(0 < self.beta <= 1, f"beta must be in (0, 1], got {self.beta}")
+        need(0 <= self.smd_p < 1, f"smd_p must be in [0, 1), got {self.smd_p}")
+        if self.smd_energy_ratio is not None:
+            need(self.smd and 0 < self.smd_energy_ratio <= 1,
+                 f"smd_energy_ratio needs smd = true and a value in (0, 1], got {self.smd_energy_ratio}")
+        need(0 < self.slu_target <= 1, f"slu_target must be in (0, 1], got {self.slu_target}")
+        need(self.slu_alpha >= 0, f"slu_alpha must be >= 0, got {self.slu_alpha}")
+        need(0 <= self.stochastic_depth <= 1, f"stochastic_depth (p_L) must be in [0, 1], got {self.stochastic_depth}")
+        need(not (self.slu and self.stochastic_depth), "slu and stochastic_depth both choose which blocks run: use one")
+        need(0 < self.swa_start < 1, f"swa_start must be in (0, 1), got {self.swa_start}")
+        need(not (self.swa and self.precision in ("psg", "int8_int16grad")),
+             "swa averages float weights; the fixed-point precisions keep integer master weights "
+             "(as the device does): use swa with fp32, signsgd or int8_fp32grad")
+        need(self.resume is False or self.out_dir is not None, "resume = true needs out_dir (where the checkpoint is)")
+        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+             f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        for k in ("threads", "limit_train", "max_batches"):
+            v = getattr(self, k)
+            need(v is None or v >= 1, f"{k} must be >= 1 when set, got {v}")
+        return self
+
+    @property
+    def run_epochs(self) -> int:
+        """Epochs actually run: SMD with an energy ratio stretches them (0.67 at p=0.5 -> x1.33)."""
+        if self.smd and self.smd_energy_ratio:
+            return max(1, round(self.epochs * self.smd_energy_ratio / (1.0 - self.smd_p)))
+        return self.epochs
+
+
+def _coerce(key: str, v: Any, default: Any) -> Any:
+    """Type-check a config value against its default's type (None allowed for optionals)."""
+    if v is None:
+        return None
+    if isinstance(default, bool):
+        if not isinstance(v, bool):
+            raise ConfigError(f"{key} must be true or false, got {v!r}")
+        return v
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
+            raise ConfigError(f"{key} must be an integer, got {v!r}")
+        return int(v)
+    if isinstance(default, float):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {v!r}")
+        return float(v)
+    if isinstance(default, str):
+        if not isinstance(v, str):
+            raise ConfigError(f"{key} must be a string, got {v!r}")
+        return v
+    # optional fields (default None): accept numbers / strings / bools as given
+    if key in ("threads", "limit_train", "max_batches"):
+        return _coerce(key, v, 0)
+    if key == "smd_energy_ratio":
+        return _coerce(key, v, 0.0)
+    if key in ("data_dir", "out_dir"):
+        return _coerce(key, v, "")
+    if key == "progress":
+        return _coerce(key, v, False)
+    return v
+
+
+@dataclass
+class RunResult:
+    """What a run produced. ``records``: one dict per epoch (see ``EPOCH_KEYS``)."""
+
+    config: dict
+    records: list[dict]
+    final_test_acc: float
+    best_test_acc: float
+    wall_s: float                       # training wall clock (excludes evaluation)
+    energy_j: float                     # modelled training energy, all epochs
+    energy_kind: str
+    work: Work
+    model: torch.nn.Module = field(repr=False)
+    checkpoint: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "records": self.records, "final_test_acc": self.final_test_acc,
+                "best_test_acc": self.best_test_acc, "wall_s": self.wall_s, "energy_j": self.energy_j,
+                "energy_kind": self.energy_kind, "energy_label": ENERGY_LABEL, "work": self.work.to_dict(),
+                "checkpoint": self.checkpoint}
+
+
+# keys of each epoch record (all JSON-safe); policies may add their own in on_epoch_end
+EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "epoch_wall_s", "wall_s", "energy_j",
+              "epoch_energy_j", "energy_kind", "batches_run", "batches_skipped", "samples_run",
+              "exec_ratio", "predicted_frac", "macs", "lr")
+
+
+def policies_from_config(cfg: TrainConfig) -> list[Policy]:
+    """E2-Train's own techniques as policies: SMD, SLU, stochastic depth."""
+    out: list[Policy] = []
+    if cfg.smd:
+        out.append(RandomBatchSkip(cfg.smd_p, seed=cfg.seed + 1))
+        out[-1].name = "smd"
+    if cfg.slu:
+        out.append(SLU(cfg.slu_alpha, cfg.slu_target))
+    if cfg.stochastic_depth:
+        out.append(StochasticDepth(cfg.stochastic_depth, seed=cfg.seed + 2))
+    return out
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device: use device = \"cpu\"")
+    return torch.device(name)
+
+
+def lr_factor(cfg: TrainConfig, progress: float) -> float:
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return 1.0
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+             batch: int = 500) -> float:
+    """Top-1 accuracy (%). Gated models keep gating at test time (that is their inference)."""
+    model.eval()
+    correct = 0
+    for i in range(0, x.shape[0], batch):
+        out = model(x[i: i + batch].to(device))
+        correct += int((out.argmax(1).cpu() == y[i: i + batch]).sum())
+    return 100.0 * correct / max(1, x.shape[0])
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint written by ``train``: plain tensors and containers only (weights_only)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"checkpoint {path} is unreadable or not an e2train checkpoint ({e.__class__.__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}); delete it to start over, or point "
+                          "out_dir elsewhere") from e
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)            # atomic: an interrupted save never leaves half a file
+
+
+def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.Module | None = None,
+          data: tdata.Data | None = None, energy_model: EnergyModel | None = None,
+          callback: Callable[[dict], None] | None = None) -> RunResult:
+    """Train per ``cfg`` with E2-Train's policies from the config plus ``policies``.
+
+    ``model``/``data`` override what the config would build (tests, the harness).
+    ``callback(record)`` is called after every epoch.
+    """
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = _device(cfg.device)
+    data = data or tdata.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
+    torch.manual_seed(cfg.seed)
+    if model is None:
+        model = build_model(cfg.model, data.in_channels, data.num_classes, precision=cfg.precision,
+                            beta=cfg.beta, gated=cfg.slu)
+    model.to(device)
+    sign_convs = cfg.precision in ("signsgd", "int8_int16grad", "psg")
+    opt = build_optimizer(model, sign_convs=sign_convs, lr=cfg.lr, conv_lr=cfg.conv_lr,
+                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    policy = Compose([*policies_from_config(cfg), *policies])
+    emodel = energy_model or EnergyModel.horowitz45nm()
+    psg_layers = [m for m in model.modules() if isinstance(m, PSGConv2d)]
+    epochs = cfg.run_epochs
+    nb = tdata.num_batches(data, cfg.batch_size)
+    if cfg.max_batches:
+        nb = min(nb, cfg.max_batches)
+    swa_model = None
+    if cfg.swa:
+        swa_model = torch.optim.swa_utils.AveragedModel(model)
+    swa_from = int(math.floor(cfg.swa_start * epochs))
+    meter = WorkMeter(model)          # after the SWA copy: the copy must not carry the hooks
+
+    ctx = StepContext(model=model, optimizer=opt, epochs=epochs, batches_per_epoch=nb, device=device,
+                      generator=torch.Generator().manual_seed(cfg.seed + 3))
+    records: list[dict] = []
+    start_epoch, wall_total = 0, 0.0
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+    ckpt_path = out / CHECKPOINT if out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    if cfg.resume and ckpt_path and ckpt_path.exists():
+        st = load_checkpoint(ckpt_path)
+        saved_cfg = json.loads(st["config"])
+        for k in ("dataset", "model", "precision", "beta", "batch_size", "seed", "smd", "smd_p", "slu",
+                  "stochastic_depth", "epochs", "smd_energy_ratio", "schedule"):
+            if saved_cfg.get(k) != getattr(cfg, k):
+                raise ConfigError(f"cannot resume: the checkpoint was written with {k} = {saved_cfg.get(k)!r}, "
+                                  f"this config has {getattr(cfg, k)!r}")
+        try:
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ConfigError(f"checkpoint {ckpt_path} does not fit this model: {e}") from e
+        policy.load_state_dict(st.get("policy", {}))
+        ctx.generator.set_state(st["ctx_generator"])
+        if swa_model is not None and "swa" in st:
+            swa_model.load_state_dict(st["swa"])
+        records = json.loads(st["records"])
+        meter.work = Work.from_dict(json.loads(st["work"]))
+        start_epoch = int(st["epoch"])
+        wall_total = records[-1]["wall_s"] if records else 0.0
+    ctx.state.update(config=cfg, work_meter=meter)   # for policies that need them
+    policy.on_train_start(ctx)
+    show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in the host extra
+        show = False
+
+    for epoch in range(start_epoch, epochs):
+        ctx.epoch = epoch
+        for m in psg_layers:
+            m.reset_stats()
+        policy.on_epoch_start(ctx)
+        model.train()
+        e0_energy = emodel.energy_j(meter.work, include_static=False)
+        e0_macs = meter.work.total_macs
+        stats = dict(run=0, skipped=0, samples=0, loss=0.0, correct=0, exec_w=0.0, exec_n=0)
+        t_epoch = 0.0
+        it = tdata.train_batches(data, cfg.batch_size, epoch, cfg.seed, cfg.augment)
+        if show:
+            it = tqdm(it, total=nb, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+        for b, (x, y, idx) in enumerate(it):
+            if b >= nb:
+                break
+            t0 = time.perf_counter()
+            ctx.batch_in_epoch, ctx.step = b, epoch * nb + b
+            ctx.x, ctx.y, ctx.indices = x.to(device), y.to(device), idx
+            ctx.logits = ctx.loss = ctx.sample_losses = None
+            f = lr_factor(cfg, (epoch + b / nb) / epochs)
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * f
+            if policy.skip_batch(ctx):
+                stats["skipped"] += 1          # no forward, no backward, no optimizer step
+                t_epoch += time.perf_counter() - t0
+                continue
+            keep = policy.sample_mask(ctx)
+            if keep is not None:
+                keep = keep.to(device)
+                if not bool(keep.any()):
+                    stats["skipped"] += 1
+                    t_epoch += time.perf_counter() - t0
+                    continue
+                ctx.x, ctx.y, ctx.indices = ctx.x[keep], ctx.y[keep], ctx.indices[keep.cpu()]
+            masks = policy.block_masks(ctx)
+            policy.before_forward(ctx)
+            meter.active = True
+            logits = model(ctx.x, block_masks=masks) if masks is not None else model(ctx.x)
+            sample_losses = F.cross_entropy(logits, ctx.y, reduction="none")
+            ctx.logits, ctx.sample_losses = logits, sample_losses.detach()
+            ctx.loss = sample_losses.mean()
+            extra = policy.extra_loss(ctx)
+            loss = ctx.loss if extra is None else ctx.loss + extra
+            ctx.loss = loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            meter.collect_backward()
+            meter.active = False
+            policy.after_backward(ctx)
+            skip = policy.skip_params(ctx)
+            if skip:
+                for n_, p in model.named_parameters():
+                    if n_ in skip:
+                        p.grad = None
+            opt.step()
+            policy.after_step(ctx)
+            t_epoch += time.perf_counter() - t0
+            n = ctx.x.shape[0]
+            stats["run"] += 1
+            stats["samples"] += n
+            stats["loss"] += float(ctx.sample_losses.sum())
+            stats["correct"] += int((logits.detach().argmax(1) == ctx.y).sum())
+            if hasattr(model, "exec_ratio") and getattr(model, "last_masks", None):
+                stats["exec_w"] += model.exec_ratio(tuple(ctx.x.shape[2:])) * n
+                stats["exec_n"] += n
+        if swa_model is not None and epoch >= swa_from:
+            swa_model.update_parameters(model)
+        wall_total += t_epoch
+        test_acc = evaluate(model, data.x_test, data.y_test, device)
+        energy = emodel.energy_j(meter.work, include_static=False)
+        n_dec = sum(m.n_decided for m in psg_layers)
+        rec = {
+            "epoch": epoch + 1,
+            "train_loss": stats["loss"] / max(1, stats["samples"]),
+            "train_acc": 100.0 * stats["correct"] / max(1, stats["samples"]),
+            "test_acc": test_acc,
+            "epoch_wall_s": t_epoch,
+            "wall_s": wall_total,
+            "energy_j": energy,
+            "epoch_energy_j": energy - e0_energy,
+            "energy_kind": ENERGY_KIND,
+            "batches_run": stats["run"],
+            "batches_skipped": stats["skipped"],
+            "samples_run": stats["samples"],
+            "exec_ratio": stats["exec_w"] / stats["exec_n"] if stats["exec_n"] else 1.0,
+            "predicted_frac": (sum(m.n_predicted for m in psg_layers) / n_dec) if n_dec else None,
+            "macs": meter.work.total_macs - e0_macs,
+            "lr": opt.param_groups[0]["lr"],
+        }
+        policy.on_epoch_end(ctx, rec)
+        records.append(rec)
+        if show:
+            print(f"epoch {epoch + 1}/{epochs}: test {test_acc:.2f}%  energy {energy:.3g} J (modelled)  "
+                  f"{t_epoch:.1f} s", file=sys.stderr)
+        if callback:
+            callback(rec)
+        if ckpt_path:
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "policy": policy.state_dict(),
+                     "ctx_generator": ctx.generator.get_state(), "epoch": epoch + 1,
+                     "records": json.dumps(records), "work": json.dumps(meter.work.to_dict()),
+                     "config": json.dumps(cfg.to_dict())}
+            if swa_model is not None:
+                state["swa"] = swa_model.state_dict()
+            _save_checkpoint(ckpt_path, state)
+        nxt = policy.optimizer_for_epoch(ctx)
+        if nxt is not None:
+            opt = ctx.optimizer = nxt
+            base_lrs = [g["lr"] for g in opt.param_groups]
+
+    final_model = model
+    if swa_model is not None and records:
+        x_bn = data.x_train[: min(2048, data.x_train.shape[0])].to(device)
+        torch.optim.swa_utils.update_bn([(x_bn,)], swa_model)
+        final_model = swa_model.module
+        acc = evaluate(final_model, data.x_test, data.y_test, device)
+        records[-1]["swa_test_acc"] = acc
+    meter.close()
+    accs = [r["test_acc"] for r in records]
+    final = records[-1].get("swa_test_acc", records[-1]["test_acc"]) if records else float("nan")
+    result = RunResult(config=cfg.to_dict(), records=records, final_test_acc=final,
+                       best_test_acc=max(accs) if accs else float("nan"), wall_s=wall_total,
+                       energy_j=emodel.energy_j(meter.work, include_static=False), energy_kind=ENERGY_KIND,
+                       work=meter.work, model=final_model, checkpoint=str(ckpt_path) if ckpt_path else None)
+    if out:
+        (out / "records.json").write_text(json.dumps(result.to_dict(), indent=1))
+    return result

@@ -1,0 +1,147 @@
+"""The torch PSG convolution against the numpy golden models, bit for bit."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from e2train.core import fixedpoint as fxp
+from e2train.core import golden
+from e2train.core.shapes import ConvShape
+from e2train.torch.psg import PSGConv2d, quantize_t, requantize_t
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_quantize_and_requantize_match_core(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(500) * 3
+    s = fxp.scale_for(float(np.abs(x).max()) * 0.8, fxp.INT16)   # some values saturate
+    assert np.array_equal(quantize_t(torch.from_numpy(x), s, fxp.INT16).numpy(),
+                          fxp.quantize(x, s, fxp.INT16).astype(np.float64))
+    acc = rng.integers(-(1 << 40), 1 << 40, 300)
+    m = fxp.Dyadic.from_float(rng.uniform(1e-9, 1e-6))
+    assert np.array_equal(requantize_t(torch.from_numpy(acc).double(), m, fxp.INT16).numpy(),
+                          fxp.requantize(acc, m, fxp.INT16).astype(np.float64))
+
+
+CASES = [  # (n, ci, h, co, k, stride, unsigned, beta)
+    (4, 3, 8, 5, 3, 1, False, 0.05),
+    (3, 6, 9, 4, 3, 2, True, 0.05),
+    (5, 8, 6, 8, 1, 1, True, 0.2),
+    (2, 4, 7, 6, 3, 1, True, 0.0),       # predictor off: every sign exact
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_psg_layer_matches_golden(case):
+    n, ci, h, co, k, stride, unsigned, beta = case
+    torch.manual_seed(hash(case) % 1000)
+    layer = PSGConv2d(ci, co, k, stride, beta=beta, x_unsigned=unsigned).train()
+    x = torch.randn(n, ci, h, h, dtype=torch.float32)
+    if unsigned:
+        x = x.relu()
+    x.requires_grad_(True)
+    y = layer(x)
+    gy = torch.randn_like(y)
+    y.backward(gy)
+
+    # --- forward, recomputed with the core functions --------------------------------
+    fmt = fxp.UINT8 if unsigned else fxp.INT8
+    s_x = fxp.scale_for(float(layer.x_max), fmt)        # first call: running max == batch max
+    assert float(layer.x_max) == float(x.detach().abs().max())
+    xq = fxp.quantize(x.detach().numpy(), s_x, fmt)
+    wq, s_w = fxp.weight_codes(layer.w_master.numpy(), int(layer.frac_bits))
+    acc_scale = s_x.value * s_w.value
+    # the output scale the layer used (calibrated on this first call)
+    yq_torch = y.detach().double().numpy()
+    shape = ConvShape.of(xq, wq, stride, k // 2)
+    acc = golden.conv_fwd_acc(xq, wq, shape)
+    # the layer's y_max after the call is an EMA of the calibrated value; recompute the scale used
+    peak = int(np.abs(xq.astype(np.int64)).max())
+    bound = acc_scale * peak * float(np.abs(wq.astype(np.int64)).sum(axis=(1, 2, 3)).max())
+    s_cal = fxp.scale_for(bound, fxp.INT8)
+    ycal = fxp.requantize(acc, fxp.requant_multiplier(acc_scale, s_cal), fxp.INT8)
+    s_y = fxp.scale_for(float(np.abs(ycal.astype(np.int64)).max()) * s_cal.value, fxp.INT8)
+    y_gold = golden.conv_fwd(xq, wq, None, fxp.requant_multiplier(acc_scale, s_y), stride=stride, pad=k // 2)
+    assert np.array_equal(yq_torch, (y_gold.astype(np.float64) * s_y.value).astype(np.float32).astype(np.float64))
+
+    # --- weight-gradient sign: the golden PSG rule --------------------------------
+    s_g = fxp.scale_for(float(gy.abs().max()), fxp.INT16)
+    gq = fxp.quantize(gy.numpy(), s_g, fxp.INT16)
+    g_msb, g_exact = golden.wgrad_terms(xq, gq, shape, np.arange(n))
+    beta_q = fxp.beta_to_fixed(beta) if beta else 0
+    sign, predicted, _ = golden.psg_decide(g_msb, g_exact, beta_q)
+    assert np.array_equal(layer.weight.grad.numpy().astype(np.int8), sign)
+    assert layer.n_predicted == int(predicted.sum())
+    assert layer.n_decided == sign.size
+    if beta == 0:
+        assert layer.n_predicted == 0
+
+    # --- input gradient: the int16 contract (first call: exact worst-case bound) ----
+    acc_g = s_g.value * s_w.value
+    bound_g = acc_g * int(np.abs(gq.astype(np.int64)).max()) * float(np.abs(wq.astype(np.int64)).sum(axis=(0, 2, 3)).max())
+    s_gx = fxp.scale_for(bound_g, fxp.INT16)
+    gx_gold = golden.conv_bwd_data(gq, wq, fxp.requant_multiplier(acc_g, s_gx), in_hw=(h, h), stride=stride, pad=k // 2)
+    assert np.array_equal(x.grad.double().numpy(), (gx_gold.astype(np.float64) * s_gx.value).astype(np.float32).astype(np.float64))
+
+
+def test_sign_step_is_the_device_update_rule():
+    torch.manual_seed(0)
+    layer = PSGConv2d(4, 4, 3, beta=0.05)
+    w0 = layer.w_master.numpy().copy()
+    sign = torch.randint(-1, 2, layer.weight.shape).float()
+    layer.weight.grad = sign.clone()
+    layer.sign_step(lr=1e-3, weight_decay=5e-4)
+    f = int(layer.frac_bits)
+    expect = golden.sign_update(w0, sign.numpy().astype(np.int8), fxp.lr_to_fixed(1e-3, f), fxp.decay_to_fixed(1e-3, 5e-4))
+    assert np.array_equal(layer.w_master.numpy(), expect)
+    assert not np.array_equal(expect, w0)
+    # the float view and the int8 copy follow the masters
+    assert torch.allclose(layer.weight.double(), torch.from_numpy(np.ldexp(expect.astype(np.float64), -f)), atol=0, rtol=1e-6)
+    codes, _ = fxp.weight_codes(expect, f)
+    assert np.array_equal(layer.w_codes.numpy(), codes.astype(np.float64))
+
+
+def test_state_dict_round_trip_restores_masters_and_scales():
+    torch.manual_seed(1)
+    a = PSGConv2d(3, 4, 3, beta=0.05, x_unsigned=False)
+    a(torch.randn(2, 3, 6, 6)).sum().backward()
+    b = PSGConv2d(3, 4, 3, beta=0.05, x_unsigned=False)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.w_master, b.w_master)
+    assert torch.equal(a.w_codes, b.w_codes)
+    assert math.isclose(float(a.x_max), float(b.x_max))
+
+
+def test_unsupported_shapes_are_rejected():
+    with pytest.raises(ValueError, match="kernel size"):
+        PSGConv2d(3, 4, 5)
+    with pytest.raises(ValueError, match="stride"):
+        PSGConv2d(3, 4, 3, stride=3)
+
+
+@pytest.mark.parametrize("limit", [float(1 << 24), float(1 << 16), 1.0])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_exact_convolutions_on_every_path(monkeypatch, limit, groups):
+    """float32 fast path, limb/chunk splits and the float64 fallback all give the golden sums."""
+    import e2train.torch.psg as psg
+    monkeypatch.setattr(psg, "F32_EXACT", limit)
+    rng = np.random.default_rng(int(limit) % 97 + groups)
+    n, ci, co, h = 6, 8, 8, 6
+    x = rng.integers(0, 256, (n, ci, h, h)).astype(np.uint8)
+    w = rng.integers(-128, 128, (co, ci // groups, 3, 3)).astype(np.int8)
+    g = rng.integers(-32768, 32768, (n, co, h, h)).astype(np.int16)
+    xt, wt, gt = (torch.from_numpy(a.astype(np.float64)) for a in (x, w, g))
+    acc = psg.exact_conv2d(xt, wt, 1, 1, groups)
+    g_msb, g_exact = psg.exact_wgrad(xt, True, gt, tuple(w.shape), 1, 1, groups, with_msb=True)
+    gx = psg.exact_conv2d_input(xt.shape, wt, gt, 1, 1, groups)
+    # reference: float64 convolutions are exact for these sizes; and golden for groups == 1
+    ref = torch.nn.functional.conv2d(xt, wt, None, 1, 1, 1, groups)
+    assert torch.equal(acc, ref)
+    assert torch.equal(gx, torch.nn.grad.conv2d_input(xt.shape, wt, gt, 1, 1, 1, groups))
+    if groups == 1:
+        shape = ConvShape.of(x, w, 1, 1)
+        assert np.array_equal(acc.numpy().astype(np.int64), golden.conv_fwd_acc(x, w, shape))
+        gm, ge = golden.wgrad_terms(x, g, shape, np.arange(n))
+        assert np.array_equal(g_msb.numpy().astype(np.int64), gm)
+        assert np.array_equal(g_exact.numpy().astype(np.int64), ge)
