@@ -358,6 +358,7 @@ def serve_pty(agent: Agent, announce: Callable[[str], None]) -> None:
                 serve_stream(agent, stream)
             except LinkError:
                 time.sleep(0.1)
+        time.sleep(0.5)     # closing a pty discards what the host has not read yet: the last reply
     finally:
         stream.close()
         os.close(slave)

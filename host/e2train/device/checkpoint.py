@@ -1,0 +1,145 @@
+"""Checkpoints that survive a power cut: atomic, checksummed, pickle-free.
+
+A checkpoint is one ``.npz`` (``np.savez``, read back with ``allow_pickle=False``) holding the
+arrays plus one entry ``__meta__``: UTF-8 JSON with the format version, the metadata the caller
+gives (config, epoch/step, RNG description, statistics) and a SHA-256 over every array's
+name, dtype, shape and bytes.
+
+Writing: the new file goes to a temporary name in the same directory, is flushed and fsynced,
+the current checkpoint (if any, and if it verifies) becomes ``<name>.prev`` (one that does not
+verify is set aside as ``<name>.corrupt`` and the good ``.prev`` is kept), the new one is renamed into place with
+``os.replace`` and the directory is fsynced. A power cut at any point leaves either the new
+checkpoint or the previous good one on disk. Reading: a truncated zip, a checksum mismatch or
+a missing field raises :class:`CheckpointError` naming the file and the problem;
+:func:`load_latest` then falls back to ``.prev`` and says so.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "e2train-device-checkpoint"
+VERSION = 1
+META_KEY = "__meta__"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted (corrupt, truncated, wrong format)."""
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(a.dtype.str.encode())
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def prev_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    return p.with_name(p.name + ".prev")
+
+
+def save(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> Path:
+    path = Path(path)
+    if META_KEY in arrays:
+        raise ValueError(f"array name {META_KEY} is reserved")
+    for k, v in arrays.items():
+        if np.asarray(v).dtype == object:
+            raise TypeError(f"checkpoint array {k} has dtype object (would need pickle)")
+    full = {"format": FORMAT, "version": VERSION, "sha256": _digest(arrays), **meta}
+    meta_bytes = np.frombuffer(json.dumps(full, sort_keys=True).encode(), dtype=np.uint8)
+    d = path.parent
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays, **{META_KEY: meta_bytes})
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            # only a checkpoint that verifies may replace the previous good one
+            try:
+                load(path)
+                os.replace(path, prev_path(path))
+            except CheckpointError:
+                os.replace(path, path.with_name(path.name + ".corrupt"))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(d)
+    return path
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:          # some platforms cannot open directories; nothing more to do
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, meta) of a checkpoint, verified; CheckpointError if it cannot be trusted."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e}); "
+                              "it cannot be used") from None
+    if META_KEY not in arrays:
+        raise CheckpointError(f"checkpoint {path} has no metadata: not an e2train device checkpoint")
+    try:
+        meta = json.loads(arrays.pop(META_KEY).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path} has unreadable metadata ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not an e2train device checkpoint (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {meta.get('version')}; "
+                              f"this trainer reads version {VERSION}")
+    if meta.get("sha256") != _digest(arrays):
+        raise CheckpointError(f"checkpoint {path} fails its checksum: the arrays were altered or damaged")
+    return arrays, meta
+
+
+def load_latest(path: str | os.PathLike, warn=None) -> tuple[dict[str, np.ndarray], dict, Path] | None:
+    """The newest checkpoint that verifies: ``path``, else ``path.prev``; None if neither exists.
+
+    A corrupt ``path`` is reported through ``warn(message)`` (and left on disk for inspection);
+    if no good checkpoint remains, the error of ``path`` is raised.
+    """
+    path = Path(path)
+    candidates = [p for p in (path, prev_path(path)) if p.exists()]
+    if not candidates:
+        return None
+    first_err = None
+    for p in candidates:
+        try:
+            arrays, meta = load(p)
+        except CheckpointError as e:
+            first_err = first_err or e
+            if warn is not None:
+                warn(str(e))
+            continue
+        if p != path and warn is not None:
+            warn(f"using the previous good checkpoint {p}")
+        return arrays, meta, p
+    raise first_err

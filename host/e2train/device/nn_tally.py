@@ -1,0 +1,60 @@
+"""Tally of the kernel calls the trainer made: counts, MACs, PSG statistics and their ``Work``.
+
+Each call's work comes from the performance model (``core.perfmodel.kernel_work``), the one
+place that knows what a kernel call costs, so the trainer's modelled time and energy agree with
+the simulated board's. Only calls that ran are tallied: a skipped batch or block adds nothing.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from ..core.shapes import ConvShape
+from ..core.work import Work
+
+try:  # the performance model is a sibling module of core; import it once
+    from ..core.perfmodel import kernel_work as _kernel_work
+except ImportError:  # pragma: no cover - only while the tree is incomplete
+    _kernel_work = None
+
+
+class KernelTally:
+    def __init__(self, work: Work | None = None):
+        self.work = work if work is not None else Work()
+        self.calls: Counter = Counter()                  # kernel -> calls
+        self.macs: Counter = Counter()                   # kernel -> MACs of the samples processed
+        self.sample_passes: Counter = Counter()          # kernel -> samples processed
+        self.predicted: Counter = Counter()              # layer -> weights decided by the predictor
+        self.weights: Counter = Counter()                # layer -> weights updated (per call)
+        self.per_layer_calls: dict[str, Counter] = defaultdict(Counter)
+
+    @property
+    def modelled(self) -> bool:
+        """True when the performance model priced the calls (time and energy are available)."""
+        return _kernel_work is not None
+
+    def kernel(self, kernel: str, shape: ConvShape, n_active: int, *, n_predicted: int = 0,
+               x_unsigned: bool = True, layer: str = "", n_weights: int = 0,
+               predictor_on: bool = True) -> None:
+        self.calls[kernel] += 1
+        self.per_layer_calls[layer][kernel] += 1
+        self.macs[kernel] += shape.macs(n_active)
+        self.sample_passes[kernel] += int(n_active)
+        if kernel == "conv_bwd_weight_psg":
+            self.predicted[layer] += int(n_predicted)
+            self.weights[layer] += int(n_weights)
+        if _kernel_work is not None:
+            kw = {"predictor_on": predictor_on} if kernel == "conv_bwd_weight_psg" else {}
+            self.work += _kernel_work(kernel, shape, int(n_active), n_predicted=int(n_predicted),
+                                      x_unsigned=x_unsigned, **kw)
+
+    def predicted_fraction(self) -> dict[str, float]:
+        """Fraction of weight updates decided by the MSB predictor, per layer and overall."""
+        out = {k: self.predicted[k] / self.weights[k] for k in sorted(self.weights) if self.weights[k]}
+        tot = sum(self.weights.values())
+        out["overall"] = sum(self.predicted.values()) / tot if tot else 0.0
+        return out
+
+    def to_dict(self) -> dict:
+        return {"calls": dict(self.calls), "macs": dict(self.macs),
+                "sample_passes": dict(self.sample_passes),
+                "predicted_fraction": self.predicted_fraction()}

@@ -1,0 +1,122 @@
+"""SLU gates: one small recurrent cell shared by all residual blocks decides, per sample,
+whether each block runs (numpy float32 on the ARM; forward and backward written out).
+
+Per block i: e_i = avgpool(x_i) (the block input, N x C_i), u_i = E_i e_i + b_i (a per-block
+linear embedding into d dims), h_i = GRU(u_i, h_{i-1}) (one GRU cell shared by every block,
+h_0 = 0), p_i = sigmoid(v . h_i + c), gate g_i = [p_i > 0.5] (hard). The backward is the
+straight-through estimator: dL/dp_i := dL/dg_i. The gate input is detached from the
+backbone (the gate learns from its own loss terms, the backbone does not learn from the gate).
+
+Loss terms that reach the gates:
+
+* the task loss through the block: with y = g * relu(F(x) + s(x)) + (1 - g) * s(x),
+  dL/dg = sum(dL/dy * (relu(F(x) + s(x)) - s(x))) per sample -- known for the samples whose
+  block ran, zero for the others (their F(x) was never computed, which is the point);
+* the FLOPs penalty alpha * (R - target)**2, R = the executed fraction of the gated blocks'
+  MACs in this batch (sum_i cost_i * mean_n g_in / sum_i cost_i), which pushes the execution
+  ratio towards ``target`` from either side.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .nn_layers import ArmTally
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))).astype(np.float32)
+
+
+class GateNet:
+    def __init__(self, in_channels: list[int], costs: list[int], hidden: int, rng: np.random.Generator):
+        d = hidden
+        self.d = d
+        self.costs = np.asarray(costs, np.float64)
+        self.params: dict[str, np.ndarray] = {}
+        for i, c in enumerate(in_channels):
+            b = 1.0 / np.sqrt(c)
+            self.params[f"embed{i}.weight"] = rng.uniform(-b, b, (d, c)).astype(np.float32)
+            self.params[f"embed{i}.bias"] = np.zeros(d, np.float32)
+        b = 1.0 / np.sqrt(d)
+        self.params["gru.wx"] = rng.uniform(-b, b, (3 * d, d)).astype(np.float32)
+        self.params["gru.wh"] = rng.uniform(-b, b, (3 * d, d)).astype(np.float32)
+        self.params["gru.bx"] = np.zeros(3 * d, np.float32)
+        self.params["gru.bh"] = np.zeros(3 * d, np.float32)
+        self.params["head.weight"] = rng.uniform(-b, b, d).astype(np.float32)
+        # start with the gates open (p ~ 0.88): every block trains at first, the penalty
+        # then closes the ones the task loss does not defend
+        self.params["head.bias"] = np.array([2.0], np.float32)
+        self.reset()
+
+    def reset(self, n: int = 0) -> None:
+        """Start a new mini-batch: zero hidden state, forget the caches."""
+        self.h = np.zeros((n, self.d), np.float32)
+        self.caches: list[tuple] = []
+
+    def forward(self, i: int, x: np.ndarray, tally: ArmTally) -> tuple[np.ndarray, np.ndarray]:
+        """Gate of block i for the block input x (N, C, H, W): (probabilities, hard gates)."""
+        P = self.params
+        d = self.d
+        e = x.mean(axis=(2, 3), dtype=np.float32)
+        u = e @ P[f"embed{i}.weight"].T + P[f"embed{i}.bias"]
+        h = self.h
+        gi = u @ P["gru.wx"].T + P["gru.bx"]
+        gh = h @ P["gru.wh"].T + P["gru.bh"]
+        r = _sigmoid(gi[:, :d] + gh[:, :d])
+        z = _sigmoid(gi[:, d:2 * d] + gh[:, d:2 * d])
+        nn = np.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:]).astype(np.float32)
+        h_new = (1 - z) * nn + z * h
+        logit = h_new @ P["head.weight"] + P["head.bias"][0]
+        p = _sigmoid(logit)
+        self.caches.append((i, e, u, h, gh, r, z, nn, h_new, p))
+        self.h = h_new
+        n = x.shape[0]
+        tally.ops("pool", x.size)
+        tally.macs(n * (u.shape[1] * e.shape[1] + 6 * d * d + d))
+        tally.ops("sigmoid", n * (2 * d + 1))
+        tally.ops("tanh", n * d)
+        tally.ops("add", n * 4 * d)
+        return p, p > 0.5
+
+    def penalty(self, gates: list[np.ndarray], alpha: float, target: float):
+        """alpha * (R - target)**2 and dPenalty/dg per block (one value per sample)."""
+        n = gates[0].shape[0]
+        tot = self.costs.sum()
+        r = float(sum(c * g.mean() for c, g in zip(self.costs, gates)) / tot)
+        coef = 2.0 * alpha * (r - target) / (n * tot)
+        return alpha * (r - target) ** 2, r, [np.full(n, coef * c, np.float32) for c in self.costs]
+
+    def backward(self, dgates: list[np.ndarray], tally: ArmTally) -> dict[str, np.ndarray]:
+        """BPTT through the shared cell. dgates[i]: dL/dg_i per sample (straight-through)."""
+        P = self.params
+        d = self.d
+        grads = {k: np.zeros_like(v) for k, v in P.items()}
+        dh_next = None
+        for (i, e, u, h, gh, r, z, nn, h_new, p), dg in zip(reversed(self.caches), reversed(dgates)):
+            dlogit = (dg * p * (1 - p)).astype(np.float32)
+            grads["head.weight"] += h_new.T @ dlogit
+            grads["head.bias"] += dlogit.sum()
+            dh = np.outer(dlogit, P["head.weight"])
+            if dh_next is not None:
+                dh = dh + dh_next
+            dn = dh * (1 - z)
+            dz = dh * (h - nn)
+            dh_prev = dh * z
+            dan = dn * (1 - nn * nn)
+            dr = dan * gh[:, 2 * d:]
+            dgi = np.concatenate([dr * r * (1 - r), dz * z * (1 - z), dan], axis=1)
+            dgh = np.concatenate([dgi[:, :2 * d], dan * r], axis=1)
+            grads["gru.wx"] += dgi.T @ u
+            grads["gru.bx"] += dgi.sum(axis=0)
+            grads["gru.wh"] += dgh.T @ h
+            grads["gru.bh"] += dgh.sum(axis=0)
+            dh_prev = dh_prev + dgh @ P["gru.wh"]
+            du = dgi @ P["gru.wx"]
+            grads[f"embed{i}.weight"] += du.T @ e
+            grads[f"embed{i}.bias"] += du.sum(axis=0)
+            dh_next = dh_prev
+            n = e.shape[0]
+            tally.macs(2 * n * (u.shape[1] * e.shape[1] + 6 * d * d + d))
+            tally.ops("add", n * 12 * d)
+        self.caches = []
+        return grads

@@ -1,0 +1,441 @@
+"""The on-device trainer: E²-Train (SMD + SLU + PSG) on a ResNet-CIFAR, numpy on the ARM and
+every convolution through a conv backend.
+
+    from e2train.core import csim                      # or golden, or the PYNQ backend
+    trainer = Trainer({"depth": 8, "width": 16, "epochs": 20}, (x_tr, y_tr, x_te, y_te),
+                      backend=csim, on_event=print, checkpoint="run/ckpt.npz")
+    result = trainer.run()
+
+A backend is anything with ``conv_fwd``, ``conv_bwd_data`` and ``conv_bwd_weight_psg`` of
+``e2train.core.golden``'s signatures; the trainer calls nothing else for a convolution.
+
+What runs is tallied in a ``core.work.Work``: each kernel call as the performance model prices
+it, each ARM-side op by the per-element cost model of ``nn_layers``. Time and energy derived
+from it are *modelled* and labelled so; a meter measures the real thing around the board.
+
+Events for ``on_event(dict)``: ``started``, ``progress`` (every ``progress_every`` executed
+steps), ``epoch`` (accuracy, loss, skips, modelled energy so far), ``checkpoint``, ``warning``,
+``finished``. ``stop()`` (from another thread) ends the run cleanly before the next batch.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..core.fixedpoint import decay_to_fixed, lr_to_fixed
+from ..core.work import Work
+from . import checkpoint as ckpt
+from .nn_layers import ArmTally, SGDMomentum, softmax_cross_entropy
+from .nn_resnet import ResNet
+from .nn_tally import KernelTally
+from .smd import epoch_plan, shift_images
+from .train_config import ConfigError, TrainConfig
+
+try:
+    from ..core.energy import EnergyModel
+except ImportError:  # pragma: no cover - only while the tree is incomplete
+    EnergyModel = None
+
+ENERGY_LABEL = "modelled"   # this trainer never measures; a meter does
+
+
+def cosine(base: float, t: int, total: int) -> float:
+    """Cosine schedule from ``base`` at t = 0 towards 0 at t = total."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * t / max(total, 1)))
+
+
+def check_data(data) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Validate (x_train, y_train[, x_test, y_test]); a clear message for each problem."""
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 4):
+        raise ValueError("data must be (x_train, y_train) or (x_train, y_train, x_test, y_test)")
+    x_tr, y_tr = np.asarray(data[0]), np.asarray(data[1])
+    x_te = np.asarray(data[2]) if len(data) == 4 and data[2] is not None else None
+    y_te = np.asarray(data[3]) if len(data) == 4 and data[3] is not None else None
+    for name, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+        if x is None:
+            continue
+        if x.ndim != 4:
+            raise ValueError(f"x_{name} must be 4-D NCHW images, got shape {x.shape}")
+        if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+            raise ValueError(f"x_{name} must hold finite floats (standardised images)")
+        if y is None or y.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"y_{name} must be 1-D with one label per image ({x.shape[0]}), "
+                             f"got {None if y is None else y.shape}")
+        if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+            raise ValueError(f"y_{name} must hold non-negative integer class labels")
+    if x_te is not None and x_te.shape[1:] != x_tr.shape[1:]:
+        raise ValueError(f"test images {x_te.shape[1:]} differ from training images {x_tr.shape[1:]}")
+    if x_tr.shape[0] < 1:
+        raise ValueError("the training set is empty")
+    return x_tr.astype(np.float32, copy=False), y_tr.astype(np.int64), \
+        None if x_te is None else x_te.astype(np.float32, copy=False), \
+        None if y_te is None else y_te.astype(np.int64)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig | dict | None, data, backend, *,
+                 on_event: Callable[[dict], Any] | None = None,
+                 checkpoint: str | Path | None = None, n_classes: int | None = None):
+        self.cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        self.cfg.validate()
+        for fn in ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg"):
+            if not callable(getattr(backend, fn, None)):
+                raise TypeError(f"backend {backend!r} lacks {fn}(); a conv backend provides conv_fwd, "
+                                "conv_bwd_data and conv_bwd_weight_psg")
+        self.backend = backend
+        self.x_train, self.y_train, self.x_test, self.y_test = check_data(data)
+        seen = int(self.y_train.max()) + 1
+        if self.y_test is not None and self.y_test.size:
+            seen = max(seen, int(self.y_test.max()) + 1)
+        self.n_classes = n_classes or seen
+        if seen > self.n_classes:
+            raise ValueError(f"labels go up to {seen - 1} but n_classes is {self.n_classes}")
+        self.on_event = on_event
+        self.checkpoint_path = Path(checkpoint) if checkpoint else None
+        self._stop = threading.Event()
+
+        cfg = self.cfg
+        self.model = ResNet(cfg, tuple(self.x_train.shape[1:]), self.n_classes,
+                            np.random.default_rng([cfg.seed, 0]))
+        self.opt = SGDMomentum(cfg.momentum, cfg.weight_decay)
+        self.work = Work()                     # training work (kernels + ARM), what ran
+        self.ktally = KernelTally(self.work)
+        self.arm = ArmTally(self.work)
+        self.eval_work = Work()                # evaluation is tallied apart from training
+        self.n_batches = math.ceil(self.x_train.shape[0] / cfg.batch_size)
+        self.total_epochs = cfg.total_epochs
+        self.total_steps = self.total_epochs * self.n_batches
+        # position: the next batch to consider
+        self.epoch = 0
+        self.batch = 0
+        self.stats = {"batches_run": 0, "batches_dropped": 0, "block_samples_run": 0,
+                      "block_samples_skipped": 0, "gate_penalty_ratio_sum": 0.0}
+        self.epoch_acc = self._new_epoch_acc()
+        self.history: list[dict] = []
+        self.energy_model = EnergyModel.zynq7020() if EnergyModel is not None else None
+
+    # -- control -------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the run to end cleanly before its next batch (safe from any thread)."""
+        self._stop.set()
+
+    def _emit(self, event: str, **kw) -> None:
+        if self.on_event is not None:
+            self.on_event({"event": event, **kw})
+
+    @staticmethod
+    def _new_epoch_acc() -> dict:
+        return {"loss_sum": 0.0, "correct": 0, "seen": 0, "run": 0, "dropped": 0}
+
+    # -- accounting ----------------------------------------------------------------------
+    def modelled(self, work: Work | None = None) -> dict:
+        """Modelled seconds and energy of a Work tally (training by default), labelled."""
+        w = self.work if work is None else work
+        out = {"label": ENERGY_LABEL, "seconds": w.seconds, "energy_j": None, "macs": w.total_macs}
+        if self.energy_model is None or not self.ktally.modelled:
+            out["unavailable"] = "energy or performance model missing from e2train.core"
+        else:
+            out["energy_j"] = self.energy_model.energy_j(w)
+        return out
+
+    def skip_stats(self) -> dict:
+        s = self.stats
+        blocks = s["block_samples_run"] + s["block_samples_skipped"]
+        scheduled = s["batches_run"] + s["batches_dropped"]
+        return {
+            "batches_run": s["batches_run"],
+            "batches_dropped": s["batches_dropped"],
+            "batch_drop_ratio": s["batches_dropped"] / scheduled if scheduled else 0.0,
+            "block_exec_ratio": s["block_samples_run"] / blocks if blocks else 1.0,
+            "block_samples_skipped": s["block_samples_skipped"],
+            "predicted_fraction": self.ktally.predicted_fraction(),
+            "kernel_calls": dict(self.ktally.calls),
+            "kernel_macs": dict(self.ktally.macs),
+        }
+
+    # -- one step ------------------------------------------------------------------------
+    def _lrs(self, t: int) -> tuple[float, float, float]:
+        c = self.cfg
+        return (cosine(c.lr, t, self.total_steps), cosine(c.conv_lr, t, self.total_steps),
+                cosine(c.gate_lr, t, self.total_steps))
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, t: int) -> dict:
+        """Forward, backward and update on one (augmented) batch at global step t."""
+        cfg, m = self.cfg, self.model
+        lr, conv_lr, gate_lr = self._lrs(t)
+        logits, cache, st = m.forward(x, True, self.backend, self.ktally, self.arm)
+        loss, g = softmax_cross_entropy(logits, y, self.arm)
+        pen_grads, penalty, ratio = None, 0.0, st.exec_ratio
+        if m.gates is not None and m.blocks:
+            penalty, ratio, pen_grads = m.gates.penalty(cache["gates"], cfg.gate_alpha, cfg.gate_target)
+        lr_q = {c.name: lr_to_fixed(conv_lr, c.frac_bits) for c in m.convs()}
+        wd_q = {c.name: decay_to_fixed(conv_lr, cfg.conv_weight_decay) for c in m.convs()}
+        grads, _ = m.backward(g, cache, self.backend, self.ktally, self.arm, lr_q=lr_q, wd_q=wd_q,
+                              beta_q=cfg.beta_q, gate_penalty_grads=pen_grads)
+        params = m.float_params()
+        for name in sorted(grads):
+            self.opt.step(name, params[name], grads[name].astype(np.float32, copy=False),
+                          gate_lr if name.startswith("gate.") else lr, self.arm)
+        n = x.shape[0]
+        run = sum(st.executed)
+        self.stats["block_samples_run"] += run
+        self.stats["block_samples_skipped"] += n * len(st.executed) - run
+        return {"loss": loss, "penalty": penalty, "exec_ratio": ratio,
+                "correct": int((logits.argmax(axis=1) == y).sum()), "lr": lr, "conv_lr": conv_lr}
+
+    # -- evaluation ----------------------------------------------------------------------
+    def evaluate(self, x: np.ndarray | None = None, y: np.ndarray | None = None) -> dict:
+        """Accuracy and loss on (x, y) (the test set by default); BN and scales frozen, gates
+        hard as in training. Its work goes to ``eval_work``, not to the training tally."""
+        if x is None:
+            x, y = self.x_test, self.y_test
+        if x is None:
+            return {}
+        kt, arm = KernelTally(self.eval_work), ArmTally(self.eval_work)
+        correct, loss_sum, run, total = 0, 0.0, 0, 0
+        bs = self.cfg.eval_batch_size
+        for i in range(0, x.shape[0], bs):
+            xb, yb = x[i:i + bs], y[i:i + bs]
+            logits, _, st = self.model.forward(xb, False, self.backend, kt, arm)
+            loss, _ = softmax_cross_entropy(logits, yb, arm)
+            loss_sum += loss * xb.shape[0]
+            correct += int((logits.argmax(axis=1) == yb).sum())
+            run += sum(st.executed)
+            total += xb.shape[0] * len(st.executed)
+        n = x.shape[0]
+        return {"accuracy": correct / n, "loss": loss_sum / n,
+                "block_exec_ratio": run / total if total else 1.0}
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, resume: bool = True) -> dict:
+        """Train to the end of the schedule (or until ``stop()``). Resumes from the checkpoint
+        when one exists and ``resume`` is true. Returns the result summary."""
+        cfg = self.cfg
+        if resume and self.checkpoint_path is not None:
+            self._resume()
+        self._emit("started", config=cfg.to_dict(), n_train=int(self.x_train.shape[0]),
+                   n_test=0 if self.x_test is None else int(self.x_test.shape[0]),
+                   total_epochs=self.total_epochs, batches_per_epoch=self.n_batches,
+                   resumed_at={"epoch": self.epoch, "batch": self.batch},
+                   backend=getattr(self.backend, "__name__", type(self.backend).__name__))
+        wall0 = time.monotonic()
+        stopped = False
+        steps_since_ckpt = 0
+        while self.epoch < self.total_epochs and not stopped:
+            plan = epoch_plan(self.x_train.shape[0], cfg.batch_size, self.epoch, cfg.seed,
+                              cfg.smd_p if cfg.smd else 0.0, cfg.augment_shift)
+            while self.batch < plan.n_batches:
+                if self._stop.is_set():
+                    stopped = True
+                    break
+                b = self.batch
+                t = self.epoch * self.n_batches + b
+                self.batch += 1
+                if plan.dropped[b]:
+                    # SMD: nothing of this batch is read, computed or updated
+                    self.stats["batches_dropped"] += 1
+                    self.epoch_acc["dropped"] += 1
+                    continue
+                idx = plan.batches[b]
+                x = shift_images(self.x_train[idx], plan.shifts[idx])
+                self.arm.ops("augment", x.size)
+                r = self.train_step(x, self.y_train[idx], t)
+                self.stats["batches_run"] += 1
+                ea = self.epoch_acc
+                ea["loss_sum"] += r["loss"] * idx.size
+                ea["correct"] += r["correct"]
+                ea["seen"] += idx.size
+                ea["run"] += 1
+                if cfg.progress_every and self.stats["batches_run"] % cfg.progress_every == 0:
+                    self._emit("progress", epoch=self.epoch, batch=b, step=t, loss=r["loss"],
+                               gate_penalty=r["penalty"], exec_ratio=r["exec_ratio"], lr=r["lr"],
+                               conv_lr=r["conv_lr"], modelled=self.modelled())
+                steps_since_ckpt += 1
+                if (self.checkpoint_path is not None and cfg.checkpoint_every
+                        and steps_since_ckpt >= cfg.checkpoint_every and self.batch < plan.n_batches):
+                    self.save_checkpoint()
+                    steps_since_ckpt = 0
+            if stopped:
+                break
+            self._end_epoch()
+            steps_since_ckpt = 0
+        if self.checkpoint_path is not None:
+            self.save_checkpoint()
+        result = self.result(stopped=stopped, wall_s=time.monotonic() - wall0)
+        self._emit("finished", **result)
+        return result
+
+    def _end_epoch(self) -> None:
+        ea = self.epoch_acc
+        rec = {"epoch": self.epoch, "batches_run": ea["run"], "batches_dropped": ea["dropped"],
+               "train_loss": ea["loss_sum"] / ea["seen"] if ea["seen"] else None,
+               "train_acc": ea["correct"] / ea["seen"] if ea["seen"] else None}
+        ev = self.evaluate()
+        if ev:
+            rec.update(test_acc=ev["accuracy"], test_loss=ev["loss"], test_block_exec_ratio=ev["block_exec_ratio"])
+        rec["skips"] = self.skip_stats()
+        rec["modelled"] = self.modelled()
+        self.history.append(rec)
+        self.epoch += 1
+        self.batch = 0
+        self.epoch_acc = self._new_epoch_acc()
+        self._emit("epoch", **rec)
+        if self.checkpoint_path is not None and self.epoch < self.total_epochs:
+            self.save_checkpoint()
+
+    def result(self, stopped: bool = False, wall_s: float | None = None) -> dict:
+        last = self.history[-1] if self.history else {}
+        m, sk = self.modelled(), self.skip_stats()
+        summary = {"test_acc": last.get("test_acc"), "epochs_done": self.epoch,
+                   "energy_j": m["energy_j"], "energy_label": ENERGY_LABEL, "modelled_seconds": m["seconds"],
+                   "batch_drop_ratio": sk["batch_drop_ratio"], "block_exec_ratio": sk["block_exec_ratio"],
+                   "predicted_fraction": sk["predicted_fraction"]["overall"]}
+        return {"summary": summary, "stopped": stopped, "epochs_done": self.epoch, "total_epochs": self.total_epochs,
+                "test_acc": last.get("test_acc"), "train_loss": last.get("train_loss"),
+                "skips": self.skip_stats(), "modelled": self.modelled(),
+                "work": self.work.to_dict(), "eval_modelled": self.modelled(self.eval_work),
+                "history": self.history, "wall_s": wall_s}
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        arrays = dict(self.model.state())
+        for k, v in self.opt.velocity.items():
+            arrays[f"velocity/{k}"] = v
+        return arrays
+
+    def save_checkpoint(self) -> Path:
+        meta = {
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch, "batch": self.batch,
+            # every random draw comes from default_rng([seed, epoch, stream]) (smd.py) and the
+            # model init from default_rng([seed, 0]): (seed, epoch, batch) is the RNG state
+            "rng": {"kind": "numpy.default_rng counter streams", "seed": self.cfg.seed,
+                    "epoch": self.epoch, "batch": self.batch},
+            "stats": self.stats, "epoch_acc": self.epoch_acc, "history": self.history,
+            "work": self.work.to_dict(), "eval_work": self.eval_work.to_dict(),
+            "ktally": {"calls": dict(self.ktally.calls), "macs": dict(self.ktally.macs),
+                       "sample_passes": dict(self.ktally.sample_passes),
+                       "predicted": dict(self.ktally.predicted), "weights": dict(self.ktally.weights)},
+        }
+        p = ckpt.save(self.checkpoint_path, self._state_arrays(), meta)
+        self._emit("checkpoint", path=str(p), epoch=self.epoch, batch=self.batch)
+        return p
+
+    def _resume(self) -> None:
+        got = ckpt.load_latest(self.checkpoint_path, warn=lambda m: self._emit("warning", message=m))
+        if got is None:
+            return
+        arrays, meta, path = got
+        if meta.get("config") != self.cfg.to_dict():
+            diff = sorted(k for k in set(meta.get("config", {})) | set(self.cfg.to_dict())
+                          if meta.get("config", {}).get(k) != self.cfg.to_dict().get(k))
+            raise ConfigError(f"checkpoint {path} was written with a different config (keys {diff}); "
+                              "resume with the same config, or start a fresh run with another checkpoint path")
+        try:
+            self.model.load_state({k: v for k, v in arrays.items() if not k.startswith("velocity/")})
+        except ValueError as e:
+            raise ckpt.CheckpointError(f"checkpoint {path}: {e}") from None
+        self.opt.velocity = {k[len("velocity/"):]: v.copy() for k, v in arrays.items() if k.startswith("velocity/")}
+        self.epoch, self.batch = int(meta["epoch"]), int(meta["batch"])
+        self.stats = dict(meta["stats"])
+        self.epoch_acc = dict(meta["epoch_acc"])
+        self.history = list(meta["history"])
+        self.work.__dict__.update(Work.from_dict(meta["work"]).__dict__)
+        self.eval_work.__dict__.update(Work.from_dict(meta["eval_work"]).__dict__)
+        kt = meta["ktally"]
+        for k in ("calls", "macs", "sample_passes", "predicted", "weights"):
+            getattr(self.ktally, k).clear()
+            getattr(self.ktally, k).update(kt[k])
+
+
+def train(config: TrainConfig | dict | None, data, backend, **kw) -> dict:
+    """Build a :class:`Trainer` and run it (see its arguments)."""
+    return Trainer(config, data, backend, **kw).run()
+
+
+# -- command line: the baseline and E²-Train side by side ---------------------------------------
+# The two runs of the comparison differ only in the switches; everything else is shared.
+COMPARE_BASE = {"depth": 14, "width": 8, "epochs": 20, "conv_lr": 0.01, "progress_every": 0}
+BASELINE_SWITCHES = {"smd": False, "slu": False, "psg": False}
+
+
+def _backend(name: str):
+    if name == "golden":
+        from ..core import golden
+        return golden
+    from ..core import csim
+    if not csim.available():
+        raise SystemExit("the C-simulation library is missing: run `make csim` (or pass --backend golden)")
+    return csim
+
+
+def compare(data, backend, base: dict | None = None, e2: dict | None = None, log=print) -> dict:
+    """Train the 8-bit baseline and E²-Train from the same seed; return both results and ratios."""
+    base_cfg = dict(COMPARE_BASE, **(base or {}))
+    runs = {}
+    for name, cfg in (("baseline", dict(base_cfg, **BASELINE_SWITCHES)), ("e2train", dict(base_cfg, **(e2 or {})))):
+        t0, c0 = time.monotonic(), time.process_time()
+        tr = Trainer(cfg, data, backend)
+        res = tr.run()
+        res["wall_s"], res["cpu_s"] = time.monotonic() - t0, time.process_time() - c0
+        if tr.energy_model is not None:
+            res["modelled"]["breakdown_j"] = tr.energy_model.breakdown(tr.work)
+        runs[name] = res
+        log(f"{name:9s} test acc {100 * res['test_acc']:6.2f}%  modelled energy "
+            f"{_fmt_j(res['modelled']['energy_j'])}  modelled time {res['modelled']['seconds']:.1f} s  "
+            f"(host wall {res['wall_s']:.0f} s, cpu {res['cpu_s']:.0f} s)")
+    b, e = runs["baseline"], runs["e2train"]
+    out = {"runs": runs, "energy_label": ENERGY_LABEL,
+           "acc_drop_points": 100 * (b["test_acc"] - e["test_acc"])}
+    if b["modelled"]["energy_j"] and e["modelled"]["energy_j"] is not None:
+        out["energy_ratio"] = e["modelled"]["energy_j"] / b["modelled"]["energy_j"]
+        out["time_ratio"] = e["modelled"]["seconds"] / b["modelled"]["seconds"]
+        bd, ed = b["modelled"].get("breakdown_j"), e["modelled"].get("breakdown_j")
+        if bd and ed:
+            dyn = lambda d: d["total"] - d["static"]          # noqa: E731
+            out["dynamic_energy_ratio"] = dyn(ed) / dyn(bd) if dyn(bd) else None
+    sk = e["skips"]
+    log(f"E2-Train vs baseline: accuracy {-out['acc_drop_points']:+.2f} points, modelled energy ratio "
+        f"{out.get('energy_ratio', float('nan')):.3f} (dynamic part alone {out.get('dynamic_energy_ratio') or float('nan'):.3f}), "
+        f"modelled time ratio {out.get('time_ratio', float('nan')):.3f}; "
+        f"batches dropped {sk['batch_drop_ratio']:.2f}, block executions {sk['block_exec_ratio']:.2f}, "
+        f"weights decided by the predictor {sk['predicted_fraction']['overall']:.2f}")
+    return out
+
+
+def _fmt_j(v) -> str:
+    return "n/a" if v is None else f"{v:.1f} J (modelled)"
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+    p = argparse.ArgumentParser(prog="python -m e2train.device.trainer",
+                                description="Baseline (8-bit, all batches, no gates) vs E2-Train on the device trainer.")
+    p.add_argument("--data", default="digits", help="data set name for e2train.datasets.load (default digits)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--backend", choices=("csim", "golden"), default="csim")
+    p.add_argument("--config", default="{}", help="JSON overrides shared by both runs")
+    p.add_argument("--e2", default="{}", help="JSON overrides for the E2-Train run only")
+    p.add_argument("--json", default=None, help="write the full results here")
+    a = p.parse_args(argv)
+    from .. import datasets                       # host side only: may import scikit-learn
+    try:
+        base, e2 = json.loads(a.config), json.loads(a.e2)
+        TrainConfig.from_dict(dict(COMPARE_BASE, **base, **e2))
+    except (json.JSONDecodeError, ConfigError) as err:
+        raise SystemExit(f"bad config: {err}")
+    data = datasets.load(a.data, a.data_dir)
+    out = compare(data, _backend(a.backend), base, e2)
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""Checkpoints: atomic, verified, and a resumed run equals the uninterrupted one bit for bit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from e2train.core import golden
+from e2train.device import checkpoint as ckpt
+from e2train.device.trainer import Trainer
+from e2train.device.train_config import ConfigError
+
+CFG = dict(depth=8, width=4, batch_size=32, epochs=2, smd=True, smd_epoch_multiplier=1.0,
+           slu=True, progress_every=1, checkpoint_every=2, conv_lr=0.01)
+
+
+class PowerCut(Exception):
+    pass
+
+
+def _final_state(tr):
+    s = dict(tr.model.state())
+    s.update({f"v/{k}": v for k, v in tr.opt.velocity.items()})
+    return s
+
+
+def test_resume_after_a_crash_gives_the_same_weights(small_digits, tmp_path):
+    data = small_digits
+    ref = Trainer(CFG, data, golden)
+    ref_res = ref.run()
+    path = tmp_path / "run" / "ckpt.npz"
+    saves = []
+
+    def crash_after_third_checkpoint(ev):
+        if ev["event"] == "checkpoint":
+            saves.append((ev["epoch"], ev["batch"]))
+        if ev["event"] == "progress" and len(saves) >= 3:
+            raise PowerCut()                       # dies between checkpoints, mid-epoch
+
+    with pytest.raises(PowerCut):
+        Trainer(CFG, data, golden, on_event=crash_after_third_checkpoint, checkpoint=path).run()
+    assert path.exists() and ckpt.prev_path(path).exists()
+    events = []
+    resumed = Trainer(CFG, data, golden, checkpoint=path, on_event=events.append)
+    res = resumed.run()
+    start = next(e for e in events if e["event"] == "started")
+    assert start["resumed_at"] == {"epoch": saves[-1][0], "batch": saves[-1][1]}
+    assert start["resumed_at"] != {"epoch": 0, "batch": 0}
+    a, b = _final_state(ref), _final_state(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k], equal_nan=True), k
+    assert res["test_acc"] == ref_res["test_acc"]
+    assert res["skips"] == ref_res["skips"]
+    assert res["work"] == ref_res["work"]
+    # a finished run resumes to "nothing left to do" and leaves the weights alone
+    again = Trainer(CFG, data, golden, checkpoint=path).run()
+    assert again["epochs_done"] == ref_res["epochs_done"]
+
+
+def _small_ckpt(path, value=1.0):
+    return ckpt.save(path, {"w": np.full((4, 3), value, np.float32), "i": np.arange(5, dtype=np.int32)},
+                     {"epoch": int(value)})
+
+
+def test_truncated_or_altered_checkpoint_is_rejected_and_previous_kept(tmp_path):
+    path = tmp_path / "c.npz"
+    _small_ckpt(path, 1.0)
+    _small_ckpt(path, 2.0)                         # 1.0 becomes .prev
+    arrays, meta = ckpt.load(path)
+    assert meta["epoch"] == 2 and arrays["w"][0, 0] == 2.0
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])         # power cut while copying, say
+    with pytest.raises(ckpt.CheckpointError, match="corrupt or truncated"):
+        ckpt.load(path)
+    warnings = []
+    arrays, meta, used = ckpt.load_latest(path, warn=warnings.append)
+    assert used == ckpt.prev_path(path) and meta["epoch"] == 1
+    assert any("corrupt" in w for w in warnings)
+    # saving again sets the corrupt file aside and keeps the good previous one
+    _small_ckpt(path, 3.0)
+    assert ckpt.load(ckpt.prev_path(path))[1]["epoch"] == 1
+    assert path.with_name("c.npz.corrupt").exists()
+
+
+def test_checksum_catches_altered_arrays(tmp_path):
+    path = tmp_path / "c.npz"
+    arrays = {"w": np.arange(6, dtype=np.float32)}
+    ckpt.save(path, arrays, {})
+    got, meta = ckpt.load(path)
+    # rewrite the same zip with one array changed but the old metadata
+    with np.load(path, allow_pickle=False) as z:
+        entries = {k: z[k] for k in z.files}
+    entries["w"] = entries["w"] + 1
+    np.savez(path, **entries)
+    with pytest.raises(ckpt.CheckpointError, match="checksum"):
+        ckpt.load(path)
+    path.write_bytes(b"not a zip at all")
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.load(path)
+
+
+def test_trainer_resume_falls_back_to_previous_and_refuses_other_config(small_digits, tmp_path):
+    path = tmp_path / "ckpt.npz"
+    cfg = dict(CFG, epochs=1, smd=False, checkpoint_every=1)
+    Trainer(cfg, small_digits, golden, checkpoint=path).run()
+    raw = path.read_bytes()
+    path.write_bytes(raw[:100])
+    events = []
+    tr = Trainer(cfg, small_digits, golden, checkpoint=path, on_event=events.append)
+    tr._resume()
+    assert any(e["event"] == "warning" and "corrupt" in e["message"] for e in events)
+    assert (tr.epoch, tr.batch) != (0, 0)          # resumed from .prev
+    with pytest.raises(ConfigError, match="different config"):
+        Trainer(dict(cfg, width=8), small_digits, golden, checkpoint=ckpt.prev_path(path))._resume()
+
+
+def test_no_pickle_in_checkpoints(tmp_path):
+    with pytest.raises(TypeError, match="pickle"):
+        ckpt.save(tmp_path / "x.npz", {"o": np.array([object()], dtype=object)}, {})
