@@ -156,6 +156,13 @@ class BoardClient:
     def train(self, config: dict, dataset: str, run_id: str | None = None, resume: bool = False) -> str:
         return self.request("train", config=config, dataset=dataset, run_id=run_id, resume=resume)["run_id"]
 
+    def shutdown(self) -> None:
+        """Ask the agent to exit (the simulated board); its link goes away right after."""
+        try:
+            self.request("shutdown", timeout=5)
+        except LinkError:
+            pass
+
     def results(self, run_id: str, delete: bool = False) -> dict:
         return self.request("results", run_id=run_id, delete=delete)["results"]
 

@@ -95,10 +95,7 @@ class _board:
     def __exit__(self, *exc):
         if self.client is not None:
             if self.sim is not None:
-                try:
-                    self.client.request("shutdown", timeout=5)
-                except (LinkError, BoardError):
-                    pass
+                self.client.shutdown()
             self.client.close()
         if self.sim is not None:
             self.sim.stop()
@@ -219,16 +216,21 @@ def _print_event(label: str, ev: dict) -> None:
         print(f"\n{label}: board error: {ev.get('error')}", file=sys.stderr)
 
 
-def print_summary(report: dict) -> None:
+def main_summary_lines(report: dict) -> list[str]:
     res = report["results"]
-    s = res.get("summary", {})
-    print(f"\nrun {report['run_id']} ({res.get('state', '?')})")
-    for k, v in s.items():
-        print(f"  {k:28s} {v}")
+    lines = [f"run {report['run_id']} ({res.get('state', '?')})"]
+    for k, v in res.get("summary", {}).items():
+        lines.append(f"  {k:28s} {v}")
     m = report.get("meter")
     if m:
-        print(f"  meter: {m.get('energy_kind')} ({m.get('energy_note')})")
-        for k in ("total_energy_j", "energy_above_idle_j", "avg_power_w", "duration_s", "samples", "gap_count", "bad_lines", "disconnects"):
+        lines.append(f"  meter: {m.get('energy_kind')} ({m.get('energy_note')})")
+        for k in ("total_energy_j", "energy_above_idle_j", "avg_power_w", "duration_s", "samples", "gap_count",
+                  "bad_lines", "disconnects"):
             if k in m:
-                print(f"  {'meter ' + k:28s} {m[k]}")
-    print(f"  report: {report.get('out_dir')}")
+                lines.append(f"  {'meter ' + k:28s} {m[k]}")
+    lines.append(f"  report: {report.get('out_dir')}")
+    return lines
+
+
+def print_summary(report: dict) -> None:
+    print("\n" + "\n".join(main_summary_lines(report)))
