@@ -12,7 +12,7 @@ from e2train.train_cli import build_config, main_summary_lines, train_session
 def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     cfg = build_config("e2train", None, ["epochs=1", "depth=8", "width=4"])
-    with SimulatedBoard(data_dir=tmp / "board") as sim:
+    with SimulatedBoard(data_dir=tmp / "board", meter_interval=0.05) as sim:
         with BoardClient(sim.link) as client:
             rep = train_session(client, cfg, dataset="digits", meter=sim.meter, idle_s=0.75,
                                 out=str(tmp / "run"), run_id="e2e", quiet=True)
