@@ -144,7 +144,10 @@ class BoardClient:
         return self.request("flash", bitstream=bitstream, timeout=120)["info"]
 
     def upload_file(self, name: str, path: Path, progress=None) -> None:
-        blob = Path(path).read_bytes()
+        self.upload_bytes(name, Path(path).read_bytes(), progress)
+
+    def upload_bytes(self, name: str, blob: bytes, progress=None) -> None:
+        """Upload in checksummed chunks; the board keeps the file only if the sha256 matches."""
         digest = hashlib.sha256(blob).hexdigest()
         for off in range(0, len(blob), UPLOAD_CHUNK):
             chunk = blob[off: off + UPLOAD_CHUNK]

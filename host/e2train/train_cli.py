@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .device.link import LinkError
-from .remote import BoardClient, BoardError, SimulatedBoard
+from .remote import BoardClient, SimulatedBoard
 
 PRESETS_DOC = "baseline (8-bit, all batches, no gates, exact signs) or e2train (SMD + SLU + PSG)"
 
@@ -137,13 +137,7 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
     """Flash if needed, upload, train with live progress, fetch results; meter recorded alongside."""
     if not client.hello.get("flashed"):
         client.flash()
-    blob = dataset_npz(dataset, data_dir)
-    path = Path(".e2train-upload.npz")
-    try:
-        path.write_bytes(blob)
-        client.upload_file(dataset, path)
-    finally:
-        path.unlink(missing_ok=True)
+    client.upload_bytes(dataset, dataset_npz(dataset, data_dir))
     run_id = run_id or time.strftime(f"{label or 'run'}-%Y%m%d-%H%M%S")
     out_dir = Path(out or Path("runs") / run_id)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol
 
 from .grid import GridSpec, validate
 from .records import KIND_FEWER, KIND_METHOD, KIND_RANDOM, Budget, RunRecord, write_csv

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .grid import GridError
-from .records import Budget, EpochRecord, RunRecord
-from .runner import FEWER_CONTROL, RANDOM_CONTROL, Job, MethodResult
+from .records import EpochRecord, RunRecord
+from .runner import Job, MethodResult
 
 
 class BackendUnavailable(RuntimeError):
