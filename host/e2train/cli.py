@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flash": ("e2train.train_cli", "load a bitstream onto the board (or the simulated board)"),
     "train": ("e2train.train_cli", "train on the board (the simulated board when none is named)"),
     "board": ("e2train.device.agent", "serve the board link (runs on the board, or as the simulated board)"),
+    "calibrate-arm": ("e2train.device.arm_calibration", "measure the ARM's throughput for the trainer's time model (run it on the board)"),
     "measure": ("e2train.meter.cli", "measure the energy of any command with a power meter"),
     "bench": ("e2train.bench.cli", "evaluation harness: methods, random controls, time-to-accuracy, Pareto"),
     "torch-train": ("e2train.torch.cli", "train with the PyTorch reference (CPU or CUDA)"),

@@ -18,6 +18,8 @@ from ..core.work import Work
 # throughput for numpy float32 on the Cortex-A9 (650-667 MHz, NEON): an assumption, about
 # one operation every 4-6 cycles once numpy's per-call overhead is spread over the small
 # tensors of a ResNet-CIFAR layer. It prices the static power of the time the ARM is busy.
+# ``e2train calibrate-arm`` measures it on a board (device/arm_calibration.py); a trainer takes
+# the measured figure through its config key ``arm_ops_per_second``.
 ARM_OPS_PER_SECOND = 1.2e8
 OPS_PER_ELEMENT = {
     "bn_fwd": 6,          # sum, sum of squares, subtract, scale, shift (+ stats share)
@@ -40,21 +42,24 @@ OPS_PER_ELEMENT = {
 class ArmTally:
     """Adds ARM-side work (ops, MACs, modelled seconds) to a ``Work``."""
 
-    def __init__(self, work: Work | None = None):
+    def __init__(self, work: Work | None = None, ops_per_second: float = ARM_OPS_PER_SECOND):
+        if not ops_per_second > 0:
+            raise ValueError(f"ARM throughput must be > 0 ops/s, got {ops_per_second!r}")
         self.work = work if work is not None else Work()
+        self.ops_per_second = float(ops_per_second)
 
     def ops(self, kind: str, n_elements: int) -> None:
         n = int(n_elements) * OPS_PER_ELEMENT[kind]
         if n:
             self.work.add_ops(n, FP32)
-            self.work.add_time(n / ARM_OPS_PER_SECOND)
+            self.work.add_time(n / self.ops_per_second)
 
     def macs(self, n: int) -> None:
         n = int(n)
         if n:
             self.work.add_macs(n, FP32, FP32)
             # a multiply-accumulate is two operations for the time model
-            self.work.add_time(2 * n / ARM_OPS_PER_SECOND)
+            self.work.add_time(2 * n / self.ops_per_second)
 
 
 # -- batch norm -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..core.fixedpoint import beta_to_fixed
 from ..core.shapes import MAX_BATCH
+from .nn_layers import ARM_OPS_PER_SECOND
 
 # Bit widths the kernels implement: int8/uint8 activations and weights, int16 gradients.
 SUPPORTED_ACT_BITS = (8,)
@@ -62,6 +63,9 @@ class TrainConfig:
     gate_hidden: int = 10             # size of the shared recurrent cell
     gate_lr: float = 0.1
     gate_downsample: bool = False     # gate the stride-2 blocks too (their shortcut is lossy)
+    # the ARM's throughput in the time model (nn_layers.ARM_OPS_PER_SECOND is the assumed default;
+    # `e2train calibrate-arm` measures it on a board)
+    arm_ops_per_second: float = ARM_OPS_PER_SECOND
     # reporting / robustness
     progress_every: int = 10          # steps between progress events (0 = none)
     checkpoint_every: int = 0         # steps between checkpoints (0 = at epoch ends only)
@@ -148,6 +152,9 @@ class TrainConfig:
             raise bad("gate_alpha", "must be >= 0")
         if not 1 <= self.gate_hidden <= 256:
             raise bad("gate_hidden", "must be in [1, 256]")
+        if not 1e6 <= self.arm_ops_per_second <= 1e11:
+            raise bad("arm_ops_per_second", "must be in [1e6, 1e11] float ops per second "
+                      "(measure it on the board with `e2train calibrate-arm`)")
         if self.progress_every < 0:
             raise bad("progress_every", "must be >= 0 (0 = no progress events)")
         if self.checkpoint_every < 0:

@@ -105,7 +105,7 @@ class Trainer:
         self.opt = SGDMomentum(cfg.momentum, cfg.weight_decay)
         self.work = Work()                     # training work (kernels + ARM), what ran
         self.ktally = KernelTally(self.work)
-        self.arm = ArmTally(self.work)
+        self.arm = ArmTally(self.work, cfg.arm_ops_per_second)
         self.eval_work = Work()                # evaluation is tallied apart from training
         self.n_batches = math.ceil(self.x_train.shape[0] / cfg.batch_size)
         self.total_epochs = cfg.total_epochs
@@ -196,7 +196,7 @@ class Trainer:
             x, y = self.x_test, self.y_test
         if x is None:
             return {}
-        kt, arm = KernelTally(self.eval_work), ArmTally(self.eval_work)
+        kt, arm = KernelTally(self.eval_work), ArmTally(self.eval_work, self.cfg.arm_ops_per_second)
         correct, loss_sum, run, total = 0, 0.0, 0, 0
         bs = self.cfg.eval_batch_size
         for i in range(0, x.shape[0], bs):
@@ -360,7 +360,9 @@ def train(config: TrainConfig | dict | None, data, backend, **kw) -> dict:
 
 # -- command line: the baseline and E²-Train side by side ---------------------------------------
 # The two runs of the comparison differ only in the switches; everything else is shared.
-COMPARE_BASE = {"depth": 14, "width": 8, "epochs": 20, "conv_lr": 0.01, "progress_every": 0}
+# gate_hidden 4: the gates run on the ARM for every sample; 10 units cost about 5x more ARM
+# time for no accuracy gain on digits (docs/device-training.md, "Results on digits").
+COMPARE_BASE = {"depth": 14, "width": 8, "epochs": 20, "conv_lr": 0.01, "gate_hidden": 4, "progress_every": 0}
 BASELINE_SWITCHES = {"smd": False, "slu": False, "psg": False}
 
 

@@ -1,0 +1,173 @@
+"""Measure the ARM's throughput for the trainer's time model, on the machine that trains.
+
+The trainer prices its ARM-side work (BN, ReLU, quantisation, shortcut, pooling, FC, gates,
+optimiser) in float operations counted by ``nn_layers``' per-element cost model, and turns
+them into modelled seconds at ``arm_ops_per_second`` -- an assumed 1.2e8 unless measured.
+That figure decides most of a step's modelled time, and so (through the board's static power)
+most of its modelled energy. This module replaces the assumption with a measurement: it runs
+real training steps of a config (its shapes, its gates, its batch size), times every kernel
+call apart, and divides the operations the ARM tally counted by the wall time not spent in
+kernel calls. Run it on the board (``e2train calibrate-arm --backend pynq``) and pass the
+result to training as ``arm_ops_per_second``.
+
+What it measures: numpy on this CPU, for this config, including numpy's per-call overhead --
+which is what the trainer pays. Kernel calls, their driver overhead and cache maintenance are
+excluded (the performance model prices the kernels). On anything but the board's ARM the
+figure describes that machine, not the board, and is labelled so.
+
+numpy only (board side).
+"""
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+import numpy as np
+
+from ..core.energy import FP32
+from ..core.work import Work
+from .nn_layers import ARM_OPS_PER_SECOND, ArmTally
+from .train_config import TrainConfig
+
+KERNELS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")
+
+
+class TimedBackend:
+    """Forwards the three kernel calls to ``backend`` and adds up their wall time."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __getattr__(self, name: str):
+        fn = getattr(self._backend, name)
+        if name not in KERNELS:
+            return fn
+
+        def timed(*args, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                self.seconds += time.perf_counter() - t0
+                self.calls += 1
+        return timed
+
+
+def arm_ops(work: Work) -> int:
+    """Float operations in an ARM tally, as the time model counts them (a MAC is two)."""
+    return int(work.ops.get(FP32, 0)) + 2 * int(work.macs.get((FP32, FP32), 0))
+
+
+def is_board_cpu() -> bool:
+    """True on a 32-bit ARM (the Zynq-7000's Cortex-A9 runs armv7l)."""
+    return platform.machine().lower().startswith("armv7")
+
+
+def calibrate(config: TrainConfig | dict | None, data, backend, *, steps: int = 10,
+              warmup: int = 2, on_step=None) -> dict[str, Any]:
+    """Run ``warmup + steps`` training steps; return the measured ARM throughput and its inputs."""
+    from .trainer import Trainer
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    timed = TimedBackend(backend)
+    tr = Trainer(config, data, timed)
+    cfg = tr.cfg
+    n = tr.x_train.shape[0]
+    bs = min(cfg.batch_size, n)
+    arm_work = Work()
+    tr.arm = ArmTally(arm_work)             # count the ARM ops of the measured steps only
+    ops0, k0, w0 = 0, 0.0, time.perf_counter()
+    for t in range(warmup + steps):
+        i0 = (t * bs) % max(1, n - bs + 1)
+        x, y = tr.x_train[i0:i0 + bs], tr.y_train[i0:i0 + bs]
+        if t == warmup:                      # first steps warm caches and allocators
+            ops0, k0, w0 = arm_ops(arm_work), timed.seconds, time.perf_counter()
+        tr.train_step(x, y, t)
+        if on_step is not None:
+            on_step(t + 1, warmup + steps)
+    wall = time.perf_counter() - w0
+    kernel = timed.seconds - k0
+    ops = arm_ops(arm_work) - ops0
+    arm_s = wall - kernel
+    if arm_s <= 0 or ops <= 0:
+        raise RuntimeError(f"nothing to measure: {ops} ARM ops in {arm_s:.6f} s outside the kernels")
+    rate = ops / arm_s
+    return {
+        "arm_ops_per_second": rate,
+        "assumed_default": ARM_OPS_PER_SECOND,
+        "ratio_to_assumed": rate / ARM_OPS_PER_SECOND,
+        "arm_ops": ops,
+        "arm_seconds": arm_s,
+        "kernel_seconds": kernel,
+        "kernel_calls": timed.calls,
+        "steps": steps,
+        "batch_size": bs,
+        "machine": platform.machine(),
+        "on_board_cpu": is_board_cpu(),
+        "numpy": np.__version__,
+        "label": "measured (wall clock on this CPU, kernel calls excluded)",
+        "config": cfg.to_dict(),
+    }
+
+
+# -- CLI: e2train calibrate-arm ---------------------------------------------------------------
+def add_arguments(p) -> None:
+    p.add_argument("--backend", choices=("pynq", "csim", "golden"), default="csim",
+                   help="kernel backend: pynq on the board (loads --bitstream), csim or golden elsewhere")
+    p.add_argument("--bitstream", default=None, help="bitstream directory for --backend pynq (default: $BOARD's)")
+    p.add_argument("--data", default="digits", help="data set: digits, or a .npz with x_train, y_train")
+    p.add_argument("--config", default="{}", help="training config (JSON) whose steps are timed")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--json", default=None, help="also write the result here")
+
+
+def _load_data(name: str):
+    if name.endswith(".npz"):
+        with np.load(name, allow_pickle=False) as z:
+            missing = {"x_train", "y_train"} - set(z.files)
+            if missing:
+                raise SystemExit(f"{name}: missing arrays {sorted(missing)} (needs x_train, y_train)")
+            return z["x_train"], z["y_train"]
+    from .. import datasets                   # host side (scikit-learn for digits)
+    return datasets.load(name, None)
+
+
+def run(args) -> int:
+    import json
+    import sys
+    from .train_config import ConfigError
+    try:
+        cfg = TrainConfig.from_dict(json.loads(args.config))
+    except (json.JSONDecodeError, ConfigError) as err:
+        print(f"bad --config: {err}", file=sys.stderr)
+        return 2
+    if args.backend == "pynq":
+        from .board import open_board
+        backend = open_board(args.bitstream, simulated=False).backend
+    elif args.backend == "csim":
+        from ..core import csim
+        if not csim.available():
+            print("the C-simulation library is missing: run `make csim` (or use --backend golden)", file=sys.stderr)
+            return 2
+        backend = csim
+    else:
+        from ..core import golden as backend
+    data = _load_data(args.data)
+    res = calibrate(cfg, data, backend, steps=args.steps, warmup=args.warmup,
+                    on_step=lambda i, k: print(f"\rstep {i}/{k}", end="", file=sys.stderr, flush=True))
+    print(file=sys.stderr)
+    print(f"ARM-side throughput: {res['arm_ops_per_second']:.3g} ops/s measured on {res['machine']} "
+          f"({res['ratio_to_assumed']:.2f}x the assumed {res['assumed_default']:.3g}); "
+          f"{res['arm_ops']} ops in {res['arm_seconds']:.3f} s, kernels {res['kernel_seconds']:.3f} s excluded", flush=True)
+    if not res["on_board_cpu"]:
+        print(f"note: {res['machine']} is not the board's Cortex-A9; this figure describes this machine. "
+              "Run it on the board before using it for board energy.", file=sys.stderr)
+    print(f"use it: --set arm_ops_per_second={res['arm_ops_per_second']:.4g}")
+    if args.json:
+        from pathlib import Path
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0

@@ -1,0 +1,105 @@
+"""ARM throughput calibration: what it counts, what it excludes, and how the trainer uses it."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from e2train.core import golden
+from e2train.core.work import Work
+from e2train.device.arm_calibration import TimedBackend, arm_ops, calibrate, run
+from e2train.device.nn_layers import ArmTally
+from e2train.device.train_config import ConfigError, TrainConfig
+from e2train.device.trainer import Trainer
+
+TINY = {"depth": 8, "width": 4, "batch_size": 16, "epochs": 1, "progress_every": 0}
+
+
+class SlowGolden:
+    """The golden kernels, each call made slower by a fixed sleep (time the ARM did not spend)."""
+
+    DELAY = 0.02
+
+    def __getattr__(self, name):
+        fn = getattr(golden, name)
+
+        def slow(*a, **kw):
+            time.sleep(self.DELAY)
+            return fn(*a, **kw)
+        return slow
+
+
+def test_counts_exactly_the_arm_ops_of_the_timed_steps(small_digits):
+    res = calibrate(TINY, small_digits, golden, steps=2, warmup=1)
+    # The same three steps by hand: the ops of steps 2 and 3 are what was timed.
+    tr = Trainer(TINY, small_digits, golden)
+    per_step = []
+    for t in range(3):
+        tr.arm = ArmTally(Work())
+        tr.train_step(tr.x_train[t * 16:(t + 1) * 16], tr.y_train[t * 16:(t + 1) * 16], t)
+        per_step.append(arm_ops(tr.arm.work))
+    assert res["arm_ops"] == per_step[1] + per_step[2]
+    assert res["arm_ops_per_second"] == pytest.approx(res["arm_ops"] / res["arm_seconds"])
+    assert res["steps"] == 2 and res["batch_size"] == 16
+    assert "measured" in res["label"]
+
+
+def test_kernel_time_is_excluded(small_digits):
+    res = calibrate(TINY, small_digits, SlowGolden(), steps=2, warmup=0)
+    assert res["kernel_calls"] > 0
+    assert res["kernel_seconds"] >= SlowGolden.DELAY * res["kernel_calls"]
+    # The sleeps are in the kernel time, not in the ARM time.
+    fast = calibrate(TINY, small_digits, golden, steps=2, warmup=0)
+    assert res["arm_seconds"] < fast["arm_seconds"] + SlowGolden.DELAY * res["kernel_calls"] / 2
+
+
+def test_timed_backend_passes_results_and_other_attributes_through():
+    class B:
+        version = 3
+
+        def conv_fwd(self, a):
+            return a + 1
+    tb = TimedBackend(B())
+    assert tb.conv_fwd(1) == 2 and tb.calls == 1 and tb.seconds >= 0
+    assert tb.version == 3
+
+
+def test_trainer_prices_arm_work_at_the_configured_rate(small_digits):
+    x, y = small_digits[0][:16], small_digits[1][:16]
+    secs, ops = [], []
+    for rate in (1.2e8, 4.8e8):
+        tr = Trainer(dict(TINY, arm_ops_per_second=rate), small_digits, golden)
+        tr.train_step(x, y, 0)
+        secs.append(tr.work.seconds)
+        ops.append(arm_ops(Work(ops=tr.work.ops, macs=tr.work.macs)))
+    assert ops[0] == ops[1] > 0
+    # Kernel seconds are the same in both; the ARM's share scales with 1/rate.
+    assert secs[0] - secs[1] == pytest.approx(ops[0] / 1.2e8 - ops[0] / 4.8e8, rel=1e-9)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, 1e3, 1e12, "fast"])
+def test_bad_rate_is_rejected_before_anything_runs(bad):
+    with pytest.raises(ConfigError, match="arm_ops_per_second"):
+        TrainConfig.from_dict({"arm_ops_per_second": bad})
+
+
+def test_cli_reports_and_writes_json(tmp_path, capsys, small_digits, monkeypatch):
+    import numpy as np
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=small_digits[0], y_train=small_digits[1])
+    out = tmp_path / "cal.json"
+
+    class A:
+        backend, bitstream, steps, warmup = "golden", None, 1, 0
+        config = json.dumps(TINY)
+        json = str(out)
+    A.data = str(data)
+    assert run(A) == 0
+    text = capsys.readouterr()
+    assert "ARM-side throughput" in text.out and "arm_ops_per_second=" in text.out
+    res = json.loads(out.read_text())
+    assert res["arm_ops_per_second"] > 0 and res["config"]["width"] == 4
+    A.config = '{"depth": 9}'
+    assert run(A) == 2
+    assert "depth" in capsys.readouterr().err
