@@ -117,7 +117,8 @@ def main() -> int:
           ", ".join(f"{k} {v['dsp']} DSP / {v['bram36']:.0f} BRAM36" for k, v in res["kernels"].items()) +
           f"; total {res['total']['dsp']}/{res['device']['dsp']} DSP, "
           f"{res['total']['bram36']:.0f}/{res['device']['bram36']} BRAM36; weight gradient "
-          f"~{res['kernels']['conv_bwd_weight_psg']['lut']} LUT of {res['device']['lut']} (rough)")
+          f"~{res['kernels']['conv_bwd_weight_psg']['lut']} LUT of {res['device']['lut']} (yosys per-lane figures"
+          f"{'' if res['fits']['wgrad_lut'] else '; DOES NOT FIT: see docs/rtl.md'})")
     print("model busy = MAC slots doing useful work (conv: 64 DSP MACs/cycle; weight gradient: "
           f"{perfmodel.PSG_PRED_LANES} predictor + {perfmodel.PSG_EXACT_LANES} exact lanes, time-weighted)")
     return 0

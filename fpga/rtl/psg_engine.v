@@ -103,16 +103,16 @@ module psg_engine #(
 
     // ---- lanes
     wire [48*LANES-1:0] acc_msb, acc_exact;
-    wire [LANES-1:0]    corr_active;
+    wire [LANES-1:0]    corr_active, lane_busy;
     genvar l;
     generate
         for (l = 0; l < LANES; l = l + 1) begin : lane
             psg_lane u_lane (
-                .clk(ap_clk), .rst(ap_rst), .clear(start),
-                .x_unsigned(xu_r), .corr_en(corr_r[l]), .in_valid(accept),
+                .clk(ap_clk), .rst(ap_rst), .load(start), .init_msb(48'sd0), .init_exact(48'sd0),
+                .x_unsigned(xu_r), .msb_en(1'b1), .corr_en(corr_r[l]), .in_valid(accept),
                 .in_x(s_x[8*l +: 8]), .in_g(s_g[16*l +: 16]),
                 .acc_msb(acc_msb[48*l +: 48]), .acc_exact(acc_exact[48*l +: 48]),
-                .corr_active(corr_active[l])
+                .corr_active(corr_active[l]), .busy(lane_busy[l])
             );
         end
     endgenerate
@@ -181,6 +181,7 @@ module psg_engine #(
     // corr_active is observed by the testbench (proof that skipped lanes do not compute).
     /* verilator lint_off UNUSEDSIGNAL */
     wire [LANES-1:0] dbg_corr_active = corr_active;
+    wire [LANES-1:0] dbg_lane_busy = lane_busy;
     /* verilator lint_on UNUSEDSIGNAL */
 endmodule
 

@@ -1,32 +1,42 @@
-// psg_lane.v -- one lane (one weight) of the PSG weight-gradient engine.
+// psg_lane.v -- one lane (one weight) of the PSG weight-gradient datapath, shared by the tile
+// engine (psg_engine.v) and the kernel's lane array (psg_lanes.v).
 //
-// Two accumulators over the (x, g) pairs of a tile:
+// Two accumulators over the (x, g) pairs of a tile or round:
 //   acc_msb   = sum x_h*g_h   the MSB predictor: 5x10-bit product built from shifts and adds,
 //                             so that it maps to LUTs/carry chains and never takes a DSP
 //   acc_exact = sum x*g       the exact gradient: 9x16-bit product on one DSP48E1, A/B, M
 //                             and P registers with clock enables, accumulating in the 48-bit
 //                             P register. x*g is 1024*x_h*g_h + 16*x_h*g_l + 64*x_l*g_h +
 //                             x_l*g_l, i.e. the predictor plus the three correction terms.
-// The exact path runs only where corr_en is set: with it clear the DSP's clock enables
-// stay low for the whole tile, so its registers do not toggle (no dynamic power, no work).
+// Each path runs only where its enable is set (msb_en, corr_en, held for the tile): with it
+// clear its clock enables stay low, so its registers do not toggle (no dynamic power, no
+// work). HAS_EXACT = 0 leaves the exact path out altogether (no DSP; acc_exact reads 0).
+// load (the start of a tile) sets the accumulators to init_msb / init_exact: the engine
+// passes 0, the lane array the partial sums of the weight so far.
 //
 // Pipeline: stage 1 registers x, g (and splits them); stage 2 registers the products;
-// stage 3 adds them into the accumulators. A beat accepted at edge t is in the
-// accumulators after edge t+3.
+// stage 3 adds them into the accumulators. A beat taken at clock edge t (in_valid high in the
+// cycle before it) is in the accumulators after edge t+2.
 `default_nettype none
 
-module psg_lane (
+module psg_lane #(
+    parameter integer HAS_EXACT = 1
+) (
     input  wire               clk,
     input  wire               rst,        // synchronous, active high
-    input  wire               clear,      // start of a tile: zero the accumulators
+    input  wire               load,       // start of a tile: accumulators <= init_*
+    input  wire signed [47:0] init_msb,
+    input  wire signed [47:0] init_exact,
     input  wire               x_unsigned, // x codes are uint8 (else int8)
+    input  wire               msb_en,     // run the predictor path this tile
     input  wire               corr_en,    // run the exact (correction) path this tile
     input  wire               in_valid,   // a beat is accepted this cycle
     input  wire [7:0]         in_x,
     input  wire [15:0]        in_g,
     output reg  signed [47:0] acc_msb,
-    output reg  signed [47:0] acc_exact,
-    output wire               corr_active // the exact path is clocked this cycle (for tests)
+    output wire signed [47:0] acc_exact,
+    output wire               corr_active, // the exact path is clocked this cycle (for tests)
+    output wire               busy         // any path is clocked this cycle (for tests)
 );
     // ---- stage 1: operand registers (the DSP's A/B registers for the exact path)
     reg               v1, v2, c1, c2;
@@ -35,14 +45,14 @@ module psg_lane (
     wire signed [8:0] x_in = {x_unsigned ? 1'b0 : in_x[7], in_x};
 
     always @(posedge clk) begin
-        if (rst || clear) begin
+        if (rst || load) begin
             v1 <= 1'b0;
             c1 <= 1'b0;
         end else begin
-            v1 <= in_valid;
-            c1 <= in_valid & corr_en;
+            v1 <= in_valid & msb_en;
+            c1 <= in_valid & corr_en & (HAS_EXACT != 0);
         end
-        if (in_valid) begin
+        if (in_valid & (msb_en | corr_en)) begin
             x1 <= x_in;
             g1 <= in_g;
         end
@@ -72,11 +82,11 @@ module psg_lane (
     wire signed [14:0] pp4 = xh[4] ? (gh_w <<< 4) : 15'sd0;   // sign bit of x_h: weight -16
     wire signed [14:0] p_msb = pp0 + pp1 + pp2 + pp3 - pp4;
 
-    // ---- stage 2: product registers
+    // ---- stage 2: product register of the predictor; stage 3: its accumulator
+    // (48 bits; a tile of at most 2^24 beats cannot overflow it)
     reg signed [14:0] m_msb;
-    reg signed [24:0] m_exact;          // the DSP's M register
     always @(posedge clk) begin
-        if (rst || clear) begin
+        if (rst || load) begin
             v2 <= 1'b0;
             c2 <= 1'b0;
         end else begin
@@ -84,21 +94,36 @@ module psg_lane (
             c2 <= c1;
         end
         if (v1) m_msb <= p_msb;
-        if (c1) m_exact <= x1 * g1;
+    end
+    always @(posedge clk) begin
+        if (rst) acc_msb <= 48'sd0;
+        else if (load) acc_msb <= init_msb;
+        else if (v2) acc_msb <= acc_msb + {{33{m_msb[14]}}, m_msb};
     end
 
-    // ---- stage 3: accumulators (48 bits; a tile of at most 2^24 beats cannot overflow them)
-    always @(posedge clk) begin
-        if (rst || clear) begin
-            acc_msb <= 48'sd0;
-            acc_exact <= 48'sd0;
-        end else begin
-            if (v2) acc_msb <= acc_msb + {{33{m_msb[14]}}, m_msb};
-            if (c2) acc_exact <= acc_exact + {{23{m_exact[24]}}, m_exact};
+    // ---- the exact path: x1 * g1 into the DSP's M register, P accumulates
+    generate
+        if (HAS_EXACT != 0) begin : exact
+            reg signed [24:0] m_exact;
+            reg signed [47:0] acc;
+            always @(posedge clk) begin
+                if (c1) m_exact <= x1 * g1;
+                if (rst) acc <= 48'sd0;
+                else if (load) acc <= init_exact;
+                else if (c2) acc <= acc + {{23{m_exact[24]}}, m_exact};
+            end
+            assign acc_exact = acc;
+        end else begin : no_exact
+            assign acc_exact = 48'sd0;
+            // init_exact has no register to load here
+            /* verilator lint_off UNUSEDSIGNAL */
+            wire [47:0] unused_init = init_exact;
+            /* verilator lint_on UNUSEDSIGNAL */
         end
-    end
+    endgenerate
 
     assign corr_active = c1 | c2;
+    assign busy = v1 | v2 | c1 | c2;
 endmodule
 
 `default_nettype wire

@@ -7,3 +7,4 @@ void psg_engine_hls(psg::stream<psg::InBeat>& in, psg::stream<psg::OutBeat>& out
                     bool x_unsigned, uint32_t corr_en, uint32_t beta_q, uint64_t gmsb_absmax) {
     psg::engine(in, out, mode, x_unsigned, corr_en, beta_q, gmsb_absmax);
 }
+

@@ -17,12 +17,14 @@ open_project -reset build/hls/$kernel
 set_top $kernel
 add_files hls/src/$kernel.cpp -cflags $cflags
 if {$kernel eq "conv_bwd_weight_psg"} {
-    # The PSG engine: its RTL replaces the C model where the blackbox description exists.
-    if {[file exists hls/blackbox/psg_engine.json]} {
-        add_files -blackbox hls/blackbox/psg_engine.json
+    # The lane array (psg_lanes_hls): its RTL replaces the C model where the blackbox
+    # description exists. (The tile engine psg_engine.json is a building block that this
+    # kernel does not call.)
+    if {[file exists hls/blackbox/psg_lanes.json]} {
+        add_files -blackbox hls/blackbox/psg_lanes.json
     } else {
-        puts "WARNING: hls/blackbox/psg_engine.json missing: the engine's C model is synthesised as HLS logic"
-        add_files hls/blackbox/psg_engine_hls.cpp -cflags $cflags
+        puts "WARNING: hls/blackbox/psg_lanes.json missing: the lane array's C model is synthesised as HLS logic"
+        add_files hls/blackbox/psg_lanes_hls.cpp -cflags $cflags
     }
 }
 # Testbench: the same driver as the sanitizer test, over cases from hls/csim/cases.py; the
@@ -31,7 +33,8 @@ add_files -tb hls/csim/san_driver.cpp -cflags $cflags
 foreach k $all_kernels {
     if {$k ne $kernel} { add_files -tb hls/src/$k.cpp -cflags $cflags }
 }
-if {$kernel ne "conv_bwd_weight_psg"} { add_files -tb hls/blackbox/psg_engine_hls.cpp -cflags $cflags }
+# The weight-gradient kernel (a testbench file of the other kernels) calls the lane array.
+if {$kernel ne "conv_bwd_weight_psg"} { add_files -tb hls/blackbox/psg_lanes_hls.cpp -cflags $cflags }
 
 open_solution -reset -flow_target vivado sol1
 set_part xc7z020clg484-1

@@ -36,13 +36,18 @@
 // Lanes past the end of a round's list are gated off: exact MACs run only for the weights that
 // need them (stats[3] counts them). Accumulators live in per-block BRAM words (one per weight)
 // between jobs and in lane registers within a round.
+// The lanes are one RTL blackbox, psg_lanes_hls (fpga/rtl/psg_lanes.v, hls/blackbox/
+// psg_lanes.json): PRED_LANES lanes with a LUT predictor, the first EXACT_LANES of them also
+// with a DSP48E1 exact path. Per round the kernel sends it a head (each lane's window selects
+// and its block word so far), then the window beats; it returns each lane's sums.
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
 #include "e2t_shape.h"
 #include "e2t_tiles.h"
 
-// The MSB splits, the confidence test and the accumulator limits of the contract (the
-// same functions the PSG engine's C model uses; the engine itself is not instantiated here).
+// The MSB splits, the confidence test and the accumulator limits of the contract, and the
+// lane array psg_lanes_hls: an RTL blackbox (fpga/rtl/psg_lanes.v) that does every round's
+// multiply-accumulates; its C model in C simulation.
 #include "psg_engine.h"
 
 namespace {
@@ -54,6 +59,8 @@ constexpr int EL = E2T_PSG_EXACT_LANES;                 // exact lanes (DSP48E1)
 constexpr int CHUNK = E2T_PSG_CHUNK;                    // positions per channel bank
 constexpr int64_t kMasterLimit = (INT64_C(1) << 30) - 1;
 static_assert(EL <= PL, "the predictor lanes shadow the exact lanes when beta_q = 0");
+static_assert(psg::kArrayLanes == PL && psg::kArrayExact == EL && psg::kWindowX == TCI * KMAX * KMAX &&
+                  psg::kWindowG == TCO, "the lane array is built for this kernel's tiles");
 
 struct Geometry {
     int n, ci, h, wd, co, k, stride, pad, ho, wo;
@@ -126,63 +133,76 @@ Lane lane_of(int j, int tci, int kk) {
     return Lane{(j / kk) % tci, j % kk, j / (kk * tci)};
 }
 
-// One round over a staged chunk. n_lanes lanes; lane l is block weight idx[l]. pred: run the
-// predictor product (G_msb) of each lane; exact: run its exact product (G). The lanes'
-// accumulators are loaded from and stored back to the block's words gm/ge around the round
-// (in hardware lane-indexed LUTRAM, one word per round, so this takes a cycle; indexed by
-// weight here).
-void round_pass(const uint8_t xb[TCI][CHUNK], const int16_t gb[TCO][CHUNK], const Geometry &q,
-                const Chunk &ch, int tci, int tco, bool x_unsigned, const int *idx, int n_lanes,
-                bool pred, bool exact, int64_t gm[BLOCK], int64_t ge[BLOCK]) {
+// The lane array's streams: a round's head, window beats and result (psg_engine.h). One set
+// per pass, reused by every round.
+struct LaneStreams {
+    psg::stream<psg::LanesHead> head;
+    psg::stream<psg::LanesBeat> beats;
+    psg::stream<psg::LanesOut> out;
+};
+
+// The window of every beat of a chunk: x of every (channel, tap) slot of the block at the
+// position (code 0 in the padding: the value 0 for uint8 and int8 alike), the g of every
+// output channel. Slots of channels/taps the block does not have carry 0 (no lane selects them).
+void feed_window(const uint8_t xb[TCI][CHUNK], const int16_t gb[TCO][CHUNK], const Geometry &q, const Chunk &ch,
+                 int tci, int tco, psg::stream<psg::LanesBeat> &beats) {
     const int kk = q.k * q.k;
-    const int cap = exact ? EL : PL;
-    Lane ln[PL];
-    int64_t am[PL], ae[PL];
-#pragma HLS ARRAY_PARTITION variable=am complete
-#pragma HLS ARRAY_PARTITION variable=ae complete
-    for (int l = 0; l < cap; l++) {
-        ln[l] = l < n_lanes ? lane_of(idx[l], tci, kk) : Lane{0, 0, 0};
-        am[l] = l < n_lanes ? gm[idx[l]] : 0;
-        ae[l] = l < n_lanes ? ge[idx[l]] : 0;
-    }
     for (int sc = 0; sc < ch.ns; sc++)
         for (int r = 0; r < ch.nrow; r++)
             for (int ox = 0; ox < q.wo; ox++) {
 #pragma HLS LOOP_FLATTEN
 #pragma HLS PIPELINE II=1
-                // The window: x of every (channel, tap) of the block at this position (0 in
-                // the padding), and the g of every output channel; the lanes select from it.
                 const int oy = ch.oy0 + r;
-                int32_t wx[TCI][KMAX * KMAX], wxh[TCI][KMAX * KMAX], gv[TCO], gh[TCO];
-#pragma HLS ARRAY_PARTITION variable=wx complete dim=0
-#pragma HLS ARRAY_PARTITION variable=wxh complete dim=0
+                psg::LanesBeat b;
+                for (int i = 0; i < psg::kWindowX; i++) b.x[i] = 0;
                 for (int t = 0; t < kk; t++) {
                     const int iy = oy * q.stride + t / q.k - q.pad, ix = ox * q.stride + t % q.k - q.pad;
                     const bool in = iy >= 0 && iy < q.h && ix >= 0 && ix < q.wd;
                     const int at = (sc * ch.nx + iy - ch.iy0) * q.wd + ix;
-                    for (int c = 0; c < tci; c++) {
-                        // Code 0 is the value 0 for uint8 and int8 alike: the zero padding.
-                        const int32_t v = in ? psg::x_value(xb[c][at], x_unsigned) : 0;
-                        wx[c][t] = v;
-                        wxh[c][t] = psg::split_x(v, x_unsigned).h;
-                    }
+                    for (int c = 0; c < tci; c++) b.x[c * KMAX * KMAX + t] = in ? xb[c][at] : 0;
                 }
                 const int gat = (sc * ch.nrow + r) * q.wo + ox;
-                for (int o = 0; o < tco; o++) {
-                    gv[o] = gb[o][gat];
-                    gh[o] = psg::split_g(gv[o]).h;
-                }
-                for (int l = 0; l < cap; l++) {
-#pragma HLS UNROLL
-                    if (l >= n_lanes) continue;       // a lane past the round's list is gated off
-                    const Lane &a = ln[l];
-                    if (pred) am[l] += (int64_t)wxh[a.c][a.tap] * gh[a.o];
-                    if (exact) ae[l] += (int64_t)wx[a.c][a.tap] * gv[a.o];
-                }
+                for (int o = 0; o < TCO; o++) b.g[o] = o < tco ? gb[o][gat] : 0;
+                b.last = sc == ch.ns - 1 && r == ch.nrow - 1 && ox == q.wo - 1;
+                beats.write(b);
             }
+}
+
+// feed_window produces a round's window beats while the lane array consumes them (in hardware
+// concurrently: a DATAFLOW region; in C simulation one after the other through the stream).
+void stream_round(const uint8_t xb[TCI][CHUNK], const int16_t gb[TCO][CHUNK], const Geometry &q,
+                  const Chunk &ch, int tci, int tco, bool x_unsigned, int n_lanes, bool pred, bool exact,
+                  LaneStreams &st) {
+#pragma HLS DATAFLOW
+    feed_window(xb, gb, q, ch, tci, tco, st.beats);
+    psg_lanes_hls(st.head, st.beats, st.out, x_unsigned, (uint16_t)n_lanes, pred, exact);
+}
+
+// One round over a staged chunk on the lane array (the RTL blackbox psg_lanes_hls). n_lanes
+// lanes; lane l is block weight idx[l]. pred: run the predictor product (G_msb) of each lane;
+// exact: its exact product (G) -- on the first EL lanes, the ones with a DSP48E1. The lanes'
+// accumulators start from the block's words gm/ge (the chunks before) and are stored back
+// after the round (in hardware lane-indexed LUTRAM, one word per round, so this takes a
+// cycle; indexed by weight here).
+void round_pass(const uint8_t xb[TCI][CHUNK], const int16_t gb[TCO][CHUNK], const Geometry &q,
+                const Chunk &ch, int tci, int tco, bool x_unsigned, const int *idx, int n_lanes,
+                bool pred, bool exact, int64_t gm[BLOCK], int64_t ge[BLOCK], LaneStreams &st) {
+    const int kk = q.k * q.k;
+    psg::LanesHead h;
+    for (int l = 0; l < PL; l++) {
+        const bool on = l < n_lanes;
+        const Lane a = on ? lane_of(idx[l], tci, kk) : Lane{0, 0, 0};
+        h.x_sel[l] = (uint8_t)(a.c * KMAX * KMAX + a.tap);
+        h.g_sel[l] = (uint8_t)a.o;
+        h.g_msb[l] = on ? gm[idx[l]] : 0;
+        if (l < EL) h.g_exact[l] = on ? ge[idx[l]] : 0;
+    }
+    st.head.write(h);
+    stream_round(xb, gb, q, ch, tci, tco, x_unsigned, n_lanes, pred, exact, st);
+    const psg::LanesOut o = st.out.read();
     for (int l = 0; l < n_lanes; l++) {
-        gm[idx[l]] = am[l];
-        ge[idx[l]] = ae[l];
+        gm[idx[l]] = o.g_msb[l];
+        if (exact) ge[idx[l]] = o.g_exact[l];
     }
 }
 
@@ -253,6 +273,7 @@ void run_pass(PassKind kind, const uint8_t *x, const int16_t *g_y, const int32_t
     const int kk = q.k * q.k;
     const bool one_chunk = p.spc >= n_samples && p.rpb >= q.ho;
     int nex = 0;
+    LaneStreams st;
     Job cur{-1, n_samples, 0};    // "past the end" of block -1: next_job moves to the first block
     if (n_samples <= 0 || !next_job(q, p, n_samples, n_blocks, flags, cur)) return;
     Block b = block_at(q, cur.bi);
@@ -286,7 +307,7 @@ void run_pass(PassKind kind, const uint8_t *x, const int16_t *g_y, const int32_t
         auto rounds = [&](const int *list, int n, int per, bool pred, bool exact, int64_t &terms, int64_t *abeats) {
             for (int r = 0; r * per < n; r++) {
                 const int nl = n - r * per < per ? n - r * per : per;
-                round_pass(xb[k], gb[k], q, ch, b.tci, b.tco, xu, list + r * per, nl, pred, exact, gm, ge);
+                round_pass(xb[k], gb[k], q, ch, b.tci, b.tco, xu, list + r * per, nl, pred, exact, gm, ge, st);
                 terms += beats * nl;
                 if (abeats) *abeats += beats;
             }

@@ -1,5 +1,6 @@
 """Runs the cocotb benches on Icarus and Verilator (cocotb_tools.runner):
-tb_psg_engine.py (the engine) and tb_psg_engine_hls.py (its HLS blackbox ports).
+tb_psg_engine.py (the tile engine), tb_psg_engine_hls.py (its HLS blackbox ports),
+tb_psg_lanes.py (the kernel's lane array) and tb_psg_lanes_hls.py (its blackbox ports).
 
 One build per simulator and top (build/cocotb/<sim>-<top>), shared by pytest-xdist workers
 through a file lock; one simulator run per cocotb test, so each shows on its own line.
@@ -13,26 +14,36 @@ import pytest
 from rtl_sims import ROOT, SIMS, SimulatorMissing, build, run_test
 
 BUILD = ROOT / "build" / "cocotb"
-# A short length limit (2^8 beats) keeps the overflow test short.
-PARAMS = {"LANES": 8, "MAX_BEATS_LOG2": 8}
-# top -> (cocotb module, its tests)
+# A short length limit (2^8 beats) keeps the engine's overflow test short.
+ENGINE = {"LANES": 8, "MAX_BEATS_LOG2": 8}
+# The lane array at a small size: 8 lanes of which 4 exact, a 12-slot x and 4-slot g window
+# (the kernel's is 192/48/72/8; the lint test covers that size).
+ARRAY = {"LANES": 8, "EXACT_LANES": 4, "XSLOTS": 12, "GSLOTS": 4}
+# top -> (parameters, cocotb module, its tests)
 BENCHES = {
-    "psg_engine": ("tb_psg_engine",
+    "psg_engine": (ENGINE, "tb_psg_engine",
                    ("random_layers_vs_golden", "skipped_lanes_do_not_compute", "extreme_values", "threshold_edges",
                     "reset_in_the_middle_of_a_tile", "full_throughput", "control_protocol", "overflow_limit")),
-    "psg_engine_hls": ("tb_psg_engine_hls", ("blackbox_ports_vs_golden",)),
+    "psg_engine_hls": (ENGINE, "tb_psg_engine_hls", ("blackbox_ports_vs_golden",)),
+    "psg_lanes": (ARRAY, "tb_psg_lanes", ("rounds_vs_golden", "reset_mid_round", "throughput_and_protocol")),
+    "psg_lanes_hls": (ARRAY, "tb_psg_lanes_hls", ("blackbox_ports_vs_golden",)),
 }
-CASES = [(top, test) for top, (_, tests) in BENCHES.items() for test in tests]
+CASES = [(top, test) for top, (_, _, tests) in BENCHES.items() for test in tests]
+
+
+def bench_env(params: dict) -> dict:
+    """The build's parameters as the benches read them (PSG_<NAME>)."""
+    return {f"PSG_{k}": str(v) for k, v in params.items()}
 
 
 @pytest.mark.parametrize(("top", "test"), CASES, ids=[f"{t}.{c}" for t, c in CASES])
 @pytest.mark.parametrize("sim", SIMS)
 def test_rtl(sim: str, top: str, test: str, tmp_path: Path) -> None:
+    params, module, _ = BENCHES[top]
     try:
-        bdir = build(sim, top, PARAMS, BUILD)
+        bdir = build(sim, top, params, BUILD)
     except SimulatorMissing as e:
         pytest.fail(str(e))
-    env = {"PSG_LANES": str(PARAMS["LANES"]), "PSG_MAX_BEATS_LOG2": str(PARAMS["MAX_BEATS_LOG2"]),
-           "PSG_SIM": sim, "PSG_SEED": "7"}
-    problems = run_test(sim, top, PARAMS, bdir, BENCHES[top][0], test, tmp_path, env)
+    env = {**bench_env(params), "PSG_SIM": sim, "PSG_SEED": "7"}
+    problems = run_test(sim, top, params, bdir, module, test, tmp_path, env)
     assert not problems, f"{sim}, {top}: " + "\n".join(problems)

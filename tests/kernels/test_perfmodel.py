@@ -208,6 +208,18 @@ def test_psg_resources_fit_beside_the_conv_arrays():
     r = pm.resources()
     wg = r["kernels"]["conv_bwd_weight_psg"]
     assert wg["dsp"] == pm.PSG_EXACT_LANES + 4
-    assert wg["lut"] < pm.XC7Z020["lut"] // 2
     assert r["total"]["dsp"] <= pm.XC7Z020["dsp"] and r["total"]["bram36"] <= pm.XC7Z020["bram36"]
+    assert r["fits"]["dsp"] and r["fits"]["bram36"]
+
+
+def test_psg_lut_estimate_follows_the_rtl_report_and_says_whether_it_fits():
+    """The LUT figure is the yosys report's per-lane cost, and the fit flag is computed, not set."""
+    r = pm.resources()
+    wg = r["kernels"]["conv_bwd_weight_psg"]
+    # the two synthesised sizes of `make rtl-report`: 48 exact lanes; 48 exact + 48 predictor
+    assert 48 * pm.LUT_PER_EXACT_LANE == pytest.approx(27267, rel=0.01)
+    assert 48 * (pm.LUT_PER_EXACT_LANE + pm.LUT_PER_PREDICTOR_LANE) == pytest.approx(46629, rel=0.01)
+    assert wg["lut"] == (pm.LUT_PER_EXACT_LANE * pm.PSG_EXACT_LANES
+                         + pm.LUT_PER_PREDICTOR_LANE * (pm.PSG_PRED_LANES - pm.PSG_EXACT_LANES))
+    assert r["fits"]["wgrad_lut"] == (wg["lut"] <= pm.XC7Z020["lut"])
     assert pm.PSG_PRED_LANES > pm.PSG_EXACT_LANES     # the LUT predictor array is the wider one

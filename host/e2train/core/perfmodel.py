@@ -82,6 +82,11 @@ ROUND_OVERHEAD = PIPE_DEPTH + 2   # weight-gradient round: lane accumulators in 
 
 # Device totals of xc7z020 (DS190).
 XC7Z020 = {"dsp": 220, "bram36": 140, "lut": 53200}
+# LUTs per lane of the weight-gradient lane array, by yosys synth_xilinx -family xc7 of
+# fpga/rtl/psg_lanes.v (`make rtl-report`: 48 lanes all exact 27,267 LUT; 96 lanes with 48
+# exact 46,629): estimates, not Vivado results.
+LUT_PER_EXACT_LANE = 568
+LUT_PER_PREDICTOR_LANE = 403
 
 KERNELS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")
 
@@ -435,9 +440,12 @@ def resources() -> dict:
     * conv_bwd_weight_psg: PSG_EXACT_LANES DSPs (8x16-bit product, 48-bit P accumulator)
       + the update's W*wd_q (31x30 bits, 4 DSPs); BRAM: ping-pong staging buffers
       (2*TILE_CI x PSG_CHUNK x 8 and 2*TILE_CO x PSG_CHUNK x 16) and the block flags (1 bit
-      per block); lane accumulators are lane-indexed LUTRAM (one word per round). LUTs
-      (rough, from lane counts): predictor lane ~64 (4x10 multiplier + 38-bit accumulator),
-      exact lane ~270 (its 72:1 x select and 8:1 g select of 9/16 bits).
+      per block); lane accumulators are lane-indexed LUTRAM (one word per round). LUTs: the
+      RTL lane array (fpga/rtl/psg_lanes.v) by yosys synth_xilinx (`make rtl-report`, not
+      Vivado): LUT_PER_EXACT_LANE and LUT_PER_PREDICTOR_LANE below. Each lane's 72:1 x and
+      8:1 g window select is about 250 of them; at 192 + 48 lanes the array alone exceeds the
+      xc7z020's LUTs (``fits["wgrad_lut"]`` is False): the lanes need a fixed weight-to-lane
+      layout (a few-way select) or fewer lanes before a bitstream can place (docs/rtl.md).
     """
     fwd = {
         "dsp": TILE_CO * TILE_CI + 2 * TILE_CO,
@@ -454,11 +462,15 @@ def resources() -> dict:
         "dsp": PSG_EXACT_LANES + 4,
         "bram36": _bram36(2 * TILE_CI, PSG_CHUNK, 8) + _bram36(2 * TILE_CO, PSG_CHUNK, 16)
         + _bram36(1, max_blocks, 1),
-        "lut": 64 * PSG_PRED_LANES + 270 * PSG_EXACT_LANES,
+        "lut": LUT_PER_EXACT_LANE * PSG_EXACT_LANES
+        + LUT_PER_PREDICTOR_LANE * (PSG_PRED_LANES - PSG_EXACT_LANES),
     }
     per = {"conv_fwd": fwd, "conv_bwd_data": bwd, "conv_bwd_weight_psg": wgrad}
     total = {key: sum(v[key] for v in per.values()) for key in ("dsp", "bram36")}
-    return {"kernels": per, "total": total, "device": dict(XC7Z020), "estimate": True}
+    fits = {"dsp": total["dsp"] <= XC7Z020["dsp"], "bram36": total["bram36"] <= XC7Z020["bram36"],
+            # the conv arrays' and the PS interconnect's LUTs are not estimated: this is a lower bound
+            "wgrad_lut": wgrad["lut"] <= XC7Z020["lut"]}
+    return {"kernels": per, "total": total, "device": dict(XC7Z020), "fits": fits, "estimate": True}
 
 
 if __name__ == "__main__":

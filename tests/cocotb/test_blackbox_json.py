@@ -1,0 +1,71 @@
+"""The Vitis HLS blackbox descriptions (hls/blackbox/*.json) agree with what they describe:
+the C function's declaration (hls/include/psg_engine.h), its C model file, the RTL files and
+the top module's ports, and the kernel script adds the one the kernel calls. Vitis HLS
+would only find a mismatch at synthesis, which cannot run here."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BLACKBOX = ROOT / "hls" / "blackbox"
+DESCRIPTIONS = sorted(BLACKBOX.glob("*.json"))
+PROTOCOL = {"module_clock", "module_reset", "ap_ctrl_chain_protocol_idle", "ap_ctrl_chain_protocol_start",
+            "ap_ctrl_chain_protocol_ready", "ap_ctrl_chain_protocol_done", "ap_ctrl_chain_protocol_continue"}
+
+
+def c_params(function: str) -> list[str]:
+    src = (ROOT / "hls" / "include" / "psg_engine.h").read_text()
+    m = re.search(r"\bvoid " + function + r"\((.*?)\);", src, re.S)
+    assert m, f"{function} is not declared in hls/include/psg_engine.h"
+    return [re.findall(r"\w+", p)[-1] for p in m.group(1).split(",")]
+
+
+def rtl_ports(files: list[Path], module: str) -> set[str]:
+    for f in files:
+        m = re.search(r"\bmodule\s+" + module + r"\b(.*?)\);", f.read_text(), re.S)
+        if m:
+            return set(re.findall(r"\b(?:input|output)\s+(?:wire|reg)?\s*(?:signed\s*)?(?:\[[^\]]*\]\s*)?(\w+)",
+                                  m.group(1)))
+    raise AssertionError(f"module {module} is in none of {[str(f) for f in files]}")
+
+
+def test_there_are_descriptions() -> None:
+    assert {p.name for p in DESCRIPTIONS} >= {"psg_engine.json", "psg_lanes.json"}
+
+
+@pytest.mark.parametrize("path", DESCRIPTIONS, ids=[p.name for p in DESCRIPTIONS])
+def test_description_matches_c_and_rtl(path: Path) -> None:
+    d = json.loads(path.read_text())
+    fn = d["c_function_name"]
+    assert d["rtl_top_module_name"] == fn, f"{path.name}: the RTL top and the C function share a name"
+    for c in d["c_files"]:
+        src = BLACKBOX / c["c_file"]
+        assert src.is_file(), f"{path.name}: C model {src} missing"
+        assert re.search(r"\bvoid " + fn + r"\(", src.read_text()), f"{path.name}: {src.name} does not define {fn}"
+    files = [(BLACKBOX / f).resolve() for f in d["rtl_files"]]
+    for f in files:
+        assert f.is_file(), f"{path.name}: RTL file {f} missing"
+    ports = rtl_ports(files, d["rtl_top_module_name"])
+    assert [p["c_name"] for p in d["c_parameters"]] == c_params(fn), \
+        f"{path.name}: c_parameters are not the arguments of {fn}, in order"
+    named = [v for p in d["c_parameters"] for v in p["rtl_ports"].values()]
+    assert set(d["rtl_common_signal"]) == PROTOCOL, f"{path.name}: ap_ctrl_chain signals"
+    named += list(d["rtl_common_signal"].values())
+    missing = [n for n in named if n not in ports]
+    assert not missing, f"{path.name}: ports {missing} are not ports of module {d['rtl_top_module_name']}"
+    unmapped = ports - set(named)
+    assert not unmapped, f"{path.name}: RTL ports {sorted(unmapped)} are not in the description"
+    assert int(d["rtl_resource_usage"]["DSP"]) >= 0 and d["rtl_performance"]["II"] == "0"
+
+
+def test_kernel_script_adds_the_lane_array() -> None:
+    tcl = (ROOT / "hls" / "scripts" / "kernel.tcl").read_text()
+    kernel = (ROOT / "hls" / "src" / "conv_bwd_weight_psg.cpp").read_text()
+    assert "add_files -blackbox hls/blackbox/psg_lanes.json" in tcl
+    assert re.search(r"\bpsg_lanes_hls\(", kernel), "the kernel no longer calls the lane array"
+    assert "add_files -blackbox hls/blackbox/psg_engine.json" not in tcl, \
+        "the tile engine is not called by any kernel: adding its blackbox would synthesise nothing"
