@@ -8,7 +8,7 @@ import torch
 from e2train.core import fixedpoint as fxp
 from e2train.core import golden
 from e2train.core.shapes import ConvShape
-from e2train.torch.psg import PSGConv2d, quantize_t, requantize_t
+from e2train.torch.psg import PSGConv2d, psg_decide_t, quantize_t, requantize_t
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -22,6 +22,13 @@ def test_quantize_and_requantize_match_core(seed):
     m = fxp.Dyadic.from_float(rng.uniform(1e-9, 1e-6))
     assert np.array_equal(requantize_t(torch.from_numpy(acc).double(), m, fxp.INT16).numpy(),
                           fxp.requantize(acc, m, fxp.INT16).astype(np.float64))
+    # the same accumulator handed over as limbs acc = 64*hi + lo (the exact convolutions' parts)
+    from e2train.torch.psg import _requantize_parts
+    hi = np.floor_divide(acc + 32, 64)
+    lo = acc - 64 * hi
+    parts = ((torch.from_numpy(hi).double(), 64), (torch.from_numpy(lo).float(), 1))
+    assert np.array_equal(_requantize_parts(parts, m, fxp.INT16, None).numpy(),
+                          fxp.requantize(acc, m, fxp.INT16).astype(np.float64))
 
 
 CASES = [  # (n, ci, h, co, k, stride, unsigned, beta)
@@ -29,6 +36,7 @@ CASES = [  # (n, ci, h, co, k, stride, unsigned, beta)
     (3, 6, 9, 4, 3, 2, True, 0.05),
     (5, 8, 6, 8, 1, 1, True, 0.2),
     (2, 4, 7, 6, 3, 1, True, 0.0),       # predictor off: every sign exact
+    (8, 3, 32, 3, 3, 1, True, 0.05),     # weight-gradient sums far beyond 2**24: sample groups
 ]
 
 
@@ -69,6 +77,8 @@ def test_psg_layer_matches_golden(case):
     s_g = fxp.scale_for(float(gy.abs().max()), fxp.INT16)
     gq = fxp.quantize(gy.numpy(), s_g, fxp.INT16)
     g_msb, g_exact = golden.wgrad_terms(xq, gq, shape, np.arange(n))
+    if h == 32:      # the case is meant to need more than one float32 sum: check it does
+        assert int(np.abs(g_exact).max()) > 1 << 24
     beta_q = fxp.beta_to_fixed(beta) if beta else 0
     sign, predicted, _ = golden.psg_decide(g_msb, g_exact, beta_q)
     assert np.array_equal(layer.weight.grad.numpy().astype(np.int8), sign)
@@ -145,3 +155,90 @@ def test_exact_convolutions_on_every_path(monkeypatch, limit, groups):
         gm, ge = golden.wgrad_terms(x, g, shape, np.arange(n))
         assert np.array_equal(g_msb.numpy().astype(np.int64), gm)
         assert np.array_equal(g_exact.numpy().astype(np.int64), ge)
+
+
+@pytest.mark.parametrize("unsigned,with_msb", [(True, True), (False, True), (True, False)])
+def test_weight_gradient_sums_beyond_float32_are_exact(unsigned, with_msb):
+    """Full-scale codes on a 32x32 image: every product's batch sum exceeds 2**24, so the
+    float32 path must fold the batch into sample groups; the result is still golden."""
+    import e2train.torch.psg as psg
+    rng = np.random.default_rng(7 + unsigned + 2 * with_msb)
+    n, ci, co, h = 8, 2, 3, 32
+    fmt = fxp.UINT8 if unsigned else fxp.INT8
+    x = rng.integers(fmt.hi // 2, fmt.hi + 1, (n, ci, h, h)).astype(fmt.dtype)     # large, same sign
+    g = rng.integers(16000, 32768, (n, co, h, h)).astype(np.int16)
+    g[:, 1] *= -1                               # one channel negative
+    g[0, 0, 0, 0] = 32767                       # the saturated top code: g_l = 63
+    xt, gt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(g.astype(np.float32))
+    g_msb, g_exact = psg.exact_wgrad(xt, unsigned, gt, (co, ci, 3, 3), 1, 1, 1, with_msb=with_msb)
+    shape = ConvShape(n, ci, h, h, co, 3, 1, 1)
+    gm, ge = golden.wgrad_terms(x, g, shape, np.arange(n))
+    assert np.abs(ge).max() > 1 << 30 and np.abs(gm).max() > 1 << 24
+    assert np.array_equal(g_exact.numpy().astype(np.int64), ge)
+    if with_msb:
+        assert np.array_equal(g_msb.numpy().astype(np.int64), gm)
+    else:
+        assert g_msb is None
+
+
+def test_sample_groups_are_the_fewest_the_bound_allows():
+    import e2train.torch.psg as psg
+    bsum = torch.full((8, 1, 2), 1000.0, dtype=torch.float64)
+    peak = torch.tensor([1000.0], dtype=torch.float64)             # 1e6 per sample and channel
+    assert psg._sample_groups(bsum, peak) == 1                      # 8e6 < 2**24
+    bsum[3, 0, 1] = 10000.0                                         # batch 1.7e7 > 2**24
+    assert psg._sample_groups(bsum, peak) == 2                      # {1,3,5,7}: 1.3e7
+    bsum[3, 0, 1] = 20000.0                                         # 2e7: not even alone
+    assert psg._sample_groups(bsum, peak) is None
+
+
+def _psg_step(layer, seed=0):
+    torch.manual_seed(seed)
+    x = torch.randn(4, layer.in_channels, 6, 6).relu().requires_grad_(True)
+    y = layer(x)
+    y.backward(torch.randn_like(y))
+    return layer.weight.grad.clone()
+
+
+def test_decision_hook_defaults_to_the_psg_rule_and_is_used():
+    torch.manual_seed(3)
+    a = PSGConv2d(4, 5, 3, beta=0.05)
+    assert a.decide is psg_decide_t and PSGConv2d.decide is psg_decide_t
+    b = PSGConv2d(4, 5, 3, beta=0.05)
+    b.load_state_dict(a.state_dict())
+    calls = []
+
+    def flipped(g_msb, g_exact, beta_q):          # a rule no layer would pick by itself
+        calls.append((g_msb.clone(), g_exact.clone(), beta_q))
+        sign = -torch.sign(g_exact.round().to(torch.int64))
+        return sign, torch.zeros(sign.shape, dtype=torch.bool), 0
+
+    b.decide = flipped
+    ga, gb = _psg_step(a), _psg_step(b)
+    assert len(calls) == 1 and calls[0][2] == a.beta_q
+    g_msb, g_exact, _ = calls[0]
+    assert torch.equal(gb, -torch.sign(g_exact).float())            # b's sign came from the hook
+    assert b.n_predicted == 0 and b.n_decided == gb.numel()
+    # a kept the default rule: its sign is psg_decide_t's on the same sums
+    sign, predicted, _ = psg_decide_t(g_msb, g_exact, a.beta_q)
+    assert torch.equal(ga, sign.float()) and a.n_predicted == int(predicted.sum()) > 0
+    # the per-layer hook did not leak into other layers
+    assert PSGConv2d(4, 5, 3).decide is psg_decide_t
+
+
+def test_random_predictor_control_uses_the_hook():
+    import e2train.torch.psg as psg
+    from e2train.bench.psg_control import RandomPredictorChoice
+    from e2train.torch.models import build_model
+
+    class Ctx:
+        model = build_model("resnet8", 1, 10, precision="psg")
+    pol = RandomPredictorChoice(0.5, seed=1)
+    pol.on_train_start(Ctx)
+    layers = [m for m in Ctx.model.modules() if isinstance(m, PSGConv2d)]
+    assert all(m.decide == pol._decide for m in layers)
+    assert psg.psg_decide_t is psg_decide_t and PSGConv2d.decide is psg_decide_t   # nothing global changed
+    x = torch.randn(8, 1, 8, 8)
+    Ctx.model(x).sum().backward()
+    frac = sum(m.n_predicted for m in layers) / sum(m.n_decided for m in layers)
+    assert 0.4 < frac < 0.6                                         # the random choice, not the predictor's

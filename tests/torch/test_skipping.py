@@ -191,3 +191,56 @@ def test_work_meter_counts_the_macs_of_a_training_step():
         before = meter.work.total_macs
         model(torch.randn(n, 1, 8, 8))                 # evaluation-style forward: not training work
     assert meter.work.total_macs == before
+
+
+def test_masked_downsampling_block_matches_the_full_block_and_its_gradients():
+    """Option-A shortcut (stride 2, more channels): skipped samples get exactly the shortcut,
+    active ones exactly what the ungated block gives them, in value and in gradient."""
+    torch.manual_seed(0)
+    model = ResNetCifar(8, 1, 10).eval()                 # eval: BN statistics do not depend on the batch
+    block = model.blocks[1]
+    assert block.stride == 2 and block.pad_c > 0
+    x = torch.rand(6, 16, 8, 8, requires_grad=True)
+    mask = torch.tensor([False, True, True, False, True, False])
+    out = block(x, mask)
+    assert torch.equal(out[~mask], block.shortcut(x)[~mask])
+    x_full = x.detach().clone().requires_grad_(True)
+    full = block(x_full)
+    assert torch.allclose(out[mask], full[mask], atol=1e-6)
+    w = torch.randn_like(out)
+    (out * w).sum().backward()
+    (full[mask] * w[mask]).sum().backward()
+    sc_only = x.detach().clone().requires_grad_(True)
+    (block.shortcut(sc_only)[~mask] * w[~mask]).sum().backward()
+    assert torch.allclose(x.grad, x_full.grad + sc_only.grad, atol=1e-5)
+
+
+def test_work_meter_prices_the_psg_kernels_not_the_emulation():
+    """The emulation splits its sums into limbs and sample groups; the tally must not see
+    that: forward at 8x8 bits, input gradient at 16x8, weight gradient 4x10 for every MAC
+    and 8x16 only for the weights the predictor did not decide -- the formula of the
+    fp32 test above with the kernels' widths."""
+    from e2train.core.energy import FP32, PREDICTOR_BITS
+    from e2train.torch.psg import PSGConv2d
+    torch.manual_seed(0)
+    n = 4
+    model = ResNetCifar(8, 1, 10, precision="psg").train()
+    meter = WorkMeter(model)
+    meter.active = True
+    layers = [m for m in model.modules() if isinstance(m, PSGConv2d)]
+    positions = {}                                           # output positions per layer
+    for m in layers:
+        m.register_forward_hook(lambda mod, i, out: positions.__setitem__(mod, out.shape[2] * out.shape[3]))
+    torch.nn.functional.cross_entropy(model(torch.randn(n, 1, 8, 8)), torch.arange(n)).backward()
+    meter.collect_backward()
+    stem = n * 64 * 16 * 1 * 9
+    blocks = n * 9 * (2 * 64 * 16 * 16 + 16 * 32 * 16 + 16 * 32 * 32 + 4 * 64 * 32 + 4 * 64 * 64)
+    exact = sum(n * positions[m] * (m.n_decided - m.n_predicted) for m in layers)
+    assert 0 < exact < stem + blocks                         # the predictor decided some
+    macs = meter.work.macs
+    assert macs[(8, 8)] == stem + blocks
+    assert macs[PREDICTOR_BITS] == stem + blocks
+    # 8x16 bits: the input gradient (not the stem's: its input needs none) and the exact
+    # weight-gradient product (key order is (narrow, wide))
+    assert macs[(8, 16)] == blocks + exact
+    assert macs[(FP32, FP32)] == 3 * n * 64 * 10             # the classifier: fwd, bwd-data, bwd-weight

@@ -6,10 +6,9 @@ runs the 4x10-bit predictor product; the exact 8x16-bit product runs only for th
 not taken from the predictor, as the layer's own bookkeeping counts them), so the only
 difference from PSG is *which* signs come from the predictor.
 
-``PSGConv2d`` has no hook for its decision rule, so this policy wraps each layer's
-``_sign_grad`` and, for the duration of that call only, substitutes the module's
-``psg_decide_t`` with a random choice; everything else (the exact and MSB sums, the
-counters, the MACs the energy model prices) is the layer's own code.
+The random choice is installed through the layer's public decision hook
+(``PSGConv2d.decide``); everything else (the exact and MSB sums, the counters, the MACs
+the energy model prices) is the layer's own code.
 """
 from __future__ import annotations
 
@@ -40,17 +39,7 @@ class RandomPredictorChoice(Policy):
         if not layers:
             raise ValueError("the random PSG control needs a model with PSG layers (precision psg)")
         for layer in layers:
-            layer._sign_grad = self._wrap(layer._sign_grad)
-
-    def _wrap(self, sign_grad):
-        def sign_grad_random(xq, gq):
-            original = _psg.psg_decide_t
-            _psg.psg_decide_t = self._decide
-            try:
-                return sign_grad(xq, gq)
-            finally:
-                _psg.psg_decide_t = original
-        return sign_grad_random
+            layer.decide = self._decide
 
     def state_dict(self):
         return {"gen": self.gen.get_state()}

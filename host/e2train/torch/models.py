@@ -44,27 +44,37 @@ def make_conv(ci: int, co: int, k: int, stride: int = 1, *, precision: str = "fp
     raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
 
 
-def _masked(block_fn, shortcut: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None,
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def _masked(block_fn, shortcut_fn, x: torch.Tensor, mask: torch.Tensor | None,
             gate: torch.Tensor | None, post=None) -> torch.Tensor:
-    """out = post(shortcut + gate * F(x)) on the masked samples, shortcut elsewhere.
+    """out = post(shortcut(x) + gate * F(x)) on the masked samples, shortcut(x) elsewhere.
 
     F runs on x[mask] only. ``gate`` (straight-through, value 1 where on) lets the task
-    loss reach the gate of every sample that ran.
+    loss reach the gate of every sample that ran. The shortcut is a per-sample function
+    (identity, or subsample + zero channels), so the active samples take theirs from the
+    one gathered copy of x: one gather and one scatter per block, whose backward is one
+    index-add and one masked fill. (At 8x8 inputs the convolutions of half a batch already
+    cost about 0.65 of the full batch's, so every extra full-size op shows; see the speed
+    section of docs/torch.md.)
     """
-    post = post or (lambda t: t)
+    post = post or _identity
     if mask is None:
         r = block_fn(x)
-        return post(shortcut + (r if gate is None else gate.view(-1, 1, 1, 1) * r))
-    idx = mask.nonzero().squeeze(1)
+        return post(shortcut_fn(x) + (r if gate is None else gate.view(-1, 1, 1, 1) * r))
+    idx = mask.nonzero().view(-1)
     if idx.numel() == 0:
-        return shortcut
+        return shortcut_fn(x)
     if idx.numel() == x.shape[0]:
-        return _masked(block_fn, shortcut, x, None, gate, post)
-    r = block_fn(x.index_select(0, idx))
+        return _masked(block_fn, shortcut_fn, x, None, gate, post)
+    xa = x.index_select(0, idx)
+    r = block_fn(xa)
     if gate is not None:
         r = gate.index_select(0, idx).view(-1, 1, 1, 1) * r
-    part = post(shortcut.index_select(0, idx) + r)
-    return shortcut.index_copy(0, idx, part)
+    part = post(shortcut_fn(xa) + r)
+    return shortcut_fn(x).index_copy(0, idx, part)
 
 
 class BasicBlock(nn.Module):
@@ -91,7 +101,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x, mask=None, gate=None, scale: float = 1.0):
         res = self.residual if scale == 1.0 else (lambda t: scale * self.residual(t))
-        return _masked(res, self.shortcut(x), x, mask, gate, post=F.relu)
+        return _masked(res, self.shortcut, x, mask, gate, post=F.relu)
 
 
 class GatedNet(nn.Module):
@@ -220,7 +230,7 @@ class InvertedResidual(nn.Module):
         if not self.use_res:               # no identity path: this block always runs
             return self.body(x)
         res = self.body if scale == 1.0 else (lambda t: scale * self.body(t))
-        return _masked(res, x, x, mask, gate)
+        return _masked(res, _identity, x, mask, gate)
 
 
 class MobileNetV2Cifar(GatedNet):

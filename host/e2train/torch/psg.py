@@ -14,11 +14,13 @@
   G_msb = sum x_h*g_h (4-bit x, 10-bit g, split by rounding) and the exact sum x*g.
 
 The integer sums run as float32 convolutions where a bound computed from the operands
-proves every partial sum an integer below 2**24 (exact in any order), split into limbs or
-batch chunks where it does not, and as float64 (exact below 2**53 for every shape the
-kernels accept, ``core.shapes``) as the last resort: see ``exact_conv2d`` and friends. The
-weight "gradient" handed to autograd is the sign in {-1, 0, +1}; ``SignStep``
-(``e2train.torch.optim``) applies the device's update rule to the int32 master weights.
+proves every partial sum an integer below 2**24 (exact in any order), split into limbs and
+sample groups where it does not, and as float64 (exact below 2**53 for every shape the
+kernels accept, ``core.shapes``) as the last resort: see ``conv2d_parts``,
+``conv2d_input_parts`` and ``exact_wgrad``. The weight "gradient" handed to autograd is the
+sign in {-1, 0, +1} chosen by the layer's ``decide`` rule (default ``psg_decide_t``);
+``SignStep`` (``e2train.torch.optim``) applies the device's update rule to the int32
+master weights.
 
 ``QConv2d`` is the comparison point "8-bit forward, 32-bit float gradients": the same
 quantised forward with a straight-through float backward, trained by ordinary SGD.
@@ -26,6 +28,7 @@ quantised forward with a straight-through float backward, trained by ordinary SG
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
@@ -44,46 +47,139 @@ def _running(prev: float, batch: float) -> float:
     return batch if math.isnan(prev) else RUNNING_MOMENTUM * prev + (1 - RUNNING_MOMENTUM) * batch
 
 
-def quantize_t(x: torch.Tensor, scale: fxp.Dyadic, fmt: fxp.QFormat) -> torch.Tensor:
+class _Scratch(threading.local):
+    """Reusable temporaries, one buffer per name, grown to the largest size seen.
+
+    glibc hands multi-megabyte blocks back to the OS on free, so a fresh one is page-faulted
+    in on every step, and at these sizes that costs as much as the arithmetic done on it
+    (measured at 64x16x32x32 with freed blocks kept instead: the exact weight-gradient sums
+    took 22 ms instead of 38). Only temporaries that never outlive the call that takes them
+    come from here; codes saved for the backward and tensors handed to autograd do not.
+    """
+
+    def __init__(self):
+        self.bufs: dict = {}
+
+    def get(self, name: str, shape, dtype: torch.dtype, device) -> torch.Tensor:
+        n = math.prod(shape)
+        key = (name, dtype, torch.device(device))
+        buf = self.bufs.get(key)
+        if buf is None or buf.numel() < n:
+            buf = self.bufs[key] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(shape)
+
+
+_scratch = _Scratch()
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse instead of returning it to the OS.
+
+    The exact emulation allocates and frees multi-megabyte tensors several times per layer
+    and step -- torch's convolution outputs and oneDNN's workspaces, which ``_Scratch``
+    cannot reach -- and glibc unmaps blocks of that size on free, so each is page-faulted in
+    again on the next step: measured at 64x16x32x32, the input-gradient pass took 42 ms by
+    default and 15 ms with this. Process-wide (every torch layer gets it) and not undone;
+    memory the process frees stays reserved to it. The environment variables
+    MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ do the same from outside. Returns
+    False where the C library has no ``mallopt`` (not glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3          # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+def _absmax(t: torch.Tensor) -> float:
+    """max |t| in one pass (aminmax; abs() would allocate a copy). NaN propagates."""
+    if not t.numel():
+        return 0.0
+    lo, hi = torch.aminmax(t)
+    return max(-float(lo), float(hi))
+
+
+def quantize_t(x: torch.Tensor, scale: fxp.Dyadic, fmt: fxp.QFormat, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """``core.fixedpoint.quantize`` in torch: floor(x / scale + 1/2) in float64, saturated.
 
-    The same float64 operations in the same order as the numpy version, so the codes agree
-    bit for bit. Returns the codes as float32 (every int16 code is exact there).
+    Bit for bit the numpy version: x * 2**s is exact, so numpy's x * 2**s / m and the single
+    division x / (m * 2**-s) here are the same real quotient, rounded once. In place on one
+    reused float64 temporary. Returns the codes as float32 (every int16 code is exact
+    there), in ``out`` if given.
     """
-    q = torch.floor(x.double() * math.ldexp(1.0, scale.s) / scale.m + 0.5)
-    q = torch.nan_to_num(q, nan=0.0, posinf=fmt.hi, neginf=fmt.lo)
-    return q.clamp_(fmt.lo, fmt.hi).float()
+    x = x.detach()
+    q = _scratch.get("quantize", x.shape, torch.float64, x.device).copy_(x)
+    q.div_(math.ldexp(scale.m, -scale.s)).add_(0.5).floor_()
+    if not math.isfinite(_absmax(x)):
+        torch.nan_to_num_(q, nan=0.0, posinf=fmt.hi, neginf=fmt.lo)
+    q.clamp_(fmt.lo, fmt.hi)
+    return q.float() if out is None else out.copy_(q)
 
 
-def requantize_t(acc: torch.Tensor, mult: fxp.Dyadic, fmt: fxp.QFormat) -> torch.Tensor:
-    """``core.fixedpoint.requantize`` in torch: sat((acc*M + 2**(S-1)) >> S), as float32 codes.
+def requantize_t(acc: torch.Tensor, mult: fxp.Dyadic, fmt: fxp.QFormat, *,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """``core.fixedpoint.requantize`` in torch: sat((acc*M + 2**(S-1)) >> S), as float32 codes
+    (in ``out`` if given). ``acc`` holds integers (any float or integer dtype)."""
+    return _requantize_parts(((acc, 1),), mult, fmt, out)
 
-    acc*M and the shift with rounding are exact in float64 while |acc*M| < 2**52 (always
-    so for the forward's 30-bit and the input gradient's 36-bit accumulators with a 15-bit
-    M); int64 arithmetic otherwise.
+
+def _requantize_parts(parts, mult: fxp.Dyadic, fmt: fxp.QFormat, out: torch.Tensor | None) -> torch.Tensor:
+    """``requantize_t`` of acc = sum w_i * part_i (integer-valued tensors, w_i powers of two:
+    the limbs of an exact convolution), without forming acc on its own.
+
+    Every partial sum times M*2**-S is an integer below 2**52 times a power of two while
+    |acc*M| < 2**52, so float64 computes it exactly, in any grouping; int64 arithmetic
+    otherwise (beyond what the kernels' accumulators reach).
     """
-    peak = float(acc.abs().max()) if acc.numel() else 0.0
+    peak = sum(w * _absmax(p) for p, w in parts)
+    p0 = parts[0][0]
     if peak * mult.m < 2.0 ** 52:
-        q = torch.floor(acc.double() * float(mult.m) * math.ldexp(1.0, -mult.s) + (0.5 if mult.s else 0.0))
-        return q.clamp_(fmt.lo, fmt.hi).float()
-    a = acc.round().to(torch.int64) * int(mult.m)
-    if mult.s:
-        a = (a + (1 << (mult.s - 1))) >> mult.s
-    return a.clamp_(fmt.lo, fmt.hi).float()
+        c = math.ldexp(mult.m, -mult.s)
+        q = _scratch.get("requantize", p0.shape, torch.float64, p0.device).copy_(p0).mul_(parts[0][1] * c)
+        for p, w in parts[1:]:
+            q.add_(p, alpha=w * c)
+        if mult.s:
+            q.add_(0.5)
+        q.floor_().clamp_(fmt.lo, fmt.hi)
+    else:
+        q = sum(p.round().to(torch.int64) * int(w) for p, w in parts) * int(mult.m)
+        if mult.s:
+            q = (q + (1 << (mult.s - 1))) >> mult.s
+        q.clamp_(fmt.lo, fmt.hi)
+    return q.float() if out is None else out.copy_(q)
 
 
-def msb_split_x_t(x: torch.Tensor, unsigned: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """x = 16*x_h + x_l, x_h = min((x + 8) >> 4, top) (``core.fixedpoint.msb_split_x``).
+def dequantize_t(codes: torch.Tensor, scale: fxp.Dyadic, dtype: torch.dtype) -> torch.Tensor:
+    """codes * scale rounded once to ``dtype`` (``core.fixedpoint.dequantize``).
 
-    On float codes: (x + 8) / 16 and floor are exact, so floor() is the arithmetic shift."""
-    xh = torch.floor((x + 8) * (1.0 / 16)).clamp_max_(fxp.x_h_top(unsigned))
-    return xh, x - 16 * xh
+    In float32 directly where that is the same rounding: a 16-bit code times a 15-bit
+    mantissa is exact in float64, so core's float64 product rounded to float32 equals one
+    float32 multiply whenever the scale and every product are normal float32 numbers.
+    """
+    v = scale.value
+    if dtype == torch.float32 and 2.0 ** -126 <= v and v * 2.0 ** 16 < 2.0 ** 127:
+        return codes.to(torch.float32) * v
+    return (codes.double() * v).to(dtype)
 
 
-def msb_split_g_t(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def msb_split_x_t(x: torch.Tensor, unsigned: bool, out_h: torch.Tensor | None = None,
+                  out_l: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x = 16*x_h + x_l, x_h = min((x + 8) >> 4, top) (``core.fixedpoint.msb_split_x``),
+    on float codes (floor division of an integer by 16 is exact: the arithmetic shift).
+    ``out_h``/``out_l``: views to write the limbs into."""
+    xh = torch.add(x, 8, out=out_h).mul_(1.0 / 16).floor_().clamp_max_(fxp.x_h_top(unsigned))
+    return xh, torch.add(x, xh, alpha=-16, out=out_l)
+
+
+def msb_split_g_t(g: torch.Tensor, out_h: torch.Tensor | None = None,
+                  out_l: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """g = 64*g_h + g_l, g_h = clamp((g + 32) >> 6, -512, 511), on float codes (exact)."""
-    gh = torch.floor((g + 32) * (1.0 / 64)).clamp_(fxp.G_H_MIN, fxp.G_H_MAX)
-    return gh, g - 64 * gh
+    gh = torch.add(g, 32, out=out_h).mul_(1.0 / 64).floor_().clamp_(fxp.G_H_MIN, fxp.G_H_MAX)
+    return gh, torch.add(g, gh, alpha=-64, out=out_l)
 
 
 def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
@@ -96,112 +192,149 @@ def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
     return sign, predicted, amax
 
 
-
 # --- exact integer convolutions on the fast float32 path ------------------------------
 # float32 adds and multiplies integers exactly while every partial sum stays below 2**24,
 # whatever the summation order. Each helper proves that bound from the operands (peak
 # code times the largest sum of |other operand| that one output element sees) and takes
 # the float32 convolution when it holds; otherwise it splits an operand into its MSB/LSB
-# limbs (the predictor split) or the batch into chunks, and falls back to float64 (exact
-# below 2**53, which the kernels' shape limits guarantee) when even that is not enough.
+# limbs (the predictor split) and, for the weight gradient, the batch into groups of
+# samples summed separately, and falls back to float64 (exact below 2**53, which the
+# kernels' shape limits guarantee) when even that is not enough.
 F32_EXACT = float(1 << 24)
 
 
-def _peak(t: torch.Tensor) -> float:
-    return float(t.abs().max()) if t.numel() else 0.0
-
-
-def exact_conv2d(xq, wq, stride, padding, groups, wsum: float | None = None) -> torch.Tensor:
-    """sum x*w (the forward accumulator), exact, as float64. ``wsum`` = max_o sum |w_o|."""
+def conv2d_parts(xq, wq, stride, padding, groups, wsum: float | None = None):
+    """sum x*w (the forward accumulator) as exact parts: ((tensor, weight), ...) with
+    acc = sum weight * tensor. ``wsum`` = max_o sum |w_o|."""
     if wsum is None:
         wsum = float(wq.abs().sum(dim=(1, 2, 3)).max()) if wq.numel() else 0.0
     conv = lambda a, w: F.conv2d(a, w, None, stride, padding, 1, groups)  # noqa: E731
-    if _peak(xq) * wsum < F32_EXACT:
-        return conv(xq.float(), wq.float()).double()
-    if 16 * wsum < F32_EXACT:          # x = 16*x_h + x_l, |x_h| <= 16, |x_l| <= 8: two limbs, one call
-        xh = torch.floor((xq + 8) * (1.0 / 16))
-        both = conv(torch.cat([xh, xq - 16 * xh]).float(), wq.float()).double()
-        return 16 * both[: xq.shape[0]] + both[xq.shape[0]:]
-    return conv(xq.double(), wq.double())
+    if _absmax(xq) * wsum < F32_EXACT:
+        return ((conv(xq.float(), wq.float()), 1),)
+    n = xq.shape[0]
+    if 15 * wsum < F32_EXACT:          # x = 16*x_h + x_l, |x_h|, |x_l| <= 15: two limbs, one call
+        limbs = _scratch.get("forward limbs", (2 * n, *xq.shape[1:]), torch.float32, xq.device)
+        msb_split_x_t(xq, True, limbs[:n], limbs[n:])   # the uint8 split is exact for int8 codes too
+        both = conv(limbs, wq.float())
+        return (both[:n], 16), (both[n:], 1)
+    return ((conv(xq.double(), wq.double()), 1),)
 
 
-def exact_conv2d_input(x_shape, wq, gq, stride, padding, groups, wsum: float | None = None) -> torch.Tensor:
-    """sum g*w of the transposed convolution (the input gradient), exact, as float64.
-    ``wsum`` = max_c sum_o |w[o, c]|."""
+def _combine(parts) -> torch.Tensor:
+    """sum weight * tensor of exact parts, in float64 (exact below 2**53)."""
+    acc = parts[0][0].double() * parts[0][1]
+    for p, w in parts[1:]:
+        acc += w * p.double()
+    return acc
+
+
+def exact_conv2d(xq, wq, stride, padding, groups, wsum: float | None = None) -> torch.Tensor:
+    """sum x*w (the forward accumulator), exact, as float64."""
+    return _combine(conv2d_parts(xq, wq, stride, padding, groups, wsum))
+
+
+def conv2d_input_parts(x_shape, wq, gq, stride, padding, groups, wsum: float | None = None):
+    """sum g*w of the transposed convolution (the input gradient) as exact parts (see
+    ``conv2d_parts``). ``wsum`` = max_c sum_o |w[o, c]|."""
     if wsum is None:
         wsum = float(wq.abs().sum(dim=(0, 2, 3)).max()) if wq.numel() else 0.0
     n = gq.shape[0]
-    convt = lambda g, shape: torch.nn.grad.conv2d_input(shape, wq.to(g.dtype), g, stride, padding, 1, groups)  # noqa: E731
-    if _peak(gq) * wsum < F32_EXACT:
-        return convt(gq.float(), x_shape).double()
-    if 512 * wsum < F32_EXACT:         # g = 64*g_h + g_l: two limbs, one call
-        gh, gl = msb_split_g_t(gq)
-        both = convt(torch.cat([gh, gl]).float(), (2 * n, *x_shape[1:])).double()
-        return 64 * both[:n] + both[n:]
-    return convt(gq.double(), x_shape)
+    if stride == 1 and groups == 1 and 2 * padding == wq.shape[2] - 1:
+        # the transposed convolution of a "same" stride-1 conv is a forward conv with the
+        # kernel flipped and its channel axes swapped: the same products, summed in some
+        # order (exact either way), and the forward kernels do not allocate the large
+        # workspace that oneDNN's backward-data pass takes on every call (measured at
+        # 64x16x32x32: 17 ms -> 6 ms)
+        wt = wq.flip(2, 3).transpose(0, 1).contiguous()
+        convt = lambda g, shape: F.conv2d(g, wt.to(g.dtype), None, 1, padding)  # noqa: E731
+    else:
+        convt = lambda g, shape: torch.nn.grad.conv2d_input(shape, wq.to(g.dtype), g, stride, padding, 1, groups)  # noqa: E731
+    if _absmax(gq) * wsum < F32_EXACT:
+        return ((convt(gq.float(), x_shape), 1),)
+    if 512 * wsum < F32_EXACT:         # g = 64*g_h + g_l, |g_h| <= 512, |g_l| <= 63: two limbs, one call
+        limbs = _scratch.get("input limbs", (2 * n, *gq.shape[1:]), torch.float32, gq.device)
+        msb_split_g_t(gq, limbs[:n], limbs[n:])
+        both = convt(limbs, (2 * n, *x_shape[1:]))
+        return (both[:n], 64), (both[n:], 1)
+    return ((convt(gq.double(), x_shape), 1),)
 
 
-def _chunks(per_sample: torch.Tensor, peak: float):
-    """Split samples into runs whose summed per-channel |g| keeps peak*sum below 2**24.
-    Yields (start, stop, exact_in_float32)."""
-    n = per_sample.shape[0]
-    if float(per_sample.sum(0).max()) * peak < F32_EXACT:
-        yield 0, n, True
-        return
-    c = torch.cumsum(per_sample.double(), 0)
-    start = 0
-    while start < n:
-        base = c[start - 1] if start else torch.zeros_like(c[0])
-        over = ((c[start:] - base).amax(1) * peak >= F32_EXACT).nonzero()
-        stop = start + int(over[0]) if over.numel() else n
-        if stop == start:              # one sample alone is too large: float64 for it
-            yield start, start + 1, False
-            start += 1
-        else:
-            yield start, stop, True
-            start = stop
+def exact_conv2d_input(x_shape, wq, gq, stride, padding, groups, wsum: float | None = None) -> torch.Tensor:
+    """sum g*w of the transposed convolution, exact, as float64."""
+    return _combine(conv2d_input_parts(x_shape, wq, gq, stride, padding, groups, wsum))
+
+
+def _sample_groups(bsum: torch.Tensor, peaks: torch.Tensor) -> int | None:
+    """The fewest interleaved sample groups k (k divides n; group j = samples j, j+k, ...)
+    whose sums are all proved exact in float32: peak_p * sum over the group of sum |b_p|
+    < 2**24 for every product p and output channel. ``bsum`` is (n, P, co) in float64.
+    None when even one sample per group is too large."""
+    n = bsum.shape[0]
+    bound = bsum * peaks.view(1, -1, 1)
+    for k in (d for d in range(1, n + 1) if n % d == 0):
+        if float(bound.view(n // k, k, -1).sum(0).max()) < F32_EXACT:
+            return k
+    return None
 
 
 def exact_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups, with_msb: bool = True):
     """(G_msb, G_exact) of the PSG rule, exact, as float64.
 
-    Both come from the predictor splits x = 16*x_h + x_l and g = 64*g_h + g_l (exact):
-    G_msb = sum x_h*g_h and G_exact = 1024*G_msb + 16*sum x_h*g_l + 64*sum x_l*g_h +
-    sum x_l*g_l, as in ``core.golden.wgrad_terms``. The four sums are one convolution call on
-    the stacked limbs [x_h, x_l] x [g_h, g_l] (for groups == 1). Every limb of x is at most
-    15 in magnitude, so the float32 bound 15 * sum|g limb| < 2**24 covers large batches;
-    where it does not, the batch is chunked (float64 for a sample that alone exceeds it).
-    ``with_msb`` = False returns G_msb = None (the predictor is off).
+    With the predictor splits x = 16*x_h + x_l and g = 64*g_h + g_l (exact):
+    G_msb = sum x_h*g_h and G_exact = sum x*g = 1024*G_msb + 64*sum x_l*g_h + sum x*g_l,
+    three products of small operands (|x_h|, |x_l| <= 15, |g_l| <= 63) instead of the four
+    of ``core.golden.wgrad_terms`` -- the same integers. Without the predictor
+    (``with_msb`` = False, G_msb = None) two: G_exact = 64*sum x*g_h + sum x*g_l.
+
+    All products run as ONE grouped float32 convolution: the operands are stacked as
+    channel groups, and the batch is folded into k interleaved sample groups, each summed
+    separately (same MACs as one ungrouped call) so that every float32 partial sum is
+    provably below 2**24; the k partial results are added in float64. k is the smallest
+    divisor of n that the bound allows; a batch where one sample alone exceeds it runs in
+    float64.
     """
-    xh, xl = msb_split_x_t(xq, x_unsigned)
-    gh, gl = msb_split_g_t(gq)
-    co, ci = wshape[0], wshape[1]
-    stacked = groups == 1
-    if stacked:
-        x_st, g_st = torch.cat([xh, xl], 1), torch.cat([gh, gl], 1)
-        st_shape = (2 * co, 2 * ci, *wshape[2:])
-    per_sample = torch.maximum(gh.abs().sum((2, 3)), gl.abs().sum((2, 3)))   # n x co
-    peak = max(_peak(xh), _peak(xl))
-    hh, hl, lh, ll = (torch.zeros(wshape, dtype=torch.float64, device=gq.device) for _ in range(4))
-
-    def cw(a, g, shape, dt):
-        return torch.nn.grad.conv2d_weight(a.to(dt), shape, g.to(dt), stride, padding, 1, groups).double()
-
-    for a, b, fast in _chunks(per_sample, peak):
-        dt = torch.float32 if fast else torch.float64
-        if stacked:
-            r = cw(x_st[a:b], g_st[a:b], st_shape, dt)
-            hh += r[:co, :ci]
-            lh += r[:co, ci:]
-            hl += r[co:, :ci]
-            ll += r[co:, ci:]
-        else:
-            hh += cw(xh[a:b], gh[a:b], wshape, dt)
-            lh += cw(xl[a:b], gh[a:b], wshape, dt)
-            hl += cw(xh[a:b], gl[a:b], wshape, dt)
-            ll += cw(xl[a:b], gl[a:b], wshape, dt)
-    g_exact = 1024 * hh + 16 * hl + 64 * lh + ll
-    return (hh if with_msb else None), g_exact
+    n, ci = xq.shape[0], xq.shape[1]
+    co = gq.shape[1]
+    p = 3 if with_msb else 2
+    dev = xq.device
+    a = _scratch.get("wgrad x", (n, p, *xq.shape[1:]), torch.float32, dev)
+    b = _scratch.get("wgrad g", (n, p, *gq.shape[1:]), torch.float32, dev)
+    x_peak = float(fxp.UINT8.hi if x_unsigned else -fxp.INT8.lo)
+    if with_msb:
+        msb_split_x_t(xq, x_unsigned, a[:, 0], a[:, 1])
+        a[:, 2].copy_(xq)
+        msb_split_g_t(gq, b[:, 0], b[:, 2])
+        b[:, 1].copy_(b[:, 0])
+        # |x_h| <= 15 (uint8) or 8 (int8); |x_l| <= 15 (the top code's remainder)
+        peaks = (15.0 if x_unsigned else 8.0, 15.0, x_peak)
+    else:
+        a[:, 0].copy_(xq)
+        a[:, 1].copy_(xq)
+        msb_split_g_t(gq, b[:, 0], b[:, 1])
+        peaks = (x_peak, x_peak)
+    hw = gq.shape[2] * gq.shape[3]
+    limb_peaks = (512, 512, 63) if with_msb else (512, 63)          # |g_h|, |g_h|, |g_l|
+    if n * hw * max(a_pk * b_pk for a_pk, b_pk in zip(peaks, limb_peaks)) < F32_EXACT:
+        k = 1                          # the codes' ranges alone prove one float32 sum exact
+    else:
+        # Upper bounds of sum |limb| per (sample, channel) from one pass over |g|:
+        # |g_h| <= (|g| + 32) / 64 and |g_l| <= min(|g|, 63) (63 at the saturated top code
+        # 32767 = 64*511 + 63, else 32). The float32 sum of |g| is at most
+        # (hw - 1) * 2**-24 relatively below the true one (any order): inflated by that.
+        gabs = torch.abs(gq, out=_scratch.get("wgrad |g|", gq.shape, gq.dtype, dev))
+        gsum = gabs.sum((2, 3)).double().mul_(1.0 + hw * 2.0 ** -23)               # n x co
+        h_sum = (gsum + 32 * hw) / 64
+        l_sum = gsum.clamp(max=63.0 * hw)
+        bsum = torch.stack([h_sum, h_sum, l_sum] if with_msb else [h_sum, l_sum], 1)  # n x p x co
+        k = _sample_groups(bsum, torch.tensor(peaks, dtype=torch.float64, device=dev))
+    dt = torch.float32 if k is not None else torch.float64
+    k = k or 1
+    a, b = a.to(dt).view(n // k, k * p * ci, *xq.shape[2:]), b.to(dt).view(n // k, k * p * co, *gq.shape[2:])
+    r = torch.nn.grad.conv2d_weight(a, (k * p * wshape[0], *wshape[1:]), b, stride, padding, 1, k * p * groups)
+    r = r.view(k, p, *wshape).double().sum(0)
+    if with_msb:
+        return r[0], r[0] * 1024 + r[1] * 64 + r[2]
+    return None, r[0] * 64 + r[1]
 
 
 class _PSGConvFn(torch.autograd.Function):
@@ -210,21 +343,21 @@ class _PSGConvFn(torch.autograd.Function):
         xq, s_x = layer._quantize_input(x)
         wq = layer.w_codes
         acc_scale = s_x.value * layer.w_scale.value
-        acc = exact_conv2d(xq, wq, layer.stride, layer.padding, layer.groups, layer._wsum_fwd)
+        acc = conv2d_parts(xq, wq, layer.stride, layer.padding, layer.groups, layer._wsum_fwd)
         y_codes, s_y = layer._requantize_output(acc, acc_scale, xq)
         ctx.layer = layer
         ctx.save_for_backward(xq)
-        return (y_codes.double() * s_y.value).to(x.dtype)   # dequantise as core does
+        return dequantize_t(y_codes, s_y, x.dtype)
 
     @staticmethod
     def backward(ctx, gy):
         layer: PSGConv2d = ctx.layer
         (xq,) = ctx.saved_tensors
-        s_gy = fxp.scale_for(float(gy.abs().max()) if gy.numel() else 0.0, fxp.INT16)
-        gq = quantize_t(gy, s_gy, fxp.INT16)
+        s_gy = fxp.scale_for(_absmax(gy), fxp.INT16)
+        gq = quantize_t(gy, s_gy, fxp.INT16, out=_scratch.get("gy codes", gy.shape, torch.float32, gy.device))
         gx = None
         if ctx.needs_input_grad[0]:
-            gx = layer._grad_input(gq, s_gy, xq.shape).to(gy.dtype)
+            gx = layer._grad_input(gq, s_gy, xq.shape, gy.dtype)
         gw = None
         if ctx.needs_input_grad[1]:
             gw = layer._sign_grad(xq, gq).to(layer.weight.dtype)
@@ -245,6 +378,13 @@ class PSGConv2d(nn.Module):
     """
 
     pass_bits = ((8, 8), (16, 8), (8, 16))   # fwd, bwd-data, bwd-weight operand widths
+
+    # The decision rule, called once per backward as decide(G_msb, G_exact, beta_q) ->
+    # (sign in {-1, 0, 1}, predicted bool, max|G_msb|) on float64 tensors of the weight's
+    # shape holding exact integers (``psg_decide_t``'s signature). Assign a callable to one
+    # layer (``layer.decide = rule``) to study another rule, e.g. a random control; the
+    # exact and MSB sums, the counters and the MACs the work meter prices stay the layer's.
+    decide = staticmethod(psg_decide_t)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int | None = None, groups: int = 1, *, beta: float = 0.05,
@@ -309,47 +449,48 @@ class PSGConv2d(nn.Module):
     # -- passes -----------------------------------------------------------------------
     def _quantize_input(self, x: torch.Tensor):
         fmt = fxp.UINT8 if self.x_unsigned else fxp.INT8
-        bmax = float(x.detach().abs().max()) if x.numel() else 0.0
+        bmax = _absmax(x.detach())
         if self.training or math.isnan(float(self.x_max)):
             self.x_max.fill_(_running(float(self.x_max), bmax) if self.training else bmax)
         s_x = fxp.scale_for(float(self.x_max), fmt)
         return quantize_t(x.detach(), s_x, fmt), s_x
 
-    def _requantize_output(self, acc: torch.Tensor, acc_scale: float, xq: torch.Tensor):
+    def _requantize_output(self, acc, acc_scale: float, xq: torch.Tensor):
+        """``acc``: the accumulator as exact parts (``conv2d_parts``)."""
+        ybuf = _scratch.get("y codes", acc[0][0].shape, torch.float32, xq.device)   # read by the caller only
         if math.isnan(float(self.y_max)):
             # first call: the exact bound max_o sum|w| * max|x| never saturates; measure it
-            peak = float(xq.abs().max()) if xq.numel() else 0.0
-            bound = acc_scale * peak * self._wsum_fwd
+            bound = acc_scale * _absmax(xq) * self._wsum_fwd
             s_cal = fxp.scale_for(bound, fxp.INT8)
-            yc = requantize_t(acc, fxp.requant_multiplier(acc_scale, s_cal), fxp.INT8)
-            ymax = float(yc.abs().max()) * s_cal.value if yc.numel() else 0.0
+            yc = _requantize_parts(acc, fxp.requant_multiplier(acc_scale, s_cal), fxp.INT8, ybuf)
+            ymax = _absmax(yc) * s_cal.value
             if ymax > 0:
                 self.y_max.fill_(ymax)
         s_y = fxp.scale_for(0.0 if math.isnan(float(self.y_max)) else float(self.y_max), fxp.INT8)
-        yc = requantize_t(acc, fxp.requant_multiplier(acc_scale, s_y), fxp.INT8)
+        yc = _requantize_parts(acc, fxp.requant_multiplier(acc_scale, s_y), fxp.INT8, ybuf)
         if self.training and yc.numel():
-            top = int(yc.abs().max())
+            top = int(_absmax(yc))
             ym = float(self.y_max)
             est = 2 * ym if (top >= fxp.INT8.hi and not math.isnan(ym)) else top * s_y.value
             if est > 0:
                 self.y_max.fill_(_running(ym, est))
         return yc, s_y
 
-    def _grad_input(self, gq: torch.Tensor, s_gy: fxp.Dyadic, x_shape) -> torch.Tensor:
+    def _grad_input(self, gq: torch.Tensor, s_gy: fxp.Dyadic, x_shape, dtype: torch.dtype) -> torch.Tensor:
         acc_scale = s_gy.value * self.w_scale.value
         if math.isnan(float(self.gx_max)):
-            peak = float(gq.abs().max()) if gq.numel() else 0.0
-            self.gx_max.fill_(acc_scale * peak * self._wsum_bwd)
+            self.gx_max.fill_(acc_scale * _absmax(gq) * self._wsum_bwd)
         s_gx = fxp.scale_for(float(self.gx_max), fxp.INT16)
-        acc = exact_conv2d_input(x_shape, self.w_codes, gq, self.stride, self.padding, self.groups,
-                                  self._wsum_bwd)
-        gxc = requantize_t(acc, fxp.requant_multiplier(acc_scale, s_gx), fxp.INT16)
-        top = int(gxc.abs().max()) if gxc.numel() else 0
+        acc = conv2d_input_parts(x_shape, self.w_codes, gq, self.stride, self.padding, self.groups,
+                                 self._wsum_bwd)
+        gxc = _requantize_parts(acc, fxp.requant_multiplier(acc_scale, s_gx), fxp.INT16,
+                                _scratch.get("gx codes", x_shape, torch.float32, gq.device))
+        top = int(_absmax(gxc))
         if top >= fxp.INT16.hi:
             self.gx_max.fill_(2 * float(self.gx_max))
         elif top > 0:
             self.gx_max.fill_(top * s_gx.value)       # this batch's max, for the next batch
-        return gxc.double() * s_gx.value
+        return dequantize_t(gxc, s_gx, dtype)
 
     def _sign_grad(self, xq: torch.Tensor, gq: torch.Tensor) -> torch.Tensor:
         wshape = tuple(self.w_master.shape)
@@ -357,7 +498,7 @@ class PSGConv2d(nn.Module):
                                      self.groups, with_msb=bool(self.beta_q))
         if g_msb is None:
             g_msb = torch.zeros_like(g_exact)
-        sign, predicted, _ = psg_decide_t(g_msb, g_exact, self.beta_q)
+        sign, predicted, _ = self.decide(g_msb, g_exact, self.beta_q)
         n_pred = int(predicted.sum())
         self.n_predicted += n_pred
         self.n_decided += sign.numel()
