@@ -77,6 +77,9 @@ def test_random_control_matches_measured_ratio_psg(grid):
     assert ctl.skip_unit == "weight-signs" and ctl.target_skip_ratio == pytest.approx(p, abs=1e-6)
     n = n_psg_weights() * ctl.final.steps
     assert abs(ctl.skip_ratio - p) <= 3.5 * math.sqrt(p * (1 - p) / n) + 1e-6
+    # the choice really is random: over ~1e5 signs an epoch, a random draw that reproduces the
+    # predictor's own count in every epoch means the control never replaced the PSG rule
+    assert [e.skip_ratio for e in ctl.epochs] != [e.skip_ratio for e in psg.epochs]
     # the same fraction of exact products skipped -> the same modelled energy, closely
     assert ctl.final.energy_j == pytest.approx(psg.final.energy_j, rel=0.01)
 

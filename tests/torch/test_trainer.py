@@ -105,3 +105,103 @@ def test_models_build_for_every_depth_and_mobilenet():
     out = m(torch.randn(4, 1, 8, 8))
     out.sum().backward()
     assert out.shape == (4, 10)
+
+
+class _GlobalRngBlockDrop:
+    """Drops (sample, block) executions from torch's *global* RNG, as sampled SLU gates do:
+    a resumed run matches an uninterrupted one only if the checkpoint restores that RNG."""
+
+    def __new__(cls):
+        from e2train.torch.policy import Policy
+
+        class P(Policy):
+            name = "global-rng-block-drop"
+
+            def block_masks(self, ctx):
+                return [torch.rand(ctx.x.shape[0]) < 0.5 for _ in ctx.model.blocks]
+        return P()
+
+
+def test_resume_restores_torch_global_rng(tiny, tmp_path):
+    run = dict(RUN, slu=False, smd=False, precision="fp32")
+    full = train(TrainConfig(epochs=2, out_dir=str(tmp_path / "a"), **run), [_GlobalRngBlockDrop()], data=tiny)
+
+    class Stop(Exception):
+        pass
+
+    def stop(rec):
+        if rec["epoch"] == 2:
+            raise Stop
+    with pytest.raises(Stop):
+        train(TrainConfig(epochs=2, out_dir=str(tmp_path / "b"), **run), [_GlobalRngBlockDrop()], data=tiny,
+              callback=stop)
+    torch.rand(1000)                      # whatever ran in between must not matter
+    resumed = train(TrainConfig(epochs=2, out_dir=str(tmp_path / "b"), resume=True, **run),
+                    [_GlobalRngBlockDrop()], data=tiny)
+    assert full.work.to_dict() == resumed.work.to_dict()    # the same blocks ran
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(v, resumed.model.state_dict()[k], rtol=0, atol=0, msg=k)
+
+
+def test_on_epoch_end_runs_after_evaluation_and_its_keys_are_kept(tiny, tmp_path):
+    from e2train.torch.policy import Policy
+    seen = {}
+
+    class Probe(Policy):
+        def on_train_start(self, ctx):
+            seen["state"] = set(ctx.state)
+
+        def on_epoch_end(self, ctx, record):
+            seen.setdefault("acc_at_end", []).append(record["test_acc"])
+            record["probe"] = record["epoch"] * 10
+    got = []
+    res = train(TrainConfig(epochs=2, out_dir=str(tmp_path), **dict(RUN, slu=False)), [Probe()], data=tiny,
+                callback=lambda r: got.append(dict(r)))
+    assert {"config", "work_meter"} <= seen["state"]
+    assert seen["acc_at_end"] == [r["test_acc"] for r in res.records]       # evaluated before the hook
+    assert [r["probe"] for r in got] == [10, 20] == [r["probe"] for r in res.records]
+    ck = json.loads(load_checkpoint(tmp_path / "checkpoint.pt")["records"])
+    assert [r["probe"] for r in ck] == [10, 20]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "psg"])
+def test_work_meter_forward_only_counts_the_forward_of_a_training_step(tiny, precision):
+    from e2train.core.energy import conv_pass_work
+    from e2train.core.work import Work
+    from e2train.torch.models import build_model
+    from e2train.torch.work_meter import FP32_PASSES, WorkMeter
+    torch.manual_seed(0)
+    model = build_model("resnet8", 1, 10, precision=precision)
+    meter = WorkMeter(model)
+    x = tiny.x_train[:16]
+    # a training step's forward on the same samples, with the backward stopped everywhere:
+    # what the meter counts then is exactly the forward MACs (BN also counts its backward)
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    meter.active = True
+    model(x)
+    meter.active = False
+    train_fwd = meter.work
+    meter.work = Work()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()                                   # any mode: a deciding forward may run in eval
+    with meter.forward_only() as m:
+        assert m is meter and not torch.is_grad_enabled()
+        model(x)
+    assert meter.active is False and torch.is_grad_enabled()
+    assert meter.work.macs == train_fwd.macs and meter.work.total_macs > 0
+    assert meter.work.sram_bytes == train_fwd.sram_bytes
+    bn = sum(train_fwd.ops.values())
+    assert sum(meter.work.ops.values()) * 3 == bn        # BN: 2 forward ops of the 2 + 4
+    # and outside the context an eval forward counts nothing, as before
+    before = meter.work.to_dict()
+    with torch.no_grad():
+        model(x)
+    assert meter.work.to_dict() == before
+    # the expected count, from first principles, for the first conv alone
+    first = Work()
+    conv_pass_work(16 * 16 * 8 * 8 * 1 * 9, *getattr(model.conv1, "pass_bits", FP32_PASSES)[0], work=first)
+    assert first.total_macs and all(meter.work.macs[k] >= n for k, n in first.macs.items())
+    meter.close()

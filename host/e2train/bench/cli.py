@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
             v = getattr(args, k)
             if v is not None and v < 1:
                 raise GridError(f"--{k.replace('_', '-')} must be >= 1, not {v}")
-        base = {"batch_size": args.batch_size} if args.batch_size else {}
+        base = dict(spec.train_config) if spec is not None else {}
+        if args.batch_size:
+            base["batch_size"] = args.batch_size
         backend = TorchBackend(threads=args.threads, verbose=not args.quiet, data_dir=args.data_dir,
                                limit_train=args.limit_train, base_config=base)
     except (BackendUnavailable, GridError) as e:

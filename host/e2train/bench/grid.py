@@ -28,6 +28,9 @@ class GridSpec:
     fewer_iters_controls: bool = True
     level: float = 0.95                 # confidence level of the intervals across seeds
     method_options: dict[str, dict] = field(default_factory=dict)
+    # trainer settings for every run of the grid, methods and their controls alike (so a
+    # control differs from its method only in what it skips)
+    train_config: dict = field(default_factory=dict)
 
     @property
     def n_method_runs(self) -> int:

@@ -171,7 +171,7 @@ class TorchBackend:
             kw["epochs"] = int(job.budget.value)
         kw.update(flags)
         try:
-            return TrainConfig(**kw).validate()
+            return TrainConfig.from_dict(kw)       # unknown keys and wrong types: named
         except ConfigError as e:
             raise GridError(f"{job.describe()}: {e}") from None
 

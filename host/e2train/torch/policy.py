@@ -25,7 +25,8 @@ One training step, with the hooks in order::
         skip = skip_params(ctx)           -> names of parameters NOT to update this step
         optimizer(s).step()               (the skipped parameters' grads are set to None first)
         after_step(ctx)
-    on_epoch_end(ctx, record)             -> may add keys to the epoch record
+    on_epoch_end(ctx, record)             -> after the epoch's evaluation; may add keys to the
+                                             epoch record (before it is stored/checkpointed)
     optimizer_for_epoch(ctx)              -> may swap the optimizer for the next phase
 
 Several policies compose with :class:`Compose` (skip_batch: any; sample masks: and;
@@ -60,7 +61,7 @@ class StepContext:
     sample_losses: torch.Tensor | None = None   # per-sample cross entropy, detached
     generator: torch.Generator | None = None    # seeded, for reproducible random decisions
     # free room for policies; the trainer puts "config" (TrainConfig) and "work_meter"
-    # (WorkMeter) here
+    # (WorkMeter; ``forward_only()`` tallies a forward a method runs outside the step) here
     state: dict[str, Any] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
@@ -115,7 +116,10 @@ class Policy:
         """After the optimizer step."""
 
     def on_epoch_end(self, ctx: StepContext, record: dict) -> None:
-        """After evaluation; may add JSON-safe keys to the epoch ``record``."""
+        """After the epoch's test evaluation (``record`` already holds ``test_acc``, energy and
+        the epoch's counts) and before the record is stored, passed to the trainer's callback
+        and checkpointed; keys added here (JSON-safe) appear in all three. Model changes made
+        here take effect from the next epoch and are not seen by this epoch's evaluation."""
 
     def optimizer_for_epoch(self, ctx: StepContext) -> torch.optim.Optimizer | None:
         """A new optimizer for the next epoch (phase change), or None to keep the current."""

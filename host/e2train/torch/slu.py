@@ -5,7 +5,8 @@ Gates (Wang et al., SkipNet, ECCV 2018; used by E2-Train): before each residual 
 block's input is average-pooled, embedded by a per-block 1x1 convolution and fed to one
 LSTM cell shared by all blocks; a linear read-out gives p = sigmoid(.) and the gate is the
 hard decision p > 0.5 in the forward pass with the gradient of p in the backward
-(straight-through). The model runs each block only on the samples whose gate is on.
+(straight-through); in training the decision is sampled, on with probability p, as in
+SkipNet. The model runs each block only on the samples whose gate is on.
 
 The FLOPs penalty, alpha * C(W, G), is ``alpha * (r - target)**2`` where r is the
 FLOPs-weighted execution ratio of the blocks (straight-through, so its value is the ratio
@@ -42,7 +43,15 @@ class RNNGates(nn.Module):
         h, c = self.rnn(e, state)
         p = torch.sigmoid(self.proj(h)).squeeze(1)
         self.last_probs.append(p)
-        hard = (p > 0.5).to(p.dtype)
+        if self.training:
+            # SkipNet samples each training decision from Bernoulli(p) and thresholds only at
+            # inference. Thresholding in training made the gates all-or-nothing per block:
+            # p hardly depends on the input (spread < 0.01 over a batch), so the FLOPs penalty
+            # switched whole blocks off for every sample at once, and a block off for every
+            # sample gets no task gradient to come back (measured on digits, ResNet-8).
+            hard = (torch.rand(p.shape, device=p.device) < p.detach()).to(p.dtype)
+        else:
+            hard = (p > 0.5).to(p.dtype)
         return hard + p - p.detach(), (h, c)
 
 

@@ -357,11 +357,15 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
         ctx.generator.set_state(st["ctx_generator"])
         if swa_model is not None and "swa" in st:
             swa_model.load_state_dict(st["swa"])
+        if "torch_rng" in st:          # sampled gates and policies that use torch's global RNG
+            torch.set_rng_state(st["torch_rng"])
         records = json.loads(st["records"])
         meter.work = Work.from_dict(json.loads(st["work"]))
         start_epoch = int(st["epoch"])
         wall_total = records[-1]["wall_s"] if records else 0.0
-    ctx.state.update(config=cfg, work_meter=meter)   # for policies that need them
+    # for policies that need them: the config and the work meter (``meter.forward_only()``
+    # tallies a forward pass a method runs outside the training step)
+    ctx.state.update(config=cfg, work_meter=meter)
     policy.on_train_start(ctx)
     show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     try:
@@ -459,6 +463,9 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             "macs": meter.work.total_macs - e0_macs,
             "lr": opt.param_groups[0]["lr"],
         }
+        # on_epoch_end runs after this epoch's evaluation (rec has test_acc, energy, counts)
+        # and before the record is kept, the callback sees it and the checkpoint is written:
+        # keys a policy adds are in all three
         policy.on_epoch_end(ctx, rec)
         records.append(rec)
         if show:
@@ -468,7 +475,8 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             callback(rec)
         if ckpt_path:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "policy": policy.state_dict(),
-                     "ctx_generator": ctx.generator.get_state(), "epoch": epoch + 1,
+                     "ctx_generator": ctx.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                     "epoch": epoch + 1,
                      "records": json.dumps(records), "work": json.dumps(meter.work.to_dict()),
                      "config": json.dumps(cfg.to_dict())}
             if swa_model is not None:

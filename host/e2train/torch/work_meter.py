@@ -12,12 +12,20 @@ sample, block or batch never enters the tally. For each layer call in training m
   after their backward: the 4x10-bit predictor for every MAC, the exact product only for
   the weights the predictor did not decide (``PSGConv2d.pending_wgrad``).
 
+Forward passes that do not train (a method's deciding forward, a cache fill) are tallied
+inside ``with meter.forward_only():``: every layer call counts its forward MACs -- the same
+count and widths as a training forward of the same samples -- whatever the module's
+train/eval mode, and no backward.
+
 Operand bytes are priced as on-chip buffer reads (``core.energy.conv_pass_work``).
 BatchNorm is tallied as float32 element operations (the forward a subtract and a
 multiply-add, the backward about twice that); ReLUs, pooling and residual adds are left out
 (one comparison or add per element, well under 1% of a step).
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -37,6 +45,7 @@ class WorkMeter:
         self.model = model
         self.work = Work()
         self.active = False
+        self._forward_only = False
         self.conv_calls = 0            # layer calls tallied (convs and linears)
         self.conv_samples = 0          # samples through them (sum over calls)
         self._handles = []
@@ -55,12 +64,33 @@ class WorkMeter:
             h.remove()
         self._handles = []
 
+    @contextmanager
+    def forward_only(self) -> Iterator["WorkMeter"]:
+        """Tally the forward passes run inside as forward work only, under ``no_grad``.
+
+        For a forward that does not train (DeadHorse's deciding forward, Learn&Drop's cache
+        fill): each layer call adds the forward MACs and operand bytes it would add in a
+        training step, in train or eval mode alike; nothing is added for a backward, and
+        BatchNorm counts its forward operations only. Nests; restores the meter's state.
+        """
+        saved = (self.active, self._forward_only)
+        self.active, self._forward_only = True, True
+        try:
+            with torch.no_grad():
+                yield self
+        finally:
+            self.active, self._forward_only = saved
+
     def _on(self, module) -> bool:
+        if self._forward_only:
+            return True
         return self.active and module.training and torch.is_grad_enabled()
 
     def _passes(self, module, n_macs: int, x: torch.Tensor, weight: torch.Tensor) -> None:
         fwd, bwd_d, bwd_w = getattr(module, "pass_bits", FP32_PASSES)
         conv_pass_work(n_macs, *fwd, work=self.work)
+        if self._forward_only:
+            return
         if x.requires_grad:
             conv_pass_work(n_macs, *bwd_d, work=self.work)
         if weight.requires_grad and not isinstance(module, PSGConv2d):
@@ -88,12 +118,13 @@ class WorkMeter:
         if not self._on(module):
             return
         n = inputs[0].shape[0] * 4 * module.hidden_size * (module.input_size + module.hidden_size)
-        for _ in range(3):                         # forward, and the two backward products
+        for _ in range(1 if self._forward_only else 3):                         # forward, and the two backward products
             conv_pass_work(n, FP32, FP32, work=self.work)
 
     def _bn_hook(self, module, inputs, output) -> None:
         if self._on(module):
-            self.work.add_ops(output.numel() * sum(BN_OPS_PER_ELEMENT), FP32)
+            ops = BN_OPS_PER_ELEMENT[0] if self._forward_only else sum(BN_OPS_PER_ELEMENT)
+            self.work.add_ops(output.numel() * ops, FP32)
 
     def collect_backward(self) -> None:
         """After backward: the PSG layers' weight-gradient work (known only then)."""
