@@ -149,8 +149,10 @@ class ResNet:
             conv.load_state({k[len(pre):]: s[k] for k in s if k.startswith(pre)})
 
     # -- forward / backward ----------------------------------------------------------------
-    def forward(self, x: np.ndarray, train: bool, backend, ktally: KernelTally, arm: ArmTally):
-        """Logits for the float32 batch x, and the cache for ``backward``."""
+    def forward(self, x: np.ndarray, train: bool, backend, ktally: KernelTally, arm: ArmTally,
+                gate_rng: np.random.Generator | None = None):
+        """Logits for the float32 batch x, and the cache for ``backward``. ``gate_rng``: draw
+        the gates' decisions from it (training with sampled gates); else p > 0.5."""
         n = x.shape[0]
         stats = StepStats(n=n)
         y, c_stem = self.stem.forward(x, None, n, train, backend, ktally, arm)
@@ -162,7 +164,7 @@ class ResNet:
         for blk in self.blocks:
             idx = None
             if blk.gate is not None:
-                p, g = self.gates.forward(blk.gate, a, arm)
+                p, g = self.gates.forward(blk.gate, a, arm, gate_rng)
                 cache["probs"].append(p)
                 cache["gates"].append(g)
                 idx = np.nonzero(g)[0].astype(np.int32)

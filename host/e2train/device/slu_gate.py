@@ -3,7 +3,8 @@ whether each block runs (numpy float32 on the ARM; forward and backward written 
 
 Per block i: e_i = avgpool(x_i) (the block input, N x C_i), u_i = E_i e_i + b_i (a per-block
 linear embedding into d dims), h_i = GRU(u_i, h_{i-1}) (one GRU cell shared by every block,
-h_0 = 0), p_i = sigmoid(v . h_i + c), gate g_i = [p_i > 0.5] (hard). The backward is the
+h_0 = 0), p_i = sigmoid(v . h_i + c), gate g_i hard: in training drawn on with probability p_i
+(SkipNet's sampling; ``gate_sampling``), in evaluation [p_i > 0.5]. The backward is the
 straight-through estimator: dL/dp_i := dL/dg_i. The gate input is detached from the
 backbone (the gate learns from its own loss terms, the backbone does not learn from the gate).
 
@@ -53,8 +54,14 @@ class GateNet:
         self.h = np.zeros((n, self.d), np.float32)
         self.caches: list[tuple] = []
 
-    def forward(self, i: int, x: np.ndarray, tally: ArmTally) -> tuple[np.ndarray, np.ndarray]:
-        """Gate of block i for the block input x (N, C, H, W): (probabilities, hard gates)."""
+    def forward(self, i: int, x: np.ndarray, tally: ArmTally,
+                rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Gate of block i for the block input x (N, C, H, W): (probabilities, hard gates).
+
+        With ``rng`` (training) each gate is drawn on with probability p; without, p > 0.5.
+        Thresholding in training makes the gates all-or-nothing per block, because p hardly
+        depends on the input early on: the penalty then switches a block off for every sample
+        at once, and a block that runs for no sample gets no task gradient to come back."""
         P = self.params
         d = self.d
         e = x.mean(axis=(2, 3), dtype=np.float32)
@@ -76,7 +83,8 @@ class GateNet:
         tally.ops("sigmoid", n * (2 * d + 1))
         tally.ops("tanh", n * d)
         tally.ops("add", n * 4 * d)
-        return p, p > 0.5
+        hard = rng.random(p.shape) < p if rng is not None else p > 0.5
+        return p, hard
 
     def penalty(self, gates: list[np.ndarray], alpha: float, target: float):
         """alpha * (R - target)**2 and dPenalty/dg per block (one value per sample)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STREAM_SHUFFLE, STREAM_DROP, STREAM_SHIFT = 1, 2, 3
+STREAM_SHUFFLE, STREAM_DROP, STREAM_SHIFT, STREAM_GATE = 1, 2, 3, 4   # STREAM_GATE: the trainer's gate draws
 
 
 @dataclass

@@ -62,6 +62,7 @@ class TrainConfig:
     gate_alpha: float = 2.0           # weight of the penalty alpha * (ratio - target)**2
     gate_hidden: int = 10             # size of the shared recurrent cell
     gate_lr: float = 0.1
+    gate_sampling: bool = True        # training decisions drawn ~ Bernoulli(p) (SkipNet); else p > 0.5
     gate_downsample: bool = False     # gate the stride-2 blocks too (their shortcut is lossy)
     # the ARM's throughput in the time model (nn_layers.ARM_OPS_PER_SECOND is the assumed default;
     # `e2train calibrate-arm` measures it on a board)

@@ -65,3 +65,22 @@ def test_penalty_pushes_towards_the_target():
     off = [np.zeros(8, bool), np.zeros(8, bool)]
     _, r, grads = net.penalty(off, alpha=1.0, target=0.5)
     assert r == 0.0 and all((g < 0).all() for g in grads)
+
+
+def test_training_gates_are_drawn_with_probability_p_and_evaluation_thresholds():
+    """Sampled gates (SkipNet): on with probability p in training; p > 0.5 without a generator."""
+    net = GateNet([4], [1], hidden=3, rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).normal(0, 1, (4000, 4, 2, 2)).astype(np.float32)
+    net.reset(x.shape[0])
+    p, hard = net.forward(0, x, ArmTally(), np.random.default_rng(2))
+    # p ~ 0.88 at initialisation (head bias 2): the draws follow it, not the threshold
+    assert 0.8 < p.mean() < 0.95
+    assert abs(hard.mean() - p.mean()) < 0.03
+    assert 0 < hard.sum() < x.shape[0]
+    net.reset(x.shape[0])
+    p2, hard2 = net.forward(0, x, ArmTally())
+    assert np.array_equal(p2, p) and np.array_equal(hard2, p2 > 0.5)
+    # the same generator state draws the same gates (resume depends on it)
+    net.reset(x.shape[0])
+    _, hard3 = net.forward(0, x, ArmTally(), np.random.default_rng(2))
+    assert np.array_equal(hard3, hard)

@@ -78,8 +78,8 @@ def _random_gates(gatenet, rng, record, spy):
     """Gates that run the real cell but decide at random (a mix of on, off, all and none)."""
     fwd = gatenet.forward
 
-    def forward(i, x, tally):
-        p, _ = fwd(i, x, tally)
+    def forward(i, x, tally, gate_rng=None):
+        p, _ = fwd(i, x, tally, gate_rng)
         kind = rng.integers(0, 4)
         g = (rng.random(x.shape[0]) < 0.5) if kind < 2 else np.full(x.shape[0], kind == 2)
         record[(spy.step, i)] = g.copy()
