@@ -363,9 +363,10 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
         meter.work = Work.from_dict(json.loads(st["work"]))
         start_epoch = int(st["epoch"])
         wall_total = records[-1]["wall_s"] if records else 0.0
-    # for policies that need them: the config and the work meter (``meter.forward_only()``
-    # tallies a forward pass a method runs outside the training step)
-    ctx.state.update(config=cfg, work_meter=meter)
+    # for policies that need them: the config, the run's own data (methods look samples up
+    # by index) and the work meter (``meter.forward_only()`` tallies a forward pass a method
+    # runs outside the training step)
+    ctx.state.update(config=cfg, data=data, work_meter=meter)
     policy.on_train_start(ctx)
     show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     try:

@@ -92,11 +92,21 @@ def test_predictive_policy_finds_the_runs_data_and_checks_it(digits, quick):
     pol = make("hsdh", threshold=0.12)
     train(quick(epochs=2, max_batches=1), [pol], data=digits)
     assert pol.predictive.history.seen.shape == (128,)
-    # training data that is not what the config names is caught, not silently mixed up
+    # the trainer hands the policy the run's own data, even when it is not what the config
+    # names: the policy's per-sample history follows the data that trained
     other = tdata.Data(digits.name, digits.x_train.flip(0), digits.y_train.flip(0),
                        digits.x_test, digits.y_test)
+    pol2 = make("hsdh")
+    train(quick(epochs=1, max_batches=1), [pol2], data=other)
+    assert pol2.predictive.history.seen.shape == (128,)
+    # outside the trainer, training inputs that are not the batch's are caught, not mixed up
+    from e2train.torch.methods.support import check_batch
+    from e2train.torch.policy import StepContext
+    ctx = StepContext(model=None, indices=torch.arange(8), y=other.y_train[:8])
+    check_batch(ctx, other)                                  # the right data passes
+    assert not torch.equal(digits.y_train[:8], other.y_train[:8])
     with pytest.raises(ValueError, match="does not match the training data"):
-        train(quick(epochs=1), [make("hsdh")], data=other)
+        check_batch(ctx, digits)
 
 
 def test_random_controls(digits, quick, spy):
