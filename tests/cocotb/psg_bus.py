@@ -16,7 +16,21 @@ from dataclasses import dataclass, field
 
 import cocotb
 import numpy as np
+from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
+
+
+async def clock_and_reset(dut, **idle) -> None:
+    """Start the 100 MHz clock, drive ``idle`` (input name -> value), hold ap_rst for three
+    cycles (synchronous, active high, as Vitis HLS blocks expect) and release it."""
+    Clock(dut.ap_clk, 10, unit="ns").start()
+    for name, value in idle.items():
+        getattr(dut, name).value = value
+    dut.ap_rst.value = 1
+    for _ in range(3):
+        await RisingEdge(dut.ap_clk)
+    dut.ap_rst.value = 0
+    await RisingEdge(dut.ap_clk)
 
 
 def u(sig) -> int:

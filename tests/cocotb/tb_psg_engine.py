@@ -10,10 +10,9 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from psg_bus import Call, Engine, u
+from psg_bus import Call, Engine, clock_and_reset, u
 from psg_model import Expected, confident_mask, expected_tile
 
 LANES = int(os.environ.get("PSG_LANES", "8"))
@@ -23,14 +22,9 @@ SEED = int(os.environ.get("PSG_SEED", "1"))
 
 
 async def setup(dut, idle_prob=0.0, ready_prob=1.0, seed=SEED) -> Engine:
-    Clock(dut.ap_clk, 10, unit="ns").start()
     rng = random.Random(seed)
     eng = Engine(dut, LANES, rng, idle_prob, ready_prob)
-    dut.ap_rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.ap_clk)
-    dut.ap_rst.value = 0
-    await RisingEdge(dut.ap_clk)
+    await clock_and_reset(dut)
     cocotb.start_soon(eng.sink.run())
     return eng
 

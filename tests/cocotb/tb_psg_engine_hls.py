@@ -10,10 +10,9 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from psg_bus import lane_field, pack, u
+from psg_bus import clock_and_reset, lane_field, pack, u
 from psg_model import confident_mask, expected_tile
 
 LANES = int(os.environ.get("PSG_LANES", "8"))
@@ -75,17 +74,9 @@ async def call(dut, rng, x, g, *, mode, xu, corr_en=0, beta_q=0, gmax=0) -> dict
 
 @cocotb.test()
 async def blackbox_ports_vs_golden(dut):
-    Clock(dut.ap_clk, 10, unit="ns").start()
     rng = random.Random(5)
     nrng = np.random.default_rng(5)
-    dut.ap_start.value = 0
-    dut.ap_continue.value = 1
-    dut.in_empty_n.value = 0
-    dut.out_full_n.value = 0
-    dut.ap_rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.ap_clk)
-    dut.ap_rst.value = 0
+    await clock_and_reset(dut, ap_start=0, ap_continue=1, in_empty_n=0, out_full_n=0)
     all_on = (1 << LANES) - 1
     for t in range(6):
         xu = bool(t % 2)

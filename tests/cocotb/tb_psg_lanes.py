@@ -13,11 +13,10 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from e2train.core.perfmodel import ROUND_OVERHEAD
-from psg_bus import StreamSource, lane_field, pack, u
+from psg_bus import StreamSource, clock_and_reset, lane_field, pack, u
 import psg_model
 from psg_model import Round, expected
 
@@ -122,13 +121,8 @@ class Lanes:
 
 
 async def setup(dut, **kw) -> Lanes:
-    Clock(dut.ap_clk, 10, unit="ns").start()
     lanes = Lanes(dut, random.Random(SEED), **kw)
-    dut.ap_rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.ap_clk)
-    dut.ap_rst.value = 0
-    await RisingEdge(dut.ap_clk)
+    await clock_and_reset(dut)
     return lanes
 
 

@@ -11,10 +11,9 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from psg_bus import lane_field, pack, u
+from psg_bus import clock_and_reset, lane_field, pack, u
 from psg_model import Round, expected
 from tb_psg_lanes import EXACT, GS, LANES, SEED, SIM, XS, random_round
 
@@ -75,18 +74,9 @@ async def call(dut, rng: random.Random, r: Round) -> tuple[np.ndarray, np.ndarra
 
 @cocotb.test()
 async def blackbox_ports_vs_golden(dut):
-    Clock(dut.ap_clk, 10, unit="ns").start()
     rng = random.Random(SEED)
     nrng = np.random.default_rng(SEED + 10)
-    dut.ap_start.value = 0
-    dut.ap_continue.value = 1
-    dut.head_empty_n.value = 0
-    dut.in_empty_n.value = 0
-    dut.out_full_n.value = 0
-    dut.ap_rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.ap_clk)
-    dut.ap_rst.value = 0
+    await clock_and_reset(dut, ap_start=0, ap_continue=1, head_empty_n=0, in_empty_n=0, out_full_n=0)
     for k in range(6):
         r = random_round(nrng, beats=int(nrng.integers(1, 20)), extreme=k == 5,
                          msb_en=k != 2, exact_en=k != 1)

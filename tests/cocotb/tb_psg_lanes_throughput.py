@@ -17,11 +17,10 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
-from psg_bus import lane_field, pack, u
+from psg_bus import clock_and_reset, lane_field, pack, u
 from psg_model import Round, expected
 from tb_psg_lanes import EXACT, GS, LANES, SIM, XS, Lanes, check
 
@@ -37,16 +36,7 @@ def report(name: str, beats: int, cycles: int, seconds: float) -> None:
 
 
 async def reset(dut) -> None:
-    Clock(dut.ap_clk, 10, unit="ns").start()
-    dut.ap_start.value = 0
-    dut.ap_continue.value = 1
-    dut.s_valid.value = 0
-    dut.h_valid.value = 0
-    dut.m_ready.value = 1
-    dut.ap_rst.value = 1
-    await ClockCycles(dut.ap_clk, 3)
-    dut.ap_rst.value = 0
-    await RisingEdge(dut.ap_clk)
+    await clock_and_reset(dut, ap_start=0, ap_continue=1, s_valid=0, m_ready=1, h_valid=0)
 
 
 def full_round(rng: np.random.Generator, beats: int, constant: bool) -> Round:

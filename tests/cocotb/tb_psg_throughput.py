@@ -16,11 +16,10 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
-from psg_bus import Call, Engine, pack, u
+from psg_bus import Call, Engine, clock_and_reset, pack, u
 from psg_model import expected_tile
 from tb_psg_engine import check
 
@@ -38,15 +37,7 @@ def report(name: str, beats: int, cycles: int, seconds: float) -> None:
 
 
 async def reset(dut) -> None:
-    Clock(dut.ap_clk, 10, unit="ns").start()
-    dut.ap_start.value = 0
-    dut.ap_continue.value = 1
-    dut.s_valid.value = 0
-    dut.m_ready.value = 1
-    dut.ap_rst.value = 1
-    await ClockCycles(dut.ap_clk, 3)
-    dut.ap_rst.value = 0
-    await RisingEdge(dut.ap_clk)
+    await clock_and_reset(dut, ap_start=0, ap_continue=1, s_valid=0, m_ready=1)
 
 
 @cocotb.test()
