@@ -1,6 +1,10 @@
 """Torch reference step times, measured side by side in one run (ratios, not absolutes).
 
-1. PSG training step / fp32 training step (same ResNet, same batch). Goal: <= 1.6x.
+1. PSG training step / fp32 training step (same ResNet, same batch). Goal: <= 1.6x. Printed
+   for the exact (bit-exact, default) emulation and for the fast float32 one
+   (``psg.set_exact(model, False)``), each against the same fp32 step, followed by the
+   fraction of weight-update signs on which the fast mode differs from the exact one when
+   both start from the same state and see the same batch.
 2. Gated ResNet at 50% block execution / the same ResNet ungated. Goal: <= 0.65x.
 
 A "step" is forward + backward + optimizer step. The two variants alternate, repeat by
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import statistics
 import subprocess
 import sys
@@ -40,10 +45,12 @@ SHAPES = {"digits": (1, 8, 8, "resnet8"), "cifar": (3, 32, 32, "resnet20")}
 STEADY_WARMUP = {"digits": 60, "cifar": 30}   # extra gated warm-up: most batch sizes seen
 
 
-def make_step(precision: str, shape: str, batch: int, masks_ratio: float | None = None):
+def make_step(precision: str, shape: str, batch: int, masks_ratio: float | None = None,
+              exact: bool = True):
     c, h, w, name = SHAPES[shape]
     torch.manual_seed(0)
     model = build_model(name, c, 10, precision=precision).train()
+    psg.set_exact(model, exact)
     opt = build_optimizer(model, sign_convs=precision != "fp32", lr=0.1, conv_lr=1e-3,
                           momentum=0.9, weight_decay=5e-4)
     x, y = torch.randn(batch, c, h, w), torch.randint(0, 10, (batch,))
@@ -57,6 +64,37 @@ def make_step(precision: str, shape: str, batch: int, masks_ratio: float | None 
         F.cross_entropy(model(x, block_masks=masks), y).backward()
         opt.step()
     return step
+
+
+def sign_disagreement(shape: str, batch: int, steps: int = 3, warmup: int = 2) -> None:
+    """Fraction of PSG weight-update signs (and of predictor decisions) that differ between
+    the fast and the exact emulation on the same step: the exact model trains; before each
+    measured step a copy of it is switched to the fast mode and run on the same batch."""
+    c, h, w, name = SHAPES[shape]
+    torch.manual_seed(0)
+    model = build_model(name, c, 10, precision="psg").train()
+    opt = build_optimizer(model, sign_convs=True, lr=0.1, conv_lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(2)
+    differ = total = pred_differ = 0
+    for i in range(warmup + steps):
+        x, y = torch.randn(batch, c, h, w, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
+        fast = None
+        if i >= warmup:
+            fast = copy.deepcopy(model)
+            psg.set_exact(fast, False)
+            F.cross_entropy(fast(x), y).backward()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        if fast is not None:
+            pairs = [(a, b) for a, b in zip(model.modules(), fast.modules()) if isinstance(a, psg.PSGConv2d)]
+            for a, b in pairs:
+                differ += int((a.weight.grad != b.weight.grad).sum())
+                total += a.weight.grad.numel()
+                pred_differ += abs(a.n_predicted - b.n_predicted)
+        opt.step()
+    print(f"fast-mode sign disagreement with the exact mode (same state, same batch, {steps} steps "
+          f"after {warmup}): {differ} of {total} weight signs = {differ / total:.2e}; "
+          f"predicted-weight count differs by {pred_differ}", flush=True)
 
 
 def timed(fn) -> tuple[float, float]:
@@ -79,16 +117,19 @@ def compare(label: str, a, b, reps: int, goal: float, warmup: int = 3) -> None:
           f"cpu {ca * 1e3:.1f} / {cb * 1e3:.1f} ms = {rc:.2f}x  (goal <= {goal}x: {verdict})")
 
 
-def psg_profile(step) -> None:
-    """One PSG step with thread-CPU timers around the PSG layer's stages."""
+def psg_profile(step, label: str = "PSG step") -> None:
+    """One PSG step with thread-CPU timers around the PSG layer's stages (those of the
+    exact or the fast mode: the stages the step did not run are left out of the line)."""
     spent: collections.Counter = collections.Counter()
     stages = {
         "quantise x": (psg.PSGConv2d, "_quantize_input"),
         "fwd conv": (psg, "conv2d_parts"),
+        "fwd conv (fast)": (psg, "fast_conv2d_parts"),
         "requantise y": (psg.PSGConv2d, "_requantize_output"),
         "quantise g": (psg, "quantize_t"),       # called for g_y in the backward (and x above)
         "input-grad conv+requant": (psg.PSGConv2d, "_grad_input"),
         "weight-grad sums": (psg, "exact_wgrad"),
+        "weight-grad sums (fast)": (psg, "fast_wgrad"),
         "decide": (psg.PSGConv2d, "decide"),
         "sign update": (psg.PSGConv2d, "sign_step"),
     }
@@ -114,8 +155,8 @@ def psg_profile(step) -> None:
             setattr(owner, attr, orig)
     spent["quantise g"] -= spent["quantise x"]        # quantize_t nests inside _quantize_input
     rest = total - sum(spent.values())
-    parts = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in spent.items())
-    print(f"PSG step profile (thread CPU ms, one step): total {total * 1e3:.1f} = {parts}, "
+    parts = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in spent.items() if v)
+    print(f"{label} profile (thread CPU ms, one step): total {total * 1e3:.1f} = {parts}, "
           f"rest (BN, ReLU, loss, autograd, optimizer) {rest * 1e3:.1f}")
 
 
@@ -138,9 +179,14 @@ def main() -> None:
         memory = ", glibc keeping freed memory" if args.keep_freed_memory else ""
         print(f"== {name}, input {c}x{h}x{w}, batch {args.batch}, {args.threads} thread(s), "
               f"median of {args.reps}{memory}", flush=True)
-        psg_step = make_step("psg", shape, args.batch)
-        compare("PSG step / fp32 step", psg_step, make_step("fp32", shape, args.batch), args.reps, 1.6)
+        psg_step, fp32_step = make_step("psg", shape, args.batch), make_step("fp32", shape, args.batch)
+        compare("PSG step / fp32 step", psg_step, fp32_step, args.reps, 1.6)
+        fast_step = make_step("psg", shape, args.batch, exact=False)
+        compare("PSG fast-mode step (not bit-exact) / fp32 step", fast_step, fp32_step, args.reps, 1.6)
+        if not args.keep_freed_memory:       # the same numbers again in the second process
+            sign_disagreement(shape, args.batch)
         psg_profile(psg_step)
+        psg_profile(fast_step, "PSG fast-mode step")
         if args.psg_only:
             continue
         gated, ungated = make_step("fp32", shape, args.batch, 0.5), make_step("fp32", shape, args.batch)

@@ -242,3 +242,144 @@ def test_random_predictor_control_uses_the_hook():
     Ctx.model(x).sum().backward()
     frac = sum(m.n_predicted for m in layers) / sum(m.n_decided for m in layers)
     assert 0.4 < frac < 0.6                                         # the random choice, not the predictor's
+
+
+# --- the fast float32 emulation (set_exact(model, False)) -------------------------------
+
+def _sum_bounds(xq, wq, gq, stride, padding):
+    """Largest sum of |operand products| that one element of each of the three sums sees
+    (forward, input gradient, weight gradient), in float64: every partial sum of a float32
+    convolution is at most that, in any order."""
+    import torch.nn.functional as F
+    x, w, g = xq.double().abs(), wq.double().abs(), gq.double().abs()
+    fwd = F.conv2d(x, w, None, stride, padding)
+    bwd = torch.nn.grad.conv2d_input(x.shape, w, g, stride, padding)
+    wgt = torch.nn.grad.conv2d_weight(x, w.shape, g, stride, padding)
+    return fwd, bwd, wgt
+
+
+def _run_pair(case, steps):
+    """An exact and a fast copy of one layer through ``steps`` training steps on the same
+    data; returns per-step records of (output, grad input, sign, predicted mask) per mode."""
+    import copy
+    import e2train.torch.psg as psg
+    n, ci, h, co, k, stride, unsigned, beta, outlier = case
+    torch.manual_seed(sum(case[:6]))
+    exact = PSGConv2d(ci, co, k, stride, beta=beta, x_unsigned=unsigned).train()
+    fast = copy.deepcopy(exact)
+    assert psg.set_exact(fast, False) == 1 and not fast.exact and exact.exact
+    records = {True: [], False: []}
+    for layer in (exact, fast):
+        layer.masks = []
+
+        def recording_decide(g_msb, g_exact, beta_q, _masks=layer.masks):   # the default rule, mask kept
+            sign, predicted, amax = psg_decide_t(g_msb, g_exact, beta_q)
+            _masks.append(predicted.clone())
+            return sign, predicted, amax
+        layer.decide = recording_decide
+    for _ in range(steps):
+        x = torch.randn(n, ci, h, h)
+        gy_scale = torch.ones(n, co, (h - 1) // stride + 1, (h - 1) // stride + 1)
+        if outlier:      # one large value per tensor: the other codes are small, so sums stay small
+            x[0, 0, 0, 0] = 60.0
+            gy_scale[0, 0, 0, 0] = 500.0
+        x = x.relu() if unsigned else x
+        gy = torch.randn_like(gy_scale) * gy_scale
+        for layer in (exact, fast):
+            xi = x.clone().requires_grad_(True)
+            y = layer(xi)
+            y.backward(gy)
+            records[layer.exact].append((y.detach(), xi.grad, layer.weight.grad.clone(), layer.masks[-1]))
+            layer.sign_step(0.01, 5e-4)
+            layer.weight.grad = None
+    return exact, fast, records
+
+
+@pytest.mark.parametrize("case", [
+    (2, 3, 8, 4, 3, 1, True, 0.05, True),
+    (3, 4, 9, 3, 3, 2, False, 0.2, True),
+    (2, 5, 6, 4, 1, 1, True, 0.0, True),
+])
+def test_fast_mode_is_bit_exact_where_sums_stay_below_2_24(case, monkeypatch):
+    import e2train.torch.psg as psg
+    seen = []
+    orig = psg.PSGConv2d._sign_grad
+
+    def checked(self, xq, gq):
+        if not self.exact:
+            bounds = _sum_bounds(xq, self.w_codes, gq, self.stride, self.padding)
+            seen.append(max(float(b.max()) for b in bounds))
+        return orig(self, xq, gq)
+    monkeypatch.setattr(psg.PSGConv2d, "_sign_grad", checked)
+    exact, fast, rec = _run_pair(case, steps=3)
+    # the premise: every sum of the fast steps is provably exact in float32
+    assert len(seen) == 3 and max(seen) < 2 ** 24, seen
+    for (y, gx, sign, mask), (fy, fgx, fsign, fmask) in zip(rec[True], rec[False]):
+        assert torch.equal(y, fy) and torch.equal(gx, fgx)
+        assert torch.equal(sign, fsign) and torch.equal(mask, fmask)
+    assert torch.equal(exact.w_master, fast.w_master)
+    assert (exact.n_predicted, exact.n_decided) == (fast.n_predicted, fast.n_decided)
+    if case[7] > 0:
+        assert exact.n_predicted > 0
+
+
+def test_fast_sums_are_within_float32_rounding_of_the_exact_ones():
+    """Full-range codes, sums far beyond 2**24: each fast sum differs from the exact integer
+    by at most the float32 bound (terms * 2**-24 * sum |products|), and some do differ."""
+    import e2train.torch.psg as psg
+    g = torch.Generator().manual_seed(5)
+    n, ci, co, h = 8, 8, 8, 16
+    xq = torch.randint(0, 256, (n, ci, h, h), generator=g).float()
+    wq = torch.randint(-127, 128, (co, ci, 3, 3), generator=g).float()
+    gq = torch.randint(-32767, 32768, (n, co, h, h), generator=g).float()
+    fwd_b, bwd_b, wgt_b = _sum_bounds(xq, wq, gq, 1, 1)
+    u = 2.0 ** -24
+    fwd = psg.fast_conv2d_parts(xq, wq, 1, 1, 1)[0][0].double()
+    assert torch.all((fwd - psg.exact_conv2d(xq, wq, 1, 1, 1)).abs() <= ci * 9 * u * fwd_b)
+    bwd = psg.fast_conv2d_input_parts(xq.shape, wq, gq, 1, 1, 1)[0][0].double()
+    assert torch.all((bwd - psg.exact_conv2d_input(xq.shape, wq, gq, 1, 1, 1)).abs() <= co * 9 * u * bwd_b)
+    fm, fg = psg.fast_wgrad(xq, True, gq, wq.shape, 1, 1, 1)
+    em, eg = psg.exact_wgrad(xq, True, gq, wq.shape, 1, 1, 1)
+    assert float(wgt_b.max()) > 2 ** 24
+    assert torch.all((fg - eg).abs() <= n * h * h * u * wgt_b)
+    assert torch.equal(fm, fm.round()) and torch.equal(fg, fg.round())   # integers for the decision rule
+    assert bool((fg != eg).any())                   # the bound above is not vacuous here
+    xh = psg.msb_split_x_t(xq, True)[0].double().abs()
+    gh = psg.msb_split_g_t(gq)[0].double().abs()
+    assert torch.all((fm - em).abs() <= n * h * h * u * torch.nn.grad.conv2d_weight(xh, wq.shape, gh, 1, 1))
+
+
+def test_fast_mode_sign_disagreement_is_rare_on_a_large_layer():
+    """Sums far beyond 2**24 (full-range codes): the signs may differ, only at near-ties."""
+    exact, fast, rec = _run_pair((16, 16, 16, 16, 3, 1, True, 0.05, False), steps=2)
+    differ = sum(int((a[2] != b[2]).sum()) for a, b in zip(rec[True], rec[False]))
+    total = sum(a[2].numel() for a in rec[True])
+    assert differ <= 0.01 * total, (differ, total)
+    y, fy = rec[True][0][0], rec[False][0][0]
+    assert (y != fy).float().mean() <= 0.01       # first step: same state, outputs nearly all equal
+
+
+def test_work_meter_counts_the_same_work_in_both_modes():
+    """The emulation mode must not change modelled energy: same MACs, widths and bytes."""
+    import copy
+    import e2train.torch.psg as psg
+    from e2train.torch.models import ResNetCifar
+    from e2train.torch.work_meter import WorkMeter
+    torch.manual_seed(0)
+    exact = ResNetCifar(8, 1, 10, precision="psg").train()
+    fast = copy.deepcopy(exact)
+    assert psg.set_exact(fast, False) > 0
+    x, y = torch.randn(4, 1, 8, 8), torch.arange(4)
+    works = []
+    for model in (exact, fast):
+        meter = WorkMeter(model)
+        meter.active = True
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        meter.collect_backward()
+        works.append(meter.work)
+        meter.close()
+    layers = [[m for m in model.modules() if isinstance(m, PSGConv2d)] for model in (exact, fast)]
+    # the premise: the same decisions (the meter prices the exact products of undecided weights)
+    assert [m.n_predicted for m in layers[0]] == [m.n_predicted for m in layers[1]]
+    assert works[0].macs == works[1].macs and works[0] == works[1]
+    assert works[0].total_macs > 0
