@@ -205,3 +205,16 @@ def test_work_meter_forward_only_counts_the_forward_of_a_training_step(tiny, pre
     conv_pass_work(16 * 16 * 8 * 8 * 1 * 9, *getattr(model.conv1, "pass_bits", FP32_PASSES)[0], work=first)
     assert first.total_macs and all(meter.work.macs[k] >= n for k, n in first.macs.items())
     meter.close()
+
+
+def test_psg_exact_false_switches_every_psg_layer_to_the_fast_emulation(tiny, tmp_path, capsys):
+    from e2train.torch.models import build_model
+    from e2train.torch.psg import PSGConv2d
+    model = build_model("resnet8", tiny.in_channels, tiny.num_classes, precision="psg", gated=True)
+    train(TrainConfig(epochs=1, psg_exact=False, **RUN), model=model, data=tiny)
+    layers = [m for m in model.modules() if isinstance(m, PSGConv2d)]
+    assert layers and all(not m.exact for m in layers)
+    # the default stays the bit-exact emulation
+    model2 = build_model("resnet8", tiny.in_channels, tiny.num_classes, precision="psg", gated=True)
+    train(TrainConfig(epochs=1, **RUN), model=model2, data=tiny)
+    assert all(m.exact for m in model2.modules() if isinstance(m, PSGConv2d))

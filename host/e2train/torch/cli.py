@@ -82,4 +82,6 @@ def run(args: argparse.Namespace) -> int:
         from .trainer import ENERGY_LABEL
         print(f"final test accuracy {res.final_test_acc:.2f}% (best {res.best_test_acc:.2f}%); "
               f"training energy {res.energy_j:.4g} J, {ENERGY_LABEL}; training wall clock {res.wall_s:.1f} s")
+        if cfg.precision == "psg" and not cfg.psg_exact:
+            print("PSG emulated with float32 sums (--no-psg-exact): not bit-exact to the contract at near-ties")
     return 0

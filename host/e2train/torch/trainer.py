@@ -38,7 +38,7 @@ from . import data as tdata
 from .models import PRECISIONS, build_model
 from .optim import build_optimizer
 from .policy import Compose, Policy, RandomBatchSkip, StepContext
-from .psg import PSGConv2d
+from .psg import PSGConv2d, set_exact
 from .slu import SLU, StochasticDepth
 from .work_meter import WorkMeter
 
@@ -61,6 +61,7 @@ class TrainConfig:
     model: str = "resnet8"             # resnet<6n+2> | mobilenetv2[_<width>]
     precision: str = "fp32"            # fp32 | signsgd | int8_fp32grad | int8_int16grad | psg
     beta: float = 0.05                 # PSG predictor threshold (fraction of max |G_msb|)
+    psg_exact: bool = True             # bit-exact PSG emulation; false: float32 sums (fast, near-ties may differ)
     epochs: int = 40
     batch_size: int = 64
     lr: float = 0.1                    # SGD (BN, classifier; every weight under fp32)
@@ -315,6 +316,8 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
         model = build_model(cfg.model, data.in_channels, data.num_classes, precision=cfg.precision,
                             beta=cfg.beta, gated=cfg.slu)
     model.to(device)
+    if not cfg.psg_exact:
+        set_exact(model, False)
     sign_convs = cfg.precision in ("signsgd", "int8_int16grad", "psg")
     opt = build_optimizer(model, sign_convs=sign_convs, lr=cfg.lr, conv_lr=cfg.conv_lr,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
