@@ -63,12 +63,15 @@ class BoardClient:
 
     def reconnect(self, attempts: int = 20, delay: float = 0.5) -> None:
         """Reopen the link (after a drop) and fetch the events missed meanwhile."""
+        # What was seen before the drop: live events can arrive while hello and the events
+        # request are in flight, and must not hide the ones missed before them.
+        since = self.last_seq
         self.close()
         last: Exception | None = None
         for _ in range(attempts):
             try:
                 self.open()
-                self.catch_up()
+                self.catch_up(since)
                 return
             except LinkError as e:
                 last = e
@@ -119,15 +122,19 @@ class BoardClient:
                         raise BoardError(cmd, msg.get("error", "?"), msg.get("code", "error"))
                     return msg
 
-    def catch_up(self) -> int:
-        """Fetch events after the last one seen; returns how many were missed."""
-        rep = self.request("events", since=self.last_seq, limit=100000)
-        n = 0
-        for ev in rep["events"]:
-            if ev["seq"] > self.last_seq:
-                self._take_event(ev)
-                n += 1
-        return n
+    def catch_up(self, since: int | None = None) -> int:
+        """Fetch the events after ``since`` (default: the last one seen) that have not arrived
+        live meanwhile; queue them in order. Returns how many were missed."""
+        since = self.last_seq if since is None else since
+        rep = self.request("events", since=since, limit=100000)
+        # Live events that came in while the request was in flight are already queued (and
+        # moved last_seq past the missed ones): merge by seq instead of comparing to last_seq.
+        queued = {ev["seq"] for ev in self.pending_events if ev["seq"] > since}
+        missed = [ev for ev in rep["events"] if ev["seq"] > since and ev["seq"] not in queued]
+        if missed:
+            self.pending_events = deque(sorted([*self.pending_events, *missed], key=lambda e: e["seq"]))
+            self.last_seq = max(self.last_seq, max(ev["seq"] for ev in missed))
+        return len(missed)
 
     def events(self, timeout: float = 0.5) -> Iterator[dict]:
         """Yield queued events, then whatever arrives within ``timeout``."""
