@@ -42,6 +42,7 @@ class BoardClient:
         self.next_id = 1
         self.pending_events: deque[dict] = deque()
         self.last_seq = 0
+        self.gap_since: int | None = None      # a live event skipped seqs after this one
         self.hello: dict = {}
         self.open()
 
@@ -101,6 +102,11 @@ class BoardClient:
 
     def _take_event(self, ev: dict) -> None:
         if ev["seq"] > self.last_seq:
+            # Seqs are consecutive on the board: a jump means events it emitted while no link
+            # was serving (e.g. the agent re-arming its port after a hang-up) never came live.
+            # They are in the board's log; ``events`` fetches them before yielding anything newer.
+            if self.last_seq and ev["seq"] > self.last_seq + 1 and self.gap_since is None:
+                self.gap_since = self.last_seq
             self.last_seq = ev["seq"]
             self.pending_events.append(ev)
 
@@ -127,6 +133,8 @@ class BoardClient:
         live meanwhile; queue them in order. Returns how many were missed."""
         since = self.last_seq if since is None else since
         rep = self.request("events", since=since, limit=100000)
+        if self.gap_since is not None and since <= self.gap_since:
+            self.gap_since = None                # this reply covers the gap the live stream left
         # Live events that came in while the request was in flight are already queued (and
         # moved last_seq past the missed ones): merge by seq instead of comparing to last_seq.
         queued = {ev["seq"] for ev in self.pending_events if ev["seq"] > since}
@@ -137,14 +145,22 @@ class BoardClient:
         return len(missed)
 
     def events(self, timeout: float = 0.5) -> Iterator[dict]:
-        """Yield queued events, then whatever arrives within ``timeout``."""
+        """Yield queued events, then whatever arrives within ``timeout``, in seq order, with
+        any gap in the live stream filled from the board's log first."""
+        self._fill_gap()
         while self.pending_events:
             yield self.pending_events.popleft()
         for msg in self._read_messages(timeout):
             if msg["type"] == "event":
                 self._take_event(msg)
+        self._fill_gap()
         while self.pending_events:
             yield self.pending_events.popleft()
+
+    def _fill_gap(self) -> None:
+        if self.gap_since is not None:
+            since, self.gap_since = self.gap_since, None
+            self.catch_up(since)
 
     # -- high-level commands --------------------------------------------------------------
     def flash(self, bitstream: str | None = None) -> dict:

@@ -197,7 +197,8 @@ def test_link_drop_does_not_stop_training_and_host_catches_up(served, tmp_path):
     c.reconnect()
     seen = [first] + list(_drain(c, 5.0, until="finished"))
     epochs = [e["epoch"] for e in seen if e["event"] == "epoch"]
-    assert epochs == list(range(12)), epochs    # every epoch event, in order, none lost
+    trace = [(e["seq"], e["event"], e.get("epoch")) for e in seen]
+    assert epochs == list(range(12)), f"events seen (seq, event, epoch): {trace}"   # none lost, in order
     seqs = [e["seq"] for e in seen]
     assert seqs == sorted(set(seqs))
     res = c.results(run_id)

@@ -43,7 +43,7 @@ def _client(board: ScriptedBoard, last_seq: int) -> BoardClient:
     c = BoardClient.__new__(BoardClient)
     c.url, c.baud, c.token, c.timeout = "scripted", 115200, None, 2.0
     c.stream, c.reader, c.next_id = None, link.LineReader(), 1
-    c.pending_events, c.last_seq, c.hello = deque(), last_seq, {}
+    c.pending_events, c.last_seq, c.hello, c.gap_since = deque(), last_seq, {}, None
 
     def open_() -> None:
         c.stream = board
@@ -60,6 +60,7 @@ def test_reconnect_fetches_what_was_missed_before_the_live_events():
     c.reconnect(attempts=1, delay=0)
     assert board.events_since == [6]                                  # asked from before the drop
     seqs = [ev["seq"] for ev in c.events(timeout=0)]
+    assert board.events_since == [6]                                  # the jump to 9 needed no second request
     assert seqs == [7, 8, 9, 10]                                      # none lost, in order, no repeats
     assert c.last_seq == 10
 
@@ -71,3 +72,29 @@ def test_catch_up_counts_only_the_missed_events():
     c.stream = board
     assert c.catch_up() == 2                                          # 8 and 9; 10 came live
     assert [ev["seq"] for ev in c.events(timeout=0)] == [8, 9, 10]
+
+
+class GappyBoard(ScriptedBoard):
+    """Live events skip seq 10 (emitted while the agent had no link serving); the log has it."""
+
+    def __init__(self, kept):
+        super().__init__(kept, live_during_hello=[])
+        self.out += link.encode(kept[10]) + link.encode(kept[11])       # seqs 11, 12 live
+
+    def write(self, data: bytes) -> None:
+        msg = link.decode(data.rstrip(b"\n"))
+        assert msg["cmd"] == "events"
+        self.events_since.append(msg["since"])
+        self.out += link.encode(link.reply(msg["id"], events=[e for e in self.kept if e["seq"] > msg["since"]]))
+
+
+def test_a_gap_in_the_live_stream_is_filled_from_the_log_before_newer_events():
+    kept = [link.event(s, "epoch", epoch=s) for s in range(1, 13)]
+    board = GappyBoard(kept)
+    c = _client(board, last_seq=9)
+    c.stream = board
+    assert [ev["seq"] for ev in c.events(timeout=0)] == [10, 11, 12]
+    assert board.events_since == [9] and c.gap_since is None and c.last_seq == 12
+    # no gap, no request
+    board.out += link.encode(link.event(13, "epoch", epoch=13))
+    assert [ev["seq"] for ev in c.events(timeout=0)] == [13] and board.events_since == [9]
