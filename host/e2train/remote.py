@@ -66,7 +66,7 @@ class BoardClient:
         """Reopen the link (after a drop) and fetch the events missed meanwhile."""
         # What was seen before the drop: live events can arrive while hello and the events
         # request are in flight, and must not hide the ones missed before them.
-        since = self.last_seq
+        since = self.last_seq if self.gap_since is None else self.gap_since
         self.close()
         last: Exception | None = None
         for _ in range(attempts):
@@ -159,8 +159,7 @@ class BoardClient:
 
     def _fill_gap(self) -> None:
         if self.gap_since is not None:
-            since, self.gap_since = self.gap_since, None
-            self.catch_up(since)
+            self.catch_up(self.gap_since)        # clears the gap once the reply is in
 
     # -- high-level commands --------------------------------------------------------------
     def flash(self, bitstream: str | None = None) -> dict:

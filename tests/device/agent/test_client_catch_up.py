@@ -98,3 +98,27 @@ def test_a_gap_in_the_live_stream_is_filled_from_the_log_before_newer_events():
     # no gap, no request
     board.out += link.encode(link.event(13, "epoch", epoch=13))
     assert [ev["seq"] for ev in c.events(timeout=0)] == [13] and board.events_since == [9]
+
+
+def test_a_gap_survives_a_drop_during_its_catch_up():
+    from e2train.device.link import LinkError
+    kept = [link.event(s, "epoch", epoch=s) for s in range(1, 13)]
+
+    class DropsOnRequest(GappyBoard):
+        def write(self, data: bytes) -> None:
+            raise LinkError("cable pulled")
+    dropping = DropsOnRequest(kept)
+    c = _client(dropping, last_seq=9)
+    c.stream = dropping
+    try:
+        list(c.events(timeout=0))
+        raise AssertionError("the drop was not reported")
+    except LinkError:
+        pass
+    assert c.gap_since == 9                                           # not forgotten
+    board = ScriptedBoard(kept, live_during_hello=[])
+    c.open = lambda: (setattr(c, "stream", board), setattr(c, "reader", link.LineReader()),
+                      c.request("hello", token=None, client="test"))
+    c.reconnect(attempts=1, delay=0)
+    assert board.events_since == [9]                                  # asked from the gap
+    assert [ev["seq"] for ev in c.events(timeout=0)] == [10, 11, 12]
