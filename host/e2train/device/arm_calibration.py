@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -118,7 +119,7 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", choices=("pynq", "csim", "golden"), default="csim",
                    help="kernel backend: pynq on the board (loads --bitstream), csim or golden elsewhere")
     p.add_argument("--bitstream", default=None, help="bitstream directory for --backend pynq (default: $BOARD's)")
-    p.add_argument("--data", default="digits", help="data set: digits, or a .npz with x_train, y_train")
+    p.add_argument("--data", default="digits", help="data set: digits, or an uploaded-format .npz (x_train, y_train, x_test, y_test)")
     p.add_argument("--config", default="{}", help="training config (JSON) whose steps are timed")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -127,11 +128,10 @@ def add_arguments(p) -> None:
 
 def _load_data(name: str):
     if name.endswith(".npz"):
-        with np.load(name, allow_pickle=False) as z:
-            missing = {"x_train", "y_train"} - set(z.files)
-            if missing:
-                raise SystemExit(f"{name}: missing arrays {sorted(missing)} (needs x_train, y_train)")
-            return z["x_train"], z["y_train"]
+        # the format `e2train train` uploads to the board, checked the same way
+        from .agent import DATASET_KEYS, load_dataset_npz
+        data = load_dataset_npz(Path(name))
+        return tuple(data[k] for k in DATASET_KEYS)
     from .. import datasets                   # host side (scikit-learn for digits)
     return datasets.load(name, None)
 
@@ -139,26 +139,30 @@ def _load_data(name: str):
 def run(args) -> int:
     import json
     import sys
+    from .agent import CommandError
     from .train_config import ConfigError
     try:
         cfg = TrainConfig.from_dict(json.loads(args.config))
     except (json.JSONDecodeError, ConfigError) as err:
         print(f"bad --config: {err}", file=sys.stderr)
         return 2
-    if args.backend == "pynq":
-        from .board import open_board
-        backend = open_board(args.bitstream, simulated=False).backend
-    elif args.backend == "csim":
-        from ..core import csim
-        if not csim.available():
-            print("the C-simulation library is missing: run `make csim` (or use --backend golden)", file=sys.stderr)
-            return 2
-        backend = csim
-    else:
-        from ..core import golden as backend
-    data = _load_data(args.data)
-    res = calibrate(cfg, data, backend, steps=args.steps, warmup=args.warmup,
-                    on_step=lambda i, k: print(f"\rstep {i}/{k}", end="", file=sys.stderr, flush=True))
+    try:
+        if args.backend == "pynq":
+            from .board import open_board
+            backend = open_board(args.bitstream, simulated=False).backend
+        elif args.backend == "csim":
+            from ..core import csim
+            if not csim.available():
+                raise ValueError("the C-simulation library is missing: run `make csim` (or use --backend golden)")
+            backend = csim
+        else:
+            from ..core import golden as backend
+        data = _load_data(args.data)
+        res = calibrate(cfg, data, backend, steps=args.steps, warmup=args.warmup,
+                        on_step=lambda i, k: print(f"\rstep {i}/{k}", end="", file=sys.stderr, flush=True))
+    except (ValueError, CommandError, OSError) as err:
+        print(f"e2train calibrate-arm: {err}", file=sys.stderr)
+        return 2
     print(file=sys.stderr)
     print(f"ARM-side throughput: {res['arm_ops_per_second']:.3g} ops/s measured on {res['machine']} "
           f"({res['ratio_to_assumed']:.2f}x the assumed {res['assumed_default']:.3g}); "
@@ -168,6 +172,5 @@ def run(args) -> int:
               "Run it on the board before using it for board energy.", file=sys.stderr)
     print(f"use it: --set arm_ops_per_second={res['arm_ops_per_second']:.4g}")
     if args.json:
-        from pathlib import Path
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0

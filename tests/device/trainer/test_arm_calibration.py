@@ -87,7 +87,7 @@ def test_bad_rate_is_rejected_before_anything_runs(bad):
 def test_cli_reports_and_writes_json(tmp_path, capsys, small_digits, monkeypatch):
     import numpy as np
     data = tmp_path / "d.npz"
-    np.savez(data, x_train=small_digits[0], y_train=small_digits[1])
+    np.savez(data, x_train=small_digits[0], y_train=small_digits[1], x_test=small_digits[2], y_test=small_digits[3])
     out = tmp_path / "cal.json"
 
     class A:
@@ -103,3 +103,10 @@ def test_cli_reports_and_writes_json(tmp_path, capsys, small_digits, monkeypatch
     A.config = '{"depth": 9}'
     assert run(A) == 2
     assert "depth" in capsys.readouterr().err
+    A.config = json.dumps(TINY)
+    A.data = str(tmp_path / "missing.npz")
+    assert run(A) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    A.data, A.steps = str(data), 0
+    assert run(A) == 2
+    assert "steps" in capsys.readouterr().err

@@ -14,7 +14,7 @@ def test_trainer_imports_with_torch_blocked():
     code = (
         "import sys\n"
         "sys.modules['torch'] = None\n"
-        "import e2train.device.trainer, e2train.device.checkpoint, e2train.device.smd\n"
+        "import e2train.device.trainer, e2train.device.checkpoint, e2train.device.smd, e2train.device.arm_calibration\n"
         "heavy = [m for m in ('torch', 'sklearn', 'matplotlib', 'scipy') if sys.modules.get(m) is not None]\n"
         "assert not heavy, heavy\n"
         "print('ok')\n"
