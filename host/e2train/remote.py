@@ -66,7 +66,7 @@ class BoardClient:
         """Reopen the link (after a drop) and fetch the events missed meanwhile."""
         # What was seen before the drop: live events can arrive while hello and the events
         # request are in flight, and must not hide the ones missed before them.
-        since = self.last_seq if self.gap_since is None else self.gap_since
+        since = self._caught_up_to()
         self.close()
         last: Exception | None = None
         for _ in range(attempts):
@@ -129,9 +129,10 @@ class BoardClient:
                     return msg
 
     def catch_up(self, since: int | None = None) -> int:
-        """Fetch the events after ``since`` (default: the last one seen) that have not arrived
-        live meanwhile; queue them in order. Returns how many were missed."""
-        since = self.last_seq if since is None else since
+        """Fetch the events after ``since`` (default: the last one seen with none missing
+        before it) that have not arrived live meanwhile; queue them in order. Returns how many
+        were missed."""
+        since = self._caught_up_to() if since is None else since
         rep = self.request("events", since=since, limit=100000)
         if self.gap_since is not None and since <= self.gap_since:
             self.gap_since = None                # this reply covers the gap the live stream left
@@ -157,9 +158,13 @@ class BoardClient:
         while self.pending_events:
             yield self.pending_events.popleft()
 
+    def _caught_up_to(self) -> int:
+        """The seq up to which every event has been received."""
+        return self.last_seq if self.gap_since is None else self.gap_since
+
     def _fill_gap(self) -> None:
         if self.gap_since is not None:
-            self.catch_up(self.gap_since)        # clears the gap once the reply is in
+            self.catch_up()                      # from the gap; clears it once the reply is in
 
     # -- high-level commands --------------------------------------------------------------
     def flash(self, bitstream: str | None = None) -> dict:
