@@ -8,27 +8,36 @@ import torch
 from e2train.core import fixedpoint as fxp
 from e2train.core import golden
 from e2train.core.shapes import ConvShape
+from e2train.torch import fused, psg
 from e2train.torch.psg import PSGConv2d, psg_decide_t, quantize_t, requantize_t
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_quantize_and_requantize_match_core(seed):
+@pytest.mark.parametrize("acc_bits", [30, 40])     # float64 fused pass / int64 fallback
+def test_quantize_and_requantize_match_core(seed, acc_bits):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(500) * 3
+    x[:50] = np.round(x[:50] * 64) / 64                          # many exact halves: ties
     s = fxp.scale_for(float(np.abs(x).max()) * 0.8, fxp.INT16)   # some values saturate
     assert np.array_equal(quantize_t(torch.from_numpy(x), s, fxp.INT16).numpy(),
                           fxp.quantize(x, s, fxp.INT16).astype(np.float64))
-    acc = rng.integers(-(1 << 40), 1 << 40, 300)
-    m = fxp.Dyadic.from_float(rng.uniform(1e-9, 1e-6))
+    acc = rng.integers(-(1 << acc_bits), 1 << acc_bits, 300)
+    m = fxp.Dyadic.from_float(rng.uniform(1.2, 1.8) * 2.0 ** (15 - acc_bits))   # 17-44% of codes saturate
+    want = fxp.requantize(acc, m, fxp.INT16)
     assert np.array_equal(requantize_t(torch.from_numpy(acc).double(), m, fxp.INT16).numpy(),
-                          fxp.requantize(acc, m, fxp.INT16).astype(np.float64))
-    # the same accumulator handed over as limbs acc = 64*hi + lo (the exact convolutions' parts)
+                          want.astype(np.float64))
+    # the same accumulator handed over as limbs acc = 64*hi + lo (the exact convolutions'
+    # parts), dequantised in the same pass: codes * scale rounded once to float32
     from e2train.torch.psg import _requantize_parts
     hi = np.floor_divide(acc + 32, 64)
     lo = acc - 64 * hi
     parts = ((torch.from_numpy(hi).double(), 64), (torch.from_numpy(lo).float(), 1))
-    assert np.array_equal(_requantize_parts(parts, m, fxp.INT16, None).numpy(),
-                          fxp.requantize(acc, m, fxp.INT16).astype(np.float64))
+    out = torch.empty(acc.shape, dtype=torch.float32)
+    scale = fxp.Dyadic.from_float(3e-5)
+    top = _requantize_parts(parts, m, fxp.INT16, out, dequant=scale.value)
+    assert top == int(np.abs(want.astype(np.int64)).max())
+    assert 0 < np.mean(np.abs(want.astype(np.int64)) >= 2 ** 15 - 1) < 0.5
+    assert np.array_equal(out.numpy(), fxp.dequantize(want, scale).astype(np.float32))
 
 
 CASES = [  # (n, ci, h, co, k, stride, unsigned, beta)
@@ -134,7 +143,6 @@ def test_unsupported_shapes_are_rejected():
 @pytest.mark.parametrize("groups", [1, 4])
 def test_exact_convolutions_on_every_path(monkeypatch, limit, groups):
     """float32 fast path, limb/chunk splits and the float64 fallback all give the golden sums."""
-    import e2train.torch.psg as psg
     monkeypatch.setattr(psg, "F32_EXACT", limit)
     rng = np.random.default_rng(int(limit) % 97 + groups)
     n, ci, co, h = 6, 8, 8, 6
@@ -161,7 +169,6 @@ def test_exact_convolutions_on_every_path(monkeypatch, limit, groups):
 def test_weight_gradient_sums_beyond_float32_are_exact(unsigned, with_msb):
     """Full-scale codes on a 32x32 image: every product's batch sum exceeds 2**24, so the
     float32 path must fold the batch into sample groups; the result is still golden."""
-    import e2train.torch.psg as psg
     rng = np.random.default_rng(7 + unsigned + 2 * with_msb)
     n, ci, co, h = 8, 2, 3, 32
     fmt = fxp.UINT8 if unsigned else fxp.INT8
@@ -182,7 +189,6 @@ def test_weight_gradient_sums_beyond_float32_are_exact(unsigned, with_msb):
 
 
 def test_sample_groups_are_the_fewest_the_bound_allows():
-    import e2train.torch.psg as psg
     bsum = torch.full((8, 1, 2), 1000.0, dtype=torch.float64)
     peak = torch.tensor([1000.0], dtype=torch.float64)             # 1e6 per sample and channel
     assert psg._sample_groups(bsum, peak) == 1                      # 8e6 < 2**24
@@ -227,7 +233,6 @@ def test_decision_hook_defaults_to_the_psg_rule_and_is_used():
 
 
 def test_random_predictor_control_uses_the_hook():
-    import e2train.torch.psg as psg
     from e2train.bench.psg_control import RandomPredictorChoice
     from e2train.torch.models import build_model
 
@@ -262,7 +267,6 @@ def _run_pair(case, steps):
     """An exact and a fast copy of one layer through ``steps`` training steps on the same
     data; returns per-step records of (output, grad input, sign, predicted mask) per mode."""
     import copy
-    import e2train.torch.psg as psg
     n, ci, h, co, k, stride, unsigned, beta, outlier = case
     torch.manual_seed(sum(case[:6]))
     exact = PSGConv2d(ci, co, k, stride, beta=beta, x_unsigned=unsigned).train()
@@ -301,7 +305,6 @@ def _run_pair(case, steps):
     (2, 5, 6, 4, 1, 1, True, 0.0, True),
 ])
 def test_fast_mode_is_bit_exact_where_sums_stay_below_2_24(case, monkeypatch):
-    import e2train.torch.psg as psg
     seen = []
     orig = psg.PSGConv2d._sign_grad
 
@@ -326,7 +329,6 @@ def test_fast_mode_is_bit_exact_where_sums_stay_below_2_24(case, monkeypatch):
 def test_fast_sums_are_within_float32_rounding_of_the_exact_ones():
     """Full-range codes, sums far beyond 2**24: each fast sum differs from the exact integer
     by at most the float32 bound (terms * 2**-24 * sum |products|), and some do differ."""
-    import e2train.torch.psg as psg
     g = torch.Generator().manual_seed(5)
     n, ci, co, h = 8, 8, 8, 16
     xq = torch.randint(0, 256, (n, ci, h, h), generator=g).float()
@@ -344,8 +346,8 @@ def test_fast_sums_are_within_float32_rounding_of_the_exact_ones():
     assert torch.all((fg - eg).abs() <= n * h * h * u * wgt_b)
     assert torch.equal(fm, fm.round()) and torch.equal(fg, fg.round())   # integers for the decision rule
     assert bool((fg != eg).any())                   # the bound above is not vacuous here
-    xh = psg.msb_split_x_t(xq, True)[0].double().abs()
-    gh = psg.msb_split_g_t(gq)[0].double().abs()
+    xh = psg.split_x_t(xq, True).double().abs()
+    gh = psg.split_g_t(gq).double().abs()
     assert torch.all((fm - em).abs() <= n * h * h * u * torch.nn.grad.conv2d_weight(xh, wq.shape, gh, 1, 1))
 
 
@@ -362,7 +364,6 @@ def test_fast_mode_sign_disagreement_is_rare_on_a_large_layer():
 def test_work_meter_counts_the_same_work_in_both_modes():
     """The emulation mode must not change modelled energy: same MACs, widths and bytes."""
     import copy
-    import e2train.torch.psg as psg
     from e2train.torch.models import ResNetCifar
     from e2train.torch.work_meter import WorkMeter
     torch.manual_seed(0)
@@ -383,3 +384,99 @@ def test_work_meter_counts_the_same_work_in_both_modes():
     assert [m.n_predicted for m in layers[0]] == [m.n_predicted for m in layers[1]]
     assert works[0].macs == works[1].macs and works[0] == works[1]
     assert works[0].total_macs > 0
+
+
+def test_fused_c_passes_equal_their_torch_functions_bit_for_bit():
+    """The C loops (``e2train.torch.fused``) against the torch functions they compile: shapes
+    that change between calls, tie-heavy values, every limb layout the exact convolutions
+    use and, for the quantiser, NaN and infinities."""
+    if not fused.available():
+        pytest.skip(f"the C passes did not build here: {fused._state['error']}")
+    g = torch.Generator().manual_seed(0)
+    for i, shape in enumerate([(3, 4, 5, 5), (64, 16, 8, 8), (7, 1, 9, 3), (1, 1, 1, 1)]):
+        x = torch.randn(shape, generator=g) * 40
+        x.view(-1)[::3] = torch.round(x.view(-1)[::3] * 2) / 2       # exact .5 quotients below
+        x.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")])[:x.numel()]
+        for lo, hi in ((-32768.0, 32767.0), (-128.0, 127.0), (0.0, 255.0)):
+            got, want = torch.empty_like(x), torch.empty_like(x)
+            fused.quantize_(x, 0.5 if i else 0.37, lo, hi, got)
+            fused.quantize_torch(x, 0.5 if i else 0.37, lo, hi, want)
+            assert torch.equal(got.nan_to_num(nan=-1e9), want.nan_to_num(nan=-1e9))
+        codes = torch.randint(-2 ** 15, 2 ** 15, shape, generator=g).float()
+        n = shape[0]
+        for slots, batch_major in ((("h",), True), (("h", "l"), True), (("h", "l", "x"), False),
+                                   (("x", "x"), False), (("h", "h", "l"), False)):
+            size = psg._split_shape(codes, slots, batch_major)
+            for consts in ((8.0, 1 / 16, 16.0, -math.inf, 15.0), (8.0, 1 / 16, 16.0, -math.inf, 7.0),
+                           (32.0, 1 / 64, 64.0, -512.0, 511.0)):
+                got, want = torch.full(size, -1e9), torch.full(size, -1e9)
+                fused.split_(codes, *consts, got, slots, batch_major)
+                fused.split_torch(codes, *consts, want, slots, batch_major)
+                assert torch.equal(got, want) and not (got == -1e9).any()
+        # the limbs recombine to the codes, and g_h is the golden split
+        both = psg.split_g_t(codes, ("h", "l"))
+        assert torch.equal(both[:n] * 64 + both[n:], codes)
+        assert np.array_equal(both[:n].numpy(), fxp.msb_split_g(codes.numpy().astype(np.int16))[0])
+        acc = torch.randint(-2 ** 30, 2 ** 30, shape, generator=g).double()
+        lo = torch.randint(-63, 64, shape, generator=g).float()
+        for p0, p1 in ((acc, None), (acc, lo), (lo, None)):
+            a = (p0, 2.0 ** -20 * 12345, p1, 2.0 ** -20, 0.5, -32768.0, 32767.0, 3.1e-4)
+            got, want = torch.empty(shape), torch.empty(shape)
+            assert fused.requantize_(*a, got) == fused.requantize_torch(*a, want)
+            assert torch.equal(got, want)
+
+
+def test_fused_passes_run_as_torch_where_the_c_loops_do_not_apply():
+    """Other dtypes and non-contiguous operands take the torch functions (same results);
+    with the C passes turned off everything does, and the layer still matches."""
+    x = torch.randn(4, 6, 5, 5, dtype=torch.float64) * 30
+    s = fxp.scale_for(float(x.abs().max()), fxp.INT8)
+    assert np.array_equal(quantize_t(x, s, fxp.INT8).numpy(), fxp.quantize(x.numpy(), s, fxp.INT8))
+    xt = x.float().transpose(2, 3)                        # not contiguous
+    assert np.array_equal(quantize_t(xt, s, fxp.INT8).numpy(), fxp.quantize(xt.double().numpy(), s, fxp.INT8))
+    prev = fused.set_enabled(False)
+    try:
+        assert not fused.available()
+        test_psg_layer_matches_golden(CASES[0])
+    finally:
+        fused.set_enabled(prev)
+
+
+def test_fused_passes_fall_back_to_torch_when_the_build_fails(monkeypatch, tmp_path, capsys):
+    """No C compiler: one warning, then the torch functions, same result; no second try."""
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("E2TRAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fused, "_state", {"lib": None, "tried": False, "error": None, "enabled": True})
+    x = torch.tensor([0.2, 0.5, 1.49, -3.0])
+    out = torch.empty_like(x)
+    fused.quantize_(x, 1.0, -2.0, 2.0, out)
+    assert out.tolist() == [0.0, 1.0, 1.0, -2.0]
+    fused.quantize_(x, 1.0, -2.0, 2.0, out)
+    assert not fused.available() and fused._state["error"] is not None
+    assert capsys.readouterr().err.count("fused C passes are not available") == 1
+
+
+def test_fused_passes_build_into_a_fresh_cache(monkeypatch, tmp_path):
+    """The C file builds with the system compiler into the cache named by E2TRAIN_CACHE."""
+    if not fused.available():
+        pytest.skip(f"the C passes did not build here: {fused._state['error']}")
+    monkeypatch.setenv("E2TRAIN_CACHE", str(tmp_path))
+    lib = fused._build()
+    x, out = torch.tensor([0.5, -0.5, 9.0]), torch.empty(3)
+    lib.e2_quantize(fused._p(x), fused._p(out), 3, 1.0, -4.0, 4.0, 1)
+    assert out.tolist() == [1.0, 0.0, 4.0]
+    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]
+
+
+@pytest.mark.parametrize("scale", [1, 1 << 26, 1 << 33])      # float64 comparison; int64 beyond 2**37
+@pytest.mark.parametrize("beta_q", [0, 1, 3277, 1 << 16])
+def test_decide_rule_equals_golden_including_threshold_ties(scale, beta_q):
+    rng = np.random.default_rng(scale % 97 + beta_q)
+    g_msb = rng.integers(-1000, 1001, 500) * scale
+    g_msb[:5] = [0, 1000 * scale, -1000 * scale, 50 * scale, -50 * scale]   # |G| = tau exactly at beta 0.05
+    g_exact = rng.integers(-10 ** 6, 10 ** 6, 500) * scale
+    g_exact[:3] = 0
+    sign, predicted, amax = psg_decide_t(torch.from_numpy(g_msb).double(), torch.from_numpy(g_exact).double(), beta_q)
+    want_sign, want_pred, want_amax = golden.psg_decide(g_msb, g_exact, beta_q)
+    assert np.array_equal(sign.numpy().astype(np.int8), want_sign)
+    assert np.array_equal(predicted.numpy(), want_pred) and amax == want_amax

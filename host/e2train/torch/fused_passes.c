@@ -1,0 +1,115 @@
+/* The elementwise passes of the fixed-point emulation (e2train/torch/fused.py), one loop each.
+ *
+ * Each function is the compiled form of the torch function of the same name in fused.py and
+ * must give the same bits: the same IEEE double / float operations in the same order. So:
+ * no -ffast-math (a division stays a division), -ffp-contract=off (no fused multiply-add),
+ * and clamps written as comparisons, which leave NaN alone as torch.clamp does
+ * (-fno-trapping-math lets those comparisons become vector selects; it changes no result).
+ * tests/torch/test_psg.py compares every function with its torch form.
+ *
+ * Threads: the outer loops split the work in chunks over OpenMP threads (the caller passes
+ * torch's thread count); each chunk is a plain loop the compiler vectorises.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#define CHUNK 16384
+#define PARALLEL _Pragma("omp parallel for num_threads(nt) if(nt > 1 && n > 4 * CHUNK) schedule(static)")
+
+static inline double clampd(double v, double lo, double hi) { return v < lo ? lo : (v > hi ? hi : v); }
+static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* out = clamp(floor(x / div + 0.5), lo, hi), in double (core.fixedpoint.quantize). A division
+ * per element: a reciprocal multiply with an exact correction step measured slower here. */
+static void quantize_chunk(const float *restrict x, float *restrict out, int64_t n, double div,
+                           double lo, double hi) {
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (float)clampd(floor((double)x[i] / div + 0.5), lo, hi);
+}
+
+void e2_quantize(const float *x, float *out, int64_t n, double div, double lo, double hi, int nt) {
+    PARALLEL
+    for (int64_t b = 0; b < n; b += CHUNK)
+        quantize_chunk(x + b, out + b, min64(CHUNK, n - b), div, lo, hi);
+}
+
+/* q = clamp(floor(p0*c0 [+ p1*c1] + half), lo, hi) in double; out = (float)(q * v); returns
+ * max |q|. p0 holds float or double integers, p1 (float) may be NULL. Both are finite by
+ * construction (convolution sums of finite codes); the clamp here sends a NaN to lo (torch's
+ * keeps it), which keeps q an integer in [lo, hi] for the int32 max. out may be p0 itself
+ * (the convolution's output buffer reused for the layer's output): element i is read before
+ * it is written and no other, so the loops carry no dependence (ivdep, no restrict). */
+#define REQUANT_LOOP(LOAD)                                                  \
+    _Pragma("GCC ivdep")                                                    \
+    for (int64_t i = 0; i < n; i++) {                                       \
+        double f = floor(LOAD + half);                                      \
+        double q = f > lo ? (f < hi ? f : hi) : lo;                         \
+        out[i] = (float)(q * v);                                            \
+        int32_t qi = (int32_t)q;                                            \
+        mx = qi > mx ? qi : mx;                                             \
+        mn = qi < mn ? qi : mn;                                             \
+    }
+
+static int32_t requant_f32(const float *a, const float *b, int64_t n, double c0, double c1,
+                           double half, double lo, double hi, double v, float *out) {
+    int32_t mx = 0, mn = 0;
+    if (b) {
+        REQUANT_LOOP((double)a[i] * c0 + (double)b[i] * c1)
+    } else {
+        REQUANT_LOOP((double)a[i] * c0)
+    }
+    return mx > -mn ? mx : -mn;
+}
+
+static int32_t requant_f64(const double *a, const float *b, int64_t n, double c0, double c1,
+                           double half, double lo, double hi, double v, float *out) {
+    int32_t mx = 0, mn = 0;
+    if (b) {
+        REQUANT_LOOP(a[i] * c0 + (double)b[i] * c1)
+    } else {
+        REQUANT_LOOP(a[i] * c0)
+    }
+    return mx > -mn ? mx : -mn;
+}
+
+double e2_requantize(const void *p0, int p0_f64, const float *p1, int64_t n, double c0, double c1,
+                     double half, double lo, double hi, double v, float *out, int nt) {
+    int32_t top = 0;
+    _Pragma("omp parallel for num_threads(nt) if(nt > 1 && n > 4 * CHUNK) schedule(static) reduction(max:top)")
+    for (int64_t b = 0; b < n; b += CHUNK) {
+        int64_t m = min64(CHUNK, n - b);
+        const float *q1 = p1 ? p1 + b : 0;
+        int32_t t = p0_f64 ? requant_f64((const double *)p0 + b, q1, m, c0, c1, half, lo, hi, v, out + b)
+                           : requant_f32((const float *)p0 + b, q1, m, c0, c1, half, lo, hi, v, out + b);
+        top = t > top ? t : top;
+    }
+    return (double)top;
+}
+
+enum { SLOT_X = 0, SLOT_H = 1, SLOT_L = 2 };
+
+/* One limb of a row of float codes: h = clamp(floor((x + half) * inv), lo, hi), l = x - step*h
+ * (float arithmetic, exact for these integers), or x itself. */
+static void limb_row(const float *restrict x, float *restrict o, int64_t k, int slot, float half, float inv,
+                     float step, float lo, float hi) {
+    if (slot == SLOT_X) {
+        for (int64_t i = 0; i < k; i++) o[i] = x[i];
+    } else if (slot == SLOT_H) {
+        for (int64_t i = 0; i < k; i++) o[i] = clampf(floorf((x[i] + half) * inv), lo, hi);
+    } else {
+        for (int64_t i = 0; i < k; i++) o[i] = x[i] - step * clampf(floorf((x[i] + half) * inv), lo, hi);
+    }
+}
+
+/* The predictor limbs of x (rows x k): slot s of out gets limb slots[s], at out[s][r][:] when
+ * batch_major, else out[r][s][:]. */
+void e2_split(const float *x, float *out, int64_t rows, int64_t k, float half, float inv, float step,
+              float lo, float hi, const int32_t *slots, int p, int batch_major, int nt) {
+    int64_t n = rows * k;
+    _Pragma("omp parallel for num_threads(nt) if(nt > 1 && n > 4 * CHUNK) schedule(static)")
+    for (int64_t r = 0; r < rows; r++)
+        for (int s = 0; s < p; s++)
+            limb_row(x + r * k, out + (batch_major ? ((int64_t)s * rows + r) * k : (r * p + s) * k), k,
+                     slots[s], half, inv, step, lo, hi);
+}
