@@ -398,10 +398,11 @@ def test_fused_c_passes_equal_their_torch_functions_bit_for_bit():
         x.view(-1)[::3] = torch.round(x.view(-1)[::3] * 2) / 2       # exact .5 quotients below
         x.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")])[:x.numel()]
         for lo, hi in ((-32768.0, 32767.0), (-128.0, 127.0), (0.0, 255.0)):
-            got, want = torch.empty_like(x), torch.empty_like(x)
-            fused.quantize_(x, 0.5 if i else 0.37, lo, hi, got)
-            fused.quantize_torch(x, 0.5 if i else 0.37, lo, hi, want)
-            assert torch.equal(got.nan_to_num(nan=-1e9), want.nan_to_num(nan=-1e9))
+            for m, s in ((1, 1), (12345, 15), (32767, 28), (1 << 24, 3), (3, 140)):   # float and double forms
+                got, want = torch.empty_like(x), torch.empty_like(x)
+                fused.quantize_(x, m, s, lo, hi, got)
+                fused.quantize_torch(x, m, s, lo, hi, want)
+                assert torch.equal(got.nan_to_num(nan=-1e9), want.nan_to_num(nan=-1e9))
         codes = torch.randint(-2 ** 15, 2 ** 15, shape, generator=g).float()
         n = shape[0]
         for slots, batch_major in ((("h",), True), (("h", "l"), True), (("h", "l", "x"), False),
@@ -449,9 +450,9 @@ def test_fused_passes_fall_back_to_torch_when_the_build_fails(monkeypatch, tmp_p
     monkeypatch.setattr(fused, "_state", {"lib": None, "tried": False, "error": None, "enabled": True})
     x = torch.tensor([0.2, 0.5, 1.49, -3.0])
     out = torch.empty_like(x)
-    fused.quantize_(x, 1.0, -2.0, 2.0, out)
+    fused.quantize_(x, 1, 0, -2.0, 2.0, out)
     assert out.tolist() == [0.0, 1.0, 1.0, -2.0]
-    fused.quantize_(x, 1.0, -2.0, 2.0, out)
+    fused.quantize_(x, 1, 0, -2.0, 2.0, out)
     assert not fused.available() and fused._state["error"] is not None
     assert capsys.readouterr().err.count("fused C passes are not available") == 1
 
@@ -463,7 +464,7 @@ def test_fused_passes_build_into_a_fresh_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("E2TRAIN_CACHE", str(tmp_path))
     lib = fused._build()
     x, out = torch.tensor([0.5, -0.5, 9.0]), torch.empty(3)
-    lib.e2_quantize(fused._p(x), fused._p(out), 3, 1.0, -4.0, 4.0, 1)
+    lib.e2_quantize(fused._p(x), fused._p(out), 3, 1, 0, -4.0, 4.0, 1)
     assert out.tolist() == [1.0, 0.0, 4.0]
     assert [p.suffix for p in tmp_path.iterdir()] == [".so"]
 
@@ -480,3 +481,34 @@ def test_decide_rule_equals_golden_including_threshold_ties(scale, beta_q):
     want_sign, want_pred, want_amax = golden.psg_decide(g_msb, g_exact, beta_q)
     assert np.array_equal(sign.numpy().astype(np.int8), want_sign)
     assert np.array_equal(predicted.numpy(), want_pred) and amax == want_amax
+
+
+@pytest.mark.parametrize("m, s", [(12345, 20), (32767, 10), (1, 0), (20001, 30)])
+def test_quantiser_rounds_exact_and_near_half_quotients_like_core(m, s):
+    """The quantiser's float form against core on quotients that are exact half-integers,
+    one float step either side of them, and across the saturation edges."""
+    div = math.ldexp(m, -s)
+    k = np.arange(-200, 200)                                   # (2k+1)*m < 2**24: float32 numbers
+    ties = ((2 * k + 1) * m).astype(np.float64) * math.ldexp(1.0, -s - 1)        # x/div = k + 1/2
+    x = np.concatenate([ties, np.nextafter(ties.astype(np.float32), np.inf), np.nextafter(ties.astype(np.float32), -np.inf),
+                        np.array([255.5, 256.5, -128.5, -129.5, 32767.5, -32768.5]) * div]).astype(np.float32)
+    assert np.array_equal(x[:400].astype(np.float64), ties)
+    sc = fxp.Dyadic(m, s)
+    for fmt in (fxp.INT8, fxp.UINT8, fxp.INT16):
+        assert np.array_equal(quantize_t(torch.from_numpy(x), sc, fmt).numpy(), fxp.quantize(x, sc, fmt).astype(np.float32))
+
+
+def test_quantiser_float_form_on_random_quotients_next_to_half_integers():
+    """Many scales and float32 inputs within a few float steps of (k + 1/2) * scale, k from
+    -3 to 2 (where float rounding of r + 1/2 or r - floor(r) would go wrong), against core."""
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        m, s = int(rng.integers(1, 1 << 15)), int(rng.integers(0, 40))
+        div = math.ldexp(m, -s)
+        base = ((np.arange(-3, 3) + 0.5) * div).astype(np.float32)
+        x = np.concatenate([base] + [np.nextafter(base, sgn * np.inf) for sgn in (1, -1)]
+                           + [base * np.float32(1 + f) for f in rng.uniform(-1e-6, 1e-6, 20)]).astype(np.float32)
+        x = np.concatenate([x, rng.uniform(-1, 1, 200).astype(np.float32) * np.float32(div)])
+        sc = fxp.Dyadic(m, s)
+        assert np.array_equal(quantize_t(torch.from_numpy(x), sc, fxp.INT16).numpy(),
+                              fxp.quantize(x, sc, fxp.INT16).astype(np.float32)), (m, s)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import subprocess
@@ -71,12 +72,14 @@ def _build() -> ctypes.CDLL:
                 os.unlink(tmp)
     dll = ctypes.CDLL(str(lib))
     i64, f64, f32, i32, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
-    dll.e2_quantize.argtypes = [ptr, ptr, i64, f64, f64, f64, i32]
+    dll.e2_quantize.argtypes = [ptr, ptr, i64, i64, i32, f64, f64, i32]
     dll.e2_quantize.restype = None
     dll.e2_requantize.argtypes = [ptr, i32, ptr, i64, f64, f64, f64, f64, f64, f64, ptr, i32]
     dll.e2_requantize.restype = f64
     dll.e2_split.argtypes = [ptr, ptr, i64, i64, f32, f32, f32, f32, f32, ptr, i32, i32, i32]
     dll.e2_split.restype = None
+    dll.e2_decide.argtypes = [ptr, ptr, i64, f64, f64, f64, ptr, ptr]
+    dll.e2_decide.restype = i64
     return dll
 
 
@@ -121,18 +124,18 @@ def _p(t: torch.Tensor | None):
 
 # --- quantise ------------------------------------------------------------------------------
 
-def quantize_torch(x, div: float, lo: float, hi: float, out) -> None:
-    out.copy_(torch.clamp(torch.floor(x.double() / div + 0.5), lo, hi))
+def quantize_torch(x, m: int, s: int, lo: float, hi: float, out) -> None:
+    out.copy_(torch.clamp(torch.floor(x.double() / math.ldexp(m, -s) + 0.5), lo, hi))
 
 
-def quantize_(x: torch.Tensor, div: float, lo: float, hi: float, out: torch.Tensor) -> None:
-    """out = clamp(floor(x / div + 1/2), lo, hi), computed in float64 (``core.fixedpoint.quantize``;
-    NaN stays NaN: the caller maps it to 0)."""
+def quantize_(x: torch.Tensor, m: int, s: int, lo: float, hi: float, out: torch.Tensor) -> None:
+    """out = clamp(floor(x / (m*2**-s) + 1/2), lo, hi), the quotient rounded in float64
+    (``core.fixedpoint.quantize``; NaN stays NaN: the caller maps it to 0)."""
     lib = _lib()
     if lib is not None and _c_ok(x, out) and x.shape == out.shape:
-        lib.e2_quantize(_p(x), _p(out), x.numel(), div, lo, hi, torch.get_num_threads())
+        lib.e2_quantize(_p(x), _p(out), x.numel(), int(m), int(s), lo, hi, torch.get_num_threads())
     else:
-        quantize_torch(x, div, lo, hi, out)
+        quantize_torch(x, m, s, lo, hi, out)
 
 
 # --- requantise (and dequantise) ---------------------------------------------------------
@@ -185,3 +188,24 @@ def split_(x: torch.Tensor, half: float, inv: float, step: float, lo: float, hi:
                      int(batch_major), torch.get_num_threads())
     else:
         split_torch(x, half, inv, step, lo, hi, out, slots, batch_major)
+
+
+# --- the PSG decision ------------------------------------------------------------------------
+
+def decide_torch(g_msb, g_exact, one: float, beta_q: int, amax: float):
+    predicted = (g_msb.abs() * one >= float(beta_q) * amax) & (g_msb != 0) & (beta_q > 0)
+    return torch.where(predicted, torch.sign(g_msb), torch.sign(g_exact)), predicted
+
+
+def decide(g_msb: torch.Tensor, g_exact: torch.Tensor, one: float, beta_q: int, amax: float):
+    """``core.golden.psg_decide`` on float64 tensors of integers with amax = max|G_msb| and
+    amax * one < 2**53 (every comparison exact; one = 2**BETA_FRAC_BITS): predicted where
+    |G_msb| * one >= beta_q * amax and G_msb != 0; sign from G_msb there, else from G_exact.
+    Returns (sign float64, predicted bool)."""
+    lib = _lib()
+    if lib is not None and _c_ok(g_msb, g_exact, dtypes=(torch.float64,)) and g_msb.shape == g_exact.shape:
+        sign = torch.empty_like(g_msb)
+        predicted = torch.empty(g_msb.shape, dtype=torch.bool)
+        lib.e2_decide(_p(g_msb), _p(g_exact), g_msb.numel(), one, float(beta_q), amax, _p(sign), _p(predicted))
+        return sign, predicted
+    return decide_torch(g_msb, g_exact, one, beta_q, amax)

@@ -20,18 +20,55 @@ static inline double clampd(double v, double lo, double hi) { return v < lo ? lo
 static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* out = clamp(floor(x / div + 0.5), lo, hi), in double (core.fixedpoint.quantize). A division
- * per element: a reciprocal multiply with an exact correction step measured slower here. */
+/* out = clamp(floor(x / div + 0.5), lo, hi) with the quotient rounded in double
+ * (core.fixedpoint.quantize), for div = m * 2^-s. That result is the real floor(t + 1/2) of
+ * t = x/div: t is a ratio of a 24-bit and a 15-bit integer times a power of two, so a t that
+ * is not a half-integer lies at least |t|*2^-25 from every half-integer, beyond double's
+ * rounding error. */
 static void quantize_chunk(const float *restrict x, float *restrict out, int64_t n, double div,
                            double lo, double hi) {
     for (int64_t i = 0; i < n; i++)
         out[i] = (float)clampd(floor((double)x[i] / div + 0.5), lo, hi);
 }
 
-void e2_quantize(const float *x, float *out, int64_t n, double div, double lo, double hi, int nt) {
+/* The same real floor(x*2^s/m + 1/2), in float at twice the vector width: y = x*2^s is exact
+ * (a power of two; an overflow to inf or an underflow only where the code saturates or is 0
+ * anyway), r = y/m is correctly rounded, so r crosses no half-integer the true quotient does
+ * not reach and lands on one only if the quotient is within rounding of it; then the exact
+ * residual y - r*m (fmaf: exact for a correctly rounded quotient) tells which side. With
+ * k = floor(r) and d = r - (k + 1/2): the code is k + 1 if d > 0, or d = 0 and y >= r*m;
+ * else k. d is exact wherever r and k + 1/2 are within a factor of two (Sterbenz), and
+ * elsewhere (|r| < 1/4 away from k + 1/2 = +-1/2) it cannot round to zero or change sign;
+ * beyond |r| = 2^22, where k + 1/2 rounds, every code saturates. (r + 0.5f and r - k are
+ * not exact for all r: either would misround a few quotients next to a half-integer.) */
+static void quantize_chunk_f32(const float *restrict x, float *restrict out, int64_t n, float pow2s,
+                               float m, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) {
+        float y = x[i] * pow2s;
+        float r = y / m;
+        float k = floorf(r);
+        float d = r - (k + 0.5f);              /* its sign and zero are exact (see above) */
+        float e = fmaf(-r, m, y);
+        k = (d > 0.0f || (d == 0.0f && e >= 0.0f)) ? k + 1.0f : k;
+        out[i] = clampf(k, lo, hi);
+    }
+}
+
+void e2_quantize(const float *x, float *out, int64_t n, int64_t m, int s, double lo, double hi, int nt) {
+    double div = ldexp((double)m, -s);
+#ifdef __FMA__
+    int f32 = m > 0 && m < (1 << 24) && s >= 0 && s <= 126;
+#else
+    int f32 = 0;                          /* fmaf would be a library call: the double form is faster */
+#endif
+    float pow2s = f32 ? ldexpf(1.0f, s) : 0.0f;
     PARALLEL
-    for (int64_t b = 0; b < n; b += CHUNK)
-        quantize_chunk(x + b, out + b, min64(CHUNK, n - b), div, lo, hi);
+    for (int64_t b = 0; b < n; b += CHUNK) {
+        if (f32)
+            quantize_chunk_f32(x + b, out + b, min64(CHUNK, n - b), pow2s, (float)m, (float)lo, (float)hi);
+        else
+            quantize_chunk(x + b, out + b, min64(CHUNK, n - b), div, lo, hi);
+    }
 }
 
 /* q = clamp(floor(p0*c0 [+ p1*c1] + half), lo, hi) in double; out = (float)(q * v); returns
@@ -112,4 +149,26 @@ void e2_split(const float *x, float *out, int64_t rows, int64_t k, float half, f
         for (int s = 0; s < p; s++)
             limb_row(x + r * k, out + (batch_major ? ((int64_t)s * rows + r) * k : (r * p + s) * k), k,
                      slots[s], half, inv, step, lo, hi);
+}
+
+/* The PSG rule (core.golden.psg_decide) on float64 sums holding integers, where
+ * max|G_msb| * one < 2^53 so that every comparison below is exact (one = 2^BETA_FRAC_BITS):
+ * predicted where |G_msb| * one >= beta_q * max|G_msb| and G_msb != 0 (and beta_q > 0); sign from G_msb there,
+ * from G_exact elsewhere (sign(0) = 0). Writes sign (double) and predicted (0/1 bytes);
+ * returns the number predicted. */
+static inline double sgn(double v) { return v > 0.0 ? 1.0 : (v < 0.0 ? -1.0 : 0.0); }
+
+int64_t e2_decide(const double *restrict gm, const double *restrict ge, int64_t n, double one, double beta_q,
+                  double amax, double *restrict sign, uint8_t *restrict pred) {
+    double tau = beta_q * amax;
+    int on = beta_q > 0.0;
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double a = fabs(gm[i]);
+        int p = on && a * one >= tau && gm[i] != 0.0;
+        pred[i] = (uint8_t)p;
+        sign[i] = p ? sgn(gm[i]) : sgn(ge[i]);
+        count += p;
+    }
+    return count;
 }

@@ -125,7 +125,7 @@ def quantize_t(x: torch.Tensor, scale: fxp.Dyadic, fmt: fxp.QFormat, *, out: tor
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     if not x.numel():
         return out
-    fused.quantize_(x.contiguous(), math.ldexp(scale.m, -scale.s), float(fmt.lo), float(fmt.hi), out)
+    fused.quantize_(x.contiguous(), scale.m, scale.s, float(fmt.lo), float(fmt.hi), out)
     if not math.isfinite(_absmax(x) if absmax is None else absmax):
         out.nan_to_num_(nan=0.0)           # +-inf already saturated to hi / lo
     return out
@@ -214,12 +214,11 @@ def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
     The sums hold integers; the rule's comparison |G_msb| * 2**16 >= beta_q * max|G_msb| is
     made in float64 where both sides stay below 2**53 (exact there: every sum these layers
     produce), else in int64."""
-    amax_f = float(g_msb.abs().max()) if g_msb.numel() else 0.0
+    amax_f = _absmax(g_msb)
     on = int(beta_q) > 0
-    if amax_f * 2.0 ** fxp.BETA_FRAC_BITS < 2.0 ** 53:
-        a = g_msb.abs()
-        predicted = (a * 2.0 ** fxp.BETA_FRAC_BITS >= float(int(beta_q) * int(amax_f))) & (g_msb != 0) & on
-        sign = torch.where(predicted, torch.sign(g_msb), torch.sign(g_exact))
+    if amax_f * 2.0 ** fxp.BETA_FRAC_BITS < 2.0 ** 53 and g_msb.dtype == torch.float64:
+        sign, predicted = fused.decide(g_msb.contiguous(), g_exact.to(torch.float64).contiguous(),
+                                       2.0 ** fxp.BETA_FRAC_BITS, int(beta_q), amax_f)
         return sign, predicted, int(amax_f)
     gm = g_msb.round().to(torch.int64)
     a = gm.abs()
