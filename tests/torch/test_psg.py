@@ -1,5 +1,6 @@
 """The torch PSG convolution against the numpy golden models, bit for bit."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -512,3 +513,16 @@ def test_quantiser_float_form_on_random_quotients_next_to_half_integers():
         sc = fxp.Dyadic(m, s)
         assert np.array_equal(quantize_t(torch.from_numpy(x), sc, fxp.INT16).numpy(),
                               fxp.quantize(x, sc, fxp.INT16).astype(np.float32)), (m, s)
+
+
+def test_fused_passes_rebuild_a_damaged_cache_file(monkeypatch, tmp_path):
+    """A truncated or foreign .so under the cached name is replaced, not loaded or trusted."""
+    if not fused.available():
+        pytest.skip(f"the C passes did not build here: {fused._state['error']}")
+    monkeypatch.setenv("E2TRAIN_CACHE", str(tmp_path))
+    so = fused._cache_path(os.environ.get("CC", "cc"))
+    so.write_bytes(b"\x7fELF garbage")          # left by an earlier process (never one loaded here)
+    lib = fused._build()
+    x, out = torch.tensor([2.5, -7.0]), torch.empty(2)
+    lib.e2_quantize(fused._p(x), fused._p(out), 2, 1, 0, -4.0, 4.0, 1)
+    assert out.tolist() == [3.0, -4.0] and so.stat().st_size > 1000

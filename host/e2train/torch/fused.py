@@ -1,7 +1,7 @@
 """The elementwise passes of the fixed-point emulation, each run as one loop over memory.
 
-Quantising, requantising (with dequantisation) and splitting codes into predictor limbs are
-chains of float64/float32 operations; as torch operations each link is a pass over memory
+Quantising, requantising (with dequantisation), splitting codes into predictor limbs and the
+PSG decision are chains of float64/float32 operations; as torch operations each link is a pass over memory
 with its own temporary, and at the sizes of a CIFAR ResNet those passes cost as much as the
 convolutions they feed. Each pass is written below once as a torch function -- the
 reference, and what runs on GPUs and for unusual dtypes or layouts -- and once as a C loop
@@ -52,25 +52,38 @@ def _cpu_id() -> str:
     return platform.machine() + flags
 
 
+def _cache_path(cc: str) -> Path:
+    """Where the built library lives: keyed by the source, the compiler, its flags and the CPU."""
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *CFLAGS]).encode() + _cpu_id().encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("E2TRAIN_CACHE") or Path.home() / ".cache" / "e2train")
+    return cache / f"fused_passes-{key}.so"
+
+
 def _build() -> ctypes.CDLL:
     cc = os.environ.get("CC", "cc")
-    src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join([cc, *CFLAGS]).encode() + _cpu_id().encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("E2TRAIN_CACHE") or Path.home() / ".cache" / "e2train")
-    lib = cache / f"fused_passes-{key}.so"
-    if not lib.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
-        os.close(fd)
+    lib = _cache_path(cc)
+    cache = lib.parent
+    if lib.exists():
         try:
-            r = subprocess.run([cc, *CFLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True)
-            if r.returncode:
-                raise OSError(f"{cc} failed: {(r.stderr or r.stdout).strip()[:300]}")
-            os.replace(tmp, lib)          # atomic: a concurrent build of the same key is identical
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    dll = ctypes.CDLL(str(lib))
+            return _declare(ctypes.CDLL(str(lib)))
+        except (OSError, AttributeError):    # a damaged cache file: build it again
+            lib.unlink(missing_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+    os.close(fd)
+    try:
+        r = subprocess.run([cc, *CFLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True)
+        if r.returncode:
+            raise OSError(f"{cc} failed: {(r.stderr or r.stdout).strip()[:300]}")
+        os.replace(tmp, lib)          # atomic: a concurrent build of the same key is identical
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return _declare(ctypes.CDLL(str(lib)))
+
+
+def _declare(dll: ctypes.CDLL) -> ctypes.CDLL:
+    """The C functions' signatures (an AttributeError if one is missing)."""
     i64, f64, f32, i32, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     dll.e2_quantize.argtypes = [ptr, ptr, i64, i64, i32, f64, f64, i32]
     dll.e2_quantize.restype = None
@@ -91,7 +104,7 @@ def _lib() -> ctypes.CDLL | None:
             if not _state["tried"]:
                 try:
                     _state["lib"] = _build()
-                except (OSError, subprocess.SubprocessError) as e:
+                except (OSError, AttributeError, subprocess.SubprocessError) as e:
                     _state["error"] = e
                     print(f"e2train: the fused C passes are not available ({e}); the fixed-point "
                           f"emulation runs them as torch operations (slower, same results). A C "
