@@ -526,3 +526,19 @@ def test_fused_passes_rebuild_a_damaged_cache_file(monkeypatch, tmp_path):
     x, out = torch.tensor([2.5, -7.0]), torch.empty(2)
     lib.e2_quantize(fused._p(x), fused._p(out), 2, 1, 0, -4.0, 4.0, 1)
     assert out.tolist() == [3.0, -4.0] and so.stat().st_size > 1000
+
+
+def test_fused_passes_build_without_openmp_where_the_compiler_lacks_it(monkeypatch, tmp_path):
+    """A C compiler that rejects -fopenmp (Apple clang) still gets the passes, single-threaded."""
+    if not fused.available():
+        pytest.skip(f"the C passes did not build here: {fused._state['error']}")
+    real = os.environ.get("CC", "cc")
+    wrapper = tmp_path / "cc-without-openmp"
+    wrapper.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", str(wrapper))
+    monkeypatch.setenv("E2TRAIN_CACHE", str(tmp_path / "cache"))
+    lib = fused._build()
+    x, out = torch.tensor([2.5, -7.0, 0.49]), torch.empty(3)
+    lib.e2_quantize(fused._p(x), fused._p(out), 3, 1, 0, -4.0, 4.0, 2)
+    assert out.tolist() == [3.0, -4.0, 0.0]
