@@ -130,6 +130,8 @@ def psg_profile(step, label: str = "PSG step") -> None:
         "input-grad conv+requant": (psg.PSGConv2d, "_grad_input"),
         "weight-grad sums": (psg, "exact_wgrad"),
         "weight-grad sums (fast)": (psg, "fast_wgrad"),
+        "input-grad sums + G (fast, one call)": (psg, "fast_grads"),
+        "G_msb sums (fast)": (psg, "fast_msb_wgrad"),
         "decide": (psg.PSGConv2d, "decide"),
         "sign update": (psg.PSGConv2d, "sign_step"),
     }

@@ -309,11 +309,11 @@ def test_fast_mode_is_bit_exact_where_sums_stay_below_2_24(case, monkeypatch):
     seen = []
     orig = psg.PSGConv2d._sign_grad
 
-    def checked(self, xq, gq):
+    def checked(self, xq, gq, g_exact=None):
         if not self.exact:
             bounds = _sum_bounds(xq, self.w_codes, gq, self.stride, self.padding)
             seen.append(max(float(b.max()) for b in bounds))
-        return orig(self, xq, gq)
+        return orig(self, xq, gq, g_exact)
     monkeypatch.setattr(psg.PSGConv2d, "_sign_grad", checked)
     exact, fast, rec = _run_pair(case, steps=3)
     # the premise: every sum of the fast steps is provably exact in float32
@@ -343,6 +343,11 @@ def test_fast_sums_are_within_float32_rounding_of_the_exact_ones():
     assert torch.all((bwd - psg.exact_conv2d_input(xq.shape, wq, gq, 1, 1, 1)).abs() <= co * 9 * u * bwd_b)
     fm, fg = psg.fast_wgrad(xq, True, gq, wq.shape, 1, 1, 1)
     em, eg = psg.exact_wgrad(xq, True, gq, wq.shape, 1, 1, 1)
+    # the same two sums from the one backward call the layer makes when it needs both
+    bwd2, fg2 = psg.fast_grads(xq, wq, gq, 1, 1, 1)
+    assert torch.all((bwd2.double() - psg.exact_conv2d_input(xq.shape, wq, gq, 1, 1, 1)).abs() <= co * 9 * u * bwd_b)
+    assert torch.all((fg2 - eg).abs() <= n * h * h * u * wgt_b) and torch.equal(fg2, fg2.round())
+    assert torch.equal(psg.fast_msb_wgrad(xq, True, gq, wq.shape, 1, 1, 1), fm)
     assert float(wgt_b.max()) > 2 ** 24
     assert torch.all((fg - eg).abs() <= n * h * h * u * wgt_b)
     assert torch.equal(fm, fm.round()) and torch.equal(fg, fg.round())   # integers for the decision rule

@@ -408,6 +408,22 @@ def fast_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups, with_m
     return wgrad(xh, gh), g_exact
 
 
+def fast_grads(xq, wq, gq, stride, padding, groups):
+    """Both backward sums of the fast mode from one convolution-backward call: (sum g*w, the
+    input gradient's accumulator, float32; G = sum x*g, float64 of float32 sums)."""
+    gi, gw, _ = torch.ops.aten.convolution_backward(gq, xq, wq, None, [stride] * 2, [padding] * 2, [1, 1],
+                                                    False, [0, 0], groups, [True, True, False])
+    return gi, gw.double()
+
+
+def fast_msb_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups):
+    """G_msb = sum x_h*g_h as one float32 weight-gradient convolution, float64."""
+    dev = xq.device
+    xh = split_x_t(xq, x_unsigned, out=_scratch.get("fast wgrad x_h", xq.shape, torch.float32, dev))
+    gh = split_g_t(gq, out=_scratch.get("fast wgrad g_h", gq.shape, torch.float32, dev))
+    return torch.nn.grad.conv2d_weight(xh, wshape, gh, stride, padding, 1, groups).double()
+
+
 def set_exact(model: nn.Module, exact: bool) -> int:
     """Switch every ``PSGConv2d`` in ``model`` to the exact (default, bit-exact) or the fast
     float32 emulation. Only how the integer sums are computed changes: quantisation, scales,
@@ -440,10 +456,16 @@ class _PSGConvFn(torch.autograd.Function):
         s_gy = fxp.scale_for(gmax, fxp.INT16)
         gq = quantize_t(gy, s_gy, fxp.INT16, out=_scratch.get("gy codes", gy.shape, torch.float32, gy.device),
                         absmax=gmax)
-        gx = None
+        gx = gw = None
+        if not layer.exact and ctx.needs_input_grad[0] and ctx.needs_input_grad[1]:
+            # fast mode: the input gradient's sum g*w and G = sum x*g in one backward call,
+            # as an fp32 layer computes them (the operands' reorders are shared)
+            acc_x, g_exact = fast_grads(xq, layer.w_codes, gq, layer.stride, layer.padding, layer.groups)
+            gx = layer._grad_input(gq, s_gy, xq.shape, gy.dtype, acc=((acc_x, 1),))
+            gw = layer._sign_grad(xq, gq, g_exact=g_exact).to(layer.weight.dtype)
+            return gx, gw, None
         if ctx.needs_input_grad[0]:
             gx = layer._grad_input(gq, s_gy, xq.shape, gy.dtype)
-        gw = None
         if ctx.needs_input_grad[1]:
             gw = layer._sign_grad(xq, gq).to(layer.weight.dtype)
         return gx, gw, None
@@ -566,14 +588,15 @@ class PSGConv2d(nn.Module):
                 self.y_max.fill_(_running(ym, est))
         return y
 
-    def _grad_input(self, gq: torch.Tensor, s_gy: fxp.Dyadic, x_shape, dtype: torch.dtype) -> torch.Tensor:
+    def _grad_input(self, gq: torch.Tensor, s_gy: fxp.Dyadic, x_shape, dtype: torch.dtype, acc=None) -> torch.Tensor:
+        """``acc``: the sum g*w already computed (as exact parts), else computed here."""
         acc_scale = s_gy.value * self.w_scale.value
         if math.isnan(float(self.gx_max)):
             self.gx_max.fill_(acc_scale * _absmax(gq) * self._wsum_bwd)
         s_gx = fxp.scale_for(float(self.gx_max), fxp.INT16)
-        parts = conv2d_input_parts if self.exact else fast_conv2d_input_parts
-        acc = parts(x_shape, self.w_codes, gq, self.stride, self.padding, self.groups,
-                                 self._wsum_bwd)
+        if acc is None:
+            parts = conv2d_input_parts if self.exact else fast_conv2d_input_parts
+            acc = parts(x_shape, self.w_codes, gq, self.stride, self.padding, self.groups, self._wsum_bwd)
         gx = _output_buffer(acc, dtype)
         top = _requantize_parts(acc, fxp.requant_multiplier(acc_scale, s_gx), fxp.INT16, gx,
                                 dequant=s_gx.value, peak=-fxp.INT16.lo * self._wsum_bwd)
@@ -583,11 +606,16 @@ class PSGConv2d(nn.Module):
             self.gx_max.fill_(top * s_gx.value)       # this batch's max, for the next batch
         return gx
 
-    def _sign_grad(self, xq: torch.Tensor, gq: torch.Tensor) -> torch.Tensor:
+    def _sign_grad(self, xq: torch.Tensor, gq: torch.Tensor, g_exact: torch.Tensor | None = None) -> torch.Tensor:
+        """``g_exact``: the fast mode's float32 sum x*g when already computed (``fast_grads``)."""
         wshape = tuple(self.w_master.shape)
-        sums = exact_wgrad if self.exact else fast_wgrad
-        g_msb, g_exact = sums(xq, self.x_unsigned, gq, wshape, self.stride, self.padding,
-                                     self.groups, with_msb=bool(self.beta_q))
+        if g_exact is None:
+            sums = exact_wgrad if self.exact else fast_wgrad
+            g_msb, g_exact = sums(xq, self.x_unsigned, gq, wshape, self.stride, self.padding,
+                                  self.groups, with_msb=bool(self.beta_q))
+        else:
+            g_msb = fast_msb_wgrad(xq, self.x_unsigned, gq, wshape, self.stride, self.padding,
+                                   self.groups) if self.beta_q else None
         if g_msb is None:
             g_msb = torch.zeros_like(g_exact)
         sign, predicted, _ = self.decide(g_msb, g_exact, self.beta_q)
