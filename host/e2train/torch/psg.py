@@ -531,7 +531,9 @@ class PSGConv2d(nn.Module):
         self._wsum_fwd = float(a.sum(dim=(1, 2, 3)).max())   # bounds for the exact float32 path
         self._wsum_bwd = float(a.sum(dim=(0, 2, 3)).max())
         with torch.no_grad():
-            self.weight.copy_(torch.ldexp(self.w_master.double(), -self.frac_bits.double()).float())
+            # W * 2**-F rounded once to float32: the int32 -> float32 conversion is that one
+            # rounding, and the power-of-two factor is exact
+            torch.mul(self.w_master, math.ldexp(1.0, -int(self.frac_bits)), out=self.weight.data)
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
