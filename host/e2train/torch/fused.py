@@ -133,9 +133,12 @@ def set_enabled(enabled: bool) -> bool:
 
 
 def _c_ok(*tensors, dtypes=(torch.float32,)) -> bool:
-    """The C loops take contiguous CPU tensors of the given dtypes (None: absent operand)."""
-    return all(t is None or (t.device.type == "cpu" and t.dtype in dtypes and t.is_contiguous())
-               for t in tensors)
+    """The C loops take contiguous CPU tensors of the given dtypes (None: absent operand).
+    (A plain loop: this runs several times per layer and step.)"""
+    for t in tensors:
+        if t is not None and not (t.is_cpu and t.dtype in dtypes and t.is_contiguous()):
+            return False
+    return True
 
 
 def _p(t: torch.Tensor | None):
