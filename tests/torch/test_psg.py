@@ -426,8 +426,10 @@ def test_fused_c_passes_equal_their_torch_functions_bit_for_bit():
         assert np.array_equal(both[:n].numpy(), fxp.msb_split_g(codes.numpy().astype(np.int16))[0])
         acc = torch.randint(-2 ** 30, 2 ** 30, shape, generator=g).double()
         lo = torch.randint(-63, 64, shape, generator=g).float()
-        for p0, p1 in ((acc, None), (acc, lo), (lo, None)):
-            a = (p0, 2.0 ** -20 * 12345, p1, 2.0 ** -20, 0.5, -32768.0, 32767.0, 3.1e-4)
+        big = torch.randint(-2 ** 24, 2 ** 24, shape, generator=g).float()
+        for p0, p1, v in ((acc, None, 3.1e-4), (acc, lo, 3.1e-4), (lo, None, 3.1e-4),
+                          (big, None, 2.0 ** -20 * 777)):    # the last: the float loop (dyadic scales)
+            a = (p0, 2.0 ** -20 * 12345, p1, 2.0 ** -20, 0.5, -32768.0, 32767.0, v)
             got, want = torch.empty(shape), torch.empty(shape)
             assert fused.requantize_(*a, got) == fused.requantize_torch(*a, want)
             assert torch.equal(got, want)
@@ -547,3 +549,29 @@ def test_fused_passes_build_without_openmp_where_the_compiler_lacks_it(monkeypat
     x, out = torch.tensor([2.5, -7.0, 0.49]), torch.empty(3)
     lib.e2_quantize(fused._p(x), fused._p(out), 3, 1, 0, -4.0, 4.0, 2)
     assert out.tolist() == [3.0, -4.0, 0.0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_requantiser_float_form_on_exact_half_quotients_like_core(seed):
+    """One-part float accumulators with dyadic multipliers (the layer's case, which takes the
+    float loop): accumulators whose product with the multiplier is exactly k + 1/2, their
+    neighbours, and random ones, against core's integer requantisation and dequantisation."""
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        m, s = int(rng.integers(1, 1 << 15)) | 1, int(rng.integers(8, 23))       # odd m: invertible mod 2**s
+        mult = fxp.Dyadic(m, s)
+        inv = pow(m, -1, 1 << s)
+        tie = (inv << (s - 1)) % (1 << s)              # tie * m = 2**(s-1) (mod 2**s): acc*M/2**S = k + 1/2
+        span = min(300, 1 << (23 - s))
+        ks = rng.integers(-span, span, 60)
+        acc = np.concatenate([tie + ks * (1 << s), tie + ks * (1 << s) + 1, tie + ks * (1 << s) - 1,
+                              rng.integers(-(1 << 24), 1 << 24, 200)])
+        acc = acc[np.abs(acc) < 1 << 24]               # integers float32 holds exactly
+        assert ((acc * m) % (1 << s) == 1 << (s - 1)).sum() >= 30       # the exact half-integers are there
+        want = fxp.requantize(acc, mult, fxp.INT16)
+        out = torch.empty(acc.size, dtype=torch.float32)
+        scale = fxp.Dyadic(int(rng.integers(1, 1 << 15)), int(rng.integers(10, 40)))
+        top = psg._requantize_parts(((torch.from_numpy(acc.astype(np.float32)), 1),), mult, fxp.INT16, out,
+                                    dequant=scale.value, peak=float(1 << 24))
+        assert np.array_equal(out.numpy(), fxp.dequantize(want, scale)), (m, s)
+        assert top == int(np.abs(want.astype(np.int64)).max())

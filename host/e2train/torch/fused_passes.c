@@ -110,9 +110,51 @@ static int32_t requant_f64(const double *a, const float *b, int64_t n, double c0
     return mx > -mn ? mx : -mn;
 }
 
+/* The one-part float case in float arithmetic (twice the vector width), with the quantiser's
+ * argument: t = a*c0 is a dyadic rational with denominator 2^s, so it is a half-integer or
+ * at least 2^-s away from every one; r = fl(a*c0) crosses none that t does not reach and
+ * lands on one only when t is within rounding of it, where the exact product residual
+ * a*c0 - r (fmaf; exact without underflow) says which side. Round half up: k + 1 if
+ * d = r - (k + 1/2) > 0, or d = 0 and the residual >= 0. The dequantised value q*v is one
+ * float multiply, which rounds the exact product once, as the double form does. Used only
+ * where c0 and v are normal floats and half = 1/2 (the caller checks). */
+static int32_t requant_f32_float(const float *a, int64_t n, float c0, float lo, float hi, float v, float *out) {
+    int32_t mx = 0, mn = 0;
+    _Pragma("GCC ivdep")
+    for (int64_t i = 0; i < n; i++) {
+        float r = a[i] * c0;
+        float e = fmaf(a[i], c0, -r);
+        float k = floorf(r);
+        float d = r - (k + 0.5f);
+        k = (d > 0.0f || (d == 0.0f && e >= 0.0f)) ? k + 1.0f : k;
+        float q = k > lo ? (k < hi ? k : hi) : lo;
+        out[i] = q * v;
+        int32_t qi = (int32_t)q;
+        mx = qi > mx ? qi : mx;
+        mn = qi < mn ? qi : mn;
+    }
+    return mx > -mn ? mx : -mn;
+}
+
+static int is_normal_float(double x) {
+    float f = (float)x;
+    return (double)f == x && fabsf(f) >= 1.17549435e-38f && fabsf(f) < 1e30f;
+}
+
 double e2_requantize(const void *p0, int p0_f64, const float *p1, int64_t n, double c0, double c1,
                      double half, double lo, double hi, double v, float *out, int nt) {
     int32_t top = 0;
+#ifdef __FMA__
+    if (!p0_f64 && !p1 && half == 0.5 && is_normal_float(c0) && is_normal_float(v)) {
+        _Pragma("omp parallel for num_threads(nt) if(nt > 1 && n > 4 * CHUNK) schedule(static) reduction(max:top)")
+        for (int64_t b = 0; b < n; b += CHUNK) {
+            int32_t t = requant_f32_float((const float *)p0 + b, min64(CHUNK, n - b), (float)c0, (float)lo,
+                                          (float)hi, (float)v, out + b);
+            top = t > top ? t : top;
+        }
+        return (double)top;
+    }
+#endif
     _Pragma("omp parallel for num_threads(nt) if(nt > 1 && n > 4 * CHUNK) schedule(static) reduction(max:top)")
     for (int64_t b = 0; b < n; b += CHUNK) {
         int64_t m = min64(CHUNK, n - b);
