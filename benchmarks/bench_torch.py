@@ -119,14 +119,16 @@ def compare(label: str, a, b, reps: int, goal: float, warmup: int = 3) -> None:
 
 def psg_profile(step, label: str = "PSG step") -> None:
     """One PSG step with thread-CPU timers around the PSG layer's stages (those of the
-    exact or the fast mode: the stages the step did not run are left out of the line)."""
+    exact or the fast mode: the stages the step did not run are left out of the line).
+    Each stage's time is its own: a stage called inside another (quantize_t inside
+    _quantize_input) pauses the outer one's clock."""
     spent: collections.Counter = collections.Counter()
     stages = {
-        "quantise x": (psg.PSGConv2d, "_quantize_input"),
+        "x scale (running max)": (psg.PSGConv2d, "_quantize_input"),
+        "quantise x, g": (psg, "quantize_t"),
         "fwd conv": (psg, "conv2d_parts"),
         "fwd conv (fast)": (psg, "fast_conv2d_parts"),
         "requantise y": (psg.PSGConv2d, "_requantize_output"),
-        "quantise g": (psg, "quantize_t"),       # called for g_y in the backward (and x above)
         "input-grad conv+requant": (psg.PSGConv2d, "_grad_input"),
         "weight-grad sums": (psg, "exact_wgrad"),
         "weight-grad sums (fast)": (psg, "fast_wgrad"),
@@ -135,17 +137,28 @@ def psg_profile(step, label: str = "PSG step") -> None:
         "decide": (psg.PSGConv2d, "decide"),
         "sign update": (psg.PSGConv2d, "sign_step"),
     }
+    running: list = []            # [stage name, clock at its (re)start] of the open stages
+
+    def stop_top(now: float) -> None:
+        if running:
+            spent[running[-1][0]] += now - running[-1][1]
+
     saved = []
     for name, (owner, attr) in stages.items():
         orig = owner.__dict__[attr]
         fn = orig.__func__ if isinstance(orig, staticmethod) else orig
 
         def wrapped(*args, _fn=fn, _name=name, **kw):
-            t = time.thread_time()
+            stop_top(time.thread_time())
+            running.append([_name, time.thread_time()])
             try:
                 return _fn(*args, **kw)
             finally:
-                spent[_name] += time.thread_time() - t
+                now = time.thread_time()
+                stop_top(now)
+                running.pop()
+                if running:
+                    running[-1][1] = now
         saved.append((owner, attr, orig))
         setattr(owner, attr, staticmethod(wrapped) if isinstance(orig, staticmethod) else wrapped)
     try:
@@ -155,7 +168,6 @@ def psg_profile(step, label: str = "PSG step") -> None:
     finally:
         for owner, attr, orig in saved:
             setattr(owner, attr, orig)
-    spent["quantise g"] -= spent["quantise x"]        # quantize_t nests inside _quantize_input
     rest = total - sum(spent.values())
     parts = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in spent.items() if v)
     print(f"{label} profile (thread CPU ms, one step): total {total * 1e3:.1f} = {parts}, "
