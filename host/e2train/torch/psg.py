@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import fixedpoint as fxp
-from ..core.golden import sign_update
+from ..core.golden import psg_decide, sign_update
 from ..core.shapes import ConvShape, ShapeError
 from . import fused
 
@@ -145,7 +145,8 @@ def _requantize_parts(parts, mult: fxp.Dyadic, fmt: fxp.QFormat, out: torch.Tens
                       dequant: float = 1.0, peak: float | None = None) -> int:
     """``requantize_t`` of acc = sum w_i * part_i (integer-valued tensors, w_i powers of two:
     the limbs of an exact convolution), without forming acc on its own. Writes the codes
-    times ``dequant`` (1: the codes themselves; a scale: ``dequantize_t`` of them) to ``out``
+    times ``dequant`` (1: the codes themselves; a scale: ``core.fixedpoint.dequantize`` of
+    them) to ``out``
     and returns max |code|.
 
     Every partial sum times M*2**-S is an integer below 2**52 times a power of two while
@@ -185,6 +186,18 @@ def _output_buffer(parts, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(p0.shape, dtype=dtype, device=p0.device)
 
 
+# the predictor splits as (half, 1/step, step, lo, hi) of h = clamp(floor((v + half) / step), lo, hi)
+_X_SPLIT = (8.0, 1.0 / 16, 16.0, -math.inf)                       # hi: fxp.x_h_top(unsigned)
+_G_SPLIT = (32.0, 1.0 / 64, 64.0, float(fxp.G_H_MIN), float(fxp.G_H_MAX))
+
+
+def _split_t(v: torch.Tensor, consts: tuple, slots: tuple, out: torch.Tensor | None, batch_major: bool) -> torch.Tensor:
+    if out is None:
+        out = torch.empty(_split_shape(v, slots, batch_major), dtype=v.dtype, device=v.device)
+    fused.split_(v.contiguous(), *consts, out, tuple(slots), batch_major)
+    return out
+
+
 def split_x_t(x: torch.Tensor, unsigned: bool, slots: tuple = ("h",), *, out: torch.Tensor | None = None,
               batch_major: bool = True) -> torch.Tensor:
     """The predictor limbs of activation codes, x = 16*x_h + x_l with x_h = min((x + 8) >> 4,
@@ -192,20 +205,14 @@ def split_x_t(x: torch.Tensor, unsigned: bool, slots: tuple = ("h",), *, out: to
     integer by 16 is exact), stacked in one tensor in one pass: slot i holds limb
     ``slots[i]`` ("h", "l", or "x" for x itself), as (P*n, ...) (``batch_major``, P = len(slots))
     or (n, P, ...). ``out``: the buffer to write, else a new one."""
-    out = torch.empty(_split_shape(x, slots, batch_major), dtype=x.dtype, device=x.device) if out is None else out
-    fused.split_(x.contiguous(), 8.0, 1.0 / 16, 16.0, -math.inf, float(fxp.x_h_top(unsigned)), out,
-                 tuple(slots), batch_major)
-    return out
+    return _split_t(x, (*_X_SPLIT, float(fxp.x_h_top(unsigned))), slots, out, batch_major)
 
 
 def split_g_t(g: torch.Tensor, slots: tuple = ("h",), *, out: torch.Tensor | None = None,
               batch_major: bool = True) -> torch.Tensor:
     """The predictor limbs of gradient codes, g = 64*g_h + g_l with g_h = clamp((g + 32) >> 6,
     -512, 511) (``core.fixedpoint.msb_split_g``), stacked as in ``split_x_t``."""
-    out = torch.empty(_split_shape(g, slots, batch_major), dtype=g.dtype, device=g.device) if out is None else out
-    fused.split_(g.contiguous(), 32.0, 1.0 / 64, 64.0, float(fxp.G_H_MIN), float(fxp.G_H_MAX), out,
-                 tuple(slots), batch_major)
-    return out
+    return _split_t(g, _G_SPLIT, slots, out, batch_major)
 
 
 def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
@@ -213,19 +220,16 @@ def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
 
     The sums hold integers; the rule's comparison |G_msb| * 2**16 >= beta_q * max|G_msb| is
     made in float64 where both sides stay below 2**53 (exact there: every sum these layers
-    produce), else in int64."""
+    produce), else by ``core.golden.psg_decide`` itself on int64 copies."""
     amax_f = _absmax(g_msb)
-    on = int(beta_q) > 0
     if amax_f * 2.0 ** fxp.BETA_FRAC_BITS < 2.0 ** 53 and g_msb.dtype == torch.float64:
         sign, predicted = fused.decide(g_msb.contiguous(), g_exact.to(torch.float64).contiguous(),
                                        2.0 ** fxp.BETA_FRAC_BITS, int(beta_q), amax_f)
         return sign, predicted, int(amax_f)
-    gm = g_msb.round().to(torch.int64)
-    a = gm.abs()
-    amax = int(a.max())
-    predicted = ((a << fxp.BETA_FRAC_BITS) >= int(beta_q) * amax) & (gm != 0) & on
-    sign = torch.where(predicted, torch.sign(gm), torch.sign(g_exact.round().to(torch.int64))).double()
-    return sign, predicted, amax
+    as_int = lambda t: t.round().to(torch.int64).cpu().numpy()  # noqa: E731
+    sign, predicted, amax = psg_decide(as_int(g_msb), as_int(g_exact), int(beta_q))
+    dev = g_msb.device
+    return torch.from_numpy(sign).to(dev, torch.float64), torch.from_numpy(predicted).to(dev), amax
 
 
 # --- exact integer convolutions on the fast float32 path ------------------------------
@@ -398,14 +402,10 @@ def fast_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups, with_m
     float32: G = sum x*g and G_msb = sum x_h*g_h as two weight-gradient convolutions (G
     alone without the predictor). Two calls, not one grouped call: measured at
     64x16x32x32, 10.6 ms against 21.5 for the stacked operands in two channel groups."""
-    dev = xq.device
-    wgrad = lambda a, b: torch.nn.grad.conv2d_weight(a, wshape, b, stride, padding, 1, groups).double()  # noqa: E731
-    g_exact = wgrad(xq.float(), gq.float())
+    g_exact = torch.nn.grad.conv2d_weight(xq.float(), wshape, gq.float(), stride, padding, 1, groups).double()
     if not with_msb:
         return None, g_exact
-    xh = split_x_t(xq, x_unsigned, out=_scratch.get("fast wgrad x_h", xq.shape, torch.float32, dev))
-    gh = split_g_t(gq, out=_scratch.get("fast wgrad g_h", gq.shape, torch.float32, dev))
-    return wgrad(xh, gh), g_exact
+    return fast_msb_wgrad(xq, x_unsigned, gq, wshape, stride, padding, groups), g_exact
 
 
 def fast_grads(xq, wq, gq, stride, padding, groups):
