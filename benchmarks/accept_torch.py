@@ -25,15 +25,22 @@ GAP_POINTS, ENERGY_RATIO = 1.5, 0.25
 RUNS = {"fp32": dict(preset="fp32", epochs=40), "e2train": dict(preset="e2train", epochs=60)}
 
 
+def config(job: tuple[str, str, int]):
+    """The run's TrainConfig (checked: a bad model name ends here, before any process starts)."""
+    from e2train.torch.cli import PRESETS
+    from e2train.torch.trainer import TrainConfig
+    kind, model, seed = job
+    spec = RUNS[kind]
+    return TrainConfig.from_dict({**PRESETS[spec["preset"]], "model": model, "epochs": spec["epochs"],
+                                  "seed": seed, "threads": 1, "progress": False})
+
+
 def run_one(job: tuple[str, str, int]) -> dict:
     import torch
-    from e2train.torch.cli import PRESETS
-    from e2train.torch.trainer import TrainConfig, train
+    from e2train.torch.trainer import train
     kind, model, seed = job
     torch.set_num_threads(1)
-    spec = RUNS[kind]
-    cfg = TrainConfig.from_dict({**PRESETS[spec["preset"]], "model": model, "epochs": spec["epochs"],
-                                 "seed": seed, "threads": 1, "progress": False})
+    cfg = config(job)
     t = time.time()
     res = train(cfg)
     pf = [r["predicted_frac"] for r in res.records if r.get("predicted_frac") is not None]
@@ -49,11 +56,19 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="runs/accept-torch.json")
     args = ap.parse_args()
+    from e2train.torch.trainer import ConfigError
     try:
         plan = [(m, int(n)) for m, n in (item.split(":") for item in args.models.split(","))]
     except ValueError:
         sys.exit(f"--models: expected model:seeds,... (e.g. resnet8:5), got {args.models!r}")
+    if args.jobs < 1 or any(n < 1 for _, n in plan):
+        sys.exit("--jobs and every model's seed count must be at least 1")
     jobs = [(kind, m, s) for m, n in plan for s in range(n) for kind in RUNS]
+    try:
+        for job in jobs:
+            config(job).validate()
+    except ConfigError as e:
+        sys.exit(f"accept_torch: {e}")
     # longest first, so two workers finish together
     jobs.sort(key=lambda j: (j[1] != "resnet14", j[0] != "e2train"))
     results: dict = {}

@@ -268,16 +268,24 @@ class MobileNetV2Cifar(GatedNet):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+def parse_model(name: str) -> tuple[str, float]:
+    """('resnet', depth) or ('mobilenetv2', width) for a model name; ValueError naming the
+    accepted forms otherwise (configs check names with this before anything is built)."""
+    key = name.lower().replace("-", "")
+    m = re.fullmatch(r"resnet(\d+)", key)
+    if m and int(m.group(1)) >= 8 and (int(m.group(1)) - 2) % 6 == 0:
+        return "resnet", int(m.group(1))
+    m2 = re.fullmatch(r"mobilenetv2(?:_(\d+(?:\.\d*)?))?", key)
+    if m2 and float(m2.group(1) or 1.0) > 0:
+        return "mobilenetv2", float(m2.group(1) or 1.0)
+    raise ValueError(f"unknown model {name!r}: use resnet<6n+2> (resnet8, resnet14, resnet20, resnet38, "
+                     "resnet74, resnet110) or mobilenetv2[_<width>]")
+
+
 def build_model(name: str, in_channels: int, num_classes: int, *, precision: str = "fp32",
                 beta: float = 0.05, gated: bool = False) -> GatedNet:
     """'resnet8' ... 'resnet110' (any 6n+2), or 'mobilenetv2' / 'mobilenetv2_0.5' (width)."""
-    key = name.lower().replace("-", "")
-    m = re.fullmatch(r"resnet(\d+)", key)
-    if m:
-        return ResNetCifar(int(m.group(1)), in_channels, num_classes, precision=precision, beta=beta, gated=gated)
-    m = re.fullmatch(r"mobilenetv2(?:_([\d.]+))?", key)
-    if m:
-        return MobileNetV2Cifar(in_channels, num_classes, precision=precision, beta=beta, gated=gated,
-                                width_mult=float(m.group(1) or 1.0))
-    raise ValueError(f"unknown model {name!r}: use resnet<6n+2> (resnet8, resnet14, resnet20, resnet38, "
-                     "resnet74, resnet110) or mobilenetv2[_<width>]")
+    kind, arg = parse_model(name)
+    if kind == "resnet":
+        return ResNetCifar(int(arg), in_channels, num_classes, precision=precision, beta=beta, gated=gated)
+    return MobileNetV2Cifar(in_channels, num_classes, precision=precision, beta=beta, gated=gated, width_mult=arg)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from ..core.energy import ENERGY_KIND, EnergyModel
 from ..core.work import Work
 from . import data as tdata
-from .models import PRECISIONS, build_model
+from .models import PRECISIONS, build_model, parse_model
 from .optim import build_optimizer
 from .policy import Compose, Policy, RandomBatchSkip, StepContext
 from .psg import PSGConv2d, set_exact
@@ -142,6 +142,10 @@ class TrainConfig:
                 raise ConfigError(msg)
         need(self.dataset.lower().replace("-", "") in ("digits", "cifar10", "cifar100"),
              f"dataset must be digits, cifar10 or cifar100, got {self.dataset!r}")
+        try:
+            parse_model(self.model)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
