@@ -55,6 +55,7 @@ def test_wattsup_silent_meter_is_a_clear_error():
 
 WT_SETUP = [
     (b"*IDN?\n", b"YOKOGAWA,WT310,C2QA01234,F1.03\n"),
+    (b"*CLS\n", b""),
     (b":COMM:HEAD OFF\n", b""),
     (b":NUM:FORM ASC\n", b""),
     (b":NUM:NORM:NUM 3\n", b""),
@@ -66,7 +67,7 @@ WT_SETUP = [
 
 def test_wt310_setup_poll_and_nan():
     port = ExpectedDialogue(WT_SETUP + [
-        (b":SYST:ERR?\n", b'0,"No error"\n'),
+        (b":STAT:ERR?\n", b'0,"No error"\n'),
         (b":NUM:NORM:VAL?\n", b"3.2100E+00,5.0100E+00,6.4072E-01\n"),
         (b":NUM:NORM:VAL?\n", b"NAN,5.0100E+00,6.4072E-01\n"),
     ])
@@ -81,14 +82,14 @@ def test_wt310_setup_poll_and_nan():
 
 def test_wt310_integration_commands():
     setup = [p for p in WT_SETUP if b"NUM 3" not in p[0]]
-    setup.insert(3, (b":NUM:NORM:NUM 4\n", b""))
+    setup.insert(4, (b":NUM:NORM:NUM 4\n", b""))
     port = ExpectedDialogue(setup + [
         (b":NUM:NORM:ITEM4 WH,1\n", b""),
-        (b":SYST:ERR?\n", b'0,"No error"\n'),
-        (b":INTEG:RES\n", b""), (b":SYST:ERR?\n", b'0,"No error"\n'),
-        (b":INTEG:STAR\n", b""), (b":SYST:ERR?\n", b'0,"No error"\n'),
+        (b":STAT:ERR?\n", b'0,"No error"\n'),
+        (b":INTEG:RES\n", b""), (b":STAT:ERR?\n", b'0,"No error"\n'),
+        (b":INTEG:STAR\n", b""), (b":STAT:ERR?\n", b'0,"No error"\n'),
         (b":NUM:NORM:VAL?\n", b"2.0E+00,5.0E+00,4.0E-01,1.5E-03\n"),
-        (b":INTEG:STOP\n", b""), (b":SYST:ERR?\n", b'0,"No error"\n'),
+        (b":INTEG:STOP\n", b""), (b":STAT:ERR?\n", b'0,"No error"\n'),
     ])
     m = WT310(port, interval_s=0.001, integrate=True)
     assert m.read().watts == pytest.approx(2.0)
@@ -98,8 +99,9 @@ def test_wt310_integration_commands():
 
 
 def test_wt310_error_reply_raises_with_meters_message():
-    port = ExpectedDialogue(WT_SETUP + [(b":SYST:ERR?\n", b'-224,"Illegal parameter value"\n')])
-    with pytest.raises(MeterError, match="error -224, 'Illegal parameter value'"):
+    # The WT300 series numbers its errors without a sign (IM WT310E-17EN, appendix).
+    port = ExpectedDialogue(WT_SETUP + [(b":STAT:ERR?\n", b'224,"Illegal parameter value"\n')])
+    with pytest.raises(MeterError, match="error 224, 'Illegal parameter value'"):
         WT310(port)
     port.assert_done()
 

@@ -140,85 +140,183 @@ class _Csv(_Protocol):
 
 
 class _Wt310(_Protocol):
+    """A Yokogawa WT310E (one input element), from its communication manual IM WT310E-17EN.
+
+    Implements only these headers (ch. 6, command groups; short or long forms, any case):
+    ``*IDN?``, ``*CLS``, ``*RST`` (common commands); ``:COMMunicate:HEADer`` (COMMunicate group);
+    ``:NUMeric:FORMat``, ``:NUMeric[:NORMal]:NUMber``, ``:NUMeric[:NORMal]:ITEM<x>``,
+    ``:NUMeric[:NORMal]:VALue?`` (NUMeric group); ``:INTEGrate:STARt|STOP|RESet``, ``:INTEGrate:STATe?``
+    (INTEGrate group); ``:STATus:ERRor?`` (STATus group; the error queue, §7.5). Anything else,
+    ``:SYSTem:ERRor?`` included, is what the real meter makes of it: error 113 "Undefined
+    header" in the queue and no answer. Error numbers are the manual's, without a sign.
+    Numeric answers are ``<NR3>`` with a 5-digit mantissa (6 for integrated values), ``NAN``
+    where there is no data (§5.4 and the NUMeric group's "numeric data format").
+    """
+
+    FUNCTIONS = {"U", "I", "P", "S", "Q", "LAMBDA", "LAMB", "PHI", "FU", "FI", "TIME", "WH", "WHP",
+                 "WHM", "AH", "AHP", "AHM", "NONE"}
+
     def __init__(self, em):
         super().__init__(em)
-        self.errors: list[tuple[int, str]] = []
-        self.n_items = 3
-        self.items: dict[int, str] = {}
-        self.integ = False
-        self.wh = 0.0
-        self._last: tuple[float, float] | None = None
-        self.nan_next = False
+        from .scpi_grammar import CommandTable
+        t = self.table = CommandTable(undefined=(113, "Undefined header"))
+        t.add("*IDN?", lambda s, a: "YOKOGAWA,WT310E,C2QA00000,F1.03")
+        t.add("*CLS", lambda s, a: t.errors.clear())
+        t.add("*RST", lambda s, a: self._reset())
+        t.add(":COMMunicate:HEADer", self._header)
+        q = self._query
+        q(":COMMunicate:HEADer?", lambda s, a: "1" if self.headers else "0")
+        t.add(":NUMeric:FORMat", self._format)
+        q(":NUMeric:FORMat?", lambda s, a: self.fmt)
+        t.add(":NUMeric[:NORMal]:NUMber", self._number)
+        q(":NUMeric[:NORMal]:NUMber?", lambda s, a: str(self.n_items))
+        t.add(":NUMeric[:NORMal]:ITEM<x>", self._item)
+        q(":NUMeric[:NORMal]:VALue?", self._value)
+        t.add(":INTEGrate:STARt", lambda s, a: self._integ("start"))
+        t.add(":INTEGrate:STOP", lambda s, a: self._integ("stop"))
+        t.add(":INTEGrate:RESet", lambda s, a: self._integ("reset"))
+        q(":INTEGrate:STATe?", lambda s, a: "START" if self.integ else ("STOP" if self.t_integ else "RESET"))
+        q(":STATus:ERRor?", lambda s, a: '%d,"%s"' % t.pop_error())
+        self._reset()
+
+    def _query(self, pattern, fn):
+        # With :COMMunicate:HEADer ON (the default) an answer starts with its header (long form,
+        # upper case, optional nodes included): a driver that forgets HEAD OFF gets words, not numbers.
+        from .scpi_grammar import compile_pattern
+        head = ":" + ":".join(n.long for n in compile_pattern(pattern).nodes)
+
+        def answer(s, a):
+            out = fn(s, a)
+            return f"{head} {out}" if self.headers and out is not None else out
+        self.table.add(pattern, answer)
+
+    def _reset(self):
+        self.headers = True          # the factory default: answers carry their header
+        self.fmt = "ASCII"
+        self.n_items = 15
+        self.items = {k: ("NONE", 1) for k in range(1, 256)}
+        self.integ, self.t_integ, self.wh, self.ah, self._last = False, 0.0, 0.0, 0.0, None
+
+    def _err(self, code, msg):
+        from .scpi_grammar import ParameterError
+        return ParameterError(code, msg)
+
+    def _header(self, sfx, args):
+        if len(args) != 1 or args[0].upper() not in ("ON", "OFF", "1", "0"):
+            raise self._err(224, "Illegal parameter value")
+        self.headers = args[0].upper() in ("ON", "1")
+
+    def _format(self, sfx, args):
+        fmt = args[0].upper() if len(args) == 1 else ""
+        if fmt in ("ASC", "ASCII"):
+            self.fmt = "ASCII"
+        elif fmt in ("FLO", "FLOAT"):
+            self.fmt = "FLOAT"
+        else:
+            raise self._err(224, "Illegal parameter value")
+
+    def _number(self, sfx, args):
+        try:
+            n = int(float(args[0]))
+        except (IndexError, ValueError):
+            raise self._err(224, "Illegal parameter value") from None
+        if not 1 <= n <= 255:
+            raise self._err(222, "Data out of range")
+        self.n_items = n
+
+    def _item(self, sfx, args):
+        k = sfx[0]
+        if not 1 <= k <= 255:
+            raise self._err(114, "Header suffix out of range")
+        fn = args[0].upper() if args else ""
+        if fn not in self.FUNCTIONS:
+            raise self._err(224, "Illegal parameter value")
+        el = args[1] if len(args) > 1 else "1"
+        if el not in ("1",):                # a WT310E has one input element
+            raise self._err(222, "Data out of range")
+        self.items[k] = (fn, 1)
+
+    def _integ(self, what):
+        now = time.monotonic()
+        self._accumulate(now)
+        if what == "start":
+            self.integ, self._last = True, None
+        elif what == "stop":
+            self.integ = False
+        else:
+            self.wh, self.ah, self.t_integ, self._last = 0.0, 0.0, 0.0, None
+
+    def _accumulate(self, t):
+        if not self.integ:
+            return
+        p = self.em.power_w(t)
+        if self._last is not None:
+            dt = t - self._last[0]
+            self.wh += (self._last[1] + p) / 2 * dt / 3600
+            self.ah += (self._last[1] + p) / 2 / self.em.volts * dt / 3600
+            self.t_integ += dt
+        self._last = (t, p)
+
+    def _value(self, sfx, args):
+        t = time.monotonic()
+        self._accumulate(t)
+        nan = self.em._take_fault("nan_every")
+        p, u = self.em.power_w(t), self.em.volts
+        vals = {"U": u, "I": p / u, "P": p, "S": p, "Q": 0.0, "LAMBDA": 1.0, "LAMB": 1.0, "PHI": 0.0,
+                "FU": 50.0, "FI": 50.0, "TIME": self.t_integ, "WH": self.wh, "WHP": self.wh, "WHM": 0.0,
+                "AH": self.ah, "AHP": self.ah, "AHM": 0.0}
+        ks = range(1, self.n_items + 1)
+        if args:
+            ks = [int(float(args[0]))]
+        out = []
+        for k in ks:
+            fn = self.items[k][0]
+            x = None if fn == "NONE" or (nan and k == 1) else vals[fn]
+            out.append(x)
+        if self.fmt == "FLOAT":
+            import struct
+            data = b"".join(struct.pack(">f", 9.91e37 if x is None else x) for x in out)
+            n = str(len(data))
+            return "#" + str(len(n)) + n + data.decode("latin-1")
+        integ = ("WH", "WHP", "WHM", "AH", "AHP", "AHM")
+        return ",".join("NAN" if x is None else
+                        (f"{x:.5E}" if self.items[k][0] in integ else f"{x:.4E}") for k, x in zip(ks, out))
 
     def on_command(self, cmd: bytes) -> bytes:
-        c = cmd.decode("ascii", errors="replace").strip()
-        u = c.upper()
-        if u == "*IDN?":
-            return b"YOKOGAWA,WT310,C2QA00000,F1.03\n"
-        if u == ":SYST:ERR?":
-            code, msg = self.errors.pop(0) if self.errors else (0, "No error")
-            return f'{code},"{msg}"\n'.encode()
-        if u in (":COMM:HEAD OFF", ":NUM:FORM ASC"):
-            return b""
-        if u.startswith(":NUM:NORM:NUM "):
-            self.n_items = int(u.split()[1])
-            return b""
-        if u.startswith(":NUM:NORM:ITEM"):
-            k, _, what = u[len(":NUM:NORM:ITEM"):].partition(" ")
-            fn = what.split(",")[0]
-            if fn not in {f for f, _ in wt310.ITEMS + (wt310.INTEG_ITEM,)}:
-                self.errors.append((-224, "Illegal parameter value"))
-            self.items[int(k)] = fn
-            return b""
-        if u == ":INTEG:STAR":
-            self.integ, self._last = True, None
-            return b""
-        if u == ":INTEG:STOP":
-            self.integ = False
-            return b""
-        if u == ":INTEG:RES":
-            self.wh, self._last = 0.0, None
-            return b""
-        if u == ":NUM:NORM:VAL?":
-            return self.record(time.monotonic(), nan=self.em._take_fault("nan_every"))
-        self.errors.append((-113, "Undefined header"))
-        return b""
+        return self.table.execute(cmd.decode("ascii", errors="replace").strip("\r\n "))
 
     def record(self, t, nan=False):
-        p = self.em.power_w(t)
-        if self.integ:
-            if self._last is not None:
-                self.wh += (self._last[1] + p) / 2 * (t - self._last[0]) / 3600
-            self._last = (t, p)
-        vals = {"P": p, "U": self.em.volts, "I": p / self.em.volts, "WH": self.wh}
-        out = [("NAN" if nan and k == 1 else f"{vals[self.items.get(k, 'P')]:.4E}") for k in range(1, self.n_items + 1)]
-        return (",".join(out) + "\n").encode()
+        raise NotImplementedError("the WT310 answers queries only")
 
 
 class _ScpiSupply(_Protocol):
+    """A generic SCPI DC supply: SCPI-99's MEASure subsystem and SYSTem:ERRor? error queue.
+
+    Implements ``*IDN?``, ``*CLS``, ``SYSTem:ERRor[:NEXT]?``, ``MEASure[:SCALar]:VOLTage[:DC]?``,
+    ``MEASure[:SCALar]:CURRent[:DC]?`` and, unless ``no_power_query``, ``MEASure[:SCALar]:POWer[:DC]?``.
+    Anything else queues -113 "Undefined header" and is not answered. 9.91E+37 is SCPI's NaN.
+    """
+
     def __init__(self, em):
         super().__init__(em)
-        self.errors: list[tuple[int, str]] = []
-        self.has_power = not em.faults.get("no_power_query")
+        from .scpi_grammar import CommandTable
+        t = self.table = CommandTable(undefined=(-113, "Undefined header"))
+        t.add("*IDN?", lambda s, a: "E2TRAIN,EMULATED-SUPPLY,0,1.0")
+        t.add("*CLS", lambda s, a: t.errors.clear())
+        t.add("SYSTem:ERRor[:NEXT]?", lambda s, a: '%d,"%s"' % t.pop_error())
+        t.add("MEASure[:SCALar]:VOLTage[:DC]?", lambda s, a: f"{self.em.volts:.4f}")
+        t.add("MEASure[:SCALar]:CURRent[:DC]?", lambda s, a: self._meas("I"))
+        if not em.faults.get("no_power_query"):
+            t.add("MEASure[:SCALar]:POWer[:DC]?", lambda s, a: self._meas("P"))
+
+    def _meas(self, what):
+        if self.em._take_fault("nan_every"):
+            return "9.91E+37"
+        p = self.em.power_w(time.monotonic())
+        return f"{p:.4f}" if what == "P" else f"{p / self.em.volts:.5f}"
 
     def on_command(self, cmd: bytes) -> bytes:
-        u = cmd.decode("ascii", errors="replace").strip().upper()
-        t = time.monotonic()
-        nan = u.startswith("MEAS") and self.em._take_fault("nan_every")
-        p = self.em.power_w(t)
-        if u == "*IDN?":
-            return b"E2TRAIN,EMULATED-SUPPLY,0,1.0\n"
-        if u in ("SYST:ERR?", ":SYST:ERR?"):
-            code, msg = self.errors.pop(0) if self.errors else (0, "No error")
-            return f'{code},"{msg}"\n'.encode()
-        if u == "MEAS:POW?" and self.has_power:
-            return b"9.91E+37\n" if nan else f"{p:.4f}\n".encode()
-        if u == "MEAS:VOLT?":
-            return f"{self.em.volts:.4f}\n".encode()
-        if u == "MEAS:CURR?":
-            return b"9.91E+37\n" if nan else f"{p / self.em.volts:.5f}\n".encode()
-        self.errors.append((-113, "Undefined header"))
-        return b""
+        return self.table.execute(cmd.decode("ascii", errors="replace").strip("\r\n "))
 
 
 class _UM(_Protocol):

@@ -2,8 +2,9 @@
 
 The supply is polled once per interval: ``MEAS:POW?`` where the supply has it, else
 ``MEAS:VOLT?`` and ``MEAS:CURR?`` and their product. Which of the two is decided once, at open,
-from the supply's own answer: a number means supported; an error in ``SYST:ERR?`` (or no
-answer at all) means not.
+from the supply's own answer: a number means supported; no answer (a SCPI instrument queues
+-113 "Undefined header" for a header it lacks and stays silent) or junk means not, and the
+queued error is popped with ``:SYST:ERR?`` so it cannot be blamed on a later command.
 """
 from __future__ import annotations
 
@@ -27,8 +28,12 @@ def parse_number(raw: bytes, what: str) -> float:
 class Scpi:
     """Ask/answer over a line-terminated port, with the instrument's error queue."""
 
-    def __init__(self, port, name: str, baud: int, reply_timeout_s: float = 2.0, cancel=None):
+    def __init__(self, port, name: str, baud: int, reply_timeout_s: float = 2.0, cancel=None,
+                 error_query: str = ":SYST:ERR?"):
         self.port = port
+        # The error-queue query differs between instruments: SCPI-99's :SYSTem:ERRor? on supplies,
+        # :STATus:ERRor? on the Yokogawa WT300 series (which does not implement :SYSTem:ERRor?).
+        self.error_query = error_query
         self.name = name
         self.lines = LineReader(port, terminator=b"\n", cancel=cancel)
         self.baud_watch = BaudWatch(baud, name, window=64)
@@ -73,12 +78,12 @@ class Scpi:
 
     def error(self) -> tuple[int, str]:
         """Pop the instrument's error queue: (code, message); code 0 is no error."""
-        ans = self.ask_text(":SYST:ERR?")
+        ans = self.ask_text(self.error_query)
         code, _, msg = ans.partition(",")
         try:
             return int(code), msg.strip().strip('"')
         except ValueError:
-            raise MeterError(f"{self.name}: unexpected answer to :SYST:ERR?: {ans!r}") from None
+            raise MeterError(f"{self.name}: unexpected answer to {self.error_query}: {ans!r}") from None
 
     def check(self, after: str) -> None:
         code, msg = self.error()

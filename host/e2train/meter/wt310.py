@@ -1,10 +1,13 @@
 """Yokogawa WT310 / WT310E / WT330 family over SCPI (RS-232 or the USB virtual COM port).
 
-At open: ``*IDN?`` (must name YOKOGAWA), headers off, ASCII numbers, then the normal-mode
+Every command below is checked against the communication manual, IM WT310E-17EN (section
+numbers in docs/meters.md). At open: ``*IDN?`` (must name YOKOGAWA), ``*CLS`` (empties the
+error queue of whatever an earlier session left there), headers off, ASCII numbers, then the normal-mode
 numeric list: ``:NUM:NORM:NUM 3`` and ``:NUM:NORM:ITEM1 P,1`` / ``ITEM2 U,1`` / ``ITEM3 I,1``
 (element 1: power, voltage, current), plus ``ITEM4 WH,1`` with ``?integrate=1``, which also
 resets and starts the meter's own integrator (``:INTEG:RES`` / ``:INTEG:STAR``) as an independent
-check of the recorder's energy. ``:SYST:ERR?`` after the set-up: any error raises with the
+check of the recorder's energy. ``:STAT:ERR?`` after the set-up (the WT300 series' error
+queue query, §7.5; it does not implement SCPI's ``:SYST:ERR?``): any error raises with the
 meter's own message. Then ``:NUM:NORM:VAL?`` once per interval answers ``P,U,I[,WH]``.
 The meter answers ``NAN`` (no data) or ``INF`` (overrange) in place of a number: a bad record.
 """
@@ -17,11 +20,12 @@ from .scpi import Scpi, parse_number
 ITEMS: tuple[tuple[str, int], ...] = (("P", 1), ("U", 1), ("I", 1))
 INTEG_ITEM = ("WH", 1)
 BAUD = 9600
+ERROR_QUERY = ":STAT:ERR?"
 
 
 def setup_commands(integrate: bool) -> list[str]:
     items = ITEMS + ((INTEG_ITEM,) if integrate else ())
-    cmds = [":COMM:HEAD OFF", ":NUM:FORM ASC", f":NUM:NORM:NUM {len(items)}"]
+    cmds = ["*CLS", ":COMM:HEAD OFF", ":NUM:FORM ASC", f":NUM:NORM:NUM {len(items)}"]
     cmds += [f":NUM:NORM:ITEM{k} {fn},{el}" for k, (fn, el) in enumerate(items, 1)]
     return cmds
 
@@ -33,7 +37,7 @@ class WT310(Meter):
     def __init__(self, port, *, interval_s: float = 1.0, simulated: bool = False, baud: int = BAUD,
                  integrate: bool = False, reply_timeout_s: float = 2.0):
         super().__init__(port, interval_s=interval_s, simulated=simulated)
-        self.scpi = Scpi(port, "WT310", baud, reply_timeout_s, self.cancelled)
+        self.scpi = Scpi(port, "WT310", baud, reply_timeout_s, self.cancelled, error_query=ERROR_QUERY)
         idn = self.scpi.ask_text("*IDN?")
         if "YOKOGAWA" not in idn.upper():
             raise MeterError(f"the instrument on this port is {idn!r}, not a Yokogawa WT3xx: "
