@@ -22,6 +22,9 @@ class Sample(NamedTuple):
     volts: float | None
     amps: float | None
     raw: bytes                   # the record as it came off the wire (for the CSV and for debugging)
+    # The meter's own clock (s), where its records carry one (the INA CSV board's t_ms): gaps are
+    # judged on it, so a late read on the host is not taken for a lost record.
+    t_meter: float | None = None
 
 
 class MeterError(RuntimeError):
@@ -82,7 +85,11 @@ class BaudWatch:
     """Decides that a stream is undecodable: many bytes, no good record, mostly garbled bytes.
 
     Scattered garbage between good records is a bad line, not a baud problem; only a long run of
-    bytes with no record at all and a majority of impossible bytes raises.
+    bytes with no record at all and a majority of impossible bytes raises, and only while the
+    meter has not yet sent one good record. After that a garbled run is a burst of noise (a
+    cable knocked, a USB hub re-enumerating, another program opening the port at a wrong rate):
+    the reader resynchronises at the next terminator and the run goes on; the bytes are counted
+    as bad records by whoever reads them.
     """
     baud: int
     protocol: str
@@ -90,10 +97,12 @@ class BaudWatch:
     binary: bool = False         # a binary protocol: every byte outside a good frame counts
     _since_good: int = 0
     _garbled: int = 0
+    ever_good: bool = False
 
     def good(self) -> None:
         self._since_good = 0
         self._garbled = 0
+        self.ever_good = True
 
     def suspect(self) -> bool:
         """Whatever arrived since the last good record was mostly garbled (too little to be sure)."""
@@ -108,7 +117,9 @@ class BaudWatch:
         self._garbled += len(data) if self.binary else count_garbled(data)
         if self._since_good >= self.window and self._garbled * 2 > self._since_good:
             n, g = self._since_good, self._garbled
-            self.good()
+            self._since_good = self._garbled = 0
+            if self.ever_good:
+                return           # noise mid-run: counted by the reader, never fatal
             raise BaudRateError(
                 f"{self.protocol}: {n} bytes received and no {self.protocol} record in them "
                 f"({g} of them unusable): check the baud rate "

@@ -1,4 +1,11 @@
-"""``e2train measure --meter SPEC [--idle S] [--out DIR] -- COMMAND...``: the energy of any command."""
+"""``e2train measure --meter SPEC [--idle S] [--out DIR] -- COMMAND...``: the energy of any command.
+
+Exit status: the measured command's own, always, when it ran and failed (a meter fault is then
+reported on stderr but does not mask the command's code). ``EXIT_METER`` (3) when the meter
+could not be started (the command is not run) or when the command succeeded but the meter
+failed during it: recording stopped (``error``) or the meter was unplugged and never came back.
+``EXIT_USAGE`` (2) for a bad command line. Documented in docs/meters.md.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +17,19 @@ from pathlib import Path
 
 from .base import MeterError
 from .recorder import Recorder, format_summary
+
+EXIT_USAGE = 2
+EXIT_METER = 3
+
+
+def meter_fault(summary: dict) -> str | None:
+    """Why the recording of a run cannot be trusted to its end, or None."""
+    if summary.get("error"):
+        return summary["error"]
+    if summary.get("disconnects", 0) > summary.get("reconnects", 0):
+        why = summary.get("last_reconnect_error") or "it did not come back"
+        return f"the meter was disconnected and not re-opened before the end ({why})"
+    return None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,18 +53,18 @@ def run(args: argparse.Namespace) -> int:
     if not cmd:
         print("e2train measure: give the command to measure after --, e.g. "
               "e2train measure --meter sim: -- sleep 2", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.idle < 0:
         print("e2train measure: --idle must be >= 0", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     out = args.out or Path("runs") / time.strftime("measure-%Y%m%d-%H%M%S")
     logging.basicConfig(level=logging.WARNING, format="e2train measure: %(message)s")
     rec = Recorder(args.meter, idle_s=args.idle, out_dir=out, gap_factor=args.gap_factor)
     try:
         rec.start()
     except MeterError as e:
-        print(f"e2train measure: {e}", file=sys.stderr)
-        return 3
+        print(f"e2train measure: {e} (the command was not run)", file=sys.stderr)
+        return EXIT_METER
     rc = 127
     try:
         rec.mark("command", argv=" ".join(cmd))
@@ -59,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     s = rec.summary()
     print(format_summary(s))
     print(f"  files          {', '.join(str(p) for p in paths.values())}")
-    if s["error"]:
-        return 3
-    return rc
+    fault = meter_fault(s)
+    if fault:
+        print(f"e2train measure: meter fault: {fault}"
+              + ("" if rc == 0 else f"; exiting with the command's own code {rc}"), file=sys.stderr)
+    if rc != 0:
+        return rc
+    return EXIT_METER if fault else 0

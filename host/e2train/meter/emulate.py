@@ -19,6 +19,9 @@ can come back at the same name, as a USB adapter does with a udev rule. Faults f
 - ``unplug_after_s=T, unplug_for_s=S``: closes the pty at T (the reader sees the device vanish)
   and opens a new one under the same name S seconds later.
 - ``wrong_baud=True``: every byte sent comes out as a UART set to the wrong rate would show it.
+- ``noise_after_s=T, noise_bytes=N``: one burst of N random bytes (default 300) at T seconds,
+  between two records: a knocked cable or a moment at the wrong rate. ``em.noise_sent_at``
+  is the monotonic time it went out.
 - ``no_power_query=True`` (scpi): the supply lacks ``MEAS:POW?``.
 - ``model="UM34C"`` (um): which tester to be.
 - ``replay=path`` (wattsup): send the records of a raw capture (e.g. fan.raw) in a loop.
@@ -345,7 +348,7 @@ class _UM(_Protocol):
 
 
 FAULTS = {"garbage_every", "truncate_every", "nan_every", "silent_after_s", "silent_for_s", "unplug_after_s",
-          "unplug_for_s", "wrong_baud", "no_power_query", "model", "replay", "seed"}
+          "unplug_for_s", "wrong_baud", "no_power_query", "model", "replay", "seed", "noise_after_s", "noise_bytes"}
 
 PROTOCOLS: dict[str, type[_Protocol]] = {
     "wattsup": _WattsUp, "csv": _Csv, "wt310": _Wt310, "scpi": _ScpiSupply, "um": _UM,
@@ -373,6 +376,7 @@ class Emulator:
         self.dropped_bytes = 0
         self.unplugs = 0
         self.error: str | None = None
+        self.noise_sent_at: float | None = None
         self._rng = random.Random(faults.get("seed", 0))
         self.proto = PROTOCOLS[protocol](self)     # first: a bad option fails before a pty exists
         self._dir = tempfile.mkdtemp(prefix="e2train-meter-")
@@ -475,6 +479,11 @@ class Emulator:
                 plugged = True
                 inbuf.clear()
             silent = self._window("silent", now)
+            if (self.noise_sent_at is None and "noise_after_s" in self.faults
+                    and now >= self.t0 + self.faults["noise_after_s"]):
+                n = int(self.faults.get("noise_bytes", 300))
+                self._send(bytes(self._rng.randrange(256) for _ in range(n)))
+                self.noise_sent_at = now
             timeout = max(0.0, next_t - now) if self.proto.push else 0.05
             try:
                 r, _, _ = select.select([self._master], [], [], min(timeout, 0.05))

@@ -95,7 +95,8 @@ def to_sample(t: float, vals: list[float], c: tuple[int | None, ...], raw: bytes
     """Watts from mW when the board sends it, else mV x mA."""
     v = vals[c[2]] / 1000 if c[2] is not None else None
     a = vals[c[3]] / 1000 if c[3] is not None else None
-    return Sample(t, vals[c[4]] / 1000 if c[4] is not None else v * a, v, a, raw)
+    t_meter = vals[c[1]] / 1000 if c[1] is not None else None
+    return Sample(t, vals[c[4]] / 1000 if c[4] is not None else v * a, v, a, raw, t_meter)
 
 
 def parse_line(raw: bytes, t: float, columns: tuple[str, ...]) -> Sample:

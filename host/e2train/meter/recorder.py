@@ -13,9 +13,14 @@
   window (or the start) to ``stop()``; the window's edges hold the nearest sample's power.
 * Idle power is the mean power over the ``idle_s`` window measured before the run starts;
   "energy above idle" subtracts it over the run's duration.
-* Gaps (no sample for more than ``gap_factor`` x the meter's interval) are recorded with their
-  times, and the energy integrated across them (a straight line, not a measurement) is reported
-  apart. Unparsable records are counted with examples. A disconnect (the device vanished) is
+* Gaps are judged against the meter's own interval (the one it announces or was set to, e.g.
+  whole seconds on a Watts Up?): no sample for more than ``gap_factor`` intervals. Where records
+  carry the meter's own clock (``Sample.t_meter``), the gap is measured on that clock, so a host
+  that reads late (records waiting in the port's buffer) makes no false gap; only records the
+  meter did not deliver do. Gaps are recorded with their times, and the energy integrated across
+  them (a straight line, not a measurement) is reported apart. Unparsable records are counted,
+  with their bytes (``bad_bytes``) and examples; a burst of noise or wrong-baud bytes mid-run is
+  such bad records, and recording goes on at the next good record. A disconnect (the device vanished) is
   recorded, the port re-opened with exponential backoff, and the run goes on.
 * ``energy_kind`` is "measured" for a real meter and "modelled" for a simulated one (its power
   comes from the energy model), and the summary says so in words.
@@ -97,7 +102,10 @@ class Recorder:
         self.events: list[dict] = []
         self.gaps: list[dict] = []
         self.bad_lines = 0
+        self.bad_bytes = 0
         self.bad_examples: list[str] = []
+        self._last_t_meter: float | None = None
+        self._read_period = 0.0
         self.disconnects = 0
         self.reconnects = 0
         self.error: str | None = None
@@ -149,6 +157,8 @@ class Recorder:
 
     def _adopt(self, meter: Meter) -> None:
         self._interval = meter.interval_s
+        lines = getattr(meter, "lines", None)
+        self._read_period = float(getattr(lines, "batch_s", 0.0) or 0.0)
         self._meter_info = dict(meter.info)
         self._protocol = meter.protocol
         self._simulated = bool(meter.simulated)
@@ -172,7 +182,8 @@ class Recorder:
         if self._emulator is not None:
             self._emulator.stop()
         with self._lock:
-            if self._t and self.t_stop - self._t[-1] > self.gap_factor * self._interval:
+            # Records the reader had not yet taken (read in batches of _read_period) are not lost.
+            if self._t and self.t_stop - self._t[-1] > self.gap_factor * max(self._interval, self._read_period):
                 self._gap(self._t[-1], self.t_stop, ongoing=True)
             if self._csv_file is not None:
                 self._csv_file.close()
@@ -202,8 +213,15 @@ class Recorder:
 
     def _append(self, s: Sample, flush: bool = True) -> None:
         with self._lock:
-            if self._t and s.t_host_monotonic - self._t[-1] > self.gap_factor * self._interval:
+            limit = self.gap_factor * self._interval
+            # (A meter clock that went backwards was reset: judge that step on the host's clock.)
+            if s.t_meter is not None and self._last_t_meter is not None and s.t_meter >= self._last_t_meter:
+                lost = s.t_meter - self._last_t_meter > limit     # on the meter's clock
+            else:
+                lost = bool(self._t) and s.t_host_monotonic - self._t[-1] > limit
+            if lost and self._t:
                 self._gap(self._t[-1], s.t_host_monotonic)
+            self._last_t_meter = s.t_meter
             self._t.append(s.t_host_monotonic)
             self._p.append(s.watts)
             self._v.append(s.volts)
@@ -243,6 +261,7 @@ class Recorder:
             except BadRecord as e:
                 with self._lock:
                     self.bad_lines += 1
+                    self.bad_bytes += len(e.raw)
                     if len(self.bad_examples) < 10:
                         self.bad_examples.append(f"{e.why}: {_raw_text(e.raw[:80])}")
                 continue
@@ -272,6 +291,7 @@ class Recorder:
                 except Exception:
                     pass
                 meter = None
+                self._last_t_meter = None          # a re-opened board may restart its clock
                 continue
             warned_silence = False
             self._interval = meter.interval_s      # a csv board announces its interval in its banner
@@ -340,6 +360,7 @@ class Recorder:
             "gap_time_s": sum(g["duration_s"] for g in self.gaps),
             "energy_in_gaps_j": gap_energy,
             "bad_lines": self.bad_lines,
+            "bad_bytes": self.bad_bytes,
             "bad_line_examples": list(self.bad_examples),
             "disconnects": self.disconnects,
             "reconnects": self.reconnects,
@@ -395,7 +416,7 @@ def format_summary(s: dict) -> str:
         f"  duration       {s['duration_s']:.3f} s",
         f"  samples        {s['samples']}",
         f"  gaps           {s['gap_count']} ({s['gap_time_s']:.3f} s, {s['energy_in_gaps_j']:.3f} J interpolated across them)",
-        f"  bad lines      {s['bad_lines']}",
+        f"  bad lines      {s['bad_lines']} ({s.get('bad_bytes', 0)} bytes)",
         f"  disconnects    {s['disconnects']} (reconnected {s['reconnects']})",
     ]
     if s.get("error"):

@@ -99,6 +99,10 @@ class WattsUp(Meter):
                                  f"first: reset the meter's field selection (#C) to all fields")
             self.info["fields"] = names
             port.write(cmd_external_logging(self.interval_s))
+        # A real meter logs in whole seconds, at least one: that is the interval gaps are judged by.
+        # (The emulator pushes at any interval, so that tests need not wait seconds per record.)
+        if not simulated:
+            self.interval_s = float(max(1, round(self.interval_s)))
 
     def query(self, cmd: bytes, reply: bytes) -> bytes:
         """Send a command and wait for the record that answers it, skipping data records."""
