@@ -118,3 +118,36 @@ def test_scpi_supply_emulator_answers_only_its_commands():
             assert m.has_power and m.read().watts == pytest.approx(2.0)
         finally:
             close_meter(m)
+
+
+def _proto(name, **faults):
+    from e2train.meter.emulate import PROTOCOLS
+    em = Emulator.__new__(Emulator)
+    em.power_w, em.volts, em.faults, em.counts = (lambda t: 3.0), 5.0, faults, {}
+    return PROTOCOLS[name](em)
+
+
+def test_wattsup_emulator_answers_the_protocol_documents_commands_only():
+    wu = _proto("wattsup")
+    assert wu.on_command(b"#V,R,0").startswith(b"#v,")
+    assert wu.on_command(b"#H,R,0").startswith(b"#h,-,18,W,V,A,")
+    assert wu.on_command(b"#V,R,1") == b""              # count says one argument, none given
+    assert wu.on_command(b"#X,R,0") == b"" and wu.on_command(b"*IDN?") == b""
+    assert not wu.push
+    wu.on_command(b"#L,W,3,I,,1")                       # internal logging: nothing on the line
+    assert not wu.push
+    wu.on_command(b"#L,W,3,E,,2")
+    assert wu.push and wu.requested_interval_s == 2
+    wu.on_command(b"#C,W,18," + b",".join([b"1"] * 3 + [b"0"] * 15))
+    rec = wu.record(0.0)
+    assert rec.startswith(b"#d,-,18,30,50,600,_,_,") and rec.count(b"_") == 15
+
+
+def test_um_emulator_commands_change_the_frame_and_unknown_bytes_are_ignored():
+    from e2train.meter.um import unpack_frame
+    u = _proto("um")
+    assert u.on_command(b"\x00\x42\xff") == b""
+    assert u.on_command(b"\xa3\xd2\xe4\xb5") == b""
+    d = unpack_frame(u.on_command(b"\xf0"))
+    assert (d["group"], d["brightness"], d["screen_timeout_min"]) == (3, 2, 4)
+    assert d["record_threshold_a"] == pytest.approx(0.05)

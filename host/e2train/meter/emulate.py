@@ -79,6 +79,7 @@ class _WattsUp(_Protocol):
         super().__init__(em)
         self.logging = False
         self.requested_interval_s: int | None = None
+        self.selected = [True] * len(wattsup.FIELDS)
         self._replay = None
         if em.faults.get("replay"):
             with open(em.faults["replay"], "rb") as f:
@@ -91,14 +92,27 @@ class _WattsUp(_Protocol):
         return self.logging
 
     def on_command(self, cmd: bytes) -> bytes:
-        cmd = cmd.strip() + b";"
-        if cmd == wattsup.CMD_VERSION:
+        """A command as the protocol document defines it: ``#<cmd>,<sub>,<count>[,<arg>...];``.
+
+        Answered: ``#V,R,0`` (version), ``#H,R,0`` (field header), ``#L,W,3,<mode>,,<s>`` (logging:
+        E = external, records pushed every <s> s; I = internal memory, nothing pushed),
+        ``#R,W,0`` (clear memory, no reply), ``#C,W,18,<18 flags>`` (field selection: a field
+        whose flag is 0 prints as ``_``). Anything else, or a count that does not match the
+        arguments, is ignored without a reply: the meter defines no error answer.
+        """
+        tokens = cmd.replace(b"\0", b"").strip().split(b",")
+        if len(tokens) < 3 or not tokens[2].isdigit() or int(tokens[2]) != len(tokens) - 3:
+            return b""
+        c, sub, args = tokens[0], tokens[1], tokens[3:]
+        if (c, sub) == (b"#V", b"R") and not args:
             return b"#v,-,8,1,1,PRO,0,0,0,0,e2train-emulator;\r\n"
-        if cmd == wattsup.CMD_HEADER:
+        if (c, sub) == (b"#H", b"R") and not args:
             return wattsup.format_header()
-        if cmd.startswith(b"#L,W,3,E,"):
-            self.logging = True
-            self.requested_interval_s = int(cmd[len(b"#L,W,3,E,,"):-1] or 1)
+        if (c, sub) == (b"#L", b"W") and len(args) == 3 and args[0] in (b"E", b"I") and args[2].isdigit():
+            self.logging = args[0] == b"E"
+            self.requested_interval_s = max(1, int(args[2]))
+        elif (c, sub) == (b"#C", b"W") and len(args) == len(wattsup.FIELDS) and set(args) <= {b"0", b"1"}:
+            self.selected = [a == b"1" for a in args]
         return b""
 
     def record(self, t, nan=False):
@@ -108,6 +122,10 @@ class _WattsUp(_Protocol):
         else:
             p = self.em.power_w(t)
             rec = wattsup.format_data(p, self.em.volts, p / self.em.volts)
+            if not all(self.selected):
+                head, body = rec.split(b",", 3)[:3], rec.split(b",", 3)[3].rstrip(b";\r\n").split(b",")
+                body = [v if on else b"_" for v, on in zip(body, self.selected)]
+                rec = b",".join(head + body) + b";\r\n"
         if nan:
             parts = rec.split(b",")
             parts[3] = b"nan"
@@ -323,25 +341,49 @@ class _ScpiSupply(_Protocol):
 
 
 class _UM(_Protocol):
+    """RDTech UM24C/UM25C/UM34C: one-byte commands (rdserialtool's rdserial/um, libsigrok's rdtech-um).
+
+    0xF0 asks for the 130-byte frame; 0xF1/0xF2/0xF3 next/rotate/previous screen, 0xF4 clears
+    the data group, 0xA0+n selects group n (0-9), 0xB0+n sets the recording threshold to
+    n x 10 mA (0-30), 0xD0+n the brightness (0-5), 0xE0+n the screen timeout in minutes (0-9).
+    Those change what the next frame reports; any other byte is ignored, as the testers do.
+    """
+
     def __init__(self, em):
         super().__init__(em)
         self.model = em.faults.get("model", "UM25C").upper()
         if self.model not in um.MODEL_IDS:
             raise ValueError(f"no UM model {self.model!r}; choose from {sorted(um.MODEL_IDS)}")
+        self.state = {"group": 0, "screen": 0, "brightness": 5, "screen_timeout_min": 0,
+                      "record_threshold_a": 0.10}
 
     def on_command(self, cmd: bytes) -> bytes:
         out = b""
+        st = self.state
         for b in cmd:
             if b == um.REQUEST[0]:
                 frame = self.record(time.monotonic(), nan=self.em._take_fault("nan_every"))
                 if self.em._take_fault("truncate_every"):
                     frame = frame[:len(frame) // 2]
                 out += frame
+            elif b in (0xF1, 0xF2):
+                st["screen"] = (st["screen"] + 1) % 6
+            elif b == 0xF3:
+                st["screen"] = (st["screen"] - 1) % 6
+            elif 0xA0 <= b <= 0xA9:
+                st["group"] = b - 0xA0
+            elif 0xB0 <= b <= 0xCE:
+                st["record_threshold_a"] = (b - 0xB0) * 0.01
+            elif 0xD0 <= b <= 0xD5:
+                st["brightness"] = b - 0xD0
+            elif 0xE0 <= b <= 0xE9:
+                st["screen_timeout_min"] = b - 0xE0
         return out
 
     def record(self, t, nan=False):
         p = self.em.power_w(t)
-        frame = um.pack_frame(self.model, volts=self.em.volts, amps=p / self.em.volts, watts=p, temp_c=30)
+        frame = um.pack_frame(self.model, volts=self.em.volts, amps=p / self.em.volts, watts=p, temp_c=30,
+                              **self.state)
         if nan:   # a binary frame has no NaN: the closest is a frame that fails its check
             frame = frame[:128] + b"\x00\x00"
         return frame
