@@ -38,7 +38,12 @@ def test_run_finishes_with_a_summary(report):
 def test_meter_energy_above_idle_is_the_kernels_modelled_energy(report):
     m = report["meter"]
     assert m["energy_kind"] == "modelled"                    # simulated meter: never called measured
-    assert m["samples"] > 10 and m["gap_count"] == 0 and m["bad_lines"] == 0
+    # The expectation comes from the run, never from this machine's speed: the simulated meter
+    # keeps its own clock (records that fall due while a thread is held up go out late, with their
+    # own time), so every interval of the run has its sample and none is lost.
+    expected = m["duration_s"] / m["expected_interval_s"]
+    assert m["gap_count"] == 0 and m["bad_lines"] == 0
+    assert m["samples"] >= max(2, int(0.8 * expected) - 2)
     assert m["idle_power_w"] == pytest.approx(2.0, rel=0.01)
     dyn = report["results"]["sim_device"]["kernel_dynamic_j"]
     assert dyn > 0

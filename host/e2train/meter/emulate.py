@@ -6,7 +6,8 @@
 
 Each emulator speaks the byte protocol of the real meter, built from the same tables as the
 driver that reads it (field lists, frame layouts). ``power_w(t)`` is called with
-``time.monotonic()`` at each sample; volts are fixed (``volts``) and amps are ``P / volts``.
+the ``time.monotonic()`` at which each sample falls due (push meters keep their own clock and
+catch up after a stall rather than skip), or at which a query arrives; volts are fixed (``volts``) and amps are ``P / volts``.
 
 ``em.port`` is a stable path (a symlink to the current pty slave), so that an "unplugged" meter
 can come back at the same name, as a USB adapter does with a udev rule. Faults for tests
@@ -520,6 +521,7 @@ class Emulator:
                     self._open_pty()
                 plugged = True
                 inbuf.clear()
+                next_t = now               # nothing was sampled while unplugged
             silent = self._window("silent", now)
             if (self.noise_sent_at is None and "noise_after_s" in self.faults
                     and now >= self.t0 + self.faults["noise_after_s"]):
@@ -544,13 +546,21 @@ class Emulator:
                     inbuf += data
                     self._handle_input(inbuf)
             now = time.monotonic()
-            if self.proto.push and now >= next_t:
-                if not silent:
-                    self._emit_record(now)
-                next_t += self.interval_s
-                if next_t < now - self.interval_s:     # fell far behind (machine busy): do not burst
-                    next_t = now + self.interval_s
-            elif not self.proto.push:
+            if self.proto.push:
+                # A meter samples on its own clock. When this thread was held up (a busy machine),
+                # the records that fell due meanwhile go out now, each with its own time, as a
+                # board with a transmit buffer would send them: none is skipped, so the count
+                # and the meter's clock follow the run's length, not this machine's speed. Only
+                # a stall of seconds (a suspended process) restarts the clock.
+                if now - next_t > 5.0:
+                    next_t = now
+                n = 0
+                while now >= next_t and n < 2000:
+                    if not self._window("silent", next_t):
+                        self._emit_record(next_t)
+                    next_t += self.interval_s
+                    n += 1
+            else:
                 next_t = now
 
     def _handle_input(self, inbuf: bytearray) -> None:
