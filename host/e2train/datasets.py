@@ -67,7 +67,10 @@ def load_digits():
         from sklearn.datasets import load_digits as _sk_digits
         from sklearn.model_selection import train_test_split
     except ImportError as e:  # pragma: no cover - sklearn is in the host extra
-        raise DatasetError("the digits data set needs scikit-learn: pip install 'e2train[host]'") from e
+        # Only a host has it (the board side is numpy-only; never suggest the torch host extra there).
+        raise DatasetError("the digits data set needs scikit-learn, which only the host has: on the host run "
+                           "'pip install scikit-learn' and let `e2train train` upload the data; on the board "
+                           "give an uploaded .npz (or --data synthetic to calibrate-arm)") from e
     d = _sk_digits()
     x = d.images.astype(np.float32)[:, None, :, :]
     y = d.target.astype(np.int64)

@@ -119,14 +119,50 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", choices=("pynq", "csim", "golden"), default="csim",
                    help="kernel backend: pynq on the board (loads --bitstream), csim or golden elsewhere")
     p.add_argument("--bitstream", default=None, help="bitstream directory for --backend pynq (default: $BOARD's)")
-    p.add_argument("--data", default="digits", help="data set: digits, or an uploaded-format .npz (x_train, y_train, x_test, y_test)")
+    p.add_argument("--data", default="auto",
+                   help="data whose steps are timed: digits (needs scikit-learn: a host), synthetic (random "
+                        "images of the digits' shapes: numpy only, for the board), an uploaded-format .npz "
+                        "(x_train, y_train, x_test, y_test), or auto (default): digits where scikit-learn is "
+                        "installed, else synthetic")
     p.add_argument("--config", default="{}", help="training config (JSON) whose steps are timed")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the result here")
 
 
+def synthetic_digits(seed: int = 0):
+    """Random standard-normal images and labels in the digits set's shapes and sizes (numpy only).
+
+    The ARM's throughput depends on the tensor shapes, not on the pixel values, so these time the
+    same work as the digits without scikit-learn, which a PYNQ image does not ship. (Gate
+    decisions differ with the data; the ops they skip are not counted, so ops/s still holds.)
+    """
+    rng = np.random.default_rng(seed)
+    from ..datasets import DIGITS_TEST
+    n, n_test = 1797, DIGITS_TEST
+    x = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+    y = (np.arange(n) % 10).astype(np.int64)
+    return x[n_test:], y[n_test:], x[:n_test], y[:n_test]
+
+
+def _has_sklearn() -> bool:
+    try:
+        import sklearn  # noqa: F401  (a host; a PYNQ image does not ship it)
+    except ImportError:
+        return False
+    return True
+
+
 def _load_data(name: str):
+    if name == "auto":
+        name = "digits" if _has_sklearn() else "synthetic"
+        if name == "synthetic":
+            import sys
+            print("note: scikit-learn is not installed (as on a PYNQ image): timing synthetic data of the "
+                  "digits' shapes (--data synthetic); the throughput does not depend on pixel values",
+                  file=sys.stderr)
+    if name == "synthetic":
+        return synthetic_digits()
     if name.endswith(".npz"):
         # the format `e2train train` uploads to the board, checked the same way
         from .agent import DATASET_KEYS, load_dataset_npz

@@ -84,3 +84,26 @@ def test_training_gates_are_drawn_with_probability_p_and_evaluation_thresholds()
     net.reset(x.shape[0])
     _, hard3 = net.forward(0, x, ArmTally(), np.random.default_rng(2))
     assert np.array_equal(hard3, hard)
+
+
+def test_calibrate_arm_runs_without_scikit_learn_and_never_suggests_torch(tmp_path):
+    # A PYNQ image has numpy and pynq, not scikit-learn or torch: calibrate-arm times synthetic
+    # data of the digits' shapes there, and the digits loader's hint names no torch extra.
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None; sys.modules['sklearn'] = None\n"
+        "from e2train.cli import main\n"
+        "rc = main(['calibrate-arm', '--backend', 'golden', '--steps', '1', '--warmup', '0', '--config',\n"
+        "           '{\"depth\": 8, \"width\": 4, \"batch_size\": 16, \"epochs\": 1, \"progress_every\": 0}'])\n"
+        "assert rc == 0, rc\n"
+        "from e2train import datasets\n"
+        "try:\n"
+        "    datasets.load_digits()\n"
+        "except datasets.DatasetError as e:\n"
+        "    print('HINT', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "synthetic" in out.stderr and "ARM-side throughput" in out.stdout
+    hint = out.stdout.split("HINT", 1)[1]
+    assert "scikit-learn" in hint and "torch" not in hint and "[host]" not in hint
