@@ -1,6 +1,9 @@
 """Shared fixtures of the device trainer's tests: data and a recording conv backend."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,7 +12,16 @@ from e2train.core import golden
 
 @pytest.fixture(scope="session")
 def digits():
-    """The digits split of e2train.datasets (sklearn's 8x8 digits, 1437/360)."""
+    """The digits split of e2train.datasets (sklearn's 8x8 digits, 1437/360).
+
+    Under ``make board-test`` (the PYNQ image's versions, no scikit-learn) it arrives as the host
+    uploads it to a board: the npz named by E2TRAIN_DIGITS_NPZ, read by the agent's own loader.
+    """
+    path = os.environ.get("E2TRAIN_DIGITS_NPZ")
+    if path:
+        from e2train.device.agent import DATASET_KEYS, load_dataset_npz
+        data = load_dataset_npz(Path(path))
+        return tuple(data[k] for k in DATASET_KEYS)
     from e2train import datasets
     return datasets.load("digits")
 
