@@ -45,10 +45,11 @@ def run(args: argparse.Namespace) -> int:
             client.close()
     table = comparison(reports)
     print("\n" + table)
-    (out / "summary.md").write_text(table + "\n")
+    (out / "summary.md").write_text(summary_md(reports, table))
     (out / "summary.json").write_text(json.dumps({k: v for k, v in reports.items()}, indent=2, default=str))
     _plot(reports, out / "power.png")
-    print(f"\nwall clock {time.monotonic() - t0:.0f} s; reports in {out}/ (summary.md, power.png, per-run report.json, meter CSV/plots)")
+    print(f"\nwall clock {time.monotonic() - t0:.0f} s; reports in {out}/ (summary.md, power.png/.svg, per-run "
+          f"report.json and summary.md, meter CSV/plots)")
     return 0
 
 
@@ -59,7 +60,7 @@ ROWS = [
     ("weights decided by predictor", lambda r: r["results"]["summary"].get("predicted_frac"), "{:.1%}"),
     ("board time, modelled (s)", lambda r: r["results"]["summary"].get("modelled_time_s"), "{:.2f}"),
     ("board energy, modelled (J)", lambda r: r["results"]["summary"].get("modelled_energy_j"), "{:.2f}"),
-    ("meter energy above idle (J)", lambda r: (r.get("meter") or {}).get("energy_above_idle_j"), "{:.2f}"),
+    ("meter energy above idle (J, {kind})", lambda r: (r.get("meter") or {}).get("energy_above_idle_j"), "{:.2f}"),
     ("meter samples / gaps", lambda r: _pair(r, None, None, meter=True), "{}"),
 ]
 
@@ -70,6 +71,22 @@ def _pair(r, a, b, meter=False):
         return f"{m.get('samples', '-')} / {m.get('gap_count', '-')}" if m else None
     s = r["results"]["summary"]
     return f"{s.get(a, '-')} / {s.get(b, '-')}"
+
+
+def summary_md(reports: dict, table: str) -> str:
+    """The comparison a researcher can paste: commit, config, epochs, accuracy delta, the table."""
+    from .run_report import source_commit
+    base, e2 = reports.get("baseline"), reports.get("e2train")
+    lines = ["# E²-Train vs the 8-bit baseline on the simulated board", "",
+             f"- e2train commit: `{source_commit()}`"]
+    for name, r in (("baseline", base), ("E²-Train", e2)):
+        if r:
+            s = r["results"].get("summary", {})
+            lines.append(f"- {name}: {s.get('epochs')} epochs, config `{json.dumps(r.get('config'), sort_keys=True)}`")
+    acc = [((r or {}).get("results") or {}).get("summary", {}).get("test_acc") for r in (base, e2)]
+    if None not in acc:
+        lines.append(f"- test accuracy delta (E²-Train minus baseline): {(acc[1] - acc[0]) * 100:+.1f} points")
+    return "\n".join(lines + ["", table]) + "\n"
 
 
 def comparison(reports: dict) -> str:
@@ -88,7 +105,8 @@ def comparison(reports: dict) -> str:
                 ratio = f"{ve / vb:.2f}"
         except Exception:
             pass
-        lines.append(f"| {name} | {vals[0]} | {vals[1]} | {ratio} |")
+        kind = ((e2 or base or {}).get("meter") or {}).get("energy_kind", "no meter")
+        lines.append(f"| {name.format(kind=kind)} | {vals[0]} | {vals[1]} | {ratio} |")
     m = (e2 or {}).get("meter") or {}
     lines.append("")
     lines.append("Modelled: from the performance and energy models over the work that ran on the simulated board.")
@@ -101,15 +119,19 @@ def comparison(reports: dict) -> str:
 
 
 def _plot(reports: dict, path: Path) -> None:
-    """Both runs' meter traces on one time axis (from the start of training) and the
-    cumulative energy above idle: where E²-Train's saving shows up."""
+    """Both runs' power and cumulative energy above idle on the board's (modelled) time, from the
+    start of training: where E²-Train's saving shows up. PNG and SVG."""
     import csv
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .run_report import board_power
 
     fig, (ax_p, ax_e) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    label = "board time since training started (s)"
     for name, rep in reports.items():
         m, out = rep.get("meter"), rep.get("out_dir")
         csv_path = Path(out or "") / "samples.csv"
@@ -117,25 +139,21 @@ def _plot(reports: dict, path: Path) -> None:
             continue
         with open(csv_path, newline="") as f:
             rows = [(float(r["t_s"]), float(r["watts"])) for r in csv.DictReader(f) if r["watts"] not in ("", "nan")]
-        train = next((ph for ph in m["phases"] if ph["name"] == "train"), None)
-        t0 = train["t_start_s"] if train else 0.0
-        t = [r[0] - t0 for r in rows if r[0] >= t0]
-        p = [r[1] for r in rows if r[0] >= t0]
-        if len(t) < 2:
+        if len(rows) < 2:
+            continue
+        b, pw, label = board_power(rep, np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))
+        if pw.size == 0:
             continue
         idle = m.get("idle_power_w") or 0.0
-        ax_p.plot(t, p, lw=0.8, label=name)
-        e, acc = [0.0], 0.0
-        for i in range(1, len(t)):
-            acc += 0.5 * (p[i] + p[i - 1] - 2 * idle) * (t[i] - t[i - 1])
-            e.append(acc)
-        ax_e.plot(t, e, lw=1.2, label=name)
+        ax_p.stairs(pw, b, lw=0.8, label=name)
+        ax_e.plot(b, np.concatenate(([0.0], np.nancumsum((pw - idle) * np.diff(b)))), lw=1.2, label=name)
     ax_p.set_ylabel("power (W)")
     ax_p.set_title("simulated board, simulated meter (power from the energy model: modelled, not measured)", fontsize=9)
     ax_p.legend(fontsize=8)
     ax_e.set_ylabel("energy above idle (J)")
-    ax_e.set_xlabel("wall-clock time since training started (s)")
+    ax_e.set_xlabel(label)
     ax_e.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    fig.savefig(Path(path).with_suffix(".svg"))
     plt.close(fig)

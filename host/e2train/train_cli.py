@@ -162,6 +162,8 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
             rec.save(out_dir)
     report = {"run_id": run_id, "config": config, "results": results, "meter": meter_summary}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    from .run_report import write_run_report
+    write_run_report(report, out_dir)        # summary.md; power on the board's time (PNG + SVG)
     report["out_dir"] = str(out_dir)
     return report
 

@@ -59,3 +59,34 @@ def test_report_files_written(report):
     assert (out / "samples.csv").stat().st_size > 100
     assert any(p.suffix == ".png" and p.stat().st_size > 1000 for p in out.iterdir())
     assert main_summary_lines(report)[0].startswith("run e2e")
+
+
+def test_summary_md_and_power_on_board_time(report):
+    import numpy as np
+
+    from e2train.run_report import board_power, board_time_axis
+    out = report["tmp"] / "run"
+    md = (out / "summary.md").read_text()
+    assert "e2train commit: `" in md and '"depth": 8' in md and "epochs: 1" in md
+    # every energy figure says what it is
+    energy_lines = [ln for ln in md.splitlines() if ln.startswith("|") and (" J |" in ln or " W |" in ln)]
+    assert energy_lines and all("modelled" in ln or "measured" in ln for ln in energy_lines)
+    for name in ("power_board.png", "power_board.svg", "power.png", "power.svg"):
+        assert (out / name).stat().st_size > 1000, name
+    # On the simulated board the axis is modelled board time: the epoch's end maps to the
+    # trainer's modelled seconds, and the plotted power integrates to idle x board time + the
+    # meter's energy above idle over the same samples.
+    m = report["meter"]
+    ep = next(p for p in m["phases"] if p["name"] == "epoch")
+    b, label = board_time_axis(report, np.array([ep["t_start_s"]]))
+    assert "modelled" in label
+    assert b[0] == pytest.approx(report["results"]["history"][0]["modelled"]["seconds"])
+    rows = [ln.split(",") for ln in (out / "samples.csv").read_text().splitlines()[1:]]
+    t, p = np.array([float(r[0]) for r in rows]), np.array([float(r[2]) for r in rows])
+    edges, pw, _ = board_power(report, t, p)
+    from e2train.meter.recorder import integrate_energy
+    tt = t[np.isfinite(board_time_axis(report, t)[0])]
+    assert tt.size >= 2 and np.all(np.isfinite(pw))
+    above = integrate_energy(t, p, tt[0], tt[-1]) - m["idle_power_w"] * (tt[-1] - tt[0])
+    assert np.nansum(pw * np.diff(edges)) == pytest.approx(m["idle_power_w"] * (edges[-1] - edges[0]) + above,
+                                                           rel=1e-6, abs=1e-9)

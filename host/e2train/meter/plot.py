@@ -1,4 +1,8 @@
-"""Power over time with the phases shaded and the gaps hatched (matplotlib, Agg, imported here only)."""
+"""Power over time with the phases shaded and the gaps hatched (matplotlib, Agg, imported here only).
+
+Written as PNG and, beside it, SVG. The time axis is the recorder's (the meter's samples, stamped
+on the host); a training run adds its board-time plot (e2train.run_report).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,5 +38,6 @@ def plot_power(t_s: np.ndarray, p_w: np.ndarray, summary: dict, path: Path) -> P
     ax.set_ylabel("power (W)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    fig.savefig(Path(path).with_suffix(".svg"))      # vector copy beside it, for papers
     plt.close(fig)
     return Path(path)
