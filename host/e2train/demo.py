@@ -82,7 +82,7 @@ def summary_md(reports: dict, table: str) -> str:
     for name, r in (("baseline", base), ("E²-Train", e2)):
         if r:
             s = r["results"].get("summary", {})
-            lines.append(f"- {name}: {s.get('epochs')} epochs, config `{json.dumps(r.get('config'), sort_keys=True)}`")
+            lines.append(f"- {name}: epochs {s.get('epochs')}, config `{json.dumps(r.get('config'), sort_keys=True)}`")
     acc = [((r or {}).get("results") or {}).get("summary", {}).get("test_acc") for r in (base, e2)]
     if None not in acc:
         lines.append(f"- test accuracy delta (E²-Train minus baseline): {(acc[1] - acc[0]) * 100:+.1f} points")
@@ -145,7 +145,7 @@ def _plot(reports: dict, path: Path) -> None:
         if pw.size == 0:
             continue
         idle = m.get("idle_power_w") or 0.0
-        ax_p.stairs(pw, b, lw=0.8, label=name)
+        ax_p.stairs(pw, b, lw=0.8, label=name, baseline=None)
         ax_e.plot(b, np.concatenate(([0.0], np.nancumsum((pw - idle) * np.diff(b)))), lw=1.2, label=name)
     ax_p.set_ylabel("power (W)")
     ax_p.set_title("simulated board, simulated meter (power from the energy model: modelled, not measured)", fontsize=9)

@@ -142,7 +142,7 @@ def plot_board_power(report: dict, samples_csv: Path, out: Path) -> list[Path]:
     m = report["meter"]
     idle = m.get("idle_power_w") or 0.0
     fig, (ax_p, ax_e) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    ax_p.stairs(pw, b, lw=0.8, color="black")
+    ax_p.stairs(pw, b, lw=0.8, color="black", baseline=None)
     ax_p.axhline(idle, ls="--", lw=0.8, color="gray", label="idle")
     ax_p.set_ylabel("power (W)")
     ax_p.legend(fontsize=8)
