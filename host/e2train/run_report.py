@@ -5,7 +5,9 @@
 energy figure labelled *measured* or *modelled*) and ``power_board.png`` + ``power_board.svg``.
 
 Board time. The meter's samples are stamped on the host's clock. On a real board that clock runs
-with the board's (the plot's axis is seconds since training started). On the simulated board
+with the board's (the plot's axis is seconds since training started), and the phases (epochs)
+are placed where the board's own event times put them (``Recorder.mark(t_board=...)``), not where
+a slow link delivered them. On the simulated board
 it does not: the kernels run as C simulation, far slower than the fabric, so the host's clock
 measures this computer. There the axis is the board's *modelled* time: the host time of each
 epoch's end is mapped to the trainer's modelled seconds at that epoch (piecewise linear between

@@ -177,7 +177,7 @@ def _follow(client: BoardClient, run_id: str, rec, *, quiet: bool, label: str) -
                     continue
                 name = ev["event"]
                 if rec and name in ("epoch", "finished", "stopped"):
-                    rec.mark(name, **{k: ev[k] for k in ("epoch",) if k in ev})
+                    rec.mark(name, t_board=ev.get("t"), **{k: ev[k] for k in ("epoch",) if k in ev})
                 if not quiet:
                     _print_event(label, ev)
                 if name in ("finished", "stopped"):

@@ -176,3 +176,16 @@ def test_a_held_up_emulator_catches_up_on_its_own_clock():
     assert n == list(range(n[0], n[0] + len(n)))
     t_ms = [float(x.raw.split(b",")[1]) for x in rec.samples]
     assert len(n) >= 0.9 * (t_ms[-1] - t_ms[0]) / 20
+
+
+def test_marks_are_placed_on_the_boards_clock():
+    # The board's clock is an hour off; its first event arrived at once, the second 0.5 s late:
+    # the second phase starts when the board said, not when the host heard of it.
+    rec = Recorder(ScriptedMeter([], 1.0))
+    board_offset = 3600.0
+    t1 = rec.mark("train", t_board=time.time() + board_offset)
+    assert t1 == pytest.approx(time.monotonic(), abs=0.05)
+    time.sleep(0.8)
+    t2 = rec.mark("epoch", t_board=time.time() + board_offset - 0.5, epoch=0)
+    assert time.monotonic() - t2 == pytest.approx(0.5, abs=0.05)
+    assert rec.mark("done") >= t2                       # no board time: now, and never before the last

@@ -105,6 +105,7 @@ class Recorder:
         self.bad_bytes = 0
         self.bad_examples: list[str] = []
         self._last_t_meter: float | None = None
+        self._board_offset: float | None = None
         self._read_period = 0.0
         self.disconnects = 0
         self.reconnects = 0
@@ -196,10 +197,24 @@ class Recorder:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def mark(self, name: str, **info) -> float:
-        """Mark the start of a phase (train, epoch n=3, upload, ...); returns its time."""
-        t = time.monotonic()
+    def mark(self, name: str, *, t_board: float | None = None, **info) -> float:
+        """Mark the start of a phase (train, epoch n=3, upload, ...); returns its time.
+
+        ``t_board``: when the phase began on the board's own clock (an event's ``t``, the board's
+        ``time.time()``). The mark is then placed at that moment, not when the event reached the
+        host (a slow link delays events by up to seconds): the board clock's offset from this
+        host's is estimated as the smallest (arrival - board time) seen, i.e. the fastest event.
+        """
+        now = time.monotonic()
+        t = now
+        if t_board is not None:
+            wall = time.time()
+            offset = wall - t_board
+            self._board_offset = offset if self._board_offset is None else min(self._board_offset, offset)
+            t = now - max(0.0, offset - self._board_offset)
         with self._lock:
+            if self.marks and t < self.marks[-1][0]:
+                t = self.marks[-1][0]            # phases stay in order
             self.marks.append((t, name, info))
         return t
 
