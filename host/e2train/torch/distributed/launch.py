@@ -70,7 +70,8 @@ def _entry(rank: int, fn: Callable, world: int, port: int, payload: dict, timeou
             torch.save(res, out)        # plain containers and tensors (test traces)
     except BaseException as e:
         # one line on stderr, the traceback only on request: the parent reports the cause
-        msg = f"{e.__class__.__name__}: {e}".splitlines()[0] if str(e) else e.__class__.__name__
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+        msg = f"{e.__class__.__name__}: {first}" if first else e.__class__.__name__
         print(f"e2train: rank {rank} failed: {msg}", file=__import__("sys").stderr, flush=True)
         if os.environ.get("E2TRAIN_TRACEBACK"):
             traceback.print_exc()

@@ -252,6 +252,26 @@ class _TorchSchedule:
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
         self.rank, self.world, self.opt, self.set_lr, self.fail_at = rank, world, opt, set_lr, fail_at
         self.stage = PipelineStage(module, rank, world, device)
+        # the stage infers its shapes by running a forward and backward on uninitialised
+        # buffers; that forward moved BatchNorm's running statistics to inf (measured: test
+        # accuracy fell to chance), so the module's buffers are put back after the inference
+        # (after its backward: the forward's graph may hold them)
+        infer_f, infer_b = self.stage._forward_metadata_inference, self.stage._backward_metadata_inference
+        saved: dict = {}
+
+        def infer_forward(*a, **kw):
+            saved.update({n: b.clone() for n, b in module.named_buffers()})
+            return infer_f(*a, **kw)
+
+        def infer_backward(*a, **kw):
+            try:
+                return infer_b(*a, **kw)
+            finally:
+                with torch.no_grad():
+                    for n, b in module.named_buffers():
+                        b.copy_(saved[n])
+        self.stage._forward_metadata_inference = infer_forward
+        self.stage._backward_metadata_inference = infer_backward
         cls = ScheduleGPipe if dcfg.pipe_schedule == "gpipe" else Schedule1F1B
         self.sched = cls(self.stage, n_microbatches=dcfg.microbatches, loss_fn=lambda out, y: F.cross_entropy(out, y))
         from .async_1f1b import StageTimes, TrainStats
@@ -274,7 +294,7 @@ class _TorchSchedule:
                 losses: list = []
                 out = self.sched.step(target=y, losses=losses)
                 n = int(y.shape[0])
-                self.stats.loss += float(sum(float(v) for v in losses)) / max(1, len(losses)) * n
+                self.stats.loss += float(sum(float(v.detach()) for v in losses)) / max(1, len(losses)) * n
                 self.stats.correct += int((out.detach().argmax(1) == y).sum())
                 self.stats.samples += n
             else:
