@@ -45,6 +45,14 @@ def pipedream_order(n_stages: int, stage: int, n_mb: int) -> list[tuple[str, int
     return ops
 
 
+def inject_failure(how: str, stage: int, mb: int) -> None:
+    """Test hook (``DistConfig.fail_at``): raise, or die at once as a killed process would."""
+    if how == "exit":
+        import os
+        os._exit(9)
+    raise RuntimeError(f"injected failure on stage {stage} at mini-batch {mb} (fail_at)")
+
+
 @dataclass
 class StageTimes:
     fwd_s: float = 0.0
@@ -70,7 +78,7 @@ class AsyncStage:
 
     def __init__(self, module: nn.Module, stage: int, n_stages: int, optimizer: torch.optim.Optimizer,
                  p2p: P2P, *, stash: bool = True, vertical_sync: bool = False, trace: bool = False,
-                 set_lr=None, fail_at: int | None = None):
+                 set_lr=None, fail_at: tuple[int, str] | None = None):
         self.module, self.stage, self.n_stages = module, stage, n_stages
         self.first, self.last = stage == 0, stage == n_stages - 1
         self.opt, self.p2p = optimizer, p2p
@@ -88,8 +96,8 @@ class AsyncStage:
 
     # -- the two ops -----------------------------------------------------------------------
     def forward(self, mb: int, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
-        if self.fail_at is not None and self.n_done >= self.fail_at:
-            raise RuntimeError(f"injected failure on stage {self.stage} at mini-batch {mb} (fail_at)")
+        if self.fail_at is not None and self.n_done >= self.fail_at[0]:
+            inject_failure(self.fail_at[1], self.stage, mb)
         if self.first:
             inp, tag = x, self.store.version
         else:

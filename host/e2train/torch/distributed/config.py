@@ -34,7 +34,7 @@ class DistConfig:
     profile_repeats: int = 3          # timed repeats per layer for the balanced split
     timeout_s: float = 120.0          # every wait on a peer ends after this (a peer died)
     trace: bool = False               # record inputs, weights and gradients per mini-batch (tests)
-    fail_at: list = field(default_factory=list)   # [rank, mini-batches done]: injected failure (tests)
+    fail_at: list = field(default_factory=list)   # [rank, mini-batches done, "raise"|"exit"]: injected failure (tests)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DistConfig":

@@ -7,8 +7,7 @@
 NCCL when the payload's device is CUDA.
 
 * ``--nproc N`` on one machine: ``torch.multiprocessing.start_processes`` (start method
-  "spawn": a forked child of a process that already ran OpenMP regions can hang in libgomp),
-  rendezvous on 127.0.0.1 at a free port (``init_method=tcp://``).
+  "forkserver", see ``_preload``), rendezvous on 127.0.0.1 at a free port (``init_method=tcp://``).
 * Under torchrun (``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` in the environment) the process
   is already one of the workers: ``run`` joins with ``env://`` and calls the worker in place.
 
@@ -79,6 +78,25 @@ def _entry(rank: int, fn: Callable, world: int, port: int, payload: dict, timeou
     dist.destroy_process_group()
 
 
+_PRELOADED = False
+
+
+def _preload() -> None:
+    """Workers fork from a server that imported torch, e2train and scikit-learn once (start
+    method "forkserver"): a fresh interpreter per worker ("spawn") took about 7 s of imports
+    per process on this 2-core machine; a plain fork of this process is unsafe (a forked child
+    of a process that already ran OpenMP regions can hang in libgomp)."""
+    global _PRELOADED
+    if not _PRELOADED:
+        import multiprocessing
+        # torch._dynamo: torch.optim.Optimizer's constructor imports it (about 7 s here)
+        multiprocessing.set_forkserver_preload(["torch", "torch.distributed", "torch._dynamo", "torch.func",
+                                                "torch.distributed.pipelining", "e2train.torch.distributed.pipeline",
+                                                "e2train.torch.distributed.ddp", "sklearn.datasets",
+                                                "sklearn.model_selection"])
+        _PRELOADED = True
+
+
 def run(fn: Callable[[int, int, dict], Any], nproc: int, payload: dict, timeout_s: float = 120.0) -> Any:
     """Run ``fn`` in ``nproc`` processes (or in this torchrun worker); rank 0's result."""
     if under_torchrun():
@@ -94,8 +112,9 @@ def run(fn: Callable[[int, int, dict], Any], nproc: int, payload: dict, timeout_
         raise DistributedError(f"nproc must be >= 1, got {nproc}")
     with tempfile.TemporaryDirectory(prefix="e2train-dist-") as tmp:
         out = os.path.join(tmp, "rank0.pt")
+        _preload()
         ctx = mp.start_processes(_entry, args=(fn, nproc, free_port(), payload, timeout_s, out), nprocs=nproc,
-                                 join=False, start_method="spawn")
+                                 join=False, start_method="forkserver")
         try:
             # join() returns False while processes run; on the first failure it terminates the
             # others and raises

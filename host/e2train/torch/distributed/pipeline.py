@@ -35,7 +35,7 @@ from ..optim import build_optimizer
 from ..policy import RandomBatchSkip
 from ..trainer import ConfigError, TrainConfig, lr_factor
 from . import launch
-from .async_1f1b import AsyncStage
+from .async_1f1b import AsyncStage, inject_failure
 from .config import DistConfig, DistConfigError
 from .p2p import P2P, TAG_EVAL
 from .partition import PAPER_SPLITS, analytic_speedup, analytic_step_time, balance, format_profile, \
@@ -79,6 +79,13 @@ def train_pipeline(cfg: TrainConfig, dcfg: DistConfig) -> dict:
 
 
 # -- the worker ------------------------------------------------------------------------------
+def fail_point(dcfg: DistConfig, rank: int) -> tuple[int, str] | None:
+    """(mini-batches done, "raise" | "exit") where this rank fails, from ``fail_at``."""
+    if dcfg.fail_at and dcfg.fail_at[0] == rank:
+        return int(dcfg.fail_at[1]), str(dcfg.fail_at[2]) if len(dcfg.fail_at) > 2 else "raise"
+    return None
+
+
 def choose_split(cfg: TrainConfig, dcfg: DistConfig, model, layers, data, device, rank: int):
     """(bounds, profile or None); a balanced split is profiled on rank 0 (on a copy of the
     model: profiling must not move BatchNorm statistics) and broadcast."""
@@ -170,7 +177,7 @@ def pipeline_worker(rank: int, world: int, payload: dict) -> dict | None:
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * f
 
-    fail_at = dcfg.fail_at[1] if dcfg.fail_at and dcfg.fail_at[0] == rank else None
+    fail_at = fail_point(dcfg, rank)
     if dcfg.pipe_schedule == "async":
         runner = AsyncStage(module, rank, world, opt, p2p, stash=dcfg.stash, vertical_sync=dcfg.vertical_sync,
                             trace=dcfg.trace, set_lr=set_lr, fail_at=fail_at)
@@ -284,8 +291,8 @@ class _TorchSchedule:
 
     def run(self, batches):
         for k, (x, y) in enumerate(batches):
-            if self.fail_at is not None and self.n_done >= self.fail_at:
-                raise RuntimeError(f"injected failure on stage {self.rank} at mini-batch {k} (fail_at)")
+            if self.fail_at is not None and self.n_done >= self.fail_at[0]:
+                inject_failure(self.fail_at[1], self.rank, k)
             self.opt.zero_grad(set_to_none=True)
             self.set_lr(k)
             if self.rank == 0:
