@@ -125,7 +125,7 @@ def test_paper_analytic_step_time_and_splits():
 
 
 def test_two_stage_run_reaches_sequential_accuracy():
-    cfg = _cfg(epochs=8, batch_size=64, max_batches=None, augment=True, lr=0.05)
+    cfg = _cfg(epochs=6, batch_size=64, max_batches=None, augment=True, lr=0.05)
     seq = train(cfg)
     pipe = train_pipeline(cfg, DistConfig(pipeline=2, split=[0, 2, 5], timeout_s=60))
     assert seq.final_test_acc > 90
