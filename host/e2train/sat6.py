@@ -52,16 +52,24 @@ def _read_rows(path: Path, width: int, limit: int | None) -> np.ndarray:
     return np.stack(rows)
 
 
-def load_csv(data_dir: str | os.PathLike | None = None, limit: int | None = None):
-    """(x_train, y_train, x_test, y_test) from the four CSVs under ``data_dir`` or
-    ``data_dir/sat6`` (default: ``$E2TRAIN_DATA``)."""
-    from .datasets import _standardise, default_data_dir
+def find_files(data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder holding the four CSVs (``data_dir`` or ``data_dir/sat6``); a one-line
+    DatasetError naming the first missing file and where to get it otherwise."""
+    from .datasets import default_data_dir
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     folder = root if (root / FILES[0]).is_file() else root / SUBDIR
     missing = [folder / n for n in FILES if not (folder / n).is_file()]
     if missing:
         raise _error(f"sat6 not found: {missing[0]} is missing. Download the four CSVs ({', '.join(FILES)}) "
                      f"from {URL} into {root / SUBDIR}, or pass data_dir= / set E2TRAIN_DATA.")
+    return folder
+
+
+def load_csv(data_dir: str | os.PathLike | None = None, limit: int | None = None):
+    """(x_train, y_train, x_test, y_test) from the four CSVs under ``data_dir`` or
+    ``data_dir/sat6`` (default: ``$E2TRAIN_DATA``)."""
+    from .datasets import _standardise
+    folder = find_files(data_dir)
     out = []
     for xname, yname in ((FILES[0], FILES[1]), (FILES[2], FILES[3])):
         x = _read_rows(folder / xname, int(np.prod(SHAPE)), limit)

@@ -61,12 +61,20 @@ def check_pipeline_config(cfg: TrainConfig, dcfg: DistConfig) -> None:
         raise ConfigError(f"batch_size {cfg.batch_size} < microbatches {dcfg.microbatches}")
 
 
+def precheck_data(cfg: TrainConfig) -> None:
+    """Missing SAT-6 files end here with one line, not once per spawned process."""
+    if cfg.dataset.lower().replace("-", "") == "sat6":
+        from ...sat6 import find_files
+        find_files(cfg.data_dir)
+
+
 def train_pipeline(cfg: TrainConfig, dcfg: DistConfig) -> dict:
     cfg.validate()
     dcfg.validate()
     if not dcfg.pipeline:
         raise DistConfigError("train_pipeline needs pipeline >= 1")
     check_pipeline_config(cfg, dcfg)
+    precheck_data(cfg)
     payload = {"train": cfg.to_dict(), "dist": dcfg.to_dict(), "device": cfg.device, "threads": cfg.threads or 1}
     res = launch.run(pipeline_worker, dcfg.pipeline, payload, timeout_s=dcfg.timeout_s)
     if res is not None and cfg.out_dir:
