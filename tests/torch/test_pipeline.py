@@ -102,6 +102,16 @@ def test_async_update_order_matches_the_figure(stashed):
     assert f4 == b4 == u1 == 1
 
 
+def test_vertical_sync_runs_each_minibatch_on_stage0s_version():
+    res = train_pipeline(_cfg(), DistConfig(pipeline=3, split=SPLIT3, vertical_sync=True, trace=True, timeout_s=60))
+    fwd = [{mb: v for o, mb, v in st["ops_epoch1"] if o == "F"} for st in res["stages"]]
+    assert fwd[1] == fwd[0] and fwd[2] == fwd[0]
+    assert max(fwd[0].values()) >= 1          # versions did move on during the epoch
+    wrong, _ = _wrong_weight_grads(res)
+    assert wrong == []
+    assert res["stages"][1]["stash_peak_versions"] > 2      # the kept history is counted
+
+
 def test_paper_analytic_step_time_and_splits():
     # paper 003, Table 4 stage times and its section 4 results: 250.20 ms, 1.597x; 148.81 ms, 2.918x
     two = [(95.42, 137.79), (53.90, 112.41)]
