@@ -11,7 +11,7 @@ from e2train.torch.trainer import ConfigError, TrainConfig, train
 
 def _cfg(**kw):
     base = dict(dataset="digits", model="resnet8", epochs=1, batch_size=64, max_batches=10, threads=1,
-                progress=False, lr=0.05)
+                progress=False, lr=0.05, device="cpu")     # gloo on 127.0.0.1, also where CUDA is present
     base.update(kw)
     return TrainConfig(**base)
 

@@ -22,7 +22,7 @@ SPLIT3 = [0, 1, 3, 5]
 
 def _cfg(**kw):
     base = dict(dataset="digits", model="resnet8", epochs=1, batch_size=32, max_batches=6, threads=1,
-                augment=False, progress=False)
+                augment=False, progress=False, device="cpu")
     base.update(kw)
     return TrainConfig(**base)
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from e2train import datasets, sat6
+from e2train import datasets
 from e2train.datasets import DatasetError
 
 

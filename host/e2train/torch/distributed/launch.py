@@ -110,6 +110,9 @@ def run(fn: Callable[[int, int, dict], Any], nproc: int, payload: dict, timeout_
             dist.destroy_process_group()
     if nproc < 1:
         raise DistributedError(f"nproc must be >= 1, got {nproc}")
+    if backend_for(payload.get("device", "cpu")) == "nccl" and torch.cuda.device_count() < nproc:
+        raise DistributedError(f"{nproc} processes need {nproc} CUDA devices (NCCL takes one per process), this machine "
+                               f"has {torch.cuda.device_count()}: use device = \"cpu\" (gloo) or fewer processes")
     with tempfile.TemporaryDirectory(prefix="e2train-dist-") as tmp:
         out = os.path.join(tmp, "rank0.pt")
         _preload()
