@@ -150,3 +150,25 @@ def test_every_process_ends_when_one_dies(how):
                                                          fail_at=[1, 3, how]))
     assert time.monotonic() - t0 < 20           # the other stage did not wait out its timeout
     assert "\n" not in str(e.value)
+
+
+def test_smd_drops_the_same_batches_on_every_stage_as_in_one_process():
+    cfg = _cfg(smd=True, epochs=2)
+    pipe = train_pipeline(cfg, DistConfig(pipeline=2, split=[0, 2, 5], timeout_s=60))
+    seq = train(cfg)
+    assert [r["batches_skipped"] for r in pipe["records"]] == [r["batches_skipped"] for r in seq.records]
+    assert sum(r["batches_skipped"] for r in pipe["records"]) > 0
+    # both stages ran exactly the kept mini-batches (a disagreement would stop the run)
+    assert [sum(o[0] == "F" for o in s["ops_epoch1"]) for s in pipe["stages"]] == [pipe["records"][0]["batches_run"]] * 2
+
+
+def test_cli_pipeline_flags_and_config_section(tmp_path, capsys):
+    from e2train.cli import main
+    conf = tmp_path / "run.toml"
+    conf.write_text('model = "resnet8"\nepochs = 1\nmax_batches = 3\nbatch_size = 32\nthreads = 1\ndevice = "cpu"\n'
+                    '[distributed]\npipeline = 2\nsplit = [0, 2, 5]\n')
+    assert main(["torch-train", "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "stages 2 (async, stashing), split [0, 2, 5]" in out and "stash peak" in out
+    assert main(["torch-train", "--config", str(conf), "--split", "0,9"]) == 2
+    assert "split [0, 9] has 1 stages, pipeline has 2" in capsys.readouterr().err
