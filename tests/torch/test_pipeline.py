@@ -172,3 +172,35 @@ def test_cli_pipeline_flags_and_config_section(tmp_path, capsys):
     assert "stages 2 (async, stashing), split [0, 2, 5]" in out and "stash peak" in out
     assert main(["torch-train", "--config", str(conf), "--split", "0,9"]) == 2
     assert "split [0, 9] has 1 stages, pipeline has 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_psg_backward_uses_the_codes_its_forward_ran_on(exact):
+    # a PSG layer is stashed by its own graph: an update between forward and backward (as in
+    # the async pipeline) must not change the input gradient sent upstream
+    from e2train.torch.psg import PSGConv2d
+    torch.manual_seed(0)
+    a = PSGConv2d(8, 8, 3, beta=0.05, exact=exact).train()
+    b = PSGConv2d(8, 8, 3, beta=0.05, exact=exact).train()
+    b.load_state_dict(a.state_dict())
+    x = torch.relu(torch.randn(4, 8, 6, 6))
+    gy = torch.randn(4, 8, 6, 6)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = a(xa), b(xb)
+    a.weight.grad = torch.ones_like(a.weight)
+    a.sign_step(0.05, 0.0)                          # a's masters move on before its backward
+    a.weight.grad = None
+    assert not torch.equal(a.w_codes, b.w_codes)
+    ya.backward(gy)
+    yb.backward(gy)
+    assert torch.equal(xa.grad, xb.grad) and torch.equal(a.weight.grad, b.weight.grad)
+
+
+def test_psg_pipeline_trains_like_sequential_psg():
+    # PSG layers inside both stages (fast emulation: the bit-exact one is tested layer by layer above)
+    cfg = _cfg(precision="psg", psg_exact=False, epochs=2, batch_size=64, max_batches=None, lr=0.1, conv_lr=2e-3)
+    pipe = train_pipeline(cfg, DistConfig(pipeline=2, split=[0, 2, 5], timeout_s=60))
+    seq = train(cfg)
+    assert pipe["final_test_acc"] >= seq.final_test_acc - 3.0 and pipe["final_test_acc"] > 90, \
+        (pipe["final_test_acc"], seq.final_test_acc)
+    assert pipe["stages"][0]["stash_peak_bytes"] > 2 * pipe["stages"][0]["live_weight_bytes"]   # codes counted

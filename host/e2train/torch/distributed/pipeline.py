@@ -33,6 +33,7 @@ from .. import data as tdata
 from ..models import build_model, parse_model
 from ..optim import build_optimizer
 from ..policy import RandomBatchSkip
+from ..psg import set_exact
 from ..trainer import ConfigError, TrainConfig, lr_factor
 from . import launch
 from .async_1f1b import AsyncStage, inject_failure
@@ -42,14 +43,16 @@ from .partition import PAPER_SPLITS, analytic_speedup, analytic_step_time, balan
     profile_layers, stage_times
 from .stages import check_bounds, layers_of, stage_module
 
-PIPELINE_PRECISIONS = ("fp32", "signsgd")
+PIPELINE_PRECISIONS = ("fp32", "signsgd", "int8_fp32grad", "int8_int16grad", "psg")
 
 
 def check_pipeline_config(cfg: TrainConfig, dcfg: DistConfig) -> None:
     """One-line refusals of what the pipeline does not compose with (and why)."""
     if cfg.precision not in PIPELINE_PRECISIONS:
-        raise ConfigError(f"--pipeline trains precision {' or '.join(PIPELINE_PRECISIONS)}; {cfg.precision!r} keeps "
-                          "integer master weights outside the parameters, which a weight stash does not version yet")
+        raise ConfigError(f"--pipeline trains precision {', '.join(PIPELINE_PRECISIONS)}, not {cfg.precision!r}")
+    if dcfg.vertical_sync and cfg.precision in ("psg", "int8_int16grad"):
+        raise ConfigError("vertical_sync versions parameters; PSG layers run on the newest integer masters: "
+                          "use vertical_sync with fp32, signsgd or int8_fp32grad")
     if cfg.slu:
         raise ConfigError("--pipeline with slu: the SkipNet gates share one LSTM state across all blocks, "
                           "which would have to cross stages; train slu without --pipeline")
@@ -166,7 +169,10 @@ def pipeline_worker(rank: int, world: int, payload: dict) -> dict | None:
         from .partition import LayerTime
         print(format_profile([LayerTime(**p) for p in profile], bounds), file=sys.stderr, flush=True)
     module = stage_module(layers, bounds, rank).to(device).train()
-    opt = build_optimizer(module, sign_convs=cfg.precision == "signsgd", lr=cfg.lr, conv_lr=cfg.conv_lr,
+    if not cfg.psg_exact:
+        set_exact(module, False)
+    sign_convs = cfg.precision in ("signsgd", "int8_int16grad", "psg")          # as trainer.train
+    opt = build_optimizer(module, sign_convs=sign_convs, lr=cfg.lr, conv_lr=cfg.conv_lr,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
     epochs = cfg.run_epochs

@@ -11,7 +11,16 @@ Vertical sync (PipeDream's option): every stage runs mini-batch k on the weight 
 stage 0 used for it. A stage keeps the versions it produced (``history``) until no mini-batch
 that may still arrive can name them.
 
-Memory: bytes held by stashed and historical versions, now and at peak, are counted.
+Memory: bytes held by stashed and historical versions, now and at peak, are counted (for PSG
+layers also the int8 codes each in-flight forward holds).
+
+PSG layers (``psg.PSGConv2d``) compute on int8 codes of integer master weights that live
+outside the parameters; their forward keeps the codes it ran on for its own backward, and an
+update replaces (never overwrites) them, so a PSG layer is stashed by its autograd graph; its
+weight gradient (a sign) depends on activations and output gradients only. The stash copies
+its float ``weight`` view like any parameter, so that the sign lands on that copy and is applied
+to the live layer by the optimizer's sign step. Vertical sync does not cover PSG layers (their
+forward always runs on the newest codes).
 """
 from __future__ import annotations
 
@@ -33,6 +42,11 @@ class WeightStash:
         self.stash: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
         self.keep_history = keep_history        # > 0: vertical sync keeps this many past versions
         self.history: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()
+        # PSG layers run on int8 codes derived from their integer masters, outside the
+        # parameters; each forward's autograd graph holds the codes it ran on (psg._PSGConvFn),
+        # so every in-flight version keeps one set alive: counted per stashed version
+        self.codes_bytes = sum(m.w_codes.numel() * m.w_codes.element_size()
+                               for m in module.modules() if hasattr(m, "w_codes"))
         self.peak_bytes = 0
         self.peak_versions = 0
         if keep_history:
@@ -79,7 +93,8 @@ class WeightStash:
     # -- memory --------------------------------------------------------------------------
     @property
     def bytes_now(self) -> int:
-        return sum(_nbytes(p) for _, p in self.stash.values()) + sum(_nbytes(h) for h in self.history.values())
+        return (sum(_nbytes(p) + self.codes_bytes for _, p in self.stash.values())
+                + sum(_nbytes(h) for h in self.history.values()))
 
     @property
     def live_bytes(self) -> int:
