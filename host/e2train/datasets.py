@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-NAMES = ("digits", "cifar10", "cifar100")
+NAMES = ("digits", "cifar10", "cifar100", "sat6", "sat6synthetic")
 DIGITS_TEST = 360          # 1437 train / 360 test, stratified, random_state 0
 CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 CIFAR_URLS = {
@@ -41,11 +41,14 @@ def load(name: str, data_dir: str | os.PathLike | None = None):
         return load_digits()
     if key in CIFAR_DIRS:
         return load_cifar(key, data_dir)
+    if key in ("sat6", "sat6synthetic"):           # DeepSat SAT-6 (paper 003), e2train.sat6
+        from . import sat6
+        return sat6.load_csv(data_dir) if key == "sat6" else sat6.synthetic()
     raise DatasetError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
 
 
 def num_classes(name: str) -> int:
-    return {"digits": 10, "cifar10": 10, "cifar100": 100}[name.lower().replace("-", "")]
+    return {"digits": 10, "cifar10": 10, "cifar100": 100, "sat6": 6, "sat6synthetic": 6}[name.lower().replace("-", "")]
 
 
 def _standardise(x_train: np.ndarray, x_test: np.ndarray, per_channel: bool):

@@ -46,23 +46,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 int if f.name in ("threads", "limit_train", "max_batches") else
                 float if f.name == "smd_energy_ratio" else str)
             p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=kind.__name__.upper())
+    from .distributed.cli import add_arguments as add_distributed
+    add_distributed(p)          # --pipeline / --nproc: e2train.torch.distributed
 
 
 def run(args: argparse.Namespace) -> int:
     from .trainer import ConfigError, TrainConfig, train
     from ..datasets import DatasetError
+    from .distributed import cli as dist_cli
     try:
         d: dict = {}
         if args.preset:
             d.update(PRESETS[args.preset])
+        section: dict = {}
         if args.config:
-            d.update(TrainConfig.read_file(args.config))
+            file_d = TrainConfig.read_file(args.config)
+            section = dist_cli.pop_section(file_d)
+            d.update(file_d)
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         d.update({k: v for k, v in vars(args).items() if k in names and v is not None})
         cfg = TrainConfig.from_dict(d)
-    except ConfigError as e:
+        dcfg = dist_cli.dist_config(args, section)
+    except (ConfigError, dist_cli.DistConfigError) as e:
         print(f"e2train torch-train: {e}", file=sys.stderr)
         return 2
+    if dcfg is not None:
+        try:
+            return dist_cli.run(cfg, dcfg, args.json)
+        except (ConfigError, DatasetError) as e:
+            print(f"e2train torch-train: {e}", file=sys.stderr)
+            return 2
 
     def show(rec: dict) -> None:
         pf = rec.get("predicted_frac")

@@ -278,14 +278,21 @@ def parse_model(name: str) -> tuple[str, float]:
     m2 = re.fullmatch(r"mobilenetv2(?:_(\d+(?:\.\d*)?))?", key)
     if m2 and float(m2.group(1) or 1.0) > 0:
         return "mobilenetv2", float(m2.group(1) or 1.0)
+    if key.replace("_", "") == "modifiedalexnet":     # paper 003's model (modified_alexnet.py)
+        return "modified_alexnet", 0.0
     raise ValueError(f"unknown model {name!r}: use resnet<6n+2> (resnet8, resnet14, resnet20, resnet38, "
-                     "resnet74, resnet110) or mobilenetv2[_<width>]")
+                     "resnet74, resnet110), mobilenetv2[_<width>] or modified_alexnet")
 
 
 def build_model(name: str, in_channels: int, num_classes: int, *, precision: str = "fp32",
-                beta: float = 0.05, gated: bool = False) -> GatedNet:
+                beta: float = 0.05, gated: bool = False) -> nn.Module:
     """'resnet8' ... 'resnet110' (any 6n+2), or 'mobilenetv2' / 'mobilenetv2_0.5' (width)."""
     kind, arg = parse_model(name)
+    if kind == "modified_alexnet":
+        from .modified_alexnet import ModifiedAlexNet
+        if precision != "fp32" or gated:
+            raise ValueError("modified_alexnet is a float model without residual blocks: precision fp32, no slu")
+        return ModifiedAlexNet(in_channels, num_classes)
     if kind == "resnet":
         return ResNetCifar(int(arg), in_channels, num_classes, precision=precision, beta=beta, gated=gated)
     return MobileNetV2Cifar(in_channels, num_classes, precision=precision, beta=beta, gated=gated, width_mult=arg)

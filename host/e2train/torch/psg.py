@@ -445,6 +445,10 @@ class _PSGConvFn(torch.autograd.Function):
         acc = parts(xq, wq, layer.stride, layer.padding, layer.groups, layer._wsum_fwd)
         y = layer._requantize_output(acc, acc_scale, xq, x.dtype)
         ctx.layer = layer
+        # the int8 codes this forward ran on: the backward's input gradient uses them even if
+        # the masters were updated in between (pipelined training; _rederive replaces w_codes,
+        # it never writes into it)
+        ctx.w = (wq, layer.w_scale, layer._wsum_bwd)
         ctx.save_for_backward(xq)
         return y
 
@@ -460,12 +464,12 @@ class _PSGConvFn(torch.autograd.Function):
         if not layer.exact and ctx.needs_input_grad[0] and ctx.needs_input_grad[1]:
             # fast mode: the input gradient's sum g*w and G = sum x*g in one backward call,
             # as an fp32 layer computes them (the operands' reorders are shared)
-            acc_x, g_exact = fast_grads(xq, layer.w_codes, gq, layer.stride, layer.padding, layer.groups)
-            gx = layer._grad_input(gq, s_gy, xq.shape, gy.dtype, acc=((acc_x, 1),))
+            acc_x, g_exact = fast_grads(xq, ctx.w[0], gq, layer.stride, layer.padding, layer.groups)
+            gx = layer._grad_input(gq, s_gy, xq.shape, gy.dtype, acc=((acc_x, 1),), w=ctx.w)
             gw = layer._sign_grad(xq, gq, g_exact=g_exact).to(layer.weight.dtype)
             return gx, gw, None
         if ctx.needs_input_grad[0]:
-            gx = layer._grad_input(gq, s_gy, xq.shape, gy.dtype)
+            gx = layer._grad_input(gq, s_gy, xq.shape, gy.dtype, w=ctx.w)
         if ctx.needs_input_grad[1]:
             gw = layer._sign_grad(xq, gq).to(layer.weight.dtype)
         return gx, gw, None
@@ -590,18 +594,21 @@ class PSGConv2d(nn.Module):
                 self.y_max.fill_(_running(ym, est))
         return y
 
-    def _grad_input(self, gq: torch.Tensor, s_gy: fxp.Dyadic, x_shape, dtype: torch.dtype, acc=None) -> torch.Tensor:
-        """``acc``: the sum g*w already computed (as exact parts), else computed here."""
-        acc_scale = s_gy.value * self.w_scale.value
+    def _grad_input(self, gq: torch.Tensor, s_gy: fxp.Dyadic, x_shape, dtype: torch.dtype, acc=None,
+                    w=None) -> torch.Tensor:
+        """``acc``: the sum g*w already computed (as exact parts), else computed here.
+        ``w``: (codes, scale, max column sum) of the weights the forward used (default: now's)."""
+        codes, w_scale, wsum = w if w is not None else (self.w_codes, self.w_scale, self._wsum_bwd)
+        acc_scale = s_gy.value * w_scale.value
         if math.isnan(float(self.gx_max)):
-            self.gx_max.fill_(acc_scale * _absmax(gq) * self._wsum_bwd)
+            self.gx_max.fill_(acc_scale * _absmax(gq) * wsum)
         s_gx = fxp.scale_for(float(self.gx_max), fxp.INT16)
         if acc is None:
             parts = conv2d_input_parts if self.exact else fast_conv2d_input_parts
-            acc = parts(x_shape, self.w_codes, gq, self.stride, self.padding, self.groups, self._wsum_bwd)
+            acc = parts(x_shape, codes, gq, self.stride, self.padding, self.groups, wsum)
         gx = _output_buffer(acc, dtype)
         top = _requantize_parts(acc, fxp.requant_multiplier(acc_scale, s_gx), fxp.INT16, gx,
-                                dequant=s_gx.value, peak=-fxp.INT16.lo * self._wsum_bwd)
+                                dequant=s_gx.value, peak=-fxp.INT16.lo * wsum)
         if top >= fxp.INT16.hi:
             self.gx_max.fill_(2 * float(self.gx_max))
         elif top > 0:

@@ -140,8 +140,9 @@ class TrainConfig:
         def need(ok: bool, msg: str):
             if not ok:
                 raise ConfigError(msg)
-        need(self.dataset.lower().replace("-", "") in ("digits", "cifar10", "cifar100"),
-             f"dataset must be digits, cifar10 or cifar100, got {self.dataset!r}")
+        from ..datasets import NAMES as DATASETS
+        need(self.dataset.lower().replace("-", "") in DATASETS,
+             f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         try:
             parse_model(self.model)
         except ValueError as e:

@@ -1,0 +1,71 @@
+"""Point-to-point tensors between neighbouring stages, on torch.distributed send/recv.
+
+Paper 003's two-step protocol ("Communication"): a fixed-size header first (the shape, so the
+receiver can allocate; plus the mini-batch number and the weight version it ran on, which
+vertical sync needs), then the tensor. Sends are ``isend``: the stage goes on computing while
+the tensor leaves, and the pending sends are waited on at the end of the epoch (completed ones are
+dropped as they finish). No send waits for an earlier one: with 1F1B a stage may be sending to
+a neighbour that is itself blocked sending back, and gloo completes a send only when the peer
+has posted its receive. Receives block (``recv``): a stage has nothing else to do until
+its input or its gradient arrives, and that wait is timed as idle time.
+
+Channels are (peer, tag): TAG_ACT carries activations downstream, TAG_GRAD gradients upstream,
+TAG_EVAL the forward-only evaluation.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.distributed as dist
+
+TAG_ACT, TAG_GRAD, TAG_EVAL = 1, 2, 3
+HEADER = 10                # [ndim, d0..d5, mb, version, flags]
+MAX_DIMS = 6
+
+
+class P2P:
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.pending: list[list] = []            # in-flight sends: [works, header, data, tag]
+        self.send_s = {TAG_ACT: 0.0, TAG_GRAD: 0.0, TAG_EVAL: 0.0}
+        self.recv_wait_s = {TAG_ACT: 0.0, TAG_GRAD: 0.0, TAG_EVAL: 0.0}
+        self.bytes_sent = 0
+
+    def send(self, t: torch.Tensor, dst: int, tag: int, mb: int = 0, version: int = 0, flags: int = 0) -> None:
+        if t.dim() > MAX_DIMS:
+            raise ValueError(f"cannot send a {t.dim()}-d tensor (at most {MAX_DIMS})")
+        t0 = time.perf_counter()
+        self.pending = [it for it in self.pending if not all(w.is_completed() for w in it[0])]
+        head = torch.zeros(HEADER, dtype=torch.int64)
+        head[0] = t.dim()
+        head[1: 1 + t.dim()] = torch.tensor(t.shape, dtype=torch.int64)
+        head[7], head[8], head[9] = mb, version, flags
+        data = t.detach().contiguous()
+        head = head.to(self.device)
+        works = [dist.isend(head, dst, tag=tag), dist.isend(data, dst, tag=tag)]
+        self.pending.append([works, head, data, tag])
+        self.bytes_sent += data.numel() * data.element_size() + HEADER * 8
+        self.send_s[tag] += time.perf_counter() - t0
+
+    def wait(self) -> None:
+        """Wait for every send in flight (end of an epoch or of an evaluation)."""
+        items, self.pending = self.pending, []
+        for item in items:
+            t0 = time.perf_counter()
+            for w in item[0]:
+                w.wait()
+            self.send_s[item[3]] += time.perf_counter() - t0
+
+    def recv(self, src: int, tag: int, dtype=torch.float32) -> tuple[torch.Tensor, int, int, int]:
+        """(tensor, mb, version, flags) of the next message from ``src`` on ``tag``."""
+        t0 = time.perf_counter()
+        head = torch.empty(HEADER, dtype=torch.int64, device=self.device)
+        dist.recv(head, src, tag=tag)
+        head = head.cpu()
+        nd = int(head[0])
+        shape = [int(v) for v in head[1: 1 + nd]]
+        t = torch.empty(shape, dtype=dtype, device=self.device)
+        dist.recv(t, src, tag=tag)
+        self.recv_wait_s[tag] += time.perf_counter() - t0
+        return t, int(head[7]), int(head[8]), int(head[9])
