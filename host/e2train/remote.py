@@ -87,6 +87,16 @@ class BoardClient:
             self.last_seq, self.gap_since = 0, None
         self.session = session
 
+    def check_session(self, timeout: float = 5.0) -> None:
+        """Ask the board how it is; a new agent session (it restarted without the link
+        dropping, as a rebooted board behind a USB UART does) sets ``agent_restarted``."""
+        rep = self.request("status", timeout=timeout)
+        if rep.get("session") is not None and rep.get("session") != self.session:
+            self.agent_restarted = True
+            self.last_seq, self.gap_since = 0, None
+            self.pending_events.clear()
+            self.session = rep["session"]
+
     def close(self) -> None:
         if self.stream is not None:
             self.stream.close()
