@@ -317,8 +317,9 @@ class SimulatedBoard:
     """Start ``e2train board --pty --sim`` as a child process; gives its link and meter ports."""
 
     def __init__(self, data_dir: Path | None = None, meter: str = "csv", meter_interval: float = 0.25,
-                 backend: str | None = None, startup_timeout: float = 60.0):
-        cmd = [sys.executable, "-m", "e2train.cli", "board", "--pty", "--sim", "--meter", meter,
+                 backend: str | None = None, startup_timeout: float = 60.0, tcp: str | None = None):
+        where = ["--tcp", tcp] if tcp else ["--pty"]
+        cmd = [sys.executable, "-m", "e2train.cli", "board", *where, "--sim", "--meter", meter,
                "--meter-interval", str(meter_interval)]
         if data_dir is not None:
             cmd += ["--data-dir", str(data_dir)]

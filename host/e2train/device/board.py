@@ -49,12 +49,19 @@ def open_board(bitstream: str | None, *, simulated: bool, backend_name: str | No
     ``backend_name``: ``pynq`` (default: the PYNQ driver, over the simulated device when
     simulated), ``csim`` (C simulation called directly) or ``golden`` (numpy, slow).
     """
+    from . import manifest as mf
     from .overlay import KernelOverlay
     path = _bitstream_dir(bitstream, simulated)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no bitstream directory {path}")
+    # Checked before anything is loaded: a hardware bitstream on the simulated board would
+    # reach pynq.Overlay with no fabric behind it (and the reverse would fake a board).
+    manifest, _ = mf.load(path)
+    if (manifest["board"] == "sim") != simulated:
+        raise mf.ManifestError(f"{path} is {'the simulated board' if manifest['board'] == 'sim' else 'a ' + manifest['board'] + ' bitstream'}, "
+                               f"but this agent runs {'simulated (--sim)' if simulated else 'on hardware'}: flash "
+                               f"{'bitstreams/sim' if simulated else 'the bitstream built for this board'}")
     ov = KernelOverlay(path)
-    if ov.simulated != simulated:
-        raise ValueError(f"{path} is {'a simulated' if ov.simulated else 'a hardware'} bitstream, but this "
-                         f"agent runs {'simulated' if simulated else 'on hardware'}")
     if ov.simulated:
         _ACTIVE["device"] = ov.device
     name = backend_name or "pynq"
