@@ -105,8 +105,9 @@ def sim_power_source(interval_s: float, idle_w: float | None = None) -> Callable
 class TrainerRun:
     """Adapts the :class:`Trainer` to the agent: ``run()`` returns results with a summary."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer, resume: bool = False):
         self.trainer = trainer
+        self.resume = resume
 
     def stop(self) -> None:
         self.trainer.stop()
@@ -114,7 +115,7 @@ class TrainerRun:
     def run(self) -> dict:
         dev = _ACTIVE["device"]
         before = dev.activity() if dev is not None else None
-        res = self.trainer.run()
+        res = self.trainer.run(resume=self.resume)
         res["summary"] = summarise(res)
         if dev is not None:
             # What the simulated device itself modelled for this run (training and evaluation
@@ -155,14 +156,18 @@ def make_trainer(config: dict, data: dict, backend, *, ckpt_dir: Path, resume: b
     cfg = TrainConfig.from_dict(config)          # ConfigError (a ValueError) names the bad key
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    from . import checkpoint
     ckpt = ckpt_dir / "checkpoint.npz"
-    if not resume and ckpt.exists():
-        raise ValueError(f"run {ckpt_dir.name} already has a checkpoint: pass resume, or pick a new run id")
-    if resume and not ckpt.exists():
+    # A fresh start never resumes: any checkpoint of this run id (even only a .prev or an
+    # unfinished save) refuses it, and --resume continues from the newest complete one.
+    if not resume and checkpoint.exists(ckpt):
+        raise ValueError(f"run {ckpt_dir.name} already has a checkpoint: pass --resume to continue it, "
+                         "or pick a new --run-id to start afresh")
+    if resume and not checkpoint.exists(ckpt):
         raise ValueError(f"nothing to resume: run {ckpt_dir.name} has no checkpoint")
     trainer = Trainer(cfg, (data["x_train"], data["y_train"], data["x_test"], data["y_test"]), backend,
                       on_event=on_event, checkpoint=ckpt)
-    return TrainerRun(trainer)
+    return TrainerRun(trainer, resume=resume)
 
 
 def preset_config(name: str) -> dict:
