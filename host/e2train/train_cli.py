@@ -70,6 +70,8 @@ def bitstream_files(directory: str) -> tuple[str, dict[str, bytes]]:
     if not NAME_RE.match(d.resolve().name):
         raise CliError(f"--bitstream-dir {d}: the directory name must be letters, digits, _ . - "
                        "(it names the bitstream on the board)", EXIT_USAGE)
+    from .device import manifest as mf
+    mf.load(d)          # ManifestError (corrupt, other kernel interface, files not matching): before sending
     return d.resolve().name, {f: (d / f).read_bytes() for f in BITSTREAM_FILES if (d / f).is_file()}
 
 
@@ -325,8 +327,9 @@ def upload_progress(label: str, quiet: bool):
 
     def update(done: int, total: int) -> None:
         if not bar:
+            # disable=None: drawn on a terminal only, so logs and pipes get no bar lines
             bar.append(tqdm(total=total, unit="B", unit_scale=True, desc=f"upload {label}", file=sys.stderr,
-                            leave=True))
+                            leave=True, disable=None))
         bar[0].update(done - bar[0].n)
         if done >= total:
             bar[0].close()
