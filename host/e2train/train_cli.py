@@ -112,6 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise CliError("--resume needs --run-id (the run to resume; `e2train status` lists the board's run)")
     files = bitstream_files(args.bitstream_dir) if args.bitstream_dir else None
     blob = load_dataset_bytes(args.dataset, args.data_dir)
+    check_meter_port(args.meter)
     run_id = args.run_id or time.strftime("run-%Y%m%d-%H%M%S")
     with _board(args) as (client, sim_meter):
         meter_spec = args.meter or sim_meter
@@ -269,6 +270,16 @@ def validate_config(config: dict) -> None:
     """The board's own validator, run on the host before any port is opened."""
     from .device.train_config import TrainConfig
     TrainConfig.from_dict(config)       # ConfigError (a ValueError): exit code 2, one line
+
+
+def check_meter_port(spec: str | None) -> None:
+    """A meter on a device node that does not exist is named before the board is touched
+    (the meter itself is opened after the upload, so that its idle window is idle)."""
+    from .exit_codes import EXIT_METER
+    where = (spec or "").partition(":")[2]
+    if where.startswith("/dev/") and not os.path.exists(where):
+        raise CliError(f"power meter: {where} does not exist; check the device name (ls /dev/ttyUSB* /dev/ttyACM*) "
+                       "or pass --meter none", EXIT_METER)
 
 
 def load_dataset_bytes(name: str, data_dir: str | None) -> bytes:

@@ -93,6 +93,8 @@ HOST_SIDE = [
      "data set cifar10"),
     ("unknown data set", ["train", "--dataset", "mnist3d"], ec.EXIT_NOT_FOUND, "unknown data set"),
     ("missing bitstream directory", ["flash", "--bitstream-dir", "{d}/empty"], ec.EXIT_NOT_FOUND, "no manifest.json"),
+    ("missing meter port", ["train", "--meter", "wattsup:/dev/ttyE2TRAINmeter"], ec.EXIT_METER,
+     "power meter: /dev/ttyE2TRAINmeter does not exist"),
     ("--resume without --run-id", ["train", "--resume"], ec.EXIT_USAGE, "--resume needs --run-id"),
     ("board off loopback without token", ["board", "--tcp", "0.0.0.0:0", "--token", ""], ec.EXIT_USAGE,
      "without --token"),
