@@ -27,7 +27,7 @@ BOARD_CODES: dict[str, tuple[int, str]] = {
     "rate-limited": (EXIT_AUTH, "wait, then retry with the right token"),
     "no-dataset": (EXIT_NOT_FOUND, "upload it (`e2train train` does) or name another with --dataset"),
     "no-results": (EXIT_NOT_FOUND, "check the run id with `e2train status --run-id ID`"),
-    "no-bitstream": (EXIT_NOT_FOUND, "send one with `e2train flash --bitstream-dir DIR`"),
+    "no-bitstream": (EXIT_NOT_FOUND, ""),      # the board's message says how to send one
     "not-flashed": (EXIT_BOARD, "run `e2train flash` first"),
     "bad-bitstream": (EXIT_BITSTREAM, "rebuild or re-send the bitstream directory (bit, hwh, manifest.json)"),
     "bad-config": (EXIT_USAGE, "fix the setting named (see `e2train train --help`)"),

@@ -43,7 +43,7 @@ def add_link_arguments(p: argparse.ArgumentParser, *, board_required: bool = Fal
                    help="seconds to keep trying to reopen a dropped link")
 
 
-def add_flash_arguments(p: argparse.ArgumentParser) -> None:
+def _add_bitstream_arguments(p: argparse.ArgumentParser) -> None:
     add_link_arguments(p)
     p.add_argument("--bitstream", help="bitstream directory name on the board (default: the one its manifest names)")
     p.add_argument("--bitstream-dir", metavar="DIR",
@@ -51,9 +51,18 @@ def add_flash_arguments(p: argparse.ArgumentParser) -> None:
                         "the link, then load it")
 
 
+def add_flash_arguments(p: argparse.ArgumentParser) -> None:
+    _add_bitstream_arguments(p)
+    p.add_argument("--package", action="store_true",
+                   help="first send the board side of this e2train as a wheel, have the agent install it and "
+                        "restart into it")
+
+
 def run_flash(args: argparse.Namespace) -> int:
     files = bitstream_files(args.bitstream_dir) if args.bitstream_dir else None
     with _board(args) as (client, _meter):
+        if getattr(args, "package", False):
+            install_package(client, quiet=False)
         name = deploy(client, files, quiet=False) if files else args.bitstream
         info = client.flash(name)
         print(json.dumps(info, indent=2))
@@ -84,8 +93,25 @@ def deploy(client: BoardClient, bitstream: tuple[str, dict[str, bytes]], *, quie
     return name
 
 
+def install_package(client: BoardClient, *, quiet: bool = False) -> dict:
+    """Send the board-side wheel in checked chunks, install it on the board, restart the
+    agent into it and reconnect; returns the install reply."""
+    from .board_package import build_board_wheel
+    name, blob = build_board_wheel()
+    client.upload_bytes(name, blob, upload_progress(name, quiet), kind="package")
+    rep = client.request("install", name=name, timeout=600)
+    client.request("restart")
+    client.close()
+    time.sleep(1.0)                              # the agent re-executes; its port comes back
+    client.reconnect()
+    client.agent_restarted = False
+    print(f"e2train: installed {name} ({rep['sha256'][:12]}) at {rep['where']}; the agent restarted and runs "
+          f"from {client.hello.get('code')}", file=sys.stderr)
+    return rep
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    add_flash_arguments(p)
+    _add_bitstream_arguments(p)
     p.add_argument("--preset", default="e2train", help=PRESETS_DOC)
     p.add_argument("--config", help="JSON file of trainer settings (overrides the preset)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -95,7 +95,8 @@ class Agent:
     """Protocol state and command handlers; transports call :meth:`handle_line`."""
 
     def __init__(self, data_dir: Path, *, simulated: bool = False, meter_port: str | None = None,
-                 backend_name: str | None = None, token: str | None = None):
+                 backend_name: str | None = None, token: str | None = None,
+                 package_target: str | os.PathLike | None = None, can_restart: bool = False):
         self.data_dir = Path(data_dir)
         (self.data_dir / "datasets").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "results").mkdir(parents=True, exist_ok=True)
@@ -104,6 +105,9 @@ class Agent:
         self.backend_name = backend_name
         self.token = token
         self.session = secrets.token_hex(8)     # a restarted agent is a new session: seqs restart
+        self.package_target = Path(package_target) if package_target else None
+        self.can_restart = can_restart          # TCP and serial: the same address after a restart
+        self.restart_requested = False
         self.owner: Conn | None = None
         self.auth_failures: dict[str, tuple[int, float]] = {}    # peer -> (failures, next allowed time)
         self.clock = time.monotonic
@@ -214,6 +218,7 @@ class Agent:
             "protocol": link.PROTOCOL_VERSION, "agent": __version__, "simulated": self.simulated,
             "flashed": None if self.board is None else self.board.info,
             "meter": self.meter_port, "last_seq": self.seq, "session": self.session,
+            "code": str(Path(__file__).resolve().parents[1]),
             "state": self._state(),
         }
 
@@ -238,7 +243,12 @@ class Agent:
             if not isinstance(bitstream, str) or not NAME_RE.match(bitstream):
                 raise CommandError(f"bad bitstream directory name {bitstream!r}", "bad-args")
             return self.data_dir / "bitstreams" / bitstream / name
-        raise CommandError(f"unknown upload kind {kind!r}: dataset or bitstream", "bad-args")
+        if kind == "package":
+            from ..board_package import WHEEL_RE
+            if not isinstance(name, str) or not WHEEL_RE.match(name):
+                raise CommandError(f"bad package name {name!r}: e2train-VERSION-py3-none-any.whl", "bad-args")
+            return self.data_dir / "packages" / name
+        raise CommandError(f"unknown upload kind {kind!r}: dataset, bitstream or package", "bad-args")
 
     def cmd_upload_status(self, name: str, total: int, sha256: str, kind: str = "dataset",
                           bitstream: str | None = None) -> dict:
@@ -305,6 +315,51 @@ class Agent:
         os.replace(part, final)
         self.emit("uploaded", name=name, kind=kind, bytes=total)
         return {"received": total, "stored": final.name}
+
+    def cmd_install(self, name: str) -> dict:
+        """Install an uploaded board wheel (checked against its RECORD first): unpacked into
+        ``--package-target`` when the agent has one, else ``pip install`` into its own Python."""
+        import subprocess
+        from ..board_package import PackageError, check_wheel
+        if self._state() == "training":
+            raise CommandError(f"run {self.run['run_id']} is in progress; stop it before installing", "busy")
+        path = self._upload_target("package", name, None)
+        if not path.exists():
+            raise CommandError(f"package {name} not uploaded", "no-package")
+        try:
+            files = check_wheel(path)
+        except PackageError as e:
+            raise CommandError(str(e), "bad-package") from None
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if self.package_target is not None:
+            dest = self.package_target / digest[:16]
+            for arc, data in files.items():
+                out = dest / arc
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(data)
+            _atomic_write_json(self.package_target / "current.json", {"dir": dest.name, "wheel": name, "sha256": digest})
+            where = str(dest)
+        else:
+            r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall",
+                                str(path)], capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                last = (r.stderr.strip().splitlines() or ["?"])[-1]
+                raise CommandError(f"pip install of {name} failed: {last}", "install-failed")
+            where = sys.executable
+        self.emit("installed", name=name, sha256=digest, where=where)
+        return {"installed": name, "sha256": digest, "where": where}
+
+    def cmd_restart(self) -> dict:
+        """Exit and start again (the same command line) once this reply is sent: the code
+        just installed runs. The host finds a new session at the same address."""
+        if self._state() == "training":
+            raise CommandError(f"run {self.run['run_id']} is in progress; stop it before restarting", "busy")
+        if not self.can_restart:
+            raise CommandError("this agent cannot restart in place (a pty moves on restart): restart it by hand",
+                               "unsupported")
+        self.restart_requested = True
+        self.shutdown.set()
+        return {"restarting": True}
 
     def cmd_train(self, config: dict, dataset: str, run_id: str | None = None, resume: bool = False) -> dict:
         if self._state() == "training":
@@ -589,6 +644,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meter", default="csv",
                    help="with --sim: protocol of the simulated meter (csv, wattsup, wt310, scpi, um25c; 'none': no meter)")
     p.add_argument("--meter-interval", type=float, default=0.25, help="with --sim: seconds between meter samples")
+    p.add_argument("--package-target", default=None, metavar="DIR",
+                   help="install packages sent by `e2train flash --package` here (default: pip, into this Python)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -613,9 +670,11 @@ def run(args: argparse.Namespace) -> int:
         sim_power = sim_power_source(args.meter_interval)
         meter = start_emulator(args.meter, power_w=sim_power, interval_s=args.meter_interval)
     agent = Agent(data_dir, simulated=args.sim, backend_name=args.backend, token=args.token,
-                  meter_port=meter.spec if meter else None)
+                  meter_port=meter.spec if meter else None, package_target=args.package_target,
+                  can_restart=not args.pty)
 
     def announce(where: str) -> None:
+        agent.address = where
         print(json.dumps({"link": where, "meter": agent.meter_port, "data_dir": str(data_dir)}), flush=True)
 
     try:
@@ -635,7 +694,28 @@ def run(args: argparse.Namespace) -> int:
                 agent.thread.join(timeout=30)
         if meter is not None:
             meter.stop()
+    if agent.restart_requested:
+        time.sleep(0.5)         # the restart reply is on its way to the host
+        _restart(args, getattr(agent, "address", None))
     return 0
+
+
+def _restart(args: argparse.Namespace, address: str | None) -> None:
+    """Replace this process with a new agent on the same command line (and the same TCP
+    port, if it was picked with port 0), importing the package installed into
+    ``--package-target`` if there is one."""
+    argv = sys.argv[sys.argv.index("board") + 1:] if "board" in sys.argv else sys.argv[1:]
+    if args.tcp and address and address.startswith("socket://"):
+        argv = [address[len("socket://"):] if a == args.tcp else a for a in argv]
+    env = dict(os.environ)
+    if args.package_target:
+        cur = Path(args.package_target) / "current.json"
+        if cur.exists():
+            code = str(Path(args.package_target) / json.loads(cur.read_text())["dir"])
+            env["PYTHONPATH"] = code + os.pathsep + env.get("PYTHONPATH", "")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "e2train.cli", "board", *argv], env)
 
 
 def main(argv: list[str] | None = None) -> int:

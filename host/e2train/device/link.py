@@ -43,10 +43,10 @@ WRITE_TIMEOUT = 2.0         # seconds without progress before a write gives up
 UPLOAD_CHUNK_MAX = 192 * 1024   # raw bytes per upload chunk on a fast link (TCP, pty)
 CHUNK_SECONDS = 2.0         # a chunk's line should take about this long at the link's baud rate
 
-COMMANDS = ("hello", "flash", "upload", "upload_status", "train", "status", "stop", "events", "results",
-            "shutdown")
-EVENTS = ("started", "progress", "epoch", "finished", "error", "stopped", "flashed", "uploaded", "warning",
-          "checkpoint")
+COMMANDS = ("hello", "flash", "upload", "upload_status", "install", "restart", "train", "status", "stop", "events",
+            "results", "shutdown")
+EVENTS = ("started", "progress", "epoch", "finished", "error", "stopped", "flashed", "uploaded", "installed",
+          "warning", "checkpoint")
 
 
 def bytes_per_second(baud: int) -> float:
