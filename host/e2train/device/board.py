@@ -173,8 +173,10 @@ def make_trainer(config: dict, data: dict, backend, *, ckpt_dir: Path, resume: b
 def preset_config(name: str) -> dict:
     """The two runs users compare; they differ only in the three E²-Train switches."""
     from .trainer import BASELINE_SWITCHES, COMPARE_BASE
+    # progress events every 5 executed steps draw the host's progress bar (they change nothing
+    # in training; COMPARE_BASE has none, for the in-process comparison)
     if name == "e2train":
-        return dict(COMPARE_BASE)
+        return dict(COMPARE_BASE, progress_every=5)
     if name == "baseline":
-        return dict(COMPARE_BASE, **BASELINE_SWITCHES)
+        return dict(COMPARE_BASE, **BASELINE_SWITCHES, progress_every=5)
     raise ValueError(f"unknown preset {name!r}: baseline or e2train")
