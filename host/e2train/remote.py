@@ -66,6 +66,7 @@ class BoardClient:
         self.hello: dict = {}
         self.session: str | None = None
         self.agent_restarted = False           # set when a reconnect found a new agent session
+        self.current_run: str | None = None    # the run this client started
         self.open()
 
     # -- connection ----------------------------------------------------------------------
@@ -288,7 +289,9 @@ class BoardClient:
             off = self.request("upload_status", name=name, total=total, sha256=digest, **dest)["received"]
 
     def train(self, config: dict, dataset: str, run_id: str | None = None, resume: bool = False) -> str:
-        return self.request("train", config=config, dataset=dataset, run_id=run_id, resume=resume)["run_id"]
+        self.current_run = self.request("train", config=config, dataset=dataset, run_id=run_id,
+                                        resume=resume)["run_id"]
+        return self.current_run
 
     def status(self, run_id: str | None = None) -> dict:
         return self.request("status", **({"run_id": run_id} if run_id else {}))

@@ -149,6 +149,8 @@ def run_train(args: argparse.Namespace) -> int:
                                    idle_s=args.idle, out=args.out, run_id=run_id, resume=args.resume,
                                    bitstream=bitstream, quiet=args.quiet)
         except KeyboardInterrupt:
+            if client.current_run is None:
+                raise CliError("interrupted before the run started; nothing runs on the board", EXIT_INTERRUPTED) from None
             if args.board:
                 raise CliError(f"interrupted; run {run_id} goes on on the board: follow it with `e2train attach "
                                f"--board {args.board} --run-id {run_id}`, end it with `e2train stop --board "
@@ -383,6 +385,9 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
         client.flash(bitstream)
     blob = dataset_npz(dataset, data_dir) if dataset_bytes is None else dataset_bytes
     client.upload_bytes(dataset, blob, upload_progress(dataset, quiet))
+    if client.agent_restarted:                  # during the upload: the new agent has no bitstream loaded
+        client.agent_restarted = False
+        client.flash(bitstream)
     run_id = run_id or time.strftime(f"{label or 'run'}-%Y%m%d-%H%M%S")
     out_dir = Path(out or Path("runs") / run_id)
     out_dir.mkdir(parents=True, exist_ok=True)

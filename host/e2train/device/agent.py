@@ -206,7 +206,9 @@ class Agent:
         given = token.encode() if isinstance(token, str) else b""
         if token is None or not hmac.compare_digest(given, self.token.encode()):
             fails += 1
-            self.auth_failures[conn.peer] = (fails, now + min(AUTH_BACKOFF_MAX_S, AUTH_BACKOFF_S * 2 ** (fails - 1)))
+            if len(self.auth_failures) > 1024:      # many peers: forget those whose wait is long over
+                self.auth_failures = {k: v for k, v in self.auth_failures.items() if v[1] > now - AUTH_BACKOFF_MAX_S}
+            self.auth_failures[conn.peer] = (fails, now + min(AUTH_BACKOFF_MAX_S, AUTH_BACKOFF_S * 2 ** (min(fails, 30) - 1)))
             raise CommandError("wrong or missing token (start the host with --token or E2TRAIN_TOKEN)", "unauthorised")
         self.auth_failures.pop(conn.peer, None)
         conn.authenticated = True
