@@ -134,7 +134,7 @@ def test_board_refusals_are_one_line(agent, files, case, args, code, needle):
     _check_one_line(e2train(*args), code, needle)
 
 
-def test_busy_board_and_wrong_token_are_one_line(agent, files):
+def test_busy_board_is_one_line(agent, files):
     buf = io.BytesIO()
     rng = np.random.default_rng(0)
     np.savez(buf, x_train=rng.normal(size=(64, 1, 8, 8)).astype(np.float32), y_train=np.arange(64) % 10,
@@ -152,7 +152,20 @@ def test_busy_board_and_wrong_token_are_one_line(agent, files):
         assert st.returncode == 0 and json.loads(st.stdout)["run_state"] == "training"
     finally:
         assert e2train("stop", "--board", agent.link).returncode == 0
-    r = e2train("status", "--board", agent.link, "--token", "wrong")
+
+
+def test_wrong_token_is_one_line(tmp_path):
+    # an agent of its own: the wrong token makes its peer (127.0.0.1) wait before the next try
+    old = os.environ.get("E2TRAIN_TOKEN")
+    os.environ["E2TRAIN_TOKEN"] = TOKEN
+    try:
+        with SimulatedBoard(data_dir=tmp_path, meter="none", tcp="127.0.0.1:0") as sim:
+            r = e2train("status", "--board", sim.link, "--token", "wrong")
+    finally:
+        if old is None:
+            os.environ.pop("E2TRAIN_TOKEN", None)
+        else:
+            os.environ["E2TRAIN_TOKEN"] = old
     _check_one_line(r, ec.EXIT_AUTH, "wrong or missing token")
 
 
