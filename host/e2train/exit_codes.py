@@ -6,6 +6,9 @@ too). The table is documented in docs/board.md ("Exit codes").
 """
 from __future__ import annotations
 
+import errno
+import re
+
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1         # the run itself failed on the board (its error event says why)
 EXIT_USAGE = 2              # bad arguments or training config: nothing was opened or sent
@@ -65,6 +68,9 @@ def describe(exc: BaseException) -> tuple[str, int]:
         msg = f"power meter: {msg}"
     elif _is(exc, "ManifestError"):
         code = EXIT_BITSTREAM
+    elif _is(exc, "SerialException"):    # an OSError too: named first, it is about the port
+        code = EXIT_LINK
+        msg = f"serial port: {msg}; check the cable, the port name and that no other program (getty) holds it"
     elif isinstance(exc, FileNotFoundError):
         code = EXIT_NOT_FOUND
         msg = f"{exc.filename or msg}: no such file; check the path"
@@ -76,13 +82,13 @@ def describe(exc: BaseException) -> tuple[str, int]:
         msg = f"connection failed: {msg}; check that the board agent runs and the address is right"
     elif isinstance(exc, OSError):
         code = EXIT_IO
-    elif _is(exc, "SerialException"):
-        code = EXIT_LINK
-        msg = f"serial port: {msg}; check the cable and the port name"
+        if exc.errno == errno.EADDRINUSE:
+            msg += "; another process listens on that port: pick another port or stop that process"
     elif isinstance(exc, ValueError):   # ConfigError, DatasetError and other refusals of bad input
         code = EXIT_USAGE
     else:
         msg = f"internal error {type(exc).__name__}: {msg}; rerun with --debug and report the traceback"
+    msg = re.sub(r"\[Errno -?\d+\] ", "", msg)       # the OS's numbers say nothing to a user
     return " ".join(msg.split()), code
 
 

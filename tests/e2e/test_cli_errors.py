@@ -96,6 +96,8 @@ HOST_SIDE = [
     ("missing meter port", ["train", "--meter", "wattsup:/dev/ttyE2TRAINmeter"], ec.EXIT_METER,
      "power meter: /dev/ttyE2TRAINmeter does not exist"),
     ("--resume without --run-id", ["train", "--resume"], ec.EXIT_USAGE, "--resume needs --run-id"),
+    ("board on a missing serial port", ["board", "--port", "/dev/ttyE2TRAINnone", "--sim", "--meter", "none"],
+     ec.EXIT_LINK, "serial port: could not open port /dev/ttyE2TRAINnone"),
     ("board off loopback without token", ["board", "--tcp", "0.0.0.0:0", "--token", ""], ec.EXIT_USAGE,
      "without --token"),
     ("corrupt manifest", ["flash", "--bitstream-dir", "{d}/corrupt"], ec.EXIT_BITSTREAM, "not valid JSON"),

@@ -570,14 +570,23 @@ def serve_pty(agent: Agent, announce: Callable[[str], None]) -> None:
 
 
 def serve_serial(agent: Agent, port: str, baud: int) -> None:
+    """Serve a serial port. A port that cannot be opened at start is an error (a wrong name);
+    once it has been served, a lost port is reopened until it comes back (a replugged cable)."""
     import serial  # pyserial is on the PYNQ image
+    s = serial.serial_for_url(port, baudrate=baud, timeout=0.2)
     while not agent.shutdown.is_set():
         try:
-            with serial.serial_for_url(port, baudrate=baud, timeout=0.2) as s:
+            with s:
                 serve_stream(agent, link.SerialStream(s, baud))
         except (LinkError, OSError, serial.SerialException) as e:
             print(f"e2train board: link on {port} lost ({e}); retrying", file=sys.stderr)
+        while not agent.shutdown.is_set():
             time.sleep(1.0)
+            try:
+                s = serial.serial_for_url(port, baudrate=baud, timeout=0.2)
+                break
+            except (OSError, serial.SerialException):
+                continue
 
 
 def serve_tcp(agent: Agent, host: str, port: int, announce: Callable[[str], None]) -> None:
