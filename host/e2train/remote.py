@@ -29,6 +29,7 @@ from .device import link
 from .device.link import LinkError, ProtocolError
 
 NETWORK_SCHEMES = ("socket://", "rfc2217://", "loop://")
+HELLO_RETRY_S = 3.0         # hello is repeated after this much silence (until the client's timeout)
 CHUNK_RETRIES = 5           # resends of one upload chunk (CRC failures, drops) before giving up
 
 
@@ -80,13 +81,26 @@ class BoardClient:
         self.stream = link.SerialStream(port, self.line_baud)
         self.reader = link.LineReader()
         self.parts = link.PartAssembler()
-        self.hello = self.request("hello", token=self.token, client="e2train-host")
+        self.hello = self._say_hello()
         session = self.hello.get("session")
         if self.session is not None and session != self.session:
             # A new agent: its events start again at 1 and know nothing of the old ones.
             self.agent_restarted = True
             self.last_seq, self.gap_since = 0, None
         self.session = session
+
+    def _say_hello(self) -> dict:
+        """hello, said again every few seconds until ``timeout``: a serial port drops what
+        arrives before the agent opens it, and hello is safe to repeat."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self.request("hello", timeout=max(0.5, min(HELLO_RETRY_S, left)), token=self.token,
+                                    client="e2train-host")
+            except LinkError:
+                if "no reply" not in str(sys.exc_info()[1]) or time.monotonic() >= deadline:
+                    raise
 
     def check_session(self, timeout: float = 5.0) -> None:
         """Ask the board how it is; a new agent session (it restarted without the link
