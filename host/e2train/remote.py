@@ -3,7 +3,14 @@
 ``BoardClient(url)`` opens the link with pyserial's ``serial_for_url`` (``/dev/ttyUSB1``,
 ``socket://board:7070``, or the pty path of the simulated board) and sends commands; events
 that arrive meanwhile are queued. When the link drops, :meth:`reconnect` reopens it and
-:meth:`catch_up` fetches the events missed (the agent keeps them), so nothing is lost.
+:meth:`catch_up` fetches the events missed (the agent keeps them), so nothing is lost. If
+the agent itself was restarted meanwhile (a new ``session`` in its hello), its event
+numbers start again: the client notices, starts counting afresh and sets
+``agent_restarted`` so the caller can resume the run from its checkpoint.
+
+On a UART (any URL that is not ``socket://``) uploads go in chunks sized from ``baud``
+(``link.upload_chunk_bytes``), each with its CRC32, acknowledged, and resumed from the
+board's offset after a drop.
 """
 from __future__ import annotations
 
@@ -13,14 +20,17 @@ import json
 import subprocess
 import sys
 import time
+import zlib
 from collections import deque
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .device import link
 from .device.link import LinkError, ProtocolError
 
-UPLOAD_CHUNK = 192 * 1024
+NETWORK_SCHEMES = ("socket://", "rfc2217://", "loop://")
+HELLO_RETRY_S = 3.0         # hello is repeated after this much silence (until the client's timeout)
+CHUNK_RETRIES = 5           # resends of one upload chunk (CRC failures, drops) before giving up
 
 
 class BoardError(RuntimeError):
@@ -28,22 +38,36 @@ class BoardError(RuntimeError):
 
     def __init__(self, cmd: str, error: str, code: str):
         super().__init__(f"board refused {cmd}: {error} [{code}]")
+        self.cmd = cmd
+        self.error = error
         self.code = code
 
 
+def link_baud(url: str, baud: int | None) -> int | None:
+    """The baud rate that limits ``url``: None for TCP (and pyserial's loop://)."""
+    return None if url.startswith(NETWORK_SCHEMES) else baud
+
+
 class BoardClient:
-    def __init__(self, url: str, *, baud: int = 115200, token: str | None = None, timeout: float = 30.0):
+    def __init__(self, url: str, *, baud: int = 115200, token: str | None = None, timeout: float = 30.0,
+                 reconnect_s: float = 60.0):
         self.url = url
         self.baud = baud
+        self.line_baud = link_baud(url, baud)
         self.token = token
         self.timeout = timeout
+        self.reconnect_s = reconnect_s
         self.stream = None
         self.reader = link.LineReader()
+        self.parts = link.PartAssembler()
         self.next_id = 1
         self.pending_events: deque[dict] = deque()
         self.last_seq = 0
         self.gap_since: int | None = None      # a live event skipped seqs after this one
         self.hello: dict = {}
+        self.session: str | None = None
+        self.agent_restarted = False           # set when a reconnect found a new agent session
+        self.current_run: str | None = None    # the run this client started
         self.open()
 
     # -- connection ----------------------------------------------------------------------
@@ -52,32 +76,71 @@ class BoardClient:
         try:
             port = serial.serial_for_url(self.url, baudrate=self.baud, timeout=0.2)
         except (serial.SerialException, OSError, ValueError) as e:
-            raise LinkError(f"cannot open the board link {self.url}: {e}") from None
-        self.stream = link.SerialStream(port)
+            raise LinkError(f"cannot open the board link {self.url}: {_short(e)}; check --board "
+                            "(a serial port such as /dev/ttyUSB1, or socket://HOST:PORT) and that the agent runs") from None
+        self.stream = link.SerialStream(port, self.line_baud)
         self.reader = link.LineReader()
-        self.hello = self.request("hello", token=self.token, client="e2train-host")
+        self.parts = link.PartAssembler()
+        self.hello = self._say_hello()
+        session = self.hello.get("session")
+        if self.session is not None and session != self.session:
+            # A new agent: its events start again at 1 and know nothing of the old ones.
+            self.agent_restarted = True
+            self.last_seq, self.gap_since = 0, None
+        self.session = session
+
+    def _say_hello(self) -> dict:
+        """hello, said again every few seconds until ``timeout``: a serial port drops what
+        arrives before the agent opens it, and hello is safe to repeat."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self.request("hello", timeout=max(0.5, min(HELLO_RETRY_S, left)), token=self.token,
+                                    client="e2train-host")
+            except LinkError:
+                if "no reply" not in str(sys.exc_info()[1]) or time.monotonic() >= deadline:
+                    raise
+
+    def check_session(self, timeout: float = 5.0) -> None:
+        """Ask the board how it is; a new agent session (it restarted without the link
+        dropping, as a rebooted board behind a USB UART does) sets ``agent_restarted``."""
+        rep = self.request("status", timeout=timeout)
+        if rep.get("session") is not None and rep.get("session") != self.session:
+            self.agent_restarted = True
+            self.last_seq, self.gap_since = 0, None
+            self.pending_events.clear()
+            self.session = rep["session"]
 
     def close(self) -> None:
         if self.stream is not None:
             self.stream.close()
             self.stream = None
 
-    def reconnect(self, attempts: int = 20, delay: float = 0.5) -> None:
-        """Reopen the link (after a drop) and fetch the events missed meanwhile."""
+    def reconnect(self, attempts: int | None = None, delay: float = 0.5) -> None:
+        """Reopen the link (after a drop) and fetch the events missed meanwhile; tries for
+        ``reconnect_s`` seconds (or ``attempts`` times)."""
         # What was seen before the drop: live events can arrive while hello and the events
         # request are in flight, and must not hide the ones missed before them.
         since = self._caught_up_to()
         self.close()
         last: Exception | None = None
-        for _ in range(attempts):
+        deadline = time.monotonic() + self.reconnect_s
+        tried = 0
+        while True:
+            tried += 1
             try:
                 self.open()
-                self.catch_up(since)
+                self.catch_up(0 if self.agent_restarted and self.last_seq == 0 else since)
                 return
             except LinkError as e:
                 last = e
-                time.sleep(delay)
-        raise LinkError(f"could not reconnect to {self.url}: {last}")
+                self.close()
+            if (attempts is not None and tried >= attempts) or (attempts is None and time.monotonic() > deadline):
+                break
+            time.sleep(delay)
+        raise LinkError(f"the board link {self.url} stayed down ({last}); the run goes on on the board: "
+                        "`e2train attach` follows it once the link is back")
 
     def __enter__(self) -> "BoardClient":
         return self
@@ -95,31 +158,43 @@ class BoardClient:
             if isinstance(line, ProtocolError):
                 continue
             try:
-                out.append(link.decode(line))
+                msg = self.parts.feed(link.decode(line))
             except ProtocolError as e:
                 print(f"e2train: ignoring a bad line from the board: {e}", file=sys.stderr)
+                continue
+            if msg is not None:
+                out.append(msg)
+        self._got_data = bool(data)
         return out
 
     def _take_event(self, ev: dict) -> None:
-        if ev["seq"] > self.last_seq:
+        seq = ev.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            self.pending_events.append(ev)      # not numbered: cannot be caught up, just shown
+            return
+        if seq > self.last_seq:
             # Seqs are consecutive on the board: a jump means events it emitted while no link
             # was serving (e.g. the agent re-arming its port after a hang-up) never came live.
             # They are in the board's log; ``events`` fetches them before yielding anything newer.
-            if self.last_seq and ev["seq"] > self.last_seq + 1 and self.gap_since is None:
+            if self.last_seq and seq > self.last_seq + 1 and self.gap_since is None:
                 self.gap_since = self.last_seq
-            self.last_seq = ev["seq"]
+            self.last_seq = seq
             self.pending_events.append(ev)
 
     def request(self, cmd: str, timeout: float | None = None, **args) -> dict:
+        """Send a command and wait for its reply. ``timeout`` is the silence allowed: a long
+        reply trickling in at 115200 baud keeps the wait alive for as long as bytes arrive."""
+        if self.stream is None:
+            raise LinkError("link is closed")
         msg_id = self.next_id
         self.next_id += 1
         self.stream.write(link.encode(link.command(msg_id, cmd, **args)))
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        quiet = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + quiet
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise LinkError(f"no reply to {cmd} within {self.timeout if timeout is None else timeout:.0f} s "
-                                f"from {self.url}: is the board agent running?")
+                raise LinkError(f"no reply to {cmd} within {quiet:.0f} s from {self.url}: is the board agent running?")
             for msg in self._read_messages(min(left, 0.5)):
                 if msg["type"] == "event":
                     self._take_event(msg)
@@ -127,21 +202,33 @@ class BoardClient:
                     if not msg.get("ok"):
                         raise BoardError(cmd, msg.get("error", "?"), msg.get("code", "error"))
                     return msg
+            if self._got_data:
+                deadline = time.monotonic() + quiet
 
     def catch_up(self, since: int | None = None) -> int:
         """Fetch the events after ``since`` (default: the last one seen with none missing
         before it) that have not arrived live meanwhile; queue them in order. Returns how many
-        were missed."""
+        were missed. The board answers in pages; this asks until it has them all."""
         since = self._caught_up_to() if since is None else since
-        rep = self.request("events", since=since, limit=100000)
+        got: list[dict] = []
+        cursor = since
+        while True:
+            rep = self.request("events", since=cursor)
+            page = [ev for ev in rep["events"] if isinstance(ev.get("seq"), int)]
+            got += page
+            if not page or page[-1]["seq"] >= rep.get("last_seq", 0):
+                break
+            cursor = page[-1]["seq"]
         if self.gap_since is not None and since <= self.gap_since:
             self.gap_since = None                # this reply covers the gap the live stream left
         # Live events that came in while the request was in flight are already queued (and
         # moved last_seq past the missed ones): merge by seq instead of comparing to last_seq.
-        queued = {ev["seq"] for ev in self.pending_events if ev["seq"] > since}
-        missed = [ev for ev in rep["events"] if ev["seq"] > since and ev["seq"] not in queued]
+        queued = {ev.get("seq") for ev in self.pending_events}
+        missed = [ev for ev in got if ev["seq"] > since and ev["seq"] not in queued]
         if missed:
-            self.pending_events = deque(sorted([*self.pending_events, *missed], key=lambda e: e["seq"]))
+            numbered = [ev for ev in self.pending_events if isinstance(ev.get("seq"), int)]
+            unnumbered = [ev for ev in self.pending_events if not isinstance(ev.get("seq"), int)]
+            self.pending_events = deque(sorted([*numbered, *missed], key=lambda e: e["seq"]) + unnumbered)
             self.last_seq = max(self.last_seq, max(ev["seq"] for ev in missed))
         return len(missed)
 
@@ -170,21 +257,61 @@ class BoardClient:
     def flash(self, bitstream: str | None = None) -> dict:
         return self.request("flash", bitstream=bitstream, timeout=120)["info"]
 
-    def upload_file(self, name: str, path: Path, progress=None) -> None:
-        self.upload_bytes(name, Path(path).read_bytes(), progress)
+    def upload_file(self, name: str, path: Path, progress=None, **dest) -> None:
+        self.upload_bytes(name, Path(path).read_bytes(), progress, **dest)
 
-    def upload_bytes(self, name: str, blob: bytes, progress=None) -> None:
-        """Upload in checksummed chunks; the board keeps the file only if the sha256 matches."""
+    def upload_bytes(self, name: str, blob: bytes, progress: Callable[[int, int], None] | None = None,
+                     **dest) -> None:
+        """Upload in acknowledged chunks, each checked by CRC32 on arrival, the whole by sha256.
+
+        Chunks are sized from the link's baud rate; a chunk damaged on the line is sent again;
+        after a drop the link is reopened and the upload goes on from the offset the board
+        holds. ``dest``: ``kind="bitstream", bitstream=DIR`` for a bitstream file.
+        """
         digest = hashlib.sha256(blob).hexdigest()
-        for off in range(0, len(blob), UPLOAD_CHUNK):
-            chunk = blob[off: off + UPLOAD_CHUNK]
-            self.request("upload", name=name, total=len(blob), sha256=digest, offset=off,
-                         data=base64.b64encode(chunk).decode())
+        total = len(blob)
+        step = link.upload_chunk_bytes(self.line_baud)
+        off = self.request("upload_status", name=name, total=total, sha256=digest, **dest)["received"]
+        failures = 0
+        while True:
             if progress:
-                progress(min(off + UPLOAD_CHUNK, len(blob)), len(blob))
+                progress(off, total)
+            if off >= total and off > 0:
+                return
+            chunk = blob[off: off + step]
+            try:
+                rep = self.request("upload", name=name, total=total, sha256=digest, offset=off,
+                                   data=base64.b64encode(chunk).decode(), crc32=zlib.crc32(chunk), **dest)
+                off = rep["received"]
+                failures = 0
+                if off >= total:
+                    if progress:
+                        progress(total, total)
+                    return
+                continue
+            except BoardError as e:
+                if e.code not in ("bad-crc", "bad-offset"):
+                    raise
+                err: Exception = e
+            except LinkError as e:
+                err = e
+                self.reconnect()
+            failures += 1
+            if failures > CHUNK_RETRIES:
+                raise LinkError(f"upload of {name} failed {failures} times at offset {off} ({err}); "
+                                "check the link (a lower --baud is more robust) and run the command again")
+            off = self.request("upload_status", name=name, total=total, sha256=digest, **dest)["received"]
 
     def train(self, config: dict, dataset: str, run_id: str | None = None, resume: bool = False) -> str:
-        return self.request("train", config=config, dataset=dataset, run_id=run_id, resume=resume)["run_id"]
+        self.current_run = self.request("train", config=config, dataset=dataset, run_id=run_id,
+                                        resume=resume)["run_id"]
+        return self.current_run
+
+    def status(self, run_id: str | None = None) -> dict:
+        return self.request("status", **({"run_id": run_id} if run_id else {}))
+
+    def stop(self) -> dict:
+        return self.request("stop")
 
     def shutdown(self) -> None:
         """Ask the agent to exit (the simulated board); its link goes away right after."""
@@ -197,12 +324,19 @@ class BoardClient:
         return self.request("results", run_id=run_id, delete=delete)["results"]
 
 
+def _short(e: Exception) -> str:
+    """An OS error without its errno prefix: 'No such file or directory: /dev/ttyUSB9'."""
+    text = str(e)
+    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text
+
+
 class SimulatedBoard:
     """Start ``e2train board --pty --sim`` as a child process; gives its link and meter ports."""
 
     def __init__(self, data_dir: Path | None = None, meter: str = "csv", meter_interval: float = 0.25,
-                 backend: str | None = None, startup_timeout: float = 60.0):
-        cmd = [sys.executable, "-m", "e2train.cli", "board", "--pty", "--sim", "--meter", meter,
+                 backend: str | None = None, startup_timeout: float = 60.0, tcp: str | None = None):
+        where = ["--tcp", tcp] if tcp else ["--pty"]
+        cmd = [sys.executable, "-m", "e2train.cli", "board", *where, "--sim", "--meter", meter,
                "--meter-interval", str(meter_interval)]
         if data_dir is not None:
             cmd += ["--data-dir", str(data_dir)]

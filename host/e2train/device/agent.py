@@ -21,11 +21,13 @@ import ipaddress
 import json
 import os
 import re
+import secrets
 import socket
 import sys
 import threading
 import time
 import traceback
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,8 +39,16 @@ from .link import LinkError, ProtocolError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_UPLOAD = 256 << 20          # bytes; a data set bigger than this is refused up front
+MAX_UPLOADS_IN_PROGRESS = 4     # partial uploads kept at once (a new one beyond is refused)
+MAX_UPLOAD_PENDING = 512 << 20  # bytes announced by all partial uploads together
 EVENT_LOG = 20000               # events kept for catch-up
+EVENTS_PER_REPLY = 500          # events per `events` reply (the host pages through the rest)
 DATASET_KEYS = ("x_train", "y_train", "x_test", "y_test")
+BITSTREAM_FILES = ("e2train.bit", "e2train.hwh", "manifest.json")
+# TCP: a wrong token from a peer doubles the wait before that peer's next attempt
+AUTH_BACKOFF_S, AUTH_BACKOFF_MAX_S = 0.5, 60.0
+HELLO_DEADLINE_S = 10.0         # an unauthenticated TCP connection must say hello within this
+MAX_UNAUTHENTICATED = 4         # unauthenticated TCP connections served at once
 
 
 class CommandError(Exception):
@@ -67,11 +77,26 @@ def load_dataset_npz(path: Path) -> dict[str, np.ndarray]:
     return data
 
 
+class Conn:
+    """One connection to the agent. Only the authenticated connection that claimed the agent
+    (the owner) gets events; an unauthenticated one can say hello and nothing else, so it can
+    neither read the run nor push the owner off."""
+
+    def __init__(self, peer: str = "local", authenticated: bool = True, close: Callable[[], None] | None = None):
+        self.peer = peer
+        self.authenticated = authenticated
+        self.send: Callable[[dict], None] | None = None
+        self.close = close
+        self.closed = False
+        self.opened = time.monotonic()
+
+
 class Agent:
     """Protocol state and command handlers; transports call :meth:`handle_line`."""
 
     def __init__(self, data_dir: Path, *, simulated: bool = False, meter_port: str | None = None,
-                 backend_name: str | None = None, token: str | None = None):
+                 backend_name: str | None = None, token: str | None = None,
+                 package_target: str | os.PathLike | None = None, can_restart: bool = False):
         self.data_dir = Path(data_dir)
         (self.data_dir / "datasets").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "results").mkdir(parents=True, exist_ok=True)
@@ -79,7 +104,13 @@ class Agent:
         self.meter_port = meter_port
         self.backend_name = backend_name
         self.token = token
-        self.authenticated = token is None
+        self.session = secrets.token_hex(8)     # a restarted agent is a new session: seqs restart
+        self.package_target = Path(package_target) if package_target else None
+        self.can_restart = can_restart          # TCP and serial: the same address after a restart
+        self.restart_requested = False
+        self.owner: Conn | None = None
+        self.auth_failures: dict[str, tuple[int, float]] = {}    # peer -> (failures, next allowed time)
+        self.clock = time.monotonic
         self.board = None                       # set by flash: an object with .backend, .info
         self.events: list[dict] = []
         self.seq = 0
@@ -105,9 +136,27 @@ class Agent:
             except LinkError:
                 pass            # the host is gone; it catches up with `events` later
 
+    # -- connections ---------------------------------------------------------------------
+    def claim(self, conn: Conn) -> None:
+        """``conn`` (authenticated) becomes the owner: events go to it; a previous owner's
+        connection is closed (the host reconnecting leaves its old one half-open)."""
+        with self.lock:
+            old, self.owner, self.sink = self.owner, conn, conn.send
+        if old is not None and old is not conn:
+            old.closed = True
+            if old.close is not None:
+                old.close()
+
+    def release(self, conn: Conn) -> None:
+        with self.lock:
+            if self.owner is conn:
+                self.owner, self.sink = None, None
+
     # -- dispatch ------------------------------------------------------------------------
-    def handle_line(self, line: bytes | ProtocolError) -> dict | None:
+    def handle_line(self, line: bytes | ProtocolError, conn: Conn | None = None) -> dict | None:
         msg_id = None
+        if conn is None:
+            conn = Conn(authenticated=self.token is None)
         try:
             if isinstance(line, ProtocolError):
                 raise line
@@ -120,7 +169,7 @@ class Agent:
             cmd = msg.get("cmd")
             if cmd not in link.COMMANDS:
                 raise ProtocolError(f"unknown command {cmd!r}; known: {', '.join(link.COMMANDS)}", "unknown-command", msg_id)
-            if not self.authenticated and cmd != "hello":
+            if not conn.authenticated and cmd != "hello":
                 raise ProtocolError("send hello with the token first", "unauthorised", msg_id)
             args = {k: v for k, v in msg.items() if k not in ("v", "type", "id", "cmd")}
             handler = getattr(self, f"cmd_{cmd}")
@@ -128,10 +177,13 @@ class Agent:
                 inspect.signature(handler).bind(**args)
             except TypeError as e:
                 raise CommandError(f"bad arguments for {cmd}: {e}", "bad-args") from None
+            if cmd == "hello":
+                self._authenticate(conn, args.get("token"))
             return link.reply(msg_id, True, **(handler(**args) or {}))
         except ProtocolError as e:
             if e.msg_id is None:
-                self.emit("error", error=str(e), code=e.code)
+                if conn.authenticated:      # a stranger's garbage does not reach the owner's events
+                    self.emit("error", error=str(e), code=e.code)
                 return None
             return link.error_reply(e.msg_id, str(e), e.code)
         except CommandError as e:
@@ -141,41 +193,104 @@ class Agent:
             return link.error_reply(msg_id, f"internal error: {type(e).__name__}: {e}", "internal")
 
     # -- commands ------------------------------------------------------------------------
+    def _authenticate(self, conn: Conn, token) -> None:
+        """Check a hello's token: constant-time compare, exponential back-off per peer."""
+        if conn.authenticated:
+            if conn.send is not None and self.owner is not conn:
+                self.claim(conn)
+            return
+        now = self.clock()
+        fails, allowed = self.auth_failures.get(conn.peer, (0, 0.0))
+        if now < allowed:
+            raise CommandError(f"too many wrong tokens from {conn.peer}: wait {allowed - now:.1f} s", "rate-limited")
+        given = token.encode() if isinstance(token, str) else b""
+        if token is None or not hmac.compare_digest(given, self.token.encode()):
+            fails += 1
+            if len(self.auth_failures) > 1024:      # many peers: forget those whose wait is long over
+                self.auth_failures = {k: v for k, v in self.auth_failures.items() if v[1] > now - AUTH_BACKOFF_MAX_S}
+            self.auth_failures[conn.peer] = (fails, now + min(AUTH_BACKOFF_MAX_S, AUTH_BACKOFF_S * 2 ** (min(fails, 30) - 1)))
+            raise CommandError("wrong or missing token (start the host with --token or E2TRAIN_TOKEN)", "unauthorised")
+        self.auth_failures.pop(conn.peer, None)
+        conn.authenticated = True
+        if conn.send is not None:
+            self.claim(conn)
+
     def cmd_hello(self, token: str | None = None, client: str | None = None) -> dict:
-        if self.token is not None:
-            if token is None or not hmac.compare_digest(str(token), self.token):
-                raise CommandError("wrong or missing token", "unauthorised")
-            self.authenticated = True
         return {
             "protocol": link.PROTOCOL_VERSION, "agent": __version__, "simulated": self.simulated,
             "flashed": None if self.board is None else self.board.info,
-            "meter": self.meter_port, "last_seq": self.seq,
+            "meter": self.meter_port, "last_seq": self.seq, "session": self.session,
+            "code": str(Path(__file__).resolve().parents[1]),
             "state": self._state(),
         }
 
     def cmd_flash(self, bitstream: str | None = None) -> dict:
         if self._state() == "training":
-            raise CommandError("a run is in progress; stop it before flashing", "busy")
-        self.board = open_board(bitstream, simulated=self.simulated, backend_name=self.backend_name)
+            raise CommandError(f"run {self.run['run_id']} is in progress; stop it before flashing", "busy")
+        uploaded = self.data_dir / "bitstreams" / bitstream if isinstance(bitstream, str) and NAME_RE.match(bitstream) else None
+        where = str(uploaded) if uploaded is not None and uploaded.is_dir() else bitstream
+        self.board = open_board(where, simulated=self.simulated, backend_name=self.backend_name)
         self.emit("flashed", info=self.board.info)
         return {"info": self.board.info}
 
-    def cmd_upload(self, name: str, total: int, sha256: str, offset: int, data: str) -> dict:
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise CommandError(f"bad data set name {name!r} (letters, digits, _ . -, at most 64)", "bad-args")
+    def _upload_target(self, kind: str, name: str, bitstream: str | None) -> Path:
+        """Where an upload lands: ``datasets/<name>.npz`` or ``bitstreams/<dir>/<file>``."""
+        if kind == "dataset":
+            if not isinstance(name, str) or not NAME_RE.match(name):
+                raise CommandError(f"bad data set name {name!r} (letters, digits, _ . -, at most 64)", "bad-args")
+            return self.data_dir / "datasets" / f"{name}.npz"
+        if kind == "bitstream":
+            if name not in BITSTREAM_FILES:
+                raise CommandError(f"bad bitstream file {name!r}: one of {', '.join(BITSTREAM_FILES)}", "bad-args")
+            if not isinstance(bitstream, str) or not NAME_RE.match(bitstream):
+                raise CommandError(f"bad bitstream directory name {bitstream!r}", "bad-args")
+            return self.data_dir / "bitstreams" / bitstream / name
+        if kind == "package":
+            from ..board_package import WHEEL_RE
+            if not isinstance(name, str) or not WHEEL_RE.match(name):
+                raise CommandError(f"bad package name {name!r}: e2train-VERSION-py3-none-any.whl", "bad-args")
+            return self.data_dir / "packages" / name
+        raise CommandError(f"unknown upload kind {kind!r}: dataset, bitstream or package", "bad-args")
+
+    def cmd_upload_status(self, name: str, total: int, sha256: str, kind: str = "dataset",
+                          bitstream: str | None = None) -> dict:
+        """How much of this upload (same target, size and sha256) the board holds: resume there."""
+        target = self._upload_target(kind, name, bitstream)
+        state = self._uploads.get(str(target))
+        if state is None or state["total"] != total or state["sha256"] != sha256:
+            return {"received": 0}
+        return {"received": state["size"]}
+
+    def cmd_upload(self, name: str, total: int, sha256: str, offset: int, data: str, crc32: int | None = None,
+                   kind: str = "dataset", bitstream: str | None = None) -> dict:
+        final = self._upload_target(kind, name, bitstream)
         if not isinstance(total, int) or not 0 < total <= MAX_UPLOAD:
             raise CommandError(f"upload size {total!r} outside 1..{MAX_UPLOAD} bytes", "too-large")
         if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise CommandError("sha256 must be 64 lowercase hex digits", "bad-args")
+        if not isinstance(offset, int) or offset < 0:
+            raise CommandError(f"bad upload offset {offset!r}", "bad-args")
         try:
             chunk = base64.b64decode(data, validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise CommandError("upload data is not valid base64", "bad-args") from None
-        part = self.data_dir / "datasets" / f".{name}.part"
-        state = self._uploads.get(name)
+        if crc32 is not None and zlib.crc32(chunk) != crc32:
+            raise CommandError(f"chunk at offset {offset} fails its CRC32 (damaged on the line); send it again",
+                               "bad-crc")
+        key = str(final)
+        part = final.with_name(f".{final.name}.part")
+        state = self._uploads.get(key)
         if offset == 0:
+            others = {k: v for k, v in self._uploads.items() if k != key}
+            if len(others) >= MAX_UPLOADS_IN_PROGRESS:
+                raise CommandError(f"{len(others)} uploads already in progress (at most {MAX_UPLOADS_IN_PROGRESS}); "
+                                   "finish them first", "too-many-uploads")
+            if sum(v["total"] for v in others.values()) + total > MAX_UPLOAD_PENDING:
+                raise CommandError(f"uploads in progress would exceed {MAX_UPLOAD_PENDING} bytes together; "
+                                   "finish them first", "too-large")
             state = {"total": total, "sha256": sha256, "size": 0}
-            self._uploads[name] = state
+            self._uploads[key] = state
+            part.parent.mkdir(parents=True, exist_ok=True)
             part.write_bytes(b"")
         if state is None or state["total"] != total or state["sha256"] != sha256:
             raise CommandError(f"no upload of {name} in progress at offset {offset}; start at offset 0", "bad-offset")
@@ -188,16 +303,65 @@ class Agent:
         state["size"] += len(chunk)
         if state["size"] < total:
             return {"received": state["size"]}
-        del self._uploads[name]
+        del self._uploads[key]
         digest = hashlib.sha256(part.read_bytes()).hexdigest()
         if digest != sha256:
             part.unlink(missing_ok=True)
             raise CommandError(f"checksum mismatch for {name}: got {digest[:12]}…, expected {sha256[:12]}…", "bad-checksum")
-        final = self.data_dir / "datasets" / f"{name}.npz"
-        load_dataset_npz(part)          # refuse a file that is not a data set before keeping it
+        if kind == "dataset":
+            try:
+                load_dataset_npz(part)      # refuse a file that is not a data set before keeping it
+            except CommandError:
+                part.unlink(missing_ok=True)
+                raise
         os.replace(part, final)
-        self.emit("uploaded", name=name, bytes=total)
+        self.emit("uploaded", name=name, kind=kind, bytes=total)
         return {"received": total, "stored": final.name}
+
+    def cmd_install(self, name: str) -> dict:
+        """Install an uploaded board wheel (checked against its RECORD first): unpacked into
+        ``--package-target`` when the agent has one, else ``pip install`` into its own Python."""
+        import subprocess
+        from ..board_package import PackageError, check_wheel
+        if self._state() == "training":
+            raise CommandError(f"run {self.run['run_id']} is in progress; stop it before installing", "busy")
+        path = self._upload_target("package", name, None)
+        if not path.exists():
+            raise CommandError(f"package {name} not uploaded", "no-package")
+        try:
+            files = check_wheel(path)
+        except PackageError as e:
+            raise CommandError(str(e), "bad-package") from None
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if self.package_target is not None:
+            dest = self.package_target / digest[:16]
+            for arc, data in files.items():
+                out = dest / arc
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(data)
+            _atomic_write_json(self.package_target / "current.json", {"dir": dest.name, "wheel": name, "sha256": digest})
+            where = str(dest)
+        else:
+            r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall",
+                                str(path)], capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                last = (r.stderr.strip().splitlines() or ["?"])[-1]
+                raise CommandError(f"pip install of {name} failed: {last}", "install-failed")
+            where = sys.executable
+        self.emit("installed", name=name, sha256=digest, where=where)
+        return {"installed": name, "sha256": digest, "where": where}
+
+    def cmd_restart(self) -> dict:
+        """Exit and start again (the same command line) once this reply is sent: the code
+        just installed runs. The host finds a new session at the same address."""
+        if self._state() == "training":
+            raise CommandError(f"run {self.run['run_id']} is in progress; stop it before restarting", "busy")
+        if not self.can_restart:
+            raise CommandError("this agent cannot restart in place (a pty moves on restart): restart it by hand",
+                               "unsupported")
+        self.restart_requested = True
+        self.shutdown.set()
+        return {"restarting": True}
 
     def cmd_train(self, config: dict, dataset: str, run_id: str | None = None, resume: bool = False) -> dict:
         if self._state() == "training":
@@ -211,36 +375,60 @@ class Agent:
             raise CommandError(f"data set {dataset!r} not uploaded", "no-dataset")
         data = load_dataset_npz(path)
         run_id = run_id or time.strftime("run-%Y%m%d-%H%M%S")
-        if not NAME_RE.match(run_id):
+        if not isinstance(run_id, str) or not NAME_RE.match(run_id):
             raise CommandError(f"bad run id {run_id!r}", "bad-args")
         ckpt_dir = self.data_dir / "checkpoints" / run_id
         # Builds and validates everything before the run starts: a bad config is an error reply.
-        trainer = make_trainer(config, data, self.board.backend, ckpt_dir=ckpt_dir, resume=resume,
+        trainer = make_trainer(config, data, self.board.backend, ckpt_dir=ckpt_dir, resume=bool(resume),
                                on_event=lambda ev: self._trainer_event(run_id, ev))
         self.trainer = trainer
         self.run = {"run_id": run_id, "state": "training", "dataset": dataset, "config": config,
-                    "started": time.time(), "results": None}
+                    "started": time.time(), "results": None, "resumed": bool(resume)}
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_json(ckpt_dir / "run.json", {"run_id": run_id, "dataset": dataset, "config": config})
         self.thread = threading.Thread(target=self._train, args=(run_id, trainer), daemon=True, name="train")
         self.thread.start()
         return {"run_id": run_id}
 
-    def cmd_status(self) -> dict:
+    def cmd_status(self, run_id: str | None = None) -> dict:
         run = dict(self.run or {})
         run.pop("results", None)
         run.pop("config", None)
-        return {"state": self._state(), "run": run or None, "last_seq": self.seq}
+        out = {"state": self._state(), "run": run or None, "last_seq": self.seq, "session": self.session}
+        if run_id is not None:
+            out["run_state"] = self._run_state(run_id)
+        return out
+
+    def _run_state(self, run_id) -> str:
+        """A run's state, also across agent restarts: from memory, else from what is on disk."""
+        if not isinstance(run_id, str) or not NAME_RE.match(run_id):
+            raise CommandError(f"bad run id {run_id!r}", "bad-args")
+        if self.run is not None and self.run["run_id"] == run_id:
+            return self.run["state"]
+        res = self.data_dir / "results" / f"{run_id}.json"
+        if res.exists():
+            try:
+                return "stopped" if json.loads(res.read_text()).get("stopped") else "finished"
+            except (OSError, json.JSONDecodeError):
+                return "finished"
+        if (self.data_dir / "checkpoints" / run_id).is_dir():
+            return "interrupted"        # it has a checkpoint directory but no results: resume it
+        return "unknown"
 
     def cmd_stop(self) -> dict:
         if self._state() != "training":
             return {"state": self._state()}
         self.trainer.stop()
-        return {"state": "stopping"}
+        return {"state": "stopping", "run_id": self.run["run_id"]}
 
-    def cmd_events(self, since: int = 0, limit: int = 1000) -> dict:
+    def cmd_events(self, since: int = 0, limit: int = EVENTS_PER_REPLY) -> dict:
+        if not isinstance(since, int) or not isinstance(limit, int):
+            raise CommandError("events wants integer since and limit", "bad-args")
+        limit = max(1, min(limit, EVENTS_PER_REPLY))
         with self.lock:
-            evs = [e for e in self.events if e["seq"] > int(since)][: int(limit)]
+            evs = [e for e in self.events if e["seq"] > since][:limit]
             first = self.events[0]["seq"] if self.events else self.seq + 1
-        return {"events": evs, "last_seq": self.seq, "lost": max(0, first - int(since) - 1)}
+        return {"events": evs, "last_seq": self.seq, "lost": max(0, first - since - 1), "session": self.session}
 
     def cmd_results(self, run_id: str, delete: bool = False) -> dict:
         if not isinstance(run_id, str) or not NAME_RE.match(run_id):
@@ -301,7 +489,14 @@ def _atomic_write_json(path: Path, obj) -> None:
 def open_board(bitstream: str | None, *, simulated: bool, backend_name: str | None = None):
     """Load the bitstream (or the simulated board) and return an object with .backend and .info."""
     from .board import open_board as _open
-    return _open(bitstream, simulated=simulated, backend_name=backend_name)
+    from .manifest import ManifestError
+    try:
+        return _open(bitstream, simulated=simulated, backend_name=backend_name)
+    except FileNotFoundError as e:
+        raise CommandError(f"bitstream not found: {e}; upload it with `e2train flash --bitstream-dir DIR`",
+                           "no-bitstream") from None
+    except (ManifestError, ValueError) as e:
+        raise CommandError(f"bitstream refused: {e}", "bad-bitstream") from None
 
 
 def make_trainer(config: dict, data: dict, backend, *, ckpt_dir: Path, resume: bool, on_event):
@@ -315,29 +510,39 @@ def make_trainer(config: dict, data: dict, backend, *, ckpt_dir: Path, resume: b
 
 # --- transports --------------------------------------------------------------------------
 
-def serve_stream(agent: Agent, stream, *, poll: float = 0.2) -> None:
-    """Serve one stream until it closes or the agent shuts down."""
+def serve_stream(agent: Agent, stream, *, poll: float = 0.2, conn: Conn | None = None) -> None:
+    """Serve one stream until it closes, its connection is displaced, or the agent shuts down."""
     reader = link.LineReader()
     wlock = threading.Lock()
+    if conn is None:
+        conn = Conn(authenticated=agent.token is None)
 
     def send(msg: dict) -> None:
-        data = link.encode(msg)
+        # a long reply goes as numbered parts; each part is written in baud-sized slices
+        lines = link.encode_reply(msg) if msg.get("type") == "reply" else [link.encode(msg)]
         with wlock:
-            stream.write(data)
+            for data in lines:
+                stream.write(data)
 
-    agent.sink = send
+    conn.send = send
+    if conn.authenticated:
+        agent.claim(conn)
     try:
-        while not agent.shutdown.is_set():
+        while not agent.shutdown.is_set() and not conn.closed:
+            if not conn.authenticated and time.monotonic() - conn.opened > HELLO_DEADLINE_S:
+                break               # a connection that does not authenticate is not kept open
             data = stream.read(poll)
             for line in reader.feed(data) if data else ():
-                rep = agent.handle_line(line)
+                rep = agent.handle_line(line, conn)
                 if rep is not None:
                     try:
                         send(rep)
                     except LinkError:
                         pass
+                    except ProtocolError as e:     # not JSON-encodable (a bug): say so, do not die
+                        send(link.error_reply(rep.get("id"), f"reply could not be encoded: {e}", "internal"))
     finally:
-        agent.sink = None
+        agent.release(conn)
 
 
 def serve_pty(agent: Agent, announce: Callable[[str], None]) -> None:
@@ -365,43 +570,62 @@ def serve_pty(agent: Agent, announce: Callable[[str], None]) -> None:
 
 
 def serve_serial(agent: Agent, port: str, baud: int) -> None:
+    """Serve a serial port. A port that cannot be opened at start is an error (a wrong name);
+    once it has been served, a lost port is reopened until it comes back (a replugged cable)."""
     import serial  # pyserial is on the PYNQ image
+    s = serial.serial_for_url(port, baudrate=baud, timeout=0.2)
     while not agent.shutdown.is_set():
         try:
-            with serial.serial_for_url(port, baudrate=baud, timeout=0.2) as s:
-                serve_stream(agent, link.SerialStream(s))
+            with s:
+                serve_stream(agent, link.SerialStream(s, baud))
         except (LinkError, OSError, serial.SerialException) as e:
             print(f"e2train board: link on {port} lost ({e}); retrying", file=sys.stderr)
+        while not agent.shutdown.is_set():
             time.sleep(1.0)
+            try:
+                s = serial.serial_for_url(port, baudrate=baud, timeout=0.2)
+                break
+            except (OSError, serial.SerialException):
+                continue
 
 
 def serve_tcp(agent: Agent, host: str, port: int, announce: Callable[[str], None]) -> None:
-    """One connection at a time; a new one replaces the old (the host reconnecting)."""
+    """Each connection is served in its own thread. Without a token every connection is
+    trusted and the newest becomes the owner (the host reconnecting). With a token a
+    connection is nobody until its hello carries the token; only then does it take over,
+    so a stranger cannot push the owner off. At most ``MAX_UNAUTHENTICATED`` strangers are
+    served at once, each for at most ``HELLO_DEADLINE_S`` seconds."""
     srv = socket.create_server((host, port))
     srv.settimeout(0.5)
     announce(f"socket://{host}:{srv.getsockname()[1]}")
-    current: list[link.SocketStream] = []
+    conns: list[Conn] = []
     try:
         while not agent.shutdown.is_set():
             try:
-                conn, _ = srv.accept()
+                sock, addr = srv.accept()
             except socket.timeout:
                 continue
-            for old in current:
-                old.close()
-            current[:] = [link.SocketStream(conn)]
-            if agent.token is not None:
-                agent.authenticated = False     # every connection proves itself
-            threading.Thread(target=_serve_quietly, args=(agent, current[0]), daemon=True).start()
+            conns[:] = [c for c in conns if not c.closed]
+            strangers = sum(1 for c in conns if not c.authenticated)
+            if agent.token is not None and strangers >= MAX_UNAUTHENTICATED:
+                sock.close()
+                continue
+            stream = link.SocketStream(sock)
+            conn = Conn(peer=str(addr[0]), authenticated=agent.token is None, close=stream.close)
+            conns.append(conn)
+            threading.Thread(target=_serve_quietly, args=(agent, stream, conn), daemon=True).start()
     finally:
         srv.close()
 
 
-def _serve_quietly(agent: Agent, stream) -> None:
+def _serve_quietly(agent: Agent, stream, conn: Conn) -> None:
     try:
-        serve_stream(agent, stream)
+        serve_stream(agent, stream, conn=conn)
     except LinkError:
         pass
+    finally:
+        conn.closed = True
+        stream.close()
 
 
 def _is_loopback(host: str) -> bool:
@@ -431,6 +655,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meter", default="csv",
                    help="with --sim: protocol of the simulated meter (csv, wattsup, wt310, scpi, um25c; 'none': no meter)")
     p.add_argument("--meter-interval", type=float, default=0.25, help="with --sim: seconds between meter samples")
+    p.add_argument("--package-target", default=None, metavar="DIR",
+                   help="install packages sent by `e2train flash --package` here (default: pip, into this Python)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -455,9 +681,11 @@ def run(args: argparse.Namespace) -> int:
         sim_power = sim_power_source(args.meter_interval)
         meter = start_emulator(args.meter, power_w=sim_power, interval_s=args.meter_interval)
     agent = Agent(data_dir, simulated=args.sim, backend_name=args.backend, token=args.token,
-                  meter_port=meter.spec if meter else None)
+                  meter_port=meter.spec if meter else None, package_target=args.package_target,
+                  can_restart=not args.pty)
 
     def announce(where: str) -> None:
+        agent.address = where
         print(json.dumps({"link": where, "meter": agent.meter_port, "data_dir": str(data_dir)}), flush=True)
 
     try:
@@ -477,7 +705,28 @@ def run(args: argparse.Namespace) -> int:
                 agent.thread.join(timeout=30)
         if meter is not None:
             meter.stop()
+    if agent.restart_requested:
+        time.sleep(0.5)         # the restart reply is on its way to the host
+        _restart(args, getattr(agent, "address", None))
     return 0
+
+
+def _restart(args: argparse.Namespace, address: str | None) -> None:
+    """Replace this process with a new agent on the same command line (and the same TCP
+    port, if it was picked with port 0), importing the package installed into
+    ``--package-target`` if there is one."""
+    argv = sys.argv[sys.argv.index("board") + 1:] if "board" in sys.argv else sys.argv[1:]
+    if args.tcp and address and address.startswith("socket://"):
+        argv = [address[len("socket://"):] if a == args.tcp else a for a in argv]
+    env = dict(os.environ)
+    if args.package_target:
+        cur = Path(args.package_target) / "current.json"
+        if cur.exists():
+            code = str(Path(args.package_target) / json.loads(cur.read_text())["dir"])
+            env["PYTHONPATH"] = code + os.pathsep + env.get("PYTHONPATH", "")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "e2train.cli", "board", *argv], env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,12 +49,19 @@ def open_board(bitstream: str | None, *, simulated: bool, backend_name: str | No
     ``backend_name``: ``pynq`` (default: the PYNQ driver, over the simulated device when
     simulated), ``csim`` (C simulation called directly) or ``golden`` (numpy, slow).
     """
+    from . import manifest as mf
     from .overlay import KernelOverlay
     path = _bitstream_dir(bitstream, simulated)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no bitstream directory {path}")
+    # Checked before anything is loaded: a hardware bitstream on the simulated board would
+    # reach pynq.Overlay with no fabric behind it (and the reverse would fake a board).
+    manifest, _ = mf.load(path)
+    if (manifest["board"] == "sim") != simulated:
+        raise mf.ManifestError(f"{path} is {'the simulated board' if manifest['board'] == 'sim' else 'a ' + manifest['board'] + ' bitstream'}, "
+                               f"but this agent runs {'simulated (--sim)' if simulated else 'on hardware'}: flash "
+                               f"{'bitstreams/sim' if simulated else 'the bitstream built for this board'}")
     ov = KernelOverlay(path)
-    if ov.simulated != simulated:
-        raise ValueError(f"{path} is {'a simulated' if ov.simulated else 'a hardware'} bitstream, but this "
-                         f"agent runs {'simulated' if simulated else 'on hardware'}")
     if ov.simulated:
         _ACTIVE["device"] = ov.device
     name = backend_name or "pynq"
@@ -98,8 +105,9 @@ def sim_power_source(interval_s: float, idle_w: float | None = None) -> Callable
 class TrainerRun:
     """Adapts the :class:`Trainer` to the agent: ``run()`` returns results with a summary."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer, resume: bool = False):
         self.trainer = trainer
+        self.resume = resume
 
     def stop(self) -> None:
         self.trainer.stop()
@@ -107,7 +115,7 @@ class TrainerRun:
     def run(self) -> dict:
         dev = _ACTIVE["device"]
         before = dev.activity() if dev is not None else None
-        res = self.trainer.run()
+        res = self.trainer.run(resume=self.resume)
         res["summary"] = summarise(res)
         if dev is not None:
             # What the simulated device itself modelled for this run (training and evaluation
@@ -148,21 +156,27 @@ def make_trainer(config: dict, data: dict, backend, *, ckpt_dir: Path, resume: b
     cfg = TrainConfig.from_dict(config)          # ConfigError (a ValueError) names the bad key
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    from . import checkpoint
     ckpt = ckpt_dir / "checkpoint.npz"
-    if not resume and ckpt.exists():
-        raise ValueError(f"run {ckpt_dir.name} already has a checkpoint: pass resume, or pick a new run id")
-    if resume and not ckpt.exists():
+    # A fresh start never resumes: any checkpoint of this run id (even only a .prev or an
+    # unfinished save) refuses it, and --resume continues from the newest complete one.
+    if not resume and checkpoint.exists(ckpt):
+        raise ValueError(f"run {ckpt_dir.name} already has a checkpoint: pass --resume to continue it, "
+                         "or pick a new --run-id to start afresh")
+    if resume and not checkpoint.exists(ckpt):
         raise ValueError(f"nothing to resume: run {ckpt_dir.name} has no checkpoint")
     trainer = Trainer(cfg, (data["x_train"], data["y_train"], data["x_test"], data["y_test"]), backend,
                       on_event=on_event, checkpoint=ckpt)
-    return TrainerRun(trainer)
+    return TrainerRun(trainer, resume=resume)
 
 
 def preset_config(name: str) -> dict:
     """The two runs users compare; they differ only in the three E²-Train switches."""
     from .trainer import BASELINE_SWITCHES, COMPARE_BASE
+    # progress events every 5 executed steps draw the host's progress bar (they change nothing
+    # in training; COMPARE_BASE has none, for the in-process comparison)
     if name == "e2train":
-        return dict(COMPARE_BASE)
+        return dict(COMPARE_BASE, progress_every=5)
     if name == "baseline":
-        return dict(COMPARE_BASE, **BASELINE_SWITCHES)
+        return dict(COMPARE_BASE, **BASELINE_SWITCHES, progress_every=5)
     raise ValueError(f"unknown preset {name!r}: baseline or e2train")

@@ -11,7 +11,13 @@ verify is set aside as ``<name>.corrupt`` and the good ``.prev`` is kept), the n
 ``os.replace`` and the directory is fsynced. A power cut at any point leaves either the new
 checkpoint or the previous good one on disk. Reading: a truncated zip, a checksum mismatch or
 a missing field raises :class:`CheckpointError` naming the file and the problem;
-:func:`load_latest` then falls back to ``.prev`` and says so.
+:func:`load_latest` then falls back and says so.
+
+Every save numbers its checkpoint (``generation``, one more than the newest on disk), and
+:func:`load_latest` takes the newest checkpoint that verifies among ``<name>``, a temporary
+file left by a save cut short after its data was written (complete and checksummed, but not
+yet renamed: a power cut between the two renames), and ``<name>.prev``. :func:`exists` says
+whether any of them is there, so that a fresh run never picks up an old one unnoticed.
 """
 from __future__ import annotations
 
@@ -48,6 +54,25 @@ def prev_path(path: str | os.PathLike) -> Path:
     return p.with_name(p.name + ".prev")
 
 
+def _tmp_paths(path: Path) -> list[Path]:
+    """Temporary files of saves of ``path`` that did not finish (any process)."""
+    return sorted(path.parent.glob(f".{path.name}.tmp-*"))
+
+
+def exists(path: str | os.PathLike) -> bool:
+    """Whether anything a resume could use is on disk: the checkpoint, its ``.prev``, or a
+    save's temporary file."""
+    path = Path(path)
+    return path.exists() or prev_path(path).exists() or any(_generation(p) >= 0 for p in _tmp_paths(path))
+
+
+def _generation(path: Path) -> int:
+    try:
+        return int(load(path)[1].get("generation", 0))
+    except CheckpointError:
+        return -1
+
+
 def save(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> Path:
     path = Path(path)
     if META_KEY in arrays:
@@ -55,7 +80,8 @@ def save(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> 
     for k, v in arrays.items():
         if np.asarray(v).dtype == object:
             raise TypeError(f"checkpoint array {k} has dtype object (would need pickle)")
-    full = {"format": FORMAT, "version": VERSION, "sha256": _digest(arrays), **meta}
+    generation = 1 + max([0] + [_generation(p) for p in (path, prev_path(path), *_tmp_paths(path)) if p.exists()])
+    full = {"format": FORMAT, "version": VERSION, "sha256": _digest(arrays), **meta, "generation": generation}
     meta_bytes = np.frombuffer(json.dumps(full, sort_keys=True).encode(), dtype=np.uint8)
     d = path.parent
     d.mkdir(parents=True, exist_ok=True)
@@ -77,6 +103,8 @@ def save(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> 
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(d)
+    for stale in _tmp_paths(path):      # left by an earlier save that was cut short
+        stale.unlink(missing_ok=True)
     return path
 
 
@@ -121,25 +149,37 @@ def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def load_latest(path: str | os.PathLike, warn=None) -> tuple[dict[str, np.ndarray], dict, Path] | None:
-    """The newest checkpoint that verifies: ``path``, else ``path.prev``; None if neither exists.
+    """The newest checkpoint that verifies (highest ``generation``) among ``path``, the
+    temporary files of saves cut short, and ``path.prev``; None if none exists.
 
-    A corrupt ``path`` is reported through ``warn(message)`` (and left on disk for inspection);
-    if no good checkpoint remains, the error of ``path`` is raised.
+    Each one that does not verify, and the use of any but ``path``, is reported through
+    ``warn(message)`` (files are left on disk for inspection); if none verifies, the error
+    of the first is raised.
     """
     path = Path(path)
-    candidates = [p for p in (path, prev_path(path)) if p.exists()]
+    candidates = [p for p in (path, *_tmp_paths(path), prev_path(path)) if p.exists()]
     if not candidates:
         return None
     first_err = None
+    best = None
     for p in candidates:
         try:
             arrays, meta = load(p)
         except CheckpointError as e:
             first_err = first_err or e
-            if warn is not None:
+            if warn is not None and p != path and p.name.startswith("."):
+                warn(f"ignoring an unfinished save {p.name}: {e}")
+            elif warn is not None:
                 warn(str(e))
             continue
-        if p != path and warn is not None:
-            warn(f"using the previous good checkpoint {p}")
-        return arrays, meta, p
-    raise first_err
+        if best is None or int(meta.get("generation", 0)) > int(best[1].get("generation", 0)):
+            best = (arrays, meta, p)
+    if best is None:
+        if all(p.name.startswith(".") for p in candidates):
+            return None         # only torn files of a first save: there is no checkpoint yet
+        raise first_err
+    if best[2] != path and warn is not None:
+        what = "the previous good checkpoint" if best[2] == prev_path(path) else \
+            "a complete checkpoint whose save was cut short before its rename"
+        warn(f"using {what} {best[2]} (generation {best[1].get('generation', 0)})")
+    return best

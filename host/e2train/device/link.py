@@ -12,10 +12,23 @@ so a host that lost the link asks ``events`` with ``since`` = the last seq it sa
 catches up. A line that is not JSON, not an object, of another protocol version or an
 unknown command gets an error reply (or an ``error`` event when it has no usable id) and
 the agent keeps serving.
+
+Real links are slow: a UART at 115200 baud moves 11,520 bytes/s (8N1 framing, 10 bits on the
+wire per byte), 960 bytes/s at 9600. So nothing here waits for a whole message at once:
+
+* every write goes out in slices sized from the baud rate to finish well within the write
+  timeout, and the timeout counts from the last progress (a peer that stops reading is still
+  detected within one timeout);
+* a reply longer than ``REPLY_PART`` characters is sent as numbered parts
+  (``{"type": "reply", "id": 7, "part": 0, "parts": 3, "chunk": "..."}``) that
+  :class:`PartAssembler` joins, so no reply is too long to send;
+* uploads go in chunks sized from the baud rate, each acknowledged and checked by CRC32
+  (``upload_chunk_bytes``), and resume from the board's offset after a drop.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import socket
@@ -25,8 +38,41 @@ from typing import Any
 PROTOCOL_VERSION = 1
 MAX_LINE = 1 << 20          # 1 MiB: an upload chunk is 256 KiB of data, base64-encoded
 
-COMMANDS = ("hello", "flash", "upload", "train", "status", "stop", "events", "results", "shutdown")
-EVENTS = ("started", "progress", "epoch", "finished", "error", "stopped", "flashed", "uploaded")
+REPLY_PART = 32 * 1024      # characters of reply JSON per part line (a long reply is split)
+WRITE_TIMEOUT = 2.0         # seconds without progress before a write gives up
+UPLOAD_CHUNK_MAX = 192 * 1024   # raw bytes per upload chunk on a fast link (TCP, pty)
+CHUNK_SECONDS = 2.0         # a chunk's line should take about this long at the link's baud rate
+
+COMMANDS = ("hello", "flash", "upload", "upload_status", "install", "restart", "train", "status", "stop", "events",
+            "results", "shutdown")
+EVENTS = ("started", "progress", "epoch", "finished", "error", "stopped", "flashed", "uploaded", "installed",
+          "warning", "checkpoint")
+
+
+def bytes_per_second(baud: int) -> float:
+    """Payload bytes per second of a UART at ``baud``: 8N1 puts 10 bits on the wire per byte."""
+    return baud / 10.0
+
+
+def write_slice_bytes(baud: int | None, timeout: float = WRITE_TIMEOUT) -> int:
+    """Bytes per write call so that each call takes at most half of ``timeout`` at ``baud``."""
+    if not baud:
+        return 1 << 16
+    return max(16, int(bytes_per_second(baud) * timeout / 2))
+
+
+def upload_chunk_bytes(baud: int | None) -> int:
+    """Raw bytes per upload chunk: its base64 line takes about ``CHUNK_SECONDS`` at ``baud``
+    (None: a link without a baud rate, TCP or a pty), so a drop costs at most one chunk."""
+    if not baud:
+        return UPLOAD_CHUNK_MAX
+    line = bytes_per_second(baud) * CHUNK_SECONDS - 200          # room for the JSON around it
+    return int(min(UPLOAD_CHUNK_MAX, max(256, line * 3 // 4)))
+
+
+def transfer_seconds(nbytes: int, baud: int | None) -> float:
+    """How long ``nbytes`` take on the wire (0 without a baud rate)."""
+    return 0.0 if not baud else nbytes / bytes_per_second(baud)
 
 
 class LinkError(RuntimeError):
@@ -47,6 +93,37 @@ def encode(msg: dict) -> bytes:
     if len(line) >= MAX_LINE:
         raise ProtocolError(f"message of {len(line)} bytes exceeds the {MAX_LINE}-byte line limit", "too-long")
     return line + b"\n"
+
+
+def encode_reply(msg: dict, part_chars: int = REPLY_PART) -> list[bytes]:
+    """A reply as one line, or as numbered part lines when its JSON is longer than ``part_chars``."""
+    text = json.dumps(msg, separators=(",", ":"), allow_nan=False)
+    if len(text) <= part_chars:
+        return [text.encode() + b"\n"]
+    n = math.ceil(len(text) / part_chars)
+    return [encode({"v": PROTOCOL_VERSION, "type": "reply", "id": msg.get("id"), "part": i, "parts": n,
+                    "chunk": text[i * part_chars:(i + 1) * part_chars]}) for i in range(n)]
+
+
+class PartAssembler:
+    """Joins the parts of a long reply (see :func:`encode_reply`); passes other messages through."""
+
+    def __init__(self) -> None:
+        self._parts: dict[Any, list[str]] = {}
+
+    def feed(self, msg: dict) -> dict | None:
+        if msg.get("type") != "reply" or "parts" not in msg:
+            return msg
+        got = self._parts.setdefault(msg.get("id"), [])
+        if msg.get("part") != len(got) or not isinstance(msg.get("chunk"), str):
+            self._parts.pop(msg.get("id"), None)
+            raise ProtocolError(f"reply {msg.get('id')}: part {msg.get('part')} out of order (expected {len(got)})",
+                                "bad-part", msg.get("id"))
+        got.append(msg["chunk"])
+        if len(got) < msg.get("parts", 0):
+            return None
+        del self._parts[msg.get("id")]
+        return decode("".join(got).encode())
 
 
 def decode(line: bytes) -> dict:
@@ -135,14 +212,15 @@ class FdStream:
             raise LinkError("link closed")
         return data
 
-    def write(self, data: bytes, timeout: float = 2.0) -> None:
-        """Write everything or raise: a peer that does not read must not block us forever."""
+    def write(self, data: bytes, timeout: float = WRITE_TIMEOUT) -> None:
+        """Write everything or raise: a peer that reads nothing for ``timeout`` seconds must
+        not block us forever; a slow one (a throttled line) only makes this take longer."""
         view = memoryview(data)
         deadline = time.monotonic() + timeout
         while view:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise LinkError("link write timed out (nobody is reading)")
+                raise LinkError(f"link write timed out (nobody read for {timeout:.0f} s)")
             _, w, _ = select.select([], [self.fd], [], left)
             if not w:
                 continue
@@ -153,6 +231,7 @@ class FdStream:
             except OSError as e:
                 raise LinkError(f"link write failed: {e}") from None
             view = view[n:]
+            deadline = time.monotonic() + timeout
 
     def close(self) -> None:
         try:
@@ -180,13 +259,13 @@ class SocketStream:
             raise LinkError("link closed by peer")
         return data
 
-    def write(self, data: bytes, timeout: float = 2.0) -> None:
+    def write(self, data: bytes, timeout: float = WRITE_TIMEOUT) -> None:
         view = memoryview(data)
         deadline = time.monotonic() + timeout
         while view:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise LinkError("link write timed out (nobody is reading)")
+                raise LinkError(f"link write timed out (nobody read for {timeout:.0f} s)")
             _, w, _ = select.select([], [self.sock], [], left)
             if not w:
                 continue
@@ -197,6 +276,7 @@ class SocketStream:
             except OSError as e:
                 raise LinkError(f"link write failed: {e}") from None
             view = view[n:]
+            deadline = time.monotonic() + timeout
 
     def close(self) -> None:
         try:
@@ -206,10 +286,16 @@ class SocketStream:
 
 
 class SerialStream:
-    """A pyserial port (real UART, pty path, socket://, loop://) as a link stream."""
+    """A pyserial port (real UART, pty path, socket://, loop://) as a link stream.
 
-    def __init__(self, port):
+    ``baud``: the line's rate when it is a UART (None for TCP): writes then go in slices that
+    each take at most half the write timeout, so a 262 KB line at 115200 baud (23 s) is sent
+    as ~200 slices of 11 KB instead of failing after 2 s.
+    """
+
+    def __init__(self, port, baud: int | None = None):
         self.port = port
+        self.baud = baud
 
     def read(self, timeout: float) -> bytes:
         try:
@@ -221,10 +307,12 @@ class SerialStream:
         except Exception as e:          # serial.SerialException, OSError on unplug
             raise LinkError(f"link read failed: {e}") from None
 
-    def write(self, data: bytes, timeout: float = 2.0) -> None:
+    def write(self, data: bytes, timeout: float = WRITE_TIMEOUT) -> None:
+        step = write_slice_bytes(self.baud, timeout)
         try:
             self.port.write_timeout = timeout
-            self.port.write(data)
+            for off in range(0, len(data), step):
+                self.port.write(data[off: off + step])
             self.port.flush()
         except Exception as e:
             raise LinkError(f"link write failed: {e}") from None

@@ -253,6 +253,7 @@ def test_token_required_over_tcp(tmp_path, monkeypatch):
     assert ready.wait(5)
     with pytest.raises(BoardError, match="wrong or missing token"):
         BoardClient(where["url"])
+    agent.auth_failures.clear()                 # the back-off after a wrong token: tests/device/agent/test_agent_security.py
     with BoardClient(where["url"], token="s3cret") as c:
         assert c.request("status")["state"] == "idle"
     with _raw(where["url"]) as p:                 # a connection that skips hello

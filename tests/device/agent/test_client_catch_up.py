@@ -44,6 +44,8 @@ def _client(board: ScriptedBoard, last_seq: int) -> BoardClient:
     c.url, c.baud, c.token, c.timeout = "scripted", 115200, None, 2.0
     c.stream, c.reader, c.next_id = None, link.LineReader(), 1
     c.pending_events, c.last_seq, c.hello, c.gap_since = deque(), last_seq, {}, None
+    c.parts, c.session, c.agent_restarted, c.reconnect_s, c.line_baud = link.PartAssembler(), None, False, 1.0, None
+    c.current_run = None
 
     def open_() -> None:
         c.stream = board
