@@ -11,7 +11,8 @@
 * backward: g_y -> int16 with the max of the current batch; g_x = requantised int16
   transposed convolution (scale: the previous batch's max |g_x|, doubled when saturated);
   the weight gradient is only a *sign*: the PSG rule (``core.golden.psg_decide``) on
-  G_msb = sum x_h*g_h (4-bit x, 10-bit g, split by rounding) and the exact sum x*g.
+  G_msb = sum x_h*g_h (4-bit x, 10-bit g, split by rounding, ties away from zero) and the
+  exact sum x*g.
 
 The integer sums run as float32 convolutions where a bound computed from the operands
 proves every partial sum an integer below 2**24 (exact in any order), split into limbs and
@@ -186,7 +187,8 @@ def _output_buffer(parts, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(p0.shape, dtype=dtype, device=p0.device)
 
 
-# the predictor splits as (half, 1/step, step, lo, hi) of h = clamp(floor((v + half) / step), lo, hi)
+# the predictor splits as (half, 1/step, step, lo, hi) of
+# h = clamp(sign(v) * floor((|v| + half) / step), lo, hi): ties away from zero (contract v2)
 _X_SPLIT = (8.0, 1.0 / 16, 16.0, -math.inf)                       # hi: fxp.x_h_top(unsigned)
 _G_SPLIT = (32.0, 1.0 / 64, 64.0, float(fxp.G_H_MIN), float(fxp.G_H_MAX))
 
@@ -200,8 +202,8 @@ def _split_t(v: torch.Tensor, consts: tuple, slots: tuple, out: torch.Tensor | N
 
 def split_x_t(x: torch.Tensor, unsigned: bool, slots: tuple = ("h",), *, out: torch.Tensor | None = None,
               batch_major: bool = True) -> torch.Tensor:
-    """The predictor limbs of activation codes, x = 16*x_h + x_l with x_h = min((x + 8) >> 4,
-    top) (``core.fixedpoint.msb_split_x``; on float codes, where floor division of an
+    """The predictor limbs of activation codes, x = 16*x_h + x_l with x_h = min(sign(x) *
+    ((|x| + 8) >> 4), top) (``core.fixedpoint.msb_split_x``; on float codes, where floor division of an
     integer by 16 is exact), stacked in one tensor in one pass: slot i holds limb
     ``slots[i]`` ("h", "l", or "x" for x itself), as (P*n, ...) (``batch_major``, P = len(slots))
     or (n, P, ...). ``out``: the buffer to write, else a new one."""
@@ -210,8 +212,8 @@ def split_x_t(x: torch.Tensor, unsigned: bool, slots: tuple = ("h",), *, out: to
 
 def split_g_t(g: torch.Tensor, slots: tuple = ("h",), *, out: torch.Tensor | None = None,
               batch_major: bool = True) -> torch.Tensor:
-    """The predictor limbs of gradient codes, g = 64*g_h + g_l with g_h = clamp((g + 32) >> 6,
-    -512, 511) (``core.fixedpoint.msb_split_g``), stacked as in ``split_x_t``."""
+    """The predictor limbs of gradient codes, g = 64*g_h + g_l with g_h = clamp(sign(g) *
+    ((|g| + 32) >> 6), -512, 511) (``core.fixedpoint.msb_split_g``), stacked as in ``split_x_t``."""
     return _split_t(g, _G_SPLIT, slots, out, batch_major)
 
 
