@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.energy import ENERGY_KIND, EnergyModel
+from ..core.fixedpoint import CONTRACT_VERSION
 from ..core.work import Work
 from . import data as tdata
 from .models import PRECISIONS, build_model, parse_model
@@ -349,6 +350,12 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
         out.mkdir(parents=True, exist_ok=True)
     if cfg.resume and ckpt_path and ckpt_path.exists():
         st = load_checkpoint(ckpt_path)
+        # fixed-point layers trained under another contract (no field: v1) followed another
+        # MSB split, so their master weights and scale state are not this contract's
+        if psg_layers and st.get("contract_version", 1) != CONTRACT_VERSION:
+            raise ConfigError(f"cannot resume: the checkpoint {ckpt_path} was trained under fixed-point contract "
+                              f"v{st.get('contract_version', 1)}, this e2train implements v{CONTRACT_VERSION} "
+                              "(docs/fixed-point.md); start over with another out_dir or resume = false")
         saved_cfg = json.loads(st["config"])
         for k in ("dataset", "model", "precision", "beta", "batch_size", "seed", "smd", "smd_p", "slu",
                   "stochastic_depth", "epochs", "smd_energy_ratio", "schedule"):
@@ -486,7 +493,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
                      "ctx_generator": ctx.generator.get_state(), "torch_rng": torch.get_rng_state(),
                      "epoch": epoch + 1,
                      "records": json.dumps(records), "work": json.dumps(meter.work.to_dict()),
-                     "config": json.dumps(cfg.to_dict())}
+                     "config": json.dumps(cfg.to_dict()), "contract_version": CONTRACT_VERSION}
             if swa_model is not None:
                 state["swa"] = swa_model.state_dict()
             _save_checkpoint(ckpt_path, state)
