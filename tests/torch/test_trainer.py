@@ -70,6 +70,7 @@ def test_checkpoints_hold_no_pickled_code(tiny, tmp_path):
     ({"lr": -1.0}, "lr must be a positive number"),
     ({"smd": "yes"}, "smd must be true or false"),
     ({"beta": 2.0}, "beta must be in"),
+    ({"act_scale": "max"}, "act_scale must be one of batch_max, mean_sample_max"),
     ({"slu": True, "stochastic_depth": 0.5}, "use one"),
     ({"swa": True, "precision": "psg"}, "swa"),
     ({"resume": True}, "needs out_dir"),

@@ -121,6 +121,31 @@ def scale_for(maxabs: float, fmt: QFormat) -> Dyadic:
     return Dyadic.from_float(maxabs / fmt.hi)
 
 
+# How a batch's activations set the statistic that the running max of x follows
+# (docs/fixed-point.md section 2): "batch_max", the largest |x| in the batch, or
+# "mean_sample_max", the mean over the samples of each sample's largest |x| (the E2-Train
+# authors' policy: the few samples above it saturate, and the rest keep finer steps).
+ACT_SCALE_POLICIES = ("batch_max", "mean_sample_max")
+
+
+def check_act_scale(policy: str) -> str:
+    if policy not in ACT_SCALE_POLICIES:
+        raise ValueError(f"activation scale policy must be one of {', '.join(ACT_SCALE_POLICIES)}, got {policy!r}")
+    return policy
+
+
+def act_batch_max(sample_maxima, policy: str) -> float:
+    """The batch's activation statistic from each sample's max |x| (float32 or float64 values):
+    their max, or their mean summed exactly (``math.fsum``), so that every implementation that
+    passes the same maxima gets the same float64 whatever order it holds them in. 0 for none."""
+    vals = [float(v) for v in sample_maxima]
+    if not vals:
+        return 0.0
+    if check_act_scale(policy) == "batch_max":
+        return max(vals)
+    return math.fsum(vals) / len(vals)
+
+
 def quantize(x: np.ndarray, scale: Dyadic, fmt: QFormat) -> np.ndarray:
     """float -> codes: floor(x / scale + 1/2) in float64, saturated to ``fmt``."""
     x = np.asarray(x, dtype=np.float64)

@@ -4,7 +4,8 @@
 ``core.golden`` and ``device.nn_qconv``, whose scale policy it copies):
 
 * forward: x -> uint8 (after a ReLU) or int8 codes with a full-range dyadic scale from the
-  *running max* of |x| (EMA, momentum 0.9, including the current batch); int8 weights
+  *running max* of |x| (EMA, momentum 0.9, including the current batch, of the batch max or
+  of the mean per-sample max: ``set_act_scale``; values above it saturate); int8 weights
   re-derived from int32 master weights (``core.fixedpoint.weight_codes``); the int32
   accumulator is requantised to int8 (``sat((acc*M + 2**(S-1)) >> S)``) with a running-max
   output scale (calibrated on the first call with the exact worst-case bound);
@@ -426,6 +427,31 @@ def fast_msb_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups):
     return torch.nn.grad.conv2d_weight(xh, wshape, gh, stride, padding, 1, groups).double()
 
 
+def _mean_sample_max(x: torch.Tensor) -> float:
+    """``core.fixedpoint.act_batch_max(..., "mean_sample_max")`` of a batch: each sample's
+    max |x| (one aminmax pass), summed exactly by core."""
+    if not x.numel():
+        return 0.0
+    lo, hi = torch.aminmax(x.reshape(x.shape[0], -1), dim=1)
+    return fxp.act_batch_max(torch.maximum(-lo, hi).double().cpu().tolist(), "mean_sample_max")
+
+
+def set_act_scale(model: nn.Module, policy: str) -> int:
+    """The activation scale policy (``core.fixedpoint.ACT_SCALE_POLICIES``) of every fixed-point
+    layer in ``model`` (``PSGConv2d``, ``QConv2d``): which batch statistic the running max of x
+    follows. Returns the number of layers set."""
+    fxp.check_act_scale(policy)
+    layers = [m for m in model.modules() if isinstance(m, (PSGConv2d, QConv2d))]
+    for m in layers:
+        m.act_scale = policy
+    return len(layers)
+
+
+def _act_stat(layer, x: torch.Tensor, bmax: float) -> float:
+    """The batch statistic the layer's running max of x follows (``bmax``: max |x|)."""
+    return bmax if layer.act_scale == "batch_max" else _mean_sample_max(x)
+
+
 def set_exact(model: nn.Module, exact: bool) -> int:
     """Switch every ``PSGConv2d`` in ``model`` to the exact (default, bit-exact) or the fast
     float32 emulation. Only how the integer sums are computed changes: quantisation, scales,
@@ -495,6 +521,8 @@ class PSGConv2d(nn.Module):
     # layer (``layer.decide = rule``) to study another rule, e.g. a random control; the
     # exact and MSB sums, the counters and the MACs the work meter prices stay the layer's.
     decide = staticmethod(psg_decide_t)
+    # which batch statistic the running max of x follows (``set_act_scale``)
+    act_scale = "batch_max"
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int | None = None, groups: int = 1, *, beta: float = 0.05,
@@ -564,7 +592,8 @@ class PSGConv2d(nn.Module):
         fmt = fxp.UINT8 if self.x_unsigned else fxp.INT8
         bmax = _absmax(x.detach())
         if self.training or math.isnan(float(self.x_max)):
-            self.x_max.fill_(_running(float(self.x_max), bmax) if self.training else bmax)
+            stat = _act_stat(self, x.detach(), bmax)
+            self.x_max.fill_(_running(float(self.x_max), stat) if self.training else stat)
         s_x = fxp.scale_for(float(self.x_max), fmt)
         return quantize_t(x.detach(), s_x, fmt, absmax=bmax), s_x
 
@@ -660,6 +689,7 @@ class QConv2d(nn.Conv2d):
     current max for w), float32 backward: "8-bit training with 32-bit gradients"."""
 
     pass_bits = ((8, 8), (-32, 8), (8, -32))
+    act_scale = "batch_max"           # ``set_act_scale``
 
     def __init__(self, *args, x_unsigned: bool = True, **kw):
         kw.setdefault("bias", False)
@@ -671,7 +701,8 @@ class QConv2d(nn.Conv2d):
     def forward(self, x):
         bmax = float(x.detach().abs().max()) if x.numel() else 0.0
         if self.training or math.isnan(float(self.x_max)):
-            self.x_max.fill_(_running(float(self.x_max), bmax) if self.training else bmax)
+            stat = _act_stat(self, x.detach(), bmax)
+            self.x_max.fill_(_running(float(self.x_max), stat) if self.training else stat)
         xq = _FakeQuant.apply(x, float(self.x_max), fxp.UINT8 if self.x_unsigned else fxp.INT8)
         wq = _FakeQuant.apply(self.weight, float(self.weight.detach().abs().max()), fxp.INT8)
         return self._conv_forward(xq, wq, self.bias)

@@ -33,13 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from ..core.energy import ENERGY_KIND, EnergyModel
-from ..core.fixedpoint import CONTRACT_VERSION
+from ..core.fixedpoint import ACT_SCALE_POLICIES, CONTRACT_VERSION
 from ..core.work import Work
 from . import data as tdata
 from .models import PRECISIONS, build_model, parse_model
 from .optim import build_optimizer
 from .policy import Compose, Policy, RandomBatchSkip, StepContext
-from .psg import PSGConv2d, set_exact
+from .psg import PSGConv2d, set_act_scale, set_exact
 from .slu import SLU, StochasticDepth
 from .work_meter import WorkMeter
 
@@ -63,6 +63,7 @@ class TrainConfig:
     precision: str = "fp32"            # fp32 | signsgd | int8_fp32grad | int8_int16grad | psg
     beta: float = 0.05                 # PSG predictor threshold (fraction of max |G_msb|)
     psg_exact: bool = True             # bit-exact PSG emulation; false: float32 sums (fast, near-ties may differ)
+    act_scale: str = "batch_max"       # activation scale: batch_max | mean_sample_max (docs/fixed-point.md)
     epochs: int = 40
     batch_size: int = 64
     lr: float = 0.1                    # SGD (BN, classifier; every weight under fp32)
@@ -158,6 +159,8 @@ class TrainConfig:
         need(self.weight_decay >= 0 and self.conv_lr * self.weight_decay < 1,
              f"weight_decay must be >= 0 (and conv_lr * weight_decay < 1), got {self.weight_decay}")
         need(0 < self.beta <= 1, f"beta must be in (0, 1], got {self.beta}")
+        need(self.act_scale in ACT_SCALE_POLICIES,
+             f"act_scale must be one of {', '.join(ACT_SCALE_POLICIES)}, got {self.act_scale!r}")
         need(0 <= self.smd_p < 1, f"smd_p must be in [0, 1), got {self.smd_p}")
         if self.smd_energy_ratio is not None:
             need(self.smd and 0 < self.smd_energy_ratio <= 1,
@@ -323,6 +326,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
     model.to(device)
     if not cfg.psg_exact:
         set_exact(model, False)
+    set_act_scale(model, cfg.act_scale)
     sign_convs = cfg.precision in ("signsgd", "int8_int16grad", "psg")
     opt = build_optimizer(model, sign_convs=sign_convs, lr=cfg.lr, conv_lr=cfg.conv_lr,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -357,7 +361,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
                               f"v{st.get('contract_version', 1)}, this e2train implements v{CONTRACT_VERSION} "
                               "(docs/fixed-point.md); start over with another out_dir or resume = false")
         saved_cfg = json.loads(st["config"])
-        for k in ("dataset", "model", "precision", "beta", "batch_size", "seed", "smd", "smd_p", "slu",
+        for k in ("dataset", "model", "precision", "beta", "act_scale", "batch_size", "seed", "smd", "smd_p", "slu",
                   "stochastic_depth", "epochs", "smd_energy_ratio", "schedule"):
             if saved_cfg.get(k) != getattr(cfg, k):
                 raise ConfigError(f"cannot resume: the checkpoint was written with {k} = {saved_cfg.get(k)!r}, "
