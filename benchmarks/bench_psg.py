@@ -23,7 +23,13 @@ v2 rule is also run on x codes scaled by the batch's mean per-sample max (satura
 it) instead of the layer's running batch max, on the same captured floats.
 
 Goal (issue 12): mean agreement >= 0.993 with >= 65% decided by the predictor.
+
+``--train-policies SEEDS`` instead trains the torch reference (ResNet-8, digits, precision
+"psg", bit-exact emulation) under each activation scale policy for SEEDS seeds and prints the
+final test accuracy and the share of signs the predictor decided: the measurement behind the
+default of ``act_scale`` (docs/fixed-point.md).
 Usage: python benchmarks/bench_psg.py [--epochs 10] [--seed 0] [--recapture] [--scale-policies]
+       python benchmarks/bench_psg.py --train-policies 3 [--train-epochs 20] [--model resnet8]
 """
 from __future__ import annotations
 
@@ -197,9 +203,33 @@ def table(cases: list[dict], res: dict, group=None) -> list[str]:
             label = "exact signs (beta 0)" if beta == 0 else f"{beta:.2f}"
             wrong = (f"{a[:, 4].sum() / a[:, 3].sum():.2%} | {a[:, 5].sum() / a[:, 4].sum():.0%}"
                      if a[:, 4].sum() else "0 | -")
-            lines.append(f"| {name} | {label} | {a[:, 0].mean():.4f} | {a[:, 0].min():.4f} | "
+            lines.append(f"| {name} | {label} | {a[:, 0].mean():.5f} | {a[:, 0].min():.4f} | "
                          f"{a[:, 1].mean():.4f} | {a[:, 2].mean():.1%} | {wrong} |")
     return lines
+
+
+def train_policies(seeds: int, epochs: int, model: str) -> None:
+    """Final test accuracy and predictor share of short PSG runs under each scale policy."""
+    from e2train.torch.trainer import TrainConfig, train
+
+    print(f"torch reference, {model} on digits, precision psg (bit-exact), {epochs} epochs, seeds 0..{seeds - 1}\n")
+    print("| act_scale | seed | final test accuracy | best | decided by predictor (mean over epochs) |")
+    print("|---|---:|---:|---:|---:|")
+    summary = {}
+    for policy in fxp.ACT_SCALE_POLICIES:
+        for seed in range(seeds):
+            cfg = TrainConfig(dataset="digits", model=model, precision="psg", epochs=epochs, seed=seed,
+                              act_scale=policy, progress=False)
+            recs = train(cfg).records
+            acc, best = recs[-1]["test_acc"], max(r["test_acc"] for r in recs)
+            pred = float(np.mean([r["predicted_frac"] for r in recs]))
+            summary.setdefault(policy, []).append((acc, pred))
+            print(f"| {policy} | {seed} | {acc:.2f}% | {best:.2f}% | {pred:.1%} |", flush=True)
+    print()
+    for policy, rows in summary.items():
+        a = np.array(rows)
+        print(f"{policy}: accuracy {a[:, 0].mean():.2f}% +- {a[:, 0].std():.2f} (min {a[:, 0].min():.2f}), "
+              f"decided by predictor {a[:, 1].mean():.1%}")
 
 
 def main(argv=None) -> int:
@@ -209,8 +239,17 @@ def main(argv=None) -> int:
     p.add_argument("--recapture", action="store_true", help="train and capture again even if cached")
     p.add_argument("--scale-policies", action="store_true",
                    help="also run v2 on x scaled by the mean per-sample max of each captured batch")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (more than the idle cores slows every step down badly)")
+    p.add_argument("--train-policies", type=int, metavar="SEEDS",
+                   help="train under each activation scale policy for SEEDS seeds instead")
+    p.add_argument("--train-epochs", type=int, default=20)
+    p.add_argument("--model", default="resnet8")
     a = p.parse_args(argv)
+    if a.train_policies:
+        torch.set_num_threads(a.threads)
+        train_policies(a.train_policies, a.train_epochs, a.model)
+        return 0
     if a.epochs < 3:
         print("error: --epochs must be >= 3 (early, middle and late captures)", file=sys.stderr)
         return 2
@@ -237,7 +276,7 @@ def main(argv=None) -> int:
         for beta in BETAS:
             a_ = np.array(by_beta[beta])
             ok = a_[:, 0].mean() >= GOAL_AGREE and a_[:, 2].mean() >= GOAL_DECIDED
-            print(f"  {name}, beta {beta:.2f}: {a_[:, 0].mean():.4f} at {a_[:, 2].mean():.1%} decided: "
+            print(f"  {name}, beta {beta:.2f}: {a_[:, 0].mean():.5f} at {a_[:, 2].mean():.1%} decided: "
                   f"{'met' if ok else 'not met'}")
     print(f"\n({time.perf_counter() - t0:.0f} s; capture cached in {CACHE.relative_to(ROOT)})")
     return 0

@@ -126,6 +126,7 @@ def scale_for(maxabs: float, fmt: QFormat) -> Dyadic:
 # "mean_sample_max", the mean over the samples of each sample's largest |x| (the E2-Train
 # authors' policy: the few samples above it saturate, and the rest keep finer steps).
 ACT_SCALE_POLICIES = ("batch_max", "mean_sample_max")
+ACT_SCALE_DEFAULT = "batch_max"          # the measurement behind it: docs/fixed-point.md section 8
 
 
 def check_act_scale(policy: str) -> str:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.fixedpoint import (
+    ACT_SCALE_DEFAULT,
     INT8,
     INT16,
     UINT8,
@@ -64,7 +65,7 @@ class QConv:
     """k x k convolution (no bias: BN follows) through the backend's three kernels."""
 
     def __init__(self, name: str, ci: int, co: int, k: int, stride: int, rng: np.random.Generator,
-                 x_unsigned: bool = True, act_scale: str = "batch_max"):
+                 x_unsigned: bool = True, act_scale: str = ACT_SCALE_DEFAULT):
         self.name = name
         self.act_scale = check_act_scale(act_scale)
         self.ci, self.co, self.k, self.stride, self.pad = ci, co, k, stride, k // 2
@@ -114,13 +115,13 @@ class QConv:
         h, w = x.shape[2], x.shape[3]
         shape = self.shape(n, h, w)
         n_act = x.shape[0]
-        bmax = float(np.abs(x).max()) if x.size else 0.0
+        if self.act_scale == "batch_max" or not x.size:
+            stat = float(np.abs(x).max()) if x.size else 0.0
+        else:                                   # each sample's max |x| in the same pass, then their mean
+            stat = act_batch_max(np.abs(x).reshape(n_act, -1).max(axis=1), self.act_scale)
+            arm.ops("add", n_act)
         arm.ops("maxabs", x.size)
         if train or self.x_max is None:
-            stat = bmax
-            if self.act_scale != "batch_max" and x.size:
-                stat = act_batch_max(np.abs(x).reshape(n_act, -1).max(axis=1), self.act_scale)
-                arm.ops("maxabs", n_act)                # the per-sample maxima's mean
             self.x_max = _running(self.x_max, stat) if train else stat
         s_x = scale_for(self.x_max, self.x_fmt)
         xq = np.zeros(shape.x_shape, self.x_fmt.dtype)

@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..core.fixedpoint import ACT_SCALE_POLICIES, beta_to_fixed
+from ..core.fixedpoint import ACT_SCALE_DEFAULT, ACT_SCALE_POLICIES, beta_to_fixed
 from ..core.shapes import MAX_BATCH
 from .nn_layers import ARM_OPS_PER_SECOND
 
@@ -51,7 +51,7 @@ class TrainConfig:
     grad_bits: int = 16
     # which batch statistic the running max of the activations follows: batch_max |
     # mean_sample_max (core.fixedpoint.ACT_SCALE_POLICIES, docs/fixed-point.md section 2)
-    act_scale: str = "batch_max"
+    act_scale: str = ACT_SCALE_DEFAULT
     # PSG
     psg: bool = True
     psg_beta: float = 0.05

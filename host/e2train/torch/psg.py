@@ -427,13 +427,16 @@ def fast_msb_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups):
     return torch.nn.grad.conv2d_weight(xh, wshape, gh, stride, padding, 1, groups).double()
 
 
-def _mean_sample_max(x: torch.Tensor) -> float:
-    """``core.fixedpoint.act_batch_max(..., "mean_sample_max")`` of a batch: each sample's
-    max |x| (one aminmax pass), summed exactly by core."""
-    if not x.numel():
-        return 0.0
+def _act_stats(layer, x: torch.Tensor) -> tuple[float, float]:
+    """(max |x|, the statistic the layer's running max of x follows): under "batch_max" the
+    same number, under "mean_sample_max" ``core.fixedpoint.act_batch_max`` of each sample's
+    max |x|, taken in the same single pass over x (aminmax per sample)."""
+    if layer.act_scale == "batch_max" or not x.numel():
+        bmax = _absmax(x)
+        return bmax, bmax
     lo, hi = torch.aminmax(x.reshape(x.shape[0], -1), dim=1)
-    return fxp.act_batch_max(torch.maximum(-lo, hi).double().cpu().tolist(), "mean_sample_max")
+    per_sample = torch.maximum(-lo, hi).double().cpu()
+    return float(per_sample.max()), fxp.act_batch_max(per_sample.tolist(), layer.act_scale)
 
 
 def set_act_scale(model: nn.Module, policy: str) -> int:
@@ -445,11 +448,6 @@ def set_act_scale(model: nn.Module, policy: str) -> int:
     for m in layers:
         m.act_scale = policy
     return len(layers)
-
-
-def _act_stat(layer, x: torch.Tensor, bmax: float) -> float:
-    """The batch statistic the layer's running max of x follows (``bmax``: max |x|)."""
-    return bmax if layer.act_scale == "batch_max" else _mean_sample_max(x)
 
 
 def set_exact(model: nn.Module, exact: bool) -> int:
@@ -522,7 +520,7 @@ class PSGConv2d(nn.Module):
     # exact and MSB sums, the counters and the MACs the work meter prices stay the layer's.
     decide = staticmethod(psg_decide_t)
     # which batch statistic the running max of x follows (``set_act_scale``)
-    act_scale = "batch_max"
+    act_scale = fxp.ACT_SCALE_DEFAULT
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int | None = None, groups: int = 1, *, beta: float = 0.05,
@@ -590,9 +588,8 @@ class PSGConv2d(nn.Module):
     # -- passes -----------------------------------------------------------------------
     def _quantize_input(self, x: torch.Tensor):
         fmt = fxp.UINT8 if self.x_unsigned else fxp.INT8
-        bmax = _absmax(x.detach())
+        bmax, stat = _act_stats(self, x.detach())
         if self.training or math.isnan(float(self.x_max)):
-            stat = _act_stat(self, x.detach(), bmax)
             self.x_max.fill_(_running(float(self.x_max), stat) if self.training else stat)
         s_x = fxp.scale_for(float(self.x_max), fmt)
         return quantize_t(x.detach(), s_x, fmt, absmax=bmax), s_x
@@ -689,7 +686,7 @@ class QConv2d(nn.Conv2d):
     current max for w), float32 backward: "8-bit training with 32-bit gradients"."""
 
     pass_bits = ((8, 8), (-32, 8), (8, -32))
-    act_scale = "batch_max"           # ``set_act_scale``
+    act_scale = fxp.ACT_SCALE_DEFAULT   # ``set_act_scale``
 
     def __init__(self, *args, x_unsigned: bool = True, **kw):
         kw.setdefault("bias", False)
@@ -699,9 +696,8 @@ class QConv2d(nn.Conv2d):
         self.register_buffer("x_max", torch.tensor(NAN, dtype=torch.float64))
 
     def forward(self, x):
-        bmax = float(x.detach().abs().max()) if x.numel() else 0.0
         if self.training or math.isnan(float(self.x_max)):
-            stat = _act_stat(self, x.detach(), bmax)
+            stat = _act_stats(self, x.detach())[1]
             self.x_max.fill_(_running(float(self.x_max), stat) if self.training else stat)
         xq = _FakeQuant.apply(x, float(self.x_max), fxp.UINT8 if self.x_unsigned else fxp.INT8)
         wq = _FakeQuant.apply(self.weight, float(self.weight.detach().abs().max()), fxp.INT8)

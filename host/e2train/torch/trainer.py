@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.energy import ENERGY_KIND, EnergyModel
-from ..core.fixedpoint import ACT_SCALE_POLICIES, CONTRACT_VERSION
+from ..core.fixedpoint import ACT_SCALE_DEFAULT, ACT_SCALE_POLICIES, CONTRACT_VERSION
 from ..core.work import Work
 from . import data as tdata
 from .models import PRECISIONS, build_model, parse_model
@@ -63,7 +63,7 @@ class TrainConfig:
     precision: str = "fp32"            # fp32 | signsgd | int8_fp32grad | int8_int16grad | psg
     beta: float = 0.05                 # PSG predictor threshold (fraction of max |G_msb|)
     psg_exact: bool = True             # bit-exact PSG emulation; false: float32 sums (fast, near-ties may differ)
-    act_scale: str = "batch_max"       # activation scale: batch_max | mean_sample_max (docs/fixed-point.md)
+    act_scale: str = ACT_SCALE_DEFAULT  # activation scale: batch_max | mean_sample_max (docs/fixed-point.md)
     epochs: int = 40
     batch_size: int = 64
     lr: float = 0.1                    # SGD (BN, classifier; every weight under fp32)
