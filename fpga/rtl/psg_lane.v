@@ -58,17 +58,20 @@ module psg_lane #(
         end
     end
 
-    // ---- MSB splits by rounding (core/fixedpoint.py msb_split_x / msb_split_g)
-    // x_h = min((x + 8) >> 4, top), top = 15 (uint8) or 7 (int8): 5-bit signed.
+    // ---- MSB splits by rounding, ties away from zero (contract v2; core/fixedpoint.py
+    // msb_split_x / msb_split_g). sign(v)*((|v| + 2^(k-1)) >> k) equals
+    // (v + 2^(k-1) - [v < 0]) >> k: a negative tie then floors away from zero, every other
+    // value rounds as before, so the rule costs one carry-in, not an absolute value.
+    // x_h = min(round(x / 16), top), top = 15 (uint8) or 7 (int8): 5-bit signed.
     // The bits a shift drops, and the redundant sign bit of the clamped x_h, are unused.
     /* verilator lint_off UNUSEDSIGNAL */
-    wire signed [9:0] x_r8  = {x1[8], x1} + 10'sd8;
+    wire signed [9:0] x_r8  = {x1[8], x1} + (x1[8] ? 10'sd7 : 10'sd8);
     wire signed [5:0] x_sh  = x_r8[9:4];                  // arithmetic >> 4: -8..16
     wire signed [5:0] x_top = x_unsigned ? 6'sd15 : 6'sd7;
     wire signed [5:0] x_hc  = (x_sh > x_top) ? x_top : x_sh;
     wire signed [4:0] xh    = x_hc[4:0];
-    // g_h = clamp((g + 32) >> 6, -512, 511): the sum floors to -512..512, only 512 clamps.
-    wire signed [16:0] g_r32 = {g1[15], g1} + 17'sd32;
+    // g_h = clamp(round(g / 64), -512, 511): the sum floors to -512..512, only 512 clamps.
+    wire signed [16:0] g_r32 = {g1[15], g1} + (g1[15] ? 17'sd31 : 17'sd32);
     wire signed [10:0] g_sh  = g_r32[16:6];
     /* verilator lint_on UNUSEDSIGNAL */
     wire signed [9:0]  gh    = (g_sh > 11'sd511) ? 10'sd511 : g_sh[9:0];

@@ -5,6 +5,10 @@
 
 #include <stdint.h>
 
+// The fixed-point contract's version (host/e2train/core/fixedpoint.py CONTRACT_VERSION).
+// 2: the MSB split rounds half away from zero (v1: half up).
+#define E2T_CONTRACT_VERSION 2
+
 // Status bits a kernel returns (s_axilite return register). 0 = done, outputs valid.
 enum {
     E2T_OK = 0,
@@ -31,13 +35,7 @@ static inline int64_t e2t_requant(int64_t acc, int64_t m, int s, int64_t lo, int
     return e2t_clamp(v, lo, hi);
 }
 
-// MSB split by rounding to nearest, top code saturating (exact: x = 16*x_h + x_l).
-static inline int32_t e2t_x_h(int32_t x, int32_t top) {
-    int32_t h = (x + 8) >> 4;
-    return h > top ? top : h;
-}
-static inline int32_t e2t_g_h(int32_t g) {
-    return (int32_t)e2t_clamp((g + 32) >> 6, -512, 511);
-}
+// The MSB split (x_h, g_h) and the PSG decision live in psg_engine.h (psg::split_x,
+// psg::split_g, psg::confident), next to the C model of the RTL that uses them.
 
 #endif

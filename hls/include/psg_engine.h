@@ -11,10 +11,10 @@
 //   G_msb  = sum x_h*g_h                                   (the MSB predictor, always)
 //   G      = 1024*G_msb + 16*sum x_h*g_l + 64*sum x_l*g_h + sum x_l*g_l   (= sum x*g exactly)
 //
-// with the rounding MSB splits of the fixed-point contract (host/e2train/core/fixedpoint.py,
-// msb_split_x / msb_split_g):
-//   x = 16*x_h + x_l,  x_h = min((x + 8) >> 4, top)   top = 15 for uint8 x, 7 for int8 x
-//   g = 64*g_h + g_l,  g_h = clamp((g + 32) >> 6, -512, 511)
+// with the rounding MSB splits of the fixed-point contract v2 (host/e2train/core/fixedpoint.py,
+// msb_split_x / msb_split_g), ties away from zero:
+//   x = 16*x_h + x_l,  x_h = min(sign(x) * ((|x| + 8) >> 4), top)   top = 15 for uint8 x, 7 for int8 x
+//   g = 64*g_h + g_l,  g_h = clamp(sign(g) * ((|g| + 32) >> 6), -512, 511)
 // and decides per lane (core/golden.py, psg_decide):
 //   predicted <=> |G_msb| * 2^16 >= beta_q * gmsb_absmax  and  G_msb != 0  and  beta_q != 0
 //   sign       = predicted ? sign(G_msb) : sign(G)        sign(0) = 0
@@ -94,15 +94,20 @@ constexpr int32_t x_value(uint8_t code, bool x_unsigned) {
 
 struct Split { int32_t h, l; };
 
+// v / 2^s rounded to nearest, ties away from zero (the contract's tie rule, v2).
+constexpr int32_t round_shift_away(int32_t v, int s) {
+    return v < 0 ? -int32_t(asr(int64_t(1 << (s - 1)) - v, s)) : int32_t(asr(int64_t(v) + (1 << (s - 1)), s));
+}
+
 constexpr Split split_x(int32_t x, bool x_unsigned) {
     const int32_t top = x_unsigned ? 15 : 7;
-    int32_t h = int32_t(asr(x + 8, kXShift));
+    int32_t h = round_shift_away(x, kXShift);
     if (h > top) h = top;
     return Split{h, x - h * 16};
 }
 
 constexpr Split split_g(int32_t g) {
-    int32_t h = int32_t(asr(g + 32, kGShift));
+    int32_t h = round_shift_away(g, kGShift);
     if (h < kGhMin) h = kGhMin;
     if (h > kGhMax) h = kGhMax;
     return Split{h, g - h * 64};

@@ -16,6 +16,7 @@ RTL_DIR = ROOT / "fpga" / "rtl"
 SIMS = ("icarus", "verilator")
 # top -> RTL sources
 SOURCES = {
+    "psg_lane": ["psg_lane.v"],
     "psg_engine": ["psg_lane.v", "psg_engine.v"],
     "psg_engine_hls": ["psg_lane.v", "psg_engine.v", "psg_engine_hls.v"],
     "psg_lanes": ["psg_lane.v", "psg_lanes.v"],

@@ -43,6 +43,17 @@ def test_resume_refuses_a_different_config_and_corrupt_files(tiny, tmp_path):
         train(TrainConfig(epochs=1, out_dir=str(tmp_path), resume=True, **RUN), data=tiny)
 
 
+def test_resume_refuses_a_checkpoint_of_another_fixed_point_contract(tiny, tmp_path):
+    train(TrainConfig(epochs=1, out_dir=str(tmp_path), **RUN), data=tiny)
+    ck = tmp_path / "checkpoint.pt"
+    st = torch.load(ck, weights_only=True)
+    assert st["contract_version"] == 2
+    del st["contract_version"]                      # what a v1 checkpoint looks like
+    torch.save(st, ck)
+    with pytest.raises(ConfigError, match="trained under fixed-point contract v1, this e2train implements v2"):
+        train(TrainConfig(epochs=2, out_dir=str(tmp_path), resume=True, **RUN), data=tiny)
+
+
 def test_checkpoints_hold_no_pickled_code(tiny, tmp_path):
     train(TrainConfig(epochs=1, out_dir=str(tmp_path), **RUN), data=tiny)
     st = torch.load(tmp_path / "checkpoint.pt", weights_only=True)     # raises on arbitrary objects
@@ -59,6 +70,7 @@ def test_checkpoints_hold_no_pickled_code(tiny, tmp_path):
     ({"lr": -1.0}, "lr must be a positive number"),
     ({"smd": "yes"}, "smd must be true or false"),
     ({"beta": 2.0}, "beta must be in"),
+    ({"act_scale": "max"}, "act_scale must be one of batch_max, mean_sample_max"),
     ({"slu": True, "stochastic_depth": 0.5}, "use one"),
     ({"swa": True, "precision": "psg"}, "swa"),
     ({"resume": True}, "needs out_dir"),

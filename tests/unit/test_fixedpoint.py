@@ -115,20 +115,64 @@ def test_msb_split_g_tables_and_exactness():
     gi = g.astype(np.int64)
     assert h[gi == 32767][0] == 511 and l[gi == 32767][0] == 63   # saturated top code
     assert h[gi == -32768][0] == -512
-    assert h[gi == -32][0] == 0 and h[gi == -33][0] == -1         # round to nearest, half up
+    assert h[gi == -31][0] == 0 and h[gi == -33][0] == -1         # round to nearest
     assert h[gi == 31][0] == 0 and h[gi == 32][0] == 1
     with pytest.raises(TypeError, match="int16"):
         fp.msb_split_g(np.zeros(3, np.int8))
+
+
+def test_msb_split_ties_go_away_from_zero():
+    """Contract v2: every tie g = 64k + 32 and x = 16k + 8 rounds away from zero. Each
+    assertion on a negative tie fails under v1's round half up."""
+    k = np.arange(-512, 512)
+    g = (64 * k + 32).astype(np.int16)                    # +-32, +-96, ..., 32736 > 0 > -32736
+    h, l = fp.msb_split_g(g)
+    assert (64 * h + l == g.astype(np.int64)).all()
+    want = np.where(k >= 0, k + 1, k)                     # |g_h| = (|g| + 32) >> 6
+    assert (h == np.clip(want, -512, 511)).all()
+    assert h[g == -32][0] == -1 and l[g == -32][0] == 32  # v1 gave 0
+    assert h[g == -96][0] == -2 and h[g == 96][0] == 2
+    assert h[g == -32736][0] == -512 and l[g == -32736][0] == 32
+    # the split is odd-symmetric: g_h(-g) = -g_h(g) wherever neither end saturates
+    gs = np.arange(-32735, 32736, dtype=np.int64).astype(np.int16)
+    assert (fp.msb_split_g(gs)[0] == -fp.msb_split_g((-gs.astype(np.int64)).astype(np.int16))[0]).all()
+    xs = np.arange(-120, 121, 16).astype(np.int8)         # int8 ties -120, -104, ..., 120
+    h, l = fp.msb_split_x(xs)
+    xi = xs.astype(np.int64)
+    assert (16 * h + l == xi).all()
+    assert (h == np.minimum(np.sign(xi) * ((np.abs(xi) + 8) >> 4), 7)).all()
+    assert h[xs == -8][0] == -1 and h[xs == 8][0] == 1 and h[xs == -120][0] == -8
+    u = np.arange(8, 256, 16).astype(np.uint8)            # uint8 ties: half away = half up
+    assert (fp.msb_split_x(u)[0] == np.minimum((u.astype(np.int64) + 8) >> 4, 15)).all()
+
+
+def test_split_rules_differ_only_at_ties():
+    g = np.arange(-32768, 32768, dtype=np.int64).astype(np.int16)
+    gi = g.astype(np.int64)
+    tie = (gi & 63) == 32
+    up, away, even = (fp.msb_split_g(g, r)[0] for r in fp.SPLIT_RULES)
+    assert fp.SPLIT_RULE == "half_away" and fp.CONTRACT_VERSION == 2
+    assert (up[~tie] == away[~tie]).all() and (up[~tie] == even[~tie]).all()
+    assert (up[tie] == np.minimum((gi[tie] + 32) >> 6, 511)).all()
+    assert (away[tie] == np.clip(np.sign(gi[tie]) * ((np.abs(gi[tie]) + 32) >> 6), -512, 511)).all()
+    inner = tie & (gi < 32736)                            # 32736 rounds to 512: saturates
+    assert (even[inner] % 2 == 0).all()
+    assert (np.abs(even[inner] * 64 - gi[inner]) == 32).all()
+    with pytest.raises(ValueError, match="unknown MSB split rule"):
+        fp.msb_split_g(g, "half_down")
 
 
 def test_split_product_decomposition_is_exact():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, 10000).astype(np.uint8)
     g = rng.integers(-32768, 32768, 10000).astype(np.int16)
-    xh, xl = fp.msb_split_x(x)
-    gh, gl = fp.msb_split_g(g)
-    lhs = x.astype(np.int64) * g.astype(np.int64)
-    assert (1024 * xh * gh + 16 * xh * gl + 64 * xl * gh + xl * gl == lhs).all()
+    xs = rng.integers(-128, 128, 10000).astype(np.int8)
+    for xv in (x, xs):
+        for rule in fp.SPLIT_RULES:
+            xh, xl = fp.msb_split_x(xv, rule)
+            gh, gl = fp.msb_split_g(g, rule)
+            lhs = xv.astype(np.int64) * g.astype(np.int64)
+            assert (1024 * xh * gh + 16 * xh * gl + 64 * xl * gh + xl * gl == lhs).all()
 
 
 # --- PSG and update scalars -------------------------------------------------------------

@@ -11,7 +11,8 @@ Summary
   ``MANT_BITS`` significant bits. Full-range: the chosen max maps onto the top code.
 * Requantisation acc -> narrower code: ``sat((acc * M + 2**(S-1)) >> S)`` (round half up,
   arithmetic shift, saturate); (M, S) is a :class:`Dyadic` too. No float in a kernel.
-* MSB split by rounding to nearest, top code saturating, so that the split is exact.
+* MSB split by rounding to nearest, ties away from zero (contract v2), top code saturating,
+  so that the split is exact and unbiased.
 """
 from __future__ import annotations
 
@@ -120,6 +121,32 @@ def scale_for(maxabs: float, fmt: QFormat) -> Dyadic:
     return Dyadic.from_float(maxabs / fmt.hi)
 
 
+# How a batch's activations set the statistic that the running max of x follows
+# (docs/fixed-point.md section 2): "batch_max", the largest |x| in the batch, or
+# "mean_sample_max", the mean over the samples of each sample's largest |x| (the E2-Train
+# authors' policy: the few samples above it saturate, and the rest keep finer steps).
+ACT_SCALE_POLICIES = ("batch_max", "mean_sample_max")
+ACT_SCALE_DEFAULT = "batch_max"          # the measurement behind it: docs/fixed-point.md section 8
+
+
+def check_act_scale(policy: str) -> str:
+    if policy not in ACT_SCALE_POLICIES:
+        raise ValueError(f"activation scale policy must be one of {', '.join(ACT_SCALE_POLICIES)}, got {policy!r}")
+    return policy
+
+
+def act_batch_max(sample_maxima, policy: str) -> float:
+    """The batch's activation statistic from each sample's max |x| (float32 or float64 values):
+    their max, or their mean summed exactly (``math.fsum``), so that every implementation that
+    passes the same maxima gets the same float64 whatever order it holds them in. 0 for none."""
+    vals = [float(v) for v in sample_maxima]
+    if not vals:
+        return 0.0
+    if check_act_scale(policy) == "batch_max":
+        return max(vals)
+    return math.fsum(vals) / len(vals)
+
+
 def quantize(x: np.ndarray, scale: Dyadic, fmt: QFormat) -> np.ndarray:
     """float -> codes: floor(x / scale + 1/2) in float64, saturated to ``fmt``."""
     x = np.asarray(x, dtype=np.float64)
@@ -162,9 +189,38 @@ def _shift_round(v: np.ndarray, s: int) -> np.ndarray:
 
 # --- MSB predictors --------------------------------------------------------------------
 
+# The contract's version. 2: the MSB split rounds half away from zero (v1 rounded half up,
+# which biased the predictor towards +inf; docs/fixed-point.md section 5). Bitstream
+# manifests and checkpoints record it; anything made under another version is refused,
+# because its predictor signs, and so its trained weights, follow a different rule.
+CONTRACT_VERSION = 2
+
 X_SHIFT = 4      # x = 16*x_h + x_l
 G_SHIFT = 6      # g = 64*g_h + g_l
 G_H_MIN, G_H_MAX = -512, 511     # 10-bit signed g_h
+
+# Tie rules of the MSB split. The contract uses SPLIT_RULE; the others exist so that the
+# choice can be measured (benchmarks/bench_psg.py) and v1 reproduced:
+#   "half_up"   contract v1: floor((v + h) / 2**k), ties towards +inf
+#   "half_away" contract v2: sign(v) * floor((|v| + h) / 2**k), ties away from zero
+#   "half_even" ties to the even quotient
+SPLIT_RULES = ("half_up", "half_away", "half_even")
+SPLIT_RULE = "half_away"
+
+
+def round_shift(v: np.ndarray, k: int, rule: str = SPLIT_RULE) -> np.ndarray:
+    """v / 2**k rounded to the nearest integer (int64), ties broken by ``rule``."""
+    v = np.asarray(v, dtype=np.int64)
+    half = 1 << (k - 1)
+    if rule == "half_up":
+        return (v + half) >> k
+    if rule == "half_away":
+        return np.where(v < 0, -((half - v) >> k), (v + half) >> k)
+    if rule == "half_even":
+        q = (v + half) >> k
+        tie = (v & ((1 << k) - 1)) == half
+        return q - (tie & ((q & 1) == 1))
+    raise ValueError(f"unknown MSB split rule {rule!r}; choose one of {', '.join(SPLIT_RULES)}")
 
 
 def x_h_top(unsigned: bool) -> int:
@@ -172,22 +228,25 @@ def x_h_top(unsigned: bool) -> int:
     return 15 if unsigned else 7
 
 
-def msb_split_x(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """x = 16*x_h + x_l with x_h = min((x + 8) >> 4, top): rounding, top code saturating."""
+def msb_split_x(x: np.ndarray, rule: str = SPLIT_RULE) -> tuple[np.ndarray, np.ndarray]:
+    """x = 16*x_h + x_l with x_h = min(round(x / 16), top): rounding (ties per ``rule``;
+    the contract's: away from zero), top code saturating. For uint8 x every rule but
+    half_even is (x + 8) >> 4."""
     fmt = format_of(x)
     if fmt not in (INT8, UINT8):
         raise TypeError(f"x must be int8 or uint8, got {fmt.name}")
     xi = x.astype(np.int64)
-    xh = np.minimum((xi + 8) >> X_SHIFT, x_h_top(fmt.unsigned))
+    xh = np.minimum(round_shift(xi, X_SHIFT, rule), x_h_top(fmt.unsigned))
     return xh, xi - (xh << X_SHIFT)
 
 
-def msb_split_g(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """g = 64*g_h + g_l with g_h = clamp((g + 32) >> 6, -512, 511)."""
+def msb_split_g(g: np.ndarray, rule: str = SPLIT_RULE) -> tuple[np.ndarray, np.ndarray]:
+    """g = 64*g_h + g_l with g_h = clamp(round(g / 64), -512, 511), ties per ``rule`` (the
+    contract's: sign(g) * ((|g| + 32) >> 6), away from zero)."""
     if format_of(g) is not INT16:
         raise TypeError(f"g must be int16, got {np.dtype(g.dtype).name}")
     gi = g.astype(np.int64)
-    gh = np.clip((gi + 32) >> G_SHIFT, G_H_MIN, G_H_MAX)
+    gh = np.clip(round_shift(gi, G_SHIFT, rule), G_H_MIN, G_H_MAX)
     return gh, gi - (gh << G_SHIFT)
 
 

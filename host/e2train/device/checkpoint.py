@@ -1,7 +1,8 @@
 """Checkpoints that survive a power cut: atomic, checksummed, pickle-free.
 
 A checkpoint is one ``.npz`` (``np.savez``, read back with ``allow_pickle=False``) holding the
-arrays plus one entry ``__meta__``: UTF-8 JSON with the format version, the metadata the caller
+arrays plus one entry ``__meta__``: UTF-8 JSON with the format version, the fixed-point contract
+version (``core.fixedpoint.CONTRACT_VERSION``; another is refused), the metadata the caller
 gives (config, epoch/step, RNG description, statistics) and a SHA-256 over every array's
 name, dtype, shape and bytes.
 
@@ -28,6 +29,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from ..core.fixedpoint import CONTRACT_VERSION
 
 FORMAT = "e2train-device-checkpoint"
 VERSION = 1
@@ -81,7 +84,8 @@ def save(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> 
         if np.asarray(v).dtype == object:
             raise TypeError(f"checkpoint array {k} has dtype object (would need pickle)")
     generation = 1 + max([0] + [_generation(p) for p in (path, prev_path(path), *_tmp_paths(path)) if p.exists()])
-    full = {"format": FORMAT, "version": VERSION, "sha256": _digest(arrays), **meta, "generation": generation}
+    full = {"format": FORMAT, "version": VERSION, "contract_version": CONTRACT_VERSION,
+            "sha256": _digest(arrays), **meta, "generation": generation}
     meta_bytes = np.frombuffer(json.dumps(full, sort_keys=True).encode(), dtype=np.uint8)
     d = path.parent
     d.mkdir(parents=True, exist_ok=True)
@@ -145,6 +149,12 @@ def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
                               f"this trainer reads version {VERSION}")
     if meta.get("sha256") != _digest(arrays):
         raise CheckpointError(f"checkpoint {path} fails its checksum: the arrays were altered or damaged")
+    # weights trained under another fixed-point contract (no field: v1, before versions were
+    # recorded) followed other predictor signs: resuming would mix two rules in one run
+    if meta.get("contract_version", 1) != CONTRACT_VERSION:
+        raise CheckpointError(f"checkpoint {path} was trained under fixed-point contract "
+                              f"v{meta.get('contract_version', 1)}, this e2train implements v{CONTRACT_VERSION} "
+                              "(docs/fixed-point.md): start a fresh run, or resume with the e2train that wrote it")
     return arrays, meta
 
 

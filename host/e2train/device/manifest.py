@@ -4,6 +4,7 @@ parser when a .hwh is given).
 
 A manifest (``manifest.json``) records the board and part, each kernel's name, VLNV,
 version, base address and register map, a digest of the whole kernel interface, the
+fixed-point contract version the kernels implement (``core.fixedpoint.CONTRACT_VERSION``), the
 sha256 of the .bit and .hwh, and how they were built. ``bitstreams/sim/manifest.json``
 is the simulated board's (board "sim", no files).
 
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..core.fixedpoint import CONTRACT_VERSION
 from . import kernel_iface as ki
 
 FORMAT = "e2train-bitstream-manifest"
@@ -76,6 +78,7 @@ def build(board: str, bit: Path | None = None, hwh: Path | None = None, build_in
         **files,
         "clock_hz": CLOCK_HZ,
         "abi": ki.abi_digest(),
+        "contract_version": CONTRACT_VERSION,
         "kernels": [k.to_manifest() for k in ki.KERNELS.values()],
         "build": build_info or {},
     }
@@ -145,6 +148,8 @@ def load(path: str | os.PathLike) -> tuple[dict, Path]:
             raise ManifestError(f"{mpath} lacks the field {key!r}; regenerate it")
     if m["board"] not in BOARDS:
         raise ManifestError(f"{mpath}: unknown board {m['board']!r} (known: {', '.join(BOARDS)})")
+    check_contract(m.get("contract_version", 1), f"{mpath}: the bitstream",
+                   "rebuild it with this e2train (make bitstream), or use the e2train it was built with")
     _check_kernels(m, mpath)
     d = mpath.parent
     if m["board"] != "sim":
@@ -162,6 +167,15 @@ def load(path: str | os.PathLike) -> tuple[dict, Path]:
                                     f"says {str(entry['sha256'])[:12]}...): the file is corrupt or from "
                                     f"another build. Copy the matching files again.")
     return m, d
+
+
+def check_contract(version, what: str, fix: str) -> None:
+    """Refuse anything made under another fixed-point contract (a manifest or checkpoint
+    without the field predates versions: v1). Its MSB split rounds ties differently, so its
+    predictor signs, and the weights trained with them, are not this contract's."""
+    if version != CONTRACT_VERSION:
+        raise ManifestError(f"{what} follows fixed-point contract v{version}, this e2train implements "
+                            f"v{CONTRACT_VERSION} (docs/fixed-point.md): {fix}")
 
 
 def _check_kernels(m: dict, mpath: Path) -> None:

@@ -5,8 +5,10 @@ update (``core.fixedpoint.weight_codes``) and keeps the scale state of its tenso
 for each scale (one dyadic scale per tensor, full range, ``core.fixedpoint.scale_for``):
 
 * input x (uint8 after a ReLU, int8 for the network input): *running max*, an exponential
-  moving average (momentum 0.9) of the batch's max |x|, including the current batch; the
-  values above it saturate. Evaluation uses the running value as it stands.
+  moving average (momentum 0.9) of the batch's max |x| ("batch_max") or of the mean over its
+  samples of each sample's max |x| ("mean_sample_max"; ``core.fixedpoint.act_batch_max``),
+  including the current batch; the values above it saturate. Evaluation uses the running
+  value as it stands.
 * output y (int8, the kernel requantises the accumulator before the ARM sees it): running max
   as for x, estimated from the codes after the call (the float max is only known after the
   kernel has run). When the top code was hit, the estimate is twice the range, so a range that
@@ -26,10 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.fixedpoint import (
+    ACT_SCALE_DEFAULT,
     INT8,
     INT16,
     UINT8,
     Dyadic,
+    act_batch_max,
+    check_act_scale,
     dequantize,
     master_frac_bits,
     quantize,
@@ -60,8 +65,9 @@ class QConv:
     """k x k convolution (no bias: BN follows) through the backend's three kernels."""
 
     def __init__(self, name: str, ci: int, co: int, k: int, stride: int, rng: np.random.Generator,
-                 x_unsigned: bool = True):
+                 x_unsigned: bool = True, act_scale: str = ACT_SCALE_DEFAULT):
         self.name = name
+        self.act_scale = check_act_scale(act_scale)
         self.ci, self.co, self.k, self.stride, self.pad = ci, co, k, stride, k // 2
         self.x_fmt = UINT8 if x_unsigned else INT8
         # Kaiming normal, fan_out mode (as torchvision's ResNets)
@@ -109,10 +115,14 @@ class QConv:
         h, w = x.shape[2], x.shape[3]
         shape = self.shape(n, h, w)
         n_act = x.shape[0]
-        bmax = float(np.abs(x).max()) if x.size else 0.0
+        if self.act_scale == "batch_max" or not x.size:
+            stat = float(np.abs(x).max()) if x.size else 0.0
+        else:                                   # each sample's max |x| in the same pass, then their mean
+            stat = act_batch_max(np.abs(x).reshape(n_act, -1).max(axis=1), self.act_scale)
+            arm.ops("add", n_act)
         arm.ops("maxabs", x.size)
         if train or self.x_max is None:
-            self.x_max = _running(self.x_max, bmax) if train else bmax
+            self.x_max = _running(self.x_max, stat) if train else stat
         s_x = scale_for(self.x_max, self.x_fmt)
         xq = np.zeros(shape.x_shape, self.x_fmt.dtype)
         if idx is None:

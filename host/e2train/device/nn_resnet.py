@@ -69,7 +69,7 @@ class ResNet:
         self.cfg = cfg
         self.in_shape = tuple(in_shape)
         self.n_classes = n_classes
-        self.stem = QConv("stem", c_in, width, 3, 1, rng, x_unsigned=False)
+        self.stem = QConv("stem", c_in, width, 3, 1, rng, x_unsigned=False, act_scale=cfg.act_scale)
         self.stem_bn = BatchNorm(width)
         self.blocks: list[Block] = []
         costs, chans = [], []
@@ -79,9 +79,9 @@ class ResNet:
                 stride = 2 if (stage > 0 and j == 0) else 1
                 i = len(self.blocks)
                 b = Block(i, c_prev, c, stride,
-                          QConv(f"block{i}.conv1", c_prev, c, 3, stride, rng),
+                          QConv(f"block{i}.conv1", c_prev, c, 3, stride, rng, act_scale=cfg.act_scale),
                           BatchNorm(c),
-                          QConv(f"block{i}.conv2", c, c, 3, 1, rng),
+                          QConv(f"block{i}.conv2", c, c, 3, 1, rng, act_scale=cfg.act_scale),
                           BatchNorm(c))
                 if cfg.slu and (stride == 1 or cfg.gate_downsample):
                     b.gate = len(costs)

@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..core.fixedpoint import beta_to_fixed
+from ..core.fixedpoint import ACT_SCALE_DEFAULT, ACT_SCALE_POLICIES, beta_to_fixed
 from ..core.shapes import MAX_BATCH
 from .nn_layers import ARM_OPS_PER_SECOND
 
@@ -49,6 +49,9 @@ class TrainConfig:
     # fixed point (only what the kernels implement)
     act_bits: int = 8
     grad_bits: int = 16
+    # which batch statistic the running max of the activations follows: batch_max |
+    # mean_sample_max (core.fixedpoint.ACT_SCALE_POLICIES, docs/fixed-point.md section 2)
+    act_scale: str = ACT_SCALE_DEFAULT
     # PSG
     psg: bool = True
     psg_beta: float = 0.05
@@ -141,6 +144,8 @@ class TrainConfig:
             raise bad("act_bits", f"the kernels support {SUPPORTED_ACT_BITS} only")
         if self.grad_bits not in SUPPORTED_GRAD_BITS:
             raise bad("grad_bits", f"the kernels support {SUPPORTED_GRAD_BITS} only")
+        if self.act_scale not in ACT_SCALE_POLICIES:
+            raise bad("act_scale", f"must be one of {', '.join(ACT_SCALE_POLICIES)}")
         if not (0 < self.psg_beta <= 1):
             raise bad("psg_beta", "must be in (0, 1] (use psg=false for the exact-sign baseline)")
         if not (0 <= self.smd_p < 1):

@@ -189,7 +189,8 @@ def requantize_(p0: torch.Tensor, c0: float, p1: torch.Tensor | None, c1: float,
 
 def split_torch(x, half: float, inv: float, step: float, lo: float, hi: float, out, slots: tuple,
                 batch_major: bool) -> None:
-    h = torch.clamp(torch.floor((x + half) * inv), lo, hi)
+    a = torch.floor((x.abs() + half) * inv)
+    h = torch.clamp(torch.where(x < 0, -a, a), lo, hi)
     limbs = {"x": x, "h": h, "l": x - step * h}
     n, p = x.shape[0], len(slots)
     o = out.view(p, n, -1) if batch_major else out.view(n, p, -1)
@@ -199,8 +200,8 @@ def split_torch(x, half: float, inv: float, step: float, lo: float, hi: float, o
 
 def split_(x: torch.Tensor, half: float, inv: float, step: float, lo: float, hi: float, out: torch.Tensor,
            slots: tuple, batch_major: bool) -> None:
-    """Limbs of float codes x (first dimension: samples): h = clamp(floor((x + half) * inv),
-    lo, hi) and l = x - step*h, in x's dtype (exact for these integers; ``inv`` = 1/step, a
+    """Limbs of float codes x (first dimension: samples): h = clamp(sign(x) * floor((|x| +
+    half) * inv), lo, hi) (to nearest, ties away from zero: contract v2) and l = x - step*h, in x's dtype (exact for these integers; ``inv`` = 1/step, a
     power of two). Slot i of ``out`` gets limb ``slots[i]`` ("x", "h" or "l"); ``out`` is
     (P*n, ...) when ``batch_major``, else (n, P, ...)."""
     lib = _lib()

@@ -168,16 +168,23 @@ double e2_requantize(const void *p0, int p0_f64, const float *p1, int64_t n, dou
 
 enum { SLOT_X = 0, SLOT_H = 1, SLOT_L = 2 };
 
-/* One limb of a row of float codes: h = clamp(floor((x + half) * inv), lo, hi), l = x - step*h
- * (float arithmetic, exact for these integers), or x itself. */
+/* The predictor limb of a float code: h = clamp(sign(x) * floor((|x| + half) * inv), lo, hi),
+ * rounding to nearest with ties away from zero (contract v2; core.fixedpoint.msb_split_*). */
+static inline float split_h(float x, float half, float inv, float lo, float hi) {
+    float a = floorf((fabsf(x) + half) * inv);
+    return clampf(x < 0.0f ? -a : a, lo, hi);
+}
+
+/* One limb of a row of float codes: h (split_h), l = x - step*h (float arithmetic, exact for
+ * these integers), or x itself. */
 static void limb_row(const float *restrict x, float *restrict o, int64_t k, int slot, float half, float inv,
                      float step, float lo, float hi) {
     if (slot == SLOT_X) {
         for (int64_t i = 0; i < k; i++) o[i] = x[i];
     } else if (slot == SLOT_H) {
-        for (int64_t i = 0; i < k; i++) o[i] = clampf(floorf((x[i] + half) * inv), lo, hi);
+        for (int64_t i = 0; i < k; i++) o[i] = split_h(x[i], half, inv, lo, hi);
     } else {
-        for (int64_t i = 0; i < k; i++) o[i] = x[i] - step * clampf(floorf((x[i] + half) * inv), lo, hi);
+        for (int64_t i = 0; i < k; i++) o[i] = x[i] - step * split_h(x[i], half, inv, lo, hi);
     }
 }
 

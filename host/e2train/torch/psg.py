@@ -4,14 +4,16 @@
 ``core.golden`` and ``device.nn_qconv``, whose scale policy it copies):
 
 * forward: x -> uint8 (after a ReLU) or int8 codes with a full-range dyadic scale from the
-  *running max* of |x| (EMA, momentum 0.9, including the current batch); int8 weights
+  *running max* of |x| (EMA, momentum 0.9, including the current batch, of the batch max or
+  of the mean per-sample max: ``set_act_scale``; values above it saturate); int8 weights
   re-derived from int32 master weights (``core.fixedpoint.weight_codes``); the int32
   accumulator is requantised to int8 (``sat((acc*M + 2**(S-1)) >> S)``) with a running-max
   output scale (calibrated on the first call with the exact worst-case bound);
 * backward: g_y -> int16 with the max of the current batch; g_x = requantised int16
   transposed convolution (scale: the previous batch's max |g_x|, doubled when saturated);
   the weight gradient is only a *sign*: the PSG rule (``core.golden.psg_decide``) on
-  G_msb = sum x_h*g_h (4-bit x, 10-bit g, split by rounding) and the exact sum x*g.
+  G_msb = sum x_h*g_h (4-bit x, 10-bit g, split by rounding, ties away from zero) and the
+  exact sum x*g.
 
 The integer sums run as float32 convolutions where a bound computed from the operands
 proves every partial sum an integer below 2**24 (exact in any order), split into limbs and
@@ -186,7 +188,8 @@ def _output_buffer(parts, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(p0.shape, dtype=dtype, device=p0.device)
 
 
-# the predictor splits as (half, 1/step, step, lo, hi) of h = clamp(floor((v + half) / step), lo, hi)
+# the predictor splits as (half, 1/step, step, lo, hi) of
+# h = clamp(sign(v) * floor((|v| + half) / step), lo, hi): ties away from zero (contract v2)
 _X_SPLIT = (8.0, 1.0 / 16, 16.0, -math.inf)                       # hi: fxp.x_h_top(unsigned)
 _G_SPLIT = (32.0, 1.0 / 64, 64.0, float(fxp.G_H_MIN), float(fxp.G_H_MAX))
 
@@ -200,8 +203,8 @@ def _split_t(v: torch.Tensor, consts: tuple, slots: tuple, out: torch.Tensor | N
 
 def split_x_t(x: torch.Tensor, unsigned: bool, slots: tuple = ("h",), *, out: torch.Tensor | None = None,
               batch_major: bool = True) -> torch.Tensor:
-    """The predictor limbs of activation codes, x = 16*x_h + x_l with x_h = min((x + 8) >> 4,
-    top) (``core.fixedpoint.msb_split_x``; on float codes, where floor division of an
+    """The predictor limbs of activation codes, x = 16*x_h + x_l with x_h = min(sign(x) *
+    ((|x| + 8) >> 4), top) (``core.fixedpoint.msb_split_x``; on float codes, where floor division of an
     integer by 16 is exact), stacked in one tensor in one pass: slot i holds limb
     ``slots[i]`` ("h", "l", or "x" for x itself), as (P*n, ...) (``batch_major``, P = len(slots))
     or (n, P, ...). ``out``: the buffer to write, else a new one."""
@@ -210,8 +213,8 @@ def split_x_t(x: torch.Tensor, unsigned: bool, slots: tuple = ("h",), *, out: to
 
 def split_g_t(g: torch.Tensor, slots: tuple = ("h",), *, out: torch.Tensor | None = None,
               batch_major: bool = True) -> torch.Tensor:
-    """The predictor limbs of gradient codes, g = 64*g_h + g_l with g_h = clamp((g + 32) >> 6,
-    -512, 511) (``core.fixedpoint.msb_split_g``), stacked as in ``split_x_t``."""
+    """The predictor limbs of gradient codes, g = 64*g_h + g_l with g_h = clamp(sign(g) *
+    ((|g| + 32) >> 6), -512, 511) (``core.fixedpoint.msb_split_g``), stacked as in ``split_x_t``."""
     return _split_t(g, _G_SPLIT, slots, out, batch_major)
 
 
@@ -424,6 +427,29 @@ def fast_msb_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups):
     return torch.nn.grad.conv2d_weight(xh, wshape, gh, stride, padding, 1, groups).double()
 
 
+def _act_stats(layer, x: torch.Tensor) -> tuple[float, float]:
+    """(max |x|, the statistic the layer's running max of x follows): under "batch_max" the
+    same number, under "mean_sample_max" ``core.fixedpoint.act_batch_max`` of each sample's
+    max |x|, taken in the same single pass over x (aminmax per sample)."""
+    if layer.act_scale == "batch_max" or not x.numel():
+        bmax = _absmax(x)
+        return bmax, bmax
+    lo, hi = torch.aminmax(x.reshape(x.shape[0], -1), dim=1)
+    per_sample = torch.maximum(-lo, hi).double().cpu()
+    return float(per_sample.max()), fxp.act_batch_max(per_sample.tolist(), layer.act_scale)
+
+
+def set_act_scale(model: nn.Module, policy: str) -> int:
+    """The activation scale policy (``core.fixedpoint.ACT_SCALE_POLICIES``) of every fixed-point
+    layer in ``model`` (``PSGConv2d``, ``QConv2d``): which batch statistic the running max of x
+    follows. Returns the number of layers set."""
+    fxp.check_act_scale(policy)
+    layers = [m for m in model.modules() if isinstance(m, (PSGConv2d, QConv2d))]
+    for m in layers:
+        m.act_scale = policy
+    return len(layers)
+
+
 def set_exact(model: nn.Module, exact: bool) -> int:
     """Switch every ``PSGConv2d`` in ``model`` to the exact (default, bit-exact) or the fast
     float32 emulation. Only how the integer sums are computed changes: quantisation, scales,
@@ -497,6 +523,8 @@ class PSGConv2d(nn.Module):
     # layer (``layer.decide = rule``) to study another rule, e.g. a random control; the
     # exact and MSB sums, the counters and the MACs the work meter prices stay the layer's.
     decide = staticmethod(psg_decide_t)
+    # which batch statistic the running max of x follows (``set_act_scale``)
+    act_scale = fxp.ACT_SCALE_DEFAULT
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int | None = None, groups: int = 1, *, beta: float = 0.05,
@@ -564,9 +592,9 @@ class PSGConv2d(nn.Module):
     # -- passes -----------------------------------------------------------------------
     def _quantize_input(self, x: torch.Tensor):
         fmt = fxp.UINT8 if self.x_unsigned else fxp.INT8
-        bmax = _absmax(x.detach())
+        bmax, stat = _act_stats(self, x.detach())
         if self.training or math.isnan(float(self.x_max)):
-            self.x_max.fill_(_running(float(self.x_max), bmax) if self.training else bmax)
+            self.x_max.fill_(_running(float(self.x_max), stat) if self.training else stat)
         s_x = fxp.scale_for(float(self.x_max), fmt)
         return quantize_t(x.detach(), s_x, fmt, absmax=bmax), s_x
 
@@ -665,6 +693,7 @@ class QConv2d(nn.Conv2d):
     current max for w), float32 backward: "8-bit training with 32-bit gradients"."""
 
     pass_bits = ((8, 8), (-32, 8), (8, -32))
+    act_scale = fxp.ACT_SCALE_DEFAULT   # ``set_act_scale``
 
     def __init__(self, *args, x_unsigned: bool = True, **kw):
         kw.setdefault("bias", False)
@@ -674,9 +703,9 @@ class QConv2d(nn.Conv2d):
         self.register_buffer("x_max", torch.tensor(NAN, dtype=torch.float64))
 
     def forward(self, x):
-        bmax = float(x.detach().abs().max()) if x.numel() else 0.0
         if self.training or math.isnan(float(self.x_max)):
-            self.x_max.fill_(_running(float(self.x_max), bmax) if self.training else bmax)
+            stat = _act_stats(self, x.detach())[1]
+            self.x_max.fill_(_running(float(self.x_max), stat) if self.training else stat)
         xq = _FakeQuant.apply(x, float(self.x_max), fxp.UINT8 if self.x_unsigned else fxp.INT8)
         wq = _FakeQuant.apply(self.weight, float(self.weight.detach().abs().max()), fxp.INT8)
         return self._conv_forward(xq, wq, self.bias)

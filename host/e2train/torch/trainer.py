@@ -33,12 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from ..core.energy import ENERGY_KIND, EnergyModel
+from ..core.fixedpoint import ACT_SCALE_DEFAULT, ACT_SCALE_POLICIES, CONTRACT_VERSION
 from ..core.work import Work
 from . import data as tdata
 from .models import PRECISIONS, build_model, parse_model
 from .optim import build_optimizer
 from .policy import Compose, Policy, RandomBatchSkip, StepContext
-from .psg import PSGConv2d, set_exact
+from .psg import PSGConv2d, set_act_scale, set_exact
 from .slu import SLU, StochasticDepth
 from .work_meter import WorkMeter
 
@@ -62,6 +63,7 @@ class TrainConfig:
     precision: str = "fp32"            # fp32 | signsgd | int8_fp32grad | int8_int16grad | psg
     beta: float = 0.05                 # PSG predictor threshold (fraction of max |G_msb|)
     psg_exact: bool = True             # bit-exact PSG emulation; false: float32 sums (fast, near-ties may differ)
+    act_scale: str = ACT_SCALE_DEFAULT  # activation scale: batch_max | mean_sample_max (docs/fixed-point.md)
     epochs: int = 40
     batch_size: int = 64
     lr: float = 0.1                    # SGD (BN, classifier; every weight under fp32)
@@ -158,6 +160,8 @@ class TrainConfig:
         need(self.weight_decay >= 0 and self.conv_lr * self.weight_decay < 1,
              f"weight_decay must be >= 0 (and conv_lr * weight_decay < 1), got {self.weight_decay}")
         need(0 < self.beta <= 1, f"beta must be in (0, 1], got {self.beta}")
+        need(self.act_scale in ACT_SCALE_POLICIES,
+             f"act_scale must be one of {', '.join(ACT_SCALE_POLICIES)}, got {self.act_scale!r}")
         need(0 <= self.smd_p < 1, f"smd_p must be in [0, 1), got {self.smd_p}")
         if self.smd_energy_ratio is not None:
             need(self.smd and 0 < self.smd_energy_ratio <= 1,
@@ -323,6 +327,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
     model.to(device)
     if not cfg.psg_exact:
         set_exact(model, False)
+    set_act_scale(model, cfg.act_scale)
     sign_convs = cfg.precision in ("signsgd", "int8_int16grad", "psg")
     opt = build_optimizer(model, sign_convs=sign_convs, lr=cfg.lr, conv_lr=cfg.conv_lr,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -350,8 +355,14 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
         out.mkdir(parents=True, exist_ok=True)
     if cfg.resume and ckpt_path and ckpt_path.exists():
         st = load_checkpoint(ckpt_path)
+        # fixed-point layers trained under another contract (no field: v1) followed another
+        # MSB split, so their master weights and scale state are not this contract's
+        if psg_layers and st.get("contract_version", 1) != CONTRACT_VERSION:
+            raise ConfigError(f"cannot resume: the checkpoint {ckpt_path} was trained under fixed-point contract "
+                              f"v{st.get('contract_version', 1)}, this e2train implements v{CONTRACT_VERSION} "
+                              "(docs/fixed-point.md); start over with another out_dir or resume = false")
         saved_cfg = json.loads(st["config"])
-        for k in ("dataset", "model", "precision", "beta", "batch_size", "seed", "smd", "smd_p", "slu",
+        for k in ("dataset", "model", "precision", "beta", "act_scale", "batch_size", "seed", "smd", "smd_p", "slu",
                   "stochastic_depth", "epochs", "smd_energy_ratio", "schedule"):
             if saved_cfg.get(k) != getattr(cfg, k):
                 raise ConfigError(f"cannot resume: the checkpoint was written with {k} = {saved_cfg.get(k)!r}, "
@@ -487,7 +498,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
                      "ctx_generator": ctx.generator.get_state(), "torch_rng": torch.get_rng_state(),
                      "epoch": epoch + 1,
                      "records": json.dumps(records), "work": json.dumps(meter.work.to_dict()),
-                     "config": json.dumps(cfg.to_dict())}
+                     "config": json.dumps(cfg.to_dict()), "contract_version": CONTRACT_VERSION}
             if swa_model is not None:
                 state["swa"] = swa_model.state_dict()
             _save_checkpoint(ckpt_path, state)

@@ -38,6 +38,9 @@ def test_committed_sim_manifest_is_current(tmp_path):
     (lambda m: {k: v for k, v in m.items() if k != "kernels"}, "lacks the field 'kernels'"),
     (lambda m: {**m, "board": "zybo"}, "unknown board 'zybo'"),
     (lambda m: {**m, "abi": "0" * 64}, "different kernel interface"),
+    # a bitstream of fixed-point contract v1 (the manifest field did not exist then) or v1 named
+    (lambda m: {k: v for k, v in m.items() if k != "contract_version"}, "follows fixed-point contract v1, this e2train implements v2"),
+    (lambda m: {**m, "contract_version": 1}, r"contract v1, .* rebuild it with this e2train \(make bitstream\)"),
 ])
 def test_bad_manifests_are_clear_errors(tmp_path, edit, message):
     m = json.loads((SIM / mf.MANIFEST_NAME).read_text())

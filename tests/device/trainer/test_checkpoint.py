@@ -99,6 +99,29 @@ def test_checksum_catches_altered_arrays(tmp_path):
         ckpt.load(path)
 
 
+def _rewrite_meta(path, edit):
+    """The same arrays with the metadata edited (checksum still valid)."""
+    import json
+    with np.load(path, allow_pickle=False) as z:
+        entries = {k: z[k] for k in z.files}
+    meta = edit(json.loads(entries.pop(ckpt.META_KEY).tobytes().decode()))
+    with open(path, "wb") as f:                 # a file object: savez would add .npz to a name
+        np.savez(f, **entries, **{ckpt.META_KEY: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
+
+
+@pytest.mark.parametrize("edit", [lambda m: {k: v for k, v in m.items() if k != "contract_version"},
+                                  lambda m: {**m, "contract_version": 1}], ids=["no field", "v1"])
+def test_checkpoint_of_another_contract_is_refused(small_digits, tmp_path, edit):
+    path = tmp_path / "ckpt.npz"
+    cfg = dict(CFG, epochs=1, smd=False, checkpoint_every=1)
+    Trainer(cfg, small_digits, golden, checkpoint=path).run()
+    assert ckpt.load(path)[1]["contract_version"] == 2
+    for p in (path, ckpt.prev_path(path)):
+        _rewrite_meta(p, edit)
+    with pytest.raises(ckpt.CheckpointError, match=r"trained under fixed-point contract v1, this e2train implements v2"):
+        Trainer(cfg, small_digits, golden, checkpoint=path)._resume()
+
+
 def test_trainer_resume_falls_back_to_previous_and_refuses_other_config(small_digits, tmp_path):
     path = tmp_path / "ckpt.npz"
     cfg = dict(CFG, epochs=1, smd=False, checkpoint_every=1)

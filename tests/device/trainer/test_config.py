@@ -12,6 +12,7 @@ from e2train.device.trainer import Trainer
 BAD = [
     ({"psg_beta": 0.0}, "psg_beta", "(0, 1]"),
     ({"psg_beta": 1.5}, "psg_beta", "(0, 1]"),
+    ({"act_scale": "running_max"}, "act_scale", "batch_max, mean_sample_max"),
     ({"act_bits": 4}, "act_bits", "support"),
     ({"grad_bits": 32}, "grad_bits", "support"),
     ({"depth": 10}, "depth", "6n+2"),

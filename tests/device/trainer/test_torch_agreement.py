@@ -43,13 +43,16 @@ def _load_into_torch(model, tm):
     tm.fc.bias.data.copy_(torch.from_numpy(model.fc.bias))
 
 
-def test_first_steps_agree_with_the_torch_reference(digits):
+@pytest.mark.parametrize("act_scale", ["batch_max", "mean_sample_max"])
+def test_first_steps_agree_with_the_torch_reference(digits, act_scale):
     from e2train.torch.models import ResNetCifar
+    from e2train.torch.psg import set_act_scale
     x_tr, y_tr, _, _ = digits
     cfg = dict(depth=8, width=8, epochs=1, smd=False, slu=False, psg=True, augment_shift=0,
-               progress_every=0, batch_size=48, conv_lr=0.01)
+               progress_every=0, batch_size=48, conv_lr=0.01, act_scale=act_scale)
     tr = Trainer(cfg, (x_tr, y_tr), golden)
     tm = ResNetCifar(8, 1, 10, precision="psg", beta=0.05, width=8).train()
+    assert set_act_scale(tm, act_scale) == len(tr.model.convs())
     pairs = []
     for t in range(4):
         xb, yb = x_tr[t * 48:(t + 1) * 48], y_tr[t * 48:(t + 1) * 48]
@@ -63,3 +66,11 @@ def test_first_steps_agree_with_the_torch_reference(digits):
     for dev, ref in pairs:
         assert abs(dev - ref) < 1e-5 * ref, pairs
     assert pairs[0][0] != pairs[-1][0]               # the weights did move between steps
+    # the policy is the one asked for: each layer's running max follows its statistic
+    stem = tr.model.convs()[0]
+    xb = x_tr[4 * 48:5 * 48]
+    before = stem.x_max
+    tr.train_step(xb, y_tr[4 * 48:5 * 48], 4)
+    per_sample = np.abs(xb).reshape(48, -1).max(1)
+    stat = per_sample.max() if act_scale == "batch_max" else math.fsum(per_sample.astype(np.float64)) / 48
+    assert stem.x_max == pytest.approx(0.9 * before + 0.1 * stat, rel=1e-12)

@@ -1,0 +1,286 @@
+"""PSG sign quality on layer cases captured from real training: contract v1 against v2.
+
+Layer cases: the torch reference (``e2train.torch``, precision "psg") trains ResNet-8 and
+ResNet-20 on digits; early, in the middle and late in training one mini-batch is captured at
+every convolution: the float input x and output gradient g_y (what the layer quantises), the
+running activation max the layer used, and the x and g codes with their scales. The capture
+is cached under build/bench_psg/ (keyed by its settings), so only the first run trains.
+
+For each case and each MSB split rule the PSG rule (``core.golden.psg_decide``) runs on the
+exact integer sums G_msb = sum x_h*g_h and G = sum x*g of those codes, and its signs are
+compared with the sign of the exact fp64 weight gradient of the *float* x and g_y:
+
+* agreement: the share of weights whose PSG sign equals sign(dW_fp64);
+* |dW|-weighted agreement: the same, each weight weighted by |dW_fp64|;
+* decided: the share of weights the predictor decides (the rest take the exact G's sign);
+* the predictor's wrong signs (share of the weights it decides), and how many of those are
+  +1 where the fp64 gradient is negative or zero: the direction of a biased split.
+
+Rules: v1 (round half up, ties to +inf), v2 (round half away from zero, the contract) and
+half to even (the other symmetric candidate), at beta 0.05 and 0.12. "exact" is beta = 0:
+every sign from G, the ceiling that quantisation alone leaves. With --scale-policies the
+v2 rule is also run on x codes scaled by the batch's mean per-sample max (saturating above
+it) instead of the layer's running batch max, on the same captured floats.
+
+Goal (issue 12): mean agreement >= 0.993 with >= 65% decided by the predictor.
+
+``--train-policies SEEDS`` instead trains the torch reference (ResNet-8, digits, precision
+"psg", bit-exact emulation) under each activation scale policy for SEEDS seeds and prints the
+final test accuracy and the share of signs the predictor decided: the measurement behind the
+default of ``act_scale`` (docs/fixed-point.md).
+Usage: python benchmarks/bench_psg.py [--epochs 10] [--seed 0] [--recapture] [--scale-policies]
+       python benchmarks/bench_psg.py --train-policies 3 [--train-epochs 20] [--model resnet8]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from e2train.core import fixedpoint as fxp
+from e2train.core.golden import psg_decide
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "build" / "bench_psg"
+MODELS = ("resnet8", "resnet20")
+BETAS = (0.05, 0.12)
+RULES = {"v1 half up": "half_up", "v2 half away": "half_away", "half even": "half_even"}
+GOAL_AGREE, GOAL_DECIDED = 0.993, 0.65
+
+
+# --- capture -------------------------------------------------------------------------------
+
+def capture_points(epochs: int) -> dict[int, str]:
+    """Epoch -> label of the captured batch (its first): early, middle, late."""
+    return {1: "early", epochs // 2: "middle", epochs - 1: "late"}
+
+
+def capture(model_name: str, epochs: int, seed: int) -> list[dict]:
+    """Train with the torch reference and capture every PSG convolution's operands on the
+    first batch of each capture epoch (the cases of ``capture_points``)."""
+    from e2train.torch.policy import Policy
+    from e2train.torch.psg import PSGConv2d
+    from e2train.torch.trainer import TrainConfig, train
+
+    points = capture_points(epochs)
+    cases: list[dict] = []
+
+    class Capture(Policy):
+        def __init__(self):
+            self.hooks = []
+
+        def before_forward(self, ctx):
+            if ctx.batch_in_epoch != 0 or ctx.epoch not in points:
+                return
+            for name, m in ctx.model.named_modules():
+                if isinstance(m, PSGConv2d) and m.beta_q:
+                    self.hooks.append(m.register_forward_hook(self._hook(name, ctx.epoch)))
+
+        def _hook(self, name, epoch):
+            def fwd(m, inputs, out):
+                case = dict(model=model_name, layer=name, point=points[epoch], epoch=epoch,
+                            x=inputs[0].detach().float().cpu().numpy(), x_max=float(m.x_max),
+                            x_unsigned=bool(m.x_unsigned), stride=m.stride, padding=m.padding,
+                            groups=m.groups, w_shape=tuple(m.w_master.shape))
+                cases.append(case)
+                out.register_hook(lambda g: case.__setitem__("g", g.detach().float().cpu().numpy()))
+            return fwd
+
+        def after_backward(self, ctx):
+            for h in self.hooks:
+                h.remove()
+            self.hooks = []
+
+    cfg = TrainConfig(dataset="digits", model=model_name, precision="psg", epochs=epochs, seed=seed,
+                      psg_exact=False, progress=False)
+    res = train(cfg, [Capture()])
+    for c in cases:
+        c["test_acc_end"] = res.records[-1]["test_acc"]
+    return [c for c in cases if "g" in c]
+
+
+def load_cases(epochs: int, seed: int, recapture: bool) -> list[dict]:
+    key = hashlib.sha256(json.dumps([MODELS, epochs, seed, fxp.CONTRACT_VERSION, 1]).encode()).hexdigest()[:12]
+    path = CACHE / f"cases-{key}.npz"
+    if path.exists() and not recapture:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            return [dict(m, x=z[f"x{i}"], g=z[f"g{i}"]) for i, m in enumerate(meta)]
+    cases = []
+    for name in MODELS:
+        t0 = time.perf_counter()
+        got = capture(name, epochs, seed)
+        print(f"captured {len(got)} layer cases of {name} ({epochs} epochs of training, "
+              f"{time.perf_counter() - t0:.0f} s, final test accuracy {got[-1]['test_acc_end']:.2f}%)")
+        cases += got
+    CACHE.mkdir(parents=True, exist_ok=True)
+    meta = [{k: v for k, v in c.items() if k not in ("x", "g")} for c in cases]
+    arrays = {f"x{i}": c["x"] for i, c in enumerate(cases)} | {f"g{i}": c["g"] for i, c in enumerate(cases)}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    tmp.replace(path)
+    return cases
+
+
+# --- codes and sums ------------------------------------------------------------------------
+
+def x_codes(case: dict, policy: str = "batch_max") -> np.ndarray:
+    """The layer's activation codes: full range of its running batch max (what it used), or
+    of the batch's mean per-sample max (saturating above it)."""
+    x = case["x"]
+    fmt = fxp.UINT8 if case["x_unsigned"] else fxp.INT8
+    if policy == "batch_max":
+        top = case["x_max"]
+    else:
+        top = float(np.abs(x).reshape(x.shape[0], -1).max(1).mean())
+    return fxp.quantize(x, fxp.scale_for(top, fmt), fmt)
+
+
+def g_codes(case: dict) -> np.ndarray:
+    g = case["g"]
+    return fxp.quantize(g, fxp.scale_for(float(np.abs(g).max()), fxp.INT16), fxp.INT16)
+
+
+def wgrad(case: dict, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sum a*b over the batch and positions feeding each weight, float64 (exact for the
+    integer operands here: every sum stays far below 2**53)."""
+    return torch.nn.grad.conv2d_weight(torch.from_numpy(np.asarray(a, np.float64)), case["w_shape"],
+                                       torch.from_numpy(np.asarray(b, np.float64)), case["stride"],
+                                       case["padding"], 1, case["groups"]).numpy()
+
+
+def sums(case: dict, xq: np.ndarray, gq: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """(G_msb, G) as int64: the predictor's sum under ``rule`` and the exact sum x*g."""
+    xh, _ = fxp.msb_split_x(xq, rule)
+    gh, _ = fxp.msb_split_g(gq, rule)
+    g_msb = np.rint(wgrad(case, xh, gh)).astype(np.int64)
+    g_exact = np.rint(wgrad(case, xq.astype(np.int64), gq.astype(np.int64))).astype(np.int64)
+    return g_msb, g_exact
+
+
+def scores(sign: np.ndarray, predicted: np.ndarray, ref: np.ndarray) -> tuple:
+    """(agreement, |dW|-weighted agreement, share decided, predicted weights, wrong predicted
+    signs, wrong predicted signs that are +1) against the fp64 gradient ``ref``."""
+    agree = sign == np.sign(ref)
+    w = np.abs(ref)
+    wrong = predicted & ~agree
+    return (float(agree.mean()), float((w * agree).sum() / w.sum()) if w.sum() else 1.0, float(predicted.mean()),
+            int(predicted.sum()), int(wrong.sum()), int((wrong & (sign > 0)).sum()))
+
+
+def evaluate(cases: list[dict], configs: dict[str, tuple[str, str]]) -> dict:
+    """config name -> beta -> per-case (agree, weighted, decided); config = (rule, x policy)."""
+    out: dict = {name: {b: [] for b in (0.0, *BETAS)} for name in configs}
+    for case in cases:
+        ref = wgrad(case, case["x"], case["g"])                      # the exact fp64 weight gradient
+        gq = g_codes(case)
+        for name, (rule, policy) in configs.items():
+            xq = x_codes(case, policy)
+            g_msb, g_exact = sums(case, xq, gq, rule)
+            for beta in (0.0, *BETAS):
+                sign, pred, _ = psg_decide(g_msb, g_exact, fxp.beta_to_fixed(beta) if beta else 0)
+                out[name][beta].append(scores(sign, pred, ref))
+    return out
+
+
+# --- report --------------------------------------------------------------------------------
+
+def table(cases: list[dict], res: dict, group=None) -> list[str]:
+    idx = [i for i, c in enumerate(cases) if group is None or group(c)]
+    lines = ["| configuration | beta | agreement mean | min | \\|dW\\|-weighted | decided by predictor "
+             "| predictor's wrong signs (pooled) | of which +1 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, by_beta in res.items():
+        for beta, rows in by_beta.items():
+            a = np.array([rows[i] for i in idx])
+            label = "exact signs (beta 0)" if beta == 0 else f"{beta:.2f}"
+            wrong = (f"{a[:, 4].sum() / a[:, 3].sum():.2%} | {a[:, 5].sum() / a[:, 4].sum():.0%}"
+                     if a[:, 4].sum() else "0 | -")
+            lines.append(f"| {name} | {label} | {a[:, 0].mean():.5f} | {a[:, 0].min():.4f} | "
+                         f"{a[:, 1].mean():.4f} | {a[:, 2].mean():.1%} | {wrong} |")
+    return lines
+
+
+def train_policies(seeds: int, epochs: int, model: str) -> None:
+    """Final test accuracy and predictor share of short PSG runs under each scale policy."""
+    from e2train.torch.trainer import TrainConfig, train
+
+    print(f"torch reference, {model} on digits, precision psg (bit-exact), {epochs} epochs, seeds 0..{seeds - 1}\n")
+    print("| act_scale | seed | final test accuracy | best | decided by predictor (mean over epochs) |")
+    print("|---|---:|---:|---:|---:|")
+    summary = {}
+    for policy in fxp.ACT_SCALE_POLICIES:
+        for seed in range(seeds):
+            cfg = TrainConfig(dataset="digits", model=model, precision="psg", epochs=epochs, seed=seed,
+                              act_scale=policy, progress=False)
+            recs = train(cfg).records
+            acc, best = recs[-1]["test_acc"], max(r["test_acc"] for r in recs)
+            pred = float(np.mean([r["predicted_frac"] for r in recs]))
+            summary.setdefault(policy, []).append((acc, pred))
+            print(f"| {policy} | {seed} | {acc:.2f}% | {best:.2f}% | {pred:.1%} |", flush=True)
+    print()
+    for policy, rows in summary.items():
+        a = np.array(rows)
+        print(f"{policy}: accuracy {a[:, 0].mean():.2f}% +- {a[:, 0].std():.2f} (min {a[:, 0].min():.2f}), "
+              f"decided by predictor {a[:, 1].mean():.1%}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--epochs", type=int, default=10, help="training epochs of each captured run (>= 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recapture", action="store_true", help="train and capture again even if cached")
+    p.add_argument("--scale-policies", action="store_true",
+                   help="also run v2 on x scaled by the mean per-sample max of each captured batch")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (more than the idle cores slows every step down badly)")
+    p.add_argument("--train-policies", type=int, metavar="SEEDS",
+                   help="train under each activation scale policy for SEEDS seeds instead")
+    p.add_argument("--train-epochs", type=int, default=20)
+    p.add_argument("--model", default="resnet8")
+    a = p.parse_args(argv)
+    if a.train_policies:
+        torch.set_num_threads(a.threads)
+        train_policies(a.train_policies, a.train_epochs, a.model)
+        return 0
+    if a.epochs < 3:
+        print("error: --epochs must be >= 3 (early, middle and late captures)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    cases = load_cases(a.epochs, a.seed, a.recapture)
+    configs = {name: (rule, "batch_max") for name, rule in RULES.items()}
+    if a.scale_policies:
+        configs["v2, x by mean sample max"] = ("half_away", "mean_sample_max")
+    res = evaluate(cases, configs)
+    n_models = {m: sum(c["model"] == m for c in cases) for m in MODELS}
+    print(f"\nPSG signs vs the exact fp64 weight gradient: {len(cases)} layer cases captured from training "
+          f"on digits ({', '.join(f'{m} {n}' for m, n in n_models.items())}; epochs "
+          f"{sorted({c['epoch'] for c in cases})} of {a.epochs}, seed {a.seed}); means over cases\n")
+    print("\n".join(table(cases, res)))
+    for m in MODELS:
+        print(f"\n{m} only:")
+        print("\n".join(table(cases, res, lambda c, m=m: c["model"] == m)))
+    for point in ("early", "middle", "late"):
+        print(f"\n{point} captures only:")
+        print("\n".join(table(cases, res, lambda c, pt=point: c["point"] == pt)))
+    print("\ngoal: mean agreement >= %.3f with >= %.0f%% decided by the predictor:" % (GOAL_AGREE, 100 * GOAL_DECIDED))
+    for name, by_beta in res.items():
+        for beta in BETAS:
+            a_ = np.array(by_beta[beta])
+            ok = a_[:, 0].mean() >= GOAL_AGREE and a_[:, 2].mean() >= GOAL_DECIDED
+            print(f"  {name}, beta {beta:.2f}: {a_[:, 0].mean():.5f} at {a_[:, 2].mean():.1%} decided: "
+                  f"{'met' if ok else 'not met'}")
+    print(f"\n({time.perf_counter() - t0:.0f} s; capture cached in {CACHE.relative_to(ROOT)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
