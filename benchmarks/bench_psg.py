@@ -28,7 +28,7 @@ Goal (issue 12): mean agreement >= 0.993 with >= 65% decided by the predictor.
 "psg", bit-exact emulation) under each activation scale policy for SEEDS seeds and prints the
 final test accuracy and the share of signs the predictor decided: the measurement behind the
 default of ``act_scale`` (docs/fixed-point.md).
-Usage: python benchmarks/bench_psg.py [--epochs 10] [--seed 0] [--recapture] [--scale-policies]
+Usage: python benchmarks/bench_psg.py [--epochs 10] [--seeds 0,1,2] [--recapture] [--scale-policies]
        python benchmarks/bench_psg.py --train-policies 3 [--train-epochs 20] [--model resnet8]
 """
 from __future__ import annotations
@@ -107,6 +107,7 @@ def capture(model_name: str, epochs: int, seed: int) -> list[dict]:
 
 
 def load_cases(epochs: int, seed: int, recapture: bool) -> list[dict]:
+    """The cases of one training seed: from the cache, else captured (and cached)."""
     key = hashlib.sha256(json.dumps([MODELS, epochs, seed, fxp.CONTRACT_VERSION, 1]).encode()).hexdigest()[:12]
     path = CACHE / f"cases-{key}.npz"
     if path.exists() and not recapture:
@@ -117,7 +118,9 @@ def load_cases(epochs: int, seed: int, recapture: bool) -> list[dict]:
     for name in MODELS:
         t0 = time.perf_counter()
         got = capture(name, epochs, seed)
-        print(f"captured {len(got)} layer cases of {name} ({epochs} epochs of training, "
+        for c in got:
+            c["seed"] = seed
+        print(f"captured {len(got)} layer cases of {name}, seed {seed} ({epochs} epochs of training, "
               f"{time.perf_counter() - t0:.0f} s, final test accuracy {got[-1]['test_acc_end']:.2f}%)")
         cases += got
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -235,7 +238,7 @@ def train_policies(seeds: int, epochs: int, model: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=10, help="training epochs of each captured run (>= 3)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2", help="training seeds whose captures are pooled (comma-separated)")
     p.add_argument("--recapture", action="store_true", help="train and capture again even if cached")
     p.add_argument("--scale-policies", action="store_true",
                    help="also run v2 on x scaled by the mean per-sample max of each captured batch")
@@ -255,7 +258,15 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    cases = load_cases(a.epochs, a.seed, a.recapture)
+    try:
+        seeds = sorted({int(v) for v in a.seeds.split(",") if v.strip()})
+    except ValueError:
+        print(f"error: --seeds must be comma-separated integers, got {a.seeds!r}", file=sys.stderr)
+        return 2
+    if not seeds:
+        print("error: --seeds names no seed", file=sys.stderr)
+        return 2
+    cases = [c for seed in seeds for c in load_cases(a.epochs, seed, a.recapture)]
     configs = {name: (rule, "batch_max") for name, rule in RULES.items()}
     if a.scale_policies:
         configs["v2, x by mean sample max"] = ("half_away", "mean_sample_max")
@@ -263,7 +274,8 @@ def main(argv=None) -> int:
     n_models = {m: sum(c["model"] == m for c in cases) for m in MODELS}
     print(f"\nPSG signs vs the exact fp64 weight gradient: {len(cases)} layer cases captured from training "
           f"on digits ({', '.join(f'{m} {n}' for m, n in n_models.items())}; epochs "
-          f"{sorted({c['epoch'] for c in cases})} of {a.epochs}, seed {a.seed}); means over cases\n")
+          f"{sorted({c['epoch'] for c in cases})} of {a.epochs}, seeds {','.join(map(str, seeds))}); "
+          f"means over cases\n")
     print("\n".join(table(cases, res)))
     for m in MODELS:
         print(f"\n{m} only:")
