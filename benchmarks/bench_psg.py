@@ -20,7 +20,9 @@ Rules: v1 (round half up, ties to +inf), v2 (round half away from zero, the cont
 half to even (the other symmetric candidate), at beta 0.05 and 0.12. "exact" is beta = 0:
 every sign from G, the ceiling that quantisation alone leaves. With --scale-policies the
 v2 rule is also run on x codes scaled by the batch's mean per-sample max (saturating above
-it) instead of the layer's running batch max, on the same captured floats.
+it) instead of the layer's running batch max, on the same captured floats, and the same seeds
+are also trained and captured under act_scale = mean_sample_max (v1 and v2 on those cases,
+with each layer's own running mean per-sample max).
 
 Goal (issue 12): mean agreement >= 0.993 with >= 65% decided by the predictor.
 
@@ -28,7 +30,7 @@ Goal (issue 12): mean agreement >= 0.993 with >= 65% decided by the predictor.
 "psg", bit-exact emulation) under each activation scale policy for SEEDS seeds and prints the
 final test accuracy and the share of signs the predictor decided: the measurement behind the
 default of ``act_scale`` (docs/fixed-point.md).
-Usage: python benchmarks/bench_psg.py [--epochs 10] [--seed 0] [--recapture] [--scale-policies]
+Usage: python benchmarks/bench_psg.py [--epochs 10] [--seeds 0,1,2] [--recapture] [--scale-policies]
        python benchmarks/bench_psg.py --train-policies 3 [--train-epochs 20] [--model resnet8]
 """
 from __future__ import annotations
@@ -62,7 +64,7 @@ def capture_points(epochs: int) -> dict[int, str]:
     return {1: "early", epochs // 2: "middle", epochs - 1: "late"}
 
 
-def capture(model_name: str, epochs: int, seed: int) -> list[dict]:
+def capture(model_name: str, epochs: int, seed: int, act_scale: str = "batch_max") -> list[dict]:
     """Train with the torch reference and capture every PSG convolution's operands on the
     first batch of each capture epoch (the cases of ``capture_points``)."""
     from e2train.torch.policy import Policy
@@ -99,15 +101,18 @@ def capture(model_name: str, epochs: int, seed: int) -> list[dict]:
             self.hooks = []
 
     cfg = TrainConfig(dataset="digits", model=model_name, precision="psg", epochs=epochs, seed=seed,
-                      psg_exact=False, progress=False)
+                      psg_exact=False, progress=False, act_scale=act_scale)
     res = train(cfg, [Capture()])
     for c in cases:
         c["test_acc_end"] = res.records[-1]["test_acc"]
     return [c for c in cases if "g" in c]
 
 
-def load_cases(epochs: int, seed: int, recapture: bool) -> list[dict]:
-    key = hashlib.sha256(json.dumps([MODELS, epochs, seed, fxp.CONTRACT_VERSION, 1]).encode()).hexdigest()[:12]
+def load_cases(epochs: int, seed: int, recapture: bool, act_scale: str = "batch_max") -> list[dict]:
+    """The cases of one training seed (trained under ``act_scale``): from the cache, else
+    captured (and cached)."""
+    ident = [MODELS, epochs, seed, fxp.CONTRACT_VERSION, 1] + ([act_scale] if act_scale != "batch_max" else [])
+    key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:12]
     path = CACHE / f"cases-{key}.npz"
     if path.exists() and not recapture:
         with np.load(path, allow_pickle=False) as z:
@@ -116,8 +121,10 @@ def load_cases(epochs: int, seed: int, recapture: bool) -> list[dict]:
     cases = []
     for name in MODELS:
         t0 = time.perf_counter()
-        got = capture(name, epochs, seed)
-        print(f"captured {len(got)} layer cases of {name} ({epochs} epochs of training, "
+        got = capture(name, epochs, seed, act_scale)
+        for c in got:
+            c["seed"] = seed
+        print(f"captured {len(got)} layer cases of {name}, seed {seed}, act_scale {act_scale} ({epochs} epochs of training, "
               f"{time.perf_counter() - t0:.0f} s, final test accuracy {got[-1]['test_acc_end']:.2f}%)")
         cases += got
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -235,7 +242,7 @@ def train_policies(seeds: int, epochs: int, model: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=10, help="training epochs of each captured run (>= 3)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2", help="training seeds whose captures are pooled (comma-separated)")
     p.add_argument("--recapture", action="store_true", help="train and capture again even if cached")
     p.add_argument("--scale-policies", action="store_true",
                    help="also run v2 on x scaled by the mean per-sample max of each captured batch")
@@ -255,15 +262,29 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    cases = load_cases(a.epochs, a.seed, a.recapture)
+    try:
+        seeds = sorted({int(v) for v in a.seeds.split(",") if v.strip()})
+    except ValueError:
+        print(f"error: --seeds must be comma-separated integers, got {a.seeds!r}", file=sys.stderr)
+        return 2
+    if not seeds:
+        print("error: --seeds names no seed", file=sys.stderr)
+        return 2
+    cases = [c for seed in seeds for c in load_cases(a.epochs, seed, a.recapture)]
     configs = {name: (rule, "batch_max") for name, rule in RULES.items()}
     if a.scale_policies:
         configs["v2, x by mean sample max"] = ("half_away", "mean_sample_max")
     res = evaluate(cases, configs)
+    if a.scale_policies:
+        # the same seeds trained under act_scale = mean_sample_max: each layer's own running max
+        msm_cases = [c for seed in seeds for c in load_cases(a.epochs, seed, a.recapture, "mean_sample_max")]
+        res_msm = evaluate(msm_cases, {f"{name}, trained with mean_sample_max": (rule, "batch_max")
+                                       for name, rule in RULES.items() if rule != "half_even"})
     n_models = {m: sum(c["model"] == m for c in cases) for m in MODELS}
     print(f"\nPSG signs vs the exact fp64 weight gradient: {len(cases)} layer cases captured from training "
           f"on digits ({', '.join(f'{m} {n}' for m, n in n_models.items())}; epochs "
-          f"{sorted({c['epoch'] for c in cases})} of {a.epochs}, seed {a.seed}); means over cases\n")
+          f"{sorted({c['epoch'] for c in cases})} of {a.epochs}, seeds {','.join(map(str, seeds))}); "
+          f"means over cases\n")
     print("\n".join(table(cases, res)))
     for m in MODELS:
         print(f"\n{m} only:")
@@ -271,6 +292,11 @@ def main(argv=None) -> int:
     for point in ("early", "middle", "late"):
         print(f"\n{point} captures only:")
         print("\n".join(table(cases, res, lambda c, pt=point: c["point"] == pt)))
+    if a.scale_policies:
+        print(f"\nthe same seeds trained with act_scale = mean_sample_max ({len(msm_cases)} layer cases, x codes from "
+              f"each layer's running mean per-sample max):\n")
+        print("\n".join(table(msm_cases, res_msm)))
+        res = {**res, **res_msm}
     print("\ngoal: mean agreement >= %.3f with >= %.0f%% decided by the predictor:" % (GOAL_AGREE, 100 * GOAL_DECIDED))
     for name, by_beta in res.items():
         for beta in BETAS:

@@ -213,3 +213,19 @@ def test_master_frac_bits_and_weight_codes():
     assert (z == 0).all() and zs == fp.ONE
     with pytest.raises(ValueError, match="cannot choose master weight format"):
         fp.master_frac_bits(0.0)
+
+
+def test_activation_scale_statistic():
+    maxima = np.array([3.0, 1.0, 2.0, 1e-8], np.float32)
+    assert fp.act_batch_max(maxima, "batch_max") == 3.0
+    want = (3.0 + 1.0 + 2.0 + float(np.float32(1e-8))) / 4
+    assert fp.act_batch_max(maxima, "mean_sample_max") == want
+    # the exact sum: the same float64 in any order (what lets torch and numpy agree)
+    rng = np.random.default_rng(0)
+    m = rng.lognormal(0, 3, 4096).astype(np.float32)
+    assert fp.act_batch_max(m, "mean_sample_max") == fp.act_batch_max(m[::-1], "mean_sample_max") \
+        == fp.act_batch_max(rng.permutation(m), "mean_sample_max")
+    assert fp.act_batch_max([], "mean_sample_max") == 0.0
+    assert fp.ACT_SCALE_DEFAULT in fp.ACT_SCALE_POLICIES
+    with pytest.raises(ValueError, match="batch_max, mean_sample_max"):
+        fp.act_batch_max(maxima, "median")
