@@ -18,6 +18,10 @@ CONFIGS = [("psg_engine_hls", ENGINE, {"LANES": n}) for n in (1, 8, 32)] + [
     ("psg_lanes_hls", ARRAY, {"LANES": 8, "EXACT_LANES": 4, "XSLOTS": 12, "GSLOTS": 4}),
     ("psg_lanes_hls", ARRAY, {"LANES": 1, "EXACT_LANES": 1, "XSLOTS": 1, "GSLOTS": 1}),
 ]
+ENGINE_V2 = [str(RTL_DIR / f) for f in SOURCES["train_engine"]]
+# the training engine at the full grid (8 x 24), the reduced one the benches use, and 1 x 1
+CONFIGS += [("train_engine", ENGINE_V2, {"ROWS": 8, "COLS": 24}), ("train_engine", ENGINE_V2, {"ROWS": 2, "COLS": 3}),
+            ("train_engine", ENGINE_V2, {"ROWS": 1, "COLS": 1})]
 IDS = [f"{t}-" + "-".join(f"{k}{v}" for k, v in p.items()) for t, _, p in CONFIGS]
 
 
@@ -36,8 +40,8 @@ def test_verilator_lint_clean(top: str, files: list[str], params: dict) -> None:
     assert r.returncode == 0 and "%Warning" not in r.stderr, f"verilator -Wall, {top} {params}:\n{r.stderr}"
 
 
-@pytest.mark.parametrize(("top", "files", "params"), [CONFIGS[0], CONFIGS[2], CONFIGS[3], CONFIGS[5]],
-                         ids=[IDS[0], IDS[2], IDS[3], IDS[5]])
+@pytest.mark.parametrize(("top", "files", "params"), [CONFIGS[i] for i in (0, 2, 3, 5, 6, 8)],
+                         ids=[IDS[i] for i in (0, 2, 3, 5, 6, 8)])
 def test_icarus_accepts_verilog_2005(top: str, files: list[str], params: dict) -> None:
     need("icarus")
     r = subprocess.run(["iverilog", "-g2005", "-Wall", *(f"-P{top}.{k}={v}" for k, v in params.items()),
