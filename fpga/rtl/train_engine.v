@@ -48,16 +48,16 @@
 //   registers only when pred_en (WGRAD) and it lies in pred_rows x pred_cols, its fabric accumulators only in FWD
 //   with exact_en & cell_en[k]: a cell that is off does not toggle, and keeps its sums.
 // Preconditions (the caller's): beats per accumulation <= 2^24 in BWD/WGRAD (|x*g| < 2^23,
-//   48-bit P) and for the predictor (|x_h*g_h| < 2^13, LO_W = 40); <= 2^16 in FWD
-//   (|w*x| < 2^15, HI_W = 32).
+//   48-bit P) and for the predictor (|x_h*g_h| <= 15*512 < 2^13, LO_W = 38); <= 2^15 in FWD
+//   (|w*x| < 2^15, LO_W and HI_W = 31; shapes.MAX_FWD_TERMS = 2^15).
 // Reset: ap_rst, synchronous, active high: abandons a call in flight, with no output.
 `default_nettype none
 
 module train_engine #(
     parameter integer ROWS = 8,
     parameter integer COLS = 24,
-    parameter integer LO_W = 40,      // acc_lo: FWD sum of position 2c / G_msb
-    parameter integer HI_W = 32       // acc_hi: FWD sum of position 2c+1
+    parameter integer LO_W = 38,      // acc_lo: FWD sum of position 2c / G_msb
+    parameter integer HI_W = 31       // acc_hi: FWD sum of position 2c+1
 ) (
     input  wire                       ap_clk,
     input  wire                       ap_rst,
@@ -136,7 +136,12 @@ module train_engine #(
 
     // ---- stage 1: row and column buses, formatted and split once per bus
     reg signed [17:0] row_b [0:ROWS-1];   // DSP B operand
-    reg signed [9:0]  row_gh [0:ROWS-1];  // g_h (WGRAD predictor)
+    // the predictor's multiples of g_h, once per row (radix-4 digits of x_h, see the cells)
+    reg signed [11:0] row_l1 [0:ROWS-1];  // g_h        low digit 1; high digit 1
+    reg signed [11:0] row_l2 [0:ROWS-1];  // 2 g_h      low digit 2
+    reg signed [11:0] row_l3 [0:ROWS-1];  // 3 g_h      low digit 3
+    reg signed [11:0] row_h2 [0:ROWS-1];  // high digit 2: 2 g_h (uint8 x) or -2 g_h (int8 x)
+    reg signed [11:0] row_h3 [0:ROWS-1];  // high digit 3: 3 g_h (uint8 x) or -g_h (int8 x)
     reg signed [24:0] col_a [0:COLS-1];   // DSP A operand
     reg [3:0]         col_xh [0:COLS-1];  // x_h (WGRAD predictor): 4 bits, see below
     wire signed [4:0] xh_top = xu_r ? 5'sd15 : 5'sd7;
@@ -146,12 +151,17 @@ module train_engine #(
         for (r = 0; r < ROWS; r = r + 1) begin : rowbus
             wire [15:0] v = s_row[16*r +: 16];
             wire signed [9:0] gh;
+            wire signed [11:0] gh_w = {{2{gh[9]}}, gh};
             msb_split #(.W(16), .SHIFT(6), .HW(10)) u_split_g (
                 .v(s_prow[16*r +: 16]), .lo(-10'sd512), .hi(10'sd511), .h(gh));
             always @(posedge ap_clk) begin
                 if (accept) begin
                     row_b[r] <= (mode_r == WGRAD) ? {{2{v[15]}}, v} : {{10{v[7]}}, v[7:0]};
-                    row_gh[r] <= gh;
+                    row_l1[r] <= gh_w;
+                    row_l2[r] <= gh_w <<< 1;
+                    row_l3[r] <= gh_w + (gh_w <<< 1);
+                    row_h2[r] <= xu_r ? (gh_w <<< 1) : -(gh_w <<< 1);
+                    row_h3[r] <= xu_r ? gh_w + (gh_w <<< 1) : -gh_w;
                 end
             end
         end
@@ -195,13 +205,17 @@ module train_engine #(
                     if (clr_p_now) p <= 48'sd0;
                     else if (v2 & en_d) p <= (fwd ? 48'sd32768 : p) + {{5{m[42]}}, m};
                 end
-                // predictor: x_h*g_h (4 x 10 bits) as shift-and-add (LUTs, never a DSP); the
-                // top bit of x_h weighs +8 (uint8 x) or -8 (int8 x)
-                wire signed [13:0] gh = {{4{row_gh[r][9]}}, row_gh[r]};
+                // predictor: x_h*g_h (4 x 10 bits) in LUTs, never a DSP. x_h = 4*hi + lo in
+                // radix-4 digits: lo = x_h[1:0] in 0..3; hi = x_h[3:2] in 0..3 (uint8 x) or
+                // -2..1 (int8 x, the top bit weighs -8). Each digit selects a multiple of g_h
+                // that its row computed once (a 4:1 select, one LUT6 per bit), so a cell adds
+                // two terms instead of four.
                 wire [3:0] xh = col_xh[c];
-                wire signed [13:0] pp = (xh[0] ? gh : 14'sd0) + (xh[1] ? (gh <<< 1) : 14'sd0)
-                                      + (xh[2] ? (gh <<< 2) : 14'sd0)
-                                      + (xh[3] ? (xu_r ? (gh <<< 3) : -(gh <<< 3)) : 14'sd0);
+                wire signed [11:0] d_lo = (xh[1:0] == 2'd0) ? 12'sd0 : (xh[1:0] == 2'd1) ? row_l1[r] :
+                                          (xh[1:0] == 2'd2) ? row_l2[r] : row_l3[r];
+                wire signed [11:0] d_hi = (xh[3:2] == 2'd0) ? 12'sd0 : (xh[3:2] == 2'd1) ? row_l1[r] :
+                                          (xh[3:2] == 2'd2) ? row_h2[r] : row_h3[r];
+                wire signed [13:0] pp = {{2{d_lo[11]}}, d_lo} + {d_hi, 2'b00};
                 reg signed [13:0] pm;
                 always @(posedge ap_clk) if (v1 & en_p) pm <= pp;
                 // fabric accumulators: FWD's two packed fields (stage 4), or G_msb (stage 3);

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-P_W, LO_W, HI_W = 48, 40, 32
+P_W, LO_W, HI_W = 48, 38, 31
 
 
 def _round_away(v: np.ndarray, shift: int) -> np.ndarray:

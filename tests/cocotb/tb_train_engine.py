@@ -78,7 +78,7 @@ class Engine:
                     phase = "result"
             elif phase == "result" and u(d.m_valid) and u(d.m_ready):
                 words = {k: u(getattr(d, "m_" + k)) for k in ("p", "lo", "hi")}
-                widths = {"p": 48, "lo": 40, "hi": 32}
+                widths = {"p": 48, "lo": 38, "hi": 31}
                 res = {k: np.array([lane_field(words[k], i, widths[k], True) for i in range(ROWS * COLS)],
                                    np.int64).reshape(ROWS, COLS) for k in words}
                 phase = "done"

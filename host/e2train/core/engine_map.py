@@ -27,7 +27,7 @@ import numpy as np
 from .shapes import ConvShape
 
 ROWS = 8                 # cells per column: output (FWD, WGRAD) or input (BWD) channels
-COLS = 24                # cells per row: position pairs (FWD), positions (BWD), (ci, tap) (WGRAD)
+COLS = 22                # cells per row: position pairs (FWD), positions (BWD), (ci, tap) (WGRAD)
 CALL_OVERHEAD = 6        # cycles per call beyond its beats: start, 3 drain, result, done (RTL)
 FWD, BWD, WGRAD = 0, 1, 2
 PASSES = {"fwd": FWD, "bwd_data": BWD, "wgrad": WGRAD}
