@@ -16,8 +16,6 @@ RTL_DIR = ROOT / "fpga" / "rtl"
 SIMS = ("icarus", "verilator")
 # top -> RTL sources
 SOURCES = {
-    "psg_engine": ["psg_lane.v", "psg_engine.v"],
-    "psg_engine_hls": ["psg_lane.v", "psg_engine.v", "psg_engine_hls.v"],
     "psg_lanes": ["psg_lane.v", "psg_lanes.v"],
     "psg_lanes_hls": ["psg_lane.v", "psg_lanes.v", "psg_lanes_hls.v"],
     "train_engine": ["msb_split.v", "train_engine.v"],
