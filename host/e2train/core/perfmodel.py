@@ -473,6 +473,109 @@ def resources() -> dict:
     return {"kernels": per, "total": total, "device": dict(XC7Z020), "fits": fits, "estimate": True}
 
 
+
+# ---- Fabric v2: the training engine (fpga/rtl/train_engine.v) ---------------------------
+# One ROWS x COLS grid of DSP48E1 cells shared in time by the three passes; the calls are
+# engine_map's (the layout the cocotb benches drive through the RTL). Per call the engine
+# costs beats + CALL_OVERHEAD cycles (RTL: the cocotb bench counts them and compares with
+# engine_map.pass_cycles). Around it, modelled and stated here, not measured:
+# * ENGINE_REQUANT requantisers (2 DSP48E1 each) turn a call's sums into codes while the next
+#   call runs (results copied to shadow registers): a call lasts at least its outputs /
+#   ENGINE_REQUANT cycles in FWD and BWD;
+# * operands come from on-chip buffers filled over the m_axi bundles at AXI_BYTES per cycle
+#   each, and the board's DDR3 moves at most DDR_BYTES_PER_CYCLE in all (PYNQ-Z2: 16-bit
+#   DDR3-1050, 2.1 GB/s peak = 21 B per 100 MHz cycle, of which 75% is assumed usable);
+#   FWD and BWD read their input and write their output once per layer (a position tile's
+#   rows and the layer's weights stay on chip); WGRAD streams each block's g rows (two
+#   bundles) and x columns from DDR, once per block (a block's positions do not fit BRAM).
+# * weight gradient with PSG: block b's exact pass shares a call with block b+1's predictor
+#   (one extra call per layer); the exact DSPs run only for undecided weights (their energy),
+#   the time is that of the calls.
+ENGINE_REQUANT = 4
+DDR_BYTES_PER_CYCLE = 16
+
+
+def engine_dsp() -> int:
+    from .engine_map import COLS, ROWS
+    return ROWS * COLS + 2 * ENGINE_REQUANT
+
+
+def _engine_call_bound(beats: int, outputs: int, ddr_bytes: float) -> float:
+    from .engine_map import CALL_OVERHEAD
+    return max(beats + CALL_OVERHEAD, outputs / ENGINE_REQUANT, ddr_bytes / DDR_BYTES_PER_CYCLE)
+
+
+def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, psg: bool = False) -> dict:
+    """Modelled cycles of one pass on the engine: {"engine_cycles": the RTL's count (calls back
+    to back), "cycles": with the requantiser and DDR bounds, "macs", "bound": which limits}."""
+    from . import engine_map as em
+    n = shape.n if n_samples is None else n_samples
+    groups = em.call_beats(pass_name, shape, n)
+    engine_cycles = em.pass_cycles(pass_name, shape, n, psg=psg)
+    macs = em.pass_macs(pass_name, shape, n)
+    s = shape
+    cycles, bound = 0.0, {}
+    if pass_name == "fwd":
+        (calls, beats), = groups
+        per = _engine_call_bound(beats, em.ROWS * 2 * em.COLS, 0)
+        layer_ddr = n * s.ci * s.h * s.w + n * s.co * s.ho * s.wo + s.co * s.ci * s.k * s.k
+        cycles = max(calls * per, layer_ddr / DDR_BYTES_PER_CYCLE, n * s.ci * s.h * s.w / AXI_BYTES)
+    elif pass_name == "bwd_data":
+        total = 0.0
+        for calls, beats in groups:
+            total += calls * _engine_call_bound(beats, em.ROWS * em.COLS, 0)
+        layer_ddr = 2 * n * s.co * s.ho * s.wo + 2 * n * s.ci * s.h * s.w + s.co * s.ci * s.k * s.k
+        cycles = max(total, layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
+    else:
+        (blocks, beats), = groups
+        col_tiles = _ceil(s.ci * s.k * s.k, em.COLS)
+        x_per_beat = min(s.ci, _ceil(em.COLS, s.k * s.k) + 1) * s.stride * s.stride
+        g_per_beat = 2 * em.ROWS
+        per_block = _engine_call_bound(beats, 0, beats * (x_per_beat + g_per_beat))
+        cycles = blocks * per_block
+        if psg:
+            # the extra call; a call whose two blocks lie in different co tiles streams two g sets
+            co_changes = _ceil(s.co, em.ROWS) - 1
+            both = beats * (2 * x_per_beat + g_per_beat)
+            cycles = (blocks + 1) * _engine_call_bound(beats, 0, both) \
+                + co_changes * (_engine_call_bound(beats, 0, both + beats * g_per_beat)
+                                - _engine_call_bound(beats, 0, both))
+        del col_tiles
+    return {"engine_cycles": engine_cycles, "cycles": int(math.ceil(cycles)), "macs": macs}
+
+
+def resnet20_cifar(batch: int = 64) -> list[tuple[str, ConvShape]]:
+    """The 19 convolutions of ResNet-20 on 32x32 CIFAR images (He et al. 2016, section 4.2:
+    3 stages of 3 basic blocks, 16/32/64 channels, identity shortcuts with zero padding),
+    as (name, shape)."""
+    layers = [("conv1", ConvShape(batch, 3, 32, 32, 16, 3, 1, 1))]
+    hw, ci = 32, 16
+    for stage, co in enumerate((16, 32, 64), start=1):
+        for block in range(3):
+            stride = 2 if (stage > 1 and block == 0) else 1
+            layers.append((f"s{stage}b{block}c1", ConvShape(batch, ci, hw, hw, co, 3, stride, 1)))
+            hw //= stride
+            layers.append((f"s{stage}b{block}c2", ConvShape(batch, co, hw, hw, co, 3, 1, 1)))
+            ci = co
+    return layers
+
+
+def engine_training_step(batch: int = 64, *, psg: bool = True) -> dict:
+    """Modelled ResNet-20 CIFAR training step on the engine: per layer and pass cycles and
+    MACs (the first convolution has no input gradient), and the effective GMAC/s = all MACs of
+    the three passes over the step's cycles at CLOCK_HZ."""
+    rows, tot_c, tot_m = [], 0, 0
+    for name, shape in resnet20_cifar(batch):
+        for p in ("fwd", "bwd_data", "wgrad"):
+            if p == "bwd_data" and name == "conv1":
+                continue
+            r = engine_pass(p, shape, psg=psg and p == "wgrad")
+            rows.append({"layer": name, "pass": p, **r, "gmacs": r["macs"] / (r["cycles"] / CLOCK_HZ) / 1e9})
+            tot_c += r["cycles"]
+            tot_m += r["macs"]
+    return {"layers": rows, "cycles": tot_c, "macs": tot_m, "gmacs": tot_m / (tot_c / CLOCK_HZ) / 1e9,
+            "seconds": tot_c / CLOCK_HZ}
+
 if __name__ == "__main__":
     import sys
     if sys.argv[1:] == ["--header"]:
