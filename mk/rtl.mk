@@ -10,10 +10,10 @@ fit: $(STAMP)
 rtl-report: $(STAMP)
 	$(BIN)/python fpga/rtl/synth_report.py --out build/rtl-report
 
-RTL_TRAIN := fpga/rtl/msb_split.v fpga/rtl/train_engine.v
+RTL_TRAIN := fpga/rtl/msb_split.v fpga/rtl/train_engine.v fpga/rtl/train_engine_hls.v
 RTL_ARRAY := fpga/rtl/psg_lanes_hls.v fpga/rtl/psg_lanes.v fpga/rtl/psg_lane.v
 rtl-lint: $(STAMP) sims
-	PATH="$(VERILATOR_BIN):$$PATH" verilator --lint-only -Wall --top-module train_engine $(RTL_TRAIN)
+	PATH="$(VERILATOR_BIN):$$PATH" verilator --lint-only -Wall --top-module train_engine_hls $(RTL_TRAIN)
 	PATH="$(VERILATOR_BIN):$$PATH" verilator --lint-only -Wall --top-module psg_lanes_hls $(RTL_ARRAY)
 	iverilog -g2005 -Wall -o /dev/null $(RTL_TRAIN)
 	iverilog -g2005 -Wall -o /dev/null $(RTL_ARRAY)

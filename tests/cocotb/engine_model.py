@@ -103,3 +103,46 @@ class EngineModel:
 
     def result(self) -> dict:
         return {"p": self.p.copy(), "lo": self.lo.copy(), "hi": self.hi.copy()}
+
+
+class BlackboxModel(EngineModel):
+    """The HLS blackbox (train_engine_hls.v, train_engine_hls()): a call emits the previous
+    call's rows (when emit), then runs (mode 3: nothing), then keeps its results for the next."""
+
+    def __init__(self, rows: int, cols: int):
+        super().__init__(rows, cols)
+        self.shadow = self.result()
+
+    def hls_call(self, a: Args, rows, cols, prows, pcols, emit: bool):
+        out = self.shadow if emit else None
+        if a.mode != 3:
+            self.call(a, rows, cols, prows, pcols)
+            self.shadow = self.result()
+        return out
+
+
+def random_hls_call(rng: np.random.Generator, rows: int, cols: int, first: bool = False):
+    """(Args, row ops, col ops, prow ops, pcol ops, emit) of a random blackbox call: every
+    mode including the flush, codes over their whole ranges with extremes."""
+    mode = int(rng.integers(0, 4)) if not first else int(rng.integers(0, 3))
+    xu = bool(rng.integers(2))
+    a = Args(mode=mode, x_unsigned=xu, exact_en=bool(rng.random() < 0.85), pred_en=bool(rng.integers(2)),
+             clr_dsp=first or bool(rng.random() < 0.5), clr_fab=first or bool(rng.random() < 0.5),
+             cell_en=rng.random((rows, cols)) < 0.7, pred_rows=int(rng.integers(0, rows + 2)),
+             pred_cols=int(rng.integers(0, cols + 2)))
+    beats = 0 if mode == 3 else int(rng.integers(1, 10))
+
+    def codes(lo, hi, n):
+        pick = rng.integers(lo, hi + 1, size=(beats, n))
+        ext = rng.choice(np.array([lo, hi, 0, -1 if lo < 0 else 1]), size=(beats, n))
+        return np.where(rng.random((beats, n)) < 0.2, ext, pick)
+    xlo, xhi = (0, 255) if xu else (-128, 127)
+    if mode == 0:
+        r = codes(-128, 127, rows) & 0xFF
+        c = ((codes(xlo, xhi, cols) & 0xFF) << 8) | (codes(xlo, xhi, cols) & 0xFF)
+    elif mode == 1:
+        r, c = codes(-128, 127, rows) & 0xFF, codes(-32768, 32767, cols) & 0xFFFF
+    else:
+        r, c = codes(-32768, 32767, rows) & 0xFFFF, codes(xlo, xhi, cols) & 0xFF
+    pr, pc = codes(-32768, 32767, rows) & 0xFFFF, codes(xlo, xhi, cols) & 0xFF
+    return a, r, c, pr, pc, bool(rng.random() < 0.8)

@@ -19,6 +19,7 @@ SOURCES = {
     "psg_lanes": ["psg_lane.v", "psg_lanes.v"],
     "psg_lanes_hls": ["psg_lane.v", "psg_lanes.v", "psg_lanes_hls.v"],
     "train_engine": ["msb_split.v", "train_engine.v"],
+    "train_engine_hls": ["msb_split.v", "train_engine.v", "train_engine_hls.v"],
 }
 
 

@@ -1,5 +1,5 @@
 """The Vitis HLS blackbox descriptions (hls/blackbox/*.json) agree with what they describe:
-the C function's declaration (hls/include/psg_lanes.h), its C model file, the RTL files and
+the C function's declaration (hls/include/*.h), its C model file, the RTL files and
 the top module's ports, and the kernel script adds the one the kernel calls. Vitis HLS
 would only find a mismatch at synthesis, which cannot run here."""
 from __future__ import annotations
@@ -18,9 +18,9 @@ PROTOCOL = {"module_clock", "module_reset", "ap_ctrl_chain_protocol_idle", "ap_c
 
 
 def c_params(function: str) -> list[str]:
-    src = (ROOT / "hls" / "include" / "psg_lanes.h").read_text()
+    src = "\n".join(p.read_text() for p in sorted((ROOT / "hls" / "include").glob("*.h")))
     m = re.search(r"\bvoid " + function + r"\((.*?)\);", src, re.S)
-    assert m, f"{function} is not declared in hls/include/psg_lanes.h"
+    assert m, f"{function} is not declared in any hls/include/*.h"
     return [re.findall(r"\w+", p)[-1] for p in m.group(1).split(",")]
 
 

@@ -23,7 +23,7 @@ def test_reduced_grid_fits_and_counts_every_part(capsys) -> None:
     fit = load_fit()
     assert fit.main(["--rows", "2", "--cols", "3", "--out", str(OUT)]) == 0
     text = capsys.readouterr().out
-    for part in ("train_engine 2x3 (RTL)", "m_axi adapters", "requantisers", "result read-out",
+    for part in ("train_engine_hls 2x3 (RTL: engine + read-out)", "m_axi adapters", "requantisers",
                  "AXI interconnect, 4 HP paths", "GP0", "**total**"):
         assert part in text, f"{part!r} missing from the budget table"
     engine = fit.synth(2, 3, OUT)

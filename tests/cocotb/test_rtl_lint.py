@@ -1,7 +1,8 @@
 """The RTL is Verilog-2005 that Icarus accepts and Verilator lints clean with -Wall, for
 several sizes (parameter-dependent widths are where lint finds bugs): the lane array's
 blackbox top at the kernel's size (192 lanes, 48 exact, a 72 + 8 slot window) and at small and
-degenerate ones; the training engine at its full grid, the benches' grid and 1 x 1."""
+degenerate ones; the training engine and its blackbox top at the full grid, the benches' grid
+and 1 x 1."""
 from __future__ import annotations
 
 import subprocess
@@ -21,6 +22,9 @@ ENGINE_V2 = [str(RTL_DIR / f) for f in SOURCES["train_engine"]]
 # the training engine at the full grid (8 x 22), the reduced one the benches use, and 1 x 1
 CONFIGS += [("train_engine", ENGINE_V2, {"ROWS": 8, "COLS": 22}), ("train_engine", ENGINE_V2, {"ROWS": 2, "COLS": 3}),
             ("train_engine", ENGINE_V2, {"ROWS": 1, "COLS": 1})]
+# and its HLS blackbox top (engine + read-out)
+ENGINE_HLS = [str(RTL_DIR / f) for f in SOURCES["train_engine_hls"]]
+CONFIGS += [("train_engine_hls", ENGINE_HLS, {"ROWS": r, "COLS": c}) for r, c in ((8, 22), (2, 3), (1, 1))]
 IDS = [f"{t}-" + "-".join(f"{k}{v}" for k, v in p.items()) for t, _, p in CONFIGS]
 
 
@@ -39,8 +43,8 @@ def test_verilator_lint_clean(top: str, files: list[str], params: dict) -> None:
     assert r.returncode == 0 and "%Warning" not in r.stderr, f"verilator -Wall, {top} {params}:\n{r.stderr}"
 
 
-@pytest.mark.parametrize(("top", "files", "params"), [CONFIGS[i] for i in (0, 2, 3, 5)],
-                         ids=[IDS[i] for i in (0, 2, 3, 5)])
+@pytest.mark.parametrize(("top", "files", "params"), [CONFIGS[i] for i in (0, 2, 3, 5, 6, 8)],
+                         ids=[IDS[i] for i in (0, 2, 3, 5, 6, 8)])
 def test_icarus_accepts_verilog_2005(top: str, files: list[str], params: dict) -> None:
     need("icarus")
     r = subprocess.run(["iverilog", "-g2005", "-Wall", *(f"-P{top}.{k}={v}" for k, v in params.items()),

@@ -48,7 +48,7 @@ def test_every_mac_of_the_layer_is_in_some_call() -> None:
 def test_bounds_only_add_time(p) -> None:
     for _, shape in pm.resnet20_cifar(64):
         r = pm.engine_pass(p, shape)
-        assert r["cycles"] >= r["engine_cycles"] > 0
+        assert r["cycles"] >= r["blackbox_cycles"] > r["engine_cycles"] > 0
 
 
 def test_resnet20_step() -> None:

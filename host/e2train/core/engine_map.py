@@ -29,6 +29,7 @@ from .shapes import ConvShape
 ROWS = 8                 # cells per column: output (FWD, WGRAD) or input (BWD) channels
 COLS = 22                # cells per row: position pairs (FWD), positions (BWD), (ci, tap) (WGRAD)
 CALL_OVERHEAD = 6        # cycles per call beyond its beats: start, 3 drain, result, done (RTL)
+HLS_CALL_OVERHEAD = 8    # the same through the HLS blackbox (train_engine_hls.v): + start and head
 FWD, BWD, WGRAD = 0, 1, 2
 PASSES = {"fwd": FWD, "bwd_data": BWD, "wgrad": WGRAD}
 
@@ -89,14 +90,15 @@ def call_beats(pass_name: str, shape: ConvShape, n_samples: int | None = None, *
 
 
 def pass_cycles(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, psg: bool = False,
-                rows: int = ROWS, cols: int = COLS) -> int:
-    """Engine cycles of one pass, calls back to back at one beat per clock. With psg the
-    weight gradient runs one extra call: block b's exact pass shares a call with block b+1's
-    predictor pass, so blocks + 1 calls instead of blocks."""
+                rows: int = ROWS, cols: int = COLS, overhead: int = CALL_OVERHEAD) -> int:
+    """Engine cycles of one pass, calls back to back at one beat per clock, each costing its
+    beats + overhead (the engine's own CALL_OVERHEAD, or HLS_CALL_OVERHEAD through the
+    blackbox). With psg the weight gradient runs one extra call: block b's exact pass shares a
+    call with block b+1's predictor pass, so blocks + 1 calls instead of blocks."""
     groups = call_beats(pass_name, shape, n_samples, rows=rows, cols=cols)
-    cycles = sum(calls * (beats + CALL_OVERHEAD) for calls, beats in groups)
+    cycles = sum(calls * (beats + overhead) for calls, beats in groups)
     if psg and PASSES[pass_name] == WGRAD and groups:
-        cycles += groups[0][1] + CALL_OVERHEAD
+        cycles += groups[0][1] + overhead
     return cycles
 
 

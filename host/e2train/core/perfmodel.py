@@ -477,11 +477,13 @@ def resources() -> dict:
 # ---- Fabric v2: the training engine (fpga/rtl/train_engine.v) ---------------------------
 # One ROWS x COLS grid of DSP48E1 cells shared in time by the three passes; the calls are
 # engine_map's (the layout the cocotb benches drive through the RTL). Per call the engine
-# costs beats + CALL_OVERHEAD cycles (RTL: the cocotb bench counts them and compares with
-# engine_map.pass_cycles). Around it, modelled and stated here, not measured:
-# * ENGINE_REQUANT requantisers (2 DSP48E1 each) turn a call's sums into codes while the next
-#   call runs (results copied to shadow registers): a call lasts at least its outputs /
-#   ENGINE_REQUANT cycles in FWD and BWD;
+# costs beats + CALL_OVERHEAD cycles, and through its HLS blackbox (train_engine_hls.v, with
+# the result read-out) beats + HLS_CALL_OVERHEAD, plus one flush call per pass (RTL: the
+# cocotb benches count both and compare them with engine_map). Around it, modelled and
+# stated here, not measured:
+# * ENGINE_REQUANT requantisers (2 DSP48E1 each) turn a call's rows into codes while the next
+#   call runs (the blackbox emits the previous call's rows during a call): a call lasts at
+#   least its outputs / ENGINE_REQUANT cycles in FWD and BWD;
 # * operands come from on-chip buffers filled over the m_axi bundles at AXI_BYTES per cycle
 #   each, and the board's DDR3 moves at most DDR_BYTES_PER_CYCLE in all (PYNQ-Z2: 16-bit
 #   DDR3-1050, 2.1 GB/s peak = 21 B per 100 MHz cycle, of which 75% is assumed usable);
@@ -501,47 +503,50 @@ def engine_dsp() -> int:
 
 
 def _engine_call_bound(beats: int, outputs: int, ddr_bytes: float) -> float:
-    from .engine_map import CALL_OVERHEAD
-    return max(beats + CALL_OVERHEAD, outputs / ENGINE_REQUANT, ddr_bytes / DDR_BYTES_PER_CYCLE)
+    from .engine_map import HLS_CALL_OVERHEAD
+    return max(beats + HLS_CALL_OVERHEAD, outputs / ENGINE_REQUANT, ddr_bytes / DDR_BYTES_PER_CYCLE)
 
 
 def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, psg: bool = False) -> dict:
-    """Modelled cycles of one pass on the engine: {"engine_cycles": the RTL's count (calls back
-    to back), "cycles": with the requantiser and DDR bounds, "macs", "bound": which limits}."""
+    """Modelled cycles of one pass on the engine: {"engine_cycles": the engine's own count
+    (calls back to back, train_engine.v), "blackbox_cycles": the same calls through the HLS
+    blackbox plus the flush, "cycles": with the requantiser and DDR bounds, "macs"}."""
     from . import engine_map as em
     n = shape.n if n_samples is None else n_samples
     groups = em.call_beats(pass_name, shape, n)
     engine_cycles = em.pass_cycles(pass_name, shape, n, psg=psg)
     macs = em.pass_macs(pass_name, shape, n)
     s = shape
-    cycles, bound = 0.0, {}
+    cycles = float(em.ROWS + em.HLS_CALL_OVERHEAD)          # the pass's last call: a flush
     if pass_name == "fwd":
         (calls, beats), = groups
         per = _engine_call_bound(beats, em.ROWS * 2 * em.COLS, 0)
         layer_ddr = n * s.ci * s.h * s.w + n * s.co * s.ho * s.wo + s.co * s.ci * s.k * s.k
-        cycles = max(calls * per, layer_ddr / DDR_BYTES_PER_CYCLE, n * s.ci * s.h * s.w / AXI_BYTES)
+        cycles += max(calls * per, layer_ddr / DDR_BYTES_PER_CYCLE, n * s.ci * s.h * s.w / AXI_BYTES)
     elif pass_name == "bwd_data":
         total = 0.0
         for calls, beats in groups:
             total += calls * _engine_call_bound(beats, em.ROWS * em.COLS, 0)
         layer_ddr = 2 * n * s.co * s.ho * s.wo + 2 * n * s.ci * s.h * s.w + s.co * s.ci * s.k * s.k
-        cycles = max(total, layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
+        cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
     else:
         (blocks, beats), = groups
-        col_tiles = _ceil(s.ci * s.k * s.k, em.COLS)
         x_per_beat = min(s.ci, _ceil(em.COLS, s.k * s.k) + 1) * s.stride * s.stride
         g_per_beat = 2 * em.ROWS
         per_block = _engine_call_bound(beats, 0, beats * (x_per_beat + g_per_beat))
-        cycles = blocks * per_block
-        if psg:
+        if not psg:
+            cycles += blocks * per_block
+        else:
             # the extra call; a call whose two blocks lie in different co tiles streams two g sets
             co_changes = _ceil(s.co, em.ROWS) - 1
             both = beats * (2 * x_per_beat + g_per_beat)
-            cycles = (blocks + 1) * _engine_call_bound(beats, 0, both) \
+            cycles += (blocks + 1) * _engine_call_bound(beats, 0, both) \
                 + co_changes * (_engine_call_bound(beats, 0, both + beats * g_per_beat)
                                 - _engine_call_bound(beats, 0, both))
-        del col_tiles
-    return {"engine_cycles": engine_cycles, "cycles": int(math.ceil(cycles)), "macs": macs}
+    blackbox = em.pass_cycles(pass_name, shape, n, psg=psg, overhead=em.HLS_CALL_OVERHEAD) \
+        + em.ROWS + em.HLS_CALL_OVERHEAD
+    return {"engine_cycles": engine_cycles, "blackbox_cycles": blackbox, "cycles": max(blackbox, int(math.ceil(cycles))),
+            "macs": macs}
 
 
 def resnet20_cifar(batch: int = 64) -> list[tuple[str, ConvShape]]:
