@@ -112,17 +112,22 @@ module train_engine_hls #(
     reg                  emitting;
     reg [7:0]            erow;
     assign m_ready = ~emitting;                 // the shadow is free once its rows are out
-    always @(posedge ap_clk) begin
-        if (ap_rst) begin                        // defined rows for an emit before any result
-            sh_p <= {48*CELLS{1'b0}};
-            sh_lo <= {LO_W*CELLS{1'b0}};
-            sh_hi <= {HI_W*CELLS{1'b0}};
-        end else if (m_valid & m_ready) begin
-            sh_p <= m_p;
-            sh_lo <= m_lo;
-            sh_hi <= m_hi;
+    genvar k;
+    generate
+        for (k = 0; k < CELLS; k = k + 1) begin : shadow
+            always @(posedge ap_clk) begin
+                if (ap_rst) begin                    // defined rows for an emit before any result
+                    sh_p[48*k +: 48] <= 48'd0;
+                    sh_lo[LO_W*k +: LO_W] <= {LO_W{1'b0}};
+                    sh_hi[HI_W*k +: HI_W] <= {HI_W{1'b0}};
+                end else if (m_valid & m_ready) begin
+                    sh_p[48*k +: 48] <= m_p[48*k +: 48];
+                    sh_lo[LO_W*k +: LO_W] <= m_lo[LO_W*k +: LO_W];
+                    sh_hi[HI_W*k +: HI_W] <= m_hi[HI_W*k +: HI_W];
+                end
+            end
         end
-    end
+    endgenerate
     assign out_write = emitting & out_full_n;
     always @(posedge ap_clk) begin
         if (ap_rst) begin
