@@ -27,8 +27,8 @@
 // code: two such products need 2 x 24 bits, more than the 43-bit product of the 25x18
 // multiplier, so they run one MAC per DSP and accumulate in P (48 bits).
 //
-// The PSG predictor (WGRAD, pred_en): per cell x_h*g_h (4 x 10 bits, shift-and-add in LUTs)
-// accumulates into acc_lo = G_msb. Its operands come on their own buses (s_prow, s_pcol),
+// The PSG predictor (WGRAD, pred_en): per cell x_h*g_h (4 x 10 bits, in LUTs: two radix-4
+// digit selects of row-shared multiples of g_h and one add) accumulates into acc_lo = G_msb. Its operands come on their own buses (s_prow, s_pcol),
 // so one call can run the exact pass of block b on the DSPs (cell_en = b's undecided
 // weights) while the predictor runs over block b+1: the two passes of PSG overlap instead
 // of doubling the weight-gradient time. G_msb stays in the array (acc_lo) from the
@@ -43,19 +43,20 @@
 //   one result beat m_* straight from the accumulators (held until m_ready), then ap_done
 //   (held until ap_continue). N beats at full rate: the result beat is in cycle N + 4
 //   (the ap_start cycle is 0), ap_done in N + 5, and the next ap_start can be taken in
-//   N + 6: a call costs N + 6 cycles (perfmodel.ENGINE_CALL_OVERHEAD).
-// Gating: cell k's DSP registers load only when exact_en & cell_en[k], its predictor
-//   registers only when pred_en (WGRAD) and it lies in pred_rows x pred_cols, its fabric accumulators only in FWD
-//   with exact_en & cell_en[k]: a cell that is off does not toggle, and keeps its sums.
+//   N + 6: a call costs N + 6 cycles (engine_map.CALL_OVERHEAD).
+// Gating: cell k's DSP registers load only when exact_en & cell_en[k]; its predictor
+//   registers only when pred_en (WGRAD) and it lies in pred_rows x pred_cols; its fabric
+//   accumulators only in FWD with exact_en & cell_en[k]. A cell that is off does not toggle
+//   and keeps its sums.
 // Preconditions (the caller's): beats per accumulation <= 2^24 in BWD/WGRAD (|x*g| < 2^23,
 //   48-bit P) and for the predictor (|x_h*g_h| <= 15*512 < 2^13, LO_W = 38); <= 2^15 in FWD
-//   (|w*x| < 2^15, LO_W and HI_W = 31; shapes.MAX_FWD_TERMS = 2^15).
+//   (|w*x| < 2^15: sums below 2^30 fit HI_W = 31; shapes.MAX_FWD_TERMS = 2^15).
 // Reset: ap_rst, synchronous, active high: abandons a call in flight, with no output.
 `default_nettype none
 
 module train_engine #(
     parameter integer ROWS = 8,
-    parameter integer COLS = 24,
+    parameter integer COLS = 22,
     parameter integer LO_W = 38,      // acc_lo: FWD sum of position 2c / G_msb
     parameter integer HI_W = 31       // acc_hi: FWD sum of position 2c+1
 ) (
