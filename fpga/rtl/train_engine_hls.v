@@ -25,7 +25,7 @@
 
 module train_engine_hls #(
     parameter integer ROWS = 8,
-    parameter integer COLS = 22
+    parameter integer COLS = 21
 ) (
     input  wire                       ap_clk,
     input  wire                       ap_rst,
@@ -141,12 +141,26 @@ module train_engine_hls #(
             if (erow == LAST_ROW) emitting <= 1'b0;
         end
     end
-    genvar c;
+    // The row select: per column, a ROWS:1 multiplexer of the cells' 117-bit words, indexed
+    // by the row counter's low bits (a plain mux, not a shift of the whole shadow).
+    localparam integer RW = (ROWS > 1) ? $clog2(ROWS) : 1;
+    wire [RW-1:0] ridx = erow[RW-1:0];
+    genvar c, r;
     generate
         for (c = 0; c < COLS; c = c + 1) begin : rowsel
-            wire [47:0]     p  = sh_p[48 * (erow * COLS + c) +: 48];
-            wire [LO_W-1:0] lo = sh_lo[LO_W * (erow * COLS + c) +: LO_W];
-            wire [HI_W-1:0] hi = sh_hi[HI_W * (erow * COLS + c) +: HI_W];
+            wire [48+LO_W+HI_W-1:0] word [0:(1 << RW)-1];
+            for (r = 0; r < (1 << RW); r = r + 1) begin : at_row
+                if (r < ROWS) begin : real_row
+                    assign word[r] = {sh_hi[HI_W * (r * COLS + c) +: HI_W], sh_lo[LO_W * (r * COLS + c) +: LO_W],
+                                      sh_p[48 * (r * COLS + c) +: 48]};
+                end else begin : no_row
+                    assign word[r] = {(48 + LO_W + HI_W){1'b0}};
+                end
+            end
+            wire [48+LO_W+HI_W-1:0] sel = word[ridx];
+            wire [47:0]     p  = sel[47:0];
+            wire [LO_W-1:0] lo = sel[48 +: LO_W];
+            wire [HI_W-1:0] hi = sel[48 + LO_W +: HI_W];
             assign out_din[64 * c +: 64] = {{16{p[47]}}, p};
             assign out_din[64 * (COLS + c) +: 64] = {{(64 - LO_W){lo[LO_W-1]}}, lo};
             assign out_din[64 * (2 * COLS + c) +: 64] = {{(64 - HI_W){hi[HI_W-1]}}, hi};

@@ -33,7 +33,7 @@
 #define ENG_ROWS 8
 #endif
 #ifndef ENG_COLS
-#define ENG_COLS 22
+#define ENG_COLS 21
 #endif
 
 namespace eng {

@@ -19,12 +19,12 @@ CONFIGS = [
     ("psg_lanes_hls", ARRAY, {"LANES": 1, "EXACT_LANES": 1, "XSLOTS": 1, "GSLOTS": 1}),
 ]
 ENGINE_V2 = [str(RTL_DIR / f) for f in SOURCES["train_engine"]]
-# the training engine at the full grid (8 x 22), the reduced one the benches use, and 1 x 1
-CONFIGS += [("train_engine", ENGINE_V2, {"ROWS": 8, "COLS": 22}), ("train_engine", ENGINE_V2, {"ROWS": 2, "COLS": 3}),
+# the training engine at the full grid (8 x 21), the reduced one the benches use, and 1 x 1
+CONFIGS += [("train_engine", ENGINE_V2, {"ROWS": 8, "COLS": 21}), ("train_engine", ENGINE_V2, {"ROWS": 2, "COLS": 3}),
             ("train_engine", ENGINE_V2, {"ROWS": 1, "COLS": 1})]
 # and its HLS blackbox top (engine + read-out)
 ENGINE_HLS = [str(RTL_DIR / f) for f in SOURCES["train_engine_hls"]]
-CONFIGS += [("train_engine_hls", ENGINE_HLS, {"ROWS": r, "COLS": c}) for r, c in ((8, 22), (2, 3), (1, 1))]
+CONFIGS += [("train_engine_hls", ENGINE_HLS, {"ROWS": r, "COLS": c}) for r, c in ((8, 21), (2, 3), (1, 1))]
 IDS = [f"{t}-" + "-".join(f"{k}{v}" for k, v in p.items()) for t, _, p in CONFIGS]
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from .shapes import ConvShape
 
 ROWS = 8                 # cells per column: output (FWD, WGRAD) or input (BWD) channels
-COLS = 22                # cells per row: position pairs (FWD), positions (BWD), (ci, tap) (WGRAD)
+COLS = 21                # cells per row: position pairs (FWD), positions (BWD), (ci, tap) (WGRAD)
 CALL_OVERHEAD = 6        # cycles per call beyond its beats: start, 3 drain, result, done (RTL)
 HLS_CALL_OVERHEAD = 8    # the same through the HLS blackbox (train_engine_hls.v): + start and head
 FWD, BWD, WGRAD = 0, 1, 2
