@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from e2train.core import csim, golden, perfmodel
+from e2train.core import csim, engine_map, golden, perfmodel
 from e2train.core.energy import EnergyModel
 from e2train.core.fixedpoint import Dyadic, beta_to_fixed
-from e2train.core.shapes import ConvShape
+from e2train.core.shapes import MAX_BATCH, ConvShape
 
 
 def _best(fn, repeat: int) -> float:
@@ -71,7 +71,6 @@ def _psg_table() -> None:
 def _engine_table(batch: int) -> None:
     """The training engine (fpga/rtl/train_engine.v) on a ResNet-20 CIFAR training step:
     modelled per layer and pass (perfmodel.engine_training_step)."""
-    from e2train.core import engine_map
     with_psg = perfmodel.engine_training_step(batch, psg=True)
     no_psg = perfmodel.engine_training_step(batch, psg=False)
     print()
@@ -105,6 +104,8 @@ def main() -> int:
     ap.add_argument("--engine-batch", type=int, default=64, help="batch of the engine's ResNet-20 step")
     ap.add_argument("--engine-only", action="store_true", help="only the training engine's modelled step")
     args = ap.parse_args()
+    if not 1 <= args.engine_batch <= MAX_BATCH:
+        ap.error(f"--engine-batch must be in 1..{MAX_BATCH}, got {args.engine_batch}")
     if args.engine_only:
         _engine_table(args.engine_batch)
         return 0

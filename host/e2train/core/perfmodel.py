@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 
+from . import engine_map as em
 from .shapes import MAX_DIM, ConvShape
 from .work import Work
 
@@ -498,20 +499,18 @@ DDR_BYTES_PER_CYCLE = 16
 
 
 def engine_dsp() -> int:
-    from .engine_map import COLS, ROWS
-    return ROWS * COLS + 2 * ENGINE_REQUANT
+    """DSP48E1 of the engine and the shell's requantisers (fpga/fit.py counts the same)."""
+    return em.ROWS * em.COLS + 2 * ENGINE_REQUANT
 
 
 def _engine_call_bound(beats: int, outputs: int, ddr_bytes: float) -> float:
-    from .engine_map import HLS_CALL_OVERHEAD
-    return max(beats + HLS_CALL_OVERHEAD, outputs / ENGINE_REQUANT, ddr_bytes / DDR_BYTES_PER_CYCLE)
+    return max(beats + em.HLS_CALL_OVERHEAD, outputs / ENGINE_REQUANT, ddr_bytes / DDR_BYTES_PER_CYCLE)
 
 
 def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, psg: bool = False) -> dict:
     """Modelled cycles of one pass on the engine: {"engine_cycles": the engine's own count
     (calls back to back, train_engine.v), "blackbox_cycles": the same calls through the HLS
     blackbox plus the flush, "cycles": with the requantiser and DDR bounds, "macs"}."""
-    from . import engine_map as em
     n = shape.n if n_samples is None else n_samples
     groups = em.call_beats(pass_name, shape, n)
     engine_cycles = em.pass_cycles(pass_name, shape, n, psg=psg)
