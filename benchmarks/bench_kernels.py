@@ -92,6 +92,13 @@ def _engine_table(batch: int) -> None:
           f"{with_psg['gmacs']:.2f} GMAC/s effective with PSG (weight gradient: predictor of block b+1 beside "
           f"the exact pass of block b); {no_psg['gmacs']:.2f} GMAC/s with beta = 0 (one pass per block). "
           "Goal: >= 22 GMAC/s.")
+    em_z = EnergyModel.zynq7020()
+    frac = 0.70
+    dyn = {psg: sum(em_z.dynamic_j(perfmodel.engine_wgrad_work(sh, psg=psg, predicted_frac=frac))
+                    for _, sh in perfmodel.resnet20_cifar(batch)) for psg in (True, False)}
+    print(f"weight gradient, modelled dynamic energy (zynq7020 model): PSG with {frac:.0%} of the weights decided "
+          f"(assumed) {dyn[True] * 1e3:.1f} mJ vs beta = 0 {dyn[False] * 1e3:.1f} mJ per step = "
+          f"{dyn[True] / dyn[False]:.2f}x (goal <= 0.7x; DDR bytes dominate)")
     print("engine cyc = the engine's own cycles (calls back to back, the count the cocotb bench checks "
           "against the RTL); cycles = through the HLS blackbox (N + 8 per call, RTL-counted, and a flush) "
           "with the requantiser and DDR bounds (perfmodel.engine_pass)")

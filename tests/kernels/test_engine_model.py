@@ -61,3 +61,17 @@ def test_resnet20_step() -> None:
     assert len(step["layers"]) == 19 * 3 - 1          # no input gradient for the image
     peak = 2 * em.ROWS * em.COLS * pm.CLOCK_HZ / 1e9    # FWD: two MACs per DSP
     assert 0 < step["gmacs"] < peak
+
+
+def test_wgrad_work_counts_only_what_runs() -> None:
+    shape = ConvShape(4, 16, 8, 8, 16, 3, 1, 1)
+    macs = em.pass_macs("wgrad", shape)
+    exact = pm.engine_wgrad_work(shape, psg=False)
+    assert exact.macs == {(8, 16): macs}
+    half = pm.engine_wgrad_work(shape, psg=True, predicted_frac=0.5)
+    assert half.macs[(4, 10)] == macs and half.macs[(8, 16)] == macs // 2
+    none = pm.engine_wgrad_work(shape, psg=True, predicted_frac=1.0)
+    assert (8, 16) not in none.macs
+    assert half.dram_bytes > exact.dram_bytes      # the overlap streams two blocks' x per call
+    with pytest.raises(ValueError, match="predicted_frac"):
+        pm.engine_wgrad_work(shape, psg=True, predicted_frac=1.5)

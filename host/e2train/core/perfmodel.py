@@ -529,23 +529,53 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
         layer_ddr = 2 * n * s.co * s.ho * s.wo + 2 * n * s.ci * s.h * s.w + s.co * s.ci * s.k * s.k
         cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
     else:
-        (blocks, beats), = groups
-        x_per_beat = min(s.ci, _ceil(em.COLS, s.k * s.k) + 1) * s.stride * s.stride
-        g_per_beat = 2 * em.ROWS
-        per_block = _engine_call_bound(beats, 0, beats * (x_per_beat + g_per_beat))
-        if not psg:
-            cycles += blocks * per_block
-        else:
-            # the extra call; a call whose two blocks lie in different co tiles streams two g sets
-            co_changes = _ceil(s.co, em.ROWS) - 1
-            both = beats * (2 * x_per_beat + g_per_beat)
-            cycles += (blocks + 1) * _engine_call_bound(beats, 0, both) \
-                + co_changes * (_engine_call_bound(beats, 0, both + beats * g_per_beat)
-                                - _engine_call_bound(beats, 0, both))
+        calls, beats, ddr = _wgrad_stream(s, n, psg)
+        # per call: its beats (+ overhead) or its share of the DDR bytes, whichever is longer
+        cycles += calls * _engine_call_bound(beats, 0, ddr / calls)
     blackbox = em.pass_cycles(pass_name, shape, n, psg=psg, overhead=em.HLS_CALL_OVERHEAD) \
         + em.ROWS + em.HLS_CALL_OVERHEAD
     return {"engine_cycles": engine_cycles, "blackbox_cycles": blackbox, "cycles": max(blackbox, int(math.ceil(cycles))),
             "macs": macs}
+
+
+def _wgrad_stream(shape: ConvShape, n: int, psg: bool) -> tuple[int, int, int]:
+    """(calls, beats per call, DDR bytes) of the weight gradient's streamed blocks."""
+    (blocks, beats), = em.call_beats("wgrad", shape, n)
+    x_per_beat = min(shape.ci, _ceil(em.COLS, shape.k * shape.k) + 1) * shape.stride * shape.stride
+    g_per_beat = 2 * em.ROWS
+    if not psg:
+        return blocks, beats, blocks * beats * (x_per_beat + g_per_beat)
+    co_changes = _ceil(shape.co, em.ROWS) - 1
+    ddr = (blocks + 1) * beats * (2 * x_per_beat + g_per_beat) + co_changes * beats * g_per_beat
+    return blocks + 1, beats, ddr
+
+
+def engine_wgrad_work(shape: ConvShape, n_samples: int | None = None, *, psg: bool,
+                      predicted_frac: float = 0.0) -> Work:
+    """The weight gradient on the engine as a Work tally (modelled): with psg every weight's
+    predictor (4x10-bit products, LUTs) and exact products (8x16, DSP) only for the
+    1 - predicted_frac undecided weights (their cells' DSPs are gated); the streamed blocks'
+    DDR bytes (two blocks' x per call with psg) passing an on-chip FIFO; the update's 9 B
+    per weight; the modelled time. Without psg (beta = 0) every exact product and no
+    predictor."""
+    if not 0.0 <= predicted_frac <= 1.0:
+        raise ValueError(f"predicted_frac must be in [0, 1], got {predicted_frac}")
+    n = shape.n if n_samples is None else n_samples
+    macs = em.pass_macs("wgrad", shape, n)
+    nw = shape.co * shape.ci * shape.k * shape.k
+    _, _, ddr = _wgrad_stream(shape, n, psg)
+    w = Work()
+    if psg:
+        w.add_macs(macs, 4, 10)
+        w.add_macs(round(macs * (1.0 - predicted_frac)), 8, 16)
+        w.add_ops(nw, 48)                          # the decision's compare per weight
+    else:
+        w.add_macs(macs, 8, 16)
+    w.add_ops(nw, 32)                              # the update
+    w.add_dram(ddr + 9 * nw)
+    w.add_sram(ddr)
+    w.add_time(engine_pass("wgrad", shape, n, psg=psg)["cycles"] / CLOCK_HZ)
+    return w
 
 
 def resnet20_cifar(batch: int = 64) -> list[tuple[str, ConvShape]]:
