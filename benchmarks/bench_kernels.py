@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from e2train.core import csim, golden, perfmodel
+from e2train.core import csim, engine_map, golden, perfmodel
 from e2train.core.energy import EnergyModel
 from e2train.core.fixedpoint import Dyadic, beta_to_fixed
-from e2train.core.shapes import ConvShape
+from e2train.core.shapes import MAX_BATCH, ConvShape
 
 
 def _best(fn, repeat: int) -> float:
@@ -68,11 +68,54 @@ def _psg_table() -> None:
     print("re-read = blocks whose x/g the exact pass read a second time; E = modelled energy, not measured")
 
 
+def _engine_table(batch: int) -> None:
+    """The training engine (fpga/rtl/train_engine.v) on a ResNet-20 CIFAR training step:
+    modelled per layer and pass (perfmodel.engine_training_step)."""
+    with_psg = perfmodel.engine_training_step(batch, psg=True)
+    no_psg = perfmodel.engine_training_step(batch, psg=False)
+    print()
+    print(f"training engine {engine_map.ROWS}x{engine_map.COLS} ({perfmodel.engine_dsp()} DSP48E1 with the "
+          f"requantisers), ResNet-20 CIFAR step, batch {batch} (MODELLED, xc7z020 @ 100 MHz, not measured)")
+    hdr = f"{'layer':<10}{'pass':<10}{'MACs':>14}{'engine cyc':>12}{'cycles':>12}{'GMAC/s':>8}  bound"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in with_psg["layers"]:
+        bound = "engine" if r["cycles"] <= r["blackbox_cycles"] else "DDR/requant"
+        print(f"{r['layer']:<10}{r['pass']:<10}{r['macs']:>14,}{r['engine_cycles']:>12,}{r['cycles']:>12,}"
+              f"{r['gmacs']:>8.2f}  {bound}")
+    per: dict = {}
+    for r in with_psg["layers"]:
+        c, m = per.get(r["pass"], (0, 0))
+        per[r["pass"]] = (c + r["cycles"], m + r["macs"])
+    print("per pass: " + ", ".join(f"{p} {m / (c / perfmodel.CLOCK_HZ) / 1e9:.2f} GMAC/s" for p, (c, m) in per.items()))
+    print(f"step: {with_psg['macs'] / 1e9:.2f} GMAC in {with_psg['seconds'] * 1e3:.1f} ms = "
+          f"{with_psg['gmacs']:.2f} GMAC/s effective with PSG (weight gradient: predictor of block b+1 beside "
+          f"the exact pass of block b); {no_psg['gmacs']:.2f} GMAC/s with beta = 0 (one pass per block). "
+          "Goal: >= 22 GMAC/s.")
+    em_z = EnergyModel.zynq7020()
+    frac = 0.70
+    dyn = {psg: sum(em_z.dynamic_j(perfmodel.engine_wgrad_work(sh, psg=psg, predicted_frac=frac))
+                    for _, sh in perfmodel.resnet20_cifar(batch)) for psg in (True, False)}
+    print(f"weight gradient, modelled dynamic energy (zynq7020 model): PSG with {frac:.0%} of the weights decided "
+          f"(assumed) {dyn[True] * 1e3:.1f} mJ vs beta = 0 {dyn[False] * 1e3:.1f} mJ per step = "
+          f"{dyn[True] / dyn[False]:.2f}x (goal <= 0.7x; DDR bytes dominate)")
+    print("engine cyc = the engine's own cycles (calls back to back, the count the cocotb bench checks "
+          "against the RTL); cycles = through the HLS blackbox (N + 8 per call, RTL-counted, and a flush) "
+          "with the requantiser and DDR bounds (perfmodel.engine_pass)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--engine-batch", type=int, default=64, help="batch of the engine's ResNet-20 step")
+    ap.add_argument("--engine-only", action="store_true", help="only the training engine's modelled step")
     args = ap.parse_args()
+    if not 1 <= args.engine_batch <= MAX_BATCH:
+        ap.error(f"--engine-batch must be in 1..{MAX_BATCH}, got {args.engine_batch}")
+    if args.engine_only:
+        _engine_table(args.engine_batch)
+        return 0
     csim.load()
     # One thread for numpy too: the C simulation runs on one core.
     print(f"threads: C-sim 1; numpy BLAS threads as configured (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
@@ -121,6 +164,7 @@ def main() -> int:
           f"{'' if res['fits']['wgrad_lut'] else '; DOES NOT FIT: see docs/rtl.md'})")
     print("model busy = MAC slots doing useful work (conv: 64 DSP MACs/cycle; weight gradient: "
           f"{perfmodel.PSG_PRED_LANES} predictor + {perfmodel.PSG_EXACT_LANES} exact lanes, time-weighted)")
+    _engine_table(args.engine_batch)
     return 0
 
 

@@ -1,10 +1,8 @@
 """RTL PSG datapath: simulated throughput and simulator speed, Icarus vs Verilator, one run.
 
-Builds, on both simulators (optimised Verilator builds), the tile engine
-fpga/rtl/psg_engine.v (--lanes lanes) and the kernel's lane array fpga/rtl/psg_lanes.v
-(--array-lanes lanes, --exact-lanes of them exact, the kernel's 72 + 8 slot window), and
-streams the same data through each (tests/cocotb/tb_psg_throughput.py,
-tb_psg_lanes_throughput.py):
+Builds, on both simulators (optimised Verilator builds), the kernel's lane array
+fpga/rtl/psg_lanes.v (--array-lanes lanes, --exact-lanes of them exact, the kernel's 72 + 8
+slot window), and streams the same data through it (tests/cocotb/tb_psg_lanes_throughput.py):
   constant  s_valid held high, constant data: the simulator runs on its own (its speed)
   random    new random data from Python every cycle: cocotb-bound, as the tests run
 Printed side by side: beats per cycle (goal 1.0 at full stream rate: one beat per clock; a
@@ -12,8 +10,7 @@ cycle count from the simulation, identical on both simulators), pairs (lane MACs
 simulated cycles per wall-clock second, and Verilator's speed as a multiple of Icarus's.
 Results are checked against the golden model.
 
-    python benchmarks/bench_rtl.py [--lanes 8] [--array-lanes 192] [--exact-lanes 48] [--beats 10000]
-                                   [--array-beats 1000]
+    python benchmarks/bench_rtl.py [--array-lanes 192] [--exact-lanes 48] [--array-beats 1000]
 """
 from __future__ import annotations
 
@@ -55,41 +52,36 @@ def run_top(top: str, module: str, tests: tuple, params: dict, env: dict, build_
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lanes", type=int, default=8, help="tile engine lanes (1..32)")
     ap.add_argument("--array-lanes", type=int, default=192, help="lane array lanes (the kernel's: 192)")
     ap.add_argument("--exact-lanes", type=int, default=48, help="lane array lanes with a DSP (the kernel's: 48)")
-    ap.add_argument("--beats", type=int, default=10000, help="engine: beats of the constant stream (random: a tenth)")
-    # Icarus simulates the 192-lane array at a few dozen cycles per second: a shorter stream.
-    ap.add_argument("--array-beats", type=int, default=1000, help="lane array: the same")
+    # Icarus simulates the 192-lane array at a few dozen cycles per second: a short stream.
+    ap.add_argument("--array-beats", type=int, default=1000, help="beats of the constant stream (random: a tenth)")
     args = ap.parse_args(argv)
-    if not 1 <= args.lanes <= 32 or not 1 <= args.beats < 1 << 24 or not 1 <= args.array_beats < 1 << 24:
-        ap.error("lanes must be 1..32 and beats 1..2^24-1")
+    if not 1 <= args.array_beats < 1 << 24:
+        ap.error("--array-beats must be in 1..2^24-1")
     if not 1 <= args.exact_lanes <= args.array_lanes <= 1024:
         ap.error("need 1 <= --exact-lanes <= --array-lanes <= 1024")
     build_s: dict = {}
-    engine = run_top("psg_engine", "tb_psg_throughput", ("stream_constant", "stream_random"),
-                     {"LANES": args.lanes, "MAX_BEATS_LOG2": 24},
-                     {"PSG_LANES": str(args.lanes), "PSG_BENCH_BEATS": str(args.beats)}, build_s)
     array_params = {"LANES": args.array_lanes, "EXACT_LANES": args.exact_lanes, "XSLOTS": 72, "GSLOTS": 8}
     array = run_top("psg_lanes", "tb_psg_lanes_throughput", ("lanes_constant", "lanes_random"), array_params,
                     {**{f"PSG_{k}": str(v) for k, v in array_params.items()}, "PSG_BENCH_BEATS": str(args.array_beats)},
                     build_s)
-    if engine is None or array is None:
+    if array is None:
         return 1
 
-    print(f"PSG RTL, simulated: tile engine {args.lanes} lanes; lane array {args.array_lanes} lanes "
+    print(f"PSG RTL, simulated: lane array {args.array_lanes} lanes "
           f"({args.exact_lanes} exact, every lane on, both paths). Cycle counts from the RTL; wall time of this machine")
     print("build time (s, cached builds are near 0): " + ", ".join(f"{t} {s} {v:.1f}" for (t, s), v in build_s.items()))
     print(f"{'top':11} {'driver':9} {'sim':10} {'lanes':>5} {'beats':>7} {'cycles':>7} {'beats/cycle':>12} "
           f"{'pairs/cycle':>12} {'cycles/s':>10}")
     speed = {}
-    for r in engine + array:
+    for r in array:
         per_cycle = r["beats"] / r["cycles"]
         cps = r["cycles"] / r["seconds"]
         speed[(r["top"], r["driver"], r["sim"])] = cps
         print(f"{r['top']:11} {r['driver']:9} {r['sim']:10} {r['lanes']:>5} {r['beats']:>7} {r['cycles']:>7} "
               f"{per_cycle:>12.4f} {per_cycle * r['lanes']:>12.2f} {cps:>10.0f}")
-    for top in ("psg_engine", "psg_lanes"):
+    for top in ("psg_lanes",):
         for driver in ("constant", "random"):
             if (top, driver, "icarus") in speed and (top, driver, "verilator") in speed:
                 print(f"{top} {driver}: Verilator runs {speed[(top, driver, 'verilator')] / speed[(top, driver, 'icarus')]:.1f}x "

@@ -1,5 +1,5 @@
-// psg_lane.v -- one lane (one weight) of the PSG weight-gradient datapath, shared by the tile
-// engine (psg_engine.v) and the kernel's lane array (psg_lanes.v).
+// psg_lane.v -- one lane (one weight) of the PSG weight-gradient datapath of the kernel's lane
+// array (psg_lanes.v).
 //
 // Two accumulators over the (x, g) pairs of a tile or round:
 //   acc_msb   = sum x_h*g_h   the MSB predictor: 5x10-bit product built from shifts and adds,

@@ -10,7 +10,7 @@
 // Lanes l >= n_active are gated off for the round: no clock enable of theirs rises, and
 // they output their initial values unchanged. Lanes >= EXACT_LANES have no exact path.
 // Arithmetic: host/e2train/core/golden.py (wgrad_terms) and the C model psg::lanes_round in
-// hls/include/psg_engine.h, bit for bit. Protocol and timing: docs/rtl.md.
+// hls/include/psg_lanes.h, bit for bit. Protocol and timing: docs/rtl.md.
 //
 // A call (Vitis HLS block protocol, ap_ctrl_chain; tie ap_continue high for ap_ctrl_hs):
 //   ap_start sampled in the idle state registers the arguments (x_unsigned, n_active,

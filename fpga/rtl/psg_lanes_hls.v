@@ -1,5 +1,5 @@
 // psg_lanes_hls.v -- psg_lanes with the ports Vitis HLS gives an RTL blackbox whose C function
-// is psg_lanes_hls() (hls/include/psg_engine.h, hls/blackbox/psg_lanes.json):
+// is psg_lanes_hls() (hls/include/psg_lanes.h, hls/blackbox/psg_lanes.json):
 //   hls::stream<LanesHead> head -> ap_fifo read side:  head_dout, head_empty_n, head_read
 //   hls::stream<LanesBeat> in   -> ap_fifo read side:  in_dout, in_empty_n, in_read
 //   hls::stream<LanesOut>  out  -> ap_fifo write side: out_din, out_full_n, out_write

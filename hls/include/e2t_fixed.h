@@ -35,7 +35,7 @@ static inline int64_t e2t_requant(int64_t acc, int64_t m, int s, int64_t lo, int
     return e2t_clamp(v, lo, hi);
 }
 
-// The MSB split (x_h, g_h) and the PSG decision live in psg_engine.h (psg::split_x,
+// The MSB split (x_h, g_h) and the PSG decision live in psg_lanes.h (psg::split_x,
 // psg::split_g, psg::confident), next to the C model of the RTL that uses them.
 
 #endif

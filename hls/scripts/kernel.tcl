@@ -18,8 +18,7 @@ set_top $kernel
 add_files hls/src/$kernel.cpp -cflags $cflags
 if {$kernel eq "conv_bwd_weight_psg"} {
     # The lane array (psg_lanes_hls): its RTL replaces the C model where the blackbox
-    # description exists. (The tile engine psg_engine.json is a building block that this
-    # kernel does not call.)
+    # description exists.
     if {[file exists hls/blackbox/psg_lanes.json]} {
         add_files -blackbox hls/blackbox/psg_lanes.json
     } else {

@@ -1,7 +1,7 @@
 // conv_bwd_weight_psg: the PSG weight gradient fused with the sign update of the int32
 // master weights. Arithmetic per weight (o, c, ky, kx), over the beats b = positions
 // (sample, oy, ox) of the conv, x = x[s][c][oy*stride+ky-pad][ox*stride+kx-pad] (0 in the
-// padding), g = g_y[s][o][oy][ox], with the MSB splits of psg_engine.h (the contract):
+// padding), g = g_y[s][o][oy][ox], with the MSB splits of psg_lanes.h (the contract):
 //   G_msb = sum x_h*g_h      (the predictor: 4x10-bit products, LUT multipliers)
 //   G     = sum x*g          (exact: one 8x16-bit DSP48E1 MAC per term, 48-bit P register;
 //                             equal to the engine's 1024*G_msb + 16*x_h*g_l + 64*x_l*g_h + x_l*g_l)
@@ -48,7 +48,7 @@
 // The MSB splits, the confidence test and the accumulator limits of the contract, and the
 // lane array psg_lanes_hls: an RTL blackbox (fpga/rtl/psg_lanes.v) that does every round's
 // multiply-accumulates; its C model in C simulation.
-#include "psg_engine.h"
+#include "psg_lanes.h"
 
 namespace {
 
@@ -133,7 +133,7 @@ Lane lane_of(int j, int tci, int kk) {
     return Lane{(j / kk) % tci, j % kk, j / (kk * tci)};
 }
 
-// The lane array's streams: a round's head, window beats and result (psg_engine.h). One set
+// The lane array's streams: a round's head, window beats and result (psg_lanes.h). One set
 // per pass, reused by every round.
 struct LaneStreams {
     psg::stream<psg::LanesHead> head;

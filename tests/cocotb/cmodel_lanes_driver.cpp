@@ -1,4 +1,4 @@
-// Test driver of the lane array's C model (psg::lanes_round in hls/include/psg_engine.h,
+// Test driver of the lane array's C model (psg::lanes_round in hls/include/psg_lanes.h,
 // through the blackbox function psg_lanes_hls): reads rounds as text on stdin, writes one
 // result line per round. Used by tests/cocotb/test_psg_cmodel.py.
 //
@@ -10,7 +10,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "psg_engine.h"
+#include "psg_lanes.h"
 
 int main() {
     unsigned xu, n_active, msb_en, exact_en;

@@ -1,13 +1,10 @@
-"""Expected results of the PSG engine, from the golden model in e2train.core.
+"""Expected results of the PSG lane array, from the golden model in e2train.core.
 
-Tile engine (psg_engine.v). The engine works on one tile of LANES weights; lane l sees its own stream of (x, g) pairs.
-That is the diagonal of a 1x1 convolution with n = beats, ci = co = LANES and a 1x1 image
-(weight (l, l) sums x[n, l] * g[n, l]), so the bench asks golden.wgrad_terms for G_msb and
-G_exact and golden.psg_decide for the decision: nothing of the arithmetic is re-implemented
-here.
-
-Lane array (psg_lanes.v, psg::lanes_round): a round is a window stream; lane l sums the pairs
-(x[:, xsel[l]], g[:, gsel[l]]), which is again a diagonal, onto its initial value.
+A round of the lane array (psg_lanes.v, psg::lanes_round) is a window stream; lane l sums the
+pairs (x[:, xsel[l]], g[:, gsel[l]]) onto its initial value. That is the diagonal of a 1x1
+convolution with n = beats, ci = co = lanes and a 1x1 image (weight (l, l) sums
+x[n, l] * g[n, l]), so the bench asks golden.wgrad_terms for G_msb and G_exact: nothing of
+the arithmetic is re-implemented here.
 """
 from __future__ import annotations
 
@@ -19,17 +16,8 @@ from e2train.core import golden
 from e2train.core.shapes import MAX_BATCH, ConvShape
 
 
-@dataclass
-class Expected:
-    g_msb: np.ndarray        # int64 per lane
-    g_exact: np.ndarray      # int64 per lane (sum x*g)
-    sign: np.ndarray         # int8 per lane
-    pred: np.ndarray         # bool per lane
-    incomplete: np.ndarray   # bool per lane
-
-
 def tile_terms(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(G_msb, G_exact) per lane of a tile: x (beats, lanes) uint8/int8, g (beats, lanes) int16.
+    """(G_msb, G_exact) per lane: x (beats, lanes) uint8/int8, g (beats, lanes) int16.
 
     Both are sums over beats, so a tile longer than the golden model's batch limit is
     summed in chunks.
@@ -48,38 +36,6 @@ def tile_terms(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g_msb += m[idx, idx, 0, 0]
         g_exact += e[idx, idx, 0, 0]
     return g_msb, g_exact
-
-
-def expected_tile(x, g, *, decide: bool, beta_q: int = 0, gmsb_absmax: int = 0,
-                  corr_en: int = 0) -> Expected:
-    """What the engine must output for one tile.
-
-    ``gmsb_absmax`` is the layer's max |G_msb|: the golden rule takes it from the weights it
-    is given, so the bench appends one phantom weight of that magnitude (it cannot be below
-    the tile's own max) and drops it again.
-    """
-    g_msb, g_exact = tile_terms(x, g)
-    lanes = g_msb.size
-    if not decide:
-        return Expected(g_msb, g_exact, np.sign(g_msb).astype(np.int8), np.zeros(lanes, bool),
-                        np.zeros(lanes, bool))
-    if gmsb_absmax < int(np.abs(g_msb).max()):
-        raise ValueError(f"gmsb_absmax {gmsb_absmax} is below this tile's max |G_msb| {np.abs(g_msb).max()}")
-    sign, pred, amax = golden.psg_decide(np.append(g_msb, gmsb_absmax), np.append(g_exact, 0), beta_q)
-    assert amax == gmsb_absmax
-    sign, pred = sign[:lanes].copy(), pred[:lanes]
-    enabled = np.array([(corr_en >> l) & 1 for l in range(lanes)], bool)
-    # The engine's own protocol: a lane it must decide exactly but whose exact path was
-    # switched off is flagged, with sign 0.
-    incomplete = ~pred & ~enabled
-    sign[incomplete] = 0
-    return Expected(g_msb, g_exact, sign, pred, incomplete)
-
-
-def confident_mask(g_msb: np.ndarray, beta_q: int, gmsb_absmax: int) -> int:
-    """Lanes the predictor decides (from golden.psg_decide), as a bit mask."""
-    _, pred, _ = golden.psg_decide(np.append(g_msb, gmsb_absmax), np.append(np.zeros_like(g_msb), 0), beta_q)
-    return sum(1 << l for l in range(g_msb.size) if pred[l])
 
 
 @dataclass

@@ -17,10 +17,10 @@ SIMS = ("icarus", "verilator")
 # top -> RTL sources
 SOURCES = {
     "psg_lane": ["psg_lane.v"],
-    "psg_engine": ["psg_lane.v", "psg_engine.v"],
-    "psg_engine_hls": ["psg_lane.v", "psg_engine.v", "psg_engine_hls.v"],
     "psg_lanes": ["psg_lane.v", "psg_lanes.v"],
     "psg_lanes_hls": ["psg_lane.v", "psg_lanes.v", "psg_lanes_hls.v"],
+    "train_engine": ["msb_split.v", "train_engine.v"],
+    "train_engine_hls": ["msb_split.v", "train_engine.v", "train_engine_hls.v"],
 }
 
 

@@ -1,5 +1,5 @@
 """cocotb tests of fpga/rtl/psg_lanes.v, the kernel's lane array, against the golden model
-(run by test_psg_engine.py).
+(run by test_psg_lanes.py).
 
 Each lane's expected sums come from psg_model.expected (golden.wgrad_terms over the pairs the
 lane selects from the window, added to its initial value). Environment (set by the pytest

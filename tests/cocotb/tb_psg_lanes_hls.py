@@ -1,5 +1,5 @@
 """cocotb test of fpga/rtl/psg_lanes_hls.v: the lane array's blackbox ports (ap_fifo, the C
-struct layout of psg::LanesHead / LanesBeat / LanesOut in hls/include/psg_engine.h).
+struct layout of psg::LanesHead / LanesBeat / LanesOut in hls/include/psg_lanes.h).
 
 Head and window beats are packed as the C structs, the result unpacked as LanesOut, and the
 lanes compared with the golden model (tb_psg_lanes.expected) over several rounds, with

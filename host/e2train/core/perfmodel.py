@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 
+from . import engine_map as em
 from .shapes import MAX_DIM, ConvShape
 from .work import Work
 
@@ -472,6 +473,142 @@ def resources() -> dict:
             "wgrad_lut": wgrad["lut"] <= XC7Z020["lut"]}
     return {"kernels": per, "total": total, "device": dict(XC7Z020), "fits": fits, "estimate": True}
 
+
+
+# ---- Fabric v2: the training engine (fpga/rtl/train_engine.v) ---------------------------
+# One ROWS x COLS grid of DSP48E1 cells shared in time by the three passes; the calls are
+# engine_map's (the layout the cocotb benches drive through the RTL). Per call the engine
+# costs beats + CALL_OVERHEAD cycles, and through its HLS blackbox (train_engine_hls.v, with
+# the result read-out) beats + HLS_CALL_OVERHEAD, plus one flush call per pass (RTL: the
+# cocotb benches count both and compare them with engine_map). Around it, modelled and
+# stated here, not measured:
+# * ENGINE_REQUANT requantisers (2 DSP48E1 each) turn a call's rows into codes while the next
+#   call runs (the blackbox emits the previous call's rows during a call): a call lasts at
+#   least its outputs / ENGINE_REQUANT cycles in FWD and BWD;
+# * operands come from on-chip buffers filled over the m_axi bundles at AXI_BYTES per cycle
+#   each, and the board's DDR3 moves at most DDR_BYTES_PER_CYCLE in all (PYNQ-Z2: 16-bit
+#   DDR3-1050, 2.1 GB/s peak = 21 B per 100 MHz cycle, of which 75% is assumed usable);
+#   FWD and BWD read their input and write their output once per layer (a position tile's
+#   rows and the layer's weights stay on chip); WGRAD streams each block's g rows (two
+#   bundles) and x columns from DDR, once per block (a block's positions do not fit BRAM).
+# * weight gradient with PSG: block b's exact pass shares a call with block b+1's predictor
+#   (one extra call per layer); the exact DSPs run only for undecided weights (their energy),
+#   the time is that of the calls.
+ENGINE_REQUANT = 4
+DDR_BYTES_PER_CYCLE = 16
+
+
+def engine_dsp() -> int:
+    """DSP48E1 of the engine and the shell's requantisers (fpga/fit.py counts the same)."""
+    return em.ROWS * em.COLS + 2 * ENGINE_REQUANT
+
+
+def _engine_call_bound(beats: int, outputs: int, ddr_bytes: float) -> float:
+    return max(beats + em.HLS_CALL_OVERHEAD, outputs / ENGINE_REQUANT, ddr_bytes / DDR_BYTES_PER_CYCLE)
+
+
+def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, psg: bool = False) -> dict:
+    """Modelled cycles of one pass on the engine: {"engine_cycles": the engine's own count
+    (calls back to back, train_engine.v), "blackbox_cycles": the same calls through the HLS
+    blackbox plus the flush, "cycles": with the requantiser and DDR bounds, "macs"}."""
+    n = shape.n if n_samples is None else n_samples
+    groups = em.call_beats(pass_name, shape, n)
+    engine_cycles = em.pass_cycles(pass_name, shape, n, psg=psg)
+    macs = em.pass_macs(pass_name, shape, n)
+    s = shape
+    cycles = float(em.ROWS + em.HLS_CALL_OVERHEAD)          # the pass's last call: a flush
+    if pass_name == "fwd":
+        (calls, beats), = groups
+        per = _engine_call_bound(beats, em.ROWS * 2 * em.COLS, 0)
+        layer_ddr = n * s.ci * s.h * s.w + n * s.co * s.ho * s.wo + s.co * s.ci * s.k * s.k
+        cycles += max(calls * per, layer_ddr / DDR_BYTES_PER_CYCLE, n * s.ci * s.h * s.w / AXI_BYTES)
+    elif pass_name == "bwd_data":
+        total = 0.0
+        for calls, beats in groups:
+            total += calls * _engine_call_bound(beats, em.ROWS * em.COLS, 0)
+        layer_ddr = 2 * n * s.co * s.ho * s.wo + 2 * n * s.ci * s.h * s.w + s.co * s.ci * s.k * s.k
+        cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
+    else:
+        calls, beats, ddr = _wgrad_stream(s, n, psg)
+        # per call: its beats (+ overhead) or its share of the DDR bytes, whichever is longer
+        cycles += calls * _engine_call_bound(beats, 0, ddr / calls)
+    blackbox = em.pass_cycles(pass_name, shape, n, psg=psg, overhead=em.HLS_CALL_OVERHEAD) \
+        + em.ROWS + em.HLS_CALL_OVERHEAD
+    return {"engine_cycles": engine_cycles, "blackbox_cycles": blackbox, "cycles": max(blackbox, int(math.ceil(cycles))),
+            "macs": macs}
+
+
+def _wgrad_stream(shape: ConvShape, n: int, psg: bool) -> tuple[int, int, int]:
+    """(calls, beats per call, DDR bytes) of the weight gradient's streamed blocks."""
+    (blocks, beats), = em.call_beats("wgrad", shape, n)
+    x_per_beat = min(shape.ci, _ceil(em.COLS, shape.k * shape.k) + 1) * shape.stride * shape.stride
+    g_per_beat = 2 * em.ROWS
+    if not psg:
+        return blocks, beats, blocks * beats * (x_per_beat + g_per_beat)
+    co_changes = _ceil(shape.co, em.ROWS) - 1
+    ddr = (blocks + 1) * beats * (2 * x_per_beat + g_per_beat) + co_changes * beats * g_per_beat
+    return blocks + 1, beats, ddr
+
+
+def engine_wgrad_work(shape: ConvShape, n_samples: int | None = None, *, psg: bool,
+                      predicted_frac: float = 0.0) -> Work:
+    """The weight gradient on the engine as a Work tally (modelled): with psg every weight's
+    predictor (4x10-bit products, LUTs) and exact products (8x16, DSP) only for the
+    1 - predicted_frac undecided weights (their cells' DSPs are gated); the streamed blocks'
+    DDR bytes (two blocks' x per call with psg) passing an on-chip FIFO; the update's 9 B
+    per weight; the modelled time. Without psg (beta = 0) every exact product and no
+    predictor."""
+    if not 0.0 <= predicted_frac <= 1.0:
+        raise ValueError(f"predicted_frac must be in [0, 1], got {predicted_frac}")
+    n = shape.n if n_samples is None else n_samples
+    macs = em.pass_macs("wgrad", shape, n)
+    nw = shape.co * shape.ci * shape.k * shape.k
+    _, _, ddr = _wgrad_stream(shape, n, psg)
+    w = Work()
+    if psg:
+        w.add_macs(macs, 4, 10)
+        w.add_macs(round(macs * (1.0 - predicted_frac)), 8, 16)
+        w.add_ops(nw, 48)                          # the decision's compare per weight
+    else:
+        w.add_macs(macs, 8, 16)
+    w.add_ops(nw, 32)                              # the update
+    w.add_dram(ddr + 9 * nw)
+    w.add_sram(ddr)
+    w.add_time(engine_pass("wgrad", shape, n, psg=psg)["cycles"] / CLOCK_HZ)
+    return w
+
+
+def resnet20_cifar(batch: int = 64) -> list[tuple[str, ConvShape]]:
+    """The 19 convolutions of ResNet-20 on 32x32 CIFAR images (He et al. 2016, section 4.2:
+    3 stages of 3 basic blocks, 16/32/64 channels, identity shortcuts with zero padding),
+    as (name, shape)."""
+    layers = [("conv1", ConvShape(batch, 3, 32, 32, 16, 3, 1, 1))]
+    hw, ci = 32, 16
+    for stage, co in enumerate((16, 32, 64), start=1):
+        for block in range(3):
+            stride = 2 if (stage > 1 and block == 0) else 1
+            layers.append((f"s{stage}b{block}c1", ConvShape(batch, ci, hw, hw, co, 3, stride, 1)))
+            hw //= stride
+            layers.append((f"s{stage}b{block}c2", ConvShape(batch, co, hw, hw, co, 3, 1, 1)))
+            ci = co
+    return layers
+
+
+def engine_training_step(batch: int = 64, *, psg: bool = True) -> dict:
+    """Modelled ResNet-20 CIFAR training step on the engine: per layer and pass cycles and
+    MACs (the first convolution has no input gradient), and the effective GMAC/s = all MACs of
+    the three passes over the step's cycles at CLOCK_HZ."""
+    rows, tot_c, tot_m = [], 0, 0
+    for name, shape in resnet20_cifar(batch):
+        for p in ("fwd", "bwd_data", "wgrad"):
+            if p == "bwd_data" and name == "conv1":
+                continue
+            r = engine_pass(p, shape, psg=psg and p == "wgrad")
+            rows.append({"layer": name, "pass": p, **r, "gmacs": r["macs"] / (r["cycles"] / CLOCK_HZ) / 1e9})
+            tot_c += r["cycles"]
+            tot_m += r["macs"]
+    return {"layers": rows, "cycles": tot_c, "macs": tot_m, "gmacs": tot_m / (tot_c / CLOCK_HZ) / 1e9,
+            "seconds": tot_c / CLOCK_HZ}
 
 if __name__ == "__main__":
     import sys

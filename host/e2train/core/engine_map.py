@@ -1,0 +1,249 @@
+"""How the three convolution passes map onto the training engine (fpga/rtl/train_engine.v).
+
+The engine is a ROWS x COLS grid of cells; per beat it takes one operand per row and one per
+column and every cell accumulates their product (an outer product over the streamed index).
+This module fixes the layout that the kernel shell feeds it, and is the one description of
+that layout: the cocotb benches drive whole convolutions through the RTL with the calls it
+builds, and the performance model counts the same calls.
+
+  pass   rows (ROWS)        columns (COLS)                       beats per call
+  FWD    output channels    2 output positions each (packed)     ci*k*k
+  BWD    input channels     1 input position each                co * valid taps of its phase
+  WGRAD  output channels    (input channel, ky, kx)              listed positions n*ho*wo
+
+Backward-data works in gather form: an input position (iy, ix) receives g_y[oy, ox] through
+the taps with iy + pad - ky = oy*stride. With stride 2 the valid taps depend on the phase
+((iy + pad) mod 2, (ix + pad) mod 2), so positions are grouped by phase and a call streams
+only its phase's taps: no beat carries a tap that is zero for every column.
+
+Board side: numpy only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .shapes import ConvShape
+
+ROWS = 8                 # cells per column: output (FWD, WGRAD) or input (BWD) channels
+COLS = 21                # cells per row: position pairs (FWD), positions (BWD), (ci, tap) (WGRAD)
+CALL_OVERHEAD = 6        # cycles per call beyond its beats: start, 3 drain, result, done (RTL)
+HLS_CALL_OVERHEAD = 8    # the same through the HLS blackbox (train_engine_hls.v): + start and head
+FWD, BWD, WGRAD = 0, 1, 2
+PASSES = {"fwd": FWD, "bwd_data": BWD, "wgrad": WGRAD}
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass
+class Call:
+    """One engine call: the arguments, the beats, and where its cells' sums belong."""
+
+    mode: int
+    rows: np.ndarray                      # (beats, rows) int64 codes
+    cols: np.ndarray                      # (beats, cols) int64 (FWD: x1 << 8 | x0, bytes)
+    cell_en: np.ndarray                   # (rows, cols) bool
+    prows: np.ndarray | None = None       # WGRAD predictor operands (next block)
+    pcols: np.ndarray | None = None
+    place: dict = field(default_factory=dict)
+
+    @property
+    def beats(self) -> int:
+        return int(self.rows.shape[0])
+
+
+# ---- call counts (the performance model's view) -------------------------------------------
+
+def _bwd_phases(shape: ConvShape) -> list[tuple[int, int]]:
+    """(positions, valid taps) per phase of the gather form, over one sample."""
+    s, p, k = shape.stride, shape.pad, shape.k
+    out = []
+    for py in range(s):
+        for px in range(s):
+            ny = sum(1 for iy in range(shape.h) if (iy + p) % s == py)
+            nx = sum(1 for ix in range(shape.w) if (ix + p) % s == px)
+            ty = sum(1 for ky in range(k) if ky % s == py)
+            tx = sum(1 for kx in range(k) if kx % s == px)
+            if ny and nx:
+                out.append((ny * nx, ty * tx))
+    return out
+
+
+def call_beats(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS,
+               cols: int = COLS) -> list[tuple[int, int]]:
+    """[(number of calls, beats per call)] of one pass over n_samples listed samples."""
+    n = shape.n if n_samples is None else n_samples
+    mode = PASSES[pass_name]
+    if n == 0:
+        return []
+    if mode == FWD:
+        pos = n * shape.ho * shape.wo
+        return [(_ceil(shape.co, rows) * _ceil(pos, 2 * cols), shape.ci * shape.k * shape.k)]
+    if mode == BWD:
+        return [(_ceil(shape.ci, rows) * _ceil(n * npos, cols), shape.co * taps)
+                for npos, taps in _bwd_phases(shape) if taps]
+    blocks = _ceil(shape.co, rows) * _ceil(shape.ci * shape.k * shape.k, cols)
+    return [(blocks, n * shape.ho * shape.wo)]
+
+
+def pass_cycles(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, psg: bool = False,
+                rows: int = ROWS, cols: int = COLS, overhead: int = CALL_OVERHEAD) -> int:
+    """Engine cycles of one pass, calls back to back at one beat per clock, each costing its
+    beats + overhead (the engine's own CALL_OVERHEAD, or HLS_CALL_OVERHEAD through the
+    blackbox). With psg the weight gradient runs one extra call: block b's exact pass shares a
+    call with block b+1's predictor pass, so blocks + 1 calls instead of blocks."""
+    groups = call_beats(pass_name, shape, n_samples, rows=rows, cols=cols)
+    cycles = sum(calls * (beats + overhead) for calls, beats in groups)
+    if psg and PASSES[pass_name] == WGRAD and groups:
+        cycles += groups[0][1] + overhead
+    return cycles
+
+
+def pass_macs(pass_name: str, shape: ConvShape, n_samples: int | None = None) -> int:
+    """Useful MACs of the pass (the convolution's own count; the same for all three)."""
+    n = shape.n if n_samples is None else n_samples
+    return n * shape.co * shape.ci * shape.k * shape.k * shape.ho * shape.wo
+
+
+# ---- the calls themselves (what the shell streams) --------------------------------------
+
+def _window_cols(x: np.ndarray, shape: ConvShape) -> np.ndarray:
+    """(ci*k*k, positions) of the zero-padded input: x at (c, ky, kx) for each listed output
+    position (n, oy, ox) in that order."""
+    p, s, k = shape.pad, shape.stride, shape.k
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (p, p), (p, p)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+    win = win[:, :, : shape.ho, : shape.wo]                       # n c ho wo ky kx
+    return win.transpose(1, 4, 5, 0, 2, 3).reshape(shape.ci * k * k, -1)
+
+
+def fwd_calls(x: np.ndarray, w: np.ndarray, shape: ConvShape, *, rows: int = ROWS, cols: int = COLS) -> list[Call]:
+    """x: (n, ci, h, w) listed samples; w: (co, ci, k, k). Cell (r, c) of a call holds output
+    channel co0 + r at positions p0 + 2c (acc_lo) and p0 + 2c + 1 (acc_hi)."""
+    win = _window_cols(x, shape)                                  # (ci*k*k, P)
+    npos = win.shape[1]
+    wf = w.astype(np.int64).reshape(shape.co, -1)                 # (co, ci*k*k)
+    calls = []
+    for co0 in range(0, shape.co, rows):
+        nr = min(rows, shape.co - co0)
+        r_ops = np.zeros((wf.shape[1], rows), np.int64)
+        r_ops[:, :nr] = wf[co0: co0 + nr].T & 0xFF
+        for p0 in range(0, npos, 2 * cols):
+            npp = min(2 * cols, npos - p0)
+            pos = np.zeros((wf.shape[1], 2 * cols), np.int64)
+            pos[:, :npp] = win[:, p0: p0 + npp]
+            c_ops = ((pos[:, 1::2] & 0xFF) << 8) | (pos[:, 0::2] & 0xFF)
+            en = np.zeros((rows, cols), bool)
+            en[:nr, : _ceil(npp, 2)] = True
+            calls.append(Call(FWD, r_ops, c_ops, en, place={"co0": co0, "nr": nr, "p0": p0, "np": npp}))
+    return calls
+
+
+def fwd_collect(calls: list[Call], results: list[dict], shape: ConvShape, n: int) -> np.ndarray:
+    """The int accumulators (n, co, ho, wo) from the calls' result beats (acc_lo, acc_hi)."""
+    acc = np.zeros((shape.co, n * shape.ho * shape.wo), np.int64)
+    for call, res in zip(calls, results):
+        pl = call.place
+        both = np.zeros((res["lo"].shape[0], 2 * res["lo"].shape[1]), np.int64)
+        both[:, 0::2] = res["lo"]
+        both[:, 1::2] = res["hi"]
+        acc[pl["co0"]: pl["co0"] + pl["nr"], pl["p0"]: pl["p0"] + pl["np"]] = both[: pl["nr"], : pl["np"]]
+    return acc.reshape(shape.co, n, shape.ho, shape.wo).transpose(1, 0, 2, 3)
+
+
+def bwd_calls(g_y: np.ndarray, w: np.ndarray, shape: ConvShape, *, rows: int = ROWS, cols: int = COLS) -> list[Call]:
+    """g_y: (n, co, ho, wo) listed samples. Cell (r, c): input channel ci0 + r at the c-th
+    input position of the call's phase tile."""
+    n = g_y.shape[0]
+    s, p, k = shape.stride, shape.pad, shape.k
+    g = g_y.astype(np.int64)
+    w64 = w.astype(np.int64)
+    calls = []
+    for py in range(s):
+        for px in range(s):
+            iys = [iy for iy in range(shape.h) if (iy + p) % s == py]
+            ixs = [ix for ix in range(shape.w) if (ix + p) % s == px]
+            kys = [ky for ky in range(k) if ky % s == py]
+            kxs = [kx for kx in range(k) if kx % s == px]
+            if not (iys and ixs and kys and kxs):
+                continue
+            pos = [(b, iy, ix) for b in range(n) for iy in iys for ix in ixs]
+            taps = [(o, ky, kx) for o in range(shape.co) for ky in kys for kx in kxs]
+            for ci0 in range(0, shape.ci, rows):
+                nr = min(rows, shape.ci - ci0)
+                r_ops = np.zeros((len(taps), rows), np.int64)
+                for t, (o, ky, kx) in enumerate(taps):
+                    r_ops[t, :nr] = w64[o, ci0: ci0 + nr, ky, kx] & 0xFF
+                for q0 in range(0, len(pos), cols):
+                    tile = pos[q0: q0 + cols]
+                    c_ops = np.zeros((len(taps), cols), np.int64)
+                    for c, (b, iy, ix) in enumerate(tile):
+                        for t, (o, ky, kx) in enumerate(taps):
+                            oy, ox = iy + p - ky, ix + p - kx
+                            if oy % s or ox % s:
+                                continue
+                            oy, ox = oy // s, ox // s
+                            if 0 <= oy < shape.ho and 0 <= ox < shape.wo:
+                                c_ops[t, c] = g[b, o, oy, ox] & 0xFFFF
+                    en = np.zeros((rows, cols), bool)
+                    en[:nr, : len(tile)] = True
+                    calls.append(Call(BWD, r_ops, c_ops, en, place={"ci0": ci0, "nr": nr, "pos": tile}))
+    return calls
+
+
+def bwd_collect(calls: list[Call], results: list[dict], shape: ConvShape, n: int) -> np.ndarray:
+    """The 48-bit accumulators (n, ci, h, w) from the calls' P registers."""
+    acc = np.zeros((n, shape.ci, shape.h, shape.w), np.int64)
+    for call, res in zip(calls, results):
+        pl = call.place
+        for c, (b, iy, ix) in enumerate(pl["pos"]):
+            acc[b, pl["ci0"]: pl["ci0"] + pl["nr"], iy, ix] = res["p"][: pl["nr"], c]
+    return acc
+
+
+def wgrad_blocks(x: np.ndarray, g_y: np.ndarray, shape: ConvShape, *, rows: int = ROWS,
+                 cols: int = COLS) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+    """Per block (rows output channels x cols (ci, ky, kx) columns): the row operands (g_y per
+    listed position), the column operands (x at the column's tap per position) and where the
+    block's weights belong."""
+    win = _window_cols(x, shape)                                  # (ci*k*k, P)
+    gf = g_y.astype(np.int64).transpose(1, 0, 2, 3).reshape(shape.co, -1)   # (co, P)
+    out = []
+    for co0 in range(0, shape.co, rows):
+        nr = min(rows, shape.co - co0)
+        r_ops = np.zeros((gf.shape[1], rows), np.int64)
+        r_ops[:, :nr] = gf[co0: co0 + nr].T & 0xFFFF
+        for j0 in range(0, win.shape[0], cols):
+            nc = min(cols, win.shape[0] - j0)
+            c_ops = np.zeros((gf.shape[1], cols), np.int64)
+            c_ops[:, :nc] = win[j0: j0 + nc].T & 0xFF
+            out.append((r_ops, c_ops, {"co0": co0, "nr": nr, "j0": j0, "nc": nc}))
+    return out
+
+
+def wgrad_calls(x: np.ndarray, g_y: np.ndarray, shape: ConvShape, *, psg: bool = False, rows: int = ROWS,
+                cols: int = COLS) -> list[Call]:
+    """The weight-gradient calls. Without psg one call per block: exact sums on every cell,
+    the predictor on the same operands (beta = 0's shadow: G_msb for the statistics). With
+    psg, call i runs block i's predictor and block i-1's exact pass; its cell_en (the
+    undecided weights of block i-1) is the caller's decision from the G_msb that call i-1
+    returned, so it is left empty here. place["exact"] / ["pred"] say which block each path
+    holds (None: that path is off)."""
+    blocks = wgrad_blocks(x, g_y, shape, rows=rows, cols=cols)
+    calls = []
+    if not psg:
+        for r_ops, c_ops, pl in blocks:
+            en = np.zeros((rows, cols), bool)
+            en[: pl["nr"], : pl["nc"]] = True
+            calls.append(Call(WGRAD, r_ops, c_ops, en, prows=r_ops, pcols=c_ops, place={"exact": pl, "pred": pl}))
+        return calls
+    for i in range(len(blocks) + 1):
+        pred = blocks[i] if i < len(blocks) else None
+        exact = blocks[i - 1] if i else None
+        e_ops, p_ops = exact or pred, pred or exact
+        calls.append(Call(WGRAD, e_ops[0], e_ops[1], np.zeros((rows, cols), bool), prows=p_ops[0], pcols=p_ops[1],
+                          place={"exact": exact[2] if exact else None, "pred": pred[2] if pred else None}))
+    return calls
