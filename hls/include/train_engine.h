@@ -20,8 +20,8 @@
 // accumulators are copied for the next call's emit. A caller's loop is software-pipelined:
 // call k returns call k-1's rows; a last mode-3 call with emit returns the final ones.
 //
-// The MSB split is the contract v2 rule (round half away from zero); it becomes
-// psg::split_x / psg::split_g when the contract header moves to v2 (one implementation).
+// The MSB split is the contract's (v2, round half away from zero): psg::split_x / psg::split_g
+// of psg_lanes.h, the one C++ implementation (fpga/rtl/msb_split.v is the RTL's).
 #ifndef E2TRAIN_TRAIN_ENGINE_H
 #define E2TRAIN_TRAIN_ENGINE_H
 
@@ -66,13 +66,6 @@ constexpr int64_t wrap(int64_t v, int bits) {
     return (u >> (bits - 1)) ? int64_t(u) - int64_t(uint64_t(1) << bits) : int64_t(u);
 }
 
-// h = clamp(sign(v) * ((|v| + 2^(shift-1)) >> shift), lo, hi): msb_split.v.
-constexpr int32_t split_h(int32_t v, int shift, int32_t lo, int32_t hi) {
-    const int32_t r = ((v < 0 ? -v : v) + (int32_t(1) << (shift - 1))) >> shift;
-    const int32_t s = v < 0 ? -r : r;
-    return s < lo ? lo : (s > hi ? hi : s);
-}
-constexpr int32_t x_code(uint8_t b, bool x_unsigned) { return x_unsigned ? int32_t(b) : int32_t(int8_t(b)); }
 
 struct State {
     int64_t p[kCells] = {}, lo[kCells] = {}, hi[kCells] = {};
@@ -103,17 +96,17 @@ inline void call(State& st, psg::stream<Head>& head, psg::stream<Beat>& in, psg:
     for (;;) {
         const Beat b = in.read();
         int32_t gh[kRows], xh[kCols];
-        for (int r = 0; r < kRows; ++r) gh[r] = split_h(b.prow[r], 6, -512, 511);
+        for (int r = 0; r < kRows; ++r) gh[r] = psg::split_g(b.prow[r]).h;
         for (int c = 0; c < kCols; ++c)
-            xh[c] = split_h(x_code(b.pcol[c], x_unsigned), 4, x_unsigned ? 0 : -8, x_unsigned ? 15 : 7);
+            xh[c] = psg::split_x(psg::x_value(b.pcol[c], x_unsigned), x_unsigned).h;
         for (int r = 0; r < kRows; ++r) {
             for (int c = 0; c < kCols; ++c) {
                 const int k = r * kCols + c;
                 if (exact_en && h.cell_en[k]) {
                     if (m == 0) {
                         const int64_t w = int8_t(uint16_t(b.row[r]) & 0xff);
-                        const int64_t x0 = x_code(uint8_t(uint16_t(b.col[c]) & 0xff), x_unsigned);
-                        const int64_t x1 = x_code(uint8_t(uint16_t(b.col[c]) >> 8), x_unsigned);
+                        const int64_t x0 = psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), x_unsigned);
+                        const int64_t x1 = psg::x_value(uint8_t(uint16_t(b.col[c]) >> 8), x_unsigned);
                         st.lo[k] = wrap(st.lo[k] + w * x0, kLoBits);
                         st.hi[k] = wrap(st.hi[k] + w * x1, kHiBits);
                         st.p[k] = wrap(w * (x1 * 65536 + x0) + 32768, kPBits);
@@ -121,7 +114,7 @@ inline void call(State& st, psg::stream<Head>& head, psg::stream<Beat>& in, psg:
                         st.p[k] = wrap(st.p[k] + int64_t(int8_t(uint16_t(b.row[r]) & 0xff)) * b.col[c], kPBits);
                     } else {
                         st.p[k] = wrap(st.p[k] + int64_t(b.row[r]) *
-                                                     x_code(uint8_t(uint16_t(b.col[c]) & 0xff), x_unsigned), kPBits);
+                                                     psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), x_unsigned), kPBits);
                     }
                 }
                 if (m == 2 && pred_en && r < pred_rows && c < pred_cols)

@@ -2,8 +2,8 @@
 written from the contract (docs/rtl.md), not from the RTL: the state of every cell's three
 accumulators, updated call by call.
 
-The MSB split is the contract's v2 rule (round half away from zero). When
-e2train.core.fixedpoint moves to v2, `split_x_h`/`split_g_h` become its msb_split_x/_g.
+The MSB split is the contract's (v2, round half away from zero): e2train.core.fixedpoint's
+msb_split_x/_g, the one Python implementation.
 """
 from __future__ import annotations
 
@@ -11,22 +11,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from e2train.core import fixedpoint
+
 P_W, LO_W, HI_W = 48, 38, 31
-
-
-def _round_away(v: np.ndarray, shift: int) -> np.ndarray:
-    v = np.asarray(v, np.int64)
-    return np.sign(v) * ((np.abs(v) + (1 << (shift - 1))) >> shift)
 
 
 def split_x_h(x: np.ndarray, unsigned: bool) -> np.ndarray:
     """x_h of uint8 (0..15) or int8 (-8..7) codes."""
-    return np.clip(_round_away(x, 4), 0 if unsigned else -8, 15 if unsigned else 7)
+    return fixedpoint.msb_split_x(np.asarray(x).astype(np.uint8 if unsigned else np.int8))[0]
 
 
 def split_g_h(g: np.ndarray) -> np.ndarray:
     """g_h of int16 codes (-512..511)."""
-    return np.clip(_round_away(g, 6), -512, 511)
+    return fixedpoint.msb_split_g(np.asarray(g).astype(np.int16))[0]
 
 
 def wrap(v: np.ndarray, bits: int) -> np.ndarray:
