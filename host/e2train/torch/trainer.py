@@ -475,6 +475,12 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
         # and before the record is kept, the callback sees it and the checkpoint is written:
         # keys a policy adds are in all three
         policy.on_epoch_end(ctx, rec)
+        # work a method does between steps (Learn&Drop's cache fill) is training time too
+        extra = float(rec.get("method_wall_s", 0.0))
+        if extra:
+            wall_total += extra
+            rec["epoch_wall_s"] += extra
+            rec["wall_s"] = wall_total
         records.append(rec)
         if show:
             print(f"epoch {epoch + 1}/{epochs}: test {test_acc:.2f}%  energy {energy:.3g} J (modelled)  "
