@@ -9,7 +9,7 @@ done on the whole batch in torch:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -23,6 +23,8 @@ class Data:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor | None = None    # held out of the training set (``split_validation``)
+    y_val: torch.Tensor | None = None
 
     @property
     def in_channels(self) -> int:
@@ -43,6 +45,24 @@ def load(name: str, data_dir=None, limit_train: int | None = None) -> Data:
         xtr, ytr = xtr[:limit_train], ytr[:limit_train]
     t = torch.from_numpy
     return Data(name.lower().replace("-", ""), t(xtr), t(ytr), t(xte), t(yte))
+
+
+def split_validation(data: Data, fraction: float, seed: int = 0) -> Data:
+    """Hold ``fraction`` of the training set out as a validation split (a seeded, class-blind
+    random choice); the rest stays the training set, in its original order. The test set is
+    untouched: decisions read the validation split, the test set only reports."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"a validation fraction must be in (0, 1), not {fraction!r}")
+    n = data.x_train.shape[0]
+    k = int(round(n * fraction))
+    if k < 1 or k >= n:
+        raise ValueError(f"a validation fraction of {fraction} leaves {n - k} of {n} training samples: "
+                         f"choose one that keeps both parts non-empty")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + int(seed)))
+    val = perm[:k].sort().values
+    keep = perm[k:].sort().values
+    return replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep],
+                   x_val=data.x_train[val], y_val=data.y_train[val])
 
 
 def augment(x: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:
