@@ -168,6 +168,29 @@ class StochasticDepth(Policy):
             self.gen.set_state(state["gen"])
 
 
+class MatchedStochasticDepth(StochasticDepth):
+    """Stochastic depth with p_L chosen at the start of the run so that its expected
+    dropping ratio equals ``drop_ratio`` (a measured SLU ratio; E2-Train section 4.3):
+    count-weighted over the blocks by default (the harness's ``block-samples`` unit), or
+    FLOPs-weighted with ``flops_weighted=True``."""
+
+    name = "stochastic-depth-matched"
+
+    def __init__(self, drop_ratio: float, seed: int = 0, flops_weighted: bool = False):
+        super().__init__(1.0, seed)
+        self.drop_ratio = float(drop_ratio)
+        self.flops_weighted = flops_weighted
+
+    def on_train_start(self, ctx):
+        blocks = list(ctx.model.blocks)
+        if self.flops_weighted:
+            w = ctx.model.block_flops_fractions(tuple(ctx.state["data"].image_hw))
+        else:
+            w = [1.0] * len(blocks)
+        self.p_last = self.matched_p_last(self.drop_ratio, w)
+        super().on_train_start(ctx)
+
+
 class RandomBlockSkip(Policy):
     """Random control for SLU-like methods: each (sample, block) runs with probability
     ``exec_ratio``, independently; at test time every block runs."""

@@ -40,6 +40,7 @@ from .optim import build_optimizer
 from .policy import Compose, Policy, RandomBatchSkip, StepContext
 from .psg import PSGConv2d, set_exact
 from .slu import GATE_CELLS, SLU, SLU_COSTS, StochasticDepth, set_gate_cell
+from .memory import PeakMemory
 from .work_meter import WorkMeter
 
 ENERGY_LABEL = "modelled (core.energy, Horowitz 45 nm per-op, no static power)"
@@ -270,7 +271,7 @@ class RunResult:
 # keys of each epoch record (all JSON-safe); policies may add their own in on_epoch_end
 EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "test_top5", "val_acc", "epoch_wall_s", "wall_s", "energy_j",
               "epoch_energy_j", "energy_kind", "batches_run", "batches_skipped", "samples_run",
-              "exec_ratio", "predicted_frac", "macs", "lr")
+              "exec_ratio", "predicted_frac", "macs", "lr", "peak_mem_mb", "peak_mem_kind")
 
 
 def policies_from_config(cfg: TrainConfig) -> list[Policy]:
@@ -453,6 +454,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
     # runs outside the training step)
     ctx.state.update(config=cfg, data=data, work_meter=meter)
     policy.on_train_start(ctx)
+    mem = PeakMemory(device).__enter__()      # peak memory beside time and energy (memory.py)
     show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     try:
         from tqdm import tqdm
@@ -552,6 +554,8 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             "exec_ratio": stats["exec_w"] / stats["exec_n"] if stats["exec_n"] else 1.0,
             "predicted_frac": (sum(m.n_predicted for m in psg_layers) / n_dec) if n_dec else None,
             "macs": meter.work.total_macs - e0_macs,
+            "peak_mem_mb": mem.peak_bytes / 2**20,
+            "peak_mem_kind": mem.kind,
             "lr": opt.param_groups[0]["lr"],
         }
         # on_epoch_end runs after this epoch's evaluation (rec has test_acc, energy, counts)
@@ -584,6 +588,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             opt = ctx.optimizer = nxt
             base_lrs = [g["lr"] for g in opt.param_groups]
 
+    mem.__exit__(None, None, None)
     final_model = model
     if swa_model is not None and records:
         if psg_layers:
