@@ -1,0 +1,46 @@
+"""`e2train reproduce`: the table list, every table in --quick mode (paper numbers beside the
+run's), and rows that cannot run at the paper's scale say why."""
+import pytest
+
+from e2train.cli import main
+from e2train.reproduce import TABLES, paper_tables, reproduce
+
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook")
+
+
+def test_list_names_every_table_with_its_source(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    tables = paper_tables()
+    assert set(tables) == set(TABLES)
+    for name, spec in tables.items():
+        assert name in out and spec["source"] in out
+        assert set(c for row in spec["rows"].values() for c in row) <= set(spec["columns"])
+
+
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_quick_runs_and_prints_paper_beside_run(table):
+    md = reproduce(table, "quick")
+    spec = paper_tables()[table]
+    assert spec["source"] in md and "quick scale, digits, resnet8" in md
+    rows = [l for l in md.splitlines() if l.startswith("| ") and not l.startswith("| row")]
+    assert len(rows) == len(spec["rows"])
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        assert all(" / " in c for c in cells)
+        # the run filled in every column of every row
+        assert not any(c.endswith("not run") for c in cells)
+        assert any(c.split(" / ")[1] != "-" for c in cells)
+
+
+def test_paper_scale_rows_that_cannot_run_say_why(tmp_path):
+    md = reproduce("gskip-table1", "paper")
+    assert "Not run: the paper's model resnet18 is not in e2train's model registry" in md
+    md = reproduce("e2train-table2", "paper", data_dir=str(tmp_path))
+    assert "Not run:" in md and "--digits or --quick" in md and "93.52 / not run" in md
+
+
+def test_unknown_table_is_a_one_line_error(capsys):
+    assert main(["reproduce", "table9"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown table 'table9'" in err and len(err.strip().splitlines()) == 1
