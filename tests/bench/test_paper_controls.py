@@ -82,3 +82,15 @@ def test_deadhorse_control_is_segment_wise_and_priced_like_a_reactive_method(bac
 
 def test_signsgd_is_an_arm(backend):
     assert "signsgd" in backend.methods()
+
+
+def test_batch_omission_hits_its_ratio_exactly():
+    """The workload control omits round(ratio * N) of the run's N batches, so its realised
+    ratio is the target within half a batch (the acceptance asks for 5%)."""
+    from e2train.torch.policy import RandomBatchOmission
+    from e2train.torch.trainer import TrainConfig, train
+    pol = RandomBatchOmission(0.066, seed=3)
+    res = train(TrainConfig(epochs=3, batch_size=32, limit_train=320, progress=False), [pol], data=None)
+    run = sum(r["batches_run"] for r in res.records)
+    skipped = sum(r["batches_skipped"] for r in res.records)
+    assert run + skipped == 30 and skipped == round(0.066 * 30) == 2

@@ -50,7 +50,7 @@ try:
 
     from ..datasets import DatasetError
     from ..torch import data as tdata
-    from ..torch.policy import Policy, RandomBatchSkip
+    from ..torch.policy import Policy, RandomBatchOmission, RandomBatchSkip
     from ..torch.psg import PSGConv2d
     from ..torch.slu import MatchedStochasticDepth, RandomBlockSkip
     from ..torch.trainer import ConfigError, TrainConfig, train
@@ -232,8 +232,8 @@ class TorchBackend:
             return _Plan(self._config(job, **flags), policies, tuple(ratios))
         spec = REGISTRY[m]
         (unit, r), = ratios.items()
-        if unit == "batches":          # workload-matched: random mini-batch omission
-            return _Plan(self._config(job, **flags), [RandomBatchSkip(r, seed=seed + 1)], (unit,))
+        if unit == "batches":          # workload-matched: random mini-batch omission, exact count
+            return _Plan(self._config(job, **flags), [RandomBatchOmission(r, seed=seed + 1)], (unit,))
         pol = spec.random_control(r, seed, **dict(job.options))
         return _Plan(self._config(job, **flags), [pol], (unit,), pol)
 
