@@ -72,7 +72,7 @@ def test_checkpoints_hold_no_pickled_code(tiny, tmp_path):
     ({"smd_energy_ratio": 0.67}, "needs smd = true"),
     ({"dataset": "mnist"}, "dataset must be"),
     ({"model": "resnet9"}, "unknown model 'resnet9'"),       # not 6n+2: refused before anything is built
-    ({"model": "vgg16"}, "unknown model"),
+    ({"model": "vgg13"}, "unknown model"),
     ([1, 2], "must be a table"),
 ])
 def test_bad_configs_are_rejected_with_clear_messages(d, msg):

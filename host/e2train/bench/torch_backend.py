@@ -76,7 +76,8 @@ E2_METHODS: dict[str, tuple[dict, tuple[str, ...]]] = {
     "stochastic-depth": (dict(precision="fp32", stochastic_depth=0.5), ("block-samples",)),
 }
 DATASETS = ("digits", "cifar10", "cifar100")
-MODELS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "resnet110", "mobilenetv2")
+MODELS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "resnet110", "mobilenetv2",
+          "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "densenet121")
 
 _SEED_OFFSET_CONTROL = 1000     # controls draw from streams unrelated to the method's own
 
