@@ -85,8 +85,8 @@ def test_summary_table(synthetic_runs):
 
 def test_saving_ratio_control_ratio_and_verdict(synthetic_runs):
     """Paper 000: measured vs theoretical saving per method, target vs realised ratio per
-    control, and a verdict against the controls from polynomial fits of the fronts."""
-    from e2train.bench.report import beats, control_ratio, saving_ratio
+    control, polynomial fits, and a verdict against the controls on the Pareto front."""
+    from e2train.bench.report import beats, control_ratio, poly_fit, saving_ratio
     from e2train.bench.metrics import Point
     arms = {a.name: a for a in group_arms(synthetic_runs)}
     base, smd, ctl = arms["fp32"], arms["smd"], arms["random-skip[smd]"]
@@ -100,9 +100,13 @@ def test_saving_ratio_control_ratio_and_verdict(synthetic_runs):
     up = [Point(c, 0.5 + 0.1 * c) for c in line]
     down = [Point(c, 0.4 + 0.1 * c) for c in line]
     assert beats(up, down) is True and beats(down, up) is False
-    assert beats(up, [Point(10.0, 0.9), Point(11.0, 0.95)]) is None      # no shared range
+    # a control done before the method's first checkpoint, at the method's best accuracy
+    late = [Point(10.0, 0.9), Point(11.0, 0.95)]
+    assert beats(late, [Point(1.0, 0.9), Point(2.0, 0.95)]) is False
+    assert beats(up, []) is None
     md = summary_markdown(synthetic_runs, targets=[0.8])
-    assert "## Verdict per method" in md and "**smd** beats its controls" in md
+    assert "## Verdict per method" in md and "**smd** beats its controls: **yes**" in md   # 0.70 vs 0.68, 0.85 vs 0.84 at equal times
+    assert poly_fit(up) == pytest.approx([0.0, 0.1, 0.5], abs=1e-9)
 
 
 def test_fronts_per_method(synthetic_runs):
