@@ -70,7 +70,7 @@ def test_checkpoints_hold_no_pickled_code(tiny, tmp_path):
     ({"iterations": 0}, "iterations must be"),
     ({"resume": True}, "needs out_dir"),
     ({"smd_energy_ratio": 0.67}, "needs smd = true"),
-    ({"dataset": "mnist"}, "dataset must be"),
+    ({"dataset": "svhn"}, "dataset must be"),
     ({"model": "resnet9"}, "unknown model 'resnet9'"),       # not 6n+2: refused before anything is built
     ({"model": "vgg13"}, "unknown model"),
     ([1, 2], "must be a table"),

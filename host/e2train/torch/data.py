@@ -5,7 +5,8 @@ permutation (seeded per epoch: a resumed run sees the same batches) and augmenta
 done on the whole batch in torch:
 
 * digits (8x8): random shifts of up to +-1 pixel (zero padding), as in the calibration;
-* CIFAR (32x32): random crops from a 4-pixel zero padding and horizontal flips.
+* MNIST (28x28): random shifts of up to +-2 pixels;
+* CIFAR (32x32), Imagenette: random crops from a 4-pixel zero padding and horizontal flips.
 """
 from __future__ import annotations
 
@@ -66,8 +67,9 @@ def split_validation(data: Data, fraction: float, seed: int = 0) -> Data:
 
 
 def augment(x: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:
-    """Random shifts (digits: +-1 px; CIFAR: +-4 px crop and horizontal flip)."""
-    pad = 1 if name == "digits" else 4
+    """Random shifts (digits: +-1 px; MNIST: +-2 px; CIFAR, Imagenette: +-4 px crop and
+    horizontal flip). Digits are not flipped (a mirrored digit is another symbol)."""
+    pad = {"digits": 1, "mnist": 2}.get(name, 4)
     n, _, h, w = x.shape
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
@@ -76,7 +78,7 @@ def augment(x: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:
     cols = (dx[:, None] + torch.arange(w)[None, :])             # n x w
     out = xp[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None],
              rows[:, None, :, None], cols[:, None, None, :]]
-    if name != "digits":
+    if name not in ("digits", "mnist"):
         flip = torch.rand(n, generator=gen) < 0.5
         out[flip] = out[flip].flip(3)
     return out

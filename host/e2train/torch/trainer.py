@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..core.energy import ENERGY_KIND, EnergyModel
 from ..core.work import Work
+from ..datasets import NAMES as DATASET_NAMES
 from . import data as tdata
 from .models import PRECISIONS, build_model, parse_model
 from .optim import build_optimizer
@@ -58,7 +59,7 @@ class TrainConfig:
     """Everything a run needs. Load from a file with ``TrainConfig.from_file`` (JSON or
     TOML, the same keys) or build in code; ``validate()`` checks it with clear messages."""
 
-    dataset: str = "digits"            # digits | cifar10 | cifar100
+    dataset: str = "digits"            # digits | cifar10 | cifar100 | mnist | imagenette
     data_dir: str | None = None        # CIFAR python-format files (default $E2TRAIN_DATA)
     model: str = "resnet8"             # resnet<6n+2> | mobilenetv2[_<width>]
     precision: str = "fp32"            # fp32 | signsgd | int8_fp32grad | int8_int16grad | psg
@@ -150,8 +151,8 @@ class TrainConfig:
         def need(ok: bool, msg: str):
             if not ok:
                 raise ConfigError(msg)
-        need(self.dataset.lower().replace("-", "") in ("digits", "cifar10", "cifar100"),
-             f"dataset must be digits, cifar10 or cifar100, got {self.dataset!r}")
+        need(self.dataset.lower().replace("-", "") in DATASET_NAMES,
+             f"dataset must be one of {', '.join(DATASET_NAMES)}, got {self.dataset!r}")
         try:
             parse_model(self.model)
         except ValueError as e:
