@@ -133,3 +133,15 @@ def test_plots_are_nonempty_pngs(tmp_path, synthetic_runs, axis):
     assert img.shape[0] > 100 and img.shape[1] > 100
     assert (img[..., :3] < 0.5).any() and (img[..., :3] > 0.9).any()
     assert not math.isnan(float(img.std())) and float(img.std()) > 0.05
+
+
+def test_headline_leads_with_cost_to_target(synthetic_runs):
+    """An unconverged budget must not read as an accuracy loss: with a headline target the
+    summary opens with each method's energy and time to reach it."""
+    md = summary_markdown(synthetic_runs, targets=[0.8], headline_target=0.8)
+    head = md.index("## Headline: cost to reach 80% accuracy")
+    assert head < md.index("| wall-clock s |")
+    rows = [l for l in md[head:].splitlines() if l.startswith("| fp32 ") or l.startswith("| smd ")]
+    # fp32 reaches 80% at epoch 2 (20 J, 2.0 s) on seeds 0, 1 and epoch 3 on seed 2 -> median 20 J
+    assert rows[0].split("|")[2].strip() == "20.000 (3/3)"
+    assert not any("random-skip" in l for l in md[head:md.index("| wall-clock s |")].splitlines())

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"e2train bench: {e}\n(runs finished so far are in {out / 'runs.csv'})", file=sys.stderr)
         return 2
     title = f"e2train bench: {args.preset or 'custom'} ({spec.dataset}, {spec.model})"
-    for name, path in write_outputs(runs, out, spec.targets, spec.level, title).items():
+    for name, path in write_outputs(runs, out, spec.targets, spec.level, title, spec.headline_target).items():
         print(f"wrote {path}")
     print(f"done in {time.monotonic() - t0:.0f} s")
     return 0

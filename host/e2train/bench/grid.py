@@ -31,6 +31,9 @@ class GridSpec:
     # trainer settings for every run of the grid, methods and their controls alike (so a
     # control differs from its method only in what it skips)
     train_config: dict = field(default_factory=dict)
+    # the accuracy target the summary leads with (energy- and time-to-target per method), for
+    # grids whose budget leaves some arms short of convergence
+    headline_target: float | None = None
 
     @property
     def n_method_runs(self) -> int:
