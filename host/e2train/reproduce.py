@@ -305,12 +305,14 @@ def scale_for(table: str, spec: dict, mode: str, data_dir: str | None) -> Scale:
     except ValueError:
         raise CannotRun(f"the paper's model {model} is not in e2train's model registry "
                         f"(resnet<6n+2>, mobilenetv2); run --digits or --quick instead") from None
+    from .torch.trainer import ConfigError
     try:
         TrainConfig(dataset=ds).validate()
         _data(Scale("paper", ds, model, 1, data_dir=data_dir))
-    except Exception as e:      # unknown data set, or its files are missing
-        msg = e.args[0] if isinstance(e, DatasetError) and e.args else f"data set {ds} is not available ({e})"
-        raise CannotRun(f"{msg}; run --digits or --quick instead") from None
+    except ConfigError:
+        raise CannotRun(f"the paper's data set {ds} is not one e2train loads; run --digits or --quick instead") from None
+    except (DatasetError, OSError) as e:        # its files are missing or malformed
+        raise CannotRun(f"{e}; run --digits or --quick instead") from None
     # the papers train for hundreds of epochs; 200 is the GSkip/WUS protocol's length
     return Scale("paper", ds, model, 200, batch_size=128, data_dir=data_dir)
 
