@@ -34,8 +34,10 @@ def test_quick_runs_and_prints_paper_beside_run(table):
 
 
 def test_paper_scale_rows_that_cannot_run_say_why(tmp_path):
-    md = reproduce("gskip-table1", "paper")
-    assert "Not run: the paper's model resnet18 is not in e2train's model registry" in md
+    md = reproduce("deadhorse-sweep", "paper")
+    assert "Not run: the paper's data set imagenet is not one e2train loads" in md
+    md = reproduce("gskip-table1", "paper", data_dir=str(tmp_path))
+    assert "Not run: cifar10 not found" in md and "95.41 / not run" in md
     md = reproduce("e2train-table2", "paper", data_dir=str(tmp_path))
     assert "Not run:" in md and "--digits or --quick" in md and "93.52 / not run" in md
 
