@@ -146,3 +146,23 @@ def test_stochastic_depth_p_last_matches_a_measured_dropping_ratio():
         StochasticDepth.matched_p_last(0.9, frac)
     # equal blocks: ratio = (1 - p_L)(L + 1) / 2L
     assert StochasticDepth.matched_p_last(0.25, [1.0] * 3) == pytest.approx(1 - 0.25 * 6 / 4)
+
+
+def test_batch_loading_is_on_the_training_clock(tiny, monkeypatch):
+    """Paper 000: the clock counts everything a method causes, loading the batches it drops
+    included. A slow loader must show in wall_s, which it did not when the clock started
+    after the batch was made."""
+    import time as _time
+
+    from e2train.torch import data as tdata
+    real = tdata.train_batches
+
+    def slow(*a, **k):
+        for item in real(*a, **k):
+            _time.sleep(0.05)
+            yield item
+    monkeypatch.setattr(tdata, "train_batches", slow)
+    from e2train.torch.policy import RandomBatchOmission
+    res = train(TrainConfig(epochs=1, **RUN), [RandomBatchOmission(0.5, seed=0)], data=tiny)
+    assert res.records[0]["batches_skipped"] == 2
+    assert res.wall_s >= 4 * 0.05            # four batches loaded, two of them dropped

@@ -208,8 +208,8 @@ def summary_markdown(runs: Sequence[RunRecord], targets: Sequence[float], level:
     pct = f"{round(100 * level)}%"
     lines = [f"# {title}", "",
              f"Wall-clock first (paper 000, guideline 4): training time only, evaluation excluded, "
-             f"mean over seeds; a method's own work outside the steps (Learn&Drop's cache fill, "
-             f"DeadHorse's decision forward) is in it. Energy: **{elabel}** (J, mean over seeds). "
+             f"mean over seeds; loading every batch (dropped ones too) and a method's own work "
+             f"(Learn&Drop's cache fill, DeadHorse's decision forward) are in it. Energy: **{elabel}** (J, mean over seeds). "
              f"Accuracy: top-1 of the run's held-out validation split when the grid holds one out "
              f"(train_config val_split), else of the test set; mean ± {pct} Student-t interval over "
              f"seeds. Saving ratio: the measured wall-clock saving over the modelled saving, both "
