@@ -150,5 +150,8 @@ def run_grid(spec: GridSpec, backend: Backend, out_dir: str | Path | None = None
                     else:
                         do(rj)
                 if spec.fewer_iters_controls:
-                    do(fewer_iters_job(job, res, spec.baseline))
+                    fj = fewer_iters_job(job, res, spec.baseline)
+                    do(fj)
+                    for lr in spec.lr_grid:     # E2-Train Fig. 3b: the same energy, other learning rates
+                        do(replace(fj, method=f"{FEWER_CONTROL}-lr{lr:g}", options=fj.options + (("lr", lr),)))
     return records

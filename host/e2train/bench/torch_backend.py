@@ -281,6 +281,9 @@ class TorchBackend:
         want = job.energy_cap_j / e_step
         epochs_hint = int(dict(job.options).get("method_epochs", 1))
         epochs, per_epoch = plan_steps(want, full, epochs_hint)
+        lr = dict(job.options).get("lr")      # the learning-rate grid control (E2-Train Fig. 3b)
+        if lr is not None:
+            flags["lr"] = float(lr)
         cfg = self._config(job, **flags, epochs=epochs, max_batches=per_epoch)
         return _Plan(cfg, [], ()), e_step
 
