@@ -195,7 +195,8 @@ def gskip_table1(s: Scale) -> Result:
     r.rows["Std"] = {"accuracy %": _acc(base), "memory decrease x": None, "skip rate %": 0.0}
     r.rows["GSkip"] = {"accuracy %": _acc(gs), "memory decrease x": (mem_b / mem_g) if mem_g > 0 else None,
                        "skip rate %": 100 * pol.skip_ratios()["layer-step"]}
-    r.notes.append(f"memory: {gs.records[-1]['peak_mem_kind']} ({mem_b:.1f} vs {mem_g:.1f} MiB)")
+    r.notes.append(f"memory decrease: peak of {gs.records[-1]['peak_mem_kind']}, "
+                   f"{mem_b:.2f} vs {mem_g:.2f} MiB (a run's peak: GSkip's is set before it skips)")
     return r
 
 

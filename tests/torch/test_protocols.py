@@ -166,3 +166,23 @@ def test_batch_loading_is_on_the_training_clock(tiny, monkeypatch):
     res = train(TrainConfig(epochs=1, **RUN), [RandomBatchOmission(0.5, seed=0)], data=tiny)
     assert res.records[0]["batches_skipped"] == 2
     assert res.wall_s >= 4 * 0.05            # four batches loaded, two of them dropped
+
+
+def test_peak_memory_counts_what_a_skipping_method_frees(tiny):
+    """Paper 000, GSkip's "memory decrease": with a layer prefix skipping its gradient, the
+    step keeps fewer tensors for the backward and fewer gradients. On CPU the figure is the
+    autograd saved-tensor peak plus parameters and gradients (memory.py); the process's RSS
+    would depend on what trained before in it."""
+    from e2train.torch.memory import KIND_SAVED, PeakMemory
+    res = train(TrainConfig(epochs=1, device="cpu", **RUN), data=tiny)
+    assert res.records[0]["peak_mem_mb"] > 0 and res.records[0]["peak_mem_kind"] == KIND_SAVED
+    m = res.model.train()
+    full, part = PeakMemory(torch.device("cpu"), m), PeakMemory(torch.device("cpu"), m)
+    x = tiny.x_train[:16]
+    with full.step():
+        m(x).sum().backward()
+    for p in list(m.parameters())[:6]:           # the stem and the first block's first conv
+        p.requires_grad_(False)
+    with part.step():
+        m(x).sum().backward()
+    assert 0 < part.peak_bytes < full.peak_bytes

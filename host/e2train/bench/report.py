@@ -213,8 +213,8 @@ def summary_markdown(runs: Sequence[RunRecord], targets: Sequence[float], level:
              f"Accuracy: top-1 of the run's held-out validation split when the grid holds one out "
              f"(train_config val_split), else of the test set; mean ± {pct} Student-t interval over "
              f"seeds. Saving ratio: the measured wall-clock saving over the modelled saving, both "
-             f"against {baseline} at the same budget. Peak memory: CUDA allocator peak, or the "
-             f"sampled rise of the CPU resident set (MiB). Time/energy-to-accuracy: median over "
+             f"against {baseline} at the same budget. Peak memory (MiB): CUDA allocator peak, or on CPU the autograd "
+             f"saved-tensor peak plus parameters and gradients. Time/energy-to-accuracy: median over "
              f"seeds of the first evaluated epoch at or above the target (k/n = seeds that reached it).",
              ""]
     if headline_target is not None:

@@ -3,81 +3,64 @@
 
 * CUDA: the caching allocator's peak (``torch.cuda.max_memory_allocated``) over the run,
   reset at its start: the bytes of live tensors at the worst moment.
-* CPU: torch's CPU allocations are invisible to ``tracemalloc``, and the process's
-  ``ru_maxrss`` never goes down between runs, so a thread samples the resident set size
-  (``/proc/self/statm``) every ``interval`` seconds; the peak is reported as the rise over the
-  RSS at the start of the run. Sampling can miss a peak shorter than the interval, so the
-  figure is a lower bound, and it is labelled as sampled.
+* CPU: torch keeps no statistics for its CPU allocator, ``tracemalloc`` does not see it, and
+  the resident set of a process that ran other trainings before does not shrink, so an RSS
+  figure would depend on what ran earlier in the process. The CPU figure is instead the peak,
+  over the training steps, of the bytes autograd keeps for the backward (the tensors saved by
+  the forward, each storage counted once), plus the parameters and their gradients: the
+  memory a method changes by skipping gradients or layers. It is labelled as such.
 """
 from __future__ import annotations
 
-import os
-import threading
-import weakref
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
+from torch import nn
 
 KIND_CUDA = "cuda allocator peak"
-KIND_RSS = "cpu rss rise (sampled)"
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _sample(ref, stop: threading.Event, interval: float) -> None:
-    while not stop.wait(interval):
-        pm = ref()
-        if pm is None:
-            return
-        pm._peak = max(pm._peak, _rss_bytes())
-        del pm
+KIND_SAVED = "autograd saved tensors + parameters and gradients (cpu)"
 
 
 class PeakMemory:
-    """``with PeakMemory(device) as pm: ...`` then ``pm.peak_bytes`` and ``pm.kind``."""
+    """``pm = PeakMemory(device, model)``; wrap each training forward+backward in
+    ``with pm.step(): ...``; read ``pm.peak_bytes`` and ``pm.kind``."""
 
-    def __init__(self, device: torch.device, interval: float = 0.01):
+    def __init__(self, device: torch.device, model: nn.Module):
         self.device = torch.device(device)
-        self.interval = interval
-        self.kind = KIND_CUDA if self.device.type == "cuda" else KIND_RSS
-        self._start = 0
+        self.model = model
+        self.cuda = self.device.type == "cuda"
+        self.kind = KIND_CUDA if self.cuda else KIND_SAVED
         self._peak = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
+        if self.cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-        else:
-            self._start = self._peak = _rss_bytes()
-            # the thread holds only a weak reference: if the run ends by an exception before
-            # ``__exit__``, the sampler stops once the meter is collected
-            self._thread = threading.Thread(target=_sample, args=(weakref.ref(self), self._stop, self.interval),
-                                            daemon=True)
-            self._thread.start()
-        return self
+
+    def _param_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() * (2 if p.requires_grad else 1) for p in self.model.parameters())
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        if self.cuda:
+            yield
+            return
+        seen: set[tuple[int, int]] = set()
+        saved = [0]
+
+        def pack(t: torch.Tensor):
+            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            if key not in seen:
+                seen.add(key)
+                saved[0] += key[1]
+            return t
+
+        params = self._param_bytes()     # before the step: requires_grad as the method set it
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield
+        self._peak = max(self._peak, saved[0] + params)
 
     @property
     def peak_bytes(self) -> int:
-        """Peak over the run so far: allocator peak (CUDA), or RSS rise over the start (CPU)."""
-        if self.device.type == "cuda":
+        if self.cuda:
             return int(torch.cuda.max_memory_allocated(self.device))
-        self._peak = max(self._peak, _rss_bytes())
-        return max(0, self._peak - self._start)
-
-    def __exit__(self, *exc) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-
-    def __del__(self) -> None:
-        self._stop.set()
+        return self._peak

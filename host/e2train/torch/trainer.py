@@ -468,7 +468,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
     # runs outside the training step)
     ctx.state.update(config=cfg, data=data, work_meter=meter)
     policy.on_train_start(ctx)
-    mem = PeakMemory(device).__enter__()      # peak memory beside time and energy (memory.py)
+    mem = PeakMemory(device, model)           # peak memory beside time and energy (memory.py)
     show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     try:
         from tqdm import tqdm
@@ -516,15 +516,16 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             masks = policy.block_masks(ctx)
             policy.before_forward(ctx)
             meter.active = True
-            logits = model(ctx.x, block_masks=masks) if masks is not None else model(ctx.x)
-            sample_losses = F.cross_entropy(logits, ctx.y, reduction="none")
-            ctx.logits, ctx.sample_losses = logits, sample_losses.detach()
-            ctx.loss = sample_losses.mean()
-            extra = policy.extra_loss(ctx)
-            loss = ctx.loss if extra is None else ctx.loss + extra
-            ctx.loss = loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with mem.step():                  # the memory this step holds for its backward
+                logits = model(ctx.x, block_masks=masks) if masks is not None else model(ctx.x)
+                sample_losses = F.cross_entropy(logits, ctx.y, reduction="none")
+                ctx.logits, ctx.sample_losses = logits, sample_losses.detach()
+                ctx.loss = sample_losses.mean()
+                extra = policy.extra_loss(ctx)
+                loss = ctx.loss if extra is None else ctx.loss + extra
+                ctx.loss = loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             meter.collect_backward()
             meter.active = False
             policy.after_backward(ctx)
@@ -605,7 +606,6 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             opt = ctx.optimizer = nxt
             base_lrs = [g["lr"] for g in opt.param_groups]
 
-    mem.__exit__(None, None, None)
     final_model = model
     if swa_model is not None and records:
         if psg_layers:
