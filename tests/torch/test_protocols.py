@@ -186,3 +186,17 @@ def test_peak_memory_counts_what_a_skipping_method_frees(tiny):
     with part.step():
         m(x).sum().backward()
     assert 0 < part.peak_bytes < full.peak_bytes
+
+
+def test_mean_memory_falls_when_gskip_skips(tiny):
+    """Paper 000, Fig. 2: GSkip's average memory footprint falls as it skips (its peak,
+    set during warm-up, does not)."""
+    from e2train.torch.methods import make
+    base = train(TrainConfig(epochs=2, **RUN), data=tiny)
+    pol = make("gskip", warmup_steps=1, loss_threshold=10.0, asc_init=-10, recheck_every=1000)
+    gs = train(TrainConfig(epochs=2, **RUN), [pol], data=tiny)
+    if base.records[0]["peak_mem_kind"].startswith("cuda"):
+        pytest.skip("on CUDA the allocator's figure after the step is not the saved-tensor tally")
+    assert pol.skip_ratios()["layer-step"] > 0
+    assert gs.records[-1]["mean_mem_mb"] < base.records[-1]["mean_mem_mb"]
+    assert gs.records[-1]["peak_mem_mb"] == pytest.approx(base.records[-1]["peak_mem_mb"])

@@ -32,6 +32,7 @@ class PeakMemory:
         self.cuda = self.device.type == "cuda"
         self.kind = KIND_CUDA if self.cuda else KIND_SAVED
         self._peak = 0
+        self._sum, self._steps = 0, 0     # for the mean over steps (paper 000's Fig. 2 is an average)
         if self.cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -43,6 +44,8 @@ class PeakMemory:
     def step(self) -> Iterator[None]:
         if self.cuda:
             yield
+            self._sum += torch.cuda.memory_allocated(self.device)
+            self._steps += 1
             return
         seen: set[tuple[int, int]] = set()
         saved = [0]
@@ -58,6 +61,14 @@ class PeakMemory:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             yield
         self._peak = max(self._peak, saved[0] + params)
+        self._sum += saved[0] + params
+        self._steps += 1
+
+    @property
+    def mean_bytes(self) -> float:
+        """Mean over the steps so far (CUDA: bytes allocated after each step's backward; CPU:
+        the same quantity as the peak)."""
+        return self._sum / self._steps if self._steps else 0.0
 
     @property
     def peak_bytes(self) -> int:

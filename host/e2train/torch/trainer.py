@@ -272,7 +272,7 @@ class RunResult:
 # keys of each epoch record (all JSON-safe); policies may add their own in on_epoch_end
 EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "test_top5", "val_acc", "epoch_wall_s", "wall_s", "energy_j",
               "epoch_energy_j", "energy_kind", "batches_run", "batches_skipped", "samples_run",
-              "exec_ratio", "predicted_frac", "macs", "lr", "peak_mem_mb", "peak_mem_kind")
+              "exec_ratio", "predicted_frac", "macs", "lr", "peak_mem_mb", "mean_mem_mb", "peak_mem_kind")
 
 
 def policies_from_config(cfg: TrainConfig) -> list[Policy]:
@@ -573,6 +573,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             "predicted_frac": (sum(m.n_predicted for m in psg_layers) / n_dec) if n_dec else None,
             "macs": meter.work.total_macs - e0_macs,
             "peak_mem_mb": mem.peak_bytes / 2**20,
+            "mean_mem_mb": mem.mean_bytes / 2**20,
             "peak_mem_kind": mem.kind,
             "lr": opt.param_groups[0]["lr"],
         }
