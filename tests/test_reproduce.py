@@ -46,3 +46,19 @@ def test_unknown_table_is_a_one_line_error(capsys):
     assert main(["reproduce", "table9"]) == 2
     err = capsys.readouterr().err
     assert "unknown table 'table9'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_paper_scale_uses_each_papers_protocol():
+    """E2-Train section 4.1: 64k iterations, lr / 10 at 32k and 48k; Learn&Drop section 4.2:
+    60 epochs of batch 256 at lr 0.001 on MNIST; WUS section 4.1: 200 epochs, no augmentation;
+    E2-Train section 4.2: a shorter or longer run scales its LR steps with it."""
+    from e2train.reproduce import PAPER_PROTOCOLS, Scale, _stretch
+    proto = {k: v for k, v in PAPER_PROTOCOLS["e2train-table2"].items() if k != "batch_size"}
+    s = Scale("paper", "digits", "resnet8", 1, protocol=proto)
+    cfg = s.config()
+    assert (cfg.iterations, cfg.schedule, cfg.lr_steps, cfg.lr_step_unit) == (64000, "step", "32000,48000", "iteration")
+    assert _stretch(s, 2.0) == {"iterations": 128000, "lr_steps": "64000,96000"}
+    assert _stretch(Scale("digits", "digits", "resnet8", 30), 2 / 3) == {"epochs": 20}
+    ld, wus = PAPER_PROTOCOLS["learndrop-table2"], PAPER_PROTOCOLS["wus-table3"]
+    assert (ld["epochs"], ld["batch_size"], ld["lr"], ld["schedule"]) == (60, 256, 0.001, "constant")
+    assert (wus["epochs"], wus["augment"]) == (200, False)
