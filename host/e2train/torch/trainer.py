@@ -321,6 +321,12 @@ def lr_factor(cfg: TrainConfig, progress: float, epoch_pos: float | None = None,
     accuracy-time points for a Pareto curve, paper 000's guideline)."""
     if cfg.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    if epoch_pos is None:              # callers that know only the run's progress
+        epoch_pos = progress * cfg.epochs
+    if step is None and cfg.iterations:
+        step = round(progress * cfg.iterations)
+    if cfg.schedule == "step" and cfg.lr_step_unit == "iteration" and step is None:
+        raise ValueError("a step schedule in iterations needs the global step: pass step=")
     if cfg.schedule == "step":
         at = float(step if cfg.lr_step_unit == "iteration" else epoch_pos)
         return cfg.lr_gamma ** sum(1 for p in cfg.lr_step_points() if at >= p)
