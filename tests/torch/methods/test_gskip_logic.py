@@ -86,7 +86,7 @@ def test_skip_history_tightens_after_skips_and_loosens_after_steps_without():
     for t in range(7):                  # dissimilar gradients: nothing skips
         c.observe(1.0, [FLIP[t % 2], SAME])
     assert c.depth == 0
-    assert c.asc == -2                  # 6 steps after the first: two runs of 3 -> loosened twice
+    assert c.asc == -2                  # 7 steps without a skip: two full runs of 3 -> loosened twice
     c2 = ctl(n=2)
     for _ in range(5):
         c2.observe(1.0, [SAME, SAME])
