@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "measure": ("e2train.meter.cli", "measure the energy of any command with a power meter"),
     "bench": ("e2train.bench.cli", "evaluation harness: methods, random controls, time-to-accuracy, Pareto"),
     "torch-train": ("e2train.torch.cli", "train with the PyTorch reference (CPU or CUDA)"),
+    "reproduce": ("e2train.reproduce", "run a published table's protocol; print the paper's numbers beside the run's"),
     "kernels": ("e2train.kernel_demo", "run the three kernels' C simulation on a real mini-batch"),
 }
 

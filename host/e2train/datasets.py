@@ -5,6 +5,8 @@ lazily inside the digits loader. Augmentation and batching live in ``e2train.tor
 
     x_train, y_train, x_test, y_test = load("digits")
     load("cifar10", data_dir="~/data")   # expects ~/data/cifar-10-batches-py/
+    load("mnist", data_dir="~/data")     # expects ~/data/mnist/ with the four idx files
+    load("imagenette", data_dir="~/data")  # expects ~/data/imagenette2-160/{train,val}/<wnid>/*.JPEG
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-NAMES = ("digits", "cifar10", "cifar100", "sat6", "sat6synthetic")
+NAMES = ("digits", "cifar10", "cifar100", "mnist", "imagenette", "sat6", "sat6synthetic")
 DIGITS_TEST = 360          # 1437 train / 360 test, stratified, random_state 0
 CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 CIFAR_URLS = {
@@ -41,6 +43,10 @@ def load(name: str, data_dir: str | os.PathLike | None = None):
         return load_digits()
     if key in CIFAR_DIRS:
         return load_cifar(key, data_dir)
+    if key == "mnist":
+        return load_mnist(data_dir)
+    if key == "imagenette":
+        return load_imagenette(data_dir)
     if key in ("sat6", "sat6synthetic"):           # DeepSat SAT-6 (paper 003), e2train.sat6
         from . import sat6
         return sat6.load_csv(data_dir) if key == "sat6" else sat6.synthetic()
@@ -48,7 +54,8 @@ def load(name: str, data_dir: str | os.PathLike | None = None):
 
 
 def num_classes(name: str) -> int:
-    return {"digits": 10, "cifar10": 10, "cifar100": 100, "sat6": 6, "sat6synthetic": 6}[name.lower().replace("-", "")]
+    return {"digits": 10, "cifar10": 10, "cifar100": 100, "mnist": 10,
+            "imagenette": 10, "sat6": 6, "sat6synthetic": 6}[name.lower().replace("-", "")]
 
 
 def _standardise(x_train: np.ndarray, x_test: np.ndarray, per_channel: bool):
@@ -149,4 +156,94 @@ def load_cifar(name: str, data_dir=None):
         if lab.size and (lab.min() < 0 or lab.max() >= n_cls):
             raise DatasetError(f"{name} {what} labels outside [0, {n_cls}): the files are corrupt or of the other CIFAR")
     x_tr, x_te = _standardise(x_tr, x_te, per_channel=True)
+    return x_tr, y_tr, x_te, y_te
+
+
+# --- MNIST: the four idx files as published (LeCun et al.), gzipped or not ----------------
+MNIST_DIR = "mnist"
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An idx file (big-endian header: zero, zero, type code 0x08, rank; then the dims)."""
+    import gzip
+    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetError(f"{path} is not an unsigned-byte idx file (bad magic number): re-download it")
+    rank = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank)]
+    body = np.frombuffer(raw, np.uint8, offset=4 + 4 * rank)
+    if body.size != int(np.prod(dims)):
+        raise DatasetError(f"{path} holds {body.size} bytes of data but its header says {dims}: the file is truncated")
+    return body.reshape(dims)
+
+
+def load_mnist(data_dir=None):
+    """MNIST from its published idx files (``.gz`` or extracted) under ``data_dir/mnist``."""
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    folder = root / MNIST_DIR
+    paths = []
+    for name in MNIST_FILES:
+        found = [folder / n for n in (name, name + ".gz") if (folder / n).is_file()]
+        if not found:
+            raise DatasetError(f"mnist not found: {folder / name}(.gz) is missing. Download the four files "
+                               f"{', '.join(f + '.gz' for f in MNIST_FILES)} from {MNIST_URL} into {folder}, "
+                               f"or pass data_dir= / set E2TRAIN_DATA.")
+        paths.append(found[0])
+    x_tr, y_tr, x_te, y_te = (_read_idx(p) for p in paths)
+    if x_tr.shape[0] != y_tr.shape[0] or x_te.shape[0] != y_te.shape[0]:
+        raise DatasetError(f"mnist: image and label counts differ in {folder}: the files do not belong together")
+    x_tr = x_tr.astype(np.float32)[:, None] / 255.0
+    x_te = x_te.astype(np.float32)[:, None] / 255.0
+    x_tr, x_te = _standardise(x_tr, x_te, per_channel=True)
+    return x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64)
+
+
+# --- Imagenette: the published folder layout (fast.ai), JPEGs per WordNet id ---------------
+IMAGENETTE_DIR = "imagenette2-160"
+IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
+IMAGENETTE_SIZE = 64       # side of the in-memory images: shorter side resized, centre crop
+
+
+def _read_image_folder(folder: Path, classes: list[str], size: int):
+    from PIL import Image          # Pillow comes with matplotlib (host extra)
+    xs, ys = [], []
+    for k, wnid in enumerate(classes):
+        for p in sorted((folder / wnid).iterdir()):
+            if p.suffix.lower() not in (".jpeg", ".jpg", ".png"):
+                continue
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                s = size / min(w, h)
+                im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+                w, h = im.size
+                l, t = (w - size) // 2, (h - size) // 2
+                xs.append(np.asarray(im.crop((l, t, l + size, t + size)), np.uint8))
+            ys.append(k)
+    if not xs:
+        raise DatasetError(f"imagenette: no images under {folder}")
+    return np.stack(xs).transpose(0, 3, 1, 2), np.asarray(ys, np.int64)
+
+
+def load_imagenette(data_dir=None, size: int = IMAGENETTE_SIZE):
+    """Imagenette (160 px version) from its published layout under ``data_dir``:
+    ``imagenette2-160/train/<wnid>/*.JPEG`` and ``.../val/<wnid>/*.JPEG``; classes are the
+    ten WordNet ids in sorted order. Images are held in memory at ``size`` x ``size``."""
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    folder = root / IMAGENETTE_DIR
+    for part in ("train", "val"):
+        if not (folder / part).is_dir():
+            raise DatasetError(f"imagenette not found: {folder / part} is missing. Download {IMAGENETTE_URL} "
+                               f"and extract it into {root}, or pass data_dir= / set E2TRAIN_DATA.")
+    classes = sorted(d.name for d in (folder / "train").iterdir() if d.is_dir())
+    val_classes = sorted(d.name for d in (folder / "val").iterdir() if d.is_dir())
+    if len(classes) != 10 or classes != val_classes:
+        raise DatasetError(f"imagenette: expected the same 10 class folders under train/ and val/ in {folder}, "
+                           f"found {len(classes)} and {len(val_classes)}")
+    x_tr, y_tr = _read_image_folder(folder / "train", classes, size)
+    x_te, y_te = _read_image_folder(folder / "val", classes, size)
+    x_tr, x_te = _standardise(x_tr.astype(np.float32) / 255.0, x_te.astype(np.float32) / 255.0, per_channel=True)
     return x_tr, y_tr, x_te, y_te

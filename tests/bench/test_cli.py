@@ -23,7 +23,7 @@ def test_bad_grid_is_refused_before_training(tmp_path, capsys):
     (["--seeds", "a,b"], "--seeds"),
     (["--targets", "120"], "--targets"),
     (["--methods", "fp32", "--limit-train", "0"], "--limit-train must be >= 1"),
-    (["--methods", "fp32", "--dataset", "mnist"], "unknown data set 'mnist'"),
+    (["--methods", "fp32", "--dataset", "svhn"], "unknown data set 'svhn'"),
     ([], "no methods"),
     (["--methods", "smd", "--baseline", "smd"], "the fewer-iterations controls need one of fp32"),
     (["--methods", "fp32", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "cannot be loaded"),

@@ -107,3 +107,25 @@ def test_seed_and_target_parsing():
     for bad in ("x", "0", "150"):
         with pytest.raises(GridError, match="targets"):
             parse_targets(bad)
+
+
+def test_lr_grid_reruns_the_fewer_iterations_control_at_each_rate(tmp_path):
+    """E2-Train section 4.2, Fig. 3b: standard training with fewer iterations *and* a grid of
+    larger learning rates, at the method's energy, is the control SMD must beat."""
+    be = ScriptedBackend({"smd": {"batches": 0.5}})
+    run_grid(spec(methods=["fp32", "smd"], seeds=[0], lr_grid=[0.12, 0.2]), be, tmp_path, progress=lambda s: None)
+    fewer = [j for j in be.jobs if j.kind == "fewer-iters-control"]
+    assert [j.method for j in fewer] == ["fewer-iters", "fewer-iters-lr0.12", "fewer-iters-lr0.2"]
+    assert [dict(j.options).get("lr") for j in fewer] == [None, 0.12, 0.2]
+    assert len({j.energy_cap_j for j in fewer}) == 1
+    with pytest.raises(GridError, match="positive learning rates"):
+        run_grid(spec(lr_grid=[0.0]), be, tmp_path, progress=lambda s: None)
+
+
+def test_lr_grid_sets_the_controls_learning_rate():
+    from e2train.bench.torch_backend import TorchBackend
+    be = TorchBackend(limit_train=64, base_config={"batch_size": 32})
+    j = Job("fewer-iters-lr0.2", 0, Budget("epochs", 1), "digits", "resnet8", kind="fewer-iters-control",
+            control_of="smd", energy_cap_j=1e-3, options=(("baseline", "fp32"), ("method_epochs", 1), ("lr", 0.2)))
+    plan, _ = be._fewer_plan(j)
+    assert plan.cfg.lr == 0.2 and plan.cfg.precision == "fp32"

@@ -60,24 +60,53 @@ def test_control_must_name_its_method():
 
 
 def test_summary_table(synthetic_runs):
+    """Paper 000, guideline 4: wall clock is the first column, energy beside it."""
     md = summary_markdown(synthetic_runs, targets=[0.8, 0.99])
     rows = [l for l in md.splitlines() if l.startswith("| ")]
     head = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert head[:8] == ["method", "control-of", "budget", "seeds", "skip ratio",
-                        "final acc % (± 95% CI)", "energy (modelled) J", "wall-clock s"]
-    body = {r.split("|")[1].strip() + "/" + r.split("|")[2].strip(): [c.strip() for c in r.strip("|").split("|")]
+    assert head[:14] == ["wall-clock s", "energy (modelled) J", "method", "control-of", "budget", "seeds",
+                         "skip ratio", "control target -> realised", "clock/modelled saving", "peak mem MiB",
+                         "final acc % (± 95% CI)", "final test acc %", "steps", "time-to-80% s"]
+    body = {r.split("|")[3].strip() + "/" + r.split("|")[4].strip(): [c.strip() for c in r.strip("|").split("|")]
             for r in rows[1:]}
     fp32 = body["fp32/-"]
+    assert fp32[0] == "3.0" and fp32[1] == "30"
     # final acc of fp32: 0.90, 0.92, 0.88 -> mean 90.00, half = t(2) * 0.02 / sqrt 3 = 4.97
-    assert fp32[5] == "90.00 ± 4.97"
-    assert fp32[6] == "30" and fp32[7] == "3.0"
+    assert fp32[10] == "90.00 ± 4.97"
+    assert fp32[12] == "30"                       # optimizer steps
     # time-to-80%: seeds reach at ep 2, 2, 3 (0.78 < 0.8) -> median 2.0 s; energy 20 J
-    assert fp32[8] == "30"                        # optimizer steps
-    assert fp32[9] == "2.0 (3/3)" and fp32[10] == "20.000 (3/3)"
-    assert fp32[11] == "not reached (0/3)"
+    assert fp32[13] == "2.0 (3/3)" and fp32[14] == "20.000 (3/3)"
+    assert fp32[15] == "not reached (0/3)"
+    assert fp32[8] == "-"                         # the baseline has no saving against itself
     ctl = body["random-skip/smd"]
-    assert ctl[4] == "49.0% batches"
+    assert ctl[6] == "49.0% batches"
     assert "modelled" in md and "Pareto front" in md
+
+
+def test_saving_ratio_control_ratio_and_verdict(synthetic_runs):
+    """Paper 000: measured vs theoretical saving per method, target vs realised ratio per
+    control, polynomial fits, and a verdict against the controls on the Pareto front."""
+    from e2train.bench.report import beats, control_ratio, poly_fit, saving_ratio
+    from e2train.bench.metrics import Point
+    arms = {a.name: a for a in group_arms(synthetic_runs)}
+    base, smd, ctl = arms["fp32"], arms["smd"], arms["random-skip[smd]"]
+    sw = 1 - smd.mean_final("wall_s") / base.mean_final("wall_s")
+    se = 1 - smd.mean_final("energy_j") / base.mean_final("energy_j")
+    assert saving_ratio(smd, base).startswith(f"{sw / se:.2f}")
+    for r in ctl.runs:
+        r.target_skip_ratio = 0.5
+    assert control_ratio(ctl).startswith("50.0% -> 49.0% batches (2.0% off)")
+    line = [p for p in (0.0, 1.0, 2.0, 3.0)]
+    up = [Point(c, 0.5 + 0.1 * c) for c in line]
+    down = [Point(c, 0.4 + 0.1 * c) for c in line]
+    assert beats(up, down) is True and beats(down, up) is False
+    # a control done before the method's first checkpoint, at the method's best accuracy
+    late = [Point(10.0, 0.9), Point(11.0, 0.95)]
+    assert beats(late, [Point(1.0, 0.9), Point(2.0, 0.95)]) is False
+    assert beats(up, []) is None
+    md = summary_markdown(synthetic_runs, targets=[0.8])
+    assert "## Verdict per method" in md and "**smd** beats its controls: **yes**" in md   # 0.70 vs 0.68, 0.85 vs 0.84 at equal times
+    assert poly_fit(up) == pytest.approx([0.0, 0.1, 0.5], abs=1e-9)
 
 
 def test_fronts_per_method(synthetic_runs):
@@ -104,3 +133,15 @@ def test_plots_are_nonempty_pngs(tmp_path, synthetic_runs, axis):
     assert img.shape[0] > 100 and img.shape[1] > 100
     assert (img[..., :3] < 0.5).any() and (img[..., :3] > 0.9).any()
     assert not math.isnan(float(img.std())) and float(img.std()) > 0.05
+
+
+def test_headline_leads_with_cost_to_target(synthetic_runs):
+    """An unconverged budget must not read as an accuracy loss: with a headline target the
+    summary opens with each method's energy and time to reach it."""
+    md = summary_markdown(synthetic_runs, targets=[0.8], headline_target=0.8)
+    head = md.index("## Headline: cost to reach 80% accuracy")
+    assert head < md.index("| wall-clock s |")
+    rows = [l for l in md[head:].splitlines() if l.startswith("| fp32 ") or l.startswith("| smd ")]
+    # fp32 reaches 80% at epoch 2 (20 J, 2.0 s) on seeds 0, 1 and epoch 3 on seed 2 -> median 20 J
+    assert rows[0].split("|")[2].strip() == "20.000 (3/3)"
+    assert not any("random-skip" in l for l in md[head:md.index("| wall-clock s |")].splitlines())

@@ -20,7 +20,7 @@ def _ns(preset):
 
 def test_e2train_preset_sets_the_same_conv_lr_for_every_arm():
     spec = build_spec(_ns("e2train"))
-    assert spec.train_config == {"conv_lr": 0.002}
+    assert spec.train_config == {"conv_lr": 0.002, "psg_exact": False}
     be = TorchBackend(base_config=spec.train_config, limit_train=64)
     b = Budget("epochs", 1)
     method = be._plan(Job("e2train", 0, b, "digits", "resnet8", options=(("slu_alpha", 2.0),)))
@@ -30,6 +30,7 @@ def test_e2train_preset_sets_the_same_conv_lr_for_every_arm():
                                   control_of="e2train", energy_cap_j=1e-3,
                                   options=(("baseline", "fp32"), ("method_epochs", 1))))
     assert method.cfg.conv_lr == control.cfg.conv_lr == fewer.cfg.conv_lr == 0.002
+    assert method.cfg.psg_exact is control.cfg.psg_exact is False
     assert method.cfg.precision == control.cfg.precision == "psg"
     assert method.cfg.slu and not control.cfg.slu        # the control skips blocks at random instead
 

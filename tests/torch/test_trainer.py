@@ -72,12 +72,19 @@ def test_checkpoints_hold_no_pickled_code(tiny, tmp_path):
     ({"beta": 2.0}, "beta must be in"),
     ({"act_scale": "max"}, "act_scale must be one of batch_max, mean_sample_max"),
     ({"slu": True, "stochastic_depth": 0.5}, "use one"),
-    ({"swa": True, "precision": "psg"}, "swa"),
+    ({"schedule": "step"}, "needs lr_steps"),
+    ({"schedule": "step", "lr_steps": "60,30"}, "increasing"),
+    ({"schedule": "cyclic"}, "needs lr_cycle"),
+    ({"lr_step_unit": "batch"}, "lr_step_unit must be"),
+    ({"slu_cost": "l2"}, "slu_cost must be"),
+    ({"slu_cell": "rnn"}, "slu_cell must be"),
+    ({"val_split": 1.0}, "val_split must be"),
+    ({"iterations": 0}, "iterations must be"),
     ({"resume": True}, "needs out_dir"),
     ({"smd_energy_ratio": 0.67}, "needs smd = true"),
-    ({"dataset": "mnist"}, "dataset must be"),
+    ({"dataset": "svhn"}, "dataset must be"),
     ({"model": "resnet9"}, "unknown model 'resnet9'"),       # not 6n+2: refused before anything is built
-    ({"model": "vgg16"}, "unknown model"),
+    ({"model": "vgg13"}, "unknown model"),
     ([1, 2], "must be a table"),
 ])
 def test_bad_configs_are_rejected_with_clear_messages(d, msg):

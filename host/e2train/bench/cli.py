@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                        "(default fp32)")
     p.add_argument("--no-random-controls", action="store_true", help="skip the random-skipping controls")
     p.add_argument("--no-fewer-iters", action="store_true", help="skip the fewer-iterations controls")
+    p.add_argument("--lr-grid", help="also run each fewer-iterations control at these base learning rates, "
+                                     "e.g. '0.1,0.12,0.14,0.16,0.18,0.2' (E2-Train's Fig. 3b control)")
     p.add_argument("--ci-level", type=float, default=0.95, help="confidence level across seeds (default 0.95)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     p.add_argument("--batch-size", type=int, help="mini-batch size (default: the trainer's, 64)")
@@ -66,6 +68,11 @@ def build_spec(args: argparse.Namespace) -> GridSpec:
     if "methods" not in base:
         raise GridError("no methods: give --preset e2train, or --methods (e.g. fp32,smd); "
                         "--list shows what is registered")
+    if getattr(args, "lr_grid", None):
+        try:
+            base["lr_grid"] = [float(v) for v in parse_list(args.lr_grid, "lr-grid")]
+        except ValueError:
+            raise GridError(f"--lr-grid {args.lr_grid!r}: write learning rates, e.g. '0.1,0.15,0.2'") from None
     base.setdefault("budgets", [Budget("epochs", 5)])
     base.setdefault("seeds", [0, 1])
     return GridSpec(random_controls=not args.no_random_controls,
@@ -133,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"e2train bench: {e}\n(runs finished so far are in {out / 'runs.csv'})", file=sys.stderr)
         return 2
     title = f"e2train bench: {args.preset or 'custom'} ({spec.dataset}, {spec.model})"
-    for name, path in write_outputs(runs, out, spec.targets, spec.level, title).items():
+    for name, path in write_outputs(runs, out, spec.targets, spec.level, title, spec.headline_target).items():
         print(f"wrote {path}")
     print(f"done in {time.monotonic() - t0:.0f} s")
     return 0

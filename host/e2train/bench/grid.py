@@ -31,6 +31,12 @@ class GridSpec:
     # trainer settings for every run of the grid, methods and their controls alike (so a
     # control differs from its method only in what it skips)
     train_config: dict = field(default_factory=dict)
+    # the accuracy target the summary leads with (energy- and time-to-target per method), for
+    # grids whose budget leaves some arms short of convergence
+    headline_target: float | None = None
+    # E2-Train's learning-rate grid control (its Fig. 3b): the fewer-iterations control run
+    # again at each of these base learning rates (e.g. 0.1, 0.12, ..., 0.2)
+    lr_grid: list[float] = field(default_factory=list)
 
     @property
     def n_method_runs(self) -> int:
@@ -108,6 +114,8 @@ def validate(spec: GridSpec, known_methods: Sequence[str], datasets: Sequence[st
         problems.append(f"unknown model {spec.model!r}; available: {', '.join(models)}")
     if not spec.targets:
         problems.append("no accuracy targets: give --targets, e.g. '0.9,0.95'")
+    if any(not (lr > 0) for lr in spec.lr_grid):
+        problems.append(f"--lr-grid needs positive learning rates, not {spec.lr_grid}")
     if not 0 < spec.level < 1:
         problems.append(f"--ci-level must lie in (0, 1), not {spec.level}")
     if problems:

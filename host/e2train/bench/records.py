@@ -69,6 +69,11 @@ class EpochRecord:
     steps: int = 0      # cumulative optimizer steps that ran
     # every granularity the run skips at, {unit: cumulative ratio} (E2-Train skips at three)
     skips: dict[str, float] = field(default_factory=dict)
+    # peak memory of the run so far, MiB (CUDA allocator peak, or sampled CPU RSS rise)
+    peak_mem_mb: float = math.nan
+    # test-set accuracy when ``acc`` is the validation split's (decisions read acc, the test
+    # set only reports); NaN when acc is the test set's own
+    test_acc: float = math.nan
 
 
 @dataclass
@@ -124,7 +129,8 @@ def parse_skips(text: str) -> dict[str, float]:
 
 CSV_FIELDS = ["method", "kind", "control_of", "seed", "budget_kind", "budget", "skip_unit",
               "target_skip_ratio", "energy_source", "epoch", "steps", "wall_s", "energy_j",
-              "acc", "skip_ratio", "skip_ratios"]
+              "acc", "skip_ratio", "skip_ratios", "peak_mem_mb", "test_acc"]
+OPTIONAL_FIELDS = ("peak_mem_mb", "test_acc")      # absent from files written before it existed
 
 
 def write_csv(runs: Iterable[RunRecord], path: str | Path) -> Path:
@@ -146,6 +152,8 @@ def write_csv(runs: Iterable[RunRecord], path: str | Path) -> Path:
                     "wall_s": f"{e.wall_s:.9g}", "energy_j": f"{e.energy_j:.9g}",
                     "acc": f"{e.acc:.6f}", "skip_ratio": f"{e.skip_ratio:.6f}",
                     "skip_ratios": format_skips(e.skips),
+                    "peak_mem_mb": "" if math.isnan(e.peak_mem_mb) else f"{e.peak_mem_mb:.3f}",
+                    "test_acc": "" if math.isnan(e.test_acc) else f"{e.test_acc:.6f}",
                 })
     # Written whole, then renamed: an interrupted write never leaves a half file behind.
     tmp.replace(path)
@@ -158,7 +166,7 @@ def read_csv(path: str | Path) -> list[RunRecord]:
     runs: dict[tuple, RunRecord] = {}
     with path.open(newline="") as f:
         rd = csv.DictReader(f)
-        missing = [c for c in CSV_FIELDS if c not in (rd.fieldnames or [])]
+        missing = [c for c in CSV_FIELDS if c not in (rd.fieldnames or []) and c not in OPTIONAL_FIELDS]
         if missing:
             raise ValueError(f"{path}: not a runs.csv (missing columns {missing})")
         for lineno, row in enumerate(rd, start=2):
@@ -175,7 +183,9 @@ def read_csv(path: str | Path) -> list[RunRecord]:
                 runs[key].epochs.append(EpochRecord(
                     epoch=int(row["epoch"]), wall_s=float(row["wall_s"]), energy_j=float(row["energy_j"]),
                     acc=float(row["acc"]), skip_ratio=float(row["skip_ratio"]), steps=int(row["steps"]),
-                    skips=parse_skips(row["skip_ratios"])))
+                    skips=parse_skips(row["skip_ratios"]),
+                    peak_mem_mb=float(row["peak_mem_mb"]) if row.get("peak_mem_mb") else math.nan,
+                    test_acc=float(row["test_acc"]) if row.get("test_acc") else math.nan))
             except (ValueError, TypeError, KeyError) as e:
                 raise ValueError(f"{path}:{lineno}: malformed row ({e})") from None
     return list(runs.values())

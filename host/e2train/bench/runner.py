@@ -61,6 +61,11 @@ class MethodResult:
 
     record: RunRecord
     skip_ratios: dict[str, float] = field(default_factory=dict)
+    # what the random control matches, when not the method's own skip ratios: e.g. GSkip's
+    # {"batches": workload ratio} (paper 000: random mini-batch omission at its workload)
+    control_ratios: dict[str, float] = field(default_factory=dict)
+    # how the control is built beyond its ratio (DeadHorse: per-epoch rates, decision forward)
+    control_options: dict = field(default_factory=dict)
 
 
 class Backend(Protocol):
@@ -79,14 +84,15 @@ def validate_for(spec: GridSpec, backend: Backend) -> None:
 
 
 def random_control_job(method_job: Job, result: MethodResult) -> Job | None:
-    """The random control of a method run, or None if it skipped nothing."""
-    ratios = {u: r for u, r in result.skip_ratios.items() if r > 0}
+    """The random control of a method run, or None if it skipped nothing (in the units its
+    control matches: the method's own, or its workload)."""
+    ratios = {u: r for u, r in (result.control_ratios or result.skip_ratios).items() if r > 0}
     if not ratios:
         return None
     first_unit, first_ratio = next(iter(ratios.items()))
     return replace(method_job, method=RANDOM_CONTROL, kind=KIND_RANDOM, control_of=method_job.method,
                    skip_ratio=first_ratio, skip_unit=first_unit,
-                   skip_ratios=tuple(ratios.items()), options=())
+                   skip_ratios=tuple(ratios.items()), options=tuple(sorted(result.control_options.items())))
 
 
 def fewer_iters_job(method_job: Job, result: MethodResult, baseline: str) -> Job:
@@ -144,5 +150,8 @@ def run_grid(spec: GridSpec, backend: Backend, out_dir: str | Path | None = None
                     else:
                         do(rj)
                 if spec.fewer_iters_controls:
-                    do(fewer_iters_job(job, res, spec.baseline))
+                    fj = fewer_iters_job(job, res, spec.baseline)
+                    do(fj)
+                    for lr in spec.lr_grid:     # E2-Train Fig. 3b: the same energy, other learning rates
+                        do(replace(fj, method=f"{FEWER_CONTROL}-lr{lr:g}", options=fj.options + (("lr", lr),)))
     return records

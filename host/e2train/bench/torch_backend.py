@@ -18,7 +18,16 @@ Skip ratios are measured, per granularity, from what ran:
 
 Random controls use the same granularity: ``RandomBatchSkip``, ``RandomBlockSkip``, a random
 choice of which weight signs take the predictor's sign (:mod:`.psg_control`), and the
-registry's ``random_control`` for its methods.
+registry's ``random_control`` for its methods -- except where a paper names its own control:
+
+* SLU: stochastic depth with p_L matched to SLU's measured block dropping ratio (E2-Train,
+  section 4.3, Fig. 4);
+* GSkip, Learn&Drop, freezing (``control_match="workload"``): random mini-batch omission at
+  the method's *workload* ratio, 1 - its modelled energy / the baseline's for the same epochs
+  (paper 000, Table 2: "we set the skipping rate to mirror GSkip's proportion of skipped
+  workload");
+* DeadHorse: per-epoch (segment-wise) rates of the method, and for the reactive policies the
+  same decision forward the method pays (paper 000's DeadHorse controls).
 """
 from __future__ import annotations
 
@@ -41,9 +50,9 @@ try:
 
     from ..datasets import DatasetError
     from ..torch import data as tdata
-    from ..torch.policy import Policy, RandomBatchSkip
+    from ..torch.policy import Policy, RandomBatchOmission, RandomBatchSkip
     from ..torch.psg import PSGConv2d
-    from ..torch.slu import RandomBlockSkip
+    from ..torch.slu import MatchedStochasticDepth, RandomBlockSkip
     from ..torch.trainer import ConfigError, TrainConfig, train
 except ImportError as _e:  # pragma: no cover - the host extra is missing
     raise BackendUnavailable(f"the torch reference trainer cannot be imported ({_e}); install the host "
@@ -57,6 +66,7 @@ except ImportError:  # pragma: no cover - the registry is optional for E2-Train'
 # E2-Train's methods: TrainConfig flags, and the granularities they skip at (in that order).
 E2_METHODS: dict[str, tuple[dict, tuple[str, ...]]] = {
     "fp32": (dict(precision="fp32"), ()),
+    "signsgd": (dict(precision="signsgd"), ()),
     "int8_fp32grad": (dict(precision="int8_fp32grad"), ()),
     "int8_int16grad": (dict(precision="int8_int16grad"), ()),
     "smd": (dict(precision="fp32", smd=True), ("batches",)),
@@ -65,8 +75,9 @@ E2_METHODS: dict[str, tuple[dict, tuple[str, ...]]] = {
     "e2train": (dict(precision="psg", smd=True, slu=True), ("batches", "block-samples", "weight-signs")),
     "stochastic-depth": (dict(precision="fp32", stochastic_depth=0.5), ("block-samples",)),
 }
-DATASETS = ("digits", "cifar10", "cifar100")
-MODELS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "resnet110", "mobilenetv2")
+DATASETS = ("digits", "cifar10", "cifar100", "mnist", "imagenette")
+MODELS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "resnet110", "mobilenetv2",
+          "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "densenet121")
 
 _SEED_OFFSET_CONTROL = 1000     # controls draw from streams unrelated to the method's own
 
@@ -127,6 +138,7 @@ class TorchBackend:
         self.base_config = dict(base_config or {})
         self._data: dict[str, object] = {}
         self._batch_energy: dict[tuple, float] = {}
+        self._epoch_energy: dict[tuple, float] = {}
 
     # -- what it offers -------------------------------------------------------------------
     def methods(self) -> list[str]:
@@ -209,6 +221,8 @@ class TorchBackend:
             for unit, r in ratios.items():
                 if unit == "batches":
                     policies.append(RandomBatchSkip(r, seed=seed + 1))
+                elif unit == "block-samples" and m == "slu":
+                    policies.append(MatchedStochasticDepth(r, seed=seed + 2))
                 elif unit == "block-samples":
                     policies.append(RandomBlockSkip(1.0 - r, seed=seed + 2))
                 elif unit == "weight-signs":
@@ -219,7 +233,9 @@ class TorchBackend:
             return _Plan(self._config(job, **flags), policies, tuple(ratios))
         spec = REGISTRY[m]
         (unit, r), = ratios.items()
-        pol = spec.random_control(r, seed)
+        if unit == "batches":          # workload-matched: random mini-batch omission, exact count
+            return _Plan(self._config(job, **flags), [RandomBatchOmission(r, seed=seed + 1)], (unit,))
+        pol = spec.random_control(r, seed, **dict(job.options))
         return _Plan(self._config(job, **flags), [pol], (unit,), pol)
 
     # -- energy of one standard step, for the fewer-iterations controls ---------------------
@@ -232,6 +248,22 @@ class TorchBackend:
             res = train(cfg, data=self._data_for(cfg))
             self._batch_energy[key] = res.records[0]["energy_j"]
         return self._batch_energy[key]
+
+    def epoch_energy_j(self, job: Job, baseline: str) -> float:
+        """Modelled energy of one whole epoch of the baseline (a one-epoch probe run; the
+        tally depends on the shapes that ran, not on the data's values)."""
+        flags = dict(E2_METHODS[baseline][0]) if baseline in E2_METHODS else {"precision": "fp32"}
+        cfg = self._config(job, **flags, epochs=1, augment=False)
+        key = (cfg.dataset, cfg.model, cfg.precision, cfg.batch_size, cfg.limit_train, cfg.max_batches)
+        if key not in self._epoch_energy:
+            res = train(cfg, data=self._data_for(cfg))
+            self._epoch_energy[key] = res.records[0]["energy_j"]
+        return self._epoch_energy[key]
+
+    def workload_ratio(self, job: Job, energy_j: float, epochs: int) -> float:
+        """Share of the baseline's modelled work for the same epochs that the run did not do."""
+        full = epochs * self.epoch_energy_j(job, "fp32")
+        return 1.0 - energy_j / full if full > 0 else 0.0
 
     def _fewer_plan(self, job: Job) -> tuple[_Plan, float]:
         baseline = dict(job.options)["baseline"]
@@ -249,6 +281,9 @@ class TorchBackend:
         want = job.energy_cap_j / e_step
         epochs_hint = int(dict(job.options).get("method_epochs", 1))
         epochs, per_epoch = plan_steps(want, full, epochs_hint)
+        lr = dict(job.options).get("lr")      # the learning-rate grid control (E2-Train Fig. 3b)
+        if lr is not None:
+            flags["lr"] = float(lr)
         cfg = self._config(job, **flags, epochs=epochs, max_batches=per_epoch)
         return _Plan(cfg, [], ()), e_step
 
@@ -285,8 +320,11 @@ class TorchBackend:
             skips = ratios_now(rec)
             first = next(iter(skips.values()), 0.0)
             steps = (epochs[-1].steps if epochs else 0) + rec["batches_run"]
+            val = rec.get("val_acc")          # decisions read the validation split when held out
             epochs.append(EpochRecord(epoch=rec["epoch"], wall_s=rec["wall_s"], energy_j=rec["energy_j"],
-                                      acc=rec["test_acc"] / 100.0, skip_ratio=first, steps=steps, skips=skips))
+                                      acc=(rec["test_acc"] if val is None else val) / 100.0, skip_ratio=first,
+                                      steps=steps, skips=skips, peak_mem_mb=rec.get("peak_mem_mb", math.nan),
+                                      test_acc=math.nan if val is None else rec["test_acc"] / 100.0))
             if self.verbose:
                 sk = ", ".join(f"{100 * r:.1f}% {u}" for u, r in skips.items())
                 progress(f"    epoch {rec['epoch']}/{cfg.run_epochs}: acc {rec['test_acc']:.2f}%  "
@@ -306,7 +344,13 @@ class TorchBackend:
                         control_of=job.control_of, skip_unit=plan.units[0] if plan.units else "",
                         energy_source="modelled", epochs=epochs)
         final = epochs[-1].skips if epochs else {}
-        return MethodResult(rec, dict(final))
+        out = MethodResult(rec, dict(final))
+        spec = REGISTRY.get(job.method) if job.kind == "method" else None
+        if spec is not None and spec.control_match == "workload" and epochs:
+            out.control_ratios = {"batches": self.workload_ratio(job, epochs[-1].energy_j, len(epochs))}
+        if plan.unit_policy is not None and hasattr(plan.unit_policy, "control_options") and job.kind == "method":
+            out.control_options = plan.unit_policy.control_options()
+        return out
 
     def _energy_budget_config(self, job: Job, plan: _Plan, cfg: TrainConfig) -> TrainConfig:
         """Plan the schedule of an energy-budget run: epochs = budget / the method's own

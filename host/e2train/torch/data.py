@@ -5,11 +5,12 @@ permutation (seeded per epoch: a resumed run sees the same batches) and augmenta
 done on the whole batch in torch:
 
 * digits (8x8): random shifts of up to +-1 pixel (zero padding), as in the calibration;
-* CIFAR (32x32): random crops from a 4-pixel zero padding and horizontal flips.
+* MNIST (28x28): random shifts of up to +-2 pixels;
+* CIFAR (32x32), Imagenette: random crops from a 4-pixel zero padding and horizontal flips.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -23,6 +24,8 @@ class Data:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor | None = None    # held out of the training set (``split_validation``)
+    y_val: torch.Tensor | None = None
 
     @property
     def in_channels(self) -> int:
@@ -45,9 +48,28 @@ def load(name: str, data_dir=None, limit_train: int | None = None) -> Data:
     return Data(name.lower().replace("-", ""), t(xtr), t(ytr), t(xte), t(yte))
 
 
+def split_validation(data: Data, fraction: float, seed: int = 0) -> Data:
+    """Hold ``fraction`` of the training set out as a validation split (a seeded, class-blind
+    random choice); the rest stays the training set, in its original order. The test set is
+    untouched: decisions read the validation split, the test set only reports."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"a validation fraction must be in (0, 1), not {fraction!r}")
+    n = data.x_train.shape[0]
+    k = int(round(n * fraction))
+    if k < 1 or k >= n:
+        raise ValueError(f"a validation fraction of {fraction} leaves {n - k} of {n} training samples: "
+                         f"choose one that keeps both parts non-empty")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + int(seed)))
+    val = perm[:k].sort().values
+    keep = perm[k:].sort().values
+    return replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep],
+                   x_val=data.x_train[val], y_val=data.y_train[val])
+
+
 def augment(x: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:
-    """Random shifts (digits: +-1 px; CIFAR: +-4 px crop and horizontal flip)."""
-    pad = 1 if name == "digits" else 4
+    """Random shifts (digits: +-1 px; MNIST: +-2 px; CIFAR, Imagenette: +-4 px crop and
+    horizontal flip). Digits are not flipped (a mirrored digit is another symbol)."""
+    pad = {"digits": 1, "mnist": 2}.get(name, 4)
     n, _, h, w = x.shape
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
@@ -56,7 +78,7 @@ def augment(x: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:
     cols = (dx[:, None] + torch.arange(w)[None, :])             # n x w
     out = xp[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None],
              rows[:, None, :, None], cols[:, None, None, :]]
-    if name != "digits":
+    if name not in ("digits", "mnist"):
         flip = torch.rand(n, generator=gen) < 0.5
         out[flip] = out[flip].flip(3)
     return out

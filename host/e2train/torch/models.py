@@ -269,10 +269,17 @@ class MobileNetV2Cifar(GatedNet):
 
 
 def parse_model(name: str) -> tuple[str, float]:
-    """('resnet', depth) or ('mobilenetv2', width) for a model name; ValueError naming the
-    accepted forms otherwise (configs check names with this before anything is built)."""
-    key = name.lower().replace("-", "")
-    m = re.fullmatch(r"resnet(\d+)", key)
+    """('resnet', depth), ('mobilenetv2', width), or one of the other papers' models
+    (``paper_models``: ('vgg', 11|16|19), ('resnet-he', 18|34|50), ('densenet', 121)) for a
+    model name; ValueError naming the accepted forms otherwise (configs check names with this
+    before anything is built). resnet18/34/50 are He et al.'s networks (the papers' names);
+    the ResNet-CIFAR family of any 6n+2 depth is also reachable as resnet<depth>-cifar."""
+    from .paper_models import parse_paper_model
+    key = name.lower().replace("-", "").replace("_cifar", "cifar")
+    paper = parse_paper_model(key)
+    if paper is not None:
+        return paper
+    m = re.fullmatch(r"resnet(\d+)(?:cifar)?", key)
     if m and int(m.group(1)) >= 8 and (int(m.group(1)) - 2) % 6 == 0:
         return "resnet", int(m.group(1))
     m2 = re.fullmatch(r"mobilenetv2(?:_(\d+(?:\.\d*)?))?", key)
@@ -281,12 +288,15 @@ def parse_model(name: str) -> tuple[str, float]:
     if key.replace("_", "") == "modifiedalexnet":     # paper 003's model (modified_alexnet.py)
         return "modified_alexnet", 0.0
     raise ValueError(f"unknown model {name!r}: use resnet<6n+2> (resnet8, resnet14, resnet20, resnet38, "
-                     "resnet74, resnet110), mobilenetv2[_<width>] or modified_alexnet")
+                     "resnet74, resnet110; resnet<6n+2>-cifar), mobilenetv2[_<width>], vgg11, vgg16, vgg19, "
+                     "resnet18, resnet34, resnet50, densenet121 or modified_alexnet")
 
 
 def build_model(name: str, in_channels: int, num_classes: int, *, precision: str = "fp32",
                 beta: float = 0.05, gated: bool = False) -> nn.Module:
-    """'resnet8' ... 'resnet110' (any 6n+2), or 'mobilenetv2' / 'mobilenetv2_0.5' (width)."""
+    """'resnet8' ... 'resnet110' (any 6n+2), 'mobilenetv2' / 'mobilenetv2_0.5' (width),
+    the other papers' models (``paper_models``: plain networks, no SLU gates), or paper 003's
+    'modified_alexnet'."""
     kind, arg = parse_model(name)
     if kind == "modified_alexnet":
         from .modified_alexnet import ModifiedAlexNet
@@ -295,4 +305,10 @@ def build_model(name: str, in_channels: int, num_classes: int, *, precision: str
         return ModifiedAlexNet(in_channels, num_classes)
     if kind == "resnet":
         return ResNetCifar(int(arg), in_channels, num_classes, precision=precision, beta=beta, gated=gated)
-    return MobileNetV2Cifar(in_channels, num_classes, precision=precision, beta=beta, gated=gated, width_mult=arg)
+    if kind == "mobilenetv2":
+        return MobileNetV2Cifar(in_channels, num_classes, precision=precision, beta=beta, gated=gated, width_mult=arg)
+    if gated:
+        raise ValueError(f"SLU gates need residual blocks with an identity path: use resnet<6n+2> or "
+                         f"mobilenetv2, not {name}")
+    from .paper_models import build_paper_model
+    return build_paper_model(kind, int(arg), in_channels, num_classes, dict(precision=precision, beta=beta))

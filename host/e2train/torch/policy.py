@@ -236,6 +236,42 @@ class RandomBatchSkip(Policy):
             self.skipped = list(state.get("skipped", []))
 
 
+class RandomBatchOmission(Policy):
+    """Omit exactly round(ratio * N) of the run's N batches, chosen uniformly at random
+    (seeded) at the start: random mini-batch omission at a stated workload ratio (paper 000's
+    control for GSkip). Unlike ``RandomBatchSkip``'s independent draws, the realised ratio is
+    the target to within half a batch."""
+
+    name = "random-batch-omission"
+
+    def __init__(self, ratio: float, seed: int = 0):
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"batch omission ratio must be in [0, 1), got {ratio!r}")
+        self.ratio, self.seed = float(ratio), int(seed)
+        self.omit: set[int] | None = None
+
+    def on_train_start(self, ctx):
+        if self.omit is not None:
+            return                         # resumed: the draw was restored
+        cfg = ctx.state.get("config")
+        n = ctx.epochs * ctx.batches_per_epoch
+        if cfg is not None and getattr(cfg, "iterations", None):
+            n = min(n, cfg.iterations)
+        k = round(self.ratio * n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        self.omit = set(perm[:k].tolist())
+
+    def skip_batch(self, ctx):
+        return ctx.step in self.omit
+
+    def state_dict(self):
+        return {"omit": sorted(self.omit or ())}
+
+    def load_state_dict(self, state):
+        if "omit" in state:
+            self.omit = set(state["omit"])
+
+
 class RandomSampleSkip(Policy):
     """Skip each sample with probability p (seeded): the random control of per-sample methods."""
 

@@ -35,17 +35,20 @@ import torch.nn.functional as F
 from ..core.energy import ENERGY_KIND, EnergyModel
 from ..core.fixedpoint import ACT_SCALE_DEFAULT, ACT_SCALE_POLICIES, CONTRACT_VERSION
 from ..core.work import Work
+from ..datasets import NAMES as DATASET_NAMES
 from . import data as tdata
 from .models import PRECISIONS, build_model, parse_model
 from .optim import build_optimizer
 from .policy import Compose, Policy, RandomBatchSkip, StepContext
 from .psg import PSGConv2d, set_act_scale, set_exact
-from .slu import SLU, StochasticDepth
+from .slu import GATE_CELLS, SLU, SLU_COSTS, StochasticDepth, set_gate_cell
+from .memory import PeakMemory
 from .work_meter import WorkMeter
 
 ENERGY_LABEL = "modelled (core.energy, Horowitz 45 nm per-op, no static power)"
 CHECKPOINT = "checkpoint.pt"
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "step", "cyclic")
+LR_STEP_UNITS = ("epoch", "iteration")
 
 
 class ConfigError(ValueError):
@@ -57,7 +60,7 @@ class TrainConfig:
     """Everything a run needs. Load from a file with ``TrainConfig.from_file`` (JSON or
     TOML, the same keys) or build in code; ``validate()`` checks it with clear messages."""
 
-    dataset: str = "digits"            # digits | cifar10 | cifar100
+    dataset: str = "digits"            # digits | cifar10 | cifar100 | mnist | imagenette
     data_dir: str | None = None        # CIFAR python-format files (default $E2TRAIN_DATA)
     model: str = "resnet8"             # resnet<6n+2> | mobilenetv2[_<width>]
     precision: str = "fp32"            # fp32 | signsgd | int8_fp32grad | int8_int16grad | psg
@@ -70,16 +73,24 @@ class TrainConfig:
     conv_lr: float = 1e-3              # sign step of conv weights (signsgd, int8_int16grad, psg)
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "cosine"           # cosine | constant (per batch, over all epochs)
+    schedule: str = "cosine"           # cosine | constant | step | cyclic (per batch)
+    lr_steps: str = ""                 # step: comma-separated epochs (or iterations) where lr *= lr_gamma
+    lr_step_unit: str = "epoch"        # epoch | iteration: the unit of lr_steps
+    lr_gamma: float = 0.1              # step: factor at each step (0.1: divide by 10)
+    lr_cycle: float = 0.0              # cyclic: period in epochs (cosine from lr to 0, restarting)
+    iterations: int | None = None      # train this many steps (batches) instead of whole epochs
+    val_split: float = 0.0             # fraction of the training set held out as validation
     augment: bool = True
     smd: bool = False                  # stochastic mini-batch dropping
     smd_p: float = 0.5
     smd_energy_ratio: float | None = None   # if set: epochs *= ratio / (1 - smd_p) (0.67 -> x1.33)
     slu: bool = False                  # SkipNet gates + FLOPs penalty
-    slu_alpha: float = 2.0              # weight of the FLOPs penalty alpha * (r - target)**2
-    slu_target: float = 0.5            # target FLOPs-weighted execution ratio of the blocks
+    slu_alpha: float = 0.2              # weight of the cost alpha * C (see slu_cost; 2.0 suits target)
+    slu_target: float = 0.5            # target FLOPs-weighted execution ratio (slu_cost = target)
+    slu_cost: str = "flops"            # flops: C = executed FLOPs ratio (paper); target: (r - target)**2
+    slu_cell: str = "lstm"             # the gates' recurrent cell: lstm (SkipNet) | gru (the device's)
     stochastic_depth: float = 0.0      # p_L of stochastic depth (0 = off)
-    swa: bool = False                  # stochastic weight averaging (float precisions)
+    swa: bool = False                  # stochastic weight averaging (PSG: of the masters' float view)
     swa_start: float = 0.75            # fraction of the epochs after which weights are averaged
     seed: int = 0
     device: str = "auto"               # auto | cpu | cuda | cuda:N
@@ -142,9 +153,8 @@ class TrainConfig:
         def need(ok: bool, msg: str):
             if not ok:
                 raise ConfigError(msg)
-        from ..datasets import NAMES as DATASETS
-        need(self.dataset.lower().replace("-", "") in DATASETS,
-             f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        need(self.dataset.lower().replace("-", "") in DATASET_NAMES,
+             f"dataset must be one of {', '.join(DATASET_NAMES)}, got {self.dataset!r}")
         try:
             parse_model(self.model)
         except ValueError as e:
@@ -171,9 +181,21 @@ class TrainConfig:
         need(0 <= self.stochastic_depth <= 1, f"stochastic_depth (p_L) must be in [0, 1], got {self.stochastic_depth}")
         need(not (self.slu and self.stochastic_depth), "slu and stochastic_depth both choose which blocks run: use one")
         need(0 < self.swa_start < 1, f"swa_start must be in (0, 1), got {self.swa_start}")
-        need(not (self.swa and self.precision in ("psg", "int8_int16grad")),
-             "swa averages float weights; the fixed-point precisions keep integer master weights "
-             "(as the device does): use swa with fp32, signsgd or int8_fp32grad")
+        need(self.slu_cost in SLU_COSTS, f"slu_cost must be one of {', '.join(SLU_COSTS)}, got {self.slu_cost!r}")
+        need(self.slu_cell in GATE_CELLS, f"slu_cell must be one of {', '.join(GATE_CELLS)}, got {self.slu_cell!r}")
+        need(self.lr_step_unit in LR_STEP_UNITS,
+             f"lr_step_unit must be one of {', '.join(LR_STEP_UNITS)}, got {self.lr_step_unit!r}")
+        try:
+            steps = self.lr_step_points()
+        except ValueError:
+            raise ConfigError(f"lr_steps must be comma-separated increasing numbers (e.g. '32000,48000'), "
+                              f"got {self.lr_steps!r}") from None
+        need(self.schedule != "step" or steps, "schedule = step needs lr_steps (e.g. lr_steps = '30,60')")
+        need(0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        need(self.schedule != "cyclic" or self.lr_cycle > 0, "schedule = cyclic needs lr_cycle > 0 (epochs per cycle)")
+        need(self.lr_cycle >= 0, f"lr_cycle must be >= 0, got {self.lr_cycle}")
+        need(self.iterations is None or self.iterations >= 1, f"iterations must be >= 1 when set, got {self.iterations}")
+        need(0 <= self.val_split < 1, f"val_split must be in [0, 1), got {self.val_split}")
         need(self.resume is False or self.out_dir is not None, "resume = true needs out_dir (where the checkpoint is)")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be auto, cpu or cuda[:N], got {self.device!r}")
@@ -181,6 +203,13 @@ class TrainConfig:
             v = getattr(self, k)
             need(v is None or v >= 1, f"{k} must be >= 1 when set, got {v}")
         return self
+
+    def lr_step_points(self) -> list[float]:
+        """The ``lr_steps`` as numbers, increasing (ValueError otherwise)."""
+        pts = [float(t) for t in self.lr_steps.replace(" ", "").split(",") if t]
+        if any(b <= a for a, b in zip(pts, pts[1:])) or any(p <= 0 for p in pts):
+            raise ValueError(self.lr_steps)
+        return pts
 
     @property
     def run_epochs(self) -> int:
@@ -211,7 +240,7 @@ def _coerce(key: str, v: Any, default: Any) -> Any:
             raise ConfigError(f"{key} must be a string, got {v!r}")
         return v
     # optional fields (default None): accept numbers / strings / bools as given
-    if key in ("threads", "limit_train", "max_batches"):
+    if key in ("threads", "limit_train", "max_batches", "iterations"):
         return _coerce(key, v, 0)
     if key == "smd_energy_ratio":
         return _coerce(key, v, 0.0)
@@ -245,9 +274,9 @@ class RunResult:
 
 
 # keys of each epoch record (all JSON-safe); policies may add their own in on_epoch_end
-EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "epoch_wall_s", "wall_s", "energy_j",
+EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "test_top5", "val_acc", "epoch_wall_s", "wall_s", "energy_j",
               "epoch_energy_j", "energy_kind", "batches_run", "batches_skipped", "samples_run",
-              "exec_ratio", "predicted_frac", "macs", "lr")
+              "exec_ratio", "predicted_frac", "macs", "lr", "peak_mem_mb", "mean_mem_mb", "peak_mem_kind")
 
 
 def policies_from_config(cfg: TrainConfig) -> list[Policy]:
@@ -257,10 +286,23 @@ def policies_from_config(cfg: TrainConfig) -> list[Policy]:
         out.append(RandomBatchSkip(cfg.smd_p, seed=cfg.seed + 1))
         out[-1].name = "smd"
     if cfg.slu:
-        out.append(SLU(cfg.slu_alpha, cfg.slu_target))
+        out.append(SLU(cfg.slu_alpha, cfg.slu_target, cfg.slu_cost))
     if cfg.stochastic_depth:
         out.append(StochasticDepth(cfg.stochastic_depth, seed=cfg.seed + 2))
     return out
+
+
+def _timed(batches: Iterable, fetch: list[float]):
+    """Yield from ``batches``, leaving in ``fetch[0]`` how long each item took to produce."""
+    it = iter(batches)
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        fetch[0] = time.perf_counter() - t
+        yield item
 
 
 def _device(name: str) -> torch.device:
@@ -271,22 +313,70 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def lr_factor(cfg: TrainConfig, progress: float) -> float:
+def lr_factor(cfg: TrainConfig, progress: float, epoch_pos: float | None = None, step: int | None = None) -> float:
+    """Factor on the base learning rates. ``progress`` in [0, 1] over the run; ``epoch_pos``
+    the position in epochs (epoch + batch / batches) and ``step`` the global step, for the
+    step and cyclic schedules.
+
+    step: x lr_gamma at each of ``lr_steps`` passed (epochs, or iterations with
+    lr_step_unit = iteration), as the papers' "divide by 10 at ..." schedules (E2-Train:
+    64k iterations, steps at 32k and 48k; WUS: after 30 epochs). cyclic: cosine from the
+    base rate to 0 over every ``lr_cycle`` epochs, restarting (one run passes several
+    accuracy-time points for a Pareto curve, paper 000's guideline)."""
     if cfg.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    if epoch_pos is None:              # callers that know only the run's progress
+        epoch_pos = progress * cfg.epochs
+    if step is None and cfg.iterations:
+        step = round(progress * cfg.iterations)
+    if cfg.schedule == "step" and cfg.lr_step_unit == "iteration" and step is None:
+        raise ValueError("a step schedule in iterations needs the global step: pass step=")
+    if cfg.schedule == "step":
+        at = float(step if cfg.lr_step_unit == "iteration" else epoch_pos)
+        return cfg.lr_gamma ** sum(1 for p in cfg.lr_step_points() if at >= p)
+    if cfg.schedule == "cyclic":
+        phase = (epoch_pos % cfg.lr_cycle) / cfg.lr_cycle
+        return 0.5 * (1.0 + math.cos(math.pi * phase))
     return 1.0
+
+
+def sync_psg_average(avg: torch.nn.Module, live: torch.nn.Module) -> None:
+    """SWA over PSG layers: the averaged float view becomes the averaged copy's master
+    weights (rounded to the live layer's master grid), and the live layers' scale maxima
+    are carried over, so the averaged model runs the same fixed-point contract."""
+    pairs = [(a, b) for a, b in zip(avg.modules(), live.modules()) if isinstance(b, PSGConv2d)]
+    with torch.no_grad():
+        for a, b in pairs:
+            for name, buf in b.named_buffers(recurse=False):
+                if name != "w_master":
+                    getattr(a, name).copy_(buf)
+            f = int(b.frac_bits)
+            codes = torch.round(torch.ldexp(a.weight.detach().double(), torch.tensor(f, dtype=torch.float64)))
+            a.w_master.copy_(codes.clamp(-2**31, 2**31 - 1).to(torch.int32))
+            a._rederive()
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
              batch: int = 500) -> float:
     """Top-1 accuracy (%). Gated models keep gating at test time (that is their inference)."""
+    return evaluate_topk(model, x, y, device, batch)[0]
+
+
+@torch.no_grad()
+def evaluate_topk(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                  batch: int = 500) -> tuple[float, float]:
+    """(top-1, top-5) accuracy (%), one pass; top-5 is top-k with k = min(5, classes)."""
     model.eval()
-    correct = 0
+    c1 = c5 = 0
     for i in range(0, x.shape[0], batch):
-        out = model(x[i: i + batch].to(device))
-        correct += int((out.argmax(1).cpu() == y[i: i + batch]).sum())
-    return 100.0 * correct / max(1, x.shape[0])
+        out = model(x[i: i + batch].to(device)).cpu()
+        yy = y[i: i + batch]
+        top = out.topk(min(5, out.shape[1]), dim=1).indices
+        c1 += int((top[:, 0] == yy).sum())
+        c5 += int((top == yy[:, None]).any(1).sum())
+    n = max(1, x.shape[0])
+    return 100.0 * c1 / n, 100.0 * c5 / n
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -320,10 +410,14 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device)
     data = data or tdata.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
+    if cfg.val_split and data.x_val is None:
+        data = tdata.split_validation(data, cfg.val_split, cfg.seed)
     torch.manual_seed(cfg.seed)
     if model is None:
         model = build_model(cfg.model, data.in_channels, data.num_classes, precision=cfg.precision,
                             beta=cfg.beta, gated=cfg.slu)
+        if cfg.slu and cfg.slu_cell != "lstm":
+            set_gate_cell(model, cfg.slu_cell)
     model.to(device)
     if not cfg.psg_exact:
         set_exact(model, False)
@@ -339,6 +433,10 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
     nb = tdata.num_batches(data, cfg.batch_size)
     if cfg.max_batches:
         nb = min(nb, cfg.max_batches)
+    total_steps = epochs * nb
+    if cfg.iterations:                 # iteration-based training: as many epochs as the steps need
+        total_steps = cfg.iterations
+        epochs = -(-cfg.iterations // nb)
     swa_model = None
     if cfg.swa:
         swa_model = torch.optim.swa_utils.AveragedModel(model)
@@ -387,6 +485,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
     # runs outside the training step)
     ctx.state.update(config=cfg, data=data, work_meter=meter)
     policy.on_train_start(ctx)
+    mem = PeakMemory(device, model)           # peak memory beside time and energy (memory.py)
     show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     try:
         from tqdm import tqdm
@@ -403,17 +502,20 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
         e0_macs = meter.work.total_macs
         stats = dict(run=0, skipped=0, samples=0, loss=0.0, correct=0, exec_w=0.0, exec_n=0)
         t_epoch = 0.0
-        it = tdata.train_batches(data, cfg.batch_size, epoch, cfg.seed, cfg.augment)
+        fetch = [0.0]                  # seconds the last batch took to load (and augment)
+        it = _timed(tdata.train_batches(data, cfg.batch_size, epoch, cfg.seed, cfg.augment), fetch)
         if show:
             it = tqdm(it, total=nb, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
         for b, (x, y, idx) in enumerate(it):
-            if b >= nb:
+            if b >= nb or epoch * nb + b >= total_steps:
                 break
-            t0 = time.perf_counter()
+            # the clock counts loading the batch too, dropped batches included (paper 000: the
+            # clock counts everything a method causes)
+            t0 = time.perf_counter() - fetch[0]
             ctx.batch_in_epoch, ctx.step = b, epoch * nb + b
             ctx.x, ctx.y, ctx.indices = x.to(device), y.to(device), idx
             ctx.logits = ctx.loss = ctx.sample_losses = None
-            f = lr_factor(cfg, (epoch + b / nb) / epochs)
+            f = lr_factor(cfg, (epoch * nb + b) / total_steps, epoch + b / nb, epoch * nb + b)
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * f
             if policy.skip_batch(ctx):
@@ -431,15 +533,16 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             masks = policy.block_masks(ctx)
             policy.before_forward(ctx)
             meter.active = True
-            logits = model(ctx.x, block_masks=masks) if masks is not None else model(ctx.x)
-            sample_losses = F.cross_entropy(logits, ctx.y, reduction="none")
-            ctx.logits, ctx.sample_losses = logits, sample_losses.detach()
-            ctx.loss = sample_losses.mean()
-            extra = policy.extra_loss(ctx)
-            loss = ctx.loss if extra is None else ctx.loss + extra
-            ctx.loss = loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with mem.step():                  # the memory this step holds for its backward
+                logits = model(ctx.x, block_masks=masks) if masks is not None else model(ctx.x)
+                sample_losses = F.cross_entropy(logits, ctx.y, reduction="none")
+                ctx.logits, ctx.sample_losses = logits, sample_losses.detach()
+                ctx.loss = sample_losses.mean()
+                extra = policy.extra_loss(ctx)
+                loss = ctx.loss if extra is None else ctx.loss + extra
+                ctx.loss = loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             meter.collect_backward()
             meter.active = False
             policy.after_backward(ctx)
@@ -462,7 +565,10 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
         if swa_model is not None and epoch >= swa_from:
             swa_model.update_parameters(model)
         wall_total += t_epoch
-        test_acc = evaluate(model, data.x_test, data.y_test, device)
+        # evaluation is kept out of the training clock; decisions read val_acc, the test set
+        # only reports
+        val_acc = evaluate(model, data.x_val, data.y_val, device) if data.x_val is not None else None
+        test_acc, test_top5 = evaluate_topk(model, data.x_test, data.y_test, device)
         energy = emodel.energy_j(meter.work, include_static=False)
         n_dec = sum(m.n_decided for m in psg_layers)
         rec = {
@@ -470,6 +576,8 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             "train_loss": stats["loss"] / max(1, stats["samples"]),
             "train_acc": 100.0 * stats["correct"] / max(1, stats["samples"]),
             "test_acc": test_acc,
+            "test_top5": test_top5,
+            "val_acc": val_acc,
             "epoch_wall_s": t_epoch,
             "wall_s": wall_total,
             "energy_j": energy,
@@ -481,12 +589,21 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             "exec_ratio": stats["exec_w"] / stats["exec_n"] if stats["exec_n"] else 1.0,
             "predicted_frac": (sum(m.n_predicted for m in psg_layers) / n_dec) if n_dec else None,
             "macs": meter.work.total_macs - e0_macs,
+            "peak_mem_mb": mem.peak_bytes / 2**20,
+            "mean_mem_mb": mem.mean_bytes / 2**20,
+            "peak_mem_kind": mem.kind,
             "lr": opt.param_groups[0]["lr"],
         }
         # on_epoch_end runs after this epoch's evaluation (rec has test_acc, energy, counts)
         # and before the record is kept, the callback sees it and the checkpoint is written:
         # keys a policy adds are in all three
         policy.on_epoch_end(ctx, rec)
+        # work a method does between steps (Learn&Drop's cache fill) is training time too
+        extra = float(rec.get("method_wall_s", 0.0))
+        if extra:
+            wall_total += extra
+            rec["epoch_wall_s"] += extra
+            rec["wall_s"] = wall_total
         records.append(rec)
         if show:
             print(f"epoch {epoch + 1}/{epochs}: test {test_acc:.2f}%  energy {energy:.3g} J (modelled)  "
@@ -509,6 +626,8 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
 
     final_model = model
     if swa_model is not None and records:
+        if psg_layers:
+            sync_psg_average(swa_model.module, model)
         x_bn = data.x_train[: min(2048, data.x_train.shape[0])].to(device)
         torch.optim.swa_utils.update_bn([(x_bn,)], swa_model)
         final_model = swa_model.module

@@ -1,6 +1,6 @@
 """Tallies the work a torch training step actually ran, into a ``core.work.Work``.
 
-Forward hooks on every convolution, linear layer and LSTM cell see the tensors that really
+Forward hooks on every convolution, linear layer and LSTM or GRU cell see the tensors that really
 went through them -- after batch dropping, sample masks and block gating -- so a skipped
 sample, block or batch never enters the tally. For each layer call in training mode:
 
@@ -54,8 +54,8 @@ class WorkMeter:
                 self._handles.append(m.register_forward_hook(self._conv_hook))
             elif isinstance(m, nn.Linear):
                 self._handles.append(m.register_forward_hook(self._linear_hook))
-            elif isinstance(m, nn.LSTMCell):
-                self._handles.append(m.register_forward_hook(self._lstm_hook))
+            elif isinstance(m, (nn.LSTMCell, nn.GRUCell)):
+                self._handles.append(m.register_forward_hook(self._rnn_cell_hook))
             elif isinstance(m, nn.BatchNorm2d):
                 self._handles.append(m.register_forward_hook(self._bn_hook))
 
@@ -114,10 +114,11 @@ class WorkMeter:
         self.conv_samples += x.shape[0]
         self._passes(module, output.numel() * module.in_features, x, module.weight)
 
-    def _lstm_hook(self, module, inputs, output) -> None:
+    def _rnn_cell_hook(self, module, inputs, output) -> None:
         if not self._on(module):
             return
-        n = inputs[0].shape[0] * 4 * module.hidden_size * (module.input_size + module.hidden_size)
+        gates = 4 if isinstance(module, nn.LSTMCell) else 3          # LSTM: i, f, g, o; GRU: r, z, n
+        n = inputs[0].shape[0] * gates * module.hidden_size * (module.input_size + module.hidden_size)
         for _ in range(1 if self._forward_only else 3):                         # forward, and the two backward products
             conv_pass_work(n, FP32, FP32, work=self.work)
 

@@ -40,16 +40,21 @@ def test_standardise_and_n_star():
     assert n_star([1.2, -0.1, 0.4, -1.5]) == 1   # the *first* sign change
 
 
-def test_median_rule_over_epochs():
+def test_median_rule_compares_standardised_scores():
+    """Paper 001, section 3, step 2: M_c is the median of the candidates' standardised
+    scores P', M_d that of the P' the dropped layers had when dropped; drop if M_c >= M_d.
+    The old rule compared raw scores P and decides both epochs 2 and 3 the other way."""
     d = DropDecider()
-    # epoch 1: mean 0.55 -> P' signs + + - - -> n* = 2; nothing dropped before -> drop 2
+    # epoch 1: P' = (1.15, 0.82, -0.82, -1.15) -> n* = 2; nothing dropped before -> drop 2
     assert d.decide([0.9, 0.8, 0.3, 0.2]) == 2
-    # epoch 2: head [0.7, 0.2, 0.1] -> P' + - - -> n* = 1; median 0.7 < median(0.9, 0.8) = 0.85
-    assert d.decide([0.7, 0.2, 0.1]) == 0
+    assert d.dropped_scores == pytest.approx(standardise([0.9, 0.8, 0.3, 0.2])[:2])
+    # epoch 2: P' = (1.40, -0.51, -0.89) -> n* = 1; 1.40 >= median(1.15, 0.82) = 0.99 -> drop
+    # (raw: 0.7 < median(0.9, 0.8) = 0.85 would have refused)
+    assert d.decide([0.7, 0.2, 0.1]) == 1
+    # epoch 3: P' = (1.06, 0.94, ...) -> n* = 2; median 0.995 < median(1.15, 0.82, 1.40) = 1.15
+    # -> refuse (raw: 0.875 >= 0.8 would have dropped)
+    assert d.decide([0.9, 0.85, 0.1, 0.0]) == 0
     assert d.history[-1]["why"].startswith("median below")
-    # epoch 3: head [0.95, 0.1, 0.05] -> n* = 1, 0.95 >= 0.85 -> drop
-    assert d.decide([0.95, 0.1, 0.05]) == 1
-    assert d.dropped_scores == [0.9, 0.8, 0.95]
     assert d.decide([0.5, 0.5, 0.5]) == 0        # all equal: no n*
     assert d.decide([float("nan"), 0.2]) == 0
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from e2train.torch.methods import make
-from e2train.torch.methods.learn_drop import CacheTooLarge, DropDecider, LearnDropPolicy
+from e2train.torch.methods.learn_drop import CacheTooLarge, DropDecider, LearnDropPolicy, pack, unpack
 from e2train.torch.trainer import train
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook")
@@ -27,6 +27,8 @@ class PlannedDrops(DropDecider):
 
 
 def run(digits, quick, spy, freeze=False, plan=(2, 0, 1), epochs=4, **kw):
+    kw.setdefault("granularity", "block")
+    kw.setdefault("warmup_epochs", 0)
     pol = make("freeze" if freeze else "learn-drop", train_x=digits.x_train, cache_batch=50, **kw)
     pol.decider = PlannedDrops(plan)
     res = train(quick(epochs=epochs), [pol, spy], data=digits)
@@ -120,7 +122,7 @@ def test_cache_bound_stops_the_run_with_a_clear_error(digits, quick, spy):
 
 
 def test_finds_the_runs_inputs_checks_them_and_needs_sequential_units(digits, quick):
-    pol = LearnDropPolicy()                  # by name alone: inputs from the run's config
+    pol = LearnDropPolicy(warmup_epochs=0)   # by name alone: inputs from the run's config
     pol.decider = PlannedDrops([2])
     res = train(quick(epochs=2), [pol], data=digits)
     assert res.records[-1]["ld_tail_units"] == 2 and torch.equal(
@@ -129,7 +131,7 @@ def test_finds_the_runs_inputs_checks_them_and_needs_sequential_units(digits, qu
                              digits.x_test, digits.y_test)
     # the trainer hands the policy the run's own data, even when the config names another:
     # the cache is built from the inputs that trained
-    pol = LearnDropPolicy()
+    pol = LearnDropPolicy(warmup_epochs=0)
     pol.decider = PlannedDrops([2])
     train(quick(epochs=2), [pol], data=other)
     assert torch.equal(pol.cache.data, _tail(pol, other.x_train))
@@ -142,7 +144,62 @@ def _tail(pol, x):
     with torch.no_grad():
         for u in pol.units[: pol.n_dropped]:
             x = u.fn(x)
-    return x
+    return pack(x)
+
+
+def test_warmup_epochs_train_everything_before_the_first_decision(digits, quick, spy):
+    """Paper 001, Algorithm 1 line 11 and section 4: the model trains e1 warm-up epochs in
+    full before any layer is scored or dropped. The old policy decided after epoch 1."""
+    pol, res = run(digits, quick, spy, plan=(2,), epochs=4, warmup_epochs=2)
+    assert [r["ld_tail_units"] for r in res.records] == [0, 0, 2, 2]
+    assert [bool(r.get("ld_warmup")) for r in res.records] == [True, True, False, False]
+    assert len(pol.decider.history) == 1        # the first decision ends epoch 3
+
+
+def test_default_warmup_is_the_papers_e1_for_the_data_set():
+    """Paper 001, section 4: e1 = 5 on MNIST, 10 on CIFAR-10, 25 on Imagenette."""
+    from types import SimpleNamespace
+    from e2train.torch.policy import StepContext
+    pol = LearnDropPolicy()
+    for name, e1 in [("mnist", 5), ("cifar10", 10), ("imagenette", 25), ("digits", 5)]:
+        ctx = StepContext(model=torch.nn.Linear(1, 1), state={"config": SimpleNamespace(dataset=name)})
+        assert pol.warmup(ctx) == e1
+    assert LearnDropPolicy(warmup_epochs=3).warmup(ctx) == 3
+
+
+def test_cut_inside_a_residual_block_caches_main_track_and_shortcut(digits, quick, spy):
+    """Paper 001, section 3 and Fig. 3: ResNets drop at any layer of a residual block; the
+    cache holds the main track's feature map and the skip connection's. The old units cut
+    at block boundaries only, so the stem and blocks.0.conv1 could not drop without conv2."""
+    pol, res = run(digits, quick, spy, plan=(2,), epochs=2, granularity="conv")
+    names = [u.name for u in pol.units]
+    assert names[:3] == ["stem", "blocks.0.conv1", "blocks.0.conv2"] and names[-1] == "fc"
+    assert not pol.units[-1].scored and all(u.scored for u in pol.units[:-1])
+    assert pol.n_dropped == 2
+    main, skip = pol._cache_shapes               # (main track after conv1, block input)
+    assert main == skip == (16, 8, 8)
+    for s in spy.steps:
+        if s["epoch"] == 1:                      # conv2 of block 0 trains on cached features
+            ran = {n for n, _, _ in s["fwd"]}
+            assert "blocks.0.conv2" in ran and not ran & {"conv1", "blocks.0.conv1"}
+    model = res.model.eval()
+    with torch.no_grad():
+        h = unpack(pol.cache.data, pol._cache_shapes)
+        for u in pol.units[pol.n_dropped:]:
+            h = u.fn(h)
+        assert torch.allclose(h, model(digits.x_train), atol=1e-5)
+
+
+def test_fill_time_is_training_time_and_cache_traffic_is_priced(digits, quick, spy):
+    """Paper 001, section 4: the method's time includes storing the feature maps; reading
+    them back is its data loading. The fill's clock was kept apart from the run's before."""
+    pol, res = run(digits, quick, spy, plan=(2,), epochs=3)
+    r0 = res.records[0]
+    assert r0["method_wall_s"] > 0 and r0["epoch_wall_s"] >= r0["method_wall_s"]
+    assert res.wall_s == pytest.approx(sum(r["epoch_wall_s"] for r in res.records))
+    row = pol.cache.data[0].numel() * 4
+    trained_on_cache = sum(r["samples_run"] for r in res.records[1:])
+    assert res.work.dram_bytes == row * (len(digits.x_train) + trained_on_cache)
 
 
 def test_freezing_replays_a_learn_drop_schedule(digits, quick, spy):

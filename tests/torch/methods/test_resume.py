@@ -36,7 +36,7 @@ def options(name, digits):
     return {
         "gskip": dict(warmup_steps=2, loss_threshold=1.0, loss_window=1, recheck_every=3),
         "hsdh": dict(threshold=0.12, n_samples=len(digits.x_train), n_classes=10),
-        "learn-drop": dict(train_x=digits.x_train),
+        "learn-drop": dict(train_x=digits.x_train, warmup_epochs=0),
         "wus": dict(std_threshold=100.0, window=2, settle_epochs=1),
     }[name]
 

@@ -36,8 +36,28 @@ def test_improvement_delays_the_forced_epoch():
     assert got == [BIAS] * 10 + [FULL]       # counter restarted at the new best (70.8)
 
 
-def test_accuracy_jump_leaves_bias_phase():
+def test_patience_counter_runs_on_when_bias_only_starts():
+    """Paper 002, Algorithm 1 (WeightUpdateSkipping): the counter of epochs without a new
+    best resets only on a new best or when it fires. The old controller also reset it when
+    bias-only training began, delaying the forced full epoch."""
     c = WUSController()
+    # best 72.0 at epoch 3; settled at epochs 5 and 6 -> bias-only from epoch 7, with three
+    # epochs (4, 5, 6) already without a new best
+    assert feed(c, [50.0, 60.0, 72.0, 70.5, 70.6, 70.7]) == [FULL] * 5 + [BIAS]
+    assert feed(c, [70.6] * 4) == [BIAS] * 3 + [FULL]       # 7th epoch since the best
+
+
+def test_accuracy_jump_stays_bias_only_by_default():
+    """Paper 002, section 3.2: bias-only ends through the forced full epoch (patience or LR
+    change) only; the std exit is not in the paper. The old controller left bias-only as soon
+    as the std rose."""
+    c = WUSController()
+    settle(c)
+    assert feed(c, [75.0, 75.1, 75.2]) == [BIAS] * 3
+
+
+def test_accuracy_jump_leaves_bias_phase_with_std_exit():
+    c = WUSController(WUSConfig(std_exit=True))
     settle(c)
     assert feed(c, [75.0]) == [FULL]
     # [70.7, 75, 75.1] unsettled; [75, 75.1, 75.2] settled once; [75.1, 75.2, 75.1] twice

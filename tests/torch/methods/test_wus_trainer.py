@@ -81,3 +81,31 @@ def test_missing_accuracy_is_a_clear_error():
     pol = make("wus")
     with pytest.raises(KeyError, match="validation accuracy"):
         pol._acc_percent({"train_loss": 1.0})
+
+
+def test_eq1_reduction_in_updated_parameters(digits, quick, spy):
+    """Paper 002, section 4.4, Eq. 1: N = E_wus * b + E_normal * (b + w); the record carries
+    1 - N / (E * (b + w)), with b in the bias-only term the biases that still train (1L: the
+    classifier's)."""
+    pol = eager_wus()
+    res, _ = run(digits, quick, spy, pol)
+    model = res.model
+    layers = bias_layers(model)
+    params = dict(model.named_parameters())
+    b = sum(params[p].numel() for _, p in layers)
+    w = sum(p.numel() for n, p in params.items()) - b
+    kept = params["fc.bias"].numel()
+    n = 2 * (b + w) + kept                 # epochs: full, full, bias-only
+    assert res.records[-1]["wus_eq1_reduction"] == pytest.approx(1 - n / (3 * (b + w)))
+    assert res.records[0]["wus_eq1_reduction"] == 0.0
+
+
+def test_n_bias_layers_sweep_and_its_bound(digits, quick, spy):
+    """Paper 002, section 3.3: 1L ... nL keep the biases of the last 1 ... n layers; asking
+    for more layers than the model has is a one-line error naming the range."""
+    pol = eager_wus(n_bias_layers=2)
+    res, _ = run(digits, quick, spy, pol)
+    last_two = {p for _, p in bias_layers(res.model)[-2:]}
+    assert pol.trainable == last_two and len(last_two) == 2
+    with pytest.raises(ValueError, match="choose 1\\.\\."):
+        train(quick(epochs=1), [eager_wus(n_bias_layers=999)], data=digits)

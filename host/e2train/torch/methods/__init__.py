@@ -32,7 +32,11 @@ class MethodSpec:
     skip_unit: str
     summary: str
     factory: Callable[..., Policy]                        # factory(seed=0, **options)
-    random_control: Callable[[float, int], Policy]        # (measured ratio, seed) -> policy
+    random_control: Callable[..., Policy]                 # (measured ratio, seed, **control options) -> policy
+    # what the harness's random control matches: "unit" (the method's own skip unit and
+    # ratio) or "workload" (random mini-batch omission at the share of the baseline's
+    # modelled work the method saved: paper 000's control for GSkip, its Table 2)
+    control_match: str = "unit"
 
 
 def _gskip(seed: int = 0, **options) -> Policy:
@@ -61,8 +65,10 @@ def random_layer_prefix(ratio: float, seed: int = 0) -> Policy:
     return RandomPrefixSkip(ratio, seed)
 
 
-def random_samples(ratio: float, seed: int = 0) -> Policy:
-    return RandomSamplePolicy(ratio, seed)
+def random_samples(ratio: float, seed: int = 0, epoch_rates=None, decision_forward: bool = False) -> Policy:
+    """Uniform at ``ratio``, or segment-wise at a DeadHorse run's ``epoch_rates``; with the
+    decision forward of a reactive policy when ``decision_forward``."""
+    return RandomSamplePolicy(list(epoch_rates) if epoch_rates else ratio, seed, decision_forward)
 
 
 def random_bias_epochs(ratio: float, seed: int = 0) -> Policy:
@@ -87,12 +93,12 @@ _DH_SUMMARY = {
 
 REGISTRY: dict[str, MethodSpec] = {
     "gskip": MethodSpec("gskip", "layer-step", "GSkip: layer-wise gradient skipping", _gskip,
-                        random_layer_prefix),
+                        random_layer_prefix, control_match="workload"),
     **{p: MethodSpec(p, "sample", _DH_SUMMARY[p], _deadhorse(p), random_samples) for p in DEADHORSE_POLICIES},
     "learn-drop": MethodSpec("learn-drop", "layer-step", "Learn&Drop: drop settled leading units, cache features",
-                             _learn_drop(False), random_layer_prefix),
+                             _learn_drop(False), random_layer_prefix, control_match="workload"),
     "freeze": MethodSpec("freeze", "layer-step", "freezing: Learn&Drop's layer choice, no cache",
-                         _learn_drop(True), random_layer_prefix),
+                         _learn_drop(True), random_layer_prefix, control_match="workload"),
     "wus": MethodSpec("wus", "weight-step", "WUS: bias-only epochs once validation accuracy settles",
                       _wus("patience"), random_bias_epochs),
     "wus-lr": MethodSpec("wus-lr", "weight-step", "WUS+LR: as WUS, full epoch on learning-rate change",

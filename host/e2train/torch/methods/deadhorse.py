@@ -299,6 +299,11 @@ class DeadHorsePolicy(Policy):
     def skip_ratios(self) -> dict[str, float]:
         return {self.skip_unit: self.tally.skip_ratio}
 
+    def control_options(self) -> dict:
+        """How its random control is built (paper 000): at the method's per-epoch rates
+        (segment-wise), and, for a reactive policy, with the decision forward it pays."""
+        return {"epoch_rates": tuple(self.epoch_rates), "decision_forward": self.policy in REACTIVE}
+
     def state_dict(self) -> dict:
         st = {"gen": self.gen.get_state(), "tally": vars(self.tally).copy(),
               "epoch_rates": list(self.epoch_rates)}
@@ -324,11 +329,16 @@ class DeadHorsePolicy(Policy):
 
 class RandomSamplePolicy(Policy):
     """The random controls: ``UniformRandom`` or ``NonUniformRandom`` (segment = epoch).
-    Skipped samples run neither forward nor backward."""
+    Skipped samples run neither forward nor backward.
+
+    ``decision_forward=True`` prices the control like a reactive DeadHorse policy (paper 000,
+    DeadHorse's controls): the whole batch first runs the same tallied, discarded forward the
+    method runs to decide, so method and control differ only in *which* samples skip."""
 
     skip_unit = "sample"
 
-    def __init__(self, rates: float | Sequence[float], seed: int = 0):
+    def __init__(self, rates: float | Sequence[float], seed: int = 0, decision_forward: bool = False):
+        self.decision_forward = bool(decision_forward)
         gen = torch.Generator().manual_seed(int(seed))
         if isinstance(rates, (int, float)):
             self.sampler: UniformRandom = UniformRandom(float(rates), gen)
@@ -345,9 +355,15 @@ class RandomSamplePolicy(Policy):
 
     def sample_mask(self, ctx: StepContext) -> torch.Tensor:
         n = ctx.x.shape[0]
+        if self.decision_forward:
+            saved = _buffers(ctx.model)
+            with tallied_forward(ctx):
+                ctx.model(ctx.x)
+            for live, copy in saved:
+                live.copy_(copy)
         skip = self.sampler.skip(n, self._segment)
         k = int(skip.sum())
-        self.tally.add(n, k, k)
+        self.tally.add(n, 0 if self.decision_forward else k, k, decision_forwards=n if self.decision_forward else 0)
         return ~skip.to(ctx.x.device)
 
     def skip_ratios(self) -> dict[str, float]:

@@ -1,33 +1,39 @@
-"""GSkip: layer-wise gradient skipping.
+"""GSkip: layer-wise gradient skipping (paper 000, section "Layer-wise gradient skipping").
 
 After every backward pass the controller compares, layer by layer, the current weight
 gradient with the previous one (cosine similarity). When a layer's gradient keeps pointing
 the same way *and* the loss has stagnated, that layer and every layer before it stop
 computing gradients: the next backward pass ends early, above them.
 
-Choices where the method leaves a detail open (each is a field of ``GSkipConfig`` and is
-tested in tests/torch/methods/test_gskip.py):
+The rules, as paper 000 states them, and the choices where it leaves a detail open (each a
+field of ``GSkipConfig``, tested in tests/torch/methods/test_gskip_logic.py):
 
-* **Cosine threshold.** s_t = 1 / (1 + exp(-0.2 * ASC)) where ASC is an adaptive saturating
-  counter in [-asc_limit, asc_limit] (default ±10, so s_t stays in [0.119, 0.881]); it starts
-  at 0 (s_t = 0.5).
-* **Skip history.** After every step that ran with a skipped prefix the controller looks at
-  the loss EMA: if it rose during that step the skip hurt, ASC += 1 (tighter, fewer skips);
-  otherwise ASC -= 1 (looser).
-* **Loss stagnation.** EMA of the loss with span ``loss_window`` = 4 (alpha = 2/(4+1));
-  stagnating when the EMA's mean change per step over the last 4 steps,
-  |EMA_t - EMA_(t-4)| / 4, is under l_t (default 5e-5). A loss that still falls *or* rises
-  faster than l_t is not stagnating.
+* **Cosine threshold** (paper: s_t = 1 / (1 + e^(-0.2 ASC)), ASC an adaptive saturating
+  counter). Our choice: ASC saturates at ±``asc_limit`` (10, so s_t stays in
+  [0.119, 0.881]) and starts at ``asc_init`` = 0 (s_t = 0.5).
+* **Loss stagnation** (paper: a threshold l_t decides whether each new loss E indicates
+  stagnation, "E ≈ LEMA"). The loss E of a step is compared with LEMA, the exponential
+  moving average of the previous ``loss_window`` = 4 losses (span 4, alpha = 2/5; the paper
+  "considers the past four network losses"): stagnating when |E - LEMA| < l_t, l_t starting
+  at 5e-5 (the paper's setting). LEMA needs ``loss_window`` losses before the first check.
+* **Skip history** (paper: "if the network has not skipped for multiple steps, GSkip loosens
+  its similarity threshold ...; if it has skipped recently, it tightens the threshold").
+  After warm-up: every step run with a skipped prefix ASC += 1 (s_t rises: tighter); every
+  ``history_steps`` (4) consecutive steps without a skip ASC -= 1 (looser).
 * **Monotone prefix.** A skipped layer has no gradient to compare, so it stays skipped until
   the next re-check: the skipped prefix only grows between re-checks. The last layer (the
   classifier) never skips, so some layer always trains.
-* **Re-checks.** Every ``recheck_every`` steps (default 100) after warm-up every layer is
-  reactivated for one step; its fresh gradient is compared with the last one it had, so a
-  layer that is still settled goes straight back to skipping.
-* **Epoch review.** At the end of each epoch after warm-up: if fewer than ``low_skip`` (5%) of
-  the epoch's layer-steps skipped, l_t is relaxed (x ``review_factor`` = 2); if more than
-  ``high_skip`` (50%) skipped and the epoch's mean loss rose over the previous epoch, l_t is
-  tightened (/ 2). The counter is reset to ``asc_init`` either way.
+* **Re-checks** (paper: "continuously rechecks skipped layers"). Every ``recheck_every``
+  steps (100) after warm-up every layer is reactivated for one step; its fresh gradient is
+  compared with the last one it had, so a layer that is still settled goes straight back.
+* **Epoch review** (paper: "a degraded or stagnant loss prompts more conservative skipping
+  (tightening l_t and resetting ASC), while an improving loss allows more skipping (relaxing
+  l_t)"). At each epoch end after warm-up the epoch's mean loss is compared with the previous
+  epoch's: a relative improvement above ``review_tolerance`` (1%, our choice of what counts as
+  "stagnant") relaxes l_t (x ``review_factor`` = 2); otherwise l_t is tightened (/ 2) and ASC
+  goes back to ``asc_init``.
+* **Warm-up** (paper: 750 steps of full training). ``warmup_steps``; ``warmup_epochs``, when
+  set, replaces it with that many epochs of the run (so a short run can still skip).
 """
 from __future__ import annotations
 
@@ -44,29 +50,36 @@ from .layers import Layer, model_layers
 @dataclass
 class GSkipConfig:
     warmup_steps: int = 750
+    warmup_epochs: float | None = None     # if set, the warm-up is this many epochs of the run
     loss_threshold: float = 5e-5
     loss_window: int = 4
     asc_limit: int = 10
     asc_init: int = 0
     slope: float = 0.2
+    history_steps: int = 4
     recheck_every: int = 100
     review_factor: float = 2.0
-    low_skip: float = 0.05
-    high_skip: float = 0.5
+    review_tolerance: float = 0.01
 
     def __post_init__(self) -> None:
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, not {self.warmup_steps}")
+        if self.warmup_epochs is not None and not self.warmup_epochs >= 0:
+            raise ValueError(f"warmup_epochs must be >= 0, not {self.warmup_epochs}")
         if not self.loss_threshold > 0:
             raise ValueError(f"loss_threshold must be > 0, not {self.loss_threshold}")
         if self.loss_window < 1:
             raise ValueError(f"loss_window must be >= 1, not {self.loss_window}")
         if self.asc_limit < 0 or abs(self.asc_init) > self.asc_limit:
             raise ValueError(f"need 0 <= |asc_init| <= asc_limit, got {self.asc_init}, {self.asc_limit}")
+        if self.history_steps < 1:
+            raise ValueError(f"history_steps must be >= 1, not {self.history_steps}")
         if self.recheck_every < 1:
             raise ValueError(f"recheck_every must be >= 1, not {self.recheck_every}")
         if not self.review_factor > 1:
             raise ValueError(f"review_factor must be > 1, not {self.review_factor}")
+        if not self.review_tolerance >= 0:
+            raise ValueError(f"review_tolerance must be >= 0, not {self.review_tolerance}")
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -92,17 +105,19 @@ class GSkipController:
             raise ValueError(f"GSkip needs at least one layer, got {n_layers}")
         self.cfg = config or GSkipConfig()
         self.n_layers = n_layers
+        self.warmup_steps = self.cfg.warmup_steps
         self.asc = self.cfg.asc_init
         self.loss_threshold = self.cfg.loss_threshold
         self.step = 0                       # steps observed so far
         self.depth = 0                      # prefix skipped in the step being run
-        self.ema: list[float] = []          # EMA after each step (last window+1 kept)
+        self.lema: float | None = None      # EMA of the losses before the current one
+        self.n_losses = 0
+        self.last_stagnant = False
+        self.unskipped_run = 0              # consecutive steps (after warm-up) without a skip
         self._prev: list[torch.Tensor | None] = [None] * n_layers
         self.last_cos: list[float | None] = [None] * n_layers
         self.rechecks = 0
         # epoch tallies for the review
-        self._epoch_layer_steps = 0
-        self._epoch_skipped = 0
         self._epoch_losses: list[float] = []
         self._prev_epoch_loss: float | None = None
         # whole-run tallies
@@ -114,20 +129,30 @@ class GSkipController:
         """s_t = 1 / (1 + e^(-slope * ASC))."""
         return 1.0 / (1.0 + math.exp(-self.cfg.slope * self.asc))
 
-    def stagnating(self) -> bool:
-        w = self.cfg.loss_window
-        if len(self.ema) < w + 1:
+    def is_stagnant(self, loss: float) -> bool:
+        """E ~ LEMA: the new loss within l_t of the EMA of the previous ``loss_window`` losses."""
+        if self.lema is None or self.n_losses < self.cfg.loss_window:
             return False
-        return abs(self.ema[-1] - self.ema[-1 - w]) / w < self.loss_threshold
+        return abs(loss - self.lema) < self.loss_threshold
 
-    def _update_ema(self, loss: float) -> None:
+    def _update_lema(self, loss: float) -> None:
         alpha = 2.0 / (self.cfg.loss_window + 1)
-        new = loss if not self.ema else alpha * loss + (1 - alpha) * self.ema[-1]
-        self.ema.append(new)
-        del self.ema[: -(self.cfg.loss_window + 1)]
+        self.lema = loss if self.lema is None else alpha * loss + (1 - alpha) * self.lema
+        self.n_losses += 1
 
     def _saturate(self, v: int) -> int:
         return max(-self.cfg.asc_limit, min(self.cfg.asc_limit, v))
+
+    def _skip_history(self, ran_depth: int) -> None:
+        """Skipped recently -> tighten (ASC + 1); ``history_steps`` steps without -> loosen."""
+        if ran_depth > 0:
+            self.asc = self._saturate(self.asc + 1)
+            self.unskipped_run = 0
+            return
+        self.unskipped_run += 1
+        if self.unskipped_run >= self.cfg.history_steps:
+            self.asc = self._saturate(self.asc - 1)
+            self.unskipped_run = 0
 
     def observe(self, loss: float, grads: Sequence[torch.Tensor | None]) -> int:
         if len(grads) != self.n_layers:
@@ -141,15 +166,10 @@ class GSkipController:
                 raise ValueError(f"layer {i} was to skip this step but has a gradient")
         self.layer_steps += self.n_layers
         self.skipped_layer_steps += ran_depth
-        self._epoch_layer_steps += self.n_layers
-        self._epoch_skipped += ran_depth
         self._epoch_losses.append(loss)
 
-        self._update_ema(loss)
-        if ran_depth > 0 and len(self.ema) >= 2:
-            # skip history: a step run with a skipped prefix that raised the loss EMA tightens
-            rose = self.ema[-1] > self.ema[-2]
-            self.asc = self._saturate(self.asc + (1 if rose else -1))
+        self.last_stagnant = self.is_stagnant(loss)
+        self._update_lema(loss)
 
         for i, g in enumerate(grads):
             if g is None:
@@ -159,14 +179,16 @@ class GSkipController:
             self._prev[i] = g
         self.step += 1
 
-        if self.step < self.cfg.warmup_steps:
+        if self.step < self.warmup_steps:
             self.depth = 0
             return 0
-        if ran_depth > 0 and (self.step - self.cfg.warmup_steps) % self.cfg.recheck_every == 0:
+        if self.step > self.warmup_steps:   # the history starts with the first step after warm-up
+            self._skip_history(ran_depth)
+        if ran_depth > 0 and (self.step - self.warmup_steps) % self.cfg.recheck_every == 0:
             self.rechecks += 1
             self.depth = 0
             return 0
-        if self.stagnating():
+        if self.last_stagnant:
             s = self.threshold
             similar = [i for i in range(ran_depth, self.n_layers - 1)
                        if grads[i] is not None and self.last_cos[i] is not None and self.last_cos[i] >= s]
@@ -177,18 +199,19 @@ class GSkipController:
         return self.depth
 
     def end_epoch(self) -> None:
-        """Epoch review: relax or tighten l_t by the epoch's skip fraction; reset the counter."""
+        """Epoch review on the loss: improving -> relax l_t; degraded or stagnant -> tighten
+        l_t and reset the counter."""
         mean_loss = sum(self._epoch_losses) / len(self._epoch_losses) if self._epoch_losses else None
-        if self.step >= self.cfg.warmup_steps and self._epoch_layer_steps:
-            frac = self._epoch_skipped / self._epoch_layer_steps
-            if frac < self.cfg.low_skip:
+        prev = self._prev_epoch_loss
+        if self.step >= self.warmup_steps and mean_loss is not None and prev is not None:
+            improvement = (prev - mean_loss) / abs(prev) if prev else prev - mean_loss
+            if improvement > self.cfg.review_tolerance:
                 self.loss_threshold *= self.cfg.review_factor
-            elif (frac > self.cfg.high_skip and mean_loss is not None
-                  and self._prev_epoch_loss is not None and mean_loss > self._prev_epoch_loss):
+            else:
                 self.loss_threshold /= self.cfg.review_factor
-            self.asc = self.cfg.asc_init
-        self._prev_epoch_loss = mean_loss
-        self._epoch_layer_steps = self._epoch_skipped = 0
+                self.asc = self.cfg.asc_init
+        if mean_loss is not None:
+            self._prev_epoch_loss = mean_loss
         self._epoch_losses = []
 
     @property
@@ -218,6 +241,8 @@ class GSkipPolicy(Policy):
         self.layers = model_layers(ctx.model)
         if self.ctl is None:
             self.ctl = GSkipController(len(self.layers), self.cfg)
+            if self.cfg.warmup_epochs is not None:
+                self.ctl.warmup_steps = int(round(self.cfg.warmup_epochs * ctx.batches_per_epoch))
         elif self.ctl.n_layers != len(self.layers):
             raise ValueError(f"GSkip state is for {self.ctl.n_layers} layers, the model has {len(self.layers)}")
 

@@ -1,34 +1,43 @@
-"""WUS and WUS+LR: weight update skipping.
+"""WUS and WUS+LR: weight update skipping (paper 002, section 3).
 
 When validation accuracy has settled (its standard deviation stays under a threshold for two
-successive epochs) training switches to *bias-only* updates: the weights compute no gradient
-and are not updated, only the biases of the last ``n_bias_layers`` layers train. Training goes
-back to full updates for one epoch when the best validation accuracy has not improved for
-``patience`` epochs (WUS), or when the learning rate changes (WUS+LR).
+successive epochs, section 3.1) training switches to *bias-only* updates: the weights compute
+no gradient and are not updated, only the biases of the last ``n_bias_layers`` layers train
+(section 3.3, 1L ... nL). Training goes back to full updates for one epoch when the best
+validation accuracy has not improved for ``patience`` = 7 epochs (WUS, section 3.2.1 and its
+Algorithm 1), or when the learning rate changes (WUS+LR, section 3.2.2).
 
-Choices where the method leaves a detail open:
+Rules as the paper states them:
+
+* **Patience** (Algorithm 1, ``WeightUpdateSkipping``): the counter counts epochs whose
+  accuracy is not above the best so far (delta 0); it is reset by a new best and when it
+  fires (one forced full epoch), *not* when bias-only training begins.
+* **No std exit.** In the paper the bias-only phase ends only through the forced full epoch
+  (or, for WUS+LR, the LR change). Leaving it when the accuracy's std rises again is our
+  extension, off by default (``std_exit=True`` turns it on; then two settled epochs are needed
+  to switch back).
+* **Eq. 1** (section 4.4): N = E_wus * b + E_normal * (b + w), the parameters updated over
+  the run; the policy reports 1 - N / (E * (b + w)), the reduction against training in full
+  (``wus_eq1_reduction`` in each epoch record). Our reading of b in the E_wus term: the biases
+  that actually train in the bias-only phase (the last x layers' for xL), not all biases.
+
+Choices where the paper leaves a detail open:
 
 * The standard deviation is the population std (ddof 0) of the last ``window`` = 3 validation
   accuracies, in percent; the condition "holds" at an epoch when std < ``std_threshold``
-  (0.71) and at least ``window`` accuracies exist. Bias-only starts after it held at two
-  successive epochs.
-* In the bias-only phase, if the std rises to the threshold or above, full training resumes
-  (and needs two more settled epochs to switch back).
-* The forced full epoch: the patience counter (epochs since the best accuracy improved) is
-  reset by it, so it fires at most once every ``patience`` epochs. After the forced epoch the
-  phase returns to bias-only unless the std condition has failed meanwhile.
+  (0.71) and at least ``window`` accuracies exist.
+* After a forced full epoch the phase returns to bias-only.
 * WUS+LR: the learning rate "changes" when it differs from the rate at which bias-only
   training began (or the last forced full epoch) by a relative amount >= ``lr_change_rel``
   (default 1e-3: any step of a step schedule). Under a cosine schedule, which changes the
   rate a little every epoch, set it to the change that should count (e.g. 0.5: a full epoch
-  each time the rate has halved).
-* The patience counter restarts when bias-only training begins, so the first forced full
-  epoch comes ``patience`` epochs into the bias-only phase at the earliest.
-* The accuracy is the trainer's held-out evaluation (``test_acc`` of each epoch record),
-  which plays the validation set's role here.
+  each time the rate has halved). The paper defines WUS+LR on a step schedule
+  (``TrainConfig.schedule="step"``).
+* The accuracy is the epoch record's ``val_acc`` when the run holds out a validation split
+  (``TrainConfig.val_split``), else its ``test_acc``.
 * "Biases" are parameters named ``bias`` (conv, linear, and BN's shift); BN's scale counts as a
   weight. A "layer" is a module that owns a bias, in registration order; the last
-  ``n_bias_layers`` of them keep training (1L ... nL).
+  ``n_bias_layers`` of them keep training (1L ... nL; more than the model has is an error).
 """
 from __future__ import annotations
 
@@ -53,6 +62,7 @@ class WUSConfig:
     trigger: str = "patience"        # "patience" (WUS) or "lr" (WUS+LR)
     lr_change_rel: float = 1e-3
     n_bias_layers: int = 1
+    std_exit: bool = False           # leave bias-only when the std rises again (not in the paper)
 
     def __post_init__(self) -> None:
         if self.trigger not in ("patience", "lr"):
@@ -102,10 +112,9 @@ class WUSController:
         self._settled_run = self._settled_run + 1 if settled else 0
         if self.mode == FULL:
             if self._settled_run >= self.cfg.settle_epochs:
-                self.mode = BIAS
-                self._since_best = 0
+                self.mode = BIAS            # the patience counter runs on (Algorithm 1)
                 self._ref_lr = lr
-        elif not settled:
+        elif not settled and self.cfg.std_exit:
             self.mode = FULL
         if self.mode == FULL:
             self.phase = FULL
@@ -140,19 +149,34 @@ class WUSPolicy(Policy):
 
     skip_unit = "weight-step"
 
-    def __init__(self, config: WUSConfig | None = None, acc_key: str = "test_acc", **overrides):
+    def __init__(self, config: WUSConfig | None = None, acc_key: str | None = None, **overrides):
         self.cfg = config or WUSConfig(**overrides)
         self.name = "wus" if self.cfg.trigger == "patience" else "wus-lr"
         self.acc_key = acc_key
         self.ctl = WUSController(self.cfg)
         self.trainable: set[str] = set()
         self.bias_steps = self.steps = 0
+        self.n_weights = self.n_biases = self.n_kept = 0
+        self.updated_params = self.full_params = 0     # Eq. 1's N, and N of training in full
 
     def on_train_start(self, ctx: StepContext) -> None:
         layers = bias_layers(ctx.model)
         if not layers:
             raise ValueError("WUS needs a model with bias parameters; this one has none")
+        if self.cfg.n_bias_layers > len(layers):
+            raise ValueError(f"WUS n_bias_layers={self.cfg.n_bias_layers} but the model has {len(layers)} layers "
+                             f"with a bias: choose 1..{len(layers)} (1L..{len(layers)}L)")
         self.trainable = {pname for _, pname in layers[-self.cfg.n_bias_layers:]}
+        params = dict(ctx.model.named_parameters())
+        biases = {pname for _, pname in layers}
+        self.n_biases = sum(params[n].numel() for n in biases)
+        self.n_weights = sum(p.numel() for n, p in params.items() if n not in biases)
+        self.n_kept = sum(params[n].numel() for n in self.trainable)
+
+    @property
+    def eq1_reduction(self) -> float:
+        """Paper 002, Eq. 1: 1 - N / N_full over the epochs run so far."""
+        return 1.0 - self.updated_params / self.full_params if self.full_params else 0.0
 
     def _set(self, model: nn.Module, bias_only: bool) -> None:
         for n, p in model.named_parameters():
@@ -171,10 +195,16 @@ class WUSPolicy(Policy):
         return {n for n, _ in ctx.model.named_parameters() if n not in self.trainable}
 
     def _acc_percent(self, record: dict) -> float:
-        if self.acc_key not in record:
-            raise KeyError(f"WUS needs the epoch's validation accuracy (percent) under {self.acc_key!r}; "
+        key = self.acc_key or ("val_acc" if record.get("val_acc") is not None else "test_acc")
+        if record.get(key) is None:
+            raise KeyError(f"WUS needs the epoch's validation accuracy (percent) under {key!r}; "
                            f"the epoch record has {sorted(record)}")
-        return float(record[self.acc_key])
+        return float(record[key])
+
+    def _count_eq1(self, ran: str, record: dict) -> None:
+        self.full_params += self.n_weights + self.n_biases
+        self.updated_params += self.n_kept if ran == BIAS else self.n_weights + self.n_biases
+        record["wus_eq1_reduction"] = self.eq1_reduction
 
     def on_epoch_end(self, ctx: StepContext, record: dict) -> None:
         lr = ctx.optimizer.param_groups[0]["lr"] if ctx.optimizer is not None else None
@@ -183,18 +213,21 @@ class WUSPolicy(Policy):
         self._set(ctx.model, False)
         record["wus_phase"] = ran
         record["wus_next_phase"] = nxt
+        self._count_eq1(ran, record)
 
     def skip_ratios(self) -> dict[str, float]:
         return {self.skip_unit: self.bias_steps / self.steps if self.steps else 0.0}
 
     def state_dict(self) -> dict:
         return {"ctl": {k: v for k, v in vars(self.ctl).items() if k != "cfg"},
-                "bias_steps": self.bias_steps, "steps": self.steps}
+                "bias_steps": self.bias_steps, "steps": self.steps,
+                "eq1": [self.updated_params, self.full_params]}
 
     def load_state_dict(self, state: dict) -> None:
         if "ctl" in state:
             vars(self.ctl).update(state["ctl"])
             self.bias_steps, self.steps = state["bias_steps"], state["steps"]
+            self.updated_params, self.full_params = state.get("eq1", [0, 0])
 
 
 class RandomBiasEpochs(WUSPolicy):
@@ -224,3 +257,4 @@ class RandomBiasEpochs(WUSPolicy):
     def on_epoch_end(self, ctx: StepContext, record: dict) -> None:
         self._set(ctx.model, False)
         record["wus_phase"] = self.ctl.phase
+        self._count_eq1(self.ctl.phase, record)
