@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import fixedpoint as fxp
-from ..core.golden import psg_decide, sign_update
+from ..core.golden import DECAY_FRAC_BITS, MASTER_LIMIT, psg_decide, sign_update
 from ..core.shapes import ConvShape, ShapeError
 from . import fused
 
@@ -221,9 +221,14 @@ def split_g_t(g: torch.Tensor, slots: tuple = ("h",), *, out: torch.Tensor | Non
 def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
     """``core.golden.psg_decide`` in torch. Returns (sign float, predicted bool, amax).
 
-    The sums hold integers; the rule's comparison |G_msb| * 2**16 >= beta_q * max|G_msb| is
-    made in float64 where both sides stay below 2**53 (exact there: every sum these layers
-    produce), else by ``core.golden.psg_decide`` itself on int64 copies."""
+    The sums hold integers; on the CPU the rule's comparison |G_msb| * 2**16 >= beta_q *
+    max|G_msb| is made in float64 where both sides stay below 2**53 (exact there: every sum
+    these layers produce), else by ``core.golden.psg_decide`` itself on int64 copies. On
+    any other device it is ``psg_decide_int_t``: integers on the device, no value read back
+    (amax is then a 0-d int64 tensor on the device)."""
+    if not g_msb.is_cpu:
+        sign, predicted, amax = psg_decide_int_t(g_msb, g_exact, beta_q)
+        return sign.to(torch.float64), predicted, amax
     amax_f = _absmax(g_msb)
     if amax_f * 2.0 ** fxp.BETA_FRAC_BITS < 2.0 ** 53 and g_msb.dtype == torch.float64:
         sign, predicted = fused.decide(g_msb.contiguous(), g_exact.to(torch.float64).contiguous(),
@@ -235,6 +240,45 @@ def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
     return torch.from_numpy(sign).to(dev, torch.float64), torch.from_numpy(predicted).to(dev), amax
 
 
+# |G_msb| << 16 must stay in int64: |G_msb| < 2**47 (|x_h*g_h| <= 15*512 per term: 2**34 terms)
+_DECIDE_INT_LIMIT = 1 << (63 - fxp.BETA_FRAC_BITS)
+
+
+def psg_decide_int_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
+    """``core.golden.psg_decide`` as integer tensor arithmetic on the operands' device: the
+    same expression, |G_msb| << 16 >= beta_q * max|G_msb| and G_msb != 0, in int64, with
+    sign(0) = 0. Returns (sign int8, predicted bool, max|G_msb| as a 0-d int64 tensor); reads
+    nothing back to the host.
+
+    The sums arrive as floats holding integers; they are rounded to the nearest integer
+    before the comparison, so the decision and its count depend only on the integers (a
+    float32 GPU convolution off by a fraction -- a transform-based algorithm -- cannot move
+    a weight across the threshold by a rounding error alone). ``beta_q`` in [0, 2**16]."""
+    if not 0 <= int(beta_q) <= 1 << fxp.BETA_FRAC_BITS:
+        raise ValueError(f"beta_q must be in [0, {1 << fxp.BETA_FRAC_BITS}] (0 = predictor off), got {beta_q}")
+    gm = g_msb.round().to(torch.int64)
+    ge = g_exact.round().to(torch.int64)
+    a = gm.abs()
+    amax = a.max() if a.numel() else torch.zeros((), dtype=torch.int64, device=a.device)
+    if int(beta_q) > 0:
+        predicted = (torch.bitwise_left_shift(a, fxp.BETA_FRAC_BITS) >= amax * int(beta_q)) & (gm != 0)
+    else:
+        predicted = torch.zeros(gm.shape, dtype=torch.bool, device=gm.device)
+    sign = torch.where(predicted, torch.sign(gm), torch.sign(ge)).to(torch.int8)
+    return sign, predicted, amax
+
+
+def sign_update_t(w_master: torch.Tensor, sign: torch.Tensor, lr_q: int, wd_q: int) -> torch.Tensor:
+    """``core.golden.sign_update`` on the tensors' device, in int64: W <- sat(W - lr_q*sign -
+    ((W*wd_q + 2**29) >> 30)) with an arithmetic shift (floor, as numpy's on int64),
+    saturated at +-MASTER_LIMIT, as int32. |W| < 2**31 and wd_q < 2**30 keep W*wd_q below
+    2**61. ``sign`` holds -1, 0, +1 (any dtype)."""
+    w = w_master.to(torch.int64)
+    decay = torch.bitwise_right_shift(w * int(wd_q) + (1 << (DECAY_FRAC_BITS - 1)), DECAY_FRAC_BITS)
+    new = w - int(lr_q) * sign.to(torch.int64) - decay
+    return new.clamp_(-MASTER_LIMIT, MASTER_LIMIT).to(torch.int32)
+
+
 # --- exact integer convolutions on the fast float32 path ------------------------------
 # float32 adds and multiplies integers exactly while every partial sum stays below 2**24,
 # whatever the summation order. Each helper proves that bound from the operands (peak
@@ -244,6 +288,11 @@ def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
 # samples summed separately, and falls back to float64 (exact below 2**53, which the
 # kernels' shape limits guarantee) when even that is not enough.
 F32_EXACT = float(1 << 24)
+# cuDNN may run a float32 convolution on TF32 tensor cores (its default): operands rounded to
+# 11 significant bits, products and sums in float32. Every operand of the exact path fits in
+# 11 bits (8-bit codes, limbs of at most 512 in magnitude) except a whole int16 gradient
+# code, which goes whole into a GPU convolution only when it fits too, else split into limbs.
+TF32_EXACT = float(1 << 11)
 
 
 def conv2d_parts(xq, wq, stride, padding, groups, wsum: float | None = None):
@@ -296,7 +345,8 @@ def conv2d_input_parts(x_shape, wq, gq, stride, padding, groups, wsum: float | N
         wsum = float(wq.abs().sum(dim=(0, 2, 3)).max()) if wq.numel() else 0.0
     n = gq.shape[0]
     convt = _transposed_conv(wq, stride, padding, groups)
-    if _absmax(gq) * wsum < F32_EXACT:
+    peak = _absmax(gq)
+    if peak * wsum < F32_EXACT and (gq.is_cpu or peak <= TF32_EXACT):
         return ((convt(gq.float(), x_shape), 1),)
     if 512 * wsum < F32_EXACT:         # g = 64*g_h + g_l, |g_h| <= 512, |g_l| <= 63: two limbs, one call
         limbs = _scratch.get("input limbs", (2 * n, *gq.shape[1:]), torch.float32, gq.device)
@@ -548,6 +598,7 @@ class PSGConv2d(nn.Module):
         for name in ("x_max", "y_max", "gx_max"):
             self.register_buffer(name, torch.tensor(NAN, dtype=torch.float64))
         self.weight = nn.Parameter(torch.zeros(w.shape, dtype=torch.float32))
+        self._n_predicted_dev: torch.Tensor | None = None   # the device's share of n_predicted, not yet read
         self.n_predicted = 0      # weights decided by the predictor, since reset_stats()
         self.n_decided = 0        # weight signs decided (predictor or exact)
         self.pending_wgrad: list[tuple[int, int]] = []   # (weight-grad MACs, exact MACs) per backward
@@ -584,9 +635,11 @@ class PSGConv2d(nn.Module):
             return
         f = int(self.frac_bits)
         lr_q, wd_q = fxp.lr_to_fixed(lr, f), fxp.decay_to_fixed(lr, weight_decay)
-        sign = self.weight.grad.detach().cpu().numpy().astype(np.int8)
-        new = sign_update(self.w_master.cpu().numpy(), sign, lr_q, wd_q)
-        self.w_master.copy_(torch.from_numpy(new))
+        if self.w_master.is_cpu:
+            sign = self.weight.grad.detach().numpy().astype(np.int8)
+            self.w_master.copy_(torch.from_numpy(sign_update(self.w_master.numpy(), sign, lr_q, wd_q)))
+        else:       # the same integer rule on the device (``sign_update_t``, tested against it bit for bit)
+            self.w_master.copy_(sign_update_t(self.w_master, self.weight.grad.detach(), lr_q, wd_q))
         self._rederive()
 
     # -- passes -----------------------------------------------------------------------
@@ -656,8 +709,13 @@ class PSGConv2d(nn.Module):
         if g_msb is None:
             g_msb = torch.zeros_like(g_exact)
         sign, predicted, _ = self.decide(g_msb, g_exact, self.beta_q)
-        n_pred = int(predicted.sum())
-        self.n_predicted += n_pred
+        if predicted.is_cpu:
+            n_pred = int(predicted.sum())
+            self._n_predicted += n_pred
+        else:
+            # counted on the device and read when asked for (``n_predicted``): no sync here
+            n_pred = predicted.sum(dtype=torch.int64)
+            self._n_predicted_dev = n_pred if self._n_predicted_dev is None else self._n_predicted_dev + n_pred
         self.n_decided += sign.numel()
         per_weight = gq.shape[0] * gq.shape[2] * gq.shape[3]   # MACs feeding one weight
         self.pending_wgrad.append((per_weight * sign.numel(), per_weight * (sign.numel() - n_pred)))
@@ -665,6 +723,19 @@ class PSGConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _PSGConvFn.apply(x, self.weight, self)
+
+    @property
+    def n_predicted(self) -> int:
+        """Weights decided by the predictor since ``reset_stats()`` (on a GPU the count is
+        kept on the device; reading it waits for the backward passes that add to it)."""
+        if self._n_predicted_dev is not None:
+            self._n_predicted += int(self._n_predicted_dev)
+            self._n_predicted_dev = None
+        return self._n_predicted
+
+    @n_predicted.setter
+    def n_predicted(self, value: int) -> None:
+        self._n_predicted, self._n_predicted_dev = int(value), None
 
     def reset_stats(self) -> None:
         self.n_predicted = self.n_decided = 0

@@ -128,12 +128,30 @@ class WorkMeter:
 
     def collect_backward(self) -> None:
         """After backward: the PSG layers' weight-gradient work (known only then)."""
-        for m in self.model.modules():
-            if isinstance(m, PSGConv2d) and m.pending_wgrad:
-                if self.active:
-                    for n_all, n_exact in m.pending_wgrad:
-                        self.work.add_macs(n_all, *PREDICTOR_BITS)
-                        self.work.add_macs(n_exact, *m.pass_bits[2])
-                        # x and g are read once for both products
-                        self.work.add_sram(n_all * (m.pass_bits[2][0] + m.pass_bits[2][1]) // 8)
-                m.pending_wgrad.clear()
+        layers = [m for m in self.model.modules() if isinstance(m, PSGConv2d) and m.pending_wgrad]
+        if self.active:
+            _read_device_counts(layers)
+        for m in layers:
+            if self.active:
+                for n_all, n_exact in m.pending_wgrad:
+                    self.work.add_macs(n_all, *PREDICTOR_BITS)
+                    self.work.add_macs(n_exact, *m.pass_bits[2])
+                    # x and g are read once for both products
+                    self.work.add_sram(n_all * (m.pass_bits[2][0] + m.pass_bits[2][1]) // 8)
+            m.pending_wgrad.clear()
+
+
+def _read_device_counts(layers) -> None:
+    """Replace the MAC counts a GPU backward left as device tensors (they depend on how many
+    weights the predictor decided) by ints, read in one transfer for the whole step."""
+    at = [(m, i, j) for m in layers for i, pair in enumerate(m.pending_wgrad)
+          for j, v in enumerate(pair) if isinstance(v, torch.Tensor)]
+    if not at:
+        return
+    first, i0, j0 = at[0]
+    dev = first.pending_wgrad[i0][j0].device           # one transfer (a pipeline's stages may differ)
+    values = torch.stack([m.pending_wgrad[i][j].reshape(()).to(dev, torch.int64) for m, i, j in at]).tolist()
+    for (m, i, j), v in zip(at, values):
+        pair = list(m.pending_wgrad[i])
+        pair[j] = int(v)
+        m.pending_wgrad[i] = tuple(pair)
