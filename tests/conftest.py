@@ -45,6 +45,19 @@ if _DEVICE != "cpu":
     _deterministic_cuda()
 
 
+@pytest.fixture
+def deterministic_cuda():
+    """cuDNN and torch in their deterministic modes for one test (a test that compares two
+    CUDA runs bit for bit while the session's device is the CPU)."""
+    import torch
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    _deterministic_cuda()
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
+    torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
 @pytest.fixture(scope="session")
 def test_device():
     """The torch device the tests run on (``E2TRAIN_TEST_DEVICE``)."""

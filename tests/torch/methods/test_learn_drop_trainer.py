@@ -55,13 +55,13 @@ def test_tail_runs_once_per_cached_pass_and_never_in_a_step(digits, quick, spy):
 def test_cached_features_give_the_head_the_same_outputs(digits, quick, spy):
     pol, res = run(digits, quick, spy)
     model = res.model.eval()
-    x = digits.x_train
+    x = digits.x_train.to(_device(pol))
     with torch.no_grad():
         y = x
         for u in pol.units[: pol.n_dropped]:
             y = u.fn(y)
-        assert torch.allclose(pol.cache.data, y, atol=1e-5)
-        h = pol.cache.data
+        assert torch.allclose(pol.cache.data, y.cpu(), atol=1e-5)        # the cache is host memory
+        h = pol.cache.data.to(x.device)
         for u in pol.units[pol.n_dropped:]:
             h = u.fn(h)
         assert torch.allclose(h, model(x), atol=1e-5)
@@ -78,7 +78,7 @@ def tail_forward_macs_per_sample(model, pol, x):
     hs = [m.register_forward_hook(hook) for n, m in model.named_modules() if n in TAIL1]
     model.eval()
     with torch.no_grad():
-        pol.units[1].fn(pol.units[0].fn(x[:1]))
+        pol.units[1].fn(pol.units[0].fn(x[:1].to(_device(pol))))
     for h in hs:
         h.remove()
     return counted[0]
@@ -139,10 +139,16 @@ def test_finds_the_runs_inputs_checks_them_and_needs_sequential_units(digits, qu
 
 
 def _tail(pol, x):
+    x = x.to(_device(pol))
     with torch.no_grad():
         for u in pol.units[: pol.n_dropped]:
             x = u.fn(x)
-    return x
+    return x.cpu()
+
+
+def _device(pol):
+    """Where the trained model's units run (the test device)."""
+    return next(p for u in pol.units for p in u.parameters()).device
 
 
 def test_freezing_replays_a_learn_drop_schedule(digits, quick, spy):
