@@ -9,7 +9,7 @@ import torch
 from e2train.core import golden
 from e2train.core.fixedpoint import BETA_FRAC_BITS
 from e2train.core.golden import DECAY_FRAC_BITS, MASTER_LIMIT
-from e2train.torch import psg
+from e2train.torch import device_check, psg
 from e2train.torch.psg import PSGConv2d, psg_decide_int_t, sign_update_t
 from e2train.torch.work_meter import WorkMeter
 
@@ -120,55 +120,35 @@ def test_n_predicted_reads_and_resets_the_device_count():
 
 # --- on a CUDA device ---------------------------------------------------------------------
 
-LAYER_CASES = [  # (n, ci, h, co, k, stride, unsigned, beta)
-    (4, 3, 8, 5, 3, 1, False, 0.05),
-    (3, 6, 9, 4, 3, 2, True, 0.05),
-    (5, 8, 6, 8, 1, 1, True, 0.2),
-    (2, 4, 7, 6, 3, 1, True, 0.0),
-    (8, 3, 32, 3, 3, 1, True, 0.05),      # weight-gradient sums beyond 2**24
-    (32, 128, 8, 128, 3, 1, True, 0.05),  # the case whose n_predicted once differed by 2
-    (16, 64, 16, 64, 3, 2, True, 0.05),
-]
-
-
-def _steps(layer, n, ci, h, unsigned, device, steps=3):
-    out = []
-    for s in range(steps):
-        g = torch.Generator().manual_seed(1000 + s)
-        x = torch.randn(n, ci, h, h, generator=g)
-        x = (x.relu() if unsigned else x).to(device).requires_grad_(True)
-        y = layer(x)
-        gy = torch.randn(y.shape, generator=g).to(device) * 1e-3
-        layer.weight.grad = None
-        y.backward(gy)
-        out.append((y.detach().cpu(), x.grad.cpu(), layer.weight.grad.cpu(), layer.n_predicted))
-        layer.sign_step(lr=0.01, weight_decay=5e-4)
-    return out, layer.w_master.cpu(), [b.cpu() for b in (layer.x_max, layer.y_max, layer.gx_max)]
-
-
 @CUDA
 @pytest.mark.parametrize("tf32", [True, False])
-@pytest.mark.parametrize("case", LAYER_CASES)
+@pytest.mark.parametrize("case", device_check.LAYER_CASES)
 def test_exact_layer_is_bit_identical_on_cpu_and_cuda(case, tf32):
-    n, ci, h, co, k, stride, unsigned, beta = case
     was = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = tf32
     try:
-        results = []
-        for device in ("cpu", "cuda"):
-            torch.manual_seed(5)
-            layer = PSGConv2d(ci, co, k, stride, beta=beta, x_unsigned=unsigned).train().to(device)
-            results.append(_steps(layer, n, ci, h, unsigned, device))
+        assert device_check.differences(case) == []
     finally:
         torch.backends.cudnn.allow_tf32 = was
-    (cpu_steps, cpu_w, cpu_b), (gpu_steps, gpu_w, gpu_b) = results
-    for i, (a, b) in enumerate(zip(cpu_steps, gpu_steps)):
-        for what, u, v in zip(("output", "input gradient", "signs"), a[:3], b[:3]):
-            assert torch.equal(u, v), f"step {i}: {what}"
-        assert a[3] == b[3], f"step {i}: n_predicted {a[3]} on the CPU, {b[3]} on CUDA"
-    assert torch.equal(cpu_w, gpu_w)
-    for u, v in zip(cpu_b, gpu_b):
-        assert torch.equal(u, v) or (u.isnan() and v.isnan())
+
+
+def test_the_device_comparison_finds_a_difference():
+    """The comparison is not vacuous: two CPU runs agree, and a second run that starts from
+    other weights is reported."""
+    case = device_check.LAYER_CASES[1]
+    assert device_check.differences(case, ("cpu", "cpu"), steps=1) == []
+    calls = []
+    real = device_check.run_layer
+
+    def skewed(case, device, steps=3, seed=5):
+        calls.append(device)
+        return real(case, device, steps, seed=seed + (len(calls) == 2))
+    device_check.run_layer = skewed
+    try:
+        diff = device_check.differences(case, ("cpu", "cpu"), steps=1)
+    finally:
+        device_check.run_layer = real
+    assert any("output" in d for d in diff) and any("master weights" in d for d in diff)
 
 
 @CUDA
