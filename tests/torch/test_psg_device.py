@@ -140,7 +140,7 @@ def test_the_device_comparison_finds_a_difference():
     calls = []
     real = device_check.run_layer
 
-    def skewed(case, device, steps=3, seed=5):
+    def skewed(case, device, steps=3, seed=5, sync_free=None):
         calls.append(device)
         return real(case, device, steps, seed=seed + (len(calls) == 2))
     device_check.run_layer = skewed

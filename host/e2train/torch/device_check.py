@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .psg import PSGConv2d
+from .psg import PSGConv2d, set_sync_free
 
 # (batch, in channels, height = width, out channels, kernel, stride, unsigned input, beta)
 LAYER_CASES = [
@@ -23,13 +23,16 @@ LAYER_CASES = [
 ]
 
 
-def run_layer(case, device, steps: int = 3, seed: int = 5):
+def run_layer(case, device, steps: int = 3, seed: int = 5, sync_free: bool | None = None):
     """The layer of ``case`` trained ``steps`` sign steps on ``device`` from the same start
     and batches whatever the device (drawn on the CPU). Returns (per step: output, input
-    gradient, signs, n_predicted; then the master weights and the scale maxima), on the CPU."""
+    gradient, signs, n_predicted; then the master weights and the scale maxima), on the CPU.
+    ``sync_free``: the layer's ``PSGConv2d.sync_free`` setting (``psg.set_sync_free``)."""
     n, ci, h, co, k, stride, unsigned, beta = case
     torch.manual_seed(seed)
-    layer = PSGConv2d(ci, co, k, stride, beta=beta, x_unsigned=unsigned).train().to(device)
+    layer = PSGConv2d(ci, co, k, stride, beta=beta, x_unsigned=unsigned).train()
+    set_sync_free(layer, sync_free)
+    layer.to(device)
     per_step = []
     for s in range(steps):
         g = torch.Generator().manual_seed(1000 + s)
@@ -49,9 +52,10 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and bool(torch.equal(a, b) or (a.isnan() & b.isnan()).all())
 
 
-def differences(case, devices=("cpu", "cuda"), steps: int = 3) -> list[str]:
-    """What differs between the two devices for ``case`` (empty: bit-identical)."""
-    (sa, wa), (sb, wb) = (run_layer(case, d, steps) for d in devices)
+def differences(case, devices=("cpu", "cuda"), steps: int = 3, sync_free=(None, None)) -> list[str]:
+    """What differs between the two runs for ``case`` (empty: bit-identical): on the two
+    ``devices``, with the two ``sync_free`` settings."""
+    (sa, wa), (sb, wb) = (run_layer(case, d, steps, sync_free=sf) for d, sf in zip(devices, sync_free))
     out = []
     for i, (a, b) in enumerate(zip(sa, sb)):
         for what, u, v in zip(("output", "input gradient", "signs"), a[:3], b[:3]):

@@ -295,13 +295,14 @@ F32_EXACT = float(1 << 24)
 TF32_EXACT = float(1 << 11)
 
 
-def conv2d_parts(xq, wq, stride, padding, groups, wsum: float | None = None):
+def conv2d_parts(xq, wq, stride, padding, groups, wsum: float | None = None, peak: float | None = None):
     """sum x*w (the forward accumulator) as exact parts: ((tensor, weight), ...) with
-    acc = sum weight * tensor. ``wsum`` = max_o sum |w_o|."""
+    acc = sum weight * tensor. ``wsum`` = max_o sum |w_o| (or a bound on it); ``peak``: a
+    bound on max |x| (default: measured, which reads it back from the device)."""
     if wsum is None:
         wsum = float(wq.abs().sum(dim=(1, 2, 3)).max()) if wq.numel() else 0.0
     conv = lambda a, w: F.conv2d(a, w, None, stride, padding, 1, groups)  # noqa: E731
-    if _absmax(xq) * wsum < F32_EXACT:
+    if (_absmax(xq) if peak is None else peak) * wsum < F32_EXACT:
         return ((conv(xq.float(), wq.float()), 1),)
     n = xq.shape[0]
     if 15 * wsum < F32_EXACT:          # x = 16*x_h + x_l, |x_h|, |x_l| <= 15: two limbs, one call
@@ -338,14 +339,16 @@ def _transposed_conv(wq, stride, padding, groups):
     return lambda g, shape: torch.nn.grad.conv2d_input(shape, wq.to(g.dtype), g, stride, padding, 1, groups)
 
 
-def conv2d_input_parts(x_shape, wq, gq, stride, padding, groups, wsum: float | None = None):
+def conv2d_input_parts(x_shape, wq, gq, stride, padding, groups, wsum: float | None = None,
+                       peak: float | None = None):
     """sum g*w of the transposed convolution (the input gradient) as exact parts (see
-    ``conv2d_parts``). ``wsum`` = max_c sum_o |w[o, c]|."""
+    ``conv2d_parts``). ``wsum`` = max_c sum_o |w[o, c]| (or a bound); ``peak``: a bound on
+    max |g| (default: measured)."""
     if wsum is None:
         wsum = float(wq.abs().sum(dim=(0, 2, 3)).max()) if wq.numel() else 0.0
     n = gq.shape[0]
     convt = _transposed_conv(wq, stride, padding, groups)
-    peak = _absmax(gq)
+    peak = _absmax(gq) if peak is None else peak
     if peak * wsum < F32_EXACT and (gq.is_cpu or peak <= TF32_EXACT):
         return ((convt(gq.float(), x_shape), 1),)
     if 512 * wsum < F32_EXACT:         # g = 64*g_h + g_l, |g_h| <= 512, |g_l| <= 63: two limbs, one call
@@ -374,7 +377,18 @@ def _sample_groups(bsum: torch.Tensor, peaks: torch.Tensor) -> int | None:
     return None
 
 
-def exact_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups, with_msb: bool = True):
+def _static_groups(n: int, per_sample: float) -> int | None:
+    """``_sample_groups`` from the codes' ranges alone (no value read back): the fewest
+    interleaved groups k (k divides n) with (n / k) * per_sample < 2**24, per_sample bounding
+    one sample's share of a sum. None when one sample alone may exceed it."""
+    for k in (d for d in range(1, n + 1) if n % d == 0):
+        if (n // k) * per_sample < F32_EXACT:
+            return k
+    return None
+
+
+def exact_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups, with_msb: bool = True,
+                static: bool = False):
     """(G_msb, G_exact) of the PSG rule, exact, as float64.
 
     With the predictor splits x = 16*x_h + x_l and g = 64*g_h + g_l (exact):
@@ -388,7 +402,8 @@ def exact_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups, with_
     separately (same MACs as one ungrouped call) so that every float32 partial sum is
     provably below 2**24; the k partial results are added in float64. k is the smallest
     divisor of n that the bound allows; a batch where one sample alone exceeds it runs in
-    float64.
+    float64. ``static``: the bound from the codes' ranges alone (no value read back from the
+    device; more groups or float64 where the data would have allowed fewer -- the same sums).
     """
     n, ci = xq.shape[0], xq.shape[1]
     co = gq.shape[1]
@@ -410,6 +425,8 @@ def exact_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups, with_
     limb_peaks = (512, 512, 63) if with_msb else (512, 63)          # |g_h|, |g_h|, |g_l|
     if n * hw * max(a_pk * b_pk for a_pk, b_pk in zip(peaks, limb_peaks)) < F32_EXACT:
         k = 1                          # the codes' ranges alone prove one float32 sum exact
+    elif static:
+        k = _static_groups(n, hw * max(a_pk * b_pk for a_pk, b_pk in zip(peaks, limb_peaks)))
     else:
         # Upper bounds of sum |limb| per (sample, channel) from one pass over |g|:
         # |g_h| <= (|g| + 32) / 64 and |g_l| <= min(|g|, 63) (63 at the saturated top code
@@ -511,9 +528,26 @@ def set_exact(model: nn.Module, exact: bool) -> int:
     return len(layers)
 
 
+def set_sync_free(model: nn.Module, on: bool | None) -> int:
+    """Which passes the ``PSGConv2d`` layers of ``model`` run: None (default) the passes that
+    read no value back to the host (``psg_sync_free``) wherever the layer's tensors are not on
+    the CPU, and the host passes on the CPU; True the sync-free passes everywhere (how the
+    CPU tests check them: the same bits); False the host passes everywhere. An emulation
+    setting, not model state. Returns the number of layers set."""
+    layers = [m for m in model.modules() if isinstance(m, PSGConv2d)]
+    for m in layers:
+        m.sync_free = on
+        m._rederive()
+    return len(layers)
+
+
 class _PSGConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, layer: "PSGConv2d"):
+        if layer._use_sync_free(x):
+            from . import psg_sync_free
+            return psg_sync_free.forward(ctx, x, layer)
+        ctx.sync_free = False
         xq, s_x = layer._quantize_input(x)
         wq = layer.w_codes
         acc_scale = s_x.value * layer.w_scale.value
@@ -530,6 +564,9 @@ class _PSGConvFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
+        if ctx.sync_free:
+            from . import psg_sync_free
+            return psg_sync_free.backward(ctx, gy)
         layer: PSGConv2d = ctx.layer
         (xq,) = ctx.saved_tensors
         gmax = _absmax(gy)
@@ -575,6 +612,8 @@ class PSGConv2d(nn.Module):
     decide = staticmethod(psg_decide_t)
     # which batch statistic the running max of x follows (``set_act_scale``)
     act_scale = fxp.ACT_SCALE_DEFAULT
+    # None: the sync-free passes off the CPU, the host passes on it (``set_sync_free``)
+    sync_free: bool | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int | None = None, groups: int = 1, *, beta: float = 0.05,
@@ -595,6 +634,9 @@ class PSGConv2d(nn.Module):
         frac = fxp.master_frac_bits(float(w.abs().max()))
         self.register_buffer("w_master", torch.round(torch.ldexp(w, torch.tensor(frac))).to(torch.int32))
         self.register_buffer("frac_bits", torch.tensor(frac, dtype=torch.int64))
+        self._frac = frac         # frac_bits on the host (read without a sync)
+        self._sf_known: set = set()      # scale maxima seen set (not NaN) by the sync-free passes
+        self._sf_bad: dict | None = None  # their error flags: message -> device bool, read once per step
         for name in ("x_max", "y_max", "gx_max"):
             self.register_buffer(name, torch.tensor(NAN, dtype=torch.float64))
         self.weight = nn.Parameter(torch.zeros(w.shape, dtype=torch.float32))
@@ -605,8 +647,15 @@ class PSGConv2d(nn.Module):
         self._rederive()
 
     # -- master weights ---------------------------------------------------------------
+    def _use_sync_free(self, t: torch.Tensor) -> bool:
+        return (not t.is_cpu) if self.sync_free is None else self.sync_free
+
     def _rederive(self) -> None:
         """int8 compute copy from the masters (``weight_codes``), and the float view."""
+        if self._use_sync_free(self.w_master):
+            from . import psg_sync_free
+            psg_sync_free.rederive(self)
+            return
         codes, scale = fxp.weight_codes(self.w_master.cpu().numpy(), int(self.frac_bits))
         self.w_scale = scale
         self.w_codes = torch.from_numpy(codes.astype(np.float32)).to(self.w_master.device)
@@ -620,10 +669,13 @@ class PSGConv2d(nn.Module):
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
+        self._frac = int(self.frac_bits)
+        self._sf_known = set()           # the loaded maxima may be unset
         self._rederive()
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
+        self._sf_known = set()
         self._rederive()
         return out
 
@@ -633,7 +685,7 @@ class PSGConv2d(nn.Module):
         re-derive the int8 copy. Calls ``core.golden.sign_update`` itself: one rule."""
         if self.weight.grad is None:
             return
-        f = int(self.frac_bits)
+        f = self._frac
         lr_q, wd_q = fxp.lr_to_fixed(lr, f), fxp.decay_to_fixed(lr, weight_decay)
         if self.w_master.is_cpu:
             sign = self.weight.grad.detach().numpy().astype(np.int8)
@@ -696,20 +748,26 @@ class PSGConv2d(nn.Module):
             self.gx_max.fill_(top * s_gx.value)       # this batch's max, for the next batch
         return gx
 
-    def _sign_grad(self, xq: torch.Tensor, gq: torch.Tensor, g_exact: torch.Tensor | None = None) -> torch.Tensor:
-        """``g_exact``: the fast mode's float32 sum x*g when already computed (``fast_grads``)."""
+    def _sign_grad(self, xq: torch.Tensor, gq: torch.Tensor, g_exact: torch.Tensor | None = None,
+                   static: bool = False) -> torch.Tensor:
+        """``g_exact``: the fast mode's float32 sum x*g when already computed (``fast_grads``).
+        ``static``: the exact sums' float32 bounds from the code ranges alone (no value read back)."""
         wshape = tuple(self.w_master.shape)
         if g_exact is None:
             sums = exact_wgrad if self.exact else fast_wgrad
             g_msb, g_exact = sums(xq, self.x_unsigned, gq, wshape, self.stride, self.padding,
-                                  self.groups, with_msb=bool(self.beta_q))
+                                  self.groups, with_msb=bool(self.beta_q), **({"static": True} if static and self.exact else {}))
         else:
             g_msb = fast_msb_wgrad(xq, self.x_unsigned, gq, wshape, self.stride, self.padding,
                                    self.groups) if self.beta_q else None
         if g_msb is None:
             g_msb = torch.zeros_like(g_exact)
-        sign, predicted, _ = self.decide(g_msb, g_exact, self.beta_q)
-        if predicted.is_cpu:
+        sync_free = self._use_sync_free(gq)
+        if sync_free and self.decide is psg_decide_t:
+            sign, predicted, _ = psg_decide_int_t(g_msb, g_exact, self.beta_q)    # the device's form
+        else:
+            sign, predicted, _ = self.decide(g_msb, g_exact, self.beta_q)
+        if predicted.is_cpu and not sync_free:
             n_pred = int(predicted.sum())
             self._n_predicted += n_pred
         else:
@@ -728,6 +786,9 @@ class PSGConv2d(nn.Module):
     def n_predicted(self) -> int:
         """Weights decided by the predictor since ``reset_stats()`` (on a GPU the count is
         kept on the device; reading it waits for the backward passes that add to it)."""
+        if self._sf_bad is not None:
+            from . import psg_sync_free
+            psg_sync_free.raise_errors(self)
         if self._n_predicted_dev is not None:
             self._n_predicted += int(self._n_predicted_dev)
             self._n_predicted_dev = None

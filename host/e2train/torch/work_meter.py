@@ -32,6 +32,7 @@ from torch import nn
 
 from ..core.energy import FP32, PREDICTOR_BITS, conv_pass_work
 from ..core.work import Work
+from . import psg_sync_free
 from .psg import PSGConv2d
 
 FP32_PASSES = ((FP32, FP32), (FP32, FP32), (FP32, FP32))
@@ -130,7 +131,7 @@ class WorkMeter:
         """After backward: the PSG layers' weight-gradient work (known only then)."""
         layers = [m for m in self.model.modules() if isinstance(m, PSGConv2d) and m.pending_wgrad]
         if self.active:
-            _read_device_counts(layers)
+            psg_sync_free.read_step(layers)
         for m in layers:
             if self.active:
                 for n_all, n_exact in m.pending_wgrad:
@@ -140,18 +141,3 @@ class WorkMeter:
                     self.work.add_sram(n_all * (m.pass_bits[2][0] + m.pass_bits[2][1]) // 8)
             m.pending_wgrad.clear()
 
-
-def _read_device_counts(layers) -> None:
-    """Replace the MAC counts a GPU backward left as device tensors (they depend on how many
-    weights the predictor decided) by ints, read in one transfer for the whole step."""
-    at = [(m, i, j) for m in layers for i, pair in enumerate(m.pending_wgrad)
-          for j, v in enumerate(pair) if isinstance(v, torch.Tensor)]
-    if not at:
-        return
-    first, i0, j0 = at[0]
-    dev = first.pending_wgrad[i0][j0].device           # one transfer (a pipeline's stages may differ)
-    values = torch.stack([m.pending_wgrad[i][j].reshape(()).to(dev, torch.int64) for m, i, j in at]).tolist()
-    for (m, i, j), v in zip(at, values):
-        pair = list(m.pending_wgrad[i])
-        pair[j] = int(v)
-        m.pending_wgrad[i] = tuple(pair)
