@@ -105,9 +105,12 @@ def requantize_parts(layer, parts, mult: dt.DyadicT, fmt: fxp.QFormat, out: torc
                          "(|acc| * 2**15 must stay below 2**52)")
     _flag(layer, mult.m >= 1 << fxp.MANT_BITS, "requantisation multiplier out of the sync-free range")
     c = mult.value
-    acc = parts[0][0].double() * (parts[0][1] * c)
+    # the parts hold integers; rounding them first (a no-op on integers) keeps a GPU
+    # convolution computed by a transform (FFT, Winograd: results off by far less than 1/2
+    # at these magnitudes in float64) from moving a code across a rounding boundary
+    acc = parts[0][0].double().round() * (parts[0][1] * c)
     if len(parts) > 1:
-        acc = acc + parts[1][0].double() * (parts[1][1] * c)
+        acc = acc + parts[1][0].double().round() * (parts[1][1] * c)
     half = torch.where(mult.s > 0, 0.5, 0.0).to(torch.float64)
     q = torch.clamp(torch.floor(acc + half), fmt.lo, fmt.hi)
     out.copy_(q * dequant)
