@@ -30,6 +30,10 @@ convolution (``fast_conv2d_parts``, ``fast_conv2d_input_parts``, ``fast_wgrad``)
 can differ from the golden models where a sum exceeds 2**24 -- only at near-ties of a
 rounding, sign or threshold decision. The exact mode is the default and the reference.
 
+Off the CPU (on a GPU) the layer runs ``psg_sync_free``'s passes instead: the same codes,
+scales, signs and counts, computed without reading any value back to the host
+(``set_sync_free``; the CPU tests run both kinds and compare them bit for bit).
+
 ``QConv2d`` is the comparison point "8-bit forward, 32-bit float gradients": the same
 quantised forward with a straight-through float backward, trained by ordinary SGD.
 """
@@ -240,10 +244,6 @@ def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
     return torch.from_numpy(sign).to(dev, torch.float64), torch.from_numpy(predicted).to(dev), amax
 
 
-# |G_msb| << 16 must stay in int64: |G_msb| < 2**47 (|x_h*g_h| <= 15*512 per term: 2**34 terms)
-_DECIDE_INT_LIMIT = 1 << (63 - fxp.BETA_FRAC_BITS)
-
-
 def psg_decide_int_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
     """``core.golden.psg_decide`` as integer tensor arithmetic on the operands' device: the
     same expression, |G_msb| << 16 >= beta_q * max|G_msb| and G_msb != 0, in int64, with
@@ -253,7 +253,9 @@ def psg_decide_int_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
     The sums arrive as floats holding integers; they are rounded to the nearest integer
     before the comparison, so the decision and its count depend only on the integers (a
     float32 GPU convolution off by a fraction -- a transform-based algorithm -- cannot move
-    a weight across the threshold by a rounding error alone). ``beta_q`` in [0, 2**16]."""
+    a weight across the threshold by a rounding error alone). ``beta_q`` in [0, 2**16].
+    |G_msb| << 16 stays in int64 while |G_msb| < 2**47: |x_h*g_h| <= 15*512 per term would
+    take 2**34 terms per weight, far beyond any shape the kernels accept."""
     if not 0 <= int(beta_q) <= 1 << fxp.BETA_FRAC_BITS:
         raise ValueError(f"beta_q must be in [0, {1 << fxp.BETA_FRAC_BITS}] (0 = predictor off), got {beta_q}")
     gm = g_msb.round().to(torch.int64)
@@ -755,8 +757,9 @@ class PSGConv2d(nn.Module):
         wshape = tuple(self.w_master.shape)
         if g_exact is None:
             sums = exact_wgrad if self.exact else fast_wgrad
+            kw = {"static": True} if static and self.exact else {}
             g_msb, g_exact = sums(xq, self.x_unsigned, gq, wshape, self.stride, self.padding,
-                                  self.groups, with_msb=bool(self.beta_q), **({"static": True} if static and self.exact else {}))
+                                  self.groups, with_msb=bool(self.beta_q), **kw)
         else:
             g_msb = fast_msb_wgrad(xq, self.x_unsigned, gq, wshape, self.stride, self.padding,
                                    self.groups) if self.beta_q else None
