@@ -155,6 +155,7 @@ def forward(ctx, x: torch.Tensor, layer) -> torch.Tensor:
         stat = torch.tensor(psg._act_stats(layer, xd)[1], dtype=torch.float64, device=xd.device)
     if layer.training:
         layer.x_max.copy_(running(layer.x_max, stat))
+        layer._sf_known.add("x_max")    # set now (a NaN batch max is flagged below instead)
     elif _maybe_unset(layer, "x_max"):
         layer.x_max.copy_(torch.where(torch.isnan(layer.x_max), stat, layer.x_max))
     s_x, bad = dt.scale_for(layer.x_max, fmt)
