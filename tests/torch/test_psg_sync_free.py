@@ -127,6 +127,11 @@ def test_sync_free_passes_read_nothing_back_once_the_scales_are_set(monkeypatch,
         per_step.append(list(seen))
     assert per_step[0], "the check sees the first step's calibration reads"
     assert per_step[2:] == [[], []], per_step
+    seen.clear()
+    layer.eval()
+    with torch.no_grad():
+        layer(torch.randn(8, 16, 8, 8).relu())
+    assert seen == []                 # evaluation after training reads nothing back either
 
 
 def test_the_host_passes_do_read_back(monkeypatch):
