@@ -25,13 +25,13 @@ def _resolve() -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if not name.startswith("cuda"):
-        pytest.exit(f"{ENV}={name!r}: use cpu, cuda, cuda:N or auto", returncode=4)
+        raise pytest.UsageError(f"{ENV}={name!r}: use cpu, cuda, cuda:N or auto")
     if not torch.cuda.is_available():
-        pytest.exit(f"{ENV}={name} but torch sees no CUDA device: unset it or use {ENV}=cpu", returncode=4)
+        raise pytest.UsageError(f"{ENV}={name} but torch sees no CUDA device: unset it or use {ENV}=cpu")
     return name
 
 
-_DEVICE = _resolve()
+_DEVICE = "cpu"
 
 
 def _deterministic_cuda() -> None:
@@ -41,8 +41,11 @@ def _deterministic_cuda() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-if _DEVICE != "cpu":
-    _deterministic_cuda()
+def pytest_configure(config):
+    global _DEVICE
+    _DEVICE = _resolve()
+    if _DEVICE != "cpu":
+        _deterministic_cuda()
 
 
 @pytest.fixture
