@@ -85,7 +85,8 @@ def test_sync_free_training_run_ends_in_the_same_state(exact):
     assert [r["test_acc"] for r in ra] == [r["test_acc"] for r in rb]
 
 
-SYNCS = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "cpu"}
+# reads back, and copies from the host (torch.tensor / as_tensor wait for their copy to a GPU)
+SYNCS = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "cpu", "tensor", "as_tensor"}
 
 
 class _SyncSpy(TorchFunctionMode):
@@ -107,7 +108,7 @@ def test_sync_free_passes_read_nothing_back_once_the_scales_are_set(monkeypatch,
     """Each pass runs under a mode that sees every tensor method (the autograd engine runs
     the backward outside a mode entered around ``backward()``, so the passes are wrapped)."""
     seen: list[str] = []
-    for name in ("forward", "backward"):
+    for name in ("forward", "backward", "rederive"):
         real = getattr(psg_sync_free, name)
 
         def spied(*a, _real=real, **k):

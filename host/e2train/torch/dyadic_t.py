@@ -31,11 +31,6 @@ class DyadicT:
         """m * 2**-s as a 0-d float64 tensor (exact)."""
         return self.m.double() * pow2(-self.s)
 
-    @staticmethod
-    def of(d: fxp.Dyadic, device) -> "DyadicT":
-        return DyadicT(torch.tensor(d.m, dtype=torch.int64, device=device),
-                       torch.tensor(d.s, dtype=torch.int64, device=device))
-
 
 def pow2(e: torch.Tensor) -> torch.Tensor:
     """2**e as float64 from its bits, for int64 e clamped to the normal range [-1022, 1023]

@@ -125,7 +125,8 @@ def rederive(layer) -> None:
     dev = w.device
     wmax = w.abs().max() if w.numel() else torch.zeros((), dtype=torch.int64, device=dev)
     scale, bad = dt.scale_for(wmax.double() * math.ldexp(1.0, -f), fxp.INT8)
-    mult, bad_m = dt.requant_multiplier(torch.tensor(math.ldexp(1.0, -f), dtype=torch.float64, device=dev), scale)
+    # torch.full fills on the device; torch.tensor would copy from the host and wait for it
+    mult, bad_m = dt.requant_multiplier(torch.full((), math.ldexp(1.0, -f), dtype=torch.float64, device=dev), scale)
     _flag(layer, bad | ((wmax > 0) & bad_m), "weight scale out of range")
     s = mult.s
     half = torch.where(s > 0, torch.bitwise_left_shift(torch.ones_like(s), (s - 1).clamp(min=0)), 0)
@@ -152,7 +153,7 @@ def forward(ctx, x: torch.Tensor, layer) -> torch.Tensor:
     if layer.act_scale == "batch_max" or not xd.numel():
         stat = absmax(xd)
     else:                               # the exact mean of per-sample maxima: math.fsum on the host
-        stat = torch.tensor(psg._act_stats(layer, xd)[1], dtype=torch.float64, device=xd.device)
+        stat = torch.full((), psg._act_stats(layer, xd)[1], dtype=torch.float64, device=xd.device)
     if layer.training:
         layer.x_max.copy_(running(layer.x_max, stat))
         layer._sf_known.add("x_max")    # set now (a NaN batch max is flagged below instead)
