@@ -59,7 +59,8 @@ def test_powers_of_two_are_built_exactly():
     assert torch.equal(dyadic_t.pow2(e), torch.tensor([math.ldexp(1.0, int(k)) for k in e], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("case", device_check.LAYER_CASES[:5])
+# 32 output channels: the data-free bound 127*32*9 sends the input gradient to three limbs
+@pytest.mark.parametrize("case", device_check.LAYER_CASES[:5] + [(4, 32, 8, 32, 3, 1, True, 0.05)])
 def test_sync_free_layer_gives_the_host_layers_bits(case):
     assert device_check.differences(case, ("cpu", "cpu"), steps=3, sync_free=(False, True)) == []
 
@@ -159,3 +160,22 @@ def test_a_non_finite_input_raises_the_one_line_error_when_the_step_is_read():
     with pytest.raises(ValueError, match="not finite"):
         meter.collect_backward()
     meter.close()
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_three_limb_input_gradient_is_exact(monkeypatch, groups):
+    """The three-limb path (g = 1024*a + 32*b + c) gives the float64 convolution's sums,
+    extreme codes included; a lowered float32 limit sends an 8-channel layer there."""
+    from e2train.torch import psg
+    monkeypatch.setattr(psg, "F32_EXACT", float(1 << 20))
+    rng = np.random.default_rng(groups)
+    n, ci, co, h = 5, 8, 8, 6
+    w = torch.from_numpy(rng.integers(-128, 128, (co, ci // groups, 3, 3)).astype(np.float32))
+    g = torch.from_numpy(rng.integers(-32768, 32768, (n, co, h, h)).astype(np.float32))
+    g.view(-1)[:6] = torch.tensor([-32768.0, 32767.0, 512.0, -512.0, 16.0, -16.0])
+    wsum = float(w.abs().sum(dim=(0, 2, 3)).max())
+    assert 512 * wsum >= psg.F32_EXACT > 32 * wsum           # the three-limb branch, not two or float64
+    parts = psg.conv2d_input_parts((n, ci, h, h), w, g, 1, 1, groups, wsum)
+    assert len(parts) == 2 and parts[0][0].dtype == torch.float64
+    ref = torch.nn.grad.conv2d_input((n, ci, h, h), w.double(), g.double(), 1, 1, 1, groups)
+    assert torch.equal(psg._combine(parts), ref)

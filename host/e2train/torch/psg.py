@@ -358,6 +358,19 @@ def conv2d_input_parts(x_shape, wq, gq, stride, padding, groups, wsum: float | N
         split_g_t(gq, ("h", "l"), out=limbs)
         both = convt(limbs, (2 * n, *x_shape[1:]))
         return (both[:n], 64), (both[n:], 1)
+    if 32 * wsum < F32_EXACT:
+        # g = 1024*a + 32*b + c, |a| <= 32, |b|, |c| <= 16 (two nearest-limb splits, ties away
+        # from zero): three limbs in one float32 call instead of one float64 convolution (a
+        # wide layer, or the data-free bound of a GPU step); the top two recombined in float64
+        # (exact: below 2**40), so the requantisation sees two parts as from the other paths
+        limbs = _scratch.get("input limbs 3", (3 * n, *gq.shape[1:]), torch.float32, gq.device)
+        fused.split_(gq.contiguous(), 512.0, 1.0 / 1024, 1024.0, -32.0, 32.0, limbs[: 2 * n], ("h", "l"), True)
+        rest = _scratch.get("input limbs rest", (n, *gq.shape[1:]), torch.float32, gq.device)
+        rest.copy_(limbs[n: 2 * n])
+        fused.split_(rest, 16.0, 1.0 / 32, 32.0, -math.inf, math.inf, limbs[n:], ("h", "l"), True)
+        three = convt(limbs, (3 * n, *x_shape[1:]))
+        top = three[:n].double().mul_(1024).add_(three[n: 2 * n].double().mul_(32))
+        return (top, 1), (three[2 * n:], 1)
     return ((convt(gq.double(), x_shape), 1),)
 
 
