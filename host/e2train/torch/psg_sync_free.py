@@ -137,8 +137,9 @@ def rederive(layer) -> None:
     a = layer.w_codes.abs()
     # the measured sums (the scale calibrations use them, as the host does) as tensors, and
     # data-free bounds for choosing how to compute each integer sum
-    layer._wsum_fwd_t = a.sum(dim=(1, 2, 3)).max().double() if a.numel() else torch.zeros((), device=dev)
-    layer._wsum_bwd_t = a.sum(dim=(0, 2, 3)).max().double() if a.numel() else torch.zeros((), device=dev)
+    zero_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    layer._wsum_fwd_t = a.sum(dim=(1, 2, 3)).max().double() if a.numel() else zero_sum
+    layer._wsum_bwd_t = a.sum(dim=(0, 2, 3)).max().double() if a.numel() else zero_sum
     k2 = layer.kernel_size ** 2
     layer._wsum_fwd = float(-fxp.INT8.lo * (layer.in_channels // layer.groups) * k2)
     layer._wsum_bwd = float(-fxp.INT8.lo * layer.out_channels * k2)
