@@ -21,8 +21,14 @@ After the timed runs, one extra PSG step runs with timers around the PSG layer's
 (not counted above) and its breakdown is printed. Finally the PSG comparison is repeated in
 a fresh process where glibc keeps freed memory (``e2train.torch.psg.keep_freed_memory``;
 both sides run in that process), since allocation costs much of the emulation's time.
+With ``--device cuda`` the same ratios are measured on the GPU instead (wall clock, the
+device synchronised around every step), for ResNet-20 and ResNet-56 at batch 128 and 512
+(``--batch`` to choose others), and then the exact PSG layer is compared bit for bit between
+the CPU and the GPU on the layer cases of ``e2train.torch.device_check`` (outputs, input
+gradients, signs, predictor counts, master weights, scales). Without CUDA it exits with a
+one-line message.
 Usage: python benchmarks/bench_torch.py [--reps 15] [--threads 1] [--shape digits|cifar]
-       [--keep-freed-memory --psg-only]
+       [--keep-freed-memory --psg-only] [--device cuda [--batch 128 --batch 512]]
 """
 from __future__ import annotations
 
@@ -41,19 +47,21 @@ from e2train.torch import psg
 from e2train.torch.models import build_model
 from e2train.torch.optim import build_optimizer
 
-SHAPES = {"digits": (1, 8, 8, "resnet8"), "cifar": (3, 32, 32, "resnet20")}
-STEADY_WARMUP = {"digits": 60, "cifar": 30}   # extra gated warm-up: most batch sizes seen
+SHAPES = {"digits": (1, 8, 8, "resnet8"), "cifar": (3, 32, 32, "resnet20"), "cifar56": (3, 32, 32, "resnet56")}
+STEADY_WARMUP = {"digits": 60, "cifar": 30, "cifar56": 30}   # extra gated warm-up: most batch sizes seen
+CUDA_SHAPES, CUDA_BATCHES = ["cifar", "cifar56"], [128, 512]
+DEVICE = torch.device("cpu")       # --device
 
 
 def make_step(precision: str, shape: str, batch: int, masks_ratio: float | None = None,
               exact: bool = True):
     c, h, w, name = SHAPES[shape]
     torch.manual_seed(0)
-    model = build_model(name, c, 10, precision=precision).train()
+    model = build_model(name, c, 10, precision=precision).train().to(DEVICE)
     psg.set_exact(model, exact)
     opt = build_optimizer(model, sign_convs=precision != "fp32", lr=0.1, conv_lr=1e-3,
                           momentum=0.9, weight_decay=5e-4)
-    x, y = torch.randn(batch, c, h, w), torch.randint(0, 10, (batch,))
+    x, y = torch.randn(batch, c, h, w).to(DEVICE), torch.randint(0, 10, (batch,)).to(DEVICE)
     gen = torch.Generator().manual_seed(1)
 
     def step():
@@ -98,8 +106,12 @@ def sign_disagreement(shape: str, batch: int, steps: int = 3, warmup: int = 2) -
 
 
 def timed(fn) -> tuple[float, float]:
+    if DEVICE.type == "cuda":       # the step's kernels, not their launches
+        torch.cuda.synchronize(DEVICE)
     w, c = time.perf_counter(), time.thread_time()
     fn()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
     return time.perf_counter() - w, time.thread_time() - c
 
 
@@ -112,6 +124,10 @@ def compare(label: str, a, b, reps: int, goal: float, warmup: int = 3) -> None:
         tb.append(timed(b))
     (wa, ca), (wb, cb) = ([statistics.median(v) for v in zip(*t)] for t in (ta, tb))
     r, rc = wa / wb, ca / cb
+    if DEVICE.type == "cuda":       # the host's CPU time says nothing about the GPU's
+        print(f"{label}: wall {wa * 1e3:.2f} / {wb * 1e3:.2f} ms = {r:.2f}x  "
+              f"(goal <= {goal}x: {'met' if r <= goal else 'NOT met'})", flush=True)
+        return
     verdict = "met" if max(r, rc) <= goal else "met on CPU time only" if rc <= goal else "NOT met"
     print(f"{label}: wall {wa * 1e3:.1f} / {wb * 1e3:.1f} ms = {r:.2f}x, "
           f"cpu {ca * 1e3:.1f} / {cb * 1e3:.1f} ms = {rc:.2f}x  (goal <= {goal}x: {verdict})")
@@ -178,12 +194,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, action="append", help="batch size (default 64; on CUDA 128 and 512)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--shape", choices=sorted(SHAPES), action="append")
     ap.add_argument("--keep-freed-memory", action="store_true",
                     help="glibc keeps freed memory for reuse (process-wide, set before anything runs)")
     ap.add_argument("--psg-only", action="store_true", help="only the PSG / fp32 comparison")
     args = ap.parse_args()
+    if args.device == "cuda":
+        cuda_main(args)
+        return
+    args.batch = (args.batch or [64])[0]
     if args.keep_freed_memory and not psg.keep_freed_memory():
         sys.exit("--keep-freed-memory needs glibc's mallopt, which this C library does not have")
     torch.set_num_threads(args.threads)
@@ -211,6 +232,37 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--keep-freed-memory", "--psg-only", "--reps", str(args.reps),
                "--threads", str(args.threads), "--batch", str(args.batch)]
         subprocess.run(cmd + [a for s in shapes for a in ("--shape", s)], check=True)
+
+
+def cuda_main(args) -> None:
+    """The GPU comparison: ratios per model and batch, then the CPU/GPU bit-exactness check."""
+    global DEVICE
+    if not torch.cuda.is_available():
+        sys.exit("bench_torch.py --device cuda: torch sees no CUDA device, nothing was measured")
+    from e2train.torch import device_check
+    DEVICE = torch.device("cuda")
+    torch.backends.cudnn.benchmark = False
+    print(f"== {torch.cuda.get_device_name(DEVICE)}, torch {torch.__version__}, cuDNN TF32 "
+          f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'}, median of {args.reps}", flush=True)
+    for shape in args.shape or CUDA_SHAPES:
+        c, h, w, name = SHAPES[shape]
+        for batch in args.batch or CUDA_BATCHES:
+            print(f"-- {name}, input {c}x{h}x{w}, batch {batch}", flush=True)
+            fp32_step = make_step("fp32", shape, batch)
+            compare("PSG exact step / fp32 step", make_step("psg", shape, batch), fp32_step, args.reps, 1.5)
+            compare("PSG fast-mode step / fp32 step", make_step("psg", shape, batch, exact=False), fp32_step,
+                    args.reps, 1.2)
+            if not args.psg_only:
+                compare("gated 50% / ungated step (steady state)", make_step("fp32", shape, batch, 0.5),
+                        make_step("fp32", shape, batch), args.reps, 0.65, warmup=STEADY_WARMUP[shape])
+            torch.cuda.empty_cache()
+    bad = 0
+    for case in device_check.LAYER_CASES:
+        diff = device_check.differences(case, ("cpu", "cuda"))
+        bad += bool(diff)
+        print(f"exact layer {case}: CPU vs CUDA {'bit-identical' if not diff else '; '.join(diff)}", flush=True)
+    print(f"bit-exactness CPU vs CUDA: {len(device_check.LAYER_CASES) - bad} of {len(device_check.LAYER_CASES)} "
+          "layer cases identical (outputs, input gradients, signs, n_predicted, masters, scales)")
 
 
 if __name__ == "__main__":

@@ -139,12 +139,17 @@ class _GlobalRngBlockDrop:
             name = "global-rng-block-drop"
 
             def block_masks(self, ctx):
-                return [torch.rand(ctx.x.shape[0]) < 0.5 for _ in ctx.model.blocks]
+                # the global RNG of the batch's device (on a GPU: CUDA's own generator)
+                return [torch.rand(ctx.x.shape[0], device=ctx.x.device) < 0.5 for _ in ctx.model.blocks]
         return P()
 
 
-def test_resume_restores_torch_global_rng(tiny, tmp_path):
-    run = dict(RUN, slu=False, smd=False, precision="fp32")
+@pytest.mark.parametrize("device", ["auto", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_resume_restores_torch_global_rng(tiny, tmp_path, device, request):
+    if device == "cuda":
+        request.getfixturevalue("deterministic_cuda")
+    run = dict(RUN, slu=False, smd=False, precision="fp32", device=device)
     full = train(TrainConfig(epochs=2, out_dir=str(tmp_path / "a"), **run), [_GlobalRngBlockDrop()], data=tiny)
 
     class Stop(Exception):
@@ -157,6 +162,8 @@ def test_resume_restores_torch_global_rng(tiny, tmp_path):
         train(TrainConfig(epochs=2, out_dir=str(tmp_path / "b"), **run), [_GlobalRngBlockDrop()], data=tiny,
               callback=stop)
     torch.rand(1000)                      # whatever ran in between must not matter
+    if torch.cuda.is_available():
+        torch.rand(1000, device="cuda")
     resumed = train(TrainConfig(epochs=2, out_dir=str(tmp_path / "b"), resume=True, **run),
                     [_GlobalRngBlockDrop()], data=tiny)
     assert full.work.to_dict() == resumed.work.to_dict()    # the same blocks ran
@@ -239,3 +246,38 @@ def test_psg_exact_false_switches_every_psg_layer_to_the_fast_emulation(tiny, tm
     model2 = build_model("resnet8", tiny.in_channels, tiny.num_classes, precision="psg", gated=True)
     train(TrainConfig(epochs=1, **RUN), model=model2, data=tiny)
     assert all(m.exact for m in model2.modules() if isinstance(m, PSGConv2d))
+
+
+def test_checkpoint_keeps_the_rng_state_per_device_and_reads_the_older_form(tiny, tmp_path):
+    run = dict(RUN, slu=False, smd=False, precision="fp32", device="cpu")
+    full = train(TrainConfig(epochs=2, **run), [_GlobalRngBlockDrop()], data=tiny)
+
+    class Stop(Exception):
+        pass
+
+    def stop(rec):
+        if rec["epoch"] == 2:          # after epoch 1's checkpoint
+            raise Stop
+    with pytest.raises(Stop):
+        train(TrainConfig(epochs=2, out_dir=str(tmp_path), **run), [_GlobalRngBlockDrop()], data=tiny, callback=stop)
+    ckpt = tmp_path / "checkpoint.pt"
+    st = load_checkpoint(ckpt)
+    assert set(st["torch_rng"]) == {"cpu"}          # a CPU run keeps no CUDA state
+    st["torch_rng"] = st["torch_rng"]["cpu"]        # the form written before per-device state
+    torch.save(st, ckpt)
+    torch.rand(1000)
+    resumed = train(TrainConfig(epochs=2, out_dir=str(tmp_path), resume=True, **run), [_GlobalRngBlockDrop()],
+                    data=tiny)
+    assert full.work.to_dict() == resumed.work.to_dict()
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rng_state_round_trips_on_cuda():
+    from e2train.torch.rng import rng_state, set_rng_state
+    st = rng_state("cuda")
+    assert len(st["cuda"]) == torch.cuda.device_count()
+    a, b = torch.rand(5), torch.rand(5, device="cuda")
+    set_rng_state(st, "cuda")
+    assert torch.equal(a, torch.rand(5)) and torch.equal(b, torch.rand(5, device="cuda"))

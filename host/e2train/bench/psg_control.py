@@ -29,10 +29,11 @@ class RandomPredictorChoice(Policy):
 
     def _decide(self, g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
         gm = g_msb.round().to(torch.int64)
-        predicted = torch.rand(gm.shape, generator=self.gen) < self.ratio
+        # drawn on the (CPU) generator, then moved: the same seed picks the same weights on any device
+        predicted = torch.rand(gm.shape, generator=self.gen).to(gm.device) < self.ratio
         exact = torch.sign(g_exact.round().to(torch.int64))
-        sign = torch.where(predicted.to(gm.device), torch.sign(gm), exact)
-        return sign, predicted.to(gm.device), int(gm.abs().max()) if gm.numel() else 0
+        sign = torch.where(predicted, torch.sign(gm), exact)
+        return sign, predicted, int(gm.abs().max()) if gm.numel() else 0
 
     def on_train_start(self, ctx):
         layers = [m for m in ctx.model.modules() if isinstance(m, _psg.PSGConv2d)]

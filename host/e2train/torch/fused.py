@@ -229,7 +229,7 @@ def decide(g_msb: torch.Tensor, g_exact: torch.Tensor, one: float, beta_q: int, 
     lib = _lib()
     if lib is not None and _c_ok(g_msb, g_exact, dtypes=(torch.float64,)) and g_msb.shape == g_exact.shape:
         sign = torch.empty_like(g_msb)
-        predicted = torch.empty(g_msb.shape, dtype=torch.bool)
+        predicted = torch.empty(g_msb.shape, dtype=torch.bool, device=g_msb.device)
         lib.e2_decide(_p(g_msb), _p(g_exact), g_msb.numel(), one, float(beta_q), amax, _p(sign), _p(predicted))
         return sign, predicted
     return decide_torch(g_msb, g_exact, one, beta_q, amax)

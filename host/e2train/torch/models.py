@@ -147,6 +147,8 @@ class GatedNet(nn.Module):
                 pass                        # no identity path: the block always runs
             elif block_masks is not None:
                 mask = block_masks[i]
+                if mask is not None:          # a policy may draw its masks on the host
+                    mask = mask.to(x.device)
             elif self.gates is not None:
                 gate, state = self.gates.step(i, x, state)
                 mask = gate.detach() > 0.5

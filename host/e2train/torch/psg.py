@@ -30,6 +30,10 @@ convolution (``fast_conv2d_parts``, ``fast_conv2d_input_parts``, ``fast_wgrad``)
 can differ from the golden models where a sum exceeds 2**24 -- only at near-ties of a
 rounding, sign or threshold decision. The exact mode is the default and the reference.
 
+Off the CPU (on a GPU) the layer runs ``psg_sync_free``'s passes instead: the same codes,
+scales, signs and counts, computed without reading any value back to the host
+(``set_sync_free``; the CPU tests run both kinds and compare them bit for bit).
+
 ``QConv2d`` is the comparison point "8-bit forward, 32-bit float gradients": the same
 quantised forward with a straight-through float backward, trained by ordinary SGD.
 """
@@ -44,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import fixedpoint as fxp
-from ..core.golden import psg_decide, sign_update
+from ..core.golden import DECAY_FRAC_BITS, MASTER_LIMIT, psg_decide, sign_update
 from ..core.shapes import ConvShape, ShapeError
 from . import fused
 
@@ -221,9 +225,14 @@ def split_g_t(g: torch.Tensor, slots: tuple = ("h",), *, out: torch.Tensor | Non
 def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
     """``core.golden.psg_decide`` in torch. Returns (sign float, predicted bool, amax).
 
-    The sums hold integers; the rule's comparison |G_msb| * 2**16 >= beta_q * max|G_msb| is
-    made in float64 where both sides stay below 2**53 (exact there: every sum these layers
-    produce), else by ``core.golden.psg_decide`` itself on int64 copies."""
+    The sums hold integers; on the CPU the rule's comparison |G_msb| * 2**16 >= beta_q *
+    max|G_msb| is made in float64 where both sides stay below 2**53 (exact there: every sum
+    these layers produce), else by ``core.golden.psg_decide`` itself on int64 copies. On
+    any other device it is ``psg_decide_int_t``: integers on the device, no value read back
+    (amax is then a 0-d int64 tensor on the device)."""
+    if not g_msb.is_cpu:
+        sign, predicted, amax = psg_decide_int_t(g_msb, g_exact, beta_q)
+        return sign.to(torch.float64), predicted, amax
     amax_f = _absmax(g_msb)
     if amax_f * 2.0 ** fxp.BETA_FRAC_BITS < 2.0 ** 53 and g_msb.dtype == torch.float64:
         sign, predicted = fused.decide(g_msb.contiguous(), g_exact.to(torch.float64).contiguous(),
@@ -235,6 +244,43 @@ def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
     return torch.from_numpy(sign).to(dev, torch.float64), torch.from_numpy(predicted).to(dev), amax
 
 
+def psg_decide_int_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
+    """``core.golden.psg_decide`` as integer tensor arithmetic on the operands' device: the
+    same expression, |G_msb| << 16 >= beta_q * max|G_msb| and G_msb != 0, in int64, with
+    sign(0) = 0. Returns (sign int8, predicted bool, max|G_msb| as a 0-d int64 tensor); reads
+    nothing back to the host.
+
+    The sums arrive as floats holding integers; they are rounded to the nearest integer
+    before the comparison, so the decision and its count depend only on the integers (a
+    float32 GPU convolution off by a fraction -- a transform-based algorithm -- cannot move
+    a weight across the threshold by a rounding error alone). ``beta_q`` in [0, 2**16].
+    |G_msb| << 16 stays in int64 while |G_msb| < 2**47: |x_h*g_h| <= 15*512 per term would
+    take 2**34 terms per weight, far beyond any shape the kernels accept."""
+    if not 0 <= int(beta_q) <= 1 << fxp.BETA_FRAC_BITS:
+        raise ValueError(f"beta_q must be in [0, {1 << fxp.BETA_FRAC_BITS}] (0 = predictor off), got {beta_q}")
+    gm = g_msb.round().to(torch.int64)
+    ge = g_exact.round().to(torch.int64)
+    a = gm.abs()
+    amax = a.max() if a.numel() else torch.zeros((), dtype=torch.int64, device=a.device)
+    if int(beta_q) > 0:
+        predicted = (torch.bitwise_left_shift(a, fxp.BETA_FRAC_BITS) >= amax * int(beta_q)) & (gm != 0)
+    else:
+        predicted = torch.zeros(gm.shape, dtype=torch.bool, device=gm.device)
+    sign = torch.where(predicted, torch.sign(gm), torch.sign(ge)).to(torch.int8)
+    return sign, predicted, amax
+
+
+def sign_update_t(w_master: torch.Tensor, sign: torch.Tensor, lr_q: int, wd_q: int) -> torch.Tensor:
+    """``core.golden.sign_update`` on the tensors' device, in int64: W <- sat(W - lr_q*sign -
+    ((W*wd_q + 2**29) >> 30)) with an arithmetic shift (floor, as numpy's on int64),
+    saturated at +-MASTER_LIMIT, as int32. |W| < 2**31 and wd_q < 2**30 keep W*wd_q below
+    2**61. ``sign`` holds -1, 0, +1 (any dtype)."""
+    w = w_master.to(torch.int64)
+    decay = torch.bitwise_right_shift(w * int(wd_q) + (1 << (DECAY_FRAC_BITS - 1)), DECAY_FRAC_BITS)
+    new = w - int(lr_q) * sign.to(torch.int64) - decay
+    return new.clamp_(-MASTER_LIMIT, MASTER_LIMIT).to(torch.int32)
+
+
 # --- exact integer convolutions on the fast float32 path ------------------------------
 # float32 adds and multiplies integers exactly while every partial sum stays below 2**24,
 # whatever the summation order. Each helper proves that bound from the operands (peak
@@ -244,15 +290,21 @@ def psg_decide_t(g_msb: torch.Tensor, g_exact: torch.Tensor, beta_q: int):
 # samples summed separately, and falls back to float64 (exact below 2**53, which the
 # kernels' shape limits guarantee) when even that is not enough.
 F32_EXACT = float(1 << 24)
+# cuDNN may run a float32 convolution on TF32 tensor cores (its default): operands rounded to
+# 11 significant bits, products and sums in float32. Every operand of the exact path fits in
+# 11 bits (8-bit codes, limbs of at most 512 in magnitude) except a whole int16 gradient
+# code, which goes whole into a GPU convolution only when it fits too, else split into limbs.
+TF32_EXACT = float(1 << 11)
 
 
-def conv2d_parts(xq, wq, stride, padding, groups, wsum: float | None = None):
+def conv2d_parts(xq, wq, stride, padding, groups, wsum: float | None = None, peak: float | None = None):
     """sum x*w (the forward accumulator) as exact parts: ((tensor, weight), ...) with
-    acc = sum weight * tensor. ``wsum`` = max_o sum |w_o|."""
+    acc = sum weight * tensor. ``wsum`` = max_o sum |w_o| (or a bound on it); ``peak``: a
+    bound on max |x| (default: measured, which reads it back from the device)."""
     if wsum is None:
         wsum = float(wq.abs().sum(dim=(1, 2, 3)).max()) if wq.numel() else 0.0
     conv = lambda a, w: F.conv2d(a, w, None, stride, padding, 1, groups)  # noqa: E731
-    if _absmax(xq) * wsum < F32_EXACT:
+    if (_absmax(xq) if peak is None else peak) * wsum < F32_EXACT:
         return ((conv(xq.float(), wq.float()), 1),)
     n = xq.shape[0]
     if 15 * wsum < F32_EXACT:          # x = 16*x_h + x_l, |x_h|, |x_l| <= 15: two limbs, one call
@@ -289,20 +341,36 @@ def _transposed_conv(wq, stride, padding, groups):
     return lambda g, shape: torch.nn.grad.conv2d_input(shape, wq.to(g.dtype), g, stride, padding, 1, groups)
 
 
-def conv2d_input_parts(x_shape, wq, gq, stride, padding, groups, wsum: float | None = None):
+def conv2d_input_parts(x_shape, wq, gq, stride, padding, groups, wsum: float | None = None,
+                       peak: float | None = None):
     """sum g*w of the transposed convolution (the input gradient) as exact parts (see
-    ``conv2d_parts``). ``wsum`` = max_c sum_o |w[o, c]|."""
+    ``conv2d_parts``). ``wsum`` = max_c sum_o |w[o, c]| (or a bound); ``peak``: a bound on
+    max |g| (default: measured)."""
     if wsum is None:
         wsum = float(wq.abs().sum(dim=(0, 2, 3)).max()) if wq.numel() else 0.0
     n = gq.shape[0]
     convt = _transposed_conv(wq, stride, padding, groups)
-    if _absmax(gq) * wsum < F32_EXACT:
+    peak = _absmax(gq) if peak is None else peak
+    if peak * wsum < F32_EXACT and (gq.is_cpu or peak <= TF32_EXACT):
         return ((convt(gq.float(), x_shape), 1),)
     if 512 * wsum < F32_EXACT:         # g = 64*g_h + g_l, |g_h| <= 512, |g_l| <= 63: two limbs, one call
         limbs = _scratch.get("input limbs", (2 * n, *gq.shape[1:]), torch.float32, gq.device)
         split_g_t(gq, ("h", "l"), out=limbs)
         both = convt(limbs, (2 * n, *x_shape[1:]))
         return (both[:n], 64), (both[n:], 1)
+    if 32 * wsum < F32_EXACT:
+        # g = 1024*a + 32*b + c, |a| <= 32, |b|, |c| <= 16 (two nearest-limb splits, ties away
+        # from zero): three limbs in one float32 call instead of one float64 convolution (a
+        # wide layer, or the data-free bound of a GPU step); the top two recombined in float64
+        # (exact: below 2**40), so the requantisation sees two parts as from the other paths
+        limbs = _scratch.get("input limbs 3", (3 * n, *gq.shape[1:]), torch.float32, gq.device)
+        fused.split_(gq.contiguous(), 512.0, 1.0 / 1024, 1024.0, -32.0, 32.0, limbs[: 2 * n], ("h", "l"), True)
+        rest = _scratch.get("input limbs rest", (n, *gq.shape[1:]), torch.float32, gq.device)
+        rest.copy_(limbs[n: 2 * n])
+        fused.split_(rest, 16.0, 1.0 / 32, 32.0, -math.inf, math.inf, limbs[n:], ("h", "l"), True)
+        three = convt(limbs, (3 * n, *x_shape[1:]))
+        top = three[:n].double().mul_(1024).add_(three[n: 2 * n].double().mul_(32))
+        return (top, 1), (three[2 * n:], 1)
     return ((convt(gq.double(), x_shape), 1),)
 
 
@@ -324,7 +392,18 @@ def _sample_groups(bsum: torch.Tensor, peaks: torch.Tensor) -> int | None:
     return None
 
 
-def exact_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups, with_msb: bool = True):
+def _static_groups(n: int, per_sample: float) -> int | None:
+    """``_sample_groups`` from the codes' ranges alone (no value read back): the fewest
+    interleaved groups k (k divides n) with (n / k) * per_sample < 2**24, per_sample bounding
+    one sample's share of a sum. None when one sample alone may exceed it."""
+    for k in (d for d in range(1, n + 1) if n % d == 0):
+        if (n // k) * per_sample < F32_EXACT:
+            return k
+    return None
+
+
+def exact_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups, with_msb: bool = True,
+                static: bool = False):
     """(G_msb, G_exact) of the PSG rule, exact, as float64.
 
     With the predictor splits x = 16*x_h + x_l and g = 64*g_h + g_l (exact):
@@ -338,7 +417,8 @@ def exact_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups, with_
     separately (same MACs as one ungrouped call) so that every float32 partial sum is
     provably below 2**24; the k partial results are added in float64. k is the smallest
     divisor of n that the bound allows; a batch where one sample alone exceeds it runs in
-    float64.
+    float64. ``static``: the bound from the codes' ranges alone (no value read back from the
+    device; more groups or float64 where the data would have allowed fewer -- the same sums).
     """
     n, ci = xq.shape[0], xq.shape[1]
     co = gq.shape[1]
@@ -360,6 +440,8 @@ def exact_wgrad(xq, x_unsigned: bool, gq, wshape, stride, padding, groups, with_
     limb_peaks = (512, 512, 63) if with_msb else (512, 63)          # |g_h|, |g_h|, |g_l|
     if n * hw * max(a_pk * b_pk for a_pk, b_pk in zip(peaks, limb_peaks)) < F32_EXACT:
         k = 1                          # the codes' ranges alone prove one float32 sum exact
+    elif static:
+        k = _static_groups(n, hw * max(a_pk * b_pk for a_pk, b_pk in zip(peaks, limb_peaks)))
     else:
         # Upper bounds of sum |limb| per (sample, channel) from one pass over |g|:
         # |g_h| <= (|g| + 32) / 64 and |g_l| <= min(|g|, 63) (63 at the saturated top code
@@ -461,9 +543,26 @@ def set_exact(model: nn.Module, exact: bool) -> int:
     return len(layers)
 
 
+def set_sync_free(model: nn.Module, on: bool | None) -> int:
+    """Which passes the ``PSGConv2d`` layers of ``model`` run: None (default) the passes that
+    read no value back to the host (``psg_sync_free``) wherever the layer's tensors are not on
+    the CPU, and the host passes on the CPU; True the sync-free passes everywhere (how the
+    CPU tests check them: the same bits); False the host passes everywhere. An emulation
+    setting, not model state. Returns the number of layers set."""
+    layers = [m for m in model.modules() if isinstance(m, PSGConv2d)]
+    for m in layers:
+        m.sync_free = on
+        m._rederive()
+    return len(layers)
+
+
 class _PSGConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, layer: "PSGConv2d"):
+        if layer._use_sync_free(x):
+            from . import psg_sync_free
+            return psg_sync_free.forward(ctx, x, layer)
+        ctx.sync_free = False
         xq, s_x = layer._quantize_input(x)
         wq = layer.w_codes
         acc_scale = s_x.value * layer.w_scale.value
@@ -480,6 +579,9 @@ class _PSGConvFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
+        if ctx.sync_free:
+            from . import psg_sync_free
+            return psg_sync_free.backward(ctx, gy)
         layer: PSGConv2d = ctx.layer
         (xq,) = ctx.saved_tensors
         gmax = _absmax(gy)
@@ -525,6 +627,8 @@ class PSGConv2d(nn.Module):
     decide = staticmethod(psg_decide_t)
     # which batch statistic the running max of x follows (``set_act_scale``)
     act_scale = fxp.ACT_SCALE_DEFAULT
+    # None: the sync-free passes off the CPU, the host passes on it (``set_sync_free``)
+    sync_free: bool | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int | None = None, groups: int = 1, *, beta: float = 0.05,
@@ -545,17 +649,28 @@ class PSGConv2d(nn.Module):
         frac = fxp.master_frac_bits(float(w.abs().max()))
         self.register_buffer("w_master", torch.round(torch.ldexp(w, torch.tensor(frac))).to(torch.int32))
         self.register_buffer("frac_bits", torch.tensor(frac, dtype=torch.int64))
+        self._frac = frac         # frac_bits on the host (read without a sync)
+        self._sf_known: set = set()      # scale maxima seen set (not NaN) by the sync-free passes
+        self._sf_bad: dict | None = None  # their error flags: message -> device bool, read once per step
         for name in ("x_max", "y_max", "gx_max"):
             self.register_buffer(name, torch.tensor(NAN, dtype=torch.float64))
         self.weight = nn.Parameter(torch.zeros(w.shape, dtype=torch.float32))
+        self._n_predicted_dev: torch.Tensor | None = None   # the device's share of n_predicted, not yet read
         self.n_predicted = 0      # weights decided by the predictor, since reset_stats()
         self.n_decided = 0        # weight signs decided (predictor or exact)
         self.pending_wgrad: list[tuple[int, int]] = []   # (weight-grad MACs, exact MACs) per backward
         self._rederive()
 
     # -- master weights ---------------------------------------------------------------
+    def _use_sync_free(self, t: torch.Tensor) -> bool:
+        return (not t.is_cpu) if self.sync_free is None else self.sync_free
+
     def _rederive(self) -> None:
         """int8 compute copy from the masters (``weight_codes``), and the float view."""
+        if self._use_sync_free(self.w_master):
+            from . import psg_sync_free
+            psg_sync_free.rederive(self)
+            return
         codes, scale = fxp.weight_codes(self.w_master.cpu().numpy(), int(self.frac_bits))
         self.w_scale = scale
         self.w_codes = torch.from_numpy(codes.astype(np.float32)).to(self.w_master.device)
@@ -569,10 +684,13 @@ class PSGConv2d(nn.Module):
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
+        self._frac = int(self.frac_bits)
+        self._sf_known = set()           # the loaded maxima may be unset
         self._rederive()
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
+        self._sf_known = set()
         self._rederive()
         return out
 
@@ -582,11 +700,13 @@ class PSGConv2d(nn.Module):
         re-derive the int8 copy. Calls ``core.golden.sign_update`` itself: one rule."""
         if self.weight.grad is None:
             return
-        f = int(self.frac_bits)
+        f = self._frac
         lr_q, wd_q = fxp.lr_to_fixed(lr, f), fxp.decay_to_fixed(lr, weight_decay)
-        sign = self.weight.grad.detach().cpu().numpy().astype(np.int8)
-        new = sign_update(self.w_master.cpu().numpy(), sign, lr_q, wd_q)
-        self.w_master.copy_(torch.from_numpy(new))
+        if self.w_master.is_cpu:
+            sign = self.weight.grad.detach().numpy().astype(np.int8)
+            self.w_master.copy_(torch.from_numpy(sign_update(self.w_master.numpy(), sign, lr_q, wd_q)))
+        else:       # the same integer rule on the device (``sign_update_t``, tested against it bit for bit)
+            self.w_master.copy_(sign_update_t(self.w_master, self.weight.grad.detach(), lr_q, wd_q))
         self._rederive()
 
     # -- passes -----------------------------------------------------------------------
@@ -643,21 +763,33 @@ class PSGConv2d(nn.Module):
             self.gx_max.fill_(top * s_gx.value)       # this batch's max, for the next batch
         return gx
 
-    def _sign_grad(self, xq: torch.Tensor, gq: torch.Tensor, g_exact: torch.Tensor | None = None) -> torch.Tensor:
-        """``g_exact``: the fast mode's float32 sum x*g when already computed (``fast_grads``)."""
+    def _sign_grad(self, xq: torch.Tensor, gq: torch.Tensor, g_exact: torch.Tensor | None = None,
+                   static: bool = False) -> torch.Tensor:
+        """``g_exact``: the fast mode's float32 sum x*g when already computed (``fast_grads``).
+        ``static``: the exact sums' float32 bounds from the code ranges alone (no value read back)."""
         wshape = tuple(self.w_master.shape)
         if g_exact is None:
             sums = exact_wgrad if self.exact else fast_wgrad
+            kw = {"static": True} if static and self.exact else {}
             g_msb, g_exact = sums(xq, self.x_unsigned, gq, wshape, self.stride, self.padding,
-                                  self.groups, with_msb=bool(self.beta_q))
+                                  self.groups, with_msb=bool(self.beta_q), **kw)
         else:
             g_msb = fast_msb_wgrad(xq, self.x_unsigned, gq, wshape, self.stride, self.padding,
                                    self.groups) if self.beta_q else None
         if g_msb is None:
             g_msb = torch.zeros_like(g_exact)
-        sign, predicted, _ = self.decide(g_msb, g_exact, self.beta_q)
-        n_pred = int(predicted.sum())
-        self.n_predicted += n_pred
+        sync_free = self._use_sync_free(gq)
+        if sync_free and self.decide is psg_decide_t:
+            sign, predicted, _ = psg_decide_int_t(g_msb, g_exact, self.beta_q)    # the device's form
+        else:
+            sign, predicted, _ = self.decide(g_msb, g_exact, self.beta_q)
+        if predicted.is_cpu and not sync_free:
+            n_pred = int(predicted.sum())
+            self._n_predicted += n_pred
+        else:
+            # counted on the device and read when asked for (``n_predicted``): no sync here
+            n_pred = predicted.sum(dtype=torch.int64)
+            self._n_predicted_dev = n_pred if self._n_predicted_dev is None else self._n_predicted_dev + n_pred
         self.n_decided += sign.numel()
         per_weight = gq.shape[0] * gq.shape[2] * gq.shape[3]   # MACs feeding one weight
         self.pending_wgrad.append((per_weight * sign.numel(), per_weight * (sign.numel() - n_pred)))
@@ -665,6 +797,22 @@ class PSGConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _PSGConvFn.apply(x, self.weight, self)
+
+    @property
+    def n_predicted(self) -> int:
+        """Weights decided by the predictor since ``reset_stats()`` (on a GPU the count is
+        kept on the device; reading it waits for the backward passes that add to it)."""
+        if self._sf_bad is not None:
+            from . import psg_sync_free
+            psg_sync_free.raise_errors(self)
+        if self._n_predicted_dev is not None:
+            self._n_predicted += int(self._n_predicted_dev)
+            self._n_predicted_dev = None
+        return self._n_predicted
+
+    @n_predicted.setter
+    def n_predicted(self, value: int) -> None:
+        self._n_predicted, self._n_predicted_dev = int(value), None
 
     def reset_stats(self) -> None:
         self.n_predicted = self.n_decided = 0

@@ -41,6 +41,7 @@ from .models import PRECISIONS, build_model, parse_model
 from .optim import build_optimizer
 from .policy import Compose, Policy, RandomBatchSkip, StepContext
 from .psg import PSGConv2d, set_act_scale, set_exact
+from .rng import rng_state, set_rng_state
 from .slu import GATE_CELLS, SLU, SLU_COSTS, StochasticDepth, set_gate_cell
 from .memory import PeakMemory
 from .work_meter import WorkMeter
@@ -474,8 +475,8 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
         ctx.generator.set_state(st["ctx_generator"])
         if swa_model is not None and "swa" in st:
             swa_model.load_state_dict(st["swa"])
-        if "torch_rng" in st:          # sampled gates and policies that use torch's global RNG
-            torch.set_rng_state(st["torch_rng"])
+        if "torch_rng" in st:          # sampled gates and policies that use torch's global RNGs
+            set_rng_state(st["torch_rng"] if isinstance(st["torch_rng"], dict) else {"cpu": st["torch_rng"]}, device)
         records = json.loads(st["records"])
         meter.work = Work.from_dict(json.loads(st["work"]))
         start_epoch = int(st["epoch"])
@@ -612,7 +613,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             callback(rec)
         if ckpt_path:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "policy": policy.state_dict(),
-                     "ctx_generator": ctx.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                     "ctx_generator": ctx.generator.get_state(), "torch_rng": rng_state(device),
                      "epoch": epoch + 1,
                      "records": json.dumps(records), "work": json.dumps(meter.work.to_dict()),
                      "config": json.dumps(cfg.to_dict()), "contract_version": CONTRACT_VERSION}

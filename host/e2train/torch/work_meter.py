@@ -32,6 +32,7 @@ from torch import nn
 
 from ..core.energy import FP32, PREDICTOR_BITS, conv_pass_work
 from ..core.work import Work
+from . import psg_sync_free
 from .psg import PSGConv2d
 
 FP32_PASSES = ((FP32, FP32), (FP32, FP32), (FP32, FP32))
@@ -129,12 +130,15 @@ class WorkMeter:
 
     def collect_backward(self) -> None:
         """After backward: the PSG layers' weight-gradient work (known only then)."""
-        for m in self.model.modules():
-            if isinstance(m, PSGConv2d) and m.pending_wgrad:
-                if self.active:
-                    for n_all, n_exact in m.pending_wgrad:
-                        self.work.add_macs(n_all, *PREDICTOR_BITS)
-                        self.work.add_macs(n_exact, *m.pass_bits[2])
-                        # x and g are read once for both products
-                        self.work.add_sram(n_all * (m.pass_bits[2][0] + m.pass_bits[2][1]) // 8)
-                m.pending_wgrad.clear()
+        layers = [m for m in self.model.modules() if isinstance(m, PSGConv2d) and m.pending_wgrad]
+        if self.active:
+            psg_sync_free.read_step(layers)
+        for m in layers:
+            if self.active:
+                for n_all, n_exact in m.pending_wgrad:
+                    self.work.add_macs(n_all, *PREDICTOR_BITS)
+                    self.work.add_macs(n_exact, *m.pass_bits[2])
+                    # x and g are read once for both products
+                    self.work.add_sram(n_all * (m.pass_bits[2][0] + m.pass_bits[2][1]) // 8)
+            m.pending_wgrad.clear()
+

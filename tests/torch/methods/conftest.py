@@ -93,7 +93,7 @@ def forward_macs_per_sample(model: nn.Module, x: torch.Tensor) -> int:
     was = model.training
     model.eval()
     with torch.no_grad():
-        model(x[:1])
+        model(x[:1].to(next(model.parameters()).device))
     model.train(was)
     for h in hs:
         h.remove()

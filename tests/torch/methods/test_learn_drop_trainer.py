@@ -57,13 +57,13 @@ def test_tail_runs_once_per_cached_pass_and_never_in_a_step(digits, quick, spy):
 def test_cached_features_give_the_head_the_same_outputs(digits, quick, spy):
     pol, res = run(digits, quick, spy)
     model = res.model.eval()
-    x = digits.x_train
+    x = digits.x_train.to(_device(pol))
     with torch.no_grad():
         y = x
         for u in pol.units[: pol.n_dropped]:
             y = u.fn(y)
-        assert torch.allclose(pol.cache.data, y, atol=1e-5)
-        h = pol.cache.data
+        assert torch.allclose(pol.cache.data, y.cpu(), atol=1e-5)        # the cache is host memory
+        h = pol.cache.data.to(x.device)
         for u in pol.units[pol.n_dropped:]:
             h = u.fn(h)
         assert torch.allclose(h, model(x), atol=1e-5)
@@ -80,7 +80,7 @@ def tail_forward_macs_per_sample(model, pol, x):
     hs = [m.register_forward_hook(hook) for n, m in model.named_modules() if n in TAIL1]
     model.eval()
     with torch.no_grad():
-        pol.units[1].fn(pol.units[0].fn(x[:1]))
+        pol.units[1].fn(pol.units[0].fn(x[:1].to(_device(pol))))
     for h in hs:
         h.remove()
     return counted[0]
@@ -141,10 +141,16 @@ def test_finds_the_runs_inputs_checks_them_and_needs_sequential_units(digits, qu
 
 
 def _tail(pol, x):
+    x = x.to(_device(pol))
     with torch.no_grad():
         for u in pol.units[: pol.n_dropped]:
             x = u.fn(x)
-    return pack(x)
+    return pack(x).cpu()
+
+
+def _device(pol):
+    """Where the trained model's units run (the test device)."""
+    return next(p for u in pol.units for p in u.parameters()).device
 
 
 def test_warmup_epochs_train_everything_before_the_first_decision(digits, quick, spy):
@@ -184,10 +190,10 @@ def test_cut_inside_a_residual_block_caches_main_track_and_shortcut(digits, quic
             assert "blocks.0.conv2" in ran and not ran & {"conv1", "blocks.0.conv1"}
     model = res.model.eval()
     with torch.no_grad():
-        h = unpack(pol.cache.data, pol._cache_shapes)
+        h = unpack(pol.cache.data, pol._cache_shapes).to(_device(pol))
         for u in pol.units[pol.n_dropped:]:
             h = u.fn(h)
-        assert torch.allclose(h, model(digits.x_train), atol=1e-5)
+        assert torch.allclose(h, model(digits.x_train.to(h.device)), atol=1e-5)
 
 
 def test_fill_time_is_training_time_and_cache_traffic_is_priced(digits, quick, spy):

@@ -41,9 +41,14 @@ def options(name, digits):
     }[name]
 
 
+@pytest.mark.parametrize("device", ["auto", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
 @pytest.mark.parametrize("name", ["gskip", "hsdh", "learn-drop", "wus"])
-def test_resume_matches_uninterrupted_run(digits, quick, tmp_path, name):
-    cfg = dict(epochs=4, max_batches=1, augment=False)
+def test_resume_matches_uninterrupted_run(digits, quick, tmp_path, name, device, request):
+    # "auto": the test device (E2TRAIN_TEST_DEVICE, cpu by default); "cuda": on the GPU too
+    if device == "cuda":
+        request.getfixturevalue("deterministic_cuda")
+    cfg = dict(epochs=4, max_batches=1, augment=False, device=device)
     pol = policy(name, digits)
     whole = train(quick(**cfg), [pol], data=digits)
     assert next(iter(pol.skip_ratios().values())) > 0        # the state under test is live

@@ -73,7 +73,8 @@ def reactive_skip(policy: str, logits: torch.Tensor, labels: torch.Tensor, thres
     if policy == "ddh":
         return confident
     if policy == "sddh":
-        u = torch.rand(conf.shape, generator=generator)
+        # drawn on the (CPU) generator, then moved: the same seed skips the same samples on any device
+        u = torch.rand(conf.shape, generator=generator).to(conf.device)
         return confident & (u < conf)
     raise ValueError(f"unknown reactive DeadHorse policy {policy!r}; choose one of {REACTIVE}")
 
@@ -140,14 +141,14 @@ class PredictivePolicy:
         h = self.history
         if self.policy == "cdh":
             if not self.skipped_classes:
-                return torch.zeros(len(indices), dtype=torch.bool)
-            return torch.isin(labels, torch.tensor(sorted(self.skipped_classes)))
+                return torch.zeros(len(indices), dtype=torch.bool, device=labels.device)
+            return torch.isin(labels, torch.tensor(sorted(self.skipped_classes), device=labels.device))
         seen = h.seen[indices]
         conf = h.conf[indices]
         eligible = seen & (conf >= self.threshold)
         if self.policy == "hsdh":
             eligible &= h.correct[indices]
-        u = torch.rand(conf.shape, generator=self.generator)
+        u = torch.rand(conf.shape, generator=self.generator).to(conf.device)
         return eligible & (u < conf)
 
 

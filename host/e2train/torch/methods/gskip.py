@@ -85,7 +85,8 @@ class GSkipConfig:
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Cosine similarity of two flattened gradients; 0 when either is all zero."""
     a = a.detach().reshape(-1).double()
-    b = b.detach().reshape(-1).double()
+    # a resumed run's previous gradient comes back from the checkpoint on the CPU
+    b = b.detach().reshape(-1).to(a.device, torch.float64)
     na, nb = a.norm(), b.norm()
     if na == 0 or nb == 0:
         return 0.0
