@@ -29,6 +29,8 @@ MODULE_INIT = "a module's parameters and buffers at construction: .to(device) mo
 HOST_SIDE = {
     ("bench/psg_control.py", "RandomPredictorChoice.__init__"): SEEDED,
     ("torch/data.py", "augment"): HOST_DATA + " (augmented on the host, drawn from the epoch's CPU generator)",
+    ("torch/data.py", "split_validation"): HOST_DATA + " (the held-out indices, from a seeded CPU generator)",
+    ("torch/policy.py", "RandomBatchOmission.on_train_start"): SEEDED + "; read as Python numbers",
     ("torch/data.py", "train_batches"): HOST_DATA + " (the epoch's order, from a seeded CPU generator)",
     ("torch/distributed/ddp.py", "ddp_worker"): "indices into the host batch before it is moved",
     ("torch/distributed/p2p.py", "P2P.send"): "a message header built on the host, moved to the link's device",

@@ -352,7 +352,7 @@ def sync_psg_average(avg: torch.nn.Module, live: torch.nn.Module) -> None:
                 if name != "w_master":
                     getattr(a, name).copy_(buf)
             f = int(b.frac_bits)
-            codes = torch.round(torch.ldexp(a.weight.detach().double(), torch.tensor(f, dtype=torch.float64)))
+            codes = torch.round(a.weight.detach().double() * 2.0 ** f)      # exact: a power of two
             a.w_master.copy_(codes.clamp(-2**31, 2**31 - 1).to(torch.int32))
             a._rederive()
 
