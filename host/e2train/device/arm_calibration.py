@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from ..core.energy import FP32
 from ..core.work import Work
 from .nn_layers import ARM_OPS_PER_SECOND, ArmTally
 from .train_config import TrainConfig
@@ -59,7 +58,7 @@ class TimedBackend:
 
 def arm_ops(work: Work) -> int:
     """Float operations in an ARM tally, as the time model counts them (a MAC is two)."""
-    return int(work.ops.get(FP32, 0)) + 2 * int(work.macs.get((FP32, FP32), 0))
+    return int(work.ops.get("fp32", 0)) + 2 * int(work.macs.get("fp32xfp32", 0))
 
 
 def is_board_cpu() -> bool:
