@@ -112,18 +112,21 @@ def install_package(client: BoardClient, *, quiet: bool = False) -> dict:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     _add_bitstream_arguments(p)
-    p.add_argument("--preset", default="e2train", help=PRESETS_DOC)
+    p.add_argument("--preset", default="e2train", choices=("baseline", "e2train"), help=PRESETS_DOC)
     p.add_argument("--config", help="JSON file of trainer settings (overrides the preset)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting (VALUE parsed as JSON when it parses)")
-    p.add_argument("--dataset", default="digits", help="digits (scikit-learn) or cifar10/cifar100 (needs --data-dir)")
-    p.add_argument("--data-dir", help="directory with the CIFAR python-format files")
+    p.add_argument("--dataset", default="digits", metavar="NAME",
+                   help="digits (scikit-learn), cifar10, cifar100 or sat6 (these read --data-dir), "
+                        "sat6synthetic")
+    p.add_argument("--data-dir", help="directory of the data set's files (CIFAR python format, SAT-6 CSV)")
     p.add_argument("--meter", default=None,
                    help="power meter spec (wattsup:/dev/ttyUSB0, wt310:..., sim:, none); default: the simulated "
                         "board's meter, or none on a real board")
     p.add_argument("--idle", type=float, default=2.0, help="seconds of idle power to record before training")
     p.add_argument("--out", default=None, help="report directory (default runs/<run id>)")
-    p.add_argument("--run-id", default=None)
+    p.add_argument("--run-id", default=None,
+                   help="name of the run on the board (default: made from the time)")
     p.add_argument("--resume", action="store_true",
                    help="resume --run-id from its last checkpoint on the board (a run id that has a "
                         "checkpoint is refused without it)")
@@ -235,7 +238,7 @@ def run_stop(args: argparse.Namespace) -> int:
 
 def add_fetch_arguments(p: argparse.ArgumentParser) -> None:
     add_link_arguments(p, board_required=True)
-    p.add_argument("--run-id", required=True)
+    p.add_argument("--run-id", required=True, help="the run whose results to fetch (see `e2train status`)")
     p.add_argument("--out", default=None, help="report directory (default runs/<run id>)")
     p.add_argument("--delete", action="store_true", help="delete the results on the board once fetched")
 

@@ -124,8 +124,8 @@ def add_arguments(p) -> None:
                         "(x_train, y_train, x_test, y_test), or auto (default): digits where scikit-learn is "
                         "installed, else synthetic")
     p.add_argument("--config", default="{}", help="training config (JSON) whose steps are timed")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10, help="training steps timed")
+    p.add_argument("--warmup", type=int, default=2, help="steps run first and not timed (caches, first allocations)")
     p.add_argument("--json", default=None, help="also write the result here")
 
 
