@@ -485,12 +485,16 @@ class EventPrinter:
         self.out = out or sys.stderr
         self.total_epochs: int | None = None
         self.batches: int | None = None
-        self.bar_open = False
+        self.bar = None                      # the epoch's tqdm bar while it is open
+        self.bar_epoch = None
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()                 # leaves the bar's last state on its own line
+            self.bar = None
 
     def _line(self, text: str) -> None:
-        if self.bar_open:
-            self.out.write("\n")
-            self.bar_open = False
+        self._close_bar()
         print(f"{self.label}: {text}", file=self.out, flush=True)
 
     def __call__(self, ev: dict) -> None:
@@ -516,18 +520,21 @@ class EventPrinter:
             self._line(name)
 
     def _bar(self, ev: dict) -> None:
+        from tqdm import tqdm
         done = (ev.get("batch") or 0) + 1
-        total = self.batches or 0
         epoch = ev.get("epoch")
-        head = f"epoch {epoch + 1 if isinstance(epoch, int) else '?'}/{self.total_epochs or '?'}"
-        bar = ""
-        if total:
-            n = int(30 * min(done, total) / total)
-            bar = " [" + "#" * n + "." * (30 - n) + f"] {done}/{total}"
-        loss = f" loss {ev['loss']:.4f}" if isinstance(ev.get("loss"), (int, float)) else ""
-        self.out.write(f"\r{self.label}: {head}{bar}{loss}")
-        self.out.flush()
-        self.bar_open = True
+        if self.bar is None or epoch != self.bar_epoch:
+            self._close_bar()
+            head = f"epoch {epoch + 1 if isinstance(epoch, int) else '?'}/{self.total_epochs or '?'}"
+            # drawn on any stream (a log shows it too, as the events it reports); '#' on '.'
+            fmt = "{desc} [{bar:30}] {n_fmt}/{total_fmt}{postfix}" if self.batches else "{desc} {n_fmt}{postfix}"
+            self.bar = tqdm(total=self.batches or None, desc=f"{self.label}: {head}", file=self.out,
+                            bar_format=fmt, ascii=".#", leave=True, disable=False, mininterval=0)
+            self.bar_epoch = epoch
+        self.bar.update(min(done, self.bar.total or done) - self.bar.n)
+        if isinstance(ev.get("loss"), (int, float)):
+            self.bar.set_postfix_str(f"loss {ev['loss']:.4f}", refresh=False)
+        self.bar.refresh()
 
     def _epoch(self, ev: dict) -> None:
         epoch = ev.get("epoch")
