@@ -11,17 +11,6 @@ from e2train.core.shapes import ShapeError
 M = Dyadic(16384, 20)
 
 
-@pytest.fixture
-def t():
-    rng = np.random.default_rng(0)
-    return dict(
-        x=rng.integers(0, 256, (2, 3, 5, 5)).astype(np.uint8),
-        w=rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8),
-        g=rng.integers(-1000, 1000, (2, 4, 5, 5)).astype(np.int16),
-        wm=rng.integers(-1000, 1000, (4, 3, 3, 3)).astype(np.int32),
-    )
-
-
 def test_wrong_dtypes(csim_lib, t):
     with pytest.raises(TypeError, match="x must be int8 or uint8"):
         csim.conv_fwd(t["x"].astype(np.int16), t["w"], None, M, pad=1)

@@ -23,17 +23,6 @@ def backends(csim_lib):
     return {"golden": golden, "csim": csim, "pynq": pynq_be}
 
 
-def _tensors():
-    rng = np.random.default_rng(0)
-    return dict(
-        x=rng.integers(0, 256, (2, 3, 5, 5)).astype(np.uint8),
-        w=rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8),
-        g=rng.integers(-1000, 1000, (2, 4, 5, 5)).astype(np.int16),
-        wm=rng.integers(-1000, 1000, (4, 3, 3, 3)).astype(np.int32),
-        b=np.zeros(4, np.int32),
-    )
-
-
 def _fwd(t, **kw):
     args = dict(x=t["x"], w=t["w"], bias=t["b"], mult=M)
     opts = dict(stride=1, pad=1, relu=True, samples=None, out=None)
@@ -64,63 +53,63 @@ def _readonly(a):
     return a
 
 
-T = _tensors()
+# each case: a call built from the fixture's valid tensors `t` with one argument broken
 BAD = {
     # conv_fwd
-    "fwd x float": _fwd(T, x=T["x"].astype(np.float32)),
-    "fwd x int16": _fwd(T, x=T["x"].astype(np.int16)),
-    "fwd w uint8": _fwd(T, w=T["w"].astype(np.uint8)),
-    "fwd x 3-D": _fwd(T, x=T["x"][0]),
-    "fwd w not square": _fwd(T, w=np.zeros((4, 3, 3, 1), np.int8)),
-    "fwd channels": _fwd(T, w=T["w"][:, :2]),
-    "fwd kernel 5": _fwd(T, w=np.zeros((4, 3, 5, 5), np.int8)),
-    "fwd stride 3": _fwd(T, stride=3),
-    "fwd pad 2": _fwd(T, pad=2),
-    "fwd bias dtype": _fwd(T, bias=np.zeros(4, np.int64)),
-    "fwd bias length": _fwd(T, bias=np.zeros(5, np.int32)),
-    "fwd bias too big": _fwd(T, bias=np.full(4, 1 << 30, np.int32)),
-    "fwd mult m": _fwd(T, mult=Dyadic(1 << 31, 20)),
-    "fwd mult s": _fwd(T, mult=Dyadic(1, 63)),
-    "fwd out shape": _fwd(T, out=np.zeros((2, 4, 4, 4), np.uint8)),
-    "fwd out dtype (relu gives uint8)": _fwd(T, out=np.zeros((2, 4, 5, 5), np.int8)),
-    "fwd out read-only": _fwd(T, out=_readonly(np.zeros((2, 4, 5, 5), np.uint8))),
-    "fwd samples 2-D": _fwd(T, samples=[[0, 1]]),
-    "fwd samples range": _fwd(T, samples=[0, 2]),
-    "fwd samples duplicate": _fwd(T, samples=[1, 1]),
-    "fwd samples float": _fwd(T, samples=[0.0]),
+    "fwd x float": lambda t: _fwd(t, x=t["x"].astype(np.float32)),
+    "fwd x int16": lambda t: _fwd(t, x=t["x"].astype(np.int16)),
+    "fwd w uint8": lambda t: _fwd(t, w=t["w"].astype(np.uint8)),
+    "fwd x 3-D": lambda t: _fwd(t, x=t["x"][0]),
+    "fwd w not square": lambda t: _fwd(t, w=np.zeros((4, 3, 3, 1), np.int8)),
+    "fwd channels": lambda t: _fwd(t, w=t["w"][:, :2]),
+    "fwd kernel 5": lambda t: _fwd(t, w=np.zeros((4, 3, 5, 5), np.int8)),
+    "fwd stride 3": lambda t: _fwd(t, stride=3),
+    "fwd pad 2": lambda t: _fwd(t, pad=2),
+    "fwd bias dtype": lambda t: _fwd(t, bias=np.zeros(4, np.int64)),
+    "fwd bias length": lambda t: _fwd(t, bias=np.zeros(5, np.int32)),
+    "fwd bias too big": lambda t: _fwd(t, bias=np.full(4, 1 << 30, np.int32)),
+    "fwd mult m": lambda t: _fwd(t, mult=Dyadic(1 << 31, 20)),
+    "fwd mult s": lambda t: _fwd(t, mult=Dyadic(1, 63)),
+    "fwd out shape": lambda t: _fwd(t, out=np.zeros((2, 4, 4, 4), np.uint8)),
+    "fwd out dtype (relu gives uint8)": lambda t: _fwd(t, out=np.zeros((2, 4, 5, 5), np.int8)),
+    "fwd out read-only": lambda t: _fwd(t, out=_readonly(np.zeros((2, 4, 5, 5), np.uint8))),
+    "fwd samples 2-D": lambda t: _fwd(t, samples=[[0, 1]]),
+    "fwd samples range": lambda t: _fwd(t, samples=[0, 2]),
+    "fwd samples duplicate": lambda t: _fwd(t, samples=[1, 1]),
+    "fwd samples float": lambda t: _fwd(t, samples=[0.0]),
     # bad arguments are refused on an empty sample list too
-    "fwd bias on empty list": _fwd(T, bias=np.zeros(5, np.int32), samples=[]),
-    "fwd mult on empty list": _fwd(T, mult=Dyadic(-1, 0), samples=[]),
+    "fwd bias on empty list": lambda t: _fwd(t, bias=np.zeros(5, np.int32), samples=[]),
+    "fwd mult on empty list": lambda t: _fwd(t, mult=Dyadic(-1, 0), samples=[]),
     # conv_bwd_data
-    "bwd g_y int32": _bwd(T, g_y=T["g"].astype(np.int32)),
-    "bwd w int16": _bwd(T, w=T["w"].astype(np.int16)),
-    "bwd g_y 3-D": _bwd(T, g_y=T["g"][0]),
-    "bwd w not square": _bwd(T, w=np.zeros((4, 3, 3, 1), np.int8)),
-    "bwd w 3-D": _bwd(T, w=T["w"][0]),
-    "bwd g_y shape": _bwd(T, g_y=T["g"][:, :, :4]),
-    "bwd in_hw": _bwd(T, in_hw=(6, 5)),
-    "bwd stride 4": _bwd(T, stride=4),
-    "bwd mult": _bwd(T, mult=Dyadic(5, -1)),
-    "bwd out shape": _bwd(T, out=np.zeros((2, 3, 4, 5), np.int16)),
-    "bwd out dtype": _bwd(T, out=np.zeros((2, 3, 5, 5), np.int32)),
-    "bwd out read-only": _bwd(T, out=_readonly(np.zeros((2, 3, 5, 5), np.int16))),
-    "bwd samples range": _bwd(T, samples=[-1]),
-    "bwd mult on empty list": _bwd(T, mult=Dyadic(1 << 31, 0), samples=[]),
+    "bwd g_y int32": lambda t: _bwd(t, g_y=t["g"].astype(np.int32)),
+    "bwd w int16": lambda t: _bwd(t, w=t["w"].astype(np.int16)),
+    "bwd g_y 3-D": lambda t: _bwd(t, g_y=t["g"][0]),
+    "bwd w not square": lambda t: _bwd(t, w=np.zeros((4, 3, 3, 1), np.int8)),
+    "bwd w 3-D": lambda t: _bwd(t, w=t["w"][0]),
+    "bwd g_y shape": lambda t: _bwd(t, g_y=t["g"][:, :, :4]),
+    "bwd in_hw": lambda t: _bwd(t, in_hw=(6, 5)),
+    "bwd stride 4": lambda t: _bwd(t, stride=4),
+    "bwd mult": lambda t: _bwd(t, mult=Dyadic(5, -1)),
+    "bwd out shape": lambda t: _bwd(t, out=np.zeros((2, 3, 4, 5), np.int16)),
+    "bwd out dtype": lambda t: _bwd(t, out=np.zeros((2, 3, 5, 5), np.int32)),
+    "bwd out read-only": lambda t: _bwd(t, out=_readonly(np.zeros((2, 3, 5, 5), np.int16))),
+    "bwd samples range": lambda t: _bwd(t, samples=[-1]),
+    "bwd mult on empty list": lambda t: _bwd(t, mult=Dyadic(1 << 31, 0), samples=[]),
     # conv_bwd_weight_psg
-    "psg x int8 ok but g_y int8": _psg(T, g_y=T["g"].astype(np.int8)),
-    "psg x float": _psg(T, x=T["x"].astype(np.float64)),
-    "psg w_master int64": _psg(T, w_master=T["wm"].astype(np.int64)),
-    "psg w_master 3-D": _psg(T, w_master=T["wm"][0]),
-    "psg x 3-D": _psg(T, x=T["x"][0]),
-    "psg w_master not square": _psg(T, w_master=np.zeros((4, 3, 3, 1), np.int32)),
-    "psg w_master channels": _psg(T, w_master=T["wm"][:, :2]),
-    "psg g_y shape": _psg(T, pad=0),
-    "psg beta above 1": _psg(T, beta_q=(1 << 16) + 1),
-    "psg beta negative": _psg(T, beta_q=-1),
-    "psg lr_q": _psg(T, lr_q=1 << 30),
-    "psg wd_q negative": _psg(T, wd_q=-1),
-    "psg samples duplicate": _psg(T, samples=[0, 0]),
-    "psg beta on empty list": _psg(T, beta_q=1 << 17, samples=[]),
+    "psg x int8 ok but g_y int8": lambda t: _psg(t, g_y=t["g"].astype(np.int8)),
+    "psg x float": lambda t: _psg(t, x=t["x"].astype(np.float64)),
+    "psg w_master int64": lambda t: _psg(t, w_master=t["wm"].astype(np.int64)),
+    "psg w_master 3-D": lambda t: _psg(t, w_master=t["wm"][0]),
+    "psg x 3-D": lambda t: _psg(t, x=t["x"][0]),
+    "psg w_master not square": lambda t: _psg(t, w_master=np.zeros((4, 3, 3, 1), np.int32)),
+    "psg w_master channels": lambda t: _psg(t, w_master=t["wm"][:, :2]),
+    "psg g_y shape": lambda t: _psg(t, pad=0),
+    "psg beta above 1": lambda t: _psg(t, beta_q=(1 << 16) + 1),
+    "psg beta negative": lambda t: _psg(t, beta_q=-1),
+    "psg lr_q": lambda t: _psg(t, lr_q=1 << 30),
+    "psg wd_q negative": lambda t: _psg(t, wd_q=-1),
+    "psg samples duplicate": lambda t: _psg(t, samples=[0, 0]),
+    "psg beta on empty list": lambda t: _psg(t, beta_q=1 << 17, samples=[]),
 }
 
 
@@ -132,17 +121,17 @@ def _refusal(be, call):
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_three_backends_refuse_alike(backends, case):
-    got = {name: _refusal(be, BAD[case]) for name, be in backends.items()}
+def test_three_backends_refuse_alike(backends, t, case):
+    got = {name: _refusal(be, BAD[case](t)) for name, be in backends.items()}
     assert issubclass(got["golden"][0], (TypeError, ValueError)), got    # ShapeError is a ValueError
     assert got["csim"] == got["golden"] and got["pynq"] == got["golden"], got
 
 
-@pytest.mark.parametrize("call", [_fwd(T), _fwd(T, relu=False, bias=None), _bwd(T), _psg(T),
-                                  _fwd(T, samples=[]), _psg(T, samples=[1])])
-def test_the_unbroken_calls_are_accepted_and_agree(backends, call):
+@pytest.mark.parametrize("make", [_fwd, lambda t: _fwd(t, relu=False, bias=None), _bwd, _psg,
+                                  lambda t: _fwd(t, samples=[]), lambda t: _psg(t, samples=[1])])
+def test_the_unbroken_calls_are_accepted_and_agree(backends, t, make):
     """The refusals above come from the one broken argument, not from the base call."""
-    name, args, opts = call
+    name, args, opts = make(t)
     res = [getattr(be, name)(*args, **opts) for be in backends.values()]
     for r in res[1:]:
         if name == "conv_bwd_weight_psg":
@@ -151,10 +140,10 @@ def test_the_unbroken_calls_are_accepted_and_agree(backends, call):
             assert np.array_equal(r, res[0])
 
 
-def test_csim_fills_an_out_that_is_not_contiguous(backends):
+def test_csim_fills_an_out_that_is_not_contiguous(backends, t):
     """The C kernel writes a dense buffer; a strided ``out`` is filled through a copy, so the
     back-ends accept the same ``out`` arrays."""
-    name, args, opts = _fwd(T, samples=[1])
+    name, args, opts = _fwd(t, samples=[1])
     base = np.full((2, 4, 5, 10), 7, np.uint8)
     outs = {k: base.copy()[..., ::2] for k in backends}
     for k, be in backends.items():
