@@ -5,6 +5,8 @@ agent never import torch. Each module defines ``add_arguments(parser)`` and ``ru
 
 A command that fails ends in one line naming the cause and the fix, with an exit code from
 :mod:`e2train.exit_codes`; ``--debug`` (anywhere on the command line) adds the traceback.
+``--version`` (anywhere) prints the package and fixed-point contract versions; a bare
+``e2train`` prints the usage and exits 2 (a usage error, as any unknown command).
 """
 from __future__ import annotations
 
@@ -31,11 +33,34 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each flag's help ends with its default, unless the text already says it (or there is
+    none to say: no default, a switch that is off). Choices show in the metavar."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if (not action.option_strings or "default" in text or d is None or d is False or d == []
+                or d is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def version() -> str:
+    from . import __version__
+    from .core.fixedpoint import CONTRACT_VERSION
+    return f"e2train {__version__} (fixed-point contract v{CONTRACT_VERSION})"
+
+
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="e2train", description="On-device energy-efficient CNN training for Zynq-7000.")
+    p = argparse.ArgumentParser(prog="e2train", description="On-device energy-efficient CNN training for Zynq-7000.",
+                                epilog="`e2train COMMAND --help` lists a command's flags. Anywhere on the line, "
+                                       "--debug adds the traceback to an error and --version prints the versions.")
+    p.add_argument("--version", action="version", version=version(),
+                   help="print the package and fixed-point contract versions and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_, description=help_)
+        sp = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         if name == command:
             mod = importlib.import_module(module)
             add = getattr(mod, f"add_{name.replace('-', '_')}_arguments", None) or mod.add_arguments
@@ -48,9 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    if "--version" in argv[: argv.index("--")] if "--" in argv else "--version" in argv:
+        print(version())               # any command's --version, torch-train's included
+        return 0
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in COMMANDS:
-        _parser().parse_args(argv or ["--help"])
+        p = _parser()
+        if not argv:
+            p.print_usage(sys.stderr)
+            print("e2train: name a COMMAND; `e2train --help` lists them", file=sys.stderr)
+            return EXIT_USAGE
+        p.parse_args(argv)             # --help exits 0; an unknown command exits 2 with usage
         return EXIT_USAGE
     try:
         args = _parser(command).parse_args(argv)

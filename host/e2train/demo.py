@@ -21,7 +21,7 @@ from .train_cli import build_config, train_session
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="report directory (default runs/demo-<time>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting in both runs")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no live progress")
 
 
 def run(args: argparse.Namespace) -> int:

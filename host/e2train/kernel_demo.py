@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=0.05, help="PSG threshold beta in (0, 1] (default 0.05)")
     p.add_argument("--active", type=float, default=1.0,
                    help="fraction of samples the SLU gate keeps in the layer (default 1.0)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random layer weights and of the SLU keep list (default 0)")
 
 
 def _mini_batch(batch: int, upsample: int) -> tuple[np.ndarray, np.ndarray]:

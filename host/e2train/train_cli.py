@@ -112,18 +112,21 @@ def install_package(client: BoardClient, *, quiet: bool = False) -> dict:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     _add_bitstream_arguments(p)
-    p.add_argument("--preset", default="e2train", help=PRESETS_DOC)
+    p.add_argument("--preset", default="e2train", choices=("baseline", "e2train"), help=PRESETS_DOC)
     p.add_argument("--config", help="JSON file of trainer settings (overrides the preset)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting (VALUE parsed as JSON when it parses)")
-    p.add_argument("--dataset", default="digits", help="digits (scikit-learn) or cifar10/cifar100 (needs --data-dir)")
-    p.add_argument("--data-dir", help="directory with the CIFAR python-format files")
+    p.add_argument("--dataset", default="digits", metavar="NAME",
+                   help="digits (scikit-learn), cifar10, cifar100 or sat6 (these read --data-dir), "
+                        "sat6synthetic")
+    p.add_argument("--data-dir", help="directory of the data set's files (CIFAR python format, SAT-6 CSV)")
     p.add_argument("--meter", default=None,
                    help="power meter spec (wattsup:/dev/ttyUSB0, wt310:..., sim:, none); default: the simulated "
                         "board's meter, or none on a real board")
     p.add_argument("--idle", type=float, default=2.0, help="seconds of idle power to record before training")
     p.add_argument("--out", default=None, help="report directory (default runs/<run id>)")
-    p.add_argument("--run-id", default=None)
+    p.add_argument("--run-id", default=None,
+                   help="name of the run on the board (default: made from the time)")
     p.add_argument("--resume", action="store_true",
                    help="resume --run-id from its last checkpoint on the board (a run id that has a "
                         "checkpoint is refused without it)")
@@ -235,7 +238,7 @@ def run_stop(args: argparse.Namespace) -> int:
 
 def add_fetch_arguments(p: argparse.ArgumentParser) -> None:
     add_link_arguments(p, board_required=True)
-    p.add_argument("--run-id", required=True)
+    p.add_argument("--run-id", required=True, help="the run whose results to fetch (see `e2train status`)")
     p.add_argument("--out", default=None, help="report directory (default runs/<run id>)")
     p.add_argument("--delete", action="store_true", help="delete the results on the board once fetched")
 
@@ -482,12 +485,16 @@ class EventPrinter:
         self.out = out or sys.stderr
         self.total_epochs: int | None = None
         self.batches: int | None = None
-        self.bar_open = False
+        self.bar = None                      # the epoch's tqdm bar while it is open
+        self.bar_epoch = None
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()                 # leaves the bar's last state on its own line
+            self.bar = None
 
     def _line(self, text: str) -> None:
-        if self.bar_open:
-            self.out.write("\n")
-            self.bar_open = False
+        self._close_bar()
         print(f"{self.label}: {text}", file=self.out, flush=True)
 
     def __call__(self, ev: dict) -> None:
@@ -513,18 +520,21 @@ class EventPrinter:
             self._line(name)
 
     def _bar(self, ev: dict) -> None:
+        from tqdm import tqdm
         done = (ev.get("batch") or 0) + 1
-        total = self.batches or 0
         epoch = ev.get("epoch")
-        head = f"epoch {epoch + 1 if isinstance(epoch, int) else '?'}/{self.total_epochs or '?'}"
-        bar = ""
-        if total:
-            n = int(30 * min(done, total) / total)
-            bar = " [" + "#" * n + "." * (30 - n) + f"] {done}/{total}"
-        loss = f" loss {ev['loss']:.4f}" if isinstance(ev.get("loss"), (int, float)) else ""
-        self.out.write(f"\r{self.label}: {head}{bar}{loss}")
-        self.out.flush()
-        self.bar_open = True
+        if self.bar is None or epoch != self.bar_epoch:
+            self._close_bar()
+            head = f"epoch {epoch + 1 if isinstance(epoch, int) else '?'}/{self.total_epochs or '?'}"
+            # drawn on any stream (a log shows it too, as the events it reports); '#' on '.'
+            fmt = "{desc} [{bar:30}] {n_fmt}/{total_fmt}{postfix}" if self.batches else "{desc} {n_fmt}{postfix}"
+            self.bar = tqdm(total=self.batches or None, desc=f"{self.label}: {head}", file=self.out,
+                            bar_format=fmt, ascii=".#", leave=True, disable=False, mininterval=0)
+            self.bar_epoch = epoch
+        self.bar.update(min(done, self.bar.total or done) - self.bar.n)
+        if isinstance(ev.get("loss"), (int, float)):
+            self.bar.set_postfix_str(f"loss {ev['loss']:.4f}", refresh=False)
+        self.bar.refresh()
 
     def _epoch(self, ev: dict) -> None:
         epoch = ev.get("epoch")

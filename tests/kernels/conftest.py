@@ -56,3 +56,17 @@ def rand_codes(rng: np.random.Generator, shape, dtype, extreme: bool) -> np.ndar
     else:
         v = rng.integers(info.min, int(info.max) + 1, size=shape)
     return v.astype(dtype)
+
+
+@pytest.fixture
+def t():
+    """One small, valid conv call's tensors (3x3, pad 1): x uint8, w int8, g (g_y) int16,
+    wm (w_master) int32, b (bias) int32, for tests that break one argument at a time."""
+    rng = np.random.default_rng(0)
+    return dict(
+        x=rng.integers(0, 256, (2, 3, 5, 5)).astype(np.uint8),
+        w=rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8),
+        g=rng.integers(-1000, 1000, (2, 4, 5, 5)).astype(np.int16),
+        wm=rng.integers(-1000, 1000, (4, 3, 3, 3)).astype(np.int32),
+        b=np.zeros(4, np.int32),
+    )

@@ -44,18 +44,18 @@ def test_no_active_sample_costs_no_macs(kernel):
 
 def test_mac_widths_and_counts():
     sh = RESNET[1]
-    assert pm.kernel_work("conv_fwd", sh, 5).macs == {(8, 8): sh.macs(5)}
-    assert pm.kernel_work("conv_bwd_data", sh, 5).macs == {(8, 16): sh.macs(5)}
+    assert pm.kernel_work("conv_fwd", sh, 5).macs == {"int8xint8": sh.macs(5)}
+    assert pm.kernel_work("conv_bwd_data", sh, 5).macs == {"int8xint16": sh.macs(5)}
     off = pm.kernel_work("conv_bwd_weight_psg", sh, 5, predictor_on=False)
-    assert off.macs[(8, 16)] == sh.macs(5)          # beta_q = 0: every weight exact
-    assert off.macs[(4, 10)] == sh.macs(5)          # the engine's G_msb in the one pass it runs
+    assert off.macs["int8xint16"] == sh.macs(5)          # beta_q = 0: every weight exact
+    assert off.macs["int4xint10"] == sh.macs(5)          # the engine's G_msb in the one pass it runs
 
 
 def test_predicted_weights_reduce_wgrad_macs_and_time():
     sh = RESNET[0]
     nw = sh.co * sh.ci * 9
     works = [pm.kernel_work("conv_bwd_weight_psg", sh, 16, p) for p in (0, nw // 2, nw)]
-    full = [w.macs.get((8, 16), 0) for w in works]
+    full = [w.macs.get("int8xint16", 0) for w in works]
     assert full == [sh.macs(16), sh.macs(16) // 2, 0]
     assert works[2].seconds < works[0].seconds       # every tile skipped in the exact pass
     # The kernel's own count of blocks it did not re-read replaces the estimate.
@@ -77,8 +77,8 @@ def test_model_agrees_with_the_kernel_counters(csim_lib):
     work = pm.kernel_work("conv_bwd_weight_psg", sh, 3, r.n_predicted, n_tiles_skipped=st.tiles_skipped,
                           n_exact_rounds=st.decide_beats // st.beats_per_tile)
     assert 0 < r.n_predicted < wm.size
-    assert work.macs[(8, 16)] == st.exact_terms
-    assert work.macs[(4, 10)] == st.predict_terms == wm.size * st.beats_per_tile
+    assert work.macs["int8xint16"] == st.exact_terms
+    assert work.macs["int4xint10"] == st.predict_terms == wm.size * st.beats_per_tile
 
 
 def test_resources_fit_xc7z020():
@@ -139,7 +139,7 @@ def test_psg_with_predicted_weights_beats_exact_sign(csim_lib, sh):
         assert w.seconds < w0.seconds
         assert board.energy_j(w) < board.energy_j(w0)
         assert board.breakdown(w)["mac"] < board.breakdown(w0)["mac"]
-        assert w.macs[(8, 16)] == st.exact_terms < w0.macs[(8, 16)]
+        assert w.macs["int8xint16"] == st.exact_terms < w0.macs["int8xint16"]
         assert c <= 3 * fwd
 
 
@@ -188,7 +188,7 @@ def test_psg_skipped_blocks_cost_nothing_in_pass_b(sh):
     # than with a block to re-read.
     none = pm.kernel_work("conv_bwd_weight_psg", sh, sh.n, nw, n_tiles_skipped=blocks, n_exact_rounds=0)
     one = pm.kernel_work("conv_bwd_weight_psg", sh, sh.n, nw - 1, n_tiles_skipped=blocks - 1, n_exact_rounds=1)
-    assert none.macs.get((8, 16), 0) == 0 and one.macs[(8, 16)] == sh.n * sh.ho * sh.wo
+    assert none.macs.get("int8xint16", 0) == 0 and one.macs["int8xint16"] == sh.n * sh.ho * sh.wo
     assert one.dram_bytes - none.dram_bytes == staged + 3 * tco * tci * 9
     assert none.seconds < one.seconds
     # Undecided weights but every block skipped: a layer of several chunks cannot do that.

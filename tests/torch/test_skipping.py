@@ -176,7 +176,6 @@ def test_swa_and_signsgd_comparison_points_run(tiny):
 
 
 def test_work_meter_counts_the_macs_of_a_training_step():
-    from e2train.core.energy import FP32
     torch.manual_seed(0)
     n = 4
     model = ResNetCifar(8, 1, 10).train()
@@ -187,7 +186,7 @@ def test_work_meter_counts_the_macs_of_a_training_step():
     blocks = n * 9 * (2 * 64 * 16 * 16 + 16 * 32 * 16 + 16 * 32 * 32 + 4 * 64 * 32 + 4 * 64 * 64)
     fc = n * 64 * 10
     # forward and weight gradient everywhere; no input gradient for the stem (its input needs none)
-    assert meter.work.macs[(FP32, FP32)] == 3 * (stem + blocks + fc) - stem
+    assert meter.work.macs["fp32xfp32"] == 3 * (stem + blocks + fc) - stem
     with torch.no_grad():
         before = meter.work.total_macs
         model(torch.randn(n, 1, 8, 8))                 # evaluation-style forward: not training work
@@ -221,7 +220,8 @@ def test_work_meter_prices_the_psg_kernels_not_the_emulation():
     that: forward at 8x8 bits, input gradient at 16x8, weight gradient 4x10 for every MAC
     and 8x16 only for the weights the predictor did not decide -- the formula of the
     fp32 test above with the kernels' widths."""
-    from e2train.core.energy import FP32, PREDICTOR_BITS
+    from e2train.core.energy import PREDICTOR_BITS
+    from e2train.core.work import mac_key
     from e2train.torch.psg import PSGConv2d
     torch.manual_seed(0)
     n = 4
@@ -239,9 +239,9 @@ def test_work_meter_prices_the_psg_kernels_not_the_emulation():
     exact = sum(n * positions[m] * (m.n_decided - m.n_predicted) for m in layers)
     assert 0 < exact < stem + blocks                         # the predictor decided some
     macs = meter.work.macs
-    assert macs[(8, 8)] == stem + blocks
-    assert macs[PREDICTOR_BITS] == stem + blocks
+    assert macs["int8xint8"] == stem + blocks
+    assert macs[mac_key(*PREDICTOR_BITS)] == macs["int4xint10"] == stem + blocks
     # 8x16 bits: the input gradient (not the stem's: its input needs none) and the exact
-    # weight-gradient product (key order is (narrow, wide))
-    assert macs[(8, 16)] == blocks + exact
-    assert macs[(FP32, FP32)] == 3 * n * 64 * 10             # the classifier: fwd, bwd-data, bwd-weight
+    # weight-gradient product (the narrower format is named first)
+    assert macs["int8xint16"] == blocks + exact
+    assert macs["fp32xfp32"] == 3 * n * 64 * 10             # the classifier: fwd, bwd-data, bwd-weight

@@ -12,7 +12,7 @@ from e2train.core.energy import (
     ENERGY_KIND, FP32, PREDICTOR_BITS, SCHEMES, EnergyModel, conv_step_work, step_energy_ratio,
 )
 from e2train.core.shapes import ConvShape
-from e2train.core.work import Work
+from e2train.core.work import Work, mac_key
 
 M = EnergyModel.horowitz45nm()
 SHAPE = ConvShape(64, 16, 32, 32, 16, 3, 1, 1)
@@ -63,7 +63,7 @@ def test_psg_cost_falls_with_the_predicted_fraction():
     assert e == sorted(e, reverse=True) and e[0] > e[-1]
     w = conv_step_work(SHAPE, "psg", 0.75)
     n = SHAPE.macs()
-    assert w.macs[PREDICTOR_BITS] == n and w.macs[(8, 16)] == n + round(n * 0.25)  # bwd-data + exact part
+    assert w.macs[mac_key(*PREDICTOR_BITS)] == n and w.macs["int8xint16"] == n + round(n * 0.25)  # bwd-data + exact part
 
 
 # --- the paper's own accounting (E2-Train, NeurIPS 2019) -----------------------------

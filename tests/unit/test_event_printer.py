@@ -20,7 +20,7 @@ def test_progress_bar_epoch_line_and_warnings():
         p(ev)
     text = out.getvalue()
     assert "r1: training 3 epochs of 23 batches" in text
-    assert "epoch 1/3 [" + "#" * 13 in text and "] 10/23 loss 2.1234" in text       # the bar draws
+    assert "epoch 1/3 [" + "#" * 13 + "." * 17 + "] 10/23, loss 2.1234" in text     # the bar draws (tqdm)
     line = next(ln for ln in text.splitlines() if "train loss" in ln)
     for want in ("epoch 1/3", "train loss 1.5000", "train acc 40.00%", "test acc 55.00%",
                  "batches 12 run, 11 skipped", "energy 0.0123 J (modelled)"):

@@ -1,11 +1,11 @@
 """The HLS kernels' C simulation (hls/src compiled by g++), called through ctypes.
 
 Same signatures and return types as the golden models in :mod:`e2train.core.golden`, and
-the same argument checks (they are the golden model's own checks, called from here), so
+the same argument checks (:mod:`e2train.core.kernel_args`, which every back-end calls), so
 either can stand in for the other. Checks run *before* the library is called: a wrong
 call raises a clear error and never hands the C code a buffer of the wrong size. Inputs
-that are not C-contiguous are copied; an ``out`` array must be C-contiguous, since the
-kernel writes into it.
+that are not C-contiguous are copied; so is an ``out`` that is not (the kernel writes
+into a contiguous copy, which is then copied back).
 
 numpy + ctypes only (importable on the board, where no library need exist). The library
 is found at ``$E2TRAIN_CSIM_LIB``, else ``<repo>/build/csim/libe2t_kernels.so`` (built by
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import golden
-from .fixedpoint import DECAY_FRAC_BITS, BETA_FRAC_BITS, INT16, UINT8, Dyadic, format_of
+from . import kernel_args
+from .fixedpoint import UINT8, Dyadic, format_of
 from .golden import PsgResult
-from .shapes import ConvShape, ShapeError, check_samples
+from .shapes import ConvShape
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LIB_NAME = "libe2t_kernels.so"
@@ -106,19 +106,6 @@ def _contig(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _check_out(out: np.ndarray) -> None:
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ShapeError("out must be a writeable C-contiguous array (the kernel writes into it); "
-                         "pass np.ascontiguousarray(out) and copy back")
-
-
-def _check_mult(mult) -> Dyadic:
-    m, s = (int(v) for v in mult)
-    if m < 0 or m >= 1 << 31 or not 0 <= s <= 62:
-        raise ValueError(f"requantisation multiplier out of range: {Dyadic(m, s)} (need 0 <= m < 2**31, 0 <= s <= 62)")
-    return Dyadic(m, s)
-
-
 def _raise_status(kernel: str, rc: int) -> None:
     if rc & E2T_ERR_OVERFLOW:
         raise OverflowError(f"{kernel}: acc * M would exceed 62 bits; choose a smaller requantisation multiplier")
@@ -128,9 +115,10 @@ def _raise_status(kernel: str, rc: int) -> None:
 
 
 def _run_guarded(kernel: str, out: np.ndarray, may_overflow: bool, call) -> np.ndarray:
-    """Run ``call(dst)``; where the requantisation could overflow, on a copy of ``out``, so
-    that an OverflowError (raised, like the golden model's) leaves ``out`` untouched."""
-    dst = out.copy() if may_overflow else out
+    """Run ``call(dst)``; on a contiguous copy of ``out`` where the requantisation could
+    overflow (so that an OverflowError, raised like the golden model's, leaves ``out``
+    untouched) or where ``out`` is not C-contiguous (the kernel writes a dense buffer)."""
+    dst = np.array(out, order="C", copy=True) if may_overflow or not out.flags.c_contiguous else out
     rc = call(dst)
     _raise_status(kernel, rc)
     if dst is not out:
@@ -141,28 +129,12 @@ def _run_guarded(kernel: str, out: np.ndarray, may_overflow: bool, call) -> np.n
 def conv_fwd(x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: bool = False,
              samples=None, out: np.ndarray | None = None) -> np.ndarray:
     """C simulation of ``golden.conv_fwd`` (same arguments, same result, bit for bit)."""
-    golden._check_x(x)
-    golden._check_w(w)
-    shape = ConvShape.of(x, w, stride, pad)
-    idx = check_samples(samples, shape.n)
-    fmt = UINT8 if relu else golden.INT8
-    if out is None:
-        out = np.zeros(shape.y_shape, fmt.dtype)
-    elif out.shape != shape.y_shape or out.dtype != fmt.dtype:
-        raise ShapeError(f"out must be {fmt.name}{shape.y_shape}, got {out.dtype}{out.shape}")
-    _check_out(out)
+    a = kernel_args.check_conv_fwd(x, w, bias, mult, stride=stride, pad=pad, relu=relu,
+                                   samples=samples, out=out)
+    shape, idx, out, mult = a.shape, a.idx, a.out, a.mult
     if idx.size == 0:
         return out
-    if bias is not None:
-        b = np.asarray(bias)
-        if b.shape != (shape.co,) or b.dtype != np.int32:
-            raise ShapeError(f"bias must be int32 of shape ({shape.co},), got {b.dtype}{b.shape}")
-        if b.size and int(np.abs(b.astype(np.int64)).max()) > golden.MAX_BIAS:
-            raise ShapeError(f"bias magnitude above {golden.MAX_BIAS} could overflow the int32 accumulator")
-        b = _contig(b)
-    else:
-        b = np.zeros(1, np.int32)
-    mult = _check_mult(mult)
+    b = _contig(a.bias) if a.bias is not None else np.zeros(1, np.int32)
     xc, wc = _contig(x), _contig(w)
     unsigned = format_of(x) is UINT8
     lib = load()
@@ -182,27 +154,11 @@ def _bwd_data_acc_bound(shape: ConvShape) -> int:
 def conv_bwd_data(g_y, w, mult: Dyadic, *, in_hw: tuple[int, int], stride: int = 1, pad: int = 0,
                   samples=None, out: np.ndarray | None = None) -> np.ndarray:
     """C simulation of ``golden.conv_bwd_data``."""
-    if format_of(g_y) is not INT16:
-        raise TypeError(f"g_y must be int16 codes, got {g_y.dtype}")
-    golden._check_w(w)
-    if g_y.ndim != 4:
-        raise ShapeError(f"g_y must be 4-D NCHW, got {g_y.shape}")
-    if w.ndim != 4 or w.shape[2] != w.shape[3]:
-        raise ShapeError(f"w must be 4-D OIHW with a square kernel, got {w.shape}")
-    n = g_y.shape[0]
-    shape = ConvShape(n, int(w.shape[1]), int(in_hw[0]), int(in_hw[1]), int(w.shape[0]),
-                      int(w.shape[2]), stride, pad)
-    if g_y.shape != shape.y_shape:
-        raise ShapeError(f"g_y must be {shape.y_shape} for this conv, got {g_y.shape}")
-    idx = check_samples(samples, n)
-    if out is None:
-        out = np.zeros(shape.x_shape, np.int16)
-    elif out.shape != shape.x_shape or out.dtype != np.int16:
-        raise ShapeError(f"out must be int16{shape.x_shape}, got {out.dtype}{out.shape}")
-    _check_out(out)
+    a = kernel_args.check_conv_bwd_data(g_y, w, mult, in_hw=in_hw, stride=stride, pad=pad,
+                                        samples=samples, out=out)
+    shape, idx, out, mult = a.shape, a.idx, a.out, a.mult
     if idx.size == 0:
         return out
-    mult = _check_mult(mult)
     gc, wc = _contig(g_y), _contig(w)
     lib = load()
     may_overflow = _bwd_data_acc_bound(shape) * mult.m >= 1 << 62
@@ -230,24 +186,9 @@ class PsgStats:
 def conv_bwd_weight_psg_stats(x, g_y, w_master, *, stride: int = 1, pad: int = 0, beta_q: int,
                               lr_q: int, wd_q: int = 0, samples=None) -> tuple[PsgResult, PsgStats]:
     """``conv_bwd_weight_psg`` plus the kernel's counters (proof of what it skipped)."""
-    golden._check_x(x)
-    if format_of(g_y) is not INT16:
-        raise TypeError(f"g_y must be int16 codes, got {g_y.dtype}")
-    if w_master.dtype != np.int32 or w_master.ndim != 4:
-        raise TypeError(f"w_master must be 4-D int32, got {w_master.dtype}{w_master.shape}")
-    if x.ndim != 4:
-        raise ShapeError(f"x must be 4-D NCHW, got {x.shape}")
-    shape = ConvShape(int(x.shape[0]), int(x.shape[1]), int(x.shape[2]), int(x.shape[3]),
-                      int(w_master.shape[0]), int(w_master.shape[2]), stride, pad)
-    if w_master.shape != shape.w_shape:
-        raise ShapeError(f"w_master must be {shape.w_shape}, got {w_master.shape}")
-    if g_y.shape != shape.y_shape:
-        raise ShapeError(f"g_y must be {shape.y_shape} for this conv, got {g_y.shape}")
-    if not 0 <= int(lr_q) < 1 << 30 or not 0 <= int(wd_q) < 1 << DECAY_FRAC_BITS:
-        raise ValueError(f"lr_q {lr_q} or wd_q {wd_q} out of range")
-    if not 0 <= int(beta_q) <= 1 << BETA_FRAC_BITS:
-        raise ValueError(f"beta_q must be in [0, {1 << BETA_FRAC_BITS}] (0 = predictor off), got {beta_q}")
-    idx = check_samples(samples, shape.n)
+    a = kernel_args.check_conv_bwd_weight_psg(x, g_y, w_master, stride=stride, pad=pad, beta_q=beta_q,
+                                              lr_q=lr_q, wd_q=wd_q, samples=samples)
+    shape, idx = a.shape, a.idx
     xc, gc = _contig(x), _contig(g_y)
     w_new = np.array(w_master, dtype=np.int32, order="C", copy=True)
     nw = w_new.size

@@ -31,9 +31,10 @@ Widths in between (the rule, written once here):
   linearly above 32 bits (a 48-bit accumulator add costs 0.15 pJ);
 * a MAC = one multiply + one add at the accumulator width (32 bits for 8x8 products, 48
   for wider ones, as the kernels' accumulators; ``acc_bits``);
-* floating point: widths are written as negative numbers in a ``Work`` tally (``FP32`` =
-  -32, ``FP16`` = -16). A MAC with a float operand is a float multiply + float add of the
-  widest float operand (an int8 weight times an fp32 gradient runs on the fp32 unit).
+* floating point: widths are passed to a ``Work`` as negative numbers (``FP32`` = -32,
+  ``FP16`` = -16), which it keys by name (``"fp32xint8"``, docs/work.md). A MAC with a
+  float operand is a float multiply + float add of the widest float operand (an int8
+  weight times an fp32 gradient runs on the fp32 unit).
 
 Static power: ``zynq7020()`` adds the board's static draw times the modelled busy seconds.
 """
@@ -42,12 +43,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .shapes import ConvShape
-from .work import Work
+from .work import FP16, FP32, Work, mac_bits, op_bits  # noqa: F401 (FP16/FP32 re-exported)
 
 ENERGY_KIND = "modelled"     # every figure from this module is modelled, not measured
-
-FP16 = -16                   # float widths are negative in a Work tally
-FP32 = -32
 
 PJ = 1e-12
 
@@ -137,8 +135,8 @@ class EnergyModel:
     # --- pricing ------------------------------------------------------------------------
     def breakdown(self, work: Work, include_static: bool = True) -> dict[str, float]:
         """Joules by component: mac, ops, sram, dram, static, and their total."""
-        mac = sum(n * self.mac_pj(a, b) for (a, b), n in work.macs.items()) * PJ
-        ops = sum(n * self.add_pj(bits) for bits, n in work.ops.items()) * PJ
+        mac = sum(n * self.mac_pj(*mac_bits(k)) for k, n in work.macs.items()) * PJ
+        ops = sum(n * self.add_pj(op_bits(k)) for k, n in work.ops.items()) * PJ
         sram = work.sram_bytes * self.sram_pj_per_byte * PJ
         dram = work.dram_bytes * self.dram_pj_per_byte * PJ
         static = self.static_w * work.seconds if include_static else 0.0

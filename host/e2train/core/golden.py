@@ -12,20 +12,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernel_args
 from .fixedpoint import (
     BETA_FRAC_BITS,
     DECAY_FRAC_BITS,
-    INT8,
     INT16,
     MASTER_LIMIT,
-    UINT8,
     Dyadic,
-    format_of,
     msb_split_g,
     msb_split_x,
     requantize,
 )
-from .shapes import MAX_BIAS, ConvShape, ShapeError, check_samples
+from .shapes import ConvShape
 
 
 def _windows(x: np.ndarray, shape: ConvShape) -> np.ndarray:
@@ -34,16 +32,6 @@ def _windows(x: np.ndarray, shape: ConvShape) -> np.ndarray:
     xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (p, p), (p, p)))
     win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))
     return win[:, :, ::s, ::s][:, :, : shape.ho, : shape.wo]
-
-
-def _check_x(x: np.ndarray) -> None:
-    if format_of(x) not in (INT8, UINT8):
-        raise TypeError(f"x must be int8 or uint8 codes, got {x.dtype}")
-
-
-def _check_w(w: np.ndarray) -> None:
-    if format_of(w) is not INT8:
-        raise TypeError(f"w must be int8 codes, got {w.dtype}")
 
 
 def conv_fwd_acc(x: np.ndarray, w: np.ndarray, shape: ConvShape) -> np.ndarray:
@@ -58,49 +46,24 @@ def conv_fwd(x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: b
 
     ``bias`` is int32 in accumulator units (scale s_x * s_w), or None.
     """
-    _check_x(x)
-    _check_w(w)
-    shape = ConvShape.of(x, w, stride, pad)
-    idx = check_samples(samples, shape.n)
-    fmt = UINT8 if relu else INT8
-    if out is None:
-        out = np.zeros(shape.y_shape, fmt.dtype)
-    elif out.shape != shape.y_shape or out.dtype != fmt.dtype:
-        raise ShapeError(f"out must be {fmt.name}{shape.y_shape}, got {out.dtype}{out.shape}")
+    a = kernel_args.check_conv_fwd(x, w, bias, mult, stride=stride, pad=pad, relu=relu,
+                                   samples=samples, out=out)
+    idx, out = a.idx, a.out
     if idx.size == 0:
         return out
-    acc = conv_fwd_acc(x[idx], w, shape)
-    if bias is not None:
-        b = np.asarray(bias)
-        if b.shape != (shape.co,) or b.dtype != np.int32:
-            raise ShapeError(f"bias must be int32 of shape ({shape.co},), got {b.dtype}{b.shape}")
-        if b.size and int(np.abs(b.astype(np.int64)).max()) > MAX_BIAS:
-            raise ShapeError(f"bias magnitude above {MAX_BIAS} could overflow the int32 accumulator")
-        acc = acc + b.astype(np.int64)[None, :, None, None]
-    out[idx] = requantize(acc, mult, fmt)
+    acc = conv_fwd_acc(x[idx], w, a.shape)
+    if a.bias is not None:
+        acc = acc + a.bias.astype(np.int64)[None, :, None, None]
+    out[idx] = requantize(acc, a.mult, a.fmt)
     return out
 
 
 def conv_bwd_data(g_y, w, mult: Dyadic, *, in_hw: tuple[int, int], stride: int = 1, pad: int = 0,
                   samples=None, out: np.ndarray | None = None) -> np.ndarray:
     """g_x = requant(conv_transpose(g_y, w)) as int16 codes (48-bit accumulator)."""
-    if format_of(g_y) is not INT16:
-        raise TypeError(f"g_y must be int16 codes, got {g_y.dtype}")
-    _check_w(w)
-    if g_y.ndim != 4 or w.ndim != 4:
-        raise ShapeError(f"g_y and w must be 4-D (NCHW, OIHW), got {g_y.shape} and {w.shape}")
-    if w.shape[2] != w.shape[3]:
-        raise ShapeError(f"only square kernels are supported, got {w.shape[2]}x{w.shape[3]}")
-    n = g_y.shape[0]
-    shape = ConvShape(n, int(w.shape[1]), int(in_hw[0]), int(in_hw[1]), int(w.shape[0]),
-                      int(w.shape[2]), stride, pad)
-    if g_y.shape != shape.y_shape:
-        raise ShapeError(f"g_y must be {shape.y_shape} for this conv, got {g_y.shape}")
-    idx = check_samples(samples, n)
-    if out is None:
-        out = np.zeros(shape.x_shape, np.int16)
-    elif out.shape != shape.x_shape or out.dtype != np.int16:
-        raise ShapeError(f"out must be int16{shape.x_shape}, got {out.dtype}{out.shape}")
+    a = kernel_args.check_conv_bwd_data(g_y, w, mult, in_hw=in_hw, stride=stride, pad=pad,
+                                        samples=samples, out=out)
+    shape, idx, out = a.shape, a.idx, a.out
     if idx.size == 0:
         return out
     p, s, k = shape.pad, shape.stride, shape.k
@@ -112,7 +75,7 @@ def conv_bwd_data(g_y, w, mult: Dyadic, *, in_hw: tuple[int, int], stride: int =
         for j in range(k):
             contrib = np.einsum("nohw,oc->nchw", g, w64[:, :, i, j], optimize=True)
             acc[:, :, i: i + s * shape.ho: s, j: j + s * shape.wo: s] += contrib
-    out[idx] = requantize(acc[:, :, p: p + shape.h, p: p + shape.w], mult, INT16)
+    out[idx] = requantize(acc[:, :, p: p + shape.h, p: p + shape.w], a.mult, INT16)
     return out
 
 
@@ -159,8 +122,7 @@ def psg_decide(g_msb: np.ndarray, g_exact: np.ndarray, beta_q: int) -> tuple[np.
     8-bit baseline without PSG). User-facing beta goes through ``beta_to_fixed``, which
     accepts (0, 1] only.
     """
-    if not 0 <= int(beta_q) <= 1 << BETA_FRAC_BITS:
-        raise ValueError(f"beta_q must be in [0, {1 << BETA_FRAC_BITS}] (0 = predictor off), got {beta_q}")
+    kernel_args.check_beta_q(beta_q)
     a = np.abs(g_msb)
     amax = int(a.max()) if a.size else 0
     predicted = ((a << BETA_FRAC_BITS) >= int(beta_q) * amax) & (g_msb != 0) & (int(beta_q) > 0)
@@ -183,24 +145,8 @@ def sign_update(w_master: np.ndarray, sign: np.ndarray, lr_q: int, wd_q: int) ->
 def conv_bwd_weight_psg(x, g_y, w_master, *, stride: int = 1, pad: int = 0, beta_q: int,
                         lr_q: int, wd_q: int = 0, samples=None) -> PsgResult:
     """PSG weight gradient over the listed samples, fused with the sign update of W."""
-    _check_x(x)
-    if format_of(g_y) is not INT16:
-        raise TypeError(f"g_y must be int16 codes, got {g_y.dtype}")
-    if w_master.dtype != np.int32 or w_master.ndim != 4:
-        raise TypeError(f"w_master must be 4-D int32, got {w_master.dtype}{w_master.shape}")
-    if x.ndim != 4 or g_y.ndim != 4:
-        raise ShapeError(f"x and g_y must be 4-D NCHW, got {x.shape} and {g_y.shape}")
-    if w_master.shape[2] != w_master.shape[3]:
-        raise ShapeError(f"only square kernels are supported, got {w_master.shape[2]}x{w_master.shape[3]}")
-    shape = ConvShape(int(x.shape[0]), int(x.shape[1]), int(x.shape[2]), int(x.shape[3]),
-                      int(w_master.shape[0]), int(w_master.shape[2]), stride, pad)
-    if w_master.shape != shape.w_shape:
-        raise ShapeError(f"w_master must be {shape.w_shape}, got {w_master.shape}")
-    if g_y.shape != shape.y_shape:
-        raise ShapeError(f"g_y must be {shape.y_shape} for this conv, got {g_y.shape}")
-    if not 0 <= int(lr_q) < 1 << 30 or not 0 <= int(wd_q) < 1 << DECAY_FRAC_BITS:
-        raise ValueError(f"lr_q {lr_q} or wd_q {wd_q} out of range")
-    idx = check_samples(samples, shape.n)
-    g_msb, g_exact = wgrad_terms(x, g_y, shape, idx)
+    a = kernel_args.check_conv_bwd_weight_psg(x, g_y, w_master, stride=stride, pad=pad, beta_q=beta_q,
+                                              lr_q=lr_q, wd_q=wd_q, samples=samples)
+    g_msb, g_exact = wgrad_terms(x, g_y, a.shape, a.idx)
     sign, predicted, amax = psg_decide(g_msb, g_exact, beta_q)
     return PsgResult(sign_update(w_master, sign, lr_q, wd_q), sign, predicted, amax)

@@ -412,8 +412,8 @@ def utilisation(kernel: str, shape: ConvShape, n_active: int, n_predicted: int =
     cyc = kernel_cycles(kernel, shape, n_active, n_predicted, **kw)
     if kernel == "conv_bwd_weight_psg":
         macs = kernel_work(kernel, shape, n_active, n_predicted, **kw).macs
-        pred = macs.get((4, 10), 0) / PSG_PRED_LANES if kw.get("predictor_on", True) else 0.0
-        return (pred + macs.get((8, 16), 0) / PSG_EXACT_LANES) / cyc
+        pred = macs.get("int4xint10", 0) / PSG_PRED_LANES if kw.get("predictor_on", True) else 0.0
+        return (pred + macs.get("int8xint16", 0) / PSG_EXACT_LANES) / cyc
     return shape.macs(n_active) / (cyc * parallel_macs(kernel))
 
 

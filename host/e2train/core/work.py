@@ -4,18 +4,60 @@ Whoever runs work (a kernel call, an ARM-side layer, a torch step) adds what it 
 ``Work``; the energy model (``e2train.core.energy``) prices it and the performance model
 (``e2train.core.perfmodel``) times it. Nothing is added for work that was skipped, which
 is how a saving shows up: it never enters the tally.
+
+Tallies are keyed by the operands' number formats, by name (docs/work.md): a MAC of an
+8-bit by a 16-bit integer is ``"int8xint16"``, one with a float32 operand ``"fp32xint8"``,
+an elementwise op ``"int32"`` or ``"fp32"``. Producers pass widths in bits, a float width
+as a negative number (``FP32 = -32``); ``mac_bits``/``op_bits`` give them back to the
+energy and time models. Records written before the names (keys ``"8x16"``, ``"-32"``)
+still load: ``from_dict`` reads both.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 
+FP16 = -16                   # a float width is negative where bits are passed (add_macs, add_ops)
+FP32 = -32
+
+
+def format_name(bits: int) -> str:
+    """``8`` -> ``"int8"``, ``-32`` -> ``"fp32"``."""
+    bits = int(bits)
+    if bits == 0:
+        raise ValueError("an operand width of 0 bits names no format")
+    return f"fp{-bits}" if bits < 0 else f"int{bits}"
+
+
+def format_bits(name: str) -> int:
+    """``"int8"`` -> ``8``, ``"fp32"`` -> ``-32``; also the old numeric spelling (``"-32"``)."""
+    if name.startswith("int"):
+        return int(name[3:])
+    if name.startswith("fp"):
+        return -int(name[2:])
+    return int(name)
+
+
+def mac_key(bits_a: int, bits_b: int) -> str:
+    """The tally key of an a x b MAC: the two formats, narrower (floats first) on the left."""
+    return "x".join(format_name(b) for b in sorted((int(bits_a), int(bits_b))))
+
+
+def mac_bits(key: str) -> tuple[int, int]:
+    """``"int8xint16"`` -> ``(8, 16)``; also reads the old ``"8x16"``."""
+    a, b = (format_bits(v) for v in key.split("x"))
+    return a, b
+
+
+def op_bits(key: str) -> int:
+    return format_bits(key)
+
 
 @dataclass
 class Work:
-    # (bits_a, bits_b) -> multiply-accumulates at those operand widths
+    # mac_key(bits_a, bits_b), e.g. "int8xint16" -> multiply-accumulates of those formats
     macs: Counter = field(default_factory=Counter)
-    # bits -> elementwise additions/comparisons (ReLU, BN, residual adds, updates)
+    # format_name(bits), e.g. "int32" -> elementwise additions/comparisons (ReLU, BN, adds, updates)
     ops: Counter = field(default_factory=Counter)
     sram_bytes: int = 0          # on-chip buffer (BRAM) traffic
     dram_bytes: int = 0          # off-chip traffic (DDR over the HP ports)
@@ -25,15 +67,14 @@ class Work:
         if n < 0:
             raise ValueError(f"negative MAC count {n}")
         if n:
-            key = (min(bits_a, bits_b), max(bits_a, bits_b))
-            self.macs[key] += int(n)
+            self.macs[mac_key(bits_a, bits_b)] += int(n)
         return self
 
     def add_ops(self, n: int, bits: int) -> "Work":
         if n < 0:
             raise ValueError(f"negative op count {n}")
         if n:
-            self.ops[int(bits)] += int(n)
+            self.ops[format_name(bits)] += int(n)
         return self
 
     def add_sram(self, nbytes: int) -> "Work":
@@ -69,10 +110,10 @@ class Work:
         return sum(self.macs.values())
 
     def to_dict(self) -> dict:
-        """JSON-safe form (keys as 'AxB' strings)."""
+        """JSON-safe form (the tally keys as they are)."""
         return {
-            "macs": {f"{a}x{b}": n for (a, b), n in sorted(self.macs.items())},
-            "ops": {str(b): n for b, n in sorted(self.ops.items())},
+            "macs": dict(sorted(self.macs.items(), key=lambda kv: mac_bits(kv[0]))),
+            "ops": dict(sorted(self.ops.items(), key=lambda kv: op_bits(kv[0]))),
             "sram_bytes": self.sram_bytes,
             "dram_bytes": self.dram_bytes,
             "seconds": self.seconds,
@@ -82,10 +123,9 @@ class Work:
     def from_dict(cls, d: dict) -> "Work":
         w = cls()
         for k, n in d.get("macs", {}).items():
-            a, b = (int(v) for v in k.split("x"))
-            w.add_macs(int(n), a, b)
+            w.add_macs(int(n), *mac_bits(k))          # names, or the old "8x16" / "-32x-32"
         for k, n in d.get("ops", {}).items():
-            w.add_ops(int(n), int(k))
+            w.add_ops(int(n), op_bits(k))
         w.sram_bytes = int(d.get("sram_bytes", 0))
         w.dram_bytes = int(d.get("dram_bytes", 0))
         w.seconds = float(d.get("seconds", 0.0))

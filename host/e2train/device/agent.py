@@ -644,7 +644,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     where.add_argument("--port", help="serial port to serve (on a board: /dev/ttyPS0)")
     where.add_argument("--tcp", metavar="HOST:PORT", help="serve TCP (loopback unless HOST says otherwise; port 0 picks one)")
     where.add_argument("--pty", action="store_true", help="create a pseudo-terminal and serve it (the simulated board)")
-    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--baud", type=int, default=115200, help="baud rate of the serial port (--port, --pty)")
     p.add_argument("--sim", action="store_true", help="be the simulated board (C-simulated kernels, modelled time and power)")
     p.add_argument("--backend", choices=["pynq", "csim", "golden"], default=None,
                    help="conv backend (default: pynq, over the simulated device with --sim)")

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from ..core.energy import FP32
 from ..core.work import Work
 from .nn_layers import ARM_OPS_PER_SECOND, ArmTally
 from .train_config import TrainConfig
@@ -59,7 +58,7 @@ class TimedBackend:
 
 def arm_ops(work: Work) -> int:
     """Float operations in an ARM tally, as the time model counts them (a MAC is two)."""
-    return int(work.ops.get(FP32, 0)) + 2 * int(work.macs.get((FP32, FP32), 0))
+    return int(work.ops.get("fp32", 0)) + 2 * int(work.macs.get("fp32xfp32", 0))
 
 
 def is_board_cpu() -> bool:
@@ -125,8 +124,8 @@ def add_arguments(p) -> None:
                         "(x_train, y_train, x_test, y_test), or auto (default): digits where scikit-learn is "
                         "installed, else synthetic")
     p.add_argument("--config", default="{}", help="training config (JSON) whose steps are timed")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10, help="training steps timed")
+    p.add_argument("--warmup", type=int, default=2, help="steps run first and not timed (caches, first allocations)")
     p.add_argument("--json", default=None, help="also write the result here")
 
 

@@ -10,6 +10,13 @@ as soon as the sent bytes match; a pair whose expected bytes are empty is answer
 fails at that write, with both shown. ``assert_done()`` checks that every pair was used and
 that nothing is left unread or unmatched. Reads never block: an empty buffer returns b"", as a
 real port does at its timeout.
+
+Why not pymeasure's ``expected_protocol``: it scripts a pymeasure ``Instrument`` through a
+``ProtocolAdapter`` (pymeasure's message-level adapter API), while these drivers are plain
+classes over a pyserial port (``write``, ``read(size)``, ``in_waiting``,
+``reset_input_buffer``). Its adapter also raises where a port returns b"" at its timeout
+(the silent-meter tests need that b""), and it would add pymeasure with pyvisa and pint to
+the dev dependencies for one test helper.
 """
 from __future__ import annotations
 

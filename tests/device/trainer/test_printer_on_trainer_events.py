@@ -27,4 +27,4 @@ def test_the_printer_shows_what_the_trainer_sends(small_digits):
         assert f"batches {ev['batches_run']} run, {ev['batches_dropped']} skipped" in line
     started = events[0]
     assert f"{started['total_epochs']} epochs of {started['batches_per_epoch']} batches" in text
-    assert f"/{started['batches_per_epoch']} loss " in text and "[#" in text      # the bar drew
+    assert f"/{started['batches_per_epoch']}, loss " in text and "[#" in text     # the bar drew (tqdm)
