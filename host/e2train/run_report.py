@@ -48,7 +48,8 @@ def energy_rows(report: dict) -> list[tuple[str, str]]:
     rows = [(f"board energy, training (modelled: energy model over the work that ran, platform {plat})",
              _fmt(s.get("modelled_energy_j"), "{:.3f} J"))]
     parts = s.get("modelled_energy_parts_j") or {}
-    rows += [(f"of which {PART_LABELS[k]} (modelled, {plat})", _fmt(parts.get(k), "{:.3f} J"))
+    note = {"static": f"; static power {s['energy_static_note']}" if s.get("energy_static_note") else ""}
+    rows += [(f"of which {PART_LABELS[k]} (modelled, {plat}{note.get(k, '')})", _fmt(parts.get(k), "{:.3f} J"))
              for k in PARTS if parts]
     rows.append(("board time, training (modelled: performance model)", _fmt(s.get("modelled_time_s"), "{:.3f} s")))
     m = report.get("meter")
