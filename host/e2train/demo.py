@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     table = comparison(reports)
     print("\n" + table)
     (out / "summary.md").write_text(summary_md(reports, table))
-    (out / "summary.json").write_text(json.dumps({k: v for k, v in reports.items()}, indent=2, default=str))
+    (out / "summary.json").write_text(json.dumps({**reports, "energy": energy_comparison(reports)}, indent=2,
+                                                 default=str))
     _plot(reports, out / "power.png")
     print(f"\nwall clock {time.monotonic() - t0:.0f} s; reports in {out}/ (summary.md, power.png/.svg, per-run "
           f"report.json and summary.md, meter CSV/plots)")
@@ -130,22 +131,29 @@ def comparison(reports: dict) -> str:
     return "\n".join(lines)
 
 
+def energy_comparison(reports: dict) -> dict:
+    """Per platform: E²-Train against both named baselines, in parts, and the ARM-rate table."""
+    works = [((reports.get(k) or {}).get("results") or {}).get("work") for k in ("baseline", "e2train")]
+    if None in works:
+        return {}
+    run, baseline = Work.from_dict(works[1]), Work.from_dict(works[0])
+    return {plat: compare_to_baselines(run, baseline, plat) for plat in PLATFORMS}
+
+
 def baselines_section(base: dict | None, e2: dict | None) -> list[str]:
     """E²-Train's modelled energy over each named baseline, in parts, and across ARM rates.
 
     Priced from the runs' recorded training tallies (``core.energy.compare_to_baselines``):
     the ARM-rate rows re-price what ran, they train nothing.
     """
-    works = [((r or {}).get("results") or {}).get("work") for r in (base, e2)]
-    if None in works:
+    comparison = energy_comparison({"baseline": base, "e2train": e2})
+    if not comparison:
         return []
-    run, baseline = Work.from_dict(works[1]), Work.from_dict(works[0])
     lines = ["", "E²-Train's training energy over each named baseline, on each platform (modelled; a part's "
              "figure is that part over the baseline's total, so the parts add up to the total):", "",
              "| platform | baseline | total | compute | on-chip | DRAM | static |", "|---|---|---|---|---|---|---|"]
     table = None
-    for plat in PLATFORMS:
-        c = compare_to_baselines(run, baseline, plat)
+    for plat, c in comparison.items():
         table = table or c.get("arm_rate_table")
         for name, r in c["ratio_to"].items():
             lines.append(f"| {plat} | {name} | {r['total']:.3f} | " + " | ".join(f"{r[k]:.3f}" for k in PARTS) + " |")

@@ -49,3 +49,19 @@ def test_same_tally_same_parts_on_both_trainers(device_step, tiny):
     m = device_step.modelled()
     assert m["platform"] == "xc7z020" and m["parts_j"] == energy.price(dev_work, "xc7z020")["parts_j"]
     assert m["parts_j"]["static"] > 0 and res.energy_parts_j["static"] == 0.0
+
+
+def test_torch_cli_and_records_show_the_parts(tmp_path, capsys):
+    import json
+
+    from e2train.cli import main
+    rc = main(["torch-train", "--epochs", "1", "--limit-train", "64", "--batch-size", "32", "--max-batches", "1",
+               "--no-progress", "--precision", "psg", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("training energy in parts:"))
+    assert all(w in line for w in ("compute", "on-chip", "DRAM", "static", "modelled", "platform horowitz45"))
+    rec = json.loads((tmp_path / "records.json").read_text())
+    assert rec["energy_platform"] == "horowitz45" and set(rec["energy_parts_j"]) == set(energy.PARTS)
+    assert sum(rec["energy_parts_j"].values()) == pytest.approx(rec["energy_j"], rel=1e-12)
+    assert set(rec["records"][-1]["energy_parts_j"]) == set(energy.PARTS)
