@@ -14,6 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from .core.energy import (BASELINE_FP32, BASELINES, PART_LABELS, PARTS, PLATFORMS, arm_rate_table_md,
+                          compare_to_baselines)
+from .core.work import Work
 from .remote import BoardClient, SimulatedBoard
 from .train_cli import build_config, train_session
 
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     table = comparison(reports)
     print("\n" + table)
     (out / "summary.md").write_text(summary_md(reports, table))
-    (out / "summary.json").write_text(json.dumps({k: v for k, v in reports.items()}, indent=2, default=str))
+    (out / "summary.json").write_text(json.dumps({**reports, "energy": energy_comparison(reports)}, indent=2,
+                                                 default=str))
     _plot(reports, out / "power.png")
     print(f"\nwall clock {time.monotonic() - t0:.0f} s; reports in {out}/ (summary.md, power.png/.svg, per-run "
           f"report.json and summary.md, meter CSV/plots)")
@@ -59,10 +63,15 @@ ROWS = [
     ("block executions skipped (SLU)", lambda r: r["results"]["summary"].get("block_skip_frac"), "{:.1%}"),
     ("weights decided by predictor", lambda r: r["results"]["summary"].get("predicted_frac"), "{:.1%}"),
     ("board time, modelled (s)", lambda r: r["results"]["summary"].get("modelled_time_s"), "{:.2f}"),
-    ("board energy, modelled (J)", lambda r: r["results"]["summary"].get("modelled_energy_j"), "{:.2f}"),
+    ("board energy, modelled (J), platform {platform}", lambda r: r["results"]["summary"].get("modelled_energy_j"), "{:.2f}"),
+    *[(f"- {PART_LABELS[k]}, modelled (J)", (lambda k: lambda r: _part(r, k))(k), "{:.3g}") for k in PARTS],
     ("meter energy above idle (J, {kind})", lambda r: (r.get("meter") or {}).get("energy_above_idle_j"), "{:.2f}"),
     ("meter samples / gaps", lambda r: _pair(r, None, None, meter=True), "{}"),
 ]
+
+
+def _part(r, k):
+    return (r["results"]["summary"].get("modelled_energy_parts_j") or {}).get(k)
 
 
 def _pair(r, a, b, meter=False):
@@ -101,13 +110,17 @@ def comparison(reports: dict) -> str:
         try:
             vb, ve = get(base), get(e2)
             numeric = isinstance(vb, (int, float)) and isinstance(ve, (int, float)) and vb
-            if numeric and ("energy" in name or "time" in name):
+            if numeric and ("energy" in name or "time" in name or "(J)" in name):
                 ratio = f"{ve / vb:.2f}"
         except Exception:
             pass
         kind = ((e2 or base or {}).get("meter") or {}).get("energy_kind", "no meter")
-        lines.append(f"| {name.format(kind=kind)} | {vals[0]} | {vals[1]} | {ratio} |")
+        plat = (e2 or base or {}).get("results", {}).get("summary", {}).get("energy_platform") or "?"
+        lines.append(f"| {name.format(kind=kind, platform=plat)} | {vals[0]} | {vals[1]} | {ratio} |")
     m = (e2 or {}).get("meter") or {}
+    lines += ["", "Ratios in this table are E²-Train over the 8-bit fabric baseline; a part's ratio is that part "
+              "over the baseline's same part."]
+    lines += baselines_section(base, e2)
     lines.append("")
     lines.append("Modelled: from the performance and energy models over the work that ran on the simulated board.")
     lines.append("Meter energy above idle: what the meter integrated beyond the idle power it recorded before each "
@@ -116,6 +129,41 @@ def comparison(reports: dict) -> str:
     if m:
         lines.append(f"Meter: {m.get('energy_kind')}: {m.get('energy_note')}.")
     return "\n".join(lines)
+
+
+def energy_comparison(reports: dict) -> dict:
+    """Per platform: E²-Train against both named baselines, in parts, and the ARM-rate table."""
+    works = [((reports.get(k) or {}).get("results") or {}).get("work") for k in ("baseline", "e2train")]
+    if None in works:
+        return {}
+    run, baseline = Work.from_dict(works[1]), Work.from_dict(works[0])
+    return {plat: compare_to_baselines(run, baseline, plat) for plat in PLATFORMS}
+
+
+def baselines_section(base: dict | None, e2: dict | None) -> list[str]:
+    """E²-Train's modelled energy over each named baseline, in parts, and across ARM rates.
+
+    Priced from the runs' recorded training tallies (``core.energy.compare_to_baselines``):
+    the ARM-rate rows re-price what ran, they train nothing.
+    """
+    comparison = energy_comparison({"baseline": base, "e2train": e2})
+    if not comparison:
+        return []
+    lines = ["", "E²-Train's training energy over each named baseline, on each platform (modelled; a part's "
+             "figure is that part over the baseline's total, so the parts add up to the total):", "",
+             "| platform | baseline | total | compute | on-chip | DRAM | static |", "|---|---|---|---|---|---|---|"]
+    table = None
+    for plat, c in comparison.items():
+        table = table or c.get("arm_rate_table")
+        for name, r in c["ratio_to"].items():
+            lines.append(f"| {plat} | {name} | {r['total']:.3f} | " + " | ".join(f"{r[k]:.3f}" for k in PARTS) + " |")
+    lines += ["", f"{BASELINE_FP32}: {BASELINES[BASELINE_FP32]}. On xc7z020 that keeps the baseline's static "
+              "energy at the 8-bit fabric's time, so the ratio to it there is an upper bound; horowitz45 is the "
+              "per-op view the torch reference reports."]
+    if table:
+        lines += ["", "Across ARM rates on xc7z020 (the recorded work re-priced at each rate, no re-training; "
+                  "every figure modelled):", "", arm_rate_table_md(table)]
+    return lines
 
 
 def _plot(reports: dict, path: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.energy import PART_LABELS, PARTS
 from .meter.recorder import integrate_energy
 
 
@@ -43,9 +44,14 @@ def _fmt(v, fmt: str) -> str:
 def energy_rows(report: dict) -> list[tuple[str, str]]:
     """Every energy figure of a run, each labelled measured or modelled."""
     s = report["results"].get("summary", {})
-    rows = [("board energy, training (modelled: energy model over the work that ran)",
-             _fmt(s.get("modelled_energy_j"), "{:.3f} J")),
-            ("board time, training (modelled: performance model)", _fmt(s.get("modelled_time_s"), "{:.3f} s"))]
+    plat = s.get("energy_platform") or "?"
+    rows = [(f"board energy, training (modelled: energy model over the work that ran, platform {plat})",
+             _fmt(s.get("modelled_energy_j"), "{:.3f} J"))]
+    parts = s.get("modelled_energy_parts_j") or {}
+    note = {"static": f"; static power {s['energy_static_note']}" if s.get("energy_static_note") else ""}
+    rows += [(f"of which {PART_LABELS[k]} (modelled, {plat}{note.get(k, '')})", _fmt(parts.get(k), "{:.3f} J"))
+             for k in PARTS if parts]
+    rows.append(("board time, training (modelled: performance model)", _fmt(s.get("modelled_time_s"), "{:.3f} s")))
     m = report.get("meter")
     if m:
         kind = m.get("energy_kind", "?")

@@ -234,3 +234,182 @@ def step_energy_ratio(scheme: str, baseline: str = "fp32", predicted_frac: float
     num = m.energy_j(conv_step_work(s, scheme, predicted_frac), include_static=False)
     den = m.energy_j(conv_step_work(s, baseline), include_static=False)
     return num / den
+
+
+# --- named platforms: one pricing of a tally into labelled parts ------------------------------
+# Both trainers price what ran through ``price(work, platform)``, so the same work on the same
+# platform is the same joules, part for part, whichever trainer ran it.
+
+PARTS = ("compute", "on_chip", "dram", "static")
+PART_LABELS = {"compute": "compute (MACs and element ops by bit width)", "on_chip": "on-chip memory (BRAM/SRAM)",
+               "dram": "DRAM traffic", "static": "static power x modelled time"}
+
+
+@dataclass(frozen=True)
+class Platform:
+    """An energy model with a name a report can print, and what its static figure rests on."""
+
+    name: str
+    model: EnergyModel
+    clock_hz: float | None       # the fabric clock the performance model times at (None: no clock)
+    static_note: str             # where the static power comes from ("none" when there is none)
+    description: str
+
+
+def _platforms() -> dict[str, Platform]:
+    board = EnergyModel.zynq7020()
+    return {
+        "xc7z020": Platform(
+            "xc7z020", board, 100e6,
+            f"{board.static_w:.1f} W assumed (PYNQ-Z1/Z2 idle draw order; replace with a meter's idle reading)",
+            "Zynq-7020 board, fabric at 100 MHz: Horowitz 45 nm per-op figures + static power x modelled time"),
+        "horowitz45": Platform(
+            "horowitz45", EnergyModel.horowitz45nm(), None, "none",
+            "Horowitz ISSCC 2014 45 nm per-op figures, no static power (the per-op view)"),
+    }
+
+
+PLATFORMS = _platforms()
+
+
+def platform(p: "str | Platform") -> Platform:
+    """A platform by name (``xc7z020``, ``horowitz45``), or the given one."""
+    if isinstance(p, Platform):
+        return p
+    if p not in PLATFORMS:
+        raise ValueError(f"unknown energy platform {p!r}; choose one of {', '.join(PLATFORMS)}")
+    return PLATFORMS[p]
+
+
+def price(work: Work, on: "str | Platform" = "xc7z020") -> dict:
+    """The modelled energy of ``work`` on a platform, in labelled parts that add up to the total.
+
+    ``{"kind": "modelled", "platform", "static_note", "parts_j": {compute, on_chip, dram,
+    static}, "total_j"}``. ``total_j`` is the same number as ``EnergyModel.energy_j``.
+    """
+    p = platform(on)
+    b = p.model.breakdown(work)
+    parts = {"compute": b["mac"] + b["ops"], "on_chip": b["sram"], "dram": b["dram"], "static": b["static"]}
+    return {"kind": ENERGY_KIND, "platform": p.name, "static_note": p.static_note,
+            "parts_j": parts, "total_j": sum(parts[k] for k in PARTS)}
+
+
+# --- named baselines ----------------------------------------------------------------------
+BASELINE_8BIT = "8-bit fabric baseline"
+BASELINE_FP32 = "32-bit SGD"
+BASELINES = {
+    BASELINE_8BIT: "the same model and schedule on the fabric's 8-bit contract, every batch, every block, "
+                   "exact weight gradients (no SMD, SLU or PSG): a run of its own",
+    BASELINE_FP32: "the paper's baseline (E2-Train, NeurIPS 2019, Sec. 4): the same MACs and element ops in "
+                   "32-bit float, both operands read on chip as fp32, memory traffic scaled to fp32 operands, "
+                   "same modelled time",
+}
+
+
+def as_32bit_sgd(work: Work) -> Work:
+    """The 32-bit SGD form of a tally: what the same training would cost with every number in fp32.
+
+    Every MAC becomes an fp32 x fp32 MAC at the same count and every element op an fp32 op.
+    On-chip and DRAM bytes scale by fp32 operand bytes (8 per MAC) over the tally's operand
+    bytes per MAC (an 8x8 / 16x8 / 8x16 mix of passes: about 3x). The modelled time is kept:
+    an fp32 fabric would be slower (no DSP packing), so the baseline is priced low and a ratio to
+    it errs high (conservative). A tally already in fp32 is priced unchanged.
+    """
+    n_macs = work.total_macs
+    operand = sum(n * (_bytes(a) + _bytes(b)) for (a, b), n in work.macs.items())
+    scale = (n_macs * 2 * _bytes(FP32)) / operand if operand else 1.0
+    out = Work()
+    out.add_macs(n_macs, FP32, FP32)
+    out.add_ops(sum(work.ops.values()), FP32)
+    out.sram_bytes = round(work.sram_bytes * scale)
+    out.dram_bytes = round(work.dram_bytes * scale)
+    out.seconds, out.arm_ops, out.arm_seconds = work.seconds, work.arm_ops, work.arm_seconds
+    return out
+
+
+def ratio_parts(run: dict, baseline: dict) -> dict:
+    """Each part of a priced run over the baseline's *total* (so the parts add up to the ratio)."""
+    if run["platform"] != baseline["platform"]:
+        raise ValueError(f"a ratio needs both on one platform, got {run['platform']} and {baseline['platform']}")
+    t = baseline["total_j"]
+    if not t > 0:
+        raise ValueError("the baseline's modelled energy is zero: nothing to compare against")
+    return {"total": run["total_j"] / t, **{k: run["parts_j"][k] / t for k in PARTS}}
+
+
+# --- the ARM rate: re-pricing a recorded run -----------------------------------------------
+ARM_RATES = (0.5e8, 1e8, 1.2e8, 2e8, 4e8)      # ops/s; 1.2e8 is the assumed default (nn_layers)
+
+
+def at_arm_rate(work: Work, ops_per_second: float) -> Work:
+    """The tally as if its ARM-side ops had run at ``ops_per_second``: only their time changes.
+
+    The performance model adds ARM time to the fabric's (no overlap), so the busy time is the
+    fabric's plus ``arm_ops / ops_per_second``. A tally without a recorded ARM share (older
+    records) cannot be re-priced and says so.
+    """
+    if not ops_per_second > 0:
+        raise ValueError(f"ARM rate must be > 0 ops/s, got {ops_per_second!r}")
+    if work.arm_ops <= 0:
+        raise ValueError("this tally has no recorded ARM ops (recorded before they were kept apart): "
+                         "re-run to record them")
+    out = Work() + work
+    arm_s = work.arm_ops / ops_per_second
+    out.seconds = max(work.seconds - work.arm_seconds, 0.0) + arm_s
+    out.arm_seconds = arm_s
+    return out
+
+
+def arm_rate_table(run: Work, baseline: Work, rates=ARM_RATES, on: "str | Platform" = "xc7z020") -> list[dict]:
+    """For each ARM rate: both runs re-priced, their ratio, and the ratio to 32-bit SGD.
+
+    ``run`` and ``baseline`` are the recorded training tallies of E2-Train and the 8-bit
+    fabric baseline; the 32-bit SGD figure is ``as_32bit_sgd(baseline)`` at the same rate.
+    """
+    rows = []
+    for r in rates:
+        e, b = price(at_arm_rate(run, r), on), price(at_arm_rate(baseline, r), on)
+        f = price(as_32bit_sgd(at_arm_rate(baseline, r)), on)
+        rows.append({"arm_ops_per_second": float(r), "run_j": e["total_j"], "baseline_j": b["total_j"],
+                     "sgd32_j": f["total_j"], "arm_share_of_baseline_time": at_arm_rate(baseline, r).arm_seconds
+                     / max(at_arm_rate(baseline, r).seconds, 1e-300),
+                     "ratio_to_8bit": e["total_j"] / b["total_j"], "ratio_to_32bit_sgd": e["total_j"] / f["total_j"],
+                     "static_share_of_run": e["parts_j"]["static"] / e["total_j"]})
+    return rows
+
+
+def arm_rate_table_md(rows: list[dict], assumed: float = 1.2e8) -> str:
+    """The table as markdown; every figure modelled."""
+    out = ["| ARM rate (ops/s) | E2-Train (J, modelled) | 8-bit fabric baseline (J, modelled) | ratio to 8-bit "
+           "fabric baseline | ratio to 32-bit SGD | ARM share of baseline time | static share of E2-Train |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tag = " (assumed)" if r["arm_ops_per_second"] == assumed else ""
+        out.append(f"| {r['arm_ops_per_second']:.2g}{tag} | {r['run_j']:.2f} | {r['baseline_j']:.2f} | "
+                   f"{r['ratio_to_8bit']:.3f} | {r['ratio_to_32bit_sgd']:.3f} | "
+                   f"{r['arm_share_of_baseline_time']:.0%} | {r['static_share_of_run']:.0%} |")
+    return "\n".join(out)
+
+
+def parts_text(priced: dict) -> str:
+    """One line naming every part: 'compute 0.12 J + on-chip ... = total J (modelled, xc7z020)'."""
+    p = priced["parts_j"]
+    return (f"compute {p['compute']:.3g} J + on-chip {p['on_chip']:.3g} J + DRAM {p['dram']:.3g} J + "
+            f"static {p['static']:.3g} J = {priced['total_j']:.3g} J ({priced['kind']}, platform {priced['platform']})")
+
+
+def compare_to_baselines(run: Work, baseline: Work, on: "str | Platform" = "xc7z020") -> dict:
+    """A run's modelled energy against both named baselines, part by part, and across ARM rates.
+
+    ``run`` is E2-Train's recorded training tally, ``baseline`` the 8-bit fabric baseline's;
+    32-bit SGD is ``as_32bit_sgd(baseline)``. The ARM-rate table re-prices the recorded tallies
+    (no training); it is left out when a tally has no recorded ARM share.
+    """
+    e, b = price(run, on), price(baseline, on)
+    f = price(as_32bit_sgd(baseline), on)
+    out = {"platform": e["platform"], "priced": {"e2train": e, BASELINE_8BIT: b, BASELINE_FP32: f},
+           "ratio_to": {BASELINE_8BIT: ratio_parts(e, b), BASELINE_FP32: ratio_parts(e, f)}}
+    out["energy_ratio"] = out["ratio_to"][BASELINE_8BIT]["total"]
+    if run.arm_ops and baseline.arm_ops:
+        out["arm_rate_table"] = arm_rate_table(run, baseline, on=on)
+    return out

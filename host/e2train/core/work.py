@@ -62,6 +62,11 @@ class Work:
     sram_bytes: int = 0          # on-chip buffer (BRAM) traffic
     dram_bytes: int = 0          # off-chip traffic (DDR over the HP ports)
     seconds: float = 0.0         # modelled busy time (prices the static power)
+    # the ARM-side share of ``seconds`` and the operations it was timed from, kept apart so
+    # that a recorded run can be re-priced at another ARM rate without re-training
+    # (``core.energy.at_arm_rate``)
+    arm_ops: int = 0
+    arm_seconds: float = 0.0
 
     def add_macs(self, n: int, bits_a: int, bits_b: int) -> "Work":
         if n < 0:
@@ -91,12 +96,24 @@ class Work:
         self.seconds += float(seconds)
         return self
 
+    def add_arm_time(self, n_ops: int, ops_per_second: float) -> "Work":
+        """``n_ops`` operations on the ARM at ``ops_per_second``: their time, counted apart too."""
+        if n_ops < 0:
+            raise ValueError(f"negative ARM op count {n_ops}")
+        seconds = n_ops / ops_per_second
+        self.add_time(seconds)
+        self.arm_ops += int(n_ops)
+        self.arm_seconds += seconds
+        return self
+
     def __iadd__(self, other: "Work") -> "Work":
         self.macs.update(other.macs)
         self.ops.update(other.ops)
         self.sram_bytes += other.sram_bytes
         self.dram_bytes += other.dram_bytes
         self.seconds += other.seconds
+        self.arm_ops += other.arm_ops
+        self.arm_seconds += other.arm_seconds
         return self
 
     def __add__(self, other: "Work") -> "Work":
@@ -117,6 +134,8 @@ class Work:
             "sram_bytes": self.sram_bytes,
             "dram_bytes": self.dram_bytes,
             "seconds": self.seconds,
+            "arm_ops": self.arm_ops,
+            "arm_seconds": self.arm_seconds,
         }
 
     @classmethod
@@ -129,4 +148,7 @@ class Work:
         w.sram_bytes = int(d.get("sram_bytes", 0))
         w.dram_bytes = int(d.get("dram_bytes", 0))
         w.seconds = float(d.get("seconds", 0.0))
+        # tallies recorded before the ARM share was kept apart have none (0: not re-priceable)
+        w.arm_ops = int(d.get("arm_ops", 0))
+        w.arm_seconds = float(d.get("arm_seconds", 0.0))
         return w

@@ -141,6 +141,10 @@ def summarise(res: dict) -> dict:
         "predicted_frac": _overall(sk.get("predicted_fraction")),
         "modelled_time_s": mo.get("seconds"),
         "modelled_energy_j": mo.get("energy_j"),
+        # the same total in its labelled parts (compute, on_chip, dram, static) on the named platform
+        "modelled_energy_parts_j": mo.get("parts_j"),
+        "energy_platform": mo.get("platform"),
+        "energy_static_note": mo.get("static_note"),
         "wall_s": res.get("wall_s"),
         "stopped": res.get("stopped"),
     }

@@ -52,14 +52,14 @@ class ArmTally:
         n = int(n_elements) * OPS_PER_ELEMENT[kind]
         if n:
             self.work.add_ops(n, FP32)
-            self.work.add_time(n / self.ops_per_second)
+            self.work.add_arm_time(n, self.ops_per_second)
 
     def macs(self, n: int) -> None:
         n = int(n)
         if n:
             self.work.add_macs(n, FP32, FP32)
             # a multiply-accumulate is two operations for the time model
-            self.work.add_time(2 * n / self.ops_per_second)
+            self.work.add_arm_time(2 * n, self.ops_per_second)
 
 
 # -- batch norm -----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..core import energy
 from ..core.fixedpoint import decay_to_fixed, lr_to_fixed
 from ..core.work import Work
 from . import checkpoint as ckpt
@@ -36,10 +37,8 @@ from .nn_tally import KernelTally
 from .smd import STREAM_GATE, epoch_plan, shift_images
 from .train_config import ConfigError, TrainConfig
 
-try:
-    from ..core.energy import EnergyModel
-except ImportError:  # pragma: no cover - only while the tree is incomplete
-    EnergyModel = None
+# the board this trainer models; every energy figure is priced on it (core.energy.price)
+PLATFORM = "xc7z020"
 
 ENERGY_LABEL = "modelled"   # this trainer never measures; a meter does
 
@@ -117,7 +116,8 @@ class Trainer:
                       "block_samples_skipped": 0, "gate_penalty_ratio_sum": 0.0}
         self.epoch_acc = self._new_epoch_acc()
         self.history: list[dict] = []
-        self.energy_model = EnergyModel.zynq7020() if EnergyModel is not None else None
+        self.platform = energy.platform(PLATFORM)
+        self.energy_model = self.platform.model
 
     # -- control -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -136,11 +136,15 @@ class Trainer:
     def modelled(self, work: Work | None = None) -> dict:
         """Modelled seconds and energy of a Work tally (training by default), labelled."""
         w = self.work if work is None else work
-        out = {"label": ENERGY_LABEL, "seconds": w.seconds, "energy_j": None, "macs": w.total_macs}
-        if self.energy_model is None or not self.ktally.modelled:
-            out["unavailable"] = "energy or performance model missing from e2train.core"
+        out = {"label": ENERGY_LABEL, "seconds": w.seconds, "energy_j": None, "macs": w.total_macs,
+               "platform": self.platform.name}
+        if not self.ktally.modelled:
+            out["unavailable"] = "performance model missing from e2train.core"
         else:
-            out["energy_j"] = self.energy_model.energy_j(w)
+            priced = energy.price(w, self.platform)
+            out["energy_j"] = priced["total_j"]
+            out["parts_j"] = priced["parts_j"]
+            out["static_note"] = priced["static_note"]
         return out
 
     def skip_stats(self) -> dict:
@@ -395,26 +399,21 @@ def compare(data, backend, base: dict | None = None, e2: dict | None = None, log
         tr = Trainer(cfg, data, backend)
         res = tr.run()
         res["wall_s"], res["cpu_s"] = time.monotonic() - t0, time.process_time() - c0
-        if tr.energy_model is not None:
-            res["modelled"]["breakdown_j"] = tr.energy_model.breakdown(tr.work)
         runs[name] = res
         log(f"{name:9s} test acc {100 * res['test_acc']:6.2f}%  modelled energy "
             f"{_fmt_j(res['modelled']['energy_j'])}  modelled time {res['modelled']['seconds']:.1f} s  "
             f"(host wall {res['wall_s']:.0f} s, cpu {res['cpu_s']:.0f} s)")
     b, e = runs["baseline"], runs["e2train"]
-    out = {"runs": runs, "energy_label": ENERGY_LABEL,
+    out = {"runs": runs, "energy_label": ENERGY_LABEL, "platform": PLATFORM,
            "acc_drop_points": 100 * (b["test_acc"] - e["test_acc"])}
-    if b["modelled"]["energy_j"] and e["modelled"]["energy_j"] is not None:
-        out["energy_ratio"] = e["modelled"]["energy_j"] / b["modelled"]["energy_j"]
-        out["time_ratio"] = e["modelled"]["seconds"] / b["modelled"]["seconds"]
-        bd, ed = b["modelled"].get("breakdown_j"), e["modelled"].get("breakdown_j")
-        if bd and ed:
-            dyn = lambda d: d["total"] - d["static"]          # noqa: E731
-            out["dynamic_energy_ratio"] = dyn(ed) / dyn(bd) if dyn(bd) else None
+    out.update(energy.compare_to_baselines(Work.from_dict(e["work"]), Work.from_dict(b["work"]), PLATFORM))
+    out["time_ratio"] = e["modelled"]["seconds"] / b["modelled"]["seconds"]
     sk = e["skips"]
+    r8 = out["ratio_to"][energy.BASELINE_8BIT]
     log(f"E2-Train vs baseline: accuracy {-out['acc_drop_points']:+.2f} points, modelled energy ratio "
-        f"{out.get('energy_ratio', float('nan')):.3f} (dynamic part alone {out.get('dynamic_energy_ratio') or float('nan'):.3f}), "
-        f"modelled time ratio {out.get('time_ratio', float('nan')):.3f}; "
+        f"{r8['total']:.3f} to the {energy.BASELINE_8BIT} (compute {r8['compute']:.3f} + on-chip {r8['on_chip']:.3f} "
+        f"+ DRAM {r8['dram']:.3f} + static {r8['static']:.3f}), {out['ratio_to'][energy.BASELINE_FP32]['total']:.3f} "
+        f"to {energy.BASELINE_FP32}; modelled time ratio {out['time_ratio']:.3f}; "
         f"batches dropped {sk['batch_drop_ratio']:.2f}, block executions {sk['block_exec_ratio']:.2f}, "
         f"weights decided by the predictor {sk['predicted_fraction']['overall']:.2f}")
     return out

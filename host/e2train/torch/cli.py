@@ -100,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         from .trainer import ENERGY_LABEL
         print(f"final test accuracy {res.final_test_acc:.2f}% (best {res.best_test_acc:.2f}%); "
               f"training energy {res.energy_j:.4g} J, {ENERGY_LABEL}; training wall clock {res.wall_s:.1f} s")
+        if res.energy_parts_j:
+            from ..core.energy import ENERGY_KIND, parts_text
+            print("training energy in parts: " + parts_text({"parts_j": res.energy_parts_j, "total_j": res.energy_j,
+                                                              "kind": ENERGY_KIND, "platform": res.energy_platform}))
         if cfg.precision == "psg" and not cfg.psg_exact:
             print("PSG emulated with float32 sums (--no-psg-exact): not bit-exact to the contract at near-ties")
     return 0

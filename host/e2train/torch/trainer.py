@@ -44,9 +44,9 @@ from .psg import PSGConv2d, set_act_scale, set_exact
 from .rng import rng_state, set_rng_state
 from .slu import GATE_CELLS, SLU, SLU_COSTS, StochasticDepth, set_gate_cell
 from .memory import PeakMemory
-from .work_meter import WorkMeter
+from .work_meter import WorkMeter, energy_platform
 
-ENERGY_LABEL = "modelled (core.energy, Horowitz 45 nm per-op, no static power)"
+ENERGY_LABEL = "modelled (core.energy, platform horowitz45: Horowitz 45 nm per-op, no static power)"
 CHECKPOINT = "checkpoint.pt"
 SCHEDULES = ("cosine", "constant", "step", "cyclic")
 LR_STEP_UNITS = ("epoch", "iteration")
@@ -266,18 +266,21 @@ class RunResult:
     work: Work
     model: torch.nn.Module = field(repr=False)
     checkpoint: str | None = None
+    energy_platform: str | None = None      # core.energy platform the energy is priced on
+    energy_parts_j: dict | None = None      # compute / on_chip / dram / static, modelled
 
     def to_dict(self) -> dict:
         return {"config": self.config, "records": self.records, "final_test_acc": self.final_test_acc,
                 "best_test_acc": self.best_test_acc, "wall_s": self.wall_s, "energy_j": self.energy_j,
                 "energy_kind": self.energy_kind, "energy_label": ENERGY_LABEL, "work": self.work.to_dict(),
+                "energy_platform": self.energy_platform, "energy_parts_j": self.energy_parts_j,
                 "checkpoint": self.checkpoint}
 
 
 # keys of each epoch record (all JSON-safe); policies may add their own in on_epoch_end
 EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "test_top5", "val_acc", "epoch_wall_s", "wall_s", "energy_j",
-              "epoch_energy_j", "energy_kind", "batches_run", "batches_skipped", "samples_run",
-              "exec_ratio", "predicted_frac", "macs", "lr", "peak_mem_mb", "mean_mem_mb", "peak_mem_kind")
+              "epoch_energy_j", "energy_kind", "energy_platform", "energy_parts_j", "batches_run", "batches_skipped",
+              "samples_run", "exec_ratio", "predicted_frac", "macs", "lr", "peak_mem_mb", "mean_mem_mb", "peak_mem_kind")
 
 
 def policies_from_config(cfg: TrainConfig) -> list[Policy]:
@@ -399,7 +402,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.Module | None = None,
-          data: tdata.Data | None = None, energy_model: EnergyModel | None = None,
+          data: tdata.Data | None = None, energy_model: EnergyModel | str | None = None,
           callback: Callable[[dict], None] | None = None) -> RunResult:
     """Train per ``cfg`` with E2-Train's policies from the config plus ``policies``.
 
@@ -428,7 +431,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
     policy = Compose([*policies_from_config(cfg), *policies])
-    emodel = energy_model or EnergyModel.horowitz45nm()
+    plat = energy_platform(energy_model)
     psg_layers = [m for m in model.modules() if isinstance(m, PSGConv2d)]
     epochs = cfg.run_epochs
     nb = tdata.num_batches(data, cfg.batch_size)
@@ -499,7 +502,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             m.reset_stats()
         policy.on_epoch_start(ctx)
         model.train()
-        e0_energy = emodel.energy_j(meter.work, include_static=False)
+        e0_energy = meter.priced(plat)["total_j"]
         e0_macs = meter.work.total_macs
         stats = dict(run=0, skipped=0, samples=0, loss=0.0, correct=0, exec_w=0.0, exec_n=0)
         t_epoch = 0.0
@@ -570,7 +573,8 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
         # only reports
         val_acc = evaluate(model, data.x_val, data.y_val, device) if data.x_val is not None else None
         test_acc, test_top5 = evaluate_topk(model, data.x_test, data.y_test, device)
-        energy = emodel.energy_j(meter.work, include_static=False)
+        priced = meter.priced(plat)
+        energy = priced["total_j"]
         n_dec = sum(m.n_decided for m in psg_layers)
         rec = {
             "epoch": epoch + 1,
@@ -584,6 +588,8 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
             "energy_j": energy,
             "epoch_energy_j": energy - e0_energy,
             "energy_kind": ENERGY_KIND,
+            "energy_platform": plat.name,
+            "energy_parts_j": priced["parts_j"],
             "batches_run": stats["run"],
             "batches_skipped": stats["skipped"],
             "samples_run": stats["samples"],
@@ -639,7 +645,8 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
     final = records[-1].get("swa_test_acc", records[-1]["test_acc"]) if records else float("nan")
     result = RunResult(config=cfg.to_dict(), records=records, final_test_acc=final,
                        best_test_acc=max(accs) if accs else float("nan"), wall_s=wall_total,
-                       energy_j=emodel.energy_j(meter.work, include_static=False), energy_kind=ENERGY_KIND,
+                       energy_j=meter.priced(plat)["total_j"], energy_kind=ENERGY_KIND,
+                       energy_platform=plat.name, energy_parts_j=meter.priced(plat)["parts_j"],
                        work=meter.work, model=final_model, checkpoint=str(ckpt_path) if ckpt_path else None)
     if out:
         (out / "records.json").write_text(json.dumps(result.to_dict(), indent=1))

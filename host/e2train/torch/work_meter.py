@@ -30,12 +30,26 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..core.energy import FP32, PREDICTOR_BITS, conv_pass_work
+from ..core import energy
+from ..core.energy import FP32, PREDICTOR_BITS, EnergyModel, Platform, conv_pass_work
 from ..core.work import Work
 from . import psg_sync_free
 from .psg import PSGConv2d
 
 FP32_PASSES = ((FP32, FP32), (FP32, FP32), (FP32, FP32))
+# the torch reference prices its work per op (no board, so no static power): the Horowitz 45 nm
+# platform of core.energy, the same pricing the device trainer uses on its board
+PLATFORM = "horowitz45"
+
+
+def energy_platform(model: "EnergyModel | Platform | str | None" = None) -> Platform:
+    """The platform a torch run is priced on: ``horowitz45`` unless the caller names another."""
+    if model is None:
+        return energy.platform(PLATFORM)
+    if isinstance(model, EnergyModel):
+        return Platform(model.name, model, None, f"{model.static_w:g} W" if model.static_w else "none",
+                        "an energy model given by the caller")
+    return energy.platform(model)
 BN_OPS_PER_ELEMENT = (2, 4)        # forward, backward float32 element operations
 
 
@@ -59,6 +73,10 @@ class WorkMeter:
                 self._handles.append(m.register_forward_hook(self._rnn_cell_hook))
             elif isinstance(m, nn.BatchNorm2d):
                 self._handles.append(m.register_forward_hook(self._bn_hook))
+
+    def priced(self, on: "Platform | str" = PLATFORM) -> dict:
+        """The tally so far priced on a platform, in labelled parts (``core.energy.price``)."""
+        return energy.price(self.work, on)
 
     def close(self) -> None:
         for h in self._handles:
