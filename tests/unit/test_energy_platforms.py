@@ -7,7 +7,7 @@ from e2train.core.energy import (
     BASELINE_8BIT, BASELINE_FP32, FP32, PARTS, EnergyModel, arm_rate_table, as_32bit_sgd, at_arm_rate,
     compare_to_baselines, price, ratio_parts,
 )
-from e2train.core.work import Work
+from e2train.core.work import Work, mac_key
 
 
 def board_like(arm_ops: int, fabric_s: float, scale: int = 1) -> Work:
@@ -48,7 +48,7 @@ def test_unknown_platform_is_refused_with_the_choices():
 def test_32bit_sgd_keeps_the_counts_in_fp32_and_leaves_an_fp32_tally_unchanged():
     w = board_like(3 * 10**7, 0.4)
     f = as_32bit_sgd(w)
-    assert f.total_macs == w.total_macs and set(f.macs) == {(FP32, FP32)}
+    assert f.total_macs == w.total_macs and set(f.macs) == {mac_key(FP32, FP32)}
     assert sum(f.ops.values()) == sum(w.ops.values())
     # operand bytes per MAC go from (2 + 3 + 3) / 3 to 8: on-chip and DRAM traffic x3
     assert f.sram_bytes == 3 * w.sram_bytes and f.dram_bytes == 3 * w.dram_bytes

@@ -316,7 +316,7 @@ def as_32bit_sgd(work: Work) -> Work:
     it errs high (conservative). A tally already in fp32 is priced unchanged.
     """
     n_macs = work.total_macs
-    operand = sum(n * (_bytes(a) + _bytes(b)) for (a, b), n in work.macs.items())
+    operand = sum(n * sum(map(_bytes, mac_bits(k))) for k, n in work.macs.items())
     scale = (n_macs * 2 * _bytes(FP32)) / operand if operand else 1.0
     out = Work()
     out.add_macs(n_macs, FP32, FP32)
