@@ -71,7 +71,7 @@ module train_engine #(
     input  wire [1:0]                 mode,        // 0 FWD, 1 BWD, 2 WGRAD
     input  wire                       x_unsigned,  // x codes are uint8 (else int8)
     input  wire                       exact_en,    // the DSP path runs
-    input  wire                       pred_en,     // the predictor runs (WGRAD only)
+    input  wire                       pred_en,     // the predictor runs (WGRAD or BWD)
     input  wire                       clr_dsp,     // P <= 0 at start
     input  wire                       clr_fab,     // acc_lo, acc_hi <= 0 at start
     input  wire [ROWS*COLS-1:0]       cell_en,     // cell r*COLS + c: its DSP path runs
@@ -115,7 +115,7 @@ module train_engine #(
             xu_r <= x_unsigned;
             dsp_on <= (exact_en && mode != 2'd3) ? cell_en : {CELLS{1'b0}};
             for (i = 0; i < ROWS; i = i + 1)
-                prow_on[i] <= pred_en && (mode == WGRAD) && (i < pred_rows);
+                prow_on[i] <= pred_en && (mode == WGRAD || mode == BWD) && (i < pred_rows);
             for (i = 0; i < COLS; i = i + 1)
                 pcol_on[i] <= (i < pred_cols);
         end

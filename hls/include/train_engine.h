@@ -117,7 +117,7 @@ inline void call(State& st, psg::stream<Head>& head, psg::stream<Beat>& in, psg:
                                                      psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), x_unsigned), kPBits);
                     }
                 }
-                if (m == 2 && pred_en && r < pred_rows && c < pred_cols)
+                if ((m == 1 || m == 2) && pred_en && r < pred_rows && c < pred_cols)
                     st.lo[k] = wrap(st.lo[k] + int64_t(gh[r]) * xh[c], kLoBits);
             }
         }
