@@ -27,14 +27,14 @@
 // code: two such products need 2 x 24 bits, more than the 43-bit product of the 25x18
 // multiplier, so they run one MAC per DSP and accumulate in P (48 bits).
 //
-// The PSG predictor (WGRAD, pred_en): per cell x_h*g_h (4 x 10 bits, in LUTs: two radix-4
-// digit selects of row-shared multiples of g_h and one add) accumulates into acc_lo = G_msb. Its operands come on their own buses (s_prow, s_pcol),
-// so one call can run the exact pass of block b on the DSPs (cell_en = b's undecided
-// weights) while the predictor runs over block b+1: the two passes of PSG overlap instead
-// of doubling the weight-gradient time. G_msb stays in the array (acc_lo) from the
-// predictor pass to the result beat, where the caller reads it for the decision; it is not
-// written to DDR and read back. With the same data on both buses (beta = 0 with the
-// predictor as a shadow, or a block's own exact pass) both paths see one block.
+// The PSG predictor (pred_en, in WGRAD or BWD): per cell x_h*g_h (4 x 10 bits, in LUTs: two
+// radix-4 digit selects of row-shared multiples of g_h and one add) accumulates into
+// acc_lo = G_msb. Its operands come on their own buses (s_prow, s_pcol), so the predictor's
+// sweep over a layer's weight gradient can ride on the same layer's input-gradient calls
+// (BWD on the DSPs, the predictor beside it: acc_lo is free in BWD), and the exact sweep
+// afterwards clocks only the undecided weights' DSPs (cell_en from the layer's G_msb). In
+// WGRAD, with the same data on both buses, the predictor shadows the exact pass (beta = 0,
+// G_msb for the statistics). docs/rtl.md, the weight-gradient dataflow.
 //
 // A call (Vitis HLS block protocol, ap_ctrl_chain; tie ap_continue high for ap_ctrl_hs):
 //   ap_start in the idle state registers the arguments (ap_ready that cycle) and clears
@@ -45,7 +45,7 @@
 //   (the ap_start cycle is 0), ap_done in N + 5, and the next ap_start can be taken in
 //   N + 6: a call costs N + 6 cycles (engine_map.CALL_OVERHEAD).
 // Gating: cell k's DSP registers load only when exact_en & cell_en[k]; its predictor
-//   registers only when pred_en (WGRAD) and it lies in pred_rows x pred_cols; its fabric
+//   registers only when pred_en (WGRAD or BWD) and it lies in pred_rows x pred_cols; its fabric
 //   accumulators only in FWD with exact_en & cell_en[k]. A cell that is off does not toggle
 //   and keeps its sums.
 // Preconditions (the caller's): beats per accumulation <= 2^24 in BWD/WGRAD (|x*g| < 2^23,

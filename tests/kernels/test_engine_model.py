@@ -112,3 +112,25 @@ def test_wgrad_work_counts_only_what_runs() -> None:
     assert half.dram_bytes - 9 * 16 * 16 * 9 == 2 * (exact.dram_bytes - 9 * 16 * 16 * 9)
     with pytest.raises(ValueError, match="predicted_frac"):
         pm.engine_wgrad_work(shape, psg=True, predicted_frac=1.5)
+
+
+def test_weight_groups_split_the_sweep(monkeypatch) -> None:
+    """A layer whose partial sums exceed WGRAD_PART_WEIGHTS runs in groups of whole row blocks:
+    the calls are the same in number (every block over every position), the sums still the
+    layer's gradient, x is read once per group (the model's DDR bytes)."""
+    shape = ConvShape(2, 3, 4, 4, 6, 3, 1, 1)
+    rows, cols = 2, 3
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, shape.x_shape)
+    g = rng.integers(-32768, 32768, shape.y_shape)
+    # ResNet-20's 64->64 layer: g once, x twice (two groups of 18,432 weights' partial sums)
+    assert pm.wgrad_sweep_ddr(ConvShape(64, 64, 8, 8, 64, 3, 1, 1)) == 2 * 64 * 64 * 64 + 2 * 64 * 64 * 64
+    one = em.wgrad_calls(x, g, shape, rows=rows, cols=cols, chunk=5)
+    monkeypatch.setattr(em, "WGRAD_PART_WEIGHTS", 2 * rows * shape.ci * 9)      # two row blocks a group
+    assert em.weight_groups(shape, rows) == 2
+    two = em.wgrad_calls(x, g, shape, rows=rows, cols=cols, chunk=5)
+    assert len(two) == len(one)
+    assert [c.place["exact"]["co0"] for c in two] != [c.place["exact"]["co0"] for c in one]
+    res = [{"p": (((c.rows + 0x8000) % 0x10000) - 0x8000).T @ c.cols} for c in two]
+    want = g.transpose(1, 0, 2, 3).reshape(shape.co, -1) @ em._window_cols(x, shape).T
+    assert np.array_equal(em.wgrad_sum(two, res, shape, "exact"), want)

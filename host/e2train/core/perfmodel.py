@@ -606,6 +606,30 @@ def engine_wgrad_work(shape: ConvShape, n_samples: int | None = None, *, psg: bo
     return w
 
 
+def wgrad_chunk_bytes(shape: ConvShape) -> tuple[int, int]:
+    """(x, g) bytes of one weight-gradient chunk in BRAM: x of every input channel over the
+    input rows the chunk's output positions reach (whole padded images when a chunk spans
+    them), g of one weight group's output channels."""
+    s, chunk = shape, em.WGRAD_CHUNK
+    img = s.ho * s.wo
+    if chunk >= img:
+        x = _ceil(chunk, img) * s.ci * (s.h + 2 * s.pad) * (s.w + 2 * s.pad)
+    else:
+        out_rows = _ceil(chunk, s.wo) + 1                    # + 1: a chunk need not start a row
+        x = s.ci * min((out_rows - 1) * s.stride + s.k, s.h + 2 * s.pad) * (s.w + 2 * s.pad)
+    co_group = em.ROWS * _ceil(_ceil(s.co, em.ROWS), em.weight_groups(s))
+    return x, 2 * min(co_group, s.co) * chunk
+
+
+def wgrad_bram36(batch: int = 64) -> dict:
+    """BRAM36 of the weight-gradient dataflow on the ResNet-20 CIFAR layers: the partial sums
+    (engine_map.WGRAD_PART_WEIGHTS 72-bit words at 512 x 72) and the chunk buffers (x and g,
+    ping-pong, 4 KB of data per BRAM36, the largest layer's)."""
+    chunks = max(2 * (_ceil(x, 4096) + _ceil(g, 4096))
+                 for x, g in (wgrad_chunk_bytes(sh) for _, sh in resnet20_cifar(batch)))
+    return {"partials": _ceil(em.WGRAD_PART_WEIGHTS, 512), "chunks": chunks}
+
+
 def resnet20_cifar(batch: int = 64) -> list[tuple[str, ConvShape]]:
     """The 19 convolutions of ResNet-20 on 32x32 CIFAR images (He et al. 2016, section 4.2:
     3 stages of 3 basic blocks, 16/32/64 channels, identity shortcuts with zero padding),
