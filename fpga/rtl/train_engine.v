@@ -82,8 +82,8 @@ module train_engine #(
     output wire                       s_ready,
     input  wire [16*ROWS-1:0]         s_row,       // row r in [16r+15:16r] (int8: low byte)
     input  wire [16*COLS-1:0]         s_col,       // column c in [16c+15:16c] (see above)
-    input  wire [16*ROWS-1:0]         s_prow,      // predictor operands (WGRAD): g per row,
-    input  wire [8*COLS-1:0]          s_pcol,      //   x per column, of the next block
+    input  wire [16*ROWS-1:0]         s_prow,      // predictor operands (WGRAD, BWD): g per row,
+    input  wire [8*COLS-1:0]          s_pcol,      //   x per column, of the predictor's block
     input  wire                       s_last,
     // result beat, straight from the accumulators
     output wire                       m_valid,

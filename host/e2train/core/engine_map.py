@@ -61,7 +61,7 @@ class Call:
     rows: np.ndarray                      # (beats, rows) int64 codes
     cols: np.ndarray                      # (beats, cols) int64 (FWD: x1 << 8 | x0, bytes)
     cell_en: np.ndarray                   # (rows, cols) bool
-    prows: np.ndarray | None = None       # WGRAD predictor operands (next block)
+    prows: np.ndarray | None = None       # predictor operands (WGRAD, or a BWD call hosting them)
     pcols: np.ndarray | None = None
     place: dict = field(default_factory=dict)
 
