@@ -41,6 +41,7 @@ COLS = 21                # cells per row: position pairs (FWD), positions (BWD),
 CALL_OVERHEAD = 6        # cycles per call beyond its beats: start, 3 drain, result, done (RTL)
 HLS_CALL_OVERHEAD = 8    # the same through the HLS blackbox (train_engine_hls.v): + start and head
 WGRAD_CHUNK = 256        # positions per weight-gradient call: the shell's x/g chunk buffers
+PART_ADDERS = 2          # the shell's partial-sum adders: a call's ROWS*COLS results take ROWS*COLS/2 cycles
 # Weights whose partial sums (dW 40 bits + G_msb 30 bits in one 72-bit BRAM word) the shell
 # keeps on chip: 36 BRAM36 at 512 x 72. A layer with more weights runs in weight groups of
 # whole row blocks (output channels), each a sweep over every position (x read once per group).
@@ -119,26 +120,57 @@ def weight_groups(shape: ConvShape, rows: int = ROWS) -> int:
     return _ceil(_ceil(shape.co, rows), max(1, WGRAD_PART_WEIGHTS // per_row_block))
 
 
+def _pred_plan(host_beats: list[int], blocks: int, npos: int, chunk: int, min_beats: int):
+    """The predictor sweep (every block over its npos positions, blocks in order) laid onto
+    hosting calls of the given beats: per host call (block, p0, n) or None, and the
+    predictor-only calls [(block, p0, n)] (at most chunk beats each) for the rest. A host call
+    carries one block's positions (never two blocks': one pred_rows/pred_cols and one G_msb
+    per call) and only if it has at least min_beats beats (its G_msb results must reach the
+    partial sums before the next call's). Two ways, the one with fewer predictor-only cycles
+    wins: a block's tail shorter than the host call goes in it (its other beats idle), or is
+    left to a predictor-only call of the tail's length."""
+    best = None
+    for defer in (False, True):
+        assign, tails = [], []
+        b, pos = 0, 0
+        for beats in host_beats:
+            if b < blocks and beats >= min_beats and defer and 0 < pos and npos - pos < beats:
+                tails.append((b, pos, npos - pos))
+                b, pos = b + 1, 0
+            if b == blocks or beats < min_beats:
+                assign.append(None)
+                continue
+            n = min(beats, npos - pos)
+            assign.append((b, pos, n))
+            pos += n
+            if pos == npos:
+                b, pos = b + 1, 0
+        rest = tails + ([(b, pos, npos - pos)] if b < blocks else []) + [(bb, 0, npos) for bb in range(b + 1, blocks)]
+        extra = [(bb, p0 + q, min(chunk, n - q)) for bb, p0, n in rest for q in range(0, n, chunk)]
+        cost = sum(n + CALL_OVERHEAD for _, _, n in extra)
+        if best is None or cost < best[0]:
+            best = (cost, assign, extra)
+    return best[1], best[2]
+
+
+def _host_min_beats(rows: int, cols: int) -> int:
+    return _ceil(rows * cols, PART_ADDERS)
+
+
 def predictor_only_calls(shape: ConvShape, n_samples: int | None = None, *, host: bool = True, rows: int = ROWS,
                          cols: int = COLS, chunk: int = WGRAD_CHUNK) -> list[tuple[int, int]]:
-    """[(calls, beats)] of the predictor sweep that the input-gradient pass could not host
-    (all of it when host is False: the image's layer has no input gradient). The sweep walks
-    the blocks in order, a block's positions in order; a hosting call of B beats takes up to B
-    positions of the current block (a block never shares a call with the next one)."""
+    """[(calls, beats)] of the predictor sweep that the input-gradient pass does not carry
+    (all of it when host is False: the image's layer has no input gradient); the plan is
+    ``_pred_plan``'s, the one ``attach_predictor`` builds."""
     n = shape.n if n_samples is None else n_samples
-    npos, blocks = n * shape.ho * shape.wo, _wgrad_blocks(shape, rows, cols)
-    b, rem = 0, npos
-    for calls, beats in (call_beats("bwd_data", shape, n, rows=rows, cols=cols) if host else []):
-        left = calls
-        while left and b < blocks:
-            need = _ceil(rem, beats)
-            if need <= left:
-                left, b, rem = left - need, b + 1, npos
-            else:
-                rem, left = rem - left * beats, 0
-    if b == blocks:
-        return []
-    return _chunked(1, rem, chunk) + _chunked(blocks - b - 1, npos, chunk)
+    hb = [beats for calls, beats in call_beats("bwd_data", shape, n, rows=rows, cols=cols) for _ in range(calls)] \
+        if host else []
+    _, extra = _pred_plan(hb, _wgrad_blocks(shape, rows, cols), n * shape.ho * shape.wo, chunk,
+                          _host_min_beats(rows, cols))
+    counts: dict = {}
+    for _, _, nb in extra:
+        counts[nb] = counts.get(nb, 0) + 1
+    return [(calls, nb) for nb, calls in sorted(counts.items(), reverse=True)]
 
 
 def pass_cycles(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, psg: bool = False,
@@ -319,31 +351,24 @@ def attach_predictor(host: list[Call], x: np.ndarray, g_y: np.ndarray, shape: Co
     carry. The counts are ``predictor_only_calls``'s."""
     blocks = wgrad_blocks(x, g_y, shape, rows=rows, cols=cols)
     npos = blocks[0][0].shape[0] if blocks else 0
-    b, pos = 0, 0
+    assign, extra = _pred_plan([c.beats for c in host], len(blocks), npos, chunk, _host_min_beats(rows, cols))
 
-    def segment(beats: int):
-        nonlocal b, pos
+    def segment(b: int, p0: int, npp: int, beats: int):
         r_ops, c_ops, pl = blocks[b]
-        npp = min(beats, npos - pos)
         pr = np.zeros((beats, rows), np.int64)
         pc = np.zeros((beats, cols), np.int64)
-        pr[:npp], pc[:npp] = r_ops[pos: pos + npp], c_ops[pos: pos + npp]
-        place = {**pl, "p0": pos, "np": npp}
-        pos += npp
-        if pos == npos:
-            b, pos = b + 1, 0
-        return pr, pc, place
+        pr[:npp], pc[:npp] = r_ops[p0: p0 + npp], c_ops[p0: p0 + npp]
+        return pr, pc, {**pl, "p0": p0, "np": npp}
 
-    for call in host:
-        if b == len(blocks):
-            break
-        call.prows, call.pcols, call.place["pred"] = segment(call.beats)
-    extra = []
-    while b < len(blocks):
-        pr, pc, place = segment(min(chunk, npos - pos))
-        extra.append(Call(WGRAD, pr, pc, np.zeros((rows, cols), bool), prows=pr, pcols=pc,
-                          place={"exact": None, "pred": place}))
-    return extra
+    for call, seg in zip(host, assign):
+        if seg is not None:
+            call.prows, call.pcols, call.place["pred"] = segment(*seg, call.beats)
+    out = []
+    for b, p0, npp in extra:
+        pr, pc, place = segment(b, p0, npp, npp)
+        out.append(Call(WGRAD, pr, pc, np.zeros((rows, cols), bool), prows=pr, pcols=pc,
+                        place={"exact": None, "pred": place}))
+    return out
 
 
 def wgrad_sum(calls: list[Call], results: list[dict], shape: ConvShape, path: str) -> np.ndarray:

@@ -502,7 +502,7 @@ def resources() -> dict:
 #   pass (all of it for the image's layer). The exact sweep then has the beta = 0 calls with
 #   only the undecided weights' DSPs clocked (their energy), the time is that of the calls.
 ENGINE_REQUANT = 4
-PART_ADDERS = 2          # the shell's partial-sum adders (a DSP48E1 each, 48-bit ALU mode)
+PART_ADDERS = em.PART_ADDERS    # the shell's partial-sum adders (a DSP48E1 each, 48-bit ALU mode)
 DDR_BYTES_PER_CYCLE = 16
 
 
@@ -539,7 +539,8 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
     elif pass_name == "bwd_data":
         total = 0.0
         for calls, beats in groups:
-            total += calls * max(_engine_call_bound(beats, em.ROWS * em.COLS, 0), part if psg else 0)
+            # a call hosting the predictor has >= part beats (engine_map._pred_plan)
+            total += calls * _engine_call_bound(beats, em.ROWS * em.COLS, 0)
         layer_ddr = 2 * n * s.co * s.ho * s.wo + 2 * n * s.ci * s.h * s.w + s.co * s.ci * s.k * s.k
         if psg:
             layer_ddr += wgrad_sweep_ddr(s, n)
