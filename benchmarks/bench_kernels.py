@@ -80,7 +80,7 @@ def _engine_table(batch: int) -> None:
     print(hdr)
     print("-" * len(hdr))
     for r in with_psg["layers"]:
-        bound = "engine" if r["cycles"] <= r["blackbox_cycles"] else "DDR/requant"
+        bound = "engine" if r["cycles"] <= r["blackbox_cycles"] else "DDR/requant/adders"
         print(f"{r['layer']:<10}{r['pass']:<10}{r['macs']:>14,}{r['engine_cycles']:>12,}{r['cycles']:>12,}"
               f"{r['gmacs']:>8.2f}  {bound}")
     per: dict = {}
@@ -88,17 +88,36 @@ def _engine_table(batch: int) -> None:
         c, m = per.get(r["pass"], (0, 0))
         per[r["pass"]] = (c + r["cycles"], m + r["macs"])
     print("per pass: " + ", ".join(f"{p} {m / (c / perfmodel.CLOCK_HZ) / 1e9:.2f} GMAC/s" for p, (c, m) in per.items()))
+    peak = {"fwd": 2 * engine_map.ROWS * engine_map.COLS, "bwd_data": engine_map.ROWS * engine_map.COLS,
+            "wgrad": engine_map.ROWS * engine_map.COLS}
+    ideal = with_psg["macs"] / sum(r["macs"] / (peak[r["pass"]] * perfmodel.CLOCK_HZ) for r in with_psg["layers"]) / 1e9
     print(f"step: {with_psg['macs'] / 1e9:.2f} GMAC in {with_psg['seconds'] * 1e3:.1f} ms = "
-          f"{with_psg['gmacs']:.2f} GMAC/s effective with PSG (weight gradient: predictor of block b+1 beside "
-          f"the exact pass of block b); {no_psg['gmacs']:.2f} GMAC/s with beta = 0 (one pass per block). "
-          "Goal: >= 22 GMAC/s.")
+          f"{with_psg['gmacs']:.2f} GMAC/s effective with PSG (predictor sweep on the input-gradient pass, "
+          f"exact sweep gated); {no_psg['gmacs']:.2f} GMAC/s with beta = 0. Goal: >= 22 GMAC/s. "
+          f"Bound: every pass at the grid's peak (FWD {peak['fwd']}, BWD and WGRAD {peak['wgrad']} MACs per cycle, "
+          f"no call overhead or padding) gives {ideal:.2f} GMAC/s")
     em_z = EnergyModel.zynq7020()
     frac = 0.70
-    dyn = {psg: sum(em_z.dynamic_j(perfmodel.engine_wgrad_work(sh, psg=psg, predicted_frac=frac))
-                    for _, sh in perfmodel.resnet20_cifar(batch)) for psg in (True, False)}
-    print(f"weight gradient, modelled dynamic energy (zynq7020 model): PSG with {frac:.0%} of the weights decided "
-          f"(assumed) {dyn[True] * 1e3:.1f} mJ vs beta = 0 {dyn[False] * 1e3:.1f} mJ per step = "
-          f"{dyn[True] / dyn[False]:.2f}x (goal <= 0.7x; DDR bytes dominate)")
+    parts = {}
+    for psg in (True, False):
+        tot: dict = {}
+        for name, sh in perfmodel.resnet20_cifar(batch):
+            w = perfmodel.engine_wgrad_work(sh, psg=psg, predicted_frac=frac, pred_host=name != "conv1")
+            for k, v in em_z.breakdown(w, include_static=False).items():
+                tot[k] = tot.get(k, 0.0) + v
+        parts[psg] = tot
+    dyn = {k: v["total"] for k, v in parts.items()}
+    print(f"weight gradient, modelled dynamic energy (zynq7020 model, not measured): PSG with {frac:.0%} of the "
+          f"weights decided (assumed) {dyn[True] * 1e3:.1f} mJ vs beta = 0 {dyn[False] * 1e3:.1f} mJ per step = "
+          f"{dyn[True] / dyn[False]:.2f}x (goal <= 0.7x)")
+    for psg in (True, False):
+        print(f"  {'PSG     ' if psg else 'beta = 0'}: " + ", ".join(f"{k} {parts[psg][k] * 1e3:.2f} mJ"
+                                                         for k in ("mac", "ops", "sram", "dram")))
+    e_pred, e_exact = em_z.mac_pj(4, 10), em_z.mac_pj(8, 16)
+    print(f"  bound: the MACs alone give {(e_pred + (1 - frac) * e_exact) / e_exact:.2f}x (a 4x10 predictor MAC "
+          f"{e_pred:.3f} pJ for every weight-position, an 8x16 exact MAC {e_exact:.3f} pJ for {1 - frac:.0%}); "
+          "the predictor's sweep must read x and g from DDR a second time (a layer's operands exceed the BRAM "
+          "at this batch), and DDR bytes outweigh the MACs")
     print("engine cyc = the engine's own cycles (calls back to back, the count the cocotb bench checks "
           "against the RTL); cycles = through the HLS blackbox (N + 8 per call, RTL-counted, and a flush) "
           "with the requantiser and DDR bounds (perfmodel.engine_pass)")

@@ -33,6 +33,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "host"))
+from e2train.core import engine_map, perfmodel  # noqa: E402  (the model's buffer sizes, one definition)
 RTL = [ROOT / "fpga" / "rtl" / f for f in ("msb_split.v", "train_engine.v", "train_engine_hls.v")]
 TOP = "train_engine_hls"     # the engine with its blackbox ports and result read-out
 DEVICE = {"LUT": 53200, "FF": 106400, "DSP": 220, "BRAM36": 140}     # xc7z020 (DS190, table 3)
@@ -65,6 +67,7 @@ PS_IP = [
 def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
     """The HLS shell, estimated item by item (what it holds and why this size)."""
     cells = rows * cols
+    wgrad = perfmodel.wgrad_bram36()
     return [
         ("m_axi adapters (4 bundles, 64-bit)", {"LUT": 4 * 1200, "FF": 4 * 1600, "DSP": 0, "BRAM36": 4 * 1},
          "estimate: Vitis m_axi adapter with read and write channels and a 1-BRAM burst buffer"),
@@ -76,6 +79,13 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
                              "BRAM36": rows + 2 * (2 * cols // 8 + 1) + 2 * (cols // 4 + 1) + 4},
          f"weights {rows} banks x 4.5 KB (co*ci*9 <= 36 KB); x line buffers and g rows "
          "ping-pong, banked for one beat per cycle; WGRAD stream FIFOs"),
+        ("weight-gradient partial sums + adders", {"LUT": 150, "FF": 300, "DSP": perfmodel.PART_ADDERS,
+                                                   "BRAM36": wgrad["partials"]},
+         f"estimate: {engine_map.WGRAD_PART_WEIGHTS:,} weights' dW (40 b) + G_msb (30 b) in 512 x 72 words; "
+         f"{perfmodel.PART_ADDERS} DSP48E1 adders (48-bit ALU), one read-modify-write each per cycle"),
+        ("weight-gradient chunk buffers", {"LUT": 0, "FF": 0, "DSP": 0, "BRAM36": wgrad["chunks"]},
+         f"x and g of {engine_map.WGRAD_CHUNK} positions, ping-pong, the largest ResNet-20 CIFAR layer's "
+         "(perfmodel.wgrad_bram36)"),
         (f"requantisers ({REQUANT}) + PSG decide/update", {"LUT": REQUANT * 200 + 600, "FF": REQUANT * 150 + 400,
                                                            "DSP": 2 * REQUANT, "BRAM36": 0},
          "48x16-bit product on 2 DSP48E1 each, round/shift/saturate; the update's W*wd_q reuses them"),
@@ -145,7 +155,7 @@ def budget(rows: int, cols: int, out: Path, synth_full: bool) -> tuple[list[tupl
                     f"extrapolation from the corner grids gives {ext['LUT']} LUT, {ext['FF']} FF")
     else:
         engine = bilinear(rows, cols, out)
-        src = "yosys synth_xilinx, extrapolated from 2x2/2x4/4x2/4x4"
+        src = "yosys synth_xilinx, extrapolated from " + "/".join(f"{r}x{c}" for r, c in CORNERS)
     parts = [(f"train_engine_hls {rows}x{cols} (RTL: engine + read-out)", engine, src)]
     parts += shell_rows(rows, cols)
     parts += [(name, v, "allowance (PG059 tables not read here)") for name, v in PS_IP]

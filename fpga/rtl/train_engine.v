@@ -27,14 +27,14 @@
 // code: two such products need 2 x 24 bits, more than the 43-bit product of the 25x18
 // multiplier, so they run one MAC per DSP and accumulate in P (48 bits).
 //
-// The PSG predictor (WGRAD, pred_en): per cell x_h*g_h (4 x 10 bits, in LUTs: two radix-4
-// digit selects of row-shared multiples of g_h and one add) accumulates into acc_lo = G_msb. Its operands come on their own buses (s_prow, s_pcol),
-// so one call can run the exact pass of block b on the DSPs (cell_en = b's undecided
-// weights) while the predictor runs over block b+1: the two passes of PSG overlap instead
-// of doubling the weight-gradient time. G_msb stays in the array (acc_lo) from the
-// predictor pass to the result beat, where the caller reads it for the decision; it is not
-// written to DDR and read back. With the same data on both buses (beta = 0 with the
-// predictor as a shadow, or a block's own exact pass) both paths see one block.
+// The PSG predictor (pred_en, in WGRAD or BWD): per cell x_h*g_h (4 x 10 bits, in LUTs: two
+// radix-4 digit selects of row-shared multiples of g_h and one add) accumulates into
+// acc_lo = G_msb. Its operands come on their own buses (s_prow, s_pcol), so the predictor's
+// sweep over a layer's weight gradient can ride on the same layer's input-gradient calls
+// (BWD on the DSPs, the predictor beside it: acc_lo is free in BWD), and the exact sweep
+// afterwards clocks only the undecided weights' DSPs (cell_en from the layer's G_msb). In
+// WGRAD, with the same data on both buses, the predictor shadows the exact pass (beta = 0,
+// G_msb for the statistics). docs/rtl.md, the weight-gradient dataflow.
 //
 // A call (Vitis HLS block protocol, ap_ctrl_chain; tie ap_continue high for ap_ctrl_hs):
 //   ap_start in the idle state registers the arguments (ap_ready that cycle) and clears
@@ -45,7 +45,7 @@
 //   (the ap_start cycle is 0), ap_done in N + 5, and the next ap_start can be taken in
 //   N + 6: a call costs N + 6 cycles (engine_map.CALL_OVERHEAD).
 // Gating: cell k's DSP registers load only when exact_en & cell_en[k]; its predictor
-//   registers only when pred_en (WGRAD) and it lies in pred_rows x pred_cols; its fabric
+//   registers only when pred_en (WGRAD or BWD) and it lies in pred_rows x pred_cols; its fabric
 //   accumulators only in FWD with exact_en & cell_en[k]. A cell that is off does not toggle
 //   and keeps its sums.
 // Preconditions (the caller's): beats per accumulation <= 2^24 in BWD/WGRAD (|x*g| < 2^23,
@@ -71,7 +71,7 @@ module train_engine #(
     input  wire [1:0]                 mode,        // 0 FWD, 1 BWD, 2 WGRAD
     input  wire                       x_unsigned,  // x codes are uint8 (else int8)
     input  wire                       exact_en,    // the DSP path runs
-    input  wire                       pred_en,     // the predictor runs (WGRAD only)
+    input  wire                       pred_en,     // the predictor runs (WGRAD or BWD)
     input  wire                       clr_dsp,     // P <= 0 at start
     input  wire                       clr_fab,     // acc_lo, acc_hi <= 0 at start
     input  wire [ROWS*COLS-1:0]       cell_en,     // cell r*COLS + c: its DSP path runs
@@ -82,8 +82,8 @@ module train_engine #(
     output wire                       s_ready,
     input  wire [16*ROWS-1:0]         s_row,       // row r in [16r+15:16r] (int8: low byte)
     input  wire [16*COLS-1:0]         s_col,       // column c in [16c+15:16c] (see above)
-    input  wire [16*ROWS-1:0]         s_prow,      // predictor operands (WGRAD): g per row,
-    input  wire [8*COLS-1:0]          s_pcol,      //   x per column, of the next block
+    input  wire [16*ROWS-1:0]         s_prow,      // predictor operands (WGRAD, BWD): g per row,
+    input  wire [8*COLS-1:0]          s_pcol,      //   x per column, of the predictor's block
     input  wire                       s_last,
     // result beat, straight from the accumulators
     output wire                       m_valid,
@@ -115,7 +115,7 @@ module train_engine #(
             xu_r <= x_unsigned;
             dsp_on <= (exact_en && mode != 2'd3) ? cell_en : {CELLS{1'b0}};
             for (i = 0; i < ROWS; i = i + 1)
-                prow_on[i] <= pred_en && (mode == WGRAD) && (i < pred_rows);
+                prow_on[i] <= pred_en && (mode == WGRAD || mode == BWD) && (i < pred_rows);
             for (i = 0; i < COLS; i = i + 1)
                 pcol_on[i] <= (i < pred_cols);
         end

@@ -9,9 +9,9 @@
 //   phase ((iy + pad) mod stride, (ix + pad) mod stride), beats = (co, the phase's ky, kx),
 //   column operand g_y at the output position the tap reaches (0 outside). P = the 48-bit
 //   accumulator of g_x.
-//   wgrad_terms: rows = output channels (int16 g_y), columns = (ci, ky, kx), beats = the
-//   output positions (n, oy, ox); P = sum x*g (exact), acc_lo = G_msb (the predictor, on the
-//   same operands: beta = 0's shadow).
+//   wgrad_terms: rows = output channels (int16 g_y), columns = (ci, ky, kx), beats = a chunk
+//   of output positions (n, oy, ox); P = sum x*g (exact), acc_lo = G_msb (the predictor, on
+//   the same operands: beta = 0's shadow), summed over the chunks.
 //
 // The engine's read-out is one call behind (a call emits the previous call's rows), so the
 // loop keeps the previous call's placement and ends with a flush (mode 3).
@@ -157,51 +157,62 @@ inline void conv_bwd_data_acc(const int16_t* gy, const int8_t* wt, const ConvDim
 }
 
 // (G_msb, G) per weight [co][ci][k][k] through the engine, the predictor shadowing the exact
-// pass (one call per block of rows x cols weights).
+// pass, in engine_map's chunked sweep: per chunk of `chunk` positions (outer: the shell loads
+// it into BRAM once), one call per block of rows x cols weights over the chunk, the results
+// added into the partial sums (here g_msb / g_exact) as the shell adds them in BRAM. (The
+// weight groups of engine_map only reorder these calls; the sums do not depend on it.)
+constexpr int kWgradChunk = 256;   // engine_map.WGRAD_CHUNK
+
 inline void wgrad_terms(const uint8_t* x, const int16_t* gy, const ConvDims& d, bool x_unsigned, int64_t* g_msb,
-                        int64_t* g_exact) {
+                        int64_t* g_exact, int chunk = kWgradChunk) {
     const int ho = d.ho(), wo = d.wo(), npos = d.n * ho * wo, taps = d.ci * d.k * d.k;
     psg::stream<Head> head;
     psg::stream<Beat> in;
     psg::stream<Row> out;
+    std::fill(g_msb, g_msb + int64_t(d.co) * taps, 0);
+    std::fill(g_exact, g_exact + int64_t(d.co) * taps, 0);
     int prev_co = -1, prev_j = -1;
     auto place = [&]() {
         for (int r = 0; r < kRows; ++r) {
             const Row row = out.read();
             for (int c = 0; c < kCols; ++c)
                 if (prev_co + r < d.co && prev_j + c < taps) {
-                    g_exact[int64_t(prev_co + r) * taps + prev_j + c] = row.p[c];
-                    g_msb[int64_t(prev_co + r) * taps + prev_j + c] = row.lo[c];
+                    g_exact[int64_t(prev_co + r) * taps + prev_j + c] += row.p[c];
+                    g_msb[int64_t(prev_co + r) * taps + prev_j + c] += row.lo[c];
                 }
         }
     };
-    for (int co0 = 0; co0 < d.co; co0 += kRows) {
-        for (int j0 = 0; j0 < taps; j0 += kCols) {
-            const int nr = std::min(kRows, d.co - co0), nc = std::min(kCols, taps - j0);
-            Head h;
-            for (int r = 0; r < kRows; ++r)
-                for (int c = 0; c < kCols; ++c) h.cell_en[r * kCols + c] = r < nr && c < nc;
-            head.write(h);
-            for (int p = 0; p < npos; ++p) {
-                Beat b = {};
-                const int sm = p / (ho * wo), oy = (p / wo) % ho, ox = p % wo;
-                for (int r = 0; r < nr; ++r) b.row[r] = b.prow[r] = gy[((int64_t(sm) * d.co + co0 + r) * ho + oy) * wo + ox];
-                for (int c = 0; c < nc; ++c) {
-                    const int j = j0 + c, ci = j / (d.k * d.k), ky = (j / d.k) % d.k, kx = j % d.k;
-                    const int iy = oy * d.stride + ky - d.pad, ix = ox * d.stride + kx - d.pad;
-                    const uint8_t v = (iy < 0 || iy >= d.h || ix < 0 || ix >= d.w) ? 0
-                                      : x[((int64_t(sm) * d.ci + ci) * d.h + iy) * d.w + ix];
-                    b.col[c] = v;
-                    b.pcol[c] = v;
+    for (int p0 = 0; p0 < npos; p0 += chunk) {
+        const int p1 = std::min(npos, p0 + chunk);
+        for (int co0 = 0; co0 < d.co; co0 += kRows) {
+            for (int j0 = 0; j0 < taps; j0 += kCols) {
+                const int nr = std::min(kRows, d.co - co0), nc = std::min(kCols, taps - j0);
+                Head h;
+                for (int r = 0; r < kRows; ++r)
+                    for (int c = 0; c < kCols; ++c) h.cell_en[r * kCols + c] = r < nr && c < nc;
+                head.write(h);
+                for (int p = p0; p < p1; ++p) {
+                    Beat b = {};
+                    const int sm = p / (ho * wo), oy = (p / wo) % ho, ox = p % wo;
+                    for (int r = 0; r < nr; ++r)
+                        b.row[r] = b.prow[r] = gy[((int64_t(sm) * d.co + co0 + r) * ho + oy) * wo + ox];
+                    for (int c = 0; c < nc; ++c) {
+                        const int j = j0 + c, ci = j / (d.k * d.k), ky = (j / d.k) % d.k, kx = j % d.k;
+                        const int iy = oy * d.stride + ky - d.pad, ix = ox * d.stride + kx - d.pad;
+                        const uint8_t v = (iy < 0 || iy >= d.h || ix < 0 || ix >= d.w) ? 0
+                                          : x[((int64_t(sm) * d.ci + ci) * d.h + iy) * d.w + ix];
+                        b.col[c] = v;
+                        b.pcol[c] = v;
+                    }
+                    b.last = p == p1 - 1;
+                    in.write(b);
                 }
-                b.last = p == npos - 1;
-                in.write(b);
+                train_engine_hls(head, in, out, 2, x_unsigned, true, true, true, true, uint8_t(nr), uint8_t(nc),
+                                 prev_co >= 0);
+                if (prev_co >= 0) place();
+                prev_co = co0;
+                prev_j = j0;
             }
-            train_engine_hls(head, in, out, 2, x_unsigned, true, true, true, true, uint8_t(nr), uint8_t(nc),
-                             prev_co >= 0);
-            if (prev_co >= 0) place();
-            prev_co = co0;
-            prev_j = j0;
         }
     }
     Head h = {};

@@ -5,7 +5,8 @@
 // A ROWS x COLS grid of cells; per operand beat cell (r, c) accumulates row[r] * col[c]:
 //   mode 0 FWD    w (int8, row) times two x codes (column: position 2c in bits 7:0, 2c+1 in
 //                 15:8): lo += w*x0, hi += w*x1; P holds the last packed product + 2^15
-//   mode 1 BWD    w (int8, row) times g (int16, column): P += w*g
+//   mode 1 BWD    w (int8, row) times g (int16, column): P += w*g; and the predictor as in
+//                 WGRAD (a weight gradient's predictor sweep riding on the input gradient)
 //   mode 2 WGRAD  g (int16, row) times x (column, bits 7:0): P += g*x; and the predictor on
 //                 its own operands (prow, pcol): lo += x_h*g_h on cells r < pred_rows,
 //                 c < pred_cols
@@ -117,7 +118,7 @@ inline void call(State& st, psg::stream<Head>& head, psg::stream<Beat>& in, psg:
                                                      psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), x_unsigned), kPBits);
                     }
                 }
-                if (m == 2 && pred_en && r < pred_rows && c < pred_cols)
+                if ((m == 1 || m == 2) && pred_en && r < pred_rows && c < pred_cols)
                     st.lo[k] = wrap(st.lo[k] + int64_t(gh[r]) * xh[c], kLoBits);
             }
         }

@@ -51,7 +51,7 @@ class Args:
     def pred_mask(self) -> np.ndarray:
         r, c = self.cell_en.shape
         m = (np.arange(r)[:, None] < self.pred_rows) & (np.arange(c)[None, :] < self.pred_cols)
-        return m & bool(self.pred_en) & (self.mode == 2)
+        return m & bool(self.pred_en) & (self.mode in (1, 2))
 
 
 class EngineModel:
@@ -93,10 +93,12 @@ class EngineModel:
             elif a.mode == 2:
                 prod = sx(r, 16)[:, None] * self._x(c, a.x_unsigned)[None, :]
                 self.p = np.where(dsp, wrap(self.p + prod, P_W), self.p)
-                if prows is not None:
-                    gh = split_g_h(sx(np.asarray(prows[t], np.int64), 16))[:, None]
-                    xh = split_x_h(self._x(pcols[t], a.x_unsigned), a.x_unsigned)[None, :]
-                    self.lo = np.where(pred, wrap(self.lo + gh * xh, LO_W), self.lo)
+            if a.mode in (1, 2) and prows is not None:
+                # the predictor has its own buses: beside the BWD pass it runs a weight
+                # gradient's predictor sweep (docs/rtl.md, the weight-gradient dataflow)
+                gh = split_g_h(sx(np.asarray(prows[t], np.int64), 16))[:, None]
+                xh = split_x_h(self._x(pcols[t], a.x_unsigned), a.x_unsigned)[None, :]
+                self.lo = np.where(pred, wrap(self.lo + gh * xh, LO_W), self.lo)
 
     def result(self) -> dict:
         return {"p": self.p.copy(), "lo": self.lo.copy(), "hi": self.hi.copy()}

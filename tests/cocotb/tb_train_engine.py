@@ -22,6 +22,7 @@ from psg_bus import lane_field, pack, u
 ROWS = int(os.environ.get("ENG_ROWS", "2"))
 COLS = int(os.environ.get("ENG_COLS", "3"))
 SEED = int(os.environ.get("ENG_SEED", "1"))
+CHUNK = 7        # weight-gradient positions per call: several chunks per block on the small shapes
 
 
 class Engine:
@@ -154,7 +155,7 @@ async def random_calls_vs_model(dut):
         extreme = bool(rng.random() < 0.3)
         rows, cols = random_operands(rng, mode, beats, a.x_unsigned, extreme)
         prows = pcols = None
-        if mode == 2 and rng.random() < 0.5:
+        if mode in (1, 2) and rng.random() < 0.5:      # BWD too: the predictor sweep beside it
             prows, pcols = random_operands(rng, 2, beats, a.x_unsigned, extreme)
         model.call(a, rows, cols, prows if prows is not None else rows, pcols if pcols is not None else cols)
         got, _ = await eng.call(a, rows, cols, prows, pcols)
@@ -247,9 +248,10 @@ def _ref_bwd(g, w, shape):
 @cocotb.test()
 async def conv_passes_vs_numpy_and_perfmodel(dut):
     """Whole convolutions through the engine, laid out by e2train.core.engine_map: forward,
-    input gradient and weight gradient (exact with the predictor shadow, and PSG with the
-    predictor of block b+1 beside the exact pass of block b) against numpy, at full rate; the
-    cycles counted here against engine_map.pass_cycles (the performance model's count)."""
+    input gradient (hosting the PSG predictor's sweep on the predictor buses) and weight
+    gradient (chunked sweeps summed as the shell sums them: exact with the predictor shadow,
+    and PSG's exact sweep with only the undecided weights' DSPs) against numpy, at full rate;
+    the cycles counted here against engine_map.pass_cycles (the performance model's count)."""
     rng = np.random.default_rng(SEED)
     eng = Engine(dut, random.Random(SEED))
     await eng.start()
@@ -271,61 +273,64 @@ async def conv_passes_vs_numpy_and_perfmodel(dut):
             got = engine_map.fwd_collect(calls, results, shape, shape.n)
             assert np.array_equal(got, want), f"fwd {shape}: {np.argwhere(got != want)[:3]}"
             cyc["fwd"] = cycles
-            # input gradient
+            # input gradient, hosting the PSG predictor's sweep over the weight gradient on the
+            # predictor buses (G_msb of every weight over every position, summed by the shell)
+            gexact = np.einsum("nchwij,nohw->ocij", win, g.astype(np.int64)).reshape(shape.co, -1)
+            gmsb = np.einsum("nchwij,nohw->ocij", split_x_h(win, unsigned), split_g_h(g)).reshape(shape.co, -1)
             calls = engine_map.bwd_calls(g, w, shape, rows=ROWS, cols=COLS)
+            extra = engine_map.attach_predictor(calls, x, g, shape, rows=ROWS, cols=COLS, chunk=CHUNK)
             results, cycles = [], 0
             for c in calls:
-                r, n = await eng.call(Args(1, unsigned, True, False, True, True, c.cell_en), c.rows, c.cols)
+                pr = c.place.get("pred")
+                a = Args(1, unsigned, True, pr is not None, True, True, c.cell_en,
+                         pred_rows=pr["nr"] if pr else 0, pred_cols=pr["nc"] if pr else 0)
+                r, n = await eng.call(a, c.rows, c.cols, c.prows, c.pcols)
                 results.append(r)
                 cycles += n
             got = engine_map.bwd_collect(calls, results, shape, shape.n)
             want = _ref_bwd(g, w, shape)
             assert np.array_equal(got, want), f"bwd {shape}: {np.argwhere(got != want)[:3]}"
             cyc["bwd_data"] = cycles
-            # weight gradient, exact, predictor shadowing
-            gexact = np.einsum("nchwij,nohw->ocij", win, g.astype(np.int64))
-            gmsb = np.einsum("nchwij,nohw->ocij", split_x_h(win, unsigned), split_g_h(g))
-            calls = engine_map.wgrad_calls(x, g, shape, rows=ROWS, cols=COLS)
+            # the predictor-only calls the input gradient could not carry
             cycles = 0
+            for c in extra:
+                pr = c.place["pred"]
+                a = Args(2, unsigned, False, True, True, True, c.cell_en, pred_rows=pr["nr"], pred_cols=pr["nc"])
+                r, n = await eng.call(a, c.rows, c.cols, c.prows, c.pcols)
+                results.append(r)
+                cycles += n
+            got = engine_map.wgrad_sum(calls + extra, results, shape, "pred")
+            assert np.array_equal(got, gmsb), f"psg G_msb {shape}: {np.argwhere(got != gmsb)[:3]}"
+            # weight gradient, exact, predictor shadowing: chunked sweep, the shell's sums
+            calls = engine_map.wgrad_calls(x, g, shape, rows=ROWS, cols=COLS, chunk=CHUNK)
+            results, cycles_w = [], 0
             for c in calls:
                 r, n = await eng.call(Args(2, unsigned, True, True, True, True, c.cell_en), c.rows, c.cols,
                                       c.prows, c.pcols)
-                cycles += n
-                pl = c.place["exact"]
-                sl = (slice(pl["co0"], pl["co0"] + pl["nr"]), slice(pl["j0"], pl["j0"] + pl["nc"]))
-                cells = (slice(0, pl["nr"]), slice(0, pl["nc"]))
-                assert np.array_equal(r["p"][cells], gexact.reshape(shape.co, -1)[sl]), f"wgrad exact {shape}"
-                assert np.array_equal(r["lo"][cells], gmsb.reshape(shape.co, -1)[sl]), f"wgrad G_msb {shape}"
-            cyc["wgrad"] = cycles
+                results.append(r)
+                cycles_w += n
+            assert np.array_equal(engine_map.wgrad_sum(calls, results, shape, "exact"), gexact), f"wgrad {shape}"
+            assert np.array_equal(engine_map.wgrad_sum(calls, results, shape, "pred"), gmsb), f"wgrad G_msb {shape}"
+            cyc["wgrad"] = cycles_w
             # weight gradient with PSG: undecided = |G_msb| below beta * max (beta 0.5 here so
-            # that both kinds occur); block b's exact pass beside block b+1's predictor
-            tau = 0.5 * np.abs(gmsb).max()
-            calls = engine_map.wgrad_calls(x, g, shape, psg=True, rows=ROWS, cols=COLS)
-            prev, cycles, exact_cells = None, 0, 0
+            # that both kinds occur); the exact sweep clocks only the undecided weights' DSPs
+            undecided = np.abs(gmsb) < 0.5 * np.abs(gmsb).max()
+            calls = engine_map.wgrad_calls(x, g, shape, psg=True, rows=ROWS, cols=COLS, chunk=CHUNK)
+            results = []
             for c in calls:
-                ex, pr = c.place["exact"], c.place["pred"]
-                en = np.zeros((ROWS, COLS), bool)
-                if ex is not None:
-                    en[: ex["nr"], : ex["nc"]] = np.abs(prev[: ex["nr"], : ex["nc"]]) < tau
-                a = Args(2, unsigned, ex is not None, pr is not None, True, True, en,
-                         pred_rows=pr["nr"] if pr else 0, pred_cols=pr["nc"] if pr else 0)
-                r, n = await eng.call(a, c.rows, c.cols, c.prows, c.pcols)
+                ex = c.place["exact"]
+                c.cell_en[: ex["nr"], : ex["nc"]] = \
+                    undecided[ex["co0"]: ex["co0"] + ex["nr"], ex["j0"]: ex["j0"] + ex["nc"]]
+                r, n = await eng.call(Args(2, unsigned, True, False, True, True, c.cell_en), c.rows, c.cols)
+                results.append(r)
                 cycles += n
-                if ex is not None:
-                    sl = (slice(ex["co0"], ex["co0"] + ex["nr"]), slice(ex["j0"], ex["j0"] + ex["nc"]))
-                    want_e = gexact.reshape(shape.co, -1)[sl]
-                    on = en[: ex["nr"], : ex["nc"]]
-                    exact_cells += int(on.sum())
-                    assert np.array_equal(r["p"][: ex["nr"], : ex["nc"]][on], want_e[on]), f"psg exact {shape}"
-                if pr is not None:
-                    sl = (slice(pr["co0"], pr["co0"] + pr["nr"]), slice(pr["j0"], pr["j0"] + pr["nc"]))
-                    assert np.array_equal(r["lo"][: pr["nr"], : pr["nc"]], gmsb.reshape(shape.co, -1)[sl]), \
-                        f"psg G_msb {shape}"
-                    prev = r["lo"]
+            got = engine_map.wgrad_sum(calls, results, shape, "exact")
+            assert np.array_equal(got[undecided], gexact[undecided]), f"psg exact {shape}"
+            assert not got[~undecided].any(), f"psg: a decided weight's DSP ran {shape}"
             cyc["wgrad_psg"] = cycles
             geom = {"rows": ROWS, "cols": COLS}
-            model = {p: engine_map.pass_cycles(p, shape, **geom) for p in ("fwd", "bwd_data", "wgrad")}
-            model["wgrad_psg"] = engine_map.pass_cycles("wgrad", shape, psg=True, **geom)
+            model = {p: engine_map.pass_cycles(p, shape, chunk=CHUNK, **geom) for p in ("fwd", "bwd_data", "wgrad")}
+            model["wgrad_psg"] = engine_map.pass_cycles("wgrad", shape, psg=True, chunk=CHUNK, **geom)
             for p, v in cyc.items():
                 dev = abs(v - model[p]) / model[p]
                 report.append(f"{shape} {p}: RTL {v} cycles, model {model[p]} ({dev:.2%})")

@@ -93,7 +93,7 @@ def _bwd_acc(g, w, shape):
 def test_conv_passes_through_the_engine(conv_driver, dims, x_unsigned) -> None:
     """The three passes through the C model: forward accumulators = golden.conv_fwd_acc, input
     gradient = numpy's transposed convolution, G = golden.wgrad_terms' exact sum, G_msb = the v2
-    predictor sum in numpy."""
+    predictor sum in numpy (the weight gradient in chunked sweeps, the partial sums added)."""
     from e2train.core import golden
     from e2train.core.shapes import ConvShape
     from engine_model import split_g_h, split_x_h
@@ -108,7 +108,8 @@ def test_conv_passes_through_the_engine(conv_driver, dims, x_unsigned) -> None:
     wt.flat[::5] = -128
     g = rng.integers(-32768, 32768, shape.y_shape).astype(np.int16)
     g.flat[::11] = -32768
-    text = " ".join(map(str, [*dims, int(x_unsigned)])) + "\n" + " ".join(str(int(v) & 0xFF) for v in x.reshape(-1)) \
+    # weight-gradient chunks of 5 positions: every shape's blocks span several calls
+    text = " ".join(map(str, [*dims, int(x_unsigned), 5])) + "\n" + " ".join(str(int(v) & 0xFF) for v in x.reshape(-1)) \
         + "\n" + " ".join(str(int(v)) for v in wt.reshape(-1)) + "\n" + " ".join(str(int(v)) for v in g.reshape(-1)) + "\n"
     res = subprocess.run([str(conv_driver)], input=text, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

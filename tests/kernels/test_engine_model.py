@@ -28,9 +28,45 @@ def test_counted_calls_are_the_built_calls(shape: ConvShape, grid) -> None:
              "wgrad": em.wgrad_calls(x, g, shape, **geom)}
     for p, calls in built.items():
         assert sum(c.beats + em.CALL_OVERHEAD for c in calls) == em.pass_cycles(p, shape, **geom), p
-    psg = em.wgrad_calls(x, g, shape, psg=True, **geom)
-    assert len(psg) == len(built["wgrad"]) + 1
-    assert sum(c.beats + em.CALL_OVERHEAD for c in psg) == em.pass_cycles("wgrad", shape, psg=True, **geom)
+    for chunk in (em.WGRAD_CHUNK, 7):      # 7: several chunks per block on these small shapes
+        exact = em.wgrad_calls(x, g, shape, psg=True, chunk=chunk, **geom)
+        assert sum(c.beats + em.CALL_OVERHEAD for c in exact) == em.pass_cycles("wgrad", shape, chunk=chunk, **geom)
+        host = em.bwd_calls(g, w, shape, **geom)
+        extra = em.attach_predictor(host, x, g, shape, chunk=chunk, **geom)
+        assert sum(c.beats + em.CALL_OVERHEAD for c in exact + extra) == \
+            em.pass_cycles("wgrad", shape, psg=True, chunk=chunk, **geom)
+        alone = em.attach_predictor([], x, g, shape, chunk=chunk, **geom)
+        assert sum(c.beats + em.CALL_OVERHEAD for c in exact + alone) == \
+            em.pass_cycles("wgrad", shape, psg=True, pred_host=False, chunk=chunk, **geom)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("chunk", [3, em.WGRAD_CHUNK])
+def test_wgrad_sweeps_sum_to_the_gradient(shape: ConvShape, chunk: int) -> None:
+    """What the shell adds up from the chunked calls is the layer's weight gradient, and the
+    predictor's sweep (hosted by the input-gradient calls, then predictor-only calls) covers
+    every weight over every position exactly once, giving the layer's G_msb. The engine is
+    stood in for by its sums: each call's cells hold row x column summed over its beats."""
+    rows, cols = 2, 3
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, shape.x_shape)
+    w = rng.integers(-128, 128, shape.w_shape)
+    g = rng.integers(-32768, 32768, shape.y_shape)
+    win = em._window_cols(x, shape)
+    gf = g.transpose(1, 0, 2, 3).reshape(shape.co, -1)
+
+    def sx16(v):
+        return ((v + 0x8000) % 0x10000) - 0x8000
+
+    calls = em.wgrad_calls(x, g, shape, chunk=chunk, rows=rows, cols=cols)
+    res = [{"p": sx16(c.rows).T @ c.cols, "lo": np.zeros((rows, cols), np.int64)} for c in calls]
+    assert np.array_equal(em.wgrad_sum(calls, res, shape, "exact"), gf @ win.T)
+    host = em.bwd_calls(g, w, shape, rows=rows, cols=cols)
+    extra = em.attach_predictor(host, x, g, shape, chunk=chunk, rows=rows, cols=cols)
+    pcalls = [c for c in host + extra if c.place.get("pred") is not None]
+    pres = [{"lo": sx16(c.prows).T @ c.pcols, "p": None} for c in pcalls]
+    assert np.array_equal(em.wgrad_sum(pcalls, pres, shape, "pred"), gf @ win.T)
+    assert all(c.beats <= max(chunk, max(h.beats for h in host)) for c in pcalls)
 
 
 def test_every_mac_of_the_layer_is_in_some_call() -> None:
@@ -72,6 +108,29 @@ def test_wgrad_work_counts_only_what_runs() -> None:
     assert half.macs["int4xint10"] == macs and half.macs["int8xint16"] == macs // 2
     none = pm.engine_wgrad_work(shape, psg=True, predicted_frac=1.0)
     assert "int8xint16" not in none.macs
-    assert half.dram_bytes > exact.dram_bytes      # the overlap streams two blocks' x per call
+    assert half.dram_bytes > exact.dram_bytes      # the predictor's sweep reads x and g again
+    assert half.dram_bytes - 9 * 16 * 16 * 9 == 2 * (exact.dram_bytes - 9 * 16 * 16 * 9)
     with pytest.raises(ValueError, match="predicted_frac"):
         pm.engine_wgrad_work(shape, psg=True, predicted_frac=1.5)
+
+
+def test_weight_groups_split_the_sweep(monkeypatch) -> None:
+    """A layer whose partial sums exceed WGRAD_PART_WEIGHTS runs in groups of whole row blocks:
+    the calls are the same in number (every block over every position), the sums still the
+    layer's gradient, x is read once per group (the model's DDR bytes)."""
+    shape = ConvShape(2, 3, 4, 4, 6, 3, 1, 1)
+    rows, cols = 2, 3
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, shape.x_shape)
+    g = rng.integers(-32768, 32768, shape.y_shape)
+    # ResNet-20's 64->64 layer: g once, x twice (two groups of 18,432 weights' partial sums)
+    assert pm.wgrad_sweep_ddr(ConvShape(64, 64, 8, 8, 64, 3, 1, 1)) == 2 * 64 * 64 * 64 + 2 * 64 * 64 * 64
+    one = em.wgrad_calls(x, g, shape, rows=rows, cols=cols, chunk=5)
+    monkeypatch.setattr(em, "WGRAD_PART_WEIGHTS", 2 * rows * shape.ci * 9)      # two row blocks a group
+    assert em.weight_groups(shape, rows) == 2
+    two = em.wgrad_calls(x, g, shape, rows=rows, cols=cols, chunk=5)
+    assert len(two) == len(one)
+    assert [c.place["exact"]["co0"] for c in two] != [c.place["exact"]["co0"] for c in one]
+    res = [{"p": (((c.rows + 0x8000) % 0x10000) - 0x8000).T @ c.cols} for c in two]
+    want = g.transpose(1, 0, 2, 3).reshape(shape.co, -1) @ em._window_cols(x, shape).T
+    assert np.array_equal(em.wgrad_sum(two, res, shape, "exact"), want)

@@ -9,7 +9,17 @@ builds, and the performance model counts the same calls.
   pass   rows (ROWS)        columns (COLS)                       beats per call
   FWD    output channels    2 output positions each (packed)     ci*k*k
   BWD    input channels     1 input position each                co * valid taps of its phase
-  WGRAD  output channels    (input channel, ky, kx)              listed positions n*ho*wo
+  WGRAD  output channels    (input channel, ky, kx)              a chunk of listed positions
+
+The weight gradient runs chunk by chunk: the shell loads one chunk of positions (g of the
+weight group's output channels, x of every input channel) into BRAM once, runs every block
+of the group over it (one call per block, operands from BRAM), and adds each call's result
+into the group's partial sums in BRAM. So g and x come from DDR once per weight group, not
+once per block. With PSG the predictor's sweep (G_msb of every weight, over every position)
+runs before the exact sweep, on the predictor's own buses beside the input-gradient pass of
+the same layer (``attach_predictor``); the exact sweep then runs only the undecided weights'
+DSPs (cell_en from the layer's G_msb). Calls the input-gradient pass cannot host become
+predictor-only calls.
 
 Backward-data works in gather form: an input position (iy, ix) receives g_y[oy, ox] through
 the taps with iy + pad - ky = oy*stride. With stride 2 the valid taps depend on the phase
@@ -30,6 +40,12 @@ ROWS = 8                 # cells per column: output (FWD, WGRAD) or input (BWD) 
 COLS = 21                # cells per row: position pairs (FWD), positions (BWD), (ci, tap) (WGRAD)
 CALL_OVERHEAD = 6        # cycles per call beyond its beats: start, 3 drain, result, done (RTL)
 HLS_CALL_OVERHEAD = 8    # the same through the HLS blackbox (train_engine_hls.v): + start and head
+WGRAD_CHUNK = 256        # positions per weight-gradient call: the shell's x/g chunk buffers
+PART_ADDERS = 2          # the shell's partial-sum adders: a call's ROWS*COLS results take ROWS*COLS/2 cycles
+# Weights whose partial sums (dW 40 bits + G_msb 30 bits in one 72-bit BRAM word) the shell
+# keeps on chip: 36 BRAM36 at 512 x 72. A layer with more weights runs in weight groups of
+# whole row blocks (output channels), each a sweep over every position (x read once per group).
+WGRAD_PART_WEIGHTS = 36 * 512
 FWD, BWD, WGRAD = 0, 1, 2
 PASSES = {"fwd": FWD, "bwd_data": BWD, "wgrad": WGRAD}
 
@@ -46,7 +62,7 @@ class Call:
     rows: np.ndarray                      # (beats, rows) int64 codes
     cols: np.ndarray                      # (beats, cols) int64 (FWD: x1 << 8 | x0, bytes)
     cell_en: np.ndarray                   # (rows, cols) bool
-    prows: np.ndarray | None = None       # WGRAD predictor operands (next block)
+    prows: np.ndarray | None = None       # predictor operands (WGRAD, or a BWD call hosting them)
     pcols: np.ndarray | None = None
     place: dict = field(default_factory=dict)
 
@@ -73,7 +89,7 @@ def _bwd_phases(shape: ConvShape) -> list[tuple[int, int]]:
 
 
 def call_beats(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS,
-               cols: int = COLS) -> list[tuple[int, int]]:
+               cols: int = COLS, chunk: int = WGRAD_CHUNK) -> list[tuple[int, int]]:
     """[(number of calls, beats per call)] of one pass over n_samples listed samples."""
     n = shape.n if n_samples is None else n_samples
     mode = PASSES[pass_name]
@@ -85,21 +101,90 @@ def call_beats(pass_name: str, shape: ConvShape, n_samples: int | None = None, *
     if mode == BWD:
         return [(_ceil(shape.ci, rows) * _ceil(n * npos, cols), shape.co * taps)
                 for npos, taps in _bwd_phases(shape) if taps]
-    blocks = _ceil(shape.co, rows) * _ceil(shape.ci * shape.k * shape.k, cols)
-    return [(blocks, n * shape.ho * shape.wo)]
+    return _chunked(_wgrad_blocks(shape, rows, cols), n * shape.ho * shape.wo, chunk)
+
+
+def _wgrad_blocks(shape: ConvShape, rows: int, cols: int) -> int:
+    return _ceil(shape.co, rows) * _ceil(shape.ci * shape.k * shape.k, cols)
+
+
+def _chunked(blocks: int, npos: int, chunk: int) -> list[tuple[int, int]]:
+    """Every block over npos positions in calls of chunk beats (the last one shorter)."""
+    full, rem = divmod(npos, chunk)
+    return [(blocks * full, chunk)] * bool(full) + [(blocks, rem)] * bool(rem)
+
+
+def weight_groups(shape: ConvShape, rows: int = ROWS) -> int:
+    """Sweeps of the weight gradient: row blocks split so each group's partial sums fit on chip."""
+    per_row_block = rows * shape.ci * shape.k * shape.k
+    return _ceil(_ceil(shape.co, rows), max(1, WGRAD_PART_WEIGHTS // per_row_block))
+
+
+def _pred_plan(host_beats: list[int], blocks: int, npos: int, chunk: int, min_beats: int):
+    """The predictor sweep (every block over its npos positions, blocks in order) laid onto
+    hosting calls of the given beats: per host call (block, p0, n) or None, and the
+    predictor-only calls [(block, p0, n)] (at most chunk beats each) for the rest. A host call
+    carries one block's positions (never two blocks': one pred_rows/pred_cols and one G_msb
+    per call) and only if it has at least min_beats beats (its G_msb results must reach the
+    partial sums before the next call's). Two ways, the one with fewer predictor-only cycles
+    wins: a block's tail shorter than the host call goes in it (its other beats idle), or is
+    left to a predictor-only call of the tail's length."""
+    best = None
+    for defer in (False, True):
+        assign, tails = [], []
+        b, pos = 0, 0
+        for beats in host_beats:
+            if b < blocks and beats >= min_beats and defer and 0 < pos and npos - pos < beats:
+                tails.append((b, pos, npos - pos))
+                b, pos = b + 1, 0
+            if b == blocks or beats < min_beats:
+                assign.append(None)
+                continue
+            n = min(beats, npos - pos)
+            assign.append((b, pos, n))
+            pos += n
+            if pos == npos:
+                b, pos = b + 1, 0
+        rest = tails + ([(b, pos, npos - pos)] if b < blocks else []) + [(bb, 0, npos) for bb in range(b + 1, blocks)]
+        extra = [(bb, p0 + q, min(chunk, n - q)) for bb, p0, n in rest for q in range(0, n, chunk)]
+        cost = sum(n + CALL_OVERHEAD for _, _, n in extra)
+        if best is None or cost < best[0]:
+            best = (cost, assign, extra)
+    return best[1], best[2]
+
+
+def _host_min_beats(rows: int, cols: int) -> int:
+    return _ceil(rows * cols, PART_ADDERS)
+
+
+def predictor_only_calls(shape: ConvShape, n_samples: int | None = None, *, host: bool = True, rows: int = ROWS,
+                         cols: int = COLS, chunk: int = WGRAD_CHUNK) -> list[tuple[int, int]]:
+    """[(calls, beats)] of the predictor sweep that the input-gradient pass does not carry
+    (all of it when host is False: the image's layer has no input gradient); the plan is
+    ``_pred_plan``'s, the one ``attach_predictor`` builds."""
+    n = shape.n if n_samples is None else n_samples
+    hb = [beats for calls, beats in call_beats("bwd_data", shape, n, rows=rows, cols=cols) for _ in range(calls)] \
+        if host else []
+    _, extra = _pred_plan(hb, _wgrad_blocks(shape, rows, cols), n * shape.ho * shape.wo, chunk,
+                          _host_min_beats(rows, cols))
+    counts: dict = {}
+    for _, _, nb in extra:
+        counts[nb] = counts.get(nb, 0) + 1
+    return [(calls, nb) for nb, calls in sorted(counts.items(), reverse=True)]
 
 
 def pass_cycles(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, psg: bool = False,
-                rows: int = ROWS, cols: int = COLS, overhead: int = CALL_OVERHEAD) -> int:
+                pred_host: bool = True, rows: int = ROWS, cols: int = COLS, overhead: int = CALL_OVERHEAD,
+                chunk: int = WGRAD_CHUNK) -> int:
     """Engine cycles of one pass, calls back to back at one beat per clock, each costing its
     beats + overhead (the engine's own CALL_OVERHEAD, or HLS_CALL_OVERHEAD through the
-    blackbox). With psg the weight gradient runs one extra call: block b's exact pass shares a
-    call with block b+1's predictor pass, so blocks + 1 calls instead of blocks."""
-    groups = call_beats(pass_name, shape, n_samples, rows=rows, cols=cols)
-    cycles = sum(calls * (beats + overhead) for calls, beats in groups)
-    if psg and PASSES[pass_name] == WGRAD and groups:
-        cycles += groups[0][1] + overhead
-    return cycles
+    blackbox). With psg the weight gradient's exact sweep has the same calls (only its cells
+    are gated) plus the predictor-only calls the input-gradient pass could not host
+    (pred_host False: no input-gradient pass to host the predictor)."""
+    groups = call_beats(pass_name, shape, n_samples, rows=rows, cols=cols, chunk=chunk)
+    if psg and PASSES[pass_name] == WGRAD:
+        groups = groups + predictor_only_calls(shape, n_samples, host=pred_host, rows=rows, cols=cols, chunk=chunk)
+    return sum(calls * (beats + overhead) for calls, beats in groups)
 
 
 def pass_macs(pass_name: str, shape: ConvShape, n_samples: int | None = None) -> int:
@@ -224,26 +309,75 @@ def wgrad_blocks(x: np.ndarray, g_y: np.ndarray, shape: ConvShape, *, rows: int 
     return out
 
 
+def _wgrad_order(blocks: list, shape: ConvShape, rows: int) -> list[list]:
+    """The blocks by weight group (whole row blocks, in order)."""
+    nrb = _ceil(shape.co, rows)
+    per = _ceil(nrb, weight_groups(shape, rows))
+    return [[b for b in blocks if per * rows * gi <= b[2]["co0"] < per * rows * (gi + 1)] for gi in range(_ceil(nrb, per))]
+
+
 def wgrad_calls(x: np.ndarray, g_y: np.ndarray, shape: ConvShape, *, psg: bool = False, rows: int = ROWS,
-                cols: int = COLS) -> list[Call]:
-    """The weight-gradient calls. Without psg one call per block: exact sums on every cell,
-    the predictor on the same operands (beta = 0's shadow: G_msb for the statistics). With
-    psg, call i runs block i's predictor and block i-1's exact pass; its cell_en (the
-    undecided weights of block i-1) is the caller's decision from the G_msb that call i-1
-    returned, so it is left empty here. place["exact"] / ["pred"] say which block each path
-    holds (None: that path is off)."""
+                cols: int = COLS, chunk: int = WGRAD_CHUNK) -> list[Call]:
+    """The weight gradient's exact sweep: per weight group, per chunk of positions, one call
+    per block over the chunk (the shell adds the results: ``wgrad_sum``). Without psg every
+    cell runs and the predictor shadows it on the same operands (beta = 0: G_msb for the
+    statistics). With psg the predictor is off (its sweep ran before, ``attach_predictor``)
+    and cell_en is left empty: the caller sets the block's undecided weights from the layer's
+    G_msb. place["exact"] / ["pred"]: the block and its positions p0 .. p0 + np (None: off)."""
     blocks = wgrad_blocks(x, g_y, shape, rows=rows, cols=cols)
+    npos = blocks[0][0].shape[0] if blocks else 0
     calls = []
-    if not psg:
-        for r_ops, c_ops, pl in blocks:
-            en = np.zeros((rows, cols), bool)
-            en[: pl["nr"], : pl["nc"]] = True
-            calls.append(Call(WGRAD, r_ops, c_ops, en, prows=r_ops, pcols=c_ops, place={"exact": pl, "pred": pl}))
-        return calls
-    for i in range(len(blocks) + 1):
-        pred = blocks[i] if i < len(blocks) else None
-        exact = blocks[i - 1] if i else None
-        e_ops, p_ops = exact or pred, pred or exact
-        calls.append(Call(WGRAD, e_ops[0], e_ops[1], np.zeros((rows, cols), bool), prows=p_ops[0], pcols=p_ops[1],
-                          place={"exact": exact[2] if exact else None, "pred": pred[2] if pred else None}))
+    for group in _wgrad_order(blocks, shape, rows):
+        for p0 in range(0, npos, chunk):
+            npp = min(chunk, npos - p0)
+            for r_ops, c_ops, pl in group:
+                place = {**pl, "p0": p0, "np": npp}
+                en = np.zeros((rows, cols), bool)
+                if not psg:
+                    en[: pl["nr"], : pl["nc"]] = True
+                r, c = r_ops[p0: p0 + npp], c_ops[p0: p0 + npp]
+                calls.append(Call(WGRAD, r, c, en, prows=None if psg else r, pcols=None if psg else c,
+                                  place={"exact": place, "pred": None if psg else place}))
     return calls
+
+
+def attach_predictor(host: list[Call], x: np.ndarray, g_y: np.ndarray, shape: ConvShape, *, rows: int = ROWS,
+                     cols: int = COLS, chunk: int = WGRAD_CHUNK) -> list[Call]:
+    """The PSG predictor's sweep over the weight gradient (every block over every position)
+    laid onto the predictor buses of the input-gradient calls ``host`` (same layer, in place:
+    prows/pcols and place["pred"] set), walking the blocks in order; a hosting call of B beats
+    carries up to B positions of one block (its other beats are zero operands: g_h = 0 adds
+    nothing). Returns the predictor-only WGRAD calls (chunk beats) for what the host could not
+    carry. The counts are ``predictor_only_calls``'s."""
+    blocks = wgrad_blocks(x, g_y, shape, rows=rows, cols=cols)
+    npos = blocks[0][0].shape[0] if blocks else 0
+    assign, extra = _pred_plan([c.beats for c in host], len(blocks), npos, chunk, _host_min_beats(rows, cols))
+
+    def segment(b: int, p0: int, npp: int, beats: int):
+        r_ops, c_ops, pl = blocks[b]
+        pr = np.zeros((beats, rows), np.int64)
+        pc = np.zeros((beats, cols), np.int64)
+        pr[:npp], pc[:npp] = r_ops[p0: p0 + npp], c_ops[p0: p0 + npp]
+        return pr, pc, {**pl, "p0": p0, "np": npp}
+
+    for call, seg in zip(host, assign):
+        if seg is not None:
+            call.prows, call.pcols, call.place["pred"] = segment(*seg, call.beats)
+    out = []
+    for b, p0, npp in extra:
+        pr, pc, place = segment(b, p0, npp, npp)
+        out.append(Call(WGRAD, pr, pc, np.zeros((rows, cols), bool), prows=pr, pcols=pc,
+                        place={"exact": None, "pred": place}))
+    return out
+
+
+def wgrad_sum(calls: list[Call], results: list[dict], shape: ConvShape, path: str) -> np.ndarray:
+    """What the shell accumulates in BRAM from the calls' result beats: path "exact" sums P
+    (dW), "pred" sums acc_lo (G_msb); (co, ci*k*k) int64."""
+    key = {"exact": "p", "pred": "lo"}[path]
+    acc = np.zeros((shape.co, shape.ci * shape.k * shape.k), np.int64)
+    for call, res in zip(calls, results):
+        pl = call.place.get(path)
+        if pl is not None:
+            acc[pl["co0"]: pl["co0"] + pl["nr"], pl["j0"]: pl["j0"] + pl["nc"]] += res[key][: pl["nr"], : pl["nc"]]
+    return acc

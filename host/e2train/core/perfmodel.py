@@ -489,12 +489,20 @@ def resources() -> dict:
 #   each, and the board's DDR3 moves at most DDR_BYTES_PER_CYCLE in all (PYNQ-Z2: 16-bit
 #   DDR3-1050, 2.1 GB/s peak = 21 B per 100 MHz cycle, of which 75% is assumed usable);
 #   FWD and BWD read their input and write their output once per layer (a position tile's
-#   rows and the layer's weights stay on chip); WGRAD streams each block's g rows (two
-#   bundles) and x columns from DDR, once per block (a block's positions do not fit BRAM).
-# * weight gradient with PSG: block b's exact pass shares a call with block b+1's predictor
-#   (one extra call per layer); the exact DSPs run only for undecided weights (their energy),
-#   the time is that of the calls.
+#   rows and the layer's weights stay on chip);
+# * weight gradient (engine_map: chunked sweeps): per weight group, g of the group's output
+#   channels and x of every input channel come from DDR once (x again per further group);
+#   every block runs over each chunk from BRAM; the shell adds each call's ROWS x COLS
+#   results into the group's partial sums in BRAM with PART_ADDERS adders (one 72-bit
+#   read-modify-write each per cycle), so a call lasts at least ROWS*COLS / PART_ADDERS.
+# * weight gradient with PSG: the predictor's sweep (every weight's G_msb over every
+#   position) rides on the predictor buses of the same layer's input-gradient calls, with
+#   its own x and g reads from DDR (counted on that pass's DDR bound, not shared with its g
+#   stream); what that pass cannot carry runs as predictor-only calls in the weight-gradient
+#   pass (all of it for the image's layer). The exact sweep then has the beta = 0 calls with
+#   only the undecided weights' DSPs clocked (their energy), the time is that of the calls.
 ENGINE_REQUANT = 4
+PART_ADDERS = em.PART_ADDERS    # the shell's partial-sum adders (a DSP48E1 each, 48-bit ALU mode)
 DDR_BYTES_PER_CYCLE = 16
 
 
@@ -507,16 +515,22 @@ def _engine_call_bound(beats: int, outputs: int, ddr_bytes: float) -> float:
     return max(beats + em.HLS_CALL_OVERHEAD, outputs / ENGINE_REQUANT, ddr_bytes / DDR_BYTES_PER_CYCLE)
 
 
-def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, psg: bool = False) -> dict:
+def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, psg: bool = False,
+                pred_host: bool = True) -> dict:
     """Modelled cycles of one pass on the engine: {"engine_cycles": the engine's own count
     (calls back to back, train_engine.v), "blackbox_cycles": the same calls through the HLS
-    blackbox plus the flush, "cycles": with the requantiser and DDR bounds, "macs"}."""
+    blackbox plus the flush, "cycles": with the requantiser, partial-sum and DDR bounds,
+    "macs"}. psg: for bwd_data, it hosts the weight gradient's predictor sweep
+    (its DDR reads and the partial sums' adds); for wgrad, the exact sweep plus the
+    predictor-only calls (pred_host False: all of the sweep, no input-gradient pass)."""
     n = shape.n if n_samples is None else n_samples
     groups = em.call_beats(pass_name, shape, n)
-    engine_cycles = em.pass_cycles(pass_name, shape, n, psg=psg)
+    wg_psg = psg and pass_name == "wgrad"
+    engine_cycles = em.pass_cycles(pass_name, shape, n, psg=wg_psg, pred_host=pred_host)
     macs = em.pass_macs(pass_name, shape, n)
     s = shape
     cycles = float(em.ROWS + em.HLS_CALL_OVERHEAD)          # the pass's last call: a flush
+    part = em.ROWS * em.COLS / PART_ADDERS                   # a call's partial sums into BRAM
     if pass_name == "fwd":
         (calls, beats), = groups
         per = _engine_call_bound(beats, em.ROWS * 2 * em.COLS, 0)
@@ -525,57 +539,96 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
     elif pass_name == "bwd_data":
         total = 0.0
         for calls, beats in groups:
+            # a call hosting the predictor has >= part beats (engine_map._pred_plan)
             total += calls * _engine_call_bound(beats, em.ROWS * em.COLS, 0)
         layer_ddr = 2 * n * s.co * s.ho * s.wo + 2 * n * s.ci * s.h * s.w + s.co * s.ci * s.k * s.k
+        if psg:
+            layer_ddr += wgrad_sweep_ddr(s, n)
         cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
     else:
-        calls, beats, ddr = _wgrad_stream(s, n, psg)
-        # per call: its beats (+ overhead) or its share of the DDR bytes, whichever is longer
-        cycles += calls * _engine_call_bound(beats, 0, ddr / calls)
-    blackbox = em.pass_cycles(pass_name, shape, n, psg=psg, overhead=em.HLS_CALL_OVERHEAD) \
+        layer_ddr = wgrad_sweep_ddr(s, n) * (2 if wg_psg and not pred_host else 1)
+        total = sum(calls * max(beats + em.HLS_CALL_OVERHEAD, part) for calls, beats in groups)
+        if wg_psg:
+            total += sum(calls * max(beats + em.HLS_CALL_OVERHEAD, part)
+                         for calls, beats in em.predictor_only_calls(s, n, host=pred_host))
+        cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE)
+    blackbox = em.pass_cycles(pass_name, shape, n, psg=wg_psg, pred_host=pred_host, overhead=em.HLS_CALL_OVERHEAD) \
         + em.ROWS + em.HLS_CALL_OVERHEAD
     return {"engine_cycles": engine_cycles, "blackbox_cycles": blackbox, "cycles": max(blackbox, int(math.ceil(cycles))),
             "macs": macs}
 
 
-def _wgrad_stream(shape: ConvShape, n: int, psg: bool) -> tuple[int, int, int]:
-    """(calls, beats per call, DDR bytes) of the weight gradient's streamed blocks."""
-    (blocks, beats), = em.call_beats("wgrad", shape, n)
-    x_per_beat = min(shape.ci, _ceil(em.COLS, shape.k * shape.k) + 1) * shape.stride * shape.stride
-    g_per_beat = 2 * em.ROWS
-    if not psg:
-        return blocks, beats, blocks * beats * (x_per_beat + g_per_beat)
-    co_changes = _ceil(shape.co, em.ROWS) - 1
-    ddr = (blocks + 1) * beats * (2 * x_per_beat + g_per_beat) + co_changes * beats * g_per_beat
-    return blocks + 1, beats, ddr
+def wgrad_sweep_ddr(shape: ConvShape, n: int | None = None) -> int:
+    """DDR bytes of one sweep of the weight gradient (exact or predictor): g (int16) once,
+    x once per weight group."""
+    n = shape.n if n is None else n
+    return 2 * n * shape.co * shape.ho * shape.wo + em.weight_groups(shape) * n * shape.ci * shape.h * shape.w
+
+
+def wgrad_sweep_sram(shape: ConvShape, n: int, beats: int, calls: int) -> int:
+    """On-chip bytes of one sweep: its DDR bytes written into the chunk buffers, per beat the
+    g rows (2 B each) and x columns (1 B each) read from them, and per call the ROWS x COLS
+    partial sums read and written back (a 72-bit word each)."""
+    return wgrad_sweep_ddr(shape, n) + beats * (2 * em.ROWS + em.COLS) + calls * em.ROWS * em.COLS * 2 * 9
 
 
 def engine_wgrad_work(shape: ConvShape, n_samples: int | None = None, *, psg: bool,
-                      predicted_frac: float = 0.0) -> Work:
+                      predicted_frac: float = 0.0, pred_host: bool = True) -> Work:
     """The weight gradient on the engine as a Work tally (modelled): with psg every weight's
-    predictor (4x10-bit products, LUTs) and exact products (8x16, DSP) only for the
-    1 - predicted_frac undecided weights (their cells' DSPs are gated); the streamed blocks'
-    DDR bytes (two blocks' x per call with psg) passing an on-chip FIFO; the update's 9 B
-    per weight; the modelled time. Without psg (beta = 0) every exact product and no
-    predictor."""
+    predictor (4x10-bit products, LUTs) over its own sweep (x and g read from DDR again: the
+    layer's operands do not fit on chip) and exact products (8x16, DSP) only for the
+    1 - predicted_frac undecided weights (their cells' DSPs are gated); without psg (beta = 0)
+    every exact product and no predictor. Both: the exact sweep's DDR and BRAM bytes, the
+    update's 9 B per weight, the modelled time (the predictor's, when it rides on the
+    input-gradient pass, is that pass's)."""
     if not 0.0 <= predicted_frac <= 1.0:
         raise ValueError(f"predicted_frac must be in [0, 1], got {predicted_frac}")
     n = shape.n if n_samples is None else n_samples
     macs = em.pass_macs("wgrad", shape, n)
     nw = shape.co * shape.ci * shape.k * shape.k
-    _, _, ddr = _wgrad_stream(shape, n, psg)
+    groups = em.call_beats("wgrad", shape, n)
+    beats = sum(c * b for c, b in groups)
+    calls = sum(c for c, _ in groups)
+    ddr = wgrad_sweep_ddr(shape, n)
+    sram = wgrad_sweep_sram(shape, n, beats, calls)
     w = Work()
     if psg:
         w.add_macs(macs, 4, 10)
         w.add_macs(round(macs * (1.0 - predicted_frac)), 8, 16)
         w.add_ops(nw, 48)                          # the decision's compare per weight
+        ddr *= 2                                   # the predictor's sweep reads x and g again
+        sram += wgrad_sweep_sram(shape, n, beats, calls)
     else:
         w.add_macs(macs, 8, 16)
     w.add_ops(nw, 32)                              # the update
     w.add_dram(ddr + 9 * nw)
-    w.add_sram(ddr)
-    w.add_time(engine_pass("wgrad", shape, n, psg=psg)["cycles"] / CLOCK_HZ)
+    w.add_sram(sram)
+    w.add_time(engine_pass("wgrad", shape, n, psg=psg, pred_host=pred_host)["cycles"] / CLOCK_HZ)
     return w
+
+
+def wgrad_chunk_bytes(shape: ConvShape) -> tuple[int, int]:
+    """(x, g) bytes of one weight-gradient chunk in BRAM: x of every input channel over the
+    input rows the chunk's output positions reach (whole padded images when a chunk spans
+    them), g of one weight group's output channels."""
+    s, chunk = shape, em.WGRAD_CHUNK
+    img = s.ho * s.wo
+    if chunk >= img:
+        x = _ceil(chunk, img) * s.ci * (s.h + 2 * s.pad) * (s.w + 2 * s.pad)
+    else:
+        out_rows = _ceil(chunk, s.wo) + 1                    # + 1: a chunk need not start a row
+        x = s.ci * min((out_rows - 1) * s.stride + s.k, s.h + 2 * s.pad) * (s.w + 2 * s.pad)
+    co_group = em.ROWS * _ceil(_ceil(s.co, em.ROWS), em.weight_groups(s))
+    return x, 2 * min(co_group, s.co) * chunk
+
+
+def wgrad_bram36(batch: int = 64) -> dict:
+    """BRAM36 of the weight-gradient dataflow on the ResNet-20 CIFAR layers: the partial sums
+    (engine_map.WGRAD_PART_WEIGHTS 72-bit words at 512 x 72) and the chunk buffers (x and g,
+    ping-pong, 4 KB of data per BRAM36, the largest layer's)."""
+    chunks = max(2 * (_ceil(x, 4096) + _ceil(g, 4096))
+                 for x, g in (wgrad_chunk_bytes(sh) for _, sh in resnet20_cifar(batch)))
+    return {"partials": _ceil(em.WGRAD_PART_WEIGHTS, 512), "chunks": chunks}
 
 
 def resnet20_cifar(batch: int = 64) -> list[tuple[str, ConvShape]]:
@@ -600,10 +653,11 @@ def engine_training_step(batch: int = 64, *, psg: bool = True) -> dict:
     the three passes over the step's cycles at CLOCK_HZ."""
     rows, tot_c, tot_m = [], 0, 0
     for name, shape in resnet20_cifar(batch):
+        host = name != "conv1"              # the image gets no input gradient to host the predictor
         for p in ("fwd", "bwd_data", "wgrad"):
-            if p == "bwd_data" and name == "conv1":
+            if p == "bwd_data" and not host:
                 continue
-            r = engine_pass(p, shape, psg=psg and p == "wgrad")
+            r = engine_pass(p, shape, psg=psg and p != "fwd", pred_host=host)
             rows.append({"layer": name, "pass": p, **r, "gmacs": r["macs"] / (r["cycles"] / CLOCK_HZ) / 1e9})
             tot_c += r["cycles"]
             tot_m += r["macs"]
