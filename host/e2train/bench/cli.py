@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="re-write summary.md and the plots from an existing runs.csv; trains nothing")
     p.add_argument("--list", action="store_true", help="list registered methods, data sets and models")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    # every job as a distributed run: torch-train's own flags (docs/harness.md, distributed grids)
+    from ..torch.distributed.cli import add_arguments as add_distributed
+    add_distributed(p)
 
 
 def build_spec(args: argparse.Namespace) -> GridSpec:
@@ -73,6 +76,13 @@ def build_spec(args: argparse.Namespace) -> GridSpec:
             base["lr_grid"] = [float(v) for v in parse_list(args.lr_grid, "lr-grid")]
         except ValueError:
             raise GridError(f"--lr-grid {args.lr_grid!r}: write learning rates, e.g. '0.1,0.15,0.2'") from None
+    from ..torch.distributed.cli import dist_config
+    from ..torch.distributed.config import DistConfigError
+    try:
+        dcfg = dist_config(args, base.get("distributed", {}))
+    except DistConfigError as e:
+        raise GridError(f"distributed: {e}") from None
+    base["distributed"] = dcfg.to_dict() if dcfg is not None else {}
     base.setdefault("budgets", [Budget("epochs", 5)])
     base.setdefault("seeds", [0, 1])
     return GridSpec(random_controls=not args.no_random_controls,
