@@ -81,3 +81,14 @@ def test_cli_flags_and_one_line_errors(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--no-random-controls --no-fewer-iters" in err and "Traceback" not in err
+
+
+def test_pipeline_grid_job_records_its_schedule(tmp_path):
+    spec = GridSpec(methods=["fp32"], budgets=[Budget("epochs", 1)], seeds=[0], random_controls=False,
+                    fewer_iters_controls=False, dataset="sat6synthetic", model="modified_alexnet",
+                    distributed={"pipeline": 2, "pipe_schedule": "gpipe", "split": "paper", "timeout_s": 60})
+    backend = TorchBackend(threads=1, verbose=False, base_config={"device": "cpu", "batch_size": 16, "max_batches": 3})
+    (run,) = run_grid(spec, backend, tmp_path, progress=lambda s: None)
+    assert (run.nproc, run.schedule, run.final.steps) == (2, "gpipe", 3)
+    (back,) = read_csv(tmp_path / "runs.csv")
+    assert (back.nproc, back.schedule) == (2, "gpipe")

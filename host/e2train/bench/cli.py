@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ci-level", type=float, default=0.95, help="confidence level across seeds (default 0.95)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     p.add_argument("--batch-size", type=int, help="mini-batch size (default: the trainer's, 64)")
+    p.add_argument("--device", help="auto (default: CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--limit-train", type=int, metavar="N",
                    help="train on the first N training samples only (quick looks; say so when reporting)")
     p.add_argument("--data-dir", help="where CIFAR's python-format files are (default $E2TRAIN_DATA)")
@@ -120,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         base = dict(spec.train_config) if spec is not None else {}
         if args.batch_size:
             base["batch_size"] = args.batch_size
+        if args.device:
+            base["device"] = args.device
         backend = TorchBackend(threads=args.threads, verbose=not args.quiet, data_dir=args.data_dir,
                                limit_train=args.limit_train, base_config=base)
     except (BackendUnavailable, GridError) as e:

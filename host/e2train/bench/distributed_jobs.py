@@ -38,8 +38,11 @@ def schedule_name(dcfg) -> str:
 
 def check_grid(spec, backend):
     """The grid's DistConfig, or GridError listing every job the distributed trainers refuse."""
+    import torch
+
     from ..torch.distributed.config import DistConfig, DistConfigError
     from ..torch.distributed.ddp import check_ddp_config
+    from ..torch.distributed.launch import backend_for
     from ..torch.distributed.pipeline import check_pipeline_config
     from ..torch.trainer import ConfigError
     from .torch_backend import E2_METHODS
@@ -68,6 +71,10 @@ def check_grid(spec, backend):
                   options=tuple(sorted(spec.method_options.get(m, {}).items())))
         try:
             cfg = backend._plan(job).cfg
+            if backend_for(cfg.device) == "nccl" and torch.cuda.device_count() < dcfg.world:
+                problems.append(f"{m}: {dcfg.world} processes on NCCL need {dcfg.world} CUDA devices, this machine "
+                                f"has {torch.cuda.device_count()}: pass --device cpu (gloo) or fewer processes")
+                continue
             if dcfg.pipeline:
                 check_pipeline_config(cfg, dcfg)
             else:

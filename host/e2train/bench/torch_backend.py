@@ -75,9 +75,9 @@ E2_METHODS: dict[str, tuple[dict, tuple[str, ...]]] = {
     "e2train": (dict(precision="psg", smd=True, slu=True), ("batches", "block-samples", "weight-signs")),
     "stochastic-depth": (dict(precision="fp32", stochastic_depth=0.5), ("block-samples",)),
 }
-DATASETS = ("digits", "cifar10", "cifar100", "mnist", "imagenette")
+DATASETS = ("digits", "cifar10", "cifar100", "mnist", "imagenette", "sat6", "sat6synthetic")
 MODELS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "resnet110", "mobilenetv2",
-          "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "densenet121")
+          "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "densenet121", "modified_alexnet")
 
 _SEED_OFFSET_CONTROL = 1000     # controls draw from streams unrelated to the method's own
 
