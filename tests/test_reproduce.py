@@ -22,7 +22,8 @@ def test_list_names_every_table_with_its_source(capsys):
 def test_quick_runs_and_prints_paper_beside_run(table):
     md = reproduce(table, "quick")
     spec = paper_tables()[table]
-    assert spec["source"] in md and "quick scale, digits, resnet8" in md
+    scale = "sat6synthetic, modified_alexnet" if table.startswith("pipeline-") else "digits, resnet8"
+    assert spec["source"] in md and f"quick scale, {scale}" in md
     rows = [l for l in md.splitlines() if l.startswith("| ") and not l.startswith("| row")]
     assert len(rows) == len(spec["rows"])
     for line in rows:
@@ -62,3 +63,20 @@ def test_paper_scale_uses_each_papers_protocol():
     ld, wus = PAPER_PROTOCOLS["learndrop-table2"], PAPER_PROTOCOLS["wus-table3"]
     assert (ld["epochs"], ld["batch_size"], ld["lr"], ld["schedule"]) == (60, 256, 0.001, "constant")
     assert (wus["epochs"], wus["augment"]) == (200, False)
+
+
+def test_paper003_tables_run_the_distributed_code_and_say_what_they_measure(tmp_path):
+    """Paper 003's profile tables: every stage's compute and send times from the pipelined run
+    (sends only where a stage sends), the measured step beside the analytic one; SAT-6 itself
+    only from --data-dir, else the rows say why they did not run."""
+    from e2train.reproduce import Scale, pipeline_table5
+    s = Scale("quick", "sat6synthetic", "modified_alexnet", 1, batch_size=16, protocol={"max_batches": 3, "lr": 0.05})
+    r = pipeline_table5(s)
+    assert r.rows["Stage 0"]["backward send ms"] is None and r.rows["Stage 1"]["forward send ms"] is None
+    assert r.rows["Stage 0"]["forward send ms"] > 0 and r.rows["Stage 1"]["backward send ms"] > 0
+    assert all(r.rows[f"Stage {i}"][c] > 0 for i in (0, 1) for c in ("forward ms", "backward ms"))
+    assert r.rows["Average step (measured)"]["step ms"] > 0 and r.rows["Average step (analytic, Table 4)"]["step ms"] > 0
+    assert "split [0, 7, 16], 3 mini-batches of 16" in r.notes[0]
+    md = reproduce("pipeline-table7", "paper", data_dir=str(tmp_path))
+    assert "Not run: sat6 not found" in md and "1963.31 / not run" in md
+    assert "wall clock on this machine, no energy" in reproduce("pipeline-table4", "quick")

@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ci-level", type=float, default=0.95, help="confidence level across seeds (default 0.95)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     p.add_argument("--batch-size", type=int, help="mini-batch size (default: the trainer's, 64)")
+    p.add_argument("--device", help="auto (default: CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--limit-train", type=int, metavar="N",
                    help="train on the first N training samples only (quick looks; say so when reporting)")
     p.add_argument("--data-dir", help="where CIFAR's python-format files are (default $E2TRAIN_DATA)")
@@ -45,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="re-write summary.md and the plots from an existing runs.csv; trains nothing")
     p.add_argument("--list", action="store_true", help="list registered methods, data sets and models")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    # every job as a distributed run: torch-train's own flags (docs/harness.md, distributed grids)
+    from ..torch.distributed.cli import add_arguments as add_distributed
+    add_distributed(p)
 
 
 def build_spec(args: argparse.Namespace) -> GridSpec:
@@ -73,6 +77,13 @@ def build_spec(args: argparse.Namespace) -> GridSpec:
             base["lr_grid"] = [float(v) for v in parse_list(args.lr_grid, "lr-grid")]
         except ValueError:
             raise GridError(f"--lr-grid {args.lr_grid!r}: write learning rates, e.g. '0.1,0.15,0.2'") from None
+    from ..torch.distributed.cli import dist_config
+    from ..torch.distributed.config import DistConfigError
+    try:
+        dcfg = dist_config(args, base.get("distributed", {}))
+    except DistConfigError as e:
+        raise GridError(f"distributed: {e}") from None
+    base["distributed"] = dcfg.to_dict() if dcfg is not None else {}
     base.setdefault("budgets", [Budget("epochs", 5)])
     base.setdefault("seeds", [0, 1])
     return GridSpec(random_controls=not args.no_random_controls,
@@ -110,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         base = dict(spec.train_config) if spec is not None else {}
         if args.batch_size:
             base["batch_size"] = args.batch_size
+        if args.device:
+            base["device"] = args.device
         backend = TorchBackend(threads=args.threads, verbose=not args.quiet, data_dir=args.data_dir,
                                limit_train=args.limit_train, base_config=base)
     except (BackendUnavailable, GridError) as e:

@@ -37,6 +37,10 @@ class GridSpec:
     # E2-Train's learning-rate grid control (its Fig. 3b): the fewer-iterations control run
     # again at each of these base learning rates (e.g. 0.1, 0.12, ..., 0.2)
     lr_grid: list[float] = field(default_factory=list)
+    # every job as a distributed run: the keys of torch-train's [distributed] section
+    # (DistConfig: nproc = N for data parallel, pipeline = S with pipe_schedule, split, ...);
+    # empty: one process per job
+    distributed: dict = field(default_factory=dict)
 
     @property
     def n_method_runs(self) -> int:

@@ -21,7 +21,8 @@ KIND_RANDOM = "random-control"          # random skipping at the method's measur
 KIND_FEWER = "fewer-iters-control"      # standard training, fewer iterations, same energy
 RUN_KINDS = (KIND_METHOD, KIND_RANDOM, KIND_FEWER)
 
-ENERGY_SOURCES = ("modelled", "measured")
+# "none": a distributed run (DDP or pipeline) has no energy model attached; its energy_j is NaN
+ENERGY_SOURCES = ("modelled", "measured", "none")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class RunRecord:
     energy_source: str = "modelled"
     target_skip_ratio: float = math.nan   # what a random control was asked to skip
     epochs: list[EpochRecord] = field(default_factory=list)
+    # processes the run trained on, and how: "" (one process), "ddp" (data parallel), or the
+    # pipeline schedule ("async", "gpipe", "1f1b"; nproc = stages)
+    nproc: int = 1
+    schedule: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in RUN_KINDS:
@@ -129,8 +134,8 @@ def parse_skips(text: str) -> dict[str, float]:
 
 CSV_FIELDS = ["method", "kind", "control_of", "seed", "budget_kind", "budget", "skip_unit",
               "target_skip_ratio", "energy_source", "epoch", "steps", "wall_s", "energy_j",
-              "acc", "skip_ratio", "skip_ratios", "peak_mem_mb", "test_acc"]
-OPTIONAL_FIELDS = ("peak_mem_mb", "test_acc")      # absent from files written before it existed
+              "acc", "skip_ratio", "skip_ratios", "peak_mem_mb", "test_acc", "nproc", "schedule"]
+OPTIONAL_FIELDS = ("peak_mem_mb", "test_acc", "nproc", "schedule")   # absent from files written before they existed
 
 
 def write_csv(runs: Iterable[RunRecord], path: str | Path) -> Path:
@@ -154,6 +159,7 @@ def write_csv(runs: Iterable[RunRecord], path: str | Path) -> Path:
                     "skip_ratios": format_skips(e.skips),
                     "peak_mem_mb": "" if math.isnan(e.peak_mem_mb) else f"{e.peak_mem_mb:.3f}",
                     "test_acc": "" if math.isnan(e.test_acc) else f"{e.test_acc:.6f}",
+                    "nproc": r.nproc, "schedule": r.schedule,
                 })
     # Written whole, then renamed: an interrupted write never leaves a half file behind.
     tmp.replace(path)
@@ -179,7 +185,8 @@ def read_csv(path: str | Path) -> list[RunRecord]:
                         budget=Budget(row["budget_kind"], float(row["budget"])),
                         kind=row["kind"], control_of=row["control_of"], skip_unit=row["skip_unit"],
                         energy_source=row["energy_source"],
-                        target_skip_ratio=float(row["target_skip_ratio"]) if row["target_skip_ratio"] else math.nan)
+                        target_skip_ratio=float(row["target_skip_ratio"]) if row["target_skip_ratio"] else math.nan,
+                        nproc=int(row["nproc"]) if row.get("nproc") else 1, schedule=row.get("schedule") or "")
                 runs[key].epochs.append(EpochRecord(
                     epoch=int(row["epoch"]), wall_s=float(row["wall_s"]), energy_j=float(row["energy_j"]),
                     acc=float(row["acc"]), skip_ratio=float(row["skip_ratio"]), steps=int(row["steps"]),

@@ -199,6 +199,16 @@ def headline_lines(arms: Sequence[Arm], target: float, elabel: str) -> list[str]
     return lines + [""]
 
 
+def process_layouts(arms: Sequence[Arm]) -> list[str]:
+    """'fp32: 2 processes (ddp)' per arm of distributed runs; empty when every run had one process."""
+    out = []
+    for a in arms:
+        kinds = sorted({(r.nproc, r.schedule) for r in a.runs})
+        if any(n > 1 or s for n, s in kinds):
+            out.append(f"{a.name}: " + ", ".join(f"{n} processes ({s or 'one process'})" for n, s in kinds))
+    return out
+
+
 def summary_markdown(runs: Sequence[RunRecord], targets: Sequence[float], level: float = 0.95,
                      title: str = "e2train bench", baseline: str = "fp32",
                      headline_target: float | None = None) -> str:
@@ -217,6 +227,10 @@ def summary_markdown(runs: Sequence[RunRecord], targets: Sequence[float], level:
              f"saved-tensor peak plus parameters and gradients. Time/energy-to-accuracy: median over "
              f"seeds of the first evaluated epoch at or above the target (k/n = seeds that reached it).",
              ""]
+    layouts = process_layouts(arms)
+    if layouts:
+        lines += ["Processes (torch.distributed; wall clock of the whole group, no energy modelled for "
+                  "distributed runs): " + "; ".join(layouts) + ".", ""]
     if headline_target is not None:
         lines += headline_lines(arms, headline_target, elabel)
     head = ["wall-clock s", f"energy ({elabel}) J", "method", "control-of", "budget", "seeds", "skip ratio",
@@ -252,6 +266,8 @@ def summary_markdown(runs: Sequence[RunRecord], targets: Sequence[float], level:
                       "least squares over the same checkpoints; coefficients from the highest power) "
                       "describe each method's curve, as paper 000's Fig. 4 does.", "", *verdicts, ""]
     for axis in ("wall_s", "energy_j"):
+        if axis == "energy_j" and sources == ["none"]:
+            continue          # distributed runs only: no energy to rank by
         label = f"energy ({elabel}) J" if axis == "energy_j" else AXES[axis]
         lines += [f"## Pareto front per method: accuracy vs {label}", "",
                   "(cost, accuracy mean ± CI over seeds). Candidates: every epoch checkpoint "

@@ -120,7 +120,7 @@ def run_grid(spec: GridSpec, backend: Backend, out_dir: str | Path | None = None
         rec = res.record
         # The runner, not the backend, owns a run's identity in the grid.
         rec.method, rec.seed, rec.budget = job.method, job.seed, job.budget
-        rec.kind, rec.control_of = job.kind, job.control_of
+        rec.kind, rec.control_of = job.kind, job.control_of      # nproc / schedule: the backend's
         if job.kind == KIND_RANDOM:
             rec.target_skip_ratio = job.skip_ratio
         if not rec.epochs:
@@ -129,7 +129,8 @@ def run_grid(spec: GridSpec, backend: Backend, out_dir: str | Path | None = None
         if out_dir is not None:
             write_csv(records, Path(out_dir) / "runs.csv")
         f = rec.final
-        progress(f"    -> acc {100 * f.acc:.2f}%  energy {f.energy_j:.4g} J ({rec.energy_source})  "
+        energy = "no energy modelled" if rec.energy_source == "none" else f"energy {f.energy_j:.4g} J ({rec.energy_source})"
+        progress(f"    -> acc {100 * f.acc:.2f}%  {energy}  "
                  f"wall {f.wall_s:.1f} s  skipped {100 * f.skip_ratio:.1f}% {rec.skip_unit}".rstrip())
         return res
 

@@ -75,9 +75,9 @@ E2_METHODS: dict[str, tuple[dict, tuple[str, ...]]] = {
     "e2train": (dict(precision="psg", smd=True, slu=True), ("batches", "block-samples", "weight-signs")),
     "stochastic-depth": (dict(precision="fp32", stochastic_depth=0.5), ("block-samples",)),
 }
-DATASETS = ("digits", "cifar10", "cifar100", "mnist", "imagenette")
+DATASETS = ("digits", "cifar10", "cifar100", "mnist", "imagenette", "sat6", "sat6synthetic")
 MODELS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "resnet110", "mobilenetv2",
-          "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "densenet121")
+          "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "densenet121", "modified_alexnet")
 
 _SEED_OFFSET_CONTROL = 1000     # controls draw from streams unrelated to the method's own
 
@@ -139,6 +139,7 @@ class TorchBackend:
         self._data: dict[str, object] = {}
         self._batch_energy: dict[tuple, float] = {}
         self._epoch_energy: dict[tuple, float] = {}
+        self.dist = None          # the grid's DistConfig (set by preflight): every job distributed
 
     # -- what it offers -------------------------------------------------------------------
     def methods(self) -> list[str]:
@@ -173,6 +174,10 @@ class TorchBackend:
             raise GridError(f"bad benchmark grid (nothing has run): --baseline {spec.baseline!r} skips work; "
                             f"the fewer-iterations controls need one of {', '.join(steady)}")
         self._data_for(self._config(Job(spec.methods[0], spec.seeds[0], spec.budgets[0], spec.dataset, spec.model)))
+        self.dist = None
+        if spec.distributed:
+            from .distributed_jobs import check_grid
+            self.dist = check_grid(spec, self)
 
     # -- building a run ---------------------------------------------------------------------
     def _config(self, job: Job, **flags) -> TrainConfig:
@@ -289,6 +294,9 @@ class TorchBackend:
 
     # -- running ----------------------------------------------------------------------------
     def run(self, job: Job, progress: Callable[[str], None]) -> MethodResult:
+        if self.dist is not None:
+            from .distributed_jobs import run_distributed
+            return run_distributed(self, job, progress)
         if job.kind == "fewer-iters-control":
             plan, _ = self._fewer_plan(job)
         else:
