@@ -198,12 +198,15 @@ def run_attach(args: argparse.Namespace) -> int:
                            f"--board {args.board} --run-id {run_id} --resume`", EXIT_NOT_FOUND)
         printer = EventPrinter(run_id, quiet=args.quiet)
         client.catch_up(0)                          # everything the board kept: the run so far
-        if state == "training":
-            state = follow(client, run_id, None, printer)
-        else:
-            for ev in client.events(timeout=0):
-                if ev.get("run_id") in (None, run_id):
-                    printer(ev)
+        try:
+            if state == "training":
+                state = follow(client, run_id, None, printer)
+            else:
+                for ev in client.events(timeout=0):
+                    if ev.get("run_id") in (None, run_id):
+                        printer(ev)
+        finally:
+            printer.close()
         if state == "interrupted":
             raise CliError(f"the board agent restarted; resume run {run_id} with `e2train train --board "
                            f"{args.board} --run-id {run_id} --resume`", EXIT_NOT_FOUND)
@@ -415,6 +418,7 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
         results = client.results(run_id)
         results["state"] = state
     finally:
+        printer.close()
         meter_summary = None
         if rec:
             rec.mark("done")
@@ -492,6 +496,10 @@ class EventPrinter:
         if self.bar is not None:
             self.bar.close()                 # leaves the bar's last state on its own line
             self.bar = None
+
+    def close(self) -> None:
+        """End the open bar now (before an interrupt's message), not at interpreter exit."""
+        self._close_bar()
 
     def _line(self, text: str) -> None:
         self._close_bar()
