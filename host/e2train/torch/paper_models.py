@@ -88,6 +88,14 @@ class VGG(_UnitChain):
         return [*((f"features.{i}", m) for i, m in enumerate(self.features)), ("head", self.head)]
 
 
+def _projection(ci, co, stride, conv_kw):
+    """A residual block's shortcut: the identity (None) unless the block changes the stride or
+    the width, then a 1x1 convolution with batch norm (He et al. 2016, projection shortcut)."""
+    if stride == 1 and ci == co:
+        return None
+    return nn.Sequential(_conv(ci, co, 1, stride, conv_kw), nn.BatchNorm2d(co))
+
+
 class _Basic(nn.Module):
     expansion = 1
 
@@ -95,9 +103,7 @@ class _Basic(nn.Module):
         super().__init__()
         self.conv1, self.bn1 = _conv(ci, co, 3, stride, conv_kw), nn.BatchNorm2d(co)
         self.conv2, self.bn2 = _conv(co, co, 3, 1, conv_kw), nn.BatchNorm2d(co)
-        self.proj = None
-        if stride != 1 or ci != co:
-            self.proj = nn.Sequential(_conv(ci, co, 1, stride, conv_kw), nn.BatchNorm2d(co))
+        self.proj = _projection(ci, co, stride, conv_kw)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -114,9 +120,7 @@ class _Bottleneck(nn.Module):
         self.conv1, self.bn1 = _conv(ci, width, 1, 1, conv_kw), nn.BatchNorm2d(width)
         self.conv2, self.bn2 = _conv(width, width, 3, stride, conv_kw), nn.BatchNorm2d(width)
         self.conv3, self.bn3 = _conv(width, co, 1, 1, conv_kw), nn.BatchNorm2d(co)
-        self.proj = None
-        if stride != 1 or ci != co:
-            self.proj = nn.Sequential(_conv(ci, co, 1, stride, conv_kw), nn.BatchNorm2d(co))
+        self.proj = _projection(ci, co, stride, conv_kw)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
