@@ -29,6 +29,7 @@ from .exit_codes import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_USAGE, CliError
 from .remote import BoardClient, SimulatedBoard
 
 PRESETS_DOC = "baseline (8-bit, all batches, no gates, exact signs) or e2train (SMD + SLU + PSG)"
+REPORT_DIR_HELP = "report directory (default runs/<run id>)"
 HEARTBEAT_S = 5.0           # silence on the link after which the host asks the board how it is
 
 
@@ -124,7 +125,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="power meter spec (wattsup:/dev/ttyUSB0, wt310:..., sim:, none); default: the simulated "
                         "board's meter, or none on a real board")
     p.add_argument("--idle", type=float, default=2.0, help="seconds of idle power to record before training")
-    p.add_argument("--out", default=None, help="report directory (default runs/<run id>)")
+    p.add_argument("--out", default=None, help=REPORT_DIR_HELP)
     p.add_argument("--run-id", default=None,
                    help="name of the run on the board (default: made from the time)")
     p.add_argument("--resume", action="store_true",
@@ -176,10 +177,15 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_attach_arguments(p: argparse.ArgumentParser) -> None:
+def _add_run_report_arguments(p: argparse.ArgumentParser, *, run_id_help: str, run_id_required: bool = False) -> None:
+    """The board, the run and where its report goes: for the commands that end by fetching a run's report."""
     add_link_arguments(p, board_required=True)
-    p.add_argument("--run-id", default=None, help="the run to follow (default: the board's current run)")
-    p.add_argument("--out", default=None, help="report directory (default runs/<run id>)")
+    p.add_argument("--run-id", default=None, required=run_id_required, help=run_id_help)
+    p.add_argument("--out", default=None, help=REPORT_DIR_HELP)
+
+
+def add_attach_arguments(p: argparse.ArgumentParser) -> None:
+    _add_run_report_arguments(p, run_id_help="the run to follow (default: the board's current run)")
     p.add_argument("--quiet", action="store_true", help="no live progress")
 
 
@@ -240,9 +246,8 @@ def run_stop(args: argparse.Namespace) -> int:
 
 
 def add_fetch_arguments(p: argparse.ArgumentParser) -> None:
-    add_link_arguments(p, board_required=True)
-    p.add_argument("--run-id", required=True, help="the run whose results to fetch (see `e2train status`)")
-    p.add_argument("--out", default=None, help="report directory (default runs/<run id>)")
+    _add_run_report_arguments(p, run_id_help="the run whose results to fetch (see `e2train status`)",
+                              run_id_required=True)
     p.add_argument("--delete", action="store_true", help="delete the results on the board once fetched")
 
 
@@ -253,12 +258,18 @@ def run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_dir(out: str | None, run_id: str) -> Path:
+    """Where a run's report is written (--out, else runs/<run id>), created if missing."""
+    out_dir = Path(out or Path("runs") / run_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
 def fetch_report(client: BoardClient, run_id: str, out: str | None, state: str | None, *, delete: bool = False,
                  config: dict | None = None, meter: dict | None = None) -> dict:
     results = client.results(run_id, delete=delete)
     results["state"] = state or ("stopped" if results.get("stopped") else "finished")
-    out_dir = Path(out or Path("runs") / run_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = report_dir(out, run_id)
     report = {"run_id": run_id, "config": config, "results": results, "meter": meter}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     report["out_dir"] = str(out_dir)
@@ -395,8 +406,7 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
         client.agent_restarted = False
         client.flash(bitstream)
     run_id = run_id or time.strftime(f"{label or 'run'}-%Y%m%d-%H%M%S")
-    out_dir = Path(out or Path("runs") / run_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = report_dir(out, run_id)
     rec = None
     if meter:
         from .meter.recorder import Recorder

@@ -20,17 +20,19 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 
-async def clock_and_reset(dut, **idle) -> None:
-    """Start the 100 MHz clock, drive ``idle`` (input name -> value), hold ap_rst for three
-    cycles (synchronous, active high, as Vitis HLS blocks expect) and release it."""
-    Clock(dut.ap_clk, 10, unit="ns").start()
+async def clock_and_reset(dut, *, clk: str = "ap_clk", rst: str = "ap_rst", **idle) -> None:
+    """Start the 100 MHz clock on ``clk``, drive ``idle`` (input name -> value), hold ``rst``
+    for three cycles (synchronous, active high, as Vitis HLS blocks expect) and release it.
+    The defaults are the HLS port names; a hand-written block passes its own (clk, rst)."""
+    clock = getattr(dut, clk)
+    Clock(clock, 10, unit="ns").start()
     for name, value in idle.items():
         getattr(dut, name).value = value
-    dut.ap_rst.value = 1
+    getattr(dut, rst).value = 1
     for _ in range(3):
-        await RisingEdge(dut.ap_clk)
-    dut.ap_rst.value = 0
-    await RisingEdge(dut.ap_clk)
+        await RisingEdge(clock)
+    getattr(dut, rst).value = 0
+    await RisingEdge(clock)
 
 
 def u(sig) -> int:

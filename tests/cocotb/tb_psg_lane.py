@@ -13,20 +13,15 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.triggers import FallingEdge
 
 from e2train.core import fixedpoint as fxp
+from psg_bus import clock_and_reset, s
 
 SIM = os.environ.get("PSG_SIM", "?")
 # A beat presented before rising edge t is in the accumulators after edge t + 2: three
 # falling edges after it was driven.
 LATENCY = 2
-
-
-def s48(sig) -> int:
-    v = sig.value
-    return v.to_signed() if hasattr(v, "to_signed") else int(v)
 
 
 async def stream(dut, x: np.ndarray, g: np.ndarray, x_unsigned: bool) -> tuple[list[int], list[int]]:
@@ -50,8 +45,8 @@ async def stream(dut, x: np.ndarray, g: np.ndarray, x_unsigned: bool) -> tuple[l
             dut.in_g.value = int(g[t]) & 0xFFFF
         await FallingEdge(dut.clk)
         if t >= LATENCY:
-            msb.append(s48(dut.acc_msb))
-            exact.append(s48(dut.acc_exact))
+            msb.append(s(dut.acc_msb))
+            exact.append(s(dut.acc_exact))
     return msb[:n], exact[:n]
 
 
@@ -66,15 +61,7 @@ def check(name: str, x, g, got_msb, got_exact, x_h, g_h) -> None:
 
 @cocotb.test()
 async def split_ties_vs_contract(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.load.value = 0
-    dut.in_valid.value = 0
-    dut.in_x.value = 0
-    dut.in_g.value = 0
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await clock_and_reset(dut, clk="clk", rst="rst", load=0, in_valid=0, in_x=0, in_g=0)
 
     # x_h of every code (g = 64: g_h = 1), uint8 and int8; ties x = 16k + 8 among them
     for unsigned, codes in ((True, np.arange(256).astype(np.uint8)), (False, np.arange(-128, 128).astype(np.int8))):

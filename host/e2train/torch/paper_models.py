@@ -5,9 +5,10 @@ bottlenecks for 50; 3x3 stride-1 stem, no max-pool), DenseNet-121 (Huang et al. 
 (paper 001) and WUS (paper 002).
 
 They are plain networks: no SLU gates or block masks (SLU and stochastic depth need the
-ResNet-CIFAR or MobileNetV2 of ``models.py``). Each lists its ``sequential_units()`` in forward
-order (Learn&Drop cuts between them). Convolutions come from ``models.make_conv``, so the
-precisions apply; PSG refuses layers wider than the kernels take (``core.shapes.MAX_DIM``).
+ResNet-CIFAR or MobileNetV2 of ``models.py``). Each lists its ``sequential_units()`` and its
+forward applies them in that order (Learn&Drop cuts between them). Convolutions come from
+``models.make_conv``, so the precisions apply; PSG refuses layers wider than the kernels take
+(``core.shapes.MAX_DIM``).
 Any input size works (global average pooling before the classifier; VGG pools only while the
 map is larger than 1x1), so digits' 8x8 inputs run too.
 """
@@ -55,7 +56,21 @@ class _Head(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-class VGG(nn.Module):
+class _UnitChain(nn.Module):
+    """A network that is its units applied one after the other: ``forward`` runs
+    ``sequential_units()`` in order, so the units Learn&Drop cuts between (paper 001) are the
+    forward pass by construction, not by a second copy of it."""
+
+    def sequential_units(self) -> list[tuple[str, nn.Module]]:
+        raise NotImplementedError
+
+    def forward(self, x):
+        for _, unit in self.sequential_units():
+            x = unit(x)
+        return x
+
+
+class VGG(_UnitChain):
     def __init__(self, depth: int, in_channels: int = 3, num_classes: int = 10, conv_kw: dict | None = None):
         super().__init__()
         cfg = VGG_CFG[depth]
@@ -72,10 +87,13 @@ class VGG(nn.Module):
     def sequential_units(self):
         return [*((f"features.{i}", m) for i, m in enumerate(self.features)), ("head", self.head)]
 
-    def forward(self, x):
-        for m in self.features:
-            x = m(x)
-        return self.head(x)
+
+def _projection(ci, co, stride, conv_kw):
+    """A residual block's shortcut: the identity (None) unless the block changes the stride or
+    the width, then a 1x1 convolution with batch norm (He et al. 2016, projection shortcut)."""
+    if stride == 1 and ci == co:
+        return None
+    return nn.Sequential(_conv(ci, co, 1, stride, conv_kw), nn.BatchNorm2d(co))
 
 
 class _Basic(nn.Module):
@@ -85,9 +103,7 @@ class _Basic(nn.Module):
         super().__init__()
         self.conv1, self.bn1 = _conv(ci, co, 3, stride, conv_kw), nn.BatchNorm2d(co)
         self.conv2, self.bn2 = _conv(co, co, 3, 1, conv_kw), nn.BatchNorm2d(co)
-        self.proj = None
-        if stride != 1 or ci != co:
-            self.proj = nn.Sequential(_conv(ci, co, 1, stride, conv_kw), nn.BatchNorm2d(co))
+        self.proj = _projection(ci, co, stride, conv_kw)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -104,9 +120,7 @@ class _Bottleneck(nn.Module):
         self.conv1, self.bn1 = _conv(ci, width, 1, 1, conv_kw), nn.BatchNorm2d(width)
         self.conv2, self.bn2 = _conv(width, width, 3, stride, conv_kw), nn.BatchNorm2d(width)
         self.conv3, self.bn3 = _conv(width, co, 1, 1, conv_kw), nn.BatchNorm2d(co)
-        self.proj = None
-        if stride != 1 or ci != co:
-            self.proj = nn.Sequential(_conv(ci, co, 1, stride, conv_kw), nn.BatchNorm2d(co))
+        self.proj = _projection(ci, co, stride, conv_kw)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -124,7 +138,7 @@ class _Stem(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-class ResNetHe(nn.Module):
+class ResNetHe(_UnitChain):
     """ResNet-18/34/50 of He et al. with a CIFAR stem (3x3, stride 1, no max-pool)."""
 
     def __init__(self, depth: int, in_channels: int = 3, num_classes: int = 10, conv_kw: dict | None = None):
@@ -142,12 +156,6 @@ class ResNetHe(nn.Module):
 
     def sequential_units(self):
         return [("stem", self.stem), *((f"blocks.{i}", b) for i, b in enumerate(self.blocks)), ("head", self.head)]
-
-    def forward(self, x):
-        x = self.stem(x)
-        for b in self.blocks:
-            x = b(x)
-        return self.head(x)
 
 
 class _DenseLayer(nn.Module):
@@ -181,7 +189,7 @@ class _DenseHead(_Head):
         return super().forward(F.relu(self.bn(x)))
 
 
-class DenseNet(nn.Module):
+class DenseNet(_UnitChain):
     """DenseNet-BC-121 for CIFAR: growth 32, 3x3 stem of 2 x growth channels, compression 0.5."""
 
     def __init__(self, depth: int = 121, in_channels: int = 3, num_classes: int = 10, conv_kw: dict | None = None,
@@ -201,12 +209,6 @@ class DenseNet(nn.Module):
 
     def sequential_units(self):
         return [("stem", self.stem), *((f"layers.{i}", m) for i, m in enumerate(self.layers)), ("head", self.head)]
-
-    def forward(self, x):
-        x = self.stem(x)
-        for m in self.layers:
-            x = m(x)
-        return self.head(x)
 
 
 def parse_paper_model(key: str) -> tuple[str, int] | None:

@@ -19,11 +19,6 @@ from e2train.device import link
 from e2train.remote import BoardClient, BoardError
 
 
-class FakeBoard:
-    backend = None
-    info = {"board": "fake", "kernels": ["conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg"]}
-
-
 class FakeTrainer:
     """Emits `epochs` epoch events, `delay` seconds apart, then returns results."""
 
@@ -48,9 +43,7 @@ class FakeTrainer:
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch):
-    monkeypatch.setattr(agent_mod, "open_board", lambda *a, **k: FakeBoard())
-
+def served(tmp_path, monkeypatch, fake_board, serve_agent):
     def make(config, data, backend, *, ckpt_dir, resume, on_event):
         try:
             return FakeTrainer(config, on_event)
@@ -59,19 +52,7 @@ def served(tmp_path, monkeypatch):
 
     monkeypatch.setattr(agent_mod, "make_trainer", make)
     agent = agent_mod.Agent(tmp_path / "board", simulated=True)
-    where = {}
-    ready = threading.Event()
-
-    def announce(path):
-        where["path"] = path
-        ready.set()
-
-    t = threading.Thread(target=agent_mod.serve_pty, args=(agent, announce), daemon=True)
-    t.start()
-    assert ready.wait(5)
-    yield agent, where["path"]
-    agent.shutdown.set()
-    t.join(5)
+    return agent, serve_agent(agent, agent_mod.serve_pty)
 
 
 def _dataset_bytes(n=8):
@@ -239,29 +220,18 @@ def _drain(c, timeout, until=None):
         raise AssertionError(f"no {until} event within {timeout} s")
 
 
-def test_token_required_over_tcp(tmp_path, monkeypatch):
-    monkeypatch.setattr(agent_mod, "open_board", lambda *a, **k: FakeBoard())
+def test_token_required_over_tcp(tmp_path, fake_board, serve_agent):
     agent = agent_mod.Agent(tmp_path / "b", token="s3cret")
-    where, ready = {}, threading.Event()
-
-    def announce(url):
-        where["url"] = url
-        ready.set()
-
-    t = threading.Thread(target=agent_mod.serve_tcp, args=(agent, "127.0.0.1", 0, announce), daemon=True)
-    t.start()
-    assert ready.wait(5)
+    url = serve_agent(agent, agent_mod.serve_tcp, "127.0.0.1", 0)
     with pytest.raises(BoardError, match="wrong or missing token"):
-        BoardClient(where["url"])
+        BoardClient(url)
     agent.auth_failures.clear()                 # the back-off after a wrong token: tests/device/agent/test_agent_security.py
-    with BoardClient(where["url"], token="s3cret") as c:
+    with BoardClient(url, token="s3cret") as c:
         assert c.request("status")["state"] == "idle"
-    with _raw(where["url"]) as p:                 # a connection that skips hello
+    with _raw(url) as p:                 # a connection that skips hello
         p.write(b'{"v":1,"type":"cmd","id":1,"cmd":"flash"}\n')
         rep = _read_msgs(p, 1)[0]
     assert rep["code"] == "unauthorised"
-    agent.shutdown.set()
-    t.join(5)
 
 
 def test_refuses_to_listen_off_loopback_without_token(capsys):

@@ -2,7 +2,6 @@
 has no token, wrong tokens back off exponentially per peer, uploads are bounded."""
 import base64
 import hashlib
-import threading
 import time
 import zlib
 
@@ -13,27 +12,10 @@ from e2train.device import link
 from e2train.remote import BoardClient, BoardError
 
 
-class FakeBoard:
-    backend = None
-    info = {"board": "fake"}
-
-
 @pytest.fixture
-def tcp_agent(tmp_path, monkeypatch):
-    monkeypatch.setattr(agent_mod, "open_board", lambda *a, **k: FakeBoard())
+def tcp_agent(tmp_path, fake_board, serve_agent):
     agent = agent_mod.Agent(tmp_path / "b", token="s3cret")
-    where, ready = {}, threading.Event()
-
-    def announce(url):
-        where["url"] = url
-        ready.set()
-
-    t = threading.Thread(target=agent_mod.serve_tcp, args=(agent, "127.0.0.1", 0, announce), daemon=True)
-    t.start()
-    assert ready.wait(5)
-    yield agent, where["url"]
-    agent.shutdown.set()
-    t.join(5)
+    return agent, serve_agent(agent, agent_mod.serve_tcp, "127.0.0.1", 0)
 
 
 def _raw(url):

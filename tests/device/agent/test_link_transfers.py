@@ -3,7 +3,6 @@ parts, uploads checked per chunk (CRC32) and resumed after a drop, events withou
 import base64
 import time
 import hashlib
-import threading
 import zlib
 
 import pytest
@@ -45,26 +44,10 @@ def test_a_long_reply_goes_in_parts_and_is_joined():
         asm.feed(link.decode(lines[2].rstrip(b"\n")))
 
 
-class FakeBoard:
-    backend = None
-    info = {"board": "fake"}
-
-
 @pytest.fixture
-def served(tmp_path, monkeypatch):
-    monkeypatch.setattr(agent_mod, "open_board", lambda *a, **k: FakeBoard())
+def served(tmp_path, fake_board, serve_agent):
     agent = agent_mod.Agent(tmp_path / "board", simulated=True)
-    where, ready = {}, threading.Event()
-
-    def announce(path):
-        where["path"] = path
-        ready.set()
-    t = threading.Thread(target=agent_mod.serve_pty, args=(agent, announce), daemon=True)
-    t.start()
-    assert ready.wait(5)
-    yield agent, where["path"]
-    agent.shutdown.set()
-    t.join(5)
+    return agent, serve_agent(agent, agent_mod.serve_pty)
 
 
 def test_long_replies_reach_the_host_whole(served, monkeypatch):

@@ -11,11 +11,6 @@ from e2train.device import agent as agent_mod
 from e2train.remote import BoardClient
 
 
-class FakeBoard:
-    backend = None
-    info = {"board": "fake"}
-
-
 def _cable():
     """Two pty pairs whose masters are joined: (board end path, host end path, stop)."""
     (m1, s1), (m2, s2) = os.openpty(), os.openpty()
@@ -37,9 +32,8 @@ def _cable():
     return os.ttyname(s1), os.ttyname(s2), (stop, t, (m1, s1, m2, s2))
 
 
-def test_agent_serves_a_serial_port_and_refuses_a_missing_one(tmp_path, monkeypatch):
+def test_agent_serves_a_serial_port_and_refuses_a_missing_one(tmp_path, fake_board):
     import serial
-    monkeypatch.setattr(agent_mod, "open_board", lambda *a, **k: FakeBoard())
     agent = agent_mod.Agent(tmp_path / "b")
     with pytest.raises(serial.SerialException, match="could not open port"):
         agent_mod.serve_serial(agent, "/dev/ttyE2TRAINnone", 115200)

@@ -1,0 +1,45 @@
+"""Fixtures shared by the agent tests: a stand-in for the flashed board, and the agent served
+on a thread (pty or TCP) and shut down when the test ends."""
+import threading
+
+import pytest
+
+from e2train.device import agent as agent_mod
+
+
+class FakeBoard:
+    """What `open_board` returns without a bitstream: the agent reads only .backend and .info."""
+    backend = None
+    info = {"board": "fake", "kernels": ["conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg"]}
+
+
+@pytest.fixture
+def fake_board(monkeypatch):
+    """`flash` loads the stand-in board instead of a bitstream."""
+    monkeypatch.setattr(agent_mod, "open_board", lambda *a, **k: FakeBoard())
+    return FakeBoard
+
+
+@pytest.fixture
+def serve_agent():
+    """start(agent, serve, *args): run `serve(agent, *args, announce)` on a thread and return the
+    address it announces (a pty path or a tcp:// URL). Every agent started is stopped at teardown."""
+    running = []
+
+    def start(agent, serve, *args):
+        where, ready = {}, threading.Event()
+
+        def announce(address):
+            where["address"] = address
+            ready.set()
+
+        t = threading.Thread(target=serve, args=(agent, *args, announce), daemon=True)
+        t.start()
+        running.append((agent, t))
+        assert ready.wait(5), f"{serve.__name__} did not announce an address within 5 s"
+        return where["address"]
+
+    yield start
+    for agent, t in running:
+        agent.shutdown.set()
+        t.join(5)
