@@ -15,6 +15,12 @@ the work that ran, tallied by ``WorkMeter``; every record says so in ``energy_ki
 Checkpoints (``out_dir/checkpoint.pt``, state dicts only, loaded with ``weights_only=True``)
 are written at epoch ends; ``resume=True`` continues from one and ends with the same
 weights as an uninterrupted run.
+
+``train`` reads as its steps: ``_setup`` (data, model, optimiser, policies, SWA copy, work
+meter), ``_resume`` (from a checkpoint), then per epoch ``_train_epoch`` (``_step`` per
+batch, with the policy hooks in the order ``policy.py`` lists them) and ``_end_epoch`` (SWA
+update, ``_epoch_record`` with the evaluation, ``on_epoch_end``, callback, checkpoint, next
+optimiser), and ``_finish`` (the SWA model, the result, ``records.json``).
 """
 from __future__ import annotations
 
