@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +52,22 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray, rows: list) -> bool:
     return same
 
 
+@dataclass
+class _Layer:
+    """The second (C -> C) layer as the kernels see it, with what its scales came from."""
+
+    x: np.ndarray                      # uint8 input (layer 1's fused-ReLU output)
+    w_master: np.ndarray               # int32 master weights
+    frac: int                          # fractional bits of the masters
+    w: np.ndarray                      # int8 weight codes
+    s_w: Any                           # their scale
+    s_x: Any                           # the input's scale
+    keep: np.ndarray                   # samples the SLU gate keeps
+    shape: ConvShape
+    m: Any                             # forward requantisation multiplier
+    s_y: Any                           # the output's scale
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.active <= 1:
         print(f"--active must be in (0, 1], got {args.active}", file=sys.stderr)
@@ -62,8 +80,26 @@ def run(args: argparse.Namespace) -> int:
         return 2
     rng = np.random.default_rng(args.seed)
     xf, labels = _mini_batch(args.batch, args.upsample)
-    n, c = len(xf), args.channels
+    layer = _layers(xf, args.channels, args.active, rng)
+    rows: list = []
+    ok = True
+    y_c = csim.conv_fwd(layer.x, layer.w, None, layer.m, pad=1, samples=layer.keep)
+    y_g = golden.conv_fwd(layer.x, layer.w, None, layer.m, pad=1, samples=layer.keep)
+    ok &= _compare("conv_fwd        y", y_c, y_g, rows)
+    g2, s_g = _head_gradient(y_g, labels, layer, args.channels, rng)
+    ok &= _check_bwd_data(g2, s_g, layer, rows)
+    psg, psg_ok = _check_psg(g2, layer, args.beta, beta_q, rows)
+    ok &= psg_ok
+    _print_comparison(xf, layer, rows)
+    r, st = _print_psg(psg, args.beta, beta_q)
+    _print_modelled(layer, r, st)
+    print("bit-exact: " + ("yes" if ok else "NO"))
+    return 0 if ok else 1
 
+
+def _layers(xf: np.ndarray, c: int, active: float, rng: np.random.Generator) -> _Layer:
+    """Layer 1 run on the batch (its output is layer 2's input) and layer 2's weights and scales."""
+    n = len(xf)
     # Layer 1: int8 input (standardised pixels are signed), ReLU fused -> uint8.
     s_x = scale_for(np.abs(xf).max(), INT8)
     x0 = quantize(xf, s_x, INT8)
@@ -81,19 +117,20 @@ def run(args: argparse.Namespace) -> int:
     frac = master_frac_bits(np.abs(w2f).max())
     w2m = np.round(w2f * 2.0**frac).astype(np.int32)
     w2, s_w2 = weight_codes(w2m, frac)
-    keep = np.sort(rng.permutation(n)[: max(1, int(round(args.active * n)))]).astype(np.int32)
+    keep = np.sort(rng.permutation(n)[: max(1, int(round(active * n)))]).astype(np.int32)
     sh2 = ConvShape.of(x1, w2, 1, 1)
     acc2 = golden.conv_fwd_acc(x1[keep], w2, sh2)
     s_y2 = scale_for(max(int(np.abs(acc2).max()), 1) * s_y1.value * s_w2.value, INT8)
     m2 = requant_multiplier(s_y1.value * s_w2.value, s_y2)
-    rows: list = []
-    ok = True
-    y_c = csim.conv_fwd(x1, w2, None, m2, pad=1, samples=keep)
-    y_g = golden.conv_fwd(x1, w2, None, m2, pad=1, samples=keep)
-    ok &= _compare("conv_fwd        y", y_c, y_g, rows)
+    return _Layer(x=x1, w_master=w2m, frac=frac, w=w2, s_w=s_w2, s_x=s_y1, keep=keep, shape=sh2, m=m2, s_y=s_y2)
 
-    # A float head (global average pool + linear, softmax cross-entropy) gives g_y.
-    yf = y_g.astype(np.float64) * s_y2.value
+
+def _head_gradient(y: np.ndarray, labels: np.ndarray, layer: _Layer, c: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, Any]:
+    """g_y of layer 2 (int16) and its scale, from a float head: global average pool + linear,
+    softmax cross-entropy."""
+    n, sh2, keep = len(labels), layer.shape, layer.keep
+    yf = y.astype(np.float64) * layer.s_y.value
     head = rng.normal(0, 1 / np.sqrt(c), (c, 10))
     logits = yf.mean(axis=(2, 3)) @ head
     p = np.exp(logits - logits.max(1, keepdims=True))
@@ -102,20 +139,29 @@ def run(args: argparse.Namespace) -> int:
     gf = np.zeros(sh2.y_shape)
     gf[keep] = ((p / n) @ head.T)[keep, :, None, None] / (sh2.ho * sh2.wo)
     s_g = scale_for(np.abs(gf).max(), INT16)
-    g2 = quantize(gf, s_g, INT16)
+    return quantize(gf, s_g, INT16), s_g
 
+
+def _check_bwd_data(g2: np.ndarray, s_g: Any, layer: _Layer, rows: list) -> bool:
+    """conv_bwd_data through the C simulation and the golden model, compared."""
+    w2, sh2, keep = layer.w, layer.shape, layer.keep
     s_gx = scale_for(np.abs(golden.conv_bwd_data(g2, w2, requant_multiplier(1.0, scale_for(1.0, INT16)),
                                                  in_hw=(sh2.h, sh2.w), pad=1, samples=keep)).max() or 1.0, INT16)
-    mb = requant_multiplier(s_g.value * s_w2.value, s_gx)
+    mb = requant_multiplier(s_g.value * layer.s_w.value, s_gx)
     gx_c = csim.conv_bwd_data(g2, w2, mb, in_hw=(sh2.h, sh2.w), pad=1, samples=keep)
     gx_g = golden.conv_bwd_data(g2, w2, mb, in_hw=(sh2.h, sh2.w), pad=1, samples=keep)
-    ok &= _compare("conv_bwd_data   g_x", gx_c, gx_g, rows)
+    return _compare("conv_bwd_data   g_x", gx_c, gx_g, rows)
 
-    lr_q = lr_to_fixed(1e-3, frac)
-    psg = {}
-    for label, bq in ((f"beta={args.beta}", beta_q), ("beta_q=0 (off)", 0)):
-        r_c, st = csim.conv_bwd_weight_psg_stats(x1, g2, w2m, pad=1, beta_q=bq, lr_q=lr_q, samples=keep)
-        r_g = golden.conv_bwd_weight_psg(x1, g2, w2m, pad=1, beta_q=bq, lr_q=lr_q, samples=keep)
+
+def _check_psg(g2: np.ndarray, layer: _Layer, beta: float, beta_q: int, rows: list) -> tuple[dict, bool]:
+    """conv_bwd_weight_psg with the predictor on and off, compared; ({beta_q: (result, stats)}, ok)."""
+    lr_q = lr_to_fixed(1e-3, layer.frac)
+    psg, ok = {}, True
+    for label, bq in ((f"beta={beta}", beta_q), ("beta_q=0 (off)", 0)):
+        r_c, st = csim.conv_bwd_weight_psg_stats(layer.x, g2, layer.w_master, pad=1, beta_q=bq, lr_q=lr_q,
+                                                 samples=layer.keep)
+        r_g = golden.conv_bwd_weight_psg(layer.x, g2, layer.w_master, pad=1, beta_q=bq, lr_q=lr_q,
+                                         samples=layer.keep)
         ok &= _compare(f"psg {label:<11} W", r_c.w_master, r_g.w_master, rows)
         ok &= _compare(f"psg {label:<11} sign", r_c.sign, r_g.sign, rows)
         ok &= _compare(f"psg {label:<11} predicted", r_c.predicted, r_g.predicted, rows)
@@ -123,30 +169,41 @@ def run(args: argparse.Namespace) -> int:
         rows.append((f"psg {label:<11} max|G_msb|", "yes" if same_max else "NO", f"{r_c.gmsb_absmax}"))
         ok &= same_max
         psg[bq] = (r_c, st)
+    return psg, ok
 
+
+def _print_comparison(xf: np.ndarray, layer: _Layer, rows: list) -> None:
+    n, sh2 = len(xf), layer.shape
     print(f"digits mini-batch: {n} samples {xf.shape[2]}x{xf.shape[3]}, layer {sh2.ci}->{sh2.co} 3x3 pad 1, "
-          f"SLU keeps {keep.size}/{n} samples")
+          f"SLU keeps {layer.keep.size}/{n} samples")
     print(f"{'C simulation vs golden model':<34}{'bit-exact':>10}{'equal':>16}")
     for name, same, cnt in rows:
         print(f"  {name:<32}{same:>10}{cnt:>16}")
+
+
+def _print_psg(psg: dict, beta: float, beta_q: int) -> tuple[Any, Any]:
+    """What the predictor decided and the exact work it left; the predictor-on (result, stats)."""
     r, st = psg[beta_q]
     nw = r.predicted.size
-    print(f"PSG beta={args.beta} (beta_q={beta_q}): {r.n_predicted}/{nw} weights decided by the MSB predictor "
+    print(f"PSG beta={beta} (beta_q={beta_q}): {r.n_predicted}/{nw} weights decided by the MSB predictor "
           f"({100 * r.n_predicted / nw:.1f}%); exact-pass MACs issued {st.exact_terms} of "
           f"{nw * st.beats_per_tile} ({100 * st.exact_terms / max(nw * st.beats_per_tile, 1):.1f}%), "
           f"{st.tiles_skipped} channel blocks not read twice")
     _, st0 = psg[0]
     print(f"  predictor off: predict-pass MACs {st0.predict_terms}, exact-pass MACs {st0.exact_terms}")
+    return r, st
 
+
+def _print_modelled(layer: _Layer, r: Any, st: Any) -> None:
+    """The performance model's cycles and MAC-slot use of the layer's kernel calls (modelled)."""
+    sh2, n_keep = layer.shape, layer.keep.size
     print("modelled on xc7z020 @ 100 MHz (e2train.core.perfmodel; not measured, no synthesis):")
     calls = [("conv_fwd", {}), ("conv_bwd_data", {}),
              ("conv_bwd_weight_psg", dict(n_predicted=r.n_predicted, n_tiles_skipped=st.tiles_skipped)),
              ("conv_bwd_weight_psg", dict(predictor_on=False))]
     for kernel, kw in calls:
-        cyc = perfmodel.kernel_cycles(kernel, sh2, keep.size, **kw)
-        util = perfmodel.utilisation(kernel, sh2, keep.size, **kw)
+        cyc = perfmodel.kernel_cycles(kernel, sh2, n_keep, **kw)
+        util = perfmodel.utilisation(kernel, sh2, n_keep, **kw)
         tag = kernel + (" (beta_q=0)" if kw.get("predictor_on") is False else "")
         print(f"  {tag:<32}{cyc:>12} cycles {1e6 * cyc / perfmodel.CLOCK_HZ:>10.1f} us  "
               f"{100 * util:5.1f}% of its MAC slots busy")
-    print("bit-exact: " + ("yes" if ok else "NO"))
-    return 0 if ok else 1

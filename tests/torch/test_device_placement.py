@@ -50,7 +50,7 @@ HOST_SIDE = {
     ("torch/slu.py", "StochasticDepth.block_masks"): SEEDED + "; the masks are made on the input's device",
     ("torch/slu.py", "RandomBlockSkip.__init__"): SEEDED,
     ("torch/slu.py", "RandomBlockSkip.block_masks"): SEEDED + "; moved to the input's device",
-    ("torch/trainer.py", "train"): SEEDED + " (the step context's)",
+    ("torch/trainer.py", "_setup"): SEEDED + " (the step context's)",
     ("torch/device_check.py", "run_layer"): SEEDED + ": the same batches on every device compared",
     ("torch/psg.py", "PSGConv2d.__init__"): MODULE_INIT,
     ("torch/psg.py", "QConv2d.__init__"): MODULE_INIT,

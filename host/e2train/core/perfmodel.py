@@ -200,99 +200,23 @@ def _psg_passes(s: ConvShape, n_active: int, n_predicted: int, predictor_on: boo
     with one round otherwise (the pending weights between beta*max-so-far and beta*max).
     """
     _check_pred(s, n_predicted, predictor_on)
-    kk = s.k * s.k
     blocks = _psg_blocks(s)
-    nbs = [tco * tci * kk for tco, tci in blocks]
-    nblk, nw = len(blocks), s.co * s.ci * kk
-    if n_tiles_skipped is not None and not 0 <= int(n_tiles_skipped) <= nblk:
-        raise ValueError(f"n_tiles_skipped must be in [0, {nblk}] (blocks of this layer), got {n_tiles_skipped}")
+    nbs = [tco * tci * s.k * s.k for tco, tci in blocks]
+    nw = s.co * s.ci * s.k * s.k
     chunks = _psg_chunks(s, n_active)
-    one_chunk = len(chunks) == 1
     beats = sum(c[0] for c in chunks)
     undecided = nw - int(n_predicted)
-    most = sum(_ceil(nb, PSG_EXACT_LANES) for nb in nbs) + (nblk if one_chunk and predictor_on else 0)
-    if n_exact_rounds is not None and not 0 <= int(n_exact_rounds) <= most:
-        raise ValueError(f"n_exact_rounds must be in [0, {most}] for this layer, got {n_exact_rounds}")
-    if (predictor_on and beats and not one_chunk and undecided and n_tiles_skipped is not None
-            and int(n_tiles_skipped) == nblk):
-        raise ValueError(f"{undecided} weights need the exact sum, but n_tiles_skipped = {nblk} says no "
-                         "block was re-read; in a layer of several chunks the exact sums run only in "
-                         "the re-read pass (pass the kernel's own stats[4])")
-
-    def rounds_even(total_u: int, idx: list[int]) -> list[int]:
-        w = sum(nbs[i] for i in idx)
-        return [_ceil(_ceil(total_u * nbs[i], max(w, 1)), PSG_EXACT_LANES) for i in idx]
-
-    # Rounds per block: (pred rounds, exact rounds in pass A / the one pass, exact rounds in pass B).
-    pred_r = [0] * nblk
-    a_r = [0] * nblk
-    b_r = [0] * nblk
-    if beats == 0:
-        pass
-    elif not predictor_on:
-        a_r = [_ceil(nb, PSG_EXACT_LANES) for nb in nbs]
-    else:
-        pred_r = [_ceil(nb, PSG_PRED_LANES) for nb in nbs]
-        if n_tiles_skipped is not None:
-            n_b = nblk - int(n_tiles_skipped)
-        elif undecided == 0:
-            n_b = 0
-        else:
-            n_b = min(nblk, 1) if one_chunk else nblk
-        reread = list(range(n_b))
-        if n_exact_rounds is not None:
-            if one_chunk:
-                for i in reread:
-                    b_r[i] = 1
-                a_r = _spread(max(0, int(n_exact_rounds) - n_b), nblk)
-            else:
-                for i, r in zip(reread, _spread(int(n_exact_rounds), n_b)):
-                    b_r[i] = r
-        elif one_chunk:
-            a_r = rounds_even(undecided, list(range(nblk)))
-            for i in reread:
-                b_r[i] = 1
-        else:
-            for i, r in zip(reread, rounds_even(undecided, reread)):
-                b_r[i] = r
-
-    def load(tco: int, tci: int, c: tuple[int, int, int]) -> int:
-        return DDR_LATENCY + max(_ceil(tci * c[1], AXI_BYTES), _ceil(tco * c[2], AXI_BYTES))
-
-    def run(jobs: list[tuple[int, int]]) -> int:
-        """A pass: job i+1 stages while job i computes (ping-pong)."""
-        if not jobs:
-            return 0
-        cyc = jobs[0][0]
-        for (_, comp), (nxt_load, _) in zip(jobs, jobs[1:]):
-            cyc += max(nxt_load, comp)
-        return cyc + jobs[-1][1]
-
+    _check_psg_stats(nbs, len(chunks) == 1, beats, undecided, predictor_on, n_tiles_skipped, n_exact_rounds)
+    pred_r, a_r, b_r = _psg_rounds(nbs, len(chunks) == 1, beats, undecided, predictor_on,
+                                   n_tiles_skipped, n_exact_rounds)
     out = {"cycles": CALL_OVERHEAD, "dram": 4 * n_active, "sram": 0, "pred_lane_beats": 0,
            "exact_lane_beats": undecided * beats if beats else 0, "exact_rounds": 0}
     if beats:
         for kind in ("A", "B"):
-            jobs, staged, window = [], 0, 0
-            for i, (tco, tci) in enumerate(blocks):
-                nb = nbs[i]
-                if kind == "A":            # + signs and states (and G_msb when beta_q > 0) out
-                    io_bytes = 10 * nb if predictor_on else 2 * nb
-                    rounds, last_rounds, io = pred_r[i] if predictor_on else a_r[i], a_r[i] if predictor_on else 0, _ceil(io_bytes, AXI_BYTES)
-                else:                      # + states in, signs and states out
-                    if not b_r[i]:
-                        continue
-                    rounds, last_rounds, io = b_r[i], 0, _ceil(3 * nb, AXI_BYTES)
-                for j, c in enumerate(chunks):
-                    comp = rounds * (c[0] + ROUND_OVERHEAD)
-                    if j == len(chunks) - 1:
-                        comp += last_rounds * (c[0] + ROUND_OVERHEAD) + io
-                    jobs.append((load(tco, tci, c), comp))
-                    staged += tci * c[1] + tco * c[2]
-                    window += (rounds + (last_rounds if j == len(chunks) - 1 else 0)) * c[0] * (tci * s.k * s.stride + 2 * tco)
-                out["dram"] += io_bytes if kind == "A" else 3 * nb
-            out["cycles"] += run(jobs)
-            out["dram"] += staged
-            out["sram"] += 2 * staged + window       # staged: written once, read by the window
+            cycles, dram, sram = _psg_pass(s, kind, blocks, chunks, pred_r, a_r, b_r, predictor_on)
+            out["cycles"] += cycles
+            out["dram"] += dram
+            out["sram"] += sram
         out["exact_rounds"] = sum(a_r) + sum(b_r)
         out["pred_lane_beats"] = nw * beats
         if predictor_on:                            # resolve: G_msb and state in, decisions out
@@ -304,6 +228,103 @@ def _psg_passes(s: ConvShape, n_active: int, n_predicted: int, predictor_on: boo
     out["cycles"] += max(nw, _ceil(9 * nw, AXI_BYTES)) + DDR_LATENCY     # update: W in/out, sign in
     out["dram"] += 9 * nw
     return out
+
+
+def _check_psg_stats(nbs: list[int], one_chunk: bool, beats: int, undecided: int, predictor_on: bool,
+                     n_tiles_skipped: int | None, n_exact_rounds: int | None) -> None:
+    """The kernel's stats passed in must be ones this layer can produce."""
+    nblk = len(nbs)
+    if n_tiles_skipped is not None and not 0 <= int(n_tiles_skipped) <= nblk:
+        raise ValueError(f"n_tiles_skipped must be in [0, {nblk}] (blocks of this layer), got {n_tiles_skipped}")
+    most = sum(_ceil(nb, PSG_EXACT_LANES) for nb in nbs) + (nblk if one_chunk and predictor_on else 0)
+    if n_exact_rounds is not None and not 0 <= int(n_exact_rounds) <= most:
+        raise ValueError(f"n_exact_rounds must be in [0, {most}] for this layer, got {n_exact_rounds}")
+    if (predictor_on and beats and not one_chunk and undecided and n_tiles_skipped is not None
+            and int(n_tiles_skipped) == nblk):
+        raise ValueError(f"{undecided} weights need the exact sum, but n_tiles_skipped = {nblk} says no "
+                         "block was re-read; in a layer of several chunks the exact sums run only in "
+                         "the re-read pass (pass the kernel's own stats[4])")
+
+
+def _psg_rounds(nbs: list[int], one_chunk: bool, beats: int, undecided: int, predictor_on: bool,
+                n_tiles_skipped: int | None, n_exact_rounds: int | None) -> tuple[list[int], list[int], list[int]]:
+    """Rounds per block: (pred rounds, exact rounds in pass A / the one pass, exact rounds in pass B)."""
+    nblk = len(nbs)
+
+    def rounds_even(total_u: int, idx: list[int]) -> list[int]:
+        w = sum(nbs[i] for i in idx)
+        return [_ceil(_ceil(total_u * nbs[i], max(w, 1)), PSG_EXACT_LANES) for i in idx]
+
+    pred_r, a_r, b_r = [0] * nblk, [0] * nblk, [0] * nblk
+    if beats == 0:
+        return pred_r, a_r, b_r
+    if not predictor_on:
+        return pred_r, [_ceil(nb, PSG_EXACT_LANES) for nb in nbs], b_r
+    pred_r = [_ceil(nb, PSG_PRED_LANES) for nb in nbs]
+    if n_tiles_skipped is not None:
+        n_b = nblk - int(n_tiles_skipped)
+    elif undecided == 0:
+        n_b = 0
+    else:
+        n_b = min(nblk, 1) if one_chunk else nblk
+    reread = list(range(n_b))
+    if n_exact_rounds is not None:
+        if one_chunk:
+            for i in reread:
+                b_r[i] = 1
+            a_r = _spread(max(0, int(n_exact_rounds) - n_b), nblk)
+        else:
+            for i, r in zip(reread, _spread(int(n_exact_rounds), n_b)):
+                b_r[i] = r
+    elif one_chunk:
+        a_r = rounds_even(undecided, list(range(nblk)))
+        for i in reread:
+            b_r[i] = 1
+    else:
+        for i, r in zip(reread, rounds_even(undecided, reread)):
+            b_r[i] = r
+    return pred_r, a_r, b_r
+
+
+def _psg_pass(s: ConvShape, kind: str, blocks: list[tuple[int, int]], chunks: list[tuple[int, int, int]],
+              pred_r: list[int], a_r: list[int], b_r: list[int], predictor_on: bool) -> tuple[int, int, int]:
+    """Pass A (predict, or the one exact pass) or B (re-read for exact sums): (cycles, DRAM, SRAM bytes)."""
+    jobs, staged, window, io_dram = [], 0, 0, 0
+    for i, (tco, tci) in enumerate(blocks):
+        nb = tco * tci * s.k * s.k
+        if kind == "A":            # + signs and states (and G_msb when beta_q > 0) out
+            io_bytes = 10 * nb if predictor_on else 2 * nb
+            rounds, last_rounds = (pred_r[i], a_r[i]) if predictor_on else (a_r[i], 0)
+        else:                      # + states in, signs and states out
+            if not b_r[i]:
+                continue
+            io_bytes, rounds, last_rounds = 3 * nb, b_r[i], 0
+        io = _ceil(io_bytes, AXI_BYTES)
+        for j, c in enumerate(chunks):
+            last = j == len(chunks) - 1
+            comp = rounds * (c[0] + ROUND_OVERHEAD)
+            if last:
+                comp += last_rounds * (c[0] + ROUND_OVERHEAD) + io
+            jobs.append((_psg_load(tco, tci, c), comp))
+            staged += tci * c[1] + tco * c[2]
+            window += (rounds + (last_rounds if last else 0)) * c[0] * (tci * s.k * s.stride + 2 * tco)
+        io_dram += io_bytes
+    return _pipelined(jobs), io_dram + staged, 2 * staged + window       # staged: written once, read by the window
+
+
+def _psg_load(tco: int, tci: int, c: tuple[int, int, int]) -> int:
+    """Cycles to stage one chunk of a block: a DDR burst for x and g, whichever is longer."""
+    return DDR_LATENCY + max(_ceil(tci * c[1], AXI_BYTES), _ceil(tco * c[2], AXI_BYTES))
+
+
+def _pipelined(jobs: list[tuple[int, int]]) -> int:
+    """Cycles of (load, compute) jobs where job i+1 stages while job i computes (ping-pong)."""
+    if not jobs:
+        return 0
+    cyc = jobs[0][0]
+    for (_, comp), (nxt_load, _) in zip(jobs, jobs[1:]):
+        cyc += max(nxt_load, comp)
+    return cyc + jobs[-1][1]
 
 
 def kernel_cycles(kernel: str, shape: ConvShape, n_active: int, n_predicted: int = 0, *,

@@ -15,6 +15,12 @@ the work that ran, tallied by ``WorkMeter``; every record says so in ``energy_ki
 Checkpoints (``out_dir/checkpoint.pt``, state dicts only, loaded with ``weights_only=True``)
 are written at epoch ends; ``resume=True`` continues from one and ends with the same
 weights as an uninterrupted run.
+
+``train`` reads as its steps: ``_setup`` (data, model, optimiser, policies, SWA copy, work
+meter), ``_resume`` (from a checkpoint), then per epoch ``_train_epoch`` (``_step`` per
+batch, with the policy hooks in the order ``policy.py`` lists them) and ``_end_epoch`` (SWA
+update, ``_epoch_record`` with the evaluation, ``on_epoch_end``, callback, checkpoint, next
+optimiser), and ``_finish`` (the SWA model, the result, ``records.json``).
 """
 from __future__ import annotations
 
@@ -401,6 +407,35 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)            # atomic: an interrupted save never leaves half a file
 
 
+@dataclass
+class _Run:
+    """What one run carries from step to step: set up by ``_setup``, advanced by the epochs."""
+
+    cfg: TrainConfig
+    data: tdata.Data
+    device: torch.device
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    base_lrs: list[float]
+    policy: Compose
+    plat: Any                          # core.energy platform the work is priced on
+    psg_layers: list[PSGConv2d]
+    epochs: int
+    nb: int                            # batches per epoch
+    total_steps: int
+    swa_model: torch.optim.swa_utils.AveragedModel | None
+    swa_from: int                      # first epoch whose weights are averaged
+    meter: WorkMeter
+    ctx: StepContext
+    out: Path | None = None
+    ckpt_path: Path | None = None
+    records: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+    wall_total: float = 0.0
+    mem: PeakMemory | None = None
+    show: bool = False
+
+
 def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.Module | None = None,
           data: tdata.Data | None = None, energy_model: EnergyModel | str | None = None,
           callback: Callable[[dict], None] | None = None) -> RunResult:
@@ -409,6 +444,25 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
     ``model``/``data`` override what the config would build (tests, the harness).
     ``callback(record)`` is called after every epoch.
     """
+    run = _setup(cfg, policies, model, data, energy_model)
+    if cfg.resume and run.ckpt_path and run.ckpt_path.exists():
+        _resume(run, load_checkpoint(run.ckpt_path))
+    # for policies that need them: the config, the run's own data (methods look samples up
+    # by index) and the work meter (``meter.forward_only()`` tallies a forward pass a method
+    # runs outside the training step)
+    run.ctx.state.update(config=cfg, data=run.data, work_meter=run.meter)
+    run.policy.on_train_start(run.ctx)
+    run.mem = PeakMemory(run.device, run.model)   # peak memory beside time and energy (memory.py)
+    run.show = _show_progress(cfg)
+    for epoch in range(run.start_epoch, run.epochs):
+        stats, t_epoch, e0 = _train_epoch(run, epoch)
+        _end_epoch(run, epoch, stats, t_epoch, e0, callback)
+    return _finish(run)
+
+
+def _setup(cfg: TrainConfig, policies: Iterable[Policy], model: torch.nn.Module | None,
+           data: tdata.Data | None, energy_model: EnergyModel | str | None) -> _Run:
+    """Data, model, optimiser, policies, schedule length, SWA copy and work meter."""
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -429,10 +483,7 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
     sign_convs = cfg.precision in ("signsgd", "int8_int16grad", "psg")
     opt = build_optimizer(model, sign_convs=sign_convs, lr=cfg.lr, conv_lr=cfg.conv_lr,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    base_lrs = [g["lr"] for g in opt.param_groups]
     policy = Compose([*policies_from_config(cfg), *policies])
-    plat = energy_platform(energy_model)
-    psg_layers = [m for m in model.modules() if isinstance(m, PSGConv2d)]
     epochs = cfg.run_epochs
     nb = tdata.num_batches(data, cfg.batch_size)
     if cfg.max_batches:
@@ -441,213 +492,254 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
     if cfg.iterations:                 # iteration-based training: as many epochs as the steps need
         total_steps = cfg.iterations
         epochs = -(-cfg.iterations // nb)
-    swa_model = None
-    if cfg.swa:
-        swa_model = torch.optim.swa_utils.AveragedModel(model)
-    swa_from = int(math.floor(cfg.swa_start * epochs))
+    swa_model = torch.optim.swa_utils.AveragedModel(model) if cfg.swa else None
     meter = WorkMeter(model)          # after the SWA copy: the copy must not carry the hooks
-
     ctx = StepContext(model=model, optimizer=opt, epochs=epochs, batches_per_epoch=nb, device=device,
                       generator=torch.Generator().manual_seed(cfg.seed + 3))
-    records: list[dict] = []
-    start_epoch, wall_total = 0, 0.0
     out = Path(cfg.out_dir) if cfg.out_dir else None
-    ckpt_path = out / CHECKPOINT if out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    if cfg.resume and ckpt_path and ckpt_path.exists():
-        st = load_checkpoint(ckpt_path)
-        # fixed-point layers trained under another contract (no field: v1) followed another
-        # MSB split, so their master weights and scale state are not this contract's
-        if psg_layers and st.get("contract_version", 1) != CONTRACT_VERSION:
-            raise ConfigError(f"cannot resume: the checkpoint {ckpt_path} was trained under fixed-point contract "
-                              f"v{st.get('contract_version', 1)}, this e2train implements v{CONTRACT_VERSION} "
-                              "(docs/fixed-point.md); start over with another out_dir or resume = false")
-        saved_cfg = json.loads(st["config"])
-        for k in ("dataset", "model", "precision", "beta", "act_scale", "batch_size", "seed", "smd", "smd_p", "slu",
-                  "stochastic_depth", "epochs", "smd_energy_ratio", "schedule"):
-            if saved_cfg.get(k) != getattr(cfg, k):
-                raise ConfigError(f"cannot resume: the checkpoint was written with {k} = {saved_cfg.get(k)!r}, "
-                                  f"this config has {getattr(cfg, k)!r}")
-        try:
-            model.load_state_dict(st["model"])
-            opt.load_state_dict(st["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise ConfigError(f"checkpoint {ckpt_path} does not fit this model: {e}") from e
-        policy.load_state_dict(st.get("policy", {}))
-        ctx.generator.set_state(st["ctx_generator"])
-        if swa_model is not None and "swa" in st:
-            swa_model.load_state_dict(st["swa"])
-        if "torch_rng" in st:          # sampled gates and policies that use torch's global RNGs
-            set_rng_state(st["torch_rng"] if isinstance(st["torch_rng"], dict) else {"cpu": st["torch_rng"]}, device)
-        records = json.loads(st["records"])
-        meter.work = Work.from_dict(json.loads(st["work"]))
-        start_epoch = int(st["epoch"])
-        wall_total = records[-1]["wall_s"] if records else 0.0
-    # for policies that need them: the config, the run's own data (methods look samples up
-    # by index) and the work meter (``meter.forward_only()`` tallies a forward pass a method
-    # runs outside the training step)
-    ctx.state.update(config=cfg, data=data, work_meter=meter)
-    policy.on_train_start(ctx)
-    mem = PeakMemory(device, model)           # peak memory beside time and energy (memory.py)
-    show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+    return _Run(cfg=cfg, data=data, device=device, model=model, opt=opt, base_lrs=[g["lr"] for g in opt.param_groups],
+                policy=policy, plat=energy_platform(energy_model),
+                psg_layers=[m for m in model.modules() if isinstance(m, PSGConv2d)], epochs=epochs, nb=nb,
+                total_steps=total_steps, swa_model=swa_model, swa_from=int(math.floor(cfg.swa_start * epochs)),
+                meter=meter, ctx=ctx, out=out, ckpt_path=out / CHECKPOINT if out else None)
+
+
+# config keys a checkpoint must share with the run that resumes it
+_RESUME_KEYS = ("dataset", "model", "precision", "beta", "act_scale", "batch_size", "seed", "smd", "smd_p", "slu",
+                "stochastic_depth", "epochs", "smd_energy_ratio", "schedule")
+
+
+def _resume(run: _Run, st: dict) -> None:
+    """Continue from checkpoint ``st``: weights, optimiser, policies, RNGs, records and work."""
+    cfg, ckpt_path = run.cfg, run.ckpt_path
+    # fixed-point layers trained under another contract (no field: v1) followed another
+    # MSB split, so their master weights and scale state are not this contract's
+    if run.psg_layers and st.get("contract_version", 1) != CONTRACT_VERSION:
+        raise ConfigError(f"cannot resume: the checkpoint {ckpt_path} was trained under fixed-point contract "
+                          f"v{st.get('contract_version', 1)}, this e2train implements v{CONTRACT_VERSION} "
+                          "(docs/fixed-point.md); start over with another out_dir or resume = false")
+    saved_cfg = json.loads(st["config"])
+    for k in _RESUME_KEYS:
+        if saved_cfg.get(k) != getattr(cfg, k):
+            raise ConfigError(f"cannot resume: the checkpoint was written with {k} = {saved_cfg.get(k)!r}, "
+                              f"this config has {getattr(cfg, k)!r}")
     try:
-        from tqdm import tqdm
+        run.model.load_state_dict(st["model"])
+        run.opt.load_state_dict(st["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ConfigError(f"checkpoint {ckpt_path} does not fit this model: {e}") from e
+    run.policy.load_state_dict(st.get("policy", {}))
+    run.ctx.generator.set_state(st["ctx_generator"])
+    if run.swa_model is not None and "swa" in st:
+        run.swa_model.load_state_dict(st["swa"])
+    if "torch_rng" in st:          # sampled gates and policies that use torch's global RNGs
+        set_rng_state(st["torch_rng"] if isinstance(st["torch_rng"], dict) else {"cpu": st["torch_rng"]}, run.device)
+    run.records = json.loads(st["records"])
+    run.meter.work = Work.from_dict(json.loads(st["work"]))
+    run.start_epoch = int(st["epoch"])
+    run.wall_total = run.records[-1]["wall_s"] if run.records else 0.0
+
+
+def _show_progress(cfg: TrainConfig) -> bool:
+    """Progress bars: as configured, else only on a terminal; never without tqdm."""
+    try:
+        import tqdm  # noqa: F401
     except ImportError:  # pragma: no cover - tqdm is in the host extra
-        show = False
+        return False
+    return sys.stderr.isatty() if cfg.progress is None else cfg.progress
 
-    for epoch in range(start_epoch, epochs):
-        ctx.epoch = epoch
-        for m in psg_layers:
-            m.reset_stats()
-        policy.on_epoch_start(ctx)
-        model.train()
-        e0_energy = meter.priced(plat)["total_j"]
-        e0_macs = meter.work.total_macs
-        stats = dict(run=0, skipped=0, samples=0, loss=0.0, correct=0, exec_w=0.0, exec_n=0)
-        t_epoch = 0.0
-        fetch = [0.0]                  # seconds the last batch took to load (and augment)
-        it = _timed(tdata.train_batches(data, cfg.batch_size, epoch, cfg.seed, cfg.augment), fetch)
-        if show:
-            it = tqdm(it, total=nb, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
-        for b, (x, y, idx) in enumerate(it):
-            if b >= nb or epoch * nb + b >= total_steps:
-                break
-            # the clock counts loading the batch too, dropped batches included (paper 000: the
-            # clock counts everything a method causes)
-            t0 = time.perf_counter() - fetch[0]
-            ctx.batch_in_epoch, ctx.step = b, epoch * nb + b
-            ctx.x, ctx.y, ctx.indices = x.to(device), y.to(device), idx
-            ctx.logits = ctx.loss = ctx.sample_losses = None
-            f = lr_factor(cfg, (epoch * nb + b) / total_steps, epoch + b / nb, epoch * nb + b)
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * f
-            if policy.skip_batch(ctx):
-                stats["skipped"] += 1          # no forward, no backward, no optimizer step
-                t_epoch += time.perf_counter() - t0
-                continue
-            keep = policy.sample_mask(ctx)
-            if keep is not None:
-                keep = keep.to(device)
-                if not bool(keep.any()):
-                    stats["skipped"] += 1
-                    t_epoch += time.perf_counter() - t0
-                    continue
-                ctx.x, ctx.y, ctx.indices = ctx.x[keep], ctx.y[keep], ctx.indices[keep.cpu()]
-            masks = policy.block_masks(ctx)
-            policy.before_forward(ctx)
-            meter.active = True
-            with mem.step():                  # the memory this step holds for its backward
-                logits = model(ctx.x, block_masks=masks) if masks is not None else model(ctx.x)
-                sample_losses = F.cross_entropy(logits, ctx.y, reduction="none")
-                ctx.logits, ctx.sample_losses = logits, sample_losses.detach()
-                ctx.loss = sample_losses.mean()
-                extra = policy.extra_loss(ctx)
-                loss = ctx.loss if extra is None else ctx.loss + extra
-                ctx.loss = loss
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            meter.collect_backward()
-            meter.active = False
-            policy.after_backward(ctx)
-            skip = policy.skip_params(ctx)
-            if skip:
-                for n_, p in model.named_parameters():
-                    if n_ in skip:
-                        p.grad = None
-            opt.step()
-            policy.after_step(ctx)
-            t_epoch += time.perf_counter() - t0
-            n = ctx.x.shape[0]
-            stats["run"] += 1
-            stats["samples"] += n
-            stats["loss"] += float(ctx.sample_losses.sum())
-            stats["correct"] += int((logits.detach().argmax(1) == ctx.y).sum())
-            if hasattr(model, "exec_ratio") and getattr(model, "last_masks", None):
-                stats["exec_w"] += model.exec_ratio(tuple(ctx.x.shape[2:])) * n
-                stats["exec_n"] += n
-        if swa_model is not None and epoch >= swa_from:
-            swa_model.update_parameters(model)
-        wall_total += t_epoch
-        # evaluation is kept out of the training clock; decisions read val_acc, the test set
-        # only reports
-        val_acc = evaluate(model, data.x_val, data.y_val, device) if data.x_val is not None else None
-        test_acc, test_top5 = evaluate_topk(model, data.x_test, data.y_test, device)
-        priced = meter.priced(plat)
-        energy = priced["total_j"]
-        n_dec = sum(m.n_decided for m in psg_layers)
-        rec = {
-            "epoch": epoch + 1,
-            "train_loss": stats["loss"] / max(1, stats["samples"]),
-            "train_acc": 100.0 * stats["correct"] / max(1, stats["samples"]),
-            "test_acc": test_acc,
-            "test_top5": test_top5,
-            "val_acc": val_acc,
-            "epoch_wall_s": t_epoch,
-            "wall_s": wall_total,
-            "energy_j": energy,
-            "epoch_energy_j": energy - e0_energy,
-            "energy_kind": ENERGY_KIND,
-            "energy_platform": plat.name,
-            "energy_parts_j": priced["parts_j"],
-            "batches_run": stats["run"],
-            "batches_skipped": stats["skipped"],
-            "samples_run": stats["samples"],
-            "exec_ratio": stats["exec_w"] / stats["exec_n"] if stats["exec_n"] else 1.0,
-            "predicted_frac": (sum(m.n_predicted for m in psg_layers) / n_dec) if n_dec else None,
-            "macs": meter.work.total_macs - e0_macs,
-            "peak_mem_mb": mem.peak_bytes / 2**20,
-            "mean_mem_mb": mem.mean_bytes / 2**20,
-            "peak_mem_kind": mem.kind,
-            "lr": opt.param_groups[0]["lr"],
-        }
-        # on_epoch_end runs after this epoch's evaluation (rec has test_acc, energy, counts)
-        # and before the record is kept, the callback sees it and the checkpoint is written:
-        # keys a policy adds are in all three
-        policy.on_epoch_end(ctx, rec)
-        # work a method does between steps (Learn&Drop's cache fill) is training time too
-        extra = float(rec.get("method_wall_s", 0.0))
-        if extra:
-            wall_total += extra
-            rec["epoch_wall_s"] += extra
-            rec["wall_s"] = wall_total
-        records.append(rec)
-        if show:
-            print(f"epoch {epoch + 1}/{epochs}: test {test_acc:.2f}%  energy {energy:.3g} J (modelled)  "
-                  f"{t_epoch:.1f} s", file=sys.stderr)
-        if callback:
-            callback(rec)
-        if ckpt_path:
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "policy": policy.state_dict(),
-                     "ctx_generator": ctx.generator.get_state(), "torch_rng": rng_state(device),
-                     "epoch": epoch + 1,
-                     "records": json.dumps(records), "work": json.dumps(meter.work.to_dict()),
-                     "config": json.dumps(cfg.to_dict()), "contract_version": CONTRACT_VERSION}
-            if swa_model is not None:
-                state["swa"] = swa_model.state_dict()
-            _save_checkpoint(ckpt_path, state)
-        nxt = policy.optimizer_for_epoch(ctx)
-        if nxt is not None:
-            opt = ctx.optimizer = nxt
-            base_lrs = [g["lr"] for g in opt.param_groups]
 
-    final_model = model
-    if swa_model is not None and records:
-        if psg_layers:
-            sync_psg_average(swa_model.module, model)
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict, float, tuple[float, int]]:
+    """One epoch of steps: (tallies, training seconds, (energy, MACs) at the epoch's start)."""
+    ctx, nb = run.ctx, run.nb
+    ctx.epoch = epoch
+    for m in run.psg_layers:
+        m.reset_stats()
+    run.policy.on_epoch_start(ctx)
+    run.model.train()
+    e0 = (run.meter.priced(run.plat)["total_j"], run.meter.work.total_macs)
+    stats = dict(run=0, skipped=0, samples=0, loss=0.0, correct=0, exec_w=0.0, exec_n=0)
+    t_epoch = 0.0
+    fetch = [0.0]                  # seconds the last batch took to load (and augment)
+    it = _timed(tdata.train_batches(run.data, run.cfg.batch_size, epoch, run.cfg.seed, run.cfg.augment), fetch)
+    if run.show:
+        from tqdm import tqdm
+        it = tqdm(it, total=nb, desc=f"epoch {epoch + 1}/{run.epochs}", leave=False)
+    for b, (x, y, idx) in enumerate(it):
+        if b >= nb or epoch * nb + b >= run.total_steps:
+            break
+        # the clock counts loading the batch too, dropped batches included (paper 000: the
+        # clock counts everything a method causes)
+        t0 = time.perf_counter() - fetch[0]
+        logits = _step(run, epoch, b, x, y, idx)
+        t_epoch += time.perf_counter() - t0
+        if logits is None:
+            stats["skipped"] += 1          # no forward, no backward, no optimizer step
+        else:
+            _tally(run, stats, logits)
+    return stats, t_epoch, e0
+
+
+def _step(run: _Run, epoch: int, b: int, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor | None:
+    """One training step with the policy hooks; the logits, or None if the policies skipped it."""
+    ctx, policy, model, opt, nb = run.ctx, run.policy, run.model, run.opt, run.nb
+    ctx.batch_in_epoch, ctx.step = b, epoch * nb + b
+    ctx.x, ctx.y, ctx.indices = x.to(run.device), y.to(run.device), idx
+    ctx.logits = ctx.loss = ctx.sample_losses = None
+    f = lr_factor(run.cfg, (epoch * nb + b) / run.total_steps, epoch + b / nb, epoch * nb + b)
+    for g, base in zip(opt.param_groups, run.base_lrs):
+        g["lr"] = base * f
+    if policy.skip_batch(ctx):
+        return None
+    keep = policy.sample_mask(ctx)
+    if keep is not None:
+        keep = keep.to(run.device)
+        if not bool(keep.any()):
+            return None
+        ctx.x, ctx.y, ctx.indices = ctx.x[keep], ctx.y[keep], ctx.indices[keep.cpu()]
+    masks = policy.block_masks(ctx)
+    policy.before_forward(ctx)
+    run.meter.active = True
+    with run.mem.step():                  # the memory this step holds for its backward
+        logits = model(ctx.x, block_masks=masks) if masks is not None else model(ctx.x)
+        sample_losses = F.cross_entropy(logits, ctx.y, reduction="none")
+        ctx.logits, ctx.sample_losses = logits, sample_losses.detach()
+        ctx.loss = sample_losses.mean()
+        extra = policy.extra_loss(ctx)
+        loss = ctx.loss if extra is None else ctx.loss + extra
+        ctx.loss = loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    run.meter.collect_backward()
+    run.meter.active = False
+    policy.after_backward(ctx)
+    skip = policy.skip_params(ctx)
+    if skip:
+        for n_, p in model.named_parameters():
+            if n_ in skip:
+                p.grad = None
+    opt.step()
+    policy.after_step(ctx)
+    return logits
+
+
+def _tally(run: _Run, stats: dict, logits: torch.Tensor) -> None:
+    """Add a step that ran to the epoch's tallies (loss, accuracy, executed fraction)."""
+    ctx, model = run.ctx, run.model
+    n = ctx.x.shape[0]
+    stats["run"] += 1
+    stats["samples"] += n
+    stats["loss"] += float(ctx.sample_losses.sum())
+    stats["correct"] += int((logits.detach().argmax(1) == ctx.y).sum())
+    if hasattr(model, "exec_ratio") and getattr(model, "last_masks", None):
+        stats["exec_w"] += model.exec_ratio(tuple(ctx.x.shape[2:])) * n
+        stats["exec_n"] += n
+
+
+def _end_epoch(run: _Run, epoch: int, stats: dict, t_epoch: float, e0: tuple[float, int],
+               callback: Callable[[dict], None] | None) -> None:
+    """SWA, evaluation and record, the policies' epoch end, callback, checkpoint, next optimiser."""
+    if run.swa_model is not None and epoch >= run.swa_from:
+        run.swa_model.update_parameters(run.model)
+    run.wall_total += t_epoch
+    rec = _epoch_record(run, epoch, stats, t_epoch, e0)
+    test_acc, energy = rec["test_acc"], rec["energy_j"]      # as measured, whatever a policy adds
+    # on_epoch_end runs after this epoch's evaluation (rec has test_acc, energy, counts)
+    # and before the record is kept, the callback sees it and the checkpoint is written:
+    # keys a policy adds are in all three
+    run.policy.on_epoch_end(run.ctx, rec)
+    # work a method does between steps (Learn&Drop's cache fill) is training time too
+    extra = float(rec.get("method_wall_s", 0.0))
+    if extra:
+        run.wall_total += extra
+        rec["epoch_wall_s"] += extra
+        rec["wall_s"] = run.wall_total
+    run.records.append(rec)
+    if run.show:
+        print(f"epoch {epoch + 1}/{run.epochs}: test {test_acc:.2f}%  energy {energy:.3g} J (modelled)  "
+              f"{t_epoch:.1f} s", file=sys.stderr)
+    if callback:
+        callback(rec)
+    if run.ckpt_path:
+        _save_checkpoint(run.ckpt_path, _checkpoint_state(run, epoch))
+    nxt = run.policy.optimizer_for_epoch(run.ctx)
+    if nxt is not None:
+        run.opt = run.ctx.optimizer = nxt
+        run.base_lrs = [g["lr"] for g in nxt.param_groups]
+
+
+def _epoch_record(run: _Run, epoch: int, stats: dict, t_epoch: float, e0: tuple[float, int]) -> dict:
+    """The epoch's record (``EPOCH_KEYS``): evaluation, modelled energy, counts, memory."""
+    data, device, mem = run.data, run.device, run.mem
+    # evaluation is kept out of the training clock; decisions read val_acc, the test set
+    # only reports
+    val_acc = evaluate(run.model, data.x_val, data.y_val, device) if data.x_val is not None else None
+    test_acc, test_top5 = evaluate_topk(run.model, data.x_test, data.y_test, device)
+    priced = run.meter.priced(run.plat)
+    energy = priced["total_j"]
+    n_dec = sum(m.n_decided for m in run.psg_layers)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": stats["loss"] / max(1, stats["samples"]),
+        "train_acc": 100.0 * stats["correct"] / max(1, stats["samples"]),
+        "test_acc": test_acc,
+        "test_top5": test_top5,
+        "val_acc": val_acc,
+        "epoch_wall_s": t_epoch,
+        "wall_s": run.wall_total,
+        "energy_j": energy,
+        "epoch_energy_j": energy - e0[0],
+        "energy_kind": ENERGY_KIND,
+        "energy_platform": run.plat.name,
+        "energy_parts_j": priced["parts_j"],
+        "batches_run": stats["run"],
+        "batches_skipped": stats["skipped"],
+        "samples_run": stats["samples"],
+        "exec_ratio": stats["exec_w"] / stats["exec_n"] if stats["exec_n"] else 1.0,
+        "predicted_frac": (sum(m.n_predicted for m in run.psg_layers) / n_dec) if n_dec else None,
+        "macs": run.meter.work.total_macs - e0[1],
+        "peak_mem_mb": mem.peak_bytes / 2**20,
+        "mean_mem_mb": mem.mean_bytes / 2**20,
+        "peak_mem_kind": mem.kind,
+        "lr": run.opt.param_groups[0]["lr"],
+    }
+
+
+def _checkpoint_state(run: _Run, epoch: int) -> dict:
+    """Everything ``_resume`` needs to continue after ``epoch`` (state dicts and JSON only)."""
+    state = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "policy": run.policy.state_dict(),
+             "ctx_generator": run.ctx.generator.get_state(), "torch_rng": rng_state(run.device),
+             "epoch": epoch + 1,
+             "records": json.dumps(run.records), "work": json.dumps(run.meter.work.to_dict()),
+             "config": json.dumps(run.cfg.to_dict()), "contract_version": CONTRACT_VERSION}
+    if run.swa_model is not None:
+        state["swa"] = run.swa_model.state_dict()
+    return state
+
+
+def _finish(run: _Run) -> RunResult:
+    """The SWA model's batch norm and accuracy, the result, and ``records.json``."""
+    records, data, device = run.records, run.data, run.device
+    final_model = run.model
+    if run.swa_model is not None and records:
+        if run.psg_layers:
+            sync_psg_average(run.swa_model.module, run.model)
         x_bn = data.x_train[: min(2048, data.x_train.shape[0])].to(device)
-        torch.optim.swa_utils.update_bn([(x_bn,)], swa_model)
-        final_model = swa_model.module
-        acc = evaluate(final_model, data.x_test, data.y_test, device)
-        records[-1]["swa_test_acc"] = acc
-    meter.close()
+        torch.optim.swa_utils.update_bn([(x_bn,)], run.swa_model)
+        final_model = run.swa_model.module
+        records[-1]["swa_test_acc"] = evaluate(final_model, data.x_test, data.y_test, device)
+    run.meter.close()
     accs = [r["test_acc"] for r in records]
     final = records[-1].get("swa_test_acc", records[-1]["test_acc"]) if records else float("nan")
-    result = RunResult(config=cfg.to_dict(), records=records, final_test_acc=final,
-                       best_test_acc=max(accs) if accs else float("nan"), wall_s=wall_total,
-                       energy_j=meter.priced(plat)["total_j"], energy_kind=ENERGY_KIND,
-                       energy_platform=plat.name, energy_parts_j=meter.priced(plat)["parts_j"],
-                       work=meter.work, model=final_model, checkpoint=str(ckpt_path) if ckpt_path else None)
-    if out:
-        (out / "records.json").write_text(json.dumps(result.to_dict(), indent=1))
+    priced = run.meter.priced(run.plat)
+    result = RunResult(config=run.cfg.to_dict(), records=records, final_test_acc=final,
+                       best_test_acc=max(accs) if accs else float("nan"), wall_s=run.wall_total,
+                       energy_j=priced["total_j"], energy_kind=ENERGY_KIND,
+                       energy_platform=run.plat.name, energy_parts_j=priced["parts_j"],
+                       work=run.meter.work, model=final_model,
+                       checkpoint=str(run.ckpt_path) if run.ckpt_path else None)
+    if run.out:
+        (run.out / "records.json").write_text(json.dumps(result.to_dict(), indent=1))
     return result

@@ -161,30 +161,20 @@ def pipeline_worker(rank: int, world: int, payload: dict) -> dict | None:
     dcfg = DistConfig.from_dict(payload["dist"])
     device = launch.local_device(cfg.device, int(os.environ.get("LOCAL_RANK", rank)))
     data = tdata.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.in_channels, data.num_classes, precision=cfg.precision, beta=cfg.beta)
-    layers = layers_of(model)
-    bounds, profile = choose_split(cfg, dcfg, model, layers, data, device, rank)
-    if rank == 0 and profile is not None:
-        from .partition import LayerTime
-        print(format_profile([LayerTime(**p) for p in profile], bounds), file=sys.stderr, flush=True)
-    module = stage_module(layers, bounds, rank).to(device).train()
-    if not cfg.psg_exact:
-        set_exact(module, False)
+    module, bounds, profile = _build_stage(cfg, dcfg, data, device, rank)
     sign_convs = cfg.precision in ("signsgd", "int8_int16grad", "psg")          # as trainer.train
     opt = build_optimizer(module, sign_convs=sign_convs, lr=cfg.lr, conv_lr=cfg.conv_lr,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    epochs = cfg.run_epochs
     nb = data.x_train.shape[0] // cfg.batch_size
     if cfg.max_batches:
         nb = min(nb, cfg.max_batches)
     if nb < 1:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the training set ({data.x_train.shape[0]})")
-    total_steps = epochs * nb
+    total_steps = cfg.run_epochs * nb
     smd = RandomBatchSkip(cfg.smd_p, seed=cfg.seed + 1) if cfg.smd else None
     p2p = P2P(device)
-    steps: dict[int, int] = {}
+    steps: dict[int, int] = {}           # micro-batch index in the epoch -> global step
 
     def set_lr(mb: int) -> None:
         f = lr_factor(cfg, steps[mb] / total_steps)
@@ -199,45 +189,81 @@ def pipeline_worker(rank: int, world: int, payload: dict) -> dict | None:
         runner = _TorchSchedule(module, rank, world, opt, dcfg, device, set_lr, fail_at)
 
     records, wall, ops_first = [], 0.0, None
-    for epoch in range(epochs):
+    for epoch in range(cfg.run_epochs):
         batches, dropped = epoch_batches(cfg, data, epoch, nb, smd, device)
         steps.clear()
         steps.update({k: s for k, (_, _, s) in enumerate(batches)})
-        runner.reset_epoch()
-        if world > 1:
-            dist.barrier()
-        t0 = time.perf_counter()
-        runner.run([(x, y) for x, y, _ in batches])
-        if world > 1:
-            dist.barrier()
-        t_epoch = time.perf_counter() - t0
+        t_epoch = _run_epoch(runner, batches, world)
         wall += t_epoch
         if ops_first is None:
             ops_first = list(runner.stats.ops)
         acc = evaluate_pipeline(module, rank, world, data.x_test, data.y_test, p2p, device)
-        st = runner.stats
-        mine = {"loss": st.loss, "correct": st.correct, "samples": st.samples}
-        allst = _gather(mine, world)
-        last = allst[-1]
-        records.append({"epoch": epoch + 1, "train_loss": last["loss"] / max(1, last["samples"]),
-                        "train_acc": 100.0 * last["correct"] / max(1, last["samples"]), "test_acc": acc,
-                        "epoch_wall_s": t_epoch, "wall_s": wall, "batches_run": len(batches),
-                        "batches_skipped": dropped, "step_ms": 1e3 * t_epoch / max(1, len(batches)),
-                        "energy_kind": "none (wall clock only)"})
+        records.append(_epoch_record(runner, world, epoch, acc, t_epoch, wall, len(batches), dropped))
         if rank == 0 and cfg.progress:
             r = records[-1]
             print(f"epoch {r['epoch']:3d}  test {acc:6.2f}%  loss {r['train_loss']:.4f}  step {r['step_ms']:.1f} ms  "
                   f"wall {wall:.1f} s", file=sys.stderr, flush=True)
     p2p.wait()
-    stage_info = {"stage": rank, "layers": [bounds[rank], bounds[rank + 1] - 1], **runner.times_dict(),
-                  "send_act_ms": 1e3 * p2p.send_s[1] / max(1, runner.times.n_fwd),
-                  "send_grad_ms": 1e3 * p2p.send_s[2] / max(1, runner.times.n_bwd),
-                  "recv_wait_ms": 1e3 * (p2p.recv_wait_s[1] + p2p.recv_wait_s[2]) / max(1, runner.times.n_fwd),
-                  "bytes_sent": p2p.bytes_sent, **runner.memory(), "ops_epoch1": ops_first}
-    infos = _gather(stage_info, world)
+    infos = _gather(_stage_info(runner, p2p, rank, bounds, ops_first), world)
     traces = _gather(getattr(runner, "trace", None), world) if dcfg.trace else None
     if rank != 0:
         return None
+    return _pipeline_result(cfg, dcfg, records, wall, bounds, profile, infos, traces, world)
+
+
+def _build_stage(cfg: TrainConfig, dcfg: DistConfig, data, device, rank: int):
+    """(this rank's stage module, bounds, profile or None): the whole model built from the
+    seed on every rank, split, and this rank's slice kept."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.in_channels, data.num_classes, precision=cfg.precision, beta=cfg.beta)
+    layers = layers_of(model)
+    bounds, profile = choose_split(cfg, dcfg, model, layers, data, device, rank)
+    if rank == 0 and profile is not None:
+        from .partition import LayerTime
+        print(format_profile([LayerTime(**p) for p in profile], bounds), file=sys.stderr, flush=True)
+    module = stage_module(layers, bounds, rank).to(device).train()
+    if not cfg.psg_exact:
+        set_exact(module, False)
+    return module, bounds, profile
+
+
+def _run_epoch(runner, batches: list, world: int) -> float:
+    """The epoch's mini-batches through the pipeline; its wall seconds (all ranks in step)."""
+    runner.reset_epoch()
+    if world > 1:
+        dist.barrier()
+    t0 = time.perf_counter()
+    runner.run([(x, y) for x, y, _ in batches])
+    if world > 1:
+        dist.barrier()
+    return time.perf_counter() - t0
+
+
+def _epoch_record(runner, world: int, epoch: int, acc: float, t_epoch: float, wall: float, n_run: int,
+                  dropped: int) -> dict:
+    """The epoch's record; loss and accuracy are the last stage's (it holds the labels)."""
+    st = runner.stats
+    last = _gather({"loss": st.loss, "correct": st.correct, "samples": st.samples}, world)[-1]
+    return {"epoch": epoch + 1, "train_loss": last["loss"] / max(1, last["samples"]),
+            "train_acc": 100.0 * last["correct"] / max(1, last["samples"]), "test_acc": acc,
+            "epoch_wall_s": t_epoch, "wall_s": wall, "batches_run": n_run,
+            "batches_skipped": dropped, "step_ms": 1e3 * t_epoch / max(1, n_run),
+            "energy_kind": "none (wall clock only)"}
+
+
+def _stage_info(runner, p2p: P2P, rank: int, bounds: list[int], ops_first) -> dict:
+    """This stage's layers, times, messages and memory."""
+    return {"stage": rank, "layers": [bounds[rank], bounds[rank + 1] - 1], **runner.times_dict(),
+            "send_act_ms": 1e3 * p2p.send_s[1] / max(1, runner.times.n_fwd),
+            "send_grad_ms": 1e3 * p2p.send_s[2] / max(1, runner.times.n_bwd),
+            "recv_wait_ms": 1e3 * (p2p.recv_wait_s[1] + p2p.recv_wait_s[2]) / max(1, runner.times.n_fwd),
+            "bytes_sent": p2p.bytes_sent, **runner.memory(), "ops_epoch1": ops_first}
+
+
+def _pipeline_result(cfg: TrainConfig, dcfg: DistConfig, records: list[dict], wall: float, bounds: list[int],
+                     profile, infos: list[dict], traces, world: int) -> dict:
+    """Rank 0's result: records, stages, and the analytic step times of the measured and
+    profiled stages."""
     accs = [r["test_acc"] for r in records]
     res = {"config": cfg.to_dict(), "dist": dcfg.to_dict(), "records": records, "final_test_acc": accs[-1],
            "best_test_acc": max(accs), "wall_s": wall, "bounds": bounds, "profile": profile, "stages": infos,
