@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.active <= 1:
         print(f"--active must be in (0, 1], got {args.active}", file=sys.stderr)
         return 2
+    if args.batch < 1:                 # the digits set's size is checked where it is loaded
+        print(f"--batch must be at least 1, got {args.batch}", file=sys.stderr)
+        return 2
     try:
         beta_q = beta_to_fixed(args.beta)
         csim.load()

@@ -54,6 +54,8 @@ from .work_meter import WorkMeter, energy_platform
 
 ENERGY_LABEL = "modelled (core.energy, platform horowitz45: Horowitz 45 nm per-op, no static power)"
 CHECKPOINT = "checkpoint.pt"
+# precisions whose conv weights step by sign (small conv lr, ordinary BN/FC lr: DESIGN.md's calibration)
+SIGN_PRECISIONS = ("signsgd", "int8_int16grad", "psg")
 SCHEDULES = ("cosine", "constant", "step", "cyclic")
 LR_STEP_UNITS = ("epoch", "iteration")
 
@@ -480,7 +482,7 @@ def _setup(cfg: TrainConfig, policies: Iterable[Policy], model: torch.nn.Module 
     if not cfg.psg_exact:
         set_exact(model, False)
     set_act_scale(model, cfg.act_scale)
-    sign_convs = cfg.precision in ("signsgd", "int8_int16grad", "psg")
+    sign_convs = cfg.precision in SIGN_PRECISIONS
     opt = build_optimizer(model, sign_convs=sign_convs, lr=cfg.lr, conv_lr=cfg.conv_lr,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     policy = Compose([*policies_from_config(cfg), *policies])

@@ -162,7 +162,7 @@ def pipeline_worker(rank: int, world: int, payload: dict) -> dict | None:
     device = launch.local_device(cfg.device, int(os.environ.get("LOCAL_RANK", rank)))
     data = tdata.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
     module, bounds, profile = _build_stage(cfg, dcfg, data, device, rank)
-    sign_convs = cfg.precision in ("signsgd", "int8_int16grad", "psg")          # as trainer.train
+    sign_convs = cfg.precision in SIGN_PRECISIONS
     opt = build_optimizer(module, sign_convs=sign_convs, lr=cfg.lr, conv_lr=cfg.conv_lr,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
