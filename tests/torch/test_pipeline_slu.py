@@ -12,7 +12,7 @@ from e2train.torch.distributed.config import DistConfig
 from e2train.torch.distributed.pipeline import train_pipeline
 from e2train.torch.distributed.stages import layers_of, stage_module
 from e2train.torch.models import build_model
-from e2train.torch.slu import SLU, soft_exec_ratio
+from e2train.torch.slu import SLU, set_gate_cell, soft_exec_ratio
 from e2train.torch.trainer import ConfigError, TrainConfig, train
 
 SPLIT2 = [0, 2, 5]        # resnet8: stem, block0 | block1, block2, head
@@ -31,9 +31,12 @@ def _last_loss(out, y):
     return F.cross_entropy(logits, y) + SLU_POLICY.penalty(r.reshape(()))
 
 
-def test_two_stages_in_one_process_give_the_one_process_outputs_gates_and_gradients():
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_two_stages_in_one_process_give_the_one_process_outputs_gates_and_gradients(cell):
     torch.manual_seed(0)
     model = build_model("resnet8", 1, 10, gated=True).train()
+    if cell != "lstm":
+        set_gate_cell(model, cell)
     # one copy per stage, as each process builds its own: the shared gate cell is two weights
     copies = [copy.deepcopy(model) for _ in range(2)]
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
@@ -46,7 +49,9 @@ def test_two_stages_in_one_process_give_the_one_process_outputs_gates_and_gradie
     stages = [stage_module(layers_of(c, (8, 8)), SPLIT2, s) for s, c in enumerate(copies)]
     torch.manual_seed(1)
     carry = stages[0](x)
-    assert len(carry) == 4 + len(list(copies[0].gates.rnn.parameters())) + 2    # x, r, h, c, cell weights
+    n_state = 2 if cell == "lstm" else 1
+    assert len(carry) == 2 + n_state + len(list(copies[0].gates.rnn.parameters())) + 2  # x, r, state, cell
+
     sent = tuple(t.detach().requires_grad_(True) for t in carry)
     out = stages[1](sent)
     assert torch.allclose(out[0], logits, atol=1e-6)
@@ -66,7 +71,7 @@ def test_two_stages_in_one_process_give_the_one_process_outputs_gates_and_gradie
             assert p.grad is not None and torch.allclose(p.grad, want, rtol=1e-4, atol=1e-6), n
     assert sorted(seen) == sorted(ref)
     # the cell's gradient from stage 1's gates came back in the carry: without it stage 0's would differ
-    assert sent[4].grad.abs().sum() > 0
+    assert sent[2 + n_state].grad.abs().sum() > 0
 
 
 def _wrong_grads(res):
