@@ -126,7 +126,8 @@ def test_slu_pipeline_skips_blocks_and_trains_like_one_process():
     assert abs(pipe["final_test_acc"] - one.final_test_acc) <= 2.0, (pipe["final_test_acc"], one.final_test_acc)
 
 
-@pytest.mark.parametrize("dist_kw", [dict(pipe_schedule="gpipe", split=SPLIT2), dict(split="balanced")])
+@pytest.mark.parametrize("dist_kw", [dict(pipe_schedule="gpipe", split=SPLIT2), dict(split="balanced"),
+                                     dict(split=SPLIT2, vertical_sync=True)])
 def test_slu_pipeline_refuses_what_it_does_not_run(dist_kw):
     with pytest.raises(ConfigError, match="slu"):
         train_pipeline(_cfg(), DistConfig(pipeline=2, timeout_s=30, **dist_kw))
