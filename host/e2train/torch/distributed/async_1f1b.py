@@ -16,7 +16,7 @@ weights at backward time (dropout masks replayed), which is what an in-place upd
 forward and its backward amounts to.
 
 SLU gates (a gated model's stages, ``stages.layers_of``): a stage's input and output may be a
-tuple (activation, executed FLOPs ratio so far, gate state); the whole tuple travels in the
+tuple (activation, executed FLOPs ratio so far, gate state, gate cell weights); the whole tuple travels in the
 forward message and its gradient in the backward one, and the stash and the no-stash replay
 cover the gates' parameters like any other. The last stage adds the SLU cost
 (``slu.SLU.penalty``) of the whole network's ratio to its loss.

@@ -242,7 +242,8 @@ def pipeline_worker(rank: int, world: int, payload: dict) -> dict | None:
                         "train_acc": 100.0 * last["correct"] / max(1, last["samples"]), "test_acc": acc,
                         "epoch_wall_s": t_epoch, "wall_s": wall, "batches_run": len(batches),
                         "batches_skipped": dropped,
-                        "exec_ratio": last["exec_w"] / max(1, last["samples"]) if cfg.slu else 1.0, "step_ms": 1e3 * t_epoch / max(1, len(batches)),
+                        "exec_ratio": last["exec_w"] / max(1, last["samples"]) if cfg.slu else 1.0,
+                        "step_ms": 1e3 * t_epoch / max(1, len(batches)),
                         "energy_kind": "none (wall clock only)"})
         if rank == 0 and cfg.progress:
             r = records[-1]

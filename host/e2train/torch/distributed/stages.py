@@ -2,11 +2,13 @@
 
 ``layers_of(model)`` gives modules whose composition in order is ``model(x)``:
 paper 003's Modified AlexNet is already its sixteen table rows; a ResNet-CIFAR becomes
-[stem, block 0, ..., block n-1, head].
+[stem, block 0, ..., block n-1, head]. Every rank builds the whole model from the same seed
+and keeps its slice, so the stages start from exactly the weights sequential training starts
+from.
 
 A ResNet-CIFAR with SLU gates (``gated=True``): the SkipNet gates run one recurrent cell over
 the blocks in order, so the state after a block's gate is an input of the next block's gate,
-wherever that block is. Each gated block takes and returns the carry (x, r, state...): the
+wherever that block is. Each gated block takes and returns the carry (x, r, state..., cell weights...): the
 activation, the straight-through executed FLOPs ratio r summed so far (the SLU cost, E2-Train
 Eq. 1, is alpha * C of the whole network; the last stage adds it to the loss), and the gate's
 hidden state (h, c for an LSTM, h for a GRU). A stage boundary sends the whole carry forward
@@ -14,9 +16,7 @@ and gets its gradient back, so the gradients are the one-process ones. The recur
 read-out are one weight shared by all gates: the stage of the first block owns (stashes and
 updates) it, and its weights travel in the carry too, so the later stages' gates run the very
 version the owner's forward used and their gradients come back to the owner with the carry's
-gradient (a few hundred floats per message). Every rank builds the whole model from the same seed
-and keeps its slice, so the stages start from exactly the weights sequential training starts
-from.
+gradient (a few hundred floats per message).
 """
 from __future__ import annotations
 
