@@ -52,24 +52,32 @@ class RNNGates(nn.Module):
         """Gate of block i for input x; returns (straight-through gate value, new state)."""
         if i == 0 or state is None:
             self.last_probs = []
-        e = self.embed[i](F.adaptive_avg_pool2d(x.detach(), 1)).flatten(1)
-        if self.cell == "lstm":
-            h, c = self.rnn(e, state)
-            new_state = (h, c)
-        else:
-            h = new_state = self.rnn(e, state)
-        p = torch.sigmoid(self.proj(h)).squeeze(1)
+        gate, new_state, p = gate_step(self.embed[i], self.rnn, self.proj, x, state, self.training)
         self.last_probs.append(p)
-        if self.training:
-            # SkipNet samples each training decision from Bernoulli(p) and thresholds only at
-            # inference. Thresholding in training made the gates all-or-nothing per block:
-            # p hardly depends on the input (spread < 0.01 over a batch), so the FLOPs penalty
-            # switched whole blocks off for every sample at once, and a block off for every
-            # sample gets no task gradient to come back (measured on digits, ResNet-8).
-            hard = (torch.rand(p.shape, device=p.device) < p.detach()).to(p.dtype)
-        else:
-            hard = (p > 0.5).to(p.dtype)
-        return hard + p - p.detach(), new_state
+        return gate, new_state
+
+
+def gate_step(embed: nn.Module, rnn: nn.Module, proj: nn.Module, x: torch.Tensor, state, training: bool):
+    """One gate decision: (straight-through gate value, new recurrent state, probability p).
+    ``state`` is None before the first block, (h, c) for an LSTM cell, h for a GRU cell. Used by
+    ``RNNGates`` and by the gated blocks of a pipeline stage (the state then crosses stages)."""
+    e = embed(F.adaptive_avg_pool2d(x.detach(), 1)).flatten(1)
+    if isinstance(rnn, nn.LSTMCell):
+        h, c = rnn(e, state)
+        new_state = (h, c)
+    else:
+        h = new_state = rnn(e, state)
+    p = torch.sigmoid(proj(h)).squeeze(1)
+    if training:
+        # SkipNet samples each training decision from Bernoulli(p) and thresholds only at
+        # inference. Thresholding in training made the gates all-or-nothing per block:
+        # p hardly depends on the input (spread < 0.01 over a batch), so the FLOPs penalty
+        # switched whole blocks off for every sample at once, and a block off for every
+        # sample gets no task gradient to come back (measured on digits, ResNet-8).
+        hard = (torch.rand(p.shape, device=p.device) < p.detach()).to(p.dtype)
+    else:
+        hard = (p > 0.5).to(p.dtype)
+    return hard + p - p.detach(), new_state, p
 
 
 def set_gate_cell(model: nn.Module, cell: str) -> None:
@@ -114,6 +122,10 @@ class SLU(Policy):
         r = soft_exec_ratio(ctx.model, tuple(ctx.x.shape[2:]))
         if r is None:
             return None
+        return self.penalty(r)
+
+    def penalty(self, r: torch.Tensor) -> torch.Tensor:
+        """The cost term of the loss for the straight-through executed FLOPs ratio r."""
         if self.cost == "flops":
             return self.alpha * r                  # alpha * C(W, G): FLOPs of the selected blocks
         return self.alpha * (r - self.target) ** 2

@@ -15,6 +15,12 @@ comparison and for the test that must fail without it) the backward is recompute
 weights at backward time (dropout masks replayed), which is what an in-place update between a
 forward and its backward amounts to.
 
+SLU gates (a gated model's stages, ``stages.layers_of``): a stage's input and output may be a
+tuple (activation, executed FLOPs ratio so far, gate state, gate cell weights); the whole tuple travels in the
+forward message and its gradient in the backward one, and the stash and the no-stash replay
+cover the gates' parameters like any other. The last stage adds the SLU cost
+(``slu.SLU.penalty``) of the whole network's ratio to its loss.
+
 Vertical sync (``vertical_sync=True``): stage 0 tags each mini-batch with its weight version
 and every later stage runs it on its own weights of that version (kept in the stash's history).
 """
@@ -30,6 +36,15 @@ from torch.func import functional_call
 
 from .p2p import P2P, TAG_ACT, TAG_GRAD
 from .stash import WeightStash
+
+
+def _tensors(t) -> tuple:
+    """A stage message as a tuple of tensors (one tensor, or a gated model's carry)."""
+    return (t,) if isinstance(t, torch.Tensor) else tuple(t)
+
+
+def _clone(t):
+    return t.detach().clone() if isinstance(t, torch.Tensor) else tuple(x.detach().clone() for x in t)
 
 
 def pipedream_order(n_stages: int, stage: int, n_mb: int) -> list[tuple[str, int]]:
@@ -69,6 +84,7 @@ class TrainStats:
     loss: float = 0.0
     correct: int = 0
     samples: int = 0
+    exec_w: float = 0.0          # SLU: executed FLOPs ratio times samples (last stage)
     ops: list = field(default_factory=list)       # (op, mb, weight version) in execution order
 
 
@@ -78,7 +94,7 @@ class AsyncStage:
 
     def __init__(self, module: nn.Module, stage: int, n_stages: int, optimizer: torch.optim.Optimizer,
                  p2p: P2P, *, stash: bool = True, vertical_sync: bool = False, trace: bool = False,
-                 set_lr=None, fail_at: tuple[int, str] | None = None):
+                 set_lr=None, fail_at: tuple[int, str] | None = None, penalty=None):
         self.module, self.stage, self.n_stages = module, stage, n_stages
         self.first, self.last = stage == 0, stage == n_stages - 1
         self.opt, self.p2p = optimizer, p2p
@@ -93,6 +109,18 @@ class AsyncStage:
         self.set_lr = set_lr or (lambda mb: None)
         self.fail_at = fail_at
         self.n_done = 0
+        self.penalty = penalty       # SLU cost of the executed FLOPs ratio r (gated models)
+
+    def _loss(self, out, y, reduction: str = "mean"):
+        """Task loss of the last stage's output (logits, or (logits, r) after gated blocks),
+        plus the SLU cost alpha * C(r) of the mini-batch; and the logits."""
+        logits, r = (out, None) if isinstance(out, torch.Tensor) else out
+        loss = F.cross_entropy(logits, y, reduction=reduction)
+        if r is not None:
+            if self.penalty is None:
+                raise RuntimeError("a gated model's last stage needs the SLU penalty")
+            loss = loss + self.penalty(r.reshape(()))
+        return loss, logits, r
 
     # -- the two ops -----------------------------------------------------------------------
     def forward(self, mb: int, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
@@ -101,16 +129,17 @@ class AsyncStage:
         if self.first:
             inp, tag = x, self.store.version
         else:
-            inp, mb_in, tag, _ = self.p2p.recv(self.stage - 1, TAG_ACT)
+            inp, mb_in, tag = self.p2p.recv_all(self.stage - 1, TAG_ACT)
             if mb_in != mb:
                 raise RuntimeError(f"stage {self.stage} expected mini-batch {mb}, got {mb_in}")
-            inp.requires_grad_(True)
+            for t in _tensors(inp):
+                t.requires_grad_(True)
         t0 = time.perf_counter()
         version = tag if self.vsync else self.store.version
         rng = torch.get_rng_state()
         if self.trace is not None:
-            self.trace[mb] = {"input": inp.detach().clone(), "fwd_version": version,
-                              "fwd_weights": self.store.snapshot(version), "y": None if y is None else y.clone()}
+            self.trace[mb] = {"input": _clone(inp), "fwd_version": version,
+                              "fwd_weights": self.store.snapshot(version), "rng": rng, "y": None if y is None else y.clone()}
         if self.stash_on:
             params = self.store.push(mb, version)
             out = functional_call(self.module, params, (inp,))
@@ -118,22 +147,24 @@ class AsyncStage:
             with torch.no_grad():
                 out = self.module(inp)
         if self.last:
-            loss_s = F.cross_entropy(out, y, reduction="none")
+            loss_s, logits, r = self._loss(out, y, reduction="none")
             self.stats.loss += float(loss_s.detach().sum())
-            self.stats.correct += int((out.detach().argmax(1) == y).sum())
+            self.stats.correct += int((logits.detach().argmax(1) == y).sum())
             self.stats.samples += int(y.shape[0])
+            if r is not None:
+                self.stats.exec_w += float(r.detach()) * int(y.shape[0])
             out = loss_s.mean()
         self.pending[mb] = (inp, out, y, rng)
         self.times.fwd_s += time.perf_counter() - t0
         self.times.n_fwd += 1
         self.stats.ops.append(("F", mb, version))
         if not self.last:
-            self.p2p.send(out, self.stage + 1, TAG_ACT, mb=mb, version=tag)
+            self.p2p.send_all(out, self.stage + 1, TAG_ACT, mb=mb, version=tag)
 
     def backward(self, mb: int) -> None:
         g = None
         if not self.last:
-            g, mb_in, _, _ = self.p2p.recv(self.stage + 1, TAG_GRAD)
+            g, mb_in, _ = self.p2p.recv_all(self.stage + 1, TAG_GRAD)
             if mb_in != mb:
                 raise RuntimeError(f"stage {self.stage} expected the gradient of mini-batch {mb}, got {mb_in}")
         t0 = time.perf_counter()
@@ -148,16 +179,20 @@ class AsyncStage:
                 torch.set_rng_state(rng)
                 out = functional_call(self.module, params, (inp,))
                 if self.last:
-                    out = F.cross_entropy(out, y)
-        torch.autograd.backward(out, g)
-        grad_in = None if self.first else inp.grad
+                    out = self._loss(out, y)[0]
+        torch.autograd.backward(_tensors(out), None if g is None else _tensors(g))
+        grad_in = None
+        if not self.first:
+            # a carried tensor no later op depends on gets a zero gradient, not none
+            grads = tuple(torch.zeros_like(t) if t.grad is None else t.grad for t in _tensors(inp))
+            grad_in = grads[0] if isinstance(inp, torch.Tensor) else grads
         for n, p in self.store.live.items():
             p.grad = params[n].grad
         self.set_lr(mb)
         self.opt.step()
         self.store.updated()
         if self.trace is not None:
-            self.trace[mb].update(bwd_version=version, grad_out=None if g is None else g.clone(),
+            self.trace[mb].update(bwd_version=version, grad_out=None if g is None else _clone(g),
                                   applied={n: (None if p.grad is None else p.grad.clone())
                                            for n, p in self.store.live.items()})
         for p in self.store.live.values():
@@ -168,7 +203,7 @@ class AsyncStage:
         self.stats.ops.append(("U", mb, self.store.version))
         self.n_done += 1
         if grad_in is not None:
-            self.p2p.send(grad_in, self.stage - 1, TAG_GRAD, mb=mb)
+            self.p2p.send_all(grad_in, self.stage - 1, TAG_GRAD, mb=mb)
 
     # -- a whole epoch ---------------------------------------------------------------------
     def reset_epoch(self) -> None:

@@ -9,6 +9,11 @@ a neighbour that is itself blocked sending back, and gloo completes a send only 
 has posted its receive. Receives block (``recv``): a stage has nothing else to do until
 its input or its gradient arrives, and that wait is timed as idle time.
 
+A message may be a tuple of tensors (``send_all``/``recv_all``): a stage of a gated model
+sends its activation with the SLU gates' recurrent state and the partial executed-FLOPs ratio,
+and gets their gradients back; the first tensor's header carries the count in ``flags`` and
+the others follow on the same channel, in order.
+
 Channels are (peer, tag): TAG_ACT carries activations downstream, TAG_GRAD gradients upstream,
 TAG_EVAL the forward-only evaluation.
 """
@@ -69,3 +74,17 @@ class P2P:
         dist.recv(t, src, tag=tag)
         self.recv_wait_s[tag] += time.perf_counter() - t0
         return t, int(head[7]), int(head[8]), int(head[9])
+
+    def send_all(self, t, dst: int, tag: int, mb: int = 0, version: int = 0) -> None:
+        """Send a tensor or a tuple of tensors as one message."""
+        if isinstance(t, torch.Tensor):
+            return self.send(t, dst, tag, mb, version)
+        for i, x in enumerate(t):
+            self.send(x, dst, tag, mb, version, flags=len(t) if i == 0 else 0)
+
+    def recv_all(self, src: int, tag: int) -> tuple:
+        """(tensor or tuple of tensors, mb, version) of the next message sent by ``send_all``."""
+        t, mb, version, n = self.recv(src, tag)
+        if n == 0:
+            return t, mb, version
+        return (t,) + tuple(self.recv(src, tag)[0] for _ in range(n - 1)), mb, version

@@ -34,7 +34,8 @@ from ..models import build_model, parse_model
 from ..optim import build_optimizer
 from ..policy import RandomBatchSkip
 from ..psg import set_exact
-from ..trainer import ConfigError, TrainConfig, lr_factor
+from ..slu import SLU, set_gate_cell
+from ..trainer import SIGN_PRECISIONS, ConfigError, TrainConfig, lr_factor
 from . import launch
 from .async_1f1b import AsyncStage, inject_failure
 from .config import DistConfig, DistConfigError
@@ -53,15 +54,27 @@ def check_pipeline_config(cfg: TrainConfig, dcfg: DistConfig) -> None:
     if dcfg.vertical_sync and cfg.precision in ("psg", "int8_int16grad"):
         raise ConfigError("vertical_sync versions parameters; PSG layers run on the newest integer masters: "
                           "use vertical_sync with fp32, signsgd or int8_fp32grad")
-    if cfg.slu:
-        raise ConfigError("--pipeline with slu: the SkipNet gates share one LSTM state across all blocks, "
-                          "which would have to cross stages; train slu without --pipeline")
+    if cfg.slu and dcfg.pipe_schedule != "async":
+        raise ConfigError(f"--pipeline with slu runs pipe_schedule async (the gates' state travels with the "
+                          f"activation), not {dcfg.pipe_schedule}")
+    if cfg.slu and dcfg.vertical_sync:
+        raise ConfigError("--pipeline with slu does not run vertical_sync (it trained to 40 % where the "
+                          "schedule without it reaches 97 % on digits, cause not found): drop --vertical-sync")
+    if cfg.slu and not isinstance(dcfg.split, list):
+        raise ConfigError(f"--pipeline with slu needs an explicit split of layer indices (e.g. split = [0, 2, "
+                          f"{len_hint(cfg)}] for {cfg.model}), not {dcfg.split!r}: the profiler times plain layers")
     if cfg.stochastic_depth or cfg.swa or cfg.resume:
         raise ConfigError("--pipeline does not run stochastic_depth, swa or resume; drop them or train without --pipeline")
     if dcfg.pipe_schedule in ("gpipe", "1f1b") and dcfg.pipeline < 2:
         raise ConfigError(f"pipe_schedule {dcfg.pipe_schedule} needs pipeline >= 2 stages")
     if dcfg.pipe_schedule in ("gpipe", "1f1b") and cfg.batch_size < dcfg.microbatches:
         raise ConfigError(f"batch_size {cfg.batch_size} < microbatches {dcfg.microbatches}")
+
+
+def len_hint(cfg: TrainConfig) -> str:
+    """Layers in a ResNet-CIFAR chain (stem, blocks, head), for the hint of an error."""
+    kind, arg = parse_model(cfg.model)
+    return str((int(arg) - 2) // 2 + 2) if kind == "resnet" else "n_layers"
 
 
 def precheck_data(cfg: TrainConfig) -> None:
@@ -128,11 +141,13 @@ def evaluate_pipeline(module, rank: int, world: int, x_test, y_test, p2p: P2P, d
     module.eval()
     correct = 0
     for i in range(0, x_test.shape[0], batch):
-        h = x_test[i: i + batch].to(device) if rank == 0 else p2p.recv(rank - 1, TAG_EVAL)[0]
+        h = x_test[i: i + batch].to(device) if rank == 0 else p2p.recv_all(rank - 1, TAG_EVAL)[0]
         h = module(h)
         if rank < world - 1:
-            p2p.send(h, rank + 1, TAG_EVAL)
+            p2p.send_all(h, rank + 1, TAG_EVAL)
         else:
+            if not isinstance(h, torch.Tensor):
+                h = h[0]             # a gated model's head: (logits, executed FLOPs ratio)
             correct += int((h.argmax(1).cpu() == y_test[i: i + batch]).sum())
     p2p.wait()
     module.train()
@@ -184,7 +199,8 @@ def pipeline_worker(rank: int, world: int, payload: dict) -> dict | None:
     fail_at = fail_point(dcfg, rank)
     if dcfg.pipe_schedule == "async":
         runner = AsyncStage(module, rank, world, opt, p2p, stash=dcfg.stash, vertical_sync=dcfg.vertical_sync,
-                            trace=dcfg.trace, set_lr=set_lr, fail_at=fail_at)
+                            trace=dcfg.trace, set_lr=set_lr, fail_at=fail_at,
+                            penalty=SLU(cfg.slu_alpha, cfg.slu_target, cfg.slu_cost).penalty if cfg.slu else None)
     else:
         runner = _TorchSchedule(module, rank, world, opt, dcfg, device, set_lr, fail_at)
 
@@ -198,7 +214,7 @@ def pipeline_worker(rank: int, world: int, payload: dict) -> dict | None:
         if ops_first is None:
             ops_first = list(runner.stats.ops)
         acc = evaluate_pipeline(module, rank, world, data.x_test, data.y_test, p2p, device)
-        records.append(_epoch_record(runner, world, epoch, acc, t_epoch, wall, len(batches), dropped))
+        records.append(_epoch_record(runner, world, epoch, acc, t_epoch, wall, len(batches), dropped, cfg.slu))
         if rank == 0 and cfg.progress:
             r = records[-1]
             print(f"epoch {r['epoch']:3d}  test {acc:6.2f}%  loss {r['train_loss']:.4f}  step {r['step_ms']:.1f} ms  "
@@ -215,8 +231,11 @@ def _build_stage(cfg: TrainConfig, dcfg: DistConfig, data, device, rank: int):
     """(this rank's stage module, bounds, profile or None): the whole model built from the
     seed on every rank, split, and this rank's slice kept."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.in_channels, data.num_classes, precision=cfg.precision, beta=cfg.beta)
-    layers = layers_of(model)
+    model = build_model(cfg.model, data.in_channels, data.num_classes, precision=cfg.precision, beta=cfg.beta,
+                        gated=cfg.slu)
+    if cfg.slu and cfg.slu_cell != "lstm":
+        set_gate_cell(model, cfg.slu_cell)              # as trainer.train, after the same draws
+    layers = layers_of(model, data.image_hw if cfg.slu else None)
     bounds, profile = choose_split(cfg, dcfg, model, layers, data, device, rank)
     if rank == 0 and profile is not None:
         from .partition import LayerTime
@@ -240,14 +259,18 @@ def _run_epoch(runner, batches: list, world: int) -> float:
 
 
 def _epoch_record(runner, world: int, epoch: int, acc: float, t_epoch: float, wall: float, n_run: int,
-                  dropped: int) -> dict:
-    """The epoch's record; loss and accuracy are the last stage's (it holds the labels)."""
+                  dropped: int, slu: bool) -> dict:
+    """The epoch's record; loss, accuracy and the executed FLOPs share are the last stage's (it
+    holds the labels and the gates' summed ratio)."""
     st = runner.stats
-    last = _gather({"loss": st.loss, "correct": st.correct, "samples": st.samples}, world)[-1]
+    mine = {"loss": st.loss, "correct": st.correct, "samples": st.samples, "exec_w": getattr(st, "exec_w", 0.0)}
+    last = _gather(mine, world)[-1]
     return {"epoch": epoch + 1, "train_loss": last["loss"] / max(1, last["samples"]),
             "train_acc": 100.0 * last["correct"] / max(1, last["samples"]), "test_acc": acc,
             "epoch_wall_s": t_epoch, "wall_s": wall, "batches_run": n_run,
-            "batches_skipped": dropped, "step_ms": 1e3 * t_epoch / max(1, n_run),
+            "batches_skipped": dropped,
+            "exec_ratio": last["exec_w"] / max(1, last["samples"]) if slu else 1.0,
+            "step_ms": 1e3 * t_epoch / max(1, n_run),
             "energy_kind": "none (wall clock only)"}
 
 
