@@ -191,6 +191,29 @@ class LineReader:
 
 # --- transports: a minimal "read some bytes with a timeout / write all" interface -------
 
+def _write_all(waitable, send, data: bytes, timeout: float) -> None:
+    """Write everything through ``send`` (which returns the bytes it took) or raise: a peer that
+    reads nothing for ``timeout`` seconds must not block us forever; a slow one (a throttled
+    line) only makes this take longer, since the deadline restarts at every byte taken."""
+    view = memoryview(data)
+    deadline = time.monotonic() + timeout
+    while view:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LinkError(f"link write timed out (nobody read for {timeout:.0f} s)")
+        _, w, _ = select.select([], [waitable], [], left)
+        if not w:
+            continue
+        try:
+            n = send(view)
+        except BlockingIOError:
+            continue
+        except OSError as e:
+            raise LinkError(f"link write failed: {e}") from None
+        view = view[n:]
+        deadline = time.monotonic() + timeout
+
+
 class FdStream:
     """A file descriptor (a pty master, a pipe) as a link stream."""
 
@@ -213,25 +236,7 @@ class FdStream:
         return data
 
     def write(self, data: bytes, timeout: float = WRITE_TIMEOUT) -> None:
-        """Write everything or raise: a peer that reads nothing for ``timeout`` seconds must
-        not block us forever; a slow one (a throttled line) only makes this take longer."""
-        view = memoryview(data)
-        deadline = time.monotonic() + timeout
-        while view:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LinkError(f"link write timed out (nobody read for {timeout:.0f} s)")
-            _, w, _ = select.select([], [self.fd], [], left)
-            if not w:
-                continue
-            try:
-                n = os.write(self.fd, view)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                raise LinkError(f"link write failed: {e}") from None
-            view = view[n:]
-            deadline = time.monotonic() + timeout
+        _write_all(self.fd, lambda view: os.write(self.fd, view), data, timeout)
 
     def close(self) -> None:
         try:
@@ -260,23 +265,7 @@ class SocketStream:
         return data
 
     def write(self, data: bytes, timeout: float = WRITE_TIMEOUT) -> None:
-        view = memoryview(data)
-        deadline = time.monotonic() + timeout
-        while view:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LinkError(f"link write timed out (nobody read for {timeout:.0f} s)")
-            _, w, _ = select.select([], [self.sock], [], left)
-            if not w:
-                continue
-            try:
-                n = self.sock.send(view)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                raise LinkError(f"link write failed: {e}") from None
-            view = view[n:]
-            deadline = time.monotonic() + timeout
+        _write_all(self.sock, self.sock.send, data, timeout)
 
     def close(self) -> None:
         try:
