@@ -32,6 +32,13 @@ struct ConvDims {
     int wo() const { return (w + 2 * pad - k) / stride + 1; }
 };
 
+// The flush call that ends each pass: no cells, no beats, mode 3; it emits the last call's rows.
+inline void flush(psg::stream<Head>& head, psg::stream<Beat>& in, psg::stream<Row>& out, bool x_unsigned) {
+    Head h = {};
+    head.write(h);
+    train_engine_hls(head, in, out, 3, x_unsigned, false, false, false, false, 0, 0, true);
+}
+
 // acc[n][co][ho][wo] = sum over (ci, ky, kx) of w * x (zero padding), through the engine.
 // x: n*ci*h*w codes (uint8, or int8 bytes when !x_unsigned); w: co*ci*k*k int8.
 inline void conv_fwd_acc(const uint8_t* x, const int8_t* wt, const ConvDims& d, bool x_unsigned, int64_t* acc) {
@@ -84,9 +91,7 @@ inline void conv_fwd_acc(const uint8_t* x, const int8_t* wt, const ConvDims& d, 
             prev_p = p0;
         }
     }
-    Head h = {};
-    head.write(h);
-    train_engine_hls(head, in, out, 3, x_unsigned, false, false, false, false, 0, 0, true);
+    flush(head, in, out, x_unsigned);
     place(prev_co, prev_p);
 }
 
@@ -150,9 +155,7 @@ inline void conv_bwd_data_acc(const int16_t* gy, const int8_t* wt, const ConvDim
             }
         }
     }
-    Head h = {};
-    head.write(h);
-    train_engine_hls(head, in, out, 3, false, false, false, false, false, 0, 0, true);
+    flush(head, in, out, false);
     place();
 }
 
@@ -215,9 +218,7 @@ inline void wgrad_terms(const uint8_t* x, const int16_t* gy, const ConvDims& d, 
             }
         }
     }
-    Head h = {};
-    head.write(h);
-    train_engine_hls(head, in, out, 3, x_unsigned, false, false, false, false, 0, 0, true);
+    flush(head, in, out, x_unsigned);
     place();
 }
 

@@ -245,12 +245,18 @@ def deadhorse_sweep(s: Scale) -> Result:
     return r
 
 
-def _learndrop(s: Scale) -> Result:
+def _learndrop_runs(s: Scale):
+    """The SGD baseline and the Learn&Drop run of one scale: (base, learn-drop policy, its run)."""
     from .torch.methods import make
     warm = {} if s.name == "paper" else {"warmup_epochs": 1 if s.name == "quick" else 5}
     base = _train(s, precision="fp32")
     ld = make("learn-drop", **warm)
-    drop = _train(s, [ld], precision="fp32")
+    return base, ld, _train(s, [ld], precision="fp32")
+
+
+def _learndrop(s: Scale) -> Result:
+    from .torch.methods import make
+    base, ld, drop = _learndrop_runs(s)
     fr = _train(s, [make("freeze", schedule=ld.drop_epochs)], precision="fp32")
     r = Result()
     r.rows["SGD"] = {"T": base.wall_s, "A %": _acc(base), "dT %": None}
@@ -263,11 +269,7 @@ def _learndrop(s: Scale) -> Result:
 
 
 def learndrop_table3(s: Scale) -> Result:
-    from .torch.methods import make
-    warm = {} if s.name == "paper" else {"warmup_epochs": 1 if s.name == "quick" else 5}
-    base = _train(s, precision="fp32")
-    ld = make("learn-drop", **warm)
-    drop = _train(s, [ld], precision="fp32")
+    base, _, drop = _learndrop_runs(s)
     b, d = base.work.total_macs / 1e6, drop.work.total_macs / 1e6
     r = Result()
     r.rows["ResNet-18"] = {"SGD FLOPs": b, "Dropping FLOPs": d, "dFLOPs %": 100 * (1 - d / b)}

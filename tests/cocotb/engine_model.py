@@ -26,6 +26,18 @@ def split_g_h(g: np.ndarray) -> np.ndarray:
     return fixedpoint.msb_split_g(np.asarray(g).astype(np.int16))[0]
 
 
+def bwd_data_acc(g: np.ndarray, w: np.ndarray, shape) -> np.ndarray:
+    """Exact int64 backward-data accumulator of a convolution (g: N,Co,Ho,Wo; w: Co,Ci,k,k),
+    the reference the engine's backward passes are checked against."""
+    p, st, k = shape.pad, shape.stride, shape.k
+    acc = np.zeros((shape.n, shape.ci, shape.h + 2 * p, shape.w + 2 * p), np.int64)
+    for i in range(k):
+        for j in range(k):
+            acc[:, :, i: i + st * shape.ho: st, j: j + st * shape.wo: st] += np.einsum(
+                "nohw,oc->nchw", g.astype(np.int64), w[:, :, i, j].astype(np.int64))
+    return acc[:, :, p: p + shape.h, p: p + shape.w]
+
+
 def wrap(v: np.ndarray, bits: int) -> np.ndarray:
     v = np.asarray(v, np.int64) & ((1 << bits) - 1)
     return np.where(v >> (bits - 1), v - (1 << bits), v)

@@ -11,13 +11,12 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from e2train.core import engine_map
 from e2train.core.shapes import ConvShape
-from engine_model import Args, EngineModel, split_g_h, split_x_h, wrap
-from psg_bus import lane_field, pack, u
+from engine_model import Args, EngineModel, bwd_data_acc, split_g_h, split_x_h, wrap
+from psg_bus import clock_and_reset, lane_field, pack, u
 
 ROWS = int(os.environ.get("ENG_ROWS", "2"))
 COLS = int(os.environ.get("ENG_COLS", "3"))
@@ -36,17 +35,9 @@ class Engine:
         self.cycle = 0
 
     async def start(self) -> None:
-        d = self.dut
-        Clock(d.ap_clk, 10, unit="ns").start()
-        for name in ("ap_start", "s_valid", "s_last", "m_ready", "mode", "x_unsigned", "exact_en", "pred_en",
-                     "clr_dsp", "clr_fab", "cell_en", "pred_rows", "pred_cols", "s_row", "s_col", "s_prow", "s_pcol"):
-            getattr(d, name).value = 0
-        d.ap_continue.value = 1
-        d.ap_rst.value = 1
-        for _ in range(3):
-            await RisingEdge(d.ap_clk)
-        d.ap_rst.value = 0
-        await RisingEdge(d.ap_clk)
+        idle = ("ap_start", "s_valid", "s_last", "m_ready", "mode", "x_unsigned", "exact_en", "pred_en",
+                "clr_dsp", "clr_fab", "cell_en", "pred_rows", "pred_cols", "s_row", "s_col", "s_prow", "s_pcol")
+        await clock_and_reset(self.dut, ap_continue=1, **dict.fromkeys(idle, 0))
 
     async def call(self, a: Args, rows, cols, prows=None, pcols=None, max_cycles=100000):
         """Returns ({p, lo, hi} as (ROWS, COLS) int arrays, cycles from the ap_start cycle to
@@ -235,16 +226,6 @@ def _windows(x, shape):
     return win[:, :, ::s, ::s][:, :, : shape.ho, : shape.wo]
 
 
-def _ref_bwd(g, w, shape):
-    p, s, k = shape.pad, shape.stride, shape.k
-    acc = np.zeros((shape.n, shape.ci, shape.h + 2 * p, shape.w + 2 * p), np.int64)
-    for i in range(k):
-        for j in range(k):
-            acc[:, :, i: i + s * shape.ho: s, j: j + s * shape.wo: s] += np.einsum(
-                "nohw,oc->nchw", g.astype(np.int64), w[:, :, i, j].astype(np.int64))
-    return acc[:, :, p: p + shape.h, p: p + shape.w]
-
-
 @cocotb.test()
 async def conv_passes_vs_numpy_and_perfmodel(dut):
     """Whole convolutions through the engine, laid out by e2train.core.engine_map: forward,
@@ -288,7 +269,7 @@ async def conv_passes_vs_numpy_and_perfmodel(dut):
                 results.append(r)
                 cycles += n
             got = engine_map.bwd_collect(calls, results, shape, shape.n)
-            want = _ref_bwd(g, w, shape)
+            want = bwd_data_acc(g, w, shape)
             assert np.array_equal(got, want), f"bwd {shape}: {np.argwhere(got != want)[:3]}"
             cyc["bwd_data"] = cycles
             # the predictor-only calls the input gradient could not carry

@@ -10,12 +10,11 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from e2train.core import engine_map
 from engine_model import BlackboxModel, random_hls_call
-from psg_bus import lane_field, pack, u
+from psg_bus import clock_and_reset, lane_field, pack, u
 
 ROWS = int(os.environ.get("ENG_ROWS", "2"))
 COLS = int(os.environ.get("ENG_COLS", "3"))
@@ -35,16 +34,9 @@ def row_of(word: int) -> list[int]:
 
 
 async def reset(dut) -> None:
-    Clock(dut.ap_clk, 10, unit="ns").start()
-    for name in ("ap_start", "head_empty_n", "in_empty_n", "out_full_n", "mode", "x_unsigned", "exact_en",
-                 "pred_en", "clr_dsp", "clr_fab", "pred_rows", "pred_cols", "emit", "head_dout", "in_dout"):
-        getattr(dut, name).value = 0
-    dut.ap_continue.value = 1
-    dut.ap_rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.ap_clk)
-    dut.ap_rst.value = 0
-    await RisingEdge(dut.ap_clk)
+    idle = ("ap_start", "head_empty_n", "in_empty_n", "out_full_n", "mode", "x_unsigned", "exact_en",
+            "pred_en", "clr_dsp", "clr_fab", "pred_rows", "pred_cols", "emit", "head_dout", "in_dout")
+    await clock_and_reset(dut, ap_continue=1, **dict.fromkeys(idle, 0))
 
 
 async def hls_call(dut, rng: random.Random, a, r, c, pr, pc, emit: bool, busy: float = 0.0):

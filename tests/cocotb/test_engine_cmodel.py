@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine_model import BlackboxModel, random_hls_call, wrap
+from engine_model import BlackboxModel, bwd_data_acc, random_hls_call, wrap
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -78,16 +78,6 @@ def conv_driver(tmp_path_factory):
     return exe
 
 
-def _bwd_acc(g, w, shape):
-    p, st, k = shape.pad, shape.stride, shape.k
-    acc = np.zeros((shape.n, shape.ci, shape.h + 2 * p, shape.w + 2 * p), np.int64)
-    for i in range(k):
-        for j in range(k):
-            acc[:, :, i: i + st * shape.ho: st, j: j + st * shape.wo: st] += np.einsum(
-                "nohw,oc->nchw", g.astype(np.int64), w[:, :, i, j].astype(np.int64))
-    return acc[:, :, p: p + shape.h, p: p + shape.w]
-
-
 @pytest.mark.parametrize("dims", CONV_SHAPES, ids=lambda d: "x".join(map(str, d)))
 @pytest.mark.parametrize("x_unsigned", [True, False], ids=["uint8", "int8"])
 def test_conv_passes_through_the_engine(conv_driver, dims, x_unsigned) -> None:
@@ -118,7 +108,7 @@ def test_conv_passes_through_the_engine(conv_driver, dims, x_unsigned) -> None:
     fwd, bwd, gm, ge = np.split(vals, np.cumsum(sizes)[:-1])
     win = np.lib.stride_tricks.sliding_window_view(np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad))),
                                                    (k, k), axis=(2, 3))[:, :, ::stride, ::stride][:, :, : shape.ho, : shape.wo]
-    want = {"fwd": golden.conv_fwd_acc(x, wt, shape), "bwd": _bwd_acc(g, wt, shape),
+    want = {"fwd": golden.conv_fwd_acc(x, wt, shape), "bwd": bwd_data_acc(g, wt, shape),
             "G": golden.wgrad_terms(x, g, shape, np.arange(n))[1],
             "G_msb": np.einsum("nchwij,nohw->ocij", split_x_h(win, x_unsigned), split_g_h(g.astype(np.int64)))}
     for name, got in (("fwd", fwd), ("bwd", bwd), ("G", ge), ("G_msb", gm)):

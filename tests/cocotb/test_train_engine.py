@@ -16,25 +16,24 @@ TESTS = ("random_calls_vs_model", "split_rounding_edges", "reset_mid_call", "con
 HLS_TESTS = ("blackbox_ports_vs_model", "full_rate_cycles")
 
 
-@pytest.mark.parametrize("test", HLS_TESTS)
-@pytest.mark.parametrize("sim", SIMS)
-def test_train_engine_hls(sim: str, test: str, tmp_path: Path) -> None:
+def _run(sim: str, top: str, test: str, tmp_path: Path) -> None:
+    """Build ``top`` on ``sim`` and run cocotb test ``test`` of tb_<top>; fail with its problems."""
     try:
-        bdir = build(sim, "train_engine_hls", PARAMS, BUILD)
+        bdir = build(sim, top, PARAMS, BUILD)
     except SimulatorMissing as e:
         pytest.fail(str(e))
     env = {"ENG_ROWS": str(PARAMS["ROWS"]), "ENG_COLS": str(PARAMS["COLS"]), "ENG_SEED": "7"}
-    problems = run_test(sim, "train_engine_hls", PARAMS, bdir, "tb_train_engine_hls", test, tmp_path, env)
-    assert not problems, f"{sim}, train_engine_hls: " + "\n".join(problems)
+    problems = run_test(sim, top, PARAMS, bdir, f"tb_{top}", test, tmp_path, env)
+    assert not problems, f"{sim}, {top}: " + "\n".join(problems)
+
+
+@pytest.mark.parametrize("test", HLS_TESTS)
+@pytest.mark.parametrize("sim", SIMS)
+def test_train_engine_hls(sim: str, test: str, tmp_path: Path) -> None:
+    _run(sim, "train_engine_hls", test, tmp_path)
 
 
 @pytest.mark.parametrize("test", TESTS)
 @pytest.mark.parametrize("sim", SIMS)
 def test_train_engine(sim: str, test: str, tmp_path: Path) -> None:
-    try:
-        bdir = build(sim, "train_engine", PARAMS, BUILD)
-    except SimulatorMissing as e:
-        pytest.fail(str(e))
-    env = {"ENG_ROWS": str(PARAMS["ROWS"]), "ENG_COLS": str(PARAMS["COLS"]), "ENG_SEED": "7"}
-    problems = run_test(sim, "train_engine", PARAMS, bdir, "tb_train_engine", test, tmp_path, env)
-    assert not problems, f"{sim}, train_engine: " + "\n".join(problems)
+    _run(sim, "train_engine", test, tmp_path)

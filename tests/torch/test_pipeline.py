@@ -6,13 +6,12 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from e2train.torch.distributed.config import DistConfig
 from e2train.torch.distributed.launch import DistributedError
 from e2train.torch.distributed.partition import PAPER_SPLITS, analytic_speedup, analytic_step_time, balance
 from e2train.torch.distributed.pipeline import train_pipeline
-from e2train.torch.distributed.stages import layers_of, stage_module
+from e2train.torch.distributed.stages import layers_of
 from e2train.torch.models import build_model
 from e2train.torch.trainer import TrainConfig, train
 
@@ -37,37 +36,19 @@ def unstashed():
     return train_pipeline(_cfg(), DistConfig(pipeline=3, split=SPLIT3, stash=False, trace=True, timeout_s=60))
 
 
-def _wrong_weight_grads(res) -> tuple[list, int]:
+def _wrong_weight_grads(res, replay) -> tuple[list, int]:
     """(stage, mb) whose applied gradient is not the gradient at the weights its forward used,
-    recomputed here from the recorded input, forward weights and incoming gradient; and the
-    number of (stage, mb) whose weights were updated between its forward and its backward."""
+    and the number of (stage, mb) whose weights were updated between forward and backward."""
     torch.manual_seed(0)
-    layers = layers_of(build_model("resnet8", 1, 10))
-    wrong, stale = [], 0
-    for s, trace in enumerate(res["traces"]):
-        mod = stage_module(layers, res["bounds"], s).train()
-        ops = res["stages"][s]["ops_epoch1"]
-        for mb, t in trace.items():
-            # updates this stage made between mb's forward and its backward
-            i_f, i_b = ops.index(("F", mb, t["fwd_version"])), [o[:2] for o in ops].index(("B", mb))
-            stale += any(o[0] == "U" for o in ops[i_f:i_b])
-            w = {n: v.clone().requires_grad_(True) for n, v in t["fwd_weights"].items()}
-            out = functional_call(mod, w, (t["input"].clone().requires_grad_(s > 0),))
-            if t["grad_out"] is None:
-                F.cross_entropy(out, t["y"]).backward()
-            else:
-                out.backward(t["grad_out"])
-            if any(not torch.allclose(w[n].grad, g, rtol=1e-4, atol=1e-6) for n, g in t["applied"].items()):
-                wrong.append((s, mb))
-    return wrong, stale
+    return replay(res, layers_of(build_model("resnet8", 1, 10)), F.cross_entropy)
 
 
-def test_stashing_backward_uses_the_forward_weights(stashed, unstashed):
-    wrong, stale = _wrong_weight_grads(stashed)
+def test_stashing_backward_uses_the_forward_weights(stashed, unstashed, replay_pipeline_grads):
+    wrong, stale = _wrong_weight_grads(stashed, replay_pipeline_grads)
     assert stale >= 5          # updates did come between forwards and backwards (stages 0 and 1)
     assert wrong == []
     # the same check catches the schedule without stashing: its backward ran on newer weights
-    wrong_off, stale_off = _wrong_weight_grads(unstashed)
+    wrong_off, stale_off = _wrong_weight_grads(unstashed, replay_pipeline_grads)
     assert stale_off == stale and len(wrong_off) >= 5
     assert all(s < 2 for s, _ in wrong_off)          # the last stage updates only after its own backward
     mem = stashed["stages"]
@@ -102,12 +83,12 @@ def test_async_update_order_matches_the_figure(stashed):
     assert f4 == b4 == u1 == 1
 
 
-def test_vertical_sync_runs_each_minibatch_on_stage0s_version():
+def test_vertical_sync_runs_each_minibatch_on_stage0s_version(replay_pipeline_grads):
     res = train_pipeline(_cfg(), DistConfig(pipeline=3, split=SPLIT3, vertical_sync=True, trace=True, timeout_s=60))
     fwd = [{mb: v for o, mb, v in st["ops_epoch1"] if o == "F"} for st in res["stages"]]
     assert fwd[1] == fwd[0] and fwd[2] == fwd[0]
     assert max(fwd[0].values()) >= 1          # versions did move on during the epoch
-    wrong, _ = _wrong_weight_grads(res)
+    wrong, _ = _wrong_weight_grads(res, replay_pipeline_grads)
     assert wrong == []
     assert res["stages"][1]["stash_peak_versions"] > 2      # the kept history is counted
 

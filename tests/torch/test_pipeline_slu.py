@@ -6,7 +6,6 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from e2train.torch.distributed.config import DistConfig
 from e2train.torch.distributed.pipeline import train_pipeline
@@ -74,45 +73,22 @@ def test_two_stages_in_one_process_give_the_one_process_outputs_gates_and_gradie
     assert sent[2 + n_state].grad.abs().sum() > 0
 
 
-def _wrong_grads(res):
-    """(stage, mb) whose applied gradient differs from the one recomputed from the recorded
-    input, forward weights, random state and incoming gradient; and the number of stale ones."""
+def _wrong_grads(res, replay):
+    """(stage, mb) whose applied gradient differs from the one recomputed from the trace; and the
+    number of stale ones."""
     torch.manual_seed(0)
-    layers = layers_of(build_model("resnet8", 1, 10, gated=True), (8, 8))
-    wrong, stale = [], 0
-    for s, trace in enumerate(res["traces"]):
-        mod = stage_module(layers, res["bounds"], s).train()
-        ops = res["stages"][s]["ops_epoch1"]
-        for mb, t in trace.items():
-            i_f, i_b = ops.index(("F", mb, t["fwd_version"])), [o[:2] for o in ops].index(("B", mb))
-            stale += any(o[0] == "U" for o in ops[i_f:i_b])
-            w = {n: v.clone().requires_grad_(True) for n, v in t["fwd_weights"].items()}
-            inp = t["input"]
-            inp = inp.clone() if s == 0 else tuple(v.clone().requires_grad_(True) for v in inp)
-            with torch.random.fork_rng(devices=[]):
-                torch.set_rng_state(t["rng"])
-                out = functional_call(mod, w, (inp,))
-            if t["grad_out"] is None:
-                _last_loss(out, t["y"]).backward()
-            else:
-                torch.autograd.backward(out, t["grad_out"])
-            for n, g in t["applied"].items():
-                if (g is None) != (w[n].grad is None) or (g is not None and
-                                                          not torch.allclose(w[n].grad, g, rtol=1e-4, atol=1e-6)):
-                    wrong.append((s, mb))
-                    break
-    return wrong, stale
+    return replay(res, layers_of(build_model("resnet8", 1, 10, gated=True), (8, 8)), _last_loss)
 
 
-def test_stashing_covers_the_gates_and_their_state():
+def test_stashing_covers_the_gates_and_their_state(replay_pipeline_grads):
     res = train_pipeline(_cfg(), DistConfig(pipeline=2, split=SPLIT2, trace=True, timeout_s=60))
-    wrong, stale = _wrong_grads(res)
+    wrong, stale = _wrong_grads(res, replay_pipeline_grads)
     assert stale >= 4 and wrong == []
     names0 = set(res["traces"][0][0]["applied"])
     assert any("cell.rnn" in n for n in names0) and any("embed" in n for n in names0)
     assert not any("cell" in n for n in res["traces"][1][0]["applied"])    # the cell lives on stage 0
     off = train_pipeline(_cfg(), DistConfig(pipeline=2, split=SPLIT2, stash=False, trace=True, timeout_s=60))
-    wrong_off, _ = _wrong_grads(off)
+    wrong_off, _ = _wrong_grads(off, replay_pipeline_grads)
     assert len(wrong_off) >= 4 and all(s == 0 for s, _ in wrong_off)
 
 

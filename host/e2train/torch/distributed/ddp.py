@@ -38,7 +38,7 @@ from ..policy import RandomBatchSkip
 from ..trainer import ConfigError, TrainConfig, evaluate, lr_factor
 from . import launch
 from .config import DistConfig
-from .pipeline import fail_point, precheck_data
+from .pipeline import fail_point, launch_and_record
 
 DDP_PRECISIONS = ("fp32", "signsgd", "int8_fp32grad")
 
@@ -60,16 +60,7 @@ def train_ddp(cfg: TrainConfig, dcfg: DistConfig) -> dict:
     cfg.validate()
     dcfg.validate()
     check_ddp_config(cfg, dcfg)
-    precheck_data(cfg)
-    payload = {"train": cfg.to_dict(), "dist": dcfg.to_dict(), "device": cfg.device, "threads": cfg.threads or 1}
-    res = launch.run(ddp_worker, dcfg.world, payload, timeout_s=dcfg.timeout_s)
-    if res is not None and cfg.out_dir:
-        import json
-        from pathlib import Path
-        out = Path(cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "records.json").write_text(json.dumps(res, indent=1))
-    return res
+    return launch_and_record(ddp_worker, dcfg.world, cfg, dcfg)
 
 
 def ddp_worker(rank: int, world: int, payload: dict) -> dict | None:

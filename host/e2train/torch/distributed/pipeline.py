@@ -84,22 +84,30 @@ def precheck_data(cfg: TrainConfig) -> None:
         find_files(cfg.data_dir)
 
 
+def launch_and_record(worker, nprocs: int, cfg: TrainConfig, dcfg: DistConfig, recorded=lambda res: res) -> dict:
+    """Spawn nprocs workers on the configs and write recorded(result) to out_dir/records.json;
+    the data is checked once here first."""
+    precheck_data(cfg)
+    payload = {"train": cfg.to_dict(), "dist": dcfg.to_dict(), "device": cfg.device, "threads": cfg.threads or 1}
+    res = launch.run(worker, nprocs, payload, timeout_s=dcfg.timeout_s)
+    if res is not None and cfg.out_dir:
+        import json
+        from pathlib import Path
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "records.json").write_text(json.dumps(recorded(res), indent=1))
+    return res
+
+
 def train_pipeline(cfg: TrainConfig, dcfg: DistConfig) -> dict:
     cfg.validate()
     dcfg.validate()
     if not dcfg.pipeline:
         raise DistConfigError("train_pipeline needs pipeline >= 1")
     check_pipeline_config(cfg, dcfg)
-    precheck_data(cfg)
-    payload = {"train": cfg.to_dict(), "dist": dcfg.to_dict(), "device": cfg.device, "threads": cfg.threads or 1}
-    res = launch.run(pipeline_worker, dcfg.pipeline, payload, timeout_s=dcfg.timeout_s)
-    if res is not None and cfg.out_dir:
-        import json
-        from pathlib import Path
-        out = Path(cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "records.json").write_text(json.dumps({k: v for k, v in res.items() if k != "traces"}, indent=1))
-    return res
+    # the per-microbatch traces are for tests; records.json keeps the rest
+    return launch_and_record(pipeline_worker, dcfg.pipeline, cfg, dcfg,
+                             lambda res: {k: v for k, v in res.items() if k != "traces"})
 
 
 # -- the worker ------------------------------------------------------------------------------
