@@ -172,11 +172,11 @@ def test_link_drop_does_not_stop_training_and_host_catches_up(served, tmp_path):
     c.flash()
     c.upload_file("d", f)
     run_id = c.train({"epochs": 12, "delay": 0.1}, "d", run_id="r1")
-    first = next(ev for ev in _drain(c, 3.0) if ev["event"] == "epoch")
+    first = next(ev for ev in _drain(c, 30.0) if ev["event"] == "epoch")
     c.close()                                   # the cable is pulled
     time.sleep(0.6)                             # epochs happen while nobody listens
     c.reconnect()
-    seen = [first] + list(_drain(c, 5.0, until="finished"))
+    seen = [first] + list(_drain(c, 60.0, until="finished"))
     epochs = [e["epoch"] for e in seen if e["event"] == "epoch"]
     trace = [(e["seq"], e["event"], e.get("epoch")) for e in seen]
     assert epochs == list(range(12)), f"events seen (seq, event, epoch): {trace}"   # none lost, in order
@@ -203,12 +203,14 @@ def test_stop_ends_a_run_early(served, tmp_path):
             c.train({"epochs": 2}, "d")
         time.sleep(0.2)
         assert c.request("stop")["state"] == "stopping"
-        evs = list(_drain(c, 5.0, until="finished"))
+        evs = list(_drain(c, 60.0, until="finished"))
         assert evs[-1]["event"] == "finished"
         assert c.request("status")["state"] == "stopped"
         assert c.results("long")["stopped"] is True
 
 
+# Generous bounds: each drain returns at its event, so only a busy machine (a fresh clone
+# installing beside the tests) ever waits long.
 def _drain(c, timeout, until=None):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
