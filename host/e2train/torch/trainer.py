@@ -588,13 +588,14 @@ def _step(run: _Run, epoch: int, b: int, x: torch.Tensor, y: torch.Tensor, idx: 
     """One training step with the policy hooks; the logits, or None if the policies skipped it."""
     ctx, policy, model, opt, nb = run.ctx, run.policy, run.model, run.opt, run.nb
     ctx.batch_in_epoch, ctx.step = b, epoch * nb + b
-    ctx.x, ctx.y, ctx.indices = x.to(run.device), y.to(run.device), idx
+    ctx.x, ctx.y, ctx.indices = x, y, idx          # on the host until the batch is known to run
     ctx.logits = ctx.loss = ctx.sample_losses = None
-    f = lr_factor(run.cfg, (epoch * nb + b) / run.total_steps, epoch + b / nb, epoch * nb + b)
+    f = lr_factor(run.cfg, ctx.step / run.total_steps, epoch + b / nb, ctx.step)
     for g, base in zip(opt.param_groups, run.base_lrs):
         g["lr"] = base * f
     if policy.skip_batch(ctx):
-        return None
+        return None                                # a dropped batch is not even copied to the device
+    ctx.x, ctx.y = x.to(run.device), y.to(run.device)
     keep = policy.sample_mask(ctx)
     if keep is not None:
         keep = keep.to(run.device)
