@@ -155,6 +155,16 @@ def test_cli_pipeline_flags_and_config_section(tmp_path, capsys):
     assert "split [0, 9] has 1 stages, pipeline has 2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--nproc", "--pipeline"])
+def test_cli_refuses_a_process_count_below_one(flag, capsys):
+    """--nproc 0 used to train one process silently; a count below 1 on the command line is a
+    one-line error before anything trains."""
+    from e2train.cli import main
+    assert main(["torch-train", flag, "0", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{flag} must be at least 1, got 0" in err[0]
+
+
 @pytest.mark.parametrize("exact", [True, False])
 def test_psg_backward_uses_the_codes_its_forward_ran_on(exact):
     # a PSG layer is stashed by its own graph: an update between forward and backward (as in

@@ -46,6 +46,10 @@ def pop_section(d: dict) -> dict:
 def dist_config(args: argparse.Namespace, section: dict) -> DistConfig | None:
     """The DistConfig the flags and the file ask for, or None for a one-process run."""
     d = dict(section)
+    for k in ("pipeline", "nproc"):            # 0 means "unset" in a config file, never on the command line
+        v = getattr(args, k, None)
+        if v is not None and v < 1:
+            raise DistConfigError(f"--{k} must be at least 1, got {v} (leave it out for one process)")
     for k in ("pipeline", "nproc", "pipe_schedule", "stash", "vertical_sync", "microbatches", "timeout_s"):
         v = getattr(args, k, None)
         if v is not None:
