@@ -36,9 +36,9 @@ $(BOARD_STAMP): pyproject.toml mk/board.mk mk/board-constraints.txt
 	  print('board venv: Python', sys.version.split()[0], 'numpy', numpy.__version__, 'pynq', pynq.__version__)"
 	@touch $@
 
-$(BOARD_DIGITS): $(STAMP) host/e2train/datasets.py
+$(BOARD_DIGITS): $(STAMP) host/e2train/data/datasets.py
 	@mkdir -p $(BOARD_VENV)
-	$(BIN)/python -c "from e2train.train_cli import dataset_npz; open('$@', 'wb').write(dataset_npz('digits', None))"
+	$(BIN)/python -c "from e2train.app.train_cli import dataset_npz; open('$@', 'wb').write(dataset_npz('digits', None))"
 
 board-test: $(BOARD_STAMP) $(BOARD_DIGITS) csim
 	cd $(CURDIR) && E2TRAIN_DIGITS_NPZ=$(abspath $(BOARD_DIGITS)) PYTHONPATH=$(CURDIR)/host \

@@ -2,8 +2,8 @@
 run's), and rows that cannot run at the paper's scale say why."""
 import pytest
 
-from e2train.cli import main
-from e2train.reproduce import TABLES, paper_tables, reproduce
+from e2train.app.cli import main
+from e2train.app.reproduce import TABLES, paper_tables, reproduce
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook")
 
@@ -53,7 +53,7 @@ def test_paper_scale_uses_each_papers_protocol():
     """E2-Train section 4.1: 64k iterations, lr / 10 at 32k and 48k; Learn&Drop section 4.2:
     60 epochs of batch 256 at lr 0.001 on MNIST; WUS section 4.1: 200 epochs, no augmentation;
     E2-Train section 4.2: a shorter or longer run scales its LR steps with it."""
-    from e2train.reproduce import PAPER_PROTOCOLS, Scale, _stretch
+    from e2train.app.reproduce import PAPER_PROTOCOLS, Scale, _stretch
     proto = {k: v for k, v in PAPER_PROTOCOLS["e2train-table2"].items() if k != "batch_size"}
     s = Scale("paper", "digits", "resnet8", 1, protocol=proto)
     cfg = s.config()
@@ -69,7 +69,7 @@ def test_paper003_tables_run_the_distributed_code_and_say_what_they_measure(tmp_
     """Paper 003's profile tables: every stage's compute and send times from the pipelined run
     (sends only where a stage sends), the measured step beside the analytic one; SAT-6 itself
     only from --data-dir, else the rows say why they did not run."""
-    from e2train.reproduce import Scale, pipeline_table5
+    from e2train.app.reproduce import Scale, pipeline_table5
     s = Scale("quick", "sat6synthetic", "modified_alexnet", 1, batch_size=16, protocol={"max_batches": 3, "lr": 0.05})
     r = pipeline_table5(s)
     assert r.rows["Stage 0"]["backward send ms"] is None and r.rows["Stage 1"]["forward send ms"] is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from e2train.bench.records import read_csv, write_csv
-from e2train.cli import main
+from e2train.app.cli import main
 
 
 def test_bad_grid_is_refused_before_training(tmp_path, capsys):

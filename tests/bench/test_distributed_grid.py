@@ -11,7 +11,7 @@ from e2train.bench.output import write_outputs
 from e2train.bench.records import Budget, read_csv
 from e2train.bench.runner import run_grid
 from e2train.bench.torch_backend import TorchBackend
-from e2train.cli import main
+from e2train.app.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook")
 

@@ -19,7 +19,7 @@ import math
 import pytest
 
 from e2train.bench.records import read_csv
-from e2train.cli import main
+from e2train.app.cli import main
 
 LIMIT, BATCH, EPOCHS = 480, 16, 2          # 30 batches an epoch: fast, enough for statistics
 

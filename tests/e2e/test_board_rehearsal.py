@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from e2train.device import checkpoint as ckpt
-from e2train.remote import SimulatedBoard
+from e2train.link.client import SimulatedBoard
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "depth=8", "--set", "width=4", "--set", "progress_every=4", "--preset", "e2train"]
@@ -36,7 +36,7 @@ def _env():
 
 
 def e2train(*args, timeout=120, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "e2train.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "e2train", *args], capture_output=True, text=True,
                           timeout=timeout, env=_env(), **kw)
 
 
@@ -80,7 +80,7 @@ def test_flash_train_ctrl_c_attach_stop_fetch(board, tmp_path):
     assert json.loads(r.stdout)["board"] == "sim"
     assert (Path(sim.data_dir) / "bitstreams" / "sim" / "manifest.json").exists()   # it came through the link
 
-    host = subprocess.Popen([sys.executable, "-m", "e2train.cli", "train", "--board", url, "--run-id", "r1",
+    host = subprocess.Popen([sys.executable, "-m", "e2train", "train", "--board", url, "--run-id", "r1",
                              "--set", "epochs=500", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=_env())
     try:
@@ -98,7 +98,7 @@ def test_flash_train_ctrl_c_attach_stop_fetch(board, tmp_path):
     assert st.returncode == 0, st.stderr
     assert json.loads(st.stdout)["run_state"] == "training"
 
-    att = subprocess.Popen([sys.executable, "-m", "e2train.cli", "attach", "--board", url, "--run-id", "r1"],
+    att = subprocess.Popen([sys.executable, "-m", "e2train", "attach", "--board", url, "--run-id", "r1"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     try:
         caught = _wait_for(att, "epoch 2/", 120)
@@ -153,7 +153,7 @@ def test_agent_killed_mid_run_and_restarted_resumes_to_identical_weights(tmp_pat
     sim = SimulatedBoard(data_dir=data, meter="none", tcp=tcp)
     line = throttled_line(sim.link, 115200) if transport != "tcp" else None
     url = line.path if line else sim.link
-    host = subprocess.Popen([sys.executable, "-m", "e2train.cli", "train", "--board", url, *CFG],
+    host = subprocess.Popen([sys.executable, "-m", "e2train", "train", "--board", url, *CFG],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     sim2 = None
     try:

@@ -1,5 +1,5 @@
 """Every failure of `train`, `flash`, `board`, `status`, `attach`, `fetch` ends in one line
-naming the cause and the fix, with the exit code of its kind (e2train.exit_codes), and
+naming the cause and the fix, with the exit code of its kind (e2train.app.exit_codes), and
 no traceback. Host-side checks run before any port is opened; board-side refusals come
 from a simulated board agent on loopback TCP."""
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2train import exit_codes as ec
-from e2train.remote import BoardClient, SimulatedBoard
+from e2train.app import exit_codes as ec
+from e2train.link.client import BoardClient, SimulatedBoard
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "t0ken-for-tests"
@@ -32,7 +32,7 @@ def _env():
 
 
 def e2train(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "e2train.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "e2train", *args], capture_output=True, text=True,
                           timeout=timeout, env=_env(), cwd=ROOT)
 
 
@@ -186,7 +186,7 @@ def test_board_port_in_use_is_one_line():
 def test_a_corrupt_or_foreign_bitstream_on_the_board_is_refused_with_its_code(agent, files):
     """The board's own check (a file damaged on its disk, or sent by another tool): refused
     with code bad-bitstream, not an internal error."""
-    from e2train.remote import BoardError
+    from e2train.link.client import BoardError
     with BoardClient(agent.link, token=TOKEN) as c:
         for d in ("corrupt", "otherabi"):
             c.upload_bytes("manifest.json", (files / d / "manifest.json").read_bytes(), kind="bitstream", bitstream=d)

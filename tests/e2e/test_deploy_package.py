@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from e2train import board_package as bp
+from e2train.link import board_package as bp
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def test_the_wheel_is_the_board_side_only_and_reproducible(tmp_path):
     with zipfile.ZipFile(tmp_path / name) as zin, zipfile.ZipFile(bad, "w") as zout:
         for n in zin.namelist():
             data = zin.read(n)
-            zout.writestr(n, data + b"# changed\n" if n == "e2train/device/link.py" else data)
+            zout.writestr(n, data + b"# changed\n" if n == "e2train/link/protocol.py" else data)
     with pytest.raises(bp.PackageError, match="does not match its RECORD"):
         bp.check_wheel(bad)
     (tmp_path / "torn.whl").write_bytes(blob[: len(blob) // 2])
@@ -39,12 +39,12 @@ def test_flash_package_installs_and_restarts_the_agent_into_it(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "host") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     target = tmp_path / "site"
     # the agent under test gets a package target (never pip into this machine's Python)
-    agent = subprocess.Popen([sys.executable, "-m", "e2train.cli", "board", "--tcp", "127.0.0.1:0", "--sim",
+    agent = subprocess.Popen([sys.executable, "-m", "e2train", "board", "--tcp", "127.0.0.1:0", "--sim",
                               "--meter", "none", "--data-dir", str(tmp_path / "board"),
                               "--package-target", str(target)], stdout=subprocess.PIPE, text=True, env=env)
     try:
         link = json.loads(agent.stdout.readline())["link"]
-        r = subprocess.run([sys.executable, "-m", "e2train.cli", "flash", "--board", link, "--package",
+        r = subprocess.run([sys.executable, "-m", "e2train", "flash", "--board", link, "--package",
                             "--bitstream-dir", str(ROOT / "bitstreams" / "sim")],
                            capture_output=True, text=True, timeout=120, env=env)
         assert r.returncode == 0, r.stderr

@@ -2,8 +2,8 @@
 upload in CRC-checked chunks each of which fits its timeout, and the replies after it."""
 import time
 
-from e2train.device import link
-from e2train.remote import BoardClient, SimulatedBoard
+from e2train.link import protocol as link
+from e2train.link.client import BoardClient, SimulatedBoard
 
 
 def test_upload_and_replies_at_9600_baud(tmp_path, throttled_line):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from e2train.remote import BoardClient, SimulatedBoard
-from e2train.train_cli import build_config, main_summary_lines, train_session
+from e2train.link.client import BoardClient, SimulatedBoard
+from e2train.app.train_cli import build_config, main_summary_lines, train_session
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_report_files_written(report):
 def test_summary_md_and_power_on_board_time(report):
     import numpy as np
 
-    from e2train.run_report import board_power, board_time_axis
+    from e2train.app.run_report import board_power, board_time_axis
     out = report["tmp"] / "run"
     md = (out / "summary.md").read_text()
     assert "e2train commit: `" in md and '"depth": 8' in md and "epochs: 1" in md

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from e2train import cli
+from e2train.app import cli
 
 
 def test_kernels_command_is_bit_exact(csim_lib, capsys):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from e2train.cli import main
+from e2train.app.cli import main
 
 
 def test_measure_a_command_on_the_simulated_meter(tmp_path, capsys):

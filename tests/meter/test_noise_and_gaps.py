@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from e2train.cli import main
+from e2train.app.cli import main
 from e2train.meter import BadRecord, NoData
 from e2train.meter.base import Meter, Sample
 from e2train.meter.dialogue import ExpectedDialogue

@@ -1,4 +1,4 @@
-"""e2train.datasets: digits split and scaling, the CIFAR python format, refusals."""
+"""e2train.data.datasets: digits split and scaling, the CIFAR python format, refusals."""
 import pickle
 import subprocess
 import sys
@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from e2train import datasets
-from e2train.datasets import DatasetError
+from e2train.data import datasets
+from e2train.data.datasets import DatasetError
 
 
 def test_digits_split_and_standardisation(digits):
@@ -80,6 +80,6 @@ def test_garbage_and_unknown_names(tmp_path):
 
 def test_board_side_modules_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['sklearn'] = None; "
-            "import e2train.core.energy, e2train.datasets; "
+            "import e2train.core.energy, e2train.data.datasets; "
             "assert 'matplotlib' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -54,7 +54,7 @@ def test_same_tally_same_parts_on_both_trainers(device_step, tiny):
 def test_torch_cli_and_records_show_the_parts(tmp_path, capsys):
     import json
 
-    from e2train.cli import main
+    from e2train.app.cli import main
     rc = main(["torch-train", "--epochs", "1", "--limit-train", "64", "--batch-size", "32", "--max-batches", "1",
                "--no-progress", "--precision", "psg", "--out", str(tmp_path)])
     out = capsys.readouterr().out

@@ -144,7 +144,7 @@ def test_smd_drops_the_same_batches_on_every_stage_as_in_one_process():
 
 
 def test_cli_pipeline_flags_and_config_section(tmp_path, capsys):
-    from e2train.cli import main
+    from e2train.app.cli import main
     conf = tmp_path / "run.toml"
     conf.write_text('model = "resnet8"\nepochs = 1\nmax_batches = 3\nbatch_size = 32\nthreads = 1\ndevice = "cpu"\n'
                     '[distributed]\npipeline = 2\nsplit = [0, 2, 5]\n')
@@ -159,7 +159,7 @@ def test_cli_pipeline_flags_and_config_section(tmp_path, capsys):
 def test_cli_refuses_a_process_count_below_one(flag, capsys):
     """--nproc 0 used to train one process silently; a count below 1 on the command line is a
     one-line error before anything trains."""
-    from e2train.cli import main
+    from e2train.app.cli import main
     assert main(["torch-train", flag, "0", "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{flag} must be at least 1, got 0" in err[0]

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from e2train import datasets
-from e2train.datasets import DatasetError
+from e2train.data import datasets
+from e2train.data.datasets import DatasetError
 
 
 def _write(folder, n, rng):

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from e2train.cli import main
+from e2train.app.cli import main
 from e2train.torch.trainer import ConfigError, TrainConfig, load_checkpoint, train
 
 RUN = dict(batch_size=16, progress=False, max_batches=4, precision="psg", smd=True, smd_p=0.3,

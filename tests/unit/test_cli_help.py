@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from e2train import __version__, cli
+from e2train import __version__
+from e2train.app import cli
 from e2train.core.fixedpoint import CONTRACT_VERSION
 
 # torch-train's and bench's flags live in the torch trainer's and the harness's own modules.

@@ -14,7 +14,7 @@ def report(arm_ops: int, fabric_s: float, scale: int) -> dict:
 
 
 def test_run_summary_lists_every_part_labelled_modelled_on_its_platform():
-    from e2train.run_report import energy_rows
+    from e2train.app.run_report import energy_rows
     rows = dict(energy_rows(report(10**7, 0.2, 1)))
     for k in PARTS:
         key = next(r for r in rows if PART_LABELS[k] in r)
@@ -22,7 +22,7 @@ def test_run_summary_lists_every_part_labelled_modelled_on_its_platform():
 
 
 def test_demo_table_shows_parts_both_baselines_and_the_arm_rate_rows():
-    from e2train.demo import comparison
+    from e2train.app.demo import comparison
     base, e2 = report(6 * 10**7, 0.3, 2), report(2 * 10**7, 0.2, 1)
     md = comparison({"baseline": base, "e2train": e2})
     for k in PARTS:
@@ -43,7 +43,7 @@ def test_demo_table_shows_parts_both_baselines_and_the_arm_rate_rows():
 
 
 def test_demo_table_without_recorded_work_still_prints():
-    from e2train.demo import comparison
+    from e2train.app.demo import comparison
     base, e2 = report(10**7, 0.3, 2), report(10**7, 0.2, 1)
     del base["results"]["work"]
     md = comparison({"baseline": base, "e2train": e2})

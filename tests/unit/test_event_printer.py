@@ -1,7 +1,7 @@
 """The host's live progress shows what the trainer's events really carry."""
 import io
 
-from e2train.train_cli import EventPrinter
+from e2train.app.train_cli import EventPrinter
 
 
 def _events():

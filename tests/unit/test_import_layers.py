@@ -5,9 +5,9 @@ catches imports that run at import time. This reads every ``import`` statement, 
 those inside functions that only run on some paths (an ``import torch`` in a rarely used
 board-side function would pass that test and still break on the PYNQ image).
 
-A "part" is the first name under ``e2train``: a package (``core``, ``device``, ``torch``,
-``meter``, ``bench``) or a top-level module (``cli``, ``datasets``, ...); the package's own
-``__init__`` is the part ``e2train``. An import is *lazy* when it sits inside a function:
+A "part" is the first name under ``e2train``: a package (``core``, ``device``, ``link``,
+``data``, ``meter``, ``torch``, ``bench``, ``app``); the package's own ``__init__`` and
+``__main__`` are the part ``e2train``. An import is *lazy* when it sits inside a function:
 it runs only when that function is called.
 """
 from __future__ import annotations
@@ -32,9 +32,9 @@ class Import:
 
 
 def part(name: str) -> str:
-    """e2train.core.golden -> core; e2train.cli -> cli; e2train -> e2train."""
+    """e2train.core.golden -> core; e2train.app.cli -> app; e2train -> e2train."""
     bits = name.split(".")
-    return bits[1] if len(bits) > 1 else bits[0]
+    return bits[1] if len(bits) > 1 and bits[1] != "__main__" else bits[0]
 
 
 def top(name: str) -> str:
@@ -59,7 +59,7 @@ def _resolve(node: ast.ImportFrom, module: str, is_pkg: bool, known: set[str]) -
         pkg = module.split(".") if is_pkg else module.split(".")[:-1]
         pkg = pkg[:len(pkg) - (node.level - 1)]
         base = ".".join(pkg + ([node.module] if node.module else []))
-    # `from .. import datasets` imports the module e2train.datasets, not the package e2train
+    # `from .. import datasets` imports the module e2train.data.datasets, not the package e2train
     return [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
 
 
@@ -85,23 +85,27 @@ def scan(package_dir: Path) -> list[Import]:
 
 # --- the rules (docs/architecture.md, "What each part may import") ---------------------------
 
-BOARD_SIDE = {"core", "device"}
+BOARD_SIDE = {"core", "device", "link", "data"}
 NEVER_ON_BOARD = {"torch", "torchvision", "matplotlib", "scipy", "safetensors", "cocotb", "tqdm"}
 # e2train parts each part may import at module level (besides itself), and lazily
 INTERNAL = {
     "core": (set(), set()),
-    "device": ({"core", "e2train"}, {"board_package", "meter", "datasets"}),
+    "link": ({"e2train"}, set()),
+    "data": (set(), set()),
+    "device": ({"core", "link", "e2train"}, {"meter", "data"}),
     "meter": (set(), set()),
-    "torch": ({"core", "device", "datasets", "sat6"}, set()),
+    "torch": ({"core", "device", "data"}, set()),
 }
 # third-party packages each part may import at module level, and lazily
 THIRD_PARTY = {
     "core": ({"numpy"}, set()),
+    "link": (set(), {"serial"}),
+    "data": ({"numpy"}, {"sklearn", "PIL"}),
     "device": ({"numpy", "pynq", "serial"}, {"sklearn"}),
     "meter": ({"numpy", "serial"}, {"matplotlib"}),
 }
-TORCH_USERS = {"torch", "bench", "reproduce"}   # the parts that may import the torch library
-APP_MODULES = {"cli", "train_cli", "remote", "demo", "kernel_demo", "reproduce", "run_report", "exit_codes"}
+TORCH_USERS = {"torch", "bench", "app"}   # the parts that may import the torch library
+APP = "app"                               # the commands: they import the packages, never the reverse
 
 
 def violations(imports: list[Import], root: str = "e2train") -> list[str]:
@@ -117,10 +121,10 @@ def violations(imports: list[Import], root: str = "e2train") -> list[str]:
                 eager, lazy_ok = INTERNAL[src]
                 if dst not in eager and not (imp.lazy and dst in lazy_ok):
                     bad.append(f"{where}: {src} may not import e2train.{dst}")
-            if dst == "bench" and src not in ("bench", "cli"):
+            if dst == "bench" and src not in ("bench", APP):
                 bad.append(f"{where}: only the CLI reaches the harness")
-            if dst in APP_MODULES and src not in APP_MODULES:
-                bad.append(f"{where}: the packages do not import the app modules")
+            if dst == APP and src not in (APP, "e2train"):
+                bad.append(f"{where}: the packages do not import the app")
             continue
         pkg = top(imp.target)
         if pkg in STDLIB or pkg == "__future__":
@@ -139,7 +143,7 @@ def violations(imports: list[Import], root: str = "e2train") -> list[str]:
 def test_the_package_keeps_its_import_rules():
     imports = scan(PACKAGE_DIR)
     # the scan sees what it must: a lazy host-only import on the board side, and torch's users
-    assert any(i.module == "e2train.device.trainer" and i.target == "e2train.datasets" and i.lazy
+    assert any(i.module == "e2train.device.trainer" and i.target == "e2train.data.datasets" and i.lazy
                for i in imports)
     assert any(i.module.startswith("e2train.torch.") and top(i.target) == "torch" for i in imports)
     bad = violations(imports)
@@ -153,11 +157,13 @@ def test_a_violation_is_reported(tmp_path):
         (pkg / sub).mkdir(parents=True)
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
-    (pkg / "cli.py").write_text("")
+    (pkg / "app").mkdir()
+    (pkg / "app" / "__init__.py").write_text("")
+    (pkg / "app" / "cli.py").write_text("")
     (pkg / "core" / "bad.py").write_text("import numpy\nfrom ..device import agent\n")
     (pkg / "device" / "agent.py").write_text(
         "from ..core import bad\n"                      # allowed
-        "def f():\n    import torch\n    from .. import cli\n    import sklearn\n"
+        "def f():\n    import torch\n    from ..app import cli\n    import sklearn\n"
         "import sklearn\n")
     (pkg / "meter" / "m.py").write_text("import matplotlib\ndef g():\n    import matplotlib.pyplot\n")
     (pkg / "torch" / "t.py").write_text("import torch\nfrom ..meter import m\n")
@@ -165,10 +171,10 @@ def test_a_violation_is_reported(tmp_path):
     expected = [
         "e2train.core.bad:2 imports e2train.device.agent: core may not import e2train.device",
         "e2train.device.agent:3 imports torch (in a function): the board side never imports torch",
-        "e2train.device.agent:3 imports torch (in a function): only bench, reproduce, torch import torch",
+        "e2train.device.agent:3 imports torch (in a function): only app, bench, torch import torch",
         "e2train.device.agent:3 imports torch (in a function): device may not import torch",
-        "e2train.device.agent:4 imports e2train.cli (in a function): device may not import e2train.cli",
-        "e2train.device.agent:4 imports e2train.cli (in a function): the packages do not import the app modules",
+        "e2train.device.agent:4 imports e2train.app.cli (in a function): device may not import e2train.app",
+        "e2train.device.agent:4 imports e2train.app.cli (in a function): the packages do not import the app",
         "e2train.device.agent:6 imports sklearn: device may not import sklearn at module level",
         "e2train.meter.m:1 imports matplotlib: meter may not import matplotlib at module level",
         "e2train.torch.t:2 imports e2train.meter.m: torch may not import e2train.meter",

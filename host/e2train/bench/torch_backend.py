@@ -48,7 +48,7 @@ class BackendUnavailable(RuntimeError):
 try:
     import torch
 
-    from ..datasets import DatasetError
+    from ..data.datasets import DatasetError
     from ..torch import data as tdata
     from ..torch.policy import Policy, RandomBatchOmission, RandomBatchSkip
     from ..torch.psg import PSGConv2d

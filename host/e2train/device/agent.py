@@ -34,8 +34,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
-from . import link
-from .link import LinkError, ProtocolError
+from ..link import protocol as link
+from ..link.protocol import LinkError, ProtocolError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_UPLOAD = 256 << 20          # bytes; a data set bigger than this is refused up front
@@ -246,7 +246,7 @@ class Agent:
                 raise CommandError(f"bad bitstream directory name {bitstream!r}", "bad-args")
             return self.data_dir / "bitstreams" / bitstream / name
         if kind == "package":
-            from ..board_package import WHEEL_RE
+            from ..link.board_package import WHEEL_RE
             if not isinstance(name, str) or not WHEEL_RE.match(name):
                 raise CommandError(f"bad package name {name!r}: e2train-VERSION-py3-none-any.whl", "bad-args")
             return self.data_dir / "packages" / name
@@ -322,7 +322,7 @@ class Agent:
         """Install an uploaded board wheel (checked against its RECORD first): unpacked into
         ``--package-target`` when the agent has one, else ``pip install`` into its own Python."""
         import subprocess
-        from ..board_package import PackageError, check_wheel
+        from ..link.board_package import PackageError, check_wheel
         if self._state() == "training":
             raise CommandError(f"run {self.run['run_id']} is in progress; stop it before installing", "busy")
         path = self._upload_target("package", name, None)
@@ -726,7 +726,7 @@ def _restart(args: argparse.Namespace, address: str | None) -> None:
             env["PYTHONPATH"] = code + os.pathsep + env.get("PYTHONPATH", "")
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "e2train.cli", "board", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", "e2train", "board", *argv], env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,7 +137,7 @@ def synthetic_digits(seed: int = 0):
     decisions differ with the data; the ops they skip are not counted, so ops/s still holds.)
     """
     rng = np.random.default_rng(seed)
-    from ..datasets import DIGITS_TEST
+    from ..data.datasets import DIGITS_TEST
     n, n_test = 1797, DIGITS_TEST
     x = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
     y = (np.arange(n) % 10).astype(np.int64)
@@ -167,7 +167,7 @@ def _load_data(name: str):
         from .agent import DATASET_KEYS, load_dataset_npz
         data = load_dataset_npz(Path(name))
         return tuple(data[k] for k in DATASET_KEYS)
-    from .. import datasets                   # host side (scikit-learn for digits)
+    from ..data import datasets                 # host side (scikit-learn for digits)
     return datasets.load(name, None)
 
 

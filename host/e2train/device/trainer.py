@@ -428,14 +428,14 @@ def main(argv=None) -> int:
     import json
     p = argparse.ArgumentParser(prog="python -m e2train.device.trainer",
                                 description="Baseline (8-bit, all batches, no gates) vs E2-Train on the device trainer.")
-    p.add_argument("--data", default="digits", help="data set name for e2train.datasets.load (default digits)")
+    p.add_argument("--data", default="digits", help="data set name for e2train.data.datasets.load (default digits)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--backend", choices=("csim", "golden"), default="csim")
     p.add_argument("--config", default="{}", help="JSON overrides shared by both runs")
     p.add_argument("--e2", default="{}", help="JSON overrides for the E2-Train run only")
     p.add_argument("--json", default=None, help="write the full results here")
     a = p.parse_args(argv)
-    from .. import datasets                       # host side only: may import scikit-learn
+    from ..data import datasets                     # host side only: may import scikit-learn
     try:
         base, e2 = json.loads(a.config), json.loads(a.e2)
         TrainConfig.from_dict(dict(COMPARE_BASE, **base, **e2))

@@ -1,7 +1,7 @@
 """Power over time with the phases shaded and the gaps hatched (matplotlib, Agg, imported here only).
 
 Written as PNG and, beside it, SVG. The time axis is the recorder's (the meter's samples, stamped
-on the host); a training run adds its board-time plot (e2train.run_report).
+on the host); a training run adds its board-time plot (e2train.app.run_report).
 """
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .trainer import ConfigError, TrainConfig, train
-    from ..datasets import DatasetError
+    from ..data.datasets import DatasetError
     from .distributed import cli as dist_cli
     try:
         d: dict = {}

@@ -1,4 +1,4 @@
-"""Batches for the torch trainer: ``e2train.datasets`` arrays as tensors, with augmentation.
+"""Batches for the torch trainer: ``e2train.data.datasets`` arrays as tensors, with augmentation.
 
 The data sets are small enough to live in memory as one tensor, so batching is an index
 permutation (seeded per epoch: a resumed run sees the same batches) and augmentation is
@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .. import datasets
+from ..data import datasets
 
 
 @dataclass

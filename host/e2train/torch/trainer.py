@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from ..core.energy import ENERGY_KIND, EnergyModel
 from ..core.fixedpoint import ACT_SCALE_DEFAULT, ACT_SCALE_POLICIES, CONTRACT_VERSION
 from ..core.work import Work
-from ..datasets import NAMES as DATASET_NAMES
+from ..data.datasets import NAMES as DATASET_NAMES
 from . import data as tdata
 from .models import PRECISIONS, build_model, parse_model
 from .optim import build_optimizer

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from e2train.device import agent as agent_mod
-from e2train.device import link
-from e2train.remote import BoardClient, BoardError
+from e2train.link import protocol as link
+from e2train.link.client import BoardClient, BoardError
 
 
 class FakeTrainer:

@@ -8,8 +8,8 @@ import zlib
 import pytest
 
 from e2train.device import agent as agent_mod
-from e2train.device import link
-from e2train.remote import BoardClient, BoardError
+from e2train.link import protocol as link
+from e2train.link.client import BoardClient, BoardError
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from e2train.device import link
-from e2train.remote import BoardClient
+from e2train.link import protocol as link
+from e2train.link.client import BoardClient
 
 
 class ScriptedBoard:
@@ -103,7 +103,7 @@ def test_a_gap_in_the_live_stream_is_filled_from_the_log_before_newer_events():
 
 
 def test_a_gap_survives_a_drop_during_its_catch_up():
-    from e2train.device.link import LinkError
+    from e2train.link.protocol import LinkError
     kept = [link.event(s, "epoch", epoch=s) for s in range(1, 13)]
 
     class DropsOnRequest(GappyBoard):

@@ -8,8 +8,8 @@ import zlib
 import pytest
 
 from e2train.device import agent as agent_mod
-from e2train.device import link
-from e2train.remote import BoardClient, BoardError
+from e2train.link import protocol as link
+from e2train.link.client import BoardClient, BoardError
 
 
 @pytest.mark.parametrize("baud", [9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600])

@@ -8,7 +8,7 @@ import tty
 import pytest
 
 from e2train.device import agent as agent_mod
-from e2train.remote import BoardClient
+from e2train.link.client import BoardClient
 
 
 def _cable():

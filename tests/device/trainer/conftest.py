@@ -12,7 +12,7 @@ from e2train.core import golden
 
 @pytest.fixture(scope="session")
 def digits():
-    """The digits split of e2train.datasets (sklearn's 8x8 digits, 1437/360).
+    """The digits split of e2train.data.datasets (sklearn's 8x8 digits, 1437/360).
 
     Under ``make board-test`` (the PYNQ image's versions, no scikit-learn) it arrives as the host
     uploads it to a board: the npz named by E2TRAIN_DIGITS_NPZ, read by the agent's own loader.
@@ -22,7 +22,7 @@ def digits():
         from e2train.device.agent import DATASET_KEYS, load_dataset_npz
         data = load_dataset_npz(Path(path))
         return tuple(data[k] for k in DATASET_KEYS)
-    from e2train import datasets
+    from e2train.data import datasets
     return datasets.load("digits")
 
 

@@ -92,11 +92,11 @@ def test_calibrate_arm_runs_without_scikit_learn_and_never_suggests_torch(tmp_pa
     code = (
         "import sys\n"
         "sys.modules['torch'] = None; sys.modules['sklearn'] = None\n"
-        "from e2train.cli import main\n"
+        "from e2train.app.cli import main\n"
         "rc = main(['calibrate-arm', '--backend', 'golden', '--steps', '1', '--warmup', '0', '--config',\n"
         "           '{\"depth\": 8, \"width\": 4, \"batch_size\": 16, \"epochs\": 1, \"progress_every\": 0}'])\n"
         "assert rc == 0, rc\n"
-        "from e2train import datasets\n"
+        "from e2train.data import datasets\n"
         "try:\n"
         "    datasets.load_digits()\n"
         "except datasets.DatasetError as e:\n"

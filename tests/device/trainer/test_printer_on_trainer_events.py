@@ -5,7 +5,7 @@ import json
 
 from e2train.core import golden
 from e2train.device.trainer import Trainer
-from e2train.train_cli import EventPrinter
+from e2train.app.train_cli import EventPrinter
 
 
 def test_the_printer_shows_what_the_trainer_sends(small_digits):

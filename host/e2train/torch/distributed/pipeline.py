@@ -80,7 +80,7 @@ def len_hint(cfg: TrainConfig) -> str:
 def precheck_data(cfg: TrainConfig) -> None:
     """Missing SAT-6 files end here with one line, not once per spawned process."""
     if cfg.dataset.lower().replace("-", "") == "sat6":
-        from ...sat6 import find_files
+        from ...data.sat6 import find_files
         find_files(cfg.data_dir)
 
 

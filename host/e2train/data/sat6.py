@@ -1,6 +1,6 @@
 """DeepSat SAT-6 (Basu et al. 2015) from its published CSV files, and a same-shaped stand-in.
 
-numpy-only, like ``e2train.datasets`` (which dispatches the names ``sat6`` and
+numpy-only, like ``e2train.data.datasets`` (which dispatches the names ``sat6`` and
 ``sat6-synthetic`` here). The published form (Kaggle "DeepSat (SAT-6) Airborne Dataset", the
 source paper 003 cites) is four headerless CSV files:
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .device.link import LinkError
+from ..link.protocol import LinkError
 from .exit_codes import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_USAGE, CliError
-from .remote import BoardClient, SimulatedBoard
+from ..link.client import BoardClient, SimulatedBoard
 
 PRESETS_DOC = "baseline (8-bit, all batches, no gates, exact signs) or e2train (SMD + SLU + PSG)"
 REPORT_DIR_HELP = "report directory (default runs/<run id>)"
@@ -72,7 +72,7 @@ def run_flash(args: argparse.Namespace) -> int:
 
 def bitstream_files(directory: str) -> tuple[str, dict[str, bytes]]:
     """The files of a local bitstream directory to send (checked here, before any port opens)."""
-    from .device.agent import BITSTREAM_FILES, NAME_RE
+    from ..device.agent import BITSTREAM_FILES, NAME_RE
     d = Path(directory)
     if not (d / "manifest.json").is_file():
         raise CliError(f"--bitstream-dir {d}: no manifest.json there; name a directory written by "
@@ -80,7 +80,7 @@ def bitstream_files(directory: str) -> tuple[str, dict[str, bytes]]:
     if not NAME_RE.match(d.resolve().name):
         raise CliError(f"--bitstream-dir {d}: the directory name must be letters, digits, _ . - "
                        "(it names the bitstream on the board)", EXIT_USAGE)
-    from .device import manifest as mf
+    from ..device import manifest as mf
     mf.load(d)          # ManifestError (corrupt, other kernel interface, files not matching): before sending
     return d.resolve().name, {f: (d / f).read_bytes() for f in BITSTREAM_FILES if (d / f).is_file()}
 
@@ -97,7 +97,7 @@ def deploy(client: BoardClient, bitstream: tuple[str, dict[str, bytes]], *, quie
 def install_package(client: BoardClient, *, quiet: bool = False) -> dict:
     """Send the board-side wheel in checked chunks, install it on the board, restart the
     agent into it and reconnect; returns the install reply."""
-    from .board_package import build_board_wheel
+    from ..link.board_package import build_board_wheel
     name, blob = build_board_wheel()
     client.upload_bytes(name, blob, upload_progress(name, quiet), kind="package")
     rep = client.request("install", name=name, timeout=600)
@@ -313,7 +313,7 @@ class _board:
 
 def validate_config(config: dict) -> None:
     """The board's own validator, run on the host before any port is opened."""
-    from .device.train_config import TrainConfig
+    from ..device.train_config import TrainConfig
     TrainConfig.from_dict(config)       # ConfigError (a ValueError): exit code 2, one line
 
 
@@ -328,7 +328,7 @@ def check_meter_port(spec: str | None) -> None:
 
 
 def load_dataset_bytes(name: str, data_dir: str | None) -> bytes:
-    from .datasets import DatasetError
+    from ..data.datasets import DatasetError
     try:
         return dataset_npz(name, data_dir)
     except (DatasetError, FileNotFoundError) as e:
@@ -336,7 +336,7 @@ def load_dataset_bytes(name: str, data_dir: str | None) -> bytes:
 
 
 def build_config(preset: str, config_file: str | None, overrides: list[str]) -> dict:
-    from .device.board import preset_config
+    from ..device.board import preset_config
     cfg = preset_config(preset)
     if config_file:
         try:
@@ -363,7 +363,7 @@ def build_config(preset: str, config_file: str | None, overrides: list[str]) -> 
 def dataset_npz(name: str, data_dir: str | None) -> bytes:
     """The data set as compressed npz bytes (no pickle), as the board agent expects it.
     Compressed: digits shrinks from 475 KB to 66 KB, 6 s instead of 55 s at 115200 baud."""
-    from .datasets import load
+    from ..data.datasets import load
     xtr, ytr, xte, yte = load(name, data_dir)
     buf = io.BytesIO()
     np.savez_compressed(buf, x_train=np.asarray(xtr, np.float32), y_train=np.asarray(ytr, np.int64),
@@ -409,7 +409,7 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
     out_dir = report_dir(out, run_id)
     rec = None
     if meter:
-        from .meter.recorder import Recorder
+        from ..meter.recorder import Recorder
         rec = Recorder(meter, idle_s=idle_s, out_dir=out_dir)
         rec.start()             # waits for the first sample, then records idle power
     printer = EventPrinter(label or run_id, quiet=quiet)

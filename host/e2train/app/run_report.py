@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.energy import PART_LABELS, PARTS
-from .meter.recorder import integrate_energy
+from ..core.energy import PART_LABELS, PARTS
+from ..meter.recorder import integrate_energy
 
 
 def source_commit() -> str:

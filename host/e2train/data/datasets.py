@@ -47,7 +47,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None):
         return load_mnist(data_dir)
     if key == "imagenette":
         return load_imagenette(data_dir)
-    if key in ("sat6", "sat6synthetic"):           # DeepSat SAT-6 (paper 003), e2train.sat6
+    if key in ("sat6", "sat6synthetic"):           # DeepSat SAT-6 (paper 003), e2train.data.sat6
         from . import sat6
         return sat6.load_csv(data_dir) if key == "sat6" else sat6.synthetic()
     raise DatasetError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")

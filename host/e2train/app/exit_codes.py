@@ -50,7 +50,7 @@ class CliError(Exception):
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """(one-line message naming cause and fix, exit code) for an exception ending a command."""
-    from .device.link import LinkError, ProtocolError
+    from ..link.protocol import LinkError, ProtocolError
     msg, code = str(exc), EXIT_INTERNAL
     if isinstance(exc, CliError):
         code = exc.code

@@ -4,7 +4,7 @@ Subcommand modules are imported only when named, so that `e2train measure` or th
 agent never import torch. Each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
 
 A command that fails ends in one line naming the cause and the fix, with an exit code from
-:mod:`e2train.exit_codes`; ``--debug`` (anywhere on the command line) adds the traceback.
+:mod:`e2train.app.exit_codes`; ``--debug`` (anywhere on the command line) adds the traceback.
 ``--version`` (anywhere) prints the package and fixed-point contract versions; a bare
 ``e2train`` prints the usage and exits 2 (a usage error, as any unknown command).
 """
@@ -16,20 +16,20 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("e2train.demo", "baseline vs E2-Train on the simulated board, measured through the simulated meter"),
-    "flash": ("e2train.train_cli", "load a bitstream onto the board (or the simulated board)"),
-    "train": ("e2train.train_cli", "train on the board (the simulated board when none is named)"),
-    "status": ("e2train.train_cli", "the board's state, or one run's (--run-id)"),
-    "attach": ("e2train.train_cli", "follow a run on the board (catching up on what was missed) until it ends"),
-    "stop": ("e2train.train_cli", "stop the run on the board (it keeps its checkpoint and results)"),
-    "fetch": ("e2train.train_cli", "fetch a run's results from the board into a report directory"),
+    "demo": ("e2train.app.demo", "baseline vs E2-Train on the simulated board, measured through the simulated meter"),
+    "flash": ("e2train.app.train_cli", "load a bitstream onto the board (or the simulated board)"),
+    "train": ("e2train.app.train_cli", "train on the board (the simulated board when none is named)"),
+    "status": ("e2train.app.train_cli", "the board's state, or one run's (--run-id)"),
+    "attach": ("e2train.app.train_cli", "follow a run on the board (catching up on what was missed) until it ends"),
+    "stop": ("e2train.app.train_cli", "stop the run on the board (it keeps its checkpoint and results)"),
+    "fetch": ("e2train.app.train_cli", "fetch a run's results from the board into a report directory"),
     "board": ("e2train.device.agent", "serve the board link (runs on the board, or as the simulated board)"),
     "calibrate-arm": ("e2train.device.arm_calibration", "measure the ARM's throughput for the trainer's time model (run it on the board)"),
     "measure": ("e2train.meter.cli", "measure the energy of any command with a power meter"),
     "bench": ("e2train.bench.cli", "evaluation harness: methods, random controls, time-to-accuracy, Pareto"),
     "torch-train": ("e2train.torch.cli", "train with the PyTorch reference (CPU or CUDA)"),
-    "reproduce": ("e2train.reproduce", "run a published table's protocol; print the paper's numbers beside the run's"),
-    "kernels": ("e2train.kernel_demo", "run the three kernels' C simulation on a real mini-batch"),
+    "reproduce": ("e2train.app.reproduce", "run a published table's protocol; print the paper's numbers beside the run's"),
+    "kernels": ("e2train.app.kernel_demo", "run the three kernels' C simulation on a real mini-batch"),
 }
 
 
@@ -47,8 +47,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def version() -> str:
-    from . import __version__
-    from .core.fixedpoint import CONTRACT_VERSION
+    from .. import __version__
+    from ..core.fixedpoint import CONTRACT_VERSION
     return f"e2train {__version__} (fixed-point contract v{CONTRACT_VERSION})"
 
 

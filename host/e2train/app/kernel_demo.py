@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .core import csim, golden, perfmodel
-from .core.fixedpoint import INT8, INT16, UINT8, beta_to_fixed, lr_to_fixed, master_frac_bits, quantize, \
+from ..core import csim, golden, perfmodel
+from ..core.fixedpoint import INT8, INT16, UINT8, beta_to_fixed, lr_to_fixed, master_frac_bits, quantize, \
     requant_multiplier, scale_for, weight_codes
-from .core.shapes import ConvShape
+from ..core.shapes import ConvShape
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _mini_batch(batch: int, upsample: int) -> tuple[np.ndarray, np.ndarray]:
-    from .datasets import load
+    from ..data.datasets import load
     x, y, _, _ = load("digits")
     if not 1 <= batch <= len(x):
         raise SystemExit(f"--batch must be in 1..{len(x)}, got {batch}")

@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from .core.energy import (BASELINE_FP32, BASELINES, PART_LABELS, PARTS, PLATFORMS, arm_rate_table_md,
+from ..core.energy import (BASELINE_FP32, BASELINES, PART_LABELS, PARTS, PLATFORMS, arm_rate_table_md,
                           compare_to_baselines)
-from .core.work import Work
-from .remote import BoardClient, SimulatedBoard
+from ..core.work import Work
+from ..link.client import BoardClient, SimulatedBoard
 from .train_cli import build_config, train_session
 
 

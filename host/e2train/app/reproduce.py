@@ -58,7 +58,7 @@ class Scale:
     protocol: dict = field(default_factory=dict)     # the paper's training settings (paper scale)
 
     def config(self, **kw):
-        from .torch.trainer import TrainConfig
+        from ..torch.trainer import TrainConfig
         base = dict(dataset=self.dataset, model=self.model, epochs=self.epochs, batch_size=self.batch_size,
                     limit_train=self.limit_train, data_dir=self.data_dir, progress=False, threads=1, seed=0)
         base.update(self.protocol)
@@ -74,7 +74,7 @@ class Result:
 
 
 def _train(scale: Scale, policies=(), **kw):
-    from .torch.trainer import train
+    from ..torch.trainer import train
     return train(scale.config(**kw), list(policies), data=_data(scale))
 
 
@@ -82,7 +82,7 @@ _DATA: dict = {}
 
 
 def _data(scale: Scale):
-    from .torch import data as tdata
+    from ..torch import data as tdata
     key = (scale.dataset, scale.data_dir, scale.limit_train)
     if key not in _DATA:
         _DATA[key] = tdata.load(scale.dataset, scale.data_dir, scale.limit_train)
@@ -179,12 +179,12 @@ def e2train_fig3(s: Scale) -> Result:
 
 
 def e2train_fig4(s: Scale) -> Result:
-    from .torch.slu import StochasticDepth
+    from ..torch.slu import StochasticDepth
     base = _train(s, precision="fp32")
     slu = _train(s, precision="fp32", slu=True)          # the paper's FLOPs cost, alpha 0.2
     execd = sum(x["exec_ratio"] * x["samples_run"] for x in slu.records) / sum(x["samples_run"] for x in slu.records)
     drop = 1.0 - execd
-    from .torch.models import build_model
+    from ..torch.models import build_model
     d = _data(s)
     fr = build_model(s.model, d.in_channels, d.num_classes).block_flops_fractions(d.image_hw)
     p_last = StochasticDepth.matched_p_last(drop, fr)
@@ -204,7 +204,7 @@ def _gskip_options(s: Scale) -> dict:
 
 
 def gskip_table1(s: Scale) -> Result:
-    from .torch.methods import make
+    from ..torch.methods import make
     base = _train(s, precision="fp32")
     pol = make("gskip", **_gskip_options(s))
     gs = _train(s, [pol], precision="fp32")
@@ -220,8 +220,8 @@ def gskip_table1(s: Scale) -> Result:
 
 
 def gskip_table2(s: Scale) -> Result:
-    from .torch.methods import make
-    from .torch.policy import RandomBatchSkip
+    from ..torch.methods import make
+    from ..torch.policy import RandomBatchSkip
     base = _train(s, precision="fp32")
     gs = _train(s, [make("gskip", **_gskip_options(s))], precision="fp32")
     workload = gs.energy_j / base.energy_j
@@ -235,7 +235,7 @@ def gskip_table2(s: Scale) -> Result:
 
 
 def deadhorse_sweep(s: Scale) -> Result:
-    from .torch.methods import make
+    from ..torch.methods import make
     r = Result()
     for row, (policy, t) in (("dh T=0.5", ("dh", 0.5)), ("dh T=0.7", ("dh", 0.7)), ("dh T=0.9", ("dh", 0.9)),
                              ("hsdh T=0.9", ("hsdh", 0.9))):
@@ -247,7 +247,7 @@ def deadhorse_sweep(s: Scale) -> Result:
 
 def _learndrop_runs(s: Scale):
     """The SGD baseline and the Learn&Drop run of one scale: (base, learn-drop policy, its run)."""
-    from .torch.methods import make
+    from ..torch.methods import make
     warm = {} if s.name == "paper" else {"warmup_epochs": 1 if s.name == "quick" else 5}
     base = _train(s, precision="fp32")
     ld = make("learn-drop", **warm)
@@ -255,7 +255,7 @@ def _learndrop_runs(s: Scale):
 
 
 def _learndrop(s: Scale) -> Result:
-    from .torch.methods import make
+    from ..torch.methods import make
     base, ld, drop = _learndrop_runs(s)
     fr = _train(s, [make("freeze", schedule=ld.drop_epochs)], precision="fp32")
     r = Result()
@@ -279,7 +279,7 @@ def learndrop_table3(s: Scale) -> Result:
 
 
 def wus_table3(s: Scale) -> Result:
-    from .torch.methods import make
+    from ..torch.methods import make
     r = Result()
     # WUS+LR is defined on a step schedule: the paper divides the rate by 10 after 30 epochs
     half = 30 if s.name == "paper" else max(1, s.epochs // 2)
@@ -303,8 +303,8 @@ _PIPE_PROFILE_REPEATS = {"quick": 2, "digits": 10, "paper": 200}     # paper: 20
 
 
 def _pipe(s: Scale, stages: int, **kw) -> dict:
-    from .torch.distributed.config import DistConfig
-    from .torch.distributed.pipeline import train_pipeline
+    from ..torch.distributed.config import DistConfig
+    from ..torch.distributed.pipeline import train_pipeline
     d = DistConfig(pipeline=stages, split=[0, 16] if stages == 1 else "paper", pipe_schedule="async",
                    timeout_s=600.0)
     # CPU processes over gloo, as the paper's Broadwell nodes (and as _layer_profile times the
@@ -316,9 +316,9 @@ def _layer_profile(s: Scale):
     """Per-layer forward/backward ms of the sequential model on one mini-batch (paper 003, Table 4)."""
     import torch
 
-    from .torch.distributed.partition import profile_layers
-    from .torch.distributed.stages import layers_of
-    from .torch.models import build_model
+    from ..torch.distributed.partition import profile_layers
+    from ..torch.distributed.stages import layers_of
+    from ..torch.models import build_model
     d = _data(s)
     torch.manual_seed(0)
     model = build_model(s.model, d.in_channels, d.num_classes)
@@ -332,7 +332,7 @@ def _layer_profile(s: Scale):
 
 
 def _stage_label(n_stages: int, stage: int) -> str:
-    from .torch.distributed.partition import PAPER_SPLITS
+    from ..torch.distributed.partition import PAPER_SPLITS
     a, b = PAPER_SPLITS["modified_alexnet"][n_stages][stage: stage + 2]
     return f"{n_stages}-stage: stage {stage} (layer{'s' if b - a > 1 else ''} {a}{f'-{b - 1}' if b - a > 1 else ''})"
 
@@ -344,7 +344,7 @@ def _scale_note(s: Scale) -> str:
 
 
 def pipeline_table4(s: Scale) -> Result:
-    from .torch.distributed.partition import PAPER_SPLITS, analytic_speedup, analytic_step_time, balance, stage_times
+    from ..torch.distributed.partition import PAPER_SPLITS, analytic_speedup, analytic_step_time, balance, stage_times
     prof = _layer_profile(s)
     r = Result()
     for n in (2, 4):
@@ -365,7 +365,7 @@ def pipeline_table4(s: Scale) -> Result:
 def _pipeline_profile(s: Scale, n: int) -> Result:
     """Tables 5 and 6: the pipelined run's per-stage compute and send times and its step time,
     beside the analytic step from the sequential profile (Table 4)."""
-    from .torch.distributed.partition import PAPER_SPLITS, analytic_step_time, stage_times
+    from ..torch.distributed.partition import PAPER_SPLITS, analytic_step_time, stage_times
     res = _pipe(s, n, augment=False)
     r = Result()
     for st in res["stages"]:
@@ -477,16 +477,16 @@ def scale_for(table: str, spec: dict, mode: str, data_dir: str | None) -> Scale:
         return Scale("quick", "digits", "resnet8", QUICK_EPOCHS.get(table, 3), limit_train=384, batch_size=32)
     if mode == "digits":
         return Scale("digits", "digits", "resnet8", 30)
-    from .datasets import DatasetError
-    from .torch.models import parse_model
-    from .torch.trainer import TrainConfig
+    from ..data.datasets import DatasetError
+    from ..torch.models import parse_model
+    from ..torch.trainer import TrainConfig
     ds, model = spec["paper_setting"]["dataset"], spec["paper_setting"]["model"]
     try:
         parse_model(model)
     except ValueError:
         raise CannotRun(f"the paper's model {model} is not in e2train's model registry "
                         f"(resnet<6n+2>, mobilenetv2); run --digits or --quick instead") from None
-    from .torch.trainer import ConfigError
+    from ..torch.trainer import ConfigError
     try:
         TrainConfig(dataset=ds).validate()
         _data(Scale("paper", ds, model, 1, data_dir=data_dir))

@@ -25,8 +25,8 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .device import link
-from .device.link import LinkError, ProtocolError
+from . import protocol as link
+from .protocol import LinkError, ProtocolError
 
 NETWORK_SCHEMES = ("socket://", "rfc2217://", "loop://")
 HELLO_RETRY_S = 3.0         # hello is repeated after this much silence (until the client's timeout)
@@ -336,7 +336,7 @@ class SimulatedBoard:
     def __init__(self, data_dir: Path | None = None, meter: str = "csv", meter_interval: float = 0.25,
                  backend: str | None = None, startup_timeout: float = 60.0, tcp: str | None = None):
         where = ["--tcp", tcp] if tcp else ["--pty"]
-        cmd = [sys.executable, "-m", "e2train.cli", "board", *where, "--sim", "--meter", meter,
+        cmd = [sys.executable, "-m", "e2train", "board", *where, "--sim", "--meter", meter,
                "--meter-interval", str(meter_interval)]
         if data_dir is not None:
             cmd += ["--data-dir", str(data_dir)]

@@ -22,7 +22,8 @@ from pathlib import Path
 
 HOST_ONLY = ("torch", "bench")          # subpackages the board never imports
 WHEEL_RE = re.compile(r"^e2train-[0-9A-Za-z.+]+-py3-none-any\.whl$")
-REQUIRED = ("e2train/__init__.py", "e2train/cli.py", "e2train/device/agent.py", "e2train/device/link.py")
+REQUIRED = ("e2train/__init__.py", "e2train/__main__.py", "e2train/app/cli.py", "e2train/device/agent.py",
+            "e2train/link/protocol.py")
 _EPOCH = (2020, 1, 1, 0, 0, 0)          # zip timestamps: reproducible bytes
 
 
@@ -52,15 +53,15 @@ def board_files(root: Path | None = None) -> dict[str, bytes]:
 
 def build_board_wheel(root: Path | None = None) -> tuple[str, bytes]:
     """(file name, bytes) of the board-side wheel."""
-    from . import __version__
+    from .. import __version__
     files = board_files(root)
     dist = f"e2train-{__version__}.dist-info"
     files[f"{dist}/METADATA"] = (
         "Metadata-Version: 2.1\nName: e2train\n"
         f"Version: {__version__}\nSummary: e2train, board side (numpy + pynq; no torch)\n"
         "Requires-Python: >=3.8\nRequires-Dist: numpy>=1.21\nRequires-Dist: pyserial>=3.4\n").encode()
-    files[f"{dist}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: e2train.board_package\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    files[f"{dist}/entry_points.txt"] = (b"[console_scripts]\ne2train = e2train.cli:main\n"
+    files[f"{dist}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: e2train.link.board_package\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{dist}/entry_points.txt"] = (b"[console_scripts]\ne2train = e2train.app.cli:main\n"
                                          b"e2train-board = e2train.device.agent:main\n")
     record = io.StringIO()
     w = csv.writer(record, lineterminator="\n")
