@@ -17,24 +17,13 @@ that the plotted power integrates to idle power x modelled time + the meter's en
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from .core.energy import PART_LABELS, PARTS
+from .core.run_record import source_commit
 from .meter.recorder import integrate_energy
-
-
-def source_commit() -> str:
-    """The commit of the e2train checkout this runs from (with -dirty), or why it is unknown."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=here,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown (git not available)"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown (not a git checkout)"
 
 
 def _fmt(v, fmt: str) -> str:

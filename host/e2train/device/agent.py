@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import __version__
 from . import link
+from ..core.run_record import device_final
 from .link import LinkError, ProtocolError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -468,7 +469,8 @@ class Agent:
             _atomic_write_json(self.data_dir / "results" / f"{run_id}.json", results)
             self.run["results"] = results
             self.run["state"] = "stopped" if results.get("stopped") else "finished"
-            self.emit("finished", run_id=run_id, summary=results.get("summary", {}))
+            self.emit("finished", run_id=run_id, summary=results.get("summary", {}),
+                      final=device_final(results))
         except Exception as e:
             traceback.print_exc(file=sys.stderr)
             self.run["state"] = "failed"
