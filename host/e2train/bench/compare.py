@@ -45,8 +45,9 @@ def final_table(recs: Sequence[TrainingRecord]) -> str:
     rows = ["| run | trainer | source | epochs | final test acc | energy |", "|---|---|---|---|---|---|"]
     for r in recs:
         energy = "; ".join(
-            f"{_fmt(e.get('total_j'), '{:.4g} J')} {e['kind']} ({e.get('source')}, {e.get('platform') or 'no platform'})"
-            for e in r.energy)
+            f"{_fmt(e.get('total_j'), '{:.4g} J')} {e['kind']} ({e.get('source')}, {e.get('platform') or 'no platform'}"
+            + (f"; {e['above_idle_j']:.4g} J above idle" if isinstance(e.get("above_idle_j"), (int, float)) else "")
+            + ")" for e in r.energy)
         rows.append(f"| {r.label} | {r.trainer} | {r.source or '-'} ({r.source_format}) | "
                     f"{r.final.get('epochs_done')} | {_fmt(r.final.get('test_acc'), '{:.2%}')} | {energy} |")
     return "\n".join(rows)

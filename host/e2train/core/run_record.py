@@ -90,7 +90,11 @@ class TrainingRecord:
 
     @property
     def label(self) -> str:
-        return self.run_id or (Path(self.source).parent.name if self.source else self.trainer)
+        """The run id, else the run directory's name (or the file's, if it has a name of its own)."""
+        if self.run_id or not self.source:
+            return self.run_id or self.trainer
+        p = Path(self.source)
+        return p.parent.name if p.name in (RECORD_FILE, "report.json") else p.stem
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "trainer": self.trainer,
