@@ -223,7 +223,8 @@ def device_record(results: dict, config: dict | None = None, *, meter: dict | No
     extra = {k: results[k] for k in ("summary", "skips", "work", "eval_modelled", "sim_device", "board", "state",
                                      "total_epochs") if k in results}
     env = env or dict(UNKNOWN_ENVIRONMENT, platform=board_platform(results))
-    return TrainingRecord("device", config if config is not None else {}, env, epochs, device_final(results),
+    config = config if config is not None else results.get("config") or {}       # the board keeps it as given
+    return TrainingRecord("device", config, env, epochs, device_final(results),
                           energy, run_id=run_id or results.get("run_id"), extra=extra)
 
 

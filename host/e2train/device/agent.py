@@ -465,7 +465,8 @@ class Agent:
     def _train(self, run_id: str, trainer) -> None:
         try:
             results = trainer.run()
-            results = dict(results, run_id=run_id, board=self.board.info)
+            # the config as the host gave it: `fetch` writes it into the run record
+            results = dict(results, run_id=run_id, board=self.board.info, config=(self.run or {}).get("config"))
             _atomic_write_json(self.data_dir / "results" / f"{run_id}.json", results)
             self.run["results"] = results
             self.run["state"] = "stopped" if results.get("stopped") else "finished"
