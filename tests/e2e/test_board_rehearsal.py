@@ -117,6 +117,10 @@ def test_flash_train_ctrl_c_attach_stop_fetch(board, tmp_path):
     rep = json.loads((out / "report.json").read_text())
     assert rep["results"]["stopped"] is True and rep["results"]["state"] == "stopped"
     assert 2 <= rep["results"]["summary"]["epochs"] < 500
+    from e2train.core import run_record          # the run record beside it, the config as the host gave it
+    rec = run_record.load(out)
+    assert rec.config["epochs"] == 500 and rec.final["stopped"] is True and rec.run_id == "r1"
+    assert [e["epoch"] for e in rec.epochs] == list(range(1, rep["results"]["summary"]["epochs"] + 1))
     if line is not None:
         assert line.bytes_per_second() <= 2 * 11520 * 1.05        # both directions, each at most 115200 baud
 

@@ -59,6 +59,15 @@ def test_report_files_written(report):
     assert (out / "samples.csv").stat().st_size > 100
     assert any(p.suffix == ".png" and p.stat().st_size > 1000 for p in out.iterdir())
     assert main_summary_lines(report)[0].startswith("run e2e")
+    # the run record beside it (docs/records.md): the board's numbers, with epochs from 1 and
+    # the meter's energy labelled as the meter labelled it
+    from e2train.core import run_record
+    rec = run_record.load(out)
+    assert rec.trainer == "device" and rec.run_id == "e2e" and rec.source_format == "current"
+    assert [e["epoch"] for e in rec.epochs] == [1]
+    assert rec.final["test_acc"] == rep["results"]["test_acc"]
+    assert rec.energy[0]["total_j"] == rep["results"]["summary"]["modelled_energy_j"]
+    assert rec.energy[1]["source"] == "meter" and rec.energy[1]["kind"] == rep["meter"]["energy_kind"]
 
 
 def test_summary_md_and_power_on_board_time(report):

@@ -61,7 +61,9 @@ def test_torch_cli_and_records_show_the_parts(tmp_path, capsys):
     assert rc == 0
     line = next(ln for ln in out.splitlines() if ln.startswith("training energy in parts:"))
     assert all(w in line for w in ("compute", "on-chip", "DRAM", "static", "modelled", "platform horowitz45"))
-    rec = json.loads((tmp_path / "records.json").read_text())
-    assert rec["energy_platform"] == "horowitz45" and set(rec["energy_parts_j"]) == set(energy.PARTS)
-    assert sum(rec["energy_parts_j"].values()) == pytest.approx(rec["energy_j"], rel=1e-12)
-    assert set(rec["records"][-1]["energy_parts_j"]) == set(energy.PARTS)
+    from e2train.core.run_record import load
+    rec = load(tmp_path / "records.json")
+    en = rec.primary_energy
+    assert en["platform"] == "horowitz45" and set(en["parts_j"]) == set(energy.PARTS)
+    assert sum(en["parts_j"].values()) == pytest.approx(en["total_j"], rel=1e-12)
+    assert set(rec.epochs[-1]["energy_parts_j"]) == set(energy.PARTS)

@@ -58,8 +58,9 @@ def test_checkpoints_hold_no_pickled_code(tiny, tmp_path):
     train(TrainConfig(epochs=1, out_dir=str(tmp_path), **RUN), data=tiny)
     st = torch.load(tmp_path / "checkpoint.pt", weights_only=True)     # raises on arbitrary objects
     assert {"model", "optimizer", "policy", "epoch", "records"} <= set(st)
-    recs = json.loads((tmp_path / "records.json").read_text())
-    assert recs["energy_kind"] == "modelled" and "modelled" in recs["energy_label"]
+    from e2train.core.run_record import load
+    en = load(tmp_path / "records.json").primary_energy
+    assert en["kind"] == "modelled" and "modelled" in en["note"]
 
 
 @pytest.mark.parametrize("d, msg", [

@@ -2,13 +2,16 @@
 import io
 
 from e2train.app.train_cli import EventPrinter
+from e2train.core.run_record import device_epoch
 
 
 def _events():
     yield {"event": "started", "seq": 1, "total_epochs": 3, "batches_per_epoch": 23, "resumed_at": {"epoch": 0, "batch": 0}}
-    yield {"event": "progress", "seq": 2, "epoch": 0, "batch": 9, "step": 9, "loss": 2.1234}
-    yield {"event": "epoch", "seq": 3, "epoch": 0, "batches_run": 12, "batches_dropped": 11, "train_loss": 1.5,
-           "train_acc": 0.4, "test_acc": 0.55, "modelled": {"energy_j": 0.0123, "seconds": 1.0}}
+    yield {"event": "progress", "seq": 2, "epoch": 1, "batch": 9, "step": 9, "loss": 2.1234}
+    # the device trainer's epoch event: its history entry plus the record's epoch entry (epochs from 1)
+    hist = {"epoch": 1, "batches_run": 12, "batches_dropped": 11, "train_loss": 1.5, "train_acc": 0.4,
+            "test_acc": 0.55, "modelled": {"energy_j": 0.0123, "seconds": 1.0}}
+    yield {"event": "epoch", "seq": 3, **hist, **device_epoch(hist)}
     yield {"event": "warning", "seq": 4, "message": "using the previous good checkpoint x.prev"}
     yield {"event": "finished", "seq": 5}
 

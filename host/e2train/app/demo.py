@@ -84,7 +84,7 @@ def _pair(r, a, b, meter=False):
 
 def summary_md(reports: dict, table: str) -> str:
     """The comparison a researcher can paste: commit, config, epochs, accuracy delta, the table."""
-    from .run_report import source_commit
+    from ..core.run_record import source_commit
     base, e2 = reports.get("baseline"), reports.get("e2train")
     lines = ["# E²-Train vs the 8-bit baseline on the simulated board", "",
              f"- e2train commit: `{source_commit()}`"]

@@ -17,24 +17,13 @@ that the plotted power integrates to idle power x modelled time + the meter's en
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from ..core.energy import PART_LABELS, PARTS
+from ..core.run_record import device_record, source_commit
 from ..meter.recorder import integrate_energy
-
-
-def source_commit() -> str:
-    """The commit of the e2train checkout this runs from (with -dirty), or why it is unknown."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=here,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown (git not available)"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown (not a git checkout)"
 
 
 def _fmt(v, fmt: str) -> str:
@@ -66,7 +55,7 @@ def energy_rows(report: dict) -> list[tuple[str, str]]:
 def run_summary_md(report: dict, commit: str | None = None) -> str:
     res = report["results"]
     s = res.get("summary", {})
-    hist = res.get("history") or []
+    epochs = device_record(res).epochs        # the run record's epochs: numbered from 1, accuracy a fraction
     lines = [f"# Run {report.get('run_id')}", "",
              f"- state: {res.get('state', '?')}; board: {'simulated' if (res.get('board') or {}).get('simulated') else 'real'}",
              f"- e2train commit: `{commit or source_commit()}`",
@@ -74,11 +63,11 @@ def run_summary_md(report: dict, commit: str | None = None) -> str:
              f"- config: `{json.dumps(report.get('config'), sort_keys=True)}`", "",
              "| epoch | test accuracy | change | train loss | batches run / dropped |", "|---|---|---|---|---|"]
     prev = None
-    for h in hist:
-        acc = h.get("test_acc")
+    for e in epochs:
+        acc = e.get("test_acc")
         delta = "" if acc is None or prev is None else f"{(acc - prev) * 100:+.1f} points"
-        lines.append(f"| {h.get('epoch')} | {_fmt(acc, '{:.2%}')} | {delta} | {_fmt(h.get('train_loss'), '{:.4f}')} "
-                     f"| {h.get('batches_run', '-')} / {h.get('batches_dropped', '-')} |")
+        lines.append(f"| {e['epoch']} | {_fmt(acc, '{:.2%}')} | {delta} | {_fmt(e.get('train_loss'), '{:.4f}')} "
+                     f"| {_fmt(e.get('batches_run'), '{}')} / {_fmt(e.get('batches_skipped'), '{}')} |")
         prev = acc if acc is not None else prev
     lines += ["", "| energy figure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in energy_rows(report)]

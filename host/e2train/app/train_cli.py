@@ -271,9 +271,20 @@ def fetch_report(client: BoardClient, run_id: str, out: str | None, state: str |
     results["state"] = state or ("stopped" if results.get("stopped") else "finished")
     out_dir = report_dir(out, run_id)
     report = {"run_id": run_id, "config": config, "results": results, "meter": meter}
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    write_reports(report, out_dir)
     report["out_dir"] = str(out_dir)
     return report
+
+
+def write_reports(report: dict, out_dir: Path) -> None:
+    """report.json (what the board and the meter returned, as they returned it) and the run
+    record (records.json, docs/records.md) that every reader of runs loads."""
+    from ..core import run_record as rr
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    results = report["results"]
+    env = rr.environment(platform=rr.board_platform(results))
+    rec = rr.device_record(results, report.get("config"), meter=report.get("meter"), run_id=report["run_id"], env=env)
+    rr.save(rec, out_dir / rr.RECORD_FILE)
 
 
 # --- pieces used by `train` and by the demo --------------------------------------------
@@ -436,7 +447,7 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
             meter_summary = rec.summary()
             rec.save(out_dir)
     report = {"run_id": run_id, "config": config, "results": results, "meter": meter_summary}
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    write_reports(report, out_dir)
     from .run_report import write_run_report
     write_run_report(report, out_dir)        # summary.md; power on the board's time (PNG + SVG)
     report["out_dir"] = str(out_dir)
@@ -489,9 +500,10 @@ def follow(client: BoardClient, run_id: str, rec, printer, *, on_restart=None,
 
 
 class EventPrinter:
-    """Live progress from the trainer's events as they really are: ``started`` (total_epochs,
-    batches_per_epoch), ``progress`` (epoch, batch, loss), ``epoch`` (train_loss, train_acc,
-    test_acc, batches_run/dropped, modelled{energy_j}), ``warning`` (message), ``error``."""
+    """Live progress from the trainer's events (``core.run_record.EVENTS``): ``started``
+    (total_epochs, batches_per_epoch), ``progress`` (epoch, batch, loss), ``epoch`` (train_loss,
+    train_acc, test_acc, batches_run/skipped, energy_j), ``warning`` (message), ``error``.
+    Epochs count from 1 in the events; accuracy is a fraction there, printed in percent."""
 
     def __init__(self, label: str, *, quiet: bool = False, out=None):
         self.label = label
@@ -543,7 +555,7 @@ class EventPrinter:
         epoch = ev.get("epoch")
         if self.bar is None or epoch != self.bar_epoch:
             self._close_bar()
-            head = f"epoch {epoch + 1 if isinstance(epoch, int) else '?'}/{self.total_epochs or '?'}"
+            head = f"epoch {epoch if isinstance(epoch, int) else '?'}/{self.total_epochs or '?'}"
             # drawn on any stream (a log shows it too, as the events it reports); '#' on '.'
             fmt = "{desc} [{bar:30}] {n_fmt}/{total_fmt}{postfix}" if self.batches else "{desc} {n_fmt}{postfix}"
             self.bar = tqdm(total=self.batches or None, desc=f"{self.label}: {head}", file=self.out,
@@ -556,14 +568,14 @@ class EventPrinter:
 
     def _epoch(self, ev: dict) -> None:
         epoch = ev.get("epoch")
-        parts = [f"epoch {epoch + 1 if isinstance(epoch, int) else '?'}/{self.total_epochs or '?'}"]
+        parts = [f"epoch {epoch if isinstance(epoch, int) else '?'}/{self.total_epochs or '?'}"]
         for key, fmt in (("train_loss", "train loss {:.4f}"), ("train_acc", "train acc {:.2%}"),
                          ("test_acc", "test acc {:.2%}")):
             if isinstance(ev.get(key), (int, float)):
                 parts.append(fmt.format(ev[key]))
         if ev.get("batches_run") is not None:
-            parts.append(f"batches {ev['batches_run']} run, {ev.get('batches_dropped', 0)} skipped")
-        energy = (ev.get("modelled") or {}).get("energy_j")
+            parts.append(f"batches {ev['batches_run']} run, {ev.get('batches_skipped', 0)} skipped")
+        energy = ev.get("energy_j")
         if isinstance(energy, (int, float)):
             parts.append(f"energy {energy:.3g} J (modelled)")
         self._line("  ".join(parts))

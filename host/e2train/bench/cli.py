@@ -3,6 +3,7 @@
     e2train bench --preset e2train                     # the E2-Train grid on digits
     e2train bench --methods fp32,smd --budgets 5,10 --seeds 0-2
     e2train bench --report-only runs/bench/runs.csv    # re-analyse a finished grid
+    e2train bench --compare runs/demo/e2train runs/torch   # a device run beside a torch run
 """
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="output directory (default runs/bench-<preset>-<time>)")
     p.add_argument("--report-only", type=Path, metavar="RUNS_CSV",
                    help="re-write summary.md and the plots from an existing runs.csv; trains nothing")
+    p.add_argument("--compare", nargs="+", type=Path, metavar="RUN",
+                   help="print these runs side by side (run records or run directories of `e2train train` and "
+                        "`e2train torch-train --out`, docs/records.md); with --out, also compare.md and compare.png "
+                        "there; trains nothing")
     p.add_argument("--list", action="store_true", help="list registered methods, data sets and models")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     # every job as a distributed run: torch-train's own flags (docs/harness.md, distributed grids)
@@ -90,9 +95,28 @@ def build_spec(args: argparse.Namespace) -> GridSpec:
                     fewer_iters_controls=not args.no_fewer_iters, level=args.ci_level, **base)
 
 
+def run_compare(runs: list[Path], out: Path | None) -> int:
+    from ..core.run_record import RecordError, load
+    from .compare import comparison, plot
+    try:
+        recs = [load(r) for r in runs]
+    except RecordError as e:
+        print(f"e2train bench: {e}", file=sys.stderr)
+        return 2
+    table = comparison(recs)
+    print(table)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.md").write_text(table + "\n")
+        print(f"wrote {out / 'compare.md'}\nwrote {plot(recs, out / 'compare.png')}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from .output import write_outputs
 
+    if args.compare:
+        return run_compare(args.compare, args.out)
     if args.report_only:
         from .records import read_csv
         try:

@@ -88,6 +88,7 @@ def check_grid(spec, backend):
 
 def run_distributed(backend, job: Job, progress: Callable[[str], None]) -> MethodResult:
     """One grid job trained by DDP or the pipeline; its epochs as the harness's records."""
+    from ..core.run_record import torch_record
     from ..torch.distributed.ddp import train_ddp
     from ..torch.distributed.launch import DistributedError
     from ..torch.distributed.pipeline import train_pipeline
@@ -105,14 +106,14 @@ def run_distributed(backend, job: Job, progress: Callable[[str], None]) -> Metho
     run = offered = 0
     units = plan.units
     skips: dict[str, float] = {}
-    for r in res["records"]:
+    for r in torch_record(res).epochs:     # the run record's epochs: accuracy a fraction
         run += r["batches_run"]
         offered += r["batches_run"] + r["batches_skipped"]
         skips = {_BATCHES: (offered - run) / offered if offered else 0.0} if _BATCHES in units else {}
-        epochs.append(EpochRecord(epoch=r["epoch"], wall_s=r["wall_s"], energy_j=math.nan, acc=r["test_acc"] / 100.0,
+        epochs.append(EpochRecord(epoch=r["epoch"], wall_s=r["wall_s"], energy_j=math.nan, acc=r["test_acc"],
                                   skip_ratio=next(iter(skips.values()), 0.0), steps=run, skips=skips))
         if backend.verbose:
-            progress(f"    epoch {r['epoch']}/{plan.cfg.run_epochs}: acc {r['test_acc']:.2f}%  wall {r['wall_s']:.1f} s"
+            progress(f"    epoch {r['epoch']}/{plan.cfg.run_epochs}: acc {100 * r['test_acc']:.2f}%  wall {r['wall_s']:.1f} s"
                      f"  ({dcfg.world} processes, {schedule_name(dcfg)}; no energy modelled)")
     rec = RunRecord(method=job.method, seed=job.seed, budget=job.budget, kind=job.kind, control_of=job.control_of,
                     skip_unit=_BATCHES if skips else "", energy_source="none", epochs=epochs,

@@ -324,18 +324,22 @@ class TorchBackend:
                     out[unit] = observer.predicted_ratio()
             return out
 
+        def on_event(ev: dict) -> None:
+            if ev["event"] == "epoch":      # the run record's epoch entry: accuracy a fraction
+                on_epoch(ev)
+
         def on_epoch(rec: dict) -> None:
             skips = ratios_now(rec)
             first = next(iter(skips.values()), 0.0)
             steps = (epochs[-1].steps if epochs else 0) + rec["batches_run"]
             val = rec.get("val_acc")          # decisions read the validation split when held out
             epochs.append(EpochRecord(epoch=rec["epoch"], wall_s=rec["wall_s"], energy_j=rec["energy_j"],
-                                      acc=(rec["test_acc"] if val is None else val) / 100.0, skip_ratio=first,
+                                      acc=rec["test_acc"] if val is None else val, skip_ratio=first,
                                       steps=steps, skips=skips, peak_mem_mb=rec.get("peak_mem_mb", math.nan),
-                                      test_acc=math.nan if val is None else rec["test_acc"] / 100.0))
+                                      test_acc=math.nan if val is None else rec["test_acc"]))
             if self.verbose:
                 sk = ", ".join(f"{100 * r:.1f}% {u}" for u, r in skips.items())
-                progress(f"    epoch {rec['epoch']}/{cfg.run_epochs}: acc {rec['test_acc']:.2f}%  "
+                progress(f"    epoch {rec['epoch']}/{cfg.run_epochs}: acc {100 * rec['test_acc']:.2f}%  "
                          f"energy {rec['energy_j']:.4g} J (modelled)  wall {rec['wall_s']:.1f} s"
                          + (f"  skipped {sk}" if sk else ""))
             if job.budget.kind == "energy" and job.kind != "fewer-iters-control" \
@@ -343,7 +347,7 @@ class TorchBackend:
                 raise _Stop
 
         try:
-            train(cfg, [*plan.policies, observer], data=self._data_for(cfg), callback=on_epoch)
+            train(cfg, [*plan.policies, observer], data=self._data_for(cfg), on_event=on_event)
         except _Stop:
             pass
         except ConfigError as e:

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
+from ..core.run_record import device_final
 from ..link import protocol as link
 from ..link.protocol import LinkError, ProtocolError
 
@@ -464,11 +465,13 @@ class Agent:
     def _train(self, run_id: str, trainer) -> None:
         try:
             results = trainer.run()
-            results = dict(results, run_id=run_id, board=self.board.info)
+            # the config as the host gave it: `fetch` writes it into the run record
+            results = dict(results, run_id=run_id, board=self.board.info, config=(self.run or {}).get("config"))
             _atomic_write_json(self.data_dir / "results" / f"{run_id}.json", results)
             self.run["results"] = results
             self.run["state"] = "stopped" if results.get("stopped") else "finished"
-            self.emit("finished", run_id=run_id, summary=results.get("summary", {}))
+            self.emit("finished", run_id=run_id, summary=results.get("summary", {}),
+                      final=device_final(results))
         except Exception as e:
             traceback.print_exc(file=sys.stderr)
             self.run["state"] = "failed"

@@ -13,9 +13,12 @@ What runs is tallied in a ``core.work.Work``: each kernel call as the performanc
 it, each ARM-side op by the per-element cost model of ``nn_layers``. Time and energy derived
 from it are *modelled* and labelled so; a meter measures the real thing around the board.
 
-Events for ``on_event(dict)``: ``started``, ``progress`` (every ``progress_every`` executed
-steps), ``epoch`` (accuracy, loss, skips, modelled energy so far), ``checkpoint``, ``warning``,
-``finished``. ``stop()`` (from another thread) ends the run cleanly before the next batch.
+Events for ``on_event(dict)``, in the run record's vocabulary (``core.run_record.EVENTS``,
+docs/records.md): ``started``, ``progress`` (every ``progress_every`` executed steps),
+``epoch`` (one epoch entry of the record: epochs count from 1, accuracy a fraction; plus
+skips and modelled energy so far), ``checkpoint``, ``warning``, ``finished`` (with the
+record's ``final``). ``stop()`` (from another thread) ends the run cleanly before the next
+batch.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..core import energy
+from ..core import energy, run_record
 from ..core.fixedpoint import decay_to_fixed, lr_to_fixed
 from ..core.work import Work
 from . import checkpoint as ckpt
@@ -116,6 +119,8 @@ class Trainer:
                       "block_samples_skipped": 0, "gate_penalty_ratio_sum": 0.0}
         self.epoch_acc = self._new_epoch_acc()
         self.history: list[dict] = []
+        self.wall_done = 0.0                   # training wall clock of the epochs done (s)
+        self._wall0 = time.monotonic()
         self.platform = energy.platform(PLATFORM)
         self.energy_model = self.platform.model
 
@@ -232,7 +237,7 @@ class Trainer:
                    total_epochs=self.total_epochs, batches_per_epoch=self.n_batches,
                    resumed_at={"epoch": self.epoch, "batch": self.batch},
                    backend=getattr(self.backend, "__name__", type(self.backend).__name__))
-        wall0 = time.monotonic()
+        wall0 = self._wall0 = time.monotonic() - self.wall_done
         stopped = False
         steps_since_ckpt = 0
         while self.epoch < self.total_epochs and not stopped:
@@ -261,7 +266,7 @@ class Trainer:
                 ea["seen"] += idx.size
                 ea["run"] += 1
                 if cfg.progress_every and self.stats["batches_run"] % cfg.progress_every == 0:
-                    self._emit("progress", epoch=self.epoch, batch=b, step=t, loss=r["loss"],
+                    self._emit("progress", epoch=self.epoch + 1, batch=b, step=t, loss=r["loss"],
                                gate_penalty=r["penalty"], exec_ratio=r["exec_ratio"], lr=r["lr"],
                                conv_lr=r["conv_lr"], modelled=self.modelled())
                 steps_since_ckpt += 1
@@ -276,12 +281,15 @@ class Trainer:
         if self.checkpoint_path is not None:
             self.save_checkpoint()
         result = self.result(stopped=stopped, wall_s=time.monotonic() - wall0)
-        self._emit("finished", **result)
+        self._emit("finished", final=run_record.device_final(result), **result)
         return result
 
     def _end_epoch(self) -> None:
         ea = self.epoch_acc
-        rec = {"epoch": self.epoch, "batches_run": ea["run"], "batches_dropped": ea["dropped"],
+        self.wall_done = time.monotonic() - self._wall0
+        # epochs count from 1 in history, events and records (docs/records.md)
+        rec = {"epoch": self.epoch + 1, "wall_s": self.wall_done, "batches_run": ea["run"],
+               "batches_dropped": ea["dropped"],
                "train_loss": ea["loss_sum"] / ea["seen"] if ea["seen"] else None,
                "train_acc": ea["correct"] / ea["seen"] if ea["seen"] else None}
         ev = self.evaluate()
@@ -293,7 +301,7 @@ class Trainer:
         self.epoch += 1
         self.batch = 0
         self.epoch_acc = self._new_epoch_acc()
-        self._emit("epoch", **rec)
+        self._emit("epoch", **{**rec, **run_record.device_epoch(rec)})
         if self.checkpoint_path is not None and self.epoch < self.total_epochs:
             self.save_checkpoint()
 
@@ -304,7 +312,8 @@ class Trainer:
                    "energy_j": m["energy_j"], "energy_label": ENERGY_LABEL, "modelled_seconds": m["seconds"],
                    "batch_drop_ratio": sk["batch_drop_ratio"], "block_exec_ratio": sk["block_exec_ratio"],
                    "predicted_fraction": sk["predicted_fraction"]["overall"]}
-        return {"summary": summary, "stopped": stopped, "epochs_done": self.epoch, "total_epochs": self.total_epochs,
+        return {"record_schema_version": run_record.SCHEMA_VERSION, "summary": summary, "stopped": stopped,
+                "epochs_done": self.epoch, "total_epochs": self.total_epochs,
                 "test_acc": last.get("test_acc"), "train_loss": last.get("train_loss"),
                 "skips": self.skip_stats(), "modelled": self.modelled(),
                 "work": self.work.to_dict(), "eval_modelled": self.modelled(self.eval_work),
@@ -326,6 +335,7 @@ class Trainer:
             "rng": {"kind": "numpy.default_rng counter streams", "seed": self.cfg.seed,
                     "epoch": self.epoch, "batch": self.batch},
             "stats": self.stats, "epoch_acc": self.epoch_acc, "history": self.history,
+            "record_schema_version": run_record.SCHEMA_VERSION, "wall_done": self.wall_done,
             "work": self.work.to_dict(), "eval_work": self.eval_work.to_dict(),
             "ktally": {"calls": dict(self.ktally.calls), "macs": dict(self.ktally.macs),
                        "sample_passes": dict(self.ktally.sample_passes),
@@ -353,7 +363,10 @@ class Trainer:
         self.epoch, self.batch = int(meta["epoch"]), int(meta["batch"])
         self.stats = dict(meta["stats"])
         self.epoch_acc = dict(meta["epoch_acc"])
-        self.history = list(meta["history"])
+        # history saved before the run record's schema numbers its epochs from 0
+        shift = 0 if meta.get("record_schema_version") else 1
+        self.history = [dict(h, epoch=h["epoch"] + shift) for h in meta["history"]]
+        self.wall_done = float(meta.get("wall_done", 0.0))
         self.work.__dict__.update(Work.from_dict(meta["work"]).__dict__)
         self.eval_work.__dict__.update(Work.from_dict(meta["eval_work"]).__dict__)
         kt = meta["ktally"]

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"e2train torch-train: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(res.to_dict(), indent=1))
+        print(json.dumps(res.record.to_dict(), indent=1, default=str))     # the run record (docs/records.md)
     else:
         from .trainer import ENERGY_LABEL
         print(f"final test accuracy {res.final_test_acc:.2f}% (best {res.best_test_acc:.2f}%); "

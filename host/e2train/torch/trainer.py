@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from ..core import run_record as rr
 from ..core.energy import ENERGY_KIND, EnergyModel
 from ..core.fixedpoint import ACT_SCALE_DEFAULT, ACT_SCALE_POLICIES, CONTRACT_VERSION
 from ..core.work import Work
@@ -276,6 +277,7 @@ class RunResult:
     checkpoint: str | None = None
     energy_platform: str | None = None      # core.energy platform the energy is priced on
     energy_parts_j: dict | None = None      # compute / on_chip / dram / static, modelled
+    record: rr.TrainingRecord | None = field(default=None, repr=False)   # the run record (records.json)
 
     def to_dict(self) -> dict:
         return {"config": self.config, "records": self.records, "final_test_acc": self.final_test_acc,
@@ -436,17 +438,22 @@ class _Run:
     wall_total: float = 0.0
     mem: PeakMemory | None = None
     show: bool = False
+    on_event: Callable[[dict], None] | None = None     # the run record's events (core.run_record.EVENTS)
 
 
 def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.Module | None = None,
           data: tdata.Data | None = None, energy_model: EnergyModel | str | None = None,
-          callback: Callable[[dict], None] | None = None) -> RunResult:
+          callback: Callable[[dict], None] | None = None,
+          on_event: Callable[[dict], None] | None = None) -> RunResult:
     """Train per ``cfg`` with E2-Train's policies from the config plus ``policies``.
 
     ``model``/``data`` override what the config would build (tests, the harness).
-    ``callback(record)`` is called after every epoch.
+    ``callback(record)`` is called after every epoch with the trainer's epoch record
+    (accuracy in percent). ``on_event(event)`` gets the run record's events, as the device
+    trainer emits them (``started``, ``epoch``, ``finished``; accuracy a fraction, docs/records.md).
     """
     run = _setup(cfg, policies, model, data, energy_model)
+    run.on_event = on_event
     if cfg.resume and run.ckpt_path and run.ckpt_path.exists():
         _resume(run, load_checkpoint(run.ckpt_path))
     # for policies that need them: the config, the run's own data (methods look samples up
@@ -456,6 +463,8 @@ def train(cfg: TrainConfig, policies: Iterable[Policy] = (), *, model: torch.nn.
     run.policy.on_train_start(run.ctx)
     run.mem = PeakMemory(run.device, run.model)   # peak memory beside time and energy (memory.py)
     run.show = _show_progress(cfg)
+    _emit(run, "started", total_epochs=run.epochs, batches_per_epoch=run.nb,
+          resumed_at={"epoch": run.start_epoch, "batch": 0})
     for epoch in range(run.start_epoch, run.epochs):
         stats, t_epoch, e0 = _train_epoch(run, epoch)
         _end_epoch(run, epoch, stats, t_epoch, e0, callback)
@@ -665,6 +674,7 @@ def _end_epoch(run: _Run, epoch: int, stats: dict, t_epoch: float, e0: tuple[flo
               f"{t_epoch:.1f} s", file=sys.stderr)
     if callback:
         callback(rec)
+    _emit(run, "epoch", **rr.torch_epoch(rec))
     if run.ckpt_path:
         _save_checkpoint(run.ckpt_path, _checkpoint_state(run, epoch))
     nxt = run.policy.optimizer_for_epoch(run.ctx)
@@ -743,6 +753,21 @@ def _finish(run: _Run) -> RunResult:
                        energy_platform=run.plat.name, energy_parts_j=priced["parts_j"],
                        work=run.meter.work, model=final_model,
                        checkpoint=str(run.ckpt_path) if run.ckpt_path else None)
+    record = rr.torch_record(result.to_dict(), env=rr.environment(platform=_platform(run.device)))
+    result.record = record
+    _emit(run, "finished", final=record.final)
     if run.out:
-        (run.out / "records.json").write_text(json.dumps(result.to_dict(), indent=1))
+        rr.save(record, run.out / rr.RECORD_FILE)       # the run record, docs/records.md
     return result
+
+
+def _emit(run: _Run, event: str, **fields) -> None:
+    if run.on_event is not None:
+        run.on_event({"event": event, **fields})
+
+
+def _platform(device: torch.device) -> str:
+    """Where a torch run trained: the host, torch's version and the device."""
+    import platform
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return f"{platform.system()} {platform.machine()}, torch {torch.__version__} on {device.type} ({where})"

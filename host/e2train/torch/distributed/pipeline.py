@@ -85,17 +85,18 @@ def precheck_data(cfg: TrainConfig) -> None:
 
 
 def launch_and_record(worker, nprocs: int, cfg: TrainConfig, dcfg: DistConfig, recorded=lambda res: res) -> dict:
-    """Spawn nprocs workers on the configs and write recorded(result) to out_dir/records.json;
-    the data is checked once here first."""
+    """Spawn nprocs workers on the configs and write recorded(result) to out_dir/records.json as
+    a run record (docs/records.md); the data is checked once here first."""
     precheck_data(cfg)
     payload = {"train": cfg.to_dict(), "dist": dcfg.to_dict(), "device": cfg.device, "threads": cfg.threads or 1}
     res = launch.run(worker, nprocs, payload, timeout_s=dcfg.timeout_s)
     if res is not None and cfg.out_dir:
-        import json
         from pathlib import Path
+
+        from ...core import run_record as rr
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "records.json").write_text(json.dumps(recorded(res), indent=1))
+        rr.save(rr.torch_record(recorded(res), env=rr.environment()), out / rr.RECORD_FILE)
     return res
 
 
