@@ -398,6 +398,12 @@ def parts_text(priced: dict) -> str:
             f"static {p['static']:.3g} J = {priced['total_j']:.3g} J ({priced['kind']}, platform {priced['platform']})")
 
 
+def ratio_text(ratio: dict, baseline: str) -> str:
+    """One line of ``ratio_parts``: 'total 0.34 = compute 0.01 + on-chip ... to <baseline> (modelled)'."""
+    return (f"{ratio['total']:.3f} = compute {ratio['compute']:.3f} + on-chip {ratio['on_chip']:.3f} + "
+            f"DRAM {ratio['dram']:.3f} + static {ratio['static']:.3f} of the {baseline}'s total ({ENERGY_KIND})")
+
+
 def compare_to_baselines(run: Work, baseline: Work, on: "str | Platform" = "xc7z020") -> dict:
     """A run's modelled energy against both named baselines, part by part, and across ARM rates.
 
