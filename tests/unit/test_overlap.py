@@ -45,3 +45,26 @@ def test_bad_tasks_are_refused():
         schedule([Task("a", "gpu", 1.0)])
     with pytest.raises(ValueError, match="unknown keys"):
         chain_step_tasks([dict(name="a", fwdd=1.0)])
+
+
+def test_timeline_by_hand():
+    from e2train.core.overlap import Timeline
+    tl = Timeline()
+    # fwd 0-1 (fabric); ARM 1-2; bwd_data 2-4 (its operands ready at 2); ARM (dequantise g_x, next
+    # layer's BN backward) 4-7; wgrad needs only what bwd_data started from: 4-6 on the fabric,
+    # under the ARM; the optimiser (ARM) reads the ARM's output: 7-8. Sum 10, critical path 8.
+    for res, s, kind in (("fabric", 1, "fwd"), ("arm", 1, ""), ("fabric", 2, "bwd_data"), ("arm", 3, ""),
+                         ("fabric", 2, "wgrad"), ("arm", 1, "")):
+        tl.add(res, s, kind)
+    assert tl.open_s() == 8
+    assert tl.close_step() == 2                  # overlapped: the wgrad's 2 s under the ARM's 3 s
+    assert (tl.critical_s, tl.sum_s) == (8, 10)
+    # a new step starts with both resources free at its own zero; a wgrad longer than the ARM work
+    tl.add("fabric", 1, "bwd_data")
+    tl.add("arm", 1)
+    tl.add("fabric", 4, "wgrad")                 # 1-5
+    tl.add("arm", 1)                             # 2-3
+    tl.add("fabric", 1)                          # the next conv waits for the fabric: 5-6
+    assert tl.close_step() == 2 and tl.critical_s == 14
+    with pytest.raises(ValueError, match="unknown resource"):
+        tl.add("dma", 1)

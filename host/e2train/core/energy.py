@@ -357,6 +357,7 @@ def at_arm_rate(work: Work, ops_per_second: float) -> Work:
     arm_s = work.arm_ops / ops_per_second
     out.seconds = max(work.seconds - work.arm_seconds, 0.0) + arm_s
     out.arm_seconds = arm_s
+    out.overlap_seconds = 0.0      # the overlap was timed at the recorded rate; at another it is not known
     return out
 
 

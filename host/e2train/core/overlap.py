@@ -102,3 +102,59 @@ def chain_step_tasks(layers: list[dict], head_arm_s: float = 0.0) -> list[Task]:
 def serial_seconds(layers: list[dict], head_arm_s: float = 0.0) -> float:
     """The sum of every part: what the step costs with no overlap at all."""
     return head_arm_s + sum(float(ly.get(k, 0.0)) for ly in layers for k in LAYER_KEYS)
+
+
+class Timeline:
+    """The same rule applied on the fly to what a trainer issues, in order, within one step.
+
+    Each kernel call and each ARM operation is added as it runs. A segment waits for its
+    resource and for the last segment whose output it consumes: in program order every segment
+    consumes its predecessor's output, except the weight-gradient pass, which consumes the
+    operands the input-gradient pass of the same layer started from (x and g_y) and produces
+    only the weight update, which nothing else in the step reads. So the ARM work after a
+    layer's input-gradient pass (dequantising g_x, the next layer down's ReLU/BN backward) runs
+    while the fabric does that layer's weight gradient. DMA is inside the kernels' own times
+    here (the performance model overlaps it per call). ``close_step`` ends a step: the next
+    starts when both resources are free."""
+
+    def __init__(self) -> None:
+        self.critical_s = 0.0          # closed steps' critical paths, summed
+        self.sum_s = 0.0               # closed steps' segments, summed
+        self._open()
+
+    def _open(self) -> None:
+        self._free = {"fabric": 0.0, "arm": 0.0}
+        self._ready = 0.0              # finish of the last segment whose output the next one reads
+        self._wg_ready = None          # when the operands of the pending weight gradient were ready
+        self._step_sum = 0.0
+
+    def add(self, resource: str, seconds: float, kind: str = "") -> None:
+        """``kind``: "bwd_data" or "wgrad" for those passes, anything else otherwise."""
+        if resource not in self._free:
+            raise ValueError(f"unknown resource {resource!r}; expected fabric or arm")
+        if not seconds >= 0:
+            raise ValueError(f"time must be >= 0 s, got {seconds!r}")
+        if kind == "wgrad":
+            ready = self._ready if self._wg_ready is None else self._wg_ready
+            self._wg_ready = None
+        else:
+            ready = self._ready
+            if kind == "bwd_data":
+                self._wg_ready = ready
+        end = max(self._free[resource], ready) + seconds
+        self._free[resource] = end
+        if kind != "wgrad":
+            self._ready = end
+        self._step_sum += seconds
+
+    def open_s(self) -> float:
+        """The critical path of the step in progress so far."""
+        return max(self._free.values())
+
+    def close_step(self) -> float:
+        """End the step; returns the time it overlapped (its sum minus its critical path)."""
+        crit, total = self.open_s(), self._step_sum
+        self.critical_s += crit
+        self.sum_s += total
+        self._open()
+        return total - crit
