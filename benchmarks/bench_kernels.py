@@ -195,10 +195,10 @@ def _psg_schedule_table(batch: int) -> None:
         if len(masks) != len(layers):
             print(f"  {point}: {len(masks)} captured layers, the CIFAR model has {len(layers)}: skipped")
             continue
-        hdr = (f"  {point:<8}{'layer':<9}{'decided':>8}{'co skip':>8}{'ci skip':>8}{'blk skip':>9}"
-               f"{'beta0 uJ':>10}{'PSG own g':>10}{'PSG g shared':>13}")
-        print(hdr)
-        tot = {"base": 0.0, False: 0.0, True: 0.0}
+        print(f"  decisions: {point}")
+        print(f"  {'layer':<10}{'decided':>8}{'co skip':>8}{'ci skip':>8}{'blk skip':>9}"
+              f"{'beta0 uJ':>10}{'PSG own g':>10}{'PSG g shared':>13}")
+        tot = {"base": 0.0, False: 0.0, True: 0.0, "ex_ddr": 0.0}
         for (name, sh), d in zip(layers, masks):
             host = name != "conv1"
             if d is not None and d.shape == sh.w_shape:
@@ -211,12 +211,20 @@ def _psg_schedule_table(batch: int) -> None:
             tot["base"] += base[name]
             for gs in (False, True):
                 tot[gs] += e[gs]
-            print(f"  {'':<8}{name + tag:<9}{need['decided_share']:>8.0%}{need['co_skip_share']:>8.0%}"
+            ex = psg_schedule.exact_sweep_ddr(sh, need) - psg_schedule.reused_bytes(sh, need, g_shared=host)
+            tot["ex_ddr"] += ex * em_z.dram_pj_per_byte * 1e-12
+            print(f"  {name + tag:<10}{need['decided_share']:>8.0%}{need['co_skip_share']:>8.0%}"
                   f"{need['ci_skip_share']:>8.0%}{need['block_skip_share']:>9.0%}{base[name] * 1e6:>10.0f}"
                   f"{e[False] / base[name]:>9.2f}x{e[True] / base[name]:>12.2f}x")
         print(f"  {point} total: beta = 0 {tot['base'] * 1e3:.2f} mJ; PSG, predictor reads its own g "
               f"{tot[False] * 1e3:.2f} mJ = {tot[False] / tot['base']:.2f}x; PSG, predictor on the input-gradient "
               f"pass's g stream {tot[True] * 1e3:.2f} mJ = {tot[True] / tot['base']:.2f}x (goal <= 0.7x)")
+        need_skip = (tot[True] - 0.7 * tot["base"]) / tot["ex_ddr"]
+        print(f"  {point} bound: with g shared, the exact sweep's DDR reads (x and g once more, after the predictor) "
+              f"cost {tot['ex_ddr'] * 1e3:.2f} mJ; if it read nothing (x and g of a layer kept on chip: 1-3 MB at this "
+              f"batch against {psg_schedule.chunk_buffer_bytes() // 1024} KB of chunk buffers) PSG would be "
+              f"{(tot[True] - tot['ex_ddr']) / tot['base']:.2f}x; the goal needs {need_skip:.0%} of those bytes skipped, "
+              "i.e. that share of channels with every weight decided (measured above)")
     print("  co/ci skip = output/input channels whose weights are all decided (the exact sweep skips their g/x "
           "reads); blk skip = engine blocks (8 x 21) all decided (their calls do not run); * = conv1: its "
           "digits decisions have another shape, every channel counted as needed")

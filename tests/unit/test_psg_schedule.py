@@ -50,3 +50,14 @@ def test_gmsb_and_flags_fit_on_chip_for_resnet20():
         assert 15 * 512 * s.n * s.ho * s.wo < 2 ** (ps.GMSB_SLOT_BITS - 1)
     assert ps.flag_bram36(64 * 64 * 9) == 2
     assert 64 * 64 * 9 <= 2 * em.WGRAD_PART_WEIGHTS
+
+
+def test_a_layer_that_fits_the_chunk_buffers_is_not_read_twice():
+    s = ConvShape(4, 16, 8, 8, 16, 3, 1, 1)            # x 4 KB + g 8 KB: within the chunk buffers
+    need = ps.all_needed(s, 0.7)
+    assert ps.reused_bytes(s, need, g_shared=False) == 4 * 16 * 64 + 2 * 4 * 16 * 64
+    assert ps.reused_bytes(s, need, g_shared=True) == 4 * 16 * 64
+    w = ps.scheduled_wgrad_work(s, need, g_shared=False)
+    assert w.dram_bytes == ps.predictor_sweep_ddr(s, g_shared=False, hosted=True) + 9 * 16 * 16 * 9
+    big = ConvShape(64, 16, 32, 32, 16, 3, 1, 1)        # 3 MB of x and g: only the buffers' worth is reused
+    assert ps.reused_bytes(big, ps.all_needed(big), g_shared=False) == ps.chunk_buffer_bytes()

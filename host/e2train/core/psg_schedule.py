@@ -24,9 +24,15 @@ The schedule (modelled; the engine and shell pieces it needs are named where the
    them in full, so the saving is the measured share of *fully decided channels*, not the share
    of decided weights (``exact_need`` measures it on real layer decisions).
 
-Reuse of what is already in BRAM: the chunk buffers still hold the predictor's last chunk when
-the exact sweep starts, which saves at most one chunk (256 of n*ho*wo = 65,536 positions at batch
-64, 0.4%): not counted. Everything here is modelled, not measured.
+4. **Reuse what is in BRAM.** The exact sweep walks the positions in the reverse order of the
+   predictor's, so it starts with what the predictor staged last and the chunk buffers still
+   hold: up to their capacity (``chunk_buffer_bytes``: the BRAM36 that fpga/fit.py budgets for
+   them, 4 KB of data each) of the first exact group's x, and of its g when the predictor read
+   its own, is not read again (``reused_bytes``). A layer whose operands fit entirely (small
+   images, small batches) reads nothing twice; a ResNet-CIFAR layer at batch 64 (1-3 MB of x and
+   g) saves a few per cent.
+
+Everything here is modelled, not measured.
 """
 from __future__ import annotations
 
@@ -111,6 +117,22 @@ def exact_sweep_ddr(shape: ConvShape, need: dict, n: int | None = None) -> int:
     return total
 
 
+def chunk_buffer_bytes() -> int:
+    """Data bytes the weight gradient's chunk buffers hold (perfmodel.wgrad_bram36, 4 KB per BRAM36)."""
+    return pm.wgrad_bram36()["chunks"] * 4096
+
+
+def reused_bytes(shape: ConvShape, need: dict, n: int | None = None, *, g_shared: bool) -> int:
+    """Bytes of the exact sweep's first weight group that the predictor left in the chunk
+    buffers (x, and g when the predictor staged its own), up to their capacity."""
+    n = shape.n if n is None else n
+    grp = _groups(shape, em.ROWS)[0]
+    und = need["undecided_mask"][grp.start: grp.stop]
+    x = n * shape.h * shape.w * int(und.any(axis=(0, 2, 3)).sum())
+    g = 0 if g_shared else 2 * n * shape.ho * shape.wo * int(und.any(axis=(1, 2, 3)).sum())
+    return min(chunk_buffer_bytes(), x + g)
+
+
 def predictor_sweep_ddr(shape: ConvShape, n: int | None = None, *, g_shared: bool, hosted: bool) -> int:
     """DDR bytes of the predictor sweep: x once (one group: G_msb two per word), and g unless it
     is the input-gradient pass's own stream (``g_shared`` and hosted on that pass)."""
@@ -128,7 +150,7 @@ def scheduled_wgrad_work(shape: ConvShape, need: dict, n_samples: int | None = N
     ``need``: ``exact_need`` of the layer's decisions (or ``all_needed``). Predictor MACs
     (4x10) for every weight-position; exact MACs (8x16) for the undecided weights only; DDR:
     the predictor sweep's (``predictor_sweep_ddr``), the exact sweep's (``exact_sweep_ddr``) and
-    the update's 9 B per weight; on chip: what is written into and read out of the chunk buffers,
+    the update's 9 B per weight, less what the chunk buffers still hold (``reused_bytes``); on chip: what is written into and read out of the chunk buffers,
     the partial sums' read-modify-writes of the calls that run, the flags. Time: the exact
     sweep's calls that run plus the predictor-only calls (all of the sweep when ``pred_host`` is
     False), at least the DDR bytes over the board's DDR rate."""
@@ -145,11 +167,12 @@ def scheduled_wgrad_work(shape: ConvShape, need: dict, n_samples: int | None = N
     w.add_ops(nw, 48)                                   # the decision's compare per weight
     w.add_ops(nw, 32)                                   # the update
     pred_ddr = predictor_sweep_ddr(shape, n, g_shared=g_shared, hosted=pred_host)
-    ex_ddr = exact_sweep_ddr(shape, need, n)
+    reuse = reused_bytes(shape, need, n, g_shared=g_shared and pred_host)
+    ex_ddr = exact_sweep_ddr(shape, need, n) - reuse
     w.add_dram(pred_ddr + ex_ddr + 9 * nw)
     per_beat, per_call = 2 * em.ROWS + em.COLS, em.ROWS * em.COLS * 2 * 9
     pred_sram = pred_ddr + beats * per_beat + calls * per_call
-    ex_sram = ex_ddr + run_share * (beats * per_beat + calls * per_call)
+    ex_sram = ex_ddr + run_share * (beats * per_beat + calls * per_call)      # reused bytes: read, not rewritten
     w.add_sram(int(pred_sram + ex_sram) + 2 * _ceil(nw * FLAG_BITS, 8))
     part = em.ROWS * em.COLS / pm.PART_ADDERS
     t = run_share * sum(c * max(b + em.HLS_CALL_OVERHEAD, part) for c, b in groups)
