@@ -107,7 +107,8 @@ def _engine_table(batch: int) -> None:
                 tot[k] = tot.get(k, 0.0) + v
         parts[psg] = tot
     dyn = {k: v["total"] for k, v in parts.items()}
-    print(f"weight gradient, modelled dynamic energy (zynq7020 model, not measured): PSG with {frac:.0%} of the "
+    print(f"weight gradient as engine_map lays it out today (the predictor sweep with its own x and g reads, no read "
+          f"skipped), modelled dynamic energy (zynq7020 model, not measured): PSG with {frac:.0%} of the "
           f"weights decided (assumed) {dyn[True] * 1e3:.1f} mJ vs beta = 0 {dyn[False] * 1e3:.1f} mJ per step = "
           f"{dyn[True] / dyn[False]:.2f}x (goal <= 0.7x)")
     for psg in (True, False):
