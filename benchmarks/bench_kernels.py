@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from e2train.core import csim, engine_map, golden, perfmodel
+from e2train.core import csim, engine_map, golden, overlap, perfmodel, psg_schedule
 from e2train.core.energy import EnergyModel
 from e2train.core.fixedpoint import Dyadic, beta_to_fixed
 from e2train.core.shapes import MAX_BATCH, ConvShape
@@ -107,7 +107,8 @@ def _engine_table(batch: int) -> None:
                 tot[k] = tot.get(k, 0.0) + v
         parts[psg] = tot
     dyn = {k: v["total"] for k, v in parts.items()}
-    print(f"weight gradient, modelled dynamic energy (zynq7020 model, not measured): PSG with {frac:.0%} of the "
+    print(f"weight gradient as engine_map lays it out today (the predictor sweep with its own x and g reads, no read "
+          f"skipped), modelled dynamic energy (zynq7020 model, not measured): PSG with {frac:.0%} of the "
           f"weights decided (assumed) {dyn[True] * 1e3:.1f} mJ vs beta = 0 {dyn[False] * 1e3:.1f} mJ per step = "
           f"{dyn[True] / dyn[False]:.2f}x (goal <= 0.7x)")
     for psg in (True, False):
@@ -123,6 +124,113 @@ def _engine_table(batch: int) -> None:
           "with the requantiser and DDR bounds (perfmodel.engine_pass)")
 
 
+def _overlap_table(batch: int) -> None:
+    """The engine's ResNet-20 step with the ARM's share (BN, ReLU, quantisation, shortcuts, at
+    the device trainer's per-element op counts) timed at a few ARM rates: the critical path of
+    core.overlap beside the sum."""
+    from e2train.device.nn_layers import ARM_OPS_PER_SECOND, OPS_PER_ELEMENT as OPS
+
+    fwd_ops = OPS["dequantize"] + OPS["bn_fwd"] + OPS["relu"] + OPS["maxabs"] + OPS["quantize"]
+    bwd_ops = OPS["relu"] + OPS["bn_bwd"] + OPS["maxabs"] + OPS["quantize"] + OPS["dequantize"]
+    print()
+    print(f"ResNet-20 CIFAR step on the engine with its ARM work, batch {batch} (MODELLED; ARM at a flat rate, "
+          f"{fwd_ops} ops per output element forward, {bwd_ops} backward, + 2 per block output for the shortcut)")
+    print(f"{'ARM ops/s':>10}{'fabric ms':>11}{'ARM ms':>9}{'sum ms':>9}{'critical ms':>13}{'critical/sum':>14}")
+    for rate in (0.5e8, ARM_OPS_PER_SECOND, 4e8):
+        layers = []
+        for name, sh in perfmodel.resnet20_cifar(batch):
+            host = name != "conv1"
+            out = sh.n * sh.co * sh.ho * sh.wo
+            extra = 2 * out if name.endswith("c2") else 0
+            sec = {p: perfmodel.engine_pass(p, sh, psg=p != "fwd", pred_host=host)["cycles"] / perfmodel.CLOCK_HZ
+                   for p in (("fwd", "bwd_data", "wgrad") if host else ("fwd", "wgrad"))}
+            layers.append(dict(name=name, fwd=sec["fwd"], bwd_data=sec.get("bwd_data", 0.0), wgrad=sec["wgrad"],
+                               fwd_arm=(fwd_ops * out + extra) / rate, bwd_arm=(bwd_ops * out + extra) / rate))
+        r = overlap.schedule(overlap.chain_step_tasks(layers))
+        print(f"{rate:>10.2g}{r['busy_s']['fabric'] * 1e3:>11.1f}{r['busy_s']['arm'] * 1e3:>9.1f}"
+              f"{r['sum_s'] * 1e3:>9.1f}{r['critical_s'] * 1e3:>13.1f}{r['critical_s'] / r['sum_s']:>14.3f}")
+    print("  real overlaps only: a layer's BN/ReLU backward on the ARM under the layer above's weight-gradient pass; "
+          "the forward alternates (conv l+1 needs l's BN over the whole batch); DDR transfers already overlap "
+          "inside each pass (perfmodel.engine_pass takes the max)")
+
+
+def captured_decisions(beta: float = 0.05, seed: int = 0, epochs: int = 10) -> dict | None:
+    """{capture point: [decided (co, ci, k, k) per conv layer of ResNet-20 on digits, in order]}
+    from bench-psg's cached captures (contract v2 split, the layer's own activation scale), or
+    None when they are not cached (``make bench-psg`` trains and caches them)."""
+    import bench_psg                                   # benchmarks/ is the script's own directory
+    from e2train.core.fixedpoint import beta_to_fixed as b2f
+
+    ident = [bench_psg.MODELS, epochs, seed, bench_psg.fxp.CONTRACT_VERSION, 1]
+    import hashlib
+    import json
+    key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:12]
+    if not (bench_psg.CACHE / f"cases-{key}.npz").exists():
+        return None
+    out: dict = {}
+    for case in bench_psg.load_cases(epochs, seed, False):
+        if case["model"] != "resnet20":
+            continue
+        g_msb, g_exact = bench_psg.sums(case, bench_psg.x_codes(case), bench_psg.g_codes(case), "half_away")
+        _, decided, _ = golden.psg_decide(g_msb, g_exact, b2f(beta))
+        out.setdefault(case["point"], []).append(decided)
+    return out or None
+
+
+def _psg_schedule_table(batch: int) -> None:
+    """Weight gradient with PSG under core.psg_schedule against beta = 0, per layer and in total,
+    with the predictor's decisions measured on captured ResNet-20 layers (digits; the same
+    weight shapes as the CIFAR layers but for conv1)."""
+    em_z = EnergyModel.zynq7020()
+    layers = perfmodel.resnet20_cifar(batch)
+    dec = captured_decisions()
+    print()
+    print(f"weight gradient with PSG scheduled (core.psg_schedule), beta 0.05, ResNet-20 CIFAR shapes, batch {batch}: "
+          "modelled dynamic energy (zynq7020 model, not measured) over beta = 0")
+    if dec is None:
+        print("  no captured layer decisions (run `make bench-psg` once to capture them): every channel counted "
+              "as needed by the exact sweep")
+        dec = {"none captured": [None] * len(layers)}
+    base = {name: em_z.dynamic_j(perfmodel.engine_wgrad_work(sh, psg=False)) for name, sh in layers}
+    for point, masks in dec.items():
+        if len(masks) != len(layers):
+            print(f"  {point}: {len(masks)} captured layers, the CIFAR model has {len(layers)}: skipped")
+            continue
+        print(f"  decisions: {point}")
+        print(f"  {'layer':<10}{'decided':>8}{'co skip':>8}{'ci skip':>8}{'blk skip':>9}"
+              f"{'beta0 uJ':>10}{'PSG own g':>10}{'PSG g shared':>13}")
+        tot = {"base": 0.0, False: 0.0, True: 0.0, "ex_ddr": 0.0}
+        for (name, sh), d in zip(layers, masks):
+            host = name != "conv1"
+            if d is not None and d.shape == sh.w_shape:
+                need, tag = psg_schedule.exact_need(d), ""
+            else:          # conv1: digits has 1 input channel, CIFAR 3; its decided share, every channel needed
+                need = psg_schedule.all_needed(sh, float(d.mean()) if d is not None else 0.7)
+                tag = " *"
+            e = {gs: em_z.dynamic_j(psg_schedule.scheduled_wgrad_work(sh, need, g_shared=gs, pred_host=host))
+                 for gs in (False, True)}
+            tot["base"] += base[name]
+            for gs in (False, True):
+                tot[gs] += e[gs]
+            ex = psg_schedule.exact_sweep_ddr(sh, need) - psg_schedule.reused_bytes(sh, need, g_shared=host)
+            tot["ex_ddr"] += ex * em_z.dram_pj_per_byte * 1e-12
+            print(f"  {name + tag:<10}{need['decided_share']:>8.0%}{need['co_skip_share']:>8.0%}"
+                  f"{need['ci_skip_share']:>8.0%}{need['block_skip_share']:>9.0%}{base[name] * 1e6:>10.0f}"
+                  f"{e[False] / base[name]:>9.2f}x{e[True] / base[name]:>12.2f}x")
+        print(f"  {point} total: beta = 0 {tot['base'] * 1e3:.2f} mJ; PSG, predictor reads its own g "
+              f"{tot[False] * 1e3:.2f} mJ = {tot[False] / tot['base']:.2f}x; PSG, predictor on the input-gradient "
+              f"pass's g stream {tot[True] * 1e3:.2f} mJ = {tot[True] / tot['base']:.2f}x (goal <= 0.7x)")
+        need_skip = (tot[True] - 0.7 * tot["base"]) / tot["ex_ddr"]
+        print(f"  {point} bound: with g shared, the exact sweep's DDR reads (x and g once more, after the predictor) "
+              f"cost {tot['ex_ddr'] * 1e3:.2f} mJ; if it read nothing (x and g of a layer kept on chip: 1-3 MB at this "
+              f"batch against {psg_schedule.chunk_buffer_bytes() // 1024} KB of chunk buffers) PSG would be "
+              f"{(tot[True] - tot['ex_ddr']) / tot['base']:.2f}x; the goal needs {need_skip:.0%} of those bytes skipped, "
+              "i.e. that share of channels with every weight decided (measured above)")
+    print("  co/ci skip = output/input channels whose weights are all decided (the exact sweep skips their g/x "
+          "reads); blk skip = engine blocks (8 x 21) all decided (their calls do not run); * = conv1: its "
+          "digits decisions have another shape, every channel counted as needed")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=16)
@@ -134,6 +242,8 @@ def main() -> int:
         ap.error(f"--engine-batch must be in 1..{MAX_BATCH}, got {args.engine_batch}")
     if args.engine_only:
         _engine_table(args.engine_batch)
+        _overlap_table(args.engine_batch)
+        _psg_schedule_table(args.engine_batch)
         return 0
     csim.load()
     # One thread for numpy too: the C simulation runs on one core.
@@ -184,6 +294,8 @@ def main() -> int:
     print("model busy = MAC slots doing useful work (conv: 64 DSP MACs/cycle; weight gradient: "
           f"{perfmodel.PSG_PRED_LANES} predictor + {perfmodel.PSG_EXACT_LANES} exact lanes, time-weighted)")
     _engine_table(args.engine_batch)
+    _overlap_table(args.engine_batch)
+    _psg_schedule_table(args.engine_batch)
     return 0
 
 

@@ -102,6 +102,14 @@ def test_outputs_exist_and_parse(grid):
     table = [l for l in md.splitlines() if l.startswith("| ")]
     assert len(table) == 1 + len(runs)
     assert "energy (modelled) J" in table[0] and "time-to-80% s" in table[0]
+    # the energy in parts, platform and baseline named, for every run (each recorded its parts)
+    parts = md.split("## Energy in parts (modelled)")[1].split("\n## ")[0]
+    assert sum(l.startswith("- **") for l in parts.splitlines()) == len(runs)
+    assert parts.count("(modelled, platform horowitz45)") == len(runs)
+    assert parts.count("over fp32: ") == len(runs) - 1
+    for r in runs.values():
+        assert set(r.final.energy_parts) == {"compute", "on_chip", "dram", "static"}
+        assert sum(r.final.energy_parts.values()) == pytest.approx(r.final.energy_j, rel=1e-6)
     for name in ("acc_vs_energy.png", "acc_vs_time.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -145,3 +145,39 @@ def test_headline_leads_with_cost_to_target(synthetic_runs):
     # fp32 reaches 80% at epoch 2 (20 J, 2.0 s) on seeds 0, 1 and epoch 3 on seed 2 -> median 20 J
     assert rows[0].split("|")[2].strip() == "20.000 (3/3)"
     assert not any("random-skip" in l for l in md[head:md.index("| wall-clock s |")].splitlines())
+
+
+def _with_parts(runs, platform="horowitz45"):
+    """The synthetic runs with their energy split in parts (compute 60%, on-chip 10%, DRAM 30%)."""
+    for r in runs:
+        r.energy_platform = platform
+        for e in r.epochs:
+            e.energy_parts = {"compute": 0.6 * e.energy_j, "on_chip": 0.1 * e.energy_j,
+                              "dram": 0.3 * e.energy_j, "static": 0.0}
+    return runs
+
+
+def test_summary_energy_parts_name_platform_and_baseline(synthetic_runs):
+    md = summary_markdown(_with_parts(synthetic_runs), targets=[0.8])
+    sec = md.split("## Energy in parts (modelled)")[1].split("##")[0]
+    smd = next(l for l in sec.splitlines() if l.startswith("- **smd**"))
+    # smd: 15 J over 3 epochs, fp32 30 J: total 0.5 of fp32's, compute 0.3, on-chip 0.05, DRAM 0.15
+    assert "compute 9 J + on-chip 1.5 J + DRAM 4.5 J + static 0 J = 15 J (modelled, platform horowitz45)" in smd
+    assert "over fp32: 0.500 = compute 0.300 + on-chip 0.050 + DRAM 0.150 + static 0.000 of the fp32's total" in smd
+    fp32 = next(l for l in sec.splitlines() if l.startswith("- **fp32**"))
+    assert "over fp32" not in fp32                       # the baseline is not compared with itself
+
+
+def test_summary_without_parts_has_no_parts_section(synthetic_runs):
+    assert "Energy in parts" not in summary_markdown(synthetic_runs, targets=[0.8])
+
+
+def test_csv_round_trip_keeps_energy_parts(tmp_path, synthetic_runs):
+    runs = _with_parts(synthetic_runs, "xc7z020")
+    back = read_csv(write_csv(runs, tmp_path / "runs.csv"))
+    by_key = {(r.arm, r.seed): r for r in back}
+    for r in runs:
+        b = by_key[(r.arm, r.seed)]
+        assert b.energy_platform == "xc7z020"
+        for eb, er in zip(b.epochs, r.epochs):
+            assert eb.energy_parts == pytest.approx(er.energy_parts)

@@ -75,6 +75,9 @@ class EpochRecord:
     # test-set accuracy when ``acc`` is the validation split's (decisions read acc, the test
     # set only reports); NaN when acc is the test set's own
     test_acc: float = math.nan
+    # the cumulative modelled energy in parts (core.energy.PARTS: compute, on_chip, dram,
+    # static), J; empty when the run priced none (distributed runs, older files)
+    energy_parts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +95,7 @@ class RunRecord:
     # pipeline schedule ("async", "gpipe", "1f1b"; nproc = stages)
     nproc: int = 1
     schedule: str = ""
+    energy_platform: str = ""   # core.energy platform the energy is priced on ("" when unknown)
 
     def __post_init__(self) -> None:
         if self.kind not in RUN_KINDS:
@@ -122,6 +126,12 @@ def format_skips(skips: dict[str, float]) -> str:
     return ";".join(f"{u}={r:.6f}" for u, r in skips.items())
 
 
+def format_parts(parts: dict[str, float]) -> str:
+    """{'compute': 0.01, 'dram': 0.002} -> 'compute=0.01;dram=0.002' (significant digits:
+    energies of tiny runs are millijoules); read back with ``parse_skips``."""
+    return ";".join(f"{k}={v:.9g}" for k, v in parts.items())
+
+
 def parse_skips(text: str) -> dict[str, float]:
     out = {}
     for part in filter(None, (text or "").split(";")):
@@ -134,8 +144,9 @@ def parse_skips(text: str) -> dict[str, float]:
 
 CSV_FIELDS = ["method", "kind", "control_of", "seed", "budget_kind", "budget", "skip_unit",
               "target_skip_ratio", "energy_source", "epoch", "steps", "wall_s", "energy_j",
-              "acc", "skip_ratio", "skip_ratios", "peak_mem_mb", "test_acc", "nproc", "schedule"]
-OPTIONAL_FIELDS = ("peak_mem_mb", "test_acc", "nproc", "schedule")   # absent from files written before they existed
+              "acc", "skip_ratio", "skip_ratios", "peak_mem_mb", "test_acc", "nproc", "schedule",
+              "energy_platform", "energy_parts"]
+OPTIONAL_FIELDS = ("peak_mem_mb", "test_acc", "nproc", "schedule", "energy_platform", "energy_parts")   # absent from files written before they existed
 
 
 def write_csv(runs: Iterable[RunRecord], path: str | Path) -> Path:
@@ -160,6 +171,7 @@ def write_csv(runs: Iterable[RunRecord], path: str | Path) -> Path:
                     "peak_mem_mb": "" if math.isnan(e.peak_mem_mb) else f"{e.peak_mem_mb:.3f}",
                     "test_acc": "" if math.isnan(e.test_acc) else f"{e.test_acc:.6f}",
                     "nproc": r.nproc, "schedule": r.schedule,
+                    "energy_platform": r.energy_platform, "energy_parts": format_parts(e.energy_parts),
                 })
     # Written whole, then renamed: an interrupted write never leaves a half file behind.
     tmp.replace(path)
@@ -186,13 +198,15 @@ def read_csv(path: str | Path) -> list[RunRecord]:
                         kind=row["kind"], control_of=row["control_of"], skip_unit=row["skip_unit"],
                         energy_source=row["energy_source"],
                         target_skip_ratio=float(row["target_skip_ratio"]) if row["target_skip_ratio"] else math.nan,
-                        nproc=int(row["nproc"]) if row.get("nproc") else 1, schedule=row.get("schedule") or "")
+                        nproc=int(row["nproc"]) if row.get("nproc") else 1, schedule=row.get("schedule") or "",
+                        energy_platform=row.get("energy_platform") or "")
                 runs[key].epochs.append(EpochRecord(
                     epoch=int(row["epoch"]), wall_s=float(row["wall_s"]), energy_j=float(row["energy_j"]),
                     acc=float(row["acc"]), skip_ratio=float(row["skip_ratio"]), steps=int(row["steps"]),
                     skips=parse_skips(row["skip_ratios"]),
                     peak_mem_mb=float(row["peak_mem_mb"]) if row.get("peak_mem_mb") else math.nan,
-                    test_acc=float(row["test_acc"]) if row.get("test_acc") else math.nan))
+                    test_acc=float(row["test_acc"]) if row.get("test_acc") else math.nan,
+                    energy_parts=parse_skips(row.get("energy_parts") or "")))
             except (ValueError, TypeError, KeyError) as e:
                 raise ValueError(f"{path}:{lineno}: malformed row ({e})") from None
     return list(runs.values())

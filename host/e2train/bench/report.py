@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..core.energy import ENERGY_KIND, PARTS, parts_text, ratio_parts, ratio_text
 from .metrics import AXES, Point, pareto_front, seed_curve, tta_over_seeds
 from .records import KIND_METHOD, Budget, RunRecord
 from .stats import Interval, t_interval
@@ -199,6 +200,40 @@ def headline_lines(arms: Sequence[Arm], target: float, elabel: str) -> list[str]
     return lines + [""]
 
 
+def _priced(a: Arm) -> dict | None:
+    """The arm's final modelled energy in parts (mean over seeds), as ``core.energy.price`` gives
+    it; None when a run recorded no parts or the seeds were priced on different platforms."""
+    plats = {r.energy_platform for r in a.runs}
+    if a.energy_source != ENERGY_KIND or len(plats) != 1 or not all(set(PARTS) <= set(r.final.energy_parts)
+                                                                    for r in a.runs):
+        return None
+    parts = {k: statistics.fmean(r.final.energy_parts[k] for r in a.runs) for k in PARTS}
+    return {"kind": ENERGY_KIND, "platform": plats.pop() or "unnamed", "parts_j": parts,
+            "total_j": sum(parts.values())}
+
+
+def energy_parts_lines(arms: Sequence[Arm], baseline: str) -> list[str]:
+    """Each arm's final training energy in parts (compute / on-chip / DRAM / static, platform
+    named), and its ratio to the baseline method at the same budget, part by part."""
+    lines = []
+    for a in arms:
+        p = _priced(a)
+        if p is None:
+            continue
+        line = f"- **{a.name}** ({a.budget.label}): {parts_text(p)}"
+        b = _baseline_arm(arms, a, baseline)
+        pb = _priced(b) if b is not None and b is not a else None
+        if pb is not None and pb["platform"] == p["platform"] and pb["total_j"] > 0:
+            line += f"; over {baseline}: " + ratio_text(ratio_parts(p, pb), baseline)
+        lines.append(line)
+    if not lines:
+        return []
+    return ["## Energy in parts (modelled)", "",
+            f"Final training energy per arm, mean over seeds, in the energy model's parts on the platform "
+            f"named; the ratio divides each part by the baseline ({baseline}, same budget)'s total, so the "
+            "parts add up to the ratio.", "", *lines, ""]
+
+
 def process_layouts(arms: Sequence[Arm]) -> list[str]:
     """'fp32: 2 processes (ddp)' per arm of distributed runs; empty when every run had one process."""
     out = []
@@ -248,6 +283,7 @@ def summary_markdown(runs: Sequence[RunRecord], targets: Sequence[float], level:
             row += [tta_over_seeds(a.runs, t, "wall_s").fmt(1), tta_over_seeds(a.runs, t, "energy_j").fmt(3)]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    lines += energy_parts_lines(arms, baseline)
     controls = [a for a in arms if a.kind != KIND_METHOD]
     if controls:
         lines += ["Controls: `random-skip[M]` skips at random at what method M measured in its own run "

@@ -306,6 +306,7 @@ class TorchBackend:
         if job.budget.kind == "energy" and job.kind != "fewer-iters-control":
             cfg = self._energy_budget_config(job, plan, cfg)
         epochs: list[EpochRecord] = []
+        platform = [""]
         totals = {"run": 0, "skipped": 0}
 
         def ratios_now(rec: dict) -> dict[str, float]:
@@ -336,7 +337,9 @@ class TorchBackend:
             epochs.append(EpochRecord(epoch=rec["epoch"], wall_s=rec["wall_s"], energy_j=rec["energy_j"],
                                       acc=rec["test_acc"] if val is None else val, skip_ratio=first,
                                       steps=steps, skips=skips, peak_mem_mb=rec.get("peak_mem_mb", math.nan),
-                                      test_acc=math.nan if val is None else rec["test_acc"]))
+                                      test_acc=math.nan if val is None else rec["test_acc"],
+                                      energy_parts=dict(rec.get("energy_parts_j") or {})))
+            platform[0] = rec.get("energy_platform") or platform[0]
             if self.verbose:
                 sk = ", ".join(f"{100 * r:.1f}% {u}" for u, r in skips.items())
                 progress(f"    epoch {rec['epoch']}/{cfg.run_epochs}: acc {100 * rec['test_acc']:.2f}%  "
@@ -354,7 +357,7 @@ class TorchBackend:
             raise GridError(f"{job.describe()}: {e}") from None
         rec = RunRecord(method=job.method, seed=job.seed, budget=job.budget, kind=job.kind,
                         control_of=job.control_of, skip_unit=plan.units[0] if plan.units else "",
-                        energy_source="modelled", epochs=epochs)
+                        energy_source="modelled", epochs=epochs, energy_platform=platform[0])
         final = epochs[-1].skips if epochs else {}
         out = MethodResult(rec, dict(final))
         spec = REGISTRY.get(job.method) if job.kind == "method" else None

@@ -357,6 +357,7 @@ def at_arm_rate(work: Work, ops_per_second: float) -> Work:
     arm_s = work.arm_ops / ops_per_second
     out.seconds = max(work.seconds - work.arm_seconds, 0.0) + arm_s
     out.arm_seconds = arm_s
+    out.overlap_seconds = 0.0      # the overlap was timed at the recorded rate; at another it is not known
     return out
 
 
@@ -396,6 +397,12 @@ def parts_text(priced: dict) -> str:
     p = priced["parts_j"]
     return (f"compute {p['compute']:.3g} J + on-chip {p['on_chip']:.3g} J + DRAM {p['dram']:.3g} J + "
             f"static {p['static']:.3g} J = {priced['total_j']:.3g} J ({priced['kind']}, platform {priced['platform']})")
+
+
+def ratio_text(ratio: dict, baseline: str) -> str:
+    """One line of ``ratio_parts``: 'total 0.34 = compute 0.01 + on-chip ... to <baseline> (modelled)'."""
+    return (f"{ratio['total']:.3f} = compute {ratio['compute']:.3f} + on-chip {ratio['on_chip']:.3f} + "
+            f"DRAM {ratio['dram']:.3f} + static {ratio['static']:.3f} of the {baseline}'s total ({ENERGY_KIND})")
 
 
 def compare_to_baselines(run: Work, baseline: Work, on: "str | Platform" = "xc7z020") -> dict:

@@ -67,6 +67,9 @@ class Work:
     # (``core.energy.at_arm_rate``)
     arm_ops: int = 0
     arm_seconds: float = 0.0
+    # of ``seconds``, what the fabric and the ARM spend at the same time (core.overlap): the
+    # step's critical path is seconds - overlap_seconds; static power is priced on ``seconds``
+    overlap_seconds: float = 0.0
 
     def add_macs(self, n: int, bits_a: int, bits_b: int) -> "Work":
         if n < 0:
@@ -114,6 +117,7 @@ class Work:
         self.seconds += other.seconds
         self.arm_ops += other.arm_ops
         self.arm_seconds += other.arm_seconds
+        self.overlap_seconds += other.overlap_seconds
         return self
 
     def __add__(self, other: "Work") -> "Work":
@@ -136,6 +140,7 @@ class Work:
             "seconds": self.seconds,
             "arm_ops": self.arm_ops,
             "arm_seconds": self.arm_seconds,
+            "overlap_seconds": self.overlap_seconds,
         }
 
     @classmethod
@@ -151,4 +156,10 @@ class Work:
         # tallies recorded before the ARM share was kept apart have none (0: not re-priceable)
         w.arm_ops = int(d.get("arm_ops", 0))
         w.arm_seconds = float(d.get("arm_seconds", 0.0))
+        w.overlap_seconds = float(d.get("overlap_seconds", 0.0))    # 0: recorded before it was modelled
         return w
+
+    @property
+    def critical_seconds(self) -> float:
+        """The modelled time with fabric and ARM overlapped where the data allow (core.overlap)."""
+        return self.seconds - self.overlap_seconds

@@ -42,24 +42,30 @@ OPS_PER_ELEMENT = {
 class ArmTally:
     """Adds ARM-side work (ops, MACs, modelled seconds) to a ``Work``."""
 
-    def __init__(self, work: Work | None = None, ops_per_second: float = ARM_OPS_PER_SECOND):
+    def __init__(self, work: Work | None = None, ops_per_second: float = ARM_OPS_PER_SECOND, timeline=None):
         if not ops_per_second > 0:
             raise ValueError(f"ARM throughput must be > 0 ops/s, got {ops_per_second!r}")
         self.work = work if work is not None else Work()
         self.ops_per_second = float(ops_per_second)
+        self.timeline = timeline                         # core.overlap.Timeline of the step, or None
+
+    def _timed(self, n_ops: int) -> None:
+        self.work.add_arm_time(n_ops, self.ops_per_second)
+        if self.timeline is not None:
+            self.timeline.add("arm", n_ops / self.ops_per_second)
 
     def ops(self, kind: str, n_elements: int) -> None:
         n = int(n_elements) * OPS_PER_ELEMENT[kind]
         if n:
             self.work.add_ops(n, FP32)
-            self.work.add_arm_time(n, self.ops_per_second)
+            self._timed(n)
 
     def macs(self, n: int) -> None:
         n = int(n)
         if n:
             self.work.add_macs(n, FP32, FP32)
             # a multiply-accumulate is two operations for the time model
-            self.work.add_arm_time(2 * n, self.ops_per_second)
+            self._timed(2 * n)
 
 
 # -- batch norm -----------------------------------------------------------------------------

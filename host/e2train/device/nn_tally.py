@@ -17,9 +17,14 @@ except ImportError:  # pragma: no cover - only while the tree is incomplete
     _kernel_work = None
 
 
+# what core.overlap.Timeline needs to know of a kernel: which pass it is
+_PASS_KIND = {"conv_bwd_data": "bwd_data", "conv_bwd_weight_psg": "wgrad"}
+
+
 class KernelTally:
-    def __init__(self, work: Work | None = None):
+    def __init__(self, work: Work | None = None, timeline=None):
         self.work = work if work is not None else Work()
+        self.timeline = timeline                         # core.overlap.Timeline of the step, or None
         self.calls: Counter = Counter()                  # kernel -> calls
         self.macs: Counter = Counter()                   # kernel -> MACs of the samples processed
         self.sample_passes: Counter = Counter()          # kernel -> samples processed
@@ -44,8 +49,11 @@ class KernelTally:
             self.weights[layer] += int(n_weights)
         if _kernel_work is not None:
             kw = {"predictor_on": predictor_on} if kernel == "conv_bwd_weight_psg" else {}
-            self.work += _kernel_work(kernel, shape, int(n_active), n_predicted=int(n_predicted),
-                                      x_unsigned=x_unsigned, **kw)
+            w = _kernel_work(kernel, shape, int(n_active), n_predicted=int(n_predicted),
+                                 x_unsigned=x_unsigned, **kw)
+            self.work += w
+            if self.timeline is not None:
+                self.timeline.add("fabric", w.seconds, _PASS_KIND.get(kernel, ""))
 
     def predicted_fraction(self) -> dict[str, float]:
         """Fraction of weight updates decided by the MSB predictor, per layer and overall."""

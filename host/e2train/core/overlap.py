@@ -1,0 +1,160 @@
+"""A training step's modelled time as its critical path, not the sum of its parts (numpy-free).
+
+Three resources work at once on the board: the fabric (the training engine's passes), the DMA
+(transfers the fabric does not already overlap inside a pass) and the ARM (BN, ReLU,
+quantisation, shortcuts, the head, the optimiser). Each runs its own tasks in the order they
+are issued (one queue per resource, no reordering); a task starts when its resource is free
+and every task it depends on has finished. The step then lasts as long as its critical path,
+and ``schedule`` reports that beside the plain sum so a report can show both.
+
+Which overlaps are real (``chain_step_tasks``), for a chain of convolution layers l = 0..L-1:
+
+* forward: conv l+1 on the fabric needs layer l's output after BN (batch statistics over the
+  whole output), ReLU and quantisation on the ARM, so fabric and ARM alternate: no overlap
+  between them in the forward pass;
+* DMA: a layer's weights (and whatever the fabric loads before it can start) do not depend on
+  earlier layers, so they load double-buffered while the previous layer computes;
+* backward: the input-gradient pass of layer l gives g_x(l), from which the ARM computes the
+  BN/ReLU backward of layer l-1 (g_y(l-1)) while the fabric runs layer l's weight-gradient
+  pass (it needs x(l) and g_y(l), both ready): ARM work of one layer under the fabric's next
+  pass. The input-gradient pass of layer l-1 waits for that ARM work;
+* the head (FC, loss, its backward) sits between the two passes on the ARM.
+
+Everything here is modelled: the inputs are the performance model's and the ARM rate's times.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RESOURCES = ("fabric", "dma", "arm")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    resource: str            # one of RESOURCES
+    seconds: float
+    after: tuple = ()        # names of tasks that must finish before this one starts
+
+
+def schedule(tasks: list[Task]) -> dict:
+    """In-order list scheduling: {"critical_s", "sum_s", "busy_s" per resource, "start", "finish"}.
+
+    A task may depend only on tasks listed before it (the order is the issue order)."""
+    free = dict.fromkeys(RESOURCES, 0.0)
+    busy = dict.fromkeys(RESOURCES, 0.0)
+    start: dict = {}
+    finish: dict = {}
+    for t in tasks:
+        if t.resource not in RESOURCES:
+            raise ValueError(f"task {t.name!r}: unknown resource {t.resource!r}; expected one of {RESOURCES}")
+        if not t.seconds >= 0:
+            raise ValueError(f"task {t.name!r}: time must be >= 0 s, got {t.seconds!r}")
+        if t.name in finish:
+            raise ValueError(f"task {t.name!r} listed twice")
+        missing = [d for d in t.after if d not in finish]
+        if missing:
+            raise ValueError(f"task {t.name!r} depends on {missing}, which are not listed before it")
+        s = max([free[t.resource], *(finish[d] for d in t.after)])
+        start[t.name], finish[t.name] = s, s + t.seconds
+        free[t.resource] = finish[t.name]
+        busy[t.resource] += t.seconds
+    return {"critical_s": max(finish.values(), default=0.0), "sum_s": sum(busy.values()),
+            "busy_s": busy, "start": start, "finish": finish}
+
+
+LAYER_KEYS = ("dma", "fwd", "fwd_arm", "bwd_arm", "bwd_data", "wgrad")
+
+
+def chain_step_tasks(layers: list[dict], head_arm_s: float = 0.0) -> list[Task]:
+    """The tasks of one training step of a chain of conv layers, with the dependencies above.
+
+    Each layer: {"name", "dma": weights and first tiles in (s), "fwd": forward pass (s),
+    "fwd_arm": BN/ReLU/quantisation of its output (s), "bwd_arm": BN/ReLU backward that turns
+    the next layer's g_x into its g_y (s), "bwd_data": input-gradient pass (s; 0 for the first
+    layer, which has none), "wgrad": weight-gradient pass (s)}; missing keys are 0."""
+    out: list[Task] = []
+    names = [str(ly["name"]) for ly in layers]
+    if len(set(names)) != len(names):
+        raise ValueError("layer names must be unique")
+    for ly in layers:
+        bad = sorted(set(ly) - {"name", *LAYER_KEYS})
+        if bad:
+            raise ValueError(f"layer {ly['name']!r}: unknown keys {bad}; expected {LAYER_KEYS}")
+    prev_arm = None
+    for ly in layers:                                            # forward
+        n = ly["name"]
+        out.append(Task(f"{n}.dma", "dma", ly.get("dma", 0.0)))
+        out.append(Task(f"{n}.fwd", "fabric", ly.get("fwd", 0.0), (f"{n}.dma",) + ((prev_arm,) if prev_arm else ())))
+        out.append(Task(f"{n}.fwd_arm", "arm", ly.get("fwd_arm", 0.0), (f"{n}.fwd",)))
+        prev_arm = f"{n}.fwd_arm"
+    out.append(Task("head", "arm", head_arm_s, (prev_arm,) if prev_arm else ()))
+    g_ready = "head"                       # what the next layer down waits for: its g_x
+    for i in range(len(layers) - 1, -1, -1):                     # backward
+        n = layers[i]["name"]
+        out.append(Task(f"{n}.bwd_arm", "arm", layers[i].get("bwd_arm", 0.0), (g_ready,)))
+        out.append(Task(f"{n}.bwd_data", "fabric", layers[i].get("bwd_data", 0.0), (f"{n}.bwd_arm",)))
+        out.append(Task(f"{n}.wgrad", "fabric", layers[i].get("wgrad", 0.0), (f"{n}.bwd_arm",)))
+        g_ready = f"{n}.bwd_data"
+    return out
+
+
+def serial_seconds(layers: list[dict], head_arm_s: float = 0.0) -> float:
+    """The sum of every part: what the step costs with no overlap at all."""
+    return head_arm_s + sum(float(ly.get(k, 0.0)) for ly in layers for k in LAYER_KEYS)
+
+
+class Timeline:
+    """The same rule applied on the fly to what a trainer issues, in order, within one step.
+
+    Each kernel call and each ARM operation is added as it runs. A segment waits for its
+    resource and for the last segment whose output it consumes: in program order every segment
+    consumes its predecessor's output, except the weight-gradient pass, which consumes the
+    operands the input-gradient pass of the same layer started from (x and g_y) and produces
+    only the weight update, which nothing else in the step reads. So the ARM work after a
+    layer's input-gradient pass (dequantising g_x, the next layer down's ReLU/BN backward) runs
+    while the fabric does that layer's weight gradient. DMA is inside the kernels' own times
+    here (the performance model overlaps it per call). ``close_step`` ends a step: the next
+    starts when both resources are free."""
+
+    def __init__(self) -> None:
+        self.critical_s = 0.0          # closed steps' critical paths, summed
+        self.sum_s = 0.0               # closed steps' segments, summed
+        self._open()
+
+    def _open(self) -> None:
+        self._free = {"fabric": 0.0, "arm": 0.0}
+        self._ready = 0.0              # finish of the last segment whose output the next one reads
+        self._wg_ready = None          # when the operands of the pending weight gradient were ready
+        self._step_sum = 0.0
+
+    def add(self, resource: str, seconds: float, kind: str = "") -> None:
+        """``kind``: "bwd_data" or "wgrad" for those passes, anything else otherwise."""
+        if resource not in self._free:
+            raise ValueError(f"unknown resource {resource!r}; expected fabric or arm")
+        if not seconds >= 0:
+            raise ValueError(f"time must be >= 0 s, got {seconds!r}")
+        if kind == "wgrad":
+            ready = self._ready if self._wg_ready is None else self._wg_ready
+            self._wg_ready = None
+        else:
+            ready = self._ready
+            if kind == "bwd_data":
+                self._wg_ready = ready
+        end = max(self._free[resource], ready) + seconds
+        self._free[resource] = end
+        if kind != "wgrad":
+            self._ready = end
+        self._step_sum += seconds
+
+    def open_s(self) -> float:
+        """The critical path of the step in progress so far."""
+        return max(self._free.values())
+
+    def close_step(self) -> float:
+        """End the step; returns the time it overlapped (its sum minus its critical path)."""
+        crit, total = self.open_s(), self._step_sum
+        self.critical_s += crit
+        self.sum_s += total
+        self._open()
+        return total - crit

@@ -1,0 +1,70 @@
+"""The step's critical path on small cases computed by hand (core.overlap)."""
+import pytest
+
+from e2train.core.overlap import Task, chain_step_tasks, schedule, serial_seconds
+
+TWO = [dict(name="L0", dma=0.5, fwd=1.0, fwd_arm=2.0, bwd_arm=1.0, bwd_data=0.0, wgrad=3.0),
+       dict(name="L1", dma=0.5, fwd=1.0, fwd_arm=2.0, bwd_arm=1.0, bwd_data=1.0, wgrad=3.0)]
+
+
+def test_two_layers_by_hand():
+    r = schedule(chain_step_tasks(TWO, head_arm_s=1.0))
+    # L0: dma 0-0.5, fwd 0.5-1.5, arm 1.5-3.5; L1's weights load 0.5-1.0 under L0's conv (hidden),
+    # L1.fwd waits for L0's BN/ReLU: 3.5-4.5, arm 4.5-6.5, head 6.5-7.5; backward: L1.bwd_arm
+    # 7.5-8.5, bwd_data 8.5-9.5, wgrad 9.5-12.5; L0.bwd_arm 9.5-10.5 under L1's wgrad (hidden),
+    # L0.wgrad 12.5-15.5.
+    f = r["finish"]
+    assert f["L1.dma"] == 1.0 and f["L1.fwd"] == 4.5 and f["head"] == 7.5
+    assert r["start"]["L0.bwd_arm"] == 9.5 and f["L0.bwd_arm"] == 10.5
+    assert r["critical_s"] == pytest.approx(15.5)
+    assert r["sum_s"] == pytest.approx(17.0) == pytest.approx(serial_seconds(TWO, 1.0))
+    assert r["busy_s"] == {"fabric": 9.0, "dma": 1.0, "arm": 7.0}
+
+
+def test_arm_longer_than_wgrad_is_on_the_path():
+    layers = [dict(name="a", fwd=1.0, bwd_arm=4.0, wgrad=1.0), dict(name="b", fwd=1.0, bwd_data=1.0, wgrad=1.0)]
+    r = schedule(chain_step_tasks(layers))
+    # fwd a 0-1, b 1-2; b.bwd_arm 2-2 (0 s); b.bwd_data 2-3, b.wgrad 3-4; a.bwd_arm 3-7 (the fabric
+    # idles 4-7), a.bwd_data 7-7, a.wgrad 7-8: 1 s of the ARM's 4 hidden under b.wgrad.
+    assert r["critical_s"] == pytest.approx(8.0)
+    assert r["sum_s"] == pytest.approx(9.0)
+
+
+def test_forward_alone_does_not_overlap_fabric_and_arm():
+    layers = [dict(name=f"L{i}", fwd=1.0, fwd_arm=1.0) for i in range(3)]
+    r = schedule(chain_step_tasks(layers))
+    assert r["critical_s"] == pytest.approx(r["sum_s"]) == pytest.approx(6.0)
+
+
+def test_bad_tasks_are_refused():
+    with pytest.raises(ValueError, match="not listed before"):
+        schedule([Task("b", "arm", 1.0, ("a",)), Task("a", "arm", 1.0)])
+    with pytest.raises(ValueError, match=">= 0"):
+        schedule([Task("a", "fabric", -1.0)])
+    with pytest.raises(ValueError, match="unknown resource"):
+        schedule([Task("a", "gpu", 1.0)])
+    with pytest.raises(ValueError, match="unknown keys"):
+        chain_step_tasks([dict(name="a", fwdd=1.0)])
+
+
+def test_timeline_by_hand():
+    from e2train.core.overlap import Timeline
+    tl = Timeline()
+    # fwd 0-1 (fabric); ARM 1-2; bwd_data 2-4 (its operands ready at 2); ARM (dequantise g_x, next
+    # layer's BN backward) 4-7; wgrad needs only what bwd_data started from: 4-6 on the fabric,
+    # under the ARM; the optimiser (ARM) reads the ARM's output: 7-8. Sum 10, critical path 8.
+    for res, s, kind in (("fabric", 1, "fwd"), ("arm", 1, ""), ("fabric", 2, "bwd_data"), ("arm", 3, ""),
+                         ("fabric", 2, "wgrad"), ("arm", 1, "")):
+        tl.add(res, s, kind)
+    assert tl.open_s() == 8
+    assert tl.close_step() == 2                  # overlapped: the wgrad's 2 s under the ARM's 3 s
+    assert (tl.critical_s, tl.sum_s) == (8, 10)
+    # a new step starts with both resources free at its own zero; a wgrad longer than the ARM work
+    tl.add("fabric", 1, "bwd_data")
+    tl.add("arm", 1)
+    tl.add("fabric", 4, "wgrad")                 # 1-5
+    tl.add("arm", 1)                             # 2-3
+    tl.add("fabric", 1)                          # the next conv waits for the fabric: 5-6
+    assert tl.close_step() == 2 and tl.critical_s == 14
+    with pytest.raises(ValueError, match="unknown resource"):
+        tl.add("dma", 1)
