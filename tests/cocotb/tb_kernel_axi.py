@@ -12,6 +12,8 @@ fpga/rtl/kernel_axi_top.v: the control block axil_ctrl.v, the engine train_engin
 * ``driver_status_word``: calls the kernel refuses (a 2x2 kernel, a sample index out of
   range) come back through ap_return as the status bits the driver turns into its
   KernelError, with nothing written; the kernel then takes a valid call.
+* ``driver_after_a_stolen_done``: another reader takes the clear-on-read ap_done first;
+  the driver still finishes (ap_idle with ap_start taken) with a correct y.
 * ``driver_conv_bwd_data_vs_golden``: the same for ``ConvBwdDataDriver`` and
   ``core.golden.conv_bwd_data``.
 
@@ -241,6 +243,30 @@ async def driver_status_word(dut):
     got = await bridge(_run_fwd)(drv, x, w, bias, y0, np.array([0, 1], np.int32), shape, True, False, mult)
     want = golden.conv_fwd(x, w, bias, mult, stride=1, pad=1, samples=np.array([0, 1]), out=y0.copy())
     assert np.array_equal(got, want), "a valid call after refused ones is wrong"
+
+
+@cocotb.test(skip=IFACE.name != "conv_fwd")
+async def driver_after_a_stolen_done(dut):
+    """ap_done is clear-on-read: another reader of CTRL (a register_map print, a debugger)
+    can take it before the driver's poll does. The driver must still see the call finish
+    (ap_idle with ap_start taken) and read a correct y."""
+    board, drv, shell = await board_with_shell(dut)
+    rng = np.random.default_rng(8)
+    shape = ConvShape(2, 2, 4, 4, 2, 3, 1, 1)
+    x, w, bias, mult = _fwd_case(rng, shape, False)
+    y0 = np.zeros(shape.y_shape, np.int8)
+    stolen = []
+
+    async def other_reader():
+        await RisingEdge(dut.ctrl_ap_done)          # the kernel's done pulse
+        stolen.append(int.from_bytes((await board.ctrl.read(ki.CTRL, 4)).data, "little"))
+    cocotb.start_soon(other_reader())
+    samples = np.array([0, 1], np.int32)
+    got = await bridge(_run_fwd)(drv, x, w, bias, y0, samples, shape, False, False, mult)
+    assert stolen and stolen[0] & ki.AP_DONE, f"the other reader did not take ap_done (read {stolen})"
+    want = golden.conv_fwd(x, w, bias, mult, stride=1, pad=1, samples=samples, out=y0.copy())
+    assert np.array_equal(got, want), "y is wrong after ap_done was read by someone else"
+    assert board.register_reads > 0
 
 
 def _run_bwd(drv, g, w, gx0, samples, shape, mult):

@@ -16,7 +16,8 @@ from rtl_sims import ROOT, SIMS, SimulatorMissing, build, run_test
 
 BUILD = ROOT / "build" / "cocotb"
 ROWS, COLS = 2, 3
-TESTS = {"conv_fwd": ["control_registers", "driver_conv_fwd_vs_golden", "driver_status_word"],
+TESTS = {"conv_fwd": ["control_registers", "driver_conv_fwd_vs_golden", "driver_status_word",
+                      "driver_after_a_stolen_done"],
          "conv_bwd_data": ["driver_conv_bwd_data_vs_golden"]}
 
 
