@@ -20,9 +20,10 @@ here, so the shell is modelled; everything on either side of it is real:
 * its **output stage** is ``core.fixedpoint.requantize`` (what ``core.golden`` applies and
   the HLS C++ mirrors, ``e2t_requant``).
 
-The argument checks follow the HLS kernels' order (hls/src/conv_fwd.cpp): a shape or
-scalar outside what the kernel accepts returns E2T_ERR_SHAPE, a bad sample list
-E2T_ERR_SAMPLE, both before anything is read or written; a requantisation overflow
+The argument checks are the HLS kernels' (hls/src/conv_fwd.cpp, e2t_shape.h), in their
+order: a shape or multiplier outside what the kernel accepts returns E2T_ERR_SHAPE, a sample
+list whose length or an index is outside [0, n) E2T_ERR_SAMPLE, both before anything else is
+read or anything written; a requantisation overflow
 returns E2T_ERR_OVERFLOW (the model writes nothing then; the C++ writes saturated codes).
 
 Generic over ``kernel_iface.KernelIface``: the argument words are decoded from the iface's
@@ -39,7 +40,7 @@ from cocotbext.axi import AxiBus, AxiMaster
 from e2train.core import engine_map
 from e2train.core.fixedpoint import INT8, INT16, UINT8, requantize
 from e2train.core.kernel_args import check_mult
-from e2train.core.shapes import ConvShape, ShapeError, check_samples
+from e2train.core.shapes import ConvShape, ShapeError
 from e2train.device import kernel_iface as ki
 from engine_model import Args
 from pynq_axi import quiet
@@ -151,13 +152,13 @@ class ShellModel:
             check_mult((a["mult_m"], a["mult_s"]))
         except (ShapeError, ValueError):
             raise KernelStatus(E2T_ERR_SHAPE) from None
+        # e2t_samples_ok (hls/include/e2t_shape.h): the list's length, then each index; a
+        # repeated index is not refused there (the sample is computed twice, the same way)
         if not 0 <= a["n_samples"] <= shape.n:
-            raise KernelStatus(E2T_ERR_SHAPE)
+            raise KernelStatus(E2T_ERR_SAMPLE)
         samples = await self.read(a["samples"], a["n_samples"], np.int32)
-        try:
-            check_samples(samples, shape.n)
-        except ShapeError:
-            raise KernelStatus(E2T_ERR_SAMPLE) from None
+        if samples.size and (samples.min() < 0 or samples.max() >= shape.n):
+            raise KernelStatus(E2T_ERR_SAMPLE)
         return shape, samples
 
     # --- the engine -------------------------------------------------------------------------

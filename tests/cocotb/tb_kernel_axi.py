@@ -10,7 +10,7 @@ fpga/rtl/kernel_axi_top.v: the control block axil_ctrl.v, the engine train_engin
   engine and writes y back; the driver invalidates y and the bench compares it with
   ``core.golden.conv_fwd`` bit for bit, samples not listed untouched.
 * ``driver_status_word``: calls the kernel refuses (a 2x2 kernel, a sample index out of
-  range) come back through ap_return as the status bits the driver turns into its
+  range, a list longer than the batch) come back through ap_return as the status bits the driver turns into its
   KernelError, with nothing written; the kernel then takes a valid call.
 * ``driver_after_a_stolen_done``: another reader takes the clear-on-read ap_done first;
   the driver still finishes (ap_idle with ap_start taken) with a correct y.
@@ -225,7 +225,8 @@ async def driver_status_word(dut):
     shape = ConvShape(2, 2, 4, 4, 2, 3, 1, 1)
     x, w, bias, mult = _fwd_case(rng, shape, True)
     y0 = np.full(shape.y_shape, 0x5A, np.int8)
-    bad_calls = [("a 2x2 kernel", dict(k=2), 1), ("sample index 2 in a batch of 2", dict(samples=np.array([0, 2], np.int32)), 2)]
+    bad_calls = [("a 2x2 kernel", dict(k=2), 1), ("sample index 2 in a batch of 2", dict(samples=np.array([0, 2], np.int32)), 2),
+                 ("3 samples listed in a batch of 2", dict(samples=np.array([0, 1, 0], np.int32)), 2)]
     for what, change, bit in bad_calls:
         samples = change.get("samples", np.array([0, 1], np.int32))
 
