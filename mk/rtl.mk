@@ -12,11 +12,15 @@ rtl-report: $(STAMP)
 
 RTL_TRAIN := fpga/rtl/msb_split.v fpga/rtl/train_engine.v fpga/rtl/train_engine_hls.v
 RTL_ARRAY := fpga/rtl/psg_lanes_hls.v fpga/rtl/psg_lanes.v fpga/rtl/psg_lane.v
+# test fixture: the engine behind an HLS-style AXI4-Lite control block (tests/cocotb/tb_kernel_axi.py)
+RTL_AXI := $(RTL_TRAIN) fpga/rtl/axil_ctrl.v fpga/rtl/kernel_axi_top.v
 rtl-lint: $(STAMP) sims
 	PATH="$(VERILATOR_BIN):$$PATH" verilator --lint-only -Wall --top-module train_engine_hls $(RTL_TRAIN)
 	PATH="$(VERILATOR_BIN):$$PATH" verilator --lint-only -Wall --top-module psg_lanes_hls $(RTL_ARRAY)
+	PATH="$(VERILATOR_BIN):$$PATH" verilator --lint-only -Wall --top-module kernel_axi_top $(RTL_AXI)
 	iverilog -g2005 -Wall -o /dev/null $(RTL_TRAIN)
 	iverilog -g2005 -Wall -o /dev/null $(RTL_ARRAY)
+	iverilog -g2005 -Wall -o /dev/null $(RTL_AXI)
 
 BENCHES += bench-rtl
 bench-rtl: $(STAMP) sims

@@ -21,6 +21,8 @@ SOURCES = {
     "psg_lanes_hls": ["psg_lane.v", "psg_lanes.v", "psg_lanes_hls.v"],
     "train_engine": ["msb_split.v", "train_engine.v"],
     "train_engine_hls": ["msb_split.v", "train_engine.v", "train_engine_hls.v"],
+    # a test fixture: the engine behind an HLS-style control block (tb_kernel_axi.py)
+    "kernel_axi_top": ["msb_split.v", "train_engine.v", "train_engine_hls.v", "axil_ctrl.v", "kernel_axi_top.v"],
 }
 
 

@@ -2,7 +2,7 @@
 several sizes (parameter-dependent widths are where lint finds bugs): the lane array's
 blackbox top at the kernel's size (192 lanes, 48 exact, a 72 + 8 slot window) and at small and
 degenerate ones; the training engine and its blackbox top at the full grid, the benches' grid
-and 1 x 1."""
+and 1 x 1; the AXI4-Lite control block of the driver's bench and its top."""
 from __future__ import annotations
 
 import subprocess
@@ -25,6 +25,11 @@ CONFIGS += [("train_engine", ENGINE_V2, {"ROWS": 8, "COLS": 21}), ("train_engine
 # and its HLS blackbox top (engine + read-out)
 ENGINE_HLS = [str(RTL_DIR / f) for f in SOURCES["train_engine_hls"]]
 CONFIGS += [("train_engine_hls", ENGINE_HLS, {"ROWS": r, "COLS": c}) for r, c in ((8, 21), (2, 3), (1, 1))]
+# the HLS-style control block that the driver's bench runs against (a test fixture standing for
+# HLS-generated logic), alone at conv_fwd's size and at one argument, and its bench top
+CTRL = [str(RTL_DIR / "axil_ctrl.v")]
+CONFIGS += [("axil_ctrl", CTRL, {"N_ARGS": 19, "ADDR_WIDTH": 8}), ("axil_ctrl", CTRL, {"N_ARGS": 1, "ADDR_WIDTH": 5}),
+            ("kernel_axi_top", [str(RTL_DIR / f) for f in SOURCES["kernel_axi_top"]], {"ROWS": 2, "COLS": 3})]
 IDS = [f"{t}-" + "-".join(f"{k}{v}" for k, v in p.items()) for t, _, p in CONFIGS]
 
 
@@ -43,8 +48,10 @@ def test_verilator_lint_clean(top: str, files: list[str], params: dict) -> None:
     assert r.returncode == 0 and "%Warning" not in r.stderr, f"verilator -Wall, {top} {params}:\n{r.stderr}"
 
 
-@pytest.mark.parametrize(("top", "files", "params"), [CONFIGS[i] for i in (0, 2, 3, 5, 6, 8)],
-                         ids=[IDS[i] for i in (0, 2, 3, 5, 6, 8)])
+ICARUS = (0, 2, 3, 5, 6, 8, 9, 10, 11)
+
+
+@pytest.mark.parametrize(("top", "files", "params"), [CONFIGS[i] for i in ICARUS], ids=[IDS[i] for i in ICARUS])
 def test_icarus_accepts_verilog_2005(top: str, files: list[str], params: dict) -> None:
     need("icarus")
     r = subprocess.run(["iverilog", "-g2005", "-Wall", *(f"-P{top}.{k}={v}" for k, v in params.items()),

@@ -23,6 +23,13 @@ def default_bitstreams_dir() -> Path:
     return Path(os.environ.get("E2TRAIN_BITSTREAMS", REPO_BITSTREAMS))
 
 
+def ip_description(k: ki.KernelIface, device) -> dict:
+    """The kernel's entry of ``ip_dict`` as ``pynq.Overlay`` would hand it to its driver,
+    for a device without a .hwh (the simulated board, the RTL bench's AXI device)."""
+    return {"phys_addr": k.base_addr, "addr_range": ki.ADDR_RANGE, "type": k.vlnv,
+            "fullpath": k.instance, "registers": k.pynq_registers(), "device": device}
+
+
 class KernelOverlay:
     """The three kernels of one bitstream (or of the simulated board), with drivers bound."""
 
@@ -48,9 +55,7 @@ class KernelOverlay:
         self.pynq_overlay = None
         self.kernels: dict[str, KernelDriver] = {}
         for k in ki.KERNELS.values():
-            desc = {"phys_addr": k.base_addr, "addr_range": ki.ADDR_RANGE, "type": k.vlnv,
-                    "fullpath": k.instance, "registers": k.pynq_registers(), "device": self.device}
-            self.kernels[k.name] = DRIVERS[k.name](desc)
+            self.kernels[k.name] = DRIVERS[k.name](ip_description(k, self.device))
 
     def _load_board(self, download: bool) -> None:
         import pynq

@@ -1,0 +1,234 @@
+"""``ShellModel``: a Python model of the HLS shell around the training engine, for the bench
+of the PYNQ driver against the RTL (tb_kernel_axi.py, top fpga/rtl/kernel_axi_top.v).
+
+On a board the shell is HLS-generated logic (its loops, its ``m_axi`` DMA, the requantisers)
+with the engine (``train_engine_hls.v``) as its RTL blackbox. Vitis HLS is not available
+here, so the shell is modelled; everything on either side of it is real:
+
+* its **control** is the RTL control block (``axil_ctrl.v``): the model waits for the
+  block's ``ap_start``, reads the argument words from the block's registers (the values the
+  driver wrote over AXI4-Lite), and answers with the ap_ctrl_hs handshake (``ap_idle`` low
+  while it runs, then ``ap_done`` and ``ap_ready`` for one cycle with ``ap_return``);
+* its **DDR traffic** is AXI4 (cocotbext-axi's ``AxiMaster`` on the top's ``shell_gmem``
+  port, wired to ``m_axi_gmem`` and the AxiRam there): x, w, bias and the sample list are
+  read from the addresses in the argument registers in the layout the kernels' C signature
+  defines (hls/include/e2t_kernels.h: x NCHW, w OIHW, row-major), and the output is written
+  back the same way, only for the listed samples;
+* its **compute** is the RTL engine: every MAC runs in ``train_engine_hls.v``, fed through
+  its ap_fifo ports call by call as ``e2train.core.engine_map`` lays the pass out (the
+  software-pipelined read-out: call k emits call k-1's rows, a flush call the last ones);
+* its **output stage** is ``core.fixedpoint.requantize`` (what ``core.golden`` applies and
+  the HLS C++ mirrors, ``e2t_requant``).
+
+The argument checks are the HLS kernels' (hls/src/conv_fwd.cpp, e2t_shape.h), in their
+order: a shape or multiplier outside what the kernel accepts returns E2T_ERR_SHAPE, a sample
+list whose length or an index is outside [0, n) E2T_ERR_SAMPLE, both before anything else is
+read or anything written; a requantisation overflow
+returns E2T_ERR_OVERFLOW (the model writes nothing then; the C++ writes saturated codes).
+
+Generic over ``kernel_iface.KernelIface``: the argument words are decoded from the iface's
+argument order and offsets, and the pass is chosen by the kernel's name (``PASSES``).
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from cocotb.triggers import ReadOnly, RisingEdge
+from cocotbext.axi import AxiBus, AxiMaster
+
+from e2train.core import engine_map
+from e2train.core.fixedpoint import INT8, INT16, UINT8, requantize
+from e2train.core.kernel_args import check_mult
+from e2train.core.shapes import ConvShape, ShapeError
+from e2train.device import kernel_iface as ki
+from engine_model import Args
+from pynq_axi import quiet
+from psg_bus import u
+from tb_train_engine_hls import hls_call
+
+E2T_ERR_SHAPE, E2T_ERR_SAMPLE, E2T_ERR_OVERFLOW = 1, 2, 4
+
+
+class KernelStatus(Exception):
+    """A call the kernel refuses: its status word."""
+
+    def __init__(self, status: int):
+        super().__init__(ki.describe_status(status))
+        self.status = status
+
+
+def arg_slots(iface: ki.KernelIface) -> dict[str, int]:
+    """Argument name -> its word in the control block (axil_ctrl.v keeps one data word per
+    8-byte argument slot from FIRST_ARG: the layout with 32-bit m_axi offsets)."""
+    slots = {}
+    for a in iface.args:
+        off = iface.offset(a.name) - ki.FIRST_ARG
+        if a.nbytes != 8 or off % 8:
+            raise ValueError(f"{iface.name}.{a.name}: {a.nbytes}-byte slot at {off + ki.FIRST_ARG:#x}; "
+                             f"axil_ctrl.v implements 8-byte slots (M_AXI_ADDR64 = False)")
+        slots[a.name] = off // 8
+    return slots
+
+
+class ShellModel:
+    def __init__(self, dut, iface: ki.KernelIface, rows: int, cols: int):
+        self.dut, self.iface, self.rows, self.cols = dut, iface, rows, cols
+        self.slots = arg_slots(iface)
+        self.gmem = AxiMaster(AxiBus.from_prefix(dut, "shell_gmem"), dut.ap_clk, dut.ap_rst_n,
+                              reset_active_level=False)
+        quiet(self.gmem)
+        self.rng = random.Random(0)       # hls_call's FIFO-flag randomness; busy = 0: full rate
+        self.calls = 0                    # kernel calls answered
+        self.engine_calls = 0             # engine calls (flushes included)
+        self.last_args: dict | None = None
+        dut.ctrl_ap_done.value = 0
+        dut.ctrl_ap_ready.value = 0
+        dut.ctrl_ap_idle.value = 1
+        dut.ctrl_ap_return.value = 0
+
+    # --- ap_ctrl_hs ---------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve kernel calls forever (start it with cocotb.start_soon)."""
+        d = self.dut
+        while True:
+            await RisingEdge(d.ap_clk)
+            await ReadOnly()
+            if not u(d.ctrl_ap_start):
+                continue
+            args = self.decode(u(d.ctrl_args))
+            await RisingEdge(d.ap_clk)
+            d.ctrl_ap_idle.value = 0
+            try:
+                status = await PASSES[self.iface.name](self, args)
+            except KernelStatus as e:
+                status = e.status
+            self.last_args = args
+            d.ctrl_ap_return.value = status & 0xFFFF_FFFF
+            d.ctrl_ap_done.value = 1
+            d.ctrl_ap_ready.value = 1
+            await RisingEdge(d.ap_clk)
+            d.ctrl_ap_done.value = 0
+            d.ctrl_ap_ready.value = 0
+            d.ctrl_ap_idle.value = 1
+            self.calls += 1
+
+    def decode(self, words: int) -> dict[str, int]:
+        """The argument words as the kernel's C arguments: pointers unsigned, ints signed."""
+        out = {}
+        for a in self.iface.args:
+            v = (words >> (32 * self.slots[a.name])) & 0xFFFF_FFFF
+            out[a.name] = v if a.kind == "ptr" else v - ((v >> 31) << 32)
+        return out
+
+    # --- DDR over AXI4 --------------------------------------------------------------------
+    async def read(self, addr: int, count: int, dtype) -> np.ndarray:
+        dt = np.dtype(dtype)
+        if count == 0:
+            return np.zeros(0, dt)
+        resp = await self.gmem.read(addr, count * dt.itemsize)
+        return np.frombuffer(bytes(resp.data), dt).copy()
+
+    async def write(self, addr: int, values: np.ndarray) -> None:
+        if values.size:
+            await self.gmem.write(addr, np.ascontiguousarray(values).tobytes())
+
+    async def per_sample(self, base: int, samples: np.ndarray, shape: tuple, dtype) -> np.ndarray:
+        """The listed samples of an NCHW tensor at base, in list order."""
+        per = int(np.prod(shape))
+        item = np.dtype(dtype).itemsize
+        parts = [await self.read(base + int(s) * per * item, per, dtype) for s in samples]
+        return np.stack(parts).reshape(len(samples), *shape) if parts else np.zeros((0, *shape), dtype)
+
+    async def write_samples(self, base: int, samples: np.ndarray, values: np.ndarray) -> None:
+        per = values[0].size if len(values) else 0
+        for s, v in zip(samples, values):
+            await self.write(base + int(s) * per * values.itemsize, v)
+
+    # --- checks, in the HLS kernels' order ------------------------------------------------
+    async def checked(self, a: dict) -> tuple[ConvShape, np.ndarray]:
+        try:
+            shape = ConvShape(a["n"], a["ci"], a["h"], a["wd"], a["co"], a["k"], a["stride"], a["pad"])
+            check_mult((a["mult_m"], a["mult_s"]))
+        except (ShapeError, ValueError):
+            raise KernelStatus(E2T_ERR_SHAPE) from None
+        # e2t_samples_ok (hls/include/e2t_shape.h): the list's length, then each index; a
+        # repeated index is not refused there (the sample is computed twice, the same way)
+        if not 0 <= a["n_samples"] <= shape.n:
+            raise KernelStatus(E2T_ERR_SAMPLE)
+        samples = await self.read(a["samples"], a["n_samples"], np.int32)
+        if samples.size and (samples.min() < 0 or samples.max() >= shape.n):
+            raise KernelStatus(E2T_ERR_SAMPLE)
+        return shape, samples
+
+    # --- the engine -------------------------------------------------------------------------
+    async def engine(self, calls: list, args_of) -> list[dict]:
+        """Run the calls through the blackbox, software-pipelined: call k's rows come out
+        during call k+1 (emit), the last ones with a flush call (mode 3). Returns each call's
+        cell sums {"p", "lo", "hi"} (rows, cols), as engine_map's collectors take them."""
+        d, R, C = self.dut, self.rows, self.cols
+        results = []
+        for i, c in enumerate(calls):
+            pr = c.prows if c.prows is not None else np.zeros((c.beats, R), np.int64)
+            pc = c.pcols if c.pcols is not None else np.zeros((c.beats, C), np.int64)
+            rows, _ = await hls_call(d, self.rng, args_of(c), c.rows, c.cols, pr, pc, emit=i > 0)
+            if i:
+                results.append(_sums(rows, R, C))
+        flush = Args(3, False, False, False, False, False, np.zeros((R, C), bool))
+        none = np.zeros((0, R), np.int64), np.zeros((0, C), np.int64)
+        rows, _ = await hls_call(d, self.rng, flush, none[0], none[1], none[0], none[1], emit=True)
+        results.append(_sums(rows, R, C))
+        self.engine_calls += len(calls) + 1
+        return results
+
+    # --- the passes ---------------------------------------------------------------------------
+    async def conv_fwd(self, a: dict) -> int:
+        shape, samples = await self.checked(a)
+        xdt = np.uint8 if a["x_unsigned"] else np.int8
+        fmt = UINT8 if a["relu"] else INT8
+        x = await self.per_sample(a["x"], samples, (shape.ci, shape.h, shape.w), xdt)
+        w = (await self.read(a["w"], int(np.prod(shape.w_shape)), np.int8)).reshape(shape.w_shape)
+        bias = await self.read(a["bias"], shape.co, np.int32) if a["has_bias"] else None
+        if not samples.size:
+            return ki.E2T_OK
+        listed = ConvShape(len(samples), shape.ci, shape.h, shape.w, shape.co, shape.k, shape.stride, shape.pad)
+        calls = engine_map.fwd_calls(x, w, listed, rows=self.rows, cols=self.cols)
+        unsigned = bool(a["x_unsigned"])
+        results = await self.engine(calls, lambda c: Args(0, unsigned, True, False, True, True, c.cell_en))
+        acc = engine_map.fwd_collect(calls, results, listed, len(samples))
+        if bias is not None:
+            acc = acc + bias.astype(np.int64)[None, :, None, None]
+        try:
+            y = requantize(acc, check_mult((a["mult_m"], a["mult_s"])), fmt)
+        except OverflowError:
+            return E2T_ERR_OVERFLOW
+        await self.write_samples(a["y"], samples, y.astype(fmt.dtype))
+        return ki.E2T_OK
+
+    async def conv_bwd_data(self, a: dict) -> int:
+        shape, samples = await self.checked(a)
+        g = await self.per_sample(a["g_y"], samples, (shape.co, shape.ho, shape.wo), np.int16)
+        w = (await self.read(a["w"], int(np.prod(shape.w_shape)), np.int8)).reshape(shape.w_shape)
+        if not samples.size:
+            return ki.E2T_OK
+        listed = ConvShape(len(samples), shape.ci, shape.h, shape.w, shape.co, shape.k, shape.stride, shape.pad)
+        calls = engine_map.bwd_calls(g, w, listed, rows=self.rows, cols=self.cols)
+        results = await self.engine(calls, lambda c: Args(1, False, True, False, True, True, c.cell_en))
+        acc = engine_map.bwd_collect(calls, results, listed, len(samples))
+        try:
+            gx = requantize(acc, check_mult((a["mult_m"], a["mult_s"])), INT16)
+        except OverflowError:
+            return E2T_ERR_OVERFLOW
+        await self.write_samples(a["g_x"], samples, gx.astype(np.int16))
+        return ki.E2T_OK
+
+
+# The pass each kernel runs. The merged kernel (one IP, an op selector) picks among these
+# by its op argument.
+PASSES = {"conv_fwd": ShellModel.conv_fwd, "conv_bwd_data": ShellModel.conv_bwd_data}
+
+
+def _sums(rows: list, R: int, C: int) -> dict:
+    assert len(rows) == R, f"the engine wrote {len(rows)} result rows, expected {R}"
+    arr = np.array(rows, np.int64)
+    return {"p": arr[:, :C], "lo": arr[:, C: 2 * C], "hi": arr[:, 2 * C:]}
