@@ -22,33 +22,36 @@ def test_the_shared_config_uses_only_keys_both_trainers_implement():
     assert all(tk.BY_NAME[k].trainers == tk.TRAINERS for k in SHARED)
 
 
-@pytest.mark.parametrize("suffix", [".toml", ".json"])
-def test_one_config_file_trains_on_the_device_and_in_torch(tmp_path, csim_lib, suffix, capsys):
+@pytest.mark.parametrize("suffix, cell", [(".toml", "lstm"), (".json", "gru")])
+def test_one_config_file_trains_on_the_device_and_in_torch(tmp_path, csim_lib, suffix, cell, capsys):
     from e2train import datasets
     from e2train.cli import main
     from e2train.core import csim
     from e2train.device.trainer import Trainer
     from e2train.train_cli import build_config
 
+    shared = dict(SHARED, slu_cell=cell)
     path = tmp_path / f"run{suffix}"
-    path.write_text(TOML if suffix == ".toml" else json.dumps(SHARED))
+    path.write_text(TOML.replace('"gru"', f'"{cell}"') if suffix == ".toml" else json.dumps(shared))
     # device: the file as `e2train train --config FILE` reads it, on its own (no preset keys)
     loaded = build_config("e2train", str(path), [])
     dev_cfg = {k: loaded[k] for k in SHARED}
-    assert dev_cfg == SHARED
+    assert dev_cfg == shared
     x, y, xt, yt = datasets.load("digits")
     with warnings.catch_warnings():
         warnings.simplefilter("error")          # the new names load without a note
-        res = Trainer(dev_cfg, (x[:96], y[:96], xt[:64], yt[:64]), csim).run()
+        tr = Trainer(dev_cfg, (x[:96], y[:96], xt[:64], yt[:64]), csim)
+        res = tr.run()
     assert res["epochs_done"] == res["total_epochs"] == 1 and not res["stopped"]
     assert res["skips"]["batches_run"] >= 1 and 0 <= res["test_acc"] <= 1
+    assert tr.model.gates.cell == cell and f"{cell}.wx" in tr.model.gates.params
     # torch: the same file through `e2train torch-train --config FILE`, tiny
     rc = main(["torch-train", "--config", str(path), "--limit-train", "96", "--max-batches", "2",
                "--threads", "1", "--no-progress", "--json"])
     out = capsys.readouterr().out
     assert rc == 0, out
     result = json.loads(out)
-    assert {k: result["config"][k] for k in SHARED} == SHARED
+    assert {k: result["config"][k] for k in SHARED} == shared
     assert len(result["records"]) == 1
 
 

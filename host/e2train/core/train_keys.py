@@ -230,7 +230,7 @@ KEYS: tuple[Key, ...] = (
     Key("slu_cost", str, "penalty: flops = α x executed FLOPs ratio (paper); target = α (ratio - slu_target)^2",
         None, choices=SLU_COSTS, only={DEVICE: ("target",)}, defaults={DEVICE: "target", TORCH: "flops"}),
     Key("slu_cell", str, "the gates' shared recurrent cell: lstm (SkipNet) or gru", None, choices=GATE_CELLS,
-        only={DEVICE: ("gru",)}, defaults={DEVICE: "gru", TORCH: "lstm"}),
+        defaults={DEVICE: "gru", TORCH: "lstm"}),
     Key("slu_hidden", int, "size of the gates' recurrent state", 10, D, range=Range(1, 256)),
     Key("slu_lr", float, "learning rate of the gates", 0.1, D, range=_LR, what="a learning rate "),
     Key("slu_sampling", bool, "training decisions drawn ~ Bernoulli(p) (SkipNet); false: p > 0.5", True, D),

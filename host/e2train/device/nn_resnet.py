@@ -92,7 +92,7 @@ class ResNet:
                 self.blocks.append(b)
                 c_prev = c
         self.fc = Linear(c_prev, n_classes, rng)
-        self.gates = GateNet(chans, costs, cfg.slu_hidden, rng) if costs else None
+        self.gates = GateNet(chans, costs, cfg.slu_hidden, rng, cfg.slu_cell) if costs else None
 
     # -- parameters and state ------------------------------------------------------------
     def convs(self) -> list[QConv]:
