@@ -5,7 +5,7 @@ Per block i: e_i = avgpool(x_i) (the block input, N x C_i), u_i = E_i e_i + b_i 
 linear embedding into d dims), h_i = cell(u_i, h_{i-1}) (one recurrent cell shared by every
 block, h_0 = 0: a GRU, or an LSTM as in SkipNet, config key ``slu_cell``; both with PyTorch's
 gate layout, GRU r|z|n and LSTM i|f|g|o), p_i = sigmoid(v . h_i + c), gate g_i hard: in training drawn on with probability p_i
-(SkipNet's sampling; ``gate_sampling``), in evaluation [p_i > 0.5]. The backward is the
+(SkipNet's sampling; ``slu_sampling``), in evaluation [p_i > 0.5]. The backward is the
 straight-through estimator: dL/dp_i := dL/dg_i. The gate input is detached from the
 backbone (the gate learns from its own loss terms, the backbone does not learn from the gate).
 
