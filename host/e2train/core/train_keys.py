@@ -409,9 +409,11 @@ def _check_together(cfg: dict, given: set, trainer: str) -> None:
          "smd_energy_ratio", "needs smd = true (it stretches the epochs of an SMD run)")
 
 
-def check_config(d: Any, trainer: str) -> tuple[dict, list[str]]:
+def check_config(d: Any, trainer: str, *, complete: bool = False) -> tuple[dict, list[str]]:
     """The complete, checked config of ``trainer`` ("device" or "torch") for the keys in ``d``
-    (the others at the trainer's defaults), and the notes on old key names it mapped."""
+    (the others at the trainer's defaults), and the notes on old key names it mapped.
+    ``complete``: ``d`` is a whole config already built (a trainer's ``validate()``), so no
+    key in it counts as set by the user (the rules about keys set in vain do not apply)."""
     if trainer not in TRAINERS:
         raise ValueError(f"trainer must be one of {TRAINERS}, got {trainer!r}")
     if not isinstance(d, dict):
@@ -424,7 +426,8 @@ def check_config(d: Any, trainer: str) -> tuple[dict, list[str]]:
     cfg = defaults(trainer)
     for name, value in d.items():
         cfg[name] = _check_value(BY_NAME[name], value, trainer, renamed.get(name))
-    _check_together(cfg, set(d), trainer)
+    # a value that came in under an old name keeps the old rules: smd_epoch_multiplier with SMD off was ignored
+    _check_together(cfg, set() if complete else set(d) - set(renamed), trainer)
     return cfg, notes
 
 

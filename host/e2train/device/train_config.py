@@ -98,7 +98,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """The shared validator on this config's values (a TrainConfig built directly in code)."""
-        tk.check_config(self.to_dict(), tk.DEVICE)
+        tk.check_config(self.to_dict(), tk.DEVICE, complete=True)
 
     # -- derived -------------------------------------------------------------------------
     @property

@@ -134,7 +134,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """The shared validator (``core.train_keys``) and the data set's name."""
-        tk.check_config(self.to_dict(), tk.TORCH)
+        tk.check_config(self.to_dict(), tk.TORCH, complete=True)
         if self.dataset.lower().replace("-", "") not in DATASET_NAMES:
             raise tk.bad("dataset", self.dataset, f"must be one of {', '.join(DATASET_NAMES)}")
         return self
