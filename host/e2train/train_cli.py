@@ -116,7 +116,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="e2train", choices=("baseline", "e2train"), help=PRESETS_DOC)
     p.add_argument("--config", help="JSON or TOML file of trainer settings (overrides the preset; keys: docs/config.md)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting (VALUE parsed as JSON when it parses)")
+                   help="override one setting (VALUE parsed as JSON when it parses); keys: docs/config.md")
     p.add_argument("--dataset", default="digits", metavar="NAME",
                    help="digits (scikit-learn), cifar10, cifar100 or sat6 (these read --data-dir), "
                         "sat6synthetic")
