@@ -16,9 +16,9 @@ one line naming the key, the value and the fix:
 * a value only the other trainer implements (``slu_cost = "flops"`` on the device) likewise;
 * an unknown key gets "did you mean" when a known key is close;
 * the board trainer's old key names (``depth``, ``psg_beta``, ``gate_target``, ...) still load:
-  configs, checkpoints and run records written with them must keep working, on boards and
-  hosts of either age, so they are mapped to the new names (``OLD_KEYS``, one table) with a
-  one-line note instead of being refused.
+  configs, checkpoints and run records written with them, and the JSON an older host sends a
+  board, must keep working, so they are mapped to the new names (``OLD_KEYS``, one table) with
+  a one-line note instead of being refused.
 """
 from __future__ import annotations
 

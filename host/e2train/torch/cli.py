@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         key = BY_NAME[f.name]                   # the shared vocabulary: type, allowed values, meaning
         allowed = key.allowed_text(TORCH)
-        help_ = f"{key.help} ({allowed + '; ' if allowed else ''}default {key.default_for(TORCH)})"
+        default = key.default_for(TORCH)
+        help_ = f"{key.help} ({allowed + '; ' if allowed else ''}default {'unset' if default is None else default})"
         if key.kind is bool:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                            help=help_.replace("%", "%%"))
