@@ -65,25 +65,25 @@ def test_checkpoints_hold_no_pickled_code(tiny, tmp_path):
 
 @pytest.mark.parametrize("d, msg", [
     ({"epoch": 3}, "did you mean 'epochs'"),
-    ({"precision": "fp16"}, "precision must be one of"),
-    ({"epochs": "ten"}, "epochs must be an integer"),
-    ({"epochs": 0}, "epochs must be >= 1"),
-    ({"lr": -1.0}, "lr must be a positive number"),
-    ({"smd": "yes"}, "smd must be true or false"),
-    ({"beta": 2.0}, "beta must be in"),
-    ({"act_scale": "max"}, "act_scale must be one of batch_max, mean_sample_max"),
+    ({"precision": "fp16"}, "'precision' = 'fp16': must be one of"),
+    ({"epochs": "ten"}, "'epochs' = 'ten': must be an integer"),
+    ({"epochs": 0}, "'epochs' = 0: must be >= 1"),
+    ({"lr": -1.0}, "'lr' = -1.0: must be a learning rate in \\(0, 10\\)"),
+    ({"smd": "yes"}, "'smd' = 'yes': must be true or false"),
+    ({"beta": 2.0}, "'beta' = 2.0: must be in"),
+    ({"act_scale": "max"}, "'act_scale' = 'max': must be one of batch_max, mean_sample_max"),
     ({"slu": True, "stochastic_depth": 0.5}, "use one"),
     ({"schedule": "step"}, "needs lr_steps"),
     ({"schedule": "step", "lr_steps": "60,30"}, "increasing"),
     ({"schedule": "cyclic"}, "needs lr_cycle"),
-    ({"lr_step_unit": "batch"}, "lr_step_unit must be"),
-    ({"slu_cost": "l2"}, "slu_cost must be"),
-    ({"slu_cell": "rnn"}, "slu_cell must be"),
-    ({"val_split": 1.0}, "val_split must be"),
-    ({"iterations": 0}, "iterations must be"),
+    ({"lr_step_unit": "batch"}, "'lr_step_unit' = 'batch': must be one of"),
+    ({"slu_cost": "l2"}, "'slu_cost' = 'l2': must be one of"),
+    ({"slu_cell": "rnn"}, "'slu_cell' = 'rnn': must be one of"),
+    ({"val_split": 1.0}, "'val_split' = 1.0: must be in"),
+    ({"iterations": 0}, "'iterations' = 0: must be >= 1"),
     ({"resume": True}, "needs out_dir"),
     ({"smd_energy_ratio": 0.67}, "needs smd = true"),
-    ({"dataset": "svhn"}, "dataset must be"),
+    ({"dataset": "svhn"}, "'dataset' = 'svhn': must be one of"),
     ({"model": "resnet9"}, "unknown model 'resnet9'"),       # not 6n+2: refused before anything is built
     ({"model": "vgg13"}, "unknown model"),
     ([1, 2], "must be a table"),
@@ -113,7 +113,7 @@ def test_cli_runs_and_rejects_bad_flags(tmp_path, capsys):
     assert rc == 0 and "(modelled)" in out and "final test accuracy" in out
     assert (tmp_path / "records.json").exists()
     assert main(["torch-train", "--precision", "fp8"]) == 2
-    assert "precision must be one of" in capsys.readouterr().err
+    assert "'precision' = 'fp8': must be one of" in capsys.readouterr().err
 
 
 def test_models_build_for_every_depth_and_mobilenet():

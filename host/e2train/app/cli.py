@@ -68,6 +68,20 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _config_notes_on_one_line(command: str) -> None:
+    """An old config key name (``core.train_keys.RenamedKeyWarning``) is a one-line note."""
+    import warnings
+    from ..core.train_keys import RenamedKeyWarning
+    show = warnings.showwarning
+
+    def one_line(message, category, *args, **kw):
+        if issubclass(category, RenamedKeyWarning):
+            print(f"e2train {command}: note: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kw)
+    warnings.showwarning = one_line
+
+
 def main(argv: list[str] | None = None) -> int:
     from .exit_codes import EXIT_USAGE, describe
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -85,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         p.parse_args(argv)             # --help exits 0; an unknown command exits 2 with usage
         return EXIT_USAGE
+    _config_notes_on_one_line(command)
     try:
         args = _parser(command).parse_args(argv)
         mod = importlib.import_module(COMMANDS[command][0])

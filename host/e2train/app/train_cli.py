@@ -114,9 +114,9 @@ def install_package(client: BoardClient, *, quiet: bool = False) -> dict:
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     _add_bitstream_arguments(p)
     p.add_argument("--preset", default="e2train", choices=("baseline", "e2train"), help=PRESETS_DOC)
-    p.add_argument("--config", help="JSON file of trainer settings (overrides the preset)")
+    p.add_argument("--config", help="JSON or TOML file of trainer settings (overrides the preset; keys: docs/config.md)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting (VALUE parsed as JSON when it parses)")
+                   help="override one setting (VALUE parsed as JSON when it parses); keys: docs/config.md")
     p.add_argument("--dataset", default="digits", metavar="NAME",
                    help="digits (scikit-learn), cifar10, cifar100 or sat6 (these read --data-dir), "
                         "sat6synthetic")
@@ -350,16 +350,12 @@ def build_config(preset: str, config_file: str | None, overrides: list[str]) -> 
     from ..device.board import preset_config
     cfg = preset_config(preset)
     if config_file:
+        from ..core.train_keys import parse_config_text
         try:
-            loaded = json.loads(Path(config_file).read_text())
+            text = Path(config_file).read_text()
         except OSError as e:
             raise CliError(f"cannot read --config {config_file}: {e.strerror or e}", EXIT_NOT_FOUND) from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--config {config_file} is not valid JSON: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"--config {config_file} holds a JSON {type(loaded).__name__}; it must hold an object "
-                             'of settings, e.g. {"epochs": 2}')
-        cfg.update(loaded)
+        cfg.update(parse_config_text(text, f"--config {config_file}"))       # JSON, or TOML for .toml
     for item in overrides:
         key, sep, val = item.partition("=")
         if not sep or not key:

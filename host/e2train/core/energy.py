@@ -338,7 +338,11 @@ def ratio_parts(run: dict, baseline: dict) -> dict:
 
 
 # --- the ARM rate: re-pricing a recorded run -----------------------------------------------
-ARM_RATES = (0.5e8, 1e8, 1.2e8, 2e8, 4e8)      # ops/s; 1.2e8 is the assumed default (nn_layers)
+# The ARM's assumed float32 throughput (ops/s) in the time model; device/nn_layers.py says how
+# it is counted, `e2train calibrate-arm` measures it on a board, and the trainer config key
+# ``arm_ops_per_second`` takes the measured figure.
+ARM_OPS_PER_SECOND = 1.2e8
+ARM_RATES = (0.5e8, 1e8, ARM_OPS_PER_SECOND, 2e8, 4e8)      # ops/s; the assumed default among them
 
 
 def at_arm_rate(work: Work, ops_per_second: float) -> Work:

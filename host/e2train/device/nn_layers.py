@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.energy import FP32   # float widths are negative in a Work tally
+from ..core.energy import ARM_OPS_PER_SECOND, FP32   # noqa: F401 (ARM_OPS_PER_SECOND re-exported); float widths are negative in a Work tally
 from ..core.work import Work
 
 # -- ARM cost model -------------------------------------------------------------------------
@@ -19,8 +19,8 @@ from ..core.work import Work
 # one operation every 4-6 cycles once numpy's per-call overhead is spread over the small
 # tensors of a ResNet-CIFAR layer. It prices the static power of the time the ARM is busy.
 # ``e2train calibrate-arm`` measures it on a board (device/arm_calibration.py); a trainer takes
-# the measured figure through its config key ``arm_ops_per_second``.
-ARM_OPS_PER_SECOND = 1.2e8
+# the measured figure through its config key ``arm_ops_per_second``; the assumed default,
+# ``ARM_OPS_PER_SECOND``, lives in core.energy beside the ARM rates it is re-priced at.
 OPS_PER_ELEMENT = {
     "bn_fwd": 6,          # sum, sum of squares, subtract, scale, shift (+ stats share)
     "bn_bwd": 9,          # two reductions and the four-term input gradient

@@ -83,7 +83,7 @@ class ResNet:
                           BatchNorm(c),
                           QConv(f"block{i}.conv2", c, c, 3, 1, rng, act_scale=cfg.act_scale),
                           BatchNorm(c))
-                if cfg.slu and (stride == 1 or cfg.gate_downsample):
+                if cfg.slu and (stride == 1 or cfg.slu_downsample):
                     b.gate = len(costs)
                     costs.append(b.cost_per_sample(hh, ww))
                     chans.append(c_prev)
@@ -92,7 +92,7 @@ class ResNet:
                 self.blocks.append(b)
                 c_prev = c
         self.fc = Linear(c_prev, n_classes, rng)
-        self.gates = GateNet(chans, costs, cfg.gate_hidden, rng) if costs else None
+        self.gates = GateNet(chans, costs, cfg.slu_hidden, rng, cfg.slu_cell) if costs else None
 
     # -- parameters and state ------------------------------------------------------------
     def convs(self) -> list[QConv]:

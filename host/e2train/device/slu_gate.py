@@ -2,9 +2,10 @@
 whether each block runs (numpy float32 on the ARM; forward and backward written out).
 
 Per block i: e_i = avgpool(x_i) (the block input, N x C_i), u_i = E_i e_i + b_i (a per-block
-linear embedding into d dims), h_i = GRU(u_i, h_{i-1}) (one GRU cell shared by every block,
-h_0 = 0), p_i = sigmoid(v . h_i + c), gate g_i hard: in training drawn on with probability p_i
-(SkipNet's sampling; ``gate_sampling``), in evaluation [p_i > 0.5]. The backward is the
+linear embedding into d dims), h_i = cell(u_i, h_{i-1}) (one recurrent cell shared by every
+block, h_0 = 0: a GRU, or an LSTM as in SkipNet, config key ``slu_cell``; both with PyTorch's
+gate layout, GRU r|z|n and LSTM i|f|g|o), p_i = sigmoid(v . h_i + c), gate g_i hard: in training drawn on with probability p_i
+(SkipNet's sampling; ``slu_sampling``), in evaluation [p_i > 0.5]. The backward is the
 straight-through estimator: dL/dp_i := dL/dg_i. The gate input is detached from the
 backbone (the gate learns from its own loss terms, the backbone does not learn from the gate).
 
@@ -28,10 +29,20 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))).astype(np.float32)
 
 
+CELLS = ("gru", "lstm")
+# per hidden unit and sample: stacked gate rows (MACs 2 x rows x d per step), sigmoids, tanhs,
+# element-wise ops forward, element-wise ops backward
+_COUNTS = {"gru": (3, 2, 1, 4, 12), "lstm": (4, 3, 2, 6, 14)}
+
+
 class GateNet:
-    def __init__(self, in_channels: list[int], costs: list[int], hidden: int, rng: np.random.Generator):
+    def __init__(self, in_channels: list[int], costs: list[int], hidden: int, rng: np.random.Generator,
+                 cell: str = "gru"):
+        if cell not in CELLS:
+            raise ValueError(f"SLU gate cell must be one of {', '.join(CELLS)}, not {cell!r}")
         d = hidden
         self.d = d
+        self.cell = cell
         self.costs = np.asarray(costs, np.float64)
         self.params: dict[str, np.ndarray] = {}
         for i, c in enumerate(in_channels):
@@ -39,10 +50,11 @@ class GateNet:
             self.params[f"embed{i}.weight"] = rng.uniform(-b, b, (d, c)).astype(np.float32)
             self.params[f"embed{i}.bias"] = np.zeros(d, np.float32)
         b = 1.0 / np.sqrt(d)
-        self.params["gru.wx"] = rng.uniform(-b, b, (3 * d, d)).astype(np.float32)
-        self.params["gru.wh"] = rng.uniform(-b, b, (3 * d, d)).astype(np.float32)
-        self.params["gru.bx"] = np.zeros(3 * d, np.float32)
-        self.params["gru.bh"] = np.zeros(3 * d, np.float32)
+        k = _COUNTS[cell][0] * d
+        self.params[f"{cell}.wx"] = rng.uniform(-b, b, (k, d)).astype(np.float32)
+        self.params[f"{cell}.wh"] = rng.uniform(-b, b, (k, d)).astype(np.float32)
+        self.params[f"{cell}.bx"] = np.zeros(k, np.float32)
+        self.params[f"{cell}.bh"] = np.zeros(k, np.float32)
         self.params["head.weight"] = rng.uniform(-b, b, d).astype(np.float32)
         # start with the gates open (p ~ 0.88): every block trains at first, the penalty
         # then closes the ones the task loss does not defend
@@ -50,8 +62,9 @@ class GateNet:
         self.reset()
 
     def reset(self, n: int = 0) -> None:
-        """Start a new mini-batch: zero hidden state, forget the caches."""
+        """Start a new mini-batch: zero hidden (and LSTM cell) state, forget the caches."""
         self.h = np.zeros((n, self.d), np.float32)
+        self.c = np.zeros((n, self.d), np.float32)
         self.caches: list[tuple] = []
 
     def forward(self, i: int, x: np.ndarray, tally: ArmTally,
@@ -63,26 +76,24 @@ class GateNet:
         depends on the input early on: the penalty then switches a block off for every sample
         at once, and a block that runs for no sample gets no task gradient to come back."""
         P = self.params
-        d = self.d
         e = x.mean(axis=(2, 3), dtype=np.float32)
         u = e @ P[f"embed{i}.weight"].T + P[f"embed{i}.bias"]
         h = self.h
-        gi = u @ P["gru.wx"].T + P["gru.bx"]
-        gh = h @ P["gru.wh"].T + P["gru.bh"]
-        r = _sigmoid(gi[:, :d] + gh[:, :d])
-        z = _sigmoid(gi[:, d:2 * d] + gh[:, d:2 * d])
-        nn = np.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:]).astype(np.float32)
-        h_new = (1 - z) * nn + z * h
+        step = _gru_forward if self.cell == "gru" else _lstm_forward
+        h_new, state = step(P, u, h, self.c, self.d)
         logit = h_new @ P["head.weight"] + P["head.bias"][0]
         p = _sigmoid(logit)
-        self.caches.append((i, e, u, h, gh, r, z, nn, h_new, p))
+        self.caches.append((i, e, u, h, state, h_new, p))
         self.h = h_new
-        n = x.shape[0]
+        if self.cell == "lstm":
+            self.c = state[-1]
+        n, d = x.shape[0], self.d
+        rows, sig, tanh, add, _ = _COUNTS[self.cell]
         tally.ops("pool", x.size)
-        tally.macs(n * (u.shape[1] * e.shape[1] + 6 * d * d + d))
-        tally.ops("sigmoid", n * (2 * d + 1))
-        tally.ops("tanh", n * d)
-        tally.ops("add", n * 4 * d)
+        tally.macs(n * (u.shape[1] * e.shape[1] + 2 * rows * d * d + d))
+        tally.ops("sigmoid", n * (sig * d + 1))
+        tally.ops("tanh", n * tanh * d)
+        tally.ops("add", n * add * d)
         hard = rng.random(p.shape) < p if rng is not None else p > 0.5
         return p, hard
 
@@ -99,32 +110,76 @@ class GateNet:
         P = self.params
         d = self.d
         grads = {k: np.zeros_like(v) for k, v in P.items()}
-        dh_next = None
-        for (i, e, u, h, gh, r, z, nn, h_new, p), dg in zip(reversed(self.caches), reversed(dgates)):
+        step = _gru_backward if self.cell == "gru" else _lstm_backward
+        rows, *_, add = _COUNTS[self.cell]
+        dh_next = dc_next = None
+        for (i, e, u, h, state, h_new, p), dg in zip(reversed(self.caches), reversed(dgates)):
             dlogit = (dg * p * (1 - p)).astype(np.float32)
             grads["head.weight"] += h_new.T @ dlogit
             grads["head.bias"] += dlogit.sum()
             dh = np.outer(dlogit, P["head.weight"])
             if dh_next is not None:
                 dh = dh + dh_next
-            dn = dh * (1 - z)
-            dz = dh * (h - nn)
-            dh_prev = dh * z
-            dan = dn * (1 - nn * nn)
-            dr = dan * gh[:, 2 * d:]
-            dgi = np.concatenate([dr * r * (1 - r), dz * z * (1 - z), dan], axis=1)
-            dgh = np.concatenate([dgi[:, :2 * d], dan * r], axis=1)
-            grads["gru.wx"] += dgi.T @ u
-            grads["gru.bx"] += dgi.sum(axis=0)
-            grads["gru.wh"] += dgh.T @ h
-            grads["gru.bh"] += dgh.sum(axis=0)
-            dh_prev = dh_prev + dgh @ P["gru.wh"]
-            du = dgi @ P["gru.wx"]
+            dh_prev, dc_next, du = step(P, grads, u, h, state, dh, dc_next, d)
             grads[f"embed{i}.weight"] += du.T @ e
             grads[f"embed{i}.bias"] += du.sum(axis=0)
             dh_next = dh_prev
             n = e.shape[0]
-            tally.macs(2 * n * (u.shape[1] * e.shape[1] + 6 * d * d + d))
-            tally.ops("add", n * 12 * d)
+            tally.macs(2 * n * (u.shape[1] * e.shape[1] + 2 * rows * d * d + d))
+            tally.ops("add", n * add * d)
         self.caches = []
         return grads
+
+
+# -- the two cells: one step forward (h_new, what backward needs) and its backward ---------
+def _gru_forward(P, u, h, c, d):
+    gi = u @ P["gru.wx"].T + P["gru.bx"]
+    gh = h @ P["gru.wh"].T + P["gru.bh"]
+    r = _sigmoid(gi[:, :d] + gh[:, :d])
+    z = _sigmoid(gi[:, d:2 * d] + gh[:, d:2 * d])
+    nn = np.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:]).astype(np.float32)
+    h_new = (1 - z) * nn + z * h
+    return h_new, (gh, r, z, nn)
+
+
+def _gru_backward(P, grads, u, h, state, dh, dc_next, d):
+    gh, r, z, nn = state
+    dn = dh * (1 - z)
+    dz = dh * (h - nn)
+    dh_prev = dh * z
+    dan = dn * (1 - nn * nn)
+    dr = dan * gh[:, 2 * d:]
+    dgi = np.concatenate([dr * r * (1 - r), dz * z * (1 - z), dan], axis=1)
+    dgh = np.concatenate([dgi[:, :2 * d], dan * r], axis=1)
+    grads["gru.wx"] += dgi.T @ u
+    grads["gru.bx"] += dgi.sum(axis=0)
+    grads["gru.wh"] += dgh.T @ h
+    grads["gru.bh"] += dgh.sum(axis=0)
+    dh_prev = dh_prev + dgh @ P["gru.wh"]
+    return dh_prev, None, dgi @ P["gru.wx"]
+
+
+def _lstm_forward(P, u, h, c, d):
+    a = u @ P["lstm.wx"].T + P["lstm.bx"] + h @ P["lstm.wh"].T + P["lstm.bh"]
+    ig = _sigmoid(a[:, :d])
+    fg = _sigmoid(a[:, d:2 * d])
+    gg = np.tanh(a[:, 2 * d:3 * d]).astype(np.float32)
+    og = _sigmoid(a[:, 3 * d:])
+    c_new = fg * c + ig * gg
+    tc = np.tanh(c_new).astype(np.float32)
+    h_new = og * tc
+    return h_new, (c, ig, fg, gg, og, tc, c_new)
+
+
+def _lstm_backward(P, grads, u, h, state, dh, dc_next, d):
+    c, ig, fg, gg, og, tc, c_new = state
+    dc = dh * og * (1 - tc * tc)
+    if dc_next is not None:
+        dc = dc + dc_next
+    da = np.concatenate([dc * gg * ig * (1 - ig), dc * c * fg * (1 - fg), dc * ig * (1 - gg * gg),
+                         dh * tc * og * (1 - og)], axis=1)
+    grads["lstm.wx"] += da.T @ u
+    grads["lstm.bx"] += da.sum(axis=0)
+    grads["lstm.wh"] += da.T @ h
+    grads["lstm.bh"] += da.sum(axis=0)
+    return da @ P["lstm.wh"], dc * fg, da @ P["lstm.wx"]

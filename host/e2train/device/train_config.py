@@ -1,97 +1,84 @@
 """The on-device trainer's configuration: one flat dict (JSON over the link), validated up front.
 
-Every value is checked before anything runs, and each bad value gets a message that names the
-key, what it got and what it accepts. Unknown keys are rejected too: a typo in a config that
-silently falls back to a default would train the wrong thing for hours.
+The keys, their types, ranges and defaults are the shared vocabulary of both trainers
+(``core.train_keys``, docs/config.md), and ``core.train_keys.check_config`` validates them: each
+bad value gets one line that names the key, what it got and what it accepts. Unknown keys are
+rejected too (a typo that silently fell back to a default would train the wrong thing for
+hours), and so are the torch trainer's keys, naming that trainer. The board trainer's old key
+names (``depth``, ``psg_beta``, ``gate_target``, ...) still load, with a ``RenamedKeyWarning``.
 
-The three E²-Train levels are switched by booleans, so the baselines are one config away:
-``smd=False`` (all batches), ``slu=False`` (no gates, every block runs), ``psg=False`` (8-bit
-training with exact weight-gradient signs, i.e. ``beta_q = 0`` in the kernel).
+The three E²-Train levels are switched by one key each, so the baselines are one config away:
+``smd=False`` (all batches), ``slu=False`` (no gates, every block runs),
+``precision="int8_int16grad"`` (8-bit training with exact weight-gradient signs, i.e.
+``beta_q = 0`` in the kernel).
 """
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..core.fixedpoint import ACT_SCALE_DEFAULT, ACT_SCALE_POLICIES, beta_to_fixed
-from ..core.shapes import MAX_BATCH
-from .nn_layers import ARM_OPS_PER_SECOND
+from ..core import train_keys as tk
+from ..core.fixedpoint import beta_to_fixed
+from ..core.model_names import resnet_cifar_depth, resnet_cifar_name
+from ..core.train_keys import ConfigError, RenamedKeyWarning  # noqa: F401 (re-exported: the one config error)
 
-# Bit widths the kernels implement: int8/uint8 activations and weights, int16 gradients.
-SUPPORTED_ACT_BITS = (8,)
-SUPPORTED_GRAD_BITS = (16,)
-MIN_DEPTH, MAX_DEPTH = 8, 110
-
-
-class ConfigError(ValueError):
-    """A configuration value the trainer cannot run with (raised before any work starts)."""
+_D = tk.defaults(tk.DEVICE)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # model: ResNet-CIFAR, depth 6n+2, stage widths (w, 2w, 4w)
-    depth: int = 8
-    width: int = 16
+    # Defaults and allowed values: core.train_keys (docs/config.md); dataclass fields list the
+    # keys the device trainer implements, and a test keeps them equal to the vocabulary's.
+    model: str = _D["model"]                        # resnet<6n+2>: ResNet-CIFAR, depth 8..110
+    width: int = _D["width"]                        # stage widths (w, 2w, 4w)
     # schedule
-    epochs: int = 20                  # epochs of the plain schedule (SMD multiplies it)
-    batch_size: int = 64
-    seed: int = 0
-    augment_shift: int = 1            # random +-shift in pixels (0 = off)
+    epochs: int = _D["epochs"]                      # epochs of the plain schedule (SMD stretches it)
+    batch_size: int = _D["batch_size"]
+    seed: int = _D["seed"]
+    augment: bool = _D["augment"]
+    augment_shift: int = _D["augment_shift"]        # random +-shift in pixels when augment is on
     # BN / FC / gate parameters: float32 SGD with momentum, cosine schedule
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = _D["lr"]
+    momentum: float = _D["momentum"]
+    weight_decay: float = _D["weight_decay"]
     # conv weights: the kernel's sign step on int32 master weights, cosine schedule
-    conv_lr: float = 1e-3
-    conv_weight_decay: float = 5e-4
-    # fixed point (only what the kernels implement)
-    act_bits: int = 8
-    grad_bits: int = 16
-    # which batch statistic the running max of the activations follows: batch_max |
-    # mean_sample_max (core.fixedpoint.ACT_SCALE_POLICIES, docs/fixed-point.md section 2)
-    act_scale: str = ACT_SCALE_DEFAULT
-    # PSG
-    psg: bool = True
-    psg_beta: float = 0.05
+    conv_lr: float = _D["conv_lr"]
+    conv_weight_decay: float = _D["conv_weight_decay"]
+    schedule: str = _D["schedule"]                  # cosine only on the device
+    # fixed point: the kernels' int8/int16; psg (predictor on) or int8_int16grad (exact signs)
+    precision: str = _D["precision"]
+    beta: float = _D["beta"]
+    # which batch statistic the running max of the activations follows (docs/fixed-point.md)
+    act_scale: str = _D["act_scale"]
     # SMD
-    smd: bool = True
-    smd_p: float = 0.5
-    smd_epoch_multiplier: float = 4.0 / 3.0
+    smd: bool = _D["smd"]
+    smd_p: float = _D["smd_p"]
+    smd_energy_ratio: float | None = _D["smd_energy_ratio"]   # 2/3 at p 0.5: epochs x4/3
     # SLU
-    slu: bool = True
-    gate_target: float = 0.5          # execution ratio the FLOPs penalty pushes towards
-    gate_alpha: float = 2.0           # weight of the penalty alpha * (ratio - target)**2
-    gate_hidden: int = 10             # size of the shared recurrent cell
-    gate_lr: float = 0.1
-    gate_sampling: bool = True        # training decisions drawn ~ Bernoulli(p) (SkipNet); else p > 0.5
-    gate_downsample: bool = False     # gate the stride-2 blocks too (their shortcut is lossy)
-    # the ARM's throughput in the time model (nn_layers.ARM_OPS_PER_SECOND is the assumed default;
-    # `e2train calibrate-arm` measures it on a board)
-    arm_ops_per_second: float = ARM_OPS_PER_SECOND
+    slu: bool = _D["slu"]
+    slu_alpha: float = _D["slu_alpha"]              # weight of the penalty alpha * (ratio - target)**2
+    slu_target: float = _D["slu_target"]            # execution ratio the penalty pushes towards
+    slu_cost: str = _D["slu_cost"]                  # target: the penalty above (the only one here)
+    slu_cell: str = _D["slu_cell"]                  # the shared recurrent cell of the gates
+    slu_hidden: int = _D["slu_hidden"]
+    slu_lr: float = _D["slu_lr"]
+    slu_sampling: bool = _D["slu_sampling"]         # training decisions ~ Bernoulli(p) (SkipNet); else p > 0.5
+    slu_downsample: bool = _D["slu_downsample"]     # gate the stride-2 blocks too (their shortcut is lossy)
+    # the ARM's throughput in the time model (`e2train calibrate-arm` measures it on a board)
+    arm_ops_per_second: float = _D["arm_ops_per_second"]
     # reporting / robustness
-    progress_every: int = 10          # steps between progress events (0 = none)
-    checkpoint_every: int = 0         # steps between checkpoints (0 = at epoch ends only)
-    eval_batch_size: int = 256
+    eval_batch_size: int = _D["eval_batch_size"]
+    progress_every: int = _D["progress_every"]      # steps between progress events (0 = none)
+    checkpoint_every: int = _D["checkpoint_every"]  # steps between checkpoints (0 = at epoch ends only)
 
     # -- construction ------------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
-        if d is None:
-            d = {}
-        if not isinstance(d, dict):
-            raise ConfigError(f"a training config must be a JSON object (dict), got {type(d).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
-        kw = {}
-        for name, value in d.items():
-            kw[name] = _coerce(name, value, type(getattr(cls, name)))
-        cfg = cls(**kw)
-        cfg.validate()
-        return cfg
+        cfg = tk.load({} if d is None else d, tk.DEVICE)
+        # one spelling per model, so that a checkpoint's config compares equal to its run's
+        cfg["model"] = resnet_cifar_name(resnet_cifar_depth(cfg["model"]))
+        return cls(**cfg)
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
@@ -109,64 +96,15 @@ class TrainConfig:
         d.update(kw)
         return TrainConfig.from_dict(d)
 
-    # -- validation --------------------------------------------------------------------
     def validate(self) -> None:
-        def bad(key: str, msg: str) -> ConfigError:
-            return ConfigError(f"config '{key}' = {getattr(self, key)!r}: {msg}")
-
-        if not MIN_DEPTH <= self.depth <= MAX_DEPTH or (self.depth - 2) % 6:
-            raise bad("depth", f"must be 6n+2 in [{MIN_DEPTH}, {MAX_DEPTH}] (8, 14, 20, 26, ..., 110)")
-        if self.width < 1:
-            raise bad("width", "must be >= 1 (channels of the first stage)")
-        if 4 * self.width > 1024:
-            raise bad("width", "4*width must be <= 1024 channels (the kernels' limit)")
-        if self.epochs < 1:
-            raise bad("epochs", "must be >= 1")
-        if not 1 <= self.batch_size <= MAX_BATCH:
-            raise bad("batch_size", f"must be in [1, {MAX_BATCH}]")
-        if not 1 <= self.eval_batch_size <= MAX_BATCH:
-            raise bad("eval_batch_size", f"must be in [1, {MAX_BATCH}]")
-        if self.augment_shift < 0 or self.augment_shift > 4:
-            raise bad("augment_shift", "must be in [0, 4] pixels")
-        for key in ("lr", "conv_lr", "gate_lr"):
-            v = getattr(self, key)
-            if not (math.isfinite(v) and 0 < v < 10):
-                raise bad(key, "must be a learning rate in (0, 10)")
-        if not 0 <= self.momentum < 1:
-            raise bad("momentum", "must be in [0, 1)")
-        for key in ("weight_decay", "conv_weight_decay"):
-            v = getattr(self, key)
-            if not (math.isfinite(v) and 0 <= v < 1):
-                raise bad(key, "must be in [0, 1)")
-        if self.conv_lr * self.conv_weight_decay >= 1:
-            raise bad("conv_weight_decay", "conv_lr * conv_weight_decay must be < 1")
-        if self.act_bits not in SUPPORTED_ACT_BITS:
-            raise bad("act_bits", f"the kernels support {SUPPORTED_ACT_BITS} only")
-        if self.grad_bits not in SUPPORTED_GRAD_BITS:
-            raise bad("grad_bits", f"the kernels support {SUPPORTED_GRAD_BITS} only")
-        if self.act_scale not in ACT_SCALE_POLICIES:
-            raise bad("act_scale", f"must be one of {', '.join(ACT_SCALE_POLICIES)}")
-        if not (0 < self.psg_beta <= 1):
-            raise bad("psg_beta", "must be in (0, 1] (use psg=false for the exact-sign baseline)")
-        if not (0 <= self.smd_p < 1):
-            raise bad("smd_p", "must be in [0, 1) (the probability of dropping a mini-batch)")
-        if not (math.isfinite(self.smd_epoch_multiplier) and 1 <= self.smd_epoch_multiplier <= 10):
-            raise bad("smd_epoch_multiplier", "must be in [1, 10]")
-        if not (0 < self.gate_target <= 1):
-            raise bad("gate_target", "must be in (0, 1] (the fraction of blocks that run)")
-        if not (math.isfinite(self.gate_alpha) and self.gate_alpha >= 0):
-            raise bad("gate_alpha", "must be >= 0")
-        if not 1 <= self.gate_hidden <= 256:
-            raise bad("gate_hidden", "must be in [1, 256]")
-        if not 1e6 <= self.arm_ops_per_second <= 1e11:
-            raise bad("arm_ops_per_second", "must be in [1e6, 1e11] float ops per second "
-                      "(measure it on the board with `e2train calibrate-arm`)")
-        if self.progress_every < 0:
-            raise bad("progress_every", "must be >= 0 (0 = no progress events)")
-        if self.checkpoint_every < 0:
-            raise bad("checkpoint_every", "must be >= 0 (0 = at epoch ends only)")
+        """The shared validator on this config's values (a TrainConfig built directly in code)."""
+        tk.check_config(self.to_dict(), tk.DEVICE, complete=True)
 
     # -- derived -------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return resnet_cifar_depth(self.model)
+
     @property
     def blocks_per_stage(self) -> int:
         return (self.depth - 2) // 6
@@ -174,33 +112,14 @@ class TrainConfig:
     @property
     def beta_q(self) -> int:
         """The kernel's beta: 0 turns the predictor off (exact signs, the 8-bit baseline)."""
-        return beta_to_fixed(self.psg_beta) if self.psg else 0
+        return beta_to_fixed(self.beta) if self.precision == "psg" else 0
+
+    @property
+    def shift(self) -> int:
+        """The largest random shift of an augmented image (0: no augmentation)."""
+        return self.augment_shift if self.augment else 0
 
     @property
     def total_epochs(self) -> int:
         """Epochs actually scheduled: SMD trains longer (e.g. 1.33x) on half the batches."""
-        if not self.smd:
-            return self.epochs
-        return max(1, int(math.floor(self.epochs * self.smd_epoch_multiplier + 0.5)))
-
-
-def _coerce(name: str, value: Any, want: type) -> Any:
-    """Type-check one value (JSON gives int for 1 and float for 1.0; accept ints for floats)."""
-    if want is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config '{name}' = {value!r}: must be true or false")
-    if want is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"config '{name}' = {value!r}: must be an integer")
-        return value
-    if want is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config '{name}' = {value!r}: must be a number")
-        v = float(value)
-        if not math.isfinite(v):
-            raise ConfigError(f"config '{name}' = {value!r}: must be finite")
-        return v
-    return value
+        return tk.run_epochs(self)

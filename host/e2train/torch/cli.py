@@ -24,7 +24,7 @@ PRESETS = {
     # SLU here uses the device trainer's penalty, alpha (r - target)**2 at alpha 2 (the recipe
     # was calibrated with it); the paper's FLOPs cost is the trainer's default (slu_cost).
     "e2train": dict(precision="psg", smd=True, smd_energy_ratio=0.67, slu=True, slu_target=0.7,
-                    slu_cost="target", slu_alpha=2.0, conv_lr=2e-3),
+                    slu_cost="target", slu_alpha=2.0, slu_cell="lstm", conv_lr=2e-3),
     "psg": dict(precision="psg"),
     # PSG as E2-Train trains it (paper 004, section 4.1): sign updates at an initial learning
     # rate of 0.03 for the whole model, with SWA. The paper's setting, not tuned for digits.
@@ -39,18 +39,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (flags still override it)")
     p.add_argument("--out", dest="out_dir", help="directory for checkpoint.pt and records.json")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    from ..core.train_keys import BY_NAME, TORCH
     for f in dataclasses.fields(TrainConfig):
         if f.name == "out_dir":
             continue
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if isinstance(default, bool) or f.name == "progress":
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        key = BY_NAME[f.name]                   # the shared vocabulary: type, allowed values, meaning
+        allowed = key.allowed_text(TORCH)
+        default = key.default_for(TORCH)
+        help_ = f"{key.help} ({allowed + '; ' if allowed else ''}default {'unset' if default is None else default})"
+        if key.kind is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_.replace("%", "%%"))
         else:
-            kind = type(default) if default is not None else (
-                int if f.name in ("threads", "limit_train", "max_batches", "iterations") else
-                float if f.name == "smd_energy_ratio" else str)
-            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=kind.__name__.upper())
+            p.add_argument(flag, dest=f.name, type=key.kind, default=None, metavar=key.kind.__name__.upper(),
+                           help=help_.replace("%", "%%"))
     from .distributed.cli import add_arguments as add_distributed
     add_distributed(p)          # --pipeline / --nproc: e2train.torch.distributed
 

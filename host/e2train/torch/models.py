@@ -11,16 +11,14 @@ The first convolution accepts any number of input channels and any image size (d
 """
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.model_names import parse_model  # noqa: F401 (re-exported: the trainers' one model-name parser)
 from ..core.shapes import MAX_DIM
+from ..core.train_keys import PRECISIONS
 from .psg import PSGConv2d, QConv2d
-
-PRECISIONS = ("fp32", "signsgd", "int8_fp32grad", "int8_int16grad", "psg")
 
 
 def make_conv(ci: int, co: int, k: int, stride: int = 1, *, precision: str = "fp32", beta: float = 0.05,
@@ -268,30 +266,6 @@ class MobileNetV2Cifar(GatedNet):
         x = self.run_blocks(x, block_masks)
         x = F.relu6(self.bn_last(self.conv_last(x)))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-def parse_model(name: str) -> tuple[str, float]:
-    """('resnet', depth), ('mobilenetv2', width), or one of the other papers' models
-    (``paper_models``: ('vgg', 11|16|19), ('resnet-he', 18|34|50), ('densenet', 121)) for a
-    model name; ValueError naming the accepted forms otherwise (configs check names with this
-    before anything is built). resnet18/34/50 are He et al.'s networks (the papers' names);
-    the ResNet-CIFAR family of any 6n+2 depth is also reachable as resnet<depth>-cifar."""
-    from .paper_models import parse_paper_model
-    key = name.lower().replace("-", "").replace("_cifar", "cifar")
-    paper = parse_paper_model(key)
-    if paper is not None:
-        return paper
-    m = re.fullmatch(r"resnet(\d+)(?:cifar)?", key)
-    if m and int(m.group(1)) >= 8 and (int(m.group(1)) - 2) % 6 == 0:
-        return "resnet", int(m.group(1))
-    m2 = re.fullmatch(r"mobilenetv2(?:_(\d+(?:\.\d*)?))?", key)
-    if m2 and float(m2.group(1) or 1.0) > 0:
-        return "mobilenetv2", float(m2.group(1) or 1.0)
-    if key.replace("_", "") == "modifiedalexnet":     # paper 003's model (modified_alexnet.py)
-        return "modified_alexnet", 0.0
-    raise ValueError(f"unknown model {name!r}: use resnet<6n+2> (resnet8, resnet14, resnet20, resnet38, "
-                     "resnet74, resnet110; resnet<6n+2>-cifar), mobilenetv2[_<width>], vgg11, vgg16, vgg19, "
-                     "resnet18, resnet34, resnet50, densenet121 or modified_alexnet")
 
 
 def build_model(name: str, in_channels: int, num_classes: int, *, precision: str = "fp32",

@@ -211,20 +211,6 @@ class DenseNet(_UnitChain):
         return [("stem", self.stem), *((f"layers.{i}", m) for i, m in enumerate(self.layers)), ("head", self.head)]
 
 
-def parse_paper_model(key: str) -> tuple[str, int] | None:
-    """('vgg', 16), ('resnet-he', 50), ('densenet', 121) for a normalised name, else None."""
-    import re
-    m = re.fullmatch(r"vgg(11|16|19)", key)
-    if m:
-        return "vgg", int(m.group(1))
-    m = re.fullmatch(r"resnet(18|34|50)", key)
-    if m:
-        return "resnet-he", int(m.group(1))
-    if key == "densenet121":
-        return "densenet", 121
-    return None
-
-
 def build_paper_model(kind: str, depth: int, in_channels: int, num_classes: int, conv_kw: dict) -> nn.Module:
     cls = {"vgg": VGG, "resnet-he": ResNetHe, "densenet": DenseNet}[kind]
     return cls(depth, in_channels, num_classes, conv_kw)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.train_keys import GATE_CELLS, SLU_COSTS  # noqa: F401 (re-exported)
 from .policy import Policy, StepContext
 
 GATE_EMBED = 10        # SkipNet's RNN gate: 10-d embedding, 10-d hidden state
@@ -31,8 +32,6 @@ GATE_HIDDEN = 10
 GATE_INIT_BIAS = 2.0   # p = 0.88 at the start: blocks begin on, the penalty turns them off
 
 
-GATE_CELLS = ("lstm", "gru")
-SLU_COSTS = ("flops", "target")
 
 
 class RNNGates(nn.Module):

@@ -25,7 +25,6 @@ optimiser), and ``_finish`` (the SWA model, the result, ``records.json``).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -39,17 +38,19 @@ import torch
 import torch.nn.functional as F
 
 from ..core import run_record as rr
+from ..core import train_keys as tk
 from ..core.energy import ENERGY_KIND, EnergyModel
-from ..core.fixedpoint import ACT_SCALE_DEFAULT, ACT_SCALE_POLICIES, CONTRACT_VERSION
+from ..core.fixedpoint import CONTRACT_VERSION
+from ..core.train_keys import ConfigError  # noqa: F401 (re-exported: the one config error)
 from ..core.work import Work
 from ..data.datasets import NAMES as DATASET_NAMES
 from . import data as tdata
-from .models import PRECISIONS, build_model, parse_model
+from .models import build_model
 from .optim import build_optimizer
 from .policy import Compose, Policy, RandomBatchSkip, StepContext
 from .psg import PSGConv2d, set_act_scale, set_exact
 from .rng import rng_state, set_rng_state
-from .slu import GATE_CELLS, SLU, SLU_COSTS, StochasticDepth, set_gate_cell
+from .slu import SLU, StochasticDepth, set_gate_cell
 from .memory import PeakMemory
 from .work_meter import WorkMeter, energy_platform
 
@@ -57,79 +58,63 @@ ENERGY_LABEL = "modelled (core.energy, platform horowitz45: Horowitz 45 nm per-o
 CHECKPOINT = "checkpoint.pt"
 # precisions whose conv weights step by sign (small conv lr, ordinary BN/FC lr: DESIGN.md's calibration)
 SIGN_PRECISIONS = ("signsgd", "int8_int16grad", "psg")
-SCHEDULES = ("cosine", "constant", "step", "cyclic")
-LR_STEP_UNITS = ("epoch", "iteration")
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the key and what is allowed."""
+_D = tk.defaults(tk.TORCH)
 
 
 @dataclass
 class TrainConfig:
     """Everything a run needs. Load from a file with ``TrainConfig.from_file`` (JSON or
-    TOML, the same keys) or build in code; ``validate()`` checks it with clear messages."""
+    TOML, the same keys) or build in code; ``validate()`` checks it with clear messages.
+    Keys, allowed values and defaults: ``core.train_keys`` (docs/config.md), the vocabulary
+    both trainers share; a test keeps these fields equal to it."""
 
-    dataset: str = "digits"            # digits | cifar10 | cifar100 | mnist | imagenette
-    data_dir: str | None = None        # CIFAR python-format files (default $E2TRAIN_DATA)
-    model: str = "resnet8"             # resnet<6n+2> | mobilenetv2[_<width>]
-    precision: str = "fp32"            # fp32 | signsgd | int8_fp32grad | int8_int16grad | psg
-    beta: float = 0.05                 # PSG predictor threshold (fraction of max |G_msb|)
-    psg_exact: bool = True             # bit-exact PSG emulation; false: float32 sums (fast, near-ties may differ)
-    act_scale: str = ACT_SCALE_DEFAULT  # activation scale: batch_max | mean_sample_max (docs/fixed-point.md)
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 0.1                    # SGD (BN, classifier; every weight under fp32)
-    conv_lr: float = 1e-3              # sign step of conv weights (signsgd, int8_int16grad, psg)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"           # cosine | constant | step | cyclic (per batch)
-    lr_steps: str = ""                 # step: comma-separated epochs (or iterations) where lr *= lr_gamma
-    lr_step_unit: str = "epoch"        # epoch | iteration: the unit of lr_steps
-    lr_gamma: float = 0.1              # step: factor at each step (0.1: divide by 10)
-    lr_cycle: float = 0.0              # cyclic: period in epochs (cosine from lr to 0, restarting)
-    iterations: int | None = None      # train this many steps (batches) instead of whole epochs
-    val_split: float = 0.0             # fraction of the training set held out as validation
-    augment: bool = True
-    smd: bool = False                  # stochastic mini-batch dropping
-    smd_p: float = 0.5
-    smd_energy_ratio: float | None = None   # if set: epochs *= ratio / (1 - smd_p) (0.67 -> x1.33)
-    slu: bool = False                  # SkipNet gates + FLOPs penalty
-    slu_alpha: float = 0.2              # weight of the cost alpha * C (see slu_cost; 2.0 suits target)
-    slu_target: float = 0.5            # target FLOPs-weighted execution ratio (slu_cost = target)
-    slu_cost: str = "flops"            # flops: C = executed FLOPs ratio (paper); target: (r - target)**2
-    slu_cell: str = "lstm"             # the gates' recurrent cell: lstm (SkipNet) | gru (the device's)
-    stochastic_depth: float = 0.0      # p_L of stochastic depth (0 = off)
-    swa: bool = False                  # stochastic weight averaging (PSG: of the masters' float view)
-    swa_start: float = 0.75            # fraction of the epochs after which weights are averaged
-    seed: int = 0
-    device: str = "auto"               # auto | cpu | cuda | cuda:N
-    threads: int | None = None         # torch CPU threads (None: torch's default)
-    progress: bool | None = None       # progress bars (None: only on a terminal)
-    out_dir: str | None = None         # checkpoints and records.json go here
-    resume: bool = False
-    limit_train: int | None = None     # use only the first N training samples (quick runs)
-    max_batches: int | None = None     # stop each epoch after N batches (quick runs)
+    dataset: str = _D["dataset"]                  # digits | cifar10 | cifar100 | mnist | imagenette | sat6...
+    data_dir: str | None = _D["data_dir"]         # CIFAR python-format files (default $E2TRAIN_DATA)
+    model: str = _D["model"]                      # resnet<6n+2> | mobilenetv2[_<width>] | other papers' models
+    precision: str = _D["precision"]              # fp32 | signsgd | int8_fp32grad | int8_int16grad | psg
+    beta: float = _D["beta"]                      # PSG predictor threshold (fraction of max |G_msb|)
+    psg_exact: bool = _D["psg_exact"]             # bit-exact PSG emulation; false: float32 sums (fast, near-ties may differ)
+    act_scale: str = _D["act_scale"]              # activation scale: batch_max | mean_sample_max (docs/fixed-point.md)
+    epochs: int = _D["epochs"]
+    batch_size: int = _D["batch_size"]
+    lr: float = _D["lr"]                          # SGD (BN, classifier; every weight under fp32)
+    conv_lr: float = _D["conv_lr"]                # sign step of conv weights (signsgd, int8_int16grad, psg)
+    momentum: float = _D["momentum"]
+    weight_decay: float = _D["weight_decay"]
+    schedule: str = _D["schedule"]                # cosine | constant | step | cyclic (per batch)
+    lr_steps: str = _D["lr_steps"]                # step: comma-separated epochs (or iterations) where lr *= lr_gamma
+    lr_step_unit: str = _D["lr_step_unit"]        # epoch | iteration: the unit of lr_steps
+    lr_gamma: float = _D["lr_gamma"]              # step: factor at each step (0.1: divide by 10)
+    lr_cycle: float = _D["lr_cycle"]              # cyclic: period in epochs (cosine from lr to 0, restarting)
+    iterations: int | None = _D["iterations"]     # train this many steps (batches) instead of whole epochs
+    val_split: float = _D["val_split"]            # fraction of the training set held out as validation
+    augment: bool = _D["augment"]
+    smd: bool = _D["smd"]                         # stochastic mini-batch dropping
+    smd_p: float = _D["smd_p"]
+    smd_energy_ratio: float | None = _D["smd_energy_ratio"]   # if set: epochs *= ratio / (1 - smd_p) (0.67 -> x1.33)
+    slu: bool = _D["slu"]                         # SkipNet gates + FLOPs penalty
+    slu_alpha: float = _D["slu_alpha"]            # weight of the cost alpha * C (see slu_cost; 2.0 suits target)
+    slu_target: float = _D["slu_target"]          # target FLOPs-weighted execution ratio (slu_cost = target)
+    slu_cost: str = _D["slu_cost"]                # flops: C = executed FLOPs ratio (paper); target: (r - target)**2
+    slu_cell: str = _D["slu_cell"]                # the gates' recurrent cell: lstm (SkipNet) | gru (the device's)
+    stochastic_depth: float = _D["stochastic_depth"]   # p_L of stochastic depth (0 = off)
+    swa: bool = _D["swa"]                         # stochastic weight averaging (PSG: of the masters' float view)
+    swa_start: float = _D["swa_start"]            # fraction of the epochs after which weights are averaged
+    seed: int = _D["seed"]
+    device: str = _D["device"]                    # auto | cpu | cuda | cuda:N
+    threads: int | None = _D["threads"]           # torch CPU threads (None: torch's default)
+    progress: bool | None = _D["progress"]        # progress bars (None: only on a terminal)
+    out_dir: str | None = _D["out_dir"]           # checkpoints and records.json go here
+    resume: bool = _D["resume"]
+    limit_train: int | None = _D["limit_train"]   # use only the first N training samples (quick runs)
+    max_batches: int | None = _D["max_batches"]   # stop each epoch after N batches (quick runs)
 
     # -- construction and checks ---------------------------------------------------------
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"a config must be a table/object of keys, got {type(d).__name__}")
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = [k for k in d if k not in names]
-        if unknown:
-            k = unknown[0]
-            near = difflib.get_close_matches(k, names, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ConfigError(f"unknown config key {k!r}{hint}; known keys: {', '.join(sorted(names))}")
-        kw = {}
-        defaults = cls()
-        for k, v in d.items():
-            kw[k] = _coerce(k, v, getattr(defaults, k))
-        cfg = cls(**kw)
-        cfg.validate()
-        return cfg
+        return cls(**tk.load(d, tk.TORCH)).validate()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "TrainConfig":
@@ -143,122 +128,26 @@ class TrainConfig:
             text = p.read_text()
         except OSError as e:
             raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from e
-        try:
-            if p.suffix.lower() == ".toml":
-                import tomllib
-                d = tomllib.loads(text)
-            else:
-                d = json.loads(text)
-        except Exception as e:
-            kind = "TOML" if p.suffix.lower() == ".toml" else "JSON"
-            raise ConfigError(f"{p} is not valid {kind}: {e}") from e
-        if not isinstance(d, dict):
-            raise ConfigError(f"{p}: a config must be an object of keys, got {type(d).__name__}")
-        return d
+        return tk.parse_config_text(text, str(p))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def validate(self) -> "TrainConfig":
-        def need(ok: bool, msg: str):
-            if not ok:
-                raise ConfigError(msg)
-        need(self.dataset.lower().replace("-", "") in DATASET_NAMES,
-             f"dataset must be one of {', '.join(DATASET_NAMES)}, got {self.dataset!r}")
-        try:
-            parse_model(self.model)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        for k in ("lr", "conv_lr"):
-            v = getattr(self, k)
-            need(math.isfinite(v) and v > 0, f"{k} must be a positive number, got {v!r}")
-        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        need(self.weight_decay >= 0 and self.conv_lr * self.weight_decay < 1,
-             f"weight_decay must be >= 0 (and conv_lr * weight_decay < 1), got {self.weight_decay}")
-        need(0 < self.beta <= 1, f"beta must be in (0, 1], got {self.beta}")
-        need(self.act_scale in ACT_SCALE_POLICIES,
-             f"act_scale must be one of {', '.join(ACT_SCALE_POLICIES)}, got {self.act_scale!r}")
-        need(0 <= self.smd_p < 1, f"smd_p must be in [0, 1), got {self.smd_p}")
-        if self.smd_energy_ratio is not None:
-            need(self.smd and 0 < self.smd_energy_ratio <= 1,
-                 f"smd_energy_ratio needs smd = true and a value in (0, 1], got {self.smd_energy_ratio}")
-        need(0 < self.slu_target <= 1, f"slu_target must be in (0, 1], got {self.slu_target}")
-        need(self.slu_alpha >= 0, f"slu_alpha must be >= 0, got {self.slu_alpha}")
-        need(0 <= self.stochastic_depth <= 1, f"stochastic_depth (p_L) must be in [0, 1], got {self.stochastic_depth}")
-        need(not (self.slu and self.stochastic_depth), "slu and stochastic_depth both choose which blocks run: use one")
-        need(0 < self.swa_start < 1, f"swa_start must be in (0, 1), got {self.swa_start}")
-        need(self.slu_cost in SLU_COSTS, f"slu_cost must be one of {', '.join(SLU_COSTS)}, got {self.slu_cost!r}")
-        need(self.slu_cell in GATE_CELLS, f"slu_cell must be one of {', '.join(GATE_CELLS)}, got {self.slu_cell!r}")
-        need(self.lr_step_unit in LR_STEP_UNITS,
-             f"lr_step_unit must be one of {', '.join(LR_STEP_UNITS)}, got {self.lr_step_unit!r}")
-        try:
-            steps = self.lr_step_points()
-        except ValueError:
-            raise ConfigError(f"lr_steps must be comma-separated increasing numbers (e.g. '32000,48000'), "
-                              f"got {self.lr_steps!r}") from None
-        need(self.schedule != "step" or steps, "schedule = step needs lr_steps (e.g. lr_steps = '30,60')")
-        need(0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
-        need(self.schedule != "cyclic" or self.lr_cycle > 0, "schedule = cyclic needs lr_cycle > 0 (epochs per cycle)")
-        need(self.lr_cycle >= 0, f"lr_cycle must be >= 0, got {self.lr_cycle}")
-        need(self.iterations is None or self.iterations >= 1, f"iterations must be >= 1 when set, got {self.iterations}")
-        need(0 <= self.val_split < 1, f"val_split must be in [0, 1), got {self.val_split}")
-        need(self.resume is False or self.out_dir is not None, "resume = true needs out_dir (where the checkpoint is)")
-        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-             f"device must be auto, cpu or cuda[:N], got {self.device!r}")
-        for k in ("threads", "limit_train", "max_batches"):
-            v = getattr(self, k)
-            need(v is None or v >= 1, f"{k} must be >= 1 when set, got {v}")
+        """The shared validator (``core.train_keys``) and the data set's name."""
+        tk.check_config(self.to_dict(), tk.TORCH, complete=True)
+        if self.dataset.lower().replace("-", "") not in DATASET_NAMES:
+            raise tk.bad("dataset", self.dataset, f"must be one of {', '.join(DATASET_NAMES)}")
         return self
 
     def lr_step_points(self) -> list[float]:
         """The ``lr_steps`` as numbers, increasing (ValueError otherwise)."""
-        pts = [float(t) for t in self.lr_steps.replace(" ", "").split(",") if t]
-        if any(b <= a for a, b in zip(pts, pts[1:])) or any(p <= 0 for p in pts):
-            raise ValueError(self.lr_steps)
-        return pts
+        return tk.lr_step_points(self.lr_steps)
 
     @property
     def run_epochs(self) -> int:
         """Epochs actually run: SMD with an energy ratio stretches them (0.67 at p=0.5 -> x1.33)."""
-        if self.smd and self.smd_energy_ratio:
-            return max(1, round(self.epochs * self.smd_energy_ratio / (1.0 - self.smd_p)))
-        return self.epochs
-
-
-def _coerce(key: str, v: Any, default: Any) -> Any:
-    """Type-check a config value against its default's type (None allowed for optionals)."""
-    if v is None:
-        return None
-    if isinstance(default, bool):
-        if not isinstance(v, bool):
-            raise ConfigError(f"{key} must be true or false, got {v!r}")
-        return v
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
-            raise ConfigError(f"{key} must be an integer, got {v!r}")
-        return int(v)
-    if isinstance(default, float):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {v!r}")
-        return float(v)
-    if isinstance(default, str):
-        if not isinstance(v, str):
-            raise ConfigError(f"{key} must be a string, got {v!r}")
-        return v
-    # optional fields (default None): accept numbers / strings / bools as given
-    if key in ("threads", "limit_train", "max_batches", "iterations"):
-        return _coerce(key, v, 0)
-    if key == "smd_energy_ratio":
-        return _coerce(key, v, 0.0)
-    if key in ("data_dir", "out_dir"):
-        return _coerce(key, v, "")
-    if key == "progress":
-        return _coerce(key, v, False)
-    return v
+        return tk.run_epochs(self)
 
 
 @dataclass

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from e2train.device.nn_layers import ArmTally
 from e2train.device.slu_gate import GateNet
@@ -23,11 +24,12 @@ def test_trainer_imports_with_torch_blocked():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-def test_gate_backward_matches_finite_differences():
-    """BPTT through the shared GRU cell: dL/dparams for L = sum_i sum_n c_in * p_in."""
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gate_backward_matches_finite_differences(cell):
+    """BPTT through the shared GRU or LSTM cell: dL/dparams for L = sum_i sum_n c_in * p_in."""
     rng = np.random.default_rng(0)
     chans = [3, 5, 4]
-    net = GateNet(chans, [1, 2, 3], hidden=4, rng=rng)
+    net = GateNet(chans, [1, 2, 3], hidden=4, rng=rng, cell=cell)
     for v in net.params.values():
         v += rng.normal(0, 0.3, v.shape).astype(np.float32)
     xs = [rng.normal(0, 1, (6, c, 2, 2)).astype(np.float32) for c in chans]
@@ -40,7 +42,8 @@ def test_gate_backward_matches_finite_differences():
 
     loss()
     grads = net.backward(coef, ArmTally())
-    for name in ("gru.wx", "gru.wh", "gru.bh", "embed0.weight", "embed2.bias", "head.weight", "head.bias"):
+    for name in (f"{cell}.wx", f"{cell}.wh", f"{cell}.bx", f"{cell}.bh", "embed0.weight", "embed2.bias",
+                 "head.weight", "head.bias"):
         p = net.params[name]
         num = np.zeros(p.size)
         for j in range(p.size):
@@ -53,6 +56,29 @@ def test_gate_backward_matches_finite_differences():
             num[j] = (up - down) / 2e-2
         ana = grads[name].reshape(-1).astype(np.float64)
         assert np.allclose(ana, num, rtol=2e-2, atol=2e-3), (name, ana[:4], num[:4])
+
+
+def test_lstm_gate_is_pytorchs_lstm_cell():
+    """The numpy LSTM step against the LSTM equations written out in float64 (i|f|g|o rows),
+    the state carried from block to block, and the same parameters draw the same gates."""
+    rng = np.random.default_rng(1)
+    net = GateNet([3, 3], [1, 1], hidden=5, rng=rng, cell="lstm")
+    xs = [rng.normal(0, 1, (7, 3, 2, 2)).astype(np.float32) for _ in range(2)]
+    net.reset(7)
+    ps = [net.forward(i, x, ArmTally())[0] for i, x in enumerate(xs)]
+    P = {k: v.astype(np.float64) for k, v in net.params.items()}
+    sig = lambda a: 1 / (1 + np.exp(-a))           # noqa: E731
+    h = c = np.zeros((7, 5))
+    for i, x in enumerate(xs):
+        u = x.astype(np.float64).mean(axis=(2, 3)) @ P[f"embed{i}.weight"].T + P[f"embed{i}.bias"]
+        a = u @ P["lstm.wx"].T + P["lstm.bx"] + h @ P["lstm.wh"].T + P["lstm.bh"]
+        ig, fg, gg, og = sig(a[:, :5]), sig(a[:, 5:10]), np.tanh(a[:, 10:15]), sig(a[:, 15:])
+        c = fg * c + ig * gg
+        h = og * np.tanh(c)
+        assert np.allclose(ps[i], sig(h @ P["head.weight"] + P["head.bias"][0]), atol=1e-5)
+    assert "gru.wx" not in net.params and net.params["lstm.wx"].shape == (20, 5)
+    with pytest.raises(ValueError, match="gru, lstm"):
+        GateNet([3], [1], hidden=2, rng=rng, cell="rnn")
 
 
 def test_penalty_pushes_towards_the_target():

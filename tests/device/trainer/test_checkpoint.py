@@ -140,3 +140,31 @@ def test_trainer_resume_falls_back_to_previous_and_refuses_other_config(small_di
 def test_no_pickle_in_checkpoints(tmp_path):
     with pytest.raises(TypeError, match="pickle"):
         ckpt.save(tmp_path / "x.npz", {"o": np.array([object()], dtype=object)}, {})
+
+
+# What TrainConfig.to_dict() wrote into checkpoints before the shared vocabulary (core.train_keys)
+OLD_NAMES = {"model": "depth", "beta": "psg_beta", "slu_target": "gate_target", "slu_alpha": "gate_alpha",
+             "slu_hidden": "gate_hidden", "slu_lr": "gate_lr", "slu_sampling": "gate_sampling",
+             "slu_downsample": "gate_downsample"}
+
+
+def _as_the_old_trainer_wrote_it(cfg: dict) -> dict:
+    old = {OLD_NAMES.get(k, k): v for k, v in cfg.items()
+           if k not in ("augment", "schedule", "slu_cost", "slu_cell", "precision", "smd_energy_ratio")}
+    old.update(depth=int(cfg["model"][len("resnet"):]), psg=cfg["precision"] == "psg", act_bits=8, grad_bits=16,
+               smd_epoch_multiplier=cfg["smd_energy_ratio"] / (1 - cfg["smd_p"]))
+    return old
+
+
+def test_a_checkpoint_written_with_the_old_key_names_resumes(small_digits, tmp_path):
+    path = tmp_path / "ckpt.npz"
+    cfg = dict(model="resnet8", width=4, batch_size=32, epochs=1, smd=False, slu=True, slu_hidden=4,
+               checkpoint_every=1, conv_lr=0.01)
+    Trainer(cfg, small_digits, golden, checkpoint=path).run()
+    _rewrite_meta(path, lambda m: {**m, "config": _as_the_old_trainer_wrote_it(m["config"])})
+    assert "gate_hidden" in ckpt.load(path)[1]["config"]
+    tr = Trainer(cfg, small_digits, golden, checkpoint=path)
+    tr._resume()
+    assert (tr.epoch, tr.batch) != (0, 0)
+    with pytest.raises(ConfigError, match=r"different config \(keys \['slu_hidden'\]\)"):
+        Trainer(dict(cfg, slu_hidden=5), small_digits, golden, checkpoint=path)._resume()
