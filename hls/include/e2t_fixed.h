@@ -35,7 +35,15 @@ static inline int64_t e2t_requant(int64_t acc, int64_t m, int s, int64_t lo, int
     return e2t_clamp(v, lo, hi);
 }
 
-// The MSB split (x_h, g_h) and the PSG decision live in psg_lanes.h (psg::split_x,
-// psg::split_g, psg::confident), next to the C model of the RTL that uses them.
+// The MSB split (x_h, g_h) and the PSG decision live in msb_split.h (psg::split_x,
+// psg::split_g, psg::confident).
+
+// A kernel's large on-chip buffer: static (one BRAM instance) in synthesis; one per thread in
+// the C simulation, which the host may call from several threads at once.
+#ifdef __SYNTHESIS__
+#define E2T_KERNEL_STATIC static
+#else
+#define E2T_KERNEL_STATIC static thread_local
+#endif
 
 #endif

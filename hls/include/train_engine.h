@@ -11,9 +11,8 @@
 //                 its own operands (prow, pcol): lo += x_h*g_h on cells r < pred_rows,
 //                 c < pred_cols
 //   mode 3        no operands (a flush: only the rows of the previous call come out)
-// Accumulators wrap at the RTL's widths: P 48, lo 38, hi 31 bits (the callers' shapes keep
-// the sums inside them: docs/rtl.md, preconditions). The DSP path runs on cells whose
-// cell_en bit is set and only with exact_en.
+// Accumulators wrap at the RTL's widths: P 48, lo 38, hi 31 bits. The DSP path runs on cells
+// whose cell_en bit is set and only with exact_en.
 //
 // Call protocol (one C call = one RTL call): if emit, the ROWS result rows of the previous
 // call are written to out first (row r: its cells' P, lo, hi, sign-extended); then one Head
@@ -21,14 +20,30 @@
 // accumulators are copied for the next call's emit. A caller's loop is software-pipelined:
 // call k returns call k-1's rows; a last mode-3 call with emit returns the final ones.
 //
-// The MSB split is the contract's (v2, round half away from zero): psg::split_x / psg::split_g
-// of psg_lanes.h, the one C++ implementation (fpga/rtl/msb_split.v is the RTL's).
+// How the model computes (call level, not cell by cell): per beat every row operand times
+// every column operand into per-call partial sums over the whole grid (branch-free loops
+// over padded columns that the compiler vectorises), flushed into 64-bit sums before an
+// int32 partial could overflow (|w*x| < 2^15 in FWD: 2^15 beats; |w*g|, |g*x| < 2^23 in BWD
+// and WGRAD: 2^7 beats; the predictor's |x_h*g_h| < 2^13 rides on either); at the end of the
+// call the cell mask and the predictor rectangle select which cells take their sums, and
+// every register wraps at its RTL width. Wrapping once per call equals wrapping every beat
+// (two's complement addition is modular), so the model is exact for every input, not only
+// for the shapes the kernels send. tests/cocotb/test_engine_cmodel.py compares it with the
+// RTL's Python reference (tests/cocotb/engine_model.py, the one the cocotb benches check the
+// RTL against) on random calls of every mode.
+//
+// The MSB split is the contract's (v2, round half away from zero): psg::split_x / split_g of
+// msb_split.h, the one C++ implementation (fpga/rtl/msb_split.v is the RTL's).
 #ifndef E2TRAIN_TRAIN_ENGINE_H
 #define E2TRAIN_TRAIN_ENGINE_H
 
+#include <cstddef>
 #include <cstdint>
+#include <stdexcept>
+#include <vector>
 
-#include "psg_lanes.h"   // psg::stream
+#include "e2t_stream.h"
+#include "msb_split.h"
 
 #ifndef ENG_ROWS
 #define ENG_ROWS 8
@@ -44,6 +59,7 @@ constexpr int kCols = ENG_COLS;
 constexpr int kCells = kRows * kCols;
 constexpr int kPBits = 48, kLoBits = 38, kHiBits = 31;
 static_assert(kRows >= 1 && kRows <= 255 && kCols >= 1 && kCols <= 255, "grid limits of the RTL (8-bit extents)");
+enum Mode { kFwd = 0, kBwd = 1, kWgrad = 2, kFlush = 3 };
 
 struct Head {
     bool cell_en[kCells];
@@ -67,11 +83,101 @@ constexpr int64_t wrap(int64_t v, int bits) {
     return (u >> (bits - 1)) ? int64_t(u) - int64_t(uint64_t(1) << bits) : int64_t(u);
 }
 
-
+// The engine's registers: the accumulators and the shadow the next call emits.
 struct State {
     int64_t p[kCells] = {}, lo[kCells] = {}, hi[kCells] = {};
-    int64_t sp[kCells] = {}, slo[kCells] = {}, shi[kCells] = {};   // the shadow (last call's results)
+    int64_t sp[kCells] = {}, slo[kCells] = {}, shi[kCells] = {};
 };
+
+namespace detail {
+
+constexpr int kPad = (kCols + 7) / 8 * 8;   // columns padded to whole vectors (the pad holds 0)
+
+// Per-call sums of one call: int32 partials over at most `flush_every` beats, then int64.
+struct CallSums {
+    int32_t pa[kRows][kPad], pb[kRows][kPad];   // partials: FWD lo/hi, or exact P / predictor lo
+    int64_t a[kRows][kPad], b[kRows][kPad];
+    int64_t last_packed[kRows][kPad];           // FWD: the last beat's packed DSP product
+    void clear_partials() {
+        for (int r = 0; r < kRows; ++r)
+            for (int c = 0; c < kPad; ++c) pa[r][c] = pb[r][c] = 0;
+    }
+    void flush() {
+        for (int r = 0; r < kRows; ++r)
+            for (int c = 0; c < kPad; ++c) {
+                a[r][c] += pa[r][c];
+                b[r][c] += pb[r][c];
+            }
+        clear_partials();
+    }
+};
+
+// acc[r][c] += u[r] * v[c] over the padded grid; both operands fit 16 bits and so does the
+// product where Narrow (FWD: |w*x| <= 128*255; the predictor: |x_h*g_h| <= 15*512), else the
+// product is widened to 32 bits (BWD, WGRAD: |product| < 2^23).
+template <bool Narrow>
+inline void outer(int32_t acc[kRows][kPad], const int16_t u[kRows], const int16_t v[kPad]) {
+    for (int r = 0; r < kRows; ++r) {
+        const int16_t ur = u[r];
+        int32_t* a = acc[r];
+        for (int c = 0; c < kPad; ++c) {
+            if (Narrow)
+                a[c] += int16_t(ur * v[c]);
+            else
+                a[c] += int32_t(ur) * int32_t(v[c]);
+        }
+    }
+}
+
+// The beats of one call, mode by mode (the loops the compiler specialises).
+template <int M, bool XU>
+inline void run_beats(CallSums& s, const Beat* beats, std::size_t n, bool exact, bool pred) {
+    constexpr std::size_t flush_every = M == kFwd ? (std::size_t(1) << 15) : (std::size_t(1) << 7);
+    int16_t u[kRows], v0[kPad] = {}, v1[kPad] = {}, gh[kRows], xh[kPad] = {};
+    std::size_t since = 0;
+    for (std::size_t t = 0; t < n; ++t) {
+        const Beat& b = beats[t];
+        if (M == kFwd) {
+            for (int r = 0; r < kRows; ++r) u[r] = int8_t(uint16_t(b.row[r]) & 0xff);
+            for (int c = 0; c < kCols; ++c) {
+                v0[c] = int16_t(psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), XU));
+                v1[c] = int16_t(psg::x_value(uint8_t(uint16_t(b.col[c]) >> 8), XU));
+            }
+            outer<true>(s.pa, u, v0);
+            outer<true>(s.pb, u, v1);
+        } else {
+            if (exact) {
+                for (int r = 0; r < kRows; ++r)
+                    u[r] = M == kBwd ? int16_t(int8_t(uint16_t(b.row[r]) & 0xff)) : b.row[r];
+                for (int c = 0; c < kCols; ++c)
+                    v0[c] = M == kBwd ? b.col[c] : int16_t(psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), XU));
+                outer<false>(s.pa, u, v0);
+            }
+            if (pred) {
+                for (int r = 0; r < kRows; ++r) gh[r] = int16_t(psg::split_g(b.prow[r]).h);
+                for (int c = 0; c < kCols; ++c) xh[c] = int16_t(psg::split_x(psg::x_value(b.pcol[c], XU), XU).h);
+                outer<true>(s.pb, gh, xh);
+            }
+        }
+        if (++since == flush_every) {
+            s.flush();
+            since = 0;
+        }
+    }
+    s.flush();
+    if (M == kFwd && n) {   // P = the last beat's packed product + 2^15 (the C port)
+        const Beat& b = beats[n - 1];
+        for (int r = 0; r < kRows; ++r)
+            for (int c = 0; c < kCols; ++c) {
+                const int64_t w = int8_t(uint16_t(b.row[r]) & 0xff);
+                const int64_t x0 = psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), XU);
+                const int64_t x1 = psg::x_value(uint8_t(uint16_t(b.col[c]) >> 8), XU);
+                s.last_packed[r][c] = w * (x1 * 65536 + x0) + 32768;
+            }
+    }
+}
+
+}  // namespace detail
 
 inline void call(State& st, psg::stream<Head>& head, psg::stream<Beat>& in, psg::stream<Row>& out, uint8_t mode,
                  bool x_unsigned, bool exact_en, bool pred_en, bool clr_dsp, bool clr_fab, uint8_t pred_rows,
@@ -89,40 +195,55 @@ inline void call(State& st, psg::stream<Head>& head, psg::stream<Beat>& in, psg:
     }
     const Head h = head.read();
     const int m = mode & 3;
-    if (m == 3) return;
+    if (m == kFlush) return;
     if (clr_dsp)
         for (int k = 0; k < kCells; ++k) st.p[k] = 0;
     if (clr_fab)
         for (int k = 0; k < kCells; ++k) st.lo[k] = st.hi[k] = 0;
-    for (;;) {
-        const Beat b = in.read();
-        int32_t gh[kRows], xh[kCols];
-        for (int r = 0; r < kRows; ++r) gh[r] = psg::split_g(b.prow[r]).h;
-        for (int c = 0; c < kCols; ++c)
-            xh[c] = psg::split_x(psg::x_value(b.pcol[c], x_unsigned), x_unsigned).h;
-        for (int r = 0; r < kRows; ++r) {
-            for (int c = 0; c < kCols; ++c) {
-                const int k = r * kCols + c;
-                if (exact_en && h.cell_en[k]) {
-                    if (m == 0) {
-                        const int64_t w = int8_t(uint16_t(b.row[r]) & 0xff);
-                        const int64_t x0 = psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), x_unsigned);
-                        const int64_t x1 = psg::x_value(uint8_t(uint16_t(b.col[c]) >> 8), x_unsigned);
-                        st.lo[k] = wrap(st.lo[k] + w * x0, kLoBits);
-                        st.hi[k] = wrap(st.hi[k] + w * x1, kHiBits);
-                        st.p[k] = wrap(w * (x1 * 65536 + x0) + 32768, kPBits);
-                    } else if (m == 1) {
-                        st.p[k] = wrap(st.p[k] + int64_t(int8_t(uint16_t(b.row[r]) & 0xff)) * b.col[c], kPBits);
-                    } else {
-                        st.p[k] = wrap(st.p[k] + int64_t(b.row[r]) *
-                                                     psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), x_unsigned), kPBits);
-                    }
+    const bool pred = pred_en && m != kFwd;
+    // The call's beats in place (the stand-in stream), or gathered from hls::stream (Vitis HLS's
+    // own C simulation, which has no in-place view).
+    std::size_t n = 0;
+#ifdef E2T_HAVE_HLS_STREAM
+    static thread_local std::vector<Beat> gathered;
+    gathered.clear();
+    do gathered.push_back(in.read());
+    while (!gathered.back().last);
+    const Beat* beats = gathered.data();
+    n = gathered.size();
+#else
+    std::size_t avail = 0;
+    const Beat* beats = in.pending(avail);
+    while (n < avail && !beats[n].last) ++n;
+    if (n == avail) throw std::runtime_error("train_engine_hls: the operand stream ended before its last beat");
+    ++n;
+#endif
+    static thread_local detail::CallSums s;
+    for (int r = 0; r < kRows; ++r)
+        for (int c = 0; c < detail::kPad; ++c) s.a[r][c] = s.b[r][c] = 0;
+    s.clear_partials();
+    using Run = void (*)(detail::CallSums&, const Beat*, std::size_t, bool, bool);
+    static constexpr Run runs[3][2] = {{detail::run_beats<kFwd, false>, detail::run_beats<kFwd, true>},
+                                       {detail::run_beats<kBwd, false>, detail::run_beats<kBwd, true>},
+                                       {detail::run_beats<kWgrad, false>, detail::run_beats<kWgrad, true>}};
+    runs[m][x_unsigned](s, beats, n, exact_en, pred);
+#ifndef E2T_HAVE_HLS_STREAM
+    in.consume(n);
+#endif
+    for (int r = 0; r < kRows; ++r) {
+        for (int c = 0; c < kCols; ++c) {
+            const int k = r * kCols + c;
+            if (exact_en && h.cell_en[k]) {
+                if (m == kFwd) {
+                    st.lo[k] = wrap(st.lo[k] + s.a[r][c], kLoBits);
+                    st.hi[k] = wrap(st.hi[k] + s.b[r][c], kHiBits);
+                    st.p[k] = wrap(s.last_packed[r][c], kPBits);
+                } else {
+                    st.p[k] = wrap(st.p[k] + s.a[r][c], kPBits);
                 }
-                if ((m == 1 || m == 2) && pred_en && r < pred_rows && c < pred_cols)
-                    st.lo[k] = wrap(st.lo[k] + int64_t(gh[r]) * xh[c], kLoBits);
             }
+            if (pred && r < pred_rows && c < pred_cols) st.lo[k] = wrap(st.lo[k] + s.b[r][c], kLoBits);
         }
-        if (b.last) break;
     }
     for (int k = 0; k < kCells; ++k) {
         st.sp[k] = st.p[k];
