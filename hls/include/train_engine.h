@@ -20,9 +20,9 @@
 // accumulators are copied for the next call's emit. A caller's loop is software-pipelined:
 // call k returns call k-1's rows; a last mode-3 call with emit returns the final ones.
 //
-// How the model computes (call level, not cell by cell): per beat every row operand times
-// every column operand into per-call partial sums over the whole grid (branch-free loops
-// over padded columns that the compiler vectorises), flushed into 64-bit sums before an
+// How the model computes (call level, not cell by cell): per pair of beats every row operand
+// times every column operand into per-call partial sums over the whole grid (branch-free
+// loops over padded columns, SSE2 pmaddwd on x86), flushed into 64-bit sums before an
 // int32 partial could overflow (|w*x| < 2^15 in FWD: 2^15 beats; |w*g|, |g*x| < 2^23 in BWD
 // and WGRAD: 2^7 beats; the predictor's |x_h*g_h| < 2^13 rides on either); at the end of the
 // call the cell mask and the predictor rectangle select which cells take their sums, and
@@ -41,6 +41,9 @@
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "e2t_stream.h"
 #include "msb_split.h"
@@ -112,54 +115,94 @@ struct CallSums {
     }
 };
 
-// acc[r][c] += u[r] * v[c] over the padded grid; both operands fit 16 bits and so does the
-// product where Narrow (FWD: |w*x| <= 128*255; the predictor: |x_h*g_h| <= 15*512), else the
-// product is widened to 32 bits (BWD, WGRAD: |product| < 2^23).
-template <bool Narrow>
-inline void outer(int32_t acc[kRows][kPad], const int16_t u[kRows], const int16_t v[kPad]) {
+// acc[r][c] += u0[r]*v[2c] + u1[r]*v[2c+1]: two beats at once, the column operands of the two
+// interleaved. Every operand fits 16 bits and one of each product's two operands fits 9
+// (w, x, x_h), so a product is below 2^23 and a pair's sum fits int32 exactly: one SSE2
+// pmaddwd per four cells and two beats where the compiler targets x86, the same sums in plain
+// C elsewhere.
+inline void outer_pair(int32_t acc[kRows][kPad], const int16_t u0[kRows], const int16_t u1[kRows],
+                       const int16_t v[2 * kPad]) {
+#if defined(__SSE2__)
+    __m128i vv[kPad / 4];
+    for (int i = 0; i < kPad / 4; ++i) vv[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v + 8 * i));
     for (int r = 0; r < kRows; ++r) {
-        const int16_t ur = u[r];
+        const __m128i w = _mm_set1_epi32(int32_t(uint32_t(uint16_t(u0[r])) | (uint32_t(uint16_t(u1[r])) << 16)));
         int32_t* a = acc[r];
-        for (int c = 0; c < kPad; ++c) {
-            if (Narrow)
-                a[c] += int16_t(ur * v[c]);
-            else
-                a[c] += int32_t(ur) * int32_t(v[c]);
+        for (int i = 0; i < kPad / 4; ++i) {
+            __m128i* p = reinterpret_cast<__m128i*>(a + 4 * i);
+            _mm_storeu_si128(p, _mm_add_epi32(_mm_loadu_si128(p), _mm_madd_epi16(vv[i], w)));
+        }
+    }
+#else
+    for (int r = 0; r < kRows; ++r)
+        for (int c = 0; c < kPad; ++c) acc[r][c] += int32_t(u0[r]) * v[2 * c] + int32_t(u1[r]) * v[2 * c + 1];
+#endif
+}
+
+// The row and column operands of one beat in the form a mode multiplies them.
+template <int M, bool XU>
+inline void exact_operands(const Beat& b, int16_t u[kRows], int16_t v0[kPad], int16_t v1[kPad]) {
+    for (int r = 0; r < kRows; ++r)
+        u[r] = M == kWgrad ? b.row[r] : int16_t(int8_t(uint16_t(b.row[r]) & 0xff));
+    for (int c = 0; c < kCols; ++c) {
+        if (M == kFwd) {
+            v0[c] = int16_t(psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), XU));
+            v1[c] = int16_t(psg::x_value(uint8_t(uint16_t(b.col[c]) >> 8), XU));
+        } else {
+            v0[c] = M == kBwd ? b.col[c] : int16_t(psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), XU));
         }
     }
 }
 
-// The beats of one call, mode by mode (the loops the compiler specialises).
+template <bool XU>
+inline void pred_operands(const Beat& b, int16_t gh[kRows], int16_t xh[kPad]) {
+    for (int r = 0; r < kRows; ++r) gh[r] = int16_t(psg::split_g(b.prow[r]).h);
+    for (int c = 0; c < kCols; ++c) xh[c] = int16_t(psg::split_x(psg::x_value(b.pcol[c], XU), XU).h);
+}
+
+inline void interleave(int16_t out[2 * kPad], const int16_t a[kPad], const int16_t b[kPad]) {
+    for (int c = 0; c < kPad; ++c) {
+        out[2 * c] = a[c];
+        out[2 * c + 1] = b[c];
+    }
+}
+
+// The beats of one call, mode by mode (the loops the compiler specialises), two at a time (an
+// odd last beat pairs with zeros).
 template <int M, bool XU>
 inline void run_beats(CallSums& s, const Beat* beats, std::size_t n, bool exact, bool pred) {
     constexpr std::size_t flush_every = M == kFwd ? (std::size_t(1) << 15) : (std::size_t(1) << 7);
-    int16_t u[kRows], v0[kPad] = {}, v1[kPad] = {}, gh[kRows], xh[kPad] = {};
+    int16_t u[2][kRows] = {}, v0[2][kPad] = {}, v1[2][kPad] = {}, gh[2][kRows] = {}, xh[2][kPad] = {};
+    int16_t vi[2 * kPad];
     std::size_t since = 0;
-    for (std::size_t t = 0; t < n; ++t) {
-        const Beat& b = beats[t];
-        if (M == kFwd) {
-            for (int r = 0; r < kRows; ++r) u[r] = int8_t(uint16_t(b.row[r]) & 0xff);
-            for (int c = 0; c < kCols; ++c) {
-                v0[c] = int16_t(psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), XU));
-                v1[c] = int16_t(psg::x_value(uint8_t(uint16_t(b.col[c]) >> 8), XU));
+    for (std::size_t t = 0; t < n; t += 2) {
+        const bool two = t + 1 < n;
+        if (M == kFwd || exact) {
+            exact_operands<M, XU>(beats[t], u[0], v0[0], v1[0]);
+            if (two) {
+                exact_operands<M, XU>(beats[t + 1], u[1], v0[1], v1[1]);
+            } else {
+                for (int r = 0; r < kRows; ++r) u[1][r] = 0;
             }
-            outer<true>(s.pa, u, v0);
-            outer<true>(s.pb, u, v1);
-        } else {
-            if (exact) {
-                for (int r = 0; r < kRows; ++r)
-                    u[r] = M == kBwd ? int16_t(int8_t(uint16_t(b.row[r]) & 0xff)) : b.row[r];
-                for (int c = 0; c < kCols; ++c)
-                    v0[c] = M == kBwd ? b.col[c] : int16_t(psg::x_value(uint8_t(uint16_t(b.col[c]) & 0xff), XU));
-                outer<false>(s.pa, u, v0);
-            }
-            if (pred) {
-                for (int r = 0; r < kRows; ++r) gh[r] = int16_t(psg::split_g(b.prow[r]).h);
-                for (int c = 0; c < kCols; ++c) xh[c] = int16_t(psg::split_x(psg::x_value(b.pcol[c], XU), XU).h);
-                outer<true>(s.pb, gh, xh);
+            interleave(vi, v0[0], v0[1]);
+            outer_pair(s.pa, u[0], u[1], vi);
+            if (M == kFwd) {
+                interleave(vi, v1[0], v1[1]);
+                outer_pair(s.pb, u[0], u[1], vi);
             }
         }
-        if (++since == flush_every) {
+        if (M != kFwd && pred) {
+            pred_operands<XU>(beats[t], gh[0], xh[0]);
+            if (two) {
+                pred_operands<XU>(beats[t + 1], gh[1], xh[1]);
+            } else {
+                for (int r = 0; r < kRows; ++r) gh[1][r] = 0;
+            }
+            interleave(vi, xh[0], xh[1]);
+            outer_pair(s.pb, gh[0], gh[1], vi);
+        }
+        since += 2;
+        if (since >= flush_every) {
             s.flush();
             since = 0;
         }

@@ -58,17 +58,21 @@ void place(Block &b, const int32_t *samples, const Geometry &q, int npos, int co
 }
 
 // The operand beats of one block: per tap (c, ky, kx) the tile's weights and the x codes.
-// Where each position reads x at each (ky, kx) is worked out once per block (off, -1 in the
-// padding); a beat then only adds the channel's plane.
+// Where each position reads x at each (ky, kx) is worked out once per block (off, and keep =
+// 0 in the padding, where the read is masked to 0); a beat then only adds the channel's plane.
 void feed(psg::stream<eng::Beat> &in, const Block &b, const uint8_t *x, const int8_t wt[][R], const Geometry &q) {
     const int kk = q.k * q.k, taps = q.ci * kk;
     const int64_t plane = (int64_t)q.h * q.wd;
     int64_t off[KK][NPOS];
+    uint8_t keep[KK][NPOS];
 #pragma HLS ARRAY_PARTITION variable=off complete dim=2
+#pragma HLS ARRAY_PARTITION variable=keep complete dim=2
     for (int t = 0; t < kk; t++)
         for (int i = 0; i < NPOS; i++) {
             const int iy = b.iy0[i] + t / q.k, ix = b.ix0[i] + t % q.k;
-            off[t][i] = b.on[i] && iy >= 0 && iy < q.h && ix >= 0 && ix < q.wd ? b.xbase[i] + (int64_t)iy * q.wd + ix : -1;
+            const bool in_x = b.on[i] && iy >= 0 && iy < q.h && ix >= 0 && ix < q.wd;
+            off[t][i] = in_x ? b.xbase[i] + (int64_t)iy * q.wd + ix : 0;
+            keep[t][i] = in_x ? 0xff : 0;
         }
     eng::Beat beat = {};
     int j = 0;
@@ -79,8 +83,8 @@ void feed(psg::stream<eng::Beat> &in, const Block &b, const uint8_t *x, const in
 #pragma HLS PIPELINE II=1
             for (int r = 0; r < R; r++) beat.row[r] = (int16_t)(uint8_t)wt[j][r];
             for (int col = 0; col < C; col++) {
-                const int64_t a0 = off[t][2 * col], a1 = off[t][2 * col + 1];
-                const uint16_t v0 = a0 >= 0 ? xc[a0] : 0, v1 = a1 >= 0 ? xc[a1] : 0;
+                const uint16_t v0 = xc[off[t][2 * col]] & keep[t][2 * col];
+                const uint16_t v1 = xc[off[t][2 * col + 1]] & keep[t][2 * col + 1];
                 beat.col[col] = (int16_t)(v0 | v1 << 8);
             }
             beat.last = j == taps - 1;

@@ -183,3 +183,26 @@ def test_bwd_data_overflow_raises_and_keeps_out(csim_lib):
     with pytest.raises(OverflowError, match="62 bits"):
         csim.conv_bwd_data(g, w, mult, in_hw=(3, 3), pad=1, out=out)
     assert (out == 7).all()
+
+
+@pytest.mark.parametrize("shape", [
+    ConvShape(1, 260, 3, 3, 9, 3, 1, 1),     # a row block of 8 x 2340 weights: more than the on-chip partial sums
+    ConvShape(3, 2, 13, 11, 3, 3, 1, 1),     # 429 positions: two weight-gradient chunks per block
+    ConvShape(2, 40, 3, 3, 70, 3, 2, 1),     # 70 x 360 weights: two weight groups; 360-beat forward calls
+], ids=str)
+def test_engine_layouts_beyond_one_call(csim_lib, shape):
+    """Shapes whose engine calls span several chunks, weight groups or int32 flushes of the
+    C model: every pass still equals the golden model."""
+    rng = np.random.default_rng(shape.ci)
+    x = rng.integers(0, 256, shape.x_shape).astype(np.uint8)
+    w = rng.integers(-128, 128, shape.w_shape).astype(np.int8)
+    g = rng.integers(-32768, 32768, shape.y_shape).astype(np.int16)
+    wm = rng.integers(-(1 << 24), 1 << 24, shape.w_shape).astype(np.int32)
+    kw = dict(stride=shape.stride, pad=shape.pad)
+    m = Dyadic(3, 12)
+    np.testing.assert_array_equal(csim.conv_fwd(x, w, None, m, **kw), golden.conv_fwd(x, w, None, m, **kw))
+    bw = dict(in_hw=(shape.h, shape.w), **kw)
+    np.testing.assert_array_equal(csim.conv_bwd_data(g, w, m, **bw), golden.conv_bwd_data(g, w, m, **bw))
+    for beta_q in (0, 3277):
+        want = golden.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=7, **kw)
+        _assert_psg_equal(csim.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=7, **kw), want)
