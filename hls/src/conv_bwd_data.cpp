@@ -79,21 +79,39 @@ void place(Block &b, const int32_t *samples, const Geometry &q, const Phase &f, 
 }
 
 // The operand beats of one block: per tap (o, ky, kx) of the phase, the tile's weights and g_y.
+// Where each position reads g_y at each of the phase's (ky, kx) is worked out once per block
+// (off, and keep = 0 where the tap falls outside the output: the read is masked to 0); a
+// beat then only adds the output channel's plane.
 void feed(psg::stream<eng::Beat> &in, const Block &b, const int16_t *g_y, const int8_t wt[][R], const Geometry &q,
           const Phase &f) {
     const int kk = q.k * q.k, per_o = f.nky * f.nkx, taps = f.taps(q.co);
-    eng::Beat beat = {};
-    for (int t = 0; t < taps; t++) {
-#pragma HLS PIPELINE II=1
-        const int o = t / per_o, ky = f.py + q.stride * ((t % per_o) / f.nkx), kx = f.px + q.stride * (t % f.nkx);
-        for (int r = 0; r < R; r++) beat.row[r] = (int16_t)(uint8_t)wt[o * kk + ky * q.k + kx][r];
+    const int64_t plane = (int64_t)q.ho * q.wo;
+    int64_t off[KK][C];
+    uint16_t keep[KK][C];
+#pragma HLS ARRAY_PARTITION variable=off complete dim=2
+#pragma HLS ARRAY_PARTITION variable=keep complete dim=2
+    for (int t = 0; t < per_o; t++) {
+        const int ky = f.py + q.stride * (t / f.nkx), kx = f.px + q.stride * (t % f.nkx);
         for (int c = 0; c < C; c++) {
             const int ty = b.iy[c] + q.pad - ky, tx = b.ix[c] + q.pad - kx;   // multiples of the stride
             const bool in_out = b.on[c] && ty >= 0 && tx >= 0 && ty / q.stride < q.ho && tx / q.stride < q.wo;
-            beat.col[c] = in_out ? g_y[b.gbase[c] + ((int64_t)o * q.ho + ty / q.stride) * q.wo + tx / q.stride] : 0;
+            off[t][c] = in_out ? b.gbase[c] + (int64_t)(ty / q.stride) * q.wo + tx / q.stride : 0;
+            keep[t][c] = in_out ? 0xffff : 0;
         }
-        beat.last = t == taps - 1;
-        in.write(beat);
+    }
+    eng::Beat beat = {};
+    int j = 0;
+    for (int o = 0; o < q.co; o++) {
+        const int16_t *go = g_y + o * plane;
+        for (int t = 0; t < per_o; t++, j++) {
+#pragma HLS LOOP_FLATTEN
+#pragma HLS PIPELINE II=1
+            const int ky = f.py + q.stride * (t / f.nkx), kx = f.px + q.stride * (t % f.nkx);
+            for (int r = 0; r < R; r++) beat.row[r] = (int16_t)(uint8_t)wt[o * kk + ky * q.k + kx][r];
+            for (int c = 0; c < C; c++) beat.col[c] = (int16_t)((uint16_t)go[off[t][c]] & keep[t][c]);
+            beat.last = j == taps - 1;
+            in.write(beat);
+        }
     }
 }
 
