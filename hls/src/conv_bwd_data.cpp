@@ -115,6 +115,16 @@ void feed(psg::stream<eng::Beat> &in, const Block &b, const int16_t *g_y, const 
     }
 }
 
+// One engine call: the feeder streams the beats while the engine consumes them (in hardware
+// concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C simulation one
+// after the other through the stream).
+void call_engine(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out, const Block &b,
+                 const int16_t *g_y, const int8_t wt[][R], const Geometry &q, const Phase &f, bool emit) {
+#pragma HLS DATAFLOW
+    feed(in, b, g_y, wt, q, f);
+    train_engine_hls(head, in, out, eng::kBwd, false, true, false, true, true, 0, 0, emit);
+}
+
 // The output stage of a block: its ROWS result rows (P, the 48-bit sums), requantised.
 void drain(psg::stream<eng::Row> &out, const Block &b, int16_t *g_x, const Geometry &q, int32_t mult_m, int mult_s,
            int *ovf) {
@@ -167,6 +177,7 @@ extern "C" int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
     psg::stream<eng::Head> head;
     psg::stream<eng::Beat> in;
     psg::stream<eng::Row> out;
+#pragma HLS STREAM variable=out depth=8   // ROWS result rows wait for the output stage
     const int64_t zero = e2t_requant(0, mult_m, mult_s, -32768, 32767, &ovf);
 
     int cur = 0;
@@ -200,8 +211,7 @@ extern "C" int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
                     for (int r = 0; r < R; r++)
                         for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tci && b.on[c];
                     head.write(hd);
-                    feed(in, b, g_y, wt, q, f);
-                    train_engine_hls(head, in, out, eng::kBwd, false, true, false, true, true, 0, 0, pending);
+                    call_engine(head, in, out, b, g_y, wt, q, f, pending);
                     if (pending) drain(out, blk[cur ^ 1], g_x, q, mult_m, mult_s, &ovf);
                     pending = true;
                     cur ^= 1;

@@ -104,6 +104,17 @@ void feed(psg::stream<eng::Beat> &in, const uint8_t *x, const int16_t *g_y, cons
     }
 }
 
+// One engine call: the feeder streams the beats while the engine consumes them (in hardware
+// concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C simulation one
+// after the other through the stream).
+void call_engine(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+                 const uint8_t *x, const int16_t *g_y, const int32_t *samples, const Geometry &q, const Placed &b,
+                 int p0, int p1, bool xu, bool exact, bool pred, bool emit) {
+#pragma HLS DATAFLOW
+    feed(in, x, g_y, samples, q, b.o0, b.nr, b.j0, b.nc, p0, p1);
+    train_engine_hls(head, in, out, eng::kWgrad, xu, exact, pred, true, true, (uint8_t)b.nr, (uint8_t)b.nc, emit);
+}
+
 // The rows of a finished call added into the group's partial sums (the shell's two adders).
 void gather(psg::stream<eng::Row> &out, const Placed &pl, const Group &g, int64_t part_e[PART], int64_t part_m[PART]) {
     for (int r = 0; r < R; r++) {
@@ -130,6 +141,7 @@ void run_sweep(Sweep kind, const uint8_t *x, const int16_t *g_y, const int32_t *
     psg::stream<eng::Head> head;
     psg::stream<eng::Beat> in;
     psg::stream<eng::Row> out;
+#pragma HLS STREAM variable=out depth=8   // ROWS result rows wait for the output stage
     const int npos = n_samples * q.ho * q.wo;
     const int row_blk = R * q.taps;
     // Groups: whole row blocks while they fit, else column ranges of one row block.
@@ -172,9 +184,7 @@ void run_sweep(Sweep kind, const uint8_t *x, const int16_t *g_y, const int32_t *
                         eng::Head hd;
                         for (int i = 0; i < R * C; i++) hd.cell_en[i] = b.cell[i];
                         head.write(hd);
-                        feed(in, x, g_y, samples, q, o0, b.nr, j0, b.nc, p0, p1);
-                        train_engine_hls(head, in, out, eng::kWgrad, xu, exact, pred, true, true, (uint8_t)b.nr,
-                                         (uint8_t)b.nc, pending);
+                        call_engine(head, in, out, x, g_y, samples, q, b, p0, p1, xu, exact, pred, pending);
                         if (pending) gather(out, pl[cur ^ 1], g, part_e, part_m);
                         pending = true;
                         cur ^= 1;

@@ -93,6 +93,16 @@ void feed(psg::stream<eng::Beat> &in, const Block &b, const uint8_t *x, const in
     }
 }
 
+// One engine call: the feeder streams the beats while the engine consumes them (in hardware
+// concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C simulation one
+// after the other through the stream).
+void call_engine(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out, const Block &b,
+                 const uint8_t *x, const int8_t wt[][R], const Geometry &q, bool xu, bool emit) {
+#pragma HLS DATAFLOW
+    feed(in, b, x, wt, q);
+    train_engine_hls(head, in, out, eng::kFwd, xu, true, false, true, true, 0, 0, emit);
+}
+
 // The output stage of a block: its ROWS result rows from the engine, + bias, requantised.
 void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], uint8_t *y, const Geometry &q,
            int32_t mult_m, int mult_s, int64_t lo, int64_t hi, int *ovf) {
@@ -153,6 +163,7 @@ extern "C" int conv_fwd(const uint8_t *x, const int8_t *w, const int32_t *bias, 
     psg::stream<eng::Head> head;
     psg::stream<eng::Beat> in;
     psg::stream<eng::Row> out;
+#pragma HLS STREAM variable=out depth=8   // ROWS result rows wait for the output stage
 
     int cur = 0;
     bool pending = false;
@@ -173,8 +184,7 @@ extern "C" int conv_fwd(const uint8_t *x, const int8_t *w, const int32_t *bias, 
             for (int r = 0; r < R; r++)
                 for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tco && b.on[2 * c];
             head.write(hd);
-            feed(in, b, x, wt, q);
-            train_engine_hls(head, in, out, eng::kFwd, x_unsigned != 0, true, false, true, true, 0, 0, pending);
+            call_engine(head, in, out, b, x, wt, q, x_unsigned != 0, pending);
             if (pending) drain(out, blk[cur ^ 1], bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, &ovf);
             pending = true;
             cur ^= 1;
