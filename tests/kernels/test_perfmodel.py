@@ -222,7 +222,7 @@ def test_psg_lut_estimate_follows_the_rtl_report_and_says_whether_it_fits():
     """The LUT figure is the yosys report's per-lane cost, and the fit flag is computed, not set."""
     r = pm.resources()
     wg = r["kernels"]["conv_bwd_weight_psg"]
-    # the two synthesised sizes of `make rtl-report`: 48 exact lanes; 48 exact + 48 predictor
+    # the two synthesised sizes of the retired lane array: 48 exact lanes; 48 exact + 48 predictor
     assert 48 * pm.LUT_PER_EXACT_LANE == pytest.approx(27267, rel=0.01)
     assert 48 * (pm.LUT_PER_EXACT_LANE + pm.LUT_PER_PREDICTOR_LANE) == pytest.approx(46629, rel=0.01)
     assert wg["lut"] == (pm.LUT_PER_EXACT_LANE * pm.PSG_EXACT_LANES
