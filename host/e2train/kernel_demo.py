@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     psg, psg_ok = _check_psg(g2, layer, args.beta, beta_q, rows)
     ok &= psg_ok
     _print_comparison(xf, layer, rows)
-    r, st = _print_psg(psg, args.beta, beta_q)
-    _print_modelled(layer, r, st)
+    r, _ = _print_psg(psg, args.beta, beta_q)
+    _print_modelled(layer, r)
     print("bit-exact: " + ("yes" if ok else "NO"))
     return 0 if ok else 1
 
@@ -197,7 +197,7 @@ def _print_psg(psg: dict, beta: float, beta_q: int) -> tuple[Any, Any]:
     return r, st
 
 
-def _print_modelled(layer: _Layer, r: Any, st: Any) -> None:
+def _print_modelled(layer: _Layer, r: Any) -> None:
     """The performance model's cycles and MAC-slot use of the layer's kernel calls (modelled)."""
     sh2, n_keep = layer.shape, layer.keep.size
     print("modelled on xc7z020 @ 100 MHz (e2train.core.perfmodel; not measured, no synthesis):")
