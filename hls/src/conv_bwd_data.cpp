@@ -127,7 +127,7 @@ void call_engine(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::
 
 // The output stage of a block: its ROWS result rows (P, the 48-bit sums), requantised.
 void drain(psg::stream<eng::Row> &out, const Block &b, int16_t *g_x, const Geometry &q, int32_t mult_m, int mult_s,
-           int *ovf) {
+           int64_t acc_limit, int *ovf) {
     const int64_t plane = (int64_t)q.h * q.wd;
     for (int r = 0; r < R; r++) {
         const eng::Row row = out.read();
@@ -135,7 +135,7 @@ void drain(psg::stream<eng::Row> &out, const Block &b, int16_t *g_x, const Geome
         for (int c = 0; c < C; c++) {
 #pragma HLS PIPELINE II=1
             if (b.on[c])
-                g_x[b.xbase[c] + (b.ci0 + r) * plane] = (int16_t)e2t_requant(row.p[c], mult_m, mult_s, -32768, 32767, ovf);
+                g_x[b.xbase[c] + (b.ci0 + r) * plane] = (int16_t)e2t_requant_at(row.p[c], mult_m, mult_s, -32768, 32767, acc_limit, ovf);
         }
     }
 }
@@ -170,6 +170,7 @@ extern "C" int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
     const Geometry q{ci, h, wd, co, k, stride, pad, e2t_out_dim(h, k, stride, pad), e2t_out_dim(wd, k, stride, pad)};
     const int kk = k * k;
     int ovf = 0;
+    const int64_t acc_limit = e2t_requant_limit(mult_m);
 
     int8_t wt[E2T_MAX_DIM * KK][R];   // [o*kk + tap][r]: the tile's weights
 #pragma HLS ARRAY_PARTITION variable=wt complete dim=2
@@ -212,7 +213,7 @@ extern "C" int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
                         for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tci && b.on[c];
                     head.write(hd);
                     call_engine(head, in, out, b, g_y, wt, q, f, pending);
-                    if (pending) drain(out, blk[cur ^ 1], g_x, q, mult_m, mult_s, &ovf);
+                    if (pending) drain(out, blk[cur ^ 1], g_x, q, mult_m, mult_s, acc_limit, &ovf);
                     pending = true;
                     cur ^= 1;
                 }
@@ -223,7 +224,7 @@ extern "C" int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
         eng::Head none = {};
         head.write(none);
         train_engine_hls(head, in, out, eng::kFlush, false, false, false, false, false, 0, 0, true);
-        drain(out, blk[cur ^ 1], g_x, q, mult_m, mult_s, &ovf);
+        drain(out, blk[cur ^ 1], g_x, q, mult_m, mult_s, acc_limit, &ovf);
     }
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }

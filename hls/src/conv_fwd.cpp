@@ -44,16 +44,22 @@ void place(Block &b, const int32_t *samples, const Geometry &q, int npos, int co
     b.co0 = co0;
     b.p0 = p0;
     const int hw = q.ho * q.wo;
+    int si = p0 / hw, oy = (p0 % hw) / q.wo, ox = p0 % q.wo;   // stepped along the block's positions
     for (int i = 0; i < NPOS; i++) {
 #pragma HLS PIPELINE II=1
-        const int p = p0 + i;
-        b.on[i] = p < npos;
-        const int pp = b.on[i] ? p : 0;
-        const int s = samples[pp / hw], oy = (pp % hw) / q.wo, ox = pp % q.wo;
+        b.on[i] = p0 + i < npos;
+        const int s = samples[b.on[i] ? si : 0];
         b.xbase[i] = (int64_t)s * q.ci * q.h * q.wd;
         b.ybase[i] = (int64_t)s * q.co * hw + (int64_t)oy * q.wo + ox;
         b.iy0[i] = oy * q.stride - q.pad;
         b.ix0[i] = ox * q.stride - q.pad;
+        if (++ox == q.wo) {
+            ox = 0;
+            if (++oy == q.ho) {
+                oy = 0;
+                si++;
+            }
+        }
     }
 }
 
@@ -105,7 +111,7 @@ void call_engine(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::
 
 // The output stage of a block: its ROWS result rows from the engine, + bias, requantised.
 void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], uint8_t *y, const Geometry &q,
-           int32_t mult_m, int mult_s, int64_t lo, int64_t hi, int *ovf) {
+           int32_t mult_m, int mult_s, int64_t lo, int64_t hi, int64_t acc_limit, int *ovf) {
     const int64_t plane = (int64_t)q.ho * q.wo;
     for (int r = 0; r < R; r++) {
         const eng::Row row = out.read();
@@ -115,7 +121,7 @@ void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], 
 #pragma HLS PIPELINE II=1
             if (!b.on[i]) continue;
             const int64_t acc = ((i & 1) ? row.hi[i / 2] : row.lo[i / 2]) + bias_t[r];
-            y[b.ybase[i] + o * plane] = (uint8_t)(e2t_requant(acc, mult_m, mult_s, lo, hi, ovf) & 0xff);
+            y[b.ybase[i] + o * plane] = (uint8_t)(e2t_requant_at(acc, mult_m, mult_s, lo, hi, acc_limit, ovf) & 0xff);
         }
     }
 }
@@ -155,6 +161,7 @@ extern "C" int conv_fwd(const uint8_t *x, const int8_t *w, const int32_t *bias, 
     const int kk = k * k, npos = n_samples * q.ho * q.wo;
     const int64_t lo = relu ? 0 : -128, hi = relu ? 255 : 127;
     int ovf = 0;
+    const int64_t acc_limit = e2t_requant_limit(mult_m);
 
     int8_t wt[E2T_MAX_CI * E2T_MAX_K * E2T_MAX_K][R];   // [ci*kk + tap][r]: the tile's weights
 #pragma HLS ARRAY_PARTITION variable=wt complete dim=2
@@ -185,7 +192,7 @@ extern "C" int conv_fwd(const uint8_t *x, const int8_t *w, const int32_t *bias, 
                 for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tco && b.on[2 * c];
             head.write(hd);
             call_engine(head, in, out, b, x, wt, q, x_unsigned != 0, pending);
-            if (pending) drain(out, blk[cur ^ 1], bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, &ovf);
+            if (pending) drain(out, blk[cur ^ 1], bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
             pending = true;
             cur ^= 1;
         }
@@ -193,6 +200,6 @@ extern "C" int conv_fwd(const uint8_t *x, const int8_t *w, const int32_t *bias, 
     eng::Head none = {};
     head.write(none);
     train_engine_hls(head, in, out, eng::kFlush, x_unsigned != 0, false, false, false, false, 0, 0, true);
-    drain(out, blk[cur ^ 1], bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, &ovf);
+    drain(out, blk[cur ^ 1], bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }
