@@ -56,7 +56,7 @@ def _psg_table() -> None:
         base = None
         for beta in (0.0, 0.05, 0.12):
             bq = beta_to_fixed(beta) if beta else 0
-            r, st = csim.conv_bwd_weight_psg_stats(x, g, wm, stride=sh.stride, pad=sh.pad, beta_q=bq, lr_q=1)
+            r = csim.conv_bwd_weight_psg(x, g, wm, stride=sh.stride, pad=sh.pad, beta_q=bq, lr_q=1)
             kw = dict(predictor_on=bq != 0)   # the engine kernel's counters are not the v1 loop's
             cyc = perfmodel.kernel_cycles("conv_bwd_weight_psg", sh, sh.n, r.n_predicted, **kw)
             w = perfmodel.kernel_work("conv_bwd_weight_psg", sh, sh.n, r.n_predicted, **kw)
@@ -155,7 +155,7 @@ def main() -> int:
         g = rng.integers(-4000, 4000, sh.y_shape).astype(np.int16)
         wm = rng.integers(-(1 << 20), 1 << 20, sh.w_shape).astype(np.int32)
         kw = dict(stride=sh.stride, pad=sh.pad)
-        r, st = csim.conv_bwd_weight_psg_stats(x, g, wm, beta_q=beta_q, lr_q=1, **kw)
+        r = csim.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=1, **kw)
         runs = [
             ("conv_fwd", lambda: csim.conv_fwd(x, w, None, m, **kw),
              lambda: golden.conv_fwd(x, w, None, m, **kw), {}),
