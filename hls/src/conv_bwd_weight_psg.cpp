@@ -73,7 +73,9 @@ struct Counters {
 };
 
 // The beats of one block over positions [p0, p1): per position the ROWS g codes and the COLS
-// x codes (0 in the padding), the same data on the predictor's buses.
+// x codes (0 in the padding), the same data on the predictor's buses. The position steps
+// along (sample, oy, ox); a column's read is inside the image when its kernel row and column
+// are (checked once per position for each ky and kx), and masked to 0 where not.
 void feed(psg::stream<eng::Beat> &in, const uint8_t *x, const int16_t *g_y, const int32_t *samples,
           const Geometry &q, int o0, int nr, int j0, int nc, int p0, int p1) {
     const int kk = q.k * q.k, hw = q.ho * q.wo;
@@ -86,21 +88,34 @@ void feed(psg::stream<eng::Beat> &in, const uint8_t *x, const int16_t *g_y, cons
         xcol[c] = (int64_t)ch * q.h * q.wd + (int64_t)cky[c] * q.wd + ckx[c];
     }
     eng::Beat beat = {};
+    int si = p0 / hw, oy = (p0 % hw) / q.wo, ox = p0 % q.wo;
     for (int p = p0; p < p1; p++) {
 #pragma HLS PIPELINE II=1
-        const int s = samples[p / hw], oy = (p % hw) / q.wo, ox = p % q.wo;
+        const int s = samples[si];
         const int iy0 = oy * q.stride - q.pad, ix0 = ox * q.stride - q.pad;
         const int64_t gs = (int64_t)s * q.co * hw + (int64_t)oy * q.wo + ox;
         const int64_t xs = (int64_t)s * q.ci * q.h * q.wd + (int64_t)iy0 * q.wd + ix0;   // may be < 0: read only inside
+        bool row_in[E2T_MAX_K], col_in[E2T_MAX_K];
+        for (int t = 0; t < E2T_MAX_K; t++) {
+            row_in[t] = iy0 + t >= 0 && iy0 + t < q.h;
+            col_in[t] = ix0 + t >= 0 && ix0 + t < q.wd;
+        }
         for (int r = 0; r < R; r++) beat.row[r] = beat.prow[r] = r < nr ? g_y[gs + (int64_t)(o0 + r) * hw] : 0;
         for (int c = 0; c < C; c++) {
-            const int iy = iy0 + cky[c], ix = ix0 + ckx[c];
-            const uint8_t v = c < nc && iy >= 0 && iy < q.h && ix >= 0 && ix < q.wd ? x[xs + xcol[c]] : 0;
+            const bool in_x = c < nc && row_in[cky[c]] && col_in[ckx[c]];
+            const uint8_t v = x[in_x ? xs + xcol[c] : 0] & (in_x ? 0xff : 0);
             beat.col[c] = v;
             beat.pcol[c] = v;
         }
         beat.last = p == p1 - 1;
         in.write(beat);
+        if (++ox == q.wo) {
+            ox = 0;
+            if (++oy == q.ho) {
+                oy = 0;
+                si++;
+            }
+        }
     }
 }
 
