@@ -39,10 +39,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#ifndef __SYNTHESIS__
 #include <stdexcept>
 #include <vector>
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
 #endif
 
 #include "e2t_stream.h"
@@ -85,6 +87,10 @@ constexpr int64_t wrap(int64_t v, int bits) {
     const uint64_t m = (uint64_t(1) << bits) - 1, u = uint64_t(v) & m;
     return (u >> (bits - 1)) ? int64_t(u) - int64_t(uint64_t(1) << bits) : int64_t(u);
 }
+
+#ifndef __SYNTHESIS__
+// The C model below is what C simulation runs; Vitis HLS synthesis puts the RTL there (the
+// blackbox), so it never synthesises this code.
 
 // The engine's registers: the accumulators and the shadow the next call emits.
 struct State {
@@ -294,6 +300,8 @@ inline void call(State& st, psg::stream<Head>& head, psg::stream<Beat>& in, psg:
         st.shi[k] = st.hi[k];
     }
 }
+
+#endif  // __SYNTHESIS__
 
 }  // namespace eng
 
