@@ -4,7 +4,7 @@ side by side in one run on ResNet-CIFAR layer shapes, next to the performance mo
 
     .venv/bin/python benchmarks/bench_kernels.py [--batch 16] [--repeat 3]
 
-Goals (docs/kernels.md): C-sim conv_fwd >= 1 GMAC/s on one core and >= 10x numpy; the
+Goals (docs/kernels.md): C-sim conv_fwd >= 5 GMAC/s on one core (CPU time) and >= 10x numpy; the
 modelled kernels keep >= 70% of their MAC slots busy. Prints what it gets; fails nothing.
 """
 from __future__ import annotations
@@ -22,11 +22,13 @@ from e2train.core.shapes import MAX_BATCH, ConvShape
 
 
 def _best(fn, repeat: int) -> float:
+    """Best CPU time of the process over `repeat` calls: the C simulation and the numpy model
+    run on one thread, and on a shared machine wall time measures the other processes too."""
     best = float("inf")
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.process_time() - t)
     return best
 
 
@@ -54,18 +56,18 @@ def _psg_table() -> None:
         base = None
         for beta in (0.0, 0.05, 0.12):
             bq = beta_to_fixed(beta) if beta else 0
-            r, st = csim.conv_bwd_weight_psg_stats(x, g, wm, stride=sh.stride, pad=sh.pad, beta_q=bq, lr_q=1)
-            kw = dict(predictor_on=bq != 0, n_tiles_skipped=st.tiles_skipped,
-                      n_exact_rounds=st.decide_beats // max(st.beats_per_tile, 1))
+            r = csim.conv_bwd_weight_psg(x, g, wm, stride=sh.stride, pad=sh.pad, beta_q=bq, lr_q=1)
+            kw = dict(predictor_on=bq != 0)   # the engine kernel's counters are not the v1 loop's
             cyc = perfmodel.kernel_cycles("conv_bwd_weight_psg", sh, sh.n, r.n_predicted, **kw)
             w = perfmodel.kernel_work("conv_bwd_weight_psg", sh, sh.n, r.n_predicted, **kw)
             base = base or cyc
             br = board.breakdown(w)
             name = f"{sh.ci}->{sh.co} {sh.h}px n{sh.n}"
             print(f"{name:<22}{beta:>7.2f}{100 * r.n_predicted / wm.size:>9.0f}%{cyc:>10}{cyc / base:>8.2f}x"
-                  f"{cyc / fwd:>7.2f}x{nblk - st.tiles_skipped if bq else 0:>5}/{nblk:<2}{br['total'] * 1e6:>11.0f}"
+                  f"{cyc / fwd:>7.2f}x{'-':>5}/{nblk:<2}{br['total'] * 1e6:>11.0f}"
                   f"{(br['total'] - br['static']) * 1e6:>9.1f}{br['mac'] * 1e6:>9.1f}")
-    print("re-read = blocks whose x/g the exact pass read a second time; E = modelled energy, not measured")
+    print("re-read = blocks whose x/g the exact pass reads a second time (the v1 loop model estimates it; the "
+          "kernels now run on the engine, whose counters it cannot take); E = modelled energy, not measured")
 
 
 def _engine_table(batch: int) -> None:
@@ -247,7 +249,7 @@ def main() -> int:
         return 0
     csim.load()
     # One thread for numpy too: the C simulation runs on one core.
-    print(f"threads: C-sim 1; numpy BLAS threads as configured (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    print(f"times: best process CPU time; threads: C-sim 1; numpy BLAS threads as configured (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
     rng = np.random.default_rng(0)
     beta_q = beta_to_fixed(0.05)
     m = Dyadic(20000, 24)
@@ -263,8 +265,7 @@ def main() -> int:
         g = rng.integers(-4000, 4000, sh.y_shape).astype(np.int16)
         wm = rng.integers(-(1 << 20), 1 << 20, sh.w_shape).astype(np.int32)
         kw = dict(stride=sh.stride, pad=sh.pad)
-        r, st = csim.conv_bwd_weight_psg_stats(x, g, wm, beta_q=beta_q, lr_q=1, **kw)
-        exact_rounds = st.decide_beats // max(st.beats_per_tile, 1)
+        r = csim.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=1, **kw)
         runs = [
             ("conv_fwd", lambda: csim.conv_fwd(x, w, None, m, **kw),
              lambda: golden.conv_fwd(x, w, None, m, **kw), {}),
@@ -272,7 +273,7 @@ def main() -> int:
              lambda: golden.conv_bwd_data(g, w, m, in_hw=(sh.h, sh.w), **kw), {}),
             ("conv_bwd_weight_psg", lambda: csim.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=1, **kw),
              lambda: golden.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=1, **kw),
-             dict(n_predicted=r.n_predicted, n_tiles_skipped=st.tiles_skipped, n_exact_rounds=exact_rounds)),
+             dict(n_predicted=r.n_predicted)),
         ]
         name = f"{sh.ci}->{sh.co} {sh.h}px s{sh.stride} n{sh.n}"
         for kernel, fc, fg, mkw in runs:

@@ -1,7 +1,7 @@
 # HLS kernels: C simulation library (g++), sanitizer build, Vitis HLS synthesis.
 CSIM_DIR := build/csim
 # The blackbox C model the kernels call (Vitis HLS swaps in the RTL from its JSON).
-HLS_SRCS := $(wildcard hls/src/*.cpp) hls/blackbox/psg_lanes_hls.cpp
+HLS_SRCS := $(wildcard hls/src/*.cpp) hls/blackbox/train_engine_hls.cpp
 HLS_HDRS := $(wildcard hls/include/*.h)
 CSIM_CXX ?= g++
 # -O3 alone: the CI machine is the same kind, but a portable build is what users get.

@@ -15,7 +15,7 @@
 // train_engine.v; the C model (eng::Engine, train_engine_hls.cpp) behaves the same.
 //
 // Data layout: the C structs packed field after field, element after element, from bit 0
-// (the aggregate packing of Vitis HLS, as for psg_lanes_hls; to be confirmed on the first
+// (the aggregate packing of Vitis HLS; to be confirmed on the first
 // Vitis run, docs/rtl.md):
 //   Head {bool cell_en[R*C];}                                               R*C bits
 //   Beat {int16_t row[R]; int16_t col[C]; int16_t prow[R]; uint8_t pcol[C]; bool last;}

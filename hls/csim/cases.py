@@ -23,6 +23,10 @@ SHAPES = [
     (ConvShape(1, 4, 5, 5, 3, 1, 2, 0), []),
     (ConvShape(2, 2, 3, 3, 9, 3, 1, 0), [1, 0]),
     (ConvShape(1, 1, 1, 1, 1, 1, 1, 0), None),
+    # engine layouts beyond one call: two weight-gradient chunks per block; a row block of
+    # 8 x 2340 weights, more than the on-chip partial sums (column groups)
+    (ConvShape(3, 2, 13, 11, 3, 3, 1, 1), [2, 0]),
+    (ConvShape(1, 260, 3, 3, 9, 3, 1, 1), None),
 ]
 
 
@@ -58,7 +62,7 @@ def write_cases(root: Path) -> list[Path]:
         out.append(write_case(root / f"bwd{i}", {"kernel": "conv_bwd_data", **geo, "mult_m": m.m, "mult_s": m.s},
                           dict(g_y=g, w=w, samples=idx, g_x_in=gx0, g_x_expect=gx)))
         wm = rng.integers(-(1 << 20), 1 << 20, sh.w_shape).astype(np.int32)
-        beta_q = (0, 3277, 65536, 1, 3277)[i]
+        beta_q = (0, 3277, 65536, 1, 3277, 3277, 0)[i]
         r = golden.conv_bwd_weight_psg(x, g, wm, stride=sh.stride, pad=sh.pad, beta_q=beta_q,
                                        lr_q=77, wd_q=1 << 20, samples=samples)
         out.append(write_case(root / f"wgrad{i}", {"kernel": "conv_bwd_weight_psg", **geo,

@@ -21,12 +21,19 @@ static inline int64_t e2t_clamp(int64_t v, int64_t lo, int64_t hi) {
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
+// The largest |acc| whose product with M stays below 2**62 (a kernel computes it once per call:
+// a 64-bit division per output would cost more than the requantisation itself).
+static inline int64_t e2t_requant_limit(int64_t m) {
+    return m != 0 ? ((INT64_C(1) << 62) - 1) / m : INT64_MAX;
+}
+
 // sat((acc * M + 2**(S-1)) >> S). The product must stay below 2**62 as in the golden
-// model; beyond it the result saturates and *ovf is set (never a silent wrap).
-static inline int64_t e2t_requant(int64_t acc, int64_t m, int s, int64_t lo, int64_t hi, int *ovf) {
-    const int64_t lim = (INT64_C(1) << 62) - 1;
+// model; beyond it (|acc| > acc_limit = e2t_requant_limit(M)) the result saturates and *ovf
+// is set (never a silent wrap).
+static inline int64_t e2t_requant_at(int64_t acc, int64_t m, int s, int64_t lo, int64_t hi, int64_t acc_limit,
+                                     int *ovf) {
     int64_t a = acc < 0 ? -acc : acc;
-    if (m != 0 && a > lim / m) {
+    if (a > acc_limit) {
         *ovf = 1;
         return acc < 0 ? lo : hi;
     }
@@ -35,7 +42,19 @@ static inline int64_t e2t_requant(int64_t acc, int64_t m, int s, int64_t lo, int
     return e2t_clamp(v, lo, hi);
 }
 
-// The MSB split (x_h, g_h) and the PSG decision live in psg_lanes.h (psg::split_x,
-// psg::split_g, psg::confident), next to the C model of the RTL that uses them.
+static inline int64_t e2t_requant(int64_t acc, int64_t m, int s, int64_t lo, int64_t hi, int *ovf) {
+    return e2t_requant_at(acc, m, s, lo, hi, e2t_requant_limit(m), ovf);
+}
+
+// The MSB split (x_h, g_h) and the PSG decision live in msb_split.h (psg::split_x,
+// psg::split_g, psg::confident).
+
+// A kernel's large on-chip buffer: static (one BRAM instance) in synthesis; one per thread in
+// the C simulation, which the host may call from several threads at once.
+#ifdef __SYNTHESIS__
+#define E2T_KERNEL_STATIC static
+#else
+#define E2T_KERNEL_STATIC static thread_local
+#endif
 
 #endif

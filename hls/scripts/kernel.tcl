@@ -16,24 +16,15 @@ set cflags "-std=c++17 -Ihls/include -Wno-unknown-pragmas"
 open_project -reset build/hls/$kernel
 set_top $kernel
 add_files hls/src/$kernel.cpp -cflags $cflags
-if {$kernel eq "conv_bwd_weight_psg"} {
-    # The lane array (psg_lanes_hls): its RTL replaces the C model where the blackbox
-    # description exists.
-    if {[file exists hls/blackbox/psg_lanes.json]} {
-        add_files -blackbox hls/blackbox/psg_lanes.json
-    } else {
-        puts "WARNING: hls/blackbox/psg_lanes.json missing: the lane array's C model is synthesised as HLS logic"
-        add_files hls/blackbox/psg_lanes_hls.cpp -cflags $cflags
-    }
-}
+# Every kernel computes on the training engine (train_engine_hls): its RTL replaces the C
+# model (fpga/rtl/train_engine_hls.v, hls/blackbox/train_engine.json).
+add_files -blackbox hls/blackbox/train_engine.json
 # Testbench: the same driver as the sanitizer test, over cases from hls/csim/cases.py; the
 # other kernels' sources are testbench files (they are not synthesised here).
 add_files -tb hls/csim/san_driver.cpp -cflags $cflags
 foreach k $all_kernels {
     if {$k ne $kernel} { add_files -tb hls/src/$k.cpp -cflags $cflags }
 }
-# The weight-gradient kernel (a testbench file of the other kernels) calls the lane array.
-if {$kernel ne "conv_bwd_weight_psg"} { add_files -tb hls/blackbox/psg_lanes_hls.cpp -cflags $cflags }
 
 open_solution -reset -flow_target vivado sol1
 set_part xc7z020clg484-1

@@ -1,72 +1,141 @@
-// conv_bwd_data: g_x = requant(conv_transpose(g_y, w)) as int16, 48-bit accumulation.
+// conv_bwd_data: g_x = requant(conv_transpose(g_y, w)) as int16, every MAC on the training
+// engine (train_engine_hls, the RTL blackbox; train_engine.h), 48-bit accumulation in P.
 //
-// Gather form (each g_x row is produced once, no read-modify-write of DDR):
-//   for each tile of TILE_CI input channels (the outputs here)     weights -> wt (BRAM)
-//     for each listed sample                                       (SLU: others untouched)
-//       for each input row iy                                      acc[ix][c] = 0 (int64)
-//         for each step (tile of TILE_CO output channels, ky with oy = (iy+pad-ky)/stride whole)
-//           load the next step's TILE_CO g_y rows (bursts) || MACs of this step:
-//           for each (kx, ox) with ix = ox*stride+kx-pad inside the row, flattened,
-//             PIPELINE II=1: TILE_CO x TILE_CI MACs (16x8-bit) per cycle
-//         requantise (TILE_CI units in parallel), write TILE_CI g_x rows (bursts)
-// Products fit 23 bits; a TILE_CO-term partial sum fits int32 and is added into the 48-bit
-// (DSP48 P register) accumulator, which holds co*k*k terms exactly (< 2**36).
+// Gather form (host/e2train/core/engine_map.py, BWD): an input position (iy, ix) receives
+// g_y[oy, ox] through the taps with iy + pad - ky = oy*stride. With stride 2 the valid taps
+// depend on the phase ((iy + pad) mod 2, (ix + pad) mod 2), so positions are grouped by
+// phase and a call streams only that phase's taps. Rows = ROWS input channels (their int8
+// weights), columns = COLS input positions of one phase over the listed samples, beats =
+// (co, the phase's ky, kx), column operand g_y at the output position the tap reaches (0
+// outside the output).
+//
+//   for each tile of ROWS input channels           weights of the tile -> wt (BRAM), once
+//     for each phase with taps
+//       for each block of COLS listed positions of the phase
+//         engine call (it returns the previous block's rows); output stage of the previous
+//         block: requantise, write g_x
+//     positions of a phase without taps (k = 1, stride 2): g_x = requant(0)
+//   flush call: the last block's rows
+// Each g_x value is produced once (no read-modify-write of DDR); P holds co*k*k terms of
+// |g*w| <= 2^22 exactly (< 2^36).
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
 #include "e2t_shape.h"
 #include "e2t_tiles.h"
-
-#define TCO E2T_TILE_CO
-#define TCI E2T_TILE_CI
+#include "train_engine.h"
 
 namespace {
 
-// One step: output-channel tile o0, kernel row ky, g_y row oy.
-struct Step {
-    int o0, ky, oy;
+constexpr int R = eng::kRows, C = eng::kCols;
+constexpr int KK = E2T_MAX_K * E2T_MAX_K;
+
+struct Geometry {
+    int ci, h, wd, co, k, stride, pad, ho, wo;
 };
 
-// TILE_CO g_y rows (lanes past the last channel hold 0).
-void load_rows(int16_t buf[TCO][E2T_MAX_DIM], const int16_t *gs, int co, int ho, int wo, const Step &st) {
-    const int tco = co - st.o0 < TCO ? co - st.o0 : TCO;
-    for (int o = 0; o < TCO; o++) {
-        const int16_t *src = gs + ((int64_t)(o < tco ? st.o0 + o : st.o0) * ho + st.oy) * wo;
-        for (int ox = 0; ox < wo; ox++) {
+// One phase: its first input row/column, how many rows/columns it has per sample, and its taps.
+struct Phase {
+    int fy, fx, ny, nx, nky, nkx, py, px;
+    int taps(int co) const { return co * nky * nkx; }
+    int per_sample() const { return ny * nx; }
+};
+
+Phase phase_of(const Geometry &q, int py, int px) {
+    const int s = q.stride;
+    Phase f;
+    f.py = py;
+    f.px = px;
+    f.fy = ((py - q.pad) % s + s) % s;
+    f.fx = ((px - q.pad) % s + s) % s;
+    f.ny = f.fy < q.h ? (q.h - f.fy + s - 1) / s : 0;
+    f.nx = f.fx < q.wd ? (q.wd - f.fx + s - 1) / s : 0;
+    f.nky = py < q.k ? (q.k - py + s - 1) / s : 0;
+    f.nkx = px < q.k ? (q.k - px + s - 1) / s : 0;
+    return f;
+}
+
+// A block: its COLS positions (sample planes, input row/column), positions past the phase off.
+struct Block {
+    int ci0;
+    bool on[C];
+    int64_t gbase[C], xbase[C];
+    int iy[C], ix[C];
+};
+
+void place(Block &b, const int32_t *samples, const Geometry &q, const Phase &f, int n_samples, int ci0, int q0) {
+    b.ci0 = ci0;
+    const int ps = f.per_sample();
+    for (int c = 0; c < C; c++) {
 #pragma HLS PIPELINE II=1
-            buf[o][ox] = o < tco ? src[ox] : 0;
+        const int p = q0 + c;
+        b.on[c] = p < n_samples * ps;
+        const int pp = b.on[c] ? p : 0;
+        const int s = samples[pp / ps], t = pp % ps;
+        b.iy[c] = f.fy + q.stride * (t / f.nx);
+        b.ix[c] = f.fx + q.stride * (t % f.nx);
+        b.gbase[c] = (int64_t)s * q.co * q.ho * q.wo;
+        b.xbase[c] = (int64_t)s * q.ci * q.h * q.wd + (int64_t)b.iy[c] * q.wd + b.ix[c];
+    }
+}
+
+// The operand beats of one block: per tap (o, ky, kx) of the phase, the tile's weights and g_y.
+// Where each position reads g_y at each of the phase's (ky, kx) is worked out once per block
+// (off, and keep = 0 where the tap falls outside the output: the read is masked to 0); a
+// beat then only adds the output channel's plane.
+void feed(psg::stream<eng::Beat> &in, const Block &b, const int16_t *g_y, const int8_t wt[][R], const Geometry &q,
+          const Phase &f) {
+    const int kk = q.k * q.k, per_o = f.nky * f.nkx, taps = f.taps(q.co);
+    const int64_t plane = (int64_t)q.ho * q.wo;
+    int64_t off[KK][C];
+    uint16_t keep[KK][C];
+#pragma HLS ARRAY_PARTITION variable=off complete dim=2
+#pragma HLS ARRAY_PARTITION variable=keep complete dim=2
+    for (int t = 0; t < per_o; t++) {
+        const int ky = f.py + q.stride * (t / f.nkx), kx = f.px + q.stride * (t % f.nkx);
+        for (int c = 0; c < C; c++) {
+            const int ty = b.iy[c] + q.pad - ky, tx = b.ix[c] + q.pad - kx;   // multiples of the stride
+            const bool in_out = b.on[c] && ty >= 0 && tx >= 0 && ty / q.stride < q.ho && tx / q.stride < q.wo;
+            off[t][c] = in_out ? b.gbase[c] + (int64_t)(ty / q.stride) * q.wo + tx / q.stride : 0;
+            keep[t][c] = in_out ? 0xffff : 0;
+        }
+    }
+    eng::Beat beat = {};
+    int j = 0;
+    for (int o = 0; o < q.co; o++) {
+        const int16_t *go = g_y + o * plane;
+        for (int t = 0; t < per_o; t++, j++) {
+#pragma HLS LOOP_FLATTEN
+#pragma HLS PIPELINE II=1
+            const int ky = f.py + q.stride * (t / f.nkx), kx = f.px + q.stride * (t % f.nkx);
+            for (int r = 0; r < R; r++) beat.row[r] = (int16_t)(uint8_t)wt[o * kk + ky * q.k + kx][r];
+            for (int c = 0; c < C; c++) beat.col[c] = (int16_t)((uint16_t)go[off[t][c]] & keep[t][c]);
+            beat.last = j == taps - 1;
+            in.write(beat);
         }
     }
 }
 
-// acc[ix][c] += sum_o g_o[ox] * w[o][c][ky][kx] for every kx and each ix = ox*stride + kx - pad
-// inside the row: TILE_CO x TILE_CI MACs per cycle, (kx, ox) flattened into one pipeline.
-void mac_rows(int64_t acc[E2T_MAX_DIM][TCI], const int16_t buf[TCO][E2T_MAX_DIM],
-              const int8_t wt[][TCI], int k, int wd, int wo, int stride, int pad, const Step &st) {
-    const int kk = k * k;
-    for (int kx = 0; kx < k; kx++) {
-        int ox0 = 0;                                      // first ox whose ix is >= 0
-        while (ox0 * stride + kx - pad < 0) ox0++;
-        // The TILE_CO x TILE_CI weights of this tap, held in registers for the whole row.
-        int16_t wreg[TCO][TCI];
-#pragma HLS ARRAY_PARTITION variable=wreg complete dim=0
-        for (int o = 0; o < TCO; o++)
-            for (int c = 0; c < TCI; c++) wreg[o][c] = wt[((int64_t)st.o0 + o) * kk + st.ky * k + kx][c];
-        for (int ox = ox0; ox < wo; ox++) {
-#pragma HLS LOOP_FLATTEN
+// One engine call: the feeder streams the beats while the engine consumes them (in hardware
+// concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C simulation one
+// after the other through the stream).
+void call_engine(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out, const Block &b,
+                 const int16_t *g_y, const int8_t wt[][R], const Geometry &q, const Phase &f, bool emit) {
+#pragma HLS DATAFLOW
+    feed(in, b, g_y, wt, q, f);
+    train_engine_hls(head, in, out, eng::kBwd, false, true, false, true, true, 0, 0, emit);
+}
+
+// The output stage of a block: its ROWS result rows (P, the 48-bit sums), requantised.
+void drain(psg::stream<eng::Row> &out, const Block &b, int16_t *g_x, const Geometry &q, int32_t mult_m, int mult_s,
+           int64_t acc_limit, int *ovf) {
+    const int64_t plane = (int64_t)q.h * q.wd;
+    for (int r = 0; r < R; r++) {
+        const eng::Row row = out.read();
+        if (b.ci0 + r >= q.ci) continue;
+        for (int c = 0; c < C; c++) {
 #pragma HLS PIPELINE II=1
-            const int ix = ox * stride + kx - pad;
-            if (ix >= wd) break;
-            int32_t part[TCI];                            // TILE_CO terms: < 2**26, exact in int32
-            for (int c = 0; c < TCI; c++) part[c] = 0;
-            for (int o = 0; o < TCO; o++) {
-#pragma HLS UNROLL
-                const int16_t gv = buf[o][ox];
-                for (int c = 0; c < TCI; c++) {
-#pragma HLS UNROLL
-                    part[c] += (int32_t)gv * (int32_t)wreg[o][c];
-                }
-            }
-            for (int c = 0; c < TCI; c++) acc[ix][c] += part[c];
+            if (b.on[c])
+                g_x[b.xbase[c] + (b.ci0 + r) * plane] = (int16_t)e2t_requant_at(row.p[c], mult_m, mult_s, -32768, 32767, acc_limit, ovf);
         }
     }
 }
@@ -96,66 +165,66 @@ extern "C" int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
     if (!e2t_shape_ok(n, ci, h, wd, co, k, stride, pad) || mult_m < 0 || mult_s < 0 || mult_s > 62)
         return E2T_ERR_SHAPE;
     if (!e2t_samples_ok(samples, n_samples, n)) return E2T_ERR_SAMPLE;
+    if (n_samples == 0) return E2T_OK;
 
+    const Geometry q{ci, h, wd, co, k, stride, pad, e2t_out_dim(h, k, stride, pad), e2t_out_dim(wd, k, stride, pad)};
     const int kk = k * k;
-    const int ho = e2t_out_dim(h, k, stride, pad), wo = e2t_out_dim(wd, k, stride, pad);
     int ovf = 0;
+    const int64_t acc_limit = e2t_requant_limit(mult_m);
 
-    int8_t wt[E2T_MAX_DIM * E2T_MAX_K * E2T_MAX_K][TCI];   // [o*kk + tap][c]
+    int8_t wt[E2T_MAX_DIM * KK][R];   // [o*kk + tap][r]: the tile's weights
 #pragma HLS ARRAY_PARTITION variable=wt complete dim=2
-    int64_t acc[E2T_MAX_DIM][TCI];
-#pragma HLS ARRAY_PARTITION variable=acc complete dim=2
-    int16_t gbuf[2][TCO][E2T_MAX_DIM];                     // ping-pong g_y rows
-#pragma HLS ARRAY_PARTITION variable=gbuf complete dim=2
-    Step steps[(E2T_MAX_DIM / TCO) * E2T_MAX_K];
-    int16_t obuf[TCI][E2T_MAX_DIM];                        // requantised rows, written in bursts
-#pragma HLS ARRAY_PARTITION variable=obuf complete dim=1
+    Block blk[2];                      // this call's block, and the previous one's
+    psg::stream<eng::Head> head;
+    psg::stream<eng::Beat> in;
+    psg::stream<eng::Row> out;
+#pragma HLS STREAM variable=out depth=8   // ROWS result rows wait for the output stage
+    const int64_t zero = e2t_requant(0, mult_m, mult_s, -32768, 32767, &ovf);
 
-    for (int c0 = 0; c0 < ci; c0 += TCI) {
-        const int tci = ci - c0 < TCI ? ci - c0 : TCI;
-        // Weight tile, once per call: every listed sample reuses it.
+    int cur = 0;
+    bool pending = false;
+    for (int ci0 = 0; ci0 < ci; ci0 += R) {
+        const int tci = ci - ci0 < R ? ci - ci0 : R;
         for (int o = 0; o < co; o++)                     // one burst of tci*kk weights per filter
-            for (int r = 0; r < TCI * kk; r++) {
+            for (int j = 0; j < R * kk; j++) {
 #pragma HLS PIPELINE II=1
-                const int c = r / kk, tap = r % kk;
-                wt[o * kk + tap][c] = c < tci ? w[((int64_t)o * ci + c0 + c) * kk + tap] : 0;
+                const int r = j / kk, tap = j % kk;
+                wt[o * kk + tap][r] = r < tci ? w[((int64_t)o * ci + ci0 + r) * kk + tap] : 0;
             }
-        for (int si = 0; si < n_samples; si++) {
-            const int s = samples[si];
-            const int16_t *gs = g_y + (int64_t)s * co * ho * wo;
-            int16_t *xs = g_x + (int64_t)s * ci * h * wd;
-            for (int iy = 0; iy < h; iy++) {
-                for (int ix = 0; ix < wd; ix++) {
-#pragma HLS PIPELINE II=1
-                    for (int c = 0; c < TCI; c++) acc[ix][c] = 0;
-                }
-                // The steps of this row; the next step's rows load during this one's MACs.
-                int ns = 0;
-                for (int o0 = 0; o0 < co; o0 += TCO)
-                    for (int ky = 0; ky < k; ky++) {
-                        const int ty = iy + pad - ky;             // = oy * stride for a tap that reaches iy
-                        if (ty >= 0 && ty % stride == 0 && ty / stride < ho) steps[ns++] = Step{o0, ky, ty / stride};
+        for (int py = 0; py < stride; py++) {
+            for (int px = 0; px < stride; px++) {
+                const Phase f = phase_of(q, py, px);
+                const int npos = n_samples * f.per_sample();
+                if (f.taps(co) == 0) {   // no tap reaches these positions: g_x = requant(0)
+                    Block &b = blk[cur];
+                    for (int q0 = 0; q0 < npos; q0 += C) {
+                        place(b, samples, q, f, n_samples, ci0, q0);
+                        for (int r = 0; r < tci; r++)
+                            for (int c = 0; c < C; c++)
+                                if (b.on[c]) g_x[b.xbase[c] + (int64_t)(ci0 + r) * h * wd] = (int16_t)zero;
                     }
-                if (ns) load_rows(gbuf[0], gs, co, ho, wo, steps[0]);
-                for (int j = 0; j < ns; j++) {
-                    if (j + 1 < ns) load_rows(gbuf[(j + 1) & 1], gs, co, ho, wo, steps[j + 1]);
-                    mac_rows(acc, gbuf[j & 1], wt, k, wd, wo, stride, pad, steps[j]);
+                    continue;
                 }
-                // TILE_CI requantisers in parallel, then one burst per g_x row.
-                for (int ix = 0; ix < wd; ix++) {
-#pragma HLS PIPELINE II=1
-                    for (int c = 0; c < TCI; c++)
-                        obuf[c][ix] = (int16_t)e2t_requant(acc[ix][c], mult_m, mult_s, -32768, 32767, &ovf);
-                }
-                for (int c = 0; c < tci; c++) {
-                    int16_t *dst = xs + ((int64_t)(c0 + c) * h + iy) * wd;
-                    for (int ix = 0; ix < wd; ix++) {
-#pragma HLS PIPELINE II=1
-                        dst[ix] = obuf[c][ix];
-                    }
+                for (int q0 = 0; q0 < npos; q0 += C) {
+                    Block &b = blk[cur];
+                    place(b, samples, q, f, n_samples, ci0, q0);
+                    eng::Head hd;
+                    for (int r = 0; r < R; r++)
+                        for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tci && b.on[c];
+                    head.write(hd);
+                    call_engine(head, in, out, b, g_y, wt, q, f, pending);
+                    if (pending) drain(out, blk[cur ^ 1], g_x, q, mult_m, mult_s, acc_limit, &ovf);
+                    pending = true;
+                    cur ^= 1;
                 }
             }
         }
+    }
+    if (pending) {
+        eng::Head none = {};
+        head.write(none);
+        train_engine_hls(head, in, out, eng::kFlush, false, false, false, false, false, 0, 0, true);
+        drain(out, blk[cur ^ 1], g_x, q, mult_m, mult_s, acc_limit, &ovf);
     }
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }

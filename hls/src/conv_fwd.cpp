@@ -1,72 +1,127 @@
-// conv_fwd: y = requant(conv(x, w) + bias), int8 out (or uint8 with the ReLU fused).
+// conv_fwd: y = requant(conv(x, w) + bias), int8 out (or uint8 with the ReLU fused), every MAC
+// on the training engine (train_engine_hls, the RTL blackbox; train_engine.h).
 //
-// Loop structure (docs/kernels.md, the performance model follows it):
-//   for each tile of TILE_CO output channels     weights of the tile -> wt (BRAM), once
-//     for each listed sample                     (SLU: others are neither read nor written)
-//       for each output row oy                   acc[ox][t] = bias (BRAM, int32)
-//         for each step (tile of TILE_CI input channels, kernel row ky inside the image)
-//           load the next step's TILE_CI padded input rows (bursts) || MACs of this step:
-//           for each (kx, ox), flattened, PIPELINE II=1: TILE_CO x TILE_CI MACs per cycle
-//         requantise (TILE_CO units in parallel), write TILE_CO output rows (bursts)
-// int32 accumulation is exact for the shapes the kernel accepts (e2t_shape.h bounds).
+// Layout (host/e2train/core/engine_map.py, FWD): rows = ROWS output channels (their int8
+// weights), columns = COLS pairs of output positions over the listed samples (x codes packed
+// two per 16-bit column: two MACs per DSP48E1), beats = the ci*k*k taps (ci, ky, kx). The
+// engine's acc_lo / acc_hi are the accumulators of positions 2c and 2c+1.
+//
+//   for each tile of ROWS output channels        weights of the tile -> wt (BRAM), once
+//     for each block of 2*COLS listed positions  (SLU: unlisted samples are neither read nor written)
+//       head: the cells of real channels and positions
+//       beats: per tap, the ROWS weights and the 2*COLS x codes (0 in the padding)
+//       engine call; it returns the previous block's ROWS result rows
+//       output stage of the previous block: + bias, requantise, ReLU, write y
+//   flush call: the last block's rows
+// The output stage runs one call behind (the engine's read-out overlaps the next call).
+// Accumulators are exact: ci*k*k <= 2^15 taps of |w*x| < 2^15 (e2t_shape.h) inside acc_lo's
+// 38 and acc_hi's 31 bits.
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
 #include "e2t_shape.h"
 #include "e2t_tiles.h"
-
-#define TCO E2T_TILE_CO
-#define TCI E2T_TILE_CI
+#include "train_engine.h"
 
 namespace {
 
-// One step of the MAC loop: input-channel tile ci0, kernel row ky, input row iy.
-struct Step {
-    int ci0, ky, iy;
+constexpr int R = eng::kRows, C = eng::kCols, NPOS = 2 * eng::kCols, KK = E2T_MAX_K * E2T_MAX_K;
+static_assert(E2T_MAX_FWD_TERMS <= (1 << 15) && eng::kHiBits >= 31, "acc_hi holds 2^15 taps of |w*x| < 2^15");
+
+struct Geometry {
+    int ci, h, wd, co, k, stride, pad, ho, wo;
 };
 
-// TILE_CI padded input rows into a line buffer (lanes past the last channel and the
-// padding columns hold 0). Vitis widens the byte reads to the 64-bit port (max_widen_bitwidth).
-void load_rows(int16_t buf[TCI][E2T_LINE_MAX], const uint8_t *xs, int ci, int h, int wd, int pad,
-               const Step &st, int x_unsigned) {
-    const int tci = ci - st.ci0 < TCI ? ci - st.ci0 : TCI;
-    for (int c = 0; c < TCI; c++) {
-        const uint8_t *src = xs + ((int64_t)(c < tci ? st.ci0 + c : st.ci0) * h + st.iy) * wd;
-        for (int j = 0; j < wd + 2 * pad; j++) {
+// Where a block's positions are: per position its sample's x and y planes, its window's top
+// left input corner; positions past the list are off.
+struct Block {
+    int co0, p0;
+    bool on[NPOS];
+    int64_t xbase[NPOS], ybase[NPOS];
+    int iy0[NPOS], ix0[NPOS];
+};
+
+void place(Block &b, const int32_t *samples, const Geometry &q, int npos, int co0, int p0) {
+    b.co0 = co0;
+    b.p0 = p0;
+    const int hw = q.ho * q.wo;
+    int si = p0 / hw, oy = (p0 % hw) / q.wo, ox = p0 % q.wo;   // stepped along the block's positions
+    for (int i = 0; i < NPOS; i++) {
 #pragma HLS PIPELINE II=1
-            const int ix = j - pad;
-            int16_t v = 0;
-            if (c < tci && ix >= 0 && ix < wd) v = x_unsigned ? (int16_t)src[ix] : (int16_t)(int8_t)src[ix];
-            buf[c][j] = v;
+        b.on[i] = p0 + i < npos;
+        const int s = samples[b.on[i] ? si : 0];
+        b.xbase[i] = (int64_t)s * q.ci * q.h * q.wd;
+        b.ybase[i] = (int64_t)s * q.co * hw + (int64_t)oy * q.wo + ox;
+        b.iy0[i] = oy * q.stride - q.pad;
+        b.ix0[i] = ox * q.stride - q.pad;
+        if (++ox == q.wo) {
+            ox = 0;
+            if (++oy == q.ho) {
+                oy = 0;
+                si++;
+            }
         }
     }
 }
 
-// acc[ox][t] += sum_c w[t][c][ky][kx] * row_c[ox*stride + kx] for every kx: TILE_CO x TILE_CI
-// MACs per cycle, the (kx, ox) nest flattened into one pipeline.
-void mac_rows(int32_t acc[E2T_LINE_MAX][TCO], const int16_t buf[TCI][E2T_LINE_MAX],
-              const int8_t wt[][TCO], int k, int wo, int stride, const Step &st) {
-    const int kk = k * k;
-    for (int kx = 0; kx < k; kx++) {
-        // The TILE_CO x TILE_CI weights of this tap, held in registers for the whole row.
-        int16_t wreg[TCI][TCO];
-#pragma HLS ARRAY_PARTITION variable=wreg complete dim=0
-        for (int c = 0; c < TCI; c++)
-            for (int t = 0; t < TCO; t++) wreg[c][t] = wt[((int64_t)st.ci0 + c) * kk + st.ky * k + kx][t];
-        for (int ox = 0; ox < wo; ox++) {
+// The operand beats of one block: per tap (c, ky, kx) the tile's weights and the x codes.
+// Where each position reads x at each (ky, kx) is worked out once per block (off, and keep =
+// 0 in the padding, where the read is masked to 0); a beat then only adds the channel's plane.
+void feed(psg::stream<eng::Beat> &in, const Block &b, const uint8_t *x, const int8_t wt[][R], const Geometry &q) {
+    const int kk = q.k * q.k, taps = q.ci * kk;
+    const int64_t plane = (int64_t)q.h * q.wd;
+    int64_t off[KK][NPOS];
+    uint8_t keep[KK][NPOS];
+#pragma HLS ARRAY_PARTITION variable=off complete dim=2
+#pragma HLS ARRAY_PARTITION variable=keep complete dim=2
+    for (int t = 0; t < kk; t++)
+        for (int i = 0; i < NPOS; i++) {
+            const int iy = b.iy0[i] + t / q.k, ix = b.ix0[i] + t % q.k;
+            const bool in_x = b.on[i] && iy >= 0 && iy < q.h && ix >= 0 && ix < q.wd;
+            off[t][i] = in_x ? b.xbase[i] + (int64_t)iy * q.wd + ix : 0;
+            keep[t][i] = in_x ? 0xff : 0;
+        }
+    eng::Beat beat = {};
+    int j = 0;
+    for (int c = 0; c < q.ci; c++) {
+        const uint8_t *xc = x + c * plane;
+        for (int t = 0; t < kk; t++, j++) {
 #pragma HLS LOOP_FLATTEN
 #pragma HLS PIPELINE II=1
-            const int j = ox * stride + kx;
-            int32_t sum[TCO];
-            for (int t = 0; t < TCO; t++) sum[t] = acc[ox][t];
-            for (int c = 0; c < TCI; c++) {
-#pragma HLS UNROLL
-                const int16_t xv = buf[c][j];
-                for (int t = 0; t < TCO; t++) {
-#pragma HLS UNROLL
-                    sum[t] += (int32_t)xv * (int32_t)wreg[c][t];
-                }
+            for (int r = 0; r < R; r++) beat.row[r] = (int16_t)(uint8_t)wt[j][r];
+            for (int col = 0; col < C; col++) {
+                const uint16_t v0 = xc[off[t][2 * col]] & keep[t][2 * col];
+                const uint16_t v1 = xc[off[t][2 * col + 1]] & keep[t][2 * col + 1];
+                beat.col[col] = (int16_t)(v0 | v1 << 8);
             }
-            for (int t = 0; t < TCO; t++) acc[ox][t] = sum[t];
+            beat.last = j == taps - 1;
+            in.write(beat);
+        }
+    }
+}
+
+// One engine call: the feeder streams the beats while the engine consumes them (in hardware
+// concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C simulation one
+// after the other through the stream).
+void call_engine(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out, const Block &b,
+                 const uint8_t *x, const int8_t wt[][R], const Geometry &q, bool xu, bool emit) {
+#pragma HLS DATAFLOW
+    feed(in, b, x, wt, q);
+    train_engine_hls(head, in, out, eng::kFwd, xu, true, false, true, true, 0, 0, emit);
+}
+
+// The output stage of a block: its ROWS result rows from the engine, + bias, requantised.
+void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], uint8_t *y, const Geometry &q,
+           int32_t mult_m, int mult_s, int64_t lo, int64_t hi, int64_t acc_limit, int *ovf) {
+    const int64_t plane = (int64_t)q.ho * q.wo;
+    for (int r = 0; r < R; r++) {
+        const eng::Row row = out.read();
+        const int o = b.co0 + r;
+        if (o >= q.co) continue;
+        for (int i = 0; i < NPOS; i++) {
+#pragma HLS PIPELINE II=1
+            if (!b.on[i]) continue;
+            const int64_t acc = ((i & 1) ? row.hi[i / 2] : row.lo[i / 2]) + bias_t[r];
+            y[b.ybase[i] + o * plane] = (uint8_t)(e2t_requant_at(acc, mult_m, mult_s, lo, hi, acc_limit, ovf) & 0xff);
         }
     }
 }
@@ -100,72 +155,51 @@ extern "C" int conv_fwd(const uint8_t *x, const int8_t *w, const int32_t *bias, 
     if (!e2t_shape_ok(n, ci, h, wd, co, k, stride, pad) || mult_m < 0 || mult_s < 0 || mult_s > 62)
         return E2T_ERR_SHAPE;
     if (!e2t_samples_ok(samples, n_samples, n)) return E2T_ERR_SAMPLE;
+    if (n_samples == 0) return E2T_OK;
 
-    const int kk = k * k;
-    const int ho = e2t_out_dim(h, k, stride, pad), wo = e2t_out_dim(wd, k, stride, pad);
+    const Geometry q{ci, h, wd, co, k, stride, pad, e2t_out_dim(h, k, stride, pad), e2t_out_dim(wd, k, stride, pad)};
+    const int kk = k * k, npos = n_samples * q.ho * q.wo;
     const int64_t lo = relu ? 0 : -128, hi = relu ? 255 : 127;
     int ovf = 0;
+    const int64_t acc_limit = e2t_requant_limit(mult_m);
 
-    int8_t wt[E2T_MAX_CI * E2T_MAX_K * E2T_MAX_K][TCO];   // [ci*kk + tap][t]
+    int8_t wt[E2T_MAX_CI * E2T_MAX_K * E2T_MAX_K][R];   // [ci*kk + tap][r]: the tile's weights
 #pragma HLS ARRAY_PARTITION variable=wt complete dim=2
-    int32_t acc[E2T_LINE_MAX][TCO];
-#pragma HLS ARRAY_PARTITION variable=acc complete dim=2
-    int16_t xbuf[2][TCI][E2T_LINE_MAX];                   // ping-pong padded input rows
-#pragma HLS ARRAY_PARTITION variable=xbuf complete dim=2
-    Step steps[(E2T_MAX_DIM / TCI) * E2T_MAX_K];
-    int32_t bias_t[TCO];
-    uint8_t obuf[TCO][E2T_LINE_MAX];                      // requantised rows, written in bursts
-#pragma HLS ARRAY_PARTITION variable=obuf complete dim=1
+    int32_t bias_t[2][R];                       // the tile's bias (ping-pong: the output stage is a call behind)
+    Block blk[2];                               // this call's block, and the previous one's
+    psg::stream<eng::Head> head;
+    psg::stream<eng::Beat> in;
+    psg::stream<eng::Row> out;
+#pragma HLS STREAM variable=out depth=8   // ROWS result rows wait for the output stage
 
-    for (int co0 = 0; co0 < co; co0 += TCO) {
-        const int tco = co - co0 < TCO ? co - co0 : TCO;
-        // Weight tile, once per call: every listed sample reuses it. Lanes past the last
-        // filter hold zeros and their outputs are not written.
-        for (int t = 0; t < TCO; t++)                    // one burst per filter
-            for (int r = 0; r < ci * kk; r++) {
+    int cur = 0;
+    bool pending = false;
+    for (int co0 = 0; co0 < co; co0 += R) {
+        const int tco = co - co0 < R ? co - co0 : R;
+        // Weight tile, once per tile: every listed position reuses it. Rows past the last
+        // filter hold zeros and their cells are off.
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < ci * kk; j++) {
 #pragma HLS PIPELINE II=1
-                wt[r][t] = t < tco ? w[(int64_t)(co0 + t) * ci * kk + r] : 0;
+                wt[j][r] = r < tco ? w[(int64_t)(co0 + r) * ci * kk + j] : 0;
             }
-        for (int t = 0; t < TCO; t++)
-            bias_t[t] = (has_bias && t < tco) ? bias[co0 + t] : 0;
-
-        for (int si = 0; si < n_samples; si++) {
-            const int s = samples[si];
-            const uint8_t *xs = x + (int64_t)s * ci * h * wd;
-            uint8_t *ys = y + (int64_t)s * co * ho * wo;
-            for (int oy = 0; oy < ho; oy++) {
-                for (int ox = 0; ox < wo; ox++) {
-#pragma HLS PIPELINE II=1
-                    for (int t = 0; t < TCO; t++) acc[ox][t] = bias_t[t];
-                }
-                // The steps of this row; the next step's rows load while this one's MACs
-                // run (ping-pong line buffers, two independent calls HLS runs in parallel).
-                int ns = 0;
-                for (int ci0 = 0; ci0 < ci; ci0 += TCI)
-                    for (int ky = 0; ky < k; ky++) {
-                        const int iy = oy * stride + ky - pad;
-                        if (iy >= 0 && iy < h) steps[ns++] = Step{ci0, ky, iy};   // padding rows add nothing
-                    }
-                if (ns) load_rows(xbuf[0], xs, ci, h, wd, pad, steps[0], x_unsigned);
-                for (int j = 0; j < ns; j++) {
-                    if (j + 1 < ns) load_rows(xbuf[(j + 1) & 1], xs, ci, h, wd, pad, steps[j + 1], x_unsigned);
-                    mac_rows(acc, xbuf[j & 1], wt, k, wo, stride, steps[j]);
-                }
-                // TILE_CO requantisers in parallel, then one burst per output row.
-                for (int ox = 0; ox < wo; ox++) {
-#pragma HLS PIPELINE II=1
-                    for (int t = 0; t < TCO; t++)
-                        obuf[t][ox] = (uint8_t)(e2t_requant(acc[ox][t], mult_m, mult_s, lo, hi, &ovf) & 0xff);
-                }
-                for (int t = 0; t < tco; t++) {
-                    uint8_t *dst = ys + ((int64_t)(co0 + t) * ho + oy) * wo;
-                    for (int ox = 0; ox < wo; ox++) {
-#pragma HLS PIPELINE II=1
-                        dst[ox] = obuf[t][ox];
-                    }
-                }
-            }
+        for (int p0 = 0; p0 < npos; p0 += NPOS) {
+            Block &b = blk[cur];
+            place(b, samples, q, npos, co0, p0);
+            for (int r = 0; r < R; r++) bias_t[cur][r] = (has_bias && r < tco) ? bias[co0 + r] : 0;
+            eng::Head hd;
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tco && b.on[2 * c];
+            head.write(hd);
+            call_engine(head, in, out, b, x, wt, q, x_unsigned != 0, pending);
+            if (pending) drain(out, blk[cur ^ 1], bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
+            pending = true;
+            cur ^= 1;
         }
     }
+    eng::Head none = {};
+    head.write(none);
+    train_engine_hls(head, in, out, eng::kFlush, x_unsigned != 0, false, false, false, false, 0, 0, true);
+    drain(out, blk[cur ^ 1], bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }

@@ -1,4 +1,4 @@
-"""tests/cocotb: the bench's helper modules (psg_model, psg_bus) sit beside the tests.
+"""tests/cocotb: the bench's helper modules (engine_model, psg_bus) sit beside the tests.
 
 pytest runs with --import-mode=importlib, which does not put this directory on sys.path;
 the test modules and the cocotb bench (whose simulator inherits sys.path as PYTHONPATH)

@@ -132,16 +132,16 @@ class BlackboxModel(EngineModel):
         return out
 
 
-def random_hls_call(rng: np.random.Generator, rows: int, cols: int, first: bool = False):
+def random_hls_call(rng: np.random.Generator, rows: int, cols: int, first: bool = False, max_beats: int = 9):
     """(Args, row ops, col ops, prow ops, pcol ops, emit) of a random blackbox call: every
-    mode including the flush, codes over their whole ranges with extremes."""
+    mode including the flush, codes over their whole ranges with extremes, 1..max_beats beats."""
     mode = int(rng.integers(0, 4)) if not first else int(rng.integers(0, 3))
     xu = bool(rng.integers(2))
     a = Args(mode=mode, x_unsigned=xu, exact_en=bool(rng.random() < 0.85), pred_en=bool(rng.integers(2)),
              clr_dsp=first or bool(rng.random() < 0.5), clr_fab=first or bool(rng.random() < 0.5),
              cell_en=rng.random((rows, cols)) < 0.7, pred_rows=int(rng.integers(0, rows + 2)),
              pred_cols=int(rng.integers(0, cols + 2)))
-    beats = 0 if mode == 3 else int(rng.integers(1, 10))
+    beats = 0 if mode == 3 else int(rng.integers(1, max_beats + 1))
 
     def codes(lo, hi, n):
         pick = rng.integers(lo, hi + 1, size=(beats, n))

@@ -1,4 +1,4 @@
-"""Simulator plumbing shared by the RTL tests and benchmarks/bench_rtl.py: finding the
+"""Simulator plumbing shared by the RTL tests: finding the
 simulators, building a design once per (simulator, top, parameters, sources), running one
 cocotb test and reading its results. cocotb_tools.runner does the work."""
 from __future__ import annotations
@@ -16,9 +16,6 @@ RTL_DIR = ROOT / "fpga" / "rtl"
 SIMS = ("icarus", "verilator")
 # top -> RTL sources
 SOURCES = {
-    "psg_lane": ["psg_lane.v"],
-    "psg_lanes": ["psg_lane.v", "psg_lanes.v"],
-    "psg_lanes_hls": ["psg_lane.v", "psg_lanes.v", "psg_lanes_hls.v"],
     "train_engine": ["msb_split.v", "train_engine.v"],
     "train_engine_hls": ["msb_split.v", "train_engine.v", "train_engine_hls.v"],
     # a test fixture: the engine behind an HLS-style control block (tb_kernel_axi.py)

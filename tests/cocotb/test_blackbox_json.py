@@ -34,7 +34,7 @@ def rtl_ports(files: list[Path], module: str) -> set[str]:
 
 
 def test_there_are_descriptions() -> None:
-    assert {p.name for p in DESCRIPTIONS} >= {"psg_lanes.json"}
+    assert {p.name for p in DESCRIPTIONS} == {"train_engine.json"}
 
 
 @pytest.mark.parametrize("path", DESCRIPTIONS, ids=[p.name for p in DESCRIPTIONS])
@@ -62,8 +62,13 @@ def test_description_matches_c_and_rtl(path: Path) -> None:
     assert int(d["rtl_resource_usage"]["DSP"]) >= 0 and d["rtl_performance"]["II"] == "0"
 
 
-def test_kernel_script_adds_the_lane_array() -> None:
+@pytest.mark.parametrize("kernel", ["conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg"])
+def test_kernels_call_the_engine_and_the_script_adds_it(kernel: str) -> None:
+    """Every kernel's MACs go through the engine's blackbox: it calls train_engine_hls and has
+    no MAC loop of its own (no product of two operands outside the output stage), and the
+    HLS script adds the blackbox description."""
     tcl = (ROOT / "hls" / "scripts" / "kernel.tcl").read_text()
-    kernel = (ROOT / "hls" / "src" / "conv_bwd_weight_psg.cpp").read_text()
-    assert "add_files -blackbox hls/blackbox/psg_lanes.json" in tcl
-    assert re.search(r"\bpsg_lanes_hls\(", kernel), "the kernel no longer calls the lane array"
+    src = (ROOT / "hls" / "src" / f"{kernel}.cpp").read_text()
+    assert "add_files -blackbox hls/blackbox/train_engine.json" in tcl
+    assert re.search(r"\btrain_engine_hls\(", src), f"{kernel} does not call the engine"
+    assert not re.search(r"\+=\s*\(int(32|64)_t\)\s*\w+(\[[^]]*\])*\s*\*", src), f"{kernel} has a MAC loop of its own"

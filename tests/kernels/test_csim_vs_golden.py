@@ -183,3 +183,57 @@ def test_bwd_data_overflow_raises_and_keeps_out(csim_lib):
     with pytest.raises(OverflowError, match="62 bits"):
         csim.conv_bwd_data(g, w, mult, in_hw=(3, 3), pad=1, out=out)
     assert (out == 7).all()
+
+
+@pytest.mark.parametrize("shape", [
+    ConvShape(1, 260, 3, 3, 9, 3, 1, 1),     # a row block of 8 x 2340 weights: more than the on-chip partial sums
+    ConvShape(3, 2, 13, 11, 3, 3, 1, 1),     # 429 positions: two weight-gradient chunks per block
+    ConvShape(2, 40, 3, 3, 70, 3, 2, 1),     # 70 x 360 weights: two weight groups; 360-beat forward calls
+], ids=str)
+def test_engine_layouts_beyond_one_call(csim_lib, shape):
+    """Shapes whose engine calls span several chunks, weight groups or int32 flushes of the
+    C model: every pass still equals the golden model."""
+    rng = np.random.default_rng(shape.ci)
+    x = rng.integers(0, 256, shape.x_shape).astype(np.uint8)
+    w = rng.integers(-128, 128, shape.w_shape).astype(np.int8)
+    g = rng.integers(-32768, 32768, shape.y_shape).astype(np.int16)
+    wm = rng.integers(-(1 << 24), 1 << 24, shape.w_shape).astype(np.int32)
+    kw = dict(stride=shape.stride, pad=shape.pad)
+    m = Dyadic(3, 12)
+    np.testing.assert_array_equal(csim.conv_fwd(x, w, None, m, **kw), golden.conv_fwd(x, w, None, m, **kw))
+    bw = dict(in_hw=(shape.h, shape.w), **kw)
+    np.testing.assert_array_equal(csim.conv_bwd_data(g, w, m, **bw), golden.conv_bwd_data(g, w, m, **bw))
+    for beta_q in (0, 3277):
+        want = golden.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=7, **kw)
+        _assert_psg_equal(csim.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=7, **kw), want)
+
+
+@pytest.mark.parametrize("shape", [ConvShape(2, 3, 7, 6, 5, 3, 2, 1), ConvShape(3, 2, 13, 11, 3, 3, 1, 1),
+                                   ConvShape(2, 5, 4, 4, 4, 1, 1, 0)], ids=str)
+@pytest.mark.parametrize("unsigned", [True, False], ids=["uint8", "int8"])
+def test_predictor_sweep_sums_are_golden(csim_lib, shape, unsigned):
+    """The predictor's sums themselves (the engine's acc_lo over the predictor-only sweep, which
+    the kernel leaves in its gmsb scratch when beta_q > 0) equal golden.wgrad_terms' G_msb, on
+    codes at the ends of their ranges (the MSB split's saturation and ties)."""
+    import ctypes
+    rng = np.random.default_rng(shape.co)
+    lo, hi, dt = (0, 256, np.uint8) if unsigned else (-128, 128, np.int8)
+    x = rng.integers(lo, hi, shape.x_shape).astype(dt)
+    x.flat[::5] = hi - 1
+    x.flat[1::7] = lo
+    g = rng.integers(-32768, 32768, shape.y_shape).astype(np.int16)
+    g.flat[::3] = rng.choice(np.array([-32768, 32767, 32, -32, 96, -96], np.int16), size=g.flat[::3].size)
+    idx = np.array([s for s in range(shape.n) if s != 1], np.int32)     # a sample list with a gap
+    wm = np.zeros(shape.w_shape, np.int32)
+    sign = np.zeros(shape.w_shape, np.int8)
+    pred = np.zeros(shape.w_shape, np.uint8)
+    gmsb = np.zeros(shape.w_shape, np.int64)
+    stats = np.zeros(8, np.int64)
+    ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
+    rc = csim_lib.conv_bwd_weight_psg(ptr(x), ptr(g), ptr(wm), ptr(sign), ptr(pred), ptr(gmsb), ptr(stats), ptr(idx),
+                                      idx.size, shape.n, shape.ci, shape.h, shape.w, shape.co, shape.k, shape.stride,
+                                      shape.pad, int(unsigned), 3277, 1, 0)
+    assert rc == 0
+    want, _ = golden.wgrad_terms(x, g, shape, idx)
+    np.testing.assert_array_equal(gmsb, want)
+    assert stats[1] == np.abs(want).max()

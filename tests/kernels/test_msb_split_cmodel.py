@@ -1,4 +1,4 @@
-"""The C++ MSB split (psg::split_x / psg::split_g in hls/include/psg_lanes.h, which the kernel
+"""The C++ MSB split (psg::split_x / psg::split_g in hls/include/msb_split.h, which the kernel
 and the RTL's C model call) against the contract's (core.fixedpoint), on every code: every tie
 x = 16k + 8 and g = 64k + 32 among them, each of which v1's round half up gets wrong for
 negative codes. Also the contract version the C++ headers carry."""
@@ -17,7 +17,7 @@ from e2train.core import fixedpoint as fxp
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = r"""
 #include <cstdio>
-#include "psg_lanes.h"
+#include "msb_split.h"
 int main() {
     for (int x = 0; x < 256; ++x) { psg::Split s = psg::split_x(x, true); std::printf("%d %d\n", s.h, s.l); }
     for (int x = -128; x < 128; ++x) { psg::Split s = psg::split_x(x, false); std::printf("%d %d\n", s.h, s.l); }
@@ -31,7 +31,7 @@ int main() {
 def splits(tmp_path_factory) -> np.ndarray:
     cxx = shutil.which("g++")
     if cxx is None:
-        pytest.fail("g++ is missing: this test compiles hls/include/psg_lanes.h (apt-get install g++)")
+        pytest.fail("g++ is missing: this test compiles hls/include/msb_split.h (apt-get install g++)")
     d = tmp_path_factory.mktemp("split")
     (d / "split.cpp").write_text(PROGRAM)
     subprocess.run([cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'hls' / 'include'}",

@@ -74,8 +74,7 @@ def test_model_agrees_with_the_kernel_counters(csim_lib):
     g = rng.integers(-3000, 3000, sh.y_shape).astype(np.int16)
     wm = np.zeros(sh.w_shape, np.int32)
     r, st = csim.conv_bwd_weight_psg_stats(x, g, wm, pad=1, beta_q=3277, lr_q=1, samples=[0, 2, 3])
-    work = pm.kernel_work("conv_bwd_weight_psg", sh, 3, r.n_predicted, n_tiles_skipped=st.tiles_skipped,
-                          n_exact_rounds=st.decide_beats // st.beats_per_tile)
+    work = pm.kernel_work("conv_bwd_weight_psg", sh, 3, r.n_predicted)
     assert 0 < r.n_predicted < wm.size
     assert work.macs["int8xint16"] == st.exact_terms
     assert work.macs["int4xint10"] == st.predict_terms == wm.size * st.beats_per_tile
@@ -113,9 +112,7 @@ def _psg_run(sh: ConvShape, beta_q: int, seed: int = 0):
     g = np.clip(rng.standard_t(3, sh.y_shape) * 800, -32768, 32767).astype(np.int16)
     wm = np.zeros(sh.w_shape, np.int32)
     r, st = csim.conv_bwd_weight_psg_stats(x, g, wm, stride=sh.stride, pad=sh.pad, beta_q=beta_q, lr_q=1)
-    kw = dict(predictor_on=beta_q != 0, n_tiles_skipped=st.tiles_skipped,
-              n_exact_rounds=st.decide_beats // st.beats_per_tile)
-    return r, st, kw
+    return r, st, dict(predictor_on=beta_q != 0)
 
 
 @pytest.mark.parametrize("sh", DIGITS + [ConvShape(16, 16, 32, 32, 16, 3, 1, 1)], ids=str)
@@ -143,15 +140,24 @@ def test_psg_with_predicted_weights_beats_exact_sign(csim_lib, sh):
         assert c <= 3 * fwd
 
 
-@pytest.mark.parametrize("sh", DIGITS + RESNET[:2] + [ConvShape(3, 5, 9, 7, 11, 3, 2, 1)], ids=str)
-def test_psg_exact_rounds_follow_the_kernel(csim_lib, sh):
-    """beta_q = 0: the model's rounds are the kernel's (ceil(block weights / EXACT_LANES) per
-    block), and its exact pass never re-reads a block."""
-    _, st, kw = _psg_run(sh, 0)
-    assert kw["n_exact_rounds"] == pm._psg_passes(sh, sh.n, 0, False, None, None)["exact_rounds"]
-    assert st.tiles_skipped == len(pm._psg_blocks(sh))
-    assert pm.kernel_cycles("conv_bwd_weight_psg", sh, sh.n, predictor_on=False) == \
-        pm.kernel_cycles("conv_bwd_weight_psg", sh, sh.n, **kw)
+@pytest.mark.parametrize("sh", DIGITS[:1] + [ConvShape(3, 5, 9, 7, 11, 3, 2, 1), ConvShape(2, 40, 4, 4, 70, 3, 1, 1)],
+                         ids=str)
+def test_psg_kernel_streams_the_engine_map_calls(csim_lib, sh):
+    """The weight-gradient kernel's engine calls are engine_map's: with beta_q = 0 its exact
+    sweep streams every block over every position (engine_map.call_beats), no block twice;
+    with beta_q > 0 the predictor sweep covers every weight once and the exact sweep only
+    the undecided weights' cells, in calls of whole blocks."""
+    from e2train.core import engine_map as em
+    _, st, _ = _psg_run(sh, 0)
+    calls = em.call_beats("wgrad", sh)
+    assert st.decide_beats == sum(n * b for n, b in calls)
+    assert st.exact_terms == sh.co * sh.ci * sh.k * sh.k * st.beats_per_tile and st.predict_terms == 0
+    blocks = -(-sh.co // em.ROWS) * -(-(sh.ci * sh.k * sh.k) // em.COLS)
+    assert st.tiles_skipped == blocks
+    r, st, _ = _psg_run(sh, 8000)
+    assert st.predict_terms == r.sign.size * st.beats_per_tile
+    assert st.exact_terms == (r.sign.size - r.n_predicted) * st.beats_per_tile
+    assert st.decide_beats == (blocks - st.tiles_skipped) * st.beats_per_tile
 
 
 @pytest.mark.parametrize("sh", DIGITS + RESNET, ids=str)
@@ -216,7 +222,7 @@ def test_psg_lut_estimate_follows_the_rtl_report_and_says_whether_it_fits():
     """The LUT figure is the yosys report's per-lane cost, and the fit flag is computed, not set."""
     r = pm.resources()
     wg = r["kernels"]["conv_bwd_weight_psg"]
-    # the two synthesised sizes of `make rtl-report`: 48 exact lanes; 48 exact + 48 predictor
+    # the two synthesised sizes of the retired lane array: 48 exact lanes; 48 exact + 48 predictor
     assert 48 * pm.LUT_PER_EXACT_LANE == pytest.approx(27267, rel=0.01)
     assert 48 * (pm.LUT_PER_EXACT_LANE + pm.LUT_PER_PREDICTOR_LANE) == pytest.approx(46629, rel=0.01)
     assert wg["lut"] == (pm.LUT_PER_EXACT_LANE * pm.PSG_EXACT_LANES

@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     psg, psg_ok = _check_psg(g2, layer, args.beta, beta_q, rows)
     ok &= psg_ok
     _print_comparison(xf, layer, rows)
-    r, st = _print_psg(psg, args.beta, beta_q)
-    _print_modelled(layer, r, st)
+    r, _ = _print_psg(psg, args.beta, beta_q)
+    _print_modelled(layer, r)
     print("bit-exact: " + ("yes" if ok else "NO"))
     return 0 if ok else 1
 
@@ -191,18 +191,18 @@ def _print_psg(psg: dict, beta: float, beta_q: int) -> tuple[Any, Any]:
     print(f"PSG beta={beta} (beta_q={beta_q}): {r.n_predicted}/{nw} weights decided by the MSB predictor "
           f"({100 * r.n_predicted / nw:.1f}%); exact-pass MACs issued {st.exact_terms} of "
           f"{nw * st.beats_per_tile} ({100 * st.exact_terms / max(nw * st.beats_per_tile, 1):.1f}%), "
-          f"{st.tiles_skipped} channel blocks not read twice")
+          f"{st.tiles_skipped} engine blocks not called in the exact sweep")
     _, st0 = psg[0]
     print(f"  predictor off: predict-pass MACs {st0.predict_terms}, exact-pass MACs {st0.exact_terms}")
     return r, st
 
 
-def _print_modelled(layer: _Layer, r: Any, st: Any) -> None:
+def _print_modelled(layer: _Layer, r: Any) -> None:
     """The performance model's cycles and MAC-slot use of the layer's kernel calls (modelled)."""
     sh2, n_keep = layer.shape, layer.keep.size
     print("modelled on xc7z020 @ 100 MHz (e2train.core.perfmodel; not measured, no synthesis):")
     calls = [("conv_fwd", {}), ("conv_bwd_data", {}),
-             ("conv_bwd_weight_psg", dict(n_predicted=r.n_predicted, n_tiles_skipped=st.tiles_skipped)),
+             ("conv_bwd_weight_psg", dict(n_predicted=r.n_predicted)),
              ("conv_bwd_weight_psg", dict(predictor_on=False))]
     for kernel, kw in calls:
         cyc = perfmodel.kernel_cycles(kernel, sh2, n_keep, **kw)

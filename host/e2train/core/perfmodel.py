@@ -84,8 +84,8 @@ ROUND_OVERHEAD = PIPE_DEPTH + 2   # weight-gradient round: lane accumulators in 
 # Device totals of xc7z020 (DS190).
 XC7Z020 = {"dsp": 220, "bram36": 140, "lut": 53200}
 # LUTs per lane of the weight-gradient lane array, by yosys synth_xilinx -family xc7 of
-# fpga/rtl/psg_lanes.v (`make rtl-report`: 48 lanes all exact 27,267 LUT; 96 lanes with 48
-# exact 46,629): estimates, not Vivado results.
+# the fabric-v1 lane array (psg_lanes.v, retired: 48 lanes all exact 27,267 LUT; 96 lanes
+# with 48 exact 46,629): estimates, not Vivado results.
 LUT_PER_EXACT_LANE = 568
 LUT_PER_PREDICTOR_LANE = 403
 
@@ -463,7 +463,7 @@ def resources() -> dict:
       + the update's W*wd_q (31x30 bits, 4 DSPs); BRAM: ping-pong staging buffers
       (2*TILE_CI x PSG_CHUNK x 8 and 2*TILE_CO x PSG_CHUNK x 16) and the block flags (1 bit
       per block); lane accumulators are lane-indexed LUTRAM (one word per round). LUTs: the
-      RTL lane array (fpga/rtl/psg_lanes.v) by yosys synth_xilinx (`make rtl-report`, not
+      retired RTL lane array (psg_lanes.v) by yosys synth_xilinx (not
       Vivado): LUT_PER_EXACT_LANE and LUT_PER_PREDICTOR_LANE below. Each lane's 72:1 x and
       8:1 g window select is about 250 of them; at 192 + 48 lanes the array alone exceeds the
       xc7z020's LUTs (``fits["wgrad_lut"]`` is False): the lanes need a fixed weight-to-lane

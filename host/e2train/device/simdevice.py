@@ -373,10 +373,6 @@ class SimDevice(pynq.Device):
                     res, st = self.impl.conv_bwd_weight_psg_stats(x, gy, wm.copy(), **kw)
                     stats[ki.STAT_EXACT_TERMS] = st.exact_terms
                     stats[ki.STAT_TILES_SKIPPED] = st.tiles_skipped
-                    # the kernel's own counts: blocks not read twice, exact rounds it ran
-                    perf_kw["n_tiles_skipped"] = st.tiles_skipped
-                    if st.beats_per_tile:
-                        perf_kw["n_exact_rounds"] = st.decide_beats // st.beats_per_tile
                 else:
                     res = self.impl.conv_bwd_weight_psg(x, gy, wm.copy(), **kw)
                 wm[...] = res.w_master
