@@ -1,7 +1,8 @@
 # HLS kernels: C simulation library (g++), sanitizer build, Vitis HLS synthesis.
 CSIM_DIR := build/csim
-# The blackbox C model the kernels call (Vitis HLS swaps in the RTL from its JSON).
-HLS_SRCS := $(wildcard hls/src/*.cpp) hls/blackbox/train_engine_hls.cpp
+# The top and its passes, the passes' C entry points (wrappers around the top, not
+# synthesised) and the blackbox C model the top calls (Vitis HLS swaps in the RTL from its JSON).
+HLS_SRCS := $(wildcard hls/src/*.cpp) hls/csim/pass_entry.cpp hls/blackbox/train_engine_hls.cpp
 HLS_HDRS := $(wildcard hls/include/*.h)
 CSIM_CXX ?= g++
 # -O3 alone: the CI machine is the same kind, but a portable build is what users get.

@@ -26,12 +26,10 @@ MSG
     exit 2
 fi
 
-hls/scripts/run_hls.sh all export
+hls/scripts/run_hls.sh export
 ip_repo=build/fpga/ip_repo
 rm -rf "$ip_repo" && mkdir -p "$ip_repo"
-for k in conv_fwd conv_bwd_data conv_bwd_weight_psg; do
-    unzip -q -o "build/hls/ip/$k.zip" -d "$ip_repo/$k"
-done
+unzip -q -o build/hls/ip/e2t_engine.zip -d "$ip_repo/e2t_engine"
 mkdir -p build/fpga
 "$python" -m e2train.device.kernel_iface --tcl > build/fpga/kernels.tcl
 out="build/fpga/$board/out"

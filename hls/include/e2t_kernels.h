@@ -1,7 +1,12 @@
-// The three kernels' top functions: flat C signatures (pointers + scalars), the same for
-// Vitis HLS (m_axi tensors, s_axilite scalars) and for the C simulation loaded by ctypes
-// (host/e2train/core/csim.py). Layouts: x NCHW, w OIHW, y / g_y / g_x NCHW, row-major.
-// Each returns a status word (E2T_OK or E2T_ERR_* bits from e2t_fixed.h).
+// The HLS top, e2t_engine (one IP, one training engine; hls/src/e2t_engine.cpp), and the
+// three passes' C entry points. Flat C signatures (pointers + scalars): the top's are what
+// Vitis HLS maps (m_axi tensors, s_axilite scalars, in this order: the register map of
+// host/e2train/device/kernel_iface.py E2T_ENGINE); the entry points are what the C
+// simulation loaded by ctypes calls (host/e2train/core/csim.py), thin wrappers that call the
+// top with their op and 0 for the arguments their pass does not read (hls/csim/pass_entry.cpp),
+// so C simulation runs the very function that is synthesised.
+// Layouts: x NCHW, w OIHW, y / g_y / g_x NCHW, row-major. Each returns a status word (E2T_OK
+// or E2T_ERR_* bits from e2t_fixed.h).
 #ifndef E2T_KERNELS_H
 #define E2T_KERNELS_H
 
@@ -10,6 +15,18 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+// e2t_engine's op: the pass it runs. Any other value returns E2T_ERR_SHAPE, touching nothing.
+enum { E2T_OP_FWD = 0, E2T_OP_BWD_DATA = 1, E2T_OP_BWD_WEIGHT_PSG = 2 };
+
+// The top: op picks the pass; each pass reads the arguments of its entry point below (same
+// names) and ignores the others (the driver writes 0 there).
+int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,
+               const int16_t *g_y, int16_t *g_x, int32_t *w_master, int8_t *sign, uint8_t *predicted,
+               int64_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples,
+               int n, int ci, int h, int wd, int co, int k, int stride, int pad,
+               int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s,
+               int32_t beta_q, int32_t lr_q, int32_t wd_q);
 
 // y[s] = requant(conv(x[s], w) + bias) for each listed sample s: int8 codes, or uint8 with
 // the ReLU fused (relu != 0). x holds uint8 codes when x_unsigned, else int8 (same bytes).

@@ -28,13 +28,21 @@ static inline int e2t_shape_ok(int n, int ci, int h, int wd, int co, int k, int 
     return 1;
 }
 
-// Every listed sample must lie in [0, n) (uniqueness is the host's contract; a duplicate
-// only recomputes the same outputs).
+// The sample list: at most n entries, each in [0, n), none repeated (the contract of
+// host/e2train/core/shapes.py check_samples: a repeated sample would be counted twice in the
+// weight gradient). A seen-bit per sample of the batch (E2T_MAX_BATCH bits) finds repeats.
 static inline int e2t_samples_ok(const int32_t *samples, int n_samples, int n) {
     if (n_samples < 0 || n_samples > n) return 0;
-    for (int i = 0; i < n_samples; i++) {
+    bool seen[E2T_MAX_BATCH];
+    for (int i = 0; i < n; i++) {
 #pragma HLS PIPELINE II=1
-        if (samples[i] < 0 || samples[i] >= n) return 0;
+        seen[i] = false;
+    }
+    for (int i = 0; i < n_samples; i++) {
+#pragma HLS PIPELINE
+        const int32_t s = samples[i];
+        if (s < 0 || s >= n || seen[s]) return 0;
+        seen[s] = true;
     }
     return 1;
 }

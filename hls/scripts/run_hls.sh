@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Vitis HLS for the kernels: C simulation, C synthesis and IP export, per kernel.
-#   hls/scripts/run_hls.sh [conv_fwd|conv_bwd_data|conv_bwd_weight_psg|all] [csim|csynth|export|all]
-# Results land in build/hls/<kernel>/ (reports: sol1/syn/report/) and build/hls/ip/.
+# Vitis HLS for the fabric's one IP, e2t_engine: C simulation, C synthesis and IP export.
+#   hls/scripts/run_hls.sh [csim|csynth|export|all]
+# Results land in build/hls/e2t_engine/ (reports: sol1/syn/report/) and build/hls/ip/e2t_engine.zip.
 # Needs vitis_hls on PATH; nothing here is claimed until the tool has produced it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-kernel="${1:-all}"
-steps="${2:-all}"
-kernels=(conv_fwd conv_bwd_data conv_bwd_weight_psg)
+steps="${1:-all}"
 
 if ! command -v vitis_hls >/dev/null 2>&1; then
     cat >&2 <<'MSG'
@@ -21,11 +19,6 @@ MSG
     exit 2
 fi
 
-case "$kernel" in
-    all) sel=("${kernels[@]}") ;;
-    conv_fwd|conv_bwd_data|conv_bwd_weight_psg) sel=("$kernel") ;;
-    *) echo "unknown kernel '$kernel' (expected all or one of ${kernels[*]})" >&2; exit 2 ;;
-esac
 case "$steps" in
     csim|csynth|export|all) ;;
     *) echo "unknown step '$steps' (expected csim, csynth, export or all)" >&2; exit 2 ;;
@@ -38,9 +31,7 @@ if [ "$steps" = csim ] || [ "$steps" = all ]; then
     rm -rf build/hls/cases
     cases=$("$python" hls/csim/cases.py "$PWD/build/hls/cases")
 fi
-for k in "${sel[@]}"; do
-    echo "== vitis_hls $k ($steps)"
-    # shellcheck disable=SC2086
-    vitis_hls -f hls/scripts/kernel.tcl -tclargs "$k" "$steps" $cases
-done
-echo "reports: build/hls/<kernel>/sol1/syn/report/*_csynth.rpt; IP: build/hls/ip/"
+echo "== vitis_hls e2t_engine ($steps)"
+# shellcheck disable=SC2086
+vitis_hls -f hls/scripts/kernel.tcl -tclargs "$steps" $cases
+echo "reports: build/hls/e2t_engine/sol1/syn/report/*_csynth.rpt; IP: build/hls/ip/e2t_engine.zip"

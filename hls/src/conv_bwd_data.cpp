@@ -20,25 +20,15 @@
 // |g*w| <= 2^22 exactly (< 2^36).
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
+#include "e2t_passes.h"
 #include "e2t_shape.h"
 #include "e2t_tiles.h"
 #include "train_engine.h"
 
+namespace e2t {
+namespace bwd {
+
 namespace {
-
-constexpr int R = eng::kRows, C = eng::kCols;
-constexpr int KK = E2T_MAX_K * E2T_MAX_K;
-
-struct Geometry {
-    int ci, h, wd, co, k, stride, pad, ho, wo;
-};
-
-// One phase: its first input row/column, how many rows/columns it has per sample, and its taps.
-struct Phase {
-    int fy, fx, ny, nx, nky, nkx, py, px;
-    int taps(int co) const { return co * nky * nkx; }
-    int per_sample() const { return ny * nx; }
-};
 
 Phase phase_of(const Geometry &q, int py, int px) {
     const int s = q.stride;
@@ -53,14 +43,6 @@ Phase phase_of(const Geometry &q, int py, int px) {
     f.nkx = px < q.k ? (q.k - px + s - 1) / s : 0;
     return f;
 }
-
-// A block: its COLS positions (sample planes, input row/column), positions past the phase off.
-struct Block {
-    int ci0;
-    bool on[C];
-    int64_t gbase[C], xbase[C];
-    int iy[C], ix[C];
-};
 
 void place(Block &b, const int32_t *samples, const Geometry &q, const Phase &f, int n_samples, int ci0, int q0) {
     b.ci0 = ci0;
@@ -77,6 +59,8 @@ void place(Block &b, const int32_t *samples, const Geometry &q, const Phase &f, 
         b.xbase[c] = (int64_t)s * q.ci * q.h * q.wd + (int64_t)b.iy[c] * q.wd + b.ix[c];
     }
 }
+
+}  // namespace
 
 // The operand beats of one block: per tap (o, ky, kx) of the phase, the tile's weights and g_y.
 // Where each position reads g_y at each of the phase's (ky, kx) is worked out once per block
@@ -115,15 +99,11 @@ void feed(psg::stream<eng::Beat> &in, const Block &b, const int16_t *g_y, const 
     }
 }
 
-// One engine call: the feeder streams the beats while the engine consumes them (in hardware
-// concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C simulation one
-// after the other through the stream).
-void call_engine(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out, const Block &b,
-                 const int16_t *g_y, const int8_t wt[][R], const Geometry &q, const Phase &f, bool emit) {
-#pragma HLS DATAFLOW
-    feed(in, b, g_y, wt, q, f);
-    train_engine_hls(head, in, out, eng::kBwd, false, true, false, true, true, 0, 0, emit);
-}
+}  // namespace bwd
+
+namespace {
+using bwd::Block;
+using bwd::Phase;
 
 // The output stage of a block: its ROWS result rows (P, the 48-bit sums), requantised.
 void drain(psg::stream<eng::Row> &out, const Block &b, int16_t *g_x, const Geometry &q, int32_t mult_m, int mult_s,
@@ -140,41 +120,26 @@ void drain(psg::stream<eng::Row> &out, const Block &b, int16_t *g_x, const Geome
     }
 }
 
+
 }  // namespace
 
-extern "C" int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
-                             const int32_t *samples, int n_samples,
-                             int n, int ci, int h, int wd, int co, int k, int stride, int pad,
-                             int32_t mult_m, int mult_s) {
-#pragma HLS INTERFACE m_axi port=g_y offset=slave bundle=gx max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
-#pragma HLS INTERFACE m_axi port=w offset=slave bundle=gw depth=1024
-#pragma HLS INTERFACE m_axi port=g_x offset=slave bundle=gy max_write_burst_length=256 max_widen_bitwidth=64 depth=1024
-#pragma HLS INTERFACE m_axi port=samples offset=slave bundle=gw depth=64
-#pragma HLS INTERFACE s_axilite port=n_samples
-#pragma HLS INTERFACE s_axilite port=n
-#pragma HLS INTERFACE s_axilite port=ci
-#pragma HLS INTERFACE s_axilite port=h
-#pragma HLS INTERFACE s_axilite port=wd
-#pragma HLS INTERFACE s_axilite port=co
-#pragma HLS INTERFACE s_axilite port=k
-#pragma HLS INTERFACE s_axilite port=stride
-#pragma HLS INTERFACE s_axilite port=pad
-#pragma HLS INTERFACE s_axilite port=mult_m
-#pragma HLS INTERFACE s_axilite port=mult_s
-#pragma HLS INTERFACE s_axilite port=return
+// The input-gradient pass of e2t_engine (op E2T_OP_BWD_DATA), inlined into the top; wt is
+// the top's weight tile buffer.
+int bwd_data_pass(int8_t wt[][R], const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,
+                  int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad, int32_t mult_m,
+                  int mult_s) {
+#pragma HLS INLINE
     if (!e2t_shape_ok(n, ci, h, wd, co, k, stride, pad) || mult_m < 0 || mult_s < 0 || mult_s > 62)
         return E2T_ERR_SHAPE;
     if (!e2t_samples_ok(samples, n_samples, n)) return E2T_ERR_SAMPLE;
     if (n_samples == 0) return E2T_OK;
 
-    const Geometry q{ci, h, wd, co, k, stride, pad, e2t_out_dim(h, k, stride, pad), e2t_out_dim(wd, k, stride, pad)};
+    const Geometry q = geometry(ci, h, wd, co, k, stride, pad);
     const int kk = k * k;
     int ovf = 0;
     const int64_t acc_limit = e2t_requant_limit(mult_m);
 
-    int8_t wt[E2T_MAX_DIM * KK][R];   // [o*kk + tap][r]: the tile's weights
-#pragma HLS ARRAY_PARTITION variable=wt complete dim=2
-    Block blk[2];                      // this call's block, and the previous one's
+    Feed fd[2] = {};                   // this call's block, and the previous one's
     psg::stream<eng::Head> head;
     psg::stream<eng::Beat> in;
     psg::stream<eng::Row> out;
@@ -193,12 +158,12 @@ extern "C" int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
             }
         for (int py = 0; py < stride; py++) {
             for (int px = 0; px < stride; px++) {
-                const Phase f = phase_of(q, py, px);
+                const Phase f = bwd::phase_of(q, py, px);
                 const int npos = n_samples * f.per_sample();
                 if (f.taps(co) == 0) {   // no tap reaches these positions: g_x = requant(0)
-                    Block &b = blk[cur];
+                    Block &b = fd[cur].bb;
                     for (int q0 = 0; q0 < npos; q0 += C) {
-                        place(b, samples, q, f, n_samples, ci0, q0);
+                        bwd::place(b, samples, q, f, n_samples, ci0, q0);
                         for (int r = 0; r < tci; r++)
                             for (int c = 0; c < C; c++)
                                 if (b.on[c]) g_x[b.xbase[c] + (int64_t)(ci0 + r) * h * wd] = (int16_t)zero;
@@ -206,14 +171,16 @@ extern "C" int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
                     continue;
                 }
                 for (int q0 = 0; q0 < npos; q0 += C) {
-                    Block &b = blk[cur];
-                    place(b, samples, q, f, n_samples, ci0, q0);
+                    Block &b = fd[cur].bb;
+                    bwd::place(b, samples, q, f, n_samples, ci0, q0);
+                    fd[cur].ph = f;
                     eng::Head hd;
                     for (int r = 0; r < R; r++)
                         for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tci && b.on[c];
                     head.write(hd);
-                    call_engine(head, in, out, b, g_y, wt, q, f, pending);
-                    if (pending) drain(out, blk[cur ^ 1], g_x, q, mult_m, mult_s, acc_limit, &ovf);
+                    e2t_engine_call(head, in, out, eng::kBwd, fd[cur], q, nullptr, g_y, samples, wt, false, true, false,
+                                0, 0, pending);
+                    if (pending) drain(out, fd[cur ^ 1].bb, g_x, q, mult_m, mult_s, acc_limit, &ovf);
                     pending = true;
                     cur ^= 1;
                 }
@@ -223,8 +190,11 @@ extern "C" int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
     if (pending) {
         eng::Head none = {};
         head.write(none);
-        train_engine_hls(head, in, out, eng::kFlush, false, false, false, false, false, 0, 0, true);
-        drain(out, blk[cur ^ 1], g_x, q, mult_m, mult_s, acc_limit, &ovf);
+        e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, nullptr, g_y, samples, wt, false, false, false, 0, 0,
+                    true);
+        drain(out, fd[cur ^ 1].bb, g_x, q, mult_m, mult_s, acc_limit, &ovf);
     }
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }
+
+}  // namespace e2t

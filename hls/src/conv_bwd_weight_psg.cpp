@@ -30,23 +30,22 @@
 // keeps the previous block's placement and each group ends with a flush call.
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
+#include "e2t_passes.h"
 #include "e2t_shape.h"
 #include "e2t_tiles.h"
 #include "msb_split.h"
 #include "train_engine.h"
 
+namespace e2t {
+namespace wgrad {
+
 namespace {
 
-constexpr int R = eng::kRows, C = eng::kCols;
 constexpr int CHUNK = 256;               // positions per call (engine_map.WGRAD_CHUNK)
 constexpr int PART = 36 * 512;           // partial sums on chip (engine_map.WGRAD_PART_WEIGHTS)
 constexpr int64_t kMasterLimit = (INT64_C(1) << 30) - 1;
 static_assert(E2T_MAX_WGRAD_TERMS <= psg::kMaxBeats, "2^24 positions of |x*g| < 2^23 fit the 48-bit P");
 static_assert(R * C <= PART, "a block's partial sums fit on chip");
-
-struct Geometry {
-    int ci, h, wd, co, k, stride, pad, ho, wo, taps;
-};
 
 // A weight group: output channels [o0, o1), columns (ci*k*k index) [j0, j1).
 struct Group {
@@ -72,12 +71,15 @@ struct Counters {
     bool overflow = false;   // a 48-bit sum out of range (cannot happen within e2t_shape_ok)
 };
 
+}  // namespace
+
 // The beats of one block over positions [p0, p1): per position the ROWS g codes and the COLS
 // x codes (0 in the padding), the same data on the predictor's buses. The position steps
 // along (sample, oy, ox); a column's read is inside the image when its kernel row and column
 // are (checked once per position for each ky and kx), and masked to 0 where not.
 void feed(psg::stream<eng::Beat> &in, const uint8_t *x, const int16_t *g_y, const int32_t *samples,
-          const Geometry &q, int o0, int nr, int j0, int nc, int p0, int p1) {
+          const Geometry &q, const Span &sp) {
+    const int o0 = sp.o0, nr = sp.nr, j0 = sp.j0, nc = sp.nc, p0 = sp.p0, p1 = sp.p1;
     const int kk = q.k * q.k, hw = q.ho * q.wo;
     int64_t xcol[C];   // the column's offset inside a sample's x (channel plane + tap)
     int cky[C], ckx[C];
@@ -119,16 +121,7 @@ void feed(psg::stream<eng::Beat> &in, const uint8_t *x, const int16_t *g_y, cons
     }
 }
 
-// One engine call: the feeder streams the beats while the engine consumes them (in hardware
-// concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C simulation one
-// after the other through the stream).
-void call_engine(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
-                 const uint8_t *x, const int16_t *g_y, const int32_t *samples, const Geometry &q, const Placed &b,
-                 int p0, int p1, bool xu, bool exact, bool pred, bool emit) {
-#pragma HLS DATAFLOW
-    feed(in, x, g_y, samples, q, b.o0, b.nr, b.j0, b.nc, p0, p1);
-    train_engine_hls(head, in, out, eng::kWgrad, xu, exact, pred, true, true, (uint8_t)b.nr, (uint8_t)b.nc, emit);
-}
+namespace {
 
 // The rows of a finished call added into the group's partial sums (the shell's two adders).
 void gather(psg::stream<eng::Row> &out, const Placed &pl, const Group &g, int64_t part_e[PART], int64_t part_m[PART]) {
@@ -148,8 +141,10 @@ void gather(psg::stream<eng::Row> &out, const Placed &pl, const Group &g, int64_
 int64_t widx(const Geometry &q, int o, int j) { return (int64_t)o * q.taps + j; }
 
 // One sweep over every weight group.
-void run_sweep(Sweep kind, const uint8_t *x, const int16_t *g_y, const int32_t *samples, int n_samples,
-               const Geometry &q, bool xu, int8_t *sign, uint8_t *predicted, int64_t *gmsb, Counters &cnt) {
+void run_sweep(Sweep kind, const int8_t wt[][R], const uint8_t *x, const int16_t *g_y, const int32_t *samples,
+               int n_samples, const Geometry &q, bool xu, int8_t *sign, uint8_t *predicted, int64_t *gmsb,
+               Counters &cnt) {
+#pragma HLS INLINE
     E2T_KERNEL_STATIC int64_t part_e[PART], part_m[PART];   // the group's partial sums (BRAM)
 #pragma HLS BIND_STORAGE variable=part_e type=ram_2p impl=bram
 #pragma HLS BIND_STORAGE variable=part_m type=ram_2p impl=bram
@@ -173,6 +168,7 @@ void run_sweep(Sweep kind, const uint8_t *x, const int16_t *g_y, const int32_t *
                 part_e[i] = part_m[i] = 0;
             }
             Placed pl[2];
+            Feed fd = {};
             int cur = 0;
             bool pending = false;
             for (int p0 = 0; p0 < npos; p0 += CHUNK) {
@@ -199,7 +195,9 @@ void run_sweep(Sweep kind, const uint8_t *x, const int16_t *g_y, const int32_t *
                         eng::Head hd;
                         for (int i = 0; i < R * C; i++) hd.cell_en[i] = b.cell[i];
                         head.write(hd);
-                        call_engine(head, in, out, x, g_y, samples, q, b, p0, p1, xu, exact, pred, pending);
+                        fd.ws = Span{b.o0, b.nr, b.j0, b.nc, p0, p1};
+                        e2t_engine_call(head, in, out, eng::kWgrad, fd, q, x, g_y, samples, wt, xu, exact, pred,
+                                    (uint8_t)b.nr, (uint8_t)b.nc, pending);
                         if (pending) gather(out, pl[cur ^ 1], g, part_e, part_m);
                         pending = true;
                         cur ^= 1;
@@ -215,7 +213,7 @@ void run_sweep(Sweep kind, const uint8_t *x, const int16_t *g_y, const int32_t *
             if (pending) {
                 eng::Head none = {};
                 head.write(none);
-                train_engine_hls(head, in, out, eng::kFlush, xu, false, false, false, false, 0, 0, true);
+                e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xu, false, false, 0, 0, true);
                 gather(out, pl[cur ^ 1], g, part_e, part_m);
             }
             // The group's sums out: per sweep what the decision needs.
@@ -241,41 +239,23 @@ void run_sweep(Sweep kind, const uint8_t *x, const int16_t *g_y, const int32_t *
 
 }  // namespace
 
-extern "C" int conv_bwd_weight_psg(const uint8_t *x, const int16_t *g_y, int32_t *w_master,
-                                   int8_t *sign, uint8_t *predicted, int64_t *gmsb, int64_t *stats,
-                                   const int32_t *samples, int n_samples,
-                                   int n, int ci, int h, int wd, int co, int k, int stride, int pad,
-                                   int x_unsigned, int32_t beta_q, int32_t lr_q, int32_t wd_q) {
-#pragma HLS INTERFACE m_axi port=x offset=slave bundle=gx max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
-#pragma HLS INTERFACE m_axi port=g_y offset=slave bundle=gg max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
-#pragma HLS INTERFACE m_axi port=w_master offset=slave bundle=gw depth=1024
-#pragma HLS INTERFACE m_axi port=sign offset=slave bundle=gw depth=1024
-#pragma HLS INTERFACE m_axi port=predicted offset=slave bundle=gw depth=1024
-#pragma HLS INTERFACE m_axi port=gmsb offset=slave bundle=gw depth=1024
-#pragma HLS INTERFACE m_axi port=stats offset=slave bundle=gw depth=8
-#pragma HLS INTERFACE m_axi port=samples offset=slave bundle=gw depth=64
-#pragma HLS INTERFACE s_axilite port=n_samples
-#pragma HLS INTERFACE s_axilite port=n
-#pragma HLS INTERFACE s_axilite port=ci
-#pragma HLS INTERFACE s_axilite port=h
-#pragma HLS INTERFACE s_axilite port=wd
-#pragma HLS INTERFACE s_axilite port=co
-#pragma HLS INTERFACE s_axilite port=k
-#pragma HLS INTERFACE s_axilite port=stride
-#pragma HLS INTERFACE s_axilite port=pad
-#pragma HLS INTERFACE s_axilite port=x_unsigned
-#pragma HLS INTERFACE s_axilite port=beta_q
-#pragma HLS INTERFACE s_axilite port=lr_q
-#pragma HLS INTERFACE s_axilite port=wd_q
-#pragma HLS INTERFACE s_axilite port=return
+}  // namespace wgrad
+
+// The weight-gradient pass of e2t_engine (op E2T_OP_BWD_WEIGHT_PSG), inlined into the top
+// (wt: the top's weight tile buffer, which this pass does not use; e2t_engine_call takes it).
+int wgrad_pass(int8_t wt[][R], const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
+               uint8_t *predicted, int64_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
+               int ci, int h, int wd, int co, int k, int stride, int pad, int x_unsigned, int32_t beta_q,
+               int32_t lr_q, int32_t wd_q) {
+#pragma HLS INLINE
+    using namespace wgrad;
     if (!e2t_shape_ok(n, ci, h, wd, co, k, stride, pad)) return E2T_ERR_SHAPE;
     if (beta_q < 0 || (uint32_t)beta_q > psg::kBetaQMax || lr_q < 0 || lr_q >= (1 << 30) ||
         wd_q < 0 || wd_q >= (1 << 30))
         return E2T_ERR_SHAPE;
     if (!e2t_samples_ok(samples, n_samples, n)) return E2T_ERR_SAMPLE;
 
-    const Geometry q{ci, h, wd, co, k, stride, pad, e2t_out_dim(h, k, stride, pad), e2t_out_dim(wd, k, stride, pad),
-                     ci * k * k};
+    const Geometry q = geometry(ci, h, wd, co, k, stride, pad);
     const bool xu = x_unsigned != 0;
     const uint32_t bq = (uint32_t)beta_q;
     const int64_t nw = (int64_t)co * q.taps;
@@ -287,10 +267,10 @@ extern "C" int conv_bwd_weight_psg(const uint8_t *x, const int16_t *g_y, int32_t
         for (int64_t i = 0; i < nw; i++) { sign[i] = 0; predicted[i] = 0; }
         cnt.blocks_not_read = n_blocks;
     } else if (beta_q == 0) {
-        run_sweep(kExactAll, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
+        run_sweep(kExactAll, wt, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
         cnt.blocks_not_read = n_blocks;   // one sweep: no block is read a second time
     } else {
-        run_sweep(kPredict, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
+        run_sweep(kPredict, wt, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
         for (int64_t i = 0; i < nw; i++) {
 #pragma HLS PIPELINE II=1
             if (psg::confident(gmsb[i], bq, cnt.amax)) {
@@ -301,7 +281,7 @@ extern "C" int conv_bwd_weight_psg(const uint8_t *x, const int16_t *g_y, int32_t
                 predicted[i] = kNeedExact;
             }
         }
-        run_sweep(kExactUndecided, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
+        run_sweep(kExactUndecided, wt, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
     }
     if (cnt.overflow) return E2T_ERR_OVERFLOW;
 
@@ -324,3 +304,5 @@ extern "C" int conv_bwd_weight_psg(const uint8_t *x, const int16_t *g_y, int32_t
     stats[E2T_STAT_DECIDE_BEATS] = cnt.exact_beats;
     return E2T_OK;
 }
+
+}  // namespace e2t

@@ -18,28 +18,17 @@
 // 38 and acc_hi's 31 bits.
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
+#include "e2t_passes.h"
 #include "e2t_shape.h"
 #include "e2t_tiles.h"
 #include "train_engine.h"
 
-namespace {
+namespace e2t {
+namespace fwd {
 
-constexpr int R = eng::kRows, C = eng::kCols, NPOS = 2 * eng::kCols, KK = E2T_MAX_K * E2T_MAX_K;
 static_assert(E2T_MAX_FWD_TERMS <= (1 << 15) && eng::kHiBits >= 31, "acc_hi holds 2^15 taps of |w*x| < 2^15");
 
-struct Geometry {
-    int ci, h, wd, co, k, stride, pad, ho, wo;
-};
-
-// Where a block's positions are: per position its sample's x and y planes, its window's top
-// left input corner; positions past the list are off.
-struct Block {
-    int co0, p0;
-    bool on[NPOS];
-    int64_t xbase[NPOS], ybase[NPOS];
-    int iy0[NPOS], ix0[NPOS];
-};
-
+namespace {
 void place(Block &b, const int32_t *samples, const Geometry &q, int npos, int co0, int p0) {
     b.co0 = co0;
     b.p0 = p0;
@@ -62,6 +51,8 @@ void place(Block &b, const int32_t *samples, const Geometry &q, int npos, int co
         }
     }
 }
+
+}  // namespace
 
 // The operand beats of one block: per tap (c, ky, kx) the tile's weights and the x codes.
 // Where each position reads x at each (ky, kx) is worked out once per block (off, and keep =
@@ -99,15 +90,11 @@ void feed(psg::stream<eng::Beat> &in, const Block &b, const uint8_t *x, const in
     }
 }
 
-// One engine call: the feeder streams the beats while the engine consumes them (in hardware
-// concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C simulation one
-// after the other through the stream).
-void call_engine(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out, const Block &b,
-                 const uint8_t *x, const int8_t wt[][R], const Geometry &q, bool xu, bool emit) {
-#pragma HLS DATAFLOW
-    feed(in, b, x, wt, q);
-    train_engine_hls(head, in, out, eng::kFwd, xu, true, false, true, true, 0, 0, emit);
-}
+}  // namespace fwd
+
+namespace {
+using fwd::Block;
+using fwd::NPOS;
 
 // The output stage of a block: its ROWS result rows from the engine, + bias, requantised.
 void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], uint8_t *y, const Geometry &q,
@@ -128,45 +115,26 @@ void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], 
 
 }  // namespace
 
-extern "C" int conv_fwd(const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,
-                        const int32_t *samples, int n_samples,
-                        int n, int ci, int h, int wd, int co, int k, int stride, int pad,
-                        int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s) {
-#pragma HLS INTERFACE m_axi port=x offset=slave bundle=gx max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
-#pragma HLS INTERFACE m_axi port=w offset=slave bundle=gw depth=1024
-#pragma HLS INTERFACE m_axi port=bias offset=slave bundle=gw depth=64
-#pragma HLS INTERFACE m_axi port=y offset=slave bundle=gy max_write_burst_length=256 max_widen_bitwidth=64 depth=1024
-#pragma HLS INTERFACE m_axi port=samples offset=slave bundle=gw depth=64
-#pragma HLS INTERFACE s_axilite port=n_samples
-#pragma HLS INTERFACE s_axilite port=n
-#pragma HLS INTERFACE s_axilite port=ci
-#pragma HLS INTERFACE s_axilite port=h
-#pragma HLS INTERFACE s_axilite port=wd
-#pragma HLS INTERFACE s_axilite port=co
-#pragma HLS INTERFACE s_axilite port=k
-#pragma HLS INTERFACE s_axilite port=stride
-#pragma HLS INTERFACE s_axilite port=pad
-#pragma HLS INTERFACE s_axilite port=x_unsigned
-#pragma HLS INTERFACE s_axilite port=has_bias
-#pragma HLS INTERFACE s_axilite port=relu
-#pragma HLS INTERFACE s_axilite port=mult_m
-#pragma HLS INTERFACE s_axilite port=mult_s
-#pragma HLS INTERFACE s_axilite port=return
+// The forward pass of e2t_engine (op E2T_OP_FWD), inlined into the top; wt is the top's
+// weight tile buffer.
+int fwd_pass(int8_t wt[][R], const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,
+             const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
+             int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s) {
+#pragma HLS INLINE
     if (!e2t_shape_ok(n, ci, h, wd, co, k, stride, pad) || mult_m < 0 || mult_s < 0 || mult_s > 62)
         return E2T_ERR_SHAPE;
     if (!e2t_samples_ok(samples, n_samples, n)) return E2T_ERR_SAMPLE;
     if (n_samples == 0) return E2T_OK;
 
-    const Geometry q{ci, h, wd, co, k, stride, pad, e2t_out_dim(h, k, stride, pad), e2t_out_dim(wd, k, stride, pad)};
+    const Geometry q = geometry(ci, h, wd, co, k, stride, pad);
     const int kk = k * k, npos = n_samples * q.ho * q.wo;
     const int64_t lo = relu ? 0 : -128, hi = relu ? 255 : 127;
     int ovf = 0;
     const int64_t acc_limit = e2t_requant_limit(mult_m);
+    const bool xu = x_unsigned != 0;
 
-    int8_t wt[E2T_MAX_CI * E2T_MAX_K * E2T_MAX_K][R];   // [ci*kk + tap][r]: the tile's weights
-#pragma HLS ARRAY_PARTITION variable=wt complete dim=2
     int32_t bias_t[2][R];                       // the tile's bias (ping-pong: the output stage is a call behind)
-    Block blk[2];                               // this call's block, and the previous one's
+    Feed fd[2] = {};                            // this call's block, and the previous one's
     psg::stream<eng::Head> head;
     psg::stream<eng::Beat> in;
     psg::stream<eng::Row> out;
@@ -184,22 +152,24 @@ extern "C" int conv_fwd(const uint8_t *x, const int8_t *w, const int32_t *bias, 
                 wt[j][r] = r < tco ? w[(int64_t)(co0 + r) * ci * kk + j] : 0;
             }
         for (int p0 = 0; p0 < npos; p0 += NPOS) {
-            Block &b = blk[cur];
-            place(b, samples, q, npos, co0, p0);
+            Block &b = fd[cur].fb;
+            fwd::place(b, samples, q, npos, co0, p0);
             for (int r = 0; r < R; r++) bias_t[cur][r] = (has_bias && r < tco) ? bias[co0 + r] : 0;
             eng::Head hd;
             for (int r = 0; r < R; r++)
                 for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tco && b.on[2 * c];
             head.write(hd);
-            call_engine(head, in, out, b, x, wt, q, x_unsigned != 0, pending);
-            if (pending) drain(out, blk[cur ^ 1], bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
+            e2t_engine_call(head, in, out, eng::kFwd, fd[cur], q, x, nullptr, samples, wt, xu, true, false, 0, 0, pending);
+            if (pending) drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
             pending = true;
             cur ^= 1;
         }
     }
     eng::Head none = {};
     head.write(none);
-    train_engine_hls(head, in, out, eng::kFlush, x_unsigned != 0, false, false, false, false, 0, 0, true);
-    drain(out, blk[cur ^ 1], bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
+    e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, x, nullptr, samples, wt, xu, false, false, 0, 0, true);
+    drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }
+
+}  // namespace e2t

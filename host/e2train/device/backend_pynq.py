@@ -1,5 +1,6 @@
-"""The conv backend over the PYNQ drivers: the three kernel functions of ``core.golden``,
-with the same signatures and results, computed by the fabric (or the simulated board).
+"""The conv backend over the PYNQ driver: the three kernel functions of ``core.golden``,
+with the same signatures and results, computed by the fabric's one IP, each a pass of
+e2t_engine (or by the simulated board).
 
 Each call copies the arrays into pynq buffers, lets the driver flush, start, wait and
 invalidate, and copies the results out. Buffers are kept per role and grown when a larger
@@ -26,17 +27,17 @@ TIMEOUT_MARGIN = 20.0
 
 
 class PynqBackend:
-    """Implements the conv backend interface over an overlay's kernel drivers."""
+    """Implements the conv backend interface over an overlay's engine driver."""
 
     name = "pynq"
 
     def __init__(self, overlay, timeout_s: float | None = None):
         self.overlay = overlay
-        self.drivers = overlay.kernels          # name -> KernelDriver
+        self.engine = overlay.engine            # driver.EngineDriver: one method per pass
         self.timeout_s = timeout_s
         self._bufs: dict[str, pynq.buffer.PynqBuffer] = {}
-        self.calls = {name: 0 for name in ki.KERNELS}
-        self.skipped_calls = {name: 0 for name in ki.KERNELS}   # empty sample lists: no call
+        self.calls = {name: 0 for name in ki.PASSES}
+        self.skipped_calls = {name: 0 for name in ki.PASSES}   # empty sample lists: no call
         self.wait_s = 0.0
 
     # --- buffers ----------------------------------------------------------------------
@@ -70,7 +71,7 @@ class PynqBackend:
 
     def _run(self, kernel: str, shape: ConvShape, **args) -> None:
         timeout = self._timeout(kernel, shape, int(args["n_samples"]))
-        self.wait_s += self.drivers[kernel].execute(timeout_s=timeout, **args)
+        self.wait_s += self.engine.run_pass(kernel, timeout_s=timeout, **args)
         self.calls[kernel] += 1
 
     def close(self) -> None:

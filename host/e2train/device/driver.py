@@ -1,8 +1,10 @@
-"""PYNQ drivers of the three HLS kernels (numpy + pynq only).
+"""PYNQ driver of the fabric's one HLS IP, e2t_engine (numpy + pynq only).
 
-One ``pynq.DefaultIP`` subclass per kernel, bound by VLNV, so that ``pynq.Overlay`` picks
-it for the kernel's IP on a real board; the simulated board builds the same classes from
-a description dict. Every register offset comes from ``kernel_iface``.
+One ``pynq.DefaultIP`` subclass, bound by VLNV, so that ``pynq.Overlay`` picks it for the IP
+on a real board; the simulated board builds the same class from a description dict. Every
+register offset comes from ``kernel_iface``. The three passes are three methods
+(``conv_fwd``, ``conv_bwd_data``, ``conv_bwd_weight_psg``): each writes ``op`` and its pass's
+arguments, and 0 in every argument its pass does not read.
 
 A call: write every argument register, flush the inputs out of the ARM caches, set
 ap_start, poll CTRL until the kernel reports done (or a timeout says it never will), and
@@ -156,21 +158,44 @@ def _sync(buf: Any, how: str) -> None:
         getattr(buf, how)()
 
 
-class ConvFwdDriver(KernelDriver):
-    IFACE = ki.CONV_FWD
-    bindto = [ki.CONV_FWD.vlnv]
+class EngineDriver(KernelDriver):
+    """The driver of e2t_engine: one call method per pass."""
+
+    IFACE = ki.E2T_ENGINE
+    bindto = [ki.E2T_ENGINE.vlnv]
+
+    def __init__(self, description: dict):
+        super().__init__(description)
+        self.pass_calls = {name: 0 for name in ki.PASSES}
+
+    def run_pass(self, name: str, timeout_s: float | None = None, **args: Any) -> float:
+        """One call of pass ``name``: exactly its arguments (``kernel_iface.PASSES``), the
+        others written 0, ``op`` its code. Returns the seconds spent waiting."""
+        try:
+            p = ki.PASSES[name]
+        except KeyError:
+            raise KernelError(f"e2t_engine has no pass {name!r}; it has {sorted(ki.PASSES)}") from None
+        missing = [n for n in p.args if n not in args]
+        extra = [n for n in args if n not in p.args]
+        if missing or extra:
+            raise KernelError(f"{name}: missing arguments {missing}, unknown {extra}; it takes {list(p.args)}")
+        values = {a.name: 0 for a in self.IFACE.args}
+        values.update(args, op=p.op)
+        try:
+            waited = self.execute(timeout_s=timeout_s, **values)
+        except KernelError as e:
+            raise type(e)(f"{name}: {e}") from None
+        self.pass_calls[name] += 1
+        return waited
+
+    def conv_fwd(self, timeout_s: float | None = None, **args: Any) -> float:
+        return self.run_pass("conv_fwd", timeout_s, **args)
+
+    def conv_bwd_data(self, timeout_s: float | None = None, **args: Any) -> float:
+        return self.run_pass("conv_bwd_data", timeout_s, **args)
+
+    def conv_bwd_weight_psg(self, timeout_s: float | None = None, **args: Any) -> float:
+        return self.run_pass("conv_bwd_weight_psg", timeout_s, **args)
 
 
-class ConvBwdDataDriver(KernelDriver):
-    IFACE = ki.CONV_BWD_DATA
-    bindto = [ki.CONV_BWD_DATA.vlnv]
-
-
-class ConvBwdWeightPsgDriver(KernelDriver):
-    IFACE = ki.CONV_BWD_WEIGHT_PSG
-    bindto = [ki.CONV_BWD_WEIGHT_PSG.vlnv]
-
-
-DRIVERS: dict[str, type[KernelDriver]] = {
-    d.IFACE.name: d for d in (ConvFwdDriver, ConvBwdDataDriver, ConvBwdWeightPsgDriver)
-}
+DRIVERS: dict[str, type[KernelDriver]] = {EngineDriver.IFACE.name: EngineDriver}

@@ -1,10 +1,14 @@
-"""The three kernels' hardware interface, written once (numpy + stdlib only).
+"""The fabric's hardware interface, written once (numpy + stdlib only).
 
-The PYNQ driver programs these registers, the simulated board decodes them, the manifest
-records them and the overlay checks a built bitstream's .hwh against them, all from the
-definitions below, so the four cannot drift. The argument lists are those of the HLS top
-functions in hls/include/e2t_kernels.h, in the same order: Vitis HLS assigns the s_axilite
-offsets in argument order (a test compares the two).
+The fabric is one HLS IP, ``e2t_engine`` (hls/src/e2t_engine.cpp): one training engine that
+the three passes share in time, its ``op`` argument picking the pass (``PASSES``: 0 forward,
+1 input gradient, 2 PSG weight gradient). The PYNQ driver programs these registers, the
+simulated board decodes them, the manifest records them and the overlay checks a built
+bitstream's .hwh against them, all from the definitions below, so the four cannot drift.
+The argument list is that of the HLS top function in hls/include/e2t_kernels.h, in the same
+order: Vitis HLS assigns the s_axilite offsets in argument order (a test compares the two).
+A pass reads its own arguments (``Pass.args``, the names of its C entry point) and ignores
+the rest, which the driver writes as 0.
 
 Register layout (what Vitis HLS generates for the default ``control`` s_axilite bundle; see
 the ``x<kernel>_hw.h`` that ``export_design`` writes, e.g. the Vitis HLS 2023.1 header
@@ -37,7 +41,10 @@ import numpy as np
 
 VENDOR = "e2train.org"
 LIBRARY = "hls"
-VERSION = "1.0"           # the HLS IP version (export_design -version); bump with any ABI change
+# The HLS IP version (export_design -version in hls/scripts/kernel.tcl); bump with any ABI
+# change. 2.0: one IP with an op argument (1.0 was three IPs, one per pass). A manifest written
+# for another version is refused when loaded (manifest._check_kernels), with the fix.
+VERSION = "2.0"
 M_AXI_ADDR64 = False      # config_interface -m_axi_addr64 in hls/scripts/kernel.tcl
 
 # CTRL register bits
@@ -54,8 +61,8 @@ FIRST_ARG = 0x18
 
 # Status bits in ap_return (hls/include/e2t_fixed.h)
 E2T_OK = 0
-STATUS_BITS = {1: "shape or scalar outside what the kernel accepts",
-               2: "sample index outside [0, n)",
+STATUS_BITS = {1: "shape, scalar or op outside what the kernel accepts",
+               2: "sample list invalid (an index outside [0, n), a repeated index, or more entries than n)",
                4: "requantisation overflow (|acc| * M reached 2**62; outputs saturated)"}
 
 
@@ -66,10 +73,14 @@ def describe_status(status: int) -> str:
         bits.append(f"unknown bits {unknown:#x}")
     return "; ".join(bits) or "ok"
 
-# Where the IPs sit on M_AXI_GP0 (fpga/vivado/bd.tcl assigns the same addresses) and the
-# size of each one's address window.
-BASE_ADDRS = {"conv_fwd": 0x43C0_0000, "conv_bwd_data": 0x43C1_0000, "conv_bwd_weight_psg": 0x43C2_0000}
+# Where the IP sits on M_AXI_GP0 (fpga/vivado/bd.tcl assigns the same address) and the size
+# of its address window.
+BASE_ADDRS = {"e2t_engine": 0x43C0_0000}
 ADDR_RANGE = 0x1_0000
+
+# The top's m_axi bundles (hls/src/e2t_engine.cpp) and the HP port each one gets in the
+# block design: one bundle per HP port, the four the Zynq-7000 has.
+M_AXI_BUNDLES = {"gx": "S_AXI_HP0", "gg": "S_AXI_HP1", "gw": "S_AXI_HP2", "gy": "S_AXI_HP3"}
 
 # The PSG kernel's stats buffer: int64[E2T_STAT_LEN] (hls/include/e2t_kernels.h)
 PSG_STATS_LEN = 8
@@ -231,7 +242,7 @@ def _ctrl_fields() -> dict:
 
 
 _SAMPLE_AND_SHAPE_ARGS = (
-    Arg("samples", "ptr", "sample list, int32 indices into the batch (SLU)"),
+    Arg("samples", "ptr", "sample list, int32 indices into the batch, no repeats (SLU)"),
     Arg("n_samples", "i32", "entries in the sample list"),
     Arg("n", "i32", "batch size N (samples in the buffers)"),
     Arg("ci", "i32", "input channels"),
@@ -243,92 +254,102 @@ _SAMPLE_AND_SHAPE_ARGS = (
     Arg("pad", "i32", "zero padding (0..k/2)"),
 )
 
-# Argument lists in the order of the top functions in hls/include/e2t_kernels.h.
-CONV_FWD = KernelIface(
-    "conv_fwd",
+# The argument list in the order of e2t_engine in hls/include/e2t_kernels.h.
+E2T_ENGINE = KernelIface(
+    "e2t_engine",
     (
-        Arg("x", "ptr", "input activations, NCHW, int8 or uint8"),
-        Arg("w", "ptr", "weights, OIHW, int8"),
-        Arg("bias", "ptr", "bias, int32 per output channel, accumulator units"),
-        Arg("y", "ptr", "output, NCHW, int8 (uint8 with ReLU)", "out"),
+        Arg("op", "i32", "the pass: 0 conv_fwd, 1 conv_bwd_data, 2 conv_bwd_weight_psg"),
+        Arg("x", "ptr", "input activations, NCHW, int8 or uint8 (conv_fwd, conv_bwd_weight_psg)"),
+        Arg("w", "ptr", "weights, OIHW, int8 (conv_fwd, conv_bwd_data)"),
+        Arg("bias", "ptr", "bias, int32 per output channel, accumulator units (conv_fwd)"),
+        Arg("y", "ptr", "output, NCHW, int8 (uint8 with ReLU) (conv_fwd)", "out"),
+        Arg("g_y", "ptr", "output gradient, NCHW, int16 (conv_bwd_data, conv_bwd_weight_psg)"),
+        Arg("g_x", "ptr", "input gradient, NCHW, int16 (conv_bwd_data)", "out"),
+        Arg("w_master", "ptr", "master weights, OIHW, int32, updated in place (conv_bwd_weight_psg)", "inout"),
+        Arg("sign", "ptr", "update direction per weight, int8 in {-1, 0, 1} (conv_bwd_weight_psg)", "out"),
+        Arg("predicted", "ptr", "per weight, uint8: 1 where the MSB predictor decided (conv_bwd_weight_psg)",
+            "out"),
+        Arg("gmsb", "ptr", "scratch: G_msb per weight, int64 (conv_bwd_weight_psg)", "out"),
+        Arg("stats", "ptr", f"int64[{PSG_STATS_LEN}]: n_predicted, max |G_msb|, ... (conv_bwd_weight_psg)", "out"),
         *_SAMPLE_AND_SHAPE_ARGS,
         Arg("x_unsigned", "i32", "1: x holds uint8 codes (the output of a ReLU), 0: int8"),
-        Arg("has_bias", "i32", "1: add bias, 0: the bias pointer is not read"),
-        Arg("relu", "i32", "1: fused ReLU, uint8 output"),
-        Arg("mult_m", "i32", "requantisation multiplier M"),
-        Arg("mult_s", "i32", "requantisation shift S"),
+        Arg("has_bias", "i32", "1: add bias, 0: the bias pointer is not read (conv_fwd)"),
+        Arg("relu", "i32", "1: fused ReLU, uint8 output (conv_fwd)"),
+        Arg("mult_m", "i32", "requantisation multiplier M (conv_fwd, conv_bwd_data)"),
+        Arg("mult_s", "i32", "requantisation shift S (conv_fwd, conv_bwd_data)"),
+        Arg("beta_q", "i32", "PSG threshold beta in Q0.16, 0 = predictor off (conv_bwd_weight_psg)"),
+        Arg("lr_q", "i32", "sign step in master LSBs (conv_bwd_weight_psg)"),
+        Arg("wd_q", "i32", "decoupled weight decay lr*wd in Q2.30 (conv_bwd_weight_psg)"),
     ),
-    "int8 x int8 -> int32 -> +bias -> requantise -> int8/uint8, optional fused ReLU",
+    "the training engine shared by the three passes in time; op picks the pass",
 )
 
-CONV_BWD_DATA = KernelIface(
-    "conv_bwd_data",
-    (
-        Arg("g_y", "ptr", "output gradient, NCHW, int16"),
-        Arg("w", "ptr", "weights, OIHW, int8"),
-        Arg("g_x", "ptr", "input gradient, NCHW, int16", "out"),
-        *_SAMPLE_AND_SHAPE_ARGS,
-        Arg("mult_m", "i32", "requantisation multiplier M"),
-        Arg("mult_s", "i32", "requantisation shift S"),
-    ),
-    "int16 g_y x int8 w -> 48-bit accumulator -> requantise -> int16 g_x",
-)
+KERNELS: dict[str, KernelIface] = {E2T_ENGINE.name: E2T_ENGINE}
+"""The fabric's IPs by HLS top name: one."""
 
-CONV_BWD_WEIGHT_PSG = KernelIface(
-    "conv_bwd_weight_psg",
-    (
-        Arg("x", "ptr", "input activations, NCHW, int8 or uint8"),
-        Arg("g_y", "ptr", "output gradient, NCHW, int16"),
-        Arg("w_master", "ptr", "master weights, OIHW, int32, updated in place", "inout"),
-        Arg("sign", "ptr", "update direction per weight, int8 in {-1, 0, 1}", "out"),
-        Arg("predicted", "ptr", "per weight, uint8: 1 where the MSB predictor decided", "out"),
-        Arg("gmsb", "ptr", "scratch: G_msb per weight, int64", "out"),
-        Arg("stats", "ptr", f"int64[{PSG_STATS_LEN}]: n_predicted, max |G_msb|, ...", "out"),
-        *_SAMPLE_AND_SHAPE_ARGS,
-        Arg("x_unsigned", "i32", "1: x holds uint8 codes, 0: int8"),
-        Arg("beta_q", "i32", "PSG threshold beta in Q0.16 (0 = predictor off)"),
-        Arg("lr_q", "i32", "sign step in master LSBs"),
-        Arg("wd_q", "i32", "decoupled weight decay lr*wd in Q2.30"),
-    ),
-    "PSG weight gradient (MSB predictor + exact fallback) fused with the sign update",
-)
 
-KERNELS: dict[str, KernelIface] = {k.name: k for k in (CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHT_PSG)}
+@dataclass(frozen=True)
+class Pass:
+    """One pass of e2t_engine: its op code and the arguments it reads (the order of its C
+    entry point in hls/include/e2t_kernels.h; every other argument is written 0)."""
+
+    name: str
+    op: int
+    args: tuple[str, ...]
+    doc: str
+
+    def __post_init__(self):
+        unknown = [a for a in self.args if a not in {x.name for x in E2T_ENGINE.args}]
+        if unknown or "op" in self.args:
+            raise ValueError(f"pass {self.name}: arguments {unknown} are not e2t_engine's")
+
+
+_SHAPE = tuple(a.name for a in _SAMPLE_AND_SHAPE_ARGS)
+PASSES: dict[str, Pass] = {p.name: p for p in (
+    Pass("conv_fwd", 0, ("x", "w", "bias", "y", *_SHAPE, "x_unsigned", "has_bias", "relu", "mult_m", "mult_s"),
+         "int8 x int8 -> int32 -> +bias -> requantise -> int8/uint8, optional fused ReLU"),
+    Pass("conv_bwd_data", 1, ("g_y", "w", "g_x", *_SHAPE, "mult_m", "mult_s"),
+         "int16 g_y x int8 w -> 48-bit accumulator -> requantise -> int16 g_x"),
+    Pass("conv_bwd_weight_psg", 2, ("x", "g_y", "w_master", "sign", "predicted", "gmsb", "stats", *_SHAPE,
+                                    "x_unsigned", "beta_q", "lr_q", "wd_q"),
+         "PSG weight gradient (MSB predictor + exact fallback) fused with the sign update"),
+)}
+PASS_BY_OP: dict[int, Pass] = {p.op: p for p in PASSES.values()}
 
 
 def by_vlnv(vlnv: str) -> KernelIface:
     for k in KERNELS.values():
         if k.vlnv == vlnv:
             return k
-    raise KeyError(f"no e2train kernel has VLNV {vlnv!r}; known: {[k.vlnv for k in KERNELS.values()]}")
+    raise KeyError(f"no e2train IP has VLNV {vlnv!r}; known: {[k.vlnv for k in KERNELS.values()]}")
 
 
 def abi_digest() -> str:
-    """sha256 over every kernel's VLNV and register layout: one string that changes with
-    any change to the interface (recorded in each manifest, compared when loading)."""
+    """sha256 over every IP's VLNV and register layout and the passes' op codes and
+    arguments: one string that changes with any change to the interface (recorded in each
+    manifest, compared when loading)."""
     doc = [(k.vlnv, [(r.name, r.offset) for r in k.registers()]) for k in KERNELS.values()]
+    doc.append([(p.name, p.op, list(p.args)) for p in PASSES.values()])
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 # Element types of the pointer arguments whose type does not depend on a flag.
 PTR_DTYPES = {
-    ("conv_fwd", "w"): np.int8, ("conv_fwd", "bias"): np.int32, ("conv_fwd", "samples"): np.int32,
-    ("conv_bwd_data", "g_y"): np.int16, ("conv_bwd_data", "w"): np.int8,
-    ("conv_bwd_data", "g_x"): np.int16, ("conv_bwd_data", "samples"): np.int32,
-    ("conv_bwd_weight_psg", "g_y"): np.int16, ("conv_bwd_weight_psg", "w_master"): np.int32,
-    ("conv_bwd_weight_psg", "sign"): np.int8, ("conv_bwd_weight_psg", "predicted"): np.uint8,
-    ("conv_bwd_weight_psg", "gmsb"): np.int64, ("conv_bwd_weight_psg", "stats"): np.int64,
-    ("conv_bwd_weight_psg", "samples"): np.int32,
+    "w": np.int8, "bias": np.int32, "samples": np.int32, "g_y": np.int16, "g_x": np.int16,
+    "w_master": np.int32, "sign": np.int8, "predicted": np.uint8, "gmsb": np.int64, "stats": np.int64,
 }
 
 
 def tcl_text() -> str:
-    """The kernels' instance names, VLNVs and base addresses as Tcl, for the block design
-    (fpga/vivado/bd.tcl sources what ``make bitstream`` writes from this)."""
+    """The IP's instance name, VLNV and base address, and the HP port of each of its m_axi
+    bundles, as Tcl for the block design (fpga/vivado/bd.tcl sources what ``make bitstream``
+    writes from this)."""
     lines = ["# Generated from host/e2train/device/kernel_iface.py by `make bitstream`; do not edit.",
              f"set e2t_addr_range {ADDR_RANGE:#x}", "set e2t_kernels {}"]
     for k in KERNELS.values():
         lines.append(f"lappend e2t_kernels [list {k.name} {k.instance} {k.vlnv} {k.base_addr:#010x}]")
+    lines.append("set e2t_hp_ports [dict create " + " ".join(f"m_axi_{b} {p}" for b, p in M_AXI_BUNDLES.items())
+                 + "]")
     return "\n".join(lines) + "\n"
 
 

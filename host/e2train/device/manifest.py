@@ -80,13 +80,14 @@ def build(board: str, bit: Path | None = None, hwh: Path | None = None, build_in
         "abi": ki.abi_digest(),
         "contract_version": CONTRACT_VERSION,
         "kernels": [k.to_manifest() for k in ki.KERNELS.values()],
+        "passes": {p.name: {"op": p.op, "args": list(p.args)} for p in ki.PASSES.values()},
         "build": build_info or {},
     }
 
 
 def check_hwh(hwh: Path) -> None:
-    """Check a .hwh (Vivado's hardware handoff) against ``kernel_iface``: every kernel is
-    there with our VLNV, at our base address, with our register offsets."""
+    """Check a .hwh (Vivado's hardware handoff) against ``kernel_iface``: the IP is there
+    with our VLNV, at our base address, with our register offsets."""
     try:
         from pynq.pl_server.hwh_parser import _HWHZynq
         ip_dict = _HWHZynq(hwh_name=str(hwh)).ip_dict
@@ -179,6 +180,13 @@ def check_contract(version, what: str, fix: str) -> None:
 
 
 def _check_kernels(m: dict, mpath: Path) -> None:
+    listed = sorted(str(k.get("vlnv")) for k in m["kernels"] if isinstance(k, dict))
+    wanted = sorted(k.vlnv for k in ki.KERNELS.values())
+    if listed != wanted:
+        # e.g. a bitstream of interface 1.0: three IPs, one per pass
+        raise ManifestError(f"{mpath} holds the IPs {', '.join(listed) or 'none'}; this e2train drives "
+                            f"{', '.join(wanted)} (kernel interface {ki.VERSION}, one IP whose op picks the "
+                            f"pass): rebuild the bitstream (make bitstream), or use the e2train it was built with")
     if m["abi"] != ki.abi_digest():
         raise ManifestError(f"{mpath} was written for a different kernel interface (abi "
                             f"{str(m['abi'])[:12]}..., this e2train has {ki.abi_digest()[:12]}...): "

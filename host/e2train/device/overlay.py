@@ -1,10 +1,11 @@
-"""Load the e2train kernels: a bitstream on a real board, or the simulated board, both
+"""Load the e2train fabric: a bitstream on a real board, or the simulated board, both
 checked against their manifest before anything runs.
 
     ov = KernelOverlay("bitstreams/pynq-z2")     # real board: downloads the bitstream
     ov = KernelOverlay("bitstreams/sim")         # simulated board (no hardware)
-    ov.kernels["conv_fwd"]                       # a driver.KernelDriver
-    backend = ov.backend()                       # the conv backend over these drivers
+    ov.engine                                    # the driver.EngineDriver of the one IP
+    ov.engine.conv_fwd(x=..., ...)               # one pass (op 0)
+    backend = ov.backend()                       # the conv backend over it
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from . import kernel_iface as ki
 from . import manifest as mf
-from .driver import DRIVERS, KernelDriver
+from .driver import DRIVERS, EngineDriver, KernelDriver
 
 REPO_BITSTREAMS = Path(__file__).resolve().parents[3] / "bitstreams"
 
@@ -31,7 +32,8 @@ def ip_description(k: ki.KernelIface, device) -> dict:
 
 
 class KernelOverlay:
-    """The three kernels of one bitstream (or of the simulated board), with drivers bound."""
+    """The IP of one bitstream (or of the simulated board), e2t_engine, with its driver bound
+    (``engine``; ``kernels`` maps the IP's name to it)."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, download: bool = True,
                  sim_impl: str = "auto"):
@@ -43,6 +45,7 @@ class KernelOverlay:
             self._load_sim(sim_impl)
         else:
             self._load_board(download)
+        self.engine: EngineDriver = self.kernels[ki.E2T_ENGINE.name]
 
     def _load_sim(self, impl: str) -> None:
         import pynq

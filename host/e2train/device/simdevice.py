@@ -1,4 +1,4 @@
-"""The simulated board: a ``pynq.Device`` whose registers start the kernels' C simulation.
+"""The simulated board: a ``pynq.Device`` whose registers start the passes' C simulation.
 
 Everything the driver touches is pynq's own: ``pynq.MMIO`` over ``mmap``, ``pynq.allocate``
 returning ``PynqBuffer``, ``DefaultIP`` subclasses. What is simulated sits behind them:
@@ -7,11 +7,11 @@ returning ``PynqBuffer``, ``DefaultIP`` subclasses. What is simulated sits behin
   buffers: the ARM reads and writes a CPU view; ``flush()`` copies a range to the DDR
   the kernels see, ``invalidate()`` copies it back. A driver that forgets either reads
   stale data here as it would on a board.
-* **The kernels' register files** (``kernel_iface``): CTRL with ap_start / ap_done (clear
-  on read) / ap_idle / ap_ready, interrupt registers, ap_return, argument registers.
-  Writing ap_start runs the kernel's C simulation (``core.csim``; ``core.golden`` where
-  asked or where the C-sim library is not built) on the DDR at the addresses in the
-  registers, synchronously, then reports done.
+* **The IP's register file** (``kernel_iface.E2T_ENGINE``, one IP for the three passes):
+  CTRL with ap_start / ap_done (clear on read) / ap_idle / ap_ready, interrupt registers,
+  ap_return, argument registers. Writing ap_start decodes ``op`` and runs that pass's C
+  simulation (``core.csim``; ``core.golden`` where asked or where the C-sim library is not
+  built) on the DDR at the addresses in the registers, synchronously, then reports done.
 * **Time and energy, modelled.** Each call advances a modelled clock by the performance
   model's cycles (``core.perfmodel``) at its clock, and modelled dynamic energy by the
   energy model's price of the call's work (``core.energy``). Only the samples in the list
@@ -112,13 +112,15 @@ class _RegisterArray(np.ndarray):
 
 
 class SimKernel:
-    """One kernel's register file and behaviour."""
+    """The IP's register file and behaviour; ``stats`` per pass, ``pass_name`` the pass of
+    the last call (decoded from op)."""
 
     def __init__(self, iface: ki.KernelIface, device: "SimDevice"):
         self.iface = iface
         self.device = device
         self.words = np.zeros(ki.ADDR_RANGE // 4, np.uint32)
-        self.stats = KernelStats()
+        self.stats = {name: KernelStats() for name in ki.PASSES}
+        self.pass_name: str | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -204,7 +206,7 @@ class SimKernel:
 
 
 class SimDevice(pynq.Device):
-    """A simulated Zynq-7020 board with the three e2train kernels in its fabric."""
+    """A simulated Zynq-7020 board with the e2train IP (e2t_engine) in its fabric."""
 
     def __init__(self, *, impl: str = "auto", ddr_bytes: int = DDR_BYTES,
                  energy_model: _energy.EnergyModel | None = None):
@@ -218,6 +220,7 @@ class SimDevice(pynq.Device):
         self._allocs: dict[int, int] = {}             # offset -> size
         self._lock = threading.Lock()
         self.kernels = {name: SimKernel(iface, self) for name, iface in ki.KERNELS.items()}
+        self.engine = self.kernels[ki.E2T_ENGINE.name]
         self.energy_model = energy_model or _energy.EnergyModel.zynq7020()
         self.modelled_seconds = 0.0
         self.modelled_dynamic_j = 0.0
@@ -294,9 +297,9 @@ class SimDevice(pynq.Device):
         pass
 
     # --- fault injection --------------------------------------------------------------
-    def inject_hang(self, kernel: str, hang: bool = True) -> None:
-        """Make ``kernel`` accept ap_start and never finish (until ``reset``)."""
-        self.kernels[kernel].hang = hang
+    def inject_hang(self, hang: bool = True) -> None:
+        """Make the IP accept ap_start and never finish (until ``reset_kernels``)."""
+        self.engine.hang = hang
 
     def reset_kernels(self) -> None:
         """What reloading the bitstream does: every kernel idle, registers zero, faults
@@ -321,11 +324,16 @@ class SimDevice(pynq.Device):
         return self._ddr[off: off + nbytes].view(dtype).reshape(shape)
 
     def _run_kernel(self, k: SimKernel):
-        """Decode the registers, run the kernel on DDR. Returns (status, shape, n_active,
-        what else the performance model needs). Arguments the kernel would reject come back
-        as its status bits."""
-        name = k.iface.name
+        """Decode the registers, run the pass that op names on DDR. Returns (status, shape,
+        n_active, what else the performance model needs). Arguments the IP would reject come
+        back as its status bits (hls/src/e2t_engine.cpp and the passes, in their order)."""
         g = k.arg
+        p = ki.PASS_BY_OP.get(g("op"))
+        k.pass_name = None
+        if p is None:
+            k.last_error = f"op {g('op')} is none of the passes {sorted(ki.PASS_BY_OP)}"
+            return 1, None, 0, {}
+        name = k.pass_name = p.name
         try:
             shape = ConvShape(g("n"), g("ci"), g("h"), g("wd"), g("co"), g("k"), g("stride"), g("pad"))
         except ValueError as e:
@@ -334,7 +342,7 @@ class SimDevice(pynq.Device):
         ns = g("n_samples")
         if not 0 <= ns <= shape.n:
             k.last_error = f"n_samples {ns} outside [0, {shape.n}]"
-            return 1, None, 0, {}
+            return 2, None, 0, {}
         samples = (self._ddr_array(g("samples"), (ns,), np.int32, f"{name}.samples").copy()
                    if ns else np.zeros(0, np.int32))
         if ns and (samples.min() < 0 or samples.max() >= shape.n or np.unique(samples).size != ns):
@@ -396,11 +404,11 @@ class SimDevice(pynq.Device):
 
     def _account(self, k: SimKernel, shape: ConvShape, n_active: int, perf_kw: dict,
                  t0: float, t1: float) -> None:
-        name = k.iface.name
+        name = k.pass_name
         cycles = int(perfmodel.kernel_cycles(name, shape, n_active, **perf_kw))
         work = perfmodel.kernel_work(name, shape, n_active, **perf_kw)
         dyn = self.energy_model.dynamic_j(work)
-        s = k.stats
+        s = k.stats[name]
         s.calls += 1
         s.cycles += cycles
         s.samples += n_active
@@ -469,10 +477,9 @@ class SimDevice(pynq.Device):
             "impl": self.impl_name,
             "modelled_seconds": self.modelled_seconds,
             "modelled_dynamic_j": self.modelled_dynamic_j,
-            "kernels": {n: {"calls": k.stats.calls, "cycles": k.stats.cycles,
-                            "samples": k.stats.samples, "dynamic_j": k.stats.dynamic_j,
-                            "macs": k.stats.work.total_macs}
-                        for n, k in self.kernels.items()},
+            "kernels": {n: {"calls": s.calls, "cycles": s.cycles, "samples": s.samples,
+                            "dynamic_j": s.dynamic_j, "macs": s.work.total_macs}
+                        for k in self.kernels.values() for n, s in k.stats.items()},
         }
 
 

@@ -17,17 +17,28 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def _c_params(kernel: str) -> list[str]:
-    """Parameter names of a top function in hls/include/e2t_kernels.h, in order."""
+    """Parameter names of a function in hls/include/e2t_kernels.h, in order."""
     text = (REPO / "hls" / "include" / "e2t_kernels.h").read_text()
     m = re.search(rf"\bint\s+{kernel}\s*\(([^)]*)\)", text)
     assert m, f"{kernel} not declared in e2t_kernels.h"
     return [re.findall(r"[A-Za-z_]\w*", p)[-1] for p in m.group(1).split(",")]
 
 
-@pytest.mark.parametrize("kernel", sorted(ki.KERNELS))
-def test_interface_matches_hls_top_function(kernel):
+def test_interface_matches_hls_top_function():
     # Vitis HLS lays the registers out in argument order: the order must be the C one
-    assert [a.name for a in ki.KERNELS[kernel].args] == _c_params(kernel)
+    assert list(ki.KERNELS) == ["e2t_engine"]
+    assert [a.name for a in ki.E2T_ENGINE.args] == _c_params("e2t_engine")
+
+
+@pytest.mark.parametrize("name", sorted(ki.PASSES))
+def test_each_pass_reads_the_arguments_of_its_c_entry_point(name):
+    assert list(ki.PASSES[name].args) == _c_params(name)
+    text = (REPO / "hls" / "include" / "e2t_kernels.h").read_text()
+    assert re.search(rf"E2T_OP_\w+ = {ki.PASSES[name].op}\b", text)
+    entry = (REPO / "hls" / "csim" / "pass_entry.cpp").read_text()
+    op = {0: "E2T_OP_FWD", 1: "E2T_OP_BWD_DATA", 2: "E2T_OP_BWD_WEIGHT_PSG"}[ki.PASSES[name].op]
+    body = entry[entry.index(f"int {name}("):]
+    assert body[body.index("return e2t_engine(") + len("return e2t_engine("):].startswith(op)
 
 
 def test_pointer_width_matches_the_hls_script():
@@ -35,34 +46,43 @@ def test_pointer_width_matches_the_hls_script():
     m = re.search(r"-m_axi_addr64(?:=|\s+)(\w+)", tcl)
     addr64 = True if m is None else m.group(1).lower() in ("true", "1")     # Vitis HLS default: 64-bit
     assert ki.M_AXI_ADDR64 == addr64
-    assert re.search(r"-vendor\s+(\S+)\s+-library\s+(\S+)\s+-version\s+(\S+)", tcl).groups() == \
-        (ki.VENDOR, ki.LIBRARY, ki.VERSION)
+    assert re.search(r"-vendor\s+(\S+)\s+-library\s+(\S+)\s+-version\s+\$version", tcl).groups() == \
+        (ki.VENDOR, ki.LIBRARY)
+    assert re.search(r"^set version (\S+)$", tcl, re.M).group(1) == ki.VERSION
+    assert re.search(r"^set_top (\S+)$", tcl, re.M).group(1) == ki.E2T_ENGINE.name
 
 
 def test_register_layout_is_vitis_hls():
-    k = ki.CONV_BWD_DATA
+    k = ki.E2T_ENGINE
     regs = {r.name: r.offset for r in k.registers()}
     assert (regs["CTRL"], regs["GIER"], regs["IP_IER"], regs["IP_ISR"], regs["ap_return"]) == (0, 4, 8, 0xC, 0x10)
-    # g_y, w, g_x, samples (pointers), then 11 int scalars (n_samples .. mult_s), from 0x18
+    # op, then 12 pointers (x .. samples), then 17 int scalars (n_samples .. wd_q), from 0x18
+    ptrs = ("x", "w", "bias", "y", "g_y", "g_x", "w_master", "sign", "predicted", "gmsb", "stats", "samples")
+    assert regs["op"] == 0x18 and regs["op_reserved"] == 0x1C
     if ki.M_AXI_ADDR64:           # two data words and a reserved one per pointer
-        assert [regs[f"{p}_1"] for p in ("g_y", "w", "g_x", "samples")] == [0x18, 0x24, 0x30, 0x3C]
-        assert regs["g_y_2"] == 0x1C and regs["g_y_reserved"] == 0x20
-        first_scalar = 0x48
+        assert [regs[f"{p}_1"] for p in ptrs] == [0x20 + 12 * i for i in range(12)]
+        first_scalar = 0x20 + 12 * 12
     else:                         # one data word and a reserved one
-        assert [regs[p] for p in ("g_y", "w", "g_x", "samples")] == [0x18, 0x20, 0x28, 0x30]
-        assert regs["g_y_reserved"] == 0x1C
-        first_scalar = 0x38
+        assert [regs[p] for p in ptrs] == [0x20 + 8 * i for i in range(12)]
+        assert regs["x_reserved"] == 0x24
+        first_scalar = 0x20 + 8 * 12
     assert [regs[s] for s in ("n_samples", "n", "ci")] == [first_scalar, first_scalar + 8, first_scalar + 16]
-    assert k.map_size == first_scalar + 11 * 8
+    assert regs["wd_q"] == first_scalar + 16 * 8
+    assert k.map_size == first_scalar + 17 * 8
     assert len({r.offset for r in k.registers()}) == len(list(k.registers()))
 
 
-def _words(ov, kernel):
-    return ov.device.kernels[kernel].words
+def _words(ov):
+    return ov.device.engine.words
+
+
+def _all_args(name: str, **args) -> dict:
+    """Every argument of e2t_engine as the driver writes them for pass ``name``."""
+    return {**{a.name: 0 for a in ki.E2T_ENGINE.args}, **args, "op": ki.PASSES[name].op}
 
 
 def test_execute_writes_every_argument_where_the_map_says(overlay, rng):
-    drv = overlay.kernels["conv_bwd_data"]
+    drv = overlay.engine
     n, ci, h, w, co = 3, 4, 5, 5, 8
     gy = pynq.allocate((n, co, h, w), np.int16)
     wt = pynq.allocate((co, ci, 3, 3), np.int8)
@@ -73,12 +93,14 @@ def test_execute_writes_every_argument_where_the_map_says(overlay, rng):
     smp[:] = [2, 0]
     args = dict(g_y=gy, w=wt, g_x=gx, samples=smp, n_samples=2, n=n, ci=ci, h=h, wd=w, co=co, k=3,
                 stride=1, pad=1, mult_m=20000, mult_s=20)
-    drv.execute(**args)
-    words = _words(overlay, "conv_bwd_data")
-    iface = ki.CONV_BWD_DATA
+    drv.conv_bwd_data(**args)
+    words = _words(overlay)
+    iface = ki.E2T_ENGINE
     for a in iface.args:
         off = iface.offset(a.name) // 4
-        if a.kind == "ptr":
+        if a.name not in args:    # op, and what the input-gradient pass does not read: 0
+            assert int(words[off]) == (1 if a.name == "op" else 0), a.name
+        elif a.kind == "ptr":
             addr = args[a.name].device_address
             assert addr >= 1 << 28 and int(words[off]) == addr & 0xFFFFFFFF
             assert int(words[off + 1]) == (addr >> 32 if ki.M_AXI_ADDR64 else 0)
@@ -88,27 +110,27 @@ def test_execute_writes_every_argument_where_the_map_says(overlay, rng):
     # write-only in a Vitis HLS .hwh, so it is read back through the MMIO)
     rm = drv.register_map
     gy_reg = rm.g_y_1 if ki.M_AXI_ADDR64 else rm.g_y
-    assert (gy_reg.address, rm.ci.address) == (0x18, iface.offset("ci"))
+    assert (gy_reg.address, rm.ci.address) == (iface.offset("g_y"), iface.offset("ci"))
     assert drv.mmio.read(gy_reg.address) == gy.device_address & 0xFFFFFFFF and drv.mmio.read(rm.ci.address) == ci
     rm.mult_s = 21
     assert int(words[iface.offset("mult_s") // 4]) == 21
-    assert drv.calls == 1 and drv.status() == 0
+    assert drv.calls == 1 and drv.pass_calls["conv_bwd_data"] == 1 and drv.status() == 0
 
 
 def test_handshake_done_is_clear_on_read(overlay):
-    drv = overlay.kernels["conv_fwd"]
-    k = overlay.device.kernels["conv_fwd"]
+    drv = overlay.engine
+    k = overlay.device.engine
     assert drv.read_ctrl() & (ki.AP_IDLE | ki.AP_START | ki.AP_DONE) == ki.AP_IDLE
     x = pynq.allocate((1, 1, 3, 3), np.int8)
     w = pynq.allocate((1, 1, 1, 1), np.int8)
     y = pynq.allocate((1, 1, 3, 3), np.int8)
     s = pynq.allocate((1,), np.int32)
-    drv.write_args(x=x, w=w, bias=0, y=y, samples=s, n_samples=1, n=1, ci=1, h=3, wd=3, co=1, k=1,
-                   stride=1, pad=0, x_unsigned=0, has_bias=0, relu=0, mult_m=1, mult_s=0)
+    drv.write_args(**_all_args("conv_fwd", x=x, w=w, y=y, samples=s, n_samples=1, n=1, ci=1, h=3, wd=3, co=1,
+                                k=1, stride=1, pad=0, mult_m=1))
     drv.mmio.write(ki.IP_IER, 1)
     drv.mmio.write(ki.GIER, 1)
     drv.mmio.write(ki.CTRL, ki.AP_START)
-    assert k.stats.calls == 1
+    assert k.stats["conv_fwd"].calls == 1 and k.pass_name == "conv_fwd"
     first = drv.read_ctrl()
     assert first & ki.AP_DONE and first & ki.AP_IDLE and first & ki.AP_READY and not first & ki.AP_START
     assert first & ki.INTERRUPT                         # ap_done with IER and GIE set
@@ -118,57 +140,73 @@ def test_handshake_done_is_clear_on_read(overlay):
     drv.mmio.write(ki.IP_ISR, 1)                       # toggle on write clears it
     assert drv.mmio.read(ki.IP_ISR) == 0 and not drv.read_ctrl() & ki.INTERRUPT
     drv.mmio.write(ki.CTRL, ki.AP_DONE | ki.AP_IDLE)   # read-only bits do not stick, no start
-    assert k.stats.calls == 1 and not drv.read_ctrl() & ki.AP_DONE
+    assert k.stats["conv_fwd"].calls == 1 and not drv.read_ctrl() & ki.AP_DONE
     # the driver still sees a completed call whose ap_done someone else consumed
     drv.mmio.write(ki.CTRL, ki.AP_START)
     drv.read_ctrl()
-    assert drv.wait(0.5) < 0.5 and k.stats.calls == 2
+    assert drv.wait(0.5) < 0.5 and k.stats["conv_fwd"].calls == 2
 
 
 def test_hung_kernel_times_out_with_a_clear_error(overlay):
-    overlay.device.inject_hang("conv_fwd")
+    overlay.device.inject_hang()
     be = overlay.backend(timeout_s=0.05)
     x = np.ones((2, 3, 4, 4), np.int8)
     w = np.ones((5, 3, 3, 3), np.int8)
     t0 = time.monotonic()
-    with pytest.raises(KernelTimeout, match=r"conv_fwd .*did not finish within 0.05 s.*reload the bitstream"):
+    with pytest.raises(KernelTimeout, match=r"conv_fwd: e2t_engine .*did not finish within 0.05 s.*reload the bitstream"):
         be.conv_fwd(x, w, None, (1, 4), pad=1)
     assert time.monotonic() - t0 < 2.0
-    ctrl = overlay.kernels["conv_fwd"].read_ctrl()
+    ctrl = overlay.engine.read_ctrl()
     assert ctrl & ki.AP_START and not ctrl & ki.AP_IDLE
     with pytest.raises(KernelError, match="busy"):
         be.conv_fwd(x, w, None, (1, 4), pad=1)
-    # the other kernels are unaffected; reloading clears the hang
-    assert be.conv_bwd_data(np.ones((2, 5, 4, 4), np.int16), w, (1, 4), in_hw=(4, 4), pad=1).shape == x.shape
+    # one IP: every pass waits for it (the engine is shared); reloading clears the hang
+    with pytest.raises(KernelError, match="conv_bwd_data: e2t_engine is busy"):
+        be.conv_bwd_data(np.ones((2, 5, 4, 4), np.int16), w, (1, 4), in_hw=(4, 4), pad=1)
     overlay.reload()
     assert be.conv_fwd(x, w, None, (1, 4), pad=1).shape == (2, 5, 4, 4)
+    assert be.conv_bwd_data(np.ones((2, 5, 4, 4), np.int16), w, (1, 4), in_hw=(4, 4), pad=1).shape == x.shape
 
 
 def test_kernel_status_and_bad_pointers_are_errors(overlay):
-    drv = overlay.kernels["conv_fwd"]
+    drv = overlay.engine
     x = pynq.allocate((2, 1, 3, 3), np.int8)
     w = pynq.allocate((1, 1, 1, 1), np.int8)
     y = pynq.allocate((2, 1, 3, 3), np.int8)
-    s = pynq.allocate((1,), np.int32)
-    s[:] = [5]                                          # not in [0, 2)
+    s = pynq.allocate((3,), np.int32)
+    s[:] = [5, 0, 0]                                    # 5 not in [0, 2)
     args = dict(x=x, w=w, bias=0, y=y, samples=s, n_samples=1, n=2, ci=1, h=3, wd=3, co=1, k=1,
                 stride=1, pad=0, x_unsigned=0, has_bias=0, relu=0, mult_m=1, mult_s=0)
-    with pytest.raises(KernelError, match="status 0x2 .*sample index outside"):
-        drv.execute(**args)
+    with pytest.raises(KernelError, match=r"conv_fwd: e2t_engine returned status 0x2 .*sample list invalid"):
+        drv.conv_fwd(**args)
+    s[:] = [1, 1, 0]                                    # a repeated index: counted twice in dW, refused
+    s.flush()
+    with pytest.raises(KernelError, match="status 0x2 .*repeated index"):
+        drv.conv_fwd(**{**args, "n_samples": 2})
+    with pytest.raises(KernelError, match="status 0x2 "):   # more entries than the batch
+        drv.conv_fwd(**{**args, "n_samples": 3})
+    assert "n_samples 3 outside [0, 2]" in overlay.device.engine.last_error
     with pytest.raises(KernelError, match="status 0x1 .*shape"):
-        drv.execute(**{**args, "k": 5, "samples": 0, "n_samples": 0})
+        drv.conv_fwd(**{**args, "k": 5, "samples": 0, "n_samples": 0})
+    with pytest.raises(KernelError, match="status 0x1 .*op"):   # no pass has op 3
+        drv.execute(**{**_all_args("conv_fwd", **args), "op": 3})
+    assert "op 3 is none of the passes" in overlay.device.engine.last_error
     with pytest.raises(SimulatedBusError, match="not inside one allocated buffer"):
-        drv.execute(**{**args, "n": 8, "samples": 0, "n_samples": 0})   # buffers too small for n=8
+        drv.conv_fwd(**{**args, "n": 8, "samples": 0, "n_samples": 0})   # buffers too small for n=8
+    with pytest.raises(KernelError, match="missing arguments"):
+        drv.conv_fwd(x=x)
+    with pytest.raises(KernelError, match=r"unknown \['g_y'\]"):   # another pass's argument
+        drv.conv_fwd(**args, g_y=0)
     with pytest.raises(KernelError, match="missing arguments"):
         drv.execute(x=x)
     with pytest.raises(KernelError, match="pynq.allocate"):
-        drv.execute(**{**args, "x": np.zeros(18, np.int8)})
+        drv.conv_fwd(**{**args, "x": np.zeros(18, np.int8)})
 
 
 def test_buffers_are_not_coherent_without_flush(overlay):
     """The simulated DDR is what the fabric sees: CPU writes reach it only by flush(),
     and the CPU sees kernel writes only after invalidate(), as with cacheable buffers."""
-    drv = overlay.kernels["conv_fwd"]
+    drv = overlay.engine
     x = pynq.allocate((1, 1, 2, 2), np.int8)
     w = pynq.allocate((1, 1, 1, 1), np.int8)
     y = pynq.allocate((1, 1, 2, 2), np.int8)
@@ -177,13 +215,13 @@ def test_buffers_are_not_coherent_without_flush(overlay):
     w[:] = 1
     s.flush()
     w.flush()                                         # x deliberately not flushed
-    drv.write_args(x=x, w=w, bias=0, y=y, samples=s, n_samples=1, n=1, ci=1, h=2, wd=2, co=1, k=1,
-                   stride=1, pad=0, x_unsigned=0, has_bias=0, relu=0, mult_m=1, mult_s=0)
+    drv.write_args(**_all_args("conv_fwd", x=x, w=w, y=y, samples=s, n_samples=1, n=1, ci=1, h=2, wd=2, co=1,
+                                k=1, stride=1, pad=0, mult_m=1))
     drv.start()
     drv.wait(1.0)
     y.invalidate()
     assert (y == 0).all()                             # the kernel read stale (zero) DDR
     y[:] = 0
-    drv.execute(x=x, w=w, bias=0, y=y, samples=s, n_samples=1, n=1, ci=1, h=2, wd=2, co=1, k=1,
-                stride=1, pad=0, x_unsigned=0, has_bias=0, relu=0, mult_m=1, mult_s=0)
+    drv.conv_fwd(x=x, w=w, bias=0, y=y, samples=s, n_samples=1, n=1, ci=1, h=2, wd=2, co=1, k=1,
+                 stride=1, pad=0, x_unsigned=0, has_bias=0, relu=0, mult_m=1, mult_s=0)
     assert (y == 7).all()                             # execute() flushes and invalidates
