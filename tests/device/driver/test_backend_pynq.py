@@ -73,7 +73,7 @@ def test_buffers_are_reused_and_empty_sample_lists_skip_the_call(overlay, rng):
                           np.zeros(x.shape, np.int16))
     assert be.calls["conv_fwd"] == 4 and be.skipped_calls == {"conv_fwd": 1, "conv_bwd_data": 1,
                                                               "conv_bwd_weight_psg": 0}
-    assert dev.kernels["conv_fwd"].stats.calls == 4 and dev.kernels["conv_bwd_data"].stats.calls == 0
+    assert dev.engine.stats["conv_fwd"].calls == 4 and dev.engine.stats["conv_bwd_data"].calls == 0
     # the PSG kernel does run on an empty list: weight decay still applies, as in golden
     wm = rng.integers(-(1 << 20), 1 << 20, wt.shape).astype(np.int32)
     r = be.conv_bwd_weight_psg(x, gy, wm, stride=2, pad=1, beta_q=3277, lr_q=5, wd_q=1 << 20, samples=[])
@@ -94,4 +94,4 @@ def test_bad_input_is_rejected_before_the_kernel_runs(overlay, rng):
         be.conv_fwd(x, wt, None, (1, 70), pad=1)
     with pytest.raises(ValueError, match="beta_q"):
         be.conv_bwd_weight_psg(x, gy, np.zeros(wt.shape, np.int32), pad=1, beta_q=70000, lr_q=1)
-    assert sum(k.stats.calls for k in overlay.device.kernels.values()) == 0
+    assert sum(s.calls for s in overlay.device.engine.stats.values()) == 0 and overlay.engine.calls == 0

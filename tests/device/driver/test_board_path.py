@@ -86,8 +86,8 @@ def test_board_overlay_refuses_the_wrong_board_or_design(tmp_path, monkeypatch):
     class _Other(_FakeOverlay):
         def __init__(self, bitfile, download=True):
             super().__init__(bitfile, download)
-            self.ip_dict["conv_fwd_0"]["phys_addr"] = 0x4000_0000
+            self.ip_dict["e2t_engine_0"]["phys_addr"] = 0x4000_0000
 
     monkeypatch.setattr(pynq, "Overlay", _Other)
-    with pytest.raises(mf.ManifestError, match="conv_fwd at 0x40000000, expected 0x43c00000"):
+    with pytest.raises(mf.ManifestError, match="e2t_engine at 0x40000000, expected 0x43c00000"):
         ovmod.KernelOverlay(d)

@@ -26,8 +26,22 @@ def test_committed_sim_manifest_is_current(tmp_path):
     assert mf.main(["--board", "sim", "--out", str(tmp_path)]) == 0
     assert json.loads((tmp_path / mf.MANIFEST_NAME).read_text()) == json.loads((SIM / mf.MANIFEST_NAME).read_text())
     ov = KernelOverlay(SIM, sim_impl="golden")
-    assert ov.simulated and set(ov.kernels) == set(ki.KERNELS)
-    assert ov.describe()["kernels"]["conv_fwd"] == "e2train.org:hls:conv_fwd:1.0"
+    assert ov.simulated and set(ov.kernels) == set(ki.KERNELS) == {"e2t_engine"}
+    assert ov.describe()["kernels"] == {"e2t_engine": "e2train.org:hls:e2t_engine:2.0"}
+    assert ov.engine is ov.kernels["e2t_engine"]
+
+
+def test_a_manifest_of_interface_1_is_refused(tmp_path):
+    """A bitstream built before the passes shared one engine (interface 1.0: three IPs) is
+    refused with what to do, before anything is loaded (the manifest of that version, as
+    `python -m e2train.device.manifest --board sim` wrote it)."""
+    old = json.loads((Path(__file__).parent / "manifest_iface1.json").read_text())
+    assert [k["vlnv"] for k in old["kernels"]] == [f"e2train.org:hls:{n}:1.0"
+                                                   for n in ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")]
+    with pytest.raises(mf.ManifestError, match=r"holds the IPs e2train.org:hls:conv_bwd_data:1.0, .*; this e2train "
+                                               r"drives e2train.org:hls:e2t_engine:2.0 \(kernel interface 2.0, one IP "
+                                               r"whose op picks the pass\): rebuild the bitstream \(make bitstream\)"):
+        KernelOverlay(_write(tmp_path / "old", old))
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -52,16 +66,16 @@ def test_bad_manifests_are_clear_errors(tmp_path, edit, message):
 def test_wrong_kernel_version_or_vlnv(tmp_path):
     m = json.loads((SIM / mf.MANIFEST_NAME).read_text())
     m2 = copy.deepcopy(m)
-    m2["kernels"][1]["version"] = "0.9"
-    with pytest.raises(mf.ManifestError, match="conv_bwd_data is .* version 0.9.*drives e2train.org:hls:conv_bwd_data:1.0"):
+    m2["kernels"][0]["version"] = "0.9"
+    with pytest.raises(mf.ManifestError, match="e2t_engine is .* version 0.9.*drives e2train.org:hls:e2t_engine:2.0"):
         KernelOverlay(_write(tmp_path / "v", m2))
     m3 = copy.deepcopy(m)
-    m3["kernels"][0]["vlnv"] = "xilinx.com:hls:conv_fwd:1.0"
-    with pytest.raises(mf.ManifestError, match="conv_fwd is xilinx.com:hls:conv_fwd:1.0"):
+    m3["kernels"][0]["vlnv"] = "xilinx.com:hls:e2t_engine:2.0"
+    with pytest.raises(mf.ManifestError, match="holds the IPs xilinx.com:hls:e2t_engine:2.0; this e2train drives"):
         KernelOverlay(_write(tmp_path / "n", m3))
     m4 = copy.deepcopy(m)
-    m4["kernels"] = m4["kernels"][:2]
-    with pytest.raises(mf.ManifestError, match="lists no conv_bwd_weight_psg"):
+    m4["kernels"] = []
+    with pytest.raises(mf.ManifestError, match="holds the IPs none; this e2train drives e2train.org:hls:e2t_engine"):
         KernelOverlay(_write(tmp_path / "m", m4))
 
 
@@ -115,17 +129,22 @@ def _ip_dict() -> dict:
 def test_hwh_ip_dict_checks():
     mf.check_ip_dict(_ip_dict(), "good.hwh")
     d = _ip_dict()
-    d["conv_fwd_0"]["phys_addr"] = 0x43C3_0000
-    with pytest.raises(mf.ManifestError, match=r"conv_fwd at 0x43c30000, expected 0x43c00000"):
+    d["e2t_engine_0"]["phys_addr"] = 0x43C3_0000
+    with pytest.raises(mf.ManifestError, match=r"e2t_engine at 0x43c30000, expected 0x43c00000"):
         mf.check_ip_dict(d, "x.hwh")
     d = _ip_dict()
-    del d["conv_bwd_data_0"]["registers"]["mult_s"]
-    with pytest.raises(mf.ManifestError, match="conv_bwd_data: no registers at offsets .*arguments differ"):
+    del d["e2t_engine_0"]["registers"]["mult_s"]
+    with pytest.raises(mf.ManifestError, match="e2t_engine: no registers at offsets .*arguments differ"):
         mf.check_ip_dict(d, "x.hwh")
     d = _ip_dict()
-    d["conv_bwd_weight_psg_0"]["type"] = "e2train.org:hls:conv_bwd_weight_psg:0.9"
-    with pytest.raises(mf.ManifestError, match="no IP with VLNV .*psg:1.0 .*different vendor/library/version"):
+    d["e2t_engine_0"]["type"] = "e2train.org:hls:e2t_engine:1.0"
+    with pytest.raises(mf.ManifestError, match="no IP with VLNV .*e2t_engine:2.0 .*different vendor/library/version"):
         mf.check_ip_dict(d, "x.hwh")
+    # a design of interface 1.0 (three IPs, one per pass) is not ours
+    old = {f"{n}_0": {"type": f"e2train.org:hls:{n}:1.0", "phys_addr": 0x43C0_0000 + 0x1_0000 * i}
+           for i, n in enumerate(("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg"))}
+    with pytest.raises(mf.ManifestError, match="no IP with VLNV e2train.org:hls:e2t_engine:2.0"):
+        mf.check_ip_dict(old, "old.hwh")
 
 
 def test_manifest_tool_rejects_a_hwh_without_our_kernels(tmp_path, capsys):
@@ -138,7 +157,7 @@ def test_manifest_tool_rejects_a_hwh_without_our_kernels(tmp_path, capsys):
     bit.write_bytes(b"\0" * 64)
     rc = mf.main(["--board", "pynq-z2", "--bit", str(bit), "--hwh", str(resizer), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and "no IP with VLNV e2train.org:hls:conv_fwd:1.0" in err
+    assert rc == 2 and "no IP with VLNV e2train.org:hls:e2t_engine:2.0" in err
     assert not (tmp_path / "o" / mf.MANIFEST_NAME).exists()
     bad = tmp_path / "bad.hwh"
     bad.write_text("<EDKSYSTEM><MODULES>")

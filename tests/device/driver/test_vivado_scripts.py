@@ -27,7 +27,7 @@ proc get_bd_pins {p} { return $p }
 proc get_bd_intf_pins {args} {
     if {[lindex $args 0] eq "-of_objects"} {
         set c [lindex $args 1]
-        return [list /$c/m_axi_gx /$c/m_axi_gw]
+        return [list /$c/m_axi_gx /$c/m_axi_gg /$c/m_axi_gw /$c/m_axi_gy]
     }
     return [lindex $args end]
 }
@@ -57,13 +57,31 @@ def test_block_design_dry_run(tmp_path, tclsh):
         addr = [c for c in calls if c.startswith("assign_bd_address") and f"{k.instance}/s_axi_control" in c]
         assert len(addr) == 1 and f"-offset {k.base_addr:#010x} -range {ki.ADDR_RANGE:#x}" in addr[0]
         assert any(f"/ps7/M_AXI_GP0" in c and c.endswith(f"{k.instance}/s_axi_control") for c in calls)
-    hp = {c.split("Master ")[1].split("/")[1]: c.split("Slave ")[1].split()[0]
+    assert len(ki.KERNELS) == 1 and sum(c.startswith("create_bd_cell") and "e2train.org" in c for c in calls) == 1
+    # one IP: each of its four m_axi bundles on its own HP port
+    hp = {c.split("Master ")[1].split()[0]: c.split("Slave ")[1].split()[0]
           for c in calls if "Slave /ps7/S_AXI_HP" in c}
-    assert hp == {"conv_fwd_0": "/ps7/S_AXI_HP0", "conv_bwd_data_0": "/ps7/S_AXI_HP1",
-                  "conv_bwd_weight_psg_0": "/ps7/S_AXI_HP2"}
-    irq = [c for c in calls if c.startswith("connect_bd_net") and "irq_concat/In" in c]
-    assert len(irq) == 3 and any("irq_concat/dout ps7/IRQ_F2P" in c for c in calls)
+    assert hp == {f"/e2t_engine_0/m_axi_{b}": f"/ps7/{p}" for b, p in ki.M_AXI_BUNDLES.items()}
+    assert set(hp.values()) == {f"/ps7/S_AXI_HP{i}" for i in range(4)}
+    assert all(f"CONFIG.PCW_USE_S_AXI_HP{i} 1" in " ".join(calls) for i in range(4))
+    assert any(c.startswith("connect_bd_net") and "e2t_engine_0/interrupt ps7/IRQ_F2P" in c for c in calls)
     assert any("apply_board_preset" in c for c in calls)
+
+
+def test_block_design_refuses_an_m_axi_bundle_without_an_hp_port(tmp_path, tclsh):
+    stubs = STUBS.replace("/$c/m_axi_gy]", "/$c/m_axi_gz]")
+    script = tmp_path / "run.tcl"
+    script.write_text(stubs + ki.tcl_text() + "set board_part {}\n" + f"source {VIVADO / 'bd.tcl'}\n")
+    p = subprocess.run([tclsh, str(script)], capture_output=True, text=True,
+                       env={**os.environ, "E2T_LOG": str(tmp_path / "calls.log")})
+    assert p.returncode != 0 and "m_axi bundle m_axi_gz that kernel_iface.M_AXI_BUNDLES does not place" in p.stderr
+
+
+def test_hls_bundles_are_the_block_designs():
+    src = (REPO / "hls" / "src" / "e2t_engine.cpp").read_text()
+    import re
+    assert set(re.findall(r"#pragma HLS INTERFACE m_axi port=\w+ offset=slave bundle=(\w+)", src)) == \
+        set(ki.M_AXI_BUNDLES)
 
 
 def test_board_table_matches_the_manifest(tclsh):
