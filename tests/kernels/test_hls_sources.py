@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-KERNELS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")
+TOP = "e2t_engine"
+PASS_FILES = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")
+SOURCES = (TOP, *PASS_FILES)
 
 
 def _params(src: str, name: str) -> list[tuple[str, bool]]:
@@ -26,29 +28,67 @@ def _params(src: str, name: str) -> list[tuple[str, bool]]:
     return out
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_every_port_has_an_interface_pragma(kernel):
-    src = (REPO / "hls/src" / f"{kernel}.cpp").read_text()
+def _src(name: str) -> str:
+    return (REPO / "hls/src" / f"{name}.cpp").read_text()
+
+
+def test_every_port_of_the_top_has_an_interface_pragma():
+    src = _src(TOP)
     header = (REPO / "hls/include/e2t_kernels.h").read_text()
-    params = _params(src, kernel)
-    assert params == _params(header, kernel)          # the definition matches the declaration
+    params = _params(src, TOP)
+    assert params == _params(header, TOP)          # the definition matches the declaration
     for name, is_ptr in params:
         mode = "m_axi" if is_ptr else "s_axilite"
-        assert re.search(rf"#pragma HLS INTERFACE {mode} port={name}\b", src), f"{kernel}: {name} needs {mode}"
+        assert re.search(rf"#pragma HLS INTERFACE {mode} port={name}\b", src), f"{TOP}: {name} needs {mode}"
     assert "#pragma HLS INTERFACE s_axilite port=return" in src
-    assert "#pragma HLS PIPELINE" in src
-    assert "float" not in src and "double" not in src      # integer arithmetic only
+    # one s_axilite bundle: the default (control), none named
+    assert not re.search(r"INTERFACE s_axilite .*bundle=", src)
+    for f in SOURCES:
+        text = _src(f)
+        assert "float" not in text and "double" not in text      # integer arithmetic only
+    for f in PASS_FILES:
+        assert "#pragma HLS PIPELINE" in _src(f)
+        assert "#pragma HLS INTERFACE" not in _src(f), f"{f}: interfaces belong to the top"
+
+
+def test_the_engine_is_called_at_one_place_and_shared_by_every_pass():
+    """One engine in the IP: train_engine_hls has one call site in the design (inside
+    e2t_engine_call); every pass function, and the weight-gradient sweep called three times,
+    is inlined into the top, whose ALLOCATION pragmas limit the engine call and the engine to
+    one instance."""
+    code = {f: re.sub(r"//[^\n]*", "", _src(f)) for f in SOURCES}
+    calls = [(f, m.start()) for f, t in code.items() for m in re.finditer(r"\btrain_engine_hls\(", t)]
+    assert len(calls) == 1 and calls[0][0] == TOP, calls
+    call_fn = code[TOP][code[TOP].index("void e2t_engine_call("):]
+    assert call_fn.index("train_engine_hls(") < call_fn.index("\n}\n")
+    assert "#pragma HLS DATAFLOW" in call_fn[:call_fn.index("\n}\n")]
+    top = code[TOP][code[TOP].index('extern "C" int e2t_engine('):]
+    assert "#pragma HLS ALLOCATION function instances=e2t_engine_call limit=1" in top
+    assert "#pragma HLS ALLOCATION function instances=train_engine_hls limit=1" in top
+    # every function that calls e2t_engine_call is inlined (so every call site is the top's)
+    for f in PASS_FILES:
+        t = code[f]
+        for m in re.finditer(r"\be2t_engine_call\(", t):
+            fn = re.findall(r"\n(?:int|void) (\w+)\([^;{]*\)\s*\{", t[:m.start()])[-1]
+            body = t[t.index(f" {fn}("):]
+            body = body[body.index("{"):]
+            assert body.lstrip("{ \n").startswith("#pragma HLS INLINE"), f"{f}: {fn} calls the engine, not inlined"
+    wgrad = code["conv_bwd_weight_psg"]
+    sweeps = [m.start() for m in re.finditer(r"\brun_sweep\(", wgrad)]
+    assert len(sweeps) == 4       # its definition and three calls: inlined, so one engine call site each
+    # the forward and input-gradient weight tiles are one buffer, the top's
+    assert "int8_t wt[" in code[TOP] and not any("int8_t wt[E2T" in code[f] for f in PASS_FILES)
 
 
 def test_kernels_parse_as_synthesis_sees_them():
-    """With __SYNTHESIS__ defined (Vitis HLS's front end) the kernels compile without the
-    engine's C model (train_engine.h keeps it out: the RTL blackbox takes its place) and
-    their big buffers are plain statics."""
+    """With __SYNTHESIS__ defined (Vitis HLS's front end) the top and its passes compile
+    without the engine's C model (train_engine.h keeps it out: the RTL blackbox takes its
+    place) and their big buffers are plain statics."""
     cxx = shutil.which("g++")
     if cxx is None:
         pytest.fail("g++ is missing: this test compiles hls/src (apt-get install g++)")
     r = subprocess.run([cxx, "-std=c++17", "-fsyntax-only", "-D__SYNTHESIS__", "-Wall", "-Wextra", "-Werror",
-                        "-Wno-unknown-pragmas", "-Ihls/include", *(f"hls/src/{k}.cpp" for k in KERNELS)],
+                        "-Wno-unknown-pragmas", "-Ihls/include", *(f"hls/src/{k}.cpp" for k in SOURCES)],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     model = (REPO / "hls/include/train_engine.h").read_text()
@@ -61,6 +101,9 @@ def test_scripts_target_xc7z020_at_100mhz():
     assert "set_part xc7z020clg484-1" in tcl
     assert "create_clock -period 10" in tcl
     assert "export_design -format ip_catalog" in tcl
+    assert re.search(r"^set_top e2t_engine$", tcl, re.M)
+    assert sorted(re.findall(r"add_files hls/src/\$f.cpp", tcl)) and \
+        re.search(r"foreach f \{(.*?)\}", tcl).group(1).split() == list(SOURCES)
 
 
 @pytest.mark.skipif(shutil.which("vitis_hls") is not None, reason="vitis_hls is installed here")
