@@ -20,14 +20,17 @@ here, so the shell is modelled; everything on either side of it is real:
 * its **output stage** is ``core.fixedpoint.requantize`` (what ``core.golden`` applies and
   the HLS C++ mirrors, ``e2t_requant``).
 
-The argument checks are the HLS kernels' (hls/src/conv_fwd.cpp, e2t_shape.h), in their
-order: a shape or multiplier outside what the kernel accepts returns E2T_ERR_SHAPE, a sample
-list whose length or an index is outside [0, n) E2T_ERR_SAMPLE, both before anything else is
-read or anything written; a requantisation overflow
-returns E2T_ERR_OVERFLOW (the model writes nothing then; the C++ writes saturated codes).
+The argument checks are the HLS top's (hls/src/e2t_engine.cpp, the passes, e2t_shape.h), in
+their order: an op that is no pass returns E2T_ERR_SHAPE; a shape or multiplier outside what
+the pass accepts returns E2T_ERR_SHAPE, a sample list longer than the batch, an index outside
+[0, n) or a repeated index E2T_ERR_SAMPLE, all before anything else is read or anything
+written; a requantisation overflow returns E2T_ERR_OVERFLOW (the model writes nothing then;
+the C++ writes saturated codes).
 
 Generic over ``kernel_iface.KernelIface``: the argument words are decoded from the iface's
-argument order and offsets, and the pass is chosen by the kernel's name (``PASSES``).
+argument order and offsets, and the pass is chosen by the ``op`` argument
+(``kernel_iface.PASS_BY_OP``; ``PASSES`` here: the passes this model implements, forward and
+input gradient; the weight-gradient pass is not modelled and a call of it fails the bench).
 """
 from __future__ import annotations
 
@@ -100,7 +103,7 @@ class ShellModel:
             await RisingEdge(d.ap_clk)
             d.ctrl_ap_idle.value = 0
             try:
-                status = await PASSES[self.iface.name](self, args)
+                status = await self.dispatch(args)
             except KernelStatus as e:
                 status = e.status
             self.last_args = args
@@ -112,6 +115,15 @@ class ShellModel:
             d.ctrl_ap_ready.value = 0
             d.ctrl_ap_idle.value = 1
             self.calls += 1
+
+    async def dispatch(self, args: dict) -> int:
+        """The pass that op names (e2t_engine's switch)."""
+        p = ki.PASS_BY_OP.get(args["op"])
+        if p is None:
+            raise KernelStatus(E2T_ERR_SHAPE)          # no such pass: nothing read, nothing written
+        if p.name not in PASSES:
+            raise NotImplementedError(f"the shell model has no {p.name} pass (op {p.op})")
+        return await PASSES[p.name](self, args)
 
     def decode(self, words: int) -> dict[str, int]:
         """The argument words as the kernel's C arguments: pointers unsigned, ints signed."""
@@ -152,12 +164,13 @@ class ShellModel:
             check_mult((a["mult_m"], a["mult_s"]))
         except (ShapeError, ValueError):
             raise KernelStatus(E2T_ERR_SHAPE) from None
-        # e2t_samples_ok (hls/include/e2t_shape.h): the list's length, then each index; a
-        # repeated index is not refused there (the sample is computed twice, the same way)
+        # e2t_samples_ok (hls/include/e2t_shape.h): the list's length, then each index, then
+        # repeats (the seen-bit per sample: a repeat would count a sample twice in dW)
         if not 0 <= a["n_samples"] <= shape.n:
             raise KernelStatus(E2T_ERR_SAMPLE)
         samples = await self.read(a["samples"], a["n_samples"], np.int32)
-        if samples.size and (samples.min() < 0 or samples.max() >= shape.n):
+        if samples.size and (samples.min() < 0 or samples.max() >= shape.n
+                             or np.unique(samples).size != samples.size):
             raise KernelStatus(E2T_ERR_SAMPLE)
         return shape, samples
 
@@ -223,8 +236,7 @@ class ShellModel:
         return ki.E2T_OK
 
 
-# The pass each kernel runs. The merged kernel (one IP, an op selector) picks among these
-# by its op argument.
+# The passes this model implements, by kernel_iface pass name (dispatch picks one by op).
 PASSES = {"conv_fwd": ShellModel.conv_fwd, "conv_bwd_data": ShellModel.conv_bwd_data}
 
 

@@ -1,23 +1,26 @@
 """cocotb bench: the PYNQ driver against the RTL through AXI bus models (top
-fpga/rtl/kernel_axi_top.v: the control block axil_ctrl.v, the engine train_engine_hls.v).
+fpga/rtl/kernel_axi_top.v: the control block axil_ctrl.v sized for the one IP's register map,
+kernel_iface.E2T_ENGINE, and the engine train_engine_hls.v). The driver's pass methods write
+``op``; the shell model picks the pass by it.
 
 * ``control_registers``: the control block's register semantics, from kernel_iface's
   register map, with AxiLiteMaster and the kernel-side handshake driven by hand.
-* ``driver_conv_fwd_vs_golden``: the project's ``ConvFwdDriver`` (unmodified, in a
+* ``driver_conv_fwd_vs_golden``: the project's ``EngineDriver.conv_fwd`` (unmodified, in a
   ``cocotb.bridge`` thread) allocates buffers with ``pynq.allocate``, writes the argument
   registers over AXI4-Lite, starts the kernel and polls CTRL; the shell model
   (shell_model.py) reads the buffers over AXI4 from the AxiRam, runs every MAC in the RTL
   engine and writes y back; the driver invalidates y and the bench compares it with
   ``core.golden.conv_fwd`` bit for bit, samples not listed untouched.
-* ``driver_status_word``: calls the kernel refuses (a 2x2 kernel, a sample index out of
-  range, a list longer than the batch) come back through ap_return as the status bits the driver turns into its
-  KernelError, with nothing written; the kernel then takes a valid call.
+* ``driver_status_word``: calls the IP refuses (a 2x2 kernel, a sample index out of range, a
+  list longer than the batch, a repeated index, an op that is no pass) come back through
+  ap_return as the status bits the driver turns into its KernelError, with nothing written;
+  the IP then takes a valid call.
 * ``driver_after_a_stolen_done``: another reader takes the clear-on-read ap_done first;
   the driver still finishes (ap_idle with ap_start taken) with a correct y.
-* ``driver_conv_bwd_data_vs_golden``: the same for ``ConvBwdDataDriver`` and
-  ``core.golden.conv_bwd_data``.
+* ``driver_conv_bwd_data_vs_golden``: the same for ``EngineDriver.conv_bwd_data`` and
+  ``core.golden.conv_bwd_data``, on the same top (op 1).
 
-Environment: KERNEL (the kernel_iface name the top was built for), ENG_ROWS, ENG_COLS.
+Environment: ENG_ROWS, ENG_COLS.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ from psg_bus import u
 from pynq_axi import AxiBoard, quiet
 from shell_model import ShellModel
 
-IFACE = ki.KERNELS[os.environ.get("KERNEL", "conv_fwd")]
+IFACE = ki.E2T_ENGINE
 ROWS = int(os.environ.get("ENG_ROWS", "2"))
 COLS = int(os.environ.get("ENG_COLS", "3"))
 WAIT_S = 600.0      # the driver's poll timeout, wall clock: the simulators are slow, not hung
@@ -188,14 +191,14 @@ def _fwd_case(rng, shape: ConvShape, unsigned: bool):
 def _run_fwd(drv, x, w, bias, y0, samples, shape, unsigned, relu, mult, has_bias=1, k=None):
     """The host program: pynq buffers, one driver call; returns y as the ARM reads it."""
     bx, bw, bb, by, bs = (buffer(a) for a in (x, w, bias, y0, samples))
-    drv.execute(x=bx, w=bw, bias=bb, y=by, samples=bs, n_samples=len(samples), n=shape.n, ci=shape.ci,
-                h=shape.h, wd=shape.w, co=shape.co, k=shape.k if k is None else k, stride=shape.stride,
-                pad=shape.pad, x_unsigned=int(unsigned), has_bias=has_bias, relu=int(relu),
-                mult_m=mult.m, mult_s=mult.s)
+    drv.conv_fwd(x=bx, w=bw, bias=bb, y=by, samples=bs, n_samples=len(samples), n=shape.n, ci=shape.ci,
+                 h=shape.h, wd=shape.w, co=shape.co, k=shape.k if k is None else k, stride=shape.stride,
+                 pad=shape.pad, x_unsigned=int(unsigned), has_bias=has_bias, relu=int(relu),
+                 mult_m=mult.m, mult_s=mult.s)
     return np.array(by)
 
 
-@cocotb.test(skip=IFACE.name != "conv_fwd")
+@cocotb.test()
 async def driver_conv_fwd_vs_golden(dut):
     board, drv, shell = await board_with_shell(dut)
     rng = np.random.default_rng(5)
@@ -213,12 +216,13 @@ async def driver_conv_fwd_vs_golden(dut):
         assert not bad.size, f"{shape} unsigned={unsigned} relu={relu}: y differs from golden at " \
                              f"{bad[:4].tolist()}: got {got[tuple(bad[0])]}, want {want[tuple(bad[0])]}"
         assert shell.last_args["n_samples"] == len(samples) and shell.last_args["mult_m"] == mult.m
+        assert shell.last_args["op"] == ki.PASSES["conv_fwd"].op and shell.last_args["g_y"] == 0
         dut._log.info(f"{shape}: y = golden bit for bit ({shell.engine_calls} engine calls so far, "
                       f"{board.register_writes} register writes, {board.register_reads} reads)")
     assert drv.calls == len(cases) and shell.calls == len(cases)
 
 
-@cocotb.test(skip=IFACE.name != "conv_fwd")
+@cocotb.test()
 async def driver_status_word(dut):
     board, drv, shell = await board_with_shell(dut)
     rng = np.random.default_rng(6)
@@ -226,7 +230,8 @@ async def driver_status_word(dut):
     x, w, bias, mult = _fwd_case(rng, shape, True)
     y0 = np.full(shape.y_shape, 0x5A, np.int8)
     bad_calls = [("a 2x2 kernel", dict(k=2), 1), ("sample index 2 in a batch of 2", dict(samples=np.array([0, 2], np.int32)), 2),
-                 ("3 samples listed in a batch of 2", dict(samples=np.array([0, 1, 0], np.int32)), 2)]
+                 ("3 samples listed in a batch of 2", dict(samples=np.array([0, 1, 0], np.int32)), 2),
+                 ("sample 1 listed twice", dict(samples=np.array([1, 1], np.int32)), 2)]
     for what, change, bit in bad_calls:
         samples = change.get("samples", np.array([0, 1], np.int32))
 
@@ -241,12 +246,22 @@ async def driver_status_word(dut):
         assert f"status {bit:#x}" in msg and ki.STATUS_BITS[bit] in msg, f"{what}: {msg}"
         assert shell.engine_calls == 0, f"{what}: the kernel ran the engine"
         dut._log.info(f"{what}: {msg}")
+    def no_such_op():      # op 3: no pass; the driver's pass methods never write it
+        args = {a.name: 0 for a in IFACE.args}
+        args.update(op=3, n=2, ci=2, h=4, wd=4, co=2, k=3, stride=1, pad=1)
+        try:
+            drv.execute(**args)
+        except KernelError as e:
+            return str(e)
+        return None
+    msg = await bridge(no_such_op)()
+    assert msg is not None and "status 0x1" in msg and shell.engine_calls == 0, f"op 3: {msg}"
     got = await bridge(_run_fwd)(drv, x, w, bias, y0, np.array([0, 1], np.int32), shape, True, False, mult)
     want = golden.conv_fwd(x, w, bias, mult, stride=1, pad=1, samples=np.array([0, 1]), out=y0.copy())
     assert np.array_equal(got, want), "a valid call after refused ones is wrong"
 
 
-@cocotb.test(skip=IFACE.name != "conv_fwd")
+@cocotb.test()
 async def driver_after_a_stolen_done(dut):
     """ap_done is clear-on-read: another reader of CTRL (a register_map print, a debugger)
     can take it before the driver's poll does. The driver must still see the call finish
@@ -272,13 +287,13 @@ async def driver_after_a_stolen_done(dut):
 
 def _run_bwd(drv, g, w, gx0, samples, shape, mult):
     bg, bw, bgx, bs = (buffer(a) for a in (g, w, gx0, samples))
-    drv.execute(g_y=bg, w=bw, g_x=bgx, samples=bs, n_samples=len(samples), n=shape.n, ci=shape.ci, h=shape.h,
-                wd=shape.w, co=shape.co, k=shape.k, stride=shape.stride, pad=shape.pad, mult_m=mult.m,
-                mult_s=mult.s)
+    drv.conv_bwd_data(g_y=bg, w=bw, g_x=bgx, samples=bs, n_samples=len(samples), n=shape.n, ci=shape.ci,
+                      h=shape.h, wd=shape.w, co=shape.co, k=shape.k, stride=shape.stride, pad=shape.pad,
+                      mult_m=mult.m, mult_s=mult.s)
     return np.array(bgx)
 
 
-@cocotb.test(skip=IFACE.name != "conv_bwd_data")
+@cocotb.test()
 async def driver_conv_bwd_data_vs_golden(dut):
     board, drv, shell = await board_with_shell(dut)
     rng = np.random.default_rng(7)
@@ -296,5 +311,6 @@ async def driver_conv_bwd_data_vs_golden(dut):
                                     samples=samples, out=gx0.copy())
         bad = np.argwhere(got != want)
         assert not bad.size, f"{shape}: g_x differs from golden at {bad[:4].tolist()}"
+        assert shell.last_args["op"] == ki.PASSES["conv_bwd_data"].op and shell.last_args["x"] == 0
         dut._log.info(f"{shape}: g_x = golden bit for bit")
-    assert drv.calls == 2
+    assert drv.calls == 2 and drv.pass_calls["conv_bwd_data"] == 2
