@@ -64,11 +64,14 @@ def test_description_matches_c_and_rtl(path: Path) -> None:
 
 @pytest.mark.parametrize("kernel", ["conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg"])
 def test_kernels_call_the_engine_and_the_script_adds_it(kernel: str) -> None:
-    """Every kernel's MACs go through the engine's blackbox: it calls train_engine_hls and has
-    no MAC loop of its own (no product of two operands outside the output stage), and the
-    HLS script adds the blackbox description."""
+    """Every pass's MACs go through the engine's blackbox: it calls the top's one engine call
+    (e2t_engine_call, which calls train_engine_hls) and has no MAC loop of its own (no product
+    of two operands outside the output stage), and the HLS script adds the blackbox
+    description."""
     tcl = (ROOT / "hls" / "scripts" / "kernel.tcl").read_text()
     src = (ROOT / "hls" / "src" / f"{kernel}.cpp").read_text()
+    top = (ROOT / "hls" / "src" / "e2t_engine.cpp").read_text()
     assert "add_files -blackbox hls/blackbox/train_engine.json" in tcl
-    assert re.search(r"\btrain_engine_hls\(", src), f"{kernel} does not call the engine"
+    assert re.search(r"\be2t_engine_call\(", src), f"{kernel} does not call the engine"
+    assert re.search(r"\btrain_engine_hls\(", top[top.index("void e2t_engine_call("):]), "the top does not call the engine"
     assert not re.search(r"\+=\s*\(int(32|64)_t\)\s*\w+(\[[^]]*\])*\s*\*", src), f"{kernel} has a MAC loop of its own"
