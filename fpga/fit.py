@@ -12,9 +12,13 @@ One row per part, LUT / FF / DSP48E1 / BRAM36, each labelled with where its numb
   buses scale with one dimension each), because a 2-core machine takes minutes per full
   grid. A full synthesis, when cached, is used instead and the extrapolation is shown
   beside it. These are yosys counts, not Vivado's.
-* the HLS shell around it (AXI masters, control registers, operand feeders and buffers,
-  requantisers, PSG decision and update): a stated estimate, item by item below; no Vitis
-  HLS report exists here.
+* the HLS shell around it: ONE HLS top, e2t_engine (hls/src/e2t_engine.cpp), whose op argument
+  picks the pass, so one shell with the union of the three passes' logic and buffers (the
+  forward and input-gradient passes share one weight tile buffer; the weight-gradient
+  partial sums and chunk buffers are its own) and one engine instance (every engine call
+  goes through one function, shared by an ALLOCATION pragma: tests/kernels/test_hls_sources.py).
+  AXI masters, control registers, operand feeders and buffers, requantisers, PSG decision
+  and update: a stated estimate, item by item below; no Vitis HLS report exists here.
 * the PS-side IP (AXI interconnects between the kernel's masters and the HP ports, and
   between GP0 and its control registers): allowances, see PS_IP.
 
@@ -66,19 +70,24 @@ PS_IP = [
 
 
 def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
-    """The HLS shell, estimated item by item (what it holds and why this size)."""
+    """The HLS shell of the one top, e2t_engine, estimated item by item (what it holds and why
+    this size)."""
     cells = rows * cols
     wgrad = perfmodel.wgrad_bram36()
     return [
         ("m_axi adapters (4 bundles, 64-bit)", {"LUT": 4 * 1200, "FF": 4 * 1600, "DSP": 0, "BRAM36": 4 * 1},
          "estimate: Vitis m_axi adapter with read and write channels and a 1-BRAM burst buffer"),
         ("s_axilite registers + ap_ctrl", {"LUT": 400, "FF": 900, "DSP": 0, "BRAM36": 0},
-         "estimate: ~28 32-bit arguments"),
-        ("operand feeders and loop control (3 passes)", {"LUT": 3 * 1500, "FF": 3 * 1300, "DSP": 0, "BRAM36": 0},
-         "estimate: address counters, phase/tap sequencing, bus formatting per pass"),
+         "estimate: 30 32-bit arguments (op, 12 m_axi offsets, 17 scalars), one bundle"),
+        ("operand feeders and loop control (the 3 passes of one top)",
+         {"LUT": 3 * 1500, "FF": 3 * 1300, "DSP": 0, "BRAM36": 0},
+         "estimate: address counters, phase/tap sequencing, bus formatting per pass; op selects"),
+        ("sample-list check", {"LUT": 50, "FF": 40, "DSP": 0, "BRAM36": 0.5},
+         "a seen bit per batch sample (4096 x 1 b, one RAMB18): repeats are refused"),
         ("on-chip buffers", {"LUT": 0, "FF": 0, "DSP": 0,
                              "BRAM36": rows + 2 * (2 * cols // 8 + 1) + 2 * (cols // 4 + 1) + 4},
-         f"weights {rows} banks x 4.5 KB (co*ci*9 <= 36 KB); x line buffers and g rows "
+         f"weights {rows} banks x 4.5 KB (co*ci*9 <= 36 KB), one buffer for the forward and input-gradient "
+         "passes; x line buffers and g rows "
          "ping-pong, banked for one beat per cycle; WGRAD stream FIFOs"),
         ("weight-gradient partial sums + adders", {"LUT": 150, "FF": 300, "DSP": perfmodel.PART_ADDERS,
                                                    "BRAM36": wgrad["partials"]},
@@ -166,7 +175,7 @@ def budget(rows: int, cols: int, out: Path, synth_full: bool) -> tuple[list[tupl
     else:
         engine = bilinear(rows, cols, out)
         src = "yosys synth_xilinx, extrapolated from " + "/".join(f"{r}x{c}" for r, c in CORNERS)
-    parts = [(f"train_engine_hls {rows}x{cols} (RTL: engine + read-out)", engine, src)]
+    parts = [(f"train_engine_hls {rows}x{cols} (RTL: engine + read-out), one instance", engine, src)]
     parts += shell_rows(rows, cols)
     parts += [(name, v, "allowance (PG059 tables not read here)") for name, v in PS_IP]
     return parts, note

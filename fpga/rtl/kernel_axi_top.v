@@ -17,8 +17,8 @@
 module kernel_axi_top #(
     parameter integer ROWS = 2,
     parameter integer COLS = 3,
-    parameter integer N_ARGS = 19,
-    parameter integer CTRL_ADDR_WIDTH = 8,
+    parameter integer N_ARGS = 30,            // kernel_iface.E2T_ENGINE: op, 12 pointers, 17 scalars
+    parameter integer CTRL_ADDR_WIDTH = 9,
     parameter integer FIRST_ARG = 24
 ) (
     input  wire                         ap_clk,

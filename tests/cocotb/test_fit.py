@@ -23,9 +23,13 @@ def test_reduced_grid_fits_and_counts_every_part(capsys) -> None:
     fit = load_fit()
     assert fit.main(["--rows", "2", "--cols", "3", "--out", str(OUT)]) == 0
     text = capsys.readouterr().out
-    for part in ("train_engine_hls 2x3 (RTL: engine + read-out)", "m_axi adapters", "requantisers",
-                 "AXI interconnect, 4 HP paths", "GP0", "**total**"):
+    for part in ("train_engine_hls 2x3 (RTL: engine + read-out), one instance", "m_axi adapters", "requantisers",
+                 "AXI interconnect, 4 HP paths", "GP0", "sample-list check", "**total**"):
         assert part in text, f"{part!r} missing from the budget table"
+    # one IP, one engine: the engine and each shell item counted once
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    assert sum(r.startswith("train_engine_hls") for r in rows) == 1
+    assert len(rows) == len(set(rows))
     engine = fit.synth(2, 3, OUT)
     assert engine["DSP"] == 6, f"one DSP48E1 per cell expected, yosys mapped {engine['DSP']}"
     assert engine["LUT"] > 0 and engine["FF"] > 0

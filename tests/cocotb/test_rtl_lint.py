@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import pytest
 
+from e2train.device import kernel_iface as ki
 from rtl_sims import RTL_DIR, SOURCES, SimulatorMissing, simulator_path
 
 ENGINE_V2 = [str(RTL_DIR / f) for f in SOURCES["train_engine"]]
@@ -18,9 +19,10 @@ CONFIGS = [("train_engine", ENGINE_V2, {"ROWS": 8, "COLS": 21}), ("train_engine"
 ENGINE_HLS = [str(RTL_DIR / f) for f in SOURCES["train_engine_hls"]]
 CONFIGS += [("train_engine_hls", ENGINE_HLS, {"ROWS": r, "COLS": c}) for r, c in ((8, 21), (2, 3), (1, 1))]
 # the HLS-style control block that the driver's bench runs against (a test fixture standing for
-# HLS-generated logic), alone at conv_fwd's size and at one argument, and its bench top
+# HLS-generated logic), alone at the IP's size (e2t_engine: 30 words) and at one argument, and its bench top
 CTRL = [str(RTL_DIR / "axil_ctrl.v")]
-CONFIGS += [("axil_ctrl", CTRL, {"N_ARGS": 19, "ADDR_WIDTH": 8}), ("axil_ctrl", CTRL, {"N_ARGS": 1, "ADDR_WIDTH": 5}),
+CONFIGS += [("axil_ctrl", CTRL, {"N_ARGS": len(ki.E2T_ENGINE.args), "ADDR_WIDTH": ki.E2T_ENGINE.addr_width}),
+            ("axil_ctrl", CTRL, {"N_ARGS": 1, "ADDR_WIDTH": 5}),
             ("kernel_axi_top", [str(RTL_DIR / f) for f in SOURCES["kernel_axi_top"]], {"ROWS": 2, "COLS": 3})]
 IDS = [f"{t}-" + "-".join(f"{k}{v}" for k, v in p.items()) for t, _, p in CONFIGS]
 
