@@ -1,5 +1,7 @@
-// conv_bwd_data: g_x = requant(conv_transpose(g_y, w)) as int16, every MAC on the training
-// engine (train_engine_hls, the RTL blackbox; train_engine.h), 48-bit accumulation in P.
+// conv_bwd_data, the input-gradient pass of e2t_engine (op 1, bwd_data_pass;
+// hls/src/e2t_engine.cpp): g_x = requant(conv_transpose(g_y, w)) as int16, every MAC on the
+// training engine (train_engine_hls, the RTL blackbox; train_engine.h) through the top's one
+// engine call (e2t_engine_call, which runs bwd::feed), 48-bit accumulation in P.
 //
 // Gather form (host/e2train/core/engine_map.py, BWD): an input position (iy, ix) receives
 // g_y[oy, ox] through the taps with iy + pad - ky = oy*stride. With stride 2 the valid taps

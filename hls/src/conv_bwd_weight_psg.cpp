@@ -1,6 +1,8 @@
-// conv_bwd_weight_psg: the PSG weight gradient fused with the sign update of the int32 master
-// weights, every MAC (exact and predictor) on the training engine (train_engine_hls, the RTL
-// blackbox; train_engine.h). Arithmetic per weight (o, c, ky, kx) over the positions
+// conv_bwd_weight_psg, the weight-gradient pass of e2t_engine (op 2, wgrad_pass;
+// hls/src/e2t_engine.cpp): the PSG weight gradient fused with the sign update of the int32
+// master weights, every MAC (exact and predictor) on the training engine (train_engine_hls, the
+// RTL blackbox; train_engine.h) through the top's one engine call (e2t_engine_call, which runs
+// wgrad::feed). Arithmetic per weight (o, c, ky, kx) over the positions
 // (sample, oy, ox) of the listed samples, x = x[s][c][oy*stride+ky-pad][ox*stride+kx-pad] (0 in
 // the padding), g = g_y[s][o][oy][ox], with the contract's MSB splits (msb_split.h):
 //   G_msb = sum x_h*g_h      (the engine's predictor: 4x10-bit products in LUTs, acc_lo)

@@ -1,5 +1,7 @@
-// conv_fwd: y = requant(conv(x, w) + bias), int8 out (or uint8 with the ReLU fused), every MAC
-// on the training engine (train_engine_hls, the RTL blackbox; train_engine.h).
+// conv_fwd, the forward pass of e2t_engine (op 0, fwd_pass; hls/src/e2t_engine.cpp):
+// y = requant(conv(x, w) + bias), int8 out (or uint8 with the ReLU fused), every MAC on the
+// training engine (train_engine_hls, the RTL blackbox; train_engine.h), through the top's one
+// engine call (e2t_engine_call; this file's feeder, fwd::feed, runs inside it).
 //
 // Layout (host/e2train/core/engine_map.py, FWD): rows = ROWS output channels (their int8
 // weights), columns = COLS pairs of output positions over the listed samples (x codes packed
