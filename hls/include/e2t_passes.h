@@ -86,14 +86,23 @@ struct Feed {
 
 // The passes (hls/src/conv_fwd.cpp, conv_bwd_data.cpp, conv_bwd_weight_psg.cpp): the
 // arguments of e2t_engine each one reads, and the top's weight tile buffer. Each is inlined
-// into the top.
-int fwd_pass(int8_t wt[][R], const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,
+// into the top. Every pass takes both stream pointers (x, g_y) and hands them and samples to
+// e2t_engine_call unchanged, so that every call site of the shared engine call binds the same
+// top-level ports (a pass's feeder reads only its own).
+// Engine streams: the top's (one set, as the engine call is one).
+int fwd_pass(int8_t wt[][R],
+             psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+             const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
              int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s);
-int bwd_data_pass(int8_t wt[][R], const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,
+int bwd_data_pass(int8_t wt[][R],
+                  psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+                  const uint8_t *x, const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,
                   int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad, int32_t mult_m,
                   int mult_s);
-int wgrad_pass(int8_t wt[][R], const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
+int wgrad_pass(int8_t wt[][R],
+               psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+               const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
                uint8_t *predicted, int64_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
                int ci, int h, int wd, int co, int k, int stride, int pad, int x_unsigned, int32_t beta_q,
                int32_t lr_q, int32_t wd_q);
@@ -103,10 +112,12 @@ int wgrad_pass(int8_t wt[][R], const uint8_t *x, const int16_t *g_y, int32_t *w_
 // One engine call: the feeder of `mode` streams the beats while the engine consumes them (in
 // hardware concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C
 // simulation one after the other through the stream). mode kFlush streams nothing: the
-// engine only emits the previous call's rows. Defined in hls/src/e2t_engine.cpp.
+// engine only emits the previous call's rows (clr false: a flush clears nothing). Every
+// argument is a caller's value (no statement between the DATAFLOW processes). Defined in
+// hls/src/e2t_engine.cpp.
 void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                  uint8_t mode, const e2t::Feed &f, const e2t::Geometry &q, const uint8_t *x, const int16_t *g_y,
-                 const int32_t *samples, const int8_t wt[][e2t::R], bool xu, bool exact, bool pred, uint8_t pred_rows,
-                 uint8_t pred_cols, bool emit);
+                 const int32_t *samples, const int8_t wt[][e2t::R], bool xu, bool exact, bool pred, bool clr,
+                 uint8_t pred_rows, uint8_t pred_cols, bool emit);
 
 #endif

@@ -127,7 +127,9 @@ void drain(psg::stream<eng::Row> &out, const Block &b, int16_t *g_x, const Geome
 
 // The input-gradient pass of e2t_engine (op E2T_OP_BWD_DATA), inlined into the top; wt is
 // the top's weight tile buffer.
-int bwd_data_pass(int8_t wt[][R], const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,
+int bwd_data_pass(int8_t wt[][R],
+                  psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+                  const uint8_t *x, const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,
                   int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad, int32_t mult_m,
                   int mult_s) {
 #pragma HLS INLINE
@@ -142,10 +144,6 @@ int bwd_data_pass(int8_t wt[][R], const int16_t *g_y, const int8_t *w, int16_t *
     const int64_t acc_limit = e2t_requant_limit(mult_m);
 
     Feed fd[2] = {};                   // this call's block, and the previous one's
-    psg::stream<eng::Head> head;
-    psg::stream<eng::Beat> in;
-    psg::stream<eng::Row> out;
-#pragma HLS STREAM variable=out depth=8   // ROWS result rows wait for the output stage
     const int64_t zero = e2t_requant(0, mult_m, mult_s, -32768, 32767, &ovf);
 
     int cur = 0;
@@ -180,8 +178,8 @@ int bwd_data_pass(int8_t wt[][R], const int16_t *g_y, const int8_t *w, int16_t *
                     for (int r = 0; r < R; r++)
                         for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tci && b.on[c];
                     head.write(hd);
-                    e2t_engine_call(head, in, out, eng::kBwd, fd[cur], q, nullptr, g_y, samples, wt, false, true, false,
-                                0, 0, pending);
+                    e2t_engine_call(head, in, out, eng::kBwd, fd[cur], q, x, g_y, samples, wt, false, true, false,
+                                    true, 0, 0, pending);
                     if (pending) drain(out, fd[cur ^ 1].bb, g_x, q, mult_m, mult_s, acc_limit, &ovf);
                     pending = true;
                     cur ^= 1;
@@ -192,8 +190,8 @@ int bwd_data_pass(int8_t wt[][R], const int16_t *g_y, const int8_t *w, int16_t *
     if (pending) {
         eng::Head none = {};
         head.write(none);
-        e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, nullptr, g_y, samples, wt, false, false, false, 0, 0,
-                    true);
+        e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, x, g_y, samples, wt, false, false, false, false, 0,
+                        0, true);
         drain(out, fd[cur ^ 1].bb, g_x, q, mult_m, mult_s, acc_limit, &ovf);
     }
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;

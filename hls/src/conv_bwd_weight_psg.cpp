@@ -143,17 +143,15 @@ void gather(psg::stream<eng::Row> &out, const Placed &pl, const Group &g, int64_
 int64_t widx(const Geometry &q, int o, int j) { return (int64_t)o * q.taps + j; }
 
 // One sweep over every weight group.
-void run_sweep(Sweep kind, const int8_t wt[][R], const uint8_t *x, const int16_t *g_y, const int32_t *samples,
+void run_sweep(Sweep kind, const int8_t wt[][R],
+                                 psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+               const uint8_t *x, const int16_t *g_y, const int32_t *samples,
                int n_samples, const Geometry &q, bool xu, int8_t *sign, uint8_t *predicted, int64_t *gmsb,
                Counters &cnt) {
 #pragma HLS INLINE
     E2T_KERNEL_STATIC int64_t part_e[PART], part_m[PART];   // the group's partial sums (BRAM)
 #pragma HLS BIND_STORAGE variable=part_e type=ram_2p impl=bram
 #pragma HLS BIND_STORAGE variable=part_m type=ram_2p impl=bram
-    psg::stream<eng::Head> head;
-    psg::stream<eng::Beat> in;
-    psg::stream<eng::Row> out;
-#pragma HLS STREAM variable=out depth=8   // ROWS result rows wait for the output stage
     const int npos = n_samples * q.ho * q.wo;
     const int row_blk = R * q.taps;
     // Groups: whole row blocks while they fit, else column ranges of one row block.
@@ -199,7 +197,7 @@ void run_sweep(Sweep kind, const int8_t wt[][R], const uint8_t *x, const int16_t
                         head.write(hd);
                         fd.ws = Span{b.o0, b.nr, b.j0, b.nc, p0, p1};
                         e2t_engine_call(head, in, out, eng::kWgrad, fd, q, x, g_y, samples, wt, xu, exact, pred,
-                                    (uint8_t)b.nr, (uint8_t)b.nc, pending);
+                                    true, (uint8_t)b.nr, (uint8_t)b.nc, pending);
                         if (pending) gather(out, pl[cur ^ 1], g, part_e, part_m);
                         pending = true;
                         cur ^= 1;
@@ -215,7 +213,8 @@ void run_sweep(Sweep kind, const int8_t wt[][R], const uint8_t *x, const int16_t
             if (pending) {
                 eng::Head none = {};
                 head.write(none);
-                e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xu, false, false, 0, 0, true);
+                e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xu, false, false, false, 0, 0,
+                                true);
                 gather(out, pl[cur ^ 1], g, part_e, part_m);
             }
             // The group's sums out: per sweep what the decision needs.
@@ -245,7 +244,9 @@ void run_sweep(Sweep kind, const int8_t wt[][R], const uint8_t *x, const int16_t
 
 // The weight-gradient pass of e2t_engine (op E2T_OP_BWD_WEIGHT_PSG), inlined into the top
 // (wt: the top's weight tile buffer, which this pass does not use; e2t_engine_call takes it).
-int wgrad_pass(int8_t wt[][R], const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
+int wgrad_pass(int8_t wt[][R],
+               psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+               const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
                uint8_t *predicted, int64_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
                int ci, int h, int wd, int co, int k, int stride, int pad, int x_unsigned, int32_t beta_q,
                int32_t lr_q, int32_t wd_q) {
@@ -269,10 +270,10 @@ int wgrad_pass(int8_t wt[][R], const uint8_t *x, const int16_t *g_y, int32_t *w_
         for (int64_t i = 0; i < nw; i++) { sign[i] = 0; predicted[i] = 0; }
         cnt.blocks_not_read = n_blocks;
     } else if (beta_q == 0) {
-        run_sweep(kExactAll, wt, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
+        run_sweep(kExactAll, wt, head, in, out, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
         cnt.blocks_not_read = n_blocks;   // one sweep: no block is read a second time
     } else {
-        run_sweep(kPredict, wt, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
+        run_sweep(kPredict, wt, head, in, out, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
         for (int64_t i = 0; i < nw; i++) {
 #pragma HLS PIPELINE II=1
             if (psg::confident(gmsb[i], bq, cnt.amax)) {
@@ -283,7 +284,7 @@ int wgrad_pass(int8_t wt[][R], const uint8_t *x, const int16_t *g_y, int32_t *w_
                 predicted[i] = kNeedExact;
             }
         }
-        run_sweep(kExactUndecided, wt, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
+        run_sweep(kExactUndecided, wt, head, in, out, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
     }
     if (cnt.overflow) return E2T_ERR_OVERFLOW;
 

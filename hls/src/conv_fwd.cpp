@@ -119,7 +119,9 @@ void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], 
 
 // The forward pass of e2t_engine (op E2T_OP_FWD), inlined into the top; wt is the top's
 // weight tile buffer.
-int fwd_pass(int8_t wt[][R], const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,
+int fwd_pass(int8_t wt[][R],
+             psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+             const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
              int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s) {
 #pragma HLS INLINE
@@ -137,10 +139,6 @@ int fwd_pass(int8_t wt[][R], const uint8_t *x, const int8_t *w, const int32_t *b
 
     int32_t bias_t[2][R];                       // the tile's bias (ping-pong: the output stage is a call behind)
     Feed fd[2] = {};                            // this call's block, and the previous one's
-    psg::stream<eng::Head> head;
-    psg::stream<eng::Beat> in;
-    psg::stream<eng::Row> out;
-#pragma HLS STREAM variable=out depth=8   // ROWS result rows wait for the output stage
 
     int cur = 0;
     bool pending = false;
@@ -161,7 +159,8 @@ int fwd_pass(int8_t wt[][R], const uint8_t *x, const int8_t *w, const int32_t *b
             for (int r = 0; r < R; r++)
                 for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tco && b.on[2 * c];
             head.write(hd);
-            e2t_engine_call(head, in, out, eng::kFwd, fd[cur], q, x, nullptr, samples, wt, xu, true, false, 0, 0, pending);
+            e2t_engine_call(head, in, out, eng::kFwd, fd[cur], q, x, g_y, samples, wt, xu, true, false, true, 0, 0,
+                            pending);
             if (pending) drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
             pending = true;
             cur ^= 1;
@@ -169,7 +168,7 @@ int fwd_pass(int8_t wt[][R], const uint8_t *x, const int8_t *w, const int32_t *b
     }
     eng::Head none = {};
     head.write(none);
-    e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, x, nullptr, samples, wt, xu, false, false, 0, 0, true);
+    e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, x, g_y, samples, wt, xu, false, false, false, 0, 0, true);
     drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }

@@ -48,12 +48,11 @@ void feed(psg::stream<eng::Beat> &in, uint8_t mode, const Feed &f, const Geometr
 
 void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                      uint8_t mode, const e2t::Feed &f, const e2t::Geometry &q, const uint8_t *x, const int16_t *g_y,
-                     const int32_t *samples, const int8_t wt[][e2t::R], bool xu, bool exact, bool pred, uint8_t pred_rows,
-                 uint8_t pred_cols, bool emit) {
+                     const int32_t *samples, const int8_t wt[][e2t::R], bool xu, bool exact, bool pred, bool clr,
+                     uint8_t pred_rows, uint8_t pred_cols, bool emit) {
 #pragma HLS DATAFLOW
     e2t::feed(in, mode, f, q, x, g_y, samples, wt);
-    const bool run = mode != eng::kFlush;   // a flush clears nothing: it only emits
-    train_engine_hls(head, in, out, mode, xu, exact, pred, run, run, pred_rows, pred_cols, emit);
+    train_engine_hls(head, in, out, mode, xu, exact, pred, clr, clr, pred_rows, pred_cols, emit);
 }
 
 extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,
@@ -98,16 +97,21 @@ extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32
     // The weight tile of the forward and input-gradient passes: one buffer for both.
     E2T_KERNEL_STATIC int8_t wt[e2t::kWeightRows][e2t::R];
 #pragma HLS ARRAY_PARTITION variable=wt complete dim=2
+    // The engine's streams: one set, as there is one engine (call).
+    psg::stream<eng::Head> head;
+    psg::stream<eng::Beat> in;
+    psg::stream<eng::Row> out;
+#pragma HLS STREAM variable=out depth=8   // ROWS result rows wait for the output stage
     switch (op) {
         case E2T_OP_FWD:
-            return e2t::fwd_pass(wt, x, w, bias, y, samples, n_samples, n, ci, h, wd, co, k, stride, pad,
-                                 x_unsigned, has_bias, relu, mult_m, mult_s);
+            return e2t::fwd_pass(wt, head, in, out, x, g_y, w, bias, y, samples, n_samples, n, ci, h, wd, co, k,
+                                 stride, pad, x_unsigned, has_bias, relu, mult_m, mult_s);
         case E2T_OP_BWD_DATA:
-            return e2t::bwd_data_pass(wt, g_y, w, g_x, samples, n_samples, n, ci, h, wd, co, k, stride, pad,
-                                      mult_m, mult_s);
+            return e2t::bwd_data_pass(wt, head, in, out, x, g_y, w, g_x, samples, n_samples, n, ci, h, wd, co, k,
+                                      stride, pad, mult_m, mult_s);
         case E2T_OP_BWD_WEIGHT_PSG:
-            return e2t::wgrad_pass(wt, x, g_y, w_master, sign, predicted, gmsb, stats, samples, n_samples, n, ci,
-                                   h, wd, co, k, stride, pad, x_unsigned, beta_q, lr_q, wd_q);
+            return e2t::wgrad_pass(wt, head, in, out, x, g_y, w_master, sign, predicted, gmsb, stats, samples,
+                                   n_samples, n, ci, h, wd, co, k, stride, pad, x_unsigned, beta_q, lr_q, wd_q);
         default:
             return E2T_ERR_SHAPE;   // no such pass: nothing read, nothing written
     }

@@ -76,8 +76,17 @@ def test_the_engine_is_called_at_one_place_and_shared_by_every_pass():
     wgrad = code["conv_bwd_weight_psg"]
     sweeps = [m.start() for m in re.finditer(r"\brun_sweep\(", wgrad)]
     assert len(sweeps) == 4       # its definition and three calls: inlined, so one engine call site each
-    # the forward and input-gradient weight tiles are one buffer, the top's
+    # the forward and input-gradient weight tiles are one buffer, and the engine's streams one
+    # set, the top's: every site of the shared call binds the same buffer and FIFOs
     assert "int8_t wt[" in code[TOP] and not any("int8_t wt[E2T" in code[f] for f in PASS_FILES)
+    for t in ("Head", "Beat", "Row"):
+        decl = re.compile(rf"psg::stream<eng::{t}> \w+;")
+        assert len(decl.findall(code[TOP])) == 1 and not any(decl.search(code[f]) for f in PASS_FILES), t
+    # and the same pointers (x, g_y, samples, wt): the top's ports, never a null stand-in
+    for f in PASS_FILES:
+        for m in re.finditer(r"\be2t_engine_call\(([^;]*)\);", code[f]):
+            args = [a.strip() for a in m.group(1).split(",")]
+            assert args[6:10] == ["x", "g_y", "samples", "wt"], (f, args)
 
 
 def test_kernels_parse_as_synthesis_sees_them():
