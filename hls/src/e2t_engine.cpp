@@ -5,11 +5,12 @@
 // engine three times (3 x 168 DSP48E1 > the xc7z020's 220).
 //
 // How the engine stays one instance (e2t_passes.h): the engine is called at one place, in
-// e2t_engine_call; the passes (hls/src/conv_*.cpp) are inlined here, so every e2t_engine_call site is
-// in this function's scope, where the ALLOCATION pragma below makes them one RTL instance
-// (UG1399, "pragma HLS allocation": placed in the body of the function whose instances it
-// limits; `function` right after the keyword). The pragma on train_engine_hls says the same
-// of the blackbox itself.
+// e2t_engine_call; the passes (hls/src/conv_*.cpp) are inlined here, so every e2t_engine_call
+// site is in this function's scope, where the ALLOCATION pragma below makes them one RTL
+// instance (UG1399, "pragma HLS allocation": placed in the body of the function whose
+// instances it limits; `function` right after the keyword). The pragma on train_engine_hls
+// says the same of the blackbox itself. Every site binds the same engine streams and weight
+// tile buffer (declared here once) and the same x, g_y and samples ports.
 //
 // Interfaces. One s_axilite bundle (control): op, the pointers' offsets and the scalars, in
 // argument order (host/e2train/device/kernel_iface.py E2T_ENGINE). Four m_axi bundles, each
@@ -22,8 +23,8 @@
 //   gy  y, g_x            the result stream (forward and input-gradient output stages)
 // A pass uses three of them (fwd: gx gw gy; bwd_data: gg gw gy; wgrad: gx gg gw). The block
 // design (fpga/vivado/bd.tcl) gives each bundle its own 64-bit HP port, HP0..HP3: four
-// AXI4 -> AXI3 1:1 paths, the four HP ports the Zynq-7000 has (three IPs had nine m_axi
-// adapters before).
+// AXI4 -> AXI3 1:1 paths, the four HP ports the Zynq-7000 has (three tops, one per pass,
+// would need nine m_axi adapters).
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
 #include "e2t_passes.h"
