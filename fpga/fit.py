@@ -85,8 +85,9 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
         ("sample-list check", {"LUT": 50, "FF": 40, "DSP": 0, "BRAM36": 0.5},
          "a seen bit per batch sample (4096 x 1 b, one RAMB18): repeats are refused"),
         ("on-chip buffers", {"LUT": 0, "FF": 0, "DSP": 0,
-                             "BRAM36": rows + 2 * (2 * cols // 8 + 1) + 2 * (cols // 4 + 1) + 4},
-         f"weights {rows} banks x 4.5 KB (co*ci*9 <= 36 KB), one buffer for the forward and input-gradient "
+                             "BRAM36": 1.5 * rows + 2 * (2 * cols // 8 + 1) + 2 * (cols // 4 + 1) + 4},
+         f"weights {rows} banks x 4608 B (channels*k*k <= MAX_TAPS = 4608 rows of int8: one RAMB36 4K x 9 + one "
+         "RAMB18 2K x 9 each), one buffer for the forward and input-gradient "
          "passes; x line buffers and g rows "
          "ping-pong, banked for one beat per cycle; WGRAD stream FIFOs"),
         ("weight-gradient partial sums + adders", {"LUT": 150, "FF": 300, "DSP": perfmodel.PART_ADDERS,

@@ -24,8 +24,7 @@ constexpr int R = eng::kRows, C = eng::kCols, KK = E2T_MAX_K * E2T_MAX_K;
 
 // The weight tile buffer the forward and input-gradient passes share (the top holds one):
 // [channel * k*k + tap][row], a row per output (forward) or input (input-gradient) channel.
-constexpr int kWeightRows = E2T_MAX_CI * KK;
-static_assert(E2T_MAX_CI >= E2T_MAX_DIM, "the tile buffer holds co*k*k taps for the input gradient too");
+constexpr int kWeightRows = E2T_MAX_TAPS;      // ci*k*k (forward) and co*k*k (input gradient) <= it: e2t_shape_ok
 
 struct Geometry {
     int ci, h, wd, co, k, stride, pad, ho, wo, taps;

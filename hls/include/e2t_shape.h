@@ -10,6 +10,8 @@
 #define E2T_MAX_BATCH 4096
 #define E2T_MAX_FWD_TERMS (1 << 15)
 #define E2T_MAX_WGRAD_TERMS (1 << 24)
+// rows of the on-chip weight tile (ci*k*k forward, co*k*k input gradient): core/shapes.py MAX_TAPS
+#define E2T_MAX_TAPS 4608
 
 static inline int e2t_out_dim(int in, int k, int stride, int pad) {
     return (in + 2 * pad - k) / stride + 1;
@@ -23,6 +25,7 @@ static inline int e2t_shape_ok(int n, int ci, int h, int wd, int co, int k, int 
     if (pad < 0 || pad > k / 2) return 0;
     int ho = e2t_out_dim(h, k, stride, pad), wo = e2t_out_dim(wd, k, stride, pad);
     if (h + 2 * pad < k || wd + 2 * pad < k || ho < 1 || wo < 1) return 0;
+    if (ci * k * k > E2T_MAX_TAPS || co * k * k > E2T_MAX_TAPS) return 0;
     if (ci * k * k > E2T_MAX_FWD_TERMS) return 0;
     if ((int64_t)n * ho * wo > E2T_MAX_WGRAD_TERMS) return 0;
     return 1;

@@ -114,3 +114,24 @@ def test_sample_lists_the_passes_refuse(lib, samples, n_samples, what):
                    gmsb=np.zeros(wm.size, np.int64), stats=np.zeros(8, np.int64), samples=smp,
                    n_samples=n_samples, beta_q=3277, lr_q=9) == E2T_ERR_SAMPLE, what
     assert np.array_equal(w2, wm) and (sign == 5).all()
+
+
+@pytest.mark.parametrize("ci, co, k, ok", [
+    (512, 8, 3, True), (513, 8, 3, False),      # forward: ci*k*k rows of the weight tile
+    (8, 512, 3, True), (8, 513, 3, False),      # input gradient: co*k*k rows of the same tile
+    (1024, 1024, 1, True),                      # 1x1: one row per channel
+])
+def test_the_weight_tile_bound_is_the_shape_check(lib, ci, co, k, ok):
+    """The on-chip weight tile holds MAX_TAPS rows (fpga/fit.py counts it so): a shape whose
+    ci*k*k or co*k*k exceeds it is refused by the kernel (status 1) and by core.shapes alike."""
+    from e2train.core.shapes import MAX_TAPS, ConvShape, ShapeError
+    assert MAX_TAPS == 4608
+    n, h, wd, stride, pad = 1, 3, 3, 1, k // 2
+    status = lib.e2t_engine(ki.PASSES["conv_fwd"].op, None, None, None, None, None, None, None, None, None, None,
+                            None, None, 0, n, ci, h, wd, co, k, stride, pad, 1, 0, 0, 1, 0, 0, 0, 0)
+    assert (status != E2T_ERR_SHAPE) == ok, status   # an empty sample list: a valid shape runs nothing
+    if ok:
+        ConvShape(n, ci, h, wd, co, k, stride, pad)
+    else:
+        with pytest.raises(ShapeError, match="on-chip weight tile"):
+            ConvShape(n, ci, h, wd, co, k, stride, pad)

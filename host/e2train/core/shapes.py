@@ -20,6 +20,11 @@ MAX_BIAS = (1 << 30) - 1
 # conv_bwd_weight: |x*g| <= 255*32768 < 2**23; n*ho*wo <= 2**24 terms keep the exact sum
 # inside 47 bits (the 48-bit DSP48 accumulator, signed).
 MAX_WGRAD_TERMS = 1 << 24
+# The forward and input-gradient passes hold one output-channel tile's (or input-channel
+# tile's) weights on chip, a row per channel and tap: ci*k*k (forward) and co*k*k (input
+# gradient) rows of the engine's 8 banks, 4608 B each (one RAMB36 + one RAMB18 per bank in
+# fpga/fit.py). 4608 = 512 channels at 3x3, 4608 at 1x1.
+MAX_TAPS = 4608
 
 
 class ShapeError(ValueError):
@@ -54,6 +59,9 @@ class ConvShape:
             raise ShapeError(f"batch {self.n} above the kernels' limit of {MAX_BATCH}")
         if self.ho < 1 or self.wo < 1:
             raise ShapeError(f"output would be empty: {self.h}x{self.w} input, k={self.k}, pad={self.pad}")
+        if max(self.ci, self.co) * self.k * self.k > MAX_TAPS:
+            raise ShapeError(f"channels*k*k = {max(self.ci, self.co) * self.k * self.k} exceeds {MAX_TAPS} (the kernels' "
+                             f"on-chip weight tile: at most {MAX_TAPS // 9} channels at 3x3, {MAX_TAPS} at 1x1)")
         if self.ci * self.k * self.k > MAX_FWD_TERMS:
             raise ShapeError(f"ci*k*k = {self.ci * self.k * self.k} exceeds {MAX_FWD_TERMS} (int32 accumulator bound)")
         if self.n * self.ho * self.wo > MAX_WGRAD_TERMS:
