@@ -541,7 +541,7 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
     """Modelled cycles of one pass on the engine: {"engine_cycles": the engine's own count
     (calls back to back, train_engine.v), "blackbox_cycles": the same calls through the HLS
     blackbox plus the flush, "cycles": with the requantiser, partial-sum and DDR bounds,
-    "macs"}. psg: for bwd_data, it hosts the weight gradient's predictor sweep
+    "macs", "ddr_bytes": the DDR traffic the DDR bound was taken on}. psg: for bwd_data, it hosts the weight gradient's predictor sweep
     (its DDR reads and the partial sums' adds); for wgrad, the exact sweep plus the
     predictor-only calls (pred_host False: all of the sweep, no input-gradient pass)."""
     n = shape.n if n_samples is None else n_samples
@@ -557,6 +557,7 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
         per = _engine_call_bound(beats, em.ROWS * 2 * em.COLS, 0)
         layer_ddr = n * s.ci * s.h * s.w + n * s.co * s.ho * s.wo + s.co * s.ci * s.k * s.k
         cycles += max(calls * per, layer_ddr / DDR_BYTES_PER_CYCLE, n * s.ci * s.h * s.w / AXI_BYTES)
+        ddr = layer_ddr
     elif pass_name == "bwd_data":
         total = 0.0
         for calls, beats in groups:
@@ -566,6 +567,7 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
         if psg:
             layer_ddr += wgrad_sweep_ddr(s, n)
         cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
+        ddr = layer_ddr
     else:
         layer_ddr = wgrad_sweep_ddr(s, n) * (2 if wg_psg and not pred_host else 1)
         total = sum(calls * max(beats + em.HLS_CALL_OVERHEAD, part) for calls, beats in groups)
@@ -573,10 +575,11 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
             total += sum(calls * max(beats + em.HLS_CALL_OVERHEAD, part)
                          for calls, beats in em.predictor_only_calls(s, n, host=pred_host))
         cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE)
+        ddr = layer_ddr
     blackbox = em.pass_cycles(pass_name, shape, n, psg=wg_psg, pred_host=pred_host, overhead=em.HLS_CALL_OVERHEAD) \
         + em.ROWS + em.HLS_CALL_OVERHEAD
     return {"engine_cycles": engine_cycles, "blackbox_cycles": blackbox, "cycles": max(blackbox, int(math.ceil(cycles))),
-            "macs": macs}
+            "macs": macs, "ddr_bytes": int(ddr)}
 
 
 def wgrad_sweep_ddr(shape: ConvShape, n: int | None = None) -> int:
