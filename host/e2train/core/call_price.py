@@ -160,3 +160,18 @@ def call_work(kernel: str, shape: ConvShape, n_active: int, **kw) -> Work:
 def call_cycles(kernel: str, shape: ConvShape, n_active: int, **kw) -> int:
     """The call's modelled cycles at ``perfmodel.CLOCK_HZ`` (``price_call``)."""
     return price_call(kernel, shape, n_active, **kw)[1]
+
+
+def peak_macs_per_cycle(kernel: str) -> int:
+    """MACs the engine's grid can do per cycle in the kernel's pass: two packed int8 MACs per
+    DSP48E1 in the forward pass, one elsewhere."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
+    return em.ROWS * em.COLS * (2 if kernel == "conv_fwd" else 1)
+
+
+def utilisation(kernel: str, shape: ConvShape, n_active: int, **kw) -> float:
+    """The layer's MACs over the grid's MAC slots for the call's modelled cycles (0 with no
+    sample): how busy the call keeps the engine."""
+    w, cycles = price_call(kernel, shape, n_active, **kw)
+    return shape.macs(n_active) / (cycles * peak_macs_per_cycle(kernel)) if n_active else 0.0
