@@ -113,3 +113,26 @@ def test_path_set_of_the_hand_example():
     assert tl.step_paths == [tl.step_paths[0]] and tl.last_timed == (5.0, 5)
     with pytest.raises(ValueError, match="arm_ops"):
         tl.add("fabric", 1.0, arm_ops=3)
+
+
+def test_path_sets_keep_only_lines_on_the_envelope():
+    """A path that is the longest at no ARM rate is dropped: (2, 2) lies under the crossing of
+    (4, 0) and (0, 4) for every rate; (3, 2) does not (it is the longest at 1 op/s)."""
+    from e2train.core.overlap import _join
+    assert set(_join(((4.0, 0), (0.0, 4)), ((2.0, 2),))) == {(4.0, 0), (0.0, 4)}
+    assert set(_join(((4.0, 0), (0.0, 4)), ((3.0, 2),))) == {(4.0, 0), (3.0, 2), (0.0, 4)}
+    assert _join(((4.0, 3),), ((3.0, 2), (4.0, 1))) == ((4.0, 3),)        # dominated
+
+
+def test_work_keeps_step_paths_merged_and_through_its_record():
+    from e2train.core.work import Work
+    w = Work()
+    w.add_step(0.5, ((1.0, 5),), 1.0, 5)
+    w.add_step(0.5, ((1.0, 5),), 1.0, 5)
+    w.add_step(0.0, ((2.0, 0), (1.0, 7)), 2.0, 7)
+    assert w.step_paths == [[2, [[1.0, 5]]], [1, [[2.0, 0], [1.0, 7]]]] and w.timed_steps == 3
+    assert (w.overlap_seconds, w.timed_fabric_s, w.timed_arm_ops) == (1.0, 4.0, 17)
+    back = Work.from_dict(w.to_dict())
+    assert back.step_paths == w.step_paths and back.timed_arm_ops == 17
+    both = w + back
+    assert both.timed_steps == 6 and len(both.step_paths) == 2 and w.timed_steps == 3

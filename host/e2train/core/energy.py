@@ -381,7 +381,7 @@ def at_arm_rate(work: Work, ops_per_second: float) -> Work:
     out.arm_seconds = arm_s
     if work.step_paths:
         untimed = (fabric_s - work.timed_fabric_s) + (work.arm_ops - work.timed_arm_ops) / ops_per_second
-        critical = sum(path_seconds(p, ops_per_second) for p in work.step_paths) + untimed
+        critical = sum(c * path_seconds(p, ops_per_second) for c, p in work.step_paths) + untimed
         out.overlap_seconds = out.seconds - critical
     return out
 

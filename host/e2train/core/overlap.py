@@ -105,14 +105,26 @@ def serial_seconds(layers: list[dict], head_arm_s: float = 0.0) -> float:
 
 
 def _join(a: tuple, b: tuple) -> tuple:
-    """The later of two path sets: their union without the paths another path dominates (no
-    more fabric time and no more ARM ops: never the longer one at any ARM rate)."""
-    out, best_a = [], -1
-    for f, ops in sorted(set(a) | set(b), key=lambda p: (-p[0], -p[1])):
-        if ops > best_a:
-            out.append((f, ops))
-            best_a = ops
-    return tuple(out)
+    """The later of two path sets: their union, less every path that is the longest at no ARM
+    rate. A path (f, ops) lasts f + ops * u with u = 1 / rate > 0, a line in u; only the lines on
+    the upper envelope over u > 0 can be the critical path, and adding the same segment to every
+    path of a set, or joining it with another set, never brings a dropped line back."""
+    best, dom = -1.0, []
+    for f, ops in sorted(set(a) | set(b), key=lambda p: (-p[1], -p[0])):   # most ops first
+        if f > best:                       # not dominated (as many ops, at least as much fabric)
+            dom.append((f, ops))
+            best = f
+    hull: list = []
+    for p in reversed(dom):                # ops ascending, fabric descending
+        while len(hull) >= 2:
+            (f0, a0), (f1, a1) = hull[-2], hull[-1]
+            # the middle line is never above both neighbours once they cross no later than it
+            if (f0 - p[0]) * (a1 - a0) <= (f0 - f1) * (p[1] - a0):
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    return tuple(hull)
 
 
 def path_seconds(paths, ops_per_second: float) -> float:

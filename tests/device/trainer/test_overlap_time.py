@@ -39,7 +39,7 @@ def test_repricing_at_another_arm_rate_is_the_run_at_that_rate(small_digits):
         tr.run()
         runs[rate] = Work.from_dict(tr.work.to_dict())        # through the record, as a report re-prices it
     w = runs[1.2e8]
-    assert len(w.step_paths) == tr.stats["batches_run"] and w.overlap_seconds > 0
+    assert w.timed_steps == tr.stats["batches_run"] and w.overlap_seconds > 0
     same = energy.at_arm_rate(w, 1.2e8)
     assert same.critical_seconds == pytest.approx(w.critical_seconds, rel=1e-12)
     assert same.seconds == pytest.approx(w.seconds, rel=1e-12)
