@@ -150,10 +150,11 @@ class Work:
         self.arm_ops += other.arm_ops
         self.arm_seconds += other.arm_seconds
         self.overlap_seconds += other.overlap_seconds
-        self.step_paths = [[c, [list(q) for q in p]] for c, p in self.step_paths]
-        self.__dict__.pop("_path_index", None)
-        for c, p in other.step_paths:
-            self._add_paths(c, p)
+        if other.step_paths:          # (a kernel call's or an ARM op's tally has none: nothing to merge)
+            self.step_paths = [[c, [list(q) for q in p]] for c, p in self.step_paths]
+            self.__dict__.pop("_path_index", None)
+            for c, p in other.step_paths:
+                self._add_paths(c, p)
         self.timed_fabric_s += other.timed_fabric_s
         self.timed_arm_ops += other.timed_arm_ops
         return self
