@@ -46,6 +46,13 @@ def test_clock_and_energy_follow_the_models(any_overlay, rng):
     dyn = [model.dynamic_j(w) for w, _ in priced]
     assert dev.modelled_seconds == pytest.approx(sum(cycles) / perfmodel.CLOCK_HZ, rel=1e-12)
     assert dev.modelled_dynamic_j == pytest.approx(sum(dyn), rel=1e-12)
+    # the trainer's tally charges the same calls the same (one pricing: core.call_price)
+    from e2train.device.nn_tally import KernelTally
+    kt = KernelTally()
+    for k, n, kw in calls:
+        kt.kernel(k, shape, n, predicted=kw.get("predicted"), predictor_on=True)
+    assert kt.work.seconds == pytest.approx(dev.modelled_seconds, rel=1e-12)
+    assert model.dynamic_j(kt.work) == pytest.approx(dev.modelled_dynamic_j, rel=1e-12)
     assert dev.kernels["conv_fwd"].stats.calls == 2 and dev.kernels["conv_fwd"].stats.samples == 8
     assert dev.kernels["conv_fwd"].stats.work.total_macs == shape.macs(8)
     # skipping samples saved modelled time and energy: 2 samples cost less than 6
