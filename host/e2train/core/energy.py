@@ -246,7 +246,7 @@ def step_energy_ratio(scheme: str, baseline: str = "fp32", predicted_frac: float
 
 PARTS = ("compute", "on_chip", "dram", "static")
 PART_LABELS = {"compute": "compute (MACs and element ops by bit width)", "on_chip": "on-chip memory (BRAM/SRAM)",
-               "dram": "DRAM traffic", "static": "static power x modelled time"}
+               "dram": "DRAM traffic", "static": "static power x modelled critical path"}
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ def _platforms() -> dict[str, Platform]:
         "xc7z020": Platform(
             "xc7z020", board, 100e6,
             f"{board.static_w:.1f} W assumed (PYNQ-Z1/Z2 idle draw order; replace with a meter's idle reading)",
-            "Zynq-7020 board, fabric at 100 MHz: Horowitz 45 nm per-op figures + static power x modelled time"),
+            "Zynq-7020 board, fabric at 100 MHz: Horowitz 45 nm per-op figures + static power x modelled critical path"),
         "horowitz45": Platform(
             "horowitz45", EnergyModel.horowitz45nm(), None, "none",
             "Horowitz ISSCC 2014 45 nm per-op figures, no static power (the per-op view)"),
