@@ -1,6 +1,7 @@
 """C-simulation throughput of the three kernels vs the numpy golden model (int64), measured
-side by side in one run on ResNet-CIFAR layer shapes, next to the performance model's
-*modelled* GOPS and MAC-slot utilisation on xc7z020 @ 100 MHz (not measured, no synthesis).
+side by side in one run on ResNet-CIFAR layer shapes, next to the training engine's
+*modelled* GOPS and MAC-slot utilisation on xc7z020 @ 100 MHz (core.call_price; not measured,
+no synthesis).
 
     .venv/bin/python benchmarks/bench_kernels.py [--batch 16] [--repeat 3]
 
@@ -15,7 +16,7 @@ import time
 
 import numpy as np
 
-from e2train.core import csim, engine_map, golden, overlap, perfmodel, psg_schedule
+from e2train.core import call_price, csim, engine_map, golden, overlap, perfmodel, psg_schedule
 from e2train.core.energy import EnergyModel
 from e2train.core.fixedpoint import Dyadic, beta_to_fixed
 from e2train.core.shapes import MAX_BATCH, ConvShape
@@ -34,40 +35,42 @@ def _best(fn, repeat: int) -> float:
 
 def _psg_table() -> None:
     """Weight gradient, beta_q = 0 vs beta > 0, on digits and ResNet-CIFAR layers: modelled
-    cycles (from the kernel's own counters), x conv_fwd, modelled energy (zynq7020 model:
-    2 W static assumed, plus dynamic)."""
+    cycles on the engine (core.call_price, from the kernel's own decisions: the blocks its exact
+    sweep called), x conv_fwd, modelled energy (zynq7020 model: 2 W static assumed, plus dynamic)."""
     board = EnergyModel.zynq7020()
     rng = np.random.default_rng(1)
     shapes = [ConvShape(64, 8, 8, 8, 32, 3, 1, 1), ConvShape(64, 32, 4, 4, 32, 3, 1, 1),
               ConvShape(16, 16, 32, 32, 16, 3, 1, 1), ConvShape(16, 32, 16, 16, 32, 3, 1, 1),
               ConvShape(16, 64, 8, 8, 64, 3, 1, 1)]
     print()
-    print("weight gradient (MODELLED, xc7z020 @ 100 MHz; gradients t(3)-distributed, as in training)")
+    print("weight-gradient kernel call (MODELLED on the engine, xc7z020 @ 100 MHz; gradients t(3)-distributed, "
+          "as in training)")
     hdr = (f"{'layer':<22}{'beta':>7}{'predicted':>10}{'cycles':>10}{'vs beta0':>9}{'vs fwd':>8}"
-           f"{'re-read':>8}{'E total uJ':>11}{'E dyn uJ':>9}{'E mac uJ':>9}")
+           f"{'exact blocks':>13}{'E total uJ':>11}{'E dyn uJ':>9}{'E mac uJ':>9}")
     print(hdr)
     print("-" * len(hdr))
     for sh in shapes:
         x = rng.integers(0, 256, sh.x_shape).astype(np.uint8)
         g = np.clip(rng.standard_t(3, sh.y_shape) * 800, -32768, 32767).astype(np.int16)
         wm = np.zeros(sh.w_shape, np.int32)
-        fwd = perfmodel.kernel_cycles("conv_fwd", sh, sh.n)
-        nblk = len(perfmodel._psg_blocks(sh))
+        fwd = call_price.call_cycles("conv_fwd", sh, sh.n)
+        nblk = call_price.blocks(sh)
         base = None
         for beta in (0.0, 0.05, 0.12):
             bq = beta_to_fixed(beta) if beta else 0
-            r = csim.conv_bwd_weight_psg(x, g, wm, stride=sh.stride, pad=sh.pad, beta_q=bq, lr_q=1)
-            kw = dict(predictor_on=bq != 0)   # the engine kernel's counters are not the v1 loop's
-            cyc = perfmodel.kernel_cycles("conv_bwd_weight_psg", sh, sh.n, r.n_predicted, **kw)
-            w = perfmodel.kernel_work("conv_bwd_weight_psg", sh, sh.n, r.n_predicted, **kw)
+            r, st = csim.conv_bwd_weight_psg_stats(x, g, wm, stride=sh.stride, pad=sh.pad, beta_q=bq, lr_q=1)
+            kw = dict(predictor_on=bq != 0, predicted=r.predicted if bq else None)
+            w, cyc = call_price.price_call("conv_bwd_weight_psg", sh, sh.n, **kw)
             base = base or cyc
             br = board.breakdown(w)
             name = f"{sh.ci}->{sh.co} {sh.h}px n{sh.n}"
+            run = nblk - st.tiles_skipped if bq else nblk
             print(f"{name:<22}{beta:>7.2f}{100 * r.n_predicted / wm.size:>9.0f}%{cyc:>10}{cyc / base:>8.2f}x"
-                  f"{cyc / fwd:>7.2f}x{'-':>5}/{nblk:<2}{br['total'] * 1e6:>11.0f}"
+                  f"{cyc / fwd:>7.2f}x{run:>8}/{nblk:<4}{br['total'] * 1e6:>11.0f}"
                   f"{(br['total'] - br['static']) * 1e6:>9.1f}{br['mac'] * 1e6:>9.1f}")
-    print("re-read = blocks whose x/g the exact pass reads a second time (the v1 loop model estimates it; the "
-          "kernels now run on the engine, whose counters it cannot take); E = modelled energy, not measured")
+    print("beta > 0 runs two sweeps in one call: the predictor over every block, then the exact sums over the "
+          "blocks with an undecided weight (exact blocks = those the kernel called, its stats[4]); the kernels "
+          "being separate calls, no input-gradient pass hosts the predictor here. E = modelled energy, not measured")
 
 
 def _engine_table(batch: int) -> None:
@@ -273,27 +276,22 @@ def main() -> int:
              lambda: golden.conv_bwd_data(g, w, m, in_hw=(sh.h, sh.w), **kw), {}),
             ("conv_bwd_weight_psg", lambda: csim.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=1, **kw),
              lambda: golden.conv_bwd_weight_psg(x, g, wm, beta_q=beta_q, lr_q=1, **kw),
-             dict(n_predicted=r.n_predicted)),
+             dict(predicted=r.predicted)),
         ]
         name = f"{sh.ci}->{sh.co} {sh.h}px s{sh.stride} n{sh.n}"
         for kernel, fc, fg, mkw in runs:
             macs = sh.macs()
             tc = _best(fc, args.repeat)
             tg = _best(fg, max(1, args.repeat - 1))
-            gops = perfmodel.gops(kernel, sh, sh.n, **mkw)
-            util = perfmodel.utilisation(kernel, sh, sh.n, **mkw)
+            cyc = call_price.call_cycles(kernel, sh, sh.n, **mkw)
+            gops = 2 * macs / (cyc / perfmodel.CLOCK_HZ) / 1e9
+            util = call_price.utilisation(kernel, sh, sh.n, **mkw)
             print(f"{name:<22}{kernel:<22}{macs / tc / 1e9:>13.2f}{macs / tg / 1e9:>13.3f}{tg / tc:>7.1f}x"
                   f"{gops:>12.2f}{100 * util:>11.1f}%")
+    print("model GOPS / busy: the call on the training engine (core.call_price; 2 ops per MAC; busy = the "
+          "layer's MACs over the grid's MAC slots, two packed int8 MACs per DSP48E1 in the forward pass); "
+          "resources: `make fit`")
     _psg_table()
-    res = perfmodel.resources()
-    print("modelled resources (estimate, not synthesis): " +
-          ", ".join(f"{k} {v['dsp']} DSP / {v['bram36']:.0f} BRAM36" for k, v in res["kernels"].items()) +
-          f"; total {res['total']['dsp']}/{res['device']['dsp']} DSP, "
-          f"{res['total']['bram36']:.0f}/{res['device']['bram36']} BRAM36; weight gradient "
-          f"~{res['kernels']['conv_bwd_weight_psg']['lut']} LUT of {res['device']['lut']} (yosys per-lane figures"
-          f"{'' if res['fits']['wgrad_lut'] else '; DOES NOT FIT: see docs/rtl.md'})")
-    print("model busy = MAC slots doing useful work (conv: 64 DSP MACs/cycle; weight gradient: "
-          f"{perfmodel.PSG_PRED_LANES} predictor + {perfmodel.PSG_EXACT_LANES} exact lanes, time-weighted)")
     _engine_table(args.engine_batch)
     _overlap_table(args.engine_batch)
     _psg_schedule_table(args.engine_batch)

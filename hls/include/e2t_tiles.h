@@ -3,15 +3,8 @@
 #ifndef E2T_TILES_H
 #define E2T_TILES_H
 
-#define E2T_TILE_CO 8
-#define E2T_TILE_CI 8
 #define E2T_MAX_K 3
 #define E2T_MAX_DIM 1024
-#define E2T_LINE_MAX 1026
 #define E2T_MAX_CI 1024
-#define E2T_AXI_BYTES 8
-#define E2T_PSG_PRED_LANES 192
-#define E2T_PSG_EXACT_LANES 48
-#define E2T_PSG_CHUNK 4096
 
 #endif

@@ -109,6 +109,22 @@ def test_compare_to_baselines_names_both_baselines():
     assert "arm_rate_table" not in compare_to_baselines(Work().add_macs(10, 8, 8), Work().add_macs(20, 8, 8))
 
 
+def test_a_record_with_an_overlap_but_no_path_sets_is_priced_as_recorded_not_repriced():
+    """Static power on the critical path; a record from before the path sets were kept cannot
+    have its critical path recomputed at another rate, and says so (the comparison leaves its
+    ARM-rate table out)."""
+    run, base = board_like(2 * 10**7, 0.2), board_like(6 * 10**7, 0.3, scale=2)
+    run.overlap_seconds = 0.1
+    p = price(run)
+    assert p["parts_j"]["static"] == pytest.approx(2.0 * (run.seconds - 0.1))
+    assert p["static_on_sum_j"] == pytest.approx(2.0 * run.seconds)
+    with pytest.raises(ValueError, match="no per-step critical paths"):
+        at_arm_rate(run, 4e8)
+    c = compare_to_baselines(run, base)
+    assert "arm_rate_table" not in c and "re-run" in c["arm_rate_table_missing"]
+    assert c["energy_ratio_on_sum"] == pytest.approx(p["total_on_sum_j"] / price(base)["total_on_sum_j"])
+
+
 def test_work_keeps_the_arm_share_through_json_and_reads_older_records():
     w = board_like(10**6, 0.1)
     back = Work.from_dict(w.to_dict())

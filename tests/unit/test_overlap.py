@@ -68,3 +68,71 @@ def test_timeline_by_hand():
     assert tl.close_step() == 2 and tl.critical_s == 14
     with pytest.raises(ValueError, match="unknown resource"):
         tl.add("dma", 1)
+
+
+def test_path_sets_give_the_timeline_at_any_arm_rate():
+    """A step's path set, evaluated at an ARM rate, is the critical path the timeline computes
+    when the same segments are timed at that rate (random programs of passes and ARM work)."""
+    import random
+
+    from e2train.core.overlap import Timeline, path_seconds
+    rnd = random.Random(5)
+    for _ in range(50):
+        prog = []
+        for _ in range(rnd.randrange(1, 30)):
+            if rnd.random() < 0.5:
+                prog.append(("arm", rnd.randrange(0, 10**6)))
+            else:
+                prog.append(("fabric", rnd.random() * 0.01, rnd.choice(["", "bwd_data", "wgrad"])))
+        rec = Timeline()
+        for seg in prog:
+            if seg[0] == "arm":
+                rec.add("arm", seg[1] / 1.2e8, arm_ops=seg[1])
+            else:
+                rec.add("fabric", seg[1], seg[2])
+        paths = rec.open_paths()
+        assert path_seconds(paths, 1.2e8) == pytest.approx(rec.open_s(), rel=1e-12, abs=1e-15)
+        for rate in (0.5e8, 4e8):
+            tl = Timeline()
+            for seg in prog:
+                tl.add(*(("arm", seg[1] / rate) if seg[0] == "arm" else seg))
+            assert path_seconds(paths, rate) == pytest.approx(tl.open_s(), rel=1e-12, abs=1e-15)
+
+
+def test_path_set_of_the_hand_example():
+    from e2train.core.overlap import Timeline
+    tl = Timeline()
+    # the first example of test_timeline_by_hand, the ARM's work given in ops (1 op/s): two chains
+    # end the step, the one through the weight gradient and the one through the ARM's work
+    for res, s, kind in (("fabric", 1, "fwd"), ("arm", 1, ""), ("fabric", 2, "bwd_data"), ("arm", 3, ""),
+                         ("fabric", 2, "wgrad"), ("arm", 1, "")):
+        tl.add(res, s, kind, arm_ops=s if res == "arm" else None)
+    # fwd 1 + arm 1 + bwd_data 2 + wgrad 2 = (5 s, 1 op); fwd + arm + bwd_data + arm 3 + arm 1 = (3 s, 5 ops)
+    assert set(tl.open_paths()) == {(5.0, 1), (3.0, 5)}
+    tl.close_step()
+    assert tl.step_paths == [tl.step_paths[0]] and tl.last_timed == (5.0, 5)
+    with pytest.raises(ValueError, match="arm_ops"):
+        tl.add("fabric", 1.0, arm_ops=3)
+
+
+def test_path_sets_keep_only_lines_on_the_envelope():
+    """A path that is the longest at no ARM rate is dropped: (2, 2) lies under the crossing of
+    (4, 0) and (0, 4) for every rate; (3, 2) does not (it is the longest at 1 op/s)."""
+    from e2train.core.overlap import _join
+    assert set(_join(((4.0, 0), (0.0, 4)), ((2.0, 2),))) == {(4.0, 0), (0.0, 4)}
+    assert set(_join(((4.0, 0), (0.0, 4)), ((3.0, 2),))) == {(4.0, 0), (3.0, 2), (0.0, 4)}
+    assert _join(((4.0, 3),), ((3.0, 2), (4.0, 1))) == ((4.0, 3),)        # dominated
+
+
+def test_work_keeps_step_paths_merged_and_through_its_record():
+    from e2train.core.work import Work
+    w = Work()
+    w.add_step(0.5, ((1.0, 5),), 1.0, 5)
+    w.add_step(0.5, ((1.0, 5),), 1.0, 5)
+    w.add_step(0.0, ((2.0, 0), (1.0, 7)), 2.0, 7)
+    assert w.step_paths == [[2, [[1.0, 5]]], [1, [[2.0, 0], [1.0, 7]]]] and w.timed_steps == 3
+    assert (w.overlap_seconds, w.timed_fabric_s, w.timed_arm_ops) == (1.0, 4.0, 17)
+    back = Work.from_dict(w.to_dict())
+    assert back.step_paths == w.step_paths and back.timed_arm_ops == 17
+    both = w + back
+    assert both.timed_steps == 6 and len(both.step_paths) == 2 and w.timed_steps == 3

@@ -6,7 +6,7 @@ A mini-batch of scikit-learn digits (8x8, or upsampled) goes through two 3x3 con
 fused ReLU) and a float average-pool + linear head whose cross-entropy gradient, quantised
 to int16, is the real g_y of the second layer. The second layer's three kernels run through
 the C simulation and the golden model; outputs are compared bit for bit. Times and cycles
-printed are *modelled* (e2train.core.perfmodel), not measured on a board.
+printed are *modelled* (e2train.core.call_price on the training engine), not measured on a board.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import csim, golden, perfmodel
+from ..core import call_price, csim, golden, perfmodel
 from ..core.fixedpoint import INT8, INT16, UINT8, beta_to_fixed, lr_to_fixed, master_frac_bits, quantize, \
     requant_multiplier, scale_for, weight_codes
 from ..core.shapes import ConvShape
@@ -198,15 +198,15 @@ def _print_psg(psg: dict, beta: float, beta_q: int) -> tuple[Any, Any]:
 
 
 def _print_modelled(layer: _Layer, r: Any) -> None:
-    """The performance model's cycles and MAC-slot use of the layer's kernel calls (modelled)."""
+    """The engine's cycles and MAC-slot use for the layer's kernel calls (core.call_price, modelled)."""
     sh2, n_keep = layer.shape, layer.keep.size
-    print("modelled on xc7z020 @ 100 MHz (e2train.core.perfmodel; not measured, no synthesis):")
+    print("modelled on xc7z020 @ 100 MHz (e2train.core.call_price, the training engine; not measured, no synthesis):")
     calls = [("conv_fwd", {}), ("conv_bwd_data", {}),
-             ("conv_bwd_weight_psg", dict(n_predicted=r.n_predicted)),
+             ("conv_bwd_weight_psg", dict(predicted=r.predicted)),
              ("conv_bwd_weight_psg", dict(predictor_on=False))]
     for kernel, kw in calls:
-        cyc = perfmodel.kernel_cycles(kernel, sh2, n_keep, **kw)
-        util = perfmodel.utilisation(kernel, sh2, n_keep, **kw)
+        cyc = call_price.call_cycles(kernel, sh2, n_keep, **kw)
+        util = call_price.utilisation(kernel, sh2, n_keep, **kw)
         tag = kernel + (" (beta_q=0)" if kw.get("predictor_on") is False else "")
         print(f"  {tag:<32}{cyc:>12} cycles {1e6 * cyc / perfmodel.CLOCK_HZ:>10.1f} us  "
-              f"{100 * util:5.1f}% of its MAC slots busy")
+              f"{100 * util:5.1f}% of the engine's MAC slots busy")

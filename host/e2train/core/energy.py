@@ -36,12 +36,16 @@ Widths in between (the rule, written once here):
   float operand is a float multiply + float add of the widest float operand (an int8
   weight times an fp32 gradient runs on the fp32 unit).
 
-Static power: ``zynq7020()`` adds the board's static draw times the modelled busy seconds.
+Static power: ``zynq7020()`` adds the board's static draw times the modelled busy time: the
+critical path (``Work.critical_seconds``: fabric and ARM overlapped where the data allow,
+core.overlap), which is the summed time where nothing overlapped. ``price`` shows the static
+energy on the summed time beside it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .overlap import path_seconds
 from .shapes import ConvShape
 from .work import FP16, FP32, Work, mac_bits, op_bits  # noqa: F401 (FP16/FP32 re-exported)
 
@@ -139,7 +143,7 @@ class EnergyModel:
         ops = sum(n * self.add_pj(op_bits(k)) for k, n in work.ops.items()) * PJ
         sram = work.sram_bytes * self.sram_pj_per_byte * PJ
         dram = work.dram_bytes * self.dram_pj_per_byte * PJ
-        static = self.static_w * work.seconds if include_static else 0.0
+        static = self.static_w * work.critical_seconds if include_static else 0.0
         out = {"mac": mac, "ops": ops, "sram": sram, "dram": dram, "static": static}
         out["total"] = sum(out.values())
         return out
@@ -242,7 +246,7 @@ def step_energy_ratio(scheme: str, baseline: str = "fp32", predicted_frac: float
 
 PARTS = ("compute", "on_chip", "dram", "static")
 PART_LABELS = {"compute": "compute (MACs and element ops by bit width)", "on_chip": "on-chip memory (BRAM/SRAM)",
-               "dram": "DRAM traffic", "static": "static power x modelled time"}
+               "dram": "DRAM traffic", "static": "static power x modelled critical path"}
 
 
 @dataclass(frozen=True)
@@ -262,7 +266,7 @@ def _platforms() -> dict[str, Platform]:
         "xc7z020": Platform(
             "xc7z020", board, 100e6,
             f"{board.static_w:.1f} W assumed (PYNQ-Z1/Z2 idle draw order; replace with a meter's idle reading)",
-            "Zynq-7020 board, fabric at 100 MHz: Horowitz 45 nm per-op figures + static power x modelled time"),
+            "Zynq-7020 board, fabric at 100 MHz: Horowitz 45 nm per-op figures + static power x modelled critical path"),
         "horowitz45": Platform(
             "horowitz45", EnergyModel.horowitz45nm(), None, "none",
             "Horowitz ISSCC 2014 45 nm per-op figures, no static power (the per-op view)"),
@@ -285,13 +289,18 @@ def price(work: Work, on: "str | Platform" = "xc7z020") -> dict:
     """The modelled energy of ``work`` on a platform, in labelled parts that add up to the total.
 
     ``{"kind": "modelled", "platform", "static_note", "parts_j": {compute, on_chip, dram,
-    static}, "total_j"}``. ``total_j`` is the same number as ``EnergyModel.energy_j``.
+    static}, "total_j", "static_on_sum_j", "total_on_sum_j"}``. ``total_j`` is the same number
+    as ``EnergyModel.energy_j``: static power on the critical path. ``*_on_sum_j`` price it on
+    the summed time instead (no overlap), shown beside.
     """
     p = platform(on)
     b = p.model.breakdown(work)
     parts = {"compute": b["mac"] + b["ops"], "on_chip": b["sram"], "dram": b["dram"], "static": b["static"]}
+    total = sum(parts[k] for k in PARTS)
+    on_sum = p.model.static_w * work.seconds
     return {"kind": ENERGY_KIND, "platform": p.name, "static_note": p.static_note,
-            "parts_j": parts, "total_j": sum(parts[k] for k in PARTS)}
+            "parts_j": parts, "total_j": total, "static_on_sum_j": on_sum,
+            "total_on_sum_j": total - parts["static"] + on_sum}
 
 
 # --- named baselines ----------------------------------------------------------------------
@@ -324,6 +333,8 @@ def as_32bit_sgd(work: Work) -> Work:
     out.sram_bytes = round(work.sram_bytes * scale)
     out.dram_bytes = round(work.dram_bytes * scale)
     out.seconds, out.arm_ops, out.arm_seconds = work.seconds, work.arm_ops, work.arm_seconds
+    out.overlap_seconds, out.step_paths = work.overlap_seconds, work.step_paths
+    out.timed_fabric_s, out.timed_arm_ops = work.timed_fabric_s, work.timed_arm_ops
     return out
 
 
@@ -348,37 +359,51 @@ ARM_RATES = (0.5e8, 1e8, ARM_OPS_PER_SECOND, 2e8, 4e8)      # ops/s; the assumed
 def at_arm_rate(work: Work, ops_per_second: float) -> Work:
     """The tally as if its ARM-side ops had run at ``ops_per_second``: only their time changes.
 
-    The performance model adds ARM time to the fabric's (no overlap), so the busy time is the
-    fabric's plus ``arm_ops / ops_per_second``. A tally without a recorded ARM share (older
-    records) cannot be re-priced and says so.
+    The summed time is the fabric's plus ``arm_ops / ops_per_second``; the critical path is
+    recomputed from the recorded per-step path sets (``Work.step_paths``, core.overlap): each
+    step's longest chain of fabric seconds and ARM ops at the new rate, plus whatever was not
+    timed in a step, serially. At the recorded rate it gives the recorded figures. A tally
+    without a recorded ARM share, or with an overlap but no path sets (older records), cannot
+    be re-priced and says so.
     """
     if not ops_per_second > 0:
         raise ValueError(f"ARM rate must be > 0 ops/s, got {ops_per_second!r}")
     if work.arm_ops <= 0:
         raise ValueError("this tally has no recorded ARM ops (recorded before they were kept apart): "
                          "re-run to record them")
+    if work.overlap_seconds and not work.step_paths:
+        raise ValueError("this tally has an overlap but no per-step critical paths (recorded before they "
+                         "were kept): re-run to re-price it at another ARM rate")
     out = Work() + work
+    fabric_s = max(work.seconds - work.arm_seconds, 0.0)
     arm_s = work.arm_ops / ops_per_second
-    out.seconds = max(work.seconds - work.arm_seconds, 0.0) + arm_s
+    out.seconds = fabric_s + arm_s
     out.arm_seconds = arm_s
-    out.overlap_seconds = 0.0      # the overlap was timed at the recorded rate; at another it is not known
+    if work.step_paths:
+        untimed = (fabric_s - work.timed_fabric_s) + (work.arm_ops - work.timed_arm_ops) / ops_per_second
+        critical = sum(c * path_seconds(p, ops_per_second) for c, p in work.step_paths) + untimed
+        out.overlap_seconds = out.seconds - critical
     return out
 
 
 def arm_rate_table(run: Work, baseline: Work, rates=ARM_RATES, on: "str | Platform" = "xc7z020") -> list[dict]:
-    """For each ARM rate: both runs re-priced, their ratio, and the ratio to 32-bit SGD.
+    """For each ARM rate: both runs re-priced (critical paths recomputed), their ratio, the ratio
+    to 32-bit SGD, and beside them the ratio with static power on the summed time.
 
     ``run`` and ``baseline`` are the recorded training tallies of E2-Train and the 8-bit
     fabric baseline; the 32-bit SGD figure is ``as_32bit_sgd(baseline)`` at the same rate.
     """
     rows = []
     for r in rates:
-        e, b = price(at_arm_rate(run, r), on), price(at_arm_rate(baseline, r), on)
-        f = price(as_32bit_sgd(at_arm_rate(baseline, r)), on)
+        er, br = at_arm_rate(run, r), at_arm_rate(baseline, r)
+        e, b = price(er, on), price(br, on)
+        f = price(as_32bit_sgd(br), on)
         rows.append({"arm_ops_per_second": float(r), "run_j": e["total_j"], "baseline_j": b["total_j"],
-                     "sgd32_j": f["total_j"], "arm_share_of_baseline_time": at_arm_rate(baseline, r).arm_seconds
-                     / max(at_arm_rate(baseline, r).seconds, 1e-300),
+                     "sgd32_j": f["total_j"], "arm_share_of_baseline_time": br.arm_seconds / max(br.seconds, 1e-300),
+                     "run_critical_s": er.critical_seconds, "run_sum_s": er.seconds,
+                     "baseline_critical_s": br.critical_seconds, "baseline_sum_s": br.seconds,
                      "ratio_to_8bit": e["total_j"] / b["total_j"], "ratio_to_32bit_sgd": e["total_j"] / f["total_j"],
+                     "ratio_to_8bit_on_sum": e["total_on_sum_j"] / b["total_on_sum_j"],
                      "static_share_of_run": e["parts_j"]["static"] / e["total_j"]})
     return rows
 
@@ -386,12 +411,14 @@ def arm_rate_table(run: Work, baseline: Work, rates=ARM_RATES, on: "str | Platfo
 def arm_rate_table_md(rows: list[dict], assumed: float = 1.2e8) -> str:
     """The table as markdown; every figure modelled."""
     out = ["| ARM rate (ops/s) | E2-Train (J, modelled) | 8-bit fabric baseline (J, modelled) | ratio to 8-bit "
-           "fabric baseline | ratio to 32-bit SGD | ARM share of baseline time | static share of E2-Train |",
-           "|---|---|---|---|---|---|---|"]
+           "fabric baseline | ratio to 32-bit SGD | same, static on the summed time | critical path / sum, "
+           "baseline | ARM share of baseline time (summed) | static share of E2-Train |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tag = " (assumed)" if r["arm_ops_per_second"] == assumed else ""
         out.append(f"| {r['arm_ops_per_second']:.2g}{tag} | {r['run_j']:.2f} | {r['baseline_j']:.2f} | "
-                   f"{r['ratio_to_8bit']:.3f} | {r['ratio_to_32bit_sgd']:.3f} | "
+                   f"{r['ratio_to_8bit']:.3f} | {r['ratio_to_32bit_sgd']:.3f} | {r['ratio_to_8bit_on_sum']:.3f} | "
+                   f"{r['baseline_critical_s'] / max(r['baseline_sum_s'], 1e-300):.2f} | "
                    f"{r['arm_share_of_baseline_time']:.0%} | {r['static_share_of_run']:.0%} |")
     return "\n".join(out)
 
@@ -421,6 +448,11 @@ def compare_to_baselines(run: Work, baseline: Work, on: "str | Platform" = "xc7z
     out = {"platform": e["platform"], "priced": {"e2train": e, BASELINE_8BIT: b, BASELINE_FP32: f},
            "ratio_to": {BASELINE_8BIT: ratio_parts(e, b), BASELINE_FP32: ratio_parts(e, f)}}
     out["energy_ratio"] = out["ratio_to"][BASELINE_8BIT]["total"]
+    # beside it: static power on the summed time (no overlap), as priced before the critical path
+    out["energy_ratio_on_sum"] = e["total_on_sum_j"] / b["total_on_sum_j"]
     if run.arm_ops and baseline.arm_ops:
-        out["arm_rate_table"] = arm_rate_table(run, baseline, on=on)
+        try:
+            out["arm_rate_table"] = arm_rate_table(run, baseline, on=on)
+        except ValueError as e:          # an older record: no per-step critical paths
+            out["arm_rate_table_missing"] = str(e)
     return out

@@ -104,6 +104,34 @@ def serial_seconds(layers: list[dict], head_arm_s: float = 0.0) -> float:
     return head_arm_s + sum(float(ly.get(k, 0.0)) for ly in layers for k in LAYER_KEYS)
 
 
+def _join(a: tuple, b: tuple) -> tuple:
+    """The later of two path sets: their union, less every path that is the longest at no ARM
+    rate. A path (f, ops) lasts f + ops * u with u = 1 / rate > 0, a line in u; only the lines on
+    the upper envelope over u > 0 can be the critical path, and adding the same segment to every
+    path of a set, or joining it with another set, never brings a dropped line back."""
+    best, dom = -1.0, []
+    for f, ops in sorted(set(a) | set(b), key=lambda p: (-p[1], -p[0])):   # most ops first
+        if f > best:                       # not dominated (as many ops, at least as much fabric)
+            dom.append((f, ops))
+            best = f
+    hull: list = []
+    for p in reversed(dom):                # ops ascending, fabric descending
+        while len(hull) >= 2:
+            (f0, a0), (f1, a1) = hull[-2], hull[-1]
+            # the middle line is never above both neighbours once they cross no later than it
+            if (f0 - p[0]) * (a1 - a0) <= (f0 - f1) * (p[1] - a0):
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    return tuple(hull)
+
+
+def path_seconds(paths, ops_per_second: float) -> float:
+    """A path set's length at an ARM rate: the longest of its (fabric seconds, ARM ops) paths."""
+    return max((f + ops / ops_per_second for f, ops in paths), default=0.0)
+
+
 class Timeline:
     """The same rule applied on the fly to what a trainer issues, in order, within one step.
 
@@ -115,11 +143,21 @@ class Timeline:
     layer's input-gradient pass (dequantising g_x, the next layer down's ReLU/BN backward) runs
     while the fabric does that layer's weight gradient. DMA is inside the kernels' own times
     here (the performance model overlaps it per call). ``close_step`` ends a step: the next
-    starts when both resources are free."""
+    starts when both resources are free.
+
+    Beside the times it keeps every instant as a *path set*: the (fabric seconds, ARM ops) of
+    each chain of segments that can end there, less the dominated ones. An ARM segment added
+    with its ``arm_ops`` counts them, not its seconds, so a step's critical path can be
+    recomputed at any ARM rate without re-running it (``path_seconds``): at the rate the
+    segments were timed at it is the same critical path. ``step_paths`` keeps each closed
+    step's set (a few pairs: the chains the backward's overlap opens), ``timed`` the fabric
+    seconds and ARM ops of every closed step's segments."""
 
     def __init__(self) -> None:
         self.critical_s = 0.0          # closed steps' critical paths, summed
         self.sum_s = 0.0               # closed steps' segments, summed
+        self.step_paths: list[tuple] = []
+        self.timed = [0.0, 0]          # closed steps' fabric seconds (and ARM seconds without ops), ARM ops
         self._open()
 
     def _open(self) -> None:
@@ -127,34 +165,57 @@ class Timeline:
         self._ready = 0.0              # finish of the last segment whose output the next one reads
         self._wg_ready = None          # when the operands of the pending weight gradient were ready
         self._step_sum = 0.0
+        zero = ((0.0, 0),)
+        self._pfree = {"fabric": zero, "arm": zero}
+        self._pready = zero
+        self._pwg_ready = None
+        self._step_timed = [0.0, 0]
 
-    def add(self, resource: str, seconds: float, kind: str = "") -> None:
-        """``kind``: "bwd_data" or "wgrad" for those passes, anything else otherwise."""
+    def add(self, resource: str, seconds: float, kind: str = "", arm_ops: int | None = None) -> None:
+        """``kind``: "bwd_data" or "wgrad" for those passes, anything else otherwise.
+        ``arm_ops``: the operations an ARM segment's ``seconds`` were timed from."""
         if resource not in self._free:
             raise ValueError(f"unknown resource {resource!r}; expected fabric or arm")
         if not seconds >= 0:
             raise ValueError(f"time must be >= 0 s, got {seconds!r}")
+        if arm_ops is not None and (resource != "arm" or int(arm_ops) < 0):
+            raise ValueError(f"arm_ops belongs to an ARM segment and is >= 0, got {arm_ops!r} on {resource}")
         if kind == "wgrad":
             ready = self._ready if self._wg_ready is None else self._wg_ready
-            self._wg_ready = None
+            pready = self._pready if self._pwg_ready is None else self._pwg_ready
+            self._wg_ready = self._pwg_ready = None
         else:
-            ready = self._ready
+            ready, pready = self._ready, self._pready
             if kind == "bwd_data":
-                self._wg_ready = ready
+                self._wg_ready, self._pwg_ready = ready, pready
         end = max(self._free[resource], ready) + seconds
         self._free[resource] = end
+        df, da = (0.0, int(arm_ops)) if arm_ops is not None else (float(seconds), 0)
+        pend = tuple((f + df, a + da) for f, a in _join(self._pfree[resource], pready))
+        self._pfree[resource] = pend
         if kind != "wgrad":
             self._ready = end
+            self._pready = pend
         self._step_sum += seconds
+        self._step_timed[0] += df
+        self._step_timed[1] += da
 
     def open_s(self) -> float:
         """The critical path of the step in progress so far."""
         return max(self._free.values())
+
+    def open_paths(self) -> tuple:
+        """The path set of the step in progress so far."""
+        return _join(self._pfree["fabric"], self._pfree["arm"])
 
     def close_step(self) -> float:
         """End the step; returns the time it overlapped (its sum minus its critical path)."""
         crit, total = self.open_s(), self._step_sum
         self.critical_s += crit
         self.sum_s += total
+        self.step_paths.append(self.open_paths())
+        self.last_timed = (self._step_timed[0], self._step_timed[1])
+        self.timed[0] += self._step_timed[0]
+        self.timed[1] += self._step_timed[1]
         self._open()
         return total - crit

@@ -1,30 +1,18 @@
-"""Analytic performance model of the three HLS kernels on xc7z020 at 100 MHz (numpy-free).
+"""Analytic performance model of the training engine on xc7z020 at 100 MHz (numpy-free).
 
-It follows the kernels' loop structure (hls/src/*.cpp, docs/kernels.md) with the tile sizes
-below, which are the one definition of the MAC array: hls/include/e2t_tiles.h is generated
-from this module (``python -m e2train.core.perfmodel --header``; a test checks that the
-committed header matches), so the C++ and the model cannot disagree.
+The engine (fpga/rtl/train_engine.v) is one ROWS x COLS grid of DSP48E1 cells that the three
+passes share in time; ``engine_map`` lays each pass's calls onto it and this module times
+them (``engine_pass``), with the requantiser, partial-sum and DDR bounds around the grid
+stated below. ``core.call_price`` prices one kernel call from it, which is what the simulated
+board and the device trainer charge.
 
-Sizing for xc7z020 (220 DSP48E1, 140 BRAM36, 53,200 LUT) at 100 MHz, three kernels in one
-bitstream: conv_fwd and conv_bwd_data each have a TILE_CO x TILE_CI MAC array (64 MACs per
-cycle, one DSP48E1 per MAC: 8x8-bit and 16x8-bit products) plus TILE-wide requantisers;
-conv_bwd_weight_psg stages TILE_CI x planes and TILE_CO g planes of a block of weights
-in BRAM and replays them through PSG_PRED_LANES predictor lanes (4x10-bit products in LUTs)
-and PSG_EXACT_LANES exact lanes (8x16-bit, one DSP48E1 each) that hold only the weights
-needing the exact sum. A channel tile of 8 divides every ResNet-CIFAR width (16/32/64).
+The kernel limits the HLS sources share are defined here once: hls/include/e2t_tiles.h is
+generated from this module (``python -m e2train.core.perfmodel --header``; a test checks that
+the committed header matches), so the C++ and the model cannot disagree.
 
-Everything here is *modelled*, not measured, and not a synthesis result (no Vitis HLS was
-run). The assumptions, each next to its constant below:
-* one m_axi bundle moves AXI_BYTES (64-bit HP port) per cycle once a burst runs; Vitis
-  widens the kernels' byte loops to the port width (``max_widen_bitwidth=64``);
-* a burst's first beat costs DDR_LATENCY cycles, paid where a load is not overlapped;
-* the next step's line-buffer rows load while the current step's MACs run (ping-pong
-  buffers), so a step costs max(load, MACs);
-* weight gradient: x and g load on their own bundles (gx, gg) in parallel, one burst
-  latency per staged chunk; a chunk's rounds run one beat per cycle, plus ROUND_OVERHEAD
-  per round (lane accumulators in/out of BRAM, pipeline fill). Which weights need the exact
-  sum is data: the kernel's counters (stats[4], stats[6]) make the model exact about it,
-  and without them it is estimated (see _psg_passes).
+Everything here is *modelled*, not measured, and not a synthesis result (no Vitis HLS was run).
+The fabric-v1 loop model (TILE_CO x TILE_CI MAC arrays and the PSG lane array) is retired
+with the kernels it described.
 """
 from __future__ import annotations
 
@@ -34,28 +22,14 @@ from . import engine_map as em
 from .shapes import MAX_DIM, ConvShape
 from .work import Work
 
-TILE_CO = 8            # output channels per MAC array row (unrolled)
-TILE_CI = 8            # input channels per MAC array column (unrolled)
 MAX_K = 3              # largest kernel size (1x1 and 3x3 are supported)
-LINE_MAX = MAX_DIM + 2 * (MAX_K // 2)   # line buffer width: a padded input row
-MAX_CI = MAX_DIM       # weight tile buffer holds all input channels of TILE_CO filters
+MAX_CI = MAX_DIM       # conv_fwd's weight tile holds all input channels of a row block
 AXI_BYTES = 8          # one 64-bit HP-port beat per cycle per m_axi bundle
-# Weight gradient (hls/src/conv_bwd_weight_psg.cpp). A block is TILE_CO x TILE_CI x k*k weights.
-PSG_PRED_LANES = 192   # predictor lanes: 4x10-bit LUT multipliers, a 3x3 block in 3 rounds
-PSG_EXACT_LANES = 48   # exact lanes: one DSP48E1 each (the DSPs left beside conv_fwd/bwd_data)
-PSG_CHUNK = 4096       # positions per channel bank of the staging buffers (BRAM36: 4K x 9 bits)
 
 CONSTANTS = {
-    "E2T_TILE_CO": TILE_CO,
-    "E2T_TILE_CI": TILE_CI,
     "E2T_MAX_K": MAX_K,
     "E2T_MAX_DIM": MAX_DIM,
-    "E2T_LINE_MAX": LINE_MAX,
     "E2T_MAX_CI": MAX_CI,
-    "E2T_AXI_BYTES": AXI_BYTES,
-    "E2T_PSG_PRED_LANES": PSG_PRED_LANES,
-    "E2T_PSG_EXACT_LANES": PSG_EXACT_LANES,
-    "E2T_PSG_CHUNK": PSG_CHUNK,
 }
 
 
@@ -72,428 +46,11 @@ def header_text() -> str:
     return "\n".join(lines)
 
 
-
-
 CLOCK_HZ = 100e6        # fabric clock of the kernels
-DDR_LATENCY = 40        # cycles to a burst's first beat over an HP port (UG585: ~30-50 at 100 MHz)
-PIPE_DEPTH = 8          # MAC pipeline: BRAM read 2 + DSP48E1 M/P registers 3 + adder tree over TILE_CI 3
-REQUANT_DEPTH = 6       # requantiser pipeline: 2-DSP product 3 + round/shift/saturate 3
-CALL_OVERHEAD = 100     # s_axilite start/done, reading the sample list's first beat
-ROUND_OVERHEAD = PIPE_DEPTH + 2   # weight-gradient round: lane accumulators in and out + fill
-
-# Device totals of xc7z020 (DS190).
-XC7Z020 = {"dsp": 220, "bram36": 140, "lut": 53200}
-# LUTs per lane of the weight-gradient lane array, by yosys synth_xilinx -family xc7 of
-# the fabric-v1 lane array (psg_lanes.v, retired: 48 lanes all exact 27,267 LUT; 96 lanes
-# with 48 exact 46,629): estimates, not Vivado results.
-LUT_PER_EXACT_LANE = 568
-LUT_PER_PREDICTOR_LANE = 403
-
-KERNELS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")
 
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def _check(kernel: str, shape: ConvShape, n_active: int) -> None:
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
-    if not isinstance(shape, ConvShape):
-        raise TypeError(f"shape must be a ConvShape, got {type(shape).__name__}")
-    if not 0 <= int(n_active) <= shape.n:
-        raise ValueError(f"n_active must be in [0, {shape.n}], got {n_active}")
-
-
-def _tiles(total: int, tile: int) -> list[int]:
-    """Sizes of the tiles of a channel dimension (the last one may be partial)."""
-    return [min(tile, total - i) for i in range(0, total, tile)]
-
-
-def _fwd_rows(shape: ConvShape) -> list[int]:
-    """Per output row oy: kernel rows ky that fall inside the image (padding rows are skipped)."""
-    return [sum(0 <= oy * shape.stride + ky - shape.pad < shape.h for ky in range(shape.k))
-            for oy in range(shape.ho)]
-
-
-def _bwd_rows(shape: ConvShape) -> list[int]:
-    """Per input row iy: kernel rows ky with (iy + pad - ky) a whole output row oy."""
-    out = []
-    for iy in range(shape.h):
-        n = 0
-        for ky in range(shape.k):
-            t = iy + shape.pad - ky
-            n += t >= 0 and t % shape.stride == 0 and t // shape.stride < shape.ho
-        out.append(n)
-    return out
-
-
-def _bwd_cols(shape: ConvShape) -> int:
-    """Pipeline iterations of one bwd-data step: sum over kx of the ix it reaches."""
-    return sum(sum(0 <= ox * shape.stride + kx - shape.pad < shape.w for ox in range(shape.wo))
-               for kx in range(shape.k))
-
-
-def _steps(n_steps: int, load: int, mac: int) -> int:
-    """One row: the first load is exposed, later loads overlap the previous step's MACs."""
-    if n_steps == 0:
-        return 0
-    return DDR_LATENCY + load + (n_steps - 1) * max(load, mac) + mac
-
-
-def _check_pred(shape: ConvShape, n_predicted: int, predictor_on: bool) -> None:
-    nw = shape.co * shape.ci * shape.k * shape.k
-    if not 0 <= int(n_predicted) <= nw:
-        raise ValueError(f"n_predicted must be in [0, {nw}], got {n_predicted}")
-    if not predictor_on and n_predicted:
-        raise ValueError("with the predictor off (beta_q = 0) no weight can be predicted")
-
-
-# --- weight gradient (conv_bwd_weight_psg) -------------------------------------------------
-
-def _psg_plan(s: ConvShape) -> tuple[int, int]:
-    """(samples per chunk, output rows per chunk): make_plan of the kernel."""
-    def xrows(r: int) -> int:
-        return min(s.h, (r - 1) * s.stride + s.k)
-    xfull, gfull = xrows(s.ho) * s.w, s.ho * s.wo
-    if xfull <= PSG_CHUNK and gfull <= PSG_CHUNK:
-        return min(PSG_CHUNK // xfull, PSG_CHUNK // gfull), s.ho
-    r = 1
-    while r < s.ho and (r + 1) * s.wo <= PSG_CHUNK and xrows(r + 1) * s.w <= PSG_CHUNK:
-        r += 1
-    return 1, r
-
-
-def _psg_chunks(s: ConvShape, n_active: int) -> list[tuple[int, int, int]]:
-    """Per chunk of one block: (beats, x bytes per input channel, g bytes per output channel)."""
-    spc, rpb = _psg_plan(s)
-    out = []
-    for si0 in range(0, n_active, spc):
-        ns = min(spc, n_active - si0)
-        for oy0 in range(0, s.ho, rpb):
-            nrow = min(rpb, s.ho - oy0)
-            lo = max(0, oy0 * s.stride - s.pad)
-            hi = min(s.h, (oy0 + nrow - 1) * s.stride - s.pad + s.k)
-            out.append((ns * nrow * s.wo, ns * max(0, hi - lo) * s.w, 2 * ns * nrow * s.wo))
-    return out
-
-
-def _psg_blocks(s: ConvShape) -> list[tuple[int, int]]:
-    """(tco, tci) of every block, in the kernel's order."""
-    return [(tco, tci) for tco in _tiles(s.co, TILE_CO) for tci in _tiles(s.ci, TILE_CI)]
-
-
-def _spread(total: int, parts: int) -> list[int]:
-    return [total // parts + (i < total % parts) for i in range(parts)] if parts else []
-
-
-def _psg_passes(s: ConvShape, n_active: int, n_predicted: int, predictor_on: bool,
-                n_tiles_skipped: int | None, n_exact_rounds: int | None) -> dict:
-    """The weight-gradient kernel's passes as job lists, with cycles, bytes and lane-beats.
-
-    Data-dependent inputs: which weights need the exact sum and how they fall into blocks.
-    ``n_tiles_skipped`` is the kernel's stats[4] (blocks not read a second time) and
-    ``n_exact_rounds`` its stats[6] / beats (exact rounds over all blocks); given both, the
-    model follows what the kernel did. Otherwise they are estimated: the undecided weights
-    spread evenly over the blocks (ceil(u_b / EXACT_LANES) rounds each); pass B re-reads
-    every block with an undecided weight when a block spans several chunks, and one block
-    with one round otherwise (the pending weights between beta*max-so-far and beta*max).
-    """
-    _check_pred(s, n_predicted, predictor_on)
-    blocks = _psg_blocks(s)
-    nbs = [tco * tci * s.k * s.k for tco, tci in blocks]
-    nw = s.co * s.ci * s.k * s.k
-    chunks = _psg_chunks(s, n_active)
-    beats = sum(c[0] for c in chunks)
-    undecided = nw - int(n_predicted)
-    _check_psg_stats(nbs, len(chunks) == 1, beats, undecided, predictor_on, n_tiles_skipped, n_exact_rounds)
-    pred_r, a_r, b_r = _psg_rounds(nbs, len(chunks) == 1, beats, undecided, predictor_on,
-                                   n_tiles_skipped, n_exact_rounds)
-    out = {"cycles": CALL_OVERHEAD, "dram": 4 * n_active, "sram": 0, "pred_lane_beats": 0,
-           "exact_lane_beats": undecided * beats if beats else 0, "exact_rounds": 0}
-    if beats:
-        for kind in ("A", "B"):
-            cycles, dram, sram = _psg_pass(s, kind, blocks, chunks, pred_r, a_r, b_r, predictor_on)
-            out["cycles"] += cycles
-            out["dram"] += dram
-            out["sram"] += sram
-        out["exact_rounds"] = sum(a_r) + sum(b_r)
-        out["pred_lane_beats"] = nw * beats
-        if predictor_on:                            # resolve: G_msb and state in, decisions out
-            out["cycles"] += DDR_LATENCY + _ceil(11 * nw, AXI_BYTES)
-            out["dram"] += 11 * nw
-    else:
-        out["dram"] += 2 * nw                       # signs and flags (0) written
-        out["cycles"] += _ceil(2 * nw, AXI_BYTES)
-    out["cycles"] += max(nw, _ceil(9 * nw, AXI_BYTES)) + DDR_LATENCY     # update: W in/out, sign in
-    out["dram"] += 9 * nw
-    return out
-
-
-def _check_psg_stats(nbs: list[int], one_chunk: bool, beats: int, undecided: int, predictor_on: bool,
-                     n_tiles_skipped: int | None, n_exact_rounds: int | None) -> None:
-    """The kernel's stats passed in must be ones this layer can produce."""
-    nblk = len(nbs)
-    if n_tiles_skipped is not None and not 0 <= int(n_tiles_skipped) <= nblk:
-        raise ValueError(f"n_tiles_skipped must be in [0, {nblk}] (blocks of this layer), got {n_tiles_skipped}")
-    most = sum(_ceil(nb, PSG_EXACT_LANES) for nb in nbs) + (nblk if one_chunk and predictor_on else 0)
-    if n_exact_rounds is not None and not 0 <= int(n_exact_rounds) <= most:
-        raise ValueError(f"n_exact_rounds must be in [0, {most}] for this layer, got {n_exact_rounds}")
-    if (predictor_on and beats and not one_chunk and undecided and n_tiles_skipped is not None
-            and int(n_tiles_skipped) == nblk):
-        raise ValueError(f"{undecided} weights need the exact sum, but n_tiles_skipped = {nblk} says no "
-                         "block was re-read; in a layer of several chunks the exact sums run only in "
-                         "the re-read pass (pass the kernel's own stats[4])")
-
-
-def _psg_rounds(nbs: list[int], one_chunk: bool, beats: int, undecided: int, predictor_on: bool,
-                n_tiles_skipped: int | None, n_exact_rounds: int | None) -> tuple[list[int], list[int], list[int]]:
-    """Rounds per block: (pred rounds, exact rounds in pass A / the one pass, exact rounds in pass B)."""
-    nblk = len(nbs)
-
-    def rounds_even(total_u: int, idx: list[int]) -> list[int]:
-        w = sum(nbs[i] for i in idx)
-        return [_ceil(_ceil(total_u * nbs[i], max(w, 1)), PSG_EXACT_LANES) for i in idx]
-
-    pred_r, a_r, b_r = [0] * nblk, [0] * nblk, [0] * nblk
-    if beats == 0:
-        return pred_r, a_r, b_r
-    if not predictor_on:
-        return pred_r, [_ceil(nb, PSG_EXACT_LANES) for nb in nbs], b_r
-    pred_r = [_ceil(nb, PSG_PRED_LANES) for nb in nbs]
-    if n_tiles_skipped is not None:
-        n_b = nblk - int(n_tiles_skipped)
-    elif undecided == 0:
-        n_b = 0
-    else:
-        n_b = min(nblk, 1) if one_chunk else nblk
-    reread = list(range(n_b))
-    if n_exact_rounds is not None:
-        if one_chunk:
-            for i in reread:
-                b_r[i] = 1
-            a_r = _spread(max(0, int(n_exact_rounds) - n_b), nblk)
-        else:
-            for i, r in zip(reread, _spread(int(n_exact_rounds), n_b)):
-                b_r[i] = r
-    elif one_chunk:
-        a_r = rounds_even(undecided, list(range(nblk)))
-        for i in reread:
-            b_r[i] = 1
-    else:
-        for i, r in zip(reread, rounds_even(undecided, reread)):
-            b_r[i] = r
-    return pred_r, a_r, b_r
-
-
-def _psg_pass(s: ConvShape, kind: str, blocks: list[tuple[int, int]], chunks: list[tuple[int, int, int]],
-              pred_r: list[int], a_r: list[int], b_r: list[int], predictor_on: bool) -> tuple[int, int, int]:
-    """Pass A (predict, or the one exact pass) or B (re-read for exact sums): (cycles, DRAM, SRAM bytes)."""
-    jobs, staged, window, io_dram = [], 0, 0, 0
-    for i, (tco, tci) in enumerate(blocks):
-        nb = tco * tci * s.k * s.k
-        if kind == "A":            # + signs and states (and G_msb when beta_q > 0) out
-            io_bytes = 10 * nb if predictor_on else 2 * nb
-            rounds, last_rounds = (pred_r[i], a_r[i]) if predictor_on else (a_r[i], 0)
-        else:                      # + states in, signs and states out
-            if not b_r[i]:
-                continue
-            io_bytes, rounds, last_rounds = 3 * nb, b_r[i], 0
-        io = _ceil(io_bytes, AXI_BYTES)
-        for j, c in enumerate(chunks):
-            last = j == len(chunks) - 1
-            comp = rounds * (c[0] + ROUND_OVERHEAD)
-            if last:
-                comp += last_rounds * (c[0] + ROUND_OVERHEAD) + io
-            jobs.append((_psg_load(tco, tci, c), comp))
-            staged += tci * c[1] + tco * c[2]
-            window += (rounds + (last_rounds if last else 0)) * c[0] * (tci * s.k * s.stride + 2 * tco)
-        io_dram += io_bytes
-    return _pipelined(jobs), io_dram + staged, 2 * staged + window       # staged: written once, read by the window
-
-
-def _psg_load(tco: int, tci: int, c: tuple[int, int, int]) -> int:
-    """Cycles to stage one chunk of a block: a DDR burst for x and g, whichever is longer."""
-    return DDR_LATENCY + max(_ceil(tci * c[1], AXI_BYTES), _ceil(tco * c[2], AXI_BYTES))
-
-
-def _pipelined(jobs: list[tuple[int, int]]) -> int:
-    """Cycles of (load, compute) jobs where job i+1 stages while job i computes (ping-pong)."""
-    if not jobs:
-        return 0
-    cyc = jobs[0][0]
-    for (_, comp), (nxt_load, _) in zip(jobs, jobs[1:]):
-        cyc += max(nxt_load, comp)
-    return cyc + jobs[-1][1]
-
-
-def kernel_cycles(kernel: str, shape: ConvShape, n_active: int, n_predicted: int = 0, *,
-                  predictor_on: bool = True, n_tiles_skipped: int | None = None,
-                  n_exact_rounds: int | None = None) -> int:
-    """Modelled cycles of one kernel call over ``n_active`` listed samples.
-
-    For conv_bwd_weight_psg, ``n_predicted`` weights are decided by the predictor;
-    ``predictor_on=False`` is beta_q = 0 (one exact pass); ``n_tiles_skipped`` is the
-    kernel's stats[4] (blocks whose x and g it did not read a second time) and
-    ``n_exact_rounds`` its stats[6] divided by the beats per weight (PsgStats.beats_per_tile);
-    each is estimated when None.
-    """
-    _check(kernel, shape, n_active)
-    s, k, kk = shape, shape.k, shape.k * shape.k
-    if kernel == "conv_fwd":
-        load = TILE_CI * _ceil(s.w + 2 * s.pad, AXI_BYTES)
-        mac = k * s.wo + PIPE_DEPTH
-        cyc = CALL_OVERHEAD
-        rows = _fwd_rows(s)
-        for tco in _tiles(s.co, TILE_CO):
-            cyc += TILE_CO * _ceil(s.ci * kk, AXI_BYTES) + DDR_LATENCY      # weight tile
-            per_sample = 0
-            for nk in rows:
-                per_sample += s.wo                                          # acc = bias
-                per_sample += _steps(_ceil(s.ci, TILE_CI) * nk, load, mac)
-                per_sample += s.wo + REQUANT_DEPTH + tco * _ceil(s.wo, AXI_BYTES)
-            cyc += n_active * per_sample
-        return int(cyc)
-    if kernel == "conv_bwd_data":
-        load = TILE_CO * _ceil(2 * s.wo, AXI_BYTES)
-        mac = _bwd_cols(s) + PIPE_DEPTH
-        cyc = CALL_OVERHEAD
-        rows = _bwd_rows(s)
-        for tci in _tiles(s.ci, TILE_CI):
-            cyc += s.co * _ceil(TILE_CI * kk, AXI_BYTES) + DDR_LATENCY
-            per_sample = 0
-            for nk in rows:
-                per_sample += s.w
-                per_sample += _steps(_ceil(s.co, TILE_CO) * nk, load, mac)
-                per_sample += s.w + REQUANT_DEPTH + tci * _ceil(2 * s.w, AXI_BYTES)
-            cyc += n_active * per_sample
-        return int(cyc)
-    return int(_psg_passes(s, n_active, n_predicted, predictor_on, n_tiles_skipped, n_exact_rounds)["cycles"])
-
-
-def parallel_macs(kernel: str) -> int:
-    """MACs the kernel's DSP datapath can issue per cycle (the weight gradient's exact lanes;
-    its LUT predictor lanes are PSG_PRED_LANES more)."""
-    return PSG_EXACT_LANES if kernel == "conv_bwd_weight_psg" else TILE_CO * TILE_CI
-
-
-def kernel_work(kernel: str, shape: ConvShape, n_active: int, n_predicted: int = 0,
-                x_unsigned: bool = True, *, predictor_on: bool = True,
-                n_tiles_skipped: int | None = None, n_exact_rounds: int | None = None) -> Work:
-    """The work one call does: MACs at their operand widths, DRAM and on-chip bytes, and
-    the modelled busy time (``kernel_cycles / CLOCK_HZ``). Nothing for skipped samples.
-
-    ``x_unsigned`` does not change the operand widths (uint8 and int8 are both 8-bit codes);
-    it is accepted so that callers pass what the kernel is given.
-    """
-    _check(kernel, shape, n_active)
-    s, kk = shape, shape.k * shape.k
-    w = Work()
-    macs = s.macs(n_active)
-    if kernel == "conv_fwd":
-        rows = _fwd_rows(s)
-        steps = _ceil(s.ci, TILE_CI) * sum(rows)
-        x_bytes = sum(nk * s.ci * s.w for nk in rows)           # real channels only
-        w.add_macs(macs, 8, 8)
-        w.add_ops(n_active * s.co * s.ho * s.wo, 32)             # requantisation
-        w.add_dram(s.co * s.ci * kk + 4 * s.co + 4 * n_active
-                   + n_active * (_ceil(s.co, TILE_CO) * x_bytes + s.co * s.ho * s.wo))
-        per_step = s.k * s.wo * (TILE_CI * 2 + TILE_CO * 8)      # line-buffer reads, acc read+write
-        w.add_sram(n_active * _ceil(s.co, TILE_CO) * steps * per_step)
-    elif kernel == "conv_bwd_data":
-        rows = _bwd_rows(s)
-        steps = _ceil(s.co, TILE_CO) * sum(rows)
-        g_bytes = sum(nk * s.co * 2 * s.wo for nk in rows)
-        w.add_macs(macs, 8, 16)
-        w.add_ops(n_active * s.ci * s.h * s.w, 48)
-        w.add_dram(s.co * s.ci * kk + 4 * n_active
-                   + n_active * (_ceil(s.ci, TILE_CI) * g_bytes + 2 * s.ci * s.h * s.w))
-        w.add_sram(n_active * _ceil(s.ci, TILE_CI) * steps * _bwd_cols(s) * (TILE_CO * 2 + TILE_CI * 16))
-    else:
-        m = _psg_passes(s, n_active, n_predicted, predictor_on, n_tiles_skipped, n_exact_rounds)
-        w.add_macs(m["pred_lane_beats"], 4, 10)       # every weight's G_msb (shadowing when beta_q = 0)
-        w.add_macs(m["exact_lane_beats"], 8, 16)      # exact sums: the undecided weights only
-        w.add_ops(s.co * s.ci * kk, 32)               # threshold compare + update
-        w.add_dram(m["dram"])
-        w.add_sram(m["sram"])
-        w.add_time(m["cycles"] / CLOCK_HZ)
-        return w
-    w.add_time(kernel_cycles(kernel, shape, n_active) / CLOCK_HZ)
-    return w
-
-
-def utilisation(kernel: str, shape: ConvShape, n_active: int, n_predicted: int = 0, **kw) -> float:
-    """Fraction of the datapath's MAC slots busy over the modelled call: MACs over
-    (cycles x TILE_CO*TILE_CI) for the conv arrays. For the weight gradient, the time its
-    lane arrays would need at full occupancy (predictor lane-beats / PSG_PRED_LANES in the
-    predict rounds + exact lane-beats / PSG_EXACT_LANES) over the cycles."""
-    _check(kernel, shape, n_active)
-    if n_active == 0:
-        return 0.0
-    cyc = kernel_cycles(kernel, shape, n_active, n_predicted, **kw)
-    if kernel == "conv_bwd_weight_psg":
-        macs = kernel_work(kernel, shape, n_active, n_predicted, **kw).macs
-        pred = macs.get("int4xint10", 0) / PSG_PRED_LANES if kw.get("predictor_on", True) else 0.0
-        return (pred + macs.get("int8xint16", 0) / PSG_EXACT_LANES) / cyc
-    return shape.macs(n_active) / (cyc * parallel_macs(kernel))
-
-
-def gops(kernel: str, shape: ConvShape, n_active: int, n_predicted: int = 0, **kw) -> float:
-    """Modelled throughput in GOPS (2 ops per MAC of the layer) on xc7z020."""
-    cyc = kernel_cycles(kernel, shape, n_active, n_predicted, **kw)
-    return 2 * shape.macs(n_active) / (cyc / CLOCK_HZ) / 1e9
-
-
-def _bram36(banks: int, depth: int, width_bits: int) -> float:
-    """BRAM36 for ``banks`` memories of depth x width, each rounded up to BRAM18 halves."""
-    per_bank18 = max(1, math.ceil(depth * width_bits / 18432))
-    return banks * per_bank18 / 2
-
-
-def resources() -> dict:
-    """Estimated DSP48E1 and BRAM36 per kernel against the xc7z020 totals.
-
-    Estimates from the array shapes in hls/src (not a synthesis report):
-    * conv_fwd: TILE_CO*TILE_CI MAC DSPs + TILE_CO requantisers of 32x15 bits (2 DSPs each);
-      BRAM: weight tile (TILE_CO banks of MAX_CI*9 bytes), acc (TILE_CO x LINE_MAX x 32),
-      ping-pong line buffers (2*TILE_CI x LINE_MAX x 16), output rows (TILE_CO x LINE_MAX x 8).
-    * conv_bwd_data: the same array (16x8-bit products) + TILE_CI requantisers of 48x15 bits
-      (2 DSPs each); acc 48 bits wide.
-    * conv_bwd_weight_psg: PSG_EXACT_LANES DSPs (8x16-bit product, 48-bit P accumulator)
-      + the update's W*wd_q (31x30 bits, 4 DSPs); BRAM: ping-pong staging buffers
-      (2*TILE_CI x PSG_CHUNK x 8 and 2*TILE_CO x PSG_CHUNK x 16) and the block flags (1 bit
-      per block); lane accumulators are lane-indexed LUTRAM (one word per round). LUTs: the
-      retired RTL lane array (psg_lanes.v) by yosys synth_xilinx (not
-      Vivado): LUT_PER_EXACT_LANE and LUT_PER_PREDICTOR_LANE below. Each lane's 72:1 x and
-      8:1 g window select is about 250 of them; at 192 + 48 lanes the array alone exceeds the
-      xc7z020's LUTs (``fits["wgrad_lut"]`` is False): the lanes need a fixed weight-to-lane
-      layout (a few-way select) or fewer lanes before a bitstream can place (docs/rtl.md).
-    """
-    fwd = {
-        "dsp": TILE_CO * TILE_CI + 2 * TILE_CO,
-        "bram36": _bram36(TILE_CO, MAX_CI * MAX_K * MAX_K, 8) + _bram36(TILE_CO, LINE_MAX, 32)
-        + _bram36(2 * TILE_CI, LINE_MAX, 16) + _bram36(TILE_CO, LINE_MAX, 8),
-    }
-    bwd = {
-        "dsp": TILE_CO * TILE_CI + 2 * TILE_CI,
-        "bram36": _bram36(TILE_CI, MAX_DIM * MAX_K * MAX_K, 8) + _bram36(TILE_CI, MAX_DIM, 48)
-        + _bram36(2 * TILE_CO, MAX_DIM, 16) + _bram36(TILE_CI, MAX_DIM, 16),
-    }
-    max_blocks = _ceil(MAX_DIM, TILE_CO) * _ceil(MAX_DIM, TILE_CI)
-    wgrad = {
-        "dsp": PSG_EXACT_LANES + 4,
-        "bram36": _bram36(2 * TILE_CI, PSG_CHUNK, 8) + _bram36(2 * TILE_CO, PSG_CHUNK, 16)
-        + _bram36(1, max_blocks, 1),
-        "lut": LUT_PER_EXACT_LANE * PSG_EXACT_LANES
-        + LUT_PER_PREDICTOR_LANE * (PSG_PRED_LANES - PSG_EXACT_LANES),
-    }
-    per = {"conv_fwd": fwd, "conv_bwd_data": bwd, "conv_bwd_weight_psg": wgrad}
-    total = {key: sum(v[key] for v in per.values()) for key in ("dsp", "bram36")}
-    fits = {"dsp": total["dsp"] <= XC7Z020["dsp"], "bram36": total["bram36"] <= XC7Z020["bram36"],
-            # the conv arrays' and the PS interconnect's LUTs are not estimated: this is a lower bound
-            "wgrad_lut": wgrad["lut"] <= XC7Z020["lut"]}
-    return {"kernels": per, "total": total, "device": dict(XC7Z020), "fits": fits, "estimate": True}
-
 
 
 # ---- Fabric v2: the training engine (fpga/rtl/train_engine.v) ---------------------------
@@ -541,7 +98,7 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
     """Modelled cycles of one pass on the engine: {"engine_cycles": the engine's own count
     (calls back to back, train_engine.v), "blackbox_cycles": the same calls through the HLS
     blackbox plus the flush, "cycles": with the requantiser, partial-sum and DDR bounds,
-    "macs"}. psg: for bwd_data, it hosts the weight gradient's predictor sweep
+    "macs", "ddr_bytes": the DDR traffic the DDR bound was taken on}. psg: for bwd_data, it hosts the weight gradient's predictor sweep
     (its DDR reads and the partial sums' adds); for wgrad, the exact sweep plus the
     predictor-only calls (pred_host False: all of the sweep, no input-gradient pass)."""
     n = shape.n if n_samples is None else n_samples
@@ -557,6 +114,7 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
         per = _engine_call_bound(beats, em.ROWS * 2 * em.COLS, 0)
         layer_ddr = n * s.ci * s.h * s.w + n * s.co * s.ho * s.wo + s.co * s.ci * s.k * s.k
         cycles += max(calls * per, layer_ddr / DDR_BYTES_PER_CYCLE, n * s.ci * s.h * s.w / AXI_BYTES)
+        ddr = layer_ddr
     elif pass_name == "bwd_data":
         total = 0.0
         for calls, beats in groups:
@@ -566,6 +124,7 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
         if psg:
             layer_ddr += wgrad_sweep_ddr(s, n)
         cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
+        ddr = layer_ddr
     else:
         layer_ddr = wgrad_sweep_ddr(s, n) * (2 if wg_psg and not pred_host else 1)
         total = sum(calls * max(beats + em.HLS_CALL_OVERHEAD, part) for calls, beats in groups)
@@ -573,10 +132,11 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
             total += sum(calls * max(beats + em.HLS_CALL_OVERHEAD, part)
                          for calls, beats in em.predictor_only_calls(s, n, host=pred_host))
         cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE)
+        ddr = layer_ddr
     blackbox = em.pass_cycles(pass_name, shape, n, psg=wg_psg, pred_host=pred_host, overhead=em.HLS_CALL_OVERHEAD) \
         + em.ROWS + em.HLS_CALL_OVERHEAD
     return {"engine_cycles": engine_cycles, "blackbox_cycles": blackbox, "cycles": max(blackbox, int(math.ceil(cycles))),
-            "macs": macs}
+            "macs": macs, "ddr_bytes": int(ddr)}
 
 
 def wgrad_sweep_ddr(shape: ConvShape, n: int | None = None) -> int:

@@ -68,8 +68,15 @@ class Work:
     arm_ops: int = 0
     arm_seconds: float = 0.0
     # of ``seconds``, what the fabric and the ARM spend at the same time (core.overlap): the
-    # step's critical path is seconds - overlap_seconds; static power is priced on ``seconds``
+    # critical path is seconds - overlap_seconds, and static power is priced on it
     overlap_seconds: float = 0.0
+    # the timed steps' critical paths in a form any ARM rate can re-price (core.overlap path
+    # sets: (fabric seconds, ARM ops) pairs), as [steps, path set] with identical sets merged,
+    # and the fabric seconds and ARM ops those steps hold: what core.energy.at_arm_rate
+    # recomputes the critical path from
+    step_paths: list = field(default_factory=list)
+    timed_fabric_s: float = 0.0
+    timed_arm_ops: int = 0
 
     def add_macs(self, n: int, bits_a: int, bits_b: int) -> "Work":
         if n < 0:
@@ -109,6 +116,31 @@ class Work:
         self.arm_seconds += seconds
         return self
 
+    def add_step(self, overlap_s: float, paths, fabric_s: float, arm_ops: int) -> "Work":
+        """A closed step of ``core.overlap.Timeline``: what overlapped and its path set."""
+        self.overlap_seconds += float(overlap_s)
+        self._add_paths(1, paths)
+        self.timed_fabric_s += float(fabric_s)
+        self.timed_arm_ops += int(arm_ops)
+        return self
+
+    def _add_paths(self, count: int, paths) -> None:
+        key = tuple((float(f), int(a)) for f, a in paths)
+        index = self.__dict__.get("_path_index")
+        if index is None or len(index) != len(self.step_paths):
+            index = {tuple((float(f), int(a)) for f, a in p): i for i, (_, p) in enumerate(self.step_paths)}
+            self.__dict__["_path_index"] = index
+        if key in index:
+            self.step_paths[index[key]][0] += int(count)
+        else:
+            index[key] = len(self.step_paths)
+            self.step_paths.append([int(count), [list(p) for p in key]])
+
+    @property
+    def timed_steps(self) -> int:
+        """Steps whose critical paths are kept."""
+        return sum(c for c, _ in self.step_paths)
+
     def __iadd__(self, other: "Work") -> "Work":
         self.macs.update(other.macs)
         self.ops.update(other.ops)
@@ -118,6 +150,13 @@ class Work:
         self.arm_ops += other.arm_ops
         self.arm_seconds += other.arm_seconds
         self.overlap_seconds += other.overlap_seconds
+        if other.step_paths:          # (a kernel call's or an ARM op's tally has none: nothing to merge)
+            self.step_paths = [[c, [list(q) for q in p]] for c, p in self.step_paths]
+            self.__dict__.pop("_path_index", None)
+            for c, p in other.step_paths:
+                self._add_paths(c, p)
+        self.timed_fabric_s += other.timed_fabric_s
+        self.timed_arm_ops += other.timed_arm_ops
         return self
 
     def __add__(self, other: "Work") -> "Work":
@@ -141,6 +180,9 @@ class Work:
             "arm_ops": self.arm_ops,
             "arm_seconds": self.arm_seconds,
             "overlap_seconds": self.overlap_seconds,
+            "step_paths": self.step_paths,
+            "timed_fabric_s": self.timed_fabric_s,
+            "timed_arm_ops": self.timed_arm_ops,
         }
 
     @classmethod
@@ -157,6 +199,11 @@ class Work:
         w.arm_ops = int(d.get("arm_ops", 0))
         w.arm_seconds = float(d.get("arm_seconds", 0.0))
         w.overlap_seconds = float(d.get("overlap_seconds", 0.0))    # 0: recorded before it was modelled
+        # none: recorded before the critical path was kept per step (not re-priceable)
+        for c, p in d.get("step_paths", []):
+            w._add_paths(int(c), p)
+        w.timed_fabric_s = float(d.get("timed_fabric_s", 0.0))
+        w.timed_arm_ops = int(d.get("timed_arm_ops", 0))
         return w
 
     @property

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import pynq
 
-from ..core import kernel_args, perfmodel
+from ..core import call_price, kernel_args, perfmodel
 from ..core.fixedpoint import Dyadic
 from ..core.golden import PsgResult
 from ..core.shapes import ConvShape
@@ -133,8 +133,9 @@ class PynqBackend:
 
 @lru_cache(maxsize=256)
 def _auto_timeout(kernel: str, shape: ConvShape, n_active: int) -> float:
-    """The modelled duration with a wide margin (upper bound: nothing predicted)."""
-    modelled = perfmodel.kernel_cycles(kernel, shape, n_active) / perfmodel.CLOCK_HZ
+    """The modelled duration with a wide margin (upper bound: both weight-gradient sweeps,
+    nothing decided by the predictor)."""
+    modelled = call_price.call_cycles(kernel, shape, n_active) / perfmodel.CLOCK_HZ
     return max(DEFAULT_TIMEOUT_S, TIMEOUT_MARGIN * modelled)
 
 

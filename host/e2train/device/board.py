@@ -140,9 +140,11 @@ def summarise(res: dict) -> dict:
         "block_skip_frac": None if sk.get("block_exec_ratio") is None else 1.0 - sk["block_exec_ratio"],
         "predicted_frac": _overall(sk.get("predicted_fraction")),
         "modelled_time_s": mo.get("seconds"),
-        # fabric and ARM overlapped where the data allow (core.overlap); static is priced on the sum
+        # fabric and ARM overlapped where the data allow (core.overlap); static is priced on it
         "modelled_critical_path_s": mo.get("critical_path_seconds"),
         "modelled_energy_j": mo.get("energy_j"),
+        # beside it: the same with static power on the summed time (no overlap)
+        "modelled_energy_on_sum_j": mo.get("energy_on_sum_j"),
         # the same total in its labelled parts (compute, on_chip, dram, static) on the named platform
         "modelled_energy_parts_j": mo.get("parts_j"),
         "energy_platform": mo.get("platform"),

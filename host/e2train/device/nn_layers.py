@@ -52,7 +52,7 @@ class ArmTally:
     def _timed(self, n_ops: int) -> None:
         self.work.add_arm_time(n_ops, self.ops_per_second)
         if self.timeline is not None:
-            self.timeline.add("arm", n_ops / self.ops_per_second)
+            self.timeline.add("arm", n_ops / self.ops_per_second, arm_ops=n_ops)
 
     def ops(self, kind: str, n_elements: int) -> None:
         n = int(n_elements) * OPS_PER_ELEMENT[kind]

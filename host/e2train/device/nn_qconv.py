@@ -203,7 +203,7 @@ class QConv:
         n_pred = res.n_predicted
         tally.kernel("conv_bwd_weight_psg", shape, n_act, n_predicted=n_pred,
                      x_unsigned=self.x_fmt.unsigned, layer=self.name, n_weights=self.w_master.size,
-                     predictor_on=beta_q > 0)
+                     predictor_on=beta_q > 0, predicted=res.predicted)
         self.w_master = np.asarray(res.w_master, dtype=np.int32)
         self._rederive()
         return gx, n_pred

@@ -1,8 +1,9 @@
 """Tally of the kernel calls the trainer made: counts, MACs, PSG statistics and their ``Work``.
 
-Each call's work comes from the performance model (``core.perfmodel.kernel_work``), the one
-place that knows what a kernel call costs, so the trainer's modelled time and energy agree with
-the simulated board's. Only calls that ran are tallied: a skipped batch or block adds nothing.
+Each call's work comes from ``core.call_price`` (the training engine's model of the call, with
+the weight gradient's own decisions), the one place that knows what a kernel call costs, so the
+trainer's modelled time and energy agree with the simulated board's. Only calls that ran are
+tallied: a skipped batch or block adds nothing.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from ..core.shapes import ConvShape
 from ..core.work import Work
 
 try:  # the performance model is a sibling module of core; import it once
-    from ..core.perfmodel import kernel_work as _kernel_work
+    from ..core.call_price import call_work as _call_work
 except ImportError:  # pragma: no cover - only while the tree is incomplete
-    _kernel_work = None
+    _call_work = None
 
 
 # what core.overlap.Timeline needs to know of a kernel: which pass it is
@@ -35,11 +36,13 @@ class KernelTally:
     @property
     def modelled(self) -> bool:
         """True when the performance model priced the calls (time and energy are available)."""
-        return _kernel_work is not None
+        return _call_work is not None
 
     def kernel(self, kernel: str, shape: ConvShape, n_active: int, *, n_predicted: int = 0,
                x_unsigned: bool = True, layer: str = "", n_weights: int = 0,
-               predictor_on: bool = True) -> None:
+               predictor_on: bool = True, predicted=None) -> None:
+        """One call that ran. ``predicted``: the weight gradient's per-weight decisions (its
+        output), which say which blocks its exact sweep ran."""
         self.calls[kernel] += 1
         self.per_layer_calls[layer][kernel] += 1
         self.macs[kernel] += shape.macs(n_active)
@@ -47,10 +50,10 @@ class KernelTally:
         if kernel == "conv_bwd_weight_psg":
             self.predicted[layer] += int(n_predicted)
             self.weights[layer] += int(n_weights)
-        if _kernel_work is not None:
-            kw = {"predictor_on": predictor_on} if kernel == "conv_bwd_weight_psg" else {}
-            w = _kernel_work(kernel, shape, int(n_active), n_predicted=int(n_predicted),
-                                 x_unsigned=x_unsigned, **kw)
+        if _call_work is not None:
+            kw = ({"predictor_on": predictor_on, "predicted": predicted if predictor_on else None,
+                   "n_predicted": int(n_predicted)} if kernel == "conv_bwd_weight_psg" else {})
+            w = _call_work(kernel, shape, int(n_active), **kw)
             self.work += w
             if self.timeline is not None:
                 self.timeline.add("fabric", w.seconds, _PASS_KIND.get(kernel, ""))

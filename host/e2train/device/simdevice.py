@@ -12,9 +12,10 @@ returning ``PynqBuffer``, ``DefaultIP`` subclasses. What is simulated sits behin
   ap_return, argument registers. Writing ap_start decodes ``op`` and runs that pass's C
   simulation (``core.csim``; ``core.golden`` where asked or where the C-sim library is not
   built) on the DDR at the addresses in the registers, synchronously, then reports done.
-* **Time and energy, modelled.** Each call advances a modelled clock by the performance
-  model's cycles (``core.perfmodel``) at its clock, and modelled dynamic energy by the
-  energy model's price of the call's work (``core.energy``). Only the samples in the list
+* **Time and energy, modelled.** Each call advances a modelled clock by the training engine's
+  cycles for the call (``core.call_price``: its shape, its sample list and, for the weight
+  gradient, the decisions the kernel made) at the fabric clock, and modelled dynamic energy by
+  the energy model's price of the call's work (``core.energy``). Only the samples in the list
   are counted: skipped samples cost nothing.
 
 Modelled activity over wall-clock time (what a simulated power meter reads)
@@ -47,7 +48,7 @@ import pynq
 from pynq.buffer import PynqBuffer
 
 from ..core import energy as _energy
-from ..core import golden, perfmodel
+from ..core import call_price, golden, perfmodel
 from ..core.fixedpoint import Dyadic
 from ..core.shapes import ConvShape
 from ..core.work import Work
@@ -386,7 +387,9 @@ class SimDevice(pynq.Device):
                 wm[...] = res.w_master
                 sign[...] = res.sign
                 pred[...] = res.predicted
-                perf_kw.update(n_predicted=res.n_predicted, predictor_on=g("beta_q") > 0)
+                # the decisions the kernel made say which blocks its exact sweep ran (stats[4])
+                perf_kw.update(predictor_on=g("beta_q") > 0,
+                               predicted=np.asarray(res.predicted, bool).copy() if g("beta_q") > 0 else None)
                 stats[ki.STAT_N_PREDICTED] = res.n_predicted
                 stats[ki.STAT_GMSB_ABSMAX] = res.gmsb_absmax
                 stats[ki.STAT_W_ABSMAX] = int(np.abs(res.w_master.astype(np.int64)).max())
@@ -405,8 +408,7 @@ class SimDevice(pynq.Device):
     def _account(self, k: SimKernel, shape: ConvShape, n_active: int, perf_kw: dict,
                  t0: float, t1: float) -> None:
         name = k.pass_name
-        cycles = int(perfmodel.kernel_cycles(name, shape, n_active, **perf_kw))
-        work = perfmodel.kernel_work(name, shape, n_active, **perf_kw)
+        work, cycles = call_price.price_call(name, shape, n_active, **perf_kw)
         dyn = self.energy_model.dynamic_j(work)
         s = k.stats[name]
         s.calls += 1

@@ -1,5 +1,6 @@
-"""The simulated board's modelled clock and energy advance by what the performance and
-energy models say for the calls made, and by nothing for skipped samples."""
+"""The simulated board's modelled clock and energy advance by what the engine's call pricing
+(core.call_price) and the energy model say for the calls made, and by nothing for skipped
+samples."""
 from __future__ import annotations
 
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2train.core import perfmodel
+from e2train.core import call_price, perfmodel
 from e2train.core.energy import EnergyModel
 from e2train.core.shapes import ConvShape
 
@@ -34,15 +35,24 @@ def test_clock_and_energy_follow_the_models(any_overlay, rng):
     t_end = time.monotonic()
 
     calls = [("conv_fwd", 6, {}), ("conv_fwd", 2, {}), ("conv_bwd_data", 3, {}),
-             ("conv_bwd_weight_psg", 1, {"n_predicted": r.n_predicted})]
-    if dev.impl_name == "csim":        # the C simulation reports the tiles it skipped
+             ("conv_bwd_weight_psg", 1, {"predicted": r.predicted})]
+    if dev.impl_name == "csim":        # the C simulation counts the blocks its exact sweep did not call
         from e2train.core import csim
         _, st = csim.conv_bwd_weight_psg_stats(x, gy, wm, pad=1, beta_q=3277, lr_q=9, samples=[5])
-        calls[-1][2]["n_tiles_skipped"] = st.tiles_skipped
-    cycles = [perfmodel.kernel_cycles(k, shape, n, **kw) for k, n, kw in calls]
-    dyn = [model.dynamic_j(perfmodel.kernel_work(k, shape, n, **kw)) for k, n, kw in calls]
+        need = call_price.wgrad_need(shape, r.predicted)
+        assert call_price.blocks(shape) - st.tiles_skipped == int(need["blocks_need"].sum())
+    priced = [call_price.price_call(k, shape, n, **kw) for k, n, kw in calls]
+    cycles = [c for _, c in priced]
+    dyn = [model.dynamic_j(w) for w, _ in priced]
     assert dev.modelled_seconds == pytest.approx(sum(cycles) / perfmodel.CLOCK_HZ, rel=1e-12)
     assert dev.modelled_dynamic_j == pytest.approx(sum(dyn), rel=1e-12)
+    # the trainer's tally charges the same calls the same (one pricing: core.call_price)
+    from e2train.device.nn_tally import KernelTally
+    kt = KernelTally()
+    for k, n, kw in calls:
+        kt.kernel(k, shape, n, predicted=kw.get("predicted"), predictor_on=True)
+    assert kt.work.seconds == pytest.approx(dev.modelled_seconds, rel=1e-12)
+    assert model.dynamic_j(kt.work) == pytest.approx(dev.modelled_dynamic_j, rel=1e-12)
     fwd = dev.engine.stats["conv_fwd"]       # one IP, its calls counted per pass
     assert fwd.calls == 2 and fwd.samples == 8 and dev.engine.stats["conv_bwd_data"].calls == 1
     assert fwd.work.total_macs == shape.macs(8)

@@ -1,7 +1,8 @@
 """On paper: a chain of Zynq boards as pipeline stages over Ethernet (docs/distributed.md).
 
-Nothing here ran on a board. Stage times are *modelled*: the fabric kernels' cycles from
-``e2train.core.perfmodel`` (conv_fwd, conv_bwd_data, conv_bwd_weight_psg at 100 MHz) plus the
+Nothing here ran on a board. Stage times are *modelled*: the fabric kernels' cycles on
+the training engine from ``e2train.core.call_price`` (conv_fwd, conv_bwd_data,
+conv_bwd_weight_psg at 100 MHz) plus the
 ARM's element-wise work (BatchNorm, ReLU, quantisation, residual adds) priced at
 ``nn_layers.ARM_OPS_PER_SECOND`` (an assumed 1.2e8 ops/s unless ``e2train calibrate-arm``
 measured it) with the per-element operation counts of ``nn_layers.OPS_PER_ELEMENT``. The link
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from ...core import perfmodel
+from ...core import call_price, perfmodel
 from ...core.shapes import ConvShape
 from ...device.nn_layers import ARM_OPS_PER_SECOND, OPS_PER_ELEMENT
 from .partition import analytic_step_time, balance
@@ -34,9 +35,11 @@ def _conv_s(shape: ConvShape) -> tuple[float, float]:
     """(forward s, backward s) of one conv layer: kernels + ARM element-wise work."""
     n = shape.n
     nw = shape.co * shape.ci * shape.k * shape.k
-    f = perfmodel.kernel_cycles("conv_fwd", shape, n) / perfmodel.CLOCK_HZ
-    b = (perfmodel.kernel_cycles("conv_bwd_data", shape, n)
-         + perfmodel.kernel_cycles("conv_bwd_weight_psg", shape, n, int(PREDICTED_FRACTION * nw))) / perfmodel.CLOCK_HZ
+    f = call_price.call_cycles("conv_fwd", shape, n) / perfmodel.CLOCK_HZ
+    # without a layer's decisions every weight-gradient block is priced as swept (an upper bound)
+    b = (call_price.call_cycles("conv_bwd_data", shape, n)
+         + call_price.call_cycles("conv_bwd_weight_psg", shape, n,
+                                  n_predicted=int(PREDICTED_FRACTION * nw))) / perfmodel.CLOCK_HZ
     ho, wo = -(-shape.h // shape.stride), -(-shape.w // shape.stride)
     elems = n * shape.co * ho * wo
     return f + elems * FWD_OPS / ARM_OPS_PER_SECOND, b + elems * BWD_OPS / ARM_OPS_PER_SECOND
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
     layers = resnet_cifar_layers(args.depth, args.batch)
     seq = sum(f + b for _, f, b, _ in layers)
     print(f"ResNet-{args.depth} on CIFAR (3x32x32), batch {args.batch}, one board: {1e3 * seq:.1f} ms per step "
-          f"(modelled: perfmodel kernels at 100 MHz + ARM at {ARM_OPS_PER_SECOND:.3g} ops/s)")
+          f"(modelled: engine kernels (core.call_price) at 100 MHz + ARM at {ARM_OPS_PER_SECOND:.3g} ops/s)")
     for name, f, b, _ in layers:
         print(f"  {name:<8} fwd {1e3 * f:8.2f} ms  bwd {1e3 * b:8.2f} ms")
     for boards in (2, 4):

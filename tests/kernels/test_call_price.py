@@ -1,0 +1,94 @@
+"""One kernel call priced on the training engine (core.call_price): the conv passes are
+engine_pass's, and the weight gradient charges what the kernel's counters say it ran."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from e2train.core import call_price as cp
+from e2train.core import perfmodel as pm
+from e2train.core.shapes import ConvShape
+
+SHAPES = [ConvShape(64, 8, 8, 8, 32, 3, 1, 1), ConvShape(64, 32, 4, 4, 32, 3, 1, 1),
+          ConvShape(3, 5, 9, 7, 11, 3, 2, 1), ConvShape(2, 40, 4, 4, 70, 3, 1, 1)]
+
+
+def _psg(sh: ConvShape, beta_q: int, samples=None, seed: int = 0):
+    from e2train.core import csim
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, sh.x_shape).astype(np.uint8)
+    g = np.clip(rng.standard_t(3, sh.y_shape) * 800, -32768, 32767).astype(np.int16)
+    wm = np.zeros(sh.w_shape, np.int32)
+    return csim.conv_bwd_weight_psg_stats(x, g, wm, stride=sh.stride, pad=sh.pad, beta_q=beta_q, lr_q=1,
+                                          samples=samples)
+
+
+@pytest.mark.parametrize("sh", SHAPES, ids=str)
+def test_wgrad_charges_what_the_kernel_counted(csim_lib, sh):
+    """MACs by width are the kernel's own counters, and the exact sweep's blocks are those the
+    kernel called (its stats[4] and the beats it streamed)."""
+    nw = sh.co * sh.ci * sh.k * sh.k
+    samples = list(range(0, sh.n, 2))
+    _, st = _psg(sh, 0, samples)
+    w = cp.call_work("conv_bwd_weight_psg", sh, len(samples), predictor_on=False)
+    assert w.macs["int8xint16"] == st.exact_terms == nw * st.beats_per_tile
+    assert w.macs["int4xint10"] == nw * st.beats_per_tile          # the predictor beside it (max |G_msb|)
+    for beta_q in (3277, 8000, 30000):
+        r, st = _psg(sh, beta_q, samples)
+        w = cp.call_work("conv_bwd_weight_psg", sh, len(samples), predicted=r.predicted)
+        assert w.macs.get("int8xint16", 0) == st.exact_terms
+        assert w.macs["int4xint10"] == st.predict_terms
+        run = int(cp.wgrad_need(sh, r.predicted)["blocks_need"].sum())
+        assert run == cp.blocks(sh) - st.tiles_skipped
+        assert st.decide_beats == run * st.beats_per_tile
+
+
+def test_conv_passes_are_the_engine_passes():
+    for sh in SHAPES:
+        for kernel, name in (("conv_fwd", "fwd"), ("conv_bwd_data", "bwd_data")):
+            for n in (1, sh.n):
+                w, cyc = cp.price_call(kernel, sh, n)
+                r = pm.engine_pass(name, sh, n)
+                assert cyc == r["cycles"] and w.seconds == cyc / pm.CLOCK_HZ
+                assert w.total_macs == sh.macs(n) == r["macs"]
+                assert w.dram_bytes == r["ddr_bytes"] + 4 * n           # + the sample list
+
+
+@pytest.mark.parametrize("kernel", cp.KERNELS)
+def test_skipped_samples_cost_nothing(kernel):
+    sh = SHAPES[0]
+    kw = {"predictor_on": False} if kernel == "conv_bwd_weight_psg" else {}
+    works = [cp.call_work(kernel, sh, n, **kw) for n in (0, 8, 16, 32, 64)]
+    assert works[0].total_macs == 0
+    assert all(a.seconds < b.seconds and a.total_macs < b.total_macs and a.dram_bytes < b.dram_bytes
+               for a, b in zip(works, works[1:]))
+
+
+def test_a_decided_block_is_not_swept_again():
+    """Every weight decided: no exact sweep (no 8x16 MAC, no second read); one undecided weight
+    brings back its block's sweep: the exact sweep of one block over every position."""
+    sh = SHAPES[0]
+    every = np.ones(sh.w_shape, bool)
+    one = every.copy()
+    one[0, 0, 0, 0] = False
+    w_all, c_all = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predicted=every)
+    w_one, c_one = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predicted=one)
+    assert "int8xint16" not in w_all.macs and w_one.macs["int8xint16"] == sh.n * sh.ho * sh.wo
+    assert w_one.dram_bytes > w_all.dram_bytes and c_one > c_all
+    t_block, _, _ = cp._sweep(sh, sh.n, 1 / cp.blocks(sh))
+    assert c_one - c_all >= t_block
+    # without the decisions every block is priced as swept: never below what ran
+    w_none, c_none = cp.price_call("conv_bwd_weight_psg", sh, sh.n, n_predicted=sh.co * sh.ci * 9 - 1)
+    assert c_none >= c_one and w_none.dram_bytes >= w_one.dram_bytes
+
+
+def test_bad_arguments():
+    sh = SHAPES[0]
+    with pytest.raises(ValueError, match="unknown kernel"):
+        cp.call_work("conv_fwd2", sh, 1)
+    with pytest.raises(ValueError, match="n_active"):
+        cp.call_work("conv_fwd", sh, sh.n + 1)
+    with pytest.raises(ValueError, match="predictor off"):
+        cp.call_work("conv_bwd_weight_psg", sh, 1, predictor_on=False, n_predicted=3)
+    with pytest.raises(ValueError, match="shape"):
+        cp.call_work("conv_bwd_weight_psg", sh, 1, predicted=np.ones((2, 2, 3, 3), bool))
