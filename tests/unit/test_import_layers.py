@@ -98,7 +98,8 @@ INTERNAL = {
 }
 # third-party packages each part may import at module level, and lazily
 THIRD_PARTY = {
-    "core": ({"numpy"}, set()),
+    "core": ({"numpy"}, {"tomllib"}),   # tomllib: stdlib from Python 3.11 (the PYNQ image has 3.10:
+                                       # core.train_keys imports it only to read a TOML config)
     "link": (set(), {"serial"}),
     "data": ({"numpy"}, {"sklearn", "PIL"}),
     "device": ({"numpy", "pynq", "serial"}, {"sklearn"}),
