@@ -35,8 +35,9 @@ def _best(fn, repeat: int) -> float:
 
 def _psg_table() -> None:
     """Weight gradient, beta_q = 0 vs beta > 0, on digits and ResNet-CIFAR layers: modelled
-    cycles on the engine (core.call_price, from the kernel's own decisions: the blocks its exact
-    sweep called), x conv_fwd, modelled energy (zynq7020 model: 2 W static assumed, plus dynamic)."""
+    cycles on the engine (core.call_price: the kernel's one sweep; the blocks it streamed are its
+    own counter, stats[6] over the beats per block), x conv_fwd, modelled energy (zynq7020 model:
+    2 W static assumed, plus dynamic)."""
     board = EnergyModel.zynq7020()
     rng = np.random.default_rng(1)
     shapes = [ConvShape(64, 8, 8, 8, 32, 3, 1, 1), ConvShape(64, 32, 4, 4, 32, 3, 1, 1),
@@ -64,13 +65,13 @@ def _psg_table() -> None:
             base = base or cyc
             br = board.breakdown(w)
             name = f"{sh.ci}->{sh.co} {sh.h}px n{sh.n}"
-            run = nblk - st.tiles_skipped if bq else nblk
+            run = st.decide_beats // max(st.beats_per_tile, 1)      # blocks streamed over every position
             print(f"{name:<22}{beta:>7.2f}{100 * r.n_predicted / wm.size:>9.0f}%{cyc:>10}{cyc / base:>8.2f}x"
                   f"{cyc / fwd:>7.2f}x{run:>8}/{nblk:<4}{br['total'] * 1e6:>11.0f}"
                   f"{(br['total'] - br['static']) * 1e6:>9.1f}{br['mac'] * 1e6:>9.1f}")
-    print("beta > 0 runs two sweeps in one call: the predictor over every block, then the exact sums over the "
-          "blocks with an undecided weight (exact blocks = those the kernel called, its stats[4]); the kernels "
-          "being separate calls, no input-gradient pass hosts the predictor here. E = modelled energy, not measured")
+    print("one sweep whatever beta: every block's exact sums and G_msb on the same beats, then (beta > 0) the "
+          "decision, one weight per cycle (exact blocks = blocks the kernel streamed, from its stats[6]); a decided "
+          "sign saves no engine work. E = modelled energy, not measured")
 
 
 def _engine_table(batch: int) -> None:

@@ -47,10 +47,10 @@ enum {
     E2T_STAT_N_PREDICTED = 0,   // weights whose sign the MSB predictor decided
     E2T_STAT_GMSB_ABSMAX = 1,   // max |G_msb| (tau = beta * this)
     E2T_STAT_W_ABSMAX = 2,      // max |W| after the update
-    E2T_STAT_EXACT_TERMS = 3,   // exact-pass multiply-accumulates issued (undecided weights only)
-    E2T_STAT_TILES_SKIPPED = 4, // channel blocks not read from DDR a second time (all, with beta_q = 0)
-    E2T_STAT_PREDICT_TERMS = 5, // predict-pass multiply-accumulates (0 when beta_q = 0)
-    E2T_STAT_DECIDE_BEATS = 6,  // beats streamed through the engine in the exact pass
+    E2T_STAT_EXACT_TERMS = 3,   // exact multiply-accumulates issued (every weight: one sweep)
+    E2T_STAT_TILES_SKIPPED = 4, // engine blocks not read from DDR a second time (all: one sweep)
+    E2T_STAT_PREDICT_TERMS = 5, // predictor multiply-accumulates (every weight, beside the exact ones)
+    E2T_STAT_DECIDE_BEATS = 6,  // beats streamed through the engine
     E2T_STAT_LEN = 8
 };
 

@@ -18,16 +18,17 @@
 // many whole row blocks as have their partial sums on chip (a row block larger than that is
 // cut into column ranges).
 //
-//   beta_q = 0   one sweep: every weight exact, the predictor on the same operands beside it
-//                (max |G_msb| is still reported); sign = sign(G).
-//   beta_q > 0   sweep 1, the predictor alone (exact_en = 0: no DSP runs): G_msb of every
-//                weight -> the gmsb scratch, and the layer's max |G_msb|.
-//                decide: confident weights take sign(G_msb); the rest need the exact sum.
-//                sweep 2, exact only on the undecided weights: cell_en holds just their
-//                cells, and a block without one is not called at all (its x and g are not
-//                read: stats[4]).
-//   update       W <- sat(W - lr_q*sign - ((W*wd_q + 2^29) >> 30), +-(2^30-1)), once every sign
-//                is known, so an error leaves W untouched.
+// One sweep whatever beta_q: every weight's exact sum on the DSPs and its G_msb on the
+// predictor, on the same beats (sign(G) -> sign; with beta_q > 0, G_msb -> the gmsb scratch
+// and the layer's max |G_msb|). Then one loop, one weight per cycle:
+//   decide       (beta_q > 0) a weight whose |G_msb| clears the threshold takes sign(G_msb) and
+//                predicted = 1; the rest keep sign(G).
+//   update       W <- sat(W - lr_q*sign - ((W*wd_q + 2^29) >> 30), +-(2^30-1)), after the
+//                sweep, so an error leaves W untouched.
+// A predictor-only sweep followed by an exact sweep over the blocks holding an undecided weight
+// would cost twice this one's time unless every 8x21 block were decided, which is known only
+// after the predictor sweep and which no measured layer had (docs/kernels.md, "What the model
+// says"), so the kernel has this one plan.
 // The engine's output is one call behind (it emits the previous call's rows), so the loop
 // keeps the previous block's placement and each group ends with a flush call.
 #include "e2t_fixed.h"
@@ -55,20 +56,13 @@ struct Group {
     int at(int o, int j) const { return (o - o0) * (j1 - j0) + (j - j0); }
 };
 
-// What a sweep does.
-enum Sweep { kExactAll = 0, kPredict = 1, kExactUndecided = 2 };
-
-// predicted[] holds the per-weight state between the sweeps (final values 0 and 1).
-constexpr uint8_t kNeedExact = 3;
-
-// The call in flight: its block and cell mask (the engine returns its rows one call later).
+// The call in flight: its block (the engine returns its rows one call later).
 struct Placed {
     int o0, j0, nr, nc;
-    bool cell[R * C];
 };
 
 struct Counters {
-    int64_t predict_terms = 0, exact_terms = 0, exact_beats = 0, blocks_not_read = 0;
+    int64_t predict_terms = 0, exact_terms = 0, exact_beats = 0;
     uint64_t amax = 0;
     bool overflow = false;   // a 48-bit sum out of range (cannot happen within e2t_shape_ok)
 };
@@ -142,9 +136,10 @@ void gather(psg::stream<eng::Row> &out, const Placed &pl, const Group &g, int64_
 
 int64_t widx(const Geometry &q, int o, int j) { return (int64_t)o * q.taps + j; }
 
-// One sweep over every weight group.
-void run_sweep(Sweep kind, const int8_t wt[][R],
-                                 psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+// The sweep over every weight group: per weight sign(G) -> sign, and with decide its G_msb ->
+// gmsb (the decision needs the layer's max |G_msb|, known only at the end).
+void run_sweep(bool decide, const int8_t wt[][R],
+               psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, const int32_t *samples,
                int n_samples, const Geometry &q, bool xu, int8_t *sign, uint8_t *predicted, int64_t *gmsb,
                Counters &cnt) {
@@ -157,7 +152,6 @@ void run_sweep(Sweep kind, const int8_t wt[][R],
     // Groups: whole row blocks while they fit, else column ranges of one row block.
     const int rows_per_group = row_blk <= PART ? (PART / row_blk) * R : R;
     const int cols_per_group = row_blk <= PART ? q.taps : (PART / (R * C)) * C;
-    const bool exact = kind != kPredict, pred = kind != kExactUndecided;
     for (int go = 0; go < q.co; go += rows_per_group) {
         for (int gj = 0; gj < q.taps; gj += cols_per_group) {
             const Group g{go, go + rows_per_group < q.co ? go + rows_per_group : q.co, gj,
@@ -180,33 +174,20 @@ void run_sweep(Sweep kind, const int8_t wt[][R],
                         b.j0 = j0;
                         b.nr = g.o1 - o0 < R ? g.o1 - o0 : R;
                         b.nc = g.j1 - j0 < C ? g.j1 - j0 : C;
-                        int on = 0;
-                        for (int r = 0; r < R; r++)
-                            for (int c = 0; c < C; c++) {
-                                bool e = r < b.nr && c < b.nc;
-                                if (e && kind == kExactUndecided) e = predicted[widx(q, o0 + r, j0 + c)] == kNeedExact;
-                                b.cell[r * C + c] = e;
-                                on += e;
-                            }
-                        if (kind == kExactUndecided && on == 0) {   // nothing to compute: no call, no read
-                            if (p0 == 0) cnt.blocks_not_read++;
-                            continue;
-                        }
                         eng::Head hd;
-                        for (int i = 0; i < R * C; i++) hd.cell_en[i] = b.cell[i];
+                        for (int r = 0; r < R; r++)
+                            for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < b.nr && c < b.nc;
                         head.write(hd);
                         fd.ws = Span{b.o0, b.nr, b.j0, b.nc, p0, p1};
-                        e2t_engine_call(head, in, out, eng::kWgrad, fd, q, x, g_y, samples, wt, xu, exact, pred,
-                                    true, (uint8_t)b.nr, (uint8_t)b.nc, pending);
+                        e2t_engine_call(head, in, out, eng::kWgrad, fd, q, x, g_y, samples, wt, xu, true, true,
+                                        true, (uint8_t)b.nr, (uint8_t)b.nc, pending);
                         if (pending) gather(out, pl[cur ^ 1], g, part_e, part_m);
                         pending = true;
                         cur ^= 1;
-                        const int64_t beats = p1 - p0;
-                        if (exact) {
-                            cnt.exact_terms += beats * on;
-                            cnt.exact_beats += beats;
-                        }
-                        if (kind == kPredict) cnt.predict_terms += beats * b.nr * b.nc;
+                        const int64_t beats = p1 - p0, cells = b.nr * b.nc;
+                        cnt.exact_terms += beats * cells;
+                        cnt.predict_terms += beats * cells;
+                        cnt.exact_beats += beats;
                     }
                 }
             }
@@ -217,22 +198,17 @@ void run_sweep(Sweep kind, const int8_t wt[][R],
                                 true);
                 gather(out, pl[cur ^ 1], g, part_e, part_m);
             }
-            // The group's sums out: per sweep what the decision needs.
+            // The group's sums out: sign(G), max |G_msb| and, for the decision, G_msb.
             for (int o = g.o0; o < g.o1; o++)
                 for (int j = g.j0; j < g.j1; j++) {
 #pragma HLS PIPELINE II=1
                     const int64_t i = widx(q, o, j), ge = part_e[g.at(o, j)], gm = part_m[g.at(o, j)];
-                    if (kind != kExactUndecided) {
-                        const uint64_t m = (uint64_t)psg::iabs(gm);
-                        if (m > cnt.amax) cnt.amax = m;
-                    }
-                    if (kind == kPredict) {
-                        gmsb[i] = gm;
-                    } else if (kind == kExactAll || predicted[i] == kNeedExact) {
-                        if (ge > psg::kAccMax || ge < psg::kAccMin) cnt.overflow = true;
-                        sign[i] = psg::sign_of(ge);
-                        predicted[i] = 0;
-                    }
+                    const uint64_t m = (uint64_t)psg::iabs(gm);
+                    if (m > cnt.amax) cnt.amax = m;
+                    if (ge > psg::kAccMax || ge < psg::kAccMin) cnt.overflow = true;
+                    sign[i] = psg::sign_of(ge);
+                    predicted[i] = 0;
+                    if (decide) gmsb[i] = gm;
                 }
         }
     }
@@ -268,33 +244,27 @@ int wgrad_pass(int8_t wt[][R],
     if (n_samples == 0) {
         // Nothing to sum: G = G_msb = 0 for every weight, none predicted.
         for (int64_t i = 0; i < nw; i++) { sign[i] = 0; predicted[i] = 0; }
-        cnt.blocks_not_read = n_blocks;
-    } else if (beta_q == 0) {
-        run_sweep(kExactAll, wt, head, in, out, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
-        cnt.blocks_not_read = n_blocks;   // one sweep: no block is read a second time
     } else {
-        run_sweep(kPredict, wt, head, in, out, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
-        for (int64_t i = 0; i < nw; i++) {
-#pragma HLS PIPELINE II=1
-            if (psg::confident(gmsb[i], bq, cnt.amax)) {
-                sign[i] = psg::sign_of(gmsb[i]);
-                predicted[i] = 1;
-                n_pred++;
-            } else {
-                predicted[i] = kNeedExact;
-            }
-        }
-        run_sweep(kExactUndecided, wt, head, in, out, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
+        run_sweep(beta_q > 0, wt, head, in, out, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
     }
     if (cnt.overflow) return E2T_ERR_OVERFLOW;
 
-    // The sign update of the master weights.
+    // The decision (beta_q > 0: max |G_msb| is known now) and the sign update of the master
+    // weights, one weight per cycle in one loop.
+    const bool decide = beta_q > 0 && n_samples > 0;
     int64_t wmax = 0;
     for (int64_t i = 0; i < nw; i++) {
 #pragma HLS PIPELINE II=1
+        int8_t sg = sign[i];
+        if (decide && psg::confident(gmsb[i], bq, cnt.amax)) {
+            sg = psg::sign_of(gmsb[i]);
+            sign[i] = sg;
+            predicted[i] = 1;
+            n_pred++;
+        }
         const int64_t w = w_master[i];
         const int64_t decay = psg::asr(w * wd_q + (INT64_C(1) << 29), 30);
-        const int64_t v = e2t_clamp(w - (int64_t)lr_q * sign[i] - decay, -kMasterLimit, kMasterLimit);
+        const int64_t v = e2t_clamp(w - (int64_t)lr_q * sg - decay, -kMasterLimit, kMasterLimit);
         w_master[i] = (int32_t)v;
         if (psg::iabs(v) > wmax) wmax = psg::iabs(v);
     }
@@ -302,7 +272,7 @@ int wgrad_pass(int8_t wt[][R],
     stats[E2T_STAT_GMSB_ABSMAX] = (int64_t)cnt.amax;
     stats[E2T_STAT_W_ABSMAX] = wmax;
     stats[E2T_STAT_EXACT_TERMS] = cnt.exact_terms;
-    stats[E2T_STAT_TILES_SKIPPED] = cnt.blocks_not_read;
+    stats[E2T_STAT_TILES_SKIPPED] = n_blocks;   // one sweep: no block is read a second time
     stats[E2T_STAT_PREDICT_TERMS] = cnt.predict_terms;
     stats[E2T_STAT_DECIDE_BEATS] = cnt.exact_beats;
     return E2T_OK;

@@ -25,22 +25,18 @@ def _psg(sh: ConvShape, beta_q: int, samples=None, seed: int = 0):
 
 @pytest.mark.parametrize("sh", SHAPES, ids=str)
 def test_wgrad_charges_what_the_kernel_counted(csim_lib, sh):
-    """MACs by width are the kernel's own counters, and the exact sweep's blocks are those the
-    kernel called (its stats[4] and the beats it streamed)."""
+    """MACs by width are the kernel's own counters: its one sweep, every block over every
+    position (stats[4]: no block read twice), whatever beta_q and whatever it decided."""
     nw = sh.co * sh.ci * sh.k * sh.k
     samples = list(range(0, sh.n, 2))
-    _, st = _psg(sh, 0, samples)
-    w = cp.call_work("conv_bwd_weight_psg", sh, len(samples), predictor_on=False)
-    assert w.macs["int8xint16"] == st.exact_terms == nw * st.beats_per_tile
-    assert w.macs["int4xint10"] == nw * st.beats_per_tile          # the predictor beside it (max |G_msb|)
-    for beta_q in (3277, 8000, 30000):
+    for beta_q in (0, 3277, 8000, 30000):
         r, st = _psg(sh, beta_q, samples)
-        w = cp.call_work("conv_bwd_weight_psg", sh, len(samples), predicted=r.predicted)
-        assert w.macs.get("int8xint16", 0) == st.exact_terms
-        assert w.macs["int4xint10"] == st.predict_terms
-        run = int(cp.wgrad_need(sh, r.predicted)["blocks_need"].sum())
-        assert run == cp.blocks(sh) - st.tiles_skipped
-        assert st.decide_beats == run * st.beats_per_tile
+        w = cp.call_work("conv_bwd_weight_psg", sh, len(samples), predictor_on=beta_q > 0,
+                         predicted=r.predicted if beta_q else None)
+        assert w.macs["int8xint16"] == st.exact_terms == nw * st.beats_per_tile
+        assert w.macs["int4xint10"] == st.predict_terms == nw * st.beats_per_tile
+        assert st.tiles_skipped == cp.blocks(sh)
+        assert st.decide_beats == cp.blocks(sh) * st.beats_per_tile
 
 
 def test_conv_passes_are_the_engine_passes():
@@ -64,22 +60,24 @@ def test_skipped_samples_cost_nothing(kernel):
                for a, b in zip(works, works[1:]))
 
 
-def test_a_decided_block_is_not_swept_again():
-    """Every weight decided: no exact sweep (no 8x16 MAC, no second read); one undecided weight
-    brings back its block's sweep: the exact sweep of one block over every position."""
+def test_the_price_is_what_ran_not_what_was_decided():
+    """The decisions change no work (the exact sums of every weight ran): every mask prices the
+    same; the predictor on adds only the decision, in the update's loop (a compare per weight,
+    G_msb to the scratch and back), and nothing when no sample was listed (nothing decided)."""
     sh = SHAPES[0]
+    nw = sh.co * sh.ci * sh.k * sh.k
     every = np.ones(sh.w_shape, bool)
-    one = every.copy()
-    one[0, 0, 0, 0] = False
+    none = np.zeros(sh.w_shape, bool)
     w_all, c_all = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predicted=every)
-    w_one, c_one = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predicted=one)
-    assert "int8xint16" not in w_all.macs and w_one.macs["int8xint16"] == sh.n * sh.ho * sh.wo
-    assert w_one.dram_bytes > w_all.dram_bytes and c_one > c_all
-    t_block, _, _ = cp._sweep(sh, sh.n, 1 / cp.blocks(sh))
-    assert c_one - c_all >= t_block
-    # without the decisions every block is priced as swept: never below what ran
-    w_none, c_none = cp.price_call("conv_bwd_weight_psg", sh, sh.n, n_predicted=sh.co * sh.ci * 9 - 1)
-    assert c_none >= c_one and w_none.dram_bytes >= w_one.dram_bytes
+    w_none, c_none = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predicted=none)
+    w_off, c_off = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predictor_on=False)
+    assert c_all == c_none and w_all.macs == w_none.macs == w_off.macs
+    assert w_all.dram_bytes == w_none.dram_bytes == w_off.dram_bytes + cp.GMSB_DDR_BYTES * nw
+    assert w_all.macs["int8xint16"] == w_all.macs["int4xint10"] == sh.co * sh.ci * 9 * sh.n * sh.ho * sh.wo
+    # the loop is DDR-bound with the scratch: (10 + 16) B per weight at 16 B per cycle
+    assert c_all - c_off == int(np.ceil((cp.UPDATE_DDR_BYTES + cp.GMSB_DDR_BYTES) * nw / 16 - nw))
+    assert cp.price_call("conv_bwd_weight_psg", sh, 0)[1] == cp.price_call("conv_bwd_weight_psg", sh, 0,
+                                                                            predictor_on=False)[1]
 
 
 def test_bad_arguments():

@@ -126,14 +126,11 @@ def test_conv_bwd_weight_psg_matches_golden(csim_lib, codes, case, unsigned, bet
     np.testing.assert_array_equal(w, w_before)      # the input master weights are not modified
     _assert_psg_equal(got, want)
     assert stats.w_absmax == int(np.abs(want.w_master.astype(np.int64)).max())
-    # Really skipped: exact-pass MACs ran for the undecided weights only.
-    n_undecided = want.predicted.size - want.n_predicted
-    assert stats.exact_terms == n_undecided * stats.beats_per_tile
+    # One sweep whatever beta_q: the exact and the predictor MACs of every weight, each once.
     n_terms = want.predicted.size * stats.beats_per_tile
-    if beta_q == 0:   # predictor off: no predict pass at all, every weight exact
-        assert want.n_predicted == 0 and stats.predict_terms == 0
-    else:
-        assert stats.predict_terms == n_terms
+    assert stats.exact_terms == stats.predict_terms == n_terms
+    if beta_q == 0:   # predictor off: every sign exact
+        assert want.n_predicted == 0
 
 
 def test_psg_threshold_tie_is_predicted(csim_lib):

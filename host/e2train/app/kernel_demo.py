@@ -185,15 +185,15 @@ def _print_comparison(xf: np.ndarray, layer: _Layer, rows: list) -> None:
 
 
 def _print_psg(psg: dict, beta: float, beta_q: int) -> tuple[Any, Any]:
-    """What the predictor decided and the exact work it left; the predictor-on (result, stats)."""
+    """What the predictor decided and the engine work that ran; the predictor-on (result, stats)."""
     r, st = psg[beta_q]
     nw = r.predicted.size
     print(f"PSG beta={beta} (beta_q={beta_q}): {r.n_predicted}/{nw} weights decided by the MSB predictor "
-          f"({100 * r.n_predicted / nw:.1f}%); exact-pass MACs issued {st.exact_terms} of "
-          f"{nw * st.beats_per_tile} ({100 * st.exact_terms / max(nw * st.beats_per_tile, 1):.1f}%), "
-          f"{st.tiles_skipped} engine blocks not called in the exact sweep")
+          f"({100 * r.n_predicted / nw:.1f}%); one sweep: exact MACs {st.exact_terms} and predictor MACs "
+          f"{st.predict_terms} of {nw * st.beats_per_tile} (every weight: the exact sums run beside the "
+          f"predictor, so a decided sign saves no engine work)")
     _, st0 = psg[0]
-    print(f"  predictor off: predict-pass MACs {st0.predict_terms}, exact-pass MACs {st0.exact_terms}")
+    print(f"  predictor off: predictor MACs {st0.predict_terms}, exact MACs {st0.exact_terms}")
     return r, st
 
 

@@ -8,17 +8,14 @@ way the kernels compute it (hls/src/*.cpp through the engine, fabric v2):
 * ``conv_fwd`` and ``conv_bwd_data``: ``perfmodel.engine_pass`` of the call's shape over its
   listed samples (engine_map's calls; requantiser and DDR bounds), its DDR bytes as that pass
   counts them, plus the sample list;
-* ``conv_bwd_weight_psg`` with ``beta_q = 0``: one sweep, every block over every position, the
-  DSPs exact and the predictor beside them on the same operands (the kernel reports max |G_msb|
-  in this mode too, so its LUT products run and are charged);
-* with ``beta_q > 0`` the kernel's two sweeps, in sequence: the predictor sweep (every block
-  over every position, predictor-only calls: no input-gradient pass hosts it, the kernels are
-  separate calls), then the exact sweep over the blocks that still have an undecided weight only
-  (a block whose weights were all decided is not called and its operands are not read: the
-  kernel's stats[4]). The decisions are the kernel's own output (``predicted``); without them
-  every block is priced as run (an upper bound, never a guess below what ran);
-* every weight-gradient call ends with the decision and the fused update: one weight per cycle,
-  at least its DDR bytes (W in and out, sign and predicted flag out) over the DDR rate.
+* ``conv_bwd_weight_psg``: the kernel's one sweep whatever beta_q, every block over every
+  position, the DSPs computing every weight's exact sum and the predictor its G_msb beside them
+  on the same operands (the kernel's stats[3] and stats[5]). The decisions do not change what
+  ran: no MAC and no read is skipped, so ``predicted`` only has to agree with ``predictor_on``;
+* every weight-gradient call ends with one loop, one weight per cycle, at least its DDR bytes
+  over the DDR rate: the update (W in and out, sign and predicted flag out) and, with
+  ``beta_q > 0``, the decision in the same loop (a compare per weight; G_msb, written to the
+  kernel's DDR scratch in the sweep, read back).
 
 Skipped samples are not in the call (SLU), so they cost nothing; a call with no listed sample
 costs its start and, for the weight gradient, the update it still does (weight decay).
@@ -32,12 +29,12 @@ import numpy as np
 
 from . import engine_map as em
 from . import perfmodel as pm
-from . import psg_schedule as ps
 from .shapes import ConvShape
 from .work import Work
 
 KERNELS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")
 UPDATE_DDR_BYTES = 10          # per weight: W master in (4) and out (4), sign (1), predicted flag (1)
+GMSB_DDR_BYTES = 16            # per weight with beta_q > 0: G_msb (int64) to the gmsb scratch and back
 
 
 def _check(kernel: str, shape: ConvShape, n_active: int) -> None:
@@ -72,12 +69,12 @@ def _conv_pass(kernel: str, shape: ConvShape, n: int) -> tuple[Work, int]:
     return w, r["cycles"]
 
 
-def _sweep(shape: ConvShape, n: int, share: float) -> tuple[float, int, int]:
-    """One weight-gradient sweep over ``share`` of the blocks: (call cycles, beats, calls), each
-    call at least the time the shell's adders take to fold its partial sums in."""
+def _sweep(shape: ConvShape, n: int) -> tuple[float, int, int]:
+    """The weight gradient's sweep over every block: (call cycles, beats, calls), each call at
+    least the time the shell's adders take to fold its partial sums in."""
     groups = em.call_beats("wgrad", shape, n)
     part = em.ROWS * em.COLS / pm.PART_ADDERS
-    t = share * sum(c * max(b + em.HLS_CALL_OVERHEAD, part) for c, b in groups)
+    t = sum(c * max(b + em.HLS_CALL_OVERHEAD, part) for c, b in groups)
     return t, sum(c * b for c, b in groups), sum(c for c, _ in groups)
 
 
@@ -86,50 +83,27 @@ def blocks(shape: ConvShape) -> int:
     return -(-shape.co // em.ROWS) * -(-(shape.ci * shape.k * shape.k) // em.COLS)
 
 
-def wgrad_need(shape: ConvShape, predicted=None, n_predicted: int = 0) -> dict:
-    """What the exact sweep still runs after the kernel's decisions (``psg_schedule.exact_need``
-    of the ``predicted`` mask), or every block when the mask is not given."""
-    if predicted is None:
-        return ps.all_needed(shape, n_predicted / max(1, shape.co * shape.ci * shape.k * shape.k))
-    d = np.asarray(predicted).astype(bool)
-    if d.shape != tuple(shape.w_shape):
-        raise ValueError(f"predicted has shape {d.shape}, the layer's weights {tuple(shape.w_shape)}")
-    return ps.exact_need(d)
-
-
-def _wgrad(shape: ConvShape, n: int, predictor_on: bool, need: dict | None) -> tuple[Work, int]:
+def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
     s = shape
     nw = s.co * s.ci * s.k * s.k
-    npos = n * s.ho * s.wo
-    flush = em.ROWS + em.HLS_CALL_OVERHEAD            # each sweep ends with a flush call
+    flush = em.ROWS + em.HLS_CALL_OVERHEAD            # the sweep ends with a flush call
     w = Work()
     cycles = float(em.HLS_CALL_OVERHEAD)
     if n:
-        t, beats, calls = _sweep(s, n, 1.0)
+        t, beats, calls = _sweep(s, n)
         ddr = pm.wgrad_sweep_ddr(s, n)
         w.add_macs(em.pass_macs("wgrad", s, n), 4, 10)     # the predictor: every weight, every position
+        w.add_macs(em.pass_macs("wgrad", s, n), 8, 16)     # the exact sums beside it, on the same beats
         w.add_dram(ddr + 4 * n)
         w.add_sram(pm.wgrad_sweep_sram(s, n, beats, calls))
         cycles += flush + max(t, ddr / pm.DDR_BYTES_PER_CYCLE)
-        if not predictor_on:
-            w.add_macs(em.pass_macs("wgrad", s, n), 8, 16)
-        else:
-            run = int(need["blocks_need"].sum())
-            w.add_macs(int(need["undecided"]) * npos, 8, 16)
-            if run:
-                share = run / need["blocks_need"].size
-                t_ex, _, _ = _sweep(s, n, share)
-                ex_ddr = ps.exact_sweep_ddr(s, need, n)
-                w.add_dram(ex_ddr)
-                w.add_sram(ex_ddr + share * (beats * (2 * em.ROWS + em.COLS) + calls * em.ROWS * em.COLS * 2 * 9))
-                cycles += flush + max(t_ex, ex_ddr / pm.DDR_BYTES_PER_CYCLE)
-    if predictor_on:
-        w.add_ops(nw, 48)                              # tau and the decision's compare per weight
-        w.add_sram(2 * -(-nw * ps.FLAG_BITS // 8))     # the decision flags written and read
-        cycles += nw
+    per_weight = UPDATE_DDR_BYTES
+    if predictor_on and n:
+        w.add_ops(nw, 48)                              # the decision's compare per weight
+        per_weight += GMSB_DDR_BYTES
     w.add_ops(nw, 32)                                  # the update
-    w.add_dram(UPDATE_DDR_BYTES * nw)
-    cycles += max(nw, UPDATE_DDR_BYTES * nw / pm.DDR_BYTES_PER_CYCLE)
+    w.add_dram(per_weight * nw)
+    cycles += max(nw, per_weight * nw / pm.DDR_BYTES_PER_CYCLE)
     return w, int(math.ceil(cycles))
 
 
@@ -137,15 +111,18 @@ def price_call(kernel: str, shape: ConvShape, n_active: int, *, predictor_on: bo
                predicted=None, n_predicted: int = 0) -> tuple[Work, int]:
     """(work, cycles) of one kernel call over ``n_active`` listed samples; the work's time is
     cycles / ``perfmodel.CLOCK_HZ``. For ``conv_bwd_weight_psg``: ``predictor_on`` is
-    beta_q > 0, ``predicted`` the kernel's per-weight output (True where the predictor decided
-    the sign); ``n_predicted`` is used only where ``predicted`` is not given."""
+    beta_q > 0; ``predicted`` (the kernel's per-weight output) or ``n_predicted`` are checked
+    against it (and against the layer's shape) but do not change the price: the kernel's one
+    sweep runs every weight's exact sum whatever the predictor decides."""
     _check(kernel, shape, n_active)
     n = int(n_active)
     if kernel == "conv_bwd_weight_psg":
+        if predicted is not None and np.asarray(predicted).shape != tuple(shape.w_shape):
+            raise ValueError(f"predicted has shape {np.asarray(predicted).shape}, the layer's weights "
+                             f"{tuple(shape.w_shape)}")
         if not predictor_on and (n_predicted or (predicted is not None and np.asarray(predicted).any())):
             raise ValueError("with the predictor off (beta_q = 0) no weight can be predicted")
-        need = wgrad_need(shape, predicted, n_predicted) if predictor_on else None
-        w, cycles = _wgrad(shape, n, predictor_on, need)
+        w, cycles = _wgrad(shape, n, predictor_on)
     else:
         w, cycles = _conv_pass(kernel, shape, n)
     w.add_time(cycles / pm.CLOCK_HZ)

@@ -175,10 +175,10 @@ class PsgStats:
     n_predicted: int
     gmsb_absmax: int
     w_absmax: int            # max |W| after the update
-    exact_terms: int         # exact rounds x beats: lane-MACs issued for undecided weights only
-    tiles_skipped: int       # channel blocks not read from DDR a second time (all of them with beta_q = 0)
-    predict_terms: int       # predict-pass lane-MACs (0 with the predictor off)
-    decide_beats: int        # beats streamed in the exact pass (over all its tiles)
+    exact_terms: int         # exact cell-MACs issued (every weight: one sweep)
+    tiles_skipped: int       # engine blocks not read from DDR a second time (all of them: one sweep)
+    predict_terms: int       # predictor cell-MACs (every weight, beside the exact ones)
+    decide_beats: int        # beats streamed through the engine (over all its blocks)
     n_weights: int
     beats_per_tile: int      # listed samples * ho * wo
 

@@ -133,8 +133,8 @@ class PynqBackend:
 
 @lru_cache(maxsize=256)
 def _auto_timeout(kernel: str, shape: ConvShape, n_active: int) -> float:
-    """The modelled duration with a wide margin (upper bound: both weight-gradient sweeps,
-    nothing decided by the predictor)."""
+    """The modelled duration with a wide margin (the weight gradient's price: its one sweep and
+    the decision)."""
     modelled = call_price.call_cycles(kernel, shape, n_active) / perfmodel.CLOCK_HZ
     return max(DEFAULT_TIMEOUT_S, TIMEOUT_MARGIN * modelled)
 
