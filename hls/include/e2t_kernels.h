@@ -51,6 +51,7 @@ enum {
     E2T_STAT_TILES_SKIPPED = 4, // engine blocks not read from DDR a second time (all: one sweep)
     E2T_STAT_PREDICT_TERMS = 5, // predictor multiply-accumulates (every weight, beside the exact ones)
     E2T_STAT_DECIDE_BEATS = 6,  // beats streamed through the engine
+    E2T_STAT_GMSB_SPILLED = 7,  // weights whose G_msb went through the DDR scratch (layers of several weight groups)
     E2T_STAT_LEN = 8
 };
 

@@ -19,8 +19,9 @@
 // cut into column ranges).
 //
 // One sweep whatever beta_q: every weight's exact sum on the DSPs and its G_msb on the
-// predictor, on the same beats (sign(G) -> sign; with beta_q > 0, G_msb -> the gmsb scratch
-// and the layer's max |G_msb|). Then one loop, one weight per cycle:
+// predictor, on the same beats (sign(G) -> sign; with beta_q > 0 the layer's max |G_msb|, and
+// G_msb -> the gmsb scratch in DDR unless the layer is one weight group, whose G_msb stays in
+// the partial sums on chip). Then one loop, one weight per cycle:
 //   decide       (beta_q > 0) a weight whose |G_msb| clears the threshold takes sign(G_msb) and
 //                predicted = 1; the rest keep sign(G).
 //   update       W <- sat(W - lr_q*sign - ((W*wd_q + 2^29) >> 30), +-(2^30-1)), after the
@@ -136,22 +137,25 @@ void gather(psg::stream<eng::Row> &out, const Placed &pl, const Group &g, int64_
 
 int64_t widx(const Geometry &q, int o, int j) { return (int64_t)o * q.taps + j; }
 
-// The sweep over every weight group: per weight sign(G) -> sign, and with decide its G_msb ->
-// gmsb (the decision needs the layer's max |G_msb|, known only at the end).
-void run_sweep(bool decide, const int8_t wt[][R],
+// Groups: whole row blocks while they fit, else column ranges of one row block.
+int rows_per_group(const Geometry &q) { return R * q.taps <= PART ? (PART / (R * q.taps)) * R : R; }
+int cols_per_group(const Geometry &q) { return R * q.taps <= PART ? q.taps : (PART / (R * C)) * C; }
+
+// The layer's weights are one group: their partial sums stay on chip after the sweep, at the
+// weight's own index (Group::at with o0 = j0 = 0).
+bool one_group(const Geometry &q) { return q.co <= rows_per_group(q) && q.taps <= cols_per_group(q); }
+
+// The sweep over every weight group: per weight sign(G) -> sign, and with spill its G_msb ->
+// gmsb (the decision needs the layer's max |G_msb|, known only at the end; a layer of one
+// group keeps it in part_m).
+void run_sweep(bool spill, const int8_t wt[][R],
                psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, const int32_t *samples,
                int n_samples, const Geometry &q, bool xu, int8_t *sign, uint8_t *predicted, int64_t *gmsb,
-               Counters &cnt) {
+               int64_t part_e[PART], int64_t part_m[PART], Counters &cnt) {
 #pragma HLS INLINE
-    E2T_KERNEL_STATIC int64_t part_e[PART], part_m[PART];   // the group's partial sums (BRAM)
-#pragma HLS BIND_STORAGE variable=part_e type=ram_2p impl=bram
-#pragma HLS BIND_STORAGE variable=part_m type=ram_2p impl=bram
     const int npos = n_samples * q.ho * q.wo;
-    const int row_blk = R * q.taps;
-    // Groups: whole row blocks while they fit, else column ranges of one row block.
-    const int rows_per_group = row_blk <= PART ? (PART / row_blk) * R : R;
-    const int cols_per_group = row_blk <= PART ? q.taps : (PART / (R * C)) * C;
+    const int rows_per_group = wgrad::rows_per_group(q), cols_per_group = wgrad::cols_per_group(q);
     for (int go = 0; go < q.co; go += rows_per_group) {
         for (int gj = 0; gj < q.taps; gj += cols_per_group) {
             const Group g{go, go + rows_per_group < q.co ? go + rows_per_group : q.co, gj,
@@ -208,7 +212,7 @@ void run_sweep(bool decide, const int8_t wt[][R],
                     if (ge > psg::kAccMax || ge < psg::kAccMin) cnt.overflow = true;
                     sign[i] = psg::sign_of(ge);
                     predicted[i] = 0;
-                    if (decide) gmsb[i] = gm;
+                    if (spill) gmsb[i] = gm;
                 }
         }
     }
@@ -239,25 +243,30 @@ int wgrad_pass(int8_t wt[][R],
     const uint32_t bq = (uint32_t)beta_q;
     const int64_t nw = (int64_t)co * q.taps;
     const int64_t n_blocks = (int64_t)((co + R - 1) / R) * ((q.taps + C - 1) / C);
+    E2T_KERNEL_STATIC int64_t part_e[PART], part_m[PART];   // a weight group's partial sums (BRAM)
+#pragma HLS BIND_STORAGE variable=part_e type=ram_2p impl=bram
+#pragma HLS BIND_STORAGE variable=part_m type=ram_2p impl=bram
     Counters cnt;
     int64_t n_pred = 0;
     if (n_samples == 0) {
         // Nothing to sum: G = G_msb = 0 for every weight, none predicted.
         for (int64_t i = 0; i < nw; i++) { sign[i] = 0; predicted[i] = 0; }
     } else {
-        run_sweep(beta_q > 0, wt, head, in, out, x, g_y, samples, n_samples, q, xu, sign, predicted, gmsb, cnt);
+        run_sweep(beta_q > 0 && !one_group(q), wt, head, in, out, x, g_y, samples, n_samples, q, xu, sign,
+                  predicted, gmsb, part_e, part_m, cnt);
     }
     if (cnt.overflow) return E2T_ERR_OVERFLOW;
 
     // The decision (beta_q > 0: max |G_msb| is known now) and the sign update of the master
     // weights, one weight per cycle in one loop.
-    const bool decide = beta_q > 0 && n_samples > 0;
+    const bool decide = beta_q > 0 && n_samples > 0, on_chip = one_group(q);
     int64_t wmax = 0;
     for (int64_t i = 0; i < nw; i++) {
 #pragma HLS PIPELINE II=1
         int8_t sg = sign[i];
-        if (decide && psg::confident(gmsb[i], bq, cnt.amax)) {
-            sg = psg::sign_of(gmsb[i]);
+        const int64_t gm = !decide ? 0 : on_chip ? part_m[i] : gmsb[i];
+        if (decide && psg::confident(gm, bq, cnt.amax)) {
+            sg = psg::sign_of(gm);
             sign[i] = sg;
             predicted[i] = 1;
             n_pred++;
@@ -275,6 +284,7 @@ int wgrad_pass(int8_t wt[][R],
     stats[E2T_STAT_TILES_SKIPPED] = n_blocks;   // one sweep: no block is read a second time
     stats[E2T_STAT_PREDICT_TERMS] = cnt.predict_terms;
     stats[E2T_STAT_DECIDE_BEATS] = cnt.exact_beats;
+    stats[E2T_STAT_GMSB_SPILLED] = decide && !on_chip ? nw : 0;
     return E2T_OK;
 }
 

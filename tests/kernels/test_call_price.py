@@ -10,7 +10,8 @@ from e2train.core import perfmodel as pm
 from e2train.core.shapes import ConvShape
 
 SHAPES = [ConvShape(64, 8, 8, 8, 32, 3, 1, 1), ConvShape(64, 32, 4, 4, 32, 3, 1, 1),
-          ConvShape(3, 5, 9, 7, 11, 3, 2, 1), ConvShape(2, 40, 4, 4, 70, 3, 1, 1)]
+          ConvShape(3, 5, 9, 7, 11, 3, 2, 1), ConvShape(2, 40, 4, 4, 70, 3, 1, 1),
+          ConvShape(2, 64, 3, 3, 40, 3, 1, 1)]       # the last: two weight groups, G_msb through DDR
 
 
 def _psg(sh: ConvShape, beta_q: int, samples=None, seed: int = 0):
@@ -37,6 +38,11 @@ def test_wgrad_charges_what_the_kernel_counted(csim_lib, sh):
         assert w.macs["int4xint10"] == st.predict_terms == nw * st.beats_per_tile
         assert st.tiles_skipped == cp.blocks(sh)
         assert st.decide_beats == cp.blocks(sh) * st.beats_per_tile
+        # the G_msb scratch's DDR bytes are charged exactly when the kernel used it
+        w_off = cp.call_work("conv_bwd_weight_psg", sh, len(samples), predictor_on=False)
+        assert st.gmsb_spilled == (nw if beta_q and cp.gmsb_in_ddr(sh) else 0)
+        assert w.dram_bytes - w_off.dram_bytes == cp.GMSB_DDR_BYTES * st.gmsb_spilled
+    assert cp.gmsb_in_ddr(SHAPES[-1]) and not cp.gmsb_in_ddr(SHAPES[0])
 
 
 def test_conv_passes_are_the_engine_passes():
@@ -62,22 +68,22 @@ def test_skipped_samples_cost_nothing(kernel):
 
 def test_the_price_is_what_ran_not_what_was_decided():
     """The decisions change no work (the exact sums of every weight ran): every mask prices the
-    same; the predictor on adds only the decision, in the update's loop (a compare per weight,
-    G_msb to the scratch and back), and nothing when no sample was listed (nothing decided)."""
-    sh = SHAPES[0]
-    nw = sh.co * sh.ci * sh.k * sh.k
-    every = np.ones(sh.w_shape, bool)
-    none = np.zeros(sh.w_shape, bool)
-    w_all, c_all = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predicted=every)
-    w_none, c_none = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predicted=none)
-    w_off, c_off = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predictor_on=False)
-    assert c_all == c_none and w_all.macs == w_none.macs == w_off.macs
-    assert w_all.dram_bytes == w_none.dram_bytes == w_off.dram_bytes + cp.GMSB_DDR_BYTES * nw
-    assert w_all.macs["int8xint16"] == w_all.macs["int4xint10"] == sh.co * sh.ci * 9 * sh.n * sh.ho * sh.wo
-    # the loop is DDR-bound with the scratch: (10 + 16) B per weight at 16 B per cycle
-    assert c_all - c_off == int(np.ceil((cp.UPDATE_DDR_BYTES + cp.GMSB_DDR_BYTES) * nw / 16 - nw))
-    assert cp.price_call("conv_bwd_weight_psg", sh, 0)[1] == cp.price_call("conv_bwd_weight_psg", sh, 0,
-                                                                            predictor_on=False)[1]
+    same; the predictor on adds only the decision, in the update's loop (a compare per weight;
+    G_msb to the DDR scratch and back on a layer of several weight groups), and nothing when no
+    sample was listed (nothing decided)."""
+    for sh in (SHAPES[0], SHAPES[-1]):
+        nw = sh.co * sh.ci * sh.k * sh.k
+        w_all, c_all = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predicted=np.ones(sh.w_shape, bool))
+        w_none, c_none = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predicted=np.zeros(sh.w_shape, bool))
+        w_off, c_off = cp.price_call("conv_bwd_weight_psg", sh, sh.n, predictor_on=False)
+        assert c_all == c_none and w_all.macs == w_none.macs == w_off.macs
+        assert w_all.macs["int8xint16"] == w_all.macs["int4xint10"] == nw * sh.n * sh.ho * sh.wo
+        spill = cp.GMSB_DDR_BYTES * nw if cp.gmsb_in_ddr(sh) else 0
+        assert w_all.dram_bytes == w_none.dram_bytes == w_off.dram_bytes + spill
+        # the loop: one weight per cycle, or DDR-bound at 16 B per cycle with the scratch
+        assert c_all - c_off == int(np.ceil(max(nw, (cp.UPDATE_DDR_BYTES * nw + spill) / 16) - nw))
+        assert cp.price_call("conv_bwd_weight_psg", sh, 0)[1] == cp.price_call("conv_bwd_weight_psg", sh, 0,
+                                                                                predictor_on=False)[1]
 
 
 def test_bad_arguments():

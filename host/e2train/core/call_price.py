@@ -14,8 +14,9 @@ way the kernels compute it (hls/src/*.cpp through the engine, fabric v2):
   ran: no MAC and no read is skipped, so ``predicted`` only has to agree with ``predictor_on``;
 * every weight-gradient call ends with one loop, one weight per cycle, at least its DDR bytes
   over the DDR rate: the update (W in and out, sign and predicted flag out) and, with
-  ``beta_q > 0``, the decision in the same loop (a compare per weight; G_msb, written to the
-  kernel's DDR scratch in the sweep, read back).
+  ``beta_q > 0``, the decision in the same loop (a compare per weight). A layer of one weight
+  group decides from its partial sums on chip; a larger one writes G_msb to the kernel's DDR
+  scratch in the sweep and reads it back here (``gmsb_in_ddr``, the kernel's stats[7]).
 
 Skipped samples are not in the call (SLU), so they cost nothing; a call with no listed sample
 costs its start and, for the weight gradient, the update it still does (weight decay).
@@ -83,6 +84,14 @@ def blocks(shape: ConvShape) -> int:
     return -(-shape.co // em.ROWS) * -(-(shape.ci * shape.k * shape.k) // em.COLS)
 
 
+def gmsb_in_ddr(shape: ConvShape) -> bool:
+    """Whether the weight-gradient kernel with beta_q > 0 sends G_msb through its DDR scratch:
+    the layer is more than one weight group (its partial sums do not all fit on chip at once;
+    ``one_group`` in hls/src/conv_bwd_weight_psg.cpp)."""
+    taps = shape.ci * shape.k * shape.k
+    return em.ROWS * taps > em.WGRAD_PART_WEIGHTS or em.weight_groups(shape) > 1
+
+
 def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
     s = shape
     nw = s.co * s.ci * s.k * s.k
@@ -100,7 +109,8 @@ def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
     per_weight = UPDATE_DDR_BYTES
     if predictor_on and n:
         w.add_ops(nw, 48)                              # the decision's compare per weight
-        per_weight += GMSB_DDR_BYTES
+        if gmsb_in_ddr(s):
+            per_weight += GMSB_DDR_BYTES
     w.add_ops(nw, 32)                                  # the update
     w.add_dram(per_weight * nw)
     cycles += max(nw, per_weight * nw / pm.DDR_BYTES_PER_CYCLE)

@@ -35,7 +35,7 @@ SAN_LIB_NAME = "libe2t_kernels_san.so"
 E2T_ERR_SHAPE, E2T_ERR_SAMPLE, E2T_ERR_OVERFLOW = 1, 2, 4
 # stats[] of conv_bwd_weight_psg (hls/include/e2t_kernels.h).
 (STAT_N_PREDICTED, STAT_GMSB_ABSMAX, STAT_W_ABSMAX, STAT_EXACT_TERMS, STAT_TILES_SKIPPED,
- STAT_PREDICT_TERMS, STAT_DECIDE_BEATS) = range(7)
+ STAT_PREDICT_TERMS, STAT_DECIDE_BEATS, STAT_GMSB_SPILLED) = range(8)
 STAT_LEN = 8
 
 
@@ -181,6 +181,7 @@ class PsgStats:
     decide_beats: int        # beats streamed through the engine (over all its blocks)
     n_weights: int
     beats_per_tile: int      # listed samples * ho * wo
+    gmsb_spilled: int        # weights whose G_msb went through the DDR scratch (0: kept on chip)
 
 
 def conv_bwd_weight_psg_stats(x, g_y, w_master, *, stride: int = 1, pad: int = 0, beta_q: int,
@@ -206,7 +207,7 @@ def conv_bwd_weight_psg_stats(x, g_y, w_master, *, stride: int = 1, pad: int = 0
     st = PsgStats(int(stats[STAT_N_PREDICTED]), int(stats[STAT_GMSB_ABSMAX]), int(stats[STAT_W_ABSMAX]),
                   int(stats[STAT_EXACT_TERMS]), int(stats[STAT_TILES_SKIPPED]),
                   int(stats[STAT_PREDICT_TERMS]), int(stats[STAT_DECIDE_BEATS]), nw,
-                  int(idx.size) * shape.ho * shape.wo)
+                  int(idx.size) * shape.ho * shape.wo, int(stats[STAT_GMSB_SPILLED]))
     return result, st
 
 
