@@ -133,13 +133,13 @@ def wrapper(top: str, ports: list[tuple[str, str, int]], params: dict, ties: dic
 
 # ---- the flow -----------------------------------------------------------------------------
 
-def _commands(design: str, files: list[str]) -> tuple[list[str], list[str]]:
+def _commands(design: str, files: list[str], router: str = "router1") -> tuple[list[str], list[str]]:
     yosys = ["-q", "-p", f"read_verilog {' '.join(files)} proxy_top.v; "
              "synth_ecp5 -top proxy_top -abc9 -json proxy.json; tee -q -o stat.json stat -json"]
     pnr = [PART["device"], "--package", PART["package"], "--speed", str(PART["speed"]), "--json", "proxy.json",
            "--freq", str(FREQ_MHZ), "--seed", str(SEED), "--timing-allow-fail",   # report a miss, not fail
            "--report", "report.json", "--detailed-timing-report",
-           "-l", "pnr.log", "-q"]
+           "-l", "pnr.log", "-q"] + (["--router", router] if router != "router1" else [])
     return yosys, pnr
 
 
@@ -151,7 +151,7 @@ def _versions(yosys: str, nextpnr: str) -> str:
     return " | ".join(v)
 
 
-def run(design: str, params: dict, out: Path) -> dict:
+def run(design: str, params: dict, out: Path, router: str = "router1") -> dict:
     """Synthesise, place and route ``design``; the parsed result (cached)."""
     if design not in DESIGNS:
         raise SystemExit(f"error: unknown design {design!r}: choose from {', '.join(DESIGNS)}")
@@ -161,10 +161,11 @@ def run(design: str, params: dict, out: Path) -> dict:
     srcs = [RTL_DIR / f for f in files]
     text = "\n".join(p.read_text() for p in srcs)
     wrap = wrapper(top, ports_of(text, top, params), params, ties)
-    ycmd, pcmd = _commands(design, list(files))
+    ycmd, pcmd = _commands(design, list(files), router)
     key = hashlib.sha256(b"".join(p.read_bytes() for p in srcs) + wrap.encode()
                          + json.dumps([ycmd, pcmd, _versions(yosys, nextpnr)]).encode()).hexdigest()[:16]
-    tag = design + "".join(f"_{k}{v}" for k, v in params.items() if k in DESIGNS[design][2])
+    tag = design + "".join(f"_{k}{v}" for k, v in params.items() if k in DESIGNS[design][2]) + \
+        ("" if router == "router1" else f"_{router}")
     cached = out / f"{tag}_{key}.json"
     if cached.exists():
         return {**json.loads(cached.read_text()), "cached": True}
@@ -182,7 +183,7 @@ def run(design: str, params: dict, out: Path) -> dict:
             raise SystemExit(f"error: {what} failed on {tag} (exit {r.returncode}): {tail}")
     res = parse(work / "report.json", work / "pnr.log")
     annotate(res, work / "proxy.json")
-    res.update(design=design, top=top, params=params, key=key, stat=_stat(work / "stat.json"))
+    res.update(design=design, top=top, params=params, key=key, router=router, stat=_stat(work / "stat.json"))
     cached.write_text(json.dumps(res, indent=2) + "\n")
     return {**res, "cached": False}
 
@@ -275,10 +276,11 @@ def summary(res: dict) -> dict:
 def render(res: dict) -> str:
     params = ", ".join(f"{k}={v}" for k, v in res["params"].items())
     kinds = summary(res)
+    router = f", {res['router']}" if res.get("router", "router1") != "router1" else ""
     lines = [f"## {res['design']}: {res['top']}({params})",
              "",
              f"Fmax {res['fmax_mhz']:.1f} MHz -- {LABEL} (routed against {res['constraint_mhz']:.0f} MHz, "
-             f"seed {SEED})",
+             f"seed {SEED}{router})",
              f"critical path {res['path_ns']:.2f} ns = logic {res['logic_ns']:.2f} + routing "
              f"{res['routing_ns']:.2f} ns; logic on it: "
              + ", ".join(f"{n} x {k}" for k, n in sorted(kinds.items())),
@@ -313,6 +315,8 @@ def main(argv=None) -> int:
     ap.add_argument("--design", nargs="+", default=["engine", "split_g"], choices=sorted(DESIGNS))
     ap.add_argument("--rows", type=int, default=4, help="engine grid rows (reduced: see the module's doc)")
     ap.add_argument("--cols", type=int, default=4, help="engine grid columns")
+    ap.add_argument("--router", choices=("router1", "router2"), default="router1",
+                    help="nextpnr's router (router2 is faster on large grids; 8 x 8 did not route with router1)")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "ecp5-timing")
     args = ap.parse_args(argv)
     if not (1 <= args.rows <= 64 and 1 <= args.cols <= 64):
@@ -325,7 +329,7 @@ def main(argv=None) -> int:
     results = []
     for d in args.design:
         params = {"ROWS": args.rows, "COLS": args.cols} if d == "engine" else {}
-        results.append(run(d, params, out))
+        results.append(run(d, params, out, args.router))
         print(render(results[-1]))
     (out / "ecp5-timing.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
