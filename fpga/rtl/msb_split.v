@@ -13,8 +13,8 @@
 // = (v + half - 1) >>> SHIFT (ceil(n / m) = floor((n + m - 1) / m)). Both are
 // (v + half - 1 + [v >= 0]) >>> SHIFT: one add whose carry-in is the inverted sign bit, written
 // as {v, ~sign} + {half - 1, 1} so that it maps to one carry chain. The clamp's two compares
-// then run side by side. (Magnitude, round and negate in series were four carry chains, the
-// longest path of the engine's predictor stage on the ECP5 timing proxy; docs/rtl.md.)
+// then run side by side. (Magnitude, round, negate and clamp in series were up to four carry
+// chains, the longest path of the engine on the ECP5 timing proxy; docs/rtl.md.)
 // test_msb_split.py checks every int16 g and every uint8 and int8 x code against the rule.
 `default_nettype none
 
