@@ -7,6 +7,15 @@
 // G_msb = sum x_h*g_h carries no bias towards +infinity (the v1 rule (v + half) >> SHIFT did).
 // The low part (v - 2^SHIFT*h) is not needed here: the engine's exact path multiplies whole
 // codes. Pure combinational logic; one instance per operand bus, not per multiplier.
+//
+// One adder, not |v|, round, negate: with half = 2^(SHIFT-1), for v >= 0 the rule is
+// (v + half) >> SHIFT, and for v < 0 it is -((-v + half) >> SHIFT) = ceil((v - half) / 2^SHIFT)
+// = (v + half - 1) >>> SHIFT (ceil(n / m) = floor((n + m - 1) / m)). Both are
+// (v + half - 1 + [v >= 0]) >>> SHIFT: one add whose carry-in is the inverted sign bit, written
+// as {v, ~sign} + {half - 1, 1} so that it maps to one carry chain. The clamp's two compares
+// then run side by side. (Magnitude, round, negate and clamp in series were up to four carry
+// chains, the longest path of the engine on the ECP5 timing proxy; docs/rtl.md.)
+// test_msb_split.py checks every int16 g and every uint8 and int8 x code against the rule.
 `default_nettype none
 
 module msb_split #(
@@ -19,18 +28,17 @@ module msb_split #(
     input  wire signed [HW-1:0] hi,
     output wire signed [HW-1:0] h
 );
-    // |v| fits W bits unsigned (|-2^(W-1)| = 2^(W-1)); the rounded magnitude W+1-SHIFT bits.
-    wire [W-1:0] mag = v[W-1] ? (~v + 1'b1) : v;
+    localparam [W:0] HALF_M1 = ({{W{1'b0}}, 1'b1} << (SHIFT - 1)) - 1'b1;
+    // v + half - 1 + [v >= 0], W+1 bits (no overflow: |v| <= 2^(W-1), half - 1 + 1 < 2^(W-1))
     /* verilator lint_off UNUSEDSIGNAL */
-    wire [W:0]   sum = {1'b0, mag} + ({{W{1'b0}}, 1'b1} << (SHIFT - 1));   // bits below SHIFT dropped
+    wire [W+1:0] sum2 = {v[W-1], v, ~v[W-1]} + {HALF_M1, 1'b1};
     /* verilator lint_on UNUSEDSIGNAL */
-    wire signed [W+1-SHIFT:0] r = {1'b0, sum[W:SHIFT]};
-    wire signed [W+1-SHIFT:0] s = v[W-1] ? -r : r;
-    wire signed [W+1-SHIFT:0] lo_w = {{(W+2-SHIFT-HW){lo[HW-1]}}, lo};
-    wire signed [W+1-SHIFT:0] hi_w = {{(W+2-SHIFT-HW){hi[HW-1]}}, hi};
-    wire signed [W+1-SHIFT:0] c = (s > hi_w) ? hi_w : ((s < lo_w) ? lo_w : s);
+    wire signed [W-SHIFT:0] s = sum2[W+1:SHIFT+1];      // the sum >>> SHIFT (bits below dropped)
+    wire signed [W-SHIFT:0] lo_w = {{(W+1-SHIFT-HW){lo[HW-1]}}, lo};
+    wire signed [W-SHIFT:0] hi_w = {{(W+1-SHIFT-HW){hi[HW-1]}}, hi};
+    wire signed [W-SHIFT:0] c = (s > hi_w) ? hi_w : ((s < lo_w) ? lo_w : s);
     /* verilator lint_off UNUSEDSIGNAL */
-    wire signed [W+1-SHIFT:0] c_full = c;   // its top bits repeat the sign after the clamp
+    wire signed [W-SHIFT:0] c_full = c;   // its top bits repeat the sign after the clamp
     /* verilator lint_on UNUSEDSIGNAL */
     assign h = c_full[HW-1:0];
 endmodule

@@ -136,7 +136,14 @@ module train_engine #(
     end
 
     // ---- stage 1: row and column buses, formatted and split once per bus
+    // The DSP operands are complete after stage 1. The predictor's operands take two stages:
+    // the MSB splits are registered (stage 1), and the row's multiples of g_h are computed
+    // from the registered split (stage 2). Split and multiples in one cycle were the engine's
+    // longest register-to-register path (docs/rtl.md, "Timing proxy"). The predictor's
+    // product (stage 3) and accumulation (stage 4) then line up with FWD's fabric
+    // accumulators (stage 4), so the call's latency is unchanged.
     reg signed [17:0] row_b [0:ROWS-1];   // DSP B operand
+    reg signed [9:0]  row_gh [0:ROWS-1];  // g_h, the registered split (stage 1)
     // the predictor's multiples of g_h, once per row (radix-4 digits of x_h, see the cells)
     reg signed [11:0] row_l1 [0:ROWS-1];  // g_h        low digit 1; high digit 1
     reg signed [11:0] row_l2 [0:ROWS-1];  // 2 g_h      low digit 2
@@ -144,20 +151,26 @@ module train_engine #(
     reg signed [11:0] row_h2 [0:ROWS-1];  // high digit 2: 2 g_h (uint8 x) or -2 g_h (int8 x)
     reg signed [11:0] row_h3 [0:ROWS-1];  // high digit 3: 3 g_h (uint8 x) or -g_h (int8 x)
     reg signed [24:0] col_a [0:COLS-1];   // DSP A operand
-    reg [3:0]         col_xh [0:COLS-1];  // x_h (WGRAD predictor): 4 bits, see below
+    reg [3:0]         col_xh1 [0:COLS-1]; // x_h (predictor): 4 bits, see below (stage 1)
+    reg [3:0]         col_xh [0:COLS-1];  //   the same, a stage later, beside the row multiples
     wire signed [4:0] xh_top = xu_r ? 5'sd15 : 5'sd7;
     wire signed [4:0] xh_bot = xu_r ? 5'sd0 : -5'sd8;
+    // the predictor's bus registers load only when some predictor cell runs this call
+    wire pred_any = |prow_on;
     genvar r, c;
     generate
         for (r = 0; r < ROWS; r = r + 1) begin : rowbus
             wire [15:0] v = s_row[16*r +: 16];
             wire signed [9:0] gh;
-            wire signed [11:0] gh_w = {{2{gh[9]}}, gh};
             msb_split #(.W(16), .SHIFT(6), .HW(10)) u_split_g (
                 .v(s_prow[16*r +: 16]), .lo(-10'sd512), .hi(10'sd511), .h(gh));
+            wire signed [11:0] gh_w = {{2{row_gh[r][9]}}, row_gh[r]};
             always @(posedge ap_clk) begin
-                if (accept) begin
+                if (accept)
                     row_b[r] <= (mode_r == WGRAD) ? {{2{v[15]}}, v} : {{10{v[7]}}, v[7:0]};
+                if (accept & prow_on[r])
+                    row_gh[r] <= gh;
+                if (v1 & prow_on[r]) begin
                     row_l1[r] <= gh_w;
                     row_l2[r] <= gh_w <<< 1;
                     row_l3[r] <= gh_w + (gh_w <<< 1);
@@ -180,10 +193,12 @@ module train_engine #(
             msb_split #(.W(9), .SHIFT(4), .HW(5)) u_split_x (
                 .v({xu_r ? 1'b0 : px[7], px}), .lo(xh_bot), .hi(xh_top), .h(xh));
             always @(posedge ap_clk) begin
-                if (accept) begin
+                if (accept)
                     col_a[c] <= fwd ? pair : (mode_r == BWD) ? {{9{v[15]}}, v} : {{16{x0[8]}}, x0};
-                    col_xh[c] <= xh[3:0];
-                end
+                if (accept & pred_any & pcol_on[c])
+                    col_xh1[c] <= xh[3:0];
+                if (v1 & pred_any & pcol_on[c])
+                    col_xh[c] <= col_xh1[c];
             end
         end
     endgenerate
@@ -218,16 +233,16 @@ module train_engine #(
                                           (xh[3:2] == 2'd2) ? row_h2[r] : row_h3[r];
                 wire signed [13:0] pp = {{2{d_lo[11]}}, d_lo} + {d_hi, 2'b00};
                 reg signed [13:0] pm;
-                always @(posedge ap_clk) if (v1 & en_p) pm <= pp;
-                // fabric accumulators: FWD's two packed fields (stage 4), or G_msb (stage 3);
-                // one adder each, its addend selected (the two never run in the same call)
+                always @(posedge ap_clk) if (v2 & en_p) pm <= pp;
+                // fabric accumulators: FWD's two packed fields or G_msb, both in stage 4; one
+                // adder each, its addend selected (the two never run in the same call)
                 reg signed [LO_W-1:0] acc_lo;
                 reg signed [HI_W-1:0] acc_hi;
                 wire signed [15:0] lo_add = fwd ? {~p[15], p[14:0]} : {{2{pm[13]}}, pm};
                 wire signed [HI_W-1:0] hi_f = {{(HI_W-16){p[31]}}, p[31:16]};
                 always @(posedge ap_clk) begin
                     if (clr_f_now) acc_lo <= {LO_W{1'b0}};
-                    else if ((v3 & en_d & fwd) | (v2 & en_p))
+                    else if (v3 & ((en_d & fwd) | en_p))
                         acc_lo <= acc_lo + {{(LO_W-16){lo_add[15]}}, lo_add};
                     if (clr_f_now) acc_hi <= {HI_W{1'b0}};
                     else if (v3 & en_d & fwd)
@@ -268,7 +283,7 @@ module train_engine #(
     // Observed by the testbench: which cells clock their DSP / predictor registers this cycle.
     /* verilator lint_off UNUSEDSIGNAL */
     wire [CELLS-1:0] dbg_dsp_active = ({CELLS{v1 | v2 | (v3 & fwd)}} & dsp_on);
-    wire [CELLS-1:0] dbg_pred_active = ({CELLS{v1 | v2}} & pred_on);
+    wire [CELLS-1:0] dbg_pred_active = ({CELLS{v2 | v3}} & pred_on);
     /* verilator lint_on UNUSEDSIGNAL */
 endmodule
 
