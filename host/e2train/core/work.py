@@ -119,22 +119,21 @@ class Work:
     def add_step(self, overlap_s: float, paths, fabric_s: float, arm_ops: int) -> "Work":
         """A closed step of ``core.overlap.Timeline``: what overlapped and its path set."""
         self.overlap_seconds += float(overlap_s)
-        self._add_paths(1, paths)
+        self._merge_paths([(1, paths)])
         self.timed_fabric_s += float(fabric_s)
         self.timed_arm_ops += int(arm_ops)
         return self
 
-    def _add_paths(self, count: int, paths) -> None:
-        key = tuple((float(f), int(a)) for f, a in paths)
-        index = self.__dict__.get("_path_index")
-        if index is None or len(index) != len(self.step_paths):
-            index = {tuple((float(f), int(a)) for f, a in p): i for i, (_, p) in enumerate(self.step_paths)}
-            self.__dict__["_path_index"] = index
-        if key in index:
-            self.step_paths[index[key]][0] += int(count)
-        else:
-            index[key] = len(self.step_paths)
-            self.step_paths.append([int(count), [list(p) for p in key]])
+    def _merge_paths(self, entries) -> None:
+        """Add (count, path set) entries to ``step_paths``, identical sets merged."""
+        at = {_path_key(e[1]): e for e in self.step_paths}
+        for count, paths in entries:
+            key = _path_key(paths)
+            if key in at:
+                at[key][0] += int(count)
+            else:
+                at[key] = [int(count), [list(q) for q in key]]
+                self.step_paths.append(at[key])
 
     @property
     def timed_steps(self) -> int:
@@ -151,10 +150,8 @@ class Work:
         self.arm_seconds += other.arm_seconds
         self.overlap_seconds += other.overlap_seconds
         if other.step_paths:          # (a kernel call's or an ARM op's tally has none: nothing to merge)
-            self.step_paths = [[c, [list(q) for q in p]] for c, p in self.step_paths]
-            self.__dict__.pop("_path_index", None)
-            for c, p in other.step_paths:
-                self._add_paths(c, p)
+            self.step_paths = [[c, p] for c, p in self.step_paths]    # counts change: not shared with another tally
+            self._merge_paths(other.step_paths)
         self.timed_fabric_s += other.timed_fabric_s
         self.timed_arm_ops += other.timed_arm_ops
         return self
@@ -200,8 +197,7 @@ class Work:
         w.arm_seconds = float(d.get("arm_seconds", 0.0))
         w.overlap_seconds = float(d.get("overlap_seconds", 0.0))    # 0: recorded before it was modelled
         # none: recorded before the critical path was kept per step (not re-priceable)
-        for c, p in d.get("step_paths", []):
-            w._add_paths(int(c), p)
+        w._merge_paths(d.get("step_paths", []))
         w.timed_fabric_s = float(d.get("timed_fabric_s", 0.0))
         w.timed_arm_ops = int(d.get("timed_arm_ops", 0))
         return w
@@ -210,3 +206,8 @@ class Work:
     def critical_seconds(self) -> float:
         """The modelled time with fabric and ARM overlapped where the data allow (core.overlap)."""
         return self.seconds - self.overlap_seconds
+
+
+def _path_key(paths) -> tuple:
+    """A path set as a hashable key: ((fabric seconds, ARM ops), ...)."""
+    return tuple((float(f), int(a)) for f, a in paths)
