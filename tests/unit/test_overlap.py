@@ -136,3 +136,28 @@ def test_work_keeps_step_paths_merged_and_through_its_record():
     assert back.step_paths == w.step_paths and back.timed_arm_ops == 17
     both = w + back
     assert both.timed_steps == 6 and len(both.step_paths) == 2 and w.timed_steps == 3
+
+
+def test_the_task_graph_and_the_timeline_agree_on_a_chain():
+    """The two forms of the one overlap rule (the bench's task graph, the trainer's Timeline)
+    give the same critical path for the same chain issued in program order (DMA left out: the
+    Timeline keeps it inside the kernels' times)."""
+    import random
+
+    from e2train.core.overlap import Timeline
+    rnd = random.Random(11)
+    for _ in range(50):
+        layers = [dict(name=f"L{i}", **{k: rnd.uniform(0, 3) for k in ("fwd", "fwd_arm", "bwd_arm", "bwd_data", "wgrad")})
+                  for i in range(rnd.randint(1, 6))]
+        head = rnd.uniform(0, 2)
+        tl = Timeline()
+        for ly in layers:
+            tl.add("fabric", ly["fwd"], "fwd")
+            tl.add("arm", ly["fwd_arm"])
+        tl.add("arm", head)
+        for ly in reversed(layers):
+            tl.add("arm", ly["bwd_arm"])
+            tl.add("fabric", ly["bwd_data"], "bwd_data")
+            tl.add("fabric", ly["wgrad"], "wgrad")
+        r = schedule(chain_step_tasks(layers, head_arm_s=head))
+        assert tl.open_s() == pytest.approx(r["critical_s"])
