@@ -149,6 +149,51 @@ def call_cycles(kernel: str, shape: ConvShape, n_active: int, **kw) -> int:
     return price_call(kernel, shape, n_active, **kw)[1]
 
 
+# -- the block operations (core.block_ops; docs/fixed-point.md section 9) ----------------------
+BLOCK_OPS = ("bn_act", "bn_bwd_reduce", "bn_bwd_apply")
+BLOCK_LANES = 4                # elements per cycle of the block unit (e2t_engine ops 3..5)
+
+
+def price_block(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, residual: bool = False,
+                two_sources: bool = False, gate: bool = False) -> tuple[Work, int]:
+    """(work, cycles) of one block-operation call on a (n, c, h, w) tensor with ``n_listed``
+    samples listed: the block unit streams BLOCK_LANES elements a cycle, or its DDR bytes over
+    the DDR rate where those are more. ``residual``: bn_act reads the shortcut source;
+    ``two_sources``: bn_bwd_reduce sums two gradients; ``gate``: it also forms the gate sums
+    (reads the shortcut source)."""
+    if op not in BLOCK_OPS:
+        raise ValueError(f"unknown block operation {op!r}; expected one of {BLOCK_OPS}")
+    n, c, h, w_ = (int(v) for v in nchw)
+    if min(n, c, h, w_) < 0 or not 0 <= int(n_listed) <= n:
+        raise ValueError(f"bad block-operation extent {nchw} with {n_listed} listed samples")
+    per = c * h * w_
+    all_e, listed = n * per, int(n_listed) * per
+    w = Work()
+    if op == "bn_act":
+        streamed = all_e if residual else listed
+        ddr = listed + (all_e if residual else 0) + streamed + 4 * n * c + 4 * n
+        w.add_ops(2 * listed + (all_e if residual else 0), 48)      # y*a + b (+ r*r_mult), shift, clamp
+    elif op == "bn_bwd_reduce":
+        streamed = all_e
+        ddr = (2 * all_e * (2 if two_sources else 1) + all_e + listed + (all_e if gate else 0)
+               + 2 * all_e + 24 * c + (16 * n if gate else 0))
+        w.add_ops(all_e * (2 if two_sources else 1) + 2 * listed + (2 * all_e if gate else 0), 48)
+    else:
+        streamed = listed
+        ddr = 2 * listed + listed + 2 * listed
+        w.add_ops(3 * listed, 48)
+    cycles = em.HLS_CALL_OVERHEAD + max(math.ceil(streamed / BLOCK_LANES), math.ceil(ddr / pm.DDR_BYTES_PER_CYCLE))
+    w.add_dram(ddr + 4 * int(n_listed))
+    w.add_sram(ddr)
+    w.add_time(cycles / pm.CLOCK_HZ)
+    return w, int(cycles)
+
+
+def block_work(op: str, nchw: tuple[int, int, int, int], n_listed: int, **kw) -> Work:
+    """The modelled work and time of one block-operation call (``price_block``)."""
+    return price_block(op, nchw, n_listed, **kw)[0]
+
+
 def peak_macs_per_cycle(kernel: str) -> int:
     """MACs the engine's grid can do per cycle in the kernel's pass: two packed int8 MACs per
     DSP48E1 in the forward pass, one elsewhere."""

@@ -23,6 +23,7 @@ from .fixedpoint import (
     msb_split_x,
     requantize,
 )
+from .block_ops import bn_act, bn_bwd_apply, bn_bwd_reduce, conv_fwd_stats  # noqa: F401 (the block ops' golden models, a backend's methods)
 from .shapes import ConvShape
 
 
@@ -41,21 +42,34 @@ def conv_fwd_acc(x: np.ndarray, w: np.ndarray, shape: ConvShape) -> np.ndarray:
 
 
 def conv_fwd(x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: bool = False,
-             samples=None, out: np.ndarray | None = None) -> np.ndarray:
+             samples=None, out: np.ndarray | None = None, stats: np.ndarray | None = None) -> np.ndarray:
     """y = requant(conv(x, w) + bias): int8, or uint8 with the ReLU fused (clamp at 0).
 
-    ``bias`` is int32 in accumulator units (scale s_x * s_w), or None.
+    ``bias`` is int32 in accumulator units (scale s_x * s_w), or None. ``stats``: an int64
+    (co, 2) array the output stage fills with BN's batch sums over the listed samples
+    (``block_ops.conv_fwd_stats``: sum of y, sum of y^2 per output channel).
     """
     a = kernel_args.check_conv_fwd(x, w, bias, mult, stride=stride, pad=pad, relu=relu,
                                    samples=samples, out=out)
     idx, out = a.idx, a.out
-    if idx.size == 0:
-        return out
-    acc = conv_fwd_acc(x[idx], w, a.shape)
-    if a.bias is not None:
-        acc = acc + a.bias.astype(np.int64)[None, :, None, None]
-    out[idx] = requantize(acc, a.mult, a.fmt)
+    check_stats_out(stats, a.shape.co)
+    if idx.size:
+        acc = conv_fwd_acc(x[idx], w, a.shape)
+        if a.bias is not None:
+            acc = acc + a.bias.astype(np.int64)[None, :, None, None]
+        out[idx] = requantize(acc, a.mult, a.fmt)
+    if stats is not None:
+        stats[...] = conv_fwd_stats(out, idx)
     return out
+
+
+def check_stats_out(stats, co: int) -> None:
+    """``stats`` is None or a writable int64 (co, 2) array."""
+    if stats is not None and (not isinstance(stats, np.ndarray) or stats.dtype != np.int64
+                              or stats.shape != (co, 2) or not stats.flags.writeable):
+        raise ValueError(f"stats must be a writable int64 array of shape ({co}, 2) (sum of y, sum of y^2 "
+                         f"per output channel), got {getattr(stats, 'dtype', type(stats).__name__)}"
+                         f"{getattr(stats, 'shape', '')}")
 
 
 def conv_bwd_data(g_y, w, mult: Dyadic, *, in_hw: tuple[int, int], stride: int = 1, pad: int = 0,
