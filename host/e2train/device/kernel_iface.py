@@ -44,7 +44,7 @@ LIBRARY = "hls"
 # The HLS IP version (export_design -version in hls/scripts/kernel.tcl); bump with any ABI
 # change. 2.0: one IP with an op argument (1.0 was three IPs, one per pass). A manifest written
 # for another version is refused when loaded (manifest._check_kernels), with the fix.
-VERSION = "2.0"
+VERSION = "2.1"
 M_AXI_ADDR64 = False      # config_interface -m_axi_addr64 in hls/scripts/kernel.tcl
 
 # CTRL register bits
@@ -258,7 +258,8 @@ _SAMPLE_AND_SHAPE_ARGS = (
 E2T_ENGINE = KernelIface(
     "e2t_engine",
     (
-        Arg("op", "i32", "the pass: 0 conv_fwd, 1 conv_bwd_data, 2 conv_bwd_weight_psg"),
+        Arg("op", "i32", "the pass: 0 conv_fwd, 1 conv_bwd_data, 2 conv_bwd_weight_psg, 3 bn_act, "
+            "4 bn_bwd_reduce, 5 bn_bwd_apply"),
         Arg("x", "ptr", "input activations, NCHW, int8 or uint8 (conv_fwd, conv_bwd_weight_psg)"),
         Arg("w", "ptr", "weights, OIHW, int8 (conv_fwd, conv_bwd_data)"),
         Arg("bias", "ptr", "bias, int32 per output channel, accumulator units (conv_fwd)"),
@@ -280,6 +281,35 @@ E2T_ENGINE = KernelIface(
         Arg("beta_q", "i32", "PSG threshold beta in Q0.16, 0 = predictor off (conv_bwd_weight_psg)"),
         Arg("lr_q", "i32", "sign step in master LSBs (conv_bwd_weight_psg)"),
         Arg("wd_q", "i32", "decoupled weight decay lr*wd in Q2.30 (conv_bwd_weight_psg)"),
+        # 2.1: the block operations (docs/fixed-point.md section 9). Their tensor is (n, co, h, wd).
+        Arg("b_y", "ptr", "conv output codes y, NCHW int8 (bn_act, bn_bwd_reduce, bn_bwd_apply)"),
+        Arg("b_o", "ptr", "block output codes o, NCHW uint8: written by bn_act, read by bn_bwd_reduce (ReLU mask)",
+            "inout"),
+        Arg("b_r", "ptr", "shortcut source codes, NCHW uint8 (bn_act residual, bn_bwd_reduce gate sums)"),
+        Arg("b_ga", "ptr", "gradient of the block output, NCHW int16 (bn_bwd_reduce)"),
+        Arg("b_gb", "ptr", "second gradient source at the next shortcut's geometry, int16 (bn_bwd_reduce)"),
+        Arg("b_gm", "ptr", "masked gradient g_m, NCHW int16: written by bn_bwd_reduce, read by bn_bwd_apply",
+            "inout"),
+        Arg("b_gy", "ptr", "BN backward's output g_y, NCHW int16 (bn_bwd_apply)", "out"),
+        Arg("b_coef", "ptr", "per-channel int64 coefficients: a[co], b[co] (bn_act); p[co], q[co], t[co] "
+            "(bn_bwd_apply)"),
+        Arg("b_sums", "ptr", "int64 outputs: pooled[n][co], vmax[n] (bn_act); red[co][3], gate[n][2] "
+            "(bn_bwd_reduce)", "out"),
+        Arg("b_flags", "i32", "bit 0 conv_fwd writes BN sums (stats = int64[co][2]); bit 1 ReLU (bn_act); "
+            "bit 2 shortcut source b_r read (bn_act residual, bn_bwd_reduce gate sums); bit 3 b_gb read"),
+        Arg("b_shift", "i32", "the block operation's rounding shift (0..40)"),
+        Arg("b_m1", "i32", "multiplier of b_r (bn_act) or b_ga (bn_bwd_reduce), |m| < 2^24"),
+        Arg("b_m2", "i32", "multiplier of b_gb (bn_bwd_reduce), |m| < 2^24"),
+        Arg("r_c", "i32", "shortcut source channels"),
+        Arg("r_h", "i32", "shortcut source height"),
+        Arg("r_w", "i32", "shortcut source width"),
+        Arg("r_stride", "i32", "shortcut stride (o at (y, x) reads the source at (y*stride, x*stride))"),
+        Arg("r_lo", "i32", "shortcut channel offset (o channel c reads source channel c - r_lo)"),
+        Arg("gb_c", "i32", "b_gb channels"),
+        Arg("gb_h", "i32", "b_gb height"),
+        Arg("gb_w", "i32", "b_gb width"),
+        Arg("gb_stride", "i32", "b_gb's shortcut stride"),
+        Arg("gb_lo", "i32", "b_gb's shortcut channel offset"),
     ),
     "the training engine shared by the three passes in time; op picks the pass",
 )
@@ -306,13 +336,24 @@ class Pass:
 
 _SHAPE = tuple(a.name for a in _SAMPLE_AND_SHAPE_ARGS)
 PASSES: dict[str, Pass] = {p.name: p for p in (
-    Pass("conv_fwd", 0, ("x", "w", "bias", "y", *_SHAPE, "x_unsigned", "has_bias", "relu", "mult_m", "mult_s"),
-         "int8 x int8 -> int32 -> +bias -> requantise -> int8/uint8, optional fused ReLU"),
+    Pass("conv_fwd", 0, ("x", "w", "bias", "y", "stats", *_SHAPE, "x_unsigned", "has_bias", "relu", "mult_m",
+                         "mult_s", "b_flags"),
+         "int8 x int8 -> int32 -> +bias -> requantise -> int8/uint8, optional fused ReLU; BN sums of y"),
     Pass("conv_bwd_data", 1, ("g_y", "w", "g_x", *_SHAPE, "mult_m", "mult_s"),
          "int16 g_y x int8 w -> 48-bit accumulator -> requantise -> int16 g_x"),
     Pass("conv_bwd_weight_psg", 2, ("x", "g_y", "w_master", "sign", "predicted", "gmsb", "stats", *_SHAPE,
                                     "x_unsigned", "beta_q", "lr_q", "wd_q"),
          "PSG weight gradient (MSB predictor + exact fallback) fused with the sign update"),
+    Pass("bn_act", 3, ("b_y", "b_o", "b_r", "b_coef", "b_sums", "samples", "n_samples", "n", "h", "wd", "co",
+                       "b_flags", "b_shift", "b_m1", "r_c", "r_h", "r_w", "r_stride", "r_lo"),
+         "BN (per-channel affine) + shortcut add + ReLU + requantise -> uint8, with pooled sums and maxima"),
+    Pass("bn_bwd_reduce", 4, ("b_y", "b_o", "b_r", "b_ga", "b_gb", "b_gm", "b_sums", "samples", "n_samples", "n",
+                              "h", "wd", "co", "b_flags", "b_shift", "b_m1", "b_m2", "r_c", "r_h", "r_w",
+                              "r_stride", "r_lo", "gb_c", "gb_h", "gb_w", "gb_stride", "gb_lo"),
+         "gradient sources summed, ReLU-masked -> int16 g_m, with BN backward's and the gate's sums"),
+    Pass("bn_bwd_apply", 5, ("b_y", "b_gm", "b_gy", "b_coef", "samples", "n_samples", "n", "h", "wd", "co",
+                             "b_shift"),
+         "BN backward: per-channel affine map of g_m and y -> int16 g_y"),
 )}
 PASS_BY_OP: dict[int, Pass] = {p.op: p for p in PASSES.values()}
 
@@ -337,7 +378,11 @@ def abi_digest() -> str:
 PTR_DTYPES = {
     "w": np.int8, "bias": np.int32, "samples": np.int32, "g_y": np.int16, "g_x": np.int16,
     "w_master": np.int32, "sign": np.int8, "predicted": np.uint8, "gmsb": np.int64, "stats": np.int64,
+    "b_y": np.int8, "b_o": np.uint8, "b_r": np.uint8, "b_ga": np.int16, "b_gb": np.int16, "b_gm": np.int16,
+    "b_gy": np.int16, "b_coef": np.int64, "b_sums": np.int64,
 }
+# b_flags bits
+BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES = 1, 2, 4, 8
 
 
 def tcl_text() -> str:
