@@ -70,6 +70,39 @@ def test_timeline_by_hand():
         tl.add("dma", 1)
 
 
+def test_a_side_segment_runs_under_the_fabric_and_holds_up_only_its_own_resource():
+    from e2train.core.overlap import Timeline
+    tl = Timeline()
+    # reduce 0-1 (fabric); the gate's backward step, a side segment on the ARM, 1-4: the fabric's
+    # next passes read the reduce's output, not the side segment's, so they run 1-3 and 3-5 under
+    # it; the fold after the second pass (ARM) queues behind the side segment on the ARM: 5-6
+    # (it needs the pass's output at 5 and the ARM free at 4); the last pass 6-7.
+    for res, s, kind in (("fabric", 1, "fwd"), ("arm", 3, "side"), ("fabric", 2, ""), ("fabric", 2, ""),
+                         ("arm", 1, ""), ("fabric", 1, "")):
+        tl.add(res, s, kind)
+    assert tl.open_s() == 7
+    # without the side rule the ARM segment would hold up the fabric: 0-1, 1-4, 4-6, 6-8, 8-9, 9-10
+    tl2 = Timeline()
+    for res, s, kind in (("fabric", 1, "fwd"), ("arm", 3, ""), ("fabric", 2, ""), ("fabric", 2, ""),
+                         ("arm", 1, ""), ("fabric", 1, "")):
+        tl2.add(res, s, kind)
+    assert tl2.open_s() == 10
+    # a side segment longer than all the fabric's work after it is the critical path's end
+    tl3 = Timeline()
+    tl3.add("fabric", 1)
+    tl3.add("arm", 5, "side")
+    tl3.add("fabric", 2)
+    assert tl3.open_s() == 6
+    # the path sets follow the same rule: at the timed rate they give the same critical path
+    from e2train.core.overlap import path_seconds
+    tl4 = Timeline()
+    tl4.add("fabric", 1.0)
+    tl4.add("arm", 3.0, "side", arm_ops=300)
+    tl4.add("fabric", 2.0)
+    assert path_seconds(tl4.open_paths(), 100.0) == pytest.approx(tl4.open_s()) == pytest.approx(4.0)
+    assert path_seconds(tl4.open_paths(), 1000.0) == pytest.approx(3.0)   # a faster ARM: the fabric's 3 s
+
+
 def test_path_sets_give_the_timeline_at_any_arm_rate():
     """A step's path set, evaluated at an ARM rate, is the critical path the timeline computes
     when the same segments are timed at that rate (random programs of passes and ARM work)."""

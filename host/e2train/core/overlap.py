@@ -139,7 +139,10 @@ class Timeline:
     resource and for the last segment whose output it consumes: in program order every segment
     consumes its predecessor's output, except the weight-gradient pass, which consumes the
     operands the input-gradient pass of the same layer started from (x and g_y) and produces
-    only the weight update, which nothing else in the step reads. So the ARM work after a
+    only the weight update, which nothing else in the step reads; and a *side* segment (kind
+    "side": the SLU gates' backward through their recurrent cell, a step per block as each
+    block's gate gradient arrives), which reads what came before it and produces only
+    parameter gradients that the step's optimiser, after the last kernel, reads. So the ARM work after a
     layer's input-gradient pass (dequantising g_x, the next layer down's ReLU/BN backward) runs
     while the fabric does that layer's weight gradient. DMA is inside the kernels' own times
     here (the performance model overlaps it per call). ``close_step`` ends a step: the next
@@ -172,7 +175,8 @@ class Timeline:
         self._step_timed = [0.0, 0]
 
     def add(self, resource: str, seconds: float, kind: str = "", arm_ops: int | None = None) -> None:
-        """``kind``: "bwd_data" or "wgrad" for those passes, anything else otherwise.
+        """``kind``: "bwd_data" or "wgrad" for those passes, "side" for a segment whose output
+        nothing in the step reads before the optimiser, anything else otherwise.
         ``arm_ops``: the operations an ARM segment's ``seconds`` were timed from."""
         if resource not in self._free:
             raise ValueError(f"unknown resource {resource!r}; expected fabric or arm")
@@ -193,7 +197,7 @@ class Timeline:
         df, da = (0.0, int(arm_ops)) if arm_ops is not None else (float(seconds), 0)
         pend = tuple((f + df, a + da) for f, a in _join(self._pfree[resource], pready))
         self._pfree[resource] = pend
-        if kind != "wgrad":
+        if kind not in ("wgrad", "side"):
             self._ready = end
             self._pready = pend
         self._step_sum += seconds
