@@ -128,9 +128,12 @@ def _samples(samples, n: int, dev: torch.device, checks: _Checks) -> torch.Tenso
     return _to(bo._sample_index(samples, n), dev)
 
 
-def _shift_round(v: torch.Tensor, s: int) -> torch.Tensor:
-    """(v + 2^(s-1)) >> s: round half up (``core.block_ops._shift_round``)."""
-    return v if s == 0 else (v + (1 << (s - 1))) >> s
+def _shift_round_(v: torch.Tensor, s: int) -> torch.Tensor:
+    """(v + 2^(s-1)) >> s in place: round half up (``core.block_ops._shift_round``)."""
+    if s:
+        v.add_(1 << (s - 1))
+        v >>= s
+    return v
 
 
 def _stride(sc: Shortcut) -> int:
@@ -142,13 +145,13 @@ def _stride(sc: Shortcut) -> int:
 
 def _broadcasts(src: tuple, dst: tuple) -> bool:
     """Whether an array of shape src can be written into one of shape dst (numpy's rule, which
-    torch's copy follows)."""
+    torch's in-place operations follow)."""
     return len(src) <= len(dst) and all(a == b or a == 1 for a, b in zip(src[::-1], dst[::-1]))
 
 
-def gather(sc: Shortcut, src: torch.Tensor, c_out: int, hw: tuple[int, int]) -> torch.Tensor:
-    """``Shortcut.gather``: (n, c_out, h, w) int64, reading src at (n, c - lo, y*stride,
-    x*stride); channels outside the source read 0."""
+def _read_view(sc: Shortcut, src: torch.Tensor, c_out: int, hw: tuple[int, int]) -> tuple[slice, torch.Tensor]:
+    """What the shortcut reads, without a copy: (the output channels it lands on, the strided
+    view of src), with ``Shortcut.gather``'s refusals."""
     if src.ndim != 4:
         raise ValueError(f"shortcut source must be NCHW, got shape {tuple(src.shape)}")
     s = _stride(sc)
@@ -157,24 +160,38 @@ def gather(sc: Shortcut, src: torch.Tensor, c_out: int, hw: tuple[int, int]) -> 
         raise ValueError(f"shortcut source {tuple(src.shape)} does not cover {tuple(hw)} at stride {s}")
     if sc.lo < 0 or sc.lo + src.shape[1] > c_out:
         raise ValueError(f"shortcut source channels {src.shape[1]} at offset {sc.lo} exceed {c_out}")
+    return slice(sc.lo, sc.lo + src.shape[1]), xs
+
+
+def _write_view(sc: Shortcut, g: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the adjoint writes, without a copy: (the strided view of dst at the source's
+    positions, the part of g that lands there), with numpy's refusals of ``Shortcut.scatter``."""
+    if g.ndim != 4:
+        raise ValueError(f"shortcut gradient must be NCHW, got shape {tuple(g.shape)}")
+    s = _stride(sc)
+    view = dst[:, :, ::s, ::s][:, :, : g.shape[2], : g.shape[3]]
+    part = g[:, sc.lo: sc.lo + dst.shape[1]]
+    if not _broadcasts(tuple(part.shape), tuple(view.shape)):
+        raise ValueError(f"shortcut gradient {tuple(g.shape)} at offset {sc.lo}, stride {s} does not map onto "
+                         f"{tuple(dst.shape)}")
+    return view, part
+
+
+def gather(sc: Shortcut, src: torch.Tensor, c_out: int, hw: tuple[int, int]) -> torch.Tensor:
+    """``Shortcut.gather``: (n, c_out, h, w) int64, reading src at (n, c - lo, y*stride,
+    x*stride); channels outside the source read 0."""
+    chans, xs = _read_view(sc, src, c_out, hw)
     out = torch.zeros((src.shape[0], c_out) + tuple(hw), dtype=torch.int64, device=src.device)
-    out[:, sc.lo: sc.lo + src.shape[1]] = xs
+    out[:, chans] = xs
     return out
 
 
 def scatter(sc: Shortcut, g: torch.Tensor, src_shape: tuple) -> torch.Tensor:
     """``Shortcut.scatter``, the adjoint of ``gather``: g (n, c_out, h, w) -> int64 of the
     source's shape."""
-    if g.ndim != 4:
-        raise ValueError(f"shortcut gradient must be NCHW, got shape {tuple(g.shape)}")
-    s = _stride(sc)
     out = torch.zeros(tuple(src_shape), dtype=torch.int64, device=g.device)
-    dst = out[:, :, ::s, ::s][:, :, : g.shape[2], : g.shape[3]]
-    part = g[:, sc.lo: sc.lo + src_shape[1]]
-    if not _broadcasts(tuple(part.shape), tuple(dst.shape)):
-        raise ValueError(f"shortcut gradient {tuple(g.shape)} at offset {sc.lo}, stride {s} does not map onto "
-                         f"{tuple(src_shape)}")
-    dst.copy_(part)
+    view, part = _write_view(sc, g, out)
+    view.copy_(part)
     return out
 
 
@@ -184,8 +201,15 @@ def _residual_rows(op: str, r: torch.Tensor, n: int) -> None:
         raise ValueError(f"{op}: shortcut source has {r.shape[0]} samples, the block {n}")
 
 
-def _per_channel_max_abs(t: torch.Tensor, dims, size: int) -> torch.Tensor:
-    return t.abs().amax(dim=dims) if t.numel() else torch.zeros(size, dtype=torch.int64, device=t.device)
+def _listed(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    return t if idx is None else t.index_select(0, idx)
+
+
+def _max_abs(t: torch.Tensor, dims, size: int) -> torch.Tensor:
+    """max |t| over dims (0 where t is empty), in two reductions rather than a copy of |t|."""
+    if not t.numel():
+        return torch.zeros(size, dtype=torch.int64, device=t.device)
+    return torch.maximum(t.amax(dim=dims), t.amin(dim=dims).neg())
 
 
 # -- forward ----------------------------------------------------------------------------------
@@ -198,7 +222,7 @@ def conv_fwd_stats(y: torch.Tensor, samples=None) -> torch.Tensor:
     checks = _Checks()
     idx = _samples(samples, y.shape[0], y.device, checks)
     checks.raise_first()
-    v = (y if idx is None else y.index_select(0, idx)).to(torch.int64)
+    v = _listed(y, idx).to(torch.int64)
     return torch.stack([v.sum(dim=(0, 2, 3)), (v * v).sum(dim=(0, 2, 3))], dim=1)
 
 
@@ -222,22 +246,25 @@ def bn_act(y: torch.Tensor, a, b, shift: int, *, r: torch.Tensor | None = None, 
     shift, (a_t, _), (b_t,) = _coeffs("bn_act", y.device, shift, (a, [r_mult]), (b,), checks)
     idx = _samples(samples, n, y.device, checks)
     checks.raise_first()
+    if r is not None:
+        chans, xs = _read_view(shortcut, r, c, (h, w))
+        _residual_rows("bn_act", r, n)
     a4, b4 = a_t.view(1, c, 1, 1), b_t.view(1, c, 1, 1)
     if idx is None:
-        acc = y.to(torch.int64) * a4 + b4
+        acc = y.to(torch.int64).mul_(a4).add_(b4)
     else:
         acc = torch.zeros((n, c, h, w), dtype=torch.int64, device=y.device)
-        acc.index_copy_(0, idx, y.index_select(0, idx).to(torch.int64) * a4 + b4)
+        acc.index_copy_(0, idx, y.index_select(0, idx).to(torch.int64).mul_(a4).add_(b4))
     if r is not None:
-        sc = gather(shortcut, r, c, (h, w))
-        _residual_rows("bn_act", r, n)
-        acc += sc * int(r_mult)
-    v = _shift_round(acc, shift)
-    lo, hi = (0, 255) if relu else (-128, 127)
-    out = v.clamp(lo, hi)
-    pooled = out.sum(dim=(2, 3))
-    vmax = v.abs().reshape(n, -1).amax(dim=1) if v.numel() else torch.zeros(n, dtype=torch.int64, device=y.device)
-    return out.to(torch.uint8 if relu else torch.int8), pooled, vmax
+        acc[:, chans] += xs.to(torch.int64) * int(r_mult)
+    v = _shift_round_(acc, shift)
+    if v.numel():
+        lo_v, hi_v = v.reshape(n, -1).aminmax(dim=1)
+        vmax = torch.maximum(hi_v, lo_v.neg())
+    else:
+        vmax = torch.zeros(n, dtype=torch.int64, device=y.device)
+    out = v.clamp_(*((0, 255) if relu else (-128, 127)))
+    return out.to(torch.uint8 if relu else torch.int8), out.sum(dim=(2, 3)), vmax
 
 
 # -- backward ---------------------------------------------------------------------------------
@@ -262,23 +289,24 @@ def bn_bwd_reduce(o: torch.Tensor, y: torch.Tensor, g_a: torch.Tensor, *, ma: in
     if g_b is not None and g_b.dtype != torch.int16:
         raise ValueError(f"bn_bwd_reduce: g_b must be int16, got {str(g_b.dtype).replace('torch.', '')}")
     n, c, h, w = o.shape
-    acc = g_a.to(torch.int64) * int(ma)
+    acc = g_a.to(torch.int64)
+    if int(ma) != 1:
+        acc.mul_(int(ma))
     if g_b is not None:
-        acc += scatter(b_shortcut, g_b, tuple(o.shape)) * int(mb)
+        view, part = _write_view(b_shortcut, g_b, acc)
     idx = _samples(samples, n, o.device, checks)
     checks.raise_first()
-    sc_r = None
     if r is not None:
-        sc_r = gather(r_shortcut, r, c, (h, w))
+        chans, xs = _read_view(r_shortcut, r, c, (h, w))
         _residual_rows("bn_bwd_reduce", r, n)
-    gc = _shift_round(acc, shift).clamp(_I16_LO, _I16_HI)
+    if g_b is not None:
+        view += part.to(torch.int64) * int(mb)
+    gc = _shift_round_(acc, shift).clamp_(_I16_LO, _I16_HI)
     g_m = torch.where(o > 0, gc, torch.zeros((), dtype=torch.int64, device=o.device))
-    gl = g_m if idx is None else g_m.index_select(0, idx)
-    yl = (y if idx is None else y.index_select(0, idx)).to(torch.int64)
-    red = torch.stack([gl.sum(dim=(0, 2, 3)), (gl * yl).sum(dim=(0, 2, 3)),
-                       _per_channel_max_abs(gl, (0, 2, 3), c)], dim=1)
-    gate0 = (gc * o.to(torch.int64)).sum(dim=(1, 2, 3))
-    gate1 = (gc * sc_r).sum(dim=(1, 2, 3)) if sc_r is not None else torch.zeros_like(gate0)
+    gl, yl = _listed(g_m, idx), _listed(y, idx).to(torch.int64)
+    red = torch.stack([gl.sum(dim=(0, 2, 3)), (gl * yl).sum(dim=(0, 2, 3)), _max_abs(gl, (0, 2, 3), c)], dim=1)
+    gate0 = (gc * o).sum(dim=(1, 2, 3))
+    gate1 = (gc[:, chans] * xs.to(torch.int64)).sum(dim=(1, 2, 3)) if r is not None else torch.zeros_like(gate0)
     return g_m.to(torch.int16), red, torch.stack([gate0, gate1], dim=1)
 
 
@@ -300,14 +328,13 @@ def bn_bwd_apply(g_m: torch.Tensor, y: torch.Tensor, p, q, t, shift: int, *, sam
     shift, (p_t, q_t), (t_t,) = _coeffs("bn_bwd_apply", g_m.device, shift, (p, q), (t,), checks)
     idx = _samples(samples, n, g_m.device, checks)
     checks.raise_first()
-    gs = g_m if idx is None else g_m.index_select(0, idx)
-    ys = y if idx is None else y.index_select(0, idx)
-    acc = gs.to(torch.int64) * p_t.view(1, c, 1, 1) + ys.to(torch.int64) * q_t.view(1, c, 1, 1) + t_t.view(1, c, 1, 1)
-    res = _shift_round(acc, shift).clamp(_I16_LO, _I16_HI).to(torch.int16)
+    acc = _listed(g_m, idx).to(torch.int64).mul_(p_t.view(1, c, 1, 1))
+    acc += _listed(y, idx).to(torch.int64).mul_(q_t.view(1, c, 1, 1))
+    acc += t_t.view(1, c, 1, 1)
+    res = _shift_round_(acc, shift).clamp_(_I16_LO, _I16_HI).to(torch.int16)
     if idx is None:
         return res
-    out = torch.zeros(g_m.shape, dtype=torch.int16, device=g_m.device)
-    return out.index_copy_(0, idx, res)
+    return torch.zeros(g_m.shape, dtype=torch.int16, device=g_m.device).index_copy_(0, idx, res)
 
 
 __all__ = ["Shortcut", "IDENTITY", "gather", "scatter", "conv_fwd_stats", "bn_act", "bn_bwd_reduce", "bn_bwd_apply"]
