@@ -23,11 +23,21 @@ def _ints(rng, lo, hi, shape, dtype, edge=0.1):
     return v.astype(dtype)
 
 
-def _coef(rng, top, size):
-    """Per-channel coefficients: random magnitudes over many octaves, the limit itself sometimes."""
-    mag = np.floor(2.0 ** rng.uniform(0, np.log2(top), size)).astype(np.int64)
-    mag = np.where(rng.random(size) < 0.15, top, mag)
+def _coef(rng, top, size, shift=None, span=1.0):
+    """Per-channel coefficients. Mostly matched to the shift (real value up to ``span`` after the
+    shift, so that the results land inside their code range and every rounding shows); else
+    random magnitudes over many octaves; the limit itself sometimes."""
+    if shift is not None and rng.random() < 0.7:
+        mag = np.floor(rng.uniform(0, span, size) * 2.0 ** shift).astype(np.int64)
+    else:
+        mag = np.floor(2.0 ** rng.uniform(0, np.log2(top), size)).astype(np.int64)
+    mag = np.where(rng.random(size) < 0.1, top, np.minimum(mag, top))
     return mag * rng.choice([-1, 1], size)
+
+
+def _shift(rng):
+    """Small shifts (where a unit of the sum moves the rounding) as often as large ones."""
+    return int(rng.integers(0, 9) if rng.random() < 0.5 else rng.integers(0, bo.MAX_BLOCK_SHIFT + 1))
 
 
 def _samples(rng, n, dev):
@@ -70,13 +80,13 @@ def test_bn_act_equals_golden(dev, seed):
     rng = np.random.default_rng(seed)
     n, c, h, w = _shape(rng)
     y = _ints(rng, -128, 127, (n, c, h, w), np.int8)
-    shift = int(rng.integers(0, bo.MAX_BLOCK_SHIFT + 1))
-    a, b = _coef(rng, M_TOP, c), _coef(rng, C_TOP, c)
+    shift = _shift(rng)
+    a, b = _coef(rng, M_TOP, c, shift, 3.0), _coef(rng, C_TOP, c, shift, 200.0)
     r, r_mult, sc = None, 0, bo.IDENTITY
     if rng.random() < 0.7:
         sc, r_shape = _geometry(rng, n, c, h, w)
         r = _ints(rng, 0, 255, r_shape, np.uint8) if rng.random() < 0.7 else _ints(rng, -128, 127, r_shape, np.int8)
-        r_mult = int(_coef(rng, M_TOP, 1)[0])
+        r_mult = int(_coef(rng, M_TOP, 1, shift, 1.5)[0])
     samples = _samples(rng, n, dev)
     relu = bool(rng.random() < 0.8)
     # the coefficients as the folds give them (numpy), or as tensors on the device
@@ -115,15 +125,15 @@ def test_bn_bwd_reduce_equals_golden(dev, seed):
     o[rng.random(o.shape) < 0.4] = 0                        # the ReLU's zeros: masked positions
     y = _ints(rng, -128, 127, (n, c, h, w), np.int8)
     g_a = _ints(rng, -32768, 32767, (n, c, h, w), np.int16)
-    shift = int(rng.integers(0, bo.MAX_BLOCK_SHIFT + 1))
-    kw = dict(ma=int(_coef(rng, M_TOP, 1)[0]) if seed % 4 else 1, shift=shift)
+    shift = _shift(rng) if seed % 4 else 0
+    kw = dict(ma=int(_coef(rng, M_TOP, 1, shift, 1.2)[0]) if seed % 4 else 1, shift=shift)
     if rng.random() < 0.6:                                  # two sources: the next block's shortcut
         stride = int(rng.integers(1, 3))
         c_next = c + int(rng.integers(0, 2 * c + 1))
         lo = int(rng.integers(0, c_next - c + 1))
         h_next, w_next = -(-h // stride), -(-w // stride)
         g_b = _ints(rng, -32768, 32767, (n, c_next, h_next, w_next), np.int16)
-        kw.update(mb=int(_coef(rng, M_TOP, 1)[0]), b_shortcut=bo.Shortcut(stride, lo))
+        kw.update(mb=int(_coef(rng, M_TOP, 1, shift, 1.2)[0]), b_shortcut=bo.Shortcut(stride, lo))
     else:
         g_b = None
     r = None
@@ -147,8 +157,8 @@ def test_bn_bwd_apply_equals_golden(dev, seed):
     n, c, h, w = _shape(rng)
     g_m = _ints(rng, -32768, 32767, (n, c, h, w), np.int16)
     y = _ints(rng, -128, 127, (n, c, h, w), np.int8)
-    p, q, t = _coef(rng, M_TOP, c), _coef(rng, M_TOP, c), _coef(rng, C_TOP, c)
-    shift = int(rng.integers(0, bo.MAX_BLOCK_SHIFT + 1))
+    shift = _shift(rng)
+    p, q, t = _coef(rng, M_TOP, c, shift, 1.0), _coef(rng, M_TOP, c, shift, 100.0), _coef(rng, C_TOP, c, shift, 3e4)
     samples = _samples(rng, n, dev)
     coefs = (p, q, t) if seed % 3 else tuple(_t(v, dev) for v in (p, q, t))
     want = bo.bn_bwd_apply(g_m, y, p, q, t, shift,
@@ -305,3 +315,20 @@ def test_no_host_synchronisation_with_host_coefficients():
     assert all(np.array_equal(x, t.cpu().numpy()) for x, t in zip(want, (o, pooled, vmax)))
     assert np.array_equal(bo.conv_fwd_stats(y.cpu().numpy(), [0, 3, 5]), stats.cpu().numpy())
     assert g_y.shape == y.shape and red.shape == (c, 3) and gate.shape == (n, 2)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 3, 0, 4), (2, 0, 4, 4)])
+def test_empty_tensors_equal_golden(shape):
+    """No sample, no pixel, no channel: the same (empty or zero) results as the golden model."""
+    n, c = shape[:2]
+    y, o = np.zeros(shape, np.int8), np.zeros(shape, np.uint8)
+    g = np.zeros(shape, np.int16)
+    one = np.ones(c, np.int64)
+    for want, got in zip(bo.bn_act(y, one, one, 3), bt.bn_act(_t(y, "cpu"), one, one, 3)):
+        _same(want, got)
+    for want, got in zip(bo.bn_bwd_reduce(o, y, g, g_b=g, mb=2, r=o),
+                         bt.bn_bwd_reduce(_t(o, "cpu"), _t(y, "cpu"), _t(g, "cpu"), g_b=_t(g, "cpu"), mb=2,
+                                          r=_t(o, "cpu"))):
+        _same(want, got)
+    _same(bo.bn_bwd_apply(g, y, one, one, one, 2), bt.bn_bwd_apply(_t(g, "cpu"), _t(y, "cpu"), one, one, one, 2))
+    _same(bo.conv_fwd_stats(y), bt.conv_fwd_stats(_t(y, "cpu")))

@@ -87,19 +87,22 @@ def _to(h: np.ndarray, dev: torch.device) -> torch.Tensor:
     return torch.from_numpy(h).to(dev, non_blocking=dev.type != "cpu")
 
 
-def _coeffs(op: str, dev: torch.device, shift, mults, consts, checks: _Checks) -> tuple[int, list, list]:
+def _coeffs(op: str, dev: torch.device, shift, mults, consts, checks: _Checks, scalars=()) -> tuple[int, list, list]:
     """The per-channel coefficients as int64 tensors on ``dev`` and the shift as an int, with
     the golden model's limits (|multiplier| < 2^24, |constant| < 2^44, 0 <= shift <= 40)
-    checked on the host where the values are there, else added to ``checks``."""
+    checked on the host where the values are there, else added to ``checks``. ``scalars``
+    (r_mult, ma, mb: numbers) are checked as multipliers and stay on the host."""
     shift = int(shift)
     host_m = [_host_int64(m) for m in mults]
     host_c = [_host_int64(c) for c in consts]
+    host_s = [np.asarray([int(v)], np.int64) for v in scalars]
     if all(h is not None for h in host_m + host_c):
-        bo._check_coeffs(op, shift, host_m, host_c)
+        bo._check_coeffs(op, shift, host_m + host_s, host_c)
     else:
         checks.add(not 0 <= shift <= bo.MAX_BLOCK_SHIFT, f"{op}: shift {shift} outside 0..{bo.MAX_BLOCK_SHIFT}")
         for vals, hosts, limit, msg in (
-                (mults, host_m, bo.MULT_LIMIT, "a multiplier reaches 2^24 (fold the scales with a smaller shift)"),
+                (list(mults) + host_s, host_m + host_s, bo.MULT_LIMIT,
+                 "a multiplier reaches 2^24 (fold the scales with a smaller shift)"),
                 (consts, host_c, bo.CONST_LIMIT, "a constant reaches 2^44 (the output scale is far too fine)")):
             for v, h in zip(vals, hosts):
                 if h is not None:
@@ -243,7 +246,7 @@ def bn_act(y: torch.Tensor, a, b, shift: int, *, r: torch.Tensor | None = None, 
     shape_b = b_h.reshape(-1).shape if b_h is not None else tuple(b.reshape(-1).shape)
     if shape_a != (c,) or shape_b != (c,):
         raise ValueError(f"bn_act: a and b need one value per channel ({c}), got {shape_a}, {shape_b}")
-    shift, (a_t, _), (b_t,) = _coeffs("bn_act", y.device, shift, (a, [r_mult]), (b,), checks)
+    shift, (a_t,), (b_t,) = _coeffs("bn_act", y.device, shift, (a,), (b,), checks, scalars=(r_mult,))
     idx = _samples(samples, n, y.device, checks)
     checks.raise_first()
     if r is not None:
@@ -285,7 +288,7 @@ def bn_bwd_reduce(o: torch.Tensor, y: torch.Tensor, g_a: torch.Tensor, *, ma: in
     _same_device("bn_bwd_reduce", o, y=y, g_a=g_a, g_b=None if g_b is None else _tensor("g_b", g_b),
                  r=None if r is None else _tensor("r", r))
     checks = _Checks()
-    shift, _, _ = _coeffs("bn_bwd_reduce", o.device, shift, ([ma], [mb]), (), checks)
+    shift, _, _ = _coeffs("bn_bwd_reduce", o.device, shift, (), (), checks, scalars=(ma, mb))
     if g_b is not None and g_b.dtype != torch.int16:
         raise ValueError(f"bn_bwd_reduce: g_b must be int16, got {str(g_b.dtype).replace('torch.', '')}")
     n, c, h, w = o.shape
