@@ -332,3 +332,29 @@ def test_empty_tensors_equal_golden(shape):
         _same(want, got)
     _same(bo.bn_bwd_apply(g, y, one, one, one, 2), bt.bn_bwd_apply(_t(g, "cpu"), _t(y, "cpu"), one, one, one, 2))
     _same(bo.conv_fwd_stats(y), bt.conv_fwd_stats(_t(y, "cpu")))
+
+
+def test_worked_example_of_the_contract_text():
+    """docs/fixed-point.md section 9.8, through the folds and the torch operations."""
+    from e2train.core.fixedpoint import Dyadic
+    s_y, s_out, s_r = Dyadic.from_float(0.05), Dyadic.from_float(0.04), Dyadic.from_float(0.02)
+    f = bo.fold_bn_act(np.array([1.25]), np.array([-0.3]), s_y, s_out, s_r)
+    assert (int(f.a[0]), int(f.b[0]), f.r_mult, f.shift) == (6553350, -31456560, 2097152, 22)
+    y = torch.tensor([[[[37, -12], [0, 100]]]], dtype=torch.int8)
+    r = torch.tensor([[[[50, 0], [7, 255]]]], dtype=torch.uint8)
+    o, pooled, vmax = bt.bn_act(y, f.a, f.b, f.shift, r=r, r_mult=f.r_mult)
+    assert o.flatten().tolist() == [75, 0, 0, 255] and pooled.item() == 330 and vmax.item() == 276
+    g_a = torch.tensor([[[[1200, -3000], [500, 32767]]]], dtype=torch.int16)
+    g_m, red, gate = bt.bn_bwd_reduce(o, y, g_a, r=r)
+    assert g_m.flatten().tolist() == [1200, 0, 0, 32767]
+    assert red.tolist() == [[33967, 3321100, 32767]] and gate.tolist() == [[8445585, 8419085]]
+    st = bt.conv_fwd_stats(y).numpy()[0]
+    assert st.tolist() == [125, 11513]
+    mean = s_y.value * st[0] / 4
+    inv = 1 / np.sqrt(s_y.value ** 2 * (st[1] / 4 - (st[0] / 4) ** 2) + 1e-5)
+    b = bo.fold_bn_bwd(red.numpy(), 4, np.array([0.9]), np.array([mean]), np.array([inv]),
+                       Dyadic.from_float(1e-4), s_y)
+    assert (int(b.p[0]), int(b.q[0]), int(b.t[0]), b.shift, tuple(b.scale)) == (15000, -4455749, 11868270, 15,
+                                                                                  (24206, 28))
+    g_y = bt.bn_bwd_apply(g_m, y, b.p, b.q, b.t, b.shift)
+    assert g_y.flatten().tolist() == [-4120, 1994, 362, 1764]

@@ -16,10 +16,12 @@ stay device tensors for the caller to read once. Coefficients or a sample list h
 as tensors are checked where they live and the verdict read back once per call (on a GPU one
 synchronisation), because a refusal has to be raised before anything is computed.
 
-Refusals are the golden model's: a one-line ``ValueError`` naming the operand, raised before
-anything is computed. Beyond them the data tensors must share one device. One difference: a
-shortcut stride below 1 is refused here (the golden model's numpy slicing reads a negative
-stride backwards, which is no shortcut).
+What the golden model refuses is refused here, with a one-line ``ValueError`` raised before
+anything is computed: the golden model's own message where it writes one, a message naming
+the operand where numpy's broadcasting is what refuses there (a shortcut whose samples or
+geometry do not fit). Beyond those the data tensors must share one device. One difference: a
+shortcut stride below 1 is refused here (numpy's slicing reads a negative stride backwards,
+which is no shortcut).
 """
 from __future__ import annotations
 
