@@ -17,3 +17,10 @@ bench-torch-cuda: $(STAMP)
 .PHONY: accept-torch
 accept-torch: $(STAMP)
 	$(BIN)/python benchmarks/accept_torch.py --out runs/accept-torch.json
+
+# The block operations in torch (bit-exact, int64) against a float32 BN+residual+ReLU step,
+# ratios side by side on ResNet-20's three layer shapes (not a test); `... --device cuda` on a GPU.
+.PHONY: bench-block-ops
+BENCHES += bench-block-ops
+bench-block-ops: $(STAMP)
+	$(BIN)/python benchmarks/bench_block_ops.py
