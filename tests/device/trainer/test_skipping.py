@@ -142,12 +142,12 @@ def test_rows_outside_the_sample_list_are_never_used(small_digits, spy_factory):
 
 
 def test_scale_policy_updates(small_digits, spy):
-    """y's running max follows the codes; g_x's scale is the previous batch's max; the block
-    outputs' (the next convs' inputs) running max follows bn_act's per-sample maxima."""
+    """y's running max follows its BN sums; the block outputs' (the next convs' inputs) running
+    max follows bn_act's per-sample maxima; the network input's its own."""
     x_tr, y_tr, _, _ = small_digits
     tr = Trainer(dict(TINY, epochs=1, smd=False, slu=False), (x_tr[:64], y_tr[:64]), spy)
     c, bn = tr.model.blocks[0].conv2, tr.model.blocks[0].bn1
-    assert c.y_max is None and c.gx_max is None and bn.out_max is None
+    assert c.y_max is None and bn.out_max is None and tr.model.in_max is None
     tr.run()
-    assert c.y_max > 0 and c.gx_max > 0 and bn.out_max > 0 and tr.model.in_max > 0
+    assert c.y_max > 0 and bn.out_max > 0 and tr.model.in_max > 0
     assert nn_qconv.RUNNING_MOMENTUM == 0.9
