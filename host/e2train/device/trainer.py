@@ -427,6 +427,10 @@ def _backend(name: str):
     from ..core import csim
     if not csim.available():
         raise SystemExit("the C-simulation library is missing: run `make csim` (or pass --backend golden)")
+    missing = [fn for fn in BACKEND_METHODS if not callable(getattr(csim, fn, None))]
+    if missing:
+        raise SystemExit(f"the C simulation lacks {', '.join(missing)}: update the tree and run `make csim` "
+                         "(or pass --backend golden)")
     return csim
 
 
