@@ -17,8 +17,11 @@ from ..core.energy import ARM_OPS_PER_SECOND, FP32   # noqa: F401 (ARM_OPS_PER_S
 from ..core.work import Work
 
 # -- ARM cost model -------------------------------------------------------------------------
-# Operations per element of each ARM-side op, counted as float32 ops (``FP32`` = -32 bits in
-# a Work tally, core.energy's convention); FC and gate matrix products as fp32 MACs. The time model is a flat
+# Operations per unit (a tensor element, a channel or a sample, as marked) of each ARM-side op,
+# counted as float32 ops (``FP32`` = -32 bits in a Work tally, core.energy's convention); FC and
+# gate matrix products as fp32 MACs. The per-channel folds work on vectors of 8-64 values, where
+# numpy's per-call overhead, not the arithmetic, sets the real time: the flat rate below
+# under-prices them by an unknown factor until ``calibrate-arm`` runs on a board. The time model is a flat
 # throughput for numpy float32 on the Cortex-A9 (650-667 MHz, NEON): an assumption, about
 # one operation every 4-6 cycles once numpy's per-call overhead is spread over the small
 # tensors of a ResNet-CIFAR layer. It prices the static power of the time the ARM is busy.
