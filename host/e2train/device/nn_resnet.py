@@ -195,8 +195,9 @@ class ResNet:
             out, bc = self._block_forward(blk, a, idx, train, backend, ktally, arm)
             cache["blocks"].append((blk, bc))
             a = out
-        logits = self.fc.forward(a.mean(arm), arm)
-        cache["head"] = a
+        pooled = a.mean(arm)
+        logits = self.fc.forward(pooled, arm)
+        cache["head"] = (a.q.shape, pooled)
         if self.gates is not None:
             costs = self.gates.costs
             stats.exec_ratio = float(sum(c * e / n for c, e in zip(costs, stats.gated_executed)) / costs.sum())
@@ -224,10 +225,10 @@ class ResNet:
         """Backpropagate; update the conv master weights in the kernels (PSG + sign step) as it
         goes. Returns (float-parameter gradients, predicted weight count)."""
         grads: dict[str, np.ndarray] = {}
-        head = cache["head"]
-        g_pool, gfc = self.fc.backward(g_logits, head.mean(arm), arm)
+        out_shape, pooled = cache["head"]
+        g_pool, gfc = self.fc.backward(g_logits, pooled, arm)
         grads.update({f"fc.{k}": v for k, v in gfc.items()})
-        g = self._pool_grad(g_pool, head.q.shape, arm)
+        g = self._pool_grad(g_pool, out_shape, arm)
         n = g_logits.shape[0]
         dgates = []
         n_pred = 0

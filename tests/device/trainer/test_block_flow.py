@@ -47,7 +47,7 @@ def test_a_step_leaves_the_arm_only_per_channel_folds_head_loss_optimiser(small_
         "maxabs": o["maxabs"] * (xb.size + n * c_last),       # network input, loss gradient
         "quantize": o["quantize"] * (xb.size + n * c_last),
         "pool": o["pool"] * n * c_last * hw_last,             # the loss gradient spread over the last output
-        "pooled": o["pooled"] * 2 * n * c_last,               # classifier input (forward, backward)
+        "pooled": o["pooled"] * n * c_last,                   # the classifier's input
         "bn_stats": o["bn_stats"] * bn_ch,
         "bn_fold_fwd": o["bn_fold_fwd"] * bn_ch,
         "bn_fold_bwd": o["bn_fold_bwd"] * bn_ch,
