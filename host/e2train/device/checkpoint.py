@@ -33,7 +33,9 @@ import numpy as np
 from ..core.fixedpoint import CONTRACT_VERSION
 
 FORMAT = "e2train-device-checkpoint"
-VERSION = 1
+# 2: BN on the fabric's block operations (the block outputs' running maxima in the state, the
+# convs' input maxima gone); a version-1 checkpoint holds another scale state and is refused
+VERSION = 2
 META_KEY = "__meta__"
 
 
@@ -146,7 +148,8 @@ def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
         raise CheckpointError(f"checkpoint {path} is not an e2train device checkpoint (format {meta.get('format')!r})")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"checkpoint {path} has format version {meta.get('version')}; "
-                              f"this trainer reads version {VERSION}")
+                              f"this trainer reads version {VERSION}: start a fresh run, or resume with the "
+                              "e2train that wrote it")
     if meta.get("sha256") != _digest(arrays):
         raise CheckpointError(f"checkpoint {path} fails its checksum: the arrays were altered or damaged")
     # weights trained under another fixed-point contract (no field: v1, before versions were

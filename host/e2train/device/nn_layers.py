@@ -1,11 +1,15 @@
-"""The layers that run on the ARM in float32 numpy: BN, ReLU, option-A shortcut, pooling, FC,
-softmax cross-entropy, SGD with momentum; and the per-element cost model that tallies them.
+"""What still runs on the ARM in float32 numpy: the FC head, softmax cross-entropy, SGD with
+momentum; and the cost model that tallies the ARM's work (these, BN's per-channel folds in
+``nn_block``, the gates in ``slu_gate``, the network input's quantisation).
 
-Forward functions return (output, cache); backward functions take the cache. Every function
-adds what it computed to an :class:`ArmTally`, so that the ARM's share of a training step is in
-the same ``Work`` tally as the kernels' and is priced by the same energy model.
+Every function adds what it computed to an :class:`ArmTally`, so that the ARM's share of a
+training step is in the same ``Work`` tally as the fabric's and is priced by the same energy
+model; the tally also keeps the operations per kind, so that a run can say where the ARM's
+time goes.
 """
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 
@@ -13,8 +17,11 @@ from ..core.energy import ARM_OPS_PER_SECOND, FP32   # noqa: F401 (ARM_OPS_PER_S
 from ..core.work import Work
 
 # -- ARM cost model -------------------------------------------------------------------------
-# Operations per element of each ARM-side op, counted as float32 ops (``FP32`` = -32 bits in
-# a Work tally, core.energy's convention); FC and gate matrix products as fp32 MACs. The time model is a flat
+# Operations per unit (a tensor element, a channel or a sample, as marked) of each ARM-side op,
+# counted as float32 ops (``FP32`` = -32 bits in a Work tally, core.energy's convention); FC and
+# gate matrix products as fp32 MACs. The per-channel folds work on vectors of 8-64 values, where
+# numpy's per-call overhead, not the arithmetic, sets the real time: the flat rate below
+# under-prices them by an unknown factor until ``calibrate-arm`` runs on a board. The time model is a flat
 # throughput for numpy float32 on the Cortex-A9 (650-667 MHz, NEON): an assumption, about
 # one operation every 4-6 cycles once numpy's per-call overhead is spread over the small
 # tensors of a ResNet-CIFAR layer. It prices the static power of the time the ARM is busy.
@@ -22,20 +29,25 @@ from ..core.work import Work
 # the measured figure through its config key ``arm_ops_per_second``; the assumed default,
 # ``ARM_OPS_PER_SECOND``, lives in core.energy beside the ARM rates it is re-priced at.
 OPS_PER_ELEMENT = {
-    "bn_fwd": 6,          # sum, sum of squares, subtract, scale, shift (+ stats share)
-    "bn_bwd": 9,          # two reductions and the four-term input gradient
-    "relu": 1,
-    "add": 1,             # residual add, gradient accumulation
-    "shortcut": 1,        # option-A subsample / zero-pad copy
-    "quantize": 3,        # scale, round, saturate
-    "dequantize": 1,
-    "maxabs": 1,          # the max |x| a scale is chosen from
-    "pool": 1,
+    # per element of a tensor
+    "quantize": 3,        # scale, round, saturate (the network input; the loss gradient)
+    "maxabs": 1,          # the max |x| a scale is chosen from (network input, loss gradient, calibration)
+    "pool": 1,            # the loss gradient spread over the last block's output
     "softmax_ce": 6,
     "sgd": 4,             # weight decay, momentum, step
     "sigmoid": 4,
     "tanh": 4,
+    "gate_ew": 1,         # the gate cell's element-wise arithmetic
+    "scale_stat": 1,      # per sample: the statistic a running scale follows (act_batch_max)
     "augment": 1,
+    # per channel (BN's folds between the fabric's block operations, core.block_ops)
+    "bn_stats": 12,       # mean, variance from the conv's sums, running statistics, 1/sqrt
+    "bn_fold_fwd": 8,     # k, c0 and bn_act's integer a, b
+    "bn_fold_bwd": 28,    # dgamma, dbeta and bn_bwd_apply's p, q, t with their bound
+    "y_range": 6,         # a conv output's range from its BN sums (nn_qconv.y_range_codes)
+    # per (sample, channel) or per sample
+    "pooled": 2,          # bn_act's pooled sums -> mean activation (gate and classifier input)
+    "gate_grad": 3,       # dL/dg from bn_bwd_reduce's two gate sums
 }
 
 
@@ -48,6 +60,7 @@ class ArmTally:
         self.work = work if work is not None else Work()
         self.ops_per_second = float(ops_per_second)
         self.timeline = timeline                         # core.overlap.Timeline of the step, or None
+        self.by_kind: Counter = Counter()                # kind -> operations (MACs count 2)
 
     def _timed(self, n_ops: int) -> None:
         self.work.add_arm_time(n_ops, self.ops_per_second)
@@ -58,108 +71,17 @@ class ArmTally:
         n = int(n_elements) * OPS_PER_ELEMENT[kind]
         if n:
             self.work.add_ops(n, FP32)
+            self.by_kind[kind] += n
             self._timed(n)
 
-    def macs(self, n: int) -> None:
+    def macs(self, n: int, kind: str) -> None:
+        """``n`` fp32 MACs of a matrix product (``kind``: what it belongs to, "fc" or "gate")."""
         n = int(n)
         if n:
             self.work.add_macs(n, FP32, FP32)
+            self.by_kind[kind] += 2 * n
             # a multiply-accumulate is two operations for the time model
             self._timed(2 * n)
-
-
-# -- batch norm -----------------------------------------------------------------------------
-class BatchNorm:
-    """Per-channel BN over (N, H, W) of NCHW float32, with running stats for evaluation."""
-
-    EPS = 1e-5
-    MOMENTUM = 0.1        # running = (1 - m) * running + m * batch, as in torch
-
-    def __init__(self, channels: int):
-        self.gamma = np.ones(channels, np.float32)
-        self.beta = np.zeros(channels, np.float32)
-        self.running_mean = np.zeros(channels, np.float32)
-        self.running_var = np.ones(channels, np.float32)
-
-    def params(self) -> dict[str, np.ndarray]:
-        return {"gamma": self.gamma, "beta": self.beta}
-
-    def buffers(self) -> dict[str, np.ndarray]:
-        return {"running_mean": self.running_mean, "running_var": self.running_var}
-
-    def forward(self, x: np.ndarray, train: bool, tally: ArmTally):
-        if train:
-            mean = x.mean(axis=(0, 2, 3), dtype=np.float32)
-            var = x.var(axis=(0, 2, 3), dtype=np.float32)
-            m = x.shape[0] * x.shape[2] * x.shape[3]
-            unbiased = var * (m / max(m - 1, 1))
-            self.running_mean *= 1 - self.MOMENTUM
-            self.running_mean += self.MOMENTUM * mean
-            self.running_var *= 1 - self.MOMENTUM
-            self.running_var += self.MOMENTUM * unbiased.astype(np.float32)
-        else:
-            mean, var = self.running_mean, self.running_var
-        inv = (1.0 / np.sqrt(var + self.EPS)).astype(np.float32)
-        xhat = (x - mean[None, :, None, None]) * inv[None, :, None, None]
-        y = xhat * self.gamma[None, :, None, None] + self.beta[None, :, None, None]
-        tally.ops("bn_fwd", x.size)
-        return y.astype(np.float32, copy=False), (xhat, inv)
-
-    def backward(self, gy: np.ndarray, cache, tally: ArmTally):
-        xhat, inv = cache
-        m = gy.shape[0] * gy.shape[2] * gy.shape[3]
-        dgamma = (gy * xhat).sum(axis=(0, 2, 3), dtype=np.float32)
-        dbeta = gy.sum(axis=(0, 2, 3), dtype=np.float32)
-        g = self.gamma * inv
-        gx = g[None, :, None, None] * (gy - (dbeta / m)[None, :, None, None]
-                                        - xhat * (dgamma / m)[None, :, None, None])
-        tally.ops("bn_bwd", gy.size)
-        return gx.astype(np.float32, copy=False), {"gamma": dgamma, "beta": dbeta}
-
-
-# -- elementwise / shortcut / pooling ---------------------------------------------------------
-def relu(x: np.ndarray, tally: ArmTally) -> np.ndarray:
-    tally.ops("relu", x.size)
-    return np.maximum(x, 0, dtype=np.float32)
-
-
-def relu_backward(gy: np.ndarray, y: np.ndarray, tally: ArmTally) -> np.ndarray:
-    tally.ops("relu", gy.size)
-    return np.where(y > 0, gy, np.float32(0))
-
-
-def shortcut(x: np.ndarray, c_out: int, stride: int, tally: ArmTally) -> np.ndarray:
-    """Option A: subsample by the stride and zero-pad the new channels, half before and half
-    after the old ones (as He et al.'s CIFAR ResNets and the torch reference do)."""
-    if stride == 1 and c_out == x.shape[1]:
-        return x
-    xs = x[:, :, ::stride, ::stride]
-    out = np.zeros((x.shape[0], c_out) + xs.shape[2:], np.float32)
-    lo = (c_out - x.shape[1]) // 2
-    out[:, lo: lo + x.shape[1]] = xs
-    tally.ops("shortcut", out.size)
-    return out
-
-
-def shortcut_backward(gy: np.ndarray, in_shape: tuple, stride: int, tally: ArmTally) -> np.ndarray:
-    if stride == 1 and gy.shape[1] == in_shape[1]:
-        return gy
-    gx = np.zeros(in_shape, np.float32)
-    lo = (gy.shape[1] - in_shape[1]) // 2
-    gx[:, :, ::stride, ::stride] = gy[:, lo: lo + in_shape[1]]
-    tally.ops("shortcut", gy.size)
-    return gx
-
-
-def avgpool(x: np.ndarray, tally: ArmTally) -> np.ndarray:
-    tally.ops("pool", x.size)
-    return x.mean(axis=(2, 3), dtype=np.float32)
-
-
-def avgpool_backward(gy: np.ndarray, in_shape: tuple, tally: ArmTally) -> np.ndarray:
-    tally.ops("pool", int(np.prod(in_shape)))
-    hw = in_shape[2] * in_shape[3]
-    return np.broadcast_to((gy / hw)[:, :, None, None], in_shape).astype(np.float32)
 
 
 # -- fully connected + loss -------------------------------------------------------------------
@@ -173,11 +95,11 @@ class Linear:
         return {"weight": self.weight, "bias": self.bias}
 
     def forward(self, x: np.ndarray, tally: ArmTally) -> np.ndarray:
-        tally.macs(x.shape[0] * self.weight.size)
+        tally.macs(x.shape[0] * self.weight.size, "fc")
         return x @ self.weight.T + self.bias
 
     def backward(self, gy: np.ndarray, x: np.ndarray, tally: ArmTally):
-        tally.macs(2 * x.shape[0] * self.weight.size)
+        tally.macs(2 * x.shape[0] * self.weight.size, "fc")
         grads = {"weight": gy.T @ x, "bias": gy.sum(axis=0)}
         return gy @ self.weight, grads
 

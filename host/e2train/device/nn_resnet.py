@@ -1,14 +1,21 @@
-"""ResNet-CIFAR (depth 6n+2) for the device: convolutions in the kernels, the rest on the ARM.
+"""ResNet-CIFAR (depth 6n+2) for the device: convolutions and block operations on the fabric,
+per-channel folds, the gates and the head on the ARM.
 
 stem: conv3x3(C_in -> w) + BN + ReLU, on the int8 network input (the first conv adapts to the
 input's channels and size: 1x8x8 digits, 3x32x32 CIFAR); three stages of n basic blocks with
 w, 2w, 4w channels (stride 2 at the start of stages 2 and 3); each block
 conv3x3 + BN + ReLU + conv3x3 + BN, plus the option-A shortcut (subsample + zero channels: no
-parameters, no kernel call), then ReLU; global average pooling; FC; softmax cross-entropy.
+parameters), then ReLU; global average pooling; FC; softmax cross-entropy.
 
-With SLU, block i runs only for the samples whose gate is on: those samples' rows -- and no
-others -- go to the block's kernels (the ``samples`` argument), BN normalises over them, and
-the other samples take the shortcut: y = s(x), which costs one copy on the ARM.
+Between layers the activations are uint8 codes with a dyadic scale and the gradients int16
+codes (``nn_block``): BN, ReLU, the residual add, the shortcut and the requantisation run in
+the fabric's block operations; the ARM quantises only the network input and the loss's
+gradient, and pools nothing (bn_act's pooled sums feed the gates and the classifier).
+
+With SLU, block i runs only for the samples whose gate is on: those samples -- and no others --
+go to the block's convs and BN (the ``samples`` argument), BN normalises over them, and the
+other samples take the shortcut inside conv2's bn_act (one tensor, one scale). A block that runs
+for no sample makes no call: its output is its input.
 """
 from __future__ import annotations
 
@@ -16,18 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .nn_layers import (
-    ArmTally,
-    BatchNorm,
-    Linear,
-    avgpool,
-    avgpool_backward,
-    relu,
-    relu_backward,
-    shortcut,
-    shortcut_backward,
-)
-from .nn_qconv import QConv
+from ..core.block_ops import IDENTITY, Shortcut
+from ..core.fixedpoint import INT16, quantize, scale_for
+from .nn_block import BatchNorm, Codes, Grad
+from .nn_layers import ArmTally, Linear
+from .nn_qconv import QConv, quantize_input
 from .nn_tally import KernelTally
 from .slu_gate import GateNet
 from .train_config import TrainConfig
@@ -44,6 +44,12 @@ class Block:
     conv2: QConv
     bn2: BatchNorm
     gate: int | None = None       # slot of this block's gate (None: the block always runs)
+
+    @property
+    def shortcut(self) -> Shortcut:
+        """Option A: subsample by the stride, the new channels zero, half before and half after
+        the old ones (as He et al.'s CIFAR ResNets and the torch reference do)."""
+        return Shortcut(self.stride, (self.c_out - self.c_in) // 2)
 
     def cost_per_sample(self, h: int, w: int) -> int:
         """MACs of one sample's forward pass through this block (the SLU penalty's C)."""
@@ -69,8 +75,9 @@ class ResNet:
         self.cfg = cfg
         self.in_shape = tuple(in_shape)
         self.n_classes = n_classes
-        self.stem = QConv("stem", c_in, width, 3, 1, rng, x_unsigned=False, act_scale=cfg.act_scale)
-        self.stem_bn = BatchNorm(width)
+        self.stem = QConv("stem", c_in, width, 3, 1, rng, x_unsigned=False)
+        self.stem_bn = BatchNorm(width, cfg.act_scale)
+        self.in_max: float | None = None          # running max of the network input
         self.blocks: list[Block] = []
         costs, chans = [], []
         c_prev, hh, ww = width, h, w
@@ -79,10 +86,10 @@ class ResNet:
                 stride = 2 if (stage > 0 and j == 0) else 1
                 i = len(self.blocks)
                 b = Block(i, c_prev, c, stride,
-                          QConv(f"block{i}.conv1", c_prev, c, 3, stride, rng, act_scale=cfg.act_scale),
-                          BatchNorm(c),
-                          QConv(f"block{i}.conv2", c, c, 3, 1, rng, act_scale=cfg.act_scale),
-                          BatchNorm(c))
+                          QConv(f"block{i}.conv1", c_prev, c, 3, stride, rng),
+                          BatchNorm(c, cfg.act_scale),
+                          QConv(f"block{i}.conv2", c, c, 3, 1, rng),
+                          BatchNorm(c, cfg.act_scale))
                 if cfg.slu and (stride == 1 or cfg.slu_downsample):
                     b.gate = len(costs)
                     costs.append(b.cost_per_sample(hh, ww))
@@ -126,6 +133,9 @@ class ResNet:
         for name, bn in self.bns().items():
             for k, v in bn.buffers().items():
                 s[f"buffer/{name}.{k}"] = v
+            for k, v in bn.scale_state().items():
+                s[f"scale/{name}.{k}"] = v
+        s["scale/input.max"] = np.float64(np.nan if self.in_max is None else self.in_max)
         for conv in self.convs():
             for k, v in conv.state().items():
                 s[f"conv/{conv.name}.{k}"] = np.asarray(v)
@@ -138,7 +148,7 @@ class ResNet:
             raise ValueError(f"checkpoint lacks {len(missing)} model entries, e.g. {missing[:3]}: "
                              "it was written for a different model config")
         for k, v in want.items():
-            if k.startswith("conv/"):
+            if k.startswith(("conv/", "scale/")):
                 continue
             if s[k].shape != v.shape or s[k].dtype != v.dtype:
                 raise ValueError(f"checkpoint entry {k} is {s[k].dtype}{s[k].shape}, "
@@ -147,6 +157,10 @@ class ResNet:
         for conv in self.convs():
             pre = f"conv/{conv.name}."
             conv.load_state({k[len(pre):]: s[k] for k in s if k.startswith(pre)})
+        for name, bn in self.bns().items():
+            pre = f"scale/{name}."
+            bn.load_scale_state({k[len(pre):]: s[k] for k in s if k.startswith(pre)})
+        self.in_max = None if np.isnan(s["scale/input.max"]) else float(s["scale/input.max"])
 
     # -- forward / backward ----------------------------------------------------------------
     def forward(self, x: np.ndarray, train: bool, backend, ktally: KernelTally, arm: ArmTally,
@@ -155,54 +169,55 @@ class ResNet:
         the gates' decisions from it (training with sampled gates); else p > 0.5."""
         n = x.shape[0]
         stats = StepStats(n=n)
-        y, c_stem = self.stem.forward(x, None, n, train, backend, ktally, arm)
-        b, bn_stem = self.stem_bn.forward(y, train, arm)
-        a = relu(b, arm)
-        cache = {"stem": (c_stem, bn_stem, a), "blocks": [], "probs": [], "gates": []}
+        xq, s_x, in_max = quantize_input(x, self.in_max, train, self.cfg.act_scale, arm)
+        self.in_max = in_max
+        y, s_y, sums, c_stem = self.stem.forward(xq, s_x, None, train, backend, ktally, arm)
+        a, bn_stem = self.stem_bn.forward(y, s_y, sums, None, train, backend, ktally, arm)
+        cache = {"stem": (c_stem, bn_stem), "blocks": [], "probs": [], "gates": []}
         if self.gates is not None:
             self.gates.reset(n)
         for blk in self.blocks:
             idx = None
             if blk.gate is not None:
-                p, g = self.gates.forward(blk.gate, a, arm, gate_rng)
+                p, g = self.gates.forward(blk.gate, a.mean(arm), arm, gate_rng)
                 cache["probs"].append(p)
                 cache["gates"].append(g)
                 idx = np.nonzero(g)[0].astype(np.int32)
                 if idx.size == n:
                     idx = None          # every sample runs: the plain (unlisted) call
-            s = shortcut(a, blk.c_out, blk.stride, arm)
             n_run = n if idx is None else idx.size
             stats.executed.append(n_run)
             if blk.gate is not None:
                 stats.gated_executed.append(n_run)
-            if n_run == 0:
-                cache["blocks"].append((blk, idx, a.shape, None))
-                a = s
+            if n_run == 0 and blk.shortcut == IDENTITY:
+                cache["blocks"].append((blk, None))     # nobody runs it: its output is its input
                 continue
-            xa = a if idx is None else a[idx]
-            y1, c1 = blk.conv1.forward(xa, idx, n, train, backend, ktally, arm)
-            b1, k1 = blk.bn1.forward(y1, train, arm)
-            r1 = relu(b1, arm)
-            y2, c2 = blk.conv2.forward(r1, idx, n, train, backend, ktally, arm)
-            b2, k2 = blk.bn2.forward(y2, train, arm)
-            sa = s if idx is None else s[idx]
-            o = relu(b2 + sa, arm)
-            arm.ops("add", o.size)
-            if idx is None:
-                out = o
-            else:
-                out = s.copy()
-                out[idx] = o
-                arm.ops("add", o.size)
-            cache["blocks"].append((blk, idx, a.shape, (c1, k1, r1, c2, k2, sa, o)))
+            out, bc = self._block_forward(blk, a, idx, train, backend, ktally, arm)
+            cache["blocks"].append((blk, bc))
             a = out
-        pooled = avgpool(a, arm)
+        pooled = a.mean(arm)
         logits = self.fc.forward(pooled, arm)
-        cache["head"] = (a.shape, pooled)
+        cache["head"] = (a.q.shape, pooled)
         if self.gates is not None:
             costs = self.gates.costs
             stats.exec_ratio = float(sum(c * e / n for c, e in zip(costs, stats.gated_executed)) / costs.sum())
         return logits, cache, stats
+
+    def _block_forward(self, blk: Block, x: Codes, idx, train, backend, kt, arm):
+        """conv1 -> bn_act -> conv2 -> bn_act with the shortcut of x; (output, cache)."""
+        n = x.q.shape[0]
+        if idx is not None and idx.size == 0:
+            # a geometry-changing block that runs for nobody: bn_act's shortcut alone
+            h, w = (x.q.shape[2] + 1) // 2, (x.q.shape[3] + 1) // 2
+            y = np.zeros((n, blk.c_out, h, w), np.int8)
+            out, k2 = blk.bn2.forward(y, x.scale, np.zeros((blk.c_out, 2), np.int64), idx, train,
+                                      backend, kt, arm, r=x, shortcut=blk.shortcut)
+            return out, (x, idx, None, None, None, k2)
+        y1, s1, sums1, c1 = blk.conv1.forward(x.q, x.scale, idx, train, backend, kt, arm)
+        a1, k1 = blk.bn1.forward(y1, s1, sums1, idx, train, backend, kt, arm)
+        y2, s2, sums2, c2 = blk.conv2.forward(a1.q, a1.scale, idx, train, backend, kt, arm)
+        out, k2 = blk.bn2.forward(y2, s2, sums2, idx, train, backend, kt, arm, r=x, shortcut=blk.shortcut)
+        return out, (x, idx, c1, k1, c2, k2)
 
     def backward(self, g_logits: np.ndarray, cache, backend, ktally: KernelTally, arm: ArmTally, *,
                  lr_q: dict[str, int], wd_q: dict[str, int], beta_q: int,
@@ -210,60 +225,35 @@ class ResNet:
         """Backpropagate; update the conv master weights in the kernels (PSG + sign step) as it
         goes. Returns (float-parameter gradients, predicted weight count)."""
         grads: dict[str, np.ndarray] = {}
-        a_shape, pooled = cache["head"]
+        out_shape, pooled = cache["head"]
         g_pool, gfc = self.fc.backward(g_logits, pooled, arm)
         grads.update({f"fc.{k}": v for k, v in gfc.items()})
-        g_a = avgpool_backward(g_pool, a_shape, arm)
+        g = self._pool_grad(g_pool, out_shape, arm)
         n = g_logits.shape[0]
         dgates = []
         n_pred = 0
-        for blk, idx, in_shape, bc in reversed(cache["blocks"]):
-            kw = dict(beta_q=beta_q)
-            if bc is None:                          # nobody ran the block: shortcut only
-                if blk.gate is not None:
-                    dgates.append(np.zeros(n, np.float32))
-                g_a = shortcut_backward(g_a, in_shape, blk.stride, arm)
-                continue
-            c1, k1, r1, c2, k2, sa, o = bc
-            go = g_a if idx is None else g_a[idx]
+        kw = dict(backend=backend, kt=ktally, arm=arm, lr_q=lr_q, wd_q=wd_q, beta_q=beta_q)
+        for blk, bc in reversed(cache["blocks"]):
             dg = np.zeros(n, np.float32)
+            if bc is not None:
+                g, gate_sums, np_ = self._block_backward(blk, bc, g, grads, **kw)
+                n_pred += np_
+                idx = bc[1]
+                if gate_sums is not None:
+                    # straight-through: dL/dg = sum(dL/do * (o - sc(x))) per sample, from the sums
+                    arm.ops("gate_grad", n)
+                    s_g, sums = gate_sums
+                    s_o, s_x = bc[5].s_o.value, bc[0].scale.value
+                    contrib = (s_g.value * (s_o * sums[:, 0] - s_x * sums[:, 1])).astype(np.float32)
+                    sel = slice(None) if idx is None else idx
+                    dg[sel] = contrib[sel]
             if blk.gate is not None:
-                # straight-through: dL/dg = sum(dL/dy * (block output - shortcut)) per sample
-                contrib = (go * (o - sa)).sum(axis=(1, 2, 3))
-                arm.ops("add", 2 * o.size)
-                if idx is None:
-                    dg[:] = contrib
-                else:
-                    dg[idx] = contrib
                 dgates.append(dg)
-            gpre = relu_backward(go, o, arm)
-            if idx is None:
-                g_s = gpre
-            else:
-                g_s = g_a.copy()
-                g_s[idx] = gpre
-            g_b2, gbn2 = blk.bn2.backward(gpre, k2, arm)
-            g_r1, np2 = blk.conv2.backward(g_b2, c2, backend, ktally, arm, lr_q=lr_q[blk.conv2.name],
-                                           wd_q=wd_q[blk.conv2.name], **kw)
-            g_b1 = relu_backward(g_r1, r1, arm)
-            g_y1, gbn1 = blk.bn1.backward(g_b1, k1, arm)
-            g_xa, np1 = blk.conv1.backward(g_y1, c1, backend, ktally, arm, lr_q=lr_q[blk.conv1.name],
-                                           wd_q=wd_q[blk.conv1.name], **kw)
-            n_pred += np1 + np2
-            grads.update({f"block{blk.index}.bn2.{k}": v for k, v in gbn2.items()})
-            grads.update({f"block{blk.index}.bn1.{k}": v for k, v in gbn1.items()})
-            g_a = shortcut_backward(g_s, in_shape, blk.stride, arm)
-            if idx is None:
-                g_a = g_a + g_xa
-            else:
-                g_a[idx] += g_xa
-            arm.ops("add", g_xa.size)
-        c_stem, bn_stem, a0 = cache["stem"]
-        g_b = relu_backward(g_a, a0, arm)
-        g_y, gbn = self.stem_bn.backward(g_b, bn_stem, arm)
+        c_stem, bn_stem = cache["stem"]
+        g_y, s_gy, _, _, gbn, _ = self.stem_bn.backward(bn_stem, g, backend, ktally, arm)
         grads.update({f"stem.bn.{k}": v for k, v in gbn.items()})
-        _, np0 = self.stem.backward(g_y, c_stem, backend, ktally, arm, lr_q=lr_q["stem"], wd_q=wd_q["stem"],
-                                    beta_q=beta_q, need_gx=False)
+        _, _, np0 = self.stem.backward(g_y, s_gy, c_stem, backend, ktally, arm, lr_q=lr_q["stem"],
+                                       wd_q=wd_q["stem"], beta_q=beta_q, need_gx=False)
         n_pred += np0
         if self.gates is not None:
             dgates = dgates[::-1]
@@ -272,3 +262,37 @@ class ResNet:
             ggr = self.gates.backward(dgates, arm)
             grads.update({f"gate.{k}": v for k, v in ggr.items()})
         return grads, n_pred
+
+    @staticmethod
+    def _pool_grad(g_pool: np.ndarray, shape: tuple, arm: ArmTally) -> Grad:
+        """The average pool's backward: each output element gets its channel's gradient / (h*w),
+        quantised to int16 on the ARM (one code per sample and channel, then spread)."""
+        hw = shape[2] * shape[3]
+        gp = g_pool.astype(np.float64) / hw
+        arm.ops("maxabs", gp.size)
+        s = scale_for(float(np.abs(gp).max()) if gp.size else 0.0, INT16)
+        arm.ops("quantize", gp.size)
+        q = quantize(gp, s, INT16).astype(np.int16)
+        arm.ops("pool", int(np.prod(shape)))
+        return Grad(np.ascontiguousarray(np.broadcast_to(q[:, :, None, None], shape)), s)
+
+    def _block_backward(self, blk: Block, bc, g: Grad, grads: dict, *, backend, kt, arm, lr_q, wd_q, beta_q):
+        """bn2 -> conv2 -> bn1 -> conv1 backward; (the block input's gradient, (the gate sums'
+        gradient scale, the gate sums) for a gated block that ran or None, predicted weights)."""
+        x, idx, c1, k1, c2, k2 = bc
+        gated = blk.gate is not None
+        g_y2, s_gy2, g_m2, s_m2, gbn2, gate = blk.bn2.backward(k2, g, backend, kt, arm, r=x if gated else None,
+                                                               shortcut=blk.shortcut)
+        grads.update({f"block{blk.index}.bn2.{k}": v for k, v in gbn2.items()})
+        through = Grad(None, None, g_m2, s_m2, blk.shortcut)     # what reaches x by the shortcut
+        if g_y2 is None:                                         # nobody ran the block's convs
+            return through, None, 0
+        p = dict(backend=backend, tally=kt, arm=arm, beta_q=beta_q)
+        g_a1, s_a1, np2 = blk.conv2.backward(g_y2, s_gy2, c2, lr_q=lr_q[blk.conv2.name],
+                                             wd_q=wd_q[blk.conv2.name], **p)
+        g_y1, s_gy1, _, _, gbn1, _ = blk.bn1.backward(k1, Grad(g_a1, s_a1), backend, kt, arm)
+        grads.update({f"block{blk.index}.bn1.{k}": v for k, v in gbn1.items()})
+        g_x, s_gx, np1 = blk.conv1.backward(g_y1, s_gy1, c1, lr_q=lr_q[blk.conv1.name],
+                                            wd_q=wd_q[blk.conv1.name], **p)
+        through.a, through.s_a = g_x, s_gx
+        return through, ((s_m2, gate) if gated else None), np1 + np2

@@ -1,9 +1,10 @@
-"""Tally of the kernel calls the trainer made: counts, MACs, PSG statistics and their ``Work``.
+"""Tally of the fabric calls the trainer made: counts, MACs, PSG statistics and their ``Work``.
 
-Each call's work comes from ``core.call_price`` (the training engine's model of the call, with
-the weight gradient's own decisions), the one place that knows what a kernel call costs, so the
-trainer's modelled time and energy agree with the simulated board's. Only calls that ran are
-tallied: a skipped batch or block adds nothing.
+Each call's work comes from ``core.call_price`` (the training engine's model of a conv pass, with
+the weight gradient's own decisions: ``call_work``; of a block operation: ``block_work``), the
+one place that knows what a fabric call costs, so the trainer's modelled time and energy agree
+with the simulated board's. Only calls that ran are tallied: a skipped batch or block adds
+nothing.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from ..core.shapes import ConvShape
 from ..core.work import Work
 
 try:  # the performance model is a sibling module of core; import it once
+    from ..core.call_price import block_work as _block_work
     from ..core.call_price import call_work as _call_work
 except ImportError:  # pragma: no cover - only while the tree is incomplete
-    _call_work = None
+    _call_work = _block_work = None
 
 
 # what core.overlap.Timeline needs to know of a kernel: which pass it is
@@ -57,6 +59,19 @@ class KernelTally:
             self.work += w
             if self.timeline is not None:
                 self.timeline.add("fabric", w.seconds, _PASS_KIND.get(kernel, ""))
+
+    def block(self, op: str, nchw: tuple, n_listed: int, *, residual: bool = False,
+              two_sources: bool = False, gate: bool = False) -> None:
+        """One block-operation call that ran (``core.block_ops``; ``nchw``: its tensor, all
+        samples; ``n_listed``: the samples it ran BN for)."""
+        self.calls[op] += 1
+        self.sample_passes[op] += int(n_listed)
+        if _block_work is not None:
+            w = _block_work(op, tuple(int(v) for v in nchw), int(n_listed), residual=residual,
+                            two_sources=two_sources, gate=gate)
+            self.work += w
+            if self.timeline is not None:
+                self.timeline.add("fabric", w.seconds)
 
     def predicted_fraction(self) -> dict[str, float]:
         """Fraction of weight updates decided by the MSB predictor, per layer and overall."""

@@ -1,7 +1,7 @@
 """SLU gates: one small recurrent cell shared by all residual blocks decides, per sample,
 whether each block runs (numpy float32 on the ARM; forward and backward written out).
 
-Per block i: e_i = avgpool(x_i) (the block input, N x C_i), u_i = E_i e_i + b_i (a per-block
+Per block i: e_i = avgpool(x_i) (the block input, N x C_i, from the fabric's pooled sums), u_i = E_i e_i + b_i (a per-block
 linear embedding into d dims), h_i = cell(u_i, h_{i-1}) (one recurrent cell shared by every
 block, h_0 = 0: a GRU, or an LSTM as in SkipNet, config key ``slu_cell``; both with PyTorch's
 gate layout, GRU r|z|n and LSTM i|f|g|o), p_i = sigmoid(v . h_i + c), gate g_i hard: in training drawn on with probability p_i
@@ -67,16 +67,18 @@ class GateNet:
         self.c = np.zeros((n, self.d), np.float32)
         self.caches: list[tuple] = []
 
-    def forward(self, i: int, x: np.ndarray, tally: ArmTally,
+    def forward(self, i: int, e: np.ndarray, tally: ArmTally,
                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Gate of block i for the block input x (N, C, H, W): (probabilities, hard gates).
+        """Gate of block i for the block input's average pool e (N, C): (probabilities, hard gates).
+        The fabric's bn_act sums each sample's channels as it writes the block input, so the pool
+        costs the ARM one scaling per (sample, channel), tallied where it is formed.
 
         With ``rng`` (training) each gate is drawn on with probability p; without, p > 0.5.
         Thresholding in training makes the gates all-or-nothing per block, because p hardly
         depends on the input early on: the penalty then switches a block off for every sample
         at once, and a block that runs for no sample gets no task gradient to come back."""
         P = self.params
-        e = x.mean(axis=(2, 3), dtype=np.float32)
+        e = np.asarray(e, np.float32)
         u = e @ P[f"embed{i}.weight"].T + P[f"embed{i}.bias"]
         h = self.h
         step = _gru_forward if self.cell == "gru" else _lstm_forward
@@ -87,13 +89,12 @@ class GateNet:
         self.h = h_new
         if self.cell == "lstm":
             self.c = state[-1]
-        n, d = x.shape[0], self.d
+        n, d = e.shape[0], self.d
         rows, sig, tanh, add, _ = _COUNTS[self.cell]
-        tally.ops("pool", x.size)
-        tally.macs(n * (u.shape[1] * e.shape[1] + 2 * rows * d * d + d))
+        tally.macs(n * (u.shape[1] * e.shape[1] + 2 * rows * d * d + d), "gate")
         tally.ops("sigmoid", n * (sig * d + 1))
         tally.ops("tanh", n * tanh * d)
-        tally.ops("add", n * add * d)
+        tally.ops("gate_ew", n * add * d)
         hard = rng.random(p.shape) < p if rng is not None else p > 0.5
         return p, hard
 
@@ -125,8 +126,8 @@ class GateNet:
             grads[f"embed{i}.bias"] += du.sum(axis=0)
             dh_next = dh_prev
             n = e.shape[0]
-            tally.macs(2 * n * (u.shape[1] * e.shape[1] + 2 * rows * d * d + d))
-            tally.ops("add", n * add * d)
+            tally.macs(2 * n * (u.shape[1] * e.shape[1] + 2 * rows * d * d + d), "gate")
+            tally.ops("gate_ew", n * add * d)
         self.caches = []
         return grads
 

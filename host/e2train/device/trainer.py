@@ -6,11 +6,14 @@ every convolution through a conv backend.
                       backend=csim, on_event=print, checkpoint="run/ckpt.npz")
     result = trainer.run()
 
-A backend is anything with ``conv_fwd``, ``conv_bwd_data`` and ``conv_bwd_weight_psg`` of
-``e2train.core.golden``'s signatures; the trainer calls nothing else for a convolution.
+A backend is anything with ``conv_fwd`` (with ``stats=``), ``conv_bwd_data``,
+``conv_bwd_weight_psg`` and the block operations ``bn_act``, ``bn_bwd_reduce``, ``bn_bwd_apply``
+of ``e2train.core.golden``'s signatures; the trainer calls nothing else for a layer's tensors:
+activations and gradients stay codes between layers, and the ARM does per-channel folds, the
+FC head, the loss, the optimiser and the SLU gates (docs/device-training.md).
 
-What runs is tallied in a ``core.work.Work``: each kernel call as the performance model prices
-it, each ARM-side op by the per-element cost model of ``nn_layers``. Time and energy derived
+What runs is tallied in a ``core.work.Work``: each fabric call as the performance model prices
+it, each ARM-side op by the cost model of ``nn_layers`` (``ArmTally.by_kind`` keeps it per kind). Time and energy derived
 from it are *modelled* and labelled so; a meter measures the real thing around the board.
 
 Events for ``on_event(dict)``, in the run record's vocabulary (``core.run_record.EVENTS``,
@@ -46,6 +49,9 @@ from .train_config import ConfigError, RenamedKeyWarning, TrainConfig
 PLATFORM = "xc7z020"
 
 ENERGY_LABEL = "modelled"   # this trainer never measures; a meter does
+
+# what the trainer calls on a backend: the conv passes and the block operations
+BACKEND_METHODS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg", "bn_act", "bn_bwd_reduce", "bn_bwd_apply")
 
 
 def cosine(base: float, t: int, total: int) -> float:
@@ -87,10 +93,10 @@ class Trainer:
                  checkpoint: str | Path | None = None, n_classes: int | None = None):
         self.cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         self.cfg.validate()
-        for fn in ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg"):
-            if not callable(getattr(backend, fn, None)):
-                raise TypeError(f"backend {backend!r} lacks {fn}(); a conv backend provides conv_fwd, "
-                                "conv_bwd_data and conv_bwd_weight_psg")
+        missing = [fn for fn in BACKEND_METHODS if not callable(getattr(backend, fn, None))]
+        if missing:
+            raise TypeError(f"backend {backend!r} lacks {', '.join(f + '()' for f in missing)}; the trainer needs "
+                            f"{', '.join(BACKEND_METHODS)} (core.golden's signatures)")
         self.backend = backend
         self.x_train, self.y_train, self.x_test, self.y_test = check_data(data)
         seen = int(self.y_train.max()) + 1
@@ -169,6 +175,7 @@ class Trainer:
             "predicted_fraction": self.ktally.predicted_fraction(),
             "kernel_calls": dict(self.ktally.calls),
             "kernel_macs": dict(self.ktally.macs),
+            "arm_ops_by_kind": dict(sorted(self.arm.by_kind.items())),
         }
 
     # -- one step ------------------------------------------------------------------------
@@ -346,6 +353,7 @@ class Trainer:
             "ktally": {"calls": dict(self.ktally.calls), "macs": dict(self.ktally.macs),
                        "sample_passes": dict(self.ktally.sample_passes),
                        "predicted": dict(self.ktally.predicted), "weights": dict(self.ktally.weights)},
+            "arm_ops_by_kind": dict(self.arm.by_kind),
         }
         p = ckpt.save(self.checkpoint_path, self._state_arrays(), meta)
         self._emit("checkpoint", path=str(p), epoch=self.epoch, batch=self.batch)
@@ -379,6 +387,8 @@ class Trainer:
         for k in ("calls", "macs", "sample_passes", "predicted", "weights"):
             getattr(self.ktally, k).clear()
             getattr(self.ktally, k).update(kt[k])
+        self.arm.by_kind.clear()
+        self.arm.by_kind.update(meta["arm_ops_by_kind"])
 
 
 def _saved_config(d: dict) -> dict:
@@ -417,6 +427,10 @@ def _backend(name: str):
     from ..core import csim
     if not csim.available():
         raise SystemExit("the C-simulation library is missing: run `make csim` (or pass --backend golden)")
+    missing = [fn for fn in BACKEND_METHODS if not callable(getattr(csim, fn, None))]
+    if missing:
+        raise SystemExit(f"the C simulation lacks {', '.join(missing)}: update the tree and run `make csim` "
+                         "(or pass --backend golden)")
     return csim
 
 

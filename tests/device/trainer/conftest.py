@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from e2train.core import golden
+from e2train.core.block_ops import IDENTITY
 
 
 @pytest.fixture(scope="session")
@@ -60,10 +61,10 @@ class SpyBackend:
         a[off] = self.rng.integers(info.min, info.max, size=a[off].shape, endpoint=True, dtype=a.dtype)
         return a
 
-    def conv_fwd(self, x, w, bias, mult, *, stride, pad, relu, samples, out):
+    def conv_fwd(self, x, w, bias, mult, *, stride, pad, relu, samples, out, stats=None):
         self._record("conv_fwd", x.shape[0], samples)
         return golden.conv_fwd(self._poisoned(x, samples), w, bias, mult, stride=stride, pad=pad,
-                               relu=relu, samples=samples, out=out)
+                               relu=relu, samples=samples, out=out, stats=stats)
 
     def conv_bwd_data(self, g_y, w, mult, *, in_hw, stride, pad, samples, out):
         self._record("conv_bwd_data", g_y.shape[0], samples)
@@ -75,6 +76,22 @@ class SpyBackend:
         return golden.conv_bwd_weight_psg(self._poisoned(x, samples), self._poisoned(g_y, samples),
                                           w_master, stride=stride, pad=pad, beta_q=beta_q, lr_q=lr_q,
                                           wd_q=wd_q, samples=samples)
+
+    # the block operations: bn_act and bn_bwd_apply read only the listed samples' y (and g_m);
+    # bn_bwd_reduce reads every sample (the shortcut's gradient flows for all of them)
+    def bn_act(self, y, a, b, shift, *, r=None, r_mult=0, shortcut=IDENTITY, samples=None, relu=True):
+        self._record("bn_act", y.shape[0], samples)
+        return golden.bn_act(self._poisoned(y, samples), a, b, shift, r=r, r_mult=r_mult, shortcut=shortcut,
+                             samples=samples, relu=relu)
+
+    def bn_bwd_reduce(self, o, y, g_a, **kw):
+        self._record("bn_bwd_reduce", o.shape[0], kw.get("samples"))
+        return golden.bn_bwd_reduce(o, self._poisoned(y, kw.get("samples")), g_a, **kw)
+
+    def bn_bwd_apply(self, g_m, y, p, q, t, shift, *, samples=None):
+        self._record("bn_bwd_apply", g_m.shape[0], samples)
+        return golden.bn_bwd_apply(self._poisoned(g_m, samples), self._poisoned(y, samples), p, q, t, shift,
+                                   samples=samples)
 
 
 @pytest.fixture

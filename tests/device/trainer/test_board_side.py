@@ -37,7 +37,7 @@ def test_gate_backward_matches_finite_differences(cell):
 
     def loss():
         net.reset(6)
-        ps = [net.forward(i, x, ArmTally())[0] for i, x in enumerate(xs)]
+        ps = [net.forward(i, x.mean(axis=(2, 3)), ArmTally())[0] for i, x in enumerate(xs)]
         return float(sum((c.astype(np.float64) * p).sum() for c, p in zip(coef, ps)))
 
     loss()
@@ -65,7 +65,7 @@ def test_lstm_gate_is_pytorchs_lstm_cell():
     net = GateNet([3, 3], [1, 1], hidden=5, rng=rng, cell="lstm")
     xs = [rng.normal(0, 1, (7, 3, 2, 2)).astype(np.float32) for _ in range(2)]
     net.reset(7)
-    ps = [net.forward(i, x, ArmTally())[0] for i, x in enumerate(xs)]
+    ps = [net.forward(i, x.mean(axis=(2, 3)), ArmTally())[0] for i, x in enumerate(xs)]
     P = {k: v.astype(np.float64) for k, v in net.params.items()}
     sig = lambda a: 1 / (1 + np.exp(-a))           # noqa: E731
     h = c = np.zeros((7, 5))
@@ -98,17 +98,17 @@ def test_training_gates_are_drawn_with_probability_p_and_evaluation_thresholds()
     net = GateNet([4], [1], hidden=3, rng=np.random.default_rng(0))
     x = np.random.default_rng(1).normal(0, 1, (4000, 4, 2, 2)).astype(np.float32)
     net.reset(x.shape[0])
-    p, hard = net.forward(0, x, ArmTally(), np.random.default_rng(2))
+    p, hard = net.forward(0, x.mean(axis=(2, 3)), ArmTally(), np.random.default_rng(2))
     # p ~ 0.88 at initialisation (head bias 2): the draws follow it, not the threshold
     assert 0.8 < p.mean() < 0.95
     assert abs(hard.mean() - p.mean()) < 0.03
     assert 0 < hard.sum() < x.shape[0]
     net.reset(x.shape[0])
-    p2, hard2 = net.forward(0, x, ArmTally())
+    p2, hard2 = net.forward(0, x.mean(axis=(2, 3)), ArmTally())
     assert np.array_equal(p2, p) and np.array_equal(hard2, p2 > 0.5)
     # the same generator state draws the same gates (resume depends on it)
     net.reset(x.shape[0])
-    _, hard3 = net.forward(0, x, ArmTally(), np.random.default_rng(2))
+    _, hard3 = net.forward(0, x.mean(axis=(2, 3)), ArmTally(), np.random.default_rng(2))
     assert np.array_equal(hard3, hard)
 
 

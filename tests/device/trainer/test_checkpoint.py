@@ -122,6 +122,22 @@ def test_checkpoint_of_another_contract_is_refused(small_digits, tmp_path, edit)
         Trainer(cfg, small_digits, golden, checkpoint=path)._resume()
 
 
+def test_checkpoint_of_format_1_is_refused_in_one_line(small_digits, tmp_path, capsys):
+    """Format 1 held each conv's input max and no block-output maxima (BN ran on the ARM): its
+    scale state does not fit the block flow, so it is refused, not half loaded."""
+    path = tmp_path / "ckpt.npz"
+    cfg = dict(CFG, epochs=1, smd=False, checkpoint_every=1)
+    Trainer(cfg, small_digits, golden, checkpoint=path).run()
+    assert ckpt.load(path)[1]["version"] == ckpt.VERSION == 2
+    assert any(k.startswith("scale/") and k.endswith(".out_max") for k in ckpt.load(path)[0])
+    for p in (path, ckpt.prev_path(path)):
+        _rewrite_meta(p, lambda m: {**m, "version": 1})
+    with pytest.raises(ckpt.CheckpointError) as e:
+        Trainer(cfg, small_digits, golden, checkpoint=path)._resume()
+    msg = str(e.value)
+    assert "\n" not in msg and "format version 1; this trainer reads version 2: start a fresh run" in msg
+
+
 def test_trainer_resume_falls_back_to_previous_and_refuses_other_config(small_digits, tmp_path):
     path = tmp_path / "ckpt.npz"
     cfg = dict(CFG, epochs=1, smd=False, checkpoint_every=1)

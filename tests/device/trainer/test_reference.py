@@ -97,9 +97,11 @@ def test_float_param_gradients_match_finite_differences(setup):
     assert all((c.w_master == w).all() for c, w in zip(m.convs(), w_before))
     P = {k: v.astype(np.float64) for k, v in m.float_params().items()}
     # quantisation noise (uint8/int8 forward, int16 backward) grows with the distance from
-    # the loss; a wrong term or sign would give a cosine far below these bounds
+    # the loss; a wrong term or sign would give a cosine far below these bounds. Each conv's
+    # g_x sits under its exact worst-case bound (about 11 of int16's 15 bits used), so the
+    # stem, six convs from the loss, gets the widest magnitude band
     bounds = {"fc.weight": (0.98, 0.9), "block2.bn2.gamma": (0.95, 0.8),
-              "block1.bn1.gamma": (0.9, 0.7), "stem.bn.beta": (0.9, 0.7)}
+              "block1.bn1.gamma": (0.9, 0.7), "stem.bn.beta": (0.9, 0.6)}
     for name, (min_cos, min_ratio) in bounds.items():
         num = np.zeros_like(P[name])
         flat = num.reshape(-1)

@@ -78,10 +78,10 @@ def _random_gates(gatenet, rng, record, spy):
     """Gates that run the real cell but decide at random (a mix of on, off, all and none)."""
     fwd = gatenet.forward
 
-    def forward(i, x, tally, gate_rng=None):
-        p, _ = fwd(i, x, tally, gate_rng)
+    def forward(i, e, tally, gate_rng=None):
+        p, _ = fwd(i, e, tally, gate_rng)
         kind = rng.integers(0, 4)
-        g = (rng.random(x.shape[0]) < 0.5) if kind < 2 else np.full(x.shape[0], kind == 2)
+        g = (rng.random(e.shape[0]) < 0.5) if kind < 2 else np.full(e.shape[0], kind == 2)
         record[(spy.step, i)] = g.copy()
         return p, g
     return forward
@@ -142,11 +142,12 @@ def test_rows_outside_the_sample_list_are_never_used(small_digits, spy_factory):
 
 
 def test_scale_policy_updates(small_digits, spy):
-    """y's running max follows the codes; g_x's scale is the previous batch's max."""
+    """y's running max follows its BN sums; the block outputs' (the next convs' inputs) running
+    max follows bn_act's per-sample maxima; the network input's its own."""
     x_tr, y_tr, _, _ = small_digits
     tr = Trainer(dict(TINY, epochs=1, smd=False, slu=False), (x_tr[:64], y_tr[:64]), spy)
-    c = tr.model.blocks[0].conv2
-    assert c.y_max is None and c.gx_max is None
+    c, bn = tr.model.blocks[0].conv2, tr.model.blocks[0].bn1
+    assert c.y_max is None and bn.out_max is None and tr.model.in_max is None
     tr.run()
-    assert c.y_max > 0 and c.gx_max > 0 and c.x_max > 0
+    assert c.y_max > 0 and bn.out_max > 0 and tr.model.in_max > 0
     assert nn_qconv.RUNNING_MOMENTUM == 0.9

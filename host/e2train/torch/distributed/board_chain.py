@@ -2,10 +2,10 @@
 
 Nothing here ran on a board. Stage times are *modelled*: the fabric kernels' cycles on
 the training engine from ``e2train.core.call_price`` (conv_fwd, conv_bwd_data,
-conv_bwd_weight_psg at 100 MHz) plus the
-ARM's element-wise work (BatchNorm, ReLU, quantisation, residual adds) priced at
-``nn_layers.ARM_OPS_PER_SECOND`` (an assumed 1.2e8 ops/s unless ``e2train calibrate-arm``
-measured it) with the per-element operation counts of ``nn_layers.OPS_PER_ELEMENT``. The link
+conv_bwd_weight_psg and the block operations bn_act, bn_bwd_reduce, bn_bwd_apply at 100 MHz)
+plus the ARM's per-channel BN folds priced at ``nn_layers.ARM_OPS_PER_SECOND`` (an assumed
+1.2e8 ops/s unless ``e2train calibrate-arm`` measured it) with the device trainer's operation
+counts (``nn_layers.OPS_PER_ELEMENT``). The link
 carries each cut's activations forward (uint8, one byte per element) and gradients back
 (int16, two bytes) over TCP at an assumed throughput; the board link's JSON-lines framing
 sends binary as base64 (4/3 bytes per byte).
@@ -24,15 +24,15 @@ from ...core.shapes import ConvShape
 from ...device.nn_layers import ARM_OPS_PER_SECOND, OPS_PER_ELEMENT
 from .partition import analytic_step_time, balance
 
-# element-wise ARM work per conv output element (forward; backward), the device trainer's ops
-FWD_OPS = OPS_PER_ELEMENT["bn_fwd"] + OPS_PER_ELEMENT["relu"] + OPS_PER_ELEMENT["quantize"] + OPS_PER_ELEMENT["maxabs"]
-BWD_OPS = (OPS_PER_ELEMENT["bn_bwd"] + OPS_PER_ELEMENT["relu"] + OPS_PER_ELEMENT["quantize"]
-           + OPS_PER_ELEMENT["maxabs"] + OPS_PER_ELEMENT["dequantize"])
+# ARM work per conv output channel (forward; backward): BN's folds, the device trainer's ops
+FWD_OPS = OPS_PER_ELEMENT["bn_stats"] + OPS_PER_ELEMENT["bn_fold_fwd"] + OPS_PER_ELEMENT["y_range"]
+BWD_OPS = OPS_PER_ELEMENT["bn_fold_bwd"]
 PREDICTED_FRACTION = 0.4       # weights decided by the PSG predictor (DESIGN.md calibration: 39-40%)
 
 
-def _conv_s(shape: ConvShape) -> tuple[float, float]:
-    """(forward s, backward s) of one conv layer: kernels + ARM element-wise work."""
+def _conv_s(shape: ConvShape, residual: bool = False) -> tuple[float, float]:
+    """(forward s, backward s) of one conv layer and its BN: kernels, block operations (with the
+    shortcut's read for a block's second conv) and the ARM's per-channel folds."""
     n = shape.n
     nw = shape.co * shape.ci * shape.k * shape.k
     f = call_price.call_cycles("conv_fwd", shape, n) / perfmodel.CLOCK_HZ
@@ -41,8 +41,11 @@ def _conv_s(shape: ConvShape) -> tuple[float, float]:
          + call_price.call_cycles("conv_bwd_weight_psg", shape, n,
                                   n_predicted=int(PREDICTED_FRACTION * nw))) / perfmodel.CLOCK_HZ
     ho, wo = -(-shape.h // shape.stride), -(-shape.w // shape.stride)
-    elems = n * shape.co * ho * wo
-    return f + elems * FWD_OPS / ARM_OPS_PER_SECOND, b + elems * BWD_OPS / ARM_OPS_PER_SECOND
+    nchw = (n, shape.co, ho, wo)
+    f += call_price.block_work("bn_act", nchw, n, residual=residual).seconds
+    b += (call_price.block_work("bn_bwd_reduce", nchw, n, two_sources=residual).seconds
+          + call_price.block_work("bn_bwd_apply", nchw, n).seconds)
+    return f + shape.co * FWD_OPS / ARM_OPS_PER_SECOND, b + shape.co * BWD_OPS / ARM_OPS_PER_SECOND
 
 
 def resnet_cifar_layers(depth: int = 20, batch: int = 32, hw: int = 32, width: int = 16):
@@ -57,11 +60,10 @@ def resnet_cifar_layers(depth: int = 20, batch: int = 32, hw: int = 32, width: i
             s = 2 if (stage and j == 0) else 1
             f1, b1 = _conv_s(ConvShape(batch, ci, h, h, co, 3, s, 1))
             h2 = -(-h // s)
-            f2, b2 = _conv_s(ConvShape(batch, co, h2, h2, co, 3, 1, 1))
-            add = batch * co * h2 * h2 * OPS_PER_ELEMENT["add"] * 2 / ARM_OPS_PER_SECOND   # shortcut add, fwd + bwd
-            out.append((f"block{len(out) - 1}", f1 + f2 + add / 2, b1 + b2 + add / 2, batch * co * h2 * h2))
+            f2, b2 = _conv_s(ConvShape(batch, co, h2, h2, co, 3, 1, 1), residual=True)
+            out.append((f"block{len(out) - 1}", f1 + f2, b1 + b2, batch * co * h2 * h2))
             ci, h = co, h2
-    fc = batch * ci * (h * h + 10) * 2 / ARM_OPS_PER_SECOND          # pool + FC on the ARM
+    fc = batch * ci * (2 + 10) * 2 / ARM_OPS_PER_SECOND          # pooled sums -> means + FC on the ARM
     out.append(("head", fc, 2 * fc, batch * 10))
     return out
 
