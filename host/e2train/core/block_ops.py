@@ -77,15 +77,15 @@ class Shortcut:
     stride: int = 1
     lo: int = 0
 
-    def check(self, src_shape: tuple, c_out: int, hw: tuple[int, int]) -> None:
+    def check(self, src_shape: tuple, c_out: int, hw: tuple[int, int], what: str = "shortcut source") -> None:
         """The source (n, c, H, W) covers an output of c_out channels and hw at this geometry."""
         s = int(self.stride)
         if s < 1:
-            raise ValueError(f"shortcut stride must be at least 1, got {s}")
+            raise ValueError(f"{what}: shortcut stride must be at least 1, got {s}")
         if len(src_shape) != 4 or -(-src_shape[2] // s) < hw[0] or -(-src_shape[3] // s) < hw[1]:
-            raise ValueError(f"shortcut source {tuple(src_shape)} does not cover {tuple(hw)} at stride {s}")
+            raise ValueError(f"{what} {tuple(src_shape)} does not cover {tuple(hw)} at stride {s}")
         if self.lo < 0 or self.lo + src_shape[1] > c_out:
-            raise ValueError(f"shortcut source channels {src_shape[1]} at offset {self.lo} exceed {c_out}")
+            raise ValueError(f"{what} channels {src_shape[1]} at offset {self.lo} exceed {c_out}")
 
     def gather(self, src: np.ndarray, c_out: int, hw: tuple[int, int]) -> np.ndarray:
         self.check(src.shape, c_out, hw)
@@ -125,7 +125,7 @@ def _check_source(op: str, name: str, src, sc: Shortcut, nchw: tuple, dtype) -> 
     if src.ndim != 4 or src.dtype != dtype or src.shape[0] != nchw[0]:
         raise ValueError(f"{op}: {name} must be {np.dtype(dtype).name} NCHW with the batch's {nchw[0]} samples, "
                          f"got {src.dtype}{src.shape}")
-    sc.check(src.shape, nchw[1], nchw[2:])
+    sc.check(src.shape, nchw[1], nchw[2:], f"{op}: {name}")
 
 
 def check_bn_act(y, a, b, shift, *, r=None, r_mult=0, shortcut: Shortcut = IDENTITY, samples=None) -> BlockArgs:
@@ -159,7 +159,8 @@ def check_bn_bwd_reduce(o, y, g_a, *, ma=1, g_b=None, mb=0, b_shortcut: Shortcut
         if g_b.dtype != np.int16 or g_b.ndim != 4 or g_b.shape[0] != o.shape[0]:
             raise ValueError(f"bn_bwd_reduce: g_b must be int16 NCHW with the batch's {o.shape[0]} samples, "
                              f"got {g_b.dtype}{g_b.shape}")
-        b_shortcut.check(o.shape, g_b.shape[1], g_b.shape[2:])    # o's geometry feeds g_b's block
+        # g_b is at the next block's geometry, which reads o through b_shortcut
+        b_shortcut.check(o.shape, g_b.shape[1], g_b.shape[2:], "bn_bwd_reduce: o (g_b's shortcut source)")
     idx = _sample_index(samples, o.shape[0])
     if r is not None:
         _check_source("bn_bwd_reduce", "r (the shortcut source)", r, r_shortcut, o.shape, np.uint8)
