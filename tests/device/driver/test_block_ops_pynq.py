@@ -264,6 +264,38 @@ def test_bad_registers_are_a_one_line_status(overlay, change, bit, why):
     assert overlay.device.engine.stats["bn_act"].calls == 1
 
 
+def test_bad_reduce_and_apply_registers_write_nothing(overlay):
+    n, c, h, w = 2, 3, 4, 4
+    shp = (n, c, h, w)
+    bufs = dict(b_y=pynq.allocate(shp, np.int8), b_o=pynq.allocate(shp, np.uint8), b_ga=pynq.allocate(shp, np.int16),
+                b_gb=pynq.allocate((n, 3, 3, 3), np.int16), b_gm=pynq.allocate(shp, np.int16),
+                b_sums=pynq.allocate((3 * c + 2 * n,), np.int64), samples=pynq.allocate((n,), np.int32))
+    bufs["samples"][:] = [1, 0]
+    bufs["b_gm"][:] = 77
+    regs = dict(b_r=0, n_samples=n, n=n, h=h, wd=w, co=c, b_flags=ki.BF_TWO_SOURCES, b_shift=1, b_m1=1, b_m2=1,
+                r_c=0, r_h=0, r_w=0, r_stride=0, r_lo=0, gb_c=3, gb_h=3, gb_w=3, gb_stride=2, gb_lo=0)
+    # o (4x4) at stride 2 covers 2x2, not g_b's 3x3
+    with pytest.raises(KernelError, match=r"^bn_bwd_reduce: e2t_engine returned status 0x1 \(shape, scalar"):
+        overlay.engine.bn_bwd_reduce(**regs, **bufs)
+    assert "does not cover (3, 3) at stride 2" in overlay.device.engine.last_error
+    bufs["b_gm"].invalidate()
+    assert (bufs["b_gm"] == 77).all()
+    overlay.engine.bn_bwd_reduce(**{**regs, **bufs, "gb_stride": 1})       # 4x4 covers 3x3 at stride 1
+    bufs["b_gm"].invalidate()
+    assert not (bufs["b_gm"] == 77).any()
+    gy = pynq.allocate(shp, np.int16)
+    gy[:] = 5
+    coef = pynq.allocate((3, c), np.int64)
+    app = dict(b_y=bufs["b_y"], b_gm=bufs["b_gm"], b_gy=gy, b_coef=coef, samples=bufs["samples"], n_samples=n,
+               n=n, h=h, wd=w, co=c)
+    with pytest.raises(KernelError, match="bn_bwd_apply: e2t_engine returned status 0x1 "):
+        overlay.engine.bn_bwd_apply(**app, b_shift=41)
+    with pytest.raises(KernelError, match="bn_bwd_apply: e2t_engine returned status 0x2 "):
+        overlay.engine.bn_bwd_apply(**{**app, "n_samples": 3}, b_shift=4)
+    gy.invalidate()
+    assert (gy == 5).all() and overlay.device.engine.stats["bn_bwd_apply"].calls == 0
+
+
 # -- accounting ----------------------------------------------------------------------------------
 def test_block_calls_are_priced_by_price_block(overlay, rng):
     be = overlay.backend()
