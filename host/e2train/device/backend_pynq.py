@@ -15,10 +15,10 @@ from functools import lru_cache
 import numpy as np
 import pynq
 
-from ..core import block_ops, call_price, kernel_args, perfmodel
+from ..core import call_price, kernel_args, perfmodel
 from ..core.block_ops import IDENTITY, Shortcut
 from ..core.fixedpoint import Dyadic
-from ..core.golden import PsgResult, check_stats_out
+from ..core.golden import PsgResult
 from ..core.shapes import ConvShape
 from . import kernel_iface as ki
 from .driver import DEFAULT_TIMEOUT_S
@@ -91,7 +91,7 @@ class PynqBackend:
         a = kernel_args.check_conv_fwd(x, w, bias, mult, stride=stride, pad=pad, relu=relu,
                                        samples=samples, out=out)
         shape, idx, out, bias = a.shape, a.idx, a.out, a.bias
-        check_stats_out(stats, shape.co)
+        kernel_args.check_stats_out(stats, shape.co)
         if idx.size == 0:
             self.skipped_calls["conv_fwd"] += 1
             if stats is not None:
@@ -148,7 +148,7 @@ class PynqBackend:
     def bn_act(self, y, a, b, shift: int, *, r=None, r_mult: int = 0, shortcut: Shortcut = IDENTITY,
                samples=None, relu: bool = True):
         y, r = np.asarray(y), None if r is None else np.asarray(r)
-        chk = block_ops.check_bn_act(y, a, b, shift, r=r, r_mult=r_mult, shortcut=shortcut, samples=samples)
+        chk = kernel_args.check_bn_act(y, a, b, shift, r=r, r_mult=r_mult, shortcut=shortcut, samples=samples)
         (n, c, h, w), idx = chk.nchw, chk.idx
         odt = np.uint8 if relu else np.int8
         if idx.size == 0 and r is None:
@@ -156,7 +156,7 @@ class PynqBackend:
             self.skipped_calls["bn_act"] += 1
             return np.zeros((n, c, h, w), odt), np.zeros((n, c), np.int64), np.zeros(n, np.int64)
         coef = self._buf("b_coef", (2, c), np.int64)
-        coef[0], coef[1] = chk.coef
+        coef[0], coef[1] = chk.a, chk.b
         o = self._buf("b_o", (n, c, h, w), odt)
         sums = self._buf("b_sums", (n * c + n,), np.int64)
         flags = (ki.BF_RELU if relu else 0) | (ki.BF_RESIDUAL if r is not None else 0)
@@ -171,8 +171,8 @@ class PynqBackend:
                       shift: int = 0, r=None, r_shortcut: Shortcut = IDENTITY, samples=None):
         o, y, g_a = np.asarray(o), np.asarray(y), np.asarray(g_a)
         g_b, r = (None if v is None else np.asarray(v) for v in (g_b, r))
-        chk = block_ops.check_bn_bwd_reduce(o, y, g_a, ma=ma, g_b=g_b, mb=mb, b_shortcut=b_shortcut, shift=shift,
-                                            r=r, r_shortcut=r_shortcut, samples=samples)
+        chk = kernel_args.check_bn_bwd_reduce(o, y, g_a, ma=ma, g_b=g_b, mb=mb, b_shortcut=b_shortcut, shift=shift,
+                                              r=r, r_shortcut=r_shortcut, samples=samples)
         (n, c, h, w), idx = chk.nchw, chk.idx
         # g_m and the gate sums cover every sample whatever the list: the call always runs
         g_m = self._buf("b_gm", (n, c, h, w), np.int16)
@@ -189,14 +189,14 @@ class PynqBackend:
 
     def bn_bwd_apply(self, g_m, y, p, q, t, shift: int, *, samples=None) -> np.ndarray:
         g_m, y = np.asarray(g_m), np.asarray(y)
-        chk = block_ops.check_bn_bwd_apply(g_m, y, p, q, t, shift, samples=samples)
+        chk = kernel_args.check_bn_bwd_apply(g_m, y, p, q, t, shift, samples=samples)
         (n, c, h, w), idx = chk.nchw, chk.idx
         out = np.zeros((n, c, h, w), np.int16)
         if idx.size == 0:
             self.skipped_calls["bn_bwd_apply"] += 1
             return out
         coef = self._buf("b_coef", (3, c), np.int64)
-        coef[0], coef[1], coef[2] = chk.coef
+        coef[0], coef[1], coef[2] = chk.p, chk.q, chk.t
         g_y = self._buf("b_gy", (n, c, h, w), np.int16)
         self._run_block("bn_bwd_apply", chk.nchw, idx.size, {},
                         b_y=self._put("b_y", y), b_gm=self._put("b_gm", g_m), b_gy=g_y, b_coef=coef,

@@ -52,10 +52,10 @@ import pynq
 from pynq.buffer import PynqBuffer
 
 from ..core import energy as _energy
-from ..core import call_price, golden, perfmodel
-from ..core.block_ops import MAX_BLOCK_SHIFT, MULT_LIMIT, Shortcut
+from ..core import call_price, golden, kernel_args, perfmodel
+from ..core.block_ops import Shortcut
 from ..core.fixedpoint import Dyadic
-from ..core.shapes import MAX_BATCH, MAX_DIM, ConvShape
+from ..core.shapes import ConvShape
 from ..core.work import Work
 from . import kernel_iface as ki
 
@@ -432,22 +432,19 @@ class SimDevice(pynq.Device):
         ``_run_kernel`` does, the shape being the block tensor's (n, c, h, w) and the extra
         the flags that ``call_price.price_block`` prices."""
         g = k.arg
-        n, c, h, w = g("n"), g("co"), g("h"), g("wd")
         flags, shift = g("b_flags"), g("b_shift")
 
         def refuse(status: int, why: str):
             k.last_error = why
             return status, None, 0, {}
 
-        if not (1 <= n <= MAX_BATCH and 1 <= min(c, h, w) and max(c, h, w) <= MAX_DIM):
-            return refuse(1, f"{name}: block tensor (n, co, h, wd) = {(n, c, h, w)} outside 1..{MAX_BATCH} x "
-                             f"1..{MAX_DIM}^3")
-        if not 0 <= shift <= MAX_BLOCK_SHIFT:
-            return refuse(1, f"{name}: b_shift {shift} outside 0..{MAX_BLOCK_SHIFT}")
-        mults = {"bn_act": ("b_m1",), "bn_bwd_reduce": ("b_m1", "b_m2"), "bn_bwd_apply": ()}[name]
-        for m in mults:          # only the registers the op reads (the driver writes the others 0)
-            if abs(g(m)) >= MULT_LIMIT:
-                return refuse(1, f"{name}: multiplier {m} = {g(m)} reaches 2^24")
+        # the tensor before anything is read (its extent sizes the reads); the shift, the
+        # multipliers and the shortcut geometry are checked by the op's argument check
+        # (core.kernel_args, the one copy every back-end runs), a refusal there is status 1
+        try:
+            n, c, h, w = kernel_args.check_block_shape(name, (g("n"), g("co"), g("h"), g("wd")))
+        except ValueError as e:
+            return refuse(1, str(e))
         ns = g("n_samples")
         if not 0 <= ns <= n:
             return refuse(2, f"n_samples {ns} outside [0, {n}]")
@@ -459,11 +456,9 @@ class SimDevice(pynq.Device):
         arr = lambda arg, shp, dt: self._ddr_array(g(arg), shp, dt, f"{name}.{arg}")  # noqa: E731
 
         def source(ptr: str, pre: str):
-            """A tensor read through a shortcut: (array, Shortcut), geometry registers checked."""
+            """A tensor read through a shortcut: (array, Shortcut), its extent checked first."""
             sc = Shortcut(g(f"{pre}_stride"), g(f"{pre}_lo"))
-            shp = (n, g(f"{pre}_c"), g(f"{pre}_h"), g(f"{pre}_w"))
-            if min(shp[1:]) < 1 or max(shp[1:]) > MAX_DIM:
-                raise ValueError(f"{name}: {ptr} geometry {shp[1:]} outside 1..{MAX_DIM}")
+            shp = kernel_args.check_block_shape(f"{name}.{ptr}", (n, g(f"{pre}_c"), g(f"{pre}_h"), g(f"{pre}_w")))
             dt = np.uint8 if ptr == "b_r" else np.int16
             return arr(ptr, shp, dt), sc
 

@@ -239,9 +239,9 @@ def _raw_bn_act(n=2, c=3, h=2, w=2):
 
 
 @pytest.mark.parametrize("change, bit, why", [
-    (dict(b_shift=41), 1, "b_shift 41 outside 0..40"),
+    (dict(b_shift=41), 1, "shift 41 outside 0..40"),
     (dict(b_m1=1 << 24), 1, "reaches 2^24"),
-    (dict(co=0), 1, "block tensor"),
+    (dict(co=0), 1, "outside the block unit's limits"),
     (dict(n_samples=3), 2, "n_samples 3 outside"),
     (dict(b_flags=ki.BF_RELU | ki.BF_RESIDUAL, r_c=3, r_h=1, r_w=2, r_stride=1), 1, "does not cover"),
     (dict(b_flags=ki.BF_RELU | ki.BF_RESIDUAL, r_c=2, r_h=2, r_w=2, r_stride=1, r_lo=2), 1, "exceed 3"),
