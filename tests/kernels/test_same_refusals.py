@@ -1,7 +1,7 @@
 """The three back-ends (golden, C simulation, PYNQ over the simulated board) refuse the same
 bad calls with the same exception and the same message: they share one argument check
-(e2train.core.kernel_args for the conv passes, core.block_ops' check_* for the block
-operations), and this holds them to it."""
+(e2train.core.kernel_args, the conv passes' and the block operations'), and this holds them
+to it."""
 from __future__ import annotations
 
 from pathlib import Path
