@@ -17,7 +17,8 @@
 module kernel_axi_top #(
     parameter integer ROWS = 2,
     parameter integer COLS = 3,
-    parameter integer N_ARGS = 30,            // kernel_iface.E2T_ENGINE: op, 12 pointers, 17 scalars
+    parameter integer N_ARGS = 53,            // kernel_iface.E2T_ENGINE 2.1: op, 12 pointers, 17 scalars, 9 block
+                                              // pointers, 14 block scalars (map 448 bytes)
     parameter integer CTRL_ADDR_WIDTH = 9,
     parameter integer FIRST_ARG = 24
 ) (

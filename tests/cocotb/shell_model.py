@@ -30,7 +30,8 @@ the C++ writes saturated codes).
 Generic over ``kernel_iface.KernelIface``: the argument words are decoded from the iface's
 argument order and offsets, and the pass is chosen by the ``op`` argument
 (``kernel_iface.PASS_BY_OP``; ``PASSES`` here: the passes this model implements, forward and
-input gradient; the weight-gradient pass is not modelled and a call of it fails the bench).
+input gradient; the weight-gradient pass, the block operations (ops 3..5, HLS only) and
+conv_fwd's BN sums are not modelled and a call of any of them fails the bench).
 """
 from __future__ import annotations
 
@@ -196,6 +197,8 @@ class ShellModel:
 
     # --- the passes ---------------------------------------------------------------------------
     async def conv_fwd(self, a: dict) -> int:
+        if a["b_flags"] & ki.BF_BN_SUMS:
+            raise NotImplementedError("the shell model does not accumulate conv_fwd's BN sums (b_flags BF_BN_SUMS)")
         shape, samples = await self.checked(a)
         xdt = np.uint8 if a["x_unsigned"] else np.int8
         fmt = UINT8 if a["relu"] else INT8

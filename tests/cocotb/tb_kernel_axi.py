@@ -246,16 +246,16 @@ async def driver_status_word(dut):
         assert f"status {bit:#x}" in msg and ki.STATUS_BITS[bit] in msg, f"{what}: {msg}"
         assert shell.engine_calls == 0, f"{what}: the kernel ran the engine"
         dut._log.info(f"{what}: {msg}")
-    def no_such_op():      # op 3: no pass; the driver's pass methods never write it
+    def no_such_op():      # op 6: no pass; the driver's pass methods never write it
         args = {a.name: 0 for a in IFACE.args}
-        args.update(op=3, n=2, ci=2, h=4, wd=4, co=2, k=3, stride=1, pad=1)
+        args.update(op=6, n=2, ci=2, h=4, wd=4, co=2, k=3, stride=1, pad=1)
         try:
             drv.execute(**args)
         except KernelError as e:
             return str(e)
         return None
     msg = await bridge(no_such_op)()
-    assert msg is not None and "status 0x1" in msg and shell.engine_calls == 0, f"op 3: {msg}"
+    assert msg is not None and "status 0x1" in msg and shell.engine_calls == 0, f"op 6: {msg}"
     got = await bridge(_run_fwd)(drv, x, w, bias, y0, np.array([0, 1], np.int32), shape, True, False, mult)
     want = golden.conv_fwd(x, w, bias, mult, stride=1, pad=1, samples=np.array([0, 1]), out=y0.copy())
     assert np.array_equal(got, want), "a valid call after refused ones is wrong"

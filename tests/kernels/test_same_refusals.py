@@ -1,6 +1,7 @@
 """The three back-ends (golden, C simulation, PYNQ over the simulated board) refuse the same
 bad calls with the same exception and the same message: they share one argument check
-(e2train.core.kernel_args), and this holds them to it."""
+(e2train.core.kernel_args, the conv passes' and the block operations'), and this holds them
+to it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from e2train.core import golden
+from e2train.core.block_ops import Shortcut
 from e2train.core.fixedpoint import Dyadic, beta_to_fixed
 
 SIM_MANIFEST = Path(__file__).resolve().parents[2] / "bitstreams" / "sim"
@@ -113,6 +115,83 @@ BAD = {
 }
 
 
+# the block operations (core.block_ops' checks): a (2, 4, 5, 5) block after the conv above
+def _blk(t):
+    rng = np.random.default_rng(1)
+    shp = (2, 4, 5, 5)
+    return dict(y=rng.integers(-128, 128, shp).astype(np.int8), o=rng.integers(0, 256, shp).astype(np.uint8),
+                g=t["g"], c=np.ones(4, np.int64), r=rng.integers(0, 256, (2, 2, 10, 10)).astype(np.uint8),
+                gb=rng.integers(-99, 99, (2, 8, 3, 3)).astype(np.int16))
+
+
+def _act(t, **kw):
+    b = _blk(t)
+    args = dict(y=b["y"], a=b["c"], b=b["c"], shift=8)
+    opts = dict(r=b["r"], r_mult=3, shortcut=Shortcut(2, 1), samples=None, relu=True)
+    for k, v in kw.items():
+        (args if k in args else opts)[k] = v
+    return "bn_act", tuple(args.values()), opts
+
+
+def _red(t, **kw):
+    b = _blk(t)
+    args = dict(o=b["o"], y=b["y"], g_a=b["g"])
+    opts = dict(ma=2, g_b=b["gb"], mb=3, b_shortcut=Shortcut(2, 3), shift=1, r=b["r"], r_shortcut=Shortcut(2, 2),
+                samples=None)
+    for k, v in kw.items():
+        (args if k in args else opts)[k] = v
+    return "bn_bwd_reduce", tuple(args.values()), opts
+
+
+def _app(tensors, **kw):
+    b = _blk(tensors)
+    args = dict(g_m=b["g"], y=b["y"], p=b["c"], q=b["c"], t=b["c"], shift=4)
+    opts = dict(samples=None)
+    for k, v in kw.items():
+        (args if k in args else opts)[k] = v
+    return "bn_bwd_apply", tuple(args.values()), opts
+
+
+BLOCK_BAD = {
+    "act y uint8": lambda t: _act(t, y=_blk(t)["o"]),
+    "act y 3-D": lambda t: _act(t, y=_blk(t)["y"][0]),
+    "act a length": lambda t: _act(t, a=np.ones(3, np.int64)),
+    "act a at 2^24": lambda t: _act(t, a=np.full(4, 1 << 24)),
+    "act b at 2^44": lambda t: _act(t, b=np.full(4, -(1 << 44))),
+    "act r_mult at 2^24": lambda t: _act(t, r_mult=1 << 24),
+    "act shift 41": lambda t: _act(t, shift=41),
+    "act shift negative": lambda t: _act(t, shift=-1),
+    "act samples range": lambda t: _act(t, samples=[2]),
+    "act samples repeated": lambda t: _act(t, samples=[1, 1]),
+    "act r int8": lambda t: _act(t, r=_blk(t)["r"].view(np.int8)),
+    "act r batch": lambda t: _act(t, r=_blk(t)["r"][:1]),
+    "act r does not cover": lambda t: _act(t, r=_blk(t)["r"][:, :, :8]),
+    "act r channels past c": lambda t: _act(t, shortcut=Shortcut(2, 3)),
+    "act stride 0": lambda t: _act(t, shortcut=Shortcut(0, 1)),
+    "act bad on empty list": lambda t: _act(t, shift=41, samples=[]),
+    "red o int8": lambda t: _red(t, o=_blk(t)["y"]),
+    "red y shape": lambda t: _red(t, y=_blk(t)["y"][:, :3]),
+    "red g_a int32": lambda t: _red(t, g_a=t["g"].astype(np.int32)),
+    "red ma at 2^24": lambda t: _red(t, ma=-(1 << 24)),
+    "red mb at 2^24": lambda t: _red(t, mb=1 << 24),
+    "red g_b int8": lambda t: _red(t, g_b=_blk(t)["gb"].astype(np.int8)),
+    "red g_b 3-D": lambda t: _red(t, g_b=_blk(t)["gb"][0]),
+    "red g_b too small": lambda t: _red(t, g_b=_blk(t)["gb"][:, :6]),
+    "red g_b not covered at stride 3": lambda t: _red(t, b_shortcut=Shortcut(3, 3)),
+    "red r channels past c": lambda t: _red(t, r_shortcut=Shortcut(1, 3)),
+    "red samples range": lambda t: _red(t, samples=[-1]),
+    "red shift 41": lambda t: _red(t, shift=41, samples=[]),
+    "app g_m int8": lambda t: _app(t, g_m=_blk(t)["y"]),
+    "app y shape": lambda t: _app(t, y=_blk(t)["y"][:1]),
+    "app p length": lambda t: _app(t, p=np.ones(5, np.int64)),
+    "app q at 2^24": lambda t: _app(t, q=np.full(4, 1 << 24)),
+    "app t at 2^44": lambda t: _app(t, t=np.full(4, 1 << 44)),
+    "app shift 41": lambda t: _app(t, shift=41),
+    "app samples repeated on": lambda t: _app(t, samples=[0, 0]),
+    "app bad on empty list": lambda t: _app(t, p=np.full(4, 1 << 24), samples=[]),
+}
+
+
 def _refusal(be, call):
     name, args, opts = call
     with pytest.raises(Exception) as e:
@@ -125,6 +204,28 @@ def test_three_backends_refuse_alike(backends, t, case):
     got = {name: _refusal(be, BAD[case](t)) for name, be in backends.items()}
     assert issubclass(got["golden"][0], (TypeError, ValueError)), got    # ShapeError is a ValueError
     assert got["csim"] == got["golden"] and got["pynq"] == got["golden"], got
+
+
+@pytest.mark.parametrize("case", list(BLOCK_BAD))
+def test_block_ops_refuse_alike(backends, t, case):
+    """The block operations: golden and the PYNQ back-end (and the C simulation once it has
+    them) refuse alike, with one line, before anything runs."""
+    have = {k: be for k, be in backends.items() if hasattr(be, BLOCK_BAD[case](t)[0])}
+    assert {"golden", "pynq"} <= set(have)
+    got = {name: _refusal(be, BLOCK_BAD[case](t)) for name, be in have.items()}
+    assert issubclass(got["golden"][0], ValueError) and "\n" not in got["golden"][1], got   # ShapeError too
+    assert all(g == got["golden"] for g in got.values()), got
+
+
+@pytest.mark.parametrize("make", [_act, _red, _app, lambda t: _act(t, samples=[], r=None),
+                                  lambda t: _red(t, g_b=None, r=None, samples=[1])])
+def test_the_unbroken_block_calls_are_accepted_and_agree(backends, t, make):
+    name, args, opts = make(t)
+    res = [getattr(be, name)(*args, **opts) for be in backends.values() if hasattr(be, name)]
+    assert len(res) >= 2
+    for r in res[1:]:
+        for a, b in zip(r if isinstance(r, tuple) else (r,), res[0] if isinstance(res[0], tuple) else (res[0],)):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("make", [_fwd, lambda t: _fwd(t, relu=False, bias=None), _bwd, _psg,

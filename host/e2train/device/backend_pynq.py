@@ -1,6 +1,7 @@
-"""The conv backend over the PYNQ driver: the three kernel functions of ``core.golden``,
-with the same signatures and results, computed by the fabric's one IP, each a pass of
-e2t_engine (or by the simulated board).
+"""The conv backend over the PYNQ driver: the kernel functions of ``core.golden`` (the three
+conv passes, conv_fwd's BN sums, and the block operations ``bn_act``, ``bn_bwd_reduce``,
+``bn_bwd_apply``), with the same signatures and results, computed by the fabric's one IP, each
+an op of e2t_engine (or by the simulated board).
 
 Each call copies the arrays into pynq buffers, lets the driver flush, start, wait and
 invalidate, and copies the results out. Buffers are kept per role and grown when a larger
@@ -15,6 +16,7 @@ import numpy as np
 import pynq
 
 from ..core import call_price, kernel_args, perfmodel
+from ..core.block_ops import IDENTITY, Shortcut
 from ..core.fixedpoint import Dyadic
 from ..core.golden import PsgResult
 from ..core.shapes import ConvShape
@@ -74,27 +76,39 @@ class PynqBackend:
         self.wait_s += self.engine.run_pass(kernel, timeout_s=timeout, **args)
         self.calls[kernel] += 1
 
+    def _run_block(self, op: str, nchw: tuple, n_listed: int, price_kw: dict, **args) -> None:
+        timeout = self.timeout_s if self.timeout_s is not None else _auto_block_timeout(op, nchw, n_listed,
+                                                                                       **price_kw)
+        self.wait_s += self.engine.run_pass(op, timeout_s=timeout, **args)
+        self.calls[op] += 1
+
     def close(self) -> None:
         self._bufs.clear()
 
     # --- the backend interface --------------------------------------------------------
     def conv_fwd(self, x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: bool = False,
-                 samples=None, out: np.ndarray | None = None) -> np.ndarray:
+                 samples=None, out: np.ndarray | None = None, stats: np.ndarray | None = None) -> np.ndarray:
         a = kernel_args.check_conv_fwd(x, w, bias, mult, stride=stride, pad=pad, relu=relu,
                                        samples=samples, out=out)
         shape, idx, out, bias = a.shape, a.idx, a.out, a.bias
+        kernel_args.check_stats_out(stats, shape.co)
         if idx.size == 0:
             self.skipped_calls["conv_fwd"] += 1
+            if stats is not None:
+                stats[...] = 0     # sums over no sample
             return out
         sbuf = self._samples(idx)
         y = self._buf("y", shape.y_shape, a.fmt.dtype)
+        sums = self._buf("stats", (shape.co, 2), np.int64) if stats is not None else 0
         self._run("conv_fwd", shape,
                   x=self._put("x", x), w=self._put("w", w),
                   bias=self._put("bias", bias) if bias is not None else self._buf("bias", (1,), np.int32),
-                  y=y, samples=sbuf, n_samples=idx.size, **_shape_args(shape),
+                  y=y, stats=sums, samples=sbuf, n_samples=idx.size, **_shape_args(shape),
                   x_unsigned=int(x.dtype == np.uint8), has_bias=int(bias is not None), relu=int(bool(relu)),
-                  **_mult(a.mult))
+                  **_mult(a.mult), b_flags=ki.BF_BN_SUMS if stats is not None else 0)
         out[idx] = y[idx]          # the kernel wrote only the listed samples
+        if stats is not None:
+            stats[...] = sums
         return out
 
     def conv_bwd_data(self, g_y, w, mult: Dyadic, *, in_hw: tuple[int, int], stride: int = 1, pad: int = 0,
@@ -129,6 +143,83 @@ class PynqBackend:
                   x_unsigned=int(x.dtype == np.uint8), beta_q=int(beta_q), lr_q=int(lr_q), wd_q=int(wd_q))
         return PsgResult(np.array(wm), np.array(sign), np.array(pred) != 0,
                          int(stats[ki.STAT_GMSB_ABSMAX]))
+
+    # --- the block operations (core.block_ops; docs/fixed-point.md section 9) ------------------
+    def bn_act(self, y, a, b, shift: int, *, r=None, r_mult: int = 0, shortcut: Shortcut = IDENTITY,
+               samples=None, relu: bool = True):
+        y, r = np.asarray(y), None if r is None else np.asarray(r)
+        chk = kernel_args.check_bn_act(y, a, b, shift, r=r, r_mult=r_mult, shortcut=shortcut, samples=samples)
+        (n, c, h, w), idx = chk.nchw, chk.idx
+        odt = np.uint8 if relu else np.int8
+        if idx.size == 0 and r is None:
+            # no sample listed and no shortcut: every output is shift_round(0) = 0; nothing to run
+            self.skipped_calls["bn_act"] += 1
+            return np.zeros((n, c, h, w), odt), np.zeros((n, c), np.int64), np.zeros(n, np.int64)
+        coef = self._buf("b_coef", (2, c), np.int64)
+        coef[0], coef[1] = chk.a, chk.b
+        o = self._buf("b_o", (n, c, h, w), odt)
+        sums = self._buf("b_sums", (n * c + n,), np.int64)
+        flags = (ki.BF_RELU if relu else 0) | (ki.BF_RESIDUAL if r is not None else 0)
+        self._run_block("bn_act", chk.nchw, idx.size, dict(residual=r is not None),
+                        b_y=self._put("b_y", y), b_o=o, b_coef=coef, b_sums=sums,
+                        **_source_args("b_r", "r", self._put("b_r", r) if r is not None else None, shortcut),
+                        samples=self._samples(idx), n_samples=idx.size, n=n, h=h, wd=w, co=c,
+                        b_flags=flags, b_shift=int(shift), b_m1=int(r_mult))
+        return np.array(o), np.array(sums[: n * c]).reshape(n, c), np.array(sums[n * c:])
+
+    def bn_bwd_reduce(self, o, y, g_a, *, ma: int = 1, g_b=None, mb: int = 0, b_shortcut: Shortcut = IDENTITY,
+                      shift: int = 0, r=None, r_shortcut: Shortcut = IDENTITY, samples=None):
+        o, y, g_a = np.asarray(o), np.asarray(y), np.asarray(g_a)
+        g_b, r = (None if v is None else np.asarray(v) for v in (g_b, r))
+        chk = kernel_args.check_bn_bwd_reduce(o, y, g_a, ma=ma, g_b=g_b, mb=mb, b_shortcut=b_shortcut, shift=shift,
+                                              r=r, r_shortcut=r_shortcut, samples=samples)
+        (n, c, h, w), idx = chk.nchw, chk.idx
+        # g_m and the gate sums cover every sample whatever the list: the call always runs
+        g_m = self._buf("b_gm", (n, c, h, w), np.int16)
+        sums = self._buf("b_sums", (3 * c + 2 * n,), np.int64)
+        flags = (ki.BF_RESIDUAL if r is not None else 0) | (ki.BF_TWO_SOURCES if g_b is not None else 0)
+        self._run_block("bn_bwd_reduce", chk.nchw, idx.size, dict(two_sources=g_b is not None, gate=r is not None),
+                        b_y=self._put("b_y", y), b_o=self._put("b_o", o), b_ga=self._put("b_ga", g_a),
+                        **_source_args("b_r", "r", self._put("b_r", r) if r is not None else None, r_shortcut),
+                        **_source_args("b_gb", "gb", self._put("b_gb", g_b) if g_b is not None else None,
+                                       b_shortcut),
+                        b_gm=g_m, b_sums=sums, samples=self._samples(idx), n_samples=idx.size, n=n, h=h, wd=w,
+                        co=c, b_flags=flags, b_shift=int(shift), b_m1=int(ma), b_m2=int(mb))
+        return np.array(g_m), np.array(sums[: 3 * c]).reshape(c, 3), np.array(sums[3 * c:]).reshape(n, 2)
+
+    def bn_bwd_apply(self, g_m, y, p, q, t, shift: int, *, samples=None) -> np.ndarray:
+        g_m, y = np.asarray(g_m), np.asarray(y)
+        chk = kernel_args.check_bn_bwd_apply(g_m, y, p, q, t, shift, samples=samples)
+        (n, c, h, w), idx = chk.nchw, chk.idx
+        out = np.zeros((n, c, h, w), np.int16)
+        if idx.size == 0:
+            self.skipped_calls["bn_bwd_apply"] += 1
+            return out
+        coef = self._buf("b_coef", (3, c), np.int64)
+        coef[0], coef[1], coef[2] = chk.p, chk.q, chk.t
+        g_y = self._buf("b_gy", (n, c, h, w), np.int16)
+        self._run_block("bn_bwd_apply", chk.nchw, idx.size, {},
+                        b_y=self._put("b_y", y), b_gm=self._put("b_gm", g_m), b_gy=g_y, b_coef=coef,
+                        samples=self._samples(idx), n_samples=idx.size, n=n, h=h, wd=w, co=c, b_shift=int(shift))
+        out[idx] = g_y[idx]        # the kernel writes the listed samples only
+        return out
+
+
+def _source_args(ptr: str, prefix: str, buf, sc: Shortcut) -> dict:
+    """A tensor read through an option-A shortcut (b_r, b_gb): its pointer and geometry
+    registers, all 0 when there is none (its flag is off and the kernel reads none of them)."""
+    if buf is None:
+        return {ptr: 0, f"{prefix}_c": 0, f"{prefix}_h": 0, f"{prefix}_w": 0, f"{prefix}_stride": 0,
+                f"{prefix}_lo": 0}
+    return {ptr: buf, f"{prefix}_c": buf.shape[1], f"{prefix}_h": buf.shape[2], f"{prefix}_w": buf.shape[3],
+            f"{prefix}_stride": int(sc.stride), f"{prefix}_lo": int(sc.lo)}
+
+
+@lru_cache(maxsize=256)
+def _auto_block_timeout(op: str, nchw: tuple, n_listed: int, **kw) -> float:
+    """As ``_auto_timeout``, from the block call's price."""
+    modelled = call_price.price_block(op, nchw, n_listed, **kw)[1] / perfmodel.CLOCK_HZ
+    return max(DEFAULT_TIMEOUT_S, TIMEOUT_MARGIN * modelled)
 
 
 @lru_cache(maxsize=256)

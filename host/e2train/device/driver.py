@@ -2,9 +2,10 @@
 
 One ``pynq.DefaultIP`` subclass, bound by VLNV, so that ``pynq.Overlay`` picks it for the IP
 on a real board; the simulated board builds the same class from a description dict. Every
-register offset comes from ``kernel_iface``. The three passes are three methods
-(``conv_fwd``, ``conv_bwd_data``, ``conv_bwd_weight_psg``): each writes ``op`` and its pass's
-arguments, and 0 in every argument its pass does not read.
+register offset comes from ``kernel_iface``. Each op is one method (the conv passes
+``conv_fwd``, ``conv_bwd_data``, ``conv_bwd_weight_psg``; the block operations ``bn_act``,
+``bn_bwd_reduce``, ``bn_bwd_apply``): each writes ``op`` and its pass's arguments
+(``kernel_iface.PASSES``), and 0 in every argument its pass does not read.
 
 A call: write every argument register, flush the inputs out of the ARM caches, set
 ap_start, poll CTRL until the kernel reports done (or a timeout says it never will), and
@@ -188,14 +189,29 @@ class EngineDriver(KernelDriver):
         self.pass_calls[name] += 1
         return waited
 
-    def conv_fwd(self, timeout_s: float | None = None, **args: Any) -> float:
-        return self.run_pass("conv_fwd", timeout_s, **args)
+    def conv_fwd(self, timeout_s: float | None = None, *, stats: Any = 0, b_flags: int = 0, **args: Any) -> float:
+        """The forward pass. BN's batch sums are off unless asked: ``b_flags`` with
+        ``BF_BN_SUMS`` and ``stats`` an int64[co][2] buffer the output stage fills."""
+        if bool(int(b_flags) & ki.BF_BN_SUMS) != (not isinstance(stats, (int, np.integer)) or stats != 0):
+            raise KernelError("conv_fwd: b_flags' BF_BN_SUMS bit and a stats buffer go together (the output stage "
+                              "writes BN's sums to stats): pass both or neither")
+        return self.run_pass("conv_fwd", timeout_s, stats=stats, b_flags=b_flags, **args)
 
     def conv_bwd_data(self, timeout_s: float | None = None, **args: Any) -> float:
         return self.run_pass("conv_bwd_data", timeout_s, **args)
 
     def conv_bwd_weight_psg(self, timeout_s: float | None = None, **args: Any) -> float:
         return self.run_pass("conv_bwd_weight_psg", timeout_s, **args)
+
+    # the block operations (docs/fixed-point.md section 9): the block tensor is (n, co, h, wd)
+    def bn_act(self, timeout_s: float | None = None, **args: Any) -> float:
+        return self.run_pass("bn_act", timeout_s, **args)
+
+    def bn_bwd_reduce(self, timeout_s: float | None = None, **args: Any) -> float:
+        return self.run_pass("bn_bwd_reduce", timeout_s, **args)
+
+    def bn_bwd_apply(self, timeout_s: float | None = None, **args: Any) -> float:
+        return self.run_pass("bn_bwd_apply", timeout_s, **args)
 
 
 DRIVERS: dict[str, type[KernelDriver]] = {EngineDriver.IFACE.name: EngineDriver}

@@ -7,16 +7,19 @@ returning ``PynqBuffer``, ``DefaultIP`` subclasses. What is simulated sits behin
   buffers: the ARM reads and writes a CPU view; ``flush()`` copies a range to the DDR
   the kernels see, ``invalidate()`` copies it back. A driver that forgets either reads
   stale data here as it would on a board.
-* **The IP's register file** (``kernel_iface.E2T_ENGINE``, one IP for the three passes):
-  CTRL with ap_start / ap_done (clear on read) / ap_idle / ap_ready, interrupt registers,
-  ap_return, argument registers. Writing ap_start decodes ``op`` and runs that pass's C
-  simulation (``core.csim``; ``core.golden`` where asked or where the C-sim library is not
-  built) on the DDR at the addresses in the registers, synchronously, then reports done.
+* **The IP's register file** (``kernel_iface.E2T_ENGINE``, one IP for the conv passes and the
+  block operations): CTRL with ap_start / ap_done (clear on read) / ap_idle / ap_ready,
+  interrupt registers, ap_return, argument registers. Writing ap_start decodes ``op`` and runs
+  that op's C simulation (``core.csim``; ``core.golden`` where asked, where the C-sim library
+  is not built, or for an op the library does not have yet) on the DDR at the addresses in
+  the registers, synchronously, then reports done. Registers the kernel would refuse come
+  back as its status bits (ap_return), with nothing written.
 * **Time and energy, modelled.** Each call advances a modelled clock by the training engine's
-  cycles for the call (``core.call_price``: its shape, its sample list and, for the weight
-  gradient, the decisions the kernel made) at the fabric clock, and modelled dynamic energy by
-  the energy model's price of the call's work (``core.energy``). Only the samples in the list
-  are counted: skipped samples cost nothing.
+  cycles for the call (``core.call_price``: ``price_call`` for a conv pass, from its shape, its
+  sample list and, for the weight gradient, the decisions the kernel made; ``price_block`` for
+  a block operation, from its tensor, its sample list and its b_flags) at the fabric clock, and
+  modelled dynamic energy by the energy model's price of the call's work (``core.energy``).
+  Only the samples in the list are counted: skipped samples cost nothing.
 
 Modelled activity over wall-clock time (what a simulated power meter reads)
 --------------------------------------------------------------------------
@@ -37,6 +40,7 @@ that its integral is exact however short the calls are.
 from __future__ import annotations
 
 import bisect
+import inspect
 import threading
 import time
 import warnings
@@ -48,7 +52,8 @@ import pynq
 from pynq.buffer import PynqBuffer
 
 from ..core import energy as _energy
-from ..core import call_price, golden, perfmodel
+from ..core import call_price, golden, kernel_args, perfmodel
+from ..core.block_ops import Shortcut
 from ..core.fixedpoint import Dyadic
 from ..core.shapes import ConvShape
 from ..core.work import Work
@@ -215,6 +220,14 @@ class SimDevice(pynq.Device):
         self.name = "e2train simulated board"
         self.capabilities = {"MEMORY_MAPPED": True, "REGISTER_RW": False, "CALLABLE": False}
         self.impl_name, self.impl = _kernel_impl(impl)
+        # the block operations and conv_fwd's BN sums: from the same implementation where it
+        # has them, else from the golden models (the C simulation may not have them yet)
+        self.block_impl = self.impl if all(hasattr(self.impl, op) for op in call_price.BLOCK_OPS) else golden
+        self.block_impl_name = self.impl_name if self.block_impl is self.impl else "golden"
+        if self.block_impl_name != self.impl_name:
+            warnings.warn(f"simulated board: the {self.impl_name} kernels have no block operations; running "
+                          f"golden's (rebuild the C simulation with `make csim`)", RuntimeWarning, stacklevel=2)
+        self._fwd_stats = "stats" in inspect.signature(self.impl.conv_fwd).parameters
         self._cpu = np.zeros(ddr_bytes, np.uint8)     # what the ARM sees through its caches
         self._ddr = np.zeros(ddr_bytes, np.uint8)     # what the fabric sees
         self._free: list[tuple[int, int]] = [(0, ddr_bytes)]   # (offset, size), sorted
@@ -335,6 +348,8 @@ class SimDevice(pynq.Device):
             k.last_error = f"op {g('op')} is none of the passes {sorted(ki.PASS_BY_OP)}"
             return 1, None, 0, {}
         name = k.pass_name = p.name
+        if name in call_price.BLOCK_OPS:
+            return self._run_block_op(k, name)
         try:
             shape = ConvShape(g("n"), g("ci"), g("h"), g("wd"), g("co"), g("k"), g("stride"), g("pad"))
         except ValueError as e:
@@ -359,8 +374,14 @@ class SimDevice(pynq.Device):
                 w = arr("w", shape.w_shape, np.int8)
                 bias = arr("bias", (shape.co,), np.int32) if g("has_bias") else None
                 y = arr("y", shape.y_shape, ydt)
-                self.impl.conv_fwd(x, w, bias, Dyadic(g("mult_m"), g("mult_s")), stride=shape.stride,
-                                   pad=shape.pad, relu=bool(g("relu")), samples=samples, out=y)
+                sums = arr("stats", (shape.co, 2), np.int64) if g("b_flags") & ki.BF_BN_SUMS else None
+                kw = dict(stride=shape.stride, pad=shape.pad, relu=bool(g("relu")), samples=samples, out=y)
+                st = np.zeros((shape.co, 2), np.int64)
+                if sums is not None and self._fwd_stats:
+                    kw["stats"] = st
+                self.impl.conv_fwd(x, w, bias, Dyadic(g("mult_m"), g("mult_s")), **kw)
+                if sums is not None:      # the output stage's sums (golden's definition where impl has none)
+                    sums[...] = st if self._fwd_stats else golden.conv_fwd_stats(y, samples)
             elif name == "conv_bwd_data":
                 gy = arr("g_y", shape.y_shape, np.int16)
                 w = arr("w", shape.w_shape, np.int8)
@@ -405,10 +426,92 @@ class SimDevice(pynq.Device):
         k.last_error = None
         return ki.E2T_OK, shape, int(ns), perf_kw
 
-    def _account(self, k: SimKernel, shape: ConvShape, n_active: int, perf_kw: dict,
+    def _run_block_op(self, k: SimKernel, name: str):
+        """Ops 3..5 (``kernel_iface.PASSES``): decode the block tensor (n, co, h, wd), the sample
+        list, b_flags and the shortcut geometries, run the op on DDR. Returns what
+        ``_run_kernel`` does, the shape being the block tensor's (n, c, h, w) and the extra
+        the flags that ``call_price.price_block`` prices."""
+        g = k.arg
+        flags, shift = g("b_flags"), g("b_shift")
+
+        def refuse(status: int, why: str):
+            k.last_error = why
+            return status, None, 0, {}
+
+        # the tensor before anything is read (its extent sizes the reads); the shift, the
+        # multipliers and the shortcut geometry are checked by the op's argument check
+        # (core.kernel_args, the one copy every back-end runs), a refusal there is status 1
+        try:
+            n, c, h, w = kernel_args.check_block_shape(name, (g("n"), g("co"), g("h"), g("wd")))
+        except ValueError as e:
+            return refuse(1, str(e))
+        ns = g("n_samples")
+        if not 0 <= ns <= n:
+            return refuse(2, f"n_samples {ns} outside [0, {n}]")
+        samples = (self._ddr_array(g("samples"), (ns,), np.int32, f"{name}.samples").copy()
+                   if ns else np.zeros(0, np.int32))
+        if ns and (samples.min() < 0 or samples.max() >= n or np.unique(samples).size != ns):
+            return refuse(2, f"sample list {samples.tolist()} invalid for a batch of {n}")
+        nchw = (n, c, h, w)
+        arr = lambda arg, shp, dt: self._ddr_array(g(arg), shp, dt, f"{name}.{arg}")  # noqa: E731
+
+        def source(ptr: str, pre: str):
+            """A tensor read through a shortcut: (array, Shortcut), its extent checked first."""
+            sc = Shortcut(g(f"{pre}_stride"), g(f"{pre}_lo"))
+            shp = kernel_args.check_block_shape(f"{name}.{ptr}", (n, g(f"{pre}_c"), g(f"{pre}_h"), g(f"{pre}_w")))
+            dt = np.uint8 if ptr == "b_r" else np.int16
+            return arr(ptr, shp, dt), sc
+
+        bi = self.block_impl
+        residual = bool(flags & ki.BF_RESIDUAL)
+        try:
+            if name == "bn_act":
+                relu = bool(flags & ki.BF_RELU)
+                r, sc = source("b_r", "r") if residual else (None, Shortcut())
+                coef = arr("b_coef", (2, c), np.int64)
+                o = arr("b_o", nchw, np.uint8 if relu else np.int8)
+                sums = arr("b_sums", (n * c + n,), np.int64)
+                out, pooled, vmax = bi.bn_act(arr("b_y", nchw, np.int8), coef[0], coef[1], shift, r=r,
+                                              r_mult=g("b_m1"), shortcut=sc, samples=samples, relu=relu)
+                o[...] = out
+                sums[: n * c] = pooled.reshape(-1)
+                sums[n * c:] = vmax
+                price = dict(residual=residual)
+            elif name == "bn_bwd_reduce":
+                two = bool(flags & ki.BF_TWO_SOURCES)
+                r, rsc = source("b_r", "r") if residual else (None, Shortcut())
+                gb, gsc = source("b_gb", "gb") if two else (None, Shortcut())
+                g_m = arr("b_gm", nchw, np.int16)
+                sums = arr("b_sums", (3 * c + 2 * n,), np.int64)
+                gm, red, gate = bi.bn_bwd_reduce(arr("b_o", nchw, np.uint8), arr("b_y", nchw, np.int8),
+                                                 arr("b_ga", nchw, np.int16), ma=g("b_m1"), g_b=gb, mb=g("b_m2"),
+                                                 b_shortcut=gsc, shift=shift, r=r, r_shortcut=rsc, samples=samples)
+                g_m[...] = gm
+                sums[: 3 * c] = red.reshape(-1)
+                sums[3 * c:] = gate.reshape(-1)
+                price = dict(two_sources=two, gate=residual)
+            else:
+                coef = arr("b_coef", (3, c), np.int64)
+                g_y = arr("b_gy", nchw, np.int16)
+                res = bi.bn_bwd_apply(arr("b_gm", nchw, np.int16), arr("b_y", nchw, np.int8), coef[0], coef[1],
+                                      coef[2], shift, samples=samples)
+                if ns:
+                    g_y[samples] = res[samples]     # the listed samples only, as the kernel writes
+                price = {}
+        except SimulatedBusError:
+            raise
+        except (ValueError, TypeError) as e:
+            return refuse(1, str(e))
+        k.last_error = None
+        return ki.E2T_OK, nchw, int(ns), price
+
+    def _account(self, k: SimKernel, shape, n_active: int, perf_kw: dict,
                  t0: float, t1: float) -> None:
         name = k.pass_name
-        work, cycles = call_price.price_call(name, shape, n_active, **perf_kw)
+        if name in call_price.BLOCK_OPS:
+            work, cycles = call_price.price_block(name, shape, n_active, **perf_kw)
+        else:
+            work, cycles = call_price.price_call(name, shape, n_active, **perf_kw)
         dyn = self.energy_model.dynamic_j(work)
         s = k.stats[name]
         s.calls += 1
@@ -477,6 +580,7 @@ class SimDevice(pynq.Device):
         return {
             "energy_kind": _energy.ENERGY_KIND,
             "impl": self.impl_name,
+            "block_impl": self.block_impl_name,
             "modelled_seconds": self.modelled_seconds,
             "modelled_dynamic_j": self.modelled_dynamic_j,
             "kernels": {n: {"calls": s.calls, "cycles": s.cycles, "samples": s.samples,

@@ -72,7 +72,8 @@ def test_buffers_are_reused_and_empty_sample_lists_skip_the_call(overlay, rng):
     assert np.array_equal(be.conv_bwd_data(gy, wt, (1, 10), in_hw=(6, 7), stride=2, pad=1, samples=[]),
                           np.zeros(x.shape, np.int16))
     assert be.calls["conv_fwd"] == 4 and be.skipped_calls == {"conv_fwd": 1, "conv_bwd_data": 1,
-                                                              "conv_bwd_weight_psg": 0}
+                                                              "conv_bwd_weight_psg": 0, "bn_act": 0,
+                                                              "bn_bwd_reduce": 0, "bn_bwd_apply": 0}
     assert dev.engine.stats["conv_fwd"].calls == 4 and dev.engine.stats["conv_bwd_data"].calls == 0
     # the PSG kernel does run on an empty list: weight decay still applies, as in golden
     wm = rng.integers(-(1 << 20), 1 << 20, wt.shape).astype(np.int32)

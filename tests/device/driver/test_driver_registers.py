@@ -36,7 +36,8 @@ def test_each_pass_reads_the_arguments_of_its_c_entry_point(name):
     text = (REPO / "hls" / "include" / "e2t_kernels.h").read_text()
     assert re.search(rf"E2T_OP_\w+ = {ki.PASSES[name].op}\b", text)
     entry = (REPO / "hls" / "csim" / "pass_entry.cpp").read_text()
-    op = {0: "E2T_OP_FWD", 1: "E2T_OP_BWD_DATA", 2: "E2T_OP_BWD_WEIGHT_PSG"}[ki.PASSES[name].op]
+    op = {0: "E2T_OP_FWD", 1: "E2T_OP_BWD_DATA", 2: "E2T_OP_BWD_WEIGHT_PSG", 3: "E2T_OP_BN_ACT",
+          4: "E2T_OP_BN_BWD_REDUCE", 5: "E2T_OP_BN_BWD_APPLY"}[ki.PASSES[name].op]
     body = entry[entry.index(f"int {name}("):]
     assert body[body.index("return e2t_engine(") + len("return e2t_engine("):].startswith(op)
 
@@ -68,7 +69,16 @@ def test_register_layout_is_vitis_hls():
         first_scalar = 0x20 + 8 * 12
     assert [regs[s] for s in ("n_samples", "n", "ci")] == [first_scalar, first_scalar + 8, first_scalar + 16]
     assert regs["wd_q"] == first_scalar + 16 * 8
-    assert k.map_size == first_scalar + 17 * 8
+    # 2.1: the block operations' 9 pointers (b_y .. b_sums), then 14 int scalars (b_flags .. gb_lo)
+    bptrs = ("b_y", "b_o", "b_r", "b_ga", "b_gb", "b_gm", "b_gy", "b_coef", "b_sums")
+    first_bptr = first_scalar + 17 * 8
+    step = 12 if ki.M_AXI_ADDR64 else 8
+    assert [regs[f"{p}_1" if ki.M_AXI_ADDR64 else p] for p in bptrs] == [first_bptr + step * i for i in range(9)]
+    first_bscalar = first_bptr + 9 * step
+    assert (regs["b_flags"], regs["gb_lo"]) == (first_bscalar, first_bscalar + 13 * 8)
+    assert k.map_size == first_bscalar + 14 * 8
+    if not ki.M_AXI_ADDR64:
+        assert (k.map_size, k.addr_width) == (448, 9)
     assert len({r.offset for r in k.registers()}) == len(list(k.registers()))
 
 
@@ -188,9 +198,9 @@ def test_kernel_status_and_bad_pointers_are_errors(overlay):
     assert "n_samples 3 outside [0, 2]" in overlay.device.engine.last_error
     with pytest.raises(KernelError, match="status 0x1 .*shape"):
         drv.conv_fwd(**{**args, "k": 5, "samples": 0, "n_samples": 0})
-    with pytest.raises(KernelError, match="status 0x1 .*op"):   # no pass has op 3
-        drv.execute(**{**_all_args("conv_fwd", **args), "op": 3})
-    assert "op 3 is none of the passes" in overlay.device.engine.last_error
+    with pytest.raises(KernelError, match="status 0x1 .*op"):   # no pass has op 6
+        drv.execute(**{**_all_args("conv_fwd", **args), "op": 6})
+    assert "op 6 is none of the passes" in overlay.device.engine.last_error
     with pytest.raises(SimulatedBusError, match="not inside one allocated buffer"):
         drv.conv_fwd(**{**args, "n": 8, "samples": 0, "n_samples": 0})   # buffers too small for n=8
     with pytest.raises(KernelError, match="missing arguments"):
