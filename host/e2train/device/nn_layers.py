@@ -61,11 +61,31 @@ class ArmTally:
         self.ops_per_second = float(ops_per_second)
         self.timeline = timeline                         # core.overlap.Timeline of the step, or None
         self.by_kind: Counter = Counter()                # kind -> operations (MACs count 2)
+        self._pending: list = []                         # deferred side work (``defer``)
+        self._side = False
 
     def _timed(self, n_ops: int) -> None:
         self.work.add_arm_time(n_ops, self.ops_per_second)
         if self.timeline is not None:
-            self.timeline.add("arm", n_ops / self.ops_per_second, arm_ops=n_ops)
+            self.timeline.add("arm", n_ops / self.ops_per_second, "side" if self._side else "", arm_ops=n_ops)
+        if self._pending and not self._side:
+            self.flush()
+
+    def defer(self, fn) -> None:
+        """Run ``fn()`` (ARM work whose result nothing reads before the step's optimiser: a
+        gate's backward step, the classifier's weight gradient) right after the next ARM work
+        that the fabric waits for, as side segments of the Timeline: the ARM, one core, does
+        it in order, but the fabric's next passes do not wait for it."""
+        self._pending.append(fn)
+
+    def flush(self) -> None:
+        """Run the deferred side work now (the step's optimiser needs its results)."""
+        self._side, was = True, self._side
+        try:
+            while self._pending:
+                self._pending.pop(0)()
+        finally:
+            self._side = was
 
     def ops(self, kind: str, n_elements: int) -> None:
         n = int(n_elements) * OPS_PER_ELEMENT[kind]
@@ -99,8 +119,16 @@ class Linear:
         return x @ self.weight.T + self.bias
 
     def backward(self, gy: np.ndarray, x: np.ndarray, tally: ArmTally):
-        tally.macs(2 * x.shape[0] * self.weight.size, "fc")
-        grads = {"weight": gy.T @ x, "bias": gy.sum(axis=0)}
+        """(input gradient, parameter gradients). The input gradient is what the fabric's
+        backward waits for; the weight gradient only the optimiser reads, so it is side work
+        (``ArmTally.defer``) and its dict is filled when the tally flushes."""
+        tally.macs(x.shape[0] * self.weight.size, "fc")
+        grads: dict[str, np.ndarray] = {}
+
+        def weight_grad():
+            tally.macs(x.shape[0] * self.weight.size, "fc")
+            grads.update({"weight": gy.T @ x, "bias": gy.sum(axis=0)})
+        tally.defer(weight_grad)
         return gy @ self.weight, grads
 
 

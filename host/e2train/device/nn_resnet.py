@@ -226,12 +226,16 @@ class ResNet:
         goes. Returns (float-parameter gradients, predicted weight count)."""
         grads: dict[str, np.ndarray] = {}
         out_shape, pooled = cache["head"]
-        g_pool, gfc = self.fc.backward(g_logits, pooled, arm)
-        grads.update({f"fc.{k}": v for k, v in gfc.items()})
+        g_pool, gfc = self.fc.backward(g_logits, pooled, arm)      # gfc: filled by side work
         g = self._pool_grad(g_pool, out_shape, arm)
         n = g_logits.shape[0]
-        dgates = []
         n_pred = 0
+        # the gates' BPTT a step per gated block, last first, as side work after its gate
+        # gradient is known (the penalty's gradient is known since the forward)
+        gated = [blk for blk, _ in cache["blocks"] if blk.gate is not None]
+        pen = list(gate_penalty_grads) if gate_penalty_grads is not None else [None] * len(gated)
+        if self.gates is not None:
+            self.gates.backward_begin()
         kw = dict(backend=backend, kt=ktally, arm=arm, lr_q=lr_q, wd_q=wd_q, beta_q=beta_q)
         for blk, bc in reversed(cache["blocks"]):
             dg = np.zeros(n, np.float32)
@@ -248,19 +252,19 @@ class ResNet:
                     sel = slice(None) if idx is None else idx
                     dg[sel] = contrib[sel]
             if blk.gate is not None:
-                dgates.append(dg)
+                pg = pen.pop()
+                d = dg if pg is None else dg + pg
+                arm.defer(lambda d=d: self.gates.backward_step(d, arm))
         c_stem, bn_stem = cache["stem"]
         g_y, s_gy, _, _, gbn, _ = self.stem_bn.backward(bn_stem, g, backend, ktally, arm)
         grads.update({f"stem.bn.{k}": v for k, v in gbn.items()})
         _, _, np0 = self.stem.backward(g_y, s_gy, c_stem, backend, ktally, arm, lr_q=lr_q["stem"],
                                        wd_q=wd_q["stem"], beta_q=beta_q, need_gx=False)
         n_pred += np0
+        arm.flush()                                  # the optimiser reads every gradient
+        grads.update({f"fc.{k}": v for k, v in gfc.items()})
         if self.gates is not None:
-            dgates = dgates[::-1]
-            if gate_penalty_grads is not None:
-                dgates = [d + pg for d, pg in zip(dgates, gate_penalty_grads)]
-            ggr = self.gates.backward(dgates, arm)
-            grads.update({f"gate.{k}": v for k, v in ggr.items()})
+            grads.update({f"gate.{k}": v for k, v in self.gates.backward_end().items()})
         return grads, n_pred
 
     @staticmethod

@@ -108,27 +108,42 @@ class GateNet:
 
     def backward(self, dgates: list[np.ndarray], tally: ArmTally) -> dict[str, np.ndarray]:
         """BPTT through the shared cell. dgates[i]: dL/dg_i per sample (straight-through)."""
-        P = self.params
-        d = self.d
-        grads = {k: np.zeros_like(v) for k, v in P.items()}
+        self.backward_begin()
+        for dg in reversed(dgates):
+            self.backward_step(dg, tally)
+        return self.backward_end()
+
+    # The same BPTT a step at a time, last gate first, so that each step can run as soon as its
+    # block's gate gradient is known (the trainer runs it as ARM side work under the fabric's
+    # backward passes: nothing in the step reads the gates' gradients before the optimiser).
+    def backward_begin(self) -> None:
+        self._grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._dh_next = self._dc_next = None
+
+    def backward_step(self, dg: np.ndarray, tally: ArmTally) -> None:
+        """One BPTT step: the last gate whose step has not run, with dL/dg per sample."""
+        P, d, grads = self.params, self.d, self._grads
         step = _gru_backward if self.cell == "gru" else _lstm_backward
         rows, *_, add = _COUNTS[self.cell]
-        dh_next = dc_next = None
-        for (i, e, u, h, state, h_new, p), dg in zip(reversed(self.caches), reversed(dgates)):
-            dlogit = (dg * p * (1 - p)).astype(np.float32)
-            grads["head.weight"] += h_new.T @ dlogit
-            grads["head.bias"] += dlogit.sum()
-            dh = np.outer(dlogit, P["head.weight"])
-            if dh_next is not None:
-                dh = dh + dh_next
-            dh_prev, dc_next, du = step(P, grads, u, h, state, dh, dc_next, d)
-            grads[f"embed{i}.weight"] += du.T @ e
-            grads[f"embed{i}.bias"] += du.sum(axis=0)
-            dh_next = dh_prev
-            n = e.shape[0]
-            tally.macs(2 * n * (u.shape[1] * e.shape[1] + 2 * rows * d * d + d), "gate")
-            tally.ops("gate_ew", n * add * d)
-        self.caches = []
+        i, e, u, h, state, h_new, p = self.caches.pop()
+        dlogit = (dg * p * (1 - p)).astype(np.float32)
+        grads["head.weight"] += h_new.T @ dlogit
+        grads["head.bias"] += dlogit.sum()
+        dh = np.outer(dlogit, P["head.weight"])
+        if self._dh_next is not None:
+            dh = dh + self._dh_next
+        dh_prev, self._dc_next, du = step(P, grads, u, h, state, dh, self._dc_next, d)
+        grads[f"embed{i}.weight"] += du.T @ e
+        grads[f"embed{i}.bias"] += du.sum(axis=0)
+        self._dh_next = dh_prev
+        n = e.shape[0]
+        tally.macs(2 * n * (u.shape[1] * e.shape[1] + 2 * rows * d * d + d), "gate")
+        tally.ops("gate_ew", n * add * d)
+
+    def backward_end(self) -> dict[str, np.ndarray]:
+        if self.caches:
+            raise RuntimeError(f"{len(self.caches)} gate(s) still wait for their backward step")
+        grads, self._grads = self._grads, None
         return grads
 
 
