@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernel_args
 from .fixedpoint import INT16, Dyadic, scale_for
+# The operand limits that keep every intermediate inside 48 bits (the DSP48E1's P register) and
+# the argument checks live in kernel_args, one copy for golden, the C simulation and the board.
+from .kernel_args import CONST_LIMIT, MAX_BLOCK_SHIFT, MULT_LIMIT  # noqa: F401 (part of this module's contract)
+from .shapes import check_samples
 
-# Operand limits that keep every intermediate inside 48 bits (the DSP48E1's P register):
-# |code| <= 2^15, |multiplier| < 2^24, |constant| < 2^44, shift <= 40.
-MULT_LIMIT = 1 << 24
-CONST_LIMIT = 1 << 44
-MAX_BLOCK_SHIFT = 40
 # The fold below places the largest multiplier just under 2^23 (24 bits signed).
 _MULT_TOP = 23
 
@@ -44,30 +44,6 @@ _MULT_TOP = 23
 def _shift_round(v: np.ndarray, s: int) -> np.ndarray:
     """(v + 2^(s-1)) >> s, round half up, as the requantisation rule (docs/fixed-point.md s.3)."""
     return v if s == 0 else (v + (1 << (s - 1))) >> s
-
-
-def _check_coeffs(name: str, shift: int, mults=(), consts=()) -> None:
-    if not 0 <= int(shift) <= MAX_BLOCK_SHIFT:
-        raise ValueError(f"{name}: shift {shift} outside 0..{MAX_BLOCK_SHIFT}")
-    for m in mults:
-        m = np.asarray(m, np.int64)
-        if m.size and int(np.abs(m).max()) >= MULT_LIMIT:
-            raise ValueError(f"{name}: a multiplier reaches 2^24 (fold the scales with a smaller shift)")
-    for c in consts:
-        c = np.asarray(c, np.int64)
-        if c.size and int(np.abs(c).max()) >= CONST_LIMIT:
-            raise ValueError(f"{name}: a constant reaches 2^44 (the output scale is far too fine)")
-
-
-def _sample_index(samples, n: int) -> np.ndarray:
-    if samples is None:
-        return np.arange(n, dtype=np.int64)
-    idx = np.asarray(samples, dtype=np.int64).reshape(-1)
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"sample list names samples outside 0..{n - 1}")
-    if np.unique(idx).size != idx.size:
-        raise ValueError("sample list repeats a sample")
-    return idx
 
 
 @dataclass(frozen=True)
@@ -78,18 +54,16 @@ class Shortcut:
     lo: int = 0
 
     def gather(self, src: np.ndarray, c_out: int, hw: tuple[int, int]) -> np.ndarray:
+        kernel_args.check_shortcut(self, src.shape, c_out, hw)
         s = int(self.stride)
         xs = src[:, :, ::s, ::s][:, :, : hw[0], : hw[1]].astype(np.int64)
-        if xs.shape[2:] != tuple(hw):
-            raise ValueError(f"shortcut source {src.shape} does not cover {hw} at stride {s}")
-        if self.lo < 0 or self.lo + src.shape[1] > c_out:
-            raise ValueError(f"shortcut source channels {src.shape[1]} at offset {self.lo} exceed {c_out}")
         out = np.zeros((src.shape[0], c_out) + tuple(hw), np.int64)
         out[:, self.lo: self.lo + src.shape[1]] = xs
         return out
 
     def scatter(self, g: np.ndarray, src_shape: tuple) -> np.ndarray:
         """The adjoint of ``gather``: g (n, c_out, h, w) -> the source's shape."""
+        kernel_args.check_shortcut(self, src_shape, g.shape[1], g.shape[2:])
         s = int(self.stride)
         out = np.zeros(src_shape, np.int64)
         h, w = g.shape[2], g.shape[3]
@@ -107,7 +81,7 @@ def conv_fwd_stats(y: np.ndarray, samples=None) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 4:
         raise ValueError(f"y must be NCHW, got shape {y.shape}")
-    idx = _sample_index(samples, y.shape[0])
+    idx = check_samples(samples, y.shape[0])
     v = y[idx].astype(np.int64)
     return np.stack([v.sum(axis=(0, 2, 3)), (v * v).sum(axis=(0, 2, 3))], axis=1)
 
@@ -119,16 +93,9 @@ def bn_act(y: np.ndarray, a: np.ndarray, b: np.ndarray, shift: int, *, r: np.nda
 
     Returns (out uint8 (n, c, h, w) [int8 without the ReLU], pooled int64 (n, c): each sample's
     per-channel sum of out, vmax int64 (n,): each sample's max |v| before saturation)."""
+    k = kernel_args.check_bn_act(y, a, b, shift, r=r, r_mult=r_mult, shortcut=shortcut, samples=samples)
     y = np.asarray(y)
-    if y.ndim != 4 or y.dtype != np.int8:
-        raise ValueError(f"bn_act: y must be int8 NCHW, got {y.dtype}{y.shape}")
-    n, c, h, w = y.shape
-    a = np.asarray(a, np.int64).reshape(-1)
-    b = np.asarray(b, np.int64).reshape(-1)
-    if a.shape != (c,) or b.shape != (c,):
-        raise ValueError(f"bn_act: a and b need one value per channel ({c}), got {a.shape}, {b.shape}")
-    _check_coeffs("bn_act", shift, (a, [r_mult]), (b,))
-    idx = _sample_index(samples, n)
+    (n, c, h, w), a, b, idx = k.nchw, k.a, k.b, k.idx
     acc = np.zeros((n, c, h, w), np.int64)
     if r is not None:
         acc += shortcut.gather(np.asarray(r), c, (h, w)) * int(r_mult)
@@ -155,24 +122,17 @@ def bn_bwd_reduce(o: np.ndarray, y: np.ndarray, g_a: np.ndarray, *, ma: int = 1,
     sum gc*sc_r(r) (zeros without r), the straight-through gate gradient's two sums).
     ``g_b`` with ``b_shortcut`` is a gradient of the next block's shortcut, read at its source
     geometry: sc_b maps it *back* (the adjoint of the forward gather)."""
+    k = kernel_args.check_bn_bwd_reduce(o, y, g_a, ma=ma, g_b=g_b, mb=mb, b_shortcut=b_shortcut, shift=shift, r=r,
+                                        r_shortcut=r_shortcut, samples=samples)
     o, y, g_a = np.asarray(o), np.asarray(y), np.asarray(g_a)
-    if o.ndim != 4 or o.dtype != np.uint8:
-        raise ValueError(f"bn_bwd_reduce: o must be the uint8 NCHW output of bn_act, got {o.dtype}{o.shape}")
-    if y.shape != o.shape or y.dtype != np.int8:
-        raise ValueError(f"bn_bwd_reduce: y must be int8 of o's shape {o.shape}, got {y.dtype}{y.shape}")
-    if g_a.shape != o.shape or g_a.dtype != np.int16:
-        raise ValueError(f"bn_bwd_reduce: g_a must be int16 of o's shape {o.shape}, got {g_a.dtype}{g_a.shape}")
-    _check_coeffs("bn_bwd_reduce", shift, ([ma], [mb]))
-    n, c, h, w = o.shape
+    n, c, h, w = k.nchw
     acc = g_a.astype(np.int64) * int(ma)
     if g_b is not None:
         g_b = np.asarray(g_b)
-        if g_b.dtype != np.int16:
-            raise ValueError(f"bn_bwd_reduce: g_b must be int16, got {g_b.dtype}")
         acc += b_shortcut.scatter(g_b.astype(np.int64), o.shape) * int(mb)
     gc = INT16.saturate(_shift_round(acc, int(shift))).astype(np.int64)
     g_m = np.where(o > 0, gc, 0)
-    idx = _sample_index(samples, n)
+    idx = k.idx
     gl, yl = g_m[idx], y[idx].astype(np.int64)
     red = np.stack([gl.sum(axis=(0, 2, 3)), (gl * yl).sum(axis=(0, 2, 3)),
                     np.abs(gl).max(axis=(0, 2, 3)) if gl.size else np.zeros(c, np.int64)], axis=1)
@@ -187,16 +147,9 @@ def bn_bwd_apply(g_m: np.ndarray, y: np.ndarray, p: np.ndarray, q: np.ndarray, t
                  samples=None) -> np.ndarray:
     """g_y = sat16(shift_round(g_m*p[c] + y*q[c] + t[c], shift)) for the listed samples (the
     others 0: their conv backward does not run)."""
+    k = kernel_args.check_bn_bwd_apply(g_m, y, p, q, t, shift, samples=samples)
     g_m, y = np.asarray(g_m), np.asarray(y)
-    if g_m.ndim != 4 or g_m.dtype != np.int16 or y.shape != g_m.shape or y.dtype != np.int8:
-        raise ValueError(f"bn_bwd_apply: g_m int16 and y int8 of one NCHW shape, got {g_m.dtype}{g_m.shape}, "
-                         f"{y.dtype}{y.shape}")
-    n, c = g_m.shape[:2]
-    p, q, t = (np.asarray(v, np.int64).reshape(-1) for v in (p, q, t))
-    if not p.shape == q.shape == t.shape == (c,):
-        raise ValueError(f"bn_bwd_apply: p, q, t need one value per channel ({c})")
-    _check_coeffs("bn_bwd_apply", shift, (p, q), (t,))
-    idx = _sample_index(samples, n)
+    p, q, t, idx = k.p, k.q, k.t, k.idx
     out = np.zeros(g_m.shape, np.int16)
     acc = (g_m[idx].astype(np.int64) * p[None, :, None, None] + y[idx].astype(np.int64) * q[None, :, None, None]
            + t[None, :, None, None])

@@ -52,7 +52,7 @@ def conv_fwd(x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: b
     a = kernel_args.check_conv_fwd(x, w, bias, mult, stride=stride, pad=pad, relu=relu,
                                    samples=samples, out=out)
     idx, out = a.idx, a.out
-    check_stats_out(stats, a.shape.co)
+    kernel_args.check_stats_out(stats, a.shape.co)
     if idx.size:
         acc = conv_fwd_acc(x[idx], w, a.shape)
         if a.bias is not None:
@@ -61,15 +61,6 @@ def conv_fwd(x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: b
     if stats is not None:
         stats[...] = conv_fwd_stats(out, idx)
     return out
-
-
-def check_stats_out(stats, co: int) -> None:
-    """``stats`` is None or a writable int64 (co, 2) array."""
-    if stats is not None and (not isinstance(stats, np.ndarray) or stats.dtype != np.int64
-                              or stats.shape != (co, 2) or not stats.flags.writeable):
-        raise ValueError(f"stats must be a writable int64 array of shape ({co}, 2) (sum of y, sum of y^2 "
-                         f"per output channel), got {getattr(stats, 'dtype', type(stats).__name__)}"
-                         f"{getattr(stats, 'shape', '')}")
 
 
 def conv_bwd_data(g_y, w, mult: Dyadic, *, in_hw: tuple[int, int], stride: int = 1, pad: int = 0,

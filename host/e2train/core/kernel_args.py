@@ -1,4 +1,5 @@
-"""The argument check of the three kernel calls, one copy for every back-end.
+"""The argument check of the kernel calls (the three conv passes and the block unit's three
+operations), one copy for every back-end.
 
 The golden models (:mod:`e2train.core.golden`), the C simulation (:mod:`e2train.core.csim`)
 and the fabric (:mod:`e2train.device.backend_pynq`) all call these before they compute, so
@@ -27,7 +28,7 @@ from .fixedpoint import (
     QFormat,
     format_of,
 )
-from .shapes import MAX_BIAS, ConvShape, ShapeError, check_samples
+from .shapes import MAX_BATCH, MAX_BIAS, MAX_DIM, STRIDES, ConvShape, ShapeError, check_samples
 
 # lr_q is a Q2.30-style step added to a master weight held below 2**30 (golden.sign_update).
 LR_Q_LIMIT = 1 << 30
@@ -112,6 +113,15 @@ def check_conv_fwd(x, w, bias, mult, *, stride, pad, relu, samples, out) -> FwdA
     return FwdArgs(shape, idx, fmt, out, _bias(bias, shape.co), check_mult(mult))
 
 
+def check_stats_out(stats, co: int) -> None:
+    """conv_fwd's ``stats``: None or a writable int64 (co, 2) array (BN's batch sums)."""
+    if stats is not None and (not isinstance(stats, np.ndarray) or stats.dtype != np.int64
+                              or stats.shape != (co, 2) or not stats.flags.writeable):
+        raise ValueError(f"stats must be a writable int64 array of shape ({co}, 2) (sum of y, sum of y^2 "
+                         f"per output channel), got {getattr(stats, 'dtype', type(stats).__name__)}"
+                         f"{getattr(stats, 'shape', '')}")
+
+
 def _square_4d(w: np.ndarray, name: str) -> None:
     if w.ndim != 4 or w.shape[2] != w.shape[3]:
         raise ShapeError(f"{name} must be 4-D OIHW with a square kernel, got {w.shape}")
@@ -158,3 +168,138 @@ def check_beta_q(beta_q) -> int:
     if not 0 <= int(beta_q) <= 1 << BETA_FRAC_BITS:
         raise ValueError(f"beta_q must be in [0, {1 << BETA_FRAC_BITS}] (0 = predictor off), got {beta_q}")
     return int(beta_q)
+
+
+# -- the block unit (core.block_ops; hls/src/block_ops.cpp, hls/include/e2t_block.h) ----------------
+# Operand limits that keep every intermediate inside 48 bits (the DSP48E1's P register):
+# |code| <= 2^15, |multiplier| < 2^24, |constant| < 2^44, shift <= 40.
+MULT_LIMIT = 1 << 24
+CONST_LIMIT = 1 << 44
+MAX_BLOCK_SHIFT = 40
+# The unit's on-chip sums stay inside 48 bits: a sample's c*h*w elements (the gate sums) and a
+# channel's n*h*w elements over the batch (sum g_m*y), as E2T_BLOCK_MAX_*_ELEMS.
+MAX_BLOCK_SAMPLE_ELEMS = 1 << 22
+MAX_BLOCK_CHANNEL_ELEMS = 1 << 24
+
+
+def check_block_coeffs(name: str, shift: int, mults=(), consts=()) -> None:
+    """The rounding shift and the multipliers / constants of a block operation."""
+    if not 0 <= int(shift) <= MAX_BLOCK_SHIFT:
+        raise ValueError(f"{name}: shift {shift} outside 0..{MAX_BLOCK_SHIFT}")
+    for m in mults:
+        m = np.asarray(m, np.int64)
+        if m.size and int(np.abs(m).max()) >= MULT_LIMIT:
+            raise ValueError(f"{name}: a multiplier reaches 2^24 (fold the scales with a smaller shift)")
+    for c in consts:
+        c = np.asarray(c, np.int64)
+        if c.size and int(np.abs(c).max()) >= CONST_LIMIT:
+            raise ValueError(f"{name}: a constant reaches 2^44 (the output scale is far too fine)")
+
+
+def check_block_shape(name: str, shape: tuple) -> tuple[int, int, int, int]:
+    """A block tensor's (n, c, h, w) inside the unit's limits."""
+    n, c, h, w = (int(v) for v in shape)
+    if min(n, c, h, w) < 1 or n > MAX_BATCH or max(c, h, w) > MAX_DIM:
+        raise ShapeError(f"{name}: tensor {tuple(shape)} outside the block unit's limits "
+                         f"(1 <= n <= {MAX_BATCH}, 1 <= c, h, w <= {MAX_DIM})")
+    if c * h * w > MAX_BLOCK_SAMPLE_ELEMS or n * h * w > MAX_BLOCK_CHANNEL_ELEMS:
+        raise ShapeError(f"{name}: tensor {tuple(shape)} too large for the block unit's 48-bit sums "
+                         f"(c*h*w <= 2^22 and n*h*w <= 2^24); split the batch")
+    return n, c, h, w
+
+
+def check_shortcut(shortcut, src_shape: tuple, c_out: int, hw: tuple) -> None:
+    """An option-A shortcut (``block_ops.Shortcut``: stride, lo) reading a source of NCHW shape
+    ``src_shape`` for an output of ``c_out`` channels and plane ``hw``: stride 1 or 2, the source's
+    channels inside the output's at offset lo, its subsampled plane covering ``hw``."""
+    s, lo = int(shortcut.stride), int(shortcut.lo)
+    if s not in STRIDES:
+        raise ValueError(f"shortcut stride {s} not supported (the block unit reads stride 1 or 2)")
+    src_c, src_h, src_w = (int(v) for v in src_shape[1:])
+    if -(-src_h // s) < hw[0] or -(-src_w // s) < hw[1]:
+        raise ValueError(f"shortcut source {tuple(src_shape)} does not cover {tuple(hw)} at stride {s}")
+    if lo < 0 or lo + src_c > c_out:
+        raise ValueError(f"shortcut source channels {src_c} at offset {lo} exceed {c_out}")
+
+
+@dataclass(frozen=True)
+class BnActArgs:
+    nchw: tuple
+    a: np.ndarray              # int64 (c,)
+    b: np.ndarray              # int64 (c,)
+    idx: np.ndarray            # int32 listed samples
+
+
+@dataclass(frozen=True)
+class BnReduceArgs:
+    nchw: tuple
+    idx: np.ndarray
+
+
+@dataclass(frozen=True)
+class BnApplyArgs:
+    nchw: tuple
+    p: np.ndarray
+    q: np.ndarray
+    t: np.ndarray
+    idx: np.ndarray
+
+
+def _source(name: str, r, dtype, n: int, what: str) -> np.ndarray:
+    r = np.asarray(r)
+    if r.ndim != 4 or r.dtype != dtype or r.shape[0] != n:
+        raise ValueError(f"{name}: {what} must be {np.dtype(dtype).name} NCHW with {n} samples, got {r.dtype}{r.shape}")
+    check_block_shape(name, r.shape)
+    return r
+
+
+def check_bn_act(y, a, b, shift, *, r, r_mult, shortcut, samples) -> BnActArgs:
+    y = np.asarray(y)
+    if y.ndim != 4 or y.dtype != np.int8:
+        raise ValueError(f"bn_act: y must be int8 NCHW, got {y.dtype}{y.shape}")
+    n, c, h, w = check_block_shape("bn_act", y.shape)
+    a = np.asarray(a, np.int64).reshape(-1)
+    b = np.asarray(b, np.int64).reshape(-1)
+    if a.shape != (c,) or b.shape != (c,):
+        raise ValueError(f"bn_act: a and b need one value per channel ({c}), got {a.shape}, {b.shape}")
+    check_block_coeffs("bn_act", shift, (a, [r_mult]), (b,))
+    idx = check_samples(samples, n)
+    if r is not None:
+        check_shortcut(shortcut, _source("bn_act", r, np.uint8, n, "r (the shortcut source)").shape, c, (h, w))
+    return BnActArgs((n, c, h, w), a, b, idx)
+
+
+def check_bn_bwd_reduce(o, y, g_a, *, ma, g_b, mb, b_shortcut, shift, r, r_shortcut, samples) -> BnReduceArgs:
+    o, y, g_a = np.asarray(o), np.asarray(y), np.asarray(g_a)
+    if o.ndim != 4 or o.dtype != np.uint8:
+        raise ValueError(f"bn_bwd_reduce: o must be the uint8 NCHW output of bn_act, got {o.dtype}{o.shape}")
+    if y.shape != o.shape or y.dtype != np.int8:
+        raise ValueError(f"bn_bwd_reduce: y must be int8 of o's shape {o.shape}, got {y.dtype}{y.shape}")
+    if g_a.shape != o.shape or g_a.dtype != np.int16:
+        raise ValueError(f"bn_bwd_reduce: g_a must be int16 of o's shape {o.shape}, got {g_a.dtype}{g_a.shape}")
+    n, c, h, w = check_block_shape("bn_bwd_reduce", o.shape)
+    check_block_coeffs("bn_bwd_reduce", shift, ([ma], [mb]))
+    if g_b is not None:
+        gb = np.asarray(g_b)
+        if gb.dtype != np.int16:
+            raise ValueError(f"bn_bwd_reduce: g_b must be int16, got {gb.dtype}")
+        gb = _source("bn_bwd_reduce", gb, np.int16, n, "g_b (the next block's shortcut gradient)")
+        # g_b is at the next block's output geometry, whose shortcut reads this block's output
+        check_shortcut(b_shortcut, o.shape, gb.shape[1], gb.shape[2:])
+    if r is not None:
+        check_shortcut(r_shortcut, _source("bn_bwd_reduce", r, np.uint8, n, "r (the shortcut source)").shape, c,
+                       (h, w))
+    return BnReduceArgs((n, c, h, w), check_samples(samples, n))
+
+
+def check_bn_bwd_apply(g_m, y, p, q, t, shift, *, samples) -> BnApplyArgs:
+    g_m, y = np.asarray(g_m), np.asarray(y)
+    if g_m.ndim != 4 or g_m.dtype != np.int16 or y.shape != g_m.shape or y.dtype != np.int8:
+        raise ValueError(f"bn_bwd_apply: g_m int16 and y int8 of one NCHW shape, got {g_m.dtype}{g_m.shape}, "
+                         f"{y.dtype}{y.shape}")
+    n, c, h, w = check_block_shape("bn_bwd_apply", g_m.shape)
+    p, q, t = (np.asarray(v, np.int64).reshape(-1) for v in (p, q, t))
+    if not p.shape == q.shape == t.shape == (c,):
+        raise ValueError(f"bn_bwd_apply: p, q, t need one value per channel ({c})")
+    check_block_coeffs("bn_bwd_apply", shift, (p, q), (t,))
+    return BnApplyArgs((n, c, h, w), p, q, t, check_samples(samples, n))

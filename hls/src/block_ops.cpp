@@ -1,0 +1,369 @@
+// The block unit of e2t_engine (ops 3 bn_act, 4 bn_bwd_reduce, 5 bn_bwd_apply): the steps of a
+// residual block around its convolutions, bit for bit as host/e2train/core/block_ops.py
+// (docs/fixed-point.md section 9). Not the training engine: a streaming unit of
+// E2T_BLOCK_LANES lanes beside it, one pipelined loop (II=1) over the block tensor (n, co, h, wd).
+//
+// One datapath serves the three ops. Per lane, one two-term affine map of 48 bits,
+//     acc = u*A + v*B + K            (two DSP48E1: A*B+C, then the cascade's A*B+PCIN)
+//     code = sat(shift_round(acc))   (the requantiser the conv passes' output stages use)
+//   bn_act         u = y, A = a[c], K = b[c] (listed samples; 0 for the others), v = sc(r), B = r_mult
+//   bn_bwd_reduce  u = g_a, A = ma, v = sc_b^T(g_b), B = mb, K = 0; then the ReLU mask (o > 0)
+//   bn_bwd_apply   u = g_m, A = p[c], v = y, B = q[c], K = t[c]
+// with the per-channel coefficients loaded once per call into a small BRAM (cA, cB, cK: the
+// top's, shared by the ops; bn_bwd_reduce keeps its per-channel sums there instead), the
+// shortcut read in place (option A: stride subsample, channel offset) and the sums kept on chip:
+//   bn_act         pooled[s][c] (written at each plane's last beat), vmax[s] (at the sample's tail)
+//   bn_bwd_reduce  red[c][3] (BRAM, written after the loop), gate[s][2] (last beat and tail)
+// vmax is max |shift_round(acc)| over the sample: shift_round is monotone, so it is worked out
+// once per sample from the running max and min of acc (two 48-bit compares per lane, no shifter).
+//
+// The loop runs over the processed samples (bn_act: the listed ones, or all of them with a
+// shortcut, the unlisted taking the shortcut alone; bn_bwd_reduce: all, its reductions over the
+// listed ones; bn_bwd_apply: the listed ones), their channels and each channel plane's
+// ceil(h*wd / LANES) beats (lanes stay inside one plane: one channel's coefficients per beat),
+// plus one tail beat per sample where the op has a second per-sample word to write (the
+// bundle's write channel takes one word a cycle). Samples not processed are neither read nor
+// written. core/call_price.py price_block counts the same trips (tests/kernels/test_block_price.py).
+#include "e2t_block.h"
+#include "e2t_fixed.h"
+#include "e2t_kernels.h"
+#include "e2t_passes.h"
+#include "e2t_shape.h"
+
+#ifndef __SYNTHESIS__
+thread_local E2tBlockTrips e2t_block_trips_last;
+#define E2T_TRIP(field, k) (e2t_block_trips_last.field += (k))
+#else
+#define E2T_TRIP(field, k) ((void)0)
+#endif
+
+namespace e2t {
+namespace blk {
+
+constexpr int L = E2T_BLOCK_LANES;
+constexpr int64_t kFar = INT64_C(1) << 62;     // beyond any 48-bit acc: the running max/min's start
+
+enum Op { kAct, kReduce, kApply };
+
+// The call's scalars, as the ops read them.
+struct Call {
+    Op op;
+    int n, c, h, wd, hw;
+    int shift;
+    int64_t m1, m2, lo, hi;
+    bool residual, two, relu;
+    int r_c, r_h, r_w, r_st, r_lo;          // shortcut source (bn_act, the gate sums)
+    int g_c, g_h, g_w, g_st, g_lo;          // b_gb's geometry (bn_bwd_reduce)
+};
+
+// The sample list as a bit per batch sample, checked as e2t_samples_ok checks it (in range, no
+// repeats, at most n entries). Returns 0 when the list is invalid.
+int sample_bits(const int32_t *samples, int n_samples, int n, bool listed[E2T_MAX_BATCH]) {
+    if (n_samples < 0 || n_samples > n) return 0;
+    for (int i = 0; i < n; i++) {
+#pragma HLS PIPELINE II=1
+        listed[i] = false;
+    }
+    for (int i = 0; i < n_samples; i++) {
+#pragma HLS PIPELINE
+        const int32_t s = samples[i];
+        if (s < 0 || s >= n || listed[s]) return 0;
+        listed[s] = true;
+    }
+    return 1;
+}
+
+// The shortcut source's code at output (s, c, y, x), 0 outside its channels (option A).
+inline int64_t gather(const uint8_t *src, const Call &k, int s, int c, int y, int x) {
+    const int cs = c - k.r_lo;
+    if (cs < 0 || cs >= k.r_c) return 0;
+    return src[(((int64_t)s * k.r_c + cs) * k.r_h + (int64_t)y * k.r_st) * k.r_w + (int64_t)x * k.r_st];
+}
+
+// The adjoint of the next block's gather: the gradient g_b (next block's output geometry) read
+// back at this block's output (s, c, y, x); 0 where the next shortcut did not read (y, x).
+inline int64_t scatter_t(const int16_t *gb, const Call &k, int s, int c, int y, int x) {
+    if (y % k.g_st != 0 || x % k.g_st != 0) return 0;
+    const int gy = y / k.g_st, gx = x / k.g_st;
+    if (gy >= k.g_h || gx >= k.g_w) return 0;
+    return gb[(((int64_t)s * k.g_c + c + k.g_lo) * k.g_h + gy) * k.g_w + gx];
+}
+
+inline int64_t shift_round(int64_t v, int s) {
+    return s == 0 ? v : (v + (INT64_C(1) << (s - 1))) >> s;
+}
+
+inline int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
+
+// Loads the per-channel coefficients (words [0, co) -> cA, [co, 2co) -> cB or cK, ...) into the
+// BRAM, one word a cycle, checking each against the 48-bit limits. bn_bwd_reduce zeroes its sums
+// there instead. Returns 0 when a coefficient is out of range (nothing has been written to DDR).
+int load_coef(const Call &k, const int64_t *coef, int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM],
+              int64_t cK[E2T_MAX_DIM]) {
+    const int words = k.op == kAct ? 2 * k.c : k.op == kApply ? 3 * k.c : k.c;
+    int ok = 1;
+    for (int j = 0; j < words; j++) {
+#pragma HLS PIPELINE II=1
+        E2T_TRIP(coef, 1);
+        if (k.op == kReduce) {                    // red[c] = 0: sum g_m (cK), sum g_m*y (cB), max |g_m| (cA)
+            cA[j] = 0;
+            cB[j] = 0;
+            cK[j] = 0;
+            continue;
+        }
+        const int64_t v = coef[j];
+        const int part = j / k.c, ch = j - part * k.c;
+        const bool is_const = (k.op == kAct && part == 1) || (k.op == kApply && part == 2);
+        const int64_t limit = is_const ? E2T_BLOCK_CONST_LIMIT : E2T_BLOCK_MULT_LIMIT;
+        if (v <= -limit || v >= limit) ok = 0;
+        if (part == 0) cA[ch] = (int32_t)v;       // a or p (|.| < 2^24: 25 bits)
+        else if (is_const) cK[ch] = v;            // b or t (|.| < 2^44)
+        else cB[ch] = v;                          // q
+    }
+    return ok;
+}
+
+// The streaming loop and the sums' write-out.
+void run(const Call &k, const bool listed[E2T_MAX_BATCH], const int32_t *samples, int n_samples,
+         const int8_t *y, uint8_t *o_out, const uint8_t *o_in, const uint8_t *r, const int16_t *ga,
+         const int16_t *gb, int16_t *gm_out, const int16_t *gm_in, int16_t *gy, int64_t *sums,
+         int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM]) {
+    const bool all = k.op == kReduce || (k.op == kAct && k.residual);
+    const int n_proc = all ? k.n : n_samples;
+    const bool tail = k.op != kApply;              // a second per-sample word: vmax, gate[s][1]
+    const int bpp = (k.hw + L - 1) / L;            // beats per channel plane
+    // Lane l's first element of a plane at (l / wd, l % wd); one beat moves every lane L on.
+    int y0[L], x0[L];
+    for (int l = 0; l < L; l++) {
+        y0[l] = l / k.wd;
+        x0[l] = l % k.wd;
+    }
+    const int dy = L / k.wd, dx = L % k.wd;
+
+    int si = 0, ch = 0, b = 0;
+    bool in_tail = false;
+    int py[L], px[L];
+    for (int l = 0; l < L; l++) {
+        py[l] = y0[l];
+        px[l] = x0[l];
+    }
+    // per-plane and per-sample sums (registers)
+    int64_t pooled = 0, amax = -kFar, amin = kFar;
+    int64_t s_g = 0, s_gy = 0, m_g = 0, gate0 = 0, gate1 = 0;
+    const int64_t trips = (int64_t)n_proc * ((int64_t)k.c * bpp + (tail ? 1 : 0));
+    for (int64_t t = 0; t < trips; t++) {
+#pragma HLS PIPELINE II=1
+#pragma HLS DEPENDENCE variable=cA type=inter dependent=false
+#pragma HLS DEPENDENCE variable=cB type=inter dependent=false
+#pragma HLS DEPENDENCE variable=cK type=inter dependent=false
+        const int s = all ? si : samples[si];
+        const bool lst = listed[s];
+        if (in_tail) {
+            E2T_TRIP(tails, 1);
+            if (k.op == kAct) {
+                const int64_t vmax_hi = shift_round(amax, k.shift), vmax_lo = shift_round(amin, k.shift);
+                sums[(int64_t)k.n * k.c + s] = vmax_hi > -vmax_lo ? vmax_hi : -vmax_lo;
+                amax = -kFar;
+                amin = kFar;
+            } else {
+                sums[3 * (int64_t)k.c + 2 * (int64_t)s + 1] = gate1;
+                gate0 = gate1 = 0;
+            }
+            in_tail = false;
+            si++;
+            continue;
+        }
+        E2T_TRIP(beats, 1);
+        const int64_t plane = ((int64_t)s * k.c + ch) * k.hw;
+        // this beat's channel coefficients, common to the lanes
+        int64_t A = 0, B = 0, K = 0;
+        if (k.op == kAct) {
+            A = lst ? cA[ch] : 0;
+            B = k.residual ? k.m1 : 0;
+            K = lst ? cK[ch] : 0;
+        } else if (k.op == kReduce) {
+            A = k.m1;
+            B = k.two ? k.m2 : 0;
+        } else {
+            A = cA[ch];
+            B = cB[ch];
+            K = cK[ch];
+        }
+        int64_t beat_pool = 0, beat_g = 0, beat_gy = 0, beat_m = 0, beat_g0 = 0, beat_g1 = 0;
+        for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+            const int e = b * L + l;
+            if (e >= k.hw) continue;
+            const int64_t idx = plane + e;
+            int64_t u = 0, v = 0;
+            if (k.op == kAct) {
+                u = lst ? (int64_t)y[idx] : 0;
+                v = k.residual ? gather(r, k, s, ch, py[l], px[l]) : 0;
+            } else if (k.op == kReduce) {
+                u = ga[idx];
+                v = k.two ? scatter_t(gb, k, s, ch, py[l], px[l]) : 0;
+            } else {
+                u = gm_in[idx];
+                v = y[idx];
+            }
+            const int64_t p1 = u * A;
+#pragma HLS BIND_OP variable=p1 op=mul impl=dsp
+            const int64_t p2 = v * B;
+#pragma HLS BIND_OP variable=p2 op=mul impl=dsp
+            const int64_t acc = p1 + K + p2;
+            int ovf = 0;
+            const int64_t q = e2t_requant_unit(acc, 1, k.shift, k.lo, k.hi, INT64_MAX, &ovf);
+            if (k.op == kAct) {
+                o_out[idx] = (uint8_t)(q & 0xff);
+                beat_pool += q;
+                if (acc > amax) amax = acc;
+                if (acc < amin) amin = acc;
+            } else if (k.op == kReduce) {
+                const int64_t oo = o_in[idx];
+                const int64_t g_m = oo > 0 ? q : 0;
+                gm_out[idx] = (int16_t)g_m;
+                if (lst) {
+                    beat_g += g_m;
+                    beat_gy += g_m * (int64_t)y[idx];
+                    if (abs64(g_m) > beat_m) beat_m = abs64(g_m);
+                }
+                beat_g0 += q * oo;
+                if (k.residual) beat_g1 += q * gather(r, k, s, ch, py[l], px[l]);
+            } else {
+                gy[idx] = (int16_t)q;
+            }
+        }
+        pooled += beat_pool;
+        s_g += beat_g;
+        s_gy += beat_gy;
+        if (beat_m > m_g) m_g = beat_m;
+        gate0 += beat_g0;
+        gate1 += beat_g1;
+        // next beat: the lanes' positions, the plane's and the sample's ends
+        for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+            py[l] += dy;
+            px[l] += dx;
+            if (px[l] >= k.wd) {
+                px[l] -= k.wd;
+                py[l]++;
+            }
+        }
+        if (++b < bpp) continue;
+        // the plane's last beat
+        if (k.op == kAct) {
+            sums[(int64_t)s * k.c + ch] = pooled;
+        } else if (k.op == kReduce && lst) {
+            // red[ch] += this plane's sums (one read-modify-write per plane, planes of one channel
+            // are c planes apart; the write-back is the pipeline's next stage)
+            cK[ch] += s_g;
+            cB[ch] += s_gy;
+            if (m_g > cA[ch]) cA[ch] = (int32_t)m_g;
+        }
+        pooled = s_g = s_gy = m_g = 0;
+        b = 0;
+        for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+            py[l] = y0[l];
+            px[l] = x0[l];
+        }
+        if (++ch < k.c) continue;
+        ch = 0;
+        if (k.op == kReduce) sums[3 * (int64_t)k.c + 2 * (int64_t)s] = gate0;
+        if (tail) in_tail = true;
+        else si++;
+    }
+    if (k.op == kReduce) {
+        // red[co][3], once, after the loop
+        for (int j = 0; j < 3 * k.c; j++) {
+#pragma HLS PIPELINE II=1
+            E2T_TRIP(sums, 1);
+            const int c = j / 3, part = j - 3 * c;
+            sums[j] = part == 0 ? cK[c] : part == 1 ? cB[c] : (int64_t)cA[c];
+        }
+    }
+}
+
+// What every op checks before it reads a tensor or writes anything: the shape, the scalars, the
+// shortcut geometries, the sample list (E2T_ERR_SAMPLE) and, loaded into the BRAM, the
+// coefficients.
+int start(const Call &k, const int32_t *samples, int n_samples, bool listed[E2T_MAX_BATCH], const int64_t *coef,
+          int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM]) {
+    if (!e2t_block_shape_ok(k.n, k.c, k.h, k.wd) || !e2t_block_coeffs_ok(k.shift, k.m1, k.m2)) return E2T_ERR_SHAPE;
+    if (k.residual && !e2t_shortcut_ok(k.r_c, k.r_h, k.r_w, k.r_st, k.r_lo, k.c, k.h, k.wd)) return E2T_ERR_SHAPE;
+    if (k.two && !e2t_shortcut_ok(k.c, k.h, k.wd, k.g_st, k.g_lo, k.g_c, k.g_h, k.g_w)) return E2T_ERR_SHAPE;
+    if (!sample_bits(samples, n_samples, k.n, listed)) return E2T_ERR_SAMPLE;
+#ifndef __SYNTHESIS__
+    e2t_block_trips_last = E2tBlockTrips{};
+#endif
+    if (!load_coef(k, coef, cA, cB, cK)) return E2T_ERR_SHAPE;
+    return E2T_OK;
+}
+
+Call call(Op op, int n, int h, int wd, int co, int b_flags, int b_shift, int b_m1, int b_m2) {
+    Call k = {};
+    k.op = op;
+    k.n = n;
+    k.c = co;
+    k.h = h;
+    k.wd = wd;
+    k.hw = h * wd;
+    k.shift = b_shift;
+    k.m1 = b_m1;
+    k.m2 = b_m2;
+    k.relu = op == kAct && (b_flags & E2T_BF_RELU);
+    k.residual = op != kApply && (b_flags & E2T_BF_RESIDUAL);
+    k.two = op == kReduce && (b_flags & E2T_BF_TWO_SOURCES);
+    k.lo = op == kAct ? (k.relu ? 0 : -128) : -32768;
+    k.hi = op == kAct ? (k.relu ? 255 : 127) : 32767;
+    return k;
+}
+
+}  // namespace blk
+
+int bn_act_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM], const int8_t *b_y,
+                uint8_t *b_o, const uint8_t *b_r, const int64_t *b_coef, int64_t *b_sums, const int32_t *samples,
+                int n_samples, int n, int h, int wd, int co, int b_flags, int b_shift, int b_m1, int r_c, int r_h,
+                int r_w, int r_stride, int r_lo) {
+#pragma HLS INLINE
+    blk::Call k = blk::call(blk::kAct, n, h, wd, co, b_flags, b_shift, b_m1, 0);
+    k.r_c = r_c, k.r_h = r_h, k.r_w = r_w, k.r_st = r_stride, k.r_lo = r_lo;
+    bool listed[E2T_MAX_BATCH];
+    const int st = blk::start(k, samples, n_samples, listed, b_coef, cA, cB, cK);
+    if (st != E2T_OK) return st;
+    blk::run(k, listed, samples, n_samples, b_y, b_o, nullptr, b_r, nullptr, nullptr, nullptr, nullptr, nullptr,
+             b_sums, cA, cB, cK);
+    return E2T_OK;
+}
+
+int bn_bwd_reduce_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM], const int8_t *b_y,
+                       const uint8_t *b_o, const uint8_t *b_r, const int16_t *b_ga, const int16_t *b_gb,
+                       int16_t *b_gm, int64_t *b_sums, const int32_t *samples, int n_samples, int n, int h, int wd,
+                       int co, int b_flags, int b_shift, int b_m1, int b_m2, int r_c, int r_h, int r_w, int r_stride,
+                       int r_lo, int gb_c, int gb_h, int gb_w, int gb_stride, int gb_lo) {
+#pragma HLS INLINE
+    blk::Call k = blk::call(blk::kReduce, n, h, wd, co, b_flags, b_shift, b_m1, b_m2);
+    k.r_c = r_c, k.r_h = r_h, k.r_w = r_w, k.r_st = r_stride, k.r_lo = r_lo;
+    k.g_c = gb_c, k.g_h = gb_h, k.g_w = gb_w, k.g_st = gb_stride, k.g_lo = gb_lo;
+    bool listed[E2T_MAX_BATCH];
+    const int st = blk::start(k, samples, n_samples, listed, nullptr, cA, cB, cK);
+    if (st != E2T_OK) return st;
+    blk::run(k, listed, samples, n_samples, b_y, nullptr, b_o, b_r, b_ga, b_gb, b_gm, nullptr, nullptr, b_sums, cA,
+             cB, cK);
+    return E2T_OK;
+}
+
+int bn_bwd_apply_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM], const int8_t *b_y,
+                      const int16_t *b_gm, int16_t *b_gy, const int64_t *b_coef, const int32_t *samples,
+                      int n_samples, int n, int h, int wd, int co, int b_shift) {
+#pragma HLS INLINE
+    blk::Call k = blk::call(blk::kApply, n, h, wd, co, 0, b_shift, 0, 0);
+    bool listed[E2T_MAX_BATCH];
+    const int st = blk::start(k, samples, n_samples, listed, b_coef, cA, cB, cK);
+    if (st != E2T_OK) return st;
+    blk::run(k, listed, samples, n_samples, b_y, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, b_gm, b_gy,
+             nullptr, cA, cB, cK);
+    return E2T_OK;
+}
+
+}  // namespace e2t
