@@ -36,7 +36,8 @@ def test_each_pass_reads_the_arguments_of_its_c_entry_point(name):
     text = (REPO / "hls" / "include" / "e2t_kernels.h").read_text()
     assert re.search(rf"E2T_OP_\w+ = {ki.PASSES[name].op}\b", text)
     entry = (REPO / "hls" / "csim" / "pass_entry.cpp").read_text()
-    op = {0: "E2T_OP_FWD", 1: "E2T_OP_BWD_DATA", 2: "E2T_OP_BWD_WEIGHT_PSG"}[ki.PASSES[name].op]
+    op = {0: "E2T_OP_FWD", 1: "E2T_OP_BWD_DATA", 2: "E2T_OP_BWD_WEIGHT_PSG", 3: "E2T_OP_BN_ACT",
+          4: "E2T_OP_BN_BWD_REDUCE", 5: "E2T_OP_BN_BWD_APPLY"}[ki.PASSES[name].op]
     body = entry[entry.index(f"int {name}("):]
     assert body[body.index("return e2t_engine(") + len("return e2t_engine("):].startswith(op)
 
