@@ -69,11 +69,13 @@ extern "C" int bn_bwd_apply(const int8_t *b_y, const int16_t *b_gm, int16_t *b_g
                       0, b_shift, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 
-// The loop trips of this thread's last block-unit call (C simulation only): coefficient words,
-// streaming beats, tail beats, sums words (E2tBlockTrips), for the pricing's test.
-extern "C" void e2t_block_trips(int64_t out[4]) {
-    out[0] = e2t_block_trips_last.coef;
-    out[1] = e2t_block_trips_last.beats;
-    out[2] = e2t_block_trips_last.tails;
-    out[3] = e2t_block_trips_last.sums;
+// The loop trips of this thread's last block-unit call (C simulation only): the sample list's
+// check, coefficient words, streaming beats, tail beats, sums words (E2tBlockTrips), for the
+// pricing's test.
+extern "C" void e2t_block_trips(int64_t out[5]) {
+    out[0] = e2t_block_trips_last.list;
+    out[1] = e2t_block_trips_last.coef;
+    out[2] = e2t_block_trips_last.beats;
+    out[3] = e2t_block_trips_last.tails;
+    out[4] = e2t_block_trips_last.sums;
 }

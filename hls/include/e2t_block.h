@@ -55,6 +55,7 @@ static inline int e2t_block_coeffs_ok(int shift, int64_t m1, int64_t m2) {
 // Loop trips of the last block-unit call on this thread (C simulation only, not synthesised):
 // what core/call_price.price_block counts, checked by tests/kernels/test_block_price.py.
 struct E2tBlockTrips {
+    int64_t list;      // the sample list's check: a bit cleared per batch sample, one per entry
     int64_t coef;      // coefficient words loaded into the BRAM (one a cycle)
     int64_t beats;     // iterations of the streaming loop (E2T_BLOCK_LANES elements each)
     int64_t tails;     // the streaming loop's extra iteration per sample (its per-sample sums' last write)

@@ -62,10 +62,12 @@ int sample_bits(const int32_t *samples, int n_samples, int n, bool listed[E2T_MA
     if (n_samples < 0 || n_samples > n) return 0;
     for (int i = 0; i < n; i++) {
 #pragma HLS PIPELINE II=1
+        E2T_TRIP(list, 1);
         listed[i] = false;
     }
     for (int i = 0; i < n_samples; i++) {
 #pragma HLS PIPELINE
+        E2T_TRIP(list, 1);
         const int32_t s = samples[i];
         if (s < 0 || s >= n || listed[s]) return 0;
         listed[s] = true;
@@ -292,10 +294,10 @@ int start(const Call &k, const int32_t *samples, int n_samples, bool listed[E2T_
     if (!e2t_block_shape_ok(k.n, k.c, k.h, k.wd) || !e2t_block_coeffs_ok(k.shift, k.m1, k.m2)) return E2T_ERR_SHAPE;
     if (k.residual && !e2t_shortcut_ok(k.r_c, k.r_h, k.r_w, k.r_st, k.r_lo, k.c, k.h, k.wd)) return E2T_ERR_SHAPE;
     if (k.two && !e2t_shortcut_ok(k.c, k.h, k.wd, k.g_st, k.g_lo, k.g_c, k.g_h, k.g_w)) return E2T_ERR_SHAPE;
-    if (!sample_bits(samples, n_samples, k.n, listed)) return E2T_ERR_SAMPLE;
 #ifndef __SYNTHESIS__
     e2t_block_trips_last = E2tBlockTrips{};
 #endif
+    if (!sample_bits(samples, n_samples, k.n, listed)) return E2T_ERR_SAMPLE;
     if (!load_coef(k, coef, cA, cB, cK)) return E2T_ERR_SHAPE;
     return E2T_OK;
 }

@@ -294,6 +294,7 @@ def bn_bwd_apply(g_m, y, p, q, t, shift: int, *, samples=None) -> np.ndarray:
 class BlockTrips:
     """Loop trips of the last block-unit call on this thread (hls/include/e2t_block.h)."""
 
+    list: int       # the sample list's check: a bit cleared per batch sample, one per entry
     coef: int       # coefficient words loaded into the BRAM (bn_bwd_reduce: its sums zeroed)
     beats: int      # iterations of the streaming loop, E2T_BLOCK_LANES elements each
     tails: int      # the loop's extra iteration per sample (a second per-sample word written)
@@ -301,6 +302,6 @@ class BlockTrips:
 
 
 def block_trips() -> BlockTrips:
-    t = np.zeros(4, np.int64)
+    t = np.zeros(5, np.int64)
     load().e2t_block_trips(_ptr(t))
     return BlockTrips(*(int(v) for v in t))
