@@ -57,7 +57,8 @@ static inline int e2t_block_coeffs_ok(int shift, int64_t m1, int64_t m2) {
 struct E2tBlockTrips {
     int64_t list;      // the sample list's check: a bit cleared per batch sample, one per entry
     int64_t coef;      // coefficient words loaded into the BRAM (one a cycle)
-    int64_t beats;     // iterations of the streaming loop (E2T_BLOCK_LANES elements each)
+    int64_t beats;     // iterations of the streaming loop over a row (E2T_BLOCK_LANES elements each)
+    int64_t skips;     // the streaming loop's one iteration per sample not processed
     int64_t tails;     // the streaming loop's extra iteration per sample (its per-sample sums' last write)
     int64_t sums;      // words of the per-channel sums written after the loop (one a cycle)
 };

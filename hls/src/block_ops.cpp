@@ -17,13 +17,13 @@
 // vmax is max |shift_round(acc)| over the sample: shift_round is monotone, so it is worked out
 // once per sample from the running max and min of acc (two 48-bit compares per lane, no shifter).
 //
-// The loop runs over the processed samples (bn_act: the listed ones, or all of them with a
-// shortcut, the unlisted taking the shortcut alone; bn_bwd_reduce: all, its reductions over the
-// listed ones; bn_bwd_apply: the listed ones), their channels and each channel plane's
-// ceil(h*wd / LANES) beats (lanes stay inside one plane: one channel's coefficients per beat),
-// plus one tail beat per sample where the op has a second per-sample word to write (the
-// bundle's write channel takes one word a cycle). Samples not processed are neither read nor
-// written. core/call_price.py price_block counts the same trips (tests/kernels/test_block_price.py).
+// The loop runs over the batch's samples in order; a processed sample (bn_act: a listed one, or
+// every one with a shortcut, the unlisted taking the shortcut alone; bn_bwd_reduce: every one,
+// its reductions over the listed ones; bn_bwd_apply: a listed one) takes, per channel plane and
+// row, ceil(wd / LANES) beats (the lanes stay in one row: one channel's coefficients, and
+// addresses that are a row base plus the lane's column), plus one tail beat where the op has a
+// second per-sample word to write (the bundle's write channel takes one word a cycle). A sample
+// not processed takes one cycle and is neither read nor written. core/call_price.py price_block counts the same trips (tests/kernels/test_block_price.py).
 #include "e2t_block.h"
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
@@ -75,22 +75,6 @@ int sample_bits(const int32_t *samples, int n_samples, int n, bool listed[E2T_MA
     return 1;
 }
 
-// The shortcut source's code at output (s, c, y, x), 0 outside its channels (option A).
-inline int64_t gather(const uint8_t *src, const Call &k, int s, int c, int y, int x) {
-    const int cs = c - k.r_lo;
-    if (cs < 0 || cs >= k.r_c) return 0;
-    return src[(((int64_t)s * k.r_c + cs) * k.r_h + (int64_t)y * k.r_st) * k.r_w + (int64_t)x * k.r_st];
-}
-
-// The adjoint of the next block's gather: the gradient g_b (next block's output geometry) read
-// back at this block's output (s, c, y, x); 0 where the next shortcut did not read (y, x).
-inline int64_t scatter_t(const int16_t *gb, const Call &k, int s, int c, int y, int x) {
-    if (y % k.g_st != 0 || x % k.g_st != 0) return 0;
-    const int gy = y / k.g_st, gx = x / k.g_st;
-    if (gy >= k.g_h || gx >= k.g_w) return 0;
-    return gb[(((int64_t)s * k.g_c + c + k.g_lo) * k.g_h + gy) * k.g_w + gx];
-}
-
 inline int64_t shift_round(int64_t v, int s) {
     return s == 0 ? v : (v + (INT64_C(1) << (s - 1))) >> s;
 }
@@ -125,41 +109,48 @@ int load_coef(const Call &k, const int64_t *coef, int32_t cA[E2T_MAX_DIM], int64
     return ok;
 }
 
-// The streaming loop and the sums' write-out.
-void run(const Call &k, const bool listed[E2T_MAX_BATCH], const int32_t *samples, int n_samples,
-         const int8_t *y, uint8_t *o_out, const uint8_t *o_in, const uint8_t *r, const int16_t *ga,
-         const int16_t *gb, int16_t *gm_out, const int16_t *gm_in, int16_t *gy, int64_t *sums,
-         int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM]) {
+// The streaming loop and the sums' write-out. Every address is a running base plus the lane's
+// column (no multiply in the loop): the block tensors' row base steps by wd, a shortcut
+// source's by r_w << (stride - 1), b_gb's by gb_w every gb_stride rows; the products below are
+// worked out once per call.
+void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const int8_t *y, uint8_t *o_out,
+         const uint8_t *o_in, const uint8_t *r, const int16_t *ga, const int16_t *gb, int16_t *gm_out,
+         const int16_t *gm_in, int16_t *gy, int64_t *sums, int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM],
+         int64_t cK[E2T_MAX_DIM]) {
     const bool all = k.op == kReduce || (k.op == kAct && k.residual);
     const int n_proc = all ? k.n : n_samples;
     const bool tail = k.op != kApply;              // a second per-sample word: vmax, gate[s][1]
-    const int bpp = (k.hw + L - 1) / L;            // beats per channel plane
-    // Lane l's first element of a plane at (l / wd, l % wd); one beat moves every lane L on.
-    int y0[L], x0[L];
-    for (int l = 0; l < L; l++) {
-        y0[l] = l / k.wd;
-        x0[l] = l % k.wd;
-    }
-    const int dy = L / k.wd, dx = L % k.wd;
+    const int bpr = (k.wd + L - 1) / L;            // beats per row: lanes stay in one row
+    const int64_t sample_elems = (int64_t)k.c * k.h * k.wd;
+    // strides 1 or 2 (checked): shifts; 0 where the source is not read (its registers are 0)
+    const int rsh = k.residual ? k.r_st - 1 : 0, gsh = k.two ? k.g_st - 1 : 0, gmask = (1 << gsh) - 1;
+    const int64_t r_plane = (int64_t)k.r_h * k.r_w, r_sample = r_plane * k.r_c, r_lo_off = r_plane * k.r_lo;
+    const int64_t r_row = (int64_t)k.r_w << rsh;
+    const int64_t g_plane = (int64_t)k.g_h * k.g_w, g_sample = g_plane * k.g_c, g_lo_off = g_plane * k.g_lo;
 
-    int si = 0, ch = 0, b = 0;
+    int s = 0, ch = 0, py = 0, bx = 0;
     bool in_tail = false;
-    int py[L], px[L];
-    for (int l = 0; l < L; l++) {
-        py[l] = y0[l];
-        px[l] = x0[l];
-    }
+    int64_t row = 0;                               // y, o, g_a, g_m, g_y: (s, ch, py, 0)
+    int64_t r_samp = 0, r_ch = -r_lo_off, r_off = 0;            // shortcut source: sample, channel, row
+    int64_t g_samp = 0, g_ch = g_lo_off, g_off = 0;             // b_gb: sample, channel, row
     // per-plane and per-sample sums (registers)
     int64_t pooled = 0, amax = -kFar, amin = kFar;
     int64_t s_g = 0, s_gy = 0, m_g = 0, gate0 = 0, gate1 = 0;
-    const int64_t trips = (int64_t)n_proc * ((int64_t)k.c * bpp + (tail ? 1 : 0));
+    const int64_t trips = (int64_t)n_proc * ((int64_t)k.c * k.h * bpr + (tail ? 1 : 0)) + (k.n - n_proc);
     for (int64_t t = 0; t < trips; t++) {
 #pragma HLS PIPELINE II=1
+        // cA/cB/cK: bn_bwd_reduce's read-modify-write of a channel's sums at its plane's last beat;
+        // the same channel's next plane ends c*h*bpr beats later, after its write-back
 #pragma HLS DEPENDENCE variable=cA type=inter dependent=false
 #pragma HLS DEPENDENCE variable=cB type=inter dependent=false
 #pragma HLS DEPENDENCE variable=cK type=inter dependent=false
-        const int s = all ? si : samples[si];
         const bool lst = listed[s];
+        if (!(all || lst)) {                       // a sample not processed: one cycle, nothing touched
+            E2T_TRIP(skips, 1);
+            row += sample_elems;
+            s++;
+            continue;
+        }
         if (in_tail) {
             E2T_TRIP(tails, 1);
             if (k.op == kAct) {
@@ -172,11 +163,10 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], const int32_t *samples
                 gate0 = gate1 = 0;
             }
             in_tail = false;
-            si++;
+            s++;
             continue;
         }
         E2T_TRIP(beats, 1);
-        const int64_t plane = ((int64_t)s * k.c + ch) * k.hw;
         // this beat's channel coefficients, common to the lanes
         int64_t A = 0, B = 0, K = 0;
         if (k.op == kAct) {
@@ -191,19 +181,23 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], const int32_t *samples
             B = cB[ch];
             K = cK[ch];
         }
+        const bool r_on = k.residual && ch >= k.r_lo && ch < k.r_lo + k.r_c;
+        const bool g_row = k.two && (py & gmask) == 0 && (py >> gsh) < k.g_h;
         int64_t beat_pool = 0, beat_g = 0, beat_gy = 0, beat_m = 0, beat_g0 = 0, beat_g1 = 0;
         for (int l = 0; l < L; l++) {
 #pragma HLS UNROLL
-            const int e = b * L + l;
-            if (e >= k.hw) continue;
-            const int64_t idx = plane + e;
+            const int px = bx * L + l;
+            if (px >= k.wd) continue;
+            const int64_t idx = row + px;
+            const int64_t rv = r_on ? (int64_t)r[r_samp + r_ch + r_off + ((int64_t)px << rsh)] : 0;
             int64_t u = 0, v = 0;
             if (k.op == kAct) {
                 u = lst ? (int64_t)y[idx] : 0;
-                v = k.residual ? gather(r, k, s, ch, py[l], px[l]) : 0;
+                v = rv;
             } else if (k.op == kReduce) {
                 u = ga[idx];
-                v = k.two ? scatter_t(gb, k, s, ch, py[l], px[l]) : 0;
+                const bool g_on = g_row && (px & gmask) == 0 && (px >> gsh) < k.g_w;
+                v = g_on ? (int64_t)gb[g_samp + g_ch + g_off + (px >> gsh)] : 0;
             } else {
                 u = gm_in[idx];
                 v = y[idx];
@@ -225,12 +219,18 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], const int32_t *samples
                 const int64_t g_m = oo > 0 ? q : 0;
                 gm_out[idx] = (int16_t)g_m;
                 if (lst) {
+                    const int64_t gmy = g_m * (int64_t)y[idx];
+#pragma HLS BIND_OP variable=gmy op=mul impl=dsp
                     beat_g += g_m;
-                    beat_gy += g_m * (int64_t)y[idx];
+                    beat_gy += gmy;
                     if (abs64(g_m) > beat_m) beat_m = abs64(g_m);
                 }
-                beat_g0 += q * oo;
-                if (k.residual) beat_g1 += q * gather(r, k, s, ch, py[l], px[l]);
+                const int64_t go = q * oo;
+#pragma HLS BIND_OP variable=go op=mul impl=dsp
+                const int64_t gr = q * rv;
+#pragma HLS BIND_OP variable=gr op=mul impl=dsp
+                beat_g0 += go;
+                beat_g1 += gr;
             } else {
                 gy[idx] = (int16_t)q;
             }
@@ -241,39 +241,37 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], const int32_t *samples
         if (beat_m > m_g) m_g = beat_m;
         gate0 += beat_g0;
         gate1 += beat_g1;
-        // next beat: the lanes' positions, the plane's and the sample's ends
-        for (int l = 0; l < L; l++) {
-#pragma HLS UNROLL
-            py[l] += dy;
-            px[l] += dx;
-            if (px[l] >= k.wd) {
-                px[l] -= k.wd;
-                py[l]++;
-            }
-        }
-        if (++b < bpp) continue;
+        // next beat: the row's, the plane's and the sample's ends
+        if (++bx < bpr) continue;
+        bx = 0;
+        row += k.wd;
+        r_off += r_row;
+        if ((++py & gmask) == 0) g_off += k.g_w;
+        if (py < k.h) continue;
         // the plane's last beat
         if (k.op == kAct) {
             sums[(int64_t)s * k.c + ch] = pooled;
         } else if (k.op == kReduce && lst) {
-            // red[ch] += this plane's sums (one read-modify-write per plane, planes of one channel
-            // are c planes apart; the write-back is the pipeline's next stage)
+            // red[ch] += this plane's sums (one read-modify-write per plane)
             cK[ch] += s_g;
             cB[ch] += s_gy;
             if (m_g > cA[ch]) cA[ch] = (int32_t)m_g;
         }
         pooled = s_g = s_gy = m_g = 0;
-        b = 0;
-        for (int l = 0; l < L; l++) {
-#pragma HLS UNROLL
-            py[l] = y0[l];
-            px[l] = x0[l];
-        }
+        py = 0;
+        r_off = g_off = 0;
+        r_ch += r_plane;
+        g_ch += g_plane;
         if (++ch < k.c) continue;
+        // the sample's last beat
         ch = 0;
+        r_samp += r_sample;
+        r_ch = -r_lo_off;
+        g_samp += g_sample;
+        g_ch = g_lo_off;
         if (k.op == kReduce) sums[3 * (int64_t)k.c + 2 * (int64_t)s] = gate0;
         if (tail) in_tail = true;
-        else si++;
+        else s++;
     }
     if (k.op == kReduce) {
         // red[co][3], once, after the loop
@@ -333,7 +331,7 @@ int bn_act_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T
     bool listed[E2T_MAX_BATCH];
     const int st = blk::start(k, samples, n_samples, listed, b_coef, cA, cB, cK);
     if (st != E2T_OK) return st;
-    blk::run(k, listed, samples, n_samples, b_y, b_o, nullptr, b_r, nullptr, nullptr, nullptr, nullptr, nullptr,
+    blk::run(k, listed, n_samples, b_y, b_o, nullptr, b_r, nullptr, nullptr, nullptr, nullptr, nullptr,
              b_sums, cA, cB, cK);
     return E2T_OK;
 }
@@ -350,7 +348,7 @@ int bn_bwd_reduce_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t
     bool listed[E2T_MAX_BATCH];
     const int st = blk::start(k, samples, n_samples, listed, nullptr, cA, cB, cK);
     if (st != E2T_OK) return st;
-    blk::run(k, listed, samples, n_samples, b_y, nullptr, b_o, b_r, b_ga, b_gb, b_gm, nullptr, nullptr, b_sums, cA,
+    blk::run(k, listed, n_samples, b_y, nullptr, b_o, b_r, b_ga, b_gb, b_gm, nullptr, nullptr, b_sums, cA,
              cB, cK);
     return E2T_OK;
 }
@@ -363,7 +361,7 @@ int bn_bwd_apply_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t 
     bool listed[E2T_MAX_BATCH];
     const int st = blk::start(k, samples, n_samples, listed, b_coef, cA, cB, cK);
     if (st != E2T_OK) return st;
-    blk::run(k, listed, samples, n_samples, b_y, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, b_gm, b_gy,
+    blk::run(k, listed, n_samples, b_y, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, b_gm, b_gy,
              nullptr, cA, cB, cK);
     return E2T_OK;
 }

@@ -161,8 +161,9 @@ def block_trips(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, resi
     """The loop trips of one block-unit call (hls/src/block_ops.cpp), one cycle each: the sample
     list's check (a bit cleared per batch sample, one per entry), the coefficients loaded into
     the BRAM (a word a cycle; bn_bwd_reduce zeroes its per-channel sums there), the streaming
-    loop's beats (ceil(h*w / LANES) per channel plane of each processed sample) and its tail beat
-    per sample (vmax, gate[s][1]), and bn_bwd_reduce's per-channel sums written after the loop.
+    loop's beats (ceil(w / LANES) per row of each channel plane of each processed sample: the
+    lanes stay in one row), its tail beat per processed sample (vmax, gate[s][1]) and one cycle
+    per sample it skips, and bn_bwd_reduce's per-channel sums written after the loop.
     Processed samples: bn_act the listed ones (all of them with a shortcut), bn_bwd_reduce all,
     bn_bwd_apply the listed ones."""
     if op not in BLOCK_OPS:
@@ -174,9 +175,10 @@ def block_trips(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, resi
     proc = {"bn_act": n if residual else listed, "bn_bwd_reduce": n, "bn_bwd_apply": listed}[op]
     return {"list": n + listed,
             "coef": {"bn_act": 2 * c, "bn_bwd_reduce": c, "bn_bwd_apply": 3 * c}[op],
-            "beats": proc * c * -(-(h * w_) // BLOCK_LANES),
+            "beats": proc * c * h * -(-w_ // BLOCK_LANES),
             "tails": proc if op != "bn_bwd_apply" else 0,
-            "sums": 3 * c if op == "bn_bwd_reduce" else 0}
+            "sums": 3 * c if op == "bn_bwd_reduce" else 0,
+            "skips": n - proc}
 
 
 def price_block(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, residual: bool = False,

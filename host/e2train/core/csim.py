@@ -296,12 +296,13 @@ class BlockTrips:
 
     list: int       # the sample list's check: a bit cleared per batch sample, one per entry
     coef: int       # coefficient words loaded into the BRAM (bn_bwd_reduce: its sums zeroed)
-    beats: int      # iterations of the streaming loop, E2T_BLOCK_LANES elements each
+    beats: int      # iterations of the streaming loop over a row, E2T_BLOCK_LANES elements each
     tails: int      # the loop's extra iteration per sample (a second per-sample word written)
     sums: int       # words of the per-channel sums written after the loop
+    skips: int      # the loop's one iteration per sample not processed
 
 
 def block_trips() -> BlockTrips:
-    t = np.zeros(5, np.int64)
+    t = np.zeros(6, np.int64)
     load().e2t_block_trips(_ptr(t))
     return BlockTrips(*(int(v) for v in t))
