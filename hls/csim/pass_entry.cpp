@@ -72,11 +72,12 @@ extern "C" int bn_bwd_apply(const int8_t *b_y, const int16_t *b_gm, int16_t *b_g
 // The loop trips of this thread's last block-unit call (C simulation only): the sample list's
 // check, coefficient words, streaming beats, tail beats, sums words (E2tBlockTrips), for the
 // pricing's test.
-extern "C" void e2t_block_trips(int64_t out[6]) {
+extern "C" void e2t_block_trips(int64_t out[7]) {
     out[0] = e2t_block_trips_last.list;
     out[1] = e2t_block_trips_last.coef;
     out[2] = e2t_block_trips_last.beats;
     out[3] = e2t_block_trips_last.tails;
     out[4] = e2t_block_trips_last.sums;
     out[5] = e2t_block_trips_last.skips;
+    out[6] = e2t_block_trips_last.setup;
 }

@@ -56,6 +56,7 @@ static inline int e2t_block_coeffs_ok(int shift, int64_t m1, int64_t m2) {
 // what core/call_price.price_block counts, checked by tests/kernels/test_block_price.py.
 struct E2tBlockTrips {
     int64_t list;      // the sample list's check: a bit cleared per batch sample, one per entry
+    int64_t setup;     // the setup products' shift-and-add steps (one bit a cycle)
     int64_t coef;      // coefficient words loaded into the BRAM (one a cycle)
     int64_t beats;     // iterations of the streaming loop over a row (E2T_BLOCK_LANES elements each)
     int64_t skips;     // the streaming loop's one iteration per sample not processed

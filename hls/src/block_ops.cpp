@@ -48,7 +48,7 @@ enum Op { kAct, kReduce, kApply };
 // The call's scalars, as the ops read them.
 struct Call {
     Op op;
-    int n, c, h, wd, hw;
+    int n, c, h, wd;
     int shift;
     int64_t m1, m2, lo, hi;
     bool residual, two, relu;
@@ -81,6 +81,22 @@ inline int64_t shift_round(int64_t v, int s) {
 
 inline int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
 
+// a * b for the call's setup (tensor and plane sizes, the loop's trip count): shift and add over
+// b's E2T_SETUP_BITS bits (b <= 4096), one bit a cycle, so that the setup takes no DSP48E1 (the
+// unit's 20 are its lanes') and one adder.
+constexpr int E2T_SETUP_BITS = 13;
+int64_t mul_seq(int64_t a, int64_t b) {
+#pragma HLS INLINE off
+    int64_t acc = 0;
+    for (int i = 0; i < E2T_SETUP_BITS; i++) {
+        E2T_TRIP(setup, 1);
+        if (b & 1) acc += a;
+        a <<= 1;
+        b >>= 1;
+    }
+    return acc;
+}
+
 // Loads the per-channel coefficients (words [0, co) -> cA, [co, 2co) -> cB or cK, ...) into the
 // BRAM, one word a cycle, checking each against the 48-bit limits. bn_bwd_reduce zeroes its sums
 // there instead. Returns 0 when a coefficient is out of range (nothing has been written to DDR).
@@ -88,6 +104,7 @@ int load_coef(const Call &k, const int64_t *coef, int32_t cA[E2T_MAX_DIM], int64
               int64_t cK[E2T_MAX_DIM]) {
     const int words = k.op == kAct ? 2 * k.c : k.op == kApply ? 3 * k.c : k.c;
     int ok = 1;
+    int part = 0, ch = 0;                         // word j is coefficient `part` of channel ch
     for (int j = 0; j < words; j++) {
 #pragma HLS PIPELINE II=1
         E2T_TRIP(coef, 1);
@@ -98,13 +115,16 @@ int load_coef(const Call &k, const int64_t *coef, int32_t cA[E2T_MAX_DIM], int64
             continue;
         }
         const int64_t v = coef[j];
-        const int part = j / k.c, ch = j - part * k.c;
         const bool is_const = (k.op == kAct && part == 1) || (k.op == kApply && part == 2);
         const int64_t limit = is_const ? E2T_BLOCK_CONST_LIMIT : E2T_BLOCK_MULT_LIMIT;
         if (v <= -limit || v >= limit) ok = 0;
         if (part == 0) cA[ch] = (int32_t)v;       // a or p (|.| < 2^24: 25 bits)
         else if (is_const) cK[ch] = v;            // b or t (|.| < 2^44)
         else cB[ch] = v;                          // q
+        if (++ch == k.c) {
+            ch = 0;
+            part++;
+        }
     }
     return ok;
 }
@@ -121,12 +141,14 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
     const int n_proc = all ? k.n : n_samples;
     const bool tail = k.op != kApply;              // a second per-sample word: vmax, gate[s][1]
     const int bpr = (k.wd + L - 1) / L;            // beats per row: lanes stay in one row
-    const int64_t sample_elems = (int64_t)k.c * k.h * k.wd;
+    const int64_t planes_rows = mul_seq(k.c, k.h), sample_elems = mul_seq(planes_rows, k.wd);
     // strides 1 or 2 (checked): shifts; 0 where the source is not read (its registers are 0)
     const int rsh = k.residual ? k.r_st - 1 : 0, gsh = k.two ? k.g_st - 1 : 0, gmask = (1 << gsh) - 1;
-    const int64_t r_plane = (int64_t)k.r_h * k.r_w, r_sample = r_plane * k.r_c, r_lo_off = r_plane * k.r_lo;
-    const int64_t r_row = (int64_t)k.r_w << rsh;
-    const int64_t g_plane = (int64_t)k.g_h * k.g_w, g_sample = g_plane * k.g_c, g_lo_off = g_plane * k.g_lo;
+    const int64_t r_plane = mul_seq(k.r_h, k.r_w), r_sample = mul_seq(r_plane, k.r_c);
+    const int64_t r_lo_off = mul_seq(r_plane, k.r_lo), r_row = (int64_t)k.r_w << rsh;
+    const int64_t g_plane = mul_seq(k.g_h, k.g_w), g_sample = mul_seq(g_plane, k.g_c);
+    const int64_t g_lo_off = mul_seq(g_plane, k.g_lo);
+    const int64_t vmax_base = mul_seq(k.n, k.c), gate_base = 3 * (int64_t)k.c;
 
     int s = 0, ch = 0, py = 0, bx = 0;
     bool in_tail = false;
@@ -136,7 +158,8 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
     // per-plane and per-sample sums (registers)
     int64_t pooled = 0, amax = -kFar, amin = kFar;
     int64_t s_g = 0, s_gy = 0, m_g = 0, gate0 = 0, gate1 = 0;
-    const int64_t trips = (int64_t)n_proc * ((int64_t)k.c * k.h * bpr + (tail ? 1 : 0)) + (k.n - n_proc);
+    const int64_t trips = mul_seq(mul_seq(planes_rows, bpr) + (tail ? 1 : 0), n_proc) + (k.n - n_proc);
+    int64_t pidx = 0;                              // pooled[s][ch]: the planes in order
     for (int64_t t = 0; t < trips; t++) {
 #pragma HLS PIPELINE II=1
         // cA/cB/cK: bn_bwd_reduce's read-modify-write of a channel's sums at its plane's last beat;
@@ -148,6 +171,7 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
         if (!(all || lst)) {                       // a sample not processed: one cycle, nothing touched
             E2T_TRIP(skips, 1);
             row += sample_elems;
+            pidx += k.c;
             s++;
             continue;
         }
@@ -155,11 +179,11 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
             E2T_TRIP(tails, 1);
             if (k.op == kAct) {
                 const int64_t vmax_hi = shift_round(amax, k.shift), vmax_lo = shift_round(amin, k.shift);
-                sums[(int64_t)k.n * k.c + s] = vmax_hi > -vmax_lo ? vmax_hi : -vmax_lo;
+                sums[vmax_base + s] = vmax_hi > -vmax_lo ? vmax_hi : -vmax_lo;
                 amax = -kFar;
                 amin = kFar;
             } else {
-                sums[3 * (int64_t)k.c + 2 * (int64_t)s + 1] = gate1;
+                sums[gate_base + 2 * (int64_t)s + 1] = gate1;
                 gate0 = gate1 = 0;
             }
             in_tail = false;
@@ -250,7 +274,7 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
         if (py < k.h) continue;
         // the plane's last beat
         if (k.op == kAct) {
-            sums[(int64_t)s * k.c + ch] = pooled;
+            sums[pidx] = pooled;
         } else if (k.op == kReduce && lst) {
             // red[ch] += this plane's sums (one read-modify-write per plane)
             cK[ch] += s_g;
@@ -258,6 +282,7 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
             if (m_g > cA[ch]) cA[ch] = (int32_t)m_g;
         }
         pooled = s_g = s_gy = m_g = 0;
+        pidx++;
         py = 0;
         r_off = g_off = 0;
         r_ch += r_plane;
@@ -269,17 +294,21 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
         r_ch = -r_lo_off;
         g_samp += g_sample;
         g_ch = g_lo_off;
-        if (k.op == kReduce) sums[3 * (int64_t)k.c + 2 * (int64_t)s] = gate0;
+        if (k.op == kReduce) sums[gate_base + 2 * (int64_t)s] = gate0;
         if (tail) in_tail = true;
         else s++;
     }
     if (k.op == kReduce) {
         // red[co][3], once, after the loop
+        int c = 0, part = 0;
         for (int j = 0; j < 3 * k.c; j++) {
 #pragma HLS PIPELINE II=1
             E2T_TRIP(sums, 1);
-            const int c = j / 3, part = j - 3 * c;
             sums[j] = part == 0 ? cK[c] : part == 1 ? cB[c] : (int64_t)cA[c];
+            if (++part == 3) {
+                part = 0;
+                c++;
+            }
         }
     }
 }
@@ -307,7 +336,6 @@ Call call(Op op, int n, int h, int wd, int co, int b_flags, int b_shift, int b_m
     k.c = co;
     k.h = h;
     k.wd = wd;
-    k.hw = h * wd;
     k.shift = b_shift;
     k.m1 = b_m1;
     k.m2 = b_m2;

@@ -143,8 +143,10 @@ void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], 
             const int64_t v = e2t_requant_unit(acc, mult_m, mult_s, lo, hi, acc_limit, ovf);
             y[b.ybase[i] + o * plane] = (uint8_t)(v & 0xff);
             if (st.on) {
+                const int64_t v2 = v * v;      // |v| <= 255: an 8 x 8-bit square in LUTs
+#pragma HLS BIND_OP variable=v2 op=mul impl=fabric
                 st.s1[r] += v;
-                st.s2[r] += v * v;
+                st.s2[r] += v2;
             }
         }
     }

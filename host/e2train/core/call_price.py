@@ -155,11 +155,15 @@ BLOCK_OPS = ("bn_act", "bn_bwd_reduce", "bn_bwd_apply")
 # loop at II=1, each beat LANES elements of one channel plane. 4 lanes keep bn_act (3 B per
 # element) under the DDR rate and put bn_bwd_reduce (up to 9 B) and bn_bwd_apply (5 B) at it.
 BLOCK_LANES = 4
+# The call's setup (block_ops.cpp mul_seq): the streaming loop's sizes and trip count, products
+# by shift and add, one bit of a 13-bit operand a cycle.
+BLOCK_SETUP_PRODUCTS = 11
+BLOCK_SETUP_BITS = 13
 
 
 def block_trips(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, residual: bool = False) -> dict:
-    """The loop trips of one block-unit call (hls/src/block_ops.cpp), one cycle each: the sample
-    list's check (a bit cleared per batch sample, one per entry), the coefficients loaded into
+    """The loop trips of one block-unit call (hls/src/block_ops.cpp), one cycle each: the setup's
+    shift-and-add products, the sample list's check (a bit cleared per batch sample, one per entry), the coefficients loaded into
     the BRAM (a word a cycle; bn_bwd_reduce zeroes its per-channel sums there), the streaming
     loop's beats (ceil(w / LANES) per row of each channel plane of each processed sample: the
     lanes stay in one row), its tail beat per processed sample (vmax, gate[s][1]) and one cycle
@@ -178,7 +182,8 @@ def block_trips(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, resi
             "beats": proc * c * h * -(-w_ // BLOCK_LANES),
             "tails": proc if op != "bn_bwd_apply" else 0,
             "sums": 3 * c if op == "bn_bwd_reduce" else 0,
-            "skips": n - proc}
+            "skips": n - proc,
+            "setup": BLOCK_SETUP_PRODUCTS * BLOCK_SETUP_BITS}
 
 
 def price_block(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, residual: bool = False,

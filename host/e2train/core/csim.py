@@ -300,9 +300,10 @@ class BlockTrips:
     tails: int      # the loop's extra iteration per sample (a second per-sample word written)
     sums: int       # words of the per-channel sums written after the loop
     skips: int      # the loop's one iteration per sample not processed
+    setup: int      # the setup products' shift-and-add steps, one bit a cycle
 
 
 def block_trips() -> BlockTrips:
-    t = np.zeros(6, np.int64)
+    t = np.zeros(7, np.int64)
     load().e2t_block_trips(_ptr(t))
     return BlockTrips(*(int(v) for v in t))
