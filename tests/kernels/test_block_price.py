@@ -58,3 +58,11 @@ def test_price_is_the_trips_or_the_ddr_bound():
     # per sample
     _, cycles = cp.price_block("bn_act", (64, 16, 32, 32), 64)
     assert cycles == em.HLS_CALL_OVERHEAD + 11 * 13 + (64 + 64) + 2 * 16 + 64 * 16 * 256 + 64
+
+
+def test_the_lanes_are_one_number():
+    """The HLS unit's lanes (e2t_block.h) are the price's (call_price.BLOCK_LANES)."""
+    import re
+    from pathlib import Path
+    header = (Path(__file__).resolve().parents[2] / "hls/include/e2t_block.h").read_text()
+    assert int(re.search(r"#define E2T_BLOCK_LANES (\d+)", header).group(1)) == cp.BLOCK_LANES
