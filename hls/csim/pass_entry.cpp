@@ -5,7 +5,6 @@
 // the op dispatch and the shared buffers that Vitis HLS synthesises. Not synthesised (a
 // testbench file in hls/scripts/kernel.tcl).
 
-#include "e2t_block.h"
 #include "e2t_kernels.h"
 
 // The block-unit arguments of the conv passes (none) and the conv arguments of the block ops.
@@ -67,17 +66,4 @@ extern "C" int bn_bwd_apply(const int8_t *b_y, const int16_t *b_gm, int16_t *b_g
                       nullptr, nullptr, nullptr, samples, n_samples, n, 0, h, wd, co, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                       0, b_y, nullptr, nullptr, nullptr, nullptr, const_cast<int16_t *>(b_gm), b_gy, b_coef, nullptr,
                       0, b_shift, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-}
-
-// The loop trips of this thread's last block-unit call (C simulation only): the sample list's
-// check, coefficient words, streaming beats, tail beats, sums words (E2tBlockTrips), for the
-// pricing's test.
-extern "C" void e2t_block_trips(int64_t out[7]) {
-    out[0] = e2t_block_trips_last.list;
-    out[1] = e2t_block_trips_last.coef;
-    out[2] = e2t_block_trips_last.beats;
-    out[3] = e2t_block_trips_last.tails;
-    out[4] = e2t_block_trips_last.sums;
-    out[5] = e2t_block_trips_last.skips;
-    out[6] = e2t_block_trips_last.setup;
 }

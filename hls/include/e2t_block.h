@@ -51,19 +51,33 @@ static inline int e2t_block_coeffs_ok(int shift, int64_t m1, int64_t m2) {
            m2 > -E2T_BLOCK_MULT_LIMIT && m2 < E2T_BLOCK_MULT_LIMIT;
 }
 
+#ifdef __cplusplus
+namespace e2t {
+// The block unit's ops (hls/src/block_ops.cpp), inlined into the top; cA, cB, cK: the top's
+// per-channel coefficient BRAM (E2T_MAX_DIM words each), which the three ops share.
+int bn_act_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM], const int8_t *b_y,
+                uint8_t *b_o, const uint8_t *b_r, const int64_t *b_coef, int64_t *b_sums, const int32_t *samples,
+                int n_samples, int n, int h, int wd, int co, int b_flags, int b_shift, int b_m1, int r_c, int r_h,
+                int r_w, int r_stride, int r_lo);
+int bn_bwd_reduce_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM], const int8_t *b_y,
+                       const uint8_t *b_o, const uint8_t *b_r, const int16_t *b_ga, const int16_t *b_gb,
+                       int16_t *b_gm, int64_t *b_sums, const int32_t *samples, int n_samples, int n, int h, int wd,
+                       int co, int b_flags, int b_shift, int b_m1, int b_m2, int r_c, int r_h, int r_w, int r_stride,
+                       int r_lo, int gb_c, int gb_h, int gb_w, int gb_stride, int gb_lo);
+int bn_bwd_apply_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM], const int8_t *b_y,
+                      const int16_t *b_gm, int16_t *b_gy, const int64_t *b_coef, const int32_t *samples,
+                      int n_samples, int n, int h, int wd, int co, int b_shift);
+
+}  // namespace e2t
+#endif
+
 #ifndef __SYNTHESIS__
-// Loop trips of the last block-unit call on this thread (C simulation only, not synthesised):
-// what core/call_price.price_block counts, checked by tests/kernels/test_block_price.py.
-struct E2tBlockTrips {
-    int64_t list;      // the sample list's check: a bit cleared per batch sample, one per entry
-    int64_t setup;     // the setup products' shift-and-add steps (one bit a cycle)
-    int64_t coef;      // coefficient words loaded into the BRAM (one a cycle)
-    int64_t beats;     // iterations of the streaming loop over a row (E2T_BLOCK_LANES elements each)
-    int64_t skips;     // the streaming loop's one iteration per sample not processed
-    int64_t tails;     // the streaming loop's extra iteration per sample (its per-sample sums' last write)
-    int64_t sums;      // words of the per-channel sums written after the loop (one a cycle)
-};
-extern thread_local E2tBlockTrips e2t_block_trips_last;
+// The loop trips of the last block-unit call (C simulation only, not synthesised; block_ops.cpp):
+// out = the sample list's check, coefficient words loaded, streaming beats (E2T_BLOCK_LANES
+// elements of a row each), tail beats (a sample's second per-sample word), words of the
+// per-channel sums written after the loop, samples skipped (one beat each), the setup's
+// shift-and-add steps. What core/call_price.py price_block counts (tests/kernels/test_block_price.py).
+extern "C" void e2t_block_trips(int64_t out[7]);
 #endif
 
 #endif

@@ -14,6 +14,8 @@
 
 #include <stdint.h>
 
+#include "e2t_block.h"
+#include "e2t_fixed.h"
 #include "e2t_shape.h"
 #include "e2t_tiles.h"
 #include "train_engine.h"
@@ -106,29 +108,8 @@ int wgrad_pass(int8_t wt[][R],
                int ci, int h, int wd, int co, int k, int stride, int pad, int x_unsigned, int32_t beta_q,
                int32_t lr_q, int32_t wd_q);
 
-// The block unit's ops (hls/src/block_ops.cpp), inlined into the top; cA, cB, cK: the top's
-// per-channel coefficient BRAM (E2T_MAX_DIM words each), which the three ops share.
-int bn_act_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM], const int8_t *b_y,
-                uint8_t *b_o, const uint8_t *b_r, const int64_t *b_coef, int64_t *b_sums, const int32_t *samples,
-                int n_samples, int n, int h, int wd, int co, int b_flags, int b_shift, int b_m1, int r_c, int r_h,
-                int r_w, int r_stride, int r_lo);
-int bn_bwd_reduce_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM], const int8_t *b_y,
-                       const uint8_t *b_o, const uint8_t *b_r, const int16_t *b_ga, const int16_t *b_gb,
-                       int16_t *b_gm, int64_t *b_sums, const int32_t *samples, int n_samples, int n, int h, int wd,
-                       int co, int b_flags, int b_shift, int b_m1, int b_m2, int r_c, int r_h, int r_w, int r_stride,
-                       int r_lo, int gb_c, int gb_h, int gb_w, int gb_stride, int gb_lo);
-int bn_bwd_apply_pass(int32_t cA[E2T_MAX_DIM], int64_t cB[E2T_MAX_DIM], int64_t cK[E2T_MAX_DIM], const int8_t *b_y,
-                      const int16_t *b_gm, int16_t *b_gy, const int64_t *b_coef, const int32_t *samples,
-                      int n_samples, int n, int h, int wd, int co, int b_shift);
-
 }  // namespace e2t
 
-// The requantiser, sat((acc * m + 2^(s-1)) >> s) (e2t_requant_at), as a function of its own
-// (INLINE off, defined in hls/src/e2t_engine.cpp) so that the top's ALLOCATION pragma makes
-// every call site share E2T_REQUANT_UNITS instances: the forward and input-gradient output
-// stages (one call a cycle) and the block unit's lanes (E2T_BLOCK_LANES calls a cycle, m = 1).
-#define E2T_REQUANT_UNITS 4
-int64_t e2t_requant_unit(int64_t acc, int64_t m, int s, int64_t lo, int64_t hi, int64_t acc_limit, int *ovf);
 
 // One engine call: the feeder of `mode` streams the beats while the engine consumes them (in
 // hardware concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C

@@ -27,14 +27,28 @@
 #include "e2t_block.h"
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
-#include "e2t_passes.h"
 #include "e2t_shape.h"
 
 #ifndef __SYNTHESIS__
-thread_local E2tBlockTrips e2t_block_trips_last;
-#define E2T_TRIP(field, k) (e2t_block_trips_last.field += (k))
+#include <atomic>
+// The loop trips of the last block-unit call (C simulation only, for the pricing's test):
+// sample-list check, coefficient words, streaming beats, tails, sums words, skips, setup steps.
+// Process-wide relaxed atomics, not thread_local: a thread_local here slows the C simulation's
+// conv passes by about 9% (the library's TLS accesses); a call on another thread at the same
+// time mixes its counts in (the test reads them right after its own call, on one thread).
+namespace {
+enum { kList, kCoef, kBeats, kTails, kSums, kSkips, kSetup, kTrips };
+std::atomic<int64_t> e2t_block_trips_last[kTrips];
+}  // namespace
+extern "C" void e2t_block_trips(int64_t out[7]) {
+    for (int i = 0; i < kTrips; i++) out[i] = e2t_block_trips_last[i].load(std::memory_order_relaxed);
+}
+#define E2T_TRIP(field, k) (e2t_block_trips_last[field].fetch_add((k), std::memory_order_relaxed))
+#define E2T_TRIPS_RESET() \
+    for (int i = 0; i < kTrips; i++) e2t_block_trips_last[i].store(0, std::memory_order_relaxed)
 #else
 #define E2T_TRIP(field, k) ((void)0)
+#define E2T_TRIPS_RESET() ((void)0)
 #endif
 
 namespace e2t {
@@ -62,12 +76,12 @@ int sample_bits(const int32_t *samples, int n_samples, int n, bool listed[E2T_MA
     if (n_samples < 0 || n_samples > n) return 0;
     for (int i = 0; i < n; i++) {
 #pragma HLS PIPELINE II=1
-        E2T_TRIP(list, 1);
+        E2T_TRIP(kList, 1);
         listed[i] = false;
     }
     for (int i = 0; i < n_samples; i++) {
 #pragma HLS PIPELINE
-        E2T_TRIP(list, 1);
+        E2T_TRIP(kList, 1);
         const int32_t s = samples[i];
         if (s < 0 || s >= n || listed[s]) return 0;
         listed[s] = true;
@@ -89,7 +103,7 @@ int64_t mul_seq(int64_t a, int64_t b) {
 #pragma HLS INLINE off
     int64_t acc = 0;
     for (int i = 0; i < E2T_SETUP_BITS; i++) {
-        E2T_TRIP(setup, 1);
+        E2T_TRIP(kSetup, 1);
         if (b & 1) acc += a;
         a <<= 1;
         b >>= 1;
@@ -107,7 +121,7 @@ int load_coef(const Call &k, const int64_t *coef, int32_t cA[E2T_MAX_DIM], int64
     int part = 0, ch = 0;                         // word j is coefficient `part` of channel ch
     for (int j = 0; j < words; j++) {
 #pragma HLS PIPELINE II=1
-        E2T_TRIP(coef, 1);
+        E2T_TRIP(kCoef, 1);
         if (k.op == kReduce) {                    // red[c] = 0: sum g_m (cK), sum g_m*y (cB), max |g_m| (cA)
             cA[j] = 0;
             cB[j] = 0;
@@ -169,14 +183,14 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
 #pragma HLS DEPENDENCE variable=cK type=inter dependent=false
         const bool lst = listed[s];
         if (!(all || lst)) {                       // a sample not processed: one cycle, nothing touched
-            E2T_TRIP(skips, 1);
+            E2T_TRIP(kSkips, 1);
             row += sample_elems;
             pidx += k.c;
             s++;
             continue;
         }
         if (in_tail) {
-            E2T_TRIP(tails, 1);
+            E2T_TRIP(kTails, 1);
             if (k.op == kAct) {
                 const int64_t vmax_hi = shift_round(amax, k.shift), vmax_lo = shift_round(amin, k.shift);
                 sums[vmax_base + s] = vmax_hi > -vmax_lo ? vmax_hi : -vmax_lo;
@@ -190,7 +204,7 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
             s++;
             continue;
         }
-        E2T_TRIP(beats, 1);
+        E2T_TRIP(kBeats, 1);
         // this beat's channel coefficients, common to the lanes
         int64_t A = 0, B = 0, K = 0;
         if (k.op == kAct) {
@@ -303,7 +317,7 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
         int c = 0, part = 0;
         for (int j = 0; j < 3 * k.c; j++) {
 #pragma HLS PIPELINE II=1
-            E2T_TRIP(sums, 1);
+            E2T_TRIP(kSums, 1);
             sums[j] = part == 0 ? cK[c] : part == 1 ? cB[c] : (int64_t)cA[c];
             if (++part == 3) {
                 part = 0;
@@ -321,9 +335,7 @@ int start(const Call &k, const int32_t *samples, int n_samples, bool listed[E2T_
     if (!e2t_block_shape_ok(k.n, k.c, k.h, k.wd) || !e2t_block_coeffs_ok(k.shift, k.m1, k.m2)) return E2T_ERR_SHAPE;
     if (k.residual && !e2t_shortcut_ok(k.r_c, k.r_h, k.r_w, k.r_st, k.r_lo, k.c, k.h, k.wd)) return E2T_ERR_SHAPE;
     if (k.two && !e2t_shortcut_ok(k.c, k.h, k.wd, k.g_st, k.g_lo, k.g_c, k.g_h, k.g_w)) return E2T_ERR_SHAPE;
-#ifndef __SYNTHESIS__
-    e2t_block_trips_last = E2tBlockTrips{};
-#endif
+    E2T_TRIPS_RESET();
     if (!sample_bits(samples, n_samples, k.n, listed)) return E2T_ERR_SAMPLE;
     if (!load_coef(k, coef, cA, cB, cK)) return E2T_ERR_SHAPE;
     return E2T_OK;

@@ -132,23 +132,27 @@ void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], 
         bn_sums_flush(st, stats, q);
         st.co0 = b.co0;
     }
+    const bool on = st.on;
     for (int r = 0; r < R; r++) {
         const eng::Row row = out.read();
         const int o = b.co0 + r;
         if (o >= q.co) continue;
+        int64_t s1 = 0, s2 = 0;             // this row's sums (locals: y's stores cannot alias them)
         for (int i = 0; i < NPOS; i++) {
 #pragma HLS PIPELINE II=1
             if (!b.on[i]) continue;
             const int64_t acc = ((i & 1) ? row.hi[i / 2] : row.lo[i / 2]) + bias_t[r];
             const int64_t v = e2t_requant_unit(acc, mult_m, mult_s, lo, hi, acc_limit, ovf);
             y[b.ybase[i] + o * plane] = (uint8_t)(v & 0xff);
-            if (st.on) {
+            if (on) {
                 const int64_t v2 = v * v;      // |v| <= 255: an 8 x 8-bit square in LUTs
 #pragma HLS BIND_OP variable=v2 op=mul impl=fabric
-                st.s1[r] += v;
-                st.s2[r] += v2;
+                s1 += v;
+                s2 += v2;
             }
         }
+        st.s1[r] += s1;
+        st.s2[r] += s2;
     }
 }
 

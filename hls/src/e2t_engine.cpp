@@ -59,12 +59,6 @@ void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, p
     train_engine_hls(head, in, out, mode, xu, exact, pred, clr, clr, pred_rows, pred_cols, emit);
 }
 
-int64_t e2t_requant_unit(int64_t acc, int64_t m, int s, int64_t lo, int64_t hi, int64_t acc_limit, int *ovf) {
-#pragma HLS INLINE off
-#pragma HLS PIPELINE II=1
-    return e2t_requant_at(acc, m, s, lo, hi, acc_limit, ovf);
-}
-
 extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,
                           const int16_t *g_y, int16_t *g_x, int32_t *w_master, int8_t *sign, uint8_t *predicted,
                           int64_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples,

@@ -292,7 +292,8 @@ def bn_bwd_apply(g_m, y, p, q, t, shift: int, *, samples=None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class BlockTrips:
-    """Loop trips of the last block-unit call on this thread (hls/include/e2t_block.h)."""
+    """Loop trips of the last block-unit call (hls/include/e2t_block.h e2t_block_trips; counted
+    process-wide: read them right after the call, on the thread that made it)."""
 
     list: int       # the sample list's check: a bit cleared per batch sample, one per entry
     coef: int       # coefficient words loaded into the BRAM (bn_bwd_reduce: its sums zeroed)
