@@ -110,7 +110,6 @@ int wgrad_pass(int8_t wt[][R],
 
 }  // namespace e2t
 
-
 // One engine call: the feeder of `mode` streams the beats while the engine consumes them (in
 // hardware concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C
 // simulation one after the other through the stream). mode kFlush streams nothing: the

@@ -23,7 +23,8 @@
 // row, ceil(wd / LANES) beats (the lanes stay in one row: one channel's coefficients, and
 // addresses that are a row base plus the lane's column), plus one tail beat where the op has a
 // second per-sample word to write (the bundle's write channel takes one word a cycle). A sample
-// not processed takes one cycle and is neither read nor written. core/call_price.py price_block counts the same trips (tests/kernels/test_block_price.py).
+// not processed takes one cycle and is neither read nor written. core/call_price.py price_block
+// counts the same trips (tests/kernels/test_block_price.py).
 #include "e2t_block.h"
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"

@@ -163,9 +163,9 @@ BLOCK_SETUP_BITS = 13
 
 def block_trips(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, residual: bool = False) -> dict:
     """The loop trips of one block-unit call (hls/src/block_ops.cpp), one cycle each: the setup's
-    shift-and-add products, the sample list's check (a bit cleared per batch sample, one per entry), the coefficients loaded into
-    the BRAM (a word a cycle; bn_bwd_reduce zeroes its per-channel sums there), the streaming
-    loop's beats (ceil(w / LANES) per row of each channel plane of each processed sample: the
+    shift-and-add products, the sample list's check (a bit cleared per batch sample, one per
+    entry), the coefficients loaded into the BRAM (a word a cycle; bn_bwd_reduce zeroes its
+    per-channel sums there), the streaming loop's beats (ceil(w / LANES) per row of each channel plane of each processed sample: the
     lanes stay in one row), its tail beat per processed sample (vmax, gate[s][1]) and one cycle
     per sample it skips, and bn_bwd_reduce's per-channel sums written after the loop.
     Processed samples: bn_act the listed ones (all of them with a shortcut), bn_bwd_reduce all,
