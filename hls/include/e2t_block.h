@@ -29,6 +29,26 @@
 #define E2T_BLOCK_MAX_SAMPLE_ELEMS (1 << 22)
 #define E2T_BLOCK_MAX_CHANNEL_ELEMS (1 << 24)
 
+// The datapath's widths. Under Vitis HLS (ap_int.h present) the lanes' operands are what the
+// DSP48E1 takes, a 16-bit code times a 25-bit coefficient (e2t_c25; the product 41 bits), and
+// the sums 48 bits (e2t_w48, the P register); in the C simulation (g++) int64_t holds the same
+// values (every one is inside those widths: the limits above, checked before the loop).
+#if defined(__has_include)
+#if __has_include(<ap_int.h>)
+#include <ap_int.h>
+#define E2T_HAVE_AP_INT 1
+#endif
+#endif
+#ifdef E2T_HAVE_AP_INT
+typedef ap_int<25> e2t_c25;
+typedef ap_int<48> e2t_w48;
+static inline e2t_w48 e2t_mul_16x25(int16_t u, e2t_c25 a) { return (e2t_w48)((ap_int<16>)u * a); }
+#else
+typedef int64_t e2t_c25;
+typedef int64_t e2t_w48;
+static inline e2t_w48 e2t_mul_16x25(int16_t u, e2t_c25 a) { return (int64_t)u * a; }
+#endif
+
 static inline int e2t_block_shape_ok(int n, int c, int h, int wd) {
     if (n < 1 || c < 1 || h < 1 || wd < 1) return 0;
     if (n > E2T_MAX_BATCH || c > E2T_MAX_DIM || h > E2T_MAX_DIM || wd > E2T_MAX_DIM) return 0;

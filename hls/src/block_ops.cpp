@@ -56,7 +56,7 @@ namespace e2t {
 namespace blk {
 
 constexpr int L = E2T_BLOCK_LANES;
-constexpr int64_t kFar = INT64_C(1) << 62;     // beyond any 48-bit acc: the running max/min's start
+constexpr int64_t kFar = (INT64_C(1) << 47) - 1;   // |acc| < 2^46: the running max/min's start
 
 enum Op { kAct, kReduce, kApply };
 
@@ -94,7 +94,6 @@ inline int64_t shift_round(int64_t v, int s) {
     return s == 0 ? v : (v + (INT64_C(1) << (s - 1))) >> s;
 }
 
-inline int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
 
 // a * b for the call's setup (tensor and plane sizes, the loop's trip count): shift and add over
 // b's E2T_SETUP_BITS bits (b <= 4096), one bit a cycle, so that the setup takes no DSP48E1 (the
@@ -133,7 +132,7 @@ int load_coef(const Call &k, const int64_t *coef, int32_t cA[E2T_MAX_DIM], int64
         const bool is_const = (k.op == kAct && part == 1) || (k.op == kApply && part == 2);
         const int64_t limit = is_const ? E2T_BLOCK_CONST_LIMIT : E2T_BLOCK_MULT_LIMIT;
         if (v <= -limit || v >= limit) ok = 0;
-        if (part == 0) cA[ch] = (int32_t)v;       // a or p (|.| < 2^24: 25 bits)
+        if (part == 0) cA[ch] = (int32_t)v;       // a or p (|.| < 2^24: 25 bits, e2t_c25 in the lanes)
         else if (is_const) cK[ch] = v;            // b or t (|.| < 2^44)
         else cB[ch] = v;                          // q
         if (++ch == k.c) {
@@ -171,8 +170,9 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
     int64_t r_samp = 0, r_ch = -r_lo_off, r_off = 0;            // shortcut source: sample, channel, row
     int64_t g_samp = 0, g_ch = g_lo_off, g_off = 0;             // b_gb: sample, channel, row
     // per-plane and per-sample sums (registers)
-    int64_t pooled = 0, amax = -kFar, amin = kFar;
-    int64_t s_g = 0, s_gy = 0, m_g = 0, gate0 = 0, gate1 = 0;
+    e2t_w48 pooled = 0, amax = -kFar, amin = kFar;
+    e2t_w48 s_g = 0, s_gy = 0, gate0 = 0, gate1 = 0;
+    int32_t m_g = 0;
     const int64_t trips = mul_seq(mul_seq(planes_rows, bpr) + (tail ? 1 : 0), n_proc) + (k.n - n_proc);
     int64_t pidx = 0;                              // pooled[s][ch]: the planes in order
     for (int64_t t = 0; t < trips; t++) {
@@ -193,12 +193,12 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
         if (in_tail) {
             E2T_TRIP(kTails, 1);
             if (k.op == kAct) {
-                const int64_t vmax_hi = shift_round(amax, k.shift), vmax_lo = shift_round(amin, k.shift);
+                const int64_t vmax_hi = shift_round((int64_t)amax, k.shift), vmax_lo = shift_round((int64_t)amin, k.shift);
                 sums[vmax_base + s] = vmax_hi > -vmax_lo ? vmax_hi : -vmax_lo;
                 amax = -kFar;
                 amin = kFar;
             } else {
-                sums[gate_base + 2 * (int64_t)s + 1] = gate1;
+                sums[gate_base + 2 * (int64_t)s + 1] = (int64_t)gate1;
                 gate0 = gate1 = 0;
             }
             in_tail = false;
@@ -207,66 +207,69 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
         }
         E2T_TRIP(kBeats, 1);
         // this beat's channel coefficients, common to the lanes
-        int64_t A = 0, B = 0, K = 0;
+        e2t_c25 A = 0, B = 0;
+        e2t_w48 K = 0;
         if (k.op == kAct) {
             A = lst ? cA[ch] : 0;
-            B = k.residual ? k.m1 : 0;
+            B = (e2t_c25)(k.residual ? k.m1 : 0);
             K = lst ? cK[ch] : 0;
         } else if (k.op == kReduce) {
-            A = k.m1;
-            B = k.two ? k.m2 : 0;
+            A = (e2t_c25)k.m1;
+            B = (e2t_c25)(k.two ? k.m2 : 0);
         } else {
             A = cA[ch];
-            B = cB[ch];
+            B = (e2t_c25)cB[ch];
             K = cK[ch];
         }
         const bool r_on = k.residual && ch >= k.r_lo && ch < k.r_lo + k.r_c;
         const bool g_row = k.two && (py & gmask) == 0 && (py >> gsh) < k.g_h;
-        int64_t beat_pool = 0, beat_g = 0, beat_gy = 0, beat_m = 0, beat_g0 = 0, beat_g1 = 0;
+        e2t_w48 beat_pool = 0, beat_g = 0, beat_gy = 0, beat_g0 = 0, beat_g1 = 0;
+        int32_t beat_m = 0;
         for (int l = 0; l < L; l++) {
 #pragma HLS UNROLL
             const int px = bx * L + l;
             if (px >= k.wd) continue;
             const int64_t idx = row + px;
-            const int64_t rv = r_on ? (int64_t)r[r_samp + r_ch + r_off + ((int64_t)px << rsh)] : 0;
-            int64_t u = 0, v = 0;
+            const int16_t rv = r_on ? (int16_t)r[r_samp + r_ch + r_off + ((int64_t)px << rsh)] : 0;
+            int16_t u = 0, v = 0;                  // the codes: int8, uint8 or int16, all in 16 bits
             if (k.op == kAct) {
-                u = lst ? (int64_t)y[idx] : 0;
+                u = lst ? (int16_t)y[idx] : 0;
                 v = rv;
             } else if (k.op == kReduce) {
                 u = ga[idx];
                 const bool g_on = g_row && (px & gmask) == 0 && (px >> gsh) < k.g_w;
-                v = g_on ? (int64_t)gb[g_samp + g_ch + g_off + (px >> gsh)] : 0;
+                v = g_on ? gb[g_samp + g_ch + g_off + (px >> gsh)] : 0;
             } else {
                 u = gm_in[idx];
                 v = y[idx];
             }
-            const int64_t p1 = u * A;
+            const e2t_w48 p1 = e2t_mul_16x25(u, A);
 #pragma HLS BIND_OP variable=p1 op=mul impl=dsp
-            const int64_t p2 = v * B;
+            const e2t_w48 p2 = e2t_mul_16x25(v, B);
 #pragma HLS BIND_OP variable=p2 op=mul impl=dsp
-            const int64_t acc = p1 + K + p2;
+            const e2t_w48 acc = p1 + K + p2;
             int ovf = 0;
-            const int64_t q = e2t_requant_unit(acc, 1, k.shift, k.lo, k.hi, INT64_MAX, &ovf);
+            const int16_t q = (int16_t)e2t_requant_unit((int64_t)acc, 1, k.shift, k.lo, k.hi, INT64_MAX, &ovf);
             if (k.op == kAct) {
                 o_out[idx] = (uint8_t)(q & 0xff);
                 beat_pool += q;
                 if (acc > amax) amax = acc;
                 if (acc < amin) amin = acc;
             } else if (k.op == kReduce) {
-                const int64_t oo = o_in[idx];
-                const int64_t g_m = oo > 0 ? q : 0;
-                gm_out[idx] = (int16_t)g_m;
+                const uint8_t oo = o_in[idx];
+                const int16_t g_m = oo > 0 ? q : 0;
+                gm_out[idx] = g_m;
                 if (lst) {
-                    const int64_t gmy = g_m * (int64_t)y[idx];
+                    const int32_t gmy = (int32_t)g_m * y[idx];     // 16 x 8 bits
 #pragma HLS BIND_OP variable=gmy op=mul impl=dsp
+                    const int32_t mag = g_m < 0 ? -(int32_t)g_m : g_m;
                     beat_g += g_m;
                     beat_gy += gmy;
-                    if (abs64(g_m) > beat_m) beat_m = abs64(g_m);
+                    if (mag > beat_m) beat_m = mag;
                 }
-                const int64_t go = q * oo;
+                const int32_t go = (int32_t)q * oo;               // 16 x 8 bits
 #pragma HLS BIND_OP variable=go op=mul impl=dsp
-                const int64_t gr = q * rv;
+                const int32_t gr = (int32_t)q * rv;               // 16 x 8 bits (the shortcut's code)
 #pragma HLS BIND_OP variable=gr op=mul impl=dsp
                 beat_g0 += go;
                 beat_g1 += gr;
@@ -289,11 +292,11 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
         if (py < k.h) continue;
         // the plane's last beat
         if (k.op == kAct) {
-            sums[pidx] = pooled;
+            sums[pidx] = (int64_t)pooled;
         } else if (k.op == kReduce && lst) {
             // red[ch] += this plane's sums (one read-modify-write per plane)
-            cK[ch] += s_g;
-            cB[ch] += s_gy;
+            cK[ch] += (int64_t)s_g;
+            cB[ch] += (int64_t)s_gy;
             if (m_g > cA[ch]) cA[ch] = (int32_t)m_g;
         }
         pooled = s_g = s_gy = m_g = 0;
@@ -309,7 +312,7 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
         r_ch = -r_lo_off;
         g_samp += g_sample;
         g_ch = g_lo_off;
-        if (k.op == kReduce) sums[gate_base + 2 * (int64_t)s] = gate0;
+        if (k.op == kReduce) sums[gate_base + 2 * (int64_t)s] = (int64_t)gate0;
         if (tail) in_tail = true;
         else s++;
     }
