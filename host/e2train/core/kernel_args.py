@@ -216,6 +216,8 @@ def check_shortcut(shortcut, src_shape: tuple, c_out: int, hw: tuple) -> None:
     if s not in STRIDES:
         raise ValueError(f"shortcut stride {s} not supported (the block unit reads stride 1 or 2)")
     src_c, src_h, src_w = (int(v) for v in src_shape[1:])
+    if min(src_c, src_h, src_w) < 1 or max(src_c, src_h, src_w) > MAX_DIM:
+        raise ShapeError(f"shortcut source {tuple(src_shape)} outside 1..{MAX_DIM} per dimension")
     if -(-src_h // s) < hw[0] or -(-src_w // s) < hw[1]:
         raise ValueError(f"shortcut source {tuple(src_shape)} does not cover {tuple(hw)} at stride {s}")
     if lo < 0 or lo + src_c > c_out:
@@ -249,7 +251,6 @@ def _source(name: str, r, dtype, n: int, what: str) -> np.ndarray:
     r = np.asarray(r)
     if r.ndim != 4 or r.dtype != dtype or r.shape[0] != n:
         raise ValueError(f"{name}: {what} must be {np.dtype(dtype).name} NCHW with {n} samples, got {r.dtype}{r.shape}")
-    check_block_shape(name, r.shape)
     return r
 
 
