@@ -61,6 +61,7 @@ static inline int e2t_block_shape_ok(int n, int c, int h, int wd) {
 // x*stride); the source's channels must lie inside the output's and its subsampled plane cover it.
 static inline int e2t_shortcut_ok(int sc, int sh, int sw, int stride, int lo, int c, int h, int wd) {
     if (sc < 1 || sh < 1 || sw < 1 || sc > E2T_MAX_DIM || sh > E2T_MAX_DIM || sw > E2T_MAX_DIM) return 0;
+    if (c < 1 || h < 1 || wd < 1 || c > E2T_MAX_DIM || h > E2T_MAX_DIM || wd > E2T_MAX_DIM) return 0;
     if (stride != 1 && stride != 2) return 0;
     if (lo < 0 || lo + sc > c) return 0;
     return (sh + stride - 1) / stride >= h && (sw + stride - 1) / stride >= wd;

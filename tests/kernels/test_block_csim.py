@@ -262,6 +262,8 @@ def test_the_kernel_refuses_a_second_source_that_does_not_fit(csim_lib):
         return csim_lib.bn_bwd_reduce(_p(y), _p(o), None, _p(ga), _p(gb), _p(gm), _p(sums), _p(smp), 1, 1, 4, 4, 3,
                                       8, 0, 1, 1, 0, 0, 0, 0, 0, gb_c, gb_h, 2, gb_st, gb_lo)
     assert run(4, 2, 2, 2) == E2T_ERR_SHAPE          # 3 channels at offset 2 do not fit 4
+    assert run(5000, 2, 2, 0) == E2T_ERR_SHAPE       # gb_c past the unit's 1024 channels
+    assert run(4, 0, 2, 0) == E2T_ERR_SHAPE          # no rows
     assert run(4, 3, 2, 0) == E2T_ERR_SHAPE          # 4 rows at stride 2 cover 2, not 3
     assert (gm == 3).all() and (sums == 9).all()
     assert run(4, 2, 2, 1) == 0                      # and the one that fits runs
