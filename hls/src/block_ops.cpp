@@ -57,6 +57,9 @@ namespace blk {
 
 constexpr int L = E2T_BLOCK_LANES;
 constexpr int64_t kFar = (INT64_C(1) << 47) - 1;   // |acc| < 2^46: the running max/min's start
+// Beats between two read-modify-writes of one channel's red sums in the BRAM, at least: its read
+// (1-2 cycles), the 48-bit add and the write-back, so that the DEPENDENCE pragma below holds.
+constexpr int kRmwDistance = 4;
 
 enum Op { kAct, kReduce, kApply };
 
@@ -165,7 +168,7 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
     const int64_t vmax_base = mul_seq(k.n, k.c), gate_base = 3 * (int64_t)k.c;
 
     int s = 0, ch = 0, py = 0, bx = 0;
-    bool in_tail = false;
+    int tails_left = 0;
     int64_t row = 0;                               // y, o, g_a, g_m, g_y: (s, ch, py, 0)
     int64_t r_samp = 0, r_ch = -r_lo_off, r_off = 0;            // shortcut source: sample, channel, row
     int64_t g_samp = 0, g_ch = g_lo_off, g_off = 0;             // b_gb: sample, channel, row
@@ -173,12 +176,20 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
     e2t_w48 pooled = 0, amax = -kFar, amin = kFar;
     e2t_w48 s_g = 0, s_gy = 0, gate0 = 0, gate1 = 0;
     int32_t m_g = 0;
-    const int64_t trips = mul_seq(mul_seq(planes_rows, bpr) + (tail ? 1 : 0), n_proc) + (k.n - n_proc);
+    // Tail beats per processed sample: one (its second per-sample word), and for bn_bwd_reduce
+    // as many more as keep a channel's next plane end kRmwDistance beats after its last (the
+    // red read-modify-write's latency; only tensors of fewer than kRmwDistance beats a sample,
+    // single-channel planes of one row, need them).
+    const int64_t beats_per_sample = mul_seq(planes_rows, bpr);
+    const int n_tail = !tail ? 0 : k.op == kReduce && beats_per_sample < kRmwDistance
+                                       ? (int)(kRmwDistance - beats_per_sample) : 1;
+    const int64_t trips = mul_seq(beats_per_sample + n_tail, n_proc) + (k.n - n_proc);
     int64_t pidx = 0;                              // pooled[s][ch]: the planes in order
     for (int64_t t = 0; t < trips; t++) {
 #pragma HLS PIPELINE II=1
         // cA/cB/cK: bn_bwd_reduce's read-modify-write of a channel's sums at its plane's last beat;
-        // the same channel's next plane ends c*h*bpr beats later, after its write-back
+        // the same channel's next plane ends at least kRmwDistance beats later (c*h*bpr beats
+        // and the tails), after its write-back
 #pragma HLS DEPENDENCE variable=cA type=inter dependent=false
 #pragma HLS DEPENDENCE variable=cB type=inter dependent=false
 #pragma HLS DEPENDENCE variable=cK type=inter dependent=false
@@ -190,10 +201,15 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
             s++;
             continue;
         }
-        if (in_tail) {
+        if (tails_left > 0) {
             E2T_TRIP(kTails, 1);
+            if (tails_left-- < n_tail) {           // the extra tails of a small tensor: idle
+                if (tails_left == 0) s++;
+                continue;
+            }
             if (k.op == kAct) {
-                const int64_t vmax_hi = shift_round((int64_t)amax, k.shift), vmax_lo = shift_round((int64_t)amin, k.shift);
+                const int64_t vmax_hi = shift_round((int64_t)amax, k.shift);
+                const int64_t vmax_lo = shift_round((int64_t)amin, k.shift);
                 sums[vmax_base + s] = vmax_hi > -vmax_lo ? vmax_hi : -vmax_lo;
                 amax = -kFar;
                 amin = kFar;
@@ -201,8 +217,7 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
                 sums[gate_base + 2 * (int64_t)s + 1] = (int64_t)gate1;
                 gate0 = gate1 = 0;
             }
-            in_tail = false;
-            s++;
+            if (tails_left == 0) s++;
             continue;
         }
         E2T_TRIP(kBeats, 1);
@@ -313,7 +328,7 @@ void run(const Call &k, const bool listed[E2T_MAX_BATCH], int n_samples, const i
         g_samp += g_sample;
         g_ch = g_lo_off;
         if (k.op == kReduce) sums[gate_base + 2 * (int64_t)s] = (int64_t)gate0;
-        if (tail) in_tail = true;
+        if (n_tail > 0) tails_left = n_tail;
         else s++;
     }
     if (k.op == kReduce) {

@@ -11,7 +11,7 @@ import pytest
 
 from e2train.core import block_ops as bo
 from e2train.core import call_price as cp
-from e2train.core import csim
+from e2train.core import csim, golden
 from e2train.core import engine_map as em
 from e2train.core import perfmodel as pm
 
@@ -42,6 +42,25 @@ def test_block_trips_are_the_c_simulation_s(csim_lib, seed):
     got = _run(op, rng, n, c, h, w, samples, residual and op != "bn_bwd_apply", two)
     want = cp.block_trips(op, (n, c, h, w), len(samples), residual=residual and op != "bn_bwd_apply")
     assert {k: getattr(got, k) for k in want} == want
+
+
+@pytest.mark.parametrize("nchw", [(3, 1, 1, 3), (2, 2, 1, 4), (2, 1, 2, 2), (1, 1, 1, 9)])
+def test_small_tensors_keep_reduce_s_read_modify_writes_apart(csim_lib, nchw):
+    """bn_bwd_reduce on a sample of fewer than BLOCK_RMW_DISTANCE beats idles in extra tails (so a
+    channel's sums are not read again before their write-back), and still equals golden."""
+    rng = np.random.default_rng(1)
+    n, c, h, w = nchw
+    o = rng.integers(0, 256, nchw).astype(np.uint8)
+    y = rng.integers(-128, 128, nchw).astype(np.int8)
+    g = rng.integers(-999, 999, nchw).astype(np.int16)
+    got = csim.bn_bwd_reduce(o, y, g, samples=[0])
+    trips = csim.block_trips()
+    want = cp.block_trips("bn_bwd_reduce", nchw, 1)
+    assert {k: getattr(trips, k) for k in want} == want
+    per_sample = c * h * -(-w // cp.BLOCK_LANES)
+    assert trips.tails == n * max(1, cp.BLOCK_RMW_DISTANCE - per_sample)
+    for a, b in zip(got, golden.bn_bwd_reduce(o, y, g, samples=[0])):
+        assert np.array_equal(a, b)
 
 
 def test_price_is_the_trips_or_the_ddr_bound():

@@ -158,18 +158,22 @@ BLOCK_LANES = 4
 # The call's setup (block_ops.cpp mul_seq): the streaming loop's sizes and trip count, products
 # by shift and add, one bit of a 13-bit operand a cycle.
 BLOCK_SETUP_PRODUCTS = 11
+# bn_bwd_reduce keeps a channel's plane ends this many beats apart (its sums' read-modify-write in
+# BRAM): a sample of fewer beats gets idle tail beats (block_ops.cpp kRmwDistance).
+BLOCK_RMW_DISTANCE = 4
 BLOCK_SETUP_BITS = 13
 
 
 def block_trips(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, residual: bool = False) -> dict:
     """The loop trips of one block-unit call (hls/src/block_ops.cpp), one cycle each: the setup's
-    shift-and-add products, the sample list's check (a bit cleared per batch sample, one per
-    entry), the coefficients loaded into the BRAM (a word a cycle; bn_bwd_reduce zeroes its
-    per-channel sums there), the streaming loop's beats (ceil(w / LANES) per row of each channel plane of each processed sample: the
-    lanes stay in one row), its tail beat per processed sample (vmax, gate[s][1]) and one cycle
-    per sample it skips, and bn_bwd_reduce's per-channel sums written after the loop.
-    Processed samples: bn_act the listed ones (all of them with a shortcut), bn_bwd_reduce all,
-    bn_bwd_apply the listed ones."""
+    shift-and-add products; the sample list's check (a bit cleared per batch sample, one per
+    entry); the coefficients loaded into the BRAM (a word a cycle; bn_bwd_reduce zeroes its
+    per-channel sums there); the streaming loop's beats (ceil(w / LANES) per row of each channel
+    plane of each processed sample: the lanes stay in one row), its tail beat per processed sample
+    (vmax, gate[s][1]; bn_bwd_reduce idles more on a sample of fewer than BLOCK_RMW_DISTANCE
+    beats) and one cycle per sample it skips; bn_bwd_reduce's per-channel sums written after the
+    loop. Processed samples: bn_act the listed ones (all of them with a shortcut), bn_bwd_reduce
+    all, bn_bwd_apply the listed ones."""
     if op not in BLOCK_OPS:
         raise ValueError(f"unknown block operation {op!r}; expected one of {BLOCK_OPS}")
     n, c, h, w_ = (int(v) for v in nchw)
@@ -177,10 +181,12 @@ def block_trips(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, resi
         raise ValueError(f"bad block-operation extent {nchw} with {n_listed} listed samples")
     listed = int(n_listed)
     proc = {"bn_act": n if residual else listed, "bn_bwd_reduce": n, "bn_bwd_apply": listed}[op]
+    per_sample = c * h * -(-w_ // BLOCK_LANES)
+    tails = {"bn_act": 1, "bn_bwd_reduce": max(1, BLOCK_RMW_DISTANCE - per_sample), "bn_bwd_apply": 0}[op]
     return {"list": n + listed,
             "coef": {"bn_act": 2 * c, "bn_bwd_reduce": c, "bn_bwd_apply": 3 * c}[op],
-            "beats": proc * c * h * -(-w_ // BLOCK_LANES),
-            "tails": proc if op != "bn_bwd_apply" else 0,
+            "beats": proc * per_sample,
+            "tails": proc * tails,
             "sums": 3 * c if op == "bn_bwd_reduce" else 0,
             "skips": n - proc,
             "setup": BLOCK_SETUP_PRODUCTS * BLOCK_SETUP_BITS}
