@@ -97,15 +97,14 @@ inline int64_t shift_round(int64_t v, int s) {
     return s == 0 ? v : (v + (INT64_C(1) << (s - 1))) >> s;
 }
 
-
 // a * b for the call's setup (tensor and plane sizes, the loop's trip count): shift and add over
-// b's E2T_SETUP_BITS bits (b <= 4096), one bit a cycle, so that the setup takes no DSP48E1 (the
-// unit's 20 are its lanes') and one adder.
-constexpr int E2T_SETUP_BITS = 13;
+// b's kSetupBits bits (every b here is a dimension, a beat count or a batch: below 2^13), one bit
+// a cycle, so that the setup takes no DSP48E1 (the unit's 20 are its lanes') and one adder.
+constexpr int kSetupBits = 13;
 int64_t mul_seq(int64_t a, int64_t b) {
 #pragma HLS INLINE off
     int64_t acc = 0;
-    for (int i = 0; i < E2T_SETUP_BITS; i++) {
+    for (int i = 0; i < kSetupBits; i++) {
         E2T_TRIP(kSetup, 1);
         if (b & 1) acc += a;
         a <<= 1;
