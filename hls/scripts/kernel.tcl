@@ -1,5 +1,5 @@
-# Vitis HLS flow for the fabric's one IP, e2t_engine (the three passes on one training
-# engine; hls/src/e2t_engine.cpp): C simulation, C synthesis, IP export.
+# Vitis HLS flow for the fabric's one IP, e2t_engine (the three conv passes on one training
+# engine and the block unit's three ops; hls/src/e2t_engine.cpp): C simulation, C synthesis, IP export.
 #   vitis_hls -f hls/scripts/kernel.tcl -tclargs <steps> <case dirs...>
 # steps:  csim | csynth | export | all
 # Run from the repository root (hls/scripts/run_hls.sh does). Part xc7z020clg484-1, 10 ns.
