@@ -1,6 +1,6 @@
 """Whole-design resource budget of the training fabric on the xc7z020 (`make fit`).
 
-    python fpga/fit.py [--rows 8 --cols 22] [--synth-full] [--out build/fit]
+    python fpga/fit.py [--rows 8 --cols 22] [--block-lanes 4] [--synth-full] [--out build/fit]
 
 One row per part, LUT / FF / DSP48E1 / BRAM36, each labelled with where its numbers come from:
 
@@ -19,6 +19,10 @@ One row per part, LUT / FF / DSP48E1 / BRAM36, each labelled with where its numb
   goes through one function, shared by an ALLOCATION pragma: tests/kernels/test_hls_sources.py).
   AXI masters, control registers, operand feeders and buffers, requantisers, PSG decision
   and update: a stated estimate, item by item below; no Vitis HLS report exists here.
+* the block unit beside the engine (e2t_engine ops 3..5, hls/src/block_ops.cpp) and conv_fwd's
+  BN sums: a stated estimate too, from what the code asks HLS to build, priced per primitive
+  (BLOCK_COSTS: a DSP48E1 per multiply the code binds to DSP, a LUT per adder bit, half a LUT
+  per comparator or 2:1 mux bit, an FF per register bit), item by item in block_rows.
 * the PS-side IP (AXI interconnects between the kernel's masters and the HP ports, and
   between GP0 and its control registers): allowances, see PS_IP.
 
@@ -39,7 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "host"))
-from e2train.core import engine_map, perfmodel  # noqa: E402  (the model's buffer sizes, one definition)
+from e2train.core import call_price, engine_map, perfmodel  # noqa: E402  (the model's sizes, one definition)
+from e2train.device import kernel_iface  # noqa: E402  (the s_axilite registers)
 RTL = [ROOT / "fpga" / "rtl" / f for f in ("msb_split.v", "train_engine.v", "train_engine_hls.v")]
 TOP = "train_engine_hls"     # the engine with its blackbox ports and result read-out
 DEVICE = {"LUT": 53200, "FF": 106400, "DSP": 220, "BRAM36": 140}     # xc7z020 (DS190, table 3)
@@ -69,16 +74,81 @@ PS_IP = [
 ]
 
 
+# The s_axilite estimate per 32-bit argument: the rate of the 30-argument estimate (400 LUT,
+# 900 FF: read-back mux, address decode, the data registers, ap_ctrl) for every argument.
+AXIL_ARGS_V20 = 30
+AXIL_LUT, AXIL_FF = 400, 900
+
+
+def _rnd(v: float) -> int:
+    return int(round(v))
+
+
+def block_rows(lanes: int) -> list[tuple[str, dict, str]]:
+    """The block unit (e2t_engine ops 3..5) and conv_fwd's BN sums, estimated from what
+    hls/src/block_ops.cpp and conv_fwd.cpp ask HLS to build, per primitive: LUT per adder bit,
+    LUT/2 per comparator or 2:1 mux bit (carry chain, LUT6_2), LUT per 3:1 mux bit, FF per
+    register bit; a DSP48E1 per multiply bound to DSP (each fits 25 x 18 with the 48-bit
+    post-adder). ``lanes``: elements per cycle (call_price.BLOCK_LANES)."""
+    L = lanes
+    add = lambda bits: bits                                          # noqa: E731
+    cmp_mux = lambda bits: bits / 2 + bits / 2                       # noqa: E731  compare + 2:1 mux
+    tree = lambda bits: (L - 1) * add(bits + 1)                      # noqa: E731  L lanes summed per beat
+    datapath_lut = L * (16 + 16) + (13 + 25 + 24)
+    sums_lut = (tree(8) + add(30) + tree(16) + add(40) + tree(24) + add(48) + 2 * (tree(24) + add(48))
+                + L * 16 + (L - 1) * cmp_mux(16) + cmp_mux(16)
+                + 2 * L * cmp_mux(48)
+                + 2 * add(48) + cmp_mux(16))
+    addr_lut = (81 + 8 * add(32) + L * add(32) + 2 * (add(64) + L * add(32)) + 50 + 200 + add(48) + 20 + 50)
+    return [
+        (f"block unit: lanes' affine datapath ({L} lanes)",
+         {"LUT": _rnd(datapath_lut), "FF": L * (16 + 16 + 48) + 98, "DSP": 2 * L, "BRAM36": 0},
+         f"estimate: per lane acc = u*A + K + v*B on 2 DSP48E1 (A*B+C, then the cascade's A*B+PCIN); "
+         f"operand selects u, v (16-bit 3:1: {L} x 32 LUT), coefficient selects A 25-bit 2:1, B 25-bit 3:1, "
+         "K 48-bit zero (13 + 25 + 24 LUT, shared: the lanes are one channel's); operand and acc registers"),
+        ("block unit: requantisers (the conv output stages' 4, shared)",
+         {"LUT": min(L, REQUANT) * 30 + L * 18, "FF": 0, "DSP": 0, "BRAM36": 0},
+         f"estimate: ALLOCATION limit=4 on e2t_requant_unit shares the 4 instances (row below); the lanes add a "
+         f"2:1 input (acc 48 b, shift, bounds: 30 LUT) to {min(L, REQUANT)} of them; the ReLU mask and code "
+         f"formatting, {L} x 18 LUT"),
+        (f"block unit: sums ({L} lanes)",
+         {"LUT": _rnd(sums_lut), "FF": 330 + L * 80, "DSP": 3 * L, "BRAM36": 0},
+         f"estimate: per lane g_m*y, gc*o, gc*r on a DSP48E1 each; per beat the lanes' trees and the running "
+         f"sums: pooled (9-10 b, acc 30 b), sum g_m (17 b, 40 b), sum g_m*y, gate0, gate1 (25 b, 48 b), "
+         f"max |g_m| (abs, compares 16 b), vmax's running max and min of acc ({2 * L} x 48-bit compare + mux), "
+         f"red's read-modify-write (2 x 48-bit add, a 16-bit compare)"),
+        (f"block unit: addresses and control ({L} lanes)",
+         {"LUT": _rnd(addr_lut), "FF": 400 + L * 3 * 32, "DSP": 0, "BRAM36": 0.5},
+         f"estimate: counters (sample, channel, row, beat, trip: 81), 8 running 32-bit bases, {L} lane "
+         f"addresses per tensor layout (3 x {L} x 32-bit add + 2 x 64), bounds (50), the ops' FSM (200), "
+         "setup shift-add (48), coefficient limit check (20), sample-list bits (50 LUT, 4096 x 1 b: RAMB18)"),
+        ("block unit: per-channel BRAM (cA, cB, cK)", {"LUT": 0, "FF": 0, "DSP": 0, "BRAM36": 5},
+         "1024 x 32 b (a, p or max |g_m|: 1 RAMB36 1K x 36) and 2 x 1024 x 64 b (b, q, t or red's sums: "
+         "2 RAMB36 each)"),
+        ("block unit: 9 m_axi ports on the 4 bundles", {"LUT": 9 * 60, "FF": 9 * 64, "DSP": 0, "BRAM36": 0},
+         "allowance: per port an address mux input and its burst logic in the bundle's adapter, 60 LUT / 64 FF"),
+        ("conv_fwd BN sums (output stage)", {"LUT": 32 + 69 + 16 + 140, "FF": 8 * (31 + 38) + 40, "DSP": 0,
+                                             "BRAM36": 0},
+         "estimate: y^2 in LUTs (8 x 8 b: 32), sum y and sum y^2 adders (31 + 38 b), ROWS x 2 registers (8 x 69 FF), "
+         "row-select enables (16), the flush's 8:1 select of 69 b (140)"),
+    ]
+
+
 def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
     """The HLS shell of the one top, e2t_engine, estimated item by item (what it holds and why
     this size)."""
     cells = rows * cols
     wgrad = perfmodel.wgrad_bram36()
+    n_args = len(kernel_iface.E2T_ENGINE.args)
+    n_ptr = sum(a.kind == "ptr" for a in kernel_iface.E2T_ENGINE.args)
+    axil = {"LUT": _rnd(AXIL_LUT * n_args / AXIL_ARGS_V20), "FF": AXIL_FF + 32 * (n_args - AXIL_ARGS_V20)}
     return [
         ("m_axi adapters (4 bundles, 64-bit)", {"LUT": 4 * 1200, "FF": 4 * 1600, "DSP": 0, "BRAM36": 4 * 1},
          "estimate: Vitis m_axi adapter with read and write channels and a 1-BRAM burst buffer"),
-        ("s_axilite registers + ap_ctrl", {"LUT": 400, "FF": 900, "DSP": 0, "BRAM36": 0},
-         "estimate: 30 32-bit arguments (op, 12 m_axi offsets, 17 scalars), one bundle"),
+        ("s_axilite registers + ap_ctrl", {**axil, "DSP": 0, "BRAM36": 0},
+         f"estimate: {n_args} 32-bit arguments (op, {n_ptr} m_axi offsets, {n_args - 1 - n_ptr} scalars), one "
+         f"bundle: the {AXIL_ARGS_V20}-argument estimate's {AXIL_LUT} LUT at its rate per argument, its "
+         f"{AXIL_FF} FF + 32 FF per further argument"),
         ("operand feeders and loop control (the 3 passes of one top)",
          {"LUT": 3 * 1500, "FF": 3 * 1300, "DSP": 0, "BRAM36": 0},
          "estimate: address counters, phase/tap sequencing, bus formatting per pass; op selects"),
@@ -164,7 +234,8 @@ def bilinear(rows: int, cols: int, out: Path) -> dict:
     return res
 
 
-def budget(rows: int, cols: int, out: Path, synth_full: bool) -> tuple[list[tuple[str, dict, str]], str]:
+def budget(rows: int, cols: int, out: Path, synth_full: bool,
+           lanes: int = call_price.BLOCK_LANES) -> tuple[list[tuple[str, dict, str]], str]:
     note = ""
     if rows * cols <= 16 or synth_full or _current(rows, cols, out):
         engine = synth(rows, cols, out)
@@ -177,7 +248,7 @@ def budget(rows: int, cols: int, out: Path, synth_full: bool) -> tuple[list[tupl
         engine = bilinear(rows, cols, out)
         src = "yosys synth_xilinx, extrapolated from " + "/".join(f"{r}x{c}" for r, c in CORNERS)
     parts = [(f"train_engine_hls {rows}x{cols} (RTL: engine + read-out), one instance", engine, src)]
-    parts += shell_rows(rows, cols)
+    parts += shell_rows(rows, cols) + block_rows(lanes)
     parts += [(name, v, "allowance (PG059 tables not read here)") for name, v in PS_IP]
     return parts, note
 
@@ -201,18 +272,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=8)
     ap.add_argument("--cols", type=int, default=21)
+    ap.add_argument("--block-lanes", type=int, default=call_price.BLOCK_LANES,
+                    help="elements per cycle of the block unit (the priced figure: call_price.BLOCK_LANES)")
     ap.add_argument("--synth-full", action="store_true", help="synthesise the whole grid (minutes)")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "fit")
     args = ap.parse_args(argv)
     if not (1 <= args.rows <= 64 and 1 <= args.cols <= 64):
         ap.error(f"--rows and --cols must be in 1..64, got {args.rows} x {args.cols}")
+    if args.block_lanes not in (1, 2, 4, 8):
+        ap.error(f"--block-lanes must be 1, 2, 4 or 8, got {args.block_lanes}")
     args.out.mkdir(parents=True, exist_ok=True)
-    parts, note = budget(args.rows, args.cols, args.out.resolve(), args.synth_full)
+    parts, note = budget(args.rows, args.cols, args.out.resolve(), args.synth_full, args.block_lanes)
     text, total, over = render(parts, note)
-    print(f"# xc7z020 budget, training engine {args.rows}x{args.cols} (limits: LUT 80%, DSP 90%, BRAM36 90%)\n")
+    print(f"# xc7z020 budget, training engine {args.rows}x{args.cols}, block unit {args.block_lanes} lanes "
+          "(limits: LUT 80%, DSP 90%, BRAM36 90%)\n")
     print(text)
     (args.out / "fit.md").write_text(text + "\n")
-    (args.out / "fit.json").write_text(json.dumps({"rows": args.rows, "cols": args.cols, "total": total,
+    (args.out / "fit.json").write_text(json.dumps({"rows": args.rows, "cols": args.cols,
+                                                   "block_lanes": args.block_lanes, "total": total,
                                                    "parts": [{"part": n, **v, "source": s} for n, v, s in parts],
                                                    "over": over}, indent=2) + "\n")
     if over:

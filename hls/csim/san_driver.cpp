@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "e2t_block.h"
 #include "e2t_kernels.h"
 
 namespace {
@@ -33,6 +34,9 @@ std::map<std::string, long long> read_args(const std::string &dir) {
             a["kernel_fwd"] = std::strcmp(kname, "conv_fwd") == 0;
             a["kernel_bwd_data"] = std::strcmp(kname, "conv_bwd_data") == 0;
             a["kernel_wgrad"] = std::strcmp(kname, "conv_bwd_weight_psg") == 0;
+            a["kernel_bn_act"] = std::strcmp(kname, "bn_act") == 0;
+            a["kernel_bn_reduce"] = std::strcmp(kname, "bn_bwd_reduce") == 0;
+            a["kernel_bn_apply"] = std::strcmp(kname, "bn_bwd_apply") == 0;
             continue;
         }
         if (std::fscanf(f, "%lld", &v) != 1) { std::fprintf(stderr, "%s: bad value for %s\n", dir.c_str(), key); std::exit(2); }
@@ -74,11 +78,19 @@ int run_case(const std::string &dir) {
     if (a["kernel_fwd"]) {
         Bytes *x = read_bin(dir, "x"), *w = read_bin(dir, "w"), *bias = read_bin(dir, "bias");
         Bytes *s = read_bin(dir, "samples"), *y = read_bin(dir, "y_in"), *want = read_bin(dir, "y_expect");
+        const bool sums = a.count("b_flags") && (a["b_flags"] & E2T_BF_BN_SUMS);
+        Bytes stats(sums ? (size_t)g("co") * 16 : 0);
         rc = conv_fwd(ptr(x), (const int8_t *)ptr(w), (const int32_t *)ptr(bias), ptr(y),
+                      sums ? (int64_t *)stats.data() : nullptr,
                       (const int32_t *)ptr(s), (int)(s->size() / 4), g("n"), g("ci"), g("h"), g("wd"),
                       g("co"), g("k"), g("stride"), g("pad"), g("x_unsigned"), g("has_bias"),
-                      g("relu"), g("mult_m"), g("mult_s"));
+                      g("relu"), g("mult_m"), g("mult_s"), sums ? (int)a["b_flags"] : 0);
         bad |= compare(dir, "y", *y, *want);
+        if (sums) {
+            Bytes *want_st = read_bin(dir, "stats_expect");
+            bad |= compare(dir, "stats", stats, *want_st);
+            delete want_st;
+        }
         delete x; delete w; delete bias; delete s; delete y; delete want;
     } else if (a["kernel_bwd_data"]) {
         Bytes *gy = read_bin(dir, "g_y"), *w = read_bin(dir, "w"), *s = read_bin(dir, "samples");
@@ -106,6 +118,43 @@ int run_case(const std::string &dir) {
         std::memcpy(&npred, stats.data(), 8);
         if (npred != a.at("n_predicted")) { std::printf("%s: MISMATCH in n_predicted\n", dir.c_str()); bad = 1; }
         delete x; delete gy; delete wm; delete s; delete want_w; delete want_sign; delete want_pred;
+    } else if (a["kernel_bn_act"] || a["kernel_bn_reduce"] || a["kernel_bn_apply"]) {
+        // The block unit: every tensor at its exact size (an absent optional one: a 0-byte file,
+        // passed as nullptr), the outputs' prior contents in *_in, the golden results in *_expect.
+        Bytes *y = read_bin(dir, "b_y"), *s = read_bin(dir, "samples");
+        const int ns = (int)(s->size() / 4);
+        if (a["kernel_bn_act"]) {
+            Bytes *r = read_bin(dir, "b_r"), *coef = read_bin(dir, "b_coef"), *o = read_bin(dir, "b_o_in");
+            Bytes *sums = read_bin(dir, "b_sums_in");
+            rc = bn_act((const int8_t *)ptr(y), ptr(o), ptr(r), (const int64_t *)ptr(coef), (int64_t *)ptr(sums),
+                        (const int32_t *)ptr(s), ns, g("n"), g("h"), g("wd"), g("co"), g("b_flags"), g("b_shift"),
+                        g("b_m1"), g("r_c"), g("r_h"), g("r_w"), g("r_stride"), g("r_lo"));
+            Bytes *want_o = read_bin(dir, "b_o_expect"), *want_s = read_bin(dir, "b_sums_expect");
+            bad |= compare(dir, "b_o", *o, *want_o);
+            bad |= compare(dir, "b_sums", *sums, *want_s);
+            delete r; delete coef; delete o; delete sums; delete want_o; delete want_s;
+        } else if (a["kernel_bn_reduce"]) {
+            Bytes *o = read_bin(dir, "b_o"), *r = read_bin(dir, "b_r"), *ga = read_bin(dir, "b_ga");
+            Bytes *gb = read_bin(dir, "b_gb"), *gm = read_bin(dir, "b_gm_in"), *sums = read_bin(dir, "b_sums_in");
+            rc = bn_bwd_reduce((const int8_t *)ptr(y), ptr(o), ptr(r), (const int16_t *)ptr(ga),
+                               (const int16_t *)ptr(gb), (int16_t *)ptr(gm), (int64_t *)ptr(sums),
+                               (const int32_t *)ptr(s), ns, g("n"), g("h"), g("wd"), g("co"), g("b_flags"),
+                               g("b_shift"), g("b_m1"), g("b_m2"), g("r_c"), g("r_h"), g("r_w"), g("r_stride"),
+                               g("r_lo"), g("gb_c"), g("gb_h"), g("gb_w"), g("gb_stride"), g("gb_lo"));
+            Bytes *want_g = read_bin(dir, "b_gm_expect"), *want_s = read_bin(dir, "b_sums_expect");
+            bad |= compare(dir, "b_gm", *gm, *want_g);
+            bad |= compare(dir, "b_sums", *sums, *want_s);
+            delete o; delete r; delete ga; delete gb; delete gm; delete sums; delete want_g; delete want_s;
+        } else {
+            Bytes *gm = read_bin(dir, "b_gm"), *coef = read_bin(dir, "b_coef"), *gy = read_bin(dir, "b_gy_in");
+            rc = bn_bwd_apply((const int8_t *)ptr(y), (const int16_t *)ptr(gm), (int16_t *)ptr(gy),
+                              (const int64_t *)ptr(coef), (const int32_t *)ptr(s), ns, g("n"), g("h"), g("wd"),
+                              g("co"), g("b_shift"));
+            Bytes *want = read_bin(dir, "b_gy_expect");
+            bad |= compare(dir, "b_gy", *gy, *want);
+            delete gm; delete coef; delete gy; delete want;
+        }
+        delete y; delete s;
     } else {
         std::fprintf(stderr, "%s: unknown kernel\n", dir.c_str());
         return 2;

@@ -46,6 +46,19 @@ static inline int64_t e2t_requant(int64_t acc, int64_t m, int s, int64_t lo, int
     return e2t_requant_at(acc, m, s, lo, hi, e2t_requant_limit(m), ovf);
 }
 
+// The requantiser, sat((acc * m + 2^(s-1)) >> s) (e2t_requant_at), as a function of its own
+// for Vitis HLS (INLINE off) so that the top's ALLOCATION pragma makes every call site share
+// E2T_REQUANT_UNITS instances: the forward and input-gradient output stages (one call a cycle)
+// and the block unit's lanes (E2T_BLOCK_LANES calls a cycle, m = 1). C++ `inline` and defined
+// here, so that g++ still inlines it into the C simulation's loops.
+#define E2T_REQUANT_UNITS 4
+inline int64_t e2t_requant_unit(int64_t acc, int64_t m, int s, int64_t lo, int64_t hi, int64_t acc_limit,
+                                int *ovf) {
+#pragma HLS INLINE off
+#pragma HLS PIPELINE II=1
+    return e2t_requant_at(acc, m, s, lo, hi, acc_limit, ovf);
+}
+
 // The MSB split (x_h, g_h) and the PSG decision live in msb_split.h (psg::split_x,
 // psg::split_g, psg::confident).
 

@@ -14,6 +14,8 @@
 
 #include <stdint.h>
 
+#include "e2t_block.h"
+#include "e2t_fixed.h"
 #include "e2t_shape.h"
 #include "e2t_tiles.h"
 #include "train_engine.h"
@@ -91,9 +93,9 @@ struct Feed {
 // Engine streams: the top's (one set, as the engine call is one).
 int fwd_pass(int8_t wt[][R],
              psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
-             const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y,
+             const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int64_t *stats,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
-             int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s);
+             int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s, int b_flags);
 int bwd_data_pass(int8_t wt[][R],
                   psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                   const uint8_t *x, const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,

@@ -117,7 +117,7 @@ void drain(psg::stream<eng::Row> &out, const Block &b, int16_t *g_x, const Geome
         for (int c = 0; c < C; c++) {
 #pragma HLS PIPELINE II=1
             if (b.on[c])
-                g_x[b.xbase[c] + (b.ci0 + r) * plane] = (int16_t)e2t_requant_at(row.p[c], mult_m, mult_s, -32768, 32767, acc_limit, ovf);
+                g_x[b.xbase[c] + (b.ci0 + r) * plane] = (int16_t)e2t_requant_unit(row.p[c], mult_m, mult_s, -32768, 32767, acc_limit, ovf);
         }
     }
 }

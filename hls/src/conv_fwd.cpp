@@ -15,9 +15,12 @@
 //       engine call; it returns the previous block's ROWS result rows
 //       output stage of the previous block: + bias, requantise, ReLU, write y
 //   flush call: the last block's rows
+// With b_flags & E2T_BF_BN_SUMS the output stage also sums y and y^2 per output channel (BN's
+// batch statistics, core/block_ops.py conv_fwd_stats) and writes int64[co][2] to stats.
 // The output stage runs one call behind (the engine's read-out overlaps the next call).
 // Accumulators are exact: ci*k*k <= 2^15 taps of |w*x| < 2^15 (e2t_shape.h) inside acc_lo's
 // 38 and acc_hi's 31 bits.
+#include "e2t_block.h"
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
 #include "e2t_passes.h"
@@ -98,20 +101,58 @@ namespace {
 using fwd::Block;
 using fwd::NPOS;
 
+// BN's batch sums of y (b_flags & E2T_BF_BN_SUMS; core/block_ops.py conv_fwd_stats): per output
+// channel of the tile being drained, sum y and sum y^2 over its listed positions, in registers
+// (ROWS x 2: sum y < 2^31 and sum y^2 < 2^38 over at most 2^24 positions); a tile's channels are
+// complete when the output stage moves to the next tile, and are written then, once.
+struct BnSums {
+    bool on;
+    int co0;
+    int64_t s1[R], s2[R];
+};
+
+void bn_sums_flush(BnSums &st, int64_t *stats, const Geometry &q) {
+    if (!st.on || st.co0 < 0) return;
+    for (int r = 0; r < R; r++) {
+#pragma HLS PIPELINE II=2
+        if (st.co0 + r < q.co) {
+            stats[2 * (int64_t)(st.co0 + r)] = st.s1[r];
+            stats[2 * (int64_t)(st.co0 + r) + 1] = st.s2[r];
+        }
+        st.s1[r] = st.s2[r] = 0;
+    }
+}
+
 // The output stage of a block: its ROWS result rows from the engine, + bias, requantised.
 void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], uint8_t *y, const Geometry &q,
-           int32_t mult_m, int mult_s, int64_t lo, int64_t hi, int64_t acc_limit, int *ovf) {
+           int32_t mult_m, int mult_s, int64_t lo, int64_t hi, int64_t acc_limit, int *ovf, BnSums &st,
+           int64_t *stats) {
     const int64_t plane = (int64_t)q.ho * q.wo;
+    if (st.on && st.co0 != b.co0) {     // the previous tile's channels are complete
+        bn_sums_flush(st, stats, q);
+        st.co0 = b.co0;
+    }
+    const bool on = st.on;
     for (int r = 0; r < R; r++) {
         const eng::Row row = out.read();
         const int o = b.co0 + r;
         if (o >= q.co) continue;
+        int64_t s1 = 0, s2 = 0;             // this row's sums (locals: y's stores cannot alias them)
         for (int i = 0; i < NPOS; i++) {
 #pragma HLS PIPELINE II=1
             if (!b.on[i]) continue;
             const int64_t acc = ((i & 1) ? row.hi[i / 2] : row.lo[i / 2]) + bias_t[r];
-            y[b.ybase[i] + o * plane] = (uint8_t)(e2t_requant_at(acc, mult_m, mult_s, lo, hi, acc_limit, ovf) & 0xff);
+            const int64_t v = e2t_requant_unit(acc, mult_m, mult_s, lo, hi, acc_limit, ovf);
+            y[b.ybase[i] + o * plane] = (uint8_t)(v & 0xff);
+            if (on) {
+                const int64_t v2 = v * v;      // |v| <= 255: an 8 x 8-bit square in LUTs
+#pragma HLS BIND_OP variable=v2 op=mul impl=fabric
+                s1 += v;
+                s2 += v2;
+            }
         }
+        st.s1[r] += s1;
+        st.s2[r] += s2;
     }
 }
 
@@ -121,16 +162,26 @@ void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], 
 // weight tile buffer.
 int fwd_pass(int8_t wt[][R],
              psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
-             const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y,
+             const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int64_t *stats,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
-             int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s) {
+             int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s, int b_flags) {
 #pragma HLS INLINE
     if (!e2t_shape_ok(n, ci, h, wd, co, k, stride, pad) || mult_m < 0 || mult_s < 0 || mult_s > 62)
         return E2T_ERR_SHAPE;
     if (!e2t_samples_ok(samples, n_samples, n)) return E2T_ERR_SAMPLE;
-    if (n_samples == 0) return E2T_OK;
 
     const Geometry q = geometry(ci, h, wd, co, k, stride, pad);
+    BnSums st = {};
+    st.on = (b_flags & E2T_BF_BN_SUMS) != 0;
+    st.co0 = -1;
+    if (n_samples == 0) {               // no position: the sums are 0
+        for (int co0 = 0; co0 < co; co0 += R) {
+            st.co0 = co0;
+            bn_sums_flush(st, stats, q);
+        }
+        return E2T_OK;
+    }
+
     const int kk = k * k, npos = n_samples * q.ho * q.wo;
     const int64_t lo = relu ? 0 : -128, hi = relu ? 255 : 127;
     int ovf = 0;
@@ -161,7 +212,8 @@ int fwd_pass(int8_t wt[][R],
             head.write(hd);
             e2t_engine_call(head, in, out, eng::kFwd, fd[cur], q, x, g_y, samples, wt, xu, true, false, true, 0, 0,
                             pending);
-            if (pending) drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
+            if (pending)
+                drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, st, stats);
             pending = true;
             cur ^= 1;
         }
@@ -169,7 +221,8 @@ int fwd_pass(int8_t wt[][R],
     eng::Head none = {};
     head.write(none);
     e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, x, g_y, samples, wt, xu, false, false, false, 0, 0, true);
-    drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf);
+    drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, st, stats);
+    bn_sums_flush(st, stats, q);
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }
 

@@ -18,13 +18,16 @@
 // on one adapter):
 //   gx  x                 the activation stream (forward and weight-gradient feeders)
 //   gg  g_y               the output-gradient stream (input-gradient and weight-gradient feeders)
-//   gw  w, bias, samples, w_master, sign, predicted, gmsb, stats
-//                         weight tiles, the sample list, the weight update and PSG scratch
-//   gy  y, g_x            the result stream (forward and input-gradient output stages)
+//   gw  w, bias, samples, w_master, sign, predicted, gmsb, stats, b_gb, b_coef, b_sums
+//                         weight tiles, the sample list, the weight update and PSG scratch,
+//                         the block unit's coefficients and sums
+//   gy  y, g_x, b_r, b_gy the result stream (forward and input-gradient output stages)
+// (the block unit's ops 3..5 spread their tensors over all four: see the pragmas below)
 // A pass uses three of them (fwd: gx gw gy; bwd_data: gg gw gy; wgrad: gx gg gw). The block
 // design (fpga/vivado/bd.tcl) gives each bundle its own 64-bit HP port, HP0..HP3: four
 // AXI4 -> AXI3 1:1 paths, the four HP ports the Zynq-7000 has (three tops, one per pass,
 // would need nine m_axi adapters).
+#include "e2t_block.h"
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
 #include "e2t_passes.h"
@@ -61,7 +64,11 @@ extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32
                           int64_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples,
                           int n, int ci, int h, int wd, int co, int k, int stride, int pad,
                           int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s,
-                          int32_t beta_q, int32_t lr_q, int32_t wd_q) {
+                          int32_t beta_q, int32_t lr_q, int32_t wd_q,
+                          const int8_t *b_y, uint8_t *b_o, const uint8_t *b_r, const int16_t *b_ga,
+                          const int16_t *b_gb, int16_t *b_gm, int16_t *b_gy, const int64_t *b_coef, int64_t *b_sums,
+                          int b_flags, int b_shift, int b_m1, int b_m2, int r_c, int r_h, int r_w, int r_stride,
+                          int r_lo, int gb_c, int gb_h, int gb_w, int gb_stride, int gb_lo) {
 #pragma HLS INTERFACE m_axi port=x offset=slave bundle=gx max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
 #pragma HLS INTERFACE m_axi port=g_y offset=slave bundle=gg max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
 #pragma HLS INTERFACE m_axi port=w offset=slave bundle=gw depth=1024
@@ -74,6 +81,20 @@ extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32
 #pragma HLS INTERFACE m_axi port=stats offset=slave bundle=gw depth=8
 #pragma HLS INTERFACE m_axi port=y offset=slave bundle=gy max_write_burst_length=256 max_widen_bitwidth=64 depth=1024
 #pragma HLS INTERFACE m_axi port=g_x offset=slave bundle=gy max_write_burst_length=256 max_widen_bitwidth=64 depth=1024
+// The block unit's tensors (ops 3..5), each on the bundle of its role, so that no op streams
+// three tensors through one bundle (AXI's read and write channels are separate):
+//   bn_act         gx: b_y in, b_o out   gy: b_r in             gw: b_coef, b_sums
+//   bn_bwd_reduce  gx: b_y, b_o in       gg: b_ga in, b_gm out  gw: b_gb in, b_sums   gy: b_r in
+//   bn_bwd_apply   gx: b_y in            gg: b_gm in            gy: b_gy out          gw: b_coef
+#pragma HLS INTERFACE m_axi port=b_y offset=slave bundle=gx max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
+#pragma HLS INTERFACE m_axi port=b_o offset=slave bundle=gx max_write_burst_length=256 max_widen_bitwidth=64 depth=1024
+#pragma HLS INTERFACE m_axi port=b_ga offset=slave bundle=gg max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
+#pragma HLS INTERFACE m_axi port=b_gm offset=slave bundle=gg max_write_burst_length=256 max_widen_bitwidth=64 depth=1024
+#pragma HLS INTERFACE m_axi port=b_gb offset=slave bundle=gw max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
+#pragma HLS INTERFACE m_axi port=b_coef offset=slave bundle=gw depth=64
+#pragma HLS INTERFACE m_axi port=b_sums offset=slave bundle=gw depth=1024
+#pragma HLS INTERFACE m_axi port=b_r offset=slave bundle=gy max_read_burst_length=256 max_widen_bitwidth=64 depth=1024
+#pragma HLS INTERFACE m_axi port=b_gy offset=slave bundle=gy max_write_burst_length=256 max_widen_bitwidth=64 depth=1024
 #pragma HLS INTERFACE s_axilite port=op
 #pragma HLS INTERFACE s_axilite port=n_samples
 #pragma HLS INTERFACE s_axilite port=n
@@ -92,9 +113,28 @@ extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32
 #pragma HLS INTERFACE s_axilite port=beta_q
 #pragma HLS INTERFACE s_axilite port=lr_q
 #pragma HLS INTERFACE s_axilite port=wd_q
+#pragma HLS INTERFACE s_axilite port=b_flags
+#pragma HLS INTERFACE s_axilite port=b_shift
+#pragma HLS INTERFACE s_axilite port=b_m1
+#pragma HLS INTERFACE s_axilite port=b_m2
+#pragma HLS INTERFACE s_axilite port=r_c
+#pragma HLS INTERFACE s_axilite port=r_h
+#pragma HLS INTERFACE s_axilite port=r_w
+#pragma HLS INTERFACE s_axilite port=r_stride
+#pragma HLS INTERFACE s_axilite port=r_lo
+#pragma HLS INTERFACE s_axilite port=gb_c
+#pragma HLS INTERFACE s_axilite port=gb_h
+#pragma HLS INTERFACE s_axilite port=gb_w
+#pragma HLS INTERFACE s_axilite port=gb_stride
+#pragma HLS INTERFACE s_axilite port=gb_lo
 #pragma HLS INTERFACE s_axilite port=return
 #pragma HLS ALLOCATION function instances=e2t_engine_call limit=1
 #pragma HLS ALLOCATION function instances=train_engine_hls limit=1
+    // The requantisers: E2T_REQUANT_UNITS instances (perfmodel.ENGINE_REQUANT) shared by the conv
+    // passes' output stages and the block unit's lanes, which never run at once (UG1399, "pragma
+    // HLS allocation": limits the RTL instances of a function in this scope; e2t_requant_unit is
+    // INLINE off so that its call sites stay calls).
+#pragma HLS ALLOCATION function instances=e2t_requant_unit limit=4
     // The weight tile of the forward and input-gradient passes: one buffer for both.
     E2T_KERNEL_STATIC int8_t wt[e2t::kWeightRows][e2t::R];
 #pragma HLS ARRAY_PARTITION variable=wt complete dim=2
@@ -103,16 +143,34 @@ extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32
     psg::stream<eng::Beat> in;
     psg::stream<eng::Row> out;
 #pragma HLS STREAM variable=out depth=8   // ROWS result rows wait for the output stage
+    // The block unit's per-channel BRAM (a[c] / p[c] or max |g_m|; q[c] or sum g_m*y; b[c] / t[c]
+    // or sum g_m): one set for its three ops, loaded once per call. 1024 x (32 + 64 + 64) bits.
+    E2T_KERNEL_STATIC int32_t cA[E2T_MAX_DIM];
+    E2T_KERNEL_STATIC int64_t cB[E2T_MAX_DIM];
+    E2T_KERNEL_STATIC int64_t cK[E2T_MAX_DIM];
+#pragma HLS BIND_STORAGE variable=cA type=ram_2p impl=bram
+#pragma HLS BIND_STORAGE variable=cB type=ram_2p impl=bram
+#pragma HLS BIND_STORAGE variable=cK type=ram_2p impl=bram
     switch (op) {
         case E2T_OP_FWD:
-            return e2t::fwd_pass(wt, head, in, out, x, g_y, w, bias, y, samples, n_samples, n, ci, h, wd, co, k,
-                                 stride, pad, x_unsigned, has_bias, relu, mult_m, mult_s);
+            return e2t::fwd_pass(wt, head, in, out, x, g_y, w, bias, y, stats, samples, n_samples, n, ci, h, wd, co,
+                                 k, stride, pad, x_unsigned, has_bias, relu, mult_m, mult_s, b_flags);
         case E2T_OP_BWD_DATA:
             return e2t::bwd_data_pass(wt, head, in, out, x, g_y, w, g_x, samples, n_samples, n, ci, h, wd, co, k,
                                       stride, pad, mult_m, mult_s);
         case E2T_OP_BWD_WEIGHT_PSG:
             return e2t::wgrad_pass(wt, head, in, out, x, g_y, w_master, sign, predicted, gmsb, stats, samples,
                                    n_samples, n, ci, h, wd, co, k, stride, pad, x_unsigned, beta_q, lr_q, wd_q);
+        case E2T_OP_BN_ACT:
+            return e2t::bn_act_pass(cA, cB, cK, b_y, b_o, b_r, b_coef, b_sums, samples, n_samples, n, h, wd, co,
+                                    b_flags, b_shift, b_m1, r_c, r_h, r_w, r_stride, r_lo);
+        case E2T_OP_BN_BWD_REDUCE:
+            return e2t::bn_bwd_reduce_pass(cA, cB, cK, b_y, b_o, b_r, b_ga, b_gb, b_gm, b_sums, samples, n_samples, n,
+                                           h, wd, co, b_flags, b_shift, b_m1, b_m2, r_c, r_h, r_w, r_stride, r_lo,
+                                           gb_c, gb_h, gb_w, gb_stride, gb_lo);
+        case E2T_OP_BN_BWD_APPLY:
+            return e2t::bn_bwd_apply_pass(cA, cB, cK, b_y, b_gm, b_gy, b_coef, samples, n_samples, n, h, wd, co,
+                                          b_shift);
         default:
             return E2T_ERR_SHAPE;   // no such pass: nothing read, nothing written
     }

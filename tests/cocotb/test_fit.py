@@ -56,3 +56,21 @@ def test_bad_grid_is_refused(bad) -> None:
     with pytest.raises(SystemExit) as e:
         load_fit().main(bad)
     assert e.value.code == 2
+
+
+def test_block_unit_rows_follow_its_lanes() -> None:
+    """The block unit's rows: 2 DSP48E1 per lane for the affine map, 3 per lane for the sums'
+    products, the per-channel BRAM and the sample bits; the s_axilite row counts every argument of
+    kernel_iface (IP 2.1: 53). Its default lanes are the priced ones."""
+    fit = load_fit()
+    from e2train.core import call_price
+    from e2train.device import kernel_iface
+    assert fit.call_price.BLOCK_LANES == call_price.BLOCK_LANES
+    for lanes in (1, 4):
+        rows = fit.block_rows(lanes)
+        assert sum(v["DSP"] for _, v, _ in rows) == 5 * lanes
+        assert sum(v["BRAM36"] for _, v, _ in rows) == 5.5
+    assert sum(v["LUT"] for _, v, _ in fit.block_rows(1)) < sum(v["LUT"] for _, v, _ in fit.block_rows(4))
+    axil = next(v for name, v, _ in fit.shell_rows(8, 21) if name.startswith("s_axilite"))
+    n = len(kernel_iface.E2T_ENGINE.args)
+    assert n == 53 and axil["FF"] == 900 + 32 * (n - 30) and axil["LUT"] == round(400 * n / 30)

@@ -97,8 +97,8 @@ def test_kernel_rejects_bad_shapes_itself(csim_lib):
     x = np.zeros(16, np.uint8)
     w = np.zeros(16, np.int8)
     s = np.array([0, 5], np.int32)
-    args = lambda stride, samples, ns: (x.ctypes.data, w.ctypes.data, None, y.ctypes.data, samples.ctypes.data, ns,
-                                        1, 1, 4, 4, 1, 1, stride, 0, 1, 0, 0, 1, 0)
+    args = lambda stride, samples, ns: (x.ctypes.data, w.ctypes.data, None, y.ctypes.data, None, samples.ctypes.data,
+                                        ns, 1, 1, 4, 4, 1, 1, stride, 0, 1, 0, 0, 1, 0, 0)
     assert csim_lib.conv_fwd(*args(3, s, 1)) == csim.E2T_ERR_SHAPE
     assert csim_lib.conv_fwd(*args(1, s, 2)) == csim.E2T_ERR_SAMPLE
     assert (y == 99).all()

@@ -16,6 +16,7 @@ from e2train.device import kernel_iface as ki
 
 E2T_ERR_SHAPE, E2T_ERR_SAMPLE = 1, 2
 SHAPE = ConvShape(3, 2, 5, 5, 3, 3, 1, 1)
+NO_BLOCK = (None,) * 9 + (0,) * 14        # the block unit's arguments, unread by the conv passes
 M = Dyadic(16384, 20)
 
 
@@ -26,8 +27,10 @@ def _p(a: np.ndarray | None) -> int | None:
 @pytest.fixture(scope="module")
 def lib(csim_lib):
     lib = csim_lib
-    # the top's C signature (hls/include/e2t_kernels.h): op, 12 pointers, 17 ints
-    lib.e2t_engine.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 12 + [ctypes.c_int] * 17
+    # the top's C signature (hls/include/e2t_kernels.h): op, 12 pointers, 17 ints, then the
+    # block unit's 9 pointers and 14 ints (IP 2.1)
+    lib.e2t_engine.argtypes = ([ctypes.c_int] + [ctypes.c_void_p] * 12 + [ctypes.c_int] * 17
+                               + [ctypes.c_void_p] * 9 + [ctypes.c_int] * 14)
     lib.e2t_engine.restype = ctypes.c_int
     return lib
 
@@ -47,7 +50,7 @@ def _engine(lib, op, *, x=None, w=None, y=None, g_y=None, g_x=None, wm=None, sig
     ns = len(samples) if n_samples is None else n_samples
     return lib.e2t_engine(op, _p(x), _p(w), None, _p(y), _p(g_y), _p(g_x), _p(wm), _p(sign), _p(pred), _p(gmsb),
                           _p(stats), _p(samples), ns, s.n, s.ci, s.h, s.w, s.co, s.k, s.stride, s.pad,
-                          x_unsigned, 0, 0, mult.m, mult.s, beta_q, lr_q, 0)
+                          x_unsigned, 0, 0, mult.m, mult.s, beta_q, lr_q, 0, *NO_BLOCK)
 
 
 def test_op_picks_the_pass_and_equals_golden(lib):
@@ -74,7 +77,7 @@ def test_op_picks_the_pass_and_equals_golden(lib):
     assert np.array_equal(w2, r.w_master) and np.array_equal(sign, r.sign) and np.array_equal(pred != 0, r.predicted)
 
 
-@pytest.mark.parametrize("op", [3, -1, 255])
+@pytest.mark.parametrize("op", [6, -1, 255])
 def test_an_op_that_is_no_pass_is_refused_touching_nothing(lib, op):
     rng = np.random.default_rng(4)
     x, w, g, wm = _case(rng)
@@ -128,7 +131,7 @@ def test_the_weight_tile_bound_is_the_shape_check(lib, ci, co, k, ok):
     assert MAX_TAPS == 4608
     n, h, wd, stride, pad = 1, 3, 3, 1, k // 2
     status = lib.e2t_engine(ki.PASSES["conv_fwd"].op, None, None, None, None, None, None, None, None, None, None,
-                            None, None, 0, n, ci, h, wd, co, k, stride, pad, 1, 0, 0, 1, 0, 0, 0, 0)
+                            None, None, 0, n, ci, h, wd, co, k, stride, pad, 1, 0, 0, 1, 0, 0, 0, 0, *NO_BLOCK)
     assert (status != E2T_ERR_SHAPE) == ok, status   # an empty sample list: a valid shape runs nothing
     if ok:
         ConvShape(n, ci, h, wd, co, k, stride, pad)

@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TOP = "e2t_engine"
-PASS_FILES = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")
+PASS_FILES = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg", "block_ops")
 SOURCES = (TOP, *PASS_FILES)
 
 

@@ -151,38 +151,75 @@ def call_cycles(kernel: str, shape: ConvShape, n_active: int, **kw) -> int:
 
 # -- the block operations (core.block_ops; docs/fixed-point.md section 9) ----------------------
 BLOCK_OPS = ("bn_act", "bn_bwd_reduce", "bn_bwd_apply")
-BLOCK_LANES = 4                # elements per cycle of the block unit (e2t_engine ops 3..5)
+# Elements per cycle of the block unit (hls/include/e2t_block.h E2T_BLOCK_LANES): one pipelined
+# loop at II=1, each beat LANES elements of one channel plane. 4 lanes keep bn_act (3 B per
+# element) under the DDR rate and put bn_bwd_reduce (up to 9 B) and bn_bwd_apply (5 B) at it.
+BLOCK_LANES = 4
+# The call's setup (block_ops.cpp mul_seq): the streaming loop's sizes and trip count, products
+# by shift and add, one bit of a 13-bit operand a cycle.
+BLOCK_SETUP_PRODUCTS = 11
+# bn_bwd_reduce keeps a channel's plane ends this many beats apart (its sums' read-modify-write in
+# BRAM): a sample of fewer beats gets idle tail beats (block_ops.cpp kRmwDistance).
+BLOCK_RMW_DISTANCE = 4
+BLOCK_SETUP_BITS = 13
 
 
-def price_block(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, residual: bool = False,
-                two_sources: bool = False, gate: bool = False) -> tuple[Work, int]:
-    """(work, cycles) of one block-operation call on a (n, c, h, w) tensor with ``n_listed``
-    samples listed: the block unit streams BLOCK_LANES elements a cycle, or its DDR bytes over
-    the DDR rate where those are more. ``residual``: bn_act reads the shortcut source;
-    ``two_sources``: bn_bwd_reduce sums two gradients; ``gate``: it also forms the gate sums
-    (reads the shortcut source)."""
+def block_trips(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, residual: bool = False) -> dict:
+    """The loop trips of one block-unit call (hls/src/block_ops.cpp), one cycle each: the setup's
+    shift-and-add products; the sample list's check (a bit cleared per batch sample, one per
+    entry); the coefficients loaded into the BRAM (a word a cycle; bn_bwd_reduce zeroes its
+    per-channel sums there); the streaming loop's beats (ceil(w / LANES) per row of each channel
+    plane of each processed sample: the lanes stay in one row), its tail beat per processed sample
+    (vmax, gate[s][1]; bn_bwd_reduce idles more on a sample of fewer than BLOCK_RMW_DISTANCE
+    beats) and one cycle per sample it skips; bn_bwd_reduce's per-channel sums written after the
+    loop. Processed samples: bn_act the listed ones (all of them with a shortcut), bn_bwd_reduce
+    all, bn_bwd_apply the listed ones."""
     if op not in BLOCK_OPS:
         raise ValueError(f"unknown block operation {op!r}; expected one of {BLOCK_OPS}")
     n, c, h, w_ = (int(v) for v in nchw)
     if min(n, c, h, w_) < 0 or not 0 <= int(n_listed) <= n:
         raise ValueError(f"bad block-operation extent {nchw} with {n_listed} listed samples")
+    listed = int(n_listed)
+    proc = {"bn_act": n if residual else listed, "bn_bwd_reduce": n, "bn_bwd_apply": listed}[op]
+    per_sample = c * h * -(-w_ // BLOCK_LANES)
+    tails = {"bn_act": 1, "bn_bwd_reduce": max(1, BLOCK_RMW_DISTANCE - per_sample), "bn_bwd_apply": 0}[op]
+    return {"list": n + listed,
+            "coef": {"bn_act": 2 * c, "bn_bwd_reduce": c, "bn_bwd_apply": 3 * c}[op],
+            "beats": proc * per_sample,
+            "tails": proc * tails,
+            "sums": 3 * c if op == "bn_bwd_reduce" else 0,
+            "skips": n - proc,
+            "setup": BLOCK_SETUP_PRODUCTS * BLOCK_SETUP_BITS}
+
+
+def price_block(op: str, nchw: tuple[int, int, int, int], n_listed: int, *, residual: bool = False,
+                two_sources: bool = False, gate: bool = False) -> tuple[Work, int]:
+    """(work, cycles) of one block-operation call on a (n, c, h, w) tensor with ``n_listed``
+    samples listed: the unit's loop trips (``block_trips``, one a cycle), or its DDR bytes over the
+    DDR rate where those are more, plus the call's start. ``residual``: bn_act reads the shortcut
+    source; ``two_sources``: bn_bwd_reduce sums two gradients; ``gate``: it also reads the shortcut
+    source for the gate's second sum (the first, sum gc*o, it always forms)."""
+    trips = block_trips(op, nchw, n_listed, residual=residual)
+    n, c, h, w_ = (int(v) for v in nchw)
     per = c * h * w_
     all_e, listed = n * per, int(n_listed) * per
     w = Work()
     if op == "bn_act":
-        streamed = all_e if residual else listed
-        ddr = listed + (all_e if residual else 0) + streamed + 4 * n * c + 4 * n
-        w.add_ops(2 * listed + (all_e if residual else 0), 48)      # y*a + b (+ r*r_mult), shift, clamp
+        proc = all_e if residual else listed
+        n_proc = n if residual else int(n_listed)
+        # y (listed), r, o out; pooled[s][c] and vmax[s] (int64) of the processed samples; a, b
+        ddr = listed + (proc if residual else 0) + proc + 8 * (n_proc * c + n_proc) + 16 * c
+        w.add_ops(2 * listed + (proc if residual else 0), 48)      # y*a + b (+ r*r_mult), shift, clamp
     elif op == "bn_bwd_reduce":
-        streamed = all_e
+        # g_a (+ g_b), o, y (listed), r (gate), g_m out; red[c][3] and gate[n][2] (int64)
         ddr = (2 * all_e * (2 if two_sources else 1) + all_e + listed + (all_e if gate else 0)
-               + 2 * all_e + 24 * c + (16 * n if gate else 0))
-        w.add_ops(all_e * (2 if two_sources else 1) + 2 * listed + (2 * all_e if gate else 0), 48)
+               + 2 * all_e + 24 * c + 16 * n)
+        w.add_ops(all_e * (2 if two_sources else 1) + 2 * listed + all_e + (all_e if gate else 0), 48)
     else:
-        streamed = listed
-        ddr = 2 * listed + listed + 2 * listed
+        ddr = 2 * listed + listed + 2 * listed + 24 * c          # g_m, y in, g_y out; p, q, t
         w.add_ops(3 * listed, 48)
-    cycles = em.HLS_CALL_OVERHEAD + max(math.ceil(streamed / BLOCK_LANES), math.ceil(ddr / pm.DDR_BYTES_PER_CYCLE))
+    loop = sum(trips.values())
+    cycles = em.HLS_CALL_OVERHEAD + max(loop, math.ceil(ddr / pm.DDR_BYTES_PER_CYCLE))
     w.add_dram(ddr + 4 * int(n_listed))
     w.add_sram(ddr)
     w.add_time(cycles / pm.CLOCK_HZ)

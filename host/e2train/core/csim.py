@@ -24,6 +24,7 @@ import numpy as np
 
 from . import kernel_args
 from .fixedpoint import UINT8, Dyadic, format_of
+from .block_ops import IDENTITY, Shortcut
 from .golden import PsgResult
 from .shapes import ConvShape
 
@@ -33,6 +34,8 @@ SAN_LIB_NAME = "libe2t_kernels_san.so"
 
 # Status bits of the kernels (hls/include/e2t_fixed.h).
 E2T_ERR_SHAPE, E2T_ERR_SAMPLE, E2T_ERR_OVERFLOW = 1, 2, 4
+# b_flags bits (hls/include/e2t_block.h; device.kernel_iface BF_*).
+BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES = 1, 2, 4, 8
 # stats[] of conv_bwd_weight_psg (hls/include/e2t_kernels.h).
 (STAT_N_PREDICTED, STAT_GMSB_ABSMAX, STAT_W_ABSMAX, STAT_EXACT_TERMS, STAT_TILES_SKIPPED,
  STAT_PREDICT_TERMS, STAT_DECIDE_BEATS, STAT_GMSB_SPILLED) = range(8)
@@ -58,9 +61,13 @@ _I = ctypes.c_int
 _I32 = ctypes.c_int32
 
 _SIGNATURES = {
-    "conv_fwd": [_P, _P, _P, _P, _P, _I] + [_I] * 8 + [_I, _I, _I, _I32, _I],
+    "conv_fwd": [_P, _P, _P, _P, _P, _P, _I] + [_I] * 8 + [_I, _I, _I, _I32, _I, _I],
     "conv_bwd_data": [_P, _P, _P, _P, _I] + [_I] * 8 + [_I32, _I],
     "conv_bwd_weight_psg": [_P] * 8 + [_I] + [_I] * 8 + [_I, _I32, _I32, _I32],
+    "bn_act": [_P] * 6 + [_I] * 13,
+    "bn_bwd_reduce": [_P] * 8 + [_I] * 19,
+    "bn_bwd_apply": [_P] * 5 + [_I] * 6,
+    "e2t_block_trips": [_P],
 }
 
 
@@ -84,7 +91,7 @@ def load(path: str | os.PathLike | None = None) -> ctypes.CDLL:
         for name, argtypes in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes = argtypes
-            fn.restype = ctypes.c_int
+            fn.restype = None if name == "e2t_block_trips" else ctypes.c_int
         if path is None:
             _lib = lib
         return lib
@@ -127,22 +134,28 @@ def _run_guarded(kernel: str, out: np.ndarray, may_overflow: bool, call) -> np.n
 
 
 def conv_fwd(x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: bool = False,
-             samples=None, out: np.ndarray | None = None) -> np.ndarray:
-    """C simulation of ``golden.conv_fwd`` (same arguments, same result, bit for bit)."""
+             samples=None, out: np.ndarray | None = None, stats: np.ndarray | None = None) -> np.ndarray:
+    """C simulation of ``golden.conv_fwd`` (same arguments, same result, bit for bit); ``stats``
+    is filled by the kernel's output stage (b_flags BN sums)."""
     a = kernel_args.check_conv_fwd(x, w, bias, mult, stride=stride, pad=pad, relu=relu,
                                    samples=samples, out=out)
     shape, idx, out, mult = a.shape, a.idx, a.out, a.mult
-    if idx.size == 0:
+    kernel_args.check_stats_out(stats, shape.co)
+    if idx.size == 0 and stats is None:
         return out
     b = _contig(a.bias) if a.bias is not None else np.zeros(1, np.int32)
     xc, wc = _contig(x), _contig(w)
     unsigned = format_of(x) is UINT8
+    st = None if stats is None else np.zeros((shape.co, 2), np.int64)
     lib = load()
     # |acc| < 2**31 and M < 2**31: acc * M < 2**62 always, the golden model cannot overflow here.
-    return _run_guarded("conv_fwd", out, False, lambda dst: lib.conv_fwd(
-        _ptr(xc), _ptr(wc), _ptr(b), _ptr(dst), _ptr(idx), idx.size,
+    _run_guarded("conv_fwd", out, False, lambda dst: lib.conv_fwd(
+        _ptr(xc), _ptr(wc), _ptr(b), _ptr(dst), None if st is None else _ptr(st), _ptr(idx), idx.size,
         shape.n, shape.ci, shape.h, shape.w, shape.co, shape.k, shape.stride, shape.pad,
-        int(unsigned), int(bias is not None), int(bool(relu)), mult.m, mult.s))
+        int(unsigned), int(bias is not None), int(bool(relu)), mult.m, mult.s, 0 if st is None else BF_BN_SUMS))
+    if stats is not None:
+        stats[...] = st
+    return out
 
 
 def _bwd_data_acc_bound(shape: ConvShape) -> int:
@@ -216,3 +229,82 @@ def conv_bwd_weight_psg(x, g_y, w_master, *, stride: int = 1, pad: int = 0, beta
     """C simulation of ``golden.conv_bwd_weight_psg``."""
     return conv_bwd_weight_psg_stats(x, g_y, w_master, stride=stride, pad=pad, beta_q=beta_q,
                                      lr_q=lr_q, wd_q=wd_q, samples=samples)[0]
+
+
+# -- the block unit (e2t_engine ops 3..5; hls/src/block_ops.cpp) ---------------------------------
+def _geometry(src: np.ndarray | None, sc: Shortcut) -> tuple[int, int, int, int, int]:
+    """A shortcut source's (c, h, w, stride, lo) registers (zeros when it is not read)."""
+    if src is None:
+        return 0, 0, 0, 0, 0
+    return int(src.shape[1]), int(src.shape[2]), int(src.shape[3]), int(sc.stride), int(sc.lo)
+
+
+def bn_act(y, a, b, shift: int, *, r=None, r_mult: int = 0, shortcut: Shortcut = IDENTITY, samples=None,
+           relu: bool = True):
+    """C simulation of ``golden.bn_act``: (out, pooled, vmax), bit for bit."""
+    k = kernel_args.check_bn_act(y, a, b, shift, r=r, r_mult=r_mult, shortcut=shortcut, samples=samples)
+    n, c, h, w = k.nchw
+    yc = _contig(y)
+    rc = None if r is None else _contig(np.asarray(r))
+    coef = np.concatenate([k.a, k.b]).astype(np.int64)
+    out = np.zeros((n, c, h, w), np.uint8)            # unprocessed samples: the kernel leaves them 0
+    sums = np.zeros(n * c + n, np.int64)
+    flags = (BF_RELU if relu else 0) | (BF_RESIDUAL if r is not None else 0)
+    lib = load()
+    _raise_status("bn_act", lib.bn_act(
+        _ptr(yc), _ptr(out), None if rc is None else _ptr(rc), _ptr(coef), _ptr(sums), _ptr(k.idx), k.idx.size,
+        n, h, w, c, flags, int(shift), int(r_mult), *_geometry(rc, shortcut)))
+    return (out if relu else out.view(np.int8)), sums[: n * c].reshape(n, c), sums[n * c:].copy()
+
+
+def bn_bwd_reduce(o, y, g_a, *, ma: int = 1, g_b=None, mb: int = 0, b_shortcut: Shortcut = IDENTITY,
+                  shift: int = 0, r=None, r_shortcut: Shortcut = IDENTITY, samples=None):
+    """C simulation of ``golden.bn_bwd_reduce``: (g_m, red, gate), bit for bit."""
+    k = kernel_args.check_bn_bwd_reduce(o, y, g_a, ma=ma, g_b=g_b, mb=mb, b_shortcut=b_shortcut, shift=shift,
+                                        r=r, r_shortcut=r_shortcut, samples=samples)
+    n, c, h, w = k.nchw
+    oc, yc, gac = _contig(o), _contig(y), _contig(g_a)
+    gbc = None if g_b is None else _contig(np.asarray(g_b))
+    rc = None if r is None else _contig(np.asarray(r))
+    g_m = np.zeros((n, c, h, w), np.int16)
+    sums = np.zeros(3 * c + 2 * n, np.int64)
+    flags = (BF_RESIDUAL if r is not None else 0) | (BF_TWO_SOURCES if g_b is not None else 0)
+    lib = load()
+    _raise_status("bn_bwd_reduce", lib.bn_bwd_reduce(
+        _ptr(yc), _ptr(oc), None if rc is None else _ptr(rc), _ptr(gac), None if gbc is None else _ptr(gbc),
+        _ptr(g_m), _ptr(sums), _ptr(k.idx), k.idx.size, n, h, w, c, flags, int(shift), int(ma), int(mb),
+        *_geometry(rc, r_shortcut), *_geometry(gbc, b_shortcut)))
+    return g_m, sums[: 3 * c].reshape(c, 3), sums[3 * c:].reshape(n, 2)
+
+
+def bn_bwd_apply(g_m, y, p, q, t, shift: int, *, samples=None) -> np.ndarray:
+    """C simulation of ``golden.bn_bwd_apply``: g_y int16 (unlisted samples 0), bit for bit."""
+    k = kernel_args.check_bn_bwd_apply(g_m, y, p, q, t, shift, samples=samples)
+    n, c, h, w = k.nchw
+    gmc, yc = _contig(g_m), _contig(y)
+    coef = np.concatenate([k.p, k.q, k.t]).astype(np.int64)
+    g_y = np.zeros((n, c, h, w), np.int16)
+    lib = load()
+    _raise_status("bn_bwd_apply", lib.bn_bwd_apply(
+        _ptr(yc), _ptr(gmc), _ptr(g_y), _ptr(coef), _ptr(k.idx), k.idx.size, n, h, w, c, int(shift)))
+    return g_y
+
+
+@dataclass(frozen=True)
+class BlockTrips:
+    """Loop trips of the last block-unit call (hls/include/e2t_block.h e2t_block_trips; counted
+    process-wide: read them right after the call, on the thread that made it)."""
+
+    list: int       # the sample list's check: a bit cleared per batch sample, one per entry
+    coef: int       # coefficient words loaded into the BRAM (bn_bwd_reduce: its sums zeroed)
+    beats: int      # iterations of the streaming loop over a row, E2T_BLOCK_LANES elements each
+    tails: int      # the loop's extra iteration per sample (a second per-sample word written)
+    sums: int       # words of the per-channel sums written after the loop
+    skips: int      # the loop's one iteration per sample not processed
+    setup: int      # the setup products' shift-and-add steps, one bit a cycle
+
+
+def block_trips() -> BlockTrips:
+    t = np.zeros(7, np.int64)
+    load().e2t_block_trips(_ptr(t))
+    return BlockTrips(*(int(v) for v in t))

@@ -210,12 +210,17 @@ def check_block_shape(name: str, shape: tuple) -> tuple[int, int, int, int]:
 
 def check_shortcut(shortcut, src_shape: tuple, c_out: int, hw: tuple) -> None:
     """An option-A shortcut (``block_ops.Shortcut``: stride, lo) reading a source of NCHW shape
-    ``src_shape`` for an output of ``c_out`` channels and plane ``hw``: stride 1 or 2, the source's
-    channels inside the output's at offset lo, its subsampled plane covering ``hw``."""
+    ``src_shape`` for an output of ``c_out`` channels and plane ``hw``: stride 1 or 2, every
+    dimension in 1..MAX_DIM, the source's channels inside the output's at offset lo, its
+    subsampled plane covering ``hw``."""
+    hw = tuple(int(v) for v in hw)
     s, lo = int(shortcut.stride), int(shortcut.lo)
     if s not in STRIDES:
         raise ValueError(f"shortcut stride {s} not supported (the block unit reads stride 1 or 2)")
     src_c, src_h, src_w = (int(v) for v in src_shape[1:])
+    if min(src_c, src_h, src_w, c_out, *hw) < 1 or max(src_c, src_h, src_w, c_out, *hw) > MAX_DIM:
+        raise ShapeError(f"shortcut from {tuple(src_shape)} to ({c_out}, {hw[0]}, {hw[1]}) outside 1..{MAX_DIM} "
+                         "per dimension")
     if -(-src_h // s) < hw[0] or -(-src_w // s) < hw[1]:
         raise ValueError(f"shortcut source {tuple(src_shape)} does not cover {tuple(hw)} at stride {s}")
     if lo < 0 or lo + src_c > c_out:
@@ -249,7 +254,6 @@ def _source(name: str, r, dtype, n: int, what: str) -> np.ndarray:
     r = np.asarray(r)
     if r.ndim != 4 or r.dtype != dtype or r.shape[0] != n:
         raise ValueError(f"{name}: {what} must be {np.dtype(dtype).name} NCHW with {n} samples, got {r.dtype}{r.shape}")
-    check_block_shape(name, r.shape)
     return r
 
 
