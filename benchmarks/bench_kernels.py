@@ -239,7 +239,8 @@ def _psg_schedule_table(batch: int) -> None:
               f"{(tot[True] - tot['ex_ddr']) / tot['base']:.2f}x; the goal needs {need_skip:.0%} of those bytes skipped, "
               "i.e. that share of channels with every weight decided (measured above)")
     print("  co/ci skip = output/input channels whose weights are all decided (the exact sweep skips their g/x "
-          "reads); blk skip = engine blocks (8 x 21) all decided (their calls do not run); * = conv1: its "
+          f"reads); blk skip = engine blocks ({engine_map.ROWS} x {engine_map.COLS}) all decided (their calls do not "
+          "run); * = conv1: its "
           "digits decisions have another shape, every channel counted as needed")
 
 

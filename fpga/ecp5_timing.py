@@ -14,7 +14,7 @@ register and whose outputs are registered and XOR-reduced in registered 4:1 stag
 pin, so the router times the core's own register-to-register paths and not the pins.
 
 Designs:
-  engine   train_engine.v (with msb_split.v) on a reduced grid. The xc7 grid (8 x 21) does
+  engine   train_engine.v (with msb_split.v) on a reduced grid. The xc7 grid (8 x 18) does
            not fit: the ECP5-85F has 156 MULT18X18D and a cell's 25x18 multiplier takes two
            (at most 78 cells). 4 x 4 is the default because place and route of 8 x 8 (the
            largest square that fits) takes tens of minutes on a shared 2-core machine. A

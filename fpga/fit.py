@@ -1,6 +1,6 @@
 """Whole-design resource budget of the training fabric on the xc7z020 (`make fit`).
 
-    python fpga/fit.py [--rows 8 --cols 22] [--block-lanes 4] [--synth-full] [--out build/fit]
+    python fpga/fit.py [--rows 8 --cols 18] [--block-lanes 4] [--synth-full] [--out build/fit]
 
 One row per part, LUT / FF / DSP48E1 / BRAM36, each labelled with where its numbers come from:
 
@@ -270,8 +270,8 @@ def render(parts, note: str) -> tuple[str, dict, list[str]]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=8)
-    ap.add_argument("--cols", type=int, default=21)
+    ap.add_argument("--rows", type=int, default=engine_map.ROWS)
+    ap.add_argument("--cols", type=int, default=engine_map.COLS)
     ap.add_argument("--block-lanes", type=int, default=call_price.BLOCK_LANES,
                     help="elements per cycle of the block unit (the priced figure: call_price.BLOCK_LANES)")
     ap.add_argument("--synth-full", action="store_true", help="synthesise the whole grid (minutes)")

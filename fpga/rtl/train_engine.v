@@ -56,7 +56,7 @@
 
 module train_engine #(
     parameter integer ROWS = 8,
-    parameter integer COLS = 21,
+    parameter integer COLS = 18,
     parameter integer LO_W = 38,      // acc_lo: FWD sum of position 2c / G_msb
     parameter integer HI_W = 31       // acc_hi: FWD sum of position 2c+1
 ) (

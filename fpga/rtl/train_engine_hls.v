@@ -25,7 +25,7 @@
 
 module train_engine_hls #(
     parameter integer ROWS = 8,
-    parameter integer COLS = 21
+    parameter integer COLS = 18
 ) (
     input  wire                       ap_clk,
     input  wire                       ap_rst,

@@ -3,7 +3,7 @@
 //
 // Why one engine call function: Vitis HLS makes one RTL instance per call site of a
 // function, and an ALLOCATION pragma only shares the instances called in the scope it is
-// placed in. So the engine (train_engine_hls, the RTL blackbox, 168 DSP48E1) is called at ONE
+// placed in. So the engine (train_engine_hls, the RTL blackbox, 144 DSP48E1) is called at ONE
 // place, inside e2t_engine_call (a DATAFLOW region: the pass's operand feeder beside the engine);
 // every pass function and its helpers are inlined into the top, so all e2t_engine_call sites
 // lie in the top's scope, where `#pragma HLS ALLOCATION function instances=e2t_engine_call

@@ -54,7 +54,7 @@
 #define ENG_ROWS 8
 #endif
 #ifndef ENG_COLS
-#define ENG_COLS 21
+#define ENG_COLS 18
 #endif
 
 namespace eng {

@@ -27,7 +27,7 @@
 //   update       W <- sat(W - lr_q*sign - ((W*wd_q + 2^29) >> 30), +-(2^30-1)), after the
 //                sweep, so an error leaves W untouched.
 // A predictor-only sweep followed by an exact sweep over the blocks holding an undecided weight
-// would cost twice this one's time unless every 8x21 block were decided, which is known only
+// would cost twice this one's time unless every 8x18 block were decided, which is known only
 // after the predictor sweep and which no measured layer had (docs/kernels.md, "What the model
 // says"), so the kernel has this one plan.
 // The engine's output is one call behind (it emits the previous call's rows), so the loop

@@ -1,8 +1,8 @@
 // e2t_engine: the one HLS top of the training fabric. The forward, input-gradient and PSG
 // weight-gradient passes share one training engine (train_engine_hls, the RTL blackbox with
-// its 168 DSP48E1) in time; `op` picks the pass (E2T_OP_* in e2t_kernels.h). One IP, one
+// its 144 DSP48E1) in time; `op` picks the pass (E2T_OP_* in e2t_kernels.h). One IP, one
 // engine: the three passes as three tops would be three IPs, and synthesis would build the
-// engine three times (3 x 168 DSP48E1 > the xc7z020's 220).
+// engine three times (3 x 144 DSP48E1 > the xc7z020's 220).
 //
 // How the engine stays one instance (e2t_passes.h): the engine is called at one place, in
 // e2t_engine_call; the passes (hls/src/conv_*.cpp) are inlined here, so every e2t_engine_call

@@ -78,9 +78,9 @@ def test_missing_tool_is_one_line(monkeypatch) -> None:
 
 def test_grid_over_the_multipliers_is_refused(capsys) -> None:
     with pytest.raises(SystemExit) as e:
-        load().main(["--design", "engine", "--rows", "8", "--cols", "21"])
+        load().main(["--design", "engine", "--rows", "8", "--cols", "18"])
     assert e.value.code == 2
-    assert "336 MULT18X18D" in capsys.readouterr().err
+    assert "288 MULT18X18D" in capsys.readouterr().err
 
 
 def test_wrapper_feeds_every_input_and_reduces_every_output() -> None:

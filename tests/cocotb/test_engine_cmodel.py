@@ -1,7 +1,7 @@
 """The training engine's C model (hls/include/train_engine.h through train_engine_hls(), the
 function C simulation runs for the RTL blackbox) against engine_model.py, via g++, at the
-cocotb grid (2 x 3) and at the full one (8 x 21): random calls of every mode, the flush, the
-emit/shadow pipelining, extreme codes. The RTL blackbox runs the same calls in
+cocotb grid (2 x 3) and at the full one (engine_map's, 8 x 18): random calls of every mode, the
+flush, the emit/shadow pipelining, extreme codes. The RTL blackbox runs the same calls in
 tb_train_engine_hls.py."""
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from e2train.core import engine_map as em
 from engine_model import BlackboxModel, random_hls_call, wrap
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
-@pytest.fixture(scope="module", params=[(2, 3), (8, 21)], ids=["2x3", "8x21"])
+@pytest.fixture(scope="module", params=[(2, 3), (em.ROWS, em.COLS)], ids=["2x3", f"{em.ROWS}x{em.COLS}"])
 def driver(request, tmp_path_factory):
     rows, cols = request.param
     cxx = shutil.which("g++")

@@ -71,6 +71,6 @@ def test_block_unit_rows_follow_its_lanes() -> None:
         assert sum(v["DSP"] for _, v, _ in rows) == 5 * lanes
         assert sum(v["BRAM36"] for _, v, _ in rows) == 5.5
     assert sum(v["LUT"] for _, v, _ in fit.block_rows(1)) < sum(v["LUT"] for _, v, _ in fit.block_rows(4))
-    axil = next(v for name, v, _ in fit.shell_rows(8, 21) if name.startswith("s_axilite"))
+    axil = next(v for name, v, _ in fit.shell_rows(fit.engine_map.ROWS, fit.engine_map.COLS) if name.startswith("s_axilite"))
     n = len(kernel_iface.E2T_ENGINE.args)
     assert n == 53 and axil["FF"] == 900 + 32 * (n - 30) and axil["LUT"] == round(400 * n / 30)

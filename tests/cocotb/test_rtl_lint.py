@@ -7,17 +7,18 @@ from __future__ import annotations
 import subprocess
 import pytest
 
+from e2train.core import engine_map as em
 from e2train.device import kernel_iface as ki
 from rtl_sims import RTL_DIR, SOURCES, SimulatorMissing, simulator_path
 
 ENGINE_V2 = [str(RTL_DIR / f) for f in SOURCES["train_engine"]]
-# (top, files, parameters): the training engine at the full grid (8 x 21), the reduced one
+# (top, files, parameters): the training engine at the full grid (engine_map's), the reduced one
 # the benches use, and 1 x 1
-CONFIGS = [("train_engine", ENGINE_V2, {"ROWS": 8, "COLS": 21}), ("train_engine", ENGINE_V2, {"ROWS": 2, "COLS": 3}),
+CONFIGS = [("train_engine", ENGINE_V2, {"ROWS": em.ROWS, "COLS": em.COLS}), ("train_engine", ENGINE_V2, {"ROWS": 2, "COLS": 3}),
             ("train_engine", ENGINE_V2, {"ROWS": 1, "COLS": 1})]
 # and its HLS blackbox top (engine + read-out)
 ENGINE_HLS = [str(RTL_DIR / f) for f in SOURCES["train_engine_hls"]]
-CONFIGS += [("train_engine_hls", ENGINE_HLS, {"ROWS": r, "COLS": c}) for r, c in ((8, 21), (2, 3), (1, 1))]
+CONFIGS += [("train_engine_hls", ENGINE_HLS, {"ROWS": r, "COLS": c}) for r, c in ((em.ROWS, em.COLS), (2, 3), (1, 1))]
 # the HLS-style control block that the driver's bench runs against (a test fixture standing for
 # HLS-generated logic), alone at the IP's size (e2t_engine: 30 words) and at one argument, and its bench top
 CTRL = [str(RTL_DIR / "axil_ctrl.v")]

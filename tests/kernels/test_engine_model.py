@@ -16,7 +16,7 @@ SHAPES = [ConvShape(2, 3, 5, 6, 5, 3, 1, 1), ConvShape(1, 4, 7, 7, 3, 3, 2, 1), 
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("grid", [(2, 3), (8, 21)])
+@pytest.mark.parametrize("grid", [(2, 3), (em.ROWS, em.COLS)])
 def test_counted_calls_are_the_built_calls(shape: ConvShape, grid) -> None:
     rows, cols = grid
     rng = np.random.default_rng(0)

@@ -37,7 +37,7 @@ import numpy as np
 from .shapes import ConvShape
 
 ROWS = 8                 # cells per column: output (FWD, WGRAD) or input (BWD) channels
-COLS = 21                # cells per row: position pairs (FWD), positions (BWD), (ci, tap) (WGRAD)
+COLS = 18                # cells per row: position pairs (FWD), positions (BWD), (ci, tap) (WGRAD)
 CALL_OVERHEAD = 6        # cycles per call beyond its beats: start, 3 drain, result, done (RTL)
 HLS_CALL_OVERHEAD = 8    # the same through the HLS blackbox (train_engine_hls.v): + start and head
 WGRAD_CHUNK = 256        # positions per weight-gradient call: the shell's x/g chunk buffers
