@@ -9,10 +9,10 @@ alike, in any order of summation. tests/torch/test_block_ops_t.py compares the t
 shapes, sample lists, shortcut geometries and coefficients at their limits.
 
 Refusals: each operation calls the argument check of ``core.kernel_args`` that the golden
-model, the C simulation and the PYNQ back-end call (``check_bn_act``, ``check_bn_bwd_reduce``,
-``check_bn_bwd_apply``, ``check_fwd_stats``; ``check_shortcut`` for ``gather`` and
-``scatter``), so it refuses exactly what they refuse, with the same exception and message,
-before anything is computed. The checks read only the dtype and shape of the data tensors
+model calls (``check_bn_act``, ``check_bn_bwd_reduce``, ``check_bn_bwd_apply``, as the C
+simulation and the PYNQ back-end do; ``check_fwd_stats``; ``check_shortcut`` for ``gather``
+and ``scatter``), so it refuses exactly what golden refuses, with the same exception and
+message, before anything is computed. The checks read only the dtype and shape of the data tensors
 (metadata, on the host whatever the device: they see a data-free numpy stand-in of each), and
 the values of the coefficients and the sample list. Given as host data (numpy arrays, lists,
 numbers: what the ARM-side folds ``core.block_ops.fold_*`` give) those are checked where they
@@ -80,8 +80,8 @@ def _on_host(**vals) -> list:
         if isinstance(v, torch.Tensor):
             _np_dtype(name, v)
             if v.device.type == "cuda":
-                # a non-blocking copy to the host lands in pinned memory, valid once the stream
-                # that queued it has run: the synchronisation below
+                # queued on the tensor's stream (into pinned memory), so that the copies of one
+                # call are waited for together: valid after the synchronisation below
                 streams.setdefault(v.device, torch.cuda.current_stream(v.device))
                 v = v.detach().to("cpu", non_blocking=True)
             else:
