@@ -217,6 +217,20 @@ def test_block_ops_refuse_alike(backends, t, case):
     assert all(g == got["golden"] for g in got.values()), got
 
 
+@pytest.mark.parametrize("case", list(BLOCK_BAD))
+def test_torch_block_ops_refuse_as_golden(t, case):
+    """The torch block operations (e2train.torch.block_ops_t, the data as CPU tensors) refuse
+    the same calls with golden's exception and message: they call the same checks."""
+    torch = pytest.importorskip("torch")
+    from e2train.torch import block_ops_t
+    name, args, opts = BLOCK_BAD[case](t)
+    data = {"bn_act": (0,), "bn_bwd_reduce": (0, 1, 2), "bn_bwd_apply": (0, 1)}[name]
+    targs = tuple(torch.from_numpy(np.ascontiguousarray(v)) if i in data else v for i, v in enumerate(args))
+    topts = {k: torch.from_numpy(np.ascontiguousarray(v)) if k in ("r", "g_b") and v is not None else v
+             for k, v in opts.items()}
+    assert _refusal(block_ops_t, (name, targs, topts)) == _refusal(golden, (name, args, opts))
+
+
 @pytest.mark.parametrize("make", [_act, _red, _app, lambda t: _act(t, samples=[], r=None),
                                   lambda t: _red(t, g_b=None, r=None, samples=[1])])
 def test_the_unbroken_block_calls_are_accepted_and_agree(backends, t, make):

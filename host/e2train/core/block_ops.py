@@ -35,7 +35,6 @@ from .fixedpoint import INT16, Dyadic, scale_for
 # The operand limits that keep every intermediate inside 48 bits (the DSP48E1's P register) and
 # the argument checks live in kernel_args, one copy for golden, the C simulation and the board.
 from .kernel_args import CONST_LIMIT, MAX_BLOCK_SHIFT, MULT_LIMIT  # noqa: F401 (part of this module's contract)
-from .shapes import check_samples
 
 # The fold below places the largest multiplier just under 2^23 (24 bits signed).
 _MULT_TOP = 23
@@ -78,11 +77,8 @@ IDENTITY = Shortcut()
 def conv_fwd_stats(y: np.ndarray, samples=None) -> np.ndarray:
     """(co, 2) int64: per output channel, sum of y and sum of y^2 over the listed samples (the
     forward pass's output stage accumulates them as it writes y)."""
-    y = np.asarray(y)
-    if y.ndim != 4:
-        raise ValueError(f"y must be NCHW, got shape {y.shape}")
-    idx = check_samples(samples, y.shape[0])
-    v = y[idx].astype(np.int64)
+    idx = kernel_args.check_fwd_stats(y, samples)
+    v = np.asarray(y)[idx].astype(np.int64)
     return np.stack([v.sum(axis=(0, 2, 3)), (v * v).sum(axis=(0, 2, 3))], axis=1)
 
 

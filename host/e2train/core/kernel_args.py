@@ -208,6 +208,14 @@ def check_block_shape(name: str, shape: tuple) -> tuple[int, int, int, int]:
     return n, c, h, w
 
 
+def check_fwd_stats(y, samples) -> np.ndarray:
+    """conv_fwd_stats' conv output (NCHW) and sample list; returns the listed samples (int32)."""
+    y = np.asarray(y)
+    if y.ndim != 4:
+        raise ValueError(f"y must be NCHW, got shape {y.shape}")
+    return check_samples(samples, y.shape[0])
+
+
 def check_shortcut(shortcut, src_shape: tuple, c_out: int, hw: tuple) -> None:
     """An option-A shortcut (``block_ops.Shortcut``: stride, lo) reading a source of NCHW shape
     ``src_shape`` for an output of ``c_out`` channels and plane ``hw``: stride 1 or 2, every
