@@ -50,7 +50,8 @@ def _same_device(op: str, ref: torch.Tensor, **others) -> None:
 @lru_cache(maxsize=None)
 def _numpy_dtype(dt: torch.dtype) -> np.dtype | None:
     try:
-        return torch.empty(0, dtype=dt).numpy().dtype
+        # an empty CPU probe: only its dtype is read, never data
+        return torch.empty(0, dtype=dt, device="cpu").numpy().dtype
     except (TypeError, RuntimeError):
         return None
 
