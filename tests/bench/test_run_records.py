@@ -13,7 +13,7 @@ from e2train.core import golden, run_record
 from e2train.core.run_record import EPOCH_FIELDS, EVENTS, RecordError, load
 
 OLD = Path(__file__).parent / "old_records"
-DEVICE_CFG = dict(depth=8, width=4, batch_size=32, epochs=2, smd=True, smd_epoch_multiplier=1.0, slu=True, conv_lr=0.01,
+DEVICE_CFG = dict(model="resnet8", width=4, batch_size=32, epochs=2, smd=True, smd_energy_ratio=0.5, slu=True, conv_lr=0.01,
                   progress_every=2)
 
 

@@ -13,7 +13,7 @@ from e2train.torch.work_meter import WorkMeter
 def device_step(digits):
     """One executed training step of the device trainer (golden kernels), and the trainer."""
     d = tuple(t.numpy() for t in (digits.x_train[:32], digits.y_train[:32], digits.x_test[:16], digits.y_test[:16]))
-    tr = Trainer({"depth": 8, "width": 8, "epochs": 1, "batch_size": 16, "smd": False}, d, golden)
+    tr = Trainer({"model": "resnet8", "width": 8, "epochs": 1, "batch_size": 16, "smd": False}, d, golden)
     tr.train_step(d[0][:16], d[1][:16], 0)
     return tr
 

@@ -13,7 +13,7 @@ from e2train.device.nn_layers import ArmTally
 from e2train.device.train_config import ConfigError, TrainConfig
 from e2train.device.trainer import Trainer
 
-TINY = {"depth": 8, "width": 4, "batch_size": 16, "epochs": 1, "progress_every": 0}
+TINY = {"model": "resnet8", "width": 4, "batch_size": 16, "epochs": 1, "progress_every": 0}
 
 
 class SlowGolden:

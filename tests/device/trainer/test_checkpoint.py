@@ -9,8 +9,9 @@ from e2train.device import checkpoint as ckpt
 from e2train.device.trainer import Trainer
 from e2train.device.train_config import ConfigError
 
-CFG = dict(depth=8, width=4, batch_size=32, epochs=2, smd=True, smd_epoch_multiplier=1.0,
+CFG = dict(model="resnet8", width=4, batch_size=32, epochs=2, smd=True, smd_energy_ratio=0.5,
            slu=True, progress_every=1, checkpoint_every=2, conv_lr=0.01)
+NO_SMD = dict({k: v for k, v in CFG.items() if k != "smd_energy_ratio"}, smd=False)   # the ratio needs SMD on
 
 
 class PowerCut(Exception):
@@ -113,7 +114,7 @@ def _rewrite_meta(path, edit):
                                   lambda m: {**m, "contract_version": 1}], ids=["no field", "v1"])
 def test_checkpoint_of_another_contract_is_refused(small_digits, tmp_path, edit):
     path = tmp_path / "ckpt.npz"
-    cfg = dict(CFG, epochs=1, smd=False, checkpoint_every=1)
+    cfg = dict(NO_SMD, epochs=1, checkpoint_every=1)
     Trainer(cfg, small_digits, golden, checkpoint=path).run()
     assert ckpt.load(path)[1]["contract_version"] == 2
     for p in (path, ckpt.prev_path(path)):
@@ -126,7 +127,7 @@ def test_checkpoint_of_format_1_is_refused_in_one_line(small_digits, tmp_path, c
     """Format 1 held each conv's input max and no block-output maxima (BN ran on the ARM): its
     scale state does not fit the block flow, so it is refused, not half loaded."""
     path = tmp_path / "ckpt.npz"
-    cfg = dict(CFG, epochs=1, smd=False, checkpoint_every=1)
+    cfg = dict(NO_SMD, epochs=1, checkpoint_every=1)
     Trainer(cfg, small_digits, golden, checkpoint=path).run()
     assert ckpt.load(path)[1]["version"] == ckpt.VERSION == 2
     assert any(k.startswith("scale/") and k.endswith(".out_max") for k in ckpt.load(path)[0])
@@ -140,7 +141,7 @@ def test_checkpoint_of_format_1_is_refused_in_one_line(small_digits, tmp_path, c
 
 def test_trainer_resume_falls_back_to_previous_and_refuses_other_config(small_digits, tmp_path):
     path = tmp_path / "ckpt.npz"
-    cfg = dict(CFG, epochs=1, smd=False, checkpoint_every=1)
+    cfg = dict(NO_SMD, epochs=1, checkpoint_every=1)
     Trainer(cfg, small_digits, golden, checkpoint=path).run()
     raw = path.read_bytes()
     path.write_bytes(raw[:100])

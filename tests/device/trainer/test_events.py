@@ -7,7 +7,7 @@ from e2train.core import golden
 from e2train.core.energy import EnergyModel
 from e2train.device.trainer import Trainer
 
-CFG = dict(depth=8, width=4, batch_size=32, epochs=2, smd=False, slu=True, progress_every=2,
+CFG = dict(model="resnet8", width=4, batch_size=32, epochs=2, smd=False, slu=True, progress_every=2,
            conv_lr=0.01)
 
 

@@ -64,7 +64,7 @@ def ref_loss(model, x, y, fp=None):
 
 @pytest.fixture(scope="module")
 def setup(digits):
-    cfg = dict(depth=8, width=8, epochs=1, smd=False, slu=False, psg=True, augment_shift=0,
+    cfg = dict(model="resnet8", width=8, epochs=1, smd=False, slu=False, precision="psg", augment_shift=0,
                progress_every=0, batch_size=48)
     return Trainer(cfg, digits, golden), digits
 

@@ -7,13 +7,13 @@ from e2train.device import nn_qconv
 from e2train.device.smd import epoch_plan
 from e2train.device.trainer import Trainer
 
-TINY = dict(depth=8, width=4, batch_size=32, augment_shift=1, progress_every=0, conv_lr=0.01,
-            gate_downsample=True)
+TINY = dict(model="resnet8", width=4, batch_size=32, augment_shift=1, progress_every=0, conv_lr=0.01,
+            slu_downsample=True)
 
 
 def test_smd_drops_exactly_the_sampled_batches_and_calls_nothing_for_them(small_digits, spy):
     x_tr, y_tr, _, _ = small_digits
-    cfg = dict(TINY, epochs=2, smd=True, smd_p=0.5, smd_epoch_multiplier=1.0, slu=False, seed=3)
+    cfg = dict(TINY, epochs=2, smd=True, smd_p=0.5, smd_energy_ratio=0.5, slu=False, seed=3)
     tr = Trainer(cfg, (x_tr, y_tr), spy)          # no test set: no evaluation calls either
     steps, calls_in_steps = [], []
     inner = tr.train_step
@@ -89,7 +89,7 @@ def _random_gates(gatenet, rng, record, spy):
 
 def test_gated_off_samples_never_reach_a_blocks_kernels(small_digits, spy):
     x_tr, y_tr, _, _ = small_digits
-    cfg = dict(TINY, epochs=1, smd=False, slu=True, gate_target=0.4)
+    cfg = dict(TINY, epochs=1, smd=False, slu=True, slu_target=0.4)
     tr = Trainer(cfg, (x_tr[:96], y_tr[:96]), spy)
     gates: dict[tuple[int, int], np.ndarray] = {}
     rec_gate = _random_gates(tr.model.gates, np.random.default_rng(5), gates, spy)

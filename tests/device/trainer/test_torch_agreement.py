@@ -56,7 +56,7 @@ def test_first_steps_agree_with_the_torch_reference(digits, act_scale):
     from e2train.torch.models import ResNetCifar
     from e2train.torch.psg import set_act_scale
     x_tr, y_tr, _, _ = digits
-    cfg = dict(depth=8, width=8, epochs=1, smd=False, slu=False, psg=True, augment_shift=0,
+    cfg = dict(model="resnet8", width=8, epochs=1, smd=False, slu=False, precision="psg", augment_shift=0,
                progress_every=0, batch_size=48, conv_lr=0.01, act_scale=act_scale)
     tr = Trainer(cfg, (x_tr, y_tr), golden)
     tm = ResNetCifar(8, 1, 10, precision="psg", beta=0.05, width=8).train()
