@@ -96,3 +96,19 @@ def test_bad_arguments():
         cp.call_work("conv_bwd_weight_psg", sh, 1, predictor_on=False, n_predicted=3)
     with pytest.raises(ValueError, match="shape"):
         cp.call_work("conv_bwd_weight_psg", sh, 1, predicted=np.ones((2, 2, 3, 3), bool))
+
+
+def test_conv_fwd_with_bn_sums_pays_two_adds_per_output_and_the_sums_write():
+    from e2train.core import call_price as cp
+    from e2train.core import perfmodel as pm
+    from e2train.core.shapes import ConvShape
+    s = ConvShape(8, 16, 8, 8, 32, 3, 1, 1)
+    w0, c0 = cp.price_call("conv_fwd", s, 5)
+    w1, c1 = cp.price_call("conv_fwd", s, 5, bn_sums=True)
+    outputs = 5 * s.co * s.ho * s.wo
+    assert sum(w1.ops.values()) - sum(w0.ops.values()) == 2 * outputs
+    assert w1.dram_bytes - w0.dram_bytes == cp.BN_SUMS_BYTES * s.co
+    assert c1 - c0 == -(-cp.BN_SUMS_BYTES * s.co // pm.DDR_BYTES_PER_CYCLE)
+    import pytest
+    with pytest.raises(ValueError, match="only conv_fwd"):
+        cp.price_call("conv_bwd_data", s, 5, bn_sums=True)

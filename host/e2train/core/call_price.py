@@ -47,27 +47,36 @@ def _check(kernel: str, shape: ConvShape, n_active: int) -> None:
         raise ValueError(f"n_active must be in [0, {shape.n}], got {n_active}")
 
 
-def _conv_pass(kernel: str, shape: ConvShape, n: int) -> tuple[Work, int]:
-    """conv_fwd / conv_bwd_data: (work, cycles)."""
+BN_SUMS_BYTES = 16             # per output channel: sum y and sum y^2, int64 each
+
+
+def _conv_pass(kernel: str, shape: ConvShape, n: int, bn_sums: bool = False) -> tuple[Work, int]:
+    """conv_fwd / conv_bwd_data: (work, cycles). ``bn_sums``: the forward output stage also
+    sums y and y^2 per channel (two adds per output beside the requantiser, in the same cycle)
+    and writes the sums once at the end of the call."""
     s = shape
     w = Work()
     if kernel == "conv_fwd":
         w.add_macs(s.macs(n), 8, 8)
         w.add_ops(n * s.co * s.ho * s.wo, 32)          # requantisation
+        if bn_sums:
+            w.add_ops(2 * n * s.co * s.ho * s.wo, 32)  # y and y^2 into the channel's sums
+            w.add_dram(BN_SUMS_BYTES * s.co)
         name = "fwd"
     else:
         w.add_macs(s.macs(n), 8, 16)
         w.add_ops(n * s.ci * s.h * s.w, 48)            # requantisation of the 48-bit sums
         name = "bwd_data"
+    extra = math.ceil(BN_SUMS_BYTES * s.co / pm.DDR_BYTES_PER_CYCLE) if bn_sums else 0   # the sums' write
     if n == 0:
-        return w, em.HLS_CALL_OVERHEAD
+        return w, em.HLS_CALL_OVERHEAD + extra
     r = pm.engine_pass(name, shape, n)
     beats = sum(c * b for c, b in em.call_beats(name, shape, n))
     # on chip: what came from DDR written into the buffers once, and per beat the ROWS row
     # operands (weights, 1 B) and the COLS column operands (2 B each: a packed x pair, or g)
     w.add_dram(r["ddr_bytes"] + 4 * n)
     w.add_sram(r["ddr_bytes"] + beats * (em.ROWS + 2 * em.COLS))
-    return w, r["cycles"]
+    return w, r["cycles"] + extra
 
 
 def _sweep(shape: ConvShape, n: int) -> tuple[float, int, int]:
@@ -118,7 +127,7 @@ def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
 
 
 def price_call(kernel: str, shape: ConvShape, n_active: int, *, predictor_on: bool = True,
-               predicted=None, n_predicted: int = 0) -> tuple[Work, int]:
+               predicted=None, n_predicted: int = 0, bn_sums: bool = False) -> tuple[Work, int]:
     """(work, cycles) of one kernel call over ``n_active`` listed samples; the work's time is
     cycles / ``perfmodel.CLOCK_HZ``. For ``conv_bwd_weight_psg``: ``predictor_on`` is
     beta_q > 0; ``predicted`` (the kernel's per-weight output) or ``n_predicted`` are checked
@@ -134,7 +143,9 @@ def price_call(kernel: str, shape: ConvShape, n_active: int, *, predictor_on: bo
             raise ValueError("with the predictor off (beta_q = 0) no weight can be predicted")
         w, cycles = _wgrad(shape, n, predictor_on)
     else:
-        w, cycles = _conv_pass(kernel, shape, n)
+        if bn_sums and kernel != "conv_fwd":
+            raise ValueError("only conv_fwd's output stage forms BN sums")
+        w, cycles = _conv_pass(kernel, shape, n, bn_sums)
     w.add_time(cycles / pm.CLOCK_HZ)
     return w, cycles
 

@@ -177,7 +177,8 @@ class QConv:
         mult = requant_multiplier(acc_scale, s_y)
         y = backend.conv_fwd(xq, self.w_codes, None, mult, stride=self.stride, pad=self.pad,
                              relu=False, samples=idx, out=None, stats=sums)
-        tally.kernel("conv_fwd", shape, n_act, x_unsigned=self.x_fmt.unsigned, layer=self.name)
+        tally.kernel("conv_fwd", shape, n_act, x_unsigned=self.x_fmt.unsigned, layer=self.name,
+                     bn_sums=sums is not None)
         return y
 
     # -- backward ----------------------------------------------------------------------

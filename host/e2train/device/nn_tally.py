@@ -42,7 +42,7 @@ class KernelTally:
 
     def kernel(self, kernel: str, shape: ConvShape, n_active: int, *, n_predicted: int = 0,
                x_unsigned: bool = True, layer: str = "", n_weights: int = 0,
-               predictor_on: bool = True, predicted=None) -> None:
+               predictor_on: bool = True, predicted=None, bn_sums: bool = False) -> None:
         """One call that ran. ``predicted``: the weight gradient's per-weight decisions (its
         output), which say which blocks its exact sweep ran."""
         self.calls[kernel] += 1
@@ -54,7 +54,8 @@ class KernelTally:
             self.weights[layer] += int(n_weights)
         if _call_work is not None:
             kw = ({"predictor_on": predictor_on, "predicted": predicted if predictor_on else None,
-                   "n_predicted": int(n_predicted)} if kernel == "conv_bwd_weight_psg" else {})
+                   "n_predicted": int(n_predicted)} if kernel == "conv_bwd_weight_psg"
+                  else {"bn_sums": True} if bn_sums else {})
             w = _call_work(kernel, shape, int(n_active), **kw)
             self.work += w
             if self.timeline is not None:

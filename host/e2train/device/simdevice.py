@@ -382,6 +382,7 @@ class SimDevice(pynq.Device):
                 self.impl.conv_fwd(x, w, bias, Dyadic(g("mult_m"), g("mult_s")), **kw)
                 if sums is not None:      # the output stage's sums (golden's definition where impl has none)
                     sums[...] = st if self._fwd_stats else golden.conv_fwd_stats(y, samples)
+                    perf_kw["bn_sums"] = True
             elif name == "conv_bwd_data":
                 gy = arr("g_y", shape.y_shape, np.int16)
                 w = arr("w", shape.w_shape, np.int8)
