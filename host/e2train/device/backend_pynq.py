@@ -165,7 +165,13 @@ class PynqBackend:
                         **_source_args("b_r", "r", self._put("b_r", r) if r is not None else None, shortcut),
                         samples=self._samples(idx), n_samples=idx.size, n=n, h=h, wd=w, co=c,
                         b_flags=flags, b_shift=int(shift), b_m1=int(r_mult))
-        return np.array(o), np.array(sums[: n * c]).reshape(n, c), np.array(sums[n * c:])
+        # the kernel writes the samples it processes: every one with a shortcut, only the listed
+        # ones without (the buffers' other rows hold an earlier call's data: the others are 0)
+        rows = slice(None) if r is not None else idx
+        out = np.zeros((n, c, h, w), odt)
+        pooled, vmax = np.zeros((n, c), np.int64), np.zeros(n, np.int64)
+        out[rows], pooled[rows], vmax[rows] = o[rows], sums[: n * c].reshape(n, c)[rows], sums[n * c:][rows]
+        return out, pooled, vmax
 
     def bn_bwd_reduce(self, o, y, g_a, *, ma: int = 1, g_b=None, mb: int = 0, b_shortcut: Shortcut = IDENTITY,
                       shift: int = 0, r=None, r_shortcut: Shortcut = IDENTITY, samples=None):

@@ -474,9 +474,12 @@ class SimDevice(pynq.Device):
                 sums = arr("b_sums", (n * c + n,), np.int64)
                 out, pooled, vmax = bi.bn_act(arr("b_y", nchw, np.int8), coef[0], coef[1], shift, r=r,
                                               r_mult=g("b_m1"), shortcut=sc, samples=samples, relu=relu)
-                o[...] = out
-                sums[: n * c] = pooled.reshape(-1)
-                sums[n * c:] = vmax
+                # the kernel writes the samples it processes: every one with a shortcut (the
+                # unlisted take it alone), only the listed ones without (hls/src/block_ops.cpp)
+                rows = slice(None) if residual else samples
+                o[rows] = out[rows]
+                sums[: n * c].reshape(n, c)[rows] = pooled[rows]
+                sums[n * c:][rows] = vmax[rows]
                 price = dict(residual=residual)
             elif name == "bn_bwd_reduce":
                 two = bool(flags & ki.BF_TWO_SOURCES)

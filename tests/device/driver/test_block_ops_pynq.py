@@ -189,6 +189,19 @@ def test_block_ops_equal_golden(any_overlay, rng, which, geom):
                                                                                  samples=samples))
 
 
+def test_bn_act_without_shortcut_returns_zeros_for_unlisted_samples_whatever_the_buffers_held(any_overlay, rng):
+    """Without a shortcut the kernel writes only the listed samples' rows (out, pooled sums,
+    maxima); the others must come back 0, as golden's, not what an earlier call left there."""
+    be = any_overlay.backend()
+    (y, a, b, shift), _ = _act_case(rng, 4, 5, 3, 4, residual=False)
+    full = be.bn_act(y, a, b, shift)                        # every row of the buffers written
+    assert all(np.count_nonzero(v[[0, 2]]) for v in full)
+    got = be.bn_act(y, a, b, shift, samples=[1, 3])
+    want = golden.bn_act(y, a, b, shift, samples=[1, 3])
+    for gv, wv in zip(got, want):
+        assert gv.dtype == wv.dtype and np.array_equal(gv, wv)
+
+
 @pytest.mark.parametrize("which", ["all", "some", "empty"])
 def test_conv_fwd_stats_equal_golden(any_overlay, rng, which):
     be = any_overlay.backend()
