@@ -31,18 +31,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernel_args
-from .fixedpoint import INT16, Dyadic, scale_for
+from .fixedpoint import INT8, INT16, UINT8, Dyadic, scale_for, shift_round_up
 # The operand limits that keep every intermediate inside 48 bits (the DSP48E1's P register) and
 # the argument checks live in kernel_args, one copy for golden, the C simulation and the board.
-from .kernel_args import CONST_LIMIT, MAX_BLOCK_SHIFT, MULT_LIMIT  # noqa: F401 (part of this module's contract)
+from .kernel_args import CONST_LIMIT, MAX_BLOCK_SHIFT, MULT_LIMIT
 
-# The fold below places the largest multiplier just under 2^23 (24 bits signed).
-_MULT_TOP = 23
-
-
-def _shift_round(v: np.ndarray, s: int) -> np.ndarray:
-    """(v + 2^(s-1)) >> s, round half up, as the requantisation rule (docs/fixed-point.md s.3)."""
-    return v if s == 0 else (v + (1 << (s - 1))) >> s
+# The folds below place the largest multiplier just under 2^23 and the largest constant just
+# under 2^43: one bit under each limit, so the rounding to an integer cannot reach it.
+_MULT_TOP = MULT_LIMIT.bit_length() - 2
+_CONST_TOP = CONST_LIMIT.bit_length() - 2
 
 
 @dataclass(frozen=True)
@@ -96,9 +93,8 @@ def bn_act(y: np.ndarray, a: np.ndarray, b: np.ndarray, shift: int, *, r: np.nda
     if r is not None:
         acc += shortcut.gather(np.asarray(r), c, (h, w)) * int(r_mult)
     acc[idx] += y[idx].astype(np.int64) * a[None, :, None, None] + b[None, :, None, None]
-    v = _shift_round(acc, int(shift))
-    fmt_lo, fmt_hi = (0, 255) if relu else (-128, 127)
-    out = np.clip(v, fmt_lo, fmt_hi).astype(np.uint8 if relu else np.int8)
+    v = shift_round_up(acc, int(shift))
+    out = (UINT8 if relu else INT8).saturate(v)
     pooled = out.astype(np.int64).sum(axis=(2, 3))
     vmax = np.abs(v).reshape(n, -1).max(axis=1) if v.size else np.zeros(n, np.int64)
     return out, pooled, vmax
@@ -126,7 +122,7 @@ def bn_bwd_reduce(o: np.ndarray, y: np.ndarray, g_a: np.ndarray, *, ma: int = 1,
     if g_b is not None:
         g_b = np.asarray(g_b)
         acc += b_shortcut.scatter(g_b.astype(np.int64), o.shape) * int(mb)
-    gc = INT16.saturate(_shift_round(acc, int(shift))).astype(np.int64)
+    gc = INT16.saturate(shift_round_up(acc, int(shift))).astype(np.int64)
     g_m = np.where(o > 0, gc, 0)
     idx = k.idx
     gl, yl = g_m[idx], y[idx].astype(np.int64)
@@ -149,16 +145,24 @@ def bn_bwd_apply(g_m: np.ndarray, y: np.ndarray, p: np.ndarray, q: np.ndarray, t
     out = np.zeros(g_m.shape, np.int16)
     acc = (g_m[idx].astype(np.int64) * p[None, :, None, None] + y[idx].astype(np.int64) * q[None, :, None, None]
            + t[None, :, None, None])
-    out[idx] = INT16.saturate(_shift_round(acc, int(shift)))
+    out[idx] = INT16.saturate(shift_round_up(acc, int(shift)))
     return out
 
 
 # -- the ARM's per-channel folds (float64, deterministic) --------------------------------------
+def channel_moments(sums: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the mean and the (biased) variance of y in codes, float64, from
+    ``conv_fwd_stats``' sums over ``count`` elements per channel."""
+    m = max(int(count), 1)
+    mean = sums[:, 0].astype(np.float64) / m
+    return mean, np.maximum(sums[:, 1].astype(np.float64) / m - mean * mean, 0.0)
+
+
 def _shift_for(max_mult: float, max_const: float = 0.0) -> int:
-    """The largest shift that keeps round(max_mult * 2^shift) below 2^23 and round(max_const *
-    2^shift) below 2^43."""
+    """The largest shift that keeps round(max_mult * 2^shift) below 2^_MULT_TOP and
+    round(max_const * 2^shift) below 2^_CONST_TOP."""
     s = MAX_BLOCK_SHIFT
-    for v, top in ((max_mult, _MULT_TOP), (max_const, 43)):
+    for v, top in ((max_mult, _MULT_TOP), (max_const, _CONST_TOP)):
         if not math.isfinite(v):
             raise ValueError(f"block op coefficient is not finite ({v!r}): a scale or BN statistic is broken")
         if v > 0:
@@ -256,4 +260,4 @@ def fold_bn_bwd(red: np.ndarray, count: int, gamma: np.ndarray, mean: np.ndarray
 
 
 __all__ = ["Shortcut", "IDENTITY", "conv_fwd_stats", "bn_act", "bn_bwd_reduce", "bn_bwd_apply",
-           "fold_bn_act", "act_bound", "fold_combine", "fold_bn_bwd", "ActFold", "CombineFold", "BwdFold"]
+           "channel_moments", "fold_bn_act", "act_bound", "fold_combine", "fold_bn_bwd", "ActFold", "CombineFold", "BwdFold"]

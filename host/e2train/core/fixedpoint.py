@@ -178,10 +178,11 @@ def requantize(acc: np.ndarray, mult: Dyadic, fmt: QFormat) -> np.ndarray:
         raise OverflowError("accumulator exceeds 48 bits: the shape is outside what the kernels accept")
     if peak * mult.m >= 1 << 62:
         raise OverflowError(f"acc * M would exceed 62 bits (max |acc| = {peak}, M = {mult.m})")
-    return fmt.saturate(_shift_round(acc * mult.m, mult.s))
+    return fmt.saturate(shift_round_up(acc * mult.m, mult.s))
 
 
-def _shift_round(v: np.ndarray, s: int) -> np.ndarray:
+def shift_round_up(v: np.ndarray, s: int) -> np.ndarray:
+    """(v + 2^(s-1)) >> s: the requantisation's rounding (half up), also the block operations'."""
     if s == 0:
         return v
     return (v + (1 << (s - 1))) >> s

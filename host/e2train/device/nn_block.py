@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.block_ops import IDENTITY, Shortcut, act_bound, fold_bn_act, fold_bn_bwd, fold_combine
+from ..core.block_ops import (IDENTITY, Shortcut, act_bound, channel_moments, fold_bn_act, fold_bn_bwd,
+                              fold_combine)
 from ..core.fixedpoint import UINT8, Dyadic, act_batch_max, scale_for
 from .nn_layers import ArmTally
 from .nn_qconv import running
@@ -103,12 +104,9 @@ class BatchNorm:
         when no sample is listed: nothing to normalise, nothing to learn from)."""
         arm.ops("bn_stats", self.gamma.size)
         if train and count > 0:
-            m = max(int(count), 1)
-            s1, s2 = sums[:, 0].astype(np.float64), sums[:, 1].astype(np.float64)
-            mean_c = s1 / m
-            var = np.maximum(s2 / m - mean_c * mean_c, 0.0) * s_y.value ** 2
-            mean = mean_c * s_y.value
-            unbiased = var * (m / max(m - 1, 1))
+            mean_c, var_c = channel_moments(sums, count)
+            mean, var = mean_c * s_y.value, var_c * s_y.value ** 2
+            unbiased = var * (count / max(count - 1, 1))
             self.running_mean *= 1 - self.MOMENTUM
             self.running_mean += (self.MOMENTUM * mean).astype(np.float32)
             self.running_var *= 1 - self.MOMENTUM

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.block_ops import channel_moments
 from ..core.fixedpoint import (
     INT8,
     INT16,
@@ -70,9 +71,7 @@ def y_range_codes(sums: np.ndarray, count: int, arm: ArmTally) -> float:
     """y's range in codes from the conv's BN sums (co, 2) over ``count`` elements per channel:
     max over channels of |mean| + Y_SIGMAS * std (a few operations per channel)."""
     arm.ops("y_range", sums.shape[0])
-    m = max(int(count), 1)
-    mean = sums[:, 0].astype(np.float64) / m
-    var = np.maximum(sums[:, 1].astype(np.float64) / m - mean * mean, 0.0)
+    mean, var = channel_moments(sums, count)
     return float((np.abs(mean) + Y_SIGMAS * np.sqrt(var)).max(initial=0.0))
 
 

@@ -105,7 +105,7 @@ def _index(idx: np.ndarray, samples, dev: torch.device) -> torch.Tensor | None:
 
 
 def _shift_round_(v: torch.Tensor, s: int) -> torch.Tensor:
-    """(v + 2^(s-1)) >> s in place: round half up (``core.block_ops._shift_round``)."""
+    """(v + 2^(s-1)) >> s in place: round half up (``core.fixedpoint.shift_round_up``)."""
     if s:
         v.add_(1 << (s - 1))
         v >>= s
