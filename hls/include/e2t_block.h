@@ -12,7 +12,7 @@
 // Elements per cycle of the block unit's one pipelined loop (core/call_price.py BLOCK_LANES).
 #define E2T_BLOCK_LANES 4
 
-// b_flags bits (host/e2train/device/kernel_iface.py BF_*).
+// b_flags bits (host/e2train/core/kernel_args.py BF_*).
 #define E2T_BF_BN_SUMS 1        // conv_fwd: write int64[co][2] BN sums to stats
 #define E2T_BF_RELU 2           // bn_act: clamp to 0..255 (uint8), else -128..127
 #define E2T_BF_RESIDUAL 4       // b_r read: bn_act's shortcut, bn_bwd_reduce's gate sums

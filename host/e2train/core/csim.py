@@ -25,6 +25,7 @@ import numpy as np
 from . import kernel_args
 from .fixedpoint import UINT8, Dyadic, format_of
 from .block_ops import IDENTITY, Shortcut
+from .kernel_args import BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES
 from .golden import PsgResult
 from .shapes import ConvShape
 
@@ -34,8 +35,6 @@ SAN_LIB_NAME = "libe2t_kernels_san.so"
 
 # Status bits of the kernels (hls/include/e2t_fixed.h).
 E2T_ERR_SHAPE, E2T_ERR_SAMPLE, E2T_ERR_OVERFLOW = 1, 2, 4
-# b_flags bits (hls/include/e2t_block.h; device.kernel_iface BF_*).
-BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES = 1, 2, 4, 8
 # stats[] of conv_bwd_weight_psg (hls/include/e2t_kernels.h).
 (STAT_N_PREDICTED, STAT_GMSB_ABSMAX, STAT_W_ABSMAX, STAT_EXACT_TERMS, STAT_TILES_SKIPPED,
  STAT_PREDICT_TERMS, STAT_DECIDE_BEATS, STAT_GMSB_SPILLED) = range(8)

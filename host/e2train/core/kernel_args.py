@@ -180,6 +180,9 @@ MAX_BLOCK_SHIFT = 40
 # channel's n*h*w elements over the batch (sum g_m*y), as E2T_BLOCK_MAX_*_ELEMS.
 MAX_BLOCK_SAMPLE_ELEMS = 1 << 22
 MAX_BLOCK_CHANNEL_ELEMS = 1 << 24
+# b_flags bits (hls/include/e2t_block.h E2T_BF_*): conv_fwd writes the BN sums; bn_act clamps to
+# uint8 (ReLU); the shortcut source b_r is read; bn_bwd_reduce reads the second source b_gb.
+BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES = 1, 2, 4, 8
 
 
 def check_block_coeffs(name: str, shift: int, mults=(), consts=()) -> None:

@@ -39,6 +39,9 @@ from typing import Iterator
 
 import numpy as np
 
+# b_flags bits, defined once beside the block operations' argument checks
+from ..core.kernel_args import BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES  # noqa: F401
+
 VENDOR = "e2train.org"
 LIBRARY = "hls"
 # The HLS IP version (export_design -version in hls/scripts/kernel.tcl); bump with any ABI
@@ -381,8 +384,6 @@ PTR_DTYPES = {
     "b_y": np.int8, "b_o": np.uint8, "b_r": np.uint8, "b_ga": np.int16, "b_gb": np.int16, "b_gm": np.int16,
     "b_gy": np.int16, "b_coef": np.int64, "b_sums": np.int64,
 }
-# b_flags bits
-BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES = 1, 2, 4, 8
 
 
 def tcl_text() -> str:
