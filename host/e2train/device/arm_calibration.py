@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from ..core import call_price
 from ..core.work import Work
 from .nn_layers import ARM_OPS_PER_SECOND, ArmTally
 from .train_config import TrainConfig
 
 # the fabric's calls (conv passes and block operations): their time is not the ARM's
-KERNELS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg", "bn_act", "bn_bwd_reduce", "bn_bwd_apply")
+KERNELS = call_price.KERNELS + call_price.BLOCK_OPS
 
 
 class TimedBackend:

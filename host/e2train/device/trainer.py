@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..core import energy, run_record
+from ..core import call_price, energy, run_record
 from ..core.fixedpoint import decay_to_fixed, lr_to_fixed
 from ..core.overlap import Timeline
 from ..core.work import Work
@@ -51,7 +51,7 @@ PLATFORM = "xc7z020"
 ENERGY_LABEL = "modelled"   # this trainer never measures; a meter does
 
 # what the trainer calls on a backend: the conv passes and the block operations
-BACKEND_METHODS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg", "bn_act", "bn_bwd_reduce", "bn_bwd_apply")
+BACKEND_METHODS = call_price.KERNELS + call_price.BLOCK_OPS
 
 
 def cosine(base: float, t: int, total: int) -> float:
