@@ -3,9 +3,10 @@ the ARM-rate re-pricing of recorded tallies (core.energy)."""
 import pytest
 
 from e2train.core import energy
+from e2train.core import engine_map as em
 from e2train.core.energy import (
-    BASELINE_8BIT, BASELINE_FP32, FP32, PARTS, EnergyModel, arm_rate_table, as_32bit_sgd, at_arm_rate,
-    compare_to_baselines, price, ratio_parts,
+    BASELINE_8BIT, BASELINE_FP32, FP32, PARTS, EnergyModel, arm_rate_table, as_8bit_fp32_grad, as_32bit_sgd,
+    at_arm_rate, compare_to_baselines, price, ratio_parts,
 )
 from e2train.core.work import Work, mac_key
 
@@ -45,18 +46,61 @@ def test_unknown_platform_is_refused_with_the_choices():
         price(Work(), "zynq")
 
 
-def test_32bit_sgd_keeps_the_counts_in_fp32_and_leaves_an_fp32_tally_unchanged():
+def _fp32_cell_seconds(n_8x8: int, n_8x16: int) -> float:
+    """The extra fabric time of fp32 cells, from the engine's grid written out here: 8x8 MACs
+    run two per cell (ROWS * 2 * COLS a cycle), 8x16 one per cell, fp32 one per two DSP48E1
+    cells (ROWS * COLS / 2 a cycle), at 100 MHz."""
+    cells = em.ROWS * em.COLS
+    return (n_8x8 * (2 / cells - 1 / (2 * cells)) + n_8x16 * (2 / cells - 1 / cells)) / 100e6
+
+
+def test_32bit_sgd_keeps_the_counts_in_fp32_times_them_on_fp32_cells_and_leaves_an_fp32_tally_unchanged():
     w = board_like(3 * 10**7, 0.4)
     f = as_32bit_sgd(w)
     assert f.total_macs == w.total_macs and set(f.macs) == {mac_key(FP32, FP32)}
     assert sum(f.ops.values()) == sum(w.ops.values())
     # operand bytes per MAC go from (2 + 3 + 3) / 3 to 8: on-chip and DRAM traffic x3
     assert f.sram_bytes == 3 * w.sram_bytes and f.dram_bytes == 3 * w.dram_bytes
-    assert f.seconds == w.seconds
+    extra = _fp32_cell_seconds(10**8, 2 * 10**8)
+    assert extra > 0 and f.seconds == pytest.approx(w.seconds + extra, rel=1e-12)
+    assert f.critical_seconds == pytest.approx(w.critical_seconds + extra, rel=1e-12)
+    assert f.arm_seconds == w.arm_seconds and f.arm_ops == w.arm_ops        # the ARM's part is kept
     for on in energy.PLATFORMS:
         assert price(f, on)["parts_j"]["compute"] > price(w, on)["parts_j"]["compute"]
-    fp32 = Work().add_macs(10**6, FP32, FP32).add_sram(8 * 10**6).add_ops(500, FP32)
+    assert price(f)["parts_j"]["static"] == pytest.approx(2.0 * (w.seconds + extra))
+    fp32 = Work().add_macs(10**6, FP32, FP32).add_sram(8 * 10**6).add_ops(500, FP32).add_time(0.1)
     assert price(as_32bit_sgd(fp32), "horowitz45") == price(fp32, "horowitz45")
+    assert price(as_32bit_sgd(fp32), "xc7z020") == price(fp32, "xc7z020")
+
+
+def test_32bit_sgd_has_no_predictor():
+    """The PSG predictor's 4x10 products run beside the exact sums on the fabric; 32-bit SGD
+    has none, so they are not carried over as fp32 MACs (nor timed)."""
+    w = board_like(10**6, 0.2)
+    with_pred = Work() + w
+    with_pred.add_macs(10**8, 4, 10)
+    a, b = as_32bit_sgd(w), as_32bit_sgd(with_pred)
+    assert b.total_macs == a.total_macs == w.total_macs
+    assert b.seconds == pytest.approx(a.seconds, rel=1e-12)
+
+
+def test_the_papers_8bit_baseline_form_times_only_the_gradients_in_fp32():
+    w = board_like(3 * 10**7, 0.4)
+    g = as_8bit_fp32_grad(w)
+    assert g.macs[mac_key(8, 8)] == w.macs[mac_key(8, 8)]
+    assert g.macs[mac_key(8, FP32)] == w.macs[mac_key(8, 16)] and mac_key(8, 16) not in g.macs
+    assert g.seconds == pytest.approx(w.seconds + _fp32_cell_seconds(0, 2 * 10**8), rel=1e-12)
+    # operand bytes per MAC: (2 + 3 + 3) / 3 -> (2 + 5 + 5) / 3
+    assert g.sram_bytes == round(w.sram_bytes * 12 / 8)
+    b, p16, sgd = (price(x)["total_j"] for x in (w, g, as_32bit_sgd(w)))
+    assert b < p16 < sgd
+
+
+def test_compare_sets_the_model_beside_the_papers_measured_8bit_ratio():
+    c = compare_to_baselines(board_like(10**7, 0.2), board_like(3 * 10**7, 0.4, scale=2))
+    pc = c["paper_check"]
+    assert pc["paper_8bit_fp32grad_to_sgd"] == pytest.approx(1 - 0.3862)
+    assert 0 < pc["model_8bit_baseline_to_sgd"] < pc["model_8bit_fp32grad_to_sgd"] < 1
 
 
 def test_ratio_parts_add_up_to_the_ratio_and_need_one_platform():

@@ -20,7 +20,7 @@ import math
 
 from . import engine_map as em
 from .shapes import MAX_DIM, ConvShape
-from .work import Work
+from .work import Work, mac_key
 
 MAX_K = 3              # largest kernel size (1x1 and 3x3 are supported)
 MAX_CI = MAX_DIM       # conv_fwd's weight tile holds all input channels of a row block
@@ -137,6 +137,38 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
         + em.ROWS + em.HLS_CALL_OVERHEAD
     return {"engine_cycles": engine_cycles, "blackbox_cycles": blackbox, "cycles": max(blackbox, int(math.ceil(cycles))),
             "macs": macs, "ddr_bytes": int(ddr)}
+
+
+# --- the same engine in 32-bit float (the paper's 32-bit SGD, priced on this board) -------------
+# A DSP48E1 multiplies 25 x 18 bits (two's complement; 7 Series DSP48E1 User Guide, UG479,
+# ch. 1): an fp32 product of two 24-bit significands needs two of them, and fp32 operands do
+# not pack two to a DSP as FWD's 8-bit ones do. On the engine's DSP48E1 budget the grid holds
+# ROWS * COLS / FP32_CELL_DSP fp32 cells. Only the multipliers are counted: the fp32 adders'
+# LUTs, the wider operand traffic and any lower clock are left out, so this is the fastest an
+# fp32 engine of this budget could be, and a ratio to the 32-bit SGD it times errs high.
+FP32_CELL_DSP = 2
+
+
+def engine_macs_per_cycle() -> dict[str, float]:
+    """Peak MACs per cycle of the engine, by the Work tally's MAC key of its passes: FWD packs
+    two 8x8 products per cell; BWD and WGRAD (8x16) one."""
+    return {mac_key(8, 8): em.ROWS * 2 * em.COLS, mac_key(8, 16): em.ROWS * em.COLS}
+
+
+def fp32_engine_macs_per_cycle() -> float:
+    """Peak fp32 MACs per cycle on the same DSP48E1 budget (FP32_CELL_DSP per cell)."""
+    return em.ROWS * em.COLS / FP32_CELL_DSP
+
+
+def fp32_extra_seconds(macs: dict) -> float:
+    """The time the engine's MACs (a Work's ``macs``; other keys, e.g. the ARM's fp32 MACs,
+    are ignored) would take beyond their int time on fp32 cells, both at peak rate: what the
+    32-bit form of a run adds to its fabric time. The int passes' other costs (call
+    overheads, DDR bounds) are kept as they were, not scaled."""
+    rates = engine_macs_per_cycle()
+    fp32 = fp32_engine_macs_per_cycle()
+    extra = sum(n * (1.0 / fp32 - 1.0 / rates[k]) for k, n in macs.items() if k in rates)
+    return extra / CLOCK_HZ
 
 
 def wgrad_sweep_ddr(shape: ConvShape, n: int | None = None) -> int:
