@@ -101,6 +101,8 @@ def test_compare_sets_the_model_beside_the_papers_measured_8bit_ratio():
     pc = c["paper_check"]
     assert pc["paper_8bit_fp32grad_to_sgd"] == pytest.approx(1 - 0.3862)
     assert 0 < pc["model_8bit_baseline_to_sgd"] < pc["model_8bit_fp32grad_to_sgd"] < 1
+    # E2-Train against the [16] form lies between its ratios to the 8-bit baseline and to 32-bit SGD
+    assert c["ratio_to"][BASELINE_FP32]["total"] < pc["e2train_to_8bit_fp32grad"] < c["energy_ratio"]
 
 
 def test_ratio_parts_add_up_to_the_ratio_and_need_one_platform():
