@@ -128,3 +128,65 @@ def test_nothing_is_left_pending_at_the_end_of_a_training_step(small_digits):
     tr.opt.step = lambda *a, **k: (tr.arm.defer(lambda: None), step(*a, **k))
     with pytest.raises(RuntimeError, match="left at the end of step 1"):
         tr.train_step(x_tr[:32], y_tr[:32], 1)
+
+
+def _digest(tr, res) -> dict:
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in sorted(tr.model.float_params().items()):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(v).tobytes())
+    for c in tr.model.convs():
+        h.update(c.name.encode())
+        h.update(np.ascontiguousarray(c.w_master).tobytes())
+    return {"test_acc": res["test_acc"], "weights": h.hexdigest(),
+            "history": [(e.get("train_loss"), e.get("test_loss"), e.get("test_acc")) for e in res["history"]]}
+
+
+@pytest.mark.parametrize("switches", ["e2train", "baseline"])
+def test_side_work_changes_when_it_runs_not_what_it_computes(digits, switches):
+    """Seed 0's comparison runs (two epochs): deferred side work (run while the fabric is busy)
+    and the same work run at once where it is deferred give the same accuracy, loss history and
+    final weights, bit for bit; only the modelled critical path may differ."""
+    from e2train.core import csim, golden
+    from e2train.device.trainer import BASELINE_SWITCHES, COMPARE_BASE, Trainer
+    backend = csim if csim.available() else golden
+    cfg = dict(COMPARE_BASE, seed=0, epochs=2, **(BASELINE_SWITCHES if switches == "baseline" else {}))
+    out = []
+    for eager in (False, True):
+        tr = Trainer(cfg, digits, backend)
+        if eager:
+            tr.arm.defer = lambda fn: fn()
+        out.append((_digest(tr, tr.run()), tr.timeline))
+    (deferred, tl_d), (eager, tl_e) = out
+    assert deferred == eager
+    assert tl_d.sum_s == pytest.approx(tl_e.sum_s, rel=1e-12)      # the same work, placed differently
+    assert tl_d.critical_s < tl_e.critical_s                       # the side work is (partly) hidden
+
+
+def test_on_the_simulated_board_the_driver_runs_the_side_work_while_it_polls(small_digits):
+    """The trainer hands ArmTally.idle to a backend that takes one (the PYNQ backend; golden and
+    csim are unchanged): the tasks run inside the driver's wait, their segments are placed under
+    the call they ran in, and the results are those of the same steps on golden."""
+    from pathlib import Path
+
+    from e2train.core import golden
+    from e2train.device.overlay import KernelOverlay
+    from e2train.device.trainer import Trainer
+    ov = KernelOverlay(Path(__file__).resolve().parents[3] / "bitstreams" / "sim", sim_impl="golden")
+    ov.device.set_busy_reads(2)
+    x_tr, y_tr, _, _ = small_digits
+    cfg = dict(model="resnet8", width=4, batch_size=32, progress_every=0, epochs=1, seed=0, slu_hidden=2)
+    board, ref = Trainer(cfg, (x_tr, y_tr), ov.backend()), Trainer(cfg, (x_tr, y_tr), golden)
+    assert board.arm.side_work_by_driver and not ref.arm.side_work_by_driver
+    ran = []
+    idle = board.arm.idle
+    board.backend.set_idle(lambda: idle() and not ran.append(1))
+    for t in range(2):
+        board.train_step(x_tr[32 * t:32 * t + 32], y_tr[32 * t:32 * t + 32], t)
+        ref.train_step(x_tr[32 * t:32 * t + 32], y_tr[32 * t:32 * t + 32], t)
+        assert board.arm.pending == 0 and board.arm._held == []
+    assert ran                                               # the driver's loop ran side tasks
+    for k, v in ref.model.float_params().items():
+        np.testing.assert_array_equal(board.model.float_params()[k], v)
+    assert board.timeline.sum_s == pytest.approx(ref.timeline.sum_s, rel=1e-12)
