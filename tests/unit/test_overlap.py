@@ -50,19 +50,20 @@ def test_bad_tasks_are_refused():
 def test_timeline_by_hand():
     from e2train.core.overlap import Timeline
     tl = Timeline()
-    # fwd 0-1 (fabric); ARM 1-2; bwd_data 2-4 (its operands ready at 2); ARM (dequantise g_x, next
-    # layer's BN backward) 4-7; wgrad needs only what bwd_data started from: 4-6 on the fabric,
-    # under the ARM; the optimiser (ARM) reads the ARM's output: 7-8. Sum 10, critical path 8.
-    for res, s, kind in (("fabric", 1, "fwd"), ("arm", 1, ""), ("fabric", 2, "bwd_data"), ("arm", 3, ""),
-                         ("fabric", 2, "wgrad"), ("arm", 1, "")):
+    # in the trainer's program order: fwd 0-1 (fabric); ARM 1-2; bwd_data 2-4 (its operands ready
+    # at 2); wgrad, issued next, needs only what bwd_data started from: 4-6 on the fabric; the ARM
+    # work after it (dequantise g_x, next layer's BN backward) reads bwd_data's output: 4-7, the
+    # wgrad under it; the optimiser (ARM) reads the ARM's output: 7-8. Sum 10, critical path 8.
+    for res, s, kind in (("fabric", 1, "fwd"), ("arm", 1, ""), ("fabric", 2, "bwd_data"), ("fabric", 2, "wgrad"),
+                         ("arm", 3, ""), ("arm", 1, "")):
         tl.add(res, s, kind)
     assert tl.open_s() == 8
     assert tl.close_step() == 2                  # overlapped: the wgrad's 2 s under the ARM's 3 s
     assert (tl.critical_s, tl.sum_s) == (8, 10)
     # a new step starts with both resources free at its own zero; a wgrad longer than the ARM work
     tl.add("fabric", 1, "bwd_data")
-    tl.add("arm", 1)
     tl.add("fabric", 4, "wgrad")                 # 1-5
+    tl.add("arm", 1)                             # 1-2
     tl.add("arm", 1)                             # 2-3
     tl.add("fabric", 1)                          # the next conv waits for the fabric: 5-6
     assert tl.close_step() == 2 and tl.critical_s == 14
@@ -70,42 +71,59 @@ def test_timeline_by_hand():
         tl.add("dma", 1)
 
 
-def test_a_side_segment_runs_under_the_fabric_and_holds_up_only_its_own_resource():
+def test_a_fabric_call_is_issued_once_the_arm_is_free():
+    """The ARM's one thread issues every call: ARM work issued before a weight gradient holds it
+    up even though the weight gradient does not read it."""
     from e2train.core.overlap import Timeline
     tl = Timeline()
-    # reduce 0-1 (fabric); the gate's backward step, a side segment on the ARM, 1-4: the fabric's
-    # next passes read the reduce's output, not the side segment's, so they run 1-3 and 3-5 under
-    # it; the fold after the second pass (ARM) queues behind the side segment on the ARM: 5-6
-    # (it needs the pass's output at 5 and the ARM free at 4); the last pass 6-7.
-    for res, s, kind in (("fabric", 1, "fwd"), ("arm", 3, "side"), ("fabric", 2, ""), ("fabric", 2, ""),
-                         ("arm", 1, ""), ("fabric", 1, "")):
+    for res, s, kind in (("fabric", 2, "bwd_data"), ("arm", 3, ""), ("fabric", 2, "wgrad")):
         tl.add(res, s, kind)
-    assert tl.open_s() == 7
-    # without the side rule the ARM segment would hold up the fabric: 0-1, 1-4, 4-6, 6-8, 8-9, 9-10
-    tl2 = Timeline()
-    for res, s, kind in (("fabric", 1, "fwd"), ("arm", 3, ""), ("fabric", 2, ""), ("fabric", 2, ""),
-                         ("arm", 1, ""), ("fabric", 1, "")):
-        tl2.add(res, s, kind)
-    assert tl2.open_s() == 10
-    # a side segment longer than all the fabric's work after it is the critical path's end
-    tl3 = Timeline()
-    tl3.add("fabric", 1)
-    tl3.add("arm", 5, "side")
-    tl3.add("fabric", 2)
-    assert tl3.open_s() == 6
+    assert tl.open_s() == 7                      # bwd_data 0-2, ARM 2-5, wgrad 5-7 (not 2-4)
+    assert tl.free_s("arm") == 5 and tl.free_s("fabric") == 7
+
+
+def test_a_side_segment_runs_while_the_fabric_call_issued_last_is_busy():
+    from e2train.core.overlap import Timeline, path_seconds
+    # a side segment shorter than the call it runs under is hidden: call 0-4, side 0-3 under it,
+    # the next call 4-6, the critical ARM work after it 6-7
+    tl = Timeline()
+    for res, s, kind in (("fabric", 4, ""), ("arm", 3, "side"), ("fabric", 2, ""), ("arm", 1, "")):
+        tl.add(res, s, kind)
+    assert tl.open_s() == 7 and tl.close_step() == 3
+    # a longer one delays the next call's issue by what it overran: call 0-1, side 0-3, the next
+    # call 3-5, the ARM work 5-6
+    tl = Timeline()
+    for res, s, kind in (("fabric", 1, ""), ("arm", 3, "side"), ("fabric", 2, ""), ("arm", 1, "")):
+        tl.add(res, s, kind)
+    assert tl.open_s() == 6
+    # two side segments run one after the other on the ARM, from the call's start: 0-2, 2-3
+    tl = Timeline()
+    tl.add("arm", 1)                                  # 0-1: the ARM work the call reads
+    tl.add("fabric", 4)                               # 1-5
+    tl.add("arm", 2, "side")                          # 1-3
+    tl.add("arm", 1, "side")                          # 3-4
+    assert tl.free_s("arm") == 4 and tl.open_s() == 5
+    # a side segment waits for the start of the call issued last, not for its end, and holds up
+    # no fabric work of its own (only the ARM that issues it)
+    tl = Timeline()
+    tl.add("fabric", 3)                               # 0-3
+    tl.add("fabric", 2)                               # 3-5
+    tl.add("arm", 1, "side")                          # 3-4
+    assert tl.free_s("arm") == 4 and tl.open_s() == 5
+    with pytest.raises(ValueError, match="side segment"):
+        tl.add("fabric", 1, "side")
     # the path sets follow the same rule: at the timed rate they give the same critical path
-    from e2train.core.overlap import path_seconds
     tl4 = Timeline()
     tl4.add("fabric", 1.0)
     tl4.add("arm", 3.0, "side", arm_ops=300)
     tl4.add("fabric", 2.0)
-    assert path_seconds(tl4.open_paths(), 100.0) == pytest.approx(tl4.open_s()) == pytest.approx(4.0)
-    assert path_seconds(tl4.open_paths(), 1000.0) == pytest.approx(3.0)   # a faster ARM: the fabric's 3 s
+    assert path_seconds(tl4.open_paths(), 100.0) == pytest.approx(tl4.open_s()) == pytest.approx(5.0)
+    assert path_seconds(tl4.open_paths(), 1000.0) == pytest.approx(3.0)   # a faster ARM: hidden, the fabric's 3 s
 
 
 def test_path_sets_give_the_timeline_at_any_arm_rate():
     """A step's path set, evaluated at an ARM rate, is the critical path the timeline computes
-    when the same segments are timed at that rate (random programs of passes and ARM work)."""
+    when the same segments are timed at that rate (random programs of passes, ARM work and side segments)."""
     import random
 
     from e2train.core.overlap import Timeline, path_seconds
@@ -114,13 +132,13 @@ def test_path_sets_give_the_timeline_at_any_arm_rate():
         prog = []
         for _ in range(rnd.randrange(1, 30)):
             if rnd.random() < 0.5:
-                prog.append(("arm", rnd.randrange(0, 10**6)))
+                prog.append(("arm", rnd.randrange(0, 10**6), rnd.choice(["", "side"])))
             else:
                 prog.append(("fabric", rnd.random() * 0.01, rnd.choice(["", "bwd_data", "wgrad"])))
         rec = Timeline()
         for seg in prog:
             if seg[0] == "arm":
-                rec.add("arm", seg[1] / 1.2e8, arm_ops=seg[1])
+                rec.add("arm", seg[1] / 1.2e8, seg[2], arm_ops=seg[1])
             else:
                 rec.add("fabric", seg[1], seg[2])
         paths = rec.open_paths()
@@ -128,7 +146,7 @@ def test_path_sets_give_the_timeline_at_any_arm_rate():
         for rate in (0.5e8, 4e8):
             tl = Timeline()
             for seg in prog:
-                tl.add(*(("arm", seg[1] / rate) if seg[0] == "arm" else seg))
+                tl.add(*(("arm", seg[1] / rate, seg[2]) if seg[0] == "arm" else seg))
             assert path_seconds(paths, rate) == pytest.approx(tl.open_s(), rel=1e-12, abs=1e-15)
 
 
@@ -137,8 +155,8 @@ def test_path_set_of_the_hand_example():
     tl = Timeline()
     # the first example of test_timeline_by_hand, the ARM's work given in ops (1 op/s): two chains
     # end the step, the one through the weight gradient and the one through the ARM's work
-    for res, s, kind in (("fabric", 1, "fwd"), ("arm", 1, ""), ("fabric", 2, "bwd_data"), ("arm", 3, ""),
-                         ("fabric", 2, "wgrad"), ("arm", 1, "")):
+    for res, s, kind in (("fabric", 1, "fwd"), ("arm", 1, ""), ("fabric", 2, "bwd_data"), ("fabric", 2, "wgrad"),
+                         ("arm", 3, ""), ("arm", 1, "")):
         tl.add(res, s, kind, arm_ops=s if res == "arm" else None)
     # fwd 1 + arm 1 + bwd_data 2 + wgrad 2 = (5 s, 1 op); fwd + arm + bwd_data + arm 3 + arm 1 = (3 s, 5 ops)
     assert set(tl.open_paths()) == {(5.0, 1), (3.0, 5)}

@@ -139,22 +139,29 @@ class Timeline:
     resource and for the last segment whose output it consumes: in program order every segment
     consumes its predecessor's output, except the weight-gradient pass, which consumes the
     operands the input-gradient pass of the same layer started from (x and g_y) and produces
-    only the weight update, which nothing else in the step reads; and a *side* segment (kind
-    "side": the SLU gates' backward through their recurrent cell, a step per block as each
-    block's gate gradient arrives), which reads what came before it and produces only
-    parameter gradients that the step's optimiser, after the last kernel, reads. So the ARM work after a
+    only the weight update, which nothing else in the step reads. So the ARM work after a
     layer's input-gradient pass (dequantising g_x, the next layer down's ReLU/BN backward) runs
     while the fabric does that layer's weight gradient. DMA is inside the kernels' own times
     here (the performance model overlaps it per call). ``close_step`` ends a step: the next
     starts when both resources are free.
 
+    The ARM's one thread issues every fabric call, so a fabric segment also starts no earlier
+    than the ARM is free. *Side* segments (kind "side": ARM work whose result only the step's
+    optimiser reads, the SLU gates' backward step per block and the classifier's weight
+    gradient) are what that thread runs while it waits for a call (``ArmTally.defer``): one
+    starts when the ARM is free, no earlier than the start of the fabric call issued last (it
+    read only what came before that call), and holds up nothing but the ARM; a side segment
+    that outlasts the call delays the next call's issue, and the ARM work after it, by what it
+    overran. The side segments left at the optimiser run there, one after the other.
+
     Beside the times it keeps every instant as a *path set*: the (fabric seconds, ARM ops) of
     each chain of segments that can end there, less the dominated ones. An ARM segment added
     with its ``arm_ops`` counts them, not its seconds, so a step's critical path can be
     recomputed at any ARM rate without re-running it (``path_seconds``): at the rate the
-    segments were timed at it is the same critical path. ``step_paths`` keeps each closed
-    step's set (a few pairs: the chains the backward's overlap opens), ``timed`` the fabric
-    seconds and ARM ops of every closed step's segments."""
+    segments were timed at it is the same critical path; at another rate, the same segments in
+    the same places (which side segment ran under which call is decided once, at the recorded
+    rate). ``step_paths`` keeps each closed step's set (a few pairs: the chains the backward's
+    overlap opens), ``timed`` the fabric seconds and ARM ops of every closed step's segments."""
 
     def __init__(self) -> None:
         self.critical_s = 0.0          # closed steps' critical paths, summed
@@ -172,11 +179,12 @@ class Timeline:
         self._pfree = {"fabric": zero, "arm": zero}
         self._pready = zero
         self._pwg_ready = None
+        self._fabric_start, self._pfabric_start = 0.0, zero   # of the fabric call issued last
         self._step_timed = [0.0, 0]
 
     def add(self, resource: str, seconds: float, kind: str = "", arm_ops: int | None = None) -> None:
-        """``kind``: "bwd_data" or "wgrad" for those passes, "side" for a segment whose output
-        nothing in the step reads before the optimiser, anything else otherwise.
+        """``kind``: "bwd_data" or "wgrad" for those passes, "side" for an ARM segment whose
+        output nothing in the step reads before the optimiser, anything else otherwise.
         ``arm_ops``: the operations an ARM segment's ``seconds`` were timed from."""
         if resource not in self._free:
             raise ValueError(f"unknown resource {resource!r}; expected fabric or arm")
@@ -184,18 +192,28 @@ class Timeline:
             raise ValueError(f"time must be >= 0 s, got {seconds!r}")
         if arm_ops is not None and (resource != "arm" or int(arm_ops) < 0):
             raise ValueError(f"arm_ops belongs to an ARM segment and is >= 0, got {arm_ops!r} on {resource}")
+        if kind == "side" and resource != "arm":
+            raise ValueError("a side segment is ARM work; the fabric has none")
         if kind == "wgrad":
             ready = self._ready if self._wg_ready is None else self._wg_ready
             pready = self._pready if self._pwg_ready is None else self._pwg_ready
             self._wg_ready = self._pwg_ready = None
+        elif kind == "side":
+            ready, pready = self._fabric_start, self._pfabric_start
         else:
             ready, pready = self._ready, self._pready
             if kind == "bwd_data":
                 self._wg_ready, self._pwg_ready = ready, pready
-        end = max(self._free[resource], ready) + seconds
+        start = max(self._free[resource], ready)
+        pstart = _join(self._pfree[resource], pready)
+        if resource == "fabric":             # the ARM's thread issues it once it is free
+            start = max(start, self._free["arm"])
+            pstart = _join(pstart, self._pfree["arm"])
+            self._fabric_start, self._pfabric_start = start, pstart
+        end = start + seconds
         self._free[resource] = end
         df, da = (0.0, int(arm_ops)) if arm_ops is not None else (float(seconds), 0)
-        pend = tuple((f + df, a + da) for f, a in _join(self._pfree[resource], pready))
+        pend = tuple((f + df, a + da) for f, a in pstart)
         self._pfree[resource] = pend
         if kind not in ("wgrad", "side"):
             self._ready = end
@@ -203,6 +221,10 @@ class Timeline:
         self._step_sum += seconds
         self._step_timed[0] += df
         self._step_timed[1] += da
+
+    def free_s(self, resource: str) -> float:
+        """When ``resource`` ("fabric" or "arm") finishes what the step in progress gave it."""
+        return self._free[resource]
 
     def open_s(self) -> float:
         """The critical path of the step in progress so far."""

@@ -4,7 +4,8 @@ conv passes, conv_fwd's BN sums, and the block operations ``bn_act``, ``bn_bwd_r
 an op of e2t_engine (or by the simulated board).
 
 Each call copies the arrays into pynq buffers, lets the driver flush, start, wait and
-invalidate, and copies the results out. Buffers are kept per role and grown when a larger
+invalidate, and copies the results out; while the driver waits for a call it runs the ARM's
+side work through the hook the trainer sets (``set_idle``). Buffers are kept per role and grown when a larger
 shape comes, so a training step does not allocate (contiguous memory is scarce on a board
 and allocation is slow there). Not thread-safe: one caller at a time, as the kernels.
 """
@@ -41,6 +42,12 @@ class PynqBackend:
         self.calls = {name: 0 for name in ki.PASSES}
         self.skipped_calls = {name: 0 for name in ki.PASSES}   # empty sample lists: no call
         self.wait_s = 0.0
+        self._idle = None                       # the driver's hook while a call runs (set_idle)
+
+    def set_idle(self, idle) -> None:
+        """``idle()`` runs one piece of the ARM's side work and returns whether it ran one; the
+        driver calls it between polls of every call (``driver.KernelDriver.wait``). None: plain polling."""
+        self._idle = idle
 
     # --- buffers ----------------------------------------------------------------------
     def _buf(self, role: str, shape, dtype) -> np.ndarray:
@@ -73,13 +80,13 @@ class PynqBackend:
 
     def _run(self, kernel: str, shape: ConvShape, **args) -> None:
         timeout = self._timeout(kernel, shape, int(args["n_samples"]))
-        self.wait_s += self.engine.run_pass(kernel, timeout_s=timeout, **args)
+        self.wait_s += self.engine.run_pass(kernel, timeout_s=timeout, idle=self._idle, **args)
         self.calls[kernel] += 1
 
     def _run_block(self, op: str, nchw: tuple, n_listed: int, price_kw: dict, **args) -> None:
         timeout = self.timeout_s if self.timeout_s is not None else _auto_block_timeout(op, nchw, n_listed,
                                                                                        **price_kw)
-        self.wait_s += self.engine.run_pass(op, timeout_s=timeout, **args)
+        self.wait_s += self.engine.run_pass(op, timeout_s=timeout, idle=self._idle, **args)
         self.calls[op] += 1
 
     def close(self) -> None:

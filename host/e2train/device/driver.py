@@ -11,6 +11,12 @@ A call: write every argument register, flush the inputs out of the ARM caches, s
 ap_start, poll CTRL until the kernel reports done (or a timeout says it never will), and
 invalidate the outputs so the ARM reads what the fabric wrote. Interrupts are left off:
 a kernel call is milliseconds, and polling keeps the driver free of UIO set-up.
+
+While it polls, the ARM's one thread has nothing else to do: a call may pass ``idle``, a
+callable that runs one piece of the ARM's side work and returns whether it ran one
+(``nn_layers.ArmTally.idle``). Between polls, while the IP is not done, the driver calls it and
+polls again at once; when it returns False the driver polls as without one. A piece runs to its
+end, so it may hold up the next call by what it overruns the current one.
 """
 from __future__ import annotations
 
@@ -92,10 +98,11 @@ class KernelDriver(DefaultIP):
                               f"has not finished. If it is hung, reload the bitstream.")
         self.mmio.write(ki.CTRL, ki.AP_START)
 
-    def wait(self, timeout_s: float | None = None) -> float:
+    def wait(self, timeout_s: float | None = None, idle=None) -> float:
         """Poll until done; returns the seconds waited. Done means ap_done, or ap_idle with
         ap_start already taken: ap_done is clear-on-read, so a read by anyone else (a
-        register_map print, a debugger) must not make the driver wait forever."""
+        register_map print, a debugger) must not make the driver wait forever. ``idle``: see
+        the module's docstring; the seconds waited include what it ran."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         t0 = time.monotonic()
         deadline = t0 + timeout
@@ -111,13 +118,16 @@ class KernelDriver(DefaultIP):
                     f"{timeout:g} s (CTRL = {ctrl:#x}: ap_start={ctrl & 1}, ap_idle={(ctrl >> 2) & 1}). "
                     f"The fabric is probably hung: reload the bitstream (e2train flash) "
                     f"before calling a kernel again.")
+            if idle is not None and idle():
+                continue                       # ran a piece of side work: poll again at once
             if now >= spin_until:
                 time.sleep(_SLEEP_S)
 
     # --- one call -------------------------------------------------------------------
-    def execute(self, timeout_s: float | None = None, **args: Any) -> float:
-        """Write the arguments, flush the input buffers, start, wait, invalidate the
-        output buffers, check the status word. Returns the seconds spent waiting."""
+    def execute(self, timeout_s: float | None = None, idle=None, **args: Any) -> float:
+        """Write the arguments, flush the input buffers, start, wait (running ``idle`` between
+        polls), invalidate the output buffers, check the status word. Returns the seconds spent
+        waiting."""
         self.write_args(**args)
         for a in self.IFACE.args:
             if a.kind == "ptr" and a.direction in ("in", "inout"):
@@ -128,7 +138,7 @@ class KernelDriver(DefaultIP):
             if a.kind == "ptr" and a.direction == "out":
                 _sync(args[a.name], "flush")
         self.start()
-        waited = self.wait(timeout_s)
+        waited = self.wait(timeout_s, idle)
         for a in self.IFACE.args:
             if a.kind == "ptr" and a.direction in ("out", "inout"):
                 _sync(args[a.name], "invalidate")
@@ -169,9 +179,10 @@ class EngineDriver(KernelDriver):
         super().__init__(description)
         self.pass_calls = {name: 0 for name in ki.PASSES}
 
-    def run_pass(self, name: str, timeout_s: float | None = None, **args: Any) -> float:
+    def run_pass(self, name: str, timeout_s: float | None = None, idle=None, **args: Any) -> float:
         """One call of pass ``name``: exactly its arguments (``kernel_iface.PASSES``), the
-        others written 0, ``op`` its code. Returns the seconds spent waiting."""
+        others written 0, ``op`` its code; ``idle`` as for ``execute``. Returns the seconds
+        spent waiting."""
         try:
             p = ki.PASSES[name]
         except KeyError:
@@ -183,7 +194,7 @@ class EngineDriver(KernelDriver):
         values = {a.name: 0 for a in self.IFACE.args}
         values.update(args, op=p.op)
         try:
-            waited = self.execute(timeout_s=timeout_s, **values)
+            waited = self.execute(timeout_s=timeout_s, idle=idle, **values)
         except KernelError as e:
             raise type(e)(f"{name}: {e}") from None
         self.pass_calls[name] += 1

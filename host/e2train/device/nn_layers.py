@@ -52,7 +52,23 @@ OPS_PER_ELEMENT = {
 
 
 class ArmTally:
-    """Adds ARM-side work (ops, MACs, modelled seconds) to a ``Work``."""
+    """Adds ARM-side work (ops, MACs, modelled seconds) to a ``Work``.
+
+    It also runs the ARM's *side work* (``defer``: results only the step's optimiser reads)
+    under one rule, the same in the code and in ``core.overlap.Timeline``: a deferred task runs
+    only while the fabric is busy. The ARM's one thread, having issued a fabric call, runs the
+    pending tasks one at a time, first deferred first (the gates' backward steps depend on each
+    other in that order), each to its end, as long as the call has not finished; the task it is
+    running when the call ends delays the next issue. What is left at the optimiser runs there
+    (``flush``), so nothing carries into the next step.
+
+    Who decides "the call has not finished": on the simulated board (synchronous calls) the
+    model: after each fabric call is tallied, ``run_while_fabric_busy`` starts tasks while the
+    ARM's modelled free time is before the call's modelled end, at this tally's ARM rate. On a
+    board the driver: ``idle`` is its polling loop's hook (``EngineDriver.wait``), the trainer
+    hands it to a backend that takes one and sets ``side_work_by_driver``; the segments of the
+    tasks it ran are added to the Timeline after the call they ran under once that is tallied.
+    """
 
     def __init__(self, work: Work | None = None, ops_per_second: float = ARM_OPS_PER_SECOND, timeline=None):
         if not ops_per_second > 0:
@@ -61,31 +77,75 @@ class ArmTally:
         self.ops_per_second = float(ops_per_second)
         self.timeline = timeline                         # core.overlap.Timeline of the step, or None
         self.by_kind: Counter = Counter()                # kind -> operations (MACs count 2)
-        self._pending: list = []                         # deferred side work (``defer``)
-        self._side = False
+        self.side_work_by_driver = False                 # a board's driver runs the tasks (``idle``)
+        self._pending: list = []                         # deferred side work, first in first out
+        self._held: list = []                            # ARM ops of tasks run under a call not yet tallied
+        self._side = False                               # a side task is running
+        self._under_call = False                         # ... inside the driver's wait (``idle``)
+
+    @property
+    def pending(self) -> int:
+        """Deferred tasks not run yet."""
+        return len(self._pending)
 
     def _timed(self, n_ops: int) -> None:
         self.work.add_arm_time(n_ops, self.ops_per_second)
-        if self.timeline is not None:
+        if self.timeline is None:
+            return
+        if self._under_call:
+            self._held.append(n_ops)                     # placed after the call it ran under
+        else:
             self.timeline.add("arm", n_ops / self.ops_per_second, "side" if self._side else "", arm_ops=n_ops)
-        if self._pending and not self._side:
-            self.flush()
 
     def defer(self, fn) -> None:
-        """Run ``fn()`` (ARM work whose result nothing reads before the step's optimiser: a
-        gate's backward step, the classifier's weight gradient) right after the next ARM work
-        that the fabric waits for, as side segments of the Timeline: the ARM, one core, does
-        it in order, but the fabric's next passes do not wait for it."""
+        """Queue ``fn()``: ARM work whose result nothing reads before the step's optimiser (a
+        gate's backward step, the classifier's weight gradient). It runs while the fabric is
+        busy with a later call, or at the latest at ``flush``."""
         self._pending.append(fn)
 
-    def flush(self) -> None:
-        """Run the deferred side work now (the step's optimiser needs its results)."""
-        self._side, was = True, self._side
+    def _run_one(self) -> None:
+        fn = self._pending.pop(0)
+        self._side = True
         try:
-            while self._pending:
-                self._pending.pop(0)()
+            fn()
         finally:
-            self._side = was
+            self._side = False
+
+    def _place_held(self) -> None:
+        for n_ops in self._held:
+            self.timeline.add("arm", n_ops / self.ops_per_second, "side", arm_ops=n_ops)
+        self._held.clear()
+
+    def run_while_fabric_busy(self, fabric_end_s: float) -> None:
+        """A fabric call ending at ``fabric_end_s`` (the Timeline's clock) has just been tallied:
+        start pending tasks while the ARM is free before that end. On a board the driver already
+        ran what fitted: its tasks' segments are placed under this call, nothing more starts."""
+        if self._side or self.timeline is None:
+            return
+        self._place_held()
+        if self.side_work_by_driver:
+            return
+        while self._pending and self.timeline.free_s("arm") < fabric_end_s:
+            self._run_one()
+
+    def idle(self) -> bool:
+        """The driver's hook while a call runs: run one pending task; False if there was none."""
+        if not self._pending or self._side:
+            return False
+        self._under_call = True
+        try:
+            self._run_one()
+        finally:
+            self._under_call = False
+        return True
+
+    def flush(self) -> None:
+        """Run the deferred side work now, one task after the other (the step's optimiser needs
+        its results)."""
+        if self.timeline is not None:
+            self._place_held()
+        while self._pending:
+            self._run_one()
 
     def ops(self, kind: str, n_elements: int) -> None:
         n = int(n_elements) * OPS_PER_ELEMENT[kind]
@@ -121,7 +181,8 @@ class Linear:
     def backward(self, gy: np.ndarray, x: np.ndarray, tally: ArmTally):
         """(input gradient, parameter gradients). The input gradient is what the fabric's
         backward waits for; the weight gradient only the optimiser reads, so it is side work
-        (``ArmTally.defer``) and its dict is filled when the tally flushes."""
+        (``ArmTally.defer``) and its dict is filled when the task has run (at the latest when
+        the tally flushes)."""
         tally.macs(x.shape[0] * self.weight.size, "fc")
         grads: dict[str, np.ndarray] = {}
 

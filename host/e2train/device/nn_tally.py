@@ -25,9 +25,12 @@ _PASS_KIND = {"conv_bwd_data": "bwd_data", "conv_bwd_weight_psg": "wgrad"}
 
 
 class KernelTally:
-    def __init__(self, work: Work | None = None, timeline=None):
+    def __init__(self, work: Work | None = None, timeline=None, side_work=None):
         self.work = work if work is not None else Work()
         self.timeline = timeline                         # core.overlap.Timeline of the step, or None
+        # nn_layers.ArmTally whose deferred side work runs while each tallied call keeps the
+        # fabric busy (its ``run_while_fabric_busy``), or None
+        self.side_work = side_work
         self.calls: Counter = Counter()                  # kernel -> calls
         self.macs: Counter = Counter()                   # kernel -> MACs of the samples processed
         self.sample_passes: Counter = Counter()          # kernel -> samples processed
@@ -58,8 +61,7 @@ class KernelTally:
                   else {"bn_sums": True} if bn_sums else {})
             w = _call_work(kernel, shape, int(n_active), **kw)
             self.work += w
-            if self.timeline is not None:
-                self.timeline.add("fabric", w.seconds, _PASS_KIND.get(kernel, ""))
+            self._on_fabric(w.seconds, _PASS_KIND.get(kernel, ""))
 
     def block(self, op: str, nchw: tuple, n_listed: int, *, residual: bool = False,
               two_sources: bool = False, gate: bool = False) -> None:
@@ -71,8 +73,15 @@ class KernelTally:
             w = _block_work(op, tuple(int(v) for v in nchw), int(n_listed), residual=residual,
                             two_sources=two_sources, gate=gate)
             self.work += w
-            if self.timeline is not None:
-                self.timeline.add("fabric", w.seconds)
+            self._on_fabric(w.seconds, "")
+
+    def _on_fabric(self, seconds: float, kind: str) -> None:
+        """The call's fabric segment, then the side work that runs while it is busy."""
+        if self.timeline is None:
+            return
+        self.timeline.add("fabric", seconds, kind)
+        if self.side_work is not None:
+            self.side_work.run_while_fabric_busy(self.timeline.free_s("fabric"))
 
     def predicted_fraction(self) -> dict[str, float]:
         """Fraction of weight updates decided by the MSB predictor, per layer and overall."""

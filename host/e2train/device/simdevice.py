@@ -127,12 +127,16 @@ class SimKernel:
         self.words = np.zeros(ki.ADDR_RANGE // 4, np.uint32)
         self.stats = {name: KernelStats() for name in ki.PASSES}
         self.pass_name: str | None = None
+        self.busy_reads = 0        # a call stays busy for this many reads of CTRL (kept by reset)
         self.reset()
 
     def reset(self) -> None:
-        """Power-on state. ``hang`` is the fault injection: accept ap_start, never finish."""
+        """Power-on state. ``hang`` is the fault injection: accept ap_start, never finish.
+        ``busy_reads``: a call's first this many reads of CTRL find it busy (ap_idle low), as a
+        real call lasts while the driver polls; it is done after the last (0: done at once)."""
         self.words[:] = 0          # in place: the drivers' MMIO views stay valid
         self._done = self._ready = self._busy = self.hang = False
+        self._running: tuple[int, int] | None = None   # (status, CTRL reads left) of a busy call
         self._isr = 0              # IP_ISR bits
         self._status = 0           # ap_return of the last call
         self.last_error: str | None = None
@@ -157,7 +161,12 @@ class SimKernel:
         self.words[0] = ctrl
 
     def on_read(self, lo: int, hi: int) -> None:
-        if lo <= 0 <= hi:            # ap_done and ap_ready are clear-on-read
+        if lo <= 0 <= hi and self._running is not None:   # a call still busy: one read less
+            status, left = self._running
+            self._running = None if left <= 1 else (status, left - 1)
+            if self._running is None:
+                self._finish(status)
+        elif lo <= 0 <= hi:          # ap_done and ap_ready are clear-on-read
             self._done = self._ready = False
             self._compose()
 
@@ -198,6 +207,10 @@ class SimKernel:
         t1 = time.monotonic()
         if status == ki.E2T_OK:
             self.device._account(self, shape, n_active, perf_kw, t0, t1)
+        if self.busy_reads > 0:
+            self._running = (status, int(self.busy_reads))
+            self._compose()
+            return
         self._finish(status)
 
     # --- decoded arguments --------------------------------------------------------
@@ -311,6 +324,12 @@ class SimDevice(pynq.Device):
         pass
 
     # --- fault injection --------------------------------------------------------------
+    def set_busy_reads(self, reads: int) -> None:
+        """Make every call's first ``reads`` reads of CTRL find it busy (0: done at once)."""
+        if int(reads) < 0:
+            raise ValueError(f"busy_reads must be >= 0, got {reads!r}")
+        self.engine.busy_reads = int(reads)
+
     def inject_hang(self, hang: bool = True) -> None:
         """Make the IP accept ap_start and never finish (until ``reset_kernels``)."""
         self.engine.hang = hang

@@ -115,8 +115,13 @@ class Trainer:
         self.opt = SGDMomentum(cfg.momentum, cfg.weight_decay)
         self.work = Work()                     # training work (kernels + ARM), what ran
         self.timeline = Timeline()             # fabric and ARM overlapped where the data allow
-        self.ktally = KernelTally(self.work, self.timeline)
         self.arm = ArmTally(self.work, cfg.arm_ops_per_second, self.timeline)
+        self.ktally = KernelTally(self.work, self.timeline, side_work=self.arm)
+        # a board's backend runs the ARM's side work while its driver polls a busy fabric
+        set_idle = getattr(backend, "set_idle", None)
+        if callable(set_idle):
+            set_idle(self.arm.idle)
+            self.arm.side_work_by_driver = True
         self.eval_work = Work()                # evaluation is tallied apart from training
         self.n_batches = math.ceil(self.x_train.shape[0] / cfg.batch_size)
         self.total_epochs = cfg.total_epochs
@@ -206,6 +211,8 @@ class Trainer:
         for name in sorted(grads):
             self.opt.step(name, params[name], grads[name].astype(np.float32, copy=False),
                           gate_lr if name.startswith("gate.") else lr, self.arm)
+        if self.arm.pending:                # the optimiser has read every gradient: none may be left
+            raise RuntimeError(f"{self.arm.pending} deferred ARM tasks left at the end of step {t}")
         overlap = self.timeline.close_step()
         self.work.add_step(overlap, self.timeline.step_paths[-1], *self.timeline.last_timed)
         n = x.shape[0]

@@ -157,6 +157,54 @@ def test_handshake_done_is_clear_on_read(overlay):
     assert drv.wait(0.5) < 0.5 and k.stats["conv_fwd"].calls == 2
 
 
+def test_side_work_runs_while_the_call_is_busy_one_task_per_busy_poll_in_order(overlay, rng):
+    """The driver's idle hook (ArmTally.idle): after each poll that finds the IP busy, one
+    pending task, first deferred first; none once CTRL says done, none before the start."""
+    from e2train.device.nn_layers import ArmTally
+    drv, k = overlay.engine, overlay.device.engine
+    n, ci, h, w, co = 2, 3, 4, 4, 5
+    gy, wt = pynq.allocate((n, co, h, w), np.int16), pynq.allocate((co, ci, 3, 3), np.int8)
+    gx, smp = pynq.allocate((n, ci, h, w), np.int16), pynq.allocate((n,), np.int32)
+    gy[:], wt[:], smp[:] = rng.integers(-500, 500, gy.shape), rng.integers(-100, 100, wt.shape), [0, 1]
+    args = dict(g_y=gy, w=wt, g_x=gx, samples=smp, n_samples=n, n=n, ci=ci, h=h, wd=w, co=co, k=3,
+                stride=1, pad=1, mult_m=20000, mult_s=20)
+    arm, seen = ArmTally(), []
+    for i in range(5):
+        # each task notes the calls started so far and whether the IP had finished (CTRL's
+        # ap_idle, read from the register file without the clear-on-read of a bus read)
+        arm.defer(lambda i=i: seen.append((i, k.stats["conv_bwd_data"].calls, bool(k.words[0] & ki.AP_IDLE))))
+    overlay.device.set_busy_reads(3)
+    drv.conv_bwd_data(idle=arm.idle, **args)
+    # three polls found it busy: a task after each, in order, all after the start; the call ended
+    # during the third (the task the driver is in when the call ends runs to its end)
+    assert seen == [(0, 1, False), (1, 1, False), (2, 1, True)] and arm.pending == 2
+    assert drv.read_ctrl() & ki.AP_IDLE
+    overlay.device.set_busy_reads(0)                  # done at the first poll: no task runs
+    drv.conv_bwd_data(idle=arm.idle, **args)
+    assert len(seen) == 3 and arm.pending == 2 and drv.pass_calls["conv_bwd_data"] == 2
+    # without a hook (or with nothing pending) the driver just polls
+    overlay.device.set_busy_reads(2)
+    drv.conv_bwd_data(**args)
+    arm.flush()
+    assert [s[0] for s in seen] == [0, 1, 2, 3, 4] and arm.idle() is False
+    drv.conv_bwd_data(idle=arm.idle, **args)
+    assert drv.pass_calls["conv_bwd_data"] == 4
+
+
+def test_the_pynq_backend_hands_its_idle_hook_to_every_call(overlay, rng):
+    be = overlay.backend()
+    overlay.device.set_busy_reads(2)
+    ran = []
+    be.set_idle(lambda: ran.append(1) or True)
+    x = rng.integers(-50, 50, (2, 3, 4, 4)).astype(np.int8)
+    w = rng.integers(-50, 50, (5, 3, 3, 3)).astype(np.int8)
+    be.conv_fwd(x, w, None, (1, 4), pad=1)
+    assert len(ran) == 2                              # after each busy poll
+    be.set_idle(None)
+    be.conv_fwd(x, w, None, (1, 4), pad=1)
+    assert len(ran) == 2
+
+
 def test_hung_kernel_times_out_with_a_clear_error(overlay):
     overlay.device.inject_hang()
     be = overlay.backend(timeout_s=0.05)
