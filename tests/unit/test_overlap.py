@@ -11,23 +11,23 @@ def test_two_layers_by_hand():
     r = schedule(chain_step_tasks(TWO, head_arm_s=1.0))
     # L0: dma 0-0.5, fwd 0.5-1.5, arm 1.5-3.5; L1's weights load 0.5-1.0 under L0's conv (hidden),
     # L1.fwd waits for L0's BN/ReLU: 3.5-4.5, arm 4.5-6.5, head 6.5-7.5; backward: L1.bwd_arm
-    # 7.5-8.5, bwd_data 8.5-9.5, wgrad 9.5-12.5; L0.bwd_arm 9.5-10.5 under L1's wgrad (hidden),
-    # L0.wgrad 12.5-15.5.
+    # 7.5-8.5, bwd_data 8.5-9.5, wgrad 9.5-12.5; L0.bwd_arm once L1's wgrad has returned (the
+    # synchronous thread): 12.5-13.5, L0.wgrad 13.5-16.5. Only L1's weight load is hidden.
     f = r["finish"]
     assert f["L1.dma"] == 1.0 and f["L1.fwd"] == 4.5 and f["head"] == 7.5
-    assert r["start"]["L0.bwd_arm"] == 9.5 and f["L0.bwd_arm"] == 10.5
-    assert r["critical_s"] == pytest.approx(15.5)
+    assert r["start"]["L0.bwd_arm"] == 12.5 and f["L0.bwd_arm"] == 13.5
+    assert r["critical_s"] == pytest.approx(16.5)
     assert r["sum_s"] == pytest.approx(17.0) == pytest.approx(serial_seconds(TWO, 1.0))
     assert r["busy_s"] == {"fabric": 9.0, "dma": 1.0, "arm": 7.0}
 
 
-def test_arm_longer_than_wgrad_is_on_the_path():
+def test_the_backward_arm_work_waits_for_the_weight_gradient_call():
     layers = [dict(name="a", fwd=1.0, bwd_arm=4.0, wgrad=1.0), dict(name="b", fwd=1.0, bwd_data=1.0, wgrad=1.0)]
     r = schedule(chain_step_tasks(layers))
-    # fwd a 0-1, b 1-2; b.bwd_arm 2-2 (0 s); b.bwd_data 2-3, b.wgrad 3-4; a.bwd_arm 3-7 (the fabric
-    # idles 4-7), a.bwd_data 7-7, a.wgrad 7-8: 1 s of the ARM's 4 hidden under b.wgrad.
-    assert r["critical_s"] == pytest.approx(8.0)
-    assert r["sum_s"] == pytest.approx(9.0)
+    # fwd a 0-1, b 1-2; b.bwd_arm 2-2 (0 s); b.bwd_data 2-3, b.wgrad 3-4; a.bwd_arm 4-8 (after
+    # b.wgrad returns, though it reads only b.bwd_data's output), a.bwd_data 8-8, a.wgrad 8-9
+    assert r["start"]["a.bwd_arm"] == pytest.approx(4.0)
+    assert r["critical_s"] == pytest.approx(9.0) == pytest.approx(r["sum_s"])
 
 
 def test_forward_alone_does_not_overlap_fabric_and_arm():
@@ -50,23 +50,23 @@ def test_bad_tasks_are_refused():
 def test_timeline_by_hand():
     from e2train.core.overlap import Timeline
     tl = Timeline()
-    # in the trainer's program order: fwd 0-1 (fabric); ARM 1-2; bwd_data 2-4 (its operands ready
-    # at 2); wgrad, issued next, needs only what bwd_data started from: 4-6 on the fabric; the ARM
-    # work after it (dequantise g_x, next layer's BN backward) reads bwd_data's output: 4-7, the
-    # wgrad under it; the optimiser (ARM) reads the ARM's output: 7-8. Sum 10, critical path 8.
+    # in the trainer's program order: fwd 0-1 (fabric); ARM 1-2; bwd_data 2-4; wgrad 4-6; the ARM
+    # work after it (dequantise g_x, next layer's BN backward) reads only bwd_data's output, but the
+    # synchronous thread does it once the wgrad call has returned: 6-9; the optimiser 9-10.
     for res, s, kind in (("fabric", 1, "fwd"), ("arm", 1, ""), ("fabric", 2, "bwd_data"), ("fabric", 2, "wgrad"),
                          ("arm", 3, ""), ("arm", 1, "")):
         tl.add(res, s, kind)
-    assert tl.open_s() == 8
-    assert tl.close_step() == 2                  # overlapped: the wgrad's 2 s under the ARM's 3 s
-    assert (tl.critical_s, tl.sum_s) == (8, 10)
-    # a new step starts with both resources free at its own zero; a wgrad longer than the ARM work
-    tl.add("fabric", 1, "bwd_data")
+    assert tl.open_s() == 10
+    assert tl.close_step() == 0                  # nothing overlaps without side work
+    assert (tl.critical_s, tl.sum_s) == (10, 10)
+    # a new step starts with both resources free at its own zero
+    tl.add("fabric", 1, "bwd_data")              # 0-1
     tl.add("fabric", 4, "wgrad")                 # 1-5
-    tl.add("arm", 1)                             # 1-2
-    tl.add("arm", 1)                             # 2-3
-    tl.add("fabric", 1)                          # the next conv waits for the fabric: 5-6
-    assert tl.close_step() == 2 and tl.critical_s == 14
+    tl.add("arm", 1)                             # 5-6: after the call before it returned
+    assert tl.free_s("arm") == 6
+    tl.add("arm", 1)                             # 6-7
+    tl.add("fabric", 1)                          # 7-8
+    assert tl.close_step() == 0 and tl.critical_s == 18
     with pytest.raises(ValueError, match="unknown resource"):
         tl.add("dma", 1)
 
@@ -153,15 +153,17 @@ def test_path_sets_give_the_timeline_at_any_arm_rate():
 def test_path_set_of_the_hand_example():
     from e2train.core.overlap import Timeline
     tl = Timeline()
-    # the first example of test_timeline_by_hand, the ARM's work given in ops (1 op/s): two chains
-    # end the step, the one through the weight gradient and the one through the ARM's work
+    # the first example of test_timeline_by_hand, the ARM's work given in ops (1 op/s), and a side
+    # segment under the weight gradient: two chains end the step, the one through every segment
+    # but the side one, and the one through the side segment (from the wgrad's start) and the ARM
     for res, s, kind in (("fabric", 1, "fwd"), ("arm", 1, ""), ("fabric", 2, "bwd_data"), ("fabric", 2, "wgrad"),
-                         ("arm", 3, ""), ("arm", 1, "")):
+                         ("arm", 5, "side"), ("arm", 3, ""), ("arm", 1, "")):
         tl.add(res, s, kind, arm_ops=s if res == "arm" else None)
-    # fwd 1 + arm 1 + bwd_data 2 + wgrad 2 = (5 s, 1 op); fwd + arm + bwd_data + arm 3 + arm 1 = (3 s, 5 ops)
-    assert set(tl.open_paths()) == {(5.0, 1), (3.0, 5)}
+    # fwd 1 + arm 1 + bwd_data 2 + wgrad 2 + arm 3 + arm 1 = (5 s, 5 ops);
+    # fwd + arm + bwd_data + side 5 + arm 3 + arm 1 = (3 s, 10 ops)
+    assert set(tl.open_paths()) == {(5.0, 5), (3.0, 10)}
     tl.close_step()
-    assert tl.step_paths == [tl.step_paths[0]] and tl.last_timed == (5.0, 5)
+    assert tl.step_paths == [tl.step_paths[0]] and tl.last_timed == (5.0, 10)
     with pytest.raises(ValueError, match="arm_ops"):
         tl.add("fabric", 1.0, arm_ops=3)
 

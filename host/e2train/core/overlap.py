@@ -7,17 +7,25 @@ are issued (one queue per resource, no reordering); a task starts when its resou
 and every task it depends on has finished. The step then lasts as long as its critical path,
 and ``schedule`` reports that beside the plain sum so a report can show both.
 
-Which overlaps are real (``chain_step_tasks``), for a chain of convolution layers l = 0..L-1:
+The board's trainer is synchronous: the ARM's one thread issues a fabric call and waits for it
+to return before it does the next piece of work. So, in the trainer's program (``Timeline``),
+fabric and ARM alternate, and the only overlap is the ARM's *side work* (results only the
+step's optimiser reads: the SLU gates' backward steps, the classifier's weight gradient), which
+that thread runs while it waits for a call, when the task's modelled time fits in what is left
+of the call (``nn_layers.ArmTally``). DMA is inside each call's own time (the performance model
+overlaps it per call).
+
+``chain_step_tasks`` builds the same program for a chain of convolution layers l = 0..L-1 as a
+task graph (the bench's form, with no side work):
 
 * forward: conv l+1 on the fabric needs layer l's output after BN (batch statistics over the
-  whole output), ReLU and quantisation on the ARM, so fabric and ARM alternate: no overlap
-  between them in the forward pass;
+  whole output), ReLU and quantisation on the ARM, so fabric and ARM alternate;
 * DMA: a layer's weights (and whatever the fabric loads before it can start) do not depend on
-  earlier layers, so they load double-buffered while the previous layer computes;
-* backward: the input-gradient pass of layer l gives g_x(l), from which the ARM computes the
-  BN/ReLU backward of layer l-1 (g_y(l-1)) while the fabric runs layer l's weight-gradient
-  pass (it needs x(l) and g_y(l), both ready): ARM work of one layer under the fabric's next
-  pass. The input-gradient pass of layer l-1 waits for that ARM work;
+  earlier layers, so a ``dma`` time, where given, loads double-buffered while the previous
+  layer computes (an engine-side prefetch; the trainer's calls keep their transfers inside);
+* backward: the input-gradient pass of layer l gives g_x(l), then the weight-gradient pass of
+  layer l runs; the ARM computes the BN/ReLU backward of layer l-1 (g_y(l-1)) when that call
+  returns, and the input-gradient pass of layer l-1 waits for it;
 * the head (FC, loss, its backward) sits between the two passes on the ARM.
 
 Everything here is modelled: the inputs are the performance model's and the ARM rate's times.
@@ -95,7 +103,8 @@ def chain_step_tasks(layers: list[dict], head_arm_s: float = 0.0) -> list[Task]:
         out.append(Task(f"{n}.bwd_arm", "arm", layers[i].get("bwd_arm", 0.0), (g_ready,)))
         out.append(Task(f"{n}.bwd_data", "fabric", layers[i].get("bwd_data", 0.0), (f"{n}.bwd_arm",)))
         out.append(Task(f"{n}.wgrad", "fabric", layers[i].get("wgrad", 0.0), (f"{n}.bwd_arm",)))
-        g_ready = f"{n}.bwd_data"
+        # the synchronous thread returns from the weight gradient before its next ARM work
+        g_ready = f"{n}.wgrad"
     return out
 
 
@@ -135,23 +144,20 @@ def path_seconds(paths, ops_per_second: float) -> float:
 class Timeline:
     """The same rule applied on the fly to what a trainer issues, in order, within one step.
 
-    Each kernel call and each ARM operation is added as it runs. A segment waits for its
-    resource and for the last segment whose output it consumes: in program order every segment
-    consumes its predecessor's output, except the weight-gradient pass, which consumes the
-    operands the input-gradient pass of the same layer started from (x and g_y) and produces
-    only the weight update, which nothing else in the step reads. So the ARM work after a
-    layer's input-gradient pass (dequantising g_x, the next layer down's ReLU/BN backward) runs
-    while the fabric does that layer's weight gradient. DMA is inside the kernels' own times
-    here (the performance model overlaps it per call). ``close_step`` ends a step: the next
-    starts when both resources are free.
+    Each kernel call and each ARM operation is added as it runs. The ARM's one thread issues
+    every fabric call and waits for it to return (the driver is synchronous), so a segment that
+    is not side work starts once both the fabric and the ARM are free: a fabric call after the
+    ARM work before it, ARM work after the fabric call before it. The kinds "bwd_data" and
+    "wgrad" only label passes; they change no time. ``close_step`` ends a step: the next starts
+    when both resources are free.
 
-    The ARM's one thread issues every fabric call, so a fabric segment also starts no earlier
-    than the ARM is free. *Side* segments (kind "side": ARM work whose result only the step's
-    optimiser reads, the SLU gates' backward step per block and the classifier's weight
-    gradient) are what that thread runs while it waits for a call (``ArmTally.defer``): one
-    starts when the ARM is free, no earlier than the start of the fabric call issued last (it
-    read only what came before that call), and holds up nothing but the ARM; a side segment
-    that outlasts the call delays the next call's issue, and the ARM work after it, by what it
+    *Side* segments (kind "side": ARM work whose result only the step's optimiser reads, the SLU
+    gates' backward step per block and the classifier's weight gradient) are what that thread
+    runs while it waits for a call (``ArmTally.defer``): one starts when the ARM is free, no
+    earlier than the start of the fabric call issued last (it read only what came before that
+    call), and holds up nothing but the ARM. ``ArmTally`` starts one only if its modelled time
+    fits in what is left of the call (``side_start_s``); one that overruns anyway (on a board,
+    where wall time decides) delays the next call's issue, and the ARM work after it, by what it
     overran. The side segments left at the optimiser run there, one after the other.
 
     Beside the times it keeps every instant as a *path set*: the (fabric seconds, ARM ops) of
@@ -160,8 +166,8 @@ class Timeline:
     recomputed at any ARM rate without re-running it (``path_seconds``): at the rate the
     segments were timed at it is the same critical path; at another rate, the same segments in
     the same places (which side segment ran under which call is decided once, at the recorded
-    rate). ``step_paths`` keeps each closed step's set (a few pairs: the chains the backward's
-    overlap opens), ``timed`` the fabric seconds and ARM ops of every closed step's segments."""
+    rate). ``step_paths`` keeps each closed step's set (a few pairs: the side work's chains),
+    ``timed`` the fabric seconds and ARM ops of every closed step's segments."""
 
     def __init__(self) -> None:
         self.critical_s = 0.0          # closed steps' critical paths, summed
@@ -172,19 +178,15 @@ class Timeline:
 
     def _open(self) -> None:
         self._free = {"fabric": 0.0, "arm": 0.0}
-        self._ready = 0.0              # finish of the last segment whose output the next one reads
-        self._wg_ready = None          # when the operands of the pending weight gradient were ready
         self._step_sum = 0.0
         zero = ((0.0, 0),)
         self._pfree = {"fabric": zero, "arm": zero}
-        self._pready = zero
-        self._pwg_ready = None
         self._fabric_start, self._pfabric_start = 0.0, zero   # of the fabric call issued last
         self._step_timed = [0.0, 0]
 
     def add(self, resource: str, seconds: float, kind: str = "", arm_ops: int | None = None) -> None:
-        """``kind``: "bwd_data" or "wgrad" for those passes, "side" for an ARM segment whose
-        output nothing in the step reads before the optimiser, anything else otherwise.
+        """``kind``: "side" for an ARM segment whose output nothing in the step reads before the
+        optimiser; anything else ("bwd_data", "wgrad": labels of those passes) otherwise.
         ``arm_ops``: the operations an ARM segment's ``seconds`` were timed from."""
         if resource not in self._free:
             raise ValueError(f"unknown resource {resource!r}; expected fabric or arm")
@@ -194,30 +196,18 @@ class Timeline:
             raise ValueError(f"arm_ops belongs to an ARM segment and is >= 0, got {arm_ops!r} on {resource}")
         if kind == "side" and resource != "arm":
             raise ValueError("a side segment is ARM work; the fabric has none")
-        if kind == "wgrad":
-            ready = self._ready if self._wg_ready is None else self._wg_ready
-            pready = self._pready if self._pwg_ready is None else self._pwg_ready
-            self._wg_ready = self._pwg_ready = None
-        elif kind == "side":
-            ready, pready = self._fabric_start, self._pfabric_start
-        else:
-            ready, pready = self._ready, self._pready
-            if kind == "bwd_data":
-                self._wg_ready, self._pwg_ready = ready, pready
-        start = max(self._free[resource], ready)
-        pstart = _join(self._pfree[resource], pready)
-        if resource == "fabric":             # the ARM's thread issues it once it is free
-            start = max(start, self._free["arm"])
-            pstart = _join(pstart, self._pfree["arm"])
-            self._fabric_start, self._pfabric_start = start, pstart
+        if kind == "side":                   # from the start of the call issued last, ARM only
+            start = max(self._free["arm"], self._fabric_start)
+            pstart = _join(self._pfree["arm"], self._pfabric_start)
+        else:                                # the synchronous thread: once both are free
+            start = max(self._free["fabric"], self._free["arm"])
+            pstart = _join(self._pfree["fabric"], self._pfree["arm"])
+            if resource == "fabric":
+                self._fabric_start, self._pfabric_start = start, pstart
         end = start + seconds
         self._free[resource] = end
         df, da = (0.0, int(arm_ops)) if arm_ops is not None else (float(seconds), 0)
-        pend = tuple((f + df, a + da) for f, a in pstart)
-        self._pfree[resource] = pend
-        if kind not in ("wgrad", "side"):
-            self._ready = end
-            self._pready = pend
+        self._pfree[resource] = tuple((f + df, a + da) for f, a in pstart)
         self._step_sum += seconds
         self._step_timed[0] += df
         self._step_timed[1] += da
@@ -225,6 +215,10 @@ class Timeline:
     def free_s(self, resource: str) -> float:
         """When ``resource`` ("fabric" or "arm") finishes what the step in progress gave it."""
         return self._free[resource]
+
+    def side_start_s(self) -> float:
+        """When a side segment added now would start: the ARM free, the call issued last started."""
+        return max(self._free["arm"], self._fabric_start)
 
     def open_s(self) -> float:
         """The critical path of the step in progress so far."""
