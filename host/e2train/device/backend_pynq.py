@@ -45,8 +45,10 @@ class PynqBackend:
         self._idle = None                       # the driver's hook while a call runs (set_idle)
 
     def set_idle(self, idle) -> None:
-        """``idle()`` runs one piece of the ARM's side work and returns whether it ran one; the
-        driver calls it between polls of every call (``driver.KernelDriver.wait``). None: plain polling."""
+        """``idle(remaining_s)`` runs one piece of the ARM's side work if it fits in the call's
+        modelled time left and returns whether it ran one; the driver calls it between polls of
+        every call (``driver.KernelDriver.wait``), with the call's modelled duration (the same
+        price the timeouts come from). None: plain polling."""
         self._idle = idle
 
     # --- buffers ----------------------------------------------------------------------
@@ -73,21 +75,16 @@ class PynqBackend:
         buf[: idx.size] = idx
         return buf
 
-    def _timeout(self, kernel: str, shape: ConvShape, n_active: int) -> float:
-        if self.timeout_s is not None:
-            return self.timeout_s
-        return _auto_timeout(kernel, shape, n_active)
+    def _call(self, name: str, modelled: float, **args) -> None:
+        timeout = self.timeout_s if self.timeout_s is not None else _timeout(modelled)
+        self.wait_s += self.engine.run_pass(name, timeout_s=timeout, idle=self._idle, modelled_s=modelled, **args)
+        self.calls[name] += 1
 
     def _run(self, kernel: str, shape: ConvShape, **args) -> None:
-        timeout = self._timeout(kernel, shape, int(args["n_samples"]))
-        self.wait_s += self.engine.run_pass(kernel, timeout_s=timeout, idle=self._idle, **args)
-        self.calls[kernel] += 1
+        self._call(kernel, _modelled_s(kernel, shape, int(args["n_samples"])), **args)
 
     def _run_block(self, op: str, nchw: tuple, n_listed: int, price_kw: dict, **args) -> None:
-        timeout = self.timeout_s if self.timeout_s is not None else _auto_block_timeout(op, nchw, n_listed,
-                                                                                       **price_kw)
-        self.wait_s += self.engine.run_pass(op, timeout_s=timeout, idle=self._idle, **args)
-        self.calls[op] += 1
+        self._call(op, _modelled_block_s(op, nchw, n_listed, **price_kw), **args)
 
     def close(self) -> None:
         self._bufs.clear()
@@ -229,18 +226,20 @@ def _source_args(ptr: str, prefix: str, buf, sc: Shortcut) -> dict:
 
 
 @lru_cache(maxsize=256)
-def _auto_block_timeout(op: str, nchw: tuple, n_listed: int, **kw) -> float:
-    """As ``_auto_timeout``, from the block call's price."""
-    modelled = call_price.price_block(op, nchw, n_listed, **kw)[1] / perfmodel.CLOCK_HZ
-    return max(DEFAULT_TIMEOUT_S, TIMEOUT_MARGIN * modelled)
+def _modelled_block_s(op: str, nchw: tuple, n_listed: int, **kw) -> float:
+    """A block call's modelled duration (its price)."""
+    return call_price.price_block(op, nchw, n_listed, **kw)[1] / perfmodel.CLOCK_HZ
 
 
 @lru_cache(maxsize=256)
-def _auto_timeout(kernel: str, shape: ConvShape, n_active: int) -> float:
-    """The modelled duration with a wide margin (the weight gradient's price: its one sweep and
-    the decision)."""
-    modelled = call_price.call_cycles(kernel, shape, n_active) / perfmodel.CLOCK_HZ
-    return max(DEFAULT_TIMEOUT_S, TIMEOUT_MARGIN * modelled)
+def _modelled_s(kernel: str, shape: ConvShape, n_active: int) -> float:
+    """A conv call's modelled duration (the weight gradient's price: its one sweep and the decision)."""
+    return call_price.call_cycles(kernel, shape, n_active) / perfmodel.CLOCK_HZ
+
+
+def _timeout(modelled_s: float) -> float:
+    """The modelled duration with a wide margin."""
+    return max(DEFAULT_TIMEOUT_S, TIMEOUT_MARGIN * modelled_s)
 
 
 def _mult(mult: Dyadic) -> dict:

@@ -13,10 +13,12 @@ invalidate the outputs so the ARM reads what the fabric wrote. Interrupts are le
 a kernel call is milliseconds, and polling keeps the driver free of UIO set-up.
 
 While it polls, the ARM's one thread has nothing else to do: a call may pass ``idle``, a
-callable that runs one piece of the ARM's side work and returns whether it ran one
-(``nn_layers.ArmTally.idle``). Between polls, while the IP is not done, the driver calls it and
-polls again at once; when it returns False the driver polls as without one. A piece runs to its
-end, so it may hold up the next call by what it overruns the current one.
+callable that runs one piece of the ARM's side work if it fits in the time it is given and
+returns whether it ran one (``nn_layers.ArmTally.idle``), with ``modelled_s``, the call's
+modelled duration. Between polls, while the IP is not done, the driver calls
+``idle(modelled_s - wall time since ap_start)`` and polls again at once; when it returns False
+the driver polls as without one. A piece runs to its end, so it may hold up the next call by
+what it overruns the current one (the model is an estimate; the fit rule keeps that rare).
 """
 from __future__ import annotations
 
@@ -98,13 +100,17 @@ class KernelDriver(DefaultIP):
                               f"has not finished. If it is hung, reload the bitstream.")
         self.mmio.write(ki.CTRL, ki.AP_START)
 
-    def wait(self, timeout_s: float | None = None, idle=None) -> float:
+    def wait(self, timeout_s: float | None = None, idle=None, modelled_s: float | None = None) -> float:
         """Poll until done; returns the seconds waited. Done means ap_done, or ap_idle with
         ap_start already taken: ap_done is clear-on-read, so a read by anyone else (a
-        register_map print, a debugger) must not make the driver wait forever. ``idle``: see
-        the module's docstring; the seconds waited include what it ran."""
+        register_map print, a debugger) must not make the driver wait forever. ``idle`` and
+        ``modelled_s`` (the call's modelled duration, which ``idle`` needs): see the module's
+        docstring; the seconds waited include what it ran. Call it right after ``start``."""
+        if idle is not None and modelled_s is None:
+            raise KernelError(f"{self.IFACE.name}: a side-work hook (idle) needs the call's modelled duration "
+                              f"(modelled_s) to tell what fits in it; pass both or neither")
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        t0 = time.monotonic()
+        t0 = time.monotonic()                  # ap_start was just written
         deadline = t0 + timeout
         spin_until = t0 + _SPIN_S
         while True:
@@ -118,15 +124,16 @@ class KernelDriver(DefaultIP):
                     f"{timeout:g} s (CTRL = {ctrl:#x}: ap_start={ctrl & 1}, ap_idle={(ctrl >> 2) & 1}). "
                     f"The fabric is probably hung: reload the bitstream (e2train flash) "
                     f"before calling a kernel again.")
-            if idle is not None and idle():
+            if idle is not None and idle(modelled_s - (now - t0)):
                 continue                       # ran a piece of side work: poll again at once
             if now >= spin_until:
                 time.sleep(_SLEEP_S)
 
     # --- one call -------------------------------------------------------------------
-    def execute(self, timeout_s: float | None = None, idle=None, **args: Any) -> float:
+    def execute(self, timeout_s: float | None = None, idle=None, modelled_s: float | None = None,
+                **args: Any) -> float:
         """Write the arguments, flush the input buffers, start, wait (running ``idle`` between
-        polls), invalidate the output buffers, check the status word. Returns the seconds spent
+        polls, given what is left of ``modelled_s``), invalidate the output buffers, check the status word. Returns the seconds spent
         waiting."""
         self.write_args(**args)
         for a in self.IFACE.args:
@@ -138,7 +145,7 @@ class KernelDriver(DefaultIP):
             if a.kind == "ptr" and a.direction == "out":
                 _sync(args[a.name], "flush")
         self.start()
-        waited = self.wait(timeout_s, idle)
+        waited = self.wait(timeout_s, idle, modelled_s)
         for a in self.IFACE.args:
             if a.kind == "ptr" and a.direction in ("out", "inout"):
                 _sync(args[a.name], "invalidate")
@@ -179,9 +186,10 @@ class EngineDriver(KernelDriver):
         super().__init__(description)
         self.pass_calls = {name: 0 for name in ki.PASSES}
 
-    def run_pass(self, name: str, timeout_s: float | None = None, idle=None, **args: Any) -> float:
+    def run_pass(self, name: str, timeout_s: float | None = None, idle=None, modelled_s: float | None = None,
+                 **args: Any) -> float:
         """One call of pass ``name``: exactly its arguments (``kernel_iface.PASSES``), the
-        others written 0, ``op`` its code; ``idle`` as for ``execute``. Returns the seconds
+        others written 0, ``op`` its code; ``idle`` and ``modelled_s`` as for ``execute``. Returns the seconds
         spent waiting."""
         try:
             p = ki.PASSES[name]
@@ -194,7 +202,7 @@ class EngineDriver(KernelDriver):
         values = {a.name: 0 for a in self.IFACE.args}
         values.update(args, op=p.op)
         try:
-            waited = self.execute(timeout_s=timeout_s, idle=idle, **values)
+            waited = self.execute(timeout_s=timeout_s, idle=idle, modelled_s=modelled_s, **values)
         except KernelError as e:
             raise type(e)(f"{name}: {e}") from None
         self.pass_calls[name] += 1

@@ -51,23 +51,53 @@ OPS_PER_ELEMENT = {
 }
 
 
+def op_count(kind: str, n_elements: int) -> int:
+    """The ARM operations ``n_elements`` units of ``kind`` cost (``OPS_PER_ELEMENT``)."""
+    return int(n_elements) * OPS_PER_ELEMENT[kind]
+
+
+def mac_ops(n_macs: int) -> int:
+    """The ARM operations of ``n_macs`` fp32 multiply-accumulates (two each for the time model)."""
+    return 2 * int(n_macs)
+
+
+class OpCount:
+    """What an ``ArmTally`` would count, counted only: the same ``ops``/``macs`` calls, no
+    tally, no time. A deferred task's declared ops come from running its tallying against one."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def ops(self, kind: str, n_elements: int) -> None:
+        self.total += op_count(kind, n_elements)
+
+    def macs(self, n: int, kind: str) -> None:
+        self.total += mac_ops(n)
+
+
 class ArmTally:
     """Adds ARM-side work (ops, MACs, modelled seconds) to a ``Work``.
 
     It also runs the ARM's *side work* (``defer``: results only the step's optimiser reads)
     under one rule, the same in the code and in ``core.overlap.Timeline``: a deferred task runs
-    only while the fabric is busy. The ARM's one thread, having issued a fabric call, runs the
-    pending tasks one at a time, first deferred first (the gates' backward steps depend on each
-    other in that order), each to its end, as long as the call has not finished; the task it is
-    running when the call ends delays the next issue. What is left at the optimiser runs there
-    (``flush``), so nothing carries into the next step.
+    only while the fabric is busy, and starts only if it fits. The ARM's one thread, having
+    issued a fabric call, takes the pending tasks one at a time, first deferred first (the
+    gates' backward steps depend on each other in that order): the first one starts if the ARM
+    is free and its modelled time (the ops declared to ``defer`` over this tally's ARM rate)
+    fits in what is left of the call's modelled time; if it does not, it and every task behind
+    it wait for a later call. A task that started runs to its end. What is left at the
+    optimiser runs there (``flush``), so nothing carries into the next step. A task must tally
+    exactly the ops it declared (else a RuntimeError: the count where it was deferred disagrees
+    with the cost model it tallies by).
 
-    Who decides "the call has not finished": on the simulated board (synchronous calls) the
-    model: after each fabric call is tallied, ``run_while_fabric_busy`` starts tasks while the
-    ARM's modelled free time is before the call's modelled end, at this tally's ARM rate. On a
-    board the driver: ``idle`` is its polling loop's hook (``EngineDriver.wait``), the trainer
-    hands it to a backend that takes one and sets ``side_work_by_driver``; the segments of the
-    tasks it ran are added to the Timeline after the call they ran under once that is tallied.
+    Who decides what is left of the call: on the simulated board (synchronous calls) the model:
+    after each fabric call is tallied, ``run_while_fabric_busy`` starts the head task while it
+    fits between the Timeline's side start (``Timeline.side_start_s``) and the call's modelled
+    end. On a board the driver: ``idle(remaining_s)`` is its polling loop's hook
+    (``EngineDriver.wait``), given the call's modelled duration less the wall time since its
+    ap_start; the trainer hands it to a backend that takes one and sets ``side_work_by_driver``;
+    the segments of the tasks it ran are added to the Timeline after the call they ran under
+    once that is tallied.
     """
 
     def __init__(self, work: Work | None = None, ops_per_second: float = ARM_OPS_PER_SECOND, timeline=None):
@@ -81,35 +111,53 @@ class ArmTally:
         self._pending: list = []                         # deferred side work, first in first out
         self._held: list = []                            # ARM ops of tasks run under a call not yet tallied
         self._side = False                               # a side task is running
+        self._side_ops = 0                               # ... and the ops it tallied so far
+        self._side_kinds: set = set()
         self._under_call = False                         # ... inside the driver's wait (``idle``)
+        self._flushing = False                           # ... at the optimiser, after the last call returned
 
     @property
     def pending(self) -> int:
         """Deferred tasks not run yet."""
         return len(self._pending)
 
-    def _timed(self, n_ops: int) -> None:
+    def _timed(self, n_ops: int, kind: str) -> None:
+        if self._side:
+            self._side_ops += n_ops
+            self._side_kinds.add(kind)
         self.work.add_arm_time(n_ops, self.ops_per_second)
         if self.timeline is None:
             return
         if self._under_call:
             self._held.append(n_ops)                     # placed after the call it ran under
         else:
-            self.timeline.add("arm", n_ops / self.ops_per_second, "side" if self._side else "", arm_ops=n_ops)
+            side = self._side and not self._flushing
+            self.timeline.add("arm", n_ops / self.ops_per_second, "side" if side else "", arm_ops=n_ops)
 
-    def defer(self, fn) -> None:
+    def defer(self, fn, *, ops: int) -> None:
         """Queue ``fn()``: ARM work whose result nothing reads before the step's optimiser (a
-        gate's backward step, the classifier's weight gradient). It runs while the fabric is
-        busy with a later call, or at the latest at ``flush``."""
-        self._pending.append(fn)
+        gate's backward step, the classifier's weight gradient), which tallies ``ops`` ARM
+        operations (``op_count``, ``mac_ops``, ``OpCount``). It runs while the fabric is busy
+        with a later call it fits under, or at the latest at ``flush``."""
+        if int(ops) != ops or ops < 0:
+            raise ValueError(f"a deferred task's ops are an int >= 0, got {ops!r}")
+        self._pending.append((fn, int(ops)))
+
+    def head_seconds(self) -> float:
+        """The modelled time of the task that runs next (there must be one)."""
+        return self._pending[0][1] / self.ops_per_second
 
     def _run_one(self) -> None:
-        fn = self._pending.pop(0)
-        self._side = True
+        fn, declared = self._pending.pop(0)
+        self._side, self._side_ops, self._side_kinds = True, 0, set()
         try:
             fn()
         finally:
             self._side = False
+        if self._side_ops != declared:
+            kinds = ", ".join(sorted(self._side_kinds)) or "no ARM work"
+            raise RuntimeError(f"a deferred ARM task ({kinds}) tallied {self._side_ops} ops but declared {declared}: "
+                               f"fix the count where it is deferred to match the cost model it tallies by")
 
     def _place_held(self) -> None:
         for n_ops in self._held:
@@ -118,19 +166,22 @@ class ArmTally:
 
     def run_while_fabric_busy(self, fabric_end_s: float) -> None:
         """A fabric call ending at ``fabric_end_s`` (the Timeline's clock) has just been tallied:
-        start pending tasks while the ARM is free before that end. On a board the driver already
-        ran what fitted: its tasks' segments are placed under this call, nothing more starts."""
+        start the head task while it fits between the ARM's side start and that end. On a board
+        the driver already ran what fitted: its tasks' segments are placed under this call,
+        nothing more starts."""
         if self._side or self.timeline is None:
             return
         self._place_held()
         if self.side_work_by_driver:
             return
-        while self._pending and self.timeline.free_s("arm") < fabric_end_s:
+        while self._pending and self.timeline.side_start_s() + self.head_seconds() <= fabric_end_s:
             self._run_one()
 
-    def idle(self) -> bool:
-        """The driver's hook while a call runs: run one pending task; False if there was none."""
-        if not self._pending or self._side:
+    def idle(self, remaining_s: float) -> bool:
+        """The driver's hook while a call runs, ``remaining_s`` the call's modelled time left:
+        run the head task if it fits; False if none ran (none pending, or the head does not fit:
+        it waits for a later call, and the tasks behind it with it)."""
+        if not self._pending or self._side or self.head_seconds() > remaining_s:
             return False
         self._under_call = True
         try:
@@ -141,27 +192,31 @@ class ArmTally:
 
     def flush(self) -> None:
         """Run the deferred side work now, one task after the other (the step's optimiser needs
-        its results)."""
+        its results): no call runs any more, so its segments are the ARM's plain work, after
+        the last call returned."""
         if self.timeline is not None:
             self._place_held()
-        while self._pending:
-            self._run_one()
+        self._flushing = True
+        try:
+            while self._pending:
+                self._run_one()
+        finally:
+            self._flushing = False
 
     def ops(self, kind: str, n_elements: int) -> None:
-        n = int(n_elements) * OPS_PER_ELEMENT[kind]
+        n = op_count(kind, n_elements)
         if n:
             self.work.add_ops(n, FP32)
             self.by_kind[kind] += n
-            self._timed(n)
+            self._timed(n, kind)
 
     def macs(self, n: int, kind: str) -> None:
         """``n`` fp32 MACs of a matrix product (``kind``: what it belongs to, "fc" or "gate")."""
         n = int(n)
         if n:
             self.work.add_macs(n, FP32, FP32)
-            self.by_kind[kind] += 2 * n
-            # a multiply-accumulate is two operations for the time model
-            self._timed(2 * n)
+            self.by_kind[kind] += mac_ops(n)
+            self._timed(mac_ops(n), kind)
 
 
 # -- fully connected + loss -------------------------------------------------------------------
@@ -183,13 +238,14 @@ class Linear:
         backward waits for; the weight gradient only the optimiser reads, so it is side work
         (``ArmTally.defer``) and its dict is filled when the task has run (at the latest when
         the tally flushes)."""
-        tally.macs(x.shape[0] * self.weight.size, "fc")
+        n_macs = x.shape[0] * self.weight.size
+        tally.macs(n_macs, "fc")
         grads: dict[str, np.ndarray] = {}
 
         def weight_grad():
-            tally.macs(x.shape[0] * self.weight.size, "fc")
+            tally.macs(n_macs, "fc")
             grads.update({"weight": gy.T @ x, "bias": gy.sum(axis=0)})
-        tally.defer(weight_grad)
+        tally.defer(weight_grad, ops=mac_ops(n_macs))
         return gy @ self.weight, grads
 
 

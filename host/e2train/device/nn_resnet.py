@@ -254,7 +254,8 @@ class ResNet:
             if blk.gate is not None:
                 pg = pen.pop()
                 d = dg if pg is None else dg + pg
-                arm.defer(lambda d=d: self.gates.backward_step(d, arm))
+                arm.defer(lambda d=d: self.gates.backward_step(d, arm),
+                          ops=self.gates.backward_step_ops(blk.gate))
         c_stem, bn_stem = cache["stem"]
         g_y, s_gy, _, _, gbn, _ = self.stem_bn.backward(bn_stem, g, backend, ktally, arm)
         grads.update({f"stem.bn.{k}": v for k, v in gbn.items()})

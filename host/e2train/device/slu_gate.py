@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nn_layers import ArmTally
+from .nn_layers import ArmTally, OpCount
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -124,7 +124,6 @@ class GateNet:
         """One BPTT step: the last gate whose step has not run, with dL/dg per sample."""
         P, d, grads = self.params, self.d, self._grads
         step = _gru_backward if self.cell == "gru" else _lstm_backward
-        rows, *_, add = _COUNTS[self.cell]
         i, e, u, h, state, h_new, p = self.caches.pop()
         dlogit = (dg * p * (1 - p)).astype(np.float32)
         grads["head.weight"] += h_new.T @ dlogit
@@ -136,7 +135,23 @@ class GateNet:
         grads[f"embed{i}.weight"] += du.T @ e
         grads[f"embed{i}.bias"] += du.sum(axis=0)
         self._dh_next = dh_prev
-        n = e.shape[0]
+        self._tally_step(e, u, tally)
+
+    def backward_step_ops(self, i: int) -> int:
+        """The ARM ops the backward step of gate ``i`` (whose forward ran this mini-batch) will
+        tally: what ``ArmTally.defer`` is told when that step is deferred."""
+        for ci, e, u, *_ in self.caches:
+            if ci == i:
+                count = OpCount()
+                self._tally_step(e, u, count)
+                return count.total
+        raise ValueError(f"gate {i} has no forward in this mini-batch to step back through")
+
+    def _tally_step(self, e: np.ndarray, u: np.ndarray, tally) -> None:
+        """A backward step's ARM work (twice the forward's matrix products), one place for the
+        tally and the count declared in advance."""
+        rows, *_, add = _COUNTS[self.cell]
+        n, d = e.shape[0], self.d
         tally.macs(2 * n * (u.shape[1] * e.shape[1] + 2 * rows * d * d + d), "gate")
         tally.ops("gate_ew", n * add * d)
 

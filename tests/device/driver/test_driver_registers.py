@@ -157,52 +157,67 @@ def test_handshake_done_is_clear_on_read(overlay):
     assert drv.wait(0.5) < 0.5 and k.stats["conv_fwd"].calls == 2
 
 
-def test_side_work_runs_while_the_call_is_busy_one_task_per_busy_poll_in_order(overlay, rng):
-    """The driver's idle hook (ArmTally.idle): after each poll that finds the IP busy, one
-    pending task, first deferred first; none once CTRL says done, none before the start."""
-    from e2train.device.nn_layers import ArmTally
-    drv, k = overlay.engine, overlay.device.engine
+def _bwd_data_args(rng):
     n, ci, h, w, co = 2, 3, 4, 4, 5
     gy, wt = pynq.allocate((n, co, h, w), np.int16), pynq.allocate((co, ci, 3, 3), np.int8)
     gx, smp = pynq.allocate((n, ci, h, w), np.int16), pynq.allocate((n,), np.int32)
     gy[:], wt[:], smp[:] = rng.integers(-500, 500, gy.shape), rng.integers(-100, 100, wt.shape), [0, 1]
-    args = dict(g_y=gy, w=wt, g_x=gx, samples=smp, n_samples=n, n=n, ci=ci, h=h, wd=w, co=co, k=3,
+    return dict(g_y=gy, w=wt, g_x=gx, samples=smp, n_samples=n, n=n, ci=ci, h=h, wd=w, co=co, k=3,
                 stride=1, pad=1, mult_m=20000, mult_s=20)
-    arm, seen = ArmTally(), []
+
+
+def test_side_work_runs_while_the_call_is_busy_one_task_per_busy_poll_in_order(overlay, rng):
+    """The driver's idle hook (ArmTally.idle): after each poll that finds the IP busy, one
+    pending task that fits, first deferred first; none once CTRL says done, none before the start."""
+    from e2train.device.nn_layers import ArmTally
+    drv, k = overlay.engine, overlay.device.engine
+    args = _bwd_data_args(rng)
+    arm, seen = ArmTally(ops_per_second=1.0), []
     for i in range(5):
         # each task notes the calls started so far and whether the IP had finished (CTRL's
         # ap_idle, read from the register file without the clear-on-read of a bus read)
-        arm.defer(lambda i=i: seen.append((i, k.stats["conv_bwd_data"].calls, bool(k.words[0] & ki.AP_IDLE))))
+        arm.defer(lambda i=i: seen.append((i, k.stats["conv_bwd_data"].calls, bool(k.words[0] & ki.AP_IDLE))), ops=0)
     overlay.device.set_busy_reads(3)
-    drv.conv_bwd_data(idle=arm.idle, **args)
+    drv.conv_bwd_data(idle=arm.idle, modelled_s=1.0, **args)
     # three polls found it busy: a task after each, in order, all after the start; the call ended
     # during the third (the task the driver is in when the call ends runs to its end)
     assert seen == [(0, 1, False), (1, 1, False), (2, 1, True)] and arm.pending == 2
     assert drv.read_ctrl() & ki.AP_IDLE
     overlay.device.set_busy_reads(0)                  # done at the first poll: no task runs
-    drv.conv_bwd_data(idle=arm.idle, **args)
+    drv.conv_bwd_data(idle=arm.idle, modelled_s=1.0, **args)
     assert len(seen) == 3 and arm.pending == 2 and drv.pass_calls["conv_bwd_data"] == 2
     # without a hook (or with nothing pending) the driver just polls
     overlay.device.set_busy_reads(2)
     drv.conv_bwd_data(**args)
     arm.flush()
-    assert [s[0] for s in seen] == [0, 1, 2, 3, 4] and arm.idle() is False
-    drv.conv_bwd_data(idle=arm.idle, **args)
+    assert [s[0] for s in seen] == [0, 1, 2, 3, 4] and arm.idle(1.0) is False
+    drv.conv_bwd_data(idle=arm.idle, modelled_s=1.0, **args)
     assert drv.pass_calls["conv_bwd_data"] == 4
+    with pytest.raises(KernelError, match="needs the call's modelled duration"):
+        drv.conv_bwd_data(idle=arm.idle, **args)
 
 
-def test_the_pynq_backend_hands_its_idle_hook_to_every_call(overlay, rng):
-    be = overlay.backend()
-    overlay.device.set_busy_reads(2)
-    ran = []
-    be.set_idle(lambda: ran.append(1) or True)
-    x = rng.integers(-50, 50, (2, 3, 4, 4)).astype(np.int8)
-    w = rng.integers(-50, 50, (5, 3, 3, 3)).astype(np.int8)
-    be.conv_fwd(x, w, None, (1, 4), pad=1)
-    assert len(ran) == 2                              # after each busy poll
-    be.set_idle(None)
-    be.conv_fwd(x, w, None, (1, 4), pad=1)
-    assert len(ran) == 2
+def test_the_driver_runs_a_task_only_if_it_fits_in_what_is_left_of_the_call(overlay, rng):
+    """The hook gets the call's modelled duration less the wall time since ap_start: a task whose
+    modelled time fits runs under the call, one that does not waits (and the tasks behind it),
+    order kept; the driver polls on until the call is done either way."""
+    from e2train.device.nn_layers import ArmTally
+    drv = overlay.engine
+    args = _bwd_data_args(rng)
+    arm, order = ArmTally(ops_per_second=1.0), []             # 1 op: 1 modelled second
+    for name, ops in (("a", 2), ("b", 50), ("c", 1)):
+        arm.defer(lambda name=name, ops=ops: order.append(name) or arm.ops("maxabs", ops), ops=ops)
+    overlay.device.set_busy_reads(4)
+    left = []
+    drv.conv_bwd_data(idle=lambda r: left.append(r) or arm.idle(r), modelled_s=10.0, **args)
+    # a (2 s) fits in the ~10 s left; b (50 s) does not, and c (1 s) waits behind it
+    assert order == ["a"] and arm.pending == 2 and len(left) == 4
+    assert all(0 < r <= 10.0 for r in left) and left == sorted(left, reverse=True)
+    drv.conv_bwd_data(idle=arm.idle, modelled_s=60.0, **args)      # a longer call: b, then c
+    assert order == ["a", "b", "c"] and arm.pending == 0
+    arm.defer(lambda: order.append("d") or arm.ops("maxabs", 1), ops=1)
+    drv.conv_bwd_data(idle=arm.idle, modelled_s=0.5, **args)       # 1 s does not fit in 0.5 s
+    assert order == ["a", "b", "c"] and arm.pending == 1
 
 
 def test_hung_kernel_times_out_with_a_clear_error(overlay):
