@@ -80,19 +80,20 @@ class ArmTally:
 
     It also runs the ARM's *side work* (``defer``: results only the step's optimiser reads)
     under one rule, the same in the code and in ``core.overlap.Timeline``: a deferred task runs
-    only while the fabric is busy, and starts only if it fits. The ARM's one thread, having
-    issued a fabric call, takes the pending tasks one at a time, first deferred first (the
-    gates' backward steps depend on each other in that order): the first one starts if the ARM
-    is free and its modelled time (the ops declared to ``defer`` over this tally's ARM rate)
-    fits in what is left of the call's modelled time; if it does not, it and every task behind
-    it wait for a later call. A task that started runs to its end. What is left at the
-    optimiser runs there (``flush``), so nothing carries into the next step. A task must tally
-    exactly the ops it declared (else a RuntimeError: the count where it was deferred disagrees
-    with the cost model it tallies by).
+    only while the fabric is busy, and starts only if it fits. A task waits only for the task
+    it names in ``after`` (the handle ``defer`` returned for it: a gate's backward step names the
+    step deferred before it, the BPTT's order), not for everything deferred before it. At each
+    chance the ARM's one thread starts the earliest-deferred task whose predecessor has run and
+    whose modelled time (the ops declared to ``defer`` over this tally's ARM rate) fits in what
+    is left of the call's modelled time; a task that does not fit waits for a later call, and
+    with it only the tasks that name it. A task that started runs to its end. What is left at
+    the optimiser runs there (``flush``, in deferral order, so predecessors first), so nothing
+    carries into the next step. A task must tally exactly the ops it declared (else a
+    RuntimeError: the count where it was deferred disagrees with the cost model it tallies by).
 
     Who decides what is left of the call: on the simulated board (synchronous calls) the model:
-    after each fabric call is tallied, ``run_while_fabric_busy`` starts the head task while it
-    fits between the Timeline's side start (``Timeline.side_start_s``) and the call's modelled
+    after each fabric call is tallied, ``run_while_fabric_busy`` starts tasks by that rule while
+    one fits between the Timeline's side start (``Timeline.side_start_s``) and the call's modelled
     end. On a board the driver: ``idle(remaining_s)`` is its polling loop's hook
     (``EngineDriver.wait``), given the call's modelled duration less the wall time since its
     ap_start; the trainer hands it to a backend that takes one and sets ``side_work_by_driver``;
@@ -108,7 +109,8 @@ class ArmTally:
         self.timeline = timeline                         # core.overlap.Timeline of the step, or None
         self.by_kind: Counter = Counter()                # kind -> operations (MACs count 2)
         self.side_work_by_driver = False                 # a board's driver runs the tasks (``idle``)
-        self._pending: list = []                         # deferred side work, first in first out
+        self._pending: list = []                         # deferred side work: (handle, fn, ops, after), in deferral order
+        self._next_handle = 0
         self._held: list = []                            # ARM ops of tasks run under a call not yet tallied
         self._side = False                               # a side task is running
         self._side_ops = 0                               # ... and the ops it tallied so far
@@ -134,21 +136,33 @@ class ArmTally:
             side = self._side and not self._flushing
             self.timeline.add("arm", n_ops / self.ops_per_second, "side" if side else "", arm_ops=n_ops)
 
-    def defer(self, fn, *, ops: int) -> None:
+    def defer(self, fn, *, ops: int, after: int | None = None) -> int:
         """Queue ``fn()``: ARM work whose result nothing reads before the step's optimiser (a
-        gate's backward step, the classifier's weight gradient), which tallies ``ops`` ARM
-        operations (``op_count``, ``mac_ops``, ``OpCount``). It runs while the fabric is busy
-        with a later call it fits under, or at the latest at ``flush``."""
+        gate's backward step, a slice of the classifier's weight gradient), which tallies ``ops``
+        ARM operations (``op_count``, ``mac_ops``, ``OpCount``). It runs while the fabric is busy
+        with a later call it fits under, once the task ``after`` names (a handle this method
+        returned; None: no predecessor) has run, or at the latest at ``flush``. Returns its
+        handle."""
         if int(ops) != ops or ops < 0:
             raise ValueError(f"a deferred task's ops are an int >= 0, got {ops!r}")
-        self._pending.append((fn, int(ops)))
+        if after is not None and not (isinstance(after, int) and 0 <= after < self._next_handle):
+            raise ValueError(f"after= names a task this tally deferred (the handle defer returned), got {after!r}")
+        handle = self._next_handle
+        self._next_handle += 1
+        self._pending.append((handle, fn, int(ops), after))
+        return handle
 
-    def head_seconds(self) -> float:
-        """The modelled time of the task that runs next (there must be one)."""
-        return self._pending[0][1] / self.ops_per_second
+    def _next(self, fits) -> int | None:
+        """The index of the earliest-deferred pending task whose predecessor has run and whose
+        modelled seconds satisfy ``fits``; None if there is none."""
+        waiting = {t[0] for t in self._pending}
+        for j, (_, _, ops, after) in enumerate(self._pending):
+            if (after is None or after not in waiting) and fits(ops / self.ops_per_second):
+                return j
+        return None
 
-    def _run_one(self) -> None:
-        fn, declared = self._pending.pop(0)
+    def _run_one(self, j: int) -> None:
+        _, fn, declared, _ = self._pending.pop(j)
         self._side, self._side_ops, self._side_kinds = True, 0, set()
         try:
             fn()
@@ -166,40 +180,46 @@ class ArmTally:
 
     def run_while_fabric_busy(self, fabric_end_s: float) -> None:
         """A fabric call ending at ``fabric_end_s`` (the Timeline's clock) has just been tallied:
-        start the head task while it fits between the ARM's side start and that end. On a board
-        the driver already ran what fitted: its tasks' segments are placed under this call,
-        nothing more starts."""
+        start tasks by the rule (the class's) while one fits between the ARM's side start and that
+        end. On a board the driver already ran what fitted: its tasks' segments are placed under
+        this call, nothing more starts."""
         if self._side or self.timeline is None:
             return
         self._place_held()
         if self.side_work_by_driver:
             return
-        while self._pending and self.timeline.side_start_s() + self.head_seconds() <= fabric_end_s:
-            self._run_one()
+        while True:
+            start = self.timeline.side_start_s()
+            j = self._next(lambda s: start + s <= fabric_end_s)
+            if j is None:
+                return
+            self._run_one(j)
 
     def idle(self, remaining_s: float) -> bool:
         """The driver's hook while a call runs, ``remaining_s`` the call's modelled time left:
-        run the head task if it fits; False if none ran (none pending, or the head does not fit:
-        it waits for a later call, and the tasks behind it with it)."""
-        if not self._pending or self._side or self.head_seconds() > remaining_s:
+        run one task by the rule (the class's); False if none ran (none pending, or none whose
+        predecessor has run fits: they wait for a later call)."""
+        j = None if self._side else self._next(lambda s: s <= remaining_s)
+        if j is None:
             return False
         self._under_call = True
         try:
-            self._run_one()
+            self._run_one(j)
         finally:
             self._under_call = False
         return True
 
     def flush(self) -> None:
-        """Run the deferred side work now, one task after the other (the step's optimiser needs
-        its results): no call runs any more, so its segments are the ARM's plain work, after
+        """Run the deferred side work now, one task after the other in deferral order (a task's
+        predecessor was deferred before it; the step's optimiser needs their results): no call
+        runs any more, so its segments are the ARM's plain work, after
         the last call returned."""
         if self.timeline is not None:
             self._place_held()
         self._flushing = True
         try:
             while self._pending:
-                self._run_one()
+                self._run_one(self._next(lambda s: True))
         finally:
             self._flushing = False
 

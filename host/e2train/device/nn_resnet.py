@@ -237,6 +237,7 @@ class ResNet:
         if self.gates is not None:
             self.gates.backward_begin()
         kw = dict(backend=backend, kt=ktally, arm=arm, lr_q=lr_q, wd_q=wd_q, beta_q=beta_q)
+        prev_step = None                 # the BPTT's step deferred last: the next one waits for it
         for blk, bc in reversed(cache["blocks"]):
             dg = np.zeros(n, np.float32)
             if bc is not None:
@@ -254,8 +255,8 @@ class ResNet:
             if blk.gate is not None:
                 pg = pen.pop()
                 d = dg if pg is None else dg + pg
-                arm.defer(lambda d=d: self.gates.backward_step(d, arm),
-                          ops=self.gates.backward_step_ops(blk.gate))
+                prev_step = arm.defer(lambda d=d: self.gates.backward_step(d, arm),
+                                      ops=self.gates.backward_step_ops(blk.gate), after=prev_step)
         c_stem, bn_stem = cache["stem"]
         g_y, s_gy, _, _, gbn, _ = self.stem_bn.backward(bn_stem, g, backend, ktally, arm)
         grads.update({f"stem.bn.{k}": v for k, v in gbn.items()})

@@ -199,25 +199,28 @@ def test_side_work_runs_while_the_call_is_busy_one_task_per_busy_poll_in_order(o
 
 def test_the_driver_runs_a_task_only_if_it_fits_in_what_is_left_of_the_call(overlay, rng):
     """The hook gets the call's modelled duration less the wall time since ap_start: a task whose
-    modelled time fits runs under the call, one that does not waits (and the tasks behind it),
-    order kept; the driver polls on until the call is done either way."""
+    modelled time fits runs under the call, one that does not waits, and with it only the task
+    that names it (``after``); an independent task behind it that fits overtakes it. The driver
+    polls on until the call is done either way."""
     from e2train.device.nn_layers import ArmTally
     drv = overlay.engine
     args = _bwd_data_args(rng)
     arm, order = ArmTally(ops_per_second=1.0), []             # 1 op: 1 modelled second
-    for name, ops in (("a", 2), ("b", 50), ("c", 1)):
-        arm.defer(lambda name=name, ops=ops: order.append(name) or arm.ops("maxabs", ops), ops=ops)
+    handles = {}
+    for name, ops, after in (("a", 2, None), ("b", 50, None), ("c", 1, "b"), ("d", 1, None)):
+        handles[name] = arm.defer(lambda name=name, ops=ops: order.append(name) or arm.ops("maxabs", ops), ops=ops,
+                                  after=handles.get(after))
     overlay.device.set_busy_reads(4)
     left = []
     drv.conv_bwd_data(idle=lambda r: left.append(r) or arm.idle(r), modelled_s=10.0, **args)
-    # a (2 s) fits in the ~10 s left; b (50 s) does not, and c (1 s) waits behind it
-    assert order == ["a"] and arm.pending == 2 and len(left) == 4
+    # a (2 s) fits in the ~10 s left; b (50 s) does not, c (1 s) waits for b, d (1 s) overtakes them
+    assert order == ["a", "d"] and arm.pending == 2 and len(left) == 4
     assert all(0 < r <= 10.0 for r in left) and left == sorted(left, reverse=True)
     drv.conv_bwd_data(idle=arm.idle, modelled_s=60.0, **args)      # a longer call: b, then c
-    assert order == ["a", "b", "c"] and arm.pending == 0
-    arm.defer(lambda: order.append("d") or arm.ops("maxabs", 1), ops=1)
+    assert order == ["a", "d", "b", "c"] and arm.pending == 0
+    arm.defer(lambda: order.append("e") or arm.ops("maxabs", 1), ops=1)
     drv.conv_bwd_data(idle=arm.idle, modelled_s=0.5, **args)       # 1 s does not fit in 0.5 s
-    assert order == ["a", "b", "c"] and arm.pending == 1
+    assert order == ["a", "d", "b", "c"] and arm.pending == 1
 
 
 def test_hung_kernel_times_out_with_a_clear_error(overlay):

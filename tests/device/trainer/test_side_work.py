@@ -1,7 +1,7 @@
 """ARM side work (the gates' BPTT steps, the classifier's weight gradient): run only while the
-fabric is busy, the head task only if its declared ops fit in what is left of the call's modelled
-time (after a tallied call, from the Timeline; on a board, from the driver's polling loop), first
-deferred first, each to its end, priced as Timeline side segments, flushed before the optimiser,
+fabric is busy, a task only once the task it names (after=) has run and only if its declared ops
+fit in what is left of the call's modelled time (after a tallied call, from the Timeline; on a
+board, from the driver's polling loop), earliest-deferred first, each to its end, priced as Timeline side segments, flushed before the optimiser,
 and the same gradients as computed at once."""
 import numpy as np
 import pytest
@@ -30,21 +30,78 @@ def test_deferred_work_waits_for_a_busy_fabric_then_runs_first_in_first_out():
     assert tl.free_s("arm") == 6 and tl.open_s() == 7                  # a 1-5, b 5-6: hidden
 
 
-def test_the_head_task_starts_only_if_it_fits_and_the_tasks_behind_it_wait_with_it():
+def _task(arm, order, name, seconds, after=None):
+    """Defer a task that records its name and tallies ``seconds`` ops (1 op/s: 4 per sgd element,
+    1 per maxabs element)."""
+    def fn():
+        order.append(name)
+        arm.ops("sgd", seconds // 4)
+        arm.ops("maxabs", seconds % 4)
+    return arm.defer(fn, ops=seconds, after=after)
+
+
+def test_a_task_that_does_not_fit_waits_and_an_independent_one_overtakes_it():
     tl, arm, _ = _tallies()
     order = []
-    for name, n in (("a", 1), ("b", 2), ("c", 0)):          # 4 s, 8 s, and 1 s (maxabs)
-        arm.defer(lambda name=name, n=n: (order.append(name), arm.ops("sgd", n) if n else arm.ops("maxabs", 1)),
-                  ops=4 * n or 1)
-    tl.add("fabric", 5.0)                # 0-5: a 0-4 fits; b (4-12) does not, c (4-5) would but waits behind b
+    for name, sec in (("a", 4), ("b", 8), ("c", 1)):        # independent: none names another
+        _task(arm, order, name, sec)
+    tl.add("fabric", 5.0)                # 0-5: a 0-4 fits; b (4-12) does not; c (4-5) does and goes first
+    arm.run_while_fabric_busy(tl.free_s("fabric"))
+    assert order == ["a", "c"] and arm.pending == 1 and tl.free_s("arm") == 5
+    tl.add("fabric", 9.0)                # 5-14: b 5-13
+    arm.run_while_fabric_busy(tl.free_s("fabric"))
+    assert order == ["a", "c", "b"] and arm.pending == 0 and tl.free_s("arm") == 13
+
+
+def test_a_dependent_task_never_starts_before_its_predecessor_has_run():
+    tl, arm, _ = _tallies()
+    order = []
+    _task(arm, order, "a", 4)
+    b = _task(arm, order, "b", 8)
+    _task(arm, order, "c", 1, after=b)   # c fits under the first call but waits for b
+    tl.add("fabric", 5.0)                # 0-5: a 0-4; b does not fit, so neither does c start
     arm.run_while_fabric_busy(tl.free_s("fabric"))
     assert order == ["a"] and arm.pending == 2 and tl.free_s("arm") == 4
     tl.add("fabric", 1.0)                # 5-6: b still does not fit
     arm.run_while_fabric_busy(tl.free_s("fabric"))
     assert order == ["a"] and tl.free_s("arm") == 4
-    tl.add("fabric", 9.0)                # 6-15: b 6-14 and c 14-15 fit, c ending with the call
+    tl.add("fabric", 9.0)                # 6-15: b 6-14, then c 14-15, ending with the call
     arm.run_while_fabric_busy(tl.free_s("fabric"))
     assert order == ["a", "b", "c"] and tl.free_s("arm") == 15 and tl.open_s() == 15
+
+
+def test_a_task_whose_predecessor_ran_under_the_same_call_follows_it_there():
+    tl, arm, _ = _tallies()
+    order = []
+    a = _task(arm, order, "a", 2)
+    _task(arm, order, "b", 2, after=a)
+    tl.add("fabric", 4.0)
+    arm.run_while_fabric_busy(tl.free_s("fabric"))
+    assert order == ["a", "b"] and tl.free_s("arm") == 4
+
+
+def test_flush_runs_what_is_left_in_deferral_order_predecessors_first():
+    tl, arm, _ = _tallies()
+    order = []
+    a = _task(arm, order, "a", 8)
+    b = _task(arm, order, "b", 1, after=a)
+    _task(arm, order, "c", 1)
+    _task(arm, order, "d", 1, after=b)
+    tl.add("fabric", 2.0)                # 0-2: only c fits with its predecessor run (it has none)
+    arm.run_while_fabric_busy(tl.free_s("fabric"))
+    assert order == ["c"]
+    arm.flush()
+    assert order == ["c", "a", "b", "d"] and arm.pending == 0
+    assert tl.free_s("arm") == 2 + 8 + 1 + 1          # after the last call, one after the other
+
+
+def test_after_must_name_a_task_this_tally_deferred():
+    arm = ArmTally()
+    h = arm.defer(lambda: None, ops=0)
+    for bad in (h + 1, -1, "0", 0.0):
+        with pytest.raises(ValueError, match="after= names a task"):
+            arm.defer(lambda: None, ops=0, after=bad)
+    assert arm.defer(lambda: None, ops=0, after=h) == h + 1 and arm.pending == 2
 
 
 def test_a_task_starts_no_earlier_than_the_call_it_runs_under():
@@ -168,7 +225,7 @@ def test_nothing_is_left_pending_at_the_end_of_a_training_step(small_digits):
                  (x_tr, y_tr), golden)
     deferred = []
     defer = tr.arm.defer
-    tr.arm.defer = lambda fn, ops: (deferred.append(fn), defer(fn, ops=ops))
+    tr.arm.defer = lambda fn, ops, after=None: (deferred.append(fn), defer(fn, ops=ops, after=after))[1]
     tr.train_step(x_tr[:32], y_tr[:32], 0)
     assert len(deferred) > 1 and tr.arm.pending == 0 and tr.arm._held == []
     # a task deferred after the flush (here: by the optimiser) would leak into the next step
@@ -204,7 +261,7 @@ def test_side_work_changes_when_it_runs_not_what_it_computes(digits, switches):
     for eager in (False, True):
         tr = Trainer(cfg, digits, backend)
         if eager:
-            tr.arm.defer = lambda fn, ops: fn()
+            tr.arm.defer = lambda fn, ops, after=None: fn()
         out.append((_digest(tr, tr.run()), tr.timeline))
     (deferred, tl_d), (eager, tl_e) = out
     assert deferred == eager
