@@ -31,8 +31,10 @@ def test_critical_path_is_the_sum_less_the_side_work_under_fabric_calls(small_di
 
 
 def _placing_side_work(monkeypatch, placed: list, replay: bool) -> None:
-    """Record how many side tasks each tallied call ran (``replay`` False), or run exactly as
-    many under each call again (True): the placement of a run, kept at another ARM rate."""
+    """Record which side tasks (their handles, in the order they ran: deferral order, since a
+    task passed over under a call stays passed over under it) each tallied call ran (``replay``
+    False), or run exactly those under each call again (True): the placement of a run, kept at
+    another ARM rate."""
     from e2train.device.nn_layers import ArmTally
     decide = ArmTally.run_while_fabric_busy
 
@@ -40,13 +42,14 @@ def _placing_side_work(monkeypatch, placed: list, replay: bool) -> None:
         if self._side or self.timeline is None:
             return
         if not replay:
-            before = self.pending
+            before = [t[0] for t in self._pending]
             decide(self, fabric_end_s)
-            placed.append(before - self.pending)
+            after = {t[0] for t in self._pending}
+            placed.append([h for h in before if h not in after])
             return
         self._place_held()
-        for _ in range(placed.pop(0)):
-            self._run_one()
+        for h in placed.pop(0):
+            self._run_one([t[0] for t in self._pending].index(h))
     monkeypatch.setattr(ArmTally, "run_while_fabric_busy", run_while_fabric_busy)
 
 
