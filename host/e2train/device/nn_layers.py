@@ -240,19 +240,29 @@ class ArmTally:
 
 
 # -- fully connected + loss -------------------------------------------------------------------
-# The classifier's weight gradient, deferred as side work, goes in tasks of at most this many
-# ARM ops (whole output rows, one at least), so that a task fits under the fabric calls it can
-# hide under. Chosen below the shortest calls that occur: in seed 0's digits comparison run
-# (resnet14, width 8, batch 64) 90% of the fabric calls last at least 4.5e-5 s (modelled), 5365
-# ops at the assumed 1.2e8 ops/s, the median 8.6e-5 s; a class row there is 2 x 64 x 32 = 4096
-# ops, so a task is one row (ten tasks of 0.034 ms in place of one of 0.34 ms).
-FC_GRAD_CHUNK_OPS = 5000
+# The classifier's weight gradient, deferred as side work, goes in tasks of whole output rows
+# (classes), at most this many ARM ops each but two rows at least, so that a task fits under
+# more of the fabric calls it can hide under. Two rows at least: numpy computes a one-row
+# product through gemv, which sums in another order than the whole product's gemm (OpenBLAS:
+# other bits in about half the cases tried), while row slices of two or more rows gave the
+# whole product's bits in every shape tried (tests/device/trainer/test_side_work.py checks
+# it), so the chunked gradient is the unchunked one, bit for bit. The figure: in seed 0's
+# digits comparison run (resnet14, width 8, batch 64) the median fabric call lasts 8.6e-5 s
+# (modelled), 10261 ops at the assumed 1.2e8 ops/s (90% last at least 4.5e-5 s, 5365 ops); a
+# class row there is 2 x 64 x 32 = 4096 ops, so a task is two rows, 8192 ops (68 us: five tasks
+# in place of one of 341 us), under the median call.
+FC_GRAD_CHUNK_OPS = 10_000
 
 
-def fc_grad_rows(n_samples: int, fan_in: int) -> int:
-    """Output rows (classes) per task of the classifier's deferred weight gradient: as many as
-    ``FC_GRAD_CHUNK_OPS`` allows (``mac_ops`` of n_samples x fan_in MACs a row), one at least."""
-    return max(1, FC_GRAD_CHUNK_OPS // mac_ops(n_samples * fan_in))
+def fc_grad_slices(n_samples: int, fan_in: int, fan_out: int) -> list[tuple[int, int]]:
+    """The (first, end) output rows of each task of the classifier's deferred weight gradient:
+    as many rows as ``FC_GRAD_CHUNK_OPS`` allows (``mac_ops`` of n_samples x fan_in MACs a row),
+    two at least; a one-row remainder joins the task before it."""
+    rows = max(2, FC_GRAD_CHUNK_OPS // max(1, mac_ops(n_samples * fan_in)))
+    cuts = list(range(0, fan_out, rows)) + [fan_out]
+    if len(cuts) > 2 and cuts[-1] - cuts[-2] == 1:
+        del cuts[-2]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 class Linear:
@@ -271,20 +281,17 @@ class Linear:
     def backward(self, gy: np.ndarray, x: np.ndarray, tally: ArmTally):
         """(input gradient, parameter gradients). The input gradient is what the fabric's
         backward waits for; the weight gradient only the optimiser reads, so it is side work
-        (``ArmTally.defer``), split by output rows (classes) into independent tasks of at most
-        ``FC_GRAD_CHUNK_OPS`` ARM ops (one row at least) so that each can fit under a short
-        call; its dict is filled when every task has run (at the latest when the tally flushes).
-        A task computes its rows' ``gy[:, rows].T @ x``: BLAS may sum a slice's dot products in
-        another order than the whole product's (OpenBLAS does, at some shapes), so the weight
-        gradient equals the unchunked product within float32 rounding, not bit for bit. The bias
-        (``gy.sum(0)``, a reduction numpy orders differently on a column slice) goes whole with
-        the first task, so it stays the unchunked sum, bit for bit."""
+        (``ArmTally.defer``), split by output rows (classes) into independent tasks
+        (``fc_grad_slices``) so that each can fit under a shorter call; its dict is filled when
+        every task has run (at the latest when the tally flushes). A task computes its rows'
+        ``gy[:, rows].T @ x`` (two rows at least: the whole product's bits, see
+        ``FC_GRAD_CHUNK_OPS``). The bias (``gy.sum(0)``, a reduction numpy orders otherwise on
+        a column slice) goes whole with the first task, so it stays the unchunked sum."""
         n, fan_out = gy.shape
         tally.macs(n * self.weight.size, "fc")
         grads: dict[str, np.ndarray] = {}
         weight = np.empty((fan_out, x.shape[1]), np.float32)
         bias = np.empty(fan_out, np.float32)
-        rows = fc_grad_rows(n, x.shape[1])
         left = [0]
 
         def rows_grad(r0: int, r1: int, n_macs: int) -> None:
@@ -295,8 +302,7 @@ class Linear:
             left[0] -= 1
             if left[0] == 0:
                 grads.update({"weight": weight, "bias": bias})
-        for r0 in range(0, fan_out, rows):
-            r1 = min(fan_out, r0 + rows)
+        for r0, r1 in fc_grad_slices(n, x.shape[1], fan_out):
             n_macs = n * (r1 - r0) * x.shape[1]
             left[0] += 1
             tally.defer(lambda r0=r0, r1=r1, m=n_macs: rows_grad(r0, r1, m), ops=mac_ops(n_macs))
