@@ -44,12 +44,19 @@ class PynqBackend:
         self.wait_s = 0.0
         self._idle = None                       # the driver's hook while a call runs (set_idle)
 
-    def set_idle(self, idle) -> None:
+    def set_idle(self, idle) -> bool:
         """``idle(remaining_s)`` runs one piece of the ARM's side work if it fits in the call's
         modelled time left and returns whether it ran one; the driver calls it between polls of
         every call (``driver.KernelDriver.wait``), with the call's modelled duration (the same
-        price the timeouts come from). None: plain polling."""
+        price the timeouts come from). None: plain polling. Returns whether the driver will run
+        the side work: not on a simulated board whose calls end at once (no board time passes
+        in a call there, it is modelled; the trainer's model places the side work by the same
+        rule instead)."""
+        if idle is not None and getattr(self.overlay.device, "calls_end_at_once", False):
+            self._idle = None
+            return False
         self._idle = idle
+        return idle is not None
 
     # --- buffers ----------------------------------------------------------------------
     def _buf(self, role: str, shape, dtype) -> np.ndarray:

@@ -245,8 +245,10 @@ class ArmTally:
 # more of the fabric calls it can hide under. Two rows at least: numpy computes a one-row
 # product through gemv, which sums in another order than the whole product's gemm (OpenBLAS:
 # other bits in about half the cases tried), while row slices of two or more rows gave the
-# whole product's bits in every shape tried (tests/device/trainer/test_side_work.py checks
-# it), so the chunked gradient is the unchunked one, bit for bit. The figure: in seed 0's
+# whole product's bits in every shape tried on an x86 host's OpenBLAS; the PYNQ image's
+# numpy 1.21 sums slices in another order (float32 rounding apart). Either way the trainer
+# computes this gradient by these slices, deferred or not, so its results do not depend on
+# where the tasks run (tests/device/trainer/test_side_work.py). The figure: in seed 0's
 # digits comparison run (resnet14, width 8, batch 64) the median fabric call lasts 8.6e-5 s
 # (modelled), 10261 ops at the assumed 1.2e8 ops/s (90% last at least 4.5e-5 s, 5365 ops); a
 # class row there is 2 x 64 x 32 = 4096 ops, so a task is two rows, 8192 ops (68 us: five tasks
@@ -284,8 +286,8 @@ class Linear:
         (``ArmTally.defer``), split by output rows (classes) into independent tasks
         (``fc_grad_slices``) so that each can fit under a shorter call; its dict is filled when
         every task has run (at the latest when the tally flushes). A task computes its rows'
-        ``gy[:, rows].T @ x`` (two rows at least: the whole product's bits, see
-        ``FC_GRAD_CHUNK_OPS``). The bias (``gy.sum(0)``, a reduction numpy orders otherwise on
+        ``gy[:, rows].T @ x`` (two rows at least: on an x86 OpenBLAS the whole product's bits, on
+        the PYNQ image's numpy within float32 rounding of it; see ``FC_GRAD_CHUNK_OPS``). The bias (``gy.sum(0)``, a reduction numpy orders otherwise on
         a column slice) goes whole with the first task, so it stays the unchunked sum."""
         n, fan_out = gy.shape
         tally.macs(n * self.weight.size, "fc")

@@ -323,6 +323,12 @@ class SimDevice(pynq.Device):
     def close(self):
         pass
 
+    @property
+    def calls_end_at_once(self) -> bool:
+        """A call is done at the first read of CTRL (no busy reads): no board time passes inside
+        it, so a driver polling it has no time to run the ARM's side work in (PynqBackend.set_idle)."""
+        return self.engine.busy_reads == 0
+
     # --- fault injection --------------------------------------------------------------
     def set_busy_reads(self, reads: int) -> None:
         """Make every call's first ``reads`` reads of CTRL find it busy (0: done at once)."""

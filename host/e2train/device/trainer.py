@@ -117,10 +117,10 @@ class Trainer:
         self.timeline = Timeline()             # fabric and ARM overlapped where the data allow
         self.arm = ArmTally(self.work, cfg.arm_ops_per_second, self.timeline)
         self.ktally = KernelTally(self.work, self.timeline, side_work=self.arm)
-        # a board's backend runs the ARM's side work while its driver polls a busy fabric
+        # a board's backend runs the ARM's side work while its driver polls a busy fabric; where
+        # calls end at once (the simulated board) the model places it by the same rule
         set_idle = getattr(backend, "set_idle", None)
-        if callable(set_idle):
-            set_idle(self.arm.idle)
+        if callable(set_idle) and set_idle(self.arm.idle):
             self.arm.side_work_by_driver = True
         self.eval_work = Work()                # evaluation is tallied apart from training
         self.n_batches = math.ceil(self.x_train.shape[0] / cfg.batch_size)
