@@ -231,7 +231,8 @@ class ResNet:
         n = g_logits.shape[0]
         n_pred = 0
         # the gates' BPTT a step per gated block, last first, as side work after its gate
-        # gradient is known (the penalty's gradient is known since the forward)
+        # gradient is known (the penalty's gradient is known since the forward), each block's
+        # embedding gradient a task after its step
         gated = [blk for blk, _ in cache["blocks"] if blk.gate is not None]
         pen = list(gate_penalty_grads) if gate_penalty_grads is not None else [None] * len(gated)
         if self.gates is not None:
@@ -257,6 +258,10 @@ class ResNet:
                 d = dg if pg is None else dg + pg
                 prev_step = arm.defer(lambda d=d: self.gates.backward_step(d, arm),
                                       ops=self.gates.backward_step_ops(blk.gate), after=prev_step)
+                # its embedding gradient needs its du, and nothing but the optimiser needs it:
+                # a task after the step, which the next step does not wait for
+                arm.defer(lambda i=blk.gate: self.gates.backward_embed(i, arm),
+                          ops=self.gates.backward_embed_ops(blk.gate), after=prev_step)
         c_stem, bn_stem = cache["stem"]
         g_y, s_gy, _, _, gbn, _ = self.stem_bn.backward(bn_stem, g, backend, ktally, arm)
         grads.update({f"stem.bn.{k}": v for k, v in gbn.items()})

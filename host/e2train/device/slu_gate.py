@@ -110,18 +110,22 @@ class GateNet:
         """BPTT through the shared cell. dgates[i]: dL/dg_i per sample (straight-through)."""
         self.backward_begin()
         for dg in reversed(dgates):
-            self.backward_step(dg, tally)
+            self.backward_embed(self.backward_step(dg, tally), tally)
         return self.backward_end()
 
     # The same BPTT a step at a time, last gate first, so that each step can run as soon as its
     # block's gate gradient is known (the trainer runs it as ARM side work under the fabric's
     # backward passes: nothing in the step reads the gates' gradients before the optimiser).
+    # A block's embedding gradient is a task of its own after its step: only the optimiser reads
+    # it and no later step needs it, so the chain of steps does not wait for it.
     def backward_begin(self) -> None:
         self._grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._dh_next = self._dc_next = None
+        self._embed_pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def backward_step(self, dg: np.ndarray, tally: ArmTally) -> None:
-        """One BPTT step: the last gate whose step has not run, with dL/dg per sample."""
+    def backward_step(self, dg: np.ndarray, tally: ArmTally) -> int:
+        """One BPTT step: the last gate whose step has not run, with dL/dg per sample. Leaves that
+        block's embedding gradient to ``backward_embed``; returns the gate's block index."""
         P, d, grads = self.params, self.d, self._grads
         step = _gru_backward if self.cell == "gru" else _lstm_backward
         i, e, u, h, state, h_new, p = self.caches.pop()
@@ -132,34 +136,78 @@ class GateNet:
         if self._dh_next is not None:
             dh = dh + self._dh_next
         dh_prev, self._dc_next, du = step(P, grads, u, h, state, dh, self._dc_next, d)
+        self._embed_pending[i] = (du, e)
+        self._dh_next = dh_prev
+        self._tally_step(e.shape[0], tally)
+        return i
+
+    def backward_embed(self, i: int, tally: ArmTally) -> None:
+        """Block i's embedding gradient from the du its backward step left (e, the pooled block
+        input, is not differentiated: the gate input is detached from the backbone)."""
+        if i not in self._embed_pending:
+            raise RuntimeError(f"gate {i}'s backward step has not run: its embedding gradient needs its du")
+        du, e = self._embed_pending.pop(i)
+        grads = self._grads
         grads[f"embed{i}.weight"] += du.T @ e
         grads[f"embed{i}.bias"] += du.sum(axis=0)
-        self._dh_next = dh_prev
-        self._tally_step(e, u, tally)
+        self._tally_embed(e.shape, tally)
 
     def backward_step_ops(self, i: int) -> int:
         """The ARM ops the backward step of gate ``i`` (whose forward ran this mini-batch) will
         tally: what ``ArmTally.defer`` is told when that step is deferred."""
-        for ci, e, u, *_ in self.caches:
+        count = OpCount()
+        self._tally_step(self._pooled(i).shape[0], count)
+        return count.total
+
+    def backward_embed_ops(self, i: int) -> int:
+        """The ARM ops ``backward_embed(i)`` will tally: what ``ArmTally.defer`` is told."""
+        count = OpCount()
+        self._tally_embed(self._pooled(i).shape, count)
+        return count.total
+
+    def _pooled(self, i: int) -> np.ndarray:
+        """Gate i's input e (N, C) of this mini-batch, whether its backward step ran or not."""
+        for ci, e, *_ in self.caches:
             if ci == i:
-                count = OpCount()
-                self._tally_step(e, u, count)
-                return count.total
+                return e
+        if i in getattr(self, "_embed_pending", {}):
+            return self._embed_pending[i][1]
         raise ValueError(f"gate {i} has no forward in this mini-batch to step back through")
 
-    def _tally_step(self, e: np.ndarray, u: np.ndarray, tally) -> None:
-        """A backward step's ARM work (twice the forward's matrix products), one place for the
-        tally and the count declared in advance."""
-        rows, *_, add = _COUNTS[self.cell]
-        n, d = e.shape[0], self.d
-        tally.macs(2 * n * (u.shape[1] * e.shape[1] + 2 * rows * d * d + d), "gate")
-        tally.ops("gate_ew", n * add * d)
+    def _tally_step(self, n: int, tally) -> None:
+        """A backward step's ARM work, one place for the tally and the count declared in advance:
+        the MACs of each matrix product the step runs (``_step_products``) and its element-wise
+        work (the bias sum of the embedding is ``_tally_embed``'s)."""
+        add = _COUNTS[self.cell][4]
+        tally.macs(sum(m for _, m in _step_products(self.cell, n, self.d)), "gate")
+        tally.ops("gate_ew", n * (add - 1) * self.d)
+
+    def _tally_embed(self, shape: tuple[int, int], tally) -> None:
+        """The embedding gradient's ARM work: du.T @ e, (d x N) @ (N x C), and the bias's sum
+        (one add per sample and unit)."""
+        n, c = shape
+        tally.macs(self.d * n * c, "gate")
+        tally.ops("gate_ew", n * self.d)
 
     def backward_end(self) -> dict[str, np.ndarray]:
         if self.caches:
             raise RuntimeError(f"{len(self.caches)} gate(s) still wait for their backward step")
+        if self._embed_pending:
+            raise RuntimeError(f"{len(self._embed_pending)} gate embedding gradient(s) still wait to be computed")
         grads, self._grads = self._grads, None
         return grads
+
+
+def _step_products(cell: str, n: int, d: int) -> list[tuple[str, int]]:
+    """The matrix products one backward step runs for n samples and d hidden units, each with
+    its MACs, in the order the step runs them (k = rows x d stacked gate rows)."""
+    k = _COUNTS[cell][0] * d
+    head = [("h_new.T @ dlogit", d * n), ("outer(dlogit, head.weight)", n * d)]
+    if cell == "gru":
+        return head + [("dgi.T @ u", k * n * d), ("dgh.T @ h", k * n * d),
+                       ("dgh @ wh", n * k * d), ("dgi @ wx", n * k * d)]
+    return head + [("da.T @ u", k * n * d), ("da.T @ h", k * n * d),
+                   ("da @ wh", n * k * d), ("da @ wx", n * k * d)]
 
 
 # -- the two cells: one step forward (h_new, what backward needs) and its backward ---------

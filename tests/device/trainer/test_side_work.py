@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from e2train.core.overlap import Timeline
-from e2train.device.nn_layers import ArmTally, Linear
+from e2train.device.nn_layers import ArmTally, Linear, op_count
 from e2train.device.nn_tally import KernelTally
 
 
@@ -138,9 +138,12 @@ def test_the_declared_counts_are_what_the_tasks_tally():
             net.forward(i, rng.standard_normal((3, c)).astype(np.float32), arm)
         net.backward_begin()
         for i in (1, 0):
-            arm.defer(lambda: net.backward_step(np.ones(3, np.float32), arm), ops=net.backward_step_ops(i))
+            step = arm.defer(lambda: net.backward_step(np.ones(3, np.float32), arm), ops=net.backward_step_ops(i))
+            arm.defer(lambda i=i: net.backward_embed(i, arm), ops=net.backward_embed_ops(i), after=step)
         with pytest.raises(ValueError, match="gate 2 has no forward"):
             net.backward_step_ops(2)
+        with pytest.raises(ValueError, match="gate 2 has no forward"):
+            net.backward_embed_ops(2)
         before = arm.by_kind["gate"]
         arm.flush()
         assert arm.by_kind["gate"] > before and net.backward_end()
@@ -202,14 +205,88 @@ def test_the_gates_bptt_step_by_step_needs_every_gate_and_tallies_as_gate_work()
         net.forward(i, rng.standard_normal((3, c)).astype(np.float32), arm)
     whole = {k: v.copy() for k, v in GateNet.backward(_copy(net), [np.ones(3, np.float32)] * 2, arm).items()}
     net.backward_begin()
-    net.backward_step(np.ones(3, np.float32), arm)
+    assert net.backward_step(np.ones(3, np.float32), arm) == 1
+    with pytest.raises(RuntimeError, match="gate 0's backward step has not run"):
+        net.backward_embed(0, arm)
     with pytest.raises(RuntimeError, match="1 gate"):
         net.backward_end()
-    net.backward_step(np.ones(3, np.float32), arm)
+    assert net.backward_step(np.ones(3, np.float32), arm) == 0
+    net.backward_embed(0, arm)                      # the embedding tasks in any order after their steps
+    with pytest.raises(RuntimeError, match="1 gate embedding gradient"):
+        net.backward_end()
+    net.backward_embed(1, arm)
     steps = net.backward_end()
     for k in whole:
         np.testing.assert_array_equal(steps[k], whole[k])
     assert arm.by_kind["gate"] > 0
+
+
+class _Counted(np.ndarray):
+    """An array that records the MACs of every matrix product it takes part in, from the
+    operands' shapes (out size x inner dimension); what derives from it is one too."""
+    macs: list = []
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kw):
+        args = [x.view(np.ndarray) if isinstance(x, _Counted) else x for x in inputs]
+        if "out" in kw:
+            kw["out"] = tuple(o.view(np.ndarray) if isinstance(o, _Counted) else o for o in kw["out"])
+        out = getattr(ufunc, method)(*args, **kw)
+        if ufunc is np.matmul:
+            _Counted.macs.append(int(np.size(out)) * np.shape(args[0])[-1])
+        return out.view(_Counted) if isinstance(out, np.ndarray) and "out" not in kw else out
+
+    def __array_function__(self, func, types, args, kwargs):      # np.concatenate and the like
+        out = super().__array_function__(func, types, args, kwargs)
+        return out.view(_Counted) if type(out) is np.ndarray else out
+
+
+class _Kinds:
+    """Records what a step tallies: MACs and element-wise ops apart."""
+
+    def __init__(self):
+        self.n_macs, self.elem = 0, 0
+
+    def macs(self, n, kind):
+        self.n_macs += n
+
+    def ops(self, kind, n):
+        self.elem += op_count(kind, n)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_gate_backward_step_tallies_the_macs_of_the_products_it_runs(cell, monkeypatch):
+    """Every matrix product a backward step and an embedding task run (the gate gradient wrapped
+    so that each product it reaches records its MACs from its operands' shapes, the head's outer
+    product by wrapping np.outer) is what they tally: no more (the embedding's input gradient
+    is never computed), no less; and the embedding's product is its own task's, not the step's."""
+    from e2train.device.slu_gate import GateNet
+    outer = np.outer
+
+    def counted_outer(a, b, out=None):
+        _Counted.macs.append(np.size(a) * np.size(b))
+        return outer(a, b, out)
+
+    monkeypatch.setattr(np, "outer", counted_outer)
+    rng = np.random.default_rng(3)
+    n, d, chans = 5, 4, (8, 6)                     # n, d and C apart: a swapped factor shows
+    net = GateNet(list(chans), [1, 2], d, rng, cell=cell)
+    arm = ArmTally(timeline=Timeline())
+    net.reset(n)
+    for i, c in enumerate(chans):
+        net.forward(i, rng.standard_normal((n, c)).astype(np.float32), arm)
+    net.backward_begin()
+    for i in (1, 0):
+        _Counted.macs = []
+        step = _Kinds()
+        assert net.backward_step(rng.standard_normal(n).astype(np.float32).view(_Counted), step) == i
+        assert _Counted.macs and sum(_Counted.macs) == step.n_macs
+        assert len(_Counted.macs) == 6              # head: two; cell: two weight grads, two input grads
+        _Counted.macs = []
+        emb = _Kinds()
+        net.backward_embed(i, emb)
+        assert _Counted.macs == [d * n * chans[i]] == [emb.n_macs]
+        assert emb.elem == op_count("gate_ew", n * d)   # the bias's sum
+    net.backward_end()
 
 
 def _copy(net):
