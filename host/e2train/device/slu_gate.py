@@ -66,6 +66,7 @@ class GateNet:
         self.h = np.zeros((n, self.d), np.float32)
         self.c = np.zeros((n, self.d), np.float32)
         self.caches: list[tuple] = []
+        self._embed_pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # block -> (du, e) of a step that ran
 
     def forward(self, i: int, e: np.ndarray, tally: ArmTally,
                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +122,7 @@ class GateNet:
     def backward_begin(self) -> None:
         self._grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._dh_next = self._dc_next = None
-        self._embed_pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._embed_pending = {}
 
     def backward_step(self, dg: np.ndarray, tally: ArmTally) -> int:
         """One BPTT step: the last gate whose step has not run, with dL/dg per sample. Leaves that
@@ -170,7 +171,7 @@ class GateNet:
         for ci, e, *_ in self.caches:
             if ci == i:
                 return e
-        if i in getattr(self, "_embed_pending", {}):
+        if i in self._embed_pending:
             return self._embed_pending[i][1]
         raise ValueError(f"gate {i} has no forward in this mini-batch to step back through")
 
