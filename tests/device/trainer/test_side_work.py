@@ -312,6 +312,39 @@ def test_nothing_is_left_pending_at_the_end_of_a_training_step(small_digits):
         tr.train_step(x_tr[:32], y_tr[:32], 1)
 
 
+def test_each_gate_step_names_the_step_before_and_its_embedding_task_names_its_step(small_digits):
+    """In a training step the chain of BPTT steps runs step to step: a block's embedding
+    gradient waits for its step (it reads its du), and no step waits for an embedding task."""
+    from e2train.core import golden
+    from e2train.device.trainer import Trainer
+    x_tr, y_tr, _, _ = small_digits
+    tr = Trainer(dict(model="resnet8", width=4, batch_size=32, progress_every=0, epochs=1, seed=0, slu_hidden=2,
+                      slu=True), (x_tr, y_tr), golden)
+    net = tr.model.gates
+    kinds = {}                                   # handle -> (the deferred function, the handle it names)
+    runs = []
+    for name in ("backward_step", "backward_embed"):
+        fn = getattr(net, name)
+        setattr(net, name, lambda *a, fn=fn, name=name: (runs.append(name), fn(*a))[1])
+    defer = tr.arm.defer
+
+    def recording_defer(fn, ops, after=None):
+        before = len(runs)
+        handle = defer(fn, ops=ops, after=after)
+        kinds[handle] = (fn, after)
+        assert len(runs) == before                # deferring runs nothing
+        return handle
+
+    tr.arm.defer = recording_defer
+    tr.train_step(x_tr[:32], y_tr[:32], 0)
+    steps = [h for h, (fn, _) in kinds.items() if "backward_step" in fn.__code__.co_names]
+    embeds = [h for h, (fn, _) in kinds.items() if "backward_embed" in fn.__code__.co_names]
+    assert len(steps) == len(embeds) == len(tr.model.gates.costs) > 1
+    assert [kinds[h][1] for h in steps] == [None] + steps[:-1]     # each step after the step before
+    assert [kinds[h][1] for h in embeds] == steps                  # each embedding task after its step
+    assert runs.count("backward_step") == runs.count("backward_embed") == len(steps)
+
+
 def _digest(tr, res) -> dict:
     import hashlib
     h = hashlib.sha256()
