@@ -318,8 +318,8 @@ def test_each_gate_step_names_the_step_before_and_its_embedding_task_names_its_s
     from e2train.core import golden
     from e2train.device.trainer import Trainer
     x_tr, y_tr, _, _ = small_digits
-    tr = Trainer(dict(model="resnet8", width=4, batch_size=32, progress_every=0, epochs=1, seed=0, slu_hidden=2,
-                      slu=True), (x_tr, y_tr), golden)
+    tr = Trainer(dict(model="resnet14", width=4, batch_size=32, progress_every=0, epochs=1, seed=0, slu_hidden=2,
+                      slu=True), (x_tr, y_tr), golden)     # resnet14: more than one gated block
     net = tr.model.gates
     kinds = {}                                   # handle -> (the deferred function, the handle it names)
     runs = []
