@@ -1,4 +1,4 @@
-"""The energy model: prices a ``Work`` tally (numpy-free, standard library only).
+"""The energy model: prices a ``Work`` tally (numpy and the core's own modules; no torch).
 
 Whatever ran was added to a :class:`e2train.core.work.Work`; this module turns it into joules.
 It is *modelled* energy, never measured: every caller that prints or saves a figure from here
@@ -47,6 +47,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .overlap import path_seconds
+from .perfmodel import fp32_extra_seconds
 from .shapes import ConvShape
 from .work import FP16, FP32, Work, mac_bits, mac_key, op_bits  # noqa: F401 (FP16/FP32 re-exported)
 
@@ -326,7 +327,6 @@ def _on_fp32_units(work: Work, widths: dict, drop: tuple = ()) -> Work:
     MACs of ``drop`` removed, on-chip and DRAM bytes scaled by the operand bytes per MAC after
     over before, and the fabric's re-keyed MACs timed on fp32 cells (``perfmodel``): the
     extra time is added to the summed time and to the critical path (the overlap is kept)."""
-    from .perfmodel import fp32_extra_seconds     # perfmodel does not import this module
     out = Work()
     before = after = 0
     moved = {}
