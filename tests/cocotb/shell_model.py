@@ -27,11 +27,19 @@ the pass accepts returns E2T_ERR_SHAPE, a sample list longer than the batch, an 
 written; a requantisation overflow returns E2T_ERR_OVERFLOW (the model writes nothing then;
 the C++ writes saturated codes).
 
+The weight-gradient pass follows hls/src/conv_bwd_weight_psg.cpp: one sweep in which every
+block's exact sums (the engine's DSPs, P) and G_msb (its predictor, acc_lo) run on the same
+beats, chunk by chunk, added into the partial sums; then the shell's decide-and-update loop,
+which is ``core.golden``'s ``psg_decide`` and ``sign_update`` (the rules the C++ mirrors); then
+the stats words the C++ writes, counted from the calls this model made. G_msb goes to the gmsb
+scratch only where the C++ spills it (beta_q > 0 and more weights than the on-chip partial
+sums hold). conv_fwd's BN sums (``BF_BN_SUMS``) are ``core.block_ops.conv_fwd_stats`` of the
+codes the output stage wrote (sum y and sum y^2 per channel), as the C++ accumulates them.
+
 Generic over ``kernel_iface.KernelIface``: the argument words are decoded from the iface's
 argument order and offsets, and the pass is chosen by the ``op`` argument
-(``kernel_iface.PASS_BY_OP``; ``PASSES`` here: the passes this model implements, forward and
-input gradient; the weight-gradient pass, the block operations (ops 3..5, HLS only) and
-conv_fwd's BN sums are not modelled and a call of any of them fails the bench).
+(``kernel_iface.PASS_BY_OP``; ``PASSES`` here: the three convolution passes). The block
+operations (ops 3..5) are HLS only, with no RTL to drive; a call of one fails the bench.
 """
 from __future__ import annotations
 
@@ -41,9 +49,9 @@ import numpy as np
 from cocotb.triggers import ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiMaster
 
-from e2train.core import engine_map
+from e2train.core import block_ops, engine_map, golden
 from e2train.core.fixedpoint import INT8, INT16, UINT8, requantize
-from e2train.core.kernel_args import check_mult
+from e2train.core.kernel_args import check_beta_q, check_mult
 from e2train.core.shapes import ConvShape, ShapeError
 from e2train.device import kernel_iface as ki
 from engine_model import Args
@@ -159,10 +167,12 @@ class ShellModel:
             await self.write(base + int(s) * per * values.itemsize, v)
 
     # --- checks, in the HLS kernels' order ------------------------------------------------
-    async def checked(self, a: dict) -> tuple[ConvShape, np.ndarray]:
+    async def checked(self, a: dict, scalars=None) -> tuple[ConvShape, np.ndarray]:
+        """The shape, the pass's scalars (``scalars(a)`` raises ValueError; default the
+        requantisation multiplier), then the sample list."""
         try:
             shape = ConvShape(a["n"], a["ci"], a["h"], a["wd"], a["co"], a["k"], a["stride"], a["pad"])
-            check_mult((a["mult_m"], a["mult_s"]))
+            (scalars or _mult_ok)(a)
         except (ShapeError, ValueError):
             raise KernelStatus(E2T_ERR_SHAPE) from None
         # e2t_samples_ok (hls/include/e2t_shape.h): the list's length, then each index, then
@@ -197,8 +207,6 @@ class ShellModel:
 
     # --- the passes ---------------------------------------------------------------------------
     async def conv_fwd(self, a: dict) -> int:
-        if a["b_flags"] & ki.BF_BN_SUMS:
-            raise NotImplementedError("the shell model does not accumulate conv_fwd's BN sums (b_flags BF_BN_SUMS)")
         shape, samples = await self.checked(a)
         xdt = np.uint8 if a["x_unsigned"] else np.int8
         fmt = UINT8 if a["relu"] else INT8
@@ -219,6 +227,9 @@ class ShellModel:
         except OverflowError:
             return E2T_ERR_OVERFLOW
         await self.write_samples(a["y"], samples, y.astype(fmt.dtype))
+        if a["b_flags"] & ki.BF_BN_SUMS:
+            # the output stage's BN sums of the codes it wrote: stats[co][2] = sum y, sum y^2
+            await self.write(a["stats"], block_ops.conv_fwd_stats(y.astype(fmt.dtype)))
         return ki.E2T_OK
 
     async def conv_bwd_data(self, a: dict) -> int:
@@ -239,8 +250,73 @@ class ShellModel:
         return ki.E2T_OK
 
 
+    async def conv_bwd_weight_psg(self, a: dict) -> int:
+        shape, samples = await self.checked(a, _psg_scalars_ok)
+        xdt = np.uint8 if a["x_unsigned"] else np.int8
+        x = await self.per_sample(a["x"], samples, (shape.ci, shape.h, shape.w), xdt)
+        g = await self.per_sample(a["g_y"], samples, (shape.co, shape.ho, shape.wo), np.int16)
+        w = (await self.read(a["w_master"], int(np.prod(shape.w_shape)), np.int32)).reshape(shape.w_shape)
+        beta_q, taps = a["beta_q"], shape.ci * shape.k * shape.k
+        R, C = self.rows, self.cols
+        n_blocks = -(-shape.co // R) * -(-taps // C)
+        listed = ConvShape(len(samples), shape.ci, shape.h, shape.w, shape.co, shape.k, shape.stride, shape.pad)
+        npos = len(samples) * shape.ho * shape.wo
+        if npos:
+            # one sweep: every block's exact sums and G_msb on the same beats (cell_en and the
+            # predictor's cells both the block's nr x nc)
+            calls = engine_map.wgrad_calls(x, g, listed, rows=R, cols=C)
+            unsigned = bool(a["x_unsigned"])
+            results = await self.engine(calls, lambda c: Args(2, unsigned, True, True, True, True, c.cell_en,
+                                                              pred_rows=c.place["exact"]["nr"],
+                                                              pred_cols=c.place["exact"]["nc"]))
+            g_exact = engine_map.wgrad_sum(calls, results, listed, "exact").reshape(shape.w_shape)
+            g_msb = engine_map.wgrad_sum(calls, results, listed, "pred").reshape(shape.w_shape)
+            terms = sum(c.beats * c.place["exact"]["nr"] * c.place["exact"]["nc"] for c in calls)
+            beats = sum(c.beats for c in calls)
+        else:
+            g_exact = g_msb = np.zeros(shape.w_shape, np.int64)
+            terms = beats = 0
+        if g_exact.size and (g_exact.max() > ACC_MAX or g_exact.min() < -ACC_MAX - 1):
+            return E2T_ERR_OVERFLOW                 # a 48-bit sum out of range: W untouched
+        sign, predicted, amax = golden.psg_decide(g_msb, g_exact, beta_q if npos else 0)
+        w_new = golden.sign_update(w, sign, a["lr_q"], a["wd_q"])
+        spill = beta_q > 0 and npos > 0 and not _one_group(shape, R, C)
+        if spill:
+            await self.write(a["gmsb"], g_msb.astype(np.int64))
+        await self.write(a["sign"], sign.astype(np.int8))
+        await self.write(a["predicted"], predicted.astype(np.uint8))
+        await self.write(a["w_master"], w_new.astype(np.int32))
+        stats = np.zeros(ki.PSG_STATS_LEN, np.int64)
+        stats[:8] = (int(predicted.sum()), amax, int(np.abs(w_new.astype(np.int64)).max()), terms, n_blocks, terms,
+                     beats, w_new.size if spill else 0)
+        await self.write(a["stats"], stats)
+        return ki.E2T_OK
+
+
 # The passes this model implements, by kernel_iface pass name (dispatch picks one by op).
-PASSES = {"conv_fwd": ShellModel.conv_fwd, "conv_bwd_data": ShellModel.conv_bwd_data}
+PASSES = {"conv_fwd": ShellModel.conv_fwd, "conv_bwd_data": ShellModel.conv_bwd_data,
+          "conv_bwd_weight_psg": ShellModel.conv_bwd_weight_psg}
+
+ACC_MAX = (1 << 47) - 1          # the engine's 48-bit P (psg::kAccMax)
+
+
+def _mult_ok(a: dict) -> None:
+    check_mult((a["mult_m"], a["mult_s"]))
+
+
+def _psg_scalars_ok(a: dict) -> None:
+    """wgrad_pass's scalar checks: beta_q in [0, 2^16], 0 <= lr_q < 2^30, 0 <= wd_q < 2^30."""
+    check_beta_q(a["beta_q"])
+    if not (0 <= a["lr_q"] < 1 << 30 and 0 <= a["wd_q"] < 1 << 30):
+        raise ValueError("lr_q or wd_q out of range")
+
+
+def _one_group(shape: ConvShape, R: int, C: int) -> bool:
+    """wgrad::one_group: the layer's partial sums all on chip (its G_msb never spills)."""
+    part, taps = engine_map.WGRAD_PART_WEIGHTS, shape.ci * shape.k * shape.k
+    rows_per_group = (part // (R * taps)) * R if R * taps <= part else R
+    cols_per_group = taps if R * taps <= part else (part // (R * C)) * C
+    return shape.co <= rows_per_group and taps <= cols_per_group
 
 
 def _sums(rows: list, R: int, C: int) -> dict:

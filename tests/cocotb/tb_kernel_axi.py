@@ -19,6 +19,11 @@ kernel_iface.E2T_ENGINE, and the engine train_engine_hls.v). The driver's pass m
   the driver still finishes (ap_idle with ap_start taken) with a correct y.
 * ``driver_conv_bwd_data_vs_golden``: the same for ``EngineDriver.conv_bwd_data`` and
   ``core.golden.conv_bwd_data``, on the same top (op 1).
+* ``driver_conv_bwd_weight_psg_vs_golden``: the same for the PSG weight gradient (op 2): the
+  updated master weights (an inout buffer), signs, decisions and the stats words against
+  ``core.golden.conv_bwd_weight_psg``, predictor on and off; a call with lr_q out of range is
+  refused before the engine runs. ``driver_conv_fwd_vs_golden`` also takes one call with
+  BN's batch sums on (``BF_BN_SUMS``).
 
 Environment: ENG_ROWS, ENG_COLS.
 """
@@ -34,8 +39,8 @@ from cocotb.task import bridge
 from cocotb.triggers import ReadOnly, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
-from e2train.core import golden
-from e2train.core.fixedpoint import Dyadic
+from e2train.core import block_ops, golden
+from e2train.core.fixedpoint import MASTER_LIMIT, Dyadic, beta_to_fixed
 from e2train.core.shapes import ConvShape
 from e2train.device import kernel_iface as ki
 from e2train.device.driver import DRIVERS, KernelError
@@ -188,14 +193,16 @@ def _fwd_case(rng, shape: ConvShape, unsigned: bool):
     return x, w, bias, mult
 
 
-def _run_fwd(drv, x, w, bias, y0, samples, shape, unsigned, relu, mult, has_bias=1, k=None):
-    """The host program: pynq buffers, one driver call; returns y as the ARM reads it."""
+def _run_fwd(drv, x, w, bias, y0, samples, shape, unsigned, relu, mult, has_bias=1, k=None, bn_sums=None):
+    """The host program: pynq buffers, one driver call; returns y as the ARM reads it (and,
+    given ``bn_sums``, the initial int64[co][2] stats buffer, the BN sums read back)."""
     bx, bw, bb, by, bs = (buffer(a) for a in (x, w, bias, y0, samples))
+    extra = {} if bn_sums is None else {"stats": buffer(bn_sums), "b_flags": ki.BF_BN_SUMS}
     drv.conv_fwd(x=bx, w=bw, bias=bb, y=by, samples=bs, n_samples=len(samples), n=shape.n, ci=shape.ci,
                  h=shape.h, wd=shape.w, co=shape.co, k=shape.k if k is None else k, stride=shape.stride,
                  pad=shape.pad, x_unsigned=int(unsigned), has_bias=has_bias, relu=int(relu),
-                 mult_m=mult.m, mult_s=mult.s)
-    return np.array(by)
+                 mult_m=mult.m, mult_s=mult.s, **extra)
+    return np.array(by) if bn_sums is None else (np.array(by), np.array(extra["stats"]))
 
 
 @cocotb.test()
@@ -219,7 +226,19 @@ async def driver_conv_fwd_vs_golden(dut):
         assert shell.last_args["op"] == ki.PASSES["conv_fwd"].op and shell.last_args["g_y"] == 0
         dut._log.info(f"{shape}: y = golden bit for bit ({shell.engine_calls} engine calls so far, "
                       f"{board.register_writes} register writes, {board.register_reads} reads)")
-    assert drv.calls == len(cases) and shell.calls == len(cases)
+    # BN's batch sums from the output stage (b_flags BF_BN_SUMS): sum y, sum y^2 per channel of
+    # the listed samples' codes, into the stats buffer
+    shape, samples = ConvShape(3, 2, 4, 4, 3, 3, 1, 1), np.array([0, 2], np.int32)
+    x, w, bias, mult = _fwd_case(rng, shape, True)
+    y0 = np.zeros(shape.y_shape, np.uint8)
+    got, sums = await bridge(_run_fwd)(drv, x, w, bias, y0, samples, shape, True, True, mult,
+                                       bn_sums=np.full((shape.co, 2), -7, np.int64))
+    want = golden.conv_fwd(x, w, bias, mult, stride=1, pad=1, relu=True, samples=samples, out=y0.copy())
+    assert np.array_equal(got, want), "y is wrong with the BN sums on"
+    want_sums = block_ops.conv_fwd_stats(want, samples)
+    assert np.array_equal(sums, want_sums), f"BN sums {sums.tolist()}, want {want_sums.tolist()}"
+    assert shell.last_args["b_flags"] == ki.BF_BN_SUMS and shell.last_args["stats"] != 0
+    assert drv.calls == len(cases) + 1 and shell.calls == len(cases) + 1
 
 
 @cocotb.test()
@@ -314,3 +333,78 @@ async def driver_conv_bwd_data_vs_golden(dut):
         assert shell.last_args["op"] == ki.PASSES["conv_bwd_data"].op and shell.last_args["x"] == 0
         dut._log.info(f"{shape}: g_x = golden bit for bit")
     assert drv.calls == 2 and drv.pass_calls["conv_bwd_data"] == 2
+
+
+def _run_wgrad(drv, x, g, wm, samples, shape, unsigned, beta_q, lr_q, wd_q, gmsb0):
+    """The host program of a weight-gradient call; returns the buffers as the ARM reads them
+    after it: w_master (in and out), sign, predicted, the gmsb scratch, stats."""
+    bx, bg, bw, bs, bgm = (buffer(a) for a in (x, g, wm, samples, gmsb0))
+    bsign = buffer(np.full(shape.w_shape, 0x55, np.int8))
+    bpred = buffer(np.full(shape.w_shape, 7, np.uint8))
+    bst = buffer(np.full(ki.PSG_STATS_LEN, -9, np.int64))
+    drv.conv_bwd_weight_psg(x=bx, g_y=bg, w_master=bw, sign=bsign, predicted=bpred, gmsb=bgm, stats=bst,
+                            samples=bs, n_samples=len(samples), n=shape.n, ci=shape.ci, h=shape.h, wd=shape.w,
+                            co=shape.co, k=shape.k, stride=shape.stride, pad=shape.pad, x_unsigned=int(unsigned),
+                            beta_q=beta_q, lr_q=lr_q, wd_q=wd_q)
+    return tuple(np.array(b) for b in (bw, bsign, bpred, bgm, bst))
+
+
+def _wgrad_case(rng, shape: ConvShape, unsigned: bool):
+    lo, hi = (0, 256) if unsigned else (-128, 128)
+    x = rng.integers(lo, hi, shape.x_shape).astype(np.uint8 if unsigned else np.int8)
+    g = rng.integers(-32768, 32768, shape.y_shape).astype(np.int16)
+    x.reshape(-1)[:2] = (255, 255) if unsigned else (-128, 127)
+    g.reshape(-1)[:2] = (-32768, 32767)
+    wm = rng.integers(-(1 << 29), 1 << 29, shape.w_shape).astype(np.int32)
+    wm.reshape(-1)[:2] = (MASTER_LIMIT, -MASTER_LIMIT)       # the update saturates here
+    return x, g, wm
+
+
+@cocotb.test()
+async def driver_conv_bwd_weight_psg_vs_golden(dut):
+    """The PSG weight gradient through the driver (op 2): every exact MAC and every predictor
+    product in the RTL engine, the decision and the sign update of the int32 master weights
+    (an inout buffer: flushed before, invalidated after) equal to ``core.golden`` bit for bit,
+    and the stats words the C++ writes."""
+    board, drv, shell = await board_with_shell(dut)
+    rng = np.random.default_rng(9)
+    cases = [(ConvShape(3, 2, 4, 4, 3, 3, 1, 1), True, beta_to_fixed(0.05), np.array([2, 0], np.int32)),
+             (ConvShape(2, 3, 5, 4, 2, 3, 2, 1), False, 0, np.array([1], np.int32)),
+             (ConvShape(2, 2, 3, 3, 2, 1, 1, 0), True, beta_to_fixed(0.5), np.array([0, 1], np.int32))]
+    lr_q, wd_q = 1 << 14, 3 << 18
+    for shape, unsigned, beta_q, samples in cases:
+        x, g, wm = _wgrad_case(rng, shape, unsigned)
+        gmsb0 = np.full(shape.w_shape, 0x1234, np.int64)
+        got_w, got_sign, got_pred, got_gmsb, got_stats = await bridge(_run_wgrad)(
+            drv, x, g, wm, samples, shape, unsigned, beta_q, lr_q, wd_q, gmsb0)
+        want = golden.conv_bwd_weight_psg(x, g, wm.copy(), stride=shape.stride, pad=shape.pad, beta_q=beta_q,
+                                          lr_q=lr_q, wd_q=wd_q, samples=samples)
+        for what, a, b in (("w_master", got_w, want.w_master), ("sign", got_sign, want.sign),
+                           ("predicted", got_pred, want.predicted.astype(np.uint8))):
+            bad = np.argwhere(a != b)
+            assert not bad.size, f"{shape} beta_q={beta_q}: {what} differs from golden at {bad[:4].tolist()}"
+        if beta_q:
+            assert 0 < want.n_predicted < wm.size, f"{shape}: the case decides {want.n_predicted} of {wm.size}"
+        npos, nw = len(samples) * shape.ho * shape.wo, wm.size
+        blocks = -(-shape.co // ROWS) * -(-(shape.ci * shape.k * shape.k) // COLS)
+        want_stats = [want.n_predicted, want.gmsb_absmax, int(np.abs(want.w_master.astype(np.int64)).max()),
+                      npos * nw, blocks, npos * nw, npos * blocks, 0]
+        assert got_stats.tolist() == want_stats, f"{shape}: stats {got_stats.tolist()}, want {want_stats}"
+        assert (got_gmsb == 0x1234).all(), "one weight group keeps G_msb on chip: the scratch is not written"
+        assert shell.last_args["op"] == ki.PASSES["conv_bwd_weight_psg"].op and shell.last_args["w"] == 0
+        dut._log.info(f"{shape} beta_q={beta_q}: W, sign, predicted = golden ({want.n_predicted}/{nw} decided)")
+    # a refused call: lr_q out of range, status 1 before anything is read or written
+    shape, samples = cases[0][0], np.array([0], np.int32)
+    x, g, wm = _wgrad_case(rng, shape, True)
+    calls_before = shell.engine_calls
+
+    def refused():
+        try:
+            _run_wgrad(drv, x, g, wm, samples, shape, True, 100, 1 << 30, 0, np.zeros(shape.w_shape, np.int64))
+        except KernelError as e:
+            return str(e)
+        return None
+    msg = await bridge(refused)()
+    assert msg is not None and "status 0x1" in msg, f"lr_q = 2^30: {msg}"
+    assert shell.engine_calls == calls_before, "a refused call ran the engine"
+    assert drv.pass_calls["conv_bwd_weight_psg"] == len(cases)
