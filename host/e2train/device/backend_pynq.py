@@ -3,11 +3,27 @@ conv passes, conv_fwd's BN sums, and the block operations ``bn_act``, ``bn_bwd_r
 ``bn_bwd_apply``), with the same signatures and results, computed by the fabric's one IP, each
 an op of e2t_engine (or by the simulated board).
 
-Each call copies the arrays into pynq buffers, lets the driver flush, start, wait and
-invalidate, and copies the results out; while the driver waits for a call it runs the ARM's
-side work through the hook the trainer sets (``set_idle``). Buffers are kept per role and grown when a larger
-shape comes, so a training step does not allocate (contiguous memory is scarce on a board
-and allocation is slow there). Not thread-safe: one caller at a time, as the kernels.
+Tensors stay where the fabric wrote them. Once a caller has marked a training step
+(``begin_step``, which the trainer calls before each step and each evaluation batch), every
+activation-sized output (y, o, g_m, g_y, g_x) is written into the next buffer of a *step
+arena* and handed back as a numpy view of it; a later call that takes that view as an input
+passes the buffer itself to the kernel, with no copy. On a board the ARM would otherwise
+memcpy every tensor into a CMA buffer and back out around every call (about 7 MB a step on
+the demo's model, more than its modelled step time at any plausible Cortex-A9 memcpy rate);
+now it copies only what the ARM made (the network input, the loss gradient, weights, master
+weights) and the small outputs (sums, signs, statistics). Arena buffers are reused from the
+next ``begin_step`` on, in the same order, so after the first step a step allocates nothing;
+an array from a step before the last ``begin_step`` must not be read any more (the trainer
+keeps none). The arena is capped (``arena_bytes``); past the cap, or before any
+``begin_step``, outputs go through per-role buffers and are copied out, as every call did
+before. ``copy_stats`` counts the bytes copied and the bytes passed in place.
+
+The driver flushes every buffer it hands the kernel before the call (outputs too, so no
+dirty line can land on what the kernel writes) and invalidates the outputs after it; rows
+the kernel does not write (samples not listed) are zeroed by the ARM after the invalidate,
+so a view reads as the golden model's result. While the driver waits for a call it runs the
+ARM's side work through the hook the trainer sets (``set_idle``). Not thread-safe: one
+caller at a time, as the kernels.
 """
 from __future__ import annotations
 
@@ -27,6 +43,10 @@ from .driver import DEFAULT_TIMEOUT_S
 # A call may take this many times its modelled duration before it counts as hung (the
 # model is an estimate; a hung fabric never finishes at all).
 TIMEOUT_MARGIN = 20.0
+# The step arena's cap. A ResNet-20 CIFAR step at batch 64 writes about 95 MB of activation
+# outputs; the cap keeps the arena inside a CMA region of modest size, and what does not fit
+# is copied as before. Raise it where the board's CMA region is larger.
+ARENA_BYTES = 64 << 20
 
 
 class PynqBackend:
@@ -34,11 +54,17 @@ class PynqBackend:
 
     name = "pynq"
 
-    def __init__(self, overlay, timeout_s: float | None = None):
+    def __init__(self, overlay, timeout_s: float | None = None, arena_bytes: int = ARENA_BYTES):
         self.overlay = overlay
         self.engine = overlay.engine            # driver.EngineDriver: one method per pass
         self.timeout_s = timeout_s
         self._bufs: dict[str, pynq.buffer.PynqBuffer] = {}
+        self.arena_bytes = int(arena_bytes)
+        self._arena: list = []                  # the step arena's buffers, in the order handed out
+        self._arena_at: dict[int, int] = {}     # a buffer's data pointer -> its index
+        self._slot: int | None = None           # the next index; None: no step begun, no arena
+        self.copied_bytes = {"in": 0, "out": 0}   # what the ARM copied into and out of CMA buffers
+        self.in_place_bytes = 0                 # inputs passed as the buffer the kernel wrote them in
         self.calls = {name: 0 for name in ki.PASSES}
         self.skipped_calls = {name: 0 for name in ki.PASSES}   # empty sample lists: no call
         self.wait_s = 0.0
@@ -72,9 +98,98 @@ class PynqBackend:
         return cur[:need].view(dtype).reshape(shape)
 
     def _put(self, role: str, a: np.ndarray, dtype=None) -> np.ndarray:
+        """An input for the kernel: the arena buffer it already lies in, else a copy in the role's
+        buffer."""
+        a = np.asarray(a)
+        if dtype is None or np.dtype(dtype) == a.dtype:
+            at = self._resident(a)
+            if at is not None:
+                self.in_place_bytes += a.nbytes
+                return at
         b = self._buf(role, a.shape, dtype or a.dtype)
         b[...] = a
+        self.copied_bytes["in"] += b.nbytes
         return b
+
+    # --- the step arena -----------------------------------------------------------------
+    def begin_step(self) -> None:
+        """A training step (or an evaluation batch) begins: the arena's buffers are handed out
+        again from the first, so the previous step's outputs are overwritten from here on."""
+        self._slot = 0
+
+    def copy_stats(self) -> dict:
+        """Bytes the ARM copied into and out of CMA buffers, and inputs passed in place."""
+        return {"copied_in": self.copied_bytes["in"], "copied_out": self.copied_bytes["out"],
+                "in_place": self.in_place_bytes, "arena_buffers": len(self._arena),
+                "arena_bytes": sum(b.nbytes for b in self._arena)}
+
+    def _resident(self, a: np.ndarray):
+        """The kernel's view of ``a`` when ``a`` is (the start of) an arena buffer, else None."""
+        if not a.flags.c_contiguous or a.size == 0:
+            return None
+        i = self._arena_at.get(a.__array_interface__["data"][0])
+        if i is None or self._arena[i].nbytes < a.nbytes:
+            return None
+        return self._arena[i][: a.nbytes].view(a.dtype).reshape(a.shape)
+
+    def _arena_out(self, shape, dtype):
+        """The next arena buffer as an output of ``shape``, or None (no step begun, or over the
+        cap or out of contiguous memory: the caller copies out of a role buffer)."""
+        if self._slot is None:
+            return None
+        dtype = np.dtype(dtype)
+        need = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+        i = self._slot
+        cur = self._arena[i] if i < len(self._arena) else None
+        if cur is None or cur.nbytes < need:
+            held = sum(b.nbytes for b in self._arena) - (cur.nbytes if cur is not None else 0)
+            if held + need > self.arena_bytes:
+                return None
+            try:
+                new = pynq.allocate((need,), np.uint8, target=self.overlay.device)
+            except (RuntimeError, MemoryError):
+                return None
+            if cur is not None:
+                del self._arena_at[cur.__array_interface__["data"][0]]
+                self._arena[i] = new          # the old one goes when no view of it is left
+            else:
+                self._arena.append(new)
+            self._arena_at[new.__array_interface__["data"][0]] = i
+            cur = new
+        self._slot = i + 1
+        return cur[: int(np.prod(shape, dtype=np.int64)) * dtype.itemsize].view(dtype).reshape(shape)
+
+    def _output(self, role: str, shape, dtype, fill: np.ndarray | None = None):
+        """A call's activation-sized output: an arena buffer, or the role's buffer when the
+        caller gave its own ``out`` (``fill``) or the arena has none."""
+        if fill is None:
+            buf = self._arena_out(shape, dtype)
+            if buf is not None:
+                return buf
+        return self._buf(role, shape, dtype)
+
+    def _result(self, buf, rows, shape, dtype, fill: np.ndarray | None = None) -> np.ndarray:
+        """What a call returns from its output buffer ``buf``, of which the kernel wrote
+        ``rows`` (an index array or a slice): an arena buffer is handed back in place, its other
+        rows zeroed; a role buffer is copied out into zeros (or into ``fill``, the caller's out)."""
+        if fill is None and self._is_arena(buf):
+            if not (isinstance(rows, slice) and rows == slice(None)):
+                keep = np.zeros(shape[0], bool)
+                keep[rows] = True
+                buf[~keep] = 0
+            return np.asarray(buf).view(np.ndarray)
+        out = np.zeros(shape, dtype) if fill is None else fill
+        out[rows] = buf[rows]
+        self.copied_bytes["out"] += out[rows].nbytes
+        return out
+
+    def _copy_out(self, buf) -> np.ndarray:
+        self.copied_bytes["out"] += buf.nbytes
+        return np.array(buf)
+
+    def _is_arena(self, buf) -> bool:
+        i = self._arena_at.get(np.asarray(buf).__array_interface__["data"][0])
+        return i is not None
 
     def _samples(self, idx: np.ndarray) -> np.ndarray:
         # a zero-length list still needs a valid pointer; the kernel reads none of it
@@ -99,6 +214,7 @@ class PynqBackend:
     # --- the backend interface --------------------------------------------------------
     def conv_fwd(self, x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: bool = False,
                  samples=None, out: np.ndarray | None = None, stats: np.ndarray | None = None) -> np.ndarray:
+        fill = out
         a = kernel_args.check_conv_fwd(x, w, bias, mult, stride=stride, pad=pad, relu=relu,
                                        samples=samples, out=out)
         shape, idx, out, bias = a.shape, a.idx, a.out, a.bias
@@ -109,7 +225,7 @@ class PynqBackend:
                 stats[...] = 0     # sums over no sample
             return out
         sbuf = self._samples(idx)
-        y = self._buf("y", shape.y_shape, a.fmt.dtype)
+        y = self._output("y", shape.y_shape, a.fmt.dtype, fill)
         sums = self._buf("stats", (shape.co, 2), np.int64) if stats is not None else 0
         self._run("conv_fwd", shape,
                   x=self._put("x", x), w=self._put("w", w),
@@ -117,25 +233,26 @@ class PynqBackend:
                   y=y, stats=sums, samples=sbuf, n_samples=idx.size, **_shape_args(shape),
                   x_unsigned=int(x.dtype == np.uint8), has_bias=int(bias is not None), relu=int(bool(relu)),
                   **_mult(a.mult), b_flags=ki.BF_BN_SUMS if stats is not None else 0)
-        out[idx] = y[idx]          # the kernel wrote only the listed samples
+        out = self._result(y, idx, shape.y_shape, a.fmt.dtype, fill)   # the kernel wrote the listed samples
         if stats is not None:
             stats[...] = sums
+            self.copied_bytes["out"] += sums.nbytes
         return out
 
     def conv_bwd_data(self, g_y, w, mult: Dyadic, *, in_hw: tuple[int, int], stride: int = 1, pad: int = 0,
                       samples=None, out: np.ndarray | None = None) -> np.ndarray:
+        fill = out
         a = kernel_args.check_conv_bwd_data(g_y, w, mult, in_hw=in_hw, stride=stride, pad=pad,
                                             samples=samples, out=out)
         shape, idx, out = a.shape, a.idx, a.out
         if idx.size == 0:
             self.skipped_calls["conv_bwd_data"] += 1
             return out
-        gx = self._buf("g_x", shape.x_shape, np.int16)
+        gx = self._output("g_x", shape.x_shape, np.int16, fill)
         self._run("conv_bwd_data", shape, g_y=self._put("g_y", g_y), w=self._put("w", w), g_x=gx,
                   samples=self._samples(idx), n_samples=idx.size, **_shape_args(shape),
                   **_mult(a.mult))
-        out[idx] = gx[idx]
-        return out
+        return self._result(gx, idx, shape.x_shape, np.int16, fill)
 
     def conv_bwd_weight_psg(self, x, g_y, w_master, *, stride: int = 1, pad: int = 0, beta_q: int,
                             lr_q: int, wd_q: int = 0, samples=None) -> PsgResult:
@@ -152,7 +269,7 @@ class PynqBackend:
                   sign=sign, predicted=pred, gmsb=self._buf("gmsb", shape.w_shape, np.int64), stats=stats,
                   samples=sbuf, n_samples=idx.size, **_shape_args(shape),
                   x_unsigned=int(x.dtype == np.uint8), beta_q=int(beta_q), lr_q=int(lr_q), wd_q=int(wd_q))
-        return PsgResult(np.array(wm), np.array(sign), np.array(pred) != 0,
+        return PsgResult(self._copy_out(wm), self._copy_out(sign), self._copy_out(pred) != 0,
                          int(stats[ki.STAT_GMSB_ABSMAX]))
 
     # --- the block operations (core.block_ops; docs/fixed-point.md section 9) ------------------
@@ -168,7 +285,7 @@ class PynqBackend:
             return np.zeros((n, c, h, w), odt), np.zeros((n, c), np.int64), np.zeros(n, np.int64)
         coef = self._buf("b_coef", (2, c), np.int64)
         coef[0], coef[1] = chk.a, chk.b
-        o = self._buf("b_o", (n, c, h, w), odt)
+        o = self._output("b_o", (n, c, h, w), odt)
         sums = self._buf("b_sums", (n * c + n,), np.int64)
         flags = (ki.BF_RELU if relu else 0) | (ki.BF_RESIDUAL if r is not None else 0)
         self._run_block("bn_act", chk.nchw, idx.size, dict(residual=r is not None),
@@ -179,9 +296,10 @@ class PynqBackend:
         # the kernel writes the samples it processes: every one with a shortcut, only the listed
         # ones without (the buffers' other rows hold an earlier call's data: the others are 0)
         rows = slice(None) if r is not None else idx
-        out = np.zeros((n, c, h, w), odt)
+        out = self._result(o, rows, (n, c, h, w), odt)
         pooled, vmax = np.zeros((n, c), np.int64), np.zeros(n, np.int64)
-        out[rows], pooled[rows], vmax[rows] = o[rows], sums[: n * c].reshape(n, c)[rows], sums[n * c:][rows]
+        pooled[rows], vmax[rows] = sums[: n * c].reshape(n, c)[rows], sums[n * c:][rows]
+        self.copied_bytes["out"] += sums.nbytes
         return out, pooled, vmax
 
     def bn_bwd_reduce(self, o, y, g_a, *, ma: int = 1, g_b=None, mb: int = 0, b_shortcut: Shortcut = IDENTITY,
@@ -192,7 +310,7 @@ class PynqBackend:
                                               r=r, r_shortcut=r_shortcut, samples=samples)
         (n, c, h, w), idx = chk.nchw, chk.idx
         # g_m and the gate sums cover every sample whatever the list: the call always runs
-        g_m = self._buf("b_gm", (n, c, h, w), np.int16)
+        g_m = self._output("b_gm", (n, c, h, w), np.int16)
         sums = self._buf("b_sums", (3 * c + 2 * n,), np.int64)
         flags = (ki.BF_RESIDUAL if r is not None else 0) | (ki.BF_TWO_SOURCES if g_b is not None else 0)
         self._run_block("bn_bwd_reduce", chk.nchw, idx.size, dict(two_sources=g_b is not None, gate=r is not None),
@@ -202,24 +320,23 @@ class PynqBackend:
                                        b_shortcut),
                         b_gm=g_m, b_sums=sums, samples=self._samples(idx), n_samples=idx.size, n=n, h=h, wd=w,
                         co=c, b_flags=flags, b_shift=int(shift), b_m1=int(ma), b_m2=int(mb))
-        return np.array(g_m), np.array(sums[: 3 * c]).reshape(c, 3), np.array(sums[3 * c:]).reshape(n, 2)
+        return (self._result(g_m, slice(None), (n, c, h, w), np.int16), self._copy_out(sums[: 3 * c]).reshape(c, 3),
+                self._copy_out(sums[3 * c:]).reshape(n, 2))
 
     def bn_bwd_apply(self, g_m, y, p, q, t, shift: int, *, samples=None) -> np.ndarray:
         g_m, y = np.asarray(g_m), np.asarray(y)
         chk = kernel_args.check_bn_bwd_apply(g_m, y, p, q, t, shift, samples=samples)
         (n, c, h, w), idx = chk.nchw, chk.idx
-        out = np.zeros((n, c, h, w), np.int16)
         if idx.size == 0:
             self.skipped_calls["bn_bwd_apply"] += 1
-            return out
+            return np.zeros((n, c, h, w), np.int16)
         coef = self._buf("b_coef", (3, c), np.int64)
         coef[0], coef[1], coef[2] = chk.p, chk.q, chk.t
-        g_y = self._buf("b_gy", (n, c, h, w), np.int16)
+        g_y = self._output("b_gy", (n, c, h, w), np.int16)
         self._run_block("bn_bwd_apply", chk.nchw, idx.size, {},
                         b_y=self._put("b_y", y), b_gm=self._put("b_gm", g_m), b_gy=g_y, b_coef=coef,
                         samples=self._samples(idx), n_samples=idx.size, n=n, h=h, wd=w, co=c, b_shift=int(shift))
-        out[idx] = g_y[idx]        # the kernel writes the listed samples only
-        return out
+        return self._result(g_y, idx, (n, c, h, w), np.int16)     # the kernel writes the listed samples only
 
 
 def _source_args(ptr: str, prefix: str, buf, sc: Shortcut) -> dict:

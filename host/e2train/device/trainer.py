@@ -198,6 +198,7 @@ class Trainer:
         # the plan's three-word (seed, epoch, stream) streams.
         gate_rng = (np.random.default_rng([cfg.seed, STREAM_GATE, t, STREAM_GATE])
                     if cfg.slu_sampling else None)
+        self._begin_step()
         logits, cache, st = m.forward(x, True, self.backend, self.ktally, self.arm, gate_rng)
         loss, g = softmax_cross_entropy(logits, y, self.arm)
         pen_grads, penalty, ratio = None, 0.0, st.exec_ratio
@@ -222,6 +223,13 @@ class Trainer:
         return {"loss": loss, "penalty": penalty, "exec_ratio": ratio,
                 "correct": int((logits.argmax(axis=1) == y).sum()), "lr": lr, "conv_lr": conv_lr}
 
+    def _begin_step(self) -> None:
+        """Tell a backend that keeps the fabric's outputs in place (the PYNQ backend's step
+        arena) that the last step's tensors are no longer read: nothing is kept across steps."""
+        begin = getattr(self.backend, "begin_step", None)
+        if begin is not None:
+            begin()
+
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, x: np.ndarray | None = None, y: np.ndarray | None = None) -> dict:
         """Accuracy and loss on (x, y) (the test set by default); BN and scales frozen, gates
@@ -235,6 +243,7 @@ class Trainer:
         bs = self.cfg.eval_batch_size
         for i in range(0, x.shape[0], bs):
             xb, yb = x[i:i + bs], y[i:i + bs]
+            self._begin_step()
             logits, _, st = self.model.forward(xb, False, self.backend, kt, arm)
             loss, _ = softmax_cross_entropy(logits, yb, arm)
             loss_sum += loss * xb.shape[0]
