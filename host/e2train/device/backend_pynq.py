@@ -5,13 +5,14 @@ an op of e2t_engine (or by the simulated board).
 
 Tensors stay where the fabric wrote them. Once a caller has marked a training step
 (``begin_step``, which the trainer calls before each step and each evaluation batch), every
-activation-sized output (y, o, g_m, g_y, g_x) is written into the next buffer of a *step
-arena* and handed back as a numpy view of it; a later call that takes that view as an input
-passes the buffer itself to the kernel, with no copy. On a board the ARM would otherwise
-memcpy every tensor into a CMA buffer and back out around every call (about 7 MB a step on
-the demo's model, more than its modelled step time at any plausible Cortex-A9 memcpy rate);
-now it copies only what the ARM made (the network input, the loss gradient, weights, master
-weights) and the small outputs (sums, signs, statistics). Arena buffers are reused from the
+activation-sized output (y, o, g_m, g_y, g_x) and the weight gradient's signs and decisions
+are written into the next buffer of a *step arena* and handed back as numpy views of it; a
+later call that takes such a view as an input passes the buffer itself to the kernel, with no
+copy. On a board the ARM would otherwise memcpy every tensor into a CMA buffer and back out
+around every call: 6.9 MB a step of the demo's 8-bit baseline (7 ms at 1 GB/s, against a
+modelled step of 9.6 ms), 0.6 MB now (docs/board.md, "Tensors stay in place"). It copies only what the ARM made (the network input, the loss gradient, weights, master
+weights), the updated master weights (the caller keeps them across steps) and the small
+outputs (BN and gate sums, statistics). Arena buffers are reused from the
 next ``begin_step`` on, in the same order, so after the first step a step allocates nothing;
 an array from a step before the last ``begin_step`` must not be read any more (the trainer
 keeps none). The arena is capped (``arena_bytes``); past the cap, or before any
@@ -262,15 +263,18 @@ class PynqBackend:
         # golden model
         shape, idx, sbuf = a.shape, a.idx, self._samples(a.idx)
         wm = self._put("w_master", w_master)
-        sign = self._buf("sign", shape.w_shape, np.int8)
-        pred = self._buf("predicted", shape.w_shape, np.uint8)
+        sign = self._output("sign", shape.w_shape, np.int8)
+        pred = self._output("predicted", shape.w_shape, np.uint8)
         stats = self._buf("stats", (ki.PSG_STATS_LEN,), np.int64)
         self._run("conv_bwd_weight_psg", shape, x=self._put("x", x), g_y=self._put("g_y", g_y), w_master=wm,
                   sign=sign, predicted=pred, gmsb=self._buf("gmsb", shape.w_shape, np.int64), stats=stats,
                   samples=sbuf, n_samples=idx.size, **_shape_args(shape),
                   x_unsigned=int(x.dtype == np.uint8), beta_q=int(beta_q), lr_q=int(lr_q), wd_q=int(wd_q))
-        return PsgResult(self._copy_out(wm), self._copy_out(sign), self._copy_out(pred) != 0,
-                         int(stats[ki.STAT_GMSB_ABSMAX]))
+        # the master weights are the caller's to keep across steps: copied out; the signs and
+        # the decisions are this step's (every row written)
+        every = slice(None)
+        return PsgResult(self._copy_out(wm), self._result(sign, every, shape.w_shape, np.int8),
+                         self._result(pred, every, shape.w_shape, np.uint8) != 0, int(stats[ki.STAT_GMSB_ABSMAX]))
 
     # --- the block operations (core.block_ops; docs/fixed-point.md section 9) ------------------
     def bn_act(self, y, a, b, shift: int, *, r=None, r_mult: int = 0, shortcut: Shortcut = IDENTITY,
