@@ -8,16 +8,19 @@ Tensors stay where the fabric wrote them. Once a caller has marked a training st
 activation-sized output (y, o, g_m, g_y, g_x) and the weight gradient's signs and decisions
 are written into the next buffer of a *step arena* and handed back as numpy views of it; a
 later call that takes such a view as an input passes the buffer itself to the kernel, with no
-copy. On a board the ARM would otherwise memcpy every tensor into a CMA buffer and back out
-around every call: 6.9 MB a step of the demo's 8-bit baseline (7 ms at 1 GB/s, against a
-modelled step of 9.6 ms), 0.6 MB now (docs/board.md, "Tensors stay in place"). It copies only what the ARM made (the network input, the loss gradient, weights, master
-weights), the updated master weights (the caller keeps them across steps) and the small
-outputs (BN and gate sums, statistics). Arena buffers are reused from the
-next ``begin_step`` on, in the same order, so after the first step a step allocates nothing;
-an array from a step before the last ``begin_step`` must not be read any more (the trainer
-keeps none). The arena is capped (``arena_bytes``); past the cap, or before any
-``begin_step``, outputs go through per-role buffers and are copied out, as every call did
-before. ``copy_stats`` counts the bytes copied and the bytes passed in place.
+copy. The master weights get a buffer of their own, which the weight-gradient call updates in
+place and hands back. On a board the ARM would otherwise memcpy every tensor into a CMA buffer
+and back out around every call: 6.9 MB a step of the demo's 8-bit baseline (7 ms at 1 GB/s,
+against a modelled step of 9.6 ms). It now copies what it made itself (the network input, the
+loss gradient, the int8 weights, a layer's master weights the first time) and the small
+outputs (BN and gate sums, statistics): docs/board.md, "Tensors stay in place".
+
+Arena buffers are handed out again from the next ``begin_step`` on, in the same order, so
+after the first step a step allocates nothing; an array from a step before the last
+``begin_step`` must not be read any more (the trainer keeps none). The arena is capped
+(``arena_bytes``); past the cap, or before any ``begin_step``, outputs go through per-role
+buffers and are copied out, as every call did before. ``copy_stats`` counts the bytes copied
+and the bytes passed in place.
 
 The driver flushes every buffer it hands the kernel before the call (outputs too, so no
 dirty line can land on what the kernel writes) and invalidates the outputs after it; rows
@@ -44,9 +47,10 @@ from .driver import DEFAULT_TIMEOUT_S
 # A call may take this many times its modelled duration before it counts as hung (the
 # model is an estimate; a hung fabric never finishes at all).
 TIMEOUT_MARGIN = 20.0
-# The step arena's cap. A ResNet-20 CIFAR step at batch 64 writes about 95 MB of activation
-# outputs; the cap keeps the arena inside a CMA region of modest size, and what does not fit
-# is copied as before. Raise it where the board's CMA region is larger.
+# The cap on the buffers kept in place (the step arena and the master weights). A ResNet-20
+# CIFAR step at batch 64 writes about 95 MB of activation outputs; the cap keeps them inside a
+# CMA region of modest size, and what does not fit is copied as before. Raise it where the
+# board's CMA region is larger.
 ARENA_BYTES = 64 << 20
 
 
@@ -64,6 +68,7 @@ class PynqBackend:
         self._arena: list = []                  # the step arena's buffers, in the order handed out
         self._arena_at: dict[int, int] = {}     # a buffer's data pointer -> its index
         self._slot: int | None = None           # the next index; None: no step begun, no arena
+        self._masters: dict[int, object] = {}   # master weights' own buffers, by data pointer
         self.copied_bytes = {"in": 0, "out": 0}   # what the ARM copied into and out of CMA buffers
         self.in_place_bytes = 0                 # inputs passed as the buffer the kernel wrote them in
         self.calls = {name: 0 for name in ki.PASSES}
@@ -122,7 +127,8 @@ class PynqBackend:
         """Bytes the ARM copied into and out of CMA buffers, and inputs passed in place."""
         return {"copied_in": self.copied_bytes["in"], "copied_out": self.copied_bytes["out"],
                 "in_place": self.in_place_bytes, "arena_buffers": len(self._arena),
-                "arena_bytes": sum(b.nbytes for b in self._arena)}
+                "arena_bytes": sum(b.nbytes for b in self._arena),
+                "master_bytes": sum(b.nbytes for b in self._masters.values())}
 
     def _resident(self, a: np.ndarray):
         """The kernel's view of ``a`` when ``a`` is (the start of) an arena buffer, else None."""
@@ -143,8 +149,7 @@ class PynqBackend:
         i = self._slot
         cur = self._arena[i] if i < len(self._arena) else None
         if cur is None or cur.nbytes < need:
-            held = sum(b.nbytes for b in self._arena) - (cur.nbytes if cur is not None else 0)
-            if held + need > self.arena_bytes:
+            if self._held() - (cur.nbytes if cur is not None else 0) + need > self.arena_bytes:
                 return None
             try:
                 new = pynq.allocate((need,), np.uint8, target=self.overlay.device)
@@ -183,6 +188,40 @@ class PynqBackend:
         out[rows] = buf[rows]
         self.copied_bytes["out"] += out[rows].nbytes
         return out
+
+    def _master(self, w_master: np.ndarray):
+        """The weight gradient's master weights (inout: the kernel updates them). Once a step
+        has begun they live in a buffer of their own for good: the first call copies the
+        caller's array in, the result is a view of that buffer, and the caller's next call with
+        that view passes it in place (the caller keeps its master weights across steps, so
+        they are not in the step arena). Before any step, or when no buffer can be had: the
+        role buffer, copied in and out."""
+        w_master = np.asarray(w_master)
+        if self._slot is not None and w_master.flags.c_contiguous and w_master.dtype == np.int32:
+            buf = self._masters.get(w_master.__array_interface__["data"][0])
+            if buf is not None and buf.nbytes >= w_master.nbytes:
+                self.in_place_bytes += w_master.nbytes
+                return buf[: w_master.nbytes].view(np.int32).reshape(w_master.shape)
+            buf = None
+            if self._held() + w_master.nbytes <= self.arena_bytes:
+                try:
+                    buf = pynq.allocate((max(w_master.nbytes, 1),), np.uint8, target=self.overlay.device)
+                except (RuntimeError, MemoryError):
+                    pass
+            if buf is not None:
+                self._masters[buf.__array_interface__["data"][0]] = buf
+                view = buf[: w_master.nbytes].view(np.int32).reshape(w_master.shape)
+                view[...] = w_master
+                self.copied_bytes["in"] += w_master.nbytes
+                return view
+        return self._put("w_master", w_master)
+
+    def _held(self) -> int:
+        """Bytes of the buffers kept in place: the step arena's and the master weights'."""
+        return sum(b.nbytes for b in self._arena) + sum(b.nbytes for b in self._masters.values())
+
+    def _is_master(self, buf) -> bool:
+        return np.asarray(buf).__array_interface__["data"][0] in self._masters
 
     def _copy_out(self, buf) -> np.ndarray:
         self.copied_bytes["out"] += buf.nbytes
@@ -262,7 +301,7 @@ class PynqBackend:
         # an empty sample list still runs: the weight decay applies with sign 0, as in the
         # golden model
         shape, idx, sbuf = a.shape, a.idx, self._samples(a.idx)
-        wm = self._put("w_master", w_master)
+        wm = self._master(w_master)
         sign = self._output("sign", shape.w_shape, np.int8)
         pred = self._output("predicted", shape.w_shape, np.uint8)
         stats = self._buf("stats", (ki.PSG_STATS_LEN,), np.int64)
@@ -270,10 +309,11 @@ class PynqBackend:
                   sign=sign, predicted=pred, gmsb=self._buf("gmsb", shape.w_shape, np.int64), stats=stats,
                   samples=sbuf, n_samples=idx.size, **_shape_args(shape),
                   x_unsigned=int(x.dtype == np.uint8), beta_q=int(beta_q), lr_q=int(lr_q), wd_q=int(wd_q))
-        # the master weights are the caller's to keep across steps: copied out; the signs and
-        # the decisions are this step's (every row written)
+        # the master weights stay in their buffer (updated in place, handed back in place) once
+        # a step has begun; the signs and the decisions are this step's (every row written)
         every = slice(None)
-        return PsgResult(self._copy_out(wm), self._result(sign, every, shape.w_shape, np.int8),
+        w_new = np.asarray(wm).view(np.ndarray) if self._is_master(wm) else self._copy_out(wm)
+        return PsgResult(w_new, self._result(sign, every, shape.w_shape, np.int8),
                          self._result(pred, every, shape.w_shape, np.uint8) != 0, int(stats[ki.STAT_GMSB_ABSMAX]))
 
     # --- the block operations (core.block_ops; docs/fixed-point.md section 9) ------------------

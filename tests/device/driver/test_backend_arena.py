@@ -140,3 +140,29 @@ def test_a_callers_own_out_is_filled_as_before(overlay, rng):
     got = be.conv_fwd(x, w, None, MULT, pad=1, samples=[0], out=out)
     assert got is out and np.array_equal(out, golden.conv_fwd(x, w, None, MULT, pad=1, samples=[0],
                                                               out=np.full(SHAPE.y_shape, 7, np.int8)))
+
+
+def test_master_weights_get_a_buffer_of_their_own_updated_in_place(overlay, rng):
+    """The first weight-gradient call copies the caller's master weights into a buffer of their
+    own; its result is that buffer, and passing it back (the trainer's next step) updates it in
+    place with no copy, step after step, equal to golden applied as many times."""
+    be = overlay.backend()
+    x, _ = _data(rng)
+    g = rng.integers(-3000, 3000, SHAPE.y_shape).astype(np.int16)
+    wm0 = rng.integers(-(1 << 20), 1 << 20, SHAPE.w_shape).astype(np.int32)
+    kw = dict(pad=1, beta_q=3277, lr_q=9, wd_q=1 << 18)
+    orig, want, w, copied = wm0.copy(), wm0.copy(), wm0, []
+    for step in range(3):
+        be.begin_step()
+        before = be.copy_stats()
+        r = be.conv_bwd_weight_psg(x, g, w, **kw)
+        after = be.copy_stats()
+        copied.append(after["copied_in"] - before["copied_in"] - x.nbytes - g.nbytes)
+        want = golden.conv_bwd_weight_psg(x, g, want, **kw).w_master
+        assert np.array_equal(r.w_master, want), f"step {step}"
+        if step:
+            assert np.shares_memory(r.w_master, w), "the master weights did not stay in their buffer"
+        w = r.w_master
+    assert copied == [wm0.nbytes, 0, 0]
+    assert np.array_equal(wm0, orig), "the caller's first array was written"   # the kernel updated the copy
+    assert be.copy_stats()["master_bytes"] == wm0.nbytes
