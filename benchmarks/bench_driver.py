@@ -7,7 +7,12 @@ C simulation called directly, side by side in one run on ResNet-CIFAR layer shap
 Goal: the driver path adds at most 25% to a direct C-sim call on these shapes, so the
 simulated board runs training at nearly the C simulation's speed. On a real board the
 kernel time is the fabric's, and the copies into pynq buffers are what this measures.
-Prints what it gets; fails nothing.
+
+Second part: the bytes the ARM copies into and out of CMA buffers per training step of the
+demo's model (ResNet-14 w8, digits, seed 0; the 8-bit baseline and E2-Train), every tensor
+copied (``arena_bytes=0``) against tensors kept in place (docs/board.md, "Tensors stay in
+place"), counted by ``PynqBackend.copy_stats`` over the same steps. Prints what it gets;
+fails nothing.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=8, help="training steps counted in the copy table")
     a = ap.parse_args()
     csim.load()
     be = KernelOverlay(None, sim_impl="csim").backend()
@@ -73,7 +79,34 @@ def main() -> int:
     verdict = "meets" if worst <= GOAL_OVERHEAD else "MISSES"
     print(f"worst driver overhead {100 * worst:.1f}% ({verdict} the goal of <= {100 * GOAL_OVERHEAD:.0f}%), "
           f"measured wall-clock on this machine, one process")
+    copies(a.steps)
     return 0
+
+
+def copies(steps: int) -> None:
+    """Bytes copied per training step, every tensor copied vs kept in place, side by side."""
+    from e2train.data import datasets
+    from e2train.device.backend_pynq import PynqBackend
+    from e2train.device.trainer import BASELINE_SWITCHES, COMPARE_BASE, Trainer
+    x, y, _, _ = datasets.load("digits")
+    bs = COMPARE_BASE.get("batch_size", 64)
+    print(f"\nARM copies into/out of CMA buffers per training step (demo model, {steps} steps of batch {bs}, "
+          f"after one step that sets the layers' scales; counted, not timed)")
+    print(f"{'run':24s} {'all copied KB':>14s} {'in place KB':>12s} {'passed in place KB':>19s} {'ratio':>7s}")
+    for name, switches in (("8-bit baseline", BASELINE_SWITCHES), ("E2-Train", {})):
+        per = {}
+        for cap in (0, None):
+            be = PynqBackend(KernelOverlay(None, sim_impl="csim"), **({} if cap is None else {"arena_bytes": cap}))
+            tr = Trainer(dict(COMPARE_BASE, seed=0, **switches), (x, y), be)
+            tr.train_step(x[:bs], y[:bs], 0)
+            st0 = be.copy_stats()
+            for t in range(1, steps + 1):
+                tr.train_step(x[bs * t:bs * t + bs], y[bs * t:bs * t + bs], t)
+            st = be.copy_stats()
+            per[cap] = {k: (st[k] - st0[k]) / steps / 1e3 for k in ("copied_in", "copied_out", "in_place")}
+        full = per[0]["copied_in"] + per[0]["copied_out"]
+        kept = per[None]["copied_in"] + per[None]["copied_out"]
+        print(f"{name:24s} {full:14.0f} {kept:12.0f} {per[None]['in_place']:19.0f} {kept / full:7.3f}")
 
 
 if __name__ == "__main__":

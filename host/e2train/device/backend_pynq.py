@@ -10,8 +10,8 @@ are written into the next buffer of a *step arena* and handed back as numpy view
 later call that takes such a view as an input passes the buffer itself to the kernel, with no
 copy. The master weights get a buffer of their own, which the weight-gradient call updates in
 place and hands back. On a board the ARM would otherwise memcpy every tensor into a CMA buffer
-and back out around every call: 6.9 MB a step of the demo's 8-bit baseline (7 ms at 1 GB/s,
-against a modelled step of 9.6 ms). It now copies what it made itself (the network input, the
+and back out around every call: 6.7 MB a step of the demo's 8-bit baseline (7 ms at 1 GB/s,
+against a modelled step of 9.6 ms); 0.26 MB now. It copies what it made itself (the network input, the
 loss gradient, the int8 weights, a layer's master weights the first time) and the small
 outputs (BN and gate sums, statistics): docs/board.md, "Tensors stay in place".
 
