@@ -110,3 +110,24 @@ def test_cli_reports_and_writes_json(tmp_path, capsys, small_digits, monkeypatch
     A.data, A.steps = str(data), 0
     assert run(A) == 2
     assert "steps" in capsys.readouterr().err
+
+
+def test_on_the_pynq_backend_side_work_stays_outside_the_timed_calls_and_the_overhead_is_reported(small_digits):
+    """A board's driver would run the ARM's side work inside its waits, where it would be timed
+    as kernel time: the timed backend declines the hook (and clears the backend's). The PYNQ
+    backend's time beyond waiting for the fabric (copies, cache maintenance, register writes)
+    is reported apart, with the bytes it copied."""
+    from pathlib import Path
+
+    from e2train.device.overlay import KernelOverlay
+    ov = KernelOverlay(Path(__file__).resolve().parents[3] / "bitstreams" / "sim", sim_impl="golden")
+    be = ov.backend()
+    be.set_idle(lambda remaining_s: False)
+    timed = TimedBackend(be)
+    assert timed.set_idle(lambda remaining_s: True) is False and be._idle is None
+    res = calibrate(TINY, small_digits, be, steps=2, warmup=1)
+    assert be._idle is None
+    assert res["call_overhead_seconds"] == pytest.approx(res["kernel_seconds"] - res["fabric_wait_seconds"])
+    assert 0 <= res["fabric_wait_seconds"] <= res["kernel_seconds"]
+    assert res["copied_bytes_per_step"] > 0
+    assert "call_overhead_seconds" not in calibrate(TINY, small_digits, golden, steps=1, warmup=0)
