@@ -90,7 +90,8 @@ class ShellModel:
         self.gmem = AxiMaster(AxiBus.from_prefix(dut, "shell_gmem"), dut.ap_clk, dut.ap_rst_n,
                               reset_active_level=False)
         quiet(self.gmem)
-        self.rng = random.Random(0)       # hls_call's FIFO-flag randomness; busy = 0: full rate
+        self.rng = random.Random(0)       # hls_call's FIFO-flag randomness
+        self.busy = 0.0                   # probability a FIFO flag is off in a cycle (0: full rate)
         self.calls = 0                    # kernel calls answered
         self.engine_calls = 0             # engine calls (flushes included)
         self.last_args: dict | None = None
@@ -195,12 +196,12 @@ class ShellModel:
         for i, c in enumerate(calls):
             pr = c.prows if c.prows is not None else np.zeros((c.beats, R), np.int64)
             pc = c.pcols if c.pcols is not None else np.zeros((c.beats, C), np.int64)
-            rows, _ = await hls_call(d, self.rng, args_of(c), c.rows, c.cols, pr, pc, emit=i > 0)
+            rows, _ = await hls_call(d, self.rng, args_of(c), c.rows, c.cols, pr, pc, emit=i > 0, busy=self.busy)
             if i:
                 results.append(_sums(rows, R, C))
         flush = Args(3, False, False, False, False, False, np.zeros((R, C), bool))
         none = np.zeros((0, R), np.int64), np.zeros((0, C), np.int64)
-        rows, _ = await hls_call(d, self.rng, flush, none[0], none[1], none[0], none[1], emit=True)
+        rows, _ = await hls_call(d, self.rng, flush, none[0], none[1], none[0], none[1], emit=True, busy=self.busy)
         results.append(_sums(rows, R, C))
         self.engine_calls += len(calls) + 1
         return results

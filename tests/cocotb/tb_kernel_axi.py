@@ -19,6 +19,10 @@ kernel_iface.E2T_ENGINE, and the engine train_engine_hls.v). The driver's pass m
   the driver still finishes (ap_idle with ap_start taken) with a correct y.
 * ``driver_conv_bwd_data_vs_golden``: the same for ``EngineDriver.conv_bwd_data`` and
   ``core.golden.conv_bwd_data``, on the same top (op 1).
+* ``driver_under_random_backpressure``: a forward and a weight-gradient call as above with
+  every AXI channel paused at random on both sides (the driver's AXI4-Lite master and the
+  control block, the shell's AXI4 master and the AxiRam) and the engine's FIFO flags off at
+  random: the same results, bit for bit.
 * ``driver_conv_bwd_weight_psg_vs_golden``: the same for the PSG weight gradient (op 2): the
   updated master weights (an inout buffer), signs, decisions and the stats words against
   ``core.golden.conv_bwd_weight_psg``, predictor on and off; a call with lr_q out of range is
@@ -30,6 +34,7 @@ Environment: ENG_ROWS, ENG_COLS.
 from __future__ import annotations
 
 import os
+import random
 
 import cocotb
 import numpy as np
@@ -408,3 +413,52 @@ async def driver_conv_bwd_weight_psg_vs_golden(dut):
     assert msg is not None and "status 0x1" in msg, f"lr_q = 2^30: {msg}"
     assert shell.engine_calls == calls_before, "a refused call ran the engine"
     assert drv.pass_calls["conv_bwd_weight_psg"] == len(cases)
+
+
+def _pause(seed: int, p: float):
+    """An endless pause pattern: each cycle paused with probability p."""
+    r = random.Random(seed)
+    while True:
+        yield r.random() < p
+
+
+@cocotb.test()
+async def driver_under_random_backpressure(dut):
+    board, drv, shell = await board_with_shell(dut)
+    channels = [board.ctrl.write_if.aw_channel, board.ctrl.write_if.w_channel, board.ctrl.write_if.b_channel,
+                board.ctrl.read_if.ar_channel, board.ctrl.read_if.r_channel]
+    for side in (board.ram, shell.gmem):
+        channels += [side.write_if.aw_channel, side.write_if.w_channel, side.write_if.b_channel,
+                     side.read_if.ar_channel, side.read_if.r_channel]
+    for i, ch in enumerate(channels):
+        ch.set_pause_generator(_pause(100 + i, 0.4))
+    shell.busy = 0.3
+    stalls = {"b": 0, "r": 0, "in": 0}
+
+    async def count_stalls():
+        # the control block holding a response the master does not take, and the engine
+        # finding its input FIFO empty while a call streams: the backpressure happened
+        while True:
+            await RisingEdge(dut.ap_clk)
+            await ReadOnly()
+            stalls["b"] += u(dut.s_axi_control_bvalid) and not u(dut.s_axi_control_bready)
+            stalls["r"] += u(dut.s_axi_control_rvalid) and not u(dut.s_axi_control_rready)
+            stalls["in"] += not u(dut.in_empty_n) and not u(dut.ap_idle)
+    cocotb.start_soon(count_stalls())
+    rng = np.random.default_rng(11)
+    shape, samples = ConvShape(3, 2, 4, 4, 3, 3, 1, 1), np.array([2, 0], np.int32)
+    x, w, bias, mult = _fwd_case(rng, shape, True)
+    y0 = np.full(shape.y_shape, 0x5A, np.uint8)
+    got = await bridge(_run_fwd)(drv, x, w, bias, y0, samples, shape, True, True, mult)
+    want = golden.conv_fwd(x, w, bias, mult, stride=1, pad=1, relu=True, samples=samples, out=y0.copy())
+    assert np.array_equal(got, want), "conv_fwd under backpressure differs from golden"
+    x, g, wm = _wgrad_case(rng, shape, True)
+    kw = dict(beta_q=beta_to_fixed(0.05), lr_q=1 << 14, wd_q=3 << 18)
+    got_w, got_sign, got_pred, _, _ = await bridge(_run_wgrad)(
+        drv, x, g, wm, samples, shape, True, kw["beta_q"], kw["lr_q"], kw["wd_q"], np.zeros(shape.w_shape, np.int64))
+    want_r = golden.conv_bwd_weight_psg(x, g, wm.copy(), stride=1, pad=1, samples=samples, **kw)
+    assert np.array_equal(got_w, want_r.w_master) and np.array_equal(got_sign, want_r.sign)
+    assert np.array_equal(got_pred, want_r.predicted.astype(np.uint8))
+    assert drv.calls == 2 and shell.calls == 2
+    assert all(stalls.values()), f"no backpressure seen on some path: {stalls}"
+    dut._log.info(f"stalled cycles: {stalls}")

@@ -17,7 +17,7 @@ from rtl_sims import ROOT, SIMS, SimulatorMissing, build, run_test
 BUILD = ROOT / "build" / "cocotb"
 ROWS, COLS = 2, 3
 TESTS = ["control_registers", "driver_conv_fwd_vs_golden", "driver_status_word", "driver_after_a_stolen_done",
-         "driver_conv_bwd_data_vs_golden", "driver_conv_bwd_weight_psg_vs_golden"]
+         "driver_conv_bwd_data_vs_golden", "driver_conv_bwd_weight_psg_vs_golden", "driver_under_random_backpressure"]
 
 
 def params(iface: ki.KernelIface) -> dict:
