@@ -5,15 +5,15 @@ an op of e2t_engine (or by the simulated board).
 
 Tensors stay where the fabric wrote them. Once a caller has marked a training step
 (``begin_step``, which the trainer calls before each step and each evaluation batch), every
-activation-sized output (y, o, g_m, g_y, g_x) and the weight gradient's signs and decisions
-are written into the next buffer of a *step arena* and handed back as numpy views of it; a
+activation-sized output (y, o, g_m, g_y, g_x), the block operations' sums and the weight
+gradient's signs and decisions are written into the next buffer of a *step arena* and handed back as numpy views of it; a
 later call that takes such a view as an input passes the buffer itself to the kernel, with no
 copy. The master weights get a buffer of their own, which the weight-gradient call updates in
 place and hands back. On a board the ARM would otherwise memcpy every tensor into a CMA buffer
 and back out around every call: 6.7 MB a step of the demo's 8-bit baseline (7 ms at 1 GB/s,
-against a modelled step of 9.6 ms); 0.26 MB now. It copies what it made itself (the network input, the
-loss gradient, the int8 weights, a layer's master weights the first time) and the small
-outputs (BN and gate sums, statistics): docs/board.md, "Tensors stay in place".
+against a modelled step of 9.3 ms); 0.11 MB now. It copies what it made itself (the network input, the
+loss gradient, the int8 weights, a layer's master weights the first time) and conv_fwd's BN
+sums into the caller's array: docs/board.md, "Tensors stay in place".
 
 Arena buffers are handed out again from the next ``begin_step`` on, in the same order, so
 after the first step a step allocates nothing; an array from a step before the last
@@ -330,7 +330,7 @@ class PynqBackend:
         coef = self._buf("b_coef", (2, c), np.int64)
         coef[0], coef[1] = chk.a, chk.b
         o = self._output("b_o", (n, c, h, w), odt)
-        sums = self._buf("b_sums", (n * c + n,), np.int64)
+        sums = self._output("b_sums", (n * c + n,), np.int64)
         flags = (ki.BF_RELU if relu else 0) | (ki.BF_RESIDUAL if r is not None else 0)
         self._run_block("bn_act", chk.nchw, idx.size, dict(residual=r is not None),
                         b_y=self._put("b_y", y), b_o=o, b_coef=coef, b_sums=sums,
@@ -341,6 +341,13 @@ class PynqBackend:
         # ones without (the buffers' other rows hold an earlier call's data: the others are 0)
         rows = slice(None) if r is not None else idx
         out = self._result(o, rows, (n, c, h, w), odt)
+        if self._is_arena(sums):              # pooled sums and maxima read where the kernel wrote them
+            pooled, vmax = sums[: n * c].reshape(n, c), sums[n * c:]
+            if not (isinstance(rows, slice) and rows == slice(None)):
+                keep = np.zeros(n, bool)
+                keep[rows] = True
+                pooled[~keep], vmax[~keep] = 0, 0
+            return out, np.asarray(pooled).view(np.ndarray), np.asarray(vmax).view(np.ndarray)
         pooled, vmax = np.zeros((n, c), np.int64), np.zeros(n, np.int64)
         pooled[rows], vmax[rows] = sums[: n * c].reshape(n, c)[rows], sums[n * c:][rows]
         self.copied_bytes["out"] += sums.nbytes
@@ -355,7 +362,7 @@ class PynqBackend:
         (n, c, h, w), idx = chk.nchw, chk.idx
         # g_m and the gate sums cover every sample whatever the list: the call always runs
         g_m = self._output("b_gm", (n, c, h, w), np.int16)
-        sums = self._buf("b_sums", (3 * c + 2 * n,), np.int64)
+        sums = self._output("b_sums", (3 * c + 2 * n,), np.int64)
         flags = (ki.BF_RESIDUAL if r is not None else 0) | (ki.BF_TWO_SOURCES if g_b is not None else 0)
         self._run_block("bn_bwd_reduce", chk.nchw, idx.size, dict(two_sources=g_b is not None, gate=r is not None),
                         b_y=self._put("b_y", y), b_o=self._put("b_o", o), b_ga=self._put("b_ga", g_a),
@@ -364,8 +371,11 @@ class PynqBackend:
                                        b_shortcut),
                         b_gm=g_m, b_sums=sums, samples=self._samples(idx), n_samples=idx.size, n=n, h=h, wd=w,
                         co=c, b_flags=flags, b_shift=int(shift), b_m1=int(ma), b_m2=int(mb))
-        return (self._result(g_m, slice(None), (n, c, h, w), np.int16), self._copy_out(sums[: 3 * c]).reshape(c, 3),
-                self._copy_out(sums[3 * c:]).reshape(n, 2))
+        g_m = self._result(g_m, slice(None), (n, c, h, w), np.int16)
+        if self._is_arena(sums):              # every sum written: read in place
+            sums = np.asarray(sums).view(np.ndarray)
+            return g_m, sums[: 3 * c].reshape(c, 3), sums[3 * c:].reshape(n, 2)
+        return g_m, self._copy_out(sums[: 3 * c]).reshape(c, 3), self._copy_out(sums[3 * c:]).reshape(n, 2)
 
     def bn_bwd_apply(self, g_m, y, p, q, t, shift: int, *, samples=None) -> np.ndarray:
         g_m, y = np.asarray(g_m), np.asarray(y)
