@@ -56,6 +56,9 @@ def test_report_files_written(report):
     out = report["tmp"] / "run"
     rep = json.loads((out / "report.json").read_text())
     assert rep["run_id"] == "e2e" and rep["results"]["summary"]["epochs"] == 1
+    # the board kept the fabric's tensors in place: it copied a fraction of what it passed in place
+    cma = rep["results"]["cma_copies"]
+    assert cma["in_place"] > 4 * (cma["copied_in"] + cma["copied_out"]) > 0
     assert (out / "samples.csv").stat().st_size > 100
     assert any(p.suffix == ".png" and p.stat().st_size > 1000 for p in out.iterdir())
     assert main_summary_lines(report)[0].startswith("run e2e")

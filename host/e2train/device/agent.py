@@ -464,9 +464,16 @@ class Agent:
 
     def _train(self, run_id: str, trainer) -> None:
         try:
+            stats = getattr(self.board.backend, "copy_stats", None)
+            copies0 = stats() if callable(stats) else None
             results = trainer.run()
             # the config as the host gave it: `fetch` writes it into the run record
             results = dict(results, run_id=run_id, board=self.board.info, config=(self.run or {}).get("config"))
+            if copies0 is not None:
+                # what the ARM copied into and out of CMA buffers during this run (counted; not in
+                # the time model: docs/board.md, "Tensors stay in place")
+                now = stats()
+                results["cma_copies"] = {k: now[k] - copies0[k] for k in ("copied_in", "copied_out", "in_place")}
             _atomic_write_json(self.data_dir / "results" / f"{run_id}.json", results)
             self.run["results"] = results
             self.run["state"] = "stopped" if results.get("stopped") else "finished"
