@@ -47,8 +47,12 @@ class QFormat:
     def unsigned(self) -> bool:
         return self.lo == 0
 
-    def saturate(self, v: np.ndarray) -> np.ndarray:
-        return np.clip(v, self.lo, self.hi).astype(self.dtype)
+    def saturate(self, v: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Codes of this format from integers v, clipped; into ``out`` (of this dtype) when given."""
+        if out is None:
+            return np.clip(v, self.lo, self.hi).astype(self.dtype)
+        np.copyto(out, np.clip(v, self.lo, self.hi), casting="unsafe")
+        return out
 
 
 INT8 = QFormat("int8", -128, 127, np.int8)
@@ -164,7 +168,7 @@ def requant_multiplier(acc_scale: float, out_scale: Dyadic) -> Dyadic:
     return Dyadic.from_float(float(acc_scale) / out_scale.value)
 
 
-def requantize(acc: np.ndarray, mult: Dyadic, fmt: QFormat) -> np.ndarray:
+def requantize(acc: np.ndarray, mult: Dyadic, fmt: QFormat, out: np.ndarray | None = None) -> np.ndarray:
     """acc -> codes of ``fmt``: sat((acc * M + 2**(S-1)) >> S), round half up.
 
     ``acc`` must fit 48 bits (the kernels' widest accumulator) and acc * M must fit 62 bits;
@@ -178,7 +182,7 @@ def requantize(acc: np.ndarray, mult: Dyadic, fmt: QFormat) -> np.ndarray:
         raise OverflowError("accumulator exceeds 48 bits: the shape is outside what the kernels accept")
     if peak * mult.m >= 1 << 62:
         raise OverflowError(f"acc * M would exceed 62 bits (max |acc| = {peak}, M = {mult.m})")
-    return fmt.saturate(shift_round_up(acc * mult.m, mult.s))
+    return fmt.saturate(shift_round_up(acc * mult.m, mult.s), out)
 
 
 def shift_round_up(v: np.ndarray, s: int) -> np.ndarray:
@@ -293,17 +297,21 @@ def lr_to_fixed(lr: float, frac_bits: int) -> int:
     return max(q, 1) if lr > 0 else 0
 
 
-def weight_codes(w_master: np.ndarray, frac_bits: int) -> tuple[np.ndarray, Dyadic]:
+def weight_codes(w_master: np.ndarray, frac_bits: int, out: np.ndarray | None = None) -> tuple[np.ndarray, Dyadic]:
     """Re-derive the int8 compute copy from int32 master weights (full range).
 
     Returns the int8 codes and their scale. The requantisation multiplier is the dyadic
     nearest 127 / max|W|, so the int8 scale is 2**-F / M * 2**S; we report the
     nominal full-range scale of max|W| * 2**-F / 127 as a dyadic, which is what every
-    implementation uses to dequantise.
+    implementation uses to dequantise. With ``out`` (int8, the master weights' shape) the codes
+    are written into it, and it is returned.
     """
     wmax = int(np.abs(w_master.astype(np.int64)).max()) if w_master.size else 0
     if wmax == 0:
-        return np.zeros(w_master.shape, np.int8), ONE
+        if out is None:
+            return np.zeros(w_master.shape, np.int8), ONE
+        out[...] = 0
+        return out, ONE
     scale = scale_for(math.ldexp(wmax, -frac_bits), INT8)
     mult = requant_multiplier(math.ldexp(1.0, -frac_bits), scale)
-    return requantize(w_master, mult, INT8), scale
+    return requantize(w_master, mult, INT8, out), scale

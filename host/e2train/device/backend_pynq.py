@@ -9,10 +9,11 @@ activation-sized output (y, o, g_m, g_y, g_x), the block operations' sums and th
 gradient's signs and decisions are written into the next buffer of a *step arena* and handed back as numpy views of it; a
 later call that takes such a view as an input passes the buffer itself to the kernel, with no
 copy. The master weights get a buffer of their own, which the weight-gradient call updates in
-place and hands back. On a board the ARM would otherwise memcpy every tensor into a CMA buffer
+place and hands back; a caller can ask for one for any array it rewrites and passes again
+(``pinned``: the trainer re-derives each layer's int8 weights into one). On a board the ARM would otherwise memcpy every tensor into a CMA buffer
 and back out around every call: 6.7 MB a step of the demo's 8-bit baseline (7 ms at 1 GB/s,
-against a modelled step of 9.3 ms); 0.11 MB now. It copies what it made itself (the network input, the
-loss gradient, the int8 weights, a layer's master weights the first time) and conv_fwd's BN
+against a modelled step of 9.3 ms). It copies what it made itself (the network input, the
+loss gradient, a layer's master weights and int8 weights the first time) and conv_fwd's BN
 sums into the caller's array: docs/board.md, "Tensors stay in place".
 
 Arena buffers are handed out again from the next ``begin_step`` on, in the same order, so
@@ -68,7 +69,8 @@ class PynqBackend:
         self._arena: list = []                  # the step arena's buffers, in the order handed out
         self._arena_at: dict[int, int] = {}     # a buffer's data pointer -> its index
         self._slot: int | None = None           # the next index; None: no step begun, no arena
-        self._masters: dict[int, object] = {}   # master weights' own buffers, by data pointer
+        self._own: dict[int, object] = {}       # buffers of their own for good (master weights,
+                                                # pinned arrays), by data pointer
         self.copied_bytes = {"in": 0, "out": 0}   # what the ARM copied into and out of CMA buffers
         self.in_place_bytes = 0                 # inputs passed as the buffer the kernel wrote them in
         self.calls = {name: 0 for name in ki.PASSES}
@@ -128,16 +130,35 @@ class PynqBackend:
         return {"copied_in": self.copied_bytes["in"], "copied_out": self.copied_bytes["out"],
                 "in_place": self.in_place_bytes, "arena_buffers": len(self._arena),
                 "arena_bytes": sum(b.nbytes for b in self._arena),
-                "master_bytes": sum(b.nbytes for b in self._masters.values())}
+                "own_bytes": sum(b.nbytes for b in self._own.values())}
 
     def _resident(self, a: np.ndarray):
-        """The kernel's view of ``a`` when ``a`` is (the start of) an arena buffer, else None."""
+        """The kernel's view of ``a`` when ``a`` is (the start of) an arena buffer or a buffer of
+        its own (``pinned``), else None."""
         if not a.flags.c_contiguous or a.size == 0:
             return None
-        i = self._arena_at.get(a.__array_interface__["data"][0])
-        if i is None or self._arena[i].nbytes < a.nbytes:
+        ptr = a.__array_interface__["data"][0]
+        i = self._arena_at.get(ptr)
+        buf = self._arena[i] if i is not None else self._own.get(ptr)
+        if buf is None or buf.nbytes < a.nbytes:
             return None
-        return self._arena[i][: a.nbytes].view(a.dtype).reshape(a.shape)
+        return buf[: a.nbytes].view(a.dtype).reshape(a.shape)
+
+    def pinned(self, shape, dtype) -> np.ndarray | None:
+        """A buffer of its own, for good, for an array the caller rewrites in place and passes to
+        calls step after step (a layer's int8 weights, re-derived after each update): a numpy
+        view of it, which every call that takes it passes in place. None past the cap or out of
+        contiguous memory: the caller keeps its own array, copied into each call."""
+        dtype = np.dtype(dtype)
+        need = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+        if self._held() + need > self.arena_bytes:
+            return None
+        try:
+            buf = pynq.allocate((need,), np.uint8, target=self.overlay.device)
+        except (RuntimeError, MemoryError):
+            return None
+        self._own[buf.__array_interface__["data"][0]] = buf
+        return np.asarray(buf[: need].view(dtype).reshape(shape)).view(np.ndarray)
 
     def _arena_out(self, shape, dtype):
         """The next arena buffer as an output of ``shape``, or None (no step begun, or over the
@@ -198,7 +219,7 @@ class PynqBackend:
         role buffer, copied in and out."""
         w_master = np.asarray(w_master)
         if self._slot is not None and w_master.flags.c_contiguous and w_master.dtype == np.int32:
-            buf = self._masters.get(w_master.__array_interface__["data"][0])
+            buf = self._own.get(w_master.__array_interface__["data"][0])
             if buf is not None and buf.nbytes >= w_master.nbytes:
                 self.in_place_bytes += w_master.nbytes
                 return buf[: w_master.nbytes].view(np.int32).reshape(w_master.shape)
@@ -209,7 +230,7 @@ class PynqBackend:
                 except (RuntimeError, MemoryError):
                     pass
             if buf is not None:
-                self._masters[buf.__array_interface__["data"][0]] = buf
+                self._own[buf.__array_interface__["data"][0]] = buf
                 view = buf[: w_master.nbytes].view(np.int32).reshape(w_master.shape)
                 view[...] = w_master
                 self.copied_bytes["in"] += w_master.nbytes
@@ -217,11 +238,11 @@ class PynqBackend:
         return self._put("w_master", w_master)
 
     def _held(self) -> int:
-        """Bytes of the buffers kept in place: the step arena's and the master weights'."""
-        return sum(b.nbytes for b in self._arena) + sum(b.nbytes for b in self._masters.values())
+        """Bytes of the buffers kept in place: the step arena's and those of their own."""
+        return sum(b.nbytes for b in self._arena) + sum(b.nbytes for b in self._own.values())
 
-    def _is_master(self, buf) -> bool:
-        return np.asarray(buf).__array_interface__["data"][0] in self._masters
+    def _is_own(self, buf) -> bool:
+        return np.asarray(buf).__array_interface__["data"][0] in self._own
 
     def _copy_out(self, buf) -> np.ndarray:
         self.copied_bytes["out"] += buf.nbytes
@@ -312,7 +333,7 @@ class PynqBackend:
         # the master weights stay in their buffer (updated in place, handed back in place) once
         # a step has begun; the signs and the decisions are this step's (every row written)
         every = slice(None)
-        w_new = np.asarray(wm).view(np.ndarray) if self._is_master(wm) else self._copy_out(wm)
+        w_new = np.asarray(wm).view(np.ndarray) if self._is_own(wm) else self._copy_out(wm)
         return PsgResult(w_new, self._result(sign, every, shape.w_shape, np.int8),
                          self._result(pred, every, shape.w_shape, np.uint8) != 0, int(stats[ki.STAT_GMSB_ABSMAX]))
 

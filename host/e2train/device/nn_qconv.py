@@ -118,8 +118,15 @@ class QConv:
         self.y_max: float | None = None
 
     # -- state -------------------------------------------------------------------------
-    def _rederive(self) -> None:
-        self.w_codes, self.w_scale = weight_codes(self.w_master, self.frac_bits)
+    def _rederive(self, backend=None) -> None:
+        """The int8 compute copy from the master weights. A backend that keeps arrays in place
+        (``pinned``: the PYNQ backend's CMA buffers) gets them re-derived into a buffer of its
+        own, which both conv passes then read with no copy."""
+        pinned = getattr(backend, "pinned", None)
+        if callable(pinned) and getattr(self, "_pin_for", None) is not backend:
+            self._pin, self._pin_for = pinned(self.w_master.shape, np.int8), backend
+        out = self._pin if getattr(self, "_pin_for", None) is backend and backend is not None else None
+        self.w_codes, self.w_scale = weight_codes(self.w_master, self.frac_bits, out)
         w_abs = np.abs(self.w_codes.astype(np.int64))
         self._fwd_gain = float(w_abs.sum(axis=(1, 2, 3)).max())    # max_o sum |w|: |acc| <= gain * max|x|
         self._bwd_gain = float(w_abs.sum(axis=(0, 2, 3)).max())    # max_i sum |w|: |acc| <= gain * max|g_y|
@@ -207,5 +214,5 @@ class QConv:
                      x_unsigned=self.x_fmt.unsigned, layer=self.name, n_weights=self.w_master.size,
                      predictor_on=beta_q > 0, predicted=res.predicted)
         self.w_master = np.asarray(res.w_master, dtype=np.int32)
-        self._rederive()
+        self._rederive(backend)
         return gxq, s_gx, n_pred

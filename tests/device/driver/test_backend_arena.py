@@ -165,4 +165,26 @@ def test_master_weights_get_a_buffer_of_their_own_updated_in_place(overlay, rng)
         w = r.w_master
     assert copied == [wm0.nbytes, 0, 0]
     assert np.array_equal(wm0, orig), "the caller's first array was written"   # the kernel updated the copy
-    assert be.copy_stats()["master_bytes"] == wm0.nbytes
+    assert be.copy_stats()["own_bytes"] == wm0.nbytes
+
+
+def test_a_pinned_array_is_rewritten_by_the_arm_and_read_in_place(overlay, rng):
+    """``pinned``: a buffer of its own that the ARM rewrites between calls (as the trainer
+    re-derives a layer's int8 weights into it): each call reads the current contents in place
+    (the driver's flush carries the ARM's writes to DDR), with no copy."""
+    from e2train.core.fixedpoint import weight_codes
+    be = overlay.backend()
+    x, _ = _data(rng)
+    pin = be.pinned(SHAPE.w_shape, np.int8)
+    assert pin is not None and pin.dtype == np.int8 and pin.shape == SHAPE.w_shape
+    for step in range(3):
+        wm = rng.integers(-(1 << 20), 1 << 20, SHAPE.w_shape).astype(np.int32)
+        codes, _ = weight_codes(wm, 20, out=pin)
+        assert codes is pin and np.array_equal(pin, weight_codes(wm, 20)[0])
+        be.begin_step()
+        before = be.copy_stats()
+        y = be.conv_fwd(x, pin, None, MULT, pad=1)
+        assert be.copy_stats()["copied_in"] - before["copied_in"] == x.nbytes     # the weights: in place
+        assert np.array_equal(y, golden.conv_fwd(x, pin.copy(), None, MULT, pad=1)), f"step {step}"
+    from e2train.device.backend_pynq import PynqBackend
+    assert PynqBackend(overlay, arena_bytes=100).pinned((200,), np.int8) is None     # past the cap: none
