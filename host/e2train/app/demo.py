@@ -70,9 +70,18 @@ ROWS = [
     *[(f"- {PART_LABELS[k]}, modelled (J)", (lambda k: lambda r: _part(r, k))(k), "{:.3g}") for k in PARTS],
     ("board energy, modelled (J), static on the summed time instead",
      lambda r: r["results"]["summary"].get("modelled_energy_on_sum_j"), "{:.2f}"),
+    ("ARM copies into/out of CMA buffers (KB per training step; counted, not in the time model)",
+     lambda r: _copies_per_step(r), "{:.0f}"),
     ("meter energy above idle (J, {kind})", lambda r: (r.get("meter") or {}).get("energy_above_idle_j"), "{:.2f}"),
     ("meter samples / gaps", lambda r: _pair(r, None, None, meter=True), "{}"),
 ]
+
+
+def _copies_per_step(r):
+    """What the board's ARM copied (the run's results, ``cma_copies``) per training step run,
+    evaluation batches included."""
+    c, steps = r["results"].get("cma_copies"), r["results"]["summary"].get("batches_run")
+    return (c["copied_in"] + c["copied_out"]) / 1e3 / steps if c and steps else None
 
 
 def _part(r, k):
