@@ -6,15 +6,16 @@ an op of e2t_engine (or by the simulated board).
 Tensors stay where the fabric wrote them. Once a caller has marked a training step
 (``begin_step``, which the trainer calls before each step and each evaluation batch), every
 activation-sized output (y, o, g_m, g_y, g_x), the block operations' sums and the weight
-gradient's signs and decisions are written into the next buffer of a *step arena* and handed back as numpy views of it; a
-later call that takes such a view as an input passes the buffer itself to the kernel, with no
-copy. The master weights get a buffer of their own, which the weight-gradient call updates in
-place and hands back; a caller can ask for one for any array it rewrites and passes again
-(``pinned``: the trainer re-derives each layer's int8 weights into one). On a board the ARM would otherwise memcpy every tensor into a CMA buffer
-and back out around every call: 6.7 MB a step of the demo's 8-bit baseline (7 ms at 1 GB/s,
-against a modelled step of 9.3 ms). It copies what it made itself (the network input, the
-loss gradient, a layer's master weights and int8 weights the first time) and conv_fwd's BN
-sums into the caller's array: docs/board.md, "Tensors stay in place".
+gradient's signs and decisions are written into the next buffer of a *step arena* and handed
+back as numpy views of it; a later call that takes such a view as an input passes the buffer
+itself to the kernel, with no copy. The master weights get a buffer of their own, which the
+weight-gradient call updates in place and hands back; a caller can ask for one for any array it
+rewrites and passes again (``pinned``: the trainer re-derives each layer's int8 weights into
+one). On a board the ARM would otherwise memcpy every tensor into a CMA buffer and back out
+around every call: 6.7 MB a step of the demo's 8-bit baseline, 28 KB now. It copies only
+what it made itself (the network input, the loss gradient,
+a layer's master weights and int8 weights the first time) and conv_fwd's BN sums into the
+caller's array: docs/board.md, "Tensors stay in place".
 
 Arena buffers are handed out again from the next ``begin_step`` on, in the same order, so
 after the first step a step allocates nothing; an array from a step before the last
