@@ -11,7 +11,8 @@ kernel time is the fabric's, and the copies into pynq buffers are what this meas
 Second part: the bytes the ARM copies into and out of CMA buffers per training step of the
 demo's model (ResNet-14 w8, digits, seed 0; the 8-bit baseline and E2-Train), every tensor
 copied (``arena_bytes=0``) against tensors kept in place (docs/board.md, "Tensors stay in
-place"), counted by ``PynqBackend.copy_stats`` over the same steps. Prints what it gets;
+place"), and the bytes of the buffers the driver flushes before the calls (a walk over each
+cache line), counted by ``PynqBackend.copy_stats`` over the same steps. Prints what it gets;
 fails nothing.
 """
 from __future__ import annotations
@@ -92,7 +93,8 @@ def copies(steps: int) -> None:
     bs = COMPARE_BASE.get("batch_size", 64)
     print(f"\nARM copies into/out of CMA buffers per training step (demo model, {steps} steps of batch {bs}, "
           f"after one step that sets the layers' scales; counted, not timed)")
-    print(f"{'run':24s} {'all copied KB':>14s} {'in place KB':>12s} {'passed in place KB':>19s} {'ratio':>7s}")
+    print(f"{'run':24s} {'all copied KB':>14s} {'in place KB':>12s} {'passed in place KB':>19s} {'ratio':>7s} "
+          f"{'flushed KB, all copied':>23s} {'flushed KB, in place':>21s}")
     for name, switches in (("8-bit baseline", BASELINE_SWITCHES), ("E2-Train", {})):
         per = {}
         for cap in (0, None):
@@ -103,10 +105,11 @@ def copies(steps: int) -> None:
             for t in range(1, steps + 1):
                 tr.train_step(x[bs * t:bs * t + bs], y[bs * t:bs * t + bs], t)
             st = be.copy_stats()
-            per[cap] = {k: (st[k] - st0[k]) / steps / 1e3 for k in ("copied_in", "copied_out", "in_place")}
+            per[cap] = {k: (st[k] - st0[k]) / steps / 1e3 for k in ("copied_in", "copied_out", "in_place", "flushed")}
         full = per[0]["copied_in"] + per[0]["copied_out"]
         kept = per[None]["copied_in"] + per[None]["copied_out"]
-        print(f"{name:24s} {full:14.0f} {kept:12.0f} {per[None]['in_place']:19.0f} {kept / full:7.3f}")
+        print(f"{name:24s} {full:14.0f} {kept:12.0f} {per[None]['in_place']:19.0f} {kept / full:7.3f} "
+              f"{per[0]['flushed']:23.0f} {per[None]['flushed']:21.0f}")
 
 
 if __name__ == "__main__":

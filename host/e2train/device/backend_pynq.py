@@ -27,7 +27,10 @@ and the bytes passed in place.
 The driver flushes every buffer it hands the kernel before the call (outputs too, so no
 dirty line can land on what the kernel writes) and invalidates the outputs after it; rows
 the kernel does not write (samples not listed) are zeroed by the ARM after the invalidate,
-so a view reads as the golden model's result. While the driver waits for a call it runs the
+so a view reads as the golden model's result. The views handed out are read-only, so the ARM
+writes arena and master-weight buffers only here, and the backend knows which of them hold a
+dirty line; the others go to the driver with a flush that does nothing (``_Clean``), which
+saves walking their cache lines. While the driver waits for a call it runs the
 ARM's side work through the hook the trainer sets (``set_idle``). Not thread-safe: one
 caller at a time, as the kernels.
 """
@@ -74,6 +77,9 @@ class PynqBackend:
                                                 # pinned arrays), by data pointer
         self.copied_bytes = {"in": 0, "out": 0}   # what the ARM copied into and out of CMA buffers
         self.in_place_bytes = 0                 # inputs passed as the buffer the kernel wrote them in
+        self._dirty: set[int] = set()           # arena and master buffers the ARM wrote since their last flush
+        self._pinned: set[int] = set()          # the buffers of their own that the caller writes
+        self.sync_bytes = {"flushed": 0, "flush_skipped": 0}    # buffers handed to the driver
         self.calls = {name: 0 for name in ki.PASSES}
         self.skipped_calls = {name: 0 for name in ki.PASSES}   # empty sample lists: no call
         self.wait_s = 0.0
@@ -131,7 +137,8 @@ class PynqBackend:
         return {"copied_in": self.copied_bytes["in"], "copied_out": self.copied_bytes["out"],
                 "in_place": self.in_place_bytes, "arena_buffers": len(self._arena),
                 "arena_bytes": sum(b.nbytes for b in self._arena),
-                "own_bytes": sum(b.nbytes for b in self._own.values())}
+                "own_bytes": sum(b.nbytes for b in self._own.values()),
+                "flushed": self.sync_bytes["flushed"], "flush_skipped": self.sync_bytes["flush_skipped"]}
 
     def _resident(self, a: np.ndarray):
         """The kernel's view of ``a`` when ``a`` is (the start of) an arena buffer or a buffer of
@@ -159,6 +166,7 @@ class PynqBackend:
         except (RuntimeError, MemoryError):
             return None
         self._own[buf.__array_interface__["data"][0]] = buf
+        self._pinned.add(buf.__array_interface__["data"][0])
         return np.asarray(buf[: need].view(dtype).reshape(shape)).view(np.ndarray)
 
     def _arena_out(self, shape, dtype):
@@ -183,6 +191,7 @@ class PynqBackend:
             else:
                 self._arena.append(new)
             self._arena_at[new.__array_interface__["data"][0]] = i
+            self._dirty.add(new.__array_interface__["data"][0])      # a new buffer: flushed once
             cur = new
         self._slot = i + 1
         return cur[: int(np.prod(shape, dtype=np.int64)) * dtype.itemsize].view(dtype).reshape(shape)
@@ -204,8 +213,10 @@ class PynqBackend:
             if not (isinstance(rows, slice) and rows == slice(None)):
                 keep = np.zeros(shape[0], bool)
                 keep[rows] = True
-                buf[~keep] = 0
-            return np.asarray(buf).view(np.ndarray)
+                if not keep.all():
+                    buf[~keep] = 0
+                    self._dirty.add(np.asarray(buf).__array_interface__["data"][0])
+            return _read_only(buf)
         out = np.zeros(shape, dtype) if fill is None else fill
         out[rows] = buf[rows]
         self.copied_bytes["out"] += out[rows].nbytes
@@ -232,6 +243,7 @@ class PynqBackend:
                     pass
             if buf is not None:
                 self._own[buf.__array_interface__["data"][0]] = buf
+                self._dirty.add(buf.__array_interface__["data"][0])
                 view = buf[: w_master.nbytes].view(np.int32).reshape(w_master.shape)
                 view[...] = w_master
                 self.copied_bytes["in"] += w_master.nbytes
@@ -249,6 +261,27 @@ class PynqBackend:
         self.copied_bytes["out"] += buf.nbytes
         return np.array(buf)
 
+    def _for_driver(self, v):
+        """A call's argument as the driver gets it. The driver flushes every buffer before a call
+        (the ARM's writes must reach DDR, and no dirty line may land on what the kernel writes);
+        an arena buffer or master-weight buffer the ARM has not written since its last flush or
+        invalidate has no dirty line, so it goes wrapped so that its flush, a walk over every
+        cache line of it, is skipped. The ARM writes those buffers only here (zeroed rows, a
+        new buffer, a master's first copy: ``_dirty``); the views it hands out are read-only."""
+        if not isinstance(v, np.ndarray) or v.size == 0:
+            return v
+        ptr = v.__array_interface__["data"][0]
+        tracked = ptr in self._arena_at or (ptr in self._own and ptr not in self._pinned)
+        if not tracked:                       # role buffers; pinned arrays, which the caller writes
+            self.sync_bytes["flushed"] += v.nbytes
+            return v
+        if ptr in self._dirty:
+            self._dirty.discard(ptr)
+            self.sync_bytes["flushed"] += v.nbytes
+            return v
+        self.sync_bytes["flush_skipped"] += v.nbytes
+        return _Clean(v)
+
     def _is_arena(self, buf) -> bool:
         i = self._arena_at.get(np.asarray(buf).__array_interface__["data"][0])
         return i is not None
@@ -261,6 +294,7 @@ class PynqBackend:
 
     def _call(self, name: str, modelled: float, **args) -> None:
         timeout = self.timeout_s if self.timeout_s is not None else _timeout(modelled)
+        args = {k: self._for_driver(v) for k, v in args.items()}
         self.wait_s += self.engine.run_pass(name, timeout_s=timeout, idle=self._idle, modelled_s=modelled, **args)
         self.calls[name] += 1
 
@@ -327,14 +361,15 @@ class PynqBackend:
         sign = self._output("sign", shape.w_shape, np.int8)
         pred = self._output("predicted", shape.w_shape, np.uint8)
         stats = self._buf("stats", (ki.PSG_STATS_LEN,), np.int64)
+        gmsb = self._output("gmsb", shape.w_shape, np.int64)     # the kernel's scratch: nobody reads it
         self._run("conv_bwd_weight_psg", shape, x=self._put("x", x), g_y=self._put("g_y", g_y), w_master=wm,
-                  sign=sign, predicted=pred, gmsb=self._buf("gmsb", shape.w_shape, np.int64), stats=stats,
+                  sign=sign, predicted=pred, gmsb=gmsb, stats=stats,
                   samples=sbuf, n_samples=idx.size, **_shape_args(shape),
                   x_unsigned=int(x.dtype == np.uint8), beta_q=int(beta_q), lr_q=int(lr_q), wd_q=int(wd_q))
         # the master weights stay in their buffer (updated in place, handed back in place) once
         # a step has begun; the signs and the decisions are this step's (every row written)
         every = slice(None)
-        w_new = np.asarray(wm).view(np.ndarray) if self._is_own(wm) else self._copy_out(wm)
+        w_new = _read_only(wm) if self._is_own(wm) else self._copy_out(wm)
         return PsgResult(w_new, self._result(sign, every, shape.w_shape, np.int8),
                          self._result(pred, every, shape.w_shape, np.uint8) != 0, int(stats[ki.STAT_GMSB_ABSMAX]))
 
@@ -368,8 +403,10 @@ class PynqBackend:
             if not (isinstance(rows, slice) and rows == slice(None)):
                 keep = np.zeros(n, bool)
                 keep[rows] = True
-                pooled[~keep], vmax[~keep] = 0, 0
-            return out, np.asarray(pooled).view(np.ndarray), np.asarray(vmax).view(np.ndarray)
+                if not keep.all():
+                    pooled[~keep], vmax[~keep] = 0, 0
+                    self._dirty.add(np.asarray(sums).__array_interface__["data"][0])
+            return out, _read_only(pooled), _read_only(vmax)
         pooled, vmax = np.zeros((n, c), np.int64), np.zeros(n, np.int64)
         pooled[rows], vmax[rows] = sums[: n * c].reshape(n, c)[rows], sums[n * c:][rows]
         self.copied_bytes["out"] += sums.nbytes
@@ -395,7 +432,7 @@ class PynqBackend:
                         co=c, b_flags=flags, b_shift=int(shift), b_m1=int(ma), b_m2=int(mb))
         g_m = self._result(g_m, slice(None), (n, c, h, w), np.int16)
         if self._is_arena(sums):              # every sum written: read in place
-            sums = np.asarray(sums).view(np.ndarray)
+            sums = _read_only(sums)
             return g_m, sums[: 3 * c].reshape(c, 3), sums[3 * c:].reshape(n, 2)
         return g_m, self._copy_out(sums[: 3 * c]).reshape(c, 3), self._copy_out(sums[3 * c:]).reshape(n, 2)
 
@@ -413,6 +450,37 @@ class PynqBackend:
                         b_y=self._put("b_y", y), b_gm=self._put("b_gm", g_m), b_gy=g_y, b_coef=coef,
                         samples=self._samples(idx), n_samples=idx.size, n=n, h=h, wd=w, co=c, b_shift=int(shift))
         return self._result(g_y, idx, (n, c, h, w), np.int16)     # the kernel writes the listed samples only
+
+
+class _Clean:
+    """An arena buffer with no dirty cache line, as the driver gets it: its address and its
+    invalidate (after the call, for an output), and a flush that has nothing to write back."""
+
+    def __init__(self, buf):
+        self._buf = buf
+
+    @property
+    def device_address(self) -> int:
+        return self._buf.device_address
+
+    @property
+    def physical_address(self) -> int:
+        return self._buf.device_address
+
+    def flush(self) -> None:
+        pass
+
+    def invalidate(self) -> None:
+        self._buf.invalidate()
+
+
+def _read_only(buf) -> np.ndarray:
+    """A plain numpy view of a buffer kept in place, read-only: the caller reads the fabric's
+    results where they lie, and an ARM write to them (which the next call would read from DDR
+    only after a flush, and the next step would overwrite) fails at once instead."""
+    v = np.asarray(buf).view(np.ndarray)
+    v.flags.writeable = False
+    return v
 
 
 def _source_args(ptr: str, prefix: str, buf, sc: Shortcut) -> dict:

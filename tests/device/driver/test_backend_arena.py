@@ -45,6 +45,9 @@ def test_outputs_go_back_in_without_a_copy_and_equal_golden(overlay, rng):
     # y went into bn_act in place; x and w (made by the ARM) were copied in, y never copied out
     assert st["in_place"] == y.nbytes
     assert st["copied_in"] == x.nbytes + w.nbytes
+    # y had no dirty line when it went back in (only the fabric wrote it): its flush was skipped;
+    # o, a new buffer, was flushed once before the kernel wrote it
+    assert st["flush_skipped"] == y.nbytes
     for got, want in zip((y, o, pooled, vmax), _golden_block_step(x, w, None)):
         assert np.array_equal(got, want)
     # o is the next conv's input, in place as well
