@@ -96,7 +96,7 @@ def calibrate(config: TrainConfig | dict | None, data, backend, *, steps: int = 
         x, y = tr.x_train[i0:i0 + bs], tr.y_train[i0:i0 + bs]
         if t == warmup:                      # first steps warm caches and allocators
             ops0, k0, w0 = arm_ops(arm_work), timed.seconds, time.perf_counter()
-            wait0, copy0 = getattr(backend, "wait_s", None), _copied(backend)
+            wait0, copy0, flush0 = getattr(backend, "wait_s", None), _copied(backend), _flushed(backend)
         tr.train_step(x, y, t)
         if on_step is not None:
             on_step(t + 1, warmup + steps)
@@ -116,7 +116,8 @@ def calibrate(config: TrainConfig | dict | None, data, backend, *, steps: int = 
         over = kernel - (wait1 - wait0)
         host = {"fabric_wait_seconds": wait1 - wait0, "call_overhead_seconds": over,
                 "call_overhead_per_step_s": over / steps,
-                "copied_bytes_per_step": (_copied(backend) - copy0) / steps}
+                "copied_bytes_per_step": (_copied(backend) - copy0) / steps,
+                "flushed_bytes_per_step": (_flushed(backend) - flush0) / steps}
     return {
         "arm_ops_per_second": rate,
         "assumed_default": ARM_OPS_PER_SECOND,
@@ -134,6 +135,11 @@ def calibrate(config: TrainConfig | dict | None, data, backend, *, steps: int = 
         "config": cfg.to_dict(),
         **host,
     }
+
+
+def _flushed(backend) -> int:
+    stats = getattr(backend, "copy_stats", None)
+    return stats()["flushed"] if callable(stats) else 0
 
 
 def _copied(backend) -> int:
@@ -239,7 +245,8 @@ def run(args) -> int:
     if "call_overhead_per_step_s" in res:
         print(f"around the kernel calls, beyond waiting for the fabric: {1e3 * res['call_overhead_per_step_s']:.2f} ms "
               f"a step (copies into and out of CMA buffers, {res['copied_bytes_per_step'] / 1e3:.0f} KB a step; "
-              f"cache maintenance; register writes), measured; the time model does not price it"
+              f"cache maintenance, {res['flushed_bytes_per_step'] / 1e3:.0f} KB flushed a step and the outputs "
+              f"invalidated; register writes), measured; the time model does not price it"
               + ("" if res["on_board_cpu"] else " (on a simulated board the kernels' C simulation runs inside "
                  "the call and is counted here too)"), flush=True)
     print(f"use it: --set arm_ops_per_second={res['arm_ops_per_second']:.4g}")

@@ -129,5 +129,5 @@ def test_on_the_pynq_backend_side_work_stays_outside_the_timed_calls_and_the_ove
     assert be._idle is None
     assert res["call_overhead_seconds"] == pytest.approx(res["kernel_seconds"] - res["fabric_wait_seconds"])
     assert 0 <= res["fabric_wait_seconds"] <= res["kernel_seconds"]
-    assert res["copied_bytes_per_step"] > 0
+    assert res["copied_bytes_per_step"] > 0 and res["flushed_bytes_per_step"] > 0
     assert "call_overhead_seconds" not in calibrate(TINY, small_digits, golden, steps=1, warmup=0)
