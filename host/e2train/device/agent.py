@@ -473,7 +473,8 @@ class Agent:
                 # what the ARM copied into and out of CMA buffers during this run (counted; not in
                 # the time model: docs/board.md, "Tensors stay in place")
                 now = stats()
-                results["cma_copies"] = {k: now[k] - copies0[k] for k in ("copied_in", "copied_out", "in_place")}
+                results["cma_copies"] = {k: now[k] - copies0[k] for k in ("copied_in", "copied_out", "in_place",
+                                                                         "flushed")}
             _atomic_write_json(self.data_dir / "results" / f"{run_id}.json", results)
             self.run["results"] = results
             self.run["state"] = "stopped" if results.get("stopped") else "finished"
