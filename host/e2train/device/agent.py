@@ -97,13 +97,15 @@ class Agent:
 
     def __init__(self, data_dir: Path, *, simulated: bool = False, meter_port: str | None = None,
                  backend_name: str | None = None, token: str | None = None,
-                 package_target: str | os.PathLike | None = None, can_restart: bool = False):
+                 package_target: str | os.PathLike | None = None, can_restart: bool = False,
+                 arena_bytes: int | None = None):
         self.data_dir = Path(data_dir)
         (self.data_dir / "datasets").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "results").mkdir(parents=True, exist_ok=True)
         self.simulated = simulated
         self.meter_port = meter_port
         self.backend_name = backend_name
+        self.arena_bytes = arena_bytes          # the PYNQ backend's cap on tensors kept in CMA (None: its default)
         self.token = token
         self.session = secrets.token_hex(8)     # a restarted agent is a new session: seqs restart
         self.package_target = Path(package_target) if package_target else None
@@ -230,7 +232,8 @@ class Agent:
             raise CommandError(f"run {self.run['run_id']} is in progress; stop it before flashing", "busy")
         uploaded = self.data_dir / "bitstreams" / bitstream if isinstance(bitstream, str) and NAME_RE.match(bitstream) else None
         where = str(uploaded) if uploaded is not None and uploaded.is_dir() else bitstream
-        self.board = open_board(where, simulated=self.simulated, backend_name=self.backend_name)
+        self.board = open_board(where, simulated=self.simulated, backend_name=self.backend_name,
+                                arena_bytes=self.arena_bytes)
         self.emit("flashed", info=self.board.info)
         return {"info": self.board.info}
 
@@ -497,12 +500,13 @@ def _atomic_write_json(path: Path, obj) -> None:
 
 # --- the two places the agent meets the rest of the board side -------------------------
 
-def open_board(bitstream: str | None, *, simulated: bool, backend_name: str | None = None):
+def open_board(bitstream: str | None, *, simulated: bool, backend_name: str | None = None,
+               arena_bytes: int | None = None):
     """Load the bitstream (or the simulated board) and return an object with .backend and .info."""
     from .board import open_board as _open
     from .manifest import ManifestError
     try:
-        return _open(bitstream, simulated=simulated, backend_name=backend_name)
+        return _open(bitstream, simulated=simulated, backend_name=backend_name, arena_bytes=arena_bytes)
     except FileNotFoundError as e:
         raise CommandError(f"bitstream not found: {e}; upload it with `e2train flash --bitstream-dir DIR`",
                            "no-bitstream") from None
@@ -660,6 +664,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["pynq", "csim", "golden"], default=None,
                    help="conv backend (default: pynq, over the simulated device with --sim)")
     p.add_argument("--data-dir", default=None, help="where uploads, checkpoints and results live")
+    p.add_argument("--cma-arena-mb", type=float, default=None, metavar="MB",
+                   help="CMA memory the PYNQ backend may keep tensors in between calls (default 64; PYNQ images "
+                        "reserve 128 MiB of CMA in all; docs/board.md, 'Tensors stay in place')")
     p.add_argument("--token", default=os.environ.get("E2TRAIN_TOKEN"), help="shared token (required to bind TCP off loopback)")
     # The simulated meter defaults to the INA226 CSV protocol (0.1 mA): the kernels' modelled
     # dynamic power is milliwatts on top of ~2 W static, below a Watts Up?'s 0.1 W resolution.
@@ -683,6 +690,10 @@ def run(args: argparse.Namespace) -> int:
     elif not args.pty and not args.port:
         print("e2train board: say where to serve: --port DEV, --tcp HOST:PORT or --pty", file=sys.stderr)
         return 2
+    if args.cma_arena_mb is not None and not 0 <= args.cma_arena_mb <= 4096:
+        print(f"e2train board: --cma-arena-mb {args.cma_arena_mb:g}: give 0 (copy every tensor) up to the board's "
+              f"CMA size in MB (PYNQ images reserve 128)", file=sys.stderr)
+        return 2
     data_dir = Path(args.data_dir or (Path.home() / ".e2train" / ("sim-board" if args.sim else "board")))
     meter = None
     sim_power = None
@@ -693,7 +704,8 @@ def run(args: argparse.Namespace) -> int:
         meter = start_emulator(args.meter, power_w=sim_power, interval_s=args.meter_interval)
     agent = Agent(data_dir, simulated=args.sim, backend_name=args.backend, token=args.token,
                   meter_port=meter.spec if meter else None, package_target=args.package_target,
-                  can_restart=not args.pty)
+                  can_restart=not args.pty,
+                  arena_bytes=None if args.cma_arena_mb is None else int(args.cma_arena_mb * (1 << 20)))
 
     def announce(where: str) -> None:
         agent.address = where

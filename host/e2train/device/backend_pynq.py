@@ -52,10 +52,11 @@ from .driver import DEFAULT_TIMEOUT_S
 # A call may take this many times its modelled duration before it counts as hung (the
 # model is an estimate; a hung fabric never finishes at all).
 TIMEOUT_MARGIN = 20.0
-# The cap on the buffers kept in place (the step arena and the master weights). A ResNet-20
-# CIFAR step at batch 64 writes about 95 MB of activation outputs; the cap keeps them inside a
-# CMA region of modest size, and what does not fit is copied as before. Raise it where the
-# board's CMA region is larger.
+# The cap on the buffers kept in place (the step arena and the buffers of their own). PYNQ's
+# images reserve 128 MiB of CMA, about 8 of it taken by the kernel (Xilinx/PYNQ pull request
+# 1424: "by default only 128M of which ~8M is already used by the kernel"); half of it leaves
+# room for everything else. A ResNet-20 CIFAR step at batch 64 writes about 95 MB of outputs,
+# so part of it is copied as before at this cap; `e2train board --cma-arena-mb` raises it.
 ARENA_BYTES = 64 << 20
 
 
@@ -69,6 +70,8 @@ class PynqBackend:
         self.engine = overlay.engine            # driver.EngineDriver: one method per pass
         self.timeout_s = timeout_s
         self._bufs: dict[str, pynq.buffer.PynqBuffer] = {}
+        if not 0 <= int(arena_bytes):
+            raise ValueError(f"arena_bytes must be >= 0 (0: copy every tensor), got {arena_bytes}")
         self.arena_bytes = int(arena_bytes)
         self._arena: list = []                  # the step arena's buffers, in the order handed out
         self._arena_at: dict[int, int] = {}     # a buffer's data pointer -> its index

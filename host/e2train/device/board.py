@@ -43,11 +43,14 @@ def _bitstream_dir(bitstream: str | None, simulated: bool) -> Path:
     return root / p
 
 
-def open_board(bitstream: str | None, *, simulated: bool, backend_name: str | None = None) -> Board:
+def open_board(bitstream: str | None, *, simulated: bool, backend_name: str | None = None,
+               arena_bytes: int | None = None) -> Board:
     """Load the kernels and return the backend the trainer will use.
 
     ``backend_name``: ``pynq`` (default: the PYNQ driver, over the simulated device when
     simulated), ``csim`` (C simulation called directly) or ``golden`` (numpy, slow).
+    ``arena_bytes``: the PYNQ backend's cap on the CMA memory it keeps tensors in (None: its
+    default, ``backend_pynq.ARENA_BYTES``).
     """
     from . import manifest as mf
     from .overlay import KernelOverlay
@@ -66,7 +69,7 @@ def open_board(bitstream: str | None, *, simulated: bool, backend_name: str | No
         _ACTIVE["device"] = ov.device
     name = backend_name or "pynq"
     if name == "pynq":
-        backend = ov.backend()
+        backend = ov.backend(**({} if arena_bytes is None else {"arena_bytes": arena_bytes}))
     elif name == "csim":
         from ..core import csim
         backend = csim

@@ -82,9 +82,10 @@ class KernelOverlay:
                 drv = DRIVERS[k.name](d)
             self.kernels[k.name] = drv
 
-    def backend(self, timeout_s: float | None = None):
+    def backend(self, timeout_s: float | None = None, **kw):
+        """The PYNQ backend over this overlay (``kw``: ``PynqBackend``'s, e.g. ``arena_bytes``)."""
         from .backend_pynq import PynqBackend
-        return PynqBackend(self, timeout_s=timeout_s)
+        return PynqBackend(self, timeout_s=timeout_s, **kw)
 
     def reload(self) -> None:
         """Reprogram the fabric (the cure for a hung kernel)."""

@@ -191,3 +191,22 @@ def test_a_pinned_array_is_rewritten_by_the_arm_and_read_in_place(overlay, rng):
         assert np.array_equal(y, golden.conv_fwd(x, pin.copy(), None, MULT, pad=1)), f"step {step}"
     from e2train.device.backend_pynq import PynqBackend
     assert PynqBackend(overlay, arena_bytes=100).pinned((200,), np.int8) is None     # past the cap: none
+
+
+def test_the_cap_comes_from_the_board_command_and_a_bad_one_is_refused(tmp_path, capsys):
+    from e2train.device.agent import add_arguments, open_board, run
+    from e2train.device.backend_pynq import PynqBackend
+    import argparse
+    from e2train.device.agent import Agent
+    board = open_board(None, simulated=True, arena_bytes=3 << 20)
+    assert board.backend.arena_bytes == 3 << 20
+    agent = Agent(tmp_path / "agent", simulated=True, arena_bytes=5 << 20)
+    agent.cmd_flash()
+    assert agent.board.backend.arena_bytes == 5 << 20
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert run(p.parse_args(["--pty", "--sim", "--cma-arena-mb", "-1", "--data-dir", str(tmp_path)])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cma-arena-mb -1" in err[0] and "CMA" in err[0]
+    with pytest.raises(ValueError, match="arena_bytes must be >= 0"):
+        PynqBackend(board.backend.overlay, arena_bytes=-5)
