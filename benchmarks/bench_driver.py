@@ -12,8 +12,10 @@ Second part: the bytes the ARM copies into and out of CMA buffers per training s
 demo's model (ResNet-14 w8, digits, seed 0; the 8-bit baseline and E2-Train), every tensor
 copied (``arena_bytes=0``) against tensors kept in place (docs/board.md, "Tensors stay in
 place"), and the bytes of the buffers the driver flushes before the calls (a walk over each
-cache line), counted by ``PynqBackend.copy_stats`` over the same steps. Prints what it gets;
-fails nothing.
+cache line), counted by ``PynqBackend.copy_stats`` over the same steps.
+
+Third part: the CMA the step arena holds on ResNet-20 at CIFAR's shapes, with and without a
+block's backward buffers reused two blocks later. Prints what it gets; fails nothing.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--steps", type=int, default=8, help="training steps counted in the copy table")
+    ap.add_argument("--arena-steps", type=int, default=7, help="ResNet-20 steps in the arena table")
     a = ap.parse_args()
     csim.load()
     be = KernelOverlay(None, sim_impl="csim").backend()
@@ -81,7 +84,34 @@ def main() -> int:
     print(f"worst driver overhead {100 * worst:.1f}% ({verdict} the goal of <= {100 * GOAL_OVERHEAD:.0f}%), "
           f"measured wall-clock on this machine, one process")
     copies(a.steps)
+    arena_resnet20(a.arena_steps)
     return 0
+
+
+def arena_resnet20(steps: int) -> None:
+    """CMA held by the step arena on ResNet-20 at CIFAR's shapes (random data, batch 64, the
+    8-bit baseline), a step's backward buffers reused two blocks later (``backward_block``) or
+    not, side by side: the arena's size after each step."""
+    from e2train.device.backend_pynq import PynqBackend
+    from e2train.device.trainer import BASELINE_SWITCHES, Trainer
+    rng = np.random.default_rng(0)
+    bs = 64
+    x = rng.standard_normal((bs * steps, 3, 32, 32)).astype(np.float32)
+    y = (np.arange(bs * steps) % 10).astype(np.int64)
+    print(f"\nCMA held by the step arena, ResNet-20 w16 at CIFAR's shapes, batch {bs}, MiB after each of {steps} "
+          f"steps (the first calibrates every layer; buffers unused for a few steps go back)")
+    for name, recycle in (("every output kept to the end of the step", False),
+                          ("backward buffers reused two blocks later", True)):
+        be = PynqBackend(KernelOverlay(None, sim_impl="csim"), arena_bytes=1 << 30)
+        if not recycle:
+            be.backward_block = lambda: None
+        tr = Trainer(dict(model="resnet20", width=16, batch_size=bs, epochs=1, seed=0, progress_every=0,
+                          **BASELINE_SWITCHES), (x, y), be)
+        held = []
+        for t in range(steps):
+            tr.train_step(x[bs * t:bs * t + bs], y[bs * t:bs * t + bs], t)
+            held.append(be.copy_stats()["arena_bytes"] / 2 ** 20)
+        print(f"{name:44s} " + " ".join(f"{v:6.1f}" for v in held))
 
 
 def copies(steps: int) -> None:

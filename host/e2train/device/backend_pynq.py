@@ -17,9 +17,13 @@ what it made itself (the network input, the loss gradient,
 a layer's master weights and int8 weights the first time) and conv_fwd's BN sums into the
 caller's array: docs/board.md, "Tensors stay in place".
 
-Arena buffers are handed out again from the next ``begin_step`` on, in the same order, so
-after the first step a step allocates nothing; an array from a step before the last
-``begin_step`` must not be read any more (the trainer keeps none). The arena is capped
+The arena has a pool for the step's forward outputs and two for the backward, which a block
+and the next one use in turn (``backward_block``): a block's backward outputs are read by the
+next block's backward only, so each block reuses the buffers of the block two before it. An
+output takes the smallest free buffer of its pool that holds it; buffers unused for a few
+steps go back. Buffers are handed out again from the next ``begin_step`` on, so once the pools
+have settled a step allocates nothing; an array from a step before the last ``begin_step``
+must not be read any more (the trainer keeps none). The arena is capped
 (``arena_bytes``); past the cap, or before any ``begin_step``, outputs go through per-role
 buffers and are copied out, as every call did before. ``copy_stats`` counts the bytes copied
 and the bytes passed in place.
@@ -55,9 +59,13 @@ TIMEOUT_MARGIN = 20.0
 # The cap on the buffers kept in place (the step arena and the buffers of their own). PYNQ's
 # images reserve 128 MiB of CMA, about 8 of it taken by the kernel (Xilinx/PYNQ pull request
 # 1424: "by default only 128M of which ~8M is already used by the kernel"); half of it leaves
-# room for everything else. A ResNet-20 CIFAR step at batch 64 writes about 95 MB of outputs,
-# so part of it is copied as before at this cap; `e2train board --cma-arena-mb` raises it.
+# room for everything else. ResNet-20 at CIFAR's shapes and batch 64 holds 48.8 MiB once
+# settled (72.1 in its first, calibrating step); `e2train board --cma-arena-mb` sets the cap.
 ARENA_BYTES = 64 << 20
+# An arena buffer that has held no output for this many steps is given back (the first step's
+# calibration outputs, shapes that stopped coming); a few steps, so that buffers of blocks
+# that SLU skips now and then stay.
+ARENA_AGE_STEPS = 4
 
 
 class PynqBackend:
@@ -73,9 +81,15 @@ class PynqBackend:
         if not 0 <= int(arena_bytes):
             raise ValueError(f"arena_bytes must be >= 0 (0: copy every tensor), got {arena_bytes}")
         self.arena_bytes = int(arena_bytes)
-        self._arena: list = []                  # the step arena's buffers, in the order handed out
-        self._arena_at: dict[int, int] = {}     # a buffer's data pointer -> its index
-        self._slot: int | None = None           # the next index; None: no step begun, no arena
+        # The step arena: pool 0 for the step's forward (kept to the end of the step), pools 1
+        # and 2 for the backward of one block after another, in turn (``backward_block``).
+        self._pools: list[list] = [[], [], []]  # each pool's buffers
+        self._taken: list[set] = [set(), set(), set()]    # buffers holding live outputs, by pointer
+        self._arena_at: dict[int, object] = {}  # a buffer's data pointer -> the buffer
+        self._last_used: dict[int, int] = {}    # a buffer's data pointer -> the step it last held an output
+        self._pool = 0                          # the pool outputs go to now
+        self._step = 0
+        self._slot: int | None = None           # None: no step begun, no arena
         self._own: dict[int, object] = {}       # buffers of their own for good (master weights,
                                                 # pinned arrays), by data pointer
         self.copied_bytes = {"in": 0, "out": 0}   # what the ARM copied into and out of CMA buffers
@@ -134,12 +148,33 @@ class PynqBackend:
         """A training step (or an evaluation batch) begins: the arena's buffers are handed out
         again from the first, so the previous step's outputs are overwritten from here on."""
         self._slot = 0
+        self._pool = 0
+        self._step += 1
+        for k, pool in enumerate(self._pools):
+            # a buffer no step has used for a while (the first step's calibration calls, a
+            # shape gone) goes back to CMA
+            stale = [b for b in pool if self._step - self._last_used[_ptr(b)] > ARENA_AGE_STEPS]
+            for b in stale:
+                self._drop(k, b)
+            self._taken[k] = set()
+
+    def backward_block(self) -> None:
+        """The backward of one more block begins. Its outputs go to the backward pool the last
+        block's did not use, from its first buffer: what the block before the last wrote there
+        is dead (the last block's backward read it), while the last block's outputs, this
+        block's inputs, stay. So a step's backward holds two blocks' gradients at a time, not
+        every block's. The caller calls it before each block whose backward runs, and before
+        the stem's."""
+        if self._slot is None:
+            return
+        self._pool = 2 if self._pool == 1 else 1
+        self._taken[self._pool] = set()
 
     def copy_stats(self) -> dict:
         """Bytes the ARM copied into and out of CMA buffers, and inputs passed in place."""
         return {"copied_in": self.copied_bytes["in"], "copied_out": self.copied_bytes["out"],
-                "in_place": self.in_place_bytes, "arena_buffers": len(self._arena),
-                "arena_bytes": sum(b.nbytes for b in self._arena),
+                "in_place": self.in_place_bytes, "arena_buffers": sum(len(p) for p in self._pools),
+                "arena_bytes": sum(b.nbytes for p in self._pools for b in p),
                 "own_bytes": sum(b.nbytes for b in self._own.values()),
                 "flushed": self.sync_bytes["flushed"], "flush_skipped": self.sync_bytes["flush_skipped"]}
 
@@ -149,8 +184,9 @@ class PynqBackend:
         if not a.flags.c_contiguous or a.size == 0:
             return None
         ptr = a.__array_interface__["data"][0]
-        i = self._arena_at.get(ptr)
-        buf = self._arena[i] if i is not None else self._own.get(ptr)
+        buf = self._arena_at.get(ptr)
+        if buf is None:
+            buf = self._own.get(ptr)
         if buf is None or buf.nbytes < a.nbytes:
             return None
         return buf[: a.nbytes].view(a.dtype).reshape(a.shape)
@@ -173,31 +209,61 @@ class PynqBackend:
         return np.asarray(buf[: need].view(dtype).reshape(shape)).view(np.ndarray)
 
     def _arena_out(self, shape, dtype):
-        """The next arena buffer as an output of ``shape``, or None (no step begun, or over the
-        cap or out of contiguous memory: the caller copies out of a role buffer)."""
+        """An arena buffer for an output of ``shape``: the smallest free one of the current pool
+        that holds it, else a new one; None when no step has begun, or past the cap (after
+        giving back free buffers) or out of contiguous memory: the caller copies out of a role
+        buffer."""
         if self._slot is None:
             return None
         dtype = np.dtype(dtype)
-        need = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
-        i = self._slot
-        cur = self._arena[i] if i < len(self._arena) else None
-        if cur is None or cur.nbytes < need:
-            if self._held() - (cur.nbytes if cur is not None else 0) + need > self.arena_bytes:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        need = max(nbytes, 1)
+        pool, taken = self._pools[self._pool], self._taken[self._pool]
+        free = [b for b in pool if _ptr(b) not in taken]
+        fits = [b for b in free if b.nbytes >= need]
+        if fits:
+            buf = min(fits, key=lambda b: b.nbytes)
+        else:
+            # a free buffer of the same tensor at a smaller size (a later stage's, in the
+            # backward pools that the stages share) makes way for one that holds both
+            near = [b for b in free if 4 * b.nbytes >= need]
+            if near:
+                self._drop(self._pool, max(near, key=lambda b: b.nbytes))
+            buf = self._new_buffer(need)
+        if buf is None:
+            return None
+        taken.add(_ptr(buf))
+        self._last_used[_ptr(buf)] = self._step
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+    def _new_buffer(self, need: int):
+        """A new buffer in the current pool, within the cap: free buffers of every pool (no live
+        output in them) are given back first, smallest first, while the cap is in the way."""
+        if self._held() + need > self.arena_bytes:
+            spare = sorted(((k, b) for k, pool in enumerate(self._pools) for b in pool
+                            if _ptr(b) not in self._taken[k]), key=lambda kb: kb[1].nbytes)
+            for k, b in spare:
+                if self._held() + need <= self.arena_bytes:
+                    break
+                self._drop(k, b)
+            if self._held() + need > self.arena_bytes:
                 return None
-            try:
-                new = pynq.allocate((need,), np.uint8, target=self.overlay.device)
-            except (RuntimeError, MemoryError):
-                return None
-            if cur is not None:
-                del self._arena_at[cur.__array_interface__["data"][0]]
-                self._arena[i] = new          # the old one goes when no view of it is left
-            else:
-                self._arena.append(new)
-            self._arena_at[new.__array_interface__["data"][0]] = i
-            self._dirty.add(new.__array_interface__["data"][0])      # a new buffer: flushed once
-            cur = new
-        self._slot = i + 1
-        return cur[: int(np.prod(shape, dtype=np.int64)) * dtype.itemsize].view(dtype).reshape(shape)
+        try:
+            buf = pynq.allocate((need,), np.uint8, target=self.overlay.device)
+        except (RuntimeError, MemoryError):
+            return None
+        self._pools[self._pool].append(buf)
+        self._arena_at[_ptr(buf)] = buf
+        self._dirty.add(_ptr(buf))           # a new buffer: flushed once before its first use
+        return buf
+
+    def _drop(self, k: int, buf) -> None:
+        """Give an arena buffer back (it goes when no view of it is left)."""
+        self._pools[k] = [b for b in self._pools[k] if b is not buf]
+        ptr = _ptr(buf)
+        del self._arena_at[ptr]
+        self._dirty.discard(ptr)
+        self._last_used.pop(ptr, None)
 
     def _output(self, role: str, shape, dtype, fill: np.ndarray | None = None):
         """A call's activation-sized output: an arena buffer, or the role's buffer when the
@@ -255,7 +321,7 @@ class PynqBackend:
 
     def _held(self) -> int:
         """Bytes of the buffers kept in place: the step arena's and those of their own."""
-        return sum(b.nbytes for b in self._arena) + sum(b.nbytes for b in self._own.values())
+        return sum(b.nbytes for p in self._pools for b in p) + sum(b.nbytes for b in self._own.values())
 
     def _is_own(self, buf) -> bool:
         return np.asarray(buf).__array_interface__["data"][0] in self._own
@@ -475,6 +541,11 @@ class _Clean:
 
     def invalidate(self) -> None:
         self._buf.invalidate()
+
+
+def _ptr(buf) -> int:
+    """A buffer's data pointer: what identifies it here."""
+    return np.asarray(buf).__array_interface__["data"][0]
 
 
 def _read_only(buf) -> np.ndarray:

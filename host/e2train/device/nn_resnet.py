@@ -239,9 +239,13 @@ class ResNet:
             self.gates.backward_begin()
         kw = dict(backend=backend, kt=ktally, arm=arm, lr_q=lr_q, wd_q=wd_q, beta_q=beta_q)
         prev_step = None                 # the BPTT's step deferred last: the next one waits for it
+        # a backend that keeps the fabric's outputs in place reuses a block's backward buffers
+        # two executed blocks later (its outputs are read by the next block's backward only)
+        next_block = getattr(backend, "backward_block", None) or (lambda: None)
         for blk, bc in reversed(cache["blocks"]):
             dg = np.zeros(n, np.float32)
             if bc is not None:
+                next_block()
                 g, gate_sums, np_ = self._block_backward(blk, bc, g, grads, **kw)
                 n_pred += np_
                 idx = bc[1]
@@ -263,6 +267,7 @@ class ResNet:
                 arm.defer(lambda i=blk.gate: self.gates.backward_embed(i, arm),
                           ops=self.gates.backward_embed_ops(blk.gate), after=prev_step)
         c_stem, bn_stem = cache["stem"]
+        next_block()
         g_y, s_gy, _, _, gbn, _ = self.stem_bn.backward(bn_stem, g, backend, ktally, arm)
         grads.update({f"stem.bn.{k}": v for k, v in gbn.items()})
         _, _, np0 = self.stem.backward(g_y, s_gy, c_stem, backend, ktally, arm, lr_q=lr_q["stem"],

@@ -210,3 +210,43 @@ def test_the_cap_comes_from_the_board_command_and_a_bad_one_is_refused(tmp_path,
     assert len(err) == 1 and "--cma-arena-mb -1" in err[0] and "CMA" in err[0]
     with pytest.raises(ValueError, match="arena_bytes must be >= 0"):
         PynqBackend(board.backend.overlay, arena_bytes=-5)
+
+
+def test_the_backward_of_each_block_reuses_the_buffers_of_the_block_two_before(overlay, rng):
+    """backward_block: a block's backward outputs go to the pool the last block's did not use,
+    so the last block's outputs (this block's inputs) stay intact while this block writes, and
+    the block two before gives its buffers to this one."""
+    be = overlay.backend()
+    _, w = _data(rng)
+    g = rng.integers(-3000, 3000, SHAPE.y_shape).astype(np.int16)
+    m = Dyadic(1 << 14, 24)
+    be.begin_step()
+    outs, kept = [], []
+    for block in range(3):
+        be.backward_block()
+        gx = be.conv_bwd_data(g, w, m, in_hw=(6, 6), pad=1)
+        assert np.array_equal(gx, golden.conv_bwd_data(g, w, m, in_hw=(6, 6), pad=1))
+        outs.append(gx)
+        kept.append(gx.copy())
+        g = rng.integers(-3000, 3000, SHAPE.y_shape).astype(np.int16)
+    assert np.array_equal(outs[1], kept[1]), "the last block's output was overwritten"
+    assert np.shares_memory(outs[2], outs[0]), "the block two before did not give its buffer"
+    assert not np.shares_memory(outs[2], outs[1])
+
+
+def test_a_buffer_unused_for_a_few_steps_goes_back(overlay, rng):
+    from e2train.device.backend_pynq import ARENA_AGE_STEPS
+    be = overlay.backend()
+    x, w = _data(rng)
+    be.begin_step()
+    be.conv_fwd(x, w, None, MULT, pad=1)            # once, as a layer's first step calibrates
+    _block_step(be, x, w, None)
+    held = be.copy_stats()["arena_bytes"]
+    for step in range(ARENA_AGE_STEPS):           # unused this many steps: still held
+        be.begin_step()
+        _block_step(be, x, w, None)
+        assert be.copy_stats()["arena_bytes"] == held, f"step {step}: a buffer went too early"
+    be.begin_step()
+    _block_step(be, x, w, None)
+    y_bytes = int(np.prod(SHAPE.y_shape))
+    assert be.copy_stats()["arena_bytes"] == held - y_bytes    # the one-off output's buffer went back
