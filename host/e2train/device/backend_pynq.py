@@ -198,11 +198,8 @@ class PynqBackend:
         contiguous memory: the caller keeps its own array, copied into each call."""
         dtype = np.dtype(dtype)
         need = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
-        if self._held() + need > self.arena_bytes:
-            return None
-        try:
-            buf = pynq.allocate((need,), np.uint8, target=self.overlay.device)
-        except (RuntimeError, MemoryError):
+        buf = self._allocate(need)
+        if buf is None:
             return None
         self._own[buf.__array_interface__["data"][0]] = buf
         self._pinned.add(buf.__array_interface__["data"][0])
@@ -246,16 +243,23 @@ class PynqBackend:
                 if self._held() + need <= self.arena_bytes:
                     break
                 self._drop(k, b)
-            if self._held() + need > self.arena_bytes:
-                return None
-        try:
-            buf = pynq.allocate((need,), np.uint8, target=self.overlay.device)
-        except (RuntimeError, MemoryError):
+        buf = self._allocate(need)
+        if buf is None:
             return None
         self._pools[self._pool].append(buf)
         self._arena_at[_ptr(buf)] = buf
         self._dirty.add(_ptr(buf))           # a new buffer: flushed once before its first use
         return buf
+
+    def _allocate(self, need: int):
+        """A CMA buffer of ``need`` bytes within the cap on what is kept in place, or None (over
+        the cap, or out of contiguous memory)."""
+        if self._held() + need > self.arena_bytes:
+            return None
+        try:
+            return pynq.allocate((need,), np.uint8, target=self.overlay.device)
+        except (RuntimeError, MemoryError):
+            return None
 
     def _drop(self, k: int, buf) -> None:
         """Give an arena buffer back (it goes when no view of it is left)."""
@@ -304,12 +308,7 @@ class PynqBackend:
             if buf is not None and buf.nbytes >= w_master.nbytes:
                 self.in_place_bytes += w_master.nbytes
                 return buf[: w_master.nbytes].view(np.int32).reshape(w_master.shape)
-            buf = None
-            if self._held() + w_master.nbytes <= self.arena_bytes:
-                try:
-                    buf = pynq.allocate((max(w_master.nbytes, 1),), np.uint8, target=self.overlay.device)
-                except (RuntimeError, MemoryError):
-                    pass
+            buf = self._allocate(max(w_master.nbytes, 1))
             if buf is not None:
                 self._own[buf.__array_interface__["data"][0]] = buf
                 self._dirty.add(buf.__array_interface__["data"][0])
