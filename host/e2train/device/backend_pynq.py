@@ -40,6 +40,7 @@ caller at a time, as the kernels.
 """
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 
 import numpy as np
@@ -251,6 +252,15 @@ class PynqBackend:
         self._dirty.add(_ptr(buf))           # a new buffer: flushed once before its first use
         return buf
 
+    def _reclaim_masters(self) -> None:
+        """Give back the master-weight buffers that nobody holds a view of any more: a caller
+        that passes a new array each time, instead of the view it got back, would otherwise
+        take a buffer a call."""
+        for ptr in [q for q in self._own if q not in self._pinned]:
+            if sys.getrefcount(self._own[ptr]) <= 2:       # the dict's and getrefcount's own
+                del self._own[ptr]
+                self._dirty.discard(ptr)
+
     def _allocate(self, need: int):
         """A CMA buffer of ``need`` bytes within the cap on what is kept in place, or None (over
         the cap, or out of contiguous memory)."""
@@ -308,6 +318,7 @@ class PynqBackend:
             if buf is not None and buf.nbytes >= w_master.nbytes:
                 self.in_place_bytes += w_master.nbytes
                 return buf[: w_master.nbytes].view(np.int32).reshape(w_master.shape)
+            self._reclaim_masters()
             buf = self._allocate(max(w_master.nbytes, 1))
             if buf is not None:
                 self._own[buf.__array_interface__["data"][0]] = buf

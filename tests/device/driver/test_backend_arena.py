@@ -250,3 +250,22 @@ def test_a_buffer_unused_for_a_few_steps_goes_back(overlay, rng):
     _block_step(be, x, w, None)
     y_bytes = int(np.prod(SHAPE.y_shape))
     assert be.copy_stats()["arena_bytes"] == held - y_bytes    # the one-off output's buffer went back
+
+
+def test_master_buffers_nobody_holds_go_back(overlay, rng):
+    """A caller that passes a new master-weight array each call (not the view it got back)
+    does not take a buffer a call: one nobody holds a view of goes back."""
+    be = overlay.backend()
+    x, _ = _data(rng)
+    g = rng.integers(-3000, 3000, SHAPE.y_shape).astype(np.int16)
+    kw = dict(pad=1, beta_q=3277, lr_q=9, wd_q=0)
+    for step in range(4):
+        be.begin_step()
+        wm = rng.integers(-(1 << 20), 1 << 20, SHAPE.w_shape).astype(np.int32)
+        r = be.conv_bwd_weight_psg(x, g, wm, **kw)
+        assert np.array_equal(r.w_master, golden.conv_bwd_weight_psg(x, g, wm, **kw).w_master)
+        if step == 0:
+            kept = [r.w_master, r.w_master.copy()]     # a view held: its buffer stays as it was
+        del r
+    assert be.copy_stats()["own_bytes"] == 2 * wm.nbytes     # the held one and the last one
+    assert np.array_equal(kept[0], kept[1])
