@@ -96,7 +96,7 @@ def calibrate(config: TrainConfig | dict | None, data, backend, *, steps: int = 
         x, y = tr.x_train[i0:i0 + bs], tr.y_train[i0:i0 + bs]
         if t == warmup:                      # first steps warm caches and allocators
             ops0, k0, w0 = arm_ops(arm_work), timed.seconds, time.perf_counter()
-            wait0, copy0, flush0 = getattr(backend, "wait_s", None), _copied(backend), _flushed(backend)
+            wait0, (copy0, flush0) = getattr(backend, "wait_s", None), _copy_counts(backend)
         tr.train_step(x, y, t)
         if on_step is not None:
             on_step(t + 1, warmup + steps)
@@ -114,10 +114,11 @@ def calibrate(config: TrainConfig | dict | None, data, backend, *, steps: int = 
         # work around them (copies into and out of CMA buffers, cache maintenance, register
         # writes, argument checks), which the time model does not price
         over = kernel - (wait1 - wait0)
+        copy1, flush1 = _copy_counts(backend)
         host = {"fabric_wait_seconds": wait1 - wait0, "call_overhead_seconds": over,
                 "call_overhead_per_step_s": over / steps,
-                "copied_bytes_per_step": (_copied(backend) - copy0) / steps,
-                "flushed_bytes_per_step": (_flushed(backend) - flush0) / steps}
+                "copied_bytes_per_step": (copy1 - copy0) / steps,
+                "flushed_bytes_per_step": (flush1 - flush0) / steps}
     return {
         "arm_ops_per_second": rate,
         "assumed_default": ARM_OPS_PER_SECOND,
@@ -137,17 +138,14 @@ def calibrate(config: TrainConfig | dict | None, data, backend, *, steps: int = 
     }
 
 
-def _flushed(backend) -> int:
-    stats = getattr(backend, "copy_stats", None)
-    return stats()["flushed"] if callable(stats) else 0
-
-
-def _copied(backend) -> int:
+def _copy_counts(backend) -> tuple[int, int]:
+    """(bytes copied into and out of CMA buffers, bytes flushed) so far: the PYNQ backend's
+    counts, 0 for a backend that copies nothing."""
     stats = getattr(backend, "copy_stats", None)
     if not callable(stats):
-        return 0
+        return 0, 0
     st = stats()
-    return st["copied_in"] + st["copied_out"]
+    return st["copied_in"] + st["copied_out"], st["flushed"]
 
 
 # -- CLI: e2train calibrate-arm ---------------------------------------------------------------

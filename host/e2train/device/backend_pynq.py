@@ -90,7 +90,7 @@ class PynqBackend:
         self._last_used: dict[int, int] = {}    # a buffer's data pointer -> the step it last held an output
         self._pool = 0                          # the pool outputs go to now
         self._step = 0
-        self._slot: int | None = None           # None: no step begun, no arena
+        self._stepping = False                  # a step has begun: the arena is in use
         self._own: dict[int, object] = {}       # buffers of their own for good (master weights,
                                                 # pinned arrays), by data pointer
         self.copied_bytes = {"in": 0, "out": 0}   # what the ARM copied into and out of CMA buffers
@@ -119,16 +119,14 @@ class PynqBackend:
 
     # --- buffers ----------------------------------------------------------------------
     def _buf(self, role: str, shape, dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+        nbytes = max(_nbytes(shape, dtype), 1)
         cur = self._bufs.get(role)
         if cur is None or cur.nbytes < nbytes:
             if cur is not None:
                 nbytes = max(nbytes, 2 * cur.nbytes)     # grow geometrically, then stay
                 del self._bufs[role]
             cur = self._bufs[role] = pynq.allocate((nbytes,), np.uint8, target=self.overlay.device)
-        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        return cur[:need].view(dtype).reshape(shape)
+        return cur[:_nbytes(shape, dtype)].view(dtype).reshape(shape)
 
     def _put(self, role: str, a: np.ndarray, dtype=None) -> np.ndarray:
         """An input for the kernel: the arena buffer it already lies in, else a copy in the role's
@@ -148,7 +146,7 @@ class PynqBackend:
     def begin_step(self) -> None:
         """A training step (or an evaluation batch) begins: the arena's buffers are handed out
         again from the first, so the previous step's outputs are overwritten from here on."""
-        self._slot = 0
+        self._stepping = True
         self._pool = 0
         self._step += 1
         for k, pool in enumerate(self._pools):
@@ -166,7 +164,7 @@ class PynqBackend:
         block's inputs, stay. So a step's backward holds two blocks' gradients at a time, not
         every block's. The caller calls it before each block whose backward runs, and before
         the stem's."""
-        if self._slot is None:
+        if not self._stepping:
             return
         self._pool = 2 if self._pool == 1 else 1
         self._taken[self._pool] = set()
@@ -184,7 +182,7 @@ class PynqBackend:
         its own (``pinned``), else None."""
         if not a.flags.c_contiguous or a.size == 0:
             return None
-        ptr = a.__array_interface__["data"][0]
+        ptr = _ptr(a)
         buf = self._arena_at.get(ptr)
         if buf is None:
             buf = self._own.get(ptr)
@@ -197,13 +195,12 @@ class PynqBackend:
         calls step after step (a layer's int8 weights, re-derived after each update): a numpy
         view of it, which every call that takes it passes in place. None past the cap or out of
         contiguous memory: the caller keeps its own array, copied into each call."""
-        dtype = np.dtype(dtype)
-        need = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+        need = max(_nbytes(shape, dtype), 1)
         buf = self._allocate(need)
         if buf is None:
             return None
-        self._own[buf.__array_interface__["data"][0]] = buf
-        self._pinned.add(buf.__array_interface__["data"][0])
+        self._own[_ptr(buf)] = buf
+        self._pinned.add(_ptr(buf))
         return np.asarray(buf[: need].view(dtype).reshape(shape)).view(np.ndarray)
 
     def _arena_out(self, shape, dtype):
@@ -211,10 +208,9 @@ class PynqBackend:
         that holds it, else a new one; None when no step has begun, or past the cap (after
         giving back free buffers) or out of contiguous memory: the caller copies out of a role
         buffer."""
-        if self._slot is None:
+        if not self._stepping:
             return None
-        dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = _nbytes(shape, dtype)
         need = max(nbytes, 1)
         pool, taken = self._pools[self._pool], self._taken[self._pool]
         free = [b for b in pool if _ptr(b) not in taken]
@@ -293,12 +289,10 @@ class PynqBackend:
         ``rows`` (an index array or a slice): an arena buffer is handed back in place, its other
         rows zeroed; a role buffer is copied out into zeros (or into ``fill``, the caller's out)."""
         if fill is None and self._is_arena(buf):
-            if not (isinstance(rows, slice) and rows == slice(None)):
-                keep = np.zeros(shape[0], bool)
-                keep[rows] = True
-                if not keep.all():
-                    buf[~keep] = 0
-                    self._dirty.add(np.asarray(buf).__array_interface__["data"][0])
+            unlisted = _unlisted(rows, shape[0])
+            if unlisted is not None:
+                buf[unlisted] = 0
+                self._dirty.add(_ptr(buf))
             return _read_only(buf)
         out = np.zeros(shape, dtype) if fill is None else fill
         out[rows] = buf[rows]
@@ -313,16 +307,16 @@ class PynqBackend:
         they are not in the step arena). Before any step, or when no buffer can be had: the
         role buffer, copied in and out."""
         w_master = np.asarray(w_master)
-        if self._slot is not None and w_master.flags.c_contiguous and w_master.dtype == np.int32:
-            buf = self._own.get(w_master.__array_interface__["data"][0])
+        if self._stepping and w_master.flags.c_contiguous and w_master.dtype == np.int32:
+            buf = self._own.get(_ptr(w_master))
             if buf is not None and buf.nbytes >= w_master.nbytes:
                 self.in_place_bytes += w_master.nbytes
                 return buf[: w_master.nbytes].view(np.int32).reshape(w_master.shape)
             self._reclaim_masters()
             buf = self._allocate(max(w_master.nbytes, 1))
             if buf is not None:
-                self._own[buf.__array_interface__["data"][0]] = buf
-                self._dirty.add(buf.__array_interface__["data"][0])
+                self._own[_ptr(buf)] = buf
+                self._dirty.add(_ptr(buf))
                 view = buf[: w_master.nbytes].view(np.int32).reshape(w_master.shape)
                 view[...] = w_master
                 self.copied_bytes["in"] += w_master.nbytes
@@ -334,7 +328,7 @@ class PynqBackend:
         return sum(b.nbytes for p in self._pools for b in p) + sum(b.nbytes for b in self._own.values())
 
     def _is_own(self, buf) -> bool:
-        return np.asarray(buf).__array_interface__["data"][0] in self._own
+        return _ptr(buf) in self._own
 
     def _copy_out(self, buf) -> np.ndarray:
         self.copied_bytes["out"] += buf.nbytes
@@ -349,7 +343,7 @@ class PynqBackend:
         new buffer, a master's first copy: ``_dirty``); the views it hands out are read-only."""
         if not isinstance(v, np.ndarray) or v.size == 0:
             return v
-        ptr = v.__array_interface__["data"][0]
+        ptr = _ptr(v)
         tracked = ptr in self._arena_at or (ptr in self._own and ptr not in self._pinned)
         if not tracked:                       # role buffers; pinned arrays, which the caller writes
             self.sync_bytes["flushed"] += v.nbytes
@@ -362,7 +356,7 @@ class PynqBackend:
         return _Clean(v)
 
     def _is_arena(self, buf) -> bool:
-        i = self._arena_at.get(np.asarray(buf).__array_interface__["data"][0])
+        i = self._arena_at.get(_ptr(buf))
         return i is not None
 
     def _samples(self, idx: np.ndarray) -> np.ndarray:
@@ -479,12 +473,10 @@ class PynqBackend:
         out = self._result(o, rows, (n, c, h, w), odt)
         if self._is_arena(sums):              # pooled sums and maxima read where the kernel wrote them
             pooled, vmax = sums[: n * c].reshape(n, c), sums[n * c:]
-            if not (isinstance(rows, slice) and rows == slice(None)):
-                keep = np.zeros(n, bool)
-                keep[rows] = True
-                if not keep.all():
-                    pooled[~keep], vmax[~keep] = 0, 0
-                    self._dirty.add(np.asarray(sums).__array_interface__["data"][0])
+            unlisted = _unlisted(rows, n)
+            if unlisted is not None:
+                pooled[unlisted], vmax[unlisted] = 0, 0
+                self._dirty.add(_ptr(sums))
             return out, _read_only(pooled), _read_only(vmax)
         pooled, vmax = np.zeros((n, c), np.int64), np.zeros(n, np.int64)
         pooled[rows], vmax[rows] = sums[: n * c].reshape(n, c)[rows], sums[n * c:][rows]
@@ -551,6 +543,20 @@ class _Clean:
 
     def invalidate(self) -> None:
         self._buf.invalidate()
+
+
+def _nbytes(shape, dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def _unlisted(rows, n: int) -> np.ndarray | None:
+    """The mask of the n samples a call did not write (``rows``: the index array or slice it
+    wrote), or None when it wrote every one."""
+    if isinstance(rows, slice) and rows == slice(None):
+        return None
+    keep = np.zeros(n, bool)
+    keep[rows] = True
+    return None if keep.all() else ~keep
 
 
 def _ptr(buf) -> int:

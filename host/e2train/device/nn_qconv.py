@@ -113,6 +113,7 @@ class QConv:
         w = rng.standard_normal((co, ci, k, k)) * std
         self.frac_bits = master_frac_bits(float(np.abs(w).max()))
         self.w_master = np.round(np.ldexp(w, self.frac_bits)).astype(np.int32)
+        self._pin, self._pin_for = None, None   # the int8 weights' buffer of their own, and whose
         self._rederive()
         # scale state (floats: the max each tensor's full-range scale is chosen from)
         self.y_max: float | None = None
@@ -123,9 +124,9 @@ class QConv:
         (``pinned``: the PYNQ backend's CMA buffers) gets them re-derived into a buffer of its
         own, which both conv passes then read with no copy."""
         pinned = getattr(backend, "pinned", None)
-        if callable(pinned) and getattr(self, "_pin_for", None) is not backend:
+        if callable(pinned) and self._pin_for is not backend:
             self._pin, self._pin_for = pinned(self.w_master.shape, np.int8), backend
-        out = self._pin if getattr(self, "_pin_for", None) is backend and backend is not None else None
+        out = self._pin if backend is not None and self._pin_for is backend else None
         self.w_codes, self.w_scale = weight_codes(self.w_master, self.frac_bits, out)
         w_abs = np.abs(self.w_codes.astype(np.int64))
         self._fwd_gain = float(w_abs.sum(axis=(1, 2, 3)).max())    # max_o sum |w|: |acc| <= gain * max|x|
