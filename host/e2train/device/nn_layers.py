@@ -35,8 +35,8 @@ OPS_PER_ELEMENT = {
     "pool": 1,            # the loss gradient spread over the last block's output
     "softmax_ce": 6,
     "sgd": 4,             # weight decay, momentum, step
-    "sigmoid": 4,
-    "tanh": 4,
+    "sigmoid": 5,         # clip, negate, exp, add, divide (slu_gate._sigmoid)
+    "tanh": 1,
     "gate_ew": 1,         # the gate cell's element-wise arithmetic
     "scale_stat": 1,      # per sample: the statistic a running scale follows (act_batch_max)
     "augment": 1,

@@ -30,9 +30,28 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 CELLS = ("gru", "lstm")
-# per hidden unit and sample: stacked gate rows (MACs 2 x rows x d per step), sigmoids, tanhs,
-# element-wise ops forward, element-wise ops backward
-_COUNTS = {"gru": (3, 2, 1, 4, 12), "lstm": (4, 3, 2, 6, 14)}
+# Stacked gate rows of each cell (the weights are (rows x d, d); a product's MACs follow from it).
+_ROWS = {"gru": 3, "lstm": 4}
+# The element-wise work of each cell, counted from the code below: one op per element of each
+# numpy pass that is not a matrix product (a sum over samples counts its input elements), as
+# OPS_PER_ELEMENT counts every ARM op; the sigmoids and tanhs are their own kinds (a sigmoid is
+# five passes, `_sigmoid`). tests/device/trainer/test_side_work.py counts the passes numpy runs
+# and holds the tallies to them.
+#   forward, per sample and unit: sigmoids, tanhs, other passes:
+#     GRU  r, z | n | embedding bias 1, the two stacked biases 6, the r/z/n sums 3, r * gh 1,
+#          h' = (1 - z) * n + z * h 4: 15
+#     LSTM i, f, o | g, tanh(c') | embedding bias 1, a's three sums per row 12, c' = f*c + i*g 3,
+#          h' = o * tanh(c') 1: 17
+#   forward, per sample: the head's sigmoid; its bias and the gate's draw or threshold 2
+#   backward step, per sample and unit: GRU 24, LSTM 31 (the chain rule through the passes
+#     above, and the stacked biases' sums over samples: 2 x rows); on the BPTT's first step
+#     the recurrent gradients coming in are none, one pass fewer per state (GRU h; LSTM h, c)
+#   backward step, per sample: dlogit = dg * p * (1 - p) and its sum 4
+#   backward step, per step: the parameter gradients accumulated, 2 rows d^2 + 2 rows d + d + 1
+_FWD = {"gru": (2, 1, 15), "lstm": (3, 2, 17)}
+_BWD = {"gru": (24, 1), "lstm": (31, 2)}       # per sample and unit; fewer on the first step
+_BWD_PER_SAMPLE = 4
+_FWD_PER_SAMPLE = 2
 
 
 class GateNet:
@@ -50,7 +69,7 @@ class GateNet:
             self.params[f"embed{i}.weight"] = rng.uniform(-b, b, (d, c)).astype(np.float32)
             self.params[f"embed{i}.bias"] = np.zeros(d, np.float32)
         b = 1.0 / np.sqrt(d)
-        k = _COUNTS[cell][0] * d
+        k = _ROWS[cell] * d
         self.params[f"{cell}.wx"] = rng.uniform(-b, b, (k, d)).astype(np.float32)
         self.params[f"{cell}.wh"] = rng.uniform(-b, b, (k, d)).astype(np.float32)
         self.params[f"{cell}.bx"] = np.zeros(k, np.float32)
@@ -66,6 +85,7 @@ class GateNet:
         self.h = np.zeros((n, self.d), np.float32)
         self.c = np.zeros((n, self.d), np.float32)
         self.caches: list[tuple] = []
+        self._last: int | None = None           # the gate whose forward ran last: the BPTT's first step
         self._embed_pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # block -> (du, e) of a step that ran
 
     def forward(self, i: int, e: np.ndarray, tally: ArmTally,
@@ -87,15 +107,16 @@ class GateNet:
         logit = h_new @ P["head.weight"] + P["head.bias"][0]
         p = _sigmoid(logit)
         self.caches.append((i, e, u, h, state, h_new, p))
+        self._last = i
         self.h = h_new
         if self.cell == "lstm":
             self.c = state[-1]
         n, d = e.shape[0], self.d
-        rows, sig, tanh, add, _ = _COUNTS[self.cell]
-        tally.macs(n * (u.shape[1] * e.shape[1] + 2 * rows * d * d + d), "gate")
+        sig, tanh, other = _FWD[self.cell]
+        tally.macs(n * (u.shape[1] * e.shape[1] + 2 * _ROWS[self.cell] * d * d + d), "gate")
         tally.ops("sigmoid", n * (sig * d + 1))
         tally.ops("tanh", n * tanh * d)
-        tally.ops("gate_ew", n * add * d)
+        tally.ops("gate_ew", n * (other * d + _FWD_PER_SAMPLE))
         hard = rng.random(p.shape) < p if rng is not None else p > 0.5
         return p, hard
 
@@ -130,6 +151,7 @@ class GateNet:
         P, d, grads = self.params, self.d, self._grads
         step = _gru_backward if self.cell == "gru" else _lstm_backward
         i, e, u, h, state, h_new, p = self.caches.pop()
+        first = self._dh_next is None
         dlogit = (dg * p * (1 - p)).astype(np.float32)
         grads["head.weight"] += h_new.T @ dlogit
         grads["head.bias"] += dlogit.sum()
@@ -139,7 +161,7 @@ class GateNet:
         dh_prev, self._dc_next, du = step(P, grads, u, h, state, dh, self._dc_next, d)
         self._embed_pending[i] = (du, e)
         self._dh_next = dh_prev
-        self._tally_step(e.shape[0], tally)
+        self._tally_step(e.shape[0], first, tally)
         return i
 
     def backward_embed(self, i: int, tally: ArmTally) -> None:
@@ -157,7 +179,7 @@ class GateNet:
         """The ARM ops the backward step of gate ``i`` (whose forward ran this mini-batch) will
         tally: what ``ArmTally.defer`` is told when that step is deferred."""
         count = OpCount()
-        self._tally_step(self._pooled(i).shape[0], count)
+        self._tally_step(self._pooled(i).shape[0], i == self._last, count)
         return count.total
 
     def backward_embed_ops(self, i: int) -> int:
@@ -175,20 +197,23 @@ class GateNet:
             return self._embed_pending[i][1]
         raise ValueError(f"gate {i} has no forward in this mini-batch to step back through")
 
-    def _tally_step(self, n: int, tally) -> None:
+    def _tally_step(self, n: int, first: bool, tally) -> None:
         """A backward step's ARM work, one place for the tally and the count declared in advance:
         the MACs of each matrix product the step runs (``_step_products``) and its element-wise
-        work (the bias sum of the embedding is ``_tally_embed``'s)."""
-        add = _COUNTS[self.cell][4]
-        tally.macs(sum(m for _, m in _step_products(self.cell, n, self.d)), "gate")
-        tally.ops("gate_ew", n * (add - 1) * self.d)
+        work (``_BWD``; the BPTT's first step has no recurrent gradient to add; the embedding's
+        bias sum is ``_tally_embed``'s)."""
+        d, rows = self.d, _ROWS[self.cell]
+        per_unit, states = _BWD[self.cell]
+        tally.macs(sum(m for _, m in _step_products(self.cell, n, d)), "gate")
+        tally.ops("gate_ew", n * ((per_unit - (states if first else 0)) * d + _BWD_PER_SAMPLE)
+                  + 2 * rows * d * d + 2 * rows * d + d + 1)
 
     def _tally_embed(self, shape: tuple[int, int], tally) -> None:
-        """The embedding gradient's ARM work: du.T @ e, (d x N) @ (N x C), and the bias's sum
-        (one add per sample and unit)."""
+        """The embedding gradient's ARM work: du.T @ e, (d x N) @ (N x C), the bias's sum (one add
+        per sample and unit) and both accumulated into the gradients (d x C + d)."""
         n, c = shape
         tally.macs(self.d * n * c, "gate")
-        tally.ops("gate_ew", n * self.d)
+        tally.ops("gate_ew", n * self.d + self.d * c + self.d)
 
     def backward_end(self) -> dict[str, np.ndarray]:
         if self.caches:
@@ -202,7 +227,7 @@ class GateNet:
 def _step_products(cell: str, n: int, d: int) -> list[tuple[str, int]]:
     """The matrix products one backward step runs for n samples and d hidden units, each with
     its MACs, in the order the step runs them (k = rows x d stacked gate rows)."""
-    k = _COUNTS[cell][0] * d
+    k = _ROWS[cell] * d
     head = [("h_new.T @ dlogit", d * n), ("outer(dlogit, head.weight)", n * d)]
     if cell == "gru":
         return head + [("dgi.T @ u", k * n * d), ("dgh.T @ h", k * n * d),

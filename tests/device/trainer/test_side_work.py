@@ -223,17 +223,26 @@ def test_the_gates_bptt_step_by_step_needs_every_gate_and_tallies_as_gate_work()
 
 class _Counted(np.ndarray):
     """An array that records the MACs of every matrix product it takes part in, from the
-    operands' shapes (out size x inner dimension); what derives from it is one too."""
+    operands' shapes (out size x inner dimension), and the elements of every other numpy pass
+    (by ufunc: a sum over an axis counts its input's elements; an outer product is a product's
+    MACs, counted where np.outer is wrapped); what derives from it is one too."""
     macs: list = []
+    passes: dict = {}
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kw):
         args = [x.view(np.ndarray) if isinstance(x, _Counted) else x for x in inputs]
-        if "out" in kw:
-            kw["out"] = tuple(o.view(np.ndarray) if isinstance(o, _Counted) else o for o in kw["out"])
+        given = kw.get("out")
+        if given:
+            kw["out"] = tuple(o.view(np.ndarray) if isinstance(o, _Counted) else o for o in given)
         out = getattr(ufunc, method)(*args, **kw)
         if ufunc is np.matmul:
             _Counted.macs.append(int(np.size(out)) * np.shape(args[0])[-1])
-        return out.view(_Counted) if isinstance(out, np.ndarray) and "out" not in kw else out
+        elif method != "outer":
+            n = np.size(args[0]) if method == "reduce" else np.size(out)
+            _Counted.passes[ufunc.__name__] = _Counted.passes.get(ufunc.__name__, 0) + int(n)
+        if given:                   # in place (a += b): hand back the array itself, still counted
+            return given[0] if len(given) == 1 else given
+        return out.view(_Counted) if isinstance(out, np.ndarray) else out
 
     def __array_function__(self, func, types, args, kwargs):      # np.concatenate and the like
         out = super().__array_function__(func, types, args, kwargs)
@@ -285,7 +294,43 @@ def test_a_gate_backward_step_tallies_the_macs_of_the_products_it_runs(cell, mon
         emb = _Kinds()
         net.backward_embed(i, emb)
         assert _Counted.macs == [d * n * chans[i]] == [emb.n_macs]
-        assert emb.elem == op_count("gate_ew", n * d)   # the bias's sum
+        assert emb.elem == op_count("gate_ew", n * d + d * chans[i] + d)   # the bias sum; both accumulated
+    net.backward_end()
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_gate_tallies_the_element_wise_passes_numpy_runs(cell):
+    """The element-wise ARM ops a gate tallies (forward, each backward step, each embedding
+    task) are the element-wise passes its numpy code runs, counted ufunc by ufunc on arrays that
+    record them (_Counted): each sigmoid as its five passes, each tanh as one, the rest one op
+    an element, the BPTT's first step (no recurrent gradient coming in) apart from the others.
+    The backward step's count is also what is declared ahead for its deferred task."""
+    from e2train.device.slu_gate import GateNet
+    rng = np.random.default_rng(5)
+    n, d, chans = 7, 3, (8, 5, 6)                  # n, d and C apart: a swapped factor shows
+    net = GateNet(list(chans), [1, 2, 1], d, rng, cell=cell)
+    net.params = {k: v.view(_Counted) for k, v in net.params.items()}
+    arm = ArmTally(timeline=Timeline())
+    net.reset(n)
+    for i, c in enumerate(chans):
+        _Counted.passes = {}
+        fwd = _Kinds()
+        net.forward(i, rng.standard_normal((n, c)).astype(np.float32), fwd)
+        assert _Counted.passes["exp"] * 5 + _Counted.passes["tanh"] == (
+            op_count("sigmoid", _Counted.passes["exp"]) + op_count("tanh", _Counted.passes["tanh"]))
+        assert sum(_Counted.passes.values()) == fwd.elem, _Counted.passes
+    net.backward_begin()
+    for i in (2, 1, 0):
+        declared = net.backward_step_ops(i)
+        _Counted.passes = {}
+        step = _Kinds()
+        assert net.backward_step(rng.standard_normal(n).astype(np.float32).view(_Counted), step) == i
+        assert sum(_Counted.passes.values()) == step.elem, (i, _Counted.passes)
+        assert declared == step.elem + 2 * step.n_macs
+        _Counted.passes = {}
+        emb = _Kinds()
+        net.backward_embed(i, emb)
+        assert sum(_Counted.passes.values()) == emb.elem, (i, _Counted.passes)
     net.backward_end()
 
 
