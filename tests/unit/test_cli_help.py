@@ -12,7 +12,7 @@ from e2train.core.fixedpoint import CONTRACT_VERSION
 
 # torch-train's and bench's flags live in the torch trainer's and the harness's own modules.
 COMMANDS = ["board", "train", "flash", "measure", "status", "attach", "stop", "fetch", "demo", "kernels",
-            "calibrate-arm"]
+            "calibrate-arm", "frontier"]
 
 
 def _sub(command: str) -> argparse.ArgumentParser:

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "board": ("e2train.device.agent", "serve the board link (runs on the board, or as the simulated board)"),
     "calibrate-arm": ("e2train.device.arm_calibration", "measure the ARM's throughput for the trainer's time model (run it on the board)"),
     "measure": ("e2train.meter.cli", "measure the energy of any command with a power meter"),
+    "frontier": ("e2train.app.frontier", "E2-Train's modelled energy against its accuracy over settings and seeds (simulated board)"),
     "bench": ("e2train.bench.cli", "evaluation harness: methods, random controls, time-to-accuracy, Pareto"),
     "torch-train": ("e2train.torch.cli", "train with the PyTorch reference (CPU or CUDA)"),
     "reproduce": ("e2train.app.reproduce", "run a published table's protocol; print the paper's numbers beside the run's"),

@@ -1,0 +1,217 @@
+"""`e2train frontier`: E²-Train's modelled energy against its accuracy, over settings and seeds.
+
+One baseline run per seed (the 8-bit fabric baseline of the demo's model) and one E²-Train run
+per seed and setting, on the device trainer (C simulation of every kernel, as `make demo` runs
+them, without the link). Each setting gets its accuracy change on every seed, the worst of
+them, and its modelled energy over both named baselines (core.energy); the table marks which
+settings keep every seed within ``--max-drop`` points and which reach ``--goal``, and a plot
+shows the trade-off (each seed a point, each setting's mean a marker).
+
+The default settings are SMD's energy budget, the knob the paper sweeps (Sec. 4.2, Fig. 3a):
+0.67 (epochs x 4/3 on half the batches: the paper's choice and the demo's), 0.58, and 0.5
+(the plain epochs: "SMD can directly half the training cost").
+
+Every run is saved as it ends (``<out>/runs/<name>-s<seed>.json``): an interrupted sweep
+rerun with the same ``--out`` trains only what is missing. Energy is modelled, never measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from ..core.train_keys import ConfigError
+
+DEFAULT_SETTINGS = {
+    "smd-budget-0.67": {"smd_energy_ratio": 0.67},
+    "smd-budget-0.58": {"smd_energy_ratio": 0.58},
+    "smd-budget-0.50": {"smd_energy_ratio": 0.5},
+}
+BASELINE = "baseline"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
+    p.add_argument("--setting", action="append", default=[], metavar="NAME=JSON",
+                   help="an E²-Train setting over the demo's (repeatable; default: SMD budgets 0.67, 0.58, 0.5)")
+    p.add_argument("--config", default="{}", metavar="JSON", help="settings shared by every run, baseline included")
+    p.add_argument("--data", default="digits", help="data set (e2train.data.datasets)")
+    p.add_argument("--data-dir", default=None, help="where a data set other than digits lies (CIFAR: the user's files)")
+    p.add_argument("--backend", choices=("csim", "golden"), default="csim",
+                   help="the kernels' C simulation, or the numpy golden model (same bits, slower)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once")
+    p.add_argument("--max-drop", type=float, default=1.5, help="accuracy points E²-Train may lose on any seed")
+    p.add_argument("--goal", type=float, default=0.25, help="energy ratio to the 8-bit fabric baseline to reach")
+    p.add_argument("--out", default=None, help="directory (default runs/frontier-<time>); an existing one resumes")
+
+
+def _json_arg(text: str, what: str) -> dict:
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{what} is not valid JSON ({e}): give an object such as '{{\"smd_p\": 0.6}}'") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what} must be a JSON object of trainer settings, not {type(d).__name__}")
+    return d
+
+
+def parse_settings(items: list[str]) -> dict[str, dict]:
+    if not items:
+        return dict(DEFAULT_SETTINGS)
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--setting {item!r} is not NAME=JSON: e.g. --setting 'p06={{\"smd_p\": 0.6}}'")
+        if name.strip() == BASELINE or name.strip() in out:
+            raise ConfigError(f"--setting name {name.strip()!r} is taken: give each setting its own name")
+        out[name.strip()] = _json_arg(text, f"--setting {name.strip()}")
+    return out
+
+
+def run_configs(shared: dict, settings: dict[str, dict], seeds: list[int]) -> dict[tuple[str, int], dict]:
+    """Every run's full trainer config, validated before anything trains."""
+    from ..device.train_config import TrainConfig
+    from ..device.trainer import BASELINE_SWITCHES, COMPARE_BASE
+    runs = {}
+    for s in seeds:
+        runs[(BASELINE, s)] = dict(COMPARE_BASE, **shared, **BASELINE_SWITCHES, seed=s)
+        for name, over in settings.items():
+            runs[(name, s)] = dict(COMPARE_BASE, **shared, **over, seed=s)
+    for (name, s), cfg in runs.items():
+        try:
+            TrainConfig.from_dict(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"setting {name}: {e}") from None
+    return runs
+
+
+def train_one(cfg: dict, data: str, data_dir: str | None, backend: str) -> dict:
+    """One run on the device trainer; what the table needs (the work tally prices it)."""
+    from ..data import datasets
+    from ..device.trainer import Trainer, _backend
+    r = Trainer(cfg, datasets.load(data, data_dir), _backend(backend)).run()
+    return {"config": cfg, "test_acc": r["test_acc"], "work": r["work"], "skips": r["skips"],
+            "critical_path_s": r["modelled"]["critical_path_seconds"], "energy_j": r["modelled"]["energy_j"]}
+
+
+def summarise(results: dict[tuple[str, int], dict], settings: list[str], seeds: list[int],
+              max_drop: float, goal: float) -> list[dict]:
+    """Per setting: accuracy change per seed, energy ratios to both baselines per seed, their
+    means and worst cases, and whether the setting holds the accuracy bound and reaches the goal."""
+    from ..core import energy
+    from ..core.work import Work
+    from ..device.trainer import PLATFORM
+    base = {s: results[(BASELINE, s)] for s in seeds}
+    priced_base = {s: energy.price(Work.from_dict(b["work"]), PLATFORM) for s, b in base.items()}
+    priced_sgd = {s: energy.price(energy.as_32bit_sgd(Work.from_dict(b["work"])), PLATFORM) for s, b in base.items()}
+    rows = []
+    for name in settings:
+        deltas, r8, r32 = [], [], []
+        for s in seeds:
+            r = results[(name, s)]
+            e = energy.price(Work.from_dict(r["work"]), PLATFORM)
+            deltas.append(100.0 * (r["test_acc"] - base[s]["test_acc"]))
+            r8.append(e["total_j"] / priced_base[s]["total_j"])
+            r32.append(e["total_j"] / priced_sgd[s]["total_j"])
+        n = len(seeds)
+        rows.append({"setting": name, "deltas": deltas, "worst_delta": min(deltas), "mean_delta": sum(deltas) / n,
+                     "ratio_8bit": r8, "mean_ratio_8bit": sum(r8) / n, "max_ratio_8bit": max(r8),
+                     "mean_ratio_fp32": sum(r32) / n,
+                     "within_bound": min(deltas) >= -max_drop - 1e-9, "reaches_goal": sum(r8) / n <= goal})
+    return rows
+
+
+def table_md(rows: list[dict], seeds: list[int], max_drop: float, goal: float) -> str:
+    lines = [f"| setting | accuracy change per seed ({', '.join(map(str, seeds))}; points) | worst | "
+             f"mean ratio to the 8-bit fabric baseline (max) | mean ratio to 32-bit SGD | every seed within "
+             f"{max_drop:g} points | mean ratio ≤ {goal:g} |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['setting']} | {' / '.join(f'{d:+.2f}' for d in r['deltas'])} | {r['worst_delta']:+.2f} | "
+                     f"{r['mean_ratio_8bit']:.3f} ({r['max_ratio_8bit']:.3f}) | {r['mean_ratio_fp32']:.3f} | "
+                     f"{'yes' if r['within_bound'] else 'no'} | {'yes' if r['reaches_goal'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, max_drop: float, goal: float) -> None:
+    """Accuracy change against modelled energy ratio: a point per seed, a marker per setting's
+    mean; the region that meets both bounds shaded."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = [x for r in rows for x in r["ratio_8bit"]]
+    ys = [y for r in rows for y in r["deltas"]]
+    lo, hi = min(xs + [goal]) - 0.02, max(xs + [goal]) + 0.02
+    top = max(ys + [0.0]) + 0.5
+    ax.fill_between([lo, goal], -max_drop, top, color="tab:green", alpha=0.08, lw=0)
+    ax.set_ylim(min(ys + [-max_drop]) - 0.5, top)
+    ax.axhline(-max_drop, color="gray", lw=0.8, ls="--")
+    ax.axvline(goal, color="gray", lw=0.8, ls="--")
+    for i, r in enumerate(rows):
+        c = f"C{i}"
+        ax.scatter(r["ratio_8bit"], r["deltas"], color=c, s=14, alpha=0.6)
+        ax.scatter([r["mean_ratio_8bit"]], [r["mean_delta"]], color=c, marker="D", s=50, label=r["setting"])
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("E²-Train energy / 8-bit fabric baseline energy (modelled, xc7z020)")
+    ax.set_ylabel("test accuracy change (points)")
+    ax.set_title(f"goal: ratio ≤ {goal:g} with every seed above −{max_drop:g} points (dashed)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r} is not a comma-separated list of integers") from None
+    if not seeds:
+        raise ConfigError("--seeds is empty: give at least one seed, e.g. --seeds 0")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs} must be at least 1")
+    settings = parse_settings(args.setting)
+    runs = run_configs(_json_arg(args.config, "--config"), settings, seeds)
+    out = Path(args.out or time.strftime("runs/frontier-%Y%m%d-%H%M%S"))
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    results, todo = {}, {}
+    for key, cfg in runs.items():
+        f = out / "runs" / f"{key[0]}-s{key[1]}.json"
+        if f.exists():
+            saved = json.loads(f.read_text())
+            if saved.get("config") == json.loads(json.dumps(cfg)):
+                results[key] = saved
+                continue
+        todo[key] = cfg
+    t0 = time.monotonic()
+    print(f"frontier: {len(runs)} runs, {len(results)} already in {out}/runs, {len(todo)} to train "
+          f"({args.jobs} at once)", file=sys.stderr)
+    with ProcessPoolExecutor(max(1, min(args.jobs, len(todo) or 1))) as ex:
+        futs = {ex.submit(train_one, cfg, args.data, args.data_dir, args.backend): key for key, cfg in todo.items()}
+        for i, fut in enumerate(as_completed(futs), 1):
+            key = futs[fut]
+            results[key] = fut.result()
+            path = out / "runs" / f"{key[0]}-s{key[1]}.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results[key], default=float))
+            tmp.replace(path)
+            print(f"frontier: [{i}/{len(todo)}] {key[0]} seed {key[1]}: test acc "
+                  f"{100 * results[key]['test_acc']:.2f}% ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
+    rows = summarise(results, list(settings), seeds, args.max_drop, args.goal)
+    table = table_md(rows, seeds, args.max_drop, args.goal)
+    print(table)
+    head = ["# E²-Train's energy/accuracy frontier on the simulated board", "",
+            "Energy modelled (xc7z020, core.energy; ARM at the config's rate), accuracy on the test set; "
+            "each E²-Train run against the 8-bit fabric baseline of the same seed.", "",
+            f"- shared config: `{args.config}`"]
+    head += [f"- {name}: `{json.dumps(over, sort_keys=True)}`" for name, over in settings.items()]
+    (out / "summary.md").write_text("\n".join(head + ["", table, ""]))
+    (out / "frontier.json").write_text(json.dumps({"seeds": seeds, "settings": settings, "rows": rows}, indent=1))
+    plot(rows, out / "frontier.png", args.max_drop, args.goal)
+    print(f"frontier: {out}/summary.md, frontier.png ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,73 @@
+"""`e2train frontier`: the energy/accuracy sweep over settings and seeds on the device trainer.
+Its table must say what the runs did (accuracy change and modelled energy ratio, from the
+trainer's own figures), a rerun must train only what is missing, and bad input must end in
+one line with the usage exit code."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from e2train.app import cli
+from e2train.app.exit_codes import EXIT_USAGE
+from e2train.core import csim
+
+TINY = json.dumps({"epochs": 1, "model": "resnet8", "width": 4})
+BACKEND = "csim" if csim.available() else "golden"
+
+
+def _frontier(out, *extra):
+    return cli.main(["frontier", "--seeds", "3", "--config", TINY, "--backend", BACKEND, "--jobs", "1",
+                     "--out", str(out), *extra])
+
+
+def test_the_table_gives_each_setting_its_accuracy_change_and_its_modelled_energy_ratio(tmp_path, capsys):
+    assert _frontier(tmp_path, "--setting", 'plain={"smd_energy_ratio": 0.5}') == 0
+    runs = tmp_path / "runs"
+    base = json.loads((runs / "baseline-s3.json").read_text())
+    e2 = json.loads((runs / "plain-s3.json").read_text())
+    from e2train.device.trainer import BASELINE_SWITCHES
+    assert {k: base["config"][k] for k in BASELINE_SWITCHES} == BASELINE_SWITCHES
+    assert not set(BASELINE_SWITCHES) & set(e2["config"])       # E²-Train: the switches' defaults
+    assert e2["config"]["smd_energy_ratio"] == 0.5 and e2["config"]["seed"] == base["config"]["seed"] == 3
+    rows = json.loads((tmp_path / "frontier.json").read_text())["rows"]
+    assert [r["setting"] for r in rows] == ["plain"]
+    # the trainer's own modelled energies, not the sweep's re-pricing of the tallies
+    assert rows[0]["ratio_8bit"][0] == pytest.approx(e2["energy_j"] / base["energy_j"], rel=1e-9)
+    delta = 100 * (e2["test_acc"] - base["test_acc"])
+    assert rows[0]["deltas"] == [pytest.approx(delta)]
+    assert rows[0]["within_bound"] == (delta >= -1.5)
+    out = capsys.readouterr().out
+    assert f"| plain | {delta:+.2f} | {delta:+.2f} | {rows[0]['mean_ratio_8bit']:.3f} " in out
+    assert (tmp_path / "frontier.png").stat().st_size > 0 and "plain" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_rerun_trains_only_what_is_missing_or_changed(tmp_path, capsys):
+    assert _frontier(tmp_path, "--setting", 'a={"smd_energy_ratio": 0.5}') == 0
+    first = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    capsys.readouterr()
+    assert _frontier(tmp_path, "--setting", 'a={"smd_energy_ratio": 0.5}', "--setting", 'b={"slu": false}') == 0
+    err = capsys.readouterr().err
+    assert "3 runs, 2 already" in err and "1 to train" in err
+    now = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    assert {k: now[k] for k in first} == first and "b-s3.json" in now
+    # a setting whose settings changed under the same name is trained again
+    assert _frontier(tmp_path, "--setting", 'a={"smd_energy_ratio": 0.58}') == 0
+    assert "2 runs, 1 already" in capsys.readouterr().err
+    assert json.loads((tmp_path / "runs" / "a-s3.json").read_text())["config"]["smd_energy_ratio"] == 0.58
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--setting", "nojson"], "is not NAME=JSON"),
+    (["--setting", "x={bad"], "--setting x is not valid JSON"),
+    (["--setting", 'x={"smd_p": 7}'], "setting x: "),
+    (["--setting", 'baseline={"smd_p": 0.5}'], "is taken"),
+    (["--config", "[1]"], "--config must be a JSON object"),
+    (["--seeds", "a,b"], "--seeds 'a,b' is not"),
+])
+def test_bad_input_is_one_line_and_trains_nothing(tmp_path, capsys, args, says):
+    code = cli.main(["frontier", "--out", str(tmp_path / "out"), "--config", TINY, *args])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
