@@ -78,6 +78,9 @@ class KernelStats:
     dynamic_j: float = 0.0
 
 
+_UNKNOWN = object()
+
+
 class _RegisterArray(np.ndarray):
     """A numpy view of a kernel's register file that tells the kernel about every access,
     so that pynq's ``MMIO`` (which reads and writes ``mmio.array``) and ``RegisterMap``
@@ -85,22 +88,29 @@ class _RegisterArray(np.ndarray):
 
     def __array_finalize__(self, obj):
         self._sim = getattr(obj, "_sim", None)
+        self._off = _UNKNOWN
+
+    def _offset(self):
+        """Byte offset of this array in the register file, or None for an array that does
+        not lie in it (arithmetic on a view). Known once: a view never moves, and the driver
+        touches the same views at every call."""
+        off = self._off
+        if off is _UNKNOWN:
+            words = self._sim.words
+            base = words.__array_interface__["data"][0]
+            ptr = self.__array_interface__["data"][0]
+            off = self._off = ptr - base if base <= ptr < base + words.nbytes else None
+        return off
 
     def _span(self, key):
         """Word range of the register file that ``self[key]`` touches, or None."""
-        sim = self._sim
-        if sim is None:
-            return None
-        base = sim.words.__array_interface__["data"][0]
-        ptr = self.__array_interface__["data"][0]
-        if not base <= ptr < base + sim.words.nbytes:
-            return None                       # a derived array (arithmetic), not the registers
+        if self._sim is None or (off := self._offset()) is None:
+            return None                       # not a view of the registers
         if isinstance(key, (int, np.integer)) and self.ndim == 1:
             i = int(key) + (self.shape[0] if key < 0 else 0)
-            lo = ptr - base + i * self.strides[0]
+            lo = off + i * self.strides[0]
             return lo // 4, (lo + self.itemsize - 1) // 4
-        lo = ptr - base
-        return lo // 4, (lo + max(self.nbytes, 1) - 1) // 4
+        return off // 4, (off + max(self.nbytes, 1) - 1) // 4
 
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
