@@ -55,6 +55,15 @@ def test_a_rerun_trains_only_what_is_missing_or_changed(tmp_path, capsys):
     assert _frontier(tmp_path, "--setting", 'a={"smd_energy_ratio": 0.58}') == 0
     assert "2 runs, 1 already" in capsys.readouterr().err
     assert json.loads((tmp_path / "runs" / "a-s3.json").read_text())["config"]["smd_energy_ratio"] == 0.58
+    # another backend's runs are not this one's; a file cut short is trained again
+    (tmp_path / "runs" / "baseline-s3.json").write_text('{"config": ')
+    other = "golden" if BACKEND == "csim" else "csim"
+    if other == "csim" and not csim.available():
+        other = BACKEND
+    assert cli.main(["frontier", "--seeds", "3", "--config", TINY, "--backend", other, "--jobs", "1",
+                     "--out", str(tmp_path), "--setting", 'a={"smd_energy_ratio": 0.58}']) == 0
+    err = capsys.readouterr().err
+    assert ("2 runs, 0 already" if other != BACKEND else "2 runs, 1 already") in err
 
 
 @pytest.mark.parametrize("args, says", [

@@ -12,7 +12,8 @@ The default settings are SMD's energy budget, the knob the paper sweeps (Sec. 4.
 (the plain epochs: "SMD can directly half the training cost").
 
 Every run is saved as it ends (``<out>/runs/<name>-s<seed>.json``): an interrupted sweep
-rerun with the same ``--out`` trains only what is missing. Energy is modelled, never measured.
+rerun with the same ``--out`` trains only what is missing (a run whose settings, data or backend
+differ is trained again). Energy is modelled, never measured.
 """
 from __future__ import annotations
 
@@ -180,11 +181,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or time.strftime("runs/frontier-%Y%m%d-%H%M%S"))
     (out / "runs").mkdir(parents=True, exist_ok=True)
     results, todo = {}, {}
+    source = {"data": args.data, "data_dir": args.data_dir, "backend": args.backend}
     for key, cfg in runs.items():
         f = out / "runs" / f"{key[0]}-s{key[1]}.json"
         if f.exists():
-            saved = json.loads(f.read_text())
-            if saved.get("config") == json.loads(json.dumps(cfg)):
+            try:
+                saved = json.loads(f.read_text())
+            except (OSError, ValueError):
+                saved = {}                    # a run cut short while saving: train it again
+            if saved.get("config") == json.loads(json.dumps(cfg)) and saved.get("source") == source:
                 results[key] = saved
                 continue
         todo[key] = cfg
@@ -195,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         futs = {ex.submit(train_one, cfg, args.data, args.data_dir, args.backend): key for key, cfg in todo.items()}
         for i, fut in enumerate(as_completed(futs), 1):
             key = futs[fut]
-            results[key] = fut.result()
+            results[key] = dict(fut.result(), source=source)
             path = out / "runs" / f"{key[0]}-s{key[1]}.json"
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(results[key], default=float))
