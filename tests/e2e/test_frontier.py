@@ -22,7 +22,9 @@ def _frontier(out, *extra):
 
 
 def test_the_table_gives_each_setting_its_accuracy_change_and_its_modelled_energy_ratio(tmp_path, capsys):
-    assert _frontier(tmp_path, "--setting", 'plain={"smd_energy_ratio": 0.5}') == 0
+    from e2train.core.energy import ARM_OPS_PER_SECOND
+    assert _frontier(tmp_path, "--setting", 'plain={"smd_energy_ratio": 0.5}',
+                     "--arm-rates", f"{ARM_OPS_PER_SECOND},4e8") == 0
     runs = tmp_path / "runs"
     base = json.loads((runs / "baseline-s3.json").read_text())
     e2 = json.loads((runs / "plain-s3.json").read_text())
@@ -37,6 +39,10 @@ def test_the_table_gives_each_setting_its_accuracy_change_and_its_modelled_energ
     delta = 100 * (e2["test_acc"] - base["test_acc"])
     assert rows[0]["deltas"] == [pytest.approx(delta)]
     assert rows[0]["within_bound"] == (delta >= -1.5)
+    # re-priced at the rate it ran at, the ratio is the recorded one; a faster ARM, or none, is no dearer
+    at = rows[0]["mean_ratio_8bit_at_arm_rates"]
+    assert at[str(ARM_OPS_PER_SECOND)] == pytest.approx(rows[0]["mean_ratio_8bit"], rel=1e-9)
+    assert rows[0]["mean_ratio_8bit_arm_free"] <= at["400000000.0"] <= rows[0]["mean_ratio_8bit"]
     out = capsys.readouterr().out
     assert f"| plain | {delta:+.2f} | {delta:+.2f} | {rows[0]['mean_ratio_8bit']:.3f} " in out
     assert (tmp_path / "frontier.png").stat().st_size > 0 and "plain" in (tmp_path / "summary.md").read_text()
@@ -73,6 +79,8 @@ def test_a_rerun_trains_only_what_is_missing_or_changed(tmp_path, capsys):
     (["--setting", 'baseline={"smd_p": 0.5}'], "is taken"),
     (["--config", "[1]"], "--config must be a JSON object"),
     (["--seeds", "a,b"], "--seeds 'a,b' is not"),
+    (["--arm-rates", "fast"], "--arm-rates 'fast' is not"),
+    (["--arm-rates", "0"], "--arm-rates '0' is not"),
 ])
 def test_bad_input_is_one_line_and_trains_nothing(tmp_path, capsys, args, says):
     code = cli.main(["frontier", "--out", str(tmp_path / "out"), "--config", TINY, *args])
