@@ -26,11 +26,21 @@ with each layer's own running mean per-sample max).
 
 Goal (issue 12): mean agreement >= 0.993 with >= 65% decided by the predictor.
 
+Other layers: ``--data cifar10 --data-dir DIR`` captures from training on a data set the user
+has (CIFAR's python-format files; nothing here downloads it), and ``--cases DIR`` measures
+layer cases captured elsewhere instead of capturing: one ``.npz`` a layer in the format of
+``save_case`` below (``--save-cases DIR`` writes this run's cases in it, so the format is one
+and round-trips). That is how ResNet-CIFAR layers, whose weights sum 16x more terms than
+digits' and where the split's bias shows (docs/fixed-point.md section 8), are measured with the
+same rule and scores.
+
 ``--train-policies SEEDS`` instead trains the torch reference (ResNet-8, digits, precision
 "psg", bit-exact emulation) under each activation scale policy for SEEDS seeds and prints the
 final test accuracy and the share of signs the predictor decided: the measurement behind the
 default of ``act_scale`` (docs/fixed-point.md).
 Usage: python benchmarks/bench_psg.py [--epochs 10] [--seeds 0,1,2] [--recapture] [--scale-policies]
+       python benchmarks/bench_psg.py [--data cifar10 --data-dir DIR] [--save-cases DIR]
+       python benchmarks/bench_psg.py --cases DIR [--scale-policies]
        python benchmarks/bench_psg.py --train-policies 3 [--train-epochs 20] [--model resnet8]
 """
 from __future__ import annotations
@@ -64,7 +74,8 @@ def capture_points(epochs: int) -> dict[int, str]:
     return {1: "early", epochs // 2: "middle", epochs - 1: "late"}
 
 
-def capture(model_name: str, epochs: int, seed: int, act_scale: str = "batch_max") -> list[dict]:
+def capture(model_name: str, epochs: int, seed: int, act_scale: str = "batch_max",
+            data: str = "digits", data_dir: str | None = None) -> list[dict]:
     """Train with the torch reference and capture every PSG convolution's operands on the
     first batch of each capture epoch (the cases of ``capture_points``)."""
     from e2train.torch.policy import Policy
@@ -100,18 +111,20 @@ def capture(model_name: str, epochs: int, seed: int, act_scale: str = "batch_max
                 h.remove()
             self.hooks = []
 
-    cfg = TrainConfig(dataset="digits", model=model_name, precision="psg", epochs=epochs, seed=seed,
-                      psg_exact=False, progress=False, act_scale=act_scale)
+    cfg = TrainConfig(dataset=data, data_dir=data_dir, model=model_name, precision="psg", epochs=epochs,
+                      seed=seed, psg_exact=False, progress=False, act_scale=act_scale)
     res = train(cfg, [Capture()])
     for c in cases:
         c["test_acc_end"] = res.records[-1]["test_acc"]
     return [c for c in cases if "g" in c]
 
 
-def load_cases(epochs: int, seed: int, recapture: bool, act_scale: str = "batch_max") -> list[dict]:
+def load_cases(epochs: int, seed: int, recapture: bool, act_scale: str = "batch_max",
+               data: str = "digits", data_dir: str | None = None) -> list[dict]:
     """The cases of one training seed (trained under ``act_scale``): from the cache, else
     captured (and cached)."""
     ident = [MODELS, epochs, seed, fxp.CONTRACT_VERSION, 1] + ([act_scale] if act_scale != "batch_max" else [])
+    ident += [data, str(Path(data_dir).resolve()) if data_dir else None] if data != "digits" else []
     key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:12]
     path = CACHE / f"cases-{key}.npz"
     if path.exists() and not recapture:
@@ -121,7 +134,7 @@ def load_cases(epochs: int, seed: int, recapture: bool, act_scale: str = "batch_
     cases = []
     for name in MODELS:
         t0 = time.perf_counter()
-        got = capture(name, epochs, seed, act_scale)
+        got = capture(name, epochs, seed, act_scale, data, data_dir)
         for c in got:
             c["seed"] = seed
         print(f"captured {len(got)} layer cases of {name}, seed {seed}, act_scale {act_scale} ({epochs} epochs of training, "
@@ -134,6 +147,72 @@ def load_cases(epochs: int, seed: int, recapture: bool, act_scale: str = "batch_
     np.savez(tmp, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
     tmp.replace(path)
     return cases
+
+
+# --- layer cases as files -------------------------------------------------------------------
+
+CASE_ARRAYS = ("x", "g", "w_shape", "stride", "padding")      # required in a case file
+CASE_TEXT = ("model", "layer", "point")                        # optional labels
+
+
+class CaseError(ValueError):
+    """A case file that cannot be measured: the message names the file, the cause and the fix."""
+
+
+def save_case(path: Path, case: dict) -> None:
+    """One layer case as an .npz: x (N, C, H, W) float, the layer's input before quantisation;
+    g (N, Co, Ho, Wo) float, its output gradient; w_shape (Co, C/groups, kh, kw); stride and
+    padding (2 ints each); optional groups (default 1), x_max (the running activation max the
+    layer scaled x by; default the batch's max |x|), x_unsigned (default: x has no negative
+    value), and the text labels model, layer, point."""
+    arrays = {"x": np.asarray(case["x"], np.float32), "g": np.asarray(case["g"], np.float32),
+              "w_shape": np.asarray(case["w_shape"], np.int64), "stride": np.asarray(case["stride"], np.int64),
+              "padding": np.asarray(case["padding"], np.int64), "groups": np.asarray(case.get("groups", 1)),
+              "x_max": np.asarray(case["x_max"], np.float64), "x_unsigned": np.asarray(bool(case["x_unsigned"]))}
+    arrays |= {k: np.asarray(str(case[k])) for k in CASE_TEXT if k in case}
+    np.savez(path, **arrays)
+
+
+def read_case(path: Path) -> dict:
+    """A case file (``save_case``'s format), checked: a missing array or shapes that do not
+    make a convolution raise CaseError naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            got = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise CaseError(f"{path}: not a readable .npz ({e}); write cases with save_case's format") from None
+    missing = [k for k in CASE_ARRAYS if k not in got]
+    if missing:
+        raise CaseError(f"{path}: no {', '.join(missing)}; a case holds {', '.join(CASE_ARRAYS)} "
+                        "(benchmarks/bench_psg.py, save_case)")
+    x, g = got["x"].astype(np.float32), got["g"].astype(np.float32)
+    w_shape = tuple(int(v) for v in np.ravel(got["w_shape"]))
+    pair = lambda k: tuple(int(v) for v in np.broadcast_to(np.ravel(got[k]), (2,)))   # noqa: E731
+    groups = int(got.get("groups", 1))
+    case = dict(x=x, g=g, w_shape=w_shape, stride=pair("stride"), padding=pair("padding"), groups=groups,
+                x_max=float(got["x_max"]) if "x_max" in got else float(np.abs(x).max()),
+                x_unsigned=bool(got["x_unsigned"]) if "x_unsigned" in got else bool((x >= 0).all()),
+                model=str(got.get("model", "")), layer=str(got.get("layer", path.stem)),
+                point=str(got.get("point", "")), seed=None)
+    if x.ndim != 4 or g.ndim != 4 or len(w_shape) != 4 or x.shape[0] != g.shape[0]:
+        raise CaseError(f"{path}: x {x.shape}, g {g.shape} and w_shape {w_shape} must be 4-D, x and g with "
+                        "the same batch")
+    (kh, kw), (sh, sw), (ph, pw) = w_shape[2:], case["stride"], case["padding"]
+    out_hw = ((x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1)
+    if w_shape[0] != g.shape[1] or w_shape[1] * groups != x.shape[1] or g.shape[2:] != out_hw:
+        raise CaseError(f"{path}: x {x.shape} through weights {w_shape} (stride {case['stride']}, padding "
+                        f"{case['padding']}, groups {groups}) gives outputs {(g.shape[0], w_shape[0], *out_hw)}, "
+                        f"not g's {g.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(g).all()):
+        raise CaseError(f"{path}: x or g holds a NaN or an infinity")
+    return case
+
+
+def read_cases(folder: Path) -> list[dict]:
+    files = sorted(Path(folder).glob("*.npz"))
+    if not files:
+        raise CaseError(f"{folder}: no .npz case files (one a layer, benchmarks/bench_psg.py save_case's format)")
+    return [read_case(f) for f in files]
 
 
 # --- codes and sums ------------------------------------------------------------------------
@@ -252,6 +331,10 @@ def main(argv=None) -> int:
                    help="train under each activation scale policy for SEEDS seeds instead")
     p.add_argument("--train-epochs", type=int, default=20)
     p.add_argument("--model", default="resnet8")
+    p.add_argument("--data", default="digits", help="data set the captures train on (cifar10/100: the user's files)")
+    p.add_argument("--data-dir", default=None, help="where --data's files lie")
+    p.add_argument("--cases", metavar="DIR", help="measure the layer cases in DIR (.npz, save_case's format) instead")
+    p.add_argument("--save-cases", metavar="DIR", help="also write this run's layer cases to DIR in that format")
     a = p.parse_args(argv)
     if a.train_policies:
         torch.set_num_threads(a.threads)
@@ -270,29 +353,48 @@ def main(argv=None) -> int:
     if not seeds:
         print("error: --seeds names no seed", file=sys.stderr)
         return 2
-    cases = [c for seed in seeds for c in load_cases(a.epochs, seed, a.recapture)]
+    try:
+        if a.cases:
+            cases = read_cases(Path(a.cases))
+        else:
+            cases = [c for seed in seeds for c in load_cases(a.epochs, seed, a.recapture, data=a.data,
+                                                                data_dir=a.data_dir)]
+    except (CaseError, ValueError, OSError) as e:   # a bad case file; a data set that is not there
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.save_cases:
+        out = Path(a.save_cases)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, c in enumerate(cases):
+            save_case(out / f"case{i:04d}.npz", c)
+        print(f"wrote {len(cases)} layer cases to {out}/")
     configs = {name: (rule, "batch_max") for name, rule in RULES.items()}
     if a.scale_policies:
         configs["v2, x by mean sample max"] = ("half_away", "mean_sample_max")
     res = evaluate(cases, configs)
-    if a.scale_policies:
+    if a.scale_policies and not a.cases:
         # the same seeds trained under act_scale = mean_sample_max: each layer's own running max
         msm_cases = [c for seed in seeds for c in load_cases(a.epochs, seed, a.recapture, "mean_sample_max")]
         res_msm = evaluate(msm_cases, {f"{name}, trained with mean_sample_max": (rule, "batch_max")
                                        for name, rule in RULES.items() if rule != "half_even"})
-    n_models = {m: sum(c["model"] == m for c in cases) for m in MODELS}
-    print(f"\nPSG signs vs the exact fp64 weight gradient: {len(cases)} layer cases captured from training "
-          f"on digits ({', '.join(f'{m} {n}' for m, n in n_models.items())}; epochs "
-          f"{sorted({c['epoch'] for c in cases})} of {a.epochs}, seeds {','.join(map(str, seeds))}); "
-          f"means over cases\n")
+    models = sorted({c["model"] for c in cases if c["model"]})
+    n_models = {m: sum(c["model"] == m for c in cases) for m in models}
+    if a.cases:
+        origin = f"read from {a.cases}"
+    else:
+        origin = (f"captured from training on {a.data} (epochs {sorted({c['epoch'] for c in cases})} of {a.epochs}, "
+                  f"seeds {','.join(map(str, seeds))})")
+    print(f"\nPSG signs vs the exact fp64 weight gradient: {len(cases)} layer cases {origin}; "
+          f"{', '.join(f'{m} {n}' for m, n in n_models.items()) or 'unlabelled'}; means over cases\n")
     print("\n".join(table(cases, res)))
-    for m in MODELS:
+    for m in models if len(models) > 1 else ():
         print(f"\n{m} only:")
         print("\n".join(table(cases, res, lambda c, m=m: c["model"] == m)))
     for point in ("early", "middle", "late"):
-        print(f"\n{point} captures only:")
-        print("\n".join(table(cases, res, lambda c, pt=point: c["point"] == pt)))
-    if a.scale_policies:
+        if any(c["point"] == point for c in cases):
+            print(f"\n{point} captures only:")
+            print("\n".join(table(cases, res, lambda c, pt=point: c["point"] == pt)))
+    if a.scale_policies and not a.cases:
         print(f"\nthe same seeds trained with act_scale = mean_sample_max ({len(msm_cases)} layer cases, x codes from "
               f"each layer's running mean per-sample max):\n")
         print("\n".join(table(msm_cases, res_msm)))
@@ -304,7 +406,8 @@ def main(argv=None) -> int:
             ok = a_[:, 0].mean() >= GOAL_AGREE and a_[:, 2].mean() >= GOAL_DECIDED
             print(f"  {name}, beta {beta:.2f}: {a_[:, 0].mean():.5f} at {a_[:, 2].mean():.1%} decided: "
                   f"{'met' if ok else 'not met'}")
-    print(f"\n({time.perf_counter() - t0:.0f} s; capture cached in {CACHE.relative_to(ROOT)})")
+    print(f"\n({time.perf_counter() - t0:.0f} s" + ("" if a.cases else f"; capture cached in {CACHE.relative_to(ROOT)}")
+          + ")")
     return 0
 
 

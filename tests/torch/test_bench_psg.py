@@ -51,3 +51,63 @@ def test_scores_count_agreement_decided_and_wrong_signs():
     agree, weighted, decided, n_pred, wrong, wrong_plus = bench.scores(sign, pred, ref)
     assert agree == 0.5 and weighted == pytest.approx(6 / 7.5) and decided == 0.5
     assert (n_pred, wrong, wrong_plus) == (2, 1, 1)
+
+
+def _case(rng, stride=2, unsigned=True):
+    shape = ConvShape(4, 3, 6, 6, 5, 3, stride, 1)
+    x = rng.normal(0, 1, shape.x_shape).astype(np.float32)
+    x = np.abs(x) if unsigned else x
+    return dict(x=x, g=rng.normal(0, 1e-3, shape.y_shape).astype(np.float32), x_max=float(np.abs(x).max()) * 0.9,
+                x_unsigned=unsigned, stride=(stride, stride), padding=(1, 1), groups=1, w_shape=(5, 3, 3, 3),
+                model="resnet20", layer="layer2.0.conv1", point="late")
+
+
+def test_a_case_file_round_trips_and_measures_as_the_case_it_was(tmp_path):
+    """save_case's format is the one --cases reads: a case written and read back gives the
+    same scores, bit for bit, under every rule."""
+    rng = np.random.default_rng(7)
+    cases = [_case(rng), _case(rng, stride=1, unsigned=False)]
+    for i, c in enumerate(cases):
+        bench.save_case(tmp_path / f"c{i}.npz", c)
+    back = bench.read_cases(tmp_path)
+    assert [c["layer"] for c in back] == ["layer2.0.conv1"] * 2 and back[1]["x_unsigned"] is False
+    assert back[0]["stride"] == (2, 2) and back[0]["x_max"] == pytest.approx(cases[0]["x_max"])
+    configs = {name: (rule, "batch_max") for name, rule in bench.RULES.items()}
+    assert bench.evaluate(back, configs) == bench.evaluate(cases, configs)
+
+
+def test_a_case_file_without_x_max_or_x_unsigned_takes_the_batch_max_and_the_sign_of_x(tmp_path):
+    rng = np.random.default_rng(8)
+    c = _case(rng)
+    np.savez(tmp_path / "bare.npz", x=c["x"], g=c["g"], w_shape=c["w_shape"], stride=2, padding=1)
+    got = bench.read_case(tmp_path / "bare.npz")
+    assert got["x_max"] == float(np.abs(c["x"]).max()) and got["x_unsigned"] is True
+    assert got["stride"] == (2, 2) and got["padding"] == (1, 1) and got["groups"] == 1
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda d: d.pop("g"), "no g"),
+    (lambda d: d.update(w_shape=np.array([5, 4, 3, 3])), "gives outputs"),
+    (lambda d: d.update(stride=np.array([1, 1])), "gives outputs"),
+    (lambda d: d.update(x=d["x"][0]), "must be 4-D"),
+    (lambda d: d["g"].__setitem__((0, 0, 0, 0), np.nan), "NaN"),
+])
+def test_a_bad_case_file_is_refused_with_its_name_and_cause(tmp_path, capsys, change, says):
+    rng = np.random.default_rng(9)
+    c = _case(rng)
+    d = dict(x=c["x"], g=c["g"], w_shape=np.array(c["w_shape"]), stride=np.array(c["stride"]),
+             padding=np.array(c["padding"]))
+    change(d)
+    np.savez(tmp_path / "bad.npz", **d)
+    with pytest.raises(bench.CaseError, match=says) as e:
+        bench.read_case(tmp_path / "bad.npz")
+    assert "bad.npz" in str(e.value)
+    # the command: one line, exit 2
+    assert bench.main(["--cases", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "bad.npz" in err[0]
+
+
+def test_a_folder_without_cases_is_one_line(tmp_path, capsys):
+    assert bench.main(["--cases", str(tmp_path)]) == 2
+    assert "no .npz case files" in capsys.readouterr().err
