@@ -81,6 +81,7 @@ def test_a_rerun_trains_only_what_is_missing_or_changed(tmp_path, capsys):
     (["--seeds", "a,b"], "--seeds 'a,b' is not"),
     (["--arm-rates", "fast"], "--arm-rates 'fast' is not"),
     (["--arm-rates", "0"], "--arm-rates '0' is not"),
+    (["--data", "cifar10", "--data-dir", "/nonexistent"], "cifar10 not found"),
 ])
 def test_bad_input_is_one_line_and_trains_nothing(tmp_path, capsys, args, says):
     code = cli.main(["frontier", "--out", str(tmp_path / "out"), "--config", TINY, *args])

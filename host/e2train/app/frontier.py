@@ -200,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--arm-rates {args.arm_rates!r} is not a comma-separated list of positive ops/s, e.g. 4e8,1e9")
     settings = parse_settings(args.setting)
     runs = run_configs(_json_arg(args.config, "--config"), settings, seeds)
+    from ..data import datasets
+    datasets.load(args.data, args.data_dir)      # a data set that is not there: one line before anything starts
     out = Path(args.out or time.strftime("runs/frontier-%Y%m%d-%H%M%S"))
     (out / "runs").mkdir(parents=True, exist_ok=True)
     results, todo = {}, {}
