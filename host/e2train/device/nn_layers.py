@@ -33,7 +33,7 @@ OPS_PER_ELEMENT = {
     "quantize": 3,        # scale, round, saturate (the network input; the loss gradient)
     "maxabs": 1,          # the max |x| a scale is chosen from (network input, loss gradient, calibration)
     "pool": 1,            # the loss gradient spread over the last block's output
-    "softmax_ce": 6,
+    "softmax_ce": 6,      # max, subtract, exp, sum, divide; the gradient's 1/N
     "sgd": 4,             # weight decay, momentum, step
     "sigmoid": 5,         # clip, negate, exp, add, divide (slu_gate._sigmoid)
     "tanh": 1,
@@ -46,6 +46,7 @@ OPS_PER_ELEMENT = {
     "bn_fold_bwd": 28,    # dgamma, dbeta and bn_bwd_apply's p, q, t with their bound
     "y_range": 6,         # a conv output's range from its BN sums (nn_qconv.y_range_codes)
     # per (sample, channel) or per sample
+    "softmax_ce_sample": 4,   # the label's probability floored, its log, the loss's sum, the gradient's -1
     "pooled": 2,          # bn_act's pooled sums -> mean activation (gate and classifier input)
     "gate_grad": 3,       # dL/dg from bn_bwd_reduce's two gate sums
 }
@@ -321,6 +322,7 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, tally: ArmTall
     g = p.copy()
     g[np.arange(n), labels] -= 1.0
     tally.ops("softmax_ce", logits.size)
+    tally.ops("softmax_ce_sample", n)
     return loss, (g / n).astype(np.float32)
 
 

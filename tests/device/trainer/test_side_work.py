@@ -334,6 +334,19 @@ def test_a_gate_tallies_the_element_wise_passes_numpy_runs(cell):
     net.backward_end()
 
 
+@pytest.mark.parametrize("n, k", [(7, 10), (5, 3)])
+def test_the_loss_tallies_the_element_wise_passes_numpy_runs(n, k):
+    """softmax-cross-entropy's tally is the passes its numpy code runs over the logits and the
+    samples (counted ufunc by ufunc, as the gates' are); only its two scalar steps, the loss's
+    sign and mean, are left out (one op each a batch)."""
+    from e2train.device.nn_layers import softmax_cross_entropy
+    rng = np.random.default_rng(1)
+    _Counted.passes = {}
+    kinds = _Kinds()
+    softmax_cross_entropy(rng.standard_normal((n, k)).astype(np.float32).view(_Counted), rng.integers(0, k, n), kinds)
+    assert sum(_Counted.passes.values()) == kinds.elem, _Counted.passes
+
+
 def _copy(net):
     import copy
     return copy.deepcopy(net)
