@@ -162,7 +162,8 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
          "ping-pong, banked for one beat per cycle; WGRAD stream FIFOs"),
         ("weight-gradient partial sums + adders", {"LUT": 150, "FF": 300, "DSP": perfmodel.PART_ADDERS,
                                                    "BRAM36": wgrad["partials"]},
-         f"estimate: {engine_map.WGRAD_PART_WEIGHTS:,} weights' dW (40 b) + G_msb (30 b) in 512 x 72 words; "
+         f"estimate: {engine_map.WGRAD_PART_WEIGHTS:,} weights' dW (41 b) + G_msb (31 b), one 512 x 72 word a weight "
+         f"(conv_bwd_weight_psg.cpp's Part under AGGREGATE; n*ho*wo <= 2^17 keeps both in range); "
          f"{perfmodel.PART_ADDERS} DSP48E1 adders (48-bit ALU), one read-modify-write each per cycle"),
         ("weight-gradient chunk buffers", {"LUT": 0, "FF": 0, "DSP": 0, "BRAM36": wgrad["chunks"]},
          f"x and g of {engine_map.WGRAD_CHUNK} positions, ping-pong, the largest ResNet-20 CIFAR layer's "

@@ -10,6 +10,10 @@
 #define E2T_MAX_BATCH 4096
 #define E2T_MAX_FWD_TERMS (1 << 15)
 #define E2T_MAX_WGRAD_TERMS (1 << 24)
+// The weight-gradient pass's own limit: n*ho*wo positions keep each weight's partial sums in
+// one 72-bit BRAM word, the exact sum in 41 bits and G_msb in 31 (core/shapes.py
+// MAX_WGRAD_CALL_TERMS, which says why).
+#define E2T_MAX_WGRAD_CALL_TERMS (1 << 17)
 // rows of the on-chip weight tile (ci*k*k forward, co*k*k input gradient): core/shapes.py MAX_TAPS
 #define E2T_MAX_TAPS 4608
 

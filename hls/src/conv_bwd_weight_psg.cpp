@@ -39,6 +39,9 @@
 #include "e2t_tiles.h"
 #include "msb_split.h"
 #include "train_engine.h"
+#if __has_include(<ap_int.h>)   // Vitis HLS: the partial sums' exact widths (Part below)
+#include <ap_int.h>
+#endif
 
 namespace e2t {
 namespace wgrad {
@@ -50,6 +53,24 @@ constexpr int PART = 36 * 512;           // partial sums on chip (engine_map.WGR
 constexpr int64_t kMasterLimit = (INT64_C(1) << 30) - 1;
 static_assert(E2T_MAX_WGRAD_TERMS <= psg::kMaxBeats, "2^24 positions of |x*g| < 2^23 fit the 48-bit P");
 static_assert(R * C <= PART, "a block's partial sums fit on chip");
+
+// A weight's partial sums, one 72-bit BRAM word (the AGGREGATE below): the exact sum in 41 bits
+// and G_msb in 31, in range because the pass takes at most E2T_MAX_WGRAD_CALL_TERMS positions
+// (|x*g| < 2^23 and |x_h*g_h| < 2^13 a term). The C simulation keeps them in int64, the same
+// values.
+#if __has_include(<ap_int.h>)
+typedef ap_int<41> part_exact_t;
+typedef ap_int<31> part_msb_t;
+#else
+typedef int64_t part_exact_t;
+typedef int64_t part_msb_t;
+#endif
+static_assert((INT64_C(1) << 23) * E2T_MAX_WGRAD_CALL_TERMS <= (INT64_C(1) << 40), "|G| < 2^40: 41 bits");
+static_assert((INT64_C(15) * 512) * E2T_MAX_WGRAD_CALL_TERMS < (INT64_C(1) << 30), "|G_msb| < 2^30: 31 bits");
+struct Part {
+    part_exact_t e;
+    part_msb_t m;
+};
 
 // A weight group: output channels [o0, o1), columns (ci*k*k index) [j0, j1).
 struct Group {
@@ -121,15 +142,15 @@ void feed(psg::stream<eng::Beat> &in, const uint8_t *x, const int16_t *g_y, cons
 namespace {
 
 // The rows of a finished call added into the group's partial sums (the shell's two adders).
-void gather(psg::stream<eng::Row> &out, const Placed &pl, const Group &g, int64_t part_e[PART], int64_t part_m[PART]) {
+void gather(psg::stream<eng::Row> &out, const Placed &pl, const Group &g, Part part[PART]) {
     for (int r = 0; r < R; r++) {
         const eng::Row row = out.read();
         for (int c = 0; c < C; c++) {
 #pragma HLS PIPELINE II=1
             if (r < pl.nr && c < pl.nc) {
                 const int i = g.at(pl.o0 + r, pl.j0 + c);
-                part_e[i] += row.p[c];
-                part_m[i] += row.lo[c];
+                part[i].e += row.p[c];
+                part[i].m += row.lo[c];
             }
         }
     }
@@ -147,12 +168,12 @@ bool one_group(const Geometry &q) { return q.co <= rows_per_group(q) && q.taps <
 
 // The sweep over every weight group: per weight sign(G) -> sign, and with spill its G_msb ->
 // gmsb (the decision needs the layer's max |G_msb|, known only at the end; a layer of one
-// group keeps it in part_m).
+// group keeps it in part[].m).
 void run_sweep(bool spill, const int8_t wt[][R],
                psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, const int32_t *samples,
                int n_samples, const Geometry &q, bool xu, int8_t *sign, uint8_t *predicted, int64_t *gmsb,
-               int64_t part_e[PART], int64_t part_m[PART], Counters &cnt) {
+               Part part[PART], Counters &cnt) {
 #pragma HLS INLINE
     const int npos = n_samples * q.ho * q.wo;
     const int rows_per_group = wgrad::rows_per_group(q), cols_per_group = wgrad::cols_per_group(q);
@@ -163,7 +184,7 @@ void run_sweep(bool spill, const int8_t wt[][R],
             const int nw = (g.o1 - g.o0) * (g.j1 - g.j0);
             for (int i = 0; i < nw; i++) {
 #pragma HLS PIPELINE II=1
-                part_e[i] = part_m[i] = 0;
+                part[i].e = part[i].m = 0;
             }
             Placed pl[2];
             Feed fd = {};
@@ -185,7 +206,7 @@ void run_sweep(bool spill, const int8_t wt[][R],
                         fd.ws = Span{b.o0, b.nr, b.j0, b.nc, p0, p1};
                         e2t_engine_call(head, in, out, eng::kWgrad, fd, q, x, g_y, samples, wt, xu, true, true,
                                         true, (uint8_t)b.nr, (uint8_t)b.nc, pending);
-                        if (pending) gather(out, pl[cur ^ 1], g, part_e, part_m);
+                        if (pending) gather(out, pl[cur ^ 1], g, part);
                         pending = true;
                         cur ^= 1;
                         const int64_t beats = p1 - p0, cells = b.nr * b.nc;
@@ -200,13 +221,13 @@ void run_sweep(bool spill, const int8_t wt[][R],
                 head.write(none);
                 e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xu, false, false, false, 0, 0,
                                 true);
-                gather(out, pl[cur ^ 1], g, part_e, part_m);
+                gather(out, pl[cur ^ 1], g, part);
             }
             // The group's sums out: sign(G), max |G_msb| and, for the decision, G_msb.
             for (int o = g.o0; o < g.o1; o++)
                 for (int j = g.j0; j < g.j1; j++) {
 #pragma HLS PIPELINE II=1
-                    const int64_t i = widx(q, o, j), ge = part_e[g.at(o, j)], gm = part_m[g.at(o, j)];
+                    const int64_t i = widx(q, o, j), ge = part[g.at(o, j)].e, gm = part[g.at(o, j)].m;
                     const uint64_t m = (uint64_t)psg::iabs(gm);
                     if (m > cnt.amax) cnt.amax = m;
                     if (ge > psg::kAccMax || ge < psg::kAccMin) cnt.overflow = true;
@@ -233,6 +254,8 @@ int wgrad_pass(int8_t wt[][R],
 #pragma HLS INLINE
     using namespace wgrad;
     if (!e2t_shape_ok(n, ci, h, wd, co, k, stride, pad)) return E2T_ERR_SHAPE;
+    if ((int64_t)n * e2t_out_dim(h, k, stride, pad) * e2t_out_dim(wd, k, stride, pad) > E2T_MAX_WGRAD_CALL_TERMS)
+        return E2T_ERR_SHAPE;
     if (beta_q < 0 || (uint32_t)beta_q > psg::kBetaQMax || lr_q < 0 || lr_q >= (1 << 30) ||
         wd_q < 0 || wd_q >= (1 << 30))
         return E2T_ERR_SHAPE;
@@ -243,9 +266,9 @@ int wgrad_pass(int8_t wt[][R],
     const uint32_t bq = (uint32_t)beta_q;
     const int64_t nw = (int64_t)co * q.taps;
     const int64_t n_blocks = (int64_t)((co + R - 1) / R) * ((q.taps + C - 1) / C);
-    E2T_KERNEL_STATIC int64_t part_e[PART], part_m[PART];   // a weight group's partial sums (BRAM)
-#pragma HLS BIND_STORAGE variable=part_e type=ram_2p impl=bram
-#pragma HLS BIND_STORAGE variable=part_m type=ram_2p impl=bram
+    E2T_KERNEL_STATIC Part part[PART];   // a weight group's partial sums: one 72-bit BRAM word a weight
+#pragma HLS AGGREGATE variable=part
+#pragma HLS BIND_STORAGE variable=part type=ram_2p impl=bram
     Counters cnt;
     int64_t n_pred = 0;
     if (n_samples == 0) {
@@ -253,7 +276,7 @@ int wgrad_pass(int8_t wt[][R],
         for (int64_t i = 0; i < nw; i++) { sign[i] = 0; predicted[i] = 0; }
     } else {
         run_sweep(beta_q > 0 && !one_group(q), wt, head, in, out, x, g_y, samples, n_samples, q, xu, sign,
-                  predicted, gmsb, part_e, part_m, cnt);
+                  predicted, gmsb, part, cnt);
     }
     if (cnt.overflow) return E2T_ERR_OVERFLOW;
 
@@ -264,7 +287,7 @@ int wgrad_pass(int8_t wt[][R],
     for (int64_t i = 0; i < nw; i++) {
 #pragma HLS PIPELINE II=1
         int8_t sg = sign[i];
-        const int64_t gm = !decide ? 0 : on_chip ? part_m[i] : gmsb[i];
+        const int64_t gm = !decide ? 0 : on_chip ? (int64_t)part[i].m : gmsb[i];
         if (decide && psg::confident(gm, bq, cnt.amax)) {
             sg = psg::sign_of(gm);
             sign[i] = sg;

@@ -138,3 +138,36 @@ def test_the_weight_tile_bound_is_the_shape_check(lib, ci, co, k, ok):
     else:
         with pytest.raises(ShapeError, match="on-chip weight tile"):
             ConvShape(n, ci, h, wd, co, k, stride, pad)
+
+
+@pytest.mark.parametrize("n, ok", [(128, True), (129, False)])
+def test_the_weight_gradients_position_bound_is_its_partial_sums_word(lib, n, ok):
+    """The weight-gradient pass keeps a weight's partial sums in one 72-bit BRAM word (41 + 31
+    bits; fpga/fit.py counts 36 BRAM36 so): n*ho*wo above 2^17 positions is refused by the
+    kernel (status 1, nothing written) and by the host checks (golden, so every backend) alike,
+    while the other passes take the shape. Batch 128 at 32x32 is the bound."""
+    from e2train.core.shapes import MAX_WGRAD_CALL_TERMS, ShapeError, check_wgrad_terms
+    s = ConvShape(n, 1, 32, 32, 1, 1, 1, 0)
+    assert MAX_WGRAD_CALL_TERMS == 1 << 17 and (s.n * s.ho * s.wo <= MAX_WGRAD_CALL_TERMS) == ok
+    wm = np.full(s.w_shape, 1000, np.int32)
+    sign = np.full(s.w_shape, 5, np.int8)
+    empty = np.zeros(0, np.int32)
+    status = lib.e2t_engine(ki.PASSES["conv_bwd_weight_psg"].op, None, None, None, None, None, None, _p(wm), _p(sign),
+                            _p(np.zeros(s.w_shape, np.uint8)), _p(np.zeros(wm.size, np.int64)),
+                            _p(np.zeros(8, np.int64)), _p(empty), 0, s.n, s.ci, s.h, s.w, s.co, s.k, s.stride,
+                            s.pad, 1, 0, 0, 1, 0, 3277, 9, 0, *NO_BLOCK)
+    assert (status == E2T_ERR_SHAPE) == (not ok), status
+    if not ok:
+        assert (sign == 5).all() and (wm == 1000).all()
+    fwd = lib.e2t_engine(ki.PASSES["conv_fwd"].op, None, None, None, None, None, None, None, None, None, None,
+                         None, None, 0, s.n, s.ci, s.h, s.w, s.co, s.k, s.stride, s.pad, 1, 0, 0, 1, 0, 0, 0, 0,
+                         *NO_BLOCK)
+    assert fwd != E2T_ERR_SHAPE
+    x = np.zeros(s.x_shape, np.uint8)
+    g = np.zeros(s.y_shape, np.int16)
+    if ok:
+        check_wgrad_terms(s)
+        golden.conv_bwd_weight_psg(x, g, wm, beta_q=3277, lr_q=9, samples=np.arange(0))
+    else:
+        with pytest.raises(ShapeError, match="at most 128 at 32x32"):
+            golden.conv_bwd_weight_psg(x, g, wm, beta_q=3277, lr_q=9, samples=np.arange(0))

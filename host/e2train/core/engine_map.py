@@ -42,7 +42,8 @@ CALL_OVERHEAD = 6        # cycles per call beyond its beats: start, 3 drain, res
 HLS_CALL_OVERHEAD = 8    # the same through the HLS blackbox (train_engine_hls.v): + start and head
 WGRAD_CHUNK = 256        # positions per weight-gradient call: the shell's x/g chunk buffers
 PART_ADDERS = 2          # the shell's partial-sum adders: a call's ROWS*COLS results take ROWS*COLS/2 cycles
-# Weights whose partial sums (dW 40 bits + G_msb 30 bits in one 72-bit BRAM word) the shell
+# Weights whose partial sums (dW 41 bits + G_msb 31 bits in one 72-bit BRAM word, in range for
+# n*ho*wo <= 2**17 positions: core.shapes.MAX_WGRAD_CALL_TERMS) the shell
 # keeps on chip: 36 BRAM36 at 512 x 72. A layer with more weights runs in weight groups of
 # whole row blocks (output channels), each a sweep over every position (x read once per group).
 WGRAD_PART_WEIGHTS = 36 * 512

@@ -20,6 +20,11 @@ MAX_BIAS = (1 << 30) - 1
 # conv_bwd_weight: |x*g| <= 255*32768 < 2**23; n*ho*wo <= 2**24 terms keep the exact sum
 # inside 47 bits (the 48-bit DSP48 accumulator, signed).
 MAX_WGRAD_TERMS = 1 << 24
+# The weight-gradient pass keeps each weight's partial sums on chip in one 72-bit BRAM word
+# (fpga/fit.py): the exact sum in 41 bits and G_msb in 31. n*ho*wo <= 2**17 positions keep both
+# in range: |x*g| <= 255*32768 < 2**23, so |G| < 2**40; |x_h*g_h| <= 15*512 < 2**13, so
+# |G_msb| < 2**30. (Batch 128 at 32x32 is exactly 2**17.)
+MAX_WGRAD_CALL_TERMS = 1 << 17
 # The forward and input-gradient passes hold one output-channel tile's (or input-channel
 # tile's) weights on chip, a row per channel and tap: ci*k*k (forward) and co*k*k (input
 # gradient) rows of the engine's 8 banks, 4608 B each (one RAMB36 + one RAMB18 per bank in
@@ -29,6 +34,16 @@ MAX_TAPS = 4608
 
 class ShapeError(ValueError):
     """A tensor shape or convolution parameter the kernels do not accept."""
+
+
+def check_wgrad_terms(shape: "ConvShape") -> None:
+    """The weight-gradient pass's own limit on positions (MAX_WGRAD_CALL_TERMS): its partial sums'
+    on-chip word. The other passes take any shape ConvShape accepts."""
+    terms = shape.n * shape.ho * shape.wo
+    if terms > MAX_WGRAD_CALL_TERMS:
+        raise ShapeError(f"the weight gradient sums n*ho*wo = {terms} positions, above its {MAX_WGRAD_CALL_TERMS} "
+                         f"(the on-chip partial sums' 72-bit word): use a batch of at most "
+                         f"{MAX_WGRAD_CALL_TERMS // (shape.ho * shape.wo)} at {shape.ho}x{shape.wo} outputs")
 
 
 @dataclass(frozen=True)
