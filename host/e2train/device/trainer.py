@@ -37,6 +37,7 @@ import numpy as np
 from ..core import call_price, energy, run_record
 from ..core.fixedpoint import decay_to_fixed, lr_to_fixed
 from ..core.overlap import Timeline
+from ..core.shapes import ShapeError, check_wgrad_terms
 from ..core.work import Work
 from . import checkpoint as ckpt
 from .nn_layers import ArmTally, SGDMomentum, softmax_cross_entropy
@@ -112,6 +113,13 @@ class Trainer:
         cfg = self.cfg
         self.model = ResNet(cfg, tuple(self.x_train.shape[1:]), self.n_classes,
                             np.random.default_rng([cfg.seed, 0]))
+        # the weight gradient's position bound (core.shapes.check_wgrad_terms): the stem, stride 1
+        # at the image's size, sums the most; refused here, before a batch is drawn
+        try:
+            check_wgrad_terms(self.model.convs()[0].shape(cfg.batch_size, *self.x_train.shape[2:]))
+        except ShapeError as e:
+            raise ConfigError(f"batch_size {cfg.batch_size} at {self.x_train.shape[2]}x{self.x_train.shape[3]} "
+                              f"images: {e}") from None
         self.opt = SGDMomentum(cfg.momentum, cfg.weight_decay)
         self.work = Work()                     # training work (kernels + ARM), what ran
         self.timeline = Timeline()             # fabric and ARM overlapped where the data allow

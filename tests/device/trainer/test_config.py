@@ -81,3 +81,16 @@ def test_bad_data_and_backend_are_rejected(small_digits, spy):
     with pytest.raises(TypeError, match="conv_bwd_weight_psg"):
         Trainer({}, (x, y), object())
     assert spy.calls == []
+
+
+def test_a_batch_past_the_weight_gradients_position_bound_is_refused_before_anything_runs(spy):
+    """The weight gradient sums at most 2^17 positions a call (its partial sums' BRAM word,
+    core.shapes.check_wgrad_terms): at 32x32 images batch 128 trains, 129 is refused up front,
+    naming batch_size and the largest batch that fits."""
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 3, 32, 32)).astype(np.float32)
+    y = np.arange(4) % 2
+    Trainer({"model": "resnet8", "width": 4, "batch_size": 128}, (x, y), spy)
+    with pytest.raises(ConfigError, match=r"batch_size 129 at 32x32 images: .*at most 128 at 32x32"):
+        Trainer({"model": "resnet8", "width": 4, "batch_size": 129}, (x, y), spy)
+    assert spy.calls == []
