@@ -187,25 +187,23 @@ def read_case(path: Path) -> dict:
                         "(benchmarks/bench_psg.py, save_case)")
     x, g = got["x"].astype(np.float32), got["g"].astype(np.float32)
     w_shape = tuple(int(v) for v in np.ravel(got["w_shape"]))
-    pair = lambda k: tuple(int(v) for v in np.broadcast_to(np.ravel(got[k]), (2,)))   # noqa: E731
+    stride, padding = (tuple(int(v) for v in np.broadcast_to(np.ravel(got[k]), (2,))) for k in ("stride", "padding"))
     groups = int(got.get("groups", 1))
-    case = dict(x=x, g=g, w_shape=w_shape, stride=pair("stride"), padding=pair("padding"), groups=groups,
+    if x.ndim != 4 or g.ndim != 4 or len(w_shape) != 4 or x.shape[0] != g.shape[0]:
+        raise CaseError(f"{path}: x {x.shape}, g {g.shape} and w_shape {w_shape} must be 4-D, x and g with "
+                        "the same batch")
+    (kh, kw), (sh, sw), (ph, pw) = w_shape[2:], stride, padding
+    out_hw = ((x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1)
+    if w_shape[0] != g.shape[1] or w_shape[1] * groups != x.shape[1] or g.shape[2:] != out_hw:
+        raise CaseError(f"{path}: x {x.shape} through weights {w_shape} (stride {stride}, padding {padding}, "
+                        f"groups {groups}) gives outputs {(g.shape[0], w_shape[0], *out_hw)}, not g's {g.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(g).all()):
+        raise CaseError(f"{path}: x or g holds a NaN or an infinity")
+    return dict(x=x, g=g, w_shape=w_shape, stride=stride, padding=padding, groups=groups,
                 x_max=float(got["x_max"]) if "x_max" in got else float(np.abs(x).max()),
                 x_unsigned=bool(got["x_unsigned"]) if "x_unsigned" in got else bool((x >= 0).all()),
                 model=str(got.get("model", "")), layer=str(got.get("layer", path.stem)),
                 point=str(got.get("point", "")), seed=None)
-    if x.ndim != 4 or g.ndim != 4 or len(w_shape) != 4 or x.shape[0] != g.shape[0]:
-        raise CaseError(f"{path}: x {x.shape}, g {g.shape} and w_shape {w_shape} must be 4-D, x and g with "
-                        "the same batch")
-    (kh, kw), (sh, sw), (ph, pw) = w_shape[2:], case["stride"], case["padding"]
-    out_hw = ((x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1)
-    if w_shape[0] != g.shape[1] or w_shape[1] * groups != x.shape[1] or g.shape[2:] != out_hw:
-        raise CaseError(f"{path}: x {x.shape} through weights {w_shape} (stride {case['stride']}, padding "
-                        f"{case['padding']}, groups {groups}) gives outputs {(g.shape[0], w_shape[0], *out_hw)}, "
-                        f"not g's {g.shape}")
-    if not (np.isfinite(x).all() and np.isfinite(g).all()):
-        raise CaseError(f"{path}: x or g holds a NaN or an infinity")
-    return case
 
 
 def read_cases(folder: Path) -> list[dict]:
@@ -359,7 +357,7 @@ def main(argv=None) -> int:
         else:
             cases = [c for seed in seeds for c in load_cases(a.epochs, seed, a.recapture, data=a.data,
                                                                 data_dir=a.data_dir)]
-    except (CaseError, ValueError, OSError) as e:   # a bad case file; a data set that is not there
+    except (ValueError, OSError) as e:     # a bad case file (CaseError); a data set that is not there
         print(f"error: {e}", file=sys.stderr)
         return 2
     if a.save_cases:

@@ -254,14 +254,13 @@ int wgrad_pass(int8_t wt[][R],
 #pragma HLS INLINE
     using namespace wgrad;
     if (!e2t_shape_ok(n, ci, h, wd, co, k, stride, pad)) return E2T_ERR_SHAPE;
-    if ((int64_t)n * e2t_out_dim(h, k, stride, pad) * e2t_out_dim(wd, k, stride, pad) > E2T_MAX_WGRAD_CALL_TERMS)
-        return E2T_ERR_SHAPE;
+    const Geometry q = geometry(ci, h, wd, co, k, stride, pad);
+    if ((int64_t)n * q.ho * q.wo > E2T_MAX_WGRAD_CALL_TERMS) return E2T_ERR_SHAPE;
     if (beta_q < 0 || (uint32_t)beta_q > psg::kBetaQMax || lr_q < 0 || lr_q >= (1 << 30) ||
         wd_q < 0 || wd_q >= (1 << 30))
         return E2T_ERR_SHAPE;
     if (!e2t_samples_ok(samples, n_samples, n)) return E2T_ERR_SAMPLE;
 
-    const Geometry q = geometry(ci, h, wd, co, k, stride, pad);
     const bool xu = x_unsigned != 0;
     const uint32_t bq = (uint32_t)beta_q;
     const int64_t nw = (int64_t)co * q.taps;

@@ -112,8 +112,10 @@ def summarise(results: dict[tuple[str, int], dict], settings: list[str], seeds: 
     from ..core.work import Work
     from ..device.trainer import PLATFORM
     base = {s: results[(BASELINE, s)] for s in seeds}
-    priced_base = {s: energy.price(Work.from_dict(b["work"]), PLATFORM) for s, b in base.items()}
-    priced_sgd = {s: energy.price(energy.as_32bit_sgd(Work.from_dict(b["work"])), PLATFORM) for s, b in base.items()}
+    base_work = {s: Work.from_dict(b["work"]) for s, b in base.items()}
+    priced_base = {s: energy.price(w, PLATFORM) for s, w in base_work.items()}
+    priced_sgd = {s: energy.price(energy.as_32bit_sgd(w), PLATFORM) for s, w in base_work.items()}
+    rates = [*arm_rates, float("inf")]
     rows = []
     for name in settings:
         deltas, r8, r32, at_rates = [], [], [], []
@@ -124,8 +126,7 @@ def summarise(results: dict[tuple[str, int], dict], settings: list[str], seeds: 
             deltas.append(100.0 * (r["test_acc"] - base[s]["test_acc"]))
             r8.append(e["total_j"] / priced_base[s]["total_j"])
             r32.append(e["total_j"] / priced_sgd[s]["total_j"])
-            rates = [*arm_rates, float("inf")]
-            table = energy.arm_rate_table(work, Work.from_dict(base[s]["work"]), rates=rates, on=PLATFORM)
+            table = energy.arm_rate_table(work, base_work[s], rates=rates, on=PLATFORM)
             at_rates.append([row["ratio_to_8bit"] for row in table])
         n = len(seeds)
         by_rate = [sum(a[i] for a in at_rates) / n for i in range(len(arm_rates) + 1)]
