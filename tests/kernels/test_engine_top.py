@@ -171,3 +171,9 @@ def test_the_weight_gradients_position_bound_is_its_partial_sums_word(lib, n, ok
     else:
         with pytest.raises(ShapeError, match="at most 128 at 32x32"):
             golden.conv_bwd_weight_psg(x, g, wm, beta_q=3277, lr_q=9, samples=np.arange(0))
+
+
+def test_past_the_position_bound_at_any_batch_the_refusal_says_no_batch_fits():
+    from e2train.core.shapes import ShapeError, check_wgrad_terms
+    with pytest.raises(ShapeError, match="no batch fits at 512x512 outputs"):
+        check_wgrad_terms(ConvShape(1, 1, 512, 512, 1, 1, 1, 0))

@@ -41,9 +41,11 @@ def check_wgrad_terms(shape: "ConvShape") -> None:
     on-chip word. The other passes take any shape ConvShape accepts."""
     terms = shape.n * shape.ho * shape.wo
     if terms > MAX_WGRAD_CALL_TERMS:
+        fits = MAX_WGRAD_CALL_TERMS // (shape.ho * shape.wo)
+        fix = (f"use a batch of at most {fits} at {shape.ho}x{shape.wo} outputs" if fits else
+               f"no batch fits at {shape.ho}x{shape.wo} outputs: downsample the input")
         raise ShapeError(f"the weight gradient sums n*ho*wo = {terms} positions, above its {MAX_WGRAD_CALL_TERMS} "
-                         f"(the on-chip partial sums' 72-bit word): use a batch of at most "
-                         f"{MAX_WGRAD_CALL_TERMS // (shape.ho * shape.wo)} at {shape.ho}x{shape.wo} outputs")
+                         f"(the on-chip partial sums' 72-bit word): {fix}")
 
 
 @dataclass(frozen=True)
