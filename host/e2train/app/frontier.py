@@ -142,7 +142,7 @@ def summarise(results: dict[tuple[str, int], dict], settings: list[str], seeds: 
 def table_md(rows: list[dict], seeds: list[int], max_drop: float, goal: float) -> str:
     rates = list(rows[0]["mean_ratio_8bit_at_arm_rates"]) if rows else []
     lines = [f"| setting | accuracy change per seed ({', '.join(map(str, seeds))}; points) | worst | "
-             f"mean ratio to the 8-bit fabric baseline (max) | mean ratio to 32-bit SGD | every seed within "
+             f"mean ratio to the 8-bit fabric baseline (modelled; max) | mean ratio to 32-bit SGD (modelled) | every seed within "
              f"{max_drop:g} points | mean ratio ≤ {goal:g} | "
              + "".join(f"mean ratio, ARM at {float(r):.3g} ops/s | " for r in rates) + "mean ratio, ARM at no cost |",
              "|---|---|---|---|---|---|---|" + "---|" * (len(rates) + 1)]
