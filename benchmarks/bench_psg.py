@@ -24,7 +24,9 @@ it) instead of the layer's running batch max, on the same captured floats, and t
 are also trained and captured under act_scale = mean_sample_max (v1 and v2 on those cases,
 with each layer's own running mean per-sample max).
 
-Goal (issue 12): mean agreement >= 0.993 with >= 65% decided by the predictor.
+Goal (issue 12): mean agreement >= 0.993 with >= 65% decided by the predictor. Every run also
+prints the contract's operating curve (v2, x by the batch max) over CURVE_BETAS, and the goal
+at its operating point: the largest beta of the curve that still decides >= 65%.
 
 Other layers: ``--data cifar10 --data-dir DIR`` captures from training on a data set the user
 has (CIFAR's python-format files; nothing here downloads it), and ``--cases DIR`` measures
@@ -63,6 +65,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "build" / "bench_psg"
 MODELS = ("resnet8", "resnet20")
 BETAS = (0.05, 0.12)
+# The operating curve of the contract (v2, batch max): the share decided falls and the
+# agreement rises as beta grows, so the goal below is a point on this curve, not one beta.
+CURVE_BETAS = (0.01, 0.02, 0.03, 0.035, 0.04, 0.045, 0.05, 0.06, 0.08, 0.10, 0.12)
 RULES = {"v1 half up": "half_up", "v2 half away": "half_away", "half even": "half_even"}
 GOAL_AGREE, GOAL_DECIDED = 0.993, 0.65
 
@@ -259,16 +264,17 @@ def scores(sign: np.ndarray, predicted: np.ndarray, ref: np.ndarray) -> tuple:
             int(predicted.sum()), int(wrong.sum()), int((wrong & (sign > 0)).sum()))
 
 
-def evaluate(cases: list[dict], configs: dict[str, tuple[str, str]]) -> dict:
-    """config name -> beta -> per-case (agree, weighted, decided); config = (rule, x policy)."""
-    out: dict = {name: {b: [] for b in (0.0, *BETAS)} for name in configs}
+def evaluate(cases: list[dict], configs: dict[str, tuple[str, str]], betas=BETAS) -> dict:
+    """config name -> beta -> per-case scores (agree, weighted, decided, ...); config = (rule,
+    x policy); beta 0 (exact signs) always."""
+    out: dict = {name: {b: [] for b in (0.0, *betas)} for name in configs}
     for case in cases:
         ref = wgrad(case, case["x"], case["g"])                      # the exact fp64 weight gradient
         gq = g_codes(case)
         for name, (rule, policy) in configs.items():
             xq = x_codes(case, policy)
             g_msb, g_exact = sums(case, xq, gq, rule)
-            for beta in (0.0, *BETAS):
+            for beta in (0.0, *betas):
                 sign, pred, _ = psg_decide(g_msb, g_exact, fxp.beta_to_fixed(beta) if beta else 0)
                 out[name][beta].append(scores(sign, pred, ref))
     return out
@@ -289,6 +295,32 @@ def table(cases: list[dict], res: dict, group=None) -> list[str]:
                      if a[:, 4].sum() else "0 | -")
             lines.append(f"| {name} | {label} | {a[:, 0].mean():.5f} | {a[:, 0].min():.4f} | "
                          f"{a[:, 1].mean():.4f} | {a[:, 2].mean():.1%} | {wrong} |")
+    return lines
+
+
+def operating_point(by_beta: dict) -> tuple[float, float, float] | None:
+    """The goal's point on a curve (beta -> per-case scores): the largest beta whose mean share
+    decided is >= GOAL_DECIDED (a larger beta leaves more weights to the exact sum, which
+    is where the agreement comes from), as (beta, mean agreement, mean decided); None where no
+    beta of the curve decides enough."""
+    best = None
+    for beta, rows in sorted(by_beta.items()):
+        a = np.array(rows)
+        if beta > 0 and a[:, 2].mean() >= GOAL_DECIDED:
+            best = (beta, float(a[:, 0].mean()), float(a[:, 2].mean()))
+    return best
+
+
+def curve_table(by_beta: dict) -> list[str]:
+    lines = ["| beta | agreement mean | \\|dW\\|-weighted | decided by predictor | goal |",
+             "|---:|---:|---:|---:|---|"]
+    for beta, rows in sorted(by_beta.items()):
+        if beta == 0:
+            continue
+        a = np.array(rows)
+        ok = a[:, 0].mean() >= GOAL_AGREE and a[:, 2].mean() >= GOAL_DECIDED
+        lines.append(f"| {beta:.3f} | {a[:, 0].mean():.5f} | {a[:, 1].mean():.4f} | {a[:, 2].mean():.1%} | "
+                     f"{'met' if ok else '-'} |")
     return lines
 
 
@@ -397,7 +429,19 @@ def main(argv=None) -> int:
               f"each layer's running mean per-sample max):\n")
         print("\n".join(table(msm_cases, res_msm)))
         res = {**res, **res_msm}
+    # the contract's operating curve on the same cases (v2, x by the batch max)
+    curve = evaluate(cases, {"v2": (RULES["v2 half away"], "batch_max")}, CURVE_BETAS)["v2"]
+    print(f"\noperating curve of the contract (v2 half away, x by the batch max), {len(cases)} cases:\n")
+    print("\n".join(curve_table(curve)))
     print("\ngoal: mean agreement >= %.3f with >= %.0f%% decided by the predictor:" % (GOAL_AGREE, 100 * GOAL_DECIDED))
+    op = operating_point(curve)
+    if op is None:
+        print(f"  on the curve: no beta of {CURVE_BETAS[0]}..{CURVE_BETAS[-1]} decides "
+              f"{GOAL_DECIDED:.0%}")
+    else:
+        met = op[1] >= GOAL_AGREE
+        print(f"  on the curve: at beta {op[0]:.3f}, the largest that decides >= {GOAL_DECIDED:.0%}, "
+              f"{op[1]:.5f} at {op[2]:.1%} decided: {'met' if met else 'not met'}")
     for name, by_beta in res.items():
         for beta in BETAS:
             a_ = np.array(by_beta[beta])

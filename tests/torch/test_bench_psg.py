@@ -111,3 +111,29 @@ def test_a_bad_case_file_is_refused_with_its_name_and_cause(tmp_path, capsys, ch
 def test_a_folder_without_cases_is_one_line(tmp_path, capsys):
     assert bench.main(["--cases", str(tmp_path)]) == 2
     assert "no .npz case files" in capsys.readouterr().err
+
+
+def test_the_operating_point_is_the_largest_beta_that_still_decides_the_goal_share():
+    """scores rows are (agree, weighted, decided, ...); the point reads the curve, not one beta."""
+    row = lambda agree, decided: (agree, agree, decided, 0, 0, 0)       # noqa: E731
+    curve = {0.0: [row(0.998, 0.0)], 0.03: [row(0.990, 0.80), row(0.992, 0.76)],
+             0.04: [row(0.994, 0.70), row(0.995, 0.66)], 0.05: [row(0.996, 0.64), row(0.996, 0.65)]}
+    beta, agree, decided = bench.operating_point(curve)
+    assert beta == 0.04 and agree == pytest.approx(0.9945) and decided == pytest.approx(0.68)
+    table = bench.curve_table(curve)
+    assert len(table) == 2 + 3                                           # beta 0 is not a point of the curve
+    assert table[3].startswith("| 0.040 |") and table[3].endswith("| met |")
+    assert table[2].endswith("| - |") and table[4].endswith("| - |")     # 0.991 agreement; 64.5% decided
+    assert bench.operating_point({0.0: [row(0.998, 0.0)], 0.05: [row(0.996, 0.5)]}) is None
+
+
+def test_the_curve_scores_the_same_cases_as_the_fixed_betas():
+    """evaluate over the curve's betas gives, at beta 0.05, the fixed table's numbers."""
+    rng = np.random.default_rng(11)
+    cases = [_case(rng), _case(rng, stride=1, unsigned=False)]
+    cfg = {"v2": (bench.RULES["v2 half away"], "batch_max")}
+    fixed = bench.evaluate(cases, cfg)["v2"]
+    curve = bench.evaluate(cases, cfg, bench.CURVE_BETAS)["v2"]
+    assert 0.05 in bench.CURVE_BETAS and curve[0.05] == fixed[0.05] and curve[0.0] == fixed[0.0]
+    decided = [np.mean([r[2] for r in curve[b]]) for b in bench.CURVE_BETAS]
+    assert decided == sorted(decided, reverse=True)                      # a larger beta decides no more
