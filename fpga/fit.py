@@ -18,7 +18,10 @@ One row per part, LUT / FF / DSP48E1 / BRAM36, each labelled with where its numb
   partial sums and chunk buffers are its own) and one engine instance (every engine call
   goes through one function, shared by an ALLOCATION pragma: tests/kernels/test_hls_sources.py).
   AXI masters, control registers, operand feeders and buffers, requantisers, PSG decision
-  and update: a stated estimate, item by item below; no Vitis HLS report exists here.
+  and update: a stated estimate, item by item below; no Vitis HLS report exists here. The
+  weight gradient's x gather (18 chunk-buffer banks to the engine's columns) is also written
+  as RTL (fpga/rtl/wgrad_gather.v, checked against a model of the C++ by cocotb) so that
+  yosys counts it.
 * the block unit beside the engine (e2t_engine ops 3..5, hls/src/block_ops.cpp) and conv_fwd's
   BN sums: a stated estimate too, from what the code asks HLS to build, priced per primitive
   (BLOCK_COSTS: a DSP48E1 per multiply the code binds to DSP, a LUT per adder bit, half a LUT
@@ -55,6 +58,13 @@ KEYS = ("LUT", "FF", "DSP", "BRAM36")
 # to about four), so the corners bracket the rows actually built; columns are linear.
 CORNERS = ((2, 2), (2, 4), (8, 2), (8, 4))
 REQUANT = 4            # requantisers of the shell (perfmodel.ENGINE_REQUANT), 2 DSP48E1 each
+# The weight gradient's feeder and stagers (hls/src/conv_bwd_weight_psg.cpp), beyond the x gather
+# that yosys counts (GATHER), priced per primitive as block_rows does (the items in shell_rows).
+WG_FEED_LUT = 210 + 160 + 100 + 140 + 10
+WG_STAGE_LUT = 36 + 224 + 190 + 64 + 112 + 120 + 130 + 100
+# The weight gradient's x gather as RTL (its function is wgrad::feed's columns; HLS builds it from
+# the C++), synthesised by yosys like the engine.
+GATHER = ("wgrad_gather", [ROOT / "fpga" / "rtl" / "wgrad_gather.v"])
 
 # The PS side of the block design: the kernel masters its own DDR traffic (m_axi), so there
 # is no AXI DMA. Four m_axi bundles reach the HP ports through 1:1 AXI interconnects (a
@@ -149,24 +159,39 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
          f"estimate: {n_args} 32-bit arguments (op, {n_ptr} m_axi offsets, {n_args - 1 - n_ptr} scalars), one "
          f"bundle: the {AXIL_ARGS_V20}-argument estimate's {AXIL_LUT} LUT at its rate per argument, its "
          f"{AXIL_FF} FF + 32 FF per further argument"),
-        ("operand feeders and loop control (the 3 passes of one top)",
-         {"LUT": 3 * 1500, "FF": 3 * 1300, "DSP": 0, "BRAM36": 0},
-         "estimate: address counters, phase/tap sequencing, bus formatting per pass; op selects"),
+        ("operand feeders and loop control (forward and input gradient)",
+         {"LUT": 2 * 1500, "FF": 2 * 1300, "DSP": 0, "BRAM36": 0},
+         "estimate: address counters, phase/tap sequencing, bus formatting per pass; op selects. The HLS "
+         "source's two feeders still read x and g_y from DDR a beat at a time: this prices the line-buffer "
+         "feeders the performance model assumes, not the source"),
+        ("weight-gradient feeder: bank addresses, masks, g read-out, position state",
+         {"LUT": WG_FEED_LUT, "FF": 400, "DSP": 0, "BRAM36": 0},
+         "estimate: 6 logical-bank addresses (2 x 16-bit adds and the bank third each: 210), the position's "
+         "row, column, slot, word and residue counters (10 x 16 b: 160), row and column masks (100), g: 8 x "
+         "16-bit 4:1 code selects and the word address (140), the 1x1 cycle count (10)"),
+        ("weight-gradient stagers (x, g) and the group plan", {"LUT": WG_STAGE_LUT, "FF": 700, "DSP": 0, "BRAM36": 0},
+         "estimate: x word assembly (9 codes, overlap 2:1: 36) and the 7 new codes' realignment from the 64-bit "
+         "beats (7 x 8 b x 8:1: 224), counters and addresses (190); g: 4 codes from a 64-bit beat (64), counters "
+         "and addresses (112); the plan: the chunks' widest rows (120), the channel-pair division and product "
+         "(130), the steps' bounds (100)"),
         ("sample-list check", {"LUT": 50, "FF": 40, "DSP": 0, "BRAM36": 0.5},
          "a seen bit per batch sample (4096 x 1 b, one RAMB18): repeats are refused"),
         ("on-chip buffers", {"LUT": 0, "FF": 0, "DSP": 0,
                              "BRAM36": 1.5 * rows + 2 * (2 * cols // 8 + 1) + 2 * (cols // 4 + 1) + 4},
          f"weights {rows} banks x 4608 B (channels*k*k <= MAX_TAPS = 4608 rows of int8: one RAMB36 4K x 9 + one "
          "RAMB18 2K x 9 each), one buffer for the forward and input-gradient "
-         "passes; x line buffers and g rows "
-         "ping-pong, banked for one beat per cycle; WGRAD stream FIFOs"),
+         "passes (declared); the forward's x line buffers and the input gradient's g rows, "
+         "ping-pong, banked for one beat per cycle (an estimate: not yet in the source); stream FIFOs"),
         ("weight-gradient partial sums + adders", {"LUT": 150, "FF": 300, "DSP": perfmodel.PART_ADDERS,
                                                    "BRAM36": wgrad["partials"]},
          f"estimate: {engine_map.WGRAD_PART_WEIGHTS:,} weights' dW (41 b) + G_msb (31 b), one 512 x 72 word a weight "
          f"(conv_bwd_weight_psg.cpp's Part under AGGREGATE; n*ho*wo <= 2^17 keeps both in range); "
          f"{perfmodel.PART_ADDERS} DSP48E1 adders (48-bit ALU), one read-modify-write each per cycle"),
         ("weight-gradient chunk buffers", {"LUT": 0, "FF": 0, "DSP": 0, "BRAM36": wgrad["chunks"]},
-         f"x and g of {engine_map.WGRAD_CHUNK} positions, ping-pong, the largest ResNet-20 CIFAR layer's "
+         f"the arrays e2t_engine declares: x {engine_map.WGRAD_X_BANKS} banks of 2 x {engine_map.WGRAD_X_WORDS} "
+         f"words of 72 bits ({wgrad['x_chunks']} RAMB36 512 x 72), g {engine_map.ROWS} banks of 2 x "
+         f"{(engine_map.WGRAD_G_ROWS // engine_map.ROWS) * (engine_map.WGRAD_CHUNK // 4)} words of 64 bits "
+         f"({wgrad['g_chunks']}): one chunk of {engine_map.WGRAD_CHUNK} positions staged while the last is read "
          "(perfmodel.wgrad_bram36)"),
         (f"requantisers ({REQUANT}) + PSG decide/update", {"LUT": REQUANT * 200 + 600, "FF": REQUANT * 150 + 400,
                                                            "DSP": 2 * REQUANT, "BRAM36": 0},
@@ -210,6 +235,31 @@ def synth(rows: int, cols: int, out: Path) -> dict:
             tail = " / ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
             raise SystemExit(f"error: yosys failed on {TOP} {rows}x{cols} (exit {r.returncode}): {tail}")
         shutil.move(str(work / "stat.json"), stat)
+    return _counts(stat)
+
+
+def synth_gather(out: Path) -> dict:
+    """yosys counts of the weight gradient's x gather (GATHER), cached by the RTL's hash."""
+    top, files = GATHER
+
+    def script_of(names):
+        return (f"read_verilog {' '.join(names)}; synth_xilinx -family xc7 -top {top} -flatten -noiopad; "
+                f"tee -q -o stat.json stat -json")
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in files) + script_of(p.name for p in files).encode())
+    stat = out / f"{top}_{key.hexdigest()[:16]}.json"
+    if not stat.exists():
+        work = out / f"work_{top}"
+        work.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([yosys_exe(), "-q", "-p", script_of(os.path.relpath(p, work) for p in files)], cwd=work,
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not (work / "stat.json").exists():
+            tail = " / ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
+            raise SystemExit(f"error: yosys failed on {top} (exit {r.returncode}): {tail}")
+        shutil.move(str(work / "stat.json"), stat)
+    return _counts(stat)
+
+
+def _counts(stat: Path) -> dict:
     cells = next(iter(json.loads(stat.read_text())["modules"].values()))["num_cells_by_type"]
     return {"LUT": sum(v for k, v in cells.items() if k.startswith("LUT")),
             "FF": sum(v for k, v in cells.items() if k.startswith("FD")),
@@ -249,6 +299,9 @@ def budget(rows: int, cols: int, out: Path, synth_full: bool,
         engine = bilinear(rows, cols, out)
         src = "yosys synth_xilinx, extrapolated from " + "/".join(f"{r}x{c}" for r, c in CORNERS)
     parts = [(f"train_engine_hls {rows}x{cols} (RTL: engine + read-out), one instance", engine, src)]
+    parts += [("weight-gradient x gather (18 banks to the columns)", synth_gather(out),
+               "yosys synth_xilinx of fpga/rtl/wgrad_gather.v, the function of wgrad::feed's columns (the HLS "
+               "shell builds it from the C++)")]
     parts += shell_rows(rows, cols) + block_rows(lanes)
     parts += [(name, v, "allowance (PG059 tables not read here)") for name, v in PS_IP]
     return parts, note

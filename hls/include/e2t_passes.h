@@ -69,39 +69,105 @@ void feed(psg::stream<eng::Beat> &in, const Block &b, const int16_t *g_y, const 
 }  // namespace bwd
 
 namespace wgrad {
-// A block of weights (output channels [o0, o0+nr), columns [j0, j0+nc)) over positions [p0, p1).
-struct Span {
-    int o0, nr, j0, nc, p0, p1;
+// The chunk buffers (docs/rtl.md, "The weight gradient's chunk buffers"; engine_map's WGRAD_*
+// constants are the same numbers). A *step* is one weight group's chunk of CHUNK listed
+// positions. Its operands are staged on chip before its calls run, in one half of two
+// (ping-pong: the stagers fill the other half for the next step while the feeder reads this
+// one, inside the same engine calls):
+//   x  the input rows the chunk's positions reach, of the group's input channels, in X_BANKS
+//      banks of 72-bit words (9 codes; a BRAM36 of 512 x 72 a bank, 256 words a half). A row
+//      `slot` (the step's staged rows in order) of channel cr (relative to the group's first)
+//      is stored as nw words of 9 codes at a stride of 7 (word w: staged codes 7w .. 7w+8, the
+//      staged index being ix + pad, 0 outside the image), so any 3 neighbouring codes lie in one
+//      word. Logical bank L = cr%2 + 2*(slot%3), six of them, each the three banks L, L+6,
+//      L+12 in turn: logical word A = ((slot/3)*Q + cr/2)*nw + w (Q = ceil(channels/2)) lies in
+//      bank L + 6*(A/256) at word A%256. A 3x3 block's 18 columns are 2 channels x 3 kernel
+//      rows x 3 kernel columns (its first column is a multiple of 18, so the channel pair is
+//      cr = even, odd), and a beat reads one word of each logical bank: one per (channel, kernel
+//      row). A 1x1 block's 18 columns are 18 channels of one row: two a cycle (logical banks
+//      (0, slot%3) and (1, slot%3)), nine cycles a beat (X_1X1_CYCLES).
+//   g  the output gradient of the group's output channels at the chunk's positions: channel
+//      or (relative) in bank or % ROWS, word (or/ROWS)*(CHUNK/4) + p/4, 4 codes a 64-bit
+//      word; a beat reads one word of each bank.
+constexpr int CHUNK = 256;               // positions per call (engine_map.WGRAD_CHUNK)
+constexpr int X_BANKS = 18;              // engine_map.WGRAD_X_BANKS
+constexpr int X_WORDS = 256;             // words of a bank's half (engine_map.WGRAD_X_WORDS)
+constexpr int X_LOGICAL = 6;             // the logical banks (channel parity x row residue)
+constexpr int X_1X1_CYCLES = 9;          // a 1x1 beat's 18 channels, two a cycle (engine_map.WGRAD_1X1_CYCLES)
+constexpr int G_ROWS = 64;               // output channels a group stages (engine_map.WGRAD_G_ROWS)
+constexpr int G_WORDS = (G_ROWS / R) * (CHUNK / 4);
+static_assert(C == X_BANKS && X_BANKS == 3 * X_LOGICAL && C == 2 * X_1X1_CYCLES,
+              "18 columns: 2 channels x 9 taps (3x3) or 2 channels a cycle (1x1); 3 banks a logical bank");
+static_assert(G_ROWS % R == 0 && CHUNK % 4 == 0, "g words: whole row blocks, 4 positions a word");
+struct XWord {
+    uint8_t c[9];
 };
-void feed(psg::stream<eng::Beat> &in, const uint8_t *x, const int16_t *g_y, const int32_t *samples,
+typedef uint64_t word_t;
+
+// One step as staged: the half it lies in, its positions, the group's channels and rows, and
+// the x layout's words a row (nw) and channel pairs (cq = ceil(channels/2)).
+struct Step {
+    int half, p0, p1, c0, nch, o0, nr, nw, cq;
+};
+// What one engine call's stagers write: units [xu0, xu1) of the step's x (one input channel
+// each) and [gu0, gu1) of its g (one output channel each). Empty ranges: nothing.
+struct Job {
+    Step st;
+    int xu0, xu1, gu0, gu1;
+};
+// A block of weights (output channels [o0, o0+nr), columns [j0, j0+nc)) over the step's
+// positions, read from the step's half.
+struct Span {
+    int o0, nr, j0, nc;
+    Step st;
+};
+
+// Input rows [lo, hi] that output rows [a, b] of one sample reach, clipped to the image (never
+// empty: every output row's window meets the image, e2t_shape_ok).
+inline void in_rows(const Geometry &q, int a, int b, int &lo, int &hi) {
+    lo = a * q.stride - q.pad;
+    hi = b * q.stride - q.pad + q.k - 1;
+    if (lo < 0) lo = 0;
+    if (hi > q.h - 1) hi = q.h - 1;
+}
+
+void feed(psg::stream<eng::Beat> &in, const XWord xs[][2 * X_WORDS], const word_t gs[][2 * G_WORDS],
           const Geometry &q, const Span &s);
+void stage_x(const uint8_t *x, const int32_t *samples, const Geometry &q, const Job &jb, XWord xs[][2 * X_WORDS]);
+void stage_g(const int16_t *g_y, const int32_t *samples, const Geometry &q, const Job &jb,
+             word_t gs[][2 * G_WORDS]);
 }  // namespace wgrad
 
-// What one engine call streams: the placement of the pass that runs (the others' are unused).
+
+// What one engine call streams: the placement of the pass that runs (the others' are unused),
+// and what its stagers write (the weight gradient's next step; nothing for the other passes).
 struct Feed {
     fwd::Block fb;
     bwd::Block bb;
     bwd::Phase ph;
     wgrad::Span ws;
+    wgrad::Job job;
 };
 
+
 // The passes (hls/src/conv_fwd.cpp, conv_bwd_data.cpp, conv_bwd_weight_psg.cpp): the
-// arguments of e2t_engine each one reads, and the top's weight tile buffer. Each is inlined
+// arguments of e2t_engine each one reads, the top's weight tile buffer and its chunk buffers
+// (only the weight gradient uses them; every pass hands them to the one engine call). Each is inlined
 // into the top. Every pass takes both stream pointers (x, g_y) and hands them and samples to
 // e2t_engine_call unchanged, so that every call site of the shared engine call binds the same
 // top-level ports (a pass's feeder reads only its own).
 // Engine streams: the top's (one set, as the engine call is one).
-int fwd_pass(int8_t wt[][R],
+int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
              psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
              const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int64_t *stats,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
              int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s, int b_flags);
-int bwd_data_pass(int8_t wt[][R],
+int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
                   psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                   const uint8_t *x, const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,
                   int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad, int32_t mult_m,
                   int mult_s);
-int wgrad_pass(int8_t wt[][R],
+int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
                psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
                uint8_t *predicted, int64_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
@@ -109,6 +175,18 @@ int wgrad_pass(int8_t wt[][R],
                int32_t lr_q, int32_t wd_q);
 
 }  // namespace e2t
+
+#ifndef __SYNTHESIS__
+// The chunk buffers' traffic since the last weight-gradient pass began (C simulation only, for
+// the model's test, tests/kernels/test_wgrad_staging.py): [0] x bytes and [1] g bytes read
+// from DDR; [2] x and [3] g stager loop trips in all; [4] the prologue's (the first step,
+// staged before any call) larger of its x and g trips; [5] engine calls that staged; [6] the
+// sum over engine calls of the larger of the call's x and g trips (the stagers' time inside
+// the calls); [7] column reads whose bank held another word (0: the layout's argument above).
+void e2t_wgrad_staging_reset();
+void e2t_wgrad_staging_add(int field, int64_t v);
+extern "C" void e2t_wgrad_staging(int64_t out[8]);
+#endif
 
 // One engine call: the feeder of `mode` streams the beats while the engine consumes them (in
 // hardware concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C
@@ -118,7 +196,8 @@ int wgrad_pass(int8_t wt[][R],
 // hls/src/e2t_engine.cpp.
 void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                  uint8_t mode, const e2t::Feed &f, const e2t::Geometry &q, const uint8_t *x, const int16_t *g_y,
-                 const int32_t *samples, const int8_t wt[][e2t::R], bool xu, bool exact, bool pred, bool clr,
+                 const int32_t *samples, const int8_t wt[][e2t::R], e2t::wgrad::XWord xs[][2 * e2t::wgrad::X_WORDS],
+                 e2t::wgrad::word_t gs[][2 * e2t::wgrad::G_WORDS], bool xu, bool exact, bool pred, bool clr,
                  uint8_t pred_rows, uint8_t pred_cols, bool emit);
 
 #endif

@@ -160,7 +160,7 @@ void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], 
 
 // The forward pass of e2t_engine (op E2T_OP_FWD), inlined into the top; wt is the top's
 // weight tile buffer.
-int fwd_pass(int8_t wt[][R],
+int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
              psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
              const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int64_t *stats,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
@@ -210,7 +210,7 @@ int fwd_pass(int8_t wt[][R],
             for (int r = 0; r < R; r++)
                 for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tco && b.on[2 * c];
             head.write(hd);
-            e2t_engine_call(head, in, out, eng::kFwd, fd[cur], q, x, g_y, samples, wt, xu, true, false, true, 0, 0,
+            e2t_engine_call(head, in, out, eng::kFwd, fd[cur], q, x, g_y, samples, wt, xs, gs, xu, true, false, true, 0, 0,
                             pending);
             if (pending)
                 drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, st, stats);
@@ -220,7 +220,7 @@ int fwd_pass(int8_t wt[][R],
     }
     eng::Head none = {};
     head.write(none);
-    e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, x, g_y, samples, wt, xu, false, false, false, 0, 0, true);
+    e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, x, g_y, samples, wt, xs, gs, xu, false, false, false, 0, 0, true);
     drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, st, stats);
     bn_sums_flush(st, stats, q);
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;

@@ -38,11 +38,12 @@ namespace {
 
 // The feeder of the pass that runs (nothing for a flush).
 void feed(psg::stream<eng::Beat> &in, uint8_t mode, const Feed &f, const Geometry &q, const uint8_t *x,
-          const int16_t *g_y, const int32_t *samples, const int8_t wt[][R]) {
+          const int16_t *g_y, const int8_t wt[][R], const wgrad::XWord xs[][2 * wgrad::X_WORDS],
+          const wgrad::word_t gs[][2 * wgrad::G_WORDS]) {
     switch (mode) {
         case eng::kFwd: fwd::feed(in, f.fb, x, wt, q); break;
         case eng::kBwd: bwd::feed(in, f.bb, g_y, wt, q, f.ph); break;
-        case eng::kWgrad: wgrad::feed(in, x, g_y, samples, q, f.ws); break;
+        case eng::kWgrad: wgrad::feed(in, xs, gs, q, f.ws); break;
         default: break;
     }
 }
@@ -50,12 +51,34 @@ void feed(psg::stream<eng::Beat> &in, uint8_t mode, const Feed &f, const Geometr
 }  // namespace
 }  // namespace e2t
 
+// The stagers (the weight gradient's next step, f.job; empty ranges for the other passes) write
+// the half of the chunk buffers that the feeder does not read: the buffers are STABLE for this
+// region (UG1399, "Stable Arrays": the locations a process reads are not written by another
+// process while the region runs, and the ones it writes are not read), so the stagers, the
+// feeder and the engine run side by side and a call lasts the longest of the three.
 void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                      uint8_t mode, const e2t::Feed &f, const e2t::Geometry &q, const uint8_t *x, const int16_t *g_y,
-                     const int32_t *samples, const int8_t wt[][e2t::R], bool xu, bool exact, bool pred, bool clr,
-                     uint8_t pred_rows, uint8_t pred_cols, bool emit) {
+                     const int32_t *samples, const int8_t wt[][e2t::R],
+                     e2t::wgrad::XWord xs[][2 * e2t::wgrad::X_WORDS], e2t::wgrad::word_t gs[][2 * e2t::wgrad::G_WORDS],
+                     bool xu, bool exact, bool pred, bool clr, uint8_t pred_rows, uint8_t pred_cols, bool emit) {
+#pragma HLS STABLE variable=xs
+#pragma HLS STABLE variable=gs
 #pragma HLS DATAFLOW
-    e2t::feed(in, mode, f, q, x, g_y, samples, wt);
+#ifndef __SYNTHESIS__
+    int64_t t0[8], t1[8];
+    e2t_wgrad_staging(t0);
+#endif
+    e2t::wgrad::stage_x(x, samples, q, f.job, xs);
+    e2t::wgrad::stage_g(g_y, samples, q, f.job, gs);
+#ifndef __SYNTHESIS__
+    e2t_wgrad_staging(t1);
+    const int64_t tx = t1[2] - t0[2], tg = t1[3] - t0[3];
+    if (tx || tg) {
+        e2t_wgrad_staging_add(5, 1);
+        e2t_wgrad_staging_add(6, tx > tg ? tx : tg);
+    }
+#endif
+    e2t::feed(in, mode, f, q, x, g_y, wt, xs, gs);
     train_engine_hls(head, in, out, mode, xu, exact, pred, clr, clr, pred_rows, pred_cols, emit);
 }
 
@@ -138,6 +161,15 @@ extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32
     // The weight tile of the forward and input-gradient passes: one buffer for both.
     E2T_KERNEL_STATIC int8_t wt[e2t::kWeightRows][e2t::R];
 #pragma HLS ARRAY_PARTITION variable=wt complete dim=2
+    // The weight gradient's chunk buffers (e2t_passes.h, namespace wgrad): a bank a BRAM36 of
+    // 512 x 72 (x: 2 halves x 256 words of 9 codes) or two (g: 2 halves x 512 words of 4).
+    E2T_KERNEL_STATIC e2t::wgrad::XWord xs[e2t::wgrad::X_BANKS][2 * e2t::wgrad::X_WORDS];
+    E2T_KERNEL_STATIC e2t::wgrad::word_t gs[e2t::R][2 * e2t::wgrad::G_WORDS];
+#pragma HLS AGGREGATE variable=xs
+#pragma HLS ARRAY_PARTITION variable=xs complete dim=1
+#pragma HLS ARRAY_PARTITION variable=gs complete dim=1
+#pragma HLS BIND_STORAGE variable=xs type=ram_s2p impl=bram
+#pragma HLS BIND_STORAGE variable=gs type=ram_s2p impl=bram
     // The engine's streams: one set, as there is one engine (call).
     psg::stream<eng::Head> head;
     psg::stream<eng::Beat> in;
@@ -153,13 +185,13 @@ extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32
 #pragma HLS BIND_STORAGE variable=cK type=ram_2p impl=bram
     switch (op) {
         case E2T_OP_FWD:
-            return e2t::fwd_pass(wt, head, in, out, x, g_y, w, bias, y, stats, samples, n_samples, n, ci, h, wd, co,
+            return e2t::fwd_pass(wt, xs, gs, head, in, out, x, g_y, w, bias, y, stats, samples, n_samples, n, ci, h, wd, co,
                                  k, stride, pad, x_unsigned, has_bias, relu, mult_m, mult_s, b_flags);
         case E2T_OP_BWD_DATA:
-            return e2t::bwd_data_pass(wt, head, in, out, x, g_y, w, g_x, samples, n_samples, n, ci, h, wd, co, k,
+            return e2t::bwd_data_pass(wt, xs, gs, head, in, out, x, g_y, w, g_x, samples, n_samples, n, ci, h, wd, co, k,
                                       stride, pad, mult_m, mult_s);
         case E2T_OP_BWD_WEIGHT_PSG:
-            return e2t::wgrad_pass(wt, head, in, out, x, g_y, w_master, sign, predicted, gmsb, stats, samples,
+            return e2t::wgrad_pass(wt, xs, gs, head, in, out, x, g_y, w_master, sign, predicted, gmsb, stats, samples,
                                    n_samples, n, ci, h, wd, co, k, stride, pad, x_unsigned, beta_q, lr_q, wd_q);
         case E2T_OP_BN_ACT:
             return e2t::bn_act_pass(cA, cB, cK, b_y, b_o, b_r, b_coef, b_sums, samples, n_samples, n, h, wd, co,

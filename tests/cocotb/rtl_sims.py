@@ -20,6 +20,8 @@ SOURCES = {
     "train_engine_hls": ["msb_split.v", "train_engine.v", "train_engine_hls.v"],
     # a test fixture: the engine behind an HLS-style control block (tb_kernel_axi.py)
     "kernel_axi_top": ["msb_split.v", "train_engine.v", "train_engine_hls.v", "axil_ctrl.v", "kernel_axi_top.v"],
+    # the weight gradient's x gather, the function of wgrad::feed's columns (fpga/fit.py counts it)
+    "wgrad_gather": ["wgrad_gather.v"],
 }
 
 

@@ -52,7 +52,7 @@ from cocotbext.axi import AxiBus, AxiMaster
 from e2train.core import block_ops, engine_map, golden
 from e2train.core.fixedpoint import INT8, INT16, UINT8, requantize
 from e2train.core.kernel_args import check_beta_q, check_mult
-from e2train.core.shapes import ConvShape, ShapeError, check_wgrad_terms
+from e2train.core.shapes import ConvShape, ShapeError, check_wgrad_shape
 from e2train.device import kernel_iface as ki
 from engine_model import Args
 from pynq_axi import quiet
@@ -306,9 +306,9 @@ def _mult_ok(a: dict) -> None:
 
 
 def _psg_scalars_ok(a: dict) -> None:
-    """wgrad_pass's own checks: n*ho*wo within its partial sums' word (core.shapes
-    check_wgrad_terms), beta_q in [0, 2^16], 0 <= lr_q < 2^30, 0 <= wd_q < 2^30."""
-    check_wgrad_terms(ConvShape(a["n"], a["ci"], a["h"], a["wd"], a["co"], a["k"], a["stride"], a["pad"]))
+    """wgrad_pass's own checks: n*ho*wo within its partial sums' word and the x rows of a chunk
+    within its chunk buffer (core.shapes check_wgrad_shape), beta_q in [0, 2^16], 0 <= lr_q < 2^30, 0 <= wd_q < 2^30."""
+    check_wgrad_shape(ConvShape(a["n"], a["ci"], a["h"], a["wd"], a["co"], a["k"], a["stride"], a["pad"]))
     check_beta_q(a["beta_q"])
     if not (0 <= a["lr_q"] < 1 << 30 and 0 <= a["wd_q"] < 1 << 30):
         raise ValueError("lr_q or wd_q out of range")

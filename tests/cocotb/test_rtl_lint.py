@@ -1,7 +1,7 @@
 """The RTL is Verilog-2005 that Icarus accepts and Verilator lints clean with -Wall, for
 several sizes (parameter-dependent widths are where lint finds bugs): the training engine
 and its blackbox top at the full grid, the benches' grid and 1 x 1; the AXI4-Lite control
-block of the driver's bench and its top."""
+block of the driver's bench and its top; the weight gradient's x gather."""
 from __future__ import annotations
 
 import subprocess
@@ -25,6 +25,8 @@ CTRL = [str(RTL_DIR / "axil_ctrl.v")]
 CONFIGS += [("axil_ctrl", CTRL, {"N_ARGS": len(ki.E2T_ENGINE.args), "ADDR_WIDTH": ki.E2T_ENGINE.addr_width}),
             ("axil_ctrl", CTRL, {"N_ARGS": 1, "ADDR_WIDTH": 5}),
             ("kernel_axi_top", [str(RTL_DIR / f) for f in SOURCES["kernel_axi_top"]], {"ROWS": 2, "COLS": 3})]
+# the weight gradient's x gather (fpga/fit.py counts it)
+CONFIGS += [("wgrad_gather", [str(RTL_DIR / f) for f in SOURCES["wgrad_gather"]], {})]
 IDS = [f"{t}-" + "-".join(f"{k}{v}" for k, v in p.items()) for t, _, p in CONFIGS]
 
 

@@ -81,11 +81,11 @@ def _conv_pass(kernel: str, shape: ConvShape, n: int, bn_sums: bool = False) -> 
 
 def _sweep(shape: ConvShape, n: int) -> tuple[float, int, int]:
     """The weight gradient's sweep over every block: (call cycles, beats, calls), each call at
-    least the time the shell's adders take to fold its partial sums in."""
+    least the time the shell's adders take to fold its partial sums in and its stagers take to
+    stage its share of the next chunk, after the first chunk's staging
+    (``perfmodel.wgrad_sweep_cycles``)."""
     groups = em.call_beats("wgrad", shape, n)
-    part = em.ROWS * em.COLS / pm.PART_ADDERS
-    t = sum(c * max(b + em.HLS_CALL_OVERHEAD, part) for c, b in groups)
-    return t, sum(c * b for c, b in groups), sum(c for c, _ in groups)
+    return pm.wgrad_sweep_cycles(shape, n), sum(c * b for c, b in groups), sum(c for c, _ in groups)
 
 
 def blocks(shape: ConvShape) -> int:
@@ -93,18 +93,18 @@ def blocks(shape: ConvShape) -> int:
     return -(-shape.co // em.ROWS) * -(-(shape.ci * shape.k * shape.k) // em.COLS)
 
 
-def gmsb_in_ddr(shape: ConvShape) -> bool:
-    """Whether the weight-gradient kernel with beta_q > 0 sends G_msb through its DDR scratch:
-    the layer is more than one weight group (its partial sums do not all fit on chip at once;
-    ``one_group`` in hls/src/conv_bwd_weight_psg.cpp)."""
-    taps = shape.ci * shape.k * shape.k
-    return em.ROWS * taps > em.WGRAD_PART_WEIGHTS or em.weight_groups(shape) > 1
+def gmsb_in_ddr(shape: ConvShape, n: int | None = None) -> bool:
+    """Whether the weight-gradient kernel with beta_q > 0 over n listed samples (default the
+    batch) sends G_msb through its DDR scratch: the layer is more than one weight group (its
+    partial sums, g or x rows do not all fit on chip at once; ``one_group`` in
+    hls/src/conv_bwd_weight_psg.cpp)."""
+    return em.weight_groups(shape, n_samples=n) > 1
 
 
 def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
     s = shape
     nw = s.co * s.ci * s.k * s.k
-    flush = em.ROWS + em.HLS_CALL_OVERHEAD            # the sweep ends with a flush call
+    flush = em.ROWS + em.HLS_CALL_OVERHEAD            # each weight group ends with a flush call
     w = Work()
     cycles = float(em.HLS_CALL_OVERHEAD)
     if n:
@@ -114,11 +114,11 @@ def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
         w.add_macs(em.pass_macs("wgrad", s, n), 8, 16)     # the exact sums beside it, on the same beats
         w.add_dram(ddr + 4 * n)
         w.add_sram(pm.wgrad_sweep_sram(s, n, beats, calls))
-        cycles += flush + max(t, ddr / pm.DDR_BYTES_PER_CYCLE)
+        cycles += flush * em.weight_groups(s, n_samples=n) + max(t, ddr / pm.DDR_BYTES_PER_CYCLE)
     per_weight = UPDATE_DDR_BYTES
     if predictor_on and n:
         w.add_ops(nw, 48)                              # the decision's compare per weight
-        if gmsb_in_ddr(s):
+        if gmsb_in_ddr(s, n):
             per_weight += GMSB_DDR_BYTES
     w.add_ops(nw, 32)                                  # the update
     w.add_dram(per_weight * nw)

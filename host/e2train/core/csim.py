@@ -67,6 +67,7 @@ _SIGNATURES = {
     "bn_bwd_reduce": [_P] * 8 + [_I] * 19,
     "bn_bwd_apply": [_P] * 5 + [_I] * 6,
     "e2t_block_trips": [_P],
+    "e2t_wgrad_staging": [_P],
 }
 
 
@@ -90,7 +91,7 @@ def load(path: str | os.PathLike | None = None) -> ctypes.CDLL:
         for name, argtypes in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes = argtypes
-            fn.restype = None if name == "e2t_block_trips" else ctypes.c_int
+            fn.restype = None if name.startswith("e2t_") else ctypes.c_int
         if path is None:
             _lib = lib
         return lib
@@ -307,3 +308,24 @@ def block_trips() -> BlockTrips:
     t = np.zeros(7, np.int64)
     load().e2t_block_trips(_ptr(t))
     return BlockTrips(*(int(v) for v in t))
+
+
+@dataclass(frozen=True)
+class WgradStaging:
+    """The weight gradient's chunk-buffer traffic in its last call (hls/include/e2t_passes.h
+    e2t_wgrad_staging; per thread: read it right after the call, on the thread that made it)."""
+
+    x_bytes: int          # x read from DDR into the x chunk buffer
+    g_bytes: int          # g read from DDR into the g chunk buffer
+    x_trips: int          # the x stager's loop trips (a 64-bit word each)
+    g_trips: int          # the g stager's
+    prologue: int         # the first step's staging before any call: the larger of its x and g trips
+    staging_calls: int    # engine calls whose stagers wrote the next step
+    call_trips: int       # over those calls, the sum of each call's larger of x and g trips
+    bank_misses: int      # column reads whose bank held another word (the layout says 0)
+
+
+def wgrad_staging() -> WgradStaging:
+    t = np.zeros(8, np.int64)
+    load().e2t_wgrad_staging(_ptr(t))
+    return WgradStaging(*(int(v) for v in t))

@@ -11,11 +11,13 @@ builds, and the performance model counts the same calls.
   BWD    input channels     1 input position each                co * valid taps of its phase
   WGRAD  output channels    (input channel, ky, kx)              a chunk of listed positions
 
-The weight gradient runs chunk by chunk: the shell loads one chunk of positions (g of the
-weight group's output channels, x of every input channel) into BRAM once, runs every block
-of the group over it (one call per block, operands from BRAM), and adds each call's result
-into the group's partial sums in BRAM. So g and x come from DDR once per weight group, not
-once per block. With PSG the predictor's sweep (G_msb of every weight, over every position)
+The weight gradient runs chunk by chunk: the shell stages one chunk of positions (g of the
+weight group's output channels, the x rows of its input channels that the chunk reaches) in
+its chunk buffers, runs every block of the group over it (one call per block, operands from
+the buffers), and adds each call's result into the group's partial sums in BRAM. The calls
+of one chunk stage the next chunk in the buffers' other half (``wgrad_steps``). So g comes
+from DDR once per weight group and x once per group and chunk (rows shared by two chunks of
+one image twice), not once per block. With PSG the predictor's sweep (G_msb of every weight, over every position)
 runs before the exact sweep, on the predictor's own buses beside the input-gradient pass of
 the same layer (``attach_predictor``); the exact sweep then runs only the undecided weights'
 DSPs (cell_en from the layer's G_msb). Calls the input-gradient pass cannot host become
@@ -47,6 +49,15 @@ PART_ADDERS = 2          # the shell's partial-sum adders: a call's ROWS*COLS re
 # keeps on chip: 36 BRAM36 at 512 x 72. A layer with more weights runs in weight groups of
 # whole row blocks (output channels), each a sweep over every position (x read once per group).
 WGRAD_PART_WEIGHTS = 36 * 512
+# The chunk buffers (hls/include/e2t_passes.h, namespace wgrad, the same numbers): x in 18
+# banks of 72-bit words (9 codes), WGRAD_X_WORDS a bank per half (two halves: one staged while
+# the other is read), read as 6 logical banks (channel parity x row residue) of 3 banks each;
+# g of at most WGRAD_G_ROWS output channels, CHUNK positions, 4 codes a 64-bit word, a bank per
+# engine row.
+WGRAD_X_BANKS = 18
+WGRAD_X_WORDS = 256
+WGRAD_G_ROWS = 64
+WGRAD_1X1_CYCLES = 9     # a 1x1 layer's beat: 18 channels of one row, two a cycle
 FWD, BWD, WGRAD = 0, 1, 2
 PASSES = {"fwd": FWD, "bwd_data": BWD, "wgrad": WGRAD}
 
@@ -115,10 +126,136 @@ def _chunked(blocks: int, npos: int, chunk: int) -> list[tuple[int, int]]:
     return [(blocks * full, chunk)] * bool(full) + [(blocks, rem)] * bool(rem)
 
 
-def weight_groups(shape: ConvShape, rows: int = ROWS) -> int:
-    """Sweeps of the weight gradient: row blocks split so each group's partial sums fit on chip."""
-    per_row_block = rows * shape.ci * shape.k * shape.k
-    return _ceil(_ceil(shape.co, rows), max(1, WGRAD_PART_WEIGHTS // per_row_block))
+def in_rows(shape: ConvShape, a: int, b: int) -> tuple[int, int]:
+    """Input rows [lo, hi] that output rows a..b of one sample reach, clipped to the image."""
+    return max(0, a * shape.stride - shape.pad), min(shape.h - 1, b * shape.stride - shape.pad + shape.k - 1)
+
+
+def chunk_segments(shape: ConvShape, p0: int, p1: int) -> list[tuple[int, int, int]]:
+    """(listed sample, first output row, last output row) of each sample that positions
+    [p0, p1) touch."""
+    hw, wo = shape.ho * shape.wo, shape.wo
+    s0, s1 = p0 // hw, (p1 - 1) // hw
+    return [(si, (p0 % hw) // wo if si == s0 else 0, ((p1 - 1) % hw) // wo if si == s1 else shape.ho - 1)
+            for si in range(s0, s1 + 1)]
+
+
+def chunk_slots(shape: ConvShape, p0: int, p1: int) -> int:
+    """Input rows a chunk of positions [p0, p1) stages (per input channel)."""
+    return sum(hi - lo + 1 for lo, hi in (in_rows(shape, a, b) for _, a, b in chunk_segments(shape, p0, p1)))
+
+
+def _chunks(npos: int, chunk: int = WGRAD_CHUNK) -> list[tuple[int, int]]:
+    return [(p0, min(p0 + chunk, npos)) for p0 in range(0, npos, chunk)]
+
+
+def row_words(shape: ConvShape) -> int:
+    """72-bit words a staged x row takes (hls/include/e2t_passes.h): 9 codes at a stride of 7,
+    so that every window of k neighbouring codes of the row and its padding lies in one word."""
+    return _ceil(shape.w + 2 * shape.pad - shape.k + 1, 7)
+
+
+def wgrad_beat_cycles(shape: ConvShape) -> int:
+    """Cycles the weight gradient's feeder takes a beat: 1, or WGRAD_1X1_CYCLES for a 1x1 layer
+    (its 18 channels come two a cycle from the chunk buffers' logical banks)."""
+    return 1 if shape.k == 3 else WGRAD_1X1_CYCLES
+
+
+def wgrad_plan(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> tuple[int, int]:
+    """(output channels, columns) of a weight group, as the kernel plans them (``plan`` in
+    hls/src/conv_bwd_weight_psg.cpp): whole row blocks whose partial sums fit on chip, at most
+    WGRAD_G_ROWS; every column unless a row block's partial sums do not fit, or the x rows of
+    the widest chunk of every input channel do not fit the x buffer (then the channel pairs
+    that do, in whole blocks of COLS columns). Columns 0: not even one block's channels fit
+    (``shapes.check_wgrad_stage``)."""
+    n = shape.n if n_samples is None else n_samples
+    taps = shape.ci * shape.k * shape.k
+    r = min(WGRAD_G_ROWS, (WGRAD_PART_WEIGHTS // (rows * taps)) * rows) if rows * taps <= WGRAD_PART_WEIGHTS else rows
+    c = taps if rows * taps <= WGRAD_PART_WEIGHTS else (WGRAD_PART_WEIGHTS // (rows * cols)) * cols
+    slots = max([1] + [chunk_slots(shape, p0, p1) for p0, p1 in _chunks(n * shape.ho * shape.wo)])
+    pairs = (3 * WGRAD_X_WORDS) // (_ceil(slots, 3) * row_words(shape))
+    return r, min(c, (2 * pairs * shape.k * shape.k // WGRAD_X_BANKS) * WGRAD_X_BANKS)
+
+
+def wgrad_groups(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS,
+                 cols: int = COLS) -> list[tuple[int, int, int, int]]:
+    """The weight groups in sweep order: (first output channel, end, first column, end)."""
+    r, c = wgrad_plan(shape, n_samples, rows=rows, cols=cols)
+    taps = shape.ci * shape.k * shape.k
+    if c == 0:
+        raise ValueError(f"{shape}: the weight gradient's x chunk buffer cannot hold one column block "
+                         f"(core.shapes.check_wgrad_stage)")
+    return [(o0, min(o0 + r, shape.co), j0, min(j0 + c, taps)) for o0 in range(0, shape.co, r)
+            for j0 in range(0, taps, c)]
+
+
+def weight_groups(shape: ConvShape, rows: int = ROWS, n_samples: int | None = None) -> int:
+    """Sweeps of the weight gradient: the groups whose partial sums, g and x rows fit on chip."""
+    return len(wgrad_groups(shape, n_samples, rows=rows))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One weight group's chunk as the kernel stages it (``wgrad_steps``)."""
+
+    group: int
+    p0: int
+    p1: int
+    nch: int            # the group's input channels (x units of the stagers)
+    nr: int             # its output channels (g units)
+    slots: int          # staged input rows per channel
+    blocks: int         # the group's blocks: the step's engine calls
+
+    def x_unit_trips(self, shape: ConvShape) -> int:
+        return self.slots * row_words(shape)
+
+    def g_unit_trips(self) -> int:
+        return _ceil(self.p1 - self.p0, 4)
+
+
+def wgrad_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> list[Step]:
+    """The weight gradient's steps in sweep order (group by group, chunk by chunk)."""
+    n = shape.n if n_samples is None else n_samples
+    kk = shape.k * shape.k
+    out = []
+    for gi, (o0, o1, j0, j1) in enumerate(wgrad_groups(shape, n, rows=rows, cols=cols)):
+        blocks = _ceil(o1 - o0, rows) * _ceil(j1 - j0, cols)
+        for p0, p1 in _chunks(n * shape.ho * shape.wo):
+            out.append(Step(gi, p0, p1, (j1 - j0) // kk, o1 - o0, chunk_slots(shape, p0, p1), blocks))
+    return out
+
+
+def wgrad_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> dict:
+    """What the kernel's stagers do over one pass, in the C simulation's counters' terms
+    (``core.csim.wgrad_staging``): DDR bytes and loop trips of x and g, the prologue (the first
+    step, before any call: the larger of its x and g trips), the calls that stage, and per
+    call of step t the larger of its shares of step t+1's x and g trips ("per_call": one entry
+    a call, in call order; the flush calls stage nothing)."""
+    steps = wgrad_steps(shape, n_samples, rows=rows, cols=cols)
+    out = {"x_bytes": 0, "g_bytes": 0, "x_trips": 0, "g_trips": 0, "prologue": 0, "staging_calls": 0,
+           "call_trips": 0, "per_call": []}
+    if not steps:
+        return out
+    for st in steps:
+        out["x_bytes"] += st.nch * st.slots * shape.w
+        out["g_bytes"] += st.nr * 2 * (st.p1 - st.p0)
+        out["x_trips"] += st.nch * st.x_unit_trips(shape)
+        out["g_trips"] += st.nr * st.g_unit_trips()
+    first = steps[0]
+    out["prologue"] = max(first.nch * first.x_unit_trips(shape), first.nr * first.g_unit_trips())
+    for t, st in enumerate(steps):
+        nxt = steps[t + 1] if t + 1 < len(steps) else None
+        for b in range(st.blocks):
+            trips = 0
+            if nxt is not None:
+                xu = (b + 1) * nxt.nch // st.blocks - b * nxt.nch // st.blocks
+                gu = (b + 1) * nxt.nr // st.blocks - b * nxt.nr // st.blocks
+                trips = max(xu * nxt.x_unit_trips(shape), gu * nxt.g_unit_trips())
+            out["per_call"].append(trips)
+            if trips:
+                out["staging_calls"] += 1
+                out["call_trips"] += trips
+    return out
 
 
 def _pred_plan(host_beats: list[int], blocks: int, npos: int, chunk: int, min_beats: int):
@@ -311,10 +448,9 @@ def wgrad_blocks(x: np.ndarray, g_y: np.ndarray, shape: ConvShape, *, rows: int 
 
 
 def _wgrad_order(blocks: list, shape: ConvShape, rows: int) -> list[list]:
-    """The blocks by weight group (whole row blocks, in order)."""
-    nrb = _ceil(shape.co, rows)
-    per = _ceil(nrb, weight_groups(shape, rows))
-    return [[b for b in blocks if per * rows * gi <= b[2]["co0"] < per * rows * (gi + 1)] for gi in range(_ceil(nrb, per))]
+    """The blocks by weight group (``wgrad_groups``, in sweep order)."""
+    return [[b for b in blocks if o0 <= b[2]["co0"] < o1 and j0 <= b[2]["j0"] < j1]
+            for o0, o1, j0, j1 in wgrad_groups(shape, rows=rows)]
 
 
 def wgrad_calls(x: np.ndarray, g_y: np.ndarray, shape: ConvShape, *, psg: bool = False, rows: int = ROWS,

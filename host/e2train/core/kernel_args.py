@@ -28,7 +28,7 @@ from .fixedpoint import (
     QFormat,
     format_of,
 )
-from .shapes import MAX_BATCH, MAX_BIAS, MAX_DIM, STRIDES, ConvShape, ShapeError, check_samples, check_wgrad_terms
+from .shapes import MAX_BATCH, MAX_BIAS, MAX_DIM, STRIDES, ConvShape, ShapeError, check_samples, check_wgrad_shape
 
 # lr_q is a Q2.30-style step added to a master weight held below 2**30 (golden.sign_update).
 LR_Q_LIMIT = 1 << 30
@@ -157,7 +157,7 @@ def check_conv_bwd_weight_psg(x, g_y, w_master, *, stride, pad, beta_q, lr_q, wd
         raise ShapeError(f"w_master must be {shape.w_shape}, got {w_master.shape}")
     if g_y.shape != shape.y_shape:
         raise ShapeError(f"g_y must be {shape.y_shape} for this conv, got {g_y.shape}")
-    check_wgrad_terms(shape)
+    check_wgrad_shape(shape)
     if not 0 <= int(lr_q) < LR_Q_LIMIT or not 0 <= int(wd_q) < 1 << DECAY_FRAC_BITS:
         raise ValueError(f"lr_q {lr_q} or wd_q {wd_q} out of range "
                          f"(need 0 <= lr_q < 2**30, 0 <= wd_q < 2**{DECAY_FRAC_BITS})")

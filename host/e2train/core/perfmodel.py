@@ -68,11 +68,16 @@ def _ceil(a: int, b: int) -> int:
 #   DDR3-1050, 2.1 GB/s peak = 21 B per 100 MHz cycle, of which 75% is assumed usable);
 #   FWD and BWD read their input and write their output once per layer (a position tile's
 #   rows and the layer's weights stay on chip);
-# * weight gradient (engine_map: chunked sweeps): per weight group, g of the group's output
-#   channels and x of every input channel come from DDR once (x again per further group);
-#   every block runs over each chunk from BRAM; the shell adds each call's ROWS x COLS
-#   results into the group's partial sums in BRAM with PART_ADDERS adders (one 72-bit
-#   read-modify-write each per cycle), so a call lasts at least ROWS*COLS / PART_ADDERS.
+# * weight gradient (engine_map: chunked sweeps, the chunk buffers of hls/src/
+#   conv_bwd_weight_psg.cpp): per weight group and chunk, the x rows of the group's input
+#   channels that the chunk reaches and the g of its output channels are staged in one half of
+#   the chunk buffers by the calls of the step before (each call an even share, a 64-bit word a
+#   cycle per stager: a call lasts at least its stagers' trips), the first step before any call
+#   (the prologue); every block runs over each chunk from BRAM; the shell adds each call's
+#   ROWS x COLS results into the group's partial sums in BRAM with PART_ADDERS adders (one
+#   72-bit read-modify-write each per cycle), so a call lasts at least ROWS*COLS / PART_ADDERS;
+#   each group ends with a flush call. The stagers' trips and DDR bytes are the C simulation's
+#   (tests/kernels/test_wgrad_staging.py).
 # * weight gradient with PSG: the predictor's sweep (every weight's G_msb over every
 #   position) rides on the predictor buses of the same layer's input-gradient calls, with
 #   its own x and g reads from DDR (counted on that pass's DDR bound, not shared with its g
@@ -127,9 +132,10 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
         ddr = layer_ddr
     else:
         layer_ddr = wgrad_sweep_ddr(s, n) * (2 if wg_psg and not pred_host else 1)
-        total = sum(calls * max(beats + em.HLS_CALL_OVERHEAD, part) for calls, beats in groups)
+        total = wgrad_sweep_cycles(s, n) if n else 0
+        cycles += (em.weight_groups(s, n_samples=n) - 1) * (em.ROWS + em.HLS_CALL_OVERHEAD) if n else 0
         if wg_psg:
-            total += sum(calls * max(beats + em.HLS_CALL_OVERHEAD, part)
+            total += sum(calls * max(beats * em.wgrad_beat_cycles(s) + em.HLS_CALL_OVERHEAD, part)
                          for calls, beats in em.predictor_only_calls(s, n, host=pred_host))
         cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE)
         ddr = layer_ddr
@@ -171,11 +177,47 @@ def fp32_extra_seconds(macs: dict) -> float:
     return extra / CLOCK_HZ
 
 
+_STAGING_CACHE: dict = {}
+
+
+def _staging(shape: ConvShape, n: int) -> dict:
+    """engine_map.wgrad_staging, cached on everything it reads (the grid and buffer constants
+    included, which tests may change)."""
+    key = (shape, n, em.ROWS, em.COLS, em.WGRAD_PART_WEIGHTS, em.WGRAD_X_WORDS, em.WGRAD_G_ROWS, em.WGRAD_CHUNK)
+    got = _STAGING_CACHE.get(key)
+    if got is None:
+        if len(_STAGING_CACHE) > 4096:
+            _STAGING_CACHE.clear()
+        st = em.wgrad_staging(shape, n)
+        steps = em.wgrad_steps(shape, n)
+        st["beats"] = [s.p1 - s.p0 for s in steps for _ in range(s.blocks)]
+        got = _STAGING_CACHE[key] = st
+    return got
+
+
 def wgrad_sweep_ddr(shape: ConvShape, n: int | None = None) -> int:
-    """DDR bytes of one sweep of the weight gradient (exact or predictor): g (int16) once,
-    x once per weight group."""
+    """DDR bytes of one sweep of the weight gradient (exact or predictor): what the stagers
+    read, g once per weight group, x rows once per group and chunk."""
     n = shape.n if n is None else n
-    return 2 * n * shape.co * shape.ho * shape.wo + em.weight_groups(shape) * n * shape.ci * shape.h * shape.w
+    if n == 0:
+        return 0
+    st = _staging(shape, n)
+    return st["x_bytes"] + st["g_bytes"]
+
+
+def wgrad_sweep_cycles(shape: ConvShape, n: int | None = None) -> int:
+    """Cycles of one sweep's calls through the blackbox: the prologue, then each call at the
+    longest of its beats (at the feeder's rate, ``engine_map.wgrad_beat_cycles``) +
+    HLS_CALL_OVERHEAD, its partial-sum adds and its stagers' trips (the flush calls not
+    included)."""
+    n = shape.n if n is None else n
+    if n == 0:
+        return 0
+    st = _staging(shape, n)
+    part = em.ROWS * em.COLS / PART_ADDERS
+    f = em.wgrad_beat_cycles(shape)
+    return int(math.ceil(st["prologue"] + sum(max(b * f + em.HLS_CALL_OVERHEAD, part, t)
+                                              for b, t in zip(st["beats"], st["per_call"]))))
 
 
 def wgrad_sweep_sram(shape: ConvShape, n: int, beats: int, calls: int) -> int:
@@ -220,28 +262,22 @@ def engine_wgrad_work(shape: ConvShape, n_samples: int | None = None, *, psg: bo
     return w
 
 
-def wgrad_chunk_bytes(shape: ConvShape) -> tuple[int, int]:
-    """(x, g) bytes of one weight-gradient chunk in BRAM: x of every input channel over the
-    input rows the chunk's output positions reach (whole padded images when a chunk spans
-    them), g of one weight group's output channels."""
-    s, chunk = shape, em.WGRAD_CHUNK
-    img = s.ho * s.wo
-    if chunk >= img:
-        x = _ceil(chunk, img) * s.ci * (s.h + 2 * s.pad) * (s.w + 2 * s.pad)
-    else:
-        out_rows = _ceil(chunk, s.wo) + 1                    # + 1: a chunk need not start a row
-        x = s.ci * min((out_rows - 1) * s.stride + s.k, s.h + 2 * s.pad) * (s.w + 2 * s.pad)
-    co_group = em.ROWS * _ceil(_ceil(s.co, em.ROWS), em.weight_groups(s))
-    return x, 2 * min(co_group, s.co) * chunk
+def wgrad_chunk_bytes() -> tuple[int, int]:
+    """(x, g) data bytes the weight gradient's chunk buffers hold, both halves
+    (hls/include/e2t_passes.h: 18 x banks of 9-code words, ROWS g banks of 4-code words)."""
+    x = em.WGRAD_X_BANKS * 2 * em.WGRAD_X_WORDS * 9
+    g = em.ROWS * 2 * (em.WGRAD_G_ROWS // em.ROWS) * (em.WGRAD_CHUNK // 4) * 8
+    return x, g
 
 
-def wgrad_bram36(batch: int = 64) -> dict:
-    """BRAM36 of the weight-gradient dataflow on the ResNet-20 CIFAR layers: the partial sums
-    (engine_map.WGRAD_PART_WEIGHTS 72-bit words at 512 x 72) and the chunk buffers (x and g,
-    ping-pong, 4 KB of data per BRAM36, the largest layer's)."""
-    chunks = max(2 * (_ceil(x, 4096) + _ceil(g, 4096))
-                 for x, g in (wgrad_chunk_bytes(sh) for _, sh in resnet20_cifar(batch)))
-    return {"partials": _ceil(em.WGRAD_PART_WEIGHTS, 512), "chunks": chunks}
+def wgrad_bram36() -> dict:
+    """BRAM36 of the weight-gradient dataflow: the partial sums (engine_map.WGRAD_PART_WEIGHTS
+    72-bit words at 512 x 72) and the chunk buffers, each bank in BRAM36s of 512 x 72 (x: 2 x
+    256 words of 72 bits a bank, one each; g: 2 x 512 words of 64 bits a bank, two each)."""
+    x_bank = _ceil(2 * em.WGRAD_X_WORDS, 512)
+    g_bank = _ceil(2 * (em.WGRAD_G_ROWS // em.ROWS) * (em.WGRAD_CHUNK // 4), 512)
+    return {"partials": _ceil(em.WGRAD_PART_WEIGHTS, 512), "chunks": em.WGRAD_X_BANKS * x_bank + em.ROWS * g_bank,
+            "x_chunks": em.WGRAD_X_BANKS * x_bank, "g_chunks": em.ROWS * g_bank}
 
 
 def resnet20_cifar(batch: int = 64) -> list[tuple[str, ConvShape]]:

@@ -26,8 +26,8 @@ The schedule (modelled; the engine and shell pieces it needs are named where the
 
 4. **Reuse what is in BRAM.** The exact sweep walks the positions in the reverse order of the
    predictor's, so it starts with what the predictor staged last and the chunk buffers still
-   hold: up to their capacity (``chunk_buffer_bytes``: the BRAM36 that fpga/fit.py budgets for
-   them, 4 KB of data each) of the first exact group's x, and of its g when the predictor read
+   hold: up to their capacity (``chunk_buffer_bytes``: the data the kernel's chunk buffers hold,
+   perfmodel.wgrad_chunk_bytes) of the first exact group's x, and of its g when the predictor read
    its own, is not read again (``reused_bytes``). A layer whose operands fit entirely (small
    images, small batches) reads nothing twice; a ResNet-CIFAR layer at batch 64 (1-3 MB of x and
    g) saves a few per cent.
@@ -95,50 +95,60 @@ def all_needed(shape: ConvShape, decided_share: float = 0.0) -> dict:
     return out
 
 
-def _groups(shape: ConvShape, rows: int) -> list[range]:
-    """Output channels of each weight group (whole row blocks), as engine_map splits them."""
-    nrb = _ceil(shape.co, rows)
-    per = _ceil(nrb, em.weight_groups(shape, rows))
-    return [range(g * per * rows, min(shape.co, (g + 1) * per * rows)) for g in range(_ceil(nrb, per))]
+def _x_channel_bytes(shape: ConvShape, n: int) -> int:
+    """DDR bytes of one input channel's x over one sweep of a group: the rows each chunk stages
+    (engine_map.chunk_slots), the same for every channel."""
+    return sum(em.chunk_slots(shape, p0, p1) for p0, p1 in em._chunks(n * shape.ho * shape.wo)) * shape.w
 
 
 def exact_sweep_ddr(shape: ConvShape, need: dict, n: int | None = None) -> int:
-    """DDR bytes of the exact sweep: per weight group, g of its output channels with an
-    undecided weight and x of the input channels with an undecided weight in that group."""
+    """DDR bytes of the exact sweep: per weight group (``engine_map.wgrad_groups``), g of its
+    output channels with an undecided weight in the group and the staged x rows of its input
+    channels with one."""
     n = shape.n if n is None else n
     if need["shape"] != (shape.co, shape.ci, shape.k):
         raise ValueError(f"the decisions are for weights {need['shape']}, the layer has {(shape.co, shape.ci, shape.k)}")
-    g_plane, x_plane = 2 * n * shape.ho * shape.wo, n * shape.h * shape.w
+    if n == 0:
+        return 0
+    g_plane, x_chan, kk = 2 * n * shape.ho * shape.wo, _x_channel_bytes(shape, n), shape.k * shape.k
     total = 0
-    for grp in _groups(shape, em.ROWS):
-        und = need["undecided_mask"][grp.start: grp.stop]
+    for o0, o1, j0, j1 in em.wgrad_groups(shape, n):
+        und = need["undecided_mask"][o0: o1, j0 // kk: j1 // kk]
         total += g_plane * int(und.any(axis=(1, 2, 3)).sum())
-        total += x_plane * int(und.any(axis=(0, 2, 3)).sum())
+        total += x_chan * int(und.any(axis=(0, 2, 3)).sum())
     return total
 
 
 def chunk_buffer_bytes() -> int:
-    """Data bytes the weight gradient's chunk buffers hold (perfmodel.wgrad_bram36, 4 KB per BRAM36)."""
-    return pm.wgrad_bram36()["chunks"] * 4096
+    """Data bytes the weight gradient's chunk buffers hold, x and g, both halves
+    (perfmodel.wgrad_chunk_bytes)."""
+    return sum(pm.wgrad_chunk_bytes())
 
 
 def reused_bytes(shape: ConvShape, need: dict, n: int | None = None, *, g_shared: bool) -> int:
     """Bytes of the exact sweep's first weight group that the predictor left in the chunk
     buffers (x, and g when the predictor staged its own), up to their capacity."""
     n = shape.n if n is None else n
-    grp = _groups(shape, em.ROWS)[0]
-    und = need["undecided_mask"][grp.start: grp.stop]
-    x = n * shape.h * shape.w * int(und.any(axis=(0, 2, 3)).sum())
+    if n == 0:
+        return 0
+    o0, o1, j0, j1 = em.wgrad_groups(shape, n)[0]
+    kk = shape.k * shape.k
+    und = need["undecided_mask"][o0: o1, j0 // kk: j1 // kk]
+    x = _x_channel_bytes(shape, n) * int(und.any(axis=(0, 2, 3)).sum())
     g = 0 if g_shared else 2 * n * shape.ho * shape.wo * int(und.any(axis=(1, 2, 3)).sum())
     return min(chunk_buffer_bytes(), x + g)
 
 
 def predictor_sweep_ddr(shape: ConvShape, n: int | None = None, *, g_shared: bool, hosted: bool) -> int:
-    """DDR bytes of the predictor sweep: x once (one group: G_msb two per word), and g unless it
-    is the input-gradient pass's own stream (``g_shared`` and hosted on that pass)."""
+    """DDR bytes of the predictor sweep: the staged x rows of every channel once (one group: G_msb
+    two per word), else once per weight group's channels; and g unless it is the input-gradient
+    pass's own stream (``g_shared`` and hosted on that pass)."""
     n = shape.n if n is None else n
-    groups = 1 if gmsb_fits(shape) else em.weight_groups(shape)
-    x = groups * n * shape.ci * shape.h * shape.w
+    if n == 0:
+        return 0
+    kk = shape.k * shape.k
+    chans = shape.ci if gmsb_fits(shape) else sum((j1 - j0) // kk for _, _, j0, j1 in em.wgrad_groups(shape, n))
+    x = chans * _x_channel_bytes(shape, n)
     g = 0 if (g_shared and hosted) else 2 * n * shape.co * shape.ho * shape.wo
     return x + g
 

@@ -48,6 +48,32 @@ def check_wgrad_terms(shape: "ConvShape") -> None:
                          f"(the on-chip partial sums' 72-bit word): {fix}")
 
 
+def check_wgrad_stage(shape: "ConvShape") -> None:
+    """The weight-gradient pass's x chunk buffer (core.engine_map.wgrad_plan): the input rows
+    that a chunk of WGRAD_CHUNK positions reaches must fit for one block's channels at least (a
+    3x3 block's pair, a 1x1 block's 18); more channels than fit run in further weight groups.
+    Checked at the full batch: a chunk of fewer listed samples reaches no more rows."""
+    from . import engine_map as em
+    if em.wgrad_plan(shape)[1]:
+        return
+    slots = max(em.chunk_slots(shape, p0, p1) for p0, p1 in em._chunks(shape.n * shape.ho * shape.wo))
+    need = em.WGRAD_X_BANKS // (2 * shape.k * shape.k)                     # channel pairs of one block
+    per_pair = -(-slots // 3) * em.row_words(shape)
+    words = 7 * ((3 * em.WGRAD_X_WORDS) // (-(-slots // 3) * need))
+    raise ShapeError(f"the weight gradient stages the input rows a chunk of {em.WGRAD_CHUNK} positions reaches: "
+                     f"{slots} rows of {shape.w} codes, {per_pair} words a channel pair, and a {shape.k}x{shape.k} "
+                     f"block's {2 * need} channels need {need * per_pair}, over the x chunk buffer's "
+                     f"{3 * em.WGRAD_X_WORDS} a logical bank: narrow the input to about "
+                     f"{words - 2 * shape.pad + shape.k - 1} columns or fewer")
+
+
+def check_wgrad_shape(shape: "ConvShape") -> None:
+    """Every limit of the weight-gradient pass beyond ConvShape's: its positions
+    (check_wgrad_terms) and its x chunk buffer (check_wgrad_stage)."""
+    check_wgrad_terms(shape)
+    check_wgrad_stage(shape)
+
+
 @dataclass(frozen=True)
 class ConvShape:
     n: int
