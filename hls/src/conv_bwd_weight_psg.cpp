@@ -144,14 +144,23 @@ void feed(psg::stream<eng::Beat> &in, const XWord xs[][2 * X_WORDS], const word_
     for (int p = st.p0; p < st.p1; p++) {
         const int iy0 = oy * q.stride - q.pad, ix0 = ox * q.stride - q.pad;
         const int sl0 = base + iy0 - lo;                     // the window's first row (one above the image: -1)
+        const int r0 = mod3(sl0);                            // its residue: kernel row ky lies in residue (r0 + ky) mod 3
         const int b0 = ix0 + q.pad, w0 = b0 / 7, o7 = b0 % 7;
         for (int t = 0; t < cycles; t++) {
 #pragma HLS PIPELINE II=1
             XWord lw[X_LOGICAL];                              // each logical bank's word this cycle
 #pragma HLS ARRAY_PARTITION variable=lw complete
+#ifndef __SYNTHESIS__
+            int lcr[X_LOGICAL], lky[X_LOGICAL];               // whose (channel, kernel row) it is: the C-sim check
+#endif
             for (int l = 0; l < X_LOGICAL; l++) {
 #pragma HLS UNROLL
-                const int ky = mod3(l / 2 - sl0), cr = cf + (k3 ? (l & 1) : 2 * t + (l & 1)), iy = iy0 + ky;
+                const int d = l / 2 - r0, ky = d < 0 ? d + 3 : d;   // the kernel row in this residue
+                const int cr = cf + (k3 ? (l & 1) : 2 * t + (l & 1)), iy = iy0 + ky;
+#ifndef __SYNTHESIS__
+                lcr[l] = cr;
+                lky[l] = ky;
+#endif
                 const bool ok = cr < st.nch && iy >= 0 && iy < q.h && (k3 || ky == 0);
                 int bank = 0, word = 0;
                 if (ok) x_at(st, cr, sl0 + ky, w0, bank, word);
@@ -166,15 +175,12 @@ void feed(psg::stream<eng::Beat> &in, const XWord xs[][2 * X_WORDS], const word_
 #pragma HLS UNROLL
                 const int cl = k3 ? c / 9 : c & 1, ky = k3 ? (c % 9) / 3 : 0, kx = k3 ? c % 3 : 0;
                 if (!k3 && c / 2 != t) continue;              // 1x1: this cycle's two columns
-                const int l = cl + 2 * mod3(sl0 + ky), iy = iy0 + ky;
+                const int m = r0 + ky, l = cl + 2 * (m >= 3 ? m - 3 : m), iy = iy0 + ky;
                 const uint8_t v = lw[l].c[o7 + kx];
                 const bool in_x = c < sp.nc && iy >= 0 && iy < q.h;
 #ifndef __SYNTHESIS__
-                if (in_x) {                                   // the word read is the column's own
-                    int bank, word;
-                    x_at(st, cf + (k3 ? cl : c), sl0 + ky, w0, bank, word);
-                    if (bank % X_LOGICAL != l || xs[bank][word].c[o7 + kx] != v) E2T_STAGING(7, 1);
-                }
+                // the logical bank this column reads holds its own channel and kernel row
+                if (in_x && (lcr[l] != cf + (k3 ? cl : c) || lky[l] != ky)) E2T_STAGING(7, 1);
 #endif
                 beat.col[c] = in_x ? v : 0;
                 beat.pcol[c] = in_x ? v : 0;
