@@ -229,12 +229,7 @@ def synth(rows: int, cols: int, out: Path) -> dict:
     if not stat.exists():
         work = out / f"work_{rows}x{cols}"
         work.mkdir(parents=True, exist_ok=True)
-        script, _ = _script(rows, cols, work)
-        r = subprocess.run([yosys_exe(), "-q", "-p", script], cwd=work, capture_output=True, text=True)
-        if r.returncode != 0 or not (work / "stat.json").exists():
-            tail = " / ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
-            raise SystemExit(f"error: yosys failed on {TOP} {rows}x{cols} (exit {r.returncode}): {tail}")
-        shutil.move(str(work / "stat.json"), stat)
+        _run_yosys(_script(rows, cols, work)[0], work, stat, f"{TOP} {rows}x{cols}")
     return _counts(stat)
 
 
@@ -250,13 +245,17 @@ def synth_gather(out: Path) -> dict:
     if not stat.exists():
         work = out / f"work_{top}"
         work.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run([yosys_exe(), "-q", "-p", script_of(os.path.relpath(p, work) for p in files)], cwd=work,
-                           capture_output=True, text=True)
-        if r.returncode != 0 or not (work / "stat.json").exists():
-            tail = " / ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
-            raise SystemExit(f"error: yosys failed on {top} (exit {r.returncode}): {tail}")
-        shutil.move(str(work / "stat.json"), stat)
+        _run_yosys(script_of(os.path.relpath(p, work) for p in files), work, stat, top)
     return _counts(stat)
+
+
+def _run_yosys(script: str, work: Path, stat: Path, what: str) -> None:
+    """Run one yosys script in ``work`` and keep its stat.json as ``stat``; a clear error if it fails."""
+    r = subprocess.run([yosys_exe(), "-q", "-p", script], cwd=work, capture_output=True, text=True)
+    if r.returncode != 0 or not (work / "stat.json").exists():
+        tail = " / ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
+        raise SystemExit(f"error: yosys failed on {what} (exit {r.returncode}): {tail}")
+    shutil.move(str(work / "stat.json"), stat)
 
 
 def _counts(stat: Path) -> dict:
