@@ -86,7 +86,7 @@ def _engine_table(batch: int) -> None:
     print(hdr)
     print("-" * len(hdr))
     for r in with_psg["layers"]:
-        bound = "engine" if r["cycles"] <= r["blackbox_cycles"] else "DDR/requant/adders"
+        bound = "engine" if r["cycles"] <= r["blackbox_cycles"] else "shell: DDR/requant/adders/staging"
         print(f"{r['layer']:<10}{r['pass']:<10}{r['macs']:>14,}{r['engine_cycles']:>12,}{r['cycles']:>12,}"
               f"{r['gmacs']:>8.2f}  {bound}")
     per: dict = {}

@@ -290,8 +290,7 @@ void gather(psg::stream<eng::Row> &out, const Placed &pl, const Group &g, Part p
 int64_t widx(const Geometry &q, int o, int j) { return (int64_t)o * q.taps + j; }
 
 // The x chunk buffer's need: the rows a chunk of positions [p0, p1) stages (every listed
-// sample's rows that its positions reach), the most of any chunk of the pass, and the words a
-// row takes (its codes and the left padding).
+// sample's rows that its positions reach), and the most of any chunk of the pass.
 int chunk_slots(const Geometry &q, int p0, int p1) {
     const int hw = q.ho * q.wo, s0 = p0 / hw, s1 = (p1 - 1) / hw;
     int slots = 0;
