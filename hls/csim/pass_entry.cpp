@@ -31,7 +31,7 @@ extern "C" int conv_bwd_data(const int16_t *g_y, const int8_t *w, int16_t *g_x,
 }
 
 extern "C" int conv_bwd_weight_psg(const uint8_t *x, const int16_t *g_y, int32_t *w_master,
-                                   int8_t *sign, uint8_t *predicted, int64_t *gmsb, int64_t *stats,
+                                   int8_t *sign, uint8_t *predicted, int32_t *gmsb, int64_t *stats,
                                    const int32_t *samples, int n_samples,
                                    int n, int ci, int h, int wd, int co, int k, int stride, int pad,
                                    int x_unsigned, int32_t beta_q, int32_t lr_q, int32_t wd_q) {

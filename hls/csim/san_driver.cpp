@@ -105,9 +105,9 @@ int run_case(const std::string &dir) {
         Bytes *s = read_bin(dir, "samples"), *want_w = read_bin(dir, "w_expect");
         Bytes *want_sign = read_bin(dir, "sign_expect"), *want_pred = read_bin(dir, "pred_expect");
         const size_t nw = wm->size() / 4;
-        Bytes sign(nw), pred(nw), gmsb(nw * 8), stats(E2T_STAT_LEN * 8);
+        Bytes sign(nw), pred(nw), gmsb(nw * 4), stats(E2T_STAT_LEN * 8);
         rc = conv_bwd_weight_psg(ptr(x), (const int16_t *)ptr(gy), (int32_t *)ptr(wm),
-                                 (int8_t *)sign.data(), pred.data(), (int64_t *)gmsb.data(),
+                                 (int8_t *)sign.data(), pred.data(), (int32_t *)gmsb.data(),
                                  (int64_t *)stats.data(), (const int32_t *)ptr(s), (int)(s->size() / 4),
                                  g("n"), g("ci"), g("h"), g("wd"), g("co"), g("k"), g("stride"),
                                  g("pad"), g("x_unsigned"), g("beta_q"), g("lr_q"), g("wd_q"));

@@ -30,7 +30,7 @@ enum {
 // names) and ignores the others (the driver writes 0 there).
 int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,
                const int16_t *g_y, int16_t *g_x, int32_t *w_master, int8_t *sign, uint8_t *predicted,
-               int64_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples,
+               int32_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples,
                int n, int ci, int h, int wd, int co, int k, int stride, int pad,
                int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s,
                int32_t beta_q, int32_t lr_q, int32_t wd_q,
@@ -68,12 +68,14 @@ enum {
 };
 
 // PSG weight gradient over the listed samples, fused with the sign update of the int32
-// master weights: pass 1 computes G_msb = sum x_h*g_h for every weight (into gmsb, DDR
-// scratch of co*ci*k*k int64) and its max; pass 2 computes the exact sum x*g only for the
-// weights the predictor did not decide, then W <- sat(W - lr_q*sign - round(W*wd_q/2**30)).
-// beta_q = 0 turns the predictor off (pass 1 is then skipped). sign: int8 per weight; predicted: 0/1 per weight.
+// master weights: one sweep computes every weight's exact sum x*g and G_msb = sum x_h*g_h
+// beside it, and the layer's max |G_msb| (a layer of several weight groups passes G_msb through
+// gmsb, a DDR scratch of co*ci*k*k int32: |G_msb| < 2^30 within the pass's 2^17 positions);
+// then sign = sign(G_msb) where the predictor decides, else sign(G), and
+// W <- sat(W - lr_q*sign - round(W*wd_q/2**30)). beta_q = 0 decides nothing (exact signs).
+// sign: int8 per weight; predicted: 0/1 per weight.
 int conv_bwd_weight_psg(const uint8_t *x, const int16_t *g_y, int32_t *w_master,
-                        int8_t *sign, uint8_t *predicted, int64_t *gmsb, int64_t *stats,
+                        int8_t *sign, uint8_t *predicted, int32_t *gmsb, int64_t *stats,
                         const int32_t *samples, int n_samples,
                         int n, int ci, int h, int wd, int co, int k, int stride, int pad,
                         int x_unsigned, int32_t beta_q, int32_t lr_q, int32_t wd_q);

@@ -170,7 +170,7 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
 int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
                psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
-               uint8_t *predicted, int64_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
+               uint8_t *predicted, int32_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
                int ci, int h, int wd, int co, int k, int stride, int pad, int x_unsigned, int32_t beta_q,
                int32_t lr_q, int32_t wd_q);
 

@@ -27,7 +27,7 @@
 // ends inside an image shares rows with the next: those are read again), g once per group.
 // One sweep whatever beta_q: every weight's exact sum on the DSPs and its G_msb on the
 // predictor, on the same beats (sign(G) -> sign; with beta_q > 0 the layer's max |G_msb|, and
-// G_msb -> the gmsb scratch in DDR unless the layer is one weight group, whose G_msb stays in
+// G_msb -> the gmsb scratch in DDR (int32) unless the layer is one weight group, whose G_msb stays in
 // the partial sums on chip). Then one loop, one weight per cycle:
 //   decide       (beta_q > 0) a weight whose |G_msb| clears the threshold takes sign(G_msb) and
 //                predicted = 1; the rest keep sign(G).
@@ -393,7 +393,7 @@ void stage_both(const uint8_t *x, const int16_t *g_y, const int32_t *samples, co
 void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * X_WORDS], word_t gs[][2 * G_WORDS],
                psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, const int32_t *samples,
-               int n_samples, const Geometry &q, bool xu, int8_t *sign, uint8_t *predicted, int64_t *gmsb,
+               int n_samples, const Geometry &q, bool xu, int8_t *sign, uint8_t *predicted, int32_t *gmsb,
                Part part[PART], Counters &cnt) {
 #pragma HLS INLINE
     const int npos = n_samples * q.ho * q.wo;
@@ -481,7 +481,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
                     if (ge > psg::kAccMax || ge < psg::kAccMin) cnt.overflow = true;
                     sign[i] = psg::sign_of(ge);
                     predicted[i] = 0;
-                    if (spill) gmsb[i] = gm;
+                    if (spill) gmsb[i] = (int32_t)gm;      // |G_msb| < 2^30 (Part's 31 bits)
                 }
         }
     }
@@ -496,7 +496,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
 int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
                psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
-               uint8_t *predicted, int64_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
+               uint8_t *predicted, int32_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
                int ci, int h, int wd, int co, int k, int stride, int pad, int x_unsigned, int32_t beta_q,
                int32_t lr_q, int32_t wd_q) {
 #pragma HLS INLINE

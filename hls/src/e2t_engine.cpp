@@ -84,7 +84,7 @@ void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, p
 
 extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,
                           const int16_t *g_y, int16_t *g_x, int32_t *w_master, int8_t *sign, uint8_t *predicted,
-                          int64_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples,
+                          int32_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples,
                           int n, int ci, int h, int wd, int co, int k, int stride, int pad,
                           int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s,
                           int32_t beta_q, int32_t lr_q, int32_t wd_q,

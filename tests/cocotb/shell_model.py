@@ -283,7 +283,7 @@ class ShellModel:
         w_new = golden.sign_update(w, sign, a["lr_q"], a["wd_q"])
         spill = beta_q > 0 and npos > 0 and not _one_group(shape, R, C)
         if spill:
-            await self.write(a["gmsb"], g_msb.astype(np.int64))
+            await self.write(a["gmsb"], g_msb.astype(np.int32))
         await self.write(a["sign"], sign.astype(np.int8))
         await self.write(a["predicted"], predicted.astype(np.uint8))
         await self.write(a["w_master"], w_new.astype(np.int32))

@@ -379,7 +379,7 @@ async def driver_conv_bwd_weight_psg_vs_golden(dut):
     lr_q, wd_q = 1 << 14, 3 << 18
     for shape, unsigned, beta_q, samples in cases:
         x, g, wm = _wgrad_case(rng, shape, unsigned)
-        gmsb0 = np.full(shape.w_shape, 0x1234, np.int64)
+        gmsb0 = np.full(shape.w_shape, 0x1234, np.int32)
         got_w, got_sign, got_pred, got_gmsb, got_stats = await bridge(_run_wgrad)(
             drv, x, g, wm, samples, shape, unsigned, beta_q, lr_q, wd_q, gmsb0)
         want = golden.conv_bwd_weight_psg(x, g, wm.copy(), stride=shape.stride, pad=shape.pad, beta_q=beta_q,

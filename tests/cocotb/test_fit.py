@@ -61,7 +61,7 @@ def test_bad_grid_is_refused(bad) -> None:
 def test_block_unit_rows_follow_its_lanes() -> None:
     """The block unit's rows: 2 DSP48E1 per lane for the affine map, 3 per lane for the sums'
     products, the per-channel BRAM and the sample bits; the s_axilite row counts every argument of
-    kernel_iface (IP 2.1: 53). Its default lanes are the priced ones."""
+    kernel_iface (IP 2.2: 53). Its default lanes are the priced ones."""
     fit = load_fit()
     from e2train.core import call_price
     from e2train.device import kernel_iface

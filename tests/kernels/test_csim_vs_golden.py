@@ -225,7 +225,7 @@ def test_predictor_sweep_sums_are_golden(csim_lib, shape, unsigned):
     wm = np.zeros(shape.w_shape, np.int32)
     sign = np.zeros(shape.w_shape, np.int8)
     pred = np.zeros(shape.w_shape, np.uint8)
-    gmsb = np.zeros(shape.w_shape, np.int64)
+    gmsb = np.zeros(shape.w_shape, np.int32)
     stats = np.zeros(8, np.int64)
     ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
     rc = csim_lib.conv_bwd_weight_psg(ptr(x), ptr(g), ptr(wm), ptr(sign), ptr(pred), ptr(gmsb), ptr(stats), ptr(idx),

@@ -28,7 +28,7 @@ def _p(a: np.ndarray | None) -> int | None:
 def lib(csim_lib):
     lib = csim_lib
     # the top's C signature (hls/include/e2t_kernels.h): op, 12 pointers, 17 ints, then the
-    # block unit's 9 pointers and 14 ints (IP 2.1)
+    # block unit's 9 pointers and 14 ints (IP 2.1 and 2.2)
     lib.e2t_engine.argtypes = ([ctypes.c_int] + [ctypes.c_void_p] * 12 + [ctypes.c_int] * 17
                                + [ctypes.c_void_p] * 9 + [ctypes.c_int] * 14)
     lib.e2t_engine.restype = ctypes.c_int
@@ -69,7 +69,7 @@ def test_op_picks_the_pass_and_equals_golden(lib):
     w2 = wm.copy()
     sign = np.zeros(SHAPE.w_shape, np.int8)
     pred = np.zeros(SHAPE.w_shape, np.uint8)
-    gmsb = np.zeros(int(np.prod(SHAPE.w_shape)), np.int64)
+    gmsb = np.zeros(int(np.prod(SHAPE.w_shape)), np.int32)
     stats = np.zeros(ki.PSG_STATS_LEN, np.int64)
     assert _engine(lib, ki.PASSES["conv_bwd_weight_psg"].op, x=x, g_y=g, wm=w2, sign=sign, pred=pred, gmsb=gmsb,
                    stats=stats, samples=smp, beta_q=3277, lr_q=9) == 0
@@ -86,7 +86,7 @@ def test_an_op_that_is_no_pass_is_refused_touching_nothing(lib, op):
     # every pointer valid, so a wrong dispatch would run (and write) instead of crashing
     assert _engine(lib, op, x=x, w=w, y=y, g_y=g, g_x=np.zeros(SHAPE.x_shape, np.int16), wm=w2,
                    sign=np.zeros(SHAPE.w_shape, np.int8), pred=np.zeros(SHAPE.w_shape, np.uint8),
-                   gmsb=np.zeros(wm.size, np.int64), stats=np.zeros(8, np.int64),
+                   gmsb=np.zeros(wm.size, np.int32), stats=np.zeros(8, np.int64),
                    samples=np.array([0], np.int32), beta_q=3277, lr_q=9) == E2T_ERR_SHAPE
     assert (y == 0x33).all() and np.array_equal(w2, wm)
 
@@ -114,7 +114,7 @@ def test_sample_lists_the_passes_refuse(lib, samples, n_samples, what):
     w2 = wm.copy()
     sign = np.full(SHAPE.w_shape, 5, np.int8)
     assert _engine(lib, 2, x=x, g_y=g, wm=w2, sign=sign, pred=np.zeros(SHAPE.w_shape, np.uint8),
-                   gmsb=np.zeros(wm.size, np.int64), stats=np.zeros(8, np.int64), samples=smp,
+                   gmsb=np.zeros(wm.size, np.int32), stats=np.zeros(8, np.int64), samples=smp,
                    n_samples=n_samples, beta_q=3277, lr_q=9) == E2T_ERR_SAMPLE, what
     assert np.array_equal(w2, wm) and (sign == 5).all()
 
@@ -153,7 +153,7 @@ def test_the_weight_gradients_position_bound_is_its_partial_sums_word(lib, n, ok
     sign = np.full(s.w_shape, 5, np.int8)
     empty = np.zeros(0, np.int32)
     status = lib.e2t_engine(ki.PASSES["conv_bwd_weight_psg"].op, None, None, None, None, None, None, _p(wm), _p(sign),
-                            _p(np.zeros(s.w_shape, np.uint8)), _p(np.zeros(wm.size, np.int64)),
+                            _p(np.zeros(s.w_shape, np.uint8)), _p(np.zeros(wm.size, np.int32)),
                             _p(np.zeros(8, np.int64)), _p(empty), 0, s.n, s.ci, s.h, s.w, s.co, s.k, s.stride,
                             s.pad, 1, 0, 0, 1, 0, 3277, 9, 0, *NO_BLOCK)
     assert (status == E2T_ERR_SHAPE) == (not ok), status

@@ -132,7 +132,7 @@ def test_a_chunk_whose_rows_do_not_fit_is_refused_alike(csim_lib):
     smp = np.zeros(1, np.int32)
     p = lambda a: a.ctypes.data                                       # noqa: E731
     status = lib.e2t_engine(ki.PASSES["conv_bwd_weight_psg"].op, p(x), None, None, None, p(g), None, p(wm),
-                            p(sign), p(np.zeros(s.w_shape, np.uint8)), p(np.zeros(wm.size, np.int64)),
+                            p(sign), p(np.zeros(s.w_shape, np.uint8)), p(np.zeros(wm.size, np.int32)),
                             p(np.zeros(8, np.int64)), p(smp), 1, s.n, s.ci, s.h, s.w, s.co, s.k, s.stride, s.pad,
                             1, 0, 0, 1, 0, 3277, 9, 0, *NO_BLOCK)
     assert status == 1 and (sign == 5).all() and (wm == 1000).all()

@@ -35,7 +35,7 @@ from .work import Work
 
 KERNELS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")
 UPDATE_DDR_BYTES = 10          # per weight: W master in (4) and out (4), sign (1), predicted flag (1)
-GMSB_DDR_BYTES = 16            # per weight with beta_q > 0: G_msb (int64) to the gmsb scratch and back
+GMSB_DDR_BYTES = 8             # per weight with beta_q > 0: G_msb (int32) to the gmsb scratch and back
 
 
 def _check(kernel: str, shape: ConvShape, n_active: int) -> None:

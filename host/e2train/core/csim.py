@@ -208,7 +208,7 @@ def conv_bwd_weight_psg_stats(x, g_y, w_master, *, stride: int = 1, pad: int = 0
     nw = w_new.size
     sign = np.zeros(shape.w_shape, np.int8)
     pred = np.zeros(shape.w_shape, np.uint8)
-    gmsb = np.zeros(nw, np.int64)
+    gmsb = np.zeros(nw, np.int32)
     stats = np.zeros(STAT_LEN, np.int64)
     lib = load()
     rc = lib.conv_bwd_weight_psg(

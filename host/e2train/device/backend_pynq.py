@@ -434,7 +434,7 @@ class PynqBackend:
         sign = self._output("sign", shape.w_shape, np.int8)
         pred = self._output("predicted", shape.w_shape, np.uint8)
         stats = self._buf("stats", (ki.PSG_STATS_LEN,), np.int64)
-        gmsb = self._output("gmsb", shape.w_shape, np.int64)     # the kernel's scratch: nobody reads it
+        gmsb = self._output("gmsb", shape.w_shape, np.int32)     # the kernel's scratch: nobody reads it
         self._run("conv_bwd_weight_psg", shape, x=self._put("x", x), g_y=self._put("g_y", g_y), w_master=wm,
                   sign=sign, predicted=pred, gmsb=gmsb, stats=stats,
                   samples=sbuf, n_samples=idx.size, **_shape_args(shape),

@@ -45,9 +45,10 @@ from ..core.kernel_args import BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES 
 VENDOR = "e2train.org"
 LIBRARY = "hls"
 # The HLS IP version (export_design -version in hls/scripts/kernel.tcl); bump with any ABI
-# change. 2.0: one IP with an op argument (1.0 was three IPs, one per pass). A manifest written
-# for another version is refused when loaded (manifest._check_kernels), with the fix.
-VERSION = "2.1"
+# change. 2.0: one IP with an op argument (1.0 was three IPs, one per pass). 2.2: the weight
+# gradient's G_msb scratch is int32 (2.1: int64). A manifest written for another version is
+# refused when loaded (manifest._check_kernels), with the fix.
+VERSION = "2.2"
 M_AXI_ADDR64 = False      # config_interface -m_axi_addr64 in hls/scripts/kernel.tcl
 
 # CTRL register bits
@@ -273,7 +274,7 @@ E2T_ENGINE = KernelIface(
         Arg("sign", "ptr", "update direction per weight, int8 in {-1, 0, 1} (conv_bwd_weight_psg)", "out"),
         Arg("predicted", "ptr", "per weight, uint8: 1 where the MSB predictor decided (conv_bwd_weight_psg)",
             "out"),
-        Arg("gmsb", "ptr", "scratch: G_msb per weight, int64 (conv_bwd_weight_psg)", "out"),
+        Arg("gmsb", "ptr", "scratch: G_msb per weight, int32 (conv_bwd_weight_psg)", "out"),
         Arg("stats", "ptr", f"int64[{PSG_STATS_LEN}]: n_predicted, max |G_msb|, ... (conv_bwd_weight_psg)", "out"),
         *_SAMPLE_AND_SHAPE_ARGS,
         Arg("x_unsigned", "i32", "1: x holds uint8 codes (the output of a ReLU), 0: int8"),
@@ -380,7 +381,7 @@ def abi_digest() -> str:
 # Element types of the pointer arguments whose type does not depend on a flag.
 PTR_DTYPES = {
     "w": np.int8, "bias": np.int32, "samples": np.int32, "g_y": np.int16, "g_x": np.int16,
-    "w_master": np.int32, "sign": np.int8, "predicted": np.uint8, "gmsb": np.int64, "stats": np.int64,
+    "w_master": np.int32, "sign": np.int8, "predicted": np.uint8, "gmsb": np.int32, "stats": np.int64,
     "b_y": np.int8, "b_o": np.uint8, "b_r": np.uint8, "b_ga": np.int16, "b_gb": np.int16, "b_gm": np.int16,
     "b_gy": np.int16, "b_coef": np.int64, "b_sums": np.int64,
 }

@@ -430,7 +430,7 @@ class SimDevice(pynq.Device):
                 wm = arr("w_master", shape.w_shape, np.int32)
                 sign = arr("sign", shape.w_shape, np.int8)
                 pred = arr("predicted", shape.w_shape, np.uint8)
-                gmsb = arr("gmsb", shape.w_shape, np.int64)
+                gmsb = arr("gmsb", shape.w_shape, np.int32)
                 stats = arr("stats", (ki.PSG_STATS_LEN,), np.int64)
                 kw = dict(stride=shape.stride, pad=shape.pad, beta_q=g("beta_q"), lr_q=g("lr_q"),
                           wd_q=g("wd_q"), samples=samples)

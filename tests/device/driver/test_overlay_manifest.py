@@ -27,7 +27,7 @@ def test_committed_sim_manifest_is_current(tmp_path):
     assert json.loads((tmp_path / mf.MANIFEST_NAME).read_text()) == json.loads((SIM / mf.MANIFEST_NAME).read_text())
     ov = KernelOverlay(SIM, sim_impl="golden")
     assert ov.simulated and set(ov.kernels) == set(ki.KERNELS) == {"e2t_engine"}
-    assert ov.describe()["kernels"] == {"e2t_engine": "e2train.org:hls:e2t_engine:2.1"}
+    assert ov.describe()["kernels"] == {"e2t_engine": "e2train.org:hls:e2t_engine:2.2"}
     assert ov.engine is ov.kernels["e2t_engine"]
 
 
@@ -39,7 +39,7 @@ def test_a_manifest_of_interface_1_is_refused(tmp_path):
     assert [k["vlnv"] for k in old["kernels"]] == [f"e2train.org:hls:{n}:1.0"
                                                    for n in ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")]
     with pytest.raises(mf.ManifestError, match=r"holds the IPs e2train.org:hls:conv_bwd_data:1.0, .*; this e2train "
-                                               r"drives e2train.org:hls:e2t_engine:2.1 \(kernel interface 2.1, one IP "
+                                               r"drives e2train.org:hls:e2t_engine:2.2 \(kernel interface 2.2, one IP "
                                                r"whose op picks the pass\): rebuild the bitstream \(make bitstream\)"):
         KernelOverlay(_write(tmp_path / "old", old))
 
@@ -55,8 +55,8 @@ def test_a_manifest_of_interface_2_0_is_refused(tmp_path):
         KernelOverlay(_write(tmp_path / "old", old))
     assert "\n" not in str(e.value)
     assert str(e.value).endswith(
-        "holds the IPs e2train.org:hls:e2t_engine:2.0; this e2train drives e2train.org:hls:e2t_engine:2.1 "
-        "(kernel interface 2.1, one IP whose op picks the pass): rebuild the bitstream (make bitstream), "
+        "holds the IPs e2train.org:hls:e2t_engine:2.0; this e2train drives e2train.org:hls:e2t_engine:2.2 "
+        "(kernel interface 2.2, one IP whose op picks the pass): rebuild the bitstream (make bitstream), "
         "or use the e2train it was built with")
 
 
@@ -83,7 +83,7 @@ def test_wrong_kernel_version_or_vlnv(tmp_path):
     m = json.loads((SIM / mf.MANIFEST_NAME).read_text())
     m2 = copy.deepcopy(m)
     m2["kernels"][0]["version"] = "0.9"
-    with pytest.raises(mf.ManifestError, match="e2t_engine is .* version 0.9.*drives e2train.org:hls:e2t_engine:2.1"):
+    with pytest.raises(mf.ManifestError, match="e2t_engine is .* version 0.9.*drives e2train.org:hls:e2t_engine:2.2"):
         KernelOverlay(_write(tmp_path / "v", m2))
     m3 = copy.deepcopy(m)
     m3["kernels"][0]["vlnv"] = "xilinx.com:hls:e2t_engine:2.0"
@@ -154,12 +154,12 @@ def test_hwh_ip_dict_checks():
         mf.check_ip_dict(d, "x.hwh")
     d = _ip_dict()
     d["e2t_engine_0"]["type"] = "e2train.org:hls:e2t_engine:1.0"
-    with pytest.raises(mf.ManifestError, match="no IP with VLNV .*e2t_engine:2.1 .*different vendor/library/version"):
+    with pytest.raises(mf.ManifestError, match="no IP with VLNV .*e2t_engine:2.2 .*different vendor/library/version"):
         mf.check_ip_dict(d, "x.hwh")
     # a design of interface 1.0 (three IPs, one per pass) is not ours
     old = {f"{n}_0": {"type": f"e2train.org:hls:{n}:1.0", "phys_addr": 0x43C0_0000 + 0x1_0000 * i}
            for i, n in enumerate(("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg"))}
-    with pytest.raises(mf.ManifestError, match="no IP with VLNV e2train.org:hls:e2t_engine:2.1"):
+    with pytest.raises(mf.ManifestError, match="no IP with VLNV e2train.org:hls:e2t_engine:2.2"):
         mf.check_ip_dict(old, "old.hwh")
 
 
@@ -173,7 +173,7 @@ def test_manifest_tool_rejects_a_hwh_without_our_kernels(tmp_path, capsys):
     bit.write_bytes(b"\0" * 64)
     rc = mf.main(["--board", "pynq-z2", "--bit", str(bit), "--hwh", str(resizer), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and "no IP with VLNV e2train.org:hls:e2t_engine:2.1" in err
+    assert rc == 2 and "no IP with VLNV e2train.org:hls:e2t_engine:2.2" in err
     assert not (tmp_path / "o" / mf.MANIFEST_NAME).exists()
     bad = tmp_path / "bad.hwh"
     bad.write_text("<EDKSYSTEM><MODULES>")
