@@ -145,7 +145,8 @@ def chunk_slots(shape: ConvShape, p0: int, p1: int) -> int:
     return sum(hi - lo + 1 for lo, hi in (in_rows(shape, a, b) for _, a, b in chunk_segments(shape, p0, p1)))
 
 
-def _chunks(npos: int, chunk: int = WGRAD_CHUNK) -> list[tuple[int, int]]:
+def wgrad_chunks(npos: int, chunk: int = WGRAD_CHUNK) -> list[tuple[int, int]]:
+    """The weight gradient's chunks of npos listed positions: [(p0, p1)], CHUNK each but the last."""
     return [(p0, min(p0 + chunk, npos)) for p0 in range(0, npos, chunk)]
 
 
@@ -172,7 +173,7 @@ def wgrad_plan(shape: ConvShape, n_samples: int | None = None, *, rows: int = RO
     taps = shape.ci * shape.k * shape.k
     r = min(WGRAD_G_ROWS, (WGRAD_PART_WEIGHTS // (rows * taps)) * rows) if rows * taps <= WGRAD_PART_WEIGHTS else rows
     c = taps if rows * taps <= WGRAD_PART_WEIGHTS else (WGRAD_PART_WEIGHTS // (rows * cols)) * cols
-    slots = max([1] + [chunk_slots(shape, p0, p1) for p0, p1 in _chunks(n * shape.ho * shape.wo)])
+    slots = max([1] + [chunk_slots(shape, p0, p1) for p0, p1 in wgrad_chunks(n * shape.ho * shape.wo)])
     pairs = (3 * WGRAD_X_WORDS) // (_ceil(slots, 3) * row_words(shape))
     return r, min(c, (2 * pairs * shape.k * shape.k // WGRAD_X_BANKS) * WGRAD_X_BANKS)
 
@@ -220,7 +221,7 @@ def wgrad_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = R
     out = []
     for gi, (o0, o1, j0, j1) in enumerate(wgrad_groups(shape, n, rows=rows, cols=cols)):
         blocks = _ceil(o1 - o0, rows) * _ceil(j1 - j0, cols)
-        for p0, p1 in _chunks(n * shape.ho * shape.wo):
+        for p0, p1 in wgrad_chunks(n * shape.ho * shape.wo):
             out.append(Step(gi, p0, p1, (j1 - j0) // kk, o1 - o0, chunk_slots(shape, p0, p1), blocks))
     return out
 

@@ -98,7 +98,7 @@ def all_needed(shape: ConvShape, decided_share: float = 0.0) -> dict:
 def _x_channel_bytes(shape: ConvShape, n: int) -> int:
     """DDR bytes of one input channel's x over one sweep of a group: the rows each chunk stages
     (engine_map.chunk_slots), the same for every channel."""
-    return sum(em.chunk_slots(shape, p0, p1) for p0, p1 in em._chunks(n * shape.ho * shape.wo)) * shape.w
+    return sum(em.chunk_slots(shape, p0, p1) for p0, p1 in em.wgrad_chunks(n * shape.ho * shape.wo)) * shape.w
 
 
 def exact_sweep_ddr(shape: ConvShape, need: dict, n: int | None = None) -> int:

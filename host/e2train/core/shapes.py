@@ -56,7 +56,7 @@ def check_wgrad_stage(shape: "ConvShape") -> None:
     from . import engine_map as em
     if em.wgrad_plan(shape)[1]:
         return
-    slots = max(em.chunk_slots(shape, p0, p1) for p0, p1 in em._chunks(shape.n * shape.ho * shape.wo))
+    slots = max(em.chunk_slots(shape, p0, p1) for p0, p1 in em.wgrad_chunks(shape.n * shape.ho * shape.wo))
     need = em.WGRAD_X_BANKS // (2 * shape.k * shape.k)                     # channel pairs of one block
     per_pair = -(-slots // 3) * em.row_words(shape)
     words = 7 * ((3 * em.WGRAD_X_WORDS) // (-(-slots // 3) * need))
