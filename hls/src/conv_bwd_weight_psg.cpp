@@ -123,8 +123,8 @@ inline void x_at(const Step &st, int cr, int slot, int w, int &bank, int &word) 
 // (group and block boundaries are), so its columns have fixed roles. 3x3: column c is channel
 // cf + c/9 at kernel row (c%9)/3 and column c%3; logical bank L = (parity, row residue) holds,
 // this beat, the word of channel cf + L%2 at kernel row (L/2 - sl0) mod 3 that covers the
-// window (word b0/7, from code b0%7); a column takes its row's word (a 3:1 choice by residue)
-// and its code b0%7 + kx. 1x1: column c is channel cf + c; cycle t of the beat's nine reads
+// window (word b0/7, from code b0%7), whose codes b0%7 .. b0%7+2 are the bank's window; a
+// column takes its row's window (a 3:1 choice by residue) and its code kx there. 1x1: column c is channel cf + c; cycle t of the beat's nine reads
 // channels cf + 2t and cf + 2t + 1 (logical banks (0, sl0%3) and (1, sl0%3)). The gather is
 // fpga/rtl/wgrad_gather.v's function (yosys counts it for fpga/fit.py). The position steps
 // along (sample, oy, ox); `base` is the slot of the current sample's first staged row `lo`.
@@ -148,8 +148,8 @@ void feed(psg::stream<eng::Beat> &in, const XWord xs[][2 * X_WORDS], const word_
         const int b0 = ix0 + q.pad, w0 = b0 / 7, o7 = b0 % 7;
         for (int t = 0; t < cycles; t++) {
 #pragma HLS PIPELINE II=1
-            XWord lw[X_LOGICAL];                              // each logical bank's word this cycle
-#pragma HLS ARRAY_PARTITION variable=lw complete
+            uint8_t win[X_LOGICAL][3];                        // each logical bank's window: codes o7 .. o7+2 of its word
+#pragma HLS ARRAY_PARTITION variable=win complete dim=0
 #ifndef __SYNTHESIS__
             int lcr[X_LOGICAL], lky[X_LOGICAL];               // whose (channel, kernel row) it is: the C-sim check
 #endif
@@ -164,11 +164,12 @@ void feed(psg::stream<eng::Beat> &in, const XWord xs[][2 * X_WORDS], const word_
                 const bool ok = cr < st.nch && iy >= 0 && iy < q.h && (k3 || ky == 0);
                 int bank = 0, word = 0;
                 if (ok) x_at(st, cr, sl0 + ky, w0, bank, word);
-                lw[l] = XWord{};
+                win[l][0] = win[l][1] = win[l][2] = 0;
                 for (int u = 0; u < 3; u++) {                 // the logical bank's three banks: one holds the word
 #pragma HLS UNROLL
                     const int b = l + X_LOGICAL * u;
-                    if (ok && bank == b) lw[l] = xs[b][word];
+                    if (ok && bank == b)
+                        for (int i = 0; i < 3; i++) win[l][i] = xs[b][word].c[o7 + i];
                 }
             }
             for (int c = 0; c < C; c++) {
@@ -176,7 +177,7 @@ void feed(psg::stream<eng::Beat> &in, const XWord xs[][2 * X_WORDS], const word_
                 const int cl = k3 ? c / 9 : c & 1, ky = k3 ? (c % 9) / 3 : 0, kx = k3 ? c % 3 : 0;
                 if (!k3 && c / 2 != t) continue;              // 1x1: this cycle's two columns
                 const int m = r0 + ky, l = cl + 2 * (m >= 3 ? m - 3 : m), iy = iy0 + ky;
-                const uint8_t v = lw[l].c[o7 + kx];
+                const uint8_t v = win[l][kx];
                 const bool in_x = c < sp.nc && iy >= 0 && iy < q.h;
 #ifndef __SYNTHESIS__
                 // the logical bank this column reads holds its own channel and kernel row
