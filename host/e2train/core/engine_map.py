@@ -170,6 +170,20 @@ def wgrad_plan(shape: ConvShape, n_samples: int | None = None, *, rows: int = RO
     that do, in whole blocks of COLS columns). Columns 0: not even one block's channels fit
     (``shapes.check_wgrad_stage``)."""
     n = shape.n if n_samples is None else n_samples
+    # every weight-gradient call's price and argument check asks: cached on all it reads
+    key = (shape, n, rows, cols, WGRAD_PART_WEIGHTS, WGRAD_X_WORDS, WGRAD_G_ROWS, WGRAD_CHUNK)
+    got = _PLAN_CACHE.get(key)
+    if got is None:
+        if len(_PLAN_CACHE) > 4096:
+            _PLAN_CACHE.clear()
+        got = _PLAN_CACHE[key] = _wgrad_plan(shape, n, rows, cols)
+    return got
+
+
+_PLAN_CACHE: dict = {}
+
+
+def _wgrad_plan(shape: ConvShape, n: int, rows: int, cols: int) -> tuple[int, int]:
     taps = shape.ci * shape.k * shape.k
     r = min(WGRAD_G_ROWS, (WGRAD_PART_WEIGHTS // (rows * taps)) * rows) if rows * taps <= WGRAD_PART_WEIGHTS else rows
     c = taps if rows * taps <= WGRAD_PART_WEIGHTS else (WGRAD_PART_WEIGHTS // (rows * cols)) * cols
@@ -199,7 +213,6 @@ def weight_groups(shape: ConvShape, rows: int = ROWS, n_samples: int | None = No
 class Step:
     """One weight group's chunk as the kernel stages it (``wgrad_steps``)."""
 
-    group: int
     p0: int
     p1: int
     nch: int            # the group's input channels (x units of the stagers)
@@ -218,11 +231,11 @@ def wgrad_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = R
     """The weight gradient's steps in sweep order (group by group, chunk by chunk)."""
     n = shape.n if n_samples is None else n_samples
     kk = shape.k * shape.k
+    chunks = [(p0, p1, chunk_slots(shape, p0, p1)) for p0, p1 in wgrad_chunks(n * shape.ho * shape.wo)]
     out = []
-    for gi, (o0, o1, j0, j1) in enumerate(wgrad_groups(shape, n, rows=rows, cols=cols)):
+    for o0, o1, j0, j1 in wgrad_groups(shape, n, rows=rows, cols=cols):
         blocks = _ceil(o1 - o0, rows) * _ceil(j1 - j0, cols)
-        for p0, p1 in wgrad_chunks(n * shape.ho * shape.wo):
-            out.append(Step(gi, p0, p1, (j1 - j0) // kk, o1 - o0, chunk_slots(shape, p0, p1), blocks))
+        out += [Step(p0, p1, (j1 - j0) // kk, o1 - o0, slots, blocks) for p0, p1, slots in chunks]
     return out
 
 
@@ -231,10 +244,10 @@ def wgrad_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int =
     (``core.csim.wgrad_staging``): DDR bytes and loop trips of x and g, the prologue (the first
     step, before any call: the larger of its x and g trips), the calls that stage, and per
     call of step t the larger of its shares of step t+1's x and g trips ("per_call": one entry
-    a call, in call order; the flush calls stage nothing)."""
+    a call, in call order; the flush calls stage nothing) beside its beats ("per_call_beats")."""
     steps = wgrad_steps(shape, n_samples, rows=rows, cols=cols)
     out = {"x_bytes": 0, "g_bytes": 0, "x_trips": 0, "g_trips": 0, "prologue": 0, "staging_calls": 0,
-           "call_trips": 0, "per_call": []}
+           "call_trips": 0, "per_call": [], "per_call_beats": []}
     if not steps:
         return out
     for st in steps:
@@ -253,6 +266,7 @@ def wgrad_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int =
                 gu = (b + 1) * nxt.nr // st.blocks - b * nxt.nr // st.blocks
                 trips = max(xu * nxt.x_unit_trips(shape), gu * nxt.g_unit_trips())
             out["per_call"].append(trips)
+            out["per_call_beats"].append(st.p1 - st.p0)
             if trips:
                 out["staging_calls"] += 1
                 out["call_trips"] += trips

@@ -182,16 +182,13 @@ _STAGING_CACHE: dict = {}
 
 def _staging(shape: ConvShape, n: int) -> dict:
     """engine_map.wgrad_staging, cached on everything it reads (the grid and buffer constants
-    included, which tests may change)."""
+    included, which tests may change): the trainer prices every weight-gradient call with it."""
     key = (shape, n, em.ROWS, em.COLS, em.WGRAD_PART_WEIGHTS, em.WGRAD_X_WORDS, em.WGRAD_G_ROWS, em.WGRAD_CHUNK)
     got = _STAGING_CACHE.get(key)
     if got is None:
         if len(_STAGING_CACHE) > 4096:
             _STAGING_CACHE.clear()
-        st = em.wgrad_staging(shape, n)
-        steps = em.wgrad_steps(shape, n)
-        st["beats"] = [s.p1 - s.p0 for s in steps for _ in range(s.blocks)]
-        got = _STAGING_CACHE[key] = st
+        got = _STAGING_CACHE[key] = em.wgrad_staging(shape, n)
     return got
 
 
@@ -217,7 +214,7 @@ def wgrad_sweep_cycles(shape: ConvShape, n: int | None = None) -> int:
     part = em.ROWS * em.COLS / PART_ADDERS
     f = em.wgrad_beat_cycles(shape)
     return int(math.ceil(st["prologue"] + sum(max(b * f + em.HLS_CALL_OVERHEAD, part, t)
-                                              for b, t in zip(st["beats"], st["per_call"]))))
+                                              for b, t in zip(st["per_call_beats"], st["per_call"]))))
 
 
 def wgrad_sweep_sram(shape: ConvShape, n: int, beats: int, calls: int) -> int:
