@@ -49,15 +49,19 @@
 //   accumulators only in FWD with exact_en & cell_en[k]. A cell that is off does not toggle
 //   and keeps its sums.
 // Preconditions (the caller's): beats per accumulation <= 2^24 in BWD/WGRAD (|x*g| < 2^23,
-//   48-bit P) and for the predictor (|x_h*g_h| <= 15*512 < 2^13, LO_W = 38); <= 2^15 in FWD
-//   (|w*x| < 2^15: sums below 2^30 fit HI_W = 31; shapes.MAX_FWD_TERMS = 2^15).
+//   48-bit P); <= 2^17 for the predictor (|x_h*g_h| <= 15*512 < 2^13: sums below 2^30 fit
+//   LO_W = 31; the weight gradient's pass has at most shapes.MAX_WGRAD_CALL_TERMS = 2^17
+//   positions, and its kernel clears the engine every call); <= 2^15 in FWD (|w*x| < 2^15:
+//   sums below 2^30 fit LO_W = HI_W = 31; shapes.MAX_FWD_TERMS = 2^15). acc_lo serves FWD and
+//   the predictor, so it is as wide as the wider of the two bounds needs, and no wider: every
+//   bit of it is an adder bit in each of the ROWS x COLS cells and a read-out bit per column.
 // Reset: ap_rst, synchronous, active high: abandons a call in flight, with no output.
 `default_nettype none
 
 module train_engine #(
     parameter integer ROWS = 8,
     parameter integer COLS = 18,
-    parameter integer LO_W = 38,      // acc_lo: FWD sum of position 2c / G_msb
+    parameter integer LO_W = 31,      // acc_lo: FWD sum of position 2c / G_msb
     parameter integer HI_W = 31       // acc_hi: FWD sum of position 2c+1
 ) (
     input  wire                       ap_clk,

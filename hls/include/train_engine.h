@@ -11,7 +11,8 @@
 //                 its own operands (prow, pcol): lo += x_h*g_h on cells r < pred_rows,
 //                 c < pred_cols
 //   mode 3        no operands (a flush: only the rows of the previous call come out)
-// Accumulators wrap at the RTL's widths: P 48, lo 38, hi 31 bits. The DSP path runs on cells
+// Accumulators wrap at the RTL's widths: P 48, lo 31, hi 31 bits; the read-out carries P's low
+// 41 bits (kPOutBits, train_engine_hls.v), sign-extended. The DSP path runs on cells
 // whose cell_en bit is set and only with exact_en.
 //
 // Call protocol (one C call = one RTL call): if emit, the ROWS result rows of the previous
@@ -62,7 +63,10 @@ namespace eng {
 constexpr int kRows = ENG_ROWS;
 constexpr int kCols = ENG_COLS;
 constexpr int kCells = kRows * kCols;
-constexpr int kPBits = 48, kLoBits = 38, kHiBits = 31;
+constexpr int kPBits = 48, kLoBits = 31, kHiBits = 31;
+// P's bits in the read-out (the shadow registers and the row select of train_engine_hls.v): a
+// call's exact sum is below 2^40 in every pass the kernels run (static_asserts at the passes).
+constexpr int kPOutBits = 41;
 static_assert(kRows >= 1 && kRows <= 255 && kCols >= 1 && kCols <= 255, "grid limits of the RTL (8-bit extents)");
 enum Mode { kFwd = 0, kBwd = 1, kWgrad = 2, kFlush = 3 };
 
@@ -295,7 +299,7 @@ inline void call(State& st, psg::stream<Head>& head, psg::stream<Beat>& in, psg:
         }
     }
     for (int k = 0; k < kCells; ++k) {
-        st.sp[k] = st.p[k];
+        st.sp[k] = wrap(st.p[k], kPOutBits);
         st.slo[k] = st.lo[k];
         st.shi[k] = st.hi[k];
     }

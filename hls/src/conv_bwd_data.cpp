@@ -27,6 +27,10 @@
 #include "e2t_tiles.h"
 #include "train_engine.h"
 
+// A call sums one position's taps, at most co*k*k <= E2T_MAX_TAPS of |w*g| <= 2^7 * 2^15 < 2^23: the engine's
+// read-out (P's low kPOutBits, sign-extended) holds them.
+static_assert((int64_t)E2T_MAX_TAPS << 23 <= INT64_C(1) << (eng::kPOutBits - 1), "a call's sum fits P's read-out");
+
 namespace e2t {
 namespace bwd {
 

@@ -59,6 +59,11 @@ constexpr int PART = 36 * 512;           // partial sums on chip (engine_map.WGR
 constexpr int64_t kMasterLimit = (INT64_C(1) << 30) - 1;
 static_assert(E2T_MAX_WGRAD_TERMS <= psg::kMaxBeats, "2^24 positions of |x*g| < 2^23 fit the 48-bit P");
 static_assert(R * C <= PART, "a block's partial sums fit on chip");
+// The engine is cleared every call and a call sums one step's positions (at most CHUNK): its read-out
+// (P's low kPOutBits) and acc_lo (G_msb, kLoBits) hold them; so would a whole pass's 2^17.
+static_assert((int64_t)E2T_MAX_WGRAD_CALL_TERMS << 23 <= INT64_C(1) << (eng::kPOutBits - 1) &&
+              (int64_t)E2T_MAX_WGRAD_CALL_TERMS << 13 <= INT64_C(1) << (eng::kLoBits - 1),
+              "a pass's sums of |x*g| < 2^23 and |x_h*g_h| < 2^13 fit the engine's read-out");
 
 // A weight's partial sums, one 72-bit BRAM word (the AGGREGATE below): the exact sum in 41 bits
 // and G_msb in 31, in range because the pass takes at most E2T_MAX_WGRAD_CALL_TERMS positions

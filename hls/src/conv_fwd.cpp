@@ -19,7 +19,7 @@
 // batch statistics, core/block_ops.py conv_fwd_stats) and writes int64[co][2] to stats.
 // The output stage runs one call behind (the engine's read-out overlaps the next call).
 // Accumulators are exact: ci*k*k <= 2^15 taps of |w*x| < 2^15 (e2t_shape.h) inside acc_lo's
-// 38 and acc_hi's 31 bits.
+// 31 and acc_hi's 31 bits.
 #include "e2t_block.h"
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
@@ -31,7 +31,8 @@
 namespace e2t {
 namespace fwd {
 
-static_assert(E2T_MAX_FWD_TERMS <= (1 << 15) && eng::kHiBits >= 31, "acc_hi holds 2^15 taps of |w*x| < 2^15");
+static_assert(E2T_MAX_FWD_TERMS <= (1 << 15) && eng::kHiBits >= 31 && eng::kLoBits >= 31,
+              "acc_lo and acc_hi hold 2^15 taps of |w*x| < 2^15");
 
 namespace {
 void place(Block &b, const int32_t *samples, const Geometry &q, int npos, int co0, int p0) {

@@ -13,7 +13,8 @@ import numpy as np
 
 from e2train.core import fixedpoint
 
-P_W, LO_W, HI_W = 48, 38, 31
+P_W, LO_W, HI_W = 48, 31, 31
+P_OUT_W = 41       # P's bits in the blackbox's read-out (train_engine_hls.v), sign-extended
 
 
 def split_x_h(x: np.ndarray, unsigned: bool) -> np.ndarray:
@@ -129,6 +130,7 @@ class BlackboxModel(EngineModel):
         if a.mode != 3:
             self.call(a, rows, cols, prows, pcols)
             self.shadow = self.result()
+            self.shadow["p"] = wrap(self.shadow["p"], P_OUT_W)
         return out
 
 

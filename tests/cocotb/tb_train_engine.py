@@ -15,7 +15,7 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from e2train.core import engine_map
 from e2train.core.shapes import ConvShape
-from engine_model import Args, EngineModel, bwd_data_acc, split_g_h, split_x_h, wrap
+from engine_model import HI_W, LO_W, P_W, Args, EngineModel, bwd_data_acc, split_g_h, split_x_h, wrap
 from psg_bus import clock_and_reset, lane_field, pack, u
 
 ROWS = int(os.environ.get("ENG_ROWS", "2"))
@@ -70,7 +70,7 @@ class Engine:
                     phase = "result"
             elif phase == "result" and u(d.m_valid) and u(d.m_ready):
                 words = {k: u(getattr(d, "m_" + k)) for k in ("p", "lo", "hi")}
-                widths = {"p": 48, "lo": 38, "hi": 31}
+                widths = {"p": P_W, "lo": LO_W, "hi": HI_W}
                 res = {k: np.array([lane_field(words[k], i, widths[k], True) for i in range(ROWS * COLS)],
                                    np.int64).reshape(ROWS, COLS) for k in words}
                 phase = "done"

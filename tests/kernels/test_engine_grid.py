@@ -57,3 +57,28 @@ def test_fit_default_grid(tmp_path) -> None:
     with pytest.raises(SystemExit):
         fit.main(["--out", str(tmp_path)])
     assert seen == {"rows": em.ROWS, "cols": em.COLS}
+
+
+def test_accumulator_widths_are_one_set() -> None:
+    """acc_lo's and acc_hi's widths and the read-out's P bits: the RTL's (train_engine.v's defaults,
+    the ones its blackbox top instantiates), the C model's (train_engine.h) and the cocotb
+    reference's (tests/cocotb/engine_model.py) are the same numbers, and the bounds they rest on
+    hold: 2^17 weight-gradient positions (MAX_WGRAD_CALL_TERMS) and 2^15 forward taps."""
+    from e2train.core import shapes
+    eng = ROOT / "fpga" / "rtl" / "train_engine.v"
+    top = ROOT / "fpga" / "rtl" / "train_engine_hls.v"
+    h = ROOT / "hls" / "include" / "train_engine.h"
+    rtl = {"lo": _one(r"^\s*parameter integer LO_W = (\d+),", eng), "hi": _one(r"^\s*parameter integer HI_W = (\d+)\s", eng),
+           "p_out": _one(r"P_OUT_W = (\d+);", top)}
+    assert _one(r"localparam integer LO_W = (\d+),", top) == rtl["lo"]
+    assert _one(r"HI_W = (\d+), P_OUT_W", top) == rtl["hi"]
+    c = {"lo": _one(r"kLoBits = (\d+)", h), "hi": _one(r"kHiBits = (\d+);", h), "p_out": _one(r"kPOutBits = (\d+);", h)}
+    m = ROOT / "tests" / "cocotb" / "engine_model.py"
+    ref = {"lo": _one(r"^P_W, LO_W, HI_W = 48, (\d+), \d+$", m), "hi": _one(r"^P_W, LO_W, HI_W = 48, \d+, (\d+)$", m),
+           "p_out": _one(r"^P_OUT_W = (\d+)", m)}
+    assert rtl == c == ref
+    # the sums they hold: signed, so below 2^(bits-1)
+    assert shapes.MAX_WGRAD_CALL_TERMS * 15 * 512 < 1 << (rtl["lo"] - 1)           # G_msb
+    assert shapes.MAX_FWD_TERMS * 128 * 255 < 1 << (min(rtl["lo"], rtl["hi"]) - 1)  # a forward field
+    assert shapes.MAX_WGRAD_CALL_TERMS * 255 * 32768 < 1 << (rtl["p_out"] - 1)      # a weight gradient's P
+    assert shapes.MAX_TAPS * 128 * 32768 < 1 << (rtl["p_out"] - 1)                  # an input gradient's P
