@@ -133,6 +133,23 @@ def test_every_process_ends_when_one_dies(how):
     assert "\n" not in str(e.value)
 
 
+def test_the_first_failure_is_named_not_the_peer_that_noticed_it(tmp_path):
+    """torch names whichever failed rank it checks first; when a rank dies, its peer fails a
+    moment later on the reset connection and may be checked first. The launcher names the rank
+    that died without a word (exit 9 here), else the earliest recorded error; ranks the parent
+    stopped (SIGTERM) are not causes."""
+    import signal
+    from types import SimpleNamespace
+    from e2train.torch.distributed.launch import _first_failure
+    procs = lambda *codes: SimpleNamespace(processes=[SimpleNamespace(exitcode=c) for c in codes])  # noqa: E731
+    (tmp_path / "fail-0").write_text("105.5\nRuntimeError: Connection reset by peer")
+    assert _first_failure(procs(3, 9), str(tmp_path), 0, 3) == (1, 9)
+    (tmp_path / "fail-1").write_text("100.25\nRuntimeError: injected failure")
+    assert _first_failure(procs(3, 3), str(tmp_path), 0, 3) == (1, 3)
+    assert _first_failure(procs(3, -signal.SIGTERM), str(tmp_path), 0, 3) == (0, 3)
+    assert _first_failure(procs(0, -signal.SIGTERM), str(tmp_path), 1, 7) == (1, 7)
+
+
 def test_smd_drops_the_same_batches_on_every_stage_as_in_one_process():
     cfg = _cfg(smd=True, epochs=2)
     pipe = train_pipeline(cfg, DistConfig(pipeline=2, split=[0, 2, 5], timeout_s=60))

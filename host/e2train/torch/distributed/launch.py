@@ -20,7 +20,9 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import signal
 import tempfile
+import time
 import traceback
 from typing import Any, Callable
 
@@ -59,7 +61,8 @@ def under_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
 
 
-def _entry(rank: int, fn: Callable, world: int, port: int, payload: dict, timeout_s: float, out: str) -> None:
+def _entry(rank: int, fn: Callable, world: int, port: int, payload: dict, timeout_s: float, out: str,
+           fail_dir: str | None = None) -> None:
     torch.set_num_threads(int(payload.get("threads") or 1))
     dist.init_process_group(backend_for(payload.get("device", "cpu")), init_method=f"tcp://127.0.0.1:{port}",
                             rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
@@ -72,10 +75,36 @@ def _entry(rank: int, fn: Callable, world: int, port: int, payload: dict, timeou
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
         msg = f"{e.__class__.__name__}: {first}" if first else e.__class__.__name__
         print(f"e2train: rank {rank} failed: {msg}", file=__import__("sys").stderr, flush=True)
+        if fail_dir is not None:         # when and why, for the parent to name the first failure
+            with open(os.path.join(fail_dir, f"fail-{rank}"), "w") as f:
+                f.write(f"{time.monotonic()!r}\n{msg}")
         if os.environ.get("E2TRAIN_TRACEBACK"):
             traceback.print_exc()
         os._exit(3)      # no destructor of the process group may wait on a peer that has gone
     dist.destroy_process_group()
+
+
+def _first_failure(ctx, fail_dir: str, rank: int, code: int) -> tuple[int, int]:
+    """The rank whose failure came first, and its exit code. torch reports the first failed rank it
+    happens to check, and when one rank dies its peers fail a moment later (a reset connection),
+    so that can be a peer. A rank that ended by itself (not stopped by the parent's SIGTERM) with
+    no record of an error it caught died abruptly, before the others could: it comes first; else
+    the earliest recorded failure."""
+    failed = {}
+    for i, proc in enumerate(ctx.processes):
+        c = proc.exitcode
+        if c is None or c == 0 or c == -signal.SIGTERM:
+            continue
+        path = os.path.join(fail_dir, f"fail-{i}")
+        try:
+            with open(path) as f:
+                failed[i] = (float(f.readline()), c)
+        except (OSError, ValueError):
+            failed[i] = (float("-inf"), c)        # died without a word: before any peer noticed
+    if not failed:
+        return rank, code
+    first = min(failed, key=lambda i: (failed[i][0], i))
+    return first, failed[first][1]
 
 
 _PRELOADED = False
@@ -116,7 +145,7 @@ def run(fn: Callable[[int, int, dict], Any], nproc: int, payload: dict, timeout_
     with tempfile.TemporaryDirectory(prefix="e2train-dist-") as tmp:
         out = os.path.join(tmp, "rank0.pt")
         _preload()
-        ctx = mp.start_processes(_entry, args=(fn, nproc, free_port(), payload, timeout_s, out), nprocs=nproc,
+        ctx = mp.start_processes(_entry, args=(fn, nproc, free_port(), payload, timeout_s, out, tmp), nprocs=nproc,
                                  join=False, start_method="forkserver")
         try:
             # join() returns False while processes run; on the first failure it terminates the
@@ -124,8 +153,9 @@ def run(fn: Callable[[int, int, dict], Any], nproc: int, payload: dict, timeout_
             while not ctx.join(timeout=1.0):
                 pass
         except mp.ProcessExitedException as e:
-            raise DistributedError(f"rank {e.error_index} ended with exit code {e.exit_code}"
-                                   f"{' (see its one-line error above)' if e.exit_code == 3 else ''}; "
+            rank, code = _first_failure(ctx, tmp, e.error_index, e.exit_code)
+            raise DistributedError(f"rank {rank} ended with exit code {code}"
+                                   f"{' (see its one-line error above)' if code == 3 else ''}; "
                                    "the other ranks were stopped") from None
         except mp.ProcessRaisedException as e:
             raise DistributedError(f"rank {e.error_index} failed: {str(e).strip().splitlines()[-1]}") from None
