@@ -62,6 +62,10 @@ REQUANT = 4            # requantisers of the shell (perfmodel.ENGINE_REQUANT), 2
 # that yosys counts (GATHER), priced per primitive as block_rows does (the items in shell_rows).
 WG_FEED_LUT = 210 + 160 + 100 + 140 + 10
 WG_STAGE_LUT = 36 + 224 + 190 + 64 + 112 + 120 + 130 + 100
+# The forward's feeder and stager (hls/src/conv_fwd.cpp, the x buffer of e2t_passes.h namespace
+# fwd), priced per primitive in the same way (the items in shell_rows).
+FWD_FEED_LUT = 288 + 76 + 120 + 13
+FWD_STAGE_LUT = 288 + 64 + 130 + 114 + 60 + 200 + 150 + 250
 # The weight gradient's x gather as RTL (its function is wgrad::feed's columns; HLS builds it from
 # the C++), synthesised by yosys like the engine.
 GATHER = ("wgrad_gather", [ROOT / "fpga" / "rtl" / "wgrad_gather.v"])
@@ -137,10 +141,11 @@ def block_rows(lanes: int) -> list[tuple[str, dict, str]]:
          "2 RAMB36 each)"),
         ("block unit: 9 m_axi ports on the 4 bundles", {"LUT": 9 * 60, "FF": 9 * 64, "DSP": 0, "BRAM36": 0},
          "allowance: per port an address mux input and its burst logic in the bundle's adapter, 60 LUT / 64 FF"),
-        ("conv_fwd BN sums (output stage)", {"LUT": 32 + 69 + 16 + 140, "FF": 8 * (31 + 38) + 40, "DSP": 0,
+        ("conv_fwd BN sums (output stage)", {"LUT": 32 + 69 + 2 * 64, "FF": 2 * 64 + 69 + 40, "DSP": 0,
                                              "BRAM36": 0},
-         "estimate: y^2 in LUTs (8 x 8 b: 32), sum y and sum y^2 adders (31 + 38 b), ROWS x 2 registers (8 x 69 FF), "
-         "row-select enables (16), the flush's 8:1 select of 69 b (140)"),
+         "estimate: y^2 in LUTs (8 x 8 b: 32), a row's sum y and sum y^2 adders (31 + 38 b), its read-modify-write "
+         "into the per-channel sums (2 x 64-bit adds: 128) held in the block unit's cB and cK (idle in the forward: "
+         "no BRAM of its own)"),
     ]
 
 
@@ -159,11 +164,21 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
          f"estimate: {n_args} 32-bit arguments (op, {n_ptr} m_axi offsets, {n_args - 1 - n_ptr} scalars), one "
          f"bundle: the {AXIL_ARGS_V20}-argument estimate's {AXIL_LUT} LUT at its rate per argument, its "
          f"{AXIL_FF} FF + 32 FF per further argument"),
-        ("operand feeders and loop control (forward and input gradient)",
-         {"LUT": 2 * 1500, "FF": 2 * 1300, "DSP": 0, "BRAM36": 0},
-         "estimate: address counters, phase/tap sequencing, bus formatting per pass; op selects. The HLS "
-         "source's two feeders still read x and g_y from DDR a beat at a time: this prices the line-buffer "
-         "feeders the performance model assumes, not the source"),
+        ("input-gradient feeder and loop control",
+         {"LUT": 1500, "FF": 1300, "DSP": 0, "BRAM36": 0},
+         "estimate: address counters, phase/tap sequencing, bus formatting; op selects. The HLS source's feeder "
+         "still reads g_y from DDR a beat at a time: this prices the line-buffer feeder the performance model "
+         "assumes, not the source"),
+        ("forward feeder: position codes, bank entries, tap counters",
+         {"LUT": FWD_FEED_LUT, "FF": 350, "DSP": 0, "BRAM36": 0},
+         "estimate: 36 x 8-bit 3:1 code selects (position i from bank i + kx/S: 288), 38 banks' entries as the "
+         "base and a 2-bit slot, the slot a 3:1 select (76), the beat's counters and entry base (120), the weight "
+         "row address (13)"),
+        ("forward stager and step walk", {"LUT": FWD_STAGE_LUT, "FF": 900, "DSP": 0, "BRAM36": 0},
+         "estimate: the DDR bytes rotated into the window's 8 lanes (8 x 8 b x 16:1, from two held 64-bit words: "
+         "288) and the stride-2 phase pick (64), the lanes' image masks (130), 38 bank write enables (114), the "
+         "entry (60), the segment, row, phase and window counters (200), the rows' DDR addresses (150), the next "
+         "block's placement: segments and slots of 36 positions (250)"),
         ("weight-gradient feeder: bank addresses, masks, g read-out, position state",
          {"LUT": WG_FEED_LUT, "FF": 400, "DSP": 0, "BRAM36": 0},
          "estimate: 6 logical-bank addresses (2 x 16-bit adds and the bank third each: 210), the position's "
@@ -177,11 +192,15 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
         ("sample-list check", {"LUT": 50, "FF": 40, "DSP": 0, "BRAM36": 0.5},
          "a seen bit per batch sample (4096 x 1 b, one RAMB18): repeats are refused"),
         ("on-chip buffers", {"LUT": 0, "FF": 0, "DSP": 0,
-                             "BRAM36": 1.5 * rows + 2 * (2 * cols // 8 + 1) + 2 * (cols // 4 + 1) + 4},
+                             "BRAM36": 1.5 * rows + 2 * (cols // 4 + 1) + 4},
          f"weights {rows} banks x 4608 B (channels*k*k <= MAX_TAPS = 4608 rows of int8: one RAMB36 4K x 9 + one "
          "RAMB18 2K x 9 each), one buffer for the forward and input-gradient "
-         "passes (declared); the forward's x line buffers and the input gradient's g rows, "
+         "passes (declared); the input gradient's g rows, "
          "ping-pong, banked for one beat per cycle (an estimate: not yet in the source); stream FIFOs"),
+        ("forward x buffer", {"LUT": 0, "FF": 0, "DSP": 0, "BRAM36": perfmodel.fwd_bram36()},
+         f"the array e2t_engine declares: {engine_map.FWD_X_BANKS} byte banks of 2 x {engine_map.FWD_X_WORDS} "
+         "entries, a RAMB18 2K x 9 each: one block's x rows staged while the last block's are read "
+         "(perfmodel.fwd_bram36)"),
         ("weight-gradient partial sums + adders", {"LUT": 150, "FF": 300, "DSP": perfmodel.PART_ADDERS,
                                                    "BRAM36": wgrad["partials"]},
          f"estimate: {engine_map.WGRAD_PART_WEIGHTS:,} weights' dW (41 b) + G_msb (31 b), one 512 x 72 word a weight "

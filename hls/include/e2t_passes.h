@@ -38,16 +38,71 @@ inline Geometry geometry(int ci, int h, int wd, int co, int k, int stride, int p
 }
 
 namespace fwd {
+// The forward's x buffer (docs/rtl.md, "The forward's x buffer"; engine_map's FWD_* constants are
+// the same numbers). A *block* is NPOS = 2*COLS consecutive listed output positions (column c
+// holds positions 2c and 2c+1); its *segments* are its runs of positions on one output row of
+// one sample (j = 0, 1, ... in order; a middle segment is a whole row of wo positions). A
+// *step* is one block's x for a range of input channels, staged in one half of the buffer
+// (ping-pong: the stager fills the other half for the next step during the calls that read
+// this one). In segment j (first position i_j), relative code r of kernel row ky is
+// x[iy = oy_j*S - pad + ky][ix = ox_j*S - pad + r] (0 outside the image), r < S*(len_j - 1) + k;
+// it is kept in logical byte bank i_j + r/S, at entry ((u*k + ky)*NPH + r%S)*D + j%D of its
+// half (u: the channel relative to the step's first; NPH = min(S, k) phases; D slots).
+// Position i of segment j reads, at tap (ky, kx), r = S*(i - i_j) + kx: bank i + kx/S, entry
+// ((u*k + ky)*NPH + kx%S)*D + j%D. For one beat the 36 positions read 36 different banks (i +
+// kx/S is one-to-one in i), so every bank serves one read a cycle; segments j and j+m share a
+// bank only if the m-1 whole rows between them are shorter than the halo (k-1)/S, which
+// 2 + ((k-1)/S - 1)/wo slots (1 without a halo) keep apart; D is that rounded up to a power of
+// two (1, 2 or 4), so that a bank's entry is its base and the slot side by side (no adder per
+// bank: a bank's slot is the one of the position reading it, a 3:1 select by kx/S). XF_BANKS =
+// NPOS + 2 covers the halo of the last segment (i + kx/S <= 35 + 2). The stager writes a
+// segment's codes of one phase a trip per 8-bank window aligned to 8 (bank m of the window
+// always takes lane m % 8: one rotation of the DDR bytes, no crossbar to the banks).
 constexpr int NPOS = 2 * C;
-// Where a block's positions are: per position its sample's x and y planes, its window's top
-// left input corner; positions past the list are off.
+constexpr int XF_BANKS = NPOS + 2;            // engine_map.FWD_X_BANKS
+constexpr int XF_WORDS = 1024;                // entries of a bank's half (engine_map.FWD_X_WORDS): RAMB18 2K x 9
+constexpr int STAGE_CODES = 8;                // a stager trip: an aligned window of 8 banks (a 64-bit DDR word)
+// Where a block's positions are: per position its y plane offset and its segment's slot;
+// per segment its first position, length, sample (index into the list) and output row and
+// column. Positions past the list are off.
 struct Block {
-    int co0, p0;
+    int p0, nseg;
     bool on[NPOS];
-    int64_t xbase[NPOS], ybase[NPOS];
-    int iy0[NPOS], ix0[NPOS];
+    int64_t ybase[NPOS];
+    uint8_t slot[NPOS];
+    int seg_i0[NPOS], seg_len[NPOS], seg_s[NPOS], seg_oy[NPOS], seg_ox[NPOS];
 };
-void feed(psg::stream<eng::Beat> &in, const Block &b, const uint8_t *x, const int8_t wt[][R], const Geometry &q);
+// One step as staged: its half, its block, the channels [c0, c0 + nch) and the slots d.
+struct Step {
+    int half, c0, nch, d;
+    Block b;
+};
+// What one engine call's stager writes: channels [u0, u1) (relative) of step st. Empty: nothing.
+struct Job {
+    Step st;
+    int u0, u1;
+};
+// What one call streams: the step it reads, with the weight tile's rows (wrow0: the tile's first
+// row in the weight buffer) and the tile's first output channel.
+struct Span {
+    Step st;
+    int wrow0, co0;
+};
+// The slots D of a layer's entries (see above): what its segments need, rounded up to 1, 2 or 4.
+inline int slots(const Geometry &q) {
+    const int halo = (q.k - 1) / q.stride, need = halo ? 2 + (halo - 1) / q.wo : 1;
+    return need <= 1 ? 1 : need <= 2 ? 2 : 4;
+}
+inline int phases(const Geometry &q) { return q.stride < q.k ? q.stride : q.k; }
+// Input channels one step can hold: a channel takes k * phases * slots entries of each bank.
+inline int step_channels(const Geometry &q) {
+    const int per = q.k * phases(q) * slots(q), fit = XF_WORDS / per;
+    return fit < q.ci ? fit : q.ci;
+}
+void place(Block &b, const int32_t *samples, const Geometry &q, int npos, int p0, int d);
+void stage(const uint8_t *x, const int32_t *samples, const Geometry &q, const Job &jb, uint8_t xf[][XF_BANKS]);
+void feed(psg::stream<eng::Beat> &in, const Span &sp, const uint8_t xf[][XF_BANKS], const int8_t wt[][R],
+          const Geometry &q);
 }  // namespace fwd
 
 namespace bwd {
@@ -140,9 +195,11 @@ void stage_g(const int16_t *g_y, const int32_t *samples, const Geometry &q, cons
 
 
 // What one engine call streams: the placement of the pass that runs (the others' are unused),
-// and what its stagers write (the weight gradient's next step; nothing for the other passes).
+// and what its stagers write (the forward's or the weight gradient's next step; nothing for the
+// input gradient).
 struct Feed {
-    fwd::Block fb;
+    fwd::Span fs;
+    fwd::Job fj;
     bwd::Block bb;
     bwd::Phase ph;
     wgrad::Span ws;
@@ -158,16 +215,19 @@ struct Feed {
 // top-level ports (a pass's feeder reads only its own).
 // Engine streams: the top's (one set, as the engine call is one).
 int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
+             uint8_t xf[][fwd::XF_BANKS], int64_t s1[], int64_t s2[],
              psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
              const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int64_t *stats,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
              int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s, int b_flags);
 int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
+                  uint8_t xf[][fwd::XF_BANKS],
                   psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                   const uint8_t *x, const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,
                   int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad, int32_t mult_m,
                   int mult_s);
 int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
+               uint8_t xf[][fwd::XF_BANKS],
                psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
                uint8_t *predicted, int32_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
@@ -184,6 +244,18 @@ int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::wor
 // sum over engine calls of the larger of the call's x and g trips (the stagers' time inside
 // the calls); [7] column reads whose bank held another word (0: the layout's argument above).
 void e2t_wgrad_staging_reset();
+// The forward's x buffer traffic since the last forward pass began (C simulation only, for the
+// model's test, tests/kernels/test_fwd_staging.py): [0] x bytes read from DDR (the in-image codes
+// of the staged row spans); [1] stager loop trips in all; [2] the prologue's (the first step,
+// staged before any call); [3] engine calls that staged; [4] the sum over engine calls of their
+// stager trips; [5] position reads that found another segment's or step's code (0: the
+// layout's argument, namespace fwd).
+void e2t_fwd_staging_reset();
+void e2t_fwd_staging_add(int field, int64_t v);
+extern "C" void e2t_fwd_staging(int64_t out[6]);
+// Whether the forward's feeder checks every read against the stager's record of what it wrote
+// ([5] above); off unless a test turns it on (it triples the C simulation's time).
+extern "C" void e2t_fwd_check(int on);
 void e2t_wgrad_staging_add(int field, int64_t v);
 extern "C" void e2t_wgrad_staging(int64_t out[8]);
 #endif
@@ -197,7 +269,7 @@ extern "C" void e2t_wgrad_staging(int64_t out[8]);
 void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                  uint8_t mode, const e2t::Feed &f, const e2t::Geometry &q, const uint8_t *x, const int16_t *g_y,
                  const int32_t *samples, const int8_t wt[][e2t::R], e2t::wgrad::XWord xs[][2 * e2t::wgrad::X_WORDS],
-                 e2t::wgrad::word_t gs[][2 * e2t::wgrad::G_WORDS], bool xu, bool exact, bool pred, bool clr,
+                 e2t::wgrad::word_t gs[][2 * e2t::wgrad::G_WORDS], uint8_t xf[][e2t::fwd::XF_BANKS], bool xu, bool exact, bool pred, bool clr,
                  uint8_t pred_rows, uint8_t pred_cols, bool emit);
 
 #endif

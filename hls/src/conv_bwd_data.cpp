@@ -132,7 +132,7 @@ void drain(psg::stream<eng::Row> &out, const Block &b, int16_t *g_x, const Geome
 // The input-gradient pass of e2t_engine (op E2T_OP_BWD_DATA), inlined into the top; wt is
 // the top's weight tile buffer.
 int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-                  psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+                  uint8_t xf[][fwd::XF_BANKS], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                   const uint8_t *x, const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,
                   int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad, int32_t mult_m,
                   int mult_s) {
@@ -182,7 +182,7 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
                     for (int r = 0; r < R; r++)
                         for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tci && b.on[c];
                     head.write(hd);
-                    e2t_engine_call(head, in, out, eng::kBwd, fd[cur], q, x, g_y, samples, wt, xs, gs, false, true, false,
+                    e2t_engine_call(head, in, out, eng::kBwd, fd[cur], q, x, g_y, samples, wt, xs, gs, xf, false, true, false,
                                     true, 0, 0, pending);
                     if (pending) drain(out, fd[cur ^ 1].bb, g_x, q, mult_m, mult_s, acc_limit, &ovf);
                     pending = true;
@@ -194,7 +194,7 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
     if (pending) {
         eng::Head none = {};
         head.write(none);
-        e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, x, g_y, samples, wt, xs, gs, false, false, false, false, 0,
+        e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, x, g_y, samples, wt, xs, gs, xf, false, false, false, false, 0,
                         0, true);
         drain(out, fd[cur ^ 1].bb, g_x, q, mult_m, mult_s, acc_limit, &ovf);
     }

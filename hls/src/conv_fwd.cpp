@@ -8,18 +8,29 @@
 // two per 16-bit column: two MACs per DSP48E1), beats = the ci*k*k taps (ci, ky, kx). The
 // engine's acc_lo / acc_hi are the accumulators of positions 2c and 2c+1.
 //
-//   for each tile of ROWS output channels        weights of the tile -> wt (BRAM), once
+//   for each group of tiles of ROWS output channels whose weights fit the weight buffer
+//     the group's weights -> wt (BRAM), once
 //     for each block of 2*COLS listed positions  (SLU: unlisted samples are neither read nor written)
-//       head: the cells of real channels and positions
-//       beats: per tap, the ROWS weights and the 2*COLS x codes (0 in the padding)
-//       engine call; it returns the previous block's ROWS result rows
-//       output stage of the previous block: + bias, requantise, ReLU, write y
-//   flush call: the last block's rows
+//       its x is on chip: staged into the x buffer during the calls before (fwd::stage, in one
+//       half while the feeder reads the other; e2t_passes.h, namespace fwd)
+//       for each tile of the group (and, when the layer's channels do not fit one step, each
+//       step of channels; the tile's x is then staged again per tile)
+//         head: the cells of real channels and positions
+//         beats: per tap, the ROWS weights and the 2*COLS x codes from the x buffer
+//         engine call: its stager writes a share of the next step; it returns the rows of
+//           the (block, tile) before
+//         output stage of that (block, tile): + bias, requantise, ReLU, write y
+//   flush call: the last rows
 // With b_flags & E2T_BF_BN_SUMS the output stage also sums y and y^2 per output channel (BN's
-// batch statistics, core/block_ops.py conv_fwd_stats) and writes int64[co][2] to stats.
+// batch statistics, core/block_ops.py conv_fwd_stats) into two per-channel arrays (the block
+// unit's cB and cK, idle in this pass) and writes int64[co][2] to stats at the end.
 // The output stage runs one call behind (the engine's read-out overlaps the next call).
 // Accumulators are exact: ci*k*k <= 2^15 taps of |w*x| < 2^15 (e2t_shape.h) inside acc_lo's
 // 31 and acc_hi's 31 bits.
+#ifndef __SYNTHESIS__
+#include <cstring>
+#include <stdexcept>
+#endif
 #include "e2t_block.h"
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
@@ -31,23 +42,26 @@
 namespace e2t {
 namespace fwd {
 
-static_assert(E2T_MAX_FWD_TERMS <= (1 << 15) && eng::kHiBits >= 31 && eng::kLoBits >= 31,
-              "acc_lo and acc_hi hold 2^15 taps of |w*x| < 2^15");
-
-namespace {
-void place(Block &b, const int32_t *samples, const Geometry &q, int npos, int co0, int p0) {
-    b.co0 = co0;
+// A block's positions p0 .. p0+NPOS-1 (of npos listed ones) and their segments, d slots.
+void place(Block &b, const int32_t *samples, const Geometry &q, int npos, int p0, int d) {
     b.p0 = p0;
+    b.nseg = 0;
     const int hw = q.ho * q.wo;
     int si = p0 / hw, oy = (p0 % hw) / q.wo, ox = p0 % q.wo;   // stepped along the block's positions
     for (int i = 0; i < NPOS; i++) {
 #pragma HLS PIPELINE II=1
         b.on[i] = p0 + i < npos;
-        const int s = samples[b.on[i] ? si : 0];
-        b.xbase[i] = (int64_t)s * q.ci * q.h * q.wd;
-        b.ybase[i] = (int64_t)s * q.co * hw + (int64_t)oy * q.wo + ox;
-        b.iy0[i] = oy * q.stride - q.pad;
-        b.ix0[i] = ox * q.stride - q.pad;
+        if (b.on[i] && (i == 0 || ox == 0)) {                // a new segment: a new row or sample
+            b.seg_i0[b.nseg] = i;
+            b.seg_len[b.nseg] = 0;
+            b.seg_s[b.nseg] = si;
+            b.seg_oy[b.nseg] = oy;
+            b.seg_ox[b.nseg] = ox;
+            b.nseg++;
+        }
+        if (b.on[i]) b.seg_len[b.nseg - 1]++;
+        b.slot[i] = b.on[i] ? (uint8_t)((b.nseg - 1) % d) : 0;
+        b.ybase[i] = b.on[i] ? (int64_t)samples[si] * q.co * hw + (int64_t)oy * q.wo + ox : 0;
         if (++ox == q.wo) {
             ox = 0;
             if (++oy == q.ho) {
@@ -58,40 +72,178 @@ void place(Block &b, const int32_t *samples, const Geometry &q, int npos, int co
     }
 }
 
+#ifndef __SYNTHESIS__
+namespace {
+// C simulation only: which (step, segment) wrote each entry, so that the feeder can check that
+// every read finds its own segment's code (the layout's argument, e2t_passes.h).
+thread_local int64_t owner[2 * XF_WORDS][XF_BANKS];
+thread_local int64_t step_id[2];
+thread_local int64_t next_id;
+thread_local bool checking;     // e2t_fwd_check: off by default (the checks cost C simulation time)
+int64_t tag(int64_t id, int seg) { return id * NPOS + seg; }
 }  // namespace
+#define E2T_FWD_STAGING(field, v) e2t_fwd_staging_add(field, v)
+#else
+#define E2T_FWD_STAGING(field, v)
+#endif
 
-// The operand beats of one block: per tap (c, ky, kx) the tile's weights and the x codes.
-// Where each position reads x at each (ky, kx) is worked out once per block (off, and keep =
-// 0 in the padding, where the read is masked to 0); a beat then only adds the channel's plane.
-void feed(psg::stream<eng::Beat> &in, const Block &b, const uint8_t *x, const int8_t wt[][R], const Geometry &q) {
-    const int kk = q.k * q.k, taps = q.ci * kk;
-    const int64_t plane = (int64_t)q.h * q.wd;
-    int64_t off[KK][NPOS];
-    uint8_t keep[KK][NPOS];
-#pragma HLS ARRAY_PARTITION variable=off complete dim=2
-#pragma HLS ARRAY_PARTITION variable=keep complete dim=2
-    for (int t = 0; t < kk; t++)
-        for (int i = 0; i < NPOS; i++) {
-            const int iy = b.iy0[i] + t / q.k, ix = b.ix0[i] + t % q.k;
-            const bool in_x = b.on[i] && iy >= 0 && iy < q.h && ix >= 0 && ix < q.wd;
-            off[t][i] = in_x ? b.xbase[i] + (int64_t)iy * q.wd + ix : 0;
-            keep[t][i] = in_x ? 0xff : 0;
+// A job's channels of its step: per channel, segment and kernel row, the segment's input row
+// span (one DDR burst of its in-image codes; zeros outside the image), written per phase (r % S)
+// in trips of an aligned window of STAGE_CODES banks: the phase's code r goes to bank
+// m = i_j + r / S, lane m % 8 of window m / 8, so one rotation of the DDR bytes feeds every
+// window and each bank takes one write a cycle. A row costs the larger of its windows and its
+// DDR words (rlen / 8: a phase that is never read, k < S, is still read from DDR).
+inline int row_trips(int i0, int rlen, int S, int nph) {
+    int w = 0;
+    for (int ph = 0; ph < nph; ph++) {
+        const int n = (rlen - ph + S - 1) / S;          // the phase's codes: banks i0 .. i0 + n - 1
+        w += (i0 + n - 1) / STAGE_CODES - i0 / STAGE_CODES + 1;
+    }
+    const int words = (rlen + STAGE_CODES - 1) / STAGE_CODES;
+    return w > words ? w : words;
+}
+
+void stage(const uint8_t *x, const int32_t *samples, const Geometry &q, const Job &jb, uint8_t xf[][XF_BANKS]) {
+    const Step &st = jb.st;
+    const Block &b = st.b;
+    if (jb.u0 >= jb.u1) return;
+    const int S = q.stride, k = q.k, nph = phases(q);
+#ifndef __SYNTHESIS__
+    if (jb.u0 == 0) step_id[st.half] = ++next_id;
+#endif
+    for (int u = jb.u0; u < jb.u1; u++) {
+        const int ch = st.c0 + u;
+        for (int j = 0; j < b.nseg; j++) {
+            const uint8_t *plane = x + ((int64_t)samples[b.seg_s[j]] * q.ci + ch) * q.h * q.wd;
+            const int i0 = b.seg_i0[j], rlen = S * (b.seg_len[j] - 1) + k, ix0 = b.seg_ox[j] * S - q.pad;
+            for (int ky = 0; ky < k; ky++) {
+                const int iy = b.seg_oy[j] * S - q.pad + ky;
+                const bool row_in = iy >= 0 && iy < q.h;
+                const int e = st.half * XF_WORDS + (u * k + ky) * nph * st.d + j % st.d;
+#ifndef __SYNTHESIS__
+                if (row_in) {
+                    const int a = ix0 < 0 ? 0 : ix0, z = ix0 + rlen - 1 < q.wd - 1 ? ix0 + rlen - 1 : q.wd - 1;
+                    E2T_FWD_STAGING(0, z - a + 1);
+                }
+                E2T_FWD_STAGING(1, row_trips(i0, rlen, S, nph));
+                if (!checking) {
+                    // The same writes as the windows below, a phase's codes in a run (the C
+                    // simulation's speed).
+                    const int a = row_in ? (ix0 < 0 ? -ix0 : 0) : rlen;                 // r of the in-image codes:
+                    const int z = row_in ? (ix0 + rlen > q.wd ? q.wd - ix0 : rlen) : rlen;  // [a, z)
+                    const uint8_t *src = row_in ? plane + (int64_t)iy * q.wd : nullptr;
+                    for (int ph = 0; ph < nph; ph++) {
+                        // the phase's codes t = 0 .. n-1 (r = ph + S*t): zeros, the image's, zeros
+                        uint8_t *dst = &xf[e + ph * st.d][i0];
+                        const int n = (rlen - ph + S - 1) / S;
+                        const int t0 = a <= ph ? 0 : (a - ph + S - 1) / S;
+                        const int t1 = z <= ph ? 0 : (z - ph + S - 1) / S;
+                        std::memset(dst, 0, t0);
+                        if (S == 1) {
+                            if (t1 > t0) std::memcpy(dst + t0, src + ix0 + ph + t0, t1 - t0);
+                        } else {
+                            for (int t = t0; t < t1; t++) dst[t] = src[ix0 + ph + S * t];
+                        }
+                        std::memset(dst + (t1 > t0 ? t1 : t0), 0, n - (t1 > t0 ? t1 : t0));
+                    }
+                    continue;
+                }
+#endif
+                for (int ph = 0; ph < nph; ph++) {
+                    const int n = (rlen - ph + S - 1) / S;
+                    for (int w = i0 / STAGE_CODES; w <= (i0 + n - 1) / STAGE_CODES; w++) {
+#pragma HLS PIPELINE II=1
+                        for (int v = 0; v < STAGE_CODES; v++) {
+#pragma HLS UNROLL
+                            const int m = STAGE_CODES * w + v, r = S * (m - i0) + ph, ix = ix0 + r;
+                            if (m < i0 || m >= i0 + n) continue;
+                            xf[e + ph * st.d][m] = row_in && ix >= 0 && ix < q.wd ? plane[(int64_t)iy * q.wd + ix] : 0;
+#ifndef __SYNTHESIS__
+                            owner[e + ph * st.d][m] = tag(step_id[st.half], j);
+#endif
+                        }
+                    }
+                }
+            }
         }
+    }
+}
+
+// Column col's two codes at a beat: position i = 2*col (low byte) and 2*col + 1 (high byte),
+// each from bank i + sh at entry e0 + slot[i].
+inline int16_t column(const uint8_t xf[][XF_BANKS], const Block &b, int e0, int sh, int col) {
+#pragma HLS INLINE
+    const uint16_t v0 = xf[e0 + b.slot[2 * col]][2 * col + sh];
+    const uint16_t v1 = xf[e0 + b.slot[2 * col + 1]][2 * col + 1 + sh];
+    return (int16_t)(v0 | v1 << 8);
+}
+
+// The operand beats of one call: per tap (channel, ky, kx) of the step the tile's weights and
+// the block's 2*COLS x codes, position i's from bank i + kx/S (see e2t_passes.h).
+void feed(psg::stream<eng::Beat> &in, const Span &sp, const uint8_t xf[][XF_BANKS], const int8_t wt[][R],
+          const Geometry &q) {
+    const Step &st = sp.st;
+    const Block &b = st.b;
+    const int k = q.k, kk = k * k, S = q.stride, nph = phases(q), taps = st.nch * kk;
+#ifndef __SYNTHESIS__
+    int seg_of[NPOS] = {};
+    for (int j = 0; j < b.nseg; j++)
+        for (int i = b.seg_i0[j]; i < b.seg_i0[j] + b.seg_len[j]; i++) seg_of[i] = j;
+#endif
+    // per kernel column: its bank shift kx / S and its phase's entry offset (kx % S) * d
+    int shift[E2T_MAX_K], phase_off[E2T_MAX_K];
+    for (int kx = 0; kx < k; kx++) {
+        shift[kx] = kx / S;
+        phase_off[kx] = kx % S * st.d;
+    }
+#ifndef __SYNTHESIS__
+    static_assert(sizeof(eng::Beat::col) == NPOS, "two codes a column");
+    // runs of positions with one slot: the segments, then the off positions (slot 0)
+    int runs = 0, run_i0[NPOS + 1], run_len[NPOS + 1], run_d[NPOS + 1];
+    for (int i = 0; i < NPOS; i++) {
+        if (i == 0 || b.slot[i] != b.slot[i - 1]) {
+            run_i0[runs] = i;
+            run_len[runs] = 0;
+            run_d[runs++] = b.slot[i];
+        }
+        run_len[runs - 1]++;
+    }
+    {
+        const uint16_t one = 1;
+        if (*reinterpret_cast<const uint8_t *>(&one) != 1) throw std::runtime_error("fwd::feed: a little-endian host");
+    }
+#endif
     eng::Beat beat = {};
     int j = 0;
-    for (int c = 0; c < q.ci; c++) {
-        const uint8_t *xc = x + c * plane;
-        for (int t = 0; t < kk; t++, j++) {
+    const int8_t(*wrow)[R] = wt + sp.wrow0 + st.c0 * kk;
+    int e_row = st.half * XF_WORDS;                 // the entries of (u, ky): ((u*k + ky)*nph)*d
+    for (int u = 0; u < st.nch; u++) {
+        for (int ky = 0; ky < k; ky++, e_row += nph * st.d) {
+            for (int kx = 0; kx < k; kx++, j++) {
 #pragma HLS LOOP_FLATTEN
 #pragma HLS PIPELINE II=1
-            for (int r = 0; r < R; r++) beat.row[r] = (int16_t)(uint8_t)wt[j][r];
-            for (int col = 0; col < C; col++) {
-                const uint16_t v0 = xc[off[t][2 * col]] & keep[t][2 * col];
-                const uint16_t v1 = xc[off[t][2 * col + 1]] & keep[t][2 * col + 1];
-                beat.col[col] = (int16_t)(v0 | v1 << 8);
+                const int sh = shift[kx], e0 = e_row + phase_off[kx];
+                for (int r = 0; r < R; r++) beat.row[r] = (int16_t)(uint8_t)wrow[j][r];
+#ifdef __SYNTHESIS__
+                for (int col = 0; col < C; col++) beat.col[col] = column(xf, b, e0, sh, col);
+#else
+                // The same reads written as the bytes of the little-endian columns, a segment's
+                // run of banks at a time (off positions read slot 0, as column() does): the C
+                // simulation's speed. With the checks on, column() runs too and must agree, and
+                // every read must find what the stager wrote for its segment and step.
+                uint8_t *cb = reinterpret_cast<uint8_t *>(beat.col);
+                for (int g = 0; g < runs; g++) std::memcpy(cb + run_i0[g], &xf[e0 + run_d[g]][run_i0[g] + sh], run_len[g]);
+                if (checking) {
+                    for (int col = 0; col < C; col++)
+                        if (column(xf, b, e0, sh, col) != beat.col[col]) E2T_FWD_STAGING(5, 1);
+                    for (int i = 0; i < NPOS; i++)
+                        if (b.on[i] && owner[e0 + b.slot[i]][i + sh] != tag(step_id[st.half], seg_of[i]))
+                            E2T_FWD_STAGING(5, 1);
+                }
+#endif
+                beat.last = j == taps - 1;
+                in.write(beat);
             }
-            beat.last = j == taps - 1;
-            in.write(beat);
         }
     }
 }
@@ -102,66 +254,89 @@ namespace {
 using fwd::Block;
 using fwd::NPOS;
 
-// BN's batch sums of y (b_flags & E2T_BF_BN_SUMS; core/block_ops.py conv_fwd_stats): per output
-// channel of the tile being drained, sum y and sum y^2 over its listed positions, in registers
-// (ROWS x 2: sum y < 2^31 and sum y^2 < 2^38 over at most 2^24 positions); a tile's channels are
-// complete when the output stage moves to the next tile, and are written then, once.
-struct BnSums {
-    bool on;
-    int co0;
-    int64_t s1[R], s2[R];
-};
-
-void bn_sums_flush(BnSums &st, int64_t *stats, const Geometry &q) {
-    if (!st.on || st.co0 < 0) return;
-    for (int r = 0; r < R; r++) {
-#pragma HLS PIPELINE II=2
-        if (st.co0 + r < q.co) {
-            stats[2 * (int64_t)(st.co0 + r)] = st.s1[r];
-            stats[2 * (int64_t)(st.co0 + r) + 1] = st.s2[r];
-        }
-        st.s1[r] = st.s2[r] = 0;
-    }
-}
-
-// The output stage of a block: its ROWS result rows from the engine, + bias, requantised.
-void drain(psg::stream<eng::Row> &out, const Block &b, const int32_t bias_t[R], uint8_t *y, const Geometry &q,
-           int32_t mult_m, int mult_s, int64_t lo, int64_t hi, int64_t acc_limit, int *ovf, BnSums &st,
-           int64_t *stats) {
+// The output stage of a (block, tile): its ROWS result rows from the engine, + bias, requantised;
+// with BN's sums (b_flags & E2T_BF_BN_SUMS), sum y and sum y^2 per output channel added into
+// s1[o] and s2[o] (sum y < 2^31 and sum y^2 < 2^38 over at most 2^24 positions).
+void drain(psg::stream<eng::Row> &out, const Block &b, int co0, const int32_t *bias, bool has_bias, uint8_t *y,
+           const Geometry &q, int32_t mult_m, int mult_s, int64_t lo, int64_t hi, int64_t acc_limit, int *ovf,
+           bool bn, int64_t s1_all[], int64_t s2_all[]) {
     const int64_t plane = (int64_t)q.ho * q.wo;
-    if (st.on && st.co0 != b.co0) {     // the previous tile's channels are complete
-        bn_sums_flush(st, stats, q);
-        st.co0 = b.co0;
-    }
-    const bool on = st.on;
     for (int r = 0; r < R; r++) {
         const eng::Row row = out.read();
-        const int o = b.co0 + r;
+        const int o = co0 + r;
         if (o >= q.co) continue;
+        const int64_t bias_r = has_bias ? bias[o] : 0;
         int64_t s1 = 0, s2 = 0;             // this row's sums (locals: y's stores cannot alias them)
         for (int i = 0; i < NPOS; i++) {
 #pragma HLS PIPELINE II=1
             if (!b.on[i]) continue;
-            const int64_t acc = ((i & 1) ? row.hi[i / 2] : row.lo[i / 2]) + bias_t[r];
+            const int64_t acc = ((i & 1) ? row.hi[i / 2] : row.lo[i / 2]) + bias_r;
             const int64_t v = e2t_requant_unit(acc, mult_m, mult_s, lo, hi, acc_limit, ovf);
             y[b.ybase[i] + o * plane] = (uint8_t)(v & 0xff);
-            if (on) {
+            if (bn) {
                 const int64_t v2 = v * v;      // |v| <= 255: an 8 x 8-bit square in LUTs
 #pragma HLS BIND_OP variable=v2 op=mul impl=fabric
                 s1 += v;
                 s2 += v2;
             }
         }
-        st.s1[r] += s1;
-        st.s2[r] += s2;
+        if (bn) {
+            s1_all[o] += s1;
+            s2_all[o] += s2;
+        }
     }
+}
+
+// The steps of a block in a group of tiles: one step of all channels when they fit (read by
+// every tile's call), else per tile the steps of step_channels() channels each.
+struct Walk {
+    int npos, nblocks, ntiles, tiles_per_group, chans, nsteps_ch;
+};
+
+// Step number n of the pass (groups, blocks, and per block the tiles x channel steps when the
+// channels do not fit one step), with its tile (-1: every tile of the group reads it).
+struct StepAt {
+    int group, block, tile, chs;      // tile: absolute tile index, or -1; chs: channel step
+};
+StepAt step_at(const Walk &wk, int n) {
+    StepAt a;
+    int g = 0, rem = n;
+    for (;;) {                          // groups may hold fewer tiles at the end
+        const int t1 = (g + 1) * wk.tiles_per_group < wk.ntiles ? (g + 1) * wk.tiles_per_group : wk.ntiles;
+        const int tiles = t1 - g * wk.tiles_per_group;
+        const int steps = wk.nblocks * (wk.nsteps_ch == 1 ? 1 : tiles * wk.nsteps_ch);
+        if (rem < steps) break;
+        rem -= steps;
+        g++;
+    }
+    a.group = g;
+    const int t1 = (g + 1) * wk.tiles_per_group < wk.ntiles ? (g + 1) * wk.tiles_per_group : wk.ntiles;
+    const int tiles = t1 - g * wk.tiles_per_group, pb = wk.nsteps_ch == 1 ? 1 : tiles * wk.nsteps_ch;
+    a.block = rem / pb;
+    const int in_block = rem % pb;
+    a.tile = wk.nsteps_ch == 1 ? -1 : g * wk.tiles_per_group + in_block / wk.nsteps_ch;
+    a.chs = wk.nsteps_ch == 1 ? 0 : in_block % wk.nsteps_ch;
+    return a;
+}
+
+// Step n of the pass, to be staged in half `half`.
+fwd::Step make_step(const Walk &wk, const Geometry &q, const int32_t *samples, int n, int half, int d) {
+    fwd::Step st;
+    const StepAt a = step_at(wk, n);
+    st.half = half;
+    st.c0 = a.chs * wk.chans;
+    st.nch = q.ci - st.c0 < wk.chans ? q.ci - st.c0 : wk.chans;
+    st.d = d;
+    fwd::place(st.b, samples, q, wk.npos, a.block * NPOS, d);
+    return st;
 }
 
 }  // namespace
 
-// The forward pass of e2t_engine (op E2T_OP_FWD), inlined into the top; wt is the top's
-// weight tile buffer.
+// The forward pass of e2t_engine (op E2T_OP_FWD), inlined into the top; wt is the top's weight
+// buffer, xf its forward x buffer, s1/s2 the block unit's per-channel arrays (BN's sums here).
 int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
+             uint8_t xf[][fwd::XF_BANKS], int64_t s1[], int64_t s2[],
              psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
              const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int64_t *stats,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
@@ -172,59 +347,130 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
     if (!e2t_samples_ok(samples, n_samples, n)) return E2T_ERR_SAMPLE;
 
     const Geometry q = geometry(ci, h, wd, co, k, stride, pad);
-    BnSums st = {};
-    st.on = (b_flags & E2T_BF_BN_SUMS) != 0;
-    st.co0 = -1;
-    if (n_samples == 0) {               // no position: the sums are 0
-        for (int co0 = 0; co0 < co; co0 += R) {
-            st.co0 = co0;
-            bn_sums_flush(st, stats, q);
+    const bool bn = (b_flags & E2T_BF_BN_SUMS) != 0;
+#ifndef __SYNTHESIS__
+    e2t_fwd_staging_reset();
+#endif
+    if (bn)
+        for (int o = 0; o < co; o++) {
+#pragma HLS PIPELINE II=1
+            s1[o] = s2[o] = 0;
         }
-        return E2T_OK;
+    const int kk = k * k, taps = ci * kk;
+    Walk wk;
+    wk.npos = n_samples * q.ho * q.wo;
+    wk.nblocks = (wk.npos + NPOS - 1) / NPOS;
+    wk.ntiles = (co + R - 1) / R;
+    wk.tiles_per_group = kWeightRows / taps < wk.ntiles ? kWeightRows / taps : wk.ntiles;
+    wk.chans = fwd::step_channels(q);
+    wk.nsteps_ch = (ci + wk.chans - 1) / wk.chans;
+    const int d = fwd::slots(q);
+    int nsteps = 0;
+    for (int g0 = 0; g0 < wk.ntiles; g0 += wk.tiles_per_group) {
+        const int tiles = wk.ntiles - g0 < wk.tiles_per_group ? wk.ntiles - g0 : wk.tiles_per_group;
+        nsteps += wk.nblocks * (wk.nsteps_ch == 1 ? 1 : tiles * wk.nsteps_ch);
     }
-
-    const int kk = k * k, npos = n_samples * q.ho * q.wo;
     const int64_t lo = relu ? 0 : -128, hi = relu ? 255 : 127;
     int ovf = 0;
     const int64_t acc_limit = e2t_requant_limit(mult_m);
     const bool xu = x_unsigned != 0;
 
-    int32_t bias_t[2][R];                       // the tile's bias (ping-pong: the output stage is a call behind)
-    Feed fd[2] = {};                            // this call's block, and the previous one's
-
-    int cur = 0;
+    Feed fd = {};
+    Block pend = {};                            // the (block, tile) whose rows the engine holds
+    int pend_co0 = 0;
     bool pending = false;
-    for (int co0 = 0; co0 < co; co0 += R) {
-        const int tco = co - co0 < R ? co - co0 : R;
-        // Weight tile, once per tile: every listed position reuses it. Rows past the last
-        // filter hold zeros and their cells are off.
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < ci * kk; j++) {
+    if (nsteps > 0) {
+        fwd::Job first = {make_step(wk, q, samples, 0, 0, d), 0, 0};
+        first.u1 = first.st.nch;
+#ifndef __SYNTHESIS__
+        int64_t t0[6], t1[6];
+        e2t_fwd_staging(t0);
+#endif
+        fwd::stage(x, samples, q, first, xf);
+#ifndef __SYNTHESIS__
+        e2t_fwd_staging(t1);
+        E2T_FWD_STAGING(2, t1[1] - t0[1]);
+#endif
+        fd.fs.st = first.st;
+    }
+    int group = -1;
+    for (int nstep = 0; nstep < nsteps; nstep++) {
+        const StepAt a = step_at(wk, nstep);
+        if (a.group != group) {                 // a new group of tiles: its weights, once
+            group = a.group;
+            const int g0 = group * wk.tiles_per_group;
+            const int tiles = wk.ntiles - g0 < wk.tiles_per_group ? wk.ntiles - g0 : wk.tiles_per_group;
+            for (int tl = 0; tl < tiles; tl++)
+                for (int r = 0; r < R; r++)
+                    for (int j = 0; j < taps; j++) {
 #pragma HLS PIPELINE II=1
-                wt[j][r] = r < tco ? w[(int64_t)(co0 + r) * ci * kk + j] : 0;
-            }
-        for (int p0 = 0; p0 < npos; p0 += NPOS) {
-            Block &b = fd[cur].fb;
-            fwd::place(b, samples, q, npos, co0, p0);
-            for (int r = 0; r < R; r++) bias_t[cur][r] = (has_bias && r < tco) ? bias[co0 + r] : 0;
+                        const int o = (g0 + tl) * R + r;
+                        wt[tl * taps + j][r] = o < co ? w[(int64_t)o * taps + j] : 0;
+                    }
+        }
+        const fwd::Step cur = fd.fs.st;
+        const bool more = nstep + 1 < nsteps;
+        fwd::Job job = {};
+        if (more) job.st = make_step(wk, q, samples, nstep + 1, cur.half ^ 1, d);
+        const int g0 = a.group * wk.tiles_per_group;
+        const int gtiles = wk.ntiles - g0 < wk.tiles_per_group ? wk.ntiles - g0 : wk.tiles_per_group;
+        const int t_lo = a.tile < 0 ? g0 : a.tile, t_hi = a.tile < 0 ? g0 + gtiles : a.tile + 1;
+        const int ncalls = t_hi - t_lo;
+        for (int tq = 0; tq < ncalls; tq++) {
+            const int tile = t_lo + tq, co0 = tile * R;
+            const int tco = co - co0 < R ? co - co0 : R;
             eng::Head hd;
             for (int r = 0; r < R; r++)
-                for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tco && b.on[2 * c];
+                for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tco && cur.b.on[2 * c];
             head.write(hd);
-            e2t_engine_call(head, in, out, eng::kFwd, fd[cur], q, x, g_y, samples, wt, xs, gs, xu, true, false, true, 0, 0,
-                            pending);
-            if (pending)
-                drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, st, stats);
+            fd.fs.wrow0 = (tile - g0) * taps;
+            fd.fs.co0 = co0;
+            fd.fj = job;
+            fd.fj.u0 = more ? tq * job.st.nch / ncalls : 0;
+            fd.fj.u1 = more ? (tq + 1) * job.st.nch / ncalls : 0;
+            const bool first_chs = a.chs == 0;  // the first channel step of a (block, tile): clear, emit
+            e2t_engine_call(head, in, out, eng::kFwd, fd, q, x, g_y, samples, wt, xs, gs, xf, xu, true, false,
+                            first_chs, 0, 0, pending && first_chs);
+            if (pending && first_chs)
+                drain(out, pend, pend_co0, bias, has_bias != 0, y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, bn, s1,
+                      s2);
+            if (first_chs) {
+                pend = cur.b;
+                pend_co0 = co0;
+            }
             pending = true;
-            cur ^= 1;
         }
+        if (more) fd.fs.st = job.st;
     }
-    eng::Head none = {};
-    head.write(none);
-    e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, x, g_y, samples, wt, xs, gs, xu, false, false, false, 0, 0, true);
-    drain(out, fd[cur ^ 1].fb, bias_t[cur ^ 1], y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, st, stats);
-    bn_sums_flush(st, stats, q);
+    if (pending) {
+        eng::Head none = {};
+        head.write(none);
+        fd.fj = fwd::Job{};
+        e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, xu, false, false, false, 0,
+                        0, true);
+        drain(out, pend, pend_co0, bias, has_bias != 0, y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, bn, s1, s2);
+    }
+    if (bn)
+        for (int o = 0; o < co; o++) {
+#pragma HLS PIPELINE II=2
+            stats[2 * (int64_t)o] = s1[o];
+            stats[2 * (int64_t)o + 1] = s2[o];
+        }
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }
 
 }  // namespace e2t
+
+#ifndef __SYNTHESIS__
+namespace {
+thread_local int64_t fwd_staging_count[6];
+}
+void e2t_fwd_staging_reset() {
+    for (int i = 0; i < 6; i++) fwd_staging_count[i] = 0;
+}
+void e2t_fwd_staging_add(int field, int64_t v) { fwd_staging_count[field] += v; }
+extern "C" void e2t_fwd_staging(int64_t out[6]) {
+    for (int i = 0; i < 6; i++) out[i] = fwd_staging_count[i];
+}
+extern "C" void e2t_fwd_check(int on) { e2t::fwd::checking = on != 0; }
+#endif

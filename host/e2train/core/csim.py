@@ -68,6 +68,8 @@ _SIGNATURES = {
     "bn_bwd_apply": [_P] * 5 + [_I] * 6,
     "e2t_block_trips": [_P],
     "e2t_wgrad_staging": [_P],
+    "e2t_fwd_staging": [_P],
+    "e2t_fwd_check": [_I],
 }
 
 
@@ -329,3 +331,27 @@ def wgrad_staging() -> WgradStaging:
     t = np.zeros(8, np.int64)
     load().e2t_wgrad_staging(_ptr(t))
     return WgradStaging(*(int(v) for v in t))
+
+
+@dataclass(frozen=True)
+class FwdStaging:
+    """The forward's x-buffer traffic in its last call (hls/include/e2t_passes.h e2t_fwd_staging;
+    per thread: read it right after the call, on the thread that made it)."""
+
+    x_bytes: int          # x read from DDR into the x buffer (the staged row spans' in-image codes)
+    trips: int            # the stager's loop trips (a 64-bit word's window of codes, one phase, each)
+    prologue: int         # the first step's trips, staged before any call
+    staging_calls: int    # engine calls whose stager wrote the next step
+    call_trips: int       # over those calls, the sum of each call's trips
+    bank_misses: int      # position reads that found another segment's or step's code (the layout says 0)
+
+
+def fwd_check(on: bool) -> None:
+    """Turn the forward feeder's read checks (FwdStaging.bank_misses) on or off, on this thread."""
+    load().e2t_fwd_check(1 if on else 0)
+
+
+def fwd_staging() -> FwdStaging:
+    t = np.zeros(6, np.int64)
+    load().e2t_fwd_staging(_ptr(t))
+    return FwdStaging(*(int(v) for v in t))

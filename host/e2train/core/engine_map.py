@@ -58,6 +58,13 @@ WGRAD_X_BANKS = 18
 WGRAD_X_WORDS = 256
 WGRAD_G_ROWS = 64
 WGRAD_1X1_CYCLES = 9     # a 1x1 layer's beat: 18 channels of one row, two a cycle
+# The forward's x buffer (hls/include/e2t_passes.h, namespace fwd, the same numbers): a block's
+# 2*COLS positions read x from FWD_X_BANKS byte-wide banks (position i at tap (ky, kx) from bank
+# i + kx // stride), FWD_X_WORDS entries a bank per half (one half staged while the other is
+# read); the stager moves one 64-bit word's window of codes a trip.
+FWD_X_BANKS = 2 * COLS + 2
+FWD_X_WORDS = 1024
+FWD_STAGE_CODES = 8
 FWD, BWD, WGRAD = 0, 1, 2
 PASSES = {"fwd": FWD, "bwd_data": BWD, "wgrad": WGRAD}
 
@@ -109,7 +116,10 @@ def call_beats(pass_name: str, shape: ConvShape, n_samples: int | None = None, *
         return []
     if mode == FWD:
         pos = n * shape.ho * shape.wo
-        return [(_ceil(shape.co, rows) * _ceil(pos, 2 * cols), shape.ci * shape.k * shape.k)]
+        calls = _ceil(shape.co, rows) * _ceil(pos, 2 * cols)
+        kk, step = shape.k * shape.k, fwd_step_channels(shape)
+        full, rem = divmod(shape.ci, step)     # the channel steps of a block (one when they fit)
+        return [(calls * full, step * kk)] * bool(full) + [(calls, rem * kk)] * bool(rem)
     if mode == BWD:
         return [(_ceil(shape.ci, rows) * _ceil(n * npos, cols), shape.co * taps)
                 for npos, taps in _bwd_phases(shape) if taps]
@@ -267,6 +277,129 @@ def wgrad_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int =
                 trips = max(xu * nxt.x_unit_trips(shape), gu * nxt.g_unit_trips())
             out["per_call"].append(trips)
             out["per_call_beats"].append(st.p1 - st.p0)
+            if trips:
+                out["staging_calls"] += 1
+                out["call_trips"] += trips
+    return out
+
+
+# ---- the forward's x buffer (hls/src/conv_fwd.cpp: place, stage, the pass's step walk) -----------
+
+def fwd_slots(shape: ConvShape) -> int:
+    """Slots of the x buffer's entries: segments j and j+m of a block share banks only when the
+    m-1 whole rows between them are shorter than the halo (k-1)//stride; rounded up to 1, 2 or
+    4 (an entry is its base and the slot side by side)."""
+    halo = (shape.k - 1) // shape.stride
+    need = 2 + (halo - 1) // shape.wo if halo else 1
+    return 1 if need <= 1 else 2 if need <= 2 else 4
+
+
+def fwd_phases(shape: ConvShape) -> int:
+    return min(shape.stride, shape.k)
+
+
+def fwd_step_channels(shape: ConvShape) -> int:
+    """Input channels one step of the x buffer holds (k * phases * slots entries a channel)."""
+    return min(shape.ci, FWD_X_WORDS // (shape.k * fwd_phases(shape) * fwd_slots(shape)))
+
+
+def fwd_segments(shape: ConvShape, npos: int, p0: int, cols: int = COLS) -> list[tuple[int, int, int, int, int]]:
+    """(first position in the block, length, listed sample, output row, first output column) of
+    each run of the block's positions on one output row of one sample."""
+    hw, wo = shape.ho * shape.wo, shape.wo
+    segs = []
+    for p in range(p0, min(p0 + 2 * cols, npos)):
+        s, oy, ox = p // hw, (p % hw) // wo, p % wo
+        if p == p0 or ox == 0:
+            segs.append([p - p0, 0, s, oy, ox])
+        segs[-1][1] += 1
+    return [tuple(g) for g in segs]
+
+
+def fwd_row_trips(i0: int, rlen: int, stride: int, phases: int) -> int:
+    """Stager trips of one staged row (hls/src/conv_fwd.cpp row_trips): per phase the aligned
+    windows of FWD_STAGE_CODES banks its codes fall in (banks i0 ..), at least the row's 64-bit
+    DDR words."""
+    w = 0
+    for ph in range(phases):
+        n = _ceil(rlen - ph, stride)
+        w += (i0 + n - 1) // FWD_STAGE_CODES - i0 // FWD_STAGE_CODES + 1
+    return max(w, _ceil(rlen, FWD_STAGE_CODES))
+
+
+def fwd_unit_trips(shape: ConvShape, segs) -> tuple[int, int]:
+    """(stager trips, DDR bytes) of one input channel of a block: per segment and kernel row its
+    row's trips (fwd_row_trips); the bytes are the span's in-image codes of the rows inside the
+    image."""
+    s, k, pad = shape.stride, shape.k, shape.pad
+    nph = fwd_phases(shape)
+    trips = nbytes = 0
+    for i0, ln, _, oy, ox in segs:
+        rlen, ix0 = s * (ln - 1) + k, ox * s - pad
+        trips += k * fwd_row_trips(i0, rlen, s, nph)
+        cols_in = min(shape.w - 1, ix0 + rlen - 1) - max(0, ix0) + 1
+        rows_in = sum(0 <= oy * s - pad + ky < shape.h for ky in range(k))
+        nbytes += rows_in * cols_in
+    return trips, nbytes
+
+
+def fwd_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> list[dict]:
+    """The forward pass's steps in order (hls/src/conv_fwd.cpp): per group of output-channel
+    tiles whose weights fit the weight buffer (MAX_TAPS rows), per block of 2*cols positions,
+    one step of all input channels read by every tile's call, or, when the channels do not fit
+    one step, per tile the steps of fwd_step_channels each (one call each). A step: its block's
+    segments, channels (c0, nch) and calls."""
+    from .shapes import MAX_TAPS
+    n = shape.n if n_samples is None else n_samples
+    npos = n * shape.ho * shape.wo
+    if npos == 0:
+        return []
+    taps = shape.ci * shape.k * shape.k
+    tiles = _ceil(shape.co, rows)
+    per_group = min(tiles, MAX_TAPS // taps)
+    step = fwd_step_channels(shape)
+    chans = [(c0, min(step, shape.ci - c0)) for c0 in range(0, shape.ci, step)]
+    blocks = [fwd_segments(shape, npos, p0, cols) for p0 in range(0, npos, 2 * cols)]
+    out = []
+    for g0 in range(0, tiles, per_group):
+        gt = min(per_group, tiles - g0)
+        for segs in blocks:
+            if len(chans) == 1:
+                out.append({"segs": segs, "c0": 0, "nch": shape.ci, "calls": gt})
+            else:
+                out += [{"segs": segs, "c0": c0, "nch": nch, "calls": 1} for _ in range(gt) for c0, nch in chans]
+    return out
+
+
+def fwd_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> dict:
+    """What the forward's stager does over one pass, in the C simulation's counters' terms
+    (``core.csim.fwd_staging``): x bytes and trips, the prologue (the first step, before any
+    call), the calls that stage, and per call ("per_call", in call order) its share of the next
+    step's trips beside its beats ("per_call_beats")."""
+    steps = fwd_steps(shape, n_samples, rows=rows, cols=cols)
+    out = {"x_bytes": 0, "trips": 0, "prologue": 0, "staging_calls": 0, "call_trips": 0, "per_call": [],
+           "per_call_beats": []}
+    unit = {}
+    for st in steps:
+        key = tuple(st["segs"])
+        if key not in unit:
+            unit[key] = fwd_unit_trips(shape, st["segs"])
+        st["unit"] = unit[key]
+        out["trips"] += st["nch"] * st["unit"][0]
+        out["x_bytes"] += st["nch"] * st["unit"][1]
+    if not steps:
+        return out
+    out["prologue"] = steps[0]["nch"] * steps[0]["unit"][0]
+    kk = shape.k * shape.k
+    for t, st in enumerate(steps):
+        nxt = steps[t + 1] if t + 1 < len(steps) else None
+        q = st["calls"]
+        for c in range(q):
+            trips = 0
+            if nxt is not None:
+                trips = ((c + 1) * nxt["nch"] // q - c * nxt["nch"] // q) * nxt["unit"][0]
+            out["per_call"].append(trips)
+            out["per_call_beats"].append(st["nch"] * kk)
             if trips:
                 out["staging_calls"] += 1
                 out["call_trips"] += trips

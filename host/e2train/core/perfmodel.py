@@ -66,8 +66,16 @@ def _ceil(a: int, b: int) -> int:
 # * operands come from on-chip buffers filled over the m_axi bundles at AXI_BYTES per cycle
 #   each, and the board's DDR3 moves at most DDR_BYTES_PER_CYCLE in all (PYNQ-Z2: 16-bit
 #   DDR3-1050, 2.1 GB/s peak = 21 B per 100 MHz cycle, of which 75% is assumed usable);
-#   FWD and BWD read their input and write their output once per layer (a position tile's
-#   rows and the layer's weights stay on chip);
+#   BWD reads its input and writes its output once per layer (a position tile's rows and the
+#   layer's weights stay on chip: line buffers the model assumes, which the HLS source's
+#   input-gradient feeder does not have yet; it reads g_y from DDR a beat at a time);
+# * forward (engine_map.fwd_steps, hls/src/conv_fwd.cpp): per block of 2*COLS positions the x
+#   rows its segments reach, of every input channel (or of a channel step when they do not fit
+#   the x buffer), are staged in one half of the forward's x buffer by the calls of the step
+#   before (each call an even share, a 64-bit word's window a trip: a call lasts at least its
+#   stager's trips), the first step before any call; each input row is read once per output
+#   row that reaches it (k/stride times), not once per layer. The stager's trips and DDR bytes
+#   are the C simulation's (tests/kernels/test_fwd_staging.py).
 # * weight gradient (engine_map: chunked sweeps, the chunk buffers of hls/src/
 #   conv_bwd_weight_psg.cpp): per weight group and chunk, the x rows of the group's input
 #   channels that the chunk reaches and the g of its output channels are staged in one half of
@@ -115,10 +123,8 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
     cycles = float(em.ROWS + em.HLS_CALL_OVERHEAD)          # the pass's last call: a flush
     part = em.ROWS * em.COLS / PART_ADDERS                   # a call's partial sums into BRAM
     if pass_name == "fwd":
-        (calls, beats), = groups
-        per = _engine_call_bound(beats, em.ROWS * 2 * em.COLS, 0)
-        layer_ddr = n * s.ci * s.h * s.w + n * s.co * s.ho * s.wo + s.co * s.ci * s.k * s.k
-        cycles += max(calls * per, layer_ddr / DDR_BYTES_PER_CYCLE, n * s.ci * s.h * s.w / AXI_BYTES)
+        layer_ddr = fwd_ddr(s, n)
+        cycles += max(fwd_sweep_cycles(s, n), layer_ddr / DDR_BYTES_PER_CYCLE)
         ddr = layer_ddr
     elif pass_name == "bwd_data":
         total = 0.0
@@ -178,6 +184,38 @@ def fp32_extra_seconds(macs: dict) -> float:
 
 
 _STAGING_CACHE: dict = {}
+_FWD_CACHE: dict = {}
+
+
+def _fwd_staging(shape: ConvShape, n: int) -> dict:
+    """engine_map.fwd_staging, cached on everything it reads (the grid and buffer constants
+    included): the trainer prices every forward call with it."""
+    key = (shape, n, em.ROWS, em.COLS, em.FWD_X_WORDS, em.FWD_STAGE_CODES)
+    got = _FWD_CACHE.get(key)
+    if got is None:
+        if len(_FWD_CACHE) > 4096:
+            _FWD_CACHE.clear()
+        got = _FWD_CACHE[key] = em.fwd_staging(shape, n)
+    return got
+
+
+def fwd_ddr(shape: ConvShape, n: int) -> int:
+    """DDR bytes of the forward pass: the staged x rows, y once, the weights once."""
+    s = shape
+    x = _fwd_staging(s, n)["x_bytes"] if n else 0
+    return x + n * s.co * s.ho * s.wo + s.co * s.ci * s.k * s.k
+
+
+def fwd_sweep_cycles(shape: ConvShape, n: int) -> int:
+    """Cycles of the forward's calls through the blackbox: the prologue, then each call at the
+    longest of its beats + HLS_CALL_OVERHEAD, its outputs through the requantisers and its
+    stager's trips (the flush not included)."""
+    if n == 0:
+        return 0
+    st = _fwd_staging(shape, n)
+    req = em.ROWS * 2 * em.COLS / ENGINE_REQUANT
+    return int(math.ceil(st["prologue"] + sum(max(b + em.HLS_CALL_OVERHEAD, req, t)
+                                              for b, t in zip(st["per_call_beats"], st["per_call"]))))
 
 
 def _staging(shape: ConvShape, n: int) -> dict:
@@ -275,6 +313,12 @@ def wgrad_bram36() -> dict:
     g_bank = _ceil(2 * (em.WGRAD_G_ROWS // em.ROWS) * (em.WGRAD_CHUNK // 4), 512)
     return {"partials": _ceil(em.WGRAD_PART_WEIGHTS, 512), "chunks": em.WGRAD_X_BANKS * x_bank + em.ROWS * g_bank,
             "x_chunks": em.WGRAD_X_BANKS * x_bank, "g_chunks": em.ROWS * g_bank}
+
+
+def fwd_bram36() -> float:
+    """BRAM36 of the forward's x buffer: FWD_X_BANKS byte-wide banks of 2 x FWD_X_WORDS entries,
+    each a RAMB18 of 2K x 9 (half a BRAM36)."""
+    return em.FWD_X_BANKS * _ceil(2 * em.FWD_X_WORDS, 2048) / 2
 
 
 def resnet20_cifar(batch: int = 64) -> list[tuple[str, ConvShape]]:
