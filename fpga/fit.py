@@ -66,6 +66,9 @@ WG_STAGE_LUT = 36 + 224 + 190 + 64 + 112 + 120 + 130 + 100
 # fwd), priced per primitive in the same way (the items in shell_rows).
 FWD_FEED_LUT = 288 + 76 + 120 + 13
 FWD_STAGE_LUT = 288 + 64 + 130 + 114 + 60 + 200 + 150 + 250
+# The input gradient's (hls/src/conv_bwd_data.cpp, the g buffer of namespace bwd), the same way.
+BWD_FEED_LUT = 288 + 40 + 120 + 13
+BWD_STAGE_LUT = 128 + 40 + 60 + 40 + 150 + 150 + 150 + 50
 # The weight gradient's x gather as RTL (its function is wgrad::feed's columns; HLS builds it from
 # the C++), synthesised by yosys like the engine.
 GATHER = ("wgrad_gather", [ROOT / "fpga" / "rtl" / "wgrad_gather.v"])
@@ -164,11 +167,15 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
          f"estimate: {n_args} 32-bit arguments (op, {n_ptr} m_axi offsets, {n_args - 1 - n_ptr} scalars), one "
          f"bundle: the {AXIL_ARGS_V20}-argument estimate's {AXIL_LUT} LUT at its rate per argument, its "
          f"{AXIL_FF} FF + 32 FF per further argument"),
-        ("input-gradient feeder and loop control",
-         {"LUT": 1500, "FF": 1300, "DSP": 0, "BRAM36": 0},
-         "estimate: address counters, phase/tap sequencing, bus formatting; op selects. The HLS source's feeder "
-         "still reads g_y from DDR a beat at a time: this prices the line-buffer feeder the performance model "
-         "assumes, not the source"),
+        ("input-gradient feeder: position codes, bank entries, tap counters",
+         {"LUT": BWD_FEED_LUT, "FF": 300, "DSP": 0, "BRAM36": 0},
+         "estimate: 18 x 16-bit 3:1 code selects (position c from bank c + nkx - 1 - b: 288), 20 banks' entries as "
+         "the base and a 2-bit slot (40), the beat's counters and entry base (120), the weight row address (13)"),
+        ("input-gradient stager, phases and step walk", {"LUT": BWD_STAGE_LUT, "FF": 700, "DSP": 0, "BRAM36": 0},
+         "estimate: the DDR words rotated into the window's 4 int16 lanes (4 x 16 b x 8:1: 128), the lanes' output "
+         "masks (40), 20 bank write enables (60), the entry (40), the segment, row and window counters (150), the "
+         "rows' DDR addresses (150), the next block's placement: segments and slots of 18 positions (150), the "
+         "phase's geometry (50)"),
         ("forward feeder: position codes, bank entries, tap counters",
          {"LUT": FWD_FEED_LUT, "FF": 350, "DSP": 0, "BRAM36": 0},
          "estimate: 36 x 8-bit 3:1 code selects (position i from bank i + kx/S: 288), 38 banks' entries as the "
@@ -191,12 +198,13 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
          "(130), the steps' bounds (100)"),
         ("sample-list check", {"LUT": 50, "FF": 40, "DSP": 0, "BRAM36": 0.5},
          "a seen bit per batch sample (4096 x 1 b, one RAMB18): repeats are refused"),
-        ("on-chip buffers", {"LUT": 0, "FF": 0, "DSP": 0,
-                             "BRAM36": 1.5 * rows + 2 * (cols // 4 + 1) + 4},
+        ("on-chip buffers", {"LUT": 0, "FF": 0, "DSP": 0, "BRAM36": 1.5 * rows + 4},
          f"weights {rows} banks x 4608 B (channels*k*k <= MAX_TAPS = 4608 rows of int8: one RAMB36 4K x 9 + one "
-         "RAMB18 2K x 9 each), one buffer for the forward and input-gradient "
-         "passes (declared); the input gradient's g rows, "
-         "ping-pong, banked for one beat per cycle (an estimate: not yet in the source); stream FIFOs"),
+         "RAMB18 2K x 9 each), one buffer for the forward and input-gradient passes (declared); stream FIFOs"),
+        ("input-gradient g buffer", {"LUT": 0, "FF": 0, "DSP": 0, "BRAM36": perfmodel.bwd_bram36()},
+         f"the array e2t_engine declares: {engine_map.BWD_G_BANKS} int16 banks of 2 x {engine_map.BWD_G_WORDS} "
+         "entries, a RAMB18 1K x 18 each: one phase block's g rows staged while the last block's are read "
+         "(perfmodel.bwd_bram36)"),
         ("forward x buffer", {"LUT": 0, "FF": 0, "DSP": 0, "BRAM36": perfmodel.fwd_bram36()},
          f"the array e2t_engine declares: {engine_map.FWD_X_BANKS} byte banks of 2 x {engine_map.FWD_X_WORDS} "
          "entries, a RAMB18 2K x 9 each: one block's x rows staged while the last block's are read "

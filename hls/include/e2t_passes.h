@@ -106,21 +106,70 @@ void feed(psg::stream<eng::Beat> &in, const Span &sp, const uint8_t xf[][XF_BANK
 }  // namespace fwd
 
 namespace bwd {
+// The input gradient's g buffer (docs/rtl.md, "The input gradient's g buffer"; engine_map's
+// BWD_G_* constants are the same numbers). The pass runs per phase ((iy + pad) % S, (ix + pad) %
+// S): input position (iy, ix) = (fy + S*ty, fx + S*tx) of the phase receives g_y at (oy, ox) =
+// (ty + cy - a, tx + cx - b) through the phase's tap (ky, kx) = (py + S*a, px + S*b), with
+// cy = (fy + pad - py) / S and cx likewise: within a phase the taps step the output by one, as
+// a stride-1 forward does. A *block* is COLS consecutive listed positions of the phase; its
+// *segments* are its runs on one phase row (ty) of one sample. A *step* is one block's g of a
+// range of output channels, staged in one half of the buffer while the feeder reads the other.
+// Segment j (first position i_j, first column tx_j) stages, per output channel u and kernel row
+// a, the g_y row oy = ty_j + cy - a from ox = tx_j + cx - (nkx - 1) on: relative code r (0
+// outside the output) in bank i_j + r, entry (u*nky + a)*D + j%D. Position i reads, at (a, b),
+// bank i + (nkx - 1 - b): the COLS positions of a beat read COLS different banks. Segments share
+// a bank only across fewer whole phase rows than the halo nkx - 1, which D slots (2, or 4 for
+// one-column phases; 1 without a halo, a power of two) keep apart. GB_BANKS = COLS + 2 covers
+// the halo (nkx <= 3). The stager writes a trip per aligned window of GB_STAGE banks (one
+// 64-bit DDR word of int16 codes).
+constexpr int GB_BANKS = C + 2;               // engine_map.BWD_G_BANKS
+constexpr int GB_WORDS = 512;                 // entries of a bank's half (engine_map.BWD_G_WORDS): RAMB18 1K x 18
+constexpr int GB_STAGE = 4;                   // a stager trip: an aligned window of 4 banks (a 64-bit DDR word)
 // One phase: its first input row/column, how many rows/columns it has per sample, and its taps.
 struct Phase {
     int fy, fx, ny, nx, nky, nkx, py, px;
     int taps(int co) const { return co * nky * nkx; }
     int per_sample() const { return ny * nx; }
 };
-// A block: its COLS positions (sample planes, input row/column), positions past the phase off.
+// A block: its COLS positions (g_x address, on), the slot of each, and its segments (first
+// position, length, sample index into the list, phase row ty and first phase column tx).
 struct Block {
-    int ci0;
+    int q0, nseg;
     bool on[C];
-    int64_t gbase[C], xbase[C];
-    int iy[C], ix[C];
+    int64_t xbase[C];
+    uint8_t slot[C];
+    int seg_i0[C], seg_len[C], seg_s[C], seg_ty[C], seg_tx[C];
 };
-void feed(psg::stream<eng::Beat> &in, const Block &b, const int16_t *g_y, const int8_t wt[][R], const Geometry &q,
-          const Phase &f);
+// One step as staged: its half, phase, block, output channels [o0, o0 + nco) and slots d.
+struct Step {
+    int half, o0, nco, d;
+    Phase ph;
+    Block b;
+};
+// What one engine call's stager writes: output channels [u0, u1) (relative) of step st.
+struct Job {
+    Step st;
+    int u0, u1;
+};
+// What one call streams: the step it reads, the tile's rows in the weight buffer and its channels.
+struct Span {
+    Step st;
+    int wrow0, ci0;
+};
+// The slots of a phase's entries (see above): what its segments need, rounded up to 1, 2 or 4.
+inline int slots(const Phase &f) {
+    const int halo = f.nkx - 1, need = halo ? 2 + (halo - 1) / f.nx : 1;
+    return need <= 1 ? 1 : need <= 2 ? 2 : 4;
+}
+// Output channels one step can hold: a channel takes nky * slots entries of each bank's half.
+inline int step_channels(const Geometry &q, const Phase &f) {
+    const int fit = GB_WORDS / (f.nky * slots(f));
+    return fit < q.co ? fit : q.co;
+}
+void place(Block &b, const int32_t *samples, const Geometry &q, const Phase &f, int n_samples, int q0, int d);
+void stage(const int16_t *g_y, const int32_t *samples, const Geometry &q, const Job &jb, int16_t gb[][GB_BANKS]);
+void feed(psg::stream<eng::Beat> &in, const Span &sp, const int16_t gb[][GB_BANKS], const int8_t wt[][R],
+          const Geometry &q);
 }  // namespace bwd
 
 namespace wgrad {
@@ -195,13 +244,12 @@ void stage_g(const int16_t *g_y, const int32_t *samples, const Geometry &q, cons
 
 
 // What one engine call streams: the placement of the pass that runs (the others' are unused),
-// and what its stagers write (the forward's or the weight gradient's next step; nothing for the
-// input gradient).
+// and what its stagers write (the next step of the pass that runs).
 struct Feed {
     fwd::Span fs;
     fwd::Job fj;
-    bwd::Block bb;
-    bwd::Phase ph;
+    bwd::Span bs;
+    bwd::Job bj;
     wgrad::Span ws;
     wgrad::Job job;
 };
@@ -215,19 +263,19 @@ struct Feed {
 // top-level ports (a pass's feeder reads only its own).
 // Engine streams: the top's (one set, as the engine call is one).
 int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-             uint8_t xf[][fwd::XF_BANKS], int64_t s1[], int64_t s2[],
+             uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], int64_t s1[], int64_t s2[],
              psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
              const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int64_t *stats,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
              int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s, int b_flags);
 int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-                  uint8_t xf[][fwd::XF_BANKS],
+                  uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS],
                   psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                   const uint8_t *x, const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,
                   int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad, int32_t mult_m,
                   int mult_s);
 int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-               uint8_t xf[][fwd::XF_BANKS],
+               uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS],
                psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
                uint8_t *predicted, int32_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
@@ -253,9 +301,16 @@ void e2t_wgrad_staging_reset();
 void e2t_fwd_staging_reset();
 void e2t_fwd_staging_add(int field, int64_t v);
 extern "C" void e2t_fwd_staging(int64_t out[6]);
-// Whether the forward's feeder checks every read against the stager's record of what it wrote
-// ([5] above); off unless a test turns it on (it triples the C simulation's time).
-extern "C" void e2t_fwd_check(int on);
+// The input gradient's g buffer traffic since the last input-gradient pass began (C simulation
+// only, tests/kernels/test_bwd_staging.py), the same six fields as e2t_fwd_staging (bytes of g).
+void e2t_bwd_staging_reset();
+void e2t_bwd_staging_add(int field, int64_t v);
+extern "C" void e2t_bwd_staging(int64_t out[6]);
+// Whether the forward's and the input gradient's feeders check every read against their stagers'
+// record of what they wrote ([5] above) and run the trip loops Vitis HLS builds; off unless a test
+// turns it on (it triples the C simulation's time). Per thread, as the buffers are.
+extern "C" void e2t_staging_check(int on);
+extern thread_local bool e2t_staging_checks;
 void e2t_wgrad_staging_add(int field, int64_t v);
 extern "C" void e2t_wgrad_staging(int64_t out[8]);
 #endif
@@ -269,7 +324,7 @@ extern "C" void e2t_wgrad_staging(int64_t out[8]);
 void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                  uint8_t mode, const e2t::Feed &f, const e2t::Geometry &q, const uint8_t *x, const int16_t *g_y,
                  const int32_t *samples, const int8_t wt[][e2t::R], e2t::wgrad::XWord xs[][2 * e2t::wgrad::X_WORDS],
-                 e2t::wgrad::word_t gs[][2 * e2t::wgrad::G_WORDS], uint8_t xf[][e2t::fwd::XF_BANKS], bool xu, bool exact, bool pred, bool clr,
+                 e2t::wgrad::word_t gs[][2 * e2t::wgrad::G_WORDS], uint8_t xf[][e2t::fwd::XF_BANKS], int16_t gb[][e2t::bwd::GB_BANKS], bool xu, bool exact, bool pred, bool clr,
                  uint8_t pred_rows, uint8_t pred_cols, bool emit);
 
 #endif

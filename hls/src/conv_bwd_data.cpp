@@ -11,15 +11,23 @@
 // (co, the phase's ky, kx), column operand g_y at the output position the tap reaches (0
 // outside the output).
 //
-//   for each tile of ROWS input channels           weights of the tile -> wt (BRAM), once
+//   for each group of tiles of ROWS input channels whose weights fit the weight buffer
+//     the group's weights -> wt (BRAM), once
+//     positions of a phase without taps (k = 1, stride 2): g_x = requant(0)
 //     for each phase with taps
 //       for each block of COLS listed positions of the phase
-//         engine call (it returns the previous block's rows); output stage of the previous
-//         block: requantise, write g_x
-//     positions of a phase without taps (k = 1, stride 2): g_x = requant(0)
-//   flush call: the last block's rows
+//         its g_y is on chip: staged into the g buffer during the calls before (bwd::stage,
+//         in one half while the feeder reads the other; e2t_passes.h, namespace bwd)
+//         for each tile of the group (and, when the layer's output channels do not fit one
+//         step, each step of them; the g is then staged again per tile)
+//           engine call: its stager writes a share of the next step; it returns the rows of
+//             the (block, tile) before; output stage of those: requantise, write g_x
+//   flush call: the last rows
 // Each g_x value is produced once (no read-modify-write of DDR); P holds co*k*k terms of
 // |g*w| <= 2^22 exactly (< 2^36).
+#ifndef __SYNTHESIS__
+#include <cstring>
+#endif
 #include "e2t_fixed.h"
 #include "e2t_kernels.h"
 #include "e2t_passes.h"
@@ -27,14 +35,12 @@
 #include "e2t_tiles.h"
 #include "train_engine.h"
 
-// A call sums one position's taps, at most co*k*k <= E2T_MAX_TAPS of |w*g| <= 2^7 * 2^15 < 2^23: the engine's
+// A (block, tile) sums one position's taps, at most co*k*k <= E2T_MAX_TAPS of |w*g| <= 2^7 * 2^15 < 2^23: the engine's
 // read-out (P's low kPOutBits, sign-extended) holds them.
 static_assert((int64_t)E2T_MAX_TAPS << 23 <= INT64_C(1) << (eng::kPOutBits - 1), "a call's sum fits P's read-out");
 
 namespace e2t {
 namespace bwd {
-
-namespace {
 
 Phase phase_of(const Geometry &q, int py, int px) {
     const int s = q.stride;
@@ -50,57 +56,176 @@ Phase phase_of(const Geometry &q, int py, int px) {
     return f;
 }
 
-void place(Block &b, const int32_t *samples, const Geometry &q, const Phase &f, int n_samples, int ci0, int q0) {
-    b.ci0 = ci0;
-    const int ps = f.per_sample();
+// A block's positions q0 .. q0+COLS-1 of the phase (of n_samples * per_sample listed ones), their
+// g_x addresses, and their segments, d slots.
+void place(Block &b, const int32_t *samples, const Geometry &q, const Phase &f, int n_samples, int q0, int d) {
+    b.q0 = q0;
+    b.nseg = 0;
+    const int ps = f.per_sample(), npos = n_samples * ps;
+    int si = q0 / ps, ty = (q0 % ps) / f.nx, tx = q0 % f.nx;
     for (int c = 0; c < C; c++) {
 #pragma HLS PIPELINE II=1
-        const int p = q0 + c;
-        b.on[c] = p < n_samples * ps;
-        const int pp = b.on[c] ? p : 0;
-        const int s = samples[pp / ps], t = pp % ps;
-        b.iy[c] = f.fy + q.stride * (t / f.nx);
-        b.ix[c] = f.fx + q.stride * (t % f.nx);
-        b.gbase[c] = (int64_t)s * q.co * q.ho * q.wo;
-        b.xbase[c] = (int64_t)s * q.ci * q.h * q.wd + (int64_t)b.iy[c] * q.wd + b.ix[c];
+        b.on[c] = q0 + c < npos;
+        if (b.on[c] && (c == 0 || tx == 0)) {               // a new segment: a new phase row or sample
+            b.seg_i0[b.nseg] = c;
+            b.seg_len[b.nseg] = 0;
+            b.seg_s[b.nseg] = si;
+            b.seg_ty[b.nseg] = ty;
+            b.seg_tx[b.nseg] = tx;
+            b.nseg++;
+        }
+        if (b.on[c]) b.seg_len[b.nseg - 1]++;
+        b.slot[c] = b.on[c] ? (uint8_t)((b.nseg - 1) % d) : 0;
+        b.xbase[c] = b.on[c] ? (int64_t)samples[si] * q.ci * q.h * q.wd + (int64_t)(f.fy + q.stride * ty) * q.wd +
+                                   f.fx + q.stride * tx
+                             : 0;
+        if (++tx == f.nx) {
+            tx = 0;
+            if (++ty == f.ny) {
+                ty = 0;
+                si++;
+            }
+        }
     }
 }
 
+namespace {
+#ifndef __SYNTHESIS__
+// C simulation only: which (step, segment) wrote each entry (the layout's check, as the forward's).
+thread_local int64_t owner[2 * GB_WORDS][GB_BANKS];
+thread_local int64_t step_id[2];
+thread_local int64_t next_id;
+int64_t tag(int64_t id, int seg) { return id * C + seg; }
+#define E2T_BWD_STAGING(field, v) e2t_bwd_staging_add(field, v)
+#else
+#define E2T_BWD_STAGING(field, v)
+#endif
+
+// The output offsets of a phase: oy = ty + cy - a, ox = tx + cx - b.
+inline int off_y(const Geometry &q, const Phase &f) { return (f.fy + q.pad - f.py) / q.stride; }
+inline int off_x(const Geometry &q, const Phase &f) { return (f.fx + q.pad - f.px) / q.stride; }
+
+// Column c's code at a beat: bank c + sh, entry e0 + slot[c].
+inline int16_t column(const int16_t gb[][GB_BANKS], const Block &b, int e0, int sh, int c) {
+#pragma HLS INLINE
+    return gb[e0 + b.slot[c]][c + sh];
+}
 }  // namespace
 
-// The operand beats of one block: per tap (o, ky, kx) of the phase, the tile's weights and g_y.
-// Where each position reads g_y at each of the phase's (ky, kx) is worked out once per block
-// (off, and keep = 0 where the tap falls outside the output: the read is masked to 0); a
-// beat then only adds the output channel's plane.
-void feed(psg::stream<eng::Beat> &in, const Block &b, const int16_t *g_y, const int8_t wt[][R], const Geometry &q,
-          const Phase &f) {
-    const int kk = q.k * q.k, per_o = f.nky * f.nkx, taps = f.taps(q.co);
-    const int64_t plane = (int64_t)q.ho * q.wo;
-    int64_t off[KK][C];
-    uint16_t keep[KK][C];
-#pragma HLS ARRAY_PARTITION variable=off complete dim=2
-#pragma HLS ARRAY_PARTITION variable=keep complete dim=2
-    for (int t = 0; t < per_o; t++) {
-        const int ky = f.py + q.stride * (t / f.nkx), kx = f.px + q.stride * (t % f.nkx);
-        for (int c = 0; c < C; c++) {
-            const int ty = b.iy[c] + q.pad - ky, tx = b.ix[c] + q.pad - kx;   // multiples of the stride
-            const bool in_out = b.on[c] && ty >= 0 && tx >= 0 && ty / q.stride < q.ho && tx / q.stride < q.wo;
-            off[t][c] = in_out ? b.gbase[c] + (int64_t)(ty / q.stride) * q.wo + tx / q.stride : 0;
-            keep[t][c] = in_out ? 0xffff : 0;
+// A row's trips: its aligned windows of GB_STAGE banks (banks i0 .. i0 + rlen - 1), at least its
+// 64-bit DDR words (rlen int16 codes).
+inline int row_trips(int i0, int rlen) {
+    const int w = (i0 + rlen - 1) / GB_STAGE - i0 / GB_STAGE + 1, words = (rlen + GB_STAGE - 1) / GB_STAGE;
+    return w > words ? w : words;
+}
+
+// A job's output channels of its step: per channel, segment and kernel row, the segment's g_y
+// row span (one DDR burst of its in-output codes; zeros outside the output), a trip per aligned
+// window of GB_STAGE banks (bank m takes lane m % 4: one rotation of the DDR words).
+void stage(const int16_t *g_y, const int32_t *samples, const Geometry &q, const Job &jb, int16_t gb[][GB_BANKS]) {
+    const Step &st = jb.st;
+    const Block &b = st.b;
+    const Phase &f = st.ph;
+    if (jb.u0 >= jb.u1) return;
+    const int cy = off_y(q, f), cx = off_x(q, f), hw = q.ho * q.wo;
+#ifndef __SYNTHESIS__
+    if (jb.u0 == 0) step_id[st.half] = ++next_id;
+#endif
+    for (int u = jb.u0; u < jb.u1; u++) {
+        const int o = st.o0 + u;
+        for (int j = 0; j < b.nseg; j++) {
+            const int16_t *plane = g_y + ((int64_t)samples[b.seg_s[j]] * q.co + o) * hw;
+            const int i0 = b.seg_i0[j], rlen = b.seg_len[j] + f.nkx - 1, ox0 = b.seg_tx[j] + cx - (f.nkx - 1);
+            for (int a = 0; a < f.nky; a++) {
+                const int oy = b.seg_ty[j] + cy - a;
+                const bool row_in = oy >= 0 && oy < q.ho;
+                const int e = st.half * GB_WORDS + (u * f.nky + a) * st.d + j % st.d;
+#ifndef __SYNTHESIS__
+                if (row_in) {
+                    const int lo = ox0 < 0 ? 0 : ox0, hi = ox0 + rlen - 1 < q.wo - 1 ? ox0 + rlen - 1 : q.wo - 1;
+                    if (hi >= lo) E2T_BWD_STAGING(0, 2 * (hi - lo + 1));
+                }
+                E2T_BWD_STAGING(1, row_trips(i0, rlen));
+                if (!e2t_staging_checks) {
+                    // The same writes as the windows below, in a run (the C simulation's speed).
+                    int16_t *dst = &gb[e][i0];
+                    for (int r = 0; r < rlen; r++) {
+                        const int ox = ox0 + r;
+                        dst[r] = row_in && ox >= 0 && ox < q.wo ? plane[(int64_t)oy * q.wo + ox] : 0;
+                    }
+                    continue;
+                }
+#endif
+                for (int w = i0 / GB_STAGE; w <= (i0 + rlen - 1) / GB_STAGE; w++) {
+#pragma HLS PIPELINE II=1
+                    for (int v = 0; v < GB_STAGE; v++) {
+#pragma HLS UNROLL
+                        const int m = GB_STAGE * w + v, ox = ox0 + m - i0;
+                        if (m < i0 || m >= i0 + rlen) continue;
+                        gb[e][m] = row_in && ox >= 0 && ox < q.wo ? plane[(int64_t)oy * q.wo + ox] : 0;
+#ifndef __SYNTHESIS__
+                        owner[e][m] = tag(step_id[st.half], j);
+#endif
+                    }
+                }
+            }
         }
     }
+}
+
+// The operand beats of one call: per tap (o, a, b) of the step's channels and the phase's taps,
+// the tile's weights and the block's COLS g codes, position c's from bank c + nkx - 1 - b.
+void feed(psg::stream<eng::Beat> &in, const Span &sp, const int16_t gb[][GB_BANKS], const int8_t wt[][R],
+          const Geometry &q) {
+    const Step &st = sp.st;
+    const Block &b = st.b;
+    const Phase &f = st.ph;
+    const int kk = q.k * q.k, taps = st.nco * f.nky * f.nkx;
+#ifndef __SYNTHESIS__
+    int seg_of[C] = {};
+    for (int j = 0; j < b.nseg; j++)
+        for (int c = b.seg_i0[j]; c < b.seg_i0[j] + b.seg_len[j]; c++) seg_of[c] = j;
+    // runs of positions with one slot: the segments, then the off positions (slot 0)
+    int runs = 0, run_c0[C], run_len[C], run_d[C];
+    for (int c = 0; c < C; c++) {
+        if (c == 0 || b.slot[c] != b.slot[c - 1]) {
+            run_c0[runs] = c;
+            run_len[runs] = 0;
+            run_d[runs++] = b.slot[c];
+        }
+        run_len[runs - 1]++;
+    }
+#endif
     eng::Beat beat = {};
     int j = 0;
-    for (int o = 0; o < q.co; o++) {
-        const int16_t *go = g_y + o * plane;
-        for (int t = 0; t < per_o; t++, j++) {
+    for (int u = 0; u < st.nco; u++) {
+        const int o = st.o0 + u;
+        for (int a = 0; a < f.nky; a++) {
+            const int e0 = st.half * GB_WORDS + (u * f.nky + a) * st.d;
+            const int ky = f.py + q.stride * a;
+            for (int bx = 0; bx < f.nkx; bx++, j++) {
 #pragma HLS LOOP_FLATTEN
 #pragma HLS PIPELINE II=1
-            const int ky = f.py + q.stride * (t / f.nkx), kx = f.px + q.stride * (t % f.nkx);
-            for (int r = 0; r < R; r++) beat.row[r] = (int16_t)(uint8_t)wt[o * kk + ky * q.k + kx][r];
-            for (int c = 0; c < C; c++) beat.col[c] = (int16_t)((uint16_t)go[off[t][c]] & keep[t][c]);
-            beat.last = j == taps - 1;
-            in.write(beat);
+                const int kx = f.px + q.stride * bx, sh = f.nkx - 1 - bx;
+                for (int r = 0; r < R; r++) beat.row[r] = (int16_t)(uint8_t)wt[sp.wrow0 + o * kk + ky * q.k + kx][r];
+#ifdef __SYNTHESIS__
+                for (int c = 0; c < C; c++) beat.col[c] = column(gb, b, e0, sh, c);
+#else
+                // The same reads, a segment's run of banks at a time (the C simulation's speed);
+                // with the checks on, column() runs too and must agree, and every read must find
+                // what the stager wrote for its segment and step.
+                for (int g = 0; g < runs; g++)
+                    std::memcpy(beat.col + run_c0[g], &gb[e0 + run_d[g]][run_c0[g] + sh], sizeof(int16_t) * run_len[g]);
+                if (e2t_staging_checks)
+                    for (int c = 0; c < C; c++) {
+                        if (column(gb, b, e0, sh, c) != beat.col[c]) E2T_BWD_STAGING(5, 1);
+                        if (b.on[c] && owner[e0 + b.slot[c]][c + sh] != tag(step_id[st.half], seg_of[c]))
+                            E2T_BWD_STAGING(5, 1);
+                    }
+#endif
+                beat.last = j == taps - 1;
+                in.write(beat);
+            }
         }
     }
 }
@@ -111,94 +236,218 @@ namespace {
 using bwd::Block;
 using bwd::Phase;
 
-// The output stage of a block: its ROWS result rows (P, the 48-bit sums), requantised.
-void drain(psg::stream<eng::Row> &out, const Block &b, int16_t *g_x, const Geometry &q, int32_t mult_m, int mult_s,
-           int64_t acc_limit, int *ovf) {
+// The output stage of a (block, tile): its ROWS result rows (P's sums), requantised.
+void drain(psg::stream<eng::Row> &out, const Block &b, int ci0, int16_t *g_x, const Geometry &q, int32_t mult_m,
+           int mult_s, int64_t acc_limit, int *ovf) {
     const int64_t plane = (int64_t)q.h * q.wd;
     for (int r = 0; r < R; r++) {
         const eng::Row row = out.read();
-        if (b.ci0 + r >= q.ci) continue;
+        if (ci0 + r >= q.ci) continue;
         for (int c = 0; c < C; c++) {
 #pragma HLS PIPELINE II=1
             if (b.on[c])
-                g_x[b.xbase[c] + (b.ci0 + r) * plane] = (int16_t)e2t_requant_unit(row.p[c], mult_m, mult_s, -32768, 32767, acc_limit, ovf);
+                g_x[b.xbase[c] + (ci0 + r) * plane] = (int16_t)e2t_requant_unit(row.p[c], mult_m, mult_s, -32768, 32767, acc_limit, ovf);
         }
     }
 }
 
+// The pass's walk over its steps: groups of input-channel tiles (their weights fit the weight
+// buffer), the phases with taps, their blocks, and per block one step of every output channel
+// (read by each tile's call) or, when they do not fit, per tile the steps of step_channels.
+struct Walk {
+    int ntiles, per_group, n_samples;
+    int g, ph, blk, tl, cs;           // where the walk is: group, phase (py*S + px), block, tile, channel step
+};
+
+int group_tiles(const Walk &wk) {
+    const int g0 = wk.g * wk.per_group;
+    return wk.ntiles - g0 < wk.per_group ? wk.ntiles - g0 : wk.per_group;
+}
+int channel_steps(const Geometry &q, const Phase &f) {
+    const int c = bwd::step_channels(q, f);
+    return (q.co + c - 1) / c;
+}
+int phase_blocks(const Walk &wk, const Phase &f) { return (wk.n_samples * f.per_sample() + C - 1) / C; }
+
+// The walk's first step at or after its position: skips phases without taps or positions.
+bool settle(Walk &wk, const Geometry &q) {
+    const int S = q.stride, nph = S * S;
+    for (;;) {
+        if (wk.g * wk.per_group >= wk.ntiles) return false;
+        if (wk.ph >= nph) {
+            wk.g++;
+            wk.ph = wk.blk = wk.tl = wk.cs = 0;
+            continue;
+        }
+        const Phase f = bwd::phase_of(q, wk.ph / S, wk.ph % S);
+        if (f.taps(q.co) == 0 || wk.blk >= phase_blocks(wk, f)) {
+            wk.ph++;
+            wk.blk = wk.tl = wk.cs = 0;
+            continue;
+        }
+        return true;
+    }
+}
+
+// The step after the walk's: the next channel step, tile, block, phase or group.
+bool advance(Walk &wk, const Geometry &q) {
+    const int S = q.stride;
+    const Phase f = bwd::phase_of(q, wk.ph / S, wk.ph % S);
+    const int steps = channel_steps(q, f);
+    if (steps > 1) {
+        if (++wk.cs < steps) return true;
+        wk.cs = 0;
+        if (++wk.tl < group_tiles(wk)) return true;
+        wk.tl = 0;
+    }
+    wk.blk++;
+    return settle(wk, q);
+}
+
+bwd::Step make_step(const Walk &wk, const Geometry &q, const int32_t *samples, int half) {
+    bwd::Step st;
+    st.half = half;
+    st.ph = bwd::phase_of(q, wk.ph / q.stride, wk.ph % q.stride);
+    st.d = bwd::slots(st.ph);
+    const int per = bwd::step_channels(q, st.ph);
+    st.o0 = wk.cs * per;
+    st.nco = q.co - st.o0 < per ? q.co - st.o0 : per;
+    bwd::place(st.b, samples, q, st.ph, wk.n_samples, wk.blk * C, st.d);
+    return st;
+}
 
 }  // namespace
 
 // The input-gradient pass of e2t_engine (op E2T_OP_BWD_DATA), inlined into the top; wt is
-// the top's weight tile buffer.
+// the top's weight buffer, gb its g buffer.
 int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-                  uint8_t xf[][fwd::XF_BANKS], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
-                  const uint8_t *x, const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,
-                  int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad, int32_t mult_m,
-                  int mult_s) {
+                  uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], psg::stream<eng::Head> &head,
+                  psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out, const uint8_t *x, const int16_t *g_y,
+                  const int8_t *w, int16_t *g_x, const int32_t *samples, int n_samples, int n, int ci, int h, int wd,
+                  int co, int k, int stride, int pad, int32_t mult_m, int mult_s) {
 #pragma HLS INLINE
     if (!e2t_shape_ok(n, ci, h, wd, co, k, stride, pad) || mult_m < 0 || mult_s < 0 || mult_s > 62)
         return E2T_ERR_SHAPE;
     if (!e2t_samples_ok(samples, n_samples, n)) return E2T_ERR_SAMPLE;
+#ifndef __SYNTHESIS__
+    e2t_bwd_staging_reset();
+#endif
     if (n_samples == 0) return E2T_OK;
 
     const Geometry q = geometry(ci, h, wd, co, k, stride, pad);
-    const int kk = k * k;
+    const int kk = k * k, rows = co * kk;         // a tile's weight rows
     int ovf = 0;
     const int64_t acc_limit = e2t_requant_limit(mult_m);
-
-    Feed fd[2] = {};                   // this call's block, and the previous one's
     const int64_t zero = e2t_requant(0, mult_m, mult_s, -32768, 32767, &ovf);
 
-    int cur = 0;
+    Walk wk = {};
+    wk.ntiles = (ci + R - 1) / R;
+    wk.per_group = kWeightRows / rows < wk.ntiles ? kWeightRows / rows : wk.ntiles;
+    wk.n_samples = n_samples;
+    bool more = settle(wk, q);
+
+    Feed fd = {};
+    Block pend = {};                            // the (block, tile) whose rows the engine holds
+    int pend_ci0 = 0;
     bool pending = false;
-    for (int ci0 = 0; ci0 < ci; ci0 += R) {
-        const int tci = ci - ci0 < R ? ci - ci0 : R;
-        for (int o = 0; o < co; o++)                     // one burst of tci*kk weights per filter
-            for (int j = 0; j < R * kk; j++) {
-#pragma HLS PIPELINE II=1
-                const int r = j / kk, tap = j % kk;
-                wt[o * kk + tap][r] = r < tci ? w[((int64_t)o * ci + ci0 + r) * kk + tap] : 0;
-            }
-        for (int py = 0; py < stride; py++) {
-            for (int px = 0; px < stride; px++) {
-                const Phase f = bwd::phase_of(q, py, px);
-                const int npos = n_samples * f.per_sample();
-                if (f.taps(co) == 0) {   // no tap reaches these positions: g_x = requant(0)
-                    Block &b = fd[cur].bb;
-                    for (int q0 = 0; q0 < npos; q0 += C) {
-                        bwd::place(b, samples, q, f, n_samples, ci0, q0);
-                        for (int r = 0; r < tci; r++)
-                            for (int c = 0; c < C; c++)
-                                if (b.on[c]) g_x[b.xbase[c] + (int64_t)(ci0 + r) * h * wd] = (int16_t)zero;
-                    }
-                    continue;
-                }
-                for (int q0 = 0; q0 < npos; q0 += C) {
-                    Block &b = fd[cur].bb;
-                    bwd::place(b, samples, q, f, n_samples, ci0, q0);
-                    fd[cur].ph = f;
-                    eng::Head hd;
-                    for (int r = 0; r < R; r++)
-                        for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tci && b.on[c];
-                    head.write(hd);
-                    e2t_engine_call(head, in, out, eng::kBwd, fd[cur], q, x, g_y, samples, wt, xs, gs, xf, false, true, false,
-                                    true, 0, 0, pending);
-                    if (pending) drain(out, fd[cur ^ 1].bb, g_x, q, mult_m, mult_s, acc_limit, &ovf);
-                    pending = true;
-                    cur ^= 1;
-                }
+    int group = -1;
+    if (more) {
+        bwd::Job first = {make_step(wk, q, samples, 0), 0, 0};
+        first.u1 = first.st.nco;
+#ifndef __SYNTHESIS__
+        int64_t t0[6], t1[6];
+        e2t_bwd_staging(t0);
+#endif
+        bwd::stage(g_y, samples, q, first, gb);
+#ifndef __SYNTHESIS__
+        e2t_bwd_staging(t1);
+        E2T_BWD_STAGING(2, t1[1] - t0[1]);
+#endif
+        fd.bs.st = first.st;
+    }
+    // groups with no phase that has taps or positions still get their g_x zeros below
+    for (int g = 0; g * wk.per_group < wk.ntiles; g++) {
+        const int g0 = g * wk.per_group, tiles = wk.ntiles - g0 < wk.per_group ? wk.ntiles - g0 : wk.per_group;
+        // positions of a phase without taps (k = 1, stride 2): g_x = requant(0)
+        for (int ph = 0; ph < stride * stride; ph++) {
+            const Phase f = bwd::phase_of(q, ph / stride, ph % stride);
+            if (f.taps(co) != 0) continue;
+            Block b;
+            for (int q0 = 0; q0 < n_samples * f.per_sample(); q0 += C) {
+                bwd::place(b, samples, q, f, n_samples, q0, 1);
+                for (int r = 0; r < tiles * R && g0 * R + r < ci; r++)
+                    for (int c = 0; c < C; c++)
+                        if (b.on[c]) g_x[b.xbase[c] + (int64_t)(g0 * R + r) * h * wd] = (int16_t)zero;
             }
         }
+    }
+    while (more) {
+        if (wk.g != group) {                    // a new group of tiles: its weights, once
+            group = wk.g;
+            const int g0 = group * wk.per_group;
+            for (int tl = 0; tl < group_tiles(wk); tl++)
+                for (int o = 0; o < co; o++)    // one burst of R*kk weights per filter
+                    for (int j = 0; j < R * kk; j++) {
+#pragma HLS PIPELINE II=1
+                        const int r = j / kk, tap = j % kk, c = (g0 + tl) * R + r;
+                        wt[tl * rows + o * kk + tap][r] = c < ci ? w[((int64_t)o * ci + c) * kk + tap] : 0;
+                    }
+        }
+        const bwd::Step cur = fd.bs.st;
+        const Phase f = cur.ph;
+        const int steps = channel_steps(q, f), g0 = wk.g * wk.per_group;
+        const int t_lo = steps == 1 ? g0 : g0 + wk.tl, t_hi = steps == 1 ? g0 + group_tiles(wk) : t_lo + 1;
+        const bool first_cs = wk.cs == 0;       // the first channel step of a (block, tile): clear, emit
+        Walk nxt = wk;
+        more = advance(nxt, q);
+        bwd::Job job = {};
+        if (more) job.st = make_step(nxt, q, samples, cur.half ^ 1);
+        const int ncalls = t_hi - t_lo;
+        for (int tq = 0; tq < ncalls; tq++) {
+            const int tile = t_lo + tq, ci0 = tile * R, tci = ci - ci0 < R ? ci - ci0 : R;
+            eng::Head hd;
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < tci && cur.b.on[c];
+            head.write(hd);
+            fd.bs.wrow0 = (tile - g0) * rows;
+            fd.bs.ci0 = ci0;
+            fd.bj = job;
+            fd.bj.u0 = more ? tq * job.st.nco / ncalls : 0;
+            fd.bj.u1 = more ? (tq + 1) * job.st.nco / ncalls : 0;
+            e2t_engine_call(head, in, out, eng::kBwd, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, false, true, false,
+                            first_cs, 0, 0, pending && first_cs);
+            if (pending && first_cs) drain(out, pend, pend_ci0, g_x, q, mult_m, mult_s, acc_limit, &ovf);
+            if (first_cs) {
+                pend = cur.b;
+                pend_ci0 = ci0;
+            }
+            pending = true;
+        }
+        wk = nxt;
+        if (more) fd.bs.st = job.st;
     }
     if (pending) {
         eng::Head none = {};
         head.write(none);
-        e2t_engine_call(head, in, out, eng::kFlush, fd[cur], q, x, g_y, samples, wt, xs, gs, xf, false, false, false, false, 0,
-                        0, true);
-        drain(out, fd[cur ^ 1].bb, g_x, q, mult_m, mult_s, acc_limit, &ovf);
+        fd.bj = bwd::Job{};
+        e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, false, false, false,
+                        false, 0, 0, true);
+        drain(out, pend, pend_ci0, g_x, q, mult_m, mult_s, acc_limit, &ovf);
     }
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }
 
 }  // namespace e2t
+
+#ifndef __SYNTHESIS__
+namespace {
+thread_local int64_t bwd_staging_count[6];
+}
+void e2t_bwd_staging_reset() {
+    for (int i = 0; i < 6; i++) bwd_staging_count[i] = 0;
+}
+void e2t_bwd_staging_add(int field, int64_t v) { bwd_staging_count[field] += v; }
+extern "C" void e2t_bwd_staging(int64_t out[6]) {
+    for (int i = 0; i < 6; i++) out[i] = bwd_staging_count[i];
+}
+#endif

@@ -397,7 +397,7 @@ void stage_both(const uint8_t *x, const int16_t *g_y, const int32_t *samples, co
 // group keeps it in part[].m). Call b of a step's nb calls stages the next step's channels
 // [b*nch/nb, (b+1)*nch/nb) of x and [b*nr/nb, (b+1)*nr/nb) of g.
 void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * X_WORDS], word_t gs[][2 * G_WORDS],
-               uint8_t xf[][fwd::XF_BANKS], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+               uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, const int32_t *samples,
                int n_samples, const Geometry &q, bool xu, int8_t *sign, uint8_t *predicted, int32_t *gmsb,
                Part part[PART], Counters &cnt) {
@@ -456,7 +456,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
                             fd.job.gu0 = bi * nst.nr / nb;
                             fd.job.gu1 = (bi + 1) * nst.nr / nb;
                         }
-                        e2t_engine_call(head, in, out, eng::kWgrad, fd, q, x, g_y, samples, wt, xs, gs, xf, xu, true, true,
+                        e2t_engine_call(head, in, out, eng::kWgrad, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, true, true,
                                         true, (uint8_t)b.nr, (uint8_t)b.nc, pending);
                         if (pending) gather(out, pls[cur ^ 1], g, part);
                         pending = true;
@@ -473,7 +473,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
                 eng::Head none = {};
                 head.write(none);
                 fd.job = Job{};                               // a flush stages nothing
-                e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, xu, false, false, false,
+                e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, false, false, false,
                                 0, 0, true);
                 gather(out, pls[cur ^ 1], g, part);
             }
@@ -500,7 +500,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
 // The weight-gradient pass of e2t_engine (op E2T_OP_BWD_WEIGHT_PSG), inlined into the top
 // (wt: the top's weight tile buffer, which this pass does not use; e2t_engine_call takes it).
 int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-               uint8_t xf[][fwd::XF_BANKS], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+               uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
                uint8_t *predicted, int32_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
                int ci, int h, int wd, int co, int k, int stride, int pad, int x_unsigned, int32_t beta_q,
@@ -535,7 +535,7 @@ int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::wor
         // Nothing to sum: G = G_msb = 0 for every weight, none predicted.
         for (int64_t i = 0; i < nw; i++) { sign[i] = 0; predicted[i] = 0; }
     } else {
-        run_sweep(beta_q > 0 && !one_group(q, pl), pl, wt, xs, gs, xf, head, in, out, x, g_y, samples, n_samples, q, xu,
+        run_sweep(beta_q > 0 && !one_group(q, pl), pl, wt, xs, gs, xf, gb, head, in, out, x, g_y, samples, n_samples, q, xu,
                   sign, predicted, gmsb, part, cnt);
     }
     if (cnt.overflow) return E2T_ERR_OVERFLOW;

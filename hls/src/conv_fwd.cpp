@@ -79,7 +79,6 @@ namespace {
 thread_local int64_t owner[2 * XF_WORDS][XF_BANKS];
 thread_local int64_t step_id[2];
 thread_local int64_t next_id;
-thread_local bool checking;     // e2t_fwd_check: off by default (the checks cost C simulation time)
 int64_t tag(int64_t id, int seg) { return id * NPOS + seg; }
 }  // namespace
 #define E2T_FWD_STAGING(field, v) e2t_fwd_staging_add(field, v)
@@ -126,7 +125,7 @@ void stage(const uint8_t *x, const int32_t *samples, const Geometry &q, const Jo
                     E2T_FWD_STAGING(0, z - a + 1);
                 }
                 E2T_FWD_STAGING(1, row_trips(i0, rlen, S, nph));
-                if (!checking) {
+                if (!e2t_staging_checks) {
                     // The same writes as the windows below, a phase's codes in a run (the C
                     // simulation's speed).
                     const int a = row_in ? (ix0 < 0 ? -ix0 : 0) : rlen;                 // r of the in-image codes:
@@ -233,7 +232,7 @@ void feed(psg::stream<eng::Beat> &in, const Span &sp, const uint8_t xf[][XF_BANK
                 // every read must find what the stager wrote for its segment and step.
                 uint8_t *cb = reinterpret_cast<uint8_t *>(beat.col);
                 for (int g = 0; g < runs; g++) std::memcpy(cb + run_i0[g], &xf[e0 + run_d[g]][run_i0[g] + sh], run_len[g]);
-                if (checking) {
+                if (e2t_staging_checks) {
                     for (int col = 0; col < C; col++)
                         if (column(xf, b, e0, sh, col) != beat.col[col]) E2T_FWD_STAGING(5, 1);
                     for (int i = 0; i < NPOS; i++)
@@ -336,7 +335,7 @@ fwd::Step make_step(const Walk &wk, const Geometry &q, const int32_t *samples, i
 // The forward pass of e2t_engine (op E2T_OP_FWD), inlined into the top; wt is the top's weight
 // buffer, xf its forward x buffer, s1/s2 the block unit's per-channel arrays (BN's sums here).
 int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-             uint8_t xf[][fwd::XF_BANKS], int64_t s1[], int64_t s2[],
+             uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], int64_t s1[], int64_t s2[],
              psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
              const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int64_t *stats,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
@@ -429,7 +428,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
             fd.fj.u0 = more ? tq * job.st.nch / ncalls : 0;
             fd.fj.u1 = more ? (tq + 1) * job.st.nch / ncalls : 0;
             const bool first_chs = a.chs == 0;  // the first channel step of a (block, tile): clear, emit
-            e2t_engine_call(head, in, out, eng::kFwd, fd, q, x, g_y, samples, wt, xs, gs, xf, xu, true, false,
+            e2t_engine_call(head, in, out, eng::kFwd, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, true, false,
                             first_chs, 0, 0, pending && first_chs);
             if (pending && first_chs)
                 drain(out, pend, pend_co0, bias, has_bias != 0, y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, bn, s1,
@@ -446,7 +445,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
         eng::Head none = {};
         head.write(none);
         fd.fj = fwd::Job{};
-        e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, xu, false, false, false, 0,
+        e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, false, false, false, 0,
                         0, true);
         drain(out, pend, pend_co0, bias, has_bias != 0, y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, bn, s1, s2);
     }
@@ -472,5 +471,6 @@ void e2t_fwd_staging_add(int field, int64_t v) { fwd_staging_count[field] += v; 
 extern "C" void e2t_fwd_staging(int64_t out[6]) {
     for (int i = 0; i < 6; i++) out[i] = fwd_staging_count[i];
 }
-extern "C" void e2t_fwd_check(int on) { e2t::fwd::checking = on != 0; }
+thread_local bool e2t_staging_checks = false;
+extern "C" void e2t_staging_check(int on) { e2t_staging_checks = on != 0; }
 #endif

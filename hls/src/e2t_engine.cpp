@@ -37,12 +37,11 @@ namespace e2t {
 namespace {
 
 // The feeder of the pass that runs (nothing for a flush).
-void feed(psg::stream<eng::Beat> &in, uint8_t mode, const Feed &f, const Geometry &q, const int16_t *g_y,
-          const int8_t wt[][R], const wgrad::XWord xs[][2 * wgrad::X_WORDS], const wgrad::word_t gs[][2 * wgrad::G_WORDS],
-          const uint8_t xf[][fwd::XF_BANKS]) {
+void feed(psg::stream<eng::Beat> &in, uint8_t mode, const Feed &f, const Geometry &q, const int8_t wt[][R], const wgrad::XWord xs[][2 * wgrad::X_WORDS], const wgrad::word_t gs[][2 * wgrad::G_WORDS],
+          const uint8_t xf[][fwd::XF_BANKS], const int16_t gb[][bwd::GB_BANKS]) {
     switch (mode) {
         case eng::kFwd: fwd::feed(in, f.fs, xf, wt, q); break;
-        case eng::kBwd: bwd::feed(in, f.bb, g_y, wt, q, f.ph); break;
+        case eng::kBwd: bwd::feed(in, f.bs, gb, wt, q); break;
         case eng::kWgrad: wgrad::feed(in, xs, gs, q, f.ws); break;
         default: break;
     }
@@ -60,20 +59,23 @@ void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, p
                      uint8_t mode, const e2t::Feed &f, const e2t::Geometry &q, const uint8_t *x, const int16_t *g_y,
                      const int32_t *samples, const int8_t wt[][e2t::R],
                      e2t::wgrad::XWord xs[][2 * e2t::wgrad::X_WORDS], e2t::wgrad::word_t gs[][2 * e2t::wgrad::G_WORDS],
-                     uint8_t xf[][e2t::fwd::XF_BANKS], bool xu, bool exact, bool pred, bool clr, uint8_t pred_rows,
-                     uint8_t pred_cols, bool emit) {
+                     uint8_t xf[][e2t::fwd::XF_BANKS], int16_t gb[][e2t::bwd::GB_BANKS], bool xu, bool exact, bool pred,
+                     bool clr, uint8_t pred_rows, uint8_t pred_cols, bool emit) {
 #pragma HLS STABLE variable=xs
 #pragma HLS STABLE variable=gs
 #pragma HLS STABLE variable=xf
+#pragma HLS STABLE variable=gb
 #pragma HLS DATAFLOW
 #ifndef __SYNTHESIS__
-    int64_t t0[8], t1[8], f0[6], f1[6];
+    int64_t t0[8], t1[8], f0[6], f1[6], b0[6], b1[6];
     e2t_wgrad_staging(t0);
     e2t_fwd_staging(f0);
+    e2t_bwd_staging(b0);
 #endif
     e2t::wgrad::stage_x(x, samples, q, f.job, xs);
     e2t::wgrad::stage_g(g_y, samples, q, f.job, gs);
     e2t::fwd::stage(x, samples, q, f.fj, xf);
+    e2t::bwd::stage(g_y, samples, q, f.bj, gb);
 #ifndef __SYNTHESIS__
     e2t_wgrad_staging(t1);
     const int64_t tx = t1[2] - t0[2], tg = t1[3] - t0[3];
@@ -86,8 +88,13 @@ void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, p
         e2t_fwd_staging_add(3, 1);
         e2t_fwd_staging_add(4, f1[1] - f0[1]);
     }
+    e2t_bwd_staging(b1);
+    if (b1[1] > b0[1]) {
+        e2t_bwd_staging_add(3, 1);
+        e2t_bwd_staging_add(4, b1[1] - b0[1]);
+    }
 #endif
-    e2t::feed(in, mode, f, q, g_y, wt, xs, gs, xf);
+    e2t::feed(in, mode, f, q, wt, xs, gs, xf, gb);
     train_engine_hls(head, in, out, mode, xu, exact, pred, clr, clr, pred_rows, pred_cols, emit);
 }
 
@@ -186,6 +193,11 @@ extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32
     E2T_KERNEL_STATIC uint8_t xf[2 * e2t::fwd::XF_WORDS][e2t::fwd::XF_BANKS];
 #pragma HLS ARRAY_PARTITION variable=xf complete dim=2
 #pragma HLS BIND_STORAGE variable=xf type=ram_s2p impl=bram
+    // The input gradient's g buffer (e2t_passes.h, namespace bwd): 20 int16 banks (dimension 2,
+    // partitioned) of 2 halves x 512 entries, a RAMB18 of 1K x 18 each.
+    E2T_KERNEL_STATIC int16_t gb[2 * e2t::bwd::GB_WORDS][e2t::bwd::GB_BANKS];
+#pragma HLS ARRAY_PARTITION variable=gb complete dim=2
+#pragma HLS BIND_STORAGE variable=gb type=ram_s2p impl=bram
     // The engine's streams: one set, as there is one engine (call).
     psg::stream<eng::Head> head;
     psg::stream<eng::Beat> in;
@@ -201,13 +213,13 @@ extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32
 #pragma HLS BIND_STORAGE variable=cK type=ram_2p impl=bram
     switch (op) {
         case E2T_OP_FWD:
-            return e2t::fwd_pass(wt, xs, gs, xf, cB, cK, head, in, out, x, g_y, w, bias, y, stats, samples, n_samples, n, ci, h, wd, co,
+            return e2t::fwd_pass(wt, xs, gs, xf, gb, cB, cK, head, in, out, x, g_y, w, bias, y, stats, samples, n_samples, n, ci, h, wd, co,
                                  k, stride, pad, x_unsigned, has_bias, relu, mult_m, mult_s, b_flags);
         case E2T_OP_BWD_DATA:
-            return e2t::bwd_data_pass(wt, xs, gs, xf, head, in, out, x, g_y, w, g_x, samples, n_samples, n, ci, h, wd, co, k,
+            return e2t::bwd_data_pass(wt, xs, gs, xf, gb, head, in, out, x, g_y, w, g_x, samples, n_samples, n, ci, h, wd, co, k,
                                       stride, pad, mult_m, mult_s);
         case E2T_OP_BWD_WEIGHT_PSG:
-            return e2t::wgrad_pass(wt, xs, gs, xf, head, in, out, x, g_y, w_master, sign, predicted, gmsb, stats, samples,
+            return e2t::wgrad_pass(wt, xs, gs, xf, gb, head, in, out, x, g_y, w_master, sign, predicted, gmsb, stats, samples,
                                    n_samples, n, ci, h, wd, co, k, stride, pad, x_unsigned, beta_q, lr_q, wd_q);
         case E2T_OP_BN_ACT:
             return e2t::bn_act_pass(cA, cB, cK, b_y, b_o, b_r, b_coef, b_sums, samples, n_samples, n, h, wd, co,

@@ -7,7 +7,7 @@ same pass, from which ``perfmodel`` takes the forward's DDR bytes and cycles. Th
 the byte and the trip on every layout: 3x3 and 1x1, stride 1 and 2, rows wider and narrower than
 a block, one-column images (three slots), sample lists, several output-channel tiles a block,
 groups of tiles (the weight buffer) and channel steps (the x buffer). With the checks on
-(``csim.fwd_check``), the stager runs its trip loop (the code Vitis HLS builds), and every
+(``csim.staging_check``), the stager runs its trip loop (the code Vitis HLS builds), and every
 position's read must find the code the stager wrote for its own segment and step in the bank
 and entry the layout names (the argument in hls/include/e2t_passes.h); the C simulation's fast
 copies must give the same beats. Either way the result is golden's, bit for bit.
@@ -50,12 +50,12 @@ def _run(sh: ConvShape, samples, seed: int, check: bool):
     kw = dict(stride=sh.stride, pad=sh.pad, relu=bool(seed % 2), samples=samples)
     m = Dyadic.from_float(0.002)
     stats = np.zeros((sh.co, 2), np.int64)
-    csim.fwd_check(check)
+    csim.staging_check(check)
     try:
         got = csim.conv_fwd(x, w, b, m, stats=stats, **kw)
         counters = csim.fwd_staging()
     finally:
-        csim.fwd_check(False)
+        csim.staging_check(False)
     want_stats = np.zeros((sh.co, 2), np.int64)
     want = golden.conv_fwd(x, w, b, m, stats=want_stats, **kw)
     assert np.array_equal(got, want) and np.array_equal(stats, want_stats)

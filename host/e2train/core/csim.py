@@ -69,7 +69,8 @@ _SIGNATURES = {
     "e2t_block_trips": [_P],
     "e2t_wgrad_staging": [_P],
     "e2t_fwd_staging": [_P],
-    "e2t_fwd_check": [_I],
+    "e2t_staging_check": [_I],
+    "e2t_bwd_staging": [_P],
 }
 
 
@@ -346,12 +347,22 @@ class FwdStaging:
     bank_misses: int      # position reads that found another segment's or step's code (the layout says 0)
 
 
-def fwd_check(on: bool) -> None:
-    """Turn the forward feeder's read checks (FwdStaging.bank_misses) on or off, on this thread."""
-    load().e2t_fwd_check(1 if on else 0)
+def staging_check(on: bool) -> None:
+    """Turn the forward's and the input gradient's staging checks on or off, on this thread: the
+    stagers run the trip loops Vitis HLS builds, and every feeder read is checked against what
+    the stager wrote (``bank_misses``)."""
+    load().e2t_staging_check(1 if on else 0)
 
 
 def fwd_staging() -> FwdStaging:
     t = np.zeros(6, np.int64)
     load().e2t_fwd_staging(_ptr(t))
+    return FwdStaging(*(int(v) for v in t))
+
+
+def bwd_staging() -> FwdStaging:
+    """The input gradient's g-buffer traffic in its last call, in the same fields (x_bytes: the
+    bytes of g_y read)."""
+    t = np.zeros(6, np.int64)
+    load().e2t_bwd_staging(_ptr(t))
     return FwdStaging(*(int(v) for v in t))

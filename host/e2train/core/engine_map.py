@@ -65,6 +65,12 @@ WGRAD_1X1_CYCLES = 9     # a 1x1 layer's beat: 18 channels of one row, two a cyc
 FWD_X_BANKS = 2 * COLS + 2
 FWD_X_WORDS = 1024
 FWD_STAGE_CODES = 8
+# The input gradient's g buffer (namespace bwd, the same numbers): a phase block's COLS positions
+# read g_y from BWD_G_BANKS int16 banks (position c at the phase's tap column b from bank
+# c + nkx - 1 - b), BWD_G_WORDS entries a bank per half; a stager trip is a 64-bit word, 4 codes.
+BWD_G_BANKS = COLS + 2
+BWD_G_WORDS = 512
+BWD_STAGE_CODES = 4
 FWD, BWD, WGRAD = 0, 1, 2
 PASSES = {"fwd": FWD, "bwd_data": BWD, "wgrad": WGRAD}
 
@@ -121,8 +127,15 @@ def call_beats(pass_name: str, shape: ConvShape, n_samples: int | None = None, *
         full, rem = divmod(shape.ci, step)     # the channel steps of a block (one when they fit)
         return [(calls * full, step * kk)] * bool(full) + [(calls, rem * kk)] * bool(rem)
     if mode == BWD:
-        return [(_ceil(shape.ci, rows) * _ceil(n * npos, cols), shape.co * taps)
-                for npos, taps in _bwd_phases(shape) if taps]
+        out = []
+        for f in bwd_phases(shape):
+            if not f["taps"] or not f["ny"] * f["nx"]:
+                continue
+            calls = _ceil(shape.ci, rows) * _ceil(n * f["ny"] * f["nx"], cols)
+            step = bwd_step_channels(shape, f)
+            full, rem = divmod(shape.co, step)   # the output-channel steps of a block (one when they fit)
+            out += [(calls * full, step * f["taps"])] * bool(full) + [(calls, rem * f["taps"])] * bool(rem)
+        return out
     return _chunked(_wgrad_blocks(shape, rows, cols), n * shape.ho * shape.wo, chunk)
 
 
@@ -400,6 +413,133 @@ def fwd_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = R
                 trips = ((c + 1) * nxt["nch"] // q - c * nxt["nch"] // q) * nxt["unit"][0]
             out["per_call"].append(trips)
             out["per_call_beats"].append(st["nch"] * kk)
+            if trips:
+                out["staging_calls"] += 1
+                out["call_trips"] += trips
+    return out
+
+
+# ---- the input gradient's g buffer (hls/src/conv_bwd_data.cpp: place, stage, the pass's walk) -----
+
+def bwd_phases(shape: ConvShape) -> list[dict]:
+    """The gather form's phases in the kernel's order (py, px): first input row/column (fy, fx),
+    rows and columns per sample (ny, nx), taps per row and column (nky, nkx), the taps (nky*nkx)
+    and the output offsets (cy, cx): position (fy + S*ty, fx + S*tx) at tap (py + S*a, px + S*b)
+    reads g_y at (ty + cy - a, tx + cx - b)."""
+    s, p, k = shape.stride, shape.pad, shape.k
+    out = []
+    for py in range(s):
+        for px in range(s):
+            fy, fx = (py - p) % s, (px - p) % s
+            ny = _ceil(shape.h - fy, s) if fy < shape.h else 0
+            nx = _ceil(shape.w - fx, s) if fx < shape.w else 0
+            nky = _ceil(k - py, s) if py < k else 0
+            nkx = _ceil(k - px, s) if px < k else 0
+            out.append({"py": py, "px": px, "fy": fy, "fx": fx, "ny": ny, "nx": nx, "nky": nky, "nkx": nkx,
+                        "taps": nky * nkx, "cy": (fy + p - py) // s, "cx": (fx + p - px) // s})
+    return out
+
+
+def bwd_slots(phase: dict) -> int:
+    halo = phase["nkx"] - 1
+    need = 2 + (halo - 1) // phase["nx"] if halo else 1
+    return 1 if need <= 1 else 2 if need <= 2 else 4
+
+
+def bwd_step_channels(shape: ConvShape, phase: dict) -> int:
+    """Output channels one step of the g buffer holds (nky * slots entries a channel)."""
+    return min(shape.co, BWD_G_WORDS // (phase["nky"] * bwd_slots(phase)))
+
+
+def bwd_segments(phase: dict, npos: int, q0: int, cols: int = COLS) -> list[tuple[int, int, int, int, int]]:
+    """(first position in the block, length, listed sample, phase row ty, first phase column tx) of
+    each run of the block's positions on one phase row of one sample."""
+    ps, nx = phase["ny"] * phase["nx"], phase["nx"]
+    segs = []
+    for q in range(q0, min(q0 + cols, npos)):
+        si, ty, tx = q // ps, (q % ps) // nx, q % nx
+        if q == q0 or tx == 0:
+            segs.append([q - q0, 0, si, ty, tx])
+        segs[-1][1] += 1
+    return [tuple(g) for g in segs]
+
+
+def bwd_row_trips(i0: int, rlen: int) -> int:
+    """Stager trips of one staged g row: its aligned windows of BWD_STAGE_CODES banks, at least its
+    64-bit DDR words."""
+    w = (i0 + rlen - 1) // BWD_STAGE_CODES - i0 // BWD_STAGE_CODES + 1
+    return max(w, _ceil(rlen, BWD_STAGE_CODES))
+
+
+def bwd_unit_trips(shape: ConvShape, phase: dict, segs) -> tuple[int, int]:
+    """(stager trips, DDR bytes) of one output channel of a block: per segment and kernel row its
+    row's trips; the bytes are the span's in-output codes (2 B each) of the rows inside the output."""
+    trips = nbytes = 0
+    for i0, ln, _, ty, tx in segs:
+        rlen, ox0 = ln + phase["nkx"] - 1, tx + phase["cx"] - (phase["nkx"] - 1)
+        trips += phase["nky"] * bwd_row_trips(i0, rlen)
+        cols_in = max(0, min(shape.wo - 1, ox0 + rlen - 1) - max(0, ox0) + 1)
+        rows_in = sum(0 <= ty + phase["cy"] - a < shape.ho for a in range(phase["nky"]))
+        nbytes += 2 * rows_in * cols_in
+    return trips, nbytes
+
+
+def bwd_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> list[dict]:
+    """The input-gradient pass's steps in order (hls/src/conv_bwd_data.cpp): per group of input-channel
+    tiles whose weights fit the weight buffer (MAX_TAPS rows), per phase with taps, per block of
+    cols positions, one step of all output channels read by every tile's call, or, when they do
+    not fit one step, per tile the steps of bwd_step_channels each (one call each)."""
+    from .shapes import MAX_TAPS
+    n = shape.n if n_samples is None else n_samples
+    if n == 0:
+        return []
+    tiles = _ceil(shape.ci, rows)
+    per_group = min(tiles, MAX_TAPS // (shape.co * shape.k * shape.k))
+    out = []
+    for g0 in range(0, tiles, per_group):
+        gt = min(per_group, tiles - g0)
+        for f in bwd_phases(shape):
+            npos = n * f["ny"] * f["nx"]
+            if not f["taps"] or not npos:
+                continue
+            step = bwd_step_channels(shape, f)
+            chans = [(o0, min(step, shape.co - o0)) for o0 in range(0, shape.co, step)]
+            for q0 in range(0, npos, cols):
+                segs = bwd_segments(f, npos, q0, cols)
+                if len(chans) == 1:
+                    out.append({"phase": f, "segs": segs, "o0": 0, "nco": shape.co, "calls": gt})
+                else:
+                    out += [{"phase": f, "segs": segs, "o0": o0, "nco": nco, "calls": 1}
+                            for _ in range(gt) for o0, nco in chans]
+    return out
+
+
+def bwd_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> dict:
+    """What the input gradient's stager does over one pass, in the C simulation's counters' terms
+    (``core.csim.bwd_staging``), as ``fwd_staging`` (x_bytes: the bytes of g_y read)."""
+    steps = bwd_steps(shape, n_samples, rows=rows, cols=cols)
+    out = {"x_bytes": 0, "trips": 0, "prologue": 0, "staging_calls": 0, "call_trips": 0, "per_call": [],
+           "per_call_beats": []}
+    unit = {}
+    for st in steps:
+        key = (st["phase"]["py"], st["phase"]["px"], tuple(st["segs"]))
+        if key not in unit:
+            unit[key] = bwd_unit_trips(shape, st["phase"], st["segs"])
+        st["unit"] = unit[key]
+        out["trips"] += st["nco"] * st["unit"][0]
+        out["x_bytes"] += st["nco"] * st["unit"][1]
+    if not steps:
+        return out
+    out["prologue"] = steps[0]["nco"] * steps[0]["unit"][0]
+    for t, st in enumerate(steps):
+        nxt = steps[t + 1] if t + 1 < len(steps) else None
+        q = st["calls"]
+        for c in range(q):
+            trips = 0
+            if nxt is not None:
+                trips = ((c + 1) * nxt["nco"] // q - c * nxt["nco"] // q) * nxt["unit"][0]
+            out["per_call"].append(trips)
+            out["per_call_beats"].append(st["nco"] * st["phase"]["taps"])
             if trips:
                 out["staging_calls"] += 1
                 out["call_trips"] += trips

@@ -66,9 +66,7 @@ def _ceil(a: int, b: int) -> int:
 # * operands come from on-chip buffers filled over the m_axi bundles at AXI_BYTES per cycle
 #   each, and the board's DDR3 moves at most DDR_BYTES_PER_CYCLE in all (PYNQ-Z2: 16-bit
 #   DDR3-1050, 2.1 GB/s peak = 21 B per 100 MHz cycle, of which 75% is assumed usable);
-#   BWD reads its input and writes its output once per layer (a position tile's rows and the
-#   layer's weights stay on chip: line buffers the model assumes, which the HLS source's
-#   input-gradient feeder does not have yet; it reads g_y from DDR a beat at a time);
+#   each pass writes its output once and reads the layer's weights once;
 # * forward (engine_map.fwd_steps, hls/src/conv_fwd.cpp): per block of 2*COLS positions the x
 #   rows its segments reach, of every input channel (or of a channel step when they do not fit
 #   the x buffer), are staged in one half of the forward's x buffer by the calls of the step
@@ -76,6 +74,9 @@ def _ceil(a: int, b: int) -> int:
 #   stager's trips), the first step before any call; each input row is read once per output
 #   row that reaches it (k/stride times), not once per layer. The stager's trips and DDR bytes
 #   are the C simulation's (tests/kernels/test_fwd_staging.py).
+# * input gradient (engine_map.bwd_steps, hls/src/conv_bwd_data.cpp): the same per phase block of
+#   COLS positions, with g_y's rows in the g buffer (int16: 4 codes a trip); its trips and bytes
+#   are the C simulation's (tests/kernels/test_bwd_staging.py).
 # * weight gradient (engine_map: chunked sweeps, the chunk buffers of hls/src/
 #   conv_bwd_weight_psg.cpp): per weight group and chunk, the x rows of the group's input
 #   channels that the chunk reaches and the g of its output channels are staged in one half of
@@ -127,14 +128,11 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
         cycles += max(fwd_sweep_cycles(s, n), layer_ddr / DDR_BYTES_PER_CYCLE)
         ddr = layer_ddr
     elif pass_name == "bwd_data":
-        total = 0.0
-        for calls, beats in groups:
-            # a call hosting the predictor has >= part beats (engine_map._pred_plan)
-            total += calls * _engine_call_bound(beats, em.ROWS * em.COLS, 0)
-        layer_ddr = 2 * n * s.co * s.ho * s.wo + 2 * n * s.ci * s.h * s.w + s.co * s.ci * s.k * s.k
+        # a call hosting the predictor has >= part beats (engine_map._pred_plan)
+        layer_ddr = bwd_ddr(s, n)
         if psg:
             layer_ddr += wgrad_sweep_ddr(s, n)
-        cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
+        cycles += max(bwd_sweep_cycles(s, n), layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
         ddr = layer_ddr
     else:
         layer_ddr = wgrad_sweep_ddr(s, n) * (2 if wg_psg and not pred_host else 1)
@@ -197,6 +195,39 @@ def _fwd_staging(shape: ConvShape, n: int) -> dict:
             _FWD_CACHE.clear()
         got = _FWD_CACHE[key] = em.fwd_staging(shape, n)
     return got
+
+
+_BWD_CACHE: dict = {}
+
+
+def _bwd_staging(shape: ConvShape, n: int) -> dict:
+    """engine_map.bwd_staging, cached on everything it reads."""
+    key = (shape, n, em.ROWS, em.COLS, em.BWD_G_WORDS, em.BWD_STAGE_CODES)
+    got = _BWD_CACHE.get(key)
+    if got is None:
+        if len(_BWD_CACHE) > 4096:
+            _BWD_CACHE.clear()
+        got = _BWD_CACHE[key] = em.bwd_staging(shape, n)
+    return got
+
+
+def bwd_ddr(shape: ConvShape, n: int) -> int:
+    """DDR bytes of the input-gradient pass: the staged g_y rows, g_x once (int16), the weights once."""
+    s = shape
+    g = _bwd_staging(s, n)["x_bytes"] if n else 0
+    return g + 2 * n * s.ci * s.h * s.w + s.co * s.ci * s.k * s.k
+
+
+def bwd_sweep_cycles(shape: ConvShape, n: int) -> int:
+    """Cycles of the input gradient's calls through the blackbox: the prologue, then each call at
+    the longest of its beats + HLS_CALL_OVERHEAD, its outputs through the requantisers and its
+    stager's trips (the flush not included)."""
+    if n == 0:
+        return 0
+    st = _bwd_staging(shape, n)
+    req = em.ROWS * em.COLS / ENGINE_REQUANT
+    return int(math.ceil(st["prologue"] + sum(max(b + em.HLS_CALL_OVERHEAD, req, t)
+                                              for b, t in zip(st["per_call_beats"], st["per_call"]))))
 
 
 def fwd_ddr(shape: ConvShape, n: int) -> int:
@@ -319,6 +350,12 @@ def fwd_bram36() -> float:
     """BRAM36 of the forward's x buffer: FWD_X_BANKS byte-wide banks of 2 x FWD_X_WORDS entries,
     each a RAMB18 of 2K x 9 (half a BRAM36)."""
     return em.FWD_X_BANKS * _ceil(2 * em.FWD_X_WORDS, 2048) / 2
+
+
+def bwd_bram36() -> float:
+    """BRAM36 of the input gradient's g buffer: BWD_G_BANKS int16 banks of 2 x BWD_G_WORDS entries,
+    each a RAMB18 of 1K x 18 (half a BRAM36)."""
+    return em.BWD_G_BANKS * _ceil(2 * em.BWD_G_WORDS, 1024) / 2
 
 
 def resnet20_cifar(batch: int = 64) -> list[tuple[str, ConvShape]]:
