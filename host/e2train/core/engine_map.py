@@ -361,7 +361,7 @@ def fwd_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROW
     tiles whose weights fit the weight buffer (MAX_TAPS rows), per block of 2*cols positions,
     one step of all input channels read by every tile's call, or, when the channels do not fit
     one step, per tile the steps of fwd_step_channels each (one call each). A step: its block's
-    segments, channels (c0, nch) and calls."""
+    segments, channels (c0, nch; its units) and calls with their beats."""
     from .shapes import MAX_TAPS
     n = shape.n if n_samples is None else n_samples
     npos = n * shape.ho * shape.wo
@@ -373,50 +373,68 @@ def fwd_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROW
     step = fwd_step_channels(shape)
     chans = [(c0, min(step, shape.ci - c0)) for c0 in range(0, shape.ci, step)]
     blocks = [fwd_segments(shape, npos, p0, cols) for p0 in range(0, npos, 2 * cols)]
+    kk = shape.k * shape.k
     out = []
     for g0 in range(0, tiles, per_group):
         gt = min(per_group, tiles - g0)
         for segs in blocks:
             if len(chans) == 1:
-                out.append({"segs": segs, "c0": 0, "nch": shape.ci, "calls": gt})
+                out.append({"segs": segs, "c0": 0, "nch": shape.ci, "units": shape.ci, "beats": shape.ci * kk,
+                            "calls": gt})
             else:
-                out += [{"segs": segs, "c0": c0, "nch": nch, "calls": 1} for _ in range(gt) for c0, nch in chans]
+                out += [{"segs": segs, "c0": c0, "nch": nch, "units": nch, "beats": nch * kk, "calls": 1}
+                        for _ in range(gt) for c0, nch in chans]
     return out
 
 
-def fwd_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> dict:
-    """What the forward's stager does over one pass, in the C simulation's counters' terms
-    (``core.csim.fwd_staging``): x bytes and trips, the prologue (the first step, before any
-    call), the calls that stage, and per call ("per_call", in call order) its share of the next
-    step's trips beside its beats ("per_call_beats")."""
-    steps = fwd_steps(shape, n_samples, rows=rows, cols=cols)
+def _stager_account(steps: list[dict], unit_of) -> dict:
+    """What a pass's stager does over its steps (each with its "units" staged, its "calls" and
+    their "beats"; unit_of(step) -> (trips, DDR bytes) of one unit), in the C simulation's
+    counters' terms: DDR bytes and trips, the prologue (the first step, before any call), the
+    calls that stage, and per call ("per_call", in call order) its even share of the next step's
+    units' trips beside its beats ("per_call_beats")."""
     out = {"x_bytes": 0, "trips": 0, "prologue": 0, "staging_calls": 0, "call_trips": 0, "per_call": [],
            "per_call_beats": []}
-    unit = {}
     for st in steps:
-        key = tuple(st["segs"])
-        if key not in unit:
-            unit[key] = fwd_unit_trips(shape, st["segs"])
-        st["unit"] = unit[key]
-        out["trips"] += st["nch"] * st["unit"][0]
-        out["x_bytes"] += st["nch"] * st["unit"][1]
+        st["unit"] = unit_of(st)
+        out["trips"] += st["units"] * st["unit"][0]
+        out["x_bytes"] += st["units"] * st["unit"][1]
     if not steps:
         return out
-    out["prologue"] = steps[0]["nch"] * steps[0]["unit"][0]
-    kk = shape.k * shape.k
+    out["prologue"] = steps[0]["units"] * steps[0]["unit"][0]
     for t, st in enumerate(steps):
         nxt = steps[t + 1] if t + 1 < len(steps) else None
         q = st["calls"]
         for c in range(q):
             trips = 0
             if nxt is not None:
-                trips = ((c + 1) * nxt["nch"] // q - c * nxt["nch"] // q) * nxt["unit"][0]
+                trips = ((c + 1) * nxt["units"] // q - c * nxt["units"] // q) * nxt["unit"][0]
             out["per_call"].append(trips)
-            out["per_call_beats"].append(st["nch"] * kk)
+            out["per_call_beats"].append(st["beats"])
             if trips:
                 out["staging_calls"] += 1
                 out["call_trips"] += trips
     return out
+
+
+def _per_layout(fn, key):
+    """unit_of for _stager_account: fn(step) once per key(step) (a step's unit trips depend only on
+    its block's layout)."""
+    seen = {}
+
+    def unit_of(st):
+        k = key(st)
+        if k not in seen:
+            seen[k] = fn(st)
+        return seen[k]
+    return unit_of
+
+
+def fwd_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> dict:
+    """What the forward's stager does over one pass (``core.csim.fwd_staging``): _stager_account
+    of fwd_steps, a unit an input channel."""
+    unit_of = _per_layout(lambda st: fwd_unit_trips(shape, st["segs"]), lambda st: tuple(st["segs"]))
+    return _stager_account(fwd_steps(shape, n_samples, rows=rows, cols=cols), unit_of)
 
 
 # ---- the input gradient's g buffer (hls/src/conv_bwd_data.cpp: place, stage, the pass's walk) -----
@@ -507,43 +525,20 @@ def bwd_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROW
             for q0 in range(0, npos, cols):
                 segs = bwd_segments(f, npos, q0, cols)
                 if len(chans) == 1:
-                    out.append({"phase": f, "segs": segs, "o0": 0, "nco": shape.co, "calls": gt})
+                    out.append({"phase": f, "segs": segs, "o0": 0, "nco": shape.co, "units": shape.co,
+                                "beats": shape.co * f["taps"], "calls": gt})
                 else:
-                    out += [{"phase": f, "segs": segs, "o0": o0, "nco": nco, "calls": 1}
-                            for _ in range(gt) for o0, nco in chans]
+                    out += [{"phase": f, "segs": segs, "o0": o0, "nco": nco, "units": nco, "beats": nco * f["taps"],
+                             "calls": 1} for _ in range(gt) for o0, nco in chans]
     return out
 
 
 def bwd_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> dict:
-    """What the input gradient's stager does over one pass, in the C simulation's counters' terms
-    (``core.csim.bwd_staging``), as ``fwd_staging`` (x_bytes: the bytes of g_y read)."""
-    steps = bwd_steps(shape, n_samples, rows=rows, cols=cols)
-    out = {"x_bytes": 0, "trips": 0, "prologue": 0, "staging_calls": 0, "call_trips": 0, "per_call": [],
-           "per_call_beats": []}
-    unit = {}
-    for st in steps:
-        key = (st["phase"]["py"], st["phase"]["px"], tuple(st["segs"]))
-        if key not in unit:
-            unit[key] = bwd_unit_trips(shape, st["phase"], st["segs"])
-        st["unit"] = unit[key]
-        out["trips"] += st["nco"] * st["unit"][0]
-        out["x_bytes"] += st["nco"] * st["unit"][1]
-    if not steps:
-        return out
-    out["prologue"] = steps[0]["nco"] * steps[0]["unit"][0]
-    for t, st in enumerate(steps):
-        nxt = steps[t + 1] if t + 1 < len(steps) else None
-        q = st["calls"]
-        for c in range(q):
-            trips = 0
-            if nxt is not None:
-                trips = ((c + 1) * nxt["nco"] // q - c * nxt["nco"] // q) * nxt["unit"][0]
-            out["per_call"].append(trips)
-            out["per_call_beats"].append(st["nco"] * st["phase"]["taps"])
-            if trips:
-                out["staging_calls"] += 1
-                out["call_trips"] += trips
-    return out
+    """What the input gradient's stager does over one pass (``core.csim.bwd_staging``, x_bytes:
+    the bytes of g_y read): _stager_account of bwd_steps, a unit an output channel."""
+    unit_of = _per_layout(lambda st: bwd_unit_trips(shape, st["phase"], st["segs"]),
+                          lambda st: (st["phase"]["py"], st["phase"]["px"], tuple(st["segs"])))
+    return _stager_account(bwd_steps(shape, n_samples, rows=rows, cols=cols), unit_of)
 
 
 def _pred_plan(host_beats: list[int], blocks: int, npos: int, chunk: int, min_beats: int):

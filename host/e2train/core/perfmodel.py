@@ -182,83 +182,57 @@ def fp32_extra_seconds(macs: dict) -> float:
 
 
 _STAGING_CACHE: dict = {}
-_FWD_CACHE: dict = {}
+_STAGERS = {"fwd": em.fwd_staging, "bwd_data": em.bwd_staging, "wgrad": em.wgrad_staging}
 
 
-def _fwd_staging(shape: ConvShape, n: int) -> dict:
-    """engine_map.fwd_staging, cached on everything it reads (the grid and buffer constants
-    included): the trainer prices every forward call with it."""
-    key = (shape, n, em.ROWS, em.COLS, em.FWD_X_WORDS, em.FWD_STAGE_CODES)
-    got = _FWD_CACHE.get(key)
+def _pass_staging(pass_name: str, shape: ConvShape, n: int) -> dict:
+    """engine_map's account of a pass's stagers (fwd_staging, bwd_staging, wgrad_staging), cached
+    on everything they read (the grid and buffer constants included, which tests may change):
+    the trainer prices every call with them."""
+    key = (pass_name, shape, n, em.ROWS, em.COLS, em.FWD_X_WORDS, em.FWD_STAGE_CODES, em.BWD_G_WORDS,
+           em.BWD_STAGE_CODES, em.WGRAD_PART_WEIGHTS, em.WGRAD_X_WORDS, em.WGRAD_G_ROWS, em.WGRAD_CHUNK)
+    got = _STAGING_CACHE.get(key)
     if got is None:
-        if len(_FWD_CACHE) > 4096:
-            _FWD_CACHE.clear()
-        got = _FWD_CACHE[key] = em.fwd_staging(shape, n)
+        if len(_STAGING_CACHE) > 4096:
+            _STAGING_CACHE.clear()
+        got = _STAGING_CACHE[key] = _STAGERS[pass_name](shape, n)
     return got
 
 
-_BWD_CACHE: dict = {}
-
-
-def _bwd_staging(shape: ConvShape, n: int) -> dict:
-    """engine_map.bwd_staging, cached on everything it reads."""
-    key = (shape, n, em.ROWS, em.COLS, em.BWD_G_WORDS, em.BWD_STAGE_CODES)
-    got = _BWD_CACHE.get(key)
-    if got is None:
-        if len(_BWD_CACHE) > 4096:
-            _BWD_CACHE.clear()
-        got = _BWD_CACHE[key] = em.bwd_staging(shape, n)
-    return got
+def _staged_sweep_cycles(pass_name: str, shape: ConvShape, n: int, outputs: int) -> int:
+    """Cycles of a staged pass's calls through the blackbox: the prologue, then each call at the
+    longest of its beats + HLS_CALL_OVERHEAD, its outputs through the requantisers and its
+    stager's trips (the flush not included)."""
+    if n == 0:
+        return 0
+    st = _pass_staging(pass_name, shape, n)
+    req = outputs / ENGINE_REQUANT
+    return int(math.ceil(st["prologue"] + sum(max(b + em.HLS_CALL_OVERHEAD, req, t)
+                                              for b, t in zip(st["per_call_beats"], st["per_call"]))))
 
 
 def bwd_ddr(shape: ConvShape, n: int) -> int:
     """DDR bytes of the input-gradient pass: the staged g_y rows, g_x once (int16), the weights once."""
     s = shape
-    g = _bwd_staging(s, n)["x_bytes"] if n else 0
+    g = _pass_staging("bwd_data", s, n)["x_bytes"] if n else 0
     return g + 2 * n * s.ci * s.h * s.w + s.co * s.ci * s.k * s.k
 
 
 def bwd_sweep_cycles(shape: ConvShape, n: int) -> int:
-    """Cycles of the input gradient's calls through the blackbox: the prologue, then each call at
-    the longest of its beats + HLS_CALL_OVERHEAD, its outputs through the requantisers and its
-    stager's trips (the flush not included)."""
-    if n == 0:
-        return 0
-    st = _bwd_staging(shape, n)
-    req = em.ROWS * em.COLS / ENGINE_REQUANT
-    return int(math.ceil(st["prologue"] + sum(max(b + em.HLS_CALL_OVERHEAD, req, t)
-                                              for b, t in zip(st["per_call_beats"], st["per_call"]))))
+    """_staged_sweep_cycles of the input gradient (ROWS x COLS outputs a call)."""
+    return _staged_sweep_cycles("bwd_data", shape, n, em.ROWS * em.COLS)
 
 
 def fwd_ddr(shape: ConvShape, n: int) -> int:
     """DDR bytes of the forward pass: the staged x rows, y once, the weights once."""
     s = shape
-    x = _fwd_staging(s, n)["x_bytes"] if n else 0
+    x = _pass_staging("fwd", s, n)["x_bytes"] if n else 0
     return x + n * s.co * s.ho * s.wo + s.co * s.ci * s.k * s.k
 
 
 def fwd_sweep_cycles(shape: ConvShape, n: int) -> int:
-    """Cycles of the forward's calls through the blackbox: the prologue, then each call at the
-    longest of its beats + HLS_CALL_OVERHEAD, its outputs through the requantisers and its
-    stager's trips (the flush not included)."""
-    if n == 0:
-        return 0
-    st = _fwd_staging(shape, n)
-    req = em.ROWS * 2 * em.COLS / ENGINE_REQUANT
-    return int(math.ceil(st["prologue"] + sum(max(b + em.HLS_CALL_OVERHEAD, req, t)
-                                              for b, t in zip(st["per_call_beats"], st["per_call"]))))
-
-
-def _staging(shape: ConvShape, n: int) -> dict:
-    """engine_map.wgrad_staging, cached on everything it reads (the grid and buffer constants
-    included, which tests may change): the trainer prices every weight-gradient call with it."""
-    key = (shape, n, em.ROWS, em.COLS, em.WGRAD_PART_WEIGHTS, em.WGRAD_X_WORDS, em.WGRAD_G_ROWS, em.WGRAD_CHUNK)
-    got = _STAGING_CACHE.get(key)
-    if got is None:
-        if len(_STAGING_CACHE) > 4096:
-            _STAGING_CACHE.clear()
-        got = _STAGING_CACHE[key] = em.wgrad_staging(shape, n)
-    return got
+    """_staged_sweep_cycles of the forward (ROWS x 2*COLS outputs a call)."""
+    return _staged_sweep_cycles("fwd", shape, n, em.ROWS * 2 * em.COLS)
 
 
 def wgrad_sweep_ddr(shape: ConvShape, n: int | None = None) -> int:
@@ -267,7 +241,7 @@ def wgrad_sweep_ddr(shape: ConvShape, n: int | None = None) -> int:
     n = shape.n if n is None else n
     if n == 0:
         return 0
-    st = _staging(shape, n)
+    st = _pass_staging("wgrad", shape, n)
     return st["x_bytes"] + st["g_bytes"]
 
 
@@ -279,7 +253,7 @@ def wgrad_sweep_cycles(shape: ConvShape, n: int | None = None) -> int:
     n = shape.n if n is None else n
     if n == 0:
         return 0
-    st = _staging(shape, n)
+    st = _pass_staging("wgrad", shape, n)
     part = em.ROWS * em.COLS / PART_ADDERS
     f = em.wgrad_beat_cycles(shape)
     return int(math.ceil(st["prologue"] + sum(max(b * f + em.HLS_CALL_OVERHEAD, part, t)
