@@ -292,6 +292,8 @@ int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::wor
 // sum over engine calls of the larger of the call's x and g trips (the stagers' time inside
 // the calls); [7] column reads whose bank held another word (0: the layout's argument above).
 void e2t_wgrad_staging_reset();
+void e2t_wgrad_staging_add(int field, int64_t v);
+extern "C" void e2t_wgrad_staging(int64_t out[8]);
 // The forward's x buffer traffic since the last forward pass began (C simulation only, for the
 // model's test, tests/kernels/test_fwd_staging.py): [0] x bytes read from DDR (the in-image codes
 // of the staged row spans); [1] stager loop trips in all; [2] the prologue's (the first step,
@@ -306,13 +308,23 @@ extern "C" void e2t_fwd_staging(int64_t out[6]);
 void e2t_bwd_staging_reset();
 void e2t_bwd_staging_add(int field, int64_t v);
 extern "C" void e2t_bwd_staging(int64_t out[6]);
+// A pass's first step, staged before its first call: `call` (a stage() call) with its trips (what
+// it adds to field 1 of the counters `read` returns) recorded as the prologue (field 2).
+#define E2T_COUNTED_PROLOGUE(read, add, call) \
+    do {                                       \
+        int64_t before_[6], after_[6];         \
+        read(before_);                         \
+        call;                                  \
+        read(after_);                          \
+        add(2, after_[1] - before_[1]);        \
+    } while (0)
 // Whether the forward's and the input gradient's feeders check every read against their stagers'
 // record of what they wrote ([5] above) and run the trip loops Vitis HLS builds; off unless a test
 // turns it on (it triples the C simulation's time). Per thread, as the buffers are.
 extern "C" void e2t_staging_check(int on);
 extern thread_local bool e2t_staging_checks;
-void e2t_wgrad_staging_add(int field, int64_t v);
-extern "C" void e2t_wgrad_staging(int64_t out[8]);
+#else
+#define E2T_COUNTED_PROLOGUE(read, add, call) call
 #endif
 
 // One engine call: the feeder of `mode` streams the beats while the engine consumes them (in

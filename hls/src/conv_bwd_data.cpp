@@ -354,15 +354,7 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
     if (more) {
         bwd::Job first = {make_step(wk, q, samples, 0), 0, 0};
         first.u1 = first.st.nco;
-#ifndef __SYNTHESIS__
-        int64_t t0[6], t1[6];
-        e2t_bwd_staging(t0);
-#endif
-        bwd::stage(g_y, samples, q, first, gb);
-#ifndef __SYNTHESIS__
-        e2t_bwd_staging(t1);
-        E2T_BWD_STAGING(2, t1[1] - t0[1]);
-#endif
+        E2T_COUNTED_PROLOGUE(e2t_bwd_staging, e2t_bwd_staging_add, bwd::stage(g_y, samples, q, first, gb));
         fd.bs.st = first.st;
     }
     // groups with no phase that has taps or positions still get their g_x zeros below

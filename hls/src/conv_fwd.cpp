@@ -381,15 +381,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
     if (nsteps > 0) {
         fwd::Job first = {make_step(wk, q, samples, 0, 0, d), 0, 0};
         first.u1 = first.st.nch;
-#ifndef __SYNTHESIS__
-        int64_t t0[6], t1[6];
-        e2t_fwd_staging(t0);
-#endif
-        fwd::stage(x, samples, q, first, xf);
-#ifndef __SYNTHESIS__
-        e2t_fwd_staging(t1);
-        E2T_FWD_STAGING(2, t1[1] - t0[1]);
-#endif
+        E2T_COUNTED_PROLOGUE(e2t_fwd_staging, e2t_fwd_staging_add, fwd::stage(x, samples, q, first, xf));
         fd.fs.st = first.st;
     }
     int group = -1;
