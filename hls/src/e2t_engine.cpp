@@ -16,8 +16,8 @@
 // argument order (host/e2train/device/kernel_iface.py E2T_ENGINE). Four m_axi bundles, each
 // one AXI master, shared by the passes by role (no pass drives two bundles' worth of streams
 // on one adapter):
-//   gx  x                 the activation stream (forward and weight-gradient feeders)
-//   gg  g_y               the output-gradient stream (input-gradient and weight-gradient feeders)
+//   gx  x                 the activation stream (forward and weight-gradient stagers)
+//   gg  g_y               the output-gradient stream (input-gradient and weight-gradient stagers)
 //   gw  w, bias, samples, w_master, sign, predicted, gmsb, stats, b_gb, b_coef, b_sums
 //                         weight tiles, the sample list, the weight update and PSG scratch,
 //                         the block unit's coefficients and sums
@@ -50,8 +50,9 @@ void feed(psg::stream<eng::Beat> &in, uint8_t mode, const Feed &f, const Geometr
 }  // namespace
 }  // namespace e2t
 
-// The stagers (the weight gradient's next step, f.job; empty ranges for the other passes) write
-// the half of the chunk buffers that the feeder does not read: the buffers are STABLE for this
+// The stagers (the next step of the pass that runs: f.job for the weight gradient, f.fj for the
+// forward, f.bj for the input gradient; empty ranges for the others) write the half of their
+// buffers that the feeder does not read: the buffers are STABLE for this
 // region (UG1399, "Stable Arrays": the locations a process reads are not written by another
 // process while the region runs, and the ones it writes are not read), so the stagers, the
 // feeder and the engine run side by side and a call lasts the longest of the three.
