@@ -19,9 +19,10 @@ One row per part, LUT / FF / DSP48E1 / BRAM36, each labelled with where its numb
   goes through one function, shared by an ALLOCATION pragma: tests/kernels/test_hls_sources.py).
   AXI masters, control registers, operand feeders and buffers, requantisers, PSG decision
   and update: a stated estimate, item by item below; no Vitis HLS report exists here. The
-  weight gradient's x gather (18 chunk-buffer banks to the engine's columns) is also written
-  as RTL (fpga/rtl/wgrad_gather.v, checked against a model of the C++ by cocotb) so that
-  yosys counts it.
+  weight gradient's x gather (18 chunk-buffer banks to the engine's columns) and the forward's
+  and input gradient's read sides (their buffers' banks to the positions' codes, and the banks'
+  entries) are also written as RTL (fpga/rtl/wgrad_gather.v, pos_gather.v, each checked against
+  a model of the C++ by cocotb) so that yosys counts them.
 * the block unit beside the engine (e2t_engine ops 3..5, hls/src/block_ops.cpp) and conv_fwd's
   BN sums: a stated estimate too, from what the code asks HLS to build, priced per primitive
   (BLOCK_COSTS: a DSP48E1 per multiply the code binds to DSP, a LUT per adder bit, half a LUT
@@ -63,15 +64,21 @@ REQUANT = 4            # requantisers of the shell (perfmodel.ENGINE_REQUANT), 2
 WG_FEED_LUT = 210 + 160 + 100 + 140 + 10
 WG_STAGE_LUT = 36 + 224 + 190 + 64 + 112 + 120 + 130 + 100
 # The forward's feeder and stager (hls/src/conv_fwd.cpp, the x buffer of e2t_passes.h namespace
-# fwd), priced per primitive in the same way (the items in shell_rows).
-FWD_FEED_LUT = 288 + 76 + 120 + 13
+# fwd) beyond their read side (POS_GATHER, counted by yosys), priced per primitive in the same way
+# (the items in shell_rows).
+FWD_FEED_LUT = 120 + 13
 FWD_STAGE_LUT = 288 + 64 + 130 + 114 + 60 + 200 + 150 + 250
 # The input gradient's (hls/src/conv_bwd_data.cpp, the g buffer of namespace bwd), the same way.
-BWD_FEED_LUT = 288 + 40 + 120 + 13
+BWD_FEED_LUT = 120 + 13
 BWD_STAGE_LUT = 128 + 40 + 60 + 40 + 150 + 150 + 150 + 50
 # The weight gradient's x gather as RTL (its function is wgrad::feed's columns; HLS builds it from
 # the C++), synthesised by yosys like the engine.
 GATHER = ("wgrad_gather", [ROOT / "fpga" / "rtl" / "wgrad_gather.v"])
+# The forward's and the input gradient's read side (their feeders' column(): the banks' entries and
+# the positions' codes) as RTL, at each pass's parameters (tests/cocotb/test_pos_gather.py).
+POS_GATHER = ("pos_gather", [ROOT / "fpga" / "rtl" / "pos_gather.v"])
+POS_PARAMS = {"fwd": {"NPOS": 2 * engine_map.COLS, "W": 8, "ABITS": (2 * engine_map.FWD_X_WORDS - 1).bit_length()},
+              "bwd": {"NPOS": engine_map.COLS, "W": 16, "ABITS": (2 * engine_map.BWD_G_WORDS - 1).bit_length()}}
 
 # The PS side of the block design: the kernel masters its own DDR traffic (m_axi), so there
 # is no AXI DMA. Four m_axi bundles reach the HP ports through 1:1 AXI interconnects (a
@@ -167,20 +174,17 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
          f"estimate: {n_args} 32-bit arguments (op, {n_ptr} m_axi offsets, {n_args - 1 - n_ptr} scalars), one "
          f"bundle: the {AXIL_ARGS_V20}-argument estimate's {AXIL_LUT} LUT at its rate per argument, its "
          f"{AXIL_FF} FF + 32 FF per further argument"),
-        ("input-gradient feeder: position codes, bank entries, tap counters",
-         {"LUT": BWD_FEED_LUT, "FF": 300, "DSP": 0, "BRAM36": 0},
-         "estimate: 18 x 16-bit 3:1 code selects (position c from bank c + nkx - 1 - b: 288), 20 banks' entries as "
-         "the base and a 2-bit slot (40), the beat's counters and entry base (120), the weight row address (13)"),
+        ("input-gradient feeder: tap counters", {"LUT": BWD_FEED_LUT, "FF": 100, "DSP": 0, "BRAM36": 0},
+         "estimate: the beat's counters and entry base (120), the weight row address (13); its read side is the "
+         "row above"),
         ("input-gradient stager, phases and step walk", {"LUT": BWD_STAGE_LUT, "FF": 700, "DSP": 0, "BRAM36": 0},
          "estimate: the DDR words rotated into the window's 4 int16 lanes (4 x 16 b x 8:1: 128), the lanes' output "
          "masks (40), 20 bank write enables (60), the entry (40), the segment, row and window counters (150), the "
          "rows' DDR addresses (150), the next block's placement: segments and slots of 18 positions (150), the "
          "phase's geometry (50)"),
-        ("forward feeder: position codes, bank entries, tap counters",
-         {"LUT": FWD_FEED_LUT, "FF": 350, "DSP": 0, "BRAM36": 0},
-         "estimate: 36 x 8-bit 3:1 code selects (position i from bank i + kx/S: 288), 38 banks' entries as the "
-         "base and a 2-bit slot, the slot a 3:1 select (76), the beat's counters and entry base (120), the weight "
-         "row address (13)"),
+        ("forward feeder: tap counters", {"LUT": FWD_FEED_LUT, "FF": 100, "DSP": 0, "BRAM36": 0},
+         "estimate: the beat's counters and entry base (120), the weight row address (13); its read side is the "
+         "row above"),
         ("forward stager and step walk", {"LUT": FWD_STAGE_LUT, "FF": 900, "DSP": 0, "BRAM36": 0},
          "estimate: the DDR bytes rotated into the window's 8 lanes (8 x 8 b x 16:1, from two held 64-bit words: "
          "288) and the stride-2 phase pick (64), the lanes' image masks (130), 38 bank write enables (114), the "
@@ -260,17 +264,20 @@ def synth(rows: int, cols: int, out: Path) -> dict:
     return _counts(stat)
 
 
-def synth_gather(out: Path) -> dict:
-    """yosys counts of the weight gradient's x gather (GATHER), cached by the RTL's hash."""
-    top, files = GATHER
+def synth_gather(out: Path, gather=GATHER, params: dict | None = None) -> dict:
+    """yosys counts of a gather written as RTL (GATHER, the weight gradient's; POS_GATHER with a
+    pass's parameters), cached by the RTL's hash and the parameters."""
+    top, files = gather
+    chparam = " ".join(f"-set {k} {v}" for k, v in (params or {}).items())
 
     def script_of(names):
-        return (f"read_verilog {' '.join(names)}; synth_xilinx -family xc7 -top {top} -flatten -noiopad; "
-                f"tee -q -o stat.json stat -json")
+        return (f"read_verilog {' '.join(names)}; " + (f"chparam {chparam} {top}; " if chparam else "")
+                + f"synth_xilinx -family xc7 -top {top} -flatten -noiopad; tee -q -o stat.json stat -json")
     key = hashlib.sha256(b"".join(p.read_bytes() for p in files) + script_of(p.name for p in files).encode())
-    stat = out / f"{top}_{key.hexdigest()[:16]}.json"
+    tag = "_".join(f"{v}" for v in (params or {}).values())
+    stat = out / f"{top}{'_' + tag if tag else ''}_{key.hexdigest()[:16]}.json"
     if not stat.exists():
-        work = out / f"work_{top}"
+        work = out / f"work_{top}{'_' + tag if tag else ''}"
         work.mkdir(parents=True, exist_ok=True)
         _run_yosys(script_of(os.path.relpath(p, work) for p in files), work, stat, top)
     return _counts(stat)
@@ -328,6 +335,12 @@ def budget(rows: int, cols: int, out: Path, synth_full: bool,
     parts += [("weight-gradient x gather (18 banks to the columns)", synth_gather(out),
                "yosys synth_xilinx of fpga/rtl/wgrad_gather.v, the function of wgrad::feed's columns (the HLS "
                "shell builds it from the C++)")]
+    for which, what in (("fwd", "forward: 36 x 8-bit codes from 38 x-buffer banks"),
+                        ("bwd", "input gradient: 18 x 16-bit codes from 20 g-buffer banks")):
+        parts += [(f"{what.split(':')[0]} read side ({what.split(': ')[1]}, their entries)",
+                   synth_gather(out, POS_GATHER, POS_PARAMS[which]),
+                   "yosys synth_xilinx of fpga/rtl/pos_gather.v at the pass's parameters, the function of its "
+                   "feeder's column() (the HLS shell builds it from the C++)")]
     parts += shell_rows(rows, cols) + block_rows(lanes)
     parts += [(name, v, "allowance (PG059 tables not read here)") for name, v in PS_IP]
     return parts, note

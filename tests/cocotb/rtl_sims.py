@@ -22,6 +22,8 @@ SOURCES = {
     "kernel_axi_top": ["msb_split.v", "train_engine.v", "train_engine_hls.v", "axil_ctrl.v", "kernel_axi_top.v"],
     # the weight gradient's x gather, the function of wgrad::feed's columns (fpga/fit.py counts it)
     "wgrad_gather": ["wgrad_gather.v"],
+    # the forward's and input gradient's read side, the function of their feeders' column() (fit.py counts it)
+    "pos_gather": ["pos_gather.v"],
 }
 
 

@@ -27,6 +27,9 @@ CONFIGS += [("axil_ctrl", CTRL, {"N_ARGS": len(ki.E2T_ENGINE.args), "ADDR_WIDTH"
             ("kernel_axi_top", [str(RTL_DIR / f) for f in SOURCES["kernel_axi_top"]], {"ROWS": 2, "COLS": 3})]
 # the weight gradient's x gather (fpga/fit.py counts it)
 CONFIGS += [("wgrad_gather", [str(RTL_DIR / f) for f in SOURCES["wgrad_gather"]], {})]
+# the forward's and input gradient's read side, at both passes' parameters
+CONFIGS += [("pos_gather", [str(RTL_DIR / f) for f in SOURCES["pos_gather"]], p)
+            for p in ({"NPOS": 36, "W": 8, "ABITS": 11}, {"NPOS": 18, "W": 16, "ABITS": 10})]
 IDS = [f"{t}-" + "-".join(f"{k}{v}" for k, v in p.items()) for t, _, p in CONFIGS]
 
 
