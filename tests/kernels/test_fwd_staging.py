@@ -136,3 +136,4 @@ def test_the_forward_hides_its_staging_under_the_calls_but_where_rows_are_short(
         over[name] = perfmodel.fwd_sweep_cycles(sh, sh.n) / (st["prologue"] + calls)
     assert over["s2b0c1"] > 1.05                                  # the stager sets the pace
     assert all(v < 1.01 for k, v in over.items() if k != "s2b0c1")
+
