@@ -22,7 +22,7 @@
 
 namespace e2t {
 
-constexpr int R = eng::kRows, C = eng::kCols, KK = E2T_MAX_K * E2T_MAX_K;
+constexpr int R = eng::kRows, C = eng::kCols;
 
 // The weight tile buffer the forward and input-gradient passes share (the top holds one):
 // [channel * k*k + tap][row], a row per output (forward) or input (input-gradient) channel.
@@ -36,6 +36,70 @@ inline Geometry geometry(int ci, int h, int wd, int co, int k, int stride, int p
     return Geometry{ci, h, wd, co, k, stride, pad, e2t_out_dim(h, k, stride, pad), e2t_out_dim(wd, k, stride, pad),
                     ci * k * k};
 }
+
+// The forward's and the input gradient's walk over their steps (hls/src/conv_fwd.cpp,
+// conv_bwd_data.cpp): groups of output- (forward) or input-channel (input gradient) tiles whose
+// weights fit the weight buffer, the input gradient's phases, their blocks, and per block one step
+// read by every tile of the group or, when the block's channels take several steps, per tile its
+// channel steps. Where the walk is: group g, phase ph (0 in the forward), block blk, tile tl of
+// the group and channel step cs.
+struct Walk {
+    int ntiles, per_group;
+    int g, ph, blk, tl, cs;
+};
+inline int group_tiles(const Walk &wk) {
+    const int g0 = wk.g * wk.per_group;
+    return wk.ntiles - g0 < wk.per_group ? wk.ntiles - g0 : wk.per_group;
+}
+// The block's next (tile, channel step) when its channels take `steps` steps; false (tile and
+// step back to 0) when the block is done.
+inline bool next_in_block(Walk &wk, int steps) {
+    if (steps == 1) return false;
+    if (++wk.cs < steps) return true;
+    wk.cs = 0;
+    if (++wk.tl < group_tiles(wk)) return true;
+    wk.tl = 0;
+    return false;
+}
+// A stager's trips for one staged row of rlen codes starting at bank i0: per phase (r % S) the
+// aligned windows of `lanes` banks its codes fall in, at least the row's 64-bit DDR words
+// (`lanes` codes each: a phase that is never read is still read from DDR).
+inline int row_trips(int i0, int rlen, int S, int nph, int lanes) {
+    int w = 0;
+    for (int ph = 0; ph < nph; ph++) {
+        const int n = (rlen - ph + S - 1) / S;          // the phase's codes: banks i0 .. i0 + n - 1
+        w += (i0 + n - 1) / lanes - i0 / lanes + 1;
+    }
+    const int words = (rlen + lanes - 1) / lanes;
+    return w > words ? w : words;
+}
+// The slots of a staged buffer's entries (namespaces fwd and bwd below): segments j and j+m of a
+// block share banks only across fewer whole rows of `width` positions than the halo; rounded up
+// to 1, 2 or 4, so that an entry is its base and the slot side by side.
+inline int entry_slots(int halo, int width) {
+    const int need = halo ? 2 + (halo - 1) / width : 1;
+    return need <= 1 ? 1 : need <= 2 ? 2 : 4;
+}
+#ifndef __SYNTHESIS__
+// C simulation only: a block's runs of positions with one slot (the feeders copy a run of banks at
+// once), and each position's segment (the feeders' read checks).
+inline int slot_runs(const uint8_t *slot, int n, int i0[], int len[], int d[]) {
+    int runs = 0;
+    for (int i = 0; i < n; i++) {
+        if (i == 0 || slot[i] != slot[i - 1]) {
+            i0[runs] = i;
+            len[runs] = 0;
+            d[runs++] = slot[i];
+        }
+        len[runs - 1]++;
+    }
+    return runs;
+}
+inline void segment_of(const int *seg_i0, const int *seg_len, int nseg, int out[]) {
+    for (int j = 0; j < nseg; j++)
+        for (int i = seg_i0[j]; i < seg_i0[j] + seg_len[j]; i++) out[i] = j;
+}
+#endif
 
 namespace fwd {
 // The forward's x buffer (docs/rtl.md, "The forward's x buffer"; engine_map's FWD_* constants are
@@ -89,10 +153,7 @@ struct Span {
     int wrow0, co0;
 };
 // The slots D of a layer's entries (see above): what its segments need, rounded up to 1, 2 or 4.
-inline int slots(const Geometry &q) {
-    const int halo = (q.k - 1) / q.stride, need = halo ? 2 + (halo - 1) / q.wo : 1;
-    return need <= 1 ? 1 : need <= 2 ? 2 : 4;
-}
+inline int slots(const Geometry &q) { return entry_slots((q.k - 1) / q.stride, q.wo); }
 inline int phases(const Geometry &q) { return q.stride < q.k ? q.stride : q.k; }
 // Input channels one step can hold: a channel takes k * phases * slots entries of each bank.
 inline int step_channels(const Geometry &q) {
@@ -157,10 +218,7 @@ struct Span {
     int wrow0, ci0;
 };
 // The slots of a phase's entries (see above): what its segments need, rounded up to 1, 2 or 4.
-inline int slots(const Phase &f) {
-    const int halo = f.nkx - 1, need = halo ? 2 + (halo - 1) / f.nx : 1;
-    return need <= 1 ? 1 : need <= 2 ? 2 : 4;
-}
+inline int slots(const Phase &f) { return entry_slots(f.nkx - 1, f.nx); }
 // Output channels one step can hold: a channel takes nky * slots entries of each bank's half.
 inline int step_channels(const Geometry &q, const Phase &f) {
     const int fit = GB_WORDS / (f.nky * slots(f));
@@ -285,6 +343,17 @@ int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::wor
 }  // namespace e2t
 
 #ifndef __SYNTHESIS__
+// One of the C simulation's counter sets (N fields), one per thread as the buffers are.
+template <int N> struct Counters {
+    int64_t v[N] = {};
+    void reset() {
+        for (int i = 0; i < N; i++) v[i] = 0;
+    }
+    void add(int field, int64_t d) { v[field] += d; }
+    void read(int64_t out[]) const {
+        for (int i = 0; i < N; i++) out[i] = v[i];
+    }
+};
 // The chunk buffers' traffic since the last weight-gradient pass began (C simulation only, for
 // the model's test, tests/kernels/test_wgrad_staging.py): [0] x bytes and [1] g bytes read
 // from DDR; [2] x and [3] g stager loop trips in all; [4] the prologue's (the first step,

@@ -112,13 +112,6 @@ inline int16_t column(const int16_t gb[][GB_BANKS], const Block &b, int e0, int 
 }
 }  // namespace
 
-// A row's trips: its aligned windows of GB_STAGE banks (banks i0 .. i0 + rlen - 1), at least its
-// 64-bit DDR words (rlen int16 codes).
-inline int row_trips(int i0, int rlen) {
-    const int w = (i0 + rlen - 1) / GB_STAGE - i0 / GB_STAGE + 1, words = (rlen + GB_STAGE - 1) / GB_STAGE;
-    return w > words ? w : words;
-}
-
 // A job's output channels of its step: per channel, segment and kernel row, the segment's g_y
 // row span (one DDR burst of its in-output codes; zeros outside the output), a trip per aligned
 // window of GB_STAGE banks (bank m takes lane m % 4: one rotation of the DDR words).
@@ -145,7 +138,7 @@ void stage(const int16_t *g_y, const int32_t *samples, const Geometry &q, const 
                     const int lo = ox0 < 0 ? 0 : ox0, hi = ox0 + rlen - 1 < q.wo - 1 ? ox0 + rlen - 1 : q.wo - 1;
                     if (hi >= lo) E2T_BWD_STAGING(0, 2 * (hi - lo + 1));
                 }
-                E2T_BWD_STAGING(1, row_trips(i0, rlen));
+                E2T_BWD_STAGING(1, row_trips(i0, rlen, 1, 1, GB_STAGE));
                 if (!e2t_staging_checks) {
                     // The same writes as the windows below, in a run (the C simulation's speed).
                     int16_t *dst = &gb[e][i0];
@@ -182,19 +175,9 @@ void feed(psg::stream<eng::Beat> &in, const Span &sp, const int16_t gb[][GB_BANK
     const Phase &f = st.ph;
     const int kk = q.k * q.k, taps = st.nco * f.nky * f.nkx;
 #ifndef __SYNTHESIS__
-    int seg_of[C] = {};
-    for (int j = 0; j < b.nseg; j++)
-        for (int c = b.seg_i0[j]; c < b.seg_i0[j] + b.seg_len[j]; c++) seg_of[c] = j;
-    // runs of positions with one slot: the segments, then the off positions (slot 0)
-    int runs = 0, run_c0[C], run_len[C], run_d[C];
-    for (int c = 0; c < C; c++) {
-        if (c == 0 || b.slot[c] != b.slot[c - 1]) {
-            run_c0[runs] = c;
-            run_len[runs] = 0;
-            run_d[runs++] = b.slot[c];
-        }
-        run_len[runs - 1]++;
-    }
+    int seg_of[C] = {}, run_c0[C], run_len[C], run_d[C];
+    segment_of(b.seg_i0, b.seg_len, b.nseg, seg_of);
+    const int runs = slot_runs(b.slot, C, run_c0, run_len, run_d);  // the segments, then the off positions (slot 0)
 #endif
     eng::Beat beat = {};
     int j = 0;
@@ -251,26 +234,15 @@ void drain(psg::stream<eng::Row> &out, const Block &b, int ci0, int16_t *g_x, co
     }
 }
 
-// The pass's walk over its steps: groups of input-channel tiles (their weights fit the weight
-// buffer), the phases with taps, their blocks, and per block one step of every output channel
-// (read by each tile's call) or, when they do not fit, per tile the steps of step_channels.
-struct Walk {
-    int ntiles, per_group, n_samples;
-    int g, ph, blk, tl, cs;           // where the walk is: group, phase (py*S + px), block, tile, channel step
-};
-
-int group_tiles(const Walk &wk) {
-    const int g0 = wk.g * wk.per_group;
-    return wk.ntiles - g0 < wk.per_group ? wk.ntiles - g0 : wk.per_group;
-}
 int channel_steps(const Geometry &q, const Phase &f) {
     const int c = bwd::step_channels(q, f);
     return (q.co + c - 1) / c;
 }
-int phase_blocks(const Walk &wk, const Phase &f) { return (wk.n_samples * f.per_sample() + C - 1) / C; }
+int phase_blocks(int n_samples, const Phase &f) { return (n_samples * f.per_sample() + C - 1) / C; }
 
-// The walk's first step at or after its position: skips phases without taps or positions.
-bool settle(Walk &wk, const Geometry &q) {
+// The walk's (e2t_passes.h, Walk) first step at or after its position: skips phases without taps or
+// positions.
+bool settle(Walk &wk, const Geometry &q, int n_samples) {
     const int S = q.stride, nph = S * S;
     for (;;) {
         if (wk.g * wk.per_group >= wk.ntiles) return false;
@@ -280,7 +252,7 @@ bool settle(Walk &wk, const Geometry &q) {
             continue;
         }
         const Phase f = bwd::phase_of(q, wk.ph / S, wk.ph % S);
-        if (f.taps(q.co) == 0 || wk.blk >= phase_blocks(wk, f)) {
+        if (f.taps(q.co) == 0 || wk.blk >= phase_blocks(n_samples, f)) {
             wk.ph++;
             wk.blk = wk.tl = wk.cs = 0;
             continue;
@@ -289,22 +261,14 @@ bool settle(Walk &wk, const Geometry &q) {
     }
 }
 
-// The step after the walk's: the next channel step, tile, block, phase or group.
-bool advance(Walk &wk, const Geometry &q) {
-    const int S = q.stride;
-    const Phase f = bwd::phase_of(q, wk.ph / S, wk.ph % S);
-    const int steps = channel_steps(q, f);
-    if (steps > 1) {
-        if (++wk.cs < steps) return true;
-        wk.cs = 0;
-        if (++wk.tl < group_tiles(wk)) return true;
-        wk.tl = 0;
-    }
+// The walk's next step: the block's next (tile, channel step), else the next block, phase or group.
+bool advance(Walk &wk, const Geometry &q, int n_samples) {
+    if (next_in_block(wk, channel_steps(q, bwd::phase_of(q, wk.ph / q.stride, wk.ph % q.stride)))) return true;
     wk.blk++;
-    return settle(wk, q);
+    return settle(wk, q, n_samples);
 }
 
-bwd::Step make_step(const Walk &wk, const Geometry &q, const int32_t *samples, int half) {
+bwd::Step make_step(const Walk &wk, const Geometry &q, const int32_t *samples, int n_samples, int half) {
     bwd::Step st;
     st.half = half;
     st.ph = bwd::phase_of(q, wk.ph / q.stride, wk.ph % q.stride);
@@ -312,7 +276,7 @@ bwd::Step make_step(const Walk &wk, const Geometry &q, const int32_t *samples, i
     const int per = bwd::step_channels(q, st.ph);
     st.o0 = wk.cs * per;
     st.nco = q.co - st.o0 < per ? q.co - st.o0 : per;
-    bwd::place(st.b, samples, q, st.ph, wk.n_samples, wk.blk * C, st.d);
+    bwd::place(st.b, samples, q, st.ph, n_samples, wk.blk * C, st.d);
     return st;
 }
 
@@ -343,8 +307,7 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
     Walk wk = {};
     wk.ntiles = (ci + R - 1) / R;
     wk.per_group = kWeightRows / rows < wk.ntiles ? kWeightRows / rows : wk.ntiles;
-    wk.n_samples = n_samples;
-    bool more = settle(wk, q);
+    bool more = settle(wk, q, n_samples);
 
     Feed fd = {};
     Block pend = {};                            // the (block, tile) whose rows the engine holds
@@ -352,7 +315,7 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
     bool pending = false;
     int group = -1;
     if (more) {
-        bwd::Job first = {make_step(wk, q, samples, 0), 0, 0};
+        bwd::Job first = {make_step(wk, q, samples, n_samples, 0), 0, 0};
         first.u1 = first.st.nco;
         E2T_COUNTED_PROLOGUE(e2t_bwd_staging, e2t_bwd_staging_add, bwd::stage(g_y, samples, q, first, gb));
         fd.bs.st = first.st;
@@ -391,9 +354,9 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
         const int t_lo = steps == 1 ? g0 : g0 + wk.tl, t_hi = steps == 1 ? g0 + group_tiles(wk) : t_lo + 1;
         const bool first_cs = wk.cs == 0;       // the first channel step of a (block, tile): clear, emit
         Walk nxt = wk;
-        more = advance(nxt, q);
+        more = advance(nxt, q, n_samples);
         bwd::Job job = {};
-        if (more) job.st = make_step(nxt, q, samples, cur.half ^ 1);
+        if (more) job.st = make_step(nxt, q, samples, n_samples, cur.half ^ 1);
         const int ncalls = t_hi - t_lo;
         for (int tq = 0; tq < ncalls; tq++) {
             const int tile = t_lo + tq, ci0 = tile * R, tci = ci - ci0 < R ? ci - ci0 : R;
@@ -433,13 +396,9 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
 
 #ifndef __SYNTHESIS__
 namespace {
-thread_local int64_t bwd_staging_count[6];
+thread_local Counters<6> bwd_counts;
 }
-void e2t_bwd_staging_reset() {
-    for (int i = 0; i < 6; i++) bwd_staging_count[i] = 0;
-}
-void e2t_bwd_staging_add(int field, int64_t v) { bwd_staging_count[field] += v; }
-extern "C" void e2t_bwd_staging(int64_t out[6]) {
-    for (int i = 0; i < 6; i++) out[i] = bwd_staging_count[i];
-}
+void e2t_bwd_staging_reset() { bwd_counts.reset(); }
+void e2t_bwd_staging_add(int field, int64_t v) { bwd_counts.add(field, v); }
+extern "C" void e2t_bwd_staging(int64_t out[6]) { bwd_counts.read(out); }
 #endif

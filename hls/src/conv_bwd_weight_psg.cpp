@@ -575,13 +575,9 @@ int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::wor
 
 #ifndef __SYNTHESIS__
 namespace {
-thread_local int64_t staging_count[8];
+thread_local Counters<8> wgrad_counts;
 }
-void e2t_wgrad_staging_reset() {
-    for (int i = 0; i < 8; i++) staging_count[i] = 0;
-}
-void e2t_wgrad_staging_add(int field, int64_t v) { staging_count[field] += v; }
-extern "C" void e2t_wgrad_staging(int64_t out[8]) {
-    for (int i = 0; i < 8; i++) out[i] = staging_count[i];
-}
+void e2t_wgrad_staging_reset() { wgrad_counts.reset(); }
+void e2t_wgrad_staging_add(int field, int64_t v) { wgrad_counts.add(field, v); }
+extern "C" void e2t_wgrad_staging(int64_t out[8]) { wgrad_counts.read(out); }
 #endif

@@ -29,7 +29,6 @@
 // 31 and acc_hi's 31 bits.
 #ifndef __SYNTHESIS__
 #include <cstring>
-#include <stdexcept>
 #endif
 #include "e2t_block.h"
 #include "e2t_fixed.h"
@@ -90,18 +89,7 @@ int64_t tag(int64_t id, int seg) { return id * NPOS + seg; }
 // span (one DDR burst of its in-image codes; zeros outside the image), written per phase (r % S)
 // in trips of an aligned window of STAGE_CODES banks: the phase's code r goes to bank
 // m = i_j + r / S, lane m % 8 of window m / 8, so one rotation of the DDR bytes feeds every
-// window and each bank takes one write a cycle. A row costs the larger of its windows and its
-// DDR words (rlen / 8: a phase that is never read, k < S, is still read from DDR).
-inline int row_trips(int i0, int rlen, int S, int nph) {
-    int w = 0;
-    for (int ph = 0; ph < nph; ph++) {
-        const int n = (rlen - ph + S - 1) / S;          // the phase's codes: banks i0 .. i0 + n - 1
-        w += (i0 + n - 1) / STAGE_CODES - i0 / STAGE_CODES + 1;
-    }
-    const int words = (rlen + STAGE_CODES - 1) / STAGE_CODES;
-    return w > words ? w : words;
-}
-
+// window and each bank takes one write a cycle (row_trips counts them).
 void stage(const uint8_t *x, const int32_t *samples, const Geometry &q, const Job &jb, uint8_t xf[][XF_BANKS]) {
     const Step &st = jb.st;
     const Block &b = st.b;
@@ -124,7 +112,7 @@ void stage(const uint8_t *x, const int32_t *samples, const Geometry &q, const Jo
                     const int a = ix0 < 0 ? 0 : ix0, z = ix0 + rlen - 1 < q.wd - 1 ? ix0 + rlen - 1 : q.wd - 1;
                     E2T_FWD_STAGING(0, z - a + 1);
                 }
-                E2T_FWD_STAGING(1, row_trips(i0, rlen, S, nph));
+                E2T_FWD_STAGING(1, row_trips(i0, rlen, S, nph, STAGE_CODES));
                 if (!e2t_staging_checks) {
                     // The same writes as the windows below, a phase's codes in a run (the C
                     // simulation's speed).
@@ -184,11 +172,6 @@ void feed(psg::stream<eng::Beat> &in, const Span &sp, const uint8_t xf[][XF_BANK
     const Step &st = sp.st;
     const Block &b = st.b;
     const int k = q.k, kk = k * k, S = q.stride, nph = phases(q), taps = st.nch * kk;
-#ifndef __SYNTHESIS__
-    int seg_of[NPOS] = {};
-    for (int j = 0; j < b.nseg; j++)
-        for (int i = b.seg_i0[j]; i < b.seg_i0[j] + b.seg_len[j]; i++) seg_of[i] = j;
-#endif
     // per kernel column: its bank shift kx / S and its phase's entry offset (kx % S) * d
     int shift[E2T_MAX_K], phase_off[E2T_MAX_K];
     for (int kx = 0; kx < k; kx++) {
@@ -197,20 +180,10 @@ void feed(psg::stream<eng::Beat> &in, const Span &sp, const uint8_t xf[][XF_BANK
     }
 #ifndef __SYNTHESIS__
     static_assert(sizeof(eng::Beat::col) == NPOS, "two codes a column");
-    // runs of positions with one slot: the segments, then the off positions (slot 0)
-    int runs = 0, run_i0[NPOS + 1], run_len[NPOS + 1], run_d[NPOS + 1];
-    for (int i = 0; i < NPOS; i++) {
-        if (i == 0 || b.slot[i] != b.slot[i - 1]) {
-            run_i0[runs] = i;
-            run_len[runs] = 0;
-            run_d[runs++] = b.slot[i];
-        }
-        run_len[runs - 1]++;
-    }
-    {
-        const uint16_t one = 1;
-        if (*reinterpret_cast<const uint8_t *>(&one) != 1) throw std::runtime_error("fwd::feed: a little-endian host");
-    }
+    static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the copies below write the columns' bytes in order");
+    int seg_of[NPOS] = {}, run_i0[NPOS], run_len[NPOS], run_d[NPOS];
+    segment_of(b.seg_i0, b.seg_len, b.nseg, seg_of);
+    const int runs = slot_runs(b.slot, NPOS, run_i0, run_len, run_d);  // the segments, then the off positions (slot 0)
 #endif
     eng::Beat beat = {};
     int j = 0;
@@ -286,47 +259,28 @@ void drain(psg::stream<eng::Row> &out, const Block &b, int co0, const int32_t *b
     }
 }
 
-// The steps of a block in a group of tiles: one step of all channels when they fit (read by
-// every tile's call), else per tile the steps of step_channels() channels each.
-struct Walk {
-    int npos, nblocks, ntiles, tiles_per_group, chans, nsteps_ch;
+// What the forward's walk (e2t_passes.h, Walk) steps over: its positions, blocks, the channels a
+// step holds, the channel steps of a block and the slots.
+struct Plan {
+    int npos, nblocks, chans, nsteps_ch, d;
 };
 
-// Step number n of the pass (groups, blocks, and per block the tiles x channel steps when the
-// channels do not fit one step), with its tile (-1: every tile of the group reads it).
-struct StepAt {
-    int group, block, tile, chs;      // tile: absolute tile index, or -1; chs: channel step
-};
-StepAt step_at(const Walk &wk, int n) {
-    StepAt a;
-    int g = 0, rem = n;
-    for (;;) {                          // groups may hold fewer tiles at the end
-        const int t1 = (g + 1) * wk.tiles_per_group < wk.ntiles ? (g + 1) * wk.tiles_per_group : wk.ntiles;
-        const int tiles = t1 - g * wk.tiles_per_group;
-        const int steps = wk.nblocks * (wk.nsteps_ch == 1 ? 1 : tiles * wk.nsteps_ch);
-        if (rem < steps) break;
-        rem -= steps;
-        g++;
-    }
-    a.group = g;
-    const int t1 = (g + 1) * wk.tiles_per_group < wk.ntiles ? (g + 1) * wk.tiles_per_group : wk.ntiles;
-    const int tiles = t1 - g * wk.tiles_per_group, pb = wk.nsteps_ch == 1 ? 1 : tiles * wk.nsteps_ch;
-    a.block = rem / pb;
-    const int in_block = rem % pb;
-    a.tile = wk.nsteps_ch == 1 ? -1 : g * wk.tiles_per_group + in_block / wk.nsteps_ch;
-    a.chs = wk.nsteps_ch == 1 ? 0 : in_block % wk.nsteps_ch;
-    return a;
+// The walk's next step: the block's next (tile, channel step), else the next block or group.
+bool advance(Walk &wk, const Plan &p) {
+    if (next_in_block(wk, p.nsteps_ch)) return true;
+    if (++wk.blk < p.nblocks) return true;
+    wk.blk = 0;
+    return ++wk.g * wk.per_group < wk.ntiles;
 }
 
-// Step n of the pass, to be staged in half `half`.
-fwd::Step make_step(const Walk &wk, const Geometry &q, const int32_t *samples, int n, int half, int d) {
+// The walk's step, to be staged in half `half`.
+fwd::Step make_step(const Walk &wk, const Plan &p, const Geometry &q, const int32_t *samples, int half) {
     fwd::Step st;
-    const StepAt a = step_at(wk, n);
     st.half = half;
-    st.c0 = a.chs * wk.chans;
-    st.nch = q.ci - st.c0 < wk.chans ? q.ci - st.c0 : wk.chans;
-    st.d = d;
-    fwd::place(st.b, samples, q, wk.npos, a.block * NPOS, d);
+    st.c0 = wk.cs * p.chans;
+    st.nch = q.ci - st.c0 < p.chans ? q.ci - st.c0 : p.chans;
+    st.d = p.d;
+    fwd::place(st.b, samples, q, p.npos, wk.blk * NPOS, p.d);
     return st;
 }
 
@@ -356,19 +310,16 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
             s1[o] = s2[o] = 0;
         }
     const int kk = k * k, taps = ci * kk;
-    Walk wk;
-    wk.npos = n_samples * q.ho * q.wo;
-    wk.nblocks = (wk.npos + NPOS - 1) / NPOS;
+    Plan p;
+    p.npos = n_samples * q.ho * q.wo;
+    p.nblocks = (p.npos + NPOS - 1) / NPOS;
+    p.chans = fwd::step_channels(q);
+    p.nsteps_ch = (ci + p.chans - 1) / p.chans;
+    p.d = fwd::slots(q);
+    Walk wk = {};
     wk.ntiles = (co + R - 1) / R;
-    wk.tiles_per_group = kWeightRows / taps < wk.ntiles ? kWeightRows / taps : wk.ntiles;
-    wk.chans = fwd::step_channels(q);
-    wk.nsteps_ch = (ci + wk.chans - 1) / wk.chans;
-    const int d = fwd::slots(q);
-    int nsteps = 0;
-    for (int g0 = 0; g0 < wk.ntiles; g0 += wk.tiles_per_group) {
-        const int tiles = wk.ntiles - g0 < wk.tiles_per_group ? wk.ntiles - g0 : wk.tiles_per_group;
-        nsteps += wk.nblocks * (wk.nsteps_ch == 1 ? 1 : tiles * wk.nsteps_ch);
-    }
+    wk.per_group = kWeightRows / taps < wk.ntiles ? kWeightRows / taps : wk.ntiles;
+    bool more = p.nblocks > 0;
     const int64_t lo = relu ? 0 : -128, hi = relu ? 255 : 127;
     int ovf = 0;
     const int64_t acc_limit = e2t_requant_limit(mult_m);
@@ -378,20 +329,18 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
     Block pend = {};                            // the (block, tile) whose rows the engine holds
     int pend_co0 = 0;
     bool pending = false;
-    if (nsteps > 0) {
-        fwd::Job first = {make_step(wk, q, samples, 0, 0, d), 0, 0};
+    if (more) {
+        fwd::Job first = {make_step(wk, p, q, samples, 0), 0, 0};
         first.u1 = first.st.nch;
         E2T_COUNTED_PROLOGUE(e2t_fwd_staging, e2t_fwd_staging_add, fwd::stage(x, samples, q, first, xf));
         fd.fs.st = first.st;
     }
     int group = -1;
-    for (int nstep = 0; nstep < nsteps; nstep++) {
-        const StepAt a = step_at(wk, nstep);
-        if (a.group != group) {                 // a new group of tiles: its weights, once
-            group = a.group;
-            const int g0 = group * wk.tiles_per_group;
-            const int tiles = wk.ntiles - g0 < wk.tiles_per_group ? wk.ntiles - g0 : wk.tiles_per_group;
-            for (int tl = 0; tl < tiles; tl++)
+    while (more) {
+        const int g0 = wk.g * wk.per_group, gtiles = group_tiles(wk);
+        if (wk.g != group) {                    // a new group of tiles: its weights, once
+            group = wk.g;
+            for (int tl = 0; tl < gtiles; tl++)
                 for (int r = 0; r < R; r++)
                     for (int j = 0; j < taps; j++) {
 #pragma HLS PIPELINE II=1
@@ -400,13 +349,12 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
                     }
         }
         const fwd::Step cur = fd.fs.st;
-        const bool more = nstep + 1 < nsteps;
+        const bool first_chs = wk.cs == 0;      // the first channel step of a (block, tile): clear, emit
+        const int t_lo = p.nsteps_ch == 1 ? g0 : g0 + wk.tl, ncalls = p.nsteps_ch == 1 ? gtiles : 1;
+        Walk nxt = wk;
+        more = advance(nxt, p);
         fwd::Job job = {};
-        if (more) job.st = make_step(wk, q, samples, nstep + 1, cur.half ^ 1, d);
-        const int g0 = a.group * wk.tiles_per_group;
-        const int gtiles = wk.ntiles - g0 < wk.tiles_per_group ? wk.ntiles - g0 : wk.tiles_per_group;
-        const int t_lo = a.tile < 0 ? g0 : a.tile, t_hi = a.tile < 0 ? g0 + gtiles : a.tile + 1;
-        const int ncalls = t_hi - t_lo;
+        if (more) job.st = make_step(nxt, p, q, samples, cur.half ^ 1);
         for (int tq = 0; tq < ncalls; tq++) {
             const int tile = t_lo + tq, co0 = tile * R;
             const int tco = co - co0 < R ? co - co0 : R;
@@ -419,7 +367,6 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
             fd.fj = job;
             fd.fj.u0 = more ? tq * job.st.nch / ncalls : 0;
             fd.fj.u1 = more ? (tq + 1) * job.st.nch / ncalls : 0;
-            const bool first_chs = a.chs == 0;  // the first channel step of a (block, tile): clear, emit
             e2t_engine_call(head, in, out, eng::kFwd, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, true, false,
                             first_chs, 0, 0, pending && first_chs);
             if (pending && first_chs)
@@ -431,6 +378,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
             }
             pending = true;
         }
+        wk = nxt;
         if (more) fd.fs.st = job.st;
     }
     if (pending) {
@@ -454,15 +402,11 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
 
 #ifndef __SYNTHESIS__
 namespace {
-thread_local int64_t fwd_staging_count[6];
+thread_local Counters<6> fwd_counts;
 }
-void e2t_fwd_staging_reset() {
-    for (int i = 0; i < 6; i++) fwd_staging_count[i] = 0;
-}
-void e2t_fwd_staging_add(int field, int64_t v) { fwd_staging_count[field] += v; }
-extern "C" void e2t_fwd_staging(int64_t out[6]) {
-    for (int i = 0; i < 6; i++) out[i] = fwd_staging_count[i];
-}
+void e2t_fwd_staging_reset() { fwd_counts.reset(); }
+void e2t_fwd_staging_add(int field, int64_t v) { fwd_counts.add(field, v); }
+extern "C" void e2t_fwd_staging(int64_t out[6]) { fwd_counts.read(out); }
 thread_local bool e2t_staging_checks = false;
 extern "C" void e2t_staging_check(int on) { e2t_staging_checks = on != 0; }
 #endif

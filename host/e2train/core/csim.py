@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -307,10 +308,15 @@ class BlockTrips:
     setup: int      # the setup products' shift-and-add steps, one bit a cycle
 
 
+def _counters(fn: str, cls):
+    """One of the C simulation's counter sets (the calling thread's), as ``cls``."""
+    t = np.zeros(len(dataclasses.fields(cls)), np.int64)
+    getattr(load(), fn)(_ptr(t))
+    return cls(*(int(v) for v in t))
+
+
 def block_trips() -> BlockTrips:
-    t = np.zeros(7, np.int64)
-    load().e2t_block_trips(_ptr(t))
-    return BlockTrips(*(int(v) for v in t))
+    return _counters("e2t_block_trips", BlockTrips)
 
 
 @dataclass(frozen=True)
@@ -329,9 +335,7 @@ class WgradStaging:
 
 
 def wgrad_staging() -> WgradStaging:
-    t = np.zeros(8, np.int64)
-    load().e2t_wgrad_staging(_ptr(t))
-    return WgradStaging(*(int(v) for v in t))
+    return _counters("e2t_wgrad_staging", WgradStaging)
 
 
 @dataclass(frozen=True)
@@ -355,14 +359,10 @@ def staging_check(on: bool) -> None:
 
 
 def fwd_staging() -> FwdStaging:
-    t = np.zeros(6, np.int64)
-    load().e2t_fwd_staging(_ptr(t))
-    return FwdStaging(*(int(v) for v in t))
+    return _counters("e2t_fwd_staging", FwdStaging)
 
 
 def bwd_staging() -> FwdStaging:
     """The input gradient's g-buffer traffic in its last call, in the same fields (x_bytes: the
     bytes of g_y read)."""
-    t = np.zeros(6, np.int64)
-    load().e2t_bwd_staging(_ptr(t))
-    return FwdStaging(*(int(v) for v in t))
+    return _counters("e2t_bwd_staging", FwdStaging)

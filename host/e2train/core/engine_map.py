@@ -98,21 +98,6 @@ class Call:
 
 # ---- call counts (the performance model's view) -------------------------------------------
 
-def _bwd_phases(shape: ConvShape) -> list[tuple[int, int]]:
-    """(positions, valid taps) per phase of the gather form, over one sample."""
-    s, p, k = shape.stride, shape.pad, shape.k
-    out = []
-    for py in range(s):
-        for px in range(s):
-            ny = sum(1 for iy in range(shape.h) if (iy + p) % s == py)
-            nx = sum(1 for ix in range(shape.w) if (ix + p) % s == px)
-            ty = sum(1 for ky in range(k) if ky % s == py)
-            tx = sum(1 for kx in range(k) if kx % s == px)
-            if ny and nx:
-                out.append((ny * nx, ty * tx))
-    return out
-
-
 def call_beats(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS,
                cols: int = COLS, chunk: int = WGRAD_CHUNK) -> list[tuple[int, int]]:
     """[(number of calls, beats per call)] of one pass over n_samples listed samples."""
@@ -298,13 +283,18 @@ def wgrad_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int =
 
 # ---- the forward's x buffer (hls/src/conv_fwd.cpp: place, stage, the pass's step walk) -----------
 
-def fwd_slots(shape: ConvShape) -> int:
-    """Slots of the x buffer's entries: segments j and j+m of a block share banks only when the
-    m-1 whole rows between them are shorter than the halo (k-1)//stride; rounded up to 1, 2 or
-    4 (an entry is its base and the slot side by side)."""
-    halo = (shape.k - 1) // shape.stride
-    need = 2 + (halo - 1) // shape.wo if halo else 1
+def entry_slots(halo: int, width: int) -> int:
+    """Slots of a staged buffer's entries (hls/include/e2t_passes.h entry_slots): segments j and
+    j+m of a block share banks only when the m-1 whole rows of `width` positions between them
+    are shorter than the halo; rounded up to 1, 2 or 4 (an entry is its base and the slot side
+    by side)."""
+    need = 2 + (halo - 1) // width if halo else 1
     return 1 if need <= 1 else 2 if need <= 2 else 4
+
+
+def fwd_slots(shape: ConvShape) -> int:
+    """Slots of the x buffer's entries: the halo (k-1)//stride over rows of wo positions."""
+    return entry_slots((shape.k - 1) // shape.stride, shape.wo)
 
 
 def fwd_phases(shape: ConvShape) -> int:
@@ -316,40 +306,45 @@ def fwd_step_channels(shape: ConvShape) -> int:
     return min(shape.ci, FWD_X_WORDS // (shape.k * fwd_phases(shape) * fwd_slots(shape)))
 
 
-def fwd_segments(shape: ConvShape, npos: int, p0: int, cols: int = COLS) -> list[tuple[int, int, int, int, int]]:
-    """(first position in the block, length, listed sample, output row, first output column) of
-    each run of the block's positions on one output row of one sample."""
-    hw, wo = shape.ho * shape.wo, shape.wo
+def segments(rows: int, width: int, npos: int, p0: int, block: int) -> list[tuple[int, int, int, int, int]]:
+    """(first position in the block, length, listed sample, row, first column) of each run of a
+    block's positions p0 .. p0+block-1 (of npos, over samples of rows x width) on one row of
+    one sample: the staged buffers' segments (the kernels' place())."""
     segs = []
-    for p in range(p0, min(p0 + 2 * cols, npos)):
-        s, oy, ox = p // hw, (p % hw) // wo, p % wo
-        if p == p0 or ox == 0:
-            segs.append([p - p0, 0, s, oy, ox])
+    for p in range(p0, min(p0 + block, npos)):
+        s, y, x = p // (rows * width), (p % (rows * width)) // width, p % width
+        if p == p0 or x == 0:
+            segs.append([p - p0, 0, s, y, x])
         segs[-1][1] += 1
     return [tuple(g) for g in segs]
 
 
-def fwd_row_trips(i0: int, rlen: int, stride: int, phases: int) -> int:
-    """Stager trips of one staged row (hls/src/conv_fwd.cpp row_trips): per phase the aligned
-    windows of FWD_STAGE_CODES banks its codes fall in (banks i0 ..), at least the row's 64-bit
-    DDR words."""
+def fwd_segments(shape: ConvShape, npos: int, p0: int, cols: int = COLS) -> list[tuple[int, int, int, int, int]]:
+    """A forward block's segments: runs on one output row of one sample."""
+    return segments(shape.ho, shape.wo, npos, p0, 2 * cols)
+
+
+def row_trips(i0: int, rlen: int, stride: int, phases: int, lanes: int) -> int:
+    """A stager's trips for one staged row of rlen codes from bank i0 (hls/include/e2t_passes.h
+    row_trips): per phase the aligned windows of `lanes` banks its codes fall in, at least the
+    row's 64-bit DDR words (`lanes` codes each)."""
     w = 0
     for ph in range(phases):
         n = _ceil(rlen - ph, stride)
-        w += (i0 + n - 1) // FWD_STAGE_CODES - i0 // FWD_STAGE_CODES + 1
-    return max(w, _ceil(rlen, FWD_STAGE_CODES))
+        w += (i0 + n - 1) // lanes - i0 // lanes + 1
+    return max(w, _ceil(rlen, lanes))
 
 
 def fwd_unit_trips(shape: ConvShape, segs) -> tuple[int, int]:
     """(stager trips, DDR bytes) of one input channel of a block: per segment and kernel row its
-    row's trips (fwd_row_trips); the bytes are the span's in-image codes of the rows inside the
+    row's trips (row_trips); the bytes are the span's in-image codes of the rows inside the
     image."""
     s, k, pad = shape.stride, shape.k, shape.pad
     nph = fwd_phases(shape)
     trips = nbytes = 0
     for i0, ln, _, oy, ox in segs:
         rlen, ix0 = s * (ln - 1) + k, ox * s - pad
-        trips += k * fwd_row_trips(i0, rlen, s, nph)
+        trips += k * row_trips(i0, rlen, s, nph, FWD_STAGE_CODES)
         cols_in = min(shape.w - 1, ix0 + rlen - 1) - max(0, ix0) + 1
         rows_in = sum(0 <= oy * s - pad + ky < shape.h for ky in range(k))
         nbytes += rows_in * cols_in
@@ -459,9 +454,8 @@ def bwd_phases(shape: ConvShape) -> list[dict]:
 
 
 def bwd_slots(phase: dict) -> int:
-    halo = phase["nkx"] - 1
-    need = 2 + (halo - 1) // phase["nx"] if halo else 1
-    return 1 if need <= 1 else 2 if need <= 2 else 4
+    """Slots of the g buffer's entries: the halo nkx - 1 over the phase's rows of nx positions."""
+    return entry_slots(phase["nkx"] - 1, phase["nx"])
 
 
 def bwd_step_channels(shape: ConvShape, phase: dict) -> int:
@@ -470,23 +464,8 @@ def bwd_step_channels(shape: ConvShape, phase: dict) -> int:
 
 
 def bwd_segments(phase: dict, npos: int, q0: int, cols: int = COLS) -> list[tuple[int, int, int, int, int]]:
-    """(first position in the block, length, listed sample, phase row ty, first phase column tx) of
-    each run of the block's positions on one phase row of one sample."""
-    ps, nx = phase["ny"] * phase["nx"], phase["nx"]
-    segs = []
-    for q in range(q0, min(q0 + cols, npos)):
-        si, ty, tx = q // ps, (q % ps) // nx, q % nx
-        if q == q0 or tx == 0:
-            segs.append([q - q0, 0, si, ty, tx])
-        segs[-1][1] += 1
-    return [tuple(g) for g in segs]
-
-
-def bwd_row_trips(i0: int, rlen: int) -> int:
-    """Stager trips of one staged g row: its aligned windows of BWD_STAGE_CODES banks, at least its
-    64-bit DDR words."""
-    w = (i0 + rlen - 1) // BWD_STAGE_CODES - i0 // BWD_STAGE_CODES + 1
-    return max(w, _ceil(rlen, BWD_STAGE_CODES))
+    """An input-gradient block's segments: runs on one phase row (ty, first tx) of one sample."""
+    return segments(phase["ny"], phase["nx"], npos, q0, cols)
 
 
 def bwd_unit_trips(shape: ConvShape, phase: dict, segs) -> tuple[int, int]:
@@ -495,7 +474,7 @@ def bwd_unit_trips(shape: ConvShape, phase: dict, segs) -> tuple[int, int]:
     trips = nbytes = 0
     for i0, ln, _, ty, tx in segs:
         rlen, ox0 = ln + phase["nkx"] - 1, tx + phase["cx"] - (phase["nkx"] - 1)
-        trips += phase["nky"] * bwd_row_trips(i0, rlen)
+        trips += phase["nky"] * row_trips(i0, rlen, 1, 1, BWD_STAGE_CODES)
         cols_in = max(0, min(shape.wo - 1, ox0 + rlen - 1) - max(0, ox0) + 1)
         rows_in = sum(0 <= ty + phase["cy"] - a < shape.ho for a in range(phase["nky"]))
         nbytes += 2 * rows_in * cols_in

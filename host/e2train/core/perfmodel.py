@@ -116,7 +116,6 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
     (its DDR reads and the partial sums' adds); for wgrad, the exact sweep plus the
     predictor-only calls (pred_host False: all of the sweep, no input-gradient pass)."""
     n = shape.n if n_samples is None else n_samples
-    groups = em.call_beats(pass_name, shape, n)
     wg_psg = psg and pass_name == "wgrad"
     engine_cycles = em.pass_cycles(pass_name, shape, n, psg=wg_psg, pred_host=pred_host)
     macs = em.pass_macs(pass_name, shape, n)
