@@ -82,13 +82,14 @@ def _engine_table(batch: int) -> None:
     print()
     print(f"training engine {engine_map.ROWS}x{engine_map.COLS} ({perfmodel.engine_dsp()} DSP48E1 with the "
           f"requantisers), ResNet-20 CIFAR step, batch {batch} (MODELLED, xc7z020 @ 100 MHz, not measured)")
-    hdr = f"{'layer':<10}{'pass':<10}{'MACs':>14}{'engine cyc':>12}{'cycles':>12}{'GMAC/s':>8}  bound"
+    hdr = f"{'layer':<10}{'pass':<10}{'MACs':>14}{'engine cyc':>12}{'loops':>9}{'cycles':>12}{'GMAC/s':>8}  calls bound"
     print(hdr)
     print("-" * len(hdr))
     for r in with_psg["layers"]:
-        bound = "engine" if r["cycles"] <= r["blackbox_cycles"] else "shell: DDR/requant/adders/staging"
-        print(f"{r['layer']:<10}{r['pass']:<10}{r['macs']:>14,}{r['engine_cycles']:>12,}{r['cycles']:>12,}"
-              f"{r['gmacs']:>8.2f}  {bound}")
+        calls = r["cycles"] - r["loop_cycles"]
+        bound = "engine" if calls <= r["blackbox_cycles"] else "shell: DDR/requant/adders/staging"
+        print(f"{r['layer']:<10}{r['pass']:<10}{r['macs']:>14,}{r['engine_cycles']:>12,}{r['loop_cycles']:>9,}"
+              f"{r['cycles']:>12,}{r['gmacs']:>8.2f}  {bound}")
     per: dict = {}
     for r in with_psg["layers"]:
         c, m = per.get(r["pass"], (0, 0))
@@ -127,8 +128,14 @@ def _engine_table(batch: int) -> None:
           "the predictor's sweep must read x and g from DDR a second time (a layer's operands exceed the BRAM "
           "at this batch), and DDR bytes outweigh the MACs")
     print("engine cyc = the engine's own cycles (calls back to back, the count the cocotb bench checks "
-          "against the RTL); cycles = through the HLS blackbox (N + 8 per call, RTL-counted, and a flush) "
-          "with the requantiser and DDR bounds (perfmodel.engine_pass)")
+          "against the RTL); loops = the pass's loops outside its calls, the engine idle (the forward's and "
+          "input gradient's weight loads, a byte a cycle: the C simulation's count; the weight gradient's update, "
+          "a weight a cycle); cycles = through the HLS blackbox (N + 8 per call, RTL-counted, and a flush) "
+          "with the requantiser and DDR bounds, plus the loops (perfmodel.engine_pass); calls bound = what sets "
+          "the calls' pace")
+    loops = sum(r["loop_cycles"] for r in no_psg["layers"])
+    print(f"the loops outside the calls: {loops / perfmodel.CLOCK_HZ * 1e3:.1f} ms of the step's "
+          f"{no_psg['seconds'] * 1e3:.1f} ms ({loops / no_psg['cycles']:.1%})")
 
 
 def _overlap_table(batch: int) -> None:

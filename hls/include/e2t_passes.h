@@ -26,6 +26,8 @@ constexpr int R = eng::kRows, C = eng::kCols;
 
 // The weight tile buffer the forward and input-gradient passes share (the top holds one):
 // [channel * k*k + tap][row], a row per output (forward) or input (input-gradient) channel.
+// Each group of tiles loads its weights before its first call, a byte a cycle (the banks are
+// the rows: a DDR word holds taps of one row, all for one bank), while the engine waits.
 constexpr int kWeightRows = E2T_MAX_TAPS;      // ci*k*k (forward) and co*k*k (input gradient) <= it: e2t_shape_ok
 
 struct Geometry {
@@ -343,6 +345,8 @@ int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::wor
 }  // namespace e2t
 
 #ifndef __SYNTHESIS__
+// Fields of each pass's staging counters (below): arrays that read them hold this many.
+#define E2T_STAGING_FIELDS 8
 // One of the C simulation's counter sets (N fields), one per thread as the buffers are.
 template <int N> struct Counters {
     int64_t v[N] = {};
@@ -362,26 +366,29 @@ template <int N> struct Counters {
 // the calls); [7] column reads whose bank held another word (0: the layout's argument above).
 void e2t_wgrad_staging_reset();
 void e2t_wgrad_staging_add(int field, int64_t v);
-extern "C" void e2t_wgrad_staging(int64_t out[8]);
+extern "C" void e2t_wgrad_staging(int64_t out[E2T_STAGING_FIELDS]);
 // The forward's x buffer traffic since the last forward pass began (C simulation only, for the
 // model's test, tests/kernels/test_fwd_staging.py): [0] x bytes read from DDR (the in-image codes
 // of the staged row spans); [1] stager loop trips in all; [2] the prologue's (the first step,
 // staged before any call); [3] engine calls that staged; [4] the sum over engine calls of their
 // stager trips; [5] position reads that found another segment's or step's code (0: the
-// layout's argument, namespace fwd).
+// layout's argument, namespace fwd); [6] the weight loader's loop trips (the groups' weights
+// into wt, before their first call: the engine waits); [7] the BN sums' clear and write-out
+// cycles (the loops' trips times their II).
 void e2t_fwd_staging_reset();
 void e2t_fwd_staging_add(int field, int64_t v);
-extern "C" void e2t_fwd_staging(int64_t out[6]);
+extern "C" void e2t_fwd_staging(int64_t out[E2T_STAGING_FIELDS]);
 // The input gradient's g buffer traffic since the last input-gradient pass began (C simulation
-// only, tests/kernels/test_bwd_staging.py), the same six fields as e2t_fwd_staging (bytes of g).
+// only, tests/kernels/test_bwd_staging.py), the same eight fields as e2t_fwd_staging (bytes of
+// g; no BN sums).
 void e2t_bwd_staging_reset();
 void e2t_bwd_staging_add(int field, int64_t v);
-extern "C" void e2t_bwd_staging(int64_t out[6]);
+extern "C" void e2t_bwd_staging(int64_t out[E2T_STAGING_FIELDS]);
 // A pass's first step, staged before its first call: `call` (a stage() call) with its trips (what
 // it adds to field 1 of the counters `read` returns) recorded as the prologue (field 2).
 #define E2T_COUNTED_PROLOGUE(read, add, call) \
     do {                                       \
-        int64_t before_[6], after_[6];         \
+        int64_t before_[E2T_STAGING_FIELDS], after_[E2T_STAGING_FIELDS]; \
         read(before_);                         \
         call;                                  \
         read(after_);                          \

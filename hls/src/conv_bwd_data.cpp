@@ -347,6 +347,7 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
                         const int r = j / kk, tap = j % kk, c = (g0 + tl) * R + r;
                         wt[tl * rows + o * kk + tap][r] = c < ci ? w[((int64_t)o * ci + c) * kk + tap] : 0;
                     }
+            E2T_BWD_STAGING(6, (int64_t)group_tiles(wk) * co * R * kk);
         }
         const bwd::Step cur = fd.bs.st;
         const Phase f = cur.ph;
@@ -396,9 +397,9 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
 
 #ifndef __SYNTHESIS__
 namespace {
-thread_local Counters<6> bwd_counts;
+thread_local Counters<E2T_STAGING_FIELDS> bwd_counts;
 }
 void e2t_bwd_staging_reset() { bwd_counts.reset(); }
 void e2t_bwd_staging_add(int field, int64_t v) { bwd_counts.add(field, v); }
-extern "C" void e2t_bwd_staging(int64_t out[6]) { bwd_counts.read(out); }
+extern "C" void e2t_bwd_staging(int64_t out[E2T_STAGING_FIELDS]) { bwd_counts.read(out); }
 #endif

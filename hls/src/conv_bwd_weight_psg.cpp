@@ -408,7 +408,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
         first.xu1 = first.st.nch;
         first.gu1 = first.st.nr;
 #ifndef __SYNTHESIS__
-        int64_t t0[8], t1[8];
+        int64_t t0[E2T_STAGING_FIELDS], t1[E2T_STAGING_FIELDS];
         e2t_wgrad_staging(t0);
 #endif
         stage_both(x, g_y, samples, q, first, xs, gs);
@@ -575,9 +575,9 @@ int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::wor
 
 #ifndef __SYNTHESIS__
 namespace {
-thread_local Counters<8> wgrad_counts;
+thread_local Counters<E2T_STAGING_FIELDS> wgrad_counts;
 }
 void e2t_wgrad_staging_reset() { wgrad_counts.reset(); }
 void e2t_wgrad_staging_add(int field, int64_t v) { wgrad_counts.add(field, v); }
-extern "C" void e2t_wgrad_staging(int64_t out[8]) { wgrad_counts.read(out); }
+extern "C" void e2t_wgrad_staging(int64_t out[E2T_STAGING_FIELDS]) { wgrad_counts.read(out); }
 #endif

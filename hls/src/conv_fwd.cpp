@@ -304,11 +304,13 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
 #ifndef __SYNTHESIS__
     e2t_fwd_staging_reset();
 #endif
-    if (bn)
+    if (bn) {
         for (int o = 0; o < co; o++) {
 #pragma HLS PIPELINE II=1
             s1[o] = s2[o] = 0;
         }
+        E2T_FWD_STAGING(7, co);
+    }
     const int kk = k * k, taps = ci * kk;
     Plan p;
     p.npos = n_samples * q.ho * q.wo;
@@ -338,7 +340,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
     int group = -1;
     while (more) {
         const int g0 = wk.g * wk.per_group, gtiles = group_tiles(wk);
-        if (wk.g != group) {                    // a new group of tiles: its weights, once
+        if (wk.g != group) {                    // a new group of tiles: its weights, once (the engine waits)
             group = wk.g;
             for (int tl = 0; tl < gtiles; tl++)
                 for (int r = 0; r < R; r++)
@@ -347,6 +349,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
                         const int o = (g0 + tl) * R + r;
                         wt[tl * taps + j][r] = o < co ? w[(int64_t)o * taps + j] : 0;
                     }
+            E2T_FWD_STAGING(6, (int64_t)gtiles * R * taps);
         }
         const fwd::Step cur = fd.fs.st;
         const bool first_chs = wk.cs == 0;      // the first channel step of a (block, tile): clear, emit
@@ -389,12 +392,14 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
                         0, true);
         drain(out, pend, pend_co0, bias, has_bias != 0, y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, bn, s1, s2);
     }
-    if (bn)
+    if (bn) {
         for (int o = 0; o < co; o++) {
 #pragma HLS PIPELINE II=2
             stats[2 * (int64_t)o] = s1[o];
             stats[2 * (int64_t)o + 1] = s2[o];
         }
+        E2T_FWD_STAGING(7, 2 * co);
+    }
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }
 
@@ -402,11 +407,11 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
 
 #ifndef __SYNTHESIS__
 namespace {
-thread_local Counters<6> fwd_counts;
+thread_local Counters<E2T_STAGING_FIELDS> fwd_counts;
 }
 void e2t_fwd_staging_reset() { fwd_counts.reset(); }
 void e2t_fwd_staging_add(int field, int64_t v) { fwd_counts.add(field, v); }
-extern "C" void e2t_fwd_staging(int64_t out[6]) { fwd_counts.read(out); }
+extern "C" void e2t_fwd_staging(int64_t out[E2T_STAGING_FIELDS]) { fwd_counts.read(out); }
 thread_local bool e2t_staging_checks = false;
 extern "C" void e2t_staging_check(int on) { e2t_staging_checks = on != 0; }
 #endif

@@ -68,7 +68,8 @@ void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, p
 #pragma HLS STABLE variable=gb
 #pragma HLS DATAFLOW
 #ifndef __SYNTHESIS__
-    int64_t t0[8], t1[8], f0[6], f1[6], b0[6], b1[6];
+    int64_t t0[E2T_STAGING_FIELDS], t1[E2T_STAGING_FIELDS], f0[E2T_STAGING_FIELDS], f1[E2T_STAGING_FIELDS],
+        b0[E2T_STAGING_FIELDS], b1[E2T_STAGING_FIELDS];
     e2t_wgrad_staging(t0);
     e2t_fwd_staging(f0);
     e2t_bwd_staging(b0);

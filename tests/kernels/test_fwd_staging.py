@@ -72,6 +72,7 @@ def test_the_stagers_traffic_and_trips_are_the_models(csim_lib, i):
         assert c.bank_misses == 0
         assert (c.x_bytes, c.trips, c.prologue) == (m["x_bytes"], m["trips"], m["prologue"])
         assert (c.staging_calls, c.call_trips) == (m["staging_calls"], m["call_trips"])
+        assert (c.w_trips, c.sums_cycles) == (em.weight_load_trips("fwd", sh, n), perfmodel.bn_sums_cycles(sh))
     assert perfmodel.fwd_ddr(sh, n) == c.x_bytes + n * sh.co * sh.ho * sh.wo + sh.co * sh.ci * sh.k * sh.k
     # every input row inside the image is read at least once for every output row that reaches it
     assert c.x_bytes >= n * sh.ci * sh.h * sh.w * (sh.k == 3) // max(1, sh.h)

@@ -34,8 +34,8 @@ from .shapes import ConvShape
 from .work import Work
 
 KERNELS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")
-UPDATE_DDR_BYTES = 10          # per weight: W master in (4) and out (4), sign (1), predicted flag (1)
-GMSB_DDR_BYTES = 8             # per weight with beta_q > 0: G_msb (int32) to the gmsb scratch and back
+UPDATE_DDR_BYTES = pm.UPDATE_DDR_BYTES
+GMSB_DDR_BYTES = pm.GMSB_DDR_BYTES
 
 
 def _check(kernel: str, shape: ConvShape, n_active: int) -> None:
@@ -67,7 +67,8 @@ def _conv_pass(kernel: str, shape: ConvShape, n: int, bn_sums: bool = False) -> 
         w.add_macs(s.macs(n), 8, 16)
         w.add_ops(n * s.ci * s.h * s.w, 48)            # requantisation of the 48-bit sums
         name = "bwd_data"
-    extra = math.ceil(BN_SUMS_BYTES * s.co / pm.DDR_BYTES_PER_CYCLE) if bn_sums else 0   # the sums' write
+    # the sums' clear and write-out loops, at least their bytes at the DDR rate
+    extra = max(pm.bn_sums_cycles(s), math.ceil(BN_SUMS_BYTES * s.co / pm.DDR_BYTES_PER_CYCLE)) if bn_sums else 0
     if n == 0:
         return w, em.HLS_CALL_OVERHEAD + extra
     r = pm.engine_pass(name, shape, n)
@@ -115,15 +116,12 @@ def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
         w.add_dram(ddr + 4 * n)
         w.add_sram(pm.wgrad_sweep_sram(s, n, beats, calls))
         cycles += flush * em.weight_groups(s, n_samples=n) + max(t, ddr / pm.DDR_BYTES_PER_CYCLE)
-    per_weight = UPDATE_DDR_BYTES
+    spill = bool(predictor_on and n and gmsb_in_ddr(s, n))
     if predictor_on and n:
         w.add_ops(nw, 48)                              # the decision's compare per weight
-        if gmsb_in_ddr(s, n):
-            per_weight += GMSB_DDR_BYTES
     w.add_ops(nw, 32)                                  # the update
-    w.add_dram(per_weight * nw)
-    cycles += max(nw, per_weight * nw / pm.DDR_BYTES_PER_CYCLE)
-    return w, int(math.ceil(cycles))
+    w.add_dram((UPDATE_DDR_BYTES + GMSB_DDR_BYTES * spill) * nw)
+    return w, int(math.ceil(cycles)) + pm.wgrad_update_cycles(s, predictor_on, spill)
 
 
 def price_call(kernel: str, shape: ConvShape, n_active: int, *, predictor_on: bool = True,

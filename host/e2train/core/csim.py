@@ -349,6 +349,8 @@ class FwdStaging:
     staging_calls: int    # engine calls whose stager wrote the next step
     call_trips: int       # over those calls, the sum of each call's trips
     bank_misses: int      # position reads that found another segment's or step's code (the layout says 0)
+    w_trips: int          # the weight loader's trips (a byte each; the engine waits for them)
+    sums_cycles: int      # the BN sums' clear and write-out loops (forward with stats; 0 otherwise)
 
 
 def staging_check(on: bool) -> None:

@@ -512,6 +512,24 @@ def bwd_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROW
     return out
 
 
+# ---- the weight buffer (the passes' group loads: hls/src/conv_fwd.cpp, conv_bwd_data.cpp) -----
+
+def weight_load_trips(pass_name: str, shape: ConvShape, n_samples: int | None = None) -> int:
+    """The weight loader's trips over one pass (``core.csim.fwd_staging().w_trips``, and
+    ``bwd_staging``'s): each group of tiles' weights go into the weight buffer before the group's
+    first call, a byte a trip (hls/src/conv_fwd.cpp, conv_bwd_data.cpp: the buffer's banks are its
+    R lanes, and a DDR word holds one lane's taps), while the engine waits; the lanes past the
+    layer's channels are written as zeros in the same trips. Every tile is loaded once a pass:
+    the forward R*ci*k*k bytes a tile of output channels, the input gradient R*co*k*k a tile of
+    input channels. None for the weight gradient, or when the pass has no call."""
+    if PASSES[pass_name] == WGRAD or not call_beats(pass_name, shape, n_samples):
+        return 0
+    kk = shape.k * shape.k
+    if PASSES[pass_name] == FWD:
+        return _ceil(shape.co, ROWS) * ROWS * shape.ci * kk
+    return _ceil(shape.ci, ROWS) * ROWS * shape.co * kk
+
+
 def bwd_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> dict:
     """What the input gradient's stager does over one pass (``core.csim.bwd_staging``, x_bytes:
     the bytes of g_y read): _stager_account of bwd_steps, a unit an output channel."""

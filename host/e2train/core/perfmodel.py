@@ -111,8 +111,10 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
                 pred_host: bool = True) -> dict:
     """Modelled cycles of one pass on the engine: {"engine_cycles": the engine's own count
     (calls back to back, train_engine.v), "blackbox_cycles": the same calls through the HLS
-    blackbox plus the flush, "cycles": with the requantiser, partial-sum and DDR bounds,
-    "macs", "ddr_bytes": the DDR traffic the DDR bound was taken on}. psg: for bwd_data, it hosts the weight gradient's predictor sweep
+    blackbox plus the flush, "cycles": with the requantiser, partial-sum and DDR bounds and the
+    pass's loops outside its calls, "loop_cycles": those loops (the forward's and input
+    gradient's weight loads, ``engine_map.weight_load_trips``; the weight gradient's update,
+    ``wgrad_update_cycles``), "macs", "ddr_bytes": the DDR traffic the DDR bound was taken on}. psg: for bwd_data, it hosts the weight gradient's predictor sweep
     (its DDR reads and the partial sums' adds); for wgrad, the exact sweep plus the
     predictor-only calls (pred_host False: all of the sweep, no input-gradient pass)."""
     n = shape.n if n_samples is None else n_samples
@@ -124,7 +126,8 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
     part = em.ROWS * em.COLS / PART_ADDERS                   # a call's partial sums into BRAM
     if pass_name == "fwd":
         layer_ddr = fwd_ddr(s, n)
-        cycles += max(fwd_sweep_cycles(s, n), layer_ddr / DDR_BYTES_PER_CYCLE)
+        loops = em.weight_load_trips("fwd", s, n)
+        cycles += max(fwd_sweep_cycles(s, n), layer_ddr / DDR_BYTES_PER_CYCLE) + loops
         ddr = layer_ddr
     elif pass_name == "bwd_data":
         # a call hosting the predictor has >= part beats (engine_map._pred_plan)
@@ -132,6 +135,8 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
         if psg:
             layer_ddr += wgrad_sweep_ddr(s, n)
         cycles += max(bwd_sweep_cycles(s, n), layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
+        loops = em.weight_load_trips("bwd_data", s, n)
+        cycles += loops
         ddr = layer_ddr
     else:
         layer_ddr = wgrad_sweep_ddr(s, n) * (2 if wg_psg and not pred_host else 1)
@@ -141,11 +146,13 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
             total += sum(calls * max(beats * em.wgrad_beat_cycles(s) + em.HLS_CALL_OVERHEAD, part)
                          for calls, beats in em.predictor_only_calls(s, n, host=pred_host))
         cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE)
+        loops = wgrad_update_cycles(s, psg, psg and em.weight_groups(s, n_samples=n) > 1 and n > 0)
+        cycles += loops
         ddr = layer_ddr
     blackbox = em.pass_cycles(pass_name, shape, n, psg=wg_psg, pred_host=pred_host, overhead=em.HLS_CALL_OVERHEAD) \
         + em.ROWS + em.HLS_CALL_OVERHEAD
     return {"engine_cycles": engine_cycles, "blackbox_cycles": blackbox, "cycles": max(blackbox, int(math.ceil(cycles))),
-            "macs": macs, "ddr_bytes": int(ddr)}
+            "macs": macs, "ddr_bytes": int(ddr), "loop_cycles": loops}
 
 
 # --- the same engine in 32-bit float (the paper's 32-bit SGD, priced on this board) -------------
@@ -178,6 +185,26 @@ def fp32_extra_seconds(macs: dict) -> float:
     fp32 = fp32_engine_macs_per_cycle()
     extra = sum(n * (1.0 / fp32 - 1.0 / rates[k]) for k, n in macs.items() if k in rates)
     return extra / CLOCK_HZ
+
+
+# The weight-gradient kernel's last loop (hls/src/conv_bwd_weight_psg.cpp): per weight, one a
+# cycle, the sign update of the int32 master weight and, with beta_q > 0, the decision.
+UPDATE_DDR_BYTES = 10          # per weight: W master in (4) and out (4), sign (1), predicted flag (1)
+GMSB_DDR_BYTES = 8             # per weight with beta_q > 0: G_msb (int32) to the gmsb scratch and back
+
+
+def wgrad_update_cycles(shape: ConvShape, predictor_on: bool, gmsb_in_ddr: bool) -> int:
+    """Cycles of the update loop: a weight a cycle, at least its DDR bytes at the DDR rate (the
+    G_msb scratch read back when the layer spilled it)."""
+    nw = shape.co * shape.ci * shape.k * shape.k
+    per_weight = UPDATE_DDR_BYTES + (GMSB_DDR_BYTES if predictor_on and gmsb_in_ddr else 0)
+    return int(math.ceil(max(nw, per_weight * nw / DDR_BYTES_PER_CYCLE)))
+
+
+def bn_sums_cycles(shape: ConvShape) -> int:
+    """The forward's BN sums outside its calls (hls/src/conv_fwd.cpp): the per-channel sums
+    cleared (II=1) and written out, two int64 words a channel (II=2): ``csim.fwd_staging().sums_cycles``."""
+    return 3 * shape.co
 
 
 _STAGING_CACHE: dict = {}
