@@ -87,7 +87,7 @@ def _engine_table(batch: int) -> None:
     print("-" * len(hdr))
     for r in with_psg["layers"]:
         calls = r["cycles"] - r["loop_cycles"]
-        bound = "engine" if calls <= r["blackbox_cycles"] else "shell: DDR/requant/adders/staging"
+        bound = "engine" if calls <= r["blackbox_cycles"] else "shell: output stage/stagers/DDR"
         print(f"{r['layer']:<10}{r['pass']:<10}{r['macs']:>14,}{r['engine_cycles']:>12,}{r['loop_cycles']:>9,}"
               f"{r['cycles']:>12,}{r['gmacs']:>8.2f}  {bound}")
     per: dict = {}
@@ -129,10 +129,12 @@ def _engine_table(batch: int) -> None:
           "at this batch), and DDR bytes outweigh the MACs")
     print("engine cyc = the engine's own cycles (calls back to back, the count the cocotb bench checks "
           "against the RTL); loops = the pass's loops outside its calls, the engine idle (the forward's and "
-          "input gradient's weight loads, a byte a cycle: the C simulation's count; the weight gradient's update, "
-          "a weight a cycle); cycles = through the HLS blackbox (N + 8 per call, RTL-counted, and a flush) "
-          "with the requantiser and DDR bounds, plus the loops (perfmodel.engine_pass); calls bound = what sets "
-          "the calls' pace")
+          "input gradient's weight loads, a byte a cycle; the forward's bias loop; the weight gradient's partial "
+          "sums cleared and read out and its update, a weight a cycle: the C simulation's counts); cycles = "
+          "through the HLS blackbox (N + 8 per call, RTL-counted, and a flush), each call at least its output "
+          "stage's trips (the call before's rows, an output a cycle) and its stagers', and the pass at least its "
+          "DDR bytes at the DDR rate, plus the loops (perfmodel.engine_pass); calls bound = what sets the calls' "
+          "pace")
     loops = sum(r["loop_cycles"] for r in no_psg["layers"])
     print(f"the loops outside the calls: {loops / perfmodel.CLOCK_HZ * 1e3:.1f} ms of the step's "
           f"{no_psg['seconds'] * 1e3:.1f} ms ({loops / no_psg['cycles']:.1%})")

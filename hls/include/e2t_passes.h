@@ -300,6 +300,32 @@ void feed(psg::stream<eng::Beat> &in, const XWord xs[][2 * X_WORDS], const word_
 void stage_x(const uint8_t *x, const int32_t *samples, const Geometry &q, const Job &jb, XWord xs[][2 * X_WORDS]);
 void stage_g(const int16_t *g_y, const int32_t *samples, const Geometry &q, const Job &jb,
              word_t gs[][2 * G_WORDS]);
+
+constexpr int PART = 36 * 512;           // partial sums on chip (engine_map.WGRAD_PART_WEIGHTS)
+// A weight's partial sums, one 72-bit BRAM word (AGGREGATE, in the top): the exact sum in 41 bits
+// and G_msb in 31, in range because the pass takes at most E2T_MAX_WGRAD_CALL_TERMS positions
+// (|x*g| < 2^23 and |x_h*g_h| < 2^13 a term; static_asserts in conv_bwd_weight_psg.cpp). The C
+// simulation keeps them in int64, the same values.
+#ifdef E2T_HAVE_AP_INT
+typedef ap_int<41> part_exact_t;
+typedef ap_int<31> part_msb_t;
+#else
+typedef int64_t part_exact_t;
+typedef int64_t part_msb_t;
+#endif
+struct Part {
+    part_exact_t e;
+    part_msb_t m;
+};
+// A weight group: output channels [o0, o1), columns (ci*k*k index) [j0, j1).
+struct Group {
+    int o0, o1, j0, j1;
+    int at(int o, int j) const { return (o - o0) * (j1 - j0) + (j - j0); }
+};
+// A call's block (the engine returns its rows one call later).
+struct Placed {
+    int o0, j0, nr, nc;
+};
 }  // namespace wgrad
 
 
@@ -314,6 +340,38 @@ struct Feed {
     wgrad::Job job;
 };
 
+// The output stage of one engine call: the process beside its feeder and the engine
+// (e2t_engine_call) that takes the rows the engine emits during the call (the previous call's:
+// the engine holds a call's sums until the next call) and does with them what their pass does,
+// while the call runs. kind: whose rows they are (kOutNone: the call emits none).
+enum OutKind : uint8_t { kOutNone = 0, kOutFwd = 1, kOutBwd = 2, kOutWgrad = 3 };
+struct OutStage {
+    uint8_t kind;
+    int32_t mult_m;               // forward and input gradient: the requantiser,
+    int mult_s;
+    int64_t lo, hi, acc_limit;    // the codes' bounds (the forward's ReLU) and the sums' limit
+    fwd::Block fb;                // forward: the (block, tile) the rows are; BN sums or not
+    int co0;
+    bool bn;
+    bwd::Block bb;                // input gradient: the (block, tile)
+    int ci0;
+    wgrad::Placed pl;             // weight gradient: the block, added into its group's partial sums
+    wgrad::Group g;
+};
+// The passes' output stages (hls/src/conv_*.cpp), each one output (a code, or a weight's two
+// partial sums) a cycle; C simulation counts their trips (field 8 of each pass's counters).
+namespace fwd {
+// bias: the layer's, in the block unit's cA (the forward loads it there); BN sums into s1, s2.
+void drain(psg::stream<eng::Row> &out, const OutStage &os, const int32_t bias[], uint8_t *y, const Geometry &q,
+           int *ovf, int64_t s1_all[], int64_t s2_all[]);
+}  // namespace fwd
+namespace bwd {
+void drain(psg::stream<eng::Row> &out, const OutStage &os, int16_t *g_x, const Geometry &q, int *ovf);
+}  // namespace bwd
+namespace wgrad {
+void gather(psg::stream<eng::Row> &out, const OutStage &os, Part part[PART]);
+}  // namespace wgrad
+
 
 // The passes (hls/src/conv_fwd.cpp, conv_bwd_data.cpp, conv_bwd_weight_psg.cpp): the
 // arguments of e2t_engine each one reads, the top's weight tile buffer and its chunk buffers
@@ -322,22 +380,27 @@ struct Feed {
 // e2t_engine_call unchanged, so that every call site of the shared engine call binds the same
 // top-level ports (a pass's feeder reads only its own).
 // Engine streams: the top's (one set, as the engine call is one).
+// Every pass also takes the output stages' ports and arrays (y, g_x, the block unit's cA, cB, cK
+// and the weight gradient's partial sums) and hands them to e2t_engine_call, for the same reason.
 int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-             uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], int64_t s1[], int64_t s2[],
-             psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
-             const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int64_t *stats,
+             uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], int32_t cA[], int64_t s1[], int64_t s2[],
+             wgrad::Part part[], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+             const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int16_t *g_x,
+             int64_t *stats,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
              int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s, int b_flags);
 int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-                  uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS],
+                  uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], int32_t cA[], int64_t cB[],
+                  int64_t cK[], wgrad::Part part[],
                   psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
-                  const uint8_t *x, const int16_t *g_y, const int8_t *w, int16_t *g_x, const int32_t *samples,
+                  const uint8_t *x, const int16_t *g_y, const int8_t *w, uint8_t *y, int16_t *g_x, const int32_t *samples,
                   int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad, int32_t mult_m,
                   int mult_s);
 int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-               uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS],
+               uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], int32_t cA[], int64_t cB[], int64_t cK[],
+               wgrad::Part part[],
                psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
-               const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
+               const uint8_t *x, const int16_t *g_y, uint8_t *y, int16_t *g_x, int32_t *w_master, int8_t *sign,
                uint8_t *predicted, int32_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
                int ci, int h, int wd, int co, int k, int stride, int pad, int x_unsigned, int32_t beta_q,
                int32_t lr_q, int32_t wd_q);
@@ -346,7 +409,7 @@ int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::wor
 
 #ifndef __SYNTHESIS__
 // Fields of each pass's staging counters (below): arrays that read them hold this many.
-#define E2T_STAGING_FIELDS 8
+#define E2T_STAGING_FIELDS 10
 // One of the C simulation's counter sets (N fields), one per thread as the buffers are.
 template <int N> struct Counters {
     int64_t v[N] = {};
@@ -363,7 +426,10 @@ template <int N> struct Counters {
 // from DDR; [2] x and [3] g stager loop trips in all; [4] the prologue's (the first step,
 // staged before any call) larger of its x and g trips; [5] engine calls that staged; [6] the
 // sum over engine calls of the larger of the call's x and g trips (the stagers' time inside
-// the calls); [7] column reads whose bank held another word (0: the layout's argument above).
+// the calls); [7] column reads whose bank held another word (0: the layout's argument above);
+// [8] the output stage's trips (the gather, beside the calls); [9] the loops outside the calls,
+// a weight a trip: the groups' partial sums cleared and read out, the update (and, with no
+// sample, the zeroed signs).
 void e2t_wgrad_staging_reset();
 void e2t_wgrad_staging_add(int field, int64_t v);
 extern "C" void e2t_wgrad_staging(int64_t out[E2T_STAGING_FIELDS]);
@@ -373,14 +439,15 @@ extern "C" void e2t_wgrad_staging(int64_t out[E2T_STAGING_FIELDS]);
 // staged before any call); [3] engine calls that staged; [4] the sum over engine calls of their
 // stager trips; [5] position reads that found another segment's or step's code (0: the
 // layout's argument, namespace fwd); [6] the weight loader's loop trips (the groups' weights
-// into wt, before their first call: the engine waits); [7] the BN sums' clear and write-out
-// cycles (the loops' trips times their II).
+// into wt, before their first call: the engine waits); [7] the per-channel loops' cycles (their
+// trips times their II: the bias into cA and the BN sums cleared, the sums written out); [8] the
+// output stage's trips (the drains, beside the calls); [9] unused.
 void e2t_fwd_staging_reset();
 void e2t_fwd_staging_add(int field, int64_t v);
 extern "C" void e2t_fwd_staging(int64_t out[E2T_STAGING_FIELDS]);
 // The input gradient's g buffer traffic since the last input-gradient pass began (C simulation
-// only, tests/kernels/test_bwd_staging.py), the same eight fields as e2t_fwd_staging (bytes of
-// g; no BN sums).
+// only, tests/kernels/test_bwd_staging.py), the same fields as e2t_fwd_staging (bytes of g; no
+// per-channel loops).
 void e2t_bwd_staging_reset();
 void e2t_bwd_staging_add(int field, int64_t v);
 extern "C" void e2t_bwd_staging(int64_t out[E2T_STAGING_FIELDS]);
@@ -403,9 +470,9 @@ extern thread_local bool e2t_staging_checks;
 #define E2T_COUNTED_PROLOGUE(read, add, call) call
 #endif
 
-// One engine call: the feeder of `mode` streams the beats while the engine consumes them (in
-// hardware concurrently, a DATAFLOW region, so the operand FIFO stays shallow; in C
-// simulation one after the other through the stream). mode kFlush streams nothing: the
+// One engine call: the feeder of `mode` streams the beats while the engine consumes them and the
+// output stage `os` takes the rows the engine emits (in hardware concurrently, a DATAFLOW region,
+// so the FIFOs stay shallow; in C simulation one after the other through the streams). mode kFlush streams nothing: the
 // engine only emits the previous call's rows (clr false: a flush clears nothing). Every
 // argument is a caller's value (no statement between the DATAFLOW processes). Defined in
 // hls/src/e2t_engine.cpp.
@@ -413,6 +480,7 @@ void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, p
                  uint8_t mode, const e2t::Feed &f, const e2t::Geometry &q, const uint8_t *x, const int16_t *g_y,
                  const int32_t *samples, const int8_t wt[][e2t::R], e2t::wgrad::XWord xs[][2 * e2t::wgrad::X_WORDS],
                  e2t::wgrad::word_t gs[][2 * e2t::wgrad::G_WORDS], uint8_t xf[][e2t::fwd::XF_BANKS], int16_t gb[][e2t::bwd::GB_BANKS], bool xu, bool exact, bool pred, bool clr,
-                 uint8_t pred_rows, uint8_t pred_cols, bool emit);
+                 uint8_t pred_rows, uint8_t pred_cols, bool emit, const e2t::OutStage &os, uint8_t *y, int16_t *g_x,
+                 int32_t cA[], int64_t cB[], int64_t cK[], e2t::wgrad::Part part[], int *ovf);
 
 #endif

@@ -213,26 +213,30 @@ void feed(psg::stream<eng::Beat> &in, const Span &sp, const int16_t gb[][GB_BANK
     }
 }
 
+// The output stage of a (block, tile) (os.bb, os.ci0): its ROWS result rows (P's sums),
+// requantised, a position a cycle. Runs beside the next call (e2t_engine_call).
+void drain(psg::stream<eng::Row> &out, const OutStage &os, int16_t *g_x, const Geometry &q, int *ovf) {
+    const Block &b = os.bb;
+    const int64_t plane = (int64_t)q.h * q.wd;
+    for (int r = 0; r < R; r++) {
+        const eng::Row row = out.read();
+        E2T_BWD_STAGING(8, 1);
+        if (os.ci0 + r >= q.ci) continue;
+        E2T_BWD_STAGING(8, C);
+        for (int c = 0; c < C; c++) {
+#pragma HLS PIPELINE II=1
+            if (b.on[c])
+                g_x[b.xbase[c] + (os.ci0 + r) * plane] =
+                    (int16_t)e2t_requant_unit(row.p[c], os.mult_m, os.mult_s, -32768, 32767, os.acc_limit, ovf);
+        }
+    }
+}
+
 }  // namespace bwd
 
 namespace {
 using bwd::Block;
 using bwd::Phase;
-
-// The output stage of a (block, tile): its ROWS result rows (P's sums), requantised.
-void drain(psg::stream<eng::Row> &out, const Block &b, int ci0, int16_t *g_x, const Geometry &q, int32_t mult_m,
-           int mult_s, int64_t acc_limit, int *ovf) {
-    const int64_t plane = (int64_t)q.h * q.wd;
-    for (int r = 0; r < R; r++) {
-        const eng::Row row = out.read();
-        if (ci0 + r >= q.ci) continue;
-        for (int c = 0; c < C; c++) {
-#pragma HLS PIPELINE II=1
-            if (b.on[c])
-                g_x[b.xbase[c] + (ci0 + r) * plane] = (int16_t)e2t_requant_unit(row.p[c], mult_m, mult_s, -32768, 32767, acc_limit, ovf);
-        }
-    }
-}
 
 int channel_steps(const Geometry &q, const Phase &f) {
     const int c = bwd::step_channels(q, f);
@@ -285,9 +289,10 @@ bwd::Step make_step(const Walk &wk, const Geometry &q, const int32_t *samples, i
 // The input-gradient pass of e2t_engine (op E2T_OP_BWD_DATA), inlined into the top; wt is
 // the top's weight buffer, gb its g buffer.
 int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-                  uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], psg::stream<eng::Head> &head,
+                  uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], int32_t cA[], int64_t cB[],
+                  int64_t cK[], wgrad::Part part[], psg::stream<eng::Head> &head,
                   psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out, const uint8_t *x, const int16_t *g_y,
-                  const int8_t *w, int16_t *g_x, const int32_t *samples, int n_samples, int n, int ci, int h, int wd,
+                  const int8_t *w, uint8_t *y, int16_t *g_x, const int32_t *samples, int n_samples, int n, int ci, int h, int wd,
                   int co, int k, int stride, int pad, int32_t mult_m, int mult_s) {
 #pragma HLS INLINE
     if (!e2t_shape_ok(n, ci, h, wd, co, k, stride, pad) || mult_m < 0 || mult_s < 0 || mult_s > 62)
@@ -310,8 +315,10 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
     bool more = settle(wk, q, n_samples);
 
     Feed fd = {};
-    Block pend = {};                            // the (block, tile) whose rows the engine holds
-    int pend_ci0 = 0;
+    OutStage os = {};                           // the (block, tile) whose rows the engine holds
+    os.mult_m = mult_m;
+    os.mult_s = mult_s;
+    os.acc_limit = acc_limit;
     bool pending = false;
     int group = -1;
     if (more) {
@@ -370,12 +377,12 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
             fd.bj = job;
             fd.bj.u0 = more ? tq * job.st.nco / ncalls : 0;
             fd.bj.u1 = more ? (tq + 1) * job.st.nco / ncalls : 0;
+            os.kind = pending && first_cs ? kOutBwd : kOutNone;
             e2t_engine_call(head, in, out, eng::kBwd, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, false, true, false,
-                            first_cs, 0, 0, pending && first_cs);
-            if (pending && first_cs) drain(out, pend, pend_ci0, g_x, q, mult_m, mult_s, acc_limit, &ovf);
+                            first_cs, 0, 0, pending && first_cs, os, y, g_x, cA, cB, cK, part, &ovf);
             if (first_cs) {
-                pend = cur.b;
-                pend_ci0 = ci0;
+                os.bb = cur.b;
+                os.ci0 = ci0;
             }
             pending = true;
         }
@@ -386,9 +393,9 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
         eng::Head none = {};
         head.write(none);
         fd.bj = bwd::Job{};
+        os.kind = kOutBwd;
         e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, false, false, false,
-                        false, 0, 0, true);
-        drain(out, pend, pend_ci0, g_x, q, mult_m, mult_s, acc_limit, &ovf);
+                        false, 0, 0, true, os, y, g_x, cA, cB, cK, part, &ovf);
     }
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }

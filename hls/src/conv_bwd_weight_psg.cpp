@@ -55,8 +55,6 @@ namespace wgrad {
 
 namespace {
 
-constexpr int PART = 36 * 512;           // partial sums on chip (engine_map.WGRAD_PART_WEIGHTS)
-constexpr int64_t kMasterLimit = (INT64_C(1) << 30) - 1;
 static_assert(E2T_MAX_WGRAD_TERMS <= psg::kMaxBeats, "2^24 positions of |x*g| < 2^23 fit the 48-bit P");
 static_assert(R * C <= PART, "a block's partial sums fit on chip");
 // The engine is cleared every call and a call sums one step's positions (at most CHUNK): its read-out
@@ -64,35 +62,9 @@ static_assert(R * C <= PART, "a block's partial sums fit on chip");
 static_assert((int64_t)E2T_MAX_WGRAD_CALL_TERMS << 23 <= INT64_C(1) << (eng::kPOutBits - 1) &&
               (int64_t)E2T_MAX_WGRAD_CALL_TERMS << 13 <= INT64_C(1) << (eng::kLoBits - 1),
               "a pass's sums of |x*g| < 2^23 and |x_h*g_h| < 2^13 fit the engine's read-out");
-
-// A weight's partial sums, one 72-bit BRAM word (the AGGREGATE below): the exact sum in 41 bits
-// and G_msb in 31, in range because the pass takes at most E2T_MAX_WGRAD_CALL_TERMS positions
-// (|x*g| < 2^23 and |x_h*g_h| < 2^13 a term). The C simulation keeps them in int64, the same
-// values.
-#if __has_include(<ap_int.h>)
-typedef ap_int<41> part_exact_t;
-typedef ap_int<31> part_msb_t;
-#else
-typedef int64_t part_exact_t;
-typedef int64_t part_msb_t;
-#endif
 static_assert((INT64_C(1) << 23) * E2T_MAX_WGRAD_CALL_TERMS <= (INT64_C(1) << 40), "|G| < 2^40: 41 bits");
 static_assert((INT64_C(15) * 512) * E2T_MAX_WGRAD_CALL_TERMS < (INT64_C(1) << 30), "|G_msb| < 2^30: 31 bits");
-struct Part {
-    part_exact_t e;
-    part_msb_t m;
-};
-
-// A weight group: output channels [o0, o1), columns (ci*k*k index) [j0, j1).
-struct Group {
-    int o0, o1, j0, j1;
-    int at(int o, int j) const { return (o - o0) * (j1 - j0) + (j - j0); }
-};
-
-// The call in flight: its block (the engine returns its rows one call later).
-struct Placed {
-    int o0, j0, nr, nc;
-};
+constexpr int64_t kMasterLimit = (INT64_C(1) << 30) - 1;
 
 struct Counters {
     int64_t predict_terms = 0, exact_terms = 0, exact_beats = 0;
@@ -276,22 +248,26 @@ void stage_g(const int16_t *g_y, const int32_t *samples, const Geometry &q, cons
     }
 }
 
-namespace {
-
-// The rows of a finished call added into the group's partial sums (the shell's two adders).
-void gather(psg::stream<eng::Row> &out, const Placed &pl, const Group &g, Part part[PART]) {
+// The output stage of a call (os.pl, os.g): its rows added into the group's partial sums, a
+// weight's two sums (G and G_msb, one 72-bit word) a cycle. Runs beside the next call
+// (e2t_engine_call).
+void gather(psg::stream<eng::Row> &out, const OutStage &os, Part part[PART]) {
+    const Placed &pl = os.pl;
     for (int r = 0; r < R; r++) {
         const eng::Row row = out.read();
+        E2T_STAGING(8, 1 + C);
         for (int c = 0; c < C; c++) {
 #pragma HLS PIPELINE II=1
             if (r < pl.nr && c < pl.nc) {
-                const int i = g.at(pl.o0 + r, pl.j0 + c);
+                const int i = os.g.at(pl.o0 + r, pl.j0 + c);
                 part[i].e += row.p[c];
                 part[i].m += row.lo[c];
             }
         }
     }
 }
+
+namespace {
 
 int64_t widx(const Geometry &q, int o, int j) { return (int64_t)o * q.taps + j; }
 
@@ -400,7 +376,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
                uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, const int32_t *samples,
                int n_samples, const Geometry &q, bool xu, int8_t *sign, uint8_t *predicted, int32_t *gmsb,
-               Part part[PART], Counters &cnt) {
+               Part part[PART], Counters &cnt, uint8_t *y, int16_t *g_x, int32_t cA[], int64_t cB[], int64_t cK[]) {
 #pragma HLS INLINE
     const int npos = n_samples * q.ho * q.wo;
     {
@@ -426,9 +402,13 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
 #pragma HLS PIPELINE II=1
                 part[i].e = part[i].m = 0;
             }
+            E2T_STAGING(9, nw);
             const int nb = ((g.o1 - g.o0 + R - 1) / R) * ((g.j1 - g.j0 + C - 1) / C);
             Placed pls[2];
             Feed fd = {};
+            OutStage os = {};
+            os.g = g;
+            int unused_ovf = 0;                           // the gather saturates nothing
             int cur = 0;
             bool pending = false;
             for (int p0 = 0; p0 < npos; p0 += CHUNK) {
@@ -456,9 +436,11 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
                             fd.job.gu0 = bi * nst.nr / nb;
                             fd.job.gu1 = (bi + 1) * nst.nr / nb;
                         }
+                        os.kind = pending ? kOutWgrad : kOutNone;
+                        os.pl = pls[cur ^ 1];
                         e2t_engine_call(head, in, out, eng::kWgrad, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, true, true,
-                                        true, (uint8_t)b.nr, (uint8_t)b.nc, pending);
-                        if (pending) gather(out, pls[cur ^ 1], g, part);
+                                        true, (uint8_t)b.nr, (uint8_t)b.nc, pending, os, y, g_x, cA, cB, cK, part,
+                                        &unused_ovf);
                         pending = true;
                         cur ^= 1;
                         const int64_t beats = st.p1 - st.p0, cells = b.nr * b.nc;
@@ -473,9 +455,10 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
                 eng::Head none = {};
                 head.write(none);
                 fd.job = Job{};                               // a flush stages nothing
+                os.kind = kOutWgrad;
+                os.pl = pls[cur ^ 1];
                 e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, false, false, false,
-                                0, 0, true);
-                gather(out, pls[cur ^ 1], g, part);
+                                0, 0, true, os, y, g_x, cA, cB, cK, part, &unused_ovf);
             }
             // The group's sums out: sign(G), max |G_msb| and, for the decision, G_msb.
             for (int o = g.o0; o < g.o1; o++)
@@ -489,6 +472,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
                     predicted[i] = 0;
                     if (spill) gmsb[i] = (int32_t)gm;      // |G_msb| < 2^30 (Part's 31 bits)
                 }
+            E2T_STAGING(9, (int64_t)(g.o1 - g.o0) * (g.j1 - g.j0));
         }
     }
 }
@@ -500,8 +484,9 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
 // The weight-gradient pass of e2t_engine (op E2T_OP_BWD_WEIGHT_PSG), inlined into the top
 // (wt: the top's weight tile buffer, which this pass does not use; e2t_engine_call takes it).
 int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-               uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
-               const uint8_t *x, const int16_t *g_y, int32_t *w_master, int8_t *sign,
+               uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], int32_t cA[], int64_t cB[], int64_t cK[],
+               wgrad::Part part[], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+               const uint8_t *x, const int16_t *g_y, uint8_t *y, int16_t *g_x, int32_t *w_master, int8_t *sign,
                uint8_t *predicted, int32_t *gmsb, int64_t *stats, const int32_t *samples, int n_samples, int n,
                int ci, int h, int wd, int co, int k, int stride, int pad, int x_unsigned, int32_t beta_q,
                int32_t lr_q, int32_t wd_q) {
@@ -526,17 +511,15 @@ int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::wor
     const Plan pl = plan(q, n_samples * q.ho * q.wo);
     const int64_t nw = (int64_t)co * q.taps;
     const int64_t n_blocks = (int64_t)((co + R - 1) / R) * ((q.taps + C - 1) / C);
-    E2T_KERNEL_STATIC Part part[PART];   // a weight group's partial sums: one 72-bit BRAM word a weight
-#pragma HLS AGGREGATE variable=part
-#pragma HLS BIND_STORAGE variable=part type=ram_2p impl=bram
     Counters cnt;
     int64_t n_pred = 0;
     if (n_samples == 0) {
         // Nothing to sum: G = G_msb = 0 for every weight, none predicted.
         for (int64_t i = 0; i < nw; i++) { sign[i] = 0; predicted[i] = 0; }
+        E2T_STAGING(9, nw);
     } else {
         run_sweep(beta_q > 0 && !one_group(q, pl), pl, wt, xs, gs, xf, gb, head, in, out, x, g_y, samples, n_samples, q, xu,
-                  sign, predicted, gmsb, part, cnt);
+                  sign, predicted, gmsb, part, cnt, y, g_x, cA, cB, cK);
     }
     if (cnt.overflow) return E2T_ERR_OVERFLOW;
 
@@ -560,6 +543,7 @@ int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::wor
         w_master[i] = (int32_t)v;
         if (psg::iabs(v) > wmax) wmax = psg::iabs(v);
     }
+    E2T_STAGING(9, nw);
     stats[E2T_STAT_N_PREDICTED] = n_pred;
     stats[E2T_STAT_GMSB_ABSMAX] = (int64_t)cnt.amax;
     stats[E2T_STAT_W_ABSMAX] = wmax;

@@ -220,44 +220,47 @@ void feed(psg::stream<eng::Beat> &in, const Span &sp, const uint8_t xf[][XF_BANK
     }
 }
 
-}  // namespace fwd
-
-namespace {
-using fwd::Block;
-using fwd::NPOS;
-
-// The output stage of a (block, tile): its ROWS result rows from the engine, + bias, requantised;
-// with BN's sums (b_flags & E2T_BF_BN_SUMS), sum y and sum y^2 per output channel added into
-// s1[o] and s2[o] (sum y < 2^31 and sum y^2 < 2^38 over at most 2^24 positions).
-void drain(psg::stream<eng::Row> &out, const Block &b, int co0, const int32_t *bias, bool has_bias, uint8_t *y,
-           const Geometry &q, int32_t mult_m, int mult_s, int64_t lo, int64_t hi, int64_t acc_limit, int *ovf,
-           bool bn, int64_t s1_all[], int64_t s2_all[]) {
+// The output stage of a (block, tile) (os.fb, os.co0): its ROWS result rows from the engine, + bias
+// (the layer's, in the block unit's cA), requantised, a position a cycle; with BN's sums (os.bn),
+// sum y and sum y^2 per output channel added into s1[o] and s2[o] (sum y < 2^31 and sum y^2 <
+// 2^38 over at most 2^24 positions). Runs beside the next call (e2t_engine_call).
+void drain(psg::stream<eng::Row> &out, const OutStage &os, const int32_t bias[], uint8_t *y, const Geometry &q,
+           int *ovf, int64_t s1_all[], int64_t s2_all[]) {
+    const Block &b = os.fb;
     const int64_t plane = (int64_t)q.ho * q.wo;
     for (int r = 0; r < R; r++) {
         const eng::Row row = out.read();
-        const int o = co0 + r;
+        const int o = os.co0 + r;
+        E2T_FWD_STAGING(8, 1);
         if (o >= q.co) continue;
-        const int64_t bias_r = has_bias ? bias[o] : 0;
+        E2T_FWD_STAGING(8, NPOS);
+        const int64_t bias_r = bias[o];
         int64_t s1 = 0, s2 = 0;             // this row's sums (locals: y's stores cannot alias them)
         for (int i = 0; i < NPOS; i++) {
 #pragma HLS PIPELINE II=1
             if (!b.on[i]) continue;
             const int64_t acc = ((i & 1) ? row.hi[i / 2] : row.lo[i / 2]) + bias_r;
-            const int64_t v = e2t_requant_unit(acc, mult_m, mult_s, lo, hi, acc_limit, ovf);
+            const int64_t v = e2t_requant_unit(acc, os.mult_m, os.mult_s, os.lo, os.hi, os.acc_limit, ovf);
             y[b.ybase[i] + o * plane] = (uint8_t)(v & 0xff);
-            if (bn) {
+            if (os.bn) {
                 const int64_t v2 = v * v;      // |v| <= 255: an 8 x 8-bit square in LUTs
 #pragma HLS BIND_OP variable=v2 op=mul impl=fabric
                 s1 += v;
                 s2 += v2;
             }
         }
-        if (bn) {
+        if (os.bn) {
             s1_all[o] += s1;
             s2_all[o] += s2;
         }
     }
 }
+
+}  // namespace fwd
+
+namespace {
+using fwd::Block;
+using fwd::NPOS;
 
 // What the forward's walk (e2t_passes.h, Walk) steps over: its positions, blocks, the channels a
 // step holds, the channel steps of a block and the slots.
@@ -289,9 +292,10 @@ fwd::Step make_step(const Walk &wk, const Plan &p, const Geometry &q, const int3
 // The forward pass of e2t_engine (op E2T_OP_FWD), inlined into the top; wt is the top's weight
 // buffer, xf its forward x buffer, s1/s2 the block unit's per-channel arrays (BN's sums here).
 int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
-             uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], int64_t s1[], int64_t s2[],
-             psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
-             const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int64_t *stats,
+             uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], int32_t cA[], int64_t s1[], int64_t s2[],
+             wgrad::Part part[], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
+             const uint8_t *x, const int16_t *g_y, const int8_t *w, const int32_t *bias, uint8_t *y, int16_t *g_x,
+             int64_t *stats,
              const int32_t *samples, int n_samples, int n, int ci, int h, int wd, int co, int k, int stride, int pad,
              int x_unsigned, int has_bias, int relu, int32_t mult_m, int mult_s, int b_flags) {
 #pragma HLS INLINE
@@ -304,13 +308,14 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
 #ifndef __SYNTHESIS__
     e2t_fwd_staging_reset();
 #endif
-    if (bn) {
-        for (int o = 0; o < co; o++) {
+    // The layer's bias (or zeros) into the block unit's cA, idle in the forward, where the output
+    // stage reads it beside the calls; BN's sums cleared in the same loop.
+    for (int o = 0; o < co; o++) {
 #pragma HLS PIPELINE II=1
-            s1[o] = s2[o] = 0;
-        }
-        E2T_FWD_STAGING(7, co);
+        cA[o] = has_bias ? bias[o] : 0;
+        if (bn) s1[o] = s2[o] = 0;
     }
+    E2T_FWD_STAGING(7, co);
     const int kk = k * k, taps = ci * kk;
     Plan p;
     p.npos = n_samples * q.ho * q.wo;
@@ -328,8 +333,13 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
     const bool xu = x_unsigned != 0;
 
     Feed fd = {};
-    Block pend = {};                            // the (block, tile) whose rows the engine holds
-    int pend_co0 = 0;
+    OutStage os = {};                           // the (block, tile) whose rows the engine holds
+    os.mult_m = mult_m;
+    os.mult_s = mult_s;
+    os.lo = lo;
+    os.hi = hi;
+    os.acc_limit = acc_limit;
+    os.bn = bn;
     bool pending = false;
     if (more) {
         fwd::Job first = {make_step(wk, p, q, samples, 0), 0, 0};
@@ -370,14 +380,12 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
             fd.fj = job;
             fd.fj.u0 = more ? tq * job.st.nch / ncalls : 0;
             fd.fj.u1 = more ? (tq + 1) * job.st.nch / ncalls : 0;
+            os.kind = pending && first_chs ? kOutFwd : kOutNone;
             e2t_engine_call(head, in, out, eng::kFwd, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, true, false,
-                            first_chs, 0, 0, pending && first_chs);
-            if (pending && first_chs)
-                drain(out, pend, pend_co0, bias, has_bias != 0, y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, bn, s1,
-                      s2);
+                            first_chs, 0, 0, pending && first_chs, os, y, g_x, cA, s1, s2, part, &ovf);
             if (first_chs) {
-                pend = cur.b;
-                pend_co0 = co0;
+                os.fb = cur.b;
+                os.co0 = co0;
             }
             pending = true;
         }
@@ -388,9 +396,9 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
         eng::Head none = {};
         head.write(none);
         fd.fj = fwd::Job{};
+        os.kind = kOutFwd;
         e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, false, false, false, 0,
-                        0, true);
-        drain(out, pend, pend_co0, bias, has_bias != 0, y, q, mult_m, mult_s, lo, hi, acc_limit, &ovf, bn, s1, s2);
+                        0, true, os, y, g_x, cA, s1, s2, part, &ovf);
     }
     if (bn) {
         for (int o = 0; o < co; o++) {

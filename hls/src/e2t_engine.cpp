@@ -47,6 +47,17 @@ void feed(psg::stream<eng::Beat> &in, uint8_t mode, const Feed &f, const Geometr
     }
 }
 
+// The output stage of the pass whose rows the engine emits during this call (none: no rows).
+void output_stage(psg::stream<eng::Row> &out, const OutStage &os, const Geometry &q, uint8_t *y, int16_t *g_x,
+                  const int32_t cA[], int64_t cB[], int64_t cK[], wgrad::Part part[], int *ovf) {
+    switch (os.kind) {
+        case kOutFwd: fwd::drain(out, os, cA, y, q, ovf, cB, cK); break;
+        case kOutBwd: bwd::drain(out, os, g_x, q, ovf); break;
+        case kOutWgrad: wgrad::gather(out, os, part); break;
+        default: break;
+    }
+}
+
 }  // namespace
 }  // namespace e2t
 
@@ -55,13 +66,15 @@ void feed(psg::stream<eng::Beat> &in, uint8_t mode, const Feed &f, const Geometr
 // buffers that the feeder does not read: the buffers are STABLE for this
 // region (UG1399, "Stable Arrays": the locations a process reads are not written by another
 // process while the region runs, and the ones it writes are not read), so the stagers, the
-// feeder and the engine run side by side and a call lasts the longest of the three.
+// feeder, the engine and the output stage (the previous call's rows, emitted by the engine as this
+// call's beats stream in) run side by side and a call lasts the longest of the four.
 void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                      uint8_t mode, const e2t::Feed &f, const e2t::Geometry &q, const uint8_t *x, const int16_t *g_y,
                      const int32_t *samples, const int8_t wt[][e2t::R],
                      e2t::wgrad::XWord xs[][2 * e2t::wgrad::X_WORDS], e2t::wgrad::word_t gs[][2 * e2t::wgrad::G_WORDS],
                      uint8_t xf[][e2t::fwd::XF_BANKS], int16_t gb[][e2t::bwd::GB_BANKS], bool xu, bool exact, bool pred,
-                     bool clr, uint8_t pred_rows, uint8_t pred_cols, bool emit) {
+                     bool clr, uint8_t pred_rows, uint8_t pred_cols, bool emit, const e2t::OutStage &os, uint8_t *y,
+                     int16_t *g_x, int32_t cA[], int64_t cB[], int64_t cK[], e2t::wgrad::Part part[], int *ovf) {
 #pragma HLS STABLE variable=xs
 #pragma HLS STABLE variable=gs
 #pragma HLS STABLE variable=xf
@@ -98,6 +111,7 @@ void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, p
 #endif
     e2t::feed(in, mode, f, q, wt, xs, gs, xf, gb);
     train_engine_hls(head, in, out, mode, xu, exact, pred, clr, clr, pred_rows, pred_cols, emit);
+    e2t::output_stage(out, os, q, y, g_x, cA, cB, cK, part, ovf);
 }
 
 extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,
@@ -213,15 +227,19 @@ extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32
 #pragma HLS BIND_STORAGE variable=cA type=ram_2p impl=bram
 #pragma HLS BIND_STORAGE variable=cB type=ram_2p impl=bram
 #pragma HLS BIND_STORAGE variable=cK type=ram_2p impl=bram
+    // The weight gradient's partial sums: one 72-bit BRAM word a weight (e2t_passes.h, wgrad::Part).
+    E2T_KERNEL_STATIC e2t::wgrad::Part part[e2t::wgrad::PART];
+#pragma HLS AGGREGATE variable=part
+#pragma HLS BIND_STORAGE variable=part type=ram_2p impl=bram
     switch (op) {
         case E2T_OP_FWD:
-            return e2t::fwd_pass(wt, xs, gs, xf, gb, cB, cK, head, in, out, x, g_y, w, bias, y, stats, samples, n_samples, n, ci, h, wd, co,
+            return e2t::fwd_pass(wt, xs, gs, xf, gb, cA, cB, cK, part, head, in, out, x, g_y, w, bias, y, g_x, stats, samples, n_samples, n, ci, h, wd, co,
                                  k, stride, pad, x_unsigned, has_bias, relu, mult_m, mult_s, b_flags);
         case E2T_OP_BWD_DATA:
-            return e2t::bwd_data_pass(wt, xs, gs, xf, gb, head, in, out, x, g_y, w, g_x, samples, n_samples, n, ci, h, wd, co, k,
+            return e2t::bwd_data_pass(wt, xs, gs, xf, gb, cA, cB, cK, part, head, in, out, x, g_y, w, y, g_x, samples, n_samples, n, ci, h, wd, co, k,
                                       stride, pad, mult_m, mult_s);
         case E2T_OP_BWD_WEIGHT_PSG:
-            return e2t::wgrad_pass(wt, xs, gs, xf, gb, head, in, out, x, g_y, w_master, sign, predicted, gmsb, stats, samples,
+            return e2t::wgrad_pass(wt, xs, gs, xf, gb, cA, cB, cK, part, head, in, out, x, g_y, y, g_x, w_master, sign, predicted, gmsb, stats, samples,
                                    n_samples, n, ci, h, wd, co, k, stride, pad, x_unsigned, beta_q, lr_q, wd_q);
         case E2T_OP_BN_ACT:
             return e2t::bn_act_pass(cA, cB, cK, b_y, b_o, b_r, b_coef, b_sums, samples, n_samples, n, h, wd, co,

@@ -64,7 +64,8 @@ def test_the_stagers_traffic_and_trips_are_the_models(csim_lib, i):
         assert c.bank_misses == 0
         assert (c.x_bytes, c.trips, c.prologue) == (m["x_bytes"], m["trips"], m["prologue"])
         assert (c.staging_calls, c.call_trips) == (m["staging_calls"], m["call_trips"])
-        assert (c.w_trips, c.sums_cycles) == (em.weight_load_trips("bwd_data", sh, n), 0)
+        assert (c.w_trips, c.chan_cycles) == (em.weight_load_trips("bwd_data", sh, n), 0)
+        assert c.out_trips == m["out_trips"]
     assert perfmodel.bwd_ddr(sh, n) == c.x_bytes + 2 * n * sh.ci * sh.h * sh.w + sh.co * sh.ci * sh.k * sh.k
 
 
@@ -105,19 +106,20 @@ def test_call_beats_split_by_the_channel_steps():
 
 
 def test_the_input_gradient_is_set_by_its_stager_where_a_phase_has_few_taps():
-    """Each call lasts the longest of its beats, its outputs through the requantisers and its
-    stager's share of the next step. On the ResNet-20 CIFAR layers the staging hides under the
-    calls of every stride-1 layer; the stride-2 layers' phases of one or two taps stage as many
-    g rows as the others for fewer beats, so their stager sets the pace."""
-    req = em.ROWS * em.COLS / perfmodel.ENGINE_REQUANT
+    """Each call lasts the longest of its beats, its stager's share of the next step and its output
+    stage's trips (the (block, tile) before, a position a cycle). On the ResNet-20 CIFAR layers the
+    staging hides under the calls of every stride-1 layer; the stride-2 layers' phases of one or
+    two taps stage as many g rows as the others for fewer beats, so their stager sets the pace
+    beyond their output stage."""
     over = {}
     for name, sh in perfmodel.resnet20_cifar(64):
         if name == "conv1":
             continue
         st = em.bwd_staging(sh)
-        calls = sum(max(b + em.HLS_CALL_OVERHEAD, req) for b in st["per_call_beats"])
-        assert perfmodel.bwd_sweep_cycles(sh, sh.n) == st["prologue"] + sum(
-            max(b + em.HLS_CALL_OVERHEAD, req, t) for b, t in zip(st["per_call_beats"], st["per_call"]))
-        over[name] = (perfmodel.bwd_sweep_cycles(sh, sh.n) / (st["prologue"] + calls), sh.stride)
+        flush = max(em.ROWS + em.HLS_CALL_OVERHEAD, st["flush_out"])
+        calls = sum(max(b + em.HLS_CALL_OVERHEAD, o) for b, o in zip(st["per_call_beats"], st["per_call_out"]))
+        assert perfmodel.bwd_sweep_cycles(sh, sh.n) == st["prologue"] + flush + sum(
+            max(b + em.HLS_CALL_OVERHEAD, t, o) for b, t, o in zip(st["per_call_beats"], st["per_call"], st["per_call_out"]))
+        over[name] = (perfmodel.bwd_sweep_cycles(sh, sh.n) / (st["prologue"] + flush + calls), sh.stride)
     assert all(v < 1.01 for v, s in over.values() if s == 1)
-    assert over["s2b0c1"][0] > 1.5 and over["s3b0c1"][0] > 1.05
+    assert over["s2b0c1"][0] > 1.08 and over["s3b0c1"][0] > 1.03

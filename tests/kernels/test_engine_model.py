@@ -91,15 +91,18 @@ def test_bounds_only_add_time(p) -> None:
 def test_the_loops_outside_the_calls_are_priced(p, monkeypatch) -> None:
     """A pass's modelled cycles carry its loops outside the engine calls, one for one: the
     forward's and input gradient's weight loads (a byte a cycle, while the engine waits: the C
-    simulation's count, test_fwd_staging.py and test_bwd_staging.py) and the weight gradient's
-    update loop (a weight a cycle)."""
+    simulation's count, test_fwd_staging.py and test_bwd_staging.py), the forward's bias loop (a
+    channel a cycle) and the weight gradient's partial sums cleared and read out and its update
+    (a weight a cycle each; test_wgrad_staging.py)."""
     shape = ConvShape(16, 32, 4, 4, 32, 3, 1, 1)
-    with_loops = pm.engine_pass(p, shape, psg=False)["cycles"]
+    with_loops = pm.engine_pass(p, shape, psg=False)
     monkeypatch.setattr(em, "weight_load_trips", lambda *a, **k: 0)
-    monkeypatch.setattr(pm, "wgrad_update_cycles", lambda *a, **k: 0)
+    monkeypatch.setattr(pm, "wgrad_loop_cycles", lambda *a, **k: 0)
+    monkeypatch.setattr(pm, "fwd_channel_cycles", lambda *a, **k: 0)
     without = pm.engine_pass(p, shape, psg=False)["cycles"]
-    loops = {"fwd": 4 * 8 * 32 * 9, "bwd_data": 4 * 8 * 32 * 9, "wgrad": 32 * 32 * 9}[p]
-    assert with_loops - without == loops
+    nw = 32 * 32 * 9
+    loops = {"fwd": 4 * 8 * 32 * 9 + 32, "bwd_data": 4 * 8 * 32 * 9, "wgrad": 3 * nw}[p]
+    assert with_loops["cycles"] - without == with_loops["loop_cycles"] == loops
     assert em.weight_load_trips(p, shape, 0) == 0     # no sample, no call, no load
 
 

@@ -127,12 +127,13 @@ def test_the_weight_gradients_partial_sums_are_one_bram_word_a_weight_as_fit_cou
     """fpga/fit.py counts the weight gradient's on-chip partial sums at one 72-bit word a weight
     (36 BRAM36 for 18,432 weights). The source must say so to Vitis: both sums in one struct
     under AGGREGATE, 41 + 31 bits wide, bound to BRAM; two int64 arrays would take 72 BRAM36."""
-    src = _src("conv_bwd_weight_psg")
-    assert re.search(r"typedef ap_int<41> part_exact_t;", src) and re.search(r"typedef ap_int<31> part_msb_t;", src)
-    assert "#pragma HLS AGGREGATE variable=part\n" in src
-    assert "#pragma HLS BIND_STORAGE variable=part type=ram_2p impl=bram" in src
-    assert re.search(r"E2T_KERNEL_STATIC Part part\[PART\];", src)
-    assert not re.search(r"int64_t part_[em]\b", src)
+    hdr = (REPO / "hls/include/e2t_passes.h").read_text()
+    assert re.search(r"typedef ap_int<41> part_exact_t;", hdr) and re.search(r"typedef ap_int<31> part_msb_t;", hdr)
+    top = _src("e2t_engine")        # the top declares them: the output stage beside the calls adds into them
+    assert "#pragma HLS AGGREGATE variable=part\n" in top
+    assert "#pragma HLS BIND_STORAGE variable=part type=ram_2p impl=bram" in top
+    assert re.search(r"E2T_KERNEL_STATIC e2t::wgrad::Part part\[e2t::wgrad::PART\];", top)
+    assert not re.search(r"int64_t part_[em]\b", hdr + _src("conv_bwd_weight_psg"))
     shape_h = (REPO / "hls/include/e2t_shape.h").read_text()
     from e2train.core.shapes import MAX_WGRAD_CALL_TERMS
     assert f"#define E2T_MAX_WGRAD_CALL_TERMS (1 << {MAX_WGRAD_CALL_TERMS.bit_length() - 1})" in shape_h

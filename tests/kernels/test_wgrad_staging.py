@@ -63,6 +63,11 @@ def test_the_stagers_traffic_and_trips_are_the_models(csim_lib, i):
     assert (c.x_bytes, c.g_bytes) == (m["x_bytes"], m["g_bytes"])
     assert (c.x_trips, c.g_trips, c.prologue) == (m["x_trips"], m["g_trips"], m["prologue"])
     assert (c.staging_calls, c.call_trips) == (m["staging_calls"], m["call_trips"])
+    # the output stage beside the calls; the loops outside them (the update's trips, one a weight)
+    assert c.out_trips == m["out_trips"]
+    nw = sh.co * sh.ci * sh.k * sh.k
+    assert c.loop_trips == (2 if n else 1) * nw + nw
+    assert perfmodel.wgrad_loop_cycles(sh, n, False, False) == c.loop_trips - nw + perfmodel.wgrad_update_cycles(sh, False, False)
     assert perfmodel.wgrad_sweep_ddr(sh, n) == c.x_bytes + c.g_bytes
     # g comes once per group of columns; x once per group of rows, as the rows each chunk reaches
     groups = em.wgrad_groups(sh, n)
@@ -139,20 +144,23 @@ def test_a_chunk_whose_rows_do_not_fit_is_refused_alike(csim_lib):
 
 
 def test_the_sweeps_cycles_hide_the_staging_under_the_calls_where_it_fits():
-    """Each call lasts the longest of its beats, its partial-sum adds and its stagers' share of
-    the next chunk; on the ResNet-20 CIFAR layers the staging never outlasts a call, so the sweep
-    costs its calls plus the first chunk's staging."""
-    part = em.ROWS * em.COLS / perfmodel.PART_ADDERS
+    """Each call lasts the longest of its beats, its stagers' share of the next chunk and its
+    output stage (the call before's rows into the partial sums: 8 row reads and 18 weights a row,
+    a weight a cycle, fewer than a full chunk's 256 beats); on the ResNet-20 CIFAR layers the
+    staging never outlasts a call, so the sweep costs its calls, each group's flush call (its
+    output stage) and the first chunk's staging."""
+    gather = em.gather_trips()
     for _, sh in perfmodel.resnet20_cifar(64):
         st = em.wgrad_staging(sh)
         calls = [s.p1 - s.p0 for s in em.wgrad_steps(sh) for _ in range(s.blocks)]
         assert max(t - (b + em.HLS_CALL_OVERHEAD) for b, t in zip(calls, st["per_call"])) <= 0
-        assert perfmodel.wgrad_sweep_cycles(sh) == st["prologue"] + sum(max(b + em.HLS_CALL_OVERHEAD, part)
-                                                                        for b in calls)
+        assert set(st["per_call_out"]) <= {0, gather} and st["flush_out"] == [gather] * em.weight_groups(sh)
+        assert perfmodel.wgrad_sweep_cycles(sh) == st["prologue"] + gather * em.weight_groups(sh) + sum(
+            max(b + em.HLS_CALL_OVERHEAD, o) for b, o in zip(calls, st["per_call_out"]))
     # a layer of one block a chunk: its one call stages the next chunk's g of 8 channels (8 x 64
     # words) and x rows, longer than its 256 beats, so the stagers set the pace
     sh = ConvShape(2, 2, 32, 32, 8, 3, 1, 1)
     st = em.wgrad_staging(sh)
     assert min(st["per_call"][:-1]) == 8 * 64 > 256 + em.HLS_CALL_OVERHEAD and st["per_call"][-1] == 0
-    assert perfmodel.wgrad_sweep_cycles(sh) == st["prologue"] + sum(max(256 + em.HLS_CALL_OVERHEAD, t)
-                                                                    for t in st["per_call"])
+    assert perfmodel.wgrad_sweep_cycles(sh) == st["prologue"] + gather + sum(max(256 + em.HLS_CALL_OVERHEAD, t)
+                                                                             for t in st["per_call"])

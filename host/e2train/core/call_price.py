@@ -67,8 +67,10 @@ def _conv_pass(kernel: str, shape: ConvShape, n: int, bn_sums: bool = False) -> 
         w.add_macs(s.macs(n), 8, 16)
         w.add_ops(n * s.ci * s.h * s.w, 48)            # requantisation of the 48-bit sums
         name = "bwd_data"
-    # the sums' clear and write-out loops, at least their bytes at the DDR rate
-    extra = max(pm.bn_sums_cycles(s), math.ceil(BN_SUMS_BYTES * s.co / pm.DDR_BYTES_PER_CYCLE)) if bn_sums else 0
+    # the sums written out (their clear shares the bias loop engine_pass counts), at least their
+    # bytes at the DDR rate
+    extra = (max(pm.fwd_channel_cycles(s, True) - pm.fwd_channel_cycles(s, False),
+                 math.ceil(BN_SUMS_BYTES * s.co / pm.DDR_BYTES_PER_CYCLE)) if bn_sums else 0)
     if n == 0:
         return w, em.HLS_CALL_OVERHEAD + extra
     r = pm.engine_pass(name, shape, n)
@@ -105,7 +107,6 @@ def gmsb_in_ddr(shape: ConvShape, n: int | None = None) -> bool:
 def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
     s = shape
     nw = s.co * s.ci * s.k * s.k
-    flush = em.ROWS + em.HLS_CALL_OVERHEAD            # each weight group ends with a flush call
     w = Work()
     cycles = float(em.HLS_CALL_OVERHEAD)
     if n:
@@ -115,13 +116,13 @@ def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
         w.add_macs(em.pass_macs("wgrad", s, n), 8, 16)     # the exact sums beside it, on the same beats
         w.add_dram(ddr + 4 * n)
         w.add_sram(pm.wgrad_sweep_sram(s, n, beats, calls))
-        cycles += flush * em.weight_groups(s, n_samples=n) + max(t, ddr / pm.DDR_BYTES_PER_CYCLE)
+        cycles += max(t, ddr / pm.DDR_BYTES_PER_CYCLE)    # the sweep, each group's flush call included
     spill = bool(predictor_on and n and gmsb_in_ddr(s, n))
     if predictor_on and n:
         w.add_ops(nw, 48)                              # the decision's compare per weight
     w.add_ops(nw, 32)                                  # the update
     w.add_dram((UPDATE_DDR_BYTES + GMSB_DDR_BYTES * spill) * nw)
-    return w, int(math.ceil(cycles)) + pm.wgrad_update_cycles(s, predictor_on, spill)
+    return w, int(math.ceil(cycles)) + pm.wgrad_loop_cycles(s, n, predictor_on, spill)
 
 
 def price_call(kernel: str, shape: ConvShape, n_active: int, *, predictor_on: bool = True,

@@ -332,6 +332,8 @@ class WgradStaging:
     staging_calls: int    # engine calls whose stagers wrote the next step
     call_trips: int       # over those calls, the sum of each call's larger of x and g trips
     bank_misses: int      # column reads whose bank held another word (the layout says 0)
+    out_trips: int        # the output stage's trips (the rows into the partial sums, beside the calls)
+    loop_trips: int       # the loops outside the calls, a weight a trip (partial sums cleared and read out, update)
 
 
 def wgrad_staging() -> WgradStaging:
@@ -350,7 +352,9 @@ class FwdStaging:
     call_trips: int       # over those calls, the sum of each call's trips
     bank_misses: int      # position reads that found another segment's or step's code (the layout says 0)
     w_trips: int          # the weight loader's trips (a byte each; the engine waits for them)
-    sums_cycles: int      # the BN sums' clear and write-out loops (forward with stats; 0 otherwise)
+    chan_cycles: int      # the per-channel loops outside the calls (bias into cA, BN sums; forward only)
+    out_trips: int        # the output stage's trips (the drains, beside the calls)
+    unused: int
 
 
 def staging_check(on: bool) -> None:

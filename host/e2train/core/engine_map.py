@@ -43,7 +43,11 @@ COLS = 18                # cells per row: position pairs (FWD), positions (BWD),
 CALL_OVERHEAD = 6        # cycles per call beyond its beats: start, 3 drain, result, done (RTL)
 HLS_CALL_OVERHEAD = 8    # the same through the HLS blackbox (train_engine_hls.v): + start and head
 WGRAD_CHUNK = 256        # positions per weight-gradient call: the shell's x/g chunk buffers
-PART_ADDERS = 2          # the shell's partial-sum adders: a call's ROWS*COLS results take ROWS*COLS/2 cycles
+PART_ADDERS = 2          # the shell's partial-sum adders: a weight's G and G_msb, one weight a cycle
+# The output stages (hls/src/conv_*.cpp drain, gather), the process beside each engine call that
+# takes the rows the engine emits during it (the previous call's), one output a cycle: a trip per
+# row read, and the forward's 2*COLS positions, the input gradient's COLS of each row inside the
+# layer, the weight gradient's COLS weights of every row.
 # Weights whose partial sums (dW 41 bits + G_msb 31 bits in one 72-bit BRAM word, in range for
 # n*ho*wo <= 2**17 positions: core.shapes.MAX_WGRAD_CALL_TERMS) the shell
 # keeps on chip: 36 BRAM36 at 512 x 72. A layer with more weights runs in weight groups of
@@ -255,7 +259,7 @@ def wgrad_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int =
     a call, in call order; the flush calls stage nothing) beside its beats ("per_call_beats")."""
     steps = wgrad_steps(shape, n_samples, rows=rows, cols=cols)
     out = {"x_bytes": 0, "g_bytes": 0, "x_trips": 0, "g_trips": 0, "prologue": 0, "staging_calls": 0,
-           "call_trips": 0, "per_call": [], "per_call_beats": []}
+           "call_trips": 0, "per_call": [], "per_call_beats": [], "per_call_out": [], "flush_out": [], "out_trips": 0}
     if not steps:
         return out
     for st in steps:
@@ -275,9 +279,15 @@ def wgrad_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int =
                 trips = max(xu * nxt.x_unit_trips(shape), gu * nxt.g_unit_trips())
             out["per_call"].append(trips)
             out["per_call_beats"].append(st.p1 - st.p0)
+            # the output stage: the call before's rows, but in a group's first call (its first
+            # chunk, p0 = 0); each group's flush call takes its last call's
+            out["per_call_out"].append(gather_trips(rows, cols) if st.p0 or b else 0)
             if trips:
                 out["staging_calls"] += 1
                 out["call_trips"] += trips
+        if nxt is None or nxt.p0 == 0:
+            out["flush_out"].append(gather_trips(rows, cols))
+    out["out_trips"] = sum(out["per_call_out"]) + sum(out["flush_out"])
     return out
 
 
@@ -375,21 +385,39 @@ def fwd_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROW
         for segs in blocks:
             if len(chans) == 1:
                 out.append({"segs": segs, "c0": 0, "nch": shape.ci, "units": shape.ci, "beats": shape.ci * kk,
-                            "calls": gt})
+                            "calls": gt, "tiles": list(range(g0, g0 + gt)), "first": True})
             else:
-                out += [{"segs": segs, "c0": c0, "nch": nch, "units": nch, "beats": nch * kk, "calls": 1}
-                        for _ in range(gt) for c0, nch in chans]
+                out += [{"segs": segs, "c0": c0, "nch": nch, "units": nch, "beats": nch * kk, "calls": 1,
+                         "tiles": [t], "first": c0 == 0}
+                        for t in range(g0, g0 + gt) for c0, nch in chans]
     return out
 
 
-def _stager_account(steps: list[dict], unit_of) -> dict:
+def gather_trips(rows: int = ROWS, cols: int = COLS) -> int:
+    """The weight gradient's output stage for one call: every row read, each of its cols weights."""
+    return rows * (1 + cols)
+
+
+def _stager_account(steps: list[dict], unit_of, out_of) -> dict:
     """What a pass's stager does over its steps (each with its "units" staged, its "calls" and
     their "beats"; unit_of(step) -> (trips, DDR bytes) of one unit), in the C simulation's
     counters' terms: DDR bytes and trips, the prologue (the first step, before any call), the
     calls that stage, and per call ("per_call", in call order) its even share of the next step's
-    units' trips beside its beats ("per_call_beats")."""
+    units' trips beside its beats ("per_call_beats"). And the output stage: per call
+    ("per_call_out") the trips of the (block, tile) whose rows it emits (out_of(tile): the one
+    before, when the call starts a (block, tile): the step's "first"; its calls' tiles are the
+    step's "tiles"), "flush_out" the last one's (the flush call's), "out_trips" all of them."""
     out = {"x_bytes": 0, "trips": 0, "prologue": 0, "staging_calls": 0, "call_trips": 0, "per_call": [],
-           "per_call_beats": []}
+           "per_call_beats": [], "per_call_out": [], "flush_out": 0, "out_trips": 0}
+    pending = None
+    for st in steps:
+        for tile in st["tiles"]:
+            emits = st["first"] and pending is not None
+            out["per_call_out"].append(pending if emits else 0)
+            if st["first"]:
+                pending = out_of(tile)
+    out["flush_out"] = pending or 0
+    out["out_trips"] = sum(out["per_call_out"]) + out["flush_out"]
     for st in steps:
         st["unit"] = unit_of(st)
         out["trips"] += st["units"] * st["unit"][0]
@@ -429,7 +457,8 @@ def fwd_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = R
     """What the forward's stager does over one pass (``core.csim.fwd_staging``): _stager_account
     of fwd_steps, a unit an input channel."""
     unit_of = _per_layout(lambda st: fwd_unit_trips(shape, st["segs"]), lambda st: tuple(st["segs"]))
-    return _stager_account(fwd_steps(shape, n_samples, rows=rows, cols=cols), unit_of)
+    return _stager_account(fwd_steps(shape, n_samples, rows=rows, cols=cols), unit_of,
+                           lambda t: rows + min(rows, shape.co - t * rows) * 2 * cols)
 
 
 # ---- the input gradient's g buffer (hls/src/conv_bwd_data.cpp: place, stage, the pass's walk) -----
@@ -505,10 +534,12 @@ def bwd_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROW
                 segs = bwd_segments(f, npos, q0, cols)
                 if len(chans) == 1:
                     out.append({"phase": f, "segs": segs, "o0": 0, "nco": shape.co, "units": shape.co,
-                                "beats": shape.co * f["taps"], "calls": gt})
+                                "beats": shape.co * f["taps"], "calls": gt, "tiles": list(range(g0, g0 + gt)),
+                                "first": True})
                 else:
                     out += [{"phase": f, "segs": segs, "o0": o0, "nco": nco, "units": nco, "beats": nco * f["taps"],
-                             "calls": 1} for _ in range(gt) for o0, nco in chans]
+                             "calls": 1, "tiles": [t], "first": o0 == 0} for t in range(g0, g0 + gt)
+                            for o0, nco in chans]
     return out
 
 
@@ -535,7 +566,8 @@ def bwd_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = R
     the bytes of g_y read): _stager_account of bwd_steps, a unit an output channel."""
     unit_of = _per_layout(lambda st: bwd_unit_trips(shape, st["phase"], st["segs"]),
                           lambda st: (st["phase"]["py"], st["phase"]["px"], tuple(st["segs"])))
-    return _stager_account(bwd_steps(shape, n_samples, rows=rows, cols=cols), unit_of)
+    return _stager_account(bwd_steps(shape, n_samples, rows=rows, cols=cols), unit_of,
+                           lambda t: rows + min(rows, shape.ci - t * rows) * cols)
 
 
 def _pred_plan(host_beats: list[int], blocks: int, npos: int, chunk: int, min_beats: int):

@@ -60,9 +60,16 @@ def _ceil(a: int, b: int) -> int:
 # the result read-out) beats + HLS_CALL_OVERHEAD, plus one flush call per pass (RTL: the
 # cocotb benches count both and compare them with engine_map). Around it, modelled and
 # stated here, not measured:
-# * ENGINE_REQUANT requantisers (2 DSP48E1 each) turn a call's rows into codes while the next
-#   call runs (the blackbox emits the previous call's rows during a call): a call lasts at
-#   least its outputs / ENGINE_REQUANT cycles in FWD and BWD;
+# * the output stage (hls/src/conv_*.cpp drain, gather), a process beside the feeder and the
+#   engine in each call's DATAFLOW region, takes the rows the engine emits during the call (the
+#   previous call's), one output a cycle through one of the ENGINE_REQUANT requantisers (2
+#   DSP48E1 each; the block unit's lanes use all four): a call lasts at least its output
+#   stage's trips (engine_map's per_call_out, the C simulation's count), the forward's
+#   8 + 8 x 36 = 296 for a full tile, the input gradient's 152, the weight gradient's 152 (a
+#   weight's G and G_msb a cycle into the partial sums);
+# * the loops outside the calls, the engine idle: the weight loads (a byte a cycle), the
+#   forward's per-channel bias and BN-sum loops, the weight gradient's partial sums cleared and
+#   read out and its update (a weight a cycle);
 # * operands come from on-chip buffers filled over the m_axi bundles at AXI_BYTES per cycle
 #   each, and the board's DDR3 moves at most DDR_BYTES_PER_CYCLE in all (PYNQ-Z2: 16-bit
 #   DDR3-1050, 2.1 GB/s peak = 21 B per 100 MHz cycle, of which 75% is assumed usable);
@@ -82,10 +89,9 @@ def _ceil(a: int, b: int) -> int:
 #   channels that the chunk reaches and the g of its output channels are staged in one half of
 #   the chunk buffers by the calls of the step before (each call an even share, a 64-bit word a
 #   cycle per stager: a call lasts at least its stagers' trips), the first step before any call
-#   (the prologue); every block runs over each chunk from BRAM; the shell adds each call's
-#   ROWS x COLS results into the group's partial sums in BRAM with PART_ADDERS adders (one
-#   72-bit read-modify-write each per cycle), so a call lasts at least ROWS*COLS / PART_ADDERS;
-#   each group ends with a flush call. The stagers' trips and DDR bytes are the C simulation's
+#   (the prologue); every block runs over each chunk from BRAM; the output stage adds each
+#   call's ROWS x COLS results into the group's partial sums in BRAM (PART_ADDERS adders, G and
+#   G_msb of a weight, one 72-bit read-modify-write a cycle); each group ends with a flush call. The stagers' trips and DDR bytes are the C simulation's
 #   (tests/kernels/test_wgrad_staging.py).
 # * weight gradient with PSG: the predictor's sweep (every weight's G_msb over every
 #   position) rides on the predictor buses of the same layer's input-gradient calls, with
@@ -103,10 +109,6 @@ def engine_dsp() -> int:
     return em.ROWS * em.COLS + 2 * ENGINE_REQUANT
 
 
-def _engine_call_bound(beats: int, outputs: int, ddr_bytes: float) -> float:
-    return max(beats + em.HLS_CALL_OVERHEAD, outputs / ENGINE_REQUANT, ddr_bytes / DDR_BYTES_PER_CYCLE)
-
-
 def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, *, psg: bool = False,
                 pred_host: bool = True) -> dict:
     """Modelled cycles of one pass on the engine: {"engine_cycles": the engine's own count
@@ -122,11 +124,11 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
     engine_cycles = em.pass_cycles(pass_name, shape, n, psg=wg_psg, pred_host=pred_host)
     macs = em.pass_macs(pass_name, shape, n)
     s = shape
-    cycles = float(em.ROWS + em.HLS_CALL_OVERHEAD)          # the pass's last call: a flush
-    part = em.ROWS * em.COLS / PART_ADDERS                   # a call's partial sums into BRAM
+    cycles = 0.0 if n else float(em.ROWS + em.HLS_CALL_OVERHEAD)   # the sweeps count their flush calls
+    part = em.gather_trips()                                  # a call's partial sums into BRAM
     if pass_name == "fwd":
         layer_ddr = fwd_ddr(s, n)
-        loops = em.weight_load_trips("fwd", s, n)
+        loops = em.weight_load_trips("fwd", s, n) + fwd_channel_cycles(s, bn=False)
         cycles += max(fwd_sweep_cycles(s, n), layer_ddr / DDR_BYTES_PER_CYCLE) + loops
         ddr = layer_ddr
     elif pass_name == "bwd_data":
@@ -141,12 +143,11 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
     else:
         layer_ddr = wgrad_sweep_ddr(s, n) * (2 if wg_psg and not pred_host else 1)
         total = wgrad_sweep_cycles(s, n) if n else 0
-        cycles += (em.weight_groups(s, n_samples=n) - 1) * (em.ROWS + em.HLS_CALL_OVERHEAD) if n else 0
         if wg_psg:
             total += sum(calls * max(beats * em.wgrad_beat_cycles(s) + em.HLS_CALL_OVERHEAD, part)
                          for calls, beats in em.predictor_only_calls(s, n, host=pred_host))
         cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE)
-        loops = wgrad_update_cycles(s, psg, psg and em.weight_groups(s, n_samples=n) > 1 and n > 0)
+        loops = wgrad_loop_cycles(s, n, psg, psg and n > 0 and em.weight_groups(s, n_samples=n) > 1)
         cycles += loops
         ddr = layer_ddr
     blackbox = em.pass_cycles(pass_name, shape, n, psg=wg_psg, pred_host=pred_host, overhead=em.HLS_CALL_OVERHEAD) \
@@ -201,10 +202,20 @@ def wgrad_update_cycles(shape: ConvShape, predictor_on: bool, gmsb_in_ddr: bool)
     return int(math.ceil(max(nw, per_weight * nw / DDR_BYTES_PER_CYCLE)))
 
 
-def bn_sums_cycles(shape: ConvShape) -> int:
-    """The forward's BN sums outside its calls (hls/src/conv_fwd.cpp): the per-channel sums
-    cleared (II=1) and written out, two int64 words a channel (II=2): ``csim.fwd_staging().sums_cycles``."""
-    return 3 * shape.co
+def wgrad_loop_cycles(shape: ConvShape, n: int, predictor_on: bool, gmsb_in_ddr: bool) -> int:
+    """The weight gradient's loops outside its calls, a weight a cycle: each group's partial sums
+    cleared and read out (signs, G_msb to the scratch when spilled), or with no sample the signs
+    zeroed, then the update (``wgrad_update_cycles``). ``csim.wgrad_staging().loop_trips`` counts
+    their trips."""
+    nw = shape.co * shape.ci * shape.k * shape.k
+    return (2 * nw if n else nw) + wgrad_update_cycles(shape, predictor_on, gmsb_in_ddr)
+
+
+def fwd_channel_cycles(shape: ConvShape, bn: bool) -> int:
+    """The forward's per-channel loops outside its calls (hls/src/conv_fwd.cpp): the bias (or
+    zeros) into the block unit's cA with the BN sums cleared (II=1), and with BN the sums written
+    out, two int64 words a channel (II=2): ``csim.fwd_staging().chan_cycles``."""
+    return shape.co * (3 if bn else 1)
 
 
 _STAGING_CACHE: dict = {}
@@ -225,16 +236,17 @@ def _pass_staging(pass_name: str, shape: ConvShape, n: int) -> dict:
     return got
 
 
-def _staged_sweep_cycles(pass_name: str, shape: ConvShape, n: int, outputs: int) -> int:
+def _staged_sweep_cycles(pass_name: str, shape: ConvShape, n: int) -> int:
     """Cycles of a staged pass's calls through the blackbox: the prologue, then each call at the
-    longest of its beats + HLS_CALL_OVERHEAD, its outputs through the requantisers and its
-    stager's trips (the flush not included)."""
+    longest of its beats + HLS_CALL_OVERHEAD, its stager's trips and its output stage's (the rows
+    of the (block, tile) before, a position a cycle), and the flush call at the longer of its own
+    ROWS + HLS_CALL_OVERHEAD and the last (block, tile)'s output stage."""
     if n == 0:
         return 0
     st = _pass_staging(pass_name, shape, n)
-    req = outputs / ENGINE_REQUANT
-    return int(math.ceil(st["prologue"] + sum(max(b + em.HLS_CALL_OVERHEAD, req, t)
-                                              for b, t in zip(st["per_call_beats"], st["per_call"]))))
+    return int(st["prologue"] + max(em.ROWS + em.HLS_CALL_OVERHEAD, st["flush_out"])
+               + sum(max(b + em.HLS_CALL_OVERHEAD, t, o)
+                     for b, t, o in zip(st["per_call_beats"], st["per_call"], st["per_call_out"])))
 
 
 def bwd_ddr(shape: ConvShape, n: int) -> int:
@@ -245,8 +257,8 @@ def bwd_ddr(shape: ConvShape, n: int) -> int:
 
 
 def bwd_sweep_cycles(shape: ConvShape, n: int) -> int:
-    """_staged_sweep_cycles of the input gradient (ROWS x COLS outputs a call)."""
-    return _staged_sweep_cycles("bwd_data", shape, n, em.ROWS * em.COLS)
+    """_staged_sweep_cycles of the input gradient."""
+    return _staged_sweep_cycles("bwd_data", shape, n)
 
 
 def fwd_ddr(shape: ConvShape, n: int) -> int:
@@ -257,8 +269,8 @@ def fwd_ddr(shape: ConvShape, n: int) -> int:
 
 
 def fwd_sweep_cycles(shape: ConvShape, n: int) -> int:
-    """_staged_sweep_cycles of the forward (ROWS x 2*COLS outputs a call)."""
-    return _staged_sweep_cycles("fwd", shape, n, em.ROWS * 2 * em.COLS)
+    """_staged_sweep_cycles of the forward."""
+    return _staged_sweep_cycles("fwd", shape, n)
 
 
 def wgrad_sweep_ddr(shape: ConvShape, n: int | None = None) -> int:
@@ -274,16 +286,17 @@ def wgrad_sweep_ddr(shape: ConvShape, n: int | None = None) -> int:
 def wgrad_sweep_cycles(shape: ConvShape, n: int | None = None) -> int:
     """Cycles of one sweep's calls through the blackbox: the prologue, then each call at the
     longest of its beats (at the feeder's rate, ``engine_map.wgrad_beat_cycles``) +
-    HLS_CALL_OVERHEAD, its partial-sum adds and its stagers' trips (the flush calls not
-    included)."""
+    HLS_CALL_OVERHEAD, its stagers' trips and its output stage's (the call before's rows into the
+    partial sums, a weight a cycle), and each group's flush call at the longer of its own and its
+    output stage's."""
     n = shape.n if n is None else n
     if n == 0:
         return 0
     st = _pass_staging("wgrad", shape, n)
-    part = em.ROWS * em.COLS / PART_ADDERS
     f = em.wgrad_beat_cycles(shape)
-    return int(math.ceil(st["prologue"] + sum(max(b * f + em.HLS_CALL_OVERHEAD, part, t)
-                                              for b, t in zip(st["per_call_beats"], st["per_call"]))))
+    flushes = sum(max(em.ROWS + em.HLS_CALL_OVERHEAD, o) for o in st["flush_out"])
+    return int(st["prologue"] + flushes + sum(max(b * f + em.HLS_CALL_OVERHEAD, t, o) for b, t, o in
+                                              zip(st["per_call_beats"], st["per_call"], st["per_call_out"])))
 
 
 def wgrad_sweep_sram(shape: ConvShape, n: int, beats: int, calls: int) -> int:
