@@ -72,6 +72,25 @@ def test_a_rerun_trains_only_what_is_missing_or_changed(tmp_path, capsys):
     assert ("2 runs, 0 already" if other != BACKEND else "2 runs, 1 already") in err
 
 
+def test_runs_priced_by_another_model_are_trained_again(tmp_path, capsys, monkeypatch):
+    """A saved run records the model it was priced by (a hash of the trainer's and the pricing's
+    source): after the model changes, a rerun into the same folder trains it again and says why,
+    rather than mixing old figures into the new table."""
+    from e2train.app import frontier
+    ONE = ("--setting", 'a={"smd_energy_ratio": 0.5}')
+    assert _frontier(tmp_path, *ONE) == 0
+    saved = json.loads((tmp_path / "runs" / "baseline-s3.json").read_text())
+    assert saved["source"]["model"] == frontier.model_fingerprint()
+    capsys.readouterr()
+    assert _frontier(tmp_path, *ONE) == 0
+    assert "2 runs, 2 already" in capsys.readouterr().err
+    monkeypatch.setattr(frontier, "model_fingerprint", lambda: "another-model")
+    assert _frontier(tmp_path, *ONE) == 0
+    err = capsys.readouterr().err
+    assert "2 runs, 0 already" in err and "2 of them saved under another model version" in err
+    assert json.loads((tmp_path / "runs" / "baseline-s3.json").read_text())["source"]["model"] == "another-model"
+
+
 @pytest.mark.parametrize("args, says", [
     (["--setting", "nojson"], "is not NAME=JSON"),
     (["--setting", "x={bad"], "--setting x is not valid JSON"),

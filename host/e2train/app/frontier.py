@@ -12,8 +12,10 @@ The default settings are SMD's energy budget, the knob the paper sweeps (Sec. 4.
 (the plain epochs: "SMD can directly half the training cost").
 
 Every run is saved as it ends (``<out>/runs/<name>-s<seed>.json``): an interrupted sweep
-rerun with the same ``--out`` trains only what is missing (a run whose settings, data or backend
-differ is trained again). Energy is modelled, never measured.
+rerun with the same ``--out`` trains only what is missing (a run whose settings, data, backend
+or model differ is trained again: the model is a hash of the trainer's and the pricing's source,
+``model_fingerprint``, so a run priced by an older model is not mixed into a new table). Energy
+is modelled, never measured.
 """
 from __future__ import annotations
 
@@ -90,6 +92,26 @@ def run_configs(shared: dict, settings: dict[str, dict], seeds: list[int]) -> di
         except ConfigError as e:
             raise ConfigError(f"setting {name}: {e}") from None
     return runs
+
+
+def model_fingerprint() -> str:
+    """A hash of what a saved run's figures come from: the source of e2train.core (the kernels'
+    bindings, the performance and energy models) and e2train.device (the trainer), and the C
+    simulation library the csim backend runs, where it is built."""
+    import hashlib
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for sub in ("core", "device"):
+        for f in sorted((root / sub).glob("*.py")):
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    try:
+        from ..core import csim
+        lib = csim.library_path()
+        if lib.exists():
+            h.update(lib.read_bytes())
+    except (ImportError, AttributeError, OSError):
+        pass
+    return h.hexdigest()[:16]
 
 
 def train_one(cfg: dict, data: str, data_dir: str | None, backend: str) -> dict:
@@ -205,8 +227,8 @@ def run(args: argparse.Namespace) -> int:
     datasets.load(args.data, args.data_dir)      # a data set that is not there: one line before anything starts
     out = Path(args.out or time.strftime("runs/frontier-%Y%m%d-%H%M%S"))
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    results, todo = {}, {}
-    source = {"data": args.data, "data_dir": args.data_dir, "backend": args.backend}
+    results, todo, stale = {}, {}, 0
+    source = {"data": args.data, "data_dir": args.data_dir, "backend": args.backend, "model": model_fingerprint()}
     for key, cfg in runs.items():
         f = out / "runs" / f"{key[0]}-s{key[1]}.json"
         if f.exists():
@@ -217,10 +239,15 @@ def run(args: argparse.Namespace) -> int:
             if saved.get("config") == json.loads(json.dumps(cfg)) and saved.get("source") == source:
                 results[key] = saved
                 continue
+            stale += bool(saved) and saved.get("config") == json.loads(json.dumps(cfg)) and \
+                {k: v for k, v in (saved.get("source") or {}).items() if k != "model"} == \
+                {k: v for k, v in source.items() if k != "model"}
         todo[key] = cfg
     t0 = time.monotonic()
     print(f"frontier: {len(runs)} runs, {len(results)} already in {out}/runs, {len(todo)} to train "
-          f"({args.jobs} at once)", file=sys.stderr)
+          f"({args.jobs} at once)" + (f"; {stale} of them saved under another model version (the trainer's or "
+                                      "the pricing's source changed): trained again" if stale else ""),
+          file=sys.stderr)
     with ProcessPoolExecutor(max(1, min(args.jobs, len(todo) or 1))) as ex:
         futs = {ex.submit(train_one, cfg, args.data, args.data_dir, args.backend): key for key, cfg in todo.items()}
         for i, fut in enumerate(as_completed(futs), 1):
