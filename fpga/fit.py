@@ -68,6 +68,8 @@ WG_STAGE_LUT = 36 + 224 + 190 + 64 + 112 + 120 + 130 + 100
 # (the items in shell_rows).
 FWD_FEED_LUT = 120 + 13
 FWD_STAGE_LUT = 288 + 64 + 130 + 114 + 60 + 200 + 150 + 250
+# The output stage (hls/src/e2t_engine.cpp output_stage): one column select for the three passes.
+OUT_SELECT_LUT = 103 * 5 + 16
 # The input gradient's (hls/src/conv_bwd_data.cpp, the g buffer of namespace bwd), the same way.
 BWD_FEED_LUT = 120 + 13
 BWD_STAGE_LUT = 128 + 40 + 60 + 40 + 150 + 150 + 150 + 50
@@ -200,6 +202,12 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
          "beats (7 x 8 b x 8:1: 224), counters and addresses (190); g: 4 codes from a 64-bit beat (64), counters "
          "and addresses (112); the plan: the chunks' widest rows (120), the channel-pair division and product "
          "(130), the steps' bounds (100)"),
+        ("output stage: the column select", {"LUT": OUT_SELECT_LUT, "FF": 103 + 40, "DSP": 0, "BRAM36": 0},
+         "estimate: the one process beside the calls (e2t_engine.cpp output_stage) takes an engine row's "
+         "columns a cycle through one 18:1 select of p, lo and hi (41 + 31 + 31 b, 5 LUT a bit as Vivado maps "
+         "a 16:1 select with MUXF7/F8 plus a level: 515), the forward's lo/hi pick (16); its requantisers "
+         "are the shared four (below). yosys, which maps no MUXF7/F8 there, counts 1,133 LUT for the select "
+         "alone"),
         ("sample-list check", {"LUT": 50, "FF": 40, "DSP": 0, "BRAM36": 0.5},
          "a seen bit per batch sample (4096 x 1 b, one RAMB18): repeats are refused"),
         ("on-chip buffers", {"LUT": 0, "FF": 0, "DSP": 0, "BRAM36": 1.5 * rows + 4},

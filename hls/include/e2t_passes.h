@@ -358,19 +358,6 @@ struct OutStage {
     wgrad::Placed pl;             // weight gradient: the block, added into its group's partial sums
     wgrad::Group g;
 };
-// The passes' output stages (hls/src/conv_*.cpp), each one output (a code, or a weight's two
-// partial sums) a cycle; C simulation counts their trips (field 8 of each pass's counters).
-namespace fwd {
-// bias: the layer's, in the block unit's cA (the forward loads it there); BN sums into s1, s2.
-void drain(psg::stream<eng::Row> &out, const OutStage &os, const int32_t bias[], uint8_t *y, const Geometry &q,
-           int *ovf, int64_t s1_all[], int64_t s2_all[]);
-}  // namespace fwd
-namespace bwd {
-void drain(psg::stream<eng::Row> &out, const OutStage &os, int16_t *g_x, const Geometry &q, int *ovf);
-}  // namespace bwd
-namespace wgrad {
-void gather(psg::stream<eng::Row> &out, const OutStage &os, Part part[PART]);
-}  // namespace wgrad
 
 
 // The passes (hls/src/conv_fwd.cpp, conv_bwd_data.cpp, conv_bwd_weight_psg.cpp): the
@@ -427,7 +414,7 @@ template <int N> struct Counters {
 // staged before any call) larger of its x and g trips; [5] engine calls that staged; [6] the
 // sum over engine calls of the larger of the call's x and g trips (the stagers' time inside
 // the calls); [7] column reads whose bank held another word (0: the layout's argument above);
-// [8] the output stage's trips (the gather, beside the calls); [9] the loops outside the calls,
+// [8] the output stage's trips (beside the calls: a row read, a column a cycle); [9] the loops outside the calls,
 // a weight a trip: the groups' partial sums cleared and read out, the update (and, with no
 // sample, the zeroed signs).
 void e2t_wgrad_staging_reset();
@@ -441,7 +428,7 @@ extern "C" void e2t_wgrad_staging(int64_t out[E2T_STAGING_FIELDS]);
 // layout's argument, namespace fwd); [6] the weight loader's loop trips (the groups' weights
 // into wt, before their first call: the engine waits); [7] the per-channel loops' cycles (their
 // trips times their II: the bias into cA and the BN sums cleared, the sums written out); [8] the
-// output stage's trips (the drains, beside the calls); [9] unused.
+// output stage's trips (beside the calls: a row read, a position a cycle); [9] unused.
 void e2t_fwd_staging_reset();
 void e2t_fwd_staging_add(int field, int64_t v);
 extern "C" void e2t_fwd_staging(int64_t out[E2T_STAGING_FIELDS]);

@@ -213,25 +213,6 @@ void feed(psg::stream<eng::Beat> &in, const Span &sp, const int16_t gb[][GB_BANK
     }
 }
 
-// The output stage of a (block, tile) (os.bb, os.ci0): its ROWS result rows (P's sums),
-// requantised, a position a cycle. Runs beside the next call (e2t_engine_call).
-void drain(psg::stream<eng::Row> &out, const OutStage &os, int16_t *g_x, const Geometry &q, int *ovf) {
-    const Block &b = os.bb;
-    const int64_t plane = (int64_t)q.h * q.wd;
-    for (int r = 0; r < R; r++) {
-        const eng::Row row = out.read();
-        E2T_BWD_STAGING(8, 1);
-        if (os.ci0 + r >= q.ci) continue;
-        E2T_BWD_STAGING(8, C);
-        for (int c = 0; c < C; c++) {
-#pragma HLS PIPELINE II=1
-            if (b.on[c])
-                g_x[b.xbase[c] + (os.ci0 + r) * plane] =
-                    (int16_t)e2t_requant_unit(row.p[c], os.mult_m, os.mult_s, -32768, 32767, os.acc_limit, ovf);
-        }
-    }
-}
-
 }  // namespace bwd
 
 namespace {

@@ -248,25 +248,6 @@ void stage_g(const int16_t *g_y, const int32_t *samples, const Geometry &q, cons
     }
 }
 
-// The output stage of a call (os.pl, os.g): its rows added into the group's partial sums, a
-// weight's two sums (G and G_msb, one 72-bit word) a cycle. Runs beside the next call
-// (e2t_engine_call).
-void gather(psg::stream<eng::Row> &out, const OutStage &os, Part part[PART]) {
-    const Placed &pl = os.pl;
-    for (int r = 0; r < R; r++) {
-        const eng::Row row = out.read();
-        E2T_STAGING(8, 1 + C);
-        for (int c = 0; c < C; c++) {
-#pragma HLS PIPELINE II=1
-            if (r < pl.nr && c < pl.nc) {
-                const int i = os.g.at(pl.o0 + r, pl.j0 + c);
-                part[i].e += row.p[c];
-                part[i].m += row.lo[c];
-            }
-        }
-    }
-}
-
 namespace {
 
 int64_t widx(const Geometry &q, int o, int j) { return (int64_t)o * q.taps + j; }
@@ -408,7 +389,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
             Feed fd = {};
             OutStage os = {};
             os.g = g;
-            int unused_ovf = 0;                           // the gather saturates nothing
+            int unused_ovf = 0;                           // adding into the partial sums saturates nothing
             int cur = 0;
             bool pending = false;
             for (int p0 = 0; p0 < npos; p0 += CHUNK) {

@@ -220,42 +220,6 @@ void feed(psg::stream<eng::Beat> &in, const Span &sp, const uint8_t xf[][XF_BANK
     }
 }
 
-// The output stage of a (block, tile) (os.fb, os.co0): its ROWS result rows from the engine, + bias
-// (the layer's, in the block unit's cA), requantised, a position a cycle; with BN's sums (os.bn),
-// sum y and sum y^2 per output channel added into s1[o] and s2[o] (sum y < 2^31 and sum y^2 <
-// 2^38 over at most 2^24 positions). Runs beside the next call (e2t_engine_call).
-void drain(psg::stream<eng::Row> &out, const OutStage &os, const int32_t bias[], uint8_t *y, const Geometry &q,
-           int *ovf, int64_t s1_all[], int64_t s2_all[]) {
-    const Block &b = os.fb;
-    const int64_t plane = (int64_t)q.ho * q.wo;
-    for (int r = 0; r < R; r++) {
-        const eng::Row row = out.read();
-        const int o = os.co0 + r;
-        E2T_FWD_STAGING(8, 1);
-        if (o >= q.co) continue;
-        E2T_FWD_STAGING(8, NPOS);
-        const int64_t bias_r = bias[o];
-        int64_t s1 = 0, s2 = 0;             // this row's sums (locals: y's stores cannot alias them)
-        for (int i = 0; i < NPOS; i++) {
-#pragma HLS PIPELINE II=1
-            if (!b.on[i]) continue;
-            const int64_t acc = ((i & 1) ? row.hi[i / 2] : row.lo[i / 2]) + bias_r;
-            const int64_t v = e2t_requant_unit(acc, os.mult_m, os.mult_s, os.lo, os.hi, os.acc_limit, ovf);
-            y[b.ybase[i] + o * plane] = (uint8_t)(v & 0xff);
-            if (os.bn) {
-                const int64_t v2 = v * v;      // |v| <= 255: an 8 x 8-bit square in LUTs
-#pragma HLS BIND_OP variable=v2 op=mul impl=fabric
-                s1 += v;
-                s2 += v2;
-            }
-        }
-        if (os.bn) {
-            s1_all[o] += s1;
-            s2_all[o] += s2;
-        }
-    }
-}
-
 }  // namespace fwd
 
 namespace {

@@ -47,14 +47,80 @@ void feed(psg::stream<eng::Beat> &in, uint8_t mode, const Feed &f, const Geometr
     }
 }
 
-// The output stage of the pass whose rows the engine emits during this call (none: no rows).
+// One column of an engine row, the output stage's one select (an 18:1 select of the row's 18
+// columns, every pass through the same one: fpga/fit.py counts one).
+struct Column {
+    int64_t p, lo, hi;
+};
+inline Column column_of(const eng::Row &row, int c) {
+#pragma HLS INLINE
+    return Column{row.p[c], row.lo[c], row.hi[c]};
+}
+
+#ifndef __SYNTHESIS__
+// The output stage's trips in the counters of the pass whose rows they are.
+void count_out(uint8_t kind, int64_t v) {
+    if (kind == kOutFwd) e2t_fwd_staging_add(8, v);
+    else if (kind == kOutBwd) e2t_bwd_staging_add(8, v);
+    else e2t_wgrad_staging_add(8, v);
+}
+#endif
+
+// The output stage of the pass whose rows the engine emits during this call (none: no rows): per
+// row, a trip for its read, then a column a cycle through the one select: the weight gradient adds
+// the column's G and G_msb into the group's partial sums (every row; a cell outside the block adds
+// nothing); the input gradient requantises P into g_x; the forward, a position a cycle (two a
+// column: acc_lo is position 2c, acc_hi 2c+1), adds the bias (the layer's, in cA), requantises into
+// y and, with BN's sums, adds y and y^2 into the row's channel sums (sum y < 2^31 and sum y^2 <
+// 2^38 over at most 2^24 positions). Rows outside the layer are read and dropped.
 void output_stage(psg::stream<eng::Row> &out, const OutStage &os, const Geometry &q, uint8_t *y, int16_t *g_x,
                   const int32_t cA[], int64_t cB[], int64_t cK[], wgrad::Part part[], int *ovf) {
-    switch (os.kind) {
-        case kOutFwd: fwd::drain(out, os, cA, y, q, ovf, cB, cK); break;
-        case kOutBwd: bwd::drain(out, os, g_x, q, ovf); break;
-        case kOutWgrad: wgrad::gather(out, os, part); break;
-        default: break;
+    if (os.kind == kOutNone) return;
+    const bool fw = os.kind == kOutFwd, bw = os.kind == kOutBwd;
+    const int per_col = fw ? 2 : 1;
+    const int64_t yplane = (int64_t)q.ho * q.wo, xplane = (int64_t)q.h * q.wd;
+    for (int r = 0; r < R; r++) {
+        const eng::Row row = out.read();
+        const int ch = fw ? os.co0 + r : os.ci0 + r;      // the row's channel (forward, input gradient)
+#ifndef __SYNTHESIS__
+        count_out(os.kind, 1);
+#endif
+        if ((fw && ch >= q.co) || (bw && ch >= q.ci)) continue;
+#ifndef __SYNTHESIS__
+        count_out(os.kind, (int64_t)C * per_col);
+#endif
+        const int64_t bias_r = fw ? cA[ch] : 0;
+        int64_t s1 = 0, s2 = 0;             // the row's BN sums (locals: y's stores cannot alias them)
+        for (int t = 0; t < C * per_col; t++) {
+#pragma HLS PIPELINE II=1
+            const int c = fw ? t >> 1 : t;
+            const Column col = column_of(row, c);
+            if (fw) {
+                const int i = t;                                  // position 2c + (t & 1)
+                if (!os.fb.on[i]) continue;
+                const int64_t v = e2t_requant_unit(((t & 1) ? col.hi : col.lo) + bias_r, os.mult_m, os.mult_s,
+                                                   os.lo, os.hi, os.acc_limit, ovf);
+                y[os.fb.ybase[i] + ch * yplane] = (uint8_t)(v & 0xff);
+                if (os.bn) {
+                    const int64_t v2 = v * v;      // |v| <= 255: an 8 x 8-bit square in LUTs
+#pragma HLS BIND_OP variable=v2 op=mul impl=fabric
+                    s1 += v;
+                    s2 += v2;
+                }
+            } else if (bw) {
+                if (os.bb.on[c])
+                    g_x[os.bb.xbase[c] + ch * xplane] =
+                        (int16_t)e2t_requant_unit(col.p, os.mult_m, os.mult_s, -32768, 32767, os.acc_limit, ovf);
+            } else if (r < os.pl.nr && c < os.pl.nc) {
+                const int i = os.g.at(os.pl.o0 + r, os.pl.j0 + c);
+                part[i].e += col.p;
+                part[i].m += col.lo;
+            }
+        }
+        if (fw && os.bn) {
+            cB[ch] += s1;
+            cK[ch] += s2;
+        }
     }
 }
 
