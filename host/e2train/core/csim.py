@@ -353,7 +353,7 @@ class FwdStaging:
     bank_misses: int      # position reads that found another segment's or step's code (the layout says 0)
     w_trips: int          # the weight loader's trips (a byte each; the engine waits for them)
     chan_cycles: int      # the per-channel loops outside the calls (bias into cA, BN sums; forward only)
-    out_trips: int        # the output stage's trips (the drains, beside the calls)
+    out_trips: int        # the output stage's trips (beside the calls: a row read, a position a cycle)
     unused: int
 
 

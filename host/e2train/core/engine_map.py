@@ -44,7 +44,7 @@ CALL_OVERHEAD = 6        # cycles per call beyond its beats: start, 3 drain, res
 HLS_CALL_OVERHEAD = 8    # the same through the HLS blackbox (train_engine_hls.v): + start and head
 WGRAD_CHUNK = 256        # positions per weight-gradient call: the shell's x/g chunk buffers
 PART_ADDERS = 2          # the shell's partial-sum adders: a weight's G and G_msb, one weight a cycle
-# The output stages (hls/src/conv_*.cpp drain, gather), the process beside each engine call that
+# The output stage (hls/src/e2t_engine.cpp output_stage), the process beside each engine call that
 # takes the rows the engine emits during it (the previous call's), one output a cycle: a trip per
 # row read, and the forward's 2*COLS positions, the input gradient's COLS of each row inside the
 # layer, the weight gradient's COLS weights of every row.

@@ -60,9 +60,9 @@ def _ceil(a: int, b: int) -> int:
 # the result read-out) beats + HLS_CALL_OVERHEAD, plus one flush call per pass (RTL: the
 # cocotb benches count both and compare them with engine_map). Around it, modelled and
 # stated here, not measured:
-# * the output stage (hls/src/conv_*.cpp drain, gather), a process beside the feeder and the
+# * the output stage (hls/src/e2t_engine.cpp output_stage), a process beside the feeder and the
 #   engine in each call's DATAFLOW region, takes the rows the engine emits during the call (the
-#   previous call's), one output a cycle through one of the ENGINE_REQUANT requantisers (2
+#   previous call's), a column a cycle through one select (the forward a position a cycle) and one of the ENGINE_REQUANT requantisers (2
 #   DSP48E1 each; the block unit's lanes use all four): a call lasts at least its output
 #   stage's trips (engine_map's per_call_out, the C simulation's count), the forward's
 #   8 + 8 x 36 = 296 for a full tile, the input gradient's 152, the weight gradient's 152 (a
@@ -113,10 +113,11 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
                 pred_host: bool = True) -> dict:
     """Modelled cycles of one pass on the engine: {"engine_cycles": the engine's own count
     (calls back to back, train_engine.v), "blackbox_cycles": the same calls through the HLS
-    blackbox plus the flush, "cycles": with the requantiser, partial-sum and DDR bounds and the
-    pass's loops outside its calls, "loop_cycles": those loops (the forward's and input
-    gradient's weight loads, ``engine_map.weight_load_trips``; the weight gradient's update,
-    ``wgrad_update_cycles``), "macs", "ddr_bytes": the DDR traffic the DDR bound was taken on}. psg: for bwd_data, it hosts the weight gradient's predictor sweep
+    blackbox plus the flush, "cycles": each call at least its output stage's and stagers' trips,
+    the pass at least its DDR bytes at the DDR rate, plus its loops outside its calls,
+    "loop_cycles": those loops (the weight loads, ``engine_map.weight_load_trips``; the forward's
+    bias loop, ``fwd_channel_cycles``; the weight gradient's partial sums and update,
+    ``wgrad_loop_cycles``), "macs", "ddr_bytes": the DDR traffic the DDR bound was taken on}. psg: for bwd_data, it hosts the weight gradient's predictor sweep
     (its DDR reads and the partial sums' adds); for wgrad, the exact sweep plus the
     predictor-only calls (pred_host False: all of the sweep, no input-gradient pass)."""
     n = shape.n if n_samples is None else n_samples
