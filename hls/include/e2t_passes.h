@@ -358,6 +358,16 @@ struct OutStage {
     wgrad::Placed pl;             // weight gradient: the block, added into its group's partial sums
     wgrad::Group g;
 };
+// A pass's output stage, no rows yet, with its requantiser (the forward's and input gradient's).
+inline OutStage out_stage(int32_t mult_m, int mult_s, int64_t lo, int64_t hi, int64_t acc_limit) {
+    OutStage os = {};
+    os.mult_m = mult_m;
+    os.mult_s = mult_s;
+    os.lo = lo;
+    os.hi = hi;
+    os.acc_limit = acc_limit;
+    return os;
+}
 
 
 // The passes (hls/src/conv_fwd.cpp, conv_bwd_data.cpp, conv_bwd_weight_psg.cpp): the

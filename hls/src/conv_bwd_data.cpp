@@ -296,10 +296,7 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
     bool more = settle(wk, q, n_samples);
 
     Feed fd = {};
-    OutStage os = {};                           // the (block, tile) whose rows the engine holds
-    os.mult_m = mult_m;
-    os.mult_s = mult_s;
-    os.acc_limit = acc_limit;
+    OutStage os = out_stage(mult_m, mult_s, -32768, 32767, acc_limit);   // the (block, tile) whose rows the engine holds
     bool pending = false;
     int group = -1;
     if (more) {

@@ -297,12 +297,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
     const bool xu = x_unsigned != 0;
 
     Feed fd = {};
-    OutStage os = {};                           // the (block, tile) whose rows the engine holds
-    os.mult_m = mult_m;
-    os.mult_s = mult_s;
-    os.lo = lo;
-    os.hi = hi;
-    os.acc_limit = acc_limit;
+    OutStage os = out_stage(mult_m, mult_s, lo, hi, acc_limit);   // the (block, tile) whose rows the engine holds
     os.bn = bn;
     bool pending = false;
     if (more) {

@@ -110,7 +110,7 @@ void output_stage(psg::stream<eng::Row> &out, const OutStage &os, const Geometry
             } else if (bw) {
                 if (os.bb.on[c])
                     g_x[os.bb.xbase[c] + ch * xplane] =
-                        (int16_t)e2t_requant_unit(col.p, os.mult_m, os.mult_s, -32768, 32767, os.acc_limit, ovf);
+                        (int16_t)e2t_requant_unit(col.p, os.mult_m, os.mult_s, os.lo, os.hi, os.acc_limit, ovf);
             } else if (r < os.pl.nr && c < os.pl.nc) {
                 const int i = os.g.at(os.pl.o0 + r, os.pl.j0 + c);
                 part[i].e += col.p;
