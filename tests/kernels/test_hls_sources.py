@@ -137,3 +137,20 @@ def test_the_weight_gradients_partial_sums_are_one_bram_word_a_weight_as_fit_cou
     shape_h = (REPO / "hls/include/e2t_shape.h").read_text()
     from e2train.core.shapes import MAX_WGRAD_CALL_TERMS
     assert f"#define E2T_MAX_WGRAD_CALL_TERMS (1 << {MAX_WGRAD_CALL_TERMS.bit_length() - 1})" in shape_h
+
+
+def test_the_output_stage_is_one_process_beside_the_calls():
+    """The engine's rows are read in one place: the output stage, a process of e2t_engine_call's
+    DATAFLOW region (so it runs beside the next call, as perfmodel prices it), taking a column a
+    cycle through one select (fpga/fit.py counts one). No pass reads the rows after a call returns."""
+    top = _src("e2t_engine")
+    call = top[top.index("void e2t_engine_call("):]
+    call = call[:call.index("\n}\n")]
+    assert "#pragma HLS DATAFLOW" in call and "e2t::output_stage(out, os," in call
+    assert call.index("train_engine_hls(") < call.index("e2t::output_stage(")
+    stage = top[top.index("void output_stage("):]
+    stage = stage[:stage.index("\n}\n")]
+    assert stage.count("out.read()") == 1 and stage.count("column_of(row, c)") == 1
+    assert top.count("out.read()") == 1
+    for name in ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg"):
+        assert "out.read()" not in _src(name), name
