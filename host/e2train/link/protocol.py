@@ -191,6 +191,16 @@ class LineReader:
 
 # --- transports: a minimal "read some bytes with a timeout / write all" interface -------
 
+def _wait(read: list, write: list, timeout: float):
+    """select() on a stream's descriptor; one closed under it (another thread closed the
+    connection: the host left, or reconnected) is a closed link, not a crash of the caller: the
+    board's trainer writes its events from its own thread."""
+    try:
+        return select.select(read, write, [], timeout)
+    except (ValueError, OSError) as e:        # fileno() -1 (a closed socket), EBADF
+        raise LinkError(f"link closed ({e})") from None
+
+
 def _write_all(waitable, send, data: bytes, timeout: float) -> None:
     """Write everything through ``send`` (which returns the bytes it took) or raise: a peer that
     reads nothing for ``timeout`` seconds must not block us forever; a slow one (a throttled
@@ -201,7 +211,7 @@ def _write_all(waitable, send, data: bytes, timeout: float) -> None:
         left = deadline - time.monotonic()
         if left <= 0:
             raise LinkError(f"link write timed out (nobody read for {timeout:.0f} s)")
-        _, w, _ = select.select([], [waitable], [], left)
+        _, w, _ = _wait([], [waitable], left)
         if not w:
             continue
         try:
@@ -222,7 +232,7 @@ class FdStream:
         os.set_blocking(fd, False)
 
     def read(self, timeout: float) -> bytes:
-        r, _, _ = select.select([self.fd], [], [], timeout)
+        r, _, _ = _wait([self.fd], [], timeout)
         if not r:
             return b""
         try:
@@ -251,7 +261,7 @@ class SocketStream:
         sock.setblocking(False)
 
     def read(self, timeout: float) -> bytes:
-        r, _, _ = select.select([self.sock], [], [], timeout)
+        r, _, _ = _wait([self.sock], [], timeout)
         if not r:
             return b""
         try:

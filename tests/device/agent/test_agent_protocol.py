@@ -240,3 +240,23 @@ def test_refuses_to_listen_off_loopback_without_token(capsys):
     rc = agent_mod.main(["--tcp", "0.0.0.0:0"])
     assert rc == 2
     assert "without --token" in capsys.readouterr().err
+
+
+def test_a_connection_closed_under_a_write_is_a_dropped_link_not_a_board_error(tmp_path):
+    """The board's trainer writes its events from its own thread while the serving thread may
+    close the connection (the host leaves, or reconnects and displaces it). A write or read on a
+    stream whose socket was closed under it is a closed link (LinkError, which the agent's event
+    path absorbs: the host catches up later), not a ValueError that ends the training run."""
+    import socket
+    a, b = socket.socketpair()
+    stream = link.SocketStream(a)
+    a.close()                                   # closed by another thread: fileno() is -1
+    with pytest.raises(link.LinkError, match="link closed"):
+        stream.write(b"x" * 10)
+    with pytest.raises(link.LinkError, match="link closed"):
+        stream.read(0.01)
+    agent = agent_mod.Agent(tmp_path / "board", simulated=True)
+    agent.sink = lambda ev: stream.write(link.encode(ev))
+    agent.emit("epoch", run_id="r1", epoch=2)   # must not raise: the run goes on
+    assert agent.events[-1]["event"] == "epoch"
+    b.close()
