@@ -444,7 +444,8 @@ void e2t_fwd_staging_add(int field, int64_t v);
 extern "C" void e2t_fwd_staging(int64_t out[E2T_STAGING_FIELDS]);
 // The input gradient's g buffer traffic since the last input-gradient pass began (C simulation
 // only, tests/kernels/test_bwd_staging.py), the same fields as e2t_fwd_staging (bytes of g; no
-// per-channel loops).
+// per-channel loops) but [9]: the zeros written outside the calls to the positions of phases
+// without taps (k = 1, stride 2), a position of a channel a trip.
 void e2t_bwd_staging_reset();
 void e2t_bwd_staging_add(int field, int64_t v);
 extern "C" void e2t_bwd_staging(int64_t out[E2T_STAGING_FIELDS]);

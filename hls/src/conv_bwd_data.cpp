@@ -315,9 +315,13 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
             Block b;
             for (int q0 = 0; q0 < n_samples * f.per_sample(); q0 += C) {
                 bwd::place(b, samples, q, f, n_samples, q0, 1);
-                for (int r = 0; r < tiles * R && g0 * R + r < ci; r++)
-                    for (int c = 0; c < C; c++)
+                const int rows_in = ci - g0 * R < tiles * R ? ci - g0 * R : tiles * R;
+                for (int r = 0; r < rows_in; r++)
+                    for (int c = 0; c < C; c++) {
+#pragma HLS PIPELINE II=1
                         if (b.on[c]) g_x[b.xbase[c] + (int64_t)(g0 * R + r) * h * wd] = (int16_t)zero;
+                    }
+                E2T_BWD_STAGING(9, (int64_t)rows_in * C);
             }
         }
     }

@@ -65,6 +65,7 @@ def test_the_stagers_traffic_and_trips_are_the_models(csim_lib, i):
         assert (c.x_bytes, c.trips, c.prologue) == (m["x_bytes"], m["trips"], m["prologue"])
         assert (c.staging_calls, c.call_trips) == (m["staging_calls"], m["call_trips"])
         assert (c.w_trips, c.chan_cycles) == (em.weight_load_trips("bwd_data", sh, n), 0)
+        assert c.zero_trips == em.bwd_zero_trips(sh, n) and (c.zero_trips > 0) == (i == 4)   # case 4: 1x1 stride 2
         assert c.out_trips == m["out_trips"]
     assert perfmodel.bwd_ddr(sh, n) == c.x_bytes + 2 * n * sh.ci * sh.h * sh.w + sh.co * sh.ci * sh.k * sh.k
 

@@ -354,7 +354,7 @@ class FwdStaging:
     w_trips: int          # the weight loader's trips (a byte each; the engine waits for them)
     chan_cycles: int      # the per-channel loops outside the calls (bias into cA, BN sums; forward only)
     out_trips: int        # the output stage's trips (beside the calls: a row read, a position a cycle)
-    unused: int
+    zero_trips: int       # input gradient: zeros written outside the calls to the phases without taps (0 otherwise)
 
 
 def staging_check(on: bool) -> None:

@@ -545,6 +545,18 @@ def bwd_steps(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROW
 
 # ---- the weight buffer (the passes' group loads: hls/src/conv_fwd.cpp, conv_bwd_data.cpp) -----
 
+def bwd_zero_trips(shape: ConvShape, n_samples: int | None = None) -> int:
+    """The input gradient's loop outside its calls for the positions of phases without taps
+    (k = 1, stride 2: no g_y reaches them, g_x = requant(0)): per such phase and block of COLS
+    listed positions, a trip for each position slot of each input channel
+    (``core.csim.bwd_staging().zero_trips``)."""
+    n = shape.n if n_samples is None else n_samples
+    if n == 0:
+        return 0
+    return sum(shape.ci * COLS * _ceil(n * f["ny"] * f["nx"], COLS)
+               for f in bwd_phases(shape) if not f["taps"])
+
+
 def weight_load_trips(pass_name: str, shape: ConvShape, n_samples: int | None = None) -> int:
     """The weight loader's trips over one pass (``core.csim.fwd_staging().w_trips``, and
     ``bwd_staging``'s): each group of tiles' weights go into the weight buffer before the group's

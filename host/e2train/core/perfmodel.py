@@ -116,7 +116,8 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
     blackbox plus the flush, "cycles": each call at least its output stage's and stagers' trips,
     the pass at least its DDR bytes at the DDR rate, plus its loops outside its calls,
     "loop_cycles": those loops (the weight loads, ``engine_map.weight_load_trips``; the forward's
-    bias loop, ``fwd_channel_cycles``; the weight gradient's partial sums and update,
+    bias loop, ``fwd_channel_cycles``; the input gradient's zeros for phases without taps,
+    ``engine_map.bwd_zero_trips``; the weight gradient's partial sums and update,
     ``wgrad_loop_cycles``), "macs", "ddr_bytes": the DDR traffic the DDR bound was taken on}. psg: for bwd_data, it hosts the weight gradient's predictor sweep
     (its DDR reads and the partial sums' adds); for wgrad, the exact sweep plus the
     predictor-only calls (pred_host False: all of the sweep, no input-gradient pass)."""
@@ -138,7 +139,7 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
         if psg:
             layer_ddr += wgrad_sweep_ddr(s, n)
         cycles += max(bwd_sweep_cycles(s, n), layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
-        loops = em.weight_load_trips("bwd_data", s, n)
+        loops = em.weight_load_trips("bwd_data", s, n) + em.bwd_zero_trips(s, n)
         cycles += loops
         ddr = layer_ddr
     else:
