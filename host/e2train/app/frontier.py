@@ -239,9 +239,9 @@ def run(args: argparse.Namespace) -> int:
             if saved.get("config") == json.loads(json.dumps(cfg)) and saved.get("source") == source:
                 results[key] = saved
                 continue
-            stale += bool(saved) and saved.get("config") == json.loads(json.dumps(cfg)) and \
-                {k: v for k, v in (saved.get("source") or {}).items() if k != "model"} == \
-                {k: v for k, v in source.items() if k != "model"}
+            # the same run, priced by another model
+            stale += saved.get("config") == json.loads(json.dumps(cfg)) and \
+                {**(saved.get("source") or {}), "model": None} == {**source, "model": None}
         todo[key] = cfg
     t0 = time.monotonic()
     print(f"frontier: {len(runs)} runs, {len(results)} already in {out}/runs, {len(todo)} to train "

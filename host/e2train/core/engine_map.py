@@ -455,10 +455,12 @@ def _per_layout(fn, key):
 
 def fwd_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> dict:
     """What the forward's stager does over one pass (``core.csim.fwd_staging``): _stager_account
-    of fwd_steps, a unit an input channel."""
+    of fwd_steps, a unit an input channel, and the counters' weight loads ("w_trips")."""
     unit_of = _per_layout(lambda st: fwd_unit_trips(shape, st["segs"]), lambda st: tuple(st["segs"]))
-    return _stager_account(fwd_steps(shape, n_samples, rows=rows, cols=cols), unit_of,
-                           lambda t: rows + min(rows, shape.co - t * rows) * 2 * cols)
+    acc = _stager_account(fwd_steps(shape, n_samples, rows=rows, cols=cols), unit_of,
+                          lambda t: rows + min(rows, shape.co - t * rows) * 2 * cols)
+    acc["w_trips"] = weight_load_trips("fwd", shape, n_samples)
+    return acc
 
 
 # ---- the input gradient's g buffer (hls/src/conv_bwd_data.cpp: place, stage, the pass's walk) -----
@@ -575,11 +577,15 @@ def weight_load_trips(pass_name: str, shape: ConvShape, n_samples: int | None = 
 
 def bwd_staging(shape: ConvShape, n_samples: int | None = None, *, rows: int = ROWS, cols: int = COLS) -> dict:
     """What the input gradient's stager does over one pass (``core.csim.bwd_staging``, x_bytes:
-    the bytes of g_y read): _stager_account of bwd_steps, a unit an output channel."""
+    the bytes of g_y read): _stager_account of bwd_steps, a unit an output channel, and the
+    counters' weight loads ("w_trips") and zeros for phases without taps ("zero_trips")."""
     unit_of = _per_layout(lambda st: bwd_unit_trips(shape, st["phase"], st["segs"]),
                           lambda st: (st["phase"]["py"], st["phase"]["px"], tuple(st["segs"])))
-    return _stager_account(bwd_steps(shape, n_samples, rows=rows, cols=cols), unit_of,
-                           lambda t: rows + min(rows, shape.ci - t * rows) * cols)
+    acc = _stager_account(bwd_steps(shape, n_samples, rows=rows, cols=cols), unit_of,
+                          lambda t: rows + min(rows, shape.ci - t * rows) * cols)
+    acc["w_trips"] = weight_load_trips("bwd_data", shape, n_samples)
+    acc["zero_trips"] = bwd_zero_trips(shape, n_samples)
+    return acc
 
 
 def _pred_plan(host_beats: list[int], blocks: int, npos: int, chunk: int, min_beats: int):

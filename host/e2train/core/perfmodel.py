@@ -130,7 +130,8 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
     part = em.gather_trips()                                  # a call's partial sums into BRAM
     if pass_name == "fwd":
         layer_ddr = fwd_ddr(s, n)
-        loops = em.weight_load_trips("fwd", s, n) + fwd_channel_cycles(s, bn=False)
+        # the loops outside the calls, from the cached account of the pass (the trainer's hot path)
+        loops = (_pass_staging("fwd", s, n)["w_trips"] if n else 0) + fwd_channel_cycles(s, bn=False)
         cycles += max(fwd_sweep_cycles(s, n), layer_ddr / DDR_BYTES_PER_CYCLE) + loops
         ddr = layer_ddr
     elif pass_name == "bwd_data":
@@ -139,7 +140,8 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
         if psg:
             layer_ddr += wgrad_sweep_ddr(s, n)
         cycles += max(bwd_sweep_cycles(s, n), layer_ddr / DDR_BYTES_PER_CYCLE, 2 * n * s.ci * s.h * s.w / AXI_BYTES)
-        loops = em.weight_load_trips("bwd_data", s, n) + em.bwd_zero_trips(s, n)
+        acc = _pass_staging("bwd_data", s, n) if n else {"w_trips": 0, "zero_trips": 0}
+        loops = acc["w_trips"] + acc["zero_trips"]
         cycles += loops
         ddr = layer_ddr
     else:
