@@ -225,7 +225,9 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
                                                    "BRAM36": wgrad["partials"]},
          f"estimate: {engine_map.WGRAD_PART_WEIGHTS:,} weights' dW (41 b) + G_msb (31 b), one 512 x 72 word a weight "
          f"(conv_bwd_weight_psg.cpp's Part under AGGREGATE; n*ho*wo <= 2^17 keeps both in range); "
-         f"{perfmodel.PART_ADDERS} DSP48E1 adders (48-bit ALU), one read-modify-write each per cycle"),
+         f"{perfmodel.PART_ADDERS} DSP48E1 adders (48-bit ALU), one read-modify-write each per cycle; a group's "
+         "first chunk adds to zero (the 72-bit zero select that the clear loop's writes had on the write port, "
+         "now on the adders' operand: no loop clears the sums)"),
         ("weight-gradient chunk buffers", {"LUT": 0, "FF": 0, "DSP": 0, "BRAM36": wgrad["chunks"]},
          f"the arrays e2t_engine declares: x {engine_map.WGRAD_X_BANKS} banks of 2 x {engine_map.WGRAD_X_WORDS} "
          f"words of 72 bits ({wgrad['x_chunks']} RAMB36 512 x 72), g {engine_map.ROWS} banks of 2 x "

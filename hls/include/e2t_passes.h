@@ -322,9 +322,12 @@ struct Group {
     int o0, o1, j0, j1;
     int at(int o, int j) const { return (o - o0) * (j1 - j0) + (j - j0); }
 };
-// A call's block (the engine returns its rows one call later).
+// A call's block (the engine returns its rows one call later). first: the call sums its group's
+// first chunk of positions, so the output stage writes the block's partial sums instead of adding
+// into them (no loop clears them before the group's calls).
 struct Placed {
     int o0, j0, nr, nc;
+    bool first;
 };
 }  // namespace wgrad
 
@@ -425,8 +428,8 @@ template <int N> struct Counters {
 // sum over engine calls of the larger of the call's x and g trips (the stagers' time inside
 // the calls); [7] column reads whose bank held another word (0: the layout's argument above);
 // [8] the output stage's trips (beside the calls: a row read, a column a cycle); [9] the loops outside the calls,
-// a weight a trip: the groups' partial sums cleared and read out, the update (and, with no
-// sample, the zeroed signs).
+// a weight a trip: the groups' partial sums read out, the update (and, with no sample, the
+// zeroed signs). No loop clears the partial sums: a group's first chunk writes them (Placed).
 void e2t_wgrad_staging_reset();
 void e2t_wgrad_staging_add(int field, int64_t v);
 extern "C" void e2t_wgrad_staging(int64_t out[E2T_STAGING_FIELDS]);

@@ -378,12 +378,6 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
     for (int go = 0; go < q.co; go += pl.rows) {
         for (int gj = 0; gj < q.taps; gj += pl.cols) {
             const Group g{go, go + pl.rows < q.co ? go + pl.rows : q.co, gj, gj + pl.cols < q.taps ? gj + pl.cols : q.taps};
-            const int nw = (g.o1 - g.o0) * (g.j1 - g.j0);
-            for (int i = 0; i < nw; i++) {
-#pragma HLS PIPELINE II=1
-                part[i].e = part[i].m = 0;
-            }
-            E2T_STAGING(9, nw);
             const int nb = ((g.o1 - g.o0 + R - 1) / R) * ((g.j1 - g.j0 + C - 1) / C);
             Placed pls[2];
             Feed fd = {};
@@ -405,6 +399,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
                         b.j0 = j0;
                         b.nr = g.o1 - o0 < R ? g.o1 - o0 : R;
                         b.nc = g.j1 - j0 < C ? g.j1 - j0 : C;
+                        b.first = p0 == 0;
                         eng::Head hd;
                         for (int r = 0; r < R; r++)
                             for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < b.nr && c < b.nc;

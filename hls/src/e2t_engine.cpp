@@ -113,8 +113,9 @@ void output_stage(psg::stream<eng::Row> &out, const OutStage &os, const Geometry
                         (int16_t)e2t_requant_unit(col.p, os.mult_m, os.mult_s, os.lo, os.hi, os.acc_limit, ovf);
             } else if (r < os.pl.nr && c < os.pl.nc) {
                 const int i = os.g.at(os.pl.o0 + r, os.pl.j0 + c);
-                part[i].e += col.p;
-                part[i].m += col.lo;
+                // the group's first chunk writes its sums: the adders' other operand is zero then
+                part[i].e = (os.pl.first ? (wgrad::part_exact_t)0 : part[i].e) + col.p;
+                part[i].m = (os.pl.first ? (wgrad::part_msb_t)0 : part[i].m) + col.lo;
             }
         }
         if (fw && os.bn) {

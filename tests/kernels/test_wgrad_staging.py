@@ -66,8 +66,8 @@ def test_the_stagers_traffic_and_trips_are_the_models(csim_lib, i):
     # the output stage beside the calls; the loops outside them (the update's trips, one a weight)
     assert c.out_trips == m["out_trips"]
     nw = sh.co * sh.ci * sh.k * sh.k
-    assert c.loop_trips == (2 if n else 1) * nw + nw
-    assert perfmodel.wgrad_loop_cycles(sh, n, False, False) == c.loop_trips - nw + perfmodel.wgrad_update_cycles(sh, False, False)
+    assert c.loop_trips == 2 * nw      # read out (or, with no sample, the signs zeroed), then updated
+    assert perfmodel.wgrad_loop_cycles(sh, False, False) == c.loop_trips - nw + perfmodel.wgrad_update_cycles(sh, False, False)
     assert perfmodel.wgrad_sweep_ddr(sh, n) == c.x_bytes + c.g_bytes
     # g comes once per group of columns; x once per group of rows, as the rows each chunk reaches
     groups = em.wgrad_groups(sh, n)

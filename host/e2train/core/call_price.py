@@ -122,7 +122,7 @@ def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
         w.add_ops(nw, 48)                              # the decision's compare per weight
     w.add_ops(nw, 32)                                  # the update
     w.add_dram((UPDATE_DDR_BYTES + GMSB_DDR_BYTES * spill) * nw)
-    return w, int(math.ceil(cycles)) + pm.wgrad_loop_cycles(s, n, predictor_on, spill)
+    return w, int(math.ceil(cycles)) + pm.wgrad_loop_cycles(s, predictor_on, spill)
 
 
 def price_call(kernel: str, shape: ConvShape, n_active: int, *, predictor_on: bool = True,
