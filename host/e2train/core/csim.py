@@ -220,7 +220,7 @@ def conv_bwd_weight_psg_stats(x, g_y, w_master, *, stride: int = 1, pad: int = 0
         _ptr(idx), idx.size, shape.n, shape.ci, shape.h, shape.w, shape.co, shape.k,
         shape.stride, shape.pad, int(format_of(x) is UINT8), int(beta_q), int(lr_q), int(wd_q))
     _raise_status("conv_bwd_weight_psg", rc)
-    result = PsgResult(w_new, sign, pred.astype(bool), int(stats[STAT_GMSB_ABSMAX]))
+    result = PsgResult(w_new, sign, pred.astype(bool), int(stats[STAT_GMSB_ABSMAX]), int(stats[STAT_W_ABSMAX]))
     st = PsgStats(int(stats[STAT_N_PREDICTED]), int(stats[STAT_GMSB_ABSMAX]), int(stats[STAT_W_ABSMAX]),
                   int(stats[STAT_EXACT_TERMS]), int(stats[STAT_TILES_SKIPPED]),
                   int(stats[STAT_PREDICT_TERMS]), int(stats[STAT_DECIDE_BEATS]), nw,

@@ -168,16 +168,19 @@ def requant_multiplier(acc_scale: float, out_scale: Dyadic) -> Dyadic:
     return Dyadic.from_float(float(acc_scale) / out_scale.value)
 
 
-def requantize(acc: np.ndarray, mult: Dyadic, fmt: QFormat, out: np.ndarray | None = None) -> np.ndarray:
+def requantize(acc: np.ndarray, mult: Dyadic, fmt: QFormat, out: np.ndarray | None = None,
+               peak: int | None = None) -> np.ndarray:
     """acc -> codes of ``fmt``: sat((acc * M + 2**(S-1)) >> S), round half up.
 
     ``acc`` must fit 48 bits (the kernels' widest accumulator) and acc * M must fit 62 bits;
-    both hold for every multiplier ``Dyadic.from_float`` makes below 2**15.
+    both hold for every multiplier ``Dyadic.from_float`` makes below 2**15. ``peak``: a bound
+    on max |acc| the caller already has (the ranges are checked on it, without a pass over acc).
     """
     acc = np.asarray(acc, dtype=np.int64)
     if mult.m < 0 or mult.m >= 1 << 31 or not 0 <= mult.s <= MAX_SHIFT:
         raise ValueError(f"requantisation multiplier out of range: {mult}")
-    peak = int(np.abs(acc).max()) if acc.size else 0
+    if peak is None:
+        peak = int(np.abs(acc).max()) if acc.size else 0
     if peak >= 1 << 47:
         raise OverflowError("accumulator exceeds 48 bits: the shape is outside what the kernels accept")
     if peak * mult.m >= 1 << 62:
@@ -307,11 +310,20 @@ def weight_codes(w_master: np.ndarray, frac_bits: int, out: np.ndarray | None = 
     are written into it, and it is returned.
     """
     wmax = int(np.abs(w_master.astype(np.int64)).max()) if w_master.size else 0
-    if wmax == 0:
+    scale, mult = weight_code_scale(wmax, frac_bits)
+    if mult is None:
         if out is None:
             return np.zeros(w_master.shape, np.int8), ONE
         out[...] = 0
         return out, ONE
-    scale = scale_for(math.ldexp(wmax, -frac_bits), INT8)
-    mult = requant_multiplier(math.ldexp(1.0, -frac_bits), scale)
     return requantize(w_master, mult, INT8, out), scale
+
+
+def weight_code_scale(wmax: int, frac_bits: int) -> tuple[Dyadic, Dyadic | None]:
+    """The int8 compute copy's (scale, requantisation multiplier) for master weights whose
+    largest magnitude is ``wmax`` (``weight_codes``); (ONE, None) when wmax is 0: every code is
+    0. The codes are element-wise given these, so any split of the weights gives the same codes."""
+    if wmax == 0:
+        return ONE, None
+    scale = scale_for(math.ldexp(wmax, -frac_bits), INT8)
+    return scale, requant_multiplier(math.ldexp(1.0, -frac_bits), scale)

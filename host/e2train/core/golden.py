@@ -92,6 +92,7 @@ class PsgResult:
     sign: np.ndarray          # int8 in {-1, 0, 1}: the update direction per weight
     predicted: np.ndarray     # bool: decided by the MSB predictor
     gmsb_absmax: int          # max |G_msb| (the threshold is beta times this)
+    w_absmax: int | None = None   # max |W| after the update (the kernel's stats[2]); None: not reported
 
     @property
     def n_predicted(self) -> int:
@@ -154,4 +155,5 @@ def conv_bwd_weight_psg(x, g_y, w_master, *, stride: int = 1, pad: int = 0, beta
                                               lr_q=lr_q, wd_q=wd_q, samples=samples)
     g_msb, g_exact = wgrad_terms(x, g_y, a.shape, a.idx)
     sign, predicted, amax = psg_decide(g_msb, g_exact, beta_q)
-    return PsgResult(sign_update(w_master, sign, lr_q, wd_q), sign, predicted, amax)
+    w_new = sign_update(w_master, sign, lr_q, wd_q)
+    return PsgResult(w_new, sign, predicted, amax, int(np.abs(w_new.astype(np.int64)).max()) if w_new.size else 0)

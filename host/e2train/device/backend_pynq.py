@@ -444,7 +444,8 @@ class PynqBackend:
         every = slice(None)
         w_new = _read_only(wm) if self._is_own(wm) else self._copy_out(wm)
         return PsgResult(w_new, self._result(sign, every, shape.w_shape, np.int8),
-                         self._result(pred, every, shape.w_shape, np.uint8) != 0, int(stats[ki.STAT_GMSB_ABSMAX]))
+                         self._result(pred, every, shape.w_shape, np.uint8) != 0, int(stats[ki.STAT_GMSB_ABSMAX]),
+                         int(stats[ki.STAT_W_ABSMAX]))
 
     # --- the block operations (core.block_ops; docs/fixed-point.md section 9) ------------------
     def bn_act(self, y, a, b, shift: int, *, r=None, r_mult: int = 0, shortcut: Shortcut = IDENTITY,

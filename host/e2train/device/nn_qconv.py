@@ -43,11 +43,12 @@ from ..core.fixedpoint import (
     master_frac_bits,
     quantize,
     requant_multiplier,
+    requantize,
     scale_for,
-    weight_codes,
+    weight_code_scale,
 )
 from ..core.shapes import ConvShape
-from .nn_layers import ArmTally
+from .nn_layers import FC_GRAD_CHUNK_OPS, ArmTally, op_count
 from .nn_tally import KernelTally
 
 RUNNING_MOMENTUM = 0.9
@@ -100,6 +101,32 @@ class ConvCache:
     in_hw: tuple[int, int]
 
 
+# The int8 copy's re-derivation after an update, on the ARM in numpy, counted pass by pass (one
+# op an element, as every ARM op): per weight requantize's 6 (an int64 copy, multiply, add,
+# shift, clip, the store into int8; its range check takes the update's max |W|, no pass) and the
+# gains' 3 (|.| into int16, the two sums: per output channel and per input channel); per output
+# channel the forward gain's max, per input channel a task's sums added (kind "weight_gains",
+# one op each). Its
+# tasks hold whole output channels, at most REDERIVE_CHUNK_OPS ops (one channel at least): the
+# classifier gradient's task size (nn_layers.FC_GRAD_CHUNK_OPS), which fits under the median
+# fabric call of the demo's runs.
+REDERIVE_CHUNK_OPS = FC_GRAD_CHUNK_OPS
+
+
+def rederive_ops(n_out: int, per_out: int, ci: int) -> int:
+    """ARM ops of re-deriving ``n_out`` output channels of ``per_out`` weights each (a layer of
+    ``ci`` input channels)."""
+    return op_count("weight_codes", n_out * per_out) + op_count("weight_gains", n_out + ci)
+
+
+def rederive_slices(co: int, per_out: int, ci: int) -> list[tuple[int, int]]:
+    """The (first, end) output channels of each task of a re-derivation: as many channels as
+    ``REDERIVE_CHUNK_OPS`` allows, one at least."""
+    rows = max(1, REDERIVE_CHUNK_OPS // max(1, rederive_ops(1, per_out, ci)))
+    cuts = list(range(0, co, rows)) + [co]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
 class QConv:
     """k x k convolution (no bias: BN follows) through the backend's three kernels."""
 
@@ -120,17 +147,55 @@ class QConv:
 
     # -- state -------------------------------------------------------------------------
     def _rederive(self, backend=None) -> None:
-        """The int8 compute copy from the master weights. A backend that keeps arrays in place
-        (``pinned``: the PYNQ backend's CMA buffers) gets them re-derived into a buffer of its
-        own, which both conv passes then read with no copy."""
+        """The int8 compute copy from the master weights, at once and untallied: at
+        initialisation and when a checkpoint is loaded (after an update, ``_derive`` with the
+        update's max |W|, priced)."""
+        self._derive(int(np.abs(self.w_master.astype(np.int64)).max()) if self.w_master.size else 0, backend)
+
+    def _derive(self, wmax: int, backend=None, arm: ArmTally | None = None) -> None:
+        """The int8 compute copy of the master weights (``core.fixedpoint.weight_codes``), its
+        scale and the two gains, for weights whose largest magnitude is ``wmax``. A backend that
+        keeps arrays in place (``pinned``: the PYNQ backend's CMA buffers) gets the codes in a
+        buffer of its own, which both conv passes then read with no copy.
+
+        With ``arm`` (after an update) the ARM's work is tallied and goes as side work
+        (``ArmTally.defer``): nothing reads the copy, its scale or the gains before this layer's
+        next forward (this step's input gradient read the old copy before the update), and the
+        optimiser's flush runs what is left, so the next step finds them whole. Tasks of whole
+        output channels (``rederive_slices``); the codes are element-wise given the scale and
+        the gains integer sums, so any split gives the whole tensor's results, bit for bit."""
         pinned = getattr(backend, "pinned", None)
         if callable(pinned) and self._pin_for is not backend:
             self._pin, self._pin_for = pinned(self.w_master.shape, np.int8), backend
-        out = self._pin if backend is not None and self._pin_for is backend else None
-        self.w_codes, self.w_scale = weight_codes(self.w_master, self.frac_bits, out)
-        w_abs = np.abs(self.w_codes.astype(np.int64))
-        self._fwd_gain = float(w_abs.sum(axis=(1, 2, 3)).max())    # max_o sum |w|: |acc| <= gain * max|x|
-        self._bwd_gain = float(w_abs.sum(axis=(0, 2, 3)).max())    # max_i sum |w|: |acc| <= gain * max|g_y|
+        own = backend is not None and self._pin_for is backend and self._pin is not None   # None: no room for one
+        out = self._pin if own else np.empty(self.w_master.shape, np.int8)
+        wm, (scale, mult) = self.w_master, weight_code_scale(wmax, self.frac_bits)
+        per_o = int(np.prod(wm.shape[1:]))
+        fwd_gain, col_sums = [0], np.zeros(self.ci, np.int64)
+        slices = rederive_slices(self.co, per_o, self.ci) if arm is not None else [(0, self.co)]
+        left = [len(slices)]
+
+        def rows(o0: int, o1: int) -> None:
+            if arm is not None:
+                arm.ops("weight_codes", (o1 - o0) * per_o)
+                arm.ops("weight_gains", (o1 - o0) + self.ci)
+            if mult is None:
+                out[o0:o1] = 0
+            else:
+                requantize(wm[o0:o1], mult, INT8, out[o0:o1], peak=wmax)
+            a = np.abs(out[o0:o1], dtype=np.int16)       # |-128| fits int16
+            fwd_gain[0] = max(fwd_gain[0], int(a.sum(axis=(1, 2, 3), dtype=np.int64).max()))   # per output channel
+            col_sums[...] += a.sum(axis=(0, 2, 3), dtype=np.int64)                              # per input channel
+            left[0] -= 1
+            if left[0] == 0:
+                self.w_codes, self.w_scale = out, scale
+                self._fwd_gain = float(fwd_gain[0])        # max_o sum |w|: |acc| <= gain * max|x|
+                self._bwd_gain = float(col_sums.max())     # max_i sum |w|: |acc| <= gain * max|g_y|
+        for o0, o1 in slices:
+            if arm is None:
+                rows(o0, o1)
+            else:
+                arm.defer(lambda o0=o0, o1=o1: rows(o0, o1), ops=rederive_ops(o1 - o0, per_o, self.ci))
 
     def state(self) -> dict[str, np.ndarray]:
         f = lambda v: np.float64(np.nan if v is None else v)   # noqa: E731
@@ -215,5 +280,9 @@ class QConv:
                      x_unsigned=self.x_fmt.unsigned, layer=self.name, n_weights=self.w_master.size,
                      predictor_on=beta_q > 0, predicted=res.predicted)
         self.w_master = np.asarray(res.w_master, dtype=np.int32)
-        self._rederive(backend)
+        wmax = res.w_absmax
+        if wmax is None:            # a backend that does not report the update's max |W|: the ARM finds it
+            arm.ops("maxabs", self.w_master.size)
+            wmax = int(np.abs(self.w_master.astype(np.int64)).max())
+        self._derive(int(wmax), backend, arm)
         return gxq, s_gx, n_pred

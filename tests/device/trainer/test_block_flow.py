@@ -10,6 +10,7 @@ from e2train.core.block_ops import Shortcut, conv_fwd_stats
 from e2train.core.fixedpoint import Dyadic, dequantize
 from e2train.device.nn_block import BatchNorm, Codes
 from e2train.device.nn_layers import OPS_PER_ELEMENT, ArmTally, softmax_cross_entropy
+from e2train.device.nn_qconv import rederive_slices
 from e2train.device.nn_tally import KernelTally
 from e2train.device.trainer import Trainer
 
@@ -28,7 +29,9 @@ def _forced_gates(gatenet, masks):
 
 def test_a_step_leaves_the_arm_only_per_channel_folds_head_loss_optimiser(small_digits):
     """The ARM's ops of a training step, by kind, are exactly: per channel the BN folds; the
-    network input's and the loss gradient's quantisation; the FC head, loss and SGD."""
+    network input's and the loss gradient's quantisation; the FC head, loss and SGD; and per
+    conv weight the int8 copy re-derived after the update (with the gains' per-channel work:
+    each output channel once, the input channels once a task)."""
     x_tr, y_tr, _, _ = small_digits
     tr = Trainer(dict(TINY, epochs=1, slu=False), (x_tr, y_tr), golden)
     m = tr.model
@@ -57,6 +60,8 @@ def test_a_step_leaves_the_arm_only_per_channel_folds_head_loss_optimiser(small_
         "softmax_ce": o["softmax_ce"] * n * m.fc.weight.shape[0],
         "softmax_ce_sample": o["softmax_ce_sample"] * n,
         "sgd": o["sgd"] * n_params,
+        "weight_codes": o["weight_codes"] * sum(c.w_master.size for c in m.convs()),
+        "weight_gains": sum(c.co + c.ci * len(rederive_slices(c.co, c.w_master[0].size, c.ci)) for c in m.convs()),
     }
     assert got == want
     # nothing of a block's per-element work: at most the input image's and head's elements

@@ -565,3 +565,36 @@ def test_where_calls_end_at_once_the_model_places_the_side_work(small_digits):
     assert board.timeline.critical_s < board.timeline.sum_s        # some side work hid under calls
     ov.device.set_busy_reads(2)                                     # calls that take time: the driver's
     assert Trainer(cfg, (x_tr, y_tr), ov.backend()).arm.side_work_by_driver
+
+
+@pytest.mark.parametrize("co, ci, k, chunk", [(16, 8, 3, None), (5, 3, 1, 40), (7, 4, 3, 1), (3, 2, 3, None)])
+def test_the_int8_copy_rederived_as_side_work_is_the_whole_tensors(co, ci, k, chunk, monkeypatch):
+    """After an update the int8 copy, its scale and the two gains are re-derived as deferred
+    tasks of whole output channels; whatever the split (a task a channel with a tiny budget),
+    they are, bit for bit, what ``weight_codes`` and the gains' sums give on the whole tensor,
+    nothing is in place before the last task has run, and each task tallies what it declared."""
+    from e2train.core.fixedpoint import weight_codes
+    from e2train.device import nn_qconv
+    if chunk is not None:
+        monkeypatch.setattr(nn_qconv, "REDERIVE_CHUNK_OPS", chunk)
+    rng = np.random.default_rng(co * 100 + ci)
+    conv = nn_qconv.QConv("c", ci, co, k, 1, rng)
+    conv.w_master = rng.integers(-(1 << 20), 1 << 20, conv.w_master.shape).astype(np.int32)
+    if co == 3:
+        conv.w_master[:] = 0                       # no weight left: codes 0, scale 1
+    old = conv.w_codes
+    arm = ArmTally(timeline=Timeline())
+    wmax = int(np.abs(conv.w_master.astype(np.int64)).max())
+    conv._derive(wmax, None, arm)
+    slices = nn_qconv.rederive_slices(co, ci * k * k, ci)
+    assert arm.pending == len(slices) and (chunk != 1 or len(slices) == co)
+    assert conv.w_codes is old                     # nothing swapped before the tasks run
+    arm.flush()
+    want, scale = weight_codes(conv.w_master, conv.frac_bits)
+    np.testing.assert_array_equal(conv.w_codes, want)
+    assert conv.w_scale == scale
+    a = np.abs(want.astype(np.int64))
+    assert conv._fwd_gain == float(a.sum(axis=(1, 2, 3)).max())
+    assert conv._bwd_gain == float(a.sum(axis=(0, 2, 3)).max())
+    assert arm.by_kind["weight_codes"] == op_count("weight_codes", conv.w_master.size)
+    assert arm.by_kind["weight_gains"] == co + ci * len(slices)
