@@ -49,9 +49,10 @@ OPS_PER_ELEMENT = {
     "softmax_ce_sample": 4,   # the label's probability floored, its log, the loss's sum, the gradient's -1
     "pooled": 2,          # bn_act's pooled sums -> mean activation (gate and classifier input)
     "gate_grad": 3,       # dL/dg from bn_bwd_reduce's two gate sums
-    # per weight, and per channel: the int8 copy re-derived after an update (nn_qconv)
-    "weight_codes": 9,    # requantize's 6 passes and the gains' 3
-    "weight_gains": 1,    # the forward gain's max (per output channel), a task's sums added (per input channel)
+    # per weight, and per channel: the int8 copy re-derived after an update, and its gains (nn_qconv)
+    "weight_codes": 6,    # requantize's passes: an int64 copy, multiply, add, shift, clip, the int8 store
+    "weight_gain": 2,     # |w| (into int16) and its sums over the gain's channels
+    "gain_max": 1,        # per channel: a task's sums added, the gain's max over its channels
 }
 
 

@@ -102,11 +102,13 @@ class ConvCache:
 
 
 # The int8 copy's re-derivation after an update, on the ARM in numpy, counted pass by pass (one
-# op an element, as every ARM op): per weight requantize's 6 (an int64 copy, multiply, add,
-# shift, clip, the store into int8; its range check takes the update's max |W|, no pass) and the
-# gains' 3 (|.| into int16, the two sums: per output channel and per input channel); per output
-# channel the forward gain's max, per input channel a task's sums added (kind "weight_gains",
-# one op each). Its
+# op an element, as every ARM op): per weight requantize's 6 ("weight_codes": an int64 copy,
+# multiply, add, shift, clip, the store into int8; its range check takes the update's max |W|,
+# no pass) and the backward gain's 2 ("weight_gain": |.| into int16, the sum per input channel);
+# per input channel a task's sums added ("gain_max"). The gains' maxima are taken where they are
+# read: the backward gain's by the layer's next input gradient, the forward gain (max over
+# output channels of sum |w|) only when a layer calibrates its output scale (its first forward),
+# not after every update. Its
 # tasks hold whole output channels, at most REDERIVE_CHUNK_OPS ops (one channel at least): the
 # classifier gradient's task size (nn_layers.FC_GRAD_CHUNK_OPS), which fits under the median
 # fabric call of the demo's runs.
@@ -116,7 +118,8 @@ REDERIVE_CHUNK_OPS = FC_GRAD_CHUNK_OPS
 def rederive_ops(n_out: int, per_out: int, ci: int) -> int:
     """ARM ops of re-deriving ``n_out`` output channels of ``per_out`` weights each (a layer of
     ``ci`` input channels)."""
-    return op_count("weight_codes", n_out * per_out) + op_count("weight_gains", n_out + ci)
+    n = n_out * per_out
+    return op_count("weight_codes", n) + op_count("weight_gain", n) + op_count("gain_max", ci)
 
 
 def rederive_slices(co: int, per_out: int, ci: int) -> list[tuple[int, int]]:
@@ -162,8 +165,9 @@ class QConv:
         (``ArmTally.defer``): nothing reads the copy, its scale or the gains before this layer's
         next forward (this step's input gradient read the old copy before the update), and the
         optimiser's flush runs what is left, so the next step finds them whole. Tasks of whole
-        output channels (``rederive_slices``); the codes are element-wise given the scale and
-        the gains integer sums, so any split gives the whole tensor's results, bit for bit."""
+        output channels (``rederive_slices``), in any order; the codes are element-wise given
+        the scale and the gain's sums integers, so any split gives the whole tensor's results,
+        bit for bit."""
         pinned = getattr(backend, "pinned", None)
         if callable(pinned) and self._pin_for is not backend:
             self._pin, self._pin_for = pinned(self.w_master.shape, np.int8), backend
@@ -171,26 +175,23 @@ class QConv:
         out = self._pin if own else np.empty(self.w_master.shape, np.int8)
         wm, (scale, mult) = self.w_master, weight_code_scale(wmax, self.frac_bits)
         per_o = int(np.prod(wm.shape[1:]))
-        fwd_gain, col_sums = [0], np.zeros(self.ci, np.int64)
+        col_sums = np.zeros(self.ci, np.int64)
         slices = rederive_slices(self.co, per_o, self.ci) if arm is not None else [(0, self.co)]
         left = [len(slices)]
 
         def rows(o0: int, o1: int) -> None:
             if arm is not None:
                 arm.ops("weight_codes", (o1 - o0) * per_o)
-                arm.ops("weight_gains", (o1 - o0) + self.ci)
+                arm.ops("weight_gain", (o1 - o0) * per_o)
+                arm.ops("gain_max", self.ci)
             if mult is None:
                 out[o0:o1] = 0
             else:
                 requantize(wm[o0:o1], mult, INT8, out[o0:o1], peak=wmax)
-            a = np.abs(out[o0:o1], dtype=np.int16)       # |-128| fits int16
-            fwd_gain[0] = max(fwd_gain[0], int(a.sum(axis=(1, 2, 3), dtype=np.int64).max()))   # per output channel
-            col_sums[...] += a.sum(axis=(0, 2, 3), dtype=np.int64)                              # per input channel
+            col_sums[...] += np.abs(out[o0:o1], dtype=np.int16).sum(axis=(0, 2, 3), dtype=np.int64)  # |-128| fits int16
             left[0] -= 1
-            if left[0] == 0:
-                self.w_codes, self.w_scale = out, scale
-                self._fwd_gain = float(fwd_gain[0])        # max_o sum |w|: |acc| <= gain * max|x|
-                self._bwd_gain = float(col_sums.max())     # max_i sum |w|: |acc| <= gain * max|g_y|
+            if left[0] == 0:            # the last to run, whichever it is
+                self.w_codes, self.w_scale, self._col_sums = out, scale, col_sums
         for o0, o1 in slices:
             if arm is None:
                 rows(o0, o1)
@@ -212,6 +213,20 @@ class QConv:
         self.y_max = g(d["y_max"])
         self._rederive()
 
+    def _backward_gain(self, arm: ArmTally | None = None) -> float:
+        """max over input channels of sum |w| (|acc| <= gain * max|g_y|), from the sums the int8
+        copy's derivation left."""
+        if arm is not None:
+            arm.ops("gain_max", self.ci)
+        return float(self._col_sums.max())
+
+    def _forward_gain(self, arm: ArmTally) -> float:
+        """max over output channels of sum |w| (|acc| <= gain * max|x|), from the int8 copy: read
+        only by the output scale's calibration, so computed there."""
+        arm.ops("weight_gain", self.w_codes.size)
+        arm.ops("gain_max", self.co)
+        return float(np.abs(self.w_codes, dtype=np.int16).sum(axis=(1, 2, 3), dtype=np.int64).max())
+
     def weights_float(self) -> np.ndarray:
         """The master weights as floats (for inspection and reference computations)."""
         return np.ldexp(self.w_master.astype(np.float64), -self.frac_bits)
@@ -232,7 +247,7 @@ class QConv:
         if self.y_max is None:
             # calibration: the exact bound on |acc| never saturates; measure, then run for real
             xa = xq if idx is None else xq[idx]
-            bound = acc_scale * maxabs_code(xa, arm) * self._fwd_gain
+            bound = acc_scale * maxabs_code(xa, arm) * self._forward_gain(arm)
             s_cal = scale_for(bound, INT8)
             y = self._fwd_call(backend, xq, s_cal, acc_scale, idx, shape, n_act, tally, None)
             self.y_max = maxabs_code(y if idx is None else y[idx], arm) * s_cal.value or None
@@ -266,7 +281,7 @@ class QConv:
         gxq, s_gx = None, None
         if need_gx:
             acc_scale = s_gy.value * self.w_scale.value
-            s_gx = scale_for(acc_scale * INT16.hi * self._bwd_gain, INT16)
+            s_gx = scale_for(acc_scale * INT16.hi * self._backward_gain(arm), INT16)
             mult = requant_multiplier(acc_scale, s_gx)
             gxq = backend.conv_bwd_data(gyq, self.w_codes, mult, in_hw=(h, w), stride=self.stride,
                                         pad=self.pad, samples=idx, out=None)

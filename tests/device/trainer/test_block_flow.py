@@ -30,8 +30,9 @@ def _forced_gates(gatenet, masks):
 def test_a_step_leaves_the_arm_only_per_channel_folds_head_loss_optimiser(small_digits):
     """The ARM's ops of a training step, by kind, are exactly: per channel the BN folds; the
     network input's and the loss gradient's quantisation; the FC head, loss and SGD; and per
-    conv weight the int8 copy re-derived after the update (with the gains' per-channel work:
-    each output channel once, the input channels once a task)."""
+    conv weight the int8 copy re-derived after the update with its backward gain's sums (per
+    input channel once a task), the gain's max where an input gradient reads it; the forward
+    gain only where a layer calibrates."""
     x_tr, y_tr, _, _ = small_digits
     tr = Trainer(dict(TINY, epochs=1, slu=False), (x_tr, y_tr), golden)
     m = tr.model
@@ -61,7 +62,9 @@ def test_a_step_leaves_the_arm_only_per_channel_folds_head_loss_optimiser(small_
         "softmax_ce_sample": o["softmax_ce_sample"] * n,
         "sgd": o["sgd"] * n_params,
         "weight_codes": o["weight_codes"] * sum(c.w_master.size for c in m.convs()),
-        "weight_gains": sum(c.co + c.ci * len(rederive_slices(c.co, c.w_master[0].size, c.ci)) for c in m.convs()),
+        "weight_gain": o["weight_gain"] * sum(c.w_master.size for c in m.convs()),
+        "gain_max": sum(c.ci * (len(rederive_slices(c.co, c.w_master[0].size, c.ci)) + (c is not m.stem))
+                        for c in m.convs()),           # the sums, and the max where an input gradient reads it
     }
     assert got == want
     # nothing of a block's per-element work: at most the input image's and head's elements

@@ -594,7 +594,8 @@ def test_the_int8_copy_rederived_as_side_work_is_the_whole_tensors(co, ci, k, ch
     np.testing.assert_array_equal(conv.w_codes, want)
     assert conv.w_scale == scale
     a = np.abs(want.astype(np.int64))
-    assert conv._fwd_gain == float(a.sum(axis=(1, 2, 3)).max())
-    assert conv._bwd_gain == float(a.sum(axis=(0, 2, 3)).max())
+    assert conv._backward_gain(arm) == float(a.sum(axis=(0, 2, 3)).max())
+    assert conv._forward_gain(arm) == float(a.sum(axis=(1, 2, 3)).max())
     assert arm.by_kind["weight_codes"] == op_count("weight_codes", conv.w_master.size)
-    assert arm.by_kind["weight_gains"] == co + ci * len(slices)
+    assert arm.by_kind["weight_gain"] == op_count("weight_gain", 2 * conv.w_master.size)   # with the forward gain's
+    assert arm.by_kind["gain_max"] == ci * (len(slices) + 1) + co
