@@ -108,10 +108,9 @@ class ConvCache:
 # per input channel a task's sums added ("gain_max"). The gains' maxima are taken where they are
 # read: the backward gain's by the layer's next input gradient, the forward gain (max over
 # output channels of sum |w|) only when a layer calibrates its output scale (its first forward),
-# not after every update. Its
-# tasks hold whole output channels, at most REDERIVE_CHUNK_OPS ops (one channel at least): the
-# classifier gradient's task size (nn_layers.FC_GRAD_CHUNK_OPS), which fits under the median
-# fabric call of the demo's runs.
+# not after every update. Its tasks hold whole output channels, at most REDERIVE_CHUNK_OPS ops
+# (one channel at least): the classifier gradient's task size (nn_layers.FC_GRAD_CHUNK_OPS),
+# which fits under the median fabric call of the demo's runs.
 REDERIVE_CHUNK_OPS = FC_GRAD_CHUNK_OPS
 
 
@@ -157,7 +156,7 @@ class QConv:
 
     def _derive(self, wmax: int, backend=None, arm: ArmTally | None = None) -> None:
         """The int8 compute copy of the master weights (``core.fixedpoint.weight_codes``), its
-        scale and the two gains, for weights whose largest magnitude is ``wmax``. A backend that
+        scale and the backward gain's sums, for weights whose largest magnitude is ``wmax``. A backend that
         keeps arrays in place (``pinned``: the PYNQ backend's CMA buffers) gets the codes in a
         buffer of its own, which both conv passes then read with no copy.
 
