@@ -142,15 +142,18 @@ def _engine_table(batch: int) -> None:
 
 def _overlap_table(batch: int) -> None:
     """The engine's ResNet-20 step with its block operations and the ARM's share (BN's
-    per-channel folds, at the device trainer's op counts) timed at a few ARM rates: the
-    critical path of core.overlap beside the sum."""
+    per-channel folds, and each layer's int8 weight copy re-derived after its update as side
+    work, at the device trainer's op counts) timed at a few ARM rates: the critical path of
+    core.overlap beside the sum."""
     from e2train.device.nn_layers import ARM_OPS_PER_SECOND, OPS_PER_ELEMENT as OPS
+    from e2train.device.nn_qconv import rederive_ops
 
     fwd_ops = OPS["bn_stats"] + OPS["bn_fold_fwd"] + OPS["y_range"]
     bwd_ops = OPS["bn_fold_bwd"]
     print()
     print(f"ResNet-20 CIFAR step on the engine with its block operations and ARM work, batch {batch} (MODELLED; "
-          f"ARM at a flat rate, {fwd_ops} ops per output channel forward, {bwd_ops} backward)")
+          f"ARM at a flat rate, {fwd_ops} ops per output channel forward, {bwd_ops} backward, and the weight "
+          f"copy's re-derivation as side work, {OPS['weight_codes'] + OPS['weight_gain']} ops a weight)")
     print(f"{'ARM ops/s':>10}{'fabric ms':>11}{'ARM ms':>9}{'sum ms':>9}{'critical ms':>13}{'critical/sum':>14}")
     for rate in (0.5e8, ARM_OPS_PER_SECOND, 4e8):
         layers = []
@@ -166,12 +169,15 @@ def _overlap_table(batch: int) -> None:
             bwd = (call_price.block_work("bn_bwd_reduce", nchw, sh.n, two_sources=c2).seconds
                    + call_price.block_work("bn_bwd_apply", nchw, sh.n).seconds)
             layers.append(dict(name=name, fwd=sec["fwd"] + act, bwd_data=sec.get("bwd_data", 0.0),
-                               wgrad=sec["wgrad"] + bwd, fwd_arm=fwd_ops * sh.co / rate, bwd_arm=bwd_ops * sh.co / rate))
+                               wgrad=sec["wgrad"] + bwd, fwd_arm=fwd_ops * sh.co / rate, bwd_arm=bwd_ops * sh.co / rate,
+                               side_arm=rederive_ops(sh.co, sh.ci * sh.k * sh.k, sh.ci) / rate))
         r = overlap.schedule(overlap.chain_step_tasks(layers))
         print(f"{rate:>10.2g}{r['busy_s']['fabric'] * 1e3:>11.1f}{r['busy_s']['arm'] * 1e3:>9.1f}"
               f"{r['sum_s'] * 1e3:>9.1f}{r['critical_s'] * 1e3:>13.1f}{r['critical_s'] / r['sum_s']:>14.3f}")
     print("  the block operations' fabric time is added to the layer's forward and weight-gradient passes "
           "(the task graph has no slot of its own for them); the ARM folds a few ops per channel between them; "
+          "a layer's weight copy runs beside the next layer's backward passes (core.overlap's side work; the "
+          "first layer's after the step's last pass); "
           "DDR transfers already overlap inside each pass (perfmodel.engine_pass takes the max)")
 
 

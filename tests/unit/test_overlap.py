@@ -30,6 +30,28 @@ def test_the_backward_arm_work_waits_for_the_weight_gradient_call():
     assert r["critical_s"] == pytest.approx(9.0) == pytest.approx(r["sum_s"])
 
 
+def test_side_work_runs_beside_the_next_layers_passes():
+    """A layer's side work (ARM work nothing in the step waits for) is issued after the next
+    layer down's BN/ReLU backward and runs beside that layer's fabric passes: hidden when it is
+    shorter than them, a delay of the next ARM step by what it overruns when longer; the first
+    layer's comes after the step's last pass."""
+    def layers(side_b):
+        return [dict(name="a", fwd=1.0, bwd_arm=1.0, bwd_data=1.0, wgrad=2.0, side_arm=0.5),
+                dict(name="b", fwd=1.0, bwd_arm=1.0, bwd_data=1.0, wgrad=2.0, side_arm=side_b),
+                dict(name="c", fwd=1.0, bwd_arm=1.0, bwd_data=1.0, wgrad=2.0)]
+    base = schedule(chain_step_tasks([dict(ly, side_arm=0.0) for ly in layers(0.0)]))
+    # forward 0-3; backward: c.bwd_arm 3-4, its passes 4-7; b.bwd_arm 7-8, c's side (0 s) 8-8,
+    # b's passes 8-11; a.bwd_arm 11-12, b's side 12-14.5 beside a's passes 12-15; a's side
+    # after them, 15-15.5
+    hid = schedule(chain_step_tasks(layers(2.5)))
+    assert hid["start"]["b.side_arm"] == pytest.approx(12.0) and hid["start"]["a.bwd_data"] == pytest.approx(12.0)
+    assert hid["finish"]["a.side_arm"] == pytest.approx(15.5)
+    assert hid["critical_s"] == pytest.approx(base["critical_s"] + 0.5)      # a's side alone, at the end
+    over = schedule(chain_step_tasks(layers(4.0)))                           # overruns a's passes by 1 s
+    assert over["critical_s"] == pytest.approx(hid["critical_s"] + 1.0)
+    assert over["sum_s"] == pytest.approx(serial_seconds(layers(4.0)))
+
+
 def test_forward_alone_does_not_overlap_fabric_and_arm():
     layers = [dict(name=f"L{i}", fwd=1.0, fwd_arm=1.0) for i in range(3)]
     r = schedule(chain_step_tasks(layers))

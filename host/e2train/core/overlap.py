@@ -26,7 +26,12 @@ task graph (the bench's form, with no side work):
 * backward: the input-gradient pass of layer l gives g_x(l), then the weight-gradient pass of
   layer l runs; the ARM computes the BN/ReLU backward of layer l-1 (g_y(l-1)) when that call
   returns, and the input-gradient pass of layer l-1 waits for it;
-* the head (FC, loss, its backward) sits between the two passes on the ARM.
+* the head (FC, loss, its backward) sits between the two passes on the ARM;
+* side work: ARM work of layer l that nothing in the step waits for (the device trainer's int8
+  weight copy, re-derived after the update), a ``side_arm`` time issued once the ARM has done
+  layer l-1's BN/ReLU backward, so that it runs beside layer l-1's fabric passes (the trainer
+  starts such work only under a call it fits in: where it does not fit here it delays the next
+  ARM step, so this errs long); the first layer's comes after the step's last pass.
 
 Everything here is modelled: the inputs are the performance model's and the ARM rate's times.
 """
@@ -71,7 +76,7 @@ def schedule(tasks: list[Task]) -> dict:
             "busy_s": busy, "start": start, "finish": finish}
 
 
-LAYER_KEYS = ("dma", "fwd", "fwd_arm", "bwd_arm", "bwd_data", "wgrad")
+LAYER_KEYS = ("dma", "fwd", "fwd_arm", "bwd_arm", "bwd_data", "wgrad", "side_arm")
 
 
 def chain_step_tasks(layers: list[dict], head_arm_s: float = 0.0) -> list[Task]:
@@ -80,7 +85,8 @@ def chain_step_tasks(layers: list[dict], head_arm_s: float = 0.0) -> list[Task]:
     Each layer: {"name", "dma": weights and first tiles in (s), "fwd": forward pass (s),
     "fwd_arm": BN/ReLU/quantisation of its output (s), "bwd_arm": BN/ReLU backward that turns
     the next layer's g_x into its g_y (s), "bwd_data": input-gradient pass (s; 0 for the first
-    layer, which has none), "wgrad": weight-gradient pass (s)}; missing keys are 0."""
+    layer, which has none), "wgrad": weight-gradient pass (s), "side_arm": ARM work after the
+    weight gradient that nothing in the step waits for (s)}; missing keys are 0."""
     out: list[Task] = []
     names = [str(ly["name"]) for ly in layers]
     if len(set(names)) != len(names):
@@ -98,13 +104,19 @@ def chain_step_tasks(layers: list[dict], head_arm_s: float = 0.0) -> list[Task]:
         prev_arm = f"{n}.fwd_arm"
     out.append(Task("head", "arm", head_arm_s, (prev_arm,) if prev_arm else ()))
     g_ready = "head"                       # what the next layer down waits for: its g_x
+    side = None                            # the layer above's side work, issued after this ARM step
     for i in range(len(layers) - 1, -1, -1):                     # backward
         n = layers[i]["name"]
         out.append(Task(f"{n}.bwd_arm", "arm", layers[i].get("bwd_arm", 0.0), (g_ready,)))
+        if side is not None:
+            out.append(side)
         out.append(Task(f"{n}.bwd_data", "fabric", layers[i].get("bwd_data", 0.0), (f"{n}.bwd_arm",)))
         out.append(Task(f"{n}.wgrad", "fabric", layers[i].get("wgrad", 0.0), (f"{n}.bwd_arm",)))
         # the synchronous thread returns from the weight gradient before its next ARM work
         g_ready = f"{n}.wgrad"
+        side = Task(f"{n}.side_arm", "arm", layers[i].get("side_arm", 0.0), (g_ready,))
+    if side is not None:
+        out.append(side)
     return out
 
 
