@@ -51,7 +51,7 @@ class QFormat:
         """Codes of this format from integers v, clipped; into ``out`` (of this dtype) when given."""
         if out is None:
             return np.clip(v, self.lo, self.hi).astype(self.dtype)
-        np.copyto(out, np.clip(v, self.lo, self.hi), casting="unsafe")
+        np.clip(v, self.lo, self.hi, out=out, casting="unsafe")     # clipped and stored in one pass
         return out
 
 
