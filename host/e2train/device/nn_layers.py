@@ -34,7 +34,7 @@ OPS_PER_ELEMENT = {
     "maxabs": 1,          # the max |x| a scale is chosen from (network input, loss gradient, calibration)
     "pool": 1,            # the loss gradient spread over the last block's output
     "softmax_ce": 6,      # max, subtract, exp, sum, divide; the gradient's 1/N
-    "sgd": 4,             # weight decay, momentum, step
+    "sgd": 6,             # weight decay (multiply, add), momentum (scale, add), step (scale, subtract)
     "sigmoid": 5,         # clip, negate, exp, add, divide (slu_gate._sigmoid)
     "tanh": 1,
     "gate_ew": 1,         # the gate cell's element-wise arithmetic

@@ -20,7 +20,7 @@ def _tallies(ops_per_second=1.0):
 def test_deferred_work_waits_for_a_busy_fabric_then_runs_first_in_first_out():
     tl, arm, kt = _tallies()
     order = []
-    arm.defer(lambda: (order.append("a"), arm.ops("sgd", 1)), ops=4)    # 4 ops: 4 s
+    arm.defer(lambda: (order.append("a"), arm.ops("maxabs", 4)), ops=4)    # 4 ops: 4 s
     arm.defer(lambda: (order.append("b"), arm.ops("maxabs", 1)), ops=1)  # 1 s
     arm.ops("maxabs", 1)                 # critical ARM work: 0-1; the side work does not run
     assert order == [] and arm.pending == 2
@@ -31,12 +31,11 @@ def test_deferred_work_waits_for_a_busy_fabric_then_runs_first_in_first_out():
 
 
 def _task(arm, order, name, seconds, after=None):
-    """Defer a task that records its name and tallies ``seconds`` ops (1 op/s: 4 per sgd element,
-    1 per maxabs element)."""
+    """Defer a task that records its name and tallies ``seconds`` ops (1 op/s, 1 per maxabs
+    element)."""
     def fn():
         order.append(name)
-        arm.ops("sgd", seconds // 4)
-        arm.ops("maxabs", seconds % 4)
+        arm.ops("maxabs", seconds)
     return arm.defer(fn, ops=seconds, after=after)
 
 
@@ -106,7 +105,7 @@ def test_after_must_name_a_task_this_tally_deferred():
 
 def test_a_task_starts_no_earlier_than_the_call_it_runs_under():
     tl, arm, _ = _tallies()
-    arm.defer(lambda: arm.ops("sgd", 1), ops=4)               # 4 s
+    arm.defer(lambda: arm.ops("maxabs", 4), ops=4)               # 4 s
     tl.add("fabric", 3.0)                # 0-3
     tl.add("fabric", 4.0)                # 3-7: the task, from 3, fits (not from the ARM's free time 0)
     assert tl.side_start_s() == 3
@@ -116,8 +115,8 @@ def test_a_task_starts_no_earlier_than_the_call_it_runs_under():
 
 def test_a_task_that_tallies_other_than_it_declared_is_a_cost_model_error():
     tl, arm, _ = _tallies()
-    arm.defer(lambda: (arm.ops("sgd", 1), arm.macs(1, "fc")), ops=4)          # tallies 4 + 2
-    with pytest.raises(RuntimeError, match=r"deferred ARM task \(fc, sgd\) tallied 6 ops but declared 4"):
+    arm.defer(lambda: (arm.ops("maxabs", 4), arm.macs(1, "fc")), ops=4)          # tallies 4 + 2
+    with pytest.raises(RuntimeError, match=r"deferred ARM task \(fc, maxabs\) tallied 6 ops but declared 4"):
         arm.flush()
     with pytest.raises(ValueError, match="int >= 0"):
         arm.defer(lambda: None, ops=-1)
@@ -155,7 +154,7 @@ def test_a_call_tallied_by_the_kernel_tally_runs_the_side_work():
     if not kt.modelled:
         pytest.skip("performance model missing")
     ran = []
-    arm.defer(lambda: (ran.append(1), arm.ops("sgd", 1)), ops=4)
+    arm.defer(lambda: (ran.append(1), arm.ops("maxabs", 4)), ops=4)
     kt.kernel("conv_fwd", ConvShape(n=2, ci=3, h=4, w=4, co=5, k=3, stride=1, pad=1), 2)
     assert ran == [1] and arm.pending == 0 and tl.free_s("arm") < tl.free_s("fabric")
 
@@ -164,8 +163,8 @@ def test_tasks_run_by_the_driver_are_placed_under_the_call_they_ran_under():
     tl, arm, kt = _tallies()
     arm.side_work_by_driver = True
     order = []
-    arm.defer(lambda: (order.append("a"), arm.ops("sgd", 1)), ops=4)    # 4 s
-    arm.defer(lambda: (order.append("b"), arm.ops("sgd", 1)), ops=4)
+    arm.defer(lambda: (order.append("a"), arm.ops("maxabs", 4)), ops=4)    # 4 s
+    arm.defer(lambda: (order.append("b"), arm.ops("maxabs", 4)), ops=4)
     tl.add("fabric", 1.0)                # a call the driver saw end before any task: no task runs
     arm.run_while_fabric_busy(tl.free_s("fabric"))
     assert order == [] and arm.pending == 2
