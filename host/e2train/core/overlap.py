@@ -16,7 +16,7 @@ of the call (``nn_layers.ArmTally``). DMA is inside each call's own time (the pe
 overlaps it per call).
 
 ``chain_step_tasks`` builds the same program for a chain of convolution layers l = 0..L-1 as a
-task graph (the bench's form, with no side work):
+task graph (the bench's form):
 
 * forward: conv l+1 on the fabric needs layer l's output after BN (batch statistics over the
   whole output), ReLU and quantisation on the ARM, so fabric and ARM alternate;
