@@ -212,11 +212,10 @@ class QConv:
         self.y_max = g(d["y_max"])
         self._rederive()
 
-    def _backward_gain(self, arm: ArmTally | None = None) -> float:
+    def _backward_gain(self, arm: ArmTally) -> float:
         """max over input channels of sum |w| (|acc| <= gain * max|g_y|), from the sums the int8
         copy's derivation left."""
-        if arm is not None:
-            arm.ops("gain_max", self.ci)
+        arm.ops("gain_max", self.ci)
         return float(self._col_sums.max())
 
     def _forward_gain(self, arm: ArmTally) -> float:
