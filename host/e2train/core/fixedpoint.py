@@ -176,23 +176,35 @@ def requantize(acc: np.ndarray, mult: Dyadic, fmt: QFormat, out: np.ndarray | No
     both hold for every multiplier ``Dyadic.from_float`` makes below 2**15. ``peak``: a bound
     on max |acc| the caller already has (the ranges are checked on it, without a pass over acc).
     """
-    acc = np.asarray(acc, dtype=np.int64)
+    acc = np.asanyarray(acc)
+    if acc.dtype.kind not in "iu":
+        raise TypeError(f"requantize takes integer accumulators, got {acc.dtype}")
     if mult.m < 0 or mult.m >= 1 << 31 or not 0 <= mult.s <= MAX_SHIFT:
         raise ValueError(f"requantisation multiplier out of range: {mult}")
-    if peak is None:
-        peak = int(np.abs(acc).max()) if acc.size else 0
+    if peak is None:        # max |acc| without abs() of a narrow type (|int32 min| overflows)
+        peak = max(-int(acc.min()), int(acc.max())) if acc.size else 0
     if peak >= 1 << 47:
         raise OverflowError("accumulator exceeds 48 bits: the shape is outside what the kernels accept")
     if peak * mult.m >= 1 << 62:
         raise OverflowError(f"acc * M would exceed 62 bits (max |acc| = {peak}, M = {mult.m})")
-    return fmt.saturate(shift_round_up(acc * mult.m, mult.s), out)
+    # four passes: the product widened to int64 inside the multiply (no int64 copy of acc first),
+    # the rounding's add and shift in place, the saturation storing into the codes
+    prod = np.multiply(acc, np.int64(mult.m), dtype=np.int64)
+    return fmt.saturate(shift_round_up(prod, mult.s, out=prod), out)
 
 
-def shift_round_up(v: np.ndarray, s: int) -> np.ndarray:
-    """(v + 2^(s-1)) >> s: the requantisation's rounding (half up), also the block operations'."""
+def shift_round_up(v: np.ndarray, s: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(v + 2^(s-1)) >> s: the requantisation's rounding (half up), also the block operations'.
+    With ``out`` (``v`` itself for in place) the two passes write there."""
     if s == 0:
+        if out is not None and out is not v:
+            np.copyto(out, v)
+            return out
         return v
-    return (v + (1 << (s - 1))) >> s
+    if out is None:
+        return (v + (1 << (s - 1))) >> s
+    np.add(v, 1 << (s - 1), out=out)
+    return np.right_shift(out, s, out=out)
 
 
 # --- MSB predictors --------------------------------------------------------------------

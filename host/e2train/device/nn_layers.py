@@ -50,7 +50,7 @@ OPS_PER_ELEMENT = {
     "pooled": 2,          # bn_act's pooled sums -> mean activation (gate and classifier input)
     "gate_grad": 3,       # dL/dg from bn_bwd_reduce's two gate sums
     # per weight, and per channel: the int8 copy re-derived after an update, and its gains (nn_qconv)
-    "weight_codes": 5,    # requantize's passes: an int64 copy, multiply, add, shift, clip into the int8 copy
+    "weight_codes": 4,    # requantize's passes: multiply (widened to int64 in the ufunc), add, shift, clip into the int8 copy
     "weight_gain": 2,     # |w| (into int16) and its sums over the gain's channels
     "gain_max": 1,        # per channel: a task's sums added, the gain's max over its channels
 }

@@ -102,9 +102,9 @@ class ConvCache:
 
 
 # The int8 copy's re-derivation after an update, on the ARM in numpy, counted pass by pass (one
-# op an element, as every ARM op): per weight requantize's 5 ("weight_codes": an int64 copy,
-# multiply, add, shift, and the clip that stores into the int8 copy; its range check takes the
-# update's max |W|, no pass) and the backward gain's 2 ("weight_gain": |.| into int16, the sum per input channel);
+# op an element, as every ARM op): per weight requantize's 4 ("weight_codes": the multiply that
+# widens to int64, add, shift, and the clip that stores into the int8 copy; its range check takes
+# the update's max |W|, no pass) and the backward gain's 2 ("weight_gain": |.| into int16, the sum per input channel);
 # per input channel a task's sums added ("gain_max"). The gains' maxima are taken where they are
 # read: the backward gain's by the layer's next input gradient, the forward gain (max over
 # output channels of sum |w|) only when a layer calibrates its output scale (its first forward),

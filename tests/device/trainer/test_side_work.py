@@ -598,3 +598,30 @@ def test_the_int8_copy_rederived_as_side_work_is_the_whole_tensors(co, ci, k, ch
     assert arm.by_kind["weight_codes"] == op_count("weight_codes", conv.w_master.size)
     assert arm.by_kind["weight_gain"] == op_count("weight_gain", 2 * conv.w_master.size)   # with the forward gain's
     assert arm.by_kind["gain_max"] == ci * (len(slices) + 1) + co
+
+
+@pytest.mark.parametrize("co, ci, k", [(16, 8, 3), (5, 3, 1)])
+def test_the_int8_copy_tallies_the_passes_numpy_runs(co, ci, k):
+    """The re-derivation's tally (codes, backward gain's sums, the tasks' sums added) is the
+    element-wise passes its numpy code runs over the master weights and the codes, counted ufunc
+    by ufunc (``_Counted`` masters, and a codes buffer of the backend's that counts too)."""
+    from e2train.core.fixedpoint import weight_codes
+    from e2train.device import nn_qconv
+
+    class Pinning:
+        def pinned(self, shape, dtype):
+            return np.zeros(shape, dtype).view(_Counted)
+
+    rng = np.random.default_rng(co + ci)
+    conv = nn_qconv.QConv("c", ci, co, k, 1, rng)
+    wm = rng.integers(-(1 << 20), 1 << 20, conv.w_master.shape).astype(np.int32)
+    conv.w_master = wm.view(_Counted)
+    arm = ArmTally(timeline=Timeline())
+    _Counted.passes = {}
+    conv._derive(int(np.abs(wm.astype(np.int64)).max()), Pinning(), arm)
+    arm.flush()
+    counted = dict(_Counted.passes)
+    assert counted.get("multiply") == wm.size               # widened inside the multiply: no copy
+    tallied = sum(arm.by_kind[kind] for kind in ("weight_codes", "weight_gain", "gain_max"))
+    assert sum(counted.values()) == tallied, counted
+    np.testing.assert_array_equal(conv.w_codes, weight_codes(wm, conv.frac_bits)[0])
