@@ -40,6 +40,7 @@ OPS_PER_ELEMENT = {
     "gate_ew": 1,         # the gate cell's element-wise arithmetic
     "scale_stat": 1,      # per sample: the statistic a running scale follows (act_batch_max)
     "augment": 1,
+    "fc_bias": 1,         # the classifier's bias: added to the logits (forward), summed over the samples (backward)
     # per channel (BN's folds between the fabric's block operations, core.block_ops)
     "bn_stats": 12,       # mean, variance from the conv's sums, running statistics, 1/sqrt
     "bn_fold_fwd": 8,     # k, c0 and bn_act's integer a, b
@@ -283,6 +284,7 @@ class Linear:
 
     def forward(self, x: np.ndarray, tally: ArmTally) -> np.ndarray:
         tally.macs(x.shape[0] * self.weight.size, "fc")
+        tally.ops("fc_bias", x.shape[0] * self.bias.size)
         return x @ self.weight.T + self.bias
 
     def backward(self, gy: np.ndarray, x: np.ndarray, tally: ArmTally):
@@ -305,6 +307,7 @@ class Linear:
             tally.macs(n_macs, "fc")
             weight[r0:r1] = gy[:, r0:r1].T @ x
             if r0 == 0:
+                tally.ops("fc_bias", gy.size)
                 bias[:] = gy.sum(axis=0)
             left[0] -= 1
             if left[0] == 0:
@@ -312,7 +315,8 @@ class Linear:
         for r0, r1 in fc_grad_slices(n, x.shape[1], fan_out):
             n_macs = n * (r1 - r0) * x.shape[1]
             left[0] += 1
-            tally.defer(lambda r0=r0, r1=r1, m=n_macs: rows_grad(r0, r1, m), ops=mac_ops(n_macs))
+            ops = mac_ops(n_macs) + (op_count("fc_bias", gy.size) if r0 == 0 else 0)
+            tally.defer(lambda r0=r0, r1=r1, m=n_macs: rows_grad(r0, r1, m), ops=ops)
         return gy @ self.weight, grads
 
 

@@ -58,6 +58,7 @@ def test_a_step_leaves_the_arm_only_per_channel_folds_head_loss_optimiser(small_
         "y_range": o["y_range"] * conv_co,
         "scale_stat": o["scale_stat"] * n * len(m.bns()),     # bn_act's per-sample maxima
         "fc": 2 * 3 * n * m.fc.weight.size,                   # forward + two backward products, 2 ops a MAC
+        "fc_bias": o["fc_bias"] * 2 * n * m.fc.bias.size,      # added forward, summed backward
         "softmax_ce": o["softmax_ce"] * n * m.fc.weight.shape[0],
         "softmax_ce_sample": o["softmax_ce_sample"] * n,
         "sgd": o["sgd"] * n_params,

@@ -346,6 +346,27 @@ def test_the_loss_tallies_the_element_wise_passes_numpy_runs(n, k):
     assert sum(_Counted.passes.values()) == kinds.elem, _Counted.passes
 
 
+@pytest.mark.parametrize("n, fan_in, fan_out", [(7, 5, 10), (64, 32, 10), (3, 4, 3)])
+def test_the_classifier_tallies_the_products_and_passes_numpy_runs(n, fan_in, fan_out):
+    """The classifier's forward and backward, its deferred weight-gradient tasks run, tally the
+    MACs of the products numpy runs and the passes over the logits (the bias added, and summed
+    over the samples), counted on arrays that record them."""
+    from e2train.device.nn_layers import mac_ops
+    rng = np.random.default_rng(n)
+    fc = Linear(fan_in, fan_out, rng)
+    fc.weight, fc.bias = fc.weight.view(_Counted), fc.bias.view(_Counted)
+    x = rng.standard_normal((n, fan_in)).astype(np.float32).view(_Counted)
+    arm = ArmTally(timeline=Timeline())
+    _Counted.macs, _Counted.passes = [], {}
+    fc.forward(x, arm)
+    _, grads = fc.backward(rng.standard_normal((n, fan_out)).astype(np.float32).view(_Counted), x, arm)
+    assert arm.by_kind["fc_bias"] == n * fan_out                 # the forward's; the sum is deferred
+    arm.flush()                          # each task checks its tally against what it declared
+    assert set(grads) == {"weight", "bias"}
+    assert arm.by_kind["fc"] == mac_ops(sum(_Counted.macs)) == mac_ops(3 * n * fan_in * fan_out)
+    assert arm.by_kind["fc_bias"] == sum(_Counted.passes.values()), _Counted.passes
+
+
 def _copy(net):
     import copy
     return copy.deepcopy(net)
@@ -468,7 +489,8 @@ def test_on_the_simulated_board_the_driver_runs_the_side_work_while_it_polls(sma
 
 def test_the_classifier_gradient_goes_in_row_tasks_that_declare_what_they_tally():
     """Seed 0's head shape (64 samples, 32 features, 10 classes): tasks of two class rows, each
-    declaring its own MACs (2 x 2 x 64 x 32 ops), together the unchunked gradient's."""
+    declaring its own MACs (2 x 2 x 64 x 32 ops), together the unchunked gradient's; the first
+    also the bias's sum over the samples."""
     from e2train.device.nn_layers import mac_ops
     rng = np.random.default_rng(3)
     n, f, c = 64, 32, 10
@@ -478,7 +500,9 @@ def test_the_classifier_gradient_goes_in_row_tasks_that_declare_what_they_tally(
     arm = ArmTally(timeline=Timeline())
     _, grads = fc.backward(gy, x, arm)
     declared = [t[2] for t in arm._pending]
-    assert declared == [mac_ops(2 * n * f)] * 5 and sum(declared) == mac_ops(n * f * c)
+    bias_sum = op_count("fc_bias", n * c)                       # with the first task
+    assert declared == [mac_ops(2 * n * f) + bias_sum] + [mac_ops(2 * n * f)] * 4
+    assert sum(declared) == mac_ops(n * f * c) + bias_sum
     assert [t[3] for t in arm._pending] == [None] * 5            # independent of each other
     fc_before = arm.by_kind["fc"]
     for k in range(5):                   # run them one by one, each tallies what it declared
