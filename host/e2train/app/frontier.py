@@ -236,12 +236,12 @@ def run(args: argparse.Namespace) -> int:
                 saved = json.loads(f.read_text())
             except (OSError, ValueError):
                 saved = {}                    # a run cut short while saving: train it again
-            if saved.get("config") == json.loads(json.dumps(cfg)) and saved.get("source") == source:
-                results[key] = saved
-                continue
-            # the same run, priced by another model
-            stale += saved.get("config") == json.loads(json.dumps(cfg)) and \
-                {**(saved.get("source") or {}), "model": None} == {**source, "model": None}
+            if saved.get("config") == json.loads(json.dumps(cfg)):       # the config as saved (JSON)
+                if saved.get("source") == source:
+                    results[key] = saved
+                    continue
+                # the same run, priced by another model
+                stale += {**(saved.get("source") or {}), "model": None} == {**source, "model": None}
         todo[key] = cfg
     t0 = time.monotonic()
     print(f"frontier: {len(runs)} runs, {len(results)} already in {out}/runs, {len(todo)} to train "

@@ -168,6 +168,13 @@ def requant_multiplier(acc_scale: float, out_scale: Dyadic) -> Dyadic:
     return Dyadic.from_float(float(acc_scale) / out_scale.value)
 
 
+def absmax(v: np.ndarray) -> int:
+    """max |v| of an integer array as a Python int (0 when empty), without abs() of a narrow type
+    (|int32 min| overflows it) and without a widened copy: a min and a max."""
+    v = np.asanyarray(v)
+    return max(-int(v.min()), int(v.max())) if v.size else 0
+
+
 def requantize(acc: np.ndarray, mult: Dyadic, fmt: QFormat, out: np.ndarray | None = None,
                peak: int | None = None) -> np.ndarray:
     """acc -> codes of ``fmt``: sat((acc * M + 2**(S-1)) >> S), round half up.
@@ -181,8 +188,8 @@ def requantize(acc: np.ndarray, mult: Dyadic, fmt: QFormat, out: np.ndarray | No
         raise TypeError(f"requantize takes integer accumulators, got {acc.dtype}")
     if mult.m < 0 or mult.m >= 1 << 31 or not 0 <= mult.s <= MAX_SHIFT:
         raise ValueError(f"requantisation multiplier out of range: {mult}")
-    if peak is None:        # max |acc| without abs() of a narrow type (|int32 min| overflows)
-        peak = max(-int(acc.min()), int(acc.max())) if acc.size else 0
+    if peak is None:
+        peak = absmax(acc)
     if peak >= 1 << 47:
         raise OverflowError("accumulator exceeds 48 bits: the shape is outside what the kernels accept")
     if peak * mult.m >= 1 << 62:
@@ -321,7 +328,7 @@ def weight_codes(w_master: np.ndarray, frac_bits: int, out: np.ndarray | None = 
     implementation uses to dequantise. With ``out`` (int8, the master weights' shape) the codes
     are written into it, and it is returned.
     """
-    wmax = int(np.abs(w_master.astype(np.int64)).max()) if w_master.size else 0
+    wmax = absmax(w_master)
     scale, mult = weight_code_scale(wmax, frac_bits)
     if mult is None:
         if out is None:

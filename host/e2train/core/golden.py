@@ -19,6 +19,7 @@ from .fixedpoint import (
     INT16,
     MASTER_LIMIT,
     Dyadic,
+    absmax,
     msb_split_g,
     msb_split_x,
     requantize,
@@ -156,4 +157,4 @@ def conv_bwd_weight_psg(x, g_y, w_master, *, stride: int = 1, pad: int = 0, beta
     g_msb, g_exact = wgrad_terms(x, g_y, a.shape, a.idx)
     sign, predicted, amax = psg_decide(g_msb, g_exact, beta_q)
     w_new = sign_update(w_master, sign, lr_q, wd_q)
-    return PsgResult(w_new, sign, predicted, amax, int(np.abs(w_new.astype(np.int64)).max()) if w_new.size else 0)
+    return PsgResult(w_new, sign, predicted, amax, absmax(w_new))

@@ -26,6 +26,7 @@ from .fixedpoint import (
     UINT8,
     Dyadic,
     QFormat,
+    absmax,
     format_of,
 )
 from .shapes import MAX_BATCH, MAX_BIAS, MAX_DIM, STRIDES, ConvShape, ShapeError, check_samples, check_wgrad_shape
@@ -98,7 +99,7 @@ def _bias(bias, co: int) -> np.ndarray | None:
     b = np.asarray(bias)
     if b.shape != (co,) or b.dtype != np.int32:
         raise ShapeError(f"bias must be int32 of shape ({co},), got {b.dtype}{b.shape}")
-    if b.size and int(np.abs(b.astype(np.int64)).max()) > MAX_BIAS:
+    if absmax(b) > MAX_BIAS:
         raise ShapeError(f"bias magnitude above {MAX_BIAS} could overflow the int32 accumulator")
     return b
 

@@ -39,6 +39,7 @@ from ..core.fixedpoint import (
     INT16,
     UINT8,
     Dyadic,
+    absmax,
     act_batch_max,
     master_frac_bits,
     quantize,
@@ -152,7 +153,7 @@ class QConv:
         """The int8 compute copy from the master weights, at once and untallied: at
         initialisation and when a checkpoint is loaded (after an update, ``_derive`` with the
         update's max |W|, priced)."""
-        self._derive(int(np.abs(self.w_master.astype(np.int64)).max()) if self.w_master.size else 0, backend)
+        self._derive(absmax(self.w_master), backend)
 
     def _derive(self, wmax: int, backend=None, arm: ArmTally | None = None) -> None:
         """The int8 compute copy of the master weights (``core.fixedpoint.weight_codes``), its
@@ -296,6 +297,6 @@ class QConv:
         wmax = res.w_absmax
         if wmax is None:            # a backend that does not report the update's max |W|: the ARM finds it
             arm.ops("maxabs", self.w_master.size)
-            wmax = int(np.abs(self.w_master.astype(np.int64)).max())
+            wmax = absmax(self.w_master)
         self._derive(int(wmax), backend, arm)
         return gxq, s_gx, n_pred

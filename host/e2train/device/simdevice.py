@@ -54,7 +54,7 @@ from pynq.buffer import PynqBuffer
 from ..core import energy as _energy
 from ..core import call_price, golden, kernel_args, perfmodel
 from ..core.block_ops import Shortcut
-from ..core.fixedpoint import Dyadic
+from ..core.fixedpoint import Dyadic, absmax
 from ..core.shapes import ConvShape
 from ..core.work import Work
 from . import kernel_iface as ki
@@ -449,7 +449,7 @@ class SimDevice(pynq.Device):
                                predicted=np.asarray(res.predicted, bool).copy() if g("beta_q") > 0 else None)
                 stats[ki.STAT_N_PREDICTED] = res.n_predicted
                 stats[ki.STAT_GMSB_ABSMAX] = res.gmsb_absmax
-                stats[ki.STAT_W_ABSMAX] = int(np.abs(res.w_master.astype(np.int64)).max())
+                stats[ki.STAT_W_ABSMAX] = res.w_absmax if res.w_absmax is not None else absmax(res.w_master)
                 gmsb[...] = 0          # scratch: its contents are not part of the contract
         except SimulatedBusError:
             raise
