@@ -151,11 +151,26 @@ def act_batch_max(sample_maxima, policy: str) -> float:
     return math.fsum(vals) / len(vals)
 
 
-def quantize(x: np.ndarray, scale: Dyadic, fmt: QFormat) -> np.ndarray:
-    """float -> codes: floor(x / scale + 1/2) in float64, saturated to ``fmt``."""
-    x = np.asarray(x, dtype=np.float64)
-    q = np.floor(x * math.ldexp(1.0, scale.s) / scale.m + 0.5)
-    return fmt.saturate(np.nan_to_num(q, nan=0.0, posinf=fmt.hi, neginf=fmt.lo))
+def quantize(x: np.ndarray, scale: Dyadic, fmt: QFormat, *, finite: bool = False) -> np.ndarray:
+    """float -> codes: floor(x * 2^s / m + 1/2) in float64, saturated to ``fmt`` (+-inf to its
+    ends, NaN to 0).
+
+    Five passes over x (``QUANTIZE_PASSES``): the multiply by 2^s widens to float64 inside the
+    ufunc (exact: a power of two; no float64 copy of x first), the divide by m (one rounding,
+    the contract's), the add of 1/2 and the floor in place, the saturation storing into the
+    codes. ``finite=True``: the caller has found a finite max |x|, so x holds no NaN and the
+    NaN pass (two more) is left out; the codes are the same.
+    """
+    q = np.multiply(x, math.ldexp(1.0, scale.s), dtype=np.float64)
+    np.divide(q, scale.m, out=q)
+    np.add(q, 0.5, out=q)
+    np.floor(q, out=q)
+    if not finite:
+        np.copyto(q, 0.0, where=np.isnan(q))
+    return fmt.saturate(q, np.empty(q.shape, fmt.dtype))
+
+
+QUANTIZE_PASSES = 5     # what quantize(..., finite=True) runs an element: the ARM's tally of it
 
 
 def dequantize(q: np.ndarray, scale: Dyadic) -> np.ndarray:

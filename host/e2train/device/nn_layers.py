@@ -14,6 +14,7 @@ from collections import Counter
 import numpy as np
 
 from ..core.energy import ARM_OPS_PER_SECOND, FP32   # noqa: F401 (ARM_OPS_PER_SECOND re-exported); float widths are negative in a Work tally
+from ..core.fixedpoint import QUANTIZE_PASSES
 from ..core.work import Work
 
 # -- ARM cost model -------------------------------------------------------------------------
@@ -30,16 +31,17 @@ from ..core.work import Work
 # ``ARM_OPS_PER_SECOND``, lives in core.energy beside the ARM rates it is re-priced at.
 OPS_PER_ELEMENT = {
     # per element of a tensor
-    "quantize": 3,        # scale, round, saturate (the network input; the loss gradient)
-    "maxabs": 1,          # the max |x| a scale is chosen from (network input, loss gradient, calibration)
-    "pool": 1,            # the loss gradient spread over the last block's output
+    "quantize": QUANTIZE_PASSES,   # fixedpoint.quantize's passes: multiply (widened), divide, add, floor, saturating store
+    "maxabs": 2,          # the max |x| a scale is chosen from: |.| and max, or a min and a max (network input, loss gradient, calibration)
+    "pool": 1,            # the average pool's backward: / (h*w) per sample and channel, then spread over the last block's output
     "softmax_ce": 6,      # max, subtract, exp, sum, divide; the gradient's 1/N
     "sgd": 6,             # weight decay (multiply, add), momentum (scale, add), step (scale, subtract)
     "sigmoid": 5,         # clip, negate, exp, add, divide (slu_gate._sigmoid)
     "tanh": 1,
     "gate_ew": 1,         # the gate cell's element-wise arithmetic
     "scale_stat": 1,      # per sample: the statistic a running scale follows (act_batch_max)
-    "augment": 1,
+    "batch": 1,           # the batch's images gathered from the data set (smd.batch_images)
+    "augment": 1,         # their shifted store, when any image moves (the gather's second pass)
     "fc_bias": 1,         # the classifier's bias: added to the logits (forward), summed over the samples (backward)
     # per channel (BN's folds between the fabric's block operations, core.block_ops)
     "bn_stats": 12,       # mean, variance from the conv's sums, running statistics, 1/sqrt
@@ -331,7 +333,7 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, tally: ArmTall
     g[np.arange(n), labels] -= 1.0
     tally.ops("softmax_ce", logits.size)
     tally.ops("softmax_ce_sample", n)
-    return loss, (g / n).astype(np.float32)
+    return loss, (g / n).astype(np.float32, copy=False)
 
 
 # -- optimiser -------------------------------------------------------------------------------

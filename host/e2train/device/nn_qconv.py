@@ -64,9 +64,9 @@ def running(prev: float | None, batch: float) -> float:
 
 
 def maxabs_code(codes: np.ndarray, arm: ArmTally) -> int:
-    """max |code| of an integer tensor (one ARM pass, tallied)."""
+    """max |code| of an integer tensor (a min and a max, tallied)."""
     arm.ops("maxabs", codes.size)
-    return int(np.abs(codes.astype(np.int32)).max()) if codes.size else 0
+    return absmax(codes)
 
 
 def y_range_codes(sums: np.ndarray, count: int, arm: ArmTally) -> float:
@@ -83,15 +83,17 @@ def quantize_input(x: np.ndarray, x_max: float | None, train: bool, policy: str,
     n = x.shape[0]
     if policy == "batch_max" or not x.size:
         stat = float(np.abs(x).max()) if x.size else 0.0
-    else:                                   # each sample's max |x| in the same pass, then their mean
+    else:                                   # each sample's max |x| in the same passes, then their mean
         stat = act_batch_max(np.abs(x).reshape(n, -1).max(axis=1), policy)
         arm.ops("scale_stat", n)
     arm.ops("maxabs", x.size)
+    if not math.isfinite(stat):     # NaN or inf in the images: no scale or code means anything
+        raise ValueError(f"the input batch holds non-finite values (max |x| = {stat}): check the data set's files")
     if train or x_max is None:
         x_max = running(x_max, stat) if train else stat
     s_x = scale_for(x_max, INT8)
     arm.ops("quantize", x.size)
-    return quantize(x, s_x, INT8), s_x, x_max
+    return quantize(x, s_x, INT8, finite=True), s_x, x_max
 
 
 @dataclass

@@ -284,11 +284,12 @@ class ResNet:
         """The average pool's backward: each output element gets its channel's gradient / (h*w),
         quantised to int16 on the ARM (one code per sample and channel, then spread)."""
         hw = shape[2] * shape[3]
-        gp = g_pool.astype(np.float64) / hw
+        gp = np.divide(g_pool, hw, dtype=np.float64)             # widened inside the divide
+        arm.ops("pool", gp.size)
         arm.ops("maxabs", gp.size)
-        s = scale_for(float(np.abs(gp).max()) if gp.size else 0.0, INT16)
+        s = scale_for(float(np.abs(gp).max()) if gp.size else 0.0, INT16)   # refuses a non-finite max
         arm.ops("quantize", gp.size)
-        q = quantize(gp, s, INT16).astype(np.int16)
+        q = quantize(gp, s, INT16, finite=True)
         arm.ops("pool", int(np.prod(shape)))
         return Grad(np.ascontiguousarray(np.broadcast_to(q[:, :, None, None], shape)), s)
 

@@ -26,7 +26,7 @@ from .nn_layers import ArmTally, OpCount
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))).astype(np.float32)
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))).astype(np.float32, copy=False)
 
 
 CELLS = ("gru", "lstm")
@@ -152,7 +152,7 @@ class GateNet:
         step = _gru_backward if self.cell == "gru" else _lstm_backward
         i, e, u, h, state, h_new, p = self.caches.pop()
         first = self._dh_next is None
-        dlogit = (dg * p * (1 - p)).astype(np.float32)
+        dlogit = (dg * p * (1 - p)).astype(np.float32, copy=False)
         grads["head.weight"] += h_new.T @ dlogit
         grads["head.bias"] += dlogit.sum()
         dh = np.outer(dlogit, P["head.weight"])
@@ -242,7 +242,7 @@ def _gru_forward(P, u, h, c, d):
     gh = h @ P["gru.wh"].T + P["gru.bh"]
     r = _sigmoid(gi[:, :d] + gh[:, :d])
     z = _sigmoid(gi[:, d:2 * d] + gh[:, d:2 * d])
-    nn = np.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:]).astype(np.float32)
+    nn = np.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:]).astype(np.float32, copy=False)
     h_new = (1 - z) * nn + z * h
     return h_new, (gh, r, z, nn)
 
@@ -268,10 +268,10 @@ def _lstm_forward(P, u, h, c, d):
     a = u @ P["lstm.wx"].T + P["lstm.bx"] + h @ P["lstm.wh"].T + P["lstm.bh"]
     ig = _sigmoid(a[:, :d])
     fg = _sigmoid(a[:, d:2 * d])
-    gg = np.tanh(a[:, 2 * d:3 * d]).astype(np.float32)
+    gg = np.tanh(a[:, 2 * d:3 * d]).astype(np.float32, copy=False)
     og = _sigmoid(a[:, 3 * d:])
     c_new = fg * c + ig * gg
-    tc = np.tanh(c_new).astype(np.float32)
+    tc = np.tanh(c_new).astype(np.float32, copy=False)
     h_new = og * tc
     return h_new, (c, ig, fg, gg, og, tc, c_new)
 

@@ -47,17 +47,26 @@ def epoch_plan(n_samples: int, batch_size: int, epoch: int, seed: int, p_drop: f
     return EpochPlan(epoch, batches, dropped, shifts)
 
 
-def shift_images(x: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """Translate each NCHW image by its (dy, dx), filling with zeros (the standardised mean)."""
-    s = int(np.abs(shifts).max()) if shifts.size else 0
-    if s == 0:
-        return x
-    n, c, h, w = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
-    out = np.empty_like(x)
-    for dy in range(-s, s + 1):
-        for dx in range(-s, s + 1):
-            sel = np.nonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))[0]
-            if sel.size:
-                out[sel] = xp[sel, :, s - dy: s - dy + h, s - dx: s - dx + w]
-    return out
+def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The batch ``data[idx]`` (NCHW), each image translated by its (dy, dx) with zeros shifted
+    in (the standardised mean); and whether any image moved. One pass an element without a
+    shift (the gather); with shifts two (each image's kept part gathered from the data set, then
+    stored where it lands; the borders it leaves are zeroed instead), no padded copy."""
+    idx = np.asarray(idx)
+    sh = np.asarray(shifts)[idx]
+    if not sh.size or not np.abs(sh).max():
+        return data[idx], False
+    _, c, h, w = data.shape
+    out = np.empty((len(idx), c, h, w), data.dtype)
+    for dy, dx in np.unique(sh, axis=0):
+        sel = np.nonzero((sh[:, 0] == dy) & (sh[:, 1] == dx))[0]
+        # where the kept part lands, clamped (a shift past the image keeps nothing)
+        r0, r1 = min(max(dy, 0), h), max(h + min(dy, 0), 0)
+        c0, c1 = min(max(dx, 0), w), max(w + min(dx, 0), 0)
+        if r0 < r1 and c0 < c1:
+            out[sel, :, r0:r1, c0:c1] = data[idx[sel], :, r0 - dy:r1 - dy, c0 - dx:c1 - dx]
+        r1, c1 = max(r0, r1), max(c0, c1)
+        for rows, cols in ((slice(0, r0), slice(None)), (slice(r1, h), slice(None)),
+                           (slice(r0, r1), slice(0, c0)), (slice(r0, r1), slice(c1, w))):
+            out[sel, :, rows, cols] = 0
+    return out, True

@@ -43,7 +43,7 @@ from . import checkpoint as ckpt
 from .nn_layers import ArmTally, SGDMomentum, softmax_cross_entropy
 from .nn_resnet import ResNet
 from .nn_tally import KernelTally
-from .smd import STREAM_GATE, epoch_plan, shift_images
+from .smd import STREAM_GATE, batch_images, epoch_plan
 from .train_config import ConfigError, RenamedKeyWarning, TrainConfig
 
 # the board this trainer models; every energy figure is priced on it (core.energy.price)
@@ -293,8 +293,10 @@ class Trainer:
                     self.epoch_acc["dropped"] += 1
                     continue
                 idx = plan.batches[b]
-                x = shift_images(self.x_train[idx], plan.shifts[idx])
-                self.arm.ops("augment", x.size)
+                x, moved = batch_images(self.x_train, idx, plan.shifts)
+                self.arm.ops("batch", x.size)
+                if moved:
+                    self.arm.ops("augment", x.size)
                 r = self.train_step(x, self.y_train[idx], t)
                 self.stats["batches_run"] += 1
                 ea = self.epoch_acc

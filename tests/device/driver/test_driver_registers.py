@@ -208,7 +208,7 @@ def test_the_driver_runs_a_task_only_if_it_fits_in_what_is_left_of_the_call(over
     arm, order = ArmTally(ops_per_second=1.0), []             # 1 op: 1 modelled second
     handles = {}
     for name, ops, after in (("a", 2, None), ("b", 50, None), ("c", 1, "b"), ("d", 1, None)):
-        handles[name] = arm.defer(lambda name=name, ops=ops: order.append(name) or arm.ops("maxabs", ops), ops=ops,
+        handles[name] = arm.defer(lambda name=name, ops=ops: order.append(name) or arm.ops("augment", ops), ops=ops,
                                   after=handles.get(after))
     overlay.device.set_busy_reads(4)
     left = []
@@ -218,7 +218,7 @@ def test_the_driver_runs_a_task_only_if_it_fits_in_what_is_left_of_the_call(over
     assert all(0 < r <= 10.0 for r in left) and left == sorted(left, reverse=True)
     drv.conv_bwd_data(idle=arm.idle, modelled_s=60.0, **args)      # a longer call: b, then c
     assert order == ["a", "d", "b", "c"] and arm.pending == 0
-    arm.defer(lambda: order.append("e") or arm.ops("maxabs", 1), ops=1)
+    arm.defer(lambda: order.append("e") or arm.ops("augment", 1), ops=1)
     drv.conv_bwd_data(idle=arm.idle, modelled_s=0.5, **args)       # 1 s does not fit in 0.5 s
     assert order == ["a", "d", "b", "c"] and arm.pending == 1
 

@@ -20,9 +20,9 @@ def _tallies(ops_per_second=1.0):
 def test_deferred_work_waits_for_a_busy_fabric_then_runs_first_in_first_out():
     tl, arm, kt = _tallies()
     order = []
-    arm.defer(lambda: (order.append("a"), arm.ops("maxabs", 4)), ops=4)    # 4 ops: 4 s
-    arm.defer(lambda: (order.append("b"), arm.ops("maxabs", 1)), ops=1)  # 1 s
-    arm.ops("maxabs", 1)                 # critical ARM work: 0-1; the side work does not run
+    arm.defer(lambda: (order.append("a"), arm.ops("augment", 4)), ops=4)    # 4 ops: 4 s
+    arm.defer(lambda: (order.append("b"), arm.ops("augment", 1)), ops=1)  # 1 s
+    arm.ops("augment", 1)                 # critical ARM work: 0-1; the side work does not run
     assert order == [] and arm.pending == 2
     tl.add("fabric", 6.0)                # a call 1-7 ...
     kt.side_work.run_while_fabric_busy(tl.free_s("fabric"))            # ... as KernelTally does
@@ -31,11 +31,11 @@ def test_deferred_work_waits_for_a_busy_fabric_then_runs_first_in_first_out():
 
 
 def _task(arm, order, name, seconds, after=None):
-    """Defer a task that records its name and tallies ``seconds`` ops (1 op/s, 1 per maxabs
+    """Defer a task that records its name and tallies ``seconds`` ops (1 op/s, 1 per augment
     element)."""
     def fn():
         order.append(name)
-        arm.ops("maxabs", seconds)
+        arm.ops("augment", seconds)
     return arm.defer(fn, ops=seconds, after=after)
 
 
@@ -105,7 +105,7 @@ def test_after_must_name_a_task_this_tally_deferred():
 
 def test_a_task_starts_no_earlier_than_the_call_it_runs_under():
     tl, arm, _ = _tallies()
-    arm.defer(lambda: arm.ops("maxabs", 4), ops=4)               # 4 s
+    arm.defer(lambda: arm.ops("augment", 4), ops=4)               # 4 s
     tl.add("fabric", 3.0)                # 0-3
     tl.add("fabric", 4.0)                # 3-7: the task, from 3, fits (not from the ARM's free time 0)
     assert tl.side_start_s() == 3
@@ -115,8 +115,8 @@ def test_a_task_starts_no_earlier_than_the_call_it_runs_under():
 
 def test_a_task_that_tallies_other_than_it_declared_is_a_cost_model_error():
     tl, arm, _ = _tallies()
-    arm.defer(lambda: (arm.ops("maxabs", 4), arm.macs(1, "fc")), ops=4)          # tallies 4 + 2
-    with pytest.raises(RuntimeError, match=r"deferred ARM task \(fc, maxabs\) tallied 6 ops but declared 4"):
+    arm.defer(lambda: (arm.ops("augment", 4), arm.macs(1, "fc")), ops=4)          # tallies 4 + 2
+    with pytest.raises(RuntimeError, match=r"deferred ARM task \(augment, fc\) tallied 6 ops but declared 4"):
         arm.flush()
     with pytest.raises(ValueError, match="int >= 0"):
         arm.defer(lambda: None, ops=-1)
@@ -154,7 +154,7 @@ def test_a_call_tallied_by_the_kernel_tally_runs_the_side_work():
     if not kt.modelled:
         pytest.skip("performance model missing")
     ran = []
-    arm.defer(lambda: (ran.append(1), arm.ops("maxabs", 4)), ops=4)
+    arm.defer(lambda: (ran.append(1), arm.ops("augment", 4)), ops=4)
     kt.kernel("conv_fwd", ConvShape(n=2, ci=3, h=4, w=4, co=5, k=3, stride=1, pad=1), 2)
     assert ran == [1] and arm.pending == 0 and tl.free_s("arm") < tl.free_s("fabric")
 
@@ -163,8 +163,8 @@ def test_tasks_run_by_the_driver_are_placed_under_the_call_they_ran_under():
     tl, arm, kt = _tallies()
     arm.side_work_by_driver = True
     order = []
-    arm.defer(lambda: (order.append("a"), arm.ops("maxabs", 4)), ops=4)    # 4 s
-    arm.defer(lambda: (order.append("b"), arm.ops("maxabs", 4)), ops=4)
+    arm.defer(lambda: (order.append("a"), arm.ops("augment", 4)), ops=4)    # 4 s
+    arm.defer(lambda: (order.append("b"), arm.ops("augment", 4)), ops=4)
     tl.add("fabric", 1.0)                # a call the driver saw end before any task: no task runs
     arm.run_while_fabric_busy(tl.free_s("fabric"))
     assert order == [] and arm.pending == 2
@@ -246,6 +246,13 @@ class _Counted(np.ndarray):
     def __array_function__(self, func, types, args, kwargs):      # np.concatenate and the like
         out = super().__array_function__(func, types, args, kwargs)
         return out.view(_Counted) if type(out) is np.ndarray else out
+
+    def astype(self, dtype, *args, **kw):         # a converted copy is a pass too (none when it is a view)
+        base = self.view(np.ndarray)
+        out = base.astype(dtype, *args, **kw)
+        if out is not base:
+            _Counted.passes["astype"] = _Counted.passes.get("astype", 0) + int(out.size)
+        return out.view(_Counted)
 
 
 class _Kinds:
@@ -365,6 +372,55 @@ def test_the_classifier_tallies_the_products_and_passes_numpy_runs(n, fan_in, fa
     assert set(grads) == {"weight", "bias"}
     assert arm.by_kind["fc"] == mac_ops(sum(_Counted.macs)) == mac_ops(3 * n * fan_in * fan_out)
     assert arm.by_kind["fc_bias"] == sum(_Counted.passes.values()), _Counted.passes
+
+
+@pytest.mark.parametrize("policy", ["batch_max", "mean_sample_max"])
+def test_the_input_quantisation_tallies_the_passes_numpy_runs(policy):
+    """The network input's scale and codes (maxabs, the running statistic, quantize) tally the
+    passes numpy runs over the images, counted ufunc by ufunc (and every converted copy) on an
+    array that records them; the codes are the contract's, as the general quantize gives them."""
+    from e2train.core.fixedpoint import INT8, quantize
+    from e2train.device.nn_qconv import quantize_input
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((5, 3, 4, 6)) * 3).astype(np.float32)
+    _Counted.passes = {}
+    kinds = _Kinds()
+    codes, s_x, x_max = quantize_input(x.view(_Counted), None, True, policy, kinds)
+    mean = op_count("scale_stat", x.shape[0]) if policy == "mean_sample_max" else 0   # math.fsum: not a ufunc
+    assert sum(_Counted.passes.values()) + mean == kinds.elem, _Counted.passes
+    assert _Counted.passes["multiply"] == x.size and "astype" not in _Counted.passes   # no float64 copy first
+    np.testing.assert_array_equal(np.asarray(codes), quantize(x, s_x, INT8))
+    assert np.asarray(codes).dtype == np.int8 and np.abs(np.asarray(codes)).max() == 127
+    with pytest.raises(ValueError, match="non-finite values"):
+        quantize_input(np.where(x > 2, np.nan, x).astype(np.float32), None, False, policy, _Kinds())
+
+
+def test_the_loss_gradients_codes_tally_the_passes_numpy_runs():
+    """The average pool's backward (the divide, the scale's max, the int16 codes) tallies the
+    passes numpy runs over the (sample, channel) gradient; the spread over h*w is one copy an
+    output element (np.ascontiguousarray, not a ufunc), tallied as "pool"."""
+    from e2train.core.fixedpoint import INT16, quantize, scale_for
+    from e2train.device.nn_resnet import ResNet
+    rng = np.random.default_rng(2)
+    g_pool = rng.standard_normal((6, 5)).astype(np.float32)
+    shape = (6, 5, 3, 2)
+    _Counted.passes = {}
+    kinds = _Kinds()
+    g = ResNet._pool_grad(g_pool.view(_Counted), shape, kinds)
+    assert sum(_Counted.passes.values()) + op_count("pool", int(np.prod(shape))) == kinds.elem, _Counted.passes
+    gp = g_pool.astype(np.float64) / 6
+    s = scale_for(float(np.abs(gp).max()), INT16)
+    assert g.s_a == s and g.b is None
+    np.testing.assert_array_equal(np.asarray(g.a), np.broadcast_to(quantize(gp, s, INT16)[:, :, None, None], shape))
+
+
+def test_a_codes_maximum_tallies_the_passes_numpy_runs():
+    from e2train.device.nn_qconv import maxabs_code
+    codes = np.array([[3, -128], [127, 0]], dtype=np.int8)
+    _Counted.passes = {}
+    kinds = _Kinds()
+    assert maxabs_code(codes.view(_Counted), kinds) == 128          # no abs() of int8 (|-128| wraps)
+    assert sum(_Counted.passes.values()) == kinds.elem == op_count("maxabs", codes.size), _Counted.passes
 
 
 def _copy(net):

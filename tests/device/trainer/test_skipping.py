@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from e2train.device import nn_qconv
-from e2train.device.smd import epoch_plan
+from e2train.device.smd import batch_images, epoch_plan
 from e2train.device.trainer import Trainer
 
 TINY = dict(model="resnet8", width=4, batch_size=32, augment_shift=1, progress_every=0, conv_lr=0.01,
@@ -151,3 +151,26 @@ def test_scale_policy_updates(small_digits, spy):
     tr.run()
     assert c.y_max > 0 and bn.out_max > 0 and tr.model.in_max > 0
     assert nn_qconv.RUNNING_MOMENTUM == 0.9
+
+
+def test_a_batch_is_its_images_each_moved_by_its_shift_with_zeros_shifted_in():
+    """batch_images against the definition, image by image: out[r, c] = x[r - dy, c - dx] where
+    that lies in the image, else 0; shifts past the image's size leave zeros; without a shift
+    the batch is the plain gather, and says that nothing moved."""
+    rng = np.random.default_rng(7)
+    data = rng.standard_normal((9, 2, 5, 4)).astype(np.float32)
+    idx = np.array([4, 0, 7, 7, 2])
+    shifts = rng.integers(-2, 3, size=(9, 2))
+    shifts[2], shifts[7] = (6, -1), (1, -5)              # past the image: nothing kept
+    out, moved = batch_images(data, idx, shifts)
+    assert moved and out.dtype == data.dtype and out.shape == (5, 2, 5, 4)
+    for k, i in enumerate(idx):
+        dy, dx = shifts[i]
+        want = np.zeros((2, 5, 4), np.float32)
+        for r in range(5):
+            for c in range(4):
+                if 0 <= r - dy < 5 and 0 <= c - dx < 4:
+                    want[:, r, c] = data[i, :, r - dy, c - dx]
+        np.testing.assert_array_equal(out[k], want)
+    plain, moved = batch_images(data, idx, np.zeros((9, 2), np.int64))
+    assert not moved and np.array_equal(plain, data[idx])
