@@ -158,6 +158,13 @@ def block_rows(lanes: int) -> list[tuple[str, dict, str]]:
          "estimate: y^2 in LUTs (8 x 8 b: 32), a row's sum y and sum y^2 adders (31 + 38 b), its read-modify-write "
          "into the per-channel sums (2 x 64-bit adds: 128) held in the block unit's cB and cK (idle in the forward: "
          "no BRAM of its own)"),
+        ("conv_fwd weights' sums (weight load, b_flags W sums)", {"LUT": 8 + 13 + 21 + 8 + 30 + 32 + 20 + 2,
+                                                                  "FF": 13 + 3 + 10 + 40, "DSP": 0, "BRAM36": 0},
+         "estimate (conv_fwd.cpp w_sum_add): |w| of the loaded code (8), the channel's taps summed in a register "
+         "(13-bit adder: 13), its add into part[c] on one of the partial sums' DSP48E1 adders (a 41-bit 2:1 operand "
+         "select: 21) at a 2:1 address (8), the tap and channel counters with their wraps (30), the ci sums written "
+         "after the BN sums (offset add: 32, loop: 20), output channel 0's write as the adders' existing zero "
+         "select (2); the sums live in wgrad's partial sums, idle in the forward: no BRAM or DSP of their own"),
     ]
 
 

@@ -130,7 +130,7 @@ def write_block_cases(root: Path, rng: np.random.Generator) -> list[Path]:
         out.append(write_case(root / f"bn_apply{i}", {"kernel": "bn_bwd_apply", **geo, "b_shift": 28},
                               dict(b_y=y, samples=idx, b_gm=g_m, b_coef=np.concatenate([p, q, t]),
                                    b_gy_in=np.zeros((n, c, h, w), np.int16), b_gy_expect=g_y)))
-    # conv_fwd with BN sums (b_flags 1), a list and an empty one
+    # conv_fwd with BN sums and the weights' sums (b_flags 1 | 16), a list and an empty one
     for i, (sh, samples) in enumerate([(ConvShape(2, 3, 6, 5, 10, 3, 1, 1), [1]),
                                        (ConvShape(1, 2, 4, 4, 3, 1, 2, 0), [])]):
         geo = dict(n=sh.n, ci=sh.ci, h=sh.h, wd=sh.w, co=sh.co, k=sh.k, stride=sh.stride, pad=sh.pad)
@@ -139,13 +139,13 @@ def write_block_cases(root: Path, rng: np.random.Generator) -> list[Path]:
         bias = rng.integers(-5000, 5000, sh.co).astype(np.int32)
         m = Dyadic(int(rng.integers(1, 1 << 15)), 20)
         y0 = rng.integers(0, 256, sh.y_shape).astype(np.uint8)
-        stats = np.zeros((sh.co, 2), np.int64)
+        stats, w_sums = np.zeros((sh.co, 2), np.int64), np.zeros(sh.ci, np.int64)
         y = golden.conv_fwd(x, w, bias, m, stride=sh.stride, pad=sh.pad, relu=True, samples=samples,
-                            out=y0.copy(), stats=stats)
+                            out=y0.copy(), stats=stats, w_sums=w_sums)
         out.append(write_case(root / f"fwd_bn{i}", {"kernel": "conv_fwd", **geo, "x_unsigned": 1, "has_bias": 1,
-                                                  "relu": 1, "mult_m": m.m, "mult_s": m.s, "b_flags": 1},
+                                                  "relu": 1, "mult_m": m.m, "mult_s": m.s, "b_flags": 1 | 16},
                               dict(x=x, w=w, bias=bias, samples=check_samples(samples, sh.n), y_in=y0, y_expect=y,
-                                   stats_expect=stats)))
+                                   stats_expect=np.concatenate([stats.ravel(), w_sums]))))
     return out
 
 

@@ -78,13 +78,14 @@ int run_case(const std::string &dir) {
     if (a["kernel_fwd"]) {
         Bytes *x = read_bin(dir, "x"), *w = read_bin(dir, "w"), *bias = read_bin(dir, "bias");
         Bytes *s = read_bin(dir, "samples"), *y = read_bin(dir, "y_in"), *want = read_bin(dir, "y_expect");
-        const bool sums = a.count("b_flags") && (a["b_flags"] & E2T_BF_BN_SUMS);
-        Bytes stats(sums ? (size_t)g("co") * 16 : 0);
+        const int flags = a.count("b_flags") ? (int)a["b_flags"] & (E2T_BF_BN_SUMS | E2T_BF_W_SUMS) : 0;
+        const bool sums = flags != 0;
+        Bytes stats((flags & E2T_BF_BN_SUMS ? (size_t)g("co") * 16 : 0) + (flags & E2T_BF_W_SUMS ? (size_t)g("ci") * 8 : 0));
         rc = conv_fwd(ptr(x), (const int8_t *)ptr(w), (const int32_t *)ptr(bias), ptr(y),
                       sums ? (int64_t *)stats.data() : nullptr,
                       (const int32_t *)ptr(s), (int)(s->size() / 4), g("n"), g("ci"), g("h"), g("wd"),
                       g("co"), g("k"), g("stride"), g("pad"), g("x_unsigned"), g("has_bias"),
-                      g("relu"), g("mult_m"), g("mult_s"), sums ? (int)a["b_flags"] : 0);
+                      g("relu"), g("mult_m"), g("mult_s"), flags);
         bad |= compare(dir, "y", *y, *want);
         if (sums) {
             Bytes *want_st = read_bin(dir, "stats_expect");

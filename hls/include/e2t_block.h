@@ -17,6 +17,7 @@
 #define E2T_BF_RELU 2           // bn_act: clamp to 0..255 (uint8), else -128..127
 #define E2T_BF_RESIDUAL 4       // b_r read: bn_act's shortcut, bn_bwd_reduce's gate sums
 #define E2T_BF_TWO_SOURCES 8    // bn_bwd_reduce: b_gb read
+#define E2T_BF_W_SUMS 16        // conv_fwd: write int64[ci] sums of |w| per input channel to stats, after the BN sums
 
 // Operand limits that keep every sum of products inside the DSP48E1's 48-bit P register
 // (core/block_ops.py MULT_LIMIT, CONST_LIMIT, MAX_BLOCK_SHIFT): |code| <= 2^15, |multiplier| < 2^24,

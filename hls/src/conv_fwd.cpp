@@ -23,7 +23,9 @@
 //   flush call: the last rows
 // With b_flags & E2T_BF_BN_SUMS the output stage also sums y and y^2 per output channel (BN's
 // batch statistics, core/block_ops.py conv_fwd_stats) into two per-channel arrays (the block
-// unit's cB and cK, idle in this pass) and writes int64[co][2] to stats at the end.
+// unit's cB and cK, idle in this pass) and writes int64[co][2] to stats at the end. With
+// b_flags & E2T_BF_W_SUMS the weight load also sums |w| per input channel (the input gradient's
+// bound, the backward gain: w_sum_add below) and writes int64[ci] to stats after the BN sums.
 // The output stage runs one call behind (the engine's read-out overlaps the next call).
 // Accumulators are exact: ci*k*k <= 2^15 taps of |w*x| < 2^15 (e2t_shape.h) inside acc_lo's
 // 31 and acc_hi's 31 bits.
@@ -253,6 +255,29 @@ fwd::Step make_step(const Walk &wk, const Plan &p, const Geometry &q, const int3
 
 }  // namespace
 
+// The backward gain's sums (b_flags & E2T_BF_W_SUMS): sum |w| per input channel over the output
+// channels and taps, added up as the weight load streams the layer's weights, one a cycle, in
+// wgrad's partial sums (idle in the forward; the weight gradient's first block writes over
+// them). A channel's k*k taps are consecutive: they sum in a register and go into part[c] once,
+// written by output channel 0 (no clear loop) and added by the others; the same channel's next
+// write comes ci*k*k trips later (k*k >= 9 for the 3x3 layers, past the adder's latency, so
+// the loop keeps II=1: the DEPENDENCE pragma).
+struct WSum {
+    int64_t run;    // the channel's taps so far
+    int tap, c;     // where the next weight falls (tap within channel c)
+};
+
+static inline void w_sum_add(wgrad::Part part[], WSum &ws, int8_t v, int o, int kk, int ci) {
+#pragma HLS INLINE
+    ws.run += v < 0 ? -(int64_t)v : (int64_t)v;
+    if (++ws.tap == kk) {
+        part[ws.c].e = (o == 0 ? (wgrad::part_exact_t)0 : part[ws.c].e) + (wgrad::part_exact_t)ws.run;
+        ws.run = 0;
+        ws.tap = 0;
+        ws.c = ws.c + 1 == ci ? 0 : ws.c + 1;    // the next output channel starts at channel 0
+    }
+}
+
 // The forward pass of e2t_engine (op E2T_OP_FWD), inlined into the top; wt is the top's weight
 // buffer, xf its forward x buffer, s1/s2 the block unit's per-channel arrays (BN's sums here).
 int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_t gs[][2 * wgrad::G_WORDS],
@@ -269,6 +294,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
 
     const Geometry q = geometry(ci, h, wd, co, k, stride, pad);
     const bool bn = (b_flags & E2T_BF_BN_SUMS) != 0;
+    const bool wsums = (b_flags & E2T_BF_W_SUMS) != 0;
 #ifndef __SYNTHESIS__
     e2t_fwd_staging_reset();
 #endif
@@ -307,6 +333,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
         fd.fs.st = first.st;
     }
     int group = -1;
+    WSum ws = {};
     while (more) {
         const int g0 = wk.g * wk.per_group, gtiles = group_tiles(wk);
         if (wk.g != group) {                    // a new group of tiles: its weights, once (the engine waits)
@@ -315,8 +342,11 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
                 for (int r = 0; r < R; r++)
                     for (int j = 0; j < taps; j++) {
 #pragma HLS PIPELINE II=1
+#pragma HLS DEPENDENCE variable=part inter false
                         const int o = (g0 + tl) * R + r;
-                        wt[tl * taps + j][r] = o < co ? w[(int64_t)o * taps + j] : 0;
+                        const int8_t v = o < co ? w[(int64_t)o * taps + j] : 0;
+                        wt[tl * taps + j][r] = v;
+                        if (wsums && o < co) w_sum_add(part, ws, v, o, kk, ci);
                     }
             E2T_FWD_STAGING(6, (int64_t)gtiles * R * taps);
         }
@@ -366,6 +396,23 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
             stats[2 * (int64_t)o + 1] = s2[o];
         }
         E2T_FWD_STAGING(7, 2 * co);
+    }
+    if (wsums) {
+        if (group < 0) {                        // no sample listed, no weight loaded: the sums alone
+            for (int o = 0; o < co; o++)
+                for (int j = 0; j < taps; j++) {
+#pragma HLS PIPELINE II=1
+#pragma HLS DEPENDENCE variable=part inter false
+                    w_sum_add(part, ws, w[(int64_t)o * taps + j], o, kk, ci);
+                }
+            E2T_FWD_STAGING(7, (int64_t)co * taps);
+        }
+        const int64_t at = bn ? 2 * (int64_t)co : 0;   // after the BN sums
+        for (int c = 0; c < ci; c++) {
+#pragma HLS PIPELINE II=1
+            stats[at + c] = (int64_t)part[c].e;
+        }
+        E2T_FWD_STAGING(7, ci);
     }
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }

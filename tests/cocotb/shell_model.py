@@ -34,7 +34,8 @@ which is ``core.golden``'s ``psg_decide`` and ``sign_update`` (the rules the C++
 the stats words the C++ writes, counted from the calls this model made. G_msb goes to the gmsb
 scratch only where the C++ spills it (beta_q > 0 and more weights than the on-chip partial
 sums hold). conv_fwd's BN sums (``BF_BN_SUMS``) are ``core.block_ops.conv_fwd_stats`` of the
-codes the output stage wrote (sum y and sum y^2 per channel), as the C++ accumulates them.
+codes the output stage wrote (sum y and sum y^2 per channel), as the C++ accumulates them; its
+weights' sums (``BF_W_SUMS``) are ``kernel_args.w_abs_sums`` of the weights it read, after them.
 
 Generic over ``kernel_iface.KernelIface``: the argument words are decoded from the iface's
 argument order and offsets, and the pass is chosen by the ``op`` argument
@@ -51,7 +52,7 @@ from cocotbext.axi import AxiBus, AxiMaster
 
 from e2train.core import block_ops, engine_map, golden
 from e2train.core.fixedpoint import INT8, INT16, UINT8, requantize
-from e2train.core.kernel_args import check_beta_q, check_mult
+from e2train.core.kernel_args import check_beta_q, check_mult, w_abs_sums
 from e2train.core.shapes import ConvShape, ShapeError, check_wgrad_shape
 from e2train.device import kernel_iface as ki
 from engine_model import Args
@@ -214,6 +215,10 @@ class ShellModel:
         x = await self.per_sample(a["x"], samples, (shape.ci, shape.h, shape.w), xdt)
         w = (await self.read(a["w"], int(np.prod(shape.w_shape)), np.int8)).reshape(shape.w_shape)
         bias = await self.read(a["bias"], shape.co, np.int32) if a["has_bias"] else None
+        if a["b_flags"] & ki.BF_W_SUMS:
+            # the weight load's sums of |w| per input channel, after the BN sums (with or without samples)
+            at = a["stats"] + (16 * shape.co if a["b_flags"] & ki.BF_BN_SUMS else 0)
+            await self.write(at, w_abs_sums(w))
         if not samples.size:
             return ki.E2T_OK
         listed = ConvShape(len(samples), shape.ci, shape.h, shape.w, shape.co, shape.k, shape.stride, shape.pad)

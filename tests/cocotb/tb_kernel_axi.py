@@ -200,9 +200,10 @@ def _fwd_case(rng, shape: ConvShape, unsigned: bool):
 
 def _run_fwd(drv, x, w, bias, y0, samples, shape, unsigned, relu, mult, has_bias=1, k=None, bn_sums=None):
     """The host program: pynq buffers, one driver call; returns y as the ARM reads it (and,
-    given ``bn_sums``, the initial int64[co][2] stats buffer, the BN sums read back)."""
+    given ``bn_sums``, the initial int64[2*co + ci] stats buffer, read back: the BN sums, then the
+    weights' sums of |w| per input channel)."""
     bx, bw, bb, by, bs = (buffer(a) for a in (x, w, bias, y0, samples))
-    extra = {} if bn_sums is None else {"stats": buffer(bn_sums), "b_flags": ki.BF_BN_SUMS}
+    extra = {} if bn_sums is None else {"stats": buffer(bn_sums), "b_flags": ki.BF_BN_SUMS | ki.BF_W_SUMS}
     drv.conv_fwd(x=bx, w=bw, bias=bb, y=by, samples=bs, n_samples=len(samples), n=shape.n, ci=shape.ci,
                  h=shape.h, wd=shape.w, co=shape.co, k=shape.k if k is None else k, stride=shape.stride,
                  pad=shape.pad, x_unsigned=int(unsigned), has_bias=has_bias, relu=int(relu),
@@ -232,17 +233,21 @@ async def driver_conv_fwd_vs_golden(dut):
         dut._log.info(f"{shape}: y = golden bit for bit ({shell.engine_calls} engine calls so far, "
                       f"{board.register_writes} register writes, {board.register_reads} reads)")
     # BN's batch sums from the output stage (b_flags BF_BN_SUMS): sum y, sum y^2 per channel of
-    # the listed samples' codes, into the stats buffer
+    # the listed samples' codes, into the stats buffer; after them the weight load's sums of |w|
+    # per input channel (BF_W_SUMS)
     shape, samples = ConvShape(3, 2, 4, 4, 3, 3, 1, 1), np.array([0, 2], np.int32)
     x, w, bias, mult = _fwd_case(rng, shape, True)
     y0 = np.zeros(shape.y_shape, np.uint8)
-    got, sums = await bridge(_run_fwd)(drv, x, w, bias, y0, samples, shape, True, True, mult,
-                                       bn_sums=np.full((shape.co, 2), -7, np.int64))
+    got, st = await bridge(_run_fwd)(drv, x, w, bias, y0, samples, shape, True, True, mult,
+                                     bn_sums=np.full(2 * shape.co + shape.ci, -7, np.int64))
     want = golden.conv_fwd(x, w, bias, mult, stride=1, pad=1, relu=True, samples=samples, out=y0.copy())
     assert np.array_equal(got, want), "y is wrong with the BN sums on"
     want_sums = block_ops.conv_fwd_stats(want, samples)
+    sums = st[:2 * shape.co].reshape(shape.co, 2)
     assert np.array_equal(sums, want_sums), f"BN sums {sums.tolist()}, want {want_sums.tolist()}"
-    assert shell.last_args["b_flags"] == ki.BF_BN_SUMS and shell.last_args["stats"] != 0
+    want_w = np.abs(w.astype(np.int64)).sum(axis=(0, 2, 3))
+    assert np.array_equal(st[2 * shape.co:], want_w), f"weights' sums {st[2 * shape.co:].tolist()}, want {want_w.tolist()}"
+    assert shell.last_args["b_flags"] == ki.BF_BN_SUMS | ki.BF_W_SUMS and shell.last_args["stats"] != 0
     assert drv.calls == len(cases) + 1 and shell.calls == len(cases) + 1
 
 

@@ -115,3 +115,23 @@ def test_conv_fwd_with_bn_sums_pays_two_adds_per_output_and_the_sums_write():
     import pytest
     with pytest.raises(ValueError, match="only conv_fwd"):
         cp.price_call("conv_bwd_data", s, 5, bn_sums=True)
+
+
+def test_conv_fwd_with_the_weights_sums_pays_an_add_a_weight_and_the_sums_write():
+    """The weight load adds each |w| in its own cycle (an op a weight, no cycle); the ci sums
+    written out cost ci cycles (the C simulation's count, tests/kernels/test_fwd_staging.py); with
+    no sample listed the loop that forms them costs a cycle a weight."""
+    import pytest
+
+    from e2train.core import call_price as cp
+    from e2train.core import perfmodel as pm
+    from e2train.core.shapes import ConvShape
+    s = ConvShape(8, 16, 8, 8, 32, 3, 1, 1)
+    for n, loop in ((5, 0), (0, s.co * s.ci * 9)):
+        w0, c0 = cp.price_call("conv_fwd", s, n, bn_sums=True)
+        w1, c1 = cp.price_call("conv_fwd", s, n, bn_sums=True, w_sums=True)
+        assert sum(w1.ops.values()) - sum(w0.ops.values()) == s.co * s.ci * 9
+        assert w1.dram_bytes - w0.dram_bytes == cp.W_SUMS_BYTES * s.ci
+        assert c1 - c0 == pm.fwd_w_sums_cycles(s, n) == s.ci + loop
+    with pytest.raises(ValueError, match="only conv_fwd"):
+        cp.price_call("conv_bwd_data", s, 5, w_sums=True)

@@ -38,6 +38,7 @@ CASES = [
     (ConvShape(3, 64, 8, 8, 80, 3, 1, 1), None),          # 10 tiles of 576 taps: groups of 8 and 2 (weights)
     (ConvShape(2, 120, 3, 2, 8, 3, 2, 1), None),          # stride 2 on a two-column image
     (ConvShape(4, 5, 2, 1, 3, 3, 1, 1), [3, 1, 0, 2]),    # one column, stride 1, a shuffled list
+    (ConvShape(3, 7, 4, 4, 5, 3, 1, 1), []),              # no sample: the weights' sums loop alone
 ]
 
 
@@ -49,16 +50,17 @@ def _run(sh: ConvShape, samples, seed: int, check: bool):
     b = rng.integers(-5000, 5000, sh.co).astype(np.int32)
     kw = dict(stride=sh.stride, pad=sh.pad, relu=bool(seed % 2), samples=samples)
     m = Dyadic.from_float(0.002)
-    stats = np.zeros((sh.co, 2), np.int64)
+    stats, w_sums = np.zeros((sh.co, 2), np.int64), np.full(sh.ci, -1, np.int64)
     csim.staging_check(check)
     try:
-        got = csim.conv_fwd(x, w, b, m, stats=stats, **kw)
+        got = csim.conv_fwd(x, w, b, m, stats=stats, w_sums=w_sums, **kw)
         counters = csim.fwd_staging()
     finally:
         csim.staging_check(False)
-    want_stats = np.zeros((sh.co, 2), np.int64)
-    want = golden.conv_fwd(x, w, b, m, stats=want_stats, **kw)
+    want_stats, want_sums = np.zeros((sh.co, 2), np.int64), np.zeros(sh.ci, np.int64)
+    want = golden.conv_fwd(x, w, b, m, stats=want_stats, w_sums=want_sums, **kw)
     assert np.array_equal(got, want) and np.array_equal(stats, want_stats)
+    assert np.array_equal(w_sums, want_sums)        # the weight load's sums of |w| per input channel
     return counters
 
 
@@ -72,7 +74,8 @@ def test_the_stagers_traffic_and_trips_are_the_models(csim_lib, i):
         assert c.bank_misses == 0
         assert (c.x_bytes, c.trips, c.prologue) == (m["x_bytes"], m["trips"], m["prologue"])
         assert (c.staging_calls, c.call_trips) == (m["staging_calls"], m["call_trips"])
-        assert (c.w_trips, c.chan_cycles) == (em.weight_load_trips("fwd", sh, n), perfmodel.fwd_channel_cycles(sh, True))
+        assert (c.w_trips, c.chan_cycles) == (em.weight_load_trips("fwd", sh, n),
+                                              perfmodel.fwd_channel_cycles(sh, True) + perfmodel.fwd_w_sums_cycles(sh, n))
         assert c.out_trips == m["out_trips"]
     assert perfmodel.fwd_ddr(sh, n) == c.x_bytes + n * sh.co * sh.ho * sh.wo + sh.co * sh.ci * sh.k * sh.k
     # every input row inside the image is read at least once for every output row that reaches it
@@ -82,7 +85,7 @@ def test_the_stagers_traffic_and_trips_are_the_models(csim_lib, i):
 def test_the_cases_cover_the_layouts_they_name():
     """Each case above is the layout its comment names (a guard against a silent change of the plan)."""
     slots = [em.fwd_slots(sh) for sh, _ in CASES]
-    assert slots == [2, 2, 2, 4, 1, 2, 2, 2, 2, 4]
+    assert slots == [2, 2, 2, 4, 1, 2, 2, 2, 2, 4, 2]
     assert [em.fwd_step_channels(sh) for sh, _ in CASES][5] == 170
     steps = [em.fwd_steps(sh, len(s) if s is not None else None) for sh, s in CASES]
     assert {st["calls"] for st in steps[0]} == {2} and {st["calls"] for st in steps[1]} == {4}

@@ -48,12 +48,16 @@ def _check(kernel: str, shape: ConvShape, n_active: int) -> None:
 
 
 BN_SUMS_BYTES = 16             # per output channel: sum y and sum y^2, int64 each
+W_SUMS_BYTES = 8               # per input channel: sum |w|, int64
 
 
-def _conv_pass(kernel: str, shape: ConvShape, n: int, bn_sums: bool = False) -> tuple[Work, int]:
+def _conv_pass(kernel: str, shape: ConvShape, n: int, bn_sums: bool = False,
+               w_sums: bool = False) -> tuple[Work, int]:
     """conv_fwd / conv_bwd_data: (work, cycles). ``bn_sums``: the forward output stage also
     sums y and y^2 per channel (two adds per output beside the requantiser, in the same cycle)
-    and writes the sums once at the end of the call."""
+    and writes the sums once at the end of the call. ``w_sums``: the forward's weight load also
+    adds |w| into its input channel's sum (in the load's cycle; a loop of its own, a weight a
+    cycle, when no sample is listed and nothing is loaded) and writes the ci sums at the end."""
     s = shape
     w = Work()
     if kernel == "conv_fwd":
@@ -62,6 +66,9 @@ def _conv_pass(kernel: str, shape: ConvShape, n: int, bn_sums: bool = False) -> 
         if bn_sums:
             w.add_ops(2 * n * s.co * s.ho * s.wo, 32)  # y and y^2 into the channel's sums
             w.add_dram(BN_SUMS_BYTES * s.co)
+        if w_sums:
+            w.add_ops(s.co * s.ci * s.k * s.k, 24)     # |w| into its channel's sum
+            w.add_dram(W_SUMS_BYTES * s.ci)
         name = "fwd"
     else:
         w.add_macs(s.macs(n), 8, 16)
@@ -71,6 +78,8 @@ def _conv_pass(kernel: str, shape: ConvShape, n: int, bn_sums: bool = False) -> 
     # bytes at the DDR rate
     extra = (max(pm.fwd_channel_cycles(s, True) - pm.fwd_channel_cycles(s, False),
                  math.ceil(BN_SUMS_BYTES * s.co / pm.DDR_BYTES_PER_CYCLE)) if bn_sums else 0)
+    if w_sums:
+        extra += max(pm.fwd_w_sums_cycles(s, n), math.ceil(W_SUMS_BYTES * s.ci / pm.DDR_BYTES_PER_CYCLE))
     if n == 0:
         return w, em.HLS_CALL_OVERHEAD + extra
     r = pm.engine_pass(name, shape, n)
@@ -126,7 +135,8 @@ def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
 
 
 def price_call(kernel: str, shape: ConvShape, n_active: int, *, predictor_on: bool = True,
-               predicted=None, n_predicted: int = 0, bn_sums: bool = False) -> tuple[Work, int]:
+               predicted=None, n_predicted: int = 0, bn_sums: bool = False,
+               w_sums: bool = False) -> tuple[Work, int]:
     """(work, cycles) of one kernel call over ``n_active`` listed samples; the work's time is
     cycles / ``perfmodel.CLOCK_HZ``. For ``conv_bwd_weight_psg``: ``predictor_on`` is
     beta_q > 0; ``predicted`` (the kernel's per-weight output) or ``n_predicted`` are checked
@@ -142,9 +152,9 @@ def price_call(kernel: str, shape: ConvShape, n_active: int, *, predictor_on: bo
             raise ValueError("with the predictor off (beta_q = 0) no weight can be predicted")
         w, cycles = _wgrad(shape, n, predictor_on)
     else:
-        if bn_sums and kernel != "conv_fwd":
-            raise ValueError("only conv_fwd's output stage forms BN sums")
-        w, cycles = _conv_pass(kernel, shape, n, bn_sums)
+        if (bn_sums or w_sums) and kernel != "conv_fwd":
+            raise ValueError("only conv_fwd forms BN sums and the weights' sums")
+        w, cycles = _conv_pass(kernel, shape, n, bn_sums, w_sums)
     w.add_time(cycles / pm.CLOCK_HZ)
     return w, cycles
 

@@ -26,7 +26,7 @@ import numpy as np
 from . import kernel_args
 from .fixedpoint import UINT8, Dyadic, format_of
 from .block_ops import IDENTITY, Shortcut
-from .kernel_args import BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES
+from .kernel_args import BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES, BF_W_SUMS
 from .golden import PsgResult
 from .shapes import ConvShape
 
@@ -138,27 +138,34 @@ def _run_guarded(kernel: str, out: np.ndarray, may_overflow: bool, call) -> np.n
 
 
 def conv_fwd(x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: bool = False,
-             samples=None, out: np.ndarray | None = None, stats: np.ndarray | None = None) -> np.ndarray:
+             samples=None, out: np.ndarray | None = None, stats: np.ndarray | None = None,
+             w_sums: np.ndarray | None = None) -> np.ndarray:
     """C simulation of ``golden.conv_fwd`` (same arguments, same result, bit for bit); ``stats``
-    is filled by the kernel's output stage (b_flags BN sums)."""
+    is filled by the kernel's output stage (b_flags BN sums), ``w_sums`` by its weight load
+    (b_flags W sums: the kernel's stats buffer holds them after the BN sums)."""
     a = kernel_args.check_conv_fwd(x, w, bias, mult, stride=stride, pad=pad, relu=relu,
                                    samples=samples, out=out)
     shape, idx, out, mult = a.shape, a.idx, a.out, a.mult
     kernel_args.check_stats_out(stats, shape.co)
-    if idx.size == 0 and stats is None:
+    kernel_args.check_w_sums_out(w_sums, shape.ci)
+    if idx.size == 0 and stats is None and w_sums is None:
         return out
     b = _contig(a.bias) if a.bias is not None else np.zeros(1, np.int32)
     xc, wc = _contig(x), _contig(w)
     unsigned = format_of(x) is UINT8
-    st = None if stats is None else np.zeros((shape.co, 2), np.int64)
+    flags = (BF_BN_SUMS if stats is not None else 0) | (BF_W_SUMS if w_sums is not None else 0)
+    n_bn = 2 * shape.co if stats is not None else 0
+    st = np.zeros(n_bn + (shape.ci if w_sums is not None else 0), np.int64) if flags else None
     lib = load()
     # |acc| < 2**31 and M < 2**31: acc * M < 2**62 always, the golden model cannot overflow here.
     _run_guarded("conv_fwd", out, False, lambda dst: lib.conv_fwd(
         _ptr(xc), _ptr(wc), _ptr(b), _ptr(dst), None if st is None else _ptr(st), _ptr(idx), idx.size,
         shape.n, shape.ci, shape.h, shape.w, shape.co, shape.k, shape.stride, shape.pad,
-        int(unsigned), int(bias is not None), int(bool(relu)), mult.m, mult.s, 0 if st is None else BF_BN_SUMS))
+        int(unsigned), int(bias is not None), int(bool(relu)), mult.m, mult.s, flags))
     if stats is not None:
-        stats[...] = st
+        stats[...] = st[:n_bn].reshape(shape.co, 2)
+    if w_sums is not None:
+        w_sums[...] = st[n_bn:]
     return out
 
 

@@ -43,17 +43,23 @@ def conv_fwd_acc(x: np.ndarray, w: np.ndarray, shape: ConvShape) -> np.ndarray:
 
 
 def conv_fwd(x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: bool = False,
-             samples=None, out: np.ndarray | None = None, stats: np.ndarray | None = None) -> np.ndarray:
+             samples=None, out: np.ndarray | None = None, stats: np.ndarray | None = None,
+             w_sums: np.ndarray | None = None) -> np.ndarray:
     """y = requant(conv(x, w) + bias): int8, or uint8 with the ReLU fused (clamp at 0).
 
     ``bias`` is int32 in accumulator units (scale s_x * s_w), or None. ``stats``: an int64
     (co, 2) array the output stage fills with BN's batch sums over the listed samples
-    (``block_ops.conv_fwd_stats``: sum of y, sum of y^2 per output channel).
+    (``block_ops.conv_fwd_stats``: sum of y, sum of y^2 per output channel). ``w_sums``: an
+    int64 (ci,) array the weight load fills with the sums of |w| per input channel
+    (``kernel_args.w_abs_sums``), whatever the sample list.
     """
     a = kernel_args.check_conv_fwd(x, w, bias, mult, stride=stride, pad=pad, relu=relu,
                                    samples=samples, out=out)
     idx, out = a.idx, a.out
     kernel_args.check_stats_out(stats, a.shape.co)
+    kernel_args.check_w_sums_out(w_sums, a.shape.ci)
+    if w_sums is not None:
+        w_sums[...] = kernel_args.w_abs_sums(w)
     if idx.size:
         acc = conv_fwd_acc(x[idx], w, a.shape)
         if a.bias is not None:

@@ -114,6 +114,21 @@ def check_conv_fwd(x, w, bias, mult, *, stride, pad, relu, samples, out) -> FwdA
     return FwdArgs(shape, idx, fmt, out, _bias(bias, shape.co), check_mult(mult))
 
 
+def check_w_sums_out(w_sums, ci: int) -> None:
+    """conv_fwd's ``w_sums``: None or a writable int64 (ci,) array (the weights' sums of |w| per
+    input channel, the backward gain's; docs/fixed-point.md section 9)."""
+    if w_sums is not None and (not isinstance(w_sums, np.ndarray) or w_sums.dtype != np.int64
+                               or w_sums.shape != (ci,) or not w_sums.flags.writeable):
+        raise ValueError(f"w_sums must be a writable int64 array of shape ({ci},) (sum of |w| per input "
+                         f"channel), got {getattr(w_sums, 'dtype', type(w_sums).__name__)}{getattr(w_sums, 'shape', '')}")
+
+
+def w_abs_sums(w: np.ndarray) -> np.ndarray:
+    """sum over output channels and taps of |w| per input channel, int64 (ci,): what conv_fwd's
+    weight load adds up with ``BF_W_SUMS`` (the bound |g_x acc| <= this * max |g_y|)."""
+    return np.abs(w, dtype=np.int16).sum(axis=(0, 2, 3), dtype=np.int64)     # |-128| fits int16
+
+
 def check_stats_out(stats, co: int) -> None:
     """conv_fwd's ``stats``: None or a writable int64 (co, 2) array (BN's batch sums)."""
     if stats is not None and (not isinstance(stats, np.ndarray) or stats.dtype != np.int64
@@ -183,8 +198,9 @@ MAX_BLOCK_SHIFT = 40
 MAX_BLOCK_SAMPLE_ELEMS = 1 << 22
 MAX_BLOCK_CHANNEL_ELEMS = 1 << 24
 # b_flags bits (hls/include/e2t_block.h E2T_BF_*): conv_fwd writes the BN sums; bn_act clamps to
-# uint8 (ReLU); the shortcut source b_r is read; bn_bwd_reduce reads the second source b_gb.
-BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES = 1, 2, 4, 8
+# uint8 (ReLU); the shortcut source b_r is read; bn_bwd_reduce reads the second source b_gb;
+# conv_fwd's weight load writes the sums of |w| per input channel (after the BN sums in stats).
+BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES, BF_W_SUMS = 1, 2, 4, 8, 16
 
 
 def check_block_coeffs(name: str, shift: int, mults=(), consts=()) -> None:

@@ -225,6 +225,14 @@ def fwd_channel_cycles(shape: ConvShape, bn: bool) -> int:
     return shape.co * (3 if bn else 1)
 
 
+def fwd_w_sums_cycles(shape: ConvShape, n: int) -> int:
+    """The forward's loops for the weights' sums (b_flags W sums, hls/src/conv_fwd.cpp
+    ``w_sum_add``): the ci sums written out (II=1), and with no sample listed (no weight loaded)
+    a weight a cycle to form them: counted in ``csim.fwd_staging().chan_cycles``."""
+    s = shape
+    return s.ci + (0 if n else s.co * s.ci * s.k * s.k)
+
+
 _STAGING_CACHE: dict = {}
 _STAGERS = {"fwd": em.fwd_staging, "bwd_data": em.bwd_staging, "wgrad": em.wgrad_staging}
 

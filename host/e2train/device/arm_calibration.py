@@ -19,6 +19,7 @@ numpy only (board side).
 """
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from pathlib import Path
@@ -57,6 +58,7 @@ class TimedBackend:
         if name not in KERNELS:
             return fn
 
+        @functools.wraps(fn)            # the kernel's signature shows through (what it can return)
         def timed(*args, **kw):
             t0 = time.perf_counter()
             try:

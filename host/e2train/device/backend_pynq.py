@@ -382,29 +382,37 @@ class PynqBackend:
 
     # --- the backend interface --------------------------------------------------------
     def conv_fwd(self, x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: bool = False,
-                 samples=None, out: np.ndarray | None = None, stats: np.ndarray | None = None) -> np.ndarray:
+                 samples=None, out: np.ndarray | None = None, stats: np.ndarray | None = None,
+                 w_sums: np.ndarray | None = None) -> np.ndarray:
         fill = out
         a = kernel_args.check_conv_fwd(x, w, bias, mult, stride=stride, pad=pad, relu=relu,
                                        samples=samples, out=out)
         shape, idx, out, bias = a.shape, a.idx, a.out, a.bias
         kernel_args.check_stats_out(stats, shape.co)
-        if idx.size == 0:
+        kernel_args.check_w_sums_out(w_sums, shape.ci)
+        if idx.size == 0 and w_sums is None:     # the weights' sums need the call even without a sample
             self.skipped_calls["conv_fwd"] += 1
             if stats is not None:
                 stats[...] = 0     # sums over no sample
             return out
         sbuf = self._samples(idx)
         y = self._output("y", shape.y_shape, a.fmt.dtype, fill)
-        sums = self._buf("stats", (shape.co, 2), np.int64) if stats is not None else 0
+        n_bn = 2 * shape.co if stats is not None else 0          # the BN sums, then the weights' sums
+        n_st = n_bn + (shape.ci if w_sums is not None else 0)
+        sums = self._buf("stats", (n_st,), np.int64) if n_st else 0
+        flags = (ki.BF_BN_SUMS if stats is not None else 0) | (ki.BF_W_SUMS if w_sums is not None else 0)
         self._run("conv_fwd", shape,
                   x=self._put("x", x), w=self._put("w", w),
                   bias=self._put("bias", bias) if bias is not None else self._buf("bias", (1,), np.int32),
                   y=y, stats=sums, samples=sbuf, n_samples=idx.size, **_shape_args(shape),
                   x_unsigned=int(x.dtype == np.uint8), has_bias=int(bias is not None), relu=int(bool(relu)),
-                  **_mult(a.mult), b_flags=ki.BF_BN_SUMS if stats is not None else 0)
+                  **_mult(a.mult), b_flags=flags)
         out = self._result(y, idx, shape.y_shape, a.fmt.dtype, fill)   # the kernel wrote the listed samples
         if stats is not None:
-            stats[...] = sums
+            stats[...] = sums[:n_bn].reshape(shape.co, 2)
+        if w_sums is not None:
+            w_sums[...] = sums[n_bn:]
+        if n_st:
             self.copied_bytes["out"] += sums.nbytes
         return out
 

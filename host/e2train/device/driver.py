@@ -209,11 +209,12 @@ class EngineDriver(KernelDriver):
         return waited
 
     def conv_fwd(self, timeout_s: float | None = None, *, stats: Any = 0, b_flags: int = 0, **args: Any) -> float:
-        """The forward pass. BN's batch sums are off unless asked: ``b_flags`` with
-        ``BF_BN_SUMS`` and ``stats`` an int64[co][2] buffer the output stage fills."""
-        if bool(int(b_flags) & ki.BF_BN_SUMS) != (not isinstance(stats, (int, np.integer)) or stats != 0):
-            raise KernelError("conv_fwd: b_flags' BF_BN_SUMS bit and a stats buffer go together (the output stage "
-                              "writes BN's sums to stats): pass both or neither")
+        """The forward pass. BN's batch sums and the weights' sums are off unless asked:
+        ``b_flags`` with ``BF_BN_SUMS`` (int64[co][2] the output stage fills) and/or ``BF_W_SUMS``
+        (int64[ci] the weight load fills, after the BN sums), and ``stats`` a buffer for them."""
+        if bool(int(b_flags) & (ki.BF_BN_SUMS | ki.BF_W_SUMS)) != (not isinstance(stats, (int, np.integer)) or stats != 0):
+            raise KernelError("conv_fwd: b_flags' BF_BN_SUMS or BF_W_SUMS bit and a stats buffer go together (the "
+                              "kernel writes BN's sums and the weights' sums to stats): pass both or neither")
         return self.run_pass("conv_fwd", timeout_s, stats=stats, b_flags=b_flags, **args)
 
     def conv_bwd_data(self, timeout_s: float | None = None, **args: Any) -> float:

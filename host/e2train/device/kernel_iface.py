@@ -40,7 +40,7 @@ from typing import Iterator
 import numpy as np
 
 # b_flags bits, defined once beside the block operations' argument checks
-from ..core.kernel_args import BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES  # noqa: F401
+from ..core.kernel_args import BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES, BF_W_SUMS  # noqa: F401
 
 VENDOR = "e2train.org"
 LIBRARY = "hls"

@@ -22,18 +22,22 @@ tensor, full range, ``core.fixedpoint.scale_for``):
 * input gradient g_x (int16, requantised in the kernel): the exact worst-case bound from g_y's
   (``fold_bn_bwd`` chooses g_y's scale so its codes never saturate: |g_y| <= 32767 s_gy) and
   the weights (max over input channels of sum |w|): it never saturates and needs no pass over
-  the codes; int16 leaves ample resolution under that bound.
+  the codes; int16 leaves ample resolution under that bound. The sums of |w| per input channel
+  come from the training forward's weight load on the fabric (conv_fwd's ``w_sums``, the same
+  codes the input gradient reads); a backend without them leaves them to the ARM (two passes).
 
 Nothing here computes a convolution: every MAC goes through ``backend``.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.block_ops import channel_moments
+from ..core.kernel_args import w_abs_sums
 from ..core.fixedpoint import (
     INT8,
     INT16,
@@ -107,37 +111,47 @@ class ConvCache:
 # The int8 copy's re-derivation after an update, on the ARM in numpy, counted pass by pass (one
 # op an element, as every ARM op): per weight requantize's 4 ("weight_codes": the multiply that
 # widens to int64, add, shift, and the clip that stores into the int8 copy; its range check takes
-# the update's max |W|, no pass) and the backward gain's 2 ("weight_gain": |.| into int16, the sum per input channel);
-# per input channel a task's sums added ("gain_max"). The gains' maxima are taken where they are
-# read: the backward gain's by the layer's next input gradient, the forward gain (max over
+# the update's max |W|, no pass). The backward gain's sums of |w| per input channel are the next
+# training forward's (its weight load on the fabric adds them up, conv_fwd's ``w_sums``); a
+# backend without them leaves them to the ARM where the gain is read ("weight_gain": |.| into
+# int16, the sum per input channel). The gains' maxima ("gain_max", per channel) are taken where
+# they are read: the backward gain's by the layer's input gradient, the forward gain (max over
 # output channels of sum |w|) only when a layer calibrates its output scale (its first forward),
-# not after every update. Its tasks hold whole output channels, at most REDERIVE_CHUNK_OPS ops
+# not after every update. The tasks hold whole output channels, at most REDERIVE_CHUNK_OPS ops
 # (one channel at least): the classifier gradient's task size (nn_layers.FC_GRAD_CHUNK_OPS),
 # which fits under the median fabric call of the demo's runs.
 REDERIVE_CHUNK_OPS = FC_GRAD_CHUNK_OPS
 
 
-def rederive_ops(n_out: int, per_out: int, ci: int) -> int:
-    """ARM ops of re-deriving ``n_out`` output channels of ``per_out`` weights each (a layer of
-    ``ci`` input channels)."""
-    n = n_out * per_out
-    return op_count("weight_codes", n) + op_count("weight_gain", n) + op_count("gain_max", ci)
+def rederive_ops(n_out: int, per_out: int) -> int:
+    """ARM ops of re-deriving ``n_out`` output channels of ``per_out`` weights each."""
+    return op_count("weight_codes", n_out * per_out)
 
 
-def rederive_slices(co: int, per_out: int, ci: int) -> list[tuple[int, int]]:
+def rederive_slices(co: int, per_out: int) -> list[tuple[int, int]]:
     """The (first, end) output channels of each task of a re-derivation: as many channels as
     ``REDERIVE_CHUNK_OPS`` allows, one at least."""
-    rows = max(1, REDERIVE_CHUNK_OPS // max(1, rederive_ops(1, per_out, ci)))
+    rows = max(1, REDERIVE_CHUNK_OPS // max(1, rederive_ops(1, per_out)))
     cuts = list(range(0, co, rows)) + [co]
     return list(zip(cuts[:-1], cuts[1:]))
+
+
+def takes_w_sums(backend) -> bool:
+    """Whether the backend's conv_fwd fills the weights' sums of |w| (its ``w_sums`` argument;
+    a wrapper says so through ``functools.wraps``)."""
+    try:
+        return "w_sums" in inspect.signature(backend.conv_fwd).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class QConv:
     """k x k convolution (no bias: BN follows) through the backend's three kernels."""
 
     def __init__(self, name: str, ci: int, co: int, k: int, stride: int, rng: np.random.Generator,
-                 x_unsigned: bool = True):
+                 x_unsigned: bool = True, input_grad: bool = True):
         self.name = name
+        self.input_grad = input_grad      # False: no input gradient is ever asked (the stem), no gain
         self.ci, self.co, self.k, self.stride, self.pad = ci, co, k, stride, k // 2
         self.x_fmt = UINT8 if x_unsigned else INT8
         # Kaiming normal, fan_out mode (as torchvision's ResNets)
@@ -146,6 +160,7 @@ class QConv:
         self.frac_bits = master_frac_bits(float(np.abs(w).max()))
         self.w_master = np.round(np.ldexp(w, self.frac_bits)).astype(np.int32)
         self._pin, self._pin_for = None, None   # the int8 weights' buffer of their own, and whose
+        self._w_sums_for = None                 # (backend, whether its conv_fwd forms the weights' sums)
         self._rederive()
         # scale state (floats: the max each tensor's full-range scale is chosen from)
         self.y_max: float | None = None
@@ -158,18 +173,18 @@ class QConv:
         self._derive(absmax(self.w_master), backend)
 
     def _derive(self, wmax: int, backend=None, arm: ArmTally | None = None) -> None:
-        """The int8 compute copy of the master weights (``core.fixedpoint.weight_codes``), its
-        scale and the backward gain's sums, for weights whose largest magnitude is ``wmax``. A backend that
+        """The int8 compute copy of the master weights (``core.fixedpoint.weight_codes``) and its
+        scale, for weights whose largest magnitude is ``wmax``; the backward gain's sums are then
+        unknown until the next training forward (or the ARM) forms them. A backend that
         keeps arrays in place (``pinned``: the PYNQ backend's CMA buffers) gets the codes in a
         buffer of its own, which both conv passes then read with no copy.
 
         With ``arm`` (after an update) the ARM's work is tallied and goes as side work
-        (``ArmTally.defer``): nothing reads the copy, its scale or the gains before this layer's
-        next forward (this step's input gradient read the old copy before the update), and the
-        optimiser's flush runs what is left, so the next step finds them whole. Tasks of whole
-        output channels (``rederive_slices``), in any order; the codes are element-wise given
-        the scale and the gain's sums integers, so any split gives the whole tensor's results,
-        bit for bit."""
+        (``ArmTally.defer``): nothing reads the copy or its scale before this layer's next forward
+        (this step's input gradient read the old copy before the update), and the optimiser's
+        flush runs what is left, so the next step finds them whole. Tasks of whole output
+        channels (``rederive_slices``), in any order; the codes are element-wise given the scale,
+        so any split gives the whole tensor's results, bit for bit."""
         pinned = getattr(backend, "pinned", None)
         if callable(pinned) and self._pin_for is not backend:
             self._pin, self._pin_for = pinned(self.w_master.shape, np.int8), backend
@@ -177,28 +192,25 @@ class QConv:
         out = self._pin if own else np.empty(self.w_master.shape, np.int8)
         wm, (scale, mult) = self.w_master, weight_code_scale(wmax, self.frac_bits)
         per_o = int(np.prod(wm.shape[1:]))
-        col_sums = np.zeros(self.ci, np.int64)
-        slices = rederive_slices(self.co, per_o, self.ci) if arm is not None else [(0, self.co)]
+        slices = rederive_slices(self.co, per_o) if arm is not None else [(0, self.co)]
         left = [len(slices)]
+        self._col_sums = None           # the gain's sums belong to the old copy
 
         def rows(o0: int, o1: int) -> None:
             if arm is not None:
                 arm.ops("weight_codes", (o1 - o0) * per_o)
-                arm.ops("weight_gain", (o1 - o0) * per_o)
-                arm.ops("gain_max", self.ci)
             if mult is None:
                 out[o0:o1] = 0
             else:
                 requantize(wm[o0:o1], mult, INT8, out[o0:o1], peak=wmax)
-            col_sums[...] += np.abs(out[o0:o1], dtype=np.int16).sum(axis=(0, 2, 3), dtype=np.int64)  # |-128| fits int16
             left[0] -= 1
             if left[0] == 0:            # the last to run, whichever it is
-                self.w_codes, self.w_scale, self._col_sums = out, scale, col_sums
+                self.w_codes, self.w_scale = out, scale
         for o0, o1 in slices:
             if arm is None:
                 rows(o0, o1)
             else:
-                arm.defer(lambda o0=o0, o1=o1: rows(o0, o1), ops=rederive_ops(o1 - o0, per_o, self.ci))
+                arm.defer(lambda o0=o0, o1=o1: rows(o0, o1), ops=rederive_ops(o1 - o0, per_o))
 
     def state(self) -> dict[str, np.ndarray]:
         f = lambda v: np.float64(np.nan if v is None else v)   # noqa: E731
@@ -216,8 +228,12 @@ class QConv:
         self._rederive()
 
     def _backward_gain(self, arm: ArmTally) -> float:
-        """max over input channels of sum |w| (|acc| <= gain * max|g_y|), from the sums the int8
-        copy's derivation left."""
+        """max over input channels of sum |w| (|acc| <= gain * max|g_y|), from the sums the
+        training forward's weight load formed on the fabric; where the backend formed none, the
+        ARM sums the int8 copy here (two passes a weight)."""
+        if self._col_sums is None:
+            arm.ops("weight_gain", self.w_codes.size)
+            self._col_sums = w_abs_sums(self.w_codes)
         arm.ops("gain_max", self.ci)
         return float(self._col_sums.max())
 
@@ -254,19 +270,26 @@ class QConv:
             self.y_max = maxabs_code(y if idx is None else y[idx], arm) * s_cal.value or None
         s_y = scale_for(self.y_max or 0.0, INT8)
         sums = np.zeros((self.co, 2), np.int64)
-        y = self._fwd_call(backend, xq, s_y, acc_scale, idx, shape, n_act, tally, sums)
+        # the gain's sums of this copy, for this step's input gradient, from the weight load
+        if self._w_sums_for is None or self._w_sums_for[0] is not backend:    # asked once a backend
+            self._w_sums_for = (backend, takes_w_sums(backend))
+        w_sums = np.zeros(self.ci, np.int64) if train and self.input_grad and self._w_sums_for[1] else None
+        y = self._fwd_call(backend, xq, s_y, acc_scale, idx, shape, n_act, tally, sums, w_sums)
+        if w_sums is not None:
+            self._col_sums = w_sums
         if train and n_act:
             top = y_range_codes(sums, n_act * shape.ho * shape.wo, arm)
             est = 2 * self.y_max if (top >= INT8.hi and self.y_max) else top * s_y.value
             self.y_max = running(self.y_max, est) if est > 0 else self.y_max
         return y, s_y, sums, ConvCache(xq, idx, n, (h, w))
 
-    def _fwd_call(self, backend, xq, s_y: Dyadic, acc_scale: float, idx, shape, n_act, tally, sums):
+    def _fwd_call(self, backend, xq, s_y: Dyadic, acc_scale: float, idx, shape, n_act, tally, sums, w_sums=None):
         mult = requant_multiplier(acc_scale, s_y)
+        kw = {} if w_sums is None else {"w_sums": w_sums}
         y = backend.conv_fwd(xq, self.w_codes, None, mult, stride=self.stride, pad=self.pad,
-                             relu=False, samples=idx, out=None, stats=sums)
+                             relu=False, samples=idx, out=None, stats=sums, **kw)
         tally.kernel("conv_fwd", shape, n_act, x_unsigned=self.x_fmt.unsigned, layer=self.name,
-                     bn_sums=sums is not None)
+                     bn_sums=sums is not None, w_sums=w_sums is not None)
         return y
 
     # -- backward ----------------------------------------------------------------------

@@ -75,7 +75,7 @@ class ResNet:
         self.cfg = cfg
         self.in_shape = tuple(in_shape)
         self.n_classes = n_classes
-        self.stem = QConv("stem", c_in, width, 3, 1, rng, x_unsigned=False)
+        self.stem = QConv("stem", c_in, width, 3, 1, rng, x_unsigned=False, input_grad=False)
         self.stem_bn = BatchNorm(width, cfg.act_scale)
         self.in_max: float | None = None          # running max of the network input
         self.blocks: list[Block] = []

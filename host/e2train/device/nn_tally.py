@@ -45,7 +45,8 @@ class KernelTally:
 
     def kernel(self, kernel: str, shape: ConvShape, n_active: int, *, n_predicted: int = 0,
                x_unsigned: bool = True, layer: str = "", n_weights: int = 0,
-               predictor_on: bool = True, predicted=None, bn_sums: bool = False) -> None:
+               predictor_on: bool = True, predicted=None, bn_sums: bool = False,
+               w_sums: bool = False) -> None:
         """One call that ran. ``predicted``: the weight gradient's per-weight decisions (its
         output), which say which blocks its exact sweep ran."""
         self.calls[kernel] += 1
@@ -58,7 +59,7 @@ class KernelTally:
         if _call_work is not None:
             kw = ({"predictor_on": predictor_on, "predicted": predicted if predictor_on else None,
                    "n_predicted": int(n_predicted)} if kernel == "conv_bwd_weight_psg"
-                  else {"bn_sums": True} if bn_sums else {})
+                  else {k: True for k, on in (("bn_sums", bn_sums), ("w_sums", w_sums)) if on})
             w = _call_work(kernel, shape, int(n_active), **kw)
             self.work += w
             self._on_fabric(w.seconds, _PASS_KIND.get(kernel, ""))

@@ -251,6 +251,7 @@ class SimDevice(pynq.Device):
             warnings.warn(f"simulated board: the {self.impl_name} kernels have no block operations; running "
                           f"golden's (rebuild the C simulation with `make csim`)", RuntimeWarning, stacklevel=2)
         self._fwd_stats = "stats" in inspect.signature(self.impl.conv_fwd).parameters
+        self._fwd_w_sums = "w_sums" in inspect.signature(self.impl.conv_fwd).parameters
         self._cpu = np.zeros(ddr_bytes, np.uint8)     # what the ARM sees through its caches
         self._ddr = np.zeros(ddr_bytes, np.uint8)     # what the fabric sees
         self._free: list[tuple[int, int]] = [(0, ddr_bytes)]   # (offset, size), sorted
@@ -409,15 +410,23 @@ class SimDevice(pynq.Device):
                 w = arr("w", shape.w_shape, np.int8)
                 bias = arr("bias", (shape.co,), np.int32) if g("has_bias") else None
                 y = arr("y", shape.y_shape, ydt)
-                sums = arr("stats", (shape.co, 2), np.int64) if g("b_flags") & ki.BF_BN_SUMS else None
+                bn, ws = bool(g("b_flags") & ki.BF_BN_SUMS), bool(g("b_flags") & ki.BF_W_SUMS)
+                n_bn = 2 * shape.co if bn else 0          # stats: the BN sums, then the weights' sums
+                out_st = arr("stats", (n_bn + (shape.ci if ws else 0),), np.int64) if bn or ws else None
                 kw = dict(stride=shape.stride, pad=shape.pad, relu=bool(g("relu")), samples=samples, out=y)
-                st = np.zeros((shape.co, 2), np.int64)
-                if sums is not None and self._fwd_stats:
+                st, wsum = np.zeros((shape.co, 2), np.int64), np.zeros(shape.ci, np.int64)
+                if bn and self._fwd_stats:
                     kw["stats"] = st
+                if ws and self._fwd_w_sums:
+                    kw["w_sums"] = wsum
                 self.impl.conv_fwd(x, w, bias, Dyadic(g("mult_m"), g("mult_s")), **kw)
-                if sums is not None:      # the output stage's sums (golden's definition where impl has none)
-                    sums[...] = st if self._fwd_stats else golden.conv_fwd_stats(y, samples)
+                # the output stage's and the weight load's sums (golden's definitions where impl has none)
+                if bn:
+                    out_st[:n_bn] = (st if self._fwd_stats else golden.conv_fwd_stats(y, samples)).ravel()
                     perf_kw["bn_sums"] = True
+                if ws:
+                    out_st[n_bn:] = wsum if self._fwd_w_sums else kernel_args.w_abs_sums(w)
+                    perf_kw["w_sums"] = True
             elif name == "conv_bwd_data":
                 gy = arr("g_y", shape.y_shape, np.int16)
                 w = arr("w", shape.w_shape, np.int8)

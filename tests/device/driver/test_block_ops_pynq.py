@@ -144,8 +144,36 @@ def test_conv_fwd_stats_flag_and_buffer(overlay, rng):
     regs = dict(rec.writes)
     assert regs[ki.E2T_ENGINE.offset("b_flags")] == 0 and regs[ki.E2T_ENGINE.offset("stats")] == 0
     # the driver keeps the flag and the buffer together
-    with pytest.raises(KernelError, match="BF_BN_SUMS bit and a stats buffer go together"):
+    with pytest.raises(KernelError, match="BF_BN_SUMS or BF_W_SUMS bit and a stats buffer go together"):
         overlay.engine.conv_fwd(b_flags=ki.BF_BN_SUMS, x=0)
+    with pytest.raises(KernelError, match="BF_BN_SUMS or BF_W_SUMS bit and a stats buffer go together"):
+        overlay.engine.conv_fwd(b_flags=ki.BF_W_SUMS, x=0)
+
+
+@pytest.mark.parametrize("samples", [None, [1], []])
+def test_conv_fwd_weights_sums_come_back_after_the_bn_sums(overlay, rng, samples):
+    """b_flags W sums: the board's weight load writes the ci sums of |w| into the stats buffer
+    after the BN sums (int64[2*co + ci]); the backend hands both back, golden's to the bit. With
+    no sample listed the call still runs (the sums need it); without the sums it is skipped."""
+    from e2train.core import golden
+    be = overlay.backend()
+    rec = _record(overlay)
+    x = rng.integers(0, 256, (2, 3, 5, 5)).astype(np.uint8)
+    w = rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)
+    stats, w_sums = np.full((4, 2), 9, np.int64), np.full(3, -1, np.int64)
+    y = be.conv_fwd(x, w, None, (1, 10), pad=1, stats=stats, w_sums=w_sums, samples=samples)
+    regs = dict(rec.writes)
+    assert regs[ki.E2T_ENGINE.offset("b_flags")] == ki.BF_BN_SUMS | ki.BF_W_SUMS
+    st = overlay.device._ddr_array(regs[ki.E2T_ENGINE.offset("stats")], (2 * 4 + 3,), np.int64, "stats")
+    want_st, want_ws = np.zeros((4, 2), np.int64), np.zeros(3, np.int64)
+    want_y = golden.conv_fwd(x, w, None, (1, 10), pad=1, stats=want_st, w_sums=want_ws, samples=samples)
+    assert np.array_equal(w_sums, want_ws) and np.array_equal(st[8:], want_ws)
+    assert np.array_equal(stats, want_st) and np.array_equal(y, want_y)
+    assert np.array_equal(want_ws, np.abs(w.astype(np.int64)).sum(axis=(0, 2, 3)))
+    rec.writes.clear()
+    w_only = np.zeros(3, np.int64)
+    be.conv_fwd(x, w, None, (1, 10), pad=1, w_sums=w_only, samples=samples)       # the weights' sums alone
+    assert dict(rec.writes)[ki.E2T_ENGINE.offset("b_flags")] == ki.BF_W_SUMS and np.array_equal(w_only, want_ws)
 
 
 # -- PynqBackend == golden -----------------------------------------------------------------------

@@ -648,10 +648,11 @@ def test_where_calls_end_at_once_the_model_places_the_side_work(small_digits):
 
 @pytest.mark.parametrize("co, ci, k, chunk", [(16, 8, 3, None), (5, 3, 1, 40), (7, 4, 3, 1), (3, 2, 3, None)])
 def test_the_int8_copy_rederived_as_side_work_is_the_whole_tensors(co, ci, k, chunk, monkeypatch):
-    """After an update the int8 copy, its scale and the two gains are re-derived as deferred
-    tasks of whole output channels; whatever the split (a task a channel with a tiny budget),
-    they are, bit for bit, what ``weight_codes`` and the gains' sums give on the whole tensor,
-    nothing is in place before the last task has run, and each task tallies what it declared."""
+    """After an update the int8 copy and its scale are re-derived as deferred tasks of whole
+    output channels; whatever the split (a task a channel with a tiny budget), they are, bit for
+    bit, what ``weight_codes`` gives on the whole tensor, nothing is in place before the last
+    task has run, and each task tallies what it declared. With no training forward since (the
+    weight load's sums), the gains come from the new codes on the ARM where they are read."""
     from e2train.core.fixedpoint import weight_codes
     from e2train.device import nn_qconv
     if chunk is not None:
@@ -665,7 +666,7 @@ def test_the_int8_copy_rederived_as_side_work_is_the_whole_tensors(co, ci, k, ch
     arm = ArmTally(timeline=Timeline())
     wmax = int(np.abs(conv.w_master.astype(np.int64)).max())
     conv._derive(wmax, None, arm)
-    slices = nn_qconv.rederive_slices(co, ci * k * k, ci)
+    slices = nn_qconv.rederive_slices(co, ci * k * k)
     assert arm.pending == len(slices) and (chunk != 1 or len(slices) == co)
     assert conv.w_codes is old                     # nothing swapped before the tasks run
     arm.flush()
@@ -677,14 +678,15 @@ def test_the_int8_copy_rederived_as_side_work_is_the_whole_tensors(co, ci, k, ch
     assert conv._forward_gain(arm) == float(a.sum(axis=(1, 2, 3)).max())
     assert arm.by_kind["weight_codes"] == op_count("weight_codes", conv.w_master.size)
     assert arm.by_kind["weight_gain"] == op_count("weight_gain", 2 * conv.w_master.size)   # with the forward gain's
-    assert arm.by_kind["gain_max"] == ci * (len(slices) + 1) + co
+    assert arm.by_kind["gain_max"] == ci + co
 
 
 @pytest.mark.parametrize("co, ci, k", [(16, 8, 3), (5, 3, 1)])
 def test_the_int8_copy_tallies_the_passes_numpy_runs(co, ci, k):
-    """The re-derivation's tally (codes, backward gain's sums, the tasks' sums added) is the
-    element-wise passes its numpy code runs over the master weights and the codes, counted ufunc
-    by ufunc (``_Counted`` masters, and a codes buffer of the backend's that counts too)."""
+    """The re-derivation's tally (the codes) is the element-wise passes its numpy code runs over
+    the master weights and the codes, counted ufunc by ufunc (``_Counted`` masters, and a codes
+    buffer of the backend's that counts too); so is the backward gain's where the ARM forms it
+    (no training forward since: its sums of |w| and their max)."""
     from e2train.core.fixedpoint import weight_codes
     from e2train.device import nn_qconv
 
@@ -702,6 +704,48 @@ def test_the_int8_copy_tallies_the_passes_numpy_runs(co, ci, k):
     arm.flush()
     counted = dict(_Counted.passes)
     assert counted.get("multiply") == wm.size               # widened inside the multiply: no copy
-    tallied = sum(arm.by_kind[kind] for kind in ("weight_codes", "weight_gain", "gain_max"))
-    assert sum(counted.values()) == tallied, counted
+    assert sum(counted.values()) == arm.by_kind["weight_codes"] and set(arm.by_kind) == {"weight_codes"}, counted
     np.testing.assert_array_equal(conv.w_codes, weight_codes(wm, conv.frac_bits)[0])
+    _Counted.passes = {}
+    conv._backward_gain(arm)
+    assert sum(_Counted.passes.values()) == arm.by_kind["weight_gain"] + arm.by_kind["gain_max"], _Counted.passes
+
+
+def test_the_training_forward_forms_the_backward_gain_on_the_fabric():
+    """A training forward asks the backend for the weights' sums of |w| per input channel (the
+    weight load's, conv_fwd's w_sums); the input gradient's gain is their max and the ARM sums
+    nothing: no weight_gain op in the step; the same gain as the ARM's sums of the codes. The
+    stem, which never takes an input gradient, does not ask; an update drops the sums (they
+    belong to the old codes) until the next training forward."""
+    from e2train.core import golden
+    from e2train.core.fixedpoint import UINT8, Dyadic
+    from e2train.core.kernel_args import w_abs_sums
+    from e2train.device import nn_qconv
+    rng = np.random.default_rng(11)
+    conv = nn_qconv.QConv("c", 5, 6, 3, 1, rng)
+    asked = []
+
+    class Recording:
+        def conv_fwd(self, *a, w_sums=None, **kw):
+            asked.append(w_sums is not None)
+            return golden.conv_fwd(*a, w_sums=w_sums, **kw)
+
+        def __getattr__(self, name):
+            return getattr(golden, name)
+
+    be, arm = Recording(), ArmTally(timeline=Timeline())
+    x = rng.integers(0, 256, (4, 5, 6, 6)).astype(np.uint8).view(UINT8.dtype)
+    kt = KernelTally()
+    conv.y_max = 100.0                          # past the calibration (whose forward gain the ARM sums, once)
+    _, _, _, cache = conv.forward(x, Dyadic(1, 7), None, True, be, kt, arm)
+    assert asked and asked[-1] and "weight_gain" not in arm.by_kind
+    np.testing.assert_array_equal(conv._col_sums, w_abs_sums(conv.w_codes))
+    gy = rng.integers(-300, 300, (4, 6, 6, 6)).astype(np.int16)
+    conv.backward(gy, Dyadic(1, 12), cache, be, kt, arm, lr_q=1 << 10, wd_q=0, beta_q=0)
+    arm.flush()
+    assert "weight_gain" not in arm.by_kind and conv._col_sums is None      # the update dropped them
+    conv.forward(x, Dyadic(1, 7), None, False, be, kt, arm)                   # evaluation: not asked
+    assert asked[-1] is False
+    stem = nn_qconv.QConv("stem", 1, 4, 3, 1, rng, x_unsigned=False, input_grad=False)
+    stem.forward(rng.integers(-128, 128, (2, 1, 5, 5)).astype(np.int8), Dyadic(1, 7), None, True, be, kt, arm)
+    assert asked[-1] is False
