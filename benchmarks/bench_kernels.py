@@ -153,7 +153,8 @@ def _overlap_table(batch: int) -> None:
     print()
     print(f"ResNet-20 CIFAR step on the engine with its block operations and ARM work, batch {batch} (MODELLED; "
           f"ARM at a flat rate, {fwd_ops} ops per output channel forward, {bwd_ops} backward, and the weight "
-          f"copy's re-derivation as side work, {OPS['weight_codes'] + OPS['weight_gain']} ops a weight)")
+          f"copy's re-derivation as side work, {OPS['weight_codes']} ops a weight; the forward writes BN's sums and, "
+          f"where an input gradient follows, the weights' sums of |w| for its gain)")
     print(f"{'ARM ops/s':>10}{'fabric ms':>11}{'ARM ms':>9}{'sum ms':>9}{'critical ms':>13}{'critical/sum':>14}")
     for rate in (0.5e8, ARM_OPS_PER_SECOND, 4e8):
         layers = []
@@ -163,6 +164,9 @@ def _overlap_table(batch: int) -> None:
             nchw = (sh.n, sh.co, sh.ho, sh.wo)
             sec = {p: perfmodel.engine_pass(p, sh, psg=p != "fwd", pred_host=host)["cycles"] / perfmodel.CLOCK_HZ
                    for p in (("fwd", "bwd_data", "wgrad") if host else ("fwd", "wgrad"))}
+            # the forward's sums written out after its calls: BN's, and the gain's where an input gradient follows
+            sec["fwd"] += (perfmodel.fwd_channel_cycles(sh, True) - perfmodel.fwd_channel_cycles(sh, False)
+                           + (perfmodel.fwd_w_sums_cycles(sh, sh.n) if host else 0)) / perfmodel.CLOCK_HZ
             # bn_act follows the layer's forward; bn_bwd_reduce and bn_bwd_apply come before its
             # backward passes (the fold between them on the ARM): their fabric time joins those passes
             act = call_price.block_work("bn_act", nchw, sh.n, residual=c2).seconds
@@ -170,7 +174,7 @@ def _overlap_table(batch: int) -> None:
                    + call_price.block_work("bn_bwd_apply", nchw, sh.n).seconds)
             layers.append(dict(name=name, fwd=sec["fwd"] + act, bwd_data=sec.get("bwd_data", 0.0),
                                wgrad=sec["wgrad"] + bwd, fwd_arm=fwd_ops * sh.co / rate, bwd_arm=bwd_ops * sh.co / rate,
-                               side_arm=rederive_ops(sh.co, sh.ci * sh.k * sh.k, sh.ci) / rate))
+                               side_arm=rederive_ops(sh.co, sh.ci * sh.k * sh.k) / rate))
         r = overlap.schedule(overlap.chain_step_tasks(layers))
         print(f"{rate:>10.2g}{r['busy_s']['fabric'] * 1e3:>11.1f}{r['busy_s']['arm'] * 1e3:>9.1f}"
               f"{r['sum_s'] * 1e3:>9.1f}{r['critical_s'] * 1e3:>13.1f}{r['critical_s'] / r['sum_s']:>14.3f}")

@@ -6,7 +6,7 @@
 set steps  [lindex $argv 0]
 set cases  [lrange $argv 1 end]
 # The IP version: kernel_iface.VERSION (a test keeps the two equal; the manifest records it).
-set version 2.2
+set version 2.3
 
 set cflags "-std=c++17 -Ihls/include -Wno-unknown-pragmas"
 open_project -reset build/hls/e2t_engine

@@ -46,9 +46,11 @@ VENDOR = "e2train.org"
 LIBRARY = "hls"
 # The HLS IP version (export_design -version in hls/scripts/kernel.tcl); bump with any ABI
 # change. 2.0: one IP with an op argument (1.0 was three IPs, one per pass). 2.2: the weight
-# gradient's G_msb scratch is int32 (2.1: int64). A manifest written for another version is
+# gradient's G_msb scratch is int32 (2.1: int64). 2.3: conv_fwd's b_flags bit 4 writes the
+# weights' sums of |w| per input channel after the BN sums (a 2.2 bitstream ignores the bit and
+# would leave the input gradient's gain unwritten). A manifest written for another version is
 # refused when loaded (manifest._check_kernels), with the fix.
-VERSION = "2.2"
+VERSION = "2.3"
 M_AXI_ADDR64 = False      # config_interface -m_axi_addr64 in hls/scripts/kernel.tcl
 
 # CTRL register bits
@@ -300,7 +302,8 @@ E2T_ENGINE = KernelIface(
         Arg("b_sums", "ptr", "int64 outputs: pooled[n][co], vmax[n] (bn_act); red[co][3], gate[n][2] "
             "(bn_bwd_reduce)", "out"),
         Arg("b_flags", "i32", "bit 0 conv_fwd writes BN sums (stats = int64[co][2]); bit 1 ReLU (bn_act); "
-            "bit 2 shortcut source b_r read (bn_act residual, bn_bwd_reduce gate sums); bit 3 b_gb read"),
+            "bit 2 shortcut source b_r read (bn_act residual, bn_bwd_reduce gate sums); bit 3 b_gb read; "
+            "bit 4 conv_fwd writes the weights' sums of |w| per input channel (int64[ci], after the BN sums)"),
         Arg("b_shift", "i32", "the block operation's rounding shift (0..40)"),
         Arg("b_m1", "i32", "multiplier of b_r (bn_act) or b_ga (bn_bwd_reduce), |m| < 2^24"),
         Arg("b_m2", "i32", "multiplier of b_gb (bn_bwd_reduce), |m| < 2^24"),

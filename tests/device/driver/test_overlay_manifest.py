@@ -27,7 +27,7 @@ def test_committed_sim_manifest_is_current(tmp_path):
     assert json.loads((tmp_path / mf.MANIFEST_NAME).read_text()) == json.loads((SIM / mf.MANIFEST_NAME).read_text())
     ov = KernelOverlay(SIM, sim_impl="golden")
     assert ov.simulated and set(ov.kernels) == set(ki.KERNELS) == {"e2t_engine"}
-    assert ov.describe()["kernels"] == {"e2t_engine": "e2train.org:hls:e2t_engine:2.2"}
+    assert ov.describe()["kernels"] == {"e2t_engine": "e2train.org:hls:e2t_engine:2.3"}
     assert ov.engine is ov.kernels["e2t_engine"]
 
 
@@ -39,7 +39,7 @@ def test_a_manifest_of_interface_1_is_refused(tmp_path):
     assert [k["vlnv"] for k in old["kernels"]] == [f"e2train.org:hls:{n}:1.0"
                                                    for n in ("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg")]
     with pytest.raises(mf.ManifestError, match=r"holds the IPs e2train.org:hls:conv_bwd_data:1.0, .*; this e2train "
-                                               r"drives e2train.org:hls:e2t_engine:2.2 \(kernel interface 2.2, one IP "
+                                               r"drives e2train.org:hls:e2t_engine:2.3 \(kernel interface 2.3, one IP "
                                                r"whose op picks the pass\): rebuild the bitstream \(make bitstream\)"):
         KernelOverlay(_write(tmp_path / "old", old))
 
@@ -55,9 +55,21 @@ def test_a_manifest_of_interface_2_0_is_refused(tmp_path):
         KernelOverlay(_write(tmp_path / "old", old))
     assert "\n" not in str(e.value)
     assert str(e.value).endswith(
-        "holds the IPs e2train.org:hls:e2t_engine:2.0; this e2train drives e2train.org:hls:e2t_engine:2.2 "
-        "(kernel interface 2.2, one IP whose op picks the pass): rebuild the bitstream (make bitstream), "
+        "holds the IPs e2train.org:hls:e2t_engine:2.0; this e2train drives e2train.org:hls:e2t_engine:2.3 "
+        "(kernel interface 2.3, one IP whose op picks the pass): rebuild the bitstream (make bitstream), "
         "or use the e2train it was built with")
+
+
+def test_a_manifest_of_interface_2_2_is_refused(tmp_path):
+    """A bitstream of interface 2.2 ignores conv_fwd's b_flags bit 4 (the weights' sums of |w|,
+    the input gradient's gain): driving it would leave the gain unwritten, so it is refused in one
+    line with the fix (the sim manifest as 2.2 wrote it)."""
+    old = json.loads((Path(__file__).parent / "manifest_iface2_2.json").read_text())
+    assert [k["vlnv"] for k in old["kernels"]] == ["e2train.org:hls:e2t_engine:2.2"]
+    with pytest.raises(mf.ManifestError) as e:
+        KernelOverlay(_write(tmp_path / "old", old))
+    assert "\n" not in str(e.value)
+    assert "holds the IPs e2train.org:hls:e2t_engine:2.2; this e2train drives e2train.org:hls:e2t_engine:2.3" in str(e.value)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -83,7 +95,7 @@ def test_wrong_kernel_version_or_vlnv(tmp_path):
     m = json.loads((SIM / mf.MANIFEST_NAME).read_text())
     m2 = copy.deepcopy(m)
     m2["kernels"][0]["version"] = "0.9"
-    with pytest.raises(mf.ManifestError, match="e2t_engine is .* version 0.9.*drives e2train.org:hls:e2t_engine:2.2"):
+    with pytest.raises(mf.ManifestError, match="e2t_engine is .* version 0.9.*drives e2train.org:hls:e2t_engine:2.3"):
         KernelOverlay(_write(tmp_path / "v", m2))
     m3 = copy.deepcopy(m)
     m3["kernels"][0]["vlnv"] = "xilinx.com:hls:e2t_engine:2.0"
@@ -154,12 +166,12 @@ def test_hwh_ip_dict_checks():
         mf.check_ip_dict(d, "x.hwh")
     d = _ip_dict()
     d["e2t_engine_0"]["type"] = "e2train.org:hls:e2t_engine:1.0"
-    with pytest.raises(mf.ManifestError, match="no IP with VLNV .*e2t_engine:2.2 .*different vendor/library/version"):
+    with pytest.raises(mf.ManifestError, match="no IP with VLNV .*e2t_engine:2.3 .*different vendor/library/version"):
         mf.check_ip_dict(d, "x.hwh")
     # a design of interface 1.0 (three IPs, one per pass) is not ours
     old = {f"{n}_0": {"type": f"e2train.org:hls:{n}:1.0", "phys_addr": 0x43C0_0000 + 0x1_0000 * i}
            for i, n in enumerate(("conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg"))}
-    with pytest.raises(mf.ManifestError, match="no IP with VLNV e2train.org:hls:e2t_engine:2.2"):
+    with pytest.raises(mf.ManifestError, match="no IP with VLNV e2train.org:hls:e2t_engine:2.3"):
         mf.check_ip_dict(old, "old.hwh")
 
 
@@ -173,7 +185,7 @@ def test_manifest_tool_rejects_a_hwh_without_our_kernels(tmp_path, capsys):
     bit.write_bytes(b"\0" * 64)
     rc = mf.main(["--board", "pynq-z2", "--bit", str(bit), "--hwh", str(resizer), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and "no IP with VLNV e2train.org:hls:e2t_engine:2.2" in err
+    assert rc == 2 and "no IP with VLNV e2train.org:hls:e2t_engine:2.3" in err
     assert not (tmp_path / "o" / mf.MANIFEST_NAME).exists()
     bad = tmp_path / "bad.hwh"
     bad.write_text("<EDKSYSTEM><MODULES>")
