@@ -154,8 +154,8 @@ def channel_moments(sums: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarra
     """Per channel, the mean and the (biased) variance of y in codes, float64, from
     ``conv_fwd_stats``' sums over ``count`` elements per channel."""
     m = max(int(count), 1)
-    mean = sums[:, 0].astype(np.float64) / m
-    return mean, np.maximum(sums[:, 1].astype(np.float64) / m - mean * mean, 0.0)
+    mean = np.divide(sums[:, 0], m, dtype=np.float64)         # the sums widened inside the divide
+    return mean, np.maximum(np.divide(sums[:, 1], m, dtype=np.float64) - mean * mean, 0.0)
 
 
 def _shift_for(max_mult: float, max_const: float = 0.0) -> int:
@@ -171,7 +171,7 @@ def _shift_for(max_mult: float, max_const: float = 0.0) -> int:
 
 
 def _fix(v, shift: int) -> np.ndarray:
-    return np.floor(np.ldexp(np.asarray(v, np.float64), shift) + 0.5).astype(np.int64)
+    return np.floor(np.ldexp(np.asanyarray(v).astype(np.float64, copy=False), shift) + 0.5).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -186,8 +186,8 @@ def fold_bn_act(k: np.ndarray, c0: np.ndarray, s_y: Dyadic, s_out: Dyadic, s_r: 
     """BN as y_real -> k*y_real + c0 per channel (k = gamma/sqrt(var+eps), c0 = beta - k*mean),
     plus the shortcut r_real = r*s_r, in codes of s_out: a = k*s_y/s_out, b = c0/s_out, r_mult =
     s_r/s_out, all times 2^shift."""
-    k = np.asarray(k, np.float64)
-    c0 = np.asarray(c0, np.float64)
+    k = np.asanyarray(k).astype(np.float64, copy=False)
+    c0 = np.asanyarray(c0).astype(np.float64, copy=False)
     a = k * s_y.value / s_out.value
     rm = 0.0 if s_r is None else s_r.value / s_out.value
     b = c0 / s_out.value
@@ -240,21 +240,23 @@ def fold_bn_bwd(red: np.ndarray, count: int, gamma: np.ndarray, mean: np.ndarray
       g_x = gamma*inv*(g - dbeta/m - xhat*dgamma/m).
     g_y's scale is chosen from the exact bound of that affine map over |g_m| <= max|g_m| and y in
     -128..127, so the codes never saturate (except by the coefficients' rounding)."""
-    red = np.asarray(red, np.int64)
-    gamma, mean, inv = (np.asarray(v, np.float64) for v in (gamma, mean, inv))
+    red = np.asanyarray(red).astype(np.int64, copy=False)
+    gamma = np.asanyarray(gamma)          # float32 widens inside k = gamma * inv, as a float64 copy would
+    mean, inv = (np.asanyarray(v).astype(np.float64, copy=False) for v in (mean, inv))
     m = max(int(count), 1)
     sg, sy = s_g.value, s_y.value
-    dbeta = sg * red[:, 0].astype(np.float64)
-    dgamma = sg * inv * (sy * red[:, 1].astype(np.float64) - mean * red[:, 0].astype(np.float64))
+    r0 = red[:, 0].astype(np.float64)
+    dbeta = sg * r0
+    dgamma = sg * inv * (np.multiply(red[:, 1], sy, dtype=np.float64) - mean * r0)   # widened in the multiply
     k = gamma * inv
     pr = k * sg                                           # per g_m code
     qr = -k * inv * sy * dgamma / m                       # per y code
     tr = k * (inv * mean * dgamma - dbeta) / m            # constant
-    gmax = red[:, 2].astype(np.float64)
-    bound = np.abs(pr) * gmax + np.maximum(np.abs(tr - 128 * qr), np.abs(tr + 127 * qr))
+    abs_pr = np.abs(pr)
+    bound = np.multiply(abs_pr, red[:, 2], dtype=np.float64) + np.maximum(np.abs(tr - 128 * qr), np.abs(tr + 127 * qr))
     s_out = scale_for(float(bound.max(initial=0.0)), INT16)
     v = s_out.value
-    shift = _shift_for(float(max(np.abs(pr).max(initial=0.0), np.abs(qr).max(initial=0.0))) / v,
+    shift = _shift_for(float(max(abs_pr.max(initial=0.0), np.abs(qr).max(initial=0.0))) / v,
                        float(np.abs(tr).max(initial=0.0)) / v)
     return BwdFold(_fix(pr / v, shift), _fix(qr / v, shift), _fix(tr / v, shift), shift, s_out, dgamma, dbeta)
 

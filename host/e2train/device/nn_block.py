@@ -42,7 +42,7 @@ class Codes:
         """Each sample's per-channel mean activation (n, c) float32, from the pooled sums."""
         arm.ops("pooled", self.pooled.size)
         hw = self.q.shape[2] * self.q.shape[3]
-        return (self.pooled.astype(np.float64) * (self.scale.value / hw)).astype(np.float32)
+        return np.multiply(self.pooled, self.scale.value / hw, dtype=np.float64).astype(np.float32)
 
 
 @dataclass
@@ -102,8 +102,8 @@ class BatchNorm:
         """(mean, 1/sqrt(var + eps)) float64 per channel: the batch's from the conv's sums
         (updating the running statistics) in training, the running ones in evaluation (and
         when no sample is listed: nothing to normalise, nothing to learn from)."""
-        arm.ops("bn_stats", self.gamma.size)
         if train and count > 0:
+            arm.ops("bn_stats", self.gamma.size)
             mean_c, var_c = channel_moments(sums, count)
             mean, var = mean_c * s_y.value, var_c * s_y.value ** 2
             unbiased = var * (count / max(count - 1, 1))
@@ -112,6 +112,7 @@ class BatchNorm:
             self.running_var *= 1 - self.MOMENTUM
             self.running_var += (self.MOMENTUM * unbiased).astype(np.float32)
         else:
+            arm.ops("bn_stats_eval", self.gamma.size)
             mean, var = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
         return mean, 1.0 / np.sqrt(var + self.EPS)
 
@@ -124,8 +125,8 @@ class BatchNorm:
         n_listed = n if idx is None else idx.size
         count = n_listed * h * w
         mean, inv = self.statistics(sums, count, s_y, train, arm)
-        k = self.gamma.astype(np.float64) * inv
-        c0 = self.beta.astype(np.float64) - k * mean
+        k = self.gamma * inv                # float32 * float64: widened inside the multiply, as a copy would
+        c0 = self.beta - k * mean
         s_r = None if r is None else r.scale
 
         def call(s_out: Dyadic):

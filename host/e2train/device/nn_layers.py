@@ -43,11 +43,13 @@ OPS_PER_ELEMENT = {
     "batch": 1,           # the batch's images gathered from the data set (smd.batch_images)
     "augment": 1,         # their shifted store, when any image moves (the gather's second pass)
     "fc_bias": 1,         # the classifier's bias: added to the logits (forward), summed over the samples (backward)
-    # per channel (BN's folds between the fabric's block operations, core.block_ops)
-    "bn_stats": 12,       # mean, variance from the conv's sums, running statistics, 1/sqrt
-    "bn_fold_fwd": 8,     # k, c0 and bn_act's integer a, b
-    "bn_fold_bwd": 28,    # dgamma, dbeta and bn_bwd_apply's p, q, t with their bound
-    "y_range": 6,         # a conv output's range from its BN sums (nn_qconv.y_range_codes)
+    # per channel (BN's folds between the fabric's block operations, core.block_ops): the numpy
+    # passes each runs over its channel vectors (tests/device/trainer/test_side_work.py counts them)
+    "bn_stats": 22,       # training: mean, variance from the conv's sums (5), scaled and unbiased (3), the running statistics (8), 1/sqrt(var + eps) (3), k and c0 (3)
+    "bn_stats_eval": 8,   # evaluation: the running statistics widened (2), 1/sqrt (3), k and c0 (3)
+    "bn_fold_fwd": 15,    # bn_act's a, b (3), their maxima for the shift (4), rounded to integers (8)
+    "bn_fold_bwd": 52,    # dgamma, dbeta, bn_bwd_apply's p, q, t, their bound and shift, rounded; the gradients to float32
+    "y_range": 10,        # a conv output's range from its BN sums (nn_qconv.y_range_codes)
     # per (sample, channel) or per sample
     "softmax_ce_sample": 4,   # the label's probability floored, its log, the loss's sum, the gradient's -1
     "pooled": 2,          # bn_act's pooled sums -> mean activation (gate and classifier input)

@@ -423,6 +423,67 @@ def test_a_codes_maximum_tallies_the_passes_numpy_runs():
     assert sum(_Counted.passes.values()) == kinds.elem == op_count("maxabs", codes.size), _Counted.passes
 
 
+def _plain(v):
+    return v.view(np.ndarray) if isinstance(v, _Counted) else v
+
+
+class _Uncounted:
+    """The golden block operations on plain arrays (the fabric's work is not the ARM's), their
+    reductions handed back as recording arrays (the ARM folds them)."""
+
+    def bn_act(self, *a, **kw):
+        from e2train.core import golden
+        return golden.bn_act(*map(_plain, a), **{k: _plain(v) for k, v in kw.items()})
+
+    def bn_bwd_reduce(self, *a, **kw):
+        from e2train.core import golden
+        g_m, red, gate = golden.bn_bwd_reduce(*map(_plain, a), **{k: _plain(v) for k, v in kw.items()})
+        return g_m, red.view(_Counted), gate
+
+    def bn_bwd_apply(self, *a, **kw):
+        from e2train.core import golden
+        return golden.bn_bwd_apply(*map(_plain, a), **{k: _plain(v) for k, v in kw.items()})
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_the_bn_folds_tally_the_passes_numpy_runs(train):
+    """BN's per-channel work on the ARM between the block operations (its statistics from the
+    conv's sums, the running statistics, the forward fold; the backward fold and the parameter
+    gradients) tallies the passes numpy runs over its channel vectors, counted ufunc by ufunc
+    and every converted copy; so do a conv output's range and the pooled means. The running
+    output statistic over the samples (act_batch_max: Python floats, no ufunc) is left out."""
+    from e2train.core.fixedpoint import Dyadic
+    from e2train.device.nn_block import BatchNorm, Codes, Grad
+    from e2train.device.nn_qconv import y_range_codes
+    rng = np.random.default_rng(8)
+    n, c, h, w = 4, 6, 3, 3
+    bn = BatchNorm(c, "batch_max")
+    for name in ("gamma", "beta", "running_mean", "running_var"):
+        setattr(bn, name, (getattr(bn, name) + rng.uniform(0, 0.5, c).astype(np.float32)).view(_Counted))
+    bn.out_max = 3.0                                    # past the calibration's extra fold
+    y = rng.integers(-128, 128, (n, c, h, w)).astype(np.int8)
+    sums = np.stack([y.sum(axis=(0, 2, 3), dtype=np.int64), (y.astype(np.int64) ** 2).sum(axis=(0, 2, 3))], 1)
+    _Counted.passes = {}
+    fwd = _Kinds()
+    codes, cache = bn.forward(y, Dyadic(3, 9), sums.view(_Counted), None, train, _Uncounted(), KernelTally(), fwd)
+    stat = op_count("scale_stat", n) if train else 0
+    assert sum(_Counted.passes.values()) + stat == fwd.elem, _Counted.passes
+    assert fwd.elem - stat == op_count("bn_stats" if train else "bn_stats_eval", c) + op_count("bn_fold_fwd", c)
+    _Counted.passes = {}
+    bwd = _Kinds()
+    g = Grad(rng.integers(-3000, 3000, (n, c, h, w)).astype(np.int16), Dyadic(5, 20))
+    bn.backward(cache, g, _Uncounted(), KernelTally(), bwd)
+    assert sum(_Counted.passes.values()) == bwd.elem == op_count("bn_fold_bwd", c), _Counted.passes
+    _Counted.passes = {}
+    rng_k = _Kinds()
+    y_range_codes(sums.view(_Counted), n * h * w, rng_k)
+    assert sum(_Counted.passes.values()) == rng_k.elem == op_count("y_range", c), _Counted.passes
+    _Counted.passes = {}
+    pk = _Kinds()
+    Codes(codes.q, codes.scale, np.asarray(codes.pooled).view(_Counted)).mean(pk)
+    assert sum(_Counted.passes.values()) == pk.elem == op_count("pooled", n * c), _Counted.passes
+
+
 def _copy(net):
     import copy
     return copy.deepcopy(net)
