@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.block_ops import channel_moments
-from ..core.kernel_args import w_abs_sums
 from ..core.fixedpoint import (
     INT8,
     INT16,
@@ -52,6 +51,7 @@ from ..core.fixedpoint import (
     scale_for,
     weight_code_scale,
 )
+from ..core.kernel_args import w_abs_sums
 from ..core.shapes import ConvShape
 from .nn_layers import FC_GRAD_CHUNK_OPS, ArmTally, op_count
 from .nn_tally import KernelTally
