@@ -53,7 +53,10 @@ OPS_PER_ELEMENT = {
     # per (sample, channel) or per sample
     "softmax_ce_sample": 4,   # the label's probability floored, its log, the loss's sum, the gradient's -1
     "pooled": 2,          # bn_act's pooled sums -> mean activation (gate and classifier input)
-    "gate_grad": 3,       # dL/dg from bn_bwd_reduce's two gate sums
+    "gate_grad": 4,       # dL/dg from bn_bwd_reduce's two gate sums: two products, their difference, the scale
+    "gate_grad_store": 1, # its store into dL/dg (with a sample list: the gather and the store, two)
+    "gate_penalty": 2,    # per sample and gate: the gate's mean (the execution ratio) and its penalty gradient filled
+    "gate_penalty_add": 1,  # the penalty gradient added to dL/dg
     # per weight, and per channel: the int8 copy re-derived after an update, and its gains (nn_qconv)
     "weight_codes": 4,    # requantize's passes: multiply (widened to int64 in the ufunc), add, shift, clip into the int8 copy
     "weight_gain": 2,     # |w| (into int16) and its sums over the gain's channels

@@ -67,6 +67,22 @@ class StepStats:
     exec_ratio: float = 1.0                               # executed fraction of gated MACs
 
 
+def gate_grad_from_sums(dg: np.ndarray, sums: np.ndarray, idx: np.ndarray | None, s_g: float, s_o: float,
+                        s_x: float, arm: ArmTally) -> None:
+    """Straight-through: dL/dg = sum(dL/do * (o - sc(x))) per sample, from bn_bwd_reduce's two
+    gate sums (n, 2), into ``dg`` (float32) for the listed samples: four passes over the batch
+    ("gate_grad"), then the store (with a list, the listed values gathered and stored:
+    "gate_grad_store")."""
+    arm.ops("gate_grad", sums.shape[0])
+    contrib = s_g * (s_o * sums[:, 0] - s_x * sums[:, 1])
+    if idx is None:
+        arm.ops("gate_grad_store", dg.size)
+        dg[:] = contrib                       # rounded to float32 in the store, as astype would
+    else:
+        arm.ops("gate_grad_store", 2 * idx.size)
+        dg[idx] = contrib[idx]
+
+
 class ResNet:
     def __init__(self, cfg: TrainConfig, in_shape: tuple[int, int, int], n_classes: int,
                  rng: np.random.Generator):
@@ -250,15 +266,12 @@ class ResNet:
                 n_pred += np_
                 idx = bc[1]
                 if gate_sums is not None:
-                    # straight-through: dL/dg = sum(dL/do * (o - sc(x))) per sample, from the sums
-                    arm.ops("gate_grad", n)
                     s_g, sums = gate_sums
-                    s_o, s_x = bc[5].s_o.value, bc[0].scale.value
-                    contrib = (s_g.value * (s_o * sums[:, 0] - s_x * sums[:, 1])).astype(np.float32)
-                    sel = slice(None) if idx is None else idx
-                    dg[sel] = contrib[sel]
+                    gate_grad_from_sums(dg, sums, idx, s_g.value, bc[5].s_o.value, bc[0].scale.value, arm)
             if blk.gate is not None:
                 pg = pen.pop()
+                if pg is not None:
+                    arm.ops("gate_penalty_add", n)
                 d = dg if pg is None else dg + pg
                 prev_step = arm.defer(lambda d=d: self.gates.backward_step(d, arm),
                                       ops=self.gates.backward_step_ops(blk.gate), after=prev_step)

@@ -120,9 +120,12 @@ class GateNet:
         hard = rng.random(p.shape) < p if rng is not None else p > 0.5
         return p, hard
 
-    def penalty(self, gates: list[np.ndarray], alpha: float, target: float):
-        """alpha * (R - target)**2 and dPenalty/dg per block (one value per sample)."""
+    def penalty(self, gates: list[np.ndarray], alpha: float, target: float, tally=None):
+        """alpha * (R - target)**2 and dPenalty/dg per block (one value per sample): each gate's
+        mean and its gradient filled, two passes a sample and gate ("gate_penalty")."""
         n = gates[0].shape[0]
+        if tally is not None:
+            tally.ops("gate_penalty", n * len(gates))
         tot = self.costs.sum()
         r = float(sum(c * g.mean() for c, g in zip(self.costs, gates)) / tot)
         coef = 2.0 * alpha * (r - target) / (n * tot)

@@ -484,6 +484,42 @@ def test_the_bn_folds_tally_the_passes_numpy_runs(train):
     assert sum(_Counted.passes.values()) == pk.elem == op_count("pooled", n * c), _Counted.passes
 
 
+@pytest.mark.parametrize("listed", [None, [4, 0, 2]])
+def test_the_gate_gradient_from_the_sums_tallies_the_passes_numpy_runs(listed):
+    """dL/dg from bn_bwd_reduce's gate sums (the straight-through estimator) tallies the passes
+    its numpy code runs over the batch, and the store (a gather and a store with a sample list);
+    the listed samples get s_g * (s_o * sum0 - s_x * sum1) in float32, the others keep 0."""
+    from e2train.device.nn_resnet import gate_grad_from_sums
+    rng = np.random.default_rng(6)
+    n = 6
+    sums = rng.integers(-10 ** 6, 10 ** 6, (n, 2)).astype(np.int64)
+    idx = None if listed is None else np.array(listed)
+    dg = np.zeros(n, np.float32)
+    _Counted.passes = {}
+    kinds = _Kinds()
+    gate_grad_from_sums(dg.view(_Counted), sums.view(_Counted), idx, 3e-6, 0.02, 0.05, kinds)
+    stores = n if idx is None else 2 * idx.size           # the store (and gather): no ufunc
+    assert sum(_Counted.passes.values()) + stores == kinds.elem, _Counted.passes
+    want = (3e-6 * (0.02 * sums[:, 0] - 0.05 * sums[:, 1])).astype(np.float32)
+    sel = np.arange(n) if idx is None else idx
+    np.testing.assert_array_equal(dg[sel], want[sel])
+    assert not np.delete(dg, sel).any()
+
+
+def test_the_gate_penalty_tallies_the_passes_numpy_runs():
+    """The SLU penalty's gradient: each gate's mean over the samples (one pass) and its gradient
+    filled (np.full, one pass, not a ufunc), per sample and gate."""
+    from e2train.device.slu_gate import GateNet
+    rng = np.random.default_rng(2)
+    net = GateNet([4, 8, 8], [1, 2, 2], 2, rng)
+    gates = [(rng.random(5) > 0.5).astype(np.float32).view(_Counted) for _ in range(3)]
+    _Counted.passes = {}
+    kinds = _Kinds()
+    _, _, grads = net.penalty(gates, 0.1, 0.3, kinds)
+    assert _Counted.passes.get("add") == 5 * 3                  # the means' sums (their scalar divides aside)
+    assert _Counted.passes["add"] + sum(g.size for g in grads) == kinds.elem
+
+
 def _copy(net):
     import copy
     return copy.deepcopy(net)
