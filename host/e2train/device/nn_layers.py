@@ -39,7 +39,7 @@ OPS_PER_ELEMENT = {
     "sigmoid": 5,         # clip, negate, exp, add, divide (slu_gate._sigmoid)
     "tanh": 1,
     "gate_ew": 1,         # the gate cell's element-wise arithmetic
-    "scale_stat": 1,      # per sample: the statistic a running scale follows (act_batch_max)
+    "scale_stat": 2,      # per sample: the statistic a running scale follows (act_batch_max: the value taken as a float, then its max or exact sum)
     "batch": 1,           # the batch's images gathered from the data set (smd.batch_images)
     "augment": 1,         # their shifted store, when any image moves (the gather's second pass)
     "fc_bias": 1,         # the classifier's bias: added to the logits (forward), summed over the samples (backward)
