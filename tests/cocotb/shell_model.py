@@ -52,7 +52,7 @@ from cocotbext.axi import AxiBus, AxiMaster
 
 from e2train.core import block_ops, engine_map, golden
 from e2train.core.fixedpoint import INT8, INT16, UINT8, requantize
-from e2train.core.kernel_args import check_beta_q, check_mult, w_abs_sums
+from e2train.core.kernel_args import check_beta_q, check_mult, fwd_stats_layout, w_abs_sums
 from e2train.core.shapes import ConvShape, ShapeError, check_wgrad_shape
 from e2train.device import kernel_iface as ki
 from engine_model import Args
@@ -217,8 +217,8 @@ class ShellModel:
         bias = await self.read(a["bias"], shape.co, np.int32) if a["has_bias"] else None
         if a["b_flags"] & ki.BF_W_SUMS:
             # the weight load's sums of |w| per input channel, after the BN sums (with or without samples)
-            at = a["stats"] + (16 * shape.co if a["b_flags"] & ki.BF_BN_SUMS else 0)
-            await self.write(at, w_abs_sums(w))
+            _, n_bn, _ = fwd_stats_layout(shape.co, shape.ci, bool(a["b_flags"] & ki.BF_BN_SUMS), True)
+            await self.write(a["stats"] + 8 * n_bn, w_abs_sums(w))
         if not samples.size:
             return ki.E2T_OK
         listed = ConvShape(len(samples), shape.ci, shape.h, shape.w, shape.co, shape.k, shape.stride, shape.pad)

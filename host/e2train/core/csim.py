@@ -26,7 +26,7 @@ import numpy as np
 from . import kernel_args
 from .fixedpoint import UINT8, Dyadic, format_of
 from .block_ops import IDENTITY, Shortcut
-from .kernel_args import BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES, BF_W_SUMS
+from .kernel_args import BF_BN_SUMS, BF_RELU, BF_RESIDUAL, BF_TWO_SOURCES
 from .golden import PsgResult
 from .shapes import ConvShape
 
@@ -153,9 +153,8 @@ def conv_fwd(x, w, bias, mult: Dyadic, *, stride: int = 1, pad: int = 0, relu: b
     b = _contig(a.bias) if a.bias is not None else np.zeros(1, np.int32)
     xc, wc = _contig(x), _contig(w)
     unsigned = format_of(x) is UINT8
-    flags = (BF_BN_SUMS if stats is not None else 0) | (BF_W_SUMS if w_sums is not None else 0)
-    n_bn = 2 * shape.co if stats is not None else 0
-    st = np.zeros(n_bn + (shape.ci if w_sums is not None else 0), np.int64) if flags else None
+    flags, n_bn, n_st = kernel_args.fwd_stats_layout(shape.co, shape.ci, stats is not None, w_sums is not None)
+    st = np.zeros(n_st, np.int64) if flags else None
     lib = load()
     # |acc| < 2**31 and M < 2**31: acc * M < 2**62 always, the golden model cannot overflow here.
     _run_guarded("conv_fwd", out, False, lambda dst: lib.conv_fwd(

@@ -13,6 +13,7 @@ list is empty, so a call that is wrong is wrong on every batch. numpy only.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,6 +128,23 @@ def w_abs_sums(w: np.ndarray) -> np.ndarray:
     """sum over output channels and taps of |w| per input channel, int64 (ci,): what conv_fwd's
     weight load adds up with ``BF_W_SUMS`` (the bound |g_x acc| <= this * max |g_y|)."""
     return np.abs(w, dtype=np.int16).sum(axis=(0, 2, 3), dtype=np.int64)     # |-128| fits int16
+
+
+def fwd_stats_layout(co: int, ci: int, bn_sums: bool, w_sums: bool) -> tuple[int, int, int]:
+    """conv_fwd's stats buffer, int64: BN's sums [co][2] first when asked, then the weights'
+    sums [ci]. Returns (the b_flags bits, where the weights' sums start, the buffer's length)."""
+    n_bn = 2 * co if bn_sums else 0
+    flags = (BF_BN_SUMS if bn_sums else 0) | (BF_W_SUMS if w_sums else 0)
+    return flags, n_bn, n_bn + (ci if w_sums else 0)
+
+
+def takes_arg(fn, name: str) -> bool:
+    """Whether a kernel implementation's function takes the argument ``name`` (a wrapper says so
+    through ``functools.wraps``): optional outputs such as conv_fwd's ``stats`` and ``w_sums``."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def check_stats_out(stats, co: int) -> None:

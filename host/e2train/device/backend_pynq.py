@@ -397,10 +397,8 @@ class PynqBackend:
             return out
         sbuf = self._samples(idx)
         y = self._output("y", shape.y_shape, a.fmt.dtype, fill)
-        n_bn = 2 * shape.co if stats is not None else 0          # the BN sums, then the weights' sums
-        n_st = n_bn + (shape.ci if w_sums is not None else 0)
+        flags, n_bn, n_st = kernel_args.fwd_stats_layout(shape.co, shape.ci, stats is not None, w_sums is not None)
         sums = self._buf("stats", (n_st,), np.int64) if n_st else 0
-        flags = (ki.BF_BN_SUMS if stats is not None else 0) | (ki.BF_W_SUMS if w_sums is not None else 0)
         self._run("conv_fwd", shape,
                   x=self._put("x", x), w=self._put("w", w),
                   bias=self._put("bias", bias) if bias is not None else self._buf("bias", (1,), np.int32),

@@ -60,7 +60,7 @@ OPS_PER_ELEMENT = {
     # per weight, and per channel: the int8 copy re-derived after an update, and its gains (nn_qconv)
     "weight_codes": 4,    # requantize's passes: multiply (widened to int64 in the ufunc), add, shift, clip into the int8 copy
     "weight_gain": 2,     # |w| (into int16) and its sums over the gain's channels
-    "gain_max": 1,        # per channel: a task's sums added, the gain's max over its channels
+    "gain_max": 1,        # per channel: the gain's max over its channels, where it is read
 }
 
 

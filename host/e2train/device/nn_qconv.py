@@ -30,7 +30,6 @@ Nothing here computes a convolution: every MAC goes through ``backend``.
 """
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -51,7 +50,7 @@ from ..core.fixedpoint import (
     scale_for,
     weight_code_scale,
 )
-from ..core.kernel_args import w_abs_sums
+from ..core.kernel_args import takes_arg, w_abs_sums
 from ..core.shapes import ConvShape
 from .nn_layers import FC_GRAD_CHUNK_OPS, ArmTally, op_count
 from .nn_tally import KernelTally
@@ -134,15 +133,6 @@ def rederive_slices(co: int, per_out: int) -> list[tuple[int, int]]:
     rows = max(1, REDERIVE_CHUNK_OPS // max(1, rederive_ops(1, per_out)))
     cuts = list(range(0, co, rows)) + [co]
     return list(zip(cuts[:-1], cuts[1:]))
-
-
-def takes_w_sums(backend) -> bool:
-    """Whether the backend's conv_fwd fills the weights' sums of |w| (its ``w_sums`` argument;
-    a wrapper says so through ``functools.wraps``)."""
-    try:
-        return "w_sums" in inspect.signature(backend.conv_fwd).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class QConv:
@@ -272,7 +262,7 @@ class QConv:
         sums = np.zeros((self.co, 2), np.int64)
         # the gain's sums of this copy, for this step's input gradient, from the weight load
         if self._w_sums_for is None or self._w_sums_for[0] is not backend:    # asked once a backend
-            self._w_sums_for = (backend, takes_w_sums(backend))
+            self._w_sums_for = (backend, takes_arg(backend.conv_fwd, "w_sums"))
         w_sums = np.zeros(self.ci, np.int64) if train and self.input_grad and self._w_sums_for[1] else None
         y = self._fwd_call(backend, xq, s_y, acc_scale, idx, shape, n_act, tally, sums, w_sums)
         if w_sums is not None:

@@ -40,7 +40,6 @@ that its integral is exact however short the calls are.
 from __future__ import annotations
 
 import bisect
-import inspect
 import threading
 import time
 import warnings
@@ -250,8 +249,8 @@ class SimDevice(pynq.Device):
         if self.block_impl_name != self.impl_name:
             warnings.warn(f"simulated board: the {self.impl_name} kernels have no block operations; running "
                           f"golden's (rebuild the C simulation with `make csim`)", RuntimeWarning, stacklevel=2)
-        self._fwd_stats = "stats" in inspect.signature(self.impl.conv_fwd).parameters
-        self._fwd_w_sums = "w_sums" in inspect.signature(self.impl.conv_fwd).parameters
+        self._fwd_stats = kernel_args.takes_arg(self.impl.conv_fwd, "stats")
+        self._fwd_w_sums = kernel_args.takes_arg(self.impl.conv_fwd, "w_sums")
         self._cpu = np.zeros(ddr_bytes, np.uint8)     # what the ARM sees through its caches
         self._ddr = np.zeros(ddr_bytes, np.uint8)     # what the fabric sees
         self._free: list[tuple[int, int]] = [(0, ddr_bytes)]   # (offset, size), sorted
@@ -411,8 +410,8 @@ class SimDevice(pynq.Device):
                 bias = arr("bias", (shape.co,), np.int32) if g("has_bias") else None
                 y = arr("y", shape.y_shape, ydt)
                 bn, ws = bool(g("b_flags") & ki.BF_BN_SUMS), bool(g("b_flags") & ki.BF_W_SUMS)
-                n_bn = 2 * shape.co if bn else 0          # stats: the BN sums, then the weights' sums
-                out_st = arr("stats", (n_bn + (shape.ci if ws else 0),), np.int64) if bn or ws else None
+                _, n_bn, n_st = kernel_args.fwd_stats_layout(shape.co, shape.ci, bn, ws)
+                out_st = arr("stats", (n_st,), np.int64) if n_st else None
                 kw = dict(stride=shape.stride, pad=shape.pad, relu=bool(g("relu")), samples=samples, out=y)
                 st, wsum = np.zeros((shape.co, 2), np.int64), np.zeros(shape.ci, np.int64)
                 if bn and self._fwd_stats:
