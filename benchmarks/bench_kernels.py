@@ -129,8 +129,9 @@ def _engine_table(batch: int) -> None:
           "at this batch), and DDR bytes outweigh the MACs")
     print("engine cyc = the engine's own cycles (calls back to back, the count the cocotb bench checks "
           "against the RTL); loops = the pass's loops outside its calls, the engine idle (the forward's and "
-          "input gradient's weight loads, a byte a cycle; the forward's bias loop; the weight gradient's partial "
-          "sums read out and its update, a weight a cycle: the C simulation's counts); cycles = "
+          "input gradient's weight loads, a byte a cycle; the forward's bias loop; the weight gradient's update "
+          "and, for a layer of more than one weight group, its partial sums read out, a weight a cycle: the C "
+          "simulation's counts); cycles = "
           "through the HLS blackbox (N + 8 per call, RTL-counted, and a flush), each call at least its output "
           "stage's trips (the call before's rows, an output a cycle) and its stagers', and the pass at least its "
           "DDR bytes at the DDR rate, plus the loops (perfmodel.engine_pass); calls bound = what sets the calls' "

@@ -68,6 +68,9 @@ WG_STAGE_LUT = 36 + 224 + 190 + 64 + 112 + 120 + 130 + 100
 # (the items in shell_rows).
 FWD_FEED_LUT = 120 + 13
 FWD_STAGE_LUT = 288 + 64 + 130 + 114 + 60 + 200 + 150 + 250
+# A layer of one weight group's update reads its partial sums in place (no read-out loop): the
+# items in shell_rows.
+WG_IN_PLACE_LUT = 9 + 1 + 14 + 4
 # The output stage (hls/src/e2t_engine.cpp output_stage): one column select for the three passes.
 OUT_SELECT_LUT = 103 * 5 + 16
 # The input gradient's (hls/src/conv_bwd_data.cpp, the g buffer of namespace bwd), the same way.
@@ -244,6 +247,12 @@ def shell_rows(rows: int, cols: int) -> list[tuple[str, dict, str]]:
         (f"requantisers ({REQUANT}) + PSG decide/update", {"LUT": REQUANT * 200 + 600, "FF": REQUANT * 150 + 400,
                                                            "DSP": 2 * REQUANT, "BRAM36": 0},
          "48x16-bit product on 2 DSP48E1 each, round/shift/saturate; the update's W*wd_q reuses them"),
+        ("weight-gradient sums read in place (one group)", {"LUT": WG_IN_PLACE_LUT, "FF": 2, "DSP": 0, "BRAM36": 0},
+         "estimate (conv_bwd_weight_psg.cpp, e2t_engine.cpp output_stage): the group's last chunk flag (a 17-bit "
+         "compare of the chunk's end with the positions: 9, carried with the block: 1) and the update's sign from "
+         "the partial sums on chip (sign of a 41-bit G: a zero detect, 14; its 3:1 select with the read-out's sign "
+         "and zero: 4); max |G_msb| and the range check moved from the read-out loop into the output stage's "
+         "add (the same logic, one place)"),
     ]
 
 

@@ -327,7 +327,8 @@ struct Group {
 // into them (no loop clears them before the group's calls).
 struct Placed {
     int o0, j0, nr, nc;
-    bool first;
+    bool first;     // the group's first chunk of positions: its adds write the partial sums
+    bool last;      // its last: the sums are final, their max |G_msb| and range check are taken
 };
 }  // namespace wgrad
 
@@ -482,6 +483,6 @@ void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, p
                  const int32_t *samples, const int8_t wt[][e2t::R], e2t::wgrad::XWord xs[][2 * e2t::wgrad::X_WORDS],
                  e2t::wgrad::word_t gs[][2 * e2t::wgrad::G_WORDS], uint8_t xf[][e2t::fwd::XF_BANKS], int16_t gb[][e2t::bwd::GB_BANKS], bool xu, bool exact, bool pred, bool clr,
                  uint8_t pred_rows, uint8_t pred_cols, bool emit, const e2t::OutStage &os, uint8_t *y, int16_t *g_x,
-                 int32_t cA[], int64_t cB[], int64_t cK[], e2t::wgrad::Part part[], int *ovf);
+                 int32_t cA[], int64_t cB[], int64_t cK[], e2t::wgrad::Part part[], int *ovf, uint64_t *amax);
 
 #endif

@@ -287,6 +287,7 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
     const Geometry q = geometry(ci, h, wd, co, k, stride, pad);
     const int kk = k * k, rows = co * kk;         // a tile's weight rows
     int ovf = 0;
+    uint64_t no_amax = 0;                 // the weight gradient's max |G_msb|: not this pass's
     const int64_t acc_limit = e2t_requant_limit(mult_m);
     const int64_t zero = e2t_requant(0, mult_m, mult_s, -32768, 32767, &ovf);
 
@@ -361,7 +362,7 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
             fd.bj.u1 = more ? (tq + 1) * job.st.nco / ncalls : 0;
             os.kind = pending && first_cs ? kOutBwd : kOutNone;
             e2t_engine_call(head, in, out, eng::kBwd, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, false, true, false,
-                            first_cs, 0, 0, pending && first_cs, os, y, g_x, cA, cB, cK, part, &ovf);
+                            first_cs, 0, 0, pending && first_cs, os, y, g_x, cA, cB, cK, part, &ovf, &no_amax);
             if (first_cs) {
                 os.bb = cur.b;
                 os.ci0 = ci0;
@@ -377,7 +378,7 @@ int bwd_data_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::
         fd.bj = bwd::Job{};
         os.kind = kOutBwd;
         e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, false, false, false,
-                        false, 0, 0, true, os, y, g_x, cA, cB, cK, part, &ovf);
+                        false, 0, 0, true, os, y, g_x, cA, cB, cK, part, &ovf, &no_amax);
     }
     return ovf ? E2T_ERR_OVERFLOW : E2T_OK;
 }

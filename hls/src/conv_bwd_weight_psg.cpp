@@ -356,7 +356,7 @@ void stage_both(const uint8_t *x, const int16_t *g_y, const int32_t *samples, co
 void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * X_WORDS], word_t gs[][2 * G_WORDS],
                uint8_t xf[][fwd::XF_BANKS], int16_t gb[][bwd::GB_BANKS], psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, psg::stream<eng::Row> &out,
                const uint8_t *x, const int16_t *g_y, const int32_t *samples,
-               int n_samples, const Geometry &q, bool xu, int8_t *sign, uint8_t *predicted, int32_t *gmsb,
+               int n_samples, const Geometry &q, bool xu, int8_t *sign, int32_t *gmsb,
                Part part[PART], Counters &cnt, uint8_t *y, int16_t *g_x, int32_t cA[], int64_t cB[], int64_t cK[]) {
 #pragma HLS INLINE
     const int npos = n_samples * q.ho * q.wo;
@@ -383,7 +383,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
             Feed fd = {};
             OutStage os = {};
             os.g = g;
-            int unused_ovf = 0;                           // adding into the partial sums saturates nothing
+            int ovf = 0;                                  // the output stage's range check of the final sums
             int cur = 0;
             bool pending = false;
             for (int p0 = 0; p0 < npos; p0 += CHUNK) {
@@ -400,6 +400,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
                         b.nr = g.o1 - o0 < R ? g.o1 - o0 : R;
                         b.nc = g.j1 - j0 < C ? g.j1 - j0 : C;
                         b.first = p0 == 0;
+                        b.last = p0 + CHUNK >= npos;
                         eng::Head hd;
                         for (int r = 0; r < R; r++)
                             for (int c = 0; c < C; c++) hd.cell_en[r * C + c] = r < b.nr && c < b.nc;
@@ -416,7 +417,7 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
                         os.pl = pls[cur ^ 1];
                         e2t_engine_call(head, in, out, eng::kWgrad, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, true, true,
                                         true, (uint8_t)b.nr, (uint8_t)b.nc, pending, os, y, g_x, cA, cB, cK, part,
-                                        &unused_ovf);
+                                        &ovf, &cnt.amax);
                         pending = true;
                         cur ^= 1;
                         const int64_t beats = st.p1 - st.p0, cells = b.nr * b.nc;
@@ -434,21 +435,23 @@ void run_sweep(bool spill, const Plan &pl, const int8_t wt[][R], XWord xs[][2 * 
                 os.kind = kOutWgrad;
                 os.pl = pls[cur ^ 1];
                 e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, false, false, false,
-                                0, 0, true, os, y, g_x, cA, cB, cK, part, &unused_ovf);
+                                0, 0, true, os, y, g_x, cA, cB, cK, part, &ovf, &cnt.amax);
             }
-            // The group's sums out: sign(G), max |G_msb| and, for the decision, G_msb.
-            for (int o = g.o0; o < g.o1; o++)
-                for (int j = g.j0; j < g.j1; j++) {
+            if (ovf) cnt.overflow = true;
+            // A layer of more than one group: the group's sums out before the next group's sweep
+            // writes over them, sign(G) and, for the decision, G_msb. (The output stage took max
+            // |G_msb| and the range check on the group's last chunk.) A layer of one group keeps
+            // its sums on chip: the update reads them there.
+            if (!one_group(q, pl)) {
+                for (int o = g.o0; o < g.o1; o++)
+                    for (int j = g.j0; j < g.j1; j++) {
 #pragma HLS PIPELINE II=1
-                    const int64_t i = widx(q, o, j), ge = part[g.at(o, j)].e, gm = part[g.at(o, j)].m;
-                    const uint64_t m = (uint64_t)psg::iabs(gm);
-                    if (m > cnt.amax) cnt.amax = m;
-                    if (ge > psg::kAccMax || ge < psg::kAccMin) cnt.overflow = true;
-                    sign[i] = psg::sign_of(ge);
-                    predicted[i] = 0;
-                    if (spill) gmsb[i] = (int32_t)gm;      // |G_msb| < 2^30 (Part's 31 bits)
-                }
-            E2T_STAGING(9, (int64_t)(g.o1 - g.o0) * (g.j1 - g.j0));
+                        const int64_t i = widx(q, o, j), ge = part[g.at(o, j)].e, gm = part[g.at(o, j)].m;
+                        sign[i] = psg::sign_of(ge);
+                        if (spill) gmsb[i] = (int32_t)gm;      // |G_msb| < 2^30 (Part's 31 bits)
+                    }
+                E2T_STAGING(9, (int64_t)(g.o1 - g.o0) * (g.j1 - g.j0));
+            }
         }
     }
 }
@@ -489,30 +492,30 @@ int wgrad_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::wor
     const int64_t n_blocks = (int64_t)((co + R - 1) / R) * ((q.taps + C - 1) / C);
     Counters cnt;
     int64_t n_pred = 0;
-    if (n_samples == 0) {
-        // Nothing to sum: G = G_msb = 0 for every weight, none predicted.
-        for (int64_t i = 0; i < nw; i++) { sign[i] = 0; predicted[i] = 0; }
-        E2T_STAGING(9, nw);
-    } else {
+    // With no sample listed, nothing is summed: G = G_msb = 0 for every weight (the update's
+    // sign 0), none predicted.
+    if (n_samples > 0)
         run_sweep(beta_q > 0 && !one_group(q, pl), pl, wt, xs, gs, xf, gb, head, in, out, x, g_y, samples, n_samples, q, xu,
-                  sign, predicted, gmsb, part, cnt, y, g_x, cA, cB, cK);
-    }
+                  sign, gmsb, part, cnt, y, g_x, cA, cB, cK);
     if (cnt.overflow) return E2T_ERR_OVERFLOW;
 
     // The decision (beta_q > 0: max |G_msb| is known now) and the sign update of the master
-    // weights, one weight per cycle in one loop.
-    const bool decide = beta_q > 0 && n_samples > 0, on_chip = one_group(q, pl);
+    // weights, one weight per cycle in one loop: sign(G) from the partial sums on chip (a layer
+    // of one group) or as the read-out wrote it, sign and predicted flag written for every weight.
+    const bool decide = beta_q > 0 && n_samples > 0, on_chip = n_samples > 0 && one_group(q, pl);
     int64_t wmax = 0;
     for (int64_t i = 0; i < nw; i++) {
 #pragma HLS PIPELINE II=1
-        int8_t sg = sign[i];
+        int8_t sg = n_samples == 0 ? 0 : on_chip ? psg::sign_of((int64_t)part[i].e) : sign[i];
+        uint8_t pr = 0;
         const int64_t gm = !decide ? 0 : on_chip ? (int64_t)part[i].m : gmsb[i];
         if (decide && psg::confident(gm, bq, cnt.amax)) {
             sg = psg::sign_of(gm);
-            sign[i] = sg;
-            predicted[i] = 1;
+            pr = 1;
             n_pred++;
         }
+        sign[i] = sg;
+        predicted[i] = pr;
         const int64_t w = w_master[i];
         const int64_t decay = psg::asr(w * wd_q + (INT64_C(1) << 29), 30);
         const int64_t v = e2t_clamp(w - (int64_t)lr_q * sg - decay, -kMasterLimit, kMasterLimit);

@@ -319,6 +319,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
     bool more = p.nblocks > 0;
     const int64_t lo = relu ? 0 : -128, hi = relu ? 255 : 127;
     int ovf = 0;
+    uint64_t no_amax = 0;                 // the weight gradient's max |G_msb|: not this pass's
     const int64_t acc_limit = e2t_requant_limit(mult_m);
     const bool xu = x_unsigned != 0;
 
@@ -371,7 +372,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
             fd.fj.u1 = more ? (tq + 1) * job.st.nch / ncalls : 0;
             os.kind = pending && first_chs ? kOutFwd : kOutNone;
             e2t_engine_call(head, in, out, eng::kFwd, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, true, false,
-                            first_chs, 0, 0, pending && first_chs, os, y, g_x, cA, s1, s2, part, &ovf);
+                            first_chs, 0, 0, pending && first_chs, os, y, g_x, cA, s1, s2, part, &ovf, &no_amax);
             if (first_chs) {
                 os.fb = cur.b;
                 os.co0 = co0;
@@ -387,7 +388,7 @@ int fwd_pass(int8_t wt[][R], wgrad::XWord xs[][2 * wgrad::X_WORDS], wgrad::word_
         fd.fj = fwd::Job{};
         os.kind = kOutFwd;
         e2t_engine_call(head, in, out, eng::kFlush, fd, q, x, g_y, samples, wt, xs, gs, xf, gb, xu, false, false, false, 0,
-                        0, true, os, y, g_x, cA, s1, s2, part, &ovf);
+                        0, true, os, y, g_x, cA, s1, s2, part, &ovf, &no_amax);
     }
     if (bn) {
         for (int o = 0; o < co; o++) {

@@ -69,13 +69,16 @@ void count_out(uint8_t kind, int64_t v) {
 // The output stage of the pass whose rows the engine emits during this call (none: no rows): per
 // row, a trip for its read, then a column a cycle through the one select: the weight gradient adds
 // the column's G and G_msb into the group's partial sums (every row; a cell outside the block adds
-// nothing); the input gradient requantises P into g_x; the forward, a position a cycle (two a
+// nothing) and, on the group's last chunk of positions, where the sums it writes are final, takes
+// max |G_msb| into *amax and sets *ovf for a G out of the accumulator's range, in the add's cycle
+// (so no loop of its own reads the sums back for them); the input gradient requantises P into g_x; the forward, a position a cycle (two a
 // column: acc_lo is position 2c, acc_hi 2c+1), adds the bias (the layer's, in cA), requantises into
 // y and, with BN's sums, adds y and y^2 into the row's channel sums (sum y < 2^31 and sum y^2 <
 // 2^38 over at most 2^24 positions). Rows outside the layer are read and dropped.
 void output_stage(psg::stream<eng::Row> &out, const OutStage &os, const Geometry &q, uint8_t *y, int16_t *g_x,
-                  const int32_t cA[], int64_t cB[], int64_t cK[], wgrad::Part part[], int *ovf) {
+                  const int32_t cA[], int64_t cB[], int64_t cK[], wgrad::Part part[], int *ovf, uint64_t *amax) {
     if (os.kind == kOutNone) return;
+    uint64_t am = *amax;                  // the running max in a register (II=1), written once
     const bool fw = os.kind == kOutFwd, bw = os.kind == kOutBwd;
     const int per_col = fw ? 2 : 1;
     const int64_t yplane = (int64_t)q.ho * q.wo, xplane = (int64_t)q.h * q.wd;
@@ -114,8 +117,15 @@ void output_stage(psg::stream<eng::Row> &out, const OutStage &os, const Geometry
             } else if (r < os.pl.nr && c < os.pl.nc) {
                 const int i = os.g.at(os.pl.o0 + r, os.pl.j0 + c);
                 // the group's first chunk writes its sums: the adders' other operand is zero then
-                part[i].e = (os.pl.first ? (wgrad::part_exact_t)0 : part[i].e) + col.p;
-                part[i].m = (os.pl.first ? (wgrad::part_msb_t)0 : part[i].m) + col.lo;
+                const wgrad::part_exact_t e = (os.pl.first ? (wgrad::part_exact_t)0 : part[i].e) + col.p;
+                const wgrad::part_msb_t m = (os.pl.first ? (wgrad::part_msb_t)0 : part[i].m) + col.lo;
+                part[i].e = e;
+                part[i].m = m;
+                if (os.pl.last) {
+                    const uint64_t a = (uint64_t)psg::iabs((int64_t)m);
+                    if (a > am) am = a;
+                    if ((int64_t)e > psg::kAccMax || (int64_t)e < psg::kAccMin) *ovf = 1;
+                }
             }
         }
         if (fw && os.bn) {
@@ -123,6 +133,7 @@ void output_stage(psg::stream<eng::Row> &out, const OutStage &os, const Geometry
             cK[ch] += s2;
         }
     }
+    *amax = am;
 }
 
 }  // namespace
@@ -141,7 +152,8 @@ void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, p
                      e2t::wgrad::XWord xs[][2 * e2t::wgrad::X_WORDS], e2t::wgrad::word_t gs[][2 * e2t::wgrad::G_WORDS],
                      uint8_t xf[][e2t::fwd::XF_BANKS], int16_t gb[][e2t::bwd::GB_BANKS], bool xu, bool exact, bool pred,
                      bool clr, uint8_t pred_rows, uint8_t pred_cols, bool emit, const e2t::OutStage &os, uint8_t *y,
-                     int16_t *g_x, int32_t cA[], int64_t cB[], int64_t cK[], e2t::wgrad::Part part[], int *ovf) {
+                     int16_t *g_x, int32_t cA[], int64_t cB[], int64_t cK[], e2t::wgrad::Part part[], int *ovf,
+                     uint64_t *amax) {
 #pragma HLS STABLE variable=xs
 #pragma HLS STABLE variable=gs
 #pragma HLS STABLE variable=xf
@@ -178,7 +190,7 @@ void e2t_engine_call(psg::stream<eng::Head> &head, psg::stream<eng::Beat> &in, p
 #endif
     e2t::feed(in, mode, f, q, wt, xs, gs, xf, gb);
     train_engine_hls(head, in, out, mode, xu, exact, pred, clr, clr, pred_rows, pred_cols, emit);
-    e2t::output_stage(out, os, q, y, g_x, cA, cB, cK, part, ovf);
+    e2t::output_stage(out, os, q, y, g_x, cA, cB, cK, part, ovf, amax);
 }
 
 extern "C" int e2t_engine(int op, const uint8_t *x, const int8_t *w, const int32_t *bias, uint8_t *y,

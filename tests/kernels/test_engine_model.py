@@ -92,8 +92,8 @@ def test_the_loops_outside_the_calls_are_priced(p, monkeypatch) -> None:
     """A pass's modelled cycles carry its loops outside the engine calls, one for one: the
     forward's and input gradient's weight loads (a byte a cycle, while the engine waits: the C
     simulation's count, test_fwd_staging.py and test_bwd_staging.py), the forward's bias loop (a
-    channel a cycle) and the weight gradient's partial sums read out and its update (a weight a
-    cycle each; no loop clears the partial sums; test_wgrad_staging.py)."""
+    channel a cycle) and the weight gradient's update (a weight a cycle; this layer is one weight
+    group, so no loop reads its partial sums out and none clears them; test_wgrad_staging.py)."""
     shape = ConvShape(16, 32, 4, 4, 32, 3, 1, 1)
     with_loops = pm.engine_pass(p, shape, psg=False)
     monkeypatch.setattr(em, "weight_load_trips", lambda *a, **k: 0)
@@ -102,7 +102,8 @@ def test_the_loops_outside_the_calls_are_priced(p, monkeypatch) -> None:
     monkeypatch.setattr(pm, "_STAGING_CACHE", {})      # the passes' accounts carry the weight loads
     without = pm.engine_pass(p, shape, psg=False)["cycles"]
     nw = 32 * 32 * 9
-    loops = {"fwd": 4 * 8 * 32 * 9 + 32, "bwd_data": 4 * 8 * 32 * 9, "wgrad": 2 * nw}[p]
+    assert em.weight_groups(shape) == 1
+    loops = {"fwd": 4 * 8 * 32 * 9 + 32, "bwd_data": 4 * 8 * 32 * 9, "wgrad": nw}[p]
     assert with_loops["cycles"] - without == with_loops["loop_cycles"] == loops
     assert em.weight_load_trips(p, shape, 0) == 0     # no sample, no call, no load
 

@@ -15,8 +15,9 @@ way the kernels compute it (hls/src/*.cpp through the engine, fabric v2):
 * every weight-gradient call ends with one loop, one weight per cycle, at least its DDR bytes
   over the DDR rate: the update (W in and out, sign and predicted flag out) and, with
   ``beta_q > 0``, the decision in the same loop (a compare per weight). A layer of one weight
-  group decides from its partial sums on chip; a larger one writes G_msb to the kernel's DDR
-  scratch in the sweep and reads it back here (``gmsb_in_ddr``, the kernel's stats[7]).
+  group takes its signs and decides from its partial sums on chip; a larger one reads each
+  group's sums out after its sweep (a weight a cycle: signs, and G_msb to the kernel's DDR
+  scratch) and reads G_msb back here (``gmsb_in_ddr``, the kernel's stats[7]).
 
 Skipped samples are not in the call (SLU), so they cost nothing; a call with no listed sample
 costs its start and, for the weight gradient, the update it still does (weight decay).
@@ -126,12 +127,13 @@ def _wgrad(shape: ConvShape, n: int, predictor_on: bool) -> tuple[Work, int]:
         w.add_dram(ddr + 4 * n)
         w.add_sram(pm.wgrad_sweep_sram(s, n, beats, calls))
         cycles += max(t, ddr / pm.DDR_BYTES_PER_CYCLE)    # the sweep, each group's flush call included
-    spill = bool(predictor_on and n and gmsb_in_ddr(s, n))
+    multi = bool(n and gmsb_in_ddr(s, n))              # more than one weight group: the sums read out
+    spill = predictor_on and multi
     if predictor_on and n:
         w.add_ops(nw, 48)                              # the decision's compare per weight
     w.add_ops(nw, 32)                                  # the update
     w.add_dram((UPDATE_DDR_BYTES + GMSB_DDR_BYTES * spill) * nw)
-    return w, int(math.ceil(cycles)) + pm.wgrad_loop_cycles(s, predictor_on, spill)
+    return w, int(math.ceil(cycles)) + pm.wgrad_loop_cycles(s, predictor_on, spill, read_out=multi)
 
 
 def price_call(kernel: str, shape: ConvShape, n_active: int, *, predictor_on: bool = True,

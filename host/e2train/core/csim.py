@@ -339,7 +339,7 @@ class WgradStaging:
     call_trips: int       # over those calls, the sum of each call's larger of x and g trips
     bank_misses: int      # column reads whose bank held another word (the layout says 0)
     out_trips: int        # the output stage's trips (the rows into the partial sums, beside the calls)
-    loop_trips: int       # the loops outside the calls, a weight a trip (partial sums read out, update)
+    loop_trips: int       # the loops outside the calls, a weight a trip (the update; the partial sums read out when more than one group)
 
 
 def wgrad_staging() -> WgradStaging:

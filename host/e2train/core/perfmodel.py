@@ -68,9 +68,11 @@ def _ceil(a: int, b: int) -> int:
 #   8 + 8 x 36 = 296 for a full tile, the input gradient's 152, the weight gradient's 152 (a
 #   weight's G and G_msb a cycle into the partial sums);
 # * the loops outside the calls, the engine idle: the weight loads (a byte a cycle), the
-#   forward's per-channel bias and BN-sum loops, the weight gradient's partial sums read out
-#   and its update (a weight a cycle; the group's first chunk writes its partial sums, so no
-#   loop clears them);
+#   forward's per-channel bias and BN-sum loops, the weight gradient's update (a weight a cycle)
+#   and, for a layer of more than one weight group, each group's partial sums read out before
+#   the update (a weight a cycle; a layer of one group keeps them on chip for the update, its
+#   output stage taking max |G_msb| and the range check on the last chunk; the group's first
+#   chunk writes its partial sums, so no loop clears them);
 # * operands come from on-chip buffers filled over the m_axi bundles at AXI_BYTES per cycle
 #   each, and the board's DDR3 moves at most DDR_BYTES_PER_CYCLE in all (PYNQ-Z2: 16-bit
 #   DDR3-1050, 2.1 GB/s peak = 21 B per 100 MHz cycle, of which 75% is assumed usable);
@@ -152,7 +154,8 @@ def engine_pass(pass_name: str, shape: ConvShape, n_samples: int | None = None, 
             total += sum(calls * max(beats * em.wgrad_beat_cycles(s) + em.HLS_CALL_OVERHEAD, part)
                          for calls, beats in em.predictor_only_calls(s, n, host=pred_host))
         cycles += max(total, layer_ddr / DDR_BYTES_PER_CYCLE)
-        loops = wgrad_loop_cycles(s, psg, psg and n > 0 and em.weight_groups(s, n_samples=n) > 1)
+        multi = n > 0 and em.weight_groups(s, n_samples=n) > 1
+        loops = wgrad_loop_cycles(s, psg, psg and multi, read_out=multi)
         cycles += loops
         ddr = layer_ddr
     blackbox = em.pass_cycles(pass_name, shape, n, psg=wg_psg, pred_host=pred_host, overhead=em.HLS_CALL_OVERHEAD) \
@@ -207,15 +210,18 @@ def wgrad_update_cycles(shape: ConvShape, predictor_on: bool, gmsb_in_ddr: bool)
     return int(math.ceil(max(nw, per_weight * nw / DDR_BYTES_PER_CYCLE)))
 
 
-def wgrad_loop_cycles(shape: ConvShape, predictor_on: bool, gmsb_in_ddr: bool) -> int:
-    """The weight gradient's loops outside its calls, a weight a cycle: each group's partial sums
-    read out (signs, G_msb to the scratch when spilled), or with no sample the signs zeroed, then
-    the update (``wgrad_update_cycles``). No loop clears the partial sums: the output stage writes
-    them on the group's first chunk of positions and adds into them after (hls/src/e2t_engine.cpp
-    output_stage, ``wgrad::Placed::first``). With or without samples, one trip a weight before the
-    update's. ``csim.wgrad_staging().loop_trips`` counts their trips."""
+def wgrad_loop_cycles(shape: ConvShape, predictor_on: bool, gmsb_in_ddr: bool, read_out: bool = True) -> int:
+    """The weight gradient's loops outside its calls, a weight a cycle: with ``read_out`` (a layer
+    of more than one weight group, ``engine_map.weight_groups``) each group's partial sums read
+    out before the next group's sweep (signs, G_msb to the scratch when spilled), then the update
+    (``wgrad_update_cycles``). A layer of one group, or a call with no sample, has no read-out:
+    the update reads the signs from the partial sums on chip (or takes 0), and the output stage
+    took max |G_msb| and the range check on the group's last chunk. No loop clears the partial
+    sums: the output stage writes them on the group's first chunk of positions and adds into
+    them after (hls/src/e2t_engine.cpp output_stage, ``wgrad::Placed::first``, ``last``).
+    ``csim.wgrad_staging().loop_trips`` counts their trips."""
     nw = shape.co * shape.ci * shape.k * shape.k
-    return nw + wgrad_update_cycles(shape, predictor_on, gmsb_in_ddr)
+    return (nw if read_out else 0) + wgrad_update_cycles(shape, predictor_on, gmsb_in_ddr)
 
 
 def fwd_channel_cycles(shape: ConvShape, bn: bool) -> int:
