@@ -82,7 +82,9 @@ def y_range_codes(sums: np.ndarray, count: int, arm: ArmTally) -> float:
 
 def quantize_input(x: np.ndarray, x_max: float | None, train: bool, policy: str, arm: ArmTally):
     """The network input (float32 NCHW) as int8 codes: (codes, scale, the new running max).
-    The ARM's one per-element pass over activations: the images arrive as floats."""
+    The ARM's one per-element pass over activations: the images arrive as floats. Tallies
+    ``quantize_input_ops`` in full before it refuses a batch (a side task must tally what it
+    declared)."""
     n = x.shape[0]
     if policy == "batch_max" or not x.size:
         stat = float(np.abs(x).max()) if x.size else 0.0
@@ -90,13 +92,20 @@ def quantize_input(x: np.ndarray, x_max: float | None, train: bool, policy: str,
         stat = act_batch_max(np.abs(x).reshape(n, -1).max(axis=1), policy)
         arm.ops("scale_stat", n)
     arm.ops("maxabs", x.size)
+    arm.ops("quantize", x.size)
     if not math.isfinite(stat):     # NaN or inf in the images: no scale or code means anything
         raise ValueError(f"the input batch holds non-finite values (max |x| = {stat}): check the data set's files")
     if train or x_max is None:
         x_max = running(x_max, stat) if train else stat
     s_x = scale_for(x_max, INT8)
-    arm.ops("quantize", x.size)
     return quantize(x, s_x, INT8, finite=True), s_x, x_max
+
+
+def quantize_input_ops(n_elements: int, n_samples: int, policy: str) -> int:
+    """The ARM ops ``quantize_input`` tallies for a batch of ``n_samples`` images of
+    ``n_elements`` values in all: what ``ArmTally.defer`` is told when it runs as side work."""
+    stat = op_count("scale_stat", n_samples) if policy != "batch_max" and n_elements else 0
+    return stat + op_count("maxabs", n_elements) + op_count("quantize", n_elements)
 
 
 @dataclass

@@ -180,12 +180,14 @@ class ResNet:
 
     # -- forward / backward ----------------------------------------------------------------
     def forward(self, x: np.ndarray, train: bool, backend, ktally: KernelTally, arm: ArmTally,
-                gate_rng: np.random.Generator | None = None):
+                gate_rng: np.random.Generator | None = None, xin: tuple | None = None):
         """Logits for the float32 batch x, and the cache for ``backward``. ``gate_rng``: draw
-        the gates' decisions from it (training with sampled gates); else p > 0.5."""
+        the gates' decisions from it (training with sampled gates); else p > 0.5. ``xin``: x's
+        ``quantize_input`` already made from this model's running max (the trainer's side work
+        of the step before), used as it is."""
         n = x.shape[0]
         stats = StepStats(n=n)
-        xq, s_x, in_max = quantize_input(x, self.in_max, train, self.cfg.act_scale, arm)
+        xq, s_x, in_max = xin if xin is not None else quantize_input(x, self.in_max, train, self.cfg.act_scale, arm)
         self.in_max = in_max
         y, s_y, sums, c_stem = self.stem.forward(xq, s_x, None, train, backend, ktally, arm)
         a, bn_stem = self.stem_bn.forward(y, s_y, sums, None, train, backend, ktally, arm)

@@ -47,6 +47,12 @@ def epoch_plan(n_samples: int, batch_size: int, epoch: int, seed: int, p_drop: f
     return EpochPlan(epoch, batches, dropped, shifts)
 
 
+def batch_moves(idx: np.ndarray, shifts: np.ndarray) -> bool:
+    """Whether any image of the batch ``idx`` is shifted (``batch_images`` then augments it)."""
+    sh = np.asarray(shifts)[np.asarray(idx)]
+    return bool(sh.size and np.abs(sh).max())
+
+
 def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, bool]:
     """The batch ``data[idx]`` (NCHW), each image translated by its (dy, dx) with zeros shifted
     in (the standardised mean); and whether any image moved. One pass an element without a
@@ -54,7 +60,7 @@ def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray) -> tuple
     stored where it lands; the borders it leaves are zeroed instead), no padded copy."""
     idx = np.asarray(idx)
     sh = np.asarray(shifts)[idx]
-    if not sh.size or not np.abs(sh).max():
+    if not batch_moves(idx, shifts):
         return data[idx], False
     _, c, h, w = data.shape
     out = np.empty((len(idx), c, h, w), data.dtype)

@@ -40,10 +40,11 @@ from ..core.overlap import Timeline
 from ..core.shapes import ShapeError, check_wgrad_terms
 from ..core.work import Work
 from . import checkpoint as ckpt
-from .nn_layers import ArmTally, SGDMomentum, softmax_cross_entropy
+from .nn_layers import ArmTally, SGDMomentum, op_count, softmax_cross_entropy
+from .nn_qconv import quantize_input, quantize_input_ops
 from .nn_resnet import ResNet
 from .nn_tally import KernelTally
-from .smd import STREAM_GATE, batch_images, epoch_plan
+from .smd import STREAM_GATE, batch_images, batch_moves, epoch_plan
 from .train_config import ConfigError, RenamedKeyWarning, TrainConfig
 
 # the board this trainer models; every energy figure is priced on it (core.energy.price)
@@ -145,6 +146,10 @@ class Trainer:
         self._wall0 = time.monotonic()
         self.platform = energy.platform(PLATFORM)
         self.energy_model = self.platform.model
+        # The next batch of the epoch gathered and quantised by the ARM while the fabric runs
+        # this step's calls (side work: ``_defer_next_input``); False computes it at its step.
+        self.prefetch_input = True
+        self._next_input: tuple | None = None  # (step, images, quantize_input's codes, scale, max)
 
     # -- control -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -197,8 +202,43 @@ class Trainer:
         return (cosine(c.lr, t, self.total_steps), cosine(c.conv_lr, t, self.total_steps),
                 cosine(c.slu_lr, t, self.total_steps))
 
-    def train_step(self, x: np.ndarray, y: np.ndarray, t: int) -> dict:
-        """Forward, backward and update on one (augmented) batch at global step t."""
+    def _input(self, idx: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+        """The batch's images gathered from the training set and shifted (ARM work, tallied)."""
+        x, moved = batch_images(self.x_train, idx, shifts)
+        self.arm.ops("batch", x.size)
+        if moved:
+            self.arm.ops("augment", x.size)
+        return x
+
+    def _defer_next_input(self, plan, b: int) -> None:
+        """Queue, as ARM side work of the step about to run, the epoch's next batch that SMD keeps
+        after batch b: gathered, shifted and quantised (``quantize_input``), the running max
+        taken after this step's own batch updated it, which nothing else changes before the next
+        step (evaluation comes after the epoch's last step and does not update it). The next step
+        uses the result as it is; the numbers are the ones it would compute at its start, off the
+        critical path. Nothing crosses an epoch or a checkpoint: a resumed run computes its
+        first batch at its step. A batch the quantiser refuses (non-finite values) is left to its
+        own step, which raises before it changes anything."""
+        nxt = next((j for j in range(b + 1, plan.n_batches) if not plan.dropped[j]), None)
+        if nxt is None:
+            return
+        idx, t = plan.batches[nxt], self.epoch * self.n_batches + nxt
+        n_el = idx.size * int(np.prod(self.x_train.shape[1:]))
+        ops = op_count("batch", n_el) + (op_count("augment", n_el) if batch_moves(idx, plan.shifts) else 0)
+        ops += quantize_input_ops(n_el, idx.size, self.cfg.act_scale)
+
+        def task():
+            x = self._input(idx, plan.shifts)
+            try:
+                codes = quantize_input(x, self.model.in_max, True, self.cfg.act_scale, self.arm)
+            except ValueError:
+                return
+            self._next_input = (t, x, codes)
+        self.arm.defer(task, ops=ops)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, t: int, xin: tuple | None = None) -> dict:
+        """Forward, backward and update on one (augmented) batch at global step t (``xin``: its
+        codes from ``_defer_next_input``, else quantised here)."""
         cfg, m = self.cfg, self.model
         lr, conv_lr, gate_lr = self._lrs(t)
         # The gates' draws come from a stream of (seed, step), like SMD's: a resumed run draws
@@ -207,7 +247,7 @@ class Trainer:
         gate_rng = (np.random.default_rng([cfg.seed, STREAM_GATE, t, STREAM_GATE])
                     if cfg.slu_sampling else None)
         self._begin_step()
-        logits, cache, st = m.forward(x, True, self.backend, self.ktally, self.arm, gate_rng)
+        logits, cache, st = m.forward(x, True, self.backend, self.ktally, self.arm, gate_rng, xin=xin)
         loss, g = softmax_cross_entropy(logits, y, self.arm)
         pen_grads, penalty, ratio = None, 0.0, st.exec_ratio
         if m.gates is not None and m.blocks:
@@ -293,11 +333,14 @@ class Trainer:
                     self.epoch_acc["dropped"] += 1
                     continue
                 idx = plan.batches[b]
-                x, moved = batch_images(self.x_train, idx, plan.shifts)
-                self.arm.ops("batch", x.size)
-                if moved:
-                    self.arm.ops("augment", x.size)
-                r = self.train_step(x, self.y_train[idx], t)
+                got, self._next_input = self._next_input, None
+                if got is not None and got[0] == t:
+                    x, xin = got[1], got[2]
+                else:
+                    x, xin = self._input(idx, plan.shifts), None
+                if self.prefetch_input:
+                    self._defer_next_input(plan, b)
+                r = self.train_step(x, self.y_train[idx], t, xin=xin)
                 self.stats["batches_run"] += 1
                 ea = self.epoch_acc
                 ea["loss_sum"] += r["loss"] * idx.size

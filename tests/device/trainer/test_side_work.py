@@ -846,3 +846,66 @@ def test_the_training_forward_forms_the_backward_gain_on_the_fabric():
     stem = nn_qconv.QConv("stem", 1, 4, 3, 1, rng, x_unsigned=False, input_grad=False)
     stem.forward(rng.integers(-128, 128, (2, 1, 5, 5)).astype(np.int8), Dyadic(1, 7), None, True, be, kt, arm)
     assert asked[-1] is False
+
+
+@pytest.mark.parametrize("smd", [False, True])
+def test_the_next_batch_is_gathered_and_quantised_under_this_steps_calls(small_digits, smd):
+    """The epoch's next kept batch is gathered, shifted and quantised as side work of the step
+    before: the same codes, running max and results to the bit as at its own step, the same ARM
+    ops, and a shorter critical path (its passes no longer sit between the optimiser and the
+    next forward). SMD's dropped batches are never prepared."""
+    from e2train.core import golden
+    from e2train.device.trainer import Trainer
+    x_tr, y_tr, _, _ = small_digits
+    cfg = dict(model="resnet8", width=4, batch_size=32, progress_every=0, epochs=2, seed=1, slu_hidden=2,
+               augment_shift=1, smd=smd, smd_p=0.5, smd_energy_ratio=None)
+    runs = {}
+    for prefetch in (False, True):
+        tr = Trainer(cfg, (x_tr, y_tr), golden)
+        tr.prefetch_input = prefetch
+        used = []
+        step = tr.train_step
+        tr.train_step = lambda x, y, t, xin=None, step=step, used=used: (used.append(xin is not None),
+                                                                         step(x, y, t, xin=xin))[1]
+        res = tr.run()
+        runs[prefetch] = (tr, res, used)
+    (off, r_off, u_off), (on, r_on, u_on) = runs[False], runs[True]
+    assert not any(u_off)
+    # every step but each epoch's first ran on codes prepared the step before
+    assert u_on.count(False) == 2 and len(u_on) == r_on["skips"]["batches_run"] > 2
+    assert r_on["skips"]["batches_dropped"] == r_off["skips"]["batches_dropped"] == (
+        r_on["skips"]["batches_dropped"] if smd else 0)
+    for a, b in zip(off.model.convs(), on.model.convs()):
+        assert np.array_equal(a.w_master, b.w_master)
+    assert off.model.in_max == on.model.in_max
+    assert [h["train_loss"] for h in r_off["history"]] == [h["train_loss"] for h in r_on["history"]]
+    assert dict(off.arm.by_kind) == dict(on.arm.by_kind)
+    assert r_on["modelled"]["seconds"] == pytest.approx(r_off["modelled"]["seconds"])
+    assert r_on["modelled"]["critical_path_seconds"] < r_off["modelled"]["critical_path_seconds"]
+
+
+def test_a_batch_the_quantiser_refuses_is_left_to_its_own_step(small_digits):
+    """Non-finite images in the next batch: the side task tallies what it declared and prepares
+    nothing; the batch's own step refuses it in one line before it changes anything."""
+    from e2train.core import golden
+    from e2train.device.trainer import Trainer
+    x_tr, y_tr, _, _ = small_digits
+    x_bad = x_tr.copy()
+    tr = Trainer(dict(model="resnet8", width=4, batch_size=32, progress_every=0, epochs=1, seed=0, slu_hidden=2,
+                      smd=False, augment=False), (x_bad, y_tr), golden)
+    from e2train.device.smd import epoch_plan
+    plan = epoch_plan(x_bad.shape[0], 32, 0, 0, 0.0, 0)
+    x_bad[plan.batches[1][3], 0, 2, 2] = np.nan       # the second batch
+    seen = []
+    step = tr.train_step
+
+    def rec(x, y, t, xin=None):
+        seen.append((t, xin is not None, [c.w_master.copy() for c in tr.model.convs()]))
+        return step(x, y, t, xin=xin)
+    tr.train_step = rec
+    with pytest.raises(ValueError, match="non-finite values"):
+        tr.run()
+    assert [(t, pre) for t, pre, _ in seen] == [(0, False), (1, False)]
+    # the refused step changed no weight
+    for c, w in zip(tr.model.convs(), seen[1][2]):
+        assert np.array_equal(c.w_master, w)

@@ -18,9 +18,9 @@ def test_smd_drops_exactly_the_sampled_batches_and_calls_nothing_for_them(small_
     steps, calls_in_steps = [], []
     inner = tr.train_step
 
-    def recording_step(x, y, t):
+    def recording_step(x, y, t, **kw):
         before = len(spy.calls)
-        out = inner(x, y, t)
+        out = inner(x, y, t, **kw)
         steps.append(t)
         calls_in_steps.append(len(spy.calls) - before)
         return out
@@ -95,10 +95,10 @@ def test_gated_off_samples_never_reach_a_blocks_kernels(small_digits, spy):
     rec_gate = _random_gates(tr.model.gates, np.random.default_rng(5), gates, spy)
     step = tr.train_step
 
-    def rec_step(x, y, t):
+    def rec_step(x, y, t, **kw):
         spy.step = t
         try:
-            return step(x, y, t)
+            return step(x, y, t, **kw)
         finally:
             spy.step = None
 
