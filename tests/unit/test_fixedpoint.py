@@ -86,6 +86,30 @@ def test_requantize_saturates_and_refuses_overflow():
         fp.requantize(np.array([1]), Dyadic(1, 63), INT16)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, (1 << 30) - 1), st.integers(1, (1 << 15) - 1), st.integers(1, 40), st.integers(0, 2**32 - 1))
+def test_requantize_within_its_range_stores_by_the_shift_the_clipped_codes(peak, m, s, seed):
+    """Where ``peak`` shows every code inside the format (``requantize_fits``), the shift stores
+    into the codes (three passes): the same codes as the clipped path; a code just past the
+    range is not 'fitted'."""
+    mult = Dyadic(m, s)
+    acc = np.random.default_rng(seed).integers(-peak, peak + 1, 257).astype(np.int64)
+    acc[:2] = (peak, -peak)
+    r = 1 << (s - 1)
+    for fmt in (INT8, INT16, UINT8):
+        fits = fp.requantize_fits(peak, mult, fmt)
+        assert fits == (fmt.lo <= (-peak * m + r) >> s and (peak * m + r) >> s <= fmt.hi)
+        want = fmt.saturate(fp.shift_round_up(acc * m, s))
+        out = np.empty(acc.shape, fmt.dtype)
+        got = fp.requantize(acc, mult, fmt, out, peak=peak)
+        assert got is out and np.array_equal(got, want)
+        if fits:       # the extremes are +-peak's codes: inside the range
+            assert fmt.lo <= int(want.min()) and int(want.max()) <= fmt.hi
+    # the boundary: 127 fits int8, 128 does not (and is clipped)
+    assert fp.requantize_fits(127, Dyadic(1, 1), INT8) and not fp.requantize_fits(255, Dyadic(1, 1), INT8)
+    assert fp.requantize(np.array([255, -255]), Dyadic(1, 1), INT8, peak=255).tolist() == [127, -127]
+
+
 # --- MSB split ------------------------------------------------------------------------
 
 def test_msb_split_x_tables_and_exactness():

@@ -210,9 +210,24 @@ def requantize(acc: np.ndarray, mult: Dyadic, fmt: QFormat, out: np.ndarray | No
     if peak * mult.m >= 1 << 62:
         raise OverflowError(f"acc * M would exceed 62 bits (max |acc| = {peak}, M = {mult.m})")
     # four passes: the product widened to int64 inside the multiply (no int64 copy of acc first),
-    # the rounding's add and shift in place, the saturation storing into the codes
+    # the rounding's add and shift in place, the saturation storing into the codes; three where
+    # ``peak`` shows that no code can leave the format (``requantize_fits``): the shift stores
+    # into the codes, and a clip would change nothing
     prod = np.multiply(acc, np.int64(mult.m), dtype=np.int64)
+    if mult.s and requantize_fits(peak, mult, fmt):
+        if out is None:
+            out = np.empty(prod.shape, fmt.dtype)
+        np.add(prod, 1 << (mult.s - 1), out=prod)
+        return np.right_shift(prod, mult.s, out=out, casting="unsafe")
     return fmt.saturate(shift_round_up(prod, mult.s, out=prod), out)
+
+
+def requantize_fits(peak: int, mult: Dyadic, fmt: QFormat) -> bool:
+    """Whether ``requantize`` of accumulators with |acc| <= ``peak`` gives only codes inside
+    ``fmt``'s range, so that its saturation changes nothing (the rounding is monotonic: the
+    extremes are those of +-peak)."""
+    r = (1 << (mult.s - 1)) if mult.s else 0
+    return fmt.lo <= (-peak * mult.m + r) >> mult.s and (peak * mult.m + r) >> mult.s <= fmt.hi
 
 
 def shift_round_up(v: np.ndarray, s: int, out: np.ndarray | None = None) -> np.ndarray:

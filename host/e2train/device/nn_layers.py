@@ -58,7 +58,8 @@ OPS_PER_ELEMENT = {
     "gate_penalty": 2,    # per sample and gate: the gate's mean (the execution ratio) and its penalty gradient filled
     "gate_penalty_add": 1,  # the penalty gradient added to dL/dg
     # per weight, and per channel: the int8 copy re-derived after an update, and its gains (nn_qconv)
-    "weight_codes": 4,    # requantize's passes: multiply (widened to int64 in the ufunc), add, shift, clip into the int8 copy
+    "weight_codes": 3,    # requantize's passes: multiply (widened to int64 in the ufunc), add, shift into the int8 copy
+    "weight_codes_sat": 1,  # ... and a clip, where a code could leave int8 (fixedpoint.requantize_fits: max |W| says)
     "weight_gain": 2,     # |w| (into int16) and its sums over the gain's channels
     "gain_max": 1,        # per channel: the gain's max over its channels, where it is read
 }

@@ -47,6 +47,7 @@ from ..core.fixedpoint import (
     quantize,
     requant_multiplier,
     requantize,
+    requantize_fits,
     scale_for,
     weight_code_scale,
 )
@@ -117,9 +118,10 @@ class ConvCache:
 
 
 # The int8 copy's re-derivation after an update, on the ARM in numpy, counted pass by pass (one
-# op an element, as every ARM op): per weight requantize's 4 ("weight_codes": the multiply that
-# widens to int64, add, shift, and the clip that stores into the int8 copy; its range check takes
-# the update's max |W|, no pass). The backward gain's sums of |w| per input channel are the next
+# op an element, as every ARM op): per weight requantize's 3 ("weight_codes": the multiply that
+# widens to int64, add, and the shift that stores into the int8 copy; its range check takes the
+# update's max |W|, no pass, and shows that no code leaves int8, so no clip runs), 4 where it
+# cannot show it ("weight_codes_sat": the clip that stores instead). The backward gain's sums of |w| per input channel are the next
 # training forward's (its weight load on the fabric adds them up, conv_fwd's ``w_sums``); a
 # backend without them leaves them to the ARM where the gain is read ("weight_gain": |.| into
 # int16, the sum per input channel). The gains' maxima ("gain_max", per channel) are taken where
@@ -131,15 +133,17 @@ class ConvCache:
 REDERIVE_CHUNK_OPS = FC_GRAD_CHUNK_OPS
 
 
-def rederive_ops(n_out: int, per_out: int) -> int:
-    """ARM ops of re-deriving ``n_out`` output channels of ``per_out`` weights each."""
-    return op_count("weight_codes", n_out * per_out)
+def rederive_ops(n_out: int, per_out: int, saturate: bool = False) -> int:
+    """ARM ops of re-deriving ``n_out`` output channels of ``per_out`` weights each (``saturate``:
+    a code could leave int8, the clip runs)."""
+    n = n_out * per_out
+    return op_count("weight_codes", n) + (op_count("weight_codes_sat", n) if saturate else 0)
 
 
 def rederive_slices(co: int, per_out: int) -> list[tuple[int, int]]:
     """The (first, end) output channels of each task of a re-derivation: as many channels as
     ``REDERIVE_CHUNK_OPS`` allows, one at least."""
-    rows = max(1, REDERIVE_CHUNK_OPS // max(1, rederive_ops(1, per_out)))
+    rows = max(1, REDERIVE_CHUNK_OPS // max(1, rederive_ops(1, per_out, saturate=True)))
     cuts = list(range(0, co, rows)) + [co]
     return list(zip(cuts[:-1], cuts[1:]))
 
@@ -190,6 +194,7 @@ class QConv:
         own = backend is not None and self._pin_for is backend and self._pin is not None   # None: no room for one
         out = self._pin if own else np.empty(self.w_master.shape, np.int8)
         wm, (scale, mult) = self.w_master, weight_code_scale(wmax, self.frac_bits)
+        sat = mult is not None and not requantize_fits(wmax, mult, INT8)
         per_o = int(np.prod(wm.shape[1:]))
         slices = rederive_slices(self.co, per_o) if arm is not None else [(0, self.co)]
         left = [len(slices)]
@@ -198,6 +203,8 @@ class QConv:
         def rows(o0: int, o1: int) -> None:
             if arm is not None:
                 arm.ops("weight_codes", (o1 - o0) * per_o)
+                if sat:
+                    arm.ops("weight_codes_sat", (o1 - o0) * per_o)
             if mult is None:
                 out[o0:o1] = 0
             else:
@@ -209,7 +216,7 @@ class QConv:
             if arm is None:
                 rows(o0, o1)
             else:
-                arm.defer(lambda o0=o0, o1=o1: rows(o0, o1), ops=rederive_ops(o1 - o0, per_o))
+                arm.defer(lambda o0=o0, o1=o1: rows(o0, o1), ops=rederive_ops(o1 - o0, per_o, sat))
 
     def state(self) -> dict[str, np.ndarray]:
         f = lambda v: np.float64(np.nan if v is None else v)   # noqa: E731
