@@ -149,7 +149,7 @@ class Trainer:
         # The next batch of the epoch gathered and quantised by the ARM while the fabric runs
         # this step's calls (side work: ``_defer_next_input``); False computes it at its step.
         self.prefetch_input = True
-        self._next_input: tuple | None = None  # (step, images, quantize_input's codes, scale, max)
+        self._next_input: tuple | None = None  # (step, images, quantize_input's (codes, scale, running max))
 
     # -- control -------------------------------------------------------------------------
     def stop(self) -> None:
