@@ -57,6 +57,33 @@ def test_quantize_rounds_half_up_and_saturates():
     assert fp.quantize(np.array([-3.0, 254.5]), s, UINT8).tolist() == [0, 255]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, (1 << 15) - 1), st.integers(0, 60), st.integers(0, 2**32 - 1))
+def test_quantize_divides_once_with_the_bits_of_the_contracts_two_steps(m, s, seed):
+    """floor(x * 2^s / m + 1/2): one divide by m * 2^-s rounds the same real once, as the
+    contract's exact multiply by 2^s and divide by m do: the same codes, for values across the
+    float32 range, ties, zeros of both signs and infinities."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(300) * np.ldexp(1.0, int(rng.integers(-40, 40)))).astype(np.float32)
+    sc = Dyadic(m, s)
+    x[:6] = (0.0, -0.0, np.inf, -np.inf, np.float32(sc.value * 3.5), np.float32(-sc.value * 2.5))
+    two = np.multiply(x, math.ldexp(1.0, s), dtype=np.float64)
+    np.divide(two, m, out=two)
+    want = np.clip(np.floor(two + 0.5), -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(fp.quantize(x, sc, INT8), want)
+    np.testing.assert_array_equal(fp.quantize(x[6:], sc, INT8, finite=True), want[6:])
+
+
+def test_quantize_keeps_the_two_steps_where_the_scale_is_not_a_float64():
+    sc = Dyadic((1 << 60) + 1, 0)                 # a mantissa past float64's 53 bits: not exact
+    assert math.ldexp(sc.value, sc.s) != sc.m
+    x = np.array([3e20, -7.5e19, 0.0, 1e30], np.float64)
+    two = np.divide(np.multiply(x, 1.0), sc.m)
+    want = np.clip(np.floor(two + 0.5), -32768, 32767).astype(np.int16)
+    assert np.abs(want).max() > 0                 # the codes are not all zero: the case means something
+    np.testing.assert_array_equal(fp.quantize(x, sc, INT16), want)
+
+
 # --- requantisation -------------------------------------------------------------------
 
 def test_requantize_round_half_up_worked_example():

@@ -155,14 +155,20 @@ def quantize(x: np.ndarray, scale: Dyadic, fmt: QFormat, *, finite: bool = False
     """float -> codes: floor(x * 2^s / m + 1/2) in float64, saturated to ``fmt`` (+-inf to its
     ends, NaN to 0).
 
-    Five passes over x (``QUANTIZE_PASSES``): the multiply by 2^s widens to float64 inside the
-    ufunc (exact: a power of two; no float64 copy of x first), the divide by m (one rounding,
-    the contract's), the add of 1/2 and the floor in place, the saturation storing into the
-    codes. ``finite=True``: the caller has found a finite max |x|, so x holds no NaN and the
-    NaN pass (two more) is left out; the codes are the same.
+    Four passes over x (``QUANTIZE_PASSES``): the divide by m * 2^-s, widened to float64 inside
+    the ufunc (no float64 copy of x first), the add of 1/2 and the floor in place, the
+    saturation storing into the codes. Where m * 2^-s is a float64 exactly (every scale but
+    those below about 2^-1000) the one divide rounds the same real x * 2^s / m once, as the
+    contract's multiply by 2^s (exact) and divide by m do, so it gives the same bits; elsewhere
+    those two run. ``finite=True``: the caller has found a finite max |x|, so x holds no NaN and
+    the NaN pass (two more) is left out; the codes are the same.
     """
-    q = np.multiply(x, math.ldexp(1.0, scale.s), dtype=np.float64)
-    np.divide(q, scale.m, out=q)
+    d = scale.value
+    if math.ldexp(d, scale.s) == scale.m:
+        q = np.divide(x, d, dtype=np.float64)
+    else:                                             # m * 2^-s not exact: the contract's two steps
+        q = np.multiply(x, math.ldexp(1.0, scale.s), dtype=np.float64)
+        np.divide(q, scale.m, out=q)
     np.add(q, 0.5, out=q)
     np.floor(q, out=q)
     if not finite:
@@ -170,7 +176,7 @@ def quantize(x: np.ndarray, scale: Dyadic, fmt: QFormat, *, finite: bool = False
     return fmt.saturate(q, np.empty(q.shape, fmt.dtype))
 
 
-QUANTIZE_PASSES = 5     # what quantize(..., finite=True) runs an element: the ARM's tally of it
+QUANTIZE_PASSES = 4     # what quantize(..., finite=True) runs an element: the ARM's tally of it
 
 
 def dequantize(q: np.ndarray, scale: Dyadic) -> np.ndarray:

@@ -31,7 +31,7 @@ from ..core.work import Work
 # ``ARM_OPS_PER_SECOND``, lives in core.energy beside the ARM rates it is re-priced at.
 OPS_PER_ELEMENT = {
     # per element of a tensor
-    "quantize": QUANTIZE_PASSES,   # fixedpoint.quantize's passes: multiply (widened), divide, add, floor, saturating store
+    "quantize": QUANTIZE_PASSES,   # fixedpoint.quantize's passes: divide (widened), add, floor, saturating store
     "maxabs": 2,          # the max |x| a scale is chosen from: |.| and max, or a min and a max (network input, loss gradient, calibration)
     "pool": 1,            # the average pool's backward: / (h*w) per sample and channel, then spread over the last block's output
     "softmax_ce": 6,      # max, subtract, exp, sum, divide; the gradient's 1/N
