@@ -157,8 +157,8 @@ def quantize(x: np.ndarray, scale: Dyadic, fmt: QFormat, *, finite: bool = False
 
     Four passes over x (``QUANTIZE_PASSES``): the divide by m * 2^-s, widened to float64 inside
     the ufunc (no float64 copy of x first), the add of 1/2 and the floor in place, the
-    saturation storing into the codes. Where m * 2^-s is a float64 exactly (every scale but
-    those below about 2^-1000) the one divide rounds the same real x * 2^s / m once, as the
+    saturation storing into the codes. Where m * 2^-s is a float64 exactly (every scale with
+    s <= 62 and a mantissa of at most 53 significant bits: every one ``Dyadic.from_float`` makes) the one divide rounds the same real x * 2^s / m once, as the
     contract's multiply by 2^s (exact) and divide by m do, so it gives the same bits; elsewhere
     those two run. ``finite=True``: the caller has found a finite max |x|, so x holds no NaN and
     the NaN pass (two more) is left out; the codes are the same.

@@ -49,7 +49,11 @@ def epoch_plan(n_samples: int, batch_size: int, epoch: int, seed: int, p_drop: f
 
 def batch_moves(idx: np.ndarray, shifts: np.ndarray) -> bool:
     """Whether any image of the batch ``idx`` is shifted (``batch_images`` then augments it)."""
-    sh = np.asarray(shifts)[np.asarray(idx)]
+    return _moves(np.asarray(shifts)[np.asarray(idx)])
+
+
+def _moves(sh: np.ndarray) -> bool:
+    """Whether any of the batch's (dy, dx) shifts is not zero."""
     return bool(sh.size and np.abs(sh).max())
 
 
@@ -60,7 +64,7 @@ def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray) -> tuple
     stored where it lands; the borders it leaves are zeroed instead), no padded copy."""
     idx = np.asarray(idx)
     sh = np.asarray(shifts)[idx]
-    if not batch_moves(idx, shifts):
+    if not _moves(sh):
         return data[idx], False
     _, c, h, w = data.shape
     out = np.empty((len(idx), c, h, w), data.dtype)
