@@ -77,7 +77,8 @@ class BatchNorm:
     EPS = 1e-5
     MOMENTUM = 0.1        # running = (1 - m) * running + m * batch, as in torch
 
-    def __init__(self, channels: int, act_scale: str):
+    def __init__(self, channels: int, act_scale: str, name: str = ""):
+        self.name = name                      # as ResNet.bns() names it (the profile's label)
         self.gamma = np.ones(channels, np.float32)
         self.beta = np.zeros(channels, np.float32)
         self.running_mean = np.zeros(channels, np.float32)
@@ -134,7 +135,7 @@ class BatchNorm:
             arm.ops("bn_fold_fwd", c)
             out = backend.bn_act(y, f.a, f.b, f.shift, r=None if r is None else r.q, r_mult=f.r_mult,
                                  shortcut=shortcut, samples=idx, relu=True)
-            kt.block("bn_act", y.shape, n_listed, residual=r is not None)
+            kt.block("bn_act", y.shape, n_listed, residual=r is not None, layer=self.name)
             return out
 
         def stat(vmax: np.ndarray) -> float:
@@ -174,13 +175,14 @@ class BatchNorm:
         g_m, red, gate = backend.bn_bwd_reduce(o, y, g_a, ma=cf.ma, g_b=g_b, mb=cf.mb, b_shortcut=g.b_shortcut,
                                                shift=cf.shift, r=None if r is None else r.q,
                                                r_shortcut=shortcut, samples=idx)
-        kt.block("bn_bwd_reduce", o.shape, n_listed, two_sources=g_b is not None, gate=r is not None)
+        kt.block("bn_bwd_reduce", o.shape, n_listed, two_sources=g_b is not None, gate=r is not None,
+                 layer=self.name)
         if n_listed == 0:
             z = np.zeros(c, np.float32)
             return None, None, g_m, cf.scale, {"gamma": z, "beta": z.copy()}, gate
         f = fold_bn_bwd(red, cache.count, self.gamma, cache.mean, cache.inv, cf.scale, cache.s_y)
         arm.ops("bn_fold_bwd", c)
         g_y = backend.bn_bwd_apply(g_m, y, f.p, f.q, f.t, f.shift, samples=idx)
-        kt.block("bn_bwd_apply", o.shape, n_listed)
+        kt.block("bn_bwd_apply", o.shape, n_listed, layer=self.name)
         grads = {"gamma": f.dgamma.astype(np.float32), "beta": f.dbeta.astype(np.float32)}
         return g_y, f.scale, g_m, cf.scale, grads, gate

@@ -122,6 +122,9 @@ class ArmTally:
         self.ops_per_second = float(ops_per_second)
         self.timeline = timeline                         # core.overlap.Timeline of the step, or None
         self.by_kind: Counter = Counter()                # kind -> operations (MACs count 2)
+        # kind -> the operations of side tasks run while a call kept the fabric busy (the rest of
+        # by_kind ran between the calls or at the optimiser: on the step's critical path)
+        self.under_calls_by_kind: Counter = Counter()
         self.side_work_by_driver = False                 # a board's driver runs the tasks (``idle``)
         self._pending: list = []                         # deferred side work: (handle, fn, ops, after), in deferral order
         self._next_handle = 0
@@ -141,6 +144,8 @@ class ArmTally:
         if self._side:
             self._side_ops += n_ops
             self._side_kinds.add(kind)
+            if not self._flushing:
+                self.under_calls_by_kind[kind] += n_ops
         self.work.add_arm_time(n_ops, self.ops_per_second)
         if self.timeline is None:
             return

@@ -92,7 +92,7 @@ class ResNet:
         self.in_shape = tuple(in_shape)
         self.n_classes = n_classes
         self.stem = QConv("stem", c_in, width, 3, 1, rng, x_unsigned=False, input_grad=False)
-        self.stem_bn = BatchNorm(width, cfg.act_scale)
+        self.stem_bn = BatchNorm(width, cfg.act_scale, "stem.bn")
         self.in_max: float | None = None          # running max of the network input
         self.blocks: list[Block] = []
         costs, chans = [], []
@@ -103,9 +103,9 @@ class ResNet:
                 i = len(self.blocks)
                 b = Block(i, c_prev, c, stride,
                           QConv(f"block{i}.conv1", c_prev, c, 3, stride, rng),
-                          BatchNorm(c, cfg.act_scale),
+                          BatchNorm(c, cfg.act_scale, f"block{i}.bn1"),
                           QConv(f"block{i}.conv2", c, c, 3, 1, rng),
-                          BatchNorm(c, cfg.act_scale))
+                          BatchNorm(c, cfg.act_scale, f"block{i}.bn2"))
                 if cfg.slu and (stride == 1 or cfg.slu_downsample):
                     b.gate = len(costs)
                     costs.append(b.cost_per_sample(hh, ww))

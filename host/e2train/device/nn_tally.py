@@ -37,6 +37,9 @@ class KernelTally:
         self.predicted: Counter = Counter()              # layer -> weights decided by the predictor
         self.weights: Counter = Counter()                # layer -> weights updated (per call)
         self.per_layer_calls: dict[str, Counter] = defaultdict(Counter)
+        # "layer/kernel" -> modelled fabric seconds of its calls (the call's own time, not the
+        # ARM side work run under it): where the fabric's time goes
+        self.fabric_s: Counter = Counter()
 
     @property
     def modelled(self) -> bool:
@@ -62,18 +65,20 @@ class KernelTally:
                   else {k: True for k, on in (("bn_sums", bn_sums), ("w_sums", w_sums)) if on})
             w = _call_work(kernel, shape, int(n_active), **kw)
             self.work += w
+            self.fabric_s[f"{layer or '?'}/{kernel}"] += w.seconds
             self._on_fabric(w.seconds, _PASS_KIND.get(kernel, ""))
 
     def block(self, op: str, nchw: tuple, n_listed: int, *, residual: bool = False,
-              two_sources: bool = False, gate: bool = False) -> None:
+              two_sources: bool = False, gate: bool = False, layer: str = "") -> None:
         """One block-operation call that ran (``core.block_ops``; ``nchw``: its tensor, all
-        samples; ``n_listed``: the samples it ran BN for)."""
+        samples; ``n_listed``: the samples it ran BN for; ``layer``: its BN's name)."""
         self.calls[op] += 1
         self.sample_passes[op] += int(n_listed)
         if _block_work is not None:
             w = _block_work(op, tuple(int(v) for v in nchw), int(n_listed), residual=residual,
                             two_sources=two_sources, gate=gate)
             self.work += w
+            self.fabric_s[f"{layer or '?'}/{op}"] += w.seconds
             self._on_fabric(w.seconds, "")
 
     def _on_fabric(self, seconds: float, kind: str) -> None:

@@ -399,7 +399,16 @@ class Trainer:
                 "test_acc": last.get("test_acc"), "train_loss": last.get("train_loss"),
                 "skips": self.skip_stats(), "modelled": self.modelled(),
                 "work": self.work.to_dict(), "eval_modelled": self.modelled(self.eval_work),
-                "history": self.history, "wall_s": wall_s}
+                "history": self.history, "wall_s": wall_s, "profile": self.profile()}
+
+    def profile(self) -> dict:
+        """Where the training's modelled time went: each layer's fabric seconds by call kind
+        ("block3.conv1/conv_bwd_data", "stem.bn/bn_act"; the calls' own time), and the ARM's
+        operations by kind that ran under the calls (side work hidden by the fabric); the rest of
+        ``arm_ops_by_kind`` ran between the calls or at the optimiser, on the critical path."""
+        return {"fabric_seconds": dict(sorted(self.ktally.fabric_s.items())),
+                "arm_ops_under_calls": dict(sorted(self.arm.under_calls_by_kind.items())),
+                "arm_ops_per_second": self.cfg.arm_ops_per_second}
 
     # -- checkpoints ---------------------------------------------------------------------
     def _state_arrays(self) -> dict[str, np.ndarray]:
@@ -423,6 +432,7 @@ class Trainer:
                        "sample_passes": dict(self.ktally.sample_passes),
                        "predicted": dict(self.ktally.predicted), "weights": dict(self.ktally.weights)},
             "arm_ops_by_kind": dict(self.arm.by_kind),
+            "profile": {"fabric_s": dict(self.ktally.fabric_s), "under_calls": dict(self.arm.under_calls_by_kind)},
         }
         p = ckpt.save(self.checkpoint_path, self._state_arrays(), meta)
         self._emit("checkpoint", path=str(p), epoch=self.epoch, batch=self.batch)
@@ -458,6 +468,11 @@ class Trainer:
             getattr(self.ktally, k).update(kt[k])
         self.arm.by_kind.clear()
         self.arm.by_kind.update(meta["arm_ops_by_kind"])
+        prof = meta.get("profile", {})            # absent from checkpoints written before it
+        self.ktally.fabric_s.clear()
+        self.ktally.fabric_s.update(prof.get("fabric_s", {}))
+        self.arm.under_calls_by_kind.clear()
+        self.arm.under_calls_by_kind.update(prof.get("under_calls", {}))
 
 
 def _saved_config(d: dict) -> dict:
@@ -552,6 +567,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="{}", help="JSON overrides shared by both runs")
     p.add_argument("--e2", default="{}", help="JSON overrides for the E2-Train run only")
     p.add_argument("--json", default=None, help="write the full results here")
+    p.add_argument("--profile", action="store_true",
+                   help="also print where each run's modelled critical path went (fabric by block and call, ARM by kind)")
     a = p.parse_args(argv)
     from ..data import datasets                     # host side only: may import scikit-learn
     try:
@@ -561,6 +578,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"bad config: {err}")
     data = datasets.load(a.data, a.data_dir)
     out = compare(data, _backend(a.backend), base, e2)
+    if a.profile:
+        from .step_profile import table
+        print("\n" + table(out["runs"]["baseline"], out["runs"]["e2train"]))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1, default=float))
     return 0

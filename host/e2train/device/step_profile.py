@@ -1,0 +1,66 @@
+"""Where two device-trainer runs spent their modelled critical path, side by side.
+
+The device trainer's driver is synchronous: each fabric call starts once the ARM work before it
+is done, and ARM work between the calls waits for the call before it. So a run's critical path
+is its calls' fabric seconds plus the ARM operations that ran between the calls or at the
+optimiser; the side work that ran under a call adds nothing (``ArmTally`` starts a task only
+where it fits). ``Trainer.profile`` keeps both per item; this module groups them into the rows
+a reader compares: each block's fabric time (its convs and BN calls), the fabric time by call
+kind, and the ARM's critical-path time by kind.
+
+A ratio of E²-Train's seconds to the baseline's below the runs' ratio of critical paths pulls
+E²-Train's ratio down; a row near 1 (what runs in both, every step) is what holds it up.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+
+def _group(fabric_s: dict, by: str) -> Counter:
+    out: Counter = Counter()
+    for key, s in fabric_s.items():
+        layer, _, call = key.rpartition("/")
+        out[layer.split(".")[0] if by == "block" else call] += s
+    return out
+
+
+def arm_path_ops(run: dict) -> Counter:
+    """A run's ARM operations by kind that ran on its critical path: all of them but the side
+    work run under the calls."""
+    total = Counter(run["skips"]["arm_ops_by_kind"])
+    total.subtract(run["profile"]["arm_ops_under_calls"])
+    return Counter({k: v for k, v in total.items() if v > 0})
+
+
+def rows(base: dict, e2: dict, top_arm: int = 8) -> list[tuple[str, str, float, float]]:
+    """(section, item, baseline seconds, E²-Train seconds) for both runs' results
+    (``Trainer.result``), every figure modelled: the fabric by block, the fabric by call kind,
+    the ARM on the critical path by kind (the ``top_arm`` largest in E²-Train, the rest summed), at each run's ARM rate."""
+    out = []
+    for section, by in (("fabric by block", "block"), ("fabric by call", "call")):
+        b, e = _group(base["profile"]["fabric_seconds"], by), _group(e2["profile"]["fabric_seconds"], by)
+        for item in sorted(set(b) | set(e), key=lambda k: -b.get(k, 0.0)):
+            out.append((section, item, b.get(item, 0.0), e.get(item, 0.0)))
+    rate_b, rate_e = base["profile"]["arm_ops_per_second"], e2["profile"]["arm_ops_per_second"]
+    b, e = arm_path_ops(base), arm_path_ops(e2)
+    kinds = sorted(set(b) | set(e), key=lambda k: -e.get(k, 0))
+    for k in kinds[:top_arm]:
+        out.append(("ARM on the path", k, b.get(k, 0) / rate_b, e.get(k, 0) / rate_e))
+    rest = kinds[top_arm:]
+    if rest:
+        out.append(("ARM on the path", f"{len(rest)} other kinds", sum(b.get(k, 0) for k in rest) / rate_b,
+                    sum(e.get(k, 0) for k in rest) / rate_e))
+    return out
+
+
+def table(base: dict, e2: dict) -> str:
+    """``rows`` as a markdown table, with each row's share of E²-Train's critical path."""
+    crit_b = base["modelled"]["critical_path_seconds"]
+    crit_e = e2["modelled"]["critical_path_seconds"]
+    lines = ["| part (modelled) | item | baseline (s) | E²-Train (s) | E²-Train / baseline | share of E²-Train's path |",
+             "|---|---|---|---|---|---|"]
+    for section, item, b, e in rows(base, e2):
+        r = f"{e / b:.2f}" if b else "-"
+        lines.append(f"| {section} | {item} | {b:.3f} | {e:.3f} | {r} | {e / crit_e:.1%} |")
+    lines.append(f"| critical path | all | {crit_b:.3f} | {crit_e:.3f} | {crit_e / crit_b:.3f} | 100.0% |")
+    return "\n".join(lines)

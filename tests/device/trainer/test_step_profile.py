@@ -1,0 +1,72 @@
+"""The device trainer's profile: where its modelled critical path went, by layer and by ARM kind."""
+from __future__ import annotations
+
+import pytest
+
+from e2train.core import golden
+from e2train.device import step_profile
+from e2train.device.trainer import Trainer
+
+FAST_ARM = 1.2e9          # side work fits under some of this tiny network's calls
+TINY = dict(model="resnet8", width=4, batch_size=32, augment_shift=1, progress_every=0, conv_lr=0.01, epochs=1,
+            seed=0, arm_ops_per_second=FAST_ARM, slu_sampling=False)
+
+
+def _run(data, **kw):
+    x_tr, y_tr, x_te, y_te = data
+    tr = Trainer(dict(TINY, **kw), (x_tr, y_tr, x_te, y_te), golden)
+    return tr, tr.run()
+
+
+@pytest.fixture(scope="module")
+def runs(small_digits):
+    return {"baseline": _run(small_digits, smd=False, slu=False, precision="int8_int16grad"),
+            "e2train": _run(small_digits, smd=True, slu=True)}
+
+
+@pytest.mark.parametrize("name", ["baseline", "e2train"])
+def test_the_profile_parts_add_up_to_the_runs_fabric_time_and_critical_path(runs, name):
+    tr, res = runs[name]
+    prof, w = res["profile"], tr.work
+    fabric = sum(prof["fabric_seconds"].values())
+    assert fabric == pytest.approx(w.seconds - w.arm_seconds, rel=1e-9)
+    # every call of the run is a layer's: a conv by its name, a BN call by its BN's
+    layers = {k.rpartition("/")[0] for k in prof["fabric_seconds"]}
+    assert layers <= {c.name for c in tr.model.convs()} | set(tr.model.bns())
+    # the synchronous driver: the path is the calls plus the ARM work not hidden under them
+    on_path = sum(step_profile.arm_path_ops(res).values()) / FAST_ARM
+    assert fabric + on_path == pytest.approx(res["modelled"]["critical_path_seconds"], rel=1e-9)
+    hidden = sum(prof["arm_ops_under_calls"].values())
+    assert 0 < hidden < sum(res["skips"]["arm_ops_by_kind"].values())
+
+
+def test_the_profile_table_compares_the_runs_row_by_row(runs):
+    (_, b), (_, e) = runs["baseline"], runs["e2train"]
+    rows = step_profile.rows(b, e)
+    by_block = {item: (sb, se) for sec, item, sb, se in rows if sec == "fabric by block"}
+    assert set(by_block) == {"stem"} | {f"block{i}" for i in range(3)}
+    assert sum(sb for sb, _ in by_block.values()) == pytest.approx(sum(b["profile"]["fabric_seconds"].values()))
+    calls = {item for sec, item, _, _ in rows if sec == "fabric by call"}
+    assert calls == {"conv_fwd", "conv_bwd_data", "conv_bwd_weight_psg", "bn_act", "bn_bwd_reduce", "bn_bwd_apply"}
+    arm = {item: se for sec, item, _, se in rows if sec == "ARM on the path"}
+    assert arm.get("gate", 0) > 0           # the gates' forward runs between the calls, E²-Train only
+    text = step_profile.table(b, e)
+    crit = e["modelled"]["critical_path_seconds"] / b["modelled"]["critical_path_seconds"]
+    assert text.splitlines()[-1].startswith("| critical path | all |") and f"{crit:.3f}" in text.splitlines()[-1]
+
+
+def test_a_resumed_run_keeps_the_profile_of_the_steps_before(small_digits, tmp_path):
+    """Stopped after its first checkpoint and resumed: the same profile as the run that went
+    through (the checkpoint carries it)."""
+    x_tr, y_tr, x_te, y_te = small_digits
+    cfg = dict(TINY, smd=True, slu=True, epochs=2, checkpoint_every=2)
+    whole = Trainer(cfg, (x_tr, y_tr, x_te, y_te), golden).run()["profile"]
+    first = Trainer(cfg, (x_tr, y_tr, x_te, y_te), golden, checkpoint=tmp_path / "ck.npz")
+    first.on_event = lambda ev: first.stop() if ev["event"] == "epoch" else None
+    first.run()
+    events = []
+    again = Trainer(cfg, (x_tr, y_tr, x_te, y_te), golden, checkpoint=tmp_path / "ck.npz",
+                    on_event=events.append).run()["profile"]
+    assert events[0]["resumed_at"] == {"epoch": 1, "batch": 0}      # it did resume, after the first epoch
+    assert again["fabric_seconds"] == pytest.approx(whole["fabric_seconds"], rel=1e-9)
+    assert again["arm_ops_under_calls"] == whole["arm_ops_under_calls"]
