@@ -18,6 +18,7 @@ from ..core.energy import (BASELINE_FP32, BASELINES, PART_LABELS, PARTS, PLATFOR
                           compare_to_baselines)
 from ..core.work import Work
 from ..link.client import BoardClient, SimulatedBoard
+from ..device import step_profile
 from .train_cli import build_config, train_session
 
 
@@ -109,7 +110,15 @@ def summary_md(reports: dict, table: str) -> str:
     acc = [((r or {}).get("results") or {}).get("summary", {}).get("test_acc") for r in (base, e2)]
     if None not in acc:
         lines.append(f"- test accuracy delta (E²-Train minus baseline): {(acc[1] - acc[0]) * 100:+.1f} points")
-    return "\n".join(lines + ["", table]) + "\n"
+    lines += ["", table]
+    if base and e2 and all("profile" in r["results"] for r in (base, e2)):
+        lines += ["", "## Where the modelled critical path went", "",
+                  "Each block's fabric calls (its convs and BN calls), the fabric by call kind, and the ARM work "
+                  "that ran between the calls or at the optimiser (side work hidden under a call is not on the "
+                  "path). A row whose E²-Train / baseline is near the runs' batches ratio runs in every step that "
+                  "runs: SMD saves it, SLU and PSG do not.", "",
+                  step_profile.table(base["results"], e2["results"])]
+    return "\n".join(lines) + "\n"
 
 
 def comparison(reports: dict) -> str:

@@ -70,3 +70,13 @@ def test_a_resumed_run_keeps_the_profile_of_the_steps_before(small_digits, tmp_p
     assert events[0]["resumed_at"] == {"epoch": 1, "batch": 0}      # it did resume, after the first epoch
     assert again["fabric_seconds"] == pytest.approx(whole["fabric_seconds"], rel=1e-9)
     assert again["arm_ops_under_calls"] == whole["arm_ops_under_calls"]
+
+
+def test_the_demo_summary_shows_the_profile_when_both_runs_carry_one(runs):
+    from e2train.app.demo import summary_md
+    reports = {name: {"config": {}, "results": dict(res, summary={})} for name, (_, res) in runs.items()}
+    md = summary_md(reports, "TABLE")
+    assert "## Where the modelled critical path went" in md
+    assert step_profile.table(reports["baseline"]["results"], reports["e2train"]["results"]) in md
+    del reports["baseline"]["results"]["profile"]         # a report from a board without it
+    assert "Where the modelled" not in summary_md(reports, "TABLE")
