@@ -43,8 +43,13 @@ def test_the_table_gives_each_setting_its_accuracy_change_and_its_modelled_energ
     at = rows[0]["mean_ratio_8bit_at_arm_rates"]
     assert at[str(ARM_OPS_PER_SECOND)] == pytest.approx(rows[0]["mean_ratio_8bit"], rel=1e-9)
     assert rows[0]["mean_ratio_8bit_arm_free"] <= at["400000000.0"] <= rows[0]["mean_ratio_8bit"]
+    # the floor: E²-Train's path with every gated block skipped at no cost, over the baseline's
+    floor = rows[0]["mean_slu_floor"]
+    assert floor == pytest.approx(e2["slu_floor_s"] / base["critical_path_s"], rel=1e-9)
+    assert 0 < floor < e2["critical_path_s"] / base["critical_path_s"]
     out = capsys.readouterr().out
     assert f"| plain | {delta:+.2f} | {delta:+.2f} | {rows[0]['mean_ratio_8bit']:.3f} " in out
+    assert f"| {floor:.3f} |" in next(ln for ln in out.splitlines() if ln.startswith("| plain |"))
     assert (tmp_path / "frontier.png").stat().st_size > 0 and "plain" in (tmp_path / "summary.md").read_text()
 
 

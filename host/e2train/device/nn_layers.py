@@ -63,6 +63,10 @@ OPS_PER_ELEMENT = {
     "weight_gain": 2,     # |w| (into int16) and its sums over the gain's channels
     "gain_max": 1,        # per channel: the gain's max over its channels, where it is read
 }
+# The kinds that only the SLU gates tally (slu_gate and the gate terms of nn_resnet): a run
+# without gates has none, and the profile's floor (device.step_profile) takes them off the path.
+GATE_KINDS = frozenset({"gate", "gate_ew", "sigmoid", "tanh", "gate_grad", "gate_grad_store", "gate_penalty",
+                        "gate_penalty_add"})
 
 
 def op_count(kind: str, n_elements: int) -> int:

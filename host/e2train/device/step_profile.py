@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from .nn_layers import GATE_KINDS
+
 
 def _group(fabric_s: dict, by: str) -> Counter:
     out: Counter = Counter()
@@ -30,6 +32,19 @@ def arm_path_ops(run: dict) -> Counter:
     total = Counter(run["skips"]["arm_ops_by_kind"])
     total.subtract(run["profile"]["arm_ops_under_calls"])
     return Counter({k: v for k, v in total.items() if v > 0})
+
+
+def slu_floor_seconds(run: dict) -> float:
+    """The run's critical path less its gated blocks' fabric seconds and its gates' ARM work on
+    the path: what it would be if SLU skipped every gated block for every sample at no cost,
+    with SMD's steps and everything else in them as they ran. A lower bound: the pooled means
+    the gates read stay (the kind is the classifier's too), and a gated stride-2 block's shortcut
+    call (``slu_downsample``), which runs when no sample does, goes with its block."""
+    prof = run["profile"]
+    gated = set(prof.get("gated_blocks", ()))
+    fabric = sum(s for k, s in prof["fabric_seconds"].items() if k.split("/")[0].split(".")[0] in gated)
+    gates = sum(v for k, v in arm_path_ops(run).items() if k in GATE_KINDS) / prof["arm_ops_per_second"]
+    return run["modelled"]["critical_path_seconds"] - fabric - gates
 
 
 def rows(base: dict, e2: dict, top_arm: int = 8) -> list[tuple[str, str, float, float]]:
@@ -63,4 +78,7 @@ def table(base: dict, e2: dict) -> str:
         r = f"{e / b:.2f}" if b else "-"
         lines.append(f"| {section} | {item} | {b:.3f} | {e:.3f} | {r} | {e / crit_e:.1%} |")
     lines.append(f"| critical path | all | {crit_b:.3f} | {crit_e:.3f} | {crit_e / crit_b:.3f} | 100.0% |")
+    floor = slu_floor_seconds(e2)
+    lines.append(f"| floor | E²-Train's path if SLU skipped every gated block at no cost | {crit_b:.3f} | {floor:.3f} "
+                 f"| {floor / crit_b:.3f} | {floor / crit_e:.1%} |")
     return "\n".join(lines)

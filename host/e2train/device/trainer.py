@@ -405,10 +405,12 @@ class Trainer:
         """Where the training's modelled time went: each layer's fabric seconds by call kind
         ("block3.conv1/conv_bwd_data", "stem.bn/bn_act"; the calls' own time), and the ARM's
         operations by kind that ran under the calls (side work hidden by the fabric); the rest of
-        ``arm_ops_by_kind`` ran between the calls or at the optimiser, on the critical path."""
+        ``arm_ops_by_kind`` ran between the calls or at the optimiser, on the critical path; and
+        the blocks the SLU gates decide (``gated_blocks``)."""
         return {"fabric_seconds": dict(sorted(self.ktally.fabric_s.items())),
                 "arm_ops_under_calls": dict(sorted(self.arm.under_calls_by_kind.items())),
-                "arm_ops_per_second": self.cfg.arm_ops_per_second}
+                "arm_ops_per_second": self.cfg.arm_ops_per_second,
+                "gated_blocks": [f"block{b.index}" for b in self.model.blocks if b.gate is not None]}
 
     # -- checkpoints ---------------------------------------------------------------------
     def _state_arrays(self) -> dict[str, np.ndarray]:

@@ -52,7 +52,31 @@ def test_the_profile_table_compares_the_runs_row_by_row(runs):
     assert arm.get("gate", 0) > 0           # the gates' forward runs between the calls, E²-Train only
     text = step_profile.table(b, e)
     crit = e["modelled"]["critical_path_seconds"] / b["modelled"]["critical_path_seconds"]
-    assert text.splitlines()[-1].startswith("| critical path | all |") and f"{crit:.3f}" in text.splitlines()[-1]
+    assert text.splitlines()[-2].startswith("| critical path | all |") and f"{crit:.3f}" in text.splitlines()[-2]
+
+
+def test_the_gate_kinds_are_what_a_gated_run_tallies_and_a_gateless_one_does_not(runs, small_digits):
+    from e2train.device.nn_layers import GATE_KINDS
+    _, plain = _run(small_digits, smd=True, slu=False)
+    with_gates = set(runs["e2train"][1]["skips"]["arm_ops_by_kind"])
+    without = set(plain["skips"]["arm_ops_by_kind"])
+    assert with_gates - without == GATE_KINDS & with_gates and not GATE_KINDS & without
+    assert {"gate", "gate_ew", "sigmoid", "gate_grad"} <= with_gates
+
+
+def test_the_slu_floor_takes_off_the_gated_blocks_and_the_gates_alone(runs):
+    tr, e = runs["e2train"]
+    _, b = runs["baseline"]
+    gated = [f"block{blk.index}" for blk in tr.model.blocks if blk.gate is not None]
+    assert e["profile"]["gated_blocks"] == gated == ["block0"]        # resnet8: the stride-1 block and b["profile"]["gated_blocks"] == []
+    assert step_profile.slu_floor_seconds(b) == b["modelled"]["critical_path_seconds"]    # nothing gated
+    fabric = e["profile"]["fabric_seconds"]
+    ungated = sum(s for k, s in fabric.items() if k.split(".")[0].split("/")[0] not in gated)
+    floor = step_profile.slu_floor_seconds(e)
+    # what is left: the ungated calls and the ARM's path work but the gates'
+    arm_left = sum(v for k, v in step_profile.arm_path_ops(e).items() if not k.startswith(("gate", "sigmoid", "tanh")))
+    assert floor == pytest.approx(ungated + arm_left / FAST_ARM, rel=1e-9)
+    assert step_profile.table(b, e).splitlines()[-1].startswith("| floor |")
 
 
 def test_a_resumed_run_keeps_the_profile_of_the_steps_before(small_digits, tmp_path):
