@@ -49,13 +49,16 @@ def slu_floor_seconds(run: dict) -> float:
 
 def rows(base: dict, e2: dict, top_arm: int = 8) -> list[tuple[str, str, float, float]]:
     """(section, item, baseline seconds, E²-Train seconds) for both runs' results
-    (``Trainer.result``), every figure modelled: the fabric by block, the fabric by call kind,
+    (``Trainer.result``), every figure modelled: the fabric by block (E²-Train's gated ones
+    marked), the fabric by call kind,
     the ARM on the critical path by kind (the ``top_arm`` largest in E²-Train, the rest summed), at each run's ARM rate."""
     out = []
+    gated = set(e2["profile"].get("gated_blocks", ()))
     for section, by in (("fabric by block", "block"), ("fabric by call", "call")):
         b, e = _group(base["profile"]["fabric_seconds"], by), _group(e2["profile"]["fabric_seconds"], by)
         for item in sorted(set(b) | set(e), key=lambda k: -b.get(k, 0.0)):
-            out.append((section, item, b.get(item, 0.0), e.get(item, 0.0)))
+            label = f"{item} (gated)" if item in gated else item
+            out.append((section, label, b.get(item, 0.0), e.get(item, 0.0)))
     rate_b, rate_e = base["profile"]["arm_ops_per_second"], e2["profile"]["arm_ops_per_second"]
     b, e = arm_path_ops(base), arm_path_ops(e2)
     kinds = sorted(set(b) | set(e), key=lambda k: -e.get(k, 0))
