@@ -8,8 +8,10 @@ where it fits). ``Trainer.profile`` keeps both per item; this module groups them
 a reader compares: each block's fabric time (its convs and BN calls), the fabric time by call
 kind, and the ARM's critical-path time by kind.
 
-A ratio of E²-Train's seconds to the baseline's below the runs' ratio of critical paths pulls
-E²-Train's ratio down; a row near 1 (what runs in both, every step) is what holds it up.
+A row whose E²-Train / baseline is above the ratio of the two critical paths holds E²-Train's
+ratio up: the rows at the ratio of the batches the runs ran are what runs in every step SMD
+keeps, which SLU and PSG do not touch. A row below it pulls the ratio down. Every figure here is
+modelled (the trainer's performance model of each call, the ARM at its configured rate).
 """
 from __future__ import annotations
 
@@ -49,9 +51,9 @@ def slu_floor_seconds(run: dict) -> float:
 
 def rows(base: dict, e2: dict, top_arm: int = 8) -> list[tuple[str, str, float, float]]:
     """(section, item, baseline seconds, E²-Train seconds) for both runs' results
-    (``Trainer.result``), every figure modelled: the fabric by block (E²-Train's gated ones
-    marked), the fabric by call kind,
-    the ARM on the critical path by kind (the ``top_arm`` largest in E²-Train, the rest summed), at each run's ARM rate."""
+    (``Trainer.result``): the fabric by block (E²-Train's gated ones marked), the fabric by call
+    kind, and the ARM on the critical path by kind at each run's ARM rate (the ``top_arm``
+    largest in E²-Train, the rest summed)."""
     out = []
     gated = set(e2["profile"].get("gated_blocks", ()))
     for section, by in (("fabric by block", "block"), ("fabric by call", "call")):
