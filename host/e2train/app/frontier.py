@@ -132,6 +132,7 @@ def summarise(results: dict[tuple[str, int], dict], settings: list[str], seeds: 
     Beside them the mean ratio with both runs re-priced at each of ``arm_rates`` and with the ARM
     at no cost (core.energy.arm_rate_table: each step's critical path recomputed; nothing
     re-trained): how much of the gap is the assumed ARM rate's."""
+    from ..bench.stats import t_interval
     from ..core import energy
     from ..core.work import Work
     from ..device.trainer import PLATFORM
@@ -156,7 +157,9 @@ def summarise(results: dict[tuple[str, int], dict], settings: list[str], seeds: 
             at_rates.append([row["ratio_to_8bit"] for row in table])
         n = len(seeds)
         by_rate = [sum(a[i] for a in at_rates) / n for i in range(len(arm_rates) + 1)]
+        ci = t_interval(deltas)               # across seeds (bench.stats: Student's t, the harness's rule)
         rows.append({"setting": name, "deltas": deltas, "worst_delta": min(deltas), "mean_delta": sum(deltas) / n,
+                     "mean_delta_ci95": None if ci.n < 2 else ci.half,     # None: one seed, no interval
                      "ratio_8bit": r8, "mean_ratio_8bit": sum(r8) / n, "max_ratio_8bit": max(r8),
                      "mean_ratio_fp32": sum(r32) / n,
                      "mean_ratio_8bit_at_arm_rates": dict(zip(map(str, arm_rates), by_rate[:-1])),
@@ -172,16 +175,25 @@ def table_md(rows: list[dict], seeds: list[int], max_drop: float, goal: float) -
              f"mean ratio to the 8-bit fabric baseline (modelled; max) | mean ratio to 32-bit SGD (modelled) | every seed within "
              f"{max_drop:g} points | mean ratio ≤ {goal:g} | "
              + "".join(f"mean ratio, ARM at {float(r):.3g} ops/s | " for r in rates) + "mean ratio, ARM at no cost | "
-             "critical-path floor, SLU skipping every gated block at no cost |",
-             "|---|---|---|---|---|---|---|" + "---|" * (len(rates) + 2)]
+             "critical-path floor, SLU skipping every gated block at no cost | "
+             "mean accuracy change, 95% t-interval over the seeds (points) |",
+             "|---|---|---|---|---|---|---|" + "---|" * (len(rates) + 3)]
     for r in rows:
         lines.append(f"| {r['setting']} | {' / '.join(f'{d:+.2f}' for d in r['deltas'])} | {r['worst_delta']:+.2f} | "
                      f"{r['mean_ratio_8bit']:.3f} ({r['max_ratio_8bit']:.3f}) | {r['mean_ratio_fp32']:.3f} | "
                      f"{'yes' if r['within_bound'] else 'no'} | {'yes' if r['reaches_goal'] else 'no'} | "
                      + "".join(f"{v:.3f} | " for v in r["mean_ratio_8bit_at_arm_rates"].values())
                      + f"{r['mean_ratio_8bit_arm_free']:.3f} | "
-                     + ("-" if r.get("mean_slu_floor") is None else f"{r['mean_slu_floor']:.3f}") + " |")
+                     + ("-" if r.get("mean_slu_floor") is None else f"{r['mean_slu_floor']:.3f}") + " | "
+                     + _change_ci(r) + " |")
     return "\n".join(lines)
+
+
+def _change_ci(row: dict) -> str:
+    half = row.get("mean_delta_ci95")
+    if half is None:
+        return f"{row['mean_delta']:+.2f} (n={len(row['deltas'])})"
+    return f"{row['mean_delta']:+.2f} ± {half:.2f}"
 
 
 def plot(rows: list[dict], path: Path, max_drop: float, goal: float) -> None:
