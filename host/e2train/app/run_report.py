@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.energy import PART_LABELS, PARTS
 from ..core.run_record import device_record, source_commit
+from ..device import step_profile
 from ..meter.recorder import integrate_energy
 
 
@@ -75,6 +76,9 @@ def run_summary_md(report: dict, commit: str | None = None) -> str:
     if m:
         lines += ["", f"Meter: `{m.get('meter')}` ({m.get('protocol')}), {m.get('samples')} samples, "
                       f"{m.get('gap_count')} gaps, {m.get('bad_lines')} bad records."]
+    measured = step_profile.measured_table(res)
+    if measured:
+        lines += ["", "## Fabric time, modelled and measured", "", measured]
     return "\n".join(lines) + "\n"
 
 

@@ -67,6 +67,9 @@ ARENA_BYTES = 64 << 20
 # calibration outputs, shapes that stopped coming); a few steps, so that buffers of blocks
 # that SLU skips now and then stay.
 ARENA_AGE_STEPS = 4
+# The calls' measured waits kept for a caller that takes them (the trainer takes each call's at
+# once); a caller that never takes them keeps the backend from growing a list without end.
+MAX_WAITS_KEPT = 1024
 
 
 class PynqBackend:
@@ -101,6 +104,7 @@ class PynqBackend:
         self.calls = {name: 0 for name in ki.PASSES}
         self.skipped_calls = {name: 0 for name in ki.PASSES}   # empty sample lists: no call
         self.wait_s = 0.0
+        self._waits: list[float] = []           # each call's wait (ap_start to ap_done seen), not taken yet
         self._idle = None                       # the driver's hook while a call runs (set_idle)
 
     def set_idle(self, idle) -> bool:
@@ -368,8 +372,25 @@ class PynqBackend:
     def _call(self, name: str, modelled: float, **args) -> None:
         timeout = self.timeout_s if self.timeout_s is not None else _timeout(modelled)
         args = {k: self._for_driver(v) for k, v in args.items()}
-        self.wait_s += self.engine.run_pass(name, timeout_s=timeout, idle=self._idle, modelled_s=modelled, **args)
+        waited = self.engine.run_pass(name, timeout_s=timeout, idle=self._idle, modelled_s=modelled, **args)
+        self.wait_s += waited
+        self._waits.append(waited)
+        if len(self._waits) > MAX_WAITS_KEPT:             # nobody takes them: keep the latest only
+            del self._waits[:-MAX_WAITS_KEPT]
         self.calls[name] += 1
+
+    def take_waits(self) -> list[float]:
+        """The measured waits of the calls made since the last take, in order (seconds from
+        ap_start to the driver seeing ap_done: the fabric's time, plus any overrun of side work
+        the driver ran while it waited). The trainer's kernel tally takes them call by call."""
+        got, self._waits = self._waits, []
+        return got
+
+    @property
+    def wall_source(self) -> str:
+        """What the waits measure: "board", or "simulated" where the device ends each call at once
+        (no board time passes; the C simulation's time is this computer's)."""
+        return "simulated" if getattr(self.overlay.device, "calls_end_at_once", False) else "board"
 
     def _run(self, kernel: str, shape: ConvShape, **args) -> None:
         self._call(kernel, _modelled_s(kernel, shape, int(args["n_samples"])), **args)

@@ -25,7 +25,7 @@ _PASS_KIND = {"conv_bwd_data": "bwd_data", "conv_bwd_weight_psg": "wgrad"}
 
 
 class KernelTally:
-    def __init__(self, work: Work | None = None, timeline=None, side_work=None):
+    def __init__(self, work: Work | None = None, timeline=None, side_work=None, waits=None):
         self.work = work if work is not None else Work()
         self.timeline = timeline                         # core.overlap.Timeline of the step, or None
         # nn_layers.ArmTally whose deferred side work runs while each tallied call keeps the
@@ -40,6 +40,11 @@ class KernelTally:
         # "layer/kernel" -> modelled fabric seconds of its calls (the call's own time, not the
         # ARM side work run under it): where the fabric's time goes
         self.fabric_s: Counter = Counter()
+        # ``waits()``: the backend's measured waits of the calls made since it was last asked
+        # (PynqBackend.take_waits), or None; each tallied call takes its own, by the same key
+        self._take_waits = waits
+        self.fabric_wall_s: Counter = Counter()
+        self.unmatched_waits = 0                         # waits that no single tallied call took (a bug if not 0)
 
     @property
     def modelled(self) -> bool:
@@ -54,6 +59,7 @@ class KernelTally:
         output), which say which blocks its exact sweep ran."""
         self.calls[kernel] += 1
         self.per_layer_calls[layer][kernel] += 1
+        self._wall(f"{layer or '?'}/{kernel}")
         self.macs[kernel] += shape.macs(n_active)
         self.sample_passes[kernel] += int(n_active)
         if kernel == "conv_bwd_weight_psg":
@@ -74,12 +80,24 @@ class KernelTally:
         samples; ``n_listed``: the samples it ran BN for; ``layer``: its BN's name)."""
         self.calls[op] += 1
         self.sample_passes[op] += int(n_listed)
+        self._wall(f"{layer or '?'}/{op}")
         if _block_work is not None:
             w = _block_work(op, tuple(int(v) for v in nchw), int(n_listed), residual=residual,
                             two_sources=two_sources, gate=gate)
             self.work += w
             self.fabric_s[f"{layer or '?'}/{op}"] += w.seconds
             self._on_fabric(w.seconds, "")
+
+    def _wall(self, key: str) -> None:
+        """The call just tallied takes the backend's measured wait of the call it made (none when
+        the backend made no call: an empty sample list)."""
+        if self._take_waits is None:
+            return
+        got = self._take_waits()
+        if len(got) == 1:
+            self.fabric_wall_s[key] += got[0]
+        else:
+            self.unmatched_waits += len(got)
 
     def _on_fabric(self, seconds: float, kind: str) -> None:
         """The call's fabric segment, then the side work that runs while it is busy."""

@@ -87,3 +87,31 @@ def table(base: dict, e2: dict) -> str:
     lines.append(f"| floor | E²-Train's path if SLU skipped every gated block at no cost | {crit_b:.3f} | {floor:.3f} "
                  f"| {floor / crit_b:.3f} | {floor / crit_e:.1%} |")
     return "\n".join(lines)
+
+
+def measured_table(run: dict) -> str | None:
+    """One run's fabric time per block and per call kind, modelled beside measured by the board's
+    driver (``fabric_wall_seconds``: ap_start to ap_done seen, the side work the driver ran while
+    it waited included), as markdown; the check of the performance model that only a board gives.
+    None when the run's backend measured nothing; one line when it ran on the simulated board,
+    whose calls end at once (no board time to compare with)."""
+    prof = run.get("profile") or {}
+    wall = prof.get("fabric_wall_seconds")
+    if wall is None:
+        return None
+    if prof.get("wall_source") != "board":
+        return ("The simulated board ends each call at once: its measured waits are not board time, so no "
+                "measured column (on a board, this section compares each block's measured fabric time with "
+                "the model's).")
+    lines = ["| part | item | modelled (s) | measured (s) | measured / modelled |", "|---|---|---|---|---|"]
+    for section, by in (("fabric by block", "block"), ("fabric by call", "call")):
+        m, w = _group(prof["fabric_seconds"], by), _group(wall, by)
+        for item in sorted(set(m) | set(w), key=lambda k: -m.get(k, 0.0)):
+            r = f"{w.get(item, 0.0) / m[item]:.2f}" if m.get(item) else "-"
+            lines.append(f"| {section} | {item} | {m.get(item, 0.0):.3f} | {w.get(item, 0.0):.3f} | {r} |")
+    tm, tw = sum(prof["fabric_seconds"].values()), sum(wall.values())
+    lines.append(f"| fabric | all | {tm:.3f} | {tw:.3f} | {tw / tm:.2f} |" if tm else f"| fabric | all | 0 | {tw:.3f} | - |")
+    if prof.get("unmatched_waits"):
+        lines.append(f"\n{prof['unmatched_waits']} measured waits could not be paired with a tallied call: "
+                     "the measured column leaves them out.")
+    return "\n".join(lines)

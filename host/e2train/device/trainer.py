@@ -125,7 +125,10 @@ class Trainer:
         self.work = Work()                     # training work (kernels + ARM), what ran
         self.timeline = Timeline()             # fabric and ARM overlapped where the data allow
         self.arm = ArmTally(self.work, cfg.arm_ops_per_second, self.timeline)
-        self.ktally = KernelTally(self.work, self.timeline, side_work=self.arm)
+        # a backend that measures its calls (PynqBackend: the driver's waits) gives each tallied
+        # call its measured time beside the modelled one (the profile's fabric_wall_seconds)
+        self._take_waits = getattr(backend, "take_waits", None)
+        self.ktally = KernelTally(self.work, self.timeline, side_work=self.arm, waits=self._take_waits)
         # a board's backend runs the ARM's side work while its driver polls a busy fabric; where
         # calls end at once (the simulated board) the model places it by the same rule
         set_idle = getattr(backend, "set_idle", None)
@@ -286,7 +289,8 @@ class Trainer:
             x, y = self.x_test, self.y_test
         if x is None:
             return {}
-        kt, arm = KernelTally(self.eval_work), ArmTally(self.eval_work, self.cfg.arm_ops_per_second)
+        kt, arm = (KernelTally(self.eval_work, waits=self._take_waits),     # evaluation's waits are its own
+                   ArmTally(self.eval_work, self.cfg.arm_ops_per_second))
         correct, loss_sum, run, total = 0, 0.0, 0, 0
         bs = self.cfg.eval_batch_size
         for i in range(0, x.shape[0], bs):
@@ -406,11 +410,19 @@ class Trainer:
         ("block3.conv1/conv_bwd_data", "stem.bn/bn_act"; the calls' own time), and the ARM's
         operations by kind that ran under the calls (side work hidden by the fabric); the rest of
         ``arm_ops_by_kind`` ran between the calls or at the optimiser, on the critical path; and
-        the blocks the SLU gates decide (``gated_blocks``)."""
-        return {"fabric_seconds": dict(sorted(self.ktally.fabric_s.items())),
-                "arm_ops_under_calls": dict(sorted(self.arm.under_calls_by_kind.items())),
-                "arm_ops_per_second": self.cfg.arm_ops_per_second,
-                "gated_blocks": [f"block{b.index}" for b in self.model.blocks if b.gate is not None]}
+        the blocks the SLU gates decide (``gated_blocks``). With a backend that measures its
+        calls, each item's measured seconds too (``fabric_wall_seconds``; ``wall_source``
+        "board", or "simulated" where the device ends each call at once and they are not board
+        time)."""
+        out = {"fabric_seconds": dict(sorted(self.ktally.fabric_s.items())),
+               "arm_ops_under_calls": dict(sorted(self.arm.under_calls_by_kind.items())),
+               "arm_ops_per_second": self.cfg.arm_ops_per_second,
+               "gated_blocks": [f"block{b.index}" for b in self.model.blocks if b.gate is not None]}
+        if self._take_waits is not None:
+            out["fabric_wall_seconds"] = dict(sorted(self.ktally.fabric_wall_s.items()))
+            out["wall_source"] = getattr(self.backend, "wall_source", "board")
+            out["unmatched_waits"] = self.ktally.unmatched_waits
+        return out
 
     # -- checkpoints ---------------------------------------------------------------------
     def _state_arrays(self) -> dict[str, np.ndarray]:
@@ -434,7 +446,8 @@ class Trainer:
                        "sample_passes": dict(self.ktally.sample_passes),
                        "predicted": dict(self.ktally.predicted), "weights": dict(self.ktally.weights)},
             "arm_ops_by_kind": dict(self.arm.by_kind),
-            "profile": {"fabric_s": dict(self.ktally.fabric_s), "under_calls": dict(self.arm.under_calls_by_kind)},
+            "profile": {"fabric_s": dict(self.ktally.fabric_s), "under_calls": dict(self.arm.under_calls_by_kind),
+                        "fabric_wall_s": dict(self.ktally.fabric_wall_s)},
         }
         p = ckpt.save(self.checkpoint_path, self._state_arrays(), meta)
         self._emit("checkpoint", path=str(p), epoch=self.epoch, batch=self.batch)
@@ -475,6 +488,8 @@ class Trainer:
         self.ktally.fabric_s.update(prof.get("fabric_s", {}))
         self.arm.under_calls_by_kind.clear()
         self.arm.under_calls_by_kind.update(prof.get("under_calls", {}))
+        self.ktally.fabric_wall_s.clear()
+        self.ktally.fabric_wall_s.update(prof.get("fabric_wall_s", {}))
 
 
 def _saved_config(d: dict) -> dict:

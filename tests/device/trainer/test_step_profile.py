@@ -104,3 +104,83 @@ def test_the_demo_summary_shows_the_profile_when_both_runs_carry_one(runs):
     assert step_profile.table(reports["baseline"]["results"], reports["e2train"]["results"]) in md
     del reports["baseline"]["results"]["profile"]         # a report from a board without it
     assert "Where the modelled" not in summary_md(reports, "TABLE")
+
+
+def test_each_tallied_call_takes_the_measured_wait_of_the_call_it_made():
+    """The backend's waits (PynqBackend.take_waits) go to the call tallied after each: one wait,
+    one call; no wait (an empty sample list, no call made), nothing; more than one, a count that
+    says the pairing broke."""
+    from e2train.core.shapes import ConvShape
+    from e2train.device.nn_tally import KernelTally
+    pending: list = []
+
+    def take():
+        got = pending[:]
+        pending.clear()
+        return got
+    kt = KernelTally(waits=take)
+    shape = ConvShape(4, 8, 6, 6, 8, 3, 1, 1)
+    pending.append(0.25)
+    kt.kernel("conv_fwd", shape, 4, layer="a")
+    pending.append(0.5)
+    kt.block("bn_act", (4, 8, 6, 6), 4, layer="a.bn")
+    kt.kernel("conv_fwd", shape, 0, layer="b")                   # no call made
+    pending.append(0.125)
+    kt.kernel("conv_fwd", shape, 4, layer="a")
+    assert kt.fabric_wall_s == {"a/conv_fwd": 0.375, "a.bn/bn_act": 0.5} and kt.unmatched_waits == 0
+    pending.extend([1.0, 2.0])
+    kt.kernel("conv_bwd_data", shape, 4, layer="a")
+    assert kt.unmatched_waits == 2 and "a/conv_bwd_data" not in kt.fabric_wall_s
+
+
+def test_a_run_on_the_board_backend_gives_every_call_its_measured_wait(small_digits):
+    """Over the PYNQ backend (the simulated board) every call the backend made reaches the
+    profile under its layer; where the device ends each call at once the waits are labelled as
+    not board time, and where calls take time (busy polls) as the board's."""
+    from pathlib import Path
+
+    from e2train.device.overlay import KernelOverlay
+    x_tr, y_tr, _, _ = small_digits
+    ov = KernelOverlay(Path(__file__).resolve().parents[3] / "bitstreams" / "sim", sim_impl="golden")
+    cfg = dict(TINY, smd=True, slu=True)
+    for busy, source in ((0, "simulated"), (2, "board")):
+        if busy:
+            ov.device.set_busy_reads(busy)
+        backend = ov.backend()
+        taken = []
+        take = backend.take_waits
+        backend.take_waits = lambda: taken.extend(got := take()) or got      # noqa: E731
+        prof = Trainer(cfg, (x_tr, y_tr), backend).run()["profile"]     # no test set: every call is training's
+        assert prof["wall_source"] == source and prof["unmatched_waits"] == 0
+        assert len(taken) == sum(backend.calls.values()) > 0                  # every call's wait taken
+        assert set(prof["fabric_wall_seconds"]) <= set(prof["fabric_seconds"])
+        assert sum(prof["fabric_wall_seconds"].values()) == pytest.approx(sum(taken), rel=1e-9)
+        if busy:
+            assert all(v > 0 for v in prof["fabric_wall_seconds"].values())
+
+
+def test_a_board_runs_summary_sets_measured_fabric_time_beside_the_model(small_digits):
+    """On a board (calls that take time) the run's summary.md compares each block's measured
+    fabric seconds with the modelled; on the simulated board, whose calls end at once, it says
+    there is nothing to compare instead of printing times that are not the board's."""
+    from pathlib import Path
+
+    from e2train.app.run_report import run_summary_md
+    from e2train.device.overlay import KernelOverlay
+    x_tr, y_tr, _, _ = small_digits
+    ov = KernelOverlay(Path(__file__).resolve().parents[3] / "bitstreams" / "sim", sim_impl="golden")
+    cfg = dict(TINY, smd=True, slu=True)
+    sim = Trainer(cfg, (x_tr, y_tr), ov.backend()).run()
+    assert "not board time" in step_profile.measured_table(sim)
+    ov.device.set_busy_reads(2)
+    res = Trainer(cfg, (x_tr, y_tr), ov.backend()).run()
+    table = step_profile.measured_table(res)
+    prof = res["profile"]
+    last = table.splitlines()[-1]
+    tm, tw = sum(prof["fabric_seconds"].values()), sum(prof["fabric_wall_seconds"].values())
+    assert last == f"| fabric | all | {tm:.3f} | {tw:.3f} | {tw / tm:.2f} |"
+    assert any(ln.startswith("| fabric by block | stem |") for ln in table.splitlines())
+    report = {"run_id": "r", "config": cfg, "results": dict(res, summary={}, state="finished")}
+    md = run_summary_md(report, commit="x")
+    assert "## Fabric time, modelled and measured" in md and table in md
+    assert step_profile.measured_table(dict(res, profile={})) is None       # a backend that measures nothing
