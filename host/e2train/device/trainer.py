@@ -128,6 +128,8 @@ class Trainer:
         # a backend that measures its calls (PynqBackend: the driver's waits) gives each tallied
         # call its measured time beside the modelled one (the profile's fabric_wall_seconds)
         self._take_waits = getattr(backend, "take_waits", None)
+        if self._take_waits is not None:
+            self._take_waits()                 # calls made before this trainer (a self-test) are not its own
         self.ktally = KernelTally(self.work, self.timeline, side_work=self.arm, waits=self._take_waits)
         # a board's backend runs the ARM's side work while its driver polls a busy fabric; where
         # calls end at once (the simulated board) the model places it by the same rule
