@@ -57,9 +57,10 @@ class KernelTally:
                w_sums: bool = False) -> None:
         """One call that ran. ``predicted``: the weight gradient's per-weight decisions (its
         output), which say which blocks its exact sweep ran."""
+        key = f"{layer or '?'}/{kernel}"               # the profile's item
         self.calls[kernel] += 1
         self.per_layer_calls[layer][kernel] += 1
-        self._wall(f"{layer or '?'}/{kernel}")
+        self._wall(key)
         self.macs[kernel] += shape.macs(n_active)
         self.sample_passes[kernel] += int(n_active)
         if kernel == "conv_bwd_weight_psg":
@@ -71,21 +72,22 @@ class KernelTally:
                   else {k: True for k, on in (("bn_sums", bn_sums), ("w_sums", w_sums)) if on})
             w = _call_work(kernel, shape, int(n_active), **kw)
             self.work += w
-            self.fabric_s[f"{layer or '?'}/{kernel}"] += w.seconds
+            self.fabric_s[key] += w.seconds
             self._on_fabric(w.seconds, _PASS_KIND.get(kernel, ""))
 
     def block(self, op: str, nchw: tuple, n_listed: int, *, residual: bool = False,
               two_sources: bool = False, gate: bool = False, layer: str = "") -> None:
         """One block-operation call that ran (``core.block_ops``; ``nchw``: its tensor, all
         samples; ``n_listed``: the samples it ran BN for; ``layer``: its BN's name)."""
+        key = f"{layer or '?'}/{op}"
         self.calls[op] += 1
         self.sample_passes[op] += int(n_listed)
-        self._wall(f"{layer or '?'}/{op}")
+        self._wall(key)
         if _block_work is not None:
             w = _block_work(op, tuple(int(v) for v in nchw), int(n_listed), residual=residual,
                             two_sources=two_sources, gate=gate)
             self.work += w
-            self.fabric_s[f"{layer or '?'}/{op}"] += w.seconds
+            self.fabric_s[key] += w.seconds
             self._on_fabric(w.seconds, "")
 
     def _wall(self, key: str) -> None:

@@ -20,12 +20,26 @@ from collections import Counter
 from .nn_layers import GATE_KINDS
 
 
+def _block_of(key: str) -> str:
+    """The block a "layer/call" key belongs to: "block4" of "block4.conv1/conv_fwd", "stem" of
+    "stem.bn/bn_act"."""
+    return key.rpartition("/")[0].split(".")[0]
+
+
 def _group(fabric_s: dict, by: str) -> Counter:
     out: Counter = Counter()
     for key, s in fabric_s.items():
-        layer, _, call = key.rpartition("/")
-        out[layer.split(".")[0] if by == "block" else call] += s
+        out[_block_of(key) if by == "block" else key.rpartition("/")[2]] += s
     return out
+
+
+def _fabric_rows(first: dict, second: dict):
+    """(section, item, seconds in ``first``, in ``second``) of two "layer/call" -> seconds maps,
+    by block and by call kind, each section's items by ``first``'s seconds, largest first."""
+    for section, by in (("fabric by block", "block"), ("fabric by call", "call")):
+        a, b = _group(first, by), _group(second, by)
+        for item in sorted(set(a) | set(b), key=lambda k: -a.get(k, 0.0)):
+            yield section, item, a.get(item, 0.0), b.get(item, 0.0)
 
 
 def arm_path_ops(run: dict) -> Counter:
@@ -44,7 +58,7 @@ def slu_floor_seconds(run: dict) -> float:
     call (``slu_downsample``), which runs when no sample does, goes with its block."""
     prof = run["profile"]
     gated = set(prof.get("gated_blocks", ()))
-    fabric = sum(s for k, s in prof["fabric_seconds"].items() if k.split("/")[0].split(".")[0] in gated)
+    fabric = sum(s for k, s in prof["fabric_seconds"].items() if _block_of(k) in gated)
     gates = sum(v for k, v in arm_path_ops(run).items() if k in GATE_KINDS) / prof["arm_ops_per_second"]
     return run["modelled"]["critical_path_seconds"] - fabric - gates
 
@@ -54,13 +68,9 @@ def rows(base: dict, e2: dict, top_arm: int = 8) -> list[tuple[str, str, float, 
     (``Trainer.result``): the fabric by block (E²-Train's gated ones marked), the fabric by call
     kind, and the ARM on the critical path by kind at each run's ARM rate (the ``top_arm``
     largest in E²-Train, the rest summed)."""
-    out = []
     gated = set(e2["profile"].get("gated_blocks", ()))
-    for section, by in (("fabric by block", "block"), ("fabric by call", "call")):
-        b, e = _group(base["profile"]["fabric_seconds"], by), _group(e2["profile"]["fabric_seconds"], by)
-        for item in sorted(set(b) | set(e), key=lambda k: -b.get(k, 0.0)):
-            label = f"{item} (gated)" if item in gated else item
-            out.append((section, label, b.get(item, 0.0), e.get(item, 0.0)))
+    out = [(section, f"{item} (gated)" if item in gated else item, sb, se)
+           for section, item, sb, se in _fabric_rows(base["profile"]["fabric_seconds"], e2["profile"]["fabric_seconds"])]
     rate_b, rate_e = base["profile"]["arm_ops_per_second"], e2["profile"]["arm_ops_per_second"]
     b, e = arm_path_ops(base), arm_path_ops(e2)
     kinds = sorted(set(b) | set(e), key=lambda k: -e.get(k, 0))
@@ -104,11 +114,8 @@ def measured_table(run: dict) -> str | None:
                 "measured column (on a board, this section compares each block's measured fabric time with "
                 "the model's).")
     lines = ["| part | item | modelled (s) | measured (s) | measured / modelled |", "|---|---|---|---|---|"]
-    for section, by in (("fabric by block", "block"), ("fabric by call", "call")):
-        m, w = _group(prof["fabric_seconds"], by), _group(wall, by)
-        for item in sorted(set(m) | set(w), key=lambda k: -m.get(k, 0.0)):
-            r = f"{w.get(item, 0.0) / m[item]:.2f}" if m.get(item) else "-"
-            lines.append(f"| {section} | {item} | {m.get(item, 0.0):.3f} | {w.get(item, 0.0):.3f} | {r} |")
+    for section, item, m, w in _fabric_rows(prof["fabric_seconds"], wall):
+        lines.append(f"| {section} | {item} | {m:.3f} | {w:.3f} | {f'{w / m:.2f}' if m else '-'} |")
     tm, tw = sum(prof["fabric_seconds"].values()), sum(wall.values())
     lines.append(f"| fabric | all | {tm:.3f} | {tw:.3f} | {tw / tm:.2f} |" if tm else f"| fabric | all | 0 | {tw:.3f} | - |")
     if prof.get("unmatched_waits"):
