@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from e2train.app import cli
@@ -98,6 +99,54 @@ def test_runs_priced_by_another_model_are_trained_again(tmp_path, capsys, monkey
     assert json.loads((tmp_path / "runs" / "baseline-s3.json").read_text())["source"]["model"] == "another-model"
 
 
+def test_holdout_trains_on_the_rest_and_never_reads_the_test_set(tmp_path, capsys, monkeypatch):
+    """--holdout F: every run trains on the training set less one held-out split and is scored
+    on that split, so a setting can be chosen without the test digits; such runs are not mixed
+    with test-set runs saved in the same folder."""
+    from e2train.app import frontier
+    from e2train.data import datasets
+    from e2train.device import trainer as dtrainer
+    xtr, ytr, xte, yte = datasets.load("digits")
+    keep, held = datasets.holdout_indices(len(ytr), 0.25, frontier.HOLDOUT_SPLIT_SEED)
+    assert len(held) == round(0.25 * len(ytr)) and not set(keep) & set(held)
+    assert sorted([*keep, *held]) == list(range(len(ytr)))
+    real, log = dtrainer.Trainer, tmp_path / "seen"
+    log.mkdir()
+
+    class Spy(real):          # the runs train in forked workers: what each was given goes to a file
+        def __init__(self, cfg, data, backend, **kw):
+            np.savez(log / f"{len(list(log.iterdir())):02d}.npz", *data)
+            super().__init__(cfg, data, backend, **kw)
+
+    def seen():
+        return [tuple(f[f"arr_{i}"] for i in range(4)) for f in map(np.load, sorted(log.iterdir()))]
+    monkeypatch.setattr(dtrainer, "Trainer", Spy)
+    ONE = ("--setting", 'a={"smd_energy_ratio": 0.5}')
+    assert _frontier(tmp_path, *ONE, "--holdout", "0.25") == 0
+    assert len(seen()) == 2
+    for x, y, xe, ye in seen():
+        assert np.array_equal(x, xtr[keep]) and np.array_equal(y, ytr[keep])
+        assert np.array_equal(xe, xtr[held]) and np.array_equal(ye, ytr[held])
+    out = capsys.readouterr()
+    assert "held-out 0.25 acc" in out.err and "held-out 0.25 of the training set" in (tmp_path / "summary.md").read_text()
+    assert json.loads((tmp_path / "frontier.json").read_text())["holdout"] == 0.25
+    # the same settings scored on the test set are other runs: trained again, on the whole training set
+    assert _frontier(tmp_path, *ONE) == 0
+    assert "2 runs, 0 already" in capsys.readouterr().err
+    assert len(seen()[2][0]) == len(xtr) and np.array_equal(seen()[2][2], xte)
+
+
+def test_holdout_indices_are_seeded_and_refuse_an_empty_part():
+    from e2train.data import datasets
+    a, b = datasets.holdout_indices(50, 0.2, seed=1), datasets.holdout_indices(50, 0.2, seed=1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[1], datasets.holdout_indices(50, 0.2, seed=2)[1])
+    assert list(a[0]) == sorted(a[0]) and list(a[1]) == sorted(a[1])
+    for bad, says in ((0.0, "in \\(0, 1\\)"), (0.01, "non-empty")):
+        with pytest.raises(ValueError, match=says):
+            datasets.holdout_indices(50, bad)
+
+
 @pytest.mark.parametrize("args, says", [
     (["--setting", "nojson"], "is not NAME=JSON"),
     (["--setting", "x={bad"], "--setting x is not valid JSON"),
@@ -108,6 +157,7 @@ def test_runs_priced_by_another_model_are_trained_again(tmp_path, capsys, monkey
     (["--arm-rates", "fast"], "--arm-rates 'fast' is not"),
     (["--arm-rates", "0"], "--arm-rates '0' is not"),
     (["--data", "cifar10", "--data-dir", "/nonexistent"], "cifar10 not found"),
+    (["--holdout", "1.5"], "--holdout 1.5 is not a fraction"),
 ])
 def test_bad_input_is_one_line_and_trains_nothing(tmp_path, capsys, args, says):
     code = cli.main(["frontier", "--out", str(tmp_path / "out"), "--config", TINY, *args])

@@ -11,6 +11,11 @@ The default settings are SMD's energy budget, the knob the paper sweeps (Sec. 4.
 0.67 (epochs x 4/3 on half the batches: the paper's choice and the demo's), 0.58, and 0.5
 (the plain epochs: "SMD can directly half the training cost").
 
+``--holdout F`` chooses settings without the test set: every run trains on the training set
+less a held-out fraction F (one seeded split, the same for every run) and reports its accuracy
+on that held-out part; the test set is not read. Confirm the chosen setting on the test set
+with a second sweep without ``--holdout``.
+
 Every run is saved as it ends (``<out>/runs/<name>-s<seed>.json``): an interrupted sweep
 rerun with the same ``--out`` trains only what is missing (a run whose settings, data, backend
 or model differ is trained again: the model is a hash of the trainer's and the pricing's source,
@@ -50,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--goal", type=float, default=0.25, help="energy ratio to the 8-bit fabric baseline to reach")
     p.add_argument("--arm-rates", default="4e8", metavar="OPS,…",
                    help="ARM rates (ops/s) to re-price every run at, beside the config's and the ARM at no cost")
+    p.add_argument("--holdout", type=float, default=0.0, metavar="F",
+                   help="hold out this fraction of the training set and report accuracy on it instead of the "
+                        "test set (to choose settings; 0: the test set)")
     p.add_argument("--out", default=None, help="directory (default runs/frontier-<time>); an existing one resumes")
 
 
@@ -114,12 +122,25 @@ def model_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def train_one(cfg: dict, data: str, data_dir: str | None, backend: str) -> dict:
-    """One run on the device trainer; what the table needs (the work tally prices it)."""
+HOLDOUT_SPLIT_SEED = 0      # one split for every run and seed: the settings compare on the same images
+
+
+def run_data(data: str, data_dir: str | None, holdout: float = 0.0) -> tuple:
+    """(x_train, y_train, x_eval, y_eval): the test set as the evaluation set, or with ``holdout``
+    a held-out part of the training set (datasets.holdout_indices) and the rest to train on."""
     from ..data import datasets
+    xtr, ytr, xte, yte = datasets.load(data, data_dir)
+    if not holdout:
+        return xtr, ytr, xte, yte
+    keep, held = datasets.holdout_indices(len(ytr), holdout, HOLDOUT_SPLIT_SEED)
+    return xtr[keep], ytr[keep], xtr[held], ytr[held]
+
+
+def train_one(cfg: dict, data: str, data_dir: str | None, backend: str, holdout: float = 0.0) -> dict:
+    """One run on the device trainer; what the table needs (the work tally prices it)."""
     from ..device.trainer import Trainer, _backend
     from ..device.step_profile import slu_floor_seconds
-    r = Trainer(cfg, datasets.load(data, data_dir), _backend(backend)).run()
+    r = Trainer(cfg, run_data(data, data_dir, holdout), _backend(backend)).run()
     return {"config": cfg, "test_acc": r["test_acc"], "work": r["work"], "skips": r["skips"],
             "critical_path_s": r["modelled"]["critical_path_seconds"], "energy_j": r["modelled"]["energy_j"],
             "slu_floor_s": slu_floor_seconds(r)}
@@ -196,7 +217,7 @@ def _change_ci(row: dict) -> str:
     return f"{row['mean_delta']:+.2f} ± {half:.2f}"
 
 
-def plot(rows: list[dict], path: Path, max_drop: float, goal: float) -> None:
+def plot(rows: list[dict], path: Path, max_drop: float, goal: float, evaluated: str = "test") -> None:
     """Accuracy change against modelled energy ratio: a point per seed, a marker per setting's
     mean; the region that meets both bounds shaded."""
     import matplotlib
@@ -217,7 +238,7 @@ def plot(rows: list[dict], path: Path, max_drop: float, goal: float) -> None:
         ax.scatter([r["mean_ratio_8bit"]], [r["mean_delta"]], color=c, marker="D", s=50, label=r["setting"])
     ax.set_xlim(lo, hi)
     ax.set_xlabel("E²-Train energy / 8-bit fabric baseline energy (modelled, xc7z020)")
-    ax.set_ylabel("test accuracy change (points)")
+    ax.set_ylabel(f"{evaluated} accuracy change (points)")
     ax.set_title(f"goal: ratio ≤ {goal:g} with every seed above −{max_drop:g} points (dashed)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -243,11 +264,14 @@ def run(args: argparse.Namespace) -> int:
     settings = parse_settings(args.setting)
     runs = run_configs(_json_arg(args.config, "--config"), settings, seeds)
     from ..data import datasets
+    if not 0.0 <= args.holdout < 1.0:
+        raise ConfigError(f"--holdout {args.holdout:g} is not a fraction in [0, 1): e.g. --holdout 0.25")
     datasets.load(args.data, args.data_dir)      # a data set that is not there: one line before anything starts
     out = Path(args.out or time.strftime("runs/frontier-%Y%m%d-%H%M%S"))
     (out / "runs").mkdir(parents=True, exist_ok=True)
     results, todo, stale = {}, {}, 0
-    source = {"data": args.data, "data_dir": args.data_dir, "backend": args.backend, "model": model_fingerprint()}
+    source = {"data": args.data, "data_dir": args.data_dir, "backend": args.backend, "model": model_fingerprint(),
+              "holdout": args.holdout}
     for key, cfg in runs.items():
         f = out / "runs" / f"{key[0]}-s{key[1]}.json"
         if f.exists():
@@ -262,13 +286,15 @@ def run(args: argparse.Namespace) -> int:
                 # the same run, priced by another model
                 stale += {**(saved.get("source") or {}), "model": None} == {**source, "model": None}
         todo[key] = cfg
+    evaluated = f"held-out {args.holdout:g}" if args.holdout else "test"
     t0 = time.monotonic()
     print(f"frontier: {len(runs)} runs, {len(results)} already in {out}/runs, {len(todo)} to train "
           f"({args.jobs} at once)" + (f"; {stale} of them saved under another model version (the trainer's or "
                                       "the pricing's source changed): trained again" if stale else ""),
           file=sys.stderr)
     with ProcessPoolExecutor(max(1, min(args.jobs, len(todo) or 1))) as ex:
-        futs = {ex.submit(train_one, cfg, args.data, args.data_dir, args.backend): key for key, cfg in todo.items()}
+        futs = {ex.submit(train_one, cfg, args.data, args.data_dir, args.backend, args.holdout): key
+                for key, cfg in todo.items()}
         for i, fut in enumerate(as_completed(futs), 1):
             key = futs[fut]
             results[key] = dict(fut.result(), source=source)
@@ -276,19 +302,22 @@ def run(args: argparse.Namespace) -> int:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(results[key], default=float))
             tmp.replace(path)
-            print(f"frontier: [{i}/{len(todo)}] {key[0]} seed {key[1]}: test acc "
+            print(f"frontier: [{i}/{len(todo)}] {key[0]} seed {key[1]}: {evaluated} acc "
                   f"{100 * results[key]['test_acc']:.2f}% ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
     rows = summarise(results, list(settings), seeds, args.max_drop, args.goal, arm_rates)
     table = table_md(rows, seeds, args.max_drop, args.goal)
     print(table)
     head = ["# E²-Train's energy/accuracy frontier on the simulated board", "",
             "Energy modelled (xc7z020, core.energy; ARM at the config's rate, and re-priced at the rates named "
-            "and at no cost), accuracy on the test set; each E²-Train run against the 8-bit fabric baseline of "
-            "the same seed.", "",
+            "and at no cost), accuracy on "
+            + (f"the held-out {args.holdout:g} of the training set (validation: the runs train on the rest and the "
+               "test set is not read)" if args.holdout else "the test set")
+            + "; each E²-Train run against the 8-bit fabric baseline of the same seed.", "",
             f"- shared config: `{args.config}`"]
     head += [f"- {name}: `{json.dumps(over, sort_keys=True)}`" for name, over in settings.items()]
     (out / "summary.md").write_text("\n".join(head + ["", table, ""]))
-    (out / "frontier.json").write_text(json.dumps({"seeds": seeds, "settings": settings, "rows": rows}, indent=1))
-    plot(rows, out / "frontier.png", args.max_drop, args.goal)
+    (out / "frontier.json").write_text(json.dumps({"seeds": seeds, "settings": settings, "holdout": args.holdout,
+                                                   "rows": rows}, indent=1))
+    plot(rows, out / "frontier.png", args.max_drop, args.goal, evaluated)
     print(f"frontier: {out}/summary.md, frontier.png ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
     return 0

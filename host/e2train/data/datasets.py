@@ -53,6 +53,20 @@ def load(name: str, data_dir: str | os.PathLike | None = None):
     raise DatasetError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
 
 
+def holdout_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``n`` training samples into (kept, held out): ``fraction`` of them held out as a
+    validation part, a seeded class-blind random choice, both parts in their original order.
+    Settings are chosen on the held-out part; the test set only reports."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"a validation fraction must be in (0, 1), not {fraction!r}")
+    k = int(round(n * fraction))
+    if k < 1 or k >= n:
+        raise ValueError(f"a validation fraction of {fraction} leaves {n - k} of {n} training samples: "
+                         f"choose one that keeps both parts non-empty")
+    perm = np.random.default_rng(10_007 + int(seed)).permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
 def num_classes(name: str) -> int:
     return {"digits": 10, "cifar10": 10, "cifar100": 100, "mnist": 10,
             "imagenette": 10, "sat6": 6, "sat6synthetic": 6}[name.lower().replace("-", "")]

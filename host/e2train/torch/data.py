@@ -52,16 +52,7 @@ def split_validation(data: Data, fraction: float, seed: int = 0) -> Data:
     """Hold ``fraction`` of the training set out as a validation split (a seeded, class-blind
     random choice); the rest stays the training set, in its original order. The test set is
     untouched: decisions read the validation split, the test set only reports."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"a validation fraction must be in (0, 1), not {fraction!r}")
-    n = data.x_train.shape[0]
-    k = int(round(n * fraction))
-    if k < 1 or k >= n:
-        raise ValueError(f"a validation fraction of {fraction} leaves {n - k} of {n} training samples: "
-                         f"choose one that keeps both parts non-empty")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + int(seed)))
-    val = perm[:k].sort().values
-    keep = perm[k:].sort().values
+    keep, val = (torch.from_numpy(i) for i in datasets.holdout_indices(data.x_train.shape[0], fraction, seed))
     return replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep],
                    x_val=data.x_train[val], y_val=data.y_train[val])
 
