@@ -18,7 +18,7 @@ help:
 	@echo "make test    every test (unit, kernels vs golden, cocotb RTL, device, meters, torch)"
 	@echo "make bench   benchmarks, printed side by side (not tests)"
 	@echo "make accept-torch   torch reference accuracy/energy acceptance on digits (~6 min)"
-	@echo "make frontier       E2-Train energy vs accuracy over settings and seeds, simulated board (~2 min)"
+	@echo "make frontier       E2-Train energy vs accuracy over settings and seeds, simulated board (~4 min)"
 	@echo "make csim | fit | ecp5-timing | hls-synth | bitstream BOARD=pynq-z2"
 
 venv: $(STAMP)
