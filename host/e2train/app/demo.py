@@ -62,6 +62,8 @@ ROWS = [
     ("test accuracy", lambda r: r["results"]["summary"].get("test_acc"), "{:.2%}"),
     ("batches run / dropped (SMD)", lambda r: _pair(r, "batches_run", "batches_skipped"), "{}"),
     ("block executions skipped (SLU)", lambda r: r["results"]["summary"].get("block_skip_frac"), "{:.1%}"),
+    ("gated blocks' executions run (SLU; the ungated run every sample): training / last evaluation",
+     lambda r: _gated(r), "{}"),
     ("weights decided by predictor", lambda r: r["results"]["summary"].get("predicted_frac"), "{:.1%}"),
     ("board time, modelled, critical path (s; prices the static power)",
      lambda r: r["results"]["summary"].get("modelled_critical_path_s"), "{:.2f}"),
@@ -87,6 +89,16 @@ def _copies_per_step(r):
 
 def _part(r, k):
     return (r["results"]["summary"].get("modelled_energy_parts_j") or {}).get(k)
+
+
+def _gated(r):
+    """The gated blocks' executed share in training and at the last evaluation; None without gates."""
+    train = r["results"]["summary"].get("gated_exec_frac")
+    hist = r["results"].get("history") or [{}]
+    test = hist[-1].get("test_gated_exec_ratio")
+    if train is None and test is None:
+        return None
+    return " / ".join("-" if v is None else f"{v:.1%}" for v in (train, test))
 
 
 def _pair(r, a, b, meter=False):

@@ -141,6 +141,8 @@ def summarise(res: dict) -> dict:
         "batches_run": sk.get("batches_run"),
         "batches_skipped": sk.get("batches_dropped"),
         "block_skip_frac": None if sk.get("block_exec_ratio") is None else 1.0 - sk["block_exec_ratio"],
+        # of the gated blocks alone (the ungated ones run for every sample of a batch that runs)
+        "gated_exec_frac": sk.get("gated_exec_ratio"),
         "predicted_frac": _overall(sk.get("predicted_fraction")),
         "modelled_time_s": mo.get("seconds"),
         # fabric and ARM overlapped where the data allow (core.overlap); static is priced on it

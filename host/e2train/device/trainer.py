@@ -61,6 +61,15 @@ def cosine(base: float, t: int, total: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * t / max(total, 1)))
 
 
+def gated_exec_ratio(samples_run: int, samples_total: int, n_blocks: int, n_gated: int) -> float | None:
+    """The executed share of the *gated* blocks' samples, from counts over every block (an
+    ungated block runs every sample it is given): None when no block is gated."""
+    if not n_gated or not samples_total:
+        return None
+    per_block = samples_total / n_blocks
+    return (samples_run - (n_blocks - n_gated) * per_block) / (n_gated * per_block)
+
+
 def check_data(data) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Validate (x_train, y_train[, x_test, y_test]); a clear message for each problem."""
     if not isinstance(data, (tuple, list)) or len(data) not in (2, 4):
@@ -194,6 +203,7 @@ class Trainer:
             "batches_dropped": s["batches_dropped"],
             "batch_drop_ratio": s["batches_dropped"] / scheduled if scheduled else 0.0,
             "block_exec_ratio": s["block_samples_run"] / blocks if blocks else 1.0,
+            "gated_exec_ratio": gated_exec_ratio(s["block_samples_run"], blocks, *self._block_counts()),
             "block_samples_skipped": s["block_samples_skipped"],
             "predicted_fraction": self.ktally.predicted_fraction(),
             "kernel_calls": dict(self.ktally.calls),
@@ -306,7 +316,13 @@ class Trainer:
             total += xb.shape[0] * len(st.executed)
         n = x.shape[0]
         return {"accuracy": correct / n, "loss": loss_sum / n,
-                "block_exec_ratio": run / total if total else 1.0}
+                "block_exec_ratio": run / total if total else 1.0,
+                "gated_exec_ratio": gated_exec_ratio(run, total, *self._block_counts())}
+
+    def _block_counts(self) -> tuple[int, int]:
+        """(residual blocks, gated blocks) of the model."""
+        blocks = self.model.blocks
+        return len(blocks), sum(b.gate is not None for b in blocks)
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, resume: bool = True) -> dict:
@@ -382,7 +398,8 @@ class Trainer:
                "train_acc": ea["correct"] / ea["seen"] if ea["seen"] else None}
         ev = self.evaluate()
         if ev:
-            rec.update(test_acc=ev["accuracy"], test_loss=ev["loss"], test_block_exec_ratio=ev["block_exec_ratio"])
+            rec.update(test_acc=ev["accuracy"], test_loss=ev["loss"], test_block_exec_ratio=ev["block_exec_ratio"],
+                       test_gated_exec_ratio=ev["gated_exec_ratio"])
         rec["skips"] = self.skip_stats()
         rec["modelled"] = self.modelled()
         self.history.append(rec)
@@ -399,6 +416,7 @@ class Trainer:
         summary = {"test_acc": last.get("test_acc"), "epochs_done": self.epoch,
                    "energy_j": m["energy_j"], "energy_label": ENERGY_LABEL, "modelled_seconds": m["seconds"],
                    "batch_drop_ratio": sk["batch_drop_ratio"], "block_exec_ratio": sk["block_exec_ratio"],
+                   "gated_exec_ratio": sk["gated_exec_ratio"],
                    "predicted_fraction": sk["predicted_fraction"]["overall"]}
         return {"record_schema_version": run_record.SCHEMA_VERSION, "summary": summary, "stopped": stopped,
                 "epochs_done": self.epoch, "total_epochs": self.total_epochs,
@@ -527,6 +545,10 @@ COMPARE_BASE = {"model": "resnet26", "width": 8, "epochs": 20, "conv_lr": 0.01, 
 BASELINE_SWITCHES = {"smd": False, "slu": False, "precision": "int8_int16grad"}
 
 
+def _ratio(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
 def _backend(name: str):
     if name == "golden":
         from ..core import golden
@@ -568,7 +590,9 @@ def compare(data, backend, base: dict | None = None, e2: dict | None = None, log
         f"+ DRAM {r8['dram']:.3f} + static {r8['static']:.3f}; static on the critical path, "
         f"{out['energy_ratio_on_sum']:.3f} on the summed time), {out['ratio_to'][energy.BASELINE_FP32]['total']:.3f} "
         f"to {energy.BASELINE_FP32}; modelled time ratio {out['time_ratio']:.3f} (critical paths); "
-        f"batches dropped {sk['batch_drop_ratio']:.2f}, block executions {sk['block_exec_ratio']:.2f}, "
+        f"batches dropped {sk['batch_drop_ratio']:.2f}, block executions {sk['block_exec_ratio']:.2f} "
+        f"(gated blocks {_ratio(sk.get('gated_exec_ratio'))} in training, "
+        f"{_ratio(e['history'][-1].get('test_gated_exec_ratio') if e['history'] else None)} at the last evaluation), "
         f"weights decided by the predictor {sk['predicted_fraction']['overall']:.2f}")
     return out
 
