@@ -61,7 +61,7 @@ def test_the_other_trainers_key_is_refused_naming_it(key, trainer, other):
 
 
 @pytest.mark.parametrize("key, value, accepted", [
-    ("slu_cost", "flops", "target"), ("schedule", "step", "cosine"),
+    ("schedule", "step", "cosine"),
     ("precision", "fp32", "int8_int16grad, psg"), ("model", "mobilenetv2", "resnet<6n+2>"),
 ])
 def test_a_value_only_torch_implements_is_refused_on_the_device(key, value, accepted):

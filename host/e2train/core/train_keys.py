@@ -13,7 +13,7 @@ runs it too). It returns the complete canonical config and raises :class:`Config
 one line naming the key, the value and the fix:
 
 * a key the other trainer has is refused naming that trainer (not "unknown key");
-* a value only the other trainer implements (``slu_cost = "flops"`` on the device) likewise;
+* a value only the other trainer implements (``schedule = "step"`` on the device) likewise;
 * an unknown key gets "did you mean" when a known key is close;
 * the board trainer's old key names (``depth``, ``psg_beta``, ``gate_target``, ...) still load:
   configs, checkpoints and run records written with them, and the JSON an older host sends a
@@ -228,7 +228,7 @@ KEYS: tuple[Key, ...] = (
     Key("slu_target", float, "target (FLOPs-weighted) execution ratio of the gated blocks", 0.5, unit="fraction",
         range=_OPEN_UNIT),
     Key("slu_cost", str, "penalty: flops = α x executed FLOPs ratio (paper); target = α (ratio - slu_target)^2",
-        None, choices=SLU_COSTS, only={DEVICE: ("target",)}, defaults={DEVICE: "target", TORCH: "flops"}),
+        None, choices=SLU_COSTS, defaults={DEVICE: "target", TORCH: "flops"}),
     Key("slu_cell", str, "the gates' shared recurrent cell: lstm (SkipNet) or gru", None, choices=GATE_CELLS,
         defaults={DEVICE: "gru", TORCH: "lstm"}),
     Key("slu_hidden", int, "size of the gates' recurrent state", 10, D, range=Range(1, 256)),

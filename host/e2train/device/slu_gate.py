@@ -14,14 +14,17 @@ Loss terms that reach the gates:
 * the task loss through the block: with y = g * relu(F(x) + s(x)) + (1 - g) * s(x),
   dL/dg = sum(dL/dy * (relu(F(x) + s(x)) - s(x))) per sample -- known for the samples whose
   block ran, zero for the others (their F(x) was never computed, which is the point);
-* the FLOPs penalty alpha * (R - target)**2, R = the executed fraction of the gated blocks'
-  MACs in this batch (sum_i cost_i * mean_n g_in / sum_i cost_i), which pushes the execution
-  ratio towards ``target`` from either side.
+* the FLOPs penalty on R, the executed fraction of the gated blocks' MACs in this batch
+  (sum_i cost_i * mean_n g_in / sum_i cost_i): ``cost="target"``, alpha * (R - target)**2,
+  pushes the execution ratio towards ``target`` from either side; ``cost="flops"``, alpha * R,
+  is the paper's (E²-Train Eq. 1: "accumulating the computational cost (FLOPs) of the layers
+  that are selected"), which only ever pushes towards fewer executions.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..core.train_keys import SLU_COSTS
 from .nn_layers import ArmTally, OpCount
 
 
@@ -120,16 +123,22 @@ class GateNet:
         hard = rng.random(p.shape) < p if rng is not None else p > 0.5
         return p, hard
 
-    def penalty(self, gates: list[np.ndarray], alpha: float, target: float, tally=None):
-        """alpha * (R - target)**2 and dPenalty/dg per block (one value per sample): each gate's
-        mean and its gradient filled, two passes a sample and gate ("gate_penalty")."""
+    def penalty(self, gates: list[np.ndarray], alpha: float, target: float, tally=None, cost: str = "target"):
+        """The penalty (alpha * (R - target)**2, or alpha * R with ``cost="flops"``), R, and
+        dPenalty/dg per block (one value per sample): each gate's mean and its gradient filled,
+        two passes a sample and gate ("gate_penalty")."""
+        if cost not in SLU_COSTS:
+            raise ValueError(f"SLU cost must be one of {', '.join(SLU_COSTS)}, not {cost!r}")
         n = gates[0].shape[0]
         if tally is not None:
             tally.ops("gate_penalty", n * len(gates))
         tot = self.costs.sum()
         r = float(sum(c * g.mean() for c, g in zip(self.costs, gates)) / tot)
-        coef = 2.0 * alpha * (r - target) / (n * tot)
-        return alpha * (r - target) ** 2, r, [np.full(n, coef * c, np.float32) for c in self.costs]
+        if cost == "flops":
+            coef, value = alpha / (n * tot), alpha * r
+        else:
+            coef, value = 2.0 * alpha * (r - target) / (n * tot), alpha * (r - target) ** 2
+        return value, r, [np.full(n, coef * c, np.float32) for c in self.costs]
 
     def backward(self, dgates: list[np.ndarray], tally: ArmTally) -> dict[str, np.ndarray]:
         """BPTT through the shared cell. dgates[i]: dL/dg_i per sample (straight-through)."""

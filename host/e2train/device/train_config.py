@@ -57,9 +57,9 @@ class TrainConfig:
     smd_energy_ratio: float | None = _D["smd_energy_ratio"]   # 2/3 at p 0.5: epochs x4/3
     # SLU
     slu: bool = _D["slu"]
-    slu_alpha: float = _D["slu_alpha"]              # weight of the penalty alpha * (ratio - target)**2
+    slu_alpha: float = _D["slu_alpha"]              # weight of the penalty (see slu_cost)
     slu_target: float = _D["slu_target"]            # execution ratio the penalty pushes towards
-    slu_cost: str = _D["slu_cost"]                  # target: the penalty above (the only one here)
+    slu_cost: str = _D["slu_cost"]                  # target: alpha (ratio - target)**2; flops: alpha ratio (paper)
     slu_cell: str = _D["slu_cell"]                  # the shared recurrent cell of the gates
     slu_hidden: int = _D["slu_hidden"]
     slu_lr: float = _D["slu_lr"]

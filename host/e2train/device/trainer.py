@@ -266,7 +266,8 @@ class Trainer:
         loss, g = softmax_cross_entropy(logits, y, self.arm)
         pen_grads, penalty, ratio = None, 0.0, st.exec_ratio
         if m.gates is not None and m.blocks:
-            penalty, ratio, pen_grads = m.gates.penalty(cache["gates"], cfg.slu_alpha, cfg.slu_target, self.arm)
+            penalty, ratio, pen_grads = m.gates.penalty(cache["gates"], cfg.slu_alpha, cfg.slu_target, self.arm,
+                                                        cost=cfg.slu_cost)
         lr_q = {c.name: lr_to_fixed(conv_lr, c.frac_bits) for c in m.convs()}
         wd_q = {c.name: decay_to_fixed(conv_lr, cfg.conv_weight_decay) for c in m.convs()}
         grads, _ = m.backward(g, cache, self.backend, self.ktally, self.arm, lr_q=lr_q, wd_q=wd_q,

@@ -93,6 +93,22 @@ def test_penalty_pushes_towards_the_target():
     assert r == 0.0 and all((g < 0).all() for g in grads)
 
 
+def test_the_papers_flops_penalty_always_closes_gates_in_proportion_to_cost():
+    """slu_cost = "flops": alpha * R (E²-Train Eq. 1), whose gradient d(alpha R)/dg_in =
+    alpha cost_i / (n sum cost) closes gates whatever R is: below any target it does not
+    open them, as the target penalty does."""
+    net = GateNet([4, 4], [1, 3], hidden=2, rng=np.random.default_rng(0))
+    for g0, g1, r_want in ((np.ones(8, bool), np.ones(8, bool), 1.0),
+                           (np.zeros(8, bool), np.zeros(8, bool), 0.0),
+                           (np.arange(8) < 2, np.zeros(8, bool), 0.0625)):
+        pen, r, grads = net.penalty([g0, g1], alpha=0.4, target=0.5, cost="flops")
+        assert r == pytest.approx(r_want) and pen == pytest.approx(0.4 * r_want)
+        assert grads[0] == pytest.approx(np.full(8, 0.4 * 1 / (8 * 4)))
+        assert grads[1] == pytest.approx(np.full(8, 0.4 * 3 / (8 * 4)))
+    with pytest.raises(ValueError, match="SLU cost must be one of flops, target"):
+        net.penalty([g0, g1], alpha=0.4, target=0.5, cost="l2")
+
+
 def test_training_gates_are_drawn_with_probability_p_and_evaluation_thresholds():
     """Sampled gates (SkipNet): on with probability p in training; p > 0.5 without a generator."""
     net = GateNet([4], [1], hidden=3, rng=np.random.default_rng(0))
