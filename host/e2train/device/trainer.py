@@ -155,6 +155,7 @@ class Trainer:
         self.stats = {"batches_run": 0, "batches_dropped": 0, "block_samples_run": 0,
                       "block_samples_skipped": 0, "gate_penalty_ratio_sum": 0.0}
         self.epoch_acc = self._new_epoch_acc()
+        self._warned_gates_open = False
         self.history: list[dict] = []
         self.wall_done = 0.0                   # training wall clock of the epochs done (s)
         self._wall0 = time.monotonic()
@@ -176,7 +177,7 @@ class Trainer:
 
     @staticmethod
     def _new_epoch_acc() -> dict:
-        return {"loss_sum": 0.0, "correct": 0, "seen": 0, "run": 0, "dropped": 0}
+        return {"loss_sum": 0.0, "correct": 0, "seen": 0, "run": 0, "dropped": 0, "blocks_run": 0, "blocks_total": 0}
 
     # -- accounting ----------------------------------------------------------------------
     def modelled(self, work: Work | None = None) -> dict:
@@ -284,7 +285,8 @@ class Trainer:
         run = sum(st.executed)
         self.stats["block_samples_run"] += run
         self.stats["block_samples_skipped"] += n * len(st.executed) - run
-        return {"loss": loss, "penalty": penalty, "exec_ratio": ratio,
+        return {"loss": loss, "penalty": penalty, "exec_ratio": ratio, "blocks_run": run,
+                "blocks_total": n * len(st.executed),
                 "correct": int((logits.argmax(axis=1) == y).sum()), "lr": lr, "conv_lr": conv_lr}
 
     def _begin_step(self) -> None:
@@ -319,6 +321,22 @@ class Trainer:
         return {"accuracy": correct / n, "loss": loss_sum / n,
                 "block_exec_ratio": run / total if total else 1.0,
                 "gated_exec_ratio": gated_exec_ratio(run, total, *self._block_counts())}
+
+    # Evaluation opening gated blocks that training seldom ran: those blocks have barely trained
+    # weights and BN statistics, and the seeds where it happened lost 3 to 27 points
+    # (docs/device-training.md, "Some seeds collapse"). Said once a run.
+    GATES_OPEN_MARGIN = 0.05
+
+    def _warn_gates_open_at_evaluation(self, train: float | None, test: float | None) -> None:
+        if train is None or test is None or self._warned_gates_open:
+            return
+        if test > max(2.0 * train, train + self.GATES_OPEN_MARGIN):
+            self._warned_gates_open = True
+            self._emit("warning", message=(
+                f"epoch {self.epoch + 1}: the evaluation ran {test:.1%} of the gated blocks' samples, training "
+                f"{train:.1%}: blocks trained on few samples run at evaluation, which can cost accuracy; check "
+                "other seeds (e2train frontier) or a lower slu_target (docs/device-training.md, 'Some seeds "
+                "collapse')"))
 
     def _block_counts(self) -> tuple[int, int]:
         """(residual blocks, gated blocks) of the model."""
@@ -370,6 +388,9 @@ class Trainer:
                 ea["correct"] += r["correct"]
                 ea["seen"] += idx.size
                 ea["run"] += 1
+                # (a checkpoint from before these two counts resumes them from zero mid-epoch)
+                ea["blocks_run"] = ea.get("blocks_run", 0) + r["blocks_run"]
+                ea["blocks_total"] = ea.get("blocks_total", 0) + r["blocks_total"]
                 if cfg.progress_every and self.stats["batches_run"] % cfg.progress_every == 0:
                     self._emit("progress", epoch=self.epoch + 1, batch=b, step=t, loss=r["loss"],
                                gate_penalty=r["penalty"], exec_ratio=r["exec_ratio"], lr=r["lr"],
@@ -397,10 +418,13 @@ class Trainer:
                "batches_dropped": ea["dropped"],
                "train_loss": ea["loss_sum"] / ea["seen"] if ea["seen"] else None,
                "train_acc": ea["correct"] / ea["seen"] if ea["seen"] else None}
+        rec["gated_exec_ratio"] = gated_exec_ratio(ea.get("blocks_run", 0), ea.get("blocks_total", 0),
+                                                   *self._block_counts())
         ev = self.evaluate()
         if ev:
             rec.update(test_acc=ev["accuracy"], test_loss=ev["loss"], test_block_exec_ratio=ev["block_exec_ratio"],
                        test_gated_exec_ratio=ev["gated_exec_ratio"])
+            self._warn_gates_open_at_evaluation(rec["gated_exec_ratio"], ev["gated_exec_ratio"])
         rec["skips"] = self.skip_stats()
         rec["modelled"] = self.modelled()
         self.history.append(rec)
