@@ -324,7 +324,7 @@ class Trainer:
 
     # Evaluation opening gated blocks that training seldom ran: those blocks have barely trained
     # weights and BN statistics, and the seeds where it happened lost 3 to 27 points
-    # (docs/device-training.md, "Some seeds collapse"). Said once a run.
+    # (docs/device-training.md, "Some seeds collapse"). Said once a run (once more after a resume).
     GATES_OPEN_MARGIN = 0.05
 
     def _warn_gates_open_at_evaluation(self, train: float | None, test: float | None) -> None:
