@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.train_keys import AUGMENT_PADS
+
 STREAM_SHUFFLE, STREAM_DROP, STREAM_SHIFT, STREAM_GATE = 1, 2, 3, 4   # STREAM_GATE: the trainer's gate draws
 
 
@@ -57,11 +59,36 @@ def _moves(sh: np.ndarray) -> bool:
     return bool(sh.size and np.abs(sh).max())
 
 
-def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The batch ``data[idx]`` (NCHW), each image translated by its (dy, dx) with zeros shifted
-    in (the standardised mean); and whether any image moved. One pass an element without a
-    shift (the gather); with shifts two (each image's kept part gathered from the data set, then
-    stored where it lands; the borders it leaves are zeroed instead), no padded copy."""
+def pad_fill(data: np.ndarray) -> np.ndarray:
+    """Each channel's lowest value over the data set (NCHW): the ``"min"`` padding's fill."""
+    return data.min(axis=(0, 2, 3))
+
+
+def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray, pad: str = "mean",
+                 fill: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """The batch ``data[idx]`` (NCHW), each image translated by its (dy, dx), and whether any
+    image moved: out[r, c] = x[r - dy, c - dx] where that lies in the image. Where it does not,
+    ``pad`` says what shows (``core.train_keys.AUGMENT_PADS``):
+
+    * ``"mean"`` (the default): zero, the standardised mean, as He et al.'s zero padding of
+      mean-subtracted CIFAR; on digits a grey band on a black background;
+    * ``"edge"``: the nearest edge pixel, x[clamp(r - dy), clamp(c - dx)]: the row or column
+      repeated is like the one pushed out, so the batch keeps the unshifted images' statistics;
+    * ``"min"``: ``fill``, one value per channel: the data set's lowest (``pad_fill``), black
+      for images standardised from pixels that start at 0 (torchvision's padding before
+      normalising).
+
+    Why it can matter (docs/device-training.md, "The augmentation's border"): BN's running
+    statistics follow the shifted images and evaluation sees unshifted ones; on digits, with the
+    mean's grey band, the stem's statistics differ enough that the SLU gates open blocks at
+    evaluation that training barely ran. (Held out, the other paddings trained no better.)
+
+    One pass an element without a shift (the gather); with shifts two (the gather, then the store
+    where each pixel lands), no padded copy."""
+    if pad not in AUGMENT_PADS:
+        raise ValueError(f"augment_pad must be one of {', '.join(AUGMENT_PADS)}, not {pad!r}")
+    if pad == "min" and (fill is None or np.shape(fill) != (data.shape[1],)):
+        raise ValueError(f"augment_pad 'min' needs one fill value per channel ({data.shape[1]}): pass pad_fill(data)")
     idx = np.asarray(idx)
     sh = np.asarray(shifts)[idx]
     if not _moves(sh):
@@ -70,13 +97,20 @@ def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray) -> tuple
     out = np.empty((len(idx), c, h, w), data.dtype)
     for dy, dx in np.unique(sh, axis=0):
         sel = np.nonzero((sh[:, 0] == dy) & (sh[:, 1] == dx))[0]
+        if pad == "edge":
+            rows = np.clip(np.arange(h) - dy, 0, h - 1)
+            cols = np.clip(np.arange(w) - dx, 0, w - 1)
+            out[sel] = data[idx[sel][:, None, None, None], np.arange(c)[None, :, None, None],
+                            rows[None, None, :, None], cols[None, None, None, :]]
+            continue
         # where the kept part lands, clamped (a shift past the image keeps nothing)
         r0, r1 = min(max(dy, 0), h), max(h + min(dy, 0), 0)
         c0, c1 = min(max(dx, 0), w), max(w + min(dx, 0), 0)
         if r0 < r1 and c0 < c1:
             out[sel, :, r0:r1, c0:c1] = data[idx[sel], :, r0 - dy:r1 - dy, c0 - dx:c1 - dx]
         r1, c1 = max(r0, r1), max(c0, c1)
+        border = 0 if pad == "mean" else np.asarray(fill, data.dtype)[:, None, None]
         for rows, cols in ((slice(0, r0), slice(None)), (slice(r1, h), slice(None)),
                            (slice(r0, r1), slice(0, c0)), (slice(r0, r1), slice(c1, w))):
-            out[sel, :, rows, cols] = 0
+            out[sel, :, rows, cols] = border
     return out, True

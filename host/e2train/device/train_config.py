@@ -38,6 +38,7 @@ class TrainConfig:
     seed: int = _D["seed"]
     augment: bool = _D["augment"]
     augment_shift: int = _D["augment_shift"]        # random +-shift in pixels when augment is on
+    augment_pad: str = _D["augment_pad"]            # the uncovered border: the mean, edge pixels repeated, or black
     # BN / FC / gate parameters: float32 SGD with momentum, cosine schedule
     lr: float = _D["lr"]
     momentum: float = _D["momentum"]

@@ -44,7 +44,7 @@ from .nn_layers import ArmTally, SGDMomentum, op_count, softmax_cross_entropy
 from .nn_qconv import quantize_input, quantize_input_ops
 from .nn_resnet import ResNet
 from .nn_tally import KernelTally
-from .smd import STREAM_GATE, batch_images, batch_moves, epoch_plan
+from .smd import STREAM_GATE, batch_images, batch_moves, epoch_plan, pad_fill
 from .train_config import ConfigError, RenamedKeyWarning, TrainConfig
 
 # the board this trainer models; every energy figure is priced on it (core.energy.price)
@@ -147,6 +147,7 @@ class Trainer:
             self.arm.side_work_by_driver = True
         self.eval_work = Work()                # evaluation is tallied apart from training
         self.n_batches = math.ceil(self.x_train.shape[0] / cfg.batch_size)
+        self._pad_fill: np.ndarray | None = None      # augment_pad "min": each channel's lowest value
         self.total_epochs = cfg.total_epochs
         self.total_steps = self.total_epochs * self.n_batches
         # position: the next batch to consider
@@ -220,7 +221,7 @@ class Trainer:
 
     def _input(self, idx: np.ndarray, shifts: np.ndarray) -> np.ndarray:
         """The batch's images gathered from the training set and shifted (ARM work, tallied)."""
-        x, moved = batch_images(self.x_train, idx, shifts)
+        x, moved = batch_images(self.x_train, idx, shifts, self.cfg.augment_pad, self._pad_fill)
         self.arm.ops("batch", x.size)
         if moved:
             self.arm.ops("augment", x.size)
@@ -356,6 +357,9 @@ class Trainer:
                    resumed_at={"epoch": self.epoch, "batch": self.batch},
                    backend=getattr(self.backend, "__name__", type(self.backend).__name__))
         wall0 = self._wall0 = time.monotonic() - self.wall_done
+        if cfg.augment_pad == "min" and cfg.shift:
+            self._pad_fill = pad_fill(self.x_train)         # once a run: a min pass over the data set
+            self.arm.ops("maxabs", self.x_train.size)
         stopped = False
         steps_since_ckpt = 0
         while self.epoch < self.total_epochs and not stopped:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from e2train.device import nn_qconv
-from e2train.device.smd import batch_images, epoch_plan
+from e2train.device.smd import batch_images, epoch_plan, pad_fill
 from e2train.device.trainer import Trainer
 
 TINY = dict(model="resnet8", width=4, batch_size=32, augment_shift=1, progress_every=0, conv_lr=0.01,
@@ -153,16 +154,20 @@ def test_scale_policy_updates(small_digits, spy):
     assert nn_qconv.RUNNING_MOMENTUM == 0.9
 
 
-def test_a_batch_is_its_images_each_moved_by_its_shift_with_zeros_shifted_in():
+@pytest.mark.parametrize("pad", ["mean", "edge", "min"])
+def test_a_batch_is_its_images_each_moved_by_its_shift_with_the_border_padded(pad):
     """batch_images against the definition, image by image: out[r, c] = x[r - dy, c - dx] where
-    that lies in the image, else 0; shifts past the image's size leave zeros; without a shift
-    the batch is the plain gather, and says that nothing moved."""
+    that lies in the image; elsewhere 0, the standardised mean ("mean"), the nearest edge pixel
+    ("edge") or the channel's lowest value in the data set ("min"); shifts past the image's size
+    keep nothing of it but the edge. Without a shift the batch is the plain gather, and says
+    that nothing moved."""
     rng = np.random.default_rng(7)
     data = rng.standard_normal((9, 2, 5, 4)).astype(np.float32)
     idx = np.array([4, 0, 7, 7, 2])
     shifts = rng.integers(-2, 3, size=(9, 2))
-    shifts[2], shifts[7] = (6, -1), (1, -5)              # past the image: nothing kept
-    out, moved = batch_images(data, idx, shifts)
+    shifts[2], shifts[7] = (6, -1), (1, -5)              # past the image
+    fill = pad_fill(data) if pad == "min" else None
+    out, moved = batch_images(data, idx, shifts, pad, fill)
     assert moved and out.dtype == data.dtype and out.shape == (5, 2, 5, 4)
     for k, i in enumerate(idx):
         dy, dx = shifts[i]
@@ -171,6 +176,67 @@ def test_a_batch_is_its_images_each_moved_by_its_shift_with_zeros_shifted_in():
             for c in range(4):
                 if 0 <= r - dy < 5 and 0 <= c - dx < 4:
                     want[:, r, c] = data[i, :, r - dy, c - dx]
+                elif pad == "edge":
+                    want[:, r, c] = data[i, :, min(max(r - dy, 0), 4), min(max(c - dx, 0), 3)]
+                elif pad == "min":
+                    want[:, r, c] = [data[:, ch].min() for ch in range(2)]
         np.testing.assert_array_equal(out[k], want)
-    plain, moved = batch_images(data, idx, np.zeros((9, 2), np.int64))
+    plain, moved = batch_images(data, idx, np.zeros((9, 2), np.int64), pad, fill)
     assert not moved and np.array_equal(plain, data[idx])
+
+
+def test_edge_padding_keeps_a_shifted_digits_pixel_statistics():
+    """What "edge" is for: the row or column it repeats is like the one the shift pushed out, so
+    the shifted images keep the mean and spread of the unshifted ones evaluation sees, which
+    BN's running statistics follow. A constant border moves them (measured at +-1 px: the
+    mean's zero +0.064 and 0.93x the spread, black -0.065)."""
+    from e2train.data.datasets import load
+    x = load("digits")[0]
+    shifts = np.random.default_rng(5).integers(-1, 2, size=(x.shape[0], 2))
+    idx = np.arange(x.shape[0])
+    edge, _ = batch_images(x, idx, shifts, "edge")
+    assert abs(edge.mean() - x.mean()) < 0.01 and abs(edge.std() / x.std() - 1) < 0.01
+    grey, _ = batch_images(x, idx, shifts, "mean")
+    black, _ = batch_images(x, idx, shifts, "min", pad_fill(x))
+    assert grey.mean() - x.mean() > 0.05 and grey.std() / x.std() < 0.95
+    assert black.mean() - x.mean() < -0.05
+
+
+def test_an_unknown_augment_pad_or_a_missing_fill_is_refused_in_one_line():
+    x, idx, shifts = np.zeros((2, 3, 3, 3), np.float32), np.arange(2), np.ones((2, 2), np.int64)
+    with pytest.raises(ValueError, match="augment_pad must be one of mean, edge, min"):
+        batch_images(x, idx, shifts, "zero")
+    with pytest.raises(ValueError, match=r"augment_pad 'min' needs one fill value per channel \(3\)"):
+        batch_images(x, idx, shifts, "min", np.zeros(2, np.float32))
+
+
+@pytest.mark.parametrize("pad", ["mean", "edge", "min"])
+def test_the_trainer_shifts_its_batches_with_the_configured_padding(small_digits, monkeypatch, pad):
+    """Every batch the trainer trains on is batch_images of its indices and shifts with the
+    config's augment_pad; "min" takes its fill from one pass over the training set at the start,
+    tallied once as ARM work (a maxabs pass over the training set more than the same run with "mean")."""
+    from e2train.core import golden
+    from e2train.device import trainer as trainer_mod
+    from e2train.device.nn_layers import op_count
+    x_tr, y_tr, _, _ = small_digits
+    seen = []
+
+    def spy_batch(data, idx, shifts, p="mean", fill=None):
+        out = batch_images(data, idx, shifts, p, fill)
+        seen.append((p, None if fill is None else fill.copy()))
+        return out
+
+    monkeypatch.setattr(trainer_mod, "batch_images", spy_batch)
+    cfg = dict(TINY, epochs=1, smd=False, slu=False, seed=1)
+    runs = {}
+    for p in dict.fromkeys(["mean", pad]):
+        seen.clear()
+        tr = Trainer(dict(cfg, augment_pad=p), (x_tr, y_tr), golden)
+        tr.run()
+        assert seen and all(q == p for q, _ in seen)
+        runs[p] = tr.arm.by_kind["maxabs"]
+        if p == "min":
+            assert all(np.array_equal(f, x_tr.min(axis=(0, 2, 3))) for _, f in seen)
+        else:
+            assert all(f is None for _, f in seen)
+    assert runs[pad] - runs["mean"] == (op_count("maxabs", x_tr.size) if pad == "min" else 0)
