@@ -184,7 +184,7 @@ KEYS: tuple[Key, ...] = (
     Key("augment_pad", str, "what a shifted image's uncovered border shows: edge repeats the image's own edge "
         "pixels, min each channel's lowest training value (black on digits, MNIST, CIFAR: torchvision's padding "
         "before normalising), mean the data set's mean (zero after standardising, He et al.'s padding of "
-        "mean-subtracted CIFAR)", "mean", D, choices=AUGMENT_PADS),
+        "mean-subtracted CIFAR)", "mean", choices=AUGMENT_PADS),
     Key("iterations", int, "train this many steps (batches) instead of whole epochs", None, T, unit="steps",
         range=_COUNT, optional=True),
     Key("val_split", float, "fraction of the training set held out as validation", 0.0, T, unit="fraction",

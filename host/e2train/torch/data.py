@@ -57,17 +57,27 @@ def split_validation(data: Data, fraction: float, seed: int = 0) -> Data:
                    x_val=data.x_train[val], y_val=data.y_train[val])
 
 
-def augment(x: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, name: str, gen: torch.Generator, pad_mode: str = "mean",
+            fill: torch.Tensor | None = None) -> torch.Tensor:
     """Random shifts (digits: +-1 px; MNIST: +-2 px; CIFAR, Imagenette: +-4 px crop and
-    horizontal flip). Digits are not flipped (a mirrored digit is another symbol)."""
+    horizontal flip). Digits are not flipped (a mirrored digit is another symbol). The border a
+    shift leaves shows ``pad_mode`` (config ``augment_pad``, the device's ``smd.batch_images``
+    rule): zero, the standardised mean ("mean"); the image's edge pixels ("edge"); or ``fill``,
+    each channel's lowest training value ("min")."""
     pad = {"digits": 1, "mnist": 2}.get(name, 4)
-    n, _, h, w = x.shape
-    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    n, c, h, w = x.shape
+    if pad_mode == "edge":
+        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    elif pad_mode == "min":
+        xp = fill.to(x.dtype)[None, :, None, None].expand(n, c, h + 2 * pad, w + 2 * pad).clone()
+        xp[:, :, pad:pad + h, pad:pad + w] = x
+    else:
+        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     rows = (dy[:, None] + torch.arange(h)[None, :])             # n x h
     cols = (dx[:, None] + torch.arange(w)[None, :])             # n x w
-    out = xp[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None],
+    out = xp[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
              rows[:, None, :, None], cols[:, None, None, :]]
     if name not in ("digits", "mnist"):
         flip = torch.rand(n, generator=gen) < 0.5
@@ -75,15 +85,17 @@ def augment(x: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def train_batches(data: Data, batch_size: int, epoch: int, seed: int, augmentation: bool = True):
+def train_batches(data: Data, batch_size: int, epoch: int, seed: int, augmentation: bool = True,
+                  pad_mode: str = "mean"):
     """Yields (x, y, indices) for one epoch; the order depends only on (seed, epoch)."""
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    fill = data.x_train.amin(dim=(0, 2, 3)) if augmentation and pad_mode == "min" else None
     perm = torch.randperm(data.x_train.shape[0], generator=gen)
     for i in range(0, perm.numel(), batch_size):
         idx = perm[i: i + batch_size]
         x = data.x_train[idx]
         if augmentation:
-            x = augment(x, data.name, gen)
+            x = augment(x, data.name, gen, pad_mode, fill)
         yield x, data.y_train[idx], idx
 
 

@@ -91,6 +91,7 @@ class TrainConfig:
     iterations: int | None = _D["iterations"]     # train this many steps (batches) instead of whole epochs
     val_split: float = _D["val_split"]            # fraction of the training set held out as validation
     augment: bool = _D["augment"]
+    augment_pad: str = _D["augment_pad"]
     smd: bool = _D["smd"]                         # stochastic mini-batch dropping
     smd_p: float = _D["smd_p"]
     smd_energy_ratio: float | None = _D["smd_energy_ratio"]   # if set: epochs *= ratio / (1 - smd_p) (0.67 -> x1.33)
@@ -463,7 +464,8 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict, float, tuple[float, int]]
     stats = dict(run=0, skipped=0, samples=0, loss=0.0, correct=0, exec_w=0.0, exec_n=0)
     t_epoch = 0.0
     fetch = [0.0]                  # seconds the last batch took to load (and augment)
-    it = _timed(tdata.train_batches(run.data, run.cfg.batch_size, epoch, run.cfg.seed, run.cfg.augment), fetch)
+    it = _timed(tdata.train_batches(run.data, run.cfg.batch_size, epoch, run.cfg.seed, run.cfg.augment,
+                                        run.cfg.augment_pad), fetch)
     if run.show:
         from tqdm import tqdm
         it = tqdm(it, total=nb, desc=f"epoch {epoch + 1}/{run.epochs}", leave=False)

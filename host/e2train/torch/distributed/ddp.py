@@ -88,7 +88,7 @@ def ddp_worker(rank: int, world: int, payload: dict) -> dict | None:
         run = skipped = 0
         dist.barrier()
         t0 = time.perf_counter()
-        for b, (x, y, _) in enumerate(tdata.train_batches(data, cfg.batch_size, epoch, cfg.seed, cfg.augment)):
+        for b, (x, y, _) in enumerate(tdata.train_batches(data, cfg.batch_size, epoch, cfg.seed, cfg.augment, cfg.augment_pad)):
             if b >= nb:
                 break
             step = epoch * nb + b

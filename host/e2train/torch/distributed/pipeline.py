@@ -135,7 +135,7 @@ def choose_split(cfg: TrainConfig, dcfg: DistConfig, model, layers, data, device
     obj: list = [None, None]
     if rank == 0:
         twin = copy.deepcopy(model).to(device)
-        x, y, _ = next(tdata.train_batches(data, cfg.batch_size, 0, cfg.seed, cfg.augment))
+        x, y, _ = next(tdata.train_batches(data, cfg.batch_size, 0, cfg.seed, cfg.augment, cfg.augment_pad))
         prof = profile_layers(layers_of(twin), x.to(device), y.to(device), repeats=dcfg.profile_repeats)
         bounds = balance([p.total_ms for p in prof], S)
         obj = [bounds, [vars(p) for p in prof]]
@@ -169,7 +169,7 @@ def evaluate_pipeline(module, rank: int, world: int, x_test, y_test, p2p: P2P, d
 def epoch_batches(cfg: TrainConfig, data, epoch: int, nb: int, smd, device):
     """[(x, y, global step)] of the epoch that run, and the number SMD dropped."""
     out, dropped = [], 0
-    for b, (x, y, _) in enumerate(tdata.train_batches(data, cfg.batch_size, epoch, cfg.seed, cfg.augment)):
+    for b, (x, y, _) in enumerate(tdata.train_batches(data, cfg.batch_size, epoch, cfg.seed, cfg.augment, cfg.augment_pad)):
         if b >= nb:
             break
         step = epoch * nb + b
