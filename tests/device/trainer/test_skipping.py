@@ -185,13 +185,12 @@ def test_a_batch_is_its_images_each_moved_by_its_shift_with_the_border_padded(pa
     assert not moved and np.array_equal(plain, data[idx])
 
 
-def test_edge_padding_keeps_a_shifted_digits_pixel_statistics():
+def test_edge_padding_keeps_a_shifted_digits_pixel_statistics(digits):
     """What "edge" is for: the row or column it repeats is like the one the shift pushed out, so
     the shifted images keep the mean and spread of the unshifted ones evaluation sees, which
     BN's running statistics follow. A constant border moves them (measured at +-1 px: the
     mean's zero +0.064 and 0.93x the spread, black -0.065)."""
-    from e2train.data.datasets import load
-    x = load("digits")[0]
+    x = digits[0]
     shifts = np.random.default_rng(5).integers(-1, 2, size=(x.shape[0], 2))
     idx = np.arange(x.shape[0])
     edge, _ = batch_images(x, idx, shifts, "edge")
