@@ -45,7 +45,8 @@ SCHEDULES = ("cosine", "constant", "step", "cyclic")
 LR_STEP_UNITS = ("epoch", "iteration")
 SLU_COSTS = ("flops", "target")
 GATE_CELLS = ("lstm", "gru")
-# what a shifted training image shows where it moved away from (device: smd.batch_images)
+# what a shifted training image shows where it moved away from (device: smd.batch_images;
+# torch: data.augment, the same rule)
 AUGMENT_PADS = ("mean", "edge", "min")
 
 
@@ -181,10 +182,10 @@ KEYS: tuple[Key, ...] = (
     Key("augment", bool, "random shifts of the training images (torch: +-1 px digits, +-2 MNIST, +-4 and flips "
         "otherwise; device: +-augment_shift px)", True),
     Key("augment_shift", int, "largest random shift when augment is on", 1, D, unit="pixels", range=Range(0, 4)),
-    Key("augment_pad", str, "what a shifted image's uncovered border shows: edge repeats the image's own edge "
-        "pixels, min each channel's lowest training value (black on digits, MNIST, CIFAR: torchvision's padding "
-        "before normalising), mean the data set's mean (zero after standardising, He et al.'s padding of "
-        "mean-subtracted CIFAR)", "mean", choices=AUGMENT_PADS),
+    Key("augment_pad", str, "what a shifted image's uncovered border shows: mean, the data set's mean (zero after "
+        "standardising, as He et al. pad mean-subtracted CIFAR); edge, the image's own edge pixels repeated; min, "
+        "each channel's lowest training value (black on digits, MNIST, CIFAR: torchvision's padding before "
+        "normalising)", "mean", choices=AUGMENT_PADS),
     Key("iterations", int, "train this many steps (batches) instead of whole epochs", None, T, unit="steps",
         range=_COUNT, optional=True),
     Key("val_split", float, "fraction of the training set held out as validation", 0.0, T, unit="fraction",

@@ -87,12 +87,12 @@ def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray, pad: str
     where each pixel lands), no padded copy."""
     if pad not in AUGMENT_PADS:
         raise ValueError(f"augment_pad must be one of {', '.join(AUGMENT_PADS)}, not {pad!r}")
-    if pad == "min" and (fill is None or np.shape(fill) != (data.shape[1],)):
-        raise ValueError(f"augment_pad 'min' needs one fill value per channel ({data.shape[1]}): pass pad_fill(data)")
     idx = np.asarray(idx)
     sh = np.asarray(shifts)[idx]
     if not _moves(sh):
         return data[idx], False
+    if pad == "min" and (fill is None or np.shape(fill) != (data.shape[1],)):
+        raise ValueError(f"augment_pad 'min' needs one fill value per channel ({data.shape[1]}): pass pad_fill(data)")
     _, c, h, w = data.shape
     out = np.empty((len(idx), c, h, w), data.dtype)
     for dy, dx in np.unique(sh, axis=0):

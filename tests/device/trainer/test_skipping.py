@@ -207,6 +207,17 @@ def test_an_unknown_augment_pad_or_a_missing_fill_is_refused_in_one_line():
         batch_images(x, idx, shifts, "zero")
     with pytest.raises(ValueError, match=r"augment_pad 'min' needs one fill value per channel \(3\)"):
         batch_images(x, idx, shifts, "min", np.zeros(2, np.float32))
+    plain, moved = batch_images(x, idx, np.zeros((2, 2), np.int64), "min")    # nothing moves: no fill needed
+    assert not moved and np.array_equal(plain, x)
+
+
+def test_min_padding_without_augmentation_trains(small_digits):
+    """augment off: no shift, no fill pass, nothing refused."""
+    from e2train.core import golden
+    x_tr, y_tr, _, _ = small_digits
+    tr = Trainer(dict(TINY, epochs=1, smd=False, slu=False, augment=False, augment_pad="min"), (x_tr, y_tr), golden)
+    tr.run()
+    assert tr._pad_fill is None and tr.stats["batches_run"] > 0
 
 
 @pytest.mark.parametrize("pad", ["mean", "edge", "min"])
