@@ -95,6 +95,7 @@ def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray, pad: str
         raise ValueError(f"augment_pad 'min' needs one fill value per channel ({data.shape[1]}): pass pad_fill(data)")
     _, c, h, w = data.shape
     out = np.empty((len(idx), c, h, w), data.dtype)
+    border = np.asarray(fill, data.dtype)[:, None, None] if pad == "min" else 0     # "edge" uses none
     for dy, dx in np.unique(sh, axis=0):
         sel = np.nonzero((sh[:, 0] == dy) & (sh[:, 1] == dx))[0]
         if pad == "edge":
@@ -109,7 +110,6 @@ def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray, pad: str
         if r0 < r1 and c0 < c1:
             out[sel, :, r0:r1, c0:c1] = data[idx[sel], :, r0 - dy:r1 - dy, c0 - dx:c1 - dx]
         r1, c1 = max(r0, r1), max(c0, c1)
-        border = 0 if pad == "mean" else np.asarray(fill, data.dtype)[:, None, None]
         for rows, cols in ((slice(0, r0), slice(None)), (slice(r1, h), slice(None)),
                            (slice(r0, r1), slice(0, c0)), (slice(r0, r1), slice(c1, w))):
             out[sel, :, rows, cols] = border
