@@ -20,6 +20,7 @@ help:
 	@echo "make accept-torch   torch reference accuracy/energy acceptance on digits (~6 min)"
 	@echo "make frontier       E2-Train energy vs accuracy over settings and seeds, simulated board (~4 min)"
 	@echo "make csim | fit | ecp5-timing | hls-synth | bitstream BOARD=pynq-z2"
+	@echo "make board-test-armv7   the board-side tests on a 32-bit ARM root under qemu (root, opt-in, ~15 min)"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml

@@ -43,3 +43,9 @@ $(BOARD_DIGITS): $(STAMP) host/e2train/data/datasets.py
 board-test: $(BOARD_STAMP) $(BOARD_DIGITS) csim
 	cd $(CURDIR) && E2TRAIN_DIGITS_NPZ=$(abspath $(BOARD_DIGITS)) PYTHONPATH=$(CURDIR)/host \
 	  $(BOARD_VENV)/bin/python -m pytest -q -p no:cacheprovider $(BOARD_TESTS)
+
+# The same tests on a 32-bit ARM user space (armhf, under qemu-user): numpy's default integer is
+# int32 there, as on the board. Opt-in (root, ~15 minutes the first time); mk/armv7-board-test.sh says how.
+.PHONY: board-test-armv7
+board-test-armv7: $(STAMP) $(BOARD_DIGITS)
+	bash mk/armv7-board-test.sh $(BOARD_DIGITS) $(PYTEST_ARGS)

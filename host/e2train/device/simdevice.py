@@ -40,6 +40,7 @@ that its integral is exact however short the calls are.
 from __future__ import annotations
 
 import bisect
+import gc
 import threading
 import time
 import warnings
@@ -233,6 +234,18 @@ class SimKernel:
         return v - (1 << 32) if v & 0x8000_0000 else v
 
 
+def _ddr_pair(ddr_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two views of the simulated DDR. Zero pages cost no memory, but they do cost address
+    space: a 32-bit host (an armv7 board running the simulated board, `make board-test-armv7`)
+    has about 3 GiB of it, and a dropped SimDevice is only freed when the cycle collector runs
+    (its kernels point back at it). So when the space runs out, collect and try once more."""
+    try:
+        return np.zeros(ddr_bytes, np.uint8), np.zeros(ddr_bytes, np.uint8)
+    except MemoryError:
+        gc.collect()
+    return np.zeros(ddr_bytes, np.uint8), np.zeros(ddr_bytes, np.uint8)
+
+
 class SimDevice(pynq.Device):
     """A simulated Zynq-7020 board with the e2train IP (e2t_engine) in its fabric."""
 
@@ -251,8 +264,7 @@ class SimDevice(pynq.Device):
                           f"golden's (rebuild the C simulation with `make csim`)", RuntimeWarning, stacklevel=2)
         self._fwd_stats = kernel_args.takes_arg(self.impl.conv_fwd, "stats")
         self._fwd_w_sums = kernel_args.takes_arg(self.impl.conv_fwd, "w_sums")
-        self._cpu = np.zeros(ddr_bytes, np.uint8)     # what the ARM sees through its caches
-        self._ddr = np.zeros(ddr_bytes, np.uint8)     # what the fabric sees
+        self._cpu, self._ddr = _ddr_pair(ddr_bytes)   # what the ARM sees through its caches; what the fabric sees
         self._free: list[tuple[int, int]] = [(0, ddr_bytes)]   # (offset, size), sorted
         self._allocs: dict[int, int] = {}             # offset -> size
         self._lock = threading.Lock()

@@ -103,3 +103,27 @@ def test_board_side_modules_import_without_torch():
     sim_manifest = Path(__file__).resolve().parents[3] / "bitstreams" / "sim"
     p = subprocess.run([sys.executable, "-c", code, str(sim_manifest)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
+
+
+def test_a_board_that_finds_no_address_space_collects_the_dropped_ones(monkeypatch):
+    """A 32-bit host (armv7) runs out of address space after a few simulated boards whose
+    kernel/device cycle the collector has not reached yet: the DDR views are retried once after
+    a collection, and a second failure is the MemoryError itself."""
+    from e2train.device import simdevice
+
+    real_zeros, calls, collected = np.zeros, [], []
+
+    def zeros(n, dtype):
+        calls.append(n)
+        if len(calls) == 1 and n == 4096:
+            raise MemoryError("no address space")
+        return real_zeros(n, dtype)
+
+    monkeypatch.setattr(simdevice.np, "zeros", zeros)
+    monkeypatch.setattr(simdevice.gc, "collect", lambda: collected.append(1) or 0)
+    cpu, ddr = simdevice._ddr_pair(4096)
+    assert collected == [1] and cpu.shape == ddr.shape == (4096,) and cpu is not ddr
+
+    monkeypatch.setattr(simdevice.np, "zeros", lambda n, dtype: (_ for _ in ()).throw(MemoryError("none")))
+    with pytest.raises(MemoryError):
+        simdevice._ddr_pair(4096)
