@@ -86,3 +86,15 @@ def test_bn_backward_sums_past_2_31(block):
     assert red[:, 2].tolist() == [32767] * c
     assert gate[:, 0].tolist() == [32767 * 255 * c * h * h] * n     # 4,277,893,120 per sample
     assert _wraps_to(int(red[0, 1])) < 0 and _wraps_to(int(gate[0, 0])) < 0
+
+
+def test_forward_bn_sums_past_2_31(ops):
+    n, h = 9, 128                                    # a channel sums n*h*h = 147,456 squares
+    x = np.full((n, 1, h, h), 255, np.uint8)
+    w = np.full((1, 1, 1, 1), -128, np.int8)         # every output saturates at -128
+    stats = np.zeros((1, 2), np.int64)
+    y = ops.conv_fwd(x, w, None, Dyadic(1, 0), stats=stats)
+    assert (y == -128).all()
+    sq = 128 * 128 * n * h * h                       # 2,415,919,104
+    assert _wraps_to(sq) < 0
+    assert stats.tolist() == [[-128 * n * h * h, sq]]
