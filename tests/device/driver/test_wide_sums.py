@@ -1,8 +1,9 @@
 """Sums past 2^31 stay exact, through the driver and the golden models alike.
 
 On the board's 32-bit ARM numpy's default integer is int32 (`make board-test-armv7` runs these
-there): a sum taken without an explicit int64 would wrap at 2^31, and the weight gradient's sign,
-the input gradient's saturation or BN's reductions would come out wrong with no error. Constant
+there): a sum taken without an explicit int64 would wrap at 2^31, and the forward's BN sums, the
+weight gradient's sign, the input gradient's saturation or BN backward's reductions would come out
+wrong with no error. Constant
 inputs make every exact value a product that the test writes down."""
 from __future__ import annotations
 
