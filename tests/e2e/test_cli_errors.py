@@ -219,3 +219,23 @@ def test_every_optional_package_is_in_the_extra_it_names():
     assert code == ec.EXIT_USAGE and "scikit-learn" in msg
     msg, code = ec.describe(ModuleNotFoundError("No module named 'nosuchthing'", name="nosuchthing"))
     assert code == ec.EXIT_INTERNAL            # an import of our own that fails is a bug, said so
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--tcp", "127.0.0.1:0", "--meter", "wattsup"], "for the simulated meter"),
+    (["--pty", "--meter", "none"], "for the board link (--pty)"),
+])
+def test_no_pseudo_terminals_is_one_line_naming_them(tmp_path, capsys, monkeypatch, args, needle):
+    """A bare chroot or a minimal container has no devpts: openpty fails with ENOENT, which must
+    not read as a missing file."""
+    from e2train.app.cli import main
+
+    def no_pty():
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(os, "openpty", no_pty)
+    code = main(["board", "--sim", "--data-dir", str(tmp_path / "bd"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == ec.EXIT_IO, err
+    assert len(err) == 1 and err[0].startswith("e2train board: cannot create a pseudo-terminal " + needle), err
+    assert "mount one" in err[0] and "no such file" not in err[0]

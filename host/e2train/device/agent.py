@@ -566,9 +566,7 @@ def serve_pty(agent: Agent, announce: Callable[[str], None]) -> None:
     The agent keeps the slave open itself, so a host that closes and reopens the port
     (a dropped link) finds the agent still there and nothing lost.
     """
-    import tty
-    master, slave = os.openpty()
-    tty.setraw(slave)
+    master, slave = link.open_raw_pty("the board link (--pty)", "serve --tcp HOST:PORT instead")
     path = os.ttyname(slave)
     announce(path)
     stream = link.FdStream(master)

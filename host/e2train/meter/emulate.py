@@ -38,9 +38,9 @@ import shutil
 import tempfile
 import threading
 import time
-import tty
 from typing import Callable
 
+from ..link.protocol import open_raw_pty
 from . import inacsv, um, wattsup, wt310
 
 # What the simulated meter shows with no power function: a Zynq-7020 board (PYNQ-Z2 class)
@@ -441,8 +441,7 @@ class Emulator:
 
     # -- the pty ------------------------------------------------------------------------------
     def _open_pty(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)           # no echo, no CR/LF translation: a serial line carries bytes as they are
+        master, slave = open_raw_pty("the simulated meter", "run without it (--meter none)")
         os.set_blocking(master, False)
         self._master, self._slave = master, slave
         tmp = self.port + ".new"
