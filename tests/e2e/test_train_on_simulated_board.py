@@ -102,3 +102,18 @@ def test_summary_md_and_power_on_board_time(report):
     above = integrate_energy(t, p, tt[0], tt[-1]) - m["idle_power_w"] * (tt[-1] - tt[0])
     assert np.nansum(pw * np.diff(edges)) == pytest.approx(m["idle_power_w"] * (edges[-1] - edges[0]) + above,
                                                            rel=1e-6, abs=1e-9)
+
+
+def test_a_real_meter_beside_the_simulated_board_is_flagged(report):
+    """Its figures stay 'measured' (the meter's spec decides that), but the summary and the
+    printed lines say they cannot be of the run's board; the simulated meter gets no such note."""
+    from e2train.app.run_report import meter_caveat, run_summary_md
+    assert report["results"]["board"]["simulated"] and meter_caveat(report) is None
+    assert "**Note:**" not in run_summary_md(report, commit="x")
+    real = dict(report, meter=dict(report["meter"], energy_kind="measured"))
+    note = meter_caveat(real)
+    assert note and "not of this run's board" in note
+    assert f"**Note:** {note}." in run_summary_md(real, commit="x")
+    assert f"  meter caveat: {note}" in main_summary_lines(real)
+    on_a_board = dict(real, results=dict(real["results"], board=dict(real["results"]["board"], simulated=False)))
+    assert meter_caveat(on_a_board) is None

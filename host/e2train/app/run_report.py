@@ -53,6 +53,17 @@ def energy_rows(report: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def meter_caveat(report: dict) -> str | None:
+    """What a real meter's figures beside a simulated board are: the meter's spec decides the
+    label (measured), but on a simulated board it cannot have measured the run's board."""
+    m = report.get("meter") or {}
+    simulated = bool((report["results"].get("board") or {}).get("simulated"))
+    if simulated and m.get("energy_kind") == "measured":
+        return ("the board is simulated but the meter is not the simulated board's (its spec has no sim=1): "
+                "its figures are measured, of whatever the meter is wired to, not of this run's board")
+    return None
+
+
 def run_summary_md(report: dict, commit: str | None = None) -> str:
     res = report["results"]
     s = res.get("summary", {})
@@ -76,6 +87,8 @@ def run_summary_md(report: dict, commit: str | None = None) -> str:
     if m:
         lines += ["", f"Meter: `{m.get('meter')}` ({m.get('protocol')}), {m.get('samples')} samples, "
                       f"{m.get('gap_count')} gaps, {m.get('bad_lines')} bad records."]
+        if meter_caveat(report):
+            lines += ["", f"**Note:** {meter_caveat(report)}."]
     measured = step_profile.measured_table(res)
     if measured:
         lines += ["", "## Fabric time, modelled and measured", "", measured]

@@ -585,6 +585,9 @@ def main_summary_lines(report: dict) -> list[str]:
     m = report.get("meter")
     if m:
         lines.append(f"  meter: {m.get('energy_kind')} ({m.get('energy_note')})")
+        from .run_report import meter_caveat
+        if meter_caveat(report):
+            lines.append(f"  meter caveat: {meter_caveat(report)}")
         for k in ("total_energy_j", "energy_above_idle_j", "avg_power_w", "duration_s", "samples", "gap_count",
                   "bad_lines", "disconnects"):
             if k in m:
