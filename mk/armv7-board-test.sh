@@ -17,8 +17,10 @@
 # mounts /proc and a private /dev/pts (the link tests use pseudo-terminals), checks that numpy
 # there really is 32-bit, and runs tests/unit and tests/device. Needs root (debootstrap, chroot,
 # mount) and binfmt_misc for the qemu-arm interpreter; installs debootstrap and qemu-user-static
-# with apt-get when they are missing. Slow: about 5 minutes the first time, then about 10 under
-# emulation, so it is not part of `make test`.
+# with apt-get when they are missing. Slow: about 6 minutes to build the root the first time, then 7
+# for the tests under emulation, so it is not part of `make test`. Then, unless ARMV7_REHEARSAL=0, a
+# short training run
+# with the agent in the root and the host outside it (below; about a minute).
 set -euo pipefail
 
 ROOT=${ARMV7_ROOT:-build/armv7-root}
@@ -85,7 +87,9 @@ rm -rf "$ROOT/src" && mkdir -p "$ROOT/src"
 git ls-files -z -co --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$ROOT/src"
 cp "$DIGITS" "$ROOT/src/digits.npz"
 
+AGENT_PID=
 cleanup() {
+  if [ -n "$AGENT_PID" ]; then kill "$AGENT_PID" 2>/dev/null || true; sleep 1; fi
   umount "$ROOT/dev/pts" 2>/dev/null || true
   umount "$ROOT/proc" 2>/dev/null || true
 }
@@ -109,3 +113,40 @@ PY
 make -s build/csim/libe2t_kernels.so CSIM_CXXFLAGS="-O3 -Wno-psabi"
 E2TRAIN_DIGITS_NPZ=/src/digits.npz PYTHONPATH=/src/host exec python3 -m pytest -q -p no:cacheprovider $TESTS "$@"
 EOF
+
+[ "${ARMV7_REHEARSAL:-1}" = 1 ] || exit 0
+# The link across architectures: the board agent in the armhf root (the simulated board, with its
+# simulated Watts Up? on a pty of the root's devpts) serves TCP on loopback; the host's own venv
+# (x86-64) flashes it, trains one short run with the meter recorded, and fetches the report.
+echo "board-test-armv7: rehearsal: the agent on armv7l, the host on $(uname -m), TCP on loopback" >&2
+token=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+announce="$ROOT/tmp/rehearsal-announce"
+rm -rf "$ROOT/tmp/rehearsal" "$announce"
+chroot "$ROOT" /usr/bin/env PYTHONPATH=/src/host E2TRAIN_CSIM_LIB=/src/build/csim/libe2t_kernels.so \
+  python3 -m e2train board --tcp 127.0.0.1:0 --sim --meter wattsup --data-dir /tmp/rehearsal --token "$token" \
+  > "$announce" 2> "$ROOT/tmp/rehearsal-agent.log" &
+AGENT_PID=$!
+for _ in $(seq 120); do grep -q '"link"' "$announce" 2>/dev/null && break; sleep 0.5; done
+grep -q '"link"' "$announce" || die "the agent in the root announced no link; its log is $ROOT/tmp/rehearsal-agent.log"
+# the meter's pty as the host sees it: the root's /dev/pts/N under the root
+read -r url meter < <(.venv/bin/python -c '
+import json, os, sys
+a = json.loads(open(sys.argv[1]).readline())
+proto, rest = a["meter"].split(":", 1)
+path, _, query = rest.partition("?")
+print(a["link"], f"{proto}:{sys.argv[2]}{os.readlink(sys.argv[2] + path)}?{query}")' "$announce" "$ROOT")
+out=build/armv7-rehearsal
+rm -rf "$out"
+export E2TRAIN_TOKEN=$token PYTHONPATH=host
+.venv/bin/python -m e2train flash --board "$url" --bitstream-dir bitstreams/sim > /dev/null
+.venv/bin/python -m e2train train --board "$url" --meter "$meter" --preset e2train --set model=resnet8 \
+  --set width=4 --set epochs=1 --out "$out" > "$out.log" 2>&1 || { tail -5 "$out.log" >&2; die "the rehearsal's run failed; its log is $out.log"; }
+.venv/bin/python -c '
+import json, sys
+rep = json.load(open(sys.argv[1] + "/report.json"))
+m, res = rep["meter"], rep["results"]
+assert res["state"] == "finished" and res["board"]["simulated"], res.get("state")
+assert m["samples"] > 0 and m["gap_count"] == 0 and m["energy_kind"] == "modelled", m
+acc, n = res["summary"]["test_acc"], m["samples"]
+print(f"board-test-armv7: rehearsal finished: test accuracy {acc:.2%}, {n} samples of the simulated "
+      f"meter (modelled energy), report in {sys.argv[1]}")' "$out"

@@ -45,7 +45,8 @@ board-test: $(BOARD_STAMP) $(BOARD_DIGITS) csim
 	  $(BOARD_VENV)/bin/python -m pytest -q -p no:cacheprovider $(BOARD_TESTS)
 
 # The same tests on a 32-bit ARM user space (armhf, under qemu-user): numpy's default integer is
-# int32 there, as on the board. Opt-in (root, ~15 minutes the first time); mk/armv7-board-test.sh says how.
+# int32 there, as on the board; then the agent there and the host here train over TCP. Opt-in (root,
+# ~15 minutes the first time, ~9 after); mk/armv7-board-test.sh says how.
 .PHONY: board-test-armv7
 board-test-armv7: $(STAMP) $(BOARD_DIGITS)
 	bash mk/armv7-board-test.sh $(BOARD_DIGITS) $(PYTEST_ARGS)
