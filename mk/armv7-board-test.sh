@@ -19,8 +19,7 @@
 # mount) and binfmt_misc for the qemu-arm interpreter; installs debootstrap and qemu-user-static
 # with apt-get when they are missing. Slow: about 6 minutes to build the root the first time, then 7
 # for the tests under emulation, so it is not part of `make test`. Then, unless ARMV7_REHEARSAL=0, a
-# short training run
-# with the agent in the root and the host outside it (below; about a minute).
+# short training run with the agent in the root and the host outside it (below; about a minute).
 set -euo pipefail
 
 ROOT=${ARMV7_ROOT:-build/armv7-root}
