@@ -566,7 +566,8 @@ def serve_pty(agent: Agent, announce: Callable[[str], None]) -> None:
     The agent keeps the slave open itself, so a host that closes and reopens the port
     (a dropped link) finds the agent still there and nothing lost.
     """
-    master, slave = link.open_raw_pty("the board link (--pty)", "serve --tcp HOST:PORT instead")
+    from ..meter.raw_pty import open_raw_pty      # the simulated board's path: see docs/architecture.md
+    master, slave = open_raw_pty("the board link (--pty)", "serve --tcp HOST:PORT instead")
     path = os.ttyname(slave)
     announce(path)
     stream = link.FdStream(master)

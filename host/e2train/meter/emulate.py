@@ -40,8 +40,8 @@ import threading
 import time
 from typing import Callable
 
-from ..link.protocol import open_raw_pty
 from . import inacsv, um, wattsup, wt310
+from .raw_pty import open_raw_pty
 
 # What the simulated meter shows with no power function: a Zynq-7020 board (PYNQ-Z2 class)
 # idling at 5 V with the PL configured draws on the order of 2 W; this constant is a stand-in for
