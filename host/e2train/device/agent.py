@@ -60,8 +60,61 @@ class CommandError(Exception):
         self.code = code
 
 
-def load_dataset_npz(path: Path) -> dict[str, np.ndarray]:
-    """Load and check an uploaded data set (npz without pickle)."""
+# A data set may take at most this share of the memory the kernel reports available: the
+# trainer's model, its numpy temporaries and the CMA buffers need the rest (a rule of thumb).
+DATASET_MEMORY_SHARE = 0.75
+
+
+def mem_available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (Linux, as on the PYNQ image); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def dataset_memory_bytes(path: Path) -> int:
+    """What the trainer will hold of an npz data set, read from the arrays' headers alone (nothing
+    is decompressed): its images as float32, its labels as int64, plus the loaded arrays
+    themselves where they are stored in another type."""
+    import zipfile
+    need = 0
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            key = name[:-4] if name.endswith(".npy") else name
+            if key not in DATASET_KEYS:
+                continue
+            with zf.open(name) as f:
+                major, _ = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            n = int(np.prod(shape, dtype=np.int64))
+            kept = np.dtype(np.float32 if key.startswith("x_") else np.int64)
+            need += n * kept.itemsize + (0 if dtype == kept else n * dtype.itemsize)
+    return need
+
+
+def load_dataset_npz(path: Path, mem_available: int | None = -1) -> dict[str, np.ndarray]:
+    """Load and check an uploaded data set (npz without pickle). A data set that this machine's
+    memory cannot hold (``mem_available``: bytes, default /proc/meminfo's; None: unknown, not
+    checked) is refused before it is loaded: on a 512 MB board an out-of-memory kill would take
+    the agent, and the run with it, down."""
+    if mem_available == -1:
+        mem_available = mem_available_bytes()
+    try:
+        need = dataset_memory_bytes(path)
+    except Exception as e:
+        raise CommandError(f"data set {path.name} is not a readable npz file: {e}", "bad-dataset") from None
+    if mem_available is not None and need > DATASET_MEMORY_SHARE * mem_available:
+        raise CommandError(
+            f"data set {path.name} needs {need / 2**20:.0f} MiB in memory (images as float32), more than "
+            f"{DATASET_MEMORY_SHARE:.0%} of the {mem_available / 2**20:.0f} MiB this board has available; "
+            "train a smaller data set here (the board keeps no 8-bit copy of the images yet), or this one "
+            "on the simulated board on the host", "dataset-too-large")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}

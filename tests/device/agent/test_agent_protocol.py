@@ -260,3 +260,35 @@ def test_a_connection_closed_under_a_write_is_a_dropped_link_not_a_board_error(t
     agent.emit("epoch", run_id="r1", epoch=2)   # must not raise: the run goes on
     assert agent.events[-1]["event"] == "epoch"
     b.close()
+
+
+def test_a_data_set_the_board_cannot_hold_is_refused_before_it_is_loaded(served, tmp_path, monkeypatch):
+    """Its size comes from the arrays' headers (nothing decompressed): images as float32, labels
+    as int64, plus the stored arrays where they are of another type. Past 75% of the memory the
+    kernel reports available, the upload is refused (the part removed) and so is a run of a data
+    set already stored, in one line that says what to do."""
+    agent, path = served
+    blob = _dataset_bytes()
+    f = tmp_path / "d.npz"
+    f.write_bytes(blob)
+    with np.load(f) as z:
+        arrays = {k: z[k] for k in z.files}
+    kept = {k: np.dtype(np.float32 if k.startswith("x_") else np.int64) for k in arrays}
+    need = sum(a.size * kept[k].itemsize + (0 if a.dtype == kept[k] else a.nbytes) for k, a in arrays.items())
+    assert agent_mod.dataset_memory_bytes(f) == need
+    u8 = tmp_path / "u8.npz"
+    np.savez_compressed(u8, **dict(arrays, x_train=arrays["x_train"].astype(np.uint8)))
+    assert agent_mod.dataset_memory_bytes(u8) == need + arrays["x_train"].size     # the uint8 copy too
+    assert agent_mod.load_dataset_npz(f, mem_available=None)["x_train"].shape == arrays["x_train"].shape
+
+    with pytest.raises(agent_mod.CommandError, match=r"needs 0 MiB in memory .* more than 75% of the 0 MiB") as e:
+        agent_mod.load_dataset_npz(f, mem_available=need)
+    assert e.value.code == "dataset-too-large" and "simulated board on the host" in str(e.value)
+    agent_mod.load_dataset_npz(f, mem_available=2 * need)                 # 50%: kept
+
+    monkeypatch.setattr(agent_mod, "mem_available_bytes", lambda: need)
+    with BoardClient(path) as c:
+        with pytest.raises(BoardError, match="this board has available"):
+            c.request("upload", name="big", total=len(blob), sha256=hashlib.sha256(blob).hexdigest(),
+                      offset=0, data=base64.b64encode(blob).decode())
+    assert not any(p.name.startswith("big") for p in (agent.data_dir / "datasets").iterdir())
