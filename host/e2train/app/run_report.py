@@ -87,8 +87,8 @@ def run_summary_md(report: dict, commit: str | None = None) -> str:
     if m:
         lines += ["", f"Meter: `{m.get('meter')}` ({m.get('protocol')}), {m.get('samples')} samples, "
                       f"{m.get('gap_count')} gaps, {m.get('bad_lines')} bad records."]
-        if meter_caveat(report):
-            lines += ["", f"**Note:** {meter_caveat(report)}."]
+        if caveat := meter_caveat(report):
+            lines += ["", f"**Note:** {caveat}."]
     measured = step_profile.measured_table(res)
     if measured:
         lines += ["", "## Fabric time, modelled and measured", "", measured]

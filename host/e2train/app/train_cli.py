@@ -586,8 +586,8 @@ def main_summary_lines(report: dict) -> list[str]:
     if m:
         lines.append(f"  meter: {m.get('energy_kind')} ({m.get('energy_note')})")
         from .run_report import meter_caveat
-        if meter_caveat(report):
-            lines.append(f"  meter caveat: {meter_caveat(report)}")
+        if caveat := meter_caveat(report):
+            lines.append(f"  meter caveat: {caveat}")
         for k in ("total_energy_j", "energy_above_idle_j", "avg_power_w", "duration_s", "samples", "gap_count",
                   "bad_lines", "disconnects"):
             if k in m:

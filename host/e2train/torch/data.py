@@ -11,6 +11,7 @@ done on the whole batch in torch:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 
@@ -26,6 +27,12 @@ class Data:
     y_test: torch.Tensor
     x_val: torch.Tensor | None = None    # held out of the training set (``split_validation``)
     y_val: torch.Tensor | None = None
+
+    @cached_property
+    def pad_fill(self) -> torch.Tensor:
+        """Each channel's lowest training value, the ``augment_pad`` "min" fill: one reduction a
+        run, not one an epoch (``replace`` makes a new Data, which computes its own)."""
+        return self.x_train.amin(dim=(0, 2, 3))
 
     @property
     def in_channels(self) -> int:
@@ -89,7 +96,7 @@ def train_batches(data: Data, batch_size: int, epoch: int, seed: int, augmentati
                   pad_mode: str = "mean"):
     """Yields (x, y, indices) for one epoch; the order depends only on (seed, epoch)."""
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    fill = data.x_train.amin(dim=(0, 2, 3)) if augmentation and pad_mode == "min" else None
+    fill = data.pad_fill if augmentation and pad_mode == "min" else None
     perm = torch.randperm(data.x_train.shape[0], generator=gen)
     for i in range(0, perm.numel(), batch_size):
         idx = perm[i: i + batch_size]
