@@ -36,7 +36,7 @@ $(BOARD_STAMP): pyproject.toml mk/board.mk mk/board-constraints.txt
 	  print('board venv: Python', sys.version.split()[0], 'numpy', numpy.__version__, 'pynq', pynq.__version__)"
 	@touch $@
 
-$(BOARD_DIGITS): $(STAMP) host/e2train/data/datasets.py
+$(BOARD_DIGITS): $(STAMP) host/e2train/data/datasets.py host/e2train/core/pixels.py host/e2train/app/train_cli.py
 	@mkdir -p $(BOARD_VENV)
 	$(BIN)/python -c "from e2train.app.train_cli import dataset_npz; open('$@', 'wb').write(dataset_npz('digits', None))"
 

@@ -34,6 +34,14 @@ def test_csv_layout_labels_and_missing_files(tmp_path):
     # channel 3 (NIR) of pixel (5, 9) of image 2, standardised with the train set's channel statistics
     ch = raw[..., 3] / 255.0
     assert xtr[2, 3, 5, 9] == pytest.approx((raw[2, 5, 9, 3] / 255.0 - ch.mean()) / ch.std(), rel=1e-4)
+    # the published files hold 8-bit pixels: as the board keeps them, their codes, NCHW
+    px, _, _, _ = datasets.load("sat6", tmp_path, pixels=True)
+    assert px.codes.dtype == np.uint8 and np.array_equal(px.codes, raw.transpose(0, 3, 1, 2))
+    assert np.array_equal(px.standardised(), xtr)
+    # values that are no 8-bit pixel stay float images, standardised the same way
+    (d / "X_train_sat6.csv").write_text("\n".join(",".join(["12.5"] + ["3"] * 3135) for _ in range(7)) + "\n")
+    odd, _, _, _ = datasets.load("sat6", tmp_path, pixels=True)
+    assert isinstance(odd, np.ndarray) and odd.dtype == np.float32 and odd.shape == (7, 4, 28, 28)
     (d / "y_test_sat6.csv").write_text("1,0,0\n")
     with pytest.raises(DatasetError, match="expected 6"):
         datasets.load("sat6", tmp_path)

@@ -91,7 +91,7 @@ NEVER_ON_BOARD = {"torch", "torchvision", "matplotlib", "scipy", "safetensors", 
 INTERNAL = {
     "core": (set(), set()),
     "link": ({"e2train"}, set()),
-    "data": (set(), set()),
+    "data": ({"core"}, set()),
     "device": ({"core", "link", "e2train"}, {"meter", "data"}),
     "meter": (set(), set()),
     "torch": ({"core", "device", "data"}, set()),

@@ -129,7 +129,7 @@ def run_data(data: str, data_dir: str | None, holdout: float = 0.0) -> tuple:
     """(x_train, y_train, x_eval, y_eval): the test set as the evaluation set, or with ``holdout``
     a held-out part of the training set (datasets.holdout_indices) and the rest to train on."""
     from ..data import datasets
-    xtr, ytr, xte, yte = datasets.load(data, data_dir)
+    xtr, ytr, xte, yte = datasets.load(data, data_dir, pixels=True)     # as `e2train train` uploads it
     if not holdout:
         return xtr, ytr, xte, yte
     keep, held = datasets.holdout_indices(len(ytr), holdout, HOLDOUT_SPLIT_SEED)

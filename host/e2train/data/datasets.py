@@ -4,6 +4,7 @@ numpy-only at import (the on-device trainer's host side uses it); scikit-learn i
 lazily inside the digits loader. Augmentation and batching live in ``e2train.torch.data``.
 
     x_train, y_train, x_test, y_test = load("digits")
+    load("cifar10", pixels=True)         # images as 8-bit codes and their table (core.pixels)
     load("cifar10", data_dir="~/data")   # expects ~/data/cifar-10-batches-py/
     load("mnist", data_dir="~/data")     # expects ~/data/mnist/ with the four idx files
     load("imagenette", data_dir="~/data")  # expects ~/data/imagenette2-160/{train,val}/<wnid>/*.JPEG
@@ -15,6 +16,8 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+
+from ..core.pixels import CODES, Pixels, code_table
 
 NAMES = ("digits", "cifar10", "cifar100", "mnist", "imagenette", "sat6", "sat6synthetic")
 DIGITS_TEST = 360          # 1437 train / 360 test, stratified, random_state 0
@@ -35,22 +38,34 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "e2train" / "data"
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None):
+def load(name: str, data_dir: str | os.PathLike | None = None, pixels: bool = False):
     """(x_train, y_train, x_test, y_test): float32 NCHW standardised with the training
-    set's statistics, int64 labels."""
+    set's statistics, int64 labels. With ``pixels`` the images of a set made of 8-bit pixels
+    come as ``core.pixels.Pixels`` (their codes and the table that standardises them,
+    bit-identical to the float32 images) -- what the board keeps; a set of other values
+    (``sat6synthetic``) still comes as float32."""
     key = name.lower().replace("-", "")
     if key == "digits":
-        return load_digits()
-    if key in CIFAR_DIRS:
-        return load_cifar(key, data_dir)
-    if key == "mnist":
-        return load_mnist(data_dir)
-    if key == "imagenette":
-        return load_imagenette(data_dir)
-    if key in ("sat6", "sat6synthetic"):           # DeepSat SAT-6 (paper 003), e2train.data.sat6
+        out = load_digits()
+    elif key in CIFAR_DIRS:
+        out = load_cifar(key, data_dir)
+    elif key == "mnist":
+        out = load_mnist(data_dir)
+    elif key == "imagenette":
+        out = load_imagenette(data_dir)
+    elif key in ("sat6", "sat6synthetic"):           # DeepSat SAT-6 (paper 003), e2train.data.sat6
         from . import sat6
-        return sat6.load_csv(data_dir) if key == "sat6" else sat6.synthetic()
-    raise DatasetError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
+        out = sat6.load_csv(data_dir) if key == "sat6" else sat6.synthetic()
+    else:
+        raise DatasetError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
+    if pixels:
+        return out
+    xtr, ytr, xte, yte = out
+    return _floats(xtr), ytr, _floats(xte), yte
+
+
+def _floats(x):
+    return x.standardised() if isinstance(x, Pixels) else x
 
 
 def holdout_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -72,13 +87,37 @@ def num_classes(name: str) -> int:
             "imagenette": 10, "sat6": 6, "sat6synthetic": 6}[name.lower().replace("-", "")]
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray, per_channel: bool):
+def _statistics(x_train: np.ndarray, per_channel: bool):
+    """The training images' mean and standard deviation (float64; a zero deviation reads as 1)."""
     axes = (0, 2, 3) if per_channel else None
     mean = x_train.mean(axis=axes, keepdims=per_channel, dtype=np.float64)
     std = x_train.std(axis=axes, keepdims=per_channel, dtype=np.float64)
-    std = np.where(std > 0, std, 1.0)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def _standardise(x_train: np.ndarray, x_test: np.ndarray, per_channel: bool):
+    """Float images (of values that are not 8-bit codes) standardised with the training set's statistics."""
+    mean, std = _statistics(x_train, per_channel)
     f = lambda v: ((v - mean) / std).astype(np.float32)  # noqa: E731
     return f(x_train), f(x_test)
+
+
+# what each 8-bit code reads as: the pixel scaled to [0, 1], or the code itself (digits' 0..16)
+UNIT_VALUES = np.arange(CODES).astype(np.float32) / 255.0
+CODE_VALUES = np.arange(CODES).astype(np.float32)
+
+
+def _pixel_set(codes_train: np.ndarray, codes_test: np.ndarray, values: np.ndarray, per_channel: bool):
+    """Images of 8-bit codes as ``Pixels``: the statistics are those of the float images
+    (``values[codes]``, the same array and reduction a float loader standardises), so the
+    table reproduces its standardisation bit for bit."""
+    codes_train = np.ascontiguousarray(codes_train, np.uint8)
+    codes_test = np.ascontiguousarray(codes_test, np.uint8)
+    mean, std = _statistics(values[codes_train], per_channel)
+    table = code_table(values, mean, std)
+    if table.shape[0] == 1 and codes_train.shape[1] > 1:
+        table = np.repeat(table, codes_train.shape[1], axis=0)
+    return Pixels(codes_train, table), Pixels(codes_test, table)
 
 
 def load_digits():
@@ -96,10 +135,10 @@ def load_digits():
                            "'pip install scikit-learn' and let `e2train train` upload the data; on the board "
                            "give an uploaded .npz (or --data synthetic to calibrate-arm)") from e
     d = _sk_digits()
-    x = d.images.astype(np.float32)[:, None, :, :]
+    x = d.images.astype(np.uint8)[:, None, :, :]           # the 0..16 counts, exact in a byte
     y = d.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=DIGITS_TEST, stratify=y, random_state=0)
-    x_tr, x_te = _standardise(x_tr, x_te, per_channel=False)
+    x_tr, x_te = _pixel_set(x_tr, x_te, CODE_VALUES, per_channel=False)
     return x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64)
 
 
@@ -161,15 +200,15 @@ def load_cifar(name: str, data_dir=None):
             f"into {root} (so that {folder} exists), or pass data_dir= / set E2TRAIN_DATA.")
     tr = [_read_batch(p) for p in train_files]
     te = [_read_batch(p) for p in test_files]
-    x_tr = np.concatenate([b[0] for b in tr]).astype(np.float32) / 255.0
+    x_tr = np.concatenate([b[0] for b in tr])
     y_tr = np.concatenate([b[1] for b in tr])
-    x_te = np.concatenate([b[0] for b in te]).astype(np.float32) / 255.0
+    x_te = np.concatenate([b[0] for b in te])
     y_te = np.concatenate([b[1] for b in te])
     n_cls = num_classes(name)
     for lab, what in ((y_tr, "train"), (y_te, "test")):
         if lab.size and (lab.min() < 0 or lab.max() >= n_cls):
             raise DatasetError(f"{name} {what} labels outside [0, {n_cls}): the files are corrupt or of the other CIFAR")
-    x_tr, x_te = _standardise(x_tr, x_te, per_channel=True)
+    x_tr, x_te = _pixel_set(x_tr, x_te, UNIT_VALUES, per_channel=True)
     return x_tr, y_tr, x_te, y_te
 
 
@@ -209,9 +248,7 @@ def load_mnist(data_dir=None):
     x_tr, y_tr, x_te, y_te = (_read_idx(p) for p in paths)
     if x_tr.shape[0] != y_tr.shape[0] or x_te.shape[0] != y_te.shape[0]:
         raise DatasetError(f"mnist: image and label counts differ in {folder}: the files do not belong together")
-    x_tr = x_tr.astype(np.float32)[:, None] / 255.0
-    x_te = x_te.astype(np.float32)[:, None] / 255.0
-    x_tr, x_te = _standardise(x_tr, x_te, per_channel=True)
+    x_tr, x_te = _pixel_set(x_tr[:, None], x_te[:, None], UNIT_VALUES, per_channel=True)
     return x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64)
 
 
@@ -259,5 +296,5 @@ def load_imagenette(data_dir=None, size: int = IMAGENETTE_SIZE):
                            f"found {len(classes)} and {len(val_classes)}")
     x_tr, y_tr = _read_image_folder(folder / "train", classes, size)
     x_te, y_te = _read_image_folder(folder / "val", classes, size)
-    x_tr, x_te = _standardise(x_tr.astype(np.float32) / 255.0, x_te.astype(np.float32) / 255.0, per_channel=True)
+    x_tr, x_te = _pixel_set(x_tr, x_te, UNIT_VALUES, per_channel=True)
     return x_tr, y_tr, x_te, y_te

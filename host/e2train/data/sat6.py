@@ -68,7 +68,7 @@ def find_files(data_dir: str | os.PathLike | None = None) -> Path:
 def load_csv(data_dir: str | os.PathLike | None = None, limit: int | None = None):
     """(x_train, y_train, x_test, y_test) from the four CSVs under ``data_dir`` or
     ``data_dir/sat6`` (default: ``$E2TRAIN_DATA``)."""
-    from .datasets import _standardise
+    from .datasets import UNIT_VALUES, _pixel_set, _standardise
     folder = find_files(data_dir)
     out = []
     for xname, yname in ((FILES[0], FILES[1]), (FILES[2], FILES[3])):
@@ -79,10 +79,14 @@ def load_csv(data_dir: str | os.PathLike | None = None, limit: int | None = None
         if not np.all(y1.sum(1) == 1):
             raise _error(f"{folder / yname}: labels are not one-hot rows of 6")
         # rows are H, W, C: to N, C, H, W
-        out.append((x.reshape(-1, 28, 28, 4).transpose(0, 3, 1, 2) / 255.0, y1.argmax(1).astype(np.int64)))
+        out.append((x.reshape(-1, 28, 28, 4).transpose(0, 3, 1, 2), y1.argmax(1).astype(np.int64)))
     (xtr, ytr), (xte, yte) = out
-    xtr, xte = _standardise(np.ascontiguousarray(xtr, dtype=np.float32),
-                            np.ascontiguousarray(xte, dtype=np.float32), per_channel=True)
+    if all(((v >= 0) & (v <= 255) & (v == np.round(v))).all() for v in (xtr, xte)):
+        # the published files hold 8-bit pixels: kept as codes (core.pixels)
+        xtr, xte = _pixel_set(xtr.astype(np.uint8), xte.astype(np.uint8), UNIT_VALUES, per_channel=True)
+    else:
+        xtr, xte = _standardise(np.ascontiguousarray(xtr / 255.0, dtype=np.float32),
+                                np.ascontiguousarray(xte / 255.0, dtype=np.float32), per_channel=True)
     return xtr, ytr, xte, yte
 
 

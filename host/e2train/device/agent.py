@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
+from ..core.pixels import Pixels
 from ..core.run_record import device_final
 from ..link import protocol as link
 from ..link.protocol import LinkError, ProtocolError
@@ -45,6 +46,7 @@ MAX_UPLOAD_PENDING = 512 << 20  # bytes announced by all partial uploads togethe
 EVENT_LOG = 20000               # events kept for catch-up
 EVENTS_PER_REPLY = 500          # events per `events` reply (the host pages through the rest)
 DATASET_KEYS = ("x_train", "y_train", "x_test", "y_test")
+PIXEL_TABLE = "pixel_table"     # present: the images are 8-bit codes standardised through it (core.pixels)
 BITSTREAM_FILES = ("e2train.bit", "e2train.hwh", "manifest.json")
 # TCP: a wrong token from a peer doubles the wait before that peer's next attempt
 AUTH_BACKOFF_S, AUTH_BACKOFF_MAX_S = 0.5, 60.0
@@ -79,30 +81,38 @@ def mem_available_bytes() -> int | None:
 
 def dataset_memory_bytes(path: Path) -> int:
     """What the trainer will hold of an npz data set, read from the arrays' headers alone (nothing
-    is decompressed): its images as float32, its labels as int64, plus the loaded arrays
+    is decompressed): images of 8-bit codes with their ``pixel_table`` as they are (one byte a
+    pixel, ``core.pixels``), other images as float32, labels as int64, plus the loaded arrays
     themselves where they are stored in another type."""
     import zipfile
-    need = 0
+    headers = {}
     with zipfile.ZipFile(path) as zf:
         for name in zf.namelist():
             key = name[:-4] if name.endswith(".npy") else name
-            if key not in DATASET_KEYS:
+            if key not in DATASET_KEYS + (PIXEL_TABLE,):
                 continue
             with zf.open(name) as f:
                 major, _ = np.lib.format.read_magic(f)
                 read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read(f)
-            n = int(np.prod(shape, dtype=np.int64))
-            kept = np.dtype(np.float32 if key.startswith("x_") else np.int64)
-            need += n * kept.itemsize + (0 if dtype == kept else n * dtype.itemsize)
+            headers[key] = (int(np.prod(shape, dtype=np.int64)), np.dtype(dtype))
+    need = 0
+    for key, (n, dtype) in headers.items():
+        if key.startswith("x_"):
+            kept = np.dtype(np.uint8 if PIXEL_TABLE in headers and dtype == np.uint8 else np.float32)
+        else:
+            kept = np.dtype(np.float32 if key == PIXEL_TABLE else np.int64)
+        need += n * kept.itemsize + (0 if dtype == kept else n * dtype.itemsize)
     return need
 
 
-def load_dataset_npz(path: Path, mem_available: int | None = -1) -> dict[str, np.ndarray]:
-    """Load and check an uploaded data set (npz without pickle). A data set that this machine's
-    memory cannot hold (``mem_available``: bytes, default /proc/meminfo's; None: unknown, not
-    checked) is refused before it is loaded: on a 512 MB board an out-of-memory kill would take
-    the agent, and the run with it, down."""
+def load_dataset_npz(path: Path, mem_available: int | None = -1) -> tuple:
+    """Load and check an uploaded data set (npz without pickle): (x_train, y_train, x_test,
+    y_test), the images as ``core.pixels.Pixels`` where the file holds 8-bit codes and their
+    ``pixel_table`` (what `e2train train` uploads for a set of pixels), else as stored. A data set
+    that this machine's memory cannot hold (``mem_available``: bytes, default /proc/meminfo's;
+    None: unknown, not checked) is refused before it is loaded: on a 512 MB board an
+    out-of-memory kill would take the agent, and the run with it, down."""
     if mem_available == -1:
         mem_available = mem_available_bytes()
     try:
@@ -111,10 +121,10 @@ def load_dataset_npz(path: Path, mem_available: int | None = -1) -> dict[str, np
         raise CommandError(f"data set {path.name} is not a readable npz file: {e}", "bad-dataset") from None
     if mem_available is not None and need > DATASET_MEMORY_SHARE * mem_available:
         raise CommandError(
-            f"data set {path.name} needs {need / 2**20:.0f} MiB in memory (images as float32), more than "
+            f"data set {path.name} needs {need / 2**20:.0f} MiB in memory, more than "
             f"{DATASET_MEMORY_SHARE:.0%} of the {mem_available / 2**20:.0f} MiB this board has available; "
-            "train a smaller data set here (the board keeps no 8-bit copy of the images yet), or this one "
-            "on the simulated board on the host", "dataset-too-large")
+            "train a smaller data set here (or one of 8-bit pixels, which `e2train train` uploads at a byte "
+            "a pixel), or this one on the simulated board on the host", "dataset-too-large")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -128,7 +138,16 @@ def load_dataset_npz(path: Path, mem_available: int | None = -1) -> dict[str, np
         raise CommandError(f"data set images must be NCHW with equal C,H,W: {xtr.shape}, {xte.shape}", "bad-dataset")
     if ytr.shape != (xtr.shape[0],) or yte.shape != (xte.shape[0],):
         raise CommandError("labels must be 1-D, one per image", "bad-dataset")
-    return data
+    if PIXEL_TABLE in data:
+        try:
+            xtr, xte = Pixels(xtr, data[PIXEL_TABLE]), Pixels(xte, data[PIXEL_TABLE])
+        except ValueError as e:
+            raise CommandError(f"data set {path.name}: {e}", "bad-dataset") from None
+    elif xtr.dtype == np.uint8:
+        raise CommandError(f"data set {path.name} holds 8-bit images without a {PIXEL_TABLE} to standardise "
+                           "them: upload it with `e2train train`, or store standardised float32 images",
+                           "bad-dataset")
+    return xtr, ytr, xte, yte
 
 
 class Conn:
@@ -567,7 +586,7 @@ def open_board(bitstream: str | None, *, simulated: bool, backend_name: str | No
         raise CommandError(f"bitstream refused: {e}", "bad-bitstream") from None
 
 
-def make_trainer(config: dict, data: dict, backend, *, ckpt_dir: Path, resume: bool, on_event):
+def make_trainer(config: dict, data: tuple, backend, *, ckpt_dir: Path, resume: bool, on_event):
     """An object with .run() -> results dict and .stop(); validates the config first."""
     from .board import make_trainer as _make
     try:

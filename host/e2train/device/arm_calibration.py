@@ -93,12 +93,14 @@ def calibrate(config: TrainConfig | dict | None, data, backend, *, steps: int = 
     arm_work = Work()
     tr.arm = ArmTally(arm_work)             # count the ARM ops of the measured steps only
     ops0, k0, w0 = 0, 0.0, time.perf_counter()
+    no_shift = np.zeros((n, 2), np.int64)
     for t in range(warmup + steps):
         i0 = (t * bs) % max(1, n - bs + 1)
-        x, y = tr.x_train[i0:i0 + bs], tr.y_train[i0:i0 + bs]
         if t == warmup:                      # first steps warm caches and allocators
             ops0, k0, w0 = arm_ops(arm_work), timed.seconds, time.perf_counter()
             wait0, (copy0, flush0) = getattr(backend, "wait_s", None), _copy_counts(backend)
+        idx = np.arange(i0, i0 + bs)
+        x, y = tr._input(idx, no_shift), tr.y_train[idx]      # gathered (and looked up) as training does
         tr.train_step(x, y, t)
         if on_step is not None:
             on_step(t + 1, warmup + steps)
@@ -201,11 +203,10 @@ def _load_data(name: str):
         return synthetic_digits()
     if name.endswith(".npz"):
         # the format `e2train train` uploads to the board, checked the same way
-        from .agent import DATASET_KEYS, load_dataset_npz
-        data = load_dataset_npz(Path(name))
-        return tuple(data[k] for k in DATASET_KEYS)
+        from .agent import load_dataset_npz
+        return load_dataset_npz(Path(name))
     from ..data import datasets                 # host side (scikit-learn for digits)
-    return datasets.load(name, None)
+    return datasets.load(name, None, pixels=True)       # as `e2train train` uploads it
 
 
 def run(args) -> int:

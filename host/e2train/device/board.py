@@ -163,7 +163,7 @@ def _overall(v):
     return v.get("overall") if isinstance(v, dict) else v
 
 
-def make_trainer(config: dict, data: dict, backend, *, ckpt_dir: Path, resume: bool,
+def make_trainer(config: dict, data: tuple, backend, *, ckpt_dir: Path, resume: bool,
                  on_event: Callable[[dict], Any]) -> TrainerRun:
     from .trainer import Trainer
     cfg = TrainConfig.from_dict(config)          # ConfigError (a ValueError) names the bad key
@@ -178,8 +178,7 @@ def make_trainer(config: dict, data: dict, backend, *, ckpt_dir: Path, resume: b
                          "or pick a new --run-id to start afresh")
     if resume and not checkpoint.exists(ckpt):
         raise ValueError(f"nothing to resume: run {ckpt_dir.name} has no checkpoint")
-    trainer = Trainer(cfg, (data["x_train"], data["y_train"], data["x_test"], data["y_test"]), backend,
-                      on_event=on_event, checkpoint=ckpt)
+    trainer = Trainer(cfg, data, backend, on_event=on_event, checkpoint=ckpt)
     return TrainerRun(trainer, resume=resume)
 
 

@@ -42,6 +42,7 @@ OPS_PER_ELEMENT = {
     "scale_stat": 2,      # per sample: the statistic a running scale follows (act_batch_max: the value taken as a float, then its max or exact sum)
     "batch": 1,           # the batch's images gathered from the data set (smd.batch_images)
     "augment": 1,         # their shifted store, when any image moves (the gather's second pass)
+    "standardise": 1,     # images kept as 8-bit codes: each gathered code looked up in its channel's table (core.pixels)
     "fc_bias": 1,         # the classifier's bias: added to the logits (forward), summed over the samples (backward)
     # per channel (BN's folds between the fabric's block operations, core.block_ops): the numpy
     # passes each runs over its channel vectors (tests/device/trainer/test_side_work.py counts them)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.pixels import Pixels, standardise
 from ..core.train_keys import AUGMENT_PADS
 
 STREAM_SHUFFLE, STREAM_DROP, STREAM_SHIFT, STREAM_GATE = 1, 2, 3, 4   # STREAM_GATE: the trainer's gate draws
@@ -59,16 +60,20 @@ def _moves(sh: np.ndarray) -> bool:
     return bool(sh.size and np.abs(sh).max())
 
 
-def pad_fill(data: np.ndarray) -> np.ndarray:
+def pad_fill(data: np.ndarray | Pixels) -> np.ndarray:
     """Each channel's lowest value over the data set (NCHW): the ``"min"`` padding's fill."""
+    if isinstance(data, Pixels):
+        return data.channel_min()
     return data.min(axis=(0, 2, 3))
 
 
-def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray, pad: str = "mean",
+def batch_images(data: np.ndarray | Pixels, idx: np.ndarray, shifts: np.ndarray, pad: str = "mean",
                  fill: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
-    """The batch ``data[idx]`` (NCHW), each image translated by its (dy, dx), and whether any
-    image moved: out[r, c] = x[r - dy, c - dx] where that lies in the image. Where it does not,
-    ``pad`` says what shows (``core.train_keys.AUGMENT_PADS``):
+    """The batch ``data[idx]`` (NCHW, float32), each image translated by its (dy, dx), and
+    whether any image moved: out[r, c] = x[r - dy, c - dx] where that lies in the image. Images
+    kept as 8-bit codes (``core.pixels.Pixels``) are standardised through their table as they
+    are gathered: the same numbers as gathering the float32 images. Where a shifted pixel lies
+    outside the image, ``pad`` says what shows (``core.train_keys.AUGMENT_PADS``):
 
     * ``"mean"`` (the default): zero, the standardised mean, as He et al.'s zero padding of
       mean-subtracted CIFAR; on digits a grey band on a black background;
@@ -87,28 +92,33 @@ def batch_images(data: np.ndarray, idx: np.ndarray, shifts: np.ndarray, pad: str
     where each pixel lands), no padded copy."""
     if pad not in AUGMENT_PADS:
         raise ValueError(f"augment_pad must be one of {', '.join(AUGMENT_PADS)}, not {pad!r}")
+    if isinstance(data, Pixels):
+        src, table, dtype = data.codes, data.table, np.dtype(np.float32)
+        look = lambda codes: standardise(codes, table)      # noqa: E731
+    else:
+        src, dtype, look = data, data.dtype, lambda x: x     # noqa: E731
     idx = np.asarray(idx)
     sh = np.asarray(shifts)[idx]
     if not _moves(sh):
-        return data[idx], False
+        return look(src[idx]), False
     if pad == "min" and (fill is None or np.shape(fill) != (data.shape[1],)):
         raise ValueError(f"augment_pad 'min' needs one fill value per channel ({data.shape[1]}): pass pad_fill(data)")
     _, c, h, w = data.shape
-    out = np.empty((len(idx), c, h, w), data.dtype)
-    border = np.asarray(fill, data.dtype)[:, None, None] if pad == "min" else 0     # "edge" uses none
+    out = np.empty((len(idx), c, h, w), dtype)
+    border = np.asarray(fill, dtype)[:, None, None] if pad == "min" else 0     # "edge" uses none
     for dy, dx in np.unique(sh, axis=0):
         sel = np.nonzero((sh[:, 0] == dy) & (sh[:, 1] == dx))[0]
         if pad == "edge":
             rows = np.clip(np.arange(h) - dy, 0, h - 1)
             cols = np.clip(np.arange(w) - dx, 0, w - 1)
-            out[sel] = data[idx[sel][:, None, None, None], np.arange(c)[None, :, None, None],
-                            rows[None, None, :, None], cols[None, None, None, :]]
+            out[sel] = look(src[idx[sel][:, None, None, None], np.arange(c)[None, :, None, None],
+                                rows[None, None, :, None], cols[None, None, None, :]])
             continue
         # where the kept part lands, clamped (a shift past the image keeps nothing)
         r0, r1 = min(max(dy, 0), h), max(h + min(dy, 0), 0)
         c0, c1 = min(max(dx, 0), w), max(w + min(dx, 0), 0)
         if r0 < r1 and c0 < c1:
-            out[sel, :, r0:r1, c0:c1] = data[idx[sel], :, r0 - dy:r1 - dy, c0 - dx:c1 - dx]
+            out[sel, :, r0:r1, c0:c1] = look(src[idx[sel], :, r0 - dy:r1 - dy, c0 - dx:c1 - dx])
         r1, c1 = max(r0, r1), max(c0, c1)
         for rows, cols in ((slice(0, r0), slice(None)), (slice(r1, h), slice(None)),
                            (slice(r0, r1), slice(0, c0)), (slice(r0, r1), slice(c1, w))):

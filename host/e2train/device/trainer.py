@@ -37,6 +37,7 @@ import numpy as np
 from ..core import call_price, energy, run_record
 from ..core.fixedpoint import decay_to_fixed, lr_to_fixed
 from ..core.overlap import Timeline
+from ..core.pixels import Pixels
 from ..core.shapes import ShapeError, check_wgrad_terms
 from ..core.work import Work
 from . import checkpoint as ckpt
@@ -70,19 +71,30 @@ def gated_exec_ratio(samples_run: int, samples_total: int, n_blocks: int, n_gate
     return (samples_run - (n_blocks - n_gated) * per_block) / (n_gated * per_block)
 
 
-def check_data(data) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Validate (x_train, y_train[, x_test, y_test]); a clear message for each problem."""
+def _images(x):
+    return x if isinstance(x, Pixels) else np.asarray(x)
+
+
+def check_data(data) -> tuple[np.ndarray | Pixels, np.ndarray, np.ndarray | Pixels | None, np.ndarray | None]:
+    """Validate (x_train, y_train[, x_test, y_test]); a clear message for each problem. Images
+    are float (standardised) or ``core.pixels.Pixels`` (8-bit codes and their table), which
+    the trainer keeps as they are and standardises a batch at a time."""
     if not isinstance(data, (tuple, list)) or len(data) not in (2, 4):
         raise ValueError("data must be (x_train, y_train) or (x_train, y_train, x_test, y_test)")
-    x_tr, y_tr = np.asarray(data[0]), np.asarray(data[1])
-    x_te = np.asarray(data[2]) if len(data) == 4 and data[2] is not None else None
+    x_tr, y_tr = _images(data[0]), np.asarray(data[1])
+    x_te = _images(data[2]) if len(data) == 4 and data[2] is not None else None
     y_te = np.asarray(data[3]) if len(data) == 4 and data[3] is not None else None
     for name, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
         if x is None:
             continue
-        if x.ndim != 4:
+        if len(x.shape) != 4:
             raise ValueError(f"x_{name} must be 4-D NCHW images, got shape {x.shape}")
-        if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+        if isinstance(x, Pixels):
+            pass                                   # codes are uint8 and the table finite (Pixels checks)
+        elif x.dtype == np.uint8:
+            raise ValueError(f"x_{name} holds 8-bit pixel codes without a pixel_table to standardise them: "
+                             "give the table (e2train.core.pixels), or standardised float images")
+        elif not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
             raise ValueError(f"x_{name} must hold finite floats (standardised images)")
         if y is None or y.ndim != 1 or y.shape[0] != x.shape[0]:
             raise ValueError(f"y_{name} must be 1-D with one label per image ({x.shape[0]}), "
@@ -93,9 +105,10 @@ def check_data(data) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndar
         raise ValueError(f"test images {x_te.shape[1:]} differ from training images {x_tr.shape[1:]}")
     if x_tr.shape[0] < 1:
         raise ValueError("the training set is empty")
-    return x_tr.astype(np.float32, copy=False), y_tr.astype(np.int64), \
-        None if x_te is None else x_te.astype(np.float32, copy=False), \
-        None if y_te is None else y_te.astype(np.int64)
+    if isinstance(x_tr, Pixels) != isinstance(x_te, Pixels) and x_te is not None:
+        raise ValueError("x_train and x_test must both be pixel codes or both float images")
+    f32 = lambda x: x if x is None or isinstance(x, Pixels) else x.astype(np.float32, copy=False)   # noqa: E731
+    return f32(x_tr), y_tr.astype(np.int64), f32(x_te), None if y_te is None else y_te.astype(np.int64)
 
 
 class Trainer:
@@ -223,6 +236,8 @@ class Trainer:
         """The batch's images gathered from the training set and shifted (ARM work, tallied)."""
         x, moved = batch_images(self.x_train, idx, shifts, self.cfg.augment_pad, self._pad_fill)
         self.arm.ops("batch", x.size)
+        if isinstance(self.x_train, Pixels):
+            self.arm.ops("standardise", x.size)
         if moved:
             self.arm.ops("augment", x.size)
         return x
@@ -242,6 +257,7 @@ class Trainer:
         idx, t = plan.batches[nxt], self.epoch * self.n_batches + nxt
         n_el = idx.size * int(np.prod(self.x_train.shape[1:]))
         ops = op_count("batch", n_el) + (op_count("augment", n_el) if batch_moves(idx, plan.shifts) else 0)
+        ops += op_count("standardise", n_el) if isinstance(self.x_train, Pixels) else 0
         ops += quantize_input_ops(n_el, idx.size, self.cfg.act_scale)
 
         def task():
@@ -311,6 +327,9 @@ class Trainer:
         bs = self.cfg.eval_batch_size
         for i in range(0, x.shape[0], bs):
             xb, yb = x[i:i + bs], y[i:i + bs]
+            if isinstance(xb, Pixels):
+                xb = xb.standardised()
+                arm.ops("standardise", xb.size)
             self._begin_step()
             logits, _, st = self.model.forward(xb, False, self.backend, kt, arm)
             loss, _ = softmax_cross_entropy(logits, yb, arm)
@@ -649,7 +668,7 @@ def main(argv=None) -> int:
         TrainConfig.from_dict(dict(COMPARE_BASE, **base, **e2))
     except (json.JSONDecodeError, ConfigError) as err:
         raise SystemExit(f"bad config: {err}")
-    data = datasets.load(a.data, a.data_dir)
+    data = datasets.load(a.data, a.data_dir, pixels=True)       # as `e2train train` uploads it
     out = compare(data, _backend(a.backend), base, e2)
     if a.profile:
         from .step_profile import table

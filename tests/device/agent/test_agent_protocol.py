@@ -278,10 +278,10 @@ def test_a_data_set_the_board_cannot_hold_is_refused_before_it_is_loaded(served,
     assert agent_mod.dataset_memory_bytes(f) == need
     u8 = tmp_path / "u8.npz"
     np.savez_compressed(u8, **dict(arrays, x_train=arrays["x_train"].astype(np.uint8)))
-    assert agent_mod.dataset_memory_bytes(u8) == need + arrays["x_train"].size     # the uint8 copy too
-    assert agent_mod.load_dataset_npz(f, mem_available=None)["x_train"].shape == arrays["x_train"].shape
+    assert agent_mod.dataset_memory_bytes(u8) == need + arrays["x_train"].size     # no table: a float32 copy
+    assert agent_mod.load_dataset_npz(f, mem_available=None)[0].shape == arrays["x_train"].shape
 
-    with pytest.raises(agent_mod.CommandError, match=r"needs 0 MiB in memory .* more than 75% of the 0 MiB") as e:
+    with pytest.raises(agent_mod.CommandError, match=r"needs 0 MiB in memory, more than 75% of the 0 MiB") as e:
         agent_mod.load_dataset_npz(f, mem_available=need)
     assert e.value.code == "dataset-too-large" and "simulated board on the host" in str(e.value)
     agent_mod.load_dataset_npz(f, mem_available=2 * need)                 # 50%: kept
@@ -292,3 +292,47 @@ def test_a_data_set_the_board_cannot_hold_is_refused_before_it_is_loaded(served,
             c.request("upload", name="big", total=len(blob), sha256=hashlib.sha256(blob).hexdigest(),
                       offset=0, data=base64.b64encode(blob).decode())
     assert not any(p.name.startswith("big") for p in (agent.data_dir / "datasets").iterdir())
+
+
+def _pixel_arrays(n=8, channels=3):
+    rng = np.random.default_rng(1)
+    table = np.sort(rng.normal(size=(channels, 256)), axis=1).astype(np.float32)
+    return {"x_train": rng.integers(0, 256, (n, channels, 8, 8), dtype=np.uint8), "y_train": np.arange(n) % 10,
+            "x_test": rng.integers(0, 256, (4, channels, 8, 8), dtype=np.uint8), "y_test": np.arange(4),
+            "pixel_table": table}
+
+
+def test_a_data_set_of_pixel_codes_is_held_a_byte_a_pixel(tmp_path):
+    """8-bit codes with their pixel_table (what `e2train train` uploads for CIFAR, MNIST, digits)
+    are sized and kept as codes: a quarter of the float32 images' memory, so a set four times
+    larger fits. What the loader returns is the Pixels the trainer standardises per batch."""
+    from e2train.core.pixels import Pixels
+    arrays = _pixel_arrays()
+    f = tmp_path / "px.npz"
+    np.savez_compressed(f, **arrays)
+    labels = 8 * (arrays["y_train"].size + arrays["y_test"].size)
+    need = arrays["x_train"].size + arrays["x_test"].size + arrays["pixel_table"].nbytes + labels
+    assert agent_mod.dataset_memory_bytes(f) == need
+    as_floats = 4 * (arrays["x_train"].size + arrays["x_test"].size) + labels
+    agent_mod.load_dataset_npz(f, mem_available=int(need / 0.75) + 1)        # fits in what floats would not
+    assert as_floats > 0.75 * (need / 0.75 + 1)
+    xtr, ytr, xte, yte = agent_mod.load_dataset_npz(f, mem_available=None)
+    assert isinstance(xtr, Pixels) and isinstance(xte, Pixels)
+    assert np.array_equal(xtr.codes, arrays["x_train"]) and np.array_equal(xte.table, arrays["pixel_table"])
+    assert np.array_equal(ytr, arrays["y_train"]) and np.array_equal(yte, arrays["y_test"])
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"pixel_table": np.zeros((2, 256), np.float32)}, r"pixel_table must be 3 x 256"),
+    ({"pixel_table": np.full((3, 256), np.nan, np.float32)}, r"pixel_table must hold finite floats"),
+    ({"pixel_table": -np.arange(3 * 256, dtype=np.float32).reshape(3, 256)}, r"must not decrease"),
+    ({"x_train": np.zeros((8, 3, 8, 8), np.float32)}, r"pixel codes must be uint8 NCHW"),
+    ({"pixel_table": None}, r"8-bit images without a pixel_table .* upload it with `e2train train`"),
+])
+def test_a_bad_pixel_data_set_is_refused_in_one_line(tmp_path, change, match):
+    arrays = {k: v for k, v in dict(_pixel_arrays(), **change).items() if v is not None}
+    f = tmp_path / "bad.npz"
+    np.savez_compressed(f, **arrays)
+    with pytest.raises(agent_mod.CommandError, match=match) as e:
+        agent_mod.load_dataset_npz(f, mem_available=None)
+    assert e.value.code == "bad-dataset" and "\n" not in str(e.value)

@@ -12,19 +12,27 @@ from e2train.core.block_ops import IDENTITY
 
 
 @pytest.fixture(scope="session")
-def digits():
-    """The digits split of e2train.data.datasets (sklearn's 8x8 digits, 1437/360).
+def digits_pixels():
+    """The digits split of e2train.data.datasets (sklearn's 8x8 digits, 1437/360) as the host
+    uploads it to a board: its images as 8-bit codes and their table (``core.pixels.Pixels``).
 
-    Under ``make board-test`` (the PYNQ image's versions, no scikit-learn) it arrives as the host
-    uploads it to a board: the npz named by E2TRAIN_DIGITS_NPZ, read by the agent's own loader.
+    Under ``make board-test`` (the PYNQ image's versions, no scikit-learn) it is that upload: the
+    npz named by E2TRAIN_DIGITS_NPZ, read by the agent's own loader.
     """
     path = os.environ.get("E2TRAIN_DIGITS_NPZ")
     if path:
-        from e2train.device.agent import DATASET_KEYS, load_dataset_npz
-        data = load_dataset_npz(Path(path))
-        return tuple(data[k] for k in DATASET_KEYS)
+        from e2train.device.agent import load_dataset_npz
+        return load_dataset_npz(Path(path))
     from e2train.data import datasets
-    return datasets.load("digits")
+    return datasets.load("digits", pixels=True)
+
+
+@pytest.fixture(scope="session")
+def digits(digits_pixels):
+    """The same split with standardised float32 images (``datasets.load("digits")``'s numbers):
+    for tests that hand batches to a step or a layer directly."""
+    x_tr, y_tr, x_te, y_te = digits_pixels
+    return x_tr.standardised(), y_tr, x_te.standardised(), y_te
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
 from e2train.core import golden
@@ -30,15 +31,21 @@ class SlowGolden:
         return slow
 
 
-def test_counts_exactly_the_arm_ops_of_the_timed_steps(small_digits):
-    res = calibrate(TINY, small_digits, golden, steps=2, warmup=1)
+@pytest.mark.parametrize("form", ["floats", "pixels"])
+def test_counts_exactly_the_arm_ops_of_the_timed_steps(small_digits, digits_pixels, form):
+    """The timed steps' ops: each batch's gather (and, for 8-bit codes, its lookup: what the board
+    does with an uploaded set) and its training step."""
+    data = small_digits if form == "floats" else tuple(a[:192] for a in digits_pixels)
+    res = calibrate(TINY, data, golden, steps=2, warmup=1)
     # The same three steps by hand: the ops of steps 2 and 3 are what was timed.
-    tr = Trainer(TINY, small_digits, golden)
+    tr = Trainer(TINY, data, golden)
     per_step = []
     for t in range(3):
         tr.arm = ArmTally(Work())
-        tr.train_step(tr.x_train[t * 16:(t + 1) * 16], tr.y_train[t * 16:(t + 1) * 16], t)
+        idx = np.arange(t * 16, (t + 1) * 16)
+        tr.train_step(tr._input(idx, np.zeros((192, 2), np.int64)), tr.y_train[idx], t)
         per_step.append(arm_ops(tr.arm.work))
+        assert ("standardise" in tr.arm.by_kind) == (form == "pixels")
     assert res["arm_ops"] == per_step[1] + per_step[2]
     assert res["arm_ops_per_second"] == pytest.approx(res["arm_ops"] / res["arm_seconds"])
     assert res["steps"] == 2 and res["batch_size"] == 16
