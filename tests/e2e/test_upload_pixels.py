@@ -73,3 +73,26 @@ def test_cifar10_as_uploaded_needs_a_quarter_of_its_float32_images(tmp_path):
     assert agent_mod.dataset_memory_bytes(floats) == 60000 * 3072 * 4 + 60000 * 8
     assert round(need / 2**20) == 176 and need <= agent_mod.DATASET_MEMORY_SHARE * 236 * 2**20
     assert agent_mod.dataset_memory_bytes(floats) > agent_mod.DATASET_MEMORY_SHARE * 512 * 2**20
+
+
+def test_cifar_shaped_pixels_train_end_to_end_on_the_simulated_board(tmp_path):
+    """Three-channel 32 x 32 images through the whole path: `e2train train`'s upload as codes and
+    a per-channel table, the agent's check and loader, one epoch on the simulated board's PYNQ
+    driver and C-simulated kernels, every batch looked up on the board and tallied."""
+    from e2train.app.train_cli import build_config, train_session
+    from e2train.link.client import BoardClient, SimulatedBoard
+    (tmp_path / "data").mkdir()
+    _cifar(tmp_path / "data", 32, np.random.default_rng(6))
+    cfg = build_config("e2train", None, ["epochs=1", "model=resnet8", "width=4", "batch_size=32"])
+    with SimulatedBoard(data_dir=tmp_path / "board") as sim:
+        with BoardClient(sim.link) as client:
+            rep = train_session(client, cfg, dataset="cifar10", data_dir=str(tmp_path / "data"),
+                                out=str(tmp_path / "run"), run_id="cifar", quiet=True)
+            client.shutdown()
+    res = rep["results"]
+    assert res["state"] == "finished" and res["summary"]["epochs"] == 1
+    with np.load(tmp_path / "board" / "datasets" / "cifar10.npz") as z:
+        assert z["x_train"].dtype == np.uint8 and z["x_train"].shape == (160, 3, 32, 32)
+        assert z["pixel_table"].shape == (3, 256)
+    kinds = res["skips"]["arm_ops_by_kind"]
+    assert kinds["standardise"] == kinds["batch"] > 0          # every gathered pixel looked up once

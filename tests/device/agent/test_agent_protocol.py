@@ -277,7 +277,7 @@ def test_a_data_set_the_board_cannot_hold_is_refused_before_it_is_loaded(served,
     need = sum(a.size * kept[k].itemsize + (0 if a.dtype == kept[k] else a.nbytes) for k, a in arrays.items())
     assert agent_mod.dataset_memory_bytes(f) == need
     u8 = tmp_path / "u8.npz"
-    np.savez_compressed(u8, **dict(arrays, x_train=arrays["x_train"].astype(np.uint8)))
+    np.savez_compressed(u8, **dict(arrays, x_train=np.zeros(arrays["x_train"].shape, np.uint8)))
     assert agent_mod.dataset_memory_bytes(u8) == need + arrays["x_train"].size     # no table: a float32 copy
     assert agent_mod.load_dataset_npz(f, mem_available=None)[0].shape == arrays["x_train"].shape
 
@@ -297,8 +297,10 @@ def test_a_data_set_the_board_cannot_hold_is_refused_before_it_is_loaded(served,
 def _pixel_arrays(n=8, channels=3):
     rng = np.random.default_rng(1)
     table = np.sort(rng.normal(size=(channels, 256)), axis=1).astype(np.float32)
-    return {"x_train": rng.integers(0, 256, (n, channels, 8, 8), dtype=np.uint8), "y_train": np.arange(n) % 10,
-            "x_test": rng.integers(0, 256, (4, channels, 8, 8), dtype=np.uint8), "y_test": np.arange(4),
+    # int64 labels, as the trainer keeps them (a 32-bit ARM's default int would add a stored copy)
+    return {"x_train": rng.integers(0, 256, (n, channels, 8, 8), dtype=np.uint8),
+            "y_train": np.arange(n, dtype=np.int64) % 10,
+            "x_test": rng.integers(0, 256, (4, channels, 8, 8), dtype=np.uint8), "y_test": np.arange(4, dtype=np.int64),
             "pixel_table": table}
 
 
