@@ -261,8 +261,10 @@ class BoardClient:
         self.upload_bytes(name, Path(path).read_bytes(), progress, **dest)
 
     def upload_bytes(self, name: str, blob: bytes, progress: Callable[[int, int], None] | None = None,
-                     **dest) -> None:
+                     **dest) -> bool:
         """Upload in acknowledged chunks, each checked by CRC32 on arrival, the whole by sha256.
+        Returns False when nothing was sent: the board already kept this file (same size and
+        sha256).
 
         Chunks are sized from the link's baud rate; a chunk damaged on the line is sent again;
         after a drop the link is reopened and the upload goes on from the offset the board
@@ -271,13 +273,16 @@ class BoardClient:
         digest = hashlib.sha256(blob).hexdigest()
         total = len(blob)
         step = link.upload_chunk_bytes(self.line_baud)
-        off = self.request("upload_status", name=name, total=total, sha256=digest, **dest)["received"]
+        status = self.request("upload_status", name=name, total=total, sha256=digest, **dest)
+        if status.get("kept") and status["received"] == total:
+            return False
+        off = status["received"]
         failures = 0
         while True:
             if progress:
                 progress(off, total)
             if off >= total and off > 0:
-                return
+                return True
             chunk = blob[off: off + step]
             try:
                 rep = self.request("upload", name=name, total=total, sha256=digest, offset=off,
@@ -287,7 +292,7 @@ class BoardClient:
                 if off >= total:
                     if progress:
                         progress(total, total)
-                    return
+                    return True
                 continue
             except BoardError as e:
                 if e.code not in ("bad-crc", "bad-offset"):

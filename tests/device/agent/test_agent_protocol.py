@@ -136,7 +136,8 @@ def test_upload_checks_checksum_size_and_name(served):
         rep = c.request("upload", name="d", total=len(blob), sha256=good, offset=0, data=b64)
         assert rep["stored"] == "d.npz"
     stored = sorted(p.name for p in (agent.data_dir / "datasets").iterdir())
-    assert stored == ["d.npz"]                      # nothing written outside, no partial left
+    # nothing written outside, no partial left; beside the file the note of its sha256
+    assert stored == [".d.npz.sha256", "d.npz"]
 
 
 def test_upload_of_a_non_dataset_is_refused(served):

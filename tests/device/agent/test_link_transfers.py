@@ -175,3 +175,49 @@ def test_the_host_notices_a_restarted_agent(served):
             if evs:
                 break
         assert [ev["seq"] for ev in evs] == [1]          # the new agent's events are not ignored
+
+
+def _npz(seed: int) -> bytes:
+    import io
+
+    import numpy as np
+    rng, buf = np.random.default_rng(seed), io.BytesIO()
+    np.savez_compressed(buf, x_train=rng.normal(size=(6, 1, 8, 8)).astype(np.float32), y_train=np.arange(6),
+                        x_test=rng.normal(size=(2, 1, 8, 8)).astype(np.float32), y_test=np.arange(2))
+    return buf.getvalue()
+
+
+def test_a_file_the_board_already_keeps_is_not_sent_again(served, monkeypatch):
+    """Same name, size and sha256 as a kept file: upload_status says it is all there and the
+    host sends no chunk (a CIFAR-10 upload is not repeated for every run). The sha256 comes from
+    a note taken when the file was kept; a file changed since (its mtime moved) is hashed again,
+    and a file whose bytes differ is sent whole."""
+    import os
+    agent, path = served
+    blob = _npz(0)
+    kept = agent.data_dir / "datasets" / "d.npz"
+    note = kept.with_name(".d.npz.sha256")
+    with BoardClient(path) as c:
+        offsets = []
+        real = c.request
+
+        def counting(cmd, **kw):
+            if cmd == "upload":
+                offsets.append(kw["offset"])
+            return real(cmd, **kw)
+        monkeypatch.setattr(c, "request", counting)
+        assert c.upload_bytes("d", blob) is True and offsets == [0] and note.is_file()
+        offsets.clear()
+        assert c.upload_bytes("d", blob) is False and offsets == []
+        note.unlink()                                     # no note: hashed again, the same answer, noted
+        assert c.upload_bytes("d", blob) is False and offsets == [] and note.is_file()
+        data = bytearray(kept.read_bytes())
+        data[-1] ^= 1                                     # the kept file changed on the board, same size
+        kept.write_bytes(bytes(data))
+        st = kept.stat()
+        os.utime(kept, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        assert c.upload_bytes("d", blob) is True and offsets == [0]
+        assert kept.read_bytes() == blob
+        offsets.clear()
+        other = _npz(1)                                   # other content under the same name
+        assert c.upload_bytes("d", other) is True and offsets == [0] and kept.read_bytes() == other
