@@ -75,10 +75,11 @@ def test_cifar10_as_uploaded_needs_a_quarter_of_its_float32_images(tmp_path):
     assert agent_mod.dataset_memory_bytes(floats) > agent_mod.DATASET_MEMORY_SHARE * 512 * 2**20
 
 
-def test_cifar_shaped_pixels_train_end_to_end_on_the_simulated_board(tmp_path):
+def test_cifar_shaped_pixels_train_end_to_end_on_the_simulated_board(tmp_path, capsys):
     """Three-channel 32 x 32 images through the whole path: `e2train train`'s upload as codes and
     a per-channel table, the agent's check and loader, one epoch on the simulated board's PYNQ
-    driver and C-simulated kernels, every batch looked up on the board and tallied."""
+    driver and C-simulated kernels, every batch looked up on the board and tallied. A second run
+    on the same board does not send the data set again, and says so."""
     from e2train.app.train_cli import build_config, train_session
     from e2train.link.client import BoardClient, SimulatedBoard
     (tmp_path / "data").mkdir()
@@ -88,7 +89,12 @@ def test_cifar_shaped_pixels_train_end_to_end_on_the_simulated_board(tmp_path):
         with BoardClient(sim.link) as client:
             rep = train_session(client, cfg, dataset="cifar10", data_dir=str(tmp_path / "data"),
                                 out=str(tmp_path / "run"), run_id="cifar", quiet=True)
+            capsys.readouterr()
+            again = train_session(client, dict(cfg, epochs=1), dataset="cifar10", data_dir=str(tmp_path / "data"),
+                                  out=str(tmp_path / "run2"), run_id="cifar2", quiet=False)
             client.shutdown()
+    assert "data set cifar10: the board already holds it" in capsys.readouterr().err
+    assert again["results"]["state"] == "finished"
     res = rep["results"]
     assert res["state"] == "finished" and res["summary"]["epochs"] == 1
     with np.load(tmp_path / "board" / "datasets" / "cifar10.npz") as z:

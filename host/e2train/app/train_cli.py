@@ -418,7 +418,7 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
         client.flash(bitstream)
     blob = dataset_npz(dataset, data_dir) if dataset_bytes is None else dataset_bytes
     if not client.upload_bytes(dataset, blob, upload_progress(dataset, quiet)) and not quiet:
-        print(f"data set {dataset}: the board already holds it ({len(blob) / 1e6:.1f} MB, same sha256); "
+        print(f"data set {dataset}: the board already holds it ({len(blob) / 1e3:,.0f} KB, same sha256); "
               "not sent again", file=sys.stderr)
     if client.agent_restarted:                  # during the upload: the new agent has no bitstream loaded
         client.agent_restarted = False
