@@ -175,14 +175,20 @@ def stored_sha256(path: Path, size: int) -> str | None:
             return str(note["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    digest = file_sha256(path)
+    try:
+        remember_sha256(path, digest)
+    except OSError:
+        pass
+    return digest
+
+
+def file_sha256(path: Path) -> str:
+    """A file's sha256, read a MiB at a time (a 150 MB upload is not held in a 512 MB board's memory)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    try:
-        remember_sha256(path, h.hexdigest())
-    except OSError:
-        pass
     return h.hexdigest()
 
 
@@ -420,7 +426,7 @@ class Agent:
         if state["size"] < total:
             return {"received": state["size"]}
         del self._uploads[key]
-        digest = hashlib.sha256(part.read_bytes()).hexdigest()
+        digest = file_sha256(part)
         if digest != sha256:
             part.unlink(missing_ok=True)
             raise CommandError(f"checksum mismatch for {name}: got {digest[:12]}…, expected {sha256[:12]}…", "bad-checksum")
@@ -449,7 +455,7 @@ class Agent:
             files = check_wheel(path)
         except PackageError as e:
             raise CommandError(str(e), "bad-package") from None
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
         if self.package_target is not None:
             dest = self.package_target / digest[:16]
             for arc, data in files.items():
