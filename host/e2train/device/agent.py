@@ -65,6 +65,9 @@ class CommandError(Exception):
 # A data set may take at most this share of the memory the kernel reports available: the
 # trainer's model, its numpy temporaries and the CMA buffers need the rest (a rule of thumb).
 DATASET_MEMORY_SHARE = 0.75
+# During a run, less than this available says the kernel's out-of-memory killer is near (one
+# ResNet-20 step at batch 64 on CIFAR shapes peaks at 46 MiB of numpy heap): warned once a run.
+LOW_MEMORY_BYTES = 32 << 20
 
 
 def mem_available_bytes() -> int | None:
@@ -214,6 +217,7 @@ class Agent:
                  package_target: str | os.PathLike | None = None, can_restart: bool = False,
                  arena_bytes: int | None = None):
         self.data_dir = Path(data_dir)
+        self._memory_warned: str | None = None      # the run already told that memory runs low
         (self.data_dir / "datasets").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "results").mkdir(parents=True, exist_ok=True)
         self.simulated = simulated
@@ -583,6 +587,14 @@ class Agent:
         if name == "finished":
             return      # the agent says finished itself, once the results are stored
         self.emit(name, run_id=run_id, **ev)
+        if name in ("progress", "epoch") and self._memory_warned != run_id:
+            avail = mem_available_bytes()
+            if avail is not None and avail < LOW_MEMORY_BYTES:
+                self._memory_warned = run_id
+                self.emit("warning", run_id=run_id, message=(
+                    f"the board has {avail / 2**20:.0f} MiB of memory available during run {run_id} (below "
+                    f"{LOW_MEMORY_BYTES >> 20} MiB): the kernel may kill the agent (restarted, it resumes the run "
+                    "from its last checkpoint); a smaller batch_size, eval_batch_size or data set keeps it running"))
 
     def _train(self, run_id: str, trainer) -> None:
         try:

@@ -339,3 +339,26 @@ def test_a_bad_pixel_data_set_is_refused_in_one_line(tmp_path, change, match):
     with pytest.raises(agent_mod.CommandError, match=match) as e:
         agent_mod.load_dataset_npz(f, mem_available=None)
     assert e.value.code == "bad-dataset" and "\n" not in str(e.value)
+
+
+def test_memory_running_low_during_a_run_is_warned_once(served, tmp_path, monkeypatch):
+    """Below LOW_MEMORY_BYTES available during a run the host hears one warning naming what to
+    change; above it, none."""
+    agent, path = served
+    f = tmp_path / "d.npz"
+    f.write_bytes(_dataset_bytes())
+    avail = {"bytes": 200 << 20}
+    monkeypatch.setattr(agent_mod, "mem_available_bytes", lambda: avail["bytes"])
+    with BoardClient(path) as c:
+        c.flash()
+        c.upload_file("d", f)
+        c.train({"epochs": 3, "delay": 0.02}, "d", run_id="roomy")
+        seen = list(_drain(c, 30.0, until="finished"))
+        assert not [e for e in seen if e["event"] == "warning"]
+        avail["bytes"] = 20 << 20
+        c.train({"epochs": 3, "delay": 0.02}, "d", run_id="tight")
+        seen = list(_drain(c, 30.0, until="finished"))
+    warned = [e for e in seen if e["event"] == "warning"]
+    assert len(warned) == 1 and warned[0]["run_id"] == "tight"
+    assert "20 MiB of memory available during run tight (below 32 MiB)" in warned[0]["message"]
+    assert "smaller batch_size" in warned[0]["message"]
