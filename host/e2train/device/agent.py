@@ -38,6 +38,7 @@ from ..core.pixels import Pixels
 from ..core.run_record import device_final
 from ..link import protocol as link
 from ..link.protocol import LinkError, ProtocolError
+from .manifest import sha256_file       # a MiB at a time: a 150 MB upload is never held whole in memory
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_UPLOAD = 256 << 20          # bytes; a data set bigger than this is refused up front
@@ -178,21 +179,12 @@ def stored_sha256(path: Path, size: int) -> str | None:
             return str(note["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     try:
         remember_sha256(path, digest)
     except OSError:
         pass
     return digest
-
-
-def file_sha256(path: Path) -> str:
-    """A file's sha256, read a MiB at a time (a 150 MB upload is not held in a 512 MB board's memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Conn:
@@ -430,7 +422,7 @@ class Agent:
         if state["size"] < total:
             return {"received": state["size"]}
         del self._uploads[key]
-        digest = file_sha256(part)
+        digest = sha256_file(part)
         if digest != sha256:
             part.unlink(missing_ok=True)
             raise CommandError(f"checksum mismatch for {name}: got {digest[:12]}…, expected {sha256[:12]}…", "bad-checksum")
@@ -459,7 +451,7 @@ class Agent:
             files = check_wheel(path)
         except PackageError as e:
             raise CommandError(str(e), "bad-package") from None
-        digest = file_sha256(path)
+        digest = sha256_file(path)
         if self.package_target is not None:
             dest = self.package_target / digest[:16]
             for arc, data in files.items():
