@@ -90,7 +90,8 @@ def deploy(client: BoardClient, bitstream: tuple[str, dict[str, bytes]], *, quie
     there (what ``flash`` loads)."""
     name, files = bitstream
     for fname, blob in files.items():
-        client.upload_bytes(fname, blob, upload_progress(f"{name}/{fname}", quiet), kind="bitstream", bitstream=name)
+        client.upload_bytes(fname, blob, upload_progress(f"{name}/{fname}", quiet, client.line_baud), kind="bitstream",
+                            bitstream=name)
     return name
 
 
@@ -99,7 +100,7 @@ def install_package(client: BoardClient, *, quiet: bool = False) -> dict:
     agent into it and reconnect; returns the install reply."""
     from ..link.board_package import build_board_wheel
     name, blob = build_board_wheel()
-    client.upload_bytes(name, blob, upload_progress(name, quiet), kind="package")
+    client.upload_bytes(name, blob, upload_progress(name, quiet, client.line_baud), kind="package")
     rep = client.request("install", name=name, timeout=600)
     client.request("restart")
     client.close()
@@ -387,17 +388,43 @@ def dataset_npz(name: str, data_dir: str | None) -> bytes:
     return buf.getvalue()
 
 
-def upload_progress(label: str, quiet: bool):
-    """A progress bar (tqdm, on stderr) for an upload; None when quiet or tqdm is missing."""
-    if quiet:
+SLOW_UPLOAD_S = 600        # an upload longer than this on a serial line is announced, with the faster way
+
+
+def slow_upload_note(label: str, nbytes: int, baud: int | None) -> str | None:
+    """One line for an upload that will take longer than SLOW_UPLOAD_S on a serial line: how
+    long, and that TCP is faster; None otherwise."""
+    from ..link.protocol import upload_seconds
+    s = upload_seconds(nbytes, baud)
+    if s <= SLOW_UPLOAD_S:
         return None
+    took = f"{s / 3600:.1f} hours" if s >= 3600 else f"{s / 60:.0f} minutes"
+    return (f"upload {label}: {nbytes / 1e6:.1f} MB at {baud} baud takes about {took}; the board's Ethernet "
+            f"(e2train board --tcp, then --board socket://HOST:PORT) takes seconds to minutes")
+
+
+def upload_progress(label: str, quiet: bool, baud: int | None = None):
+    """A progress bar (tqdm, on stderr) for an upload, and before its first byte a line when the
+    serial line makes it long (``slow_upload_note``; said even when quiet). None when there is
+    nothing to show."""
+    told: list = []
+
+    def tell(done: int, total: int) -> None:
+        if not told:
+            told.append(True)
+            note = slow_upload_note(label, total - done, baud)
+            if note:
+                print(note, file=sys.stderr)
+    if quiet:
+        return tell if baud else None
     try:
         from tqdm import tqdm
     except ImportError:
-        return None
+        return tell if baud else None
     bar: list = []
 
     def update(done: int, total: int) -> None:
+        tell(done, total)
         if not bar:
             # disable=None: drawn on a terminal only, so logs and pipes get no bar lines
             bar.append(tqdm(total=total, unit="B", unit_scale=True, desc=f"upload {label}", file=sys.stderr,
@@ -417,7 +444,7 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
     if not client.hello.get("flashed") or bitstream:
         client.flash(bitstream)
     blob = dataset_npz(dataset, data_dir) if dataset_bytes is None else dataset_bytes
-    if not client.upload_bytes(dataset, blob, upload_progress(dataset, quiet)) and not quiet:
+    if not client.upload_bytes(dataset, blob, upload_progress(dataset, quiet, client.line_baud)) and not quiet:
         print(f"data set {dataset}: the board already holds it ({len(blob) / 1e3:,.0f} KB, same sha256); "
               "not sent again", file=sys.stderr)
     if client.agent_restarted:                  # during the upload: the new agent has no bitstream loaded

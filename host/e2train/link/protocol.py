@@ -75,6 +75,16 @@ def transfer_seconds(nbytes: int, baud: int | None) -> float:
     return 0.0 if not baud else nbytes / bytes_per_second(baud)
 
 
+def upload_seconds(nbytes: int, baud: int | None) -> float:
+    """About how long an upload of ``nbytes`` takes on the wire: its chunks as base64 with the
+    JSON around each (0 without a baud rate)."""
+    if not baud or nbytes <= 0:
+        return 0.0
+    chunk = upload_chunk_bytes(baud)
+    n_chunks = -(-nbytes // chunk)
+    return transfer_seconds(4 * -(-nbytes // 3) + 200 * n_chunks, baud)
+
+
 class LinkError(RuntimeError):
     """The link is down, timed out, or carried something that is not the protocol."""
 
