@@ -38,7 +38,7 @@ from ..core.pixels import Pixels
 from ..core.run_record import device_final
 from ..link import protocol as link
 from ..link.protocol import LinkError, ProtocolError
-from .manifest import sha256_file       # a MiB at a time: a 150 MB upload is never held whole in memory
+from .manifest import sha256_file       # a MiB at a time: a CIFAR-sized upload is never held whole in memory
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_UPLOAD = 256 << 20          # bytes; a data set bigger than this is refused up front
