@@ -102,3 +102,32 @@ def test_cifar_shaped_pixels_train_end_to_end_on_the_simulated_board(tmp_path, c
         assert z["pixel_table"].shape == (3, 256)
     kinds = res["skips"]["arm_ops_by_kind"]
     assert kinds["standardise"] == kinds["batch"] > 0          # every gathered pixel looked up once
+
+
+def test_an_agent_that_predates_pixel_codes_gets_float32_images(tmp_path, capsys):
+    """A hello without "pixel_codes" (an agent from before them, which would refuse uint8 images)
+    gets the standardised float32 images, the same numbers, and the user is told to update it;
+    this agent says it reads codes and gets them."""
+    from e2train.app.train_cli import build_config, dataset_for_agent, train_session
+    from e2train.link.client import BoardClient, SimulatedBoard
+    (tmp_path / "data").mkdir()
+    _cifar(tmp_path / "data", 4, np.random.default_rng(8))
+    blob = dataset_npz("cifar10", str(tmp_path / "data"))
+    assert dataset_for_agent(blob, {"features": ["pixel_codes"]}) == (blob, None)
+    floats, note = dataset_for_agent(blob, {})
+    assert "predates 8-bit data sets" in note and "e2train flash --package" in note
+    with np.load(io.BytesIO(floats)) as z:
+        assert "pixel_table" not in z.files and z["x_train"].dtype == np.float32
+        assert np.array_equal(z["x_train"], datasets.load("cifar10", tmp_path / "data")[0])
+    cfg = build_config("e2train", None, ["epochs=1", "model=resnet8", "width=4", "batch_size=8"])
+    with SimulatedBoard(data_dir=tmp_path / "board") as sim:
+        with BoardClient(sim.link) as client:
+            assert "pixel_codes" in client.hello["features"]
+            client.hello = {k: v for k, v in client.hello.items() if k != "features"}     # as an older agent says it
+            rep = train_session(client, cfg, dataset="cifar10", dataset_bytes=blob, out=str(tmp_path / "run"),
+                                run_id="old", quiet=True)
+            client.shutdown()
+    assert rep["results"]["state"] == "finished"
+    assert "predates 8-bit data sets" in capsys.readouterr().err
+    with np.load(tmp_path / "board" / "datasets" / "cifar10.npz") as z:
+        assert z["x_train"].dtype == np.float32 and "pixel_table" not in z.files

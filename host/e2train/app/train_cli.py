@@ -403,6 +403,26 @@ def slow_upload_note(label: str, nbytes: int, baud: int | None) -> str | None:
             f"(e2train board --tcp, then --board socket://HOST:PORT) takes seconds to minutes")
 
 
+def dataset_for_agent(blob: bytes, hello: dict) -> tuple[bytes, str | None]:
+    """The data set as the board's agent reads it, and a line to say when it had to change: an
+    agent that does not say "pixel_codes" in its hello predates 8-bit uploads and would refuse
+    them, so it gets the standardised float32 images (the same numbers, four times the memory)."""
+    if "pixel_codes" in (hello.get("features") or ()):
+        return blob, None
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    table = arrays.pop("pixel_table", None)
+    if table is None:
+        return blob, None
+    from ..core.pixels import standardise
+    for k in ("x_train", "x_test"):
+        arrays[k] = standardise(arrays[k], table)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue(), ("the board's agent predates 8-bit data sets: sending float32 images, which take four "
+                            "times the board's memory; update it with `e2train flash --package`")
+
+
 def upload_progress(label: str, quiet: bool, baud: int | None = None):
     """A progress bar (tqdm, on stderr) for an upload, and before its first byte a line when the
     serial line makes it long (``slow_upload_note``; said even when quiet). None when there is
@@ -444,6 +464,9 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
     if not client.hello.get("flashed") or bitstream:
         client.flash(bitstream)
     blob = dataset_npz(dataset, data_dir) if dataset_bytes is None else dataset_bytes
+    blob, note = dataset_for_agent(blob, client.hello)
+    if note:
+        print(f"e2train: {note}", file=sys.stderr)
     if not client.upload_bytes(dataset, blob, upload_progress(dataset, quiet, client.line_baud)) and not quiet:
         print(f"data set {dataset}: the board already holds it ({len(blob) / 1e3:,.0f} KB, same sha256); "
               "not sent again", file=sys.stderr)

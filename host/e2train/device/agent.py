@@ -48,6 +48,9 @@ EVENT_LOG = 20000               # events kept for catch-up
 EVENTS_PER_REPLY = 500          # events per `events` reply (the host pages through the rest)
 DATASET_KEYS = ("x_train", "y_train", "x_test", "y_test")
 PIXEL_TABLE = "pixel_table"     # present: the images are 8-bit codes standardised through it (core.pixels)
+# What this agent reads beyond protocol 1, said in hello, so that a newer host sends an older agent
+# what it can read: "pixel_codes", data sets as 8-bit codes and their table.
+FEATURES = ("pixel_codes",)
 BITSTREAM_FILES = ("e2train.bit", "e2train.hwh", "manifest.json")
 # TCP: a wrong token from a peer doubles the wait before that peer's next attempt
 AUTH_BACKOFF_S, AUTH_BACKOFF_MAX_S = 0.5, 60.0
@@ -334,7 +337,7 @@ class Agent:
             "flashed": None if self.board is None else self.board.info,
             "meter": self.meter_port, "last_seq": self.seq, "session": self.session,
             "code": str(Path(__file__).resolve().parents[1]),
-            "state": self._state(),
+            "state": self._state(), "features": list(FEATURES),
         }
 
     def cmd_flash(self, bitstream: str | None = None) -> dict:
