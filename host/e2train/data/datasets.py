@@ -115,8 +115,6 @@ def _pixel_set(codes_train: np.ndarray, codes_test: np.ndarray, values: np.ndarr
     codes_test = np.ascontiguousarray(codes_test, np.uint8)
     mean, std = _statistics(values[codes_train], per_channel)
     table = code_table(values, mean, std)
-    if table.shape[0] == 1 and codes_train.shape[1] > 1:
-        table = np.repeat(table, codes_train.shape[1], axis=0)
     return Pixels(codes_train, table), Pixels(codes_test, table)
 
 

@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import sys
 import threading
 import time
@@ -174,7 +175,7 @@ def stored_sha256(path: Path, size: int) -> str | None:
         st = path.stat()
     except OSError:
         return None
-    if not path.is_file() or st.st_size != size:
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
         return None
     try:
         note = json.loads(_digest_note(path).read_text())

@@ -235,12 +235,14 @@ class Trainer:
     def _input(self, idx: np.ndarray, shifts: np.ndarray) -> np.ndarray:
         """The batch's images gathered from the training set and shifted (ARM work, tallied)."""
         x, moved = batch_images(self.x_train, idx, shifts, self.cfg.augment_pad, self._pad_fill)
-        self.arm.ops("batch", x.size)
-        if isinstance(self.x_train, Pixels):
-            self.arm.ops("standardise", x.size)
-        if moved:
-            self.arm.ops("augment", x.size)
+        for kind in self._input_kinds(moved):
+            self.arm.ops(kind, x.size)
         return x
+
+    def _input_kinds(self, moved: bool) -> list[str]:
+        """The ARM passes over each element of a gathered batch (``_input``): the gather, the
+        table lookup of images kept as 8-bit codes, the shifted store when an image moves."""
+        return ["batch"] + ["standardise"] * isinstance(self.x_train, Pixels) + ["augment"] * moved
 
     def _defer_next_input(self, plan, b: int) -> None:
         """Queue, as ARM side work of the step about to run, the epoch's next batch that SMD keeps
@@ -256,8 +258,7 @@ class Trainer:
             return
         idx, t = plan.batches[nxt], self.epoch * self.n_batches + nxt
         n_el = idx.size * int(np.prod(self.x_train.shape[1:]))
-        ops = op_count("batch", n_el) + (op_count("augment", n_el) if batch_moves(idx, plan.shifts) else 0)
-        ops += op_count("standardise", n_el) if isinstance(self.x_train, Pixels) else 0
+        ops = sum(op_count(kind, n_el) for kind in self._input_kinds(batch_moves(idx, plan.shifts)))
         ops += quantize_input_ops(n_el, idx.size, self.cfg.act_scale)
 
         def task():
