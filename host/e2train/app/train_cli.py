@@ -25,12 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from ..link.protocol import LinkError
-from .exit_codes import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_USAGE, CliError
+from .exit_codes import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_RUN_FAILED, EXIT_USAGE, CliError
 from ..link.client import BoardClient, SimulatedBoard
 
 PRESETS_DOC = "baseline (8-bit, all batches, no gates, exact signs) or e2train (SMD + SLU + PSG)"
 REPORT_DIR_HELP = "report directory (default runs/<run id>)"
 HEARTBEAT_S = 5.0           # silence on the link after which the host asks the board how it is
+# A run that starts this many times from the same checkpoint, the agent restarting each time
+# before the next one, is not resumed again: an agent killed at the same place every time (the
+# kernel's out-of-memory killer, most often) would otherwise be resumed for ever.
+STUCK_STARTS = 3
 
 
 def add_link_arguments(p: argparse.ArgumentParser, *, board_required: bool = False) -> None:
@@ -517,8 +521,12 @@ def follow(client: BoardClient, run_id: str, rec, printer, *, on_restart=None,
     stopped, failed, or interrupted (the agent restarted and ``on_restart`` is None).
 
     A board that reboots need not close a serial link: after ``heartbeat_s`` of silence the
-    host asks for the status, which shows a new agent session (or times out: a drop)."""
+    host asks for the status, which shows a new agent session (or times out: a drop). A run
+    that starts ``STUCK_STARTS`` times from the same checkpoint and is cut short by a restart
+    each time is not resumed again (``stuck_run``)."""
     last_heard = time.monotonic()
+    starts: list[tuple] = []            # where each start of the run began (its resumed_at)
+    low_memory = None                   # MiB available when the board last warned of low memory
     while True:
         try:
             if client.agent_restarted:
@@ -527,6 +535,7 @@ def follow(client: BoardClient, run_id: str, rec, printer, *, on_restart=None,
                     rec.mark("agent-restarted")
                 if on_restart is None:
                     return "interrupted"
+                stuck_run(run_id, starts, low_memory)
                 on_restart()
                 last_heard = time.monotonic()
             got = False
@@ -535,6 +544,11 @@ def follow(client: BoardClient, run_id: str, rec, printer, *, on_restart=None,
                 if ev.get("run_id") not in (None, run_id):
                     continue
                 name = ev.get("event")
+                if name == "started":
+                    at = ev.get("resumed_at") or {}
+                    starts.append((at.get("epoch", 0), at.get("batch", 0)))
+                elif name == "warning" and isinstance(ev.get("mem_available"), (int, float)):
+                    low_memory = ev["mem_available"] / 2**20
                 if rec and name in ("epoch", "finished", "stopped"):
                     rec.mark(name, t_board=ev.get("t"), **{k: ev[k] for k in ("epoch",) if k in ev})
                 printer(ev)
@@ -554,6 +568,23 @@ def follow(client: BoardClient, run_id: str, rec, printer, *, on_restart=None,
             client.reconnect()
             print(f"e2train: reconnected; caught up to event {client.last_seq}", file=sys.stderr)
             last_heard = time.monotonic()
+
+
+def stuck_run(run_id: str, starts: list[tuple], low_memory: float | None) -> None:
+    """Refuse to resume a run whose last ``STUCK_STARTS`` starts all began at the same checkpoint
+    (``starts``: the (epoch, batch) of each, in order) and each ended in an agent restart."""
+    last = starts[-STUCK_STARTS:]
+    if len(last) < STUCK_STARTS or len(set(last)) != 1:
+        return
+    epoch, batch = last[0]
+    where = f"epoch {epoch + 1}, batch {batch}" if epoch or batch else "its start"
+    cause = (f"the board warned it had {low_memory:.0f} MiB of memory left, so the kernel's out-of-memory killer "
+             "is the likely cause" if low_memory is not None else
+             "the kernel's out-of-memory killer is the most common cause (`dmesg` on the board says)")
+    raise CliError(f"run {run_id} started {STUCK_STARTS} times from {where} and the board agent restarted each time "
+                   f"before the next checkpoint; {cause}: start it again with a smaller batch_size or "
+                   "eval_batch_size, or a smaller data set (its checkpoint stays on the board: `e2train train "
+                   f"--run-id {run_id} --resume` tries it again as it is)", EXIT_RUN_FAILED)
 
 
 class EventPrinter:
@@ -591,7 +622,9 @@ class EventPrinter:
             self.batches = ev.get("batches_per_epoch")
             if not self.quiet:
                 at = ev.get("resumed_at") or {}
-                resumed = f", resumed at epoch {at.get('epoch')} batch {at.get('batch')}" if at.get("epoch") or at.get("batch") else ""
+                # resumed_at counts epochs done; the events number the epoch under way from 1
+                resumed = (f", resumed in epoch {at.get('epoch', 0) + 1} at batch {at.get('batch', 0)}"
+                           if at.get("epoch") or at.get("batch") else "")
                 self._line(f"training {self.total_epochs} epochs of {self.batches} batches{resumed}")
         elif name == "warning":                 # checkpoint fallbacks: shown even when quiet
             self._line(f"board warning: {ev.get('message')}")

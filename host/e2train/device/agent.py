@@ -587,7 +587,7 @@ class Agent:
             avail = mem_available_bytes()
             if avail is not None and avail < LOW_MEMORY_BYTES:
                 self._memory_warned = run_id
-                self.emit("warning", run_id=run_id, message=(
+                self.emit("warning", run_id=run_id, mem_available=avail, message=(
                     f"the board has {avail / 2**20:.0f} MiB of memory available during run {run_id} (below "
                     f"{LOW_MEMORY_BYTES >> 20} MiB): the kernel may kill the agent (restarted, it resumes the run "
                     "from its last checkpoint); a smaller batch_size, eval_batch_size or data set keeps it running"))

@@ -362,3 +362,4 @@ def test_memory_running_low_during_a_run_is_warned_once(served, tmp_path, monkey
     assert len(warned) == 1 and warned[0]["run_id"] == "tight"
     assert "20 MiB of memory available during run tight (below 32 MiB)" in warned[0]["message"]
     assert "smaller batch_size" in warned[0]["message"]
+    assert warned[0]["mem_available"] == 20 << 20          # the figure the host names if the agent dies
