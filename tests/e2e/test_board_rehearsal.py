@@ -198,3 +198,37 @@ def test_agent_killed_mid_run_and_restarted_resumes_to_identical_weights(tmp_pat
     diff = [k for k in uninterrupted if uninterrupted[k].dtype != got[k].dtype or uninterrupted[k].shape != got[k].shape
             or uninterrupted[k].tobytes() != got[k].tobytes()]
     assert not diff, f"arrays differ after resume: {diff}"
+
+
+def test_an_agent_killed_at_the_same_place_every_time_is_not_resumed_for_ever(tmp_path):
+    """The board agent dies three times before the run's first checkpoint (as the kernel's
+    out-of-memory killer would take it at the same step each time): the host resumes it twice,
+    then ends with one line naming where the run stuck and what to change, exit 1."""
+    os.environ.setdefault("E2TRAIN_CSIM_LIB", _env().get("E2TRAIN_CSIM_LIB", ""))
+    data = tmp_path / "b"
+    sims = [SimulatedBoard(data_dir=data, meter="none", tcp="127.0.0.1:0")]
+    port = sims[0].link[len("socket://"):]
+    # long epochs (batch 8) and no checkpoint before an epoch's end: each life dies at the start
+    host = subprocess.Popen([sys.executable, "-m", "e2train", "train", "--board", sims[0].link, "--run-id", "s1",
+                             "--set", "epochs=50", "--set", "batch_size=8", "--set", "checkpoint_every=0", *TINY],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    seen = ""
+    try:
+        for life in range(3):
+            seen += _wait_for(host, "s1: training ", 120)
+            sims[-1].proc.kill()                                # the kernel kills the agent
+            sims[-1].proc.wait()
+            sims.append(SimulatedBoard(data_dir=data, meter="none", tcp=port))
+        out, err = host.communicate(timeout=120)
+    finally:
+        if host.poll() is None:
+            host.kill()
+        sims[-1].stop()
+    err = seen + err
+    assert host.returncode == 1, err
+    # nothing was saved: each restart starts the run again rather than asking for a resume
+    assert err.count("starting run s1 again from the start") == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("e2train train: run s1 started 3 times from its start"), last
+    assert "smaller batch_size" in last and "`e2train train --run-id s1` tries it again" in last
+    assert not (data / "results" / "s1.json").exists()

@@ -66,6 +66,7 @@ def test_a_run_killed_at_the_same_place_is_resumed_twice_then_given_up():
 def test_a_run_that_dies_before_its_first_checkpoint_says_so():
     got, _ = _follow(FakeClient([_life(0, 0) for _ in range(STUCK_STARTS)]))
     assert isinstance(got, CliError) and f"started {STUCK_STARTS} times from its start" in str(got)
+    assert "--resume" not in str(got)                   # nothing saved: nothing to resume
 
 
 def test_the_board_low_memory_warning_is_named_as_the_cause():
@@ -95,3 +96,11 @@ def test_the_printer_numbers_the_resumed_epoch_from_one():
     EventPrinter("r1", out=out)({"event": "started", "total_epochs": 4, "batches_per_epoch": 10,
                                  "resumed_at": {"epoch": 2, "batch": 0}})
     assert "training 4 epochs of 10 batches, resumed in epoch 3 at batch 0" in out.getvalue()
+
+
+def test_attach_says_resume_or_start_again_by_what_the_board_saved():
+    saved = train_cli._restarted("/dev/ttyUSB1", "r1", "interrupted")
+    unsaved = train_cli._restarted("/dev/ttyUSB1", "r1", "unsaved")
+    assert "--run-id r1 --resume" in str(saved)
+    assert "nothing to resume" in str(unsaved) and "--resume" not in str(unsaved)
+    assert "e2train train --board /dev/ttyUSB1 --run-id r1`" in str(unsaved)

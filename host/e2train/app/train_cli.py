@@ -194,6 +194,16 @@ def add_attach_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no live progress")
 
 
+def _restarted(board: str, run_id: str, run_state: str) -> CliError:
+    """What to do about a run whose agent restarted: resume it, or, with nothing saved, start it again."""
+    if run_state == "unsaved":
+        return CliError(f"run {run_id} stopped before its first checkpoint (the board agent restarted): there is "
+                        f"nothing to resume; start it again with `e2train train --board {board} --run-id {run_id}`",
+                        EXIT_NOT_FOUND)
+    return CliError(f"run {run_id} was interrupted (the board agent restarted); resume it with `e2train train "
+                    f"--board {board} --run-id {run_id} --resume`", EXIT_NOT_FOUND)
+
+
 def run_attach(args: argparse.Namespace) -> int:
     with _board(args) as (client, _):
         st = client.status(args.run_id)
@@ -204,9 +214,8 @@ def run_attach(args: argparse.Namespace) -> int:
         if state == "unknown":
             raise CliError(f"the board knows no run {run_id}; `e2train status --board {args.board}` shows its run",
                            EXIT_NOT_FOUND)
-        if state == "interrupted":
-            raise CliError(f"run {run_id} was interrupted (the agent restarted); resume it with `e2train train "
-                           f"--board {args.board} --run-id {run_id} --resume`", EXIT_NOT_FOUND)
+        if state in ("interrupted", "unsaved"):
+            raise _restarted(args.board, run_id, state)
         printer = EventPrinter(run_id, quiet=args.quiet)
         client.catch_up(0)                          # everything the board kept: the run so far
         try:
@@ -219,8 +228,7 @@ def run_attach(args: argparse.Namespace) -> int:
         finally:
             printer.close()
         if state == "interrupted":
-            raise CliError(f"the board agent restarted; resume run {run_id} with `e2train train --board "
-                           f"{args.board} --run-id {run_id} --resume`", EXIT_NOT_FOUND)
+            raise _restarted(args.board, run_id, client.status(run_id).get("run_state", "interrupted"))
         report = fetch_report(client, run_id, args.out, state)
     print_summary(report)
     return 0 if report["results"].get("state") != "failed" else 1
@@ -487,10 +495,13 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
     printer = EventPrinter(label or run_id, quiet=quiet)
 
     def resume_after_restart() -> None:
-        print(f"\ne2train: the board agent restarted (new session); resuming run {run_id} from its last "
-              "checkpoint", file=sys.stderr)
+        saved = client.status(run_id).get("run_state") != "unsaved"
+        print(f"\ne2train: the board agent restarted (new session); " +
+              (f"resuming run {run_id} from its last checkpoint" if saved else
+               f"starting run {run_id} again from the start (it stopped before its first checkpoint)"),
+              file=sys.stderr)
         client.flash(bitstream)
-        client.train(config, dataset, run_id=run_id, resume=True)
+        client.train(config, dataset, run_id=run_id, resume=saved)
 
     try:
         if rec:
@@ -581,10 +592,11 @@ def stuck_run(run_id: str, starts: list[tuple], low_memory: float | None) -> Non
     cause = (f"the board warned it had {low_memory:.0f} MiB of memory left, so the kernel's out-of-memory killer "
              "is the likely cause" if low_memory is not None else
              "the kernel's out-of-memory killer is the most common cause (`dmesg` on the board says)")
+    again = (f"its checkpoint stays on the board: `e2train train --run-id {run_id} --resume` tries it again as it is"
+             if epoch or batch else f"`e2train train --run-id {run_id}` tries it again as it is")
     raise CliError(f"run {run_id} started {STUCK_STARTS} times from {where} and the board agent restarted each time "
                    f"before the next checkpoint; {cause}: start it again with a smaller batch_size or "
-                   "eval_batch_size, or a smaller data set (its checkpoint stays on the board: `e2train train "
-                   f"--run-id {run_id} --resume` tries it again as it is)", EXIT_RUN_FAILED)
+                   f"eval_batch_size, or a smaller data set ({again})", EXIT_RUN_FAILED)
 
 
 class EventPrinter:

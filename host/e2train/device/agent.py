@@ -534,8 +534,11 @@ class Agent:
                 return "stopped" if json.loads(res.read_text()).get("stopped") else "finished"
             except (OSError, json.JSONDecodeError):
                 return "finished"
-        if (self.data_dir / "checkpoints" / run_id).is_dir():
-            return "interrupted"        # it has a checkpoint directory but no results: resume it
+        ckpt_dir = self.data_dir / "checkpoints" / run_id
+        if ckpt_dir.is_dir():           # it started but has no results: resume it, if it saved anything
+            from . import checkpoint
+            from .board import CHECKPOINT_FILE
+            return "interrupted" if checkpoint.exists(ckpt_dir / CHECKPOINT_FILE) else "unsaved"
         return "unknown"
 
     def cmd_stop(self) -> dict:

@@ -163,6 +163,9 @@ def _overall(v):
     return v.get("overall") if isinstance(v, dict) else v
 
 
+CHECKPOINT_FILE = "checkpoint.npz"      # a run's checkpoint in its directory (checkpoints/<run id>/)
+
+
 def make_trainer(config: dict, data: tuple, backend, *, ckpt_dir: Path, resume: bool,
                  on_event: Callable[[dict], Any]) -> TrainerRun:
     from .trainer import Trainer
@@ -170,7 +173,7 @@ def make_trainer(config: dict, data: tuple, backend, *, ckpt_dir: Path, resume: 
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     from . import checkpoint
-    ckpt = ckpt_dir / "checkpoint.npz"
+    ckpt = ckpt_dir / CHECKPOINT_FILE
     # A fresh start never resumes: any checkpoint of this run id (even only a .prev or an
     # unfinished save) refuses it, and --resume continues from the newest complete one.
     if not resume and checkpoint.exists(ckpt):

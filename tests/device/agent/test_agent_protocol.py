@@ -363,3 +363,19 @@ def test_memory_running_low_during_a_run_is_warned_once(served, tmp_path, monkey
     assert "20 MiB of memory available during run tight (below 32 MiB)" in warned[0]["message"]
     assert "smaller batch_size" in warned[0]["message"]
     assert warned[0]["mem_available"] == 20 << 20          # the figure the host names if the agent dies
+
+
+def test_a_run_without_results_is_interrupted_only_when_it_saved_a_checkpoint(tmp_path):
+    """After a restart, `status --run-id` tells a run that can be resumed (a checkpoint, its .prev
+    or a finished save's temporary file) from one that stopped before its first save, which the
+    host starts again instead."""
+    agent = agent_mod.Agent(tmp_path / "board", simulated=True)
+    d = tmp_path / "board" / "checkpoints" / "r1"
+    assert agent.cmd_status("r1")["run_state"] == "unknown"
+    d.mkdir(parents=True)
+    (d / "run.json").write_text("{}")                   # written when the run started
+    assert agent.cmd_status("r1")["run_state"] == "unsaved"
+    (d / "checkpoint.npz.prev").write_bytes(b"kept from the save before")
+    assert agent.cmd_status("r1")["run_state"] == "interrupted"
+    (tmp_path / "board" / "results" / "r1.json").write_text('{"stopped": false}')
+    assert agent.cmd_status("r1")["run_state"] == "finished"
