@@ -184,18 +184,29 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels
 
 
+def _archive_hint(root: Path, url: str) -> str:
+    """Where the data set's archive lies in ``root`` unextracted: the command that extracts it."""
+    archive = root / url.rsplit("/", 1)[-1]
+    return f" {archive} is there but not extracted: run `tar xzf {archive} -C {root}`." if archive.is_file() else ""
+
+
 def load_cifar(name: str, data_dir=None):
-    """CIFAR-10/100 from the standard python-format files, extracted under ``data_dir``."""
+    """CIFAR-10/100 from the standard python-format files, extracted under ``data_dir`` (or
+    ``data_dir`` the extracted folder itself)."""
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    names = ([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if name == "cifar10"
+             else ["train", "test"])
+    # the folder the archive extracts to, or a data_dir that names that folder itself
     folder = root / CIFAR_DIRS[name]
-    train_files = ([folder / f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10"
-                   else [folder / "train"])
-    test_files = [folder / "test_batch"] if name == "cifar10" else [folder / "test"]
+    if not folder.is_dir() and any((root / n).is_file() for n in names):
+        folder = root
+    train_files, test_files = [folder / n for n in names[:-1]], [folder / names[-1]]
     missing = [p for p in train_files + test_files if not p.is_file()]
     if missing:
         raise DatasetError(
-            f"{name} not found: {missing[0]} is missing. Download {CIFAR_URLS[name]} and extract it "
-            f"into {root} (so that {folder} exists), or pass data_dir= / set E2TRAIN_DATA.")
+            f"{name} not found: {missing[0]} is missing.{_archive_hint(root, CIFAR_URLS[name])} Download "
+            f"{CIFAR_URLS[name]} and extract it into {root} (so that {root / CIFAR_DIRS[name]} exists), "
+            "or pass data_dir= / set E2TRAIN_DATA.")
     tr = [_read_batch(p) for p in train_files]
     te = [_read_batch(p) for p in test_files]
     x_tr = np.concatenate([b[0] for b in tr])
@@ -235,6 +246,8 @@ def load_mnist(data_dir=None):
     """MNIST from its published idx files (``.gz`` or extracted) under ``data_dir/mnist``."""
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     folder = root / MNIST_DIR
+    if not folder.is_dir() and all(any((root / n).is_file() for n in (f, f + ".gz")) for f in MNIST_FILES):
+        folder = root                   # data_dir names the folder of the four files itself
     paths = []
     for name in MNIST_FILES:
         found = [folder / n for n in (name, name + ".gz") if (folder / n).is_file()]
