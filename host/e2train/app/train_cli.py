@@ -149,7 +149,7 @@ def run_train(args: argparse.Namespace) -> int:
     blob = load_dataset_bytes(args.dataset, args.data_dir)
     check_meter_port(args.meter)
     run_id = args.run_id or time.strftime("run-%Y%m%d-%H%M%S")
-    with _board(args) as (client, sim_meter):
+    with _board(args, follow=True) as (client, sim_meter):
         meter_spec = args.meter or sim_meter
         bitstream = deploy(client, files, quiet=args.quiet) if files else args.bitstream
         try:
@@ -205,7 +205,7 @@ def _restarted(board: str, run_id: str, run_state: str) -> CliError:
 
 
 def run_attach(args: argparse.Namespace) -> int:
-    with _board(args) as (client, _):
+    with _board(args, follow=True) as (client, _):
         st = client.status(args.run_id)
         run_id = args.run_id or (st.get("run") or {}).get("run_id")
         if not run_id:
@@ -305,8 +305,9 @@ def write_reports(report: dict, out_dir: Path) -> None:
 class _board:
     """Context manager: (client, simulated meter spec or None) for --board or a new simulated board."""
 
-    def __init__(self, args):
+    def __init__(self, args, follow: bool = False):
         self.args = args
+        self.follow = follow            # the command follows a run's events (train, attach)
         self.sim = None
         self.client = None
 
@@ -316,7 +317,7 @@ class _board:
             if board:
                 self.client = BoardClient(board, baud=getattr(self.args, "baud", 115200),
                                           token=getattr(self.args, "token", None),
-                                          reconnect_s=getattr(self.args, "reconnect", 60.0))
+                                          reconnect_s=getattr(self.args, "reconnect", 60.0), follow=self.follow)
                 return self.client, None
             print("e2train: no --board given: starting the simulated board", file=sys.stderr)
             self.sim = SimulatedBoard()

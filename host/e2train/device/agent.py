@@ -192,9 +192,9 @@ def stored_sha256(path: Path, size: int) -> str | None:
 
 
 class Conn:
-    """One connection to the agent. Only the authenticated connection that claimed the agent
-    (the owner) gets events; an unauthenticated one can say hello and nothing else, so it can
-    neither read the run nor push the owner off."""
+    """One connection to the agent. Authenticated connections that follow the board (the
+    followers) get its events; an unauthenticated one can say hello and nothing else, so it can
+    neither read the run nor push a follower off."""
 
     def __init__(self, peer: str = "local", authenticated: bool = True, close: Callable[[], None] | None = None):
         self.peer = peer
@@ -203,6 +203,18 @@ class Conn:
         self.close = close
         self.closed = False
         self.opened = time.monotonic()
+        self.host_id: str | None = None         # the host process behind it (its hello's client), if it says
+
+
+def host_client(client) -> tuple[bool, str | None]:
+    """(follows the events, host id) from a hello's ``client``: ``e2train-host follow ID`` for a
+    host that follows a run (train, attach), ``e2train-host query ID`` for a one-off command
+    (status, stop, fetch, flash) that must not take the events from a host following the run;
+    anything else, an older host's plain ``e2train-host`` included, follows with no id."""
+    words = client.split() if isinstance(client, str) else []
+    if len(words) == 3 and words[0] == "e2train-host" and words[1] in ("follow", "query"):
+        return words[1] == "follow", words[2]
+    return True, None
 
 
 class Agent:
@@ -225,14 +237,14 @@ class Agent:
         self.package_target = Path(package_target) if package_target else None
         self.can_restart = can_restart          # TCP and serial: the same address after a restart
         self.restart_requested = False
-        self.owner: Conn | None = None
+        self.followers: list[Conn] = []          # the connections the events go to, newest last
         self.auth_failures: dict[str, tuple[int, float]] = {}    # peer -> (failures, next allowed time)
         self.clock = time.monotonic
         self.board = None                       # set by flash: an object with .backend, .info
         self.events: list[dict] = []
         self.seq = 0
         self.lock = threading.RLock()
-        self.sink: Callable[[dict], None] | None = None   # pushes a message to the connected host
+        self.sink: Callable[[dict], None] | None = self._to_followers   # pushes an event to the hosts
         self.run: dict[str, Any] | None = None            # the current or last run
         self.trainer = None
         self.thread: threading.Thread | None = None
@@ -254,20 +266,39 @@ class Agent:
                 pass            # the host is gone; it catches up with `events` later
 
     # -- connections ---------------------------------------------------------------------
-    def claim(self, conn: Conn) -> None:
-        """``conn`` (authenticated) becomes the owner: events go to it; a previous owner's
-        connection is closed (the host reconnecting leaves its old one half-open)."""
+    @property
+    def owner(self) -> Conn | None:
+        """The newest follower (None: no host follows the board)."""
         with self.lock:
-            old, self.owner, self.sink = self.owner, conn, conn.send
-        if old is not None and old is not conn:
+            return self.followers[-1] if self.followers else None
+
+    def claim(self, conn: Conn, host_id: str | None = None) -> None:
+        """``conn`` (authenticated) follows the board: events go to it. The connections it
+        replaces are closed: the same host's older ones (it reconnected, leaving the old one
+        half-open), or, for a host that gives no id (``host_client``), every other one."""
+        conn.host_id = host_id
+        with self.lock:
+            gone = [c for c in self.followers if c is not conn and (host_id is None or c.host_id in (None, host_id))]
+            self.followers = [c for c in self.followers if c is not conn and c not in gone] + [conn]
+        for old in gone:
             old.closed = True
             if old.close is not None:
                 old.close()
 
     def release(self, conn: Conn) -> None:
         with self.lock:
-            if self.owner is conn:
-                self.owner, self.sink = None, None
+            self.followers = [c for c in self.followers if c is not conn]
+
+    def _to_followers(self, ev: dict) -> None:
+        """Send an event to every follower; one whose link fails is dropped (it catches up with
+        `events` when it comes back), so a host gone without a word costs one write timeout."""
+        with self.lock:
+            followers = list(self.followers)
+        for c in followers:
+            try:
+                c.send(ev)
+            except LinkError:
+                self.release(c)
 
     # -- dispatch ------------------------------------------------------------------------
     def handle_line(self, line: bytes | ProtocolError, conn: Conn | None = None) -> dict | None:
@@ -295,7 +326,7 @@ class Agent:
             except TypeError as e:
                 raise CommandError(f"bad arguments for {cmd}: {e}", "bad-args") from None
             if cmd == "hello":
-                self._authenticate(conn, args.get("token"))
+                self._authenticate(conn, args.get("token"), args.get("client"))
             return link.reply(msg_id, True, **(handler(**args) or {}))
         except ProtocolError as e:
             if e.msg_id is None:
@@ -310,11 +341,13 @@ class Agent:
             return link.error_reply(msg_id, f"internal error: {type(e).__name__}: {e}", "internal")
 
     # -- commands ------------------------------------------------------------------------
-    def _authenticate(self, conn: Conn, token) -> None:
-        """Check a hello's token: constant-time compare, exponential back-off per peer."""
+    def _authenticate(self, conn: Conn, token, client=None) -> None:
+        """Check a hello's token: constant-time compare, exponential back-off per peer. An
+        authenticated connection whose hello says it follows (``host_client``) gets the events."""
+        follows, host_id = host_client(client)
         if conn.authenticated:
-            if conn.send is not None and self.owner is not conn:
-                self.claim(conn)
+            if conn.send is not None and follows:
+                self.claim(conn, host_id)
             return
         now = self.clock()
         fails, allowed = self.auth_failures.get(conn.peer, (0, 0.0))
@@ -329,8 +362,8 @@ class Agent:
             raise CommandError("wrong or missing token (start the host with --token or E2TRAIN_TOKEN)", "unauthorised")
         self.auth_failures.pop(conn.peer, None)
         conn.authenticated = True
-        if conn.send is not None:
-            self.claim(conn)
+        if conn.send is not None and follows:
+            self.claim(conn, host_id)
 
     def cmd_hello(self, token: str | None = None, client: str | None = None) -> dict:
         return {
@@ -655,8 +688,11 @@ def make_trainer(config: dict, data: tuple, backend, *, ckpt_dir: Path, resume: 
 
 # --- transports --------------------------------------------------------------------------
 
-def serve_stream(agent: Agent, stream, *, poll: float = 0.2, conn: Conn | None = None) -> None:
-    """Serve one stream until it closes, its connection is displaced, or the agent shuts down."""
+def serve_stream(agent: Agent, stream, *, poll: float = 0.2, conn: Conn | None = None,
+                 follow_on_connect: bool = True) -> None:
+    """Serve one stream until it closes, its connection is displaced, or the agent shuts down.
+    ``follow_on_connect``: the stream gets the events from the start (a serial line, which has
+    one host), else from its hello (TCP, where one-off commands connect beside a following host)."""
     reader = link.LineReader()
     wlock = threading.Lock()
     if conn is None:
@@ -670,7 +706,7 @@ def serve_stream(agent: Agent, stream, *, poll: float = 0.2, conn: Conn | None =
                 stream.write(data)
 
     conn.send = send
-    if conn.authenticated:
+    if conn.authenticated and follow_on_connect:
         agent.claim(conn)
     try:
         while not agent.shutdown.is_set() and not conn.closed:
@@ -735,9 +771,10 @@ def serve_serial(agent: Agent, port: str, baud: int) -> None:
 
 def serve_tcp(agent: Agent, host: str, port: int, announce: Callable[[str], None]) -> None:
     """Each connection is served in its own thread. Without a token every connection is
-    trusted and the newest becomes the owner (the host reconnecting). With a token a
-    connection is nobody until its hello carries the token; only then does it take over,
-    so a stranger cannot push the owner off. At most ``MAX_UNAUTHENTICATED`` strangers are
+    trusted; with one a connection is nobody until its hello carries the token, so a stranger
+    cannot push a host off. A trusted hello that follows (``host_client``) gets the events,
+    beside the other hosts that follow, and replaces its own host's older connection (the host
+    reconnecting); a one-off command (status, stop, fetch) takes nothing from them. At most ``MAX_UNAUTHENTICATED`` strangers are
     served at once, each for at most ``HELLO_DEADLINE_S`` seconds."""
     srv = socket.create_server((host, port))
     srv.settimeout(0.5)
@@ -764,7 +801,7 @@ def serve_tcp(agent: Agent, host: str, port: int, announce: Callable[[str], None
 
 def _serve_quietly(agent: Agent, stream, conn: Conn) -> None:
     try:
-        serve_stream(agent, stream, conn=conn)
+        serve_stream(agent, stream, conn=conn, follow_on_connect=False)
     except LinkError:
         pass
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -50,8 +51,12 @@ def link_baud(url: str, baud: int | None) -> int | None:
 
 class BoardClient:
     def __init__(self, url: str, *, baud: int = 115200, token: str | None = None, timeout: float = 30.0,
-                 reconnect_s: float = 60.0):
+                 reconnect_s: float = 60.0, follow: bool = True):
         self.url = url
+        # Over TCP the agent sends its events to the hosts that follow it (train, attach); a
+        # one-off command (follow=False: status, stop, fetch) leaves them theirs. The id tells the
+        # agent this process's reconnection from another host.
+        self.client_name = f"e2train-host {'follow' if follow else 'query'} {secrets.token_hex(4)}"
         self.baud = baud
         self.line_baud = link_baud(url, baud)
         self.token = token
@@ -74,8 +79,14 @@ class BoardClient:
     def open(self) -> None:
         import serial
         try:
-            port = serial.serial_for_url(self.url, baudrate=self.baud, timeout=0.2)
+            # exclusive: a second host on the same serial port would split the agent's bytes
+            # between the two and garble both (a lock, on POSIX ports; ignored by socket://)
+            port = serial.serial_for_url(self.url, baudrate=self.baud, timeout=0.2, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as e:
+            if "exclusively lock" in str(e):
+                raise LinkError(f"the board link {self.url} is in use by another program (an `e2train train` or "
+                                "`attach` following a run, or a terminal such as screen or minicom): end it first "
+                                "(Ctrl-C on `e2train train` leaves the run going on the board)") from None
             raise LinkError(f"cannot open the board link {self.url}: {_short(e)}; check --board "
                             "(a serial port such as /dev/ttyUSB1, or socket://HOST:PORT) and that the agent runs") from None
         self.stream = link.SerialStream(port, self.line_baud)
@@ -97,7 +108,7 @@ class BoardClient:
             left = deadline - time.monotonic()
             try:
                 return self.request("hello", timeout=max(0.5, min(HELLO_RETRY_S, left)), token=self.token,
-                                    client="e2train-host")
+                                    client=self.client_name)
             except LinkError:
                 if "no reply" not in str(sys.exc_info()[1]) or time.monotonic() >= deadline:
                     raise

@@ -1,8 +1,15 @@
 """Fixtures shared by the agent tests: a stand-in for the flashed board, and the agent served
 on a thread (pty or TCP) and shut down when the test ends."""
+import os
+import sys
 import threading
 
 import pytest
+
+# --import-mode=importlib leaves this folder off sys.path: the tests import agent_fakes from it
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 from e2train.device import agent as agent_mod
 

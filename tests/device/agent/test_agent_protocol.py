@@ -18,28 +18,7 @@ from e2train.device import agent as agent_mod
 from e2train.link import protocol as link
 from e2train.link.client import BoardClient, BoardError
 
-
-class FakeTrainer:
-    """Emits `epochs` epoch events, `delay` seconds apart, then returns results."""
-
-    def __init__(self, config, on_event):
-        if config.get("epochs", 1) < 1:
-            raise ValueError("epochs must be >= 1")
-        self.epochs = config.get("epochs", 3)
-        self.delay = config.get("delay", 0.05)
-        self.on_event = on_event
-        self._stop = threading.Event()
-
-    def run(self):
-        self.on_event({"event": "started"})
-        for e in range(self.epochs):
-            if self._stop.wait(self.delay):
-                return {"summary": {"epochs": e}, "stopped": True}
-            self.on_event({"event": "epoch", "epoch": e, "test_acc": 0.5 + e / 100})
-        return {"summary": {"epochs": self.epochs, "test_acc": 0.9}}
-
-    def stop(self):
-        self._stop.set()
+from agent_fakes import FakeTrainer, _drain
 
 
 @pytest.fixture
@@ -212,17 +191,6 @@ def test_stop_ends_a_run_early(served, tmp_path):
 
 # Generous bounds: each drain returns at its event, so only a busy machine (a fresh clone
 # installing beside the tests) ever waits long.
-def _drain(c, timeout, until=None):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for ev in c.events(timeout=0.2):
-            yield ev
-            if until and ev["event"] == until:
-                return
-    if until:
-        raise AssertionError(f"no {until} event within {timeout} s")
-
-
 def test_token_required_over_tcp(tmp_path, fake_board, serve_agent):
     agent = agent_mod.Agent(tmp_path / "b", token="s3cret")
     url = serve_agent(agent, agent_mod.serve_tcp, "127.0.0.1", 0)
