@@ -152,8 +152,15 @@ def test_busy_board_is_one_line(agent, files):
         # the busy run shows in status; its results are not there yet
         st = e2train("status", "--board", agent.link, "--run-id", run)
         assert st.returncode == 0 and json.loads(st.stdout)["run_state"] == "training"
+        f = e2train("fetch", "--board", agent.link, "--run-id", run)
+        _check_one_line(f, ec.EXIT_BUSY, "run long is still training")
+        assert "e2train attach" in f.stderr and "e2train stop" in f.stderr
     finally:
         assert e2train("stop", "--board", agent.link).returncode == 0
+    # stopped, it kept its checkpoint: a fresh start under its id is told to resume instead
+    again = e2train("train", "--board", agent.link, "--run-id", run, "--set", "epochs=1", "--quiet")
+    _check_one_line(again, ec.EXIT_USAGE, "run long already has a checkpoint: pass --resume")
+    assert "fix the setting named" not in again.stderr
 
 
 def test_wrong_token_is_one_line(tmp_path):

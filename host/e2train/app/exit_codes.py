@@ -34,6 +34,7 @@ BOARD_CODES: dict[str, tuple[int, str]] = {
     "not-flashed": (EXIT_BOARD, "run `e2train flash` first"),
     "bad-bitstream": (EXIT_BITSTREAM, "rebuild or re-send the bitstream directory (bit, hwh, manifest.json)"),
     "bad-config": (EXIT_USAGE, "fix the setting named (see `e2train train --help`)"),
+    "bad-resume": (EXIT_USAGE, ""),             # the board's message names the flag to change
     "bad-checksum": (EXIT_LINK, "the file was damaged in transfer: run the command again"),
     "too-large": (EXIT_BOARD, "send a smaller file, or wait for the uploads in progress to finish"),
     "too-many-uploads": (EXIT_BOARD, "wait for the uploads in progress to finish"),

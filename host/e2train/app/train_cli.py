@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..link.protocol import LinkError
-from .exit_codes import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_RUN_FAILED, EXIT_USAGE, CliError
+from .exit_codes import EXIT_BUSY, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_RUN_FAILED, EXIT_USAGE, CliError
 from ..link.client import BoardClient, SimulatedBoard
 
 PRESETS_DOC = "baseline (8-bit, all batches, no gates, exact signs) or e2train (SMD + SLU + PSG)"
@@ -266,6 +266,10 @@ def add_fetch_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_fetch(args: argparse.Namespace) -> int:
     with _board(args) as (client, _):
+        if client.status(args.run_id).get("run_state") == "training":
+            raise CliError(f"run {args.run_id} is still training, so it has no results yet: follow it to its end with "
+                           f"`e2train attach --board {args.board} --run-id {args.run_id}` (which fetches them), or "
+                           f"end it with `e2train stop --board {args.board}` and fetch then", EXIT_BUSY)
         report = fetch_report(client, args.run_id, args.out, None, delete=args.delete)
     print_summary(report)
     return 0

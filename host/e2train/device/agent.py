@@ -679,9 +679,11 @@ def open_board(bitstream: str | None, *, simulated: bool, backend_name: str | No
 
 def make_trainer(config: dict, data: tuple, backend, *, ckpt_dir: Path, resume: bool, on_event):
     """An object with .run() -> results dict and .stop(); validates the config first."""
-    from .board import make_trainer as _make
+    from .board import RunIdError, make_trainer as _make
     try:
         return _make(config, data, backend, ckpt_dir=ckpt_dir, resume=resume, on_event=on_event)
+    except RunIdError as e:
+        raise CommandError(str(e), "bad-resume") from None
     except (ValueError, TypeError, KeyError) as e:
         raise CommandError(f"bad training config: {e}", "bad-config") from None
 

@@ -166,6 +166,11 @@ def _overall(v):
 CHECKPOINT_FILE = "checkpoint.npz"      # a run's checkpoint in its directory (checkpoints/<run id>/)
 
 
+class RunIdError(ValueError):
+    """A run id that does not fit the request: a fresh start of a run that has a checkpoint, or
+    a resume of one that has none (the message says which flag to change)."""
+
+
 def make_trainer(config: dict, data: tuple, backend, *, ckpt_dir: Path, resume: bool,
                  on_event: Callable[[dict], Any]) -> TrainerRun:
     from .trainer import Trainer
@@ -177,10 +182,10 @@ def make_trainer(config: dict, data: tuple, backend, *, ckpt_dir: Path, resume: 
     # A fresh start never resumes: any checkpoint of this run id (even only a .prev or an
     # unfinished save) refuses it, and --resume continues from the newest complete one.
     if not resume and checkpoint.exists(ckpt):
-        raise ValueError(f"run {ckpt_dir.name} already has a checkpoint: pass --resume to continue it, "
+        raise RunIdError(f"run {ckpt_dir.name} already has a checkpoint: pass --resume to continue it, "
                          "or pick a new --run-id to start afresh")
     if resume and not checkpoint.exists(ckpt):
-        raise ValueError(f"nothing to resume: run {ckpt_dir.name} has no checkpoint")
+        raise RunIdError(f"nothing to resume: run {ckpt_dir.name} has no checkpoint; start it without --resume")
     trainer = Trainer(cfg, data, backend, on_event=on_event, checkpoint=ckpt)
     return TrainerRun(trainer, resume=resume)
 
