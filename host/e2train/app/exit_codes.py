@@ -35,6 +35,8 @@ BOARD_CODES: dict[str, tuple[int, str]] = {
     "bad-bitstream": (EXIT_BITSTREAM, "rebuild or re-send the bitstream directory (bit, hwh, manifest.json)"),
     "bad-config": (EXIT_USAGE, "fix the setting named (see `e2train train --help`)"),
     "bad-resume": (EXIT_USAGE, ""),             # the board's message names the flag to change
+    "no-space": (EXIT_BOARD, ""),               # the board's message says what to remove
+    "io-error": (EXIT_BOARD, "check the board's SD card (`dmesg` on the board)"),
     "bad-checksum": (EXIT_LINK, "the file was damaged in transfer: run the command again"),
     "too-large": (EXIT_BOARD, "send a smaller file, or wait for the uploads in progress to finish"),
     "too-many-uploads": (EXIT_BOARD, "wait for the uploads in progress to finish"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import errno
 import hashlib
 import hmac
 import inspect
@@ -73,6 +74,35 @@ DATASET_MEMORY_SHARE = 0.75
 # During a run, less than this available says the kernel's out-of-memory killer is near (one
 # ResNet-20 step at batch 64 on CIFAR shapes peaks at 46 MiB of numpy heap): warned once a run.
 LOW_MEMORY_BYTES = 32 << 20
+
+
+# An upload must leave this much of the board's disk free: checkpoints and results are written
+# beside it during the run (a ResNet-20 checkpoint is about 1 MB; the margin holds many).
+DISK_MARGIN_BYTES = 64 << 20
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)     # writes the board's disk refused
+
+
+def check_disk_space(where: Path, need: int, what: str) -> None:
+    """Refuse ``what`` up front when the disk under ``where`` lacks ``need`` bytes plus the margin."""
+    import shutil
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return
+    if free < need + DISK_MARGIN_BYTES:
+        raise CommandError(
+            f"{what} needs {need / 1e6:,.0f} MB on the board's disk and {DISK_MARGIN_BYTES >> 20} MiB to spare for "
+            f"checkpoints, and {free / 1e6:,.0f} MB are free under {where}: free space on the board (old data sets, "
+            "checkpoints and results under the agent's --data-dir; `e2train fetch --delete` removes a run's results)",
+            "no-space")
+
+
+def disk_error(e: OSError, where: Path) -> str:
+    """One line for a failed write on the board: a full disk says what to remove."""
+    if e.errno == errno.ENOSPC:
+        return (f"the disk under {where} is full; free space on the board (old data sets, checkpoints and results "
+                "under the agent's --data-dir)")
+    return f"{e.strerror or e} ({where})"
 
 
 def mem_available_bytes() -> int | None:
@@ -443,9 +473,10 @@ class Agent:
             if sum(v["total"] for v in others.values()) + total > MAX_UPLOAD_PENDING:
                 raise CommandError(f"uploads in progress would exceed {MAX_UPLOAD_PENDING} bytes together; "
                                    "finish them first", "too-large")
+            part.parent.mkdir(parents=True, exist_ok=True)
+            check_disk_space(part.parent, total, f"the upload of {name}")
             state = {"total": total, "sha256": sha256, "size": 0}
             self._uploads[key] = state
-            part.parent.mkdir(parents=True, exist_ok=True)
             part.write_bytes(b"")
         if state is None or state["total"] != total or state["sha256"] != sha256:
             raise CommandError(f"no upload of {name} in progress at offset {offset}; start at offset 0", "bad-offset")
@@ -453,8 +484,14 @@ class Agent:
             raise CommandError(f"expected offset {state['size']}, got {offset}", "bad-offset")
         if state["size"] + len(chunk) > total:
             raise CommandError("upload exceeds its announced size", "too-large")
-        with open(part, "ab") as f:
-            f.write(chunk)
+        try:
+            with open(part, "ab") as f:
+                f.write(chunk)
+        except OSError as e:
+            with open(part, "ab") as f:         # what part of the chunk got written goes: a resend appends
+                f.truncate(state["size"])
+            raise CommandError(f"the board could not store the upload of {name}: {disk_error(e, part.parent)}",
+                               "no-space" if e.errno == errno.ENOSPC else "io-error") from None
         state["size"] += len(chunk)
         if state["size"] < total:
             return {"received": state["size"]}
@@ -649,7 +686,13 @@ class Agent:
         except Exception as e:
             traceback.print_exc(file=sys.stderr)
             self.run["state"] = "failed"
-            self.emit("error", run_id=run_id, error=f"{type(e).__name__}: {e}")
+            if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+                # a checkpoint or the results could not be written: the last good checkpoint stays
+                error = (f"run {run_id} stopped: the board could not write to its disk: {disk_error(e, self.data_dir)}; "
+                         f"then resume it with `e2train train --run-id {run_id} --resume`")
+            else:
+                error = f"{type(e).__name__}: {e}"
+            self.emit("error", run_id=run_id, error=error)
 
 
 def _atomic_write_json(path: Path, obj) -> None:

@@ -1,6 +1,9 @@
 """Stand-ins the agent tests share (tests/device/agent/conftest.py puts this folder on sys.path)."""
+import io
 import threading
 import time
+
+import numpy as np
 
 
 class FakeTrainer:
@@ -35,3 +38,11 @@ def _drain(c, timeout, until=None):
                 return
     if until:
         raise AssertionError(f"no {until} event within {timeout} s")
+
+
+def _dataset_bytes(n=8):
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buf, x_train=rng.normal(size=(n, 1, 8, 8)).astype(np.float32), y_train=np.arange(n) % 10,
+             x_test=rng.normal(size=(4, 1, 8, 8)).astype(np.float32), y_test=np.arange(4))
+    return buf.getvalue()

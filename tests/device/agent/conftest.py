@@ -50,3 +50,18 @@ def serve_agent():
     for agent, t in running:
         agent.shutdown.set()
         t.join(5)
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch, fake_board, serve_agent):
+    from agent_fakes import FakeTrainer
+
+    def make(config, data, backend, *, ckpt_dir, resume, on_event):
+        try:
+            return FakeTrainer(config, on_event)
+        except ValueError as e:
+            raise agent_mod.CommandError(f"bad training config: {e}", "bad-config")
+
+    monkeypatch.setattr(agent_mod, "make_trainer", make)
+    agent = agent_mod.Agent(tmp_path / "board", simulated=True)
+    return agent, serve_agent(agent, agent_mod.serve_pty)

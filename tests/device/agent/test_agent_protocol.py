@@ -5,7 +5,6 @@ dispatch, uploads, events, catch-up, results on disk) is the code that runs on a
 """
 import base64
 import hashlib
-import io
 import json
 import os
 import threading
@@ -18,28 +17,7 @@ from e2train.device import agent as agent_mod
 from e2train.link import protocol as link
 from e2train.link.client import BoardClient, BoardError
 
-from agent_fakes import FakeTrainer, _drain
-
-
-@pytest.fixture
-def served(tmp_path, monkeypatch, fake_board, serve_agent):
-    def make(config, data, backend, *, ckpt_dir, resume, on_event):
-        try:
-            return FakeTrainer(config, on_event)
-        except ValueError as e:
-            raise agent_mod.CommandError(f"bad training config: {e}", "bad-config")
-
-    monkeypatch.setattr(agent_mod, "make_trainer", make)
-    agent = agent_mod.Agent(tmp_path / "board", simulated=True)
-    return agent, serve_agent(agent, agent_mod.serve_pty)
-
-
-def _dataset_bytes(n=8):
-    buf = io.BytesIO()
-    rng = np.random.default_rng(0)
-    np.savez(buf, x_train=rng.normal(size=(n, 1, 8, 8)).astype(np.float32), y_train=np.arange(n) % 10,
-             x_test=rng.normal(size=(4, 1, 8, 8)).astype(np.float32), y_test=np.arange(4))
-    return buf.getvalue()
+from agent_fakes import FakeTrainer, _dataset_bytes, _drain
 
 
 def _raw(path):
