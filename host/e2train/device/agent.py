@@ -886,9 +886,79 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meter-interval", type=float, default=0.25, help="with --sim: seconds between meter samples")
     p.add_argument("--package-target", default=None, metavar="DIR",
                    help="install packages sent by `e2train flash --package` here (default: pip, into this Python)")
+    p.add_argument("--service", action="store_true",
+                   help="print a systemd unit that runs this agent (these flags, this Python) at boot and again "
+                        "after a crash or an out-of-memory kill, and how to install it; start nothing")
 
 
-def run(args: argparse.Namespace) -> int:
+SERVICE_NAME = "e2train-board"
+SERVICE_ENV = "/etc/e2train/board.env"          # E2TRAIN_TOKEN=..., readable by root alone
+_SAFE_ARG = re.compile(r"[A-Za-z0-9_./:=@%+,-]+")
+
+
+def service_unit(argv: list[str], python: str, data_dir: Path) -> str:
+    """A systemd unit that runs ``python -m e2train board ARGV --data-dir DATA_DIR``. The PYNQ
+    image's environment (``BOARD``, ``XILINX_XRT``, its Python venv) comes from /etc/environment
+    and /etc/profile.d, sourced as the image's own start scripts do (systemd does not); the token
+    from ``SERVICE_ENV``, never from the unit, which anyone may read. Restarted on failure: an
+    agent the kernel kills for memory comes back, and the host resumes its run."""
+    argv = [a for a in argv if a != "--service"]
+    token_at = [i for i, a in enumerate(argv) if a == "--token" or a.startswith("--token=")]
+    for i in reversed(token_at):
+        del argv[i: i + (1 if "=" in argv[i] else 2)]
+    if "--data-dir" not in argv and not any(a.startswith("--data-dir=") for a in argv):
+        argv += ["--data-dir", str(data_dir)]
+    words = [python, "-m", "e2train", "board", *argv]
+    bad = [w for w in words if not _SAFE_ARG.fullmatch(w)]
+    if bad:
+        raise ValueError(f"cannot put {bad[0]!r} in a unit's command line as it is: use a path and arguments of "
+                         "letters, digits and _ . / : = @ % + , - only")
+    # "$$" is systemd's "$"; nothing is quoted inside the unit's one double-quoted argument
+    env = ("set -a; . /etc/environment; set +a; for f in /etc/profile.d/*.sh; do . $$f; done; "
+           f"exec {' '.join(words)}")
+    return "\n".join([
+        f"# {SERVICE_NAME}: the e2train board agent, at boot and again after a failure "
+        "(written by `e2train board ... --service`)",
+        "[Unit]",
+        "Description=e2train board agent (on-device training link)",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"EnvironmentFile=-{SERVICE_ENV}",
+        f'ExecStart=/bin/bash -c "{env}"',
+        "Restart=on-failure",
+        "RestartSec=3",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])
+
+
+def print_service(args: argparse.Namespace, argv: list[str]) -> int:
+    data_dir = Path(args.data_dir or (Path.home() / ".e2train" / ("sim-board" if args.sim else "board"))).resolve()
+    try:
+        unit = service_unit(argv, sys.executable, data_dir)
+    except ValueError as e:
+        print(f"e2train board: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(unit)
+    path = f"/etc/systemd/system/{SERVICE_NAME}.service"
+    off_loopback = args.tcp and not _is_loopback(args.tcp.rpartition(":")[0].strip("[]") or "127.0.0.1")
+    print(f"e2train board: to install it: `sudo -E e2train board {' '.join(a for a in argv if a != '--service')} "
+          f"--service | sudo tee {path}`, then `sudo systemctl daemon-reload && sudo systemctl enable --now "
+          f"{SERVICE_NAME}` (its log: `journalctl -u {SERVICE_NAME}`)" +
+          (f"; the token goes in {SERVICE_ENV} as E2TRAIN_TOKEN=... (sudo mkdir -p /etc/e2train; "
+           f"sudo chmod 600 {SERVICE_ENV}), never in the unit" if off_loopback or args.token else ""),
+          file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    if args.service:
+        return print_service(args, list(sys.argv[sys.argv.index("board") + 1:] if argv is None else argv))
     if args.tcp:
         host, _, port_s = args.tcp.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
@@ -966,7 +1036,8 @@ def _restart(args: argparse.Namespace, address: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="e2train-board", description=__doc__.splitlines()[0])
     add_arguments(p)
-    return run(p.parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    return run(p.parse_args(argv), argv)
 
 
 if __name__ == "__main__":
