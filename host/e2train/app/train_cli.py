@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..link.protocol import LinkError
-from .exit_codes import EXIT_BUSY, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_RUN_FAILED, EXIT_USAGE, CliError
+from .exit_codes import EXIT_BOARD, EXIT_BUSY, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_RUN_FAILED, EXIT_USAGE, CliError
 from ..link.client import BoardClient, SimulatedBoard
 
 PRESETS_DOC = "baseline (8-bit, all batches, no gates, exact signs) or e2train (SMD + SLU + PSG)"
@@ -472,6 +472,17 @@ def upload_progress(label: str, quiet: bool, baud: int | None = None):
     return update
 
 
+def check_board_room(dataset: str, blob: bytes, hello: dict) -> None:
+    """Refuse, before a byte is sent, a data set the board's memory cannot hold (the board's own
+    rule, ``agent.dataset_too_large``, on the memory its hello reports): on a serial line the
+    board would otherwise say so only when hours of upload are over. An agent that reports no
+    memory figure checks it itself, when the upload completes."""
+    from ..device.agent import dataset_memory_bytes, dataset_too_large
+    why = dataset_too_large(dataset, dataset_memory_bytes(io.BytesIO(blob)), hello.get("mem_available"))
+    if why:
+        raise CliError(why + "; nothing was sent", EXIT_BOARD)
+
+
 def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: str | None = None,
                   dataset_bytes: bytes | None = None, meter: str | None = None, idle_s: float = 2.0,
                   out: str | None = None, run_id: str | None = None, resume: bool = False,
@@ -484,6 +495,7 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
     blob, note = dataset_for_agent(blob, client.hello)
     if note:
         print(f"e2train: {note}", file=sys.stderr)
+    check_board_room(dataset, blob, client.hello)
     if not client.upload_bytes(dataset, blob, upload_progress(dataset, quiet, client.line_baud)) and not quiet:
         print(f"data set {dataset}: the board already holds it ({len(blob) / 1e3:,.0f} KB, same sha256); "
               "not sent again", file=sys.stderr)

@@ -117,14 +117,14 @@ def mem_available_bytes() -> int | None:
     return None
 
 
-def dataset_memory_bytes(path: Path) -> int:
+def dataset_memory_bytes(path) -> int:
     """What the trainer will hold of an npz data set, read from the arrays' headers alone (nothing
     is decompressed): images of 8-bit codes with their ``pixel_table`` as they are (one byte a
     pixel, ``core.pixels``), other images as float32, labels as int64, plus the loaded arrays
     themselves where they are stored in another type."""
     import zipfile
     headers = {}
-    with zipfile.ZipFile(path) as zf:
+    with zipfile.ZipFile(path) as zf:           # a path, or the bytes of one as a file (the host's check)
         for name in zf.namelist():
             key = name[:-4] if name.endswith(".npy") else name
             if key not in DATASET_KEYS + (PIXEL_TABLE,):
@@ -144,6 +144,18 @@ def dataset_memory_bytes(path: Path) -> int:
     return need
 
 
+def dataset_too_large(name: str, need: int, mem_available: int | None) -> str | None:
+    """Why a data set that needs ``need`` bytes in memory cannot train on a board with
+    ``mem_available`` (None: unknown, nothing said); the board's refusal and the host's, before
+    it sends a byte, say the same."""
+    if mem_available is None or need <= DATASET_MEMORY_SHARE * mem_available:
+        return None
+    return (f"data set {name} needs {need / 2**20:.0f} MiB in memory, more than {DATASET_MEMORY_SHARE:.0%} of the "
+            f"{mem_available / 2**20:.0f} MiB this board has available; train a smaller data set here (or one of "
+            "8-bit pixels, which `e2train train` uploads at a byte a pixel), or this one on the simulated board on "
+            "the host")
+
+
 def load_dataset_npz(path: Path, mem_available: int | None = -1) -> tuple:
     """Load and check an uploaded data set (npz without pickle): (x_train, y_train, x_test,
     y_test), the images as ``core.pixels.Pixels`` where the file holds 8-bit codes and their
@@ -157,12 +169,9 @@ def load_dataset_npz(path: Path, mem_available: int | None = -1) -> tuple:
         need = dataset_memory_bytes(path)
     except Exception as e:
         raise CommandError(f"data set {path.name} is not a readable npz file: {e}", "bad-dataset") from None
-    if mem_available is not None and need > DATASET_MEMORY_SHARE * mem_available:
-        raise CommandError(
-            f"data set {path.name} needs {need / 2**20:.0f} MiB in memory, more than "
-            f"{DATASET_MEMORY_SHARE:.0%} of the {mem_available / 2**20:.0f} MiB this board has available; "
-            "train a smaller data set here (or one of 8-bit pixels, which `e2train train` uploads at a byte "
-            "a pixel), or this one on the simulated board on the host", "dataset-too-large")
+    too_large = dataset_too_large(path.name, need, mem_available)
+    if too_large:
+        raise CommandError(too_large, "dataset-too-large")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -401,8 +410,19 @@ class Agent:
             "flashed": None if self.board is None else self.board.info,
             "meter": self.meter_port, "last_seq": self.seq, "session": self.session,
             "code": str(Path(__file__).resolve().parents[1]),
-            "state": self._state(), "features": list(FEATURES),
+            "state": self._state(), "features": list(FEATURES), **self._room(),
         }
+
+    def _room(self) -> dict:
+        """What the board has left: memory the kernel reports available, and free disk under the
+        data directory (bytes; None where unknown). The host checks a data set against them
+        before it sends a byte."""
+        import shutil
+        try:
+            disk = shutil.disk_usage(self.data_dir).free
+        except OSError:
+            disk = None
+        return {"mem_available": mem_available_bytes(), "disk_free": disk}
 
     def cmd_flash(self, bitstream: str | None = None) -> dict:
         if self._state() == "training":
@@ -587,7 +607,8 @@ class Agent:
         run = dict(self.run or {})
         run.pop("results", None)
         run.pop("config", None)
-        out = {"state": self._state(), "run": run or None, "last_seq": self.seq, "session": self.session}
+        out = {"state": self._state(), "run": run or None, "last_seq": self.seq, "session": self.session,
+               **self._room()}
         if run_id is not None:
             out["run_state"] = self._run_state(run_id)
         return out
