@@ -206,13 +206,18 @@ class BoardClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise LinkError(f"no reply to {cmd} within {quiet:.0f} s from {self.url}: is the board agent running?")
+            reply = None
+            # every message of the read is taken, the events after the reply too: an event that
+            # shares a read with a reply (the run's last, say) would otherwise be lost for good
             for msg in self._read_messages(min(left, 0.5)):
                 if msg["type"] == "event":
                     self._take_event(msg)
                 elif msg["type"] == "reply" and msg.get("id") == msg_id:
-                    if not msg.get("ok"):
-                        raise BoardError(cmd, msg.get("error", "?"), msg.get("code", "error"))
-                    return msg
+                    reply = msg
+            if reply is not None:
+                if not reply.get("ok"):
+                    raise BoardError(cmd, reply.get("error", "?"), reply.get("code", "error"))
+                return reply
             if self._got_data:
                 deadline = time.monotonic() + quiet
 

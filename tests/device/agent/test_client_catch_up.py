@@ -124,3 +124,23 @@ def test_a_gap_survives_a_drop_during_its_catch_up():
     c.reconnect(attempts=1, delay=0)
     assert board.events_since == [9]                                  # asked from the gap
     assert [ev["seq"] for ev in c.events(timeout=0)] == [10, 11, 12]
+
+
+class ReplyThenEvent(ScriptedBoard):
+    """The board's reply to status and its next event (the run's last) reach the host in one read."""
+
+    def write(self, data: bytes) -> None:
+        msg = link.decode(data.rstrip(b"\n"))
+        if msg["cmd"] == "status":
+            self.out += link.encode(link.reply(msg["id"], state="idle"))
+            self.out += link.encode(link.event(5, "finished", run_id="r1"))
+        else:
+            super().write(data)
+
+
+def test_an_event_that_shares_a_read_with_a_reply_is_kept():
+    """Lost, nothing after it would reveal the gap: a host following the run would wait for ever."""
+    c = _client(ReplyThenEvent([], []), last_seq=4)
+    c.open()
+    assert c.request("status")["state"] == "idle"
+    assert [e["event"] for e in c.events(timeout=0)] == ["finished"]
