@@ -104,3 +104,47 @@ def test_attach_says_resume_or_start_again_by_what_the_board_saved():
     assert "--run-id r1 --resume" in str(saved)
     assert "nothing to resume" in str(unsaved) and "--resume" not in str(unsaved)
     assert "e2train train --board /dev/ttyUSB1 --run-id r1`" in str(unsaved)
+
+
+class SilentEndClient:
+    """A board whose run ended while its last event went missing: status says so, nothing else."""
+
+    def __init__(self, state, late_event=None):
+        self.agent_restarted = False
+        self.pending_events = []
+        self.state, self.late_event = state, late_event
+        self.statuses = self.catch_ups = 0
+
+    def events(self, timeout=0.5):
+        while self.pending_events:
+            yield self.pending_events.pop(0)
+
+    def check_session(self, timeout=5.0):
+        self.statuses += 1
+        return {"state": self.state, "run": {"run_id": "r1"}, "session": "s"}
+
+    def catch_up(self, since=None):
+        self.catch_ups += 1
+        if self.late_event:                             # the board's log still had it
+            self.pending_events.append(self.late_event)
+            self.late_event = None
+
+
+def test_a_run_whose_last_event_never_came_ends_by_its_status():
+    c = SilentEndClient("stopped")
+    assert follow(c, "r1", None, lambda ev: None, heartbeat_s=0.01) == "stopped"
+    assert c.statuses == 2 and c.catch_ups == 2        # two silences, each followed by a catch-up
+
+
+def test_the_board_log_gives_the_last_event_when_it_has_it():
+    seen = []
+    c = SilentEndClient("finished", late_event={"event": "finished", "run_id": "r1", "seq": 9})
+    assert follow(c, "r1", None, seen.append, heartbeat_s=0.01) == "finished"
+    assert [e["event"] for e in seen] == ["finished"] and c.statuses == 1
+
+
+def test_run_ended_reads_only_this_run():
+    assert train_cli.run_ended({"state": "finished", "run": {"run_id": "r1"}}, "r1") == "finished"
+    assert train_cli.run_ended({"state": "training", "run": {"run_id": "r1"}}, "r1") is None
+    assert train_cli.run_ended({"state": "finished", "run": {"run_id": "r0"}}, "r1") is None
+    assert train_cli.run_ended(None, "r1") is None

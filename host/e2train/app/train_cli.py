@@ -553,6 +553,7 @@ def follow(client: BoardClient, run_id: str, rec, printer, *, on_restart=None,
     that starts ``STUCK_STARTS`` times from the same checkpoint and is cut short by a restart
     each time is not resumed again (``stuck_run``)."""
     last_heard = time.monotonic()
+    quiet_end = None                    # the run's end as status told it, with no event to say so
     starts: list[tuple] = []            # where each start of the run began (its resumed_at)
     low_memory = None                   # MiB available when the board last warned of low memory
     while True:
@@ -587,8 +588,17 @@ def follow(client: BoardClient, run_id: str, rec, printer, *, on_restart=None,
             if got:
                 last_heard = time.monotonic()
             elif time.monotonic() - last_heard > heartbeat_s:
-                client.check_session(timeout=heartbeat_s)
+                st = client.check_session(timeout=heartbeat_s)
                 last_heard = time.monotonic()
+                ended = run_ended(st, run_id) if not client.agent_restarted else None
+                if ended:
+                    # the run ended but its last event never came: fetch what the board kept;
+                    # if two silences running bring nothing, end with the state status gives
+                    client.catch_up()
+                    if not client.pending_events:
+                        if quiet_end == ended:
+                            return ended
+                        quiet_end = ended
         except LinkError as e:
             print(f"\ne2train: link lost ({e}); reconnecting (training goes on on the board)", file=sys.stderr)
             if rec:
@@ -596,6 +606,14 @@ def follow(client: BoardClient, run_id: str, rec, printer, *, on_restart=None,
             client.reconnect()
             print(f"e2train: reconnected; caught up to event {client.last_seq}", file=sys.stderr)
             last_heard = time.monotonic()
+
+
+def run_ended(status: dict | None, run_id: str) -> str | None:
+    """finished, stopped or failed when the board's ``status`` says that run ``run_id`` is over."""
+    if not isinstance(status, dict) or (status.get("run") or {}).get("run_id") != run_id:
+        return None
+    state = status.get("state")
+    return state if state in ("finished", "stopped", "failed") else None
 
 
 def stuck_run(run_id: str, starts: list[tuple], low_memory: float | None) -> None:

@@ -113,7 +113,7 @@ class BoardClient:
                 if "no reply" not in str(sys.exc_info()[1]) or time.monotonic() >= deadline:
                     raise
 
-    def check_session(self, timeout: float = 5.0) -> None:
+    def check_session(self, timeout: float = 5.0) -> dict:
         """Ask the board how it is; a new agent session (it restarted without the link
         dropping, as a rebooted board behind a USB UART does) sets ``agent_restarted``."""
         rep = self.request("status", timeout=timeout)
@@ -122,6 +122,7 @@ class BoardClient:
             self.last_seq, self.gap_since = 0, None
             self.pending_events.clear()
             self.session = rep["session"]
+        return rep
 
     def close(self) -> None:
         if self.stream is not None:
