@@ -459,12 +459,34 @@ class Agent:
         A file the board already keeps with that size and sha256 counts as received whole (the
         host sends nothing: CIFAR-10 need not cross the link again for every run)."""
         target = self._upload_target(kind, name, bitstream)
-        state = self._uploads.get(str(target))
+        state = self._uploads.get(str(target)) or self._adopt_upload(target, total, sha256)
         if state is None or state["total"] != total or state["sha256"] != sha256:
             if state is None and isinstance(total, int) and stored_sha256(target, total) == sha256:
                 return {"received": total, "kept": True}
             return {"received": 0}
         return {"received": state["size"]}
+
+    @staticmethod
+    def _part_paths(final: Path) -> tuple[Path, Path]:
+        """An upload in progress: its bytes so far, and what it announced (size, sha256)."""
+        part = final.with_name(f".{final.name}.part")
+        return part, part.with_name(part.name + ".json")
+
+    def _adopt_upload(self, final: Path, total, sha256) -> dict | None:
+        """An upload an earlier agent had under way (it restarted: the board lost power, say),
+        taken up where its bytes end when the host announces the same size and sha256; the
+        whole file's sha256 is checked at the end as always."""
+        part, meta = self._part_paths(final)
+        try:
+            said = json.loads(meta.read_text())
+            size = part.stat().st_size
+        except (OSError, ValueError):
+            return None
+        if not isinstance(said, dict) or said.get("total") != total or said.get("sha256") != sha256 or size > total:
+            return None
+        state = {"total": total, "sha256": sha256, "size": size}
+        self._uploads[str(final)] = state
+        return state
 
     def cmd_upload(self, name: str, total: int, sha256: str, offset: int, data: str, crc32: int | None = None,
                    kind: str = "dataset", bitstream: str | None = None) -> dict:
@@ -483,8 +505,8 @@ class Agent:
             raise CommandError(f"chunk at offset {offset} fails its CRC32 (damaged on the line); send it again",
                                "bad-crc")
         key = str(final)
-        part = final.with_name(f".{final.name}.part")
-        state = self._uploads.get(key)
+        part, meta = self._part_paths(final)
+        state = self._uploads.get(key) or (self._adopt_upload(final, total, sha256) if offset else None)
         if offset == 0:
             others = {k: v for k, v in self._uploads.items() if k != key}
             if len(others) >= MAX_UPLOADS_IN_PROGRESS:
@@ -498,6 +520,7 @@ class Agent:
             state = {"total": total, "sha256": sha256, "size": 0}
             self._uploads[key] = state
             part.write_bytes(b"")
+            _atomic_write_json(meta, {"total": total, "sha256": sha256})      # for an agent that restarts
         if state is None or state["total"] != total or state["sha256"] != sha256:
             raise CommandError(f"no upload of {name} in progress at offset {offset}; start at offset 0", "bad-offset")
         if offset != state["size"]:
@@ -516,6 +539,7 @@ class Agent:
         if state["size"] < total:
             return {"received": state["size"]}
         del self._uploads[key]
+        meta.unlink(missing_ok=True)
         digest = sha256_file(part)
         if digest != sha256:
             part.unlink(missing_ok=True)

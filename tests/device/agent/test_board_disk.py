@@ -103,3 +103,21 @@ def test_a_run_whose_checkpoint_the_disk_refuses_says_what_to_free_and_how_to_re
     assert "could not write to its disk" in err["error"] and "is full" in err["error"]
     assert "`e2train train --run-id full --resume`" in err["error"]
     assert agent.cmd_status("full")["state"] == "failed"
+
+
+def test_an_upload_goes_on_where_it_ended_after_the_agent_restarts(tmp_path, fake_board):
+    """The board loses power half way through a long upload: the new agent finds the bytes and
+    what the upload announced, and the host's upload_status resumes there, not at 0."""
+    blob = _dataset_bytes(64)
+    digest = hashlib.sha256(blob).hexdigest()
+    half = len(blob) // 2
+    enc = lambda b: base64.b64encode(b).decode()                       # noqa: E731
+    first = agent_mod.Agent(tmp_path / "board", simulated=True)
+    assert first.cmd_upload("d", len(blob), digest, 0, enc(blob[:half]))["received"] == half
+    again = agent_mod.Agent(tmp_path / "board", simulated=True)          # restarted: nothing in memory
+    assert again.cmd_upload_status("d", len(blob), "0" * 64) == {"received": 0}     # another file: from 0
+    assert again.cmd_upload_status("d", len(blob), digest) == {"received": half}
+    assert again.cmd_upload("d", len(blob), digest, half, enc(blob[half:]))["stored"] == "d.npz"
+    assert (tmp_path / "board" / "datasets" / "d.npz").read_bytes() == blob
+    left = sorted(p.name for p in (tmp_path / "board" / "datasets").iterdir())
+    assert left == [".d.npz.sha256", "d.npz"]                            # no part, no note of it
