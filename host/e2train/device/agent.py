@@ -329,15 +329,20 @@ class Agent:
             self.followers = [c for c in self.followers if c is not conn]
 
     def _to_followers(self, ev: dict) -> None:
-        """Send an event to every follower; one whose link fails is dropped (it catches up with
-        `events` when it comes back), so a host gone without a word costs one write timeout."""
+        """Send an event to every follower. A TCP connection whose write fails is closed: a host
+        gone without a word then costs one write timeout, and a live one sees the drop,
+        reconnects and catches up with `events`. A serial line (no close) stays as it is: its
+        host catches up when the next event shows the gap."""
         with self.lock:
             followers = list(self.followers)
         for c in followers:
             try:
                 c.send(ev)
             except LinkError:
-                self.release(c)
+                if c.close is not None:
+                    self.release(c)
+                    c.closed = True
+                    c.close()
 
     # -- dispatch ------------------------------------------------------------------------
     def handle_line(self, line: bytes | ProtocolError, conn: Conn | None = None) -> dict | None:

@@ -109,3 +109,25 @@ def test_a_second_host_on_a_serial_port_is_refused_in_one_line(tmp_path, fake_bo
         assert first.status()["state"] == "idle"       # the first host's line is untouched
     with BoardClient(path, follow=False) as later:      # once it is closed, the port is free
         assert later.status()["state"] == "idle"
+
+
+def test_a_follower_whose_write_fails_is_closed_over_tcp_and_kept_on_a_serial_line(tmp_path):
+    agent = agent_mod.Agent(tmp_path / "board", simulated=True)
+    got, closed = [], []
+
+    def broken(ev):
+        raise LinkError("write timed out")
+
+    tcp_dead = agent_mod.Conn(peer="10.0.0.2", close=lambda: closed.append("tcp"))
+    tcp_dead.send = broken
+    tcp_live = agent_mod.Conn(peer="10.0.0.3", close=lambda: closed.append("live"))
+    tcp_live.send = got.append
+    serial = agent_mod.Conn()                            # a serial line: nothing to close it with
+    serial.send = broken
+    for c, host in ((tcp_dead, "a"), (tcp_live, "b"), (serial, "c")):
+        agent.claim(c, host)
+    agent.emit("epoch", run_id="r1", epoch=1)
+    agent.emit("epoch", run_id="r1", epoch=2)
+    assert [e["epoch"] for e in got] == [1, 2]           # the live host got both
+    assert closed == ["tcp"] and tcp_dead.closed         # the dead one was closed once, at its first failure
+    assert agent.followers == [tcp_live, serial]         # the serial line stays for the next event
