@@ -525,6 +525,9 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
             rec.mark("train")
         run_id = client.train(config, dataset, run_id=run_id, resume=resume)
         state = follow(client, run_id, rec, printer, on_restart=resume_after_restart)
+        if state == "failed":           # no results: the board's error says why, in one line
+            raise CliError(f"run {run_id} failed on the board: {printer.last_error or 'see `e2train status`'}",
+                           EXIT_RUN_FAILED)
         results = client.results(run_id)
         results["state"] = state
     finally:
@@ -648,6 +651,7 @@ class EventPrinter:
         self.batches: int | None = None
         self.bar = None                      # the epoch's tqdm bar while it is open
         self.bar_epoch = None
+        self.last_error: str | None = None   # the board's last error event (a failed run's cause)
 
     def _close_bar(self) -> None:
         if self.bar is not None:
@@ -676,6 +680,7 @@ class EventPrinter:
         elif name == "warning":                 # checkpoint fallbacks: shown even when quiet
             self._line(f"board warning: {ev.get('message')}")
         elif name == "error":
+            self.last_error = str(ev.get("error"))
             self._line(f"board error: {ev.get('error')}")
         elif self.quiet:
             return

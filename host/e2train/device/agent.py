@@ -681,8 +681,9 @@ class Agent:
             raise CommandError(f"bad run id {run_id!r}", "bad-args")
         path = self.data_dir / "results" / f"{run_id}.json"
         if not path.exists():
-            state = "training" if self.run and self.run["run_id"] == run_id else "unknown"
-            raise CommandError(f"no results for {run_id} ({state})", "no-results")
+            state = self._run_state(run_id)
+            why = {"failed": "it failed (its error event says why)", "training": "it is still training"}
+            raise CommandError(f"no results for {run_id}: {why.get(state, state)}", "no-results")
         res = json.loads(path.read_text())
         if delete:
             path.unlink()

@@ -77,20 +77,22 @@ def test_a_chunk_the_full_disk_refuses_is_taken_back_and_the_upload_resumes_whol
     assert rep["stored"] == "d.npz" and (agent.data_dir / "datasets" / "d.npz").read_bytes() == blob
 
 
+class DiskFullTrainer:
+    """A run whose first checkpoint the full disk refuses."""
+
+    def __init__(self, config, on_event):
+        self.on_event = on_event
+
+    def run(self):
+        self.on_event({"event": "started"})
+        raise OSError(errno.ENOSPC, "No space left on device", "checkpoint.npz")
+
+    def stop(self):
+        pass
+
+
 def test_a_run_whose_checkpoint_the_disk_refuses_says_what_to_free_and_how_to_resume(served, tmp_path, monkeypatch):
     agent, path = served
-
-    class DiskFullTrainer:
-        def __init__(self, config, on_event):
-            self.on_event = on_event
-
-        def run(self):
-            self.on_event({"event": "started"})
-            raise OSError(errno.ENOSPC, "No space left on device", "checkpoint.npz")
-
-        def stop(self):
-            pass
-
     monkeypatch.setattr(agent_mod, "make_trainer", lambda config, data, backend, **k: DiskFullTrainer(config, k["on_event"]))
     f = tmp_path / "d.npz"
     f.write_bytes(_dataset_bytes())
@@ -121,3 +123,20 @@ def test_an_upload_goes_on_where_it_ended_after_the_agent_restarts(tmp_path, fak
     assert (tmp_path / "board" / "datasets" / "d.npz").read_bytes() == blob
     left = sorted(p.name for p in (tmp_path / "board" / "datasets").iterdir())
     assert left == [".d.npz.sha256", "d.npz"]                            # no part, no note of it
+
+
+def test_the_host_ends_a_failed_run_with_the_board_error_in_one_line(served, tmp_path, monkeypatch):
+    """`e2train train` on a run that fails: exit 1 with the board's error, not a refusal to fetch
+    results that a failed run never wrote; and `fetch` of it says it failed."""
+    from e2train.app import train_cli
+    from e2train.app.exit_codes import EXIT_RUN_FAILED, CliError
+    agent, path = served
+    monkeypatch.setattr(agent_mod, "make_trainer", lambda config, data, backend, **k: DiskFullTrainer(config, k["on_event"]))
+    with BoardClient(path) as c:
+        with pytest.raises(CliError) as e:
+            train_cli.train_session(c, {}, dataset="d", dataset_bytes=_dataset_bytes(), run_id="full",
+                                    out=str(tmp_path / "report"), quiet=True)
+        assert e.value.code == EXIT_RUN_FAILED and "\n" not in str(e.value)
+        assert str(e.value).startswith("run full failed on the board: run full stopped: the board could not write")
+        with pytest.raises(BoardError, match="no results for full: it failed"):
+            c.results("full")
