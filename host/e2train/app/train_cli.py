@@ -229,9 +229,12 @@ def run_attach(args: argparse.Namespace) -> int:
             printer.close()
         if state == "interrupted":
             raise _restarted(args.board, run_id, client.status(run_id).get("run_state", "interrupted"))
+        if state == "failed":           # it wrote no results; the board's error says why
+            raise CliError(f"run {run_id} failed on the board: {printer.last_error or 'see `e2train status`'}",
+                           EXIT_RUN_FAILED)
         report = fetch_report(client, run_id, args.out, state)
     print_summary(report)
-    return 0 if report["results"].get("state") != "failed" else 1
+    return 0
 
 
 def add_stop_arguments(p: argparse.ArgumentParser) -> None:

@@ -140,3 +140,9 @@ def test_the_host_ends_a_failed_run_with_the_board_error_in_one_line(served, tmp
         assert str(e.value).startswith("run full failed on the board: run full stopped: the board could not write")
         with pytest.raises(BoardError, match="no results for full: it failed"):
             c.results("full")
+    # `attach` to it afterwards says the same (the error comes from the board's event log)
+    args = train_cli.argparse.Namespace(board=path, baud=115200, token=None, reconnect=5.0, run_id="full",
+                                        quiet=True, out=str(tmp_path / "attached"))
+    with pytest.raises(CliError) as e:
+        train_cli.run_attach(args)
+    assert e.value.code == EXIT_RUN_FAILED and "run full failed on the board: run full stopped" in str(e.value)
