@@ -232,3 +232,31 @@ def test_an_agent_killed_at_the_same_place_every_time_is_not_resumed_for_ever(tm
     assert last.startswith("e2train train: run s1 started 3 times from its start"), last
     assert "smaller batch_size" in last and "`e2train train --run-id s1` tries it again" in last
     assert not (data / "results" / "s1.json").exists()
+
+
+def test_sigterm_stops_the_run_at_a_checkpoint_before_the_agent_exits(tmp_path):
+    """`systemctl stop` or a reboot sends the agent SIGTERM: the run ends as `e2train stop` ends it,
+    its checkpoint saved and its results stored (stopped), so `--resume` takes it up, and the agent
+    exits cleanly rather than being cut off mid-step."""
+    from e2train.link.client import BoardClient
+    os.environ.setdefault("E2TRAIN_CSIM_LIB", _env().get("E2TRAIN_CSIM_LIB", ""))
+    data = tmp_path / "b"
+    sim = SimulatedBoard(data_dir=data, meter="none", tcp="127.0.0.1:0")
+    try:
+        with BoardClient(sim.link) as c:
+            c.flash()
+            from e2train.app.train_cli import dataset_npz
+            c.upload_bytes("digits", dataset_npz("digits", None))
+            c.train({"model": "resnet8", "width": 4, "epochs": 50, "progress_every": 2, "checkpoint_every": 0},
+                    "digits", run_id="t1")
+            end = time.monotonic() + 60
+            while time.monotonic() < end and not any(e["event"] == "progress" for e in c.events(timeout=0.5)):
+                pass
+        sim.proc.send_signal(signal.SIGTERM)
+        assert sim.proc.wait(60) == 0
+    finally:
+        if sim.proc.poll() is None:
+            sim.proc.kill()
+    res = json.loads((data / "results" / "t1.json").read_text())
+    assert res["stopped"] is True and res["summary"]["epochs"] < 50
+    assert ckpt.exists(data / "checkpoints" / "t1" / "checkpoint.npz")

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import stat
 import sys
@@ -1043,6 +1044,11 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         agent.address = where
         print(json.dumps({"link": where, "meter": agent.meter_port, "data_dir": str(data_dir)}), flush=True)
 
+    def terminate(signum, frame):
+        raise KeyboardInterrupt     # `systemctl stop`, a reboot: the run stops at a checkpoint, as on Ctrl-C
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
     try:
         if args.pty:
             serve_pty(agent, announce)
