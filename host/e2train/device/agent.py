@@ -846,6 +846,38 @@ def serve_pty(agent: Agent, announce: Callable[[str], None]) -> None:
         os.close(slave)
 
 
+def port_holders(dev: str, proc: Path = Path("/proc")) -> list[tuple[int, str]]:
+    """(pid, name) of the other processes that hold ``dev`` open, from /proc/<pid>/fd (every
+    process's, as root; only the agent's own user's otherwise). A login console (getty) on the
+    PS UART takes bytes of the link and echoes the rest."""
+    real = os.path.realpath(dev)
+    out = []
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if any(os.path.realpath(fd) == real for fd in (entry / "fd").iterdir()):
+                out.append((int(entry.name), (entry / "comm").read_text().strip()))
+        except OSError:
+            continue
+    return out
+
+
+def check_port_free(dev: str) -> str | None:
+    """Why the agent must not serve ``dev``: a getty holds it (refused: the link would lose bytes
+    to the login console). Other holders are only warned of (stderr)."""
+    holders = port_holders(dev)
+    getty = [f"{name} (pid {pid})" for pid, name in holders if "getty" in name]
+    if getty:
+        unit = f"serial-getty@{Path(dev).name}.service"
+        return (f"{dev} is the login console of {', '.join(getty)}, which would take bytes of the link: stop it with "
+                f"`sudo systemctl stop {unit}` (`sudo systemctl mask {unit}` for good) and start the agent again")
+    if holders:
+        print(f"e2train board: warning: {dev} is also open in {', '.join(f'{n} (pid {p})' for p, n in holders)}; "
+              "anything it reads is lost to the link", file=sys.stderr)
+    return None
+
+
 def serve_serial(agent: Agent, port: str, baud: int) -> None:
     """Serve a serial port. A port that cannot be opened at start is an error (a wrong name);
     once it has been served, a lost port is reopened until it comes back (a replugged cable)."""
@@ -871,8 +903,9 @@ def serve_tcp(agent: Agent, host: str, port: int, announce: Callable[[str], None
     trusted; with one a connection is nobody until its hello carries the token, so a stranger
     cannot push a host off. A trusted hello that follows (``host_client``) gets the events,
     beside the other hosts that follow, and replaces its own host's older connection (the host
-    reconnecting); a one-off command (status, stop, fetch) takes nothing from them. At most ``MAX_UNAUTHENTICATED`` strangers are
-    served at once, each for at most ``HELLO_DEADLINE_S`` seconds."""
+    reconnecting); a one-off command (status, stop, fetch) takes nothing from them. At most
+    ``MAX_UNAUTHENTICATED`` strangers are served at once, each for at most ``HELLO_DEADLINE_S``
+    seconds."""
     srv = socket.create_server((host, port))
     srv.settimeout(0.5)
     announce(f"socket://{host}:{srv.getsockname()[1]}")
@@ -1022,6 +1055,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             return 2
     elif not args.pty and not args.port:
         print("e2train board: say where to serve: --port DEV, --tcp HOST:PORT or --pty", file=sys.stderr)
+        return 2
+    elif args.port and (busy := check_port_free(args.port)):
+        print(f"e2train board: {busy}", file=sys.stderr)
         return 2
     if args.cma_arena_mb is not None and not 0 <= args.cma_arena_mb <= 4096:
         print(f"e2train board: --cma-arena-mb {args.cma_arena_mb:g}: give 0 (copy every tensor) up to the board's "
