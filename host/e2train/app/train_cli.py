@@ -26,7 +26,7 @@ import numpy as np
 
 from ..link.protocol import LinkError
 from .exit_codes import EXIT_BOARD, EXIT_BUSY, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_RUN_FAILED, EXIT_USAGE, CliError
-from ..link.client import BoardClient, SimulatedBoard
+from ..link.client import BoardClient, BoardError, SimulatedBoard
 
 PRESETS_DOC = "baseline (8-bit, all batches, no gates, exact signs) or e2train (SMD + SLU + PSG)"
 REPORT_DIR_HELP = "report directory (default runs/<run id>)"
@@ -204,6 +204,12 @@ def _restarted(board: str, run_id: str, run_state: str) -> CliError:
                     f"--board {board} --run-id {run_id} --resume`", EXIT_NOT_FOUND)
 
 
+def _failed(run_id: str, printer: "EventPrinter") -> CliError:
+    """A run that failed on the board wrote no results: its error event says why, in one line."""
+    return CliError(f"run {run_id} failed on the board: {printer.last_error or 'see `e2train status`'}",
+                    EXIT_RUN_FAILED)
+
+
 def run_attach(args: argparse.Namespace) -> int:
     with _board(args, follow=True) as (client, _):
         st = client.status(args.run_id)
@@ -229,9 +235,8 @@ def run_attach(args: argparse.Namespace) -> int:
             printer.close()
         if state == "interrupted":
             raise _restarted(args.board, run_id, client.status(run_id).get("run_state", "interrupted"))
-        if state == "failed":           # it wrote no results; the board's error says why
-            raise CliError(f"run {run_id} failed on the board: {printer.last_error or 'see `e2train status`'}",
-                           EXIT_RUN_FAILED)
+        if state == "failed":
+            raise _failed(run_id, printer)
         report = fetch_report(client, run_id, args.out, state)
     print_summary(report)
     return 0
@@ -269,11 +274,14 @@ def add_fetch_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_fetch(args: argparse.Namespace) -> int:
     with _board(args) as (client, _):
-        if client.status(args.run_id).get("run_state") == "training":
+        try:
+            report = fetch_report(client, args.run_id, args.out, None, delete=args.delete)
+        except BoardError as e:     # no results: a run still training gets the commands that end it
+            if e.code != "no-results" or client.status(args.run_id).get("run_state") != "training":
+                raise
             raise CliError(f"run {args.run_id} is still training, so it has no results yet: follow it to its end with "
                            f"`e2train attach --board {args.board} --run-id {args.run_id}` (which fetches them), or "
-                           f"end it with `e2train stop --board {args.board}` and fetch then", EXIT_BUSY)
-        report = fetch_report(client, args.run_id, args.out, None, delete=args.delete)
+                           f"end it with `e2train stop --board {args.board}` and fetch then", EXIT_BUSY) from None
     print_summary(report)
     return 0
 
@@ -528,9 +536,8 @@ def train_session(client: BoardClient, config: dict, *, dataset: str, data_dir: 
             rec.mark("train")
         run_id = client.train(config, dataset, run_id=run_id, resume=resume)
         state = follow(client, run_id, rec, printer, on_restart=resume_after_restart)
-        if state == "failed":           # no results: the board's error says why, in one line
-            raise CliError(f"run {run_id} failed on the board: {printer.last_error or 'see `e2train status`'}",
-                           EXIT_RUN_FAILED)
+        if state == "failed":
+            raise _failed(run_id, printer)
         results = client.results(run_id)
         results["state"] = state
     finally:

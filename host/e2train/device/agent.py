@@ -246,15 +246,8 @@ class Conn:
         self.host_id: str | None = None         # the host process behind it (its hello's client), if it says
 
 
-def host_client(client) -> tuple[bool, str | None]:
-    """(follows the events, host id) from a hello's ``client``: ``e2train-host follow ID`` for a
-    host that follows a run (train, attach), ``e2train-host query ID`` for a one-off command
-    (status, stop, fetch, flash) that must not take the events from a host following the run;
-    anything else, an older host's plain ``e2train-host`` included, follows with no id."""
-    words = client.split() if isinstance(client, str) else []
-    if len(words) == 3 and words[0] == "e2train-host" and words[1] in ("follow", "query"):
-        return words[1] == "follow", words[2]
-    return True, None
+# (follows the events, host id) from a hello's ``client`` (link.protocol's two forms)
+host_client = link.parse_host_client
 
 
 class Agent:
@@ -1022,10 +1015,19 @@ def service_unit(argv: list[str], python: str, data_dir: Path) -> str:
     ])
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    """Where uploads, checkpoints and results live: --data-dir, else under the user's home."""
+    return Path(args.data_dir or (Path.home() / ".e2train" / ("sim-board" if args.sim else "board")))
+
+
+def _board_argv() -> list[str]:
+    """This agent's own flags, as its command line gave them (after `e2train board`)."""
+    return sys.argv[sys.argv.index("board") + 1:] if "board" in sys.argv else sys.argv[1:]
+
+
 def print_service(args: argparse.Namespace, argv: list[str]) -> int:
-    data_dir = Path(args.data_dir or (Path.home() / ".e2train" / ("sim-board" if args.sim else "board"))).resolve()
     try:
-        unit = service_unit(argv, sys.executable, data_dir)
+        unit = service_unit(argv, sys.executable, _data_dir(args).resolve())
     except ValueError as e:
         print(f"e2train board: {e}", file=sys.stderr)
         return 2
@@ -1043,7 +1045,7 @@ def print_service(args: argparse.Namespace, argv: list[str]) -> int:
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if args.service:
-        return print_service(args, list(sys.argv[sys.argv.index("board") + 1:] if argv is None else argv))
+        return print_service(args, _board_argv() if argv is None else list(argv))
     if args.tcp:
         host, _, port_s = args.tcp.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
@@ -1063,7 +1065,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print(f"e2train board: --cma-arena-mb {args.cma_arena_mb:g}: give 0 (copy every tensor) up to the board's "
               f"CMA size in MB (PYNQ images reserve 128)", file=sys.stderr)
         return 2
-    data_dir = Path(args.data_dir or (Path.home() / ".e2train" / ("sim-board" if args.sim else "board")))
+    data_dir = _data_dir(args)
     meter = None
     sim_power = None
     if args.sim and args.meter != "none":
@@ -1112,7 +1114,7 @@ def _restart(args: argparse.Namespace, address: str | None) -> None:
     """Replace this process with a new agent on the same command line (and the same TCP
     port, if it was picked with port 0), importing the package installed into
     ``--package-target`` if there is one."""
-    argv = sys.argv[sys.argv.index("board") + 1:] if "board" in sys.argv else sys.argv[1:]
+    argv = _board_argv()
     if args.tcp and address and address.startswith("socket://"):
         argv = [address[len("socket://"):] if a == args.tcp else a for a in argv]
     env = dict(os.environ)

@@ -54,9 +54,8 @@ class BoardClient:
                  reconnect_s: float = 60.0, follow: bool = True):
         self.url = url
         # Over TCP the agent sends its events to the hosts that follow it (train, attach); a
-        # one-off command (follow=False: status, stop, fetch) leaves them theirs. The id tells the
-        # agent this process's reconnection from another host.
-        self.client_name = f"e2train-host {'follow' if follow else 'query'} {secrets.token_hex(4)}"
+        # one-off command (follow=False: status, stop, fetch) leaves them theirs.
+        self.client_name = link.host_client_name(follow, secrets.token_hex(4))
         self.baud = baud
         self.line_baud = link_baud(url, baud)
         self.token = token

@@ -49,6 +49,26 @@ EVENTS = ("started", "progress", "epoch", "finished", "error", "stopped", "flash
           "warning", "checkpoint")
 
 
+# A host's hello names itself in ``client``: "e2train-host follow ID" for a host that follows a run
+# (train, attach: it gets the events), "e2train-host query ID" for a one-off command (status, stop,
+# fetch, flash: it takes no events from a following host). ID tells one host process's
+# reconnection from another host. An older host says plain "e2train-host".
+HOST_CLIENT = "e2train-host"
+
+
+def host_client_name(follow: bool, host_id: str) -> str:
+    return f"{HOST_CLIENT} {'follow' if follow else 'query'} {host_id}"
+
+
+def parse_host_client(client) -> tuple[bool, str | None]:
+    """(follows the events, host id) from a hello's ``client``; anything but the two forms above,
+    an older host's plain name included, follows with no id."""
+    words = client.split() if isinstance(client, str) else []
+    if len(words) == 3 and words[0] == HOST_CLIENT and words[1] in ("follow", "query"):
+        return words[1] == "follow", words[2]
+    return True, None
+
+
 def bytes_per_second(baud: int) -> float:
     """Payload bytes per second of a UART at ``baud``: 8N1 puts 10 bits on the wire per byte."""
     return baud / 10.0
